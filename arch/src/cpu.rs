@@ -1,0 +1,129 @@
+//! CPU identification, barriers, idle, and the SMCCC / semihosting conduits.
+
+#[cfg(target_arch = "aarch64")]
+use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, ID_AA64PFR0_EL1, ID_AA64ISAR0_EL1, CNTFRQ_EL0, CNTVCT_EL0, CurrentEL, MPIDR_EL1, TPIDR_EL1};
+#[cfg(target_arch = "aarch64")]
+use tock_registers::interfaces::Readable;
+
+/// Whether the CPU implements a translation granule, from the raw ID_AA64MMFR0_EL1 TGran
+/// fields. Raw values on purpose: with FEAT_LPA2 (QEMU `-cpu max`) TGran4 reads 1 and TGran16
+/// reads 2, values the `aarch64-cpu` enums do not know.
+pub fn granule_supported(mmfr0: u64, page_shift: u32) -> bool {
+    match page_shift {
+        12 => (mmfr0 >> 28) & 0xf != 0xf, // TGran4: 0xF = not implemented
+        14 => (mmfr0 >> 20) & 0xf != 0x0, // TGran16: 0 = not implemented
+        16 => (mmfr0 >> 24) & 0xf != 0xf, // TGran64: 0xF = not implemented
+        _ => false,
+    }
+}
+
+/// Name of the TGran field for a granule, for error messages.
+pub fn tgran_field(page_shift: u32) -> (&'static str, u32) {
+    match page_shift {
+        12 => ("TGran4", 28),
+        14 => ("TGran16", 20),
+        _ => ("TGran64", 24),
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+pub fn id_aa64mmfr0() -> u64 {
+    ID_AA64MMFR0_EL1.get()
+}
+
+/// ID_AA64MMFR0_EL1.PARange.
+#[cfg(target_arch = "aarch64")]
+pub fn pa_range() -> u64 {
+    ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange)
+}
+
+/// FEAT_TLBIRANGE: ID_AA64ISAR0_EL1.TLB (bits 59:56) == 2. Read raw: the crate has no field.
+#[cfg(target_arch = "aarch64")]
+pub fn has_tlbi_range() -> bool {
+    (ID_AA64ISAR0_EL1.get() >> 56) & 0xf >= 2
+}
+
+/// GICv3 CPU interface system registers implemented (ID_AA64PFR0_EL1.GIC != 0).
+#[cfg(target_arch = "aarch64")]
+pub fn has_gicv3_sysregs() -> bool {
+    (ID_AA64PFR0_EL1.get() >> 24) & 0xf != 0
+}
+
+/// Exception level we run at (always 1 after boot).
+#[cfg(target_arch = "aarch64")]
+pub fn current_el() -> u64 {
+    CurrentEL.read(CurrentEL::EL)
+}
+
+/// MPIDR_EL1 affinity (Aff3..Aff0) of this CPU.
+#[cfg(target_arch = "aarch64")]
+pub fn mpidr_affinity() -> u64 {
+    MPIDR_EL1.get() & 0xff00_ff_ffff
+}
+
+/// Index of this CPU (0 = boot CPU), kept in TPIDR_EL1 by the entry code.
+#[cfg(target_arch = "aarch64")]
+pub fn cpu_index() -> usize {
+    TPIDR_EL1.get() as usize
+}
+
+/// Virtual counter (CNTVCT_EL0), ordered after preceding instructions.
+#[cfg(target_arch = "aarch64")]
+pub fn counter() -> u64 {
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+    CNTVCT_EL0.get()
+}
+
+/// Counter frequency in Hz.
+#[cfg(target_arch = "aarch64")]
+pub fn counter_freq() -> u64 {
+    CNTFRQ_EL0.get()
+}
+
+/// Sleep until an interrupt (or other wake-up event) arrives.
+#[cfg(target_arch = "aarch64")]
+pub fn wfi() {
+    aarch64_cpu::asm::wfi();
+}
+
+/// Which instruction reaches the firmware (PSCI) on this platform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conduit {
+    Hvc,
+    Smc,
+}
+
+/// An SMC Calling Convention call with three arguments; returns x0.
+#[cfg(target_arch = "aarch64")]
+pub fn smccc(conduit: Conduit, fid: u32, a1: u64, a2: u64, a3: u64) -> i64 {
+    let mut x0 = fid as u64;
+    // SAFETY: an SMCCC call transfers control to the firmware (QEMU's built-in PSCI), which
+    // clobbers at most x0-x17 per SMCCC 1.1; we declare x0-x3 and mark x4-x17 clobbered.
+    unsafe {
+        match conduit {
+            Conduit::Hvc => core::arch::asm!("hvc #0", inout("x0") x0, inout("x1") a1 => _, inout("x2") a2 => _, inout("x3") a3 => _,
+                out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _, out("x10") _, out("x11") _,
+                out("x12") _, out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _, options(nostack)),
+            Conduit::Smc => core::arch::asm!("smc #0", inout("x0") x0, inout("x1") a1 => _, inout("x2") a2 => _, inout("x3") a3 => _,
+                out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _, out("x10") _, out("x11") _,
+                out("x12") _, out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _, options(nostack)),
+        }
+    }
+    x0 as i64
+}
+
+/// Exit QEMU with `code` through semihosting SYS_EXIT (needs `-semihosting`; this is
+/// how test kernels and refused boots report a status). Falls back to parking the CPU.
+#[cfg(target_arch = "aarch64")]
+pub fn semihosting_exit(code: u32) -> ! {
+    // ADP_Stopped_ApplicationExit with the exit code as subcode.
+    let block: [u64; 2] = [0x20026, code as u64];
+    // SAFETY: `hlt #0xf000` is the A64 semihosting trap; QEMU reads the two-word parameter
+    // block we pass by address and terminates. Without `-semihosting` it raises an exception.
+    unsafe {
+        core::arch::asm!("hlt #0xf000", in("w0") 0x18u32, in("x1") block.as_ptr(), options(nostack));
+    }
+    loop {
+        wfi();
+    }
+}

@@ -1,0 +1,207 @@
+//! Translation geometry of one build configuration: granule (page size) and VA size.
+//!
+//! Level numbering follows the architecture: the last level is 3 (PTE); a configuration with
+//! `n` levels starts its walk at level `4 - n`. Linux names: level 0 = PGD/P4D, 1 = PUD,
+//! 2 = PMD, 3 = PTE. A level below the start level is *folded* and does not exist.
+
+/// Page size and VA width of one configuration. All methods are `const` so a configuration
+/// chosen at build time folds to constants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// log2 of the granule: 12 (4K), 14 (16K) or 16 (64K).
+    pub page_shift: u32,
+    /// Width of the TTBR1 (and TTBR0) virtual address space.
+    pub va_bits: u32,
+}
+
+impl Geometry {
+    /// The seven configurations of the build matrix (DESIGN §3).
+    pub const MATRIX: [Geometry; 7] = [
+        Geometry::new(12, 39),
+        Geometry::new(12, 48),
+        Geometry::new(14, 36),
+        Geometry::new(14, 47),
+        Geometry::new(14, 48),
+        Geometry::new(16, 42),
+        Geometry::new(16, 48),
+    ];
+
+    pub const fn new(page_shift: u32, va_bits: u32) -> Self {
+        assert!(page_shift == 12 || page_shift == 14 || page_shift == 16);
+        assert!(va_bits >= 36 && va_bits <= 48);
+        Geometry { page_shift, va_bits }
+    }
+
+    pub const fn page_size(&self) -> u64 {
+        1 << self.page_shift
+    }
+
+    /// VA bits resolved by one table level (8-byte descriptors).
+    pub const fn bits_per_level(&self) -> u32 {
+        self.page_shift - 3
+    }
+
+    /// Number of translation levels (Linux `ARM64_HW_PGTABLE_LEVELS`).
+    pub const fn levels(&self) -> u32 {
+        (self.va_bits - 4) / (self.page_shift - 3)
+    }
+
+    /// First level of a walk (the PGD level of this configuration).
+    pub const fn start_level(&self) -> u32 {
+        4 - self.levels()
+    }
+
+    /// True when `level` exists in this configuration.
+    pub const fn has_level(&self, level: u32) -> bool {
+        level >= self.start_level() && level <= 3
+    }
+
+    /// log2 of the size one entry at `level` maps (Linux `ARM64_HW_PGTABLE_LEVEL_SHIFT`).
+    pub const fn level_shift(&self, level: u32) -> u32 {
+        (self.page_shift - 3) * (4 - level) + 3
+    }
+
+    pub const fn level_size(&self, level: u32) -> u64 {
+        1 << self.level_shift(level)
+    }
+
+    /// Entries in a table at `level`; the start level may be a partial table (e.g. 2 entries
+    /// for 16K/48-bit, 64 for 64K/48-bit).
+    pub const fn entries(&self, level: u32) -> usize {
+        if level == self.start_level() {
+            1 << (self.va_bits - self.level_shift(level))
+        } else {
+            1 << self.bits_per_level()
+        }
+    }
+
+    /// Index of `va` in the table at `level`.
+    pub const fn index(&self, va: u64, level: u32) -> usize {
+        ((va >> self.level_shift(level)) as usize) & (self.entries(level) - 1)
+    }
+
+    /// Whether a block (leaf at a non-last level) is architecturally allowed at `level`
+    /// without FEAT_LPA/LPA2: 4K at levels 1 and 2, 16K and 64K at level 2 only.
+    pub const fn block_allowed(&self, level: u32) -> bool {
+        if !self.has_level(level) {
+            return false;
+        }
+        match (self.page_shift, level) {
+            (12, 1) | (_, 2) => true,
+            _ => false,
+        }
+    }
+
+    /// log2 of the number of entries that form one contiguous-hint run at `level`
+    /// (CONT_PTE / CONT_PMD), or `None` where the hint is not used.
+    pub const fn cont_shift(&self, level: u32) -> Option<u32> {
+        match (self.page_shift, level) {
+            (12, 3) => Some(4), // 16 x 4K = 64 KiB
+            (12, 2) => Some(4), // 16 x 2M = 32 MiB
+            (14, 3) => Some(7), // 128 x 16K = 2 MiB
+            (14, 2) => Some(5), // 32 x 32M = 1 GiB
+            (16, 3) => Some(5), // 32 x 64K = 2 MiB
+            (16, 2) => Some(5), // 32 x 512M = 16 GiB
+            _ => None,
+        }
+    }
+
+    /// Bytes covered by one contiguous run at `level`.
+    pub const fn cont_size(&self, level: u32) -> Option<u64> {
+        match self.cont_shift(level) {
+            Some(s) => Some(1 << (self.level_shift(level) + s)),
+            None => None,
+        }
+    }
+
+    /// PMD (level 2) block size: 2 MiB / 32 MiB / 512 MiB.
+    pub const fn pmd_size(&self) -> u64 {
+        self.level_size(2)
+    }
+
+    /// Lowest address of the TTBR1 (kernel) half: `0xffff...` with `va_bits` free bits.
+    pub const fn ttbr1_base(&self) -> u64 {
+        !0u64 << self.va_bits
+    }
+
+    /// T0SZ/T1SZ field value for TCR_EL1.
+    pub const fn tsz(&self) -> u64 {
+        64 - self.va_bits as u64
+    }
+
+    /// Short name used in logs, features and file names, e.g. `16k-47`.
+    pub const fn granule_name(&self) -> &'static str {
+        match self.page_shift {
+            12 => "4k",
+            14 => "16k",
+            _ => "64k",
+        }
+    }
+}
+
+/// A build configuration as a type, so code generic over it folds to constants.
+pub trait Config: 'static {
+    const GEOM: Geometry;
+}
+
+/// Declares a zero-sized configuration type.
+#[macro_export]
+macro_rules! config {
+    ($name:ident, $shift:expr, $va:expr) => {
+        #[derive(Clone, Copy, Debug, Default)]
+        pub struct $name;
+        impl $crate::geometry::Config for $name {
+            const GEOM: $crate::geometry::Geometry = $crate::geometry::Geometry::new($shift, $va);
+        }
+    };
+}
+
+config!(Cfg4K39, 12, 39);
+config!(Cfg4K48, 12, 48);
+config!(Cfg16K36, 14, 36);
+config!(Cfg16K47, 14, 47);
+config!(Cfg16K48, 14, 48);
+config!(Cfg64K42, 16, 42);
+config!(Cfg64K48, 16, 48);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_match_design_table() {
+        let want = [3, 4, 2, 3, 4, 2, 3];
+        for (g, w) in Geometry::MATRIX.iter().zip(want) {
+            assert_eq!(g.levels(), w, "{g:?}");
+        }
+    }
+
+    #[test]
+    fn top_table_sizes() {
+        assert_eq!(Geometry::new(14, 48).entries(0), 2);
+        assert_eq!(Geometry::new(16, 48).entries(1), 64);
+        assert_eq!(Geometry::new(16, 42).entries(2), 8192);
+        assert_eq!(Geometry::new(12, 39).entries(1), 512);
+        // Every configuration resolves exactly va_bits bits.
+        for g in Geometry::MATRIX {
+            let mut bits = g.page_shift;
+            for l in g.start_level()..=3 {
+                bits += g.entries(l).trailing_zeros();
+            }
+            assert_eq!(bits, g.va_bits, "{g:?}");
+        }
+    }
+
+    #[test]
+    fn block_and_cont_sizes() {
+        assert_eq!(Geometry::new(12, 48).pmd_size(), 2 << 20);
+        assert_eq!(Geometry::new(14, 47).pmd_size(), 32 << 20);
+        assert_eq!(Geometry::new(16, 48).pmd_size(), 512 << 20);
+        assert_eq!(Geometry::new(12, 48).cont_size(3), Some(64 << 10));
+        assert_eq!(Geometry::new(14, 47).cont_size(3), Some(2 << 20));
+        assert_eq!(Geometry::new(16, 42).cont_size(3), Some(2 << 20));
+        assert!(Geometry::new(12, 39).block_allowed(1));
+        assert!(!Geometry::new(14, 48).block_allowed(1));
+        assert!(!Geometry::new(16, 42).block_allowed(1)); // folded
+    }
+}

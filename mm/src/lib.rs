@@ -1,0 +1,12 @@
+//! Portable memory management for hotmem, generic over the translation granule.
+//!
+//! Nothing here touches a register: the arch crate supplies descriptor encodings and TLB
+//! maintenance through traits, so every algorithm also runs (and is tested) on the host for
+//! the 4K, 16K and 64K granules and every VA size of the matrix.
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod geometry;
+pub mod pgtable;
+
+pub use geometry::{Config, Geometry};

@@ -1,0 +1,117 @@
+//! The console: `print!`/`println!` to the PL011 and a receive ring filled by its interrupt.
+
+use crate::{pl011::Pl011, sync::IrqSafeLock};
+use core::fmt::Write;
+
+struct Console {
+    uart: Option<Pl011>,
+}
+
+static CONSOLE: IrqSafeLock<Console> = IrqSafeLock::new(Console { uart: None });
+
+const RX_SIZE: usize = 256;
+struct RxRing {
+    buf: [u8; RX_SIZE],
+    head: usize,
+    tail: usize,
+}
+static RX: IrqSafeLock<RxRing> = IrqSafeLock::new(RxRing { buf: [0; RX_SIZE], head: 0, tail: 0 });
+
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        if let Some(u) = &self.uart {
+            for b in s.bytes() {
+                if b == b'\n' {
+                    u.putc(b'\r');
+                }
+                u.putc(b);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Install the UART (mapped at `va`) as the console.
+pub fn init(va: u64) {
+    // SAFETY: the caller mapped the PL011 registers at `va` as device memory, for good.
+    let uart = unsafe { Pl011::new(va) };
+    uart.init();
+    CONSOLE.lock().uart = Some(uart);
+}
+
+pub fn _print(args: core::fmt::Arguments) {
+    let _ = CONSOLE.lock().write_fmt(args);
+}
+
+/// Print even if the console lock is held (fault path: the holder may be the faulting code).
+pub fn _print_panic(args: core::fmt::Arguments) {
+    if let Some(mut c) = CONSOLE.try_lock() {
+        let _ = c.write_fmt(args);
+    } else {
+        // SAFETY-free fallback: a second Console writing to the same UART; output may interleave.
+        let c = CONSOLE_RAW_VA.load(core::sync::atomic::Ordering::Relaxed);
+        if c != 0 {
+            // SAFETY: the UART stays mapped at this VA for the life of the kernel.
+            let mut raw = Console { uart: Some(unsafe { Pl011::new(c) }) };
+            let _ = raw.write_fmt(args);
+        }
+    }
+}
+
+static CONSOLE_RAW_VA: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+pub fn set_raw_va(va: u64) {
+    CONSOLE_RAW_VA.store(va, core::sync::atomic::Ordering::Relaxed);
+}
+
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => ($crate::console::_print(format_args!($($arg)*)));
+}
+
+#[macro_export]
+macro_rules! println {
+    () => ($crate::print!("\n"));
+    ($($arg:tt)*) => ($crate::console::_print(format_args!("{}\n", format_args!($($arg)*))));
+}
+
+/// UART interrupt: move every received byte into the ring.
+pub fn handle_rx_irq() {
+    let console = CONSOLE.lock();
+    let Some(u) = &console.uart else { return };
+    let mut rx = RX.lock();
+    while let Some(b) = u.getc() {
+        let next = (rx.head + 1) % RX_SIZE;
+        if next != rx.tail {
+            let h = rx.head;
+            rx.buf[h] = b;
+            rx.head = next;
+        }
+    }
+    u.clear_rx_interrupt();
+}
+
+/// Next input byte; sleeps (WFI) until one arrives.
+pub fn getc_blocking() -> u8 {
+    loop {
+        // Check and sleep with IRQs masked so the wake-up cannot slip between them; WFI wakes
+        // on a pending interrupt even while masked, and unmasking then takes it.
+        crate::sync::irq_disable();
+        let b = {
+            let mut rx = RX.lock();
+            if rx.head != rx.tail {
+                let b = rx.buf[rx.tail];
+                rx.tail = (rx.tail + 1) % RX_SIZE;
+                Some(b)
+            } else {
+                None
+            }
+        };
+        if let Some(b) = b {
+            crate::sync::irq_enable();
+            return b;
+        }
+        arch::cpu::wfi();
+        crate::sync::irq_enable();
+    }
+}

@@ -1,0 +1,174 @@
+//! What the kernel needs from the device tree, parsed once at boot with `fdt` 0.1.5.
+//!
+//! Two `fdt` 0.1.5 traps are avoided on purpose: `Fdt::memory()` returns only the first
+//! `/memory` node (we walk all of them), and `interrupts()` cannot decode the GIC's 3-cell
+//! specifiers (we parse the raw property).
+
+use alloc::{string::String, vec::Vec};
+use fdt::Fdt;
+
+/// A physical range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    pub base: u64,
+    pub size: u64,
+}
+
+impl Range {
+    pub fn end(&self) -> u64 {
+        self.base + self.size
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GicVersion {
+    V2,
+    V3,
+}
+
+#[derive(Debug)]
+pub struct Gic {
+    pub version: GicVersion,
+    /// Distributor.
+    pub gicd: Range,
+    /// CPU interface (v2) or redistributor region (v3).
+    pub gicc_or_gicr: Range,
+}
+
+#[derive(Debug)]
+pub struct Platform {
+    pub memory: Vec<Range>,
+    /// `/memreserve/` entries and reserved-memory nodes.
+    pub reserved: Vec<Range>,
+    pub uart: Range,
+    pub uart_intid: u32,
+    pub gic: Gic,
+    pub psci_method: Option<String>,
+    /// MPIDR affinity of each CPU, in DT order.
+    pub cpus: Vec<u64>,
+    pub bootargs: String,
+    pub dtb_size: u64,
+    pub model: String,
+}
+
+#[derive(Debug)]
+pub enum DtbError {
+    Header(fdt::FdtError),
+    NoMemory,
+    NoUart,
+    NoGic,
+    NoCpus,
+    BadReg(&'static str),
+}
+
+impl core::fmt::Display for DtbError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DtbError::Header(e) => write!(f, "invalid device tree header: {e:?}"),
+            DtbError::NoMemory => write!(f, "device tree has no usable /memory node"),
+            DtbError::NoUart => write!(f, "device tree has no arm,pl011 UART"),
+            DtbError::NoGic => write!(f, "device tree has no GICv2/GICv3 interrupt controller"),
+            DtbError::NoCpus => write!(f, "device tree lists no CPUs"),
+            DtbError::BadReg(n) => write!(f, "device tree node {n} has a malformed reg property"),
+        }
+    }
+}
+
+fn reg_ranges(node: &fdt::node::FdtNode) -> Vec<Range> {
+    node.reg()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| Some(Range { base: r.starting_address as u64, size: r.size? as u64 }))
+        .collect()
+}
+
+/// Parse the DTB at `ptr` (a kernel VA).
+///
+/// # Safety
+/// `ptr` must point to mapped, readable memory holding at least the DTB header, and as many
+/// bytes as the header's `totalsize` says.
+pub unsafe fn parse(ptr: *const u8) -> Result<Platform, DtbError> {
+    // SAFETY: guaranteed by the caller; `from_ptr` validates the magic and bounds by totalsize.
+    let fdt = unsafe { Fdt::from_ptr(ptr) }.map_err(DtbError::Header)?;
+
+    let memory: Vec<Range> = fdt
+        .find_all_nodes("/memory")
+        .flat_map(|n| reg_ranges(&n))
+        .filter(|r| r.size > 0)
+        .collect();
+    if memory.is_empty() {
+        return Err(DtbError::NoMemory);
+    }
+    let mut reserved: Vec<Range> =
+        fdt.memory_reservations().map(|r| Range { base: r.address() as u64, size: r.size() as u64 }).collect();
+    if let Some(rm) = fdt.find_node("/reserved-memory") {
+        for child in rm.children() {
+            reserved.extend(reg_ranges(&child));
+        }
+    }
+
+    let uart_node = fdt
+        .chosen()
+        .stdout()
+        .filter(|n| n.compatible().is_some_and(|c| c.all().any(|s| s == "arm,pl011")))
+        .or_else(|| fdt.find_compatible(&["arm,pl011"]))
+        .ok_or(DtbError::NoUart)?;
+    let uart = *reg_ranges(&uart_node).first().ok_or(DtbError::BadReg("uart"))?;
+    let uart_intid = raw_interrupts(&uart_node).first().copied().unwrap_or(33);
+
+    let (version, gic_node) = if let Some(n) = fdt.find_compatible(&["arm,gic-v3"]) {
+        (GicVersion::V3, n)
+    } else if let Some(n) = fdt.find_compatible(&["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a9-gic"]) {
+        (GicVersion::V2, n)
+    } else {
+        return Err(DtbError::NoGic);
+    };
+    let regs = reg_ranges(&gic_node);
+    if regs.len() < 2 {
+        return Err(DtbError::BadReg("interrupt-controller"));
+    }
+    let gic = Gic { version, gicd: regs[0], gicc_or_gicr: regs[1] };
+
+    let psci_method = fdt
+        .find_node("/psci")
+        .and_then(|n| n.property("method"))
+        .and_then(|p| p.as_str())
+        .map(String::from);
+
+    let cpus: Vec<u64> = fdt.cpus().map(|c| c.ids().first() as u64).collect();
+    if cpus.is_empty() {
+        return Err(DtbError::NoCpus);
+    }
+    let bootargs = fdt.chosen().bootargs().map(String::from).unwrap_or_default();
+    let model = fdt.root().model().into();
+    Ok(Platform {
+        memory,
+        reserved,
+        uart,
+        uart_intid,
+        gic,
+        psci_method,
+        cpus,
+        bootargs,
+        dtb_size: fdt.total_size() as u64,
+        model,
+    })
+}
+
+/// INTIDs of a node's `interrupts` property, decoded as GIC 3-cell specifiers
+/// `<type number flags>` (type 0 = SPI → INTID 32 + n, 1 = PPI → 16 + n).
+pub fn raw_interrupts(node: &fdt::node::FdtNode) -> Vec<u32> {
+    let Some(p) = node.property("interrupts") else { return Vec::new() };
+    p.value
+        .chunks_exact(12)
+        .map(|c| {
+            let cell = |i: usize| u32::from_be_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
+            let (kind, num) = (cell(0), cell(4));
+            if kind == 1 {
+                16 + num
+            } else {
+                32 + num
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,93 @@
+//! Kernel virtual memory layout (TTBR1), per configuration. Like Linux arm64, lowest first:
+//!
+//! | region  | start                      | size                               |
+//! |---------|----------------------------|------------------------------------|
+//! | linear  | `PAGE_OFFSET` = -2^VA      | 2^(VA-1): maps PA `[0, 2^(VA-1))`  |
+//! | vmemmap | `PAGE_OFFSET + 2^(VA-1)`   | linear size >> (PAGE_SHIFT - 6)    |
+//! | ioremap | next 1 GiB boundary        | 1 GiB (MMIO, device memory)        |
+//! | fdt     | `KIMAGE_VADDR - 64 MiB`    | 2 MiB window for the DTB           |
+//! | kimage  | `0xffff_ffff_c000_0000`    | the kernel image (text, rodata, data, bss) |
+//!
+//! `linear VA = PAGE_OFFSET + PA` (no offset: PAGE_OFFSET is aligned to 2^(VA-1), so a PA's
+//! alignment is its VA's and blocks line up). `pfn_to_page(pfn) = VMEMMAP_START + 64 * pfn`.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use mm::{Config, Geometry};
+
+pub const G: Geometry = <crate::config::Cfg as Config>::GEOM;
+pub const PAGE_SHIFT: u32 = G.page_shift;
+pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
+
+pub const PAGE_OFFSET: u64 = G.ttbr1_base();
+pub const LINEAR_SIZE: u64 = 1 << (G.va_bits - 1);
+/// `struct page` size; the vmemmap holds one per possible PFN of the linear range.
+pub const STRUCT_PAGE_SIZE: u64 = 64;
+pub const VMEMMAP_START: u64 = PAGE_OFFSET + LINEAR_SIZE;
+pub const VMEMMAP_SIZE: u64 = (LINEAR_SIZE >> PAGE_SHIFT) * STRUCT_PAGE_SIZE;
+pub const IOREMAP_START: u64 = (VMEMMAP_START + VMEMMAP_SIZE + (1 << 30) - 1) & !((1 << 30) - 1);
+pub const IOREMAP_SIZE: u64 = 1 << 30;
+pub const KIMAGE_VADDR: u64 = 0xffff_ffff_c000_0000;
+pub const FDT_VADDR: u64 = KIMAGE_VADDR - (64 << 20);
+pub const FDT_MAX_SIZE: u64 = 2 << 20;
+
+const _: () = assert!(IOREMAP_START + IOREMAP_SIZE <= FDT_VADDR);
+const _: () = assert!(VMEMMAP_START % (1 << 30) == 0);
+
+/// `VA - PA` of the kernel image, fixed by where the image was loaded (set once at early boot).
+pub static KIMAGE_VOFFSET: AtomicU64 = AtomicU64::new(0);
+
+pub fn kimage_voffset() -> u64 {
+    KIMAGE_VOFFSET.load(Ordering::Relaxed)
+}
+
+/// Linear-map address of a physical address.
+pub const fn phys_to_virt(pa: u64) -> u64 {
+    PAGE_OFFSET + pa
+}
+
+/// Physical address behind a linear-map or kernel-image VA.
+pub fn virt_to_phys(va: u64) -> Option<u64> {
+    if (PAGE_OFFSET..PAGE_OFFSET + LINEAR_SIZE).contains(&va) {
+        Some(va - PAGE_OFFSET)
+    } else if (KIMAGE_VADDR..image_end()).contains(&va) {
+        Some(va.wrapping_sub(kimage_voffset()))
+    } else {
+        None
+    }
+}
+
+extern "C" {
+    static __image_start: u8;
+    static __text_end: u8;
+    static __rodata_end: u8;
+    static __image_end: u8;
+}
+
+/// Link-time addresses of the image regions (valid once running at the link address).
+pub fn image_start() -> u64 {
+    core::ptr::addr_of!(__image_start) as u64
+}
+pub fn text_end() -> u64 {
+    core::ptr::addr_of!(__text_end) as u64
+}
+pub fn rodata_end() -> u64 {
+    core::ptr::addr_of!(__rodata_end) as u64
+}
+pub fn image_end() -> u64 {
+    core::ptr::addr_of!(__image_end) as u64
+}
+
+/// Human-readable size (e.g. `128 TiB`, `2 MiB`, `4 KiB`).
+pub struct Size(pub u64);
+
+impl core::fmt::Display for Size {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let units = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+        for (shift, name) in units {
+            if self.0 >= 1 << shift && self.0 % (1 << shift) == 0 {
+                return write!(f, "{} {}", self.0 >> shift, name);
+            }
+        }
+        write!(f, "{} B", self.0)
+    }
+}

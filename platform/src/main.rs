@@ -1,0 +1,185 @@
+//! hotmem: the kernel binary for QEMU `virt`.
+//!
+//! Boot path: `arch::boot` entry assembly → [`early`] (MMU off: boot page tables) → MMU on →
+//! [`__hotmem_main`]: device tree, linear map, console, page allocator, GIC, timer, PSCI,
+//! secondary CPUs, then the shell (or, in the `ktest` build, the in-guest tests).
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+mod config {
+    include!(concat!(env!("OUT_DIR"), "/config.rs"));
+}
+mod console;
+mod dtb;
+mod early;
+mod gic;
+#[cfg(feature = "ktest")]
+mod ktest;
+mod layout;
+mod memory;
+mod pl011;
+mod psci;
+mod shell;
+mod smp;
+mod sync;
+mod timer;
+mod trap;
+mod walk;
+
+use core::sync::atomic::{AtomicU32, Ordering};
+use layout::{Size, G};
+use mm::pgtable::PageTable;
+
+/// INTID of the console UART (from the DTB).
+pub static UART_INTID: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// QEMU virt's PL011, used only to report a device tree we cannot parse.
+const FALLBACK_UART_PA: u64 = 0x0900_0000;
+/// Exit status for a boot that cannot continue (bad DTB, no memory for the essentials).
+const BOOT_FAILED_STATUS: u32 = 4;
+
+fn boot_failed(what: core::fmt::Arguments) -> ! {
+    console::_print_panic(format_args!("hotmem: FATAL {what}\n"));
+    arch::cpu::semihosting_exit(BOOT_FAILED_STATUS)
+}
+
+pub fn print_layout() {
+    let img = layout::image_start();
+    println!(
+        "layout: granule={} page_size={} va_bits={} levels={} start_level={}",
+        G.granule_name(),
+        G.page_size(),
+        G.va_bits,
+        G.levels(),
+        G.start_level()
+    );
+    let rows = [
+        ("linear", layout::PAGE_OFFSET, layout::LINEAR_SIZE),
+        ("vmemmap", layout::VMEMMAP_START, layout::VMEMMAP_SIZE),
+        ("ioremap", layout::IOREMAP_START, layout::IOREMAP_SIZE),
+        ("fdt", layout::FDT_VADDR, layout::FDT_MAX_SIZE),
+        ("kimage", img, layout::image_end() - img),
+    ];
+    for (name, start, size) in rows {
+        println!("layout: region={:<8} start={:#018x} end={:#018x} size={}", name, start, start + size, Size(size));
+    }
+    println!(
+        "layout: kimage text={:#x}-{:#x} (RX) rodata={:#x}-{:#x} (R) data={:#x}-{:#x} (RW NX) pa={:#x}",
+        img,
+        layout::text_end(),
+        layout::text_end(),
+        layout::rodata_end(),
+        layout::rodata_end(),
+        layout::image_end(),
+        img.wrapping_sub(layout::kimage_voffset())
+    );
+}
+
+#[no_mangle]
+extern "C" fn __hotmem_main(_x0: u64) -> ! {
+    let t0 = arch::cpu::counter();
+    memory::init_heap();
+    let boot_mmu = early::boot_mmu();
+    *memory::KERNEL_PT.lock() = Some(PageTable::from_root(boot_mmu.ttbr1));
+
+    // Device tree (mapped read-only at FDT_VADDR by the early code).
+    let dtb_pa = early::DTB_PA.load(Ordering::Relaxed);
+    let dtb_va = layout::FDT_VADDR + (dtb_pa & (layout::PAGE_SIZE - 1));
+    // SAFETY: the early code mapped 1 MiB (QEMU's DTB size) from the DTB's page at FDT_VADDR.
+    let plat = match unsafe { dtb::parse(dtb_va as *const u8) } {
+        Ok(p) => p,
+        Err(e) => {
+            if let Ok(va) = memory::ioremap(FALLBACK_UART_PA, 0x1000) {
+                console::init(va);
+                console::set_raw_va(va);
+            }
+            boot_failed(format_args!("device tree at pa={dtb_pa:#x}: {e}"))
+        }
+    };
+
+    if let Err(e) = memory::map_linear(&plat.memory) {
+        boot_failed(format_args!("cannot build the linear map: {e:?}"));
+    }
+    match memory::ioremap(plat.uart.base, plat.uart.size) {
+        Ok(va) => {
+            console::init(va);
+            console::set_raw_va(va);
+        }
+        Err(e) => boot_failed(format_args!("cannot map the UART: {e:?}")),
+    }
+    UART_INTID.store(plat.uart_intid, Ordering::Relaxed);
+
+    println!();
+    println!(
+        "hotmem {} ({}, {} build) on {}",
+        env!("CARGO_PKG_VERSION"),
+        config::CONFIG_NAME,
+        if config::KTEST { "ktest" } else { "kernel" },
+        plat.model
+    );
+    println!(
+        "boot: granule={} va_bits={} levels={} el={} mpidr={:#x} dtb={:#x} dtb_size={} kimage_pa={:#x} tlbi_range={}",
+        G.granule_name(),
+        G.va_bits,
+        G.levels(),
+        arch::cpu::current_el(),
+        arch::cpu::mpidr_affinity(),
+        dtb_pa,
+        plat.dtb_size,
+        layout::image_start().wrapping_sub(layout::kimage_voffset()),
+        arch::cpu::has_tlbi_range()
+    );
+    for m in &plat.memory {
+        println!("boot: memory base={:#x} size={:#x} ({})", m.base, m.size, Size(m.size));
+    }
+    print_layout();
+
+    // Page allocator: all RAM minus the image, the DTB and DT reservations.
+    let kimage_pa = layout::image_start().wrapping_sub(layout::kimage_voffset());
+    let mut reserved = plat.reserved.clone();
+    reserved.push(dtb::Range { base: kimage_pa, size: layout::image_end() - layout::image_start() });
+    reserved.push(dtb::Range { base: dtb_pa, size: plat.dtb_size });
+    memory::init_page_allocator(&plat.memory, &reserved);
+
+    // Interrupts, timer, PSCI.
+    psci::init(plat.psci_method.as_deref());
+    let (gicd, gicc) = (plat.gic.gicd, plat.gic.gicc_or_gicr);
+    let (Ok(gicd_va), Ok(gicc_va)) = (memory::ioremap(gicd.base, gicd.size), memory::ioremap(gicc.base, gicc.size)) else {
+        boot_failed(format_args!("cannot map the GIC"))
+    };
+    gic::init_distributor(plat.gic.version, gicd_va, gicc_va, gicc.size);
+    gic::init_cpu(&[timer::INTID_VTIMER]);
+    gic::enable_spi(plat.uart_intid, gic::Trigger::Level);
+    timer::init_cpu();
+    sync::irq_enable();
+    let (maj, min) = psci::version();
+    println!(
+        "boot: gic=v{} psci={}.{} conduit={} timer_hz={} cntfrq={}",
+        if plat.gic.version == dtb::GicVersion::V3 { 3 } else { 2 },
+        maj,
+        min,
+        psci::conduit_name(),
+        timer::HZ,
+        arch::cpu::counter_freq()
+    );
+
+    // Secondary CPUs (they need the identity map, so drop ours only afterwards).
+    for s in smp::boot_secondaries(&plat.cpus) {
+        if let Err(why) = s.result {
+            println!("smp: cpu={} mpidr={:#x} FAILED: {}", s.cpu, s.mpidr, why);
+        }
+    }
+    smp::drop_identity_map();
+    println!("smp: online={} of {} cpus", smp::online_count(), plat.cpus.len());
+
+    let cycles = arch::cpu::counter() - t0;
+    println!("boot: time_to_prompt_us={} cycles={}", timer::cycles_to_us(cycles), cycles);
+
+    #[cfg(feature = "ktest")]
+    ktest::run_all(&plat);
+    #[cfg(not(feature = "ktest"))]
+    shell::run()
+}

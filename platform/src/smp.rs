@@ -1,0 +1,100 @@
+//! Secondary CPUs: started with PSCI CPU_ON, each switches to the kernel page tables through
+//! the identity map, drops TTBR0, sets up its GIC interface and timer, reports in and idles.
+
+use crate::{gic, layout, memory, println, psci, sync, timer};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Most CPUs the kernel handles (per-CPU arrays are sized by it).
+pub const MAX_CPUS: usize = 8;
+const STACK_ORDER_BYTES: u64 = 64 << 10;
+
+/// Bit i set = CPU i is online.
+static ONLINE: AtomicU64 = AtomicU64::new(1);
+static MPIDR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
+
+pub fn online_mask() -> u64 {
+    ONLINE.load(Ordering::Acquire)
+}
+
+pub fn online_count() -> u32 {
+    online_mask().count_ones()
+}
+
+pub fn mpidr_of(cpu: usize) -> Option<u64> {
+    MPIDR.get(cpu).map(|m| m.load(Ordering::Relaxed)).filter(|&m| m != u64::MAX)
+}
+
+/// Disable TTBR0 walks on this CPU: the identity map was only needed for the MMU switch.
+pub fn drop_identity_map() {
+    use aarch64_cpu::registers::TCR_EL1;
+    use tock_registers::interfaces::{Readable, Writeable};
+    TCR_EL1.set(arch::mmu::tcr_without_ttbr0(TCR_EL1.get()));
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+    // SAFETY: local TLB invalidation of all EL1 entries (drops identity-map entries); barriers.
+    unsafe { core::arch::asm!("tlbi vmalle1", "dsb nsh", "isb", options(nostack)) };
+}
+
+/// Outcome of starting one CPU.
+pub struct Started {
+    pub cpu: usize,
+    pub mpidr: u64,
+    pub result: Result<(), &'static str>,
+}
+
+/// Start every CPU listed in the DTB (`cpus` = MPIDR affinities; the boot CPU is among them).
+pub fn boot_secondaries(cpus: &[u64]) -> Vec<Started> {
+    let me = arch::cpu::mpidr_affinity();
+    MPIDR[0].store(me, Ordering::Relaxed);
+    // The boot CPU is index 0; the others keep their DT order.
+    let others: Vec<u64> = cpus.iter().copied().filter(|&m| m != me).take(MAX_CPUS - 1).collect();
+    let entry = arch::boot::secondary_entry_pa(layout::kimage_voffset());
+    // Secondaries read the boot MMU registers with their MMU (and caches) off.
+    arch::cache::clean_to_poc(core::ptr::addr_of!(arch::boot::BOOT_MMU_PA_SLOT) as u64, 8);
+    let mmu_va = arch::boot::BOOT_MMU_PA_SLOT.load(Ordering::Relaxed).wrapping_add(layout::kimage_voffset());
+    arch::cache::clean_to_poc(mmu_va, core::mem::size_of::<arch::boot::BootMmu>() as u64);
+
+    let mut out = Vec::new();
+    for (i, mpidr) in others.into_iter().enumerate() {
+        let cpu = i + 1;
+        MPIDR[cpu].store(mpidr, Ordering::Relaxed);
+        let order = (STACK_ORDER_BYTES >> layout::PAGE_SHIFT).max(1).trailing_zeros();
+        let Some(stack) = memory::alloc_pages(order) else {
+            out.push(Started { cpu, mpidr, result: Err("no memory for its stack") });
+            continue;
+        };
+        let top = layout::phys_to_virt(stack) + (layout::PAGE_SIZE << order);
+        arch::boot::SECONDARY_STACK_TOP.store(top, Ordering::SeqCst);
+        let result = match psci::cpu_on(mpidr, entry, cpu as u64) {
+            Err(_) => Err("PSCI CPU_ON failed"),
+            Ok(()) => {
+                let deadline = arch::cpu::counter() + arch::cpu::counter_freq();
+                while online_mask() & (1 << cpu) == 0 && arch::cpu::counter() < deadline {
+                    aarch64_cpu::asm::wfe();
+                }
+                if online_mask() & (1 << cpu) != 0 {
+                    Ok(())
+                } else {
+                    Err("did not report in within 1 s")
+                }
+            }
+        };
+        out.push(Started { cpu, mpidr, result });
+    }
+    out
+}
+
+#[no_mangle]
+extern "C" fn __hotmem_secondary_main(cpu: u64) -> ! {
+    let cpu = cpu as usize;
+    drop_identity_map();
+    gic::init_cpu(&[timer::INTID_VTIMER]);
+    timer::init_cpu();
+    ONLINE.fetch_or(1 << cpu, Ordering::Release);
+    aarch64_cpu::asm::sev();
+    println!("smp: cpu={} mpidr={:#x} el={} online", cpu, arch::cpu::mpidr_affinity(), arch::cpu::current_el());
+    sync::irq_enable();
+    loop {
+        arch::cpu::wfi();
+    }
+}
