@@ -48,42 +48,47 @@ register_structs! {
     }
 }
 
+/// A PL011 at a fixed VA (kept as an address so the driver can sit in a `static`).
 pub struct Pl011 {
-    regs: &'static Pl011Regs,
+    base: u64,
 }
 
 impl Pl011 {
     /// # Safety
     /// `base` must be the VA of a device mapping of a PL011's registers, valid forever.
     pub unsafe fn new(base: u64) -> Self {
-        // SAFETY: per the caller contract.
-        Pl011 { regs: unsafe { &*(base as *const Pl011Regs) } }
+        Pl011 { base }
+    }
+
+    fn regs(&self) -> &Pl011Regs {
+        // SAFETY: `new`'s contract: a permanent device mapping of the registers.
+        unsafe { &*(self.base as *const Pl011Regs) }
     }
 
     pub fn init(&self) {
-        self.regs.cr.set(0);
-        self.regs.lcr_h.write(LCR_H::WLEN::EightBit + LCR_H::FEN::SET);
-        self.regs.cr.write(CR::UARTEN::SET + CR::TXE::SET + CR::RXE::SET);
-        self.regs.imsc.write(INT::RX::SET + INT::RT::SET);
+        self.regs().cr.set(0);
+        self.regs().lcr_h.write(LCR_H::WLEN::EightBit + LCR_H::FEN::SET);
+        self.regs().cr.write(CR::UARTEN::SET + CR::TXE::SET + CR::RXE::SET);
+        self.regs().imsc.write(INT::RX::SET + INT::RT::SET);
     }
 
     pub fn putc(&self, c: u8) {
-        while self.regs.fr.is_set(FR::TXFF) {
+        while self.regs().fr.is_set(FR::TXFF) {
             core::hint::spin_loop();
         }
-        self.regs.dr.set(c as u32);
+        self.regs().dr.set(c as u32);
     }
 
     /// Next received byte, if any.
     pub fn getc(&self) -> Option<u8> {
-        if self.regs.fr.is_set(FR::RXFE) {
+        if self.regs().fr.is_set(FR::RXFE) {
             None
         } else {
-            Some(self.regs.dr.get() as u8)
+            Some(self.regs().dr.get() as u8)
         }
     }
 
     pub fn clear_rx_interrupt(&self) {
-        self.regs.icr.write(INT::RX::SET + INT::RT::SET);
+        self.regs().icr.write(INT::RX::SET + INT::RT::SET);
     }
 }
