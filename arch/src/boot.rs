@@ -2,7 +2,7 @@
 //! drop, FP enable, and the MMU switch-over for the primary and secondary CPUs.
 //!
 //! Contract with the kernel binary (the `platform` crate), which defines these symbols:
-//! - `__hotmem_early_map(phys_start: u64, dtb: u64) -> u64` runs **with the MMU off at the load
+//! - `__hotmem_early_map(phys_start: u64, dtb: u64, entry_el: u64) -> u64` runs **with the MMU off at the load
 //!   address** (not the link address), builds the boot page tables and returns the physical
 //!   address of a [`BootMmu`] (0 = cannot continue: it already reported why).
 //! - `__hotmem_main(dtb: u64) -> !` runs at the link address with the MMU on.
@@ -103,6 +103,7 @@ common_entry:
     msr     daifset, #0xf
     mrs     x0, CurrentEL
     lsr     x0, x0, #2
+    mov     x23, x0                 // entry EL, reported by the kernel
     cmp     x0, #2
     b.ne    el1_entry
     /* EL2: configure EL1 to run without a hypervisor and drop to it. Nothing stays at EL2. */
@@ -156,6 +157,7 @@ el1_entry:
     b       3b
 4:  mov     x0, x20
     mov     x1, x19
+    mov     x2, x23
     bl      __hotmem_early_map
     cbz     x0, park
     bl      __enable_mmu

@@ -81,7 +81,8 @@ fn early_put_hex_digit(v: u64) {
 /// Entry from the boot assembly (MMU off, at the load address). Returns the PA of the
 /// `BootMmu` to load, or 0 after printing why the boot cannot continue.
 #[no_mangle]
-pub extern "C" fn __hotmem_early_map(phys_start: u64, dtb: u64) -> u64 {
+pub extern "C" fn __hotmem_early_map(phys_start: u64, dtb: u64, entry_el: u64) -> u64 {
+    ENTRY_EL.store(entry_el, Ordering::Relaxed);
     let mmfr0 = arch::cpu::id_aa64mmfr0();
     if !arch::cpu::granule_supported(mmfr0, G.page_shift) {
         let (field, shift) = arch::cpu::tgran_field(G.page_shift);
@@ -143,6 +144,9 @@ pub extern "C" fn __hotmem_early_map(phys_start: u64, dtb: u64) -> u64 {
     BOOT_MMU_PA_SLOT.store(slot as u64, Ordering::Relaxed);
     slot as u64
 }
+
+/// Exception level the boot CPU entered at (2 when QEMU runs with virtualization=on).
+pub static ENTRY_EL: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Physical address of the DTB found at early boot.
 pub static DTB_PA: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);

@@ -121,11 +121,12 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         plat.model
     );
     println!(
-        "boot: granule={} va_bits={} levels={} el={} mpidr={:#x} dtb={:#x} dtb_size={} kimage_pa={:#x} tlbi_range={}",
+        "boot: granule={} va_bits={} levels={} el={} entry_el={} mpidr={:#x} dtb={:#x} dtb_size={} kimage_pa={:#x} tlbi_range={}",
         G.granule_name(),
         G.va_bits,
         G.levels(),
         arch::cpu::current_el(),
+        early::ENTRY_EL.load(Ordering::Relaxed),
         arch::cpu::mpidr_affinity(),
         dtb_pa,
         plat.dtb_size,

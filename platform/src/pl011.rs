@@ -65,9 +65,14 @@ impl Pl011 {
         unsafe { &*(self.base as *const Pl011Regs) }
     }
 
+    /// Enable 8-bit FIFO mode, TX, RX and the receive interrupts. LCR_H is written only if it
+    /// differs, since rewriting it flushes the FIFOs (losing input typed during boot).
     pub fn init(&self) {
-        self.regs().cr.set(0);
-        self.regs().lcr_h.write(LCR_H::WLEN::EightBit + LCR_H::FEN::SET);
+        let lcr = LCR_H::WLEN::EightBit + LCR_H::FEN::SET;
+        if self.regs().lcr_h.get() != lcr.value {
+            self.regs().cr.set(0);
+            self.regs().lcr_h.write(lcr);
+        }
         self.regs().cr.write(CR::UARTEN::SET + CR::TXE::SET + CR::RXE::SET);
         self.regs().imsc.write(INT::RX::SET + INT::RT::SET);
     }
