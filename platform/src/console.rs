@@ -35,7 +35,7 @@ impl Write for Console {
 pub fn init(va: u64) {
     // SAFETY: the caller mapped the PL011 registers at `va` as device memory, for good.
     let uart = unsafe { Pl011::new(va) };
-    uart.init();
+    uart.init(push_rx);
     CONSOLE.lock().uart = Some(uart);
 }
 
@@ -75,18 +75,22 @@ macro_rules! println {
     ($($arg:tt)*) => ($crate::console::_print(format_args!("{}\n", format_args!($($arg)*))));
 }
 
+fn push_rx(b: u8) {
+    let mut rx = RX.lock();
+    let next = (rx.head + 1) % RX_SIZE;
+    if next != rx.tail {
+        let h = rx.head;
+        rx.buf[h] = b;
+        rx.head = next;
+    }
+}
+
 /// UART interrupt: move every received byte into the ring.
 pub fn handle_rx_irq() {
     let console = CONSOLE.lock();
     let Some(u) = &console.uart else { return };
-    let mut rx = RX.lock();
     while let Some(b) = u.getc() {
-        let next = (rx.head + 1) % RX_SIZE;
-        if next != rx.tail {
-            let h = rx.head;
-            rx.buf[h] = b;
-            rx.head = next;
-        }
+        push_rx(b);
     }
     u.clear_rx_interrupt();
 }

@@ -65,11 +65,14 @@ impl Pl011 {
         unsafe { &*(self.base as *const Pl011Regs) }
     }
 
-    /// Enable 8-bit FIFO mode, TX, RX and the receive interrupts. LCR_H is written only if it
-    /// differs, since rewriting it flushes the FIFOs (losing input typed during boot).
-    pub fn init(&self) {
+    /// Enable 8-bit FIFO mode, TX, RX and the receive interrupts. Rewriting LCR_H flushes the
+    /// FIFOs, so bytes already received (typed during boot) are handed to `keep` first.
+    pub fn init(&self, mut keep: impl FnMut(u8)) {
         let lcr = LCR_H::WLEN::EightBit + LCR_H::FEN::SET;
         if self.regs().lcr_h.get() != lcr.value {
+            while let Some(b) = self.getc() {
+                keep(b);
+            }
             self.regs().cr.set(0);
             self.regs().lcr_h.write(lcr);
         }
