@@ -129,6 +129,40 @@ impl Geometry {
         64 - self.va_bits as u64
     }
 
+    /// log2 of the sparse section (= memory block) size: 27 (128 MiB) for 4K and 16K, 29
+    /// (512 MiB) for 64K, as Linux arm64 (`SECTION_SIZE_BITS`). On 4K this makes one section's
+    /// memmap exactly one PMD block (2 MiB); on 64K it is the smallest section that holds a
+    /// MAX_PAGE_ORDER block.
+    pub const fn section_shift(&self) -> u32 {
+        if self.page_shift == 16 {
+            29
+        } else {
+            27
+        }
+    }
+
+    pub const fn section_size(&self) -> u64 {
+        1 << self.section_shift()
+    }
+
+    pub const fn pages_per_section(&self) -> u64 {
+        1 << (self.section_shift() - self.page_shift)
+    }
+
+    /// Largest buddy order (inclusive, Linux `MAX_PAGE_ORDER`): 4 MiB / 32 MiB / 512 MiB blocks.
+    pub const fn max_order(&self) -> u32 {
+        match self.page_shift {
+            12 => 10,
+            14 => 11,
+            _ => 13,
+        }
+    }
+
+    /// Bytes of memmap (64-byte `struct page`) per section: 2 MiB / 512 KiB / 512 KiB.
+    pub const fn memmap_per_section(&self) -> u64 {
+        self.pages_per_section() * 64
+    }
+
     /// Short name used in logs, features and file names, e.g. `16k-47`.
     pub const fn granule_name(&self) -> &'static str {
         match self.page_shift {
@@ -190,6 +224,19 @@ mod tests {
             }
             assert_eq!(bits, g.va_bits, "{g:?}");
         }
+    }
+
+    #[test]
+    fn sparse_invariants() {
+        for g in Geometry::MATRIX {
+            // A MAX_PAGE_ORDER block never spans two sections (digest invariant 2).
+            assert!(g.max_order() + g.page_shift <= g.section_shift(), "{g:?}");
+            assert_eq!(g.memmap_per_section() % g.page_size(), 0, "{g:?}");
+        }
+        assert_eq!(Geometry::new(12, 48).memmap_per_section(), 2 << 20);
+        assert_eq!(Geometry::new(14, 47).memmap_per_section(), 512 << 10);
+        assert_eq!(Geometry::new(16, 48).memmap_per_section(), 512 << 10);
+        assert_eq!(Geometry::new(16, 48).section_size(), 512 << 20);
     }
 
     #[test]

@@ -6,7 +6,10 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod altmap;
+pub mod buddy;
 pub mod geometry;
+pub mod page;
 pub mod pgtable;
 
 pub use geometry::{Config, Geometry};

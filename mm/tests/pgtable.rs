@@ -430,26 +430,28 @@ const ALL_FLAGS: [MapFlags; 4] = [
 fn shapes_match_greedy_oracle<C: Config>() {
     let p = page::<C>();
     let lad = ladder::<C>();
-    let big = biggest::<C>();
     for high in [false, true] {
         let base = va_base::<C>(high);
-        // Ranges [base + head, base + 2*big - tail) for heads/tails on every ladder step, and a
-        // PA that is congruent, or skewed by one page.
-        let mut cuts: Vec<u64> = vec![0, p];
-        cuts.extend(lad.iter().flat_map(|&s| [s, s + p, s.saturating_sub(p)]));
-        cuts.retain(|&c| c < big);
-        cuts.sort();
-        cuts.dedup();
-        for (i, &head) in cuts.iter().enumerate() {
-            let tail = cuts[(i * 7 + 3) % cuts.len()];
+        for f in ALL_FLAGS {
             for skew in [0, p] {
-                for f in ALL_FLAGS {
+                // Ranges [base + head, base + 2 * top - tail) with heads and tails on every
+                // ladder step below `top`; PA congruent to VA, or skewed by one page. Shapes
+                // made of base pages use a smaller `top` (the checks visit every leaf).
+                let few_pages = |s: &u64| *s / p <= 1 << 11;
+                let top = if f.block && skew == 0 {
+                    biggest::<C>()
+                } else {
+                    lad.iter().copied().filter(few_pages).max().unwrap()
+                };
+                let mut cuts: Vec<u64> = vec![0, p];
+                cuts.extend(lad.iter().flat_map(|&s| [s, s + p, s.saturating_sub(p)]));
+                cuts.retain(|&c| c < top);
+                cuts.sort();
+                cuts.dedup();
+                for (i, &head) in cuts.iter().enumerate() {
+                    let tail = cuts[(i * 7 + 3) % cuts.len()];
                     let va = base + head;
-                    let size = 2 * big - head - tail;
-                    // Base pages over very large spans are slow and prove nothing new.
-                    if !f.block && size / p > 1 << 14 {
-                        continue;
-                    }
+                    let size = 2 * top - head - tail;
                     let pa = PA_BASE + head + skew;
                     let (mut a, mut pt) = new_table::<C>();
                     pt.map(&mut a, va, pa, size, Attrs::NORMAL_RW, f).unwrap();
@@ -873,10 +875,11 @@ fn run_ops<C: Config>(high: bool, ops: &[Op]) -> Result<(), TestCaseError> {
         match op {
             Op::Map { at, len, slot, skew, attrs, block, cont } => {
                 let va = base + resolve::<C>(at);
-                let size = resolve::<C>(len).max(p);
-                let mut flags = MapFlags { block: *block, cont: *cont };
-                if size / p > 1 << 16 {
-                    flags.block = true;
+                let mut size = resolve::<C>(len).max(p);
+                let flags = MapFlags { block: *block, cont: *cont };
+                // Keep base-page mappings small: the checks visit every leaf.
+                if (!flags.block || *skew != 0) && size / p > 1 << 12 {
+                    size = p << 12;
                 }
                 let pa = PA_BASE + *slot as u64 * 8 * big + (va - base) + *skew as u64 * p;
                 let at = attrs_of(*attrs);

@@ -1,0 +1,551 @@
+//! Zone-aware buddy page allocator whose state lives in the memmap.
+//!
+//! Free blocks are linked through their head `struct page` (`next`/`prev` PFNs), one list per
+//! zone and order, like Linux's `free_area`. Isolation is what makes offlining safe: once a
+//! range is isolated its free blocks leave the lists, and blocks freed into it are parked
+//! (`BUDDY | ISOLATED` heads on no list), so nothing in the range can be handed out again until
+//! it is either taken offline or unisolated.
+
+use crate::page::{flags, Memmap, Page, ZoneId, NO_PFN};
+
+/// Orders 0..=13 (64K's MAX_PAGE_ORDER is 13).
+pub const NR_ORDERS: usize = 14;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct FreeList {
+    head: u64,
+    len: u64,
+}
+
+/// Per-zone counters, in pages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZoneCounters {
+    /// Pages handed to this zone's allocator (online, not self-hosted memmap).
+    pub managed: u64,
+    /// Pages on the free lists.
+    pub free: u64,
+    /// Free pages parked in isolated ranges.
+    pub isolated: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Zone {
+    free_area: [FreeList; NR_ORDERS],
+    counters: ZoneCounters,
+}
+
+const EMPTY_ZONE: Zone = Zone {
+    free_area: [FreeList { head: NO_PFN, len: 0 }; NR_ORDERS],
+    counters: ZoneCounters { managed: 0, free: 0, isolated: 0 },
+};
+
+/// Who the memory is for: kernel allocations come from NORMAL only; movable ones prefer
+/// MOVABLE and fall back to NORMAL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocKind {
+    Kernel,
+    Movable,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuddyError {
+    /// The PFN has no memmap, or is not the head of an allocated block of that order.
+    NotAllocated { pfn: u64 },
+    /// A range that is not aligned to the largest block, or not populated.
+    BadRange { start: u64, nr: u64 },
+    /// The range holds an allocated page: it cannot go offline now.
+    Busy { pfn: u64 },
+}
+
+pub struct PageAlloc<M: Memmap> {
+    memmap: M,
+    zones: [Zone; 2],
+    max_order: u32,
+}
+
+impl<M: Memmap> PageAlloc<M> {
+    pub const fn new(memmap: M, max_order: u32) -> Self {
+        assert!((max_order as usize) < NR_ORDERS);
+        PageAlloc { memmap, zones: [EMPTY_ZONE; 2], max_order }
+    }
+
+    pub fn memmap(&self) -> &M {
+        &self.memmap
+    }
+
+    pub fn max_order(&self) -> u32 {
+        self.max_order
+    }
+
+    fn pg(&mut self, pfn: u64) -> &mut Page {
+        debug_assert!(self.memmap.valid(pfn));
+        // SAFETY: callers only pass PFNs with a populated memmap (checked by the public entry
+        // points), and `&mut self` makes this the only live reference into the memmap.
+        unsafe { &mut *self.memmap.page(pfn) }
+    }
+
+    /// Copy of the `struct page` of `pfn`, if it has a memmap.
+    pub fn page(&self, pfn: u64) -> Option<Page> {
+        // SAFETY: `valid` checked; a read of a live Page (see `Memmap`).
+        self.memmap.valid(pfn).then(|| unsafe { *self.memmap.page(pfn) })
+    }
+
+    pub fn counters(&self, zone: ZoneId) -> ZoneCounters {
+        self.zones[zone as usize].counters
+    }
+
+    /// Free blocks per order in a zone.
+    pub fn free_blocks(&self, zone: ZoneId) -> [u64; NR_ORDERS] {
+        self.zones[zone as usize].free_area.map(|l| l.len)
+    }
+
+    fn list_push(&mut self, zone: ZoneId, order: u32, pfn: u64) {
+        let head = self.zones[zone as usize].free_area[order as usize].head;
+        let p = self.pg(pfn);
+        p.flags = (p.flags | flags::BUDDY) & !(flags::HEAD | flags::MOVABLE);
+        p.order = order as u8;
+        p.zone = zone as u8;
+        p.refcount = 0;
+        p.next = head;
+        p.prev = NO_PFN;
+        if head != NO_PFN {
+            self.pg(head).prev = pfn;
+        }
+        let l = &mut self.zones[zone as usize].free_area[order as usize];
+        l.head = pfn;
+        l.len += 1;
+        self.zones[zone as usize].counters.free += 1 << order;
+    }
+
+    fn list_remove(&mut self, zone: ZoneId, order: u32, pfn: u64) {
+        let (next, prev) = {
+            let p = self.pg(pfn);
+            p.flags &= !flags::BUDDY;
+            (core::mem::replace(&mut p.next, NO_PFN), core::mem::replace(&mut p.prev, NO_PFN))
+        };
+        if prev != NO_PFN {
+            self.pg(prev).next = next;
+        } else {
+            self.zones[zone as usize].free_area[order as usize].head = next;
+        }
+        if next != NO_PFN {
+            self.pg(next).prev = prev;
+        }
+        let z = &mut self.zones[zone as usize];
+        z.free_area[order as usize].len -= 1;
+        z.counters.free -= 1 << order;
+    }
+
+    /// Free a block, merging with free buddies of the same zone.
+    fn free_merge(&mut self, zone: ZoneId, mut pfn: u64, mut order: u32) {
+        while order < self.max_order {
+            let buddy = pfn ^ (1 << order);
+            let Some(b) = self.page(buddy) else { break };
+            let mergeable = b.has(flags::BUDDY) && !b.has(flags::ISOLATED) && b.order as u32 == order && b.zone == zone as u8;
+            if !mergeable {
+                break;
+            }
+            self.list_remove(zone, order, buddy);
+            pfn = pfn.min(buddy);
+            order += 1;
+        }
+        self.list_push(zone, order, pfn);
+    }
+
+    fn check_range(&self, start: u64, nr: u64) -> Result<(), BuddyError> {
+        let align = 1u64 << self.max_order;
+        let populated = (start..start + nr).step_by(align as usize).all(|p| self.memmap.valid(p) && self.memmap.valid(p + align - 1));
+        if start % align != 0 || nr % align != 0 || nr == 0 || !populated {
+            return Err(BuddyError::BadRange { start, nr });
+        }
+        Ok(())
+    }
+
+    /// Give `[start, start + nr)` to `zone` (Linux `online_pages` → `__free_pages_core`):
+    /// every page that is not `VMEMMAP_SELF_HOSTED` becomes free (its `RESERVED` bit from
+    /// memmap initialisation is cleared).
+    /// Returns the number of pages handed over.
+    pub fn online_range(&mut self, zone: ZoneId, node: u8, start: u64, nr: u64) -> Result<u64, BuddyError> {
+        if !(start..start + nr).all(|p| self.memmap.valid(p)) {
+            return Err(BuddyError::BadRange { start, nr });
+        }
+        let mut given = 0;
+        let mut pfn = start;
+        while pfn < start + nr {
+            if self.pg(pfn).has(flags::VMEMMAP_SELF_HOSTED) {
+                pfn += 1;
+                continue;
+            }
+            // Largest aligned block of usable pages starting here.
+            let mut order = 0;
+            while order < self.max_order
+                && pfn % (1 << (order + 1)) == 0
+                && pfn + (1 << (order + 1)) <= start + nr
+                && (pfn..pfn + (1 << (order + 1))).all(|q| self.page(q).is_some_and(|p| !p.has(flags::VMEMMAP_SELF_HOSTED)))
+            {
+                order += 1;
+            }
+            for q in pfn..pfn + (1 << order) {
+                let p = self.pg(q);
+                p.flags &= !(flags::OFFLINE | flags::ISOLATED | flags::RESERVED);
+                p.zone = zone as u8;
+                p.node = node;
+                p.refcount = 0;
+            }
+            self.free_merge(zone, pfn, order);
+            given += 1 << order;
+            pfn += 1 << order;
+        }
+        self.zones[zone as usize].counters.managed += given;
+        Ok(given)
+    }
+
+    /// Allocate 2^order pages; returns the head PFN.
+    pub fn alloc(&mut self, order: u32, kind: AllocKind) -> Option<u64> {
+        if order > self.max_order {
+            return None;
+        }
+        let zones: &[ZoneId] = match kind {
+            AllocKind::Kernel => &[ZoneId::Normal],
+            AllocKind::Movable => &[ZoneId::Movable, ZoneId::Normal],
+        };
+        for &zone in zones {
+            let Some(found) = (order..=self.max_order).find(|&o| self.zones[zone as usize].free_area[o as usize].len > 0) else {
+                continue;
+            };
+            let pfn = self.zones[zone as usize].free_area[found as usize].head;
+            self.list_remove(zone, found, pfn);
+            let mut o = found;
+            while o > order {
+                o -= 1;
+                self.list_push(zone, o, pfn + (1 << o));
+            }
+            let p = self.pg(pfn);
+            p.flags |= flags::HEAD;
+            if kind == AllocKind::Movable {
+                p.flags |= flags::MOVABLE;
+            }
+            p.order = order as u8;
+            p.refcount = 1;
+            return Some(pfn);
+        }
+        None
+    }
+
+    /// Free a block returned by [`alloc`](Self::alloc) with the same order.
+    pub fn free(&mut self, pfn: u64, order: u32) -> Result<(), BuddyError> {
+        let p = self.page(pfn).ok_or(BuddyError::NotAllocated { pfn })?;
+        if !p.has(flags::HEAD) || p.order as u32 != order {
+            return Err(BuddyError::NotAllocated { pfn });
+        }
+        let zone = p.zone_id().ok_or(BuddyError::NotAllocated { pfn })?;
+        if p.has(flags::ISOLATED) {
+            // Park it: the range is going offline; it must not be handed out again.
+            let p = self.pg(pfn);
+            p.flags = (p.flags | flags::BUDDY) & !(flags::HEAD | flags::MOVABLE);
+            p.refcount = 0;
+            self.zones[zone as usize].counters.isolated += 1 << order;
+        } else {
+            self.free_merge(zone, pfn, order);
+        }
+        Ok(())
+    }
+
+    /// Walk the heads of `[start, start + nr)`: free blocks (listed or parked), allocated
+    /// blocks, and single unmanaged pages.
+    fn for_each_head(&mut self, start: u64, nr: u64, mut f: impl FnMut(&mut Self, u64, Page) -> Result<(), BuddyError>) -> Result<(), BuddyError> {
+        let mut pfn = start;
+        while pfn < start + nr {
+            let p = self.page(pfn).ok_or(BuddyError::BadRange { start, nr })?;
+            f(self, pfn, p)?;
+            pfn += if p.has(flags::BUDDY | flags::HEAD) { 1 << p.order } else { 1 };
+        }
+        Ok(())
+    }
+
+    /// Stop handing out pages of `[start, start + nr)` (Linux `start_isolate_page_range` +
+    /// taking free pages off the lists). Returns the number of free pages parked.
+    pub fn isolate_range(&mut self, start: u64, nr: u64) -> Result<u64, BuddyError> {
+        self.check_range(start, nr)?;
+        let mut parked = 0;
+        self.for_each_head(start, nr, |a, pfn, p| {
+            if p.has(flags::BUDDY) && !p.has(flags::ISOLATED) {
+                let zone = p.zone_id().unwrap_or(ZoneId::Normal);
+                a.list_remove(zone, p.order as u32, pfn);
+                let q = a.pg(pfn);
+                q.flags |= flags::BUDDY;
+                a.zones[zone as usize].counters.isolated += 1 << p.order;
+                parked += 1 << p.order;
+            }
+            Ok(())
+        })?;
+        for pfn in start..start + nr {
+            self.pg(pfn).flags |= flags::ISOLATED;
+        }
+        Ok(parked)
+    }
+
+    /// Undo [`isolate_range`](Self::isolate_range): parked free blocks go back on the lists.
+    pub fn unisolate_range(&mut self, start: u64, nr: u64) -> Result<(), BuddyError> {
+        self.check_range(start, nr)?;
+        for pfn in start..start + nr {
+            self.pg(pfn).flags &= !flags::ISOLATED;
+        }
+        self.for_each_head(start, nr, |a, pfn, p| {
+            if p.has(flags::BUDDY) {
+                let zone = p.zone_id().unwrap_or(ZoneId::Normal);
+                a.pg(pfn).flags &= !flags::BUDDY;
+                a.zones[zone as usize].counters.isolated -= 1 << p.order;
+                a.free_merge(zone, pfn, p.order as u32);
+            }
+            Ok(())
+        })
+    }
+
+    /// The first page in use in a range (allocated, or reserved such as the kernel image).
+    pub fn first_busy(&mut self, start: u64, nr: u64) -> Option<(u64, Page)> {
+        let mut busy = None;
+        let _ = self.for_each_head(start, nr, |_, pfn, p| {
+            if p.has(flags::HEAD | flags::RESERVED) && busy.is_none() {
+                busy = Some((pfn, p));
+            }
+            Ok(())
+        });
+        busy
+    }
+
+    /// Take an isolated range out of the allocator for good (Linux `__offline_isolated_pages`):
+    /// fails with `Busy` (changing nothing) unless every managed page in it is free.
+    /// Returns the number of pages that left the zone.
+    pub fn offline_isolated(&mut self, start: u64, nr: u64) -> Result<u64, BuddyError> {
+        self.check_range(start, nr)?;
+        if let Some((pfn, _)) = self.first_busy(start, nr) {
+            return Err(BuddyError::Busy { pfn });
+        }
+        let mut taken = [0u64; 2];
+        self.for_each_head(start, nr, |a, pfn, p| {
+            if p.has(flags::BUDDY) {
+                let zone = p.zone_id().unwrap_or(ZoneId::Normal);
+                a.zones[zone as usize].counters.isolated -= 1 << p.order;
+                taken[zone as usize] += 1 << p.order;
+                let q = a.pg(pfn);
+                q.flags &= !flags::BUDDY;
+            }
+            Ok(())
+        })?;
+        for pfn in start..start + nr {
+            let p = self.pg(pfn);
+            if !p.has(flags::VMEMMAP_SELF_HOSTED | flags::RESERVED) {
+                p.flags = (p.flags & !flags::ISOLATED) | flags::OFFLINE;
+            } else {
+                p.flags &= !flags::ISOLATED;
+            }
+        }
+        for z in ZoneId::ALL {
+            self.zones[z as usize].counters.managed -= taken[z as usize];
+        }
+        Ok(taken[0] + taken[1])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::UnsafeCell;
+
+    /// A memmap for PFNs [base, base + n) in a Vec.
+    struct VecMemmap {
+        base: u64,
+        pages: Vec<UnsafeCell<Page>>,
+    }
+    // SAFETY: each PFN maps to its own element; the Vec never reallocates.
+    unsafe impl Memmap for VecMemmap {
+        fn page(&self, pfn: u64) -> *mut Page {
+            self.pages[(pfn - self.base) as usize].get()
+        }
+        fn valid(&self, pfn: u64) -> bool {
+            pfn >= self.base && pfn < self.base + self.pages.len() as u64
+        }
+    }
+
+    fn alloc_with(base: u64, n: u64, max_order: u32) -> PageAlloc<VecMemmap> {
+        let pages = (0..n).map(|_| UnsafeCell::new(Page::INIT)).collect();
+        PageAlloc::new(VecMemmap { base, pages }, max_order)
+    }
+
+    /// Invariants: list links consistent, counters match the lists, no page on two lists.
+    fn check(a: &PageAlloc<VecMemmap>) {
+        for z in ZoneId::ALL {
+            let mut free = 0;
+            for o in 0..NR_ORDERS {
+                let l = a.zones[z as usize].free_area[o];
+                let (mut pfn, mut prev, mut n) = (l.head, NO_PFN, 0);
+                while pfn != NO_PFN {
+                    let p = a.page(pfn).unwrap();
+                    assert!(p.has(flags::BUDDY) && !p.has(flags::ISOLATED), "pfn {pfn}");
+                    assert_eq!((p.order as usize, p.zone, p.prev), (o, z as u8, prev));
+                    assert_eq!(pfn % (1 << o), 0, "block not naturally aligned");
+                    prev = pfn;
+                    pfn = p.next;
+                    n += 1;
+                }
+                assert_eq!(n, l.len);
+                free += l.len << o;
+            }
+            assert_eq!(free, a.counters(z).free, "zone {z:?}");
+        }
+    }
+
+    #[test]
+    fn online_alloc_free_round_trip_all_orders() {
+        let mut a = alloc_with(1 << 20, 1 << 14, 10);
+        assert_eq!(a.online_range(ZoneId::Normal, 0, 1 << 20, 1 << 14), Ok(1 << 14));
+        check(&a);
+        assert_eq!(a.free_blocks(ZoneId::Normal)[10], 16);
+        let mut held = Vec::new();
+        let mut order = 0;
+        while let Some(pfn) = a.alloc(order, AllocKind::Kernel) {
+            held.push((pfn, order));
+            order = (order + 7) % 11;
+        }
+        for order in (0..=10).rev() {
+            while let Some(pfn) = a.alloc(order, AllocKind::Kernel) {
+                held.push((pfn, order));
+            }
+        }
+        assert_eq!(a.counters(ZoneId::Normal).free, 0);
+        check(&a);
+        // No overlap between allocations.
+        let mut seen = std::collections::BTreeSet::new();
+        for &(pfn, o) in &held {
+            for q in pfn..pfn + (1 << o) {
+                assert!(seen.insert(q), "pfn {q} handed out twice");
+            }
+        }
+        assert_eq!(seen.len(), 1 << 14);
+        for (pfn, o) in held {
+            a.free(pfn, o).unwrap();
+        }
+        check(&a);
+        assert_eq!(a.free_blocks(ZoneId::Normal)[10], 16, "everything merged back");
+    }
+
+    #[test]
+    fn double_free_and_wrong_order_are_errors() {
+        let mut a = alloc_with(0, 4096, 10);
+        a.online_range(ZoneId::Normal, 0, 0, 4096).unwrap();
+        let p = a.alloc(3, AllocKind::Kernel).unwrap();
+        assert_eq!(a.free(p, 2), Err(BuddyError::NotAllocated { pfn: p }));
+        a.free(p, 3).unwrap();
+        assert_eq!(a.free(p, 3), Err(BuddyError::NotAllocated { pfn: p }));
+        assert_eq!(a.free(1 << 30, 0), Err(BuddyError::NotAllocated { pfn: 1 << 30 }));
+        check(&a);
+    }
+
+    #[test]
+    fn reserved_and_self_hosted_pages_never_enter_the_allocator() {
+        let mut a = alloc_with(0, 2048, 10);
+        for pfn in 0..8 {
+            a.pg(pfn).flags = flags::VMEMMAP_SELF_HOSTED;
+        }
+        assert_eq!(a.online_range(ZoneId::Movable, 0, 0, 1000), Ok(1000 - 8));
+        assert_eq!(a.online_range(ZoneId::Movable, 0, 1001, 1047), Ok(1047));
+        assert!(a.page(1000).unwrap().has(flags::RESERVED));
+        check(&a);
+        let mut got = Vec::new();
+        while let Some(p) = a.alloc(0, AllocKind::Movable) {
+            got.push(p);
+        }
+        assert!(!got.iter().any(|&p| p < 8 || p == 1000));
+        assert_eq!(got.len(), 2048 - 9);
+        for p in got {
+            a.free(p, 0).unwrap();
+        }
+        a.isolate_range(0, 1024).unwrap();
+        assert_eq!(a.offline_isolated(0, 1024), Err(BuddyError::Busy { pfn: 1000 }), "a reserved page pins its range");
+    }
+
+    #[test]
+    fn zones_kernel_never_gets_movable() {
+        let mut a = alloc_with(0, 2048, 10);
+        a.online_range(ZoneId::Normal, 0, 0, 1024).unwrap();
+        a.online_range(ZoneId::Movable, 0, 1024, 1024).unwrap();
+        let mut k = Vec::new();
+        while let Some(p) = a.alloc(0, AllocKind::Kernel) {
+            k.push(p);
+        }
+        assert!(k.iter().all(|&p| p < 1024) && k.len() == 1024);
+        assert!(a.alloc(0, AllocKind::Movable).is_some_and(|p| p >= 1024));
+        // No cross-zone merge: buddies across the zone boundary stay apart.
+        for p in k {
+            a.free(p, 0).unwrap();
+        }
+        check(&a);
+    }
+
+    #[test]
+    fn isolate_offline_and_busy() {
+        let mut a = alloc_with(0, 4096, 10);
+        a.online_range(ZoneId::Movable, 0, 0, 4096).unwrap();
+        let before = a.counters(ZoneId::Movable);
+        // Pin a page in the second half.
+        let pinned = loop {
+            let p = a.alloc(0, AllocKind::Movable).unwrap();
+            if p >= 2048 {
+                break p;
+            }
+        };
+        let parked = a.isolate_range(2048, 2048).unwrap();
+        assert_eq!(parked, 2047);
+        check(&a);
+        // Nothing in the isolated range is handed out any more.
+        let mut outside = Vec::new();
+        while let Some(p) = a.alloc(0, AllocKind::Movable) {
+            assert!(p < 2048, "isolated page {p} handed out");
+            outside.push(p);
+        }
+        assert_eq!(a.offline_isolated(2048, 2048), Err(BuddyError::Busy { pfn: pinned }));
+        // A veto changes nothing: unisolate restores the free lists.
+        a.unisolate_range(2048, 2048).unwrap();
+        check(&a);
+        assert_eq!(a.counters(ZoneId::Movable).free, 2047);
+        // Free the pin; now offline succeeds and the zone shrinks.
+        a.free(pinned, 0).unwrap();
+        a.isolate_range(2048, 2048).unwrap();
+        assert_eq!(a.offline_isolated(2048, 2048), Ok(2048));
+        check(&a);
+        let c = a.counters(ZoneId::Movable);
+        assert_eq!(c.managed, before.managed - 2048);
+        assert_eq!(c.isolated, 0);
+        assert!(a.page(3000).unwrap().has(flags::OFFLINE));
+        // And back online: counters return to the first snapshot.
+        for p in outside {
+            a.free(p, 0).unwrap();
+        }
+        a.online_range(ZoneId::Movable, 0, 2048, 2048).unwrap();
+        check(&a);
+        assert_eq!(a.counters(ZoneId::Movable), before);
+    }
+
+    #[test]
+    fn frees_into_an_isolated_range_are_parked() {
+        let mut a = alloc_with(0, 2048, 10);
+        a.online_range(ZoneId::Normal, 0, 0, 2048).unwrap();
+        let p = a.alloc(2, AllocKind::Kernel).unwrap();
+        let start = p & !1023;
+        a.isolate_range(start, 1024).unwrap();
+        a.free(p, 2).unwrap();
+        assert_eq!(a.counters(ZoneId::Normal).isolated, 1024);
+        assert_eq!(a.offline_isolated(start, 1024), Ok(1024));
+        check(&a);
+    }
+
+    #[test]
+    fn misaligned_ranges_are_rejected() {
+        let mut a = alloc_with(0, 2048, 10);
+        a.online_range(ZoneId::Normal, 0, 0, 2048).unwrap();
+        assert!(matches!(a.isolate_range(512, 1024), Err(BuddyError::BadRange { .. })));
+        assert!(matches!(a.isolate_range(0, 4096), Err(BuddyError::BadRange { .. })));
+        check(&a);
+    }
+}
