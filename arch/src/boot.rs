@@ -16,6 +16,7 @@
 //! - `-bios hotmem.bin`: executes from flash at 0, where plain stores are ignored; the image
 //!   copies itself to [`FW_LOAD_PA`] (above the 1 MiB DTB at the base of RAM) and continues there.
 
+#[cfg(target_arch = "aarch64")]
 use core::arch::global_asm;
 
 /// Where firmware mode copies the image: RAM base + 2 MiB, clear of QEMU's 1 MiB DTB.

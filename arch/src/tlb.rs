@@ -16,6 +16,11 @@ pub trait TlbInvalidate {
     fn flush_kernel_pgtable(&mut self, va: u64);
     /// Invalidate everything (`TLBI VMALLE1IS`).
     fn flush_all(&mut self);
+    /// Notification, not maintenance: the page-table engine cleared a valid entry that
+    /// translated `[va, va + size)` to `[pa, pa + pa_size)` (a leaf's backing, or the table
+    /// page a table entry pointed at). The teardown-order checker uses it to know which
+    /// frees must wait for an invalidation; real TLBs ignore it.
+    fn cleared(&mut self, _va: u64, _size: u64, _pa: u64, _pa_size: u64) {}
 }
 
 /// Above this many per-page invalidations one `TLBI VMALLE1IS` is cheaper (Linux uses

@@ -6,10 +6,15 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+extern crate alloc;
+
 pub mod altmap;
 pub mod buddy;
 pub mod geometry;
 pub mod page;
 pub mod pgtable;
+pub mod sparse;
+pub mod teardown;
+pub mod vmemmap;
 
 pub use geometry::{Config, Geometry};

@@ -1,0 +1,286 @@
+//! `vmemmap_populate` / `vmemmap_free`: back one section's slice of the memmap with memory.
+//!
+//! Two paths, as Linux arm64:
+//! - **section path**: a PMD block per fully covered, PMD-aligned chunk (4K: one 2 MiB block is
+//!   exactly one 128 MiB section's memmap; 16K/64K only when a range covers a whole PMD);
+//! - **base-page path**: PTE mappings for everything else, with the contiguous hint where an
+//!   aligned run is fully covered and its backing can be allocated in one piece.
+//!
+//! Backing pages come from the altmap when one is given (memmap on memory) and never silently
+//! from elsewhere: altmap exhaustion is an error, after undoing this call's work. Page-table
+//! pages always come from the table allocator. An existing block PMD is reused; an existing
+//! table PMD forces base pages for that PMD (Linux bug fixed in 2025: treating any present PMD
+//! as "populated" left base pages missing).
+
+use crate::{
+    altmap::{Altmap, AltmapExhausted},
+    geometry::Config,
+    pgtable::{Attrs, MapError, MapFlags, PageTable, PhysAddr, TableAlloc, VirtAddr},
+};
+use alloc::vec::Vec;
+use arch::tlb::TlbInvalidate;
+
+/// Where memmap backing pages come from when there is no altmap.
+pub trait PageSource {
+    /// 2^order naturally aligned pages, or `None`.
+    fn alloc_pages(&mut self, order: u32) -> Option<PhysAddr>;
+    /// Give back what `alloc_pages` returned (only after the TLB no longer maps it).
+    fn free_pages(&mut self, pa: PhysAddr, order: u32);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmemmapError {
+    /// `[start, end)` is not page aligned, leaves the vmemmap region, or spans more than one
+    /// section's memmap.
+    BadRange { start: VirtAddr, end: VirtAddr },
+    /// The altmap is too small: memmap on memory cannot be satisfied.
+    AltmapExhausted(AltmapExhausted),
+    /// No memory for a backing page.
+    NoMemory,
+    /// The page-table engine refused (no table page, or a live mapping in the way).
+    Map(MapError),
+}
+
+impl From<MapError> for VmemmapError {
+    fn from(e: MapError) -> Self {
+        VmemmapError::Map(e)
+    }
+}
+
+/// What one populate call created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PopulateStats {
+    /// PMD blocks created.
+    pub blocks: u64,
+    /// Base pages created (PTEs).
+    pub pages: u64,
+    /// Of those, in contiguous runs.
+    pub cont_pages: u64,
+    /// PMD blocks already there and reused.
+    pub reused_blocks: u64,
+    /// Backing pages taken from the altmap.
+    pub altmap_pages: u64,
+    /// Bytes of memmap backed by this call.
+    pub bytes: u64,
+}
+
+/// What one free call released.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FreeStats {
+    pub leaves: u64,
+    pub bytes: u64,
+    pub altmap_pages: u64,
+    pub tables_freed: u64,
+}
+
+/// The vmemmap region and everything populate/free need.
+pub struct Vmemmap<'a, C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> {
+    pub pt: &'a mut PageTable<C>,
+    pub tables: &'a mut T,
+    pub source: &'a mut S,
+    pub tlb: &'a mut L,
+    /// `[start, end)` of the vmemmap region (the floor/ceiling for freeing tables).
+    pub region: (VirtAddr, VirtAddr),
+}
+
+/// One leaf this call created (for rollback).
+#[derive(Clone, Copy)]
+struct Created {
+    va: VirtAddr,
+    size: u64,
+    pa: PhysAddr,
+    altmap: bool,
+}
+
+impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T, S, L> {
+    const PAGE: u64 = C::GEOM.page_size();
+
+    fn check(&self, start: VirtAddr, end: VirtAddr) -> Result<(), VmemmapError> {
+        let g = C::GEOM;
+        let ok = start < end
+            && (start | end) % Self::PAGE == 0
+            && start >= self.region.0
+            && end <= self.region.1
+            && end - start <= g.memmap_per_section();
+        ok.then_some(()).ok_or(VmemmapError::BadRange { start, end })
+    }
+
+    /// Backing for `size` bytes: from the altmap if given (no fallback), else the source.
+    fn alloc_backing(&mut self, size: u64, altmap: &mut Option<&mut Altmap>) -> Result<(PhysAddr, bool), VmemmapError> {
+        let n = size / Self::PAGE;
+        match altmap {
+            Some(a) => {
+                let pfn = a.alloc_pfns(n).map_err(VmemmapError::AltmapExhausted)?;
+                Ok((pfn << C::GEOM.page_shift, true))
+            }
+            None => self.source.alloc_pages(n.trailing_zeros()).map(|pa| (pa, false)).ok_or(VmemmapError::NoMemory),
+        }
+    }
+
+    fn free_backing(&mut self, pa: PhysAddr, size: u64, altmap: &mut Option<&mut Altmap>) -> bool {
+        let n = size / Self::PAGE;
+        if let Some(a) = altmap {
+            if a.contains(pa >> C::GEOM.page_shift) {
+                a.free_pfns(n);
+                return true;
+            }
+        }
+        self.source.free_pages(pa, n.trailing_zeros());
+        false
+    }
+
+    /// Linux `vmemmap_populate(start, end, node, altmap)` for one section's memmap.
+    pub fn populate(&mut self, start: VirtAddr, end: VirtAddr, mut altmap: Option<&mut Altmap>) -> Result<PopulateStats, VmemmapError> {
+        self.check(start, end)?;
+        let mut created: Vec<Created> = Vec::new();
+        let mut stats = PopulateStats::default();
+        match self.populate_inner(start, end, &mut altmap, &mut created, &mut stats) {
+            Ok(()) => Ok(stats),
+            Err(e) => {
+                self.rollback(&created, &mut altmap);
+                Err(e)
+            }
+        }
+    }
+
+    fn populate_inner(
+        &mut self,
+        start: VirtAddr,
+        end: VirtAddr,
+        altmap: &mut Option<&mut Altmap>,
+        created: &mut Vec<Created>,
+        stats: &mut PopulateStats,
+    ) -> Result<(), VmemmapError> {
+        let g = C::GEOM;
+        let pmd = g.pmd_size();
+        let attrs = Attrs::NORMAL_RW;
+        let mut va = start;
+        while va < end {
+            let chunk_end = ((va / pmd) + 1).saturating_mul(pmd).min(end);
+            let walk = self.pt.walk(self.tables, va);
+            let pmd_step = walk.steps().iter().find(|s| s.level == 2).copied();
+            let pmd_is_block = walk.leaf.is_some_and(|l| l.level == 2);
+            let pmd_is_table = pmd_step.is_some_and(|s| s.desc.is_valid() && s.desc.is_table(false));
+            if pmd_is_block {
+                stats.reused_blocks += 1;
+                va = chunk_end;
+                continue;
+            }
+            if va % pmd == 0 && chunk_end - va == pmd && !pmd_is_table && g.block_allowed(2) {
+                // Section path. Without an altmap a failed block allocation falls back to
+                // base pages; with one it is an error (the altmap was sized for blocks).
+                match self.alloc_backing(pmd, altmap) {
+                    Ok((pa, from_altmap)) => {
+                        created.push(Created { va, size: pmd, pa, altmap: from_altmap });
+                        self.pt.map(self.tables, va, pa, pmd, attrs, MapFlags::BLOCKS)?;
+                        stats.blocks += 1;
+                        stats.bytes += pmd;
+                        stats.altmap_pages += if from_altmap { pmd / Self::PAGE } else { 0 };
+                        va = chunk_end;
+                        continue;
+                    }
+                    Err(e @ VmemmapError::AltmapExhausted(_)) => return Err(e),
+                    Err(_) => {}
+                }
+            }
+            self.populate_basepages(va, chunk_end, altmap, created, stats)?;
+            va = chunk_end;
+        }
+        Ok(())
+    }
+
+    /// Linux `vmemmap_populate_basepages`, plus the contiguous hint on aligned, fully covered,
+    /// empty runs whose backing can be had in one piece.
+    fn populate_basepages(
+        &mut self,
+        start: VirtAddr,
+        end: VirtAddr,
+        altmap: &mut Option<&mut Altmap>,
+        created: &mut Vec<Created>,
+        stats: &mut PopulateStats,
+    ) -> Result<(), VmemmapError> {
+        let page = Self::PAGE;
+        let cont = C::GEOM.cont_size(3);
+        let mut va = start;
+        while va < end {
+            if let Some(c) = cont {
+                if va % c == 0 && va + c <= end && self.range_empty(va, va + c) {
+                    if let Ok((pa, from_altmap)) = self.alloc_backing(c, altmap) {
+                        created.push(Created { va, size: c, pa, altmap: from_altmap });
+                        self.pt.map(self.tables, va, pa, c, Attrs::NORMAL_RW, MapFlags { block: false, cont: true })?;
+                        stats.pages += c / page;
+                        stats.cont_pages += c / page;
+                        stats.bytes += c;
+                        stats.altmap_pages += if from_altmap { c / page } else { 0 };
+                        va += c;
+                        continue;
+                    }
+                }
+            }
+            if self.pt.walk(self.tables, va).leaf.is_none() {
+                let (pa, from_altmap) = self.alloc_backing(page, altmap)?;
+                created.push(Created { va, size: page, pa, altmap: from_altmap });
+                self.pt.map(self.tables, va, pa, page, Attrs::NORMAL_RW, MapFlags::PAGES)?;
+                stats.pages += 1;
+                stats.bytes += page;
+                stats.altmap_pages += from_altmap as u64;
+            }
+            va += page;
+        }
+        Ok(())
+    }
+
+    fn range_empty(&self, start: VirtAddr, end: VirtAddr) -> bool {
+        (start..end).step_by(Self::PAGE as usize).all(|v| self.pt.walk(self.tables, v).leaf.is_none())
+    }
+
+    /// Undo this call's leaves: unmap (clear → TLBI → free empty tables), then release backing.
+    fn rollback(&mut self, created: &[Created], altmap: &mut Option<&mut Altmap>) {
+        for c in created.iter().rev() {
+            let mapped = self.pt.walk(self.tables, c.va).leaf.is_some_and(|l| l.pa == c.pa);
+            if mapped {
+                let _ = self.pt.unmap_within(self.tables, self.tlb, c.va, c.size, self.region.0, self.region.1);
+            }
+            if c.altmap {
+                if let Some(a) = altmap {
+                    a.free_pfns(c.size / Self::PAGE);
+                }
+            } else {
+                self.source.free_pages(c.pa, (c.size / Self::PAGE).trailing_zeros());
+            }
+        }
+    }
+
+    /// Linux `vmemmap_free(start, end, altmap)`: unmap the memmap of `[start, end)` — leaves
+    /// cleared, one TLB invalidation, empty tables inside the vmemmap region freed — and only
+    /// then release each leaf's backing to the altmap or the source it came from.
+    pub fn free(&mut self, start: VirtAddr, end: VirtAddr, mut altmap: Option<&mut Altmap>) -> Result<FreeStats, VmemmapError> {
+        self.check(start, end)?;
+        // Collect the leaves (and what backs them) before the mappings disappear.
+        let mut leaves: Vec<(PhysAddr, u64)> = Vec::new();
+        let mut va = start;
+        let cont = C::GEOM.cont_size(3).unwrap_or(Self::PAGE);
+        while va < end {
+            match self.pt.walk(self.tables, va).leaf {
+                Some(l) => {
+                    let base_va = va & !(l.size - 1);
+                    // A contiguous run was allocated in one piece: release it as one.
+                    let size = if l.contiguous && l.level == 3 && va % cont == 0 { cont } else { l.size };
+                    if !(l.contiguous && l.level == 3 && va % cont != 0) {
+                        leaves.push((l.pa - (va - base_va), size));
+                    }
+                    va = base_va + l.size;
+                }
+                None => va += Self::PAGE,
+            }
+        }
+        let u = self.pt.unmap_within(self.tables, self.tlb, start, end - start, self.region.0, self.region.1)?;
+        let mut stats = FreeStats { leaves: u.leaves, bytes: u.bytes, altmap_pages: 0, tables_freed: u.tables_freed };
+        for (pa, size) in leaves {
+            if self.free_backing(pa, size, &mut altmap) {
+                stats.altmap_pages += size / Self::PAGE;
+            }
+        }
+        Ok(stats)
+    }
+}

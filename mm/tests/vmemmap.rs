@@ -1,0 +1,377 @@
+//! Host tests of `vmemmap_populate` / `vmemmap_free` for every configuration: the section and
+//! base-page paths, altmap (memmap on memory) accounting and exhaustion rollback, the two Linux
+//! regressions (sub-section populate, table-PMD reuse), and the teardown order (clear →
+//! invalidate → free) checked by `TeardownChecker`, including a deliberately wrong order.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use arch::tlb::TlbInvalidate;
+use mm::altmap::Altmap;
+use mm::geometry::*;
+use mm::pgtable::testing::{HostTables, RecordingTlb};
+use mm::pgtable::*;
+use mm::teardown::TeardownChecker;
+use mm::vmemmap::{PageSource, Vmemmap, VmemmapError};
+
+type Checker = Rc<RefCell<TeardownChecker>>;
+
+/// Forwards to a recording TLB and tells the checker about clears and invalidations.
+struct CheckedTlb {
+    inner: RecordingTlb,
+    checker: Checker,
+}
+
+impl TlbInvalidate for CheckedTlb {
+    fn flush_kernel_range(&mut self, start: u64, end: u64, stride_shift: u32) {
+        self.checker.borrow_mut().invalidated(start, end);
+        self.inner.flush_kernel_range(start, end, stride_shift);
+    }
+    fn flush_kernel_pgtable(&mut self, va: u64) {
+        self.checker.borrow_mut().invalidated_pgtable(va);
+        self.inner.flush_kernel_pgtable(va);
+    }
+    fn flush_all(&mut self) {
+        self.checker.borrow_mut().invalidated_all();
+        self.inner.flush_all();
+    }
+    fn cleared(&mut self, va: u64, size: u64, pa: u64, pa_size: u64) {
+        self.checker.borrow_mut().cleared(va, size, pa, pa_size);
+    }
+}
+
+/// Table pages on the host heap; frees are checked.
+struct CheckedTables {
+    inner: HostTables,
+    checker: Checker,
+    page: u64,
+}
+
+impl TableAlloc for CheckedTables {
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
+        self.inner.alloc_table()
+    }
+    fn free_table(&mut self, pa: PhysAddr) {
+        let _ = self.checker.borrow_mut().freeing(pa, self.page);
+        self.inner.free_table(pa)
+    }
+    fn table_ptr(&self, pa: PhysAddr) -> *mut u64 {
+        self.inner.table_ptr(pa)
+    }
+}
+
+/// A fake physical allocator (PAs are never dereferenced): naturally aligned blocks from a
+/// bump pointer, with exact accounting, an optional budget, and checked frees.
+struct Source {
+    next: u64,
+    page: u64,
+    live: BTreeMap<u64, u32>,
+    budget: Option<u32>,
+    checker: Checker,
+}
+
+impl PageSource for Source {
+    fn alloc_pages(&mut self, order: u32) -> Option<PhysAddr> {
+        if let Some(b) = &mut self.budget {
+            if *b == 0 {
+                return None;
+            }
+            *b -= 1;
+        }
+        let size = self.page << order;
+        let pa = self.next.next_multiple_of(size);
+        self.next = pa + size;
+        self.live.insert(pa, order);
+        Some(pa)
+    }
+    fn free_pages(&mut self, pa: PhysAddr, order: u32) {
+        assert_eq!(self.live.remove(&pa), Some(order), "free of {pa:#x} order {order}: not allocated so");
+        let _ = self.checker.borrow_mut().freeing(pa, self.page << order);
+    }
+}
+
+struct Rig<C: Config> {
+    pt: PageTable<C>,
+    tables: CheckedTables,
+    source: Source,
+    tlb: CheckedTlb,
+    checker: Checker,
+    region: (u64, u64),
+    baseline_tables: usize,
+}
+
+impl<C: Config> Rig<C> {
+    fn new() -> Self {
+        let g = C::GEOM;
+        let checker: Checker = Rc::default();
+        let mut tables = CheckedTables { inner: HostTables::new(g.page_size()), checker: checker.clone(), page: g.page_size() };
+        let pt = PageTable::<C>::new(&mut tables).unwrap();
+        // The vmemmap region as the kernel lays it out: after a linear map of half the VA space.
+        let start = g.ttbr1_base() + (1 << (g.va_bits - 1));
+        let size = ((1u64 << (g.va_bits - 1)) >> g.page_shift) * 64;
+        let mut rig = Rig {
+            pt,
+            tables,
+            source: Source { next: 1 << 40, page: g.page_size(), live: BTreeMap::new(), budget: None, checker: checker.clone() },
+            tlb: CheckedTlb { inner: RecordingTlb::default(), checker: checker.clone() },
+            checker,
+            region: (start, start + size),
+            baseline_tables: 0,
+        };
+        // Upper tables whose span is larger than the vmemmap region are shared with the rest
+        // of the address space and never freed (floor/ceiling rule): one populate + free cycle
+        // creates them, and the baseline is measured after it, as in the running kernel.
+        let (s, e) = rig.section(0);
+        rig.vmemmap().populate(s, e, None).unwrap();
+        rig.vmemmap().free(s, e, None).unwrap();
+        rig.baseline_tables = rig.tables.inner.live();
+        assert!(rig.source.live.is_empty());
+        rig
+    }
+
+    fn vmemmap(&mut self) -> Vmemmap<'_, C, CheckedTables, Source, CheckedTlb> {
+        Vmemmap { pt: &mut self.pt, tables: &mut self.tables, source: &mut self.source, tlb: &mut self.tlb, region: self.region }
+    }
+
+    /// Memmap VA range of section `nr`.
+    fn section(&self, nr: u64) -> (u64, u64) {
+        let m = C::GEOM.memmap_per_section();
+        (self.region.0 + nr * m, self.region.0 + (nr + 1) * m)
+    }
+
+    fn assert_baseline(&self) {
+        assert_eq!(self.tables.inner.live(), self.baseline_tables, "table pages not at baseline");
+        assert!(self.source.live.is_empty(), "backing pages leaked: {:?}", self.source.live);
+        let c = self.checker.borrow();
+        assert!(c.violations.is_empty(), "teardown order violated: {}", c.violations[0]);
+    }
+}
+
+macro_rules! matrix {
+    ($($test:ident),* $(,)?) => {
+        matrix!(@cfg cfg_4k_39, Cfg4K39; $($test),*);
+        matrix!(@cfg cfg_4k_48, Cfg4K48; $($test),*);
+        matrix!(@cfg cfg_16k_36, Cfg16K36; $($test),*);
+        matrix!(@cfg cfg_16k_47, Cfg16K47; $($test),*);
+        matrix!(@cfg cfg_16k_48, Cfg16K48; $($test),*);
+        matrix!(@cfg cfg_64k_42, Cfg64K42; $($test),*);
+        matrix!(@cfg cfg_64k_48, Cfg64K48; $($test),*);
+    };
+    (@cfg $m:ident, $cfg:ident; $($test:ident),*) => {
+        mod $m {
+            $( #[test] fn $test() { super::$test::<mm::geometry::$cfg>(); } )*
+        }
+    };
+}
+
+matrix!(
+    full_section_uses_the_expected_path,
+    populate_then_free_restores_everything,
+    altmap_backs_every_leaf_and_returns_to_zero,
+    altmap_exhaustion_rolls_back_completely,
+    no_memory_rolls_back_completely,
+    subsection_then_full_section_uses_base_pages,
+    existing_block_is_reused,
+    neighbouring_sections_keep_their_tables,
+    out_of_range_requests_are_rejected,
+);
+
+fn full_section_uses_the_expected_path<C: Config>() {
+    let g = C::GEOM;
+    let mut r = Rig::<C>::new();
+    let (s, e) = r.section(3);
+    let st = r.vmemmap().populate(s, e, None).unwrap();
+    let census = r.pt.count(&r.tables);
+    if g.page_shift == 12 {
+        // Section path: one 2 MiB PMD block is one section's memmap.
+        assert_eq!((st.blocks, st.pages), (1, 0));
+        assert_eq!((census.leaves[2], census.leaves[3]), (1, 0));
+    } else {
+        // 16K: 32 pages, 64K: 8 pages (CONT_PTE runs are 2 MiB: larger than a section's memmap).
+        assert_eq!((st.blocks, st.pages), (0, g.memmap_per_section() / g.page_size()));
+        assert_eq!(census.blocks(), 0);
+        assert_eq!(census.leaves[3], g.memmap_per_section() / g.page_size());
+        assert_eq!(census.cont[3], 0);
+    }
+    assert_eq!(st.bytes, g.memmap_per_section());
+    // The walker sees every struct page of the section.
+    for va in (s..e).step_by(4096) {
+        assert!(r.pt.walk(&r.tables, va).leaf.is_some(), "{va:#x} not populated");
+    }
+}
+
+fn populate_then_free_restores_everything<C: Config>() {
+    let mut r = Rig::<C>::new();
+    for nr in [0, 1, 7] {
+        let (s, e) = r.section(nr);
+        r.vmemmap().populate(s, e, None).unwrap();
+    }
+    for nr in [1, 0, 7] {
+        let (s, e) = r.section(nr);
+        r.vmemmap().free(s, e, None).unwrap();
+    }
+    assert_eq!(r.pt.count(&r.tables).bytes, 0);
+    r.assert_baseline();
+    assert!(r.checker.borrow().frees_checked > 0);
+}
+
+fn altmap_backs_every_leaf_and_returns_to_zero<C: Config>() {
+    let g = C::GEOM;
+    let mut r = Rig::<C>::new();
+    let pages = g.memmap_per_section() / g.page_size();
+    // The hot-added section's own first pages (memmap on memory).
+    let base_pfn = (5 * g.section_size()) >> g.page_shift;
+    let mut alt = Altmap::new(base_pfn, base_pfn + g.pages_per_section() - 1, 0, pages);
+    let (s, e) = r.section(5);
+    let st = r.vmemmap().populate(s, e, Some(&mut alt)).unwrap();
+    assert_eq!(st.altmap_pages, pages);
+    assert_eq!(alt.alloc, pages);
+    assert!(alt.alloc + alt.align <= alt.free);
+    assert!(r.source.live.is_empty(), "no backing from ordinary memory");
+    for va in (s..e).step_by(g.page_size() as usize) {
+        let l = r.pt.walk(&r.tables, va).leaf.unwrap();
+        assert!(alt.contains(l.pa >> g.page_shift), "leaf {va:#x} -> {:#x} not from the altmap", l.pa);
+    }
+    // Page-table pages never come from the altmap.
+    for &t in r.tables.inner.live_set() {
+        assert!(!alt.contains(t >> g.page_shift));
+    }
+    let f = r.vmemmap().free(s, e, Some(&mut alt)).unwrap();
+    assert_eq!(f.altmap_pages, pages);
+    assert_eq!((alt.alloc, alt.align), (0, 0));
+    r.assert_baseline();
+}
+
+fn altmap_exhaustion_rolls_back_completely<C: Config>() {
+    let g = C::GEOM;
+    let mut r = Rig::<C>::new();
+    let pages = g.memmap_per_section() / g.page_size();
+    let base_pfn = (5 * g.section_size()) >> g.page_shift;
+    // One page short; on 4K the block needs all 512 at once.
+    let mut alt = Altmap::new(base_pfn, base_pfn + g.pages_per_section() - 1, 0, pages - 1);
+    let (s, e) = r.section(5);
+    let err = r.vmemmap().populate(s, e, Some(&mut alt)).unwrap_err();
+    assert!(matches!(err, VmemmapError::AltmapExhausted(_)), "{err:?}");
+    assert_eq!((alt.alloc, alt.align), (0, 0));
+    assert_eq!(r.pt.count(&r.tables).bytes, 0);
+    r.assert_baseline();
+}
+
+fn no_memory_rolls_back_completely<C: Config>() {
+    let g = C::GEOM;
+    for budget in [0, 1, 3] {
+        let mut r = Rig::<C>::new();
+        r.source.budget = Some(budget);
+        let (s, e) = r.section(2);
+        // 4K with no memory for the block falls back to base pages and still runs out.
+        let res = r.vmemmap().populate(s, e, None);
+        if g.page_shift == 12 && budget >= 1 {
+            assert!(res.is_ok(), "a 2 MiB block with budget {budget}");
+            r.vmemmap().free(s, e, None).unwrap();
+        } else {
+            assert_eq!(res.unwrap_err(), VmemmapError::NoMemory);
+        }
+        assert_eq!(r.pt.count(&r.tables).bytes, 0);
+        r.assert_baseline();
+    }
+}
+
+/// Linux regressions (digest §2.3): a sub-section populate must use base pages, and a later
+/// full-section populate over the resulting *table* PMD must add base pages, not assume the
+/// PMD is populated (and must not try to install a block over the table).
+fn subsection_then_full_section_uses_base_pages<C: Config>() {
+    let g = C::GEOM;
+    let mut r = Rig::<C>::new();
+    let (s, e) = r.section(4);
+    let half = s + g.memmap_per_section() / 2;
+    let st = r.vmemmap().populate(s, half, None).unwrap();
+    assert_eq!(st.blocks, 0, "sub-section populate must not use a block");
+    let st2 = r.vmemmap().populate(s, e, None).unwrap();
+    assert_eq!(st2.blocks, 0, "a table PMD forces base pages");
+    assert_eq!(st.bytes + st2.bytes, g.memmap_per_section());
+    for va in (s..e).step_by(g.page_size() as usize) {
+        assert!(r.pt.walk(&r.tables, va).leaf.is_some(), "{va:#x} missing after the full populate");
+    }
+    r.vmemmap().free(s, e, None).unwrap();
+    r.assert_baseline();
+}
+
+fn existing_block_is_reused<C: Config>() {
+    let g = C::GEOM;
+    let mut r = Rig::<C>::new();
+    let (s, e) = r.section(6);
+    r.vmemmap().populate(s, e, None).unwrap();
+    let live = r.source.live.len();
+    let st = r.vmemmap().populate(s, e, None).unwrap();
+    assert_eq!(r.source.live.len(), live, "second populate allocated memory");
+    assert_eq!(st.reused_blocks, if g.page_shift == 12 { 1 } else { 0 });
+    assert_eq!(st.bytes, 0);
+    r.vmemmap().free(s, e, None).unwrap();
+    r.assert_baseline();
+}
+
+/// Freeing one section's memmap leaves its neighbour's mappings and the shared tables alone.
+fn neighbouring_sections_keep_their_tables<C: Config>() {
+    let g = C::GEOM;
+    let mut r = Rig::<C>::new();
+    let (a0, a1) = r.section(8);
+    let (b0, b1) = r.section(9);
+    r.vmemmap().populate(a0, a1, None).unwrap();
+    r.vmemmap().populate(b0, b1, None).unwrap();
+    r.vmemmap().free(a0, a1, None).unwrap();
+    for va in (b0..b1).step_by(g.page_size() as usize) {
+        assert!(r.pt.walk(&r.tables, va).leaf.is_some(), "neighbour lost {va:#x}");
+    }
+    assert!(r.pt.walk(&r.tables, a0).leaf.is_none());
+    r.vmemmap().free(b0, b1, None).unwrap();
+    r.assert_baseline();
+}
+
+fn out_of_range_requests_are_rejected<C: Config>() {
+    let g = C::GEOM;
+    let mut r = Rig::<C>::new();
+    let (s, _) = r.section(1);
+    let bad = [
+        (s + 8, s + g.page_size()),
+        (s, s + 2 * g.memmap_per_section()),
+        (r.region.0 - g.page_size(), r.region.0),
+        (s, s),
+    ];
+    for (a, b) in bad {
+        assert!(matches!(r.vmemmap().populate(a, b, None), Err(VmemmapError::BadRange { .. })), "{a:#x}..{b:#x}");
+    }
+    r.assert_baseline();
+}
+
+/// The checker catches a deliberately wrong order: backing freed before the invalidation.
+#[test]
+fn checker_catches_free_before_invalidate() {
+    type C = Cfg4K48;
+    let mut r = Rig::<C>::new();
+    let (s, e) = r.section(0);
+    r.vmemmap().populate(s, e, None).unwrap();
+    let leaf = r.pt.walk(&r.tables, s).leaf.unwrap();
+    // Wrong order by hand: clear (as the engine reports it), free, then invalidate.
+    r.tlb.cleared(s, leaf.size, leaf.pa, leaf.size);
+    let order = leaf.size.trailing_zeros() - 12;
+    r.source.free_pages(leaf.pa, order);
+    r.tlb.flush_kernel_range(s, e, 21);
+    let v = r.checker.borrow().violations.clone();
+    assert_eq!(v.len(), 1, "free before TLBI must be reported");
+    assert_eq!(v[0].freed_pa, leaf.pa);
+}
+
+/// And the real code passes it: every clear the engine reports is invalidated before the free.
+#[test]
+fn real_teardown_passes_the_checker_and_reports_clears() {
+    type C = Cfg16K47;
+    let mut r = Rig::<C>::new();
+    let (s, e) = r.section(0);
+    r.vmemmap().populate(s, e, None).unwrap();
+    r.vmemmap().free(s, e, None).unwrap();
+    let c = r.checker.borrow();
+    assert!(c.violations.is_empty());
+    assert!(c.clears >= 32, "the engine reported {} clears for 32 PTEs", c.clears);
+    assert!(c.pending().is_empty());
+}
