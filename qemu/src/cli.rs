@@ -1,0 +1,421 @@
+//! Command-line options of the `hotmem` runner (`cargo run -- [OPTIONS]`).
+
+use std::time::Duration;
+
+use crate::config::{parse_mem_option, valid_pairs_text, BootMode, Granule, KernelConfig};
+use crate::run::{Machine, DEFAULT_CPU};
+
+/// Timeout of driven runs (`--exec`, `--ktest`) when `--timeout` is not given.
+pub const DEFAULT_BATCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub const HELP: &str = "\
+hotmem runner: builds a hotmem kernel configuration and boots it in qemu-system-aarch64 -M virt.
+
+USAGE:
+    cargo run -- [OPTIONS]          (or: target/debug/hotmem [OPTIONS])
+
+KERNEL:
+    --granule 4k|16k|64k     translation granule (default 4k)
+    --va-bits N, --va N      VA size (default: the granule's); valid pairs:
+                               VALID_PAIRS
+                             without --granule: the granule that supports N (4k first)
+    --ktest                  boot the in-guest test kernel (runs its cases, exits 0 if all pass);
+                             runs like --exec with no commands (output echoed, timeout applies)
+    --append '<args>'        kernel command line: reserved, nothing is passed yet
+
+MACHINE:
+    --boot firmware|kernel|image
+                             firmware: -bios hotmem.bin (default; GED/DIMM hotplug exist)
+                             kernel:   -kernel hotmem.elf
+                             image:    -kernel hotmem.bin (arm64 Image, DTB in x0)
+    --cpu NAME               QEMU CPU model (default max,lpa2=off; also cortex-a76, cortex-a57)
+    --smp N                  number of CPUs (default 2; at most 8 with GICv2)
+    --mem SIZE[,slots=N,maxmem=SIZE]
+                             RAM size, e.g. 1G, 512M (default 1G); slots/maxmem for hotplug
+    --gic 2|3                GIC version (default 2)
+    --el2                    virtualization=on: CPUs start at EL2 (the kernel drops to EL1)
+    --qemu-arg ARG           extra QEMU argument, appended last (repeatable)
+
+RUNNING:
+    --exec 'cmd1; cmd2; ...' drive the console: wait for the prompt `hotmem> `, type each
+                             command, then wait for QEMU to exit and exit with its status.
+                             Commands starting with `:` are host (QMP) commands: not yet supported.
+    --timeout SECS           kill QEMU with SIGKILL after SECS (default 60 with --exec/--ktest,
+                             none interactively; 0 = no limit). Exit status 124 then.
+    --gdb                    start halted with a gdbstub on 127.0.0.1 and print the gdb-multiarch
+                             command that attaches to it
+    --gdb-port N             gdbstub port (default 1234, or a free one if taken)
+    --dry-run                print the kernel build and QEMU commands, run nothing
+    -h, --help               this text
+
+Without --exec/--ktest the console is on this terminal (-serial mon:stdio):
+Ctrl-A x quits QEMU, Ctrl-A c switches between the console and the QEMU monitor (HMP).
+
+ENVIRONMENT:
+    HOTMEM_QEMU              QEMU binary to use instead of qemu-system-aarch64 from PATH.
+                             When QEMU is missing and we run as root with apt-get, it is
+                             installed (Debian bookworm: QEMU 10 from bookworm-backports).
+
+EXAMPLES:
+    cargo run
+    cargo run -- --granule 16k --va 36 --boot kernel --cpu cortex-a76 --smp 4
+    cargo run -- --exec 'meminfo; pt 0xffff000000000000; poweroff'
+    cargo run -- --granule 64k --ktest --gic 3
+";
+
+/// The help text with the valid granule/VA pairs filled in.
+pub fn help() -> String {
+    HELP.replace(
+        "VALID_PAIRS",
+        &valid_pairs_text().replace("; ", "\n                               "),
+    )
+}
+
+/// Parsed options.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    pub kernel: KernelConfig,
+    pub boot: BootMode,
+    pub machine: Machine,
+    /// `--timeout` as given (`Some(None)` for `--timeout 0`).
+    pub timeout: Option<Option<Duration>>,
+    /// `--exec` commands, split on `;`.
+    pub exec: Option<Vec<String>>,
+    pub gdb: bool,
+    /// `--gdb-port`; `None`: 1234, or a free port when that is taken.
+    pub gdb_port: Option<u16>,
+    pub append: Option<String>,
+    pub qemu_args: Vec<String>,
+    pub dry_run: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            kernel: KernelConfig::default_for(Granule::K4),
+            boot: BootMode::Firmware,
+            machine: Machine::default(),
+            timeout: None,
+            exec: None,
+            gdb: false,
+            gdb_port: None,
+            append: None,
+            qemu_args: Vec::new(),
+            dry_run: false,
+        }
+    }
+}
+
+impl Options {
+    /// Driven through the console (piped) rather than on the terminal.
+    pub fn batch(&self) -> bool {
+        self.exec.is_some() || self.kernel.ktest
+    }
+
+    /// The timeout that applies: `--timeout`, else 60 s for driven runs, none interactively.
+    pub fn effective_timeout(&self) -> Option<Duration> {
+        match self.timeout {
+            Some(t) => t,
+            None if self.batch() => Some(DEFAULT_BATCH_TIMEOUT),
+            None => None,
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    Help,
+    Run(Options),
+}
+
+fn parse_num<T: std::str::FromStr>(opt: &str, v: &str) -> Result<T, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("{opt}: `{v}` is not a valid number"))
+}
+
+/// Parses the arguments after the program name.
+pub fn parse_args<I, S>(args: I) -> Result<Action, String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut o = Options::default();
+    let mut granule: Option<Granule> = None;
+    let mut va: Option<u32> = None;
+    let mut ktest = false;
+    let mut it = args.into_iter().map(Into::into);
+    while let Some(arg) = it.next() {
+        // `--opt=value` and `--opt value` are both accepted.
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let takes_value = matches!(
+            name.as_str(),
+            "--granule"
+                | "--va-bits"
+                | "--va"
+                | "--boot"
+                | "--cpu"
+                | "--smp"
+                | "--mem"
+                | "--gic"
+                | "--timeout"
+                | "--exec"
+                | "--gdb-port"
+                | "--append"
+                | "--qemu-arg"
+        );
+        let value = if takes_value {
+            match inline {
+                Some(v) => v,
+                None => it
+                    .next()
+                    .ok_or_else(|| format!("{name} needs a value (see --help)"))?,
+            }
+        } else {
+            if inline.is_some() {
+                return Err(format!("{name} takes no value"));
+            }
+            String::new()
+        };
+        match name.as_str() {
+            "-h" | "--help" => return Ok(Action::Help),
+            "--granule" => granule = Some(value.parse()?),
+            "--va-bits" | "--va" => va = Some(parse_num(&name, &value)?),
+            "--boot" => o.boot = value.parse()?,
+            "--cpu" => {
+                if value.trim().is_empty() {
+                    return Err("--cpu needs a CPU model name".into());
+                }
+                o.machine.cpu = value.trim().to_string();
+            }
+            "--smp" => {
+                let n: u32 = parse_num(&name, &value)?;
+                if !(1..=512).contains(&n) {
+                    return Err(format!("--smp {n}: expected 1 to 512 CPUs"));
+                }
+                o.machine.smp = n;
+            }
+            "--mem" => o.machine.mem = parse_mem_option(&value)?,
+            "--gic" => o.machine.gic = value.parse()?,
+            "--el2" => o.machine.el2 = true,
+            "--ktest" => ktest = true,
+            "--timeout" => {
+                let s: f64 = parse_num(&name, &value)?;
+                if !(s >= 0.0 && s.is_finite()) {
+                    return Err(format!("--timeout {value}: expected seconds >= 0"));
+                }
+                o.timeout = Some((s > 0.0).then(|| Duration::from_secs_f64(s)));
+            }
+            "--exec" => o
+                .exec
+                .get_or_insert_with(Vec::new)
+                .extend(crate::console::split_commands(&value)),
+            "--gdb" => o.gdb = true,
+            "--gdb-port" => {
+                o.gdb_port = Some(parse_num(&name, &value)?);
+                o.gdb = true;
+            }
+            "--append" => o.append = Some(value),
+            "--qemu-arg" => o.qemu_args.push(value),
+            "--dry-run" => o.dry_run = true,
+            _ if name.starts_with('-') => {
+                return Err(format!("unknown option `{name}` (see --help)"))
+            }
+            _ => return Err(format!("unexpected argument `{arg}` (see --help)")),
+        }
+    }
+    let granule = match (granule, va) {
+        (Some(g), _) => g,
+        (None, Some(v)) => Granule::ALL
+            .into_iter()
+            .find(|g| g.valid_va_bits().contains(&v))
+            .ok_or_else(|| {
+                format!(
+                    "invalid configuration: no granule supports {v}-bit VA; valid pairs are {}",
+                    valid_pairs_text()
+                )
+            })?,
+        (None, None) => Granule::K4,
+    };
+    o.kernel =
+        KernelConfig::new(granule, va.unwrap_or(granule.default_va_bits()))?.with_ktest(ktest);
+    if o.machine.gic.number() == 2 && o.machine.smp > 8 {
+        return Err(format!(
+            "--smp {}: GICv2 supports at most 8 CPUs (add --gic 3)",
+            o.machine.smp
+        ));
+    }
+    if o.machine.cpu.is_empty() {
+        o.machine.cpu = DEFAULT_CPU.into();
+    }
+    Ok(Action::Run(o))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GicVersion;
+
+    fn run(args: &[&str]) -> Options {
+        match parse_args(args.iter().copied()) {
+            Ok(Action::Run(o)) => o,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    fn err(args: &[&str]) -> String {
+        parse_args(args.iter().copied()).unwrap_err()
+    }
+
+    #[test]
+    fn defaults() {
+        let o = run(&[]);
+        assert_eq!(o.kernel.name(), "4k-48");
+        assert_eq!(o.boot, BootMode::Firmware);
+        assert_eq!(o.machine, Machine::default());
+        assert_eq!(o.machine.cpu, "max,lpa2=off");
+        assert_eq!(o.machine.smp, 2);
+        assert!(!o.batch());
+        assert_eq!(o.effective_timeout(), None);
+        assert_eq!(parse_args(["--help"]).unwrap(), Action::Help);
+        assert_eq!(
+            parse_args(["--granule", "64k", "-h"]).unwrap(),
+            Action::Help
+        );
+    }
+
+    #[test]
+    fn granule_and_va() {
+        assert_eq!(run(&["--granule", "16k"]).kernel.name(), "16k-47");
+        assert_eq!(
+            run(&["--granule=64k", "--va-bits=42"]).kernel.name(),
+            "64k-42"
+        );
+        assert_eq!(run(&["--va", "36"]).kernel.name(), "16k-36");
+        assert_eq!(run(&["--va", "48"]).kernel.name(), "4k-48");
+        assert_eq!(
+            run(&["--va", "42", "--ktest"]).kernel.name(),
+            "64k-42-ktest"
+        );
+        let e = err(&["--granule", "64k", "--va-bits", "47"]);
+        assert!(
+            e.contains("64k with 47-bit") && e.contains("16k: 36, 47, 48 (default 47)"),
+            "{e}"
+        );
+        assert!(err(&["--va", "40"]).contains("valid pairs are 4k: 39, 48"));
+        assert!(err(&["--granule", "8k"]).contains("unknown granule"));
+        assert!(err(&["--va", "x"]).contains("not a valid number"));
+    }
+
+    #[test]
+    fn machine_options() {
+        let o = run(&[
+            "--boot",
+            "image",
+            "--cpu",
+            "cortex-a57",
+            "--smp",
+            "4",
+            "--mem",
+            "2g",
+            "--gic",
+            "3",
+            "--el2",
+        ]);
+        assert_eq!(o.boot, BootMode::Image);
+        assert_eq!(
+            o.machine,
+            Machine {
+                cpu: "cortex-a57".into(),
+                smp: 4,
+                mem: "2G".into(),
+                gic: GicVersion::V3,
+                el2: true
+            }
+        );
+        assert!(err(&["--smp", "16"]).contains("GICv2 supports at most 8"));
+        assert_eq!(run(&["--smp", "16", "--gic", "3"]).machine.smp, 16);
+        assert!(err(&["--smp", "0"]).contains("1 to 512"));
+        assert!(err(&["--boot", "uefi"]).contains("unknown boot mode"));
+        assert!(err(&["--mem", "huge"]).contains("invalid memory size"));
+        assert!(err(&["--cpu"]).contains("needs a value"));
+    }
+
+    #[test]
+    fn running_options() {
+        let o = run(&[
+            "--exec",
+            "meminfo; pt 0x1 ;",
+            "--exec=poweroff",
+            "--qemu-arg",
+            "-d",
+            "--qemu-arg=int",
+        ]);
+        assert_eq!(
+            o.exec.as_deref().unwrap(),
+            ["meminfo", "pt 0x1", "poweroff"]
+        );
+        assert_eq!(o.qemu_args, ["-d", "int"]);
+        assert!(o.batch());
+        assert_eq!(o.effective_timeout(), Some(Duration::from_secs(60)));
+        assert_eq!(
+            run(&["--exec", "x", "--timeout", "2.5"]).effective_timeout(),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(
+            run(&["--ktest", "--timeout", "0"]).effective_timeout(),
+            None
+        );
+        assert_eq!(
+            run(&["--timeout", "5"]).effective_timeout(),
+            Some(Duration::from_secs(5))
+        );
+        assert!(err(&["--timeout", "-1"]).contains("seconds"));
+        let o = run(&["--gdb"]);
+        assert_eq!((o.gdb, o.gdb_port), (true, None));
+        let o = run(&["--gdb-port", "5555"]);
+        assert_eq!((o.gdb, o.gdb_port), (true, Some(5555)));
+        assert_eq!(
+            run(&["--append", "mem=512M"]).append.as_deref(),
+            Some("mem=512M")
+        );
+        assert!(run(&["--dry-run"]).dry_run);
+        assert!(err(&["--bogus"]).contains("unknown option `--bogus`"));
+        assert!(err(&["stray"]).contains("unexpected argument"));
+        assert!(err(&["--el2=yes"]).contains("takes no value"));
+    }
+
+    #[test]
+    fn help_documents_every_option() {
+        let h = help();
+        for opt in [
+            "--granule",
+            "--va-bits",
+            "--va ",
+            "--boot",
+            "--cpu",
+            "--smp",
+            "--mem",
+            "--gic",
+            "--el2",
+            "--ktest",
+            "--timeout",
+            "--exec",
+            "--gdb",
+            "--gdb-port",
+            "--append",
+            "--qemu-arg",
+            "--dry-run",
+            "--help",
+            "Ctrl-A x",
+            "HOTMEM_QEMU",
+        ] {
+            assert!(h.contains(opt), "help lacks {opt}");
+        }
+        assert!(h.contains("4k: 39, 48 (default 48)"));
+    }
+}

@@ -1,0 +1,410 @@
+//! Build and machine configurations: granule × VA size (the kernel build matrix, DESIGN §3),
+//! boot mode, GIC version, memory size.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Translation granule of a kernel build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Granule {
+    K4,
+    K16,
+    K64,
+}
+
+impl Granule {
+    pub const ALL: [Granule; 3] = [Granule::K4, Granule::K16, Granule::K64];
+
+    /// Short name used on the command line and in file names: `4k`, `16k`, `64k`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Granule::K4 => "4k",
+            Granule::K16 => "16k",
+            Granule::K64 => "64k",
+        }
+    }
+
+    /// Cargo feature of `hotmem-platform` selecting this granule.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Granule::K4 => "granule-4k",
+            Granule::K16 => "granule-16k",
+            Granule::K64 => "granule-64k",
+        }
+    }
+
+    pub fn page_shift(self) -> u32 {
+        match self {
+            Granule::K4 => 12,
+            Granule::K16 => 14,
+            Granule::K64 => 16,
+        }
+    }
+
+    /// VA sizes the kernel supports with this granule.
+    pub fn valid_va_bits(self) -> &'static [u32] {
+        match self {
+            Granule::K4 => &[39, 48],
+            Granule::K16 => &[36, 47, 48],
+            Granule::K64 => &[42, 48],
+        }
+    }
+
+    pub fn default_va_bits(self) -> u32 {
+        match self {
+            Granule::K4 => 48,
+            Granule::K16 => 47,
+            Granule::K64 => 48,
+        }
+    }
+}
+
+impl fmt::Display for Granule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Granule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s
+            .trim()
+            .to_ascii_lowercase()
+            .trim_end_matches("ib")
+            .trim_end_matches('b')
+        {
+            "4k" | "4" | "4096" => Ok(Granule::K4),
+            "16k" | "16" | "16384" => Ok(Granule::K16),
+            "64k" | "64" | "65536" => Ok(Granule::K64),
+            _ => Err(format!("unknown granule `{s}` (expected 4k, 16k or 64k)")),
+        }
+    }
+}
+
+/// One line listing every valid granule/VA pair, for error messages and `--help`.
+pub fn valid_pairs_text() -> String {
+    Granule::ALL
+        .iter()
+        .map(|g| {
+            let vas: Vec<String> = g.valid_va_bits().iter().map(|v| v.to_string()).collect();
+            format!(
+                "{}: {} (default {})",
+                g,
+                vas.join(", "),
+                g.default_va_bits()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A kernel build configuration: exactly one granule and one VA size, plus the test kernel flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KernelConfig {
+    pub granule: Granule,
+    pub va_bits: u32,
+    /// Build the in-guest test kernel (`ktest` feature).
+    pub ktest: bool,
+}
+
+impl KernelConfig {
+    /// Validates the pair; the error lists the valid ones.
+    pub fn new(granule: Granule, va_bits: u32) -> Result<Self, String> {
+        if granule.valid_va_bits().contains(&va_bits) {
+            Ok(KernelConfig {
+                granule,
+                va_bits,
+                ktest: false,
+            })
+        } else {
+            Err(format!(
+                "invalid configuration: granule {granule} with {va_bits}-bit VA is not supported; \
+                 valid pairs are {}",
+                valid_pairs_text()
+            ))
+        }
+    }
+
+    /// The granule's default VA size.
+    pub fn default_for(granule: Granule) -> Self {
+        KernelConfig {
+            granule,
+            va_bits: granule.default_va_bits(),
+            ktest: false,
+        }
+    }
+
+    pub fn with_ktest(mut self, ktest: bool) -> Self {
+        self.ktest = ktest;
+        self
+    }
+
+    /// All seven granule/VA builds of the matrix (without `ktest`).
+    pub fn matrix() -> Vec<KernelConfig> {
+        Granule::ALL
+            .iter()
+            .flat_map(|&g| {
+                g.valid_va_bits().iter().map(move |&va| KernelConfig {
+                    granule: g,
+                    va_bits: va,
+                    ktest: false,
+                })
+            })
+            .collect()
+    }
+
+    /// The `--features` value for `cargo build -p hotmem-platform`.
+    pub fn features(&self) -> String {
+        let mut f = format!("{} va-{}", self.granule.feature(), self.va_bits);
+        if self.ktest {
+            f.push_str(" ktest");
+        }
+        f
+    }
+
+    /// `4k-48`, `16k-47-ktest`: used in file names and messages.
+    pub fn name(&self) -> String {
+        let mut n = format!("{}-{}", self.granule, self.va_bits);
+        if self.ktest {
+            n.push_str("-ktest");
+        }
+        n
+    }
+
+    /// Number of translation levels (DESIGN §3): `(va_bits - 4) / (page_shift - 3)`.
+    pub fn levels(&self) -> u32 {
+        (self.va_bits - 4) / (self.granule.page_shift() - 3)
+    }
+
+    /// Lowest address of the TTBR1 (kernel) half for this VA size.
+    pub fn ttbr1_base(&self) -> u64 {
+        !0u64 << self.va_bits
+    }
+}
+
+impl fmt::Display for KernelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// How QEMU loads the kernel (DESIGN §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BootMode {
+    /// `-bios hotmem.bin`: runs from flash at 0, relocates itself; GED/DIMM hotplug exist.
+    Firmware,
+    /// `-kernel hotmem.elf`: RAM-linked ELF, no DTB pointer.
+    Kernel,
+    /// `-kernel hotmem.bin`: arm64 Image form, DTB pointer in x0.
+    Image,
+}
+
+impl BootMode {
+    pub const ALL: [BootMode; 3] = [BootMode::Firmware, BootMode::Kernel, BootMode::Image];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BootMode::Firmware => "firmware",
+            BootMode::Kernel => "kernel",
+            BootMode::Image => "image",
+        }
+    }
+}
+
+impl fmt::Display for BootMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BootMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "firmware" | "bios" | "fw" => Ok(BootMode::Firmware),
+            "kernel" | "elf" => Ok(BootMode::Kernel),
+            "image" | "bin" => Ok(BootMode::Image),
+            _ => Err(format!(
+                "unknown boot mode `{s}` (expected firmware, kernel or image)"
+            )),
+        }
+    }
+}
+
+/// GIC version of the `virt` machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GicVersion {
+    V2,
+    V3,
+}
+
+impl GicVersion {
+    pub fn number(self) -> u32 {
+        match self {
+            GicVersion::V2 => 2,
+            GicVersion::V3 => 3,
+        }
+    }
+}
+
+impl fmt::Display for GicVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.number())
+    }
+}
+
+impl FromStr for GicVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().trim_start_matches('v') {
+            "2" => Ok(GicVersion::V2),
+            "3" => Ok(GicVersion::V3),
+            _ => Err(format!("unknown GIC version `{s}` (expected 2 or 3)")),
+        }
+    }
+}
+
+/// Checks a QEMU `-m` value: a size (`1G`, `512M`, `1536` = MiB), optionally followed by the
+/// hotplug options `,slots=N,maxmem=SIZE`; returns it in QEMU's spelling.
+pub fn parse_mem_option(s: &str) -> Result<String, String> {
+    let mut parts = s.split(',');
+    let mut out = parse_mem_size(parts.next().unwrap_or(""))?;
+    for p in parts {
+        match p.split_once('=') {
+            Some(("slots", n)) => {
+                let n: u32 = n
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("invalid slots count `{n}` in `{s}`"))?;
+                out.push_str(&format!(",slots={n}"));
+            }
+            Some(("maxmem", m)) => out.push_str(&format!(",maxmem={}", parse_mem_size(m)?)),
+            _ => {
+                return Err(format!(
+                    "invalid memory option `{p}` in `{s}` (expected slots=N or maxmem=SIZE)"
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Checks a QEMU size (`1G`, `512M`, `1536` = MiB, `2048M`) and returns it in QEMU's
+/// spelling (unit letter upper case, no `B`/`iB`).
+pub fn parse_mem_size(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    let bad = || format!("invalid memory size `{s}` (examples: 1G, 512M, 2048 = MiB)");
+    let lower = t.to_ascii_lowercase();
+    let core = lower
+        .strip_suffix("ib")
+        .or_else(|| lower.strip_suffix('b'))
+        .unwrap_or(&lower);
+    let (digits, unit) = match core.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&core[..i], &core[i..]),
+        None => (core, ""),
+    };
+    if digits.is_empty() {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let unit = match unit {
+        "" => "M",
+        "k" => "K",
+        "m" => "M",
+        "g" => "G",
+        "t" => "T",
+        _ => return Err(bad()),
+    };
+    if n == 0 {
+        return Err(format!("memory size `{s}` must be larger than zero"));
+    }
+    let bytes = match unit {
+        "K" => n.checked_mul(1 << 10),
+        "M" => n.checked_mul(1 << 20),
+        "G" => n.checked_mul(1 << 30),
+        _ => n.checked_mul(1 << 40),
+    };
+    match bytes {
+        Some(b) if b >= 128 << 20 => Ok(format!("{n}{unit}")),
+        Some(_) => Err(format!("memory size `{s}` is too small (at least 128M)")),
+        None => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matrix_has_seven_builds_with_design_levels() {
+        let m = KernelConfig::matrix();
+        let names: Vec<String> = m.iter().map(|c| c.name()).collect();
+        assert_eq!(
+            names,
+            ["4k-39", "4k-48", "16k-36", "16k-47", "16k-48", "64k-42", "64k-48"]
+        );
+        let levels: Vec<u32> = m.iter().map(|c| c.levels()).collect();
+        assert_eq!(levels, [3, 4, 2, 3, 4, 2, 3]);
+    }
+
+    #[test]
+    fn invalid_pair_lists_valid_ones() {
+        let e = KernelConfig::new(Granule::K64, 47).unwrap_err();
+        assert!(e.contains("64k with 47-bit"), "{e}");
+        assert!(
+            e.contains(
+                "4k: 39, 48 (default 48); 16k: 36, 47, 48 (default 47); 64k: 42, 48 (default 48)"
+            ),
+            "{e}"
+        );
+        assert!(KernelConfig::new(Granule::K16, 36).is_ok());
+    }
+
+    #[test]
+    fn features_and_names() {
+        let c = KernelConfig::new(Granule::K16, 47)
+            .unwrap()
+            .with_ktest(true);
+        assert_eq!(c.features(), "granule-16k va-47 ktest");
+        assert_eq!(c.name(), "16k-47-ktest");
+        assert_eq!(
+            KernelConfig::default_for(Granule::K64).features(),
+            "granule-64k va-48"
+        );
+        assert_eq!(
+            KernelConfig::default_for(Granule::K4).ttbr1_base(),
+            0xffff_0000_0000_0000
+        );
+    }
+
+    #[test]
+    fn parse_enums() {
+        assert_eq!("16K".parse::<Granule>().unwrap(), Granule::K16);
+        assert_eq!("64kib".parse::<Granule>().unwrap(), Granule::K64);
+        assert!("8k".parse::<Granule>().is_err());
+        assert_eq!("Kernel".parse::<BootMode>().unwrap(), BootMode::Kernel);
+        assert!("uefi".parse::<BootMode>().is_err());
+        assert_eq!("v3".parse::<GicVersion>().unwrap(), GicVersion::V3);
+        assert!("4".parse::<GicVersion>().is_err());
+    }
+
+    #[test]
+    fn mem_sizes() {
+        assert_eq!(parse_mem_size("1G").unwrap(), "1G");
+        assert_eq!(parse_mem_size("512m").unwrap(), "512M");
+        assert_eq!(parse_mem_size("2GiB").unwrap(), "2G");
+        assert_eq!(parse_mem_size("1536").unwrap(), "1536M");
+        assert!(parse_mem_size("0").is_err());
+        assert!(parse_mem_size("64M").is_err());
+        assert!(parse_mem_size("lots").is_err());
+        assert!(parse_mem_size("1X").is_err());
+        assert!(parse_mem_size("G").is_err());
+        assert_eq!(
+            parse_mem_option("1g,slots=4,maxmem=4g").unwrap(),
+            "1G,slots=4,maxmem=4G"
+        );
+        assert!(parse_mem_option("1G,slots=x").is_err());
+        assert!(parse_mem_option("1G,foo=1").is_err());
+    }
+}

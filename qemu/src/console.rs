@@ -1,0 +1,645 @@
+//! Driving a guest console non-interactively: spawn a process (QEMU, or a fake guest in tests)
+//! with piped stdio, collect (and optionally echo) its output as it arrives, wait for the
+//! prompt before typing each command, and enforce one overall deadline after which the process
+//! is killed with SIGKILL (a hung QEMU may ignore SIGTERM: research/qemu-hotplug.md §7.8).
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::util::tail_lines;
+
+/// The shell prompt of the kernel (no newline after it).
+pub const PROMPT: &str = "hotmem> ";
+/// Exit code of the host tools when the guest was killed for running out of time (as `timeout(1)`).
+pub const TIMEOUT_EXIT_CODE: i32 = 124;
+/// How long to keep collecting output after the process exited (pipes may hold a last chunk).
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+/// Poll interval for process exit while waiting for output.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Options of a console session.
+#[derive(Clone, Debug)]
+pub struct ConsoleOptions {
+    /// Overall deadline, counted from spawn. `None`: wait for ever.
+    pub timeout: Option<Duration>,
+    /// Copy the process's stdout/stderr to ours as it arrives.
+    pub echo: bool,
+    pub prompt: String,
+    /// Appended to every typed command (the kernel's shell ends a line at `\r`).
+    pub line_ending: String,
+}
+
+impl Default for ConsoleOptions {
+    fn default() -> Self {
+        ConsoleOptions {
+            timeout: Some(Duration::from_secs(60)),
+            echo: false,
+            prompt: PROMPT.into(),
+            line_ending: "\r".into(),
+        }
+    }
+}
+
+/// Why a wait on the console did not succeed.
+#[derive(Debug)]
+pub enum ConsoleError {
+    /// The deadline passed while waiting for `waiting_for`; the process has been SIGKILLed.
+    Timeout {
+        waiting_for: String,
+        after: Duration,
+    },
+    /// The process exited while waiting for `waiting_for`.
+    Exited {
+        waiting_for: String,
+        status: ExitStatus,
+    },
+    Io(io::Error),
+}
+
+impl fmt::Display for ConsoleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConsoleError::Timeout { waiting_for, after } => {
+                write!(
+                    f,
+                    "timed out after {:.1} s waiting for {waiting_for}; killed with SIGKILL",
+                    after.as_secs_f64()
+                )
+            }
+            ConsoleError::Exited {
+                waiting_for,
+                status,
+            } => write!(f, "exited ({status}) while waiting for {waiting_for}"),
+            ConsoleError::Io(e) => write!(f, "I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConsoleError {}
+
+impl From<io::Error> for ConsoleError {
+    fn from(e: io::Error) -> Self {
+        ConsoleError::Io(e)
+    }
+}
+
+enum Chunk {
+    Out(Vec<u8>),
+    Err(Vec<u8>),
+}
+
+/// What a finished (or killed) run produced.
+#[derive(Clone, Debug, Default)]
+pub struct RunOutcome {
+    /// Exit status of the process (also set after a SIGKILL).
+    pub status: Option<ExitStatus>,
+    /// Everything the process wrote to stdout: the guest console.
+    pub console: String,
+    /// Everything the process wrote to stderr (QEMU's own messages).
+    pub stderr: String,
+    /// Why the run did not complete as asked (timeout, early exit, ...), if it did not.
+    pub failure: Option<String>,
+    /// The deadline passed and the process was killed with SIGKILL.
+    pub timed_out: bool,
+    /// Commands actually typed.
+    pub commands_sent: usize,
+    /// Host (`:`) commands that were skipped.
+    pub skipped: Vec<String>,
+    pub elapsed: Duration,
+}
+
+impl RunOutcome {
+    /// The process's exit code (`None` when it died from a signal or never ran).
+    pub fn exit_code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
+    }
+
+    /// Exited with status 0 and nothing went wrong on the host side.
+    pub fn success(&self) -> bool {
+        self.failure.is_none() && self.exit_code() == Some(0)
+    }
+
+    /// The exit code a host tool should end with: the guest's status; 124 after a timeout;
+    /// 128+signal for a signal; 1 when the guest exited 0 but the run failed otherwise.
+    pub fn host_exit_code(&self) -> i32 {
+        use std::os::unix::process::ExitStatusExt;
+        if self.timed_out {
+            return TIMEOUT_EXIT_CODE;
+        }
+        match (self.exit_code(), self.status.and_then(|s| s.signal())) {
+            (Some(0), _) if self.failure.is_some() => 1,
+            (Some(c), _) => c,
+            (None, Some(sig)) => 128 + sig,
+            (None, None) => 1,
+        }
+    }
+
+    /// Last `n` lines of the console plus QEMU's stderr (for failure messages).
+    pub fn tail(&self, n: usize) -> String {
+        let mut t = tail_lines(&self.console, n);
+        if !self.stderr.trim().is_empty() {
+            t.push_str("\n--- stderr ---\n");
+            t.push_str(&tail_lines(&self.stderr, n));
+        }
+        t
+    }
+
+    /// One line: how it ended.
+    pub fn describe(&self) -> String {
+        let st = match self.status {
+            Some(s) => s.to_string(),
+            None => "no exit status".into(),
+        };
+        match &self.failure {
+            Some(f) => format!("{f} ({st})"),
+            None => st,
+        }
+    }
+}
+
+/// A running console session.
+pub struct Console {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    rx: Receiver<Chunk>,
+    out: Vec<u8>,
+    err: Vec<u8>,
+    scan_from: usize,
+    opts: ConsoleOptions,
+    started: Instant,
+    deadline: Option<Instant>,
+    status: Option<ExitStatus>,
+    failure: Option<String>,
+    timed_out: bool,
+    commands_sent: usize,
+    skipped: Vec<String>,
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn reader<R: Read + Send + 'static>(mut r: R, tx: mpsc::Sender<Chunk>, wrap: fn(Vec<u8>) -> Chunk) {
+    thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx.send(wrap(buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+    });
+}
+
+impl Console {
+    /// Spawns `cmd` with stdin, stdout and stderr piped.
+    pub fn spawn(mut cmd: Command, opts: ConsoleOptions) -> io::Result<Console> {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let started = Instant::now();
+        let (tx, rx) = mpsc::channel();
+        reader(
+            child.stdout.take().expect("piped stdout"),
+            tx.clone(),
+            Chunk::Out,
+        );
+        reader(child.stderr.take().expect("piped stderr"), tx, Chunk::Err);
+        let stdin = child.stdin.take();
+        Ok(Console {
+            child,
+            stdin,
+            rx,
+            out: Vec::new(),
+            err: Vec::new(),
+            scan_from: 0,
+            deadline: opts.timeout.map(|t| started + t),
+            opts,
+            started,
+            status: None,
+            failure: None,
+            timed_out: false,
+            commands_sent: 0,
+            skipped: Vec::new(),
+        })
+    }
+
+    /// Console (stdout) text so far.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.out).into_owned()
+    }
+
+    /// Stderr text so far.
+    pub fn stderr_output(&self) -> String {
+        String::from_utf8_lossy(&self.err).into_owned()
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Exit status once the process has ended.
+    pub fn status(&self) -> Option<ExitStatus> {
+        self.status
+    }
+
+    fn take(&mut self, c: Chunk) {
+        match c {
+            Chunk::Out(b) => {
+                if self.opts.echo {
+                    let mut o = io::stdout().lock();
+                    let _ = o.write_all(&b);
+                    let _ = o.flush();
+                }
+                self.out.extend_from_slice(&b);
+            }
+            Chunk::Err(b) => {
+                if self.opts.echo {
+                    let _ = io::stderr().write_all(&b);
+                }
+                self.err.extend_from_slice(&b);
+            }
+        }
+    }
+
+    /// Collects whatever output is still in flight after the process exited.
+    fn drain(&mut self) {
+        let until = Instant::now() + DRAIN_GRACE;
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            match self.rx.recv_timeout(until - now) {
+                Ok(c) => self.take(c),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn reap(&mut self) -> io::Result<()> {
+        if self.status.is_none() {
+            if let Some(st) = self.child.try_wait()? {
+                self.drain();
+                self.status = Some(st);
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills the process with SIGKILL (if it still runs), reaps it and records `reason`.
+    pub fn kill(&mut self, reason: impl Into<String>) {
+        if self.status.is_none() {
+            let _ = self.child.kill(); // SIGKILL on Unix
+            if let Ok(st) = self.child.wait() {
+                self.status = Some(st);
+            }
+            self.drain();
+        }
+        if self.failure.is_none() {
+            self.failure = Some(reason.into());
+        }
+    }
+
+    /// Waits until `pred` finds what it wants in the console output, the process exits, or the
+    /// deadline passes (then the process is SIGKILLed).
+    pub fn wait_until<T>(
+        &mut self,
+        waiting_for: &str,
+        mut pred: impl FnMut(&[u8]) -> Option<T>,
+    ) -> Result<T, ConsoleError> {
+        loop {
+            if let Some(v) = pred(&self.out) {
+                return Ok(v);
+            }
+            if let Some(status) = self.status {
+                return Err(ConsoleError::Exited {
+                    waiting_for: waiting_for.into(),
+                    status,
+                });
+            }
+            let now = Instant::now();
+            let wait = match self.deadline {
+                Some(d) if now >= d => {
+                    let after = self.started.elapsed();
+                    let e = ConsoleError::Timeout {
+                        waiting_for: waiting_for.into(),
+                        after,
+                    };
+                    self.timed_out = true;
+                    self.kill(e.to_string());
+                    return Err(e);
+                }
+                Some(d) => (d - now).min(POLL),
+                None => POLL,
+            };
+            match self.rx.recv_timeout(wait) {
+                Ok(c) => self.take(c),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    thread::sleep(wait.min(Duration::from_millis(20)))
+                }
+            }
+            self.reap()?;
+        }
+    }
+
+    /// Waits for `needle` in output not yet consumed; returns the text before it and consumes
+    /// through its end.
+    pub fn wait_for(&mut self, needle: &str) -> Result<String, ConsoleError> {
+        let from = self.scan_from;
+        let n = needle.as_bytes().to_vec();
+        let what = format!("`{}`", needle.escape_debug());
+        let at = self.wait_until(&what, |out| find(&out[from..], &n).map(|i| from + i))?;
+        let text = String::from_utf8_lossy(&self.out[from..at]).into_owned();
+        self.scan_from = at + n.len();
+        Ok(text)
+    }
+
+    /// Waits for the next prompt; returns the output since the previous one.
+    pub fn wait_for_prompt(&mut self) -> Result<String, ConsoleError> {
+        let p = self.opts.prompt.clone();
+        self.wait_for(&p)
+    }
+
+    /// Types `line` followed by the line ending.
+    pub fn send_line(&mut self, line: &str) -> Result<(), ConsoleError> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "stdin closed"))?;
+        stdin.write_all(line.as_bytes())?;
+        stdin.write_all(self.opts.line_ending.as_bytes())?;
+        stdin.flush()?;
+        self.commands_sent += 1;
+        Ok(())
+    }
+
+    /// Types `cmd` (a prompt must have been consumed already) and returns its output: the text
+    /// up to the next prompt, including the guest's echo of the command.
+    pub fn command(&mut self, cmd: &str) -> Result<String, ConsoleError> {
+        self.send_line(cmd)?;
+        self.wait_for_prompt()
+    }
+
+    /// Closes the process's stdin.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits for the process to exit (SIGKILL at the deadline).
+    pub fn wait_exit(&mut self) -> Result<ExitStatus, ConsoleError> {
+        match self.wait_until("the guest to exit", |_| None::<()>) {
+            Err(ConsoleError::Exited { status, .. }) => Ok(status),
+            Err(e) => Err(e),
+            Ok(()) => unreachable!(),
+        }
+    }
+
+    /// Records a skipped host command.
+    pub fn note_skipped(&mut self, cmd: &str) {
+        self.skipped.push(cmd.to_string());
+    }
+
+    /// Records why the run failed (the first reason wins).
+    pub fn set_failure(&mut self, reason: impl Into<String>) {
+        if self.failure.is_none() {
+            self.failure = Some(reason.into());
+        }
+    }
+
+    /// Ends the session: a process still running is SIGKILLed.
+    pub fn finish(mut self) -> RunOutcome {
+        if self.status.is_none() {
+            let _ = self.reap();
+        }
+        if self.status.is_none() {
+            self.kill("stopped by the host while still running; killed with SIGKILL");
+        }
+        RunOutcome {
+            status: self.status,
+            console: self.output(),
+            stderr: self.stderr_output(),
+            failure: self.failure.take(),
+            timed_out: self.timed_out,
+            commands_sent: self.commands_sent,
+            skipped: std::mem::take(&mut self.skipped),
+            elapsed: self.started.elapsed(),
+        }
+    }
+
+    /// Runs a script: for each command wait for the prompt, then type it; then wait for the
+    /// guest to exit. Commands starting with `:` are host commands (reserved for QMP) and are
+    /// reported as not yet supported and skipped.
+    pub fn run_script<S: AsRef<str>>(mut self, commands: &[S]) -> RunOutcome {
+        for cmd in commands {
+            let cmd = cmd.as_ref();
+            if cmd.starts_with(':') {
+                eprintln!("hotmem: host command `{cmd}` is not yet supported (QMP commands come later); skipped");
+                self.note_skipped(cmd);
+                continue;
+            }
+            let r = self.wait_for_prompt().and_then(|_| self.send_line(cmd));
+            match r {
+                Ok(()) => {}
+                Err(ConsoleError::Timeout { after, .. }) => {
+                    self.failure = Some(format!(
+                        "timed out after {:.1} s waiting for the prompt before typing `{cmd}`; killed with SIGKILL",
+                        after.as_secs_f64()
+                    ));
+                    return self.finish();
+                }
+                Err(ConsoleError::Exited { status, .. }) => {
+                    self.set_failure(format!(
+                        "the guest exited ({status}) before `{cmd}` was typed"
+                    ));
+                    return self.finish();
+                }
+                Err(ConsoleError::Io(e)) => {
+                    self.set_failure(format!("cannot type `{cmd}`: {e}"));
+                    return self.finish();
+                }
+            }
+        }
+        match self.wait_exit() {
+            Ok(_) => {}
+            Err(ConsoleError::Timeout { after, .. }) => {
+                self.failure = Some(format!(
+                    "timed out after {:.1} s waiting for the guest to exit; killed with SIGKILL",
+                    after.as_secs_f64()
+                ));
+            }
+            Err(e) => self.set_failure(e.to_string()),
+        }
+        self.finish()
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Splits an `--exec` string on `;` into trimmed, non-empty commands.
+pub fn split_commands(s: &str) -> Vec<String> {
+    s.split(';')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake guest in bash: a banner, then a prompt loop reading `\r`-terminated lines.
+    const FAKE_GUEST: &str = r#"
+printf 'boot: fake time_to_prompt_us=1\n'
+while true; do
+  printf 'hotmem> '
+  IFS= read -r -d $'\r' line || exit 7
+  printf '%s\n' "$line"
+  case "$line" in
+    poweroff) printf 'bye\n'; exit 0 ;;
+    fail) printf 'failing\n' >&2; exit 3 ;;
+    hang) exec sleep 30 ;;
+    meminfo) printf 'meminfo: total=1024\n' ;;
+    *) printf 'unknown command: %s\nusage: help\n' "$line" ;;
+  esac
+done
+"#;
+
+    fn guest(script: &str, timeout_ms: u64) -> Console {
+        let mut c = Command::new("bash");
+        c.arg("-c").arg(script);
+        let opts = ConsoleOptions {
+            timeout: Some(Duration::from_millis(timeout_ms)),
+            ..Default::default()
+        };
+        Console::spawn(c, opts).expect("spawn bash")
+    }
+
+    #[test]
+    fn script_runs_to_poweroff() {
+        let out =
+            guest(FAKE_GUEST, 10_000).run_script(&split_commands(" meminfo ;; bogus;poweroff "));
+        assert!(out.success(), "{}\n{}", out.describe(), out.tail(20));
+        assert_eq!(out.commands_sent, 3);
+        assert!(out.console.contains("meminfo: total=1024"));
+        assert!(out.console.contains("unknown command: bogus"));
+        assert!(out.console.ends_with("bye\n"), "{:?}", out.console);
+        assert_eq!(out.host_exit_code(), 0);
+    }
+
+    #[test]
+    fn exit_status_is_the_guests() {
+        let out = guest(FAKE_GUEST, 10_000).run_script(&["fail"]);
+        assert_eq!(out.exit_code(), Some(3));
+        assert_eq!(out.host_exit_code(), 3);
+        assert!(out.failure.is_none());
+        assert!(out.stderr.contains("failing"));
+    }
+
+    #[test]
+    fn interactive_commands_return_their_output() {
+        let mut c = guest(FAKE_GUEST, 10_000);
+        let banner = c.wait_for_prompt().unwrap();
+        assert!(banner.contains("time_to_prompt_us=1"));
+        let r = c.command("meminfo").unwrap();
+        assert_eq!(r, "meminfo\nmeminfo: total=1024\n");
+        let r = c.command("x y").unwrap();
+        assert!(r.contains("usage: help"));
+        c.send_line("poweroff").unwrap();
+        assert!(c.wait_exit().unwrap().success());
+        assert!(c.finish().success());
+    }
+
+    #[test]
+    fn hang_after_command_is_killed_at_the_deadline() {
+        let t = Instant::now();
+        let out = guest(FAKE_GUEST, 1_500).run_script(&["hang", "meminfo"]);
+        assert!(out.timed_out);
+        assert!(t.elapsed() < Duration::from_secs(10));
+        let f = out.failure.clone().unwrap();
+        assert!(
+            f.contains("waiting for the prompt before typing `meminfo`") && f.contains("SIGKILL"),
+            "{f}"
+        );
+        assert_eq!(out.host_exit_code(), TIMEOUT_EXIT_CODE);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.and_then(|s| s.signal()), Some(9));
+    }
+
+    #[test]
+    fn guest_that_never_exits_is_killed() {
+        // Prompts for ever, never powers off.
+        let out = guest(
+            "while true; do printf 'hotmem> '; IFS= read -r -d $'\\r' l || exec sleep 30; done",
+            1_000,
+        )
+        .run_script(&["help"]);
+        assert!(out.timed_out);
+        assert_eq!(out.commands_sent, 1);
+        assert!(out
+            .failure
+            .unwrap()
+            .contains("waiting for the guest to exit"));
+    }
+
+    #[test]
+    fn exit_before_prompt_is_reported() {
+        let out = guest(
+            "printf 'hotmem: FATAL 16K granule not supported by this CPU\\n'; exit 1",
+            10_000,
+        )
+        .run_script(&["meminfo"]);
+        assert_eq!(out.exit_code(), Some(1));
+        assert_eq!(out.commands_sent, 0);
+        assert!(out.failure.unwrap().contains("before `meminfo` was typed"));
+        assert!(out.console.contains("hotmem: FATAL"));
+        // Exit status 0 but commands left untyped is still a failure for the host.
+        let out = guest("exit 0", 10_000).run_script(&["meminfo"]);
+        assert_eq!(out.host_exit_code(), 1);
+    }
+
+    #[test]
+    fn host_commands_are_skipped() {
+        let out = guest(FAKE_GUEST, 10_000).run_script(&[":device_add pc-dimm", "poweroff"]);
+        assert!(out.success(), "{}", out.describe());
+        assert_eq!(out.skipped, [":device_add pc-dimm"]);
+        assert_eq!(out.commands_sent, 1);
+    }
+
+    #[test]
+    fn output_arriving_in_pieces_still_matches_the_prompt() {
+        let mut c = guest("printf 'hot'; sleep 0.2; printf 'mem'; sleep 0.2; printf '> '; sleep 0.2; printf x; exit 0", 10_000);
+        assert_eq!(c.wait_for_prompt().unwrap(), "");
+        assert!(c.wait_exit().unwrap().success());
+        assert_eq!(c.output(), "hotmem> x");
+    }
+
+    #[test]
+    fn split() {
+        assert_eq!(split_commands("a; b c ;;  ;d"), ["a", "b c", "d"]);
+        assert!(split_commands("  ").is_empty());
+    }
+}

@@ -1,0 +1,33 @@
+//! Host side of hotmem: everything between `cargo run`/`cargo test` and a guest in QEMU.
+//!
+//! - [`config`]: the build matrix (granule × VA size), boot modes, GIC versions, sizes.
+//! - [`kernel`]: building a kernel configuration (serialised, cached) and its flat `.bin`.
+//! - [`elf`]: ELF64 → flat binary (`-kernel` Image form and `-bios` firmware form).
+//! - [`discover`]: finding, or installing, `qemu-system-aarch64`.
+//! - [`run`]: [`QemuRun`], a configuration turned into a QEMU command line and run.
+//! - [`console`]: driving the guest console non-interactively with a deadline and SIGKILL.
+//! - [`cli`]: the options of the `hotmem` runner binary.
+//!
+//! A typical driven run:
+//! ```text
+//! let kernel = build_kernel_once(KernelConfig::default_for(Granule::K16).with_ktest(true))?;
+//! let out = QemuRun::new(kernel).boot(BootMode::Kernel).gic(GicVersion::V3).run(&[] as &[&str])?;
+//! assert!(out.success(), "{}", out.tail(40));
+//! ```
+
+pub mod cli;
+pub mod config;
+pub mod console;
+pub mod discover;
+pub mod elf;
+pub mod kernel;
+pub mod run;
+pub mod util;
+
+pub use config::{BootMode, GicVersion, Granule, KernelConfig};
+pub use console::{Console, ConsoleError, ConsoleOptions, RunOutcome, PROMPT};
+pub use discover::{ensure_qemu, qemu_once, InstallPolicy, Qemu};
+pub use kernel::{
+    build_kernel, build_kernel_once, workspace_root, BuildError, BuildOptions, Kernel,
+};
+pub use run::{Machine, QemuRun, Serial};

@@ -1,0 +1,145 @@
+//! `hotmem`: the runner behind `cargo run`. See `--help` (text in `cli.rs`).
+
+use std::process::ExitCode;
+
+use hotmem_qemu::cli::{self, Action, Options};
+use hotmem_qemu::discover::{self, InstallPolicy, QEMU_BINARY};
+use hotmem_qemu::kernel::{self, BuildOptions, Kernel};
+use hotmem_qemu::run::{self, QemuRun, Serial, DEFAULT_GDB_PORT};
+use hotmem_qemu::util::shell_join;
+
+fn main() -> ExitCode {
+    let code = match cli::parse_args(std::env::args().skip(1)) {
+        Ok(Action::Help) => {
+            print!("{}", cli::help());
+            0
+        }
+        Ok(Action::Run(o)) => run(o),
+        Err(e) => {
+            eprintln!("hotmem: {e}");
+            eprintln!("hotmem: run `cargo run -- --help` for the options");
+            2
+        }
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn run(o: Options) -> i32 {
+    let ws = kernel::workspace_root();
+    if o.append.is_some() {
+        eprintln!("hotmem: --append is reserved; nothing is passed to the kernel yet");
+    }
+    let gdb_port = if !o.gdb {
+        None
+    } else if let Some(p) = o.gdb_port {
+        Some(p)
+    } else {
+        match run::free_gdb_port(DEFAULT_GDB_PORT) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("hotmem: cannot find a free port for the gdbstub: {e}");
+                return 1;
+            }
+        }
+    };
+    let serial = if o.batch() {
+        Serial::Stdio
+    } else {
+        Serial::MonStdio
+    };
+    let configure = |qemu: std::path::PathBuf, k: Kernel| {
+        QemuRun::new(k)
+            .qemu(qemu)
+            .machine(o.machine.clone())
+            .boot(o.boot)
+            .serial(serial)
+            .gdb(gdb_port)
+            .args(o.qemu_args.iter().cloned())
+            .timeout(o.effective_timeout())
+            .echo(true)
+    };
+
+    if o.dry_run {
+        let qemu = discover::find_qemu()
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| QEMU_BINARY.into());
+        let r = configure(qemu, Kernel::paths(&ws, o.kernel));
+        println!("cargo {}", shell_join(&kernel::build_args(&ws, o.kernel)));
+        println!("{}", r.command_line());
+        if let Some(p) = gdb_port {
+            println!("{}", run::gdb_command(&r.kernel.elf, p));
+        }
+        return 0;
+    }
+
+    let qemu = match discover::qemu_once(InstallPolicy::IfRoot) {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("hotmem: {e}");
+            return 1;
+        }
+    };
+    let k = match kernel::build_kernel(o.kernel, &BuildOptions::default()) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("hotmem: {e}");
+            return 1;
+        }
+    };
+    let r = configure(qemu.path, k);
+    eprintln!("hotmem: booting {}", r.describe());
+    eprintln!("hotmem: {}", r.command_line());
+    if let Some(p) = gdb_port {
+        eprintln!(
+            "hotmem: QEMU is halted until gdb attaches to 127.0.0.1:{p}; in another terminal run:"
+        );
+        eprintln!("    {}", run::gdb_command(&r.kernel.elf, p));
+    }
+
+    if o.batch() {
+        let cmds = o.exec.clone().unwrap_or_default();
+        if let Some(t) = r.timeout {
+            eprintln!(
+                "hotmem: driving the console; QEMU is killed after {} s",
+                t.as_secs_f64()
+            );
+        }
+        let out = match r.spawn() {
+            Ok(c) => c.run_script(&cmds),
+            Err(e) => {
+                eprintln!("hotmem: cannot start QEMU: {e}");
+                return 1;
+            }
+        };
+        if let Some(f) = &out.failure {
+            eprintln!("\nhotmem: {f}");
+        }
+        let st = out
+            .status
+            .map_or_else(|| "no exit status".to_string(), |s| s.to_string());
+        eprintln!(
+            "hotmem: QEMU ended ({st}) after {:.1} s",
+            out.elapsed.as_secs_f64()
+        );
+        out.host_exit_code()
+    } else {
+        eprintln!("hotmem: console on this terminal: Ctrl-A x quits QEMU, Ctrl-A c switches to the QEMU monitor and back");
+        match r.run_interactive() {
+            Ok((st, timed_out)) => {
+                if timed_out {
+                    // QEMU had the terminal in raw mode when it was killed.
+                    let _ = std::process::Command::new("stty").arg("sane").status();
+                    eprintln!("\nhotmem: timed out; QEMU killed with SIGKILL");
+                    return hotmem_qemu::console::TIMEOUT_EXIT_CODE;
+                }
+                use std::os::unix::process::ExitStatusExt;
+                st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
+            }
+            Err(e) => {
+                eprintln!("hotmem: cannot run QEMU: {e}");
+                1
+            }
+        }
+    }
+}

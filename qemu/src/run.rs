@@ -1,0 +1,412 @@
+//! [`QemuRun`]: one configuration of `qemu-system-aarch64 -M virt` for a built kernel, turned
+//! into a command line and run (interactively, or driven through the console with a timeout).
+
+use std::io;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::config::{BootMode, GicVersion};
+use crate::console::{Console, ConsoleOptions, RunOutcome, PROMPT};
+use crate::discover::QEMU_BINARY;
+use crate::kernel::Kernel;
+use crate::util::shell_join;
+
+/// Default CPU model: every granule, no LPA2 (whose descriptor format the kernel does not use).
+pub const DEFAULT_CPU: &str = "max,lpa2=off";
+pub const DEFAULT_SMP: u32 = 2;
+pub const DEFAULT_MEM: &str = "1G";
+/// Default port of `--gdb` (QEMU's customary one); another free port is chosen when taken.
+pub const DEFAULT_GDB_PORT: u16 = 1234;
+
+/// The `virt` machine's options (independent of the kernel).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Machine {
+    pub cpu: String,
+    pub smp: u32,
+    /// QEMU `-m` value, e.g. `1G`.
+    pub mem: String,
+    pub gic: GicVersion,
+    /// `virtualization=on`: the CPU starts at EL2 (the kernel drops to EL1).
+    pub el2: bool,
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Machine {
+            cpu: DEFAULT_CPU.into(),
+            smp: DEFAULT_SMP,
+            mem: DEFAULT_MEM.into(),
+            gic: GicVersion::V2,
+            el2: false,
+        }
+    }
+}
+
+impl Machine {
+    /// The `-M` value, e.g. `virt,gic-version=3,virtualization=on`.
+    pub fn machine_arg(&self) -> String {
+        let mut m = format!("virt,gic-version={}", self.gic.number());
+        if self.el2 {
+            m.push_str(",virtualization=on");
+        }
+        m
+    }
+}
+
+/// Where the guest's serial console goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serial {
+    /// `-serial stdio`: for piped, driven runs.
+    Stdio,
+    /// `-serial mon:stdio`: interactive; Ctrl-A x quits, Ctrl-A c toggles the QEMU monitor.
+    MonStdio,
+}
+
+/// Picks a free loopback TCP port for the gdbstub: `preferred` when it is free, else any.
+pub fn free_gdb_port(preferred: u16) -> io::Result<u16> {
+    if let Ok(l) = TcpListener::bind((Ipv4Addr::LOCALHOST, preferred)) {
+        return Ok(l.local_addr()?.port());
+    }
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// The gdb command that attaches to a `--gdb` run.
+pub fn gdb_command(elf: &Path, port: u16) -> String {
+    shell_join(&[
+        "gdb-multiarch".to_string(),
+        elf.to_string_lossy().into_owned(),
+        "-ex".into(),
+        format!("target remote 127.0.0.1:{port}"),
+    ])
+}
+
+/// One QEMU run of one kernel: configuration → command line → process.
+#[derive(Clone, Debug)]
+pub struct QemuRun {
+    pub qemu: PathBuf,
+    pub kernel: Kernel,
+    pub machine: Machine,
+    pub boot: BootMode,
+    pub serial: Serial,
+    /// `-gdb tcp:127.0.0.1:<port> -S` (loopback only, CPU halted until gdb continues).
+    pub gdb_port: Option<u16>,
+    /// Extra QEMU arguments, appended last.
+    pub extra: Vec<String>,
+    /// Overall deadline; the process is SIGKILLed when it passes. `None`: no limit.
+    pub timeout: Option<Duration>,
+    /// Echo console output to our stdout/stderr as it arrives.
+    pub echo: bool,
+    pub prompt: String,
+}
+
+impl QemuRun {
+    /// A run of `kernel` with the defaults: firmware boot, `max,lpa2=off`, GICv2, 2 CPUs, 1G,
+    /// `-serial stdio`, 60 s timeout, no echo, `qemu-system-aarch64` from `PATH`.
+    pub fn new(kernel: Kernel) -> Self {
+        QemuRun {
+            qemu: PathBuf::from(QEMU_BINARY),
+            kernel,
+            machine: Machine::default(),
+            boot: BootMode::Firmware,
+            serial: Serial::Stdio,
+            gdb_port: None,
+            extra: Vec::new(),
+            timeout: Some(Duration::from_secs(60)),
+            echo: false,
+            prompt: PROMPT.into(),
+        }
+    }
+
+    pub fn qemu(mut self, path: impl Into<PathBuf>) -> Self {
+        self.qemu = path.into();
+        self
+    }
+    pub fn machine(mut self, m: Machine) -> Self {
+        self.machine = m;
+        self
+    }
+    pub fn boot(mut self, b: BootMode) -> Self {
+        self.boot = b;
+        self
+    }
+    pub fn cpu(mut self, cpu: impl Into<String>) -> Self {
+        self.machine.cpu = cpu.into();
+        self
+    }
+    pub fn smp(mut self, n: u32) -> Self {
+        self.machine.smp = n;
+        self
+    }
+    pub fn mem(mut self, m: impl Into<String>) -> Self {
+        self.machine.mem = m.into();
+        self
+    }
+    pub fn gic(mut self, g: GicVersion) -> Self {
+        self.machine.gic = g;
+        self
+    }
+    pub fn el2(mut self, on: bool) -> Self {
+        self.machine.el2 = on;
+        self
+    }
+    pub fn serial(mut self, s: Serial) -> Self {
+        self.serial = s;
+        self
+    }
+    pub fn gdb(mut self, port: Option<u16>) -> Self {
+        self.gdb_port = port;
+        self
+    }
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.extra.push(a.into());
+        self
+    }
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, it: I) -> Self {
+        self.extra.extend(it.into_iter().map(Into::into));
+        self
+    }
+    pub fn timeout(mut self, t: Option<Duration>) -> Self {
+        self.timeout = t;
+        self
+    }
+    pub fn echo(mut self, on: bool) -> Self {
+        self.echo = on;
+        self
+    }
+
+    /// Short description for messages: `16k-47-ktest firmware cpu=max,lpa2=off smp=2 gic=2`.
+    pub fn describe(&self) -> String {
+        let m = &self.machine;
+        format!(
+            "{} {} cpu={} smp={} mem={} gic={}{}",
+            self.kernel.config,
+            self.boot,
+            m.cpu,
+            m.smp,
+            m.mem,
+            m.gic,
+            if m.el2 { " el2" } else { "" }
+        )
+    }
+
+    /// QEMU's arguments (without the program).
+    pub fn qemu_args(&self) -> Vec<String> {
+        let m = &self.machine;
+        let mut a: Vec<String> = vec![
+            "-M".into(),
+            m.machine_arg(),
+            "-cpu".into(),
+            m.cpu.clone(),
+            "-smp".into(),
+            m.smp.to_string(),
+            "-m".into(),
+            m.mem.clone(),
+            "-semihosting".into(),
+            "-display".into(),
+            "none".into(),
+            "-monitor".into(),
+            "none".into(),
+            "-serial".into(),
+            match self.serial {
+                Serial::Stdio => "stdio".into(),
+                Serial::MonStdio => "mon:stdio".into(),
+            },
+        ];
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        match self.boot {
+            BootMode::Firmware => a.extend(["-bios".into(), path(&self.kernel.bin)]),
+            BootMode::Kernel => a.extend(["-kernel".into(), path(&self.kernel.elf)]),
+            BootMode::Image => a.extend(["-kernel".into(), path(&self.kernel.bin)]),
+        }
+        if let Some(port) = self.gdb_port {
+            a.extend(["-gdb".into(), format!("tcp:127.0.0.1:{port}"), "-S".into()]);
+        }
+        a.extend(self.extra.iter().cloned());
+        a
+    }
+
+    /// The whole command line, shell-quoted (what `--dry-run` prints).
+    pub fn command_line(&self) -> String {
+        let mut w = vec![self.qemu.to_string_lossy().into_owned()];
+        w.extend(self.qemu_args());
+        shell_join(&w)
+    }
+
+    /// The process, stdio not yet set.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.qemu);
+        c.args(self.qemu_args());
+        c
+    }
+
+    /// The kernel files this run needs, checked to exist.
+    fn check_files(&self) -> io::Result<()> {
+        let f = match self.boot {
+            BootMode::Kernel => &self.kernel.elf,
+            BootMode::Firmware | BootMode::Image => &self.kernel.bin,
+        };
+        if f.is_file() {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "kernel file {} does not exist (build it first)",
+                    f.display()
+                ),
+            ))
+        }
+    }
+
+    fn console_options(&self) -> ConsoleOptions {
+        ConsoleOptions {
+            timeout: self.timeout,
+            echo: self.echo,
+            prompt: self.prompt.clone(),
+            ..ConsoleOptions::default()
+        }
+    }
+
+    /// Starts QEMU with piped stdio for driving through the console.
+    pub fn spawn(&self) -> io::Result<Console> {
+        self.check_files()?;
+        Console::spawn(self.command(), self.console_options())
+    }
+
+    /// Boots, types `commands` one per prompt, waits for QEMU to exit (SIGKILL at the
+    /// deadline), and returns the exit status and everything printed.
+    pub fn run<S: AsRef<str>>(&self, commands: &[S]) -> io::Result<RunOutcome> {
+        Ok(self.spawn()?.run_script(commands))
+    }
+
+    /// Runs QEMU on our terminal (stdio inherited); SIGKILL when the timeout passes.
+    /// Returns the exit status and whether the timeout killed it.
+    pub fn run_interactive(&self) -> io::Result<(ExitStatus, bool)> {
+        self.check_files()?;
+        let mut child = self
+            .command()
+            .stdin(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let Some(t) = self.timeout else {
+            return Ok((child.wait()?, false));
+        };
+        let deadline = Instant::now() + t;
+        loop {
+            if let Some(st) = child.try_wait()? {
+                return Ok((st, false));
+            }
+            if Instant::now() >= deadline {
+                child.kill()?;
+                return Ok((child.wait()?, true));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Granule, KernelConfig};
+
+    fn kernel() -> Kernel {
+        Kernel::paths(
+            Path::new("/ws"),
+            KernelConfig::new(Granule::K16, 47).unwrap(),
+        )
+    }
+
+    #[test]
+    fn default_command_line() {
+        let r = QemuRun::new(kernel());
+        assert_eq!(
+            r.command_line(),
+            "qemu-system-aarch64 -M virt,gic-version=2 -cpu max,lpa2=off -smp 2 -m 1G -semihosting -display none \
+             -monitor none -serial stdio -bios /ws/target/kernel/out/hotmem-16k-47.bin"
+        );
+    }
+
+    #[test]
+    fn boot_modes_and_options() {
+        let r = QemuRun::new(kernel())
+            .boot(BootMode::Kernel)
+            .gic(GicVersion::V3)
+            .el2(true)
+            .cpu("cortex-a76")
+            .smp(4)
+            .mem("2G")
+            .serial(Serial::MonStdio)
+            .gdb(Some(4321))
+            .args(["-d", "int"]);
+        assert_eq!(
+            r.qemu_args().join(" "),
+            "-M virt,gic-version=3,virtualization=on -cpu cortex-a76 -smp 4 -m 2G -semihosting -display none \
+             -monitor none -serial mon:stdio -kernel /ws/target/kernel/out/hotmem-16k-47.elf \
+             -gdb tcp:127.0.0.1:4321 -S -d int"
+        );
+        let img = QemuRun::new(kernel()).boot(BootMode::Image).qemu_args();
+        assert_eq!(
+            img[img.len() - 2..],
+            ["-kernel", "/ws/target/kernel/out/hotmem-16k-47.bin"]
+        );
+        assert_eq!(
+            r.describe(),
+            "16k-47 kernel cpu=cortex-a76 smp=4 mem=2G gic=3 el2"
+        );
+    }
+
+    #[test]
+    fn gdb_helpers() {
+        assert_eq!(
+            gdb_command(Path::new("/ws/k.elf"), 1234),
+            "gdb-multiarch /ws/k.elf -ex 'target remote 127.0.0.1:1234'"
+        );
+        let held = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let taken = held.local_addr().unwrap().port();
+        let p = free_gdb_port(taken).unwrap();
+        assert_ne!(p, taken);
+    }
+
+    /// Real QEMU, no kernel: zeroed flash faults for ever and never prompts, so the run must be
+    /// SIGKILLed at the deadline. Skipped when QEMU is not installed.
+    #[test]
+    fn silent_guest_in_real_qemu_is_killed() {
+        let Ok(Some(qemu)) = crate::discover::find_qemu() else {
+            eprintln!("qemu-system-aarch64 not found; skipped");
+            return;
+        };
+        let dir = std::env::temp_dir().join(format!("hotmem-run-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let k = Kernel {
+            config: KernelConfig::default_for(Granule::K4),
+            elf: dir.join("none.elf"),
+            bin: dir.join("zero.bin"),
+        };
+        std::fs::write(&k.bin, [0u8; 4096]).unwrap();
+        let t = Instant::now();
+        let out = QemuRun::new(k)
+            .qemu(qemu)
+            .smp(1)
+            .mem("128M")
+            .timeout(Some(Duration::from_secs(3)))
+            .run(&["meminfo"])
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(out.timed_out, "{}", out.describe());
+        assert!(t.elapsed() < Duration::from_secs(20));
+        assert_eq!(out.host_exit_code(), crate::console::TIMEOUT_EXIT_CODE);
+        assert!(out.failure.unwrap().contains("before typing `meminfo`"));
+    }
+
+    #[test]
+    fn missing_kernel_file_is_reported() {
+        let e = QemuRun::new(kernel()).run(&["x"]).unwrap_err();
+        assert!(e.to_string().contains("hotmem-16k-47.bin"), "{e}");
+    }
+}

@@ -1,0 +1,101 @@
+//! The `hotmem` runner binary as a user runs it (`cargo run -- ...`).
+
+use std::process::{Command, Output};
+
+fn hotmem(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hotmem"))
+        .args(args)
+        .output()
+        .expect("run hotmem")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn help_lists_the_options() {
+    let o = hotmem(&["--help"]);
+    assert!(o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("--granule 4k|16k|64k") && t.contains("--exec") && t.contains("Ctrl-A x"),
+        "{t}"
+    );
+}
+
+#[test]
+fn invalid_pair_is_a_usage_error() {
+    let o = hotmem(&["--granule", "64k", "--va-bits", "47"]);
+    assert_eq!(o.status.code(), Some(2));
+    let t = text(&o);
+    assert!(t.contains("valid pairs are 4k: 39, 48 (default 48); 16k: 36, 47, 48 (default 47); 64k: 42, 48 (default 48)"), "{t}");
+}
+
+#[test]
+fn dry_run_prints_build_and_qemu_commands() {
+    let o = hotmem(&[
+        "--dry-run",
+        "--granule",
+        "16k",
+        "--va",
+        "36",
+        "--boot",
+        "kernel",
+        "--gic",
+        "3",
+        "--el2",
+        "--smp",
+        "4",
+        "--gdb-port",
+        "4444",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with("cargo build --release -p hotmem-platform --bin hotmem --target aarch64-unknown-none --features 'granule-16k va-36' --target-dir "), "{out}");
+    assert!(lines[1].contains(" -M virt,gic-version=3,virtualization=on -cpu max,lpa2=off -smp 4 -m 1G -semihosting -display none -monitor none -serial mon:stdio -kernel "), "{out}");
+    assert!(
+        lines[1].ends_with("/target/kernel/out/hotmem-16k-36.elf -gdb tcp:127.0.0.1:4444 -S"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("gdb-multiarch ")
+            && lines[2].ends_with("hotmem-16k-36.elf -ex 'target remote 127.0.0.1:4444'"),
+        "{out}"
+    );
+    // Driven runs use a plain serial on stdio.
+    let o = hotmem(&["--dry-run", "--exec", "poweroff"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("-serial stdio -bios "));
+}
+
+/// Builds the 64K/42 kernel and boots it for real: the `cargo run -- --exec` contract.
+#[test]
+fn exec_boots_and_exits_with_the_guest_status() {
+    let o = hotmem(&[
+        "--granule",
+        "64k",
+        "--va",
+        "42",
+        "--exec",
+        "meminfo; :query-memory-devices; poweroff",
+        "--timeout",
+        "120",
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("hotmem> ") && stdout.contains("meminfo: "),
+        "{t}"
+    );
+    assert!(
+        t.contains("`:query-memory-devices` is not yet supported"),
+        "{t}"
+    );
+}

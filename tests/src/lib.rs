@@ -1,0 +1,341 @@
+//! Shared helpers of the hotmem integration tests (`tests/tests/*.rs`).
+//!
+//! - Kernels are built lazily, once per configuration per test process, under the build lock of
+//!   `hotmem-qemu` (builds of different configurations share one cargo output path).
+//! - At most [`qemu_jobs`] QEMU processes run at once in a test process (TCG on 2 cores is fine
+//!   two at a time); every run has a deadline and is SIGKILLed when it passes.
+//! - Failure messages name the configuration and show the console tail.
+//!
+//! Environment: `HOTMEM_TEST_TIMEOUT` (seconds per QEMU run, default 120), `HOTMEM_QEMU_JOBS`
+//! (parallel QEMU runs, default: available cores), `HOTMEM_QEMU` (QEMU binary).
+
+pub use hotmem_qemu;
+
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::Duration;
+
+use hotmem_qemu::config::{BootMode, GicVersion, Granule, KernelConfig};
+use hotmem_qemu::console::{Console, RunOutcome};
+use hotmem_qemu::discover::{qemu_once, InstallPolicy};
+use hotmem_qemu::kernel::{build_kernel_once, Kernel};
+use hotmem_qemu::run::{Machine, QemuRun};
+
+/// Console lines shown in failure messages.
+pub const TAIL_LINES: usize = 60;
+
+/// Per-run QEMU deadline: `HOTMEM_TEST_TIMEOUT` seconds, default 120.
+pub fn run_timeout() -> Duration {
+    let secs = std::env::var("HOTMEM_TEST_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| *s > 0.0);
+    Duration::from_secs_f64(secs.unwrap_or(120.0))
+}
+
+/// How many QEMU processes may run at once: `HOTMEM_QEMU_JOBS`, default the available cores.
+pub fn qemu_jobs() -> usize {
+    std::env::var("HOTMEM_QEMU_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        })
+}
+
+struct Slots {
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+fn slots() -> &'static Slots {
+    static S: OnceLock<Slots> = OnceLock::new();
+    S.get_or_init(|| Slots {
+        used: Mutex::new(0),
+        freed: Condvar::new(),
+    })
+}
+
+/// A permit to run one QEMU; released on drop.
+pub struct QemuSlot(());
+
+impl QemuSlot {
+    pub fn acquire() -> QemuSlot {
+        let s = slots();
+        let max = qemu_jobs();
+        let mut used = s.used.lock().unwrap_or_else(|e| e.into_inner());
+        while *used >= max {
+            used = s.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+        *used += 1;
+        QemuSlot(())
+    }
+}
+
+impl Drop for QemuSlot {
+    fn drop(&mut self) {
+        let s = slots();
+        *s.used.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        s.freed.notify_one();
+    }
+}
+
+/// The QEMU binary (installed first when missing and we are root); panics with the commands
+/// to run otherwise.
+pub fn qemu_path() -> std::path::PathBuf {
+    match qemu_once(InstallPolicy::IfRoot) {
+        Ok(q) => q.path,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The kernel of `config`, built once per test process; panics with the build output.
+pub fn kernel(config: KernelConfig) -> Kernel {
+    match build_kernel_once(config) {
+        Ok(k) => k,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// One boot: kernel configuration + boot mode + machine.
+#[derive(Clone, Debug)]
+pub struct BootCase {
+    pub config: KernelConfig,
+    pub boot: BootMode,
+    pub machine: Machine,
+}
+
+impl BootCase {
+    /// A boot of the `granule`/`va_bits` build (panics on an invalid pair) with default machine.
+    pub fn new(granule: Granule, va_bits: u32, boot: BootMode) -> Self {
+        let config = KernelConfig::new(granule, va_bits).unwrap_or_else(|e| panic!("{e}"));
+        BootCase {
+            config,
+            boot,
+            machine: Machine::default(),
+        }
+    }
+    pub fn ktest(mut self, on: bool) -> Self {
+        self.config.ktest = on;
+        self
+    }
+    pub fn cpu(mut self, cpu: &str) -> Self {
+        self.machine.cpu = cpu.into();
+        self
+    }
+    pub fn smp(mut self, n: u32) -> Self {
+        self.machine.smp = n;
+        self
+    }
+    pub fn gic(mut self, g: u32) -> Self {
+        self.machine.gic = if g == 3 {
+            GicVersion::V3
+        } else {
+            GicVersion::V2
+        };
+        self
+    }
+    pub fn el2(mut self, on: bool) -> Self {
+        self.machine.el2 = on;
+        self
+    }
+
+    /// The configured run (kernel built on demand).
+    pub fn qemu_run(&self) -> QemuRun {
+        QemuRun::new(kernel(self.config))
+            .qemu(qemu_path())
+            .machine(self.machine.clone())
+            .boot(self.boot)
+            .timeout(Some(run_timeout()))
+    }
+
+    /// Boots, types `commands` one per prompt, waits for exit; SIGKILL at the deadline.
+    pub fn run(&self, commands: &[&str]) -> (QemuRun, RunOutcome) {
+        let r = self.qemu_run();
+        let _slot = QemuSlot::acquire();
+        let out = r
+            .run(commands)
+            .unwrap_or_else(|e| panic!("[{}] cannot start QEMU: {e}", r.describe()));
+        (r, out)
+    }
+
+    /// Boots with piped console for step-by-step driving. Hold the slot while it runs.
+    pub fn spawn(&self) -> (QemuRun, Console, QemuSlot) {
+        let r = self.qemu_run();
+        let slot = QemuSlot::acquire();
+        let c = r
+            .spawn()
+            .unwrap_or_else(|e| panic!("[{}] cannot start QEMU: {e}", r.describe()));
+        (r, c, slot)
+    }
+
+    /// Boots the `ktest` build and asserts exit status 0 and `ktest: summary passed=N failed=0`
+    /// with N > 0.
+    pub fn expect_ktest_pass(&self) {
+        let case = self.clone().ktest(true);
+        let (r, out) = case.run(&[]);
+        if let Err(why) = check_ktest_passed(&out) {
+            panic!("{}", failure_report(&r, &out, &why));
+        }
+    }
+
+    /// Boots the `ktest` build and asserts that the kernel refuses to run: a non-zero exit (not a
+    /// timeout) and a line starting with `hotmem: FATAL` that contains `mentions`
+    /// (case-insensitive).
+    pub fn expect_fatal(&self, mentions: &str) {
+        let case = self.clone().ktest(true);
+        let (r, out) = case.run(&[]);
+        if let Err(why) = check_fatal(&out, mentions) {
+            panic!("{}", failure_report(&r, &out, &why));
+        }
+    }
+}
+
+/// The multi-line failure message: configuration, command line, outcome, console tail.
+pub fn failure_report(r: &QemuRun, out: &RunOutcome, why: &str) -> String {
+    format!(
+        "\n[{}] {why}\n  qemu: {}\n  outcome: {} after {:.1} s\n--- console tail ---\n{}\n--- end ---\n",
+        r.describe(),
+        r.command_line(),
+        out.describe(),
+        out.elapsed.as_secs_f64(),
+        out.tail(TAIL_LINES)
+    )
+}
+
+/// `(passed, failed)` from the last `ktest: summary passed=N failed=M` line.
+pub fn ktest_summary(console: &str) -> Option<(u32, u32)> {
+    console.lines().rev().find_map(|l| {
+        let rest = l.trim().strip_prefix("ktest: summary ")?;
+        let passed = kv(rest, "passed")?.parse().ok()?;
+        let failed = kv(rest, "failed")?.parse().ok()?;
+        Some((passed, failed))
+    })
+}
+
+/// Value of `key=` in a line of space-separated `key=value` pairs.
+pub fn kv<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// Checks a ktest run: exit status 0, a summary with passed > 0 and failed = 0.
+pub fn check_ktest_passed(out: &RunOutcome) -> Result<(), String> {
+    let failing: Vec<&str> = out
+        .console
+        .lines()
+        .filter(|l| l.contains("ktest: FAIL"))
+        .collect();
+    if out.timed_out {
+        return Err(format!(
+            "QEMU hung: {}",
+            out.failure.as_deref().unwrap_or("timeout")
+        ));
+    }
+    match ktest_summary(&out.console) {
+        None => {
+            return Err(format!(
+                "no `ktest: summary` line (exit: {})",
+                out.describe()
+            ))
+        }
+        Some((_, f)) if f > 0 => {
+            return Err(format!(
+                "{f} in-guest test(s) failed:\n  {}",
+                failing.join("\n  ")
+            ))
+        }
+        Some((0, _)) => return Err("the test kernel ran no cases (passed=0)".into()),
+        Some(_) => {}
+    }
+    if out.exit_code() != Some(0) {
+        return Err(format!(
+            "summary says all passed but QEMU exited with {}",
+            out.describe()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a refused boot: non-zero exit without a timeout, and a `hotmem: FATAL` line that
+/// mentions `what`.
+pub fn check_fatal(out: &RunOutcome, what: &str) -> Result<(), String> {
+    if out.timed_out {
+        return Err(format!(
+            "expected the kernel to refuse to boot, but QEMU hung: {}",
+            out.describe()
+        ));
+    }
+    let fatal: Vec<&str> = out
+        .console
+        .lines()
+        .filter(|l| l.trim_start().starts_with("hotmem: FATAL"))
+        .collect();
+    if fatal.is_empty() {
+        return Err(format!(
+            "expected a `hotmem: FATAL` line mentioning {what} (exit: {})",
+            out.describe()
+        ));
+    }
+    if !fatal
+        .iter()
+        .any(|l| l.to_ascii_lowercase().contains(&what.to_ascii_lowercase()))
+    {
+        return Err(format!("the FATAL line does not mention {what}: {fatal:?}"));
+    }
+    match out.exit_code() {
+        Some(0) => Err("the kernel printed FATAL but QEMU exited with status 0".into()),
+        None => Err(format!("QEMU did not exit normally: {}", out.describe())),
+        Some(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_parsing() {
+        let c = "ktest: ok name=a us=1\nktest: FAIL name=b msg=x y\nktest: summary passed=12 failed=1\n";
+        assert_eq!(ktest_summary(c), Some((12, 1)));
+        assert_eq!(ktest_summary("ktest: summary passed=x failed=0"), None);
+        assert_eq!(ktest_summary("nothing"), None);
+        assert_eq!(kv("a=1 bb=2 b=3", "b"), Some("3"));
+    }
+
+    fn outcome(console: &str, code: i32) -> RunOutcome {
+        use std::os::unix::process::ExitStatusExt;
+        RunOutcome {
+            status: Some(std::process::ExitStatus::from_raw(code << 8)),
+            console: console.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ktest_checks() {
+        assert!(check_ktest_passed(&outcome("ktest: summary passed=3 failed=0\n", 0)).is_ok());
+        let e = check_ktest_passed(&outcome(
+            "ktest: FAIL name=b msg=bad\nktest: summary passed=3 failed=1\n",
+            1,
+        ))
+        .unwrap_err();
+        assert!(e.contains("ktest: FAIL name=b msg=bad"), "{e}");
+        assert!(check_ktest_passed(&outcome("ktest: summary passed=0 failed=0\n", 0)).is_err());
+        assert!(check_ktest_passed(&outcome("ktest: summary passed=3 failed=0\n", 1)).is_err());
+        assert!(check_ktest_passed(&outcome("booting\n", 0)).is_err());
+    }
+
+    #[test]
+    fn fatal_checks() {
+        let msg = "hotmem: FATAL this CPU has no 16K granule (ID_AA64MMFR0_EL1.TGran16=0)\n";
+        assert!(check_fatal(&outcome(msg, 4), "16K").is_ok());
+        assert!(check_fatal(&outcome(msg, 0), "16K").is_err());
+        assert!(check_fatal(&outcome(msg, 4), "64K").is_err());
+        assert!(check_fatal(&outcome("ktest: summary passed=3 failed=0\n", 1), "16K").is_err());
+    }
+}
+
+pub mod shell;

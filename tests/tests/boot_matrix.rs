@@ -1,0 +1,96 @@
+//! Boots the in-guest test kernel (`ktest` build) across the configuration matrix (DESIGN §3,
+//! §10). Every case expects QEMU to exit 0 with `ktest: summary passed=N failed=0`, N > 0,
+//! except the 16K build on cortex-a57 (no 16K granule), which must stop with `hotmem: FATAL`.
+//!
+//! One `#[test]` per case. Kernels are built once per configuration (serialised); QEMU runs
+//! in parallel up to the number of cores, each under a deadline (SIGKILL when it hangs).
+//! Run one: `cargo test -p hotmem-tests --test boot_matrix boot_16k_47_kernel`.
+
+use hotmem_qemu::config::BootMode::{Firmware, Image, Kernel};
+use hotmem_qemu::config::Granule::{K16, K4, K64};
+use hotmem_tests::BootCase;
+
+/// `name: granule va boot [.option(value)...];` → a test expecting all in-guest tests to pass.
+macro_rules! boots {
+    ($($name:ident: $g:ident $va:literal $boot:ident $(.$opt:ident($val:expr))*;)*) => {$(
+        #[test]
+        fn $name() {
+            BootCase::new($g, $va, $boot)$(.$opt($val))*.expect_ktest_pass();
+        }
+    )*};
+}
+
+// Every granule/VA build in both main boot modes, on the default CPU (max,lpa2=off).
+boots! {
+    boot_4k_39_firmware: K4 39 Firmware;
+    boot_4k_39_kernel: K4 39 Kernel;
+    boot_4k_48_firmware: K4 48 Firmware;
+    boot_4k_48_kernel: K4 48 Kernel;
+    boot_16k_36_firmware: K16 36 Firmware;
+    boot_16k_36_kernel: K16 36 Kernel;
+    boot_16k_47_firmware: K16 47 Firmware;
+    boot_16k_47_kernel: K16 47 Kernel;
+    boot_16k_48_firmware: K16 48 Firmware;
+    boot_16k_48_kernel: K16 48 Kernel;
+    boot_64k_42_firmware: K64 42 Firmware;
+    boot_64k_42_kernel: K64 42 Kernel;
+    boot_64k_48_firmware: K64 48 Firmware;
+    boot_64k_48_kernel: K64 48 Kernel;
+}
+
+// The arm64 Image form (`-kernel hotmem.bin`, DTB in x0), one configuration per granule.
+boots! {
+    boot_4k_48_image: K4 48 Image;
+    boot_16k_47_image: K16 47 Image;
+    boot_64k_48_image: K64 48 Image;
+}
+
+// GICv3, each granule's default VA size.
+boots! {
+    boot_4k_48_gicv3: K4 48 Firmware.gic(3);
+    boot_16k_47_gicv3: K16 47 Firmware.gic(3);
+    boot_64k_48_gicv3: K64 48 Kernel.gic(3);
+}
+
+// 1 and 4 CPUs.
+boots! {
+    boot_4k_48_smp1: K4 48 Firmware.smp(1);
+    boot_4k_48_smp4: K4 48 Firmware.smp(4);
+    boot_16k_47_smp4: K16 47 Kernel.smp(4);
+    boot_64k_48_smp4_gicv3: K64 48 Firmware.smp(4).gic(3);
+}
+
+// virtualization=on: the CPUs start at EL2 and the kernel drops to EL1.
+boots! {
+    boot_4k_48_el2_firmware: K4 48 Firmware.el2(true);
+    boot_4k_48_el2_kernel: K4 48 Kernel.el2(true);
+    boot_16k_47_el2_firmware: K16 47 Firmware.el2(true);
+    boot_16k_47_el2_kernel: K16 47 Kernel.el2(true);
+    boot_64k_48_el2_firmware: K64 48 Firmware.el2(true);
+    boot_64k_48_el2_kernel: K64 48 Kernel.el2(true);
+}
+
+// Real CPU models: cortex-a76 has all three granules, cortex-a57 has 4K and 64K only.
+boots! {
+    boot_4k_48_cortex_a76: K4 48 Firmware.cpu("cortex-a76");
+    boot_16k_47_cortex_a76: K16 47 Firmware.cpu("cortex-a76");
+    boot_64k_48_cortex_a76: K64 48 Kernel.cpu("cortex-a76");
+    boot_4k_48_cortex_a57: K4 48 Firmware.cpu("cortex-a57");
+    boot_64k_48_cortex_a57: K64 48 Kernel.cpu("cortex-a57");
+}
+
+// Expected failure: QEMU would silently fall back to 4K; the kernel must refuse with a clear
+// message and a non-zero status.
+#[test]
+fn boot_16k_47_cortex_a57_refused_firmware() {
+    BootCase::new(K16, 47, Firmware)
+        .cpu("cortex-a57")
+        .expect_fatal("16K");
+}
+
+#[test]
+fn boot_16k_47_cortex_a57_refused_kernel() {
+    BootCase::new(K16, 47, Kernel)
+        .cpu("cortex-a57")
+        .expect_fatal("16K");
+}
