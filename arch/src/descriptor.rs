@@ -116,13 +116,25 @@ pub struct Attrs {
 
 impl Attrs {
     /// Normal memory, read-write, execute-never (linear map, vmemmap, data).
-    pub const NORMAL_RW: Attrs = Attrs { mem: MemType::Normal, perm: Perm::ReadWrite };
+    pub const NORMAL_RW: Attrs = Attrs {
+        mem: MemType::Normal,
+        perm: Perm::ReadWrite,
+    };
     /// Normal memory, read-only, execute-never (rodata).
-    pub const NORMAL_RO: Attrs = Attrs { mem: MemType::Normal, perm: Perm::ReadOnly };
+    pub const NORMAL_RO: Attrs = Attrs {
+        mem: MemType::Normal,
+        perm: Perm::ReadOnly,
+    };
     /// Normal memory, read-only, executable (text).
-    pub const NORMAL_RX: Attrs = Attrs { mem: MemType::Normal, perm: Perm::ReadExec };
+    pub const NORMAL_RX: Attrs = Attrs {
+        mem: MemType::Normal,
+        perm: Perm::ReadExec,
+    };
     /// Device-nGnRE, read-write (MMIO).
-    pub const DEVICE_RW: Attrs = Attrs { mem: MemType::Device, perm: Perm::ReadWrite };
+    pub const DEVICE_RW: Attrs = Attrs {
+        mem: MemType::Device,
+        perm: Perm::ReadWrite,
+    };
 
     /// Descriptor bits [63:2] except the output address and CONT (the "prot" of Linux).
     pub const fn bits(self) -> u64 {
@@ -251,7 +263,10 @@ impl Descriptor {
 
     /// Exact decoding when the level is known (`Display` has to guess table vs page).
     pub fn display(self, last_level: bool) -> DescriptorAt {
-        DescriptorAt { desc: self, last_level: Some(last_level) }
+        DescriptorAt {
+            desc: self,
+            last_level: Some(last_level),
+        }
     }
 }
 
@@ -339,7 +354,13 @@ impl fmt::Display for DescriptorAt {
 /// level, `0b11` descriptors are told apart by AF (see [`Descriptor::display`] for exact).
 impl fmt::Display for Descriptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&DescriptorAt { desc: *self, last_level: None }, f)
+        fmt::Display::fmt(
+            &DescriptorAt {
+                desc: *self,
+                last_level: None,
+            },
+            f,
+        )
     }
 }
 
@@ -355,7 +376,12 @@ mod tests {
     use super::*;
     use std::format;
 
-    const ALL_PERMS: [Perm; 4] = [Perm::ReadOnly, Perm::ReadWrite, Perm::ReadExec, Perm::ReadWriteExec];
+    const ALL_PERMS: [Perm; 4] = [
+        Perm::ReadOnly,
+        Perm::ReadWrite,
+        Perm::ReadExec,
+        Perm::ReadWriteExec,
+    ];
 
     #[test]
     fn field_positions() {
@@ -415,14 +441,24 @@ mod tests {
     fn attrs_round_trip() {
         for perm in ALL_PERMS {
             for last in [false, true] {
-                let a = Attrs { mem: MemType::Normal, perm };
+                let a = Attrs {
+                    mem: MemType::Normal,
+                    perm,
+                };
                 let d = Descriptor::leaf(0x4000_0000, a, last);
                 assert_eq!(d.attrs(), Some(a));
                 assert!(d.reg().is_set(D::UXN));
                 assert_eq!(d.reg().read(D::AP) & 1, 0, "EL0 never has access");
                 assert_eq!(d.reg().is_set(D::PXN), !perm.executable());
                 assert_eq!(d.attr_bits(), a.bits());
-                let dev = Descriptor::leaf(0x0900_0000, Attrs { mem: MemType::Device, perm }, last);
+                let dev = Descriptor::leaf(
+                    0x0900_0000,
+                    Attrs {
+                        mem: MemType::Device,
+                        perm,
+                    },
+                    last,
+                );
                 let got = dev.attrs().unwrap();
                 assert_eq!(got.mem, MemType::Device);
                 assert_eq!(got.perm.writable(), perm.writable());
@@ -436,19 +472,40 @@ mod tests {
     #[test]
     fn display() {
         let t = Descriptor::table(0x4123_4000);
-        assert_eq!(format!("{t}"), "0x1000000041234003  TABLE pa=0x41234000 UXNTable");
+        assert_eq!(
+            format!("{t}"),
+            "0x1000000041234003  TABLE pa=0x41234000 UXNTable"
+        );
         let b = Descriptor::leaf(0x4020_0000, Attrs::NORMAL_RW, false).with_contiguous();
         assert_eq!(
             format!("{b}"),
             "0x0070000040200705  BLOCK pa=0x40200000 Normal RW XN AF SH=inner CONT"
         );
         let p = Descriptor::leaf(0x4000_2000, Attrs::NORMAL_RX, true);
-        assert_eq!(format!("{p}"), "0x0040000040002787  PAGE pa=0x40002000 Normal RO X AF SH=inner");
+        assert_eq!(
+            format!("{p}"),
+            "0x0040000040002787  PAGE pa=0x40002000 Normal RO X AF SH=inner"
+        );
         let d = Descriptor::leaf(0x0900_0000, Attrs::DEVICE_RW, true);
-        assert_eq!(format!("{}", d.display(true)), "0x0060000009000403  PAGE pa=0x9000000 Device RW XN AF SH=non");
-        assert_eq!(format!("{}", t.display(true)), "0x1000000041234003  PAGE pa=0x41234000 Device RW X UX SH=non");
-        assert_eq!(format!("{}", Descriptor::INVALID), "0x0000000000000000  INVALID");
-        assert_eq!(format!("{}", b.display(true)), "0x0070000040200705  RESERVED");
-        assert_eq!(format!("{:?}", Descriptor::INVALID), "Descriptor(0x0000000000000000  INVALID)");
+        assert_eq!(
+            format!("{}", d.display(true)),
+            "0x0060000009000403  PAGE pa=0x9000000 Device RW XN AF SH=non"
+        );
+        assert_eq!(
+            format!("{}", t.display(true)),
+            "0x1000000041234003  PAGE pa=0x41234000 Device RW X UX SH=non"
+        );
+        assert_eq!(
+            format!("{}", Descriptor::INVALID),
+            "0x0000000000000000  INVALID"
+        );
+        assert_eq!(
+            format!("{}", b.display(true)),
+            "0x0070000040200705  RESERVED"
+        );
+        assert_eq!(
+            format!("{:?}", Descriptor::INVALID),
+            "Descriptor(0x0000000000000000  INVALID)"
+        );
     }
 }

@@ -57,7 +57,8 @@ mod imp {
 
     impl TlbInvalidate for CpuTlb {
         fn flush_kernel_range(&mut self, start: u64, end: u64, stride_shift: u32) {
-            let n = end.saturating_sub(start) >> stride_shift;
+            // `end == 0` means "to the top of the address space" (a range ending at 2^64).
+            let n = end.wrapping_sub(start) >> stride_shift;
             if n > MAX_TLBI_OPS {
                 return self.flush_all();
             }
@@ -66,10 +67,9 @@ mod imp {
             // trailing DSB ISH waits for completion on all CPUs, ISB resynchronises this one.
             unsafe {
                 core::arch::asm!("dsb ishst", options(nostack, preserves_flags));
-                let mut va = start;
-                while va < end {
+                for i in 0..n {
+                    let va = start.wrapping_add(i << stride_shift);
                     core::arch::asm!("tlbi vaale1is, {}", in(reg) operand(va), options(nostack, preserves_flags));
-                    va += 1 << stride_shift;
                 }
                 core::arch::asm!("dsb ish", "isb", options(nostack, preserves_flags));
             }

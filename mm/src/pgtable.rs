@@ -72,11 +72,20 @@ pub struct MapFlags {
 
 impl MapFlags {
     /// Base pages only (Linux `NO_BLOCK_MAPPINGS | NO_CONT_MAPPINGS`).
-    pub const PAGES: MapFlags = MapFlags { block: false, cont: false };
+    pub const PAGES: MapFlags = MapFlags {
+        block: false,
+        cont: false,
+    };
     /// Blocks, no contiguous hint.
-    pub const BLOCKS: MapFlags = MapFlags { block: true, cont: false };
+    pub const BLOCKS: MapFlags = MapFlags {
+        block: true,
+        cont: false,
+    };
     /// The largest leaves alignment allows (linear map).
-    pub const LARGEST: MapFlags = MapFlags { block: true, cont: true };
+    pub const LARGEST: MapFlags = MapFlags {
+        block: true,
+        cont: true,
+    };
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,8 +174,12 @@ pub struct Walk {
 }
 
 impl Walk {
-    const EMPTY_STEP: Step =
-        Step { level: 0, index: 0, table_pa: 0, desc: Descriptor::INVALID };
+    const EMPTY_STEP: Step = Step {
+        level: 0,
+        index: 0,
+        table_pa: 0,
+        desc: Descriptor::INVALID,
+    };
 
     /// The descriptors read, root first.
     pub fn steps(&self) -> &[Step] {
@@ -175,6 +188,12 @@ impl Walk {
 }
 
 /// A kernel translation table tree rooted at a start-level (pgd) table.
+///
+/// One tree serves one TTBR: the walk uses only the index bits of a VA, so a low-half and a
+/// high-half VA with the same low `va_bits` bits land on the same entry. `map` and `unmap`
+/// accept either half but a range must stay inside one. Writers must be serialised by the
+/// caller (several `PageTable`s may share a root via `from_root`), and a software `walk` must
+/// not race an `unmap` that frees tables (Linux: `get_online_mems()` around ptdump).
 pub struct PageTable<C: Config> {
     root: PhysAddr,
     _cfg: PhantomData<C>,
@@ -190,7 +209,10 @@ impl<C: Config> PageTable<C> {
 
     /// Adopts an existing tree (e.g. the boot tables, read back from TTBR1_EL1).
     pub fn from_root(root: PhysAddr) -> Self {
-        PageTable { root, _cfg: PhantomData }
+        PageTable {
+            root,
+            _cfg: PhantomData,
+        }
     }
 
     pub fn root(&self) -> PhysAddr {
@@ -224,7 +246,12 @@ impl<C: Config> PageTable<C> {
             Some(pa_last) if pa_last < PA_LIMIT => {}
             _ => return Err(MapError::OutOfRange),
         }
-        let req = MapReq { va, pa, attrs, flags };
+        let req = MapReq {
+            va,
+            pa,
+            attrs,
+            flags,
+        };
         let level = Self::GEOM.start_level();
         match stage::<C, _>(a, &req, self.root, level, va, last) {
             Ok(()) => {
@@ -241,14 +268,25 @@ impl<C: Config> PageTable<C> {
     /// Translates `va` the way the MMU would, recording each descriptor read.
     pub fn walk(&self, a: &impl TableAlloc, va: VirtAddr) -> Walk {
         let geo = Self::GEOM;
-        let mut w = Walk { steps: [Walk::EMPTY_STEP; 4], n: 0, leaf: None };
+        let mut w = Walk {
+            steps: [Walk::EMPTY_STEP; 4],
+            n: 0,
+            leaf: None,
+        };
         let mut table = self.root;
         let mut level = geo.start_level();
         loop {
             let index = geo.index(va, level);
             let desc = Descriptor::from_raw(rd(a.table_ptr(table).wrapping_add(index)));
             match w.steps.get_mut(w.n) {
-                Some(s) => *s = Step { level, index, table_pa: table, desc },
+                Some(s) => {
+                    *s = Step {
+                        level,
+                        index,
+                        table_pa: table,
+                        desc,
+                    }
+                }
                 None => break,
             }
             w.n += 1;
@@ -317,8 +355,12 @@ impl<C: Config> PageTable<C> {
         }
         let level = Self::GEOM.start_level();
         check_split::<C, _>(a, self.root, level, va, last)?;
-        let mut span = Span { lo: u64::MAX, hi: 0, min_shift: 63 };
-        clear_leaves::<C, _>(a, self.root, level, va, last, &mut stats, &mut span);
+        let mut span = Span {
+            lo: u64::MAX,
+            hi: 0,
+            min_shift: 63,
+        };
+        clear_leaves::<C, _, _>(a, tlb, self.root, level, va, last, &mut stats, &mut span);
         if stats.leaves > 0 {
             tlb.flush_kernel_range(span.lo, span.hi.wrapping_add(1), span.min_shift);
         }
@@ -417,7 +459,11 @@ fn stage<C: Config, A: TableAlloc>(
     let shift = geo.level_shift(level);
     let is_last = level == 3;
     let leaf_ok = is_last || (req.flags.block && geo.block_allowed(level));
-    let cont_shift = if leaf_ok && req.flags.cont { geo.cont_shift(level) } else { None };
+    let cont_shift = if leaf_ok && req.flags.cont {
+        geo.cont_shift(level)
+    } else {
+        None
+    };
     let tp = a.table_ptr(table);
     let mut va = first;
     loop {
@@ -560,7 +606,13 @@ fn commit<C: Config, A: TableAlloc>(a: &A, table: PhysAddr, level: u32, first: u
 
 /// Clears the staged entries of `[first, last]` and frees the tables they held. Nothing
 /// staged was ever valid, so no TLB maintenance is needed.
-fn rollback<C: Config, A: TableAlloc>(a: &mut A, table: PhysAddr, level: u32, first: u64, last: u64) {
+fn rollback<C: Config, A: TableAlloc>(
+    a: &mut A,
+    table: PhysAddr,
+    level: u32,
+    first: u64,
+    last: u64,
+) {
     let geo = C::GEOM;
     let shift = geo.level_shift(level);
     let is_last = level == 3;
@@ -643,8 +695,9 @@ fn check_split<C: Config, A: TableAlloc>(
 }
 
 /// Clears every leaf in `[first, last]` (all lie wholly inside, see `check_split`).
-fn clear_leaves<C: Config, A: TableAlloc>(
+fn clear_leaves<C: Config, A: TableAlloc, T: TlbInvalidate>(
     a: &A,
+    tlb: &mut T,
     table: PhysAddr,
     level: u32,
     first: u64,
@@ -662,9 +715,10 @@ fn clear_leaves<C: Config, A: TableAlloc>(
         let p = tp.wrapping_add(geo.index(e, level));
         let d = Descriptor::from_raw(rd(p));
         if d.is_table(is_last) {
-            clear_leaves::<C, A>(a, d.output_address(), level + 1, e, e_last, stats, span);
+            clear_leaves::<C, A, T>(a, tlb, d.output_address(), level + 1, e, e_last, stats, span);
         } else if d.is_leaf(is_last) {
             wr(p, 0);
+            tlb.cleared(e & !((1 << shift) - 1), 1 << shift, d.output_address(), 1 << shift);
             stats.leaves += 1;
             stats.cont_leaves += d.is_contiguous() as u64;
             stats.bytes = stats.bytes.wrapping_add(1 << shift);
@@ -710,6 +764,7 @@ fn free_empty<C: Config, A: TableAlloc, T: TlbInvalidate>(
             let (base, end) = (e & !mask, e | mask);
             if base >= bounds.0 && end <= bounds.1 && table_is_empty::<C, A>(a, child, level + 1) {
                 wr(p, 0);
+                tlb.cleared(base, 1 << shift, child, geo.page_size());
                 tlb.flush_kernel_pgtable(base);
                 a.free_table(child);
                 stats.tables_freed += 1;
@@ -766,7 +821,15 @@ mod tests {
         let mut pt = PageTable::<Cfg4K48>::new(&mut a).unwrap();
         // 1 GiB + 2 MiB + 64 KiB + 4 KiB, everything aligned: one of each leaf kind.
         let size = (1 << 30) + (2 << 20) + (64 << 10) + 4096;
-        pt.map(&mut a, KVA, 0x40_0000_0000, size, Attrs::NORMAL_RW, MapFlags::LARGEST).unwrap();
+        pt.map(
+            &mut a,
+            KVA,
+            0x40_0000_0000,
+            size,
+            Attrs::NORMAL_RW,
+            MapFlags::LARGEST,
+        )
+        .unwrap();
         let c = pt.count(&a);
         assert_eq!(c.leaves, [0, 1, 1, 17]);
         assert_eq!(c.cont, [0, 0, 0, 16]);
@@ -778,8 +841,13 @@ mod tests {
         assert_eq!(leaf.pa, 0x40_0000_0000 + (1 << 30) + (2 << 20) + 0xf123);
         assert_eq!((leaf.level, leaf.size, leaf.contiguous), (3, 4096, true));
         assert_eq!(pt.walk(&a, KVA + size).leaf, None);
-        let s = pt.unmap_within(&mut a, &mut tlb, KVA, size, KVA, 0).unwrap();
-        assert_eq!((s.leaves, s.cont_leaves, s.bytes, s.tables_freed), (19, 16, size, 3));
+        let s = pt
+            .unmap_within(&mut a, &mut tlb, KVA, size, KVA, 0)
+            .unwrap();
+        assert_eq!(
+            (s.leaves, s.cont_leaves, s.bytes, s.tables_freed),
+            (19, 16, size, 3)
+        );
         assert_eq!(pt.count(&a).tables, 1);
         assert_eq!(a.live(), 1);
     }
@@ -788,14 +856,33 @@ mod tests {
     fn two_level_16k_and_64k() {
         let mut a = HostTables::new(16384);
         let mut pt = PageTable::<Cfg16K36>::new(&mut a).unwrap();
-        pt.map(&mut a, 0, 0x8000_0000, 64 << 20, Attrs::NORMAL_RW, MapFlags::LARGEST).unwrap();
+        pt.map(
+            &mut a,
+            0,
+            0x8000_0000,
+            64 << 20,
+            Attrs::NORMAL_RW,
+            MapFlags::LARGEST,
+        )
+        .unwrap();
         assert_eq!(pt.count(&a).leaves, [0, 0, 2, 0]);
         assert_eq!(pt.walk(&a, 0x10_0000).leaf.unwrap().pa, 0x8010_0000);
         let mut a = HostTables::new(65536);
         let mut pt = PageTable::<Cfg64K48>::new(&mut a).unwrap();
-        pt.map(&mut a, KVA, 0x8000_0000, 2 << 20, Attrs::NORMAL_RW, MapFlags::LARGEST).unwrap();
+        pt.map(
+            &mut a,
+            KVA,
+            0x8000_0000,
+            2 << 20,
+            Attrs::NORMAL_RW,
+            MapFlags::LARGEST,
+        )
+        .unwrap();
         let c = pt.count(&a);
-        assert_eq!((c.leaves, c.cont, c.tables), ([0, 0, 0, 32], [0, 0, 0, 32], 3));
+        assert_eq!(
+            (c.leaves, c.cont, c.tables),
+            ([0, 0, 0, 32], [0, 0, 0, 32], 3)
+        );
     }
 
     #[test]
@@ -805,21 +892,49 @@ mod tests {
         let mut pt = PageTable::<Cfg4K48>::new(&mut a).unwrap();
         let rw = Attrs::NORMAL_RW;
         let f = MapFlags::LARGEST;
-        assert_eq!(pt.map(&mut a, KVA + 1, 0, 4096, rw, f), Err(MapError::Misaligned));
-        assert_eq!(pt.map(&mut a, KVA, 0x800, 4096, rw, f), Err(MapError::Misaligned));
-        assert_eq!(pt.map(&mut a, KVA, 0, 100, rw, f), Err(MapError::Misaligned));
-        assert_eq!(pt.map(&mut a, KVA, PA_LIMIT - 4096, 8192, rw, f), Err(MapError::OutOfRange));
-        assert_eq!(pt.map(&mut a, 0x0001_0000_0000_0000, 0, 4096, rw, f), Err(MapError::OutOfRange));
-        assert_eq!(pt.map(&mut a, 0xffff_0000_0000_0000 - 4096, 0, 8192, rw, f), Err(MapError::OutOfRange));
-        assert_eq!(pt.map(&mut a, u64::MAX - 4095, 0, 8192, rw, f), Err(MapError::OutOfRange));
+        assert_eq!(
+            pt.map(&mut a, KVA + 1, 0, 4096, rw, f),
+            Err(MapError::Misaligned)
+        );
+        assert_eq!(
+            pt.map(&mut a, KVA, 0x800, 4096, rw, f),
+            Err(MapError::Misaligned)
+        );
+        assert_eq!(
+            pt.map(&mut a, KVA, 0, 100, rw, f),
+            Err(MapError::Misaligned)
+        );
+        assert_eq!(
+            pt.map(&mut a, KVA, PA_LIMIT - 4096, 8192, rw, f),
+            Err(MapError::OutOfRange)
+        );
+        assert_eq!(
+            pt.map(&mut a, 0x0001_0000_0000_0000, 0, 4096, rw, f),
+            Err(MapError::OutOfRange)
+        );
+        assert_eq!(
+            pt.map(&mut a, 0xffff_0000_0000_0000 - 4096, 0, 8192, rw, f),
+            Err(MapError::OutOfRange)
+        );
+        assert_eq!(
+            pt.map(&mut a, u64::MAX - 4095, 0, 8192, rw, f),
+            Err(MapError::OutOfRange)
+        );
         assert_eq!(pt.map(&mut a, KVA, 0, 0, rw, f), Ok(()));
         // The very top page of the address space is fine.
-        pt.map(&mut a, u64::MAX - 4095, 0x1000, 4096, rw, f).unwrap();
+        pt.map(&mut a, u64::MAX - 4095, 0x1000, 4096, rw, f)
+            .unwrap();
         assert_eq!(pt.walk(&a, u64::MAX).leaf.unwrap().pa, 0x1fff);
         let s = pt.unmap(&mut a, &mut tlb, u64::MAX - 4095, 4096).unwrap();
         assert_eq!((s.leaves, s.tables_freed), (1, 0)); // the pte table spans 2 MiB
-        assert_eq!(pt.unmap(&mut a, &mut tlb, KVA, 4096), Ok(UnmapStats::default()));
-        assert_eq!(pt.unmap(&mut a, &mut tlb, KVA + 4, 4096), Err(MapError::Misaligned));
+        assert_eq!(
+            pt.unmap(&mut a, &mut tlb, KVA, 4096),
+            Ok(UnmapStats::default())
+        );
+        assert_eq!(
+            pt.unmap(&mut a, &mut tlb, KVA + 4, 4096),
+            Err(MapError::Misaligned)
+        );
         assert_eq!(
             pt.unmap_within(&mut a, &mut tlb, KVA, 4096, KVA + 4096, 0),
             Err(MapError::OutOfRange)

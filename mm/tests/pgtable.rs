@@ -46,6 +46,8 @@ macro_rules! matrix_tests {
 matrix_tests!(
     shapes_match_greedy_oracle,
     shapes_by_hand,
+    no_block_where_not_allowed,
+    cont_run_over_existing_table,
     round_trip_restores_tables,
     noop_remap,
     reshape_changes_nothing,
@@ -93,13 +95,22 @@ fn va_base<C: Config>(high: bool) -> u64 {
     let g = geo::<C>();
     let off = 1u64 << (g.va_bits - 2);
     assert!(off >= 4 * biggest::<C>());
-    if high { g.ttbr1_base() + off } else { off }
+    if high {
+        g.ttbr1_base() + off
+    } else {
+        off
+    }
 }
 
 const PA_BASE: u64 = 1 << 40;
 
 fn attrs_of(i: u8) -> Attrs {
-    [Attrs::NORMAL_RW, Attrs::NORMAL_RO, Attrs::NORMAL_RX, Attrs::DEVICE_RW][i as usize % 4]
+    [
+        Attrs::NORMAL_RW,
+        Attrs::NORMAL_RO,
+        Attrs::NORMAL_RX,
+        Attrs::DEVICE_RW,
+    ][i as usize % 4]
 }
 
 fn is_high<C: Config>(va: u64) -> bool {
@@ -148,8 +159,15 @@ fn visit<C: Config>(a: &HostTables, table: u64, level: u32, base: u64, d: &mut D
     let g = geo::<C>();
     let shift = g.level_shift(level);
     let n = g.entries(level);
-    let info = TableInfo { level, base, span: (n as u64) << shift };
-    assert!(d.tables.insert(table, info).is_none(), "table {table:#x} reached twice");
+    let info = TableInfo {
+        level,
+        base,
+        span: (n as u64) << shift,
+    };
+    assert!(
+        d.tables.insert(table, info).is_none(),
+        "table {table:#x} reached twice"
+    );
     let p = a.table_ptr(table); // panics unless live
     let entries: Vec<u64> = (0..n).map(|i| unsafe { p.add(i).read() }).collect();
     d.raw.insert(table, entries.clone());
@@ -163,7 +181,14 @@ fn visit<C: Config>(a: &HostTables, table: u64, level: u32, base: u64, d: &mut D
         if desc.is_table(last) {
             visit::<C>(a, desc.output_address(), level + 1, va, d);
         } else if desc.is_leaf(last) && (last || g.block_allowed(level)) {
-            d.leaves.push(LeafInfo { va, level, size: 1 << shift, index: i, table, desc });
+            d.leaves.push(LeafInfo {
+                va,
+                level,
+                size: 1 << shift,
+                index: i,
+                table,
+                desc,
+            });
         } else {
             d.bad.push(raw);
         }
@@ -215,10 +240,17 @@ fn check<C: Config>(a: &HostTables, pt: &PageTable<C>, high: bool, model: &Model
     assert!(d.bad.is_empty(), "stray entries {:x?}", d.bad);
     // Reachable == live: nothing leaked, nothing freed still linked.
     let reach: BTreeSet<u64> = d.tables.keys().copied().collect();
-    assert_eq!(&reach, a.live_set(), "reachable tables differ from live tables");
+    assert_eq!(
+        &reach,
+        a.live_set(),
+        "reachable tables differ from live tables"
+    );
     // Census agrees with the independent traversal.
     let c = pt.count(a);
-    let mut want = Census { tables: d.tables.len() as u64, ..Default::default() };
+    let mut want = Census {
+        tables: d.tables.len() as u64,
+        ..Default::default()
+    };
     for t in d.tables.values() {
         want.tables_at[t.level as usize] += 1;
     }
@@ -233,22 +265,45 @@ fn check<C: Config>(a: &HostTables, pt: &PageTable<C>, high: bool, model: &Model
         assert_eq!(l.desc.output_address() % l.size, 0, "misaligned leaf {l:?}");
         assert!(l.desc.attrs().is_some());
         if l.desc.is_contiguous() {
-            let s = g.cont_shift(l.level).expect("CONT where no run size exists");
+            let s = g
+                .cont_shift(l.level)
+                .expect("CONT where no run size exists");
             let n = 1usize << s;
             let first = l.index & !(n - 1);
             let raw = &d.raw[&l.table];
             let head = Descriptor::from_raw(raw[first]);
-            assert_eq!(head.output_address() % (l.size << s), 0, "run not aligned {l:?}");
+            assert_eq!(
+                head.output_address() % (l.size << s),
+                0,
+                "run not aligned {l:?}"
+            );
             for k in 0..n {
                 let e = Descriptor::from_raw(raw[first + k]);
-                assert!(e.is_leaf(l.level == 3) && e.is_contiguous(), "broken run {l:?}");
+                assert!(
+                    e.is_leaf(l.level == 3) && e.is_contiguous(),
+                    "broken run {l:?}"
+                );
                 assert_eq!(e.attr_bits(), head.attr_bits());
-                assert_eq!(e.output_address(), head.output_address() + k as u64 * l.size);
+                assert_eq!(
+                    e.output_address(),
+                    head.output_address() + k as u64 * l.size
+                );
             }
         }
-        let (&s, &(sz, pa, at)) = model.0.range(..=l.va).next_back().expect("leaf outside model");
-        assert!(l.va + (l.size - 1) <= s + (sz - 1), "leaf {l:?} beyond model interval");
-        assert_eq!(l.desc.output_address(), pa + (l.va - s), "wrong translation {l:?}");
+        let (&s, &(sz, pa, at)) = model
+            .0
+            .range(..=l.va)
+            .next_back()
+            .expect("leaf outside model");
+        assert!(
+            l.va + (l.size - 1) <= s + (sz - 1),
+            "leaf {l:?} beyond model interval"
+        );
+        assert_eq!(
+            l.desc.output_address(),
+            pa + (l.va - s),
+            "wrong translation {l:?}"
+        );
         assert_eq!(l.desc.attr_bits(), at, "wrong attributes {l:?}");
         // The walker agrees at both ends of the leaf.
         for va in [l.va, l.va + (l.size - 1)] {
@@ -261,14 +316,30 @@ fn check<C: Config>(a: &HostTables, pt: &PageTable<C>, high: bool, model: &Model
         }
     }
     // Leaves are disjoint by construction (one tree); equal byte sums mean equal coverage.
-    assert_eq!(want.bytes, model.bytes(), "mapped bytes differ from the model");
+    assert_eq!(
+        want.bytes,
+        model.bytes(),
+        "mapped bytes differ from the model"
+    );
     // Just outside each modelled interval nothing is mapped (unless another interval is).
     for (&s, &(sz, _, _)) in &model.0 {
         for probe in [s.wrapping_sub(1), s.wrapping_add(sz)] {
-            let in_half = if high { is_high::<C>(probe) } else { probe >> g.va_bits == 0 };
-            let covered = model.0.range(..=probe).next_back().is_some_and(|(&s2, &(sz2, _, _))| probe <= s2 + (sz2 - 1));
+            let in_half = if high {
+                is_high::<C>(probe)
+            } else {
+                probe >> g.va_bits == 0
+            };
+            let covered = model
+                .0
+                .range(..=probe)
+                .next_back()
+                .is_some_and(|(&s2, &(sz2, _, _))| probe <= s2 + (sz2 - 1));
             if in_half && !covered {
-                assert_eq!(pt.walk(a, probe).leaf, None, "unmodelled mapping at {probe:#x}");
+                assert_eq!(
+                    pt.walk(a, probe).leaf,
+                    None,
+                    "unmodelled mapping at {probe:#x}"
+                );
             }
         }
     }
@@ -290,7 +361,11 @@ fn greedy<C: Config>(va0: u64, pa0: u64, size: u64, f: MapFlags) -> ([u64; 4], [
         for l in g.start_level()..=3 {
             let ls = g.level_size(l);
             let leaf_ok = l == 3 || (f.block && g.block_allowed(l));
-            if leaf_ok && va % ls == 0 && pa_of(va) % ls == 0 && va + (ls - 1) <= last {
+            if leaf_ok
+                && va.is_multiple_of(ls)
+                && pa_of(va).is_multiple_of(ls)
+                && va + (ls - 1) <= last
+            {
                 chosen = Some(l);
                 break;
             }
@@ -318,7 +393,7 @@ fn greedy<C: Config>(va0: u64, pa0: u64, size: u64, f: MapFlags) -> ([u64; 4], [
 /// only after its parent entry's walk-cache flush, and only if inside the floor/ceiling; no
 /// allocation; afterwards no empty table inside the bounds is left on the range's path.
 #[allow(clippy::too_many_arguments)]
-fn check_unmap_events<C: Config>(
+fn check_unmap_events(
     before: &Dump,
     after: &Dump,
     events: &[Event],
@@ -331,15 +406,28 @@ fn check_unmap_events<C: Config>(
 ) {
     let last = va + (size - 1);
     let ceil_last = ceiling.wrapping_sub(1);
-    let first_free = events.iter().position(|e| matches!(e, Event::Free(_))).unwrap_or(events.len());
-    assert!(!events.iter().any(|e| matches!(e, Event::Alloc(_))), "unmap allocated");
-    let gone: Vec<&LeafInfo> =
-        before.leaves.iter().filter(|l| l.va <= last && l.va + (l.size - 1) >= va).collect();
+    let first_free = events
+        .iter()
+        .position(|e| matches!(e, Event::Free(_)))
+        .unwrap_or(events.len());
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Alloc(_))),
+        "unmap allocated"
+    );
+    let gone: Vec<&LeafInfo> = before
+        .leaves
+        .iter()
+        .filter(|l| l.va <= last && l.va + (l.size - 1) >= va)
+        .collect();
     assert_eq!(stats.leaves, gone.len() as u64);
     assert_eq!(stats.bytes, gone.iter().map(|l| l.size).sum::<u64>());
     for l in &gone {
         let covered = events[..first_free].iter().any(|e| match *e {
-            Event::FlushRange { start, end, stride_shift } => {
+            Event::FlushRange {
+                start,
+                end,
+                stride_shift,
+            } => {
                 start <= l.va
                     && l.va + (l.size - 1) <= end.wrapping_sub(1)
                     && (1u64 << stride_shift) <= l.size
@@ -351,24 +439,45 @@ fn check_unmap_events<C: Config>(
     let frees: Vec<(usize, u64)> = events
         .iter()
         .enumerate()
-        .filter_map(|(i, e)| if let Event::Free(pa) = e { Some((i, *pa)) } else { None })
+        .filter_map(|(i, e)| {
+            if let Event::Free(pa) = e {
+                Some((i, *pa))
+            } else {
+                None
+            }
+        })
         .collect();
     assert_eq!(stats.tables_freed, frees.len() as u64);
     for (i, pa) in frees {
         assert_ne!(pa, root, "root freed");
-        let t = before.tables.get(&pa).expect("freed a page that was not a table");
-        assert!(!after.tables.contains_key(&pa), "freed table still reachable");
-        assert!(t.base >= floor && t.base + (t.span - 1) <= ceil_last, "freed outside floor/ceiling");
+        let t = before
+            .tables
+            .get(&pa)
+            .expect("freed a page that was not a table");
+        assert!(
+            !after.tables.contains_key(&pa),
+            "freed table still reachable"
+        );
+        assert!(
+            t.base >= floor && t.base + (t.span - 1) <= ceil_last,
+            "freed outside floor/ceiling"
+        );
         let flushed = events[..i].iter().any(
             |e| matches!(*e, Event::FlushPgtable(v) if v >= t.base && v <= t.base + (t.span - 1)),
         );
-        assert!(flushed, "table {pa:#x} freed before its walk-cache invalidation");
+        assert!(
+            flushed,
+            "table {pa:#x} freed before its walk-cache invalidation"
+        );
     }
     for (pa, t) in &after.tables {
         let empty = after.raw[pa].iter().all(|&e| e == 0);
         let inside = t.base >= floor && t.base + (t.span - 1) <= ceil_last;
         let on_path = t.base <= last && t.base + (t.span - 1) >= va;
-        assert!(*pa == root || !(empty && inside && on_path), "empty table {pa:#x} {t:?} kept");
+        assert!(
+            *pa == root || !(empty && inside && on_path),
+            "empty table {pa:#x} {t:?} kept"
+        );
     }
 }
 
@@ -394,11 +503,14 @@ fn unmap_checked<C: Config>(
     match r {
         Ok(stats) => {
             let (f, c) = bounds.unwrap_or((va, va.wrapping_add(size)));
-            check_unmap_events::<C>(&before, &after, &events, pt.root(), va, size, f, c, &stats);
+            check_unmap_events(&before, &after, &events, pt.root(), va, size, f, c, &stats);
         }
         Err(_) => {
             assert_eq!(before, after, "failed unmap changed the tables");
-            assert!(events.is_empty(), "failed unmap had side effects: {events:?}");
+            assert!(
+                events.is_empty(),
+                "failed unmap had side effects: {events:?}"
+            );
         }
     }
     r
@@ -413,7 +525,11 @@ fn new_table<C: Config>() -> (HostTables, PageTable<C>) {
 /// The whole-half region bounds for `unmap_within`.
 fn region<C: Config>(high: bool) -> (u64, u64) {
     let g = geo::<C>();
-    if high { (g.ttbr1_base(), 0) } else { (0, 1 << g.va_bits) }
+    if high {
+        (g.ttbr1_base(), 0)
+    } else {
+        (0, 1 << g.va_bits)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -423,7 +539,10 @@ const ALL_FLAGS: [MapFlags; 4] = [
     MapFlags::PAGES,
     MapFlags::BLOCKS,
     MapFlags::LARGEST,
-    MapFlags { block: false, cont: true },
+    MapFlags {
+        block: false,
+        cont: true,
+    },
 ];
 
 /// Blocks and contiguous runs appear exactly where alignment allows.
@@ -487,7 +606,8 @@ fn shapes_by_hand<C: Config>() {
         12 => {
             // 1 GiB + 32 MiB + 2 MiB + 64 KiB + 4 KiB.
             let size = (1 << 30) + (32 << 20) + (2 << 20) + (64 << 10) + 4096;
-            pt.map(&mut a, base, PA_BASE, size, rw, MapFlags::LARGEST).unwrap();
+            pt.map(&mut a, base, PA_BASE, size, rw, MapFlags::LARGEST)
+                .unwrap();
             let c = pt.count(&a);
             assert_eq!(c.leaves, [0, 1, 17, 17]);
             assert_eq!(c.cont, [0, 0, 16, 16]);
@@ -495,24 +615,35 @@ fn shapes_by_hand<C: Config>() {
         14 => {
             // 1 GiB (a CONT_PMD run of 32 blocks) + 32 MiB + 2 MiB (CONT_PTE) + 16 KiB.
             let size = (1 << 30) + (32 << 20) + (2 << 20) + (16 << 10);
-            pt.map(&mut a, base, PA_BASE, size, rw, MapFlags::LARGEST).unwrap();
+            pt.map(&mut a, base, PA_BASE, size, rw, MapFlags::LARGEST)
+                .unwrap();
             let c = pt.count(&a);
             assert_eq!(c.leaves, [0, 0, 33, 129]);
             assert_eq!(c.cont, [0, 0, 32, 128]);
             // Same without the hint and without blocks.
             let (mut a, mut pt) = new_table::<C>();
-            pt.map(&mut a, base, PA_BASE, 64 << 20, rw, MapFlags::PAGES).unwrap();
+            pt.map(&mut a, base, PA_BASE, 64 << 20, rw, MapFlags::PAGES)
+                .unwrap();
             assert_eq!(pt.count(&a).leaves, [0, 0, 0, 4096]);
         }
         _ => {
             // 512 MiB block + 2 MiB CONT_PTE run + 64 KiB; PA skewed by 64 KiB: pages only.
             let size = (512 << 20) + (2 << 20) + (64 << 10);
-            pt.map(&mut a, base, PA_BASE, size, rw, MapFlags::LARGEST).unwrap();
+            pt.map(&mut a, base, PA_BASE, size, rw, MapFlags::LARGEST)
+                .unwrap();
             let c = pt.count(&a);
             assert_eq!(c.leaves, [0, 0, 1, 33]);
             assert_eq!(c.cont, [0, 0, 0, 32]);
             let (mut a, mut pt) = new_table::<C>();
-            pt.map(&mut a, base, PA_BASE + (64 << 10), 512 << 20, rw, MapFlags::LARGEST).unwrap();
+            pt.map(
+                &mut a,
+                base,
+                PA_BASE + (64 << 10),
+                512 << 20,
+                rw,
+                MapFlags::LARGEST,
+            )
+            .unwrap();
             let c = pt.count(&a);
             assert_eq!((c.leaves, c.cont), ([0, 0, 0, 8192], [0; 4]));
         }
@@ -530,6 +661,79 @@ fn shapes_by_hand<C: Config>() {
     }
 }
 
+/// Mapping one whole entry of a level without blocks (16K/64K level 1, 4K level 0) gives
+/// leaves of the next level down, never a block at that level.
+fn no_block_where_not_allowed<C: Config>() {
+    let g = geo::<C>();
+    let mut tested = 0;
+    for l in g.start_level()..3 {
+        let below = (l + 1..=3).find(|&k| k == 3 || g.block_allowed(k)).unwrap();
+        if g.block_allowed(l) || g.level_size(l) / g.level_size(below) > 1 << 13 {
+            continue;
+        }
+        let size = g.level_size(l);
+        let base = va_base::<C>(true) & !(size - 1);
+        if base < g.ttbr1_base() || base.checked_add(size - 1).is_none() {
+            continue;
+        }
+        let (mut a, mut pt) = new_table::<C>();
+        pt.map(
+            &mut a,
+            base,
+            PA_BASE,
+            size,
+            Attrs::NORMAL_RW,
+            MapFlags::LARGEST,
+        )
+        .unwrap();
+        let c = pt.count(&a);
+        assert_eq!(c.leaves[l as usize], 0, "block at level {l}");
+        assert_eq!(c.bytes, size);
+        tested += 1;
+    }
+    // Every configuration has such a level except those whose levels all allow blocks.
+    assert!(tested > 0 || matches!((g.page_shift, g.va_bits), (12, 39) | (14, 36) | (16, 42)));
+}
+
+/// A contiguous run whose span holds an existing table is mapped without CONT (replacing the
+/// table would need break-before-make); the rest of the range keeps its runs.
+fn cont_run_over_existing_table<C: Config>() {
+    let g = geo::<C>();
+    let p = page::<C>();
+    let run = g.cont_size(2).unwrap();
+    let pmd = g.pmd_size();
+    let base = va_base::<C>(true);
+    let (mut a, mut pt) = new_table::<C>();
+    // An empty pte table inside the second run: left by unmapping one page (its span is
+    // larger than the range, so plain unmap keeps it).
+    let at = base + run + 3 * pmd;
+    pt.map(&mut a, at, PA_BASE, p, Attrs::NORMAL_RW, MapFlags::PAGES)
+        .unwrap();
+    pt.unmap(&mut a, &mut RecordingTlb::default(), at, p)
+        .unwrap();
+    pt.map(
+        &mut a,
+        base,
+        PA_BASE,
+        2 * run,
+        Attrs::NORMAL_RW,
+        MapFlags::LARGEST,
+    )
+    .unwrap();
+    let c = pt.count(&a);
+    let n = run / pmd;
+    assert_eq!(c.leaves[2], 2 * n - 1);
+    assert_eq!(c.cont[2], n, "only the first run is contiguous");
+    assert_eq!(
+        (c.leaves[3], c.cont[3]),
+        (pmd / p, pmd / p),
+        "the table is filled with pte runs"
+    );
+    let mut m = Model::default();
+    m.insert(base, 2 * run, PA_BASE, Attrs::NORMAL_RW.bits());
+    check::<C>(&a, &pt, true, &m);
+}
+
 /// map + unmap restores the table count exactly.
 fn round_trip_restores_tables<C: Config>() {
     let g = geo::<C>();
@@ -541,19 +745,36 @@ fn round_trip_restores_tables<C: Config>() {
             // Arbitrary ranges, region bounds: back to the root alone.
             let (mut a, mut pt) = new_table::<C>();
             for (off, size) in [(p, p), (3 * p, 40 * p), (0, g.pmd_size() + 5 * p)] {
-                pt.map(&mut a, base + off, PA_BASE + off, size, Attrs::NORMAL_RW, flags).unwrap();
+                pt.map(
+                    &mut a,
+                    base + off,
+                    PA_BASE + off,
+                    size,
+                    Attrs::NORMAL_RW,
+                    flags,
+                )
+                .unwrap();
                 assert!(pt.count(&a).tables > 1);
                 unmap_checked::<C>(&mut a, &mut pt, high, base + off, size, Some((f, c))).unwrap();
-                assert_eq!(pt.count(&a), Census { tables: 1, tables_at: root_only::<C>(), ..Default::default() });
+                assert_eq!(
+                    pt.count(&a),
+                    Census {
+                        tables: 1,
+                        tables_at: root_only::<C>(),
+                        ..Default::default()
+                    }
+                );
                 assert_eq!(a.live(), 1);
             }
             // Plain unmap of whole pte-table spans: tables below the pmd level come back.
             let (mut a, mut pt) = new_table::<C>();
             let keep = base + 8 * g.pmd_size();
-            pt.map(&mut a, keep, PA_BASE, p, Attrs::NORMAL_RW, flags).unwrap();
+            pt.map(&mut a, keep, PA_BASE, p, Attrs::NORMAL_RW, flags)
+                .unwrap();
             let c0 = pt.count(&a);
             let span = 3 * g.pmd_size(); // three pte tables' worth
-            pt.map(&mut a, base, PA_BASE, span, Attrs::NORMAL_RW, flags).unwrap();
+            pt.map(&mut a, base, PA_BASE, span, Attrs::NORMAL_RW, flags)
+                .unwrap();
             unmap_checked::<C>(&mut a, &mut pt, high, base, span, None).unwrap();
             assert_eq!(pt.count(&a), c0, "{flags:?}");
             assert_eq!(a.live() as u64, c0.tables);
@@ -573,25 +794,47 @@ fn noop_remap<C: Config>() {
     let big = biggest::<C>();
     let base = va_base::<C>(true);
     for flags in ALL_FLAGS {
-        let size = if flags.block { 2 * big + 3 * p } else { 300 * p };
+        let size = if flags.block {
+            2 * big + 3 * p
+        } else {
+            300 * p
+        };
         let (mut a, mut pt) = new_table::<C>();
-        pt.map(&mut a, base + p, PA_BASE + p, size, Attrs::NORMAL_RX, flags).unwrap();
+        pt.map(&mut a, base + p, PA_BASE + p, size, Attrs::NORMAL_RX, flags)
+            .unwrap();
         let d0 = dump::<C>(&a, pt.root(), true);
         let allocs = a.allocs;
-        pt.map(&mut a, base + p, PA_BASE + p, size, Attrs::NORMAL_RX, flags).unwrap();
+        pt.map(&mut a, base + p, PA_BASE + p, size, Attrs::NORMAL_RX, flags)
+            .unwrap();
         assert_eq!(dump::<C>(&a, pt.root(), true), d0);
         assert_eq!(a.allocs, allocs);
         let mut m = Model::default();
         m.insert(base + p, size, PA_BASE + p, Attrs::NORMAL_RX.bits());
         if flags == MapFlags::PAGES {
             // With plain pages a sub-range is identical too, and a superset only adds pages.
-            pt.map(&mut a, base + 2 * p, PA_BASE + 2 * p, p, Attrs::NORMAL_RX, flags).unwrap();
+            pt.map(
+                &mut a,
+                base + 2 * p,
+                PA_BASE + 2 * p,
+                p,
+                Attrs::NORMAL_RX,
+                flags,
+            )
+            .unwrap();
             assert_eq!(dump::<C>(&a, pt.root(), true), d0);
-            pt.map(&mut a, base, PA_BASE, size + 2 * p, Attrs::NORMAL_RX, flags).unwrap();
+            pt.map(&mut a, base, PA_BASE, size + 2 * p, Attrs::NORMAL_RX, flags)
+                .unwrap();
             m.insert(base, size + 2 * p, PA_BASE, Attrs::NORMAL_RX.bits());
         } else {
             // A sub-range of a block or contiguous run would re-shape it.
-            let r = pt.map(&mut a, base + 2 * p, PA_BASE + 2 * p, p, Attrs::NORMAL_RX, flags);
+            let r = pt.map(
+                &mut a,
+                base + 2 * p,
+                PA_BASE + 2 * p,
+                p,
+                Attrs::NORMAL_RX,
+                flags,
+            );
             assert!(r.is_ok() || r == Err(MapError::Reshape { va: base + 2 * p }));
         }
         check::<C>(&a, &pt, true, &m);
@@ -599,9 +842,25 @@ fn noop_remap<C: Config>() {
     // Pages first, then the same translation asking for blocks: the tables are reused.
     let g = geo::<C>();
     let (mut a, mut pt) = new_table::<C>();
-    pt.map(&mut a, base, PA_BASE, g.pmd_size(), Attrs::NORMAL_RW, MapFlags::PAGES).unwrap();
+    pt.map(
+        &mut a,
+        base,
+        PA_BASE,
+        g.pmd_size(),
+        Attrs::NORMAL_RW,
+        MapFlags::PAGES,
+    )
+    .unwrap();
     let d0 = dump::<C>(&a, pt.root(), true);
-    pt.map(&mut a, base, PA_BASE, g.pmd_size(), Attrs::NORMAL_RW, MapFlags::BLOCKS).unwrap();
+    pt.map(
+        &mut a,
+        base,
+        PA_BASE,
+        g.pmd_size(),
+        Attrs::NORMAL_RW,
+        MapFlags::BLOCKS,
+    )
+    .unwrap();
     assert_eq!(dump::<C>(&a, pt.root(), true), d0);
 }
 
@@ -616,9 +875,19 @@ fn reshape_changes_nothing<C: Config>() {
     let (mut a, mut pt) = new_table::<C>();
     // A pmd block, a contiguous pte run, plain pages.
     let cont_pte = g.cont_size(3).unwrap();
-    pt.map(&mut a, base, PA_BASE, pmd, rw, MapFlags::LARGEST).unwrap();
-    pt.map(&mut a, base + 2 * pmd, PA_BASE, cont_pte, rw, MapFlags::LARGEST).unwrap();
-    pt.map(&mut a, base + 4 * pmd, PA_BASE, 4 * p, rw, MapFlags::PAGES).unwrap();
+    pt.map(&mut a, base, PA_BASE, pmd, rw, MapFlags::LARGEST)
+        .unwrap();
+    pt.map(
+        &mut a,
+        base + 2 * pmd,
+        PA_BASE,
+        cont_pte,
+        rw,
+        MapFlags::LARGEST,
+    )
+    .unwrap();
+    pt.map(&mut a, base + 4 * pmd, PA_BASE, 4 * p, rw, MapFlags::PAGES)
+        .unwrap();
     let d0 = dump::<C>(&a, pt.root(), false);
     let live = a.live();
     let b = base;
@@ -629,16 +898,52 @@ fn reshape_changes_nothing<C: Config>() {
         (b, PA_BASE, pmd, Attrs::DEVICE_RW, MapFlags::LARGEST, b),
         (b + p, PA_BASE + p, p, rw, MapFlags::LARGEST, b + p), // would split the block
         (b, PA_BASE, pmd, rw, MapFlags::PAGES, b),             // block -> pages
-        (b + 2 * pmd, PA_BASE, cont_pte, rw, MapFlags::BLOCKS, b + 2 * pmd), // drop CONT
-        (b + 4 * pmd, PA_BASE, cont_pte, rw, MapFlags::LARGEST, b + 4 * pmd), // add CONT
+        (
+            b + 2 * pmd,
+            PA_BASE,
+            cont_pte,
+            rw,
+            MapFlags::BLOCKS,
+            b + 2 * pmd,
+        ), // drop CONT
+        (
+            b + 4 * pmd,
+            PA_BASE,
+            cont_pte,
+            rw,
+            MapFlags::LARGEST,
+            b + 4 * pmd,
+        ), // add CONT
         // Fresh space first (staged, with new tables), conflict at the end.
-        (b + 3 * pmd, PA_BASE + 7 * p, pmd + 2 * p, rw, MapFlags::PAGES, b + 4 * pmd),
-        (b - 2 * pmd, PA_BASE + 4096 * p, 2 * pmd + p, rw, MapFlags::LARGEST, b),
+        (
+            b + 3 * pmd,
+            PA_BASE + 7 * p,
+            pmd + 2 * p,
+            rw,
+            MapFlags::PAGES,
+            b + 4 * pmd,
+        ),
+        (
+            b - 2 * pmd,
+            PA_BASE + 4096 * p,
+            2 * pmd + p,
+            rw,
+            MapFlags::LARGEST,
+            b,
+        ),
     ];
     for (va, pa, size, at, f, at_va) in cases {
         let r = pt.map(&mut a, va, pa, size, at, f);
-        assert_eq!(r, Err(MapError::Reshape { va: at_va }), "va={va:#x} size={size:#x} {f:?}");
-        assert_eq!(dump::<C>(&a, pt.root(), false), d0, "tables changed, va={va:#x}");
+        assert_eq!(
+            r,
+            Err(MapError::Reshape { va: at_va }),
+            "va={va:#x} size={size:#x} {f:?}"
+        );
+        assert_eq!(
+            dump::<C>(&a, pt.root(), false),
+            d0,
+            "tables changed, va={va:#x}"
+        );
         assert_eq!(a.live(), live, "tables leaked, va={va:#x}");
     }
 }
@@ -649,7 +954,15 @@ fn walker_reports_steps<C: Config>() {
     let p = page::<C>();
     let base = va_base::<C>(true);
     let (mut a, mut pt) = new_table::<C>();
-    pt.map(&mut a, base + 5 * p, PA_BASE + 5 * p, p, Attrs::NORMAL_RW, MapFlags::LARGEST).unwrap();
+    pt.map(
+        &mut a,
+        base + 5 * p,
+        PA_BASE + 5 * p,
+        p,
+        Attrs::NORMAL_RW,
+        MapFlags::LARGEST,
+    )
+    .unwrap();
     let va = base + 5 * p + 123;
     let w = pt.walk(&a, va);
     assert_eq!(w.n as u32, g.levels());
@@ -660,7 +973,15 @@ fn walker_reports_steps<C: Config>() {
         assert_eq!(s.index, g.index(va, s.level));
         table = s.desc.output_address();
     }
-    assert_eq!(w.leaf, Some(Leaf { pa: PA_BASE + 5 * p + 123, level: 3, size: p, contiguous: false }));
+    assert_eq!(
+        w.leaf,
+        Some(Leaf {
+            pa: PA_BASE + 5 * p + 123,
+            level: 3,
+            size: p,
+            contiguous: false
+        })
+    );
     // Neighbouring page: same path, fault at the last level.
     let w = pt.walk(&a, va + p);
     assert_eq!((w.n as u32, w.leaf), (g.levels(), None));
@@ -672,7 +993,10 @@ fn walker_reports_steps<C: Config>() {
     // Before anything is mapped the walk stops at the root.
     let (a2, pt2) = new_table::<C>();
     let w = pt2.walk(&a2, base);
-    assert_eq!((w.n, w.leaf, w.steps()[0].desc), (1, None, Descriptor::INVALID));
+    assert_eq!(
+        (w.n, w.leaf, w.steps()[0].desc),
+        (1, None, Descriptor::INVALID)
+    );
 }
 
 /// unmap refuses to split a block or a contiguous run, and changes nothing when it does.
@@ -683,15 +1007,39 @@ fn unmap_never_splits<C: Config>() {
     let cont = g.cont_size(3).unwrap();
     let base = va_base::<C>(true);
     let (mut a, mut pt) = new_table::<C>();
-    pt.map(&mut a, base, PA_BASE, pmd, Attrs::NORMAL_RW, MapFlags::LARGEST).unwrap();
-    pt.map(&mut a, base + pmd, PA_BASE, cont, Attrs::NORMAL_RW, MapFlags::LARGEST).unwrap();
-    pt.map(&mut a, base + 2 * pmd, PA_BASE, 2 * p, Attrs::NORMAL_RW, MapFlags::PAGES).unwrap();
+    pt.map(
+        &mut a,
+        base,
+        PA_BASE,
+        pmd,
+        Attrs::NORMAL_RW,
+        MapFlags::LARGEST,
+    )
+    .unwrap();
+    pt.map(
+        &mut a,
+        base + pmd,
+        PA_BASE,
+        cont,
+        Attrs::NORMAL_RW,
+        MapFlags::LARGEST,
+    )
+    .unwrap();
+    pt.map(
+        &mut a,
+        base + 2 * pmd,
+        PA_BASE,
+        2 * p,
+        Attrs::NORMAL_RW,
+        MapFlags::PAGES,
+    )
+    .unwrap();
     for (va, size) in [
-        (base, p),                      // inside the block
-        (base + pmd - p, 2 * p),        // block tail + run head
-        (base + pmd + p, p),            // inside the run
-        (base + pmd, cont - p),         // run minus its last page
-        (base - p, 2 * p),              // crossing into the block from below
+        (base, p),               // inside the block
+        (base + pmd - p, 2 * p), // block tail + run head
+        (base + pmd + p, p),     // inside the run
+        (base + pmd, cont - p),  // run minus its last page
+        (base - p, 2 * p),       // crossing into the block from below
     ] {
         let r = unmap_checked::<C>(&mut a, &mut pt, true, va, size, None);
         assert_eq!(r, Err(MapError::Misaligned), "va={va:#x} size={size:#x}");
@@ -717,23 +1065,65 @@ fn frees_follow_flushes<C: Config>() {
         let (mut a, mut pt) = new_table::<C>();
         // Pages under several pte tables plus a block.
         let size = 3 * g.pmd_size();
-        pt.map(&mut a, base, PA_BASE, size, Attrs::NORMAL_RW, MapFlags::PAGES).unwrap();
-        pt.map(&mut a, base + size, PA_BASE, g.pmd_size(), Attrs::NORMAL_RW, MapFlags::LARGEST).unwrap();
-        let s = unmap_checked::<C>(&mut a, &mut pt, high, base, size + g.pmd_size(), Some(region::<C>(high))).unwrap();
+        pt.map(
+            &mut a,
+            base,
+            PA_BASE,
+            size,
+            Attrs::NORMAL_RW,
+            MapFlags::PAGES,
+        )
+        .unwrap();
+        pt.map(
+            &mut a,
+            base + size,
+            PA_BASE,
+            g.pmd_size(),
+            Attrs::NORMAL_RW,
+            MapFlags::LARGEST,
+        )
+        .unwrap();
+        let s = unmap_checked::<C>(
+            &mut a,
+            &mut pt,
+            high,
+            base,
+            size + g.pmd_size(),
+            Some(region::<C>(high)),
+        )
+        .unwrap();
         assert_eq!(s.leaves, size / p + 1);
         assert_eq!(s.tables_freed as usize, g.levels() as usize - 2 + 3);
         // The recorded order, spelled out: one range flush, then (pgtable flush, free) pairs.
         let log = a.log();
         let ev = log.borrow();
-        let first = ev.iter().position(|e| matches!(e, Event::FlushRange { .. })).unwrap();
+        let first = ev
+            .iter()
+            .position(|e| matches!(e, Event::FlushRange { .. }))
+            .unwrap();
         let tail = &ev[first..];
-        assert_eq!(tail.iter().filter(|e| matches!(e, Event::FlushRange { .. })).count(), 1);
+        assert_eq!(
+            tail.iter()
+                .filter(|e| matches!(e, Event::FlushRange { .. }))
+                .count(),
+            1
+        );
         for pair in tail[1..].chunks(2) {
-            assert!(matches!(pair, [Event::FlushPgtable(_), Event::Free(_)]), "{pair:?}");
+            assert!(
+                matches!(pair, [Event::FlushPgtable(_), Event::Free(_)]),
+                "{pair:?}"
+            );
         }
         match tail[0] {
-            Event::FlushRange { start, end, stride_shift } => {
-                assert_eq!((start, end, stride_shift), (base, base + size + g.pmd_size(), g.page_shift));
+            Event::FlushRange {
+                start,
+                end,
+                stride_shift,
+            } => {
+                assert_eq!(
+                    (start, end, stride_shift),
+                    (base, base + size + g.pmd_size(), g.page_shift)
+                );
             }
             _ => unreachable!(),
         }
@@ -748,7 +1138,15 @@ fn floor_ceiling<C: Config>() {
     let pmd = g.pmd_size();
     let base = va_base::<C>(false);
     let (mut a, mut pt) = new_table::<C>();
-    pt.map(&mut a, base, PA_BASE, 4 * p, Attrs::NORMAL_RW, MapFlags::PAGES).unwrap();
+    pt.map(
+        &mut a,
+        base,
+        PA_BASE,
+        4 * p,
+        Attrs::NORMAL_RW,
+        MapFlags::PAGES,
+    )
+    .unwrap();
     let c0 = pt.count(&a);
     // Part of the pte table: nothing freed, entries cleared.
     let s = unmap_checked::<C>(&mut a, &mut pt, false, base, 4 * p, None).unwrap();
@@ -756,24 +1154,51 @@ fn floor_ceiling<C: Config>() {
     assert_eq!(pt.count(&a).tables, c0.tables);
     // Empty tables are reused by a later map (no new allocation) ...
     let allocs = a.allocs;
-    pt.map(&mut a, base, PA_BASE, pmd, Attrs::NORMAL_RW, MapFlags::BLOCKS).unwrap();
+    pt.map(
+        &mut a,
+        base,
+        PA_BASE,
+        pmd,
+        Attrs::NORMAL_RW,
+        MapFlags::BLOCKS,
+    )
+    .unwrap();
     assert_eq!(a.allocs, allocs);
     let c = pt.count(&a);
-    assert_eq!((c.blocks(), c.pages()), (0, pmd / p), "existing pte table reused, not replaced");
+    assert_eq!(
+        (c.blocks(), c.pages()),
+        (0, pmd / p),
+        "existing pte table reused, not replaced"
+    );
     // ... and freed by an unmap whose bounds cover them even if the range does not.
     let s = unmap_checked::<C>(&mut a, &mut pt, false, base, p, Some((base, base + pmd))).unwrap();
     assert_eq!(s.tables_freed, 0, "pte table not empty yet");
-    let s = unmap_checked::<C>(&mut a, &mut pt, false, base + p, pmd - p, Some((base, base + pmd))).unwrap();
+    let s = unmap_checked::<C>(
+        &mut a,
+        &mut pt,
+        false,
+        base + p,
+        pmd - p,
+        Some((base, base + pmd)),
+    )
+    .unwrap();
     assert_eq!(s.tables_freed, 1);
     // Region bounds free the upper levels too.
-    pt.map(&mut a, base, PA_BASE, p, Attrs::NORMAL_RW, MapFlags::PAGES).unwrap();
+    pt.map(&mut a, base, PA_BASE, p, Attrs::NORMAL_RW, MapFlags::PAGES)
+        .unwrap();
     let s = unmap_checked::<C>(&mut a, &mut pt, false, base, p, Some(region::<C>(false))).unwrap();
     assert_eq!(s.tables_freed as u32, g.levels() - 1);
     assert_eq!(a.live(), 1);
     // The range must lie inside the bounds.
     let mut tlb = RecordingTlb::default();
-    assert_eq!(pt.unmap_within(&mut a, &mut tlb, base, 2 * p, base + p, 0), Err(MapError::OutOfRange));
-    assert_eq!(pt.unmap_within(&mut a, &mut tlb, base, 2 * p, base, base + p), Err(MapError::OutOfRange));
+    assert_eq!(
+        pt.unmap_within(&mut a, &mut tlb, base, 2 * p, base + p, 0),
+        Err(MapError::OutOfRange)
+    );
+    assert_eq!(
+        pt.unmap_within(&mut a, &mut tlb, base, 2 * p, base, base + p),
+        Err(MapError::OutOfRange)
+    );
 }
 
 /// Allocation failure at every point of a map leaves the tree and the allocator unchanged.
@@ -782,7 +1207,15 @@ fn no_memory_rolls_back<C: Config>() {
     let p = page::<C>();
     let base = va_base::<C>(true);
     let (mut a, mut pt) = new_table::<C>();
-    pt.map(&mut a, base + g.pmd_size(), PA_BASE, p, Attrs::NORMAL_RW, MapFlags::PAGES).unwrap();
+    pt.map(
+        &mut a,
+        base + g.pmd_size(),
+        PA_BASE,
+        p,
+        Attrs::NORMAL_RW,
+        MapFlags::PAGES,
+    )
+    .unwrap();
     let d0 = dump::<C>(&a, pt.root(), true);
     let live = a.live();
     // Pages over three pmd spans, half of which already has tables.
@@ -810,7 +1243,14 @@ fn no_memory_rolls_back<C: Config>() {
     let mut n = 0;
     loop {
         a.set_budget(Some(n));
-        match pt.map(&mut a, va, PA_BASE - g.pmd_size(), size, Attrs::NORMAL_RW, MapFlags::PAGES) {
+        match pt.map(
+            &mut a,
+            va,
+            PA_BASE - g.pmd_size(),
+            size,
+            Attrs::NORMAL_RW,
+            MapFlags::PAGES,
+        ) {
             Err(MapError::NoMemory) => {
                 assert_eq!(dump::<C>(&a, pt.root(), true), d0);
                 assert_eq!(a.live(), live);
@@ -828,7 +1268,10 @@ fn no_memory_rolls_back<C: Config>() {
     // The root allocation itself can fail.
     let mut empty = HostTables::new(p);
     empty.set_budget(Some(0));
-    assert!(matches!(PageTable::<C>::new(&mut empty), Err(MapError::NoMemory)));
+    assert!(matches!(
+        PageTable::<C>::new(&mut empty),
+        Err(MapError::NoMemory)
+    ));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -843,12 +1286,28 @@ struct Place {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Map { at: Place, len: Place, slot: u8, skew: u8, attrs: u8, block: bool, cont: bool },
-    Unmap { at: Place, len: Place, region: bool },
+    Map {
+        at: Place,
+        len: Place,
+        slot: u8,
+        skew: u8,
+        attrs: u8,
+        block: bool,
+        cont: bool,
+    },
+    Unmap {
+        at: Place,
+        len: Place,
+        region: bool,
+    },
 }
 
 fn place() -> impl Strategy<Value = Place> {
-    (any::<u8>(), 0u8..4, prop_oneof![3 => Just(0u8), 1 => 0u8..4])
+    (
+        any::<u8>(),
+        0u8..4,
+        prop_oneof![3 => Just(0u8), 1 => 0u8..4],
+    )
         .prop_map(|(unit, count, pages)| Place { unit, count, pages })
 }
 
@@ -873,10 +1332,21 @@ fn run_ops<C: Config>(high: bool, ops: &[Op]) -> Result<(), TestCaseError> {
     let mut model = Model::default();
     for op in ops {
         match op {
-            Op::Map { at, len, slot, skew, attrs, block, cont } => {
+            Op::Map {
+                at,
+                len,
+                slot,
+                skew,
+                attrs,
+                block,
+                cont,
+            } => {
                 let va = base + resolve::<C>(at);
                 let mut size = resolve::<C>(len).max(p);
-                let flags = MapFlags { block: *block, cont: *cont };
+                let flags = MapFlags {
+                    block: *block,
+                    cont: *cont,
+                };
                 // Keep base-page mappings small: the checks visit every leaf.
                 if (!flags.block || *skew != 0) && size / p > 1 << 12 {
                     size = p << 12;
@@ -906,7 +1376,11 @@ fn run_ops<C: Config>(high: bool, ops: &[Op]) -> Result<(), TestCaseError> {
                     Err(e) => prop_assert!(false, "map failed: {:?}", e),
                 }
             }
-            Op::Unmap { at, len, region: whole } => {
+            Op::Unmap {
+                at,
+                len,
+                region: whole,
+            } => {
                 let va = base + resolve::<C>(at);
                 let size = resolve::<C>(len).max(p);
                 let last = va + (size - 1);
@@ -921,7 +1395,11 @@ fn run_ops<C: Config>(high: bool, ops: &[Op]) -> Result<(), TestCaseError> {
                     let s = l.va & !(sz - 1);
                     l.va <= last && l.va + (l.size - 1) >= va && (s < va || s + (sz - 1) > last)
                 });
-                let bounds = if *whole { Some(region::<C>(high)) } else { None };
+                let bounds = if *whole {
+                    Some(region::<C>(high))
+                } else {
+                    None
+                };
                 match unmap_checked::<C>(&mut a, &mut pt, high, va, size, bounds) {
                     Ok(_) => {
                         prop_assert!(!splits);
@@ -944,12 +1422,20 @@ fn run_ops<C: Config>(high: bool, ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 fn random_operations<C: Config>() {
-    let cases = std::env::var("PGTABLE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48);
-    let cfg = PtConfig { cases, failure_persistence: None, ..PtConfig::default() };
+    let cases = std::env::var("PGTABLE_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48);
+    let cfg = PtConfig {
+        cases,
+        failure_persistence: None,
+        ..PtConfig::default()
+    };
     let mut runner = TestRunner::new(cfg);
     runner
-        .run(&(any::<bool>(), prop::collection::vec(op(), 1..10)), |(high, ops)| {
-            run_ops::<C>(high, &ops)
-        })
+        .run(
+            &(any::<bool>(), prop::collection::vec(op(), 1..10)),
+            |(high, ops)| run_ops::<C>(high, &ops),
+        )
         .unwrap();
 }

@@ -19,12 +19,14 @@ mod gic;
 #[cfg(feature = "ktest")]
 mod ktest;
 mod layout;
+mod memblock;
 mod memory;
 mod pl011;
 mod psci;
 mod shell;
 mod smp;
 mod sync;
+mod teardown;
 mod timer;
 mod trap;
 mod walk;
@@ -138,12 +140,31 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     }
     print_layout();
 
-    // Page allocator: all RAM minus the image, the DTB and DT reservations.
+    // Boot memory: memblock (all RAM minus the image, the DTB and DT reservations), then the
+    // sparse model with the memmap of every boot section, then the buddy allocator in it.
     let kimage_pa = layout::image_start().wrapping_sub(layout::kimage_voffset());
     let mut reserved = plat.reserved.clone();
     reserved.push(dtb::Range { base: kimage_pa, size: layout::image_end() - layout::image_start() });
     reserved.push(dtb::Range { base: dtb_pa, size: plat.dtb_size });
-    memory::init_page_allocator(&plat.memory, &reserved);
+    memory::init_memblock(&plat.memory, &reserved);
+    match memory::init_memmap(&plat.memory) {
+        Ok(m) => {
+            let ram = memory::RAM_PAGES.load(Ordering::Relaxed) << layout::PAGE_SHIFT;
+            println!(
+                "memmap: sections={} path={} blocks={} pages={} cont_pages={} bytes={} cycles={} cycles_per_gib={}",
+                m.sections,
+                if m.stats.blocks > 0 { "section" } else { "basepages" },
+                m.stats.blocks,
+                m.stats.pages,
+                m.stats.cont_pages,
+                m.stats.bytes,
+                m.cycles,
+                (m.cycles as u128 * (1 << 30) / ram.max(1) as u128) as u64
+            );
+        }
+        Err(e) => boot_failed(format_args!("cannot populate the boot memmap: {e:?}")),
+    }
+    memory::init_page_allocator();
 
     // Interrupts, timer, PSCI.
     psci::init(plat.psci_method.as_deref());

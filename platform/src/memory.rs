@@ -1,19 +1,30 @@
-//! Boot memory: the kernel page table (TTBR1), the linear map of all RAM, `ioremap`, the
-//! physical page allocator for boot RAM and the kernel heap.
+//! Physical memory: memblock at boot, the sparse model and its memmap (populated through
+//! `vmemmap_populate`), the buddy page allocator whose state lives in the memmap, the kernel
+//! page table (TTBR1) with the linear map and `ioremap`, and the kernel heap.
 
 use crate::{
     dtb::Range,
     early,
     layout::{self, IOREMAP_SIZE, IOREMAP_START, PAGE_SHIFT, PAGE_SIZE},
+    memblock::Memblock,
     sync::IrqSafeLock,
 };
-use alloc::vec::Vec;
-use arch::descriptor::{Attrs, MemType, Perm};
-use buddy_system_allocator::{FrameAllocator, LockedHeap};
-use core::sync::atomic::{AtomicU64, Ordering};
-use mm::pgtable::{MapError, MapFlags, PageTable, PhysAddr, TableAlloc};
+use arch::descriptor::Attrs;
+use buddy_system_allocator::LockedHeap;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use mm::{
+    buddy::{AllocKind, BuddyError, PageAlloc},
+    page::{Memmap, Page},
+    pgtable::{MapError, MapFlags, PageTable, PhysAddr, TableAlloc},
+    sparse::{state, Sparse, MAX_PHYSMEM_BITS},
+    vmemmap::{PageSource, PopulateStats, Vmemmap, VmemmapError},
+};
 
 type Cfg = crate::config::Cfg;
+const G: mm::Geometry = layout::G;
+
+// ---------------------------------------------------------------------------------------------
+// Heap
 
 /// Kernel heap. Starts on a bss region, grows by `HEAP_GROW_BYTES` from the page allocator.
 /// Not IRQ-safe: interrupt handlers must not allocate.
@@ -25,30 +36,118 @@ const HEAP_GROW_BYTES: u64 = 8 << 20;
 struct HeapBoot([u8; HEAP_BOOT_BYTES]);
 static mut HEAP_BOOT: HeapBoot = HeapBoot([0; HEAP_BOOT_BYTES]);
 
-/// Physical pages of boot RAM (PFNs). Issue #3 moves this state into the memmap.
-static FRAMES: IrqSafeLock<FrameAllocator<32>> = IrqSafeLock::new(FrameAllocator::new());
+/// Start the heap on its boot region (before anything allocates).
+pub fn init_heap() {
+    let p = core::ptr::addr_of_mut!(HEAP_BOOT) as usize;
+    // SAFETY: HEAP_BOOT is used by nothing else, and is handed to the heap exactly once.
+    unsafe { HEAP.lock().init(p, HEAP_BOOT_BYTES) };
+}
 
-/// Accounting shown by `meminfo`.
+/// (used, total) bytes of the heap.
+pub fn heap_stats() -> (usize, usize) {
+    let h = HEAP.lock();
+    (h.stats_alloc_actual(), h.stats_total_bytes())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounting shown by `meminfo`
+
 pub static RAM_PAGES: AtomicU64 = AtomicU64::new(0);
-pub static FREE_PAGES: AtomicU64 = AtomicU64::new(0);
+/// Page-table pages of the kernel page table (TTBR1), the early pool included.
 pub static PT_PAGES: AtomicU64 = AtomicU64::new(0);
-static IOREMAP_NEXT: AtomicU64 = AtomicU64::new(IOREMAP_START);
-static PAGE_ALLOC_READY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// Bytes of memmap populated (struct pages backed by memory).
+pub static MEMMAP_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Of those, backed by the memory they describe (altmap).
+pub static MEMMAP_SELF_HOSTED_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Guest cycles spent populating and initialising the boot memmap.
+pub static BOOT_MEMMAP_CYCLES: AtomicU64 = AtomicU64::new(0);
 
-/// Where kernel page-table pages come from: the early pool (in the image) until the page
-/// allocator exists, then the page allocator. Tables are reached through the image mapping
-/// or the linear map.
+// ---------------------------------------------------------------------------------------------
+// Sparse model, memmap, buddy
+
+static SPARSE: spin::Once<Sparse> = spin::Once::new();
+
+pub fn sparse() -> &'static Sparse {
+    SPARSE.get().expect("sparse model initialised at boot")
+}
+
+/// The memmap in the vmemmap region: `pfn_to_page(pfn) = VMEMMAP_START + 64 * pfn`.
+pub struct KernelMemmap;
+
+pub const VMEMMAP: mm::page::Vmemmap = mm::page::Vmemmap { base: layout::VMEMMAP_START };
+
+// SAFETY: a PFN is valid only once its section's memmap is populated (mapped RW in the vmemmap
+// region) and until it is freed; the VA arithmetic gives distinct, 64-byte aligned pages.
+unsafe impl Memmap for KernelMemmap {
+    fn page(&self, pfn: u64) -> *mut Page {
+        VMEMMAP.pfn_to_page(pfn) as *mut Page
+    }
+    fn valid(&self, pfn: u64) -> bool {
+        SPARSE.get().is_some_and(|s| s.pfn_valid(pfn))
+    }
+}
+
+pub static PAGE_ALLOC: IrqSafeLock<Option<PageAlloc<KernelMemmap>>> = IrqSafeLock::new(None);
+static BUDDY_READY: AtomicBool = AtomicBool::new(false);
+static MEMBLOCK: IrqSafeLock<Memblock> = IrqSafeLock::new(Memblock::new());
+
+pub fn with_page_alloc<R>(f: impl FnOnce(&mut PageAlloc<KernelMemmap>) -> R) -> R {
+    let mut a = PAGE_ALLOC.lock();
+    f(a.as_mut().expect("page allocator initialised at boot"))
+}
+
+/// Allocate 2^order contiguous, naturally aligned pages for the kernel; returns the PA.
+pub fn alloc_pages(order: u32) -> Option<u64> {
+    if !BUDDY_READY.load(Ordering::Acquire) {
+        let size = PAGE_SIZE << order;
+        return MEMBLOCK.lock().alloc(size, size);
+    }
+    with_page_alloc(|a| a.alloc(order, AllocKind::Kernel)).map(|pfn| pfn << PAGE_SHIFT)
+}
+
+/// Free pages from [`alloc_pages`]. In the test build the teardown checker first verifies no
+/// cleared-but-not-invalidated translation still points at them.
+pub fn free_pages(pa: u64, order: u32) -> Result<(), BuddyError> {
+    crate::teardown::check_free(pa, PAGE_SIZE << order);
+    with_page_alloc(|a| a.free(pa >> PAGE_SHIFT, order))
+}
+
+/// Free pages of the boot RAM (all zones).
+pub fn free_page_count() -> u64 {
+    with_page_alloc(|a| mm::page::ZoneId::ALL.iter().map(|&z| a.counters(z).free).sum())
+}
+
+/// Memmap backing and tables from the buddy (hot paths after boot).
+pub struct BuddySource;
+
+impl PageSource for BuddySource {
+    fn alloc_pages(&mut self, order: u32) -> Option<PhysAddr> {
+        alloc_pages(order)
+    }
+    fn free_pages(&mut self, pa: PhysAddr, order: u32) {
+        if let Err(e) = free_pages(pa, order) {
+            crate::println!("memory: cannot free pa={pa:#x} order={order}: {e:?}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel page table
+
+/// Where kernel page-table pages come from: the early pool (in the image) first, then
+/// memblock, then the buddy. Tables are reached through the image mapping or the linear map.
 pub struct KernelTables;
 
 impl TableAlloc for KernelTables {
     fn alloc_table(&mut self) -> Option<PhysAddr> {
-        let pa = if PAGE_ALLOC_READY.load(Ordering::Acquire) {
-            let pa = alloc_pages(0)?;
-            // SAFETY: a fresh page from the allocator, mapped by the linear map.
-            unsafe { core::ptr::write_bytes(layout::phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE as usize) };
-            pa
-        } else {
-            early::pool_alloc()?
+        let pa = match early::pool_alloc() {
+            Some(pa) => pa,
+            None => {
+                let pa = alloc_pages(0)?;
+                // SAFETY: a fresh page, ours, reached through the linear map.
+                unsafe { core::ptr::write_bytes(layout::phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE as usize) };
+                pa
+            }
         };
         PT_PAGES.fetch_add(1, Ordering::Relaxed);
         Some(pa)
@@ -56,8 +155,10 @@ impl TableAlloc for KernelTables {
 
     fn free_table(&mut self, pa: PhysAddr) {
         PT_PAGES.fetch_sub(1, Ordering::Relaxed);
-        if !in_early_pool(pa) {
-            free_pages(pa, 0);
+        if in_early_pool(pa) {
+            crate::teardown::check_free(pa, PAGE_SIZE);
+        } else if let Err(e) = free_pages(pa, 0) {
+            crate::println!("memory: cannot free table page pa={pa:#x}: {e:?}");
         }
     }
 
@@ -86,18 +187,19 @@ pub fn with_kernel_pt<R>(f: impl FnOnce(&mut PageTable<Cfg>, &mut KernelTables) 
 
 /// Map every RAM range into the linear map (RW, never executable, blocks where aligned).
 pub fn map_linear(ram: &[Range]) -> Result<(), MapError> {
-    let attrs = Attrs { mem: MemType::Normal, perm: Perm::ReadWrite };
     with_kernel_pt(|pt, tables| {
         for r in ram {
             let (start, end) = (align_up(r.base, PAGE_SIZE), align_down(r.end(), PAGE_SIZE));
             if end <= start || end > layout::LINEAR_SIZE {
                 continue;
             }
-            pt.map(tables, layout::phys_to_virt(start), start, end - start, attrs, MapFlags { block: true, cont: true })?;
+            pt.map(tables, layout::phys_to_virt(start), start, end - start, Attrs::NORMAL_RW, MapFlags::LARGEST)?;
         }
         Ok(())
     })
 }
+
+static IOREMAP_NEXT: AtomicU64 = AtomicU64::new(IOREMAP_START);
 
 /// Map device registers at `[pa, pa + size)` into the ioremap window; returns the VA of `pa`.
 pub fn ioremap(pa: u64, size: u64) -> Result<u64, MapError> {
@@ -107,8 +209,7 @@ pub fn ioremap(pa: u64, size: u64) -> Result<u64, MapError> {
     if va + len > IOREMAP_START + IOREMAP_SIZE {
         return Err(MapError::OutOfRange);
     }
-    let attrs = Attrs { mem: MemType::Device, perm: Perm::ReadWrite };
-    with_kernel_pt(|pt, tables| pt.map(tables, va, base, len, attrs, MapFlags { block: false, cont: false }))?;
+    with_kernel_pt(|pt, tables| pt.map(tables, va, base, len, Attrs::DEVICE_RW, MapFlags::PAGES))?;
     Ok(va + (pa - base))
 }
 
@@ -119,73 +220,116 @@ pub const fn align_down(v: u64, a: u64) -> u64 {
     v & !(a - 1)
 }
 
-/// Start the heap on its boot region (before anything allocates).
-pub fn init_heap() {
-    let p = core::ptr::addr_of_mut!(HEAP_BOOT) as usize;
-    // SAFETY: HEAP_BOOT is used by nothing else, and is handed to the heap exactly once.
-    unsafe { HEAP.lock().init(p, HEAP_BOOT_BYTES) };
-}
+// ---------------------------------------------------------------------------------------------
+// Boot
 
-/// Hand boot RAM minus `reserved` to the page allocator, then grow the heap from it.
-pub fn init_page_allocator(ram: &[Range], reserved: &[Range]) {
-    let mut free: Vec<Range> = ram.to_vec();
-    for r in reserved {
-        free = free.into_iter().flat_map(|f| subtract(f, *r)).collect();
-    }
-    let mut frames = FRAMES.lock();
+/// Memblock: all RAM minus the image, the DTB and DT reservations.
+pub fn init_memblock(ram: &[Range], reserved: &[Range]) {
+    MEMBLOCK.lock().init(ram, reserved);
     let mut total = 0;
     for r in ram {
         total += (align_down(r.end(), PAGE_SIZE) - align_up(r.base, PAGE_SIZE)) >> PAGE_SHIFT;
     }
-    let mut nfree = 0;
+    RAM_PAGES.store(total, Ordering::Relaxed);
+    PT_PAGES.store(early::EARLY_POOL_USED.load(Ordering::Relaxed) as u64, Ordering::Relaxed);
+}
+
+/// Boot memmap backing from memblock.
+struct MemblockSource;
+
+impl PageSource for MemblockSource {
+    fn alloc_pages(&mut self, order: u32) -> Option<PhysAddr> {
+        let size = PAGE_SIZE << order;
+        MEMBLOCK.lock().alloc(size, size)
+    }
+    fn free_pages(&mut self, _pa: PhysAddr, _order: u32) {
+        // Only reached when a boot populate fails half-way; the boot then stops anyway.
+    }
+}
+
+/// Result of populating the boot memmap.
+pub struct BootMemmap {
+    pub sections: u64,
+    pub stats: PopulateStats,
+    pub cycles: u64,
+}
+
+/// Populate the memmap of every section that holds boot RAM (whole sections, like Linux's
+/// early sections), initialise every `struct page` as reserved, and mark the sections
+/// present + early + has-memmap.
+pub fn init_memmap(ram: &[Range]) -> Result<BootMemmap, VmemmapError> {
+    let t0 = arch::cpu::counter();
+    let max_pa = layout::LINEAR_SIZE.min(1 << MAX_PHYSMEM_BITS);
+    let sparse = SPARSE.call_once(|| Sparse::new(G, max_pa));
+    let mut total = PopulateStats::default();
+    let mut sections = 0;
+    for r in ram {
+        for nr in sparse.sections_of(r.base, r.size) {
+            if sparse.state(nr) & state::PRESENT != 0 {
+                continue;
+            }
+            let pfn = sparse.section_nr_to_pfn(nr);
+            let start = VMEMMAP.pfn_to_page(pfn);
+            let end = start + G.memmap_per_section();
+            let st = with_kernel_pt(|pt, tables| {
+                Vmemmap { pt, tables, source: &mut MemblockSource, tlb: &mut crate::teardown::KernelTlb, region: vmemmap_region() }
+                    .populate(start, end, None)
+            })?;
+            init_struct_pages(pfn, G.pages_per_section(), nr as u32);
+            sparse.set(nr, state::PRESENT | state::EARLY | state::HAS_MEMMAP);
+            total.blocks += st.blocks;
+            total.pages += st.pages;
+            total.cont_pages += st.cont_pages;
+            total.bytes += st.bytes;
+            sections += 1;
+        }
+    }
+    MEMMAP_BYTES.fetch_add(total.bytes, Ordering::Relaxed);
+    let cycles = arch::cpu::counter() - t0;
+    BOOT_MEMMAP_CYCLES.store(cycles, Ordering::Relaxed);
+    Ok(BootMemmap { sections, stats: total, cycles })
+}
+
+pub fn vmemmap_region() -> (u64, u64) {
+    (layout::VMEMMAP_START, layout::VMEMMAP_START + layout::VMEMMAP_SIZE)
+}
+
+/// Every `struct page` of `[pfn, pfn + n)` to its initial state (reserved, block id).
+pub fn init_struct_pages(pfn: u64, n: u64, block: u32) {
+    let first = VMEMMAP.pfn_to_page(pfn) as *mut Page;
+    for i in 0..n as usize {
+        // SAFETY: the memmap of these PFNs was just populated (mapped RW); nobody else uses it
+        // before its section is marked as having a memmap.
+        unsafe { first.add(i).write(Page { block, ..Page::INIT }) };
+    }
+}
+
+/// Hand what memblock still holds to the buddy allocator (NORMAL zone), retire memblock,
+/// and grow the heap from the buddy.
+pub fn init_page_allocator() {
+    let mut alloc = PageAlloc::new(KernelMemmap, G.max_order());
+    let free = MEMBLOCK.lock().take_all();
     for f in free {
         let (s, e) = (align_up(f.base, PAGE_SIZE) >> PAGE_SHIFT, align_down(f.end(), PAGE_SIZE) >> PAGE_SHIFT);
         if e > s {
-            frames.add_frame(s as usize, e as usize);
-            nfree += e - s;
+            if let Err(e) = alloc.online_range(mm::page::ZoneId::Normal, 0, s, e - s) {
+                crate::println!("memory: cannot free boot range {:#x}-{:#x}: {e:?}", f.base, f.end());
+            }
         }
     }
-    drop(frames);
-    RAM_PAGES.store(total, Ordering::Relaxed);
-    FREE_PAGES.store(nfree, Ordering::Relaxed);
-    PT_PAGES.store(early::EARLY_POOL_USED.load(Ordering::Relaxed) as u64, Ordering::Relaxed);
-    PAGE_ALLOC_READY.store(true, Ordering::Release);
+    for (nr, _) in sparse().iter_with(state::EARLY) {
+        sparse().set(nr, state::ONLINE);
+    }
+    *PAGE_ALLOC.lock() = Some(alloc);
+    BUDDY_READY.store(true, Ordering::Release);
 
-    let order = (HEAP_GROW_BYTES >> PAGE_SHIFT).trailing_zeros();
-    if let Some(pa) = alloc_pages(order) {
+    // Grow the heap in the largest blocks the buddy has (4 MiB on 4K, 32 MiB on 16K, ...).
+    let order = (HEAP_GROW_BYTES >> PAGE_SHIFT).trailing_zeros().min(G.max_order());
+    let chunk = PAGE_SIZE << order;
+    for _ in 0..HEAP_GROW_BYTES.div_ceil(chunk) {
+        let Some(pa) = alloc_pages(order) else { break };
         let va = layout::phys_to_virt(pa) as usize;
         // SAFETY: these pages were just taken from the page allocator and are never freed.
-        unsafe { HEAP.lock().add_to_heap(va, va + HEAP_GROW_BYTES as usize) };
+        unsafe { HEAP.lock().add_to_heap(va, va + chunk as usize) };
     }
 }
-
-/// `a` minus `b`: zero, one or two ranges.
-fn subtract(a: Range, b: Range) -> impl Iterator<Item = Range> {
-    let left = Range { base: a.base, size: b.base.min(a.end()).saturating_sub(a.base) };
-    let rs = b.end().max(a.base);
-    let right = Range { base: rs, size: a.end().saturating_sub(rs) };
-    let overlap = b.base < a.end() && b.end() > a.base;
-    let parts = if overlap { [Some(left), Some(right)] } else { [Some(a), None] };
-    parts.into_iter().flatten().filter(|r| r.size > 0)
-}
-
-/// Allocate 2^order contiguous, naturally aligned pages; returns the PA.
-pub fn alloc_pages(order: u32) -> Option<u64> {
-    let pfn = FRAMES.lock().alloc(1 << order)?;
-    FREE_PAGES.fetch_sub(1 << order, Ordering::Relaxed);
-    Some((pfn as u64) << PAGE_SHIFT)
-}
-
-pub fn free_pages(pa: u64, order: u32) {
-    FRAMES.lock().dealloc((pa >> PAGE_SHIFT) as usize, 1 << order);
-    FREE_PAGES.fetch_add(1 << order, Ordering::Relaxed);
-}
-
-/// (used, total) bytes of the heap.
-pub fn heap_stats() -> (usize, usize) {
-    let h = HEAP.lock();
-    (h.stats_alloc_actual(), h.stats_total_bytes())
-}
-
-#[cfg(test)]
-mod tests {}

@@ -24,6 +24,8 @@ const COMMANDS: &[Command] = &[
     Command { name: "meminfo", usage: "meminfo", help: "RAM, free pages, page-table pages, heap", run: cmd_meminfo },
     Command { name: "layout", usage: "layout", help: "kernel virtual memory layout", run: cmd_layout },
     Command { name: "pt", usage: "pt <va>", help: "walk the page tables for a virtual address", run: cmd_pt },
+    Command { name: "page", usage: "page <pfn>", help: "decode the struct page of a PFN", run: cmd_page },
+    Command { name: "sections", usage: "sections", help: "state of every present memory section", run: cmd_sections },
     Command { name: "cpus", usage: "cpus", help: "online CPUs and their timer ticks", run: cmd_cpus },
     Command { name: "poweroff", usage: "poweroff", help: "power off (PSCI SYSTEM_OFF)", run: cmd_poweroff },
     Command { name: "reboot", usage: "reboot", help: "reset the machine (PSCI SYSTEM_RESET)", run: cmd_reboot },
@@ -127,29 +129,98 @@ fn cmd_help(args: &[&str]) -> Result<(), ShellError> {
 fn cmd_meminfo(args: &[&str]) -> Result<(), ShellError> {
     no_args(args)?;
     use core::sync::atomic::Ordering::Relaxed;
+    use mm::page::ZoneId;
     let ram = memory::RAM_PAGES.load(Relaxed);
-    let free = memory::FREE_PAGES.load(Relaxed);
+    let free = memory::free_page_count();
     let pt = memory::PT_PAGES.load(Relaxed);
+    let memmap = memory::MEMMAP_BYTES.load(Relaxed);
+    let self_hosted = memory::MEMMAP_SELF_HOSTED_BYTES.load(Relaxed);
     let (heap_used, heap_total) = memory::heap_stats();
+    let ram_bytes = ram << layout::PAGE_SHIFT;
+    // Overhead in parts per million of RAM: memmap plus page-table pages.
+    let overhead_ppm = ((memmap + (pt << layout::PAGE_SHIFT)) as u128 * 1_000_000 / ram_bytes.max(1) as u128) as u64;
     println!(
-        "meminfo: ram_bytes={} ram_pages={} free_pages={} used_pages={} pt_pages={} page_size={} heap_used={} heap_total={}",
-        ram << layout::PAGE_SHIFT,
-        ram,
-        free,
-        ram - free,
-        pt,
-        layout::PAGE_SIZE,
-        heap_used,
-        heap_total
+        "meminfo: ram_bytes={} ram_pages={} free_pages={} used_pages={} pt_pages={} memmap_bytes={} memmap_self_hosted_bytes={} overhead_ppm={} page_size={} heap_used={} heap_total={}",
+        ram_bytes, ram, free, ram.saturating_sub(free), pt, memmap, self_hosted, overhead_ppm, layout::PAGE_SIZE, heap_used, heap_total
     );
+    memory::with_page_alloc(|a| {
+        for z in ZoneId::ALL {
+            let c = a.counters(z);
+            let blocks = a.free_blocks(z);
+            let n = a.max_order() as usize + 1;
+            println!(
+                "meminfo: zone={} managed_pages={} free_pages={} isolated_pages={} free_blocks_by_order={:?}",
+                z.name(), c.managed, c.free, c.isolated, &blocks[..n]
+            );
+        }
+    });
     println!(
-        "  RAM {}  free {}  page tables {} pages  heap {}/{} bytes",
-        layout::Size(ram << layout::PAGE_SHIFT),
+        "  RAM {}  free {}  memmap {} ({}.{:02}% with page tables)  page tables {} pages  heap {}/{} bytes",
+        layout::Size(ram_bytes),
         layout::Size(free << layout::PAGE_SHIFT),
+        layout::Size(memmap),
+        overhead_ppm / 10_000,
+        overhead_ppm / 100 % 100,
         pt,
         heap_used,
         heap_total
     );
+    Ok(())
+}
+
+fn cmd_page(args: &[&str]) -> Result<(), ShellError> {
+    let [pfn] = args else { return Err(ShellError::Usage) };
+    let pfn = parse_u64(pfn)?;
+    let Some(p) = memory::with_page_alloc(|a| a.page(pfn)) else {
+        println!("page: pfn={pfn:#x} has no memmap (pfn_valid is false)");
+        return Ok(());
+    };
+    let mut names = String::new();
+    for (bit, name) in mm::page::flags::NAMES {
+        if p.flags & bit != 0 {
+            if !names.is_empty() {
+                names.push('|');
+            }
+            names.push_str(name);
+        }
+    }
+    let link = |v: u64| if v == mm::page::NO_PFN { alloc::format!("-") } else { alloc::format!("{v:#x}") };
+    println!(
+        "page: pfn={:#x} pa={:#x} struct_page={:#x} flags={:#x} ({}) order={} zone={} node={} refcount={} block={} next={} prev={}",
+        pfn,
+        pfn << layout::PAGE_SHIFT,
+        memory::VMEMMAP.pfn_to_page(pfn),
+        p.flags,
+        if names.is_empty() { "none" } else { &names },
+        p.order,
+        p.zone_id().map_or("?", |z| z.name()),
+        p.node,
+        p.refcount,
+        p.block,
+        link(p.next),
+        link(p.prev)
+    );
+    Ok(())
+}
+
+fn cmd_sections(args: &[&str]) -> Result<(), ShellError> {
+    no_args(args)?;
+    let sparse = memory::sparse();
+    let size = layout::G.section_size();
+    println!("sections: section_size={} total={} present={}", layout::Size(size), sparse.nr_sections(), sparse.iter_with(mm::sparse::state::PRESENT).count());
+    for (nr, st) in sparse.iter_with(mm::sparse::state::PRESENT) {
+        let mut names = String::new();
+        for (bit, name) in mm::sparse::state::NAMES {
+            if st & bit != 0 {
+                if !names.is_empty() {
+                    names.push(',');
+                }
+                names.push_str(name);
+            }
+        }
+        let pa = nr as u64 * size;
+        println!("section: nr={} range={:#x}-{:#x} state={} memmap={:#x}", nr, pa, pa + size, names, memory::VMEMMAP.pfn_to_page(pa >> layout::PAGE_SHIFT));
+    }
     Ok(())
 }
 

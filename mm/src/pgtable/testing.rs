@@ -25,7 +25,11 @@ pub const POISON: u64 = 0xdead_beef_dead_bee0;
 pub enum Event {
     Alloc(PhysAddr),
     Free(PhysAddr),
-    FlushRange { start: VirtAddr, end: VirtAddr, stride_shift: u32 },
+    FlushRange {
+        start: VirtAddr,
+        end: VirtAddr,
+        stride_shift: u32,
+    },
     FlushPgtable(VirtAddr),
     FlushAll,
 }
@@ -104,7 +108,10 @@ impl TableAlloc for HostTables {
     }
 
     fn free_table(&mut self, pa: PhysAddr) {
-        assert!(self.live.remove(&pa), "free_table({pa:#x}): not a live table page");
+        assert!(
+            self.live.remove(&pa),
+            "free_table({pa:#x}): not a live table page"
+        );
         let words = self.page / 8;
         // SAFETY: `pa` is a live page of `self.page` bytes from `alloc_zeroed`.
         unsafe { std::slice::from_raw_parts_mut(pa as *mut u64, words) }.fill(POISON);
@@ -114,7 +121,10 @@ impl TableAlloc for HostTables {
     }
 
     fn table_ptr(&self, pa: PhysAddr) -> *mut u64 {
-        assert!(self.live.contains(&pa), "table_ptr({pa:#x}): not a live table page");
+        assert!(
+            self.live.contains(&pa),
+            "table_ptr({pa:#x}): not a live table page"
+        );
         pa as *mut u64
     }
 }
@@ -143,7 +153,11 @@ impl RecordingTlb {
 
 impl TlbInvalidate for RecordingTlb {
     fn flush_kernel_range(&mut self, start: u64, end: u64, stride_shift: u32) {
-        self.log.borrow_mut().push(Event::FlushRange { start, end, stride_shift });
+        self.log.borrow_mut().push(Event::FlushRange {
+            start,
+            end,
+            stride_shift,
+        });
     }
     fn flush_kernel_pgtable(&mut self, va: u64) {
         self.log.borrow_mut().push(Event::FlushPgtable(va));

@@ -116,42 +116,125 @@ fn heap_allocates_and_frees(_: &Platform) -> Result<(), String> {
 }
 ktest!(heap_allocates_and_frees);
 
-/// Allocate every free page (mixed orders), write each, free all; twice; counts restored.
-fn page_allocator_round_trip(_: &Platform) -> Result<(), String> {
-    use core::sync::atomic::Ordering::Relaxed;
-    let baseline = memory::FREE_PAGES.load(Relaxed);
-    for round in 0..2 {
-        let mut held: Vec<(u64, u32)> = Vec::with_capacity(4096);
-        let mut order = 4;
+/// Allocate every free page (mixed orders; the list of blocks is threaded through the blocks
+/// themselves, so the test needs no memory of its own), check contents, free all; twice; the
+/// free count ends where it started.
+fn page_allocator_round_trip_all_memory(_: &Platform) -> Result<(), String> {
+    let baseline = memory::free_page_count();
+    for round in 0..2u64 {
+        let mut head: u64 = 0; // PA of the last block, 0 = none
+        let mut count = 0u64;
+        let mut order = memory::with_page_alloc(|a| a.max_order());
         loop {
             match memory::alloc_pages(order) {
                 Some(pa) => {
-                    // SAFETY: a page we own now, reached through the linear map.
-                    unsafe { core::ptr::write_volatile(layout::phys_to_virt(pa) as *mut u64, pa ^ round) };
-                    held.push((pa, order));
-                    order = (order + 3) % 6;
+                    let va = layout::phys_to_virt(pa) as *mut u64;
+                    // SAFETY: a block we own now, reached through the linear map.
+                    unsafe {
+                        va.write_volatile(head);
+                        va.add(1).write_volatile(order as u64);
+                        va.add(2).write_volatile(pa ^ round);
+                    }
+                    head = pa;
+                    count += 1 << order;
+                    order = (order + 5) % 8;
                 }
                 None if order > 0 => order -= 1,
                 None => break,
             }
-            if held.len() == held.capacity() {
-                break; // bounded bookkeeping: the Vec itself must not need to grow
-            }
         }
-        kassert!(!held.is_empty(), "no page could be allocated");
-        for &(pa, _) in &held {
-            // SAFETY: still ours.
-            let v = unsafe { core::ptr::read_volatile(layout::phys_to_virt(pa) as *const u64) };
-            kassert!(v == pa ^ round, "page {pa:#x} lost its contents");
+        kassert!(count == baseline, "round {round}: allocated {count} pages, {baseline} were free");
+        kassert!(memory::free_page_count() == 0, "pages left after allocating everything");
+        while head != 0 {
+            let va = layout::phys_to_virt(head) as *const u64;
+            // SAFETY: still ours; written above.
+            let (next, o, tag) = unsafe { (va.read_volatile(), va.add(1).read_volatile(), va.add(2).read_volatile()) };
+            kassert!(tag == head ^ round, "block {head:#x} lost its contents");
+            memory::free_pages(head, o as u32).map_err(|e| alloc::format!("free {head:#x}: {e:?}"))?;
+            head = next;
         }
-        for (pa, o) in held {
-            memory::free_pages(pa, o);
-        }
-        kassert!(memory::FREE_PAGES.load(Relaxed) == baseline, "round {round}: free pages not at baseline");
+        kassert!(memory::free_page_count() == baseline, "round {round}: free pages not at baseline");
     }
     Ok(())
 }
-ktest!(page_allocator_round_trip);
+ktest!(page_allocator_round_trip_all_memory);
+
+/// The boot memmap went through the expected path: a PMD block per section on 4K, base pages
+/// on 16K/64K, as the walker shows for every populated section's memmap.
+fn boot_memmap_path_and_descriptors(_: &Platform) -> Result<(), String> {
+    let sparse = memory::sparse();
+    let mut n = 0;
+    for (nr, _) in sparse.iter_with(mm::sparse::state::EARLY) {
+        let va = memory::VMEMMAP.pfn_to_page(sparse.section_nr_to_pfn(nr));
+        for off in [0, G.memmap_per_section() - PAGE_SIZE] {
+            let leaf = memory::with_kernel_pt(|pt, t| pt.walk(t, va + off)).leaf.ok_or_else(|| alloc::format!("memmap of section {nr} not mapped"))?;
+            let want = if G.page_shift == 12 { 2 } else { 3 };
+            kassert!(leaf.level == want, "section {nr} memmap leaf at L{}, want L{want}", leaf.level);
+            let hw = arch::mmu::hw_translate(va + off, true).map_err(|p| alloc::format!("AT {:#x}: PAR={p:#x}", va + off))?;
+            kassert!(hw == leaf.pa, "MMU and walker disagree at {:#x}", va + off);
+        }
+        n += 1;
+    }
+    kassert!(n > 0, "no early sections");
+    Ok(())
+}
+ktest!(boot_memmap_path_and_descriptors);
+
+/// pfn_to_page / page_to_pfn round-trip for every boot PFN, and each struct page agrees with
+/// the allocator's view (free pages in the Normal zone, the kernel image reserved).
+fn pfn_to_page_round_trip_every_boot_pfn(plat: &Platform) -> Result<(), String> {
+    let v = memory::VMEMMAP;
+    let mut checked = 0u64;
+    for r in &plat.memory {
+        let (s, e) = (r.base >> layout::PAGE_SHIFT, r.end() >> layout::PAGE_SHIFT);
+        for pfn in s..e {
+            let page = v.pfn_to_page(pfn);
+            kassert!(v.page_to_pfn(page) == pfn, "round trip of pfn {pfn:#x}");
+            kassert!(memory::sparse().pfn_valid(pfn), "pfn {pfn:#x} not valid");
+            checked += 1;
+        }
+    }
+    let text_pfn = (layout::image_start().wrapping_sub(layout::kimage_voffset())) >> layout::PAGE_SHIFT;
+    let p = memory::with_page_alloc(|a| a.page(text_pfn)).ok_or_else(|| String::from("kernel text pfn invalid"))?;
+    kassert!(p.has(mm::page::flags::RESERVED), "kernel image page not reserved: flags {:#x}", p.flags);
+    kassert!(checked == memory::RAM_PAGES.load(core::sync::atomic::Ordering::Relaxed), "checked {checked} PFNs");
+    Ok(())
+}
+ktest!(pfn_to_page_round_trip_every_boot_pfn);
+
+/// vmemmap_populate + vmemmap_free of a section beyond RAM (backed by the buddy), under the
+/// run-time teardown-order checker: no violation, and page-table pages, free pages and
+/// memmap counters all return to their baseline.
+fn vmemmap_populate_free_round_trip(plat: &Platform) -> Result<(), String> {
+    use core::sync::atomic::Ordering::Relaxed;
+    let end = plat.memory.iter().map(|r| r.end()).max().unwrap_or(0);
+    let nr = (end.next_multiple_of(G.section_size()) >> G.section_shift()) + 2;
+    let start = memory::VMEMMAP.pfn_to_page(nr << (G.section_shift() - G.page_shift));
+    let (pt0, free0) = (memory::PT_PAGES.load(Relaxed), memory::free_page_count());
+    for _ in 0..3 {
+        let st = memory::with_kernel_pt(|pt, tables| {
+            mm::vmemmap::Vmemmap { pt, tables, source: &mut memory::BuddySource, tlb: &mut crate::teardown::KernelTlb, region: memory::vmemmap_region() }
+                .populate(start, start + G.memmap_per_section(), None)
+        })
+        .map_err(|e| alloc::format!("populate: {e:?}"))?;
+        kassert!(st.bytes == G.memmap_per_section(), "populated {} bytes", st.bytes);
+        kassert!(matches!(probe_read(start), Probe::Value(_)), "new memmap not readable");
+        memory::with_kernel_pt(|pt, tables| {
+            mm::vmemmap::Vmemmap { pt, tables, source: &mut memory::BuddySource, tlb: &mut crate::teardown::KernelTlb, region: memory::vmemmap_region() }
+                .free(start, start + G.memmap_per_section(), None)
+        })
+        .map_err(|e| alloc::format!("free: {e:?}"))?;
+        // The translation is gone on this CPU (a stale TLB entry would let the read succeed).
+        kassert!(matches!(probe_read(start), Probe::Fault { .. }), "freed memmap still readable");
+    }
+    kassert!(memory::free_page_count() == free0, "free pages {} -> {}", free0, memory::free_page_count());
+    kassert!(memory::PT_PAGES.load(Relaxed) <= pt0 + 1, "page-table pages {} -> {}", pt0, memory::PT_PAGES.load(Relaxed));
+    let (violations, clears) = crate::teardown::with_checker(|c| (c.violations.len(), c.clears));
+    kassert!(violations == 0, "teardown checker saw {violations} violations");
+    kassert!(clears > 0, "the engine reported no clears to the checker");
+    Ok(())
+}
+ktest!(vmemmap_populate_free_round_trip);
 
 fn all_cpus_online(plat: &Platform) -> Result<(), String> {
     let want = plat.cpus.len().min(smp::MAX_CPUS) as u32;

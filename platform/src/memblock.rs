@@ -1,0 +1,65 @@
+//! Boot-time physical memory (Linux `memblock`): the free ranges of RAM before the page
+//! allocator exists. It backs the boot memmap and early page tables; whatever it still holds
+//! when the memmap is ready is handed to the buddy allocator, and it is retired.
+
+use crate::dtb::Range;
+use alloc::vec::Vec;
+
+pub struct Memblock {
+    /// Free ranges, sorted, disjoint.
+    free: Vec<Range>,
+    /// Bytes handed out (kept reserved for good: memmap, boot page tables).
+    pub allocated: u64,
+}
+
+impl Memblock {
+    pub const fn new() -> Self {
+        Memblock { free: Vec::new(), allocated: 0 }
+    }
+
+    /// Start from `ram` minus `reserved`.
+    pub fn init(&mut self, ram: &[Range], reserved: &[Range]) {
+        let mut free: Vec<Range> = ram.to_vec();
+        for r in reserved {
+            free = free.into_iter().flat_map(|f| subtract(f, *r)).collect();
+        }
+        free.sort_by_key(|r| r.base);
+        self.free = free;
+    }
+
+    /// `size` bytes aligned to `align`, top-down (like Linux, so low memory stays free).
+    pub fn alloc(&mut self, size: u64, align: u64) -> Option<u64> {
+        for i in (0..self.free.len()).rev() {
+            let r = self.free[i];
+            let Some(top) = r.end().checked_sub(size) else { continue };
+            let base = top & !(align - 1);
+            if base < r.base {
+                continue;
+            }
+            let pieces: Vec<Range> = subtract(r, Range { base, size }).collect();
+            self.free.splice(i..=i, pieces);
+            self.allocated += size;
+            return Some(base);
+        }
+        None
+    }
+
+    pub fn free_ranges(&self) -> &[Range] {
+        &self.free
+    }
+
+    /// Hand out the remaining free ranges (the buddy takes them) and retire.
+    pub fn take_all(&mut self) -> Vec<Range> {
+        core::mem::take(&mut self.free)
+    }
+}
+
+/// `a` minus `b`: zero, one or two ranges.
+pub fn subtract(a: Range, b: Range) -> impl Iterator<Item = Range> {
+    let overlap = b.base < a.end() && b.end() > a.base;
+    let left = Range { base: a.base, size: b.base.saturating_sub(a.base).min(a.size) };
+    let rs = b.end().clamp(a.base, a.end());
+    let right = Range { base: rs, size: a.end() - rs };
+    let parts = if overlap { [Some(left), Some(right)] } else { [Some(a), None] };
+    parts.into_iter().flatten().filter(|r| r.size > 0)
+}
