@@ -91,3 +91,41 @@ impl core::fmt::Display for Size {
         write!(f, "{} B", self.0)
     }
 }
+
+/// The build configuration and layout, exported for debuggers (the GDB extension reads it from
+/// the ELF instead of asking the user which granule or VA size the kernel was built for).
+#[repr(C)]
+pub struct DebugInfo {
+    /// `b"HOTMEMv1"` as a little-endian u64.
+    pub magic: u64,
+    pub page_shift: u64,
+    pub va_bits: u64,
+    pub levels: u64,
+    pub start_level: u64,
+    pub section_shift: u64,
+    pub struct_page_size: u64,
+    pub page_offset: u64,
+    pub linear_size: u64,
+    pub vmemmap_start: u64,
+    pub vmemmap_size: u64,
+    pub kimage_vaddr: u64,
+    pub max_order: u64,
+}
+
+#[no_mangle]
+#[used]
+pub static HOTMEM_DEBUG_INFO: DebugInfo = DebugInfo {
+    magic: u64::from_le_bytes(*b"HOTMEMv1"),
+    page_shift: G.page_shift as u64,
+    va_bits: G.va_bits as u64,
+    levels: G.levels() as u64,
+    start_level: G.start_level() as u64,
+    section_shift: G.section_shift() as u64,
+    struct_page_size: STRUCT_PAGE_SIZE,
+    page_offset: PAGE_OFFSET,
+    linear_size: LINEAR_SIZE,
+    vmemmap_start: VMEMMAP_START,
+    vmemmap_size: VMEMMAP_SIZE,
+    kimage_vaddr: KIMAGE_VADDR,
+    max_order: G.max_order() as u64,
+};
