@@ -152,10 +152,14 @@ impl<M: Memmap> PageAlloc<M> {
         self.list_push(zone, order, pfn);
     }
 
+    /// Ranges for isolation/offline must have a memmap, and no block may straddle their
+    /// edges. Both hold for memory blocks (section-aligned: buddy blocks never cross a
+    /// section) and for the part of a block after its self-hosted memmap (those pages never
+    /// enter the allocator, so nothing merges across them).
     fn check_range(&self, start: u64, nr: u64) -> Result<(), BuddyError> {
-        let align = 1u64 << self.max_order;
-        let populated = (start..start + nr).step_by(align as usize).all(|p| self.memmap.valid(p) && self.memmap.valid(p + align - 1));
-        if start % align != 0 || nr % align != 0 || nr == 0 || !populated {
+        let populated = nr > 0 && self.memmap.valid(start) && self.memmap.valid(start + nr - 1);
+        let head_at_start = self.page(start).is_some_and(|p| !p.has(flags::BUDDY | flags::HEAD) || start % (1 << p.order) == 0);
+        if !populated || !head_at_start {
             return Err(BuddyError::BadRange { start, nr });
         }
         Ok(())
@@ -541,11 +545,25 @@ mod tests {
     }
 
     #[test]
-    fn misaligned_ranges_are_rejected() {
+    fn unpopulated_ranges_are_rejected() {
         let mut a = alloc_with(0, 2048, 10);
         a.online_range(ZoneId::Normal, 0, 0, 2048).unwrap();
-        assert!(matches!(a.isolate_range(512, 1024), Err(BuddyError::BadRange { .. })));
         assert!(matches!(a.isolate_range(0, 4096), Err(BuddyError::BadRange { .. })));
+        assert!(matches!(a.isolate_range(0, 0), Err(BuddyError::BadRange { .. })));
         check(&a);
+    }
+
+    #[test]
+    fn isolation_after_a_self_hosted_memmap() {
+        // A block whose first 8 pages back its memmap: the rest starts pageblock-aligned only.
+        let mut a = alloc_with(0, 1024, 10);
+        for pfn in 0..8 {
+            a.pg(pfn).flags = flags::VMEMMAP_SELF_HOSTED;
+        }
+        a.online_range(ZoneId::Movable, 0, 0, 1024).unwrap();
+        assert_eq!(a.isolate_range(8, 1016), Ok(1016));
+        assert_eq!(a.offline_isolated(8, 1016), Ok(1016));
+        check(&a);
+        assert_eq!(a.counters(ZoneId::Movable).managed, 0);
     }
 }

@@ -163,6 +163,20 @@ impl Geometry {
         self.pages_per_section() * 64
     }
 
+    /// Pages of self-hosted memmap per memory block (memmap on memory): 512 / 32 / 8.
+    pub const fn memmap_pages_per_block(&self) -> u64 {
+        self.memmap_per_section() >> self.page_shift
+    }
+
+    /// log2 of the pageblock (isolation unit) in pages: 9 (2 MiB) / 5 (512 KiB) / 3 (512 KiB).
+    ///
+    /// Chosen so that a block's self-hosted memmap is exactly one pageblock: the first onlined
+    /// PFN after it is then pageblock-aligned in every granule, which is what lets memmap on
+    /// memory work on 16K and 64K (Linux's 32 MiB / 512 MiB pageblocks make it impossible).
+    pub const fn pageblock_order(&self) -> u32 {
+        self.memmap_pages_per_block().trailing_zeros()
+    }
+
     /// Short name used in logs, features and file names, e.g. `16k-47`.
     pub const fn granule_name(&self) -> &'static str {
         match self.page_shift {
@@ -237,6 +251,12 @@ mod tests {
         assert_eq!(Geometry::new(14, 47).memmap_per_section(), 512 << 10);
         assert_eq!(Geometry::new(16, 48).memmap_per_section(), 512 << 10);
         assert_eq!(Geometry::new(16, 48).section_size(), 512 << 20);
+        let orders: [u32; 3] = [Geometry::new(12, 48).pageblock_order(), Geometry::new(14, 47).pageblock_order(), Geometry::new(16, 48).pageblock_order()];
+        assert_eq!(orders, [9, 5, 3]);
+        for g in Geometry::MATRIX {
+            assert!(g.pageblock_order() <= g.max_order());
+            assert_eq!(1 << g.pageblock_order(), g.memmap_pages_per_block());
+        }
     }
 
     #[test]

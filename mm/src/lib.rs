@@ -11,6 +11,8 @@ extern crate alloc;
 pub mod altmap;
 pub mod buddy;
 pub mod geometry;
+pub mod hotplug;
+pub mod migrate;
 pub mod page;
 pub mod pgtable;
 pub mod sparse;

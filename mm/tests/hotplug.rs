@@ -1,0 +1,556 @@
+//! Host tests of the hotplug core for every configuration. The platform double uses the real
+//! page-table engine (linear map, vmemmap), the real `vmemmap_populate`/`free` with altmaps, the
+//! real buddy over a host memmap, and real migration; it can fail the N-th fallible operation.
+
+use std::cell::{RefCell, UnsafeCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use mm::altmap::Altmap;
+use mm::buddy::{AllocKind, PageAlloc};
+use mm::geometry::*;
+use mm::hotplug::*;
+use mm::migrate::{offline_pages, Handles};
+use mm::page::{flags, Memmap, Page, ZoneId};
+use mm::pgtable::testing::{HostTables, RecordingTlb};
+use mm::pgtable::*;
+use mm::sparse::{state, Sparse};
+use mm::vmemmap::{PageSource, Vmemmap};
+
+/// Host storage for the struct pages of populated sections.
+#[derive(Clone, Default)]
+struct HostMemmap {
+    sections: Rc<RefCell<BTreeMap<u64, Box<[UnsafeCell<Page>]>>>>,
+    pages_per_section: u64,
+}
+
+// SAFETY: every populated section has its own boxed slice that never moves while present.
+unsafe impl Memmap for HostMemmap {
+    fn page(&self, pfn: u64) -> *mut Page {
+        let s = self.sections.borrow();
+        s[&(pfn / self.pages_per_section)][(pfn % self.pages_per_section) as usize].get()
+    }
+    fn valid(&self, pfn: u64) -> bool {
+        self.sections.borrow().contains_key(&(pfn / self.pages_per_section))
+    }
+}
+
+/// Fake physical allocator for memmap backing when there is no altmap.
+#[derive(Default)]
+struct Source {
+    next: u64,
+    live: BTreeMap<u64, u32>,
+}
+
+impl PageSource for Source {
+    fn alloc_pages(&mut self, order: u32) -> Option<PhysAddr> {
+        let size = 4096u64 << (order + 4); // any alignment ≥ the granule's
+        let pa = (self.next.max(1 << 44)).next_multiple_of(size);
+        self.next = pa + size;
+        self.live.insert(pa, order);
+        Some(pa)
+    }
+    fn free_pages(&mut self, pa: PhysAddr, order: u32) {
+        assert_eq!(self.live.remove(&pa), Some(order));
+    }
+}
+
+struct Machine<C: Config> {
+    pt: PageTable<C>,
+    tables: HostTables,
+    source: Source,
+    tlb: RecordingTlb,
+    sparse: Sparse,
+    memmap: HostMemmap,
+    alloc: PageAlloc<HostMemmap>,
+    handles: Handles,
+    /// Simulated contents of movable pages (pfn → value), moved by migration.
+    contents: HashMap<u64, u64>,
+    /// Fail the N-th fallible operation (0 = the next one).
+    fail_in: Option<u32>,
+}
+
+impl<C: Config> Machine<C> {
+    fn new() -> Self {
+        let g = C::GEOM;
+        let mut tables = HostTables::new(g.page_size());
+        let pt = PageTable::<C>::new(&mut tables).unwrap();
+        let memmap = HostMemmap { sections: Rc::default(), pages_per_section: g.pages_per_section() };
+        Machine {
+            pt,
+            tables,
+            source: Source::default(),
+            tlb: RecordingTlb::default(),
+            sparse: Sparse::new(g, 1 << 40),
+            alloc: PageAlloc::new(memmap.clone(), g.max_order()),
+            memmap,
+            handles: Handles::new(),
+            contents: HashMap::new(),
+            fail_in: None,
+        }
+    }
+
+    fn injected(&mut self) -> Result<(), HotplugError> {
+        match self.fail_in {
+            Some(0) => {
+                self.fail_in = None;
+                Err(HotplugError::Injected)
+            }
+            Some(n) => {
+                self.fail_in = Some(n - 1);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn linear(pa: u64) -> u64 {
+        C::GEOM.ttbr1_base() + pa
+    }
+
+    fn linear_region() -> (u64, u64) {
+        let g = C::GEOM;
+        (g.ttbr1_base(), g.ttbr1_base() + (1 << (g.va_bits - 1)))
+    }
+
+    fn vmemmap_region() -> (u64, u64) {
+        let g = C::GEOM;
+        let start = Self::linear_region().1;
+        (start, start + (((1u64 << (g.va_bits - 1)) >> g.page_shift) * 64))
+    }
+
+    fn vmemmap(&mut self) -> Vmemmap<'_, C, HostTables, Source, RecordingTlb> {
+        Vmemmap { pt: &mut self.pt, tables: &mut self.tables, source: &mut self.source, tlb: &mut self.tlb, region: Self::vmemmap_region() }
+    }
+
+    /// Everything that must return to baseline after a failed or undone operation.
+    fn snapshot(&self) -> (usize, usize, Vec<(usize, u8)>, usize, [mm::buddy::ZoneCounters; 2]) {
+        (
+            self.tables.live(),
+            self.source.live.len(),
+            self.sparse.iter_with(0xff).collect(),
+            self.memmap.sections.borrow().len(),
+            [self.alloc.counters(ZoneId::Normal), self.alloc.counters(ZoneId::Movable)],
+        )
+    }
+}
+
+impl<C: Config> HotplugOps for Machine<C> {
+    fn map_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
+        self.injected()?;
+        self.pt.map(&mut self.tables, Self::linear(pa), pa, size, Attrs::NORMAL_RW, MapFlags::LARGEST).map_err(|_| HotplugError::NoMemory)
+    }
+
+    fn check_unmap_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
+        let g = C::GEOM;
+        for (edge, inside_from_right) in [(pa, true), (pa + size, false)] {
+            let probe = if inside_from_right { edge } else { edge - g.page_size() };
+            if let Some(l) = self.pt.walk(&self.tables, Self::linear(probe)).leaf {
+                let span = if l.contiguous { g.cont_size(l.level).unwrap_or(l.size) } else { l.size };
+                if edge % span != 0 {
+                    return Err(HotplugError::WouldSplitLeaf { pa: edge });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn unmap_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
+        let (lo, hi) = Self::linear_region();
+        self.pt.unmap_within(&mut self.tables, &mut self.tlb, Self::linear(pa), size, lo, hi).map(|_| ()).map_err(|_| HotplugError::WouldSplitLeaf { pa })
+    }
+
+    fn populate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>) -> Result<(), HotplugError> {
+        self.injected()?;
+        let g = C::GEOM;
+        let start = Self::vmemmap_region().0 + section_pfn * 64;
+        self.vmemmap().populate(start, start + g.memmap_per_section(), altmap).map_err(|e| match e {
+            mm::vmemmap::VmemmapError::AltmapExhausted(_) => HotplugError::MemmapOnMemory("altmap exhausted"),
+            _ => HotplugError::NoMemory,
+        })?;
+        let pages = (0..g.pages_per_section()).map(|_| UnsafeCell::new(Page::INIT)).collect();
+        self.memmap.sections.borrow_mut().insert(section_pfn / g.pages_per_section(), pages);
+        Ok(())
+    }
+
+    fn depopulate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>) {
+        let g = C::GEOM;
+        self.memmap.sections.borrow_mut().remove(&(section_pfn / g.pages_per_section()));
+        let start = Self::vmemmap_region().0 + section_pfn * 64;
+        self.vmemmap().free(start, start + g.memmap_per_section(), altmap).unwrap();
+    }
+
+    fn init_memmap(&mut self, pfn: u64, nr: u64, block: BlockId) {
+        for p in pfn..pfn + nr {
+            // SAFETY: populated just before; no other reference.
+            unsafe { *self.memmap.page(p) = Page { block: block as u32, flags: flags::RESERVED | flags::OFFLINE, ..Page::INIT } };
+        }
+    }
+
+    fn section_update(&mut self, nr: u64, set: u8, clear: u8) {
+        self.sparse.set(nr as usize, set);
+        self.sparse.clear(nr as usize, clear);
+    }
+
+    fn init_vmemmap_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) {
+        for p in pfn..pfn + nr {
+            // SAFETY: as above.
+            unsafe {
+                let page = &mut *self.memmap.page(p);
+                page.flags = flags::VMEMMAP_SELF_HOSTED;
+                page.zone = zone as u8;
+            }
+        }
+    }
+
+    fn deinit_vmemmap_pages(&mut self, pfn: u64, nr: u64) {
+        for p in pfn..pfn + nr {
+            // SAFETY: as above.
+            unsafe { (*self.memmap.page(p)).flags = flags::RESERVED | flags::OFFLINE };
+        }
+    }
+
+    fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) -> Result<(), HotplugError> {
+        self.injected()?;
+        self.alloc.online_range(zone, 0, pfn, nr).map(|_| ()).map_err(|_| HotplugError::NoMemory)
+    }
+
+    fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
+        self.injected()?;
+        let contents = &mut self.contents;
+        offline_pages(&mut self.alloc, &mut self.handles, pfn, nr, |src, dst, _| {
+            if let Some(v) = contents.remove(&src) {
+                contents.insert(dst, v);
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| match e {
+            mm::buddy::BuddyError::Busy { pfn } => HotplugError::Busy { block, pfn },
+            _ => HotplugError::NoMemory,
+        })
+    }
+}
+
+/// A machine with 2 boot blocks (online NORMAL) right below the test range.
+fn boot<C: Config>() -> (Machine<C>, Hotplug) {
+    let g = C::GEOM;
+    let mut m = Machine::<C>::new();
+    let mut hp = Hotplug::new(g, 1 << 40);
+    for id in 2..4 {
+        let pfn = id * g.pages_per_section();
+        m.populate_memmap(pfn, None).unwrap();
+        m.init_memmap(pfn, g.pages_per_section(), id);
+        m.section_update(id, state::PRESENT | state::HAS_MEMMAP | state::EARLY | state::ONLINE, 0);
+        m.alloc.online_range(ZoneId::Normal, 0, pfn, g.pages_per_section()).unwrap();
+        hp.add_boot_block(id);
+    }
+    hp.default_online = None;
+    (m, hp)
+}
+
+/// First hot-add address used by the tests: block 8.
+fn base<C: Config>() -> u64 {
+    8 * C::GEOM.section_size()
+}
+
+const MOM: AddFlags = AddFlags { memmap_on_memory: true };
+
+macro_rules! matrix {
+    ($($test:ident),* $(,)?) => {
+        matrix!(@cfg cfg_4k_39, Cfg4K39; $($test),*);
+        matrix!(@cfg cfg_4k_48, Cfg4K48; $($test),*);
+        matrix!(@cfg cfg_16k_36, Cfg16K36; $($test),*);
+        matrix!(@cfg cfg_16k_47, Cfg16K47; $($test),*);
+        matrix!(@cfg cfg_16k_48, Cfg16K48; $($test),*);
+        matrix!(@cfg cfg_64k_42, Cfg64K42; $($test),*);
+        matrix!(@cfg cfg_64k_48, Cfg64K48; $($test),*);
+    };
+    (@cfg $m:ident, $cfg:ident; $($test:ident),*) => {
+        mod $m { $( #[test] fn $test() { super::$test::<mm::geometry::$cfg>(); } )* }
+    };
+}
+
+matrix!(
+    add_online_offline_remove_round_trip,
+    memmap_on_memory_geometry,
+    fault_injection_at_every_step_of_add,
+    state_machine_transitions_and_vetoes,
+    counters_identical_after_cycles,
+    offline_migrates_movable_pages,
+    unmovable_page_makes_offline_busy,
+    bad_requests_change_nothing,
+    leaf_splitting_removal_is_rejected,
+);
+
+fn add_online_offline_remove_round_trip<C: Config>() {
+    let g = C::GEOM;
+    let (mut m, mut hp) = boot::<C>();
+    let before = m.snapshot();
+    let present = hp.present;
+    let size = 2 * g.section_size();
+    let ids = hp.add_memory(&mut m, None, base::<C>(), size, MOM).unwrap();
+    assert_eq!(ids, vec![8, 9]);
+    for &id in &ids {
+        assert_eq!(hp.block(id).unwrap().state, BlockState::Offline);
+        assert_eq!(hp.online_block(&mut m, id, OnlineType::Movable), Ok(ZoneId::Movable));
+    }
+    let usable = 2 * (g.pages_per_section() - g.memmap_pages_per_block());
+    assert_eq!(m.alloc.counters(ZoneId::Movable).managed, usable);
+    assert_eq!(hp.present.movable, 2 * g.pages_per_section());
+    for &id in &ids {
+        hp.offline_block(&mut m, id).unwrap();
+    }
+    hp.remove_memory(&mut m, base::<C>(), size).unwrap();
+    assert!(hp.block(8).is_none());
+    assert_eq!(m.snapshot(), before);
+    assert_eq!(hp.present, present);
+}
+
+fn memmap_on_memory_geometry<C: Config>() {
+    let g = C::GEOM;
+    let (mut m, mut hp) = boot::<C>();
+    let boot_backing = m.source.live.len();
+    let ids = hp.add_memory(&mut m, None, base::<C>(), g.section_size(), MOM).unwrap();
+    let b = *hp.block(ids[0]).unwrap();
+    let n_vm = b.nr_vmemmap_pages();
+    assert_eq!(n_vm, g.memmap_pages_per_block());
+    let alt = b.altmap.unwrap();
+    assert_eq!((alt.alloc, alt.base_pfn), (n_vm, b.start_pfn), "the whole memmap came from the block's own first pages");
+    // Every memmap page of the block is backed by the block itself.
+    let vm = Machine::<C>::vmemmap_region().0 + b.start_pfn * 64;
+    for va in (vm..vm + g.memmap_per_section()).step_by(g.page_size() as usize) {
+        let pa = m.pt.walk(&m.tables, va).leaf.unwrap().pa;
+        assert!((b.start_pfn..b.start_pfn + n_vm).contains(&(pa >> g.page_shift)), "memmap page at {pa:#x} outside the vmemmap pages");
+    }
+    assert_eq!(m.source.live.len(), boot_backing, "no memmap from pre-existing memory");
+    hp.online_block(&mut m, ids[0], OnlineType::Movable).unwrap();
+    // The first onlined PFN is pageblock-aligned; self-hosted pages never reach the allocator.
+    let first = b.start_pfn + n_vm;
+    assert_eq!(first % (1 << g.pageblock_order()), 0);
+    let mut got = Vec::new();
+    while let Some(p) = m.alloc.alloc(0, AllocKind::Movable) {
+        got.push(p);
+    }
+    assert!(got.iter().all(|&p| p >= first || p < b.start_pfn), "a self-hosted memmap page was handed out");
+    assert!(m.alloc.page(b.start_pfn).unwrap().has(flags::VMEMMAP_SELF_HOSTED));
+}
+
+fn fault_injection_at_every_step_of_add<C: Config>() {
+    let g = C::GEOM;
+    let (mut m, mut hp) = boot::<C>();
+    let before = m.snapshot();
+    let size = 3 * g.section_size();
+    // Operation failures (map, populate of each block).
+    for k in 0..4 {
+        m.fail_in = Some(k);
+        let r = hp.add_memory(&mut m, None, base::<C>(), size, MOM);
+        assert_eq!(r, Err(HotplugError::Injected), "k={k}");
+        assert_eq!(m.snapshot(), before, "state left behind after failure at step {k}");
+        assert_eq!(hp.blocks().count(), 2);
+    }
+    // Allocation failures: the n-th page-table page.
+    for budget in 0..12 {
+        m.fail_in = None;
+        m.tables.set_budget(Some(budget));
+        let r = hp.add_memory(&mut m, None, base::<C>(), size, MOM);
+        m.tables.set_budget(None);
+        match r {
+            Err(_) => assert_eq!(m.snapshot(), before, "table budget {budget}"),
+            Ok(_) => {
+                hp.remove_memory(&mut m, base::<C>(), size).unwrap();
+                assert_eq!(m.snapshot(), before);
+            }
+        }
+    }
+    // Online failure: the block stays offline, nothing accounted.
+    hp.add_memory(&mut m, None, base::<C>(), size, MOM).unwrap();
+    let present = hp.present;
+    m.fail_in = Some(0);
+    assert_eq!(hp.online_block(&mut m, 8, OnlineType::Auto), Err(HotplugError::Injected));
+    assert_eq!(hp.block(8).unwrap().state, BlockState::Offline);
+    assert_eq!(hp.present, present);
+    assert!(!m.alloc.page(8 * g.pages_per_section()).unwrap().has(flags::VMEMMAP_SELF_HOSTED));
+}
+
+fn state_machine_transitions_and_vetoes<C: Config>() {
+    let g = C::GEOM;
+    let (mut m, mut hp) = boot::<C>();
+    hp.add_memory(&mut m, None, base::<C>(), g.section_size(), MOM).unwrap();
+    assert_eq!(hp.offline_block(&mut m, 8), Err(HotplugError::BadState { block: 8, state: BlockState::Offline }));
+    hp.online_block(&mut m, 8, OnlineType::Kernel).unwrap();
+    assert_eq!(hp.online_block(&mut m, 8, OnlineType::Kernel), Err(HotplugError::BadState { block: 8, state: BlockState::Online }));
+    assert_eq!(hp.remove_memory(&mut m, base::<C>(), g.section_size()), Err(HotplugError::NotOffline(8)));
+    assert_eq!(hp.offline_block(&mut m, 2), Err(HotplugError::EarlyMemory(2)));
+    assert_eq!(hp.remove_memory(&mut m, 2 * g.section_size(), g.section_size()), Err(HotplugError::EarlyMemory(2)));
+    assert_eq!(hp.online_block(&mut m, 99, OnlineType::Kernel), Err(HotplugError::NoSuchBlock(99)));
+    // Injected offline failure: back to online, counters unchanged.
+    let present = hp.present;
+    m.fail_in = Some(0);
+    assert_eq!(hp.offline_block(&mut m, 8), Err(HotplugError::Injected));
+    assert_eq!(hp.block(8).unwrap().state, BlockState::Online);
+    assert_eq!(hp.present, present);
+    hp.offline_block(&mut m, 8).unwrap();
+    assert_eq!(hp.block(8).unwrap().state, BlockState::Offline);
+}
+
+fn counters_identical_after_cycles<C: Config>() {
+    let g = C::GEOM;
+    let (mut m, mut hp) = boot::<C>();
+    let grp = hp.register_static_group(2 * g.pages_per_section());
+    hp.add_memory(&mut m, Some(grp), base::<C>(), 2 * g.section_size(), MOM).unwrap();
+    let (present, group, alloc) = (hp.present, *hp.group(grp).unwrap(), m.snapshot());
+    for t in [OnlineType::Kernel, OnlineType::Movable, OnlineType::Auto, OnlineType::Movable] {
+        for id in [8, 9] {
+            hp.online_block(&mut m, id, t).unwrap();
+        }
+        let h: Vec<_> = (0..5).filter_map(|_| m.handles.alloc(&mut m.alloc, 0)).collect();
+        for id in [9, 8] {
+            hp.offline_block(&mut m, id).unwrap();
+        }
+        for x in h {
+            m.handles.free(&mut m.alloc, x).unwrap();
+        }
+        assert_eq!((hp.present, *hp.group(grp).unwrap()), (present, group), "after a {t:?} cycle");
+        assert_eq!(m.snapshot(), alloc);
+    }
+}
+
+fn offline_migrates_movable_pages<C: Config>() {
+    let g = C::GEOM;
+    let (mut m, mut hp) = boot::<C>();
+    hp.add_memory(&mut m, None, base::<C>(), g.section_size(), MOM).unwrap();
+    hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
+    let mut hs = Vec::new();
+    for i in 0..64u64 {
+        let h = m.handles.alloc(&mut m.alloc, (i % 3) as u32).unwrap();
+        let (pfn, _) = m.handles.get(h).unwrap();
+        assert!(pfn >= 8 * g.pages_per_section(), "movable allocations prefer ZONE_MOVABLE");
+        m.contents.insert(pfn, i * 7919);
+        hs.push((h, i * 7919));
+    }
+    hp.offline_block(&mut m, 8).unwrap();
+    assert!(m.handles.migrated_pages > 0);
+    for (h, v) in hs {
+        let (pfn, _) = m.handles.get(h).unwrap();
+        assert!(pfn < 8 * g.pages_per_section(), "handle still in the offlined block");
+        assert_eq!(m.contents.get(&pfn), Some(&v), "data lost in migration");
+    }
+}
+
+fn unmovable_page_makes_offline_busy<C: Config>() {
+    let g = C::GEOM;
+    let (mut m, mut hp) = boot::<C>();
+    hp.add_memory(&mut m, None, base::<C>(), g.section_size(), MOM).unwrap();
+    hp.online_block(&mut m, 8, OnlineType::Kernel).unwrap();
+    // Exhaust the boot blocks so a kernel allocation lands in block 8.
+    let mut pinned = None;
+    let mut others = Vec::new();
+    while let Some(p) = m.alloc.alloc(0, AllocKind::Kernel) {
+        if p >= 8 * g.pages_per_section() {
+            pinned = Some(p);
+            break;
+        }
+        others.push(p);
+    }
+    for p in others {
+        m.alloc.free(p, 0).unwrap();
+    }
+    let pinned = pinned.expect("a kernel page in the new block");
+    let (present, free) = (hp.present, m.alloc.counters(ZoneId::Normal));
+    assert!(matches!(hp.offline_block(&mut m, 8), Err(HotplugError::Busy { block: 8, .. })));
+    assert_eq!(hp.block(8).unwrap().state, BlockState::Online);
+    assert_eq!((hp.present, m.alloc.counters(ZoneId::Normal)), (present, free), "veto restored the counters");
+    // Still usable: allocations come from it.
+    assert!(m.alloc.alloc(0, AllocKind::Kernel).is_some());
+    m.alloc.free(pinned, 0).unwrap();
+}
+
+fn bad_requests_change_nothing<C: Config>() {
+    let g = C::GEOM;
+    let (mut m, mut hp) = boot::<C>();
+    let before = m.snapshot();
+    let bs = g.section_size();
+    let cases = [
+        (base::<C>() + g.page_size(), bs),
+        (base::<C>(), bs / 2),
+        (base::<C>(), 0),
+        (2 * bs, bs), // boot RAM
+        ((1 << 40) - bs, 2 * bs),
+    ];
+    for (s, l) in cases {
+        assert!(hp.add_memory(&mut m, None, s, l, MOM).is_err(), "{s:#x}+{l:#x} accepted");
+        assert_eq!(m.snapshot(), before);
+    }
+    hp.add_memory(&mut m, None, base::<C>(), 2 * bs, MOM).unwrap();
+    assert_eq!(hp.add_memory(&mut m, None, base::<C>() + bs, bs, MOM), Err(HotplugError::Overlap { start: base::<C>() + bs, size: bs }));
+    // Self-hosted memmap: remove whole ranges as added.
+    assert_eq!(hp.remove_memory(&mut m, base::<C>(), bs), Err(HotplugError::Granularity { start: base::<C>(), size: bs }));
+    assert_eq!(hp.remove_memory(&mut m, base::<C>() + 4 * bs, bs), Err(HotplugError::NotAdded { start: base::<C>() + 4 * bs, size: bs }));
+}
+
+/// A removal that would split a linear-map leaf is rejected before anything changes.
+fn leaf_splitting_removal_is_rejected<C: Config>() {
+    let g = C::GEOM;
+    // A range large and aligned enough for a leaf spanning several blocks: 4K → a 1 GiB PUD
+    // block, 16K → a 1 GiB CONT_PMD run; 64K blocks are PMD blocks themselves (the CONT_PMD run
+    // is 16 GiB: 32 blocks).
+    let span = match g.page_shift {
+        12 | 14 => 1u64 << 30,
+        _ => 16u64 << 30,
+    };
+    let (mut m, mut hp) = boot::<C>();
+    hp.add_memory(&mut m, None, span, span, AddFlags::default()).unwrap();
+    let first = span / g.section_size();
+    hp.offline_block(&mut m, first).err(); // offline already
+    let before = m.snapshot();
+    let r = hp.remove_memory(&mut m, span, g.section_size());
+    assert_eq!(r, Err(HotplugError::WouldSplitLeaf { pa: span + g.section_size() }));
+    assert_eq!(m.snapshot(), before);
+    assert!(hp.block(first).is_some());
+    hp.remove_memory(&mut m, span, span).unwrap();
+}
+
+/// The auto-movable example of the Linux series: a dynamic group with unit = one block, a
+/// ratio of 301 % and KERNEL_EARLY of 2.8 blocks: 8 MOVABLE blocks, then one NORMAL block
+/// raises the group's own budget, and the pattern 1 NORMAL : 3 MOVABLE repeats.
+#[test]
+fn auto_movable_vector() {
+    type C = Cfg4K48;
+    let g = C::GEOM;
+    let (mut m, mut hp) = boot::<C>();
+    hp.policy = OnlinePolicy::AutoMovable;
+    hp.ratio = 301;
+    hp.present.kernel_early = g.pages_per_section() * 28 / 10;
+    let grp = hp.register_dynamic_group(g.pages_per_section()).unwrap();
+    let mut got = String::new();
+    for i in 0..16 {
+        let ids = hp.add_memory(&mut m, Some(grp), base::<C>() + i * g.section_size(), g.section_size(), MOM).unwrap();
+        let z = hp.online_block(&mut m, ids[0], OnlineType::Auto).unwrap();
+        got.push_str(if z == ZoneId::Movable { "[M]" } else { "[N]" });
+    }
+    assert_eq!(got, "[M][M][M][M][M][M][M][M][N][M][M][M][N][M][M][M]");
+    // Static groups are all-or-nothing: a DIMM that does not fit goes NORMAL as a whole.
+    let dimm = hp.register_static_group(40 * g.pages_per_section());
+    let ids = hp.add_memory(&mut m, Some(dimm), base::<C>() + 32 * g.section_size(), 40 * g.section_size(), MOM).unwrap();
+    let zones: Vec<_> = ids.iter().map(|&id| hp.online_block(&mut m, id, OnlineType::Auto).unwrap()).collect();
+    assert!(zones.iter().all(|&z| z == ZoneId::Normal), "{zones:?}");
+}
+
+#[test]
+fn static_group_fits_goes_movable_as_a_whole() {
+    type C = Cfg16K47;
+    let g = C::GEOM;
+    let (mut m, mut hp) = boot::<C>();
+    hp.present.kernel_early = 32 * g.pages_per_section(); // a 4 GiB VM
+    hp.default_online = Some(OnlineType::Auto);
+    let mut zones = Vec::new();
+    for d in 0..4 {
+        let grp = hp.register_static_group(32 * g.pages_per_section());
+        let ids = hp.add_memory(&mut m, Some(grp), base::<C>() + d * 32 * g.section_size(), 32 * g.section_size(), MOM).unwrap();
+        let z: Vec<_> = ids.iter().map(|&id| hp.block(id).unwrap().zone.unwrap()).collect();
+        assert!(z.windows(2).all(|w| w[0] == w[1]), "DIMM {d} split across zones");
+        zones.push(z[0]);
+    }
+    // 3 × 4 GiB fit in 3.01 × 4 GiB; the fourth DIMM does not.
+    assert_eq!(zones, [ZoneId::Movable, ZoneId::Movable, ZoneId::Movable, ZoneId::Normal]);
+}
