@@ -307,15 +307,17 @@ impl<M: Memmap> PageAlloc<M> {
     }
 
     /// The first page in use in a range (allocated, or reserved such as the kernel image).
-    pub fn first_busy(&mut self, start: u64, nr: u64) -> Option<(u64, Page)> {
-        let mut busy = None;
-        let _ = self.for_each_head(start, nr, |_, pfn, p| {
-            if p.has(flags::HEAD | flags::RESERVED) && busy.is_none() {
-                busy = Some((pfn, p));
+    /// `start` must be a block boundary (a range start, or just past a block).
+    pub fn first_busy(&self, start: u64, nr: u64) -> Option<(u64, Page)> {
+        let mut pfn = start;
+        while pfn < start + nr {
+            let p = self.page(pfn)?;
+            if p.has(flags::HEAD | flags::RESERVED) {
+                return Some((pfn, p));
             }
-            Ok(())
-        });
-        busy
+            pfn += if p.has(flags::BUDDY) { 1 << p.order } else { 1 };
+        }
+        None
     }
 
     /// Take an isolated range out of the allocator for good (Linux `__offline_isolated_pages`):

@@ -87,24 +87,28 @@ pub fn offline_pages<M: Memmap>(
     mut copy: impl FnMut(u64, u64, u32),
 ) -> Result<u64, BuddyError> {
     a.isolate_range(start, nr)?;
+    // One pass is enough: the range is isolated, so nothing in it is handed out again, and
+    // what migration frees in it is parked.
     let result = (|| {
-        while let Some((pfn, page)) = a.first_busy(start, nr) {
+        let mut pfn = start;
+        while let Some((busy, page)) = a.first_busy(pfn, start + nr - pfn) {
             let owner = page.private.checked_sub(1).map(|h| Handle(h as u32));
-            let movable = page.has(flags::MOVABLE) && owner.is_some_and(|h| handles.get(h) == Some((pfn, page.order as u32)));
-            let (true, Some(h)) = (movable, owner) else {
-                return Err(BuddyError::Busy { pfn });
-            };
             let order = page.order as u32;
+            let movable = page.has(flags::MOVABLE) && owner.is_some_and(|h| handles.get(h) == Some((busy, order)));
+            let (true, Some(h)) = (movable, owner) else {
+                return Err(BuddyError::Busy { pfn: busy });
+            };
             // The isolated range cannot be handed out, so the target is always elsewhere.
             let Some(dst) = a.alloc(order, AllocKind::Movable) else {
-                return Err(BuddyError::Busy { pfn });
+                return Err(BuddyError::Busy { pfn: busy });
             };
-            copy(pfn, dst, order);
+            copy(busy, dst, order);
             handles.slots[h.0 as usize] = Some((dst, order));
             set_owner(a, dst, Some(h));
-            set_owner(a, pfn, None);
-            a.free(pfn, order)?; // parked: the range is isolated
+            set_owner(a, busy, None);
+            a.free(busy, order)?; // parked: the range is isolated
             handles.migrated_pages += 1 << order;
+            pfn = busy + (1 << order);
         }
         a.offline_isolated(start, nr)
     })();

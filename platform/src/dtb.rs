@@ -47,6 +47,8 @@ pub struct Platform {
     /// MPIDR affinity of each CPU, in DT order.
     pub cpus: Vec<u64>,
     pub bootargs: String,
+    /// QEMU fw_cfg registers (`qemu,fw-cfg-mmio`), if present.
+    pub fw_cfg: Option<Range>,
     pub dtb_size: u64,
     pub model: String,
 }
@@ -141,6 +143,7 @@ pub unsafe fn parse(ptr: *const u8) -> Result<Platform, DtbError> {
     }
     let bootargs = fdt.chosen().bootargs().map(String::from).unwrap_or_default();
     let model = fdt.root().model().into();
+    let fw_cfg = fdt.find_compatible(&["qemu,fw-cfg-mmio"]).and_then(|n| reg_ranges(&n).first().copied());
     Ok(Platform {
         memory,
         reserved,
@@ -150,6 +153,7 @@ pub unsafe fn parse(ptr: *const u8) -> Result<Platform, DtbError> {
         psci_method,
         cpus,
         bootargs,
+        fw_cfg,
         dtb_size: fdt.total_size() as u64,
         model,
     })

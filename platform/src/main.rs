@@ -12,10 +12,13 @@ extern crate alloc;
 mod config {
     include!(concat!(env!("OUT_DIR"), "/config.rs"));
 }
+mod cmdline;
 mod console;
 mod dtb;
 mod early;
+mod fw_cfg;
 mod gic;
+mod hotplug;
 #[cfg(feature = "ktest")]
 mod ktest;
 mod layout;
@@ -102,6 +105,21 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         }
     };
 
+    // Kernel command line: /chosen/bootargs (-append), else the fw_cfg file (firmware mode).
+    let fw_cfg = plat.fw_cfg.and_then(|r| memory::ioremap(r.base, r.size).ok()).map(|va| {
+        // SAFETY: a fresh device mapping of the fw_cfg registers named by the DTB.
+        unsafe { fw_cfg::FwCfg::new(va) }
+    });
+    let cmdline_text = if !plat.bootargs.is_empty() {
+        plat.bootargs.clone()
+    } else {
+        fw_cfg.as_ref().and_then(fw_cfg::cmdline).unwrap_or_default()
+    };
+    let (opts, cmdline_warnings) = cmdline::parse(&cmdline_text);
+    let mut plat = plat;
+    let (ram, held_back) = cmdline::apply_mem_limit(&plat.memory, opts.mem);
+    plat.memory = ram;
+
     if let Err(e) = memory::map_linear(&plat.memory) {
         boot_failed(format_args!("cannot build the linear map: {e:?}"));
     }
@@ -135,8 +153,15 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         layout::image_start().wrapping_sub(layout::kimage_voffset()),
         arch::cpu::has_tlbi_range()
     );
+    println!("boot: cmdline=\"{}\"", cmdline_text);
+    for w in cmdline_warnings {
+        println!("cmdline: {w}");
+    }
     for m in &plat.memory {
         println!("boot: memory base={:#x} size={:#x} ({})", m.base, m.size, Size(m.size));
+    }
+    for m in &held_back {
+        println!("boot: held_back base={:#x} size={:#x} ({}) (mem=; add it with probe)", m.base, m.size, Size(m.size));
     }
     print_layout();
 
@@ -165,6 +190,7 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         Err(e) => boot_failed(format_args!("cannot populate the boot memmap: {e:?}")),
     }
     memory::init_page_allocator();
+    hotplug::init(held_back, &opts);
 
     // Interrupts, timer, PSCI.
     psci::init(plat.psci_method.as_deref());

@@ -26,6 +26,13 @@ const COMMANDS: &[Command] = &[
     Command { name: "pt", usage: "pt <va>", help: "walk the page tables for a virtual address", run: cmd_pt },
     Command { name: "page", usage: "page <pfn>", help: "decode the struct page of a PFN", run: cmd_page },
     Command { name: "sections", usage: "sections", help: "state of every present memory section", run: cmd_sections },
+    Command { name: "blocks", usage: "blocks", help: "memory blocks: id, range, state, zone, group, vmemmap pages", run: cmd_blocks },
+    Command { name: "probe", usage: "probe <addr> <size>", help: "hot-add memory held back by mem= (memmap on memory)", run: cmd_probe },
+    Command { name: "online", usage: "online <block> [kernel|movable|auto]", help: "online a memory block", run: cmd_online },
+    Command { name: "offline", usage: "offline <block>", help: "offline a memory block (migrating movable pages)", run: cmd_offline },
+    Command { name: "remove", usage: "remove <addr> <size>", help: "hot-remove offline memory", run: cmd_remove },
+    Command { name: "policy", usage: "policy [default offline|online|online_kernel|online_movable | online_policy contig-zones|auto-movable | ratio <percent>]", help: "show or set the online policy", run: cmd_policy },
+    Command { name: "stress", usage: "stress <size> | stress verify | stress free", help: "fill movable memory with checksummed patterns / verify / free", run: cmd_stress },
     Command { name: "cpus", usage: "cpus", help: "online CPUs and their timer ticks", run: cmd_cpus },
     Command { name: "poweroff", usage: "poweroff", help: "power off (PSCI SYSTEM_OFF)", run: cmd_poweroff },
     Command { name: "reboot", usage: "reboot", help: "reset the machine (PSCI SYSTEM_RESET)", run: cmd_reboot },
@@ -130,7 +137,9 @@ fn cmd_meminfo(args: &[&str]) -> Result<(), ShellError> {
     no_args(args)?;
     use core::sync::atomic::Ordering::Relaxed;
     use mm::page::ZoneId;
-    let ram = memory::RAM_PAGES.load(Relaxed);
+    // RAM = boot RAM + online hot-added blocks (present pages, like Linux's MemTotal basis).
+    let hot = crate::hotplug::with_hotplug(|hp, _| hp.blocks().filter(|b| !b.early && b.zone.is_some()).map(|b| b.nr_pages).sum::<u64>());
+    let ram = memory::RAM_PAGES.load(Relaxed) + hot;
     let free = memory::free_page_count();
     let pt = memory::PT_PAGES.load(Relaxed);
     let memmap = memory::MEMMAP_BYTES.load(Relaxed);
@@ -234,6 +243,170 @@ fn cmd_pt(args: &[&str]) -> Result<(), ShellError> {
     let [va] = args else { return Err(ShellError::Usage) };
     let va = parse_u64(va)?;
     crate::walk::print_walk(va);
+    Ok(())
+}
+
+fn zone_name(z: Option<mm::page::ZoneId>) -> &'static str {
+    z.map_or("-", |z| z.name())
+}
+
+fn cmd_blocks(args: &[&str]) -> Result<(), ShellError> {
+    no_args(args)?;
+    crate::hotplug::with_hotplug(|hp, _| {
+        println!("blocks: block_size={} count={}", layout::Size(hp.block_size()), hp.blocks().count());
+        for b in hp.blocks() {
+            let start = b.start_pfn << layout::PAGE_SHIFT;
+            let group = b.group.map_or(alloc::string::String::from("-"), |g| alloc::format!("{g}"));
+            println!(
+                "block: id={} range={:#x}-{:#x} state={} zone={} group={} vmemmap_pages={} early={}",
+                b.id,
+                start,
+                start + (b.nr_pages << layout::PAGE_SHIFT),
+                b.state.name(),
+                zone_name(b.zone),
+                group,
+                b.nr_vmemmap_pages(),
+                b.early
+            );
+        }
+    });
+    Ok(())
+}
+
+fn report<T>(what: &str, r: Result<T, mm::hotplug::HotplugError>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            println!("{what}: error: {e}");
+            None
+        }
+    }
+}
+
+fn cmd_probe(args: &[&str]) -> Result<(), ShellError> {
+    let [addr, size] = args else { return Err(ShellError::Usage) };
+    let (addr, size) = (parse_u64(addr)?, parse_u64(size)?);
+    if !crate::hotplug::probe_allowed(addr, size) {
+        println!("probe: error: {addr:#x}+{size:#x} is not RAM held back by mem= (see the boot: held_back lines)");
+        return Ok(());
+    }
+    let t0 = arch::cpu::counter();
+    let r = crate::hotplug::with_hotplug(|hp, ops| hp.add_memory(ops, None, addr, size, mm::hotplug::AddFlags { memmap_on_memory: true }));
+    let cycles = arch::cpu::counter() - t0;
+    if let Some(ids) = report("probe", r) {
+        println!("probe: added={:#x}+{:#x} blocks={:?} cycles={}", addr, size, ids, cycles);
+    }
+    Ok(())
+}
+
+fn cmd_remove(args: &[&str]) -> Result<(), ShellError> {
+    let [addr, size] = args else { return Err(ShellError::Usage) };
+    let (addr, size) = (parse_u64(addr)?, parse_u64(size)?);
+    let (tlbi0, all0) = (arch::tlb::stats::va(), arch::tlb::stats::all());
+    let t0 = arch::cpu::counter();
+    let r = crate::hotplug::with_hotplug(|hp, ops| hp.remove_memory(ops, addr, size));
+    let cycles = arch::cpu::counter() - t0;
+    if report("remove", r).is_some() {
+        println!(
+            "remove: removed={:#x}+{:#x} cycles={} tlbi_va={} tlbi_all={}",
+            addr,
+            size,
+            cycles,
+            arch::tlb::stats::va() - tlbi0,
+            arch::tlb::stats::all() - all0
+        );
+    }
+    Ok(())
+}
+
+fn cmd_online(args: &[&str]) -> Result<(), ShellError> {
+    use mm::hotplug::OnlineType;
+    let (id, t) = match args {
+        [id] => (id, OnlineType::Auto),
+        [id, "kernel"] => (id, OnlineType::Kernel),
+        [id, "movable"] => (id, OnlineType::Movable),
+        [id, "auto"] => (id, OnlineType::Auto),
+        _ => return Err(ShellError::Usage),
+    };
+    let id = parse_u64(id)?;
+    let t0 = arch::cpu::counter();
+    let r = crate::hotplug::with_hotplug(|hp, ops| hp.online_block(ops, id, t));
+    let cycles = arch::cpu::counter() - t0;
+    if let Some(z) = report("online", r) {
+        println!("online: block={} zone={} cycles={}", id, z.name(), cycles);
+    }
+    Ok(())
+}
+
+fn cmd_offline(args: &[&str]) -> Result<(), ShellError> {
+    let [id] = args else { return Err(ShellError::Usage) };
+    let id = parse_u64(id)?;
+    let migrated0 = crate::hotplug::HANDLES.lock().migrated_pages;
+    let t0 = arch::cpu::counter();
+    let r = crate::hotplug::with_hotplug(|hp, ops| hp.offline_block(ops, id));
+    let cycles = arch::cpu::counter() - t0;
+    if report("offline", r).is_some() {
+        let migrated = crate::hotplug::HANDLES.lock().migrated_pages - migrated0;
+        println!("offline: block={} migrated_pages={} cycles={}", id, migrated, cycles);
+    }
+    Ok(())
+}
+
+fn cmd_policy(args: &[&str]) -> Result<(), ShellError> {
+    use mm::hotplug::OnlinePolicy;
+    crate::hotplug::with_hotplug(|hp, _| {
+        match args {
+            [] => {}
+            ["default", v] => hp.default_online = crate::cmdline::parse_online_state(v).ok_or(ShellError::Usage)?,
+            ["online_policy", "contig-zones"] => hp.policy = OnlinePolicy::ContigZones,
+            ["online_policy", "auto-movable"] => hp.policy = OnlinePolicy::AutoMovable,
+            ["ratio", v] => hp.ratio = parse_u64(v)?,
+            _ => return Err(ShellError::Usage),
+        }
+        let default = match hp.default_online {
+            None => "offline",
+            Some(mm::hotplug::OnlineType::Auto) => "online",
+            Some(mm::hotplug::OnlineType::Kernel) => "online_kernel",
+            Some(mm::hotplug::OnlineType::Movable) => "online_movable",
+        };
+        let policy = match hp.policy {
+            OnlinePolicy::ContigZones => "contig-zones",
+            OnlinePolicy::AutoMovable => "auto-movable",
+        };
+        println!(
+            "policy: default={} online_policy={} auto_movable_ratio={} present_normal={} present_movable={} kernel_early={}",
+            default, policy, hp.ratio, hp.present.normal, hp.present.movable, hp.present.kernel_early
+        );
+        Ok(())
+    })
+}
+
+fn cmd_stress(args: &[&str]) -> Result<(), ShellError> {
+    use crate::hotplug::{stress_fill, stress_free, stress_verify};
+    let t0 = arch::cpu::counter();
+    match args {
+        ["verify"] => {
+            let r = stress_verify();
+            println!("stress: verify allocations={} verified={} bad={} result={}", r.allocations, r.verified, r.bad, if r.bad == 0 { "ok" } else { "FAILED" });
+        }
+        ["free"] => println!("stress: freed={}", stress_free()),
+        [size] => {
+            let size = parse_u64(size)?;
+            match stress_fill(size) {
+                Ok(r) => println!(
+                    "stress: allocated={} bytes={} verified={} bad={} result={} cycles={}",
+                    r.allocations,
+                    r.bytes,
+                    r.verified,
+                    r.bad,
+                    if r.bad == 0 { "ok" } else { "FAILED" },
+                    arch::cpu::counter() - t0
+                ),
+                Err(e) => println!("stress: error: {e} (allocations made so far are kept; 'stress free' releases them)"),
+            }
+        }
+        _ => return Err(ShellError::Usage),
+    }
     Ok(())
 }
 

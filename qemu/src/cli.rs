@@ -21,7 +21,8 @@ KERNEL:
                              without --granule: the granule that supports N (4k first)
     --ktest                  boot the in-guest test kernel (runs its cases, exits 0 if all pass);
                              runs like --exec with no commands (output echoed, timeout applies)
-    --append '<args>'        kernel command line: reserved, nothing is passed yet
+    --append '<args>'        kernel command line, e.g. 'mem=1G' (kernel/image boot: -append, i.e.
+                             /chosen/bootargs; firmware boot: fw_cfg file opt/org.hotmem/cmdline)
 
 MACHINE:
     --boot firmware|kernel|image

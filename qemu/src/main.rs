@@ -26,9 +26,6 @@ fn main() -> ExitCode {
 
 fn run(o: Options) -> i32 {
     let ws = kernel::workspace_root();
-    if o.append.is_some() {
-        eprintln!("hotmem: --append is reserved; nothing is passed to the kernel yet");
-    }
     let gdb_port = if !o.gdb {
         None
     } else if let Some(p) = o.gdb_port {
@@ -54,6 +51,7 @@ fn run(o: Options) -> i32 {
             .boot(o.boot)
             .serial(serial)
             .gdb(gdb_port)
+            .append(o.append.clone())
             .args(o.qemu_args.iter().cloned())
             .timeout(o.effective_timeout())
             .echo(true)

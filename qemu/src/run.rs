@@ -84,6 +84,10 @@ pub fn gdb_command(elf: &Path, port: u16) -> String {
     ])
 }
 
+/// fw_cfg file carrying the kernel command line in firmware mode (read by the kernel's fw_cfg
+/// driver, `platform/src/fw_cfg.rs`).
+pub const FW_CFG_CMDLINE: &str = "opt/org.hotmem/cmdline";
+
 /// One QEMU run of one kernel: configuration → command line → process.
 #[derive(Clone, Debug)]
 pub struct QemuRun {
@@ -94,6 +98,10 @@ pub struct QemuRun {
     pub serial: Serial,
     /// `-gdb tcp:127.0.0.1:<port> -S` (loopback only, CPU halted until gdb continues).
     pub gdb_port: Option<u16>,
+    /// Kernel command line. `-kernel` boots get `-append` (QEMU puts it in the DTB's
+    /// `/chosen/bootargs`); firmware boots cannot use `-append` (QEMU accepts it only with
+    /// `-kernel`), so they get the fw_cfg file [`FW_CFG_CMDLINE`], which the kernel reads.
+    pub append: Option<String>,
     /// Extra QEMU arguments, appended last.
     pub extra: Vec<String>,
     /// Overall deadline; the process is SIGKILLed when it passes. `None`: no limit.
@@ -114,6 +122,7 @@ impl QemuRun {
             boot: BootMode::Firmware,
             serial: Serial::Stdio,
             gdb_port: None,
+            append: None,
             extra: Vec::new(),
             timeout: Some(Duration::from_secs(60)),
             echo: false,
@@ -159,6 +168,10 @@ impl QemuRun {
     }
     pub fn gdb(mut self, port: Option<u16>) -> Self {
         self.gdb_port = port;
+        self
+    }
+    pub fn append(mut self, cmdline: Option<String>) -> Self {
+        self.append = cmdline.filter(|c| !c.is_empty());
         self
     }
     pub fn arg(mut self, a: impl Into<String>) -> Self {
@@ -221,6 +234,15 @@ impl QemuRun {
             BootMode::Firmware => a.extend(["-bios".into(), path(&self.kernel.bin)]),
             BootMode::Kernel => a.extend(["-kernel".into(), path(&self.kernel.elf)]),
             BootMode::Image => a.extend(["-kernel".into(), path(&self.kernel.bin)]),
+        }
+        if let Some(cmdline) = &self.append {
+            match self.boot {
+                BootMode::Firmware => {
+                    // fw_cfg option strings cannot contain a comma unescaped: QEMU's ",," escape.
+                    a.extend(["-fw_cfg".into(), format!("name={FW_CFG_CMDLINE},string={}", cmdline.replace(',', ",,"))])
+                }
+                BootMode::Kernel | BootMode::Image => a.extend(["-append".into(), cmdline.clone()]),
+            }
         }
         if let Some(port) = self.gdb_port {
             a.extend(["-gdb".into(), format!("tcp:127.0.0.1:{port}"), "-S".into()]);

@@ -1,0 +1,77 @@
+//! The kernel command line: `mem=SIZE` (hold RAM above SIZE back for `probe`),
+//! `memhp_default_state=offline|online|online_kernel|online_movable`,
+//! `memory_hotplug.online_policy=contig-zones|auto-movable`, `memory_hotplug.auto_movable_ratio=N`.
+//! Unknown options are reported and ignored.
+
+use crate::{dtb::Range, shell::parse_u64};
+use alloc::{format, string::String, vec::Vec};
+use mm::hotplug::{OnlinePolicy, OnlineType};
+
+#[derive(Debug, Default)]
+pub struct Options {
+    /// RAM the kernel uses at boot; the rest is held back.
+    pub mem: Option<u64>,
+    pub default_online: Option<Option<OnlineType>>,
+    pub policy: Option<OnlinePolicy>,
+    pub ratio: Option<u64>,
+}
+
+/// Parse the command line; problems come back as messages (printed once the console is up).
+pub fn parse(cmdline: &str) -> (Options, Vec<String>) {
+    let mut o = Options::default();
+    let mut warn = Vec::new();
+    for word in cmdline.split_whitespace() {
+        let (key, value) = word.split_once('=').unwrap_or((word, ""));
+        match key {
+            "mem" => match parse_u64(value) {
+                Ok(v) if v > 0 => o.mem = Some(v),
+                _ => warn.push(format!("bad value in '{word}' (want a size like 1G), ignored")),
+            },
+            "memhp_default_state" => match parse_online_state(value) {
+                Some(t) => o.default_online = Some(t),
+                None => warn.push(format!("bad value in '{word}' (offline|online|online_kernel|online_movable), ignored")),
+            },
+            "memory_hotplug.online_policy" => match value {
+                "contig-zones" => o.policy = Some(OnlinePolicy::ContigZones),
+                "auto-movable" => o.policy = Some(OnlinePolicy::AutoMovable),
+                _ => warn.push(format!("bad value in '{word}' (contig-zones|auto-movable), ignored")),
+            },
+            "memory_hotplug.auto_movable_ratio" => match parse_u64(value) {
+                Ok(v) => o.ratio = Some(v),
+                Err(_) => warn.push(format!("bad value in '{word}', ignored")),
+            },
+            _ => warn.push(format!("unknown option '{word}' ignored")),
+        }
+    }
+    (o, warn)
+}
+
+/// `offline` → `None`; `online` → Auto; `online_kernel`, `online_movable`.
+pub fn parse_online_state(v: &str) -> Option<Option<OnlineType>> {
+    Some(match v {
+        "offline" => None,
+        "online" => Some(OnlineType::Auto),
+        "online_kernel" => Some(OnlineType::Kernel),
+        "online_movable" => Some(OnlineType::Movable),
+        _ => return None,
+    })
+}
+
+/// Split RAM into what the kernel uses (the lowest `limit` bytes) and what is held back.
+pub fn apply_mem_limit(ram: &[Range], limit: Option<u64>) -> (Vec<Range>, Vec<Range>) {
+    let Some(mut left) = limit else { return (ram.to_vec(), Vec::new()) };
+    let mut sorted = ram.to_vec();
+    sorted.sort_by_key(|r| r.base);
+    let (mut used, mut held) = (Vec::new(), Vec::new());
+    for r in sorted {
+        let take = r.size.min(left);
+        left -= take;
+        if take > 0 {
+            used.push(Range { base: r.base, size: take });
+        }
+        if take < r.size {
+            held.push(Range { base: r.base + take, size: r.size - take });
+        }
+    }
+    (used, held)
+}

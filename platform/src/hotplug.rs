@@ -1,0 +1,308 @@
+//! Memory hotplug in the kernel: the platform operations behind `mm::hotplug` (linear map,
+//! vmemmap, struct pages, allocator, migration), the global hotplug state, movable handles and
+//! the `stress` workload.
+//!
+//! Locking: `HOTPLUG` (a plain spin lock, never taken in interrupt context) serialises the
+//! hotplug paths against each other. Inside, the kernel page table lock orders table changes
+//! against software walkers (the shell's `pt`, tests); other CPUs' hardware walks are handled by
+//! broadcast TLB invalidation before any page or table is freed.
+
+use crate::{
+    dtb::Range,
+    layout::{self, G, PAGE_SHIFT, PAGE_SIZE},
+    memory::{self, BuddySource, KernelTables, VMEMMAP},
+    sync::IrqSafeLock,
+    teardown::KernelTlb,
+};
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+use mm::{
+    altmap::Altmap,
+    buddy::BuddyError,
+    hotplug::{BlockId, Hotplug, HotplugError, HotplugOps},
+    migrate::{Handle, Handles},
+    page::{flags, Page, ZoneId},
+    pgtable::{Attrs, MapFlags},
+    vmemmap::{Vmemmap, VmemmapError},
+};
+
+pub static HOTPLUG: spin::Mutex<Option<Hotplug>> = spin::Mutex::new(None);
+/// Movable allocations; migration and data access both hold this lock.
+pub static HANDLES: IrqSafeLock<Handles> = IrqSafeLock::new(Handles::new());
+/// RAM held back by `mem=` (what `probe` may add).
+pub static HELD_BACK: spin::Mutex<Vec<Range>> = spin::Mutex::new(Vec::new());
+
+pub fn with_hotplug<R>(f: impl FnOnce(&mut Hotplug, &mut KernelOps) -> R) -> R {
+    let mut hp = HOTPLUG.lock();
+    f(hp.as_mut().expect("hotplug initialised at boot"), &mut KernelOps)
+}
+
+/// Set up the hotplug state: every early section is an online boot block.
+pub fn init(held_back: Vec<Range>, opts: &crate::cmdline::Options) {
+    let mut hp = Hotplug::new(G, memory::sparse().max_pa());
+    // Like Linux's default (MHP_DEFAULT_ONLINE_TYPE_OFFLINE): probed memory waits for `online`.
+    hp.default_online = None;
+    for (nr, _) in memory::sparse().iter_with(mm::sparse::state::EARLY) {
+        hp.add_boot_block(nr as BlockId);
+    }
+    if let Some(d) = opts.default_online {
+        hp.default_online = d;
+    }
+    if let Some(p) = opts.policy {
+        hp.policy = p;
+    }
+    if let Some(r) = opts.ratio {
+        hp.ratio = r;
+    }
+    *HOTPLUG.lock() = Some(hp);
+    *HELD_BACK.lock() = held_back;
+}
+
+fn linear_region() -> (u64, u64) {
+    (layout::PAGE_OFFSET, layout::PAGE_OFFSET + layout::LINEAR_SIZE)
+}
+
+fn vmemmap_err(e: VmemmapError) -> HotplugError {
+    match e {
+        VmemmapError::AltmapExhausted(_) => HotplugError::MemmapOnMemory("the block's altmap is too small for its memmap"),
+        _ => HotplugError::NoMemory,
+    }
+}
+
+fn page_mut(pfn: u64) -> *mut Page {
+    VMEMMAP.pfn_to_page(pfn) as *mut Page
+}
+
+/// The platform side of hotplug.
+pub struct KernelOps;
+
+impl HotplugOps for KernelOps {
+    fn map_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
+        memory::with_kernel_pt(|pt, t| pt.map(t, layout::phys_to_virt(pa), pa, size, Attrs::NORMAL_RW, MapFlags::LARGEST))
+            .map_err(|_| HotplugError::NoMemory)?;
+        // Make the new descriptors visible to the table walkers before anyone uses them.
+        aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
+        aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+        Ok(())
+    }
+
+    fn check_unmap_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
+        memory::with_kernel_pt(|pt, t| {
+            for (edge, probe) in [(pa, pa), (pa + size, pa + size - PAGE_SIZE)] {
+                if let Some(l) = pt.walk(t, layout::phys_to_virt(probe)).leaf {
+                    let span = if l.contiguous { G.cont_size(l.level).unwrap_or(l.size) } else { l.size };
+                    if edge % span != 0 {
+                        return Err(HotplugError::WouldSplitLeaf { pa: edge });
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn unmap_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
+        let (lo, hi) = linear_region();
+        memory::with_kernel_pt(|pt, t| pt.unmap_within(t, &mut KernelTlb, layout::phys_to_virt(pa), size, lo, hi))
+            .map(|_| ())
+            .map_err(|_| HotplugError::WouldSplitLeaf { pa })
+    }
+
+    fn populate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>) -> Result<(), HotplugError> {
+        let start = VMEMMAP.pfn_to_page(section_pfn);
+        let self_hosted = altmap.is_some();
+        let st = memory::with_kernel_pt(|pt, tables| {
+            Vmemmap { pt, tables, source: &mut BuddySource, tlb: &mut KernelTlb, region: memory::vmemmap_region() }
+                .populate(start, start + G.memmap_per_section(), altmap)
+        })
+        .map_err(vmemmap_err)?;
+        aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
+        aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+        memory::MEMMAP_BYTES.fetch_add(st.bytes, Ordering::Relaxed);
+        if self_hosted {
+            memory::MEMMAP_SELF_HOSTED_BYTES.fetch_add(st.bytes, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn depopulate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>) {
+        let start = VMEMMAP.pfn_to_page(section_pfn);
+        let self_hosted = altmap.is_some();
+        let r = memory::with_kernel_pt(|pt, tables| {
+            Vmemmap { pt, tables, source: &mut BuddySource, tlb: &mut KernelTlb, region: memory::vmemmap_region() }
+                .free(start, start + G.memmap_per_section(), altmap)
+        });
+        match r {
+            Ok(st) => {
+                memory::MEMMAP_BYTES.fetch_sub(st.bytes, Ordering::Relaxed);
+                if self_hosted {
+                    memory::MEMMAP_SELF_HOSTED_BYTES.fetch_sub(st.bytes, Ordering::Relaxed);
+                }
+            }
+            Err(e) => crate::println!("hotplug: vmemmap_free of section pfn {section_pfn:#x} failed: {e:?}"),
+        }
+    }
+
+    fn init_memmap(&mut self, pfn: u64, nr: u64, block: BlockId) {
+        memory::init_struct_pages(pfn, nr, block as u32);
+        for p in pfn..pfn + nr {
+            // SAFETY: just populated and initialised; the section is not yet marked valid, so no
+            // one else looks at these struct pages.
+            unsafe { (*page_mut(p)).flags |= flags::OFFLINE };
+        }
+    }
+
+    fn section_update(&mut self, nr: u64, set: u8, clear: u8) {
+        memory::sparse().set(nr as usize, set);
+        memory::sparse().clear(nr as usize, clear);
+    }
+
+    fn init_vmemmap_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) {
+        memory::with_page_alloc(|_| {
+            for p in pfn..pfn + nr {
+                // SAFETY: valid memmap (the block is present); the allocator lock is held and
+                // these pages are not in the allocator.
+                unsafe {
+                    let page = &mut *page_mut(p);
+                    page.flags = flags::VMEMMAP_SELF_HOSTED;
+                    page.zone = zone as u8;
+                }
+            }
+        });
+    }
+
+    fn deinit_vmemmap_pages(&mut self, pfn: u64, nr: u64) {
+        memory::with_page_alloc(|_| {
+            for p in pfn..pfn + nr {
+                // SAFETY: as above.
+                unsafe { (*page_mut(p)).flags = flags::RESERVED | flags::OFFLINE };
+            }
+        });
+    }
+
+    fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) -> Result<(), HotplugError> {
+        memory::with_page_alloc(|a| a.online_range(zone, 0, pfn, nr)).map(|_| ()).map_err(|_| HotplugError::NoMemory)
+    }
+
+    fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
+        // Lock order: handles, then the allocator (as every movable user does).
+        let mut handles = HANDLES.lock();
+        memory::with_page_alloc(|a| {
+            mm::migrate::offline_pages(a, &mut handles, pfn, nr, |src, dst, order| {
+                let bytes = (PAGE_SIZE << order) as usize;
+                // SAFETY: both blocks are ours under the allocator and handle locks (the source
+                // is a live movable allocation being migrated, the destination was just
+                // allocated), both reached through the linear map, and they do not overlap.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        layout::phys_to_virt(src << PAGE_SHIFT) as *const u8,
+                        layout::phys_to_virt(dst << PAGE_SHIFT) as *mut u8,
+                        bytes,
+                    )
+                };
+            })
+        })
+        .map(|_| ())
+        .map_err(|e| match e {
+            BuddyError::Busy { pfn } => HotplugError::Busy { block, pfn },
+            _ => HotplugError::NoMemory,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Movable memory for users: `stress`.
+
+/// Stress allocations (handles), kept until `stress free` so offline has data to migrate.
+static STRESS: IrqSafeLock<Vec<(Handle, u64)>> = IrqSafeLock::new(Vec::new());
+
+/// The pattern word `i` of a stress allocation with `seed`.
+fn pattern(seed: u64, i: u64) -> u64 {
+    (seed ^ i).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17)
+}
+
+/// Run `f` on the bytes of a movable allocation, with migration excluded.
+fn with_data<R>(h: Handle, f: impl FnOnce(&mut [u64]) -> R) -> Option<R> {
+    let handles = HANDLES.lock();
+    let (pfn, order) = handles.get(h)?;
+    let words = ((PAGE_SIZE << order) / 8) as usize;
+    // SAFETY: the handle owns these pages; migration cannot move them while we hold the
+    // handles lock; they are reached through the linear map.
+    let data = unsafe { core::slice::from_raw_parts_mut(layout::phys_to_virt(pfn << PAGE_SHIFT) as *mut u64, words) };
+    Some(f(data))
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StressReport {
+    pub allocations: u64,
+    pub bytes: u64,
+    pub verified: u64,
+    pub bad: u64,
+}
+
+/// Allocate `bytes` of movable memory (order-0 pages), fill with checksummed patterns and verify.
+pub fn stress_fill(bytes: u64) -> Result<StressReport, &'static str> {
+    let n = bytes.div_ceil(PAGE_SIZE);
+    let mut r = StressReport::default();
+    for _ in 0..n {
+        let h = {
+            let mut handles = HANDLES.lock();
+            memory::with_page_alloc(|a| handles.alloc(a, 0))
+        };
+        let Some(h) = h else { return Err("out of memory") };
+        let seed = arch::cpu::counter() ^ ((h.0 as u64) << 32);
+        with_data(h, |d| {
+            for (i, w) in d.iter_mut().enumerate() {
+                *w = pattern(seed, i as u64);
+            }
+        });
+        STRESS.lock().push((h, seed));
+        r.allocations += 1;
+        r.bytes += PAGE_SIZE;
+    }
+    let v = stress_verify();
+    r.verified = v.verified;
+    r.bad = v.bad;
+    Ok(r)
+}
+
+/// Check every live stress allocation against its pattern.
+pub fn stress_verify() -> StressReport {
+    let list = STRESS.lock().clone();
+    let mut r = StressReport::default();
+    for (h, seed) in list {
+        let ok = with_data(h, |d| d.iter().enumerate().all(|(i, &w)| w == pattern(seed, i as u64))).unwrap_or(false);
+        r.allocations += 1;
+        r.bytes += PAGE_SIZE;
+        if ok {
+            r.verified += 1;
+        } else {
+            r.bad += 1;
+        }
+    }
+    r
+}
+
+pub fn stress_free() -> u64 {
+    let list = core::mem::take(&mut *STRESS.lock());
+    let n = list.len() as u64;
+    let mut handles = HANDLES.lock();
+    memory::with_page_alloc(|a| {
+        for (h, _) in list {
+            let _ = handles.free(a, h);
+        }
+    });
+    n
+}
+
+/// Pages held by stress allocations in a PFN range (to show what offline will migrate).
+pub fn stress_pages_in(start_pfn: u64, nr: u64) -> u64 {
+    let handles = HANDLES.lock();
+    STRESS.lock().iter().filter(|(h, _)| handles.get(*h).is_some_and(|(p, _)| (start_pfn..start_pfn + nr).contains(&p))).count() as u64
+}
+
+/// The held-back range containing `[start, start + size)`, if any: `probe` only adds memory
+/// that exists (QEMU RAM that `mem=` kept from the kernel), since touching the memmap of
+/// nonexistent memory would abort.
+pub fn probe_allowed(start: u64, size: u64) -> bool {
+    HELD_BACK.lock().iter().any(|r| start >= r.base && start + size <= r.end())
+}

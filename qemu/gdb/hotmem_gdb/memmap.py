@@ -1,0 +1,326 @@
+"""The memmap (`struct page`), the sparse sections and the buddy free lists, read from the
+halted kernel.
+
+- `struct page` is `mm::page::Page` (mm/src/page.rs), 64 bytes at VMEMMAP_START + 64 * pfn.
+  It is read physically after a software walk of its vmemmap address, so an unpopulated
+  memmap is reported (with the level of the translation fault) instead of a gdb memory error.
+- Sections are `hotmem::memory::SPARSE: spin::Once<mm::sparse::Sparse>` (mm/src/sparse.rs):
+  one `AtomicU8` of state bits per section.
+- Free lists are `hotmem::memory::PAGE_ALLOC: IrqSafeLock<Option<PageAlloc<..>>>`
+  (mm/src/buddy.rs): per zone, per order a list head PFN and a length, linked through the
+  `next`/`prev` PFNs of the head `struct page`s.
+
+Names and bit values mirror the Rust sources (kept in one place here); field layouts come
+from DWARF.
+"""
+
+import struct
+
+import gdb
+
+from . import pagetable
+from .arch import size_str
+from .target import (
+    GdbError,
+    PhysMem,
+    descend,
+    enum_names,
+    fetch,
+    find_field,
+    option_some,
+    scalar,
+    static,
+    vec_bytes,
+)
+
+# mm::page::flags (mm/src/page.rs), in the kernel's print order.
+PAGE_FLAGS = [
+    (1 << 0, "reserved"),
+    (1 << 1, "buddy"),
+    (1 << 2, "vmemmap_self_hosted"),
+    (1 << 3, "offline"),
+    (1 << 4, "isolated"),
+    (1 << 5, "movable"),
+    (1 << 6, "head"),
+    (1 << 7, "pagetable"),
+]
+FLAG_BUDDY = 1 << 1
+NO_PFN = (1 << 64) - 1
+
+# mm::sparse::state (mm/src/sparse.rs).
+SECTION_STATES = [
+    (1 << 0, "present"),
+    (1 << 1, "memmap"),
+    (1 << 2, "online"),
+    (1 << 3, "early"),
+    (1 << 4, "self-hosted"),
+]
+SECTION_PRESENT = 1 << 0
+SECTION_HAS_MEMMAP = 1 << 1
+
+ZONES_FALLBACK = {0: "Normal", 1: "Movable"}
+SPARSE_SYMBOL = "hotmem::memory::SPARSE"
+PAGE_ALLOC_SYMBOL = "hotmem::memory::PAGE_ALLOC"
+PAGE_TYPE = "mm::page::Page"
+ONCE_COMPLETE = 2  # spin::once::Status::Complete
+
+# Memory blocks do not exist in the kernel yet (the hotplug issue adds them). `hm-blocks` looks
+# for the first of these statics and reports its absence plainly until then.
+BLOCKS_SYMBOLS = (
+    "hotmem::memory::MEMORY_BLOCKS",
+    "hotmem::hotplug::MEMORY_BLOCKS",
+    "hotmem::memory::BLOCKS",
+)
+
+
+def flag_names(flags, table, sep):
+    names = [n for bit, n in table if flags & bit]
+    return sep.join(names) if names else "none"
+
+
+# ---------------------------------------------------------------------------------------------
+# struct page
+
+
+class PageInfo:
+    FIELDS = ("flags", "order", "zone", "node", "refcount", "block", "next", "prev", "private")
+
+    def __init__(self, pfn, va, pa, raw):
+        self.pfn = pfn
+        self.va = va
+        self.pa = pa  # physical address of the struct page itself
+        vals = None
+        try:
+            t = gdb.lookup_type(PAGE_TYPE)
+            if t.sizeof == len(raw):
+                v = gdb.Value(raw, t)
+                vals = {f: int(v[f]) for f in self.FIELDS}
+        except (gdb.error, TypeError):
+            vals = None
+        if vals is None:
+            f, o, z, n, _p, rc, b, nx, pv, pr = struct.unpack_from("<IBBBBIIQQQ", raw)
+            vals = dict(flags=f, order=o, zone=z, node=n, refcount=rc, block=b, next=nx, prev=pv, private=pr)
+        for k, x in vals.items():
+            setattr(self, k, x)
+
+    def line(self, cfg, zones):
+        link = lambda v: "-" if v == NO_PFN else "%#x" % v
+        return (
+            "page: pfn=%#x pa=%#x struct_page=%#x flags=%#x (%s) order=%d zone=%s node=%d refcount=%d "
+            "block=%d next=%s prev=%s private=%#x struct_page_pa=%#x"
+            % (
+                self.pfn,
+                self.pfn << cfg.page_shift,
+                self.va,
+                self.flags,
+                flag_names(self.flags, PAGE_FLAGS, "|"),
+                self.order,
+                zones.get(self.zone, "?"),
+                self.node,
+                self.refcount,
+                self.block,
+                link(self.next),
+                link(self.prev),
+                self.private,
+                self.pa,
+            )
+        )
+
+
+def zone_names():
+    return enum_names("mm::page::ZoneId", ZONES_FALLBACK)
+
+
+def read_page(cfg, cpu, mem, pfn):
+    """(PageInfo, None), or (None, WalkResult of the unmapped struct page)."""
+    va = cfg.struct_page(pfn)
+    w = pagetable.walk(cfg.geom, cpu.baddr(cpu.ttbr1), va, mem.u64s, cpu.mair)
+    if not w.mapped:
+        return None, w
+    raw = mem.read(w.pa, cfg.struct_page_size)
+    return PageInfo(pfn, va, w.pa, raw), w
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+class Sections:
+    def __init__(self, cfg, states):
+        self.cfg = cfg
+        self.states = states  # one int per section
+
+    def state(self, nr):
+        return self.states[nr] if 0 <= nr < len(self.states) else 0
+
+    def of_pfn(self, pfn):
+        return pfn >> (self.cfg.section_shift - self.cfg.page_shift)
+
+    def present(self):
+        return [(nr, s) for nr, s in enumerate(self.states) if s & SECTION_PRESENT]
+
+    def lines(self):
+        cfg = self.cfg
+        pres = self.present()
+        out = [
+            "sections: section_size=%s total=%d present=%d"
+            % (size_str(cfg.section_size), len(self.states), len(pres))
+        ]
+        for nr, st in pres:
+            pa = nr * cfg.section_size
+            out.append(
+                "section: nr=%d range=%#x-%#x state=%s memmap=%#x"
+                % (
+                    nr,
+                    pa,
+                    pa + cfg.section_size,
+                    flag_names(st, SECTION_STATES, ","),
+                    cfg.struct_page(pa >> cfg.page_shift),
+                )
+            )
+        return out
+
+
+def read_sections(cfg):
+    """Sections, or None while `SPARSE` is not initialised (before `init_memmap`)."""
+    once = static(SPARSE_SYMBOL)
+    if once is None:
+        raise GdbError("the ELF has no %s (a kernel without the sparse model?)" % SPARSE_SYMBOL)
+    fetch(once, SPARSE_SYMBOL)
+    status = find_field(once, "status")
+    if status is None or scalar(status) != ONCE_COMPLETE:
+        return None
+    sparse = descend(once, "mm::sparse::Sparse")
+    if sparse is None:
+        raise GdbError("cannot find mm::sparse::Sparse inside %s" % SPARSE_SYMBOL)
+    vec = find_field(sparse, "sections")
+    raw = vec_bytes(vec, 1, "the section states")
+    return Sections(cfg, list(raw))
+
+
+# ---------------------------------------------------------------------------------------------
+# Buddy free lists
+
+
+class Zone:
+    def __init__(self, zid, name, v, nr_orders):
+        self.id = zid
+        self.name = name
+        fa = v["free_area"]
+        self.heads = [int(fa[o]["head"]) for o in range(nr_orders)]
+        self.lens = [int(fa[o]["len"]) for o in range(nr_orders)]
+        c = v["counters"]
+        self.managed = int(c["managed"])
+        self.free = int(c["free"])
+        self.isolated = int(c["isolated"])
+
+
+class FreeLists:
+    def __init__(self, cfg, locked, max_order, zones):
+        self.cfg = cfg
+        self.locked = locked
+        self.max_order = max_order
+        self.zones = zones
+
+    def lines(self):
+        n = self.max_order + 1
+        out = []
+        if self.locked:
+            out.append(
+                "freelists: warning: PAGE_ALLOC is locked (a CPU is inside the allocator): lists may be mid-update"
+            )
+        for z in self.zones:
+            out.append(
+                "freelists: zone=%s managed_pages=%d free_pages=%d isolated_pages=%d free_blocks_by_order=[%s]"
+                % (z.name, z.managed, z.free, z.isolated, ", ".join(str(x) for x in z.lens[:n]))
+            )
+        for z in self.zones:
+            if not any(z.lens[:n]):
+                continue
+            out.append("  zone %s:  order  block size   blocks       pages  first pfn" % z.name)
+            for o in range(n):
+                if z.lens[o]:
+                    out.append(
+                        "  %*s%5d  %10s  %6d  %10d  %#x"
+                        % (len(z.name) + 7, "", o, size_str(self.cfg.page_size << o), z.lens[o], z.lens[o] << o, z.heads[o])
+                    )
+        return out
+
+
+def read_freelists(cfg):
+    """Free lists, or None while the page allocator is not initialised."""
+    lock = static(PAGE_ALLOC_SYMBOL)
+    if lock is None:
+        raise GdbError("the ELF has no %s" % PAGE_ALLOC_SYMBOL)
+    fetch(lock, PAGE_ALLOC_SYMBOL)
+    lockword = find_field(lock, "lock")
+    locked = lockword is not None and scalar(lockword) != 0
+    opt = descend(lock, "core::option::Option<")
+    if opt is None:
+        raise GdbError("cannot find the Option<PageAlloc> inside %s" % PAGE_ALLOC_SYMBOL)
+    alloc = option_some(opt)
+    if alloc is None:
+        return None
+    zones_v = alloc["zones"]
+    lo, hi = zones_v.type.strip_typedefs().range()
+    names = zone_names()
+    nr_orders = None
+    zones = []
+    for i in range(lo, hi + 1):
+        z = zones_v[i]
+        if nr_orders is None:
+            a, b = z["free_area"].type.strip_typedefs().range()
+            nr_orders = b - a + 1
+        zones.append(Zone(i, names.get(i, "zone%d" % i), z, nr_orders))
+    return FreeLists(cfg, locked, int(alloc["max_order"]), zones)
+
+
+def check_freelists(cfg, cpu, fl, limit=100000):
+    """Follows every list through the struct pages: each head must say buddy, its order and
+    zone, and `prev` must point back. Returns report lines (problems first)."""
+    problems = []
+    summary = []
+    with PhysMem(cfg, cpu) as mem:
+        for z in fl.zones:
+            for o in range(fl.max_order + 1):
+                pfn, prev, n = z.heads[o], NO_PFN, 0
+                while pfn != NO_PFN and n < min(limit, z.lens[o] + 1):
+                    p, w = read_page(cfg, cpu, mem, pfn)
+                    if p is None:
+                        problems.append(
+                            "freelists: BAD zone=%s order=%d pfn=%#x: struct page not mapped (%s)"
+                            % (z.name, o, pfn, w.result_line())
+                        )
+                        break
+                    bad = []
+                    if not p.flags & FLAG_BUDDY:
+                        bad.append("no buddy flag")
+                    if p.order != o:
+                        bad.append("order=%d" % p.order)
+                    if p.zone != z.id:
+                        bad.append("zone=%d" % p.zone)
+                    if p.prev != prev:
+                        bad.append("prev=%#x, expected %#x" % (p.prev, prev))
+                    if pfn & ((1 << o) - 1):
+                        bad.append("not aligned to its order")
+                    if bad:
+                        problems.append(
+                            "freelists: BAD zone=%s order=%d pfn=%#x: %s" % (z.name, o, pfn, ", ".join(bad))
+                        )
+                    prev, pfn, n = pfn, p.next, n + 1
+                if n != z.lens[o]:
+                    problems.append(
+                        "freelists: BAD zone=%s order=%d: list has %d blocks, len says %d" % (z.name, o, n, z.lens[o])
+                    )
+                summary.append(n)
+    total = sum(summary)
+    verdict = "ok" if not problems else "%d problem(s)" % len(problems)
+    return problems + ["freelists: check %s: followed %d free blocks through their struct pages" % (verdict, total)]
+
+
+def find_blocks_symbol():
+    for name in BLOCKS_SYMBOLS:
+        v = static(name)
+        if v is not None:
+            return name, v
+    return None, None
