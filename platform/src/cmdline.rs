@@ -1,6 +1,7 @@
 //! The kernel command line: `mem=SIZE` (hold RAM above SIZE back for `probe`),
 //! `memhp_default_state=offline|online|online_kernel|online_movable`,
-//! `memory_hotplug.online_policy=contig-zones|auto-movable`, `memory_hotplug.auto_movable_ratio=N`.
+//! `memory_hotplug.online_policy=contig-zones|auto-movable`, `memory_hotplug.auto_movable_ratio=N`,
+//! `ktest.hotplug_cycles=N` (test build).
 //! Unknown options are reported and ignored.
 
 use crate::{dtb::Range, shell::parse_u64};
@@ -14,6 +15,8 @@ pub struct Options {
     pub default_online: Option<Option<OnlineType>>,
     pub policy: Option<OnlinePolicy>,
     pub ratio: Option<u64>,
+    /// Test build: probe/online/stress/offline/remove cycles of the hotplug test.
+    pub ktest_hotplug_cycles: Option<u64>,
 }
 
 /// Parse the command line; problems come back as messages (printed once the console is up).
@@ -38,6 +41,10 @@ pub fn parse(cmdline: &str) -> (Options, Vec<String>) {
             },
             "memory_hotplug.auto_movable_ratio" => match parse_u64(value) {
                 Ok(v) => o.ratio = Some(v),
+                Err(_) => warn.push(format!("bad value in '{word}', ignored")),
+            },
+            "ktest.hotplug_cycles" => match parse_u64(value) {
+                Ok(v) => o.ktest_hotplug_cycles = Some(v),
                 Err(_) => warn.push(format!("bad value in '{word}', ignored")),
             },
             _ => warn.push(format!("unknown option '{word}' ignored")),

@@ -10,7 +10,7 @@
 use crate::{
     dtb::Range,
     layout::{self, G, PAGE_SHIFT, PAGE_SIZE},
-    memory::{self, BuddySource, KernelTables, VMEMMAP},
+    memory::{self, BuddySource, VMEMMAP},
     sync::IrqSafeLock,
     teardown::KernelTlb,
 };
@@ -31,6 +31,8 @@ pub static HOTPLUG: spin::Mutex<Option<Hotplug>> = spin::Mutex::new(None);
 pub static HANDLES: IrqSafeLock<Handles> = IrqSafeLock::new(Handles::new());
 /// RAM held back by `mem=` (what `probe` may add).
 pub static HELD_BACK: spin::Mutex<Vec<Range>> = spin::Mutex::new(Vec::new());
+/// `ktest.hotplug_cycles=` (test build).
+pub static KTEST_CYCLES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(2);
 
 pub fn with_hotplug<R>(f: impl FnOnce(&mut Hotplug, &mut KernelOps) -> R) -> R {
     let mut hp = HOTPLUG.lock();
@@ -53,6 +55,9 @@ pub fn init(held_back: Vec<Range>, opts: &crate::cmdline::Options) {
     }
     if let Some(r) = opts.ratio {
         hp.ratio = r;
+    }
+    if let Some(n) = opts.ktest_hotplug_cycles {
+        KTEST_CYCLES.store(n, Ordering::Relaxed);
     }
     *HOTPLUG.lock() = Some(hp);
     *HELD_BACK.lock() = held_back;

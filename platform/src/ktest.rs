@@ -67,3 +67,4 @@ pub fn run_all(plat: &Platform) -> ! {
 }
 
 mod cases;
+mod hotplug;

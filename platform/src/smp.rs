@@ -84,6 +84,61 @@ pub fn boot_secondaries(cpus: &[u64]) -> Vec<Started> {
     out
 }
 
+/// A function call posted to a CPU: (function, argument, result, state).
+struct Mailbox {
+    func: AtomicU64,
+    arg: AtomicU64,
+    result: AtomicU64,
+    /// 0 = empty, 1 = posted, 2 = done.
+    state: AtomicU64,
+}
+
+static MAILBOX: [Mailbox; MAX_CPUS] =
+    [const { Mailbox { func: AtomicU64::new(0), arg: AtomicU64::new(0), result: AtomicU64::new(0), state: AtomicU64::new(0) } }; MAX_CPUS];
+
+/// Run `f(arg)` on `cpu` (which must be online) and return its result; the calling CPU waits
+/// (WFE) for at most one second. On the calling CPU itself the function runs directly.
+pub fn run_on(cpu: usize, f: fn(u64) -> u64, arg: u64) -> Option<u64> {
+    if cpu == arch::cpu::cpu_index() {
+        return Some(f(arg));
+    }
+    if online_mask() & (1 << cpu) == 0 {
+        return None;
+    }
+    let mb = &MAILBOX[cpu];
+    mb.func.store(f as usize as u64, Ordering::Relaxed);
+    mb.arg.store(arg, Ordering::Relaxed);
+    mb.state.store(1, Ordering::Release);
+    gic::send_sgi(gic::SGI_WAKE, cpu, mpidr_of(cpu)?);
+    let deadline = arch::cpu::counter() + arch::cpu::counter_freq();
+    while mb.state.load(Ordering::Acquire) != 2 {
+        if arch::cpu::counter() > deadline {
+            return None;
+        }
+        aarch64_cpu::asm::wfe();
+    }
+    mb.state.store(0, Ordering::Relaxed);
+    Some(mb.result.load(Ordering::Relaxed))
+}
+
+/// Run `f(arg)` on every online CPU; results by CPU index (`None` = did not answer).
+pub fn run_on_all(f: fn(u64) -> u64, arg: u64) -> Vec<(usize, Option<u64>)> {
+    (0..MAX_CPUS).filter(|&c| online_mask() & (1 << c) != 0).map(|c| (c, run_on(c, f, arg))).collect()
+}
+
+fn serve_mailbox(cpu: usize) {
+    let mb = &MAILBOX[cpu];
+    if mb.state.load(Ordering::Acquire) == 1 {
+        let raw = mb.func.load(Ordering::Relaxed) as usize;
+        // SAFETY: `run_on` stored a valid `fn(u64) -> u64` before publishing state 1 (Release,
+        // paired with our Acquire).
+        let f: fn(u64) -> u64 = unsafe { core::mem::transmute::<usize, fn(u64) -> u64>(raw) };
+        mb.result.store(f(mb.arg.load(Ordering::Relaxed)), Ordering::Relaxed);
+        mb.state.store(2, Ordering::Release);
+        aarch64_cpu::asm::sev();
+    }
+}
+
 #[no_mangle]
 extern "C" fn __hotmem_secondary_main(cpu: u64) -> ! {
     let cpu = cpu as usize;
@@ -96,5 +151,6 @@ extern "C" fn __hotmem_secondary_main(cpu: u64) -> ! {
     sync::irq_enable();
     loop {
         arch::cpu::wfi();
+        serve_mailbox(cpu);
     }
 }

@@ -105,17 +105,33 @@ pub struct BootCase {
     pub config: KernelConfig,
     pub boot: BootMode,
     pub machine: Machine,
+    /// Kernel command line (`-append` or fw_cfg, per boot mode).
+    pub append: Option<String>,
 }
+
+/// RAM of every test boot, and the command line that holds all but 1 GiB back for the
+/// in-guest hotplug tests (2 GiB held back: 16 blocks on 4K/16K, 4 on 64K).
+pub const TEST_MEM: &str = "3G";
+pub const TEST_APPEND: &str = "mem=1G";
 
 impl BootCase {
     /// A boot of the `granule`/`va_bits` build (panics on an invalid pair) with default machine.
     pub fn new(granule: Granule, va_bits: u32, boot: BootMode) -> Self {
         let config = KernelConfig::new(granule, va_bits).unwrap_or_else(|e| panic!("{e}"));
+        let machine = Machine {
+            mem: TEST_MEM.into(),
+            ..Machine::default()
+        };
         BootCase {
             config,
             boot,
-            machine: Machine::default(),
+            machine,
+            append: Some(TEST_APPEND.into()),
         }
+    }
+    pub fn append(mut self, cmdline: &str) -> Self {
+        self.append = Some(cmdline.into());
+        self
     }
     pub fn ktest(mut self, on: bool) -> Self {
         self.config.ktest = on;
@@ -148,6 +164,7 @@ impl BootCase {
             .qemu(qemu_path())
             .machine(self.machine.clone())
             .boot(self.boot)
+            .append(self.append.clone())
             .timeout(Some(run_timeout()))
     }
 

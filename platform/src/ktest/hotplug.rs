@@ -1,0 +1,168 @@
+//! In-guest hotplug tests: they need RAM held back with `mem=` (at least 4 memory blocks), and
+//! fail (never skip) without it. `ktest.hotplug_cycles=N` sets the cycle count.
+
+use crate::{
+    dtb::Platform,
+    hotplug::{self as hp, HELD_BACK},
+    kassert, ktest,
+    layout::{self, G, PAGE_SHIFT},
+    memory, smp,
+};
+use alloc::{format, string::String, vec::Vec};
+use arch::exception::{probe_read, Probe};
+use core::sync::atomic::Ordering::Relaxed;
+use mm::hotplug::{AddFlags, HotplugError, OnlinePolicy, OnlineType};
+
+const MOM: AddFlags = AddFlags { memmap_on_memory: true };
+
+/// First held-back address and how many whole blocks follow it.
+fn held_back(min_blocks: u64) -> Result<(u64, u64), String> {
+    let bs = G.section_size();
+    let r = HELD_BACK.lock().first().copied().ok_or_else(|| String::from("no RAM held back: boot with mem= (e.g. -m 3G, mem=1G)"))?;
+    let start = r.base.next_multiple_of(bs);
+    let blocks = (r.end() - start) / bs;
+    kassert!(blocks >= min_blocks, "only {blocks} blocks held back, need {min_blocks}");
+    Ok((start, blocks))
+}
+
+fn snapshot() -> (u64, u64, u64, u64) {
+    (memory::free_page_count(), memory::PT_PAGES.load(Relaxed), memory::MEMMAP_BYTES.load(Relaxed), memory::MEMMAP_SELF_HOSTED_BYTES.load(Relaxed))
+}
+
+fn read_word(va: u64) -> u64 {
+    match probe_read(va) {
+        Probe::Value(_) => 1,
+        Probe::Fault { esr } => esr << 1, // even: faulted (ESR kept for the message)
+    }
+}
+
+/// probe → online (each policy in turn) → stress on the new memory → offline (migrating) →
+/// remove, many times, with 1 to 4 blocks; every checksum verified, and free pages,
+/// page-table pages and memmap (altmap) counters back at their first values.
+fn hotplug_cycles(_: &Platform) -> Result<(), String> {
+    let (start, blocks) = held_back(4)?;
+    let bs = G.section_size();
+    let cycles = hp::KTEST_CYCLES.load(Relaxed);
+    let baseline = snapshot();
+    let types = [
+        (OnlineType::Kernel, OnlinePolicy::AutoMovable),
+        (OnlineType::Movable, OnlinePolicy::AutoMovable),
+        (OnlineType::Auto, OnlinePolicy::AutoMovable),
+        (OnlineType::Auto, OnlinePolicy::ContigZones),
+    ];
+    for c in 0..cycles {
+        let n = 1 + c % blocks.min(4);
+        let (size, (t, policy)) = (n * bs, types[(c % 4) as usize]);
+        let ids = hp::with_hotplug(|h, ops| {
+            h.policy = policy;
+            h.add_memory(ops, None, start, size, MOM)
+        })
+        .map_err(|e| format!("cycle {c}: probe: {e}"))?;
+        for &id in &ids {
+            hp::with_hotplug(|h, ops| h.online_block(ops, id, t)).map_err(|e| format!("cycle {c}: online {id}: {e}"))?;
+        }
+        let r = hp::stress_fill(2 << 20).map_err(|e| format!("cycle {c}: stress: {e}"))?;
+        kassert!(r.bad == 0, "cycle {c}: {} stress pages corrupt", r.bad);
+        for &id in ids.iter().rev() {
+            hp::with_hotplug(|h, ops| h.offline_block(ops, id)).map_err(|e| format!("cycle {c}: offline {id}: {e}"))?;
+        }
+        let v = hp::stress_verify();
+        kassert!(v.bad == 0 && v.verified == r.allocations, "cycle {c}: after offline {} of {} pages verify", v.verified, r.allocations);
+        hp::with_hotplug(|h, ops| h.remove_memory(ops, start, size)).map_err(|e| format!("cycle {c}: remove: {e}"))?;
+        hp::stress_free();
+        let now = snapshot();
+        kassert!(now == baseline, "cycle {c}: (free, pt pages, memmap, self-hosted memmap) {now:?} != baseline {baseline:?}");
+    }
+    hp::with_hotplug(|h, _| h.policy = OnlinePolicy::AutoMovable);
+    Ok(())
+}
+ktest!(hotplug_cycles);
+
+/// After remove, the linear map and memmap of the range fault on every CPU, each of which read
+/// them before (so a missing broadcast invalidation would leave a stale, working translation).
+fn removed_memory_faults_on_every_cpu(_: &Platform) -> Result<(), String> {
+    let (start, _) = held_back(1)?;
+    let bs = G.section_size();
+    let ids = hp::with_hotplug(|h, ops| h.add_memory(ops, None, start, bs, MOM)).map_err(|e| format!("probe: {e}"))?;
+    hp::with_hotplug(|h, ops| h.online_block(ops, ids[0], OnlineType::Movable)).map_err(|e| format!("online: {e}"))?;
+    let lin = layout::phys_to_virt(start + bs / 2);
+    let memmap = memory::VMEMMAP.pfn_to_page(start >> PAGE_SHIFT);
+    let cpus = smp::online_count() as usize;
+    for va in [lin, memmap] {
+        let seen = smp::run_on_all(read_word, va);
+        kassert!(seen.len() == cpus && seen.iter().all(|&(_, r)| r == Some(1)), "before remove, reads of {va:#x}: {seen:?}");
+    }
+    hp::with_hotplug(|h, ops| h.offline_block(ops, ids[0])).map_err(|e| format!("offline: {e}"))?;
+    hp::with_hotplug(|h, ops| h.remove_memory(ops, start, bs)).map_err(|e| format!("remove: {e}"))?;
+    for va in [lin, memmap] {
+        let seen = smp::run_on_all(read_word, va);
+        kassert!(seen.len() == cpus, "not every CPU answered: {seen:?}");
+        for (cpu, r) in seen {
+            let esr = r.ok_or_else(|| format!("cpu {cpu} did not answer"))? >> 1;
+            kassert!(esr != 0 && esr >> 26 == 0x25 && (esr & 0x3f) >> 2 == 1, "cpu {cpu}: read of removed {va:#x} did not take a translation fault (esr {esr:#x})");
+        }
+        kassert!(memory::with_kernel_pt(|pt, t| pt.walk(t, va)).leaf.is_none(), "{va:#x} still in the page tables");
+    }
+    Ok(())
+}
+ktest!(removed_memory_faults_on_every_cpu);
+
+/// A kernel (unmovable) page in a block makes offline fail with Busy; the block stays online
+/// and usable; once the page is freed, offline succeeds.
+fn offline_with_unmovable_page_is_busy(_: &Platform) -> Result<(), String> {
+    let (start, _) = held_back(1)?;
+    let bs = G.section_size();
+    let (s_pfn, e_pfn) = (start >> PAGE_SHIFT, (start + bs) >> PAGE_SHIFT);
+    let ids = hp::with_hotplug(|h, ops| h.add_memory(ops, None, start, bs, MOM)).map_err(|e| format!("probe: {e}"))?;
+    let id = ids[0];
+    hp::with_hotplug(|h, ops| h.online_block(ops, id, OnlineType::Kernel)).map_err(|e| format!("online: {e}"))?;
+    // Kernel allocations until one lands in the new block.
+    let mut others = Vec::new();
+    let mut pinned = None;
+    while let Some(pa) = memory::alloc_pages(0) {
+        if (s_pfn..e_pfn).contains(&(pa >> PAGE_SHIFT)) {
+            pinned = Some(pa);
+            break;
+        }
+        others.push(pa);
+    }
+    for pa in others {
+        memory::free_pages(pa, 0).map_err(|e| format!("{e:?}"))?;
+    }
+    let pinned = pinned.ok_or_else(|| String::from("no kernel page landed in the new block"))?;
+    let before = snapshot();
+    let r = hp::with_hotplug(|h, ops| h.offline_block(ops, id));
+    kassert!(matches!(r, Err(HotplugError::Busy { block, pfn }) if block == id && pfn == pinned >> PAGE_SHIFT), "offline with a pinned page: {r:?}");
+    let state = hp::with_hotplug(|h, _| h.block(id).map(|b| b.state));
+    kassert!(state == Some(mm::hotplug::BlockState::Online), "block state after veto: {state:?}");
+    kassert!(snapshot() == before, "the veto changed counters");
+    // Still usable.
+    let extra = memory::alloc_pages(0).ok_or_else(|| String::from("allocation after veto failed"))?;
+    memory::free_pages(extra, 0).map_err(|e| format!("{e:?}"))?;
+    memory::free_pages(pinned, 0).map_err(|e| format!("{e:?}"))?;
+    hp::with_hotplug(|h, ops| h.offline_block(ops, id)).map_err(|e| format!("offline after free: {e}"))?;
+    hp::with_hotplug(|h, ops| h.remove_memory(ops, start, bs)).map_err(|e| format!("remove: {e}"))?;
+    Ok(())
+}
+ktest!(offline_with_unmovable_page_is_busy);
+
+/// Bad requests get typed errors and change nothing; boot memory can never go.
+fn bad_hotplug_requests_change_nothing(plat: &Platform) -> Result<(), String> {
+    let (start, _) = held_back(1)?;
+    let bs = G.section_size();
+    let before = snapshot();
+    let boot = plat.memory[0].base;
+    let limit = memory::sparse().max_pa();
+    let cases: [(u64, u64); 5] = [(start + layout::PAGE_SIZE, bs), (start, bs / 2), (start, 0), (boot, bs), (limit, bs)];
+    for (s, l) in cases {
+        let r = hp::with_hotplug(|h, ops| h.add_memory(ops, None, s, l, MOM));
+        kassert!(r.is_err(), "add {s:#x}+{l:#x} accepted");
+    }
+    let boot_block = boot / bs;
+    kassert!(hp::with_hotplug(|h, ops| h.offline_block(ops, boot_block)) == Err(HotplugError::EarlyMemory(boot_block)), "boot block offlined");
+    kassert!(hp::with_hotplug(|h, ops| h.remove_memory(ops, boot, bs)).is_err(), "boot memory removed");
+    kassert!(hp::with_hotplug(|h, ops| h.online_block(ops, 1 << 40, OnlineType::Auto)).is_err(), "nonexistent block onlined");
+    kassert!(snapshot() == before, "a refused request changed counters");
+    Ok(())
+}
+ktest!(bad_hotplug_requests_change_nothing);

@@ -1,0 +1,558 @@
+"""The `hm-*` gdb commands. Each parses its arguments, reads through `target`, and prints
+stable `key=value` lines (the same keys as the kernel's shell where one exists: `pt:` →
+`walk:`, `page:`, `sections:`/`section:`, `meminfo: zone=` → `freelists: zone=`).
+
+User errors (bad argument, not connected, nothing there yet) raise `gdb.GdbError`: gdb prints
+the message, no traceback.
+"""
+
+import re
+
+import gdb
+
+from . import config, memmap, pagetable
+from .arch import LEVEL_NAMES, MASK64, Geometry, decode, guess_level_text, size_str
+from .target import CpuState, GdbError, PhysMem, require_target
+
+COMMANDS = []
+
+
+class HmCommand(gdb.Command):
+    """Base: `name`, `usage`, one-line `summary`; subclasses implement `run(argv, arg)`."""
+
+    name = None
+    usage = None
+    summary = None
+
+    def __init__(self):
+        super().__init__(self.name, gdb.COMMAND_USER)
+
+    def usage_error(self, why=None):
+        msg = "usage: %s" % self.usage
+        if why:
+            msg = "%s: %s\n%s" % (self.name, why, msg)
+        raise GdbError(msg)
+
+    def invoke(self, arg, from_tty):
+        self.dont_repeat()
+        try:
+            argv = gdb.string_to_argv(arg)
+        except (ValueError, gdb.error) as e:
+            self.usage_error(str(e))
+        try:
+            self.run(argv, arg.strip())
+        except gdb.GdbError:
+            raise
+        except gdb.error as e:
+            # A gdb command we ran failed (no target, memory error...): report it as ours.
+            raise GdbError("%s: %s" % (self.name, e))
+
+    def number(self, expr, what):
+        """Evaluates a gdb expression (`0x...`, `$x1`, `start`, `1 << 30`) to an unsigned int."""
+        try:
+            v = gdb.parse_and_eval(expr)
+            n = int(v)
+        except (gdb.error, ValueError, TypeError) as e:
+            self.usage_error("%s `%s` is not a number or expression gdb can evaluate (%s)" % (what, expr, e))
+        return n & MASK64
+
+
+def command(cls):
+    """Registers a command class (class decorator)."""
+    COMMANDS.append(cls)
+    return cls
+
+
+def out(lines):
+    for l in lines:
+        gdb.write(l + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@command
+class Help(HmCommand):
+    """List the hotmem commands."""
+
+    name = "hm-help"
+    usage = "hm-help"
+    summary = "list the hotmem commands"
+
+    def run(self, argv, arg):
+        for c in COMMANDS:
+            if len(c.usage) > 30:
+                out([c.usage, "%-32s %s" % ("", c.summary)])
+            else:
+                out(["%-32s %s" % (c.usage, c.summary)])
+        out(["(qemu/gdb/README.md has a worked session; `help hm-walk` etc. for details)"])
+
+
+@command
+class Connect(HmCommand):
+    """Connect to QEMU's gdbstub and show the kernel configuration.
+
+Usage: hm-connect [PORT | HOST:PORT]   (default 127.0.0.1:1234)
+QEMU listens on 127.0.0.1 only (the runner never binds the gdbstub elsewhere)."""
+
+    name = "hm-connect"
+    usage = "hm-connect [PORT | HOST:PORT]"
+    summary = "target remote to QEMU (127.0.0.1), then show the configuration"
+
+    def run(self, argv, arg):
+        if len(argv) > 1:
+            self.usage_error()
+        where = argv[0] if argv else "1234"
+        host, _, port = where.rpartition(":")
+        host = host or "127.0.0.1"
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            self.usage_error("`%s` is not a port" % where)
+        cfg = config.load()
+        gdb.execute("target remote %s:%s" % (host, port))
+        out(
+            [
+                "hotmem: kernel %s (%s granule, %d-bit VA, %d levels from L%d) connected at %s:%s"
+                % (cfg.name, cfg.geom.granule, cfg.va_bits, cfg.levels, cfg.start_level, host, port)
+            ]
+        )
+        try:
+            cpu = CpuState()
+            out([cpu.line()])
+            if not cpu.mmu_on:
+                out(
+                    [
+                        "hotmem: the MMU is off (QEMU halted at reset?). Kernel symbols are at high-half VAs:",
+                        "hotmem: `hm-hbreak populate` then `continue` stops in the boot memmap populate;",
+                        "hotmem: `hm-help` lists the commands.",
+                    ]
+                )
+        except GdbError as e:
+            out(["hotmem: %s" % e])
+
+
+@command
+class Config(HmCommand):
+    """Show the kernel configuration exported in HOTMEM_DEBUG_INFO (and the CPU's MMU state).
+
+Usage: hm-config
+Granule, VA size, levels, section size, the linear map and vmemmap regions, and per level
+the entries and what one entry maps. Read from the ELF file, so it works unconnected."""
+
+    name = "hm-config"
+    usage = "hm-config"
+    summary = "the configuration in HOTMEM_DEBUG_INFO, the CPU's MMU registers"
+
+    def run(self, argv, arg):
+        if argv:
+            self.usage_error()
+        cfg = config.load()
+        out(cfg.lines())
+        try:
+            cpu = CpuState()
+        except GdbError:
+            out(["cpu: not connected"])
+            return
+        out([cpu.line()])
+        if cpu.mmu_on:
+            bad = cpu.ttbr1_mismatch(cfg)
+            out(["cpu: warning: %s: wrong ELF for this QEMU?" % bad if bad else "cpu: TCR_EL1 agrees with the ELF"])
+
+
+def _ttbr_geometry(cfg, cpu, va):
+    """(ttbr number, Geometry, root) for `va`, or a message why nothing is walked."""
+    if va >> cfg.va_bits == (1 << (64 - cfg.va_bits)) - 1:
+        if cpu.ttbr1 == 0:
+            return None, "TTBR1_EL1 is 0: the kernel has not installed its page tables yet (MMU %s)" % (
+                "on" if cpu.mmu_on else "off: QEMU halted before the early boot code ran?"
+            )
+        if cpu.epd1:
+            return None, "TCR_EL1.EPD1=1: TTBR1 walks are disabled"
+        return (1, cfg.geom, CpuState.baddr(cpu.ttbr1)), None
+    if va >> 63 == 0:
+        if cpu.epd0:
+            return None, (
+                "in the TTBR0 half; TTBR0 walks are disabled (TCR_EL1.EPD0=1): hotmem drops "
+                "its identity map once it runs in the high half, so this address does not translate"
+            )
+        va_bits0 = 64 - cpu.t0sz
+        if va >> va_bits0 != 0:
+            return None, "above the TTBR0 range (T0SZ=%d: %d-bit VAs)" % (cpu.t0sz, va_bits0)
+        if cpu.ttbr0 == 0 or cpu.tg0_shift is None:
+            return None, "in the TTBR0 half, but TTBR0_EL1/TCR_EL1 hold no usable table"
+        try:
+            g = Geometry(cpu.tg0_shift, va_bits0)
+        except ValueError as e:
+            return None, "the TTBR0 geometry in TCR_EL1 is unusable: %s" % e
+        return (0, g, CpuState.baddr(cpu.ttbr0)), None
+    return None, "outside both halves: bits [63:%d] must be all ones for TTBR1" % cfg.va_bits
+
+
+def walk_lines(cfg, cpu, va):
+    """The walk of `va` as printed lines, and the WalkResult (None when not walked)."""
+    lines = []
+    sel, why = _ttbr_geometry(cfg, cpu, va)
+    if sel is None:
+        return ["walk: va=%#x: %s" % (va, why), "walk: -> not walked"], None
+    ttbr, g, root = sel
+    if ttbr == 1 and cpu.mmu_on:
+        bad = cpu.ttbr1_mismatch(cfg)
+        if bad:
+            lines.append("walk: warning: %s; walking with the ELF's geometry" % bad)
+    if not cpu.mmu_on:
+        lines.append("walk: note: the MMU is off (SCTLR_EL1.M=0): walking the tables TTBR%d_EL1 points at" % ttbr)
+    with PhysMem(cfg, cpu) as mem:
+        lines.append(
+            "walk: va=%#x ttbr=%d root=%#x granule=%s va_bits=%d levels=%d start_level=%d read=%s"
+            % (va, ttbr, root, g.granule, g.va_bits, g.levels, g.start_level, "phys" if mem.mode == "phys" else "linear")
+        )
+        w = pagetable.walk(g, root, va, mem.u64s, cpu.mair)
+    lines.extend(s.line() for s in w.steps)
+    lines.append(w.result_line())
+    return lines, w
+
+
+@command
+class Walk(HmCommand):
+    """Walk the page tables for a virtual address, as the MMU would.
+
+Usage: hm-walk VA
+VA is any gdb expression (0xffff000040000000, $x1, start, ...). The table is chosen by the
+address: TTBR1_EL1 for the kernel half (geometry from HOTMEM_DEBUG_INFO), TTBR0_EL1 for the
+low half (geometry from TCR_EL1; hotmem disables TTBR0 walks with EPD0 after boot). Tables are
+read physically (QEMU physical-memory mode). Prints every level's index, table, descriptor and
+decoded attributes, then `walk: -> pa=... level=... size=... contiguous=...` or the level of
+the translation fault."""
+
+    name = "hm-walk"
+    usage = "hm-walk VA"
+    summary = "walk TTBR1/TTBR0 for a VA: each level, descriptor, attributes, PA"
+
+    def run(self, argv, arg):
+        if not arg:
+            self.usage_error()
+        va = self.number(arg, "VA")
+        cfg = config.load()
+        cpu = CpuState()
+        lines, _ = walk_lines(cfg, cpu, va)
+        out(lines)
+
+
+@command
+class PtDump(HmCommand):
+    """Summarise the kernel's mappings like Linux's ptdump.
+
+Usage: hm-ptdump [linear | vmemmap | all | START END]
+Without arguments: the linear map and the vmemmap. `all` dumps the whole TTBR1 half.
+Adjacent leaves with equal level and attributes are merged into one line:
+  VA range, size, level, BLOCK/PAGE, number of leaves, attributes, PA range (or `scattered`).
+A `ptdump: region=...` summary line follows each region."""
+
+    name = "hm-ptdump"
+    usage = "hm-ptdump [linear | vmemmap | all | START END]"
+    summary = "summarised mappings of the linear map and vmemmap (or a range)"
+
+    def run(self, argv, arg):
+        cfg = config.load()
+        regions = dict((n, (s, e)) for n, s, e in cfg.regions())
+        regions["all"] = (cfg.geom.ttbr1_base, 1 << 64)
+        if not argv:
+            todo = [(n, regions[n]) for n in ("linear", "vmemmap")]
+        elif len(argv) == 1 and argv[0] in regions:
+            todo = [(argv[0], regions[argv[0]])]
+        elif len(argv) == 2:
+            s, e = self.number(argv[0], "START"), self.number(argv[1], "END")
+            if e == 0:
+                e = 1 << 64
+            if s >= e:
+                self.usage_error("START must be below END")
+            if s < cfg.geom.ttbr1_base:
+                self.usage_error("hm-ptdump dumps the TTBR1 half (from %#x)" % cfg.geom.ttbr1_base)
+            todo = [("range", (s, e))]
+        else:
+            self.usage_error()
+        cpu = CpuState()
+        if cpu.ttbr1 == 0:
+            raise GdbError("TTBR1_EL1 is 0: the kernel has not installed its page tables yet")
+        root = CpuState.baddr(cpu.ttbr1)
+        lines = []
+        with PhysMem(cfg, cpu) as mem:
+            for name, (s, e) in todo:
+                d = pagetable.ptdump(cfg.geom, root, s, e, mem.u64s, cpu.mair)
+                lines.append("---[ %s %#x-%#x ]---" % (name, s, e & MASK64 if e < 1 << 64 else MASK64))
+                lines.extend(r.line() for r in d.rows)
+                for va, dec in d.faults:
+                    lines.append("%#018x  L%d %s" % (va, dec.level, dec.text()))
+                lines.append(
+                    "ptdump: region=%s start=%#x end=%#x mapped=%s mapped_bytes=%d rows=%d leaves=%d tables=%d faults=%d"
+                    % (name, s, min(e, MASK64), size_str(d.mapped_bytes), d.mapped_bytes, len(d.rows), d.leaves, d.tables, len(d.faults))
+                )
+        out(lines)
+
+
+@command
+class Page(HmCommand):
+    """Decode the struct page (mm::page::Page) of a PFN.
+
+Usage: hm-page PFN
+Prints the same keys as the shell's `page PFN` (pfn, pa, struct_page, flags, order, zone,
+node, refcount, block, next, prev) plus private and the struct page's physical address.
+A PFN whose section has no memmap, or whose struct page is not mapped, is reported as such."""
+
+    name = "hm-page"
+    usage = "hm-page PFN"
+    summary = "decode the struct page of a PFN"
+
+    def run(self, argv, arg):
+        if not arg:
+            self.usage_error()
+        pfn = self.number(arg, "PFN")
+        cfg = config.load()
+        if pfn >= cfg.max_pfn:
+            self.usage_error("pfn %#x is beyond the vmemmap (PFNs below %#x)" % (pfn, cfg.max_pfn))
+        cpu = CpuState()
+        secs = memmap.read_sections(cfg)
+        if secs is not None:
+            nr = secs.of_pfn(pfn)
+            st = secs.state(nr)
+            if not st & memmap.SECTION_HAS_MEMMAP:
+                out(
+                    [
+                        "page: pfn=%#x has no memmap (pfn_valid is false: section %d state=%s)"
+                        % (pfn, nr, memmap.flag_names(st, memmap.SECTION_STATES, ","))
+                    ]
+                )
+                return
+        with PhysMem(cfg, cpu) as mem:
+            p, w = memmap.read_page(cfg, cpu, mem, pfn)
+        if p is None:
+            out(["page: pfn=%#x struct_page=%#x is not mapped: %s" % (pfn, cfg.struct_page(pfn), w.result_line())])
+            return
+        lines = [p.line(cfg, memmap.zone_names())]
+        if secs is None:
+            lines.append("page: note: the sparse model is not initialised yet: this struct page may be uninitialised")
+        out(lines)
+
+
+@command
+class Sections(HmCommand):
+    """List the present memory sections and their state (mm::sparse::Sparse).
+
+Usage: hm-sections
+The same lines as the shell's `sections`: section size, count, then per present section its
+number, physical range, state (present, memmap, online, early, self-hosted) and memmap VA."""
+
+    name = "hm-sections"
+    usage = "hm-sections"
+    summary = "the sparse sections and their state bits"
+
+    def run(self, argv, arg):
+        if argv:
+            self.usage_error()
+        cfg = config.load()
+        require_target()
+        secs = memmap.read_sections(cfg)
+        if secs is None:
+            out(["sections: the sparse model is not initialised yet (hotmem::memory::SPARSE is set in init_memmap)"])
+            return
+        out(secs.lines())
+
+
+@command
+class FreeLists(HmCommand):
+    """Free blocks per order per zone of the buddy allocator (mm::buddy::PageAlloc).
+
+Usage: hm-freelists [--check]
+The per-zone line has the keys of the shell's `meminfo: zone=` line. --check follows every
+list through the struct pages and verifies flags, order, zone, alignment and back links."""
+
+    name = "hm-freelists"
+    usage = "hm-freelists [--check]"
+    summary = "buddy free blocks per order per zone (--check: follow the lists)"
+
+    def run(self, argv, arg):
+        if argv not in ([], ["--check"], ["-c"]):
+            self.usage_error()
+        cfg = config.load()
+        require_target()
+        fl = memmap.read_freelists(cfg)
+        if fl is None:
+            out(["freelists: the page allocator is not initialised yet (PAGE_ALLOC is None until init_page_allocator)"])
+            return
+        out(fl.lines())
+        if argv:
+            out(memmap.check_freelists(cfg, CpuState(), fl))
+
+
+@command
+class Blocks(HmCommand):
+    """Memory blocks with state/zone/group/nr_vmemmap_pages and their altmap.
+
+Usage: hm-blocks
+Extension point: memory blocks arrive with the hotplug work. Until the kernel has a
+MEMORY_BLOCKS static this says so; the decoder goes in qemu/gdb/hotmem_gdb/memmap.py."""
+
+    name = "hm-blocks"
+    usage = "hm-blocks"
+    summary = "memory blocks (extension point: not in the kernel yet)"
+
+    def run(self, argv, arg):
+        if argv:
+            self.usage_error()
+        config.load()
+        name, v = memmap.find_blocks_symbol()
+        if name is None:
+            out(
+                [
+                    "blocks: memory blocks are not implemented in this kernel (no %s static in the ELF);"
+                    % " / ".join(memmap.BLOCKS_SYMBOLS),
+                    "blocks: the sparse sections (one per memory block) are shown by hm-sections",
+                ]
+            )
+            return
+        out(["blocks: %s exists but has no decoder yet (extend qemu/gdb/hotmem_gdb/memmap.py); raw value:" % name])
+        out([str(v)])
+
+
+@command
+class Desc(HmCommand):
+    """Decode a raw stage-1 descriptor value.
+
+Usage: hm-desc VALUE [LEVEL]
+With LEVEL (0..3) the decoding is exact; without, a 0b11 descriptor is taken for a page when
+AF is set (as the kernel's Display does). The granule comes from HOTMEM_DEBUG_INFO."""
+
+    name = "hm-desc"
+    usage = "hm-desc VALUE [LEVEL]"
+    summary = "decode a raw descriptor (granule from the ELF)"
+
+    def run(self, argv, arg):
+        if len(argv) not in (1, 2):
+            self.usage_error()
+        raw = self.number(argv[0], "VALUE")
+        cfg = config.load()
+        if len(argv) == 1:
+            out(["desc: " + guess_level_text(raw, cfg.geom)])
+            return
+        if argv[1] not in ("0", "1", "2", "3") or not cfg.geom.has_level(int(argv[1])):
+            self.usage_error(
+                "LEVEL must be one of %s for %s" % (", ".join(str(l) for l in cfg.geom.level_range()), cfg.name)
+            )
+        lv = int(argv[1])
+        out(["desc: %#018x L%d (%s) %s" % (raw, lv, LEVEL_NAMES[lv], decode(raw, lv, cfg.geom).text())])
+
+
+# ---------------------------------------------------------------------------------------------
+# Breakpoints
+
+# The kernel's memmap populate: `mm::vmemmap::Vmemmap<C,T,S,L>::populate`, one instance per
+# page source (boot: MemblockSource; hot-add: BuddySource or the altmap path).
+# (regex for `info functions -n`, which uses basic regular expressions; python regex that the
+# full name must match).
+ALIASES = {
+    "populate": (r"mm::vmemmap::Vmemmap<.*>::populate", r"^mm::vmemmap::Vmemmap<.*>::populate(<.*>)?$"),
+    "vmemmap_free": (r"mm::vmemmap::Vmemmap<.*>::free", r"^mm::vmemmap::Vmemmap<.*>::free(<.*>)?$"),
+    "shell": (r"hotmem::shell::execute", r"^hotmem::shell::execute$"),
+}
+
+
+def _fn_name(decl):
+    """Function name in an `info functions` line (generic arguments may contain parens)."""
+    i = decl.find("fn ")
+    if i < 0:
+        return None
+    s = decl[i + 3 :]
+    depth = 0
+    for j, c in enumerate(s):
+        if c == "<":
+            depth += 1
+        elif c == ">":
+            depth -= 1
+        elif c == "(" and depth == 0:
+            return s[:j].strip()
+    return None
+
+
+def functions(regex, exact=None):
+    """[(name, file, line)] of the functions with debug info matching `regex` (and the python
+    regex `exact` when given)."""
+    text = gdb.execute("info functions -q -n %s" % regex, to_string=True)
+    res, cur = [], None
+    for line in text.splitlines():
+        m = re.match(r"^File (.*):$", line)
+        if m:
+            cur = m.group(1)
+            continue
+        m = re.match(r"^(\d+):\s+(.*)$", line)
+        if m and cur:
+            name = _fn_name(m.group(2))
+            if name and (exact is None or re.search(exact, name)):
+                res.append((name, cur, int(m.group(1))))
+    return res
+
+
+def _short(name):
+    """`a::B<x, y>::f<x>` -> `a::B<..>::f<..>`."""
+    out, depth = [], 0
+    for c in name:
+        if c == "<":
+            if depth == 0:
+                out.append("<..>")
+            depth += 1
+        elif c == ">":
+            depth -= 1
+        elif depth == 0:
+            out.append(c)
+    return "".join(out)
+
+
+@command
+class HBreak(HmCommand):
+    """Set hardware breakpoints on kernel functions found by name.
+
+Usage: hm-hbreak populate | vmemmap_free | shell | REGEX
+`populate` is the memmap populate (mm::vmemmap::Vmemmap<..>::populate, called at boot for
+every boot section, later for every hot-added one); `shell` is hotmem::shell::execute (stops
+when a console command is typed). Otherwise REGEX is matched like `info functions -n`. Rust
+generic names are awkward to type, so each match is resolved to its entry address
+(`hbreak *ADDR`, registers still hold the arguments: x1=start, x2=end for populate), or to
+its source line when it was inlined everywhere. Hardware breakpoints work at high-half
+addresses before the MMU maps them and need no writes to kernel text."""
+
+    name = "hm-hbreak"
+    usage = "hm-hbreak populate | vmemmap_free | shell | REGEX"
+    summary = "hardware breakpoints on kernel functions by (Rust) name"
+
+    def run(self, argv, arg):
+        if len(argv) != 1:
+            self.usage_error()
+        regex, exact = ALIASES.get(argv[0], (argv[0], None))
+        config.load()
+        require_target()
+        found = functions(regex, exact)
+        if not found:
+            raise GdbError("hm-hbreak: no function with debug info matches %s" % regex)
+        seen = set()
+        for name, path, line in found:
+            addr = None
+            for lookup in (gdb.lookup_static_symbol, gdb.lookup_global_symbol):
+                try:
+                    s = lookup(name)
+                except gdb.error:
+                    s = None
+                if s is not None and s.type is not None and s.type.code == gdb.TYPE_CODE_FUNC:
+                    addr = int(s.value().address)
+                    break
+            loc = "*%#x" % addr if addr is not None else "%s:%d" % (path, line)
+            if loc in seen:
+                continue
+            seen.add(loc)
+            before = {b.number for b in gdb.breakpoints()}
+            gdb.execute("hbreak %s" % loc, to_string=True)
+            new = [b for b in gdb.breakpoints() if b.number not in before]
+            num = new[0].number if new else "?"
+            out(["hm-hbreak: breakpoint %s at %s: %s (%s:%d)" % (num, loc, _short(name), path, line)])
+
+
+def register_all():
+    for c in COMMANDS:
+        c()
