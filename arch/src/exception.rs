@@ -117,6 +117,18 @@ pub enum Probe {
 /// Read the 64-bit word at `va`, expecting that it may fault. Must not be called with `va == 0`.
 #[cfg(target_arch = "aarch64")]
 pub fn probe_read(va: u64) -> Probe {
+    probe(va, false)
+}
+
+/// Read the 32-bit word at `va` (for device registers that refuse 8-byte accesses), expecting
+/// that it may fault.
+#[cfg(target_arch = "aarch64")]
+pub fn probe_read32(va: u64) -> Probe {
+    probe(va, true)
+}
+
+#[cfg(target_arch = "aarch64")]
+fn probe(va: u64, word32: bool) -> Probe {
     let cpu = crate::cpu::cpu_index();
     let slot = &EXPECT_FAR[cpu];
     CAUGHT_ESR[cpu].store(0, Ordering::Relaxed);
@@ -125,7 +137,11 @@ pub fn probe_read(va: u64) -> Probe {
     // SAFETY: a single `ldr`; if `va` is unmapped the abort handler sees the armed slot, records
     // the ESR and resumes at the next instruction (x0 keeps the sentinel). No memory is written.
     unsafe {
-        core::arch::asm!("mov {v}, #0", "ldr {v}, [{a}]", a = in(reg) va, v = out(reg) value, options(nostack, readonly));
+        if word32 {
+            core::arch::asm!("mov {v:x}, #0", "ldr {v:w}, [{a}]", a = in(reg) va, v = out(reg) value, options(nostack, readonly));
+        } else {
+            core::arch::asm!("mov {v}, #0", "ldr {v}, [{a}]", a = in(reg) va, v = out(reg) value, options(nostack, readonly));
+        }
     }
     let esr = CAUGHT_ESR[cpu].swap(0, Ordering::Relaxed);
     slot.store(0, Ordering::Relaxed);

@@ -325,8 +325,8 @@ impl Hotplug {
     }
 
     /// Linux `add_memory(group, start, size, flags)`: validate, map, populate the memmap,
-    /// create OFFLINE blocks; any failure undoes every step (with the same altmaps). Then the
-    /// new blocks are onlined per `default_online` (a failure there leaves them offline).
+    /// create OFFLINE blocks; any failure undoes every step (with the same altmaps). Onlining
+    /// is the caller's: [`auto_online`](Self::auto_online) applies `default_online`.
     pub fn add_memory(
         &mut self,
         ops: &mut impl HotplugOps,
@@ -373,14 +373,15 @@ impl Hotplug {
             g.nr_blocks += ids.len() as u64;
         }
         self.added.push((start, size, flags.memmap_on_memory));
-
-        if let Some(t) = self.default_online {
-            for &id in &ids {
-                // Like Linux, an auto-online failure does not undo the add.
-                let _ = self.online_block(ops, id, t);
-            }
-        }
         Ok(ids)
+    }
+
+    /// Online new blocks per `default_online` (Linux auto-onlining after `add_memory`); like
+    /// Linux, a failure leaves that block offline and does not undo the add. Returns each
+    /// block's zone (`None` = left offline).
+    pub fn auto_online(&mut self, ops: &mut impl HotplugOps, ids: &[BlockId]) -> Vec<(BlockId, Option<ZoneId>)> {
+        let t = self.default_online;
+        ids.iter().map(|&id| (id, t.and_then(|t| self.online_block(ops, id, t).ok()))).collect()
     }
 
     fn create_block(&self, ops: &mut impl HotplugOps, id: BlockId, group: Option<GroupId>, flags: AddFlags) -> Result<MemoryBlock, HotplugError> {
@@ -576,6 +577,39 @@ impl Hotplug {
             blk.state = BlockState::Offline;
         }
         Ok(())
+    }
+
+    /// The eject path (a DIMM going away): everything `remove_memory` checks is checked first
+    /// (so a removal that would split a leaf is rejected before offlining), then every block is
+    /// offlined — on a veto the blocks already offlined are onlined again into their zones and
+    /// the error returned, leaving the memory fully usable — then the range is removed.
+    pub fn offline_and_remove(&mut self, ops: &mut impl HotplugOps, start: u64, size: u64) -> Result<(), HotplugError> {
+        self.check_range(start, size)?;
+        let ids: Vec<BlockId> = self.block_ids(start, size).collect();
+        for &id in &ids {
+            let b = self.blocks.get(&id).ok_or(HotplugError::NotAdded { start, size })?;
+            if b.early {
+                return Err(HotplugError::EarlyMemory(id));
+            }
+        }
+        ops.check_unmap_linear(start, size)?;
+        let mut done: Vec<(BlockId, ZoneId)> = Vec::new();
+        for &id in &ids {
+            let b = self.get(id)?;
+            if b.state == BlockState::Offline {
+                continue;
+            }
+            let zone = b.zone.unwrap_or(ZoneId::Normal);
+            if let Err(e) = self.offline_block(ops, id) {
+                for &(id, zone) in done.iter().rev() {
+                    let t = if zone == ZoneId::Movable { OnlineType::Movable } else { OnlineType::Kernel };
+                    let _ = self.online_block(ops, id, t);
+                }
+                return Err(e);
+            }
+            done.push((id, zone));
+        }
+        self.remove_memory(ops, start, size)
     }
 
     /// Linux `remove_memory(start, size)`: every block offline, whole added ranges when the

@@ -278,6 +278,7 @@ matrix!(
     counters_identical_after_cycles,
     offline_migrates_movable_pages,
     unmovable_page_makes_offline_busy,
+    offline_and_remove_rolls_back_on_veto,
     bad_requests_change_nothing,
     leaf_splitting_removal_is_rejected,
 );
@@ -547,10 +548,42 @@ fn static_group_fits_goes_movable_as_a_whole() {
     for d in 0..4 {
         let grp = hp.register_static_group(32 * g.pages_per_section());
         let ids = hp.add_memory(&mut m, Some(grp), base::<C>() + d * 32 * g.section_size(), 32 * g.section_size(), MOM).unwrap();
+        hp.auto_online(&mut m, &ids);
         let z: Vec<_> = ids.iter().map(|&id| hp.block(id).unwrap().zone.unwrap()).collect();
         assert!(z.windows(2).all(|w| w[0] == w[1]), "DIMM {d} split across zones");
         zones.push(z[0]);
     }
     // 3 × 4 GiB fit in 3.01 × 4 GiB; the fourth DIMM does not.
     assert_eq!(zones, [ZoneId::Movable, ZoneId::Movable, ZoneId::Movable, ZoneId::Normal]);
+}
+
+/// The eject path: a veto on the second block re-onlines the first into its zone.
+fn offline_and_remove_rolls_back_on_veto<C: Config>() {
+    let g = C::GEOM;
+    let (mut m, mut hp) = boot::<C>();
+    let grp = hp.register_static_group(2 * g.pages_per_section());
+    hp.add_memory(&mut m, Some(grp), base::<C>(), 2 * g.section_size(), MOM).unwrap();
+    hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
+    hp.online_block(&mut m, 9, OnlineType::Kernel).unwrap();
+    let in9 = |p: u64| (9 * g.pages_per_section()..10 * g.pages_per_section()).contains(&p);
+    let mut others = Vec::new();
+    let pinned = loop {
+        let p = m.alloc.alloc(0, AllocKind::Kernel).unwrap();
+        if in9(p) {
+            break p;
+        }
+        others.push(p);
+    };
+    for p in others {
+        m.alloc.free(p, 0).unwrap();
+    }
+    let (present, group) = (hp.present, *hp.group(grp).unwrap());
+    let r = hp.offline_and_remove(&mut m, base::<C>(), 2 * g.section_size());
+    assert!(matches!(r, Err(HotplugError::Busy { block: 9, .. })), "{r:?}");
+    assert_eq!((hp.block(8).unwrap().state, hp.block(8).unwrap().zone), (BlockState::Online, Some(ZoneId::Movable)));
+    assert_eq!((hp.present, *hp.group(grp).unwrap()), (present, group));
+    m.alloc.free(pinned, 0).unwrap();
+    hp.offline_and_remove(&mut m, base::<C>(), 2 * g.section_size()).unwrap();
+    assert!(hp.block(8).is_none() && hp.block(9).is_none());
+    assert_eq!(hp.group(grp).unwrap().nr_blocks, 0);
 }

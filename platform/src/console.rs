@@ -117,5 +117,7 @@ pub fn getc_blocking() -> u8 {
         }
         arch::cpu::wfi();
         crate::sync::irq_enable();
+        // Deferred work from interrupt handlers runs here, in thread context.
+        crate::ged::process_pending();
     }
 }

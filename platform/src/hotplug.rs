@@ -41,9 +41,9 @@ pub fn with_hotplug<R>(f: impl FnOnce(&mut Hotplug, &mut KernelOps) -> R) -> R {
 
 /// Set up the hotplug state: every early section is an online boot block.
 pub fn init(held_back: Vec<Range>, opts: &crate::cmdline::Options) {
+    // DIMMs are onlined per `default_online` (auto, i.e. the online policy, unless
+    // memhp_default_state= says otherwise); `probe` leaves blocks offline for `online`.
     let mut hp = Hotplug::new(G, memory::sparse().max_pa());
-    // Like Linux's default (MHP_DEFAULT_ONLINE_TYPE_OFFLINE): probed memory waits for `online`.
-    hp.default_online = None;
     for (nr, _) in memory::sparse().iter_with(mm::sparse::state::EARLY) {
         hp.add_boot_block(nr as BlockId);
     }

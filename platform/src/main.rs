@@ -17,6 +17,7 @@ mod console;
 mod dtb;
 mod early;
 mod fw_cfg;
+mod ged;
 mod gic;
 mod hotplug;
 #[cfg(feature = "ktest")]
@@ -222,6 +223,7 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     }
     smp::drop_identity_map();
     println!("smp: online={} of {} cpus", smp::online_count(), plat.cpus.len());
+    ged::init();
 
     let cycles = arch::cpu::counter() - t0;
     println!("boot: time_to_prompt_us={} cycles={}", timer::cycles_to_us(cycles), cycles);

@@ -33,6 +33,9 @@ const COMMANDS: &[Command] = &[
     Command { name: "remove", usage: "remove <addr> <size>", help: "hot-remove offline memory", run: cmd_remove },
     Command { name: "policy", usage: "policy [default offline|online|online_kernel|online_movable | online_policy contig-zones|auto-movable | ratio <percent>]", help: "show or set the online policy", run: cmd_policy },
     Command { name: "stress", usage: "stress <size> | stress verify | stress free", help: "fill movable memory with checksummed patterns / verify / free", run: cmd_stress },
+    Command { name: "dimms", usage: "dimms", help: "DIMMs in use (ACPI GED memory hotplug, firmware mode)", run: cmd_dimms },
+    Command { name: "pin", usage: "pin <addr> <size>", help: "hold an unmovable kernel page inside a range (to test offline refusal)", run: cmd_pin },
+    Command { name: "unpin", usage: "unpin", help: "free the pages held by pin", run: cmd_unpin },
     Command { name: "cpus", usage: "cpus", help: "online CPUs and their timer ticks", run: cmd_cpus },
     Command { name: "poweroff", usage: "poweroff", help: "power off (PSCI SYSTEM_OFF)", run: cmd_poweroff },
     Command { name: "reboot", usage: "reboot", help: "reset the machine (PSCI SYSTEM_RESET)", run: cmd_reboot },
@@ -407,6 +410,50 @@ fn cmd_stress(args: &[&str]) -> Result<(), ShellError> {
         }
         _ => return Err(ShellError::Usage),
     }
+    Ok(())
+}
+
+fn cmd_dimms(args: &[&str]) -> Result<(), ShellError> {
+    no_args(args)?;
+    crate::ged::print_dimms();
+    Ok(())
+}
+
+/// Pages held by `pin`.
+static PINNED: spin::Mutex<alloc::vec::Vec<u64>> = spin::Mutex::new(alloc::vec::Vec::new());
+
+fn cmd_pin(args: &[&str]) -> Result<(), ShellError> {
+    let [addr, size] = args else { return Err(ShellError::Usage) };
+    let (addr, size) = (parse_u64(addr)?, parse_u64(size)?);
+    let mut others = alloc::vec::Vec::new();
+    let mut found = None;
+    while let Some(pa) = memory::alloc_pages(0) {
+        if (addr..addr.saturating_add(size)).contains(&pa) {
+            found = Some(pa);
+            break;
+        }
+        others.push(pa);
+    }
+    for pa in others {
+        let _ = memory::free_pages(pa, 0);
+    }
+    match found {
+        Some(pa) => {
+            PINNED.lock().push(pa);
+            println!("pin: pfn={:#x} pa={:#x}", pa >> layout::PAGE_SHIFT, pa);
+        }
+        None => println!("pin: error: no free kernel page in {addr:#x}+{size:#x} (is it online in ZONE_NORMAL?)"),
+    }
+    Ok(())
+}
+
+fn cmd_unpin(args: &[&str]) -> Result<(), ShellError> {
+    no_args(args)?;
+    let pages = core::mem::take(&mut *PINNED.lock());
+    for &pa in &pages {
+        let _ = memory::free_pages(pa, 0);
+    }
+    println!("unpin: freed={}", pages.len());
     Ok(())
 }
 

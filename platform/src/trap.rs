@@ -31,6 +31,7 @@ fn handle_irq(cpu: usize) {
         match irq.intid {
             timer::INTID_VTIMER => timer::handle_irq(cpu),
             gic::SGI_WAKE => {}
+            crate::ged::INTID => crate::ged::handle_irq(),
             id if id == crate::UART_INTID.load(core::sync::atomic::Ordering::Relaxed) => console::handle_rx_irq(),
             id => println!("irq: unhandled intid={id} cpu={cpu}"),
         }
