@@ -96,21 +96,24 @@ struct Mailbox {
 static MAILBOX: [Mailbox; MAX_CPUS] =
     [const { Mailbox { func: AtomicU64::new(0), arg: AtomicU64::new(0), result: AtomicU64::new(0), state: AtomicU64::new(0) } }; MAX_CPUS];
 
-/// Run `f(arg)` on `cpu` (which must be online) and return its result; the calling CPU waits
-/// (WFE) for at most one second. On the calling CPU itself the function runs directly.
-pub fn run_on(cpu: usize, f: fn(u64) -> u64, arg: u64) -> Option<u64> {
-    if cpu == arch::cpu::cpu_index() {
-        return Some(f(arg));
-    }
-    if online_mask() & (1 << cpu) == 0 {
-        return None;
+/// Post `f(arg)` to `cpu` (online, not this one) without waiting; [`collect`] gets the result.
+pub fn post(cpu: usize, f: fn(u64) -> u64, arg: u64) -> bool {
+    let Some(mpidr) = mpidr_of(cpu) else { return false };
+    if cpu == arch::cpu::cpu_index() || online_mask() & (1 << cpu) == 0 {
+        return false;
     }
     let mb = &MAILBOX[cpu];
     mb.func.store(f as usize as u64, Ordering::Relaxed);
     mb.arg.store(arg, Ordering::Relaxed);
     mb.state.store(1, Ordering::Release);
-    gic::send_sgi(gic::SGI_WAKE, cpu, mpidr_of(cpu)?);
-    let deadline = arch::cpu::counter() + arch::cpu::counter_freq();
+    gic::send_sgi(gic::SGI_WAKE, cpu, mpidr);
+    true
+}
+
+/// Wait (WFE, at most `timeout_ms`) for the call posted to `cpu` and return its result.
+pub fn collect(cpu: usize, timeout_ms: u64) -> Option<u64> {
+    let mb = &MAILBOX[cpu];
+    let deadline = arch::cpu::counter() + arch::cpu::counter_freq() * timeout_ms / 1000;
     while mb.state.load(Ordering::Acquire) != 2 {
         if arch::cpu::counter() > deadline {
             return None;
@@ -119,6 +122,18 @@ pub fn run_on(cpu: usize, f: fn(u64) -> u64, arg: u64) -> Option<u64> {
     }
     mb.state.store(0, Ordering::Relaxed);
     Some(mb.result.load(Ordering::Relaxed))
+}
+
+/// Run `f(arg)` on `cpu` (which must be online) and return its result (at most one second).
+/// On the calling CPU itself the function runs directly.
+pub fn run_on(cpu: usize, f: fn(u64) -> u64, arg: u64) -> Option<u64> {
+    if cpu == arch::cpu::cpu_index() {
+        return Some(f(arg));
+    }
+    if !post(cpu, f, arg) {
+        return None;
+    }
+    collect(cpu, 1000)
 }
 
 /// Run `f(arg)` on every online CPU; results by CPU index (`None` = did not answer).

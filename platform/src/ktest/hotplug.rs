@@ -36,11 +36,57 @@ fn read_word(va: u64) -> u64 {
     }
 }
 
+/// Secondary-CPU workload: fill and verify a private 64 KiB buffer until told to stop;
+/// returns iterations in the low 32 bits and corrupt words in the high 32.
+fn checksum_workload(buf_pa: u64) -> u64 {
+    let words = (64 << 10) / 8;
+    let p = layout::phys_to_virt(buf_pa) as *mut u64;
+    let (mut iters, mut bad) = (0u64, 0u64);
+    while !WORKLOAD_STOP.load(Relaxed) {
+        for i in 0..words {
+            // SAFETY: a buffer this CPU alone owns (allocated by the test, freed after `collect`).
+            unsafe { p.add(i).write_volatile(i as u64 ^ iters) };
+        }
+        for i in 0..words {
+            // SAFETY: as above.
+            if unsafe { p.add(i).read_volatile() } != i as u64 ^ iters {
+                bad += 1;
+            }
+        }
+        iters += 1;
+    }
+    iters | bad << 32
+}
+
+static WORKLOAD_STOP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// probe → online (each policy in turn) → stress on the new memory → offline (migrating) →
-/// remove, many times, with 1 to 4 blocks; every checksum verified, and free pages,
-/// page-table pages and memmap (altmap) counters back at their first values.
+/// remove, many times, with 1 to 4 blocks, while every other CPU runs a memory workload; every
+/// checksum verified, and free pages, page-table pages and memmap (altmap) counters back at
+/// their first values.
 fn hotplug_cycles(_: &Platform) -> Result<(), String> {
     let (start, blocks) = held_back(4)?;
+    let order = (64u64 << 10).div_ceil(layout::PAGE_SIZE).trailing_zeros();
+    let mut workers = Vec::new();
+    WORKLOAD_STOP.store(false, Relaxed);
+    for cpu in 1..smp::MAX_CPUS {
+        if smp::online_mask() & (1 << cpu) != 0 {
+            let buf = memory::alloc_pages(order).ok_or_else(|| String::from("no memory for a workload buffer"))?;
+            kassert!(smp::post(cpu, checksum_workload, buf), "cpu {cpu} did not take the workload");
+            workers.push((cpu, buf));
+        }
+    }
+    let result = hotplug_cycles_inner(start, blocks);
+    WORKLOAD_STOP.store(true, Relaxed);
+    for (cpu, buf) in workers {
+        let r = smp::collect(cpu, 2000).ok_or_else(|| format!("cpu {cpu} workload did not stop"))?;
+        memory::free_pages(buf, order).map_err(|e| format!("{e:?}"))?;
+        kassert!(r >> 32 == 0 && r & 0xffff_ffff > 0, "cpu {cpu} workload: {} iterations, {} corrupt words", r & 0xffff_ffff, r >> 32);
+    }
+    result
+}
+
+fn hotplug_cycles_inner(start: u64, blocks: u64) -> Result<(), String> {
     let bs = G.section_size();
     let cycles = hp::KTEST_CYCLES.load(Relaxed);
     let baseline = snapshot();
