@@ -175,30 +175,36 @@ impl<M: Memmap> PageAlloc<M> {
         }
         let mut given = 0;
         let mut pfn = start;
-        while pfn < start + nr {
-            if self.pg(pfn).has(flags::VMEMMAP_SELF_HOSTED) {
-                pfn += 1;
-                continue;
-            }
-            // Largest aligned block of usable pages starting here.
-            let mut order = 0;
-            while order < self.max_order
-                && pfn % (1 << (order + 1)) == 0
-                && pfn + (1 << (order + 1)) <= start + nr
-                && (pfn..pfn + (1 << (order + 1))).all(|q| self.page(q).is_some_and(|p| !p.has(flags::VMEMMAP_SELF_HOSTED)))
-            {
-                order += 1;
-            }
-            for q in pfn..pfn + (1 << order) {
-                let p = self.pg(q);
+        let end = start + nr;
+        while pfn < end {
+            // One pass: initialise the run of usable pages starting here (self-hosted memmap
+            // pages never enter the allocator), then free it in maximal aligned chunks.
+            let run_start = pfn;
+            while pfn < end {
+                let p = self.pg(pfn);
+                if p.has(flags::VMEMMAP_SELF_HOSTED) {
+                    break;
+                }
                 p.flags &= !(flags::OFFLINE | flags::ISOLATED | flags::RESERVED);
                 p.zone = zone as u8;
                 p.node = node;
                 p.refcount = 0;
+                pfn += 1;
             }
-            self.free_merge(zone, pfn, order);
-            given += 1 << order;
-            pfn += 1 << order;
+            let mut q = run_start;
+            while q < pfn {
+                let mut order = (q.trailing_zeros()).min(self.max_order);
+                while q + (1 << order) > pfn {
+                    order -= 1;
+                }
+                self.free_merge(zone, q, order);
+                q += 1 << order;
+            }
+            given += pfn - run_start;
+            // Skip the self-hosted page that ended the run.
+            if pfn < end {
+                pfn += 1;
+            }
         }
         self.zones[zone as usize].counters.managed += given;
         Ok(given)

@@ -148,12 +148,7 @@ impl HotplugOps for KernelOps {
     }
 
     fn init_memmap(&mut self, pfn: u64, nr: u64, block: BlockId) {
-        memory::init_struct_pages(pfn, nr, block as u32);
-        for p in pfn..pfn + nr {
-            // SAFETY: just populated and initialised; the section is not yet marked valid, so no
-            // one else looks at these struct pages.
-            unsafe { (*page_mut(p)).flags |= flags::OFFLINE };
-        }
+        memory::init_struct_pages(pfn, nr, block as u32, flags::OFFLINE);
     }
 
     fn section_update(&mut self, nr: u64, set: u8, clear: u8) {

@@ -12,6 +12,7 @@ extern crate alloc;
 mod config {
     include!(concat!(env!("OUT_DIR"), "/config.rs"));
 }
+mod bench;
 mod cmdline;
 mod console;
 mod dtb;

@@ -275,7 +275,7 @@ pub fn init_memmap(ram: &[Range]) -> Result<BootMemmap, VmemmapError> {
                 Vmemmap { pt, tables, source: &mut MemblockSource, tlb: &mut crate::teardown::KernelTlb, region: vmemmap_region() }
                     .populate(start, end, None)
             })?;
-            init_struct_pages(pfn, G.pages_per_section(), nr as u32);
+            init_struct_pages(pfn, G.pages_per_section(), nr as u32, 0);
             sparse.set(nr, state::PRESENT | state::EARLY | state::HAS_MEMMAP);
             total.blocks += st.blocks;
             total.pages += st.pages;
@@ -294,13 +294,15 @@ pub fn vmemmap_region() -> (u64, u64) {
     (layout::VMEMMAP_START, layout::VMEMMAP_START + layout::VMEMMAP_SIZE)
 }
 
-/// Every `struct page` of `[pfn, pfn + n)` to its initial state (reserved, block id).
-pub fn init_struct_pages(pfn: u64, n: u64, block: u32) {
+/// Every `struct page` of `[pfn, pfn + n)` to its initial state (reserved + `extra_flags`,
+/// block id): one pass of 64-byte stores over the memmap.
+pub fn init_struct_pages(pfn: u64, n: u64, block: u32, extra_flags: u32) {
     let first = VMEMMAP.pfn_to_page(pfn) as *mut Page;
+    let page = Page { block, flags: Page::INIT.flags | extra_flags, ..Page::INIT };
     for i in 0..n as usize {
         // SAFETY: the memmap of these PFNs was just populated (mapped RW); nobody else uses it
         // before its section is marked as having a memmap.
-        unsafe { first.add(i).write(Page { block, ..Page::INIT }) };
+        unsafe { first.add(i).write(page) };
     }
 }
 

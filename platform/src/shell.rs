@@ -36,6 +36,7 @@ const COMMANDS: &[Command] = &[
     Command { name: "dimms", usage: "dimms", help: "DIMMs in use (ACPI GED memory hotplug, firmware mode)", run: cmd_dimms },
     Command { name: "pin", usage: "pin <addr> <size>", help: "hold an unmovable kernel page inside a range (to test offline refusal)", run: cmd_pin },
     Command { name: "unpin", usage: "unpin", help: "free the pages held by pin", run: cmd_unpin },
+    Command { name: "bench", usage: "bench [reps=N] <size>...", help: "time add/online/offline/remove of each size on held-back memory (median)", run: cmd_bench },
     Command { name: "cpus", usage: "cpus", help: "online CPUs and their timer ticks", run: cmd_cpus },
     Command { name: "poweroff", usage: "poweroff", help: "power off (PSCI SYSTEM_OFF)", run: cmd_poweroff },
     Command { name: "reboot", usage: "reboot", help: "reset the machine (PSCI SYSTEM_RESET)", run: cmd_reboot },
@@ -454,6 +455,22 @@ fn cmd_unpin(args: &[&str]) -> Result<(), ShellError> {
         let _ = memory::free_pages(pa, 0);
     }
     println!("unpin: freed={}", pages.len());
+    Ok(())
+}
+
+fn cmd_bench(args: &[&str]) -> Result<(), ShellError> {
+    let (reps, sizes) = match args {
+        [] => return Err(ShellError::Usage),
+        [first, rest @ ..] if first.starts_with("reps=") => (parse_u64(&first[5..])? as usize, rest),
+        all => (5, all),
+    };
+    if sizes.is_empty() || reps == 0 {
+        return Err(ShellError::Usage);
+    }
+    let sizes = sizes.iter().map(|s| parse_u64(s)).collect::<Result<alloc::vec::Vec<u64>, _>>()?;
+    if let Err(e) = crate::bench::run(&sizes, reps) {
+        println!("bench: error: {e}");
+    }
     Ok(())
 }
 

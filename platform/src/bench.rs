@@ -1,0 +1,158 @@
+//! `bench`: hotplug latency and cost inside the guest, against the practical limit.
+//!
+//! For each size, `reps` rounds of add (probe) → online (movable) → offline → remove on memory
+//! held back by `mem=`, timed with CNTVCT; the median is reported in cycles and microseconds.
+//! The practical limit is the memmap each operation must write (64 bytes per page) at the
+//! measured in-guest memset bandwidth: `ratio = time / (memmap bytes / bandwidth)`.
+//! Also: bytes of pre-existing memory consumed per GiB added (memmap, page-table pages) with and
+//! without memmap on memory, and TLBI instructions per removal.
+//! Output: a table and one JSON object per line (`bench-json: {...}`).
+
+use crate::{
+    hotplug::{with_hotplug, HELD_BACK},
+    layout::{self, G},
+    memory, println, timer,
+};
+use alloc::{string::String, vec::Vec};
+use core::sync::atomic::Ordering::Relaxed;
+use mm::hotplug::{AddFlags, OnlineType};
+
+fn cycles_to_us(c: u64) -> f64 {
+    c as f64 * 1e6 / arch::cpu::counter_freq() as f64
+}
+
+fn median(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// In-guest memset bandwidth (bytes/s) over `bytes` of freshly allocated memory.
+pub fn memset_bandwidth(bytes: u64) -> Option<f64> {
+    let order = (bytes >> layout::PAGE_SHIFT).next_power_of_two().trailing_zeros().min(G.max_order());
+    let chunk = layout::PAGE_SIZE << order;
+    let pa = memory::alloc_pages(order)?;
+    let va = layout::phys_to_virt(pa) as *mut u8;
+    let mut samples = Vec::new();
+    for i in 0..5u8 {
+        let t0 = arch::cpu::counter();
+        // SAFETY: `chunk` bytes we own, through the linear map.
+        unsafe { core::ptr::write_bytes(va, i, chunk as usize) };
+        samples.push(arch::cpu::counter() - t0);
+    }
+    let _ = memory::free_pages(pa, order);
+    let c = median(&mut samples).max(1);
+    Some(chunk as f64 * arch::cpu::counter_freq() as f64 / c as f64)
+}
+
+#[derive(Default, Clone, Copy)]
+struct Round {
+    add: u64,
+    online: u64,
+    offline: u64,
+    remove: u64,
+    tlbi_va: u64,
+    tlbi_all: u64,
+    pre_existing_bytes: u64,
+}
+
+fn round(start: u64, size: u64, mom: bool) -> Result<Round, String> {
+    let mut r = Round::default();
+    let free0 = memory::free_page_count();
+    let t = arch::cpu::counter();
+    let ids = with_hotplug(|h, ops| h.add_memory(ops, None, start, size, AddFlags { memmap_on_memory: mom })).map_err(|e| alloc::format!("add: {e}"))?;
+    r.add = arch::cpu::counter() - t;
+    // Pre-existing memory the add consumed (memmap from the allocator, page-table pages).
+    r.pre_existing_bytes = free0.saturating_sub(memory::free_page_count()) << layout::PAGE_SHIFT;
+    let t = arch::cpu::counter();
+    for &id in &ids {
+        with_hotplug(|h, ops| h.online_block(ops, id, OnlineType::Movable)).map_err(|e| alloc::format!("online: {e}"))?;
+    }
+    r.online = arch::cpu::counter() - t;
+    let t = arch::cpu::counter();
+    for &id in ids.iter().rev() {
+        with_hotplug(|h, ops| h.offline_block(ops, id)).map_err(|e| alloc::format!("offline: {e}"))?;
+    }
+    r.offline = arch::cpu::counter() - t;
+    let (v0, a0) = (arch::tlb::stats::va(), arch::tlb::stats::all());
+    let t = arch::cpu::counter();
+    with_hotplug(|h, ops| h.remove_memory(ops, start, size)).map_err(|e| alloc::format!("remove: {e}"))?;
+    r.remove = arch::cpu::counter() - t;
+    r.tlbi_va = arch::tlb::stats::va() - v0;
+    r.tlbi_all = arch::tlb::stats::all() - a0;
+    Ok(r)
+}
+
+/// Run the benchmark for `sizes` (bytes), `reps` rounds each.
+pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
+    let held = HELD_BACK.lock().first().copied().ok_or_else(|| String::from("no RAM held back (boot with mem=)"))?;
+    let start = held.base.next_multiple_of(G.section_size());
+    let bw = memset_bandwidth(8 << 20).ok_or_else(|| String::from("no memory for the memset measurement"))?;
+    let freq = arch::cpu::counter_freq();
+    println!(
+        "bench: granule={} va_bits={} block={} cntfrq={} memset_bandwidth_mib_s={:.0} tlbi_range={}",
+        G.granule_name(),
+        G.va_bits,
+        layout::Size(G.section_size()),
+        freq,
+        bw / (1 << 20) as f64,
+        arch::cpu::has_tlbi_range()
+    );
+    println!("bench: {:>9} {:>4} {:>11} {:>11} {:>11} {:>11} {:>9} {:>7} {:>7} {:>7} {:>10}", "size", "mom", "add_us", "online_us", "offline_us", "remove_us", "memmap", "add/lim", "onl/lim", "tlbi_va", "preexist/G");
+    for &size in sizes {
+        if start + size > held.end() {
+            println!("bench: size={} skipped: only {} held back", layout::Size(size), layout::Size(held.end() - start));
+            continue;
+        }
+        for mom in [true, false] {
+            let mut rounds = Vec::new();
+            for _ in 0..reps {
+                rounds.push(round(start, size, mom)?);
+            }
+            let mut pick = |f: fn(&Round) -> u64| median(&mut rounds.iter().map(f).collect::<Vec<_>>());
+            let (add, online, offline, remove) = (pick(|r| r.add), pick(|r| r.online), pick(|r| r.offline), pick(|r| r.remove));
+            let (tlbi_va, tlbi_all, pre) = (pick(|r| r.tlbi_va), pick(|r| r.tlbi_all), pick(|r| r.pre_existing_bytes));
+            // What add and online must write at least: every struct page (64 bytes each).
+            let memmap = (size >> layout::PAGE_SHIFT) * 64;
+            let limit_us = memmap as f64 / bw * 1e6;
+            let pre_per_gib = pre as f64 * (1u64 << 30) as f64 / size as f64;
+            println!(
+                "bench: {:>9} {:>4} {:>11.0} {:>11.0} {:>11.0} {:>11.0} {:>9} {:>7.1} {:>7.1} {:>7} {:>10.0}",
+                alloc::format!("{}", layout::Size(size)),
+                if mom { "yes" } else { "no" },
+                cycles_to_us(add),
+                cycles_to_us(online),
+                cycles_to_us(offline),
+                cycles_to_us(remove),
+                alloc::format!("{}", layout::Size(memmap)),
+                cycles_to_us(add) / limit_us,
+                cycles_to_us(online) / limit_us,
+                tlbi_va,
+                pre_per_gib
+            );
+            println!(
+                "bench-json: {{\"granule\":\"{}\",\"va_bits\":{},\"size\":{},\"memmap_on_memory\":{},\"reps\":{},\"add_cycles\":{},\"online_cycles\":{},\"offline_cycles\":{},\"remove_cycles\":{},\"cntfrq\":{},\"memmap_bytes\":{},\"memset_bytes_per_s\":{:.0},\"add_ratio_to_limit\":{:.2},\"online_ratio_to_limit\":{:.2},\"tlbi_va\":{},\"tlbi_all\":{},\"tlbi_range\":{},\"preexisting_bytes_per_gib\":{:.0}}}",
+                G.granule_name(),
+                G.va_bits,
+                size,
+                mom,
+                reps,
+                add,
+                online,
+                offline,
+                remove,
+                freq,
+                memmap,
+                bw,
+                cycles_to_us(add) / limit_us,
+                cycles_to_us(online) / limit_us,
+                tlbi_va,
+                tlbi_all,
+                arch::cpu::has_tlbi_range(),
+                pre_per_gib
+            );
+        }
+    }
+    println!("bench: done pt_pages={} free_pages={} boot_memmap_cycles={}", memory::PT_PAGES.load(Relaxed), memory::free_page_count(), memory::BOOT_MEMMAP_CYCLES.load(Relaxed));
+    let _ = timer::HZ;
+    Ok(())
+}
