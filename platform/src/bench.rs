@@ -108,7 +108,7 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
             for _ in 0..reps {
                 rounds.push(round(start, size, mom)?);
             }
-            let mut pick = |f: fn(&Round) -> u64| median(&mut rounds.iter().map(f).collect::<Vec<_>>());
+            let pick = |f: fn(&Round) -> u64| median(&mut rounds.iter().map(f).collect::<Vec<_>>());
             let (add, online, offline, remove) = (pick(|r| r.add), pick(|r| r.online), pick(|r| r.offline), pick(|r| r.remove));
             let (tlbi_va, tlbi_all, pre) = (pick(|r| r.tlbi_va), pick(|r| r.tlbi_all), pick(|r| r.pre_existing_bytes));
             // What add and online must write at least: every struct page (64 bytes each).

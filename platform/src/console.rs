@@ -96,6 +96,7 @@ pub fn handle_rx_irq() {
 }
 
 /// Next input byte; sleeps (WFI) until one arrives.
+#[cfg_attr(feature = "ktest", allow(dead_code))]
 pub fn getc_blocking() -> u8 {
     loop {
         // Check and sleep with IRQs masked so the wake-up cannot slip between them; WFI wakes

@@ -294,12 +294,6 @@ pub fn stress_free() -> u64 {
     n
 }
 
-/// Pages held by stress allocations in a PFN range (to show what offline will migrate).
-pub fn stress_pages_in(start_pfn: u64, nr: u64) -> u64 {
-    let handles = HANDLES.lock();
-    STRESS.lock().iter().filter(|(h, _)| handles.get(*h).is_some_and(|(p, _)| (start_pfn..start_pfn + nr).contains(&p))).count() as u64
-}
-
 /// The held-back range containing `[start, start + size)`, if any: `probe` only adds memory
 /// that exists (QEMU RAM that `mem=` kept from the kernel), since touching the memmap of
 /// nonexistent memory would abort.

@@ -34,11 +34,11 @@ macro_rules! kassert {
 
 fn cases() -> &'static [KTest] {
     extern "C" {
-        static __ktests_start: KTest;
-        static __ktests_end: KTest;
+        static __ktests_start: u8;
+        static __ktests_end: u8;
     }
-    let start = core::ptr::addr_of!(__ktests_start);
-    let end = core::ptr::addr_of!(__ktests_end);
+    let start = core::ptr::addr_of!(__ktests_start).cast::<KTest>();
+    let end = core::ptr::addr_of!(__ktests_end).cast::<KTest>();
     let n = (end as usize - start as usize) / core::mem::size_of::<KTest>();
     // SAFETY: the linker script collects exactly the `KTest` statics of `.ktests` between the
     // two symbols (8-byte aligned, same type), and they live for the whole run.

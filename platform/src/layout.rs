@@ -45,17 +45,6 @@ pub const fn phys_to_virt(pa: u64) -> u64 {
     PAGE_OFFSET + pa
 }
 
-/// Physical address behind a linear-map or kernel-image VA.
-pub fn virt_to_phys(va: u64) -> Option<u64> {
-    if (PAGE_OFFSET..PAGE_OFFSET + LINEAR_SIZE).contains(&va) {
-        Some(va - PAGE_OFFSET)
-    } else if (KIMAGE_VADDR..image_end()).contains(&va) {
-        Some(va.wrapping_sub(kimage_voffset()))
-    } else {
-        None
-    }
-}
-
 extern "C" {
     static __image_start: u8;
     static __text_end: u8;

@@ -44,10 +44,6 @@ impl Memblock {
         None
     }
 
-    pub fn free_ranges(&self) -> &[Range] {
-        &self.free
-    }
-
     /// Hand out the remaining free ranges (the buddy takes them) and retire.
     pub fn take_all(&mut self) -> Vec<Range> {
         core::mem::take(&mut self.free)

@@ -37,6 +37,7 @@ const COMMANDS: &[Command] = &[
     Command { name: "pin", usage: "pin <addr> <size>", help: "hold an unmovable kernel page inside a range (to test offline refusal)", run: cmd_pin },
     Command { name: "unpin", usage: "unpin", help: "free the pages held by pin", run: cmd_unpin },
     Command { name: "bench", usage: "bench [reps=N] <size>...", help: "time add/online/offline/remove of each size on held-back memory (median)", run: cmd_bench },
+    Command { name: "touch", usage: "touch <va>", help: "read a kernel VA on every CPU (faults are caught): can each CPU still translate it?", run: cmd_touch },
     Command { name: "cpus", usage: "cpus", help: "online CPUs and their timer ticks", run: cmd_cpus },
     Command { name: "poweroff", usage: "poweroff", help: "power off (PSCI SYSTEM_OFF)", run: cmd_poweroff },
     Command { name: "reboot", usage: "reboot", help: "reset the machine (PSCI SYSTEM_RESET)", run: cmd_reboot },
@@ -74,6 +75,7 @@ pub fn execute(line: &str) -> Result<(), ShellError> {
 }
 
 /// Run a line and report errors the way users see them.
+#[cfg_attr(feature = "ktest", allow(dead_code))]
 pub fn execute_and_report(line: &str) {
     let name = line.split_whitespace().next().unwrap_or("");
     match execute(line) {
@@ -90,6 +92,7 @@ pub fn execute_and_report(line: &str) {
     }
 }
 
+#[cfg_attr(feature = "ktest", allow(dead_code))]
 fn read_line(buf: &mut String) {
     buf.clear();
     loop {
@@ -112,6 +115,7 @@ fn read_line(buf: &mut String) {
     }
 }
 
+#[cfg_attr(feature = "ktest", allow(dead_code))]
 pub fn run() -> ! {
     let mut line = String::new();
     loop {
@@ -470,6 +474,33 @@ fn cmd_bench(args: &[&str]) -> Result<(), ShellError> {
     let sizes = sizes.iter().map(|s| parse_u64(s)).collect::<Result<alloc::vec::Vec<u64>, _>>()?;
     if let Err(e) = crate::bench::run(&sizes, reps) {
         println!("bench: error: {e}");
+    }
+    Ok(())
+}
+
+fn read_on_cpu(va: u64) -> u64 {
+    match arch::exception::probe_read(va) {
+        arch::exception::Probe::Value(_) => 0,
+        arch::exception::Probe::Fault { esr } => esr,
+    }
+}
+
+fn cmd_touch(args: &[&str]) -> Result<(), ShellError> {
+    let [va] = args else { return Err(ShellError::Usage) };
+    let va = parse_u64(va)?;
+    if va == 0 || va % 8 != 0 {
+        println!("touch: error: the address must be non-zero and 8-byte aligned");
+        return Ok(());
+    }
+    for (cpu, r) in smp::run_on_all(read_on_cpu, va) {
+        match r {
+            Some(0) => println!("touch: cpu={cpu} va={va:#x} result=mapped"),
+            Some(esr) => println!(
+                "touch: cpu={cpu} va={va:#x} result=fault esr={esr:#x} ({})",
+                arch::exception::fault_status_name(esr & 0x3f)
+            ),
+            None => println!("touch: cpu={cpu} va={va:#x} result=no-answer"),
+        }
     }
     Ok(())
 }

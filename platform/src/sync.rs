@@ -66,6 +66,7 @@ pub fn irq_enable() {
 }
 
 /// Mask IRQs on this CPU.
+#[cfg_attr(feature = "ktest", allow(dead_code))]
 pub fn irq_disable() {
     use tock_registers::interfaces::ReadWriteable;
     DAIF.modify(DAIF::I::Masked + DAIF::F::Masked);

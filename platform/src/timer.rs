@@ -38,6 +38,7 @@ pub fn cycles_to_us(cycles: u64) -> u64 {
 }
 
 /// Sleep this CPU for at least `ms` milliseconds (WFI between ticks).
+#[cfg_attr(not(feature = "ktest"), allow(dead_code))]
 pub fn sleep_ms(ms: u64) {
     let end = arch::cpu::counter() + arch::cpu::counter_freq() * ms / 1000;
     while arch::cpu::counter() < end {

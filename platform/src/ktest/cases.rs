@@ -3,7 +3,6 @@
 
 use crate::{
     dtb::Platform,
-    kassert, ktest,
     layout::{self, G, PAGE_SIZE},
     memory, shell, smp, timer,
 };
@@ -72,7 +71,7 @@ ktest!(linear_map_uses_blocks);
 
 /// W^X: text is RX, rodata R, data RW-NX (software view and the MMU's: writes to text fail).
 fn kernel_image_is_w_xor_x(_: &Platform) -> Result<(), String> {
-    let text = tcr_matches_configuration as usize as u64;
+    let text = tcr_matches_configuration as *const () as u64;
     let rodata = layout::text_end();
     let data = core::ptr::addr_of!(crate::UART_INTID) as u64;
     for (va, want) in [(text, Perm::ReadExec), (rodata, Perm::ReadOnly), (data, Perm::ReadWrite)] {

@@ -4,7 +4,6 @@
 use crate::{
     dtb::Platform,
     hotplug::{self as hp, HELD_BACK},
-    kassert, ktest,
     layout::{self, G, PAGE_SHIFT},
     memory, smp,
 };
