@@ -208,7 +208,28 @@ def walk_lines(cfg, cpu, va):
         w = pagetable.walk(g, root, va, mem.u64s, cpu.mair)
     lines.extend(s.line() for s in w.steps)
     lines.append(w.result_line())
+    lines.extend(region_lines(cfg, va, w))
     return lines, w
+
+
+def region_lines(cfg, va, w):
+    """What the kernel layout says `va` is, and whether the walk agrees with it."""
+    for name, s, e in cfg.regions():
+        if not s <= va < e:
+            continue
+        if name == "linear":
+            pa = va - cfg.page_offset
+            agree = "" if not w.mapped else (" (agrees)" if w.pa == pa else " (MISMATCH: walk gives %#x)" % w.pa)
+            return ["walk: region=linear expected_pa=%#x%s" % (pa, agree)]
+        off = va - cfg.vmemmap_start
+        pfn = off // cfg.struct_page_size
+        return [
+            "walk: region=vmemmap struct_page_of_pfn=%#x (pa=%#x, section %d) offset_in_struct_page=%d"
+            % (pfn, pfn << cfg.page_shift, (pfn << cfg.page_shift) >> cfg.section_shift, off % cfg.struct_page_size)
+        ]
+    if va >= cfg.kimage_vaddr:
+        return ["walk: region=kimage"]
+    return []
 
 
 @command
@@ -385,32 +406,28 @@ list through the struct pages and verifies flags, order, zone, alignment and bac
 
 @command
 class Blocks(HmCommand):
-    """Memory blocks with state/zone/group/nr_vmemmap_pages and their altmap.
+    """List the memory blocks: range, state, zone, group, self-hosted memmap and altmap.
 
 Usage: hm-blocks
-Extension point: memory blocks arrive with the hotplug work. Until the kernel has a
-MEMORY_BLOCKS static this says so; the decoder goes in qemu/gdb/hotmem_gdb/memmap.py."""
+The `block:` lines have the keys of the shell's `blocks` (id, range, state, zone, group,
+vmemmap_pages, early); a block whose memmap lives on its own memory gets an `altmap:` line
+(base_pfn, end_pfn, reserve, free, align, alloc and the PFNs backing the memmap). Memory
+groups follow. Read from hotmem::hotplug::HOTPLUG; a kernel without it says so."""
 
     name = "hm-blocks"
     usage = "hm-blocks"
-    summary = "memory blocks (extension point: not in the kernel yet)"
+    summary = "memory blocks with state/zone/group/vmemmap pages and their altmap"
 
     def run(self, argv, arg):
         if argv:
             self.usage_error()
-        config.load()
-        name, v = memmap.find_blocks_symbol()
-        if name is None:
-            out(
-                [
-                    "blocks: memory blocks are not implemented in this kernel (no %s static in the ELF);"
-                    % " / ".join(memmap.BLOCKS_SYMBOLS),
-                    "blocks: the sparse sections (one per memory block) are shown by hm-sections",
-                ]
-            )
+        cfg = config.load()
+        require_target()
+        blocks = memmap.read_blocks(cfg)
+        if blocks is None:
+            out(["blocks: the hotplug state is not set up yet (HOTPLUG is None until hotplug::init at boot)"])
             return
-        out(["blocks: %s exists but has no decoder yet (extend qemu/gdb/hotmem_gdb/memmap.py); raw value:" % name])
-        out([str(v)])
+        out(blocks.lines())
 
 
 @command
@@ -451,8 +468,19 @@ AF is set (as the kernel's Display does). The granule comes from HOTMEM_DEBUG_IN
 ALIASES = {
     "populate": (r"mm::vmemmap::Vmemmap<.*>::populate", r"^mm::vmemmap::Vmemmap<.*>::populate(<.*>)?$"),
     "vmemmap_free": (r"mm::vmemmap::Vmemmap<.*>::free", r"^mm::vmemmap::Vmemmap<.*>::free(<.*>)?$"),
-    "shell": (r"hotmem::shell::execute", r"^hotmem::shell::execute$"),
+    "add_memory": (r"mm::hotplug::Hotplug::add_memory", r"^mm::hotplug::Hotplug::add_memory(<.*>)?$"),
+    "remove_memory": (r"mm::hotplug::Hotplug::remove_memory", r"^mm::hotplug::Hotplug::remove_memory(<.*>)?$"),
 }
+
+
+def alias(word):
+    """(gdb regex, python regex or None) for a `hm-hbreak` argument. `cmd:NAME` is the shell
+    command handler `hotmem::shell::cmd_NAME` (called through a fn pointer: never inlined)."""
+    if word in ALIASES:
+        return ALIASES[word]
+    if word.startswith("cmd:") and re.match(r"^[a-z_]+$", word[4:]):
+        return ("hotmem::shell::cmd_%s" % word[4:], r"^hotmem::shell::cmd_%s$" % word[4:])
+    return (word, None)
 
 
 def _fn_name(decl):
@@ -509,23 +537,24 @@ def _short(name):
 class HBreak(HmCommand):
     """Set hardware breakpoints on kernel functions found by name.
 
-Usage: hm-hbreak populate | vmemmap_free | shell | REGEX
+Usage: hm-hbreak populate | vmemmap_free | add_memory | remove_memory | cmd:NAME | REGEX
 `populate` is the memmap populate (mm::vmemmap::Vmemmap<..>::populate, called at boot for
-every boot section, later for every hot-added one); `shell` is hotmem::shell::execute (stops
-when a console command is typed). Otherwise REGEX is matched like `info functions -n`. Rust
+every boot section, later for every hot-added one); `cmd:probe` is the shell's `probe`
+handler (hotmem::shell::cmd_probe: stops when that command is typed). Otherwise REGEX is
+matched like `info functions -n` (a basic regular expression). Rust
 generic names are awkward to type, so each match is resolved to its entry address
 (`hbreak *ADDR`, registers still hold the arguments: x1=start, x2=end for populate), or to
 its source line when it was inlined everywhere. Hardware breakpoints work at high-half
 addresses before the MMU maps them and need no writes to kernel text."""
 
     name = "hm-hbreak"
-    usage = "hm-hbreak populate | vmemmap_free | shell | REGEX"
+    usage = "hm-hbreak populate | vmemmap_free | add_memory | remove_memory | cmd:NAME | REGEX"
     summary = "hardware breakpoints on kernel functions by (Rust) name"
 
     def run(self, argv, arg):
         if len(argv) != 1:
             self.usage_error()
-        regex, exact = ALIASES.get(argv[0], (argv[0], None))
+        regex, exact = alias(argv[0])
         config.load()
         require_target()
         found = functions(regex, exact)
@@ -540,7 +569,10 @@ addresses before the MMU maps them and need no writes to kernel text."""
                 except gdb.error:
                     s = None
                 if s is not None and s.type is not None and s.type.code == gdb.TYPE_CODE_FUNC:
-                    addr = int(s.value().address)
+                    try:
+                        addr = int(s.value().address)
+                    except (gdb.error, TypeError):
+                        addr = None  # inlined everywhere: use the source line
                     break
             loc = "*%#x" % addr if addr is not None else "%s:%d" % (path, line)
             if loc in seen:

@@ -9,6 +9,9 @@ halted kernel.
 - Free lists are `hotmem::memory::PAGE_ALLOC: IrqSafeLock<Option<PageAlloc<..>>>`
   (mm/src/buddy.rs): per zone, per order a list head PFN and a length, linked through the
   `next`/`prev` PFNs of the head `struct page`s.
+- Memory blocks are `hotmem::hotplug::HOTPLUG: spin::Mutex<Option<mm::hotplug::Hotplug>>`
+  (mm/src/hotplug.rs): a `BTreeMap<BlockId, MemoryBlock>` with state, zone, group and the
+  block's altmap (memmap on memory), and a `BTreeMap<GroupId, MemoryGroup>`.
 
 Names and bit values mirror the Rust sources (kept in one place here); field layouts come
 from DWARF.
@@ -23,13 +26,15 @@ from .arch import size_str
 from .target import (
     GdbError,
     PhysMem,
+    btree_map_values,
     descend,
     enum_names,
-    fetch,
+    enum_variant,
     find_field,
     option_some,
     scalar,
-    static,
+    read_static,
+    type_name,
     vec_bytes,
 )
 
@@ -64,13 +69,6 @@ PAGE_ALLOC_SYMBOL = "hotmem::memory::PAGE_ALLOC"
 PAGE_TYPE = "mm::page::Page"
 ONCE_COMPLETE = 2  # spin::once::Status::Complete
 
-# Memory blocks do not exist in the kernel yet (the hotplug issue adds them). `hm-blocks` looks
-# for the first of these statics and reports its absence plainly until then.
-BLOCKS_SYMBOLS = (
-    "hotmem::memory::MEMORY_BLOCKS",
-    "hotmem::hotplug::MEMORY_BLOCKS",
-    "hotmem::memory::BLOCKS",
-)
 
 
 def flag_names(flags, table, sep):
@@ -183,10 +181,9 @@ class Sections:
 
 def read_sections(cfg):
     """Sections, or None while `SPARSE` is not initialised (before `init_memmap`)."""
-    once = static(SPARSE_SYMBOL)
+    once = read_static(SPARSE_SYMBOL)
     if once is None:
         raise GdbError("the ELF has no %s (a kernel without the sparse model?)" % SPARSE_SYMBOL)
-    fetch(once, SPARSE_SYMBOL)
     status = find_field(once, "status")
     if status is None or scalar(status) != ONCE_COMPLETE:
         return None
@@ -249,10 +246,9 @@ class FreeLists:
 
 def read_freelists(cfg):
     """Free lists, or None while the page allocator is not initialised."""
-    lock = static(PAGE_ALLOC_SYMBOL)
+    lock = read_static(PAGE_ALLOC_SYMBOL)
     if lock is None:
         raise GdbError("the ELF has no %s" % PAGE_ALLOC_SYMBOL)
-    fetch(lock, PAGE_ALLOC_SYMBOL)
     lockword = find_field(lock, "lock")
     locked = lockword is not None and scalar(lockword) != 0
     opt = descend(lock, "core::option::Option<")
@@ -318,9 +314,111 @@ def check_freelists(cfg, cpu, fl, limit=100000):
     return problems + ["freelists: check %s: followed %d free blocks through their struct pages" % (verdict, total)]
 
 
-def find_blocks_symbol():
-    for name in BLOCKS_SYMBOLS:
-        v = static(name)
-        if v is not None:
-            return name, v
-    return None, None
+# ---------------------------------------------------------------------------------------------
+# Memory blocks (mm::hotplug, platform/src/hotplug.rs)
+
+HOTPLUG_SYMBOL = "hotmem::hotplug::HOTPLUG"
+
+
+def _kebab(name):
+    """`GoingOnline` -> `going-online` (mm::hotplug::BlockState::name)."""
+    out = []
+    for i, c in enumerate(name):
+        if c.isupper() and i:
+            out.append("-")
+        out.append(c.lower())
+    return "".join(out)
+
+
+class Block:
+    def __init__(self, v, zones):
+        self.id = int(v["id"])
+        self.start_pfn = int(v["start_pfn"])
+        self.nr_pages = int(v["nr_pages"])
+        self.state = _kebab(enum_variant(v["state"]))
+        z = option_some(v["zone"])
+        self.zone = "-" if z is None else zones.get(int(z), "?")
+        g = option_some(v["group"])
+        self.group = "-" if g is None else str(int(g))
+        a = option_some(v["altmap"])
+        self.altmap = None if a is None else {f.name: int(a[f.name]) for f in a.type.strip_typedefs().fields() if f.name}
+        self.early = bool(int(v["early"]))
+
+    @property
+    def nr_vmemmap_pages(self):
+        """MemoryBlock::nr_vmemmap_pages: the altmap's `free` PFNs."""
+        return 0 if self.altmap is None else self.altmap.get("free", 0)
+
+    def lines(self, cfg):
+        start = self.start_pfn << cfg.page_shift
+        out = [
+            "block: id=%d range=%#x-%#x state=%s zone=%s group=%s vmemmap_pages=%d early=%s"
+            % (
+                self.id,
+                start,
+                start + (self.nr_pages << cfg.page_shift),
+                self.state,
+                self.zone,
+                self.group,
+                self.nr_vmemmap_pages,
+                "true" if self.early else "false",
+            )
+        ]
+        if self.altmap is not None:
+            a = self.altmap
+            memmap_end = a.get("base_pfn", 0) + a.get("reserve", 0) + a.get("free", 0)
+            out.append(
+                "altmap: block=%d %s memmap_pfns=%#x-%#x"
+                % (self.id, " ".join("%s=%#x" % kv for kv in a.items()), a.get("base_pfn", 0) + a.get("reserve", 0), memmap_end)
+            )
+        return out
+
+
+class Blocks:
+    def __init__(self, cfg, locked, blocks, groups):
+        self.cfg = cfg
+        self.locked = locked
+        self.blocks = blocks
+        self.groups = groups  # printed generically
+
+    def lines(self):
+        out = []
+        if self.locked:
+            out.append("blocks: warning: the hotplug lock is held (a hotplug operation is in progress)")
+        out.append("blocks: block_size=%s count=%d" % (size_str(self.cfg.section_size), len(self.blocks)))
+        for b in self.blocks:
+            out.extend(b.lines(self.cfg))
+        for g in self.groups:
+            out.append("group: %s" % g)
+        return out
+
+
+def read_blocks(cfg):
+    """Memory blocks, or None while the hotplug state is not set up; raises GdbError when the
+    kernel has no memory blocks at all."""
+    hp = read_static(HOTPLUG_SYMBOL)
+    if hp is None:
+        raise GdbError(
+            "memory blocks are not implemented in this kernel (no %s in the ELF); "
+            "hm-sections shows the sparse sections" % HOTPLUG_SYMBOL
+        )
+    lockword = find_field(hp, "lock")
+    locked = lockword is not None and scalar(lockword) != 0
+    opt = descend(hp, "core::option::Option<")
+    state = None if opt is None else option_some(opt)
+    if state is None:
+        return None
+    zones = zone_names()
+    blocks = []
+    for v in btree_map_values(state["blocks"]):
+        b = descend(v, "mm::hotplug::MemoryBlock")
+        if b is None:
+            raise GdbError("cannot find a MemoryBlock in %s" % type_name(v))
+        blocks.append(Block(b, zones))
+    groups = []
+    gm = find_field(state, "groups")
+    if gm is not None:
+        for v in btree_map_values(gm):
+            g = descend(v, "mm::hotplug::MemoryGroup")
+            groups.append(str(g if g is not None else v))
+    return Blocks(cfg, locked, blocks, groups)

@@ -238,26 +238,30 @@ def read_virt(va, size, what):
 # Kernel statics and Rust values
 
 
-def static(name):
-    """gdb.Value of a Rust static by path (e.g. `hotmem::memory::SPARSE`), or None."""
+def static_symbol(name):
+    """gdb.Symbol of a Rust static by path (e.g. `hotmem::memory::SPARSE`), or None."""
     for lookup in (gdb.lookup_static_symbol, gdb.lookup_global_symbol):
         try:
             s = lookup(name)
         except gdb.error:
             s = None
         if s is not None:
-            return s.value()
+            return s
     return None
 
 
-def fetch(v, what):
-    """Forces a lazy value, turning a memory error into a readable GdbError."""
+def read_static(name):
+    """A Rust static read from the target, or None when the ELF has no such static."""
+    sym = static_symbol(name)
+    if sym is None:
+        return None
     try:
+        v = sym.value()
         v.fetch_lazy()
-    except gdb.MemoryError as e:
+    except gdb.error as e:
         raise GdbError(
-            "cannot read %s at %s: %s (the kernel image is not mapped yet: is the MMU on?)"
-            % (what, v.address, e)
+            "cannot read %s: %s (the kernel image is not mapped yet: QEMU halted at reset, MMU off?)"
+            % (name, e)
         )
     return v
 
@@ -319,31 +323,88 @@ def find_field(v, name, depth=8):
     return None
 
 
-def find_pointer(v, depth=8):
-    """The first raw pointer inside `v` (e.g. a Vec's buffer)."""
+def pointer_value(v, depth=8):
+    """The first raw pointer inside `v` (NonNull, Unique, ...) as a gdb.Value, or None."""
     t = v.type.strip_typedefs()
     if t.code == gdb.TYPE_CODE_PTR:
-        return int(v)
+        return v
     if t.code not in (gdb.TYPE_CODE_STRUCT, gdb.TYPE_CODE_UNION) or depth == 0:
         return None
     for f in t.fields():
         if f.name is None or f.artificial:
             continue
-        r = find_pointer(v[f.name], depth - 1)
+        r = pointer_value(v[f.name], depth - 1)
         if r is not None:
             return r
     return None
 
 
+def find_pointer(v, depth=8):
+    """The first raw pointer inside `v` (e.g. a Vec's buffer) as an int, or None."""
+    p = pointer_value(v, depth)
+    return None if p is None else int(p)
+
+
 def option_some(v):
     """The payload of a Rust `Option` value, or None when it is `None`."""
+    names = [f.name for f in v.type.fields() if f.name]
+    if "Some" in names:
+        return v["Some"]["__0"]
+    if "None" in names:
+        return None
+    # Otherwise tell the variants apart by the printed form.
     text = v.format_string(max_depth=1, max_elements=0)
-    if text.startswith("core::option::Option") and "::None" in text.split("(")[0].split("{")[0]:
+    if "::None" in text.split("(")[0].split("{")[0]:
         return None
     try:
         return v["Some"]["__0"]
     except gdb.error:
         return None
+
+
+def enum_variant(v):
+    """Short variant name of a Rust enum value (`mm::hotplug::BlockState::Online` -> `Online`)."""
+    t = v.type.strip_typedefs()
+    if t.code == gdb.TYPE_CODE_ENUM:
+        return str(v).split("::")[-1]
+    names = [f.name for f in t.fields() if f.name and not f.artificial]
+    if len(names) == 1:
+        return names[0]
+    return v.format_string(max_depth=0).split("::")[-1].split("(")[0].split(" ")[0]
+
+
+def btree_map_values(m):
+    """Values of a `BTreeMap<K, V>` in key order (the traversal of rustc's gdb_providers.py:
+    a node holds `len` keys/vals; an internal node also `len + 1` edges)."""
+    length = find_field(m, "length")
+    if length is None or int(length) == 0:
+        return []
+    root = option_some(find_field(m, "root"))
+    if root is None:
+        return []
+    height = int(root["height"])
+    node = pointer_value(root["node"])
+
+    def as_internal(ptr):
+        name = str(ptr.type.target().strip_typedefs()).replace("LeafNode", "InternalNode", 1)
+        return ptr.cast(gdb.lookup_type(name).pointer())
+
+    out = []
+
+    def visit(ptr, h):
+        leaf = ptr.dereference()
+        n = int(leaf["len"])
+        edges = as_internal(ptr).dereference()["edges"] if h > 0 else None
+        for i in range(n + 1):
+            if h > 0:
+                visit(pointer_value(edges[i]), h - 1)
+            if i < n:
+                out.append(leaf["vals"][i])
+
+    visit(node, height)
+    if len(out) != int(length):
+        raise GdbError("BTreeMap walk found %d values, length says %d" % (len(out), int(length)))
+    return out
 
 
 def vec_bytes(vec, elem_size, what):
