@@ -51,6 +51,7 @@ struct Round {
     offline: u64,
     remove: u64,
     tlbi_va: u64,
+    tlbi_range: u64,
     tlbi_all: u64,
     pre_existing_bytes: u64,
 }
@@ -73,11 +74,12 @@ fn round(start: u64, size: u64, mom: bool) -> Result<Round, String> {
         with_hotplug(|h, ops| h.offline_block(ops, id)).map_err(|e| alloc::format!("offline: {e}"))?;
     }
     r.offline = arch::cpu::counter() - t;
-    let (v0, a0) = (arch::tlb::stats::va(), arch::tlb::stats::all());
+    let (v0, r0, a0) = (arch::tlb::stats::va(), arch::tlb::stats::range(), arch::tlb::stats::all());
     let t = arch::cpu::counter();
     with_hotplug(|h, ops| h.remove_memory(ops, start, size)).map_err(|e| alloc::format!("remove: {e}"))?;
     r.remove = arch::cpu::counter() - t;
     r.tlbi_va = arch::tlb::stats::va() - v0;
+    r.tlbi_range = arch::tlb::stats::range() - r0;
     r.tlbi_all = arch::tlb::stats::all() - a0;
     Ok(r)
 }
@@ -97,7 +99,7 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
         bw / (1 << 20) as f64,
         arch::cpu::has_tlbi_range()
     );
-    println!("bench: {:>9} {:>4} {:>11} {:>11} {:>11} {:>11} {:>9} {:>7} {:>7} {:>7} {:>10}", "size", "mom", "add_us", "online_us", "offline_us", "remove_us", "memmap", "add/lim", "onl/lim", "tlbi_va", "preexist/G");
+    println!("bench: {:>9} {:>4} {:>11} {:>11} {:>11} {:>11} {:>9} {:>7} {:>7} {:>7} {:>10}", "size", "mom", "add_us", "online_us", "offline_us", "remove_us", "memmap", "add/lim", "onl/lim", "tlbi", "preexist/G");
     for &size in sizes {
         if start + size > held.end() {
             println!("bench: size={} skipped: only {} held back", layout::Size(size), layout::Size(held.end() - start));
@@ -110,7 +112,7 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
             }
             let pick = |f: fn(&Round) -> u64| median(&mut rounds.iter().map(f).collect::<Vec<_>>());
             let (add, online, offline, remove) = (pick(|r| r.add), pick(|r| r.online), pick(|r| r.offline), pick(|r| r.remove));
-            let (tlbi_va, tlbi_all, pre) = (pick(|r| r.tlbi_va), pick(|r| r.tlbi_all), pick(|r| r.pre_existing_bytes));
+            let (tlbi_va, tlbi_range, tlbi_all, pre) = (pick(|r| r.tlbi_va), pick(|r| r.tlbi_range), pick(|r| r.tlbi_all), pick(|r| r.pre_existing_bytes));
             // What add and online must write at least: every struct page (64 bytes each).
             let memmap = (size >> layout::PAGE_SHIFT) * 64;
             let limit_us = memmap as f64 / bw * 1e6;
@@ -126,11 +128,11 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
                 alloc::format!("{}", layout::Size(memmap)),
                 cycles_to_us(add) / limit_us,
                 cycles_to_us(online) / limit_us,
-                tlbi_va,
+                tlbi_va + tlbi_range + tlbi_all,
                 pre_per_gib
             );
             println!(
-                "bench-json: {{\"granule\":\"{}\",\"va_bits\":{},\"size\":{},\"memmap_on_memory\":{},\"reps\":{},\"add_cycles\":{},\"online_cycles\":{},\"offline_cycles\":{},\"remove_cycles\":{},\"cntfrq\":{},\"memmap_bytes\":{},\"memset_bytes_per_s\":{:.0},\"add_ratio_to_limit\":{:.2},\"online_ratio_to_limit\":{:.2},\"tlbi_va\":{},\"tlbi_all\":{},\"tlbi_range\":{},\"preexisting_bytes_per_gib\":{:.0}}}",
+                "bench-json: {{\"granule\":\"{}\",\"va_bits\":{},\"size\":{},\"memmap_on_memory\":{},\"reps\":{},\"add_cycles\":{},\"online_cycles\":{},\"offline_cycles\":{},\"remove_cycles\":{},\"cntfrq\":{},\"memmap_bytes\":{},\"memset_bytes_per_s\":{:.0},\"add_ratio_to_limit\":{:.2},\"online_ratio_to_limit\":{:.2},\"tlbi_va\":{},\"tlbi_range_ops\":{},\"tlbi_all\":{},\"feat_tlbirange\":{},\"preexisting_bytes_per_gib\":{:.0}}}",
                 G.granule_name(),
                 G.va_bits,
                 size,
@@ -146,6 +148,7 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
                 cycles_to_us(add) / limit_us,
                 cycles_to_us(online) / limit_us,
                 tlbi_va,
+                tlbi_range,
                 tlbi_all,
                 arch::cpu::has_tlbi_range(),
                 pre_per_gib

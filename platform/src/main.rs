@@ -89,6 +89,7 @@ pub fn print_layout() {
 extern "C" fn __hotmem_main(_x0: u64) -> ! {
     let t0 = arch::cpu::counter();
     memory::init_heap();
+    teardown::init();
     let boot_mmu = early::boot_mmu();
     *memory::KERNEL_PT.lock() = Some(PageTable::from_root(boot_mmu.ttbr1));
 

@@ -310,17 +310,18 @@ fn cmd_probe(args: &[&str]) -> Result<(), ShellError> {
 fn cmd_remove(args: &[&str]) -> Result<(), ShellError> {
     let [addr, size] = args else { return Err(ShellError::Usage) };
     let (addr, size) = (parse_u64(addr)?, parse_u64(size)?);
-    let (tlbi0, all0) = (arch::tlb::stats::va(), arch::tlb::stats::all());
+    let (tlbi0, range0, all0) = (arch::tlb::stats::va(), arch::tlb::stats::range(), arch::tlb::stats::all());
     let t0 = arch::cpu::counter();
     let r = crate::hotplug::with_hotplug(|hp, ops| hp.remove_memory(ops, addr, size));
     let cycles = arch::cpu::counter() - t0;
     if report("remove", r).is_some() {
         println!(
-            "remove: removed={:#x}+{:#x} cycles={} tlbi_va={} tlbi_all={}",
+            "remove: removed={:#x}+{:#x} cycles={} tlbi_va={} tlbi_range={} tlbi_all={}",
             addr,
             size,
             cycles,
             arch::tlb::stats::va() - tlbi0,
+            arch::tlb::stats::range() - range0,
             arch::tlb::stats::all() - all0
         );
     }

@@ -8,6 +8,17 @@ use arch::tlb::{CpuTlb, TlbInvalidate};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KernelTlb;
 
+/// FEAT_TLBIRANGE, read once at boot (ID_AA64ISAR0_EL1.TLB).
+static TLBI_RANGE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+pub fn init() {
+    TLBI_RANGE.store(arch::cpu::has_tlbi_range(), core::sync::atomic::Ordering::Relaxed);
+}
+
+fn cpu_tlb() -> CpuTlb {
+    CpuTlb { page_shift: crate::layout::PAGE_SHIFT, range: TLBI_RANGE.load(core::sync::atomic::Ordering::Relaxed) }
+}
+
 #[cfg(feature = "ktest")]
 mod checker {
     use crate::sync::IrqSafeLock;
@@ -22,17 +33,17 @@ pub fn with_checker<R>(f: impl FnOnce(&mut mm::teardown::TeardownChecker) -> R) 
 
 impl TlbInvalidate for KernelTlb {
     fn flush_kernel_range(&mut self, start: u64, end: u64, stride_shift: u32) {
-        CpuTlb.flush_kernel_range(start, end, stride_shift);
+        cpu_tlb().flush_kernel_range(start, end, stride_shift);
         #[cfg(feature = "ktest")]
         checker::CHECKER.lock().invalidated(start, end);
     }
     fn flush_kernel_pgtable(&mut self, va: u64) {
-        CpuTlb.flush_kernel_pgtable(va);
+        cpu_tlb().flush_kernel_pgtable(va);
         #[cfg(feature = "ktest")]
         checker::CHECKER.lock().invalidated_pgtable(va);
     }
     fn flush_all(&mut self) {
-        CpuTlb.flush_all();
+        cpu_tlb().flush_all();
         #[cfg(feature = "ktest")]
         checker::CHECKER.lock().invalidated_all();
     }
