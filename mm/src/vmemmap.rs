@@ -153,7 +153,6 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
     ) -> Result<(), VmemmapError> {
         let g = C::GEOM;
         let pmd = g.pmd_size();
-        let attrs = Attrs::NORMAL_RW;
         let mut va = start;
         while va < end {
             let chunk_end = ((va / pmd) + 1).saturating_mul(pmd).min(end);
@@ -170,12 +169,9 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
                 // Section path. Without an altmap a failed block allocation falls back to
                 // base pages; with one it is an error (the altmap was sized for blocks).
                 match self.alloc_backing(pmd, altmap) {
-                    Ok((pa, from_altmap)) => {
-                        created.push(Created { va, size: pmd, pa, altmap: from_altmap });
-                        self.pt.map(self.tables, va, pa, pmd, attrs, MapFlags::BLOCKS)?;
+                    Ok(backing) => {
+                        self.map_leaf(va, pmd, backing, MapFlags::BLOCKS, created, stats)?;
                         stats.blocks += 1;
-                        stats.bytes += pmd;
-                        stats.altmap_pages += if from_altmap { pmd / Self::PAGE } else { 0 };
                         va = chunk_end;
                         continue;
                     }
@@ -205,27 +201,41 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
         while va < end {
             if let Some(c) = cont {
                 if va % c == 0 && va + c <= end && self.range_empty(va, va + c) {
-                    if let Ok((pa, from_altmap)) = self.alloc_backing(c, altmap) {
-                        created.push(Created { va, size: c, pa, altmap: from_altmap });
-                        self.pt.map(self.tables, va, pa, c, Attrs::NORMAL_RW, MapFlags { block: false, cont: true })?;
+                    if let Ok(backing) = self.alloc_backing(c, altmap) {
+                        self.map_leaf(va, c, backing, MapFlags { block: false, cont: true }, created, stats)?;
                         stats.pages += c / page;
                         stats.cont_pages += c / page;
-                        stats.bytes += c;
-                        stats.altmap_pages += if from_altmap { c / page } else { 0 };
                         va += c;
                         continue;
                     }
                 }
             }
             if self.pt.walk(self.tables, va).leaf.is_none() {
-                let (pa, from_altmap) = self.alloc_backing(page, altmap)?;
-                created.push(Created { va, size: page, pa, altmap: from_altmap });
-                self.pt.map(self.tables, va, pa, page, Attrs::NORMAL_RW, MapFlags::PAGES)?;
+                let backing = self.alloc_backing(page, altmap)?;
+                self.map_leaf(va, page, backing, MapFlags::PAGES, created, stats)?;
                 stats.pages += 1;
-                stats.bytes += page;
-                stats.altmap_pages += from_altmap as u64;
             }
             va += page;
+        }
+        Ok(())
+    }
+
+    /// Map `size` bytes at `va` onto freshly allocated backing, recording it for rollback
+    /// (before mapping, so a failed map still releases the backing).
+    fn map_leaf(
+        &mut self,
+        va: VirtAddr,
+        size: u64,
+        (pa, from_altmap): (PhysAddr, bool),
+        flags: MapFlags,
+        created: &mut Vec<Created>,
+        stats: &mut PopulateStats,
+    ) -> Result<(), VmemmapError> {
+        created.push(Created { va, size, pa, altmap: from_altmap });
+        self.pt.map(self.tables, va, pa, size, Attrs::NORMAL_RW, flags)?;
+        stats.bytes += size;
+        if from_altmap {
+            stats.altmap_pages += size / Self::PAGE;
         }
         Ok(())
     }

@@ -2,6 +2,9 @@
 //! page-table engine (linear map, vmemmap), the real `vmemmap_populate`/`free` with altmaps, the
 //! real buddy over a host memmap, and real migration; it can fail the N-th fallible operation.
 
+#[macro_use]
+mod common;
+
 use std::cell::{RefCell, UnsafeCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -255,20 +258,6 @@ fn base<C: Config>() -> u64 {
 
 const MOM: AddFlags = AddFlags { memmap_on_memory: true };
 
-macro_rules! matrix {
-    ($($test:ident),* $(,)?) => {
-        matrix!(@cfg cfg_4k_39, Cfg4K39; $($test),*);
-        matrix!(@cfg cfg_4k_48, Cfg4K48; $($test),*);
-        matrix!(@cfg cfg_16k_36, Cfg16K36; $($test),*);
-        matrix!(@cfg cfg_16k_47, Cfg16K47; $($test),*);
-        matrix!(@cfg cfg_16k_48, Cfg16K48; $($test),*);
-        matrix!(@cfg cfg_64k_42, Cfg64K42; $($test),*);
-        matrix!(@cfg cfg_64k_48, Cfg64K48; $($test),*);
-    };
-    (@cfg $m:ident, $cfg:ident; $($test:ident),*) => {
-        mod $m { $( #[test] fn $test() { super::$test::<mm::geometry::$cfg>(); } )* }
-    };
-}
 
 matrix!(
     add_online_offline_remove_round_trip,

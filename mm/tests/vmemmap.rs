@@ -3,6 +3,9 @@
 //! regressions (sub-section populate, table-PMD reuse), and the teardown order (clear →
 //! invalidate → free) checked by `TeardownChecker`, including a deliberately wrong order.
 
+#[macro_use]
+mod common;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -148,22 +151,6 @@ impl<C: Config> Rig<C> {
     }
 }
 
-macro_rules! matrix {
-    ($($test:ident),* $(,)?) => {
-        matrix!(@cfg cfg_4k_39, Cfg4K39; $($test),*);
-        matrix!(@cfg cfg_4k_48, Cfg4K48; $($test),*);
-        matrix!(@cfg cfg_16k_36, Cfg16K36; $($test),*);
-        matrix!(@cfg cfg_16k_47, Cfg16K47; $($test),*);
-        matrix!(@cfg cfg_16k_48, Cfg16K48; $($test),*);
-        matrix!(@cfg cfg_64k_42, Cfg64K42; $($test),*);
-        matrix!(@cfg cfg_64k_48, Cfg64K48; $($test),*);
-    };
-    (@cfg $m:ident, $cfg:ident; $($test:ident),*) => {
-        mod $m {
-            $( #[test] fn $test() { super::$test::<mm::geometry::$cfg>(); } )*
-        }
-    };
-}
 
 matrix!(
     full_section_uses_the_expected_path,
