@@ -89,10 +89,12 @@ fn push_rx(b: u8) {
 pub fn handle_rx_irq() {
     let console = CONSOLE.lock();
     let Some(u) = &console.uart else { return };
+    // Clear first, then drain: a byte arriving after the clear raises a new interrupt, while
+    // one arriving after a drain-then-clear would sit in the FIFO with no interrupt pending.
+    u.clear_rx_interrupt();
     while let Some(b) = u.getc() {
         push_rx(b);
     }
-    u.clear_rx_interrupt();
 }
 
 /// Next input byte; sleeps (WFI) until one arrives.

@@ -2,8 +2,13 @@
 
 use std::time::Duration;
 
-use crate::config::{parse_mem_option, valid_pairs_text, BootMode, Granule, KernelConfig};
-use crate::run::{Machine, DEFAULT_CPU};
+use std::path::PathBuf;
+
+use crate::config::{
+    mem_with_dimm_slots, parse_mem_option, valid_pairs_text, BootMode, Granule, KernelConfig,
+};
+use crate::kernel::Kernel;
+use crate::run::{Machine, QemuRun, Serial, DEFAULT_CPU};
 
 /// Timeout of driven runs (`--exec`, `--ktest`) when `--timeout` is not given.
 pub const DEFAULT_BATCH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -32,7 +37,9 @@ MACHINE:
     --cpu NAME               QEMU CPU model (default max,lpa2=off; also cortex-a76, cortex-a57)
     --smp N                  number of CPUs (default 2; at most 8 with GICv2)
     --mem SIZE[,slots=N,maxmem=SIZE]
-                             RAM size, e.g. 1G, 512M (default 1G); slots/maxmem for hotplug
+                             RAM size, e.g. 1G, 512M (default 1G); slots/maxmem for DIMM
+                             hotplug. Firmware boots without slots= get
+                             SIZE,slots=8,maxmem=SIZE+32G (QEMU needs both for pc-dimm)
     --gic 2|3                GIC version (default 2)
     --el2                    virtualization=on: CPUs start at EL2 (the kernel drops to EL1)
     --qemu-arg ARG           extra QEMU argument, appended last (repeatable)
@@ -40,7 +47,8 @@ MACHINE:
 RUNNING:
     --exec 'cmd1; cmd2; ...' drive the console: wait for the prompt `hotmem> `, type each
                              command, then wait for QEMU to exit and exit with its status.
-                             Commands starting with `:` are host (QMP) commands: not yet supported.
+                             Commands starting with `:` are host commands (below), run when
+                             their turn comes; e.g. --exec ':plug 1G; blocks; :unplug dimm0; poweroff'
     --timeout SECS           kill QEMU with SIGKILL after SECS (default 60 with --exec/--ktest,
                              none interactively; 0 = no limit). Exit status 124 then.
     --gdb                    start halted with a gdbstub on 127.0.0.1 and print the gdb-multiarch
@@ -49,8 +57,20 @@ RUNNING:
     --dry-run                print the kernel build and QEMU commands, run nothing
     -h, --help               this text
 
-Without --exec/--ktest the console is on this terminal (-serial mon:stdio):
-Ctrl-A x quits QEMU, Ctrl-A c switches between the console and the QEMU monitor (HMP).
+Without --exec/--ktest the console is on this terminal (-serial mon:stdio, relayed by the
+runner): Ctrl-A x quits QEMU, Ctrl-A c switches between the console and the QEMU monitor (HMP).
+A line that starts with `:` is a host command, run by the runner, not typed to the guest.
+
+HOST COMMANDS (QMP; every run has a QMP socket in target/qmp/):
+    :plug SIZE [ID]          hot-plug a pc-dimm (backend mem-<ID>; ID default dimm0, dimm1, ...)
+                             and wait for the guest's _OST: `plug: id=.. ost_status=.. ok|refused`
+    :unplug ID               device_del; wait for DEVICE_DELETED (`unplug: id=.. deleted`) or the
+                             guest's refusal (`unplug: id=.. refused ost_status=..`)
+    :dimms                   QEMU's DIMMs (query-memory-devices) with their OSPM (_OST) status
+    :qmp JSON|NAME           raw QMP command, prints the reply
+    :hmp LINE                human monitor command, prints its output
+    :reset, :powerdown       system_reset / system_powerdown
+    :help                    this list
 
 ENVIRONMENT:
     HOTMEM_QEMU              QEMU binary to use instead of qemu-system-aarch64 from PATH.
@@ -120,6 +140,33 @@ impl Options {
             None if self.batch() => Some(DEFAULT_BATCH_TIMEOUT),
             None => None,
         }
+    }
+}
+
+impl Options {
+    /// The QEMU run these options describe, for `kernel` and the QEMU binary `qemu` (what
+    /// `cargo run` boots): interactive runs use `-serial mon:stdio`, driven ones `-serial stdio`;
+    /// firmware boots get DIMM slots by default ([`crate::config::mem_with_dimm_slots`]).
+    pub fn qemu_run(&self, qemu: PathBuf, kernel: Kernel, gdb_port: Option<u16>) -> QemuRun {
+        let serial = if self.batch() {
+            Serial::Stdio
+        } else {
+            Serial::MonStdio
+        };
+        let mut machine = self.machine.clone();
+        if self.boot == BootMode::Firmware {
+            machine.mem = mem_with_dimm_slots(&machine.mem);
+        }
+        QemuRun::new(kernel)
+            .qemu(qemu)
+            .machine(machine)
+            .boot(self.boot)
+            .serial(serial)
+            .gdb(gdb_port)
+            .append(self.append.clone())
+            .args(self.qemu_args.iter().cloned())
+            .timeout(self.effective_timeout())
+            .echo(true)
     }
 }
 
@@ -391,6 +438,22 @@ mod tests {
     }
 
     #[test]
+    fn runs_get_dimm_slots_in_firmware_mode() {
+        let k = |o: &Options| Kernel::paths(std::path::Path::new("/ws"), o.kernel);
+        let o = run(&["--exec", "poweroff"]);
+        let r = o.qemu_run("qemu".into(), k(&o), None);
+        assert_eq!(r.machine.mem, "1G,slots=8,maxmem=33G");
+        assert_eq!(r.serial, Serial::Stdio);
+        let o = run(&["--mem", "2G,slots=2,maxmem=4G"]);
+        let r = o.qemu_run("qemu".into(), k(&o), None);
+        assert_eq!(r.machine.mem, "2G,slots=2,maxmem=4G");
+        assert_eq!(r.serial, Serial::MonStdio);
+        assert_eq!(r.timeout, None);
+        let o = run(&["--boot", "kernel"]);
+        assert_eq!(o.qemu_run("qemu".into(), k(&o), None).machine.mem, "1G");
+    }
+
+    #[test]
     fn help_documents_every_option() {
         let h = help();
         for opt in [
@@ -414,6 +477,12 @@ mod tests {
             "--help",
             "Ctrl-A x",
             "HOTMEM_QEMU",
+            ":plug SIZE [ID]",
+            ":unplug ID",
+            ":dimms",
+            ":qmp",
+            ":reset",
+            ":powerdown",
         ] {
             assert!(h.contains(opt), "help lacks {opt}");
         }

@@ -290,6 +290,50 @@ pub fn parse_mem_option(s: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// DIMM slots the runner configures in firmware mode when `--mem` names none.
+pub const DEFAULT_DIMM_SLOTS: u32 = 8;
+/// Room for DIMMs the runner configures in firmware mode: `maxmem = RAM + this`.
+pub const DEFAULT_DIMM_ROOM: u64 = 32 << 30;
+
+/// Bytes of a size in QEMU's spelling as [`parse_mem_size`] returns it (`1G`, `512M`).
+pub fn mem_size_bytes(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let (digits, shift) = match t.as_bytes().last()? {
+        b'K' | b'k' => (&t[..t.len() - 1], 10),
+        b'M' | b'm' => (&t[..t.len() - 1], 20),
+        b'G' | b'g' => (&t[..t.len() - 1], 30),
+        b'T' | b't' => (&t[..t.len() - 1], 40),
+        _ => (t, 20),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+/// The `-m` value with DIMM hotplug configured: a value without `slots=` gets
+/// `slots=8,maxmem=<RAM + 32G>` (QEMU needs both for `pc-dimm`: slots for the ACPI slot
+/// table, maxmem for the device-memory region). Values that name `slots=` are the user's
+/// choice and stay as they are.
+pub fn mem_with_dimm_slots(mem: &str) -> String {
+    if mem.contains("slots=") {
+        return mem.to_string();
+    }
+    let mut parts = mem.split(',');
+    let ram = parts.next().unwrap_or("");
+    let Some(bytes) = mem_size_bytes(ram) else {
+        return mem.to_string();
+    };
+    let has_maxmem = mem.contains("maxmem=");
+    let mut out = format!("{mem},slots={DEFAULT_DIMM_SLOTS}");
+    if !has_maxmem {
+        let max = bytes + DEFAULT_DIMM_ROOM;
+        if max.is_multiple_of(1 << 30) {
+            out.push_str(&format!(",maxmem={}G", max >> 30));
+        } else {
+            out.push_str(&format!(",maxmem={}M", max >> 20));
+        }
+    }
+    out
+}
+
 /// Checks a QEMU size (`1G`, `512M`, `1536` = MiB, `2048M`) and returns it in QEMU's
 /// spelling (unit letter upper case, no `B`/`iB`).
 pub fn parse_mem_size(s: &str) -> Result<String, String> {
@@ -405,6 +449,14 @@ mod tests {
             "1G,slots=4,maxmem=4G"
         );
         assert!(parse_mem_option("1G,slots=x").is_err());
+        assert_eq!(mem_with_dimm_slots("1G"), "1G,slots=8,maxmem=33G");
+        assert_eq!(mem_with_dimm_slots("1536M"), "1536M,slots=8,maxmem=34304M");
+        assert_eq!(mem_with_dimm_slots("2G,maxmem=4G"), "2G,maxmem=4G,slots=8");
+        assert_eq!(
+            mem_with_dimm_slots("1G,slots=2,maxmem=3G"),
+            "1G,slots=2,maxmem=3G"
+        );
+        assert_eq!(mem_size_bytes("512M"), Some(512 << 20));
         assert!(parse_mem_option("1G,foo=1").is_err());
     }
 }

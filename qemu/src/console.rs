@@ -109,6 +109,8 @@ pub struct RunOutcome {
     pub commands_sent: usize,
     /// Host (`:`) commands that were skipped.
     pub skipped: Vec<String>,
+    /// What host (`:`) commands printed ([`Console::note_host`]), in order.
+    pub host: String,
     pub elapsed: Duration,
 }
 
@@ -177,6 +179,21 @@ pub struct Console {
     timed_out: bool,
     commands_sent: usize,
     skipped: Vec<String>,
+    host: String,
+}
+
+/// What the host-command handler of [`Console::run_script_with`] did with a `:` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostStep {
+    /// Not carried out (recorded in [`RunOutcome::skipped`]); the guest is still at its prompt.
+    Skipped,
+    /// Done; the guest is still at the prompt that was consumed before the command.
+    AtPrompt,
+    /// Done; the next command waits for a new prompt (after a reboot, or after the handler typed
+    /// an empty line to get a fresh one).
+    WaitPrompt,
+    /// Stop the script: the run failed for this reason.
+    Stop(String),
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -235,6 +252,7 @@ impl Console {
             timed_out: false,
             commands_sent: 0,
             skipped: Vec::new(),
+            host: String::new(),
         })
     }
 
@@ -255,6 +273,63 @@ impl Console {
     /// Exit status once the process has ended.
     pub fn status(&self) -> Option<ExitStatus> {
         self.status
+    }
+
+    /// Collects output that has arrived (without waiting) and notices an exit.
+    pub fn pump(&mut self) {
+        while let Ok(c) = self.rx.try_recv() {
+            self.take(c);
+        }
+        let _ = self.reap();
+    }
+
+    /// [`Console::pump`], then the exit status if the process has ended.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.pump();
+        self.status
+    }
+
+    /// Bytes of console output so far (an offset for [`Console::output_since`]).
+    pub fn output_len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Console output from byte offset `from` on.
+    pub fn output_since(&self, from: usize) -> String {
+        String::from_utf8_lossy(&self.out[from.min(self.out.len())..]).into_owned()
+    }
+
+    /// Forgets unconsumed output: the next [`Console::wait_for`] only sees what comes after
+    /// what has arrived so far (e.g. a stale prompt).
+    pub fn skip_to_end(&mut self) {
+        self.pump();
+        self.scan_from = self.out.len();
+    }
+
+    /// Time left before the overall deadline (`None`: no deadline).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Records (and echoes, when echoing) text printed by a host command: it goes to
+    /// [`RunOutcome::host`], and to our stdout between the console output.
+    pub fn note_host(&mut self, text: &str) {
+        let mut t = text.to_string();
+        if !t.ends_with('\n') {
+            t.push('\n');
+        }
+        if self.opts.echo {
+            let mut o = io::stdout().lock();
+            let _ = o.write_all(t.as_bytes());
+            let _ = o.flush();
+        }
+        self.host.push_str(&t);
+    }
+
+    /// Text printed by host commands so far.
+    pub fn host_output(&self) -> &str {
+        &self.host
     }
 
     fn take(&mut self, c: Chunk) {
@@ -320,11 +395,24 @@ impl Console {
     pub fn wait_until<T>(
         &mut self,
         waiting_for: &str,
-        mut pred: impl FnMut(&[u8]) -> Option<T>,
+        pred: impl FnMut(&[u8]) -> Option<T>,
     ) -> Result<T, ConsoleError> {
+        self.wait_until_within(waiting_for, None, pred)
+            .map(|v| v.expect("no local time limit"))
+    }
+
+    /// [`Console::wait_until`] that also gives up, without killing anything, after `limit`:
+    /// then `Ok(None)`. The overall deadline still applies (SIGKILL, `Err(Timeout)`).
+    pub fn wait_until_within<T>(
+        &mut self,
+        waiting_for: &str,
+        limit: Option<Duration>,
+        mut pred: impl FnMut(&[u8]) -> Option<T>,
+    ) -> Result<Option<T>, ConsoleError> {
+        let give_up = limit.map(|l| Instant::now() + l);
         loop {
             if let Some(v) = pred(&self.out) {
-                return Ok(v);
+                return Ok(Some(v));
             }
             if let Some(status) = self.status {
                 return Err(ConsoleError::Exited {
@@ -333,6 +421,9 @@ impl Console {
                 });
             }
             let now = Instant::now();
+            if give_up.is_some_and(|g| now >= g) {
+                return Ok(None);
+            }
             let wait = match self.deadline {
                 Some(d) if now >= d => {
                     let after = self.started.elapsed();
@@ -347,6 +438,7 @@ impl Console {
                 Some(d) => (d - now).min(POLL),
                 None => POLL,
             };
+            let wait = give_up.map_or(wait, |g| wait.min(g - now));
             match self.rx.recv_timeout(wait) {
                 Ok(c) => self.take(c),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -361,13 +453,27 @@ impl Console {
     /// Waits for `needle` in output not yet consumed; returns the text before it and consumes
     /// through its end.
     pub fn wait_for(&mut self, needle: &str) -> Result<String, ConsoleError> {
+        self.wait_for_within(needle, None)
+            .map(|t| t.expect("no local time limit"))
+    }
+
+    /// [`Console::wait_for`] that gives up after `limit` without killing anything (`Ok(None)`,
+    /// nothing consumed).
+    pub fn wait_for_within(
+        &mut self,
+        needle: &str,
+        limit: Option<Duration>,
+    ) -> Result<Option<String>, ConsoleError> {
         let from = self.scan_from;
         let n = needle.as_bytes().to_vec();
         let what = format!("`{}`", needle.escape_debug());
-        let at = self.wait_until(&what, |out| find(&out[from..], &n).map(|i| from + i))?;
-        let text = String::from_utf8_lossy(&self.out[from..at]).into_owned();
-        self.scan_from = at + n.len();
-        Ok(text)
+        let found =
+            self.wait_until_within(&what, limit, |out| find(&out[from..], &n).map(|i| from + i))?;
+        Ok(found.map(|at| {
+            let text = String::from_utf8_lossy(&self.out[from..at]).into_owned();
+            self.scan_from = at + n.len();
+            text
+        }))
     }
 
     /// Waits for the next prompt; returns the output since the previous one.
@@ -394,6 +500,17 @@ impl Console {
     pub fn command(&mut self, cmd: &str) -> Result<String, ConsoleError> {
         self.send_line(cmd)?;
         self.wait_for_prompt()
+    }
+
+    /// Writes raw bytes to the process (not counted as a command).
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), ConsoleError> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "stdin closed"))?;
+        stdin.write_all(bytes)?;
+        stdin.flush()?;
+        Ok(())
     }
 
     /// Closes the process's stdin.
@@ -438,22 +555,46 @@ impl Console {
             timed_out: self.timed_out,
             commands_sent: self.commands_sent,
             skipped: std::mem::take(&mut self.skipped),
+            host: std::mem::take(&mut self.host),
             elapsed: self.started.elapsed(),
         }
     }
 
     /// Runs a script: for each command wait for the prompt, then type it; then wait for the
-    /// guest to exit. Commands starting with `:` are host commands (reserved for QMP) and are
-    /// reported as not yet supported and skipped.
-    pub fn run_script<S: AsRef<str>>(mut self, commands: &[S]) -> RunOutcome {
+    /// guest to exit. Commands starting with `:` are host commands, which need QMP (see
+    /// [`crate::session::Session::run_script`]): here they are reported and skipped.
+    pub fn run_script<S: AsRef<str>>(self, commands: &[S]) -> RunOutcome {
+        self.run_script_with(commands, |_, cmd| {
+            eprintln!(
+                "hotmem: host command `{cmd}` needs QMP (hotmem_qemu::session::Session); skipped"
+            );
+            HostStep::Skipped
+        })
+    }
+
+    /// [`Console::run_script`] with a handler for host (`:`) commands. A host command runs
+    /// when its turn comes: after the prompt that follows the previous guest command (the
+    /// prompt is consumed first, so the guest is idle at its prompt); the handler says whether
+    /// the guest is still at that prompt or the next command must wait for a new one.
+    pub fn run_script_with<S: AsRef<str>>(
+        mut self,
+        commands: &[S],
+        mut host: impl FnMut(&mut Console, &str) -> HostStep,
+    ) -> RunOutcome {
+        let mut at_prompt = false;
         for cmd in commands {
             let cmd = cmd.as_ref();
-            if cmd.starts_with(':') {
-                eprintln!("hotmem: host command `{cmd}` is not yet supported (QMP commands come later); skipped");
-                self.note_skipped(cmd);
-                continue;
-            }
-            let r = self.wait_for_prompt().and_then(|_| self.send_line(cmd));
+            let r = if at_prompt {
+                Ok(String::new())
+            } else {
+                self.wait_for_prompt()
+            };
+            let r = r.and_then(|_| {
+                if cmd.trim_start().starts_with(':') {
+                    return Ok(());
+                }
+                self.send_line(cmd)
+            });
             match r {
                 Ok(()) => {}
                 Err(ConsoleError::Timeout { after, .. }) => {
@@ -471,6 +612,22 @@ impl Console {
                 }
                 Err(ConsoleError::Io(e)) => {
                     self.set_failure(format!("cannot type `{cmd}`: {e}"));
+                    return self.finish();
+                }
+            }
+            if !cmd.trim_start().starts_with(':') {
+                at_prompt = false;
+                continue;
+            }
+            match host(&mut self, cmd) {
+                HostStep::Skipped => {
+                    self.note_skipped(cmd);
+                    at_prompt = true;
+                }
+                HostStep::AtPrompt => at_prompt = true,
+                HostStep::WaitPrompt => at_prompt = false,
+                HostStep::Stop(reason) => {
+                    self.set_failure(reason);
                     return self.finish();
                 }
             }

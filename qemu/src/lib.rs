@@ -6,6 +6,11 @@
 //! - [`discover`]: finding, or installing, `qemu-system-aarch64`.
 //! - [`run`]: [`QemuRun`], a configuration turned into a QEMU command line and run.
 //! - [`console`]: driving the guest console non-interactively with a deadline and SIGKILL.
+//! - [`gdb`]: the gdb-multiarch command line with the project's gdbinit, batch gdb for tests.
+//! - [`qmp`]: a typed QMP client (unix socket), used for DIMM hotplug.
+//! - [`host_cmd`]: the runner's host commands (`:plug`, `:unplug`, `:dimms`, `:qmp`, ...).
+//! - [`session`]: QEMU + console + QMP in one ([`Session`]): `--exec` with host commands, the
+//!   DIMM scenario tests; [`interactive`]: the terminal runner with host commands.
 //! - [`cli`]: the options of the `hotmem` runner binary.
 //!
 //! A typical driven run:
@@ -20,8 +25,13 @@ pub mod config;
 pub mod console;
 pub mod discover;
 pub mod elf;
+pub mod gdb;
+pub mod host_cmd;
+pub mod interactive;
 pub mod kernel;
+pub mod qmp;
 pub mod run;
+pub mod session;
 pub mod util;
 
 pub use config::{BootMode, GicVersion, Granule, KernelConfig};
@@ -31,3 +41,4 @@ pub use kernel::{
     build_kernel, build_kernel_once, workspace_root, BuildError, BuildOptions, Kernel,
 };
 pub use run::{Machine, QemuRun, Serial};
+pub use session::Session;

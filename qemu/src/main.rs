@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use hotmem_qemu::cli::{self, Action, Options};
 use hotmem_qemu::discover::{self, InstallPolicy, QEMU_BINARY};
 use hotmem_qemu::kernel::{self, BuildOptions, Kernel};
-use hotmem_qemu::run::{self, QemuRun, Serial, DEFAULT_GDB_PORT};
+use hotmem_qemu::run::{self, DEFAULT_GDB_PORT};
+use hotmem_qemu::session::{Session, SocketDir};
 use hotmem_qemu::util::shell_join;
 
 fn main() -> ExitCode {
@@ -39,23 +40,8 @@ fn run(o: Options) -> i32 {
             }
         }
     };
-    let serial = if o.batch() {
-        Serial::Stdio
-    } else {
-        Serial::MonStdio
-    };
-    let configure = |qemu: std::path::PathBuf, k: Kernel| {
-        QemuRun::new(k)
-            .qemu(qemu)
-            .machine(o.machine.clone())
-            .boot(o.boot)
-            .serial(serial)
-            .gdb(gdb_port)
-            .append(o.append.clone())
-            .args(o.qemu_args.iter().cloned())
-            .timeout(o.effective_timeout())
-            .echo(true)
-    };
+    // Also gives firmware boots DIMM slots by default (see `--help`).
+    let configure = |qemu: std::path::PathBuf, k: Kernel| o.qemu_run(qemu, k, gdb_port);
 
     if o.dry_run {
         let qemu = discover::find_qemu()
@@ -85,7 +71,16 @@ fn run(o: Options) -> i32 {
             return 1;
         }
     };
-    let r = configure(qemu.path, k);
+    // Every run serves QMP on a socket under target/qmp/ (removed at the end): the runner's
+    // host commands (`:plug`, ...) use it.
+    let sock = match SocketDir::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hotmem: cannot create the QMP socket directory: {e}");
+            return 1;
+        }
+    };
+    let r = configure(qemu.path, k).qmp_socket(Some(sock.socket()));
     eprintln!("hotmem: booting {}", r.describe());
     eprintln!("hotmem: {}", r.command_line());
     if let Some(p) = gdb_port {
@@ -103,8 +98,8 @@ fn run(o: Options) -> i32 {
                 t.as_secs_f64()
             );
         }
-        let out = match r.spawn() {
-            Ok(c) => c.run_script(&cmds),
+        let out = match Session::start(r) {
+            Ok(s) => s.run_script(&cmds),
             Err(e) => {
                 eprintln!("hotmem: cannot start QEMU: {e}");
                 return 1;
@@ -122,12 +117,12 @@ fn run(o: Options) -> i32 {
         );
         out.host_exit_code()
     } else {
-        eprintln!("hotmem: console on this terminal: Ctrl-A x quits QEMU, Ctrl-A c switches to the QEMU monitor and back");
-        match r.run_interactive() {
+        eprintln!("hotmem: console on this terminal: Ctrl-A x quits QEMU, Ctrl-A c switches to the QEMU monitor and back;");
+        eprintln!("hotmem: a line starting with `:` is a host command (`:help`), e.g. `:plug 1G`, `:unplug dimm0`, `:dimms`");
+        match hotmem_qemu::interactive::run_interactive(&r) {
             Ok((st, timed_out)) => {
                 if timed_out {
-                    // QEMU had the terminal in raw mode when it was killed.
-                    let _ = std::process::Command::new("stty").arg("sane").status();
+                    // (The terminal settings were restored by the runner.)
                     eprintln!("\nhotmem: timed out; QEMU killed with SIGKILL");
                     return hotmem_qemu::console::TIMEOUT_EXIT_CODE;
                 }

@@ -74,14 +74,10 @@ pub fn free_gdb_port(preferred: u16) -> io::Result<u16> {
         .port())
 }
 
-/// The gdb command that attaches to a `--gdb` run.
+/// The gdb command that attaches to a `--gdb` run, with the project's gdbinit (python `hm-*`
+/// commands) and the kernel's symbols: see [`crate::gdb::session_command`].
 pub fn gdb_command(elf: &Path, port: u16) -> String {
-    shell_join(&[
-        "gdb-multiarch".to_string(),
-        elf.to_string_lossy().into_owned(),
-        "-ex".into(),
-        format!("target remote 127.0.0.1:{port}"),
-    ])
+    crate::gdb::session_command(&crate::kernel::workspace_root(), elf, port)
 }
 
 /// fw_cfg file carrying the kernel command line in firmware mode (read by the kernel's fw_cfg
@@ -102,6 +98,8 @@ pub struct QemuRun {
     /// `/chosen/bootargs`); firmware boots cannot use `-append` (QEMU accepts it only with
     /// `-kernel`), so they get the fw_cfg file [`FW_CFG_CMDLINE`], which the kernel reads.
     pub append: Option<String>,
+    /// `-qmp unix:<path>,server=on,wait=off`: the QMP socket ([`crate::qmp`]).
+    pub qmp_socket: Option<PathBuf>,
     /// Extra QEMU arguments, appended last.
     pub extra: Vec<String>,
     /// Overall deadline; the process is SIGKILLed when it passes. `None`: no limit.
@@ -123,6 +121,7 @@ impl QemuRun {
             serial: Serial::Stdio,
             gdb_port: None,
             append: None,
+            qmp_socket: None,
             extra: Vec::new(),
             timeout: Some(Duration::from_secs(60)),
             echo: false,
@@ -172,6 +171,11 @@ impl QemuRun {
     }
     pub fn append(mut self, cmdline: Option<String>) -> Self {
         self.append = cmdline.filter(|c| !c.is_empty());
+        self
+    }
+    /// Serve QMP on the unix socket `path` (`None`: no QMP).
+    pub fn qmp_socket(mut self, path: Option<PathBuf>) -> Self {
+        self.qmp_socket = path;
         self
     }
     pub fn arg(mut self, a: impl Into<String>) -> Self {
@@ -246,6 +250,9 @@ impl QemuRun {
         }
         if let Some(port) = self.gdb_port {
             a.extend(["-gdb".into(), format!("tcp:127.0.0.1:{port}"), "-S".into()]);
+        }
+        if let Some(p) = &self.qmp_socket {
+            a.extend(["-qmp".into(), crate::qmp::qmp_arg(p)]);
         }
         a.extend(self.extra.iter().cloned());
         a
@@ -385,9 +392,11 @@ mod tests {
 
     #[test]
     fn gdb_helpers() {
-        assert_eq!(
-            gdb_command(Path::new("/ws/k.elf"), 1234),
-            "gdb-multiarch /ws/k.elf -ex 'target remote 127.0.0.1:1234'"
+        let cmd = gdb_command(Path::new("/ws/k.elf"), 1234);
+        assert!(cmd.starts_with("gdb-multiarch -q -x "), "{cmd}");
+        assert!(
+            cmd.ends_with("/qemu/gdb/gdbinit -ex 'hm-connect 1234' /ws/k.elf"),
+            "{cmd}"
         );
         let held = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let taken = held.local_addr().unwrap().port();

@@ -355,4 +355,6 @@ mod tests {
     }
 }
 
+pub mod dimm;
+pub mod gdb;
 pub mod shell;

@@ -1,0 +1,214 @@
+//! `cargo run -p hotmem-qemu --bin hotmem-bench --release -- [--granule 4k|16k|64k] [--reps N] [--quick]`
+//!
+//! Boots each granule (default VA size, firmware mode) and prints one table per run:
+//! 1. the kernel's own `bench` (guest cycles from CNTVCT for add/online/offline/remove of one
+//!    block, 1, 4, 16 GiB — 64 GiB on 16K/64K — median of N, the memset bound, pre-existing
+//!    memory per GiB with and without memmap on memory, TLBI instructions per removal) on RAM
+//!    held back with `mem=1G` (a `reserve=off` backend: QEMU allocates lazily, the guest only
+//!    touches the memmap);
+//! 2. host wall time of real DIMM hotplug over QMP: `device_add` → the guest's `_OST` success,
+//!    `device_del` → `DEVICE_DELETED`, for 128 MiB / 512 MiB / 1 GiB / 4 GiB DIMMs (median of N;
+//!    sizes the granule cannot use are reported as refused);
+//! 3. the same in-guest removal on `cortex-a76` (no FEAT_TLBIRANGE) to compare TLBI counts.
+//!
+//! Every result is also a JSON line (`{"kind":...}`), printed and appended to
+//! `target/bench/results.jsonl`, so runs can be compared across commits.
+
+use hotmem_qemu::config::{BootMode, Granule, KernelConfig};
+use hotmem_qemu::discover::{qemu_once, InstallPolicy};
+use hotmem_qemu::kernel::build_kernel_once;
+use hotmem_qemu::run::{Machine, QemuRun};
+use hotmem_qemu::session::Session;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+const GIB: u64 = 1 << 30;
+
+struct Opts {
+    granules: Vec<Granule>,
+    reps: usize,
+    quick: bool,
+}
+
+fn parse() -> Result<Opts, String> {
+    let mut o = Opts { granules: vec![Granule::K4, Granule::K16, Granule::K64], reps: 5, quick: false };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--granule" => {
+                let v = args.next().ok_or("--granule needs a value")?;
+                o.granules = vec![match v.as_str() {
+                    "4k" => Granule::K4,
+                    "16k" => Granule::K16,
+                    "64k" => Granule::K64,
+                    _ => return Err(format!("unknown granule {v} (4k, 16k, 64k)")),
+                }];
+            }
+            "--reps" => o.reps = args.next().and_then(|v| v.parse().ok()).filter(|&n| n > 0).ok_or("--reps needs a positive number")?,
+            "--quick" => o.quick = true,
+            "-h" | "--help" => {
+                println!("usage: hotmem-bench [--granule 4k|16k|64k] [--reps N (default 5)] [--quick (sizes up to 1 GiB)]");
+                std::process::exit(0);
+            }
+            _ => return Err(format!("unknown option {a}")),
+        }
+    }
+    Ok(o)
+}
+
+fn block_size(g: Granule) -> u64 {
+    if g == Granule::K64 {
+        512 << 20
+    } else {
+        128 << 20
+    }
+}
+
+fn size_arg(bytes: u64) -> String {
+    if bytes % GIB == 0 {
+        format!("{}G", bytes / GIB)
+    } else {
+        format!("{}M", bytes >> 20)
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}
+
+fn record(out: &mut Option<std::fs::File>, line: &str) {
+    println!("{line}");
+    if let Some(f) = out {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// The kernel's `bench` on held-back RAM; returns its `bench-json` lines.
+fn guest_bench(qemu: &std::path::Path, g: Granule, cpu: &str, sizes: &[u64], reps: usize) -> Result<Vec<String>, String> {
+    let cfg = KernelConfig::default_for(g);
+    let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
+    let max = sizes.iter().copied().max().unwrap_or(GIB);
+    let ram = GIB + max;
+    let mem = size_arg(ram);
+    let run = QemuRun::new(kernel)
+        .qemu(qemu)
+        .machine(Machine { cpu: cpu.into(), mem: mem.clone(), ..Machine::default() })
+        .boot(BootMode::Firmware)
+        .append(Some("mem=1G".into()))
+        .args(["-object".to_string(), format!("memory-backend-ram,id=ram0,size={mem},reserve=off"), "-machine".into(), "memory-backend=ram0".into()])
+        .timeout(Some(Duration::from_secs(600)));
+    let sizes: Vec<String> = sizes.iter().map(|&s| size_arg(s)).collect();
+    let cmd = format!("bench reps={reps} {}", sizes.join(" "));
+    let t0 = Instant::now();
+    let out = run.run(&[cmd.as_str(), "poweroff"]).map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(format!("guest bench failed: {}\n{}", out.describe(), out.tail(20)));
+    }
+    println!("\n## {} {} in-guest hotplug (cycles from CNTVCT; host wall {:.1} s)", cfg, cpu, t0.elapsed().as_secs_f64());
+    for l in out.console.lines().filter(|l| l.starts_with("bench: ")) {
+        println!("{}", l.trim_end());
+    }
+    Ok(out.console.lines().filter_map(|l| l.strip_prefix("bench-json: ")).map(|s| s.trim().to_string()).collect())
+}
+
+/// Host wall time of DIMM plug/unplug over QMP.
+fn dimm_bench(qemu: &std::path::Path, g: Granule, reps: usize, sizes: &[u64], out: &mut Option<std::fs::File>) -> Result<(), String> {
+    let cfg = KernelConfig::default_for(g);
+    let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
+    let run = QemuRun::new(kernel)
+        .qemu(qemu)
+        .machine(Machine { mem: "1G,slots=8,maxmem=9G".into(), ..Machine::default() })
+        .boot(BootMode::Firmware)
+        .timeout(Some(Duration::from_secs(600)));
+    let mut s = Session::start(run).map_err(|e| e.to_string())?;
+    s.boot().map_err(|e| e.to_string())?;
+    println!("\n## {cfg} DIMM hotplug over QMP (host wall time, median of {reps})");
+    println!("{:>9} {:>12} {:>14} {:>10}", "size", "plug_ms", "unplug_ms", "result");
+    for &size in sizes {
+        let (mut plug, mut unplug) = (Vec::new(), Vec::new());
+        let mut result = String::from("ok");
+        for i in 0..reps {
+            let id = format!("b{}x{}", size >> 20, i);
+            let p = s.plug(size, Some(&id)).map_err(|e| e.to_string())?;
+            plug.push(p.elapsed.as_secs_f64() * 1e3);
+            let accepted = p.ost.as_ref().is_some_and(|o| o.status == 0);
+            if !accepted {
+                result = format!("refused (ost {:?})", p.ost.map(|o| o.status));
+            }
+            let u = s.unplug(&id).map_err(|e| e.to_string())?;
+            unplug.push(u.elapsed.as_secs_f64() * 1e3);
+        }
+        let (pm, um) = (median(&mut plug), median(&mut unplug));
+        println!("{:>9} {:>12.1} {:>14.1} {:>10}", size_arg(size), pm, um, result);
+        record(
+            out,
+            &format!(
+                "{{\"kind\":\"dimm\",\"config\":\"{cfg}\",\"size\":{size},\"reps\":{reps},\"plug_to_ost_ms\":{pm:.2},\"unplug_to_deleted_ms\":{um:.2},\"result\":\"{result}\"}}"
+            ),
+        );
+    }
+    let _ = s.guest_exit("poweroff");
+    Ok(())
+}
+
+fn main() {
+    let o = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("hotmem-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let qemu = match qemu_once(InstallPolicy::IfRoot) {
+        Ok(q) => q.path,
+        Err(e) => {
+            eprintln!("hotmem-bench: {e}");
+            std::process::exit(1);
+        }
+    };
+    let dir = hotmem_qemu::kernel::workspace_root().join("target/bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let mut out = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("results.jsonl")).ok();
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let t0 = Instant::now();
+    let mut failed = false;
+    for &g in &o.granules {
+        let bs = block_size(g);
+        let mut sizes = vec![bs, GIB];
+        if !o.quick {
+            sizes.extend([4 * GIB, 16 * GIB]);
+            if g != Granule::K4 {
+                sizes.push(64 * GIB);
+            }
+        }
+        sizes.dedup();
+        for cpu in ["max,lpa2=off", "cortex-a76"] {
+            let s: Vec<u64> = if cpu == "cortex-a76" { vec![bs, GIB] } else { sizes.clone() };
+            match guest_bench(&qemu, g, cpu, &s, o.reps) {
+                Ok(lines) => {
+                    for l in lines {
+                        let l = l.trim_end_matches('}');
+                        record(&mut out, &format!("{{\"kind\":\"guest\",\"commit\":\"{commit}\",\"cpu\":\"{cpu}\",{}}}", &l[1..]));
+                    }
+                }
+                Err(e) => {
+                    eprintln!("hotmem-bench: {g:?}: {e}");
+                    failed = true;
+                }
+            }
+        }
+        let dimm_sizes = [128 << 20, 512 << 20, GIB, 4 * GIB];
+        if let Err(e) = dimm_bench(&qemu, g, o.reps, &dimm_sizes, &mut out) {
+            eprintln!("hotmem-bench: {g:?} DIMMs: {e}");
+            failed = true;
+        }
+    }
+    println!("\nhotmem-bench: done in {:.0} s; JSON lines appended to {}", t0.elapsed().as_secs_f64(), dir.join("results.jsonl").display());
+    std::process::exit(if failed { 1 } else { 0 });
+}

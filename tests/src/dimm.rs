@@ -1,0 +1,890 @@
+//! DIMM hotplug scenarios: a [`DimmSession`] owns QEMU (firmware boot, so the ACPI GED exists),
+//! its console and its QMP socket ([`hotmem_qemu::Session`]), so a test interleaves guest
+//! commands and QMP actions, and checks after each step that QEMU's view
+//! (`query-memory-devices`, `query-acpi-ospm-status`) and the guest's (`dimms`, `blocks`) agree.
+//! Parsers of the kernel's `dimm:`/`block:`/`meminfo:`/`pt:` lines live here too. Any failure
+//! panics with the configuration, the QEMU command line, the console tail, the host-command
+//! output and the QMP transcript.
+
+use std::time::{Duration, Instant};
+
+use hotmem_qemu::config::{BootMode, GicVersion, Granule, KernelConfig};
+use hotmem_qemu::host_cmd::{format_size, PlugResult, Plugged, UnplugResult, Unplugged};
+use hotmem_qemu::qmp::{MemoryDevice, OspmStatus};
+use hotmem_qemu::run::{Machine, QemuRun};
+use hotmem_qemu::session::Session;
+use hotmem_qemu::util::tail_lines;
+
+use crate::{kernel, qemu_path, run_timeout, QemuSlot, TAIL_LINES};
+
+pub const GIB: u64 = 1 << 30;
+pub const MIB: u64 = 1 << 20;
+
+/// Memory block (= sparse section) size of a granule: 128 MiB on 4K/16K, 512 MiB on 64K.
+pub fn block_size(g: Granule) -> u64 {
+    match g {
+        Granule::K64 => 512 * MIB,
+        _ => 128 * MIB,
+    }
+}
+
+fn hex(s: &str) -> Option<u64> {
+    let t = s.trim().trim_end_matches(',');
+    u64::from_str_radix(t.strip_prefix("0x")?, 16).ok()
+}
+
+fn num(s: &str) -> Option<u64> {
+    let t = s.trim();
+    hex(t).or_else(|| t.parse().ok())
+}
+
+/// `key=value` pairs of a line; a value that starts with `[` runs to the matching `]` (the
+/// kernel prints lists with Rust's `{:?}`: `blocks=[16, 17] zones=["Movable", "Movable"]`).
+pub fn fields(line: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while let Some(eq) = rest.find('=') {
+        let key_start = rest[..eq].rfind(' ').map_or(0, |i| i + 1);
+        let key = rest[key_start..eq].trim().to_string();
+        let after = &rest[eq + 1..];
+        let (value, next) = if after.starts_with('[') {
+            match after.find(']') {
+                Some(end) => (&after[..=end], &after[end + 1..]),
+                None => (after, ""),
+            }
+        } else {
+            match after.find(' ') {
+                Some(sp) => (&after[..sp], &after[sp..]),
+                None => (after, ""),
+            }
+        };
+        out.push((key, value.to_string()));
+        rest = next;
+    }
+    out
+}
+
+/// The value of `key` in `line` (see [`fields`]).
+pub fn field(line: &str, key: &str) -> Option<String> {
+    fields(line)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+/// `[16, 17]` / `["Movable", "Normal"]` → items without quotes.
+pub fn list(v: &str) -> Vec<String> {
+    v.trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .split(',')
+        .map(|s| s.trim().trim_matches('"').to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// A `dimm: slot=N ... event=...` line of the kernel log (boot scan, insert, remove).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DimmEvent {
+    pub slot: u64,
+    /// `coldplug`, `insert` or `remove`.
+    pub event: String,
+    pub base: Option<u64>,
+    pub size: Option<u64>,
+    pub blocks: Vec<u64>,
+    pub zones: Vec<String>,
+    /// `ost=` (absent on `remove ejected` lines).
+    pub ost: Option<u64>,
+    /// The text after `refused:`, when refused.
+    pub refused: Option<String>,
+    pub ejected: bool,
+    pub line: String,
+}
+
+impl DimmEvent {
+    pub fn parse(line: &str) -> Option<DimmEvent> {
+        let l = &line[line.find("dimm: slot=")?..];
+        let f = |k: &str| field(l, k);
+        let event = f("event")?;
+        let refused = l.find("refused:").map(|i| {
+            let r = &l[i + "refused:".len()..];
+            r[..r.find(" ost=").unwrap_or(r.len())].trim().to_string()
+        });
+        Some(DimmEvent {
+            slot: f("slot")?.parse().ok()?,
+            event,
+            base: f("base").and_then(|v| hex(&v)),
+            size: f("size").and_then(|v| hex(&v)),
+            blocks: f("blocks")
+                .map(|v| list(&v).iter().filter_map(|b| b.parse().ok()).collect())
+                .unwrap_or_default(),
+            zones: f("zones").map(|v| list(&v)).unwrap_or_default(),
+            ost: f("ost").and_then(|v| hex(&v)),
+            refused,
+            ejected: l.contains("event=remove ejected"),
+            line: l.to_string(),
+        })
+    }
+
+    /// Every event line of `text`, in order.
+    pub fn all(text: &str) -> Vec<DimmEvent> {
+        text.lines().filter_map(DimmEvent::parse).collect()
+    }
+}
+
+/// One DIMM of the guest's `dimms` listing (`dimm: slot= base= size= blocks=[..] group=`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestDimm {
+    pub slot: u64,
+    pub base: u64,
+    pub size: u64,
+    pub blocks: Vec<u64>,
+    pub group: String,
+}
+
+/// The guest's `dimms` output: DIMMs in use and the slots it refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GuestDimms {
+    pub dimms: Vec<GuestDimm>,
+    pub refused_slots: Vec<u64>,
+    pub count: Option<u64>,
+}
+
+pub fn parse_dimms(text: &str) -> GuestDimms {
+    let mut g = GuestDimms::default();
+    for l in text.lines().map(str::trim) {
+        if let Some(rest) = l.strip_prefix("dimms: ") {
+            g.count = field(rest, "count").and_then(|v| v.parse().ok());
+            g.refused_slots = field(rest, "refused_slots")
+                .map(|v| list(&v).iter().filter_map(|s| s.parse().ok()).collect())
+                .unwrap_or_default();
+        } else if l.starts_with("dimm: slot=") && !l.contains("event=") {
+            let f = |k: &str| field(l, k);
+            if let (Some(slot), Some(base), Some(size)) = (
+                f("slot").and_then(|v| v.parse().ok()),
+                f("base").and_then(|v| hex(&v)),
+                f("size").and_then(|v| hex(&v)),
+            ) {
+                g.dimms.push(GuestDimm {
+                    slot,
+                    base,
+                    size,
+                    blocks: f("blocks")
+                        .map(|v| list(&v).iter().filter_map(|b| b.parse().ok()).collect())
+                        .unwrap_or_default(),
+                    group: f("group").unwrap_or_default(),
+                });
+            }
+        }
+    }
+    g
+}
+
+/// One line of the guest's `blocks` output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestBlock {
+    pub id: u64,
+    pub start: u64,
+    pub end: u64,
+    pub state: String,
+    pub zone: String,
+    pub group: String,
+    pub vmemmap_pages: u64,
+    pub early: bool,
+}
+
+pub fn parse_blocks(text: &str) -> Vec<GuestBlock> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("block: id="))
+        .filter_map(|l| {
+            let f = |k: &str| field(l, k);
+            let range = f("range")?;
+            let (a, b) = range.split_once('-')?;
+            Some(GuestBlock {
+                id: f("id")?.parse().ok()?,
+                start: hex(a)?,
+                end: hex(b)?,
+                state: f("state")?,
+                zone: f("zone").unwrap_or_default(),
+                group: f("group").unwrap_or_default(),
+                vmemmap_pages: f("vmemmap_pages").and_then(|v| num(&v)).unwrap_or(0),
+                early: f("early").as_deref() == Some("true"),
+            })
+        })
+        .collect()
+}
+
+/// The counters of `meminfo:` that hotplug must give back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meminfo {
+    pub ram_bytes: u64,
+    pub free_pages: u64,
+    pub pt_pages: u64,
+    pub memmap_bytes: u64,
+}
+
+pub fn parse_meminfo(text: &str) -> Option<Meminfo> {
+    let l = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("meminfo: ram_bytes="))?;
+    let f = |k: &str| field(l, k).and_then(|v| num(&v));
+    Some(Meminfo {
+        ram_bytes: f("ram_bytes")?,
+        free_pages: f("free_pages")?,
+        pt_pages: f("pt_pages")?,
+        memmap_bytes: f("memmap_bytes")?,
+    })
+}
+
+/// `free_pages` of one zone (`meminfo: zone=Movable managed_pages= free_pages= ...`).
+pub fn zone_free_pages(text: &str, zone: &str) -> Option<u64> {
+    let want = format!("meminfo: zone={zone} ");
+    let l = text.lines().map(str::trim).find(|l| l.starts_with(&want))?;
+    field(l, "free_pages").and_then(|v| num(&v))
+}
+
+/// `start=` of the boot log's `layout: region=<name>` line.
+pub fn region_start(boot_log: &str, name: &str) -> Option<u64> {
+    let l = boot_log.lines().map(str::trim).find(|l| {
+        l.strip_prefix("layout: region=")
+            .is_some_and(|r| r.split_whitespace().next() == Some(name))
+    })?;
+    field(l, "start").and_then(|v| hex(&v))
+}
+
+/// `pt <va>` said `not mapped` (and nothing was mapped).
+pub fn pt_not_mapped(text: &str) -> bool {
+    let leaf = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("pt: -> "))
+        .collect::<Vec<_>>();
+    leaf.len() == 1 && leaf[0].contains("not mapped")
+}
+
+/// One scenario configuration: a granule's default VA size, firmware boot, `-smp 2`.
+#[derive(Clone, Debug)]
+pub struct DimmCase {
+    pub config: KernelConfig,
+    pub machine: Machine,
+    /// Cold-plugged DIMMs: `(id, size)`, backend `mem-<id>`.
+    pub cold: Vec<(String, u64)>,
+    pub append: Option<String>,
+    pub timeout: Duration,
+}
+
+/// Limit of one guest command in the scenarios.
+pub const GUEST_STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// RAM of the scenario machines and the DIMM room: `1G,slots=16,maxmem=17G`.
+pub const DIMM_MEM: &str = "1G,slots=16,maxmem=17G";
+
+impl DimmCase {
+    pub fn new(g: Granule, gic: u32) -> DimmCase {
+        DimmCase {
+            config: KernelConfig::default_for(g),
+            machine: Machine {
+                smp: 2,
+                mem: DIMM_MEM.into(),
+                gic: if gic == 3 {
+                    GicVersion::V3
+                } else {
+                    GicVersion::V2
+                },
+                ..Machine::default()
+            },
+            cold: Vec::new(),
+            append: None,
+            timeout: run_timeout(),
+        }
+    }
+
+    pub fn cold(mut self, id: &str, size: u64) -> Self {
+        self.cold.push((id.into(), size));
+        self
+    }
+
+    pub fn append(mut self, cmdline: &str) -> Self {
+        self.append = Some(cmdline.into());
+        self
+    }
+
+    pub fn block(&self) -> u64 {
+        block_size(self.config.granule)
+    }
+
+    pub fn qemu_run(&self) -> QemuRun {
+        let mut r = QemuRun::new(kernel(self.config))
+            .qemu(qemu_path())
+            .machine(self.machine.clone())
+            .boot(BootMode::Firmware)
+            .append(self.append.clone())
+            .timeout(Some(self.timeout));
+        for (id, size) in &self.cold {
+            r = r
+                .arg("-object")
+                .arg(format!("memory-backend-ram,id=mem-{id},size={size}"))
+                .arg("-device")
+                .arg(format!("pc-dimm,id={id},memdev=mem-{id}"));
+        }
+        r
+    }
+
+    /// Boots to the prompt (holding a QEMU slot while it runs).
+    pub fn start(&self) -> DimmSession {
+        let run = self.qemu_run();
+        let what = run.describe();
+        let slot = QemuSlot::acquire();
+        let mut s = Session::start(run).unwrap_or_else(|e| panic!("[{what}] {e}"));
+        // No step takes long under TCG (the slowest, a 512 MiB stress, about 2 s): a hung
+        // guest fails the test in 30 s, not at the run's deadline.
+        s.guest_timeout = Some(GUEST_STEP_TIMEOUT);
+        s.timeouts.plug = GUEST_STEP_TIMEOUT;
+        s.timeouts.unplug = GUEST_STEP_TIMEOUT;
+        let t0 = Instant::now();
+        let boot_log = match s.boot() {
+            Ok(b) => b,
+            Err(e) => {
+                let out = s.finish();
+                panic!(
+                    "[{what}] no prompt after boot: {e}\n--- console tail ---\n{}\n",
+                    out.tail(TAIL_LINES)
+                )
+            }
+        };
+        let mut d = DimmSession {
+            config: self.config,
+            block: self.block(),
+            page_offset: 0,
+            vmemmap: 0,
+            what,
+            boot_log,
+            s: Some(s),
+            _slot: slot,
+            steps: Vec::new(),
+            boot_time: t0.elapsed(),
+        };
+        let Some(po) = region_start(&d.boot_log, "linear") else {
+            d.fail("no `layout: region=linear start=` line in the boot log")
+        };
+        let Some(vm) = region_start(&d.boot_log, "vmemmap") else {
+            d.fail("no `layout: region=vmemmap start=` line in the boot log")
+        };
+        d.page_offset = po;
+        d.vmemmap = vm;
+        if !d.boot_log.contains("ged: present") {
+            d.fail("the kernel did not find the GED (`ged: present` missing)");
+        }
+        d
+    }
+}
+
+/// A booted scenario machine. Every helper panics with a full report on failure.
+pub struct DimmSession {
+    pub config: KernelConfig,
+    /// Memory block size.
+    pub block: u64,
+    /// Linear map: VA = `page_offset + PA`.
+    pub page_offset: u64,
+    /// `struct page` of PFN n at `vmemmap + 64 * n`.
+    pub vmemmap: u64,
+    pub what: String,
+    /// Console output up to the first prompt.
+    pub boot_log: String,
+    s: Option<Session>,
+    _slot: QemuSlot,
+    /// What the test did, for failure reports.
+    pub steps: Vec<String>,
+    pub boot_time: Duration,
+}
+
+impl DimmSession {
+    pub fn session(&mut self) -> &mut Session {
+        self.s.as_mut().expect("session is running")
+    }
+
+    /// Panics with the configuration, the steps, the console tail, host output and QMP log.
+    pub fn fail(&mut self, why: &str) -> ! {
+        let (cmd, qmp) = match &self.s {
+            Some(s) => (s.run.command_line(), s.qmp.transcript()),
+            None => (String::new(), String::new()),
+        };
+        let out = self.s.take().map(Session::finish).unwrap_or_default();
+        panic!(
+            "\n[{}] {why}\n  qemu: {cmd}\n  outcome: {}\n--- steps ---\n{}\n--- console tail ---\n{}\n--- host commands ---\n{}\n--- QMP transcript (last) ---\n{}\n--- end ---\n",
+            self.what,
+            out.describe(),
+            self.steps.join("\n"),
+            out.tail(TAIL_LINES),
+            tail_lines(&out.host, 30),
+            tail_lines(&qmp, 40),
+        )
+    }
+
+    fn step(&mut self, s: String) {
+        self.steps.push(s);
+    }
+
+    /// Types a guest command and returns its output.
+    pub fn guest(&mut self, cmd: &str) -> String {
+        self.step(format!("guest: {cmd}"));
+        match self.session().guest(cmd) {
+            Ok(t) => {
+                if t.contains("hotmem: FATAL") {
+                    self.fail(&format!("`{cmd}`: the kernel stopped"));
+                }
+                t
+            }
+            Err(e) => self.fail(&format!("`{cmd}`: {e}")),
+        }
+    }
+
+    /// Hot-plugs a DIMM (no expectation on the guest's answer).
+    pub fn plug(&mut self, size: u64, id: &str) -> Plugged {
+        self.step(format!("plug {} {id}", format_size(size)));
+        match self.session().plug(size, Some(id)) {
+            Ok(p) => {
+                self.step(format!("  -> {}", p.line()));
+                p
+            }
+            Err(e) => self.fail(&format!("plug {id}: {e}")),
+        }
+    }
+
+    /// Hot-plugs a DIMM and checks: _OST success, the guest's `event=insert` line with
+    /// `ost=0x0`, one block per block size, all online in one zone (static group).
+    pub fn plug_ok(&mut self, size: u64, id: &str) -> Plugged {
+        let p = self.plug(size, id);
+        if p.result != PlugResult::Ok {
+            self.fail(&format!(
+                "plug {id}: expected _OST success, got {}",
+                p.line()
+            ));
+        }
+        let Some(line) = p.guest_line.clone() else {
+            self.fail(&format!(
+                "plug {id}: no `dimm: slot=.. event=insert` line from the guest"
+            ))
+        };
+        let Some(ev) = DimmEvent::parse(&line) else {
+            self.fail(&format!("plug {id}: cannot parse {line:?}"))
+        };
+        let want_blocks = (size / self.block) as usize;
+        let ok = ev.event == "insert"
+            && ev.refused.is_none()
+            && ev.ost == Some(0)
+            && ev.base == p.addr
+            && ev.size == Some(size)
+            && ev.blocks.len() == want_blocks
+            && ev.zones.len() == want_blocks
+            && ev.zones.iter().all(|z| *z == ev.zones[0] && z != "offline");
+        if !ok {
+            self.fail(&format!(
+                "plug {id}: expected an insert of {want_blocks} block(s) at {:?} online in one zone with ost=0x0, got {line:?}",
+                p.addr
+            ));
+        }
+        p
+    }
+
+    /// Hot-plugs a DIMM the guest must refuse: _OST source 1 with a failure status, a
+    /// `refused:` line.
+    pub fn plug_refused(&mut self, size: u64, id: &str) -> Plugged {
+        let p = self.plug(size, id);
+        let status = match p.result {
+            PlugResult::Refused { status } => status,
+            _ => self.fail(&format!(
+                "plug {id}: expected the guest to refuse it, got {}",
+                p.line()
+            )),
+        };
+        let o = p.ost.clone().unwrap_or_else(|| unreachable!());
+        if o.source != 1 || status == 0 {
+            self.fail(&format!(
+                "plug {id}: expected _OST source 1 with a failure status, got {o:?}"
+            ));
+        }
+        match p.guest_line.as_deref().and_then(DimmEvent::parse) {
+            Some(ev) if ev.refused.is_some() && ev.ost == Some(status) => {}
+            other => self.fail(&format!(
+                "plug {id}: expected a `dimm: ... refused: ... ost={status:#x}` line, got {other:?}"
+            )),
+        }
+        p
+    }
+
+    /// `device_del` (no expectation on the outcome).
+    pub fn unplug(&mut self, id: &str) -> Unplugged {
+        self.step(format!("unplug {id}"));
+        match self.session().unplug(id) {
+            Ok(u) => {
+                let l = u.lines().join(" / ");
+                self.step(format!("  -> {l}"));
+                u
+            }
+            Err(e) => self.fail(&format!("unplug {id}: {e}")),
+        }
+    }
+
+    /// Unplugs a DIMM and checks: `DEVICE_DELETED`, the guest's `event=remove ejected` line,
+    /// the backend deleted, QEMU no longer lists it, and the guest's page tables map neither
+    /// its linear map nor its memmap (`pt` of the first and last page of every block, and of
+    /// the `struct page` of each block's first PFN).
+    pub fn unplug_ok(&mut self, id: &str) -> Unplugged {
+        let u = self.unplug(id);
+        if u.result != UnplugResult::Deleted {
+            self.fail(&format!(
+                "unplug {id}: expected DEVICE_DELETED, got {:?}",
+                u.lines()
+            ));
+        }
+        if let Some(Err(e)) = &u.object_del {
+            self.fail(&format!(
+                "unplug {id}: object-del of the backend failed: {e}"
+            ));
+        }
+        match u.guest_line.as_deref().and_then(DimmEvent::parse) {
+            Some(ev) if ev.ejected => {}
+            other => self.fail(&format!(
+                "unplug {id}: expected a `dimm: slot=.. event=remove ejected` line, got {other:?}"
+            )),
+        }
+        let listed = self
+            .qemu_dimms()
+            .into_iter()
+            .any(|d| d.id.as_deref() == Some(id));
+        if listed {
+            self.fail(&format!(
+                "unplug {id}: QEMU still lists it after DEVICE_DELETED"
+            ));
+        }
+        if let Some(d) = u.device.clone() {
+            self.check_unmapped(d.addr, d.size);
+        }
+        u
+    }
+
+    /// Unplugs a DIMM the guest must refuse: _OST source 3 with a failure status, a
+    /// `refused:` remove line; the DIMM stays plugged in QEMU and in use in the guest.
+    pub fn unplug_refused(&mut self, id: &str) -> Unplugged {
+        let u = self.unplug(id);
+        let UnplugResult::Refused { status } = u.result else {
+            self.fail(&format!(
+                "unplug {id}: expected the guest to refuse, got {:?}",
+                u.lines()
+            ))
+        };
+        if status == 0 {
+            self.fail(&format!("unplug {id}: refusal with status 0"));
+        }
+        match u.guest_line.as_deref().and_then(DimmEvent::parse) {
+            Some(ev) if ev.event == "remove" && ev.refused.is_some() && ev.ost == Some(status) => {}
+            other => self.fail(&format!(
+                "unplug {id}: expected `dimm: slot=.. event=remove refused: .. ost={status:#x}`, got {other:?}"
+            )),
+        }
+        if !self
+            .qemu_dimms()
+            .iter()
+            .any(|d| d.id.as_deref() == Some(id))
+        {
+            self.fail(&format!(
+                "unplug {id}: refused, yet QEMU no longer lists it"
+            ));
+        }
+        u
+    }
+
+    pub fn qemu_dimms(&mut self) -> Vec<MemoryDevice> {
+        match self.session().qmp.query_memory_devices() {
+            Ok(v) => v.into_iter().filter(|d| d.kind == "dimm").collect(),
+            Err(e) => self.fail(&format!("query-memory-devices: {e}")),
+        }
+    }
+
+    pub fn ospm(&mut self) -> Vec<OspmStatus> {
+        match self.session().qmp.query_acpi_ospm_status() {
+            Ok(v) => v,
+            Err(e) => self.fail(&format!("query-acpi-ospm-status: {e}")),
+        }
+    }
+
+    pub fn meminfo(&mut self) -> Meminfo {
+        let t = self.guest("meminfo");
+        match parse_meminfo(&t) {
+            Some(m) => m,
+            None => self.fail(&format!("cannot parse meminfo: {t:?}")),
+        }
+    }
+
+    /// `pt` of the linear-map VA of the first and last page of every block of
+    /// `[addr, addr + size)` and of the vmemmap VA of each block's first `struct page`: all
+    /// `not mapped`.
+    pub fn check_unmapped(&mut self, addr: u64, size: u64) {
+        let page = 1u64 << self.config.granule.page_shift();
+        let mut vas = Vec::new();
+        let mut b = addr;
+        while b < addr + size {
+            vas.push(("linear", self.page_offset + b));
+            vas.push(("linear", self.page_offset + b + self.block - page));
+            vas.push(("vmemmap", self.vmemmap + 64 * (b / page)));
+            b += self.block;
+        }
+        for (what, va) in vas {
+            let t = self.guest(&format!("pt {va:#x}"));
+            if !pt_not_mapped(&t) {
+                self.fail(&format!(
+                    "after the eject of {addr:#x}+{size:#x}, {what} VA {va:#x} is still mapped:\n{t}"
+                ));
+            }
+        }
+    }
+
+    /// QEMU and the guest agree: every DIMM QEMU lists is either in use by the guest (same
+    /// slot, base and size; its blocks listed online, in one zone, tiling the range; OSPM
+    /// status success) or refused by it (its slot in `refused_slots`, OSPM failure status);
+    /// the guest uses no DIMM QEMU does not list; no hot-added block outside the DIMMs;
+    /// every OSPM entry naming a device names a DIMM QEMU lists. Returns QEMU's DIMMs.
+    pub fn check_agree(&mut self, when: &str) -> Vec<MemoryDevice> {
+        let qemu = self.qemu_dimms();
+        let ospm = self.ospm();
+        let g = parse_dimms(&self.guest("dimms"));
+        let blocks = parse_blocks(&self.guest("blocks"));
+        let mut errs = Vec::new();
+        for d in &qemu {
+            let id = d.id.clone().unwrap_or_default();
+            let Some(slot) = d.slot else {
+                errs.push(format!("{id}: QEMU reports no slot"));
+                continue;
+            };
+            let o = ospm.iter().find(|o| o.slot_number() == Some(slot));
+            if o.and_then(|o| o.device.as_deref()) != Some(id.as_str()) {
+                errs.push(format!("{id}: OSPM status of slot {slot} names {o:?}"));
+            }
+            let refused = g.refused_slots.contains(&slot);
+            match (g.dimms.iter().find(|x| x.slot == slot), refused) {
+                (Some(_), true) => errs.push(format!("{id}: slot {slot} both in use and refused")),
+                (None, false) => errs.push(format!("{id}: slot {slot} unknown to the guest")),
+                (None, true) => {
+                    if o.is_some_and(|o| o.status == 0) {
+                        errs.push(format!(
+                            "{id}: refused by the guest, OSPM says success: {o:?}"
+                        ));
+                    }
+                }
+                (Some(gd), false) => {
+                    if (gd.base, gd.size) != (d.addr, d.size) {
+                        errs.push(format!(
+                            "{id}: QEMU {:#x}+{:#x}, guest {:#x}+{:#x}",
+                            d.addr, d.size, gd.base, gd.size
+                        ));
+                    }
+                    if o.is_some_and(|o| o.status != 0 && o.source == 1) {
+                        errs.push(format!("{id}: in use by the guest, OSPM says {o:?}"));
+                    }
+                    let mut bl: Vec<&GuestBlock> = blocks
+                        .iter()
+                        .filter(|b| gd.blocks.contains(&b.id))
+                        .collect();
+                    bl.sort_by_key(|b| b.start);
+                    let tiles = bl.len() == gd.blocks.len()
+                        && bl.first().map(|b| b.start) == Some(d.addr)
+                        && bl.last().map(|b| b.end) == Some(d.addr + d.size)
+                        && bl.windows(2).all(|w| w[0].end == w[1].start);
+                    if !tiles {
+                        errs.push(format!(
+                            "{id}: blocks {:?} do not tile {:#x}+{:#x}",
+                            gd.blocks, d.addr, d.size
+                        ));
+                    }
+                    if !bl
+                        .iter()
+                        .all(|b| b.state == "online" && b.zone == bl[0].zone && !b.early)
+                    {
+                        errs.push(format!("{id}: blocks not all online in one zone: {bl:?}"));
+                    }
+                }
+            }
+        }
+        for gd in &g.dimms {
+            if !qemu.iter().any(|d| d.slot == Some(gd.slot)) {
+                errs.push(format!(
+                    "the guest uses slot {} ({:#x}+{:#x}), QEMU has no DIMM there",
+                    gd.slot, gd.base, gd.size
+                ));
+            }
+        }
+        for s in &g.refused_slots {
+            if !qemu.iter().any(|d| d.slot == Some(*s)) {
+                errs.push(format!(
+                    "the guest lists refused slot {s}, QEMU has no DIMM there"
+                ));
+            }
+        }
+        let used: Vec<u64> = g.dimms.iter().flat_map(|d| d.blocks.clone()).collect();
+        for b in blocks.iter().filter(|b| !b.early) {
+            if !used.contains(&b.id) {
+                errs.push(format!(
+                    "hot-added block {} ({:#x}-{:#x}) belongs to no DIMM",
+                    b.id, b.start, b.end
+                ));
+            }
+        }
+        for o in &ospm {
+            if let Some(dev) = &o.device {
+                if !qemu.iter().any(|d| d.id.as_deref() == Some(dev.as_str())) {
+                    errs.push(format!(
+                        "OSPM names {dev} in slot {}, QEMU does not list it",
+                        o.slot
+                    ));
+                }
+            }
+        }
+        if g.count.is_some_and(|c| c as usize != g.dimms.len()) {
+            errs.push(format!(
+                "`dimms: count=` says {:?}, {} listed",
+                g.count,
+                g.dimms.len()
+            ));
+        }
+        if !errs.is_empty() {
+            self.fail(&format!(
+                "QEMU and the guest disagree {when}:\n  {}",
+                errs.join("\n  ")
+            ));
+        }
+        self.step(format!("agree {when}: {} DIMM(s)", qemu.len()));
+        qemu
+    }
+
+    /// `stress <size>` → `result=ok`.
+    pub fn stress(&mut self, size: u64) -> String {
+        let t = self.guest(&format!("stress {size:#x}"));
+        if !t.contains("result=ok") {
+            self.fail(&format!("stress {size:#x} failed: {t}"));
+        }
+        t
+    }
+
+    /// `stress verify` → `result=ok` with `bad=0`.
+    pub fn stress_verify(&mut self) {
+        let t = self.guest("stress verify");
+        if !(t.contains("result=ok") && t.contains("bad=0")) {
+            self.fail(&format!("stress verify failed: {t}"));
+        }
+    }
+
+    /// `system_powerdown`: the guest prints `ged: powerdown` and QEMU exits 0.
+    pub fn powerdown(mut self) {
+        self.step("system_powerdown".into());
+        let r = self.session().powerdown();
+        match r {
+            Ok(st) if st.success() => {}
+            Ok(st) => self.fail(&format!("QEMU exited with {st} after system_powerdown")),
+            Err(e) => self.fail(&format!("system_powerdown: {e}")),
+        }
+        let out = self.s.take().map(Session::finish).unwrap_or_default();
+        if !out.console.contains("ged: powerdown") {
+            self.s = None;
+            panic!(
+                "[{}] no `ged: powerdown` line:\n{}",
+                self.what,
+                out.tail(TAIL_LINES)
+            );
+        }
+    }
+
+    /// `system_reset`, then the new boot log (up to the prompt).
+    pub fn reset(&mut self) -> String {
+        self.step("system_reset".into());
+        match self.session().reset() {
+            Ok(b) => b,
+            Err(e) => self.fail(&format!("system_reset: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INSERT: &str = r#"dimm: slot=1 base=0x80000000 size=0x40000000 event=insert blocks=[16, 17, 18] zones=["Movable", "Movable", "Movable"] ost=0x0 cycles=46000430"#;
+
+    #[test]
+    fn parses_fields_and_events() {
+        assert_eq!(field(INSERT, "blocks").as_deref(), Some("[16, 17, 18]"));
+        assert_eq!(field(INSERT, "ost").as_deref(), Some("0x0"));
+        let e = DimmEvent::parse(&format!("hotmem> {INSERT}")).unwrap();
+        assert_eq!(
+            (e.slot, e.event.as_str(), e.base, e.size),
+            (1, "insert", Some(0x8000_0000), Some(1 << 30))
+        );
+        assert_eq!(e.blocks, [16, 17, 18]);
+        assert_eq!(e.zones, ["Movable"; 3]);
+        assert_eq!(
+            (e.ost, e.refused.clone(), e.ejected),
+            (Some(0), None, false)
+        );
+        let r = DimmEvent::parse("dimm: slot=0 base=0x80000000 size=0x8000000 event=insert refused: range 0x80000000+0x8000000 is not aligned to the memory block size 0x20000000 (the 64k granule uses 512 MiB memory blocks) ost=0x82").unwrap();
+        assert_eq!(r.ost, Some(0x82));
+        assert!(r
+            .refused
+            .unwrap()
+            .starts_with("range 0x80000000+0x8000000 is not aligned"));
+        let x = DimmEvent::parse(
+            "dimm: slot=0 event=remove ejected base=0x80000000 size=0x40000000 cycles=1",
+        )
+        .unwrap();
+        assert!(x.ejected && x.event == "remove");
+        let x = DimmEvent::parse("dimm: slot=2 event=remove refused: Busy ost=0x82 (the DIMM stays usable; retry device_del)").unwrap();
+        assert_eq!((x.refused.as_deref(), x.ost), (Some("Busy"), Some(0x82)));
+        assert!(DimmEvent::parse("dimm: slot=0 base=0x1 size=0x2 blocks=[1] group=0").is_none());
+    }
+
+    #[test]
+    fn parses_listings() {
+        let d = parse_dimms("dimms\ndimms: count=1 refused_slots=[2, 3]\ndimm: slot=0 base=0x80000000 size=0x8000000 blocks=[16] group=0\n");
+        assert_eq!(d.count, Some(1));
+        assert_eq!(d.refused_slots, [2, 3]);
+        assert_eq!(
+            d.dimms,
+            [GuestDimm {
+                slot: 0,
+                base: 0x8000_0000,
+                size: 0x800_0000,
+                blocks: vec![16],
+                group: "0".into()
+            }]
+        );
+        let b = parse_blocks("block: id=16 range=0x80000000-0x88000000 state=online zone=Movable group=0 vmemmap_pages=512 early=false\n");
+        assert_eq!(b[0].id, 16);
+        assert_eq!(
+            (b[0].start, b[0].end, b[0].vmemmap_pages, b[0].early),
+            (0x8000_0000, 0x8800_0000, 512, false)
+        );
+        let m = parse_meminfo("meminfo: ram_bytes=2147483648 ram_pages=524288 free_pages=513246 used_pages=11042 pt_pages=18 memmap_bytes=33554432 x=1\nmeminfo: zone=Movable managed_pages=258048 free_pages=258000 isolated_pages=0 free_blocks_by_order=[0, 0]\n").unwrap();
+        assert_eq!(
+            (m.free_pages, m.pt_pages, m.memmap_bytes),
+            (513246, 18, 33554432)
+        );
+        assert_eq!(
+            zone_free_pages(
+                "meminfo: zone=Movable managed_pages=2 free_pages=258000 x=[1, 2]",
+                "Movable"
+            ),
+            Some(258000)
+        );
+        let log = "layout: region=linear   start=0xffff000000000000 end=0xffff800000000000 size=128 TiB\nlayout: region=vmemmap  start=0xffff800000000000 end=0x1 size=2 TiB\n";
+        assert_eq!(region_start(log, "linear"), Some(0xffff_0000_0000_0000));
+        assert_eq!(region_start(log, "vmemmap"), Some(0xffff_8000_0000_0000));
+        assert!(pt_not_mapped(
+            "pt 0x1\npt: va=0x1 levels=4\npt: L0 (pgd) idx=0\npt: -> not mapped\n"
+        ));
+        assert!(!pt_not_mapped(
+            "pt: -> pa=0x80000000 level=1 size=1 GiB contiguous=false\n"
+        ));
+        assert_eq!(list(r#"["Movable", "Normal"]"#), ["Movable", "Normal"]);
+    }
+}
