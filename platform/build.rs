@@ -14,7 +14,10 @@ fn main() {
         .into_iter()
         .filter(|(_, n)| feature(&format!("granule-{n}")))
         .collect();
-    let vas: Vec<u32> = [36, 39, 42, 47, 48].into_iter().filter(|v| feature(&format!("va-{v}"))).collect();
+    let vas: Vec<u32> = [36, 39, 42, 47, 48]
+        .into_iter()
+        .filter(|v| feature(&format!("va-{v}")))
+        .collect();
 
     let mut error = None;
     let (shift, gname) = match granules.as_slice() {
@@ -37,7 +40,9 @@ fn main() {
         },
         [v] if valid.contains(v) => *v,
         [v] => {
-            error = Some(format!("va-{v} is not a valid VA size for the {gname} granule (valid: {valid:?})"));
+            error = Some(format!(
+                "va-{v} is not a valid VA size for the {gname} granule (valid: {valid:?})"
+            ));
             valid[0]
         }
         _ => {

@@ -1,7 +1,9 @@
 //! CPU identification, barriers, idle, and the SMCCC / semihosting conduits.
 
 #[cfg(target_arch = "aarch64")]
-use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, ID_AA64PFR0_EL1, ID_AA64ISAR0_EL1, CNTFRQ_EL0, CNTVCT_EL0, CurrentEL, MPIDR_EL1, TPIDR_EL1};
+use aarch64_cpu::registers::{
+    CurrentEL, CNTFRQ_EL0, CNTVCT_EL0, ID_AA64ISAR0_EL1, ID_AA64MMFR0_EL1, ID_AA64PFR0_EL1, MPIDR_EL1, TPIDR_EL1,
+};
 #[cfg(target_arch = "aarch64")]
 use tock_registers::interfaces::Readable;
 
@@ -101,12 +103,16 @@ pub fn smccc(conduit: Conduit, fid: u32, a1: u64, a2: u64, a3: u64) -> i64 {
     // clobbers at most x0-x17 per SMCCC 1.1; we declare x0-x3 and mark x4-x17 clobbered.
     unsafe {
         match conduit {
-            Conduit::Hvc => core::arch::asm!("hvc #0", inout("x0") x0, inout("x1") a1 => _, inout("x2") a2 => _, inout("x3") a3 => _,
+            Conduit::Hvc => {
+                core::arch::asm!("hvc #0", inout("x0") x0, inout("x1") a1 => _, inout("x2") a2 => _, inout("x3") a3 => _,
                 out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _, out("x10") _, out("x11") _,
-                out("x12") _, out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _, options(nostack)),
-            Conduit::Smc => core::arch::asm!("smc #0", inout("x0") x0, inout("x1") a1 => _, inout("x2") a2 => _, inout("x3") a3 => _,
+                out("x12") _, out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _, options(nostack))
+            }
+            Conduit::Smc => {
+                core::arch::asm!("smc #0", inout("x0") x0, inout("x1") a1 => _, inout("x2") a2 => _, inout("x3") a3 => _,
                 out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _, out("x10") _, out("x11") _,
-                out("x12") _, out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _, options(nostack)),
+                out("x12") _, out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _, options(nostack))
+            }
         }
     }
     x0 as i64

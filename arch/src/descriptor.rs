@@ -376,12 +376,7 @@ mod tests {
     use super::*;
     use std::format;
 
-    const ALL_PERMS: [Perm; 4] = [
-        Perm::ReadOnly,
-        Perm::ReadWrite,
-        Perm::ReadExec,
-        Perm::ReadWriteExec,
-    ];
+    const ALL_PERMS: [Perm; 4] = [Perm::ReadOnly, Perm::ReadWrite, Perm::ReadExec, Perm::ReadWriteExec];
 
     #[test]
     fn field_positions() {
@@ -472,10 +467,7 @@ mod tests {
     #[test]
     fn display() {
         let t = Descriptor::table(0x4123_4000);
-        assert_eq!(
-            format!("{t}"),
-            "0x1000000041234003  TABLE pa=0x41234000 UXNTable"
-        );
+        assert_eq!(format!("{t}"), "0x1000000041234003  TABLE pa=0x41234000 UXNTable");
         let b = Descriptor::leaf(0x4020_0000, Attrs::NORMAL_RW, false).with_contiguous();
         assert_eq!(
             format!("{b}"),
@@ -495,14 +487,8 @@ mod tests {
             format!("{}", t.display(true)),
             "0x1000000041234003  PAGE pa=0x41234000 Device RW X UX SH=non"
         );
-        assert_eq!(
-            format!("{}", Descriptor::INVALID),
-            "0x0000000000000000  INVALID"
-        );
-        assert_eq!(
-            format!("{}", b.display(true)),
-            "0x0070000040200705  RESERVED"
-        );
+        assert_eq!(format!("{}", Descriptor::INVALID), "0x0000000000000000  INVALID");
+        assert_eq!(format!("{}", b.display(true)), "0x0070000040200705  RESERVED");
         assert_eq!(
             format!("{:?}", Descriptor::INVALID),
             "Descriptor(0x0000000000000000  INVALID)"

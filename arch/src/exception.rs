@@ -111,7 +111,9 @@ pub fn take_expected_fault(cpu: usize, esr: u64, far: u64, frame: &mut TrapFrame
 pub enum Probe {
     Value(u64),
     /// The read faulted; the ESR_EL1 value.
-    Fault { esr: u64 },
+    Fault {
+        esr: u64,
+    },
 }
 
 /// Read the 64-bit word at `va`, expecting that it may fault. Must not be called with `va == 0`.

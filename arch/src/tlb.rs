@@ -73,7 +73,12 @@ pub fn range_ops(start: u64, mut pages: u64, page_shift: u32, mut out: impl FnMu
     let mut scale: i64 = 3;
     while pages > 0 {
         if pages == 1 || scale < 0 {
-            out(RangeOp { base: addr >> page_shift, scale: 0, num: 0, pages: 1 });
+            out(RangeOp {
+                base: addr >> page_shift,
+                scale: 0,
+                num: 0,
+                pages: 1,
+            });
             addr += 1 << page_shift;
             pages -= 1;
             continue;
@@ -82,7 +87,12 @@ pub fn range_ops(start: u64, mut pages: u64, page_shift: u32, mut out: impl FnMu
         let num = ((pages >> (5 * s + 1)) & 0x1f) as i64 - 1;
         if num >= 0 {
             let n = ((num as u64) + 1) << (5 * s + 1);
-            out(RangeOp { base: addr >> page_shift, scale: s, num: num as u64, pages: n });
+            out(RangeOp {
+                base: addr >> page_shift,
+                scale: s,
+                num: num as u64,
+                pages: n,
+            });
             addr += n << page_shift;
             pages -= n;
         }
@@ -135,12 +145,16 @@ mod imp {
                 range_ops(start, pages, self.page_shift, |op| {
                     if op.pages == 1 {
                         // SAFETY: see above.
-                        unsafe { core::arch::asm!("tlbi vaale1is, {}", in(reg) operand(op.base << self.page_shift), options(nostack, preserves_flags)) };
+                        unsafe {
+                            core::arch::asm!("tlbi vaale1is, {}", in(reg) operand(op.base << self.page_shift), options(nostack, preserves_flags))
+                        };
                         stats::TLBI_VA.fetch_add(1, Ordering::Relaxed);
                     } else {
                         let arg = (op.base & ((1 << 37) - 1)) | tg << 46 | op.scale << 44 | op.num << 39;
                         // SAFETY: see above (FEAT_TLBIRANGE is implemented: checked at boot).
-                        unsafe { core::arch::asm!(".arch_extension tlb-rmi", "tlbi rvaale1is, {}", in(reg) arg, options(nostack, preserves_flags)) };
+                        unsafe {
+                            core::arch::asm!(".arch_extension tlb-rmi", "tlbi rvaale1is, {}", in(reg) arg, options(nostack, preserves_flags))
+                        };
                         stats::TLBI_RANGE.fetch_add(1, Ordering::Relaxed);
                     }
                 });
@@ -148,7 +162,9 @@ mod imp {
                 for i in 0..n {
                     let va = start.wrapping_add(i << stride_shift);
                     // SAFETY: see above.
-                    unsafe { core::arch::asm!("tlbi vaale1is, {}", in(reg) operand(va), options(nostack, preserves_flags)) };
+                    unsafe {
+                        core::arch::asm!("tlbi vaale1is, {}", in(reg) operand(va), options(nostack, preserves_flags))
+                    };
                 }
                 stats::TLBI_VA.fetch_add(n, Ordering::Relaxed);
             }
@@ -168,7 +184,13 @@ mod imp {
         fn flush_all(&mut self) {
             // SAFETY: see flush_kernel_range.
             unsafe {
-                core::arch::asm!("dsb ishst", "tlbi vmalle1is", "dsb ish", "isb", options(nostack, preserves_flags));
+                core::arch::asm!(
+                    "dsb ishst",
+                    "tlbi vmalle1is",
+                    "dsb ish",
+                    "isb",
+                    options(nostack, preserves_flags)
+                );
             }
             stats::TLBI_ALL.fetch_add(1, Ordering::Relaxed);
         }
@@ -191,7 +213,20 @@ mod tests {
     #[test]
     fn range_ops_cover_exactly() {
         for shift in [12, 14, 16] {
-            for pages in [1u64, 2, 3, 31, 32, 33, 512, 513, 8192, 32768, 65535, MAX_TLBI_RANGE_PAGES - 1] {
+            for pages in [
+                1u64,
+                2,
+                3,
+                31,
+                32,
+                33,
+                512,
+                513,
+                8192,
+                32768,
+                65535,
+                MAX_TLBI_RANGE_PAGES - 1,
+            ] {
                 let start = 0xffff_0000_4000_0000u64;
                 let v = ops(start, pages, shift);
                 assert_eq!(v.iter().map(|o| o.pages).sum::<u64>(), pages, "{pages} pages");
@@ -199,7 +234,14 @@ mod tests {
                 for o in &v {
                     assert_eq!(o.base, next & ((1 << 52) - 1) | (next & !((1 << 52) - 1)));
                     assert!(o.num < 32 && o.scale < 4);
-                    assert_eq!(o.pages, if o.pages == 1 && o.num == 0 && o.scale == 0 { 1 } else { (o.num + 1) << (5 * o.scale + 1) });
+                    assert_eq!(
+                        o.pages,
+                        if o.pages == 1 && o.num == 0 && o.scale == 0 {
+                            1
+                        } else {
+                            (o.num + 1) << (5 * o.scale + 1)
+                        }
+                    );
                     next += o.pages;
                 }
                 assert!(v.len() <= 4 * 2 + 1, "{pages} pages took {} ops", v.len());
@@ -210,7 +252,15 @@ mod tests {
     #[test]
     fn linux_examples() {
         // 512 pages (a 2 MiB PMD of 4K pages): one op at scale 1 (64-page units), num 7.
-        assert_eq!(ops(0, 512, 12), [RangeOp { base: 0, scale: 1, num: 7, pages: 512 }]);
+        assert_eq!(
+            ops(0, 512, 12),
+            [RangeOp {
+                base: 0,
+                scale: 1,
+                num: 7,
+                pages: 512
+            }]
+        );
         // 3 pages: one op of 2 (scale 0, num 0), then a single page.
         let v = ops(0, 3, 12);
         assert_eq!(v.len(), 2);

@@ -27,7 +27,14 @@ pub struct AltmapExhausted {
 
 impl Altmap {
     pub const fn new(base_pfn: u64, end_pfn: u64, reserve: u64, free: u64) -> Self {
-        Altmap { base_pfn, end_pfn, reserve, free, align: 0, alloc: 0 }
+        Altmap {
+            base_pfn,
+            end_pfn,
+            reserve,
+            free,
+            align: 0,
+            alloc: 0,
+        }
     }
 
     /// Next PFN that would be handed out (Linux `vmem_altmap_next_pfn`).
@@ -49,13 +56,19 @@ impl Altmap {
     /// 512-page chunk for a 2 MiB PMD block on 4K is 2 MiB aligned). Returns the first PFN.
     pub fn alloc_pfns(&mut self, n: u64) -> Result<u64, AltmapExhausted> {
         if n == 0 {
-            return Err(AltmapExhausted { wanted: 0, available: self.nr_free() });
+            return Err(AltmapExhausted {
+                wanted: 0,
+                available: self.nr_free(),
+            });
         }
         let next = self.next_pfn();
         let align = 1u64 << n.trailing_zeros();
         let pad = next.next_multiple_of(align) - next;
         if n + pad > self.nr_free() {
-            return Err(AltmapExhausted { wanted: n + pad, available: self.nr_free() });
+            return Err(AltmapExhausted {
+                wanted: n + pad,
+                available: self.nr_free(),
+            });
         }
         self.alloc += n;
         self.align += pad;

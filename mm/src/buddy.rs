@@ -36,7 +36,11 @@ struct Zone {
 
 const EMPTY_ZONE: Zone = Zone {
     free_area: [FreeList { head: NO_PFN, len: 0 }; NR_ORDERS],
-    counters: ZoneCounters { managed: 0, free: 0, isolated: 0 },
+    counters: ZoneCounters {
+        managed: 0,
+        free: 0,
+        isolated: 0,
+    },
 };
 
 /// Who the memory is for: kernel allocations come from NORMAL only; movable ones prefer
@@ -66,7 +70,11 @@ pub struct PageAlloc<M: Memmap> {
 impl<M: Memmap> PageAlloc<M> {
     pub const fn new(memmap: M, max_order: u32) -> Self {
         assert!((max_order as usize) < NR_ORDERS);
-        PageAlloc { memmap, zones: [EMPTY_ZONE; 2], max_order }
+        PageAlloc {
+            memmap,
+            zones: [EMPTY_ZONE; 2],
+            max_order,
+        }
     }
 
     pub fn memmap(&self) -> &M {
@@ -121,7 +129,10 @@ impl<M: Memmap> PageAlloc<M> {
         let (next, prev) = {
             let p = self.pg(pfn);
             p.flags &= !flags::BUDDY;
-            (core::mem::replace(&mut p.next, NO_PFN), core::mem::replace(&mut p.prev, NO_PFN))
+            (
+                core::mem::replace(&mut p.next, NO_PFN),
+                core::mem::replace(&mut p.prev, NO_PFN),
+            )
         };
         if prev != NO_PFN {
             self.pg(prev).next = next;
@@ -141,7 +152,8 @@ impl<M: Memmap> PageAlloc<M> {
         while order < self.max_order {
             let buddy = pfn ^ (1 << order);
             let Some(b) = self.page(buddy) else { break };
-            let mergeable = b.has(flags::BUDDY) && !b.has(flags::ISOLATED) && b.order as u32 == order && b.zone == zone as u8;
+            let mergeable =
+                b.has(flags::BUDDY) && !b.has(flags::ISOLATED) && b.order as u32 == order && b.zone == zone as u8;
             if !mergeable {
                 break;
             }
@@ -158,7 +170,9 @@ impl<M: Memmap> PageAlloc<M> {
     /// enter the allocator, so nothing merges across them).
     fn check_range(&self, start: u64, nr: u64) -> Result<(), BuddyError> {
         let populated = nr > 0 && self.memmap.valid(start) && self.memmap.valid(start + nr - 1);
-        let head_at_start = self.page(start).is_some_and(|p| !p.has(flags::BUDDY | flags::HEAD) || start % (1 << p.order) == 0);
+        let head_at_start = self
+            .page(start)
+            .is_some_and(|p| !p.has(flags::BUDDY | flags::HEAD) || start % (1 << p.order) == 0);
         if !populated || !head_at_start {
             return Err(BuddyError::BadRange { start, nr });
         }
@@ -220,7 +234,9 @@ impl<M: Memmap> PageAlloc<M> {
             AllocKind::Movable => &[ZoneId::Movable, ZoneId::Normal],
         };
         for &zone in zones {
-            let Some(found) = (order..=self.max_order).find(|&o| self.zones[zone as usize].free_area[o as usize].len > 0) else {
+            let Some(found) =
+                (order..=self.max_order).find(|&o| self.zones[zone as usize].free_area[o as usize].len > 0)
+            else {
                 continue;
             };
             let pfn = self.zones[zone as usize].free_area[found as usize].head;
@@ -263,12 +279,21 @@ impl<M: Memmap> PageAlloc<M> {
 
     /// Walk the heads of `[start, start + nr)`: free blocks (listed or parked), allocated
     /// blocks, and single unmanaged pages.
-    fn for_each_head(&mut self, start: u64, nr: u64, mut f: impl FnMut(&mut Self, u64, Page) -> Result<(), BuddyError>) -> Result<(), BuddyError> {
+    fn for_each_head(
+        &mut self,
+        start: u64,
+        nr: u64,
+        mut f: impl FnMut(&mut Self, u64, Page) -> Result<(), BuddyError>,
+    ) -> Result<(), BuddyError> {
         let mut pfn = start;
         while pfn < start + nr {
             let p = self.page(pfn).ok_or(BuddyError::BadRange { start, nr })?;
             f(self, pfn, p)?;
-            pfn += if p.has(flags::BUDDY | flags::HEAD) { 1 << p.order } else { 1 };
+            pfn += if p.has(flags::BUDDY | flags::HEAD) {
+                1 << p.order
+            } else {
+                1
+            };
         }
         Ok(())
     }
@@ -474,7 +499,11 @@ mod tests {
             a.free(p, 0).unwrap();
         }
         a.isolate_range(0, 1024).unwrap();
-        assert_eq!(a.offline_isolated(0, 1024), Err(BuddyError::Busy { pfn: 1000 }), "a reserved page pins its range");
+        assert_eq!(
+            a.offline_isolated(0, 1024),
+            Err(BuddyError::Busy { pfn: 1000 }),
+            "a reserved page pins its range"
+        );
     }
 
     #[test]

@@ -251,7 +251,11 @@ mod tests {
         assert_eq!(Geometry::new(14, 47).memmap_per_section(), 512 << 10);
         assert_eq!(Geometry::new(16, 48).memmap_per_section(), 512 << 10);
         assert_eq!(Geometry::new(16, 48).section_size(), 512 << 20);
-        let orders: [u32; 3] = [Geometry::new(12, 48).pageblock_order(), Geometry::new(14, 47).pageblock_order(), Geometry::new(16, 48).pageblock_order()];
+        let orders: [u32; 3] = [
+            Geometry::new(12, 48).pageblock_order(),
+            Geometry::new(14, 47).pageblock_order(),
+            Geometry::new(16, 48).pageblock_order(),
+        ];
         assert_eq!(orders, [9, 5, 3]);
         for g in Geometry::MATRIX {
             assert!(g.pageblock_order() <= g.max_order());

@@ -97,26 +97,51 @@ impl MemoryBlock {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HotplugError {
     /// Start or size not memory-block aligned, or size zero.
-    Misaligned { start: u64, size: u64, block_size: u64 },
+    Misaligned {
+        start: u64,
+        size: u64,
+        block_size: u64,
+    },
     /// Beyond the physical range the configuration can map.
-    OutOfRange { start: u64, size: u64, limit: u64 },
+    OutOfRange {
+        start: u64,
+        size: u64,
+        limit: u64,
+    },
     /// Overlaps boot RAM or memory added before.
-    Overlap { start: u64, size: u64 },
+    Overlap {
+        start: u64,
+        size: u64,
+    },
     NoSuchBlock(BlockId),
     /// No memory was added at this range.
-    NotAdded { start: u64, size: u64 },
+    NotAdded {
+        start: u64,
+        size: u64,
+    },
     /// The block is not in the state the request needs.
-    BadState { block: BlockId, state: BlockState },
+    BadState {
+        block: BlockId,
+        state: BlockState,
+    },
     /// Boot memory can never be offlined or removed.
     EarlyMemory(BlockId),
     /// An unmovable page is in use (or migration failed): the block stays online.
-    Busy { block: BlockId, pfn: u64 },
+    Busy {
+        block: BlockId,
+        pfn: u64,
+    },
     /// Removal of a range that is not offline.
     NotOffline(BlockId),
     /// The removal would split a block or contiguous mapping of the linear map.
-    WouldSplitLeaf { pa: u64 },
+    WouldSplitLeaf {
+        pa: u64,
+    },
     /// Self-hosted memmap: remove whole ranges as they were added.
-    Granularity { start: u64, size: u64 },
+    Granularity {
+        start: u64,
+        size: u64,
+    },
     /// Memmap on memory requested but impossible; the reason.
     MemmapOnMemory(&'static str),
     /// Out of memory for page tables or memmap.
@@ -132,8 +157,18 @@ impl core::fmt::Display for HotplugError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         use HotplugError::*;
         match *self {
-            Misaligned { start, size, block_size } => write!(f, "range {start:#x}+{size:#x} is not aligned to the memory block size {block_size:#x}"),
-            OutOfRange { start, size, limit } => write!(f, "range {start:#x}+{size:#x} is beyond the mappable physical range (limit {limit:#x})"),
+            Misaligned {
+                start,
+                size,
+                block_size,
+            } => write!(
+                f,
+                "range {start:#x}+{size:#x} is not aligned to the memory block size {block_size:#x}"
+            ),
+            OutOfRange { start, size, limit } => write!(
+                f,
+                "range {start:#x}+{size:#x} is beyond the mappable physical range (limit {limit:#x})"
+            ),
             Overlap { start, size } => write!(f, "range {start:#x}+{size:#x} overlaps RAM or memory added before"),
             NoSuchBlock(b) => write!(f, "memory block {b} does not exist"),
             NotAdded { start, size } => write!(f, "no memory was added at {start:#x}+{size:#x}"),
@@ -141,8 +176,14 @@ impl core::fmt::Display for HotplugError {
             EarlyMemory(b) => write!(f, "memory block {b} is boot memory and cannot be offlined or removed"),
             Busy { block, pfn } => write!(f, "memory block {block} has an unmovable page in use (pfn {pfn:#x})"),
             NotOffline(b) => write!(f, "memory block {b} is not offline"),
-            WouldSplitLeaf { pa } => write!(f, "removal would split a linear-map block or contiguous run at pa {pa:#x}"),
-            Granularity { start, size } => write!(f, "{start:#x}+{size:#x} is not a whole range as added (its memmap is self-hosted)"),
+            WouldSplitLeaf { pa } => write!(
+                f,
+                "removal would split a linear-map block or contiguous run at pa {pa:#x}"
+            ),
+            Granularity { start, size } => write!(
+                f,
+                "{start:#x}+{size:#x} is not a whole range as added (its memmap is self-hosted)"
+            ),
             MemmapOnMemory(why) => write!(f, "memmap on memory not possible: {why}"),
             NoMemory => write!(f, "out of memory for page tables or memmap"),
             NoSuchGroup(g) => write!(f, "memory group {g} does not exist"),
@@ -257,7 +298,16 @@ impl Hotplug {
         let bp = self.block_pages();
         self.blocks.insert(
             id,
-            MemoryBlock { id, start_pfn: id * bp, nr_pages: bp, state: BlockState::Online, zone: Some(ZoneId::Normal), group: None, altmap: None, early: true },
+            MemoryBlock {
+                id,
+                start_pfn: id * bp,
+                nr_pages: bp,
+                state: BlockState::Online,
+                zone: Some(ZoneId::Normal),
+                group: None,
+                altmap: None,
+                early: true,
+            },
         );
         self.present.normal += bp;
         self.present.kernel_early += bp;
@@ -270,7 +320,11 @@ impl Hotplug {
     /// `unit_pages` must be a power-of-two multiple of the block size.
     pub fn register_dynamic_group(&mut self, unit_pages: u64) -> Result<GroupId, HotplugError> {
         if !unit_pages.is_power_of_two() || unit_pages < self.block_pages() {
-            return Err(HotplugError::Misaligned { start: 0, size: unit_pages << self.geom.page_shift, block_size: self.block_size() });
+            return Err(HotplugError::Misaligned {
+                start: 0,
+                size: unit_pages << self.geom.page_shift,
+                block_size: self.block_size(),
+            });
         }
         Ok(self.register(GroupKind::Dynamic { unit_pages }))
     }
@@ -278,7 +332,15 @@ impl Hotplug {
     fn register(&mut self, kind: GroupKind) -> GroupId {
         let id = self.next_group;
         self.next_group += 1;
-        self.groups.insert(id, MemoryGroup { kind, present_kernel_pages: 0, present_movable_pages: 0, nr_blocks: 0 });
+        self.groups.insert(
+            id,
+            MemoryGroup {
+                kind,
+                present_kernel_pages: 0,
+                present_movable_pages: 0,
+                nr_blocks: 0,
+            },
+        );
         id
     }
 
@@ -311,10 +373,18 @@ impl Hotplug {
     fn check_range(&self, start: u64, size: u64) -> Result<(), HotplugError> {
         let bs = self.block_size();
         if size == 0 || start % bs != 0 || size % bs != 0 {
-            return Err(HotplugError::Misaligned { start, size, block_size: bs });
+            return Err(HotplugError::Misaligned {
+                start,
+                size,
+                block_size: bs,
+            });
         }
         if start.checked_add(size).is_none_or(|end| end > self.max_pa) {
-            return Err(HotplugError::OutOfRange { start, size, limit: self.max_pa });
+            return Err(HotplugError::OutOfRange {
+                start,
+                size,
+                limit: self.max_pa,
+            });
         }
         Ok(())
     }
@@ -336,7 +406,9 @@ impl Hotplug {
         flags: AddFlags,
     ) -> Result<Vec<BlockId>, HotplugError> {
         self.check_range(start, size)?;
-        if self.block_ids(start, size).any(|b| self.blocks.contains_key(&b)) || self.added.iter().any(|&(s, l, _)| start < s + l && s < start + size) {
+        if self.block_ids(start, size).any(|b| self.blocks.contains_key(&b))
+            || self.added.iter().any(|&(s, l, _)| start < s + l && s < start + size)
+        {
             return Err(HotplugError::Overlap { start, size });
         }
         if let Some(g) = group {
@@ -348,7 +420,8 @@ impl Hotplug {
             }
         }
         if flags.memmap_on_memory {
-            self.memmap_on_memory_supported().map_err(HotplugError::MemmapOnMemory)?;
+            self.memmap_on_memory_supported()
+                .map_err(HotplugError::MemmapOnMemory)?;
         }
 
         ops.map_linear(start, size)?;
@@ -381,13 +454,23 @@ impl Hotplug {
     /// block's zone (`None` = left offline).
     pub fn auto_online(&mut self, ops: &mut impl HotplugOps, ids: &[BlockId]) -> Vec<(BlockId, Option<ZoneId>)> {
         let t = self.default_online;
-        ids.iter().map(|&id| (id, t.and_then(|t| self.online_block(ops, id, t).ok()))).collect()
+        ids.iter()
+            .map(|&id| (id, t.and_then(|t| self.online_block(ops, id, t).ok())))
+            .collect()
     }
 
-    fn create_block(&self, ops: &mut impl HotplugOps, id: BlockId, group: Option<GroupId>, flags: AddFlags) -> Result<MemoryBlock, HotplugError> {
+    fn create_block(
+        &self,
+        ops: &mut impl HotplugOps,
+        id: BlockId,
+        group: Option<GroupId>,
+        flags: AddFlags,
+    ) -> Result<MemoryBlock, HotplugError> {
         let bp = self.block_pages();
         let pfn = id * bp;
-        let mut altmap = flags.memmap_on_memory.then(|| Altmap::new(pfn, pfn + bp - 1, 0, self.geom.memmap_pages_per_block()));
+        let mut altmap = flags
+            .memmap_on_memory
+            .then(|| Altmap::new(pfn, pfn + bp - 1, 0, self.geom.memmap_pages_per_block()));
         ops.populate_memmap(pfn, altmap.as_mut())?;
         ops.init_memmap(pfn, bp, id);
         let mut bits = state::PRESENT | state::HAS_MEMMAP;
@@ -395,11 +478,24 @@ impl Hotplug {
             bits |= state::SELF_HOSTED;
         }
         ops.section_update(id, bits, 0);
-        Ok(MemoryBlock { id, start_pfn: pfn, nr_pages: bp, state: BlockState::Offline, zone: None, group, altmap, early: false })
+        Ok(MemoryBlock {
+            id,
+            start_pfn: pfn,
+            nr_pages: bp,
+            state: BlockState::Offline,
+            zone: None,
+            group,
+            altmap,
+            early: false,
+        })
     }
 
     fn destroy_block(ops: &mut impl HotplugOps, b: &mut MemoryBlock) {
-        ops.section_update(b.id, 0, state::PRESENT | state::HAS_MEMMAP | state::SELF_HOSTED | state::ONLINE);
+        ops.section_update(
+            b.id,
+            0,
+            state::PRESENT | state::HAS_MEMMAP | state::SELF_HOSTED | state::ONLINE,
+        );
         ops.depopulate_memmap(b.start_pfn, b.altmap.as_mut());
     }
 
@@ -523,10 +619,18 @@ impl Hotplug {
 
     /// Online block `id` (Linux `memory_block_online`): self-hosted memmap pages first, then
     /// the rest into the zone; accounted only after success. Returns the zone.
-    pub fn online_block(&mut self, ops: &mut impl HotplugOps, id: BlockId, online_type: OnlineType) -> Result<ZoneId, HotplugError> {
+    pub fn online_block(
+        &mut self,
+        ops: &mut impl HotplugOps,
+        id: BlockId,
+        online_type: OnlineType,
+    ) -> Result<ZoneId, HotplugError> {
         let b = self.get(id)?;
         if b.state != BlockState::Offline {
-            return Err(HotplugError::BadState { block: id, state: b.state });
+            return Err(HotplugError::BadState {
+                block: id,
+                state: b.state,
+            });
         }
         let zone = self.zone_for(id, online_type);
         self.set_state(id, BlockState::GoingOnline);
@@ -558,7 +662,10 @@ impl Hotplug {
             return Err(HotplugError::EarlyMemory(id));
         }
         if b.state != BlockState::Online {
-            return Err(HotplugError::BadState { block: id, state: b.state });
+            return Err(HotplugError::BadState {
+                block: id,
+                state: b.state,
+            });
         }
         let zone = b.zone.unwrap_or(ZoneId::Normal);
         self.set_state(id, BlockState::GoingOffline);
@@ -602,7 +709,11 @@ impl Hotplug {
             let zone = b.zone.unwrap_or(ZoneId::Normal);
             if let Err(e) = self.offline_block(ops, id) {
                 for &(id, zone) in done.iter().rev() {
-                    let t = if zone == ZoneId::Movable { OnlineType::Movable } else { OnlineType::Kernel };
+                    let t = if zone == ZoneId::Movable {
+                        OnlineType::Movable
+                    } else {
+                        OnlineType::Kernel
+                    };
                     let _ = self.online_block(ops, id, t);
                 }
                 return Err(e);
@@ -630,7 +741,12 @@ impl Hotplug {
         // The range must consist of whole added ranges (memmap on memory: per-block altmaps
         // are owned by the blocks, and the add recorded how it was done).
         let end = start + size;
-        let inside: Vec<(u64, u64, bool)> = self.added.iter().copied().filter(|&(s, l, _)| s < end && start < s + l).collect();
+        let inside: Vec<(u64, u64, bool)> = self
+            .added
+            .iter()
+            .copied()
+            .filter(|&(s, l, _)| s < end && start < s + l)
+            .collect();
         if inside.iter().any(|&(s, l, mom)| (s < start || s + l > end) && mom) {
             return Err(HotplugError::Granularity { start, size });
         }

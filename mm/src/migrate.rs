@@ -28,7 +28,11 @@ pub struct Handles {
 
 impl Handles {
     pub const fn new() -> Self {
-        Handles { slots: Vec::new(), free_slots: Vec::new(), migrated_pages: 0 }
+        Handles {
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            migrated_pages: 0,
+        }
     }
 
     pub fn get(&self, h: Handle) -> Option<(u64, u32)> {
@@ -40,7 +44,10 @@ impl Handles {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (Handle, u64, u32)> + '_ {
-        self.slots.iter().enumerate().filter_map(|(i, s)| s.map(|(p, o)| (Handle(i as u32), p, o)))
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.map(|(p, o)| (Handle(i as u32), p, o)))
     }
 
     /// Allocate 2^order movable pages.

@@ -146,7 +146,9 @@ mod tests {
     use super::*;
     #[test]
     fn pfn_page_round_trip() {
-        let v = Vmemmap { base: 0xffff_8000_0000_0000 };
+        let v = Vmemmap {
+            base: 0xffff_8000_0000_0000,
+        };
         for pfn in [0, 1, 12345, 1 << 30] {
             assert_eq!(v.page_to_pfn(v.pfn_to_page(pfn)), pfn);
         }

@@ -246,12 +246,7 @@ impl<C: Config> PageTable<C> {
             Some(pa_last) if pa_last < PA_LIMIT => {}
             _ => return Err(MapError::OutOfRange),
         }
-        let req = MapReq {
-            va,
-            pa,
-            attrs,
-            flags,
-        };
+        let req = MapReq { va, pa, attrs, flags };
         let level = Self::GEOM.start_level();
         match stage::<C, _>(a, &req, self.root, level, va, last) {
             Ok(()) => {
@@ -606,13 +601,7 @@ fn commit<C: Config, A: TableAlloc>(a: &A, table: PhysAddr, level: u32, first: u
 
 /// Clears the staged entries of `[first, last]` and frees the tables they held. Nothing
 /// staged was ever valid, so no TLB maintenance is needed.
-fn rollback<C: Config, A: TableAlloc>(
-    a: &mut A,
-    table: PhysAddr,
-    level: u32,
-    first: u64,
-    last: u64,
-) {
+fn rollback<C: Config, A: TableAlloc>(a: &mut A, table: PhysAddr, level: u32, first: u64, last: u64) {
     let geo = C::GEOM;
     let shift = geo.level_shift(level);
     let is_last = level == 3;
@@ -821,15 +810,8 @@ mod tests {
         let mut pt = PageTable::<Cfg4K48>::new(&mut a).unwrap();
         // 1 GiB + 2 MiB + 64 KiB + 4 KiB, everything aligned: one of each leaf kind.
         let size = (1 << 30) + (2 << 20) + (64 << 10) + 4096;
-        pt.map(
-            &mut a,
-            KVA,
-            0x40_0000_0000,
-            size,
-            Attrs::NORMAL_RW,
-            MapFlags::LARGEST,
-        )
-        .unwrap();
+        pt.map(&mut a, KVA, 0x40_0000_0000, size, Attrs::NORMAL_RW, MapFlags::LARGEST)
+            .unwrap();
         let c = pt.count(&a);
         assert_eq!(c.leaves, [0, 1, 1, 17]);
         assert_eq!(c.cont, [0, 0, 0, 16]);
@@ -841,13 +823,8 @@ mod tests {
         assert_eq!(leaf.pa, 0x40_0000_0000 + (1 << 30) + (2 << 20) + 0xf123);
         assert_eq!((leaf.level, leaf.size, leaf.contiguous), (3, 4096, true));
         assert_eq!(pt.walk(&a, KVA + size).leaf, None);
-        let s = pt
-            .unmap_within(&mut a, &mut tlb, KVA, size, KVA, 0)
-            .unwrap();
-        assert_eq!(
-            (s.leaves, s.cont_leaves, s.bytes, s.tables_freed),
-            (19, 16, size, 3)
-        );
+        let s = pt.unmap_within(&mut a, &mut tlb, KVA, size, KVA, 0).unwrap();
+        assert_eq!((s.leaves, s.cont_leaves, s.bytes, s.tables_freed), (19, 16, size, 3));
         assert_eq!(pt.count(&a).tables, 1);
         assert_eq!(a.live(), 1);
     }
@@ -856,33 +833,16 @@ mod tests {
     fn two_level_16k_and_64k() {
         let mut a = HostTables::new(16384);
         let mut pt = PageTable::<Cfg16K36>::new(&mut a).unwrap();
-        pt.map(
-            &mut a,
-            0,
-            0x8000_0000,
-            64 << 20,
-            Attrs::NORMAL_RW,
-            MapFlags::LARGEST,
-        )
-        .unwrap();
+        pt.map(&mut a, 0, 0x8000_0000, 64 << 20, Attrs::NORMAL_RW, MapFlags::LARGEST)
+            .unwrap();
         assert_eq!(pt.count(&a).leaves, [0, 0, 2, 0]);
         assert_eq!(pt.walk(&a, 0x10_0000).leaf.unwrap().pa, 0x8010_0000);
         let mut a = HostTables::new(65536);
         let mut pt = PageTable::<Cfg64K48>::new(&mut a).unwrap();
-        pt.map(
-            &mut a,
-            KVA,
-            0x8000_0000,
-            2 << 20,
-            Attrs::NORMAL_RW,
-            MapFlags::LARGEST,
-        )
-        .unwrap();
+        pt.map(&mut a, KVA, 0x8000_0000, 2 << 20, Attrs::NORMAL_RW, MapFlags::LARGEST)
+            .unwrap();
         let c = pt.count(&a);
-        assert_eq!(
-            (c.leaves, c.cont, c.tables),
-            ([0, 0, 0, 32], [0, 0, 0, 32], 3)
-        );
+        assert_eq!((c.leaves, c.cont, c.tables), ([0, 0, 0, 32], [0, 0, 0, 32], 3));
     }
 
     #[test]
@@ -892,18 +852,9 @@ mod tests {
         let mut pt = PageTable::<Cfg4K48>::new(&mut a).unwrap();
         let rw = Attrs::NORMAL_RW;
         let f = MapFlags::LARGEST;
-        assert_eq!(
-            pt.map(&mut a, KVA + 1, 0, 4096, rw, f),
-            Err(MapError::Misaligned)
-        );
-        assert_eq!(
-            pt.map(&mut a, KVA, 0x800, 4096, rw, f),
-            Err(MapError::Misaligned)
-        );
-        assert_eq!(
-            pt.map(&mut a, KVA, 0, 100, rw, f),
-            Err(MapError::Misaligned)
-        );
+        assert_eq!(pt.map(&mut a, KVA + 1, 0, 4096, rw, f), Err(MapError::Misaligned));
+        assert_eq!(pt.map(&mut a, KVA, 0x800, 4096, rw, f), Err(MapError::Misaligned));
+        assert_eq!(pt.map(&mut a, KVA, 0, 100, rw, f), Err(MapError::Misaligned));
         assert_eq!(
             pt.map(&mut a, KVA, PA_LIMIT - 4096, 8192, rw, f),
             Err(MapError::OutOfRange)
@@ -922,19 +873,12 @@ mod tests {
         );
         assert_eq!(pt.map(&mut a, KVA, 0, 0, rw, f), Ok(()));
         // The very top page of the address space is fine.
-        pt.map(&mut a, u64::MAX - 4095, 0x1000, 4096, rw, f)
-            .unwrap();
+        pt.map(&mut a, u64::MAX - 4095, 0x1000, 4096, rw, f).unwrap();
         assert_eq!(pt.walk(&a, u64::MAX).leaf.unwrap().pa, 0x1fff);
         let s = pt.unmap(&mut a, &mut tlb, u64::MAX - 4095, 4096).unwrap();
         assert_eq!((s.leaves, s.tables_freed), (1, 0)); // the pte table spans 2 MiB
-        assert_eq!(
-            pt.unmap(&mut a, &mut tlb, KVA, 4096),
-            Ok(UnmapStats::default())
-        );
-        assert_eq!(
-            pt.unmap(&mut a, &mut tlb, KVA + 4, 4096),
-            Err(MapError::Misaligned)
-        );
+        assert_eq!(pt.unmap(&mut a, &mut tlb, KVA, 4096), Ok(UnmapStats::default()));
+        assert_eq!(pt.unmap(&mut a, &mut tlb, KVA + 4, 4096), Err(MapError::Misaligned));
         assert_eq!(
             pt.unmap_within(&mut a, &mut tlb, KVA, 4096, KVA + 4096, 0),
             Err(MapError::OutOfRange)

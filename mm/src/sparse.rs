@@ -18,8 +18,13 @@ pub mod state {
     /// Its memmap lives in its own memory (altmap / memmap on memory).
     pub const SELF_HOSTED: u8 = 1 << 4;
 
-    pub const NAMES: [(u8, &str); 5] =
-        [(PRESENT, "present"), (HAS_MEMMAP, "memmap"), (ONLINE, "online"), (EARLY, "early"), (SELF_HOSTED, "self-hosted")];
+    pub const NAMES: [(u8, &str); 5] = [
+        (PRESENT, "present"),
+        (HAS_MEMMAP, "memmap"),
+        (ONLINE, "online"),
+        (EARLY, "early"),
+        (SELF_HOSTED, "self-hosted"),
+    ];
 }
 
 /// Highest physical address the model covers (1 TiB), unless the linear map is smaller.
@@ -36,7 +41,10 @@ impl Sparse {
     /// Sections covering `[0, max_pa)`.
     pub fn new(geom: Geometry, max_pa: u64) -> Self {
         let n = max_pa.div_ceil(geom.section_size()) as usize;
-        Sparse { geom, sections: (0..n).map(|_| AtomicU8::new(0)).collect() }
+        Sparse {
+            geom,
+            sections: (0..n).map(|_| AtomicU8::new(0)).collect(),
+        }
     }
 
     pub fn geometry(&self) -> Geometry {
@@ -93,7 +101,11 @@ impl Sparse {
 
     /// Sections with any of `bits` set.
     pub fn iter_with(&self, bits: u8) -> impl Iterator<Item = (usize, u8)> + '_ {
-        self.sections.iter().enumerate().map(|(i, s)| (i, s.load(Ordering::Acquire))).filter(move |(_, s)| s & bits != 0)
+        self.sections
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, s.load(Ordering::Acquire)))
+            .filter(move |(_, s)| s & bits != 0)
     }
 }
 

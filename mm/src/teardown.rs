@@ -52,7 +52,13 @@ pub struct TeardownChecker {
 
 impl TeardownChecker {
     pub const fn new() -> Self {
-        TeardownChecker { pending: Vec::new(), violations: Vec::new(), clears: 0, invalidations: 0, frees_checked: 0 }
+        TeardownChecker {
+            pending: Vec::new(),
+            violations: Vec::new(),
+            clears: 0,
+            invalidations: 0,
+            frees_checked: 0,
+        }
     }
 
     /// An entry translating `[va, va + size)` to `[pa, pa + pa_size)` was cleared.
@@ -64,7 +70,8 @@ impl TeardownChecker {
     /// Leaf (or walk-cache) entries of `[start, end)` were invalidated on all CPUs.
     pub fn invalidated(&mut self, start: u64, end: u64) {
         self.invalidations += 1;
-        self.pending.retain(|p| !(p.va >= start && p.va.wrapping_add(p.size) <= end));
+        self.pending
+            .retain(|p| !(p.va >= start && p.va.wrapping_add(p.size) <= end));
     }
 
     /// The walk cache for the table entry covering `va` was invalidated: drop the pending
@@ -82,11 +89,19 @@ impl TeardownChecker {
     /// `[pa, pa + size)` is about to be freed: fine unless a pending entry points into it.
     pub fn freeing(&mut self, pa: u64, size: u64) -> Result<(), Violation> {
         self.frees_checked += 1;
-        let hit = self.pending.iter().find(|p| p.pa < pa + size && pa < p.pa + p.pa_size).copied();
+        let hit = self
+            .pending
+            .iter()
+            .find(|p| p.pa < pa + size && pa < p.pa + p.pa_size)
+            .copied();
         match hit {
             None => Ok(()),
             Some(stale) => {
-                let v = Violation { freed_pa: pa, freed_size: size, stale };
+                let v = Violation {
+                    freed_pa: pa,
+                    freed_size: size,
+                    stale,
+                };
                 self.violations.push(v);
                 Err(v)
             }
@@ -128,7 +143,10 @@ mod tests {
         let mut c = TeardownChecker::new();
         c.cleared(0x1000, 0x2000, 0x9000, 0x2000);
         c.invalidated(0x1000, 0x2000);
-        assert!(c.freeing(0x9000, 0x1000).is_err(), "half of the entry's range is not enough");
+        assert!(
+            c.freeing(0x9000, 0x1000).is_err(),
+            "half of the entry's range is not enough"
+        );
         c.invalidated_all();
         assert!(c.freeing(0x9000, 0x2000).is_ok());
     }

@@ -113,7 +113,11 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
                 let pfn = a.alloc_pfns(n).map_err(VmemmapError::AltmapExhausted)?;
                 Ok((pfn << C::GEOM.page_shift, true))
             }
-            None => self.source.alloc_pages(n.trailing_zeros()).map(|pa| (pa, false)).ok_or(VmemmapError::NoMemory),
+            None => self
+                .source
+                .alloc_pages(n.trailing_zeros())
+                .map(|pa| (pa, false))
+                .ok_or(VmemmapError::NoMemory),
         }
     }
 
@@ -130,7 +134,12 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
     }
 
     /// Linux `vmemmap_populate(start, end, node, altmap)` for one section's memmap.
-    pub fn populate(&mut self, start: VirtAddr, end: VirtAddr, mut altmap: Option<&mut Altmap>) -> Result<PopulateStats, VmemmapError> {
+    pub fn populate(
+        &mut self,
+        start: VirtAddr,
+        end: VirtAddr,
+        mut altmap: Option<&mut Altmap>,
+    ) -> Result<PopulateStats, VmemmapError> {
         self.check(start, end)?;
         let mut created: Vec<Created> = Vec::new();
         let mut stats = PopulateStats::default();
@@ -202,7 +211,17 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
             if let Some(c) = cont {
                 if va % c == 0 && va + c <= end && self.range_empty(va, va + c) {
                     if let Ok(backing) = self.alloc_backing(c, altmap) {
-                        self.map_leaf(va, c, backing, MapFlags { block: false, cont: true }, created, stats)?;
+                        self.map_leaf(
+                            va,
+                            c,
+                            backing,
+                            MapFlags {
+                                block: false,
+                                cont: true,
+                            },
+                            created,
+                            stats,
+                        )?;
                         stats.pages += c / page;
                         stats.cont_pages += c / page;
                         va += c;
@@ -231,7 +250,12 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
         created: &mut Vec<Created>,
         stats: &mut PopulateStats,
     ) -> Result<(), VmemmapError> {
-        created.push(Created { va, size, pa, altmap: from_altmap });
+        created.push(Created {
+            va,
+            size,
+            pa,
+            altmap: from_altmap,
+        });
         self.pt.map(self.tables, va, pa, size, Attrs::NORMAL_RW, flags)?;
         stats.bytes += size;
         if from_altmap {
@@ -241,7 +265,9 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
     }
 
     fn range_empty(&self, start: VirtAddr, end: VirtAddr) -> bool {
-        (start..end).step_by(Self::PAGE as usize).all(|v| self.pt.walk(self.tables, v).leaf.is_none())
+        (start..end)
+            .step_by(Self::PAGE as usize)
+            .all(|v| self.pt.walk(self.tables, v).leaf.is_none())
     }
 
     /// Undo this call's leaves: unmap (clear → TLBI → free empty tables), then release backing.
@@ -249,7 +275,9 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
         for c in created.iter().rev() {
             let mapped = self.pt.walk(self.tables, c.va).leaf.is_some_and(|l| l.pa == c.pa);
             if mapped {
-                let _ = self.pt.unmap_within(self.tables, self.tlb, c.va, c.size, self.region.0, self.region.1);
+                let _ = self
+                    .pt
+                    .unmap_within(self.tables, self.tlb, c.va, c.size, self.region.0, self.region.1);
             }
             if c.altmap {
                 if let Some(a) = altmap {
@@ -264,7 +292,12 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
     /// Linux `vmemmap_free(start, end, altmap)`: unmap the memmap of `[start, end)` — leaves
     /// cleared, one TLB invalidation, empty tables inside the vmemmap region freed — and only
     /// then release each leaf's backing to the altmap or the source it came from.
-    pub fn free(&mut self, start: VirtAddr, end: VirtAddr, mut altmap: Option<&mut Altmap>) -> Result<FreeStats, VmemmapError> {
+    pub fn free(
+        &mut self,
+        start: VirtAddr,
+        end: VirtAddr,
+        mut altmap: Option<&mut Altmap>,
+    ) -> Result<FreeStats, VmemmapError> {
         self.check(start, end)?;
         // Collect the leaves (and what backs them) before the mappings disappear.
         let mut leaves: Vec<(PhysAddr, u64)> = Vec::new();
@@ -275,7 +308,11 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
                 Some(l) => {
                     let base_va = va & !(l.size - 1);
                     // A contiguous run was allocated in one piece: release it as one.
-                    let size = if l.contiguous && l.level == 3 && va % cont == 0 { cont } else { l.size };
+                    let size = if l.contiguous && l.level == 3 && va % cont == 0 {
+                        cont
+                    } else {
+                        l.size
+                    };
                     if !(l.contiguous && l.level == 3 && va % cont != 0) {
                         leaves.push((l.pa - (va - base_va), size));
                     }
@@ -284,8 +321,15 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
                 None => va += Self::PAGE,
             }
         }
-        let u = self.pt.unmap_within(self.tables, self.tlb, start, end - start, self.region.0, self.region.1)?;
-        let mut stats = FreeStats { leaves: u.leaves, bytes: u.bytes, altmap_pages: 0, tables_freed: u.tables_freed };
+        let u = self
+            .pt
+            .unmap_within(self.tables, self.tlb, start, end - start, self.region.0, self.region.1)?;
+        let mut stats = FreeStats {
+            leaves: u.leaves,
+            bytes: u.bytes,
+            altmap_pages: 0,
+            tables_freed: u.tables_freed,
+        };
         for (pa, size) in leaves {
             if self.free_backing(pa, size, &mut altmap) {
                 stats.altmap_pages += size / Self::PAGE;

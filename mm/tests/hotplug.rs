@@ -78,7 +78,10 @@ impl<C: Config> Machine<C> {
         let g = C::GEOM;
         let mut tables = HostTables::new(g.page_size());
         let pt = PageTable::<C>::new(&mut tables).unwrap();
-        let memmap = HostMemmap { sections: Rc::default(), pages_per_section: g.pages_per_section() };
+        let memmap = HostMemmap {
+            sections: Rc::default(),
+            pages_per_section: g.pages_per_section(),
+        };
         Machine {
             pt,
             tables,
@@ -123,7 +126,13 @@ impl<C: Config> Machine<C> {
     }
 
     fn vmemmap(&mut self) -> Vmemmap<'_, C, HostTables, Source, RecordingTlb> {
-        Vmemmap { pt: &mut self.pt, tables: &mut self.tables, source: &mut self.source, tlb: &mut self.tlb, region: Self::vmemmap_region() }
+        Vmemmap {
+            pt: &mut self.pt,
+            tables: &mut self.tables,
+            source: &mut self.source,
+            tlb: &mut self.tlb,
+            region: Self::vmemmap_region(),
+        }
     }
 
     /// Everything that must return to baseline after a failed or undone operation.
@@ -133,7 +142,10 @@ impl<C: Config> Machine<C> {
             self.source.live.len(),
             self.sparse.iter_with(0xff).collect(),
             self.memmap.sections.borrow().len(),
-            [self.alloc.counters(ZoneId::Normal), self.alloc.counters(ZoneId::Movable)],
+            [
+                self.alloc.counters(ZoneId::Normal),
+                self.alloc.counters(ZoneId::Movable),
+            ],
         )
     }
 }
@@ -141,7 +153,16 @@ impl<C: Config> Machine<C> {
 impl<C: Config> HotplugOps for Machine<C> {
     fn map_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
         self.injected()?;
-        self.pt.map(&mut self.tables, Self::linear(pa), pa, size, Attrs::NORMAL_RW, MapFlags::LARGEST).map_err(|_| HotplugError::NoMemory)
+        self.pt
+            .map(
+                &mut self.tables,
+                Self::linear(pa),
+                pa,
+                size,
+                Attrs::NORMAL_RW,
+                MapFlags::LARGEST,
+            )
+            .map_err(|_| HotplugError::NoMemory)
     }
 
     fn check_unmap_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
@@ -149,7 +170,11 @@ impl<C: Config> HotplugOps for Machine<C> {
         for (edge, inside_from_right) in [(pa, true), (pa + size, false)] {
             let probe = if inside_from_right { edge } else { edge - g.page_size() };
             if let Some(l) = self.pt.walk(&self.tables, Self::linear(probe)).leaf {
-                let span = if l.contiguous { g.cont_size(l.level).unwrap_or(l.size) } else { l.size };
+                let span = if l.contiguous {
+                    g.cont_size(l.level).unwrap_or(l.size)
+                } else {
+                    l.size
+                };
                 if edge % span != 0 {
                     return Err(HotplugError::WouldSplitLeaf { pa: edge });
                 }
@@ -160,33 +185,54 @@ impl<C: Config> HotplugOps for Machine<C> {
 
     fn unmap_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
         let (lo, hi) = Self::linear_region();
-        self.pt.unmap_within(&mut self.tables, &mut self.tlb, Self::linear(pa), size, lo, hi).map(|_| ()).map_err(|_| HotplugError::WouldSplitLeaf { pa })
+        self.pt
+            .unmap_within(&mut self.tables, &mut self.tlb, Self::linear(pa), size, lo, hi)
+            .map(|_| ())
+            .map_err(|_| HotplugError::WouldSplitLeaf { pa })
     }
 
     fn populate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>) -> Result<(), HotplugError> {
         self.injected()?;
         let g = C::GEOM;
         let start = Self::vmemmap_region().0 + section_pfn * 64;
-        self.vmemmap().populate(start, start + g.memmap_per_section(), altmap).map_err(|e| match e {
-            mm::vmemmap::VmemmapError::AltmapExhausted(_) => HotplugError::MemmapOnMemory("altmap exhausted"),
-            _ => HotplugError::NoMemory,
-        })?;
-        let pages = (0..g.pages_per_section()).map(|_| UnsafeCell::new(Page::INIT)).collect();
-        self.memmap.sections.borrow_mut().insert(section_pfn / g.pages_per_section(), pages);
+        self.vmemmap()
+            .populate(start, start + g.memmap_per_section(), altmap)
+            .map_err(|e| match e {
+                mm::vmemmap::VmemmapError::AltmapExhausted(_) => HotplugError::MemmapOnMemory("altmap exhausted"),
+                _ => HotplugError::NoMemory,
+            })?;
+        let pages = (0..g.pages_per_section())
+            .map(|_| UnsafeCell::new(Page::INIT))
+            .collect();
+        self.memmap
+            .sections
+            .borrow_mut()
+            .insert(section_pfn / g.pages_per_section(), pages);
         Ok(())
     }
 
     fn depopulate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>) {
         let g = C::GEOM;
-        self.memmap.sections.borrow_mut().remove(&(section_pfn / g.pages_per_section()));
+        self.memmap
+            .sections
+            .borrow_mut()
+            .remove(&(section_pfn / g.pages_per_section()));
         let start = Self::vmemmap_region().0 + section_pfn * 64;
-        self.vmemmap().free(start, start + g.memmap_per_section(), altmap).unwrap();
+        self.vmemmap()
+            .free(start, start + g.memmap_per_section(), altmap)
+            .unwrap();
     }
 
     fn init_memmap(&mut self, pfn: u64, nr: u64, block: BlockId) {
         for p in pfn..pfn + nr {
             // SAFETY: populated just before; no other reference.
-            unsafe { *self.memmap.page(p) = Page { block: block as u32, flags: flags::RESERVED | flags::OFFLINE, ..Page::INIT } };
+            unsafe {
+                *self.memmap.page(p) = Page {
+                    block: block as u32,
+                    flags: flags::RESERVED | flags::OFFLINE,
+                    ..Page::INIT
+                }
+            };
         }
     }
 
@@ -215,7 +261,10 @@ impl<C: Config> HotplugOps for Machine<C> {
 
     fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) -> Result<(), HotplugError> {
         self.injected()?;
-        self.alloc.online_range(zone, 0, pfn, nr).map(|_| ()).map_err(|_| HotplugError::NoMemory)
+        self.alloc
+            .online_range(zone, 0, pfn, nr)
+            .map(|_| ())
+            .map_err(|_| HotplugError::NoMemory)
     }
 
     fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
@@ -244,7 +293,9 @@ fn boot<C: Config>() -> (Machine<C>, Hotplug) {
         m.populate_memmap(pfn, None).unwrap();
         m.init_memmap(pfn, g.pages_per_section(), id);
         m.section_update(id, state::PRESENT | state::HAS_MEMMAP | state::EARLY | state::ONLINE, 0);
-        m.alloc.online_range(ZoneId::Normal, 0, pfn, g.pages_per_section()).unwrap();
+        m.alloc
+            .online_range(ZoneId::Normal, 0, pfn, g.pages_per_section())
+            .unwrap();
         hp.add_boot_block(id);
     }
     hp.default_online = None;
@@ -257,7 +308,6 @@ fn base<C: Config>() -> u64 {
 }
 
 const MOM: AddFlags = AddFlags { memmap_on_memory: true };
-
 
 matrix!(
     add_online_offline_remove_round_trip,
@@ -305,12 +355,19 @@ fn memmap_on_memory_geometry<C: Config>() {
     let n_vm = b.nr_vmemmap_pages();
     assert_eq!(n_vm, g.memmap_pages_per_block());
     let alt = b.altmap.unwrap();
-    assert_eq!((alt.alloc, alt.base_pfn), (n_vm, b.start_pfn), "the whole memmap came from the block's own first pages");
+    assert_eq!(
+        (alt.alloc, alt.base_pfn),
+        (n_vm, b.start_pfn),
+        "the whole memmap came from the block's own first pages"
+    );
     // Every memmap page of the block is backed by the block itself.
     let vm = Machine::<C>::vmemmap_region().0 + b.start_pfn * 64;
     for va in (vm..vm + g.memmap_per_section()).step_by(g.page_size() as usize) {
         let pa = m.pt.walk(&m.tables, va).leaf.unwrap().pa;
-        assert!((b.start_pfn..b.start_pfn + n_vm).contains(&(pa >> g.page_shift)), "memmap page at {pa:#x} outside the vmemmap pages");
+        assert!(
+            (b.start_pfn..b.start_pfn + n_vm).contains(&(pa >> g.page_shift)),
+            "memmap page at {pa:#x} outside the vmemmap pages"
+        );
     }
     assert_eq!(m.source.live.len(), boot_backing, "no memmap from pre-existing memory");
     hp.online_block(&mut m, ids[0], OnlineType::Movable).unwrap();
@@ -321,7 +378,10 @@ fn memmap_on_memory_geometry<C: Config>() {
     while let Some(p) = m.alloc.alloc(0, AllocKind::Movable) {
         got.push(p);
     }
-    assert!(got.iter().all(|&p| p >= first || p < b.start_pfn), "a self-hosted memmap page was handed out");
+    assert!(
+        got.iter().all(|&p| p >= first || p < b.start_pfn),
+        "a self-hosted memmap page was handed out"
+    );
     assert!(m.alloc.page(b.start_pfn).unwrap().has(flags::VMEMMAP_SELF_HOSTED));
 }
 
@@ -356,23 +416,51 @@ fn fault_injection_at_every_step_of_add<C: Config>() {
     hp.add_memory(&mut m, None, base::<C>(), size, MOM).unwrap();
     let present = hp.present;
     m.fail_in = Some(0);
-    assert_eq!(hp.online_block(&mut m, 8, OnlineType::Auto), Err(HotplugError::Injected));
+    assert_eq!(
+        hp.online_block(&mut m, 8, OnlineType::Auto),
+        Err(HotplugError::Injected)
+    );
     assert_eq!(hp.block(8).unwrap().state, BlockState::Offline);
     assert_eq!(hp.present, present);
-    assert!(!m.alloc.page(8 * g.pages_per_section()).unwrap().has(flags::VMEMMAP_SELF_HOSTED));
+    assert!(!m
+        .alloc
+        .page(8 * g.pages_per_section())
+        .unwrap()
+        .has(flags::VMEMMAP_SELF_HOSTED));
 }
 
 fn state_machine_transitions_and_vetoes<C: Config>() {
     let g = C::GEOM;
     let (mut m, mut hp) = boot::<C>();
     hp.add_memory(&mut m, None, base::<C>(), g.section_size(), MOM).unwrap();
-    assert_eq!(hp.offline_block(&mut m, 8), Err(HotplugError::BadState { block: 8, state: BlockState::Offline }));
+    assert_eq!(
+        hp.offline_block(&mut m, 8),
+        Err(HotplugError::BadState {
+            block: 8,
+            state: BlockState::Offline
+        })
+    );
     hp.online_block(&mut m, 8, OnlineType::Kernel).unwrap();
-    assert_eq!(hp.online_block(&mut m, 8, OnlineType::Kernel), Err(HotplugError::BadState { block: 8, state: BlockState::Online }));
-    assert_eq!(hp.remove_memory(&mut m, base::<C>(), g.section_size()), Err(HotplugError::NotOffline(8)));
+    assert_eq!(
+        hp.online_block(&mut m, 8, OnlineType::Kernel),
+        Err(HotplugError::BadState {
+            block: 8,
+            state: BlockState::Online
+        })
+    );
+    assert_eq!(
+        hp.remove_memory(&mut m, base::<C>(), g.section_size()),
+        Err(HotplugError::NotOffline(8))
+    );
     assert_eq!(hp.offline_block(&mut m, 2), Err(HotplugError::EarlyMemory(2)));
-    assert_eq!(hp.remove_memory(&mut m, 2 * g.section_size(), g.section_size()), Err(HotplugError::EarlyMemory(2)));
-    assert_eq!(hp.online_block(&mut m, 99, OnlineType::Kernel), Err(HotplugError::NoSuchBlock(99)));
+    assert_eq!(
+        hp.remove_memory(&mut m, 2 * g.section_size(), g.section_size()),
+        Err(HotplugError::EarlyMemory(2))
+    );
+    assert_eq!(
+        hp.online_block(&mut m, 99, OnlineType::Kernel),
+        Err(HotplugError::NoSuchBlock(99))
+    );
     // Injected offline failure: back to online, counters unchanged.
     let present = hp.present;
     m.fail_in = Some(0);
@@ -387,9 +475,15 @@ fn counters_identical_after_cycles<C: Config>() {
     let g = C::GEOM;
     let (mut m, mut hp) = boot::<C>();
     let grp = hp.register_static_group(2 * g.pages_per_section());
-    hp.add_memory(&mut m, Some(grp), base::<C>(), 2 * g.section_size(), MOM).unwrap();
+    hp.add_memory(&mut m, Some(grp), base::<C>(), 2 * g.section_size(), MOM)
+        .unwrap();
     let (present, group, alloc) = (hp.present, *hp.group(grp).unwrap(), m.snapshot());
-    for t in [OnlineType::Kernel, OnlineType::Movable, OnlineType::Auto, OnlineType::Movable] {
+    for t in [
+        OnlineType::Kernel,
+        OnlineType::Movable,
+        OnlineType::Auto,
+        OnlineType::Movable,
+    ] {
         for id in [8, 9] {
             hp.online_block(&mut m, id, t).unwrap();
         }
@@ -400,7 +494,11 @@ fn counters_identical_after_cycles<C: Config>() {
         for x in h {
             m.handles.free(&mut m.alloc, x).unwrap();
         }
-        assert_eq!((hp.present, *hp.group(grp).unwrap()), (present, group), "after a {t:?} cycle");
+        assert_eq!(
+            (hp.present, *hp.group(grp).unwrap()),
+            (present, group),
+            "after a {t:?} cycle"
+        );
         assert_eq!(m.snapshot(), alloc);
     }
 }
@@ -414,7 +512,10 @@ fn offline_migrates_movable_pages<C: Config>() {
     for i in 0..64u64 {
         let h = m.handles.alloc(&mut m.alloc, (i % 3) as u32).unwrap();
         let (pfn, _) = m.handles.get(h).unwrap();
-        assert!(pfn >= 8 * g.pages_per_section(), "movable allocations prefer ZONE_MOVABLE");
+        assert!(
+            pfn >= 8 * g.pages_per_section(),
+            "movable allocations prefer ZONE_MOVABLE"
+        );
         m.contents.insert(pfn, i * 7919);
         hs.push((h, i * 7919));
     }
@@ -447,9 +548,16 @@ fn unmovable_page_makes_offline_busy<C: Config>() {
     }
     let pinned = pinned.expect("a kernel page in the new block");
     let (present, free) = (hp.present, m.alloc.counters(ZoneId::Normal));
-    assert!(matches!(hp.offline_block(&mut m, 8), Err(HotplugError::Busy { block: 8, .. })));
+    assert!(matches!(
+        hp.offline_block(&mut m, 8),
+        Err(HotplugError::Busy { block: 8, .. })
+    ));
     assert_eq!(hp.block(8).unwrap().state, BlockState::Online);
-    assert_eq!((hp.present, m.alloc.counters(ZoneId::Normal)), (present, free), "veto restored the counters");
+    assert_eq!(
+        (hp.present, m.alloc.counters(ZoneId::Normal)),
+        (present, free),
+        "veto restored the counters"
+    );
     // Still usable: allocations come from it.
     assert!(m.alloc.alloc(0, AllocKind::Kernel).is_some());
     m.alloc.free(pinned, 0).unwrap();
@@ -468,14 +576,35 @@ fn bad_requests_change_nothing<C: Config>() {
         ((1 << 40) - bs, 2 * bs),
     ];
     for (s, l) in cases {
-        assert!(hp.add_memory(&mut m, None, s, l, MOM).is_err(), "{s:#x}+{l:#x} accepted");
+        assert!(
+            hp.add_memory(&mut m, None, s, l, MOM).is_err(),
+            "{s:#x}+{l:#x} accepted"
+        );
         assert_eq!(m.snapshot(), before);
     }
     hp.add_memory(&mut m, None, base::<C>(), 2 * bs, MOM).unwrap();
-    assert_eq!(hp.add_memory(&mut m, None, base::<C>() + bs, bs, MOM), Err(HotplugError::Overlap { start: base::<C>() + bs, size: bs }));
+    assert_eq!(
+        hp.add_memory(&mut m, None, base::<C>() + bs, bs, MOM),
+        Err(HotplugError::Overlap {
+            start: base::<C>() + bs,
+            size: bs
+        })
+    );
     // Self-hosted memmap: remove whole ranges as added.
-    assert_eq!(hp.remove_memory(&mut m, base::<C>(), bs), Err(HotplugError::Granularity { start: base::<C>(), size: bs }));
-    assert_eq!(hp.remove_memory(&mut m, base::<C>() + 4 * bs, bs), Err(HotplugError::NotAdded { start: base::<C>() + 4 * bs, size: bs }));
+    assert_eq!(
+        hp.remove_memory(&mut m, base::<C>(), bs),
+        Err(HotplugError::Granularity {
+            start: base::<C>(),
+            size: bs
+        })
+    );
+    assert_eq!(
+        hp.remove_memory(&mut m, base::<C>() + 4 * bs, bs),
+        Err(HotplugError::NotAdded {
+            start: base::<C>() + 4 * bs,
+            size: bs
+        })
+    );
 }
 
 /// A removal that would split a linear-map leaf is rejected before anything changes.
@@ -494,7 +623,12 @@ fn leaf_splitting_removal_is_rejected<C: Config>() {
     hp.offline_block(&mut m, first).err(); // offline already
     let before = m.snapshot();
     let r = hp.remove_memory(&mut m, span, g.section_size());
-    assert_eq!(r, Err(HotplugError::WouldSplitLeaf { pa: span + g.section_size() }));
+    assert_eq!(
+        r,
+        Err(HotplugError::WouldSplitLeaf {
+            pa: span + g.section_size()
+        })
+    );
     assert_eq!(m.snapshot(), before);
     assert!(hp.block(first).is_some());
     hp.remove_memory(&mut m, span, span).unwrap();
@@ -514,15 +648,34 @@ fn auto_movable_vector() {
     let grp = hp.register_dynamic_group(g.pages_per_section()).unwrap();
     let mut got = String::new();
     for i in 0..16 {
-        let ids = hp.add_memory(&mut m, Some(grp), base::<C>() + i * g.section_size(), g.section_size(), MOM).unwrap();
+        let ids = hp
+            .add_memory(
+                &mut m,
+                Some(grp),
+                base::<C>() + i * g.section_size(),
+                g.section_size(),
+                MOM,
+            )
+            .unwrap();
         let z = hp.online_block(&mut m, ids[0], OnlineType::Auto).unwrap();
         got.push_str(if z == ZoneId::Movable { "[M]" } else { "[N]" });
     }
     assert_eq!(got, "[M][M][M][M][M][M][M][M][N][M][M][M][N][M][M][M]");
     // Static groups are all-or-nothing: a DIMM that does not fit goes NORMAL as a whole.
     let dimm = hp.register_static_group(40 * g.pages_per_section());
-    let ids = hp.add_memory(&mut m, Some(dimm), base::<C>() + 32 * g.section_size(), 40 * g.section_size(), MOM).unwrap();
-    let zones: Vec<_> = ids.iter().map(|&id| hp.online_block(&mut m, id, OnlineType::Auto).unwrap()).collect();
+    let ids = hp
+        .add_memory(
+            &mut m,
+            Some(dimm),
+            base::<C>() + 32 * g.section_size(),
+            40 * g.section_size(),
+            MOM,
+        )
+        .unwrap();
+    let zones: Vec<_> = ids
+        .iter()
+        .map(|&id| hp.online_block(&mut m, id, OnlineType::Auto).unwrap())
+        .collect();
     assert!(zones.iter().all(|&z| z == ZoneId::Normal), "{zones:?}");
 }
 
@@ -536,14 +689,25 @@ fn static_group_fits_goes_movable_as_a_whole() {
     let mut zones = Vec::new();
     for d in 0..4 {
         let grp = hp.register_static_group(32 * g.pages_per_section());
-        let ids = hp.add_memory(&mut m, Some(grp), base::<C>() + d * 32 * g.section_size(), 32 * g.section_size(), MOM).unwrap();
+        let ids = hp
+            .add_memory(
+                &mut m,
+                Some(grp),
+                base::<C>() + d * 32 * g.section_size(),
+                32 * g.section_size(),
+                MOM,
+            )
+            .unwrap();
         hp.auto_online(&mut m, &ids);
         let z: Vec<_> = ids.iter().map(|&id| hp.block(id).unwrap().zone.unwrap()).collect();
         assert!(z.windows(2).all(|w| w[0] == w[1]), "DIMM {d} split across zones");
         zones.push(z[0]);
     }
     // 3 × 4 GiB fit in 3.01 × 4 GiB; the fourth DIMM does not.
-    assert_eq!(zones, [ZoneId::Movable, ZoneId::Movable, ZoneId::Movable, ZoneId::Normal]);
+    assert_eq!(
+        zones,
+        [ZoneId::Movable, ZoneId::Movable, ZoneId::Movable, ZoneId::Normal]
+    );
 }
 
 /// The eject path: a veto on the second block re-onlines the first into its zone.
@@ -551,7 +715,8 @@ fn offline_and_remove_rolls_back_on_veto<C: Config>() {
     let g = C::GEOM;
     let (mut m, mut hp) = boot::<C>();
     let grp = hp.register_static_group(2 * g.pages_per_section());
-    hp.add_memory(&mut m, Some(grp), base::<C>(), 2 * g.section_size(), MOM).unwrap();
+    hp.add_memory(&mut m, Some(grp), base::<C>(), 2 * g.section_size(), MOM)
+        .unwrap();
     hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
     hp.online_block(&mut m, 9, OnlineType::Kernel).unwrap();
     let in9 = |p: u64| (9 * g.pages_per_section()..10 * g.pages_per_section()).contains(&p);
@@ -569,10 +734,14 @@ fn offline_and_remove_rolls_back_on_veto<C: Config>() {
     let (present, group) = (hp.present, *hp.group(grp).unwrap());
     let r = hp.offline_and_remove(&mut m, base::<C>(), 2 * g.section_size());
     assert!(matches!(r, Err(HotplugError::Busy { block: 9, .. })), "{r:?}");
-    assert_eq!((hp.block(8).unwrap().state, hp.block(8).unwrap().zone), (BlockState::Online, Some(ZoneId::Movable)));
+    assert_eq!(
+        (hp.block(8).unwrap().state, hp.block(8).unwrap().zone),
+        (BlockState::Online, Some(ZoneId::Movable))
+    );
     assert_eq!((hp.present, *hp.group(grp).unwrap()), (present, group));
     m.alloc.free(pinned, 0).unwrap();
-    hp.offline_and_remove(&mut m, base::<C>(), 2 * g.section_size()).unwrap();
+    hp.offline_and_remove(&mut m, base::<C>(), 2 * g.section_size())
+        .unwrap();
     assert!(hp.block(8).is_none() && hp.block(9).is_none());
     assert_eq!(hp.group(grp).unwrap().nr_blocks, 0);
 }

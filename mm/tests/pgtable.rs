@@ -105,12 +105,7 @@ fn va_base<C: Config>(high: bool) -> u64 {
 const PA_BASE: u64 = 1 << 40;
 
 fn attrs_of(i: u8) -> Attrs {
-    [
-        Attrs::NORMAL_RW,
-        Attrs::NORMAL_RO,
-        Attrs::NORMAL_RX,
-        Attrs::DEVICE_RW,
-    ][i as usize % 4]
+    [Attrs::NORMAL_RW, Attrs::NORMAL_RO, Attrs::NORMAL_RX, Attrs::DEVICE_RW][i as usize % 4]
 }
 
 fn is_high<C: Config>(va: u64) -> bool {
@@ -164,10 +159,7 @@ fn visit<C: Config>(a: &HostTables, table: u64, level: u32, base: u64, d: &mut D
         base,
         span: (n as u64) << shift,
     };
-    assert!(
-        d.tables.insert(table, info).is_none(),
-        "table {table:#x} reached twice"
-    );
+    assert!(d.tables.insert(table, info).is_none(), "table {table:#x} reached twice");
     let p = a.table_ptr(table); // panics unless live
     let entries: Vec<u64> = (0..n).map(|i| unsafe { p.add(i).read() }).collect();
     d.raw.insert(table, entries.clone());
@@ -240,11 +232,7 @@ fn check<C: Config>(a: &HostTables, pt: &PageTable<C>, high: bool, model: &Model
     assert!(d.bad.is_empty(), "stray entries {:x?}", d.bad);
     // Reachable == live: nothing leaked, nothing freed still linked.
     let reach: BTreeSet<u64> = d.tables.keys().copied().collect();
-    assert_eq!(
-        &reach,
-        a.live_set(),
-        "reachable tables differ from live tables"
-    );
+    assert_eq!(&reach, a.live_set(), "reachable tables differ from live tables");
     // Census agrees with the independent traversal.
     let c = pt.count(a);
     let mut want = Census {
@@ -265,45 +253,22 @@ fn check<C: Config>(a: &HostTables, pt: &PageTable<C>, high: bool, model: &Model
         assert_eq!(l.desc.output_address() % l.size, 0, "misaligned leaf {l:?}");
         assert!(l.desc.attrs().is_some());
         if l.desc.is_contiguous() {
-            let s = g
-                .cont_shift(l.level)
-                .expect("CONT where no run size exists");
+            let s = g.cont_shift(l.level).expect("CONT where no run size exists");
             let n = 1usize << s;
             let first = l.index & !(n - 1);
             let raw = &d.raw[&l.table];
             let head = Descriptor::from_raw(raw[first]);
-            assert_eq!(
-                head.output_address() % (l.size << s),
-                0,
-                "run not aligned {l:?}"
-            );
+            assert_eq!(head.output_address() % (l.size << s), 0, "run not aligned {l:?}");
             for k in 0..n {
                 let e = Descriptor::from_raw(raw[first + k]);
-                assert!(
-                    e.is_leaf(l.level == 3) && e.is_contiguous(),
-                    "broken run {l:?}"
-                );
+                assert!(e.is_leaf(l.level == 3) && e.is_contiguous(), "broken run {l:?}");
                 assert_eq!(e.attr_bits(), head.attr_bits());
-                assert_eq!(
-                    e.output_address(),
-                    head.output_address() + k as u64 * l.size
-                );
+                assert_eq!(e.output_address(), head.output_address() + k as u64 * l.size);
             }
         }
-        let (&s, &(sz, pa, at)) = model
-            .0
-            .range(..=l.va)
-            .next_back()
-            .expect("leaf outside model");
-        assert!(
-            l.va + (l.size - 1) <= s + (sz - 1),
-            "leaf {l:?} beyond model interval"
-        );
-        assert_eq!(
-            l.desc.output_address(),
-            pa + (l.va - s),
-            "wrong translation {l:?}"
-        );
+        let (&s, &(sz, pa, at)) = model.0.range(..=l.va).next_back().expect("leaf outside model");
+        assert!(l.va + (l.size - 1) <= s + (sz - 1), "leaf {l:?} beyond model interval");
+        assert_eq!(l.desc.output_address(), pa + (l.va - s), "wrong translation {l:?}");
         assert_eq!(l.desc.attr_bits(), at, "wrong attributes {l:?}");
         // The walker agrees at both ends of the leaf.
         for va in [l.va, l.va + (l.size - 1)] {
@@ -316,11 +281,7 @@ fn check<C: Config>(a: &HostTables, pt: &PageTable<C>, high: bool, model: &Model
         }
     }
     // Leaves are disjoint by construction (one tree); equal byte sums mean equal coverage.
-    assert_eq!(
-        want.bytes,
-        model.bytes(),
-        "mapped bytes differ from the model"
-    );
+    assert_eq!(want.bytes, model.bytes(), "mapped bytes differ from the model");
     // Just outside each modelled interval nothing is mapped (unless another interval is).
     for (&s, &(sz, _, _)) in &model.0 {
         for probe in [s.wrapping_sub(1), s.wrapping_add(sz)] {
@@ -335,11 +296,7 @@ fn check<C: Config>(a: &HostTables, pt: &PageTable<C>, high: bool, model: &Model
                 .next_back()
                 .is_some_and(|(&s2, &(sz2, _, _))| probe <= s2 + (sz2 - 1));
             if in_half && !covered {
-                assert_eq!(
-                    pt.walk(a, probe).leaf,
-                    None,
-                    "unmodelled mapping at {probe:#x}"
-                );
+                assert_eq!(pt.walk(a, probe).leaf, None, "unmodelled mapping at {probe:#x}");
             }
         }
     }
@@ -361,11 +318,7 @@ fn greedy<C: Config>(va0: u64, pa0: u64, size: u64, f: MapFlags) -> ([u64; 4], [
         for l in g.start_level()..=3 {
             let ls = g.level_size(l);
             let leaf_ok = l == 3 || (f.block && g.block_allowed(l));
-            if leaf_ok
-                && va.is_multiple_of(ls)
-                && pa_of(va).is_multiple_of(ls)
-                && va + (ls - 1) <= last
-            {
+            if leaf_ok && va.is_multiple_of(ls) && pa_of(va).is_multiple_of(ls) && va + (ls - 1) <= last {
                 chosen = Some(l);
                 break;
             }
@@ -410,10 +363,7 @@ fn check_unmap_events(
         .iter()
         .position(|e| matches!(e, Event::Free(_)))
         .unwrap_or(events.len());
-    assert!(
-        !events.iter().any(|e| matches!(e, Event::Alloc(_))),
-        "unmap allocated"
-    );
+    assert!(!events.iter().any(|e| matches!(e, Event::Alloc(_))), "unmap allocated");
     let gone: Vec<&LeafInfo> = before
         .leaves
         .iter()
@@ -427,11 +377,7 @@ fn check_unmap_events(
                 start,
                 end,
                 stride_shift,
-            } => {
-                start <= l.va
-                    && l.va + (l.size - 1) <= end.wrapping_sub(1)
-                    && (1u64 << stride_shift) <= l.size
-            }
+            } => start <= l.va && l.va + (l.size - 1) <= end.wrapping_sub(1) && (1u64 << stride_shift) <= l.size,
             _ => false,
         });
         assert!(covered, "leaf {l:?} not invalidated before the first free");
@@ -439,36 +385,21 @@ fn check_unmap_events(
     let frees: Vec<(usize, u64)> = events
         .iter()
         .enumerate()
-        .filter_map(|(i, e)| {
-            if let Event::Free(pa) = e {
-                Some((i, *pa))
-            } else {
-                None
-            }
-        })
+        .filter_map(|(i, e)| if let Event::Free(pa) = e { Some((i, *pa)) } else { None })
         .collect();
     assert_eq!(stats.tables_freed, frees.len() as u64);
     for (i, pa) in frees {
         assert_ne!(pa, root, "root freed");
-        let t = before
-            .tables
-            .get(&pa)
-            .expect("freed a page that was not a table");
-        assert!(
-            !after.tables.contains_key(&pa),
-            "freed table still reachable"
-        );
+        let t = before.tables.get(&pa).expect("freed a page that was not a table");
+        assert!(!after.tables.contains_key(&pa), "freed table still reachable");
         assert!(
             t.base >= floor && t.base + (t.span - 1) <= ceil_last,
             "freed outside floor/ceiling"
         );
-        let flushed = events[..i].iter().any(
-            |e| matches!(*e, Event::FlushPgtable(v) if v >= t.base && v <= t.base + (t.span - 1)),
-        );
-        assert!(
-            flushed,
-            "table {pa:#x} freed before its walk-cache invalidation"
-        );
+        let flushed = events[..i]
+            .iter()
+            .any(|e| matches!(*e, Event::FlushPgtable(v) if v >= t.base && v <= t.base + (t.span - 1)));
+        assert!(flushed, "table {pa:#x} freed before its walk-cache invalidation");
     }
     for (pa, t) in &after.tables {
         let empty = after.raw[pa].iter().all(|&e| e == 0);
@@ -507,10 +438,7 @@ fn unmap_checked<C: Config>(
         }
         Err(_) => {
             assert_eq!(before, after, "failed unmap changed the tables");
-            assert!(
-                events.is_empty(),
-                "failed unmap had side effects: {events:?}"
-            );
+            assert!(events.is_empty(), "failed unmap had side effects: {events:?}");
         }
     }
     r
@@ -606,8 +534,7 @@ fn shapes_by_hand<C: Config>() {
         12 => {
             // 1 GiB + 32 MiB + 2 MiB + 64 KiB + 4 KiB.
             let size = (1 << 30) + (32 << 20) + (2 << 20) + (64 << 10) + 4096;
-            pt.map(&mut a, base, PA_BASE, size, rw, MapFlags::LARGEST)
-                .unwrap();
+            pt.map(&mut a, base, PA_BASE, size, rw, MapFlags::LARGEST).unwrap();
             let c = pt.count(&a);
             assert_eq!(c.leaves, [0, 1, 17, 17]);
             assert_eq!(c.cont, [0, 0, 16, 16]);
@@ -615,35 +542,25 @@ fn shapes_by_hand<C: Config>() {
         14 => {
             // 1 GiB (a CONT_PMD run of 32 blocks) + 32 MiB + 2 MiB (CONT_PTE) + 16 KiB.
             let size = (1 << 30) + (32 << 20) + (2 << 20) + (16 << 10);
-            pt.map(&mut a, base, PA_BASE, size, rw, MapFlags::LARGEST)
-                .unwrap();
+            pt.map(&mut a, base, PA_BASE, size, rw, MapFlags::LARGEST).unwrap();
             let c = pt.count(&a);
             assert_eq!(c.leaves, [0, 0, 33, 129]);
             assert_eq!(c.cont, [0, 0, 32, 128]);
             // Same without the hint and without blocks.
             let (mut a, mut pt) = new_table::<C>();
-            pt.map(&mut a, base, PA_BASE, 64 << 20, rw, MapFlags::PAGES)
-                .unwrap();
+            pt.map(&mut a, base, PA_BASE, 64 << 20, rw, MapFlags::PAGES).unwrap();
             assert_eq!(pt.count(&a).leaves, [0, 0, 0, 4096]);
         }
         _ => {
             // 512 MiB block + 2 MiB CONT_PTE run + 64 KiB; PA skewed by 64 KiB: pages only.
             let size = (512 << 20) + (2 << 20) + (64 << 10);
-            pt.map(&mut a, base, PA_BASE, size, rw, MapFlags::LARGEST)
-                .unwrap();
+            pt.map(&mut a, base, PA_BASE, size, rw, MapFlags::LARGEST).unwrap();
             let c = pt.count(&a);
             assert_eq!(c.leaves, [0, 0, 1, 33]);
             assert_eq!(c.cont, [0, 0, 0, 32]);
             let (mut a, mut pt) = new_table::<C>();
-            pt.map(
-                &mut a,
-                base,
-                PA_BASE + (64 << 10),
-                512 << 20,
-                rw,
-                MapFlags::LARGEST,
-            )
-            .unwrap();
+            pt.map(&mut a, base, PA_BASE + (64 << 10), 512 << 20, rw, MapFlags::LARGEST)
+                .unwrap();
             let c = pt.count(&a);
             assert_eq!((c.leaves, c.cont), ([0, 0, 0, 8192], [0; 4]));
         }
@@ -677,15 +594,8 @@ fn no_block_where_not_allowed<C: Config>() {
             continue;
         }
         let (mut a, mut pt) = new_table::<C>();
-        pt.map(
-            &mut a,
-            base,
-            PA_BASE,
-            size,
-            Attrs::NORMAL_RW,
-            MapFlags::LARGEST,
-        )
-        .unwrap();
+        pt.map(&mut a, base, PA_BASE, size, Attrs::NORMAL_RW, MapFlags::LARGEST)
+            .unwrap();
         let c = pt.count(&a);
         assert_eq!(c.leaves[l as usize], 0, "block at level {l}");
         assert_eq!(c.bytes, size);
@@ -709,17 +619,9 @@ fn cont_run_over_existing_table<C: Config>() {
     let at = base + run + 3 * pmd;
     pt.map(&mut a, at, PA_BASE, p, Attrs::NORMAL_RW, MapFlags::PAGES)
         .unwrap();
-    pt.unmap(&mut a, &mut RecordingTlb::default(), at, p)
+    pt.unmap(&mut a, &mut RecordingTlb::default(), at, p).unwrap();
+    pt.map(&mut a, base, PA_BASE, 2 * run, Attrs::NORMAL_RW, MapFlags::LARGEST)
         .unwrap();
-    pt.map(
-        &mut a,
-        base,
-        PA_BASE,
-        2 * run,
-        Attrs::NORMAL_RW,
-        MapFlags::LARGEST,
-    )
-    .unwrap();
     let c = pt.count(&a);
     let n = run / pmd;
     assert_eq!(c.leaves[2], 2 * n - 1);
@@ -745,15 +647,8 @@ fn round_trip_restores_tables<C: Config>() {
             // Arbitrary ranges, region bounds: back to the root alone.
             let (mut a, mut pt) = new_table::<C>();
             for (off, size) in [(p, p), (3 * p, 40 * p), (0, g.pmd_size() + 5 * p)] {
-                pt.map(
-                    &mut a,
-                    base + off,
-                    PA_BASE + off,
-                    size,
-                    Attrs::NORMAL_RW,
-                    flags,
-                )
-                .unwrap();
+                pt.map(&mut a, base + off, PA_BASE + off, size, Attrs::NORMAL_RW, flags)
+                    .unwrap();
                 assert!(pt.count(&a).tables > 1);
                 unmap_checked::<C>(&mut a, &mut pt, high, base + off, size, Some((f, c))).unwrap();
                 assert_eq!(
@@ -769,12 +664,10 @@ fn round_trip_restores_tables<C: Config>() {
             // Plain unmap of whole pte-table spans: tables below the pmd level come back.
             let (mut a, mut pt) = new_table::<C>();
             let keep = base + 8 * g.pmd_size();
-            pt.map(&mut a, keep, PA_BASE, p, Attrs::NORMAL_RW, flags)
-                .unwrap();
+            pt.map(&mut a, keep, PA_BASE, p, Attrs::NORMAL_RW, flags).unwrap();
             let c0 = pt.count(&a);
             let span = 3 * g.pmd_size(); // three pte tables' worth
-            pt.map(&mut a, base, PA_BASE, span, Attrs::NORMAL_RW, flags)
-                .unwrap();
+            pt.map(&mut a, base, PA_BASE, span, Attrs::NORMAL_RW, flags).unwrap();
             unmap_checked::<C>(&mut a, &mut pt, high, base, span, None).unwrap();
             assert_eq!(pt.count(&a), c0, "{flags:?}");
             assert_eq!(a.live() as u64, c0.tables);
@@ -794,11 +687,7 @@ fn noop_remap<C: Config>() {
     let big = biggest::<C>();
     let base = va_base::<C>(true);
     for flags in ALL_FLAGS {
-        let size = if flags.block {
-            2 * big + 3 * p
-        } else {
-            300 * p
-        };
+        let size = if flags.block { 2 * big + 3 * p } else { 300 * p };
         let (mut a, mut pt) = new_table::<C>();
         pt.map(&mut a, base + p, PA_BASE + p, size, Attrs::NORMAL_RX, flags)
             .unwrap();
@@ -812,29 +701,15 @@ fn noop_remap<C: Config>() {
         m.insert(base + p, size, PA_BASE + p, Attrs::NORMAL_RX.bits());
         if flags == MapFlags::PAGES {
             // With plain pages a sub-range is identical too, and a superset only adds pages.
-            pt.map(
-                &mut a,
-                base + 2 * p,
-                PA_BASE + 2 * p,
-                p,
-                Attrs::NORMAL_RX,
-                flags,
-            )
-            .unwrap();
+            pt.map(&mut a, base + 2 * p, PA_BASE + 2 * p, p, Attrs::NORMAL_RX, flags)
+                .unwrap();
             assert_eq!(dump::<C>(&a, pt.root(), true), d0);
             pt.map(&mut a, base, PA_BASE, size + 2 * p, Attrs::NORMAL_RX, flags)
                 .unwrap();
             m.insert(base, size + 2 * p, PA_BASE, Attrs::NORMAL_RX.bits());
         } else {
             // A sub-range of a block or contiguous run would re-shape it.
-            let r = pt.map(
-                &mut a,
-                base + 2 * p,
-                PA_BASE + 2 * p,
-                p,
-                Attrs::NORMAL_RX,
-                flags,
-            );
+            let r = pt.map(&mut a, base + 2 * p, PA_BASE + 2 * p, p, Attrs::NORMAL_RX, flags);
             assert!(r.is_ok() || r == Err(MapError::Reshape { va: base + 2 * p }));
         }
         check::<C>(&a, &pt, true, &m);
@@ -842,25 +717,11 @@ fn noop_remap<C: Config>() {
     // Pages first, then the same translation asking for blocks: the tables are reused.
     let g = geo::<C>();
     let (mut a, mut pt) = new_table::<C>();
-    pt.map(
-        &mut a,
-        base,
-        PA_BASE,
-        g.pmd_size(),
-        Attrs::NORMAL_RW,
-        MapFlags::PAGES,
-    )
-    .unwrap();
+    pt.map(&mut a, base, PA_BASE, g.pmd_size(), Attrs::NORMAL_RW, MapFlags::PAGES)
+        .unwrap();
     let d0 = dump::<C>(&a, pt.root(), true);
-    pt.map(
-        &mut a,
-        base,
-        PA_BASE,
-        g.pmd_size(),
-        Attrs::NORMAL_RW,
-        MapFlags::BLOCKS,
-    )
-    .unwrap();
+    pt.map(&mut a, base, PA_BASE, g.pmd_size(), Attrs::NORMAL_RW, MapFlags::BLOCKS)
+        .unwrap();
     assert_eq!(dump::<C>(&a, pt.root(), true), d0);
 }
 
@@ -875,17 +736,9 @@ fn reshape_changes_nothing<C: Config>() {
     let (mut a, mut pt) = new_table::<C>();
     // A pmd block, a contiguous pte run, plain pages.
     let cont_pte = g.cont_size(3).unwrap();
-    pt.map(&mut a, base, PA_BASE, pmd, rw, MapFlags::LARGEST)
+    pt.map(&mut a, base, PA_BASE, pmd, rw, MapFlags::LARGEST).unwrap();
+    pt.map(&mut a, base + 2 * pmd, PA_BASE, cont_pte, rw, MapFlags::LARGEST)
         .unwrap();
-    pt.map(
-        &mut a,
-        base + 2 * pmd,
-        PA_BASE,
-        cont_pte,
-        rw,
-        MapFlags::LARGEST,
-    )
-    .unwrap();
     pt.map(&mut a, base + 4 * pmd, PA_BASE, 4 * p, rw, MapFlags::PAGES)
         .unwrap();
     let d0 = dump::<C>(&a, pt.root(), false);
@@ -898,22 +751,8 @@ fn reshape_changes_nothing<C: Config>() {
         (b, PA_BASE, pmd, Attrs::DEVICE_RW, MapFlags::LARGEST, b),
         (b + p, PA_BASE + p, p, rw, MapFlags::LARGEST, b + p), // would split the block
         (b, PA_BASE, pmd, rw, MapFlags::PAGES, b),             // block -> pages
-        (
-            b + 2 * pmd,
-            PA_BASE,
-            cont_pte,
-            rw,
-            MapFlags::BLOCKS,
-            b + 2 * pmd,
-        ), // drop CONT
-        (
-            b + 4 * pmd,
-            PA_BASE,
-            cont_pte,
-            rw,
-            MapFlags::LARGEST,
-            b + 4 * pmd,
-        ), // add CONT
+        (b + 2 * pmd, PA_BASE, cont_pte, rw, MapFlags::BLOCKS, b + 2 * pmd), // drop CONT
+        (b + 4 * pmd, PA_BASE, cont_pte, rw, MapFlags::LARGEST, b + 4 * pmd), // add CONT
         // Fresh space first (staged, with new tables), conflict at the end.
         (
             b + 3 * pmd,
@@ -923,14 +762,7 @@ fn reshape_changes_nothing<C: Config>() {
             MapFlags::PAGES,
             b + 4 * pmd,
         ),
-        (
-            b - 2 * pmd,
-            PA_BASE + 4096 * p,
-            2 * pmd + p,
-            rw,
-            MapFlags::LARGEST,
-            b,
-        ),
+        (b - 2 * pmd, PA_BASE + 4096 * p, 2 * pmd + p, rw, MapFlags::LARGEST, b),
     ];
     for (va, pa, size, at, f, at_va) in cases {
         let r = pt.map(&mut a, va, pa, size, at, f);
@@ -939,11 +771,7 @@ fn reshape_changes_nothing<C: Config>() {
             Err(MapError::Reshape { va: at_va }),
             "va={va:#x} size={size:#x} {f:?}"
         );
-        assert_eq!(
-            dump::<C>(&a, pt.root(), false),
-            d0,
-            "tables changed, va={va:#x}"
-        );
+        assert_eq!(dump::<C>(&a, pt.root(), false), d0, "tables changed, va={va:#x}");
         assert_eq!(a.live(), live, "tables leaked, va={va:#x}");
     }
 }
@@ -993,10 +821,7 @@ fn walker_reports_steps<C: Config>() {
     // Before anything is mapped the walk stops at the root.
     let (a2, pt2) = new_table::<C>();
     let w = pt2.walk(&a2, base);
-    assert_eq!(
-        (w.n, w.leaf, w.steps()[0].desc),
-        (1, None, Descriptor::INVALID)
-    );
+    assert_eq!((w.n, w.leaf, w.steps()[0].desc), (1, None, Descriptor::INVALID));
 }
 
 /// unmap refuses to split a block or a contiguous run, and changes nothing when it does.
@@ -1007,24 +832,10 @@ fn unmap_never_splits<C: Config>() {
     let cont = g.cont_size(3).unwrap();
     let base = va_base::<C>(true);
     let (mut a, mut pt) = new_table::<C>();
-    pt.map(
-        &mut a,
-        base,
-        PA_BASE,
-        pmd,
-        Attrs::NORMAL_RW,
-        MapFlags::LARGEST,
-    )
-    .unwrap();
-    pt.map(
-        &mut a,
-        base + pmd,
-        PA_BASE,
-        cont,
-        Attrs::NORMAL_RW,
-        MapFlags::LARGEST,
-    )
-    .unwrap();
+    pt.map(&mut a, base, PA_BASE, pmd, Attrs::NORMAL_RW, MapFlags::LARGEST)
+        .unwrap();
+    pt.map(&mut a, base + pmd, PA_BASE, cont, Attrs::NORMAL_RW, MapFlags::LARGEST)
+        .unwrap();
     pt.map(
         &mut a,
         base + 2 * pmd,
@@ -1065,15 +876,8 @@ fn frees_follow_flushes<C: Config>() {
         let (mut a, mut pt) = new_table::<C>();
         // Pages under several pte tables plus a block.
         let size = 3 * g.pmd_size();
-        pt.map(
-            &mut a,
-            base,
-            PA_BASE,
-            size,
-            Attrs::NORMAL_RW,
-            MapFlags::PAGES,
-        )
-        .unwrap();
+        pt.map(&mut a, base, PA_BASE, size, Attrs::NORMAL_RW, MapFlags::PAGES)
+            .unwrap();
         pt.map(
             &mut a,
             base + size,
@@ -1097,22 +901,11 @@ fn frees_follow_flushes<C: Config>() {
         // The recorded order, spelled out: one range flush, then (pgtable flush, free) pairs.
         let log = a.log();
         let ev = log.borrow();
-        let first = ev
-            .iter()
-            .position(|e| matches!(e, Event::FlushRange { .. }))
-            .unwrap();
+        let first = ev.iter().position(|e| matches!(e, Event::FlushRange { .. })).unwrap();
         let tail = &ev[first..];
-        assert_eq!(
-            tail.iter()
-                .filter(|e| matches!(e, Event::FlushRange { .. }))
-                .count(),
-            1
-        );
+        assert_eq!(tail.iter().filter(|e| matches!(e, Event::FlushRange { .. })).count(), 1);
         for pair in tail[1..].chunks(2) {
-            assert!(
-                matches!(pair, [Event::FlushPgtable(_), Event::Free(_)]),
-                "{pair:?}"
-            );
+            assert!(matches!(pair, [Event::FlushPgtable(_), Event::Free(_)]), "{pair:?}");
         }
         match tail[0] {
             Event::FlushRange {
@@ -1138,15 +931,8 @@ fn floor_ceiling<C: Config>() {
     let pmd = g.pmd_size();
     let base = va_base::<C>(false);
     let (mut a, mut pt) = new_table::<C>();
-    pt.map(
-        &mut a,
-        base,
-        PA_BASE,
-        4 * p,
-        Attrs::NORMAL_RW,
-        MapFlags::PAGES,
-    )
-    .unwrap();
+    pt.map(&mut a, base, PA_BASE, 4 * p, Attrs::NORMAL_RW, MapFlags::PAGES)
+        .unwrap();
     let c0 = pt.count(&a);
     // Part of the pte table: nothing freed, entries cleared.
     let s = unmap_checked::<C>(&mut a, &mut pt, false, base, 4 * p, None).unwrap();
@@ -1154,15 +940,8 @@ fn floor_ceiling<C: Config>() {
     assert_eq!(pt.count(&a).tables, c0.tables);
     // Empty tables are reused by a later map (no new allocation) ...
     let allocs = a.allocs;
-    pt.map(
-        &mut a,
-        base,
-        PA_BASE,
-        pmd,
-        Attrs::NORMAL_RW,
-        MapFlags::BLOCKS,
-    )
-    .unwrap();
+    pt.map(&mut a, base, PA_BASE, pmd, Attrs::NORMAL_RW, MapFlags::BLOCKS)
+        .unwrap();
     assert_eq!(a.allocs, allocs);
     let c = pt.count(&a);
     assert_eq!(
@@ -1173,15 +952,7 @@ fn floor_ceiling<C: Config>() {
     // ... and freed by an unmap whose bounds cover them even if the range does not.
     let s = unmap_checked::<C>(&mut a, &mut pt, false, base, p, Some((base, base + pmd))).unwrap();
     assert_eq!(s.tables_freed, 0, "pte table not empty yet");
-    let s = unmap_checked::<C>(
-        &mut a,
-        &mut pt,
-        false,
-        base + p,
-        pmd - p,
-        Some((base, base + pmd)),
-    )
-    .unwrap();
+    let s = unmap_checked::<C>(&mut a, &mut pt, false, base + p, pmd - p, Some((base, base + pmd))).unwrap();
     assert_eq!(s.tables_freed, 1);
     // Region bounds free the upper levels too.
     pt.map(&mut a, base, PA_BASE, p, Attrs::NORMAL_RW, MapFlags::PAGES)
@@ -1268,10 +1039,7 @@ fn no_memory_rolls_back<C: Config>() {
     // The root allocation itself can fail.
     let mut empty = HostTables::new(p);
     empty.set_budget(Some(0));
-    assert!(matches!(
-        PageTable::<C>::new(&mut empty),
-        Err(MapError::NoMemory)
-    ));
+    assert!(matches!(PageTable::<C>::new(&mut empty), Err(MapError::NoMemory)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1303,12 +1071,11 @@ enum Op {
 }
 
 fn place() -> impl Strategy<Value = Place> {
-    (
-        any::<u8>(),
-        0u8..4,
-        prop_oneof![3 => Just(0u8), 1 => 0u8..4],
-    )
-        .prop_map(|(unit, count, pages)| Place { unit, count, pages })
+    (any::<u8>(), 0u8..4, prop_oneof![3 => Just(0u8), 1 => 0u8..4]).prop_map(|(unit, count, pages)| Place {
+        unit,
+        count,
+        pages,
+    })
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -1376,11 +1143,7 @@ fn run_ops<C: Config>(high: bool, ops: &[Op]) -> Result<(), TestCaseError> {
                     Err(e) => prop_assert!(false, "map failed: {:?}", e),
                 }
             }
-            Op::Unmap {
-                at,
-                len,
-                region: whole,
-            } => {
+            Op::Unmap { at, len, region: whole } => {
                 let va = base + resolve::<C>(at);
                 let size = resolve::<C>(len).max(p);
                 let last = va + (size - 1);
@@ -1395,11 +1158,7 @@ fn run_ops<C: Config>(high: bool, ops: &[Op]) -> Result<(), TestCaseError> {
                     let s = l.va & !(sz - 1);
                     l.va <= last && l.va + (l.size - 1) >= va && (s < va || s + (sz - 1) > last)
                 });
-                let bounds = if *whole {
-                    Some(region::<C>(high))
-                } else {
-                    None
-                };
+                let bounds = if *whole { Some(region::<C>(high)) } else { None };
                 match unmap_checked::<C>(&mut a, &mut pt, high, va, size, bounds) {
                     Ok(_) => {
                         prop_assert!(!splits);
@@ -1433,9 +1192,8 @@ fn random_operations<C: Config>() {
     };
     let mut runner = TestRunner::new(cfg);
     runner
-        .run(
-            &(any::<bool>(), prop::collection::vec(op(), 1..10)),
-            |(high, ops)| run_ops::<C>(high, &ops),
-        )
+        .run(&(any::<bool>(), prop::collection::vec(op(), 1..10)), |(high, ops)| {
+            run_ops::<C>(high, &ops)
+        })
         .unwrap();
 }

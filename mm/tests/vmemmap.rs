@@ -89,7 +89,11 @@ impl PageSource for Source {
         Some(pa)
     }
     fn free_pages(&mut self, pa: PhysAddr, order: u32) {
-        assert_eq!(self.live.remove(&pa), Some(order), "free of {pa:#x} order {order}: not allocated so");
+        assert_eq!(
+            self.live.remove(&pa),
+            Some(order),
+            "free of {pa:#x} order {order}: not allocated so"
+        );
         let _ = self.checker.borrow_mut().freeing(pa, self.page << order);
     }
 }
@@ -108,7 +112,11 @@ impl<C: Config> Rig<C> {
     fn new() -> Self {
         let g = C::GEOM;
         let checker: Checker = Rc::default();
-        let mut tables = CheckedTables { inner: HostTables::new(g.page_size()), checker: checker.clone(), page: g.page_size() };
+        let mut tables = CheckedTables {
+            inner: HostTables::new(g.page_size()),
+            checker: checker.clone(),
+            page: g.page_size(),
+        };
         let pt = PageTable::<C>::new(&mut tables).unwrap();
         // The vmemmap region as the kernel lays it out: after a linear map of half the VA space.
         let start = g.ttbr1_base() + (1 << (g.va_bits - 1));
@@ -116,8 +124,17 @@ impl<C: Config> Rig<C> {
         let mut rig = Rig {
             pt,
             tables,
-            source: Source { next: 1 << 40, page: g.page_size(), live: BTreeMap::new(), budget: None, checker: checker.clone() },
-            tlb: CheckedTlb { inner: RecordingTlb::default(), checker: checker.clone() },
+            source: Source {
+                next: 1 << 40,
+                page: g.page_size(),
+                live: BTreeMap::new(),
+                budget: None,
+                checker: checker.clone(),
+            },
+            tlb: CheckedTlb {
+                inner: RecordingTlb::default(),
+                checker: checker.clone(),
+            },
             checker,
             region: (start, start + size),
             baseline_tables: 0,
@@ -134,7 +151,13 @@ impl<C: Config> Rig<C> {
     }
 
     fn vmemmap(&mut self) -> Vmemmap<'_, C, CheckedTables, Source, CheckedTlb> {
-        Vmemmap { pt: &mut self.pt, tables: &mut self.tables, source: &mut self.source, tlb: &mut self.tlb, region: self.region }
+        Vmemmap {
+            pt: &mut self.pt,
+            tables: &mut self.tables,
+            source: &mut self.source,
+            tlb: &mut self.tlb,
+            region: self.region,
+        }
     }
 
     /// Memmap VA range of section `nr`.
@@ -144,13 +167,20 @@ impl<C: Config> Rig<C> {
     }
 
     fn assert_baseline(&self) {
-        assert_eq!(self.tables.inner.live(), self.baseline_tables, "table pages not at baseline");
-        assert!(self.source.live.is_empty(), "backing pages leaked: {:?}", self.source.live);
+        assert_eq!(
+            self.tables.inner.live(),
+            self.baseline_tables,
+            "table pages not at baseline"
+        );
+        assert!(
+            self.source.live.is_empty(),
+            "backing pages leaked: {:?}",
+            self.source.live
+        );
         let c = self.checker.borrow();
         assert!(c.violations.is_empty(), "teardown order violated: {}", c.violations[0]);
     }
 }
-
 
 matrix!(
     full_section_uses_the_expected_path,
@@ -218,7 +248,11 @@ fn altmap_backs_every_leaf_and_returns_to_zero<C: Config>() {
     assert!(r.source.live.is_empty(), "no backing from ordinary memory");
     for va in (s..e).step_by(g.page_size() as usize) {
         let l = r.pt.walk(&r.tables, va).leaf.unwrap();
-        assert!(alt.contains(l.pa >> g.page_shift), "leaf {va:#x} -> {:#x} not from the altmap", l.pa);
+        assert!(
+            alt.contains(l.pa >> g.page_shift),
+            "leaf {va:#x} -> {:#x} not from the altmap",
+            l.pa
+        );
     }
     // Page-table pages never come from the altmap.
     for &t in r.tables.inner.live_set() {
@@ -278,7 +312,10 @@ fn subsection_then_full_section_uses_base_pages<C: Config>() {
     assert_eq!(st2.blocks, 0, "a table PMD forces base pages");
     assert_eq!(st.bytes + st2.bytes, g.memmap_per_section());
     for va in (s..e).step_by(g.page_size() as usize) {
-        assert!(r.pt.walk(&r.tables, va).leaf.is_some(), "{va:#x} missing after the full populate");
+        assert!(
+            r.pt.walk(&r.tables, va).leaf.is_some(),
+            "{va:#x} missing after the full populate"
+        );
     }
     r.vmemmap().free(s, e, None).unwrap();
     r.assert_baseline();
@@ -326,7 +363,10 @@ fn out_of_range_requests_are_rejected<C: Config>() {
         (s, s),
     ];
     for (a, b) in bad {
-        assert!(matches!(r.vmemmap().populate(a, b, None), Err(VmemmapError::BadRange { .. })), "{a:#x}..{b:#x}");
+        assert!(
+            matches!(r.vmemmap().populate(a, b, None), Err(VmemmapError::BadRange { .. })),
+            "{a:#x}..{b:#x}"
+        );
     }
     r.assert_baseline();
 }

@@ -28,7 +28,10 @@ fn median(v: &mut [u64]) -> u64 {
 
 /// In-guest memset bandwidth (bytes/s) over `bytes` of freshly allocated memory.
 pub fn memset_bandwidth(bytes: u64) -> Option<f64> {
-    let order = (bytes >> layout::PAGE_SHIFT).next_power_of_two().trailing_zeros().min(G.max_order());
+    let order = (bytes >> layout::PAGE_SHIFT)
+        .next_power_of_two()
+        .trailing_zeros()
+        .min(G.max_order());
     let chunk = layout::PAGE_SIZE << order;
     let pa = memory::alloc_pages(order)?;
     let va = layout::phys_to_virt(pa) as *mut u8;
@@ -60,13 +63,15 @@ fn round(start: u64, size: u64, mom: bool) -> Result<Round, String> {
     let mut r = Round::default();
     let free0 = memory::free_page_count();
     let t = arch::cpu::counter();
-    let ids = with_hotplug(|h, ops| h.add_memory(ops, None, start, size, AddFlags { memmap_on_memory: mom })).map_err(|e| alloc::format!("add: {e}"))?;
+    let ids = with_hotplug(|h, ops| h.add_memory(ops, None, start, size, AddFlags { memmap_on_memory: mom }))
+        .map_err(|e| alloc::format!("add: {e}"))?;
     r.add = arch::cpu::counter() - t;
     // Pre-existing memory the add consumed (memmap from the allocator, page-table pages).
     r.pre_existing_bytes = free0.saturating_sub(memory::free_page_count()) << layout::PAGE_SHIFT;
     let t = arch::cpu::counter();
     for &id in &ids {
-        with_hotplug(|h, ops| h.online_block(ops, id, OnlineType::Movable)).map_err(|e| alloc::format!("online: {e}"))?;
+        with_hotplug(|h, ops| h.online_block(ops, id, OnlineType::Movable))
+            .map_err(|e| alloc::format!("online: {e}"))?;
     }
     r.online = arch::cpu::counter() - t;
     let t = arch::cpu::counter();
@@ -74,7 +79,11 @@ fn round(start: u64, size: u64, mom: bool) -> Result<Round, String> {
         with_hotplug(|h, ops| h.offline_block(ops, id)).map_err(|e| alloc::format!("offline: {e}"))?;
     }
     r.offline = arch::cpu::counter() - t;
-    let (v0, r0, a0) = (arch::tlb::stats::va(), arch::tlb::stats::range(), arch::tlb::stats::all());
+    let (v0, r0, a0) = (
+        arch::tlb::stats::va(),
+        arch::tlb::stats::range(),
+        arch::tlb::stats::all(),
+    );
     let t = arch::cpu::counter();
     with_hotplug(|h, ops| h.remove_memory(ops, start, size)).map_err(|e| alloc::format!("remove: {e}"))?;
     r.remove = arch::cpu::counter() - t;
@@ -86,7 +95,11 @@ fn round(start: u64, size: u64, mom: bool) -> Result<Round, String> {
 
 /// Run the benchmark for `sizes` (bytes), `reps` rounds each.
 pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
-    let held = HELD_BACK.lock().first().copied().ok_or_else(|| String::from("no RAM held back (boot with mem=)"))?;
+    let held = HELD_BACK
+        .lock()
+        .first()
+        .copied()
+        .ok_or_else(|| String::from("no RAM held back (boot with mem=)"))?;
     let start = held.base.next_multiple_of(G.section_size());
     let bw = memset_bandwidth(8 << 20).ok_or_else(|| String::from("no memory for the memset measurement"))?;
     let freq = arch::cpu::counter_freq();
@@ -99,10 +112,27 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
         bw / (1 << 20) as f64,
         arch::cpu::has_tlbi_range()
     );
-    println!("bench: {:>9} {:>4} {:>11} {:>11} {:>11} {:>11} {:>9} {:>7} {:>7} {:>7} {:>10}", "size", "mom", "add_us", "online_us", "offline_us", "remove_us", "memmap", "add/lim", "onl/lim", "tlbi", "preexist/G");
+    println!(
+        "bench: {:>9} {:>4} {:>11} {:>11} {:>11} {:>11} {:>9} {:>7} {:>7} {:>7} {:>10}",
+        "size",
+        "mom",
+        "add_us",
+        "online_us",
+        "offline_us",
+        "remove_us",
+        "memmap",
+        "add/lim",
+        "onl/lim",
+        "tlbi",
+        "preexist/G"
+    );
     for &size in sizes {
         if start + size > held.end() {
-            println!("bench: size={} skipped: only {} held back", layout::Size(size), layout::Size(held.end() - start));
+            println!(
+                "bench: size={} skipped: only {} held back",
+                layout::Size(size),
+                layout::Size(held.end() - start)
+            );
             continue;
         }
         for mom in [true, false] {
@@ -111,8 +141,18 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
                 rounds.push(round(start, size, mom)?);
             }
             let pick = |f: fn(&Round) -> u64| median(&mut rounds.iter().map(f).collect::<Vec<_>>());
-            let (add, online, offline, remove) = (pick(|r| r.add), pick(|r| r.online), pick(|r| r.offline), pick(|r| r.remove));
-            let (tlbi_va, tlbi_range, tlbi_all, pre) = (pick(|r| r.tlbi_va), pick(|r| r.tlbi_range), pick(|r| r.tlbi_all), pick(|r| r.pre_existing_bytes));
+            let (add, online, offline, remove) = (
+                pick(|r| r.add),
+                pick(|r| r.online),
+                pick(|r| r.offline),
+                pick(|r| r.remove),
+            );
+            let (tlbi_va, tlbi_range, tlbi_all, pre) = (
+                pick(|r| r.tlbi_va),
+                pick(|r| r.tlbi_range),
+                pick(|r| r.tlbi_all),
+                pick(|r| r.pre_existing_bytes),
+            );
             // What add and online must write at least: every struct page (64 bytes each).
             let memmap = (size >> layout::PAGE_SHIFT) * 64;
             let limit_us = memmap as f64 / bw * 1e6;
@@ -155,7 +195,12 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
             );
         }
     }
-    println!("bench: done pt_pages={} free_pages={} boot_memmap_cycles={}", memory::PT_PAGES.load(Relaxed), memory::free_page_count(), memory::BOOT_MEMMAP_CYCLES.load(Relaxed));
+    println!(
+        "bench: done pt_pages={} free_pages={} boot_memmap_cycles={}",
+        memory::PT_PAGES.load(Relaxed),
+        memory::free_page_count(),
+        memory::BOOT_MEMMAP_CYCLES.load(Relaxed)
+    );
     let _ = timer::HZ;
     Ok(())
 }

@@ -32,7 +32,9 @@ pub fn parse(cmdline: &str) -> (Options, Vec<String>) {
             },
             "memhp_default_state" => match parse_online_state(value) {
                 Some(t) => o.default_online = Some(t),
-                None => warn.push(format!("bad value in '{word}' (offline|online|online_kernel|online_movable), ignored")),
+                None => warn.push(format!(
+                    "bad value in '{word}' (offline|online|online_kernel|online_movable), ignored"
+                )),
             },
             "memory_hotplug.online_policy" => match value {
                 "contig-zones" => o.policy = Some(OnlinePolicy::ContigZones),
@@ -66,7 +68,9 @@ pub fn parse_online_state(v: &str) -> Option<Option<OnlineType>> {
 
 /// Split RAM into what the kernel uses (the lowest `limit` bytes) and what is held back.
 pub fn apply_mem_limit(ram: &[Range], limit: Option<u64>) -> (Vec<Range>, Vec<Range>) {
-    let Some(mut left) = limit else { return (ram.to_vec(), Vec::new()) };
+    let Some(mut left) = limit else {
+        return (ram.to_vec(), Vec::new());
+    };
     let mut sorted = ram.to_vec();
     sorted.sort_by_key(|r| r.base);
     let (mut used, mut held) = (Vec::new(), Vec::new());
@@ -74,10 +78,16 @@ pub fn apply_mem_limit(ram: &[Range], limit: Option<u64>) -> (Vec<Range>, Vec<Ra
         let take = r.size.min(left);
         left -= take;
         if take > 0 {
-            used.push(Range { base: r.base, size: take });
+            used.push(Range {
+                base: r.base,
+                size: take,
+            });
         }
         if take < r.size {
-            held.push(Range { base: r.base + take, size: r.size - take });
+            held.push(Range {
+                base: r.base + take,
+                size: r.size - take,
+            });
         }
     }
     (used, held)

@@ -15,7 +15,11 @@ struct RxRing {
     head: usize,
     tail: usize,
 }
-static RX: IrqSafeLock<RxRing> = IrqSafeLock::new(RxRing { buf: [0; RX_SIZE], head: 0, tail: 0 });
+static RX: IrqSafeLock<RxRing> = IrqSafeLock::new(RxRing {
+    buf: [0; RX_SIZE],
+    head: 0,
+    tail: 0,
+});
 
 impl Write for Console {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
@@ -52,7 +56,9 @@ pub fn _print_panic(args: core::fmt::Arguments) {
         let c = CONSOLE_RAW_VA.load(core::sync::atomic::Ordering::Relaxed);
         if c != 0 {
             // SAFETY: the UART stays mapped at this VA for the life of the kernel.
-            let mut raw = Console { uart: Some(unsafe { Pl011::new(c) }) };
+            let mut raw = Console {
+                uart: Some(unsafe { Pl011::new(c) }),
+            };
             let _ = raw.write_fmt(args);
         }
     }

@@ -80,7 +80,12 @@ fn reg_ranges(node: &fdt::node::FdtNode) -> Vec<Range> {
     node.reg()
         .into_iter()
         .flatten()
-        .filter_map(|r| Some(Range { base: r.starting_address as u64, size: r.size? as u64 }))
+        .filter_map(|r| {
+            Some(Range {
+                base: r.starting_address as u64,
+                size: r.size? as u64,
+            })
+        })
         .collect()
 }
 
@@ -101,8 +106,13 @@ pub unsafe fn parse(ptr: *const u8) -> Result<Platform, DtbError> {
     if memory.is_empty() {
         return Err(DtbError::NoMemory);
     }
-    let mut reserved: Vec<Range> =
-        fdt.memory_reservations().map(|r| Range { base: r.address() as u64, size: r.size() as u64 }).collect();
+    let mut reserved: Vec<Range> = fdt
+        .memory_reservations()
+        .map(|r| Range {
+            base: r.address() as u64,
+            size: r.size() as u64,
+        })
+        .collect();
     if let Some(rm) = fdt.find_node("/reserved-memory") {
         for child in rm.children() {
             reserved.extend(reg_ranges(&child));
@@ -129,7 +139,11 @@ pub unsafe fn parse(ptr: *const u8) -> Result<Platform, DtbError> {
     if regs.len() < 2 {
         return Err(DtbError::BadReg("interrupt-controller"));
     }
-    let gic = Gic { version, gicd: regs[0], gicc_or_gicr: regs[1] };
+    let gic = Gic {
+        version,
+        gicd: regs[0],
+        gicc_or_gicr: regs[1],
+    };
 
     let psci_method = fdt
         .find_node("/psci")
@@ -143,7 +157,9 @@ pub unsafe fn parse(ptr: *const u8) -> Result<Platform, DtbError> {
     }
     let bootargs = fdt.chosen().bootargs().map(String::from).unwrap_or_default();
     let model = fdt.root().model().into();
-    let fw_cfg = fdt.find_compatible(&["qemu,fw-cfg-mmio"]).and_then(|n| reg_ranges(&n).first().copied());
+    let fw_cfg = fdt
+        .find_compatible(&["qemu,fw-cfg-mmio"])
+        .and_then(|n| reg_ranges(&n).first().copied());
     Ok(Platform {
         memory,
         reserved,
@@ -162,7 +178,9 @@ pub unsafe fn parse(ptr: *const u8) -> Result<Platform, DtbError> {
 /// INTIDs of a node's `interrupts` property, decoded as GIC 3-cell specifiers
 /// `<type number flags>` (type 0 = SPI → INTID 32 + n, 1 = PPI → 16 + n).
 pub fn raw_interrupts(node: &fdt::node::FdtNode) -> Vec<u32> {
-    let Some(p) = node.property("interrupts") else { return Vec::new() };
+    let Some(p) = node.property("interrupts") else {
+        return Vec::new();
+    };
     p.value
         .chunks_exact(12)
         .map(|c| {

@@ -32,7 +32,13 @@ pub static EARLY_POOL_USED: core::sync::atomic::AtomicUsize = core::sync::atomic
 /// Physical address of the pool (computed once at early boot).
 pub static EARLY_POOL_PA: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-static mut BOOT_MMU: BootMmu = BootMmu { mair: 0, tcr: 0, ttbr0: 0, ttbr1: 0, sctlr: 0 };
+static mut BOOT_MMU: BootMmu = BootMmu {
+    mair: 0,
+    tcr: 0,
+    ttbr0: 0,
+    ttbr1: 0,
+    sctlr: 0,
+};
 
 /// Table allocator over the pool, MMU off: table PA == pointer.
 struct PhysPool;
@@ -104,21 +110,44 @@ pub extern "C" fn __hotmem_early_map(phys_start: u64, dtb: u64, entry_el: u64) -
     let image_end = core::ptr::addr_of!(__image_end) as u64;
 
     let mut pool = PhysPool;
-    let Ok(mut ttbr1) = PageTable::<crate::config::Cfg>::new(&mut pool) else { return 0 };
-    let Ok(mut ttbr0) = PageTable::<crate::config::Cfg>::new(&mut pool) else { return 0 };
-    let pages = MapFlags { block: false, cont: true };
-    let normal = |perm| Attrs { mem: MemType::Normal, perm };
+    let Ok(mut ttbr1) = PageTable::<crate::config::Cfg>::new(&mut pool) else {
+        return 0;
+    };
+    let Ok(mut ttbr0) = PageTable::<crate::config::Cfg>::new(&mut pool) else {
+        return 0;
+    };
+    let pages = MapFlags {
+        block: false,
+        cont: true,
+    };
+    let normal = |perm| Attrs {
+        mem: MemType::Normal,
+        perm,
+    };
     let regions = [
         (phys_start, text_end, Perm::ReadExec),
         (text_end, rodata_end, Perm::ReadOnly),
         (rodata_end, image_end, Perm::ReadWrite),
     ];
     for (start, end, perm) in regions {
-        if ttbr1.map(&mut pool, start + voffset, start, end - start, normal(perm), pages).is_err() {
+        if ttbr1
+            .map(&mut pool, start + voffset, start, end - start, normal(perm), pages)
+            .is_err()
+        {
             return 0;
         }
     }
-    if ttbr0.map(&mut pool, phys_start, phys_start, image_end - phys_start, normal(Perm::ReadExec), pages).is_err() {
+    if ttbr0
+        .map(
+            &mut pool,
+            phys_start,
+            phys_start,
+            image_end - phys_start,
+            normal(Perm::ReadExec),
+            pages,
+        )
+        .is_err()
+    {
         return 0;
     }
 
@@ -126,7 +155,17 @@ pub extern "C" fn __hotmem_early_map(phys_start: u64, dtb: u64, entry_el: u64) -
     let dtb = if dtb == 0 { RAM_BASE } else { dtb };
     let dtb_base = dtb & !(PAGE_SIZE - 1);
     let dtb_end = (dtb + FDT_MAX_SIZE / 2 + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
-    if ttbr1.map(&mut pool, FDT_VADDR, dtb_base, dtb_end - dtb_base, normal(Perm::ReadOnly), pages).is_err() {
+    if ttbr1
+        .map(
+            &mut pool,
+            FDT_VADDR,
+            dtb_base,
+            dtb_end - dtb_base,
+            normal(Perm::ReadOnly),
+            pages,
+        )
+        .is_err()
+    {
         return 0;
     }
     DTB_PA.store(dtb, Ordering::Relaxed);

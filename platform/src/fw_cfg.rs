@@ -33,7 +33,9 @@ impl FwCfg {
     /// `va` must be a permanent device mapping of the fw_cfg MMIO registers.
     pub unsafe fn new(va: u64) -> Self {
         // SAFETY: per the caller's contract.
-        FwCfg { regs: unsafe { &*(va as *const FwCfgRegs) } }
+        FwCfg {
+            regs: unsafe { &*(va as *const FwCfgRegs) },
+        }
     }
 
     fn select(&self, key: u16) {
@@ -76,5 +78,9 @@ impl FwCfg {
 /// The command line from fw_cfg (trailing NULs and whitespace trimmed).
 pub fn cmdline(f: &FwCfg) -> Option<String> {
     let data = f.read_file(CMDLINE_FILE)?;
-    Some(String::from_utf8_lossy(&data).trim_end_matches(['\0', ' ', '\n']).into())
+    Some(
+        String::from_utf8_lossy(&data)
+            .trim_end_matches(['\0', ' ', '\n'])
+            .into(),
+    )
 }

@@ -131,7 +131,10 @@ pub fn init() {
     MEMHP_VA.store(m, Ordering::Relaxed);
     GED_VA.store(g, Ordering::Relaxed);
     // Without firmware QEMU has no device there and the access aborts: expected, not fatal.
-    if matches!(arch::exception::probe_read32(m + 0x10), arch::exception::Probe::Fault { .. }) {
+    if matches!(
+        arch::exception::probe_read32(m + 0x10),
+        arch::exception::Probe::Fault { .. }
+    ) {
         println!("ged: absent (QEMU creates it only when booted as firmware): DIMM hotplug unavailable, probe works");
         return;
     }
@@ -188,7 +191,10 @@ fn scan() {
         if flags & slot_flags::INSERT != 0 {
             ctrl(control::CLEAR_INSERT);
             add(slot, "insert");
-        } else if flags & slot_flags::ENABLED != 0 && !DIMMS.lock().contains_key(&slot) && !REFUSED.lock().contains(&slot) {
+        } else if flags & slot_flags::ENABLED != 0
+            && !DIMMS.lock().contains_key(&slot)
+            && !REFUSED.lock().contains(&slot)
+        {
             add(slot, "coldplug");
         }
         if flags & slot_flags::REMOVE != 0 {
@@ -227,12 +233,24 @@ fn add(slot: u32, event: &str) {
                 ost::SUCCESS,
                 arch::cpu::counter() - t0
             );
-            DIMMS.lock().insert(slot, Dimm { base, size, group, blocks });
+            DIMMS.lock().insert(
+                slot,
+                Dimm {
+                    base,
+                    size,
+                    group,
+                    blocks,
+                },
+            );
         }
         Err(e) => {
             report_ost(ost::EVENT_INSERT, ost::FAILURE);
             REFUSED.lock().push(slot);
-            println!("dimm: slot={slot} base={base:#x} size={size:#x} event={event} refused: {} ost={:#x}", why_refused(e), ost::FAILURE);
+            println!(
+                "dimm: slot={slot} base={base:#x} size={size:#x} event={event} refused: {} ost={:#x}",
+                why_refused(e),
+                ost::FAILURE
+            );
         }
     }
 }
@@ -240,7 +258,11 @@ fn add(slot: u32, event: &str) {
 fn why_refused(e: HotplugError) -> String {
     match e {
         HotplugError::Misaligned { block_size, .. } => {
-            format!("{e} (the {} granule uses {} memory blocks)", G.granule_name(), layout::Size(block_size))
+            format!(
+                "{e} (the {} granule uses {} memory blocks)",
+                G.granule_name(),
+                layout::Size(block_size)
+            )
         }
         e => format!("{e}"),
     }
@@ -250,7 +272,11 @@ fn why_refused(e: HotplugError) -> String {
 fn unmapped(base: u64, size: u64) -> bool {
     let bs = G.section_size();
     let probes = (base..base + size).step_by(bs as usize).flat_map(|b| {
-        [layout::phys_to_virt(b), layout::phys_to_virt(b + bs - layout::PAGE_SIZE), memory::VMEMMAP.pfn_to_page(b >> layout::PAGE_SHIFT)]
+        [
+            layout::phys_to_virt(b),
+            layout::phys_to_virt(b + bs - layout::PAGE_SIZE),
+            memory::VMEMMAP.pfn_to_page(b >> layout::PAGE_SHIFT),
+        ]
     });
     let probes: Vec<u64> = probes.collect();
     memory::with_kernel_pt(|pt, t| probes.iter().all(|&va| pt.walk(t, va).leaf.is_none()))
@@ -283,16 +309,27 @@ fn remove(slot: u32) {
             report_ost(ost::EVENT_EJECT, ost::SUCCESS);
             DIMMS.lock().remove(&slot);
             ctrl(control::EJECT);
-            println!("dimm: slot={slot} event=remove ejected base={:#x} size={:#x} cycles={}", d.base, d.size, arch::cpu::counter() - t0);
+            println!(
+                "dimm: slot={slot} event=remove ejected base={:#x} size={:#x} cycles={}",
+                d.base,
+                d.size,
+                arch::cpu::counter() - t0
+            );
         }
         Ok(()) => {
             // Cannot happen if remove_memory is right; never eject memory that is still mapped.
             report_ost(ost::EVENT_EJECT, ost::FAILURE);
-            println!("dimm: slot={slot} event=remove refused: a translation of the range survived removal ost={:#x}", ost::FAILURE);
+            println!(
+                "dimm: slot={slot} event=remove refused: a translation of the range survived removal ost={:#x}",
+                ost::FAILURE
+            );
         }
         Err(e) => {
             report_ost(ost::EVENT_EJECT, ost::FAILURE);
-            println!("dimm: slot={slot} event=remove refused: {e} ost={:#x} (the DIMM stays usable; retry device_del)", ost::FAILURE);
+            println!(
+                "dimm: slot={slot} event=remove refused: {e} ost={:#x} (the DIMM stays usable; retry device_del)",
+                ost::FAILURE
+            );
         }
     }
 }
@@ -306,7 +343,9 @@ pub fn print_dimms() {
     let dimms = DIMMS.lock();
     println!("dimms: count={} refused_slots={:?}", dimms.len(), *REFUSED.lock());
     for (slot, d) in dimms.iter() {
-        println!("dimm: slot={} base={:#x} size={:#x} blocks={:?} group={}", slot, d.base, d.size, d.blocks, d.group);
+        println!(
+            "dimm: slot={} base={:#x} size={:#x} blocks={:?} group={}",
+            slot, d.base, d.size, d.blocks, d.group
+        );
     }
 }
-

@@ -5,7 +5,9 @@
 //! must be edge-triggered or the event is lost.
 
 use crate::dtb::GicVersion;
-use arch::sysreg::{ICC_BPR1_EL1, ICC_EOIR1_EL1, ICC_IAR1_EL1, ICC_IGRPEN1_EL1, ICC_PMR_EL1, ICC_SGI1R_EL1, ICC_SRE_EL1};
+use arch::sysreg::{
+    ICC_BPR1_EL1, ICC_EOIR1_EL1, ICC_IAR1_EL1, ICC_IGRPEN1_EL1, ICC_PMR_EL1, ICC_SGI1R_EL1, ICC_SRE_EL1,
+};
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use tock_registers::{
     interfaces::{Readable, Writeable},

@@ -69,7 +69,9 @@ fn linear_region() -> (u64, u64) {
 
 fn vmemmap_err(e: VmemmapError) -> HotplugError {
     match e {
-        VmemmapError::AltmapExhausted(_) => HotplugError::MemmapOnMemory("the block's altmap is too small for its memmap"),
+        VmemmapError::AltmapExhausted(_) => {
+            HotplugError::MemmapOnMemory("the block's altmap is too small for its memmap")
+        }
         _ => HotplugError::NoMemory,
     }
 }
@@ -83,8 +85,17 @@ pub struct KernelOps;
 
 impl HotplugOps for KernelOps {
     fn map_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
-        memory::with_kernel_pt(|pt, t| pt.map(t, layout::phys_to_virt(pa), pa, size, Attrs::NORMAL_RW, MapFlags::LARGEST))
-            .map_err(|_| HotplugError::NoMemory)?;
+        memory::with_kernel_pt(|pt, t| {
+            pt.map(
+                t,
+                layout::phys_to_virt(pa),
+                pa,
+                size,
+                Attrs::NORMAL_RW,
+                MapFlags::LARGEST,
+            )
+        })
+        .map_err(|_| HotplugError::NoMemory)?;
         // Make the new descriptors visible to the table walkers before anyone uses them.
         aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
         aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
@@ -95,7 +106,11 @@ impl HotplugOps for KernelOps {
         memory::with_kernel_pt(|pt, t| {
             for (edge, probe) in [(pa, pa), (pa + size, pa + size - PAGE_SIZE)] {
                 if let Some(l) = pt.walk(t, layout::phys_to_virt(probe)).leaf {
-                    let span = if l.contiguous { G.cont_size(l.level).unwrap_or(l.size) } else { l.size };
+                    let span = if l.contiguous {
+                        G.cont_size(l.level).unwrap_or(l.size)
+                    } else {
+                        l.size
+                    };
                     if edge % span != 0 {
                         return Err(HotplugError::WouldSplitLeaf { pa: edge });
                     }
@@ -116,8 +131,14 @@ impl HotplugOps for KernelOps {
         let start = VMEMMAP.pfn_to_page(section_pfn);
         let self_hosted = altmap.is_some();
         let st = memory::with_kernel_pt(|pt, tables| {
-            Vmemmap { pt, tables, source: &mut BuddySource, tlb: &mut KernelTlb, region: memory::vmemmap_region() }
-                .populate(start, start + G.memmap_per_section(), altmap)
+            Vmemmap {
+                pt,
+                tables,
+                source: &mut BuddySource,
+                tlb: &mut KernelTlb,
+                region: memory::vmemmap_region(),
+            }
+            .populate(start, start + G.memmap_per_section(), altmap)
         })
         .map_err(vmemmap_err)?;
         aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
@@ -133,8 +154,14 @@ impl HotplugOps for KernelOps {
         let start = VMEMMAP.pfn_to_page(section_pfn);
         let self_hosted = altmap.is_some();
         let r = memory::with_kernel_pt(|pt, tables| {
-            Vmemmap { pt, tables, source: &mut BuddySource, tlb: &mut KernelTlb, region: memory::vmemmap_region() }
-                .free(start, start + G.memmap_per_section(), altmap)
+            Vmemmap {
+                pt,
+                tables,
+                source: &mut BuddySource,
+                tlb: &mut KernelTlb,
+                region: memory::vmemmap_region(),
+            }
+            .free(start, start + G.memmap_per_section(), altmap)
         });
         match r {
             Ok(st) => {
@@ -180,7 +207,9 @@ impl HotplugOps for KernelOps {
     }
 
     fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) -> Result<(), HotplugError> {
-        memory::with_page_alloc(|a| a.online_range(zone, 0, pfn, nr)).map(|_| ()).map_err(|_| HotplugError::NoMemory)
+        memory::with_page_alloc(|a| a.online_range(zone, 0, pfn, nr))
+            .map(|_| ())
+            .map_err(|_| HotplugError::NoMemory)
     }
 
     fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
@@ -298,5 +327,8 @@ pub fn stress_free() -> u64 {
 /// that exists (QEMU RAM that `mem=` kept from the kernel), since touching the memmap of
 /// nonexistent memory would abort.
 pub fn probe_allowed(start: u64, size: u64) -> bool {
-    HELD_BACK.lock().iter().any(|r| start >= r.base && start + size <= r.end())
+    HELD_BACK
+        .lock()
+        .iter()
+        .any(|r| start >= r.base && start + size <= r.end())
 }

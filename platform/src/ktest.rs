@@ -17,7 +17,10 @@ macro_rules! ktest {
         const _: () = {
             #[link_section = ".ktests"]
             #[used]
-            static CASE: $crate::ktest::KTest = $crate::ktest::KTest { name: stringify!($f), run: $f };
+            static CASE: $crate::ktest::KTest = $crate::ktest::KTest {
+                name: stringify!($f),
+                run: $f,
+            };
         };
     };
 }
@@ -47,14 +50,22 @@ fn cases() -> &'static [KTest] {
 
 pub fn run_all(plat: &Platform) -> ! {
     let cases = cases();
-    println!("ktest: start cases={} config={}", cases.len(), crate::config::CONFIG_NAME);
+    println!(
+        "ktest: start cases={} config={}",
+        cases.len(),
+        crate::config::CONFIG_NAME
+    );
     let (mut passed, mut failed) = (0, 0);
     for c in cases {
         let t0 = arch::cpu::counter();
         match (c.run)(plat) {
             Ok(()) => {
                 passed += 1;
-                println!("ktest: ok name={} us={}", c.name, crate::timer::cycles_to_us(arch::cpu::counter() - t0));
+                println!(
+                    "ktest: ok name={} us={}",
+                    c.name,
+                    crate::timer::cycles_to_us(arch::cpu::counter() - t0)
+                );
             }
             Err(msg) => {
                 failed += 1;

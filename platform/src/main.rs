@@ -71,7 +71,13 @@ pub fn print_layout() {
         ("kimage", img, layout::image_end() - img),
     ];
     for (name, start, size) in rows {
-        println!("layout: region={:<8} start={:#018x} end={:#018x} size={}", name, start, start + size, Size(size));
+        println!(
+            "layout: region={:<8} start={:#018x} end={:#018x} size={}",
+            name,
+            start,
+            start + size,
+            Size(size)
+        );
     }
     println!(
         "layout: kimage text={:#x}-{:#x} (RX) rodata={:#x}-{:#x} (R) data={:#x}-{:#x} (RW NX) pa={:#x}",
@@ -109,10 +115,13 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     };
 
     // Kernel command line: /chosen/bootargs (-append), else the fw_cfg file (firmware mode).
-    let fw_cfg = plat.fw_cfg.and_then(|r| memory::ioremap(r.base, r.size).ok()).map(|va| {
-        // SAFETY: a fresh device mapping of the fw_cfg registers named by the DTB.
-        unsafe { fw_cfg::FwCfg::new(va) }
-    });
+    let fw_cfg = plat
+        .fw_cfg
+        .and_then(|r| memory::ioremap(r.base, r.size).ok())
+        .map(|va| {
+            // SAFETY: a fresh device mapping of the fw_cfg registers named by the DTB.
+            unsafe { fw_cfg::FwCfg::new(va) }
+        });
     let cmdline_text = if !plat.bootargs.is_empty() {
         plat.bootargs.clone()
     } else {
@@ -164,7 +173,12 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         println!("boot: memory base={:#x} size={:#x} ({})", m.base, m.size, Size(m.size));
     }
     for m in &held_back {
-        println!("boot: held_back base={:#x} size={:#x} ({}) (mem=; add it with probe)", m.base, m.size, Size(m.size));
+        println!(
+            "boot: held_back base={:#x} size={:#x} ({}) (mem=; add it with probe)",
+            m.base,
+            m.size,
+            Size(m.size)
+        );
     }
     print_layout();
 
@@ -172,8 +186,14 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     // sparse model with the memmap of every boot section, then the buddy allocator in it.
     let kimage_pa = layout::image_start().wrapping_sub(layout::kimage_voffset());
     let mut reserved = plat.reserved.clone();
-    reserved.push(dtb::Range { base: kimage_pa, size: layout::image_end() - layout::image_start() });
-    reserved.push(dtb::Range { base: dtb_pa, size: plat.dtb_size });
+    reserved.push(dtb::Range {
+        base: kimage_pa,
+        size: layout::image_end() - layout::image_start(),
+    });
+    reserved.push(dtb::Range {
+        base: dtb_pa,
+        size: plat.dtb_size,
+    });
     memory::init_memblock(&plat.memory, &reserved);
     match memory::init_memmap(&plat.memory) {
         Ok(m) => {
@@ -198,7 +218,10 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     // Interrupts, timer, PSCI.
     psci::init(plat.psci_method.as_deref());
     let (gicd, gicc) = (plat.gic.gicd, plat.gic.gicc_or_gicr);
-    let (Ok(gicd_va), Ok(gicc_va)) = (memory::ioremap(gicd.base, gicd.size), memory::ioremap(gicc.base, gicc.size)) else {
+    let (Ok(gicd_va), Ok(gicc_va)) = (
+        memory::ioremap(gicd.base, gicd.size),
+        memory::ioremap(gicc.base, gicc.size),
+    ) else {
         boot_failed(format_args!("cannot map the GIC"))
     };
     gic::init_distributor(plat.gic.version, gicd_va, gicc_va, gicc.size);
@@ -228,7 +251,11 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     ged::init();
 
     let cycles = arch::cpu::counter() - t0;
-    println!("boot: time_to_prompt_us={} cycles={}", timer::cycles_to_us(cycles), cycles);
+    println!(
+        "boot: time_to_prompt_us={} cycles={}",
+        timer::cycles_to_us(cycles),
+        cycles
+    );
 
     #[cfg(feature = "ktest")]
     ktest::run_all(&plat);

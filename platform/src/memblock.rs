@@ -14,7 +14,10 @@ pub struct Memblock {
 
 impl Memblock {
     pub const fn new() -> Self {
-        Memblock { free: Vec::new(), allocated: 0 }
+        Memblock {
+            free: Vec::new(),
+            allocated: 0,
+        }
     }
 
     /// Start from `ram` minus `reserved`.
@@ -53,9 +56,19 @@ impl Memblock {
 /// `a` minus `b`: zero, one or two ranges.
 pub fn subtract(a: Range, b: Range) -> impl Iterator<Item = Range> {
     let overlap = b.base < a.end() && b.end() > a.base;
-    let left = Range { base: a.base, size: b.base.saturating_sub(a.base).min(a.size) };
+    let left = Range {
+        base: a.base,
+        size: b.base.saturating_sub(a.base).min(a.size),
+    };
     let rs = b.end().clamp(a.base, a.end());
-    let right = Range { base: rs, size: a.end() - rs };
-    let parts = if overlap { [Some(left), Some(right)] } else { [Some(a), None] };
+    let right = Range {
+        base: rs,
+        size: a.end() - rs,
+    };
+    let parts = if overlap {
+        [Some(left), Some(right)]
+    } else {
+        [Some(a), None]
+    };
     parts.into_iter().flatten().filter(|r| r.size > 0)
 }

@@ -74,7 +74,9 @@ pub fn sparse() -> &'static Sparse {
 /// The memmap in the vmemmap region: `pfn_to_page(pfn) = VMEMMAP_START + 64 * pfn`.
 pub struct KernelMemmap;
 
-pub const VMEMMAP: mm::page::Vmemmap = mm::page::Vmemmap { base: layout::VMEMMAP_START };
+pub const VMEMMAP: mm::page::Vmemmap = mm::page::Vmemmap {
+    base: layout::VMEMMAP_START,
+};
 
 // SAFETY: a PFN is valid only once its section's memmap is populated (mapped RW in the vmemmap
 // region) and until it is freed; the VA arithmetic gives distinct, 64-byte aligned pages.
@@ -193,7 +195,14 @@ pub fn map_linear(ram: &[Range]) -> Result<(), MapError> {
             if end <= start || end > layout::LINEAR_SIZE {
                 continue;
             }
-            pt.map(tables, layout::phys_to_virt(start), start, end - start, Attrs::NORMAL_RW, MapFlags::LARGEST)?;
+            pt.map(
+                tables,
+                layout::phys_to_virt(start),
+                start,
+                end - start,
+                Attrs::NORMAL_RW,
+                MapFlags::LARGEST,
+            )?;
         }
         Ok(())
     })
@@ -272,8 +281,14 @@ pub fn init_memmap(ram: &[Range]) -> Result<BootMemmap, VmemmapError> {
             let start = VMEMMAP.pfn_to_page(pfn);
             let end = start + G.memmap_per_section();
             let st = with_kernel_pt(|pt, tables| {
-                Vmemmap { pt, tables, source: &mut MemblockSource, tlb: &mut crate::teardown::KernelTlb, region: vmemmap_region() }
-                    .populate(start, end, None)
+                Vmemmap {
+                    pt,
+                    tables,
+                    source: &mut MemblockSource,
+                    tlb: &mut crate::teardown::KernelTlb,
+                    region: vmemmap_region(),
+                }
+                .populate(start, end, None)
             })?;
             init_struct_pages(pfn, G.pages_per_section(), nr as u32, 0);
             sparse.set(nr, state::PRESENT | state::EARLY | state::HAS_MEMMAP);
@@ -287,7 +302,11 @@ pub fn init_memmap(ram: &[Range]) -> Result<BootMemmap, VmemmapError> {
     MEMMAP_BYTES.fetch_add(total.bytes, Ordering::Relaxed);
     let cycles = arch::cpu::counter() - t0;
     BOOT_MEMMAP_CYCLES.store(cycles, Ordering::Relaxed);
-    Ok(BootMemmap { sections, stats: total, cycles })
+    Ok(BootMemmap {
+        sections,
+        stats: total,
+        cycles,
+    })
 }
 
 pub fn vmemmap_region() -> (u64, u64) {
@@ -298,7 +317,11 @@ pub fn vmemmap_region() -> (u64, u64) {
 /// block id): one pass of 64-byte stores over the memmap.
 pub fn init_struct_pages(pfn: u64, n: u64, block: u32, extra_flags: u32) {
     let first = VMEMMAP.pfn_to_page(pfn) as *mut Page;
-    let page = Page { block, flags: Page::INIT.flags | extra_flags, ..Page::INIT };
+    let page = Page {
+        block,
+        flags: Page::INIT.flags | extra_flags,
+        ..Page::INIT
+    };
     for i in 0..n as usize {
         // SAFETY: the memmap of these PFNs was just populated (mapped RW); nobody else uses it
         // before its section is marked as having a memmap.
@@ -312,7 +335,10 @@ pub fn init_page_allocator() {
     let mut alloc = PageAlloc::new(KernelMemmap, G.max_order());
     let free = MEMBLOCK.lock().take_all();
     for f in free {
-        let (s, e) = (align_up(f.base, PAGE_SIZE) >> PAGE_SHIFT, align_down(f.end(), PAGE_SIZE) >> PAGE_SHIFT);
+        let (s, e) = (
+            align_up(f.base, PAGE_SIZE) >> PAGE_SHIFT,
+            align_down(f.end(), PAGE_SIZE) >> PAGE_SHIFT,
+        );
         if e > s {
             if let Err(e) = alloc.online_range(mm::page::ZoneId::Normal, 0, s, e - s) {
                 crate::println!("memory: cannot free boot range {:#x}-{:#x}: {e:?}", f.base, f.end());

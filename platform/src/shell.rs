@@ -69,7 +69,9 @@ pub fn parse_u64(s: &str) -> Result<u64, ShellError> {
 /// Run one command line.
 pub fn execute(line: &str) -> Result<(), ShellError> {
     let words: alloc::vec::Vec<&str> = line.split_whitespace().collect();
-    let Some((&name, args)) = words.split_first() else { return Ok(()) };
+    let Some((&name, args)) = words.split_first() else {
+        return Ok(());
+    };
     let cmd = COMMANDS.iter().find(|c| c.name == name).ok_or(ShellError::Unknown)?;
     (cmd.run)(args)
 }
@@ -146,7 +148,12 @@ fn cmd_meminfo(args: &[&str]) -> Result<(), ShellError> {
     use core::sync::atomic::Ordering::Relaxed;
     use mm::page::ZoneId;
     // RAM = boot RAM + online hot-added blocks (present pages, like Linux's MemTotal basis).
-    let hot = crate::hotplug::with_hotplug(|hp, _| hp.blocks().filter(|b| !b.early && b.zone.is_some()).map(|b| b.nr_pages).sum::<u64>());
+    let hot = crate::hotplug::with_hotplug(|hp, _| {
+        hp.blocks()
+            .filter(|b| !b.early && b.zone.is_some())
+            .map(|b| b.nr_pages)
+            .sum::<u64>()
+    });
     let ram = memory::RAM_PAGES.load(Relaxed) + hot;
     let free = memory::free_page_count();
     let pt = memory::PT_PAGES.load(Relaxed);
@@ -167,7 +174,11 @@ fn cmd_meminfo(args: &[&str]) -> Result<(), ShellError> {
             let n = a.max_order() as usize + 1;
             println!(
                 "meminfo: zone={} managed_pages={} free_pages={} isolated_pages={} free_blocks_by_order={:?}",
-                z.name(), c.managed, c.free, c.isolated, &blocks[..n]
+                z.name(),
+                c.managed,
+                c.free,
+                c.isolated,
+                &blocks[..n]
             );
         }
     });
@@ -201,7 +212,13 @@ fn cmd_page(args: &[&str]) -> Result<(), ShellError> {
             names.push_str(name);
         }
     }
-    let link = |v: u64| if v == mm::page::NO_PFN { alloc::format!("-") } else { alloc::format!("{v:#x}") };
+    let link = |v: u64| {
+        if v == mm::page::NO_PFN {
+            alloc::format!("-")
+        } else {
+            alloc::format!("{v:#x}")
+        }
+    };
     println!(
         "page: pfn={:#x} pa={:#x} struct_page={:#x} flags={:#x} ({}) order={} zone={} node={} refcount={} block={} next={} prev={}",
         pfn,
@@ -224,7 +241,12 @@ fn cmd_sections(args: &[&str]) -> Result<(), ShellError> {
     no_args(args)?;
     let sparse = memory::sparse();
     let size = layout::G.section_size();
-    println!("sections: section_size={} total={} present={}", layout::Size(size), sparse.nr_sections(), sparse.iter_with(mm::sparse::state::PRESENT).count());
+    println!(
+        "sections: section_size={} total={} present={}",
+        layout::Size(size),
+        sparse.nr_sections(),
+        sparse.iter_with(mm::sparse::state::PRESENT).count()
+    );
     for (nr, st) in sparse.iter_with(mm::sparse::state::PRESENT) {
         let mut names = String::new();
         for (bit, name) in mm::sparse::state::NAMES {
@@ -236,7 +258,14 @@ fn cmd_sections(args: &[&str]) -> Result<(), ShellError> {
             }
         }
         let pa = nr as u64 * size;
-        println!("section: nr={} range={:#x}-{:#x} state={} memmap={:#x}", nr, pa, pa + size, names, memory::VMEMMAP.pfn_to_page(pa >> layout::PAGE_SHIFT));
+        println!(
+            "section: nr={} range={:#x}-{:#x} state={} memmap={:#x}",
+            nr,
+            pa,
+            pa + size,
+            names,
+            memory::VMEMMAP.pfn_to_page(pa >> layout::PAGE_SHIFT)
+        );
     }
     Ok(())
 }
@@ -261,10 +290,16 @@ fn zone_name(z: Option<mm::page::ZoneId>) -> &'static str {
 fn cmd_blocks(args: &[&str]) -> Result<(), ShellError> {
     no_args(args)?;
     crate::hotplug::with_hotplug(|hp, _| {
-        println!("blocks: block_size={} count={}", layout::Size(hp.block_size()), hp.blocks().count());
+        println!(
+            "blocks: block_size={} count={}",
+            layout::Size(hp.block_size()),
+            hp.blocks().count()
+        );
         for b in hp.blocks() {
             let start = b.start_pfn << layout::PAGE_SHIFT;
-            let group = b.group.map_or(alloc::string::String::from("-"), |g| alloc::format!("{g}"));
+            let group = b
+                .group
+                .map_or(alloc::string::String::from("-"), |g| alloc::format!("{g}"));
             println!(
                 "block: id={} range={:#x}-{:#x} state={} zone={} group={} vmemmap_pages={} early={}",
                 b.id,
@@ -292,25 +327,38 @@ fn report<T>(what: &str, r: Result<T, mm::hotplug::HotplugError>) -> Option<T> {
 }
 
 fn cmd_probe(args: &[&str]) -> Result<(), ShellError> {
-    let [addr, size] = args else { return Err(ShellError::Usage) };
+    let [addr, size] = args else {
+        return Err(ShellError::Usage);
+    };
     let (addr, size) = (parse_u64(addr)?, parse_u64(size)?);
     if !crate::hotplug::probe_allowed(addr, size) {
         println!("probe: error: {addr:#x}+{size:#x} is not RAM held back by mem= (see the boot: held_back lines)");
         return Ok(());
     }
     let t0 = arch::cpu::counter();
-    let r = crate::hotplug::with_hotplug(|hp, ops| hp.add_memory(ops, None, addr, size, mm::hotplug::AddFlags { memmap_on_memory: true }));
+    let r = crate::hotplug::with_hotplug(|hp, ops| {
+        hp.add_memory(ops, None, addr, size, mm::hotplug::AddFlags { memmap_on_memory: true })
+    });
     let cycles = arch::cpu::counter() - t0;
     if let Some(ids) = report("probe", r) {
-        println!("probe: added={:#x}+{:#x} blocks={:?} cycles={}", addr, size, ids, cycles);
+        println!(
+            "probe: added={:#x}+{:#x} blocks={:?} cycles={}",
+            addr, size, ids, cycles
+        );
     }
     Ok(())
 }
 
 fn cmd_remove(args: &[&str]) -> Result<(), ShellError> {
-    let [addr, size] = args else { return Err(ShellError::Usage) };
+    let [addr, size] = args else {
+        return Err(ShellError::Usage);
+    };
     let (addr, size) = (parse_u64(addr)?, parse_u64(size)?);
-    let (tlbi0, range0, all0) = (arch::tlb::stats::va(), arch::tlb::stats::range(), arch::tlb::stats::all());
+    let (tlbi0, range0, all0) = (
+        arch::tlb::stats::va(),
+        arch::tlb::stats::range(),
+        arch::tlb::stats::all(),
+    );
     let t0 = arch::cpu::counter();
     let r = crate::hotplug::with_hotplug(|hp, ops| hp.remove_memory(ops, addr, size));
     let cycles = arch::cpu::counter() - t0;
@@ -396,7 +444,13 @@ fn cmd_stress(args: &[&str]) -> Result<(), ShellError> {
     match args {
         ["verify"] => {
             let r = stress_verify();
-            println!("stress: verify allocations={} verified={} bad={} result={}", r.allocations, r.verified, r.bad, if r.bad == 0 { "ok" } else { "FAILED" });
+            println!(
+                "stress: verify allocations={} verified={} bad={} result={}",
+                r.allocations,
+                r.verified,
+                r.bad,
+                if r.bad == 0 { "ok" } else { "FAILED" }
+            );
         }
         ["free"] => println!("stress: freed={}", stress_free()),
         [size] => {
@@ -411,7 +465,9 @@ fn cmd_stress(args: &[&str]) -> Result<(), ShellError> {
                     if r.bad == 0 { "ok" } else { "FAILED" },
                     arch::cpu::counter() - t0
                 ),
-                Err(e) => println!("stress: error: {e} (allocations made so far are kept; 'stress free' releases them)"),
+                Err(e) => {
+                    println!("stress: error: {e} (allocations made so far are kept; 'stress free' releases them)")
+                }
             }
         }
         _ => return Err(ShellError::Usage),
@@ -429,7 +485,9 @@ fn cmd_dimms(args: &[&str]) -> Result<(), ShellError> {
 static PINNED: spin::Mutex<alloc::vec::Vec<u64>> = spin::Mutex::new(alloc::vec::Vec::new());
 
 fn cmd_pin(args: &[&str]) -> Result<(), ShellError> {
-    let [addr, size] = args else { return Err(ShellError::Usage) };
+    let [addr, size] = args else {
+        return Err(ShellError::Usage);
+    };
     let (addr, size) = (parse_u64(addr)?, parse_u64(size)?);
     let mut others = alloc::vec::Vec::new();
     let mut found = None;
@@ -472,7 +530,10 @@ fn cmd_bench(args: &[&str]) -> Result<(), ShellError> {
     if sizes.is_empty() || reps == 0 {
         return Err(ShellError::Usage);
     }
-    let sizes = sizes.iter().map(|s| parse_u64(s)).collect::<Result<alloc::vec::Vec<u64>, _>>()?;
+    let sizes = sizes
+        .iter()
+        .map(|s| parse_u64(s))
+        .collect::<Result<alloc::vec::Vec<u64>, _>>()?;
     if let Err(e) = crate::bench::run(&sizes, reps) {
         println!("bench: error: {e}");
     }
@@ -511,7 +572,12 @@ fn cmd_cpus(args: &[&str]) -> Result<(), ShellError> {
     println!("cpus: online={} mask={:#x}", smp::online_count(), smp::online_mask());
     for cpu in 0..smp::MAX_CPUS {
         if smp::online_mask() & (1 << cpu) != 0 {
-            println!("cpu: id={} mpidr={:#x} ticks={}", cpu, smp::mpidr_of(cpu).unwrap_or(0), timer::ticks(cpu));
+            println!(
+                "cpu: id={} mpidr={:#x} ticks={}",
+                cpu,
+                smp::mpidr_of(cpu).unwrap_or(0),
+                timer::ticks(cpu)
+            );
         }
     }
     Ok(())

@@ -22,7 +22,10 @@ pub fn online_count() -> u32 {
 }
 
 pub fn mpidr_of(cpu: usize) -> Option<u64> {
-    MPIDR.get(cpu).map(|m| m.load(Ordering::Relaxed)).filter(|&m| m != u64::MAX)
+    MPIDR
+        .get(cpu)
+        .map(|m| m.load(Ordering::Relaxed))
+        .filter(|&m| m != u64::MAX)
 }
 
 /// Disable TTBR0 walks on this CPU: the identity map was only needed for the MMU switch.
@@ -51,7 +54,9 @@ pub fn boot_secondaries(cpus: &[u64]) -> Vec<Started> {
     let entry = arch::boot::secondary_entry_pa(layout::kimage_voffset());
     // Secondaries read the boot MMU registers with their MMU (and caches) off.
     arch::cache::clean_to_poc(core::ptr::addr_of!(arch::boot::BOOT_MMU_PA_SLOT) as u64, 8);
-    let mmu_va = arch::boot::BOOT_MMU_PA_SLOT.load(Ordering::Relaxed).wrapping_add(layout::kimage_voffset());
+    let mmu_va = arch::boot::BOOT_MMU_PA_SLOT
+        .load(Ordering::Relaxed)
+        .wrapping_add(layout::kimage_voffset());
     arch::cache::clean_to_poc(mmu_va, core::mem::size_of::<arch::boot::BootMmu>() as u64);
 
     let mut out = Vec::new();
@@ -60,7 +65,11 @@ pub fn boot_secondaries(cpus: &[u64]) -> Vec<Started> {
         MPIDR[cpu].store(mpidr, Ordering::Relaxed);
         let order = (STACK_ORDER_BYTES >> layout::PAGE_SHIFT).max(1).trailing_zeros();
         let Some(stack) = memory::alloc_pages(order) else {
-            out.push(Started { cpu, mpidr, result: Err("no memory for its stack") });
+            out.push(Started {
+                cpu,
+                mpidr,
+                result: Err("no memory for its stack"),
+            });
             continue;
         };
         let top = layout::phys_to_virt(stack) + (layout::PAGE_SIZE << order);
@@ -93,8 +102,14 @@ struct Mailbox {
     state: AtomicU64,
 }
 
-static MAILBOX: [Mailbox; MAX_CPUS] =
-    [const { Mailbox { func: AtomicU64::new(0), arg: AtomicU64::new(0), result: AtomicU64::new(0), state: AtomicU64::new(0) } }; MAX_CPUS];
+static MAILBOX: [Mailbox; MAX_CPUS] = [const {
+    Mailbox {
+        func: AtomicU64::new(0),
+        arg: AtomicU64::new(0),
+        result: AtomicU64::new(0),
+        state: AtomicU64::new(0),
+    }
+}; MAX_CPUS];
 
 /// Post `f(arg)` to `cpu` (online, not this one) without waiting; [`collect`] gets the result.
 pub fn post(cpu: usize, f: fn(u64) -> u64, arg: u64) -> bool {
@@ -138,7 +153,10 @@ pub fn run_on(cpu: usize, f: fn(u64) -> u64, arg: u64) -> Option<u64> {
 
 /// Run `f(arg)` on every online CPU; results by CPU index (`None` = did not answer).
 pub fn run_on_all(f: fn(u64) -> u64, arg: u64) -> Vec<(usize, Option<u64>)> {
-    (0..MAX_CPUS).filter(|&c| online_mask() & (1 << c) != 0).map(|c| (c, run_on(c, f, arg))).collect()
+    (0..MAX_CPUS)
+        .filter(|&c| online_mask() & (1 << c) != 0)
+        .map(|c| (c, run_on(c, f, arg)))
+        .collect()
 }
 
 fn serve_mailbox(cpu: usize) {
@@ -162,7 +180,12 @@ extern "C" fn __hotmem_secondary_main(cpu: u64) -> ! {
     timer::init_cpu();
     ONLINE.fetch_or(1 << cpu, Ordering::Release);
     aarch64_cpu::asm::sev();
-    println!("smp: cpu={} mpidr={:#x} el={} online", cpu, arch::cpu::mpidr_affinity(), arch::cpu::current_el());
+    println!(
+        "smp: cpu={} mpidr={:#x} el={} online",
+        cpu,
+        arch::cpu::mpidr_affinity(),
+        arch::cpu::current_el()
+    );
     sync::irq_enable();
     loop {
         arch::cpu::wfi();

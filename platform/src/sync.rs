@@ -16,13 +16,18 @@ pub struct IrqSafeGuard<'a, T> {
 
 impl<T> IrqSafeLock<T> {
     pub const fn new(v: T) -> Self {
-        IrqSafeLock { inner: spin::Mutex::new(v) }
+        IrqSafeLock {
+            inner: spin::Mutex::new(v),
+        }
     }
 
     pub fn lock(&self) -> IrqSafeGuard<'_, T> {
         let daif = DAIF.get();
         DAIF.write(DAIF::I::Masked + DAIF::F::Masked);
-        IrqSafeGuard { guard: Some(self.inner.lock()), daif }
+        IrqSafeGuard {
+            guard: Some(self.inner.lock()),
+            daif,
+        }
     }
 
     /// For the fault path only: take the lock if it is free.

@@ -16,7 +16,10 @@ pub fn init() {
 }
 
 fn cpu_tlb() -> CpuTlb {
-    CpuTlb { page_shift: crate::layout::PAGE_SHIFT, range: TLBI_RANGE.load(core::sync::atomic::Ordering::Relaxed) }
+    CpuTlb {
+        page_shift: crate::layout::PAGE_SHIFT,
+        range: TLBI_RANGE.load(core::sync::atomic::Ordering::Relaxed),
+    }
 }
 
 #[cfg(feature = "ktest")]

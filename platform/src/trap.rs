@@ -58,7 +58,13 @@ fn fatal(cpu: usize, kind: TrapKind, esr: u64, far: u64, frame: &TrapFrame) -> !
             "hotmem: fault: {} at level {} ({})\n",
             fault_status_name(fsc),
             fault_level(fsc),
-            if ec < 0x24 { "instruction fetch" } else if write { "write" } else { "read" }
+            if ec < 0x24 {
+                "instruction fetch"
+            } else if write {
+                "write"
+            } else {
+                "read"
+            }
         ));
     }
     console::_print_panic(format_args!("hotmem: stopping (exit status {FATAL_STATUS})\n"));
@@ -67,6 +73,10 @@ fn fatal(cpu: usize, kind: TrapKind, esr: u64, far: u64, frame: &TrapFrame) -> !
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    console::_print_panic(format_args!("\nhotmem: PANIC cpu={}: {}\n", arch::cpu::cpu_index(), info));
+    console::_print_panic(format_args!(
+        "\nhotmem: PANIC cpu={}: {}\n",
+        arch::cpu::cpu_index(),
+        info
+    ));
     arch::cpu::semihosting_exit(FATAL_STATUS)
 }

@@ -16,7 +16,10 @@ pub fn print_walk(va: u64) {
         if va >> G.va_bits == 0 {
             println!("pt: va={va:#x} is in the TTBR0 half; TTBR0 walks are disabled after boot (the identity map only serves the MMU switch)");
         } else {
-            println!("pt: va={va:#x} is outside both halves (bits above {} must be all 0 or all 1)", G.va_bits);
+            println!(
+                "pt: va={va:#x} is outside both halves (bits above {} must be all 0 or all 1)",
+                G.va_bits
+            );
         }
         return;
     }
@@ -31,7 +34,14 @@ pub fn print_walk(va: u64) {
             G.levels()
         );
         for s in &w.steps[..w.n] {
-            println!("pt: L{} ({}) idx={} table={:#x} desc={}", s.level, level_name(s.level), s.index, s.table_pa, s.desc.display(s.level == 3));
+            println!(
+                "pt: L{} ({}) idx={} table={:#x} desc={}",
+                s.level,
+                level_name(s.level),
+                s.index,
+                s.table_pa,
+                s.desc.display(s.level == 3)
+            );
         }
         match w.leaf {
             Some(l) => println!(

@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
-use crate::config::{
-    mem_with_dimm_slots, parse_mem_option, valid_pairs_text, BootMode, Granule, KernelConfig,
-};
+use crate::config::{mem_with_dimm_slots, parse_mem_option, valid_pairs_text, BootMode, Granule, KernelConfig};
 use crate::kernel::Kernel;
 use crate::run::{Machine, QemuRun, Serial, DEFAULT_CPU};
 
@@ -148,11 +146,7 @@ impl Options {
     /// `cargo run` boots): interactive runs use `-serial mon:stdio`, driven ones `-serial stdio`;
     /// firmware boots get DIMM slots by default ([`crate::config::mem_with_dimm_slots`]).
     pub fn qemu_run(&self, qemu: PathBuf, kernel: Kernel, gdb_port: Option<u16>) -> QemuRun {
-        let serial = if self.batch() {
-            Serial::Stdio
-        } else {
-            Serial::MonStdio
-        };
+        let serial = if self.batch() { Serial::Stdio } else { Serial::MonStdio };
         let mut machine = self.machine.clone();
         if self.boot == BootMode::Firmware {
             machine.mem = mem_with_dimm_slots(&machine.mem);
@@ -219,9 +213,7 @@ where
         let value = if takes_value {
             match inline {
                 Some(v) => v,
-                None => it
-                    .next()
-                    .ok_or_else(|| format!("{name} needs a value (see --help)"))?,
+                None => it.next().ok_or_else(|| format!("{name} needs a value (see --help)"))?,
             }
         } else {
             if inline.is_some() {
@@ -270,9 +262,7 @@ where
             "--append" => o.append = Some(value),
             "--qemu-arg" => o.qemu_args.push(value),
             "--dry-run" => o.dry_run = true,
-            _ if name.starts_with('-') => {
-                return Err(format!("unknown option `{name}` (see --help)"))
-            }
+            _ if name.starts_with('-') => return Err(format!("unknown option `{name}` (see --help)")),
             _ => return Err(format!("unexpected argument `{arg}` (see --help)")),
         }
     }
@@ -289,8 +279,7 @@ where
             })?,
         (None, None) => Granule::K4,
     };
-    o.kernel =
-        KernelConfig::new(granule, va.unwrap_or(granule.default_va_bits()))?.with_ktest(ktest);
+    o.kernel = KernelConfig::new(granule, va.unwrap_or(granule.default_va_bits()))?.with_ktest(ktest);
     if o.machine.gic.number() == 2 && o.machine.smp > 8 {
         return Err(format!(
             "--smp {}: GICv2 supports at most 8 CPUs (add --gic 3)",
@@ -330,25 +319,16 @@ mod tests {
         assert!(!o.batch());
         assert_eq!(o.effective_timeout(), None);
         assert_eq!(parse_args(["--help"]).unwrap(), Action::Help);
-        assert_eq!(
-            parse_args(["--granule", "64k", "-h"]).unwrap(),
-            Action::Help
-        );
+        assert_eq!(parse_args(["--granule", "64k", "-h"]).unwrap(), Action::Help);
     }
 
     #[test]
     fn granule_and_va() {
         assert_eq!(run(&["--granule", "16k"]).kernel.name(), "16k-47");
-        assert_eq!(
-            run(&["--granule=64k", "--va-bits=42"]).kernel.name(),
-            "64k-42"
-        );
+        assert_eq!(run(&["--granule=64k", "--va-bits=42"]).kernel.name(), "64k-42");
         assert_eq!(run(&["--va", "36"]).kernel.name(), "16k-36");
         assert_eq!(run(&["--va", "48"]).kernel.name(), "4k-48");
-        assert_eq!(
-            run(&["--va", "42", "--ktest"]).kernel.name(),
-            "64k-42-ktest"
-        );
+        assert_eq!(run(&["--va", "42", "--ktest"]).kernel.name(), "64k-42-ktest");
         let e = err(&["--granule", "64k", "--va-bits", "47"]);
         assert!(
             e.contains("64k with 47-bit") && e.contains("16k: 36, 47, 48 (default 47)"),
@@ -403,10 +383,7 @@ mod tests {
             "-d",
             "--qemu-arg=int",
         ]);
-        assert_eq!(
-            o.exec.as_deref().unwrap(),
-            ["meminfo", "pt 0x1", "poweroff"]
-        );
+        assert_eq!(o.exec.as_deref().unwrap(), ["meminfo", "pt 0x1", "poweroff"]);
         assert_eq!(o.qemu_args, ["-d", "int"]);
         assert!(o.batch());
         assert_eq!(o.effective_timeout(), Some(Duration::from_secs(60)));
@@ -414,10 +391,7 @@ mod tests {
             run(&["--exec", "x", "--timeout", "2.5"]).effective_timeout(),
             Some(Duration::from_millis(2500))
         );
-        assert_eq!(
-            run(&["--ktest", "--timeout", "0"]).effective_timeout(),
-            None
-        );
+        assert_eq!(run(&["--ktest", "--timeout", "0"]).effective_timeout(), None);
         assert_eq!(
             run(&["--timeout", "5"]).effective_timeout(),
             Some(Duration::from_secs(5))
@@ -427,10 +401,7 @@ mod tests {
         assert_eq!((o.gdb, o.gdb_port), (true, None));
         let o = run(&["--gdb-port", "5555"]);
         assert_eq!((o.gdb, o.gdb_port), (true, Some(5555)));
-        assert_eq!(
-            run(&["--append", "mem=512M"]).append.as_deref(),
-            Some("mem=512M")
-        );
+        assert_eq!(run(&["--append", "mem=512M"]).append.as_deref(), Some("mem=512M"));
         assert!(run(&["--dry-run"]).dry_run);
         assert!(err(&["--bogus"]).contains("unknown option `--bogus`"));
         assert!(err(&["stray"]).contains("unexpected argument"));

@@ -88,12 +88,7 @@ pub fn valid_pairs_text() -> String {
         .iter()
         .map(|g| {
             let vas: Vec<String> = g.valid_va_bits().iter().map(|v| v.to_string()).collect();
-            format!(
-                "{}: {} (default {})",
-                g,
-                vas.join(", "),
-                g.default_va_bits()
-            )
+            format!("{}: {} (default {})", g, vas.join(", "), g.default_va_bits())
         })
         .collect::<Vec<_>>()
         .join("; ")
@@ -225,9 +220,7 @@ impl FromStr for BootMode {
             "firmware" | "bios" | "fw" => Ok(BootMode::Firmware),
             "kernel" | "elf" => Ok(BootMode::Kernel),
             "image" | "bin" => Ok(BootMode::Image),
-            _ => Err(format!(
-                "unknown boot mode `{s}` (expected firmware, kernel or image)"
-            )),
+            _ => Err(format!("unknown boot mode `{s}` (expected firmware, kernel or image)")),
         }
     }
 }
@@ -397,9 +390,7 @@ mod tests {
         let e = KernelConfig::new(Granule::K64, 47).unwrap_err();
         assert!(e.contains("64k with 47-bit"), "{e}");
         assert!(
-            e.contains(
-                "4k: 39, 48 (default 48); 16k: 36, 47, 48 (default 47); 64k: 42, 48 (default 48)"
-            ),
+            e.contains("4k: 39, 48 (default 48); 16k: 36, 47, 48 (default 47); 64k: 42, 48 (default 48)"),
             "{e}"
         );
         assert!(KernelConfig::new(Granule::K16, 36).is_ok());
@@ -407,15 +398,10 @@ mod tests {
 
     #[test]
     fn features_and_names() {
-        let c = KernelConfig::new(Granule::K16, 47)
-            .unwrap()
-            .with_ktest(true);
+        let c = KernelConfig::new(Granule::K16, 47).unwrap().with_ktest(true);
         assert_eq!(c.features(), "granule-16k va-47 ktest");
         assert_eq!(c.name(), "16k-47-ktest");
-        assert_eq!(
-            KernelConfig::default_for(Granule::K64).features(),
-            "granule-64k va-48"
-        );
+        assert_eq!(KernelConfig::default_for(Granule::K64).features(), "granule-64k va-48");
         assert_eq!(
             KernelConfig::default_for(Granule::K4).ttbr1_base(),
             0xffff_0000_0000_0000
@@ -452,10 +438,7 @@ mod tests {
         assert_eq!(mem_with_dimm_slots("1G"), "1G,slots=8,maxmem=33G");
         assert_eq!(mem_with_dimm_slots("1536M"), "1536M,slots=8,maxmem=34304M");
         assert_eq!(mem_with_dimm_slots("2G,maxmem=4G"), "2G,maxmem=4G,slots=8");
-        assert_eq!(
-            mem_with_dimm_slots("1G,slots=2,maxmem=3G"),
-            "1G,slots=2,maxmem=3G"
-        );
+        assert_eq!(mem_with_dimm_slots("1G,slots=2,maxmem=3G"), "1G,slots=2,maxmem=3G");
         assert_eq!(mem_size_bytes("512M"), Some(512 << 20));
         assert!(parse_mem_option("1G,foo=1").is_err());
     }

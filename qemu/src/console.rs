@@ -70,10 +70,9 @@ impl fmt::Display for ConsoleError {
                     after.as_secs_f64()
                 )
             }
-            ConsoleError::Exited {
-                waiting_for,
-                status,
-            } => write!(f, "exited ({status}) while waiting for {waiting_for}"),
+            ConsoleError::Exited { waiting_for, status } => {
+                write!(f, "exited ({status}) while waiting for {waiting_for}")
+            }
             ConsoleError::Io(e) => write!(f, "I/O error: {e}"),
         }
     }
@@ -224,17 +223,11 @@ fn reader<R: Read + Send + 'static>(mut r: R, tx: mpsc::Sender<Chunk>, wrap: fn(
 impl Console {
     /// Spawns `cmd` with stdin, stdout and stderr piped.
     pub fn spawn(mut cmd: Command, opts: ConsoleOptions) -> io::Result<Console> {
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn()?;
         let started = Instant::now();
         let (tx, rx) = mpsc::channel();
-        reader(
-            child.stdout.take().expect("piped stdout"),
-            tx.clone(),
-            Chunk::Out,
-        );
+        reader(child.stdout.take().expect("piped stdout"), tx.clone(), Chunk::Out);
         reader(child.stderr.take().expect("piped stderr"), tx, Chunk::Err);
         let stdin = child.stdin.take();
         Ok(Console {
@@ -308,8 +301,7 @@ impl Console {
 
     /// Time left before the overall deadline (`None`: no deadline).
     pub fn remaining(&self) -> Option<Duration> {
-        self.deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
+        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// Records (and echoes, when echoing) text printed by a host command: it goes to
@@ -442,9 +434,7 @@ impl Console {
             match self.rx.recv_timeout(wait) {
                 Ok(c) => self.take(c),
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    thread::sleep(wait.min(Duration::from_millis(20)))
-                }
+                Err(RecvTimeoutError::Disconnected) => thread::sleep(wait.min(Duration::from_millis(20))),
             }
             self.reap()?;
         }
@@ -459,16 +449,11 @@ impl Console {
 
     /// [`Console::wait_for`] that gives up after `limit` without killing anything (`Ok(None)`,
     /// nothing consumed).
-    pub fn wait_for_within(
-        &mut self,
-        needle: &str,
-        limit: Option<Duration>,
-    ) -> Result<Option<String>, ConsoleError> {
+    pub fn wait_for_within(&mut self, needle: &str, limit: Option<Duration>) -> Result<Option<String>, ConsoleError> {
         let from = self.scan_from;
         let n = needle.as_bytes().to_vec();
         let what = format!("`{}`", needle.escape_debug());
-        let found =
-            self.wait_until_within(&what, limit, |out| find(&out[from..], &n).map(|i| from + i))?;
+        let found = self.wait_until_within(&what, limit, |out| find(&out[from..], &n).map(|i| from + i))?;
         Ok(found.map(|at| {
             let text = String::from_utf8_lossy(&self.out[from..at]).into_owned();
             self.scan_from = at + n.len();
@@ -565,9 +550,7 @@ impl Console {
     /// [`crate::session::Session::run_script`]): here they are reported and skipped.
     pub fn run_script<S: AsRef<str>>(self, commands: &[S]) -> RunOutcome {
         self.run_script_with(commands, |_, cmd| {
-            eprintln!(
-                "hotmem: host command `{cmd}` needs QMP (hotmem_qemu::session::Session); skipped"
-            );
+            eprintln!("hotmem: host command `{cmd}` needs QMP (hotmem_qemu::session::Session); skipped");
             HostStep::Skipped
         })
     }
@@ -605,9 +588,7 @@ impl Console {
                     return self.finish();
                 }
                 Err(ConsoleError::Exited { status, .. }) => {
-                    self.set_failure(format!(
-                        "the guest exited ({status}) before `{cmd}` was typed"
-                    ));
+                    self.set_failure(format!("the guest exited ({status}) before `{cmd}` was typed"));
                     return self.finish();
                 }
                 Err(ConsoleError::Io(e)) => {
@@ -697,8 +678,7 @@ done
 
     #[test]
     fn script_runs_to_poweroff() {
-        let out =
-            guest(FAKE_GUEST, 10_000).run_script(&split_commands(" meminfo ;; bogus;poweroff "));
+        let out = guest(FAKE_GUEST, 10_000).run_script(&split_commands(" meminfo ;; bogus;poweroff "));
         assert!(out.success(), "{}\n{}", out.describe(), out.tail(20));
         assert_eq!(out.commands_sent, 3);
         assert!(out.console.contains("meminfo: total=1024"));
@@ -756,10 +736,7 @@ done
         .run_script(&["help"]);
         assert!(out.timed_out);
         assert_eq!(out.commands_sent, 1);
-        assert!(out
-            .failure
-            .unwrap()
-            .contains("waiting for the guest to exit"));
+        assert!(out.failure.unwrap().contains("waiting for the guest to exit"));
     }
 
     #[test]
@@ -788,7 +765,10 @@ done
 
     #[test]
     fn output_arriving_in_pieces_still_matches_the_prompt() {
-        let mut c = guest("printf 'hot'; sleep 0.2; printf 'mem'; sleep 0.2; printf '> '; sleep 0.2; printf x; exit 0", 10_000);
+        let mut c = guest(
+            "printf 'hot'; sleep 0.2; printf 'mem'; sleep 0.2; printf '> '; sleep 0.2; printf x; exit 0",
+            10_000,
+        );
         assert_eq!(c.wait_for_prompt().unwrap(), "");
         assert!(c.wait_exit().unwrap().success());
         assert_eq!(c.output(), "hotmem> x");

@@ -55,9 +55,7 @@ pub fn which(name: &str) -> Option<PathBuf> {
 
 /// True when the effective user is root (`/proc/self` is owned by the effective uid).
 pub fn is_root() -> bool {
-    fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
+    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }
 
 /// `$HOTMEM_QEMU` if set (it must exist), else `qemu-system-aarch64` on `PATH`.
@@ -66,9 +64,7 @@ pub fn find_qemu() -> Result<Option<PathBuf>, String> {
         let name = v.to_string_lossy().into_owned();
         return match which(&name) {
             Some(p) => Ok(Some(p)),
-            None => Err(format!(
-                "${QEMU_ENV} is `{name}`, which is not an executable file"
-            )),
+            None => Err(format!("${QEMU_ENV} is `{name}`, which is not an executable file")),
         };
     }
     Ok(which(QEMU_BINARY))
@@ -146,23 +142,12 @@ fn apt(args: &[&str]) -> bool {
 pub fn install_qemu() -> Result<(), String> {
     if os_codename().as_deref() == Some("bookworm") {
         if !Path::new(BACKPORTS_FILE).exists() {
-            fs::write(BACKPORTS_FILE, BACKPORTS_SOURCE)
-                .map_err(|e| format!("cannot write {BACKPORTS_FILE}: {e}"))?;
+            fs::write(BACKPORTS_FILE, BACKPORTS_SOURCE).map_err(|e| format!("cannot write {BACKPORTS_FILE}: {e}"))?;
         }
-        if apt(&["update"])
-            && apt(&[
-                "install",
-                "-y",
-                "-t",
-                "bookworm-backports",
-                "qemu-system-arm",
-            ])
-        {
+        if apt(&["update"]) && apt(&["install", "-y", "-t", "bookworm-backports", "qemu-system-arm"]) {
             return Ok(());
         }
-        eprintln!(
-            "hotmem: QEMU from bookworm-backports did not install; trying bookworm's own (7.2)"
-        );
+        eprintln!("hotmem: QEMU from bookworm-backports did not install; trying bookworm's own (7.2)");
     } else {
         apt(&["update"]);
     }
@@ -180,14 +165,8 @@ pub fn ensure_qemu(policy: InstallPolicy) -> Result<Qemu, String> {
     let path = match found {
         Some(p) => p,
         None => {
-            let can_install =
-                policy == InstallPolicy::IfRoot && is_root() && which("apt-get").is_some();
-            let howto = || {
-                format!(
-                    "install it (as root):\n  {}",
-                    install_commands().join("\n  ")
-                )
-            };
+            let can_install = policy == InstallPolicy::IfRoot && is_root() && which("apt-get").is_some();
+            let howto = || format!("install it (as root):\n  {}", install_commands().join("\n  "));
             if !can_install {
                 return Err(format!(
                     "{QEMU_BINARY} not found on PATH (or set ${QEMU_ENV}); {}",
@@ -196,12 +175,7 @@ pub fn ensure_qemu(policy: InstallPolicy) -> Result<Qemu, String> {
             }
             eprintln!("hotmem: {QEMU_BINARY} not found; installing it");
             install_qemu().map_err(|e| format!("{e}; {}", howto()))?;
-            find_qemu()?.ok_or_else(|| {
-                format!(
-                    "{QEMU_BINARY} still not found after installing; {}",
-                    howto()
-                )
-            })?
+            find_qemu()?.ok_or_else(|| format!("{QEMU_BINARY} still not found after installing; {}", howto()))?
         }
     };
     let version = qemu_version(&path)?;

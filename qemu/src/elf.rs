@@ -82,9 +82,7 @@ pub fn load_segments(elf: &[u8]) -> Result<(u64, Vec<Segment>), ElfError> {
     }
     let machine = u16_at(elf, 18)?;
     if machine != EM_AARCH64 {
-        return Err(ElfError(format!(
-            "e_machine is {machine}, not AArch64 ({EM_AARCH64})"
-        )));
+        return Err(ElfError(format!("e_machine is {machine}, not AArch64 ({EM_AARCH64})")));
     }
     let entry = u64_at(elf, 24)?;
     let phoff = u64_at(elf, 32)?;
@@ -111,9 +109,7 @@ pub fn load_segments(elf: &[u8]) -> Result<(u64, Vec<Segment>), ElfError> {
             .checked_add(seg.filesz)
             .is_none_or(|end| end > elf.len() as u64)
         {
-            return Err(ElfError(format!(
-                "segment {i} file bytes lie outside the file"
-            )));
+            return Err(ElfError(format!("segment {i} file bytes lie outside the file")));
         }
         segs.push(seg);
     }
@@ -159,8 +155,7 @@ pub fn elf_to_flat(elf: &[u8]) -> Result<FlatImage, ElfError> {
             )));
         }
         placed.push((a, b));
-        bytes[a as usize..b as usize]
-            .copy_from_slice(&elf[s.offset as usize..(s.offset + s.filesz) as usize]);
+        bytes[a as usize..b as usize].copy_from_slice(&elf[s.offset as usize..(s.offset + s.filesz) as usize]);
     }
     Ok(FlatImage {
         load_base: base,
@@ -232,10 +227,7 @@ pub(crate) mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert!(elf_to_flat(
-            b"not an elf at all, but long enough to have a header......................"
-        )
-        .is_err());
+        assert!(elf_to_flat(b"not an elf at all, but long enough to have a header......................").is_err());
         let mut elf = make_elf(0, &[(0, 0, &[1], 1)]);
         elf[18] = 62; // x86-64
         assert!(elf_to_flat(&elf).unwrap_err().0.contains("AArch64"));
@@ -247,9 +239,6 @@ pub(crate) mod tests {
         assert!(elf_to_flat(&elf).unwrap_err().0.contains("limit"));
         let mut elf = make_elf(0, &[(0, 0, &[1; 8], 8)]);
         elf.truncate(elf.len() - 1);
-        assert!(elf_to_flat(&elf)
-            .unwrap_err()
-            .0
-            .contains("outside the file"));
+        assert!(elf_to_flat(&elf).unwrap_err().0.contains("outside the file"));
     }
 }

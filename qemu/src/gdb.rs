@@ -109,8 +109,7 @@ impl GdbBatch {
 
     /// A named step: its output is [`GdbOutcome::step`]`(name)`.
     pub fn step(mut self, name: &str, c: impl Into<String>) -> Self {
-        self.commands
-            .push(format!("echo \\n{STEP_MARKER}{name}\\n"));
+        self.commands.push(format!("echo \\n{STEP_MARKER}{name}\\n"));
         self.commands.push(c.into());
         self
     }
@@ -380,9 +379,6 @@ mod tests {
     fn gdbinit_and_package_exist() {
         let ws = crate::kernel::workspace_root();
         assert!(gdbinit(&ws).is_file());
-        assert!(gdb_dir(&ws)
-            .join("hotmem_gdb")
-            .join("__init__.py")
-            .is_file());
+        assert!(gdb_dir(&ws).join("hotmem_gdb").join("__init__.py").is_file());
     }
 }

@@ -76,10 +76,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         Some(b't' | b'T') => (&t[..t.len() - 1], 40),
         _ => (&t[..], 0),
     };
-    let v = match digits
-        .strip_prefix("0x")
-        .or_else(|| digits.strip_prefix("0X"))
-    {
+    let v = match digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
         Some(h) if shift == 0 => u64::from_str_radix(h, 16).map_err(|_| bad())?,
         Some(_) => return Err(bad()),
         None => digits.parse::<u64>().map_err(|_| bad())?,
@@ -104,8 +101,7 @@ pub fn format_size(v: u64) -> String {
 fn valid_id(id: &str) -> bool {
     // QEMU ids: a letter, then letters, digits, '-', '.', '_'.
     let mut c = id.chars();
-    matches!(c.next(), Some(f) if f.is_ascii_alphabetic())
-        && c.all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+    matches!(c.next(), Some(f) if f.is_ascii_alphabetic()) && c.all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
 }
 
 /// Parses a `:` line.
@@ -308,11 +304,7 @@ impl Unplugged {
             ),
         }];
         if let Some(Err(e)) = &self.object_del {
-            let memdev = self
-                .device
-                .as_ref()
-                .and_then(|d| d.memdev_id())
-                .unwrap_or("?");
+            let memdev = self.device.as_ref().and_then(|d| d.memdev_id()).unwrap_or("?");
             v.push(format!("unplug: id={id} warning: object-del {memdev}: {e}"));
         }
         v
@@ -332,8 +324,7 @@ pub fn next_dimm_id(qmp: &mut Qmp) -> Result<String, QmpError> {
         })
         .unwrap_or_default();
     let taken = |id: &str| {
-        devices.iter().any(|d| d.id.as_deref() == Some(id))
-            || objects.iter().any(|o| *o == format!("mem-{id}"))
+        devices.iter().any(|d| d.id.as_deref() == Some(id)) || objects.iter().any(|o| *o == format!("mem-{id}"))
     };
     Ok((0..)
         .map(|n| format!("dimm{n}"))
@@ -349,12 +340,7 @@ fn is_ost(e: &QmpEvent, id: &str, source: u64) -> Option<OspmStatus> {
 /// `:plug`: backend + `pc-dimm`, then waits up to `timeout` for the guest's insert _OST.
 /// QMP errors (bad size, no free slot, no GED in `-kernel` boots, ...) are returned as `Err`,
 /// after deleting the backend that was created for the DIMM.
-pub fn plug(
-    qmp: &mut Qmp,
-    size: u64,
-    id: Option<&str>,
-    timeout: Duration,
-) -> Result<Plugged, QmpError> {
+pub fn plug(qmp: &mut Qmp, size: u64, id: Option<&str>, timeout: Duration) -> Result<Plugged, QmpError> {
     let id = match id {
         Some(i) => i.to_string(),
         None => next_dimm_id(qmp)?,
@@ -367,24 +353,21 @@ pub fn plug(
         let _ = qmp.object_del(&memdev);
         return Err(e);
     }
-    let (result, ost, elapsed) =
-        match qmp.wait_event_since(mark, timeout, &format!("_OST for {id}"), |e| {
-            is_ost(e, &id, OST_SOURCE_INSERT).is_some()
-        }) {
-            Ok(e) => {
-                let o = e.ost().expect("an OST event");
-                let r = if o.status == 0 {
-                    PlugResult::Ok
-                } else {
-                    PlugResult::Refused { status: o.status }
-                };
-                (r, Some(o), e.received.saturating_duration_since(t0))
-            }
-            Err(QmpError::Timeout { after, .. }) => {
-                (PlugResult::NoAnswer { after }, None, t0.elapsed())
-            }
-            Err(e) => return Err(e),
-        };
+    let (result, ost, elapsed) = match qmp.wait_event_since(mark, timeout, &format!("_OST for {id}"), |e| {
+        is_ost(e, &id, OST_SOURCE_INSERT).is_some()
+    }) {
+        Ok(e) => {
+            let o = e.ost().expect("an OST event");
+            let r = if o.status == 0 {
+                PlugResult::Ok
+            } else {
+                PlugResult::Refused { status: o.status }
+            };
+            (r, Some(o), e.received.saturating_duration_since(t0))
+        }
+        Err(QmpError::Timeout { after, .. }) => (PlugResult::NoAnswer { after }, None, t0.elapsed()),
+        Err(e) => return Err(e),
+    };
     let dev = qmp
         .query_memory_devices()?
         .into_iter()
@@ -421,8 +404,7 @@ pub fn unplug(qmp: &mut Qmp, id: &str, timeout: Duration) -> Result<Unplugged, Q
             "ACPI_DEVICE_OST" => is_ost(e, id, OST_SOURCE_EJECT).is_some_and(|o| o.status != 0),
             "MEM_UNPLUG_ERROR" | "DEVICE_UNPLUG_GUEST_ERROR" => {
                 e.device() == Some(id)
-                    || e.data.get("path").and_then(Value::as_str)
-                        == Some(&format!("/machine/peripheral/{id}"))
+                    || e.data.get("path").and_then(Value::as_str) == Some(&format!("/machine/peripheral/{id}"))
             }
             _ => false,
         },
@@ -705,10 +687,7 @@ mod tests {
         assert!(parse_host_command(":reset now").is_err());
         assert_eq!(parse_host_command(":help").unwrap(), Help);
         let e = parse_host_command(":query-memory-devices").unwrap_err();
-        assert!(
-            e.contains("unknown host command `:query-memory-devices`"),
-            "{e}"
-        );
+        assert!(e.contains("unknown host command `:query-memory-devices`"), "{e}");
         assert!(parse_host_command("plug 1G").is_err());
         assert!(is_host_command(" :x") && !is_host_command("x:"));
     }
@@ -748,9 +727,7 @@ mod tests {
             result: PlugResult::Refused { status: 0x82 },
             ..p.clone()
         };
-        assert!(r
-            .line()
-            .starts_with("plug: id=dimm0 ost_status=0x82 refused"));
+        assert!(r.line().starts_with("plug: id=dimm0 ost_status=0x82 refused"));
         let u = Unplugged {
             id: "dimm0".into(),
             device: None,
@@ -759,10 +736,7 @@ mod tests {
             object_del: None,
             guest_line: None,
         };
-        assert_eq!(
-            u.lines(),
-            ["unplug: id=dimm0 refused ost_status=0x82 time_ms=3"]
-        );
+        assert_eq!(u.lines(), ["unplug: id=dimm0 refused ost_status=0x82 time_ms=3"]);
         let row = DimmRow {
             device: MemoryDevice {
                 kind: "dimm".into(),

@@ -52,8 +52,8 @@ impl RawTerminal {
             // What QEMU does for a stdio console: raw input, output processing kept.
             let _ = Command::new("stty")
                 .args([
-                    "-icanon", "-echo", "-echonl", "-isig", "-iexten", "-icrnl", "-inlcr",
-                    "-igncr", "-ixon", "-istrip", "min", "1", "time", "0",
+                    "-icanon", "-echo", "-echonl", "-isig", "-iexten", "-icrnl", "-inlcr", "-igncr", "-ixon",
+                    "-istrip", "min", "1", "time", "0",
                 ])
                 .stdin(Stdio::inherit())
                 .status();
@@ -259,17 +259,15 @@ pub fn run_interactive(run: &QemuRun) -> io::Result<(ExitStatus, bool)> {
                     out("\n");
                     let after = match qmp.as_mut() {
                         Some(q) => {
-                            let left =
-                                deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                            let reply =
-                                run_host_line(q, &line, HostTimeouts::default().capped(left));
+                            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                            let reply = run_host_line(q, &line, HostTimeouts::default().capped(left));
                             // Let the guest print its lines about it (`dimm: ...`, which
                             // follow the _OST) so they do not run into ours: at least 150 ms,
                             // then until a 100 ms pause in its output, 1 s at most.
                             let t = Instant::now();
                             while t.elapsed() < Duration::from_secs(1) {
-                                let quiet = started.elapsed().as_millis() as u64
-                                    >= last_output.load(Ordering::Relaxed) + 100;
+                                let quiet =
+                                    started.elapsed().as_millis() as u64 >= last_output.load(Ordering::Relaxed) + 100;
                                 if quiet && t.elapsed() >= Duration::from_millis(150) {
                                     break;
                                 }

@@ -239,8 +239,7 @@ fn write_atomic(dst: &Path, bytes: &[u8]) -> io::Result<()> {
 pub fn build_kernel(config: KernelConfig, opts: &BuildOptions) -> Result<Kernel, BuildError> {
     let ws = &opts.workspace;
     ensure_kernel_target(ws, opts.install_target)?;
-    let _lock = lock_builds(ws)
-        .map_err(|e| BuildError::new(format!("cannot take the kernel build lock: {e}")))?;
+    let _lock = lock_builds(ws).map_err(|e| BuildError::new(format!("cannot take the kernel build lock: {e}")))?;
 
     let args = build_args(ws, config);
     let shown = format!("cargo {}", crate::util::shell_join(&args));
@@ -291,7 +290,9 @@ pub fn build_kernel(config: KernelConfig, opts: &BuildOptions) -> Result<Kernel,
         output: output.clone(),
     })?;
     if !flat.has_image_header() {
-        eprintln!("hotmem: warning: kernel {config}: the flat binary has no arm64 Image header (magic `ARM\\x64` at 0x38)");
+        eprintln!(
+            "hotmem: warning: kernel {config}: the flat binary has no arm64 Image header (magic `ARM\\x64` at 0x38)"
+        );
     }
     if flat.bytes.len() as u64 > FLASH_SIZE {
         eprintln!(
@@ -340,18 +341,10 @@ mod tests {
     #[test]
     fn artifact_paths_and_build_command() {
         let ws = Path::new("/ws");
-        let c = KernelConfig::new(Granule::K16, 36)
-            .unwrap()
-            .with_ktest(true);
+        let c = KernelConfig::new(Granule::K16, 36).unwrap().with_ktest(true);
         let k = Kernel::paths(ws, c);
-        assert_eq!(
-            k.elf,
-            Path::new("/ws/target/kernel/out/hotmem-16k-36-ktest.elf")
-        );
-        assert_eq!(
-            k.bin,
-            Path::new("/ws/target/kernel/out/hotmem-16k-36-ktest.bin")
-        );
+        assert_eq!(k.elf, Path::new("/ws/target/kernel/out/hotmem-16k-36-ktest.elf"));
+        assert_eq!(k.bin, Path::new("/ws/target/kernel/out/hotmem-16k-36-ktest.bin"));
         assert_eq!(
             crate::util::shell_join(&build_args(ws, c)),
             "build --release -p hotmem-platform --bin hotmem --target aarch64-unknown-none \

@@ -84,9 +84,7 @@ fn run(o: Options) -> i32 {
     eprintln!("hotmem: booting {}", r.describe());
     eprintln!("hotmem: {}", r.command_line());
     if let Some(p) = gdb_port {
-        eprintln!(
-            "hotmem: QEMU is halted until gdb attaches to 127.0.0.1:{p}; in another terminal run:"
-        );
+        eprintln!("hotmem: QEMU is halted until gdb attaches to 127.0.0.1:{p}; in another terminal run:");
         eprintln!("    {}", run::gdb_command(&r.kernel.elf, p));
     }
 
@@ -111,14 +109,15 @@ fn run(o: Options) -> i32 {
         let st = out
             .status
             .map_or_else(|| "no exit status".to_string(), |s| s.to_string());
-        eprintln!(
-            "hotmem: QEMU ended ({st}) after {:.1} s",
-            out.elapsed.as_secs_f64()
-        );
+        eprintln!("hotmem: QEMU ended ({st}) after {:.1} s", out.elapsed.as_secs_f64());
         out.host_exit_code()
     } else {
-        eprintln!("hotmem: console on this terminal: Ctrl-A x quits QEMU, Ctrl-A c switches to the QEMU monitor and back;");
-        eprintln!("hotmem: a line starting with `:` is a host command (`:help`), e.g. `:plug 1G`, `:unplug dimm0`, `:dimms`");
+        eprintln!(
+            "hotmem: console on this terminal: Ctrl-A x quits QEMU, Ctrl-A c switches to the QEMU monitor and back;"
+        );
+        eprintln!(
+            "hotmem: a line starting with `:` is a host command (`:help`), e.g. `:plug 1G`, `:unplug dimm0`, `:dimms`"
+        );
         match hotmem_qemu::interactive::run_interactive(&r) {
             Ok((st, timed_out)) => {
                 if timed_out {

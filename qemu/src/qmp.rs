@@ -42,10 +42,7 @@ const MAX_QUEUED_EVENTS: usize = 4096;
 /// The QEMU option value for a QMP server on `path`: `unix:<path>,server=on,wait=off` (commas in
 /// the path doubled, QEMU's escape).
 pub fn qmp_arg(path: &Path) -> String {
-    format!(
-        "unix:{},server=on,wait=off",
-        path.to_string_lossy().replace(',', ",,")
-    )
+    format!("unix:{},server=on,wait=off", path.to_string_lossy().replace(',', ",,"))
 }
 
 /// What went wrong talking to QEMU.
@@ -81,11 +78,9 @@ impl fmt::Display for QmpError {
             }
             QmpError::Io(e) => write!(f, "QMP I/O error: {e}"),
             QmpError::Closed => write!(f, "QEMU closed the QMP connection (it exited?)"),
-            QmpError::Timeout { waiting_for, after } => write!(
-                f,
-                "no {waiting_for} from QEMU after {:.1} s",
-                after.as_secs_f64()
-            ),
+            QmpError::Timeout { waiting_for, after } => {
+                write!(f, "no {waiting_for} from QEMU after {:.1} s", after.as_secs_f64())
+            }
             QmpError::Protocol(m) => write!(f, "QMP protocol error: {m}"),
             QmpError::Command { class, desc } => write!(f, "{desc} ({class})"),
         }
@@ -157,19 +152,14 @@ impl MemoryDevice {
             addr: u("addr").or_else(|| u("memaddr")).unwrap_or(0),
             size: u("size").unwrap_or(0),
             memdev: s("memdev"),
-            hotplugged: d
-                .get("hotplugged")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            hotplugged: d.get("hotplugged").and_then(Value::as_bool).unwrap_or(false),
             node: u("node"),
         })
     }
 
     /// The backend object's id: the last component of [`MemoryDevice::memdev`].
     pub fn memdev_id(&self) -> Option<&str> {
-        self.memdev
-            .as_deref()
-            .map(|p| p.rsplit('/').next().unwrap_or(p))
+        self.memdev.as_deref().map(|p| p.rsplit('/').next().unwrap_or(p))
     }
 }
 
@@ -194,11 +184,7 @@ impl OspmStatus {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             },
-            slot_type: v
-                .get("slot-type")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
+            slot_type: v.get("slot-type").and_then(Value::as_str).unwrap_or("").to_string(),
             source: v.get("source").and_then(Value::as_u64).unwrap_or(0),
             status: v.get("status").and_then(Value::as_u64).unwrap_or(0),
         })
@@ -249,18 +235,12 @@ impl Qmp {
                 Ok(s) => break s,
                 Err(e) => {
                     if let Err(why) = alive() {
-                        return Err(QmpError::Connect {
-                            path: path.into(),
-                            why,
-                        });
+                        return Err(QmpError::Connect { path: path.into(), why });
                     }
                     if start.elapsed() >= timeout {
                         return Err(QmpError::Connect {
                             path: path.into(),
-                            why: format!(
-                                "{e} (gave up after {:.1} s)",
-                                start.elapsed().as_secs_f64()
-                            ),
+                            why: format!("{e} (gave up after {:.1} s)", start.elapsed().as_secs_f64()),
                         });
                     }
                     thread::sleep(Duration::from_millis(20));
@@ -268,9 +248,7 @@ impl Qmp {
             }
         };
         let mut q = Qmp::from_stream(stream)?;
-        let left = timeout
-            .saturating_sub(start.elapsed())
-            .max(Duration::from_secs(2));
+        let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_secs(2));
         let greeting = q.recv_until(left, "QMP greeting", |m| m.get("QMP").is_some())?;
         q.greeting = greeting;
         q.execute_with_timeout("qmp_capabilities", None, left)?;
@@ -340,11 +318,7 @@ impl Qmp {
 
     /// The last commands, replies and events (`->`, `<-`, `EV`), for failure reports.
     pub fn transcript(&self) -> String {
-        self.transcript
-            .iter()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.transcript.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
     fn push_event(&mut self, v: &Value, received: Instant) {
@@ -357,11 +331,7 @@ impl Qmp {
             .unwrap_or(0.0);
         let e = QmpEvent {
             seq: self.next_seq,
-            name: v
-                .get("event")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
+            name: v.get("event").and_then(Value::as_str).unwrap_or("").to_string(),
             data: v.get("data").cloned().unwrap_or(Value::Null),
             timestamp: ts,
             received,
@@ -376,11 +346,7 @@ impl Qmp {
 
     /// Receives one message within `timeout`: an event is queued (`Ok(None)`), anything else
     /// is returned.
-    fn recv_one(
-        &mut self,
-        timeout: Duration,
-        waiting_for: &str,
-    ) -> Result<Option<Value>, QmpError> {
+    fn recv_one(&mut self, timeout: Duration, waiting_for: &str) -> Result<Option<Value>, QmpError> {
         if self.closed {
             return Err(QmpError::Closed);
         }
@@ -459,14 +425,10 @@ impl Qmp {
     /// object (`{"return": ..}` or `{"error": ..}`, returned as is, without the `id`).
     pub fn execute_raw(&mut self, mut cmd: Value, timeout: Duration) -> Result<Value, QmpError> {
         let Some(obj) = cmd.as_object_mut() else {
-            return Err(QmpError::Protocol(format!(
-                "a QMP command is a JSON object, not {cmd}"
-            )));
+            return Err(QmpError::Protocol(format!("a QMP command is a JSON object, not {cmd}")));
         };
         if !obj.contains_key("execute") {
-            return Err(QmpError::Protocol(format!(
-                "a QMP command needs \"execute\": {cmd}"
-            )));
+            return Err(QmpError::Protocol(format!("a QMP command needs \"execute\": {cmd}")));
         }
         let id = format!("hotmem-{}", self.next_id);
         self.next_id += 1;
@@ -605,14 +567,12 @@ impl Qmp {
 
     /// `device_del`: only a *request* for DIMMs; completion is the `DEVICE_DELETED` event.
     pub fn device_del(&mut self, id: &str) -> Result<(), QmpError> {
-        self.execute("device_del", Some(json!({ "id": id })))
-            .map(drop)
+        self.execute("device_del", Some(json!({ "id": id }))).map(drop)
     }
 
     /// `object-del` (fails with "is in use" while a DIMM still uses the backend).
     pub fn object_del(&mut self, id: &str) -> Result<(), QmpError> {
-        self.execute("object-del", Some(json!({ "id": id })))
-            .map(drop)
+        self.execute("object-del", Some(json!({ "id": id }))).map(drop)
     }
 
     pub fn query_memory_devices(&mut self) -> Result<Vec<MemoryDevice>, QmpError> {
@@ -641,10 +601,7 @@ impl Qmp {
 
     /// A human monitor (HMP) command through QMP; returns its text output.
     pub fn human_monitor_command(&mut self, line: &str) -> Result<String, QmpError> {
-        let v = self.execute(
-            "human-monitor-command",
-            Some(json!({ "command-line": line })),
-        )?;
+        let v = self.execute("human-monitor-command", Some(json!({ "command-line": line })))?;
         Ok(v.as_str().unwrap_or_default().to_string())
     }
 }
@@ -747,16 +704,12 @@ mod tests {
     fn connect_gives_up() {
         let p = sock_path("never");
         let t = Instant::now();
-        let e = Qmp::connect(&p, Duration::from_millis(300), || Ok(()))
-            .err()
-            .unwrap();
+        let e = Qmp::connect(&p, Duration::from_millis(300), || Ok(())).err().unwrap();
         assert!(matches!(e, QmpError::Connect { .. }), "{e}");
         assert!(t.elapsed() < Duration::from_secs(3));
-        let e = Qmp::connect(&p, Duration::from_secs(30), || {
-            Err("QEMU exited (status 1)".into())
-        })
-        .err()
-        .unwrap();
+        let e = Qmp::connect(&p, Duration::from_secs(30), || Err("QEMU exited (status 1)".into()))
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("QEMU exited"), "{e}");
     }
 
@@ -787,26 +740,18 @@ mod tests {
         q.device_add_dimm("dimm0", "mem-dimm0").unwrap();
         // The event that came before the reply is not lost.
         let e = q
-            .wait_event_since(m, Duration::from_secs(1), "OST", |e| {
-                e.name == "ACPI_DEVICE_OST"
-            })
+            .wait_event_since(m, Duration::from_secs(1), "OST", |e| e.name == "ACPI_DEVICE_OST")
             .unwrap();
         assert_eq!(e.timestamp, 1.5);
         let ost = e.ost().unwrap();
         assert_eq!(
-            (
-                ost.device.as_deref(),
-                ost.source,
-                ost.status,
-                ost.slot_number()
-            ),
+            (ost.device.as_deref(), ost.source, ost.status, ost.slot_number()),
             (Some("dimm0"), 1, 0, Some(0))
         );
         // A claimed event is gone; events before a mark do not count.
         let m2 = q.mark();
         assert!(q
-            .wait_event_since(m2, Duration::from_millis(100), "OST", |e| e.name
-                == "ACPI_DEVICE_OST")
+            .wait_event_since(m2, Duration::from_millis(100), "OST", |e| e.name == "ACPI_DEVICE_OST")
             .is_err());
         match q.object_del("mem-dimm0") {
             Err(QmpError::Command { class, desc }) => {
@@ -829,11 +774,7 @@ mod tests {
         let m3 = q.mark();
         q.device_del("dimm0").unwrap();
         let e = q
-            .wait_event(
-                "DEVICE_DELETED",
-                |d| d["device"] == "dimm0",
-                Duration::from_secs(2),
-            )
+            .wait_event("DEVICE_DELETED", |d| d["device"] == "dimm0", Duration::from_secs(2))
             .unwrap();
         assert!(e.seq >= m3);
         assert_eq!(e.device(), Some("dimm0"));
@@ -856,10 +797,7 @@ mod tests {
         let mut q = Qmp::connect(&p, Duration::from_secs(5), || Ok(())).unwrap();
         let e = q.execute("quit", None).unwrap_err();
         assert!(matches!(e, QmpError::Closed), "{e}");
-        assert!(matches!(
-            q.execute("quit", None).unwrap_err(),
-            QmpError::Closed
-        ));
+        assert!(matches!(q.execute("quit", None).unwrap_err(), QmpError::Closed));
     }
 
     #[test]
@@ -869,10 +807,7 @@ mod tests {
             reply_value(json!({"error": {"class": "C", "desc": "d"}})),
             Err(QmpError::Command { .. })
         ));
-        assert!(matches!(
-            reply_value(json!({"x": 1})),
-            Err(QmpError::Protocol(_))
-        ));
+        assert!(matches!(reply_value(json!({"x": 1})), Err(QmpError::Protocol(_))));
         assert_eq!(
             qmp_arg(Path::new("/t/a,b/q.sock")),
             "unix:/t/a,,b/q.sock,server=on,wait=off"

@@ -69,9 +69,7 @@ pub fn free_gdb_port(preferred: u16) -> io::Result<u16> {
     if let Ok(l) = TcpListener::bind((Ipv4Addr::LOCALHOST, preferred)) {
         return Ok(l.local_addr()?.port());
     }
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
 }
 
 /// The gdb command that attaches to a `--gdb` run, with the project's gdbinit (python `hm-*`
@@ -243,7 +241,10 @@ impl QemuRun {
             match self.boot {
                 BootMode::Firmware => {
                     // fw_cfg option strings cannot contain a comma unescaped: QEMU's ",," escape.
-                    a.extend(["-fw_cfg".into(), format!("name={FW_CFG_CMDLINE},string={}", cmdline.replace(',', ",,"))])
+                    a.extend([
+                        "-fw_cfg".into(),
+                        format!("name={FW_CFG_CMDLINE},string={}", cmdline.replace(',', ",,")),
+                    ])
                 }
                 BootMode::Kernel | BootMode::Image => a.extend(["-append".into(), cmdline.clone()]),
             }
@@ -283,10 +284,7 @@ impl QemuRun {
         } else {
             Err(io::Error::new(
                 io::ErrorKind::NotFound,
-                format!(
-                    "kernel file {} does not exist (build it first)",
-                    f.display()
-                ),
+                format!("kernel file {} does not exist (build it first)", f.display()),
             ))
         }
     }
@@ -345,10 +343,7 @@ mod tests {
     use crate::config::{Granule, KernelConfig};
 
     fn kernel() -> Kernel {
-        Kernel::paths(
-            Path::new("/ws"),
-            KernelConfig::new(Granule::K16, 47).unwrap(),
-        )
+        Kernel::paths(Path::new("/ws"), KernelConfig::new(Granule::K16, 47).unwrap())
     }
 
     #[test]
@@ -384,10 +379,7 @@ mod tests {
             img[img.len() - 2..],
             ["-kernel", "/ws/target/kernel/out/hotmem-16k-47.bin"]
         );
-        assert_eq!(
-            r.describe(),
-            "16k-47 kernel cpu=cortex-a76 smp=4 mem=2G gic=3 el2"
-        );
+        assert_eq!(r.describe(), "16k-47 kernel cpu=cortex-a76 smp=4 mem=2G gic=3 el2");
     }
 
     #[test]

@@ -22,9 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::console::{Console, ConsoleError, HostStep, RunOutcome};
-use crate::host_cmd::{
-    self, parse_host_command, After, HostCommand, HostReply, HostTimeouts, Plugged, Unplugged,
-};
+use crate::host_cmd::{self, parse_host_command, After, HostCommand, HostReply, HostTimeouts, Plugged, Unplugged};
 use crate::qmp::{Qmp, QmpError, DEFAULT_CONNECT_TIMEOUT};
 use crate::run::QemuRun;
 
@@ -42,15 +40,8 @@ impl SocketDir {
     /// that path would be too long for a unix socket).
     pub fn new() -> io::Result<SocketDir> {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut dir = crate::kernel::workspace_root()
-            .join("target")
-            .join("qmp")
-            .join(&name);
+        let name = format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let mut dir = crate::kernel::workspace_root().join("target").join("qmp").join(&name);
         if dir.join("qmp.sock").as_os_str().len() > MAX_SOCKET_PATH {
             dir = std::env::temp_dir().join(format!("hotmem-qmp-{name}"));
         }
@@ -97,11 +88,7 @@ impl fmt::Display for SessionError {
             SessionError::Console(e) => write!(f, "console: {e}"),
             SessionError::Qmp(e) => write!(f, "QMP: {e}"),
             SessionError::GuestTimeout { cmd, after, tail } => {
-                write!(
-                    f,
-                    "no prompt {:.1} s after typing `{cmd}`",
-                    after.as_secs_f64()
-                )?;
+                write!(f, "no prompt {:.1} s after typing `{cmd}`", after.as_secs_f64())?;
                 // The guest echoes each character it reads: an echo that stops inside the
                 // command means typed bytes never reached the shell.
                 let line = tail.rsplit('\n').next().unwrap_or("");
@@ -160,17 +147,13 @@ impl Session {
             }
         };
         let path = run.qmp_socket.clone().expect("set above");
-        let mut console = run
-            .spawn()
-            .map_err(|e| SessionError::Start(e.to_string()))?;
-        let qmp = Qmp::connect(&path, DEFAULT_CONNECT_TIMEOUT, || {
-            match console.try_status() {
-                Some(st) => Err(format!(
-                    "QEMU exited ({st}) before its QMP socket answered: {}",
-                    console.stderr_output().trim()
-                )),
-                None => Ok(()),
-            }
+        let mut console = run.spawn().map_err(|e| SessionError::Start(e.to_string()))?;
+        let qmp = Qmp::connect(&path, DEFAULT_CONNECT_TIMEOUT, || match console.try_status() {
+            Some(st) => Err(format!(
+                "QEMU exited ({st}) before its QMP socket answered: {}",
+                console.stderr_output().trim()
+            )),
+            None => Ok(()),
         });
         let qmp = match qmp {
             Ok(q) => q,
@@ -191,10 +174,7 @@ impl Session {
 
     /// The QMP socket.
     pub fn socket(&self) -> &Path {
-        self.run
-            .qmp_socket
-            .as_deref()
-            .expect("a session always has one")
+        self.run.qmp_socket.as_deref().expect("a session always has one")
     }
 
     fn limits(&self) -> HostTimeouts {
@@ -283,9 +263,7 @@ impl Session {
 
     /// Ends the session (QEMU SIGKILLed if still running) and returns what it printed.
     pub fn finish(self) -> RunOutcome {
-        let Session {
-            console, qmp, sock, ..
-        } = self;
+        let Session { console, qmp, sock, .. } = self;
         let out = console.finish();
         drop(qmp);
         drop(sock);
@@ -387,10 +365,7 @@ pub fn plug_on(
     con.pump();
     let from = con.output_len();
     let mut p = host_cmd::plug(qmp, size, id, t.plug)?;
-    if let (Some(slot), false) = (
-        p.slot,
-        matches!(p.result, host_cmd::PlugResult::NoAnswer { .. }),
-    ) {
+    if let (Some(slot), false) = (p.slot, matches!(p.result, host_cmd::PlugResult::NoAnswer { .. })) {
         p.guest_line = wait_line(
             con,
             from,
@@ -404,12 +379,7 @@ pub fn plug_on(
 }
 
 /// [`Session::unplug`] on a console and a QMP connection.
-pub fn unplug_on(
-    con: &mut Console,
-    qmp: &mut Qmp,
-    t: HostTimeouts,
-    id: &str,
-) -> Result<Unplugged, SessionError> {
+pub fn unplug_on(con: &mut Console, qmp: &mut Qmp, t: HostTimeouts, id: &str) -> Result<Unplugged, SessionError> {
     con.pump();
     let from = con.output_len();
     let mut u = host_cmd::unplug(qmp, id, t.unplug)?;
@@ -483,11 +453,7 @@ mod tests {
         assert!(!is_dimm_event_line(ins, 11, false));
         assert!(!is_dimm_event_line(ins, 1, true));
         assert!(is_dimm_event_line(&format!("hotmem> {ins}"), 1, false));
-        assert!(is_dimm_event_line(
-            "dimm: slot=0 event=remove ejected",
-            0,
-            true
-        ));
+        assert!(is_dimm_event_line("dimm: slot=0 event=remove ejected", 0, true));
         assert!(is_dimm_event_line(
             "dimm: slot=0 event=remove refused: busy ost=0x82",
             0,
@@ -516,9 +482,7 @@ mod tests {
             after: Duration::from_secs(30),
             tail: "hotmem> dimm: slot=0 event=remove ejected\npt 0xffff0000800000".into(),
         };
-        assert!(e
-            .to_string()
-            .contains("echoed only \"pt 0xffff0000800000\""));
+        assert!(e.to_string().contains("echoed only \"pt 0xffff0000800000\""));
         let e = SessionError::GuestTimeout {
             cmd: "stress 1G".into(),
             after: Duration::from_secs(30),
@@ -553,9 +517,7 @@ mod tests {
         };
         std::fs::write(&k.bin, [0u8; 16]).unwrap();
         // `false` stands in for a QEMU that exits immediately.
-        let run = QemuRun::new(k)
-            .qemu("false")
-            .timeout(Some(Duration::from_secs(10)));
+        let run = QemuRun::new(k).qemu("false").timeout(Some(Duration::from_secs(10)));
         let t = std::time::Instant::now();
         let e = Session::start(run).err().expect("must fail");
         let _ = std::fs::remove_dir_all(&dir);

@@ -33,7 +33,10 @@ fn invalid_pair_is_a_usage_error() {
     let o = hotmem(&["--granule", "64k", "--va-bits", "47"]);
     assert_eq!(o.status.code(), Some(2));
     let t = text(&o);
-    assert!(t.contains("valid pairs are 4k: 39, 48 (default 48); 16k: 36, 47, 48 (default 47); 64k: 42, 48 (default 48)"), "{t}");
+    assert!(
+        t.contains("valid pairs are 4k: 39, 48 (default 48); 16k: 36, 47, 48 (default 47); 64k: 42, 48 (default 48)"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -91,10 +94,7 @@ fn exec_boots_and_exits_with_the_guest_status() {
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        stdout.contains("hotmem> ") && stdout.contains("meminfo: "),
-        "{t}"
-    );
+    assert!(stdout.contains("hotmem> ") && stdout.contains("meminfo: "), "{t}");
     // Host commands run in the same script; an unknown one is reported, the run goes on.
     assert!(t.contains("unknown host command `:query-memory-devices`"), "{t}");
     assert!(t.contains("dimms: none"), "{t}");

@@ -66,10 +66,7 @@ pub fn fields(line: &str) -> Vec<(String, String)> {
 
 /// The value of `key` in `line` (see [`fields`]).
 pub fn field(line: &str, key: &str) -> Option<String> {
-    fields(line)
-        .into_iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v)
+    fields(line).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
 /// `[16, 17]` / `["Movable", "Normal"]` → items without quotes.
@@ -288,11 +285,7 @@ impl DimmCase {
             machine: Machine {
                 smp: 2,
                 mem: DIMM_MEM.into(),
-                gic: if gic == 3 {
-                    GicVersion::V3
-                } else {
-                    GicVersion::V2
-                },
+                gic: if gic == 3 { GicVersion::V3 } else { GicVersion::V2 },
                 ..Machine::default()
             },
             cold: Vec::new(),
@@ -458,10 +451,7 @@ impl DimmSession {
     pub fn plug_ok(&mut self, size: u64, id: &str) -> Plugged {
         let p = self.plug(size, id);
         if p.result != PlugResult::Ok {
-            self.fail(&format!(
-                "plug {id}: expected _OST success, got {}",
-                p.line()
-            ));
+            self.fail(&format!("plug {id}: expected _OST success, got {}", p.line()));
         }
         let Some(line) = p.guest_line.clone() else {
             self.fail(&format!(
@@ -495,10 +485,7 @@ impl DimmSession {
         let p = self.plug(size, id);
         let status = match p.result {
             PlugResult::Refused { status } => status,
-            _ => self.fail(&format!(
-                "plug {id}: expected the guest to refuse it, got {}",
-                p.line()
-            )),
+            _ => self.fail(&format!("plug {id}: expected the guest to refuse it, got {}", p.line())),
         };
         let o = p.ost.clone().unwrap_or_else(|| unreachable!());
         if o.source != 1 || status == 0 {
@@ -535,15 +522,10 @@ impl DimmSession {
     pub fn unplug_ok(&mut self, id: &str) -> Unplugged {
         let u = self.unplug(id);
         if u.result != UnplugResult::Deleted {
-            self.fail(&format!(
-                "unplug {id}: expected DEVICE_DELETED, got {:?}",
-                u.lines()
-            ));
+            self.fail(&format!("unplug {id}: expected DEVICE_DELETED, got {:?}", u.lines()));
         }
         if let Some(Err(e)) = &u.object_del {
-            self.fail(&format!(
-                "unplug {id}: object-del of the backend failed: {e}"
-            ));
+            self.fail(&format!("unplug {id}: object-del of the backend failed: {e}"));
         }
         match u.guest_line.as_deref().and_then(DimmEvent::parse) {
             Some(ev) if ev.ejected => {}
@@ -551,14 +533,9 @@ impl DimmSession {
                 "unplug {id}: expected a `dimm: slot=.. event=remove ejected` line, got {other:?}"
             )),
         }
-        let listed = self
-            .qemu_dimms()
-            .into_iter()
-            .any(|d| d.id.as_deref() == Some(id));
+        let listed = self.qemu_dimms().into_iter().any(|d| d.id.as_deref() == Some(id));
         if listed {
-            self.fail(&format!(
-                "unplug {id}: QEMU still lists it after DEVICE_DELETED"
-            ));
+            self.fail(&format!("unplug {id}: QEMU still lists it after DEVICE_DELETED"));
         }
         if let Some(d) = u.device.clone() {
             self.check_unmapped(d.addr, d.size);
@@ -585,14 +562,8 @@ impl DimmSession {
                 "unplug {id}: expected `dimm: slot=.. event=remove refused: .. ost={status:#x}`, got {other:?}"
             )),
         }
-        if !self
-            .qemu_dimms()
-            .iter()
-            .any(|d| d.id.as_deref() == Some(id))
-        {
-            self.fail(&format!(
-                "unplug {id}: refused, yet QEMU no longer lists it"
-            ));
+        if !self.qemu_dimms().iter().any(|d| d.id.as_deref() == Some(id)) {
+            self.fail(&format!("unplug {id}: refused, yet QEMU no longer lists it"));
         }
         u
     }
@@ -669,9 +640,7 @@ impl DimmSession {
                 (None, false) => errs.push(format!("{id}: slot {slot} unknown to the guest")),
                 (None, true) => {
                     if o.is_some_and(|o| o.status == 0) {
-                        errs.push(format!(
-                            "{id}: refused by the guest, OSPM says success: {o:?}"
-                        ));
+                        errs.push(format!("{id}: refused by the guest, OSPM says success: {o:?}"));
                     }
                 }
                 (Some(gd), false) => {
@@ -684,10 +653,7 @@ impl DimmSession {
                     if o.is_some_and(|o| o.status != 0 && o.source == 1) {
                         errs.push(format!("{id}: in use by the guest, OSPM says {o:?}"));
                     }
-                    let mut bl: Vec<&GuestBlock> = blocks
-                        .iter()
-                        .filter(|b| gd.blocks.contains(&b.id))
-                        .collect();
+                    let mut bl: Vec<&GuestBlock> = blocks.iter().filter(|b| gd.blocks.contains(&b.id)).collect();
                     bl.sort_by_key(|b| b.start);
                     let tiles = bl.len() == gd.blocks.len()
                         && bl.first().map(|b| b.start) == Some(d.addr)
@@ -718,9 +684,7 @@ impl DimmSession {
         }
         for s in &g.refused_slots {
             if !qemu.iter().any(|d| d.slot == Some(*s)) {
-                errs.push(format!(
-                    "the guest lists refused slot {s}, QEMU has no DIMM there"
-                ));
+                errs.push(format!("the guest lists refused slot {s}, QEMU has no DIMM there"));
             }
         }
         let used: Vec<u64> = g.dimms.iter().flat_map(|d| d.blocks.clone()).collect();
@@ -735,25 +699,15 @@ impl DimmSession {
         for o in &ospm {
             if let Some(dev) = &o.device {
                 if !qemu.iter().any(|d| d.id.as_deref() == Some(dev.as_str())) {
-                    errs.push(format!(
-                        "OSPM names {dev} in slot {}, QEMU does not list it",
-                        o.slot
-                    ));
+                    errs.push(format!("OSPM names {dev} in slot {}, QEMU does not list it", o.slot));
                 }
             }
         }
         if g.count.is_some_and(|c| c as usize != g.dimms.len()) {
-            errs.push(format!(
-                "`dimms: count=` says {:?}, {} listed",
-                g.count,
-                g.dimms.len()
-            ));
+            errs.push(format!("`dimms: count=` says {:?}, {} listed", g.count, g.dimms.len()));
         }
         if !errs.is_empty() {
-            self.fail(&format!(
-                "QEMU and the guest disagree {when}:\n  {}",
-                errs.join("\n  ")
-            ));
+            self.fail(&format!("QEMU and the guest disagree {when}:\n  {}", errs.join("\n  ")));
         }
         self.step(format!("agree {when}: {} DIMM(s)", qemu.len()));
         qemu
@@ -788,11 +742,7 @@ impl DimmSession {
         let out = self.s.take().map(Session::finish).unwrap_or_default();
         if !out.console.contains("ged: powerdown") {
             self.s = None;
-            panic!(
-                "[{}] no `ged: powerdown` line:\n{}",
-                self.what,
-                out.tail(TAIL_LINES)
-            );
+            panic!("[{}] no `ged: powerdown` line:\n{}", self.what, out.tail(TAIL_LINES));
         }
     }
 
@@ -823,22 +773,19 @@ mod tests {
         );
         assert_eq!(e.blocks, [16, 17, 18]);
         assert_eq!(e.zones, ["Movable"; 3]);
-        assert_eq!(
-            (e.ost, e.refused.clone(), e.ejected),
-            (Some(0), None, false)
-        );
+        assert_eq!((e.ost, e.refused.clone(), e.ejected), (Some(0), None, false));
         let r = DimmEvent::parse("dimm: slot=0 base=0x80000000 size=0x8000000 event=insert refused: range 0x80000000+0x8000000 is not aligned to the memory block size 0x20000000 (the 64k granule uses 512 MiB memory blocks) ost=0x82").unwrap();
         assert_eq!(r.ost, Some(0x82));
         assert!(r
             .refused
             .unwrap()
             .starts_with("range 0x80000000+0x8000000 is not aligned"));
+        let x = DimmEvent::parse("dimm: slot=0 event=remove ejected base=0x80000000 size=0x40000000 cycles=1").unwrap();
+        assert!(x.ejected && x.event == "remove");
         let x = DimmEvent::parse(
-            "dimm: slot=0 event=remove ejected base=0x80000000 size=0x40000000 cycles=1",
+            "dimm: slot=2 event=remove refused: Busy ost=0x82 (the DIMM stays usable; retry device_del)",
         )
         .unwrap();
-        assert!(x.ejected && x.event == "remove");
-        let x = DimmEvent::parse("dimm: slot=2 event=remove refused: Busy ost=0x82 (the DIMM stays usable; retry device_del)").unwrap();
         assert_eq!((x.refused.as_deref(), x.ost), (Some("Busy"), Some(0x82)));
         assert!(DimmEvent::parse("dimm: slot=0 base=0x1 size=0x2 blocks=[1] group=0").is_none());
     }
@@ -865,10 +812,7 @@ mod tests {
             (0x8000_0000, 0x8800_0000, 512, false)
         );
         let m = parse_meminfo("meminfo: ram_bytes=2147483648 ram_pages=524288 free_pages=513246 used_pages=11042 pt_pages=18 memmap_bytes=33554432 x=1\nmeminfo: zone=Movable managed_pages=258048 free_pages=258000 isolated_pages=0 free_blocks_by_order=[0, 0]\n").unwrap();
-        assert_eq!(
-            (m.free_pages, m.pt_pages, m.memmap_bytes),
-            (513246, 18, 33554432)
-        );
+        assert_eq!((m.free_pages, m.pt_pages, m.memmap_bytes), (513246, 18, 33554432));
         assert_eq!(
             zone_free_pages(
                 "meminfo: zone=Movable managed_pages=2 free_pages=258000 x=[1, 2]",

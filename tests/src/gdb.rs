@@ -136,10 +136,7 @@ pub fn parse_walk(text: &str, prefix: &str) -> Walk {
 /// addresses, raw descriptors, and the leaf.
 pub fn compare_walks(gdb: &Walk, kernel: &Walk) -> Result<(), String> {
     if gdb.levels != kernel.levels {
-        return Err(format!(
-            "levels: gdb {:?}, kernel {:?}",
-            gdb.levels, kernel.levels
-        ));
+        return Err(format!("levels: gdb {:?}, kernel {:?}", gdb.levels, kernel.levels));
     }
     if gdb.steps != kernel.steps {
         return Err(format!(
@@ -239,13 +236,7 @@ mod tests {
             "walk:",
         );
         assert!(f.not_mapped && f.fault_level == Some(2));
-        assert!(
-            parse_walk(
-                "walk: va=0x40200000: in the TTBR0 half\nwalk: -> not walked\n",
-                "walk:"
-            )
-            .not_walked
-        );
+        assert!(parse_walk("walk: va=0x40200000: in the TTBR0 half\nwalk: -> not walked\n", "walk:").not_walked);
     }
 
     #[test]

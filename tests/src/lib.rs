@@ -38,11 +38,7 @@ pub fn qemu_jobs() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|n| *n > 0)
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-        })
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
 }
 
 struct Slots {
@@ -146,11 +142,7 @@ impl BootCase {
         self
     }
     pub fn gic(mut self, g: u32) -> Self {
-        self.machine.gic = if g == 3 {
-            GicVersion::V3
-        } else {
-            GicVersion::V2
-        };
+        self.machine.gic = if g == 3 { GicVersion::V3 } else { GicVersion::V2 };
         self
     }
     pub fn el2(mut self, on: bool) -> Self {
@@ -240,30 +232,13 @@ pub fn kv<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 
 /// Checks a ktest run: exit status 0, a summary with passed > 0 and failed = 0.
 pub fn check_ktest_passed(out: &RunOutcome) -> Result<(), String> {
-    let failing: Vec<&str> = out
-        .console
-        .lines()
-        .filter(|l| l.contains("ktest: FAIL"))
-        .collect();
+    let failing: Vec<&str> = out.console.lines().filter(|l| l.contains("ktest: FAIL")).collect();
     if out.timed_out {
-        return Err(format!(
-            "QEMU hung: {}",
-            out.failure.as_deref().unwrap_or("timeout")
-        ));
+        return Err(format!("QEMU hung: {}", out.failure.as_deref().unwrap_or("timeout")));
     }
     match ktest_summary(&out.console) {
-        None => {
-            return Err(format!(
-                "no `ktest: summary` line (exit: {})",
-                out.describe()
-            ))
-        }
-        Some((_, f)) if f > 0 => {
-            return Err(format!(
-                "{f} in-guest test(s) failed:\n  {}",
-                failing.join("\n  ")
-            ))
-        }
+        None => return Err(format!("no `ktest: summary` line (exit: {})", out.describe())),
+        Some((_, f)) if f > 0 => return Err(format!("{f} in-guest test(s) failed:\n  {}", failing.join("\n  "))),
         Some((0, _)) => return Err("the test kernel ran no cases (passed=0)".into()),
         Some(_) => {}
     }

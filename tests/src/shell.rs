@@ -80,11 +80,7 @@ pub fn parse_pt(text: &str) -> PtWalk {
 /// walk starts at the configuration's first level and visits consecutive levels down to the
 /// leaf (a block stops early; a page leaf means every level was walked), and the leaf maps
 /// `expect_pa` when given. Returns the number of levels walked.
-pub fn check_pt_walk(
-    config: &KernelConfig,
-    text: &str,
-    expect_pa: Option<u64>,
-) -> Result<usize, String> {
+pub fn check_pt_walk(config: &KernelConfig, text: &str, expect_pa: Option<u64>) -> Result<usize, String> {
     let w = parse_pt(text);
     let levels = config.levels();
     let first = 4 - levels;
@@ -164,19 +160,13 @@ mod tests {
         assert_eq!(check_pt_walk(&c, WALK, Some(0x4000_0000)), Ok(2));
         assert!(check_pt_walk(&c, WALK, Some(0x5000_0000)).is_err());
         let c39 = KernelConfig::new(Granule::K4, 39).unwrap();
-        assert!(check_pt_walk(&c39, WALK, None)
-            .unwrap_err()
-            .contains("3-level"));
-        let page = "pt: va=0x1 levels=2\npt: L2 (pmd) idx=0 table=0x1 desc=0x3\npt: L3 (pte) idx=0 table=0x2 desc=0x3\n\
+        assert!(check_pt_walk(&c39, WALK, None).unwrap_err().contains("3-level"));
+        let page =
+            "pt: va=0x1 levels=2\npt: L2 (pmd) idx=0 table=0x1 desc=0x3\npt: L3 (pte) idx=0 table=0x2 desc=0x3\n\
                     pt: -> pa=0x40200000 level=3 size=64 KiB contiguous=true\n";
         let c42 = KernelConfig::new(Granule::K64, 42).unwrap();
         assert_eq!(check_pt_walk(&c42, page, None), Ok(2));
-        assert!(check_pt_walk(
-            &c42,
-            "pt: va=0x1 levels=2\npt: L2 (pmd)\npt: -> not mapped\n",
-            None
-        )
-        .is_err());
+        assert!(check_pt_walk(&c42, "pt: va=0x1 levels=2\npt: L2 (pmd)\npt: -> not mapped\n", None).is_err());
     }
 
     #[test]

@@ -83,14 +83,10 @@ boots! {
 // message and a non-zero status.
 #[test]
 fn boot_16k_47_cortex_a57_refused_firmware() {
-    BootCase::new(K16, 47, Firmware)
-        .cpu("cortex-a57")
-        .expect_fatal("16K");
+    BootCase::new(K16, 47, Firmware).cpu("cortex-a57").expect_fatal("16K");
 }
 
 #[test]
 fn boot_16k_47_cortex_a57_refused_kernel() {
-    BootCase::new(K16, 47, Kernel)
-        .cpu("cortex-a57")
-        .expect_fatal("16K");
+    BootCase::new(K16, 47, Kernel).cpu("cortex-a57").expect_fatal("16K");
 }

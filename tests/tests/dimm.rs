@@ -22,9 +22,7 @@ use std::time::Instant;
 use hotmem_qemu::cli::{self, Action};
 use hotmem_qemu::config::Granule::{self, K16, K4, K64};
 use hotmem_qemu::session::Session;
-use hotmem_tests::dimm::{
-    block_size, parse_blocks, zone_free_pages, DimmCase, DimmEvent, GIB, MIB,
-};
+use hotmem_tests::dimm::{block_size, parse_blocks, zone_free_pages, DimmCase, DimmEvent, GIB, MIB};
 use hotmem_tests::{kernel, qemu_path, run_timeout, QemuSlot, TAIL_LINES};
 
 fn log_time(what: &str, t: Instant) {
@@ -125,9 +123,10 @@ fn pinned(g: Granule, gic: u32) {
     // The OSPM status says so, and the DIMM stays fully in use.
     let o = d.ospm();
     let slot = p.slot.unwrap().to_string();
-    if !o.iter().any(|o| {
-        o.slot == slot && o.source == 3 && o.status != 0 && o.device.as_deref() == Some("dimm0")
-    }) {
+    if !o
+        .iter()
+        .any(|o| o.slot == slot && o.source == 3 && o.status != 0 && o.device.as_deref() == Some("dimm0"))
+    {
         d.fail(&format!(
             "query-acpi-ospm-status does not show the eject failure: {o:?}"
         ));
@@ -313,9 +312,7 @@ fn readme(g: Granule) {
         ));
     }
     if second.iter().any(|b| !b.early) || second.is_empty() {
-        fail(&format!(
-            "expected only boot blocks after :unplug, got {second:?}"
-        ));
+        fail(&format!("expected only boot blocks after :unplug, got {second:?}"));
     }
     if !out.console.contains("event=remove ejected") {
         fail("no `dimm: ... event=remove ejected` line");
@@ -400,10 +397,7 @@ fn unmapped_check_detects_a_mapping() {
         .err()
         .and_then(|e| e.downcast_ref::<String>().cloned())
         .unwrap_or_default();
-    assert!(
-        msg.contains("is still mapped"),
-        "expected a failure, got {msg:?}"
-    );
+    assert!(msg.contains("is still mapped"), "expected a failure, got {msg:?}");
 }
 
 /// Host wall time from `device_add` to the guest's _OST and from `device_del` to
@@ -418,8 +412,7 @@ fn dimm_timings() {
         v[v.len() / 2]
     };
     let mut table = vec![
-        "| granule | DIMM | device_add → _OST (ms) | device_del → DEVICE_DELETED (ms) |"
-            .to_string(),
+        "| granule | DIMM | device_add → _OST (ms) | device_del → DEVICE_DELETED (ms) |".to_string(),
         "|---|---|---|---|".to_string(),
     ];
     for g in [K4, K16, K64] {
@@ -438,11 +431,7 @@ fn dimm_timings() {
             table.push(format!(
                 "| {g} | {}{} | {:.1} | {:.1} |",
                 hotmem_qemu::host_cmd::format_size(size),
-                if refused {
-                    " (refused: not block-sized)"
-                } else {
-                    ""
-                },
+                if refused { " (refused: not block-sized)" } else { "" },
                 median(add),
                 median(del)
             ));

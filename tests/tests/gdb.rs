@@ -32,9 +32,7 @@ use hotmem_qemu::config::Granule::{self, K16, K4, K64};
 use hotmem_qemu::console::Console;
 use hotmem_qemu::gdb::{find_gdb, start_session, GdbBatch, GdbOutcome};
 use hotmem_qemu::util::tail_lines;
-use hotmem_tests::gdb::{
-    compare_page, compare_walks, lines_with, parse_walk, ptdump_mapped, zone_lines, Layout, Walk,
-};
+use hotmem_tests::gdb::{compare_page, compare_walks, lines_with, parse_walk, ptdump_mapped, zone_lines, Layout, Walk};
 use hotmem_tests::{kernel, kv, run_timeout, BootCase, QemuSlot, TAIL_LINES};
 
 const RAM_BASE: u64 = 0x4000_0000;
@@ -59,10 +57,7 @@ struct Shell<'a> {
 
 impl Shell<'_> {
     fn run(&mut self, name: &str, cmd: &str) -> Result<String, String> {
-        let out = self
-            .con
-            .command(cmd)
-            .map_err(|e| format!("console `{cmd}`: {e}"))?;
+        let out = self.con.command(cmd).map_err(|e| format!("console `{cmd}`: {e}"))?;
         self.got.push((name.to_string(), out.clone()));
         Ok(out)
     }
@@ -169,8 +164,7 @@ fn gdb_session(g: Granule, va: u32) {
     kernel(cfg); // build before taking a QEMU slot
     let _slot = QemuSlot::acquire();
     let what = run.describe();
-    let mut s =
-        start_session(run, b).unwrap_or_else(|e| panic!("[{what}] cannot start QEMU + gdb: {e}"));
+    let mut s = start_session(run, b).unwrap_or_else(|e| panic!("[{what}] cannot start QEMU + gdb: {e}"));
     let fail = |s: &hotmem_qemu::gdb::GdbSession, why: String| -> ! {
         panic!(
             "\n[{what} + gdb] {why}\n--- gdb output (tail) ---\n{}\n--- console tail ---\n{}\n--- qemu stderr ---\n{}\n",
@@ -247,11 +241,8 @@ fn gdb_session(g: Granule, va: u32) {
         if !py.is_empty() {
             return Err(format!("python errors in gdb:\n  {}", py.join("\n  ")));
         }
-        let step = |n: &str| -> Result<&str, String> {
-            gdb_out
-                .step(n)
-                .ok_or_else(|| format!("gdb never ran step `{n}`"))
-        };
+        let step =
+            |n: &str| -> Result<&str, String> { gdb_out.step(n).ok_or_else(|| format!("gdb never ran step `{n}`")) };
         let walk = |n: &str| -> Result<Walk, String> { Ok(parse_walk(step(n)?, "walk:")) };
         let want = |n: &str, needle: &str| -> Result<(), String> {
             let t = step(n)?;
@@ -264,10 +255,7 @@ fn gdb_session(g: Granule, va: u32) {
 
         // 1. at reset
         let c = step("config")?;
-        let line = lines_with(c, &["config: granule="])
-            .into_iter()
-            .next()
-            .unwrap_or("");
+        let line = lines_with(c, &["config: granule="]).into_iter().next().unwrap_or("");
         for (k, v) in [
             ("granule", cfg.granule.to_string()),
             ("va_bits", va.to_string()),
@@ -280,10 +268,7 @@ fn gdb_session(g: Granule, va: u32) {
         }
         let w = walk("reset-walk")?;
         if !w.not_walked {
-            return Err(format!(
-                "hm-walk at reset should walk nothing: {}",
-                step("reset-walk")?
-            ));
+            return Err(format!("hm-walk at reset should walk nothing: {}", step("reset-walk")?));
         }
         want("reset-walk", "TTBR1_EL1 is 0")?;
         want("reset-blocks", "cannot read hotmem::hotplug::HOTPLUG")?;
@@ -312,10 +297,7 @@ fn gdb_session(g: Granule, va: u32) {
             .map_err(|e| format!("linear map during boot vs the shell's pt: {e}"))?;
         let w = walk("boot-ttbr0")?;
         if w.ttbr != Some(0) || w.leaf.map(|x| x.0) != Some(KIMAGE_PA) {
-            return Err(format!(
-                "TTBR0 identity map during boot: {}",
-                step("boot-ttbr0")?
-            ));
+            return Err(format!("TTBR0 identity map during boot: {}", step("boot-ttbr0")?));
         }
         let w = walk("boot-vmemmap-after")?;
         compare_walks(&w, &parse_walk(&shell("pt-boot-memmap"), "pt:"))
@@ -325,10 +307,7 @@ fn gdb_session(g: Granule, va: u32) {
         want("continue-probe", "cmd_probe")?;
         let sections = |t: &str| lines_with(t, &["sections:", "section:"]).join("\n");
         let blocks = |t: &str| lines_with(t, &["blocks:", "block:"]).join("\n");
-        for (g_step, k_name) in [
-            ("pre-sections", "pre-sections"),
-            ("post-sections", "post-sections"),
-        ] {
+        for (g_step, k_name) in [("pre-sections", "pre-sections"), ("post-sections", "post-sections")] {
             if sections(step(g_step)?) != sections(&shell(k_name)) {
                 return Err(format!(
                     "{g_step}: gdb and shell differ:\n--- gdb\n{}\n--- shell\n{}",
@@ -346,18 +325,13 @@ fn gdb_session(g: Granule, va: u32) {
                 ));
             }
         }
-        for (g_step, k_name) in [
-            ("pre-freelists", "pre-meminfo"),
-            ("post-freelists", "post-meminfo"),
-        ] {
+        for (g_step, k_name) in [("pre-freelists", "pre-meminfo"), ("post-freelists", "post-meminfo")] {
             let (gz, kz) = (
                 zone_lines(step(g_step)?, "freelists:"),
                 zone_lines(&shell(k_name), "meminfo:"),
             );
             if gz.is_empty() || gz != kz {
-                return Err(format!(
-                    "{g_step} vs meminfo zones:\n  gdb   {gz:?}\n  shell {kz:?}"
-                ));
+                return Err(format!("{g_step} vs meminfo zones:\n  gdb   {gz:?}\n  shell {kz:?}"));
             }
             want(g_step, "freelists: check ok")?;
         }
@@ -408,10 +382,7 @@ fn gdb_session(g: Granule, va: u32) {
 
         // 5. after the probe, against the shell
         want("continue-blocks", "cmd_blocks")?;
-        want(
-            "post-blocks",
-            &format!("block: id={block_id} range={PROBE_PA:#x}-"),
-        )?;
+        want("post-blocks", &format!("block: id={block_id} range={PROBE_PA:#x}-"))?;
         want("post-blocks", &format!("altmap: block={block_id} "))?;
         for (g_step, k_name) in [
             ("plug-vmemmap-after", "pt-new-memmap"),
@@ -422,10 +393,7 @@ fn gdb_session(g: Granule, va: u32) {
         ] {
             let (gw, kw) = (walk(g_step)?, parse_walk(&shell(k_name), "pt:"));
             if kw.leaf.is_none() {
-                return Err(format!(
-                    "the shell's {k_name} found no mapping: {}",
-                    shell(k_name)
-                ));
+                return Err(format!("the shell's {k_name} found no mapping: {}", shell(k_name)));
             }
             compare_walks(&gw, &kw).map_err(|e| format!("{g_step} vs the shell's pt: {e}"))?;
         }
@@ -435,16 +403,10 @@ fn gdb_session(g: Granule, va: u32) {
         {
             return Err(format!("ptdump after probe:\n{p}"));
         }
-        want(
-            "printer-page",
-            &format!("struct page pfn={:#x} ", l.pfn(PROBE_PA)),
-        )?;
+        want("printer-page", &format!("struct page pfn={:#x} ", l.pfn(PROBE_PA)))?;
         want("printer-desc", "Descriptor(0x0060000040000705 ")?;
         if l.page_shift == 12 {
-            want(
-                "desc",
-                "BLOCK oa=0x40000000 size=2 MiB Normal RW XN AF SH=inner",
-            )?;
+            want("desc", "BLOCK oa=0x40000000 size=2 MiB Normal RW XN AF SH=inner")?;
         }
         want("detach", "etached")?;
         Ok(())

@@ -58,12 +58,24 @@ fn shell_scenario(g: Granule, va: u32) {
     let block_line = format!("block: id={id} range=0x80000000-");
     let appearances = text.lines().filter(|l| l.starts_with(&block_line)).count();
     if appearances != 1 {
-        fail(&format!("block {id} listed {appearances} times (want once: online before remove, gone after)"));
+        fail(&format!(
+            "block {id} listed {appearances} times (want once: online before remove, gone after)"
+        ));
     }
-    if !text.lines().any(|l| l.starts_with(&block_line) && l.contains("state=online zone=Movable") && l.contains("vmemmap_pages=")) {
+    if !text
+        .lines()
+        .any(|l| l.starts_with(&block_line) && l.contains("state=online zone=Movable") && l.contains("vmemmap_pages="))
+    {
         fail("the new block is not listed online in ZONE_MOVABLE");
     }
-    for want in ["probe: added=", "online: block=", "offline: block=", "remove: removed=", "stress: verify", "result=ok"] {
+    for want in [
+        "probe: added=",
+        "online: block=",
+        "offline: block=",
+        "remove: removed=",
+        "stress: verify",
+        "result=ok",
+    ] {
         if !text.contains(want) {
             fail(&format!("missing `{want}`"));
         }

@@ -7,9 +7,7 @@ use hotmem_qemu::config::BootMode::{self, Firmware, Kernel};
 use hotmem_qemu::config::Granule::{self, K16, K4, K64};
 use hotmem_qemu::console::ConsoleError;
 use hotmem_qemu::util::tail_lines;
-use hotmem_tests::shell::{
-    check_pt_walk, check_rejected, check_usage, kimage_text_va, linear_map_va, RAM_BASE,
-};
+use hotmem_tests::shell::{check_pt_walk, check_rejected, check_usage, kimage_text_va, linear_map_va, RAM_BASE};
 use hotmem_tests::{failure_report, kv, BootCase, TAIL_LINES};
 
 fn shell_session(granule: Granule, va_bits: u32, boot: BootMode) {
@@ -28,11 +26,9 @@ fn shell_session(granule: Granule, va_bits: u32, boot: BootMode) {
     let step = |con: &mut hotmem_qemu::Console, cmd: &str| -> String {
         match con.command(cmd) {
             Ok(resp) => resp,
-            Err(
-                e @ (ConsoleError::Timeout { .. }
-                | ConsoleError::Exited { .. }
-                | ConsoleError::Io(_)),
-            ) => fail(con, format!("`{cmd}`: {e}")),
+            Err(e @ (ConsoleError::Timeout { .. } | ConsoleError::Exited { .. } | ConsoleError::Io(_))) => {
+                fail(con, format!("`{cmd}`: {e}"))
+            }
         }
     };
 
@@ -47,19 +43,13 @@ fn shell_session(granule: Granule, va_bits: u32, boot: BootMode) {
     };
     let page_size = 1u64 << granule.page_shift();
     if kv(line, "page_size").and_then(|v| v.parse::<u64>().ok()) != Some(page_size) {
-        fail(
-            &con,
-            format!("meminfo should report page_size={page_size}: {line}"),
-        );
+        fail(&con, format!("meminfo should report page_size={page_size}: {line}"));
     }
 
     let lin = linear_map_va(&cfg, &boot_log);
     let walk = step(&mut con, &format!("pt {lin:#x}"));
     if let Err(e) = check_pt_walk(&cfg, &walk, Some(RAM_BASE)) {
-        fail(
-            &con,
-            format!("pt {lin:#x} (linear map of RAM base): {e}\n{walk}"),
-        );
+        fail(&con, format!("pt {lin:#x} (linear map of RAM base): {e}\n{walk}"));
     }
 
     // The kernel image is mapped with pages (W^X per section), so its walk takes every level.
@@ -152,17 +142,10 @@ fn exec_script_16k_47() {
     let (r, out) = case.run(&script);
     let check = || -> Result<(), String> {
         if !out.success() {
-            return Err(format!(
-                "expected exit status 0 after poweroff, got {}",
-                out.describe()
-            ));
+            return Err(format!("expected exit status 0 after poweroff, got {}", out.describe()));
         }
         if out.commands_sent != script.len() {
-            return Err(format!(
-                "typed {} of {} commands",
-                out.commands_sent,
-                script.len()
-            ));
+            return Err(format!("typed {} of {} commands", out.commands_sent, script.len()));
         }
         check_usage(&out.console, "pt")?;
         check_pt_walk(&case.config, &out.console, Some(RAM_BASE)).map(|_| ())

@@ -108,10 +108,7 @@ impl TableAlloc for HostTables {
     }
 
     fn free_table(&mut self, pa: PhysAddr) {
-        assert!(
-            self.live.remove(&pa),
-            "free_table({pa:#x}): not a live table page"
-        );
+        assert!(self.live.remove(&pa), "free_table({pa:#x}): not a live table page");
         let words = self.page / 8;
         // SAFETY: `pa` is a live page of `self.page` bytes from `alloc_zeroed`.
         unsafe { std::slice::from_raw_parts_mut(pa as *mut u64, words) }.fill(POISON);
@@ -121,10 +118,7 @@ impl TableAlloc for HostTables {
     }
 
     fn table_ptr(&self, pa: PhysAddr) -> *mut u64 {
-        assert!(
-            self.live.contains(&pa),
-            "table_ptr({pa:#x}): not a live table page"
-        );
+        assert!(self.live.contains(&pa), "table_ptr({pa:#x}): not a live table page");
         pa as *mut u64
     }
 }

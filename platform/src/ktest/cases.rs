@@ -26,8 +26,14 @@ fn tcr_matches_configuration(_: &Platform) -> Result<(), String> {
     };
     kassert!(tg1 == want, "TG1={tg1:#b}, want {want:#b} for {}", G.granule_name());
     kassert!(TCR_EL1.is_set(TCR_EL1::EPD0), "TTBR0 walks still enabled after boot");
-    kassert!(SCTLR_EL1.is_set(SCTLR_EL1::M) && SCTLR_EL1.is_set(SCTLR_EL1::WXN), "SCTLR M/WXN not set");
-    kassert!(arch::cpu::granule_supported(arch::cpu::id_aa64mmfr0(), G.page_shift), "granule not supported?");
+    kassert!(
+        SCTLR_EL1.is_set(SCTLR_EL1::M) && SCTLR_EL1.is_set(SCTLR_EL1::WXN),
+        "SCTLR M/WXN not set"
+    );
+    kassert!(
+        arch::cpu::granule_supported(arch::cpu::id_aa64mmfr0(), G.page_shift),
+        "granule not supported?"
+    );
     Ok(())
 }
 ktest!(tcr_matches_configuration);
@@ -40,13 +46,23 @@ fn linear_map_covers_all_ram(plat: &Platform) -> Result<(), String> {
         for pa in [r.base, r.base + r.size / 2 & !(PAGE_SIZE - 1), last] {
             let va = layout::phys_to_virt(pa);
             let walk = memory::with_kernel_pt(|pt, t| pt.walk(t, va));
-            let leaf = walk.leaf.ok_or_else(|| alloc::format!("pa {pa:#x} not in the linear map"))?;
+            let leaf = walk
+                .leaf
+                .ok_or_else(|| alloc::format!("pa {pa:#x} not in the linear map"))?;
             kassert!(leaf.pa == pa, "walk of {va:#x} gives {:#x}, want {pa:#x}", leaf.pa);
             let first = walk.steps[0].level;
-            kassert!(first == G.start_level(), "walk starts at L{first}, want L{}", G.start_level());
-            let hw = arch::mmu::hw_translate(va, true).map_err(|par| alloc::format!("AT S1E1W {va:#x}: PAR={par:#x}"))?;
+            kassert!(
+                first == G.start_level(),
+                "walk starts at L{first}, want L{}",
+                G.start_level()
+            );
+            let hw =
+                arch::mmu::hw_translate(va, true).map_err(|par| alloc::format!("AT S1E1W {va:#x}: PAR={par:#x}"))?;
             kassert!(hw == pa, "MMU translates {va:#x} to {hw:#x}, want {pa:#x}");
-            kassert!(walk.steps[walk.n - 1].desc.attrs().map(|a| a.perm) == Some(Perm::ReadWrite), "linear map not RW-NX at {va:#x}");
+            kassert!(
+                walk.steps[walk.n - 1].desc.attrs().map(|a| a.perm) == Some(Perm::ReadWrite),
+                "linear map not RW-NX at {va:#x}"
+            );
         }
     }
     Ok(())
@@ -57,14 +73,23 @@ ktest!(linear_map_covers_all_ram);
 /// a 1 GiB block (4K), a 32 MiB block in a contiguous run (16K), a 512 MiB block (64K).
 fn linear_map_uses_blocks(plat: &Platform) -> Result<(), String> {
     let r = plat.memory[0];
-    let want_level = if G.page_shift == 12 && r.base % (1 << 30) == 0 && r.size >= 1 << 30 { 1 } else { 2 };
+    let want_level = if G.page_shift == 12 && r.base % (1 << 30) == 0 && r.size >= 1 << 30 {
+        1
+    } else {
+        2
+    };
     if r.size < G.pmd_size() {
         return Ok(());
     }
     let leaf = memory::with_kernel_pt(|pt, t| pt.walk(t, layout::phys_to_virt(r.base)))
         .leaf
         .ok_or_else(|| String::from("RAM base not mapped"))?;
-    kassert!(leaf.level == want_level, "leaf at L{} size {:#x}, want L{want_level}", leaf.level, leaf.size);
+    kassert!(
+        leaf.level == want_level,
+        "leaf at L{} size {:#x}, want L{want_level}",
+        leaf.level,
+        leaf.size
+    );
     Ok(())
 }
 ktest!(linear_map_uses_blocks);
@@ -74,15 +99,31 @@ fn kernel_image_is_w_xor_x(_: &Platform) -> Result<(), String> {
     let text = tcr_matches_configuration as *const () as u64;
     let rodata = layout::text_end();
     let data = core::ptr::addr_of!(crate::UART_INTID) as u64;
-    for (va, want) in [(text, Perm::ReadExec), (rodata, Perm::ReadOnly), (data, Perm::ReadWrite)] {
+    for (va, want) in [
+        (text, Perm::ReadExec),
+        (rodata, Perm::ReadOnly),
+        (data, Perm::ReadWrite),
+    ] {
         let walk = memory::with_kernel_pt(|pt, t| pt.walk(t, va));
         let desc = walk.steps[walk.n.saturating_sub(1)].desc;
         kassert!(walk.leaf.is_some(), "{va:#x} not mapped");
-        kassert!(desc.attrs().map(|a| a.perm) == Some(want), "{va:#x}: {desc} want {want:?}");
+        kassert!(
+            desc.attrs().map(|a| a.perm) == Some(want),
+            "{va:#x}: {desc} want {want:?}"
+        );
     }
-    kassert!(arch::mmu::hw_translate(text, true).is_err(), "text is writable per the MMU");
-    kassert!(arch::mmu::hw_translate(rodata, true).is_err(), "rodata is writable per the MMU");
-    kassert!(arch::mmu::hw_translate(data, true).is_ok(), "data is not writable per the MMU");
+    kassert!(
+        arch::mmu::hw_translate(text, true).is_err(),
+        "text is writable per the MMU"
+    );
+    kassert!(
+        arch::mmu::hw_translate(rodata, true).is_err(),
+        "rodata is writable per the MMU"
+    );
+    kassert!(
+        arch::mmu::hw_translate(data, true).is_ok(),
+        "data is not writable per the MMU"
+    );
     Ok(())
 }
 ktest!(kernel_image_is_w_xor_x);
@@ -99,7 +140,10 @@ fn expected_fault_is_caught(_: &Platform) -> Result<(), String> {
         Probe::Value(v) => return Err(alloc::format!("read of unmapped {unmapped:#x} returned {v:#x}")),
     }
     static WORD: u64 = 0x5eed_f00d;
-    kassert!(probe_read(core::ptr::addr_of!(WORD) as u64) == Probe::Value(0x5eed_f00d), "mapped probe failed");
+    kassert!(
+        probe_read(core::ptr::addr_of!(WORD) as u64) == Probe::Value(0x5eed_f00d),
+        "mapped probe failed"
+    );
     Ok(())
 }
 ktest!(expected_fault_is_caught);
@@ -142,7 +186,10 @@ fn page_allocator_round_trip_all_memory(_: &Platform) -> Result<(), String> {
                 None => break,
             }
         }
-        kassert!(count == baseline, "round {round}: allocated {count} pages, {baseline} were free");
+        kassert!(
+            count == baseline,
+            "round {round}: allocated {count} pages, {baseline} were free"
+        );
         kassert!(memory::free_page_count() == 0, "pages left after allocating everything");
         while head != 0 {
             let va = layout::phys_to_virt(head) as *const u64;
@@ -152,7 +199,10 @@ fn page_allocator_round_trip_all_memory(_: &Platform) -> Result<(), String> {
             memory::free_pages(head, o as u32).map_err(|e| alloc::format!("free {head:#x}: {e:?}"))?;
             head = next;
         }
-        kassert!(memory::free_page_count() == baseline, "round {round}: free pages not at baseline");
+        kassert!(
+            memory::free_page_count() == baseline,
+            "round {round}: free pages not at baseline"
+        );
     }
     Ok(())
 }
@@ -166,10 +216,17 @@ fn boot_memmap_path_and_descriptors(_: &Platform) -> Result<(), String> {
     for (nr, _) in sparse.iter_with(mm::sparse::state::EARLY) {
         let va = memory::VMEMMAP.pfn_to_page(sparse.section_nr_to_pfn(nr));
         for off in [0, G.memmap_per_section() - PAGE_SIZE] {
-            let leaf = memory::with_kernel_pt(|pt, t| pt.walk(t, va + off)).leaf.ok_or_else(|| alloc::format!("memmap of section {nr} not mapped"))?;
+            let leaf = memory::with_kernel_pt(|pt, t| pt.walk(t, va + off))
+                .leaf
+                .ok_or_else(|| alloc::format!("memmap of section {nr} not mapped"))?;
             let want = if G.page_shift == 12 { 2 } else { 3 };
-            kassert!(leaf.level == want, "section {nr} memmap leaf at L{}, want L{want}", leaf.level);
-            let hw = arch::mmu::hw_translate(va + off, true).map_err(|p| alloc::format!("AT {:#x}: PAR={p:#x}", va + off))?;
+            kassert!(
+                leaf.level == want,
+                "section {nr} memmap leaf at L{}, want L{want}",
+                leaf.level
+            );
+            let hw = arch::mmu::hw_translate(va + off, true)
+                .map_err(|p| alloc::format!("AT {:#x}: PAR={p:#x}", va + off))?;
             kassert!(hw == leaf.pa, "MMU and walker disagree at {:#x}", va + off);
         }
         n += 1;
@@ -195,8 +252,15 @@ fn pfn_to_page_round_trip_every_boot_pfn(plat: &Platform) -> Result<(), String> 
     }
     let text_pfn = (layout::image_start().wrapping_sub(layout::kimage_voffset())) >> layout::PAGE_SHIFT;
     let p = memory::with_page_alloc(|a| a.page(text_pfn)).ok_or_else(|| String::from("kernel text pfn invalid"))?;
-    kassert!(p.has(mm::page::flags::RESERVED), "kernel image page not reserved: flags {:#x}", p.flags);
-    kassert!(checked == memory::RAM_PAGES.load(core::sync::atomic::Ordering::Relaxed), "checked {checked} PFNs");
+    kassert!(
+        p.has(mm::page::flags::RESERVED),
+        "kernel image page not reserved: flags {:#x}",
+        p.flags
+    );
+    kassert!(
+        checked == memory::RAM_PAGES.load(core::sync::atomic::Ordering::Relaxed),
+        "checked {checked} PFNs"
+    );
     Ok(())
 }
 ktest!(pfn_to_page_round_trip_every_boot_pfn);
@@ -212,22 +276,47 @@ fn vmemmap_populate_free_round_trip(plat: &Platform) -> Result<(), String> {
     let (pt0, free0) = (memory::PT_PAGES.load(Relaxed), memory::free_page_count());
     for _ in 0..3 {
         let st = memory::with_kernel_pt(|pt, tables| {
-            mm::vmemmap::Vmemmap { pt, tables, source: &mut memory::BuddySource, tlb: &mut crate::teardown::KernelTlb, region: memory::vmemmap_region() }
-                .populate(start, start + G.memmap_per_section(), None)
+            mm::vmemmap::Vmemmap {
+                pt,
+                tables,
+                source: &mut memory::BuddySource,
+                tlb: &mut crate::teardown::KernelTlb,
+                region: memory::vmemmap_region(),
+            }
+            .populate(start, start + G.memmap_per_section(), None)
         })
         .map_err(|e| alloc::format!("populate: {e:?}"))?;
         kassert!(st.bytes == G.memmap_per_section(), "populated {} bytes", st.bytes);
         kassert!(matches!(probe_read(start), Probe::Value(_)), "new memmap not readable");
         memory::with_kernel_pt(|pt, tables| {
-            mm::vmemmap::Vmemmap { pt, tables, source: &mut memory::BuddySource, tlb: &mut crate::teardown::KernelTlb, region: memory::vmemmap_region() }
-                .free(start, start + G.memmap_per_section(), None)
+            mm::vmemmap::Vmemmap {
+                pt,
+                tables,
+                source: &mut memory::BuddySource,
+                tlb: &mut crate::teardown::KernelTlb,
+                region: memory::vmemmap_region(),
+            }
+            .free(start, start + G.memmap_per_section(), None)
         })
         .map_err(|e| alloc::format!("free: {e:?}"))?;
         // The translation is gone on this CPU (a stale TLB entry would let the read succeed).
-        kassert!(matches!(probe_read(start), Probe::Fault { .. }), "freed memmap still readable");
+        kassert!(
+            matches!(probe_read(start), Probe::Fault { .. }),
+            "freed memmap still readable"
+        );
     }
-    kassert!(memory::free_page_count() == free0, "free pages {} -> {}", free0, memory::free_page_count());
-    kassert!(memory::PT_PAGES.load(Relaxed) <= pt0 + 1, "page-table pages {} -> {}", pt0, memory::PT_PAGES.load(Relaxed));
+    kassert!(
+        memory::free_page_count() == free0,
+        "free pages {} -> {}",
+        free0,
+        memory::free_page_count()
+    );
+    kassert!(
+        memory::PT_PAGES.load(Relaxed) <= pt0 + 1,
+        "page-table pages {} -> {}",
+        pt0,
+        memory::PT_PAGES.load(Relaxed)
+    );
     let (violations, clears) = crate::teardown::with_checker(|c| (c.violations.len(), c.clears));
     kassert!(violations == 0, "teardown checker saw {violations} violations");
     kassert!(clears > 0, "the engine reported no clears to the checker");
@@ -237,7 +326,11 @@ ktest!(vmemmap_populate_free_round_trip);
 
 fn all_cpus_online(plat: &Platform) -> Result<(), String> {
     let want = plat.cpus.len().min(smp::MAX_CPUS) as u32;
-    kassert!(smp::online_count() == want, "{} CPUs online, DTB lists {want}", smp::online_count());
+    kassert!(
+        smp::online_count() == want,
+        "{} CPUs online, DTB lists {want}",
+        smp::online_count()
+    );
     Ok(())
 }
 ktest!(all_cpus_online);
@@ -256,11 +349,23 @@ ktest!(timer_ticks_on_every_cpu);
 
 fn shell_rejects_bad_input(_: &Platform) -> Result<(), String> {
     use shell::{execute, parse_u64, ShellError};
-    kassert!(execute("no-such-command") == Err(ShellError::Unknown), "unknown command accepted");
+    kassert!(
+        execute("no-such-command") == Err(ShellError::Unknown),
+        "unknown command accepted"
+    );
     kassert!(execute("pt") == Err(ShellError::Usage), "pt without argument accepted");
-    kassert!(execute("pt 1 2") == Err(ShellError::Usage), "pt with two arguments accepted");
-    kassert!(matches!(execute("pt zz"), Err(ShellError::BadNumber(_))), "pt zz accepted");
-    kassert!(execute("meminfo extra") == Err(ShellError::Usage), "meminfo with argument accepted");
+    kassert!(
+        execute("pt 1 2") == Err(ShellError::Usage),
+        "pt with two arguments accepted"
+    );
+    kassert!(
+        matches!(execute("pt zz"), Err(ShellError::BadNumber(_))),
+        "pt zz accepted"
+    );
+    kassert!(
+        execute("meminfo extra") == Err(ShellError::Usage),
+        "meminfo with argument accepted"
+    );
     kassert!(execute("") == Ok(()), "empty line rejected");
     kassert!(parse_u64("0x4000_0000") == Ok(0x4000_0000), "hex with separators");
     kassert!(parse_u64("128M") == Ok(128 << 20), "size suffix");

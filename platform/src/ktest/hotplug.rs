@@ -17,15 +17,27 @@ const MOM: AddFlags = AddFlags { memmap_on_memory: true };
 /// First held-back address and how many whole blocks follow it.
 fn held_back(min_blocks: u64) -> Result<(u64, u64), String> {
     let bs = G.section_size();
-    let r = HELD_BACK.lock().first().copied().ok_or_else(|| String::from("no RAM held back: boot with mem= (e.g. -m 3G, mem=1G)"))?;
+    let r = HELD_BACK
+        .lock()
+        .first()
+        .copied()
+        .ok_or_else(|| String::from("no RAM held back: boot with mem= (e.g. -m 3G, mem=1G)"))?;
     let start = r.base.next_multiple_of(bs);
     let blocks = (r.end() - start) / bs;
-    kassert!(blocks >= min_blocks, "only {blocks} blocks held back, need {min_blocks}");
+    kassert!(
+        blocks >= min_blocks,
+        "only {blocks} blocks held back, need {min_blocks}"
+    );
     Ok((start, blocks))
 }
 
 fn snapshot() -> (u64, u64, u64, u64) {
-    (memory::free_page_count(), memory::PT_PAGES.load(Relaxed), memory::MEMMAP_BYTES.load(Relaxed), memory::MEMMAP_SELF_HOSTED_BYTES.load(Relaxed))
+    (
+        memory::free_page_count(),
+        memory::PT_PAGES.load(Relaxed),
+        memory::MEMMAP_BYTES.load(Relaxed),
+        memory::MEMMAP_SELF_HOSTED_BYTES.load(Relaxed),
+    )
 }
 
 fn read_word(va: u64) -> u64 {
@@ -71,7 +83,10 @@ fn hotplug_cycles(_: &Platform) -> Result<(), String> {
     for cpu in 1..smp::MAX_CPUS {
         if smp::online_mask() & (1 << cpu) != 0 {
             let buf = memory::alloc_pages(order).ok_or_else(|| String::from("no memory for a workload buffer"))?;
-            kassert!(smp::post(cpu, checksum_workload, buf), "cpu {cpu} did not take the workload");
+            kassert!(
+                smp::post(cpu, checksum_workload, buf),
+                "cpu {cpu} did not take the workload"
+            );
             workers.push((cpu, buf));
         }
     }
@@ -80,7 +95,12 @@ fn hotplug_cycles(_: &Platform) -> Result<(), String> {
     for (cpu, buf) in workers {
         let r = smp::collect(cpu, 2000).ok_or_else(|| format!("cpu {cpu} workload did not stop"))?;
         memory::free_pages(buf, order).map_err(|e| format!("{e:?}"))?;
-        kassert!(r >> 32 == 0 && r & 0xffff_ffff > 0, "cpu {cpu} workload: {} iterations, {} corrupt words", r & 0xffff_ffff, r >> 32);
+        kassert!(
+            r >> 32 == 0 && r & 0xffff_ffff > 0,
+            "cpu {cpu} workload: {} iterations, {} corrupt words",
+            r & 0xffff_ffff,
+            r >> 32
+        );
     }
     result
 }
@@ -104,7 +124,8 @@ fn hotplug_cycles_inner(start: u64, blocks: u64) -> Result<(), String> {
         })
         .map_err(|e| format!("cycle {c}: probe: {e}"))?;
         for &id in &ids {
-            hp::with_hotplug(|h, ops| h.online_block(ops, id, t)).map_err(|e| format!("cycle {c}: online {id}: {e}"))?;
+            hp::with_hotplug(|h, ops| h.online_block(ops, id, t))
+                .map_err(|e| format!("cycle {c}: online {id}: {e}"))?;
         }
         let r = hp::stress_fill(2 << 20).map_err(|e| format!("cycle {c}: stress: {e}"))?;
         kassert!(r.bad == 0, "cycle {c}: {} stress pages corrupt", r.bad);
@@ -112,11 +133,19 @@ fn hotplug_cycles_inner(start: u64, blocks: u64) -> Result<(), String> {
             hp::with_hotplug(|h, ops| h.offline_block(ops, id)).map_err(|e| format!("cycle {c}: offline {id}: {e}"))?;
         }
         let v = hp::stress_verify();
-        kassert!(v.bad == 0 && v.verified == r.allocations, "cycle {c}: after offline {} of {} pages verify", v.verified, r.allocations);
+        kassert!(
+            v.bad == 0 && v.verified == r.allocations,
+            "cycle {c}: after offline {} of {} pages verify",
+            v.verified,
+            r.allocations
+        );
         hp::with_hotplug(|h, ops| h.remove_memory(ops, start, size)).map_err(|e| format!("cycle {c}: remove: {e}"))?;
         hp::stress_free();
         let now = snapshot();
-        kassert!(now == baseline, "cycle {c}: (free, pt pages, memmap, self-hosted memmap) {now:?} != baseline {baseline:?}");
+        kassert!(
+            now == baseline,
+            "cycle {c}: (free, pt pages, memmap, self-hosted memmap) {now:?} != baseline {baseline:?}"
+        );
     }
     hp::with_hotplug(|h, _| h.policy = OnlinePolicy::AutoMovable);
     Ok(())
@@ -135,7 +164,10 @@ fn removed_memory_faults_on_every_cpu(_: &Platform) -> Result<(), String> {
     let cpus = smp::online_count() as usize;
     for va in [lin, memmap] {
         let seen = smp::run_on_all(read_word, va);
-        kassert!(seen.len() == cpus && seen.iter().all(|&(_, r)| r == Some(1)), "before remove, reads of {va:#x}: {seen:?}");
+        kassert!(
+            seen.len() == cpus && seen.iter().all(|&(_, r)| r == Some(1)),
+            "before remove, reads of {va:#x}: {seen:?}"
+        );
     }
     hp::with_hotplug(|h, ops| h.offline_block(ops, ids[0])).map_err(|e| format!("offline: {e}"))?;
     hp::with_hotplug(|h, ops| h.remove_memory(ops, start, bs)).map_err(|e| format!("remove: {e}"))?;
@@ -144,9 +176,15 @@ fn removed_memory_faults_on_every_cpu(_: &Platform) -> Result<(), String> {
         kassert!(seen.len() == cpus, "not every CPU answered: {seen:?}");
         for (cpu, r) in seen {
             let esr = r.ok_or_else(|| format!("cpu {cpu} did not answer"))? >> 1;
-            kassert!(esr != 0 && esr >> 26 == 0x25 && (esr & 0x3f) >> 2 == 1, "cpu {cpu}: read of removed {va:#x} did not take a translation fault (esr {esr:#x})");
+            kassert!(
+                esr != 0 && esr >> 26 == 0x25 && (esr & 0x3f) >> 2 == 1,
+                "cpu {cpu}: read of removed {va:#x} did not take a translation fault (esr {esr:#x})"
+            );
         }
-        kassert!(memory::with_kernel_pt(|pt, t| pt.walk(t, va)).leaf.is_none(), "{va:#x} still in the page tables");
+        kassert!(
+            memory::with_kernel_pt(|pt, t| pt.walk(t, va)).leaf.is_none(),
+            "{va:#x} still in the page tables"
+        );
     }
     Ok(())
 }
@@ -177,9 +215,15 @@ fn offline_with_unmovable_page_is_busy(_: &Platform) -> Result<(), String> {
     let pinned = pinned.ok_or_else(|| String::from("no kernel page landed in the new block"))?;
     let before = snapshot();
     let r = hp::with_hotplug(|h, ops| h.offline_block(ops, id));
-    kassert!(matches!(r, Err(HotplugError::Busy { block, pfn }) if block == id && pfn == pinned >> PAGE_SHIFT), "offline with a pinned page: {r:?}");
+    kassert!(
+        matches!(r, Err(HotplugError::Busy { block, pfn }) if block == id && pfn == pinned >> PAGE_SHIFT),
+        "offline with a pinned page: {r:?}"
+    );
     let state = hp::with_hotplug(|h, _| h.block(id).map(|b| b.state));
-    kassert!(state == Some(mm::hotplug::BlockState::Online), "block state after veto: {state:?}");
+    kassert!(
+        state == Some(mm::hotplug::BlockState::Online),
+        "block state after veto: {state:?}"
+    );
     kassert!(snapshot() == before, "the veto changed counters");
     // Still usable.
     let extra = memory::alloc_pages(0).ok_or_else(|| String::from("allocation after veto failed"))?;
@@ -198,15 +242,30 @@ fn bad_hotplug_requests_change_nothing(plat: &Platform) -> Result<(), String> {
     let before = snapshot();
     let boot = plat.memory[0].base;
     let limit = memory::sparse().max_pa();
-    let cases: [(u64, u64); 5] = [(start + layout::PAGE_SIZE, bs), (start, bs / 2), (start, 0), (boot, bs), (limit, bs)];
+    let cases: [(u64, u64); 5] = [
+        (start + layout::PAGE_SIZE, bs),
+        (start, bs / 2),
+        (start, 0),
+        (boot, bs),
+        (limit, bs),
+    ];
     for (s, l) in cases {
         let r = hp::with_hotplug(|h, ops| h.add_memory(ops, None, s, l, MOM));
         kassert!(r.is_err(), "add {s:#x}+{l:#x} accepted");
     }
     let boot_block = boot / bs;
-    kassert!(hp::with_hotplug(|h, ops| h.offline_block(ops, boot_block)) == Err(HotplugError::EarlyMemory(boot_block)), "boot block offlined");
-    kassert!(hp::with_hotplug(|h, ops| h.remove_memory(ops, boot, bs)).is_err(), "boot memory removed");
-    kassert!(hp::with_hotplug(|h, ops| h.online_block(ops, 1 << 40, OnlineType::Auto)).is_err(), "nonexistent block onlined");
+    kassert!(
+        hp::with_hotplug(|h, ops| h.offline_block(ops, boot_block)) == Err(HotplugError::EarlyMemory(boot_block)),
+        "boot block offlined"
+    );
+    kassert!(
+        hp::with_hotplug(|h, ops| h.remove_memory(ops, boot, bs)).is_err(),
+        "boot memory removed"
+    );
+    kassert!(
+        hp::with_hotplug(|h, ops| h.online_block(ops, 1 << 40, OnlineType::Auto)).is_err(),
+        "nonexistent block onlined"
+    );
     kassert!(snapshot() == before, "a refused request changed counters");
     Ok(())
 }

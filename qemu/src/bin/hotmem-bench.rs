@@ -31,7 +31,11 @@ struct Opts {
 }
 
 fn parse() -> Result<Opts, String> {
-    let mut o = Opts { granules: vec![Granule::K4, Granule::K16, Granule::K64], reps: 5, quick: false };
+    let mut o = Opts {
+        granules: vec![Granule::K4, Granule::K16, Granule::K64],
+        reps: 5,
+        quick: false,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -44,10 +48,18 @@ fn parse() -> Result<Opts, String> {
                     _ => return Err(format!("unknown granule {v} (4k, 16k, 64k)")),
                 }];
             }
-            "--reps" => o.reps = args.next().and_then(|v| v.parse().ok()).filter(|&n| n > 0).ok_or("--reps needs a positive number")?,
+            "--reps" => {
+                o.reps = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&n| n > 0)
+                    .ok_or("--reps needs a positive number")?
+            }
             "--quick" => o.quick = true,
             "-h" | "--help" => {
-                println!("usage: hotmem-bench [--granule 4k|16k|64k] [--reps N (default 5)] [--quick (sizes up to 1 GiB)]");
+                println!(
+                    "usage: hotmem-bench [--granule 4k|16k|64k] [--reps N (default 5)] [--quick (sizes up to 1 GiB)]"
+                );
                 std::process::exit(0);
             }
             _ => return Err(format!("unknown option {a}")),
@@ -85,7 +97,13 @@ fn record(out: &mut Option<std::fs::File>, line: &str) {
 }
 
 /// The kernel's `bench` on held-back RAM; returns its `bench-json` lines.
-fn guest_bench(qemu: &std::path::Path, g: Granule, cpu: &str, sizes: &[u64], reps: usize) -> Result<Vec<String>, String> {
+fn guest_bench(
+    qemu: &std::path::Path,
+    g: Granule,
+    cpu: &str,
+    sizes: &[u64],
+    reps: usize,
+) -> Result<Vec<String>, String> {
     let cfg = KernelConfig::default_for(g);
     let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
     let max = sizes.iter().copied().max().unwrap_or(GIB);
@@ -93,10 +111,19 @@ fn guest_bench(qemu: &std::path::Path, g: Granule, cpu: &str, sizes: &[u64], rep
     let mem = size_arg(ram);
     let run = QemuRun::new(kernel)
         .qemu(qemu)
-        .machine(Machine { cpu: cpu.into(), mem: mem.clone(), ..Machine::default() })
+        .machine(Machine {
+            cpu: cpu.into(),
+            mem: mem.clone(),
+            ..Machine::default()
+        })
         .boot(BootMode::Firmware)
         .append(Some("mem=1G".into()))
-        .args(["-object".to_string(), format!("memory-backend-ram,id=ram0,size={mem},reserve=off"), "-machine".into(), "memory-backend=ram0".into()])
+        .args([
+            "-object".to_string(),
+            format!("memory-backend-ram,id=ram0,size={mem},reserve=off"),
+            "-machine".into(),
+            "memory-backend=ram0".into(),
+        ])
         .timeout(Some(Duration::from_secs(600)));
     let sizes: Vec<String> = sizes.iter().map(|&s| size_arg(s)).collect();
     let cmd = format!("bench reps={reps} {}", sizes.join(" "));
@@ -105,20 +132,39 @@ fn guest_bench(qemu: &std::path::Path, g: Granule, cpu: &str, sizes: &[u64], rep
     if !out.success() {
         return Err(format!("guest bench failed: {}\n{}", out.describe(), out.tail(20)));
     }
-    println!("\n## {} {} in-guest hotplug (cycles from CNTVCT; host wall {:.1} s)", cfg, cpu, t0.elapsed().as_secs_f64());
+    println!(
+        "\n## {} {} in-guest hotplug (cycles from CNTVCT; host wall {:.1} s)",
+        cfg,
+        cpu,
+        t0.elapsed().as_secs_f64()
+    );
     for l in out.console.lines().filter(|l| l.starts_with("bench: ")) {
         println!("{}", l.trim_end());
     }
-    Ok(out.console.lines().filter_map(|l| l.strip_prefix("bench-json: ")).map(|s| s.trim().to_string()).collect())
+    Ok(out
+        .console
+        .lines()
+        .filter_map(|l| l.strip_prefix("bench-json: "))
+        .map(|s| s.trim().to_string())
+        .collect())
 }
 
 /// Host wall time of DIMM plug/unplug over QMP.
-fn dimm_bench(qemu: &std::path::Path, g: Granule, reps: usize, sizes: &[u64], out: &mut Option<std::fs::File>) -> Result<(), String> {
+fn dimm_bench(
+    qemu: &std::path::Path,
+    g: Granule,
+    reps: usize,
+    sizes: &[u64],
+    out: &mut Option<std::fs::File>,
+) -> Result<(), String> {
     let cfg = KernelConfig::default_for(g);
     let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
     let run = QemuRun::new(kernel)
         .qemu(qemu)
-        .machine(Machine { mem: "1G,slots=8,maxmem=9G".into(), ..Machine::default() })
+        .machine(Machine {
+            mem: "1G,slots=8,maxmem=9G".into(),
+            ..Machine::default()
+        })
         .boot(BootMode::Firmware)
         .timeout(Some(Duration::from_secs(600)));
     let mut s = Session::start(run).map_err(|e| e.to_string())?;
@@ -169,7 +215,11 @@ fn main() {
     };
     let dir = hotmem_qemu::kernel::workspace_root().join("target/bench");
     let _ = std::fs::create_dir_all(&dir);
-    let mut out = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("results.jsonl")).ok();
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("results.jsonl"))
+        .ok();
     let commit = std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .output()
@@ -189,12 +239,22 @@ fn main() {
         }
         sizes.dedup();
         for cpu in ["max,lpa2=off", "cortex-a76"] {
-            let s: Vec<u64> = if cpu == "cortex-a76" { vec![bs, GIB] } else { sizes.clone() };
+            let s: Vec<u64> = if cpu == "cortex-a76" {
+                vec![bs, GIB]
+            } else {
+                sizes.clone()
+            };
             match guest_bench(&qemu, g, cpu, &s, o.reps) {
                 Ok(lines) => {
                     for l in lines {
                         let l = l.trim_end_matches('}');
-                        record(&mut out, &format!("{{\"kind\":\"guest\",\"commit\":\"{commit}\",\"cpu\":\"{cpu}\",{}}}", &l[1..]));
+                        record(
+                            &mut out,
+                            &format!(
+                                "{{\"kind\":\"guest\",\"commit\":\"{commit}\",\"cpu\":\"{cpu}\",{}}}",
+                                &l[1..]
+                            ),
+                        );
                     }
                 }
                 Err(e) => {
@@ -209,6 +269,10 @@ fn main() {
             failed = true;
         }
     }
-    println!("\nhotmem-bench: done in {:.0} s; JSON lines appended to {}", t0.elapsed().as_secs_f64(), dir.join("results.jsonl").display());
+    println!(
+        "\nhotmem-bench: done in {:.0} s; JSON lines appended to {}",
+        t0.elapsed().as_secs_f64(),
+        dir.join("results.jsonl").display()
+    );
     std::process::exit(if failed { 1 } else { 0 });
 }
