@@ -52,7 +52,8 @@ pub fn _print_panic(args: core::fmt::Arguments) {
     if let Some(mut c) = CONSOLE.try_lock() {
         let _ = c.write_fmt(args);
     } else {
-        // SAFETY-free fallback: a second Console writing to the same UART; output may interleave.
+        // The lock holder may be the code that faulted: write through a second handle to the
+        // same UART rather than deadlock (output may interleave with the holder's).
         let c = CONSOLE_RAW_VA.load(core::sync::atomic::Ordering::Relaxed);
         if c != 0 {
             // SAFETY: the UART stays mapped at this VA for the life of the kernel.

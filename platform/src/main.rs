@@ -103,7 +103,7 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     let dtb_pa = early::DTB_PA.load(Ordering::Relaxed);
     let dtb_va = layout::FDT_VADDR + (dtb_pa & (layout::PAGE_SIZE - 1));
     // SAFETY: the early code mapped 1 MiB (QEMU's DTB size) from the DTB's page at FDT_VADDR.
-    let plat = match unsafe { dtb::parse(dtb_va as *const u8) } {
+    let mut plat = match unsafe { dtb::parse(dtb_va as *const u8) } {
         Ok(p) => p,
         Err(e) => {
             if let Ok(va) = memory::ioremap(FALLBACK_UART_PA, 0x1000) {
@@ -128,7 +128,6 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         fw_cfg.as_ref().and_then(fw_cfg::cmdline).unwrap_or_default()
     };
     let (opts, cmdline_warnings) = cmdline::parse(&cmdline_text);
-    let mut plat = plat;
     let (ram, held_back) = cmdline::apply_mem_limit(&plat.memory, opts.mem);
     plat.memory = ram;
 
