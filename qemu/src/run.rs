@@ -221,6 +221,10 @@ impl QemuRun {
             "-m".into(),
             m.mem.clone(),
             "-semihosting".into(),
+            // No default NIC: the kernel has no network driver, and QEMU would need its
+            // option ROM (efi-virtio.rom) for nothing.
+            "-nic".into(),
+            "none".into(),
             "-display".into(),
             "none".into(),
             "-monitor".into(),
@@ -351,7 +355,7 @@ mod tests {
         let r = QemuRun::new(kernel());
         assert_eq!(
             r.command_line(),
-            "qemu-system-aarch64 -M virt,gic-version=2 -cpu max,lpa2=off -smp 2 -m 1G -semihosting -display none \
+            "qemu-system-aarch64 -M virt,gic-version=2 -cpu max,lpa2=off -smp 2 -m 1G -semihosting -nic none -display none \
              -monitor none -serial stdio -bios /ws/target/kernel/out/hotmem-16k-47.bin"
         );
     }
@@ -370,7 +374,7 @@ mod tests {
             .args(["-d", "int"]);
         assert_eq!(
             r.qemu_args().join(" "),
-            "-M virt,gic-version=3,virtualization=on -cpu cortex-a76 -smp 4 -m 2G -semihosting -display none \
+            "-M virt,gic-version=3,virtualization=on -cpu cortex-a76 -smp 4 -m 2G -semihosting -nic none -display none \
              -monitor none -serial mon:stdio -kernel /ws/target/kernel/out/hotmem-16k-47.elf \
              -gdb tcp:127.0.0.1:4321 -S -d int"
         );

@@ -62,7 +62,7 @@ fn dry_run_prints_build_and_qemu_commands() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
     assert!(lines[0].starts_with("cargo build --release -p hotmem-platform --bin hotmem --target aarch64-unknown-none --features 'granule-16k va-36' --target-dir "), "{out}");
-    assert!(lines[1].contains(" -M virt,gic-version=3,virtualization=on -cpu max,lpa2=off -smp 4 -m 1G -semihosting -display none -monitor none -serial mon:stdio -kernel "), "{out}");
+    assert!(lines[1].contains(" -M virt,gic-version=3,virtualization=on -cpu max,lpa2=off -smp 4 -m 1G -semihosting -nic none -display none -monitor none -serial mon:stdio -kernel "), "{out}");
     assert!(
         lines[1].ends_with("/target/kernel/out/hotmem-16k-36.elf -gdb tcp:127.0.0.1:4444 -S"),
         "{out}"
