@@ -56,6 +56,8 @@ pub struct Platform {
 #[derive(Debug)]
 pub enum DtbError {
     Header(fdt::FdtError),
+    /// The header's totalsize exceeds what is mapped.
+    TooLarge { size: u64, mapped: u64 },
     NoMemory,
     NoUart,
     NoGic,
@@ -67,6 +69,7 @@ impl core::fmt::Display for DtbError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             DtbError::Header(e) => write!(f, "invalid device tree header: {e:?}"),
+            DtbError::TooLarge { size, mapped } => write!(f, "device tree of {size} bytes is larger than the {mapped} bytes mapped for it"),
             DtbError::NoMemory => write!(f, "device tree has no usable /memory node"),
             DtbError::NoUart => write!(f, "device tree has no arm,pl011 UART"),
             DtbError::NoGic => write!(f, "device tree has no GICv2/GICv3 interrupt controller"),
@@ -92,10 +95,23 @@ fn reg_ranges(node: &fdt::node::FdtNode) -> Vec<Range> {
 /// Parse the DTB at `ptr` (a kernel VA).
 ///
 /// # Safety
-/// `ptr` must point to mapped, readable memory holding at least the DTB header, and as many
-/// bytes as the header's `totalsize` says.
-pub unsafe fn parse(ptr: *const u8) -> Result<Platform, DtbError> {
-    // SAFETY: guaranteed by the caller; `from_ptr` validates the magic and bounds by totalsize.
+/// `ptr` must point to at least `mapped` bytes of mapped, readable memory.
+pub unsafe fn parse(ptr: *const u8, mapped: u64) -> Result<Platform, DtbError> {
+    // The header's totalsize (big-endian u32 at offset 4) must fit what is mapped before the
+    // parser reads that many bytes.
+    let mut hdr = [0u8; 8];
+    // SAFETY: `mapped` ≥ 8 bytes are readable at `ptr` (caller contract).
+    unsafe { core::ptr::copy_nonoverlapping(ptr, hdr.as_mut_ptr(), 8) };
+    let size = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]) as u64;
+    if size > mapped {
+        // A bad magic is the more useful report when the header is garbage.
+        if hdr[..4] != [0xd0, 0x0d, 0xfe, 0xed] {
+            return Err(DtbError::Header(fdt::FdtError::BadMagic));
+        }
+        return Err(DtbError::TooLarge { size, mapped });
+    }
+    // SAFETY: the whole DTB (totalsize bytes) is mapped, checked above; `from_ptr` validates
+    // the magic and bounds every access by totalsize.
     let fdt = unsafe { Fdt::from_ptr(ptr) }.map_err(DtbError::Header)?;
 
     let memory: Vec<Range> = fdt

@@ -9,7 +9,7 @@
 //!   and the DTB read-only at `FDT_VADDR`;
 //! - TTBR0: the image identity-mapped RX, used only for the instructions that turn the MMU on.
 
-use crate::layout::{FDT_MAX_SIZE, FDT_VADDR, G, KIMAGE_VADDR, KIMAGE_VOFFSET, PAGE_SIZE};
+use crate::layout::{FDT_MAPPED, FDT_VADDR, G, KIMAGE_VADDR, KIMAGE_VOFFSET, PAGE_SIZE};
 use arch::boot::{BootMmu, BOOT_MMU_PA_SLOT, RAM_BASE};
 use arch::descriptor::{Attrs, MemType, Perm};
 use core::sync::atomic::Ordering;
@@ -154,7 +154,7 @@ pub extern "C" fn __hotmem_early_map(phys_start: u64, dtb: u64, entry_el: u64) -
     // The DTB: given in x0 (Image protocol) or at the base of RAM (ELF and firmware boots).
     let dtb = if dtb == 0 { RAM_BASE } else { dtb };
     let dtb_base = dtb & !(PAGE_SIZE - 1);
-    let dtb_end = (dtb + FDT_MAX_SIZE / 2 + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
+    let dtb_end = (dtb + FDT_MAPPED + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
     if ttbr1
         .map(
             &mut pool,

@@ -29,6 +29,8 @@ pub const IOREMAP_SIZE: u64 = 1 << 30;
 pub const KIMAGE_VADDR: u64 = 0xffff_ffff_c000_0000;
 pub const FDT_VADDR: u64 = KIMAGE_VADDR - (64 << 20);
 pub const FDT_MAX_SIZE: u64 = 2 << 20;
+/// Bytes of DTB the early code maps (from the DTB's address): QEMU's DTBs are 1 MiB.
+pub const FDT_MAPPED: u64 = 1 << 20;
 
 const _: () = assert!(IOREMAP_START + IOREMAP_SIZE <= FDT_VADDR);
 const _: () = assert!(VMEMMAP_START % (1 << 30) == 0);

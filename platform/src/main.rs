@@ -102,8 +102,8 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     // Device tree (mapped read-only at FDT_VADDR by the early code).
     let dtb_pa = early::DTB_PA.load(Ordering::Relaxed);
     let dtb_va = layout::FDT_VADDR + (dtb_pa & (layout::PAGE_SIZE - 1));
-    // SAFETY: the early code mapped 1 MiB (QEMU's DTB size) from the DTB's page at FDT_VADDR.
-    let mut plat = match unsafe { dtb::parse(dtb_va as *const u8) } {
+    // SAFETY: the early code mapped FDT_MAPPED bytes from the DTB's address at FDT_VADDR.
+    let mut plat = match unsafe { dtb::parse(dtb_va as *const u8, layout::FDT_MAPPED) } {
         Ok(p) => p,
         Err(e) => {
             if let Ok(va) = memory::ioremap(FALLBACK_UART_PA, 0x1000) {
