@@ -57,7 +57,10 @@ pub struct Platform {
 pub enum DtbError {
     Header(fdt::FdtError),
     /// The header's totalsize exceeds what is mapped.
-    TooLarge { size: u64, mapped: u64 },
+    TooLarge {
+        size: u64,
+        mapped: u64,
+    },
     NoMemory,
     NoUart,
     NoGic,
@@ -69,7 +72,10 @@ impl core::fmt::Display for DtbError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             DtbError::Header(e) => write!(f, "invalid device tree header: {e:?}"),
-            DtbError::TooLarge { size, mapped } => write!(f, "device tree of {size} bytes is larger than the {mapped} bytes mapped for it"),
+            DtbError::TooLarge { size, mapped } => write!(
+                f,
+                "device tree of {size} bytes is larger than the {mapped} bytes mapped for it"
+            ),
             DtbError::NoMemory => write!(f, "device tree has no usable /memory node"),
             DtbError::NoUart => write!(f, "device tree has no arm,pl011 UART"),
             DtbError::NoGic => write!(f, "device tree has no GICv2/GICv3 interrupt controller"),
