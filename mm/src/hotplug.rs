@@ -133,7 +133,8 @@ pub enum HotplugError {
     },
     /// Removal of a range that is not offline.
     NotOffline(BlockId),
-    /// The removal would split a block or contiguous mapping of the linear map.
+    /// Removing the range starting at `pa` would split a block or contiguous mapping of the
+    /// linear map.
     WouldSplitLeaf {
         pa: u64,
     },
@@ -178,7 +179,7 @@ impl core::fmt::Display for HotplugError {
             NotOffline(b) => write!(f, "memory block {b} is not offline"),
             WouldSplitLeaf { pa } => write!(
                 f,
-                "removal would split a linear-map block or contiguous run at pa {pa:#x}"
+                "removing the range at pa {pa:#x} would split a linear-map block or contiguous run"
             ),
             Granularity { start, size } => write!(
                 f,

@@ -364,6 +364,20 @@ impl<C: Config> PageTable<C> {
         Ok(stats)
     }
 
+    /// Would unmapping `[va, va + size)` split a block or a contiguous run? `Misaligned` if so
+    /// (the check `unmap` makes before changing anything), so callers can refuse a removal
+    /// before doing any other work.
+    pub fn check_unmap(&self, a: &impl TableAlloc, va: VirtAddr, size: u64) -> Result<(), MapError> {
+        if (va | size) & (Self::GEOM.page_size() - 1) != 0 {
+            return Err(MapError::Misaligned);
+        }
+        if size == 0 {
+            return Ok(());
+        }
+        let last = va_last::<C>(va, size)?;
+        check_split::<C, _>(a, self.root, Self::GEOM.start_level(), va, last)
+    }
+
     /// Counts table pages and leaves of the whole tree.
     pub fn count(&self, a: &impl TableAlloc) -> Census {
         let mut c = Census::default();

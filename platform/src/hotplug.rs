@@ -103,21 +103,8 @@ impl HotplugOps for KernelOps {
     }
 
     fn check_unmap_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
-        memory::with_kernel_pt(|pt, t| {
-            for (edge, probe) in [(pa, pa), (pa + size, pa + size - PAGE_SIZE)] {
-                if let Some(l) = pt.walk(t, layout::phys_to_virt(probe)).leaf {
-                    let span = if l.contiguous {
-                        G.cont_size(l.level).unwrap_or(l.size)
-                    } else {
-                        l.size
-                    };
-                    if edge % span != 0 {
-                        return Err(HotplugError::WouldSplitLeaf { pa: edge });
-                    }
-                }
-            }
-            Ok(())
-        })
+        memory::with_kernel_pt(|pt, t| pt.check_unmap(t, layout::phys_to_virt(pa), size))
+            .map_err(|_| HotplugError::WouldSplitLeaf { pa })
     }
 
     fn unmap_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
