@@ -10,7 +10,7 @@
 use crate::{
     dtb::Range,
     layout::{self, G, PAGE_SHIFT, PAGE_SIZE},
-    memory::{self, BuddySource, VMEMMAP},
+    memory::{self, VMEMMAP},
     sync::IrqSafeLock,
     teardown::KernelTlb,
 };
@@ -23,7 +23,7 @@ use mm::{
     migrate::{Handle, Handles},
     page::{flags, Page, ZoneId},
     pgtable::{Attrs, MapFlags},
-    vmemmap::{Vmemmap, VmemmapError},
+    vmemmap::VmemmapError,
 };
 
 pub static HOTPLUG: spin::Mutex<Option<Hotplug>> = spin::Mutex::new(None);
@@ -117,17 +117,8 @@ impl HotplugOps for KernelOps {
     fn populate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>) -> Result<(), HotplugError> {
         let start = VMEMMAP.pfn_to_page(section_pfn);
         let self_hosted = altmap.is_some();
-        let st = memory::with_kernel_pt(|pt, tables| {
-            Vmemmap {
-                pt,
-                tables,
-                source: &mut BuddySource,
-                tlb: &mut KernelTlb,
-                region: memory::vmemmap_region(),
-            }
-            .populate(start, start + G.memmap_per_section(), altmap)
-        })
-        .map_err(vmemmap_err)?;
+        let st =
+            memory::with_vmemmap(|v| v.populate(start, start + G.memmap_per_section(), altmap)).map_err(vmemmap_err)?;
         aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
         aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
         memory::MEMMAP_BYTES.fetch_add(st.bytes, Ordering::Relaxed);
@@ -140,16 +131,7 @@ impl HotplugOps for KernelOps {
     fn depopulate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>) {
         let start = VMEMMAP.pfn_to_page(section_pfn);
         let self_hosted = altmap.is_some();
-        let r = memory::with_kernel_pt(|pt, tables| {
-            Vmemmap {
-                pt,
-                tables,
-                source: &mut BuddySource,
-                tlb: &mut KernelTlb,
-                region: memory::vmemmap_region(),
-            }
-            .free(start, start + G.memmap_per_section(), altmap)
-        });
+        let r = memory::with_vmemmap(|v| v.free(start, start + G.memmap_per_section(), altmap));
         match r {
             Ok(st) => {
                 memory::MEMMAP_BYTES.fetch_sub(st.bytes, Ordering::Relaxed);

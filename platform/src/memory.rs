@@ -309,6 +309,22 @@ pub fn init_memmap(ram: &[Range]) -> Result<BootMemmap, VmemmapError> {
     })
 }
 
+/// Run `f` on the kernel's vmemmap (its page table, table allocator, the buddy as memmap
+/// backing, broadcast TLB maintenance) — the post-boot way to populate or free memmap.
+pub fn with_vmemmap<R>(
+    f: impl FnOnce(&mut Vmemmap<'_, Cfg, KernelTables, BuddySource, crate::teardown::KernelTlb>) -> R,
+) -> R {
+    with_kernel_pt(|pt, tables| {
+        f(&mut Vmemmap {
+            pt,
+            tables,
+            source: &mut BuddySource,
+            tlb: &mut crate::teardown::KernelTlb,
+            region: vmemmap_region(),
+        })
+    })
+}
+
 pub fn vmemmap_region() -> (u64, u64) {
     (layout::VMEMMAP_START, layout::VMEMMAP_START + layout::VMEMMAP_SIZE)
 }

@@ -275,30 +275,12 @@ fn vmemmap_populate_free_round_trip(plat: &Platform) -> Result<(), String> {
     let start = memory::VMEMMAP.pfn_to_page(nr << (G.section_shift() - G.page_shift));
     let (pt0, free0) = (memory::PT_PAGES.load(Relaxed), memory::free_page_count());
     for _ in 0..3 {
-        let st = memory::with_kernel_pt(|pt, tables| {
-            mm::vmemmap::Vmemmap {
-                pt,
-                tables,
-                source: &mut memory::BuddySource,
-                tlb: &mut crate::teardown::KernelTlb,
-                region: memory::vmemmap_region(),
-            }
-            .populate(start, start + G.memmap_per_section(), None)
-        })
-        .map_err(|e| alloc::format!("populate: {e:?}"))?;
+        let st = memory::with_vmemmap(|v| v.populate(start, start + G.memmap_per_section(), None))
+            .map_err(|e| alloc::format!("populate: {e:?}"))?;
         kassert!(st.bytes == G.memmap_per_section(), "populated {} bytes", st.bytes);
         kassert!(matches!(probe_read(start), Probe::Value(_)), "new memmap not readable");
-        memory::with_kernel_pt(|pt, tables| {
-            mm::vmemmap::Vmemmap {
-                pt,
-                tables,
-                source: &mut memory::BuddySource,
-                tlb: &mut crate::teardown::KernelTlb,
-                region: memory::vmemmap_region(),
-            }
-            .free(start, start + G.memmap_per_section(), None)
-        })
-        .map_err(|e| alloc::format!("free: {e:?}"))?;
+        memory::with_vmemmap(|v| v.free(start, start + G.memmap_per_section(), None))
+            .map_err(|e| alloc::format!("free: {e:?}"))?;
         // The translation is gone on this CPU (a stale TLB entry would let the read succeed).
         kassert!(
             matches!(probe_read(start), Probe::Fault { .. }),
