@@ -71,6 +71,17 @@ pub struct MemoryGroup {
     pub nr_blocks: u64,
 }
 
+impl MemoryGroup {
+    const fn empty(kind: GroupKind) -> Self {
+        MemoryGroup {
+            kind,
+            present_kernel_pages: 0,
+            present_movable_pages: 0,
+            nr_blocks: 0,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryBlock {
     pub id: BlockId,
@@ -126,10 +137,17 @@ pub enum HotplugError {
     },
     /// Boot memory can never be offlined or removed.
     EarlyMemory(BlockId),
-    /// An unmovable page is in use (or migration failed): the block stays online.
+    /// An unmovable page is in use: the block stays online.
     Busy {
         block: BlockId,
         pfn: u64,
+    },
+    /// Migration ran out of memory to move into (`moved` pages moved, `left` still in use):
+    /// the block stays online.
+    NoMigrationTarget {
+        block: BlockId,
+        moved: u64,
+        left: u64,
     },
     /// Removal of a range that is not offline.
     NotOffline(BlockId),
@@ -150,6 +168,8 @@ pub enum HotplugError {
     NoSuchGroup(GroupId),
     /// A group with blocks cannot be unregistered; a static group cannot grow past its size.
     GroupInUse(GroupId),
+    /// The page allocator refused a range it should manage (an internal inconsistency).
+    Allocator(crate::buddy::BuddyError),
     /// Failure injected by a test double.
     Injected,
 }
@@ -175,7 +195,11 @@ impl core::fmt::Display for HotplugError {
             NotAdded { start, size } => write!(f, "no memory was added at {start:#x}+{size:#x}"),
             BadState { block, state } => write!(f, "memory block {block} is {}", state.name()),
             EarlyMemory(b) => write!(f, "memory block {b} is boot memory and cannot be offlined or removed"),
-            Busy { block, pfn } => write!(f, "memory block {block} has an unmovable page in use (pfn {pfn:#x})"),
+            Busy { block, pfn } => write!(f, "memory block {block}: unmovable page in use at pfn {pfn:#x}"),
+            NoMigrationTarget { block, moved, left } => write!(
+                f,
+                "memory block {block}: no memory left to migrate into ({moved} pages moved, {left} left)"
+            ),
             NotOffline(b) => write!(f, "memory block {b} is not offline"),
             WouldSplitLeaf { pa } => write!(
                 f,
@@ -189,7 +213,20 @@ impl core::fmt::Display for HotplugError {
             NoMemory => write!(f, "out of memory for page tables or memmap"),
             NoSuchGroup(g) => write!(f, "memory group {g} does not exist"),
             GroupInUse(g) => write!(f, "memory group {g} is in use"),
+            Allocator(e) => write!(f, "the page allocator refused the range: {e:?}"),
             Injected => write!(f, "injected failure"),
+        }
+    }
+}
+
+impl HotplugError {
+    /// The refusal of offlining block `block` for `e`.
+    pub fn from_offline(block: BlockId, e: crate::migrate::OfflineError) -> Self {
+        use crate::migrate::OfflineError::*;
+        match e {
+            Unmovable { pfn } => HotplugError::Busy { block, pfn },
+            NoTarget { moved, left } => HotplugError::NoMigrationTarget { block, moved, left },
+            Range(e) => HotplugError::Allocator(e),
         }
     }
 }
@@ -223,7 +260,7 @@ pub trait HotplugOps {
     /// Give `[pfn, pfn + nr)` to the allocator in `zone`.
     fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) -> Result<(), HotplugError>;
     /// Isolate, migrate movable pages away, take the range out of the allocator; on failure
-    /// (`Busy`) everything is back in the allocator and usable.
+    /// (`Busy`, `NoMigrationTarget`) everything is back in the allocator and usable.
     fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError>;
 }
 
@@ -333,15 +370,7 @@ impl Hotplug {
     fn register(&mut self, kind: GroupKind) -> GroupId {
         let id = self.next_group;
         self.next_group += 1;
-        self.groups.insert(
-            id,
-            MemoryGroup {
-                kind,
-                present_kernel_pages: 0,
-                present_movable_pages: 0,
-                nr_blocks: 0,
-            },
-        );
+        self.groups.insert(id, MemoryGroup::empty(kind));
         id
     }
 
@@ -778,5 +807,113 @@ impl Hotplug {
         }
         self.added = kept;
         Ok(())
+    }
+
+    /// Check the hotplug accounting against a recount over the blocks: no block left in a
+    /// transient state, zones set exactly on online blocks, zone and group present pages and
+    /// group block counts equal to the recount, and every static group (a DIMM) in one zone.
+    pub fn check(&self) -> Result<(), AccountingViolation> {
+        let mut present = ZonePresent::default();
+        let mut groups: BTreeMap<GroupId, MemoryGroup> = BTreeMap::new();
+        let mut group_zone: BTreeMap<GroupId, ZoneId> = BTreeMap::new();
+        for b in self.blocks.values() {
+            let online = b.state == BlockState::Online;
+            if !matches!(b.state, BlockState::Online | BlockState::Offline) || online != b.zone.is_some() {
+                return Err(AccountingViolation::BlockState(b.id));
+            }
+            let g = b.group.map(|id| {
+                let kind = self
+                    .groups
+                    .get(&id)
+                    .map_or(GroupKind::Static { max_pages: 0 }, |g| g.kind);
+                let g = groups.entry(id).or_insert(MemoryGroup::empty(kind));
+                g.nr_blocks += 1;
+                g
+            });
+            if b.early {
+                present.kernel_early += b.nr_pages;
+            }
+            let (zone_pages, group_pages) = match b.zone {
+                None => (None, None),
+                Some(ZoneId::Normal) => (Some(&mut present.normal), g.map(|g| &mut g.present_kernel_pages)),
+                Some(ZoneId::Movable) => (Some(&mut present.movable), g.map(|g| &mut g.present_movable_pages)),
+            };
+            for p in zone_pages.into_iter().chain(group_pages) {
+                *p += b.nr_pages;
+            }
+            let Some(zone) = b.zone else { continue };
+            if let Some(id) = b
+                .group
+                .filter(|id| matches!(self.groups.get(id).map(|g| g.kind), Some(GroupKind::Static { .. })))
+            {
+                if *group_zone.entry(id).or_insert(zone) != zone {
+                    return Err(AccountingViolation::GroupSplit { group: id, block: b.id });
+                }
+            }
+        }
+        if present != self.present {
+            return Err(AccountingViolation::Present {
+                recorded: self.present,
+                recount: present,
+            });
+        }
+        for (&id, g) in &self.groups {
+            let recount = groups.remove(&id).unwrap_or(MemoryGroup::empty(g.kind));
+            if recount != *g {
+                return Err(AccountingViolation::Group {
+                    group: id,
+                    recorded: *g,
+                    recount,
+                });
+            }
+        }
+        match groups.keys().next() {
+            Some(&id) => Err(AccountingViolation::NoSuchGroup(id)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A hotplug accounting invariant broken (see [`Hotplug::check`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountingViolation {
+    /// A block in a transient state, or with a zone while offline (or none while online).
+    BlockState(BlockId),
+    Present {
+        recorded: ZonePresent,
+        recount: ZonePresent,
+    },
+    Group {
+        group: GroupId,
+        recorded: MemoryGroup,
+        recount: MemoryGroup,
+    },
+    /// A block names a group that is not registered.
+    NoSuchGroup(GroupId),
+    /// A static group (one DIMM) with blocks online in two zones.
+    GroupSplit { group: GroupId, block: BlockId },
+}
+
+impl core::fmt::Display for AccountingViolation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        use AccountingViolation::*;
+        match self {
+            BlockState(b) => write!(f, "memory block {b}: state and zone disagree (or transient)"),
+            Present { recorded, recount } => write!(f, "present pages {recorded:?}, recount gives {recount:?}"),
+            Group {
+                group,
+                recorded,
+                recount,
+            } => {
+                write!(f, "memory group {group}: {recorded:?}, recount gives {recount:?}")
+            }
+            NoSuchGroup(g) => write!(f, "a block names memory group {g}, which does not exist"),
+            GroupSplit { group, block } => {
+                write!(
+                    f,
+                    "memory group {group} (static) is split across zones at block {block}"
+                )
+            }
+        }
     }
 }

@@ -81,10 +81,22 @@ fn set_owner<M: Memmap>(a: &mut PageAlloc<M>, pfn: u64, h: Option<Handle>) {
     unsafe { (*a.memmap().page(pfn)).private = h.map_or(0, |h| h.0 as u64 + 1) };
 }
 
+/// Why [`offline_pages`] failed. Either way the range is back in the allocator and usable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OfflineError {
+    /// The range cannot be isolated (no memmap, or a block straddles its edge).
+    Range(BuddyError),
+    /// A page that cannot be migrated (kernel, pinned, reserved) is in use at `pfn`.
+    Unmovable { pfn: u64 },
+    /// Migration ran out of memory outside the range to move into: `moved` pages were moved
+    /// (they stay valid where they are now), `left` pages are still in use in the range.
+    NoTarget { moved: u64, left: u64 },
+}
+
 /// Isolate `[start, start + nr)`, migrate every movable allocation in it elsewhere (copying
 /// with `copy(src_pfn, dst_pfn, order)`), and take the range out of the allocator.
 /// If an unmovable page is in use, or no memory is left to migrate to, the range is
-/// unisolated and `Busy` returned: everything is back in the allocator and usable, and the
+/// unisolated and the reason returned: everything is back in the allocator and usable, and the
 /// allocations already migrated stay valid where they are now.
 pub fn offline_pages<M: Memmap>(
     a: &mut PageAlloc<M>,
@@ -92,10 +104,11 @@ pub fn offline_pages<M: Memmap>(
     start: u64,
     nr: u64,
     mut copy: impl FnMut(u64, u64, u32),
-) -> Result<u64, BuddyError> {
-    a.isolate_range(start, nr)?;
+) -> Result<u64, OfflineError> {
+    a.isolate_range(start, nr).map_err(OfflineError::Range)?;
     // One pass is enough: the range is isolated, so nothing in it is handed out again, and
     // what migration frees in it is parked.
+    let mut moved = 0;
     let result = (|| {
         let mut pfn = start;
         while let Some((busy, page)) = a.first_busy(pfn, start + nr - pfn) {
@@ -103,21 +116,26 @@ pub fn offline_pages<M: Memmap>(
             let order = page.order as u32;
             let movable = page.has(flags::MOVABLE) && owner.is_some_and(|h| handles.get(h) == Some((busy, order)));
             let (true, Some(h)) = (movable, owner) else {
-                return Err(BuddyError::Busy { pfn: busy });
+                return Err(OfflineError::Unmovable { pfn: busy });
             };
             // The isolated range cannot be handed out, so the target is always elsewhere.
             let Some(dst) = a.alloc(order, AllocKind::Movable) else {
-                return Err(BuddyError::Busy { pfn: busy });
+                let left = a.busy_pages(busy, start + nr - busy);
+                return Err(OfflineError::NoTarget { moved, left });
             };
             copy(busy, dst, order);
             handles.slots[h.0 as usize] = Some((dst, order));
             set_owner(a, dst, Some(h));
             set_owner(a, busy, None);
-            a.free(busy, order)?; // parked: the range is isolated
+            a.free(busy, order).map_err(OfflineError::Range)?; // parked: the range is isolated
             handles.migrated_pages += 1 << order;
+            moved += 1 << order;
             pfn = busy + (1 << order);
         }
-        a.offline_isolated(start, nr)
+        match a.offline_isolated(start, nr) {
+            Err(BuddyError::Busy { pfn }) => Err(OfflineError::Unmovable { pfn }),
+            r => r.map_err(OfflineError::Range),
+        }
     })();
     if result.is_err() {
         let _ = a.unisolate_range(start, nr);

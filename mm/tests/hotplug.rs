@@ -264,10 +264,7 @@ impl<C: Config> HotplugOps for Machine<C> {
             }
         })
         .map(|_| ())
-        .map_err(|e| match e {
-            mm::buddy::BuddyError::Busy { pfn } => HotplugError::Busy { block, pfn },
-            _ => HotplugError::NoMemory,
-        })
+        .map_err(|e| HotplugError::from_offline(block, e))
     }
 }
 

@@ -200,10 +200,7 @@ impl HotplugOps for KernelOps {
             })
         })
         .map(|_| ())
-        .map_err(|e| match e {
-            BuddyError::Busy { pfn } => HotplugError::Busy { block, pfn },
-            _ => HotplugError::NoMemory,
-        })
+        .map_err(|e| HotplugError::from_offline(block, e))
     }
 }
 

@@ -1,0 +1,230 @@
+//! The page allocator's invariant checker: free lists vs memmap flags vs zone counters vs a full
+//! recount (the kind of check Linux spreads over `CONFIG_DEBUG_VM` asserts, done in one pass).
+//!
+//! It reads every `struct page` of the ranges it is given, so it costs O(pages); the test
+//! builds run it after every hotplug operation, and the shell runs it on demand
+//! (`meminfo check`). A violation names the PFN and the rule it broke.
+
+use super::{PageAlloc, NR_ORDERS};
+use crate::page::{flags, Memmap, ZoneId, NO_PFN};
+use alloc::collections::BTreeSet;
+
+/// Which invariant a [`Violation`] broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// A free-list link points at a PFN without memmap, a `prev` link disagrees, or the list is
+    /// longer than its recorded length (a cycle).
+    ListLink { zone: ZoneId, order: u32 },
+    /// A listed PFN is not a free (`BUDDY`, not isolated) head of the list's order and zone.
+    ListedNotFree { zone: ZoneId, order: u32 },
+    /// A free head of this order and zone that is on no free list.
+    FreeNotListed { zone: ZoneId, order: u32 },
+    /// A block head whose order exceeds the maximum or whose PFN is not aligned to it.
+    Misaligned { order: u32 },
+    /// A block reaching past the populated memmap of the range.
+    BlockOutOfRange { order: u32 },
+    /// A page inside a block (not its head) carrying `BUDDY` or `HEAD`.
+    TailFlagged { head: u64 },
+    /// A free head with flags that exclude being free (head, reserved, offline, self-hosted),
+    /// or a parked (isolated) free head still linked to a list.
+    BadFreeHead,
+    /// A head whose zone byte names no zone.
+    BadZone,
+    /// A zone counter disagreeing with the recount.
+    Counter {
+        zone: ZoneId,
+        counter: &'static str,
+        recorded: u64,
+        recount: u64,
+    },
+    /// A page left isolated while no offline is in progress.
+    LeftIsolated,
+}
+
+/// A broken invariant at `pfn` ([`NO_PFN`] for a zone-wide counter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub pfn: u64,
+    pub rule: Rule,
+}
+
+impl core::fmt::Display for Violation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        use Rule::*;
+        if self.pfn != NO_PFN {
+            write!(f, "pfn {:#x}: ", self.pfn)?;
+        }
+        match self.rule {
+            ListLink { zone, order } => write!(f, "broken link in the {} order-{order} free list", zone.name()),
+            ListedNotFree { zone, order } => {
+                write!(
+                    f,
+                    "on the {} order-{order} free list but not a free head of it",
+                    zone.name()
+                )
+            }
+            FreeNotListed { zone, order } => {
+                write!(f, "free {} order-{order} head on no free list", zone.name())
+            }
+            Misaligned { order } => write!(f, "order-{order} block head not aligned (or order too large)"),
+            BlockOutOfRange { order } => write!(f, "order-{order} block reaches past the memmap"),
+            TailFlagged { head } => write!(f, "page inside the block at pfn {head:#x} is flagged buddy/head"),
+            BadFreeHead => write!(f, "free head with conflicting flags or stale list links"),
+            BadZone => write!(f, "head with an invalid zone"),
+            Counter {
+                zone,
+                counter,
+                recorded,
+                recount,
+            } => write!(
+                f,
+                "zone {} {counter} is {recorded}, recount gives {recount}",
+                zone.name()
+            ),
+            LeftIsolated => write!(f, "page left isolated with no offline in progress"),
+        }
+    }
+}
+
+/// What the checker counted, per zone (pages).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZoneCensus {
+    /// On the free lists.
+    pub free: u64,
+    /// Parked in isolated ranges.
+    pub isolated: u64,
+    /// In allocated blocks.
+    pub allocated: u64,
+    /// Free blocks per order (listed).
+    pub blocks: [u64; NR_ORDERS],
+}
+
+impl<M: Memmap> PageAlloc<M> {
+    /// Check every invariant of the allocator over the PFN ranges `(start, nr)`, which must
+    /// cover every page the allocator manages (all populated memmap). With `quiescent`, no
+    /// offline is in progress, so no page may be isolated.
+    pub fn check(&self, ranges: &[(u64, u64)], quiescent: bool) -> Result<[ZoneCensus; 2], Violation> {
+        let v = |pfn, rule| Violation { pfn, rule };
+        // 1. The lists: links consistent, every entry a free head of the list's order and zone.
+        for zone in ZoneId::ALL {
+            for order in 0..NR_ORDERS as u32 {
+                let list = self.zones[zone as usize].free_area[order as usize];
+                let (mut pfn, mut prev, mut n) = (list.head, NO_PFN, 0);
+                while pfn != NO_PFN {
+                    let p = self.page(pfn).ok_or(v(pfn, Rule::ListLink { zone, order }))?;
+                    if p.prev != prev || n == list.len {
+                        return Err(v(pfn, Rule::ListLink { zone, order }));
+                    }
+                    let free_head = p.has(flags::BUDDY) && !p.has(flags::ISOLATED);
+                    if !free_head || p.order as u32 != order || p.zone != zone as u8 {
+                        return Err(v(pfn, Rule::ListedNotFree { zone, order }));
+                    }
+                    (prev, pfn, n) = (pfn, p.next, n + 1);
+                }
+                if n != list.len {
+                    return Err(v(list.head, Rule::ListLink { zone, order }));
+                }
+            }
+        }
+        // 2. The memmap: walk the heads, recount, check flags.
+        let mut census = [ZoneCensus::default(); 2];
+        for &(start, nr) in ranges {
+            let end = start + nr;
+            let mut pfn = start;
+            while pfn < end {
+                let p = self.page(pfn).ok_or(v(pfn, Rule::BlockOutOfRange { order: 0 }))?;
+                if quiescent && p.has(flags::ISOLATED) {
+                    return Err(v(pfn, Rule::LeftIsolated));
+                }
+                if !p.has(flags::BUDDY | flags::HEAD) {
+                    pfn += 1;
+                    continue;
+                }
+                let order = p.order as u32;
+                if order > self.max_order || pfn % (1 << order) != 0 {
+                    return Err(v(pfn, Rule::Misaligned { order }));
+                }
+                if pfn + (1 << order) > end {
+                    return Err(v(pfn, Rule::BlockOutOfRange { order }));
+                }
+                let zone = p.zone_id().ok_or(v(pfn, Rule::BadZone))?;
+                let c = &mut census[zone as usize];
+                if p.has(flags::BUDDY) {
+                    let conflicting = flags::HEAD | flags::RESERVED | flags::OFFLINE | flags::VMEMMAP_SELF_HOSTED;
+                    let parked = p.has(flags::ISOLATED);
+                    if p.has(conflicting) || (parked && (p.next != NO_PFN || p.prev != NO_PFN)) {
+                        return Err(v(pfn, Rule::BadFreeHead));
+                    }
+                    if parked {
+                        c.isolated += 1 << order;
+                    } else {
+                        c.free += 1 << order;
+                        c.blocks[order as usize] += 1;
+                    }
+                } else {
+                    c.allocated += 1 << order;
+                }
+                for q in pfn + 1..pfn + (1 << order) {
+                    let t = self.page(q).ok_or(v(q, Rule::BlockOutOfRange { order }))?;
+                    if t.has(flags::BUDDY | flags::HEAD) {
+                        return Err(v(q, Rule::TailFlagged { head: pfn }));
+                    }
+                    if quiescent && t.has(flags::ISOLATED) {
+                        return Err(v(q, Rule::LeftIsolated));
+                    }
+                }
+                pfn += 1 << order;
+            }
+        }
+        // 3. Lists vs recount: the lists hold only free heads (1), so equal counts mean equal
+        // sets; on a mismatch, name a free head that no list holds.
+        for zone in ZoneId::ALL {
+            let c = census[zone as usize];
+            for order in 0..NR_ORDERS as u32 {
+                if c.blocks[order as usize] != self.zones[zone as usize].free_area[order as usize].len {
+                    let pfn = self.unlisted_head(ranges, zone, order).unwrap_or(NO_PFN);
+                    return Err(v(pfn, Rule::FreeNotListed { zone, order }));
+                }
+            }
+            let k = self.zones[zone as usize].counters;
+            let counter = |counter, recorded, recount| {
+                (recorded != recount).then_some(v(
+                    NO_PFN,
+                    Rule::Counter {
+                        zone,
+                        counter,
+                        recorded,
+                        recount,
+                    },
+                ))
+            };
+            let managed = c.free + c.isolated + c.allocated;
+            if let Some(e) = counter("free", k.free, c.free)
+                .or(counter("isolated", k.isolated, c.isolated))
+                .or(counter("managed", k.managed, managed))
+            {
+                return Err(e);
+            }
+        }
+        Ok(census)
+    }
+
+    /// A free head of `zone`/`order` in `ranges` that its free list does not hold.
+    fn unlisted_head(&self, ranges: &[(u64, u64)], zone: ZoneId, order: u32) -> Option<u64> {
+        let mut listed = BTreeSet::new();
+        let mut pfn = self.zones[zone as usize].free_area[order as usize].head;
+        while pfn != NO_PFN && listed.insert(pfn) {
+            pfn = self.page(pfn)?.next;
+        }
+        ranges.iter().flat_map(|&(s, n)| s..s + n).find(|&pfn| {
+            self.page(pfn).is_some_and(|p| {
+                p.has(flags::BUDDY)
+                    && !p.has(flags::ISOLATED)
+                    && p.order as u32 == order
+                    && p.zone == zone as u8
+                    && pfn % (1 << order) == 0
+                    && !listed.contains(&pfn)
+            })
+        })
+    }
+}
