@@ -202,7 +202,7 @@ impl<M: Memmap> PageAlloc<M> {
                 if p.has(flags::VMEMMAP_SELF_HOSTED) {
                     break;
                 }
-                p.flags &= !(flags::OFFLINE | flags::ISOLATED | flags::RESERVED);
+                p.flags &= !(flags::OFFLINE | flags::ISOLATED | flags::RESERVED | flags::BUDDY | flags::HEAD);
                 p.zone = zone as u8;
                 p.node = node;
                 p.refcount = 0;
@@ -275,6 +275,11 @@ impl<M: Memmap> PageAlloc<M> {
             p.refcount = 0;
             self.zones[zone as usize].counters.isolated += 1 << order;
         } else {
+            // The head may end up inside a merged block: it must not keep `HEAD` (a stale
+            // `HEAD` on a tail page would let a double free of it through).
+            let p = self.pg(pfn);
+            p.flags &= !(flags::HEAD | flags::MOVABLE);
+            p.refcount = 0;
             self.free_merge(zone, pfn, order);
         }
         Ok(())
@@ -594,6 +599,48 @@ mod tests {
         assert_eq!(a.counters(ZoneId::Normal).isolated, 1024);
         assert_eq!(a.offline_isolated(start, 1024), Ok(1024));
         check(&a);
+    }
+
+    #[test]
+    fn a_freed_head_that_merged_away_cannot_be_freed_again() {
+        let mut a = alloc_with(0, 1024, 10);
+        a.online_range(ZoneId::Normal, 0, 0, 1024).unwrap();
+        let (p, q) = (a.alloc(0, AllocKind::Kernel).unwrap(), a.alloc(0, AllocKind::Kernel).unwrap());
+        assert_eq!(p ^ 1, q, "two halves of one order-1 block");
+        a.free(p, 0).unwrap();
+        a.free(q, 0).unwrap();
+        check(&a);
+        let tail = p.max(q);
+        assert_eq!(a.free(tail, 0), Err(BuddyError::NotAllocated { pfn: tail }));
+        check(&a);
+        assert_eq!(a.free_blocks(ZoneId::Normal)[10], 1);
+    }
+
+    /// The failed-offline rollback (issue 16): pages freed into an isolated range are parked at
+    /// their own order next to parked buddies; un-isolation must merge them without ever
+    /// taking a parked neighbour off a list it is not on.
+    #[test]
+    fn unisolate_merges_parked_buddies_back() {
+        let mut a = alloc_with(0, 2048, 10);
+        a.online_range(ZoneId::Movable, 0, 0, 2048).unwrap();
+        let before = a.counters(ZoneId::Movable);
+        let held: Vec<u64> = (0..5).map(|_| a.alloc(0, AllocKind::Movable).unwrap()).collect();
+        let start = held[0] & !1023;
+        assert_eq!(a.isolate_range(start, 1024), Ok(1024 - 5));
+        // "Migration": the pages are freed while isolated, so they are parked, not merged.
+        for p in held {
+            a.free(p, 0).unwrap();
+        }
+        check(&a);
+        assert_eq!(a.counters(ZoneId::Movable).isolated, 1024);
+        a.unisolate_range(start, 1024).unwrap();
+        if let Err(v) = a.check(&[(0, 2048)], true) {
+            panic!("after unisolate: {v}");
+        }
+        assert_eq!(a.counters(ZoneId::Movable), before);
+        assert_eq!(a.free_blocks(ZoneId::Movable)[10], 2, "everything merged back");
+        let all: Vec<u64> = std::iter::from_fn(|| a.alloc(0, AllocKind::Movable)).collect();
+        assert_eq!(all.len(), 2048);
     }
 
     #[test]
