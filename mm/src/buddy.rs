@@ -605,7 +605,10 @@ mod tests {
     fn a_freed_head_that_merged_away_cannot_be_freed_again() {
         let mut a = alloc_with(0, 1024, 10);
         a.online_range(ZoneId::Normal, 0, 0, 1024).unwrap();
-        let (p, q) = (a.alloc(0, AllocKind::Kernel).unwrap(), a.alloc(0, AllocKind::Kernel).unwrap());
+        let (p, q) = (
+            a.alloc(0, AllocKind::Kernel).unwrap(),
+            a.alloc(0, AllocKind::Kernel).unwrap(),
+        );
         assert_eq!(p ^ 1, q, "two halves of one order-1 block");
         a.free(p, 0).unwrap();
         a.free(q, 0).unwrap();

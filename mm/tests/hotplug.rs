@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use mm::altmap::Altmap;
-use mm::buddy::{AllocKind, PageAlloc};
+use mm::buddy::{AllocKind, PageAlloc, Violation};
 use mm::geometry::*;
 use mm::hotplug::*;
 use mm::migrate::{offline_pages, Handles};
@@ -19,6 +19,8 @@ use mm::pgtable::testing::{HostTables, RecordingTlb};
 use mm::pgtable::*;
 use mm::sparse::{state, Sparse};
 use mm::vmemmap::{PageSource, Vmemmap};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
 
 /// Host storage for the struct pages of populated sections.
 #[derive(Clone, Default)]
@@ -132,6 +134,20 @@ impl<C: Config> Machine<C> {
             source: &mut self.source,
             tlb: &mut self.tlb,
             region: Self::vmemmap_region(),
+        }
+    }
+
+    /// The page allocator's invariants over every populated section, with no offline in
+    /// progress (run by the double after every online and offline, failed or not).
+    fn check_alloc(&self) -> Result<(), Violation> {
+        let pps = C::GEOM.pages_per_section();
+        let ranges: Vec<(u64, u64)> = self.memmap.sections.borrow().keys().map(|&s| (s * pps, pps)).collect();
+        self.alloc.check(&ranges, true).map(|_| ())
+    }
+
+    fn assert_alloc_ok(&self, after: &str) {
+        if let Err(v) = self.check_alloc() {
+            panic!("page allocator invariant broken after {after}: {v}");
         }
     }
 
@@ -249,22 +265,35 @@ impl<C: Config> HotplugOps for Machine<C> {
 
     fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) -> Result<(), HotplugError> {
         self.injected()?;
-        self.alloc
+        let r = self
+            .alloc
             .online_range(zone, 0, pfn, nr)
             .map(|_| ())
-            .map_err(|_| HotplugError::NoMemory)
+            .map_err(HotplugError::Allocator);
+        self.assert_alloc_ok("online_pages");
+        r
     }
 
     fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
         self.injected()?;
         let contents = &mut self.contents;
-        offline_pages(&mut self.alloc, &mut self.handles, pfn, nr, |src, dst, _| {
+        let r = offline_pages(&mut self.alloc, &mut self.handles, pfn, nr, |src, dst, _| {
             if let Some(v) = contents.remove(&src) {
                 contents.insert(dst, v);
             }
         })
         .map(|_| ())
-        .map_err(|e| HotplugError::from_offline(block, e))
+        .map_err(|e| HotplugError::from_offline(block, e));
+        self.assert_alloc_ok("offline_pages");
+        r
+    }
+}
+
+/// Both sets of invariants: the allocator's and the hotplug accounting's.
+fn check_all<C: Config>(m: &Machine<C>, hp: &Hotplug) {
+    m.assert_alloc_ok("a hotplug operation");
+    if let Err(v) = hp.check() {
+        panic!("hotplug accounting invariant broken: {v}");
     }
 }
 
@@ -303,6 +332,7 @@ matrix!(
     offline_migrates_movable_pages,
     unmovable_page_makes_offline_busy,
     offline_and_remove_rolls_back_on_veto,
+    failed_offline_rolls_back_cleanly,
     bad_requests_change_nothing,
     leaf_splitting_removal_is_rejected,
 );
@@ -724,4 +754,180 @@ fn offline_and_remove_rolls_back_on_veto<C: Config>() {
         .unwrap();
     assert!(hp.block(8).is_none() && hp.block(9).is_none());
     assert_eq!(hp.group(grp).unwrap().nr_blocks, 0);
+}
+
+/// Issue 16: an offline that fails halfway (migration target exhausted at a random point, or
+/// a pinned page found after some pages moved) must leave the zone as a successful online
+/// would. Fill memory with movable data and random pins, leave a random amount of room to
+/// migrate into, offline (or offline-and-remove) and check every invariant, the data, that all
+/// free memory can be allocated and freed, and that the retry succeeds once room is made.
+fn failed_offline_rolls_back_cleanly<C: Config>() {
+    let cases = std::env::var("ROLLBACK_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let cfg = PtConfig {
+        cases,
+        failure_persistence: None,
+        ..PtConfig::default()
+    };
+    let strategy = (
+        0u32..4,
+        prop::option::of(2u64..400),
+        0u64..=110,
+        any::<bool>(),
+        any::<u64>(),
+    );
+    TestRunner::new(cfg)
+        .run(&strategy, |(max_order, pin_one_in, room_pct, remove, seed)| {
+            rollback_case::<C>(max_order, pin_one_in, room_pct, remove, seed)
+        })
+        .unwrap();
+}
+
+fn rollback_case<C: Config>(
+    max_order: u32,
+    pin_one_in: Option<u64>,
+    room_pct: u64,
+    remove: bool,
+    mut seed: u64,
+) -> Result<(), TestCaseError> {
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let fail = |e: HotplugError| TestCaseError::fail(format!("{e}"));
+    let g = C::GEOM;
+    let pps = g.pages_per_section();
+    let in8 = |p: u64| (8 * pps..9 * pps).contains(&p);
+    let (mut m, mut hp) = boot::<C>();
+    let grp = hp.register_static_group(2 * pps);
+    hp.add_memory(&mut m, Some(grp), base::<C>(), 2 * g.section_size(), MOM)
+        .map_err(fail)?;
+    for b in [8, 9] {
+        hp.online_block(&mut m, b, OnlineType::Movable).map_err(fail)?;
+    }
+    // Fill everything: movable data (a handle and a value), and pins (no handle) at random.
+    let (mut data, mut pins) = (Vec::new(), Vec::new());
+    let mut next_value = 1u64;
+    loop {
+        let order = (rand(u64::from(max_order) + 1) as u32).min(
+            (0..=max_order)
+                .rev()
+                .find(|&o| {
+                    (o..=g.max_order()).any(|k| {
+                        m.alloc.free_blocks(ZoneId::Movable)[k as usize]
+                            + m.alloc.free_blocks(ZoneId::Normal)[k as usize]
+                            > 0
+                    })
+                })
+                .unwrap_or(0),
+        );
+        if pin_one_in.is_some_and(|n| rand(n) == 0) {
+            let Some(p) = m.alloc.alloc(order, AllocKind::Movable) else {
+                break;
+            };
+            pins.push((p, order));
+        } else {
+            let Some(h) = m.handles.alloc(&mut m.alloc, order) else {
+                break;
+            };
+            let (pfn, _) = m.handles.get(h).unwrap();
+            m.contents.insert(pfn, next_value);
+            data.push((h, next_value));
+            next_value += 1;
+        }
+    }
+    prop_assert_eq!(
+        m.alloc.counters(ZoneId::Normal).free + m.alloc.counters(ZoneId::Movable).free,
+        0
+    );
+    // Room to migrate into: free data outside block 8 worth room_pct% of the data in it.
+    let in_block8: u64 = m
+        .handles
+        .iter()
+        .filter(|&(_, p, _)| in8(p))
+        .map(|(_, _, o)| 1 << o)
+        .sum();
+    let mut room = 0;
+    data.retain(|&(h, _)| {
+        let (pfn, order) = m.handles.get(h).unwrap();
+        if in8(pfn) || room * 100 >= in_block8 * room_pct {
+            return true;
+        }
+        room += 1 << order;
+        m.contents.remove(&pfn);
+        m.handles.free(&mut m.alloc, h).unwrap();
+        false
+    });
+    check_all(&m, &hp);
+    let (present, group) = (hp.present, *hp.group(grp).unwrap());
+    let migrated = m.handles.migrated_pages;
+
+    let r = if remove {
+        hp.offline_and_remove(&mut m, base::<C>(), 2 * g.section_size())
+    } else {
+        hp.offline_block(&mut m, 8)
+    };
+    check_all(&m, &hp);
+    let verify = |m: &Machine<C>, data: &[(mm::migrate::Handle, u64)]| -> Result<(), TestCaseError> {
+        for &(h, v) in data {
+            let (pfn, _) = m.handles.get(h).unwrap();
+            prop_assert_eq!(m.contents.get(&pfn), Some(&v), "data of handle {:?} lost", h);
+        }
+        Ok(())
+    };
+    verify(&m, &data)?;
+    let moved = m.handles.migrated_pages - migrated;
+    match r {
+        Ok(()) => prop_assert!(remove || !m.handles.iter().any(|(_, p, _)| in8(p))),
+        Err(HotplugError::Busy { pfn, .. }) => {
+            prop_assert!(pins.iter().any(|&(p, _)| p == pfn), "Busy names a pin, not {:#x}", pfn)
+        }
+        Err(HotplugError::NoMigrationTarget { moved: n, left, .. }) => {
+            prop_assert!(left > 0);
+            if !remove {
+                prop_assert_eq!(n, moved);
+            }
+        }
+        Err(e) => return Err(fail(e)),
+    }
+    if r.is_err() {
+        for b in [8, 9] {
+            let blk = hp.block(b).unwrap();
+            prop_assert_eq!((blk.state, blk.zone), (BlockState::Online, Some(ZoneId::Movable)));
+        }
+        prop_assert_eq!((hp.present, *hp.group(grp).unwrap()), (present, group));
+    }
+    // All free memory can be allocated (each page once) and freed again.
+    let free = m.alloc.counters(ZoneId::Normal).free + m.alloc.counters(ZoneId::Movable).free;
+    let all: Vec<u64> = std::iter::from_fn(|| m.alloc.alloc(0, AllocKind::Movable)).collect();
+    prop_assert_eq!(all.len() as u64, free);
+    for p in all {
+        m.alloc.free(p, 0).unwrap();
+    }
+    check_all(&m, &hp);
+    if r.is_ok() {
+        return Ok(());
+    }
+    // Retry once room is made: free the pins and the data outside block 8.
+    for (p, o) in pins {
+        m.alloc.free(p, o).unwrap();
+    }
+    data.retain(|&(h, _)| {
+        let (pfn, _) = m.handles.get(h).unwrap();
+        if in8(pfn) {
+            return true;
+        }
+        m.contents.remove(&pfn);
+        m.handles.free(&mut m.alloc, h).unwrap();
+        false
+    });
+    hp.offline_block(&mut m, 8).map_err(fail)?;
+    check_all(&m, &hp);
+    verify(&m, &data)?;
+    prop_assert!(!m.handles.iter().any(|(_, p, _)| in8(p)));
+    Ok(())
 }
