@@ -1,7 +1,8 @@
 //! The kernel command line: `mem=SIZE` (hold RAM above SIZE back for `probe`),
 //! `memhp_default_state=offline|online|online_kernel|online_movable`,
 //! `memory_hotplug.online_policy=contig-zones|auto-movable`, `memory_hotplug.auto_movable_ratio=N`,
-//! `ktest.hotplug_cycles=N` (test build).
+//! `ktest.hotplug_cycles=N` (test build), `debug_vm` (check the allocator and hotplug
+//! invariants after every hotplug operation; stop on the first broken one).
 //! Unknown options are reported and ignored.
 
 use crate::{dtb::Range, shell::parse_u64};
@@ -17,6 +18,8 @@ pub struct Options {
     pub ratio: Option<u64>,
     /// Test build: probe/online/stress/offline/remove cycles of the hotplug test.
     pub ktest_hotplug_cycles: Option<u64>,
+    /// Check every allocator and hotplug invariant after each hotplug operation.
+    pub debug_vm: Option<bool>,
 }
 
 /// Parse the command line; problems come back as messages (printed once the console is up).
@@ -48,6 +51,11 @@ pub fn parse(cmdline: &str) -> (Options, Vec<String>) {
             "ktest.hotplug_cycles" => match parse_u64(value) {
                 Ok(v) => o.ktest_hotplug_cycles = Some(v),
                 Err(_) => warn.push(format!("bad value in '{word}', ignored")),
+            },
+            "debug_vm" => match value {
+                "" | "on" | "1" => o.debug_vm = Some(true),
+                "off" | "0" => o.debug_vm = Some(false),
+                _ => warn.push(format!("bad value in '{word}' (on|off), ignored")),
             },
             _ => warn.push(format!("unknown option '{word}' ignored")),
         }

@@ -15,11 +15,11 @@ use crate::{
     teardown::KernelTlb,
 };
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, Ordering};
 use mm::{
     altmap::Altmap,
-    buddy::BuddyError,
-    hotplug::{BlockId, Hotplug, HotplugError, HotplugOps},
+    buddy::{Violation, ZoneCensus},
+    hotplug::{AccountingViolation, BlockId, Hotplug, HotplugError, HotplugOps},
     migrate::{Handle, Handles},
     page::{flags, Page, ZoneId},
     pgtable::{Attrs, MapFlags},
@@ -34,9 +34,46 @@ pub static HELD_BACK: spin::Mutex<Vec<Range>> = spin::Mutex::new(Vec::new());
 /// `ktest.hotplug_cycles=` (test build).
 pub static KTEST_CYCLES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(2);
 
+/// `debug_vm` on the command line (always on in the test build): check every allocator and
+/// hotplug invariant after each hotplug operation and stop on the first broken one, as Linux's
+/// `VM_BUG_ON` does under `CONFIG_DEBUG_VM`.
+pub static DEBUG_VM: AtomicBool = AtomicBool::new(cfg!(feature = "ktest"));
+
 pub fn with_hotplug<R>(f: impl FnOnce(&mut Hotplug, &mut KernelOps) -> R) -> R {
-    let mut hp = HOTPLUG.lock();
-    f(hp.as_mut().expect("hotplug initialised at boot"), &mut KernelOps)
+    let mut guard = HOTPLUG.lock();
+    let hp = guard.as_mut().expect("hotplug initialised at boot");
+    let r = f(hp, &mut KernelOps);
+    if DEBUG_VM.load(Ordering::Relaxed) {
+        if let Err(e) = check_invariants(hp) {
+            crate::console::_print_panic(format_args!("\nhotmem: FATAL debug_vm: {e}\n"));
+            arch::cpu::semihosting_exit(crate::trap::FATAL_STATUS);
+        }
+    }
+    r
+}
+
+/// A broken invariant found by [`check_invariants`].
+#[derive(Debug)]
+pub enum Broken {
+    Allocator(Violation),
+    Accounting(AccountingViolation),
+}
+
+impl core::fmt::Display for Broken {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Broken::Allocator(v) => write!(f, "page allocator invariant broken: {v}"),
+            Broken::Accounting(v) => write!(f, "hotplug accounting invariant broken: {v}"),
+        }
+    }
+}
+
+/// The page allocator's invariants (free lists, memmap flags, zone counters vs a recount) and
+/// the hotplug accounting's (block states, present pages, groups); `hp` is borrowed from the
+/// hotplug lock, so no offline is in progress.
+pub fn check_invariants(hp: &Hotplug) -> Result<[ZoneCensus; 2], Broken> {
+    hp.check().map_err(Broken::Accounting)?;
+    memory::check_page_alloc().map_err(Broken::Allocator)
 }
 
 /// Set up the hotplug state: every early section is an online boot block.
@@ -55,6 +92,9 @@ pub fn init(held_back: Vec<Range>, opts: &crate::cmdline::Options) {
     }
     if let Some(r) = opts.ratio {
         hp.ratio = r;
+    }
+    if let Some(on) = opts.debug_vm {
+        DEBUG_VM.store(on, Ordering::Relaxed);
     }
     if let Some(n) = opts.ktest_hotplug_cycles {
         KTEST_CYCLES.store(n, Ordering::Relaxed);
@@ -178,7 +218,7 @@ impl HotplugOps for KernelOps {
     fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) -> Result<(), HotplugError> {
         memory::with_page_alloc(|a| a.online_range(zone, 0, pfn, nr))
             .map(|_| ())
-            .map_err(|_| HotplugError::NoMemory)
+            .map_err(HotplugError::Allocator)
     }
 
     fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {

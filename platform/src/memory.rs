@@ -10,10 +10,11 @@ use crate::{
     sync::IrqSafeLock,
 };
 use arch::descriptor::Attrs;
+use alloc::vec::Vec;
 use buddy_system_allocator::LockedHeap;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use mm::{
-    buddy::{AllocKind, BuddyError, PageAlloc},
+    buddy::{AllocKind, BuddyError, PageAlloc, Violation, ZoneCensus},
     page::{Memmap, Page},
     pgtable::{MapError, MapFlags, PageTable, PhysAddr, TableAlloc},
     sparse::{state, Sparse, MAX_PHYSMEM_BITS},
@@ -92,6 +93,17 @@ unsafe impl Memmap for KernelMemmap {
 pub static PAGE_ALLOC: IrqSafeLock<Option<PageAlloc<KernelMemmap>>> = IrqSafeLock::new(None);
 static BUDDY_READY: AtomicBool = AtomicBool::new(false);
 static MEMBLOCK: IrqSafeLock<Memblock> = IrqSafeLock::new(Memblock::new());
+
+/// The page allocator's invariants ([`PageAlloc::check`]) over every section with a memmap.
+/// The caller holds the hotplug lock, so no offline is in progress and nothing may be isolated.
+pub fn check_page_alloc() -> Result<[ZoneCensus; 2], Violation> {
+    let pps = G.pages_per_section();
+    let ranges: Vec<(u64, u64)> = sparse()
+        .iter_with(state::HAS_MEMMAP)
+        .map(|(nr, _)| (sparse().section_nr_to_pfn(nr), pps))
+        .collect();
+    with_page_alloc(|a| a.check(&ranges, true))
+}
 
 pub fn with_page_alloc<R>(f: impl FnOnce(&mut PageAlloc<KernelMemmap>) -> R) -> R {
     let mut a = PAGE_ALLOC.lock();

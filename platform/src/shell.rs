@@ -21,7 +21,7 @@ pub enum ShellError {
 
 const COMMANDS: &[Command] = &[
     Command { name: "help", usage: "help", help: "list commands", run: cmd_help },
-    Command { name: "meminfo", usage: "meminfo", help: "RAM, free pages, page-table pages, heap", run: cmd_meminfo },
+    Command { name: "meminfo", usage: "meminfo [check]", help: "RAM, free pages, page-table pages, heap / check allocator invariants", run: cmd_meminfo },
     Command { name: "layout", usage: "layout", help: "kernel virtual memory layout", run: cmd_layout },
     Command { name: "pt", usage: "pt <va>", help: "walk the page tables for a virtual address", run: cmd_pt },
     Command { name: "page", usage: "page <pfn>", help: "decode the struct page of a PFN", run: cmd_page },
@@ -144,7 +144,11 @@ fn cmd_help(args: &[&str]) -> Result<(), ShellError> {
 }
 
 fn cmd_meminfo(args: &[&str]) -> Result<(), ShellError> {
-    no_args(args)?;
+    match args {
+        [] => {}
+        ["check"] => return cmd_meminfo_check(),
+        _ => return Err(ShellError::Usage),
+    }
     use core::sync::atomic::Ordering::Relaxed;
     use mm::page::ZoneId;
     // RAM = boot RAM + online hot-added blocks (present pages, like Linux's MemTotal basis).
@@ -193,6 +197,28 @@ fn cmd_meminfo(args: &[&str]) -> Result<(), ShellError> {
         heap_used,
         heap_total
     );
+    Ok(())
+}
+
+/// `meminfo check`: every allocator and hotplug invariant against a full recount.
+fn cmd_meminfo_check() -> Result<(), ShellError> {
+    use mm::page::ZoneId;
+    match crate::hotplug::with_hotplug(|hp, _| crate::hotplug::check_invariants(hp)) {
+        Ok(census) => {
+            for z in ZoneId::ALL {
+                let c = census[z as usize];
+                println!(
+                    "meminfo check: zone={} free_pages={} allocated_pages={} isolated_pages={}",
+                    z.name(),
+                    c.free,
+                    c.allocated,
+                    c.isolated
+                );
+            }
+            println!("meminfo check: ok");
+        }
+        Err(e) => println!("meminfo check: FAILED: {e}"),
+    }
     Ok(())
 }
 
