@@ -9,8 +9,8 @@ use crate::{
     memblock::Memblock,
     sync::IrqSafeLock,
 };
-use arch::descriptor::Attrs;
 use alloc::vec::Vec;
+use arch::descriptor::Attrs;
 use buddy_system_allocator::LockedHeap;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use mm::{

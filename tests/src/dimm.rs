@@ -289,7 +289,7 @@ impl DimmCase {
                 ..Machine::default()
             },
             cold: Vec::new(),
-            append: None,
+            append: Some(crate::DEBUG_VM.into()),
             timeout: run_timeout(),
         }
     }
@@ -299,8 +299,9 @@ impl DimmCase {
         self
     }
 
+    /// Set the command line (`debug_vm` stays unless `cmdline` says `debug_vm=off`).
     pub fn append(mut self, cmdline: &str) -> Self {
-        self.append = Some(cmdline.into());
+        self.append = Some(format!("{} {cmdline}", crate::DEBUG_VM));
         self
     }
 

@@ -108,7 +108,10 @@ pub struct BootCase {
 /// RAM of every test boot, and the command line that holds all but 1 GiB back for the
 /// in-guest hotplug tests (2 GiB held back: 16 blocks on 4K/16K, 4 on 64K).
 pub const TEST_MEM: &str = "3G";
-pub const TEST_APPEND: &str = "mem=1G";
+pub const TEST_APPEND: &str = "mem=1G debug_vm";
+/// On every test boot's command line: the kernel checks every allocator and hotplug invariant
+/// after each hotplug operation and stops (`hotmem: FATAL debug_vm: ...`) on the first broken one.
+pub const DEBUG_VM: &str = "debug_vm";
 
 impl BootCase {
     /// A boot of the `granule`/`va_bits` build (panics on an invalid pair) with default machine.
@@ -125,8 +128,9 @@ impl BootCase {
             append: Some(TEST_APPEND.into()),
         }
     }
+    /// Replace the command line (`debug_vm` stays unless `cmdline` says `debug_vm=off`).
     pub fn append(mut self, cmdline: &str) -> Self {
-        self.append = Some(cmdline.into());
+        self.append = Some(format!("{DEBUG_VM} {cmdline}"));
         self
     }
     pub fn ktest(mut self, on: bool) -> Self {
