@@ -4,7 +4,9 @@
 //! is killed with SIGKILL (a hung QEMU may ignore SIGTERM: research/qemu-hotplug.md §7.8).
 
 use std::fmt;
+use std::fs::File;
 use std::io::{self, Read, Write};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
@@ -31,6 +33,9 @@ pub struct ConsoleOptions {
     pub prompt: String,
     /// Appended to every typed command (the kernel's shell ends a line at `\r`).
     pub line_ending: String,
+    /// Keep `serial.log` (stdout) and `stderr.log` here, written as the output arrives, so a
+    /// killed or hung run leaves them too.
+    pub log_dir: Option<PathBuf>,
 }
 
 impl Default for ConsoleOptions {
@@ -40,6 +45,7 @@ impl Default for ConsoleOptions {
             echo: false,
             prompt: PROMPT.into(),
             line_ending: "\r".into(),
+            log_dir: None,
         }
     }
 }
@@ -202,13 +208,22 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn reader<R: Read + Send + 'static>(mut r: R, tx: mpsc::Sender<Chunk>, wrap: fn(Vec<u8>) -> Chunk) {
+fn reader<R: Read + Send + 'static>(
+    mut r: R,
+    tx: mpsc::Sender<Chunk>,
+    wrap: fn(Vec<u8>) -> Chunk,
+    mut log: Option<File>,
+) {
     thread::spawn(move || {
         let mut buf = [0u8; 8192];
         loop {
             match r.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
+                    if let Some(f) = &mut log {
+                        // A log that cannot be written is not a reason to stop the run.
+                        let _ = f.write_all(&buf[..n]);
+                    }
                     if tx.send(wrap(buf[..n].to_vec())).is_err() {
                         break;
                     }
@@ -227,8 +242,19 @@ impl Console {
         let mut child = cmd.spawn()?;
         let started = Instant::now();
         let (tx, rx) = mpsc::channel();
-        reader(child.stdout.take().expect("piped stdout"), tx.clone(), Chunk::Out);
-        reader(child.stderr.take().expect("piped stderr"), tx, Chunk::Err);
+        let log = |name: &str| opts.log_dir.as_ref().and_then(|d| File::create(d.join(name)).ok());
+        reader(
+            child.stdout.take().expect("piped stdout"),
+            tx.clone(),
+            Chunk::Out,
+            log("serial.log"),
+        );
+        reader(
+            child.stderr.take().expect("piped stderr"),
+            tx,
+            Chunk::Err,
+            log("stderr.log"),
+        );
         let stdin = child.stdin.take();
         Ok(Console {
             child,

@@ -216,6 +216,7 @@ pub struct Qmp {
     pub command_timeout: Duration,
     /// Last commands/replies/events, for failure reports (bounded).
     transcript: VecDeque<String>,
+    log: Option<std::fs::File>,
 }
 
 const TRANSCRIPT_LINES: usize = 200;
@@ -296,6 +297,7 @@ impl Qmp {
             greeting: Value::Null,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             transcript: VecDeque::new(),
+            log: None,
         })
     }
 
@@ -309,7 +311,16 @@ impl Qmp {
         ))
     }
 
+    /// Also append every transcript line to `path` from now on.
+    pub fn log_to(&mut self, path: &Path) -> io::Result<()> {
+        self.log = Some(std::fs::File::create(path)?);
+        Ok(())
+    }
+
     fn note(&mut self, s: String) {
+        if let Some(f) = &mut self.log {
+            let _ = writeln!(f, "{s}");
+        }
         if self.transcript.len() >= TRANSCRIPT_LINES {
             self.transcript.pop_front();
         }

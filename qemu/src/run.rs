@@ -105,6 +105,9 @@ pub struct QemuRun {
     /// Echo console output to our stdout/stderr as it arrives.
     pub echo: bool,
     pub prompt: String,
+    /// Keep the run's logs here: `command.txt` (the QEMU command line), `serial.log`,
+    /// `stderr.log` and, for QMP sessions, `qmp.log`.
+    pub log_dir: Option<PathBuf>,
 }
 
 impl QemuRun {
@@ -124,7 +127,13 @@ impl QemuRun {
             timeout: Some(Duration::from_secs(60)),
             echo: false,
             prompt: PROMPT.into(),
+            log_dir: None,
         }
+    }
+
+    pub fn log_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.log_dir = dir;
+        self
     }
 
     pub fn qemu(mut self, path: impl Into<PathBuf>) -> Self {
@@ -298,6 +307,7 @@ impl QemuRun {
             timeout: self.timeout,
             echo: self.echo,
             prompt: self.prompt.clone(),
+            log_dir: self.log_dir.clone(),
             ..ConsoleOptions::default()
         }
     }
@@ -305,6 +315,13 @@ impl QemuRun {
     /// Starts QEMU with piped stdio for driving through the console.
     pub fn spawn(&self) -> io::Result<Console> {
         self.check_files()?;
+        if let Some(d) = &self.log_dir {
+            std::fs::create_dir_all(d)?;
+            std::fs::write(
+                d.join("command.txt"),
+                format!("# {}\n{}\n", self.describe(), self.command_line()),
+            )?;
+        }
         Console::spawn(self.command(), self.console_options())
     }
 

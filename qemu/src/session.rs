@@ -155,13 +155,16 @@ impl Session {
             )),
             None => Ok(()),
         });
-        let qmp = match qmp {
+        let mut qmp = match qmp {
             Ok(q) => q,
             Err(e) => {
                 console.kill("QMP connection failed");
                 return Err(SessionError::Start(e.to_string()));
             }
         };
+        if let Some(d) = &run.log_dir {
+            let _ = qmp.log_to(&d.join("qmp.log"));
+        }
         Ok(Session {
             run,
             console,

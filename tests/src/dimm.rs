@@ -315,7 +315,8 @@ impl DimmCase {
             .machine(self.machine.clone())
             .boot(BootMode::Firmware)
             .append(self.append.clone())
-            .timeout(Some(self.timeout));
+            .timeout(Some(self.timeout))
+            .log_dir(Some(crate::test_log_dir()));
         for (id, size) in &self.cold {
             r = r
                 .arg("-object")
@@ -329,7 +330,7 @@ impl DimmCase {
     /// Boots to the prompt (holding a QEMU slot while it runs).
     pub fn start(&self) -> DimmSession {
         let run = self.qemu_run();
-        let what = run.describe();
+        let what = format!("{}{}", run.describe(), crate::logs_line(&run));
         let slot = QemuSlot::acquire();
         let mut s = Session::start(run).unwrap_or_else(|e| panic!("[{what}] {e}"));
         // No step takes long under TCG (the slowest, a 512 MiB stress, about 2 s): a hung

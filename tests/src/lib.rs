@@ -4,7 +4,9 @@
 //!   `hotmem-qemu` (builds of different configurations share one cargo output path).
 //! - At most [`qemu_jobs`] QEMU processes run at once in a test process (TCG on 2 cores is fine
 //!   two at a time); every run has a deadline and is SIGKILLed when it passes.
-//! - Failure messages name the configuration and show the console tail.
+//! - Every QEMU run keeps its logs under `target/test-logs/<test binary>/<test>/`
+//!   (`command.txt`, `serial.log`, `stderr.log`, `qmp.log`): [`test_log_dir`]. Failure messages
+//!   name the configuration and that folder and show the last [`TAIL_LINES`] console lines.
 //!
 //! Environment: `HOTMEM_TEST_TIMEOUT` (seconds per QEMU run, default 120), `HOTMEM_QEMU_JOBS`
 //! (parallel QEMU runs, default: available cores), `HOTMEM_QEMU` (QEMU binary).
@@ -21,7 +23,52 @@ use hotmem_qemu::kernel::{build_kernel_once, Kernel};
 use hotmem_qemu::run::{Machine, QemuRun};
 
 /// Console lines shown in failure messages.
-pub const TAIL_LINES: usize = 60;
+pub const TAIL_LINES: usize = 40;
+
+/// The log folder of the next QEMU run of the current test:
+/// `target/test-logs/<test binary>/<test>/` (the test is the libtest thread's name), emptied on
+/// first use in this process; a test's second and later runs get `run-2/`, `run-3/`, ...
+pub fn test_log_dir() -> std::path::PathBuf {
+    static USED: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
+    let safe = |s: &str| s.replace(|c: char| !(c.is_ascii_alphanumeric() || "_-.".contains(c)), "_");
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|s| match s.rsplit_once('-') {
+            Some((name, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => name.to_string(),
+            _ => s,
+        })
+        .unwrap_or_else(|| "tests".into());
+    let test = std::thread::current().name().unwrap_or("unnamed").to_string();
+    let dir = target_dir().join("test-logs").join(safe(&binary)).join(safe(&test));
+    let mut used = USED.lock().unwrap_or_else(|e| e.into_inner());
+    let n = used.iter().filter(|d| **d == dir).count();
+    if n == 0 {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    used.push(dir.clone());
+    if n == 0 {
+        dir
+    } else {
+        dir.join(format!("run-{}", n + 1))
+    }
+}
+
+/// The workspace's cargo target directory.
+fn target_dir() -> std::path::PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => d.into(),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+    }
+}
+
+/// `  logs: <dir>` for failure messages (empty without a log folder).
+pub fn logs_line(r: &QemuRun) -> String {
+    r.log_dir
+        .as_ref()
+        .map(|d| format!("\n  logs: {}", d.display()))
+        .unwrap_or_default()
+}
 
 /// Per-run QEMU deadline: `HOTMEM_TEST_TIMEOUT` seconds, default 120.
 pub fn run_timeout() -> Duration {
@@ -162,6 +209,7 @@ impl BootCase {
             .boot(self.boot)
             .append(self.append.clone())
             .timeout(Some(run_timeout()))
+            .log_dir(Some(test_log_dir()))
     }
 
     /// Boots, types `commands` one per prompt, waits for exit; SIGKILL at the deadline.
@@ -209,9 +257,10 @@ impl BootCase {
 /// The multi-line failure message: configuration, command line, outcome, console tail.
 pub fn failure_report(r: &QemuRun, out: &RunOutcome, why: &str) -> String {
     format!(
-        "\n[{}] {why}\n  qemu: {}\n  outcome: {} after {:.1} s\n--- console tail ---\n{}\n--- end ---\n",
+        "\n[{}] {why}\n  qemu: {}{}\n  outcome: {} after {:.1} s\n--- console tail ---\n{}\n--- end ---\n",
         r.describe(),
         r.command_line(),
+        logs_line(r),
         out.describe(),
         out.elapsed.as_secs_f64(),
         out.tail(TAIL_LINES)

@@ -271,8 +271,9 @@ fn readme(g: Granule) {
     let run = o
         .qemu_run(qemu_path(), kernel(o.kernel), None)
         .echo(false)
-        .timeout(Some(run_timeout()));
-    let what = run.describe();
+        .timeout(Some(run_timeout()))
+        .log_dir(Some(hotmem_tests::test_log_dir()));
+    let what = format!("{}{}", run.describe(), hotmem_tests::logs_line(&run));
     let cmds = o.exec.clone().unwrap();
     let _slot = QemuSlot::acquire();
     let s = Session::start(run).unwrap_or_else(|e| panic!("[{what}] {e}"));

@@ -163,7 +163,7 @@ fn gdb_session(g: Granule, va: u32) {
 
     kernel(cfg); // build before taking a QEMU slot
     let _slot = QemuSlot::acquire();
-    let what = run.describe();
+    let what = format!("{}{}", run.describe(), hotmem_tests::logs_line(&run));
     let mut s = start_session(run, b).unwrap_or_else(|e| panic!("[{what}] cannot start QEMU + gdb: {e}"));
     let fail = |s: &hotmem_qemu::gdb::GdbSession, why: String| -> ! {
         panic!(

@@ -14,7 +14,7 @@ fn shell_session(granule: Granule, va_bits: u32, boot: BootMode) {
     let case = BootCase::new(granule, va_bits, boot);
     let cfg = case.config;
     let (r, mut con, _slot) = case.spawn();
-    let what = r.describe();
+    let what = format!("{}{}", r.describe(), hotmem_tests::logs_line(&r));
     // Any failure below kills QEMU (Console's drop) and shows the console tail.
     let fail = |con: &hotmem_qemu::Console, why: String| -> ! {
         panic!(
