@@ -119,7 +119,11 @@ fn pinned(g: Granule, gic: u32) {
     if !pin.contains("pin: pfn=") {
         d.fail(&format!("pin found no free kernel page in the DIMM: {pin}"));
     }
-    d.unplug_refused("dimm0");
+    let u = d.unplug_refused("dimm0");
+    let why = u.guest_line.clone().unwrap_or_default();
+    if !why.contains("unmovable page in use at pfn 0x") {
+        d.fail(&format!("the refusal should name the pinned page: {why}"));
+    }
     // The OSPM status says so, and the DIMM stays fully in use.
     let o = d.ospm();
     let slot = p.slot.unwrap().to_string();
