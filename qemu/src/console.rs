@@ -110,6 +110,10 @@ pub struct RunOutcome {
     pub skipped: Vec<String>,
     /// What host (`:`) commands printed ([`Console::note_host`]), in order.
     pub host: String,
+    /// What the runner found left when the run ended: late ejects it handled, DIMMs and
+    /// backends still present ([`crate::host_cmd::exit_report`]; filled in by
+    /// [`crate::session::Session`]).
+    pub exit_report: Vec<String>,
     pub elapsed: Duration,
 }
 
@@ -541,6 +545,7 @@ impl Console {
             commands_sent: self.commands_sent,
             skipped: std::mem::take(&mut self.skipped),
             host: std::mem::take(&mut self.host),
+            exit_report: Vec::new(),
             elapsed: self.started.elapsed(),
         }
     }

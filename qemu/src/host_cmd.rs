@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::qmp::{MemoryDevice, OspmStatus, Qmp, QmpError, QmpEvent};
+use crate::qmp::{MemoryDevice, OspmStatus, PendingUnplug, Qmp, QmpError, QmpEvent};
 
 /// `ACPI_DEVICE_OST` source of an insert (ACPI "device check" / hot-add).
 pub const OST_SOURCE_INSERT: u64 = 1;
@@ -299,7 +299,8 @@ impl Unplugged {
             UnplugResult::Failed { message } => format!("unplug: id={id} failed: {message}"),
             UnplugResult::NoAnswer { after } => format!(
                 "unplug: id={id} timeout: no DEVICE_DELETED and no refusal after {:.1} s \
-                 (the DIMM stays plugged; `:unplug {id}` again retries)",
+                 (the DIMM is still plugged; if the guest ejects it later the runner deletes \
+                 its backend then; `:unplug {id}` again retries)",
                 after.as_secs_f64()
             ),
         }];
@@ -388,6 +389,8 @@ pub fn plug(qmp: &mut Qmp, size: u64, id: Option<&str>, timeout: Duration) -> Re
 /// `:unplug`: `device_del`, then waits up to `timeout` for `DEVICE_DELETED`, the guest's eject
 /// refusal, or QEMU's unplug error; after `DEVICE_DELETED` the backend is deleted.
 pub fn unplug(qmp: &mut Qmp, id: &str, timeout: Duration) -> Result<Unplugged, QmpError> {
+    // This wait takes over an earlier unplug of the same id that got no answer.
+    qmp.ledger.pending_unplugs.remove(id);
     let device = qmp
         .query_memory_devices()?
         .into_iter()
@@ -422,7 +425,18 @@ pub fn unplug(qmp: &mut Qmp, id: &str, timeout: Duration) -> Result<Unplugged, Q
             };
             (r, e.received.saturating_duration_since(t0))
         }
-        Err(QmpError::Timeout { after, .. }) => (UnplugResult::NoAnswer { after }, t0.elapsed()),
+        Err(QmpError::Timeout { after, .. }) => {
+            // The guest may still eject it (e.g. it was paused, or held in gdb): its
+            // DEVICE_DELETED is noticed whenever it comes ([`reap_late_unplugs`]).
+            qmp.ledger.pending_unplugs.insert(
+                id.to_string(),
+                PendingUnplug {
+                    memdev: device.as_ref().and_then(|d| d.memdev_id()).map(String::from),
+                    sent: t0,
+                },
+            );
+            (UnplugResult::NoAnswer { after }, t0.elapsed())
+        }
         Err(e) => return Err(e),
     };
     let object_del = match (&result, device.as_ref().and_then(|d| d.memdev_id())) {
@@ -437,6 +451,127 @@ pub fn unplug(qmp: &mut Qmp, id: &str, timeout: Duration) -> Result<Unplugged, Q
         object_del,
         guest_line: None,
     })
+}
+
+/// Handles the `DEVICE_DELETED` events of unplugs whose wait had ended ([`unplug`] gave
+/// `NoAnswer`): deletes each one's backend and returns a line for each. Called before every
+/// host command, while the interactive console idles, and at exit ([`exit_report`]).
+pub fn reap_late_unplugs(qmp: &mut Qmp) -> Vec<String> {
+    let _ = qmp.poll();
+    let late = std::mem::take(&mut qmp.ledger.late_deletes);
+    late.into_iter()
+        .map(|l| {
+            let head = format!(
+                "unplug: id={} deleted late: the guest ejected it {:.1} s after device_del, after the runner stopped waiting",
+                l.id,
+                l.after.as_secs_f64()
+            );
+            match l.memdev {
+                None => head,
+                Some(m) if qmp.is_closed() => format!("{head}; QEMU has exited (backend {m} went with it)"),
+                Some(m) => match qmp.object_del(&m) {
+                    Ok(()) => format!("{head}; backend {m} deleted"),
+                    Err(e) => format!("{head}; warning: object-del {m}: {e}"),
+                },
+            }
+        })
+        .collect()
+}
+
+/// What the runner reports when the run ends: late ejects handled now ([`reap_late_unplugs`]),
+/// then every DIMM or backend still present — asked of QEMU when it still runs, else from what
+/// this connection made and saw go away ([`crate::qmp::Ledger`]). Empty when nothing is left.
+pub fn exit_report(qmp: &mut Qmp) -> Vec<String> {
+    let mut lines = reap_late_unplugs(qmp);
+    let live = if qmp.is_closed() {
+        None
+    } else {
+        qmp.query_memory_devices().and_then(|d| Ok((d, qmp.objects()?))).ok()
+    };
+    let (devices, backends): (Vec<(String, String)>, Vec<String>) = match live {
+        Some((devs, objs)) => {
+            let devices: Vec<(String, String)> = devs
+                .iter()
+                .filter(|d| d.kind == "dimm")
+                .map(|d| {
+                    (
+                        d.id.clone().unwrap_or_else(|| "-".into()),
+                        d.memdev_id().unwrap_or("-").to_string(),
+                    )
+                })
+                .collect();
+            let used: Vec<&str> = devices.iter().map(|(_, m)| m.as_str()).collect();
+            let backends = objs
+                .into_iter()
+                .filter(|o| qmp.ledger.backends.contains(o) && !used.contains(&o.as_str()))
+                .collect();
+            (devices, backends)
+        }
+        None => {
+            let l = &qmp.ledger;
+            let devices: Vec<(String, String)> = l.devices.iter().map(|(i, m)| (i.clone(), m.clone())).collect();
+            let backends = l
+                .backends
+                .iter()
+                .filter(|b| !l.devices.values().any(|m| m == *b))
+                .cloned()
+                .collect();
+            (devices, backends)
+        }
+    };
+    let when = if qmp.is_closed() { "when QEMU exited" } else { "at exit" };
+    for (id, memdev) in devices {
+        let pending = if qmp.ledger.pending_unplugs.contains_key(&id) {
+            " (its unplug got no answer)"
+        } else {
+            ""
+        };
+        lines.push(format!(
+            "exit: DIMM {id} (backend {memdev}) was still plugged {when}{pending}"
+        ));
+    }
+    for b in backends {
+        lines.push(format!(
+            "exit: backend {b} was still present {when}, with no DIMM using it"
+        ));
+    }
+    lines
+}
+
+/// Does the machine have an ACPI device (on `virt`: the GED, made only for firmware boots)?
+/// `query-acpi-ospm-status` fails with "missing ACPI device" without one.
+pub fn has_acpi_ged(qmp: &mut Qmp) -> Result<bool, QmpError> {
+    match qmp.query_acpi_ospm_status() {
+        Ok(_) => Ok(true),
+        Err(QmpError::Command { desc, .. }) if desc.contains("ACPI device") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The refusal of a command that needs the GED on a machine without one.
+pub fn needs_ged(cmd: &HostCommand) -> Option<&'static str> {
+    match cmd {
+        HostCommand::Plug { .. } => Some("plug"),
+        HostCommand::Unplug { .. } => Some("unplug"),
+        HostCommand::Powerdown => Some("powerdown"),
+        _ => None,
+    }
+}
+
+/// What every host command does first: handle late ejects (their lines come first), and
+/// refuse, before doing anything, a command this machine cannot carry out (`:plug`,
+/// `:unplug`, `:powerdown` without the GED of a firmware boot).
+pub fn preflight(qmp: &mut Qmp, cmd: &HostCommand) -> (Vec<String>, Option<HostReply>) {
+    let late = reap_late_unplugs(qmp);
+    let refusal = needs_ged(cmd).and_then(|name| match has_acpi_ged(qmp) {
+        Ok(true) => None,
+        Ok(false) => Some(HostReply::error(format!(
+            "{name}: error: needs --boot firmware: this machine has no ACPI GED (QEMU gives `virt` one, \
+             with DIMM hotplug and the power button, only when the kernel is loaded with -bios)"
+        ))),
+        Err(e) => Some(HostReply::error(format!("{name}: error: {e}"))),
+    });
+    (late, refusal)
 }
 
 /// One DIMM as QEMU sees it: the device and its slot's OSPM status.
@@ -470,7 +605,11 @@ impl fmt::Display for DimmRow {
 /// `:dimms`: every pc-dimm with the OSPM status of its slot.
 pub fn dimm_rows(qmp: &mut Qmp) -> Result<Vec<DimmRow>, QmpError> {
     let devices = qmp.query_memory_devices()?;
-    let ospm = qmp.query_acpi_ospm_status()?;
+    // No ACPI device (a kernel/image boot): no OSPM status to show.
+    let ospm = match qmp.query_acpi_ospm_status() {
+        Err(QmpError::Command { desc, .. }) if desc.contains("ACPI device") => Vec::new(),
+        other => other?,
+    };
     Ok(devices
         .into_iter()
         .filter(|d| d.kind == "dimm")
@@ -531,7 +670,7 @@ impl HostReply {
         }
     }
 
-    fn error(line: String) -> Self {
+    pub fn error(line: String) -> Self {
         HostReply {
             error: true,
             ..HostReply::lines(vec![line])
@@ -561,6 +700,13 @@ pub fn run_host_line(qmp: &mut Qmp, line: &str, t: HostTimeouts) -> HostReply {
         Ok(c) => c,
         Err(e) => return HostReply::error(format!("{}: error: {e}", label(line))),
     };
+    let (late, refusal) = preflight(qmp, &cmd);
+    let mut reply = refusal.unwrap_or_else(|| run_parsed(qmp, line, cmd, t));
+    reply.lines.splice(0..0, late);
+    reply
+}
+
+fn run_parsed(qmp: &mut Qmp, line: &str, cmd: HostCommand, t: HostTimeouts) -> HostReply {
     let name = label(line);
     let res: Result<HostReply, QmpError> = (|| {
         Ok(match cmd {

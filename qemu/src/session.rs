@@ -263,8 +263,13 @@ impl Session {
 
     /// Ends the session (QEMU SIGKILLed if still running) and returns what it printed.
     pub fn finish(self) -> RunOutcome {
-        let Session { console, qmp, sock, .. } = self;
-        let out = console.finish();
+        let Session {
+            console, mut qmp, sock, ..
+        } = self;
+        // Asked while QEMU still runs (it is killed next).
+        let report = host_cmd::exit_report(&mut qmp);
+        let mut out = console.finish();
+        out.exit_report = report;
         drop(qmp);
         drop(sock);
         out
@@ -300,6 +305,11 @@ impl Session {
                 After::Reboot | After::Exit => HostStep::WaitPrompt,
             }
         });
+        let mut out = out;
+        out.exit_report = host_cmd::exit_report(&mut qmp);
+        for l in &out.exit_report {
+            eprintln!("hotmem: {l}");
+        }
         drop(qmp);
         drop(sock);
         out
@@ -406,15 +416,16 @@ pub fn unplug_on(con: &mut Console, qmp: &mut Qmp, t: HostTimeouts, id: &str) ->
 /// console line; `:reset` skips stale console output first. Never fails: errors become
 /// `<cmd>: error: ...` lines.
 pub fn host_line(con: &mut Console, qmp: &mut Qmp, t: HostTimeouts, line: &str) -> HostReply {
-    let err = |name: &str, e: &dyn fmt::Display| HostReply {
-        lines: vec![format!("{name}: error: {e}")],
-        after: After::Prompt,
-        error: true,
-        plugged: None,
-        unplugged: None,
+    let err = |name: &str, e: &dyn fmt::Display| HostReply::error(format!("{name}: error: {e}"));
+    let cmd = match parse_host_command(line) {
+        // `run_host_line` words the parse error.
+        Err(_) => return host_cmd::run_host_line(qmp, line, t),
+        Ok(c) => c,
     };
-    match parse_host_command(line) {
-        Ok(HostCommand::Plug { size, id }) => match plug_on(con, qmp, t, size, id.as_deref()) {
+    let (late, refusal) = host_cmd::preflight(qmp, &cmd);
+    let mut reply = match (refusal, cmd) {
+        (Some(r), _) => r,
+        (None, HostCommand::Plug { size, id }) => match plug_on(con, qmp, t, size, id.as_deref()) {
             Ok(p) => HostReply {
                 lines: vec![p.line()],
                 after: After::Prompt,
@@ -424,7 +435,7 @@ pub fn host_line(con: &mut Console, qmp: &mut Qmp, t: HostTimeouts, line: &str) 
             },
             Err(e) => err("plug", &e),
         },
-        Ok(HostCommand::Unplug { id }) => match unplug_on(con, qmp, t, &id) {
+        (None, HostCommand::Unplug { id }) => match unplug_on(con, qmp, t, &id) {
             Ok(u) => HostReply {
                 lines: u.lines(),
                 after: After::Prompt,
@@ -434,12 +445,14 @@ pub fn host_line(con: &mut Console, qmp: &mut Qmp, t: HostTimeouts, line: &str) 
             },
             Err(e) => err("unplug", &e),
         },
-        Ok(HostCommand::Reset) => {
+        (None, HostCommand::Reset) => {
             con.skip_to_end();
             host_cmd::run_host_line(qmp, line, t)
         }
-        _ => host_cmd::run_host_line(qmp, line, t),
-    }
+        (None, _) => host_cmd::run_host_line(qmp, line, t),
+    };
+    reply.lines.splice(0..0, late);
+    reply
 }
 
 #[cfg(test)]
