@@ -468,7 +468,11 @@ pub fn reap_late_unplugs(qmp: &mut Qmp) -> Vec<String> {
             );
             match l.memdev {
                 None => head,
-                Some(m) if qmp.is_closed() => format!("{head}; QEMU has exited (backend {m} went with it)"),
+                Some(m) if qmp.is_closed() => {
+                    // Reported here, not again as a backend left over.
+                    qmp.ledger.backends.remove(&m);
+                    format!("{head}; QEMU has exited (backend {m} went with it)")
+                }
                 Some(m) => match qmp.object_del(&m) {
                     Ok(()) => format!("{head}; backend {m} deleted"),
                     Err(e) => format!("{head}; warning: object-del {m}: {e}"),
