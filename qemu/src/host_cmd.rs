@@ -542,6 +542,11 @@ pub fn exit_report(qmp: &mut Qmp) -> Vec<String> {
     lines
 }
 
+/// Whether the VM runs (`query-status`); `None` when QEMU does not answer.
+pub fn vm_running(qmp: &mut Qmp) -> Option<bool> {
+    qmp.execute("query-status", None).ok()?.get("running")?.as_bool()
+}
+
 /// Does the machine have an ACPI device (on `virt`: the GED, made only for firmware boots)?
 /// `query-acpi-ospm-status` fails with "missing ACPI device" without one.
 pub fn has_acpi_ged(qmp: &mut Qmp) -> Result<bool, QmpError> {

@@ -96,7 +96,7 @@ fn run(o: Options) -> i32 {
         let out = match Session::start(r) {
             Ok(s) => s.run_script(&cmds),
             Err(e) => {
-                eprintln!("hotmem: cannot start QEMU: {e}");
+                eprintln!("hotmem: {e}");
                 return 1;
             }
         };

@@ -325,3 +325,33 @@ fn kernel_boot_refuses_ged_commands() {
     let out = s.finish();
     assert!(out.exit_report.is_empty(), "{:?}", out.exit_report);
 }
+
+/// Items 6 and 13 through the `--exec` driver: a script that pauses the VM goes on with its
+/// host commands (the runner says the VM is paused instead of waiting for a prompt), and the
+/// late eject after `:qmp cont` is handled by the next host command.
+#[test]
+fn paused_vm_in_a_script() {
+    let _slot = QemuSlot::acquire();
+    let mut s = Session::start(firmware_run()).unwrap_or_else(|e| panic!("{e}"));
+    s.timeouts.unplug = Duration::from_secs(2);
+    let out = s.run_script(&[
+        ":plug 128M",
+        ":qmp stop",
+        ":unplug dimm0",
+        ":qmp cont",
+        "meminfo",
+        ":dimms",
+        "poweroff",
+    ]);
+    assert!(out.success(), "{}\n{}\n{}", out.describe(), out.host, out.tail(30));
+    let host: Vec<&str> = out.host.lines().collect();
+    let paused = "hotmem: the VM is paused: guest commands wait until it runs again (`:qmp cont`)";
+    assert_eq!(host.iter().filter(|l| **l == paused).count(), 2, "{host:#?}");
+    let late = host
+        .iter()
+        .position(|l| l.starts_with("unplug: id=dimm0 deleted late"))
+        .unwrap_or_else(|| panic!("{host:#?}"));
+    assert!(host[late].ends_with("backend mem-dimm0 deleted"), "{host:#?}");
+    assert_eq!(host[late + 1], "dimms: none", "{host:#?}");
+    assert!(out.exit_report.is_empty(), "{:?}", out.exit_report);
+}
