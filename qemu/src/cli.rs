@@ -36,8 +36,8 @@ MACHINE:
                              kernel:   -kernel hotmem.elf
                              image:    -kernel hotmem.bin (arm64 Image, DTB in x0)
     --cpu NAME               QEMU CPU model (default max,lpa2=off; also cortex-a76, cortex-a57)
-    --smp N                  number of CPUs (default 2; at most MAX_CPUS, the kernel's limit,
-                             and at most 8 with GICv2)
+    --smp N                  number of CPUs (default 2; at most MAX_CPUS: the kernel's limit;
+                             GICv2 also allows at most 8)
     --mem SIZE[,slots=N,maxmem=SIZE]
                              RAM size, e.g. 1G, 512M (default 1G); slots/maxmem for DIMM
                              hotplug. Firmware boots without slots= get
@@ -74,6 +74,7 @@ HOST COMMANDS (QMP; every run has a QMP socket in target/qmp/):
     :qmp JSON|NAME           raw QMP command, prints the reply
     :hmp LINE                human monitor command, prints its output
     :reset, :powerdown       system_reset / system_powerdown
+    (:plug, :unplug and :powerdown need --boot firmware: the ACPI GED exists only there)
     :help                    this list
 
 ENVIRONMENT:
