@@ -216,6 +216,8 @@ pub struct Plugged {
     pub elapsed: Duration,
     /// The guest's `dimm: slot=...` console line (filled in by [`crate::session::Session`]).
     pub guest_line: Option<String>,
+    /// Why a refusal may not be this DIMM's fault: refused DIMMs still plugged below it.
+    pub refused_before: Vec<String>,
 }
 
 impl Plugged {
@@ -245,6 +247,13 @@ impl Plugged {
         l.push_str(&format!(" size={}", format_size(self.size)));
         if !matches!(self.result, PlugResult::NoAnswer { .. }) {
             l.push_str(&format!(" time_ms={}", self.elapsed.as_millis()));
+        }
+        if let (PlugResult::Refused { .. }, [first, ..]) = (&self.result, self.refused_before.as_slice()) {
+            l.push_str(&format!(
+                " (the refused DIMM {} is still plugged below it and QEMU placed this one after it: \
+                 `:unplug {first}` first)",
+                self.refused_before.join(", ")
+            ));
         }
         l
     }
@@ -369,11 +378,22 @@ pub fn plug(qmp: &mut Qmp, size: u64, id: Option<&str>, timeout: Duration) -> Re
         Err(QmpError::Timeout { after, .. }) => (PlugResult::NoAnswer { after }, None, t0.elapsed()),
         Err(e) => return Err(e),
     };
-    let dev = qmp
-        .query_memory_devices()?
-        .into_iter()
-        .find(|d| d.id.as_deref() == Some(id.as_str()));
+    let devices = qmp.query_memory_devices()?;
+    let dev = devices.iter().find(|d| d.id.as_deref() == Some(id.as_str())).cloned();
+    let mut refused_before = Vec::new();
+    if let (PlugResult::Refused { .. }, Some(d)) = (&result, &dev) {
+        let ospm = qmp.query_acpi_ospm_status().unwrap_or_default();
+        for other in devices.iter().filter(|o| o.kind == "dimm" && o.addr < d.addr) {
+            let refused = ospm.iter().any(|s| {
+                other.slot.is_some() && s.slot_number() == other.slot && s.source == OST_SOURCE_INSERT && s.status != 0
+            });
+            if let (true, Some(oid)) = (refused, &other.id) {
+                refused_before.push(oid.clone());
+            }
+        }
+    }
     Ok(Plugged {
+        refused_before,
         slot: dev.as_ref().and_then(|d| d.slot),
         addr: dev.as_ref().map(|d| d.addr),
         id,
@@ -572,7 +592,7 @@ pub fn needs_ged(cmd: &HostCommand) -> Option<&'static str> {
 /// `:unplug`, `:powerdown` without the GED of a firmware boot).
 pub fn preflight(qmp: &mut Qmp, cmd: &HostCommand) -> (Vec<String>, Option<HostReply>) {
     let late = reap_late_unplugs(qmp);
-    let refusal = needs_ged(cmd).and_then(|name| match has_acpi_ged(qmp) {
+    let mut refusal = needs_ged(cmd).and_then(|name| match has_acpi_ged(qmp) {
         Ok(true) => None,
         Ok(false) => Some(HostReply::error(format!(
             "{name}: error: needs --boot firmware: this machine has no ACPI GED (QEMU gives `virt` one, \
@@ -580,7 +600,28 @@ pub fn preflight(qmp: &mut Qmp, cmd: &HostCommand) -> (Vec<String>, Option<HostR
         ))),
         Err(e) => Some(HostReply::error(format!("{name}: error: {e}"))),
     });
+    if let (None, HostCommand::Plug { id: Some(id), .. }) = (&refusal, cmd) {
+        refusal = match id_in_use(qmp, id) {
+            Ok(None) => None,
+            Ok(Some(what)) => Some(HostReply::error(format!(
+                "plug: error: id `{id}` is in use ({what}): `:unplug {id}` first, or choose another ID"
+            ))),
+            Err(e) => Some(HostReply::error(format!("plug: error: {e}"))),
+        };
+    }
     (late, refusal)
+}
+
+/// What already uses a DIMM id: the device, or its backend `mem-<id>`.
+fn id_in_use(qmp: &mut Qmp, id: &str) -> Result<Option<String>, QmpError> {
+    let memdev = format!("mem-{id}");
+    if qmp.query_memory_devices()?.iter().any(|d| d.id.as_deref() == Some(id)) {
+        return Ok(Some(format!("DIMM {id} is plugged")));
+    }
+    if qmp.objects()?.contains(&memdev) {
+        return Ok(Some(format!("backend {memdev} exists")));
+    }
+    Ok(None)
 }
 
 /// One DIMM as QEMU sees it: the device and its slot's OSPM status.
@@ -873,6 +914,7 @@ mod tests {
             ost: None,
             elapsed: Duration::from_millis(85),
             guest_line: None,
+            refused_before: Vec::new(),
         };
         assert_eq!(
             p.line(),

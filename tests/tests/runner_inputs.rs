@@ -355,3 +355,38 @@ fn paused_vm_in_a_script() {
     assert_eq!(host[late + 1], "dimms: none", "{host:#?}");
     assert!(out.exit_report.is_empty(), "{:?}", out.exit_report);
 }
+
+/// Item 13, host side: a duplicate `:plug` id is refused before QEMU sees it, and a DIMM
+/// refused only because a refused one sits below it says so.
+#[test]
+fn plug_answers_name_the_cause() {
+    let _slot = QemuSlot::acquire();
+    let mut s = start(firmware_run());
+    let r = s.host(":plug 128M x");
+    assert!(!r.error, "{:?}", r.lines);
+    let r = s.host(":plug 128M x");
+    assert_eq!(
+        r.lines,
+        ["plug: error: id `x` is in use (DIMM x is plugged): `:unplug x` first, or choose another ID"]
+    );
+    assert!(s.host(":unplug x").lines[0].starts_with("unplug: id=x deleted"));
+    // 64 MiB is no memory block: refused. QEMU puts the next DIMM right after it, so a good
+    // size is misaligned and refused too: the answer says which DIMM to unplug.
+    let small = s.plug(64 * MIB, Some("small")).unwrap();
+    assert!(
+        matches!(small.result, hotmem_qemu::host_cmd::PlugResult::Refused { .. }),
+        "{}",
+        small.line()
+    );
+    assert!(!small.line().contains("still plugged below it"), "{}", small.line());
+    let next = s.plug(128 * MIB, Some("next")).unwrap();
+    assert!(
+        next.line().ends_with(
+            " (the refused DIMM small is still plugged below it and QEMU placed this one after it: `:unplug small` first)"
+        ),
+        "{}",
+        next.line()
+    );
+    assert!(s.guest("cpus").unwrap().contains("cpus: online="));
+    s.finish();
+}
