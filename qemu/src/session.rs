@@ -158,8 +158,18 @@ impl Session {
         let qmp = match qmp {
             Ok(q) => q,
             Err(e) => {
+                // QEMU may have made the socket and then refused its command line: its own
+                // message says why.
+                let t = std::time::Instant::now();
+                while console.try_status().is_none() && t.elapsed() < Duration::from_secs(2) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let why = match console.try_status() {
+                    Some(st) => format!("QEMU exited ({st}): {}", console.stderr_output().trim()),
+                    None => e.to_string(),
+                };
                 console.kill("QMP connection failed");
-                return Err(SessionError::Start(e.to_string()));
+                return Err(SessionError::Start(why));
             }
         };
         Ok(Session {
@@ -295,6 +305,12 @@ impl Session {
             let reply = host_line(con, &mut qmp, t, cmd);
             con.note_host(&reply.text());
             match reply.after {
+                // A paused VM (`:qmp stop`, or held in gdb) prints no prompt: do not wait for
+                // one, say why the next guest command would wait.
+                After::Prompt if host_cmd::vm_running(&mut qmp) == Some(false) => {
+                    con.note_host("hotmem: the VM is paused: guest commands wait until it runs again (`:qmp cont`)");
+                    HostStep::AtPrompt
+                }
                 After::Prompt => {
                     con.skip_to_end();
                     match con.send_bytes(b"\r") {
