@@ -332,6 +332,22 @@ where
     Ok(Action::Run(o))
 }
 
+/// A note for an `--exec` script that does not end the guest (`poweroff` or `:powerdown`):
+/// the run then lasts until its timeout, or for ever without one.
+pub fn script_end_note(o: &Options) -> Option<String> {
+    let last = o.exec.as_ref()?.last()?.trim();
+    if last == "poweroff" || last == ":powerdown" {
+        return None;
+    }
+    let until = match o.effective_timeout() {
+        Some(t) => format!("its timeout ({} s, --timeout)", t.as_secs_f64()),
+        None => "you quit it (no timeout)".to_string(),
+    };
+    Some(format!(
+        "note: the script ends with `{last}`, not `poweroff`: QEMU keeps running until {until}"
+    ))
+}
+
 /// Why a host command cannot work in `boot` mode: DIMMs and the power button are the ACPI
 /// GED's, which QEMU's `virt` creates only for firmware (`-bios`) boots.
 pub fn host_command_needs_firmware(cmd: &HostCommand, boot: BootMode) -> Option<String> {
@@ -352,6 +368,9 @@ pub fn host_command_needs_firmware(cmd: &HostCommand, boot: BootMode) -> Option<
 /// An `--exec` host command is checked before anything is built or booted.
 fn check_exec_host_command(cmd: &str, boot: BootMode) -> Result<(), String> {
     let c = parse_host_command(cmd).map_err(|e| format!("--exec `{cmd}`: {e}"))?;
+    if let HostCommand::Qmp(text) = &c {
+        crate::host_cmd::raw_qmp_command(text).map_err(|e| format!("--exec `{cmd}`: {e}"))?;
+    }
     match host_command_needs_firmware(&c, boot) {
         Some(why) => Err(format!("--exec `{cmd}`: {why}")),
         None => Ok(()),

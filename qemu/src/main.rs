@@ -87,6 +87,9 @@ fn run(o: Options) -> i32 {
 
     if o.batch() {
         let cmds = o.exec.clone().unwrap_or_default();
+        if let Some(n) = cli::script_end_note(&o) {
+            eprintln!("hotmem: {n}");
+        }
         if let Some(t) = r.timeout {
             eprintln!(
                 "hotmem: driving the console; QEMU is killed after {} s",

@@ -70,6 +70,8 @@ const BAD: &[(&[&str], &str)] = &[
     (&["--exec", ":bogus"], "--exec `:bogus`: unknown host command `:bogus` (`:help` lists them: :plug, :unplug, :dimms, :qmp, :hmp, :reset, :powerdown)"),
     (&["--exec", ":plug 1X"], "--exec `:plug 1X`: `1X` is not a size (examples: 1G, 512M, 0x8000000)"),
     (&["--exec", ":unplug"], "--exec `:unplug`: usage: :unplug ID"),
+    (&["--exec", ":plug 0"], "--exec `:plug 0`: size `0` must be larger than zero"),
+    (&["--exec", ":qmp {bad"], "--exec `:qmp {bad`: invalid JSON: key must be a string at line 1 column 2"),
     (&["--ktest=1"], "--ktest takes no value"),
     (&["-x"], "unknown option `-x` (see --help)"),
 ];
@@ -104,6 +106,24 @@ fn exec_host_commands_are_checked_up_front() {
         parse(&["--boot", boot, "--exec", ":dimms; :qmp query-status; :reset; poweroff"]).unwrap();
     }
     parse(&["--exec", ":plug 128M; :unplug dimm0; :powerdown"]).unwrap();
+}
+
+/// A script that never ends the guest is pointed out before it waits a whole timeout.
+#[test]
+fn script_without_poweroff_is_noted() {
+    let note = |args: &[&str]| cli::script_end_note(&parse(args).unwrap());
+    assert_eq!(
+        note(&["--exec", "meminfo"]).as_deref(),
+        Some("note: the script ends with `meminfo`, not `poweroff`: QEMU keeps running until its timeout (60 s, --timeout)")
+    );
+    assert_eq!(
+        note(&["--gdb", "--exec", ":dimms"]).as_deref(),
+        Some("note: the script ends with `:dimms`, not `poweroff`: QEMU keeps running until you quit it (no timeout)")
+    );
+    assert_eq!(note(&["--exec", "meminfo; poweroff"]), None);
+    assert_eq!(note(&["--exec", ":plug 1G; :powerdown"]), None);
+    assert_eq!(note(&["--ktest"]), None);
+    assert_eq!(note(&[]), None);
 }
 
 /// Item 8.
