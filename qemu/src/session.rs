@@ -294,12 +294,14 @@ impl Session {
     pub fn run_script<S: AsRef<str>>(self, commands: &[S]) -> RunOutcome {
         let Session {
             console,
-            mut qmp,
+            qmp,
             timeouts,
             sock,
             ..
         } = self;
-        let out = console.run_script_with(commands, |con, cmd| {
+        let qmp = std::cell::RefCell::new(qmp);
+        let host = |con: &mut Console, cmd: &str| {
+            let mut qmp = qmp.borrow_mut();
             con.note_host(cmd.trim());
             let t = timeouts.capped(con.remaining());
             let reply = host_line(con, &mut qmp, t, cmd);
@@ -320,7 +322,19 @@ impl Session {
                 }
                 After::Reboot | After::Exit => HostStep::WaitPrompt,
             }
-        });
+        };
+        // At every prompt: an eject the runner stopped waiting for gets its backend deleted
+        // as soon as it is seen, not only at the next host command.
+        let idle = |con: &mut Console| {
+            let mut qmp = qmp.borrow_mut();
+            if !qmp.ledger.pending_unplugs.is_empty() || !qmp.ledger.late_deletes.is_empty() {
+                for l in host_cmd::reap_late_unplugs(&mut qmp) {
+                    con.note_host(&l);
+                }
+            }
+        };
+        let out = console.run_script_hooked(commands, host, idle);
+        let mut qmp = qmp.into_inner();
         let mut out = out;
         out.exit_report = host_cmd::exit_report(&mut qmp);
         for l in &out.exit_report {
