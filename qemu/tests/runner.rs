@@ -135,3 +135,56 @@ fn ged_commands_without_firmware_are_usage_errors() {
         text(&o)
     );
 }
+
+/// Issue 14 item 6, interactive (stdin piped): a DIMM left plugged when the guest powers off
+/// is reported on stderr when the run ends.
+#[test]
+fn interactive_run_reports_what_is_left() {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hotmem"))
+        .args(["--timeout", "120"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run hotmem");
+    let out = Arc::new(Mutex::new(String::new()));
+    let (o, mut stdout) = (out.clone(), child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            o.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let wait_for = |what: &str| {
+        let t = Instant::now();
+        while !out.lock().unwrap().contains(what) {
+            assert!(
+                t.elapsed() < Duration::from_secs(100),
+                "no {what:?} in:\n{}",
+                out.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    wait_for("hotmem> ");
+    stdin.write_all(b":plug 128M\n").unwrap();
+    wait_for("plug: id=dimm0 ost_status=0x0 ok");
+    stdin.write_all(b"poweroff\n").unwrap();
+    let st = child.wait().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(st.success(), "{st}\n{err}\n{}", out.lock().unwrap());
+    assert!(
+        err.contains("hotmem: exit: DIMM dimm0 (backend mem-dimm0) was still plugged when QEMU exited"),
+        "{err}"
+    );
+}
