@@ -4,9 +4,12 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
-use crate::config::{mem_with_dimm_slots, parse_mem_option, valid_pairs_text, BootMode, Granule, KernelConfig};
+use crate::config::{
+    kernel_max_cpus, mem_with_dimm_slots, parse_mem_option, valid_pairs_text, BootMode, Granule, KernelConfig,
+};
+use crate::host_cmd::{parse_host_command, HostCommand};
 use crate::kernel::Kernel;
-use crate::run::{Machine, QemuRun, Serial, DEFAULT_CPU};
+use crate::run::{free_gdb_port, Machine, QemuRun, Serial, DEFAULT_CPU, DEFAULT_GDB_PORT};
 
 /// Timeout of driven runs (`--exec`, `--ktest`) when `--timeout` is not given.
 pub const DEFAULT_BATCH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,11 +36,13 @@ MACHINE:
                              kernel:   -kernel hotmem.elf
                              image:    -kernel hotmem.bin (arm64 Image, DTB in x0)
     --cpu NAME               QEMU CPU model (default max,lpa2=off; also cortex-a76, cortex-a57)
-    --smp N                  number of CPUs (default 2; at most 8 with GICv2)
+    --smp N                  number of CPUs (default 2; at most MAX_CPUS: the kernel's limit;
+                             GICv2 also allows at most 8)
     --mem SIZE[,slots=N,maxmem=SIZE]
                              RAM size, e.g. 1G, 512M (default 1G); slots/maxmem for DIMM
                              hotplug. Firmware boots without slots= get
-                             SIZE,slots=8,maxmem=SIZE+32G (QEMU needs both for pc-dimm)
+                             SIZE,slots=8,maxmem=SIZE+32G (QEMU needs both for pc-dimm);
+                             slots= without maxmem= gets maxmem=SIZE+32G
     --gic 2|3                GIC version (default 2)
     --el2                    virtualization=on: CPUs start at EL2 (the kernel drops to EL1)
     --qemu-arg ARG           extra QEMU argument, appended last (repeatable)
@@ -48,10 +53,11 @@ RUNNING:
                              Commands starting with `:` are host commands (below), run when
                              their turn comes; e.g. --exec ':plug 1G; blocks; :unplug dimm0; poweroff'
     --timeout SECS           kill QEMU with SIGKILL after SECS (default 60 with --exec/--ktest,
-                             none interactively; 0 = no limit). Exit status 124 then.
+                             none interactively or with --gdb; 0 = no limit). Exit status 124.
     --gdb                    start halted with a gdbstub on 127.0.0.1 and print the gdb-multiarch
-                             command that attaches to it
-    --gdb-port N             gdbstub port (default 1234, or a free one if taken)
+                             command that attaches to it (apt-get install gdb-multiarch)
+    --gdb-port N             gdbstub port; implies --gdb (default 1234, or a free one if
+                             taken; 0 = any free port, printed)
     --dry-run                print the kernel build and QEMU commands, run nothing
     -h, --help               this text
 
@@ -68,6 +74,7 @@ HOST COMMANDS (QMP; every run has a QMP socket in target/qmp/):
     :qmp JSON|NAME           raw QMP command, prints the reply
     :hmp LINE                human monitor command, prints its output
     :reset, :powerdown       system_reset / system_powerdown
+    (:plug, :unplug and :powerdown need --boot firmware: the ACPI GED exists only there)
     :help                    this list
 
 ENVIRONMENT:
@@ -88,6 +95,7 @@ pub fn help() -> String {
         "VALID_PAIRS",
         &valid_pairs_text().replace("; ", "\n                               "),
     )
+    .replace("MAX_CPUS", &kernel_max_cpus().to_string())
 }
 
 /// Parsed options.
@@ -131,12 +139,26 @@ impl Options {
         self.exec.is_some() || self.kernel.ktest
     }
 
-    /// The timeout that applies: `--timeout`, else 60 s for driven runs, none interactively.
+    /// The timeout that applies: `--timeout`, else 60 s for driven runs, none interactively
+    /// or with `--gdb` (a person at the debugger must not have QEMU killed under them).
     pub fn effective_timeout(&self) -> Option<Duration> {
         match self.timeout {
             Some(t) => t,
-            None if self.batch() => Some(DEFAULT_BATCH_TIMEOUT),
+            None if self.batch() && !self.gdb => Some(DEFAULT_BATCH_TIMEOUT),
             None => None,
+        }
+    }
+
+    /// The gdbstub port of this run: `None` without `--gdb`; `--gdb-port N`; a free port for
+    /// `--gdb-port 0`; else 1234, or a free port when 1234 is taken.
+    pub fn resolve_gdb_port(&self) -> std::io::Result<Option<u16>> {
+        if !self.gdb {
+            return Ok(None);
+        }
+        match self.gdb_port {
+            Some(0) => free_gdb_port(0).map(Some),
+            Some(p) => Ok(Some(p)),
+            None => free_gdb_port(DEFAULT_GDB_PORT).map(Some),
         }
     }
 }
@@ -234,8 +256,15 @@ where
             }
             "--smp" => {
                 let n: u32 = parse_num(&name, &value)?;
-                if !(1..=512).contains(&n) {
-                    return Err(format!("--smp {n}: expected 1 to 512 CPUs"));
+                let max = kernel_max_cpus();
+                if n == 0 {
+                    return Err(format!("--smp {n}: expected 1 to {max} CPUs"));
+                }
+                if n > max {
+                    return Err(format!(
+                        "--smp {n}: the kernel runs at most {max} CPUs (MAX_CPUS in platform/src/smp.rs); \
+                         give --smp 1 to {max}"
+                    ));
                 }
                 o.machine.smp = n;
             }
@@ -250,13 +279,21 @@ where
                 }
                 o.timeout = Some((s > 0.0).then(|| Duration::from_secs_f64(s)));
             }
-            "--exec" => o
-                .exec
-                .get_or_insert_with(Vec::new)
-                .extend(crate::console::split_commands(&value)),
+            "--exec" => {
+                let cmds = crate::console::split_commands(&value);
+                if cmds.is_empty() {
+                    return Err(format!(
+                        "--exec `{value}` has no commands (e.g. --exec 'meminfo; poweroff')"
+                    ));
+                }
+                o.exec.get_or_insert_with(Vec::new).extend(cmds);
+            }
             "--gdb" => o.gdb = true,
             "--gdb-port" => {
-                o.gdb_port = Some(parse_num(&name, &value)?);
+                let p: u64 = parse_num(&name, &value)?;
+                let p = u16::try_from(p)
+                    .map_err(|_| format!("--gdb-port {p}: expected a TCP port, 1 to 65535 (or 0: any free port)"))?;
+                o.gdb_port = Some(p);
                 o.gdb = true;
             }
             "--append" => o.append = Some(value),
@@ -289,7 +326,55 @@ where
     if o.machine.cpu.is_empty() {
         o.machine.cpu = DEFAULT_CPU.into();
     }
+    for cmd in o.exec.iter().flatten().filter(|c| c.starts_with(':')) {
+        check_exec_host_command(cmd, o.boot)?;
+    }
     Ok(Action::Run(o))
+}
+
+/// A note for an `--exec` script that does not end the guest (`poweroff` or `:powerdown`):
+/// the run then lasts until its timeout, or for ever without one.
+pub fn script_end_note(o: &Options) -> Option<String> {
+    let last = o.exec.as_ref()?.last()?.trim();
+    if last == "poweroff" || last == ":powerdown" {
+        return None;
+    }
+    let until = match o.effective_timeout() {
+        Some(t) => format!("its timeout ({} s, --timeout)", t.as_secs_f64()),
+        None => "you quit it (no timeout)".to_string(),
+    };
+    Some(format!(
+        "note: the script ends with `{last}`, not `poweroff`: QEMU keeps running until {until}"
+    ))
+}
+
+/// Why a host command cannot work in `boot` mode: DIMMs and the power button are the ACPI
+/// GED's, which QEMU's `virt` creates only for firmware (`-bios`) boots.
+pub fn host_command_needs_firmware(cmd: &HostCommand, boot: BootMode) -> Option<String> {
+    let what = match cmd {
+        HostCommand::Plug { .. } => ":plug",
+        HostCommand::Unplug { .. } => ":unplug",
+        HostCommand::Powerdown => ":powerdown",
+        _ => return None,
+    };
+    (boot != BootMode::Firmware).then(|| {
+        format!(
+            "{what} needs --boot firmware: QEMU gives the machine its ACPI GED (DIMM hotplug, \
+             power button) only when the kernel is loaded with -bios, not with --boot {boot}"
+        )
+    })
+}
+
+/// An `--exec` host command is checked before anything is built or booted.
+fn check_exec_host_command(cmd: &str, boot: BootMode) -> Result<(), String> {
+    let c = parse_host_command(cmd).map_err(|e| format!("--exec `{cmd}`: {e}"))?;
+    if let HostCommand::Qmp(text) = &c {
+        crate::host_cmd::raw_qmp_command(text).map_err(|e| format!("--exec `{cmd}`: {e}"))?;
+    }
+    match host_command_needs_firmware(&c, boot) {
+        Some(why) => Err(format!("--exec `{cmd}`: {why}")),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -365,9 +450,7 @@ mod tests {
                 el2: true
             }
         );
-        assert!(err(&["--smp", "16"]).contains("GICv2 supports at most 8"));
-        assert_eq!(run(&["--smp", "16", "--gic", "3"]).machine.smp, 16);
-        assert!(err(&["--smp", "0"]).contains("1 to 512"));
+        assert!(err(&["--smp", "0"]).contains("1 to 8"));
         assert!(err(&["--boot", "uefi"]).contains("unknown boot mode"));
         assert!(err(&["--mem", "huge"]).contains("invalid memory size"));
         assert!(err(&["--cpu"]).contains("needs a value"));

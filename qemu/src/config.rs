@@ -258,21 +258,52 @@ impl FromStr for GicVersion {
     }
 }
 
+/// The kernel's source of its CPU limit (`pub const MAX_CPUS: usize = N;`), compiled into the
+/// runner so the two cannot disagree.
+const KERNEL_SMP_SOURCE: &str = include_str!("../../platform/src/smp.rs");
+
+/// The most CPUs the kernel brings online (`MAX_CPUS` in `platform/src/smp.rs`): the runner
+/// refuses a larger `--smp` rather than booting CPUs the kernel leaves offline.
+pub fn kernel_max_cpus() -> u32 {
+    parse_max_cpus(KERNEL_SMP_SOURCE).expect("platform/src/smp.rs defines `pub const MAX_CPUS: usize = N;`")
+}
+
+fn parse_max_cpus(src: &str) -> Option<u32> {
+    let rest = src.split("pub const MAX_CPUS: usize =").nth(1)?;
+    rest.split(';').next()?.trim().replace('_', "").parse().ok()
+}
+
+/// QEMU's limit on DIMM slots (`ACPI_MAX_RAM_SLOTS`).
+pub const MAX_DIMM_SLOTS: u32 = 256;
+
 /// Checks a QEMU `-m` value: a size (`1G`, `512M`, `1536` = MiB), optionally followed by the
-/// hotplug options `,slots=N,maxmem=SIZE`; returns it in QEMU's spelling.
+/// hotplug options `,slots=N,maxmem=SIZE`; returns it in QEMU's spelling. `slots=` without
+/// `maxmem=` gets `maxmem=SIZE+32G` (QEMU refuses slots without a maximum); what QEMU would
+/// refuse at start (maxmem below the RAM, slots with no room above it, more than 256 slots)
+/// is refused here with the reason.
 pub fn parse_mem_option(s: &str) -> Result<String, String> {
     let mut parts = s.split(',');
-    let mut out = parse_mem_size(parts.next().unwrap_or(""))?;
+    let ram = parse_mem_size(parts.next().unwrap_or(""))?;
+    let ram_bytes = mem_size_bytes(&ram).unwrap_or(0);
+    let (mut slots, mut maxmem): (Option<u32>, Option<String>) = (None, None);
     for p in parts {
-        match p.split_once('=') {
+        match p.split_once('=').map(|(k, v)| (k.trim(), v)) {
+            Some(("slots", _)) if slots.is_some() => return Err(format!("`slots=` given twice in `{s}`")),
+            Some(("maxmem", _)) if maxmem.is_some() => return Err(format!("`maxmem=` given twice in `{s}`")),
             Some(("slots", n)) => {
                 let n: u32 = n
                     .trim()
                     .parse()
-                    .map_err(|_| format!("invalid slots count `{n}` in `{s}`"))?;
-                out.push_str(&format!(",slots={n}"));
+                    .map_err(|_| format!("invalid slots count `{n}` in `{s}` (a number, 0 to {MAX_DIMM_SLOTS})"))?;
+                if n > MAX_DIMM_SLOTS {
+                    return Err(format!(
+                        "slots={n} in `{s}`: QEMU supports at most {MAX_DIMM_SLOTS} DIMM slots"
+                    ));
+                }
+                slots = Some(n);
             }
-            Some(("maxmem", m)) => out.push_str(&format!(",maxmem={}", parse_mem_size(m)?)),
+            Some(("maxmem", m)) => maxmem = Some(parse_mem_size(m)?),
+            _ if p.trim().is_empty() => return Err(format!("empty memory option in `{s}` (a stray `,`?)")),
             _ => {
                 return Err(format!(
                     "invalid memory option `{p}` in `{s}` (expected slots=N or maxmem=SIZE)"
@@ -280,7 +311,39 @@ pub fn parse_mem_option(s: &str) -> Result<String, String> {
             }
         }
     }
+    if let Some(m) = &maxmem {
+        let max = mem_size_bytes(m).unwrap_or(0);
+        if max < ram_bytes {
+            return Err(format!(
+                "maxmem={m} in `{s}` is below the RAM size {ram} (maxmem is RAM + room for DIMMs)"
+            ));
+        }
+        if max == ram_bytes && slots.is_some_and(|n| n > 0) {
+            return Err(format!(
+                "maxmem={m} in `{s}` leaves no room for DIMMs: make it larger than the RAM size {ram}, or leave it out"
+            ));
+        }
+    }
+    let mut out = ram;
+    if let Some(n) = slots {
+        out.push_str(&format!(",slots={n}"));
+        if maxmem.is_none() && n > 0 {
+            maxmem = Some(size_text(ram_bytes + DEFAULT_DIMM_ROOM));
+        }
+    }
+    if let Some(m) = maxmem {
+        out.push_str(&format!(",maxmem={m}"));
+    }
     Ok(out)
+}
+
+/// `34G`, or `34304M` when not a whole number of GiB.
+fn size_text(bytes: u64) -> String {
+    if bytes.is_multiple_of(1 << 30) {
+        format!("{}G", bytes >> 30)
+    } else {
+        format!("{}M", bytes >> 20)
+    }
 }
 
 /// DIMM slots the runner configures in firmware mode when `--mem` names none.
@@ -317,12 +380,7 @@ pub fn mem_with_dimm_slots(mem: &str) -> String {
     let has_maxmem = mem.contains("maxmem=");
     let mut out = format!("{mem},slots={DEFAULT_DIMM_SLOTS}");
     if !has_maxmem {
-        let max = bytes + DEFAULT_DIMM_ROOM;
-        if max.is_multiple_of(1 << 30) {
-            out.push_str(&format!(",maxmem={}G", max >> 30));
-        } else {
-            out.push_str(&format!(",maxmem={}M", max >> 20));
-        }
+        out.push_str(&format!(",maxmem={}", size_text(bytes + DEFAULT_DIMM_ROOM)));
     }
     out
 }
@@ -441,5 +499,43 @@ mod tests {
         assert_eq!(mem_with_dimm_slots("1G,slots=2,maxmem=3G"), "1G,slots=2,maxmem=3G");
         assert_eq!(mem_size_bytes("512M"), Some(512 << 20));
         assert!(parse_mem_option("1G,foo=1").is_err());
+    }
+
+    #[test]
+    fn kernel_cpu_limit_comes_from_the_kernel_source() {
+        assert_eq!(parse_max_cpus("x\npub const MAX_CPUS: usize = 1_6;\n"), Some(16));
+        assert_eq!(parse_max_cpus("const X: usize = 8;"), None);
+        let n = kernel_max_cpus();
+        assert!((1..=512).contains(&n), "{n}");
+    }
+
+    /// Issue 14 item 10: what QEMU would refuse at start is completed or refused here.
+    #[test]
+    fn mem_hotplug_options() {
+        // slots= alone: QEMU says "slots specified but no max-size"; the runner adds maxmem.
+        assert_eq!(parse_mem_option("1G,slots=4").unwrap(), "1G,slots=4,maxmem=33G");
+        assert_eq!(parse_mem_option("1536,slots=2").unwrap(), "1536M,slots=2,maxmem=34304M");
+        assert_eq!(parse_mem_option("1G,slots=0").unwrap(), "1G,slots=0");
+        assert_eq!(parse_mem_option("1G,maxmem=4G").unwrap(), "1G,maxmem=4G");
+        assert_eq!(
+            parse_mem_option("1G,slots=256,maxmem=9G").unwrap(),
+            "1G,slots=256,maxmem=9G"
+        );
+        let e = parse_mem_option("1G,slots=300,maxmem=40G").unwrap_err();
+        assert!(e.contains("at most 256 DIMM slots"), "{e}");
+        let e = parse_mem_option("1G,slots=4,maxmem=512M").unwrap_err();
+        assert!(e.contains("below the RAM size 1G"), "{e}");
+        let e = parse_mem_option("1G,slots=4,maxmem=1G").unwrap_err();
+        assert!(e.contains("leaves no room for DIMMs"), "{e}");
+        assert!(parse_mem_option("1G,slots=2,slots=3")
+            .unwrap_err()
+            .contains("given twice"));
+        assert!(parse_mem_option("1G,").unwrap_err().contains("empty memory option"));
+        assert!(parse_mem_option("1G,slots=-1").unwrap_err().contains("0 to 256"));
+        // A completed value is left alone by the firmware default.
+        assert_eq!(
+            mem_with_dimm_slots(&parse_mem_option("2G,slots=4").unwrap()),
+            "2G,slots=4,maxmem=34G"
+        );
     }
 }

@@ -116,6 +116,10 @@ pub struct RunOutcome {
     pub skipped: Vec<String>,
     /// What host (`:`) commands printed ([`Console::note_host`]), in order.
     pub host: String,
+    /// What the runner found left when the run ended: late ejects it handled, DIMMs and
+    /// backends still present ([`crate::host_cmd::exit_report`]; filled in by
+    /// [`crate::session::Session`]).
+    pub exit_report: Vec<String>,
     pub elapsed: Duration,
 }
 
@@ -567,6 +571,7 @@ impl Console {
             commands_sent: self.commands_sent,
             skipped: std::mem::take(&mut self.skipped),
             host: std::mem::take(&mut self.host),
+            exit_report: Vec::new(),
             elapsed: self.started.elapsed(),
         }
     }
@@ -586,9 +591,20 @@ impl Console {
     /// prompt is consumed first, so the guest is idle at its prompt); the handler says whether
     /// the guest is still at that prompt or the next command must wait for a new one.
     pub fn run_script_with<S: AsRef<str>>(
+        self,
+        commands: &[S],
+        host: impl FnMut(&mut Console, &str) -> HostStep,
+    ) -> RunOutcome {
+        self.run_script_hooked(commands, host, |_| {})
+    }
+
+    /// [`Console::run_script_with`], calling `at_prompt` each time the guest is at its prompt
+    /// before the next command (e.g. to handle what arrived on another channel meanwhile).
+    pub fn run_script_hooked<S: AsRef<str>>(
         mut self,
         commands: &[S],
         mut host: impl FnMut(&mut Console, &str) -> HostStep,
+        mut idle: impl FnMut(&mut Console),
     ) -> RunOutcome {
         let mut at_prompt = false;
         for cmd in commands {
@@ -598,6 +614,9 @@ impl Console {
             } else {
                 self.wait_for_prompt()
             };
+            if r.is_ok() {
+                idle(&mut self);
+            }
             let r = r.and_then(|_| {
                 if cmd.trim_start().starts_with(':') {
                     return Ok(());

@@ -195,6 +195,62 @@ pub fn qemu_once(policy: InstallPolicy) -> Result<Qemu, String> {
     .clone()
 }
 
+/// The commands that install `gdb-multiarch` (Debian's gdb with aarch64 support).
+pub fn gdb_install_commands() -> Vec<String> {
+    vec!["apt-get update".into(), "apt-get install -y gdb-multiarch".into()]
+}
+
+fn gdb_missing(howto_only: bool) -> String {
+    let env = crate::gdb::GDB_ENV;
+    let gdb = crate::gdb::GDB_BINARY;
+    let how = format!("install it (as root):\n  {}", gdb_install_commands().join("\n  "));
+    if howto_only {
+        format!("{gdb} not found on PATH (or set ${env}); {how}")
+    } else {
+        format!(
+            "{gdb} not found on PATH (or set ${env}) and it cannot be installed here (needs root and apt-get); {how}"
+        )
+    }
+}
+
+/// The debugger (see [`crate::gdb::find_gdb`]), or an error giving the exact commands that
+/// install it. Installs nothing.
+pub fn find_gdb_or_howto() -> Result<PathBuf, String> {
+    crate::gdb::find_gdb()?.ok_or_else(|| gdb_missing(true))
+}
+
+/// Finds the debugger, installing `gdb-multiarch` with apt-get first when it is missing and
+/// `policy` allows (root with apt-get), as [`ensure_qemu`] does for QEMU. The error text gives
+/// the exact commands to run.
+pub fn ensure_gdb(policy: InstallPolicy) -> Result<PathBuf, String> {
+    if let Some(p) = crate::gdb::find_gdb()? {
+        return Ok(p);
+    }
+    let gdb = crate::gdb::GDB_BINARY;
+    if !(policy == InstallPolicy::IfRoot && is_root() && which("apt-get").is_some()) {
+        return Err(gdb_missing(policy == InstallPolicy::Never));
+    }
+    eprintln!("hotmem: {gdb} not found; installing it");
+    apt(&["update"]);
+    if !apt(&["install", "-y", gdb]) {
+        return Err(format!("apt-get install -y {gdb} failed; {}", gdb_missing(true)));
+    }
+    crate::gdb::find_gdb()?.ok_or_else(|| format!("{gdb} still not found after installing; {}", gdb_missing(true)))
+}
+
+/// [`ensure_gdb`] once per process; prints `gdb: <path>` to stderr the first time.
+pub fn gdb_once(policy: InstallPolicy) -> Result<PathBuf, String> {
+    static GDB: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    GDB.get_or_init(|| {
+        let g = ensure_gdb(policy);
+        if let Ok(p) = &g {
+            eprintln!("hotmem: gdb {}", p.display());
+        }
+        g
+    })
+    .clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

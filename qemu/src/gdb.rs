@@ -48,15 +48,20 @@ pub fn session_command(workspace: &Path, elf: &Path, port: u16) -> String {
     shell_join(&w)
 }
 
-/// The debugger to use: `$HOTMEM_GDB`, else `gdb-multiarch` from `PATH`.
-pub fn find_gdb() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("HOTMEM_GDB") {
-        return Some(PathBuf::from(p));
+/// Environment variable naming another gdb binary.
+pub const GDB_ENV: &str = "HOTMEM_GDB";
+
+/// The debugger to use: `$HOTMEM_GDB` (it must be an executable), else `gdb-multiarch` from
+/// `PATH`; `Ok(None)` when there is none. Installing it: [`crate::discover::ensure_gdb`].
+pub fn find_gdb() -> Result<Option<PathBuf>, String> {
+    if let Some(v) = std::env::var_os(GDB_ENV).filter(|v| !v.is_empty()) {
+        let name = v.to_string_lossy().into_owned();
+        return match crate::discover::which(&name) {
+            Some(p) => Ok(Some(p)),
+            None => Err(format!("${GDB_ENV} is `{name}`, which is not an executable file")),
+        };
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(GDB_BINARY))
-        .find(|p| p.is_file())
+    Ok(crate::discover::which(GDB_BINARY))
 }
 
 /// Marker echoed before each [`GdbBatch::step`] so the output can be split per step.
@@ -359,7 +364,7 @@ mod tests {
     /// A gdb that does not finish is SIGKILLed at its deadline. Skipped without gdb.
     #[test]
     fn hung_gdb_is_killed() {
-        let Some(gdb) = find_gdb() else {
+        let Ok(Some(gdb)) = find_gdb() else {
             eprintln!("{GDB_BINARY} not found; skipped");
             return;
         };

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::qmp::{MemoryDevice, OspmStatus, Qmp, QmpError, QmpEvent};
+use crate::qmp::{MemoryDevice, OspmStatus, PendingUnplug, Qmp, QmpError, QmpEvent};
 
 /// `ACPI_DEVICE_OST` source of an insert (ACPI "device check" / hot-add).
 pub const OST_SOURCE_INSERT: u64 = 1;
@@ -216,6 +216,8 @@ pub struct Plugged {
     pub elapsed: Duration,
     /// The guest's `dimm: slot=...` console line (filled in by [`crate::session::Session`]).
     pub guest_line: Option<String>,
+    /// Why a refusal may not be this DIMM's fault: refused DIMMs still plugged below it.
+    pub refused_before: Vec<String>,
 }
 
 impl Plugged {
@@ -245,6 +247,13 @@ impl Plugged {
         l.push_str(&format!(" size={}", format_size(self.size)));
         if !matches!(self.result, PlugResult::NoAnswer { .. }) {
             l.push_str(&format!(" time_ms={}", self.elapsed.as_millis()));
+        }
+        if let (PlugResult::Refused { .. }, [first, ..]) = (&self.result, self.refused_before.as_slice()) {
+            l.push_str(&format!(
+                " (the refused DIMM {} is still plugged below it and QEMU placed this one after it: \
+                 `:unplug {first}` first)",
+                self.refused_before.join(", ")
+            ));
         }
         l
     }
@@ -299,7 +308,8 @@ impl Unplugged {
             UnplugResult::Failed { message } => format!("unplug: id={id} failed: {message}"),
             UnplugResult::NoAnswer { after } => format!(
                 "unplug: id={id} timeout: no DEVICE_DELETED and no refusal after {:.1} s \
-                 (the DIMM stays plugged; `:unplug {id}` again retries)",
+                 (the DIMM is still plugged; if the guest ejects it later the runner deletes \
+                 its backend then; `:unplug {id}` again retries)",
                 after.as_secs_f64()
             ),
         }];
@@ -368,11 +378,22 @@ pub fn plug(qmp: &mut Qmp, size: u64, id: Option<&str>, timeout: Duration) -> Re
         Err(QmpError::Timeout { after, .. }) => (PlugResult::NoAnswer { after }, None, t0.elapsed()),
         Err(e) => return Err(e),
     };
-    let dev = qmp
-        .query_memory_devices()?
-        .into_iter()
-        .find(|d| d.id.as_deref() == Some(id.as_str()));
+    let devices = qmp.query_memory_devices()?;
+    let dev = devices.iter().find(|d| d.id.as_deref() == Some(id.as_str())).cloned();
+    let mut refused_before = Vec::new();
+    if let (PlugResult::Refused { .. }, Some(d)) = (&result, &dev) {
+        let ospm = qmp.query_acpi_ospm_status().unwrap_or_default();
+        for other in devices.iter().filter(|o| o.kind == "dimm" && o.addr < d.addr) {
+            let refused = ospm.iter().any(|s| {
+                other.slot.is_some() && s.slot_number() == other.slot && s.source == OST_SOURCE_INSERT && s.status != 0
+            });
+            if let (true, Some(oid)) = (refused, &other.id) {
+                refused_before.push(oid.clone());
+            }
+        }
+    }
     Ok(Plugged {
+        refused_before,
         slot: dev.as_ref().and_then(|d| d.slot),
         addr: dev.as_ref().map(|d| d.addr),
         id,
@@ -388,6 +409,8 @@ pub fn plug(qmp: &mut Qmp, size: u64, id: Option<&str>, timeout: Duration) -> Re
 /// `:unplug`: `device_del`, then waits up to `timeout` for `DEVICE_DELETED`, the guest's eject
 /// refusal, or QEMU's unplug error; after `DEVICE_DELETED` the backend is deleted.
 pub fn unplug(qmp: &mut Qmp, id: &str, timeout: Duration) -> Result<Unplugged, QmpError> {
+    // This wait takes over an earlier unplug of the same id that got no answer.
+    qmp.ledger.pending_unplugs.remove(id);
     let device = qmp
         .query_memory_devices()?
         .into_iter()
@@ -422,7 +445,18 @@ pub fn unplug(qmp: &mut Qmp, id: &str, timeout: Duration) -> Result<Unplugged, Q
             };
             (r, e.received.saturating_duration_since(t0))
         }
-        Err(QmpError::Timeout { after, .. }) => (UnplugResult::NoAnswer { after }, t0.elapsed()),
+        Err(QmpError::Timeout { after, .. }) => {
+            // The guest may still eject it (e.g. it was paused, or held in gdb): its
+            // DEVICE_DELETED is noticed whenever it comes ([`reap_late_unplugs`]).
+            qmp.ledger.pending_unplugs.insert(
+                id.to_string(),
+                PendingUnplug {
+                    memdev: device.as_ref().and_then(|d| d.memdev_id()).map(String::from),
+                    sent: t0,
+                },
+            );
+            (UnplugResult::NoAnswer { after }, t0.elapsed())
+        }
         Err(e) => return Err(e),
     };
     let object_del = match (&result, device.as_ref().and_then(|d| d.memdev_id())) {
@@ -437,6 +471,157 @@ pub fn unplug(qmp: &mut Qmp, id: &str, timeout: Duration) -> Result<Unplugged, Q
         object_del,
         guest_line: None,
     })
+}
+
+/// Handles the `DEVICE_DELETED` events of unplugs whose wait had ended ([`unplug`] gave
+/// `NoAnswer`): deletes each one's backend and returns a line for each. Called before every
+/// host command, while the interactive console idles, and at exit ([`exit_report`]).
+pub fn reap_late_unplugs(qmp: &mut Qmp) -> Vec<String> {
+    let _ = qmp.poll();
+    let late = std::mem::take(&mut qmp.ledger.late_deletes);
+    late.into_iter()
+        .map(|l| {
+            let head = format!(
+                "unplug: id={} deleted late: the guest ejected it {:.1} s after device_del, after the runner stopped waiting",
+                l.id,
+                l.after.as_secs_f64()
+            );
+            match l.memdev {
+                None => head,
+                Some(m) if qmp.is_closed() => {
+                    // Reported here, not again as a backend left over.
+                    qmp.ledger.backends.remove(&m);
+                    format!("{head}; QEMU has exited (backend {m} went with it)")
+                }
+                Some(m) => match qmp.object_del(&m) {
+                    Ok(()) => format!("{head}; backend {m} deleted"),
+                    Err(e) => format!("{head}; warning: object-del {m}: {e}"),
+                },
+            }
+        })
+        .collect()
+}
+
+/// What the runner reports when the run ends: late ejects handled now ([`reap_late_unplugs`]),
+/// then every DIMM or backend still present — asked of QEMU when it still runs, else from what
+/// this connection made and saw go away ([`crate::qmp::Ledger`]). Empty when nothing is left.
+pub fn exit_report(qmp: &mut Qmp) -> Vec<String> {
+    let mut lines = reap_late_unplugs(qmp);
+    let live = if qmp.is_closed() {
+        None
+    } else {
+        qmp.query_memory_devices().and_then(|d| Ok((d, qmp.objects()?))).ok()
+    };
+    let (devices, backends): (Vec<(String, String)>, Vec<String>) = match live {
+        Some((devs, objs)) => {
+            let devices: Vec<(String, String)> = devs
+                .iter()
+                .filter(|d| d.kind == "dimm")
+                .map(|d| {
+                    (
+                        d.id.clone().unwrap_or_else(|| "-".into()),
+                        d.memdev_id().unwrap_or("-").to_string(),
+                    )
+                })
+                .collect();
+            let used: Vec<&str> = devices.iter().map(|(_, m)| m.as_str()).collect();
+            let backends = objs
+                .into_iter()
+                .filter(|o| qmp.ledger.backends.contains(o) && !used.contains(&o.as_str()))
+                .collect();
+            (devices, backends)
+        }
+        None => {
+            let l = &qmp.ledger;
+            let devices: Vec<(String, String)> = l.devices.iter().map(|(i, m)| (i.clone(), m.clone())).collect();
+            let backends = l
+                .backends
+                .iter()
+                .filter(|b| !l.devices.values().any(|m| m == *b))
+                .cloned()
+                .collect();
+            (devices, backends)
+        }
+    };
+    let when = if qmp.is_closed() { "when QEMU exited" } else { "at exit" };
+    for (id, memdev) in devices {
+        let pending = if qmp.ledger.pending_unplugs.contains_key(&id) {
+            " (its unplug got no answer)"
+        } else {
+            ""
+        };
+        lines.push(format!(
+            "exit: DIMM {id} (backend {memdev}) was still plugged {when}{pending}"
+        ));
+    }
+    for b in backends {
+        lines.push(format!(
+            "exit: backend {b} was still present {when}, with no DIMM using it"
+        ));
+    }
+    lines
+}
+
+/// Whether the VM runs (`query-status`); `None` when QEMU does not answer.
+pub fn vm_running(qmp: &mut Qmp) -> Option<bool> {
+    qmp.execute("query-status", None).ok()?.get("running")?.as_bool()
+}
+
+/// Does the machine have an ACPI device (on `virt`: the GED, made only for firmware boots)?
+/// `query-acpi-ospm-status` fails with "missing ACPI device" without one.
+pub fn has_acpi_ged(qmp: &mut Qmp) -> Result<bool, QmpError> {
+    match qmp.query_acpi_ospm_status() {
+        Ok(_) => Ok(true),
+        Err(QmpError::Command { desc, .. }) if desc.contains("ACPI device") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The refusal of a command that needs the GED on a machine without one.
+pub fn needs_ged(cmd: &HostCommand) -> Option<&'static str> {
+    match cmd {
+        HostCommand::Plug { .. } => Some("plug"),
+        HostCommand::Unplug { .. } => Some("unplug"),
+        HostCommand::Powerdown => Some("powerdown"),
+        _ => None,
+    }
+}
+
+/// What every host command does first: handle late ejects (their lines come first), and
+/// refuse, before doing anything, a command this machine cannot carry out (`:plug`,
+/// `:unplug`, `:powerdown` without the GED of a firmware boot).
+pub fn preflight(qmp: &mut Qmp, cmd: &HostCommand) -> (Vec<String>, Option<HostReply>) {
+    let late = reap_late_unplugs(qmp);
+    let mut refusal = needs_ged(cmd).and_then(|name| match has_acpi_ged(qmp) {
+        Ok(true) => None,
+        Ok(false) => Some(HostReply::error(format!(
+            "{name}: error: needs --boot firmware: this machine has no ACPI GED (QEMU gives `virt` one, \
+             with DIMM hotplug and the power button, only when the kernel is loaded with -bios)"
+        ))),
+        Err(e) => Some(HostReply::error(format!("{name}: error: {e}"))),
+    });
+    if let (None, HostCommand::Plug { id: Some(id), .. }) = (&refusal, cmd) {
+        refusal = match id_in_use(qmp, id) {
+            Ok(None) => None,
+            Ok(Some(what)) => Some(HostReply::error(format!(
+                "plug: error: id `{id}` is in use ({what}): `:unplug {id}` first, or choose another ID"
+            ))),
+            Err(e) => Some(HostReply::error(format!("plug: error: {e}"))),
+        };
+    }
+    (late, refusal)
+}
+
+/// What already uses a DIMM id: the device, or its backend `mem-<id>`.
+fn id_in_use(qmp: &mut Qmp, id: &str) -> Result<Option<String>, QmpError> {
+    let memdev = format!("mem-{id}");
+    if qmp.query_memory_devices()?.iter().any(|d| d.id.as_deref() == Some(id)) {
+        return Ok(Some(format!("DIMM {id} is plugged")));
+    }
+    if qmp.objects()?.contains(&memdev) {
+        return Ok(Some(format!("backend {memdev} exists")));
+    }
+    Ok(None)
 }
 
 /// One DIMM as QEMU sees it: the device and its slot's OSPM status.
@@ -470,7 +655,11 @@ impl fmt::Display for DimmRow {
 /// `:dimms`: every pc-dimm with the OSPM status of its slot.
 pub fn dimm_rows(qmp: &mut Qmp) -> Result<Vec<DimmRow>, QmpError> {
     let devices = qmp.query_memory_devices()?;
-    let ospm = qmp.query_acpi_ospm_status()?;
+    // No ACPI device (a kernel/image boot): no OSPM status to show.
+    let ospm = match qmp.query_acpi_ospm_status() {
+        Err(QmpError::Command { desc, .. }) if desc.contains("ACPI device") => Vec::new(),
+        other => other?,
+    };
     Ok(devices
         .into_iter()
         .filter(|d| d.kind == "dimm")
@@ -531,7 +720,7 @@ impl HostReply {
         }
     }
 
-    fn error(line: String) -> Self {
+    pub fn error(line: String) -> Self {
         HostReply {
             error: true,
             ..HostReply::lines(vec![line])
@@ -561,6 +750,13 @@ pub fn run_host_line(qmp: &mut Qmp, line: &str, t: HostTimeouts) -> HostReply {
         Ok(c) => c,
         Err(e) => return HostReply::error(format!("{}: error: {e}", label(line))),
     };
+    let (late, refusal) = preflight(qmp, &cmd);
+    let mut reply = refusal.unwrap_or_else(|| run_parsed(qmp, line, cmd, t));
+    reply.lines.splice(0..0, late);
+    reply
+}
+
+fn run_parsed(qmp: &mut Qmp, line: &str, cmd: HostCommand, t: HostTimeouts) -> HostReply {
     let name = label(line);
     let res: Result<HostReply, QmpError> = (|| {
         Ok(match cmd {
@@ -718,6 +914,7 @@ mod tests {
             ost: None,
             elapsed: Duration::from_millis(85),
             guest_line: None,
+            refused_before: Vec::new(),
         };
         assert_eq!(
             p.line(),

@@ -26,7 +26,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::host_cmd::{run_host_line, After, HostTimeouts};
+use crate::host_cmd::{exit_report, reap_late_unplugs, run_host_line, After, HostTimeouts};
 use crate::qmp::{Qmp, DEFAULT_CONNECT_TIMEOUT};
 use crate::run::QemuRun;
 use crate::session::SocketDir;
@@ -234,6 +234,15 @@ pub fn run_interactive(run: &QemuRun) -> io::Result<(ExitStatus, bool)> {
             let _ = child.kill();
             break (child.wait()?, true);
         }
+        // An eject the runner stopped waiting for: delete its backend as soon as it comes.
+        if let Some(q) = qmp
+            .as_mut()
+            .filter(|q| !q.ledger.pending_unplugs.is_empty() || !q.ledger.late_deletes.is_empty())
+        {
+            for l in reap_late_unplugs(q) {
+                out(&format!("\n{l}\n"));
+            }
+        }
         let chunk = if stdin_open {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(c) => c,
@@ -289,6 +298,11 @@ pub fn run_interactive(run: &QemuRun) -> io::Result<(ExitStatus, bool)> {
             }
         }
     };
+    if let Some(q) = qmp.as_mut() {
+        for l in exit_report(q) {
+            eprintln!("hotmem: {l}");
+        }
+    }
     drop(qmp);
     drop(sock);
     // The copier ends with QEMU's stdout; give it a moment to print the last bytes.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use hotmem_qemu::cli::{self, Action, Options};
 use hotmem_qemu::discover::{self, InstallPolicy, QEMU_BINARY};
 use hotmem_qemu::kernel::{self, BuildOptions, Kernel};
-use hotmem_qemu::run::{self, DEFAULT_GDB_PORT};
+use hotmem_qemu::run;
 use hotmem_qemu::session::{Session, SocketDir};
 use hotmem_qemu::util::shell_join;
 
@@ -27,17 +27,11 @@ fn main() -> ExitCode {
 
 fn run(o: Options) -> i32 {
     let ws = kernel::workspace_root();
-    let gdb_port = if !o.gdb {
-        None
-    } else if let Some(p) = o.gdb_port {
-        Some(p)
-    } else {
-        match run::free_gdb_port(DEFAULT_GDB_PORT) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                eprintln!("hotmem: cannot find a free port for the gdbstub: {e}");
-                return 1;
-            }
+    let gdb_port = match o.resolve_gdb_port() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("hotmem: cannot find a free port for the gdbstub: {e}");
+            return 1;
         }
     };
     // Also gives firmware boots DIMM slots by default (see `--help`).
@@ -86,10 +80,16 @@ fn run(o: Options) -> i32 {
     if let Some(p) = gdb_port {
         eprintln!("hotmem: QEMU is halted until gdb attaches to 127.0.0.1:{p}; in another terminal run:");
         eprintln!("    {}", run::gdb_command(&r.kernel.elf, p));
+        if let Err(e) = discover::find_gdb_or_howto() {
+            eprintln!("hotmem: {e}");
+        }
     }
 
     if o.batch() {
         let cmds = o.exec.clone().unwrap_or_default();
+        if let Some(n) = cli::script_end_note(&o) {
+            eprintln!("hotmem: {n}");
+        }
         if let Some(t) = r.timeout {
             eprintln!(
                 "hotmem: driving the console; QEMU is killed after {} s",
@@ -99,7 +99,7 @@ fn run(o: Options) -> i32 {
         let out = match Session::start(r) {
             Ok(s) => s.run_script(&cmds),
             Err(e) => {
-                eprintln!("hotmem: cannot start QEMU: {e}");
+                eprintln!("hotmem: {e}");
                 return 1;
             }
         };

@@ -20,7 +20,7 @@
 //! socket ([`QmpError::Closed`]). Replies to commands that timed out are discarded when they
 //! arrive late (their `id` no longer matches).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::Shutdown;
@@ -196,6 +196,39 @@ impl OspmStatus {
     }
 }
 
+/// A `device_del` whose outcome did not come in time: the guest may still eject the device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingUnplug {
+    /// The device's backend (deleted once the device is).
+    pub memdev: Option<String>,
+    /// When `device_del` was sent.
+    pub sent: Instant,
+}
+
+/// A device the guest ejected after the wait for it had ended ([`PendingUnplug`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LateDelete {
+    pub id: String,
+    pub memdev: Option<String>,
+    /// From `device_del` to the `DEVICE_DELETED` event.
+    pub after: Duration,
+}
+
+/// What this connection created and has not seen go away: kept up to date as commands succeed
+/// and as `DEVICE_DELETED` events arrive, so the runner can report (and clean up) what is
+/// left even after QEMU exited.
+#[derive(Clone, Debug, Default)]
+pub struct Ledger {
+    /// Backends made by [`Qmp::object_add_ram`] and not deleted by [`Qmp::object_del`].
+    pub backends: BTreeSet<String>,
+    /// DIMMs added by [`Qmp::device_add_dimm`] (id → backend) without a `DEVICE_DELETED` yet.
+    pub devices: BTreeMap<String, String>,
+    /// `device_del` requests still without an outcome (id → request).
+    pub pending_unplugs: BTreeMap<String, PendingUnplug>,
+    /// Pending unplugs whose `DEVICE_DELETED` has arrived, not yet handled.
+    pub late_deletes: Vec<LateDelete>,
+}
+
 enum Incoming {
     Msg(Value, Instant),
     Bad(String),
@@ -217,6 +250,8 @@ pub struct Qmp {
     /// Last commands/replies/events, for failure reports (bounded).
     transcript: VecDeque<String>,
     log: Option<std::fs::File>,
+    /// Devices and backends this connection made, and unplugs still open.
+    pub ledger: Ledger,
 }
 
 const TRANSCRIPT_LINES: usize = 200;
@@ -298,6 +333,7 @@ impl Qmp {
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             transcript: VecDeque::new(),
             log: None,
+            ledger: Ledger::default(),
         })
     }
 
@@ -349,6 +385,18 @@ impl Qmp {
         };
         self.next_seq += 1;
         self.note(format!("EV {} {}", e.name, e.data));
+        if e.name == "DEVICE_DELETED" {
+            if let Some(id) = e.device() {
+                self.ledger.devices.remove(id);
+                if let Some(p) = self.ledger.pending_unplugs.remove(id) {
+                    self.ledger.late_deletes.push(LateDelete {
+                        id: id.to_string(),
+                        memdev: p.memdev,
+                        after: received.saturating_duration_since(p.sent),
+                    });
+                }
+            }
+        }
         if self.events.len() >= MAX_QUEUED_EVENTS {
             self.events.pop_front();
         }
@@ -409,6 +457,11 @@ impl Qmp {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// QEMU closed the connection (it exited).
+    pub fn is_closed(&self) -> bool {
+        self.closed
     }
 
     /// Moves whatever has arrived into the event queue, without waiting.
@@ -563,8 +616,9 @@ impl Qmp {
         self.execute(
             "object-add",
             Some(json!({"qom-type": "memory-backend-ram", "id": id, "size": size})),
-        )
-        .map(drop)
+        )?;
+        self.ledger.backends.insert(id.to_string());
+        Ok(())
     }
 
     /// `device_add` of a `pc-dimm` backed by the object `memdev`.
@@ -572,8 +626,9 @@ impl Qmp {
         self.execute(
             "device_add",
             Some(json!({"driver": "pc-dimm", "id": id, "memdev": memdev})),
-        )
-        .map(drop)
+        )?;
+        self.ledger.devices.insert(id.to_string(), memdev.to_string());
+        Ok(())
     }
 
     /// `device_del`: only a *request* for DIMMs; completion is the `DEVICE_DELETED` event.
@@ -583,7 +638,27 @@ impl Qmp {
 
     /// `object-del` (fails with "is in use" while a DIMM still uses the backend).
     pub fn object_del(&mut self, id: &str) -> Result<(), QmpError> {
-        self.execute("object-del", Some(json!({ "id": id }))).map(drop)
+        self.execute("object-del", Some(json!({ "id": id })))?;
+        self.ledger.backends.remove(id);
+        Ok(())
+    }
+
+    /// Ids of the objects under `/objects` (backends and others).
+    pub fn objects(&mut self) -> Result<Vec<String>, QmpError> {
+        Ok(self
+            .execute("qom-list", Some(json!({"path": "/objects"})))?
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|o| {
+                        o.get("type")
+                            .and_then(Value::as_str)
+                            .is_some_and(|t| t.starts_with("child<"))
+                    })
+                    .filter_map(|o| o.get("name").and_then(Value::as_str).map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     pub fn query_memory_devices(&mut self) -> Result<Vec<MemoryDevice>, QmpError> {

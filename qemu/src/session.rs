@@ -158,8 +158,18 @@ impl Session {
         let mut qmp = match qmp {
             Ok(q) => q,
             Err(e) => {
+                // QEMU may have made the socket and then refused its command line: its own
+                // message says why.
+                let t = std::time::Instant::now();
+                while console.try_status().is_none() && t.elapsed() < Duration::from_secs(2) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let why = match console.try_status() {
+                    Some(st) => format!("QEMU exited ({st}): {}", console.stderr_output().trim()),
+                    None => e.to_string(),
+                };
                 console.kill("QMP connection failed");
-                return Err(SessionError::Start(e.to_string()));
+                return Err(SessionError::Start(why));
             }
         };
         if let Some(d) = &run.log_dir {
@@ -266,8 +276,13 @@ impl Session {
 
     /// Ends the session (QEMU SIGKILLed if still running) and returns what it printed.
     pub fn finish(self) -> RunOutcome {
-        let Session { console, qmp, sock, .. } = self;
-        let out = console.finish();
+        let Session {
+            console, mut qmp, sock, ..
+        } = self;
+        // Asked while QEMU still runs (it is killed next).
+        let report = host_cmd::exit_report(&mut qmp);
+        let mut out = console.finish();
+        out.exit_report = report;
         drop(qmp);
         drop(sock);
         out
@@ -282,17 +297,25 @@ impl Session {
     pub fn run_script<S: AsRef<str>>(self, commands: &[S]) -> RunOutcome {
         let Session {
             console,
-            mut qmp,
+            qmp,
             timeouts,
             sock,
             ..
         } = self;
-        let out = console.run_script_with(commands, |con, cmd| {
+        let qmp = std::cell::RefCell::new(qmp);
+        let host = |con: &mut Console, cmd: &str| {
+            let mut qmp = qmp.borrow_mut();
             con.note_host(cmd.trim());
             let t = timeouts.capped(con.remaining());
             let reply = host_line(con, &mut qmp, t, cmd);
             con.note_host(&reply.text());
             match reply.after {
+                // A paused VM (`:qmp stop`, or held in gdb) prints no prompt: do not wait for
+                // one, say why the next guest command would wait.
+                After::Prompt if host_cmd::vm_running(&mut qmp) == Some(false) => {
+                    con.note_host("hotmem: the VM is paused: guest commands wait until it runs again (`:qmp cont`)");
+                    HostStep::AtPrompt
+                }
                 After::Prompt => {
                     con.skip_to_end();
                     match con.send_bytes(b"\r") {
@@ -302,7 +325,24 @@ impl Session {
                 }
                 After::Reboot | After::Exit => HostStep::WaitPrompt,
             }
-        });
+        };
+        // At every prompt: an eject the runner stopped waiting for gets its backend deleted
+        // as soon as it is seen, not only at the next host command.
+        let idle = |con: &mut Console| {
+            let mut qmp = qmp.borrow_mut();
+            if !qmp.ledger.pending_unplugs.is_empty() || !qmp.ledger.late_deletes.is_empty() {
+                for l in host_cmd::reap_late_unplugs(&mut qmp) {
+                    con.note_host(&l);
+                }
+            }
+        };
+        let out = console.run_script_hooked(commands, host, idle);
+        let mut qmp = qmp.into_inner();
+        let mut out = out;
+        out.exit_report = host_cmd::exit_report(&mut qmp);
+        for l in &out.exit_report {
+            eprintln!("hotmem: {l}");
+        }
         drop(qmp);
         drop(sock);
         out
@@ -409,15 +449,16 @@ pub fn unplug_on(con: &mut Console, qmp: &mut Qmp, t: HostTimeouts, id: &str) ->
 /// console line; `:reset` skips stale console output first. Never fails: errors become
 /// `<cmd>: error: ...` lines.
 pub fn host_line(con: &mut Console, qmp: &mut Qmp, t: HostTimeouts, line: &str) -> HostReply {
-    let err = |name: &str, e: &dyn fmt::Display| HostReply {
-        lines: vec![format!("{name}: error: {e}")],
-        after: After::Prompt,
-        error: true,
-        plugged: None,
-        unplugged: None,
+    let err = |name: &str, e: &dyn fmt::Display| HostReply::error(format!("{name}: error: {e}"));
+    let cmd = match parse_host_command(line) {
+        // `run_host_line` words the parse error.
+        Err(_) => return host_cmd::run_host_line(qmp, line, t),
+        Ok(c) => c,
     };
-    match parse_host_command(line) {
-        Ok(HostCommand::Plug { size, id }) => match plug_on(con, qmp, t, size, id.as_deref()) {
+    let (late, refusal) = host_cmd::preflight(qmp, &cmd);
+    let mut reply = match (refusal, cmd) {
+        (Some(r), _) => r,
+        (None, HostCommand::Plug { size, id }) => match plug_on(con, qmp, t, size, id.as_deref()) {
             Ok(p) => HostReply {
                 lines: vec![p.line()],
                 after: After::Prompt,
@@ -427,7 +468,7 @@ pub fn host_line(con: &mut Console, qmp: &mut Qmp, t: HostTimeouts, line: &str) 
             },
             Err(e) => err("plug", &e),
         },
-        Ok(HostCommand::Unplug { id }) => match unplug_on(con, qmp, t, &id) {
+        (None, HostCommand::Unplug { id }) => match unplug_on(con, qmp, t, &id) {
             Ok(u) => HostReply {
                 lines: u.lines(),
                 after: After::Prompt,
@@ -437,12 +478,14 @@ pub fn host_line(con: &mut Console, qmp: &mut Qmp, t: HostTimeouts, line: &str) 
             },
             Err(e) => err("unplug", &e),
         },
-        Ok(HostCommand::Reset) => {
+        (None, HostCommand::Reset) => {
             con.skip_to_end();
             host_cmd::run_host_line(qmp, line, t)
         }
-        _ => host_cmd::run_host_line(qmp, line, t),
-    }
+        (None, _) => host_cmd::run_host_line(qmp, line, t),
+    };
+    reply.lines.splice(0..0, late);
+    reply
 }
 
 #[cfg(test)]

@@ -134,6 +134,15 @@ pub fn qemu_path() -> std::path::PathBuf {
     }
 }
 
+/// The debugger (`$HOTMEM_GDB`, else `gdb-multiarch`, installed first when missing and we are
+/// root with apt-get, as QEMU is); panics with the commands to run otherwise.
+pub fn gdb_path() -> std::path::PathBuf {
+    match hotmem_qemu::discover::gdb_once(InstallPolicy::IfRoot) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// The kernel of `config`, built once per test process; panics with the build output.
 pub fn kernel(config: KernelConfig) -> Kernel {
     match build_kernel_once(config) {

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use hotmem_qemu::config::BootMode::Firmware;
 use hotmem_qemu::config::Granule::{self, K16, K4, K64};
 use hotmem_qemu::console::Console;
-use hotmem_qemu::gdb::{find_gdb, start_session, GdbBatch, GdbOutcome};
+use hotmem_qemu::gdb::{start_session, GdbBatch, GdbOutcome};
 use hotmem_qemu::util::tail_lines;
 use hotmem_tests::gdb::{compare_page, compare_walks, lines_with, parse_walk, ptdump_mapped, zone_lines, Layout, Walk};
 use hotmem_tests::{kernel, kv, run_timeout, BootCase, QemuSlot, TAIL_LINES};
@@ -43,10 +43,9 @@ const PROBE_PA: u64 = 0x8000_0000;
 /// Never probed: has no memmap.
 const HELD_BACK_PA: u64 = 0xc000_0000;
 
+/// gdb-multiarch, installed first when missing and we are root with apt-get (as QEMU is).
 fn gdb_binary() -> PathBuf {
-    find_gdb().unwrap_or_else(|| {
-        panic!("gdb-multiarch not found: `apt-get install gdb-multiarch` (.ci/run does) or set HOTMEM_GDB")
-    })
+    hotmem_tests::gdb_path()
 }
 
 /// The console side: every command's output, by a name.
