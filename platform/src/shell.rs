@@ -120,6 +120,7 @@ fn read_line(buf: &mut String) {
 #[cfg_attr(feature = "ktest", allow(dead_code))]
 pub fn run() -> ! {
     let mut line = String::new();
+    println!("Type 'help' for the commands; 'meminfo' shows memory, 'blocks' the memory blocks, 'poweroff' quits.");
     loop {
         print!("hotmem> ");
         read_line(&mut line);
@@ -137,8 +138,15 @@ fn no_args(args: &[&str]) -> Result<(), ShellError> {
 
 fn cmd_help(args: &[&str]) -> Result<(), ShellError> {
     no_args(args)?;
+    // Usage lines longer than the column go on a line of their own, so the help texts align.
+    const COL: usize = 36;
     for c in COMMANDS {
-        println!("  {:<12} {}", c.usage, c.help);
+        if c.usage.len() <= COL {
+            println!("  {:<COL$} {}", c.usage, c.help);
+        } else {
+            println!("  {}", c.usage);
+            println!("  {:<COL$} {}", "", c.help);
+        }
     }
     Ok(())
 }
@@ -360,7 +368,7 @@ fn cmd_remove(args: &[&str]) -> Result<(), ShellError> {
         arch::tlb::stats::all(),
     );
     let t0 = arch::cpu::counter();
-    let r = crate::hotplug::with_hotplug(|hp, ops| hp.remove_memory(ops, addr, size));
+    let r = crate::hotplug::with_hotplug(|hp, ops| hp.remove_unowned_memory(ops, addr, size));
     let cycles = arch::cpu::counter() - t0;
     if report("remove", r).is_some() {
         println!(
@@ -465,9 +473,7 @@ fn cmd_stress(args: &[&str]) -> Result<(), ShellError> {
                     if r.bad == 0 { "ok" } else { "FAILED" },
                     arch::cpu::counter() - t0
                 ),
-                Err(e) => {
-                    println!("stress: error: {e} (allocations made so far are kept; 'stress free' releases them)")
-                }
+                Err(e) => println!("stress: error: {e} (the allocations made are kept; 'stress free' releases them)"),
             }
         }
         _ => return Err(ShellError::Usage),
@@ -529,6 +535,13 @@ fn cmd_bench(args: &[&str]) -> Result<(), ShellError> {
     };
     if sizes.is_empty() || reps == 0 {
         return Err(ShellError::Usage);
+    }
+    if reps > crate::bench::MAX_REPS {
+        println!(
+            "bench: error: reps={reps} is more than {} (every rep adds, onlines, offlines and removes each size twice)",
+            crate::bench::MAX_REPS
+        );
+        return Ok(());
     }
     let sizes = sizes
         .iter()
