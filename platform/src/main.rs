@@ -268,6 +268,14 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     }
     smp::drop_identity_map();
     println!("smp: online={} of {} cpus", smp::online_count(), plat.cpus.len());
+    if plat.cpus.len() > smp::MAX_CPUS {
+        println!(
+            "smp: {} of the {} CPUs in the device tree stay off: this kernel brings up at most {} (smp::MAX_CPUS: per-CPU stacks, mailboxes and timer state are fixed arrays)",
+            plat.cpus.len() - smp::MAX_CPUS,
+            plat.cpus.len(),
+            smp::MAX_CPUS
+        );
+    }
     ged::init();
 
     let cycles = arch::cpu::counter() - t0;
