@@ -606,7 +606,9 @@ impl Hotplug {
         size: u64,
     ) -> Result<(), HotplugError> {
         if let Some((block, group)) = self.static_group_block(start, size) {
-            return Err(HotplugError::OwnedByGroup { block, group });
+            if !cfg!(feature = "mutant-dimm-remove-behind-driver") {
+                return Err(HotplugError::OwnedByGroup { block, group });
+            }
         }
         self.remove_memory(ops, start, size)
     }
@@ -734,7 +736,7 @@ impl Hotplug {
         }
         let zone = self.zone_for(id, online_type);
         if let Some((group, other)) = self.static_group_zone(id) {
-            if other != zone {
+            if other != zone && !cfg!(feature = "mutant-dimm-zone-split") {
                 return Err(HotplugError::GroupSplit {
                     block: id,
                     group,

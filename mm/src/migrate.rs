@@ -127,10 +127,14 @@ impl Handles {
     /// Allocate 2^order movable pages; the handle table grows fallibly (its memory is the
     /// kernel heap, which a large request can exhaust), and nothing is taken when it cannot.
     pub fn try_alloc<M: Memmap>(&mut self, a: &mut PageAlloc<M>, order: u32) -> Result<Handle, HandleError> {
-        let i = self.take_slot()?;
-        let Some(pfn) = a.alloc(order, AllocKind::Movable) else {
-            self.put_slot(i);
-            return Err(HandleError::NoMemory);
+        let pfn = a.alloc(order, AllocKind::Movable).ok_or(HandleError::NoMemory)?;
+        let i = match self.take_slot() {
+            Ok(i) => i,
+            Err(e) => {
+                // Give the block straight back: it was never handed out.
+                let _ = a.free(pfn, order);
+                return Err(e);
+            }
         };
         if let Some(s) = self.slot_mut(i) {
             *s = Slot::Used { pfn, order };

@@ -337,6 +337,7 @@ matrix!(
     leaf_splitting_removal_is_rejected,
     dimm_stays_in_one_zone,
     dimm_memory_is_not_removed_behind_its_driver,
+    handle_table_grows_and_gives_its_memory_back,
 );
 
 fn add_online_offline_remove_round_trip<C: Config>() {
@@ -1023,4 +1024,44 @@ fn dimm_memory_is_not_removed_behind_its_driver<C: Config>() {
     hp.offline_and_remove(&mut m, base::<C>(), 2 * bs).unwrap();
     assert!(hp.block(8).is_none() && hp.block(9).is_none());
     check_all(&m, &hp);
+}
+
+/// Issue 14: the handle table (stress bookkeeping) grows fallibly a chunk at a time, a failed
+/// allocation takes nothing, and emptying it gives its heap memory back.
+fn handle_table_grows_and_gives_its_memory_back<C: Config>() {
+    let g = C::GEOM;
+    let (mut m, mut hp) = boot::<C>();
+    hp.add_memory(&mut m, None, base::<C>(), g.section_size(), MOM).unwrap();
+    hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
+    assert_eq!((m.handles.heap_bytes(), m.handles.slot_count()), (0, 0));
+    let mut hs = Vec::new();
+    loop {
+        match m.handles.try_alloc(&mut m.alloc, 0) {
+            Ok(h) => hs.push(h),
+            Err(e) => {
+                assert_eq!(e, mm::migrate::HandleError::NoMemory);
+                break;
+            }
+        }
+    }
+    assert!(hs.len() as u64 > g.pages_per_section() / 2, "{} handles", hs.len());
+    assert_eq!((m.handles.live(), m.handles.slot_count()), (hs.len(), hs.len()));
+    assert!(m.handles.heap_bytes() >= hs.len() * 16);
+    // Free every other one, then reuse the freed slots before growing.
+    for h in hs.iter().step_by(2) {
+        m.handles.free(&mut m.alloc, *h).unwrap();
+    }
+    let n = hs.len();
+    let again = m.handles.try_alloc(&mut m.alloc, 0).unwrap();
+    assert!((again.0 as usize) < n && m.handles.slot_count() == n);
+    m.handles.free(&mut m.alloc, again).unwrap();
+    for h in hs.iter().skip(1).step_by(2) {
+        m.handles.free(&mut m.alloc, *h).unwrap();
+    }
+    assert_eq!(
+        (m.handles.live(), m.handles.heap_bytes(), m.handles.slot_count()),
+        (0, 0, 0)
+    );
+    check_all(&m, &hp);
+    hp.offline_block(&mut m, 8).unwrap();
 }
