@@ -495,17 +495,31 @@ fn cmd_pin(args: &[&str]) -> Result<(), ShellError> {
         return Err(ShellError::Usage);
     };
     let (addr, size) = (parse_u64(addr)?, parse_u64(size)?);
-    let mut others = alloc::vec::Vec::new();
+    // Take kernel pages until one lands in the range. The pages passed over are chained
+    // through their own first word (they are ours until freed below), so the search needs no
+    // heap however much RAM it walks through.
+    const END: u64 = u64::MAX;
+    let mut others = END;
     let mut found = None;
     while let Some(pa) = memory::alloc_pages(0) {
         if (addr..addr.saturating_add(size)).contains(&pa) {
             found = Some(pa);
             break;
         }
-        others.push(pa);
+        // SAFETY: a page just allocated for us, reached through the linear map.
+        unsafe { (layout::phys_to_virt(pa) as *mut u64).write(others) };
+        others = pa;
     }
-    for pa in others {
-        let _ = memory::free_pages(pa, 0);
+    while others != END {
+        // SAFETY: a page of the chain above, still ours; its first word links the next.
+        let next = unsafe { (layout::phys_to_virt(others) as *const u64).read() };
+        let _ = memory::free_pages(others, 0);
+        others = next;
+    }
+    if found.is_some() && PINNED.lock().try_reserve(1).is_err() {
+        let _ = memory::free_pages(found.take().unwrap_or_default(), 0);
+        println!("pin: error: no kernel heap left to record the pinned page ('unpin' releases the others)");
+        return Ok(());
     }
     match found {
         Some(pa) => {
@@ -547,6 +561,14 @@ fn cmd_bench(args: &[&str]) -> Result<(), ShellError> {
         .iter()
         .map(|s| parse_u64(s))
         .collect::<Result<alloc::vec::Vec<u64>, _>>()?;
+    let block = layout::G.section_size();
+    if let Some(bad) = sizes.iter().find(|&&s| s == 0 || s % block != 0) {
+        println!(
+            "bench: error: size {bad:#x} is not a non-zero multiple of the memory block size ({})",
+            layout::Size(block)
+        );
+        return Ok(());
+    }
     if let Err(e) = crate::bench::run(&sizes, reps) {
         println!("bench: error: {e}");
     }

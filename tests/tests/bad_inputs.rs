@@ -158,6 +158,46 @@ fn bench_reps_are_bounded() {
     s.expect_baseline(base);
 }
 
+/// `pin` of a range with no free kernel page walked all of RAM collecting the pages it passed
+/// over in a heap Vec, which outgrew the heap on 3 GiB (panic). Now they are chained through
+/// the pages themselves.
+#[test]
+fn pin_without_a_page_in_range() {
+    let mut s = Shell::boot(shell_4k().no_append());
+    let base = s.counters();
+    let r = s.cmd("pin 0 0x1000");
+    s.expect_line(
+        "pin 0 0x1000",
+        &r,
+        "pin: error: no free kernel page in 0x0+0x1000 (is it online in ZONE_NORMAL?)",
+    );
+    s.expect_baseline(base);
+}
+
+/// `bench` sizes that cannot be hot-added are refused before anything runs.
+#[test]
+fn bench_sizes_are_checked() {
+    let mut s = Shell::boot(shell_4k());
+    let base = s.counters();
+    for (cmd, want) in [
+        (
+            "bench 0",
+            "bench: error: size 0x0 is not a non-zero multiple of the memory block size (128 MiB)",
+        ),
+        (
+            "bench 0xffffffffffffffff",
+            "bench: error: size 0xffffffffffffffff is not a non-zero multiple of the memory block size (128 MiB)",
+        ),
+    ] {
+        let r = s.cmd(cmd);
+        s.expect_line(cmd, &r, want);
+        if r.lines().filter(|l| l.starts_with("bench:")).count() > 1 {
+            s.fail(&format!("`{cmd}`: expected only the error line, got:\n{r}"));
+        }
+    }
+    s.expect_baseline(base);
+}
+
 /// Item 10 (kernel side): `mem=1` used to boot into a FATAL; it is refused like `mem=0`.
 #[test]
 fn tiny_mem_limit_is_refused() {
