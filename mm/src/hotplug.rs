@@ -193,6 +193,14 @@ impl core::fmt::Display for HotplugError {
         match *self {
             Misaligned {
                 start,
+                size: 0,
+                block_size,
+            } => write!(
+                f,
+                "range {start:#x}+0x0 is empty: the size must be a non-zero multiple of the memory block size {block_size:#x}"
+            ),
+            Misaligned {
+                start,
                 size,
                 block_size,
             } => write!(

@@ -174,6 +174,40 @@ fn pin_without_a_page_in_range() {
     s.expect_baseline(base);
 }
 
+/// Item 13 (kernel side): argument errors say what was wrong, not just the usage; a zero size
+/// is "empty", not "not aligned"; `touch` refuses device memory; arrow keys and Ctrl-U edit
+/// the line instead of typing `[A`.
+#[test]
+fn argument_errors_say_what_was_wrong() {
+    let mut s = Shell::boot(shell_4k());
+    let base = s.counters();
+    for (cmd, want) in [
+        ("online 16 bogus", "error: 'bogus' is not a zone (kernel, movable or auto)"),
+        ("online 16 kernel extra", "error: unexpected argument 'extra'"),
+        ("probe a b extra", "error: unexpected argument 'extra'"),
+        ("probe 0x80000000", "error: missing argument(s)"),
+        (
+            "probe 0x80000000 0",
+            "probe: error: range 0x80000000+0x0 is empty: the size must be a non-zero multiple of the memory block size 0x8000000",
+        ),
+        (
+            "touch 0xffff820000000000",
+            "touch: error: 0xffff820000000000 is in the ioremap window (device registers: a read can have side effects)",
+        ),
+    ] {
+        let r = s.cmd(cmd);
+        s.expect_line(cmd, &r, want);
+    }
+    // Up/down arrows, then the command; a mistyped line erased with Ctrl-U, then the command.
+    for typed in ["\x1b[A\x1b[Bcpus", "bogus\x15cpus"] {
+        let r = s.cmd(typed);
+        if !r.lines().any(|l| l.starts_with("cpus: online=2 ")) {
+            s.fail(&format!("{typed:?} should run `cpus`, got:\n{r}"));
+        }
+    }
+    s.expect_baseline(base);
+}
+
 /// `bench` sizes that cannot be hot-added are refused before anything runs.
 #[test]
 fn bench_sizes_are_checked() {
