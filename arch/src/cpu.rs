@@ -118,6 +118,21 @@ pub fn smccc(conduit: Conduit, fid: u32, a1: u64, a2: u64, a3: u64) -> i64 {
     x0 as i64
 }
 
+/// Write a NUL-terminated string to the semihosting console (SYS_WRITE0; QEMU prints it on
+/// its own stderr). Needs no mapped device: the way to report a failure before the UART is
+/// mapped. `s` must end with a NUL byte; otherwise nothing is written.
+#[cfg(target_arch = "aarch64")]
+pub fn semihosting_write0(s: &[u8]) {
+    if s.last() != Some(&0) {
+        return;
+    }
+    // SAFETY: `hlt #0xf000` is the A64 semihosting trap; SYS_WRITE0 (4) reads the string at x1
+    // up to its NUL, which `s` holds; x0 may be clobbered.
+    unsafe {
+        core::arch::asm!("hlt #0xf000", inout("x0") 4u64 => _, in("x1") s.as_ptr(), options(nostack));
+    }
+}
+
 /// Exit QEMU with `code` through semihosting SYS_EXIT (needs `-semihosting`; this is
 /// how test kernels and refused boots report a status). Falls back to parking the CPU.
 #[cfg(target_arch = "aarch64")]

@@ -170,6 +170,19 @@ pub enum HotplugError {
     GroupInUse(GroupId),
     /// The page allocator refused a range it should manage (an internal inconsistency).
     Allocator(crate::buddy::BuddyError),
+    /// Block `block` belongs to static group `group` (a DIMM) whose online blocks are in
+    /// `zone`: a DIMM is onlined into one zone (Linux keeps a static group's memory together
+    /// so the whole DIMM can be unplugged).
+    GroupSplit {
+        block: BlockId,
+        group: GroupId,
+        zone: ZoneId,
+    },
+    /// Block `block` belongs to static group `group` (a DIMM): its driver removes it, on eject.
+    OwnedByGroup {
+        block: BlockId,
+        group: GroupId,
+    },
     /// Failure injected by a test double.
     Injected,
 }
@@ -178,6 +191,14 @@ impl core::fmt::Display for HotplugError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         use HotplugError::*;
         match *self {
+            Misaligned {
+                start,
+                size: 0,
+                block_size,
+            } => write!(
+                f,
+                "range {start:#x}+0x0 is empty: the size must be a non-zero multiple of the memory block size {block_size:#x}"
+            ),
             Misaligned {
                 start,
                 size,
@@ -214,6 +235,19 @@ impl core::fmt::Display for HotplugError {
             NoSuchGroup(g) => write!(f, "memory group {g} does not exist"),
             GroupInUse(g) => write!(f, "memory group {g} is in use"),
             Allocator(e) => write!(f, "the page allocator refused the range: {e:?}"),
+            GroupSplit { block, group, zone } => write!(
+                f,
+                "memory block {block} is part of DIMM group {group}, whose other blocks are online in {}: a DIMM stays in one zone (online it as {}, or offline the whole DIMM first)",
+                zone.name(),
+                match zone {
+                    ZoneId::Normal => "kernel",
+                    ZoneId::Movable => "movable",
+                }
+            ),
+            OwnedByGroup { block, group } => write!(
+                f,
+                "memory block {block} belongs to DIMM group {group}: DIMM memory is removed by unplugging the DIMM (:unplug on the host), not by remove"
+            ),
             Injected => write!(f, "injected failure"),
         }
     }
@@ -531,6 +565,11 @@ impl Hotplug {
 
     /// The zone `online_type` resolves to for block `id` (Linux `zone_for_pfn_range`).
     pub fn zone_for(&self, id: BlockId, online_type: OnlineType) -> ZoneId {
+        if online_type == OnlineType::Auto {
+            if let Some((_, zone)) = self.static_group_zone(id) {
+                return zone; // a DIMM is onlined into one zone
+            }
+        }
         match online_type {
             OnlineType::Kernel => ZoneId::Normal,
             OnlineType::Movable => ZoneId::Movable,
@@ -539,6 +578,47 @@ impl Hotplug {
                 OnlinePolicy::AutoMovable => self.auto_movable_zone(id),
             },
         }
+    }
+
+    /// For a block of a static group (a DIMM) that has other blocks online: the group and
+    /// their zone.
+    fn static_group_zone(&self, id: BlockId) -> Option<(GroupId, ZoneId)> {
+        let gid = self.blocks.get(&id)?.group?;
+        if !matches!(self.groups.get(&gid)?.kind, GroupKind::Static { .. }) {
+            return None;
+        }
+        self.blocks
+            .values()
+            .filter(|o| o.id != id && o.group == Some(gid))
+            .find_map(|o| o.zone)
+            .map(|z| (gid, z))
+    }
+
+    /// The first block of `[start, start + size)` that belongs to a static group (a DIMM).
+    pub fn static_group_block(&self, start: u64, size: u64) -> Option<(BlockId, GroupId)> {
+        let bs = self.block_size();
+        let (first, end) = (start / bs, start.saturating_add(size).div_ceil(bs));
+        self.blocks.range(first..end).map(|(_, b)| b).find_map(|b| {
+            let g = b.group?;
+            matches!(self.groups.get(&g)?.kind, GroupKind::Static { .. }).then_some((b.id, g))
+        })
+    }
+
+    /// `remove_memory` for memory no driver owns (the shell's `remove`, Linux's probe
+    /// interface): a DIMM's blocks are refused, since only its driver may remove them (on
+    /// eject), and its state must stay what the driver believes.
+    pub fn remove_unowned_memory(
+        &mut self,
+        ops: &mut impl HotplugOps,
+        start: u64,
+        size: u64,
+    ) -> Result<(), HotplugError> {
+        if let Some((block, group)) = self.static_group_block(start, size) {
+            if !cfg!(feature = "mutant-dimm-remove-behind-driver") {
+                return Err(HotplugError::OwnedByGroup { block, group });
+            }
+        }
+        self.remove_memory(ops, start, size)
     }
 
     fn contig_zone(&self, id: BlockId) -> ZoneId {
@@ -663,6 +743,15 @@ impl Hotplug {
             });
         }
         let zone = self.zone_for(id, online_type);
+        if let Some((group, other)) = self.static_group_zone(id) {
+            if other != zone && !cfg!(feature = "mutant-dimm-zone-split") {
+                return Err(HotplugError::GroupSplit {
+                    block: id,
+                    group,
+                    zone: other,
+                });
+            }
+        }
         self.set_state(id, BlockState::GoingOnline);
         let n_vm = b.nr_vmemmap_pages();
         if n_vm > 0 {

@@ -16,63 +16,176 @@ use alloc::vec::Vec;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Handle(pub u32);
 
+/// Handle-table slots per chunk: the table grows a chunk (64 KiB) at a time, so it never needs
+/// one large contiguous allocation from the kernel heap.
+const CHUNK: usize = 4096;
+
+/// One handle-table entry: in use (where the allocation is) or free (next free slot).
+#[derive(Clone, Copy, Debug)]
+enum Slot {
+    Used { pfn: u64, order: u32 },
+    Free { next: u32 },
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
 /// Where each movable allocation lives now.
-#[derive(Default)]
 pub struct Handles {
-    /// (pfn, order) per handle; `None` = free slot.
-    slots: Vec<Option<(u64, u32)>>,
-    free_slots: Vec<u32>,
+    /// Slot `i` is `chunks[i / CHUNK][i % CHUNK]`; chunks are allocated fallibly.
+    chunks: Vec<Vec<Slot>>,
+    /// Slots handed out so far (the rest of the last chunk is untouched).
+    used_slots: usize,
+    /// Head of the free-slot list threaded through `Slot::Free`.
+    free_head: u32,
+    /// Live handles.
+    live: usize,
     /// Pages moved by migration so far.
     pub migrated_pages: u64,
+}
+
+impl Default for Handles {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Handles {
     pub const fn new() -> Self {
         Handles {
-            slots: Vec::new(),
-            free_slots: Vec::new(),
+            chunks: Vec::new(),
+            used_slots: 0,
+            free_head: NO_SLOT,
+            live: 0,
             migrated_pages: 0,
         }
     }
 
+    fn slot(&self, i: usize) -> Option<&Slot> {
+        if i >= self.used_slots {
+            return None;
+        }
+        self.chunks.get(i / CHUNK)?.get(i % CHUNK)
+    }
+
+    fn slot_mut(&mut self, i: usize) -> Option<&mut Slot> {
+        if i >= self.used_slots {
+            return None;
+        }
+        self.chunks.get_mut(i / CHUNK)?.get_mut(i % CHUNK)
+    }
+
     pub fn get(&self, h: Handle) -> Option<(u64, u32)> {
-        self.slots.get(h.0 as usize).copied().flatten()
+        match self.slot(h.0 as usize)? {
+            Slot::Used { pfn, order } => Some((*pfn, *order)),
+            Slot::Free { .. } => None,
+        }
+    }
+
+    /// Point a live handle at its new frame (migration).
+    fn set(&mut self, h: Handle, pfn: u64, order: u32) {
+        if let Some(s @ Slot::Used { .. }) = self.slot_mut(h.0 as usize) {
+            *s = Slot::Used { pfn, order };
+        }
     }
 
     pub fn live(&self) -> usize {
-        self.slots.iter().filter(|s| s.is_some()).count()
+        self.live
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (Handle, u64, u32)> + '_ {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.map(|(p, o)| (Handle(i as u32), p, o)))
+        (0..self.used_slots).filter_map(|i| self.get(Handle(i as u32)).map(|(p, o)| (Handle(i as u32), p, o)))
     }
 
     /// Allocate 2^order movable pages.
     pub fn alloc<M: Memmap>(&mut self, a: &mut PageAlloc<M>, order: u32) -> Option<Handle> {
-        let pfn = a.alloc(order, AllocKind::Movable)?;
-        let idx = match self.free_slots.pop() {
-            Some(i) => i,
-            None => {
-                self.slots.push(None);
-                (self.slots.len() - 1) as u32
+        self.try_alloc(a, order).ok()
+    }
+
+    /// A free slot index, growing the table by a chunk (fallibly) when none is left.
+    fn take_slot(&mut self) -> Result<usize, HandleError> {
+        if self.free_head != NO_SLOT {
+            let i = self.free_head as usize;
+            if let Some(Slot::Free { next }) = self.slot(i) {
+                self.free_head = *next;
+                return Ok(i);
+            }
+        }
+        if self.used_slots >= NO_SLOT as usize {
+            return Err(HandleError::NoBookkeeping);
+        }
+        if self.used_slots == self.chunks.len() * CHUNK {
+            let mut chunk = Vec::new();
+            chunk.try_reserve_exact(CHUNK).map_err(|_| HandleError::NoBookkeeping)?;
+            self.chunks.try_reserve(1).map_err(|_| HandleError::NoBookkeeping)?;
+            chunk.resize(CHUNK, Slot::Free { next: NO_SLOT });
+            self.chunks.push(chunk);
+        }
+        self.used_slots += 1;
+        Ok(self.used_slots - 1)
+    }
+
+    /// Allocate 2^order movable pages; the handle table grows fallibly (its memory is the
+    /// kernel heap, which a large request can exhaust), and nothing is taken when it cannot.
+    pub fn try_alloc<M: Memmap>(&mut self, a: &mut PageAlloc<M>, order: u32) -> Result<Handle, HandleError> {
+        let pfn = a.alloc(order, AllocKind::Movable).ok_or(HandleError::NoMemory)?;
+        let i = match self.take_slot() {
+            Ok(i) => i,
+            Err(e) => {
+                // Give the block straight back: it was never handed out.
+                let _ = a.free(pfn, order);
+                return Err(e);
             }
         };
-        self.slots[idx as usize] = Some((pfn, order));
-        set_owner(a, pfn, Some(Handle(idx)));
-        Some(Handle(idx))
+        if let Some(s) = self.slot_mut(i) {
+            *s = Slot::Used { pfn, order };
+        }
+        self.live += 1;
+        set_owner(a, pfn, Some(Handle(i as u32)));
+        Ok(Handle(i as u32))
+    }
+
+    /// Put slot `i` on the free list; once no handle is live, give the table's heap memory back.
+    fn put_slot(&mut self, i: usize) {
+        let next = self.free_head;
+        if let Some(s) = self.slot_mut(i) {
+            *s = Slot::Free { next };
+            self.free_head = i as u32;
+        }
+        if self.live == 0 {
+            self.chunks = Vec::new();
+            self.used_slots = 0;
+            self.free_head = NO_SLOT;
+        }
     }
 
     pub fn free<M: Memmap>(&mut self, a: &mut PageAlloc<M>, h: Handle) -> Result<(), BuddyError> {
         let (pfn, order) = self.get(h).ok_or(BuddyError::NotAllocated { pfn: u64::MAX })?;
         set_owner(a, pfn, None);
         a.free(pfn, order)?;
-        self.slots[h.0 as usize] = None;
-        self.free_slots.push(h.0);
+        self.live -= 1;
+        self.put_slot(h.0 as usize);
         Ok(())
     }
+
+    /// Number of slots (live and free): handle indices are below it.
+    pub fn slot_count(&self) -> usize {
+        self.used_slots
+    }
+
+    /// Bytes of kernel heap the table holds.
+    pub fn heap_bytes(&self) -> usize {
+        self.chunks.len() * CHUNK * core::mem::size_of::<Slot>()
+            + self.chunks.capacity() * core::mem::size_of::<Vec<Slot>>()
+    }
+}
+
+/// Why [`Handles::try_alloc`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandleError {
+    /// No free movable page block of the order.
+    NoMemory,
+    /// The handle table cannot grow (kernel heap exhausted).
+    NoBookkeeping,
 }
 
 fn set_owner<M: Memmap>(a: &mut PageAlloc<M>, pfn: u64, h: Option<Handle>) {
@@ -124,7 +237,7 @@ pub fn offline_pages<M: Memmap>(
                 return Err(OfflineError::NoTarget { moved, left });
             };
             copy(busy, dst, order);
-            handles.slots[h.0 as usize] = Some((dst, order));
+            handles.set(h, dst, order);
             set_owner(a, dst, Some(h));
             set_owner(a, busy, None);
             a.free(busy, order).map_err(OfflineError::Range)?; // parked: the range is isolated

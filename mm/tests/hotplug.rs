@@ -372,6 +372,9 @@ matrix!(
     failed_offline_rolls_back_cleanly,
     bad_requests_change_nothing,
     leaf_splitting_removal_is_rejected,
+    dimm_stays_in_one_zone,
+    dimm_memory_is_not_removed_behind_its_driver,
+    handle_table_grows_and_gives_its_memory_back,
 );
 
 fn add_online_offline_remove_round_trip<C: Config>() {
@@ -970,4 +973,135 @@ fn rollback_case<C: Config>(
     verify(&m, &data)?;
     prop_assert!(!m.handles.iter().any(|(_, p, _)| in8(p)));
     Ok(())
+}
+
+/// Issue 14: a DIMM (static group) is onlined into one zone. Onlining one of its blocks into
+/// another zone than its online blocks is refused and changes nothing; `Auto` follows the
+/// DIMM's zone whatever the policy would pick for the block alone.
+fn dimm_stays_in_one_zone<C: Config>() {
+    let g = C::GEOM;
+    let (mut m, mut hp) = boot::<C>();
+    let grp = hp.register_static_group(3 * g.pages_per_section());
+    hp.add_memory(&mut m, Some(grp), base::<C>(), 3 * g.section_size(), MOM)
+        .unwrap();
+    hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
+    let before = (m.snapshot(), hp.present, *hp.group(grp).unwrap());
+    let r = hp.online_block(&mut m, 9, OnlineType::Kernel);
+    assert_eq!(
+        r,
+        Err(HotplugError::GroupSplit {
+            block: 9,
+            group: grp,
+            zone: ZoneId::Movable
+        })
+    );
+    assert!(r
+        .unwrap_err()
+        .to_string()
+        .contains("a DIMM stays in one zone (online it as movable"));
+    assert_eq!((m.snapshot(), hp.present, *hp.group(grp).unwrap()), before);
+    assert_eq!(hp.block(9).unwrap().state, BlockState::Offline);
+    check_all(&m, &hp);
+    // Auto follows the DIMM even under a policy that would pick NORMAL for the block alone.
+    hp.policy = OnlinePolicy::AutoMovable;
+    hp.ratio = 0;
+    assert_eq!(hp.online_block(&mut m, 9, OnlineType::Auto), Ok(ZoneId::Movable));
+    hp.policy = OnlinePolicy::ContigZones;
+    assert_eq!(hp.online_block(&mut m, 10, OnlineType::Auto), Ok(ZoneId::Movable));
+    check_all(&m, &hp);
+    // Offline the whole DIMM, then it may go to the other zone (as a whole).
+    for id in 8..11 {
+        hp.offline_block(&mut m, id).unwrap();
+    }
+    hp.online_block(&mut m, 9, OnlineType::Kernel).unwrap();
+    assert_eq!(
+        hp.online_block(&mut m, 8, OnlineType::Movable),
+        Err(HotplugError::GroupSplit {
+            block: 8,
+            group: grp,
+            zone: ZoneId::Normal
+        })
+    );
+    assert_eq!(hp.online_block(&mut m, 8, OnlineType::Auto), Ok(ZoneId::Normal));
+    check_all(&m, &hp);
+    // Memory without a group is not constrained.
+    hp.add_memory(&mut m, None, 12 * g.section_size(), 2 * g.section_size(), MOM)
+        .unwrap();
+    hp.online_block(&mut m, 12, OnlineType::Movable).unwrap();
+    hp.online_block(&mut m, 13, OnlineType::Kernel).unwrap();
+    check_all(&m, &hp);
+}
+
+/// Issue 14: memory of a DIMM is removed by its driver (offline_and_remove on eject), never
+/// by a plain `remove` behind it; the refusal changes nothing and names the way out.
+fn dimm_memory_is_not_removed_behind_its_driver<C: Config>() {
+    let g = C::GEOM;
+    let bs = g.section_size();
+    let (mut m, mut hp) = boot::<C>();
+    let grp = hp.register_static_group(2 * g.pages_per_section());
+    hp.add_memory(&mut m, Some(grp), base::<C>(), 2 * bs, MOM).unwrap();
+    let before = (m.snapshot(), hp.present, *hp.group(grp).unwrap());
+    for (start, size, block) in [
+        (base::<C>(), 2 * bs, 8),
+        (base::<C>() + bs, bs, 9),
+        (base::<C>() - bs, 2 * bs, 8),
+    ] {
+        let r = hp.remove_unowned_memory(&mut m, start, size);
+        assert_eq!(
+            r,
+            Err(HotplugError::OwnedByGroup { block, group: grp }),
+            "{start:#x}+{size:#x}"
+        );
+        assert!(r.unwrap_err().to_string().contains("(:unplug on the host)"));
+    }
+    assert_eq!((m.snapshot(), hp.present, *hp.group(grp).unwrap()), before);
+    assert!(hp.block(8).is_some() && hp.block(9).is_some());
+    check_all(&m, &hp);
+    // Memory without a group: removed as before.
+    hp.add_memory(&mut m, None, 12 * bs, bs, MOM).unwrap();
+    hp.remove_unowned_memory(&mut m, 12 * bs, bs).unwrap();
+    // The driver's path still removes the DIMM.
+    hp.offline_and_remove(&mut m, base::<C>(), 2 * bs).unwrap();
+    assert!(hp.block(8).is_none() && hp.block(9).is_none());
+    check_all(&m, &hp);
+}
+
+/// Issue 14: the handle table (stress bookkeeping) grows fallibly a chunk at a time, a failed
+/// allocation takes nothing, and emptying it gives its heap memory back.
+fn handle_table_grows_and_gives_its_memory_back<C: Config>() {
+    let g = C::GEOM;
+    let (mut m, mut hp) = boot::<C>();
+    hp.add_memory(&mut m, None, base::<C>(), g.section_size(), MOM).unwrap();
+    hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
+    assert_eq!((m.handles.heap_bytes(), m.handles.slot_count()), (0, 0));
+    let mut hs = Vec::new();
+    loop {
+        match m.handles.try_alloc(&mut m.alloc, 0) {
+            Ok(h) => hs.push(h),
+            Err(e) => {
+                assert_eq!(e, mm::migrate::HandleError::NoMemory);
+                break;
+            }
+        }
+    }
+    assert!(hs.len() as u64 > g.pages_per_section() / 2, "{} handles", hs.len());
+    assert_eq!((m.handles.live(), m.handles.slot_count()), (hs.len(), hs.len()));
+    assert!(m.handles.heap_bytes() >= hs.len() * 16);
+    // Free every other one, then reuse the freed slots before growing.
+    for h in hs.iter().step_by(2) {
+        m.handles.free(&mut m.alloc, *h).unwrap();
+    }
+    let n = hs.len();
+    let again = m.handles.try_alloc(&mut m.alloc, 0).unwrap();
+    assert!((again.0 as usize) < n && m.handles.slot_count() == n);
+    m.handles.free(&mut m.alloc, again).unwrap();
+    for h in hs.iter().skip(1).step_by(2) {
+        m.handles.free(&mut m.alloc, *h).unwrap();
+    }
+    assert_eq!(
+        (m.handles.live(), m.handles.heap_bytes(), m.handles.slot_count()),
+        (0, 0, 0)
+    );
+    check_all(&m, &hp);
+    hp.offline_block(&mut m, 8).unwrap();
 }

@@ -93,6 +93,10 @@ fn round(start: u64, size: u64, mom: bool) -> Result<Round, String> {
     Ok(r)
 }
 
+/// Most rounds `bench reps=N` runs per size: each round adds, onlines, offlines and removes
+/// the memory (twice: with and without memmap on memory), so a million would run for hours.
+pub const MAX_REPS: usize = 1000;
+
 /// Run the benchmark for `sizes` (bytes), `reps` rounds each.
 pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
     let held = HELD_BACK
@@ -137,6 +141,9 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
         }
         for mom in [true, false] {
             let mut rounds = Vec::new();
+            rounds
+                .try_reserve_exact(reps)
+                .map_err(|_| String::from("no kernel heap for the results of every rep"))?;
             for _ in 0..reps {
                 rounds.push(round(start, size, mom)?);
             }

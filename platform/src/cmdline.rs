@@ -9,6 +9,10 @@ use crate::{dtb::Range, shell::parse_u64};
 use alloc::{format, string::String, vec::Vec};
 use mm::hotplug::{OnlinePolicy, OnlineType};
 
+/// Smallest `mem=` accepted: below it the kernel would not have room for its memmap, heap and
+/// page tables (`mem=1` used to boot into a FATAL).
+const MIN_MEM: u64 = 64 << 20;
+
 #[derive(Debug, Default)]
 pub struct Options {
     /// RAM the kernel uses at boot; the rest is held back.
@@ -30,8 +34,10 @@ pub fn parse(cmdline: &str) -> (Options, Vec<String>) {
         let (key, value) = word.split_once('=').unwrap_or((word, ""));
         match key {
             "mem" => match parse_u64(value) {
-                Ok(v) if v > 0 => o.mem = Some(v),
-                _ => warn.push(format!("bad value in '{word}' (want a size like 1G), ignored")),
+                Ok(v) if v >= MIN_MEM => o.mem = Some(v),
+                _ => warn.push(format!(
+                    "bad value in '{word}' (want a size of at least 64M, like 1G), ignored"
+                )),
             },
             "memhp_default_state" => match parse_online_state(value) {
                 Some(t) => o.default_online = Some(t),

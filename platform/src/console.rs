@@ -65,6 +65,35 @@ pub fn _print_panic(args: core::fmt::Arguments) {
     }
 }
 
+/// Whether the UART is installed (output before that is lost unless sent another way).
+pub fn is_ready() -> bool {
+    CONSOLE_RAW_VA.load(core::sync::atomic::Ordering::Relaxed) != 0
+}
+
+/// Report a failure that happens before the console exists: through semihosting (QEMU's
+/// stderr), which needs no page table. Truncated to 255 bytes.
+pub fn early_report(args: core::fmt::Arguments) {
+    struct Buf {
+        b: [u8; 256],
+        n: usize,
+    }
+    impl Write for Buf {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            for &c in s.as_bytes() {
+                if self.n < self.b.len() - 1 {
+                    self.b[self.n] = c;
+                    self.n += 1;
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut buf = Buf { b: [0; 256], n: 0 };
+    let _ = buf.write_fmt(args);
+    buf.b[buf.n] = 0;
+    arch::cpu::semihosting_write0(&buf.b[..=buf.n]);
+}
+
 static CONSOLE_RAW_VA: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 pub fn set_raw_va(va: u64) {

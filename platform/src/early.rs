@@ -15,17 +15,21 @@ use arch::descriptor::{Attrs, MemType, Perm};
 use core::sync::atomic::Ordering;
 use mm::pgtable::{MapFlags, PageTable, PhysAddr, TableAlloc};
 
-/// Page-table pages available before the page allocator exists (boot tables and the linear
-/// map of boot RAM). 16 tables of the configured granule.
-pub const POOL_TABLES: usize = 16;
+/// Bytes of the early page-table pool (bss): the boot tables (image, DTB, identity map), the
+/// first piece of the linear map and the UART's ioremap. Every table of the linear map beyond
+/// its first GiB comes from memblock, out of RAM the linear map already covers (see
+/// `memory::map_linear`), so the supply of tables grows with the memory map.
+const POOL_BYTES: usize = 1 << 20;
+
+/// Page-table pages in the pool: 256 on 4K, 64 on 16K, 16 on 64K.
+pub const POOL_TABLES: usize = POOL_BYTES >> crate::layout::PAGE_SHIFT;
 
 #[repr(C, align(65536))]
-pub struct Pool(pub [u8; POOL_TABLES << 16]);
+pub struct Pool(pub [u8; POOL_BYTES]);
 
-/// Backing store of the early pool (bss). Sized for 64 KiB tables; smaller granules use the
-/// first `POOL_TABLES` pages of it.
+/// Backing store of the early pool (bss), aligned for every granule.
 #[no_mangle]
-pub static mut EARLY_POOL: Pool = Pool([0; POOL_TABLES << 16]);
+pub static mut EARLY_POOL: Pool = Pool([0; POOL_BYTES]);
 
 pub static EARLY_POOL_USED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 

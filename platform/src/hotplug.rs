@@ -20,7 +20,7 @@ use mm::{
     altmap::Altmap,
     buddy::{Violation, ZoneCensus},
     hotplug::{AccountingViolation, BlockId, Hotplug, HotplugError, HotplugOps},
-    migrate::{Handle, Handles},
+    migrate::{Handle, HandleError, Handles},
     page::{flags, Page, ZoneId},
     pgtable::{Attrs, MapFlags},
     vmemmap::VmemmapError,
@@ -247,8 +247,9 @@ impl HotplugOps for KernelOps {
 // ---------------------------------------------------------------------------------------------
 // Movable memory for users: `stress`.
 
-/// Stress allocations (handles), kept until `stress free` so offline has data to migrate.
-static STRESS: IrqSafeLock<Vec<(Handle, u64)>> = IrqSafeLock::new(Vec::new());
+// Stress allocations are the live entries of `HANDLES` (nothing else allocates movable
+// memory): each is one page whose first word is its pattern seed, so the only bookkeeping is
+// the handle table, which grows fallibly and gives its heap memory back once emptied.
 
 /// The pattern word `i` of a stress allocation with `seed`.
 fn pattern(seed: u64, i: u64) -> u64 {
@@ -274,23 +275,49 @@ pub struct StressReport {
     pub bad: u64,
 }
 
+/// Why `stress <size>` stopped early (the allocations made so far are kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StressError {
+    /// No free movable page left after `done` allocations.
+    OutOfMemory { done: u64 },
+    /// The handle table (kernel heap) cannot grow past `done` allocations.
+    OutOfBookkeeping { done: u64 },
+}
+
+impl core::fmt::Display for StressError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StressError::OutOfMemory { done } => write!(f, "out of memory after {done} allocations"),
+            StressError::OutOfBookkeeping { done } => write!(
+                f,
+                "the kernel heap cannot track more than {done} allocations (stress at most {} at once)",
+                layout::Size(done * PAGE_SIZE)
+            ),
+        }
+    }
+}
+
 /// Allocate `bytes` of movable memory (order-0 pages), fill with checksummed patterns and verify.
-pub fn stress_fill(bytes: u64) -> Result<StressReport, &'static str> {
+pub fn stress_fill(bytes: u64) -> Result<StressReport, StressError> {
     let n = bytes.div_ceil(PAGE_SIZE);
     let mut r = StressReport::default();
-    for _ in 0..n {
+    for done in 0..n {
         let h = {
             let mut handles = HANDLES.lock();
-            memory::with_page_alloc(|a| handles.alloc(a, 0))
+            memory::with_page_alloc(|a| handles.try_alloc(a, 0))
         };
-        let Some(h) = h else { return Err("out of memory") };
+        let h = match h {
+            Ok(h) => h,
+            Err(HandleError::NoMemory) => return Err(StressError::OutOfMemory { done }),
+            Err(HandleError::NoBookkeeping) => return Err(StressError::OutOfBookkeeping { done }),
+        };
         let seed = arch::cpu::counter() ^ ((h.0 as u64) << 32);
         with_data(h, |d| {
-            for (i, w) in d.iter_mut().enumerate() {
+            d[0] = seed;
+            for (i, w) in d.iter_mut().enumerate().skip(1) {
                 *w = pattern(seed, i as u64);
             }
         });
-        STRESS.lock().push((h, seed));
         r.allocations += 1;
         r.bytes += PAGE_SIZE;
     }
@@ -302,10 +329,13 @@ pub fn stress_fill(bytes: u64) -> Result<StressReport, &'static str> {
 
 /// Check every live stress allocation against its pattern.
 pub fn stress_verify() -> StressReport {
-    let list = STRESS.lock().clone();
+    let slots = HANDLES.lock().slot_count();
     let mut r = StressReport::default();
-    for (h, seed) in list {
-        let ok = with_data(h, |d| d.iter().enumerate().all(|(i, &w)| w == pattern(seed, i as u64))).unwrap_or(false);
+    for i in 0..slots {
+        let ok = with_data(Handle(i as u32), |d| {
+            d.iter().enumerate().skip(1).all(|(i, &w)| w == pattern(d[0], i as u64))
+        });
+        let Some(ok) = ok else { continue };
         r.allocations += 1;
         r.bytes += PAGE_SIZE;
         if ok {
@@ -317,13 +347,16 @@ pub fn stress_verify() -> StressReport {
     r
 }
 
+/// Free every stress allocation; returns how many there were.
 pub fn stress_free() -> u64 {
-    let list = core::mem::take(&mut *STRESS.lock());
-    let n = list.len() as u64;
     let mut handles = HANDLES.lock();
+    let mut n = 0;
     memory::with_page_alloc(|a| {
-        for (h, _) in list {
-            let _ = handles.free(a, h);
+        for i in 0..handles.slot_count() {
+            let h = Handle(i as u32);
+            if handles.get(h).is_some() && handles.free(a, h).is_ok() {
+                n += 1;
+            }
         }
     });
     n

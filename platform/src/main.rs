@@ -49,6 +49,16 @@ const FALLBACK_UART_PA: u64 = 0x0900_0000;
 const BOOT_FAILED_STATUS: u32 = 4;
 
 fn boot_failed(what: core::fmt::Arguments) -> ! {
+    if !console::is_ready() {
+        // Before the UART is mapped (the linear map or the UART mapping itself failed): map the
+        // fallback UART if tables are left, and say it through semihosting as well, which
+        // needs no mapping at all.
+        if let Ok(va) = memory::ioremap(FALLBACK_UART_PA, 0x1000) {
+            console::init(va);
+            console::set_raw_va(va);
+        }
+        console::early_report(format_args!("hotmem: FATAL {what}\n"));
+    }
     console::_print_panic(format_args!("hotmem: FATAL {what}\n"));
     arch::cpu::semihosting_exit(BOOT_FAILED_STATUS)
 }
@@ -105,13 +115,7 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     // SAFETY: the early code mapped FDT_MAPPED bytes from the DTB's address at FDT_VADDR.
     let mut plat = match unsafe { dtb::parse(dtb_va as *const u8, layout::FDT_MAPPED) } {
         Ok(p) => p,
-        Err(e) => {
-            if let Ok(va) = memory::ioremap(FALLBACK_UART_PA, 0x1000) {
-                console::init(va);
-                console::set_raw_va(va);
-            }
-            boot_failed(format_args!("device tree at pa={dtb_pa:#x}: {e}"))
-        }
+        Err(e) => boot_failed(format_args!("device tree at pa={dtb_pa:#x}: {e}")),
     };
 
     // Kernel command line: /chosen/bootargs (-append), else the fw_cfg file (firmware mode).
@@ -129,10 +133,29 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     };
     let (opts, cmdline_warnings) = cmdline::parse(&cmdline_text);
     let (ram, held_back) = cmdline::apply_mem_limit(&plat.memory, opts.mem);
+    let (ram, beyond_linear) = memory::clip_to_linear(&ram);
     plat.memory = ram;
 
+    // Memblock (all RAM minus the image, the DTB and DT reservations) first: the linear map
+    // takes its tables from it once the early pool's share is used.
+    let kimage_pa = layout::image_start().wrapping_sub(layout::kimage_voffset());
+    let mut reserved = plat.reserved.clone();
+    reserved.push(dtb::Range {
+        base: kimage_pa,
+        size: layout::image_end() - layout::image_start(),
+    });
+    reserved.push(dtb::Range {
+        base: dtb_pa,
+        size: plat.dtb_size,
+    });
+    memory::init_memblock(&plat.memory, &reserved);
     if let Err(e) = memory::map_linear(&plat.memory) {
-        boot_failed(format_args!("cannot build the linear map: {e:?}"));
+        boot_failed(format_args!(
+            "cannot build the linear map of {} RAM range(s): {e:?} (early page-table pool: {} of {} tables used)",
+            plat.memory.len(),
+            early::EARLY_POOL_USED.load(Ordering::Relaxed),
+            early::POOL_TABLES
+        ));
     }
     match memory::ioremap(plat.uart.base, plat.uart.size) {
         Ok(va) => {
@@ -181,19 +204,17 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     }
     print_layout();
 
-    // Boot memory: memblock (all RAM minus the image, the DTB and DT reservations), then the
-    // sparse model with the memmap of every boot section, then the buddy allocator in it.
-    let kimage_pa = layout::image_start().wrapping_sub(layout::kimage_voffset());
-    let mut reserved = plat.reserved.clone();
-    reserved.push(dtb::Range {
-        base: kimage_pa,
-        size: layout::image_end() - layout::image_start(),
-    });
-    reserved.push(dtb::Range {
-        base: dtb_pa,
-        size: plat.dtb_size,
-    });
-    memory::init_memblock(&plat.memory, &reserved);
+    if beyond_linear > 0 {
+        println!(
+            "boot: ignored {} of RAM above the linear map's reach ({:#x}; va_bits={})",
+            Size(beyond_linear),
+            layout::LINEAR_SIZE,
+            G.va_bits
+        );
+    }
+
+    // Boot memory: the sparse model with the memmap of every boot section (backed from
+    // memblock), then the buddy allocator in it.
     match memory::init_memmap(&plat.memory) {
         Ok(m) => {
             let ram = memory::RAM_PAGES.load(Ordering::Relaxed) << layout::PAGE_SHIFT;
@@ -247,6 +268,14 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     }
     smp::drop_identity_map();
     println!("smp: online={} of {} cpus", smp::online_count(), plat.cpus.len());
+    if plat.cpus.len() > smp::MAX_CPUS {
+        println!(
+            "smp: {} of the {} CPUs in the device tree stay off: this kernel brings up at most {} (smp::MAX_CPUS: per-CPU stacks, mailboxes and timer state are fixed arrays)",
+            plat.cpus.len() - smp::MAX_CPUS,
+            plat.cpus.len(),
+            smp::MAX_CPUS
+        );
+    }
     ged::init();
 
     let cycles = arch::cpu::counter() - t0;

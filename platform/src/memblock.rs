@@ -10,6 +10,9 @@ pub struct Memblock {
     free: Vec<Range>,
     /// Bytes handed out (kept reserved for good: memmap, boot page tables).
     pub allocated: u64,
+    /// Allocations end at or below this address (Linux `memblock_set_current_limit`): while
+    /// the linear map is built, only RAM it already covers can hold new page tables.
+    limit: u64,
 }
 
 impl Memblock {
@@ -17,6 +20,7 @@ impl Memblock {
         Memblock {
             free: Vec::new(),
             allocated: 0,
+            limit: u64::MAX,
         }
     }
 
@@ -30,11 +34,19 @@ impl Memblock {
         self.free = free;
     }
 
-    /// `size` bytes aligned to `align`, top-down (like Linux, so low memory stays free).
+    /// Allocate only below `limit` from now on.
+    pub fn set_limit(&mut self, limit: u64) {
+        self.limit = limit;
+    }
+
+    /// `size` bytes aligned to `align`, top-down (like Linux, so low memory stays free), below
+    /// the current limit.
     pub fn alloc(&mut self, size: u64, align: u64) -> Option<u64> {
         for i in (0..self.free.len()).rev() {
             let r = self.free[i];
-            let Some(top) = r.end().checked_sub(size) else { continue };
+            let Some(top) = r.end().min(self.limit).checked_sub(size) else {
+                continue;
+            };
             let base = top & !(align - 1);
             if base < r.base {
                 continue;

@@ -200,24 +200,66 @@ pub fn with_kernel_pt<R>(f: impl FnOnce(&mut PageTable<Cfg>, &mut KernelTables) 
 }
 
 /// Map every RAM range into the linear map (RW, never executable, blocks where aligned).
+///
+/// Needs memblock initialised: the early pool only covers the first piece (up to the first
+/// 1 GiB boundary of the lowest range); every later table comes from memblock, limited to RAM
+/// the linear map already covers (a table must be reachable through the linear map before the
+/// call that uses it). Pieces go lowest first, so the covered RAM is always a prefix and the
+/// limit is its end. `ram` must lie within the linear map's reach ([`clip_to_linear`]).
 pub fn map_linear(ram: &[Range]) -> Result<(), MapError> {
-    with_kernel_pt(|pt, tables| {
-        for r in ram {
-            let (start, end) = (align_up(r.base, PAGE_SIZE), align_down(r.end(), PAGE_SIZE));
-            if end <= start || end > layout::LINEAR_SIZE {
+    const FIRST_PIECE: u64 = 1 << 30;
+    let mut sorted = ram.to_vec();
+    sorted.sort_by_key(|r| r.base);
+    MEMBLOCK.lock().set_limit(0);
+    let mut first = true;
+    for r in sorted {
+        let start = align_up(r.base, PAGE_SIZE);
+        let end = align_down(r.end(), PAGE_SIZE).min(layout::LINEAR_SIZE);
+        if end <= start {
+            continue;
+        }
+        let mut pieces = [(start, end), (end, end)];
+        if first {
+            let cut = align_up(start + 1, FIRST_PIECE).min(end);
+            pieces = [(start, cut), (cut, end)];
+            first = false;
+        }
+        for (s, e) in pieces {
+            if e <= s {
                 continue;
             }
-            pt.map(
-                tables,
-                layout::phys_to_virt(start),
-                start,
-                end - start,
-                Attrs::NORMAL_RW,
-                MapFlags::LARGEST,
-            )?;
+            with_kernel_pt(|pt, tables| {
+                pt.map(
+                    tables,
+                    layout::phys_to_virt(s),
+                    s,
+                    e - s,
+                    Attrs::NORMAL_RW,
+                    MapFlags::LARGEST,
+                )
+            })?;
+            MEMBLOCK.lock().set_limit(e);
         }
-        Ok(())
-    })
+    }
+    Ok(())
+}
+
+/// RAM the linear map can reach (PA below `2^(VA-1)`), and how many bytes lie beyond it
+/// (left unused, like Linux does with memory outside the linear region).
+pub fn clip_to_linear(ram: &[Range]) -> (alloc::vec::Vec<Range>, u64) {
+    let mut kept = alloc::vec::Vec::new();
+    let mut dropped = 0;
+    for r in ram {
+        let end = r.end().min(layout::LINEAR_SIZE);
+        if end > r.base {
+            kept.push(Range {
+                base: r.base,
+                size: end - r.base,
+            });
+        }
+        dropped += r.end() - end.max(r.base);
+    }
+    (kept, dropped)
 }
 
 static IOREMAP_NEXT: AtomicU64 = AtomicU64::new(IOREMAP_START);

@@ -17,6 +17,15 @@ pub enum ShellError {
     Unknown,
     Usage,
     BadNumber(String),
+    /// A word that is not one of the accepted ones (`online 16 bogus`).
+    BadWord {
+        word: String,
+        want: &'static str,
+    },
+    /// More arguments than the command takes; the first extra one.
+    Extra(String),
+    /// Fewer arguments than the command takes.
+    Missing,
 }
 
 const COMMANDS: &[Command] = &[
@@ -84,8 +93,14 @@ pub fn execute_and_report(line: &str) {
         Ok(()) => {}
         Err(ShellError::Unknown) => println!("error: unknown command '{name}' (type 'help' for the list)"),
         Err(e) => {
-            if let ShellError::BadNumber(s) = &e {
-                println!("error: '{s}' is not a number (use decimal, 0x-hex, or a K/M/G suffix)");
+            match &e {
+                ShellError::BadNumber(s) => {
+                    println!("error: '{s}' is not a number (use decimal, 0x-hex, or a K/M/G suffix)")
+                }
+                ShellError::BadWord { word, want } => println!("error: '{word}' is not {want}"),
+                ShellError::Extra(w) => println!("error: unexpected argument '{w}'"),
+                ShellError::Missing => println!("error: missing argument(s)"),
+                ShellError::Unknown | ShellError::Usage => {}
             }
             if let Some(c) = COMMANDS.iter().find(|c| c.name == name) {
                 println!("usage: {}", c.usage);
@@ -94,11 +109,46 @@ pub fn execute_and_report(line: &str) {
     }
 }
 
+#[derive(Clone, Copy)]
+#[cfg_attr(feature = "ktest", allow(dead_code))]
+enum Escape {
+    None,
+    Start,
+    Csi,
+}
+
 #[cfg_attr(feature = "ktest", allow(dead_code))]
 fn read_line(buf: &mut String) {
     buf.clear();
+    // Inside an escape sequence (arrow keys send ESC [ A ...): swallowed, not typed.
+    let mut escape = Escape::None;
     loop {
-        match console::getc_blocking() {
+        let c = console::getc_blocking();
+        match (escape, c) {
+            (Escape::None, 0x1b) => {
+                escape = Escape::Start;
+                continue;
+            }
+            (Escape::Start, b'[' | b'O') => {
+                escape = Escape::Csi;
+                continue;
+            }
+            (Escape::Csi, 0x20..=0x3f) => continue, // parameters and intermediates
+            (Escape::Start | Escape::Csi, b'\r' | b'\n') => escape = Escape::None,
+            (Escape::Start | Escape::Csi, _) => {
+                escape = Escape::None;
+                continue; // the final byte (or a lone ESC's follower)
+            }
+            (Escape::None, _) => {}
+        }
+        match c {
+            0x15 => {
+                // Ctrl-U: erase the whole line.
+                for _ in 0..buf.len() {
+                    print!("\x08 \x08");
+                }
+                buf.clear();
+            }
             b'\r' | b'\n' => {
                 println!();
                 return;
@@ -120,6 +170,7 @@ fn read_line(buf: &mut String) {
 #[cfg_attr(feature = "ktest", allow(dead_code))]
 pub fn run() -> ! {
     let mut line = String::new();
+    println!("Type 'help' for the commands; 'meminfo' shows memory, 'blocks' the memory blocks, 'poweroff' quits.");
     loop {
         print!("hotmem> ");
         read_line(&mut line);
@@ -128,17 +179,28 @@ pub fn run() -> ! {
 }
 
 fn no_args(args: &[&str]) -> Result<(), ShellError> {
-    if args.is_empty() {
-        Ok(())
-    } else {
-        Err(ShellError::Usage)
+    exactly::<0>(args).map(|_| ())
+}
+
+/// Exactly `N` arguments, or which one is extra / that some are missing.
+fn exactly<'a, const N: usize>(args: &[&'a str]) -> Result<[&'a str; N], ShellError> {
+    match args.get(N) {
+        Some(extra) => Err(ShellError::Extra(String::from(*extra))),
+        None => args.try_into().map_err(|_| ShellError::Missing),
     }
 }
 
 fn cmd_help(args: &[&str]) -> Result<(), ShellError> {
     no_args(args)?;
+    // Usage lines longer than the column go on a line of their own, so the help texts align.
+    const COL: usize = 36;
     for c in COMMANDS {
-        println!("  {:<12} {}", c.usage, c.help);
+        if c.usage.len() <= COL {
+            println!("  {:<COL$} {}", c.usage, c.help);
+        } else {
+            println!("  {}", c.usage);
+            println!("  {:<COL$} {}", "", c.help);
+        }
     }
     Ok(())
 }
@@ -223,7 +285,7 @@ fn cmd_meminfo_check() -> Result<(), ShellError> {
 }
 
 fn cmd_page(args: &[&str]) -> Result<(), ShellError> {
-    let [pfn] = args else { return Err(ShellError::Usage) };
+    let [pfn] = exactly(args)?;
     let pfn = parse_u64(pfn)?;
     let Some(p) = memory::with_page_alloc(|a| a.page(pfn)) else {
         println!("page: pfn={pfn:#x} has no memmap (pfn_valid is false)");
@@ -303,7 +365,7 @@ fn cmd_layout(args: &[&str]) -> Result<(), ShellError> {
 }
 
 fn cmd_pt(args: &[&str]) -> Result<(), ShellError> {
-    let [va] = args else { return Err(ShellError::Usage) };
+    let [va] = exactly(args)?;
     let va = parse_u64(va)?;
     crate::walk::print_walk(va);
     Ok(())
@@ -353,9 +415,7 @@ fn report<T>(what: &str, r: Result<T, mm::hotplug::HotplugError>) -> Option<T> {
 }
 
 fn cmd_probe(args: &[&str]) -> Result<(), ShellError> {
-    let [addr, size] = args else {
-        return Err(ShellError::Usage);
-    };
+    let [addr, size] = exactly(args)?;
     let (addr, size) = (parse_u64(addr)?, parse_u64(size)?);
     if !crate::hotplug::probe_allowed(addr, size) {
         println!("probe: error: {addr:#x}+{size:#x} is not RAM held back by mem= (see the boot: held_back lines)");
@@ -376,9 +436,7 @@ fn cmd_probe(args: &[&str]) -> Result<(), ShellError> {
 }
 
 fn cmd_remove(args: &[&str]) -> Result<(), ShellError> {
-    let [addr, size] = args else {
-        return Err(ShellError::Usage);
-    };
+    let [addr, size] = exactly(args)?;
     let (addr, size) = (parse_u64(addr)?, parse_u64(size)?);
     let (tlbi0, range0, all0) = (
         arch::tlb::stats::va(),
@@ -386,7 +444,7 @@ fn cmd_remove(args: &[&str]) -> Result<(), ShellError> {
         arch::tlb::stats::all(),
     );
     let t0 = arch::cpu::counter();
-    let r = crate::hotplug::with_hotplug(|hp, ops| hp.remove_memory(ops, addr, size));
+    let r = crate::hotplug::with_hotplug(|hp, ops| hp.remove_unowned_memory(ops, addr, size));
     let cycles = arch::cpu::counter() - t0;
     if report("remove", r).is_some() {
         println!(
@@ -409,7 +467,14 @@ fn cmd_online(args: &[&str]) -> Result<(), ShellError> {
         [id, "kernel"] => (id, OnlineType::Kernel),
         [id, "movable"] => (id, OnlineType::Movable),
         [id, "auto"] => (id, OnlineType::Auto),
-        _ => return Err(ShellError::Usage),
+        [_, zone] => {
+            return Err(ShellError::BadWord {
+                word: String::from(*zone),
+                want: "a zone (kernel, movable or auto)",
+            })
+        }
+        [_, _, extra, ..] => return Err(ShellError::Extra(String::from(*extra))),
+        [] => return Err(ShellError::Missing),
     };
     let id = parse_u64(id)?;
     let t0 = arch::cpu::counter();
@@ -422,7 +487,7 @@ fn cmd_online(args: &[&str]) -> Result<(), ShellError> {
 }
 
 fn cmd_offline(args: &[&str]) -> Result<(), ShellError> {
-    let [id] = args else { return Err(ShellError::Usage) };
+    let [id] = exactly(args)?;
     let id = parse_u64(id)?;
     let migrated0 = crate::hotplug::HANDLES.lock().migrated_pages;
     let t0 = arch::cpu::counter();
@@ -491,9 +556,7 @@ fn cmd_stress(args: &[&str]) -> Result<(), ShellError> {
                     if r.bad == 0 { "ok" } else { "FAILED" },
                     arch::cpu::counter() - t0
                 ),
-                Err(e) => {
-                    println!("stress: error: {e} (allocations made so far are kept; 'stress free' releases them)")
-                }
+                Err(e) => println!("stress: error: {e} (the allocations made are kept; 'stress free' releases them)"),
             }
         }
         _ => return Err(ShellError::Usage),
@@ -511,21 +574,33 @@ fn cmd_dimms(args: &[&str]) -> Result<(), ShellError> {
 static PINNED: spin::Mutex<alloc::vec::Vec<u64>> = spin::Mutex::new(alloc::vec::Vec::new());
 
 fn cmd_pin(args: &[&str]) -> Result<(), ShellError> {
-    let [addr, size] = args else {
-        return Err(ShellError::Usage);
-    };
+    let [addr, size] = exactly(args)?;
     let (addr, size) = (parse_u64(addr)?, parse_u64(size)?);
-    let mut others = alloc::vec::Vec::new();
+    // Take kernel pages until one lands in the range. The pages passed over are chained
+    // through their own first word (they are ours until freed below), so the search needs no
+    // heap however much RAM it walks through.
+    const END: u64 = u64::MAX;
+    let mut others = END;
     let mut found = None;
     while let Some(pa) = memory::alloc_pages(0) {
         if (addr..addr.saturating_add(size)).contains(&pa) {
             found = Some(pa);
             break;
         }
-        others.push(pa);
+        // SAFETY: a page just allocated for us, reached through the linear map.
+        unsafe { (layout::phys_to_virt(pa) as *mut u64).write(others) };
+        others = pa;
     }
-    for pa in others {
-        let _ = memory::free_pages(pa, 0);
+    while others != END {
+        // SAFETY: a page of the chain above, still ours; its first word links the next.
+        let next = unsafe { (layout::phys_to_virt(others) as *const u64).read() };
+        let _ = memory::free_pages(others, 0);
+        others = next;
+    }
+    if found.is_some() && PINNED.lock().try_reserve(1).is_err() {
+        let _ = memory::free_pages(found.take().unwrap_or_default(), 0);
+        println!("pin: error: no kernel heap left to record the pinned page ('unpin' releases the others)");
+        return Ok(());
     }
     match found {
         Some(pa) => {
@@ -556,10 +631,25 @@ fn cmd_bench(args: &[&str]) -> Result<(), ShellError> {
     if sizes.is_empty() || reps == 0 {
         return Err(ShellError::Usage);
     }
+    if reps > crate::bench::MAX_REPS {
+        println!(
+            "bench: error: reps={reps} is more than {} (every rep adds, onlines, offlines and removes each size twice)",
+            crate::bench::MAX_REPS
+        );
+        return Ok(());
+    }
     let sizes = sizes
         .iter()
         .map(|s| parse_u64(s))
         .collect::<Result<alloc::vec::Vec<u64>, _>>()?;
+    let block = layout::G.section_size();
+    if let Some(bad) = sizes.iter().find(|&&s| s == 0 || s % block != 0) {
+        println!(
+            "bench: error: size {bad:#x} is not a non-zero multiple of the memory block size ({})",
+            layout::Size(block)
+        );
+        return Ok(());
+    }
     if let Err(e) = crate::bench::run(&sizes, reps) {
         println!("bench: error: {e}");
     }
@@ -574,10 +664,14 @@ fn read_on_cpu(va: u64) -> u64 {
 }
 
 fn cmd_touch(args: &[&str]) -> Result<(), ShellError> {
-    let [va] = args else { return Err(ShellError::Usage) };
+    let [va] = exactly(args)?;
     let va = parse_u64(va)?;
     if va == 0 || va % 8 != 0 {
         println!("touch: error: the address must be non-zero and 8-byte aligned");
+        return Ok(());
+    }
+    if (layout::IOREMAP_START..layout::IOREMAP_START + layout::IOREMAP_SIZE).contains(&va) {
+        println!("touch: error: {va:#x} is in the ioremap window (device registers: a read can have side effects)");
         return Ok(());
     }
     for (cpu, r) in smp::run_on_all(read_on_cpu, va) {

@@ -26,7 +26,9 @@ KERNEL:
                                VALID_PAIRS
                              without --granule: the granule that supports N (4k first)
     --ktest                  boot the in-guest test kernel (runs its cases, exits 0 if all pass);
-                             runs like --exec with no commands (output echoed, timeout applies)
+                             runs like --exec with no commands (output echoed, timeout applies);
+                             without --mem and --append: --mem 3G --append mem=1G (RAM held
+                             back for the hotplug cases, the test suite's layout)
     --append '<args>'        kernel command line, e.g. 'mem=1G' (kernel/image boot: -append, i.e.
                              /chosen/bootargs; firmware boot: fw_cfg file opt/org.hotmem/cmdline)
 
@@ -199,6 +201,11 @@ fn parse_num<T: std::str::FromStr>(opt: &str, v: &str) -> Result<T, String> {
         .map_err(|_| format!("{opt}: `{v}` is not a valid number"))
 }
 
+/// `--ktest` without `--mem`/`--append`: RAM and command line that hold 2 GiB back for the
+/// in-guest hotplug cases (what `cargo test` boots them with).
+pub const KTEST_DEFAULT_MEM: &str = "3G";
+pub const KTEST_DEFAULT_APPEND: &str = "mem=1G";
+
 /// Parses the arguments after the program name.
 pub fn parse_args<I, S>(args: I) -> Result<Action, String>
 where
@@ -209,6 +216,7 @@ where
     let mut granule: Option<Granule> = None;
     let mut va: Option<u32> = None;
     let mut ktest = false;
+    let mut mem_given = false;
     let mut it = args.into_iter().map(Into::into);
     while let Some(arg) = it.next() {
         // `--opt=value` and `--opt value` are both accepted.
@@ -268,7 +276,10 @@ where
                 }
                 o.machine.smp = n;
             }
-            "--mem" => o.machine.mem = parse_mem_option(&value)?,
+            "--mem" => {
+                o.machine.mem = parse_mem_option(&value)?;
+                mem_given = true;
+            }
             "--gic" => o.machine.gic = value.parse()?,
             "--el2" => o.machine.el2 = true,
             "--ktest" => ktest = true,
@@ -317,6 +328,11 @@ where
         (None, None) => Granule::K4,
     };
     o.kernel = KernelConfig::new(granule, va.unwrap_or(granule.default_va_bits()))?.with_ktest(ktest);
+    if ktest && !mem_given && o.append.is_none() {
+        // The in-guest hotplug cases need RAM held back by mem= (the test suite's layout).
+        o.machine.mem = KTEST_DEFAULT_MEM.into();
+        o.append = Some(KTEST_DEFAULT_APPEND.into());
+    }
     if o.machine.gic.number() == 2 && o.machine.smp > 8 {
         return Err(format!(
             "--smp {}: GICv2 supports at most 8 CPUs (add --gic 3)",
@@ -489,6 +505,17 @@ mod tests {
         assert!(err(&["--bogus"]).contains("unknown option `--bogus`"));
         assert!(err(&["stray"]).contains("unexpected argument"));
         assert!(err(&["--el2=yes"]).contains("takes no value"));
+    }
+
+    #[test]
+    fn ktest_holds_back_ram_by_default() {
+        let o = run(&["--ktest"]);
+        assert_eq!((o.machine.mem.as_str(), o.append.as_deref()), ("3G", Some("mem=1G")));
+        let o = run(&["--ktest", "--mem", "2G"]);
+        assert_eq!((o.machine.mem.as_str(), o.append.as_deref()), ("2G", None));
+        let o = run(&["--ktest", "--append", "mem=512M"]);
+        assert_eq!((o.machine.mem.as_str(), o.append.as_deref()), ("1G", Some("mem=512M")));
+        assert_eq!(run(&["--exec", "poweroff"]).append, None);
     }
 
     #[test]

@@ -189,6 +189,16 @@ impl BootCase {
         self.append = Some(format!("{DEBUG_VM} {cmdline}"));
         self
     }
+    /// QEMU `-m` (RAM size).
+    pub fn mem(mut self, mem: &str) -> Self {
+        self.machine.mem = mem.into();
+        self
+    }
+    /// No kernel command line.
+    pub fn no_append(mut self) -> Self {
+        self.append = None;
+        self
+    }
     pub fn ktest(mut self, on: bool) -> Self {
         self.config.ktest = on;
         self
@@ -247,6 +257,31 @@ impl BootCase {
         let case = self.clone().ktest(true);
         let (r, out) = case.run(&[]);
         if let Err(why) = check_ktest_passed(&out) {
+            panic!("{}", failure_report(&r, &out, &why));
+        }
+    }
+
+    /// Boots the shell kernel, types `meminfo; poweroff`, and asserts exit status 0 with
+    /// `meminfo: ram_bytes=<ram_bytes>` (the kernel uses all the RAM it was given).
+    pub fn expect_shell_boot(&self, ram_bytes: u64) {
+        let case = self.clone().ktest(false);
+        let (r, out) = case.run(&["meminfo", "poweroff"]);
+        let seen = out
+            .console
+            .lines()
+            .find(|l| l.starts_with("meminfo:"))
+            .and_then(|l| kv(l, "ram_bytes"))
+            .and_then(|v| v.parse::<u64>().ok());
+        let why = if out.timed_out {
+            Some(format!("QEMU hung: {}", out.describe()))
+        } else if out.exit_code() != Some(0) {
+            Some(format!("expected exit status 0, got {}", out.describe()))
+        } else if seen != Some(ram_bytes) {
+            Some(format!("expected meminfo ram_bytes={ram_bytes}, saw {seen:?}"))
+        } else {
+            None
+        };
+        if let Some(why) = why {
             panic!("{}", failure_report(&r, &out, &why));
         }
     }

@@ -79,6 +79,39 @@ boots! {
     boot_64k_48_cortex_a57: K64 48 Kernel.cpu("cortex-a57");
 }
 
+/// `name: granule va boot "mem" ["cmdline"] => ram_bytes;` → the shell kernel boots with that
+/// RAM, uses `ram_bytes` of it, and powers off with status 0.
+macro_rules! ram_sizes {
+    ($($name:ident: $g:ident $va:literal $boot:ident $mem:literal $($append:literal)? => $ram:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            let case = BootCase::new($g, $va, $boot).mem($mem).no_append();
+            $(let case = case.append($append);)?
+            case.expect_shell_boot($ram);
+        }
+    )*};
+}
+
+const M: u64 = 1 << 20;
+
+// RAM sizes that are not whole GiB (issue 14: the 4K linear map needed a PMD table and the
+// early table pool ran out, silently): every granule with 512M, 1536M and 2G+64M, plus odd
+// sizes and a `mem=` limit on 4K.
+ram_sizes! {
+    ram_4k_48_512m: K4 48 Firmware "512M" => 512 * M;
+    ram_4k_48_1536m: K4 48 Kernel "1536M" => 1536 * M;
+    ram_4k_48_2112m: K4 48 Firmware "2112M" => 2112 * M;
+    ram_4k_39_128m: K4 39 Kernel "128M" => 128 * M;
+    ram_4k_48_1025m: K4 48 Image "1025M" => 1025 * M;
+    ram_4k_48_2g_mem512m: K4 48 Firmware "2G" "mem=512M" => 512 * M;
+    ram_16k_47_512m: K16 47 Kernel "512M" => 512 * M;
+    ram_16k_47_1536m: K16 47 Firmware "1536M" => 1536 * M;
+    ram_16k_36_2112m: K16 36 Kernel "2112M" => 2112 * M;
+    ram_64k_48_512m: K64 48 Firmware "512M" => 512 * M;
+    ram_64k_48_1536m: K64 48 Kernel "1536M" => 1536 * M;
+    ram_64k_42_2112m: K64 42 Firmware "2112M" => 2112 * M;
+}
+
 // Expected failure: QEMU would silently fall back to 4K; the kernel must refuse with a clear
 // message and a non-zero status.
 #[test]

@@ -45,6 +45,25 @@ const MUTANTS: &[Mutant] = &[
         ],
         expect: "after unisolate: broken link in the Movable order-0 free list",
     },
+    // Issue 14: a DIMM block onlined into another zone than the DIMM's other blocks.
+    Mutant {
+        package: "hotmem-mm",
+        feature: "mutant-dimm-zone-split",
+        test_args: &["--release", "--test", "hotplug", "cfg_4k_48::dimm_stays_in_one_zone"],
+        expect: "GroupSplit",
+    },
+    // Issue 14: the shell's remove took a DIMM's memory behind its driver.
+    Mutant {
+        package: "hotmem-mm",
+        feature: "mutant-dimm-remove-behind-driver",
+        test_args: &[
+            "--release",
+            "--test",
+            "hotplug",
+            "cfg_64k_48::dimm_memory_is_not_removed_behind_its_driver",
+        ],
+        expect: "OwnedByGroup",
+    },
 ];
 
 #[test]

@@ -335,17 +335,28 @@ fn shell_rejects_bad_input(_: &Platform) -> Result<(), String> {
         execute("no-such-command") == Err(ShellError::Unknown),
         "unknown command accepted"
     );
-    kassert!(execute("pt") == Err(ShellError::Usage), "pt without argument accepted");
     kassert!(
-        execute("pt 1 2") == Err(ShellError::Usage),
+        execute("pt") == Err(ShellError::Missing),
+        "pt without argument accepted"
+    );
+    kassert!(
+        execute("pt 1 2") == Err(ShellError::Extra("2".into())),
         "pt with two arguments accepted"
+    );
+    kassert!(
+        execute("online 1 bogus")
+            == Err(ShellError::BadWord {
+                word: "bogus".into(),
+                want: "a zone (kernel, movable or auto)"
+            }),
+        "online with a bad zone accepted"
     );
     kassert!(
         matches!(execute("pt zz"), Err(ShellError::BadNumber(_))),
         "pt zz accepted"
     );
     kassert!(
-        execute("meminfo extra") == Err(ShellError::Usage),
+        execute("meminfo extra") == Err(ShellError::Extra("extra".into())),
         "meminfo with argument accepted"
     );
     kassert!(execute("") == Ok(()), "empty line rejected");
