@@ -262,6 +262,10 @@ pub trait HotplugOps {
     /// Isolate, migrate movable pages away, take the range out of the allocator; on failure
     /// (`Busy`, `NoMigrationTarget`) everything is back in the allocator and usable.
     fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError>;
+    /// `remove_memory` is done with `[pa, pa + size)`: memmap freed, linear map torn down
+    /// and invalidated. The memory leaves the kernel; the test builds check that no entry
+    /// (live or cleared-but-not-invalidated) still maps it, its linear map or its memmap.
+    fn removed(&mut self, pa: u64, size: u64);
 }
 
 /// Per-zone present pages (self-hosted memmap pages included, like Linux).
@@ -791,6 +795,7 @@ impl Hotplug {
             }
         }
         ops.unmap_linear(start, size)?;
+        ops.removed(start, size);
         // Shrink or drop the recorded ranges.
         let mut kept = Vec::new();
         for (s, l, mom) in core::mem::take(&mut self.added) {

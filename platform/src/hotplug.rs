@@ -18,7 +18,6 @@ use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 use mm::{
     altmap::Altmap,
-    buddy::BuddyError,
     hotplug::{BlockId, Hotplug, HotplugError, HotplugOps},
     migrate::{Handle, Handles},
     page::{flags, Page, ZoneId},
@@ -95,11 +94,8 @@ impl HotplugOps for KernelOps {
                 MapFlags::LARGEST,
             )
         })
-        .map_err(|_| HotplugError::NoMemory)?;
-        // Make the new descriptors visible to the table walkers before anyone uses them.
-        aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
-        aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
-        Ok(())
+        .map_err(|_| HotplugError::NoMemory)
+        // The engine published the new descriptors (DSB ISHST; ISB) before returning.
     }
 
     fn check_unmap_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
@@ -119,8 +115,6 @@ impl HotplugOps for KernelOps {
         let self_hosted = altmap.is_some();
         let st =
             memory::with_vmemmap(|v| v.populate(start, start + G.memmap_per_section(), altmap)).map_err(vmemmap_err)?;
-        aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
-        aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
         memory::MEMMAP_BYTES.fetch_add(st.bytes, Ordering::Relaxed);
         if self_hosted {
             memory::MEMMAP_SELF_HOSTED_BYTES.fetch_add(st.bytes, Ordering::Relaxed);
@@ -141,6 +135,11 @@ impl HotplugOps for KernelOps {
             }
             Err(e) => crate::println!("hotplug: vmemmap_free of section pfn {section_pfn:#x} failed: {e:?}"),
         }
+    }
+
+    fn removed(&mut self, pa: u64, size: u64) {
+        let memmap = VMEMMAP.pfn_to_page(pa >> PAGE_SHIFT);
+        crate::teardown::check_removed(pa, size, layout::phys_to_virt(pa), memmap, (size >> PAGE_SHIFT) * 64);
     }
 
     fn init_memmap(&mut self, pfn: u64, nr: u64, block: BlockId) {
@@ -185,19 +184,26 @@ impl HotplugOps for KernelOps {
         // Lock order: handles, then the allocator (as every movable user does).
         let mut handles = HANDLES.lock();
         memory::with_page_alloc(|a| {
-            mm::migrate::offline_pages(a, &mut handles, pfn, nr, |src, dst, order| {
-                let bytes = (PAGE_SIZE << order) as usize;
-                // SAFETY: both blocks are ours under the allocator and handle locks (the source
-                // is a live movable allocation being migrated, the destination was just
-                // allocated), both reached through the linear map, and they do not overlap.
-                unsafe {
-                    core::ptr::copy_nonoverlapping(
-                        layout::phys_to_virt(src << PAGE_SHIFT) as *const u8,
-                        layout::phys_to_virt(dst << PAGE_SHIFT) as *mut u8,
-                        bytes,
-                    )
-                };
-            })
+            mm::migrate::offline_pages(
+                a,
+                &mut handles,
+                pfn,
+                nr,
+                |src, dst, order| {
+                    let bytes = (PAGE_SIZE << order) as usize;
+                    // SAFETY: both blocks are ours under the allocator and handle locks (the
+                    // source is a live movable allocation being migrated, the destination was
+                    // just allocated), both reached through the linear map, no overlap.
+                    unsafe {
+                        core::ptr::copy_nonoverlapping(
+                            layout::phys_to_virt(src << PAGE_SHIFT) as *const u8,
+                            layout::phys_to_virt(dst << PAGE_SHIFT) as *mut u8,
+                            bytes,
+                        )
+                    };
+                },
+                |src, order| crate::teardown::check_free(src << PAGE_SHIFT, PAGE_SIZE << order),
+            )
         })
         .map(|_| ())
         .map_err(|e| HotplugError::from_offline(block, e))

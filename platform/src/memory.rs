@@ -131,6 +131,9 @@ impl PageSource for BuddySource {
             crate::println!("memory: cannot free pa={pa:#x} order={order}: {e:?}");
         }
     }
+    fn altmap_free(&mut self, pa: PhysAddr, size: u64) {
+        crate::teardown::check_free(pa, size);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -170,6 +173,10 @@ impl TableAlloc for KernelTables {
         } else {
             layout::phys_to_virt(pa) as *mut u64
         }
+    }
+
+    fn made_valid(&mut self, m: arch::tlb::Mapping) {
+        crate::teardown::made_valid(m);
     }
 }
 
