@@ -283,8 +283,10 @@ pub fn kernel_range_ops(
 #[derive(Clone, Copy, Debug)]
 pub struct CpuTlb {
     pub page_shift: u32,
-    /// FEAT_TLBIRANGE: use `TLBI RVAALE1IS`.
+    /// FEAT_TLBIRANGE on every CPU: use `TLBI RVAALE1IS`.
     pub range: bool,
+    /// Some CPU has erratum 1286807: repeat each TLBI after `DSB ISH`.
+    pub repeat: bool,
 }
 
 impl CpuTlb {
@@ -337,10 +339,23 @@ mod imp {
         unsafe { core::arch::asm!("dsb ish", "isb", options(nostack, preserves_flags)) };
     }
 
+    impl CpuTlb {
+        /// One TLBI; with the erratum 1286807 workaround, `DSB ISH` and the same TLBI again
+        /// (Linux `__tlbi` under `ARM64_WORKAROUND_REPEAT_TLBI`).
+        fn issue(&self, op: Tlbi) {
+            execute(op);
+            if self.repeat {
+                // SAFETY: barrier only.
+                unsafe { core::arch::asm!("dsb ish", options(nostack, preserves_flags)) };
+                execute(op);
+            }
+        }
+    }
+
     impl TlbInvalidate for CpuTlb {
         fn flush_kernel_range(&mut self, start: u64, end: u64, stride_shift: u32) {
             before();
-            self.range_ops(start, end, stride_shift, execute);
+            self.range_ops(start, end, stride_shift, |op| self.issue(op));
             after();
         }
 
@@ -348,13 +363,13 @@ mod imp {
             before();
             // VAAE1IS (not the last-level-only form) also drops cached walks through the table
             // entry that was cleared.
-            execute(Tlbi::Vaae1is(va_operand(va)));
+            self.issue(Tlbi::Vaae1is(va_operand(va)));
             after();
         }
 
         fn flush_all(&mut self) {
             before();
-            execute(Tlbi::Vmalle1is);
+            self.issue(Tlbi::Vmalle1is);
             after();
         }
     }

@@ -742,19 +742,30 @@ impl Hotplug {
             }
             let zone = b.zone.unwrap_or(ZoneId::Normal);
             if let Err(e) = self.offline_block(ops, id) {
-                for &(id, zone) in done.iter().rev() {
-                    let t = if zone == ZoneId::Movable {
-                        OnlineType::Movable
-                    } else {
-                        OnlineType::Kernel
-                    };
-                    let _ = self.online_block(ops, id, t);
-                }
+                self.reonline(ops, &done);
                 return Err(e);
             }
             done.push((id, zone));
         }
-        self.remove_memory(ops, start, size)
+        // A removal refused after the offlines (e.g. not a whole added range) gives the blocks
+        // back too: the memory stays usable, as after a veto.
+        let r = self.remove_memory(ops, start, size);
+        if r.is_err() {
+            self.reonline(ops, &done);
+        }
+        r
+    }
+
+    /// Online `done` again into the zones they had, last first.
+    fn reonline(&mut self, ops: &mut impl HotplugOps, done: &[(BlockId, ZoneId)]) {
+        for &(id, zone) in done.iter().rev() {
+            let t = if zone == ZoneId::Movable {
+                OnlineType::Movable
+            } else {
+                OnlineType::Kernel
+            };
+            let _ = self.online_block(ops, id, t);
+        }
     }
 
     /// Linux `remove_memory(start, size)`: every block offline, whole added ranges when the

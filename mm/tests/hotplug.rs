@@ -454,6 +454,7 @@ matrix!(
     bad_requests_change_nothing,
     leaf_splitting_removal_is_rejected,
     tlb_model_flows_with_and_without_range_tlbi,
+    offline_and_remove_reonlines_when_remove_is_refused,
 );
 
 fn add_online_offline_remove_round_trip<C: Config>() {
@@ -1103,4 +1104,28 @@ fn tlb_model_flows_with_and_without_range_tlbi<C: Config>() {
             );
         }
     }
+}
+
+/// `offline_and_remove` of part of a range added with memmap on memory: the blocks are
+/// offlined, then `remove_memory` refuses (`Granularity`); the blocks come back online in their
+/// zones and nothing else changes.
+fn offline_and_remove_reonlines_when_remove_is_refused<C: Config>() {
+    let g = C::GEOM;
+    let (mut m, mut hp) = boot::<C>();
+    hp.add_memory(&mut m, None, base::<C>(), 2 * g.section_size(), MOM)
+        .unwrap();
+    hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
+    hp.online_block(&mut m, 9, OnlineType::Kernel).unwrap();
+    let before = (m.snapshot(), hp.present);
+    assert_eq!(
+        hp.offline_and_remove(&mut m, base::<C>(), g.section_size()),
+        Err(HotplugError::Granularity {
+            start: base::<C>(),
+            size: g.section_size()
+        })
+    );
+    let b = hp.block(8).unwrap();
+    assert_eq!((b.state, b.zone), (BlockState::Online, Some(ZoneId::Movable)));
+    assert_eq!((m.snapshot(), hp.present), before);
+    check_all(&m, &hp);
 }

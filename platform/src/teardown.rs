@@ -11,11 +11,36 @@ use arch::tlb::{CpuTlb, Mapping, TlbInvalidate};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KernelTlb;
 
-/// FEAT_TLBIRANGE, read once at boot (ID_AA64ISAR0_EL1.TLB).
+/// FEAT_TLBIRANGE (ID_AA64ISAR0_EL1.TLB), a system-wide capability: set by the boot CPU,
+/// cleared by any secondary that lacks it ([`init_secondary`]), so a broadcast range TLBI is
+/// only ever issued when every CPU that receives it implements it.
 static TLBI_RANGE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// Erratum 1286807 on some CPU (from its MIDR): repeat every TLBI.
+static REPEAT_TLBI: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Each secondary CPU, before it runs anything else: drop system-wide capabilities it lacks and
+/// add the errata workarounds it needs.
+pub fn init_secondary() {
+    use core::sync::atomic::Ordering::Relaxed;
+    if !arch::cpu::has_tlbi_range() {
+        TLBI_RANGE.store(false, Relaxed);
+    }
+    if arch::cpu::needs_repeat_tlbi(arch::cpu::midr()) {
+        REPEAT_TLBI.store(true, Relaxed);
+    }
+}
+
+/// Whether range TLBIs are used (every online CPU has FEAT_TLBIRANGE).
+pub fn tlbi_range() -> bool {
+    TLBI_RANGE.load(core::sync::atomic::Ordering::Relaxed)
+}
 
 pub fn init() {
     TLBI_RANGE.store(arch::cpu::has_tlbi_range(), core::sync::atomic::Ordering::Relaxed);
+    REPEAT_TLBI.store(
+        arch::cpu::needs_repeat_tlbi(arch::cpu::midr()),
+        core::sync::atomic::Ordering::Relaxed,
+    );
     #[cfg(feature = "ktest")]
     checker::CHECKER.lock().configure(
         crate::layout::PAGE_SHIFT,
@@ -30,6 +55,7 @@ fn cpu_tlb() -> CpuTlb {
     CpuTlb {
         page_shift: crate::layout::PAGE_SHIFT,
         range: TLBI_RANGE.load(core::sync::atomic::Ordering::Relaxed),
+        repeat: REPEAT_TLBI.load(core::sync::atomic::Ordering::Relaxed),
     }
 }
 
