@@ -63,6 +63,8 @@ pub trait TableAlloc {
     /// pointing at a table page). The teardown-order checker uses it to know what is mapped;
     /// real allocators ignore it.
     fn made_valid(&mut self, _m: Mapping) {}
+    /// Notification: `map` issued `DSB ISHST; ISB` for the entries it made valid.
+    fn published(&mut self) {}
 }
 
 /// What `map` may use beyond base pages.
@@ -260,7 +262,10 @@ impl<C: Config> PageTable<C> {
                 // Without this a real core may take a spurious translation fault on the first
                 // use (TCG never does).
                 #[cfg(not(feature = "mutant-missing-map-barrier"))]
-                arch::barrier::publish_new_mappings();
+                {
+                    arch::barrier::publish_new_mappings();
+                    a.published();
+                }
                 Ok(())
             }
             Err(e) => {

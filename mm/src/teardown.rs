@@ -43,6 +43,8 @@ pub enum ViolationKind {
     RemovedWhileMapped,
     /// Removed memory still has a pending entry: its invalidation was dropped.
     RemovedWhilePending,
+    /// Entries were made valid and the engine never published them (`DSB ISHST; ISB`).
+    Unpublished,
 }
 
 /// A refused free or removal, with the entry that made it unsafe.
@@ -64,6 +66,7 @@ impl core::fmt::Display for Violation {
             ViolationKind::FreedWhileMapped => ("page pa", "is still valid (freed before unmap)"),
             ViolationKind::RemovedWhileMapped => ("removed range", "is still valid"),
             ViolationKind::RemovedWhilePending => ("removed range", "was cleared but never invalidated"),
+            ViolationKind::Unpublished => ("at pa", "was made valid but never published with DSB ISHST; ISB"),
         };
         write!(
             f,
@@ -84,6 +87,8 @@ pub struct TeardownChecker {
     page_shift: u32,
     /// The linear map: its live leaves alias every RAM page and do not make a free unsafe.
     alias: (u64, u64),
+    /// The last entry made valid since the engine last published (`None`: all published).
+    unpublished: Option<Mapping>,
     /// Violations seen (kept so a test can assert on them after the fact).
     pub violations: Vec<Violation>,
     /// Counters, for reports.
@@ -107,6 +112,7 @@ impl TeardownChecker {
             pending: Vec::new(),
             page_shift: 12,
             alias: (0, 0),
+            unpublished: None,
             violations: Vec::new(),
             made_valid: 0,
             clears: 0,
@@ -136,6 +142,21 @@ impl TeardownChecker {
         self.made_valid += 1;
         self.max_pa_size = self.max_pa_size.max(m.pa_size);
         self.live.insert((m.pa, m.va), m);
+        self.unpublished = Some(m);
+    }
+
+    /// The engine issued `DSB ISHST; ISB` after making entries valid.
+    pub fn published(&mut self) {
+        self.unpublished = None;
+    }
+
+    /// Refused if an entry was made valid and never published (checked on every free and
+    /// removal, i.e. long after the `map` that should have published it returned).
+    fn check_published(&mut self, addr: u64, size: u64) -> Result<(), Violation> {
+        match self.unpublished {
+            Some(m) => self.refuse(ViolationKind::Unpublished, addr, size, m),
+            None => Ok(()),
+        }
     }
 
     /// The engine cleared `m`: it is pending until an invalidation covers it.
@@ -176,6 +197,7 @@ impl TeardownChecker {
     /// into it, or a live one other than the linear alias maps it.
     pub fn freeing(&mut self, pa: u64, size: u64) -> Result<(), Violation> {
         self.frees_checked += 1;
+        self.check_published(pa, size)?;
         if let Some(p) = self
             .pending
             .iter()
@@ -195,6 +217,7 @@ impl TeardownChecker {
     /// linear alias included, and no cleared entry of it may still be cached.
     pub fn released(&mut self, pa: u64, size: u64) -> Result<(), Violation> {
         self.frees_checked += 1;
+        self.check_published(pa, size)?;
         if let Some(p) = self
             .pending
             .iter()
@@ -271,6 +294,12 @@ mod tests {
     fn free_after_invalidate_is_fine_free_before_is_caught() {
         let mut c = TeardownChecker::new();
         c.made_valid(leaf(VA, 4096, 0x4000_0000));
+        assert_eq!(
+            c.freeing(0x5000_0000, 4096).unwrap_err().kind,
+            ViolationKind::Unpublished
+        );
+        c.published();
+        assert_eq!(c.freeing(0x5000_0000, 4096), Ok(()));
         let v = c.freeing(0x4000_0000, 4096).unwrap_err();
         assert_eq!(v.kind, ViolationKind::FreedWhileMapped, "freed before unmap");
         c.cleared(leaf(VA, 4096, 0x4000_0000));
@@ -287,6 +316,7 @@ mod tests {
         // A PMD entry covering 2 MiB pointing at a 4K table page.
         let t = table(VA + (2 << 20), 2 << 20, 0x5000_0000);
         c.made_valid(t);
+        c.published();
         assert_eq!(
             c.freeing(0x5000_0000, 4096).unwrap_err().kind,
             ViolationKind::FreedWhileMapped
@@ -332,6 +362,7 @@ mod tests {
         let mut c = TeardownChecker::with_config(12, (VA, VA + (1 << 40)));
         let m = leaf(VA + (1 << 30), 1 << 30, 1 << 30);
         c.made_valid(m);
+        c.published();
         assert!(
             c.freeing((1 << 30) + 4096, 4096).is_ok(),
             "the linear alias is not a user"

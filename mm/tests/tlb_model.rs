@@ -108,7 +108,7 @@ fn map_publishes_new_entries_before_use<C: Config>() {
         before + 1,
         "map made entries valid without DSB ISHST; ISB"
     );
-    assert!(r.tables.published());
+    assert!(r.tables.all_published());
     // Every CPU can use the new entries at once (the model refuses unpublished ones).
     r.touch_all(va, 5 * g.page_size());
     // A refused map (reshape) publishes nothing and changes nothing.

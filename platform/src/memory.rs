@@ -178,6 +178,10 @@ impl TableAlloc for KernelTables {
     fn made_valid(&mut self, m: arch::tlb::Mapping) {
         crate::teardown::made_valid(m);
     }
+
+    fn published(&mut self) {
+        crate::teardown::published();
+    }
 }
 
 fn in_early_pool(pa: PhysAddr) -> bool {

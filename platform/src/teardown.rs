@@ -104,6 +104,12 @@ pub fn made_valid(_m: Mapping) {
     checker::CHECKER.lock().made_valid(_m);
 }
 
+/// The engine published what it made valid (`DSB ISHST; ISB`).
+pub fn published() {
+    #[cfg(feature = "ktest")]
+    checker::CHECKER.lock().published();
+}
+
 #[cfg(feature = "ktest")]
 fn fatal(v: mm::teardown::Violation) -> ! {
     crate::console::_print_panic(format_args!("\nhotmem: FATAL teardown order: {v}\n"));

@@ -81,7 +81,7 @@ impl HostTables {
     }
 
     /// Whether every entry made valid so far was followed by `DSB ISHST; ISB`.
-    pub fn published(&self) -> bool {
+    pub fn all_published(&self) -> bool {
         self.unpublished.is_none_or(|at| arch::barrier::host::published() > at)
     }
 
@@ -144,11 +144,17 @@ impl TableAlloc for HostTables {
     }
 
     fn made_valid(&mut self, m: Mapping) {
-        if self.published() {
+        if self.all_published() {
             self.unpublished = Some(arch::barrier::host::published());
         }
         if let Some(c) = &self.checker {
             c.borrow_mut().made_valid(m);
+        }
+    }
+
+    fn published(&mut self) {
+        if let Some(c) = &self.checker {
+            c.borrow_mut().published();
         }
     }
 }
@@ -252,7 +258,7 @@ impl ModelTlb {
             return Some(pa);
         }
         assert!(
-            tables.published(),
+            tables.all_published(),
             "va {va:#x} used after new entries were made valid without DSB ISHST; ISB"
         );
         let w = pt.walk(tables, va);

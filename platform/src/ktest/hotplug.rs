@@ -240,11 +240,13 @@ fn base_page_window_removal_faults_on_every_cpu(_: &Platform) -> Result<(), Stri
             }
         }
     }
-    memory::free_pages(pa, order).map_err(|e| format!("free: {e:?}"))?;
+    // Reported before the pages are freed, so this QEMU-visible check speaks first (the
+    // run-time checker would stop the kernel at the free).
     kassert!(
         stale.is_empty(),
         "(cpu, page) still translating the removed window: {stale:?}"
     );
+    memory::free_pages(pa, order).map_err(|e| format!("free: {e:?}"))?;
     Ok(())
 }
 ktest!(base_page_window_removal_faults_on_every_cpu);
