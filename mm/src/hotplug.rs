@@ -98,9 +98,10 @@ pub struct MemoryBlock {
 }
 
 impl MemoryBlock {
-    /// Pages at the start of the block that back its own memmap.
+    /// Pages at the start of the block that back its own memmap: what populate consumed from
+    /// the altmap (allocated + alignment padding), not what the altmap could have given.
     pub fn nr_vmemmap_pages(&self) -> u64 {
-        self.altmap.map_or(0, |a| a.free)
+        self.altmap.map_or(0, |a| a.alloc + a.align)
     }
 }
 
