@@ -191,10 +191,13 @@ impl RangeOperand {
     }
 }
 
-/// One TLB invalidation instruction with its real operand. All are broadcast to the
-/// inner-shareable domain and all-ASID (kernel mappings are global).
+/// One TLB invalidation instruction with its real operand. All are all-ASID (kernel mappings
+/// are global); the kernel only issues the broadcast (inner-shareable, `IS`) forms, the local
+/// ones exist so a mutant and the TLB model can express "local instead of broadcast".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tlbi {
+    /// `TLBI VAALE1, Xt`: as `VAALE1IS`, this CPU only.
+    Vaale1(u64),
     /// `TLBI VAALE1IS, Xt`: last-level (leaf) entries translating one VA. Walk caches keep
     /// their entries.
     Vaale1is(u64),
@@ -219,7 +222,7 @@ impl Tlbi {
                 let t = decode_va_operand(op);
                 (va..=last).contains(&t)
             }
-            Tlbi::Vaale1is(op) => {
+            Tlbi::Vaale1is(op) | Tlbi::Vaale1(op) => {
                 let t = decode_va_operand(op);
                 !table && (va..=last).contains(&t)
             }
@@ -240,7 +243,12 @@ impl Tlbi {
 
     /// Last-level only (does not clean walk caches).
     pub const fn leaf_only(self) -> bool {
-        matches!(self, Tlbi::Vaale1is(_) | Tlbi::Rvaale1is(_))
+        matches!(self, Tlbi::Vaale1is(_) | Tlbi::Vaale1(_) | Tlbi::Rvaale1is(_))
+    }
+
+    /// Reaches every CPU of the inner-shareable domain (not only the issuing one).
+    pub const fn broadcast(self) -> bool {
+        !matches!(self, Tlbi::Vaale1(_))
     }
 }
 
@@ -274,7 +282,13 @@ pub fn kernel_range_ops(
         });
     } else {
         for i in 0..n {
-            out(Tlbi::Vaale1is(va_operand(start.wrapping_add(i << stride_shift))));
+            let op = va_operand(start.wrapping_add(i << stride_shift));
+            // Mutant: local instead of broadcast (only the issuing CPU forgets the entries).
+            if cfg!(feature = "mutant-local-tlbi") {
+                out(Tlbi::Vaale1(op));
+            } else {
+                out(Tlbi::Vaale1is(op));
+            }
         }
     }
 }
@@ -308,6 +322,10 @@ mod imp {
         match op {
             Tlbi::Vaale1is(x) => {
                 unsafe { core::arch::asm!("tlbi vaale1is, {}", in(reg) x, options(nostack, preserves_flags)) };
+                stats::TLBI_VA.fetch_add(1, Ordering::Relaxed);
+            }
+            Tlbi::Vaale1(x) => {
+                unsafe { core::arch::asm!("tlbi vaale1, {}", in(reg) x, options(nostack, preserves_flags)) };
                 stats::TLBI_VA.fetch_add(1, Ordering::Relaxed);
             }
             Tlbi::Vaae1is(x) => {

@@ -166,9 +166,13 @@ impl TeardownChecker {
         self.pending.push(m);
     }
 
-    /// One TLBI instruction completed on all CPUs: retire the pending entries it covers.
+    /// One TLBI instruction completed: retire the pending entries it covers. A local
+    /// (non-broadcast) TLBI retires nothing: the other CPUs may still hold the entries.
     pub fn invalidated(&mut self, op: Tlbi) {
         self.invalidations += 1;
+        if !op.broadcast() {
+            return;
+        }
         let shift = self.page_shift;
         self.pending.retain(|p| !op.covers(p.va, p.size, p.table, shift));
     }

@@ -125,6 +125,28 @@ const MUTANTS: &[Mutant] = &[
         ],
         expect: "can still translate removed va",
     },
+    // Per-leaf invalidations local (TLBI VAALE1) instead of broadcast (the path used without
+    // FEAT_TLBIRANGE).
+    Mutant {
+        package: "hotmem-mm",
+        feature: "mutant-local-tlbi",
+        test_args: &[
+            "--test",
+            "tlb_model",
+            "cfg_64k_48::base_page_window_removal_without_range_tlbi",
+        ],
+        expect: "TLB model: cpu 1 can still translate removed va",
+    },
+    Mutant {
+        package: "hotmem-mm",
+        feature: "mutant-local-tlbi",
+        test_args: &[
+            "--test",
+            "hotplug",
+            "cfg_16k_47::tlb_model_flows_with_and_without_range_tlbi",
+        ],
+        expect: "was cleared but not yet invalidated",
+    },
     Mutant {
         package: "hotmem-arch",
         feature: "mutant-tlbi-off-by-one-page",
@@ -170,6 +192,12 @@ const GUEST_MUTANTS: &[GuestMutant] = &[
         granule: "4k",
         cpu: "cortex-a76",
         expect: "name=base_page_window_removal_faults_on_every_cpu msg=(cpu, page) still translating",
+    },
+    GuestMutant {
+        feature: "mutant-local-tlbi",
+        granule: "64k",
+        cpu: "cortex-a76",
+        expect: "was cleared but not yet invalidated",
     },
     GuestMutant {
         feature: "mutant-missing-map-barrier",

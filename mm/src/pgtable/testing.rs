@@ -208,8 +208,8 @@ pub struct CpuTlbState {
 /// (the leaf, and a walk-cache entry per table level on the way), and drop an entry only when
 /// an instruction that architecturally covers it is executed: the same instruction sequence
 /// the kernel issues ([`kernel_range_ops`]), decoded from the real operands (VALE vs VAE,
-/// range TG/SCALE/NUM/BaseADDR per granule). Every instruction is broadcast (IS), so it
-/// reaches every CPU. It also feeds an optional teardown checker (clears and invalidations).
+/// range TG/SCALE/NUM/BaseADDR per granule). A broadcast (IS) instruction reaches every CPU,
+/// a local one only the issuing CPU 0. It also feeds an optional teardown checker (clears and invalidations).
 pub struct ModelTlb {
     pub page_shift: u32,
     /// FEAT_TLBIRANGE (range operations) or not (per-leaf, full flush above 512).
@@ -233,9 +233,12 @@ impl ModelTlb {
         }
     }
 
+    /// Run `op` as issued by CPU 0 (the CPU the host tests' hotplug code runs on): a
+    /// broadcast instruction reaches every CPU, a local one only CPU 0.
     fn execute(&mut self, op: Tlbi) {
         let shift = self.page_shift;
-        for c in &mut self.cpus {
+        let reach = if op.broadcast() { self.cpus.len() } else { 1 };
+        for c in self.cpus.iter_mut().take(reach) {
             c.entries.retain(|e| !op.covers(e.va, e.size, e.table, shift));
         }
         if let Some(ch) = &self.checker {
