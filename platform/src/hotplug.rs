@@ -5,7 +5,9 @@
 //! Locking: `HOTPLUG` (a plain spin lock, never taken in interrupt context) serialises the
 //! hotplug paths against each other. Inside, the kernel page table lock orders table changes
 //! against software walkers (the shell's `pt`, tests); other CPUs' hardware walks are handled by
-//! broadcast TLB invalidation before any page or table is freed.
+//! broadcast TLB invalidation before any page or table is freed. Memmap readers hold the
+//! allocator lock, under which the section state changes (see `section_update`), so hotplug
+//! work and memmap readers may run on any CPU.
 
 use crate::{
     dtb::Range,
@@ -147,8 +149,14 @@ impl HotplugOps for KernelOps {
     }
 
     fn section_update(&mut self, nr: u64, set: u8, clear: u8) {
-        memory::sparse().set(nr as usize, set);
-        memory::sparse().clear(nr as usize, clear);
+        // Memmap readers (the allocator, `page`, `meminfo`, any CPU) check `pfn_valid` and
+        // read the struct page under the allocator lock; changing the section state under the
+        // same lock means a reader sees either a valid, mapped memmap or an invalid PFN, never
+        // a memmap that `remove` is about to unmap (Linux: `get_online_mems`).
+        memory::with_page_alloc(|_| {
+            memory::sparse().set(nr as usize, set);
+            memory::sparse().clear(nr as usize, clear);
+        });
     }
 
     fn init_vmemmap_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) {
