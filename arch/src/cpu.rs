@@ -19,6 +19,40 @@ pub fn granule_supported(mmfr0: u64, page_shift: u32) -> bool {
     }
 }
 
+/// Cortex-A76 erratum 1286807 (Linux `ARM64_WORKAROUND_REPEAT_TLBI`): on r0p0..r3p0 a TLBI
+/// may complete before an earlier, racing translation is done; the workaround repeats every
+/// TLBI after a `DSB ISH`. Decided from the raw MIDR_EL1 (implementer 0x41, part 0xD0B,
+/// variant 0..=3, any revision up to r3p0).
+pub const fn needs_repeat_tlbi(midr: u64) -> bool {
+    let implementer = (midr >> 24) & 0xff;
+    let variant = (midr >> 20) & 0xf;
+    let part = (midr >> 4) & 0xfff;
+    let revision = midr & 0xf;
+    implementer == 0x41 && part == 0xd0b && (variant < 3 || (variant == 3 && revision == 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_repeat_tlbi;
+
+    #[test]
+    fn erratum_1286807_midr_ranges() {
+        assert!(needs_repeat_tlbi(0x410f_d0b0)); // Cortex-A76 r0p0
+        assert!(needs_repeat_tlbi(0x412f_d0b1)); // r2p1
+        assert!(needs_repeat_tlbi(0x413f_d0b0)); // r3p0
+        assert!(!needs_repeat_tlbi(0x413f_d0b1)); // r3p1: fixed
+        assert!(!needs_repeat_tlbi(0x414f_d0b1)); // r4p1 (QEMU's cortex-a76)
+        assert!(!needs_repeat_tlbi(0x411f_d070)); // Cortex-A57
+        assert!(!needs_repeat_tlbi(0x000f_0510)); // QEMU max
+    }
+}
+
+/// MIDR_EL1, raw.
+#[cfg(target_arch = "aarch64")]
+pub fn midr() -> u64 {
+    aarch64_cpu::registers::MIDR_EL1.get()
+}
+
 /// Name of the TGran field for a granule, for error messages.
 pub fn tgran_field(page_shift: u32) -> (&'static str, u32) {
     match page_shift {

@@ -7,6 +7,7 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod barrier;
 pub mod boot;
 pub mod cache;
 pub mod cpu;

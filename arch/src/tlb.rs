@@ -5,22 +5,34 @@
 //! host tests implement the trait with a recorder that checks the teardown order.
 //! The TLBI operand is `VA >> 12` in every granule; implementations handle that.
 
+/// A page-table entry as the teardown checker sees it: `[va, va + size)` translated through
+/// it, and `[pa, pa + pa_size)` it points at (a leaf's backing, or the next-level table page).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub va: u64,
+    pub size: u64,
+    pub pa: u64,
+    pub pa_size: u64,
+    /// A table entry (cached by walk caches) rather than a leaf (page or block).
+    pub table: bool,
+}
+
 /// Broadcast invalidation of kernel (TTBR1, all-ASID) translations.
 pub trait TlbInvalidate {
     /// Leaf entries of `[start, end)` were cleared or changed. `stride_shift` is log2 of the
     /// size each leaf maps (page, block), so one TLBI per leaf suffices. Returns only after the
-    /// invalidation completed on all CPUs (trailing `DSB ISH; ISB`).
+    /// invalidation completed on all CPUs (trailing `DSB ISH; ISB`). Last-level only: this does
+    /// **not** clean walk caches, so it never makes a cleared table entry's page freeable.
     fn flush_kernel_range(&mut self, start: u64, end: u64, stride_shift: u32);
     /// A table entry covering `va` was cleared: invalidate including walk caches
     /// (`TLBI VAAE1IS`), so no CPU can still walk the table page about to be freed.
     fn flush_kernel_pgtable(&mut self, va: u64);
     /// Invalidate everything (`TLBI VMALLE1IS`).
     fn flush_all(&mut self);
-    /// Notification, not maintenance: the page-table engine cleared a valid entry that
-    /// translated `[va, va + size)` to `[pa, pa + pa_size)` (a leaf's backing, or the table
-    /// page a table entry pointed at). The teardown-order checker uses it to know which
-    /// frees must wait for an invalidation; real TLBs ignore it.
-    fn cleared(&mut self, _va: u64, _size: u64, _pa: u64, _pa_size: u64) {}
+    /// Notification, not maintenance: the page-table engine cleared a valid entry. The
+    /// teardown-order checker uses it to know which frees must wait for an invalidation; real
+    /// TLBs ignore it.
+    fn cleared(&mut self, _m: Mapping) {}
 }
 
 /// Without FEAT_TLBIRANGE, above this many per-leaf invalidations one `TLBI VMALLE1IS` is
@@ -109,90 +121,274 @@ pub const fn range_tg(page_shift: u32) -> u64 {
     }
 }
 
+/// Operand of the by-VA, all-ASID TLBIs (`TLBI VAAE1IS`, `VAALE1IS`; Arm ARM D8.x "TLB
+/// maintenance instructions"): bits [43:0] = VA[55:12] in every granule (for 16K and 64K the
+/// low 2 / 4 bits are ignored), bits [63:44] RES0 (no ASID: all-ASID forms).
+pub const fn va_operand(va: u64) -> u64 {
+    (va >> 12) & ((1 << 44) - 1)
+}
+
+/// The VA a by-VA operand names (VA[55] replicated into VA[63:56], as a TTBR1 or TTBR0
+/// address). Granule-offset bits are zero.
+pub const fn decode_va_operand(op: u64) -> u64 {
+    let va = (op & ((1 << 44) - 1)) << 12;
+    if va & (1 << 55) != 0 {
+        va | (0xff << 56)
+    } else {
+        va
+    }
+}
+
+/// Fields of a range TLBI operand (`TLBI RVA*`, FEAT_TLBIRANGE; Arm ARM "TLBI RVAALE1IS"):
+/// bits [47:46] TG, [45:44] SCALE, [43:39] NUM, [38:37] TTL, [36:0] BaseADDR, where BaseADDR
+/// is VA[48:12] (4K), VA[50:14] (16K) or VA[52:16] (64K), i.e. `VA >> page_shift`, and the
+/// range is `(NUM + 1) << (5 * SCALE + 1)` granules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangeOperand {
+    pub tg: u64,
+    pub scale: u64,
+    pub num: u64,
+    pub ttl: u64,
+    pub base: u64,
+}
+
+/// Mask of BaseADDR (37 bits).
+pub const RANGE_BASE_MASK: u64 = (1 << 37) - 1;
+
+impl RangeOperand {
+    /// The operand Linux `__TLBI_VADDR_RANGE` builds for `op` (TTL 0: no level hint).
+    pub const fn for_op(op: RangeOp, page_shift: u32) -> RangeOperand {
+        RangeOperand {
+            tg: range_tg(page_shift),
+            scale: op.scale,
+            num: op.num,
+            ttl: 0,
+            base: op.base & RANGE_BASE_MASK,
+        }
+    }
+
+    pub const fn encode(self) -> u64 {
+        (self.base & RANGE_BASE_MASK)
+            | (self.ttl & 3) << 37
+            | (self.num & 0x1f) << 39
+            | (self.scale & 3) << 44
+            | (self.tg & 3) << 46
+    }
+
+    pub const fn decode(op: u64) -> RangeOperand {
+        RangeOperand {
+            tg: (op >> 46) & 3,
+            scale: (op >> 44) & 3,
+            num: (op >> 39) & 0x1f,
+            ttl: (op >> 37) & 3,
+            base: op & RANGE_BASE_MASK,
+        }
+    }
+
+    /// Granules the operation covers.
+    pub const fn pages(self) -> u64 {
+        (self.num + 1) << (5 * self.scale + 1)
+    }
+}
+
+/// One TLB invalidation instruction with its real operand. All are all-ASID (kernel mappings
+/// are global); the kernel only issues the broadcast (inner-shareable, `IS`) forms, the local
+/// ones exist so a mutant and the TLB model can express "local instead of broadcast".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tlbi {
+    /// `TLBI VAALE1, Xt`: as `VAALE1IS`, this CPU only.
+    Vaale1(u64),
+    /// `TLBI VAALE1IS, Xt`: last-level (leaf) entries translating one VA. Walk caches keep
+    /// their entries.
+    Vaale1is(u64),
+    /// `TLBI VAAE1IS, Xt`: entries of every level for one VA, walk caches included.
+    Vaae1is(u64),
+    /// `TLBI RVAALE1IS, Xt`: last-level entries of a VA range.
+    Rvaale1is(u64),
+    /// `TLBI VMALLE1IS`: everything of the EL1&0 regime.
+    Vmalle1is,
+}
+
+impl Tlbi {
+    /// Whether this instruction invalidates a cached entry translating `[va, va + size)`
+    /// (`table`: a walk-cache entry for a table descriptor) under granule `page_shift`,
+    /// decoded from the operand as the hardware would. A range operation whose TG is not the
+    /// granule in use invalidates nothing here (the architecture leaves it unpredictable).
+    pub fn covers(self, va: u64, size: u64, table: bool, page_shift: u32) -> bool {
+        let last = va.wrapping_add(size).wrapping_sub(1);
+        match self {
+            Tlbi::Vmalle1is => true,
+            Tlbi::Vaae1is(op) => {
+                let t = decode_va_operand(op);
+                (va..=last).contains(&t)
+            }
+            Tlbi::Vaale1is(op) | Tlbi::Vaale1(op) => {
+                let t = decode_va_operand(op);
+                !table && (va..=last).contains(&t)
+            }
+            Tlbi::Rvaale1is(op) => {
+                let r = RangeOperand::decode(op);
+                if table || r.tg != range_tg(page_shift) {
+                    return false;
+                }
+                // Compare granule numbers modulo 2^37, as BaseADDR holds them.
+                let first = (va >> page_shift) & RANGE_BASE_MASK;
+                let n = (size >> page_shift).max(1);
+                let into_range = first.wrapping_sub(r.base) & RANGE_BASE_MASK;
+                let into_entry = r.base.wrapping_sub(first) & RANGE_BASE_MASK;
+                into_range < r.pages() || into_entry < n
+            }
+        }
+    }
+
+    /// Last-level only (does not clean walk caches).
+    pub const fn leaf_only(self) -> bool {
+        matches!(self, Tlbi::Vaale1is(_) | Tlbi::Vaale1(_) | Tlbi::Rvaale1is(_))
+    }
+
+    /// Reaches every CPU of the inner-shareable domain (not only the issuing one).
+    pub const fn broadcast(self) -> bool {
+        !matches!(self, Tlbi::Vaale1(_))
+    }
+}
+
+/// The instructions that invalidate the leaves of `[start, end)` (`end == 0`: to the top of
+/// the address space), one leaf every `1 << stride_shift` bytes: per-leaf `VAALE1IS` up to
+/// [`MAX_TLBI_OPS`], range operations with FEAT_TLBIRANGE, else one `VMALLE1IS`. Pure, so the
+/// kernel, the run-time checker and the host TLB model all see the same sequence.
+pub fn kernel_range_ops(
+    start: u64,
+    end: u64,
+    stride_shift: u32,
+    page_shift: u32,
+    range: bool,
+    mut out: impl FnMut(Tlbi),
+) {
+    let len = end.wrapping_sub(start);
+    let n = len >> stride_shift;
+    let pages = len >> page_shift;
+    if (!range && n > MAX_TLBI_OPS) || (range && pages >= MAX_TLBI_RANGE_PAGES) {
+        return out(Tlbi::Vmalle1is);
+    }
+    #[cfg(feature = "mutant-tlbi-off-by-one-page")]
+    let start = start.wrapping_add(1 << page_shift);
+    if range {
+        range_ops(start, pages, page_shift, |op| {
+            if op.pages == 1 {
+                out(Tlbi::Vaale1is(va_operand(op.base << page_shift)));
+            } else {
+                out(Tlbi::Rvaale1is(RangeOperand::for_op(op, page_shift).encode()));
+            }
+        });
+    } else {
+        for i in 0..n {
+            let op = va_operand(start.wrapping_add(i << stride_shift));
+            // Mutant: local instead of broadcast (only the issuing CPU forgets the entries).
+            if cfg!(feature = "mutant-local-tlbi") {
+                out(Tlbi::Vaale1(op));
+            } else {
+                out(Tlbi::Vaale1is(op));
+            }
+        }
+    }
+}
+
 /// The CPU's TLB, invalidated by broadcast (inner-shareable) TLBI instructions.
 #[derive(Clone, Copy, Debug)]
 pub struct CpuTlb {
     pub page_shift: u32,
-    /// FEAT_TLBIRANGE: use `TLBI RVAALE1IS`.
+    /// FEAT_TLBIRANGE on every CPU: use `TLBI RVAALE1IS`.
     pub range: bool,
+    /// Some CPU has erratum 1286807: repeat each TLBI after `DSB ISH`.
+    pub repeat: bool,
+}
+
+impl CpuTlb {
+    /// What `flush_kernel_range` issues (see [`kernel_range_ops`]).
+    pub fn range_ops(&self, start: u64, end: u64, stride_shift: u32, out: impl FnMut(Tlbi)) {
+        kernel_range_ops(start, end, stride_shift, self.page_shift, self.range, out)
+    }
 }
 
 #[cfg(target_arch = "aarch64")]
 mod imp {
-    use super::{range_ops, range_tg, stats, CpuTlb, TlbInvalidate, MAX_TLBI_OPS, MAX_TLBI_RANGE_PAGES};
+    use super::{stats, va_operand, CpuTlb, TlbInvalidate, Tlbi};
     use core::sync::atomic::Ordering;
 
-    /// TLBI operand for a VA: bits [55:12] of the address, whatever the granule.
-    fn operand(va: u64) -> u64 {
-        (va >> 12) & ((1 << 44) - 1)
+    /// Issue one TLBI (no barriers).
+    fn execute(op: Tlbi) {
+        // SAFETY (all arms): TLB invalidation has no memory-safety effect; FEAT_TLBIRANGE is
+        // implemented whenever a range operation is planned (checked at boot).
+        match op {
+            Tlbi::Vaale1is(x) => {
+                unsafe { core::arch::asm!("tlbi vaale1is, {}", in(reg) x, options(nostack, preserves_flags)) };
+                stats::TLBI_VA.fetch_add(1, Ordering::Relaxed);
+            }
+            Tlbi::Vaale1(x) => {
+                unsafe { core::arch::asm!("tlbi vaale1, {}", in(reg) x, options(nostack, preserves_flags)) };
+                stats::TLBI_VA.fetch_add(1, Ordering::Relaxed);
+            }
+            Tlbi::Vaae1is(x) => {
+                unsafe { core::arch::asm!("tlbi vaae1is, {}", in(reg) x, options(nostack, preserves_flags)) };
+                stats::TLBI_VA.fetch_add(1, Ordering::Relaxed);
+            }
+            Tlbi::Rvaale1is(x) => {
+                unsafe {
+                    core::arch::asm!(".arch_extension tlb-rmi", "tlbi rvaale1is, {}", in(reg) x, options(nostack, preserves_flags))
+                };
+                stats::TLBI_RANGE.fetch_add(1, Ordering::Relaxed);
+            }
+            Tlbi::Vmalle1is => {
+                unsafe { core::arch::asm!("tlbi vmalle1is", options(nostack, preserves_flags)) };
+                stats::TLBI_ALL.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// `DSB ISHST`: cleared descriptors are visible to other walkers before the invalidation.
+    fn before() {
+        // SAFETY: barrier only.
+        unsafe { core::arch::asm!("dsb ishst", options(nostack, preserves_flags)) };
+    }
+
+    /// `DSB ISH; ISB`: wait for completion on all CPUs, resynchronise this one.
+    fn after() {
+        // SAFETY: barriers only.
+        unsafe { core::arch::asm!("dsb ish", "isb", options(nostack, preserves_flags)) };
+    }
+
+    impl CpuTlb {
+        /// One TLBI; with the erratum 1286807 workaround, `DSB ISH` and the same TLBI again
+        /// (Linux `__tlbi` under `ARM64_WORKAROUND_REPEAT_TLBI`).
+        fn issue(&self, op: Tlbi) {
+            execute(op);
+            if self.repeat {
+                // SAFETY: barrier only.
+                unsafe { core::arch::asm!("dsb ish", options(nostack, preserves_flags)) };
+                execute(op);
+            }
+        }
     }
 
     impl TlbInvalidate for CpuTlb {
         fn flush_kernel_range(&mut self, start: u64, end: u64, stride_shift: u32) {
-            // `end == 0` means "to the top of the address space" (a range ending at 2^64).
-            let len = end.wrapping_sub(start);
-            let n = len >> stride_shift;
-            let pages = len >> self.page_shift;
-            if (!self.range && n > MAX_TLBI_OPS) || (self.range && pages >= MAX_TLBI_RANGE_PAGES) {
-                return self.flush_all();
-            }
-            // SAFETY: barriers and TLB invalidation have no memory-safety effect; DSB ISHST makes
-            // the cleared descriptors visible to other walkers before the invalidation, the
-            // trailing DSB ISH waits for completion on all CPUs, ISB resynchronises this one.
-            unsafe { core::arch::asm!("dsb ishst", options(nostack, preserves_flags)) };
-            if self.range {
-                let tg = range_tg(self.page_shift);
-                range_ops(start, pages, self.page_shift, |op| {
-                    if op.pages == 1 {
-                        // SAFETY: see above.
-                        unsafe {
-                            core::arch::asm!("tlbi vaale1is, {}", in(reg) operand(op.base << self.page_shift), options(nostack, preserves_flags))
-                        };
-                        stats::TLBI_VA.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        let arg = (op.base & ((1 << 37) - 1)) | tg << 46 | op.scale << 44 | op.num << 39;
-                        // SAFETY: see above (FEAT_TLBIRANGE is implemented: checked at boot).
-                        unsafe {
-                            core::arch::asm!(".arch_extension tlb-rmi", "tlbi rvaale1is, {}", in(reg) arg, options(nostack, preserves_flags))
-                        };
-                        stats::TLBI_RANGE.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
-            } else {
-                for i in 0..n {
-                    let va = start.wrapping_add(i << stride_shift);
-                    // SAFETY: see above.
-                    unsafe {
-                        core::arch::asm!("tlbi vaale1is, {}", in(reg) operand(va), options(nostack, preserves_flags))
-                    };
-                }
-                stats::TLBI_VA.fetch_add(n, Ordering::Relaxed);
-            }
-            // SAFETY: see above.
-            unsafe { core::arch::asm!("dsb ish", "isb", options(nostack, preserves_flags)) };
+            before();
+            self.range_ops(start, end, stride_shift, |op| self.issue(op));
+            after();
         }
 
         fn flush_kernel_pgtable(&mut self, va: u64) {
-            // SAFETY: as above; VAAE1IS (not the last-level-only form) also drops cached walks
-            // through the table entry that was cleared.
-            unsafe {
-                core::arch::asm!("dsb ishst", "tlbi vaae1is, {}", "dsb ish", "isb", in(reg) operand(va), options(nostack, preserves_flags));
-            }
-            stats::TLBI_VA.fetch_add(1, Ordering::Relaxed);
+            before();
+            // VAAE1IS (not the last-level-only form) also drops cached walks through the table
+            // entry that was cleared.
+            self.issue(Tlbi::Vaae1is(va_operand(va)));
+            after();
         }
 
         fn flush_all(&mut self) {
-            // SAFETY: see flush_kernel_range.
-            unsafe {
-                core::arch::asm!(
-                    "dsb ishst",
-                    "tlbi vmalle1is",
-                    "dsb ish",
-                    "isb",
-                    options(nostack, preserves_flags)
-                );
-            }
-            stats::TLBI_ALL.fetch_add(1, Ordering::Relaxed);
+            before();
+            self.issue(Tlbi::Vmalle1is);
+            after();
         }
     }
 }
@@ -232,7 +428,8 @@ mod tests {
                 assert_eq!(v.iter().map(|o| o.pages).sum::<u64>(), pages, "{pages} pages");
                 let mut next = start >> shift;
                 for o in &v {
-                    assert_eq!(o.base, next & ((1 << 52) - 1) | (next & !((1 << 52) - 1)));
+                    // Each operation starts where the previous one ended.
+                    assert_eq!(o.base, next, "{pages} pages: gap or overlap");
                     assert!(o.num < 32 && o.scale < 4);
                     assert_eq!(
                         o.pages,
@@ -266,5 +463,108 @@ mod tests {
         assert_eq!(v.len(), 2);
         assert_eq!((v[0].scale, v[0].num, v[0].pages), (0, 0, 2));
         assert_eq!(v[1].pages, 1);
+    }
+
+    /// Known answers, per granule, worked out by hand from the operand layout of the Arm ARM
+    /// (TLBI RVAALE1IS: TG [47:46], SCALE [45:44], NUM [43:39], TTL [38:37], BaseADDR [36:0]
+    /// = VA >> granule shift; the same layout Linux `__TLBI_VADDR_RANGE` builds).
+    #[test]
+    fn range_operand_known_answers() {
+        // 4K, a 2 MiB PMD of pages at 0xffff_0000_4000_0000: SCALE 1, NUM 7 (8 × 64 pages).
+        // BaseADDR = VA[48:12] = 0x10_0004_0000 (VA[48] = 1).
+        let v = ops(0xffff_0000_4000_0000, 512, 12);
+        assert_eq!(v.len(), 1);
+        assert_eq!(RangeOperand::for_op(v[0], 12).encode(), 0x5390_0004_0000);
+        // 16K, 64 pages (1 MiB) at 0xffff_8000_0000_0000: the largest scale first, so SCALE 1,
+        // NUM 0 (one 64-page unit), TG 2, BaseADDR = VA[50:14] = 0x1e_0000_0000.
+        let v = ops(0xffff_8000_0000_0000, 64, 14);
+        assert_eq!(v.len(), 1);
+        assert_eq!(RangeOperand::for_op(v[0], 14).encode(), 0x901e_0000_0000);
+        // 64K, 2048 pages (128 MiB) at 0xffff_0000_8000_0000: SCALE 2, NUM 0, TG 3,
+        // BaseADDR = VA[52:16] = 0x1f_0000_8000.
+        let v = ops(0xffff_0000_8000_0000, 2048, 16);
+        assert_eq!(v.len(), 1);
+        assert_eq!(RangeOperand::for_op(v[0], 16).encode(), 0xe01f_0000_8000);
+        // 16K-36, the whole largest range (2^21 pages = 32 GiB) at the linear map base
+        // 0xffff_fff0_0000_0000 is one op short of MAX_TLBI_RANGE_PAGES: SCALE 3, NUM 31.
+        let op = RangeOperand {
+            tg: 2,
+            scale: 3,
+            num: 31,
+            ttl: 0,
+            base: (0xffff_fff8_0000_0000u64 >> 14) & RANGE_BASE_MASK,
+        };
+        assert_eq!(op.encode(), 0xbf9f_ffe0_0000);
+        assert_eq!(op.pages(), 1 << 21);
+        // Decoding gives the fields back.
+        assert_eq!(
+            RangeOperand::decode(0x5390_0004_0000),
+            RangeOperand {
+                tg: 1,
+                scale: 1,
+                num: 7,
+                ttl: 0,
+                base: 0x10_0004_0000
+            }
+        );
+        // By-VA operand: VA[55:12], the ASID field zero.
+        assert_eq!(va_operand(0xffff_0000_4020_1000), 0xff0_0004_0201);
+        assert_eq!(decode_va_operand(0xff0_0004_0201), 0xffff_0000_4020_1000);
+    }
+
+    /// The decoded operations cover exactly the leaves they were planned for, per granule,
+    /// with and without FEAT_TLBIRANGE, and nothing next to them.
+    #[test]
+    fn planned_ops_cover_exactly_the_range() {
+        for shift in [12u32, 14, 16] {
+            let page = 1u64 << shift;
+            for range in [false, true] {
+                for pages in [1u64, 2, 3, 33, 512, 600] {
+                    let start = 0xffff_0000_4000_0000u64;
+                    let end = start + pages * page;
+                    let mut v = Vec::new();
+                    kernel_range_ops(start, end, shift, shift, range, |o| v.push(o));
+                    let covered = |va: u64| v.iter().any(|o| o.covers(va, page, false, shift));
+                    for i in 0..pages {
+                        assert!(covered(start + i * page), "{shift} {range} {pages}: page {i} missed");
+                    }
+                    if !v.contains(&Tlbi::Vmalle1is) {
+                        assert!(
+                            !covered(start - page) && !covered(end),
+                            "{shift} {range} {pages}: too wide"
+                        );
+                    }
+                    // Leaf-only operations never clean a walk-cache entry.
+                    assert!(v
+                        .iter()
+                        .all(|o| *o == Tlbi::Vmalle1is || !o.covers(start, page, true, shift)));
+                }
+            }
+            // A per-leaf flush at block stride over page leaves misses all but one per block.
+            let mut v = Vec::new();
+            kernel_range_ops(
+                0xffff_0000_4000_0000,
+                0xffff_0000_4000_0000 + (page << 4),
+                shift + 4,
+                shift,
+                false,
+                |o| v.push(o),
+            );
+            assert!(!v
+                .iter()
+                .any(|o| o.covers(0xffff_0000_4000_0000 + page, page, false, shift)));
+            // A range op with another granule's TG invalidates nothing.
+            let op = Tlbi::Rvaale1is(
+                RangeOperand {
+                    tg: range_tg(shift) % 3 + 1,
+                    scale: 0,
+                    num: 31,
+                    ttl: 0,
+                    base: (0xffff_0000_4000_0000u64 >> shift) & RANGE_BASE_MASK,
+                }
+                .encode(),
+            );
+            assert!(!op.covers(0xffff_0000_4000_0000, page, false, shift));
+        }
     }
 }

@@ -98,9 +98,10 @@ pub struct MemoryBlock {
 }
 
 impl MemoryBlock {
-    /// Pages at the start of the block that back its own memmap.
+    /// Pages at the start of the block that back its own memmap: what populate consumed from
+    /// the altmap (allocated + alignment padding), not what the altmap could have given.
     pub fn nr_vmemmap_pages(&self) -> u64 {
-        self.altmap.map_or(0, |a| a.free)
+        self.altmap.map_or(0, |a| a.alloc + a.align)
     }
 }
 
@@ -296,6 +297,10 @@ pub trait HotplugOps {
     /// Isolate, migrate movable pages away, take the range out of the allocator; on failure
     /// (`Busy`, `NoMigrationTarget`) everything is back in the allocator and usable.
     fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError>;
+    /// `remove_memory` is done with `[pa, pa + size)`: memmap freed, linear map torn down
+    /// and invalidated. The memory leaves the kernel; the test builds check that no entry
+    /// (live or cleared-but-not-invalidated) still maps it, its linear map or its memmap.
+    fn removed(&mut self, pa: u64, size: u64);
 }
 
 /// Per-zone present pages (self-hosted memmap pages included, like Linux).
@@ -827,19 +832,30 @@ impl Hotplug {
             }
             let zone = b.zone.unwrap_or(ZoneId::Normal);
             if let Err(e) = self.offline_block(ops, id) {
-                for &(id, zone) in done.iter().rev() {
-                    let t = if zone == ZoneId::Movable {
-                        OnlineType::Movable
-                    } else {
-                        OnlineType::Kernel
-                    };
-                    let _ = self.online_block(ops, id, t);
-                }
+                self.reonline(ops, &done);
                 return Err(e);
             }
             done.push((id, zone));
         }
-        self.remove_memory(ops, start, size)
+        // A removal refused after the offlines (e.g. not a whole added range) gives the blocks
+        // back too: the memory stays usable, as after a veto.
+        let r = self.remove_memory(ops, start, size);
+        if r.is_err() {
+            self.reonline(ops, &done);
+        }
+        r
+    }
+
+    /// Online `done` again into the zones they had, last first.
+    fn reonline(&mut self, ops: &mut impl HotplugOps, done: &[(BlockId, ZoneId)]) {
+        for &(id, zone) in done.iter().rev() {
+            let t = if zone == ZoneId::Movable {
+                OnlineType::Movable
+            } else {
+                OnlineType::Kernel
+            };
+            let _ = self.online_block(ops, id, t);
+        }
     }
 
     /// Linux `remove_memory(start, size)`: every block offline, whole added ranges when the
@@ -880,6 +896,7 @@ impl Hotplug {
             }
         }
         ops.unmap_linear(start, size)?;
+        ops.removed(start, size);
         // Shrink or drop the recorded ranges.
         let mut kept = Vec::new();
         for (s, l, mom) in core::mem::take(&mut self.added) {

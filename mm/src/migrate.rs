@@ -207,7 +207,9 @@ pub enum OfflineError {
 }
 
 /// Isolate `[start, start + nr)`, migrate every movable allocation in it elsewhere (copying
-/// with `copy(src_pfn, dst_pfn, order)`), and take the range out of the allocator.
+/// with `copy(src_pfn, dst_pfn, order)`), and take the range out of the allocator. Each
+/// migrated-from block is passed to `freeing(pfn, order)` before it goes back to the
+/// allocator (the kernel runs the teardown checker there).
 /// If an unmovable page is in use, or no memory is left to migrate to, the range is
 /// unisolated and the reason returned: everything is back in the allocator and usable, and the
 /// allocations already migrated stay valid where they are now.
@@ -217,6 +219,7 @@ pub fn offline_pages<M: Memmap>(
     start: u64,
     nr: u64,
     mut copy: impl FnMut(u64, u64, u32),
+    mut freeing: impl FnMut(u64, u32),
 ) -> Result<u64, OfflineError> {
     a.isolate_range(start, nr).map_err(OfflineError::Range)?;
     // One pass is enough: the range is isolated, so nothing in it is handed out again, and
@@ -240,6 +243,7 @@ pub fn offline_pages<M: Memmap>(
             handles.set(h, dst, order);
             set_owner(a, dst, Some(h));
             set_owner(a, busy, None);
+            freeing(busy, order);
             a.free(busy, order).map_err(OfflineError::Range)?; // parked: the range is isolated
             handles.migrated_pages += 1 << order;
             moved += 1 << order;

@@ -33,7 +33,7 @@ use core::sync::atomic::{fence, Ordering};
 
 use crate::geometry::{Config, Geometry};
 pub use arch::descriptor::{Attrs, Descriptor, MemType, Perm};
-use arch::tlb::TlbInvalidate;
+use arch::tlb::{Mapping, TlbInvalidate};
 
 #[cfg(not(target_os = "none"))]
 pub mod testing;
@@ -59,6 +59,12 @@ pub trait TableAlloc {
     /// How the engine reaches table page `pa` (identity before the MMU is on, the linear map
     /// after). Must be valid for reads and writes of the whole page.
     fn table_ptr(&self, pa: PhysAddr) -> *mut u64;
+    /// Notification, not allocation: `map` made entry `m` valid (a leaf, or a table entry
+    /// pointing at a table page). The teardown-order checker uses it to know what is mapped;
+    /// real allocators ignore it.
+    fn made_valid(&mut self, _m: Mapping) {}
+    /// Notification: `map` issued `DSB ISHST; ISB` for the entries it made valid.
+    fn published(&mut self) {}
 }
 
 /// What `map` may use beyond base pages.
@@ -225,7 +231,9 @@ impl<C: Config> PageTable<C> {
     /// a block would fit is reused with smaller leaves, since replacing it would need
     /// break-before-make. On error nothing is changed and no table is leaked.
     ///
-    /// The caller must issue `DSB ISHST; ISB` before using the new mappings (Linux `set_pte`).
+    /// On success the new entries are published with `DSB ISHST; ISB`
+    /// ([`arch::barrier::publish_new_mappings`], Linux `set_pte` + `emit_pte_barriers`) before
+    /// this returns, so the caller may use them at once.
     pub fn map(
         &mut self,
         a: &mut impl TableAlloc,
@@ -251,6 +259,13 @@ impl<C: Config> PageTable<C> {
         match stage::<C, _>(a, &req, self.root, level, va, last) {
             Ok(()) => {
                 commit::<C, _>(a, self.root, level, va, last);
+                // Without this a real core may take a spurious translation fault on the first
+                // use (TCG never does).
+                #[cfg(not(feature = "mutant-missing-map-barrier"))]
+                {
+                    arch::barrier::publish_new_mappings();
+                    a.published();
+                }
                 Ok(())
             }
             Err(e) => {
@@ -356,7 +371,8 @@ impl<C: Config> PageTable<C> {
             min_shift: 63,
         };
         clear_leaves::<C, _, _>(a, tlb, self.root, level, va, last, &mut stats, &mut span);
-        if stats.leaves > 0 {
+        // Mutant: the leaf invalidation is dropped.
+        if stats.leaves > 0 && !cfg!(feature = "mutant-no-leaf-tlbi") {
             tlb.flush_kernel_range(span.lo, span.hi.wrapping_add(1), span.min_shift);
         }
         let bounds = (floor, ceil_last);
@@ -584,8 +600,9 @@ fn stage_entry<C: Config, A: TableAlloc>(
     stage::<C, A>(a, req, child, level + 1, e, e_last)
 }
 
-/// Makes the staged entries of `[first, last]` valid, children before the entry linking them.
-fn commit<C: Config, A: TableAlloc>(a: &A, table: PhysAddr, level: u32, first: u64, last: u64) {
+/// Makes the staged entries of `[first, last]` valid, children before the entry linking them,
+/// and reports each to [`TableAlloc::made_valid`].
+fn commit<C: Config, A: TableAlloc>(a: &mut A, table: PhysAddr, level: u32, first: u64, last: u64) {
     let geo = C::GEOM;
     let shift = geo.level_shift(level);
     let is_last = level == 3;
@@ -597,12 +614,21 @@ fn commit<C: Config, A: TableAlloc>(a: &A, table: PhysAddr, level: u32, first: u
         let raw = rd(p);
         if is_staged(raw) {
             let valid = Descriptor::from_raw((raw & !STAGED) | 1);
-            if valid.is_table(is_last) {
+            let table = valid.is_table(is_last);
+            if table {
                 commit::<C, A>(a, valid.output_address(), level + 1, e, e_last);
                 // The new table's entries are written before the entry that publishes it.
                 fence(Ordering::Release);
             }
             wr(p, valid.raw());
+            let size = 1u64 << shift;
+            a.made_valid(Mapping {
+                va: e & !(size - 1),
+                size,
+                pa: valid.output_address(),
+                pa_size: if table { geo.page_size() } else { size },
+                table,
+            });
         } else if Descriptor::from_raw(raw).is_table(is_last) {
             commit::<C, A>(a, raw & Descriptor::OA_MASK, level + 1, e, e_last);
         }
@@ -721,7 +747,13 @@ fn clear_leaves<C: Config, A: TableAlloc, T: TlbInvalidate>(
             clear_leaves::<C, A, T>(a, tlb, d.output_address(), level + 1, e, e_last, stats, span);
         } else if d.is_leaf(is_last) {
             wr(p, 0);
-            tlb.cleared(e & !((1 << shift) - 1), 1 << shift, d.output_address(), 1 << shift);
+            tlb.cleared(Mapping {
+                va: e & !((1 << shift) - 1),
+                size: 1 << shift,
+                pa: d.output_address(),
+                pa_size: 1 << shift,
+                table: false,
+            });
             stats.leaves += 1;
             stats.cont_leaves += d.is_contiguous() as u64;
             stats.bytes = stats.bytes.wrapping_add(1 << shift);
@@ -767,7 +799,17 @@ fn free_empty<C: Config, A: TableAlloc, T: TlbInvalidate>(
             let (base, end) = (e & !mask, e | mask);
             if base >= bounds.0 && end <= bounds.1 && table_is_empty::<C, A>(a, child, level + 1) {
                 wr(p, 0);
-                tlb.cleared(base, 1 << shift, child, geo.page_size());
+                tlb.cleared(Mapping {
+                    va: base,
+                    size: 1 << shift,
+                    pa: child,
+                    pa_size: geo.page_size(),
+                    table: true,
+                });
+                // Mutant: a last-level flush, which leaves walk caches holding the table.
+                #[cfg(feature = "mutant-leaf-tlbi-for-table")]
+                tlb.flush_kernel_range(base, base.wrapping_add(1 << shift), shift);
+                #[cfg(not(feature = "mutant-leaf-tlbi-for-table"))]
                 tlb.flush_kernel_pgtable(base);
                 a.free_table(child);
                 stats.tables_freed += 1;

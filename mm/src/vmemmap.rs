@@ -26,6 +26,9 @@ pub trait PageSource {
     fn alloc_pages(&mut self, order: u32) -> Option<PhysAddr>;
     /// Give back what `alloc_pages` returned (only after the TLB no longer maps it).
     fn free_pages(&mut self, pa: PhysAddr, order: u32);
+    /// `[pa, pa + size)` goes back to an altmap (no allocator sees it, but the same rule
+    /// holds: only after the TLB no longer maps it). The kernel runs the teardown checker here.
+    fn altmap_free(&mut self, _pa: PhysAddr, _size: u64) {}
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +128,7 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
         let n = size / Self::PAGE;
         if let Some(a) = altmap {
             if a.contains(pa >> C::GEOM.page_shift) {
+                self.source.altmap_free(pa, size);
                 a.free_pfns(n);
                 return true;
             }
@@ -281,6 +285,7 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
             }
             if c.altmap {
                 if let Some(a) = altmap {
+                    self.source.altmap_free(c.pa, c.size);
                     a.free_pfns(c.size / Self::PAGE);
                 }
             } else {
@@ -321,20 +326,31 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
                 None => va += Self::PAGE,
             }
         }
+        let mut altmap_pages = 0;
+        // Mutant: the order the arm64 hot-remove review rejected (backing freed while the
+        // vmemmap still maps it).
+        if cfg!(feature = "mutant-free-before-unmap") {
+            for &(pa, size) in &leaves {
+                if self.free_backing(pa, size, &mut altmap) {
+                    altmap_pages += size / Self::PAGE;
+                }
+            }
+        }
         let u = self
             .pt
             .unmap_within(self.tables, self.tlb, start, end - start, self.region.0, self.region.1)?;
-        let mut stats = FreeStats {
-            leaves: u.leaves,
-            bytes: u.bytes,
-            altmap_pages: 0,
-            tables_freed: u.tables_freed,
-        };
-        for (pa, size) in leaves {
-            if self.free_backing(pa, size, &mut altmap) {
-                stats.altmap_pages += size / Self::PAGE;
+        if !cfg!(feature = "mutant-free-before-unmap") {
+            for (pa, size) in leaves {
+                if self.free_backing(pa, size, &mut altmap) {
+                    altmap_pages += size / Self::PAGE;
+                }
             }
         }
-        Ok(stats)
+        Ok(FreeStats {
+            leaves: u.leaves,
+            bytes: u.bytes,
+            altmap_pages,
+            tables_freed: u.tables_freed,
+        })
     }
 }

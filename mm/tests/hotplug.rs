@@ -1,6 +1,9 @@
 //! Host tests of the hotplug core for every configuration. The platform double uses the real
 //! page-table engine (linear map, vmemmap), the real `vmemmap_populate`/`free` with altmaps, the
 //! real buddy over a host memmap, and real migration; it can fail the N-th fallible operation.
+//! Every page-table change, TLBI and free goes through the teardown checker and a 4-CPU TLB
+//! model: the CPUs touch every new mapping, and after each removal no CPU may still translate a
+//! removed VA nor walk a freed table page.
 
 #[macro_use]
 mod common;
@@ -15,9 +18,10 @@ use mm::geometry::*;
 use mm::hotplug::*;
 use mm::migrate::{offline_pages, Handles};
 use mm::page::{flags, Memmap, Page, ZoneId};
-use mm::pgtable::testing::{HostTables, RecordingTlb};
+use mm::pgtable::testing::{Checker, HostTables, ModelTlb};
 use mm::pgtable::*;
 use mm::sparse::{state, Sparse};
+use mm::teardown::TeardownChecker;
 use mm::vmemmap::{PageSource, Vmemmap};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
@@ -45,6 +49,8 @@ unsafe impl Memmap for HostMemmap {
 struct Source {
     next: u64,
     live: BTreeMap<u64, u32>,
+    page_size: u64,
+    checker: Option<Checker>,
 }
 
 impl PageSource for Source {
@@ -57,14 +63,26 @@ impl PageSource for Source {
     }
     fn free_pages(&mut self, pa: PhysAddr, order: u32) {
         assert_eq!(self.live.remove(&pa), Some(order));
+        if let Some(c) = &self.checker {
+            let _ = c.borrow_mut().freeing(pa, self.page_size << order);
+        }
+    }
+    fn altmap_free(&mut self, pa: PhysAddr, size: u64) {
+        if let Some(c) = &self.checker {
+            let _ = c.borrow_mut().freeing(pa, size);
+        }
     }
 }
+
+/// CPUs of the TLB model.
+const NCPUS: usize = 4;
 
 struct Machine<C: Config> {
     pt: PageTable<C>,
     tables: HostTables,
     source: Source,
-    tlb: RecordingTlb,
+    tlb: ModelTlb,
+    checker: Checker,
     sparse: Sparse,
     memmap: HostMemmap,
     alloc: PageAlloc<HostMemmap>,
@@ -78,8 +96,15 @@ struct Machine<C: Config> {
 impl<C: Config> Machine<C> {
     fn new() -> Self {
         let g = C::GEOM;
+        let checker: Checker = Rc::new(RefCell::new(TeardownChecker::with_config(
+            g.page_shift,
+            Self::linear_region(),
+        )));
         let mut tables = HostTables::new(g.page_size());
+        tables.checker = Some(checker.clone());
         let pt = PageTable::<C>::new(&mut tables).unwrap();
+        let mut tlb = ModelTlb::new(g.page_shift, true, NCPUS);
+        tlb.checker = Some(checker.clone());
         let memmap = HostMemmap {
             sections: Rc::default(),
             pages_per_section: g.pages_per_section(),
@@ -87,8 +112,13 @@ impl<C: Config> Machine<C> {
         Machine {
             pt,
             tables,
-            source: Source::default(),
-            tlb: RecordingTlb::default(),
+            source: Source {
+                page_size: g.page_size(),
+                checker: Some(checker.clone()),
+                ..Source::default()
+            },
+            tlb,
+            checker,
             sparse: Sparse::new(g, 1 << 40),
             alloc: PageAlloc::new(memmap.clone(), g.max_order()),
             memmap,
@@ -127,7 +157,7 @@ impl<C: Config> Machine<C> {
         (start, start + (((1u64 << (g.va_bits - 1)) >> g.page_shift) * 64))
     }
 
-    fn vmemmap(&mut self) -> Vmemmap<'_, C, HostTables, Source, RecordingTlb> {
+    fn vmemmap(&mut self) -> Vmemmap<'_, C, HostTables, Source, ModelTlb> {
         Vmemmap {
             pt: &mut self.pt,
             tables: &mut self.tables,
@@ -135,6 +165,70 @@ impl<C: Config> Machine<C> {
             tlb: &mut self.tlb,
             region: Self::vmemmap_region(),
         }
+    }
+
+    /// Every CPU reads `[va, va + size)` at `stride` (and its last page), caching translations.
+    fn touch(&mut self, va: u64, size: u64, stride: u64) {
+        let page = C::GEOM.page_size();
+        for cpu in 0..NCPUS {
+            let mut v = va;
+            while v < va + size {
+                assert!(
+                    self.tlb.touch(cpu, &self.pt, &self.tables, v).is_some(),
+                    "cpu {cpu}: new mapping at {v:#x} faults"
+                );
+                v += stride;
+            }
+            self.tlb.touch(cpu, &self.pt, &self.tables, va + size - page);
+        }
+    }
+
+    /// No teardown-order violation so far, and no CPU walk cache points at a freed table page.
+    fn assert_teardown_ok(&self, after: &str) {
+        if let Some(v) = self.checker.borrow().violations.first() {
+            panic!("teardown order violated in {after}: {v}");
+        }
+        for (cpu, c) in self.tlb.cpus.iter().enumerate() {
+            if let Some(e) = c
+                .entries
+                .iter()
+                .find(|e| e.table && !self.tables.live_set().contains(&e.pa))
+            {
+                panic!(
+                    "TLB model after {after}: cpu {cpu} can still walk freed table page {:#x} (va {:#x})",
+                    e.pa, e.va
+                );
+            }
+        }
+    }
+
+    /// Nothing maps removed memory any more: checker (live/pending, PA and VA) and TLB model.
+    fn assert_removed(&mut self, pa: u64, size: u64) {
+        let g = C::GEOM;
+        let vm = (
+            Self::vmemmap_region().0 + (pa >> g.page_shift) * 64,
+            (size >> g.page_shift) * 64,
+        );
+        let lin = (Self::linear(pa), size);
+        {
+            let mut c = self.checker.borrow_mut();
+            let r = c
+                .released(pa, size)
+                .and_then(|_| c.quiescent(lin.0, lin.1))
+                .and_then(|_| c.quiescent(vm.0, vm.1));
+            if let Err(v) = r {
+                panic!("teardown order violated at the end of remove_memory: {v}");
+            }
+        }
+        for (what, (va, len)) in [("linear map", lin), ("memmap", vm)] {
+            if let Some((cpu, e)) = self.tlb.stale_leaf(va, len) {
+                panic!(
+                    "TLB model: cpu {cpu} can still translate removed {what} va {:#x} (leaf va {:#x} size {:#x})",
+                    va, e.va, e.size
+                );
+            }
+        }
+        self.assert_teardown_ok("remove_memory");
     }
 
     /// The page allocator's invariants over every populated section, with no offline in
@@ -178,7 +272,10 @@ impl<C: Config> HotplugOps for Machine<C> {
                 Attrs::NORMAL_RW,
                 MapFlags::LARGEST,
             )
-            .map_err(|_| HotplugError::NoMemory)
+            .map_err(|_| HotplugError::NoMemory)?;
+        let stride = C::GEOM.pmd_size().min(size);
+        self.touch(Self::linear(pa), size, stride);
+        Ok(())
     }
 
     fn check_unmap_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
@@ -189,10 +286,17 @@ impl<C: Config> HotplugOps for Machine<C> {
 
     fn unmap_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
         let (lo, hi) = Self::linear_region();
-        self.pt
+        let r = self
+            .pt
             .unmap_within(&mut self.tables, &mut self.tlb, Self::linear(pa), size, lo, hi)
             .map(|_| ())
-            .map_err(|_| HotplugError::WouldSplitLeaf { pa })
+            .map_err(|_| HotplugError::WouldSplitLeaf { pa });
+        self.assert_teardown_ok("unmap_linear");
+        r
+    }
+
+    fn removed(&mut self, pa: u64, size: u64) {
+        self.assert_removed(pa, size);
     }
 
     fn populate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>) -> Result<(), HotplugError> {
@@ -205,6 +309,7 @@ impl<C: Config> HotplugOps for Machine<C> {
                 mm::vmemmap::VmemmapError::AltmapExhausted(_) => HotplugError::MemmapOnMemory("altmap exhausted"),
                 _ => HotplugError::NoMemory,
             })?;
+        self.touch(start, g.memmap_per_section(), g.page_size());
         let pages = (0..g.pages_per_section())
             .map(|_| UnsafeCell::new(Page::INIT))
             .collect();
@@ -225,6 +330,7 @@ impl<C: Config> HotplugOps for Machine<C> {
         self.vmemmap()
             .free(start, start + g.memmap_per_section(), altmap)
             .unwrap();
+        self.assert_teardown_ok("vmemmap_free");
     }
 
     fn init_memmap(&mut self, pfn: u64, nr: u64, block: BlockId) {
@@ -277,14 +383,26 @@ impl<C: Config> HotplugOps for Machine<C> {
     fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
         self.injected()?;
         let contents = &mut self.contents;
-        let r = offline_pages(&mut self.alloc, &mut self.handles, pfn, nr, |src, dst, _| {
-            if let Some(v) = contents.remove(&src) {
-                contents.insert(dst, v);
-            }
-        })
+        let checker = &self.checker;
+        let page = C::GEOM.page_size();
+        let r = offline_pages(
+            &mut self.alloc,
+            &mut self.handles,
+            pfn,
+            nr,
+            |src, dst, _| {
+                if let Some(v) = contents.remove(&src) {
+                    contents.insert(dst, v);
+                }
+            },
+            |src, order| {
+                let _ = checker.borrow_mut().freeing(src * page, page << order);
+            },
+        )
         .map(|_| ())
         .map_err(|e| HotplugError::from_offline(block, e));
         self.assert_alloc_ok("offline_pages");
+        self.assert_teardown_ok("offline_pages");
         r
     }
 }
@@ -375,6 +493,8 @@ matrix!(
     dimm_stays_in_one_zone,
     dimm_memory_is_not_removed_behind_its_driver,
     handle_table_grows_and_gives_its_memory_back,
+    tlb_model_flows_with_and_without_range_tlbi,
+    offline_and_remove_reonlines_when_remove_is_refused,
 );
 
 fn add_online_offline_remove_round_trip<C: Config>() {
@@ -1104,4 +1224,82 @@ fn handle_table_grows_and_gives_its_memory_back<C: Config>() {
     );
     check_all(&m, &hp);
     hp.offline_block(&mut m, 8).unwrap();
+}
+
+/// Every flow against the TLB model and the checker, with FEAT_TLBIRANGE (range operations)
+/// and without (per-leaf TLBIs, a full flush above 512): add (with and without memmap on
+/// memory), online, migrate on offline, remove, `offline_and_remove`, and an add rolled back
+/// after an injected failure. After each removal no CPU translates a removed VA (checked by
+/// the double's `removed`), and every CPU touched every new mapping first.
+fn tlb_model_flows_with_and_without_range_tlbi<C: Config>() {
+    let g = C::GEOM;
+    for range in [true, false] {
+        for flags in [
+            MOM,
+            AddFlags {
+                memmap_on_memory: false,
+            },
+        ] {
+            let (mut m, mut hp) = boot::<C>();
+            m.tlb.range = range;
+            let size = 2 * g.section_size();
+            hp.add_memory(&mut m, None, base::<C>(), size, flags).unwrap();
+            for id in [8, 9] {
+                hp.online_block(&mut m, id, OnlineType::Movable).unwrap();
+            }
+            for i in 0..16u64 {
+                let h = m.handles.alloc(&mut m.alloc, (i % 2) as u32).unwrap();
+                let (pfn, _) = m.handles.get(h).unwrap();
+                m.contents.insert(pfn, i);
+            }
+            let migrated = m.handles.migrated_pages;
+            hp.offline_and_remove(&mut m, base::<C>(), size).unwrap();
+            assert!(m.handles.migrated_pages > migrated, "nothing migrated");
+            if !range {
+                assert!(
+                    !m.tlb
+                        .executed
+                        .iter()
+                        .any(|op| matches!(op, arch::tlb::Tlbi::Rvaale1is(_))),
+                    "a range TLBI without FEAT_TLBIRANGE"
+                );
+            }
+            // A failed add (the second block's populate) is rolled back under the same checks.
+            m.fail_in = Some(2);
+            assert_eq!(
+                hp.add_memory(&mut m, None, base::<C>(), size, flags),
+                Err(HotplugError::Injected)
+            );
+            m.assert_teardown_ok("a rolled-back add");
+            let lin = Machine::<C>::linear(base::<C>());
+            assert!(
+                m.tlb.stale_leaf(lin, size).is_none(),
+                "rolled-back linear map still cached"
+            );
+        }
+    }
+}
+
+/// `offline_and_remove` of part of a range added with memmap on memory: the blocks are
+/// offlined, then `remove_memory` refuses (`Granularity`); the blocks come back online in their
+/// zones and nothing else changes.
+fn offline_and_remove_reonlines_when_remove_is_refused<C: Config>() {
+    let g = C::GEOM;
+    let (mut m, mut hp) = boot::<C>();
+    hp.add_memory(&mut m, None, base::<C>(), 2 * g.section_size(), MOM)
+        .unwrap();
+    hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
+    hp.online_block(&mut m, 9, OnlineType::Kernel).unwrap();
+    let before = (m.snapshot(), hp.present);
+    assert_eq!(
+        hp.offline_and_remove(&mut m, base::<C>(), g.section_size()),
+        Err(HotplugError::Granularity {
+            start: base::<C>(),
+            size: g.section_size()
+        })
+    );
+    let b = hp.block(8).unwrap();
+    assert_eq!((b.state, b.zone), (BlockState::Online, Some(ZoneId::Movable)));
+    assert_eq!((m.snapshot(), hp.present), before);
+    check_all(&m, &hp);
 }

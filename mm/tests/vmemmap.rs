@@ -10,59 +10,18 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use arch::tlb::TlbInvalidate;
+use arch::tlb::{Mapping, TlbInvalidate};
 use mm::altmap::Altmap;
 use mm::geometry::*;
-use mm::pgtable::testing::{HostTables, RecordingTlb};
+use mm::pgtable::testing::{Checker, HostTables, ModelTlb};
 use mm::pgtable::*;
-use mm::teardown::TeardownChecker;
+use mm::teardown::{TeardownChecker, ViolationKind};
 use mm::vmemmap::{PageSource, Vmemmap, VmemmapError};
 
-type Checker = Rc<RefCell<TeardownChecker>>;
-
-/// Forwards to a recording TLB and tells the checker about clears and invalidations.
-struct CheckedTlb {
-    inner: RecordingTlb,
-    checker: Checker,
-}
-
-impl TlbInvalidate for CheckedTlb {
-    fn flush_kernel_range(&mut self, start: u64, end: u64, stride_shift: u32) {
-        self.checker.borrow_mut().invalidated(start, end);
-        self.inner.flush_kernel_range(start, end, stride_shift);
-    }
-    fn flush_kernel_pgtable(&mut self, va: u64) {
-        self.checker.borrow_mut().invalidated_pgtable(va);
-        self.inner.flush_kernel_pgtable(va);
-    }
-    fn flush_all(&mut self) {
-        self.checker.borrow_mut().invalidated_all();
-        self.inner.flush_all();
-    }
-    fn cleared(&mut self, va: u64, size: u64, pa: u64, pa_size: u64) {
-        self.checker.borrow_mut().cleared(va, size, pa, pa_size);
-    }
-}
-
-/// Table pages on the host heap; frees are checked.
-struct CheckedTables {
-    inner: HostTables,
-    checker: Checker,
-    page: u64,
-}
-
-impl TableAlloc for CheckedTables {
-    fn alloc_table(&mut self) -> Option<PhysAddr> {
-        self.inner.alloc_table()
-    }
-    fn free_table(&mut self, pa: PhysAddr) {
-        let _ = self.checker.borrow_mut().freeing(pa, self.page);
-        self.inner.free_table(pa)
-    }
-    fn table_ptr(&self, pa: PhysAddr) -> *mut u64 {
-        self.inner.table_ptr(pa)
-    }
-}
+/// The checker is fed by the doubles: `HostTables` (entries made valid, table frees),
+/// `ModelTlb` (clears, and every TLBI decoded from its operand), `Source` (backing frees).
+type CheckedTables = HostTables;
+type CheckedTlb = ModelTlb;
 
 /// A fake physical allocator (PAs are never dereferenced): naturally aligned blocks from a
 /// bump pointer, with exact accounting, an optional budget, and checked frees.
@@ -96,6 +55,9 @@ impl PageSource for Source {
         );
         let _ = self.checker.borrow_mut().freeing(pa, self.page << order);
     }
+    fn altmap_free(&mut self, pa: PhysAddr, size: u64) {
+        let _ = self.checker.borrow_mut().freeing(pa, size);
+    }
 }
 
 struct Rig<C: Config> {
@@ -111,12 +73,9 @@ struct Rig<C: Config> {
 impl<C: Config> Rig<C> {
     fn new() -> Self {
         let g = C::GEOM;
-        let checker: Checker = Rc::default();
-        let mut tables = CheckedTables {
-            inner: HostTables::new(g.page_size()),
-            checker: checker.clone(),
-            page: g.page_size(),
-        };
+        let checker: Checker = Rc::new(RefCell::new(TeardownChecker::with_config(g.page_shift, (0, 0))));
+        let mut tables = HostTables::new(g.page_size());
+        tables.checker = Some(checker.clone());
         let pt = PageTable::<C>::new(&mut tables).unwrap();
         // The vmemmap region as the kernel lays it out: after a linear map of half the VA space.
         let start = g.ttbr1_base() + (1 << (g.va_bits - 1));
@@ -131,9 +90,10 @@ impl<C: Config> Rig<C> {
                 budget: None,
                 checker: checker.clone(),
             },
-            tlb: CheckedTlb {
-                inner: RecordingTlb::default(),
-                checker: checker.clone(),
+            tlb: {
+                let mut t = ModelTlb::new(g.page_shift, true, 1);
+                t.checker = Some(checker.clone());
+                t
             },
             checker,
             region: (start, start + size),
@@ -145,7 +105,7 @@ impl<C: Config> Rig<C> {
         let (s, e) = rig.section(0);
         rig.vmemmap().populate(s, e, None).unwrap();
         rig.vmemmap().free(s, e, None).unwrap();
-        rig.baseline_tables = rig.tables.inner.live();
+        rig.baseline_tables = rig.tables.live();
         assert!(rig.source.live.is_empty());
         rig
     }
@@ -167,11 +127,7 @@ impl<C: Config> Rig<C> {
     }
 
     fn assert_baseline(&self) {
-        assert_eq!(
-            self.tables.inner.live(),
-            self.baseline_tables,
-            "table pages not at baseline"
-        );
+        assert_eq!(self.tables.live(), self.baseline_tables, "table pages not at baseline");
         assert!(
             self.source.live.is_empty(),
             "backing pages leaked: {:?}",
@@ -255,7 +211,7 @@ fn altmap_backs_every_leaf_and_returns_to_zero<C: Config>() {
         );
     }
     // Page-table pages never come from the altmap.
-    for &t in r.tables.inner.live_set() {
+    for &t in r.tables.live_set() {
         assert!(!alt.contains(t >> g.page_shift));
     }
     let f = r.vmemmap().free(s, e, Some(&mut alt)).unwrap();
@@ -380,13 +336,19 @@ fn checker_catches_free_before_invalidate() {
     r.vmemmap().populate(s, e, None).unwrap();
     let leaf = r.pt.walk(&r.tables, s).leaf.unwrap();
     // Wrong order by hand: clear (as the engine reports it), free, then invalidate.
-    r.tlb.cleared(s, leaf.size, leaf.pa, leaf.size);
+    r.tlb.cleared(Mapping {
+        va: s,
+        size: leaf.size,
+        pa: leaf.pa,
+        pa_size: leaf.size,
+        table: false,
+    });
     let order = leaf.size.trailing_zeros() - 12;
     r.source.free_pages(leaf.pa, order);
     r.tlb.flush_kernel_range(s, e, 21);
     let v = r.checker.borrow().violations.clone();
     assert_eq!(v.len(), 1, "free before TLBI must be reported");
-    assert_eq!(v[0].freed_pa, leaf.pa);
+    assert_eq!((v[0].addr, v[0].kind), (leaf.pa, ViolationKind::FreedWhilePending));
 }
 
 /// And the real code passes it: every clear the engine reports is invalidated before the free.

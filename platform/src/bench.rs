@@ -114,7 +114,7 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
         layout::Size(G.section_size()),
         freq,
         bw / (1 << 20) as f64,
-        arch::cpu::has_tlbi_range()
+        crate::teardown::tlbi_range()
     );
     println!(
         "bench: {:>9} {:>4} {:>11} {:>11} {:>11} {:>11} {:>9} {:>7} {:>7} {:>7} {:>10}",
@@ -197,7 +197,7 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
                 tlbi_va,
                 tlbi_range,
                 tlbi_all,
-                arch::cpu::has_tlbi_range(),
+                crate::teardown::tlbi_range(),
                 pre_per_gib
             );
         }

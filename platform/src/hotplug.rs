@@ -5,7 +5,9 @@
 //! Locking: `HOTPLUG` (a plain spin lock, never taken in interrupt context) serialises the
 //! hotplug paths against each other. Inside, the kernel page table lock orders table changes
 //! against software walkers (the shell's `pt`, tests); other CPUs' hardware walks are handled by
-//! broadcast TLB invalidation before any page or table is freed.
+//! broadcast TLB invalidation before any page or table is freed. Memmap readers hold the
+//! allocator lock, under which the section state changes (see `section_update`), so hotplug
+//! work and memmap readers may run on any CPU.
 
 use crate::{
     dtb::Range,
@@ -135,11 +137,8 @@ impl HotplugOps for KernelOps {
                 MapFlags::LARGEST,
             )
         })
-        .map_err(|_| HotplugError::NoMemory)?;
-        // Make the new descriptors visible to the table walkers before anyone uses them.
-        aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
-        aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
-        Ok(())
+        .map_err(|_| HotplugError::NoMemory)
+        // The engine published the new descriptors (DSB ISHST; ISB) before returning.
     }
 
     fn check_unmap_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
@@ -159,8 +158,6 @@ impl HotplugOps for KernelOps {
         let self_hosted = altmap.is_some();
         let st =
             memory::with_vmemmap(|v| v.populate(start, start + G.memmap_per_section(), altmap)).map_err(vmemmap_err)?;
-        aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
-        aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
         memory::MEMMAP_BYTES.fetch_add(st.bytes, Ordering::Relaxed);
         if self_hosted {
             memory::MEMMAP_SELF_HOSTED_BYTES.fetch_add(st.bytes, Ordering::Relaxed);
@@ -183,13 +180,24 @@ impl HotplugOps for KernelOps {
         }
     }
 
+    fn removed(&mut self, pa: u64, size: u64) {
+        let memmap = VMEMMAP.pfn_to_page(pa >> PAGE_SHIFT);
+        crate::teardown::check_removed(pa, size, layout::phys_to_virt(pa), memmap, (size >> PAGE_SHIFT) * 64);
+    }
+
     fn init_memmap(&mut self, pfn: u64, nr: u64, block: BlockId) {
         memory::init_struct_pages(pfn, nr, block as u32, flags::OFFLINE);
     }
 
     fn section_update(&mut self, nr: u64, set: u8, clear: u8) {
-        memory::sparse().set(nr as usize, set);
-        memory::sparse().clear(nr as usize, clear);
+        // Memmap readers (the allocator, `page`, `meminfo`, any CPU) check `pfn_valid` and
+        // read the struct page under the allocator lock; changing the section state under the
+        // same lock means a reader sees either a valid, mapped memmap or an invalid PFN, never
+        // a memmap that `remove` is about to unmap (Linux: `get_online_mems`).
+        memory::with_page_alloc(|_| {
+            memory::sparse().set(nr as usize, set);
+            memory::sparse().clear(nr as usize, clear);
+        });
     }
 
     fn init_vmemmap_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) {
@@ -225,19 +233,26 @@ impl HotplugOps for KernelOps {
         // Lock order: handles, then the allocator (as every movable user does).
         let mut handles = HANDLES.lock();
         memory::with_page_alloc(|a| {
-            mm::migrate::offline_pages(a, &mut handles, pfn, nr, |src, dst, order| {
-                let bytes = (PAGE_SIZE << order) as usize;
-                // SAFETY: both blocks are ours under the allocator and handle locks (the source
-                // is a live movable allocation being migrated, the destination was just
-                // allocated), both reached through the linear map, and they do not overlap.
-                unsafe {
-                    core::ptr::copy_nonoverlapping(
-                        layout::phys_to_virt(src << PAGE_SHIFT) as *const u8,
-                        layout::phys_to_virt(dst << PAGE_SHIFT) as *mut u8,
-                        bytes,
-                    )
-                };
-            })
+            mm::migrate::offline_pages(
+                a,
+                &mut handles,
+                pfn,
+                nr,
+                |src, dst, order| {
+                    let bytes = (PAGE_SIZE << order) as usize;
+                    // SAFETY: both blocks are ours under the allocator and handle locks (the
+                    // source is a live movable allocation being migrated, the destination was
+                    // just allocated), both reached through the linear map, no overlap.
+                    unsafe {
+                        core::ptr::copy_nonoverlapping(
+                            layout::phys_to_virt(src << PAGE_SHIFT) as *const u8,
+                            layout::phys_to_virt(dst << PAGE_SHIFT) as *mut u8,
+                            bytes,
+                        )
+                    };
+                },
+                |src, order| crate::teardown::check_free(src << PAGE_SHIFT, PAGE_SIZE << order),
+            )
         })
         .map(|_| ())
         .map_err(|e| HotplugError::from_offline(block, e))

@@ -143,6 +143,9 @@ impl PageSource for BuddySource {
             crate::println!("memory: cannot free pa={pa:#x} order={order}: {e:?}");
         }
     }
+    fn altmap_free(&mut self, pa: PhysAddr, size: u64) {
+        crate::teardown::check_free(pa, size);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -182,6 +185,14 @@ impl TableAlloc for KernelTables {
         } else {
             layout::phys_to_virt(pa) as *mut u64
         }
+    }
+
+    fn made_valid(&mut self, m: arch::tlb::Mapping) {
+        crate::teardown::made_valid(m);
+    }
+
+    fn published(&mut self) {
+        crate::teardown::published();
     }
 }
 

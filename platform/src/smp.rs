@@ -176,6 +176,7 @@ fn serve_mailbox(cpu: usize) {
 extern "C" fn __hotmem_secondary_main(cpu: u64) -> ! {
     let cpu = cpu as usize;
     drop_identity_map();
+    crate::teardown::init_secondary();
     gic::init_cpu(&[timer::INTID_VTIMER]);
     timer::init_cpu();
     ONLINE.fetch_or(1 << cpu, Ordering::Release);

@@ -1,24 +1,61 @@
 //! The kernel's TLB maintenance, and — in the test build — the run-time teardown-order
-//! checker: every entry the page-table engine clears is tracked until a TLB invalidation covers
-//! it, and freeing a page while such an entry still points at it stops the kernel with a report.
+//! checker (`mm::teardown`): it learns every entry the page-table engine makes valid or clears
+//! and every TLBI the kernel issues (the same instruction sequence, decoded from the real
+//! operands), and stops the kernel with a report when a page is freed while an entry still maps
+//! it or a cleared one is not yet invalidated, or when removed memory is still translatable.
+//! The release kernel does not build it.
 
-use arch::tlb::{CpuTlb, TlbInvalidate};
+use arch::tlb::{CpuTlb, Mapping, TlbInvalidate};
 
 /// The TLB as page-table code sees it: broadcast invalidations (plus checking in `ktest`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KernelTlb;
 
-/// FEAT_TLBIRANGE, read once at boot (ID_AA64ISAR0_EL1.TLB).
+/// FEAT_TLBIRANGE (ID_AA64ISAR0_EL1.TLB), a system-wide capability: set by the boot CPU,
+/// cleared by any secondary that lacks it ([`init_secondary`]), so a broadcast range TLBI is
+/// only ever issued when every CPU that receives it implements it.
 static TLBI_RANGE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// Erratum 1286807 on some CPU (from its MIDR): repeat every TLBI.
+static REPEAT_TLBI: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Each secondary CPU, before it runs anything else: drop system-wide capabilities it lacks and
+/// add the errata workarounds it needs.
+pub fn init_secondary() {
+    use core::sync::atomic::Ordering::Relaxed;
+    if !arch::cpu::has_tlbi_range() {
+        TLBI_RANGE.store(false, Relaxed);
+    }
+    if arch::cpu::needs_repeat_tlbi(arch::cpu::midr()) {
+        REPEAT_TLBI.store(true, Relaxed);
+    }
+}
+
+/// Whether range TLBIs are used (every online CPU has FEAT_TLBIRANGE).
+pub fn tlbi_range() -> bool {
+    TLBI_RANGE.load(core::sync::atomic::Ordering::Relaxed)
+}
 
 pub fn init() {
     TLBI_RANGE.store(arch::cpu::has_tlbi_range(), core::sync::atomic::Ordering::Relaxed);
+    REPEAT_TLBI.store(
+        arch::cpu::needs_repeat_tlbi(arch::cpu::midr()),
+        core::sync::atomic::Ordering::Relaxed,
+    );
+    #[cfg(feature = "ktest")]
+    checker::CHECKER.lock().configure(
+        crate::layout::PAGE_SHIFT,
+        (
+            crate::layout::PAGE_OFFSET,
+            crate::layout::PAGE_OFFSET + crate::layout::LINEAR_SIZE,
+        ),
+    );
 }
 
 fn cpu_tlb() -> CpuTlb {
     CpuTlb {
         page_shift: crate::layout::PAGE_SHIFT,
         range: TLBI_RANGE.load(core::sync::atomic::Ordering::Relaxed),
+        repeat: REPEAT_TLBI.load(core::sync::atomic::Ordering::Relaxed),
     }
 }
 
@@ -38,33 +75,73 @@ impl TlbInvalidate for KernelTlb {
     fn flush_kernel_range(&mut self, start: u64, end: u64, stride_shift: u32) {
         cpu_tlb().flush_kernel_range(start, end, stride_shift);
         #[cfg(feature = "ktest")]
-        checker::CHECKER.lock().invalidated(start, end);
+        {
+            let mut c = checker::CHECKER.lock();
+            cpu_tlb().range_ops(start, end, stride_shift, |op| c.invalidated(op));
+        }
     }
     fn flush_kernel_pgtable(&mut self, va: u64) {
         cpu_tlb().flush_kernel_pgtable(va);
         #[cfg(feature = "ktest")]
-        checker::CHECKER.lock().invalidated_pgtable(va);
+        checker::CHECKER
+            .lock()
+            .invalidated(arch::tlb::Tlbi::Vaae1is(arch::tlb::va_operand(va)));
     }
     fn flush_all(&mut self) {
         cpu_tlb().flush_all();
         #[cfg(feature = "ktest")]
-        checker::CHECKER.lock().invalidated_all();
+        checker::CHECKER.lock().invalidated(arch::tlb::Tlbi::Vmalle1is);
     }
     #[cfg(feature = "ktest")]
-    fn cleared(&mut self, va: u64, size: u64, pa: u64, pa_size: u64) {
-        checker::CHECKER.lock().cleared(va, size, pa, pa_size);
+    fn cleared(&mut self, m: Mapping) {
+        checker::CHECKER.lock().cleared(m);
     }
 }
 
-/// Called before any page goes back to an allocator. In the test build, stop with a report if
-/// a stale translation of it may still be cached.
+/// The page-table engine made `m` valid (test build: the checker learns what is mapped).
+pub fn made_valid(_m: Mapping) {
+    #[cfg(feature = "ktest")]
+    checker::CHECKER.lock().made_valid(_m);
+}
+
+/// The engine published what it made valid (`DSB ISHST; ISB`).
+pub fn published() {
+    #[cfg(feature = "ktest")]
+    checker::CHECKER.lock().published();
+}
+
+#[cfg(feature = "ktest")]
+fn fatal(v: mm::teardown::Violation) -> ! {
+    crate::console::_print_panic(format_args!("\nhotmem: FATAL teardown order: {v}\n"));
+    arch::cpu::semihosting_exit(crate::trap::FATAL_STATUS);
+}
+
+/// Called before any page goes back to an allocator (buddy, altmap, early pool). In the test
+/// build, stop with a report if an entry still maps it or a stale translation may be cached.
 pub fn check_free(_pa: u64, _size: u64) {
     #[cfg(feature = "ktest")]
     {
         let v = checker::CHECKER.lock().freeing(_pa, _size);
         if let Err(v) = v {
-            crate::console::_print_panic(format_args!("\nhotmem: FATAL teardown order: {v}\n"));
-            arch::cpu::semihosting_exit(crate::trap::FATAL_STATUS);
+            fatal(v);
+        }
+    }
+}
+
+/// Called when hot-removed memory leaves the kernel (before `remove` returns, so before the
+/// DIMM's eject): no entry of its PA range, its linear map or its memmap may be live or
+/// pending. Test build only.
+pub fn check_removed(_pa: u64, _size: u64, _linear_va: u64, _memmap_va: u64, _memmap_size: u64) {
+    #[cfg(feature = "ktest")]
+    {
+        let mut c = checker::CHECKER.lock();
+        let r = c
+            .released(_pa, _size)
+            .and_then(|_| c.quiescent(_linear_va, _size))
+            .and_then(|_| c.quiescent(_memmap_va, _memmap_size));
+        drop(c);
+        if let Err(v) = r {
+            fatal(v);
         }
     }
 }

@@ -4,7 +4,8 @@
 //! with the bug in place is not a check.
 //!
 //! The nested builds use their own target directory (`target/mutants`) so they never
-//! invalidate the normal build.
+//! invalidate the normal build. `HOTMEM_MUTANT_FILTER=<text>` runs only the mutants whose
+//! feature contains `<text>` (for development; CI runs them all).
 
 use std::path::Path;
 use std::process::Command;
@@ -64,14 +65,264 @@ const MUTANTS: &[Mutant] = &[
         ],
         expect: "OwnedByGroup",
     },
+    // Issue 10: the teardown order. Each mutant is caught by the teardown checker (which knows
+    // live and pending entries, leaf vs table, and decodes every TLBI), by the per-CPU TLB
+    // model, or by the barrier record, in the tests named here (README "Teardown contract").
+    //
+    // The memmap backing freed before its vmemmap mapping is torn down.
+    Mutant {
+        package: "hotmem-mm",
+        feature: "mutant-free-before-unmap",
+        test_args: &[
+            "--test",
+            "vmemmap",
+            "cfg_16k_47::populate_then_free_restores_everything",
+        ],
+        expect: "is still valid (freed before unmap)",
+    },
+    Mutant {
+        package: "hotmem-mm",
+        feature: "mutant-free-before-unmap",
+        test_args: &["--test", "hotplug", "cfg_4k_48::add_online_offline_remove_round_trip"],
+        expect: "teardown order violated in vmemmap_free",
+    },
+    // An empty table page freed after a last-level (VAALE1IS/RVAALE1IS) flush only.
+    Mutant {
+        package: "hotmem-mm",
+        feature: "mutant-leaf-tlbi-for-table",
+        test_args: &["--test", "vmemmap", "cfg_4k_48::populate_then_free_restores_everything"],
+        expect: "the table entry for va=",
+    },
+    Mutant {
+        package: "hotmem-mm",
+        feature: "mutant-leaf-tlbi-for-table",
+        test_args: &[
+            "--test",
+            "tlb_model",
+            "cfg_16k_47::freed_tables_leave_no_walk_cache_entry",
+        ],
+        expect: "the table entry for va=",
+    },
+    // The leaf invalidation of an unmap (linear map and vmemmap) dropped.
+    Mutant {
+        package: "hotmem-mm",
+        feature: "mutant-no-leaf-tlbi",
+        test_args: &[
+            "--test",
+            "tlb_model",
+            "cfg_4k_48::base_page_window_removal_with_range_tlbi",
+        ],
+        expect: "can still translate removed va",
+    },
+    Mutant {
+        package: "hotmem-mm",
+        feature: "mutant-no-leaf-tlbi",
+        test_args: &["--test", "hotplug", "cfg_64k_48::add_online_offline_remove_round_trip"],
+        expect: "was cleared but not yet invalidated",
+    },
+    // New entries used without DSB ISHST; ISB.
+    Mutant {
+        package: "hotmem-mm",
+        feature: "mutant-missing-map-barrier",
+        test_args: &["--test", "tlb_model", "cfg_4k_48::map_publishes_new_entries_before_use"],
+        expect: "map made entries valid without DSB ISHST; ISB",
+    },
+    Mutant {
+        package: "hotmem-mm",
+        feature: "mutant-missing-map-barrier",
+        test_args: &["--test", "hotplug", "cfg_16k_47::add_online_offline_remove_round_trip"],
+        expect: "without DSB ISHST; ISB",
+    },
+    // Every planned leaf TLBI addressed one page too high.
+    Mutant {
+        package: "hotmem-mm",
+        feature: "mutant-tlbi-off-by-one-page",
+        test_args: &[
+            "--test",
+            "tlb_model",
+            "cfg_16k_47::base_page_window_removal_without_range_tlbi",
+        ],
+        expect: "can still translate removed va",
+    },
+    // Per-leaf invalidations local (TLBI VAALE1) instead of broadcast (the path used without
+    // FEAT_TLBIRANGE).
+    Mutant {
+        package: "hotmem-mm",
+        feature: "mutant-local-tlbi",
+        test_args: &[
+            "--test",
+            "tlb_model",
+            "cfg_64k_48::base_page_window_removal_without_range_tlbi",
+        ],
+        expect: "TLB model: cpu 1 can still translate removed va",
+    },
+    Mutant {
+        package: "hotmem-mm",
+        feature: "mutant-local-tlbi",
+        test_args: &[
+            "--test",
+            "hotplug",
+            "cfg_16k_47::tlb_model_flows_with_and_without_range_tlbi",
+        ],
+        expect: "was cleared but not yet invalidated",
+    },
+    Mutant {
+        package: "hotmem-arch",
+        feature: "mutant-tlbi-off-by-one-page",
+        test_args: &["--lib", "tlb::tests::planned_ops_cover_exactly_the_range"],
+        expect: "missed",
+    },
 ];
+
+/// A mutant the in-guest suite must catch: the `ktest` kernel is built with the feature and
+/// booted (kernel mode, 4 CPUs, RAM held back for the hotplug cases); it must not pass, and its
+/// console must show `expect` (the check that caught it).
+struct GuestMutant {
+    /// A `hotmem-mm` feature.
+    feature: &'static str,
+    granule: &'static str,
+    cpu: &'static str,
+    expect: &'static str,
+}
+
+/// One granule each keeps this cheap (one kernel build per entry); docs/teardown.md lists the
+/// granule × CPU runs done by hand.
+const GUEST_MUTANTS: &[GuestMutant] = &[
+    GuestMutant {
+        feature: "mutant-free-before-unmap",
+        granule: "16k",
+        cpu: "max,lpa2=off",
+        expect: "is still valid (freed before unmap)",
+    },
+    GuestMutant {
+        feature: "mutant-leaf-tlbi-for-table",
+        granule: "64k",
+        cpu: "max,lpa2=off",
+        expect: "the table entry for va=",
+    },
+    GuestMutant {
+        feature: "mutant-no-leaf-tlbi",
+        granule: "4k",
+        cpu: "cortex-a76",
+        expect: "name=base_page_window_removal_faults_on_every_cpu msg=(cpu, page) still translating",
+    },
+    GuestMutant {
+        feature: "mutant-tlbi-off-by-one-page",
+        granule: "4k",
+        cpu: "cortex-a76",
+        expect: "name=base_page_window_removal_faults_on_every_cpu msg=(cpu, page) still translating",
+    },
+    GuestMutant {
+        feature: "mutant-local-tlbi",
+        granule: "64k",
+        cpu: "cortex-a76",
+        expect: "was cleared but not yet invalidated",
+    },
+    GuestMutant {
+        feature: "mutant-missing-map-barrier",
+        granule: "4k",
+        cpu: "max,lpa2=off",
+        expect: "never published with DSB ISHST; ISB",
+    },
+];
+
+/// Build the mutant test kernel and boot it; returns (passed, console).
+fn run_guest_mutant(root: &Path, m: &GuestMutant) -> (bool, String) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = root.join("target/mutants-kernel");
+    let out = Command::new(&cargo)
+        .current_dir(root)
+        .args(["build", "-q", "--release", "-p", "hotmem-platform", "--bin", "hotmem"])
+        .args(["--target", "aarch64-unknown-none", "--target-dir"])
+        .arg(&target)
+        .args([
+            "--features",
+            &format!("granule-{} ktest hotmem-mm/{}", m.granule, m.feature),
+        ])
+        .output()
+        .expect("run cargo");
+    if !out.status.success() {
+        return (
+            false,
+            format!("build failed:\n{}", String::from_utf8_lossy(&out.stderr)),
+        );
+    }
+    let elf = target.join("aarch64-unknown-none/release/hotmem");
+    let mut child = Command::new(hotmem_tests::qemu_path())
+        .args([
+            "-M",
+            "virt,gic-version=2",
+            "-cpu",
+            m.cpu,
+            "-smp",
+            "4",
+            "-m",
+            "3G",
+            "-semihosting",
+        ])
+        .args([
+            "-nic", "none", "-display", "none", "-monitor", "none", "-serial", "stdio", "-kernel",
+        ])
+        .arg(&elf)
+        .args(["-append", "mem=1G ktest.hotplug_cycles=4"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start QEMU");
+    // Drain the console on a thread so QEMU never blocks on a full pipe.
+    let mut stdout = child.stdout.take().expect("QEMU stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + hotmem_tests::run_timeout();
+    let passed = loop {
+        match child.try_wait().expect("wait for QEMU") {
+            Some(st) => break st.success(),
+            None if std::time::Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break false;
+            }
+            None => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    };
+    (passed, reader.join().unwrap_or_default())
+}
+
+#[test]
+fn every_guest_mutant_is_caught() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let filter = std::env::var("HOTMEM_MUTANT_FILTER").unwrap_or_default();
+    let mut escaped = Vec::new();
+    for m in GUEST_MUTANTS.iter().filter(|m| m.feature.contains(filter.as_str())) {
+        let (passed, console) = run_guest_mutant(root, m);
+        if passed || !console.contains(m.expect) {
+            escaped.push(format!(
+                "{} ({}, {}): passed={passed}, expected {:?} in:\n{}",
+                m.feature,
+                m.granule,
+                m.cpu,
+                m.expect,
+                console.lines().rev().take(15).collect::<Vec<_>>().join("\n")
+            ));
+        }
+    }
+    assert!(
+        escaped.is_empty(),
+        "guest mutants not caught:\n{}",
+        escaped.join("\n\n")
+    );
+}
 
 #[test]
 fn every_mutant_is_caught() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let filter = std::env::var("HOTMEM_MUTANT_FILTER").unwrap_or_default();
     let mut escaped = Vec::new();
-    for m in MUTANTS {
+    for m in MUTANTS.iter().filter(|m| m.feature.contains(filter.as_str())) {
         let out = Command::new(&cargo)
             .current_dir(root)
             .env("CARGO_TARGET_DIR", root.join("target/mutants"))

@@ -190,6 +190,67 @@ fn removed_memory_faults_on_every_cpu(_: &Platform) -> Result<(), String> {
 }
 ktest!(removed_memory_faults_on_every_cpu);
 
+/// Pages in the base-page window (fewer than a softmmu TLB holds).
+const WINDOW_PAGES: u64 = 8;
+
+/// A removal TCG cannot paper over: a small window of base pages only (no blocks, no contiguous
+/// runs) at the top of the ioremap window, mapped onto buddy pages; every CPU reads every page,
+/// the window is unmapped (clear → broadcast leaf TLBI → free the emptied table page after a
+/// walk-cache TLBI), and every CPU must then fault on every page. A dropped or mis-addressed leaf TLBI leaves a stale, working translation on
+/// some CPU unless something else flushes its whole TLB.
+fn base_page_window_removal_faults_on_every_cpu(_: &Platform) -> Result<(), String> {
+    use arch::descriptor::Attrs;
+    use mm::pgtable::MapFlags;
+    let page = layout::PAGE_SIZE;
+    let size = WINDOW_PAGES * page;
+    let va = layout::IOREMAP_START + layout::IOREMAP_SIZE - size;
+    let order = WINDOW_PAGES.trailing_zeros();
+    let pa = memory::alloc_pages(order).ok_or_else(|| String::from("no memory for the window"))?;
+    for i in 0..WINDOW_PAGES {
+        // SAFETY: our fresh pages, reached through the linear map.
+        unsafe { (layout::phys_to_virt(pa + i * page) as *mut u64).write_volatile(0x5a5a_0000 + i) };
+    }
+    memory::with_kernel_pt(|pt, t| pt.map(t, va, pa, size, Attrs::NORMAL_RW, MapFlags::PAGES))
+        .map_err(|e| format!("map: {e:?}"))?;
+    let cpus = smp::online_count() as usize;
+    for i in 0..WINDOW_PAGES {
+        let seen = smp::run_on_all(read_word, va + i * page);
+        kassert!(
+            seen.len() == cpus && seen.iter().all(|&(_, r)| r == Some(1)),
+            "before unmap, reads of page {i}: {seen:?}"
+        );
+    }
+    // Floor/ceiling = the ioremap window: the window is alone in the last page-table page of
+    // that window (its span is 2 MiB / 32 MiB / 512 MiB, the devices sit at the start), so that
+    // table page is freed too, after its walk-cache invalidation.
+    let (lo, hi) = (layout::IOREMAP_START, layout::IOREMAP_START + layout::IOREMAP_SIZE);
+    let st = memory::with_kernel_pt(|pt, t| pt.unmap_within(t, &mut crate::teardown::KernelTlb, va, size, lo, hi))
+        .map_err(|e| format!("unmap: {e:?}"))?;
+    kassert!(
+        st.leaves == WINDOW_PAGES && st.cont_leaves == 0,
+        "window was not base pages only: {st:?}"
+    );
+    kassert!(st.tables_freed >= 1, "no page-table page freed: {st:?}");
+    let mut stale = Vec::new();
+    for i in 0..WINDOW_PAGES {
+        for (cpu, r) in smp::run_on_all(read_word, va + i * page) {
+            let esr = r.ok_or_else(|| format!("cpu {cpu} did not answer"))? >> 1;
+            if !(esr != 0 && esr >> 26 == 0x25 && (esr & 0x3f) >> 2 == 1) {
+                stale.push((cpu, i));
+            }
+        }
+    }
+    // Reported before the pages are freed, so this QEMU-visible check speaks first (the
+    // run-time checker would stop the kernel at the free).
+    kassert!(
+        stale.is_empty(),
+        "(cpu, page) still translating the removed window: {stale:?}"
+    );
+    memory::free_pages(pa, order).map_err(|e| format!("free: {e:?}"))?;
+    Ok(())
+}
+ktest!(base_page_window_removal_faults_on_every_cpu);
+
 /// A kernel (unmovable) page in a block makes offline fail with Busy; the block stays online
 /// and usable; once the page is freed, offline succeeds.
 fn offline_with_unmovable_page_is_busy(_: &Platform) -> Result<(), String> {

@@ -1,0 +1,208 @@
+//! The page-table engine against the per-CPU TLB model and the teardown checker, in every
+//! configuration: new mappings are published (`DSB ISHST; ISB`) before use; a removal of a
+//! window of base pages (no blocks, no contiguous runs) leaves no CPU able to translate it,
+//! with and without FEAT_TLBIRANGE; table pages are freed only once no walk cache holds them.
+
+#[macro_use]
+mod common;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use mm::geometry::*;
+use mm::pgtable::testing::{Checker, HostTables, ModelTlb};
+use mm::pgtable::*;
+use mm::teardown::TeardownChecker;
+
+const NCPUS: usize = 4;
+
+struct Rig<C: Config> {
+    pt: PageTable<C>,
+    tables: HostTables,
+    tlb: ModelTlb,
+    checker: Checker,
+}
+
+impl<C: Config> Rig<C> {
+    fn new(range: bool) -> Self {
+        let g = C::GEOM;
+        let checker: Checker = Rc::new(RefCell::new(TeardownChecker::with_config(g.page_shift, (0, 0))));
+        let mut tables = HostTables::new(g.page_size());
+        tables.checker = Some(checker.clone());
+        let pt = PageTable::<C>::new(&mut tables).unwrap();
+        let mut tlb = ModelTlb::new(g.page_shift, range, NCPUS);
+        tlb.checker = Some(checker.clone());
+        Rig {
+            pt,
+            tables,
+            tlb,
+            checker,
+        }
+    }
+
+    fn touch_all(&mut self, va: u64, size: u64) {
+        let page = C::GEOM.page_size();
+        for cpu in 0..NCPUS {
+            for v in (va..va + size).step_by(page as usize) {
+                assert!(
+                    self.tlb.touch(cpu, &self.pt, &self.tables, v).is_some(),
+                    "{v:#x} faults"
+                );
+            }
+        }
+    }
+
+    fn assert_clean(&self, va: u64, size: u64) {
+        if let Some((cpu, e)) = self.tlb.stale_leaf(va, size) {
+            panic!(
+                "TLB model: cpu {cpu} can still translate removed va {:#x} (range {va:#x}+{size:#x}) after {:x?}",
+                e.va, self.tlb.executed
+            );
+        }
+        for (cpu, c) in self.tlb.cpus.iter().enumerate() {
+            if let Some(e) = c
+                .entries
+                .iter()
+                .find(|e| e.table && !self.tables.live_set().contains(&e.pa))
+            {
+                panic!("TLB model: cpu {cpu} can still walk freed table page {:#x}", e.pa);
+            }
+        }
+        if let Some(v) = self.checker.borrow().violations.first() {
+            panic!("teardown order violated: {v}");
+        }
+    }
+}
+
+/// A window in the kernel half, away from the top.
+fn window<C: Config>() -> u64 {
+    let g = C::GEOM;
+    g.ttbr1_base() + 7 * g.pmd_size() + 3 * g.page_size()
+}
+
+matrix!(
+    map_publishes_new_entries_before_use,
+    base_page_window_removal_with_range_tlbi,
+    base_page_window_removal_without_range_tlbi,
+    freed_tables_leave_no_walk_cache_entry,
+);
+
+/// Every successful `map` issues exactly one `DSB ISHST; ISB` after its last descriptor write;
+/// a failed one needs none (nothing became valid).
+fn map_publishes_new_entries_before_use<C: Config>() {
+    let g = C::GEOM;
+    let mut r = Rig::<C>::new(true);
+    let va = window::<C>();
+    let before = arch::barrier::host::published();
+    r.pt.map(
+        &mut r.tables,
+        va,
+        1 << 40,
+        5 * g.page_size(),
+        Attrs::NORMAL_RW,
+        MapFlags::PAGES,
+    )
+    .unwrap();
+    assert_eq!(
+        arch::barrier::host::published(),
+        before + 1,
+        "map made entries valid without DSB ISHST; ISB"
+    );
+    assert!(r.tables.all_published());
+    // Every CPU can use the new entries at once (the model refuses unpublished ones).
+    r.touch_all(va, 5 * g.page_size());
+    // A refused map (reshape) publishes nothing and changes nothing.
+    let n = arch::barrier::host::published();
+    assert!(r
+        .pt
+        .map(
+            &mut r.tables,
+            va,
+            2 << 40,
+            g.page_size(),
+            Attrs::NORMAL_RW,
+            MapFlags::PAGES
+        )
+        .is_err());
+    assert_eq!(arch::barrier::host::published(), n);
+    assert!(r.checker.borrow().made_valid >= 5);
+}
+
+/// The host analogue of the in-guest base-page window test: fewer pages than a softmmu TLB
+/// holds, base pages only, every CPU touches every page, then the window is removed.
+fn base_page_window<C: Config>(range: bool) {
+    let g = C::GEOM;
+    for pages in [1u64, 2, 3, 17, 33, 100] {
+        let mut r = Rig::<C>::new(range);
+        let va = window::<C>();
+        let size = pages * g.page_size();
+        r.pt.map(&mut r.tables, va, 1 << 40, size, Attrs::NORMAL_RW, MapFlags::PAGES)
+            .unwrap();
+        // Neighbours on both sides, which must stay usable.
+        r.pt.map(
+            &mut r.tables,
+            va - g.page_size(),
+            (1 << 40) - g.page_size(),
+            g.page_size(),
+            Attrs::NORMAL_RW,
+            MapFlags::PAGES,
+        )
+        .unwrap();
+        r.pt.map(
+            &mut r.tables,
+            va + size,
+            (1 << 40) + size,
+            g.page_size(),
+            Attrs::NORMAL_RW,
+            MapFlags::PAGES,
+        )
+        .unwrap();
+        r.touch_all(va - g.page_size(), size + 2 * g.page_size());
+        r.pt.unmap(&mut r.tables, &mut r.tlb, va, size).unwrap();
+        r.assert_clean(va, size);
+        assert!(r.checker.borrow().pending().is_empty(), "{pages} pages: pending left");
+        for cpu in 0..NCPUS {
+            assert!(
+                r.tlb.touch(cpu, &r.pt, &r.tables, va).is_none(),
+                "removed page still mapped"
+            );
+        }
+    }
+}
+
+fn base_page_window_removal_with_range_tlbi<C: Config>() {
+    base_page_window::<C>(true);
+}
+
+fn base_page_window_removal_without_range_tlbi<C: Config>() {
+    base_page_window::<C>(false);
+}
+
+/// Unmapping a whole PMD's worth of pages frees its pte table: every CPU walked through it, so
+/// the free must wait for a walk-cache invalidation (the checker and the model both see it).
+fn freed_tables_leave_no_walk_cache_entry<C: Config>() {
+    let g = C::GEOM;
+    for range in [true, false] {
+        let mut r = Rig::<C>::new(range);
+        let va = g.ttbr1_base() + 5 * g.pmd_size();
+        let pages = 40.min(g.pmd_size() / g.page_size());
+        // Base pages over one pte table only (the rest of the PMD is empty), so the unmap
+        // below empties the table and frees it.
+        r.pt.map(
+            &mut r.tables,
+            va,
+            1 << 40,
+            pages * g.page_size(),
+            Attrs::NORMAL_RW,
+            MapFlags::PAGES,
+        )
+        .unwrap();
+        r.touch_all(va, pages * g.page_size());
+        let live = r.tables.live();
+        let s =
+            r.pt.unmap_within(&mut r.tables, &mut r.tlb, va, pages * g.page_size(), g.ttbr1_base(), 0)
+                .unwrap();
+        assert!(s.tables_freed >= 1 && r.tables.live() < live, "no table freed");
+        r.assert_clean(va, pages * g.page_size());
+    }
+}
