@@ -209,7 +209,13 @@ fn cmd_meminfo(args: &[&str]) -> Result<(), ShellError> {
     match args {
         [] => {}
         ["check"] => return cmd_meminfo_check(),
-        _ => return Err(ShellError::Usage),
+        [word] => {
+            return Err(ShellError::BadWord {
+                word: String::from(*word),
+                want: "a meminfo mode (only 'check')",
+            })
+        }
+        [_, extra, ..] => return Err(ShellError::Extra(String::from(*extra))),
     }
     use core::sync::atomic::Ordering::Relaxed;
     use mm::page::ZoneId;

@@ -356,8 +356,12 @@ fn shell_rejects_bad_input(_: &Platform) -> Result<(), String> {
         "pt zz accepted"
     );
     kassert!(
-        execute("meminfo extra") == Err(ShellError::Extra("extra".into())),
-        "meminfo with argument accepted"
+        execute("meminfo check extra") == Err(ShellError::Extra("extra".into())),
+        "meminfo with an extra argument accepted"
+    );
+    kassert!(
+        matches!(execute("meminfo extra"), Err(ShellError::BadWord { .. })),
+        "meminfo with a bad word accepted"
     );
     kassert!(execute("") == Ok(()), "empty line rejected");
     kassert!(parse_u64("0x4000_0000") == Ok(0x4000_0000), "hex with separators");
