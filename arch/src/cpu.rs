@@ -94,7 +94,7 @@ pub fn current_el() -> u64 {
 /// MPIDR_EL1 affinity (Aff3..Aff0) of this CPU.
 #[cfg(target_arch = "aarch64")]
 pub fn mpidr_affinity() -> u64 {
-    MPIDR_EL1.get() & 0xff00_ff_ffff
+    MPIDR_EL1.get() & 0x00ff_00ff_ffff // Aff3 [39:32], Aff2..Aff0 [23:0]
 }
 
 /// Index of this CPU (0 = boot CPU), kept in TPIDR_EL1 by the entry code.

@@ -175,7 +175,7 @@ impl<M: Memmap> PageAlloc<M> {
         let populated = nr > 0 && self.memmap.valid(start) && self.memmap.valid(start + nr - 1);
         let head_at_start = self
             .page(start)
-            .is_some_and(|p| !p.has(flags::BUDDY | flags::HEAD) || start % (1 << p.order) == 0);
+            .is_some_and(|p| !p.has(flags::BUDDY | flags::HEAD) || start.is_multiple_of(1 << p.order));
         if !populated || !head_at_start {
             return Err(BuddyError::BadRange { start, nr });
         }

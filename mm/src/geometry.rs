@@ -86,10 +86,7 @@ impl Geometry {
         if !self.has_level(level) {
             return false;
         }
-        match (self.page_shift, level) {
-            (12, 1) | (_, 2) => true,
-            _ => false,
-        }
+        matches!((self.page_shift, level), (12, 1) | (_, 2))
     }
 
     /// log2 of the number of entries that form one contiguous-hint run at `level`

@@ -427,13 +427,13 @@ impl Hotplug {
     /// Whether memmap on memory can serve this configuration, or why not.
     pub fn memmap_on_memory_supported(&self) -> Result<(), &'static str> {
         let g = self.geom;
-        if g.memmap_per_section() % g.page_size() != 0 {
+        if !g.memmap_per_section().is_multiple_of(g.page_size()) {
             return Err("the memmap of a block is not a whole number of pages");
         }
         if g.memmap_pages_per_block() >= g.pages_per_section() {
             return Err("the memmap would fill the whole block");
         }
-        if g.memmap_pages_per_block() % (1 << g.pageblock_order()) != 0 {
+        if !g.memmap_pages_per_block().is_multiple_of(1 << g.pageblock_order()) {
             return Err("the usable part would not start pageblock-aligned");
         }
         Ok(())
@@ -441,7 +441,7 @@ impl Hotplug {
 
     fn check_range(&self, start: u64, size: u64) -> Result<(), HotplugError> {
         let bs = self.block_size();
-        if size == 0 || start % bs != 0 || size % bs != 0 {
+        if size == 0 || !start.is_multiple_of(bs) || !size.is_multiple_of(bs) {
             return Err(HotplugError::Misaligned {
                 start,
                 size,

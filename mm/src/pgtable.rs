@@ -724,6 +724,7 @@ fn check_split<C: Config, A: TableAlloc>(
 }
 
 /// Clears every leaf in `[first, last]` (all lie wholly inside, see `check_split`).
+#[allow(clippy::too_many_arguments)] // one level of the unmap walk: its state, passed down
 fn clear_leaves<C: Config, A: TableAlloc, T: TlbInvalidate>(
     a: &A,
     tlb: &mut T,

@@ -101,7 +101,7 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
     fn check(&self, start: VirtAddr, end: VirtAddr) -> Result<(), VmemmapError> {
         let g = C::GEOM;
         let ok = start < end
-            && (start | end) % Self::PAGE == 0
+            && (start | end).is_multiple_of(Self::PAGE)
             && start >= self.region.0
             && end <= self.region.1
             && end - start <= g.memmap_per_section();
@@ -178,7 +178,7 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
                 va = chunk_end;
                 continue;
             }
-            if va % pmd == 0 && chunk_end - va == pmd && !pmd_is_table && g.block_allowed(2) {
+            if va.is_multiple_of(pmd) && chunk_end - va == pmd && !pmd_is_table && g.block_allowed(2) {
                 // Section path. Without an altmap a failed block allocation falls back to
                 // base pages; with one it is an error (the altmap was sized for blocks).
                 match self.alloc_backing(pmd, altmap) {
@@ -213,7 +213,7 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
         let mut va = start;
         while va < end {
             if let Some(c) = cont {
-                if va % c == 0 && va + c <= end && self.range_empty(va, va + c) {
+                if va.is_multiple_of(c) && va + c <= end && self.range_empty(va, va + c) {
                     if let Ok(backing) = self.alloc_backing(c, altmap) {
                         self.map_leaf(
                             va,
@@ -313,12 +313,12 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
                 Some(l) => {
                     let base_va = va & !(l.size - 1);
                     // A contiguous run was allocated in one piece: release it as one.
-                    let size = if l.contiguous && l.level == 3 && va % cont == 0 {
+                    let size = if l.contiguous && l.level == 3 && va.is_multiple_of(cont) {
                         cont
                     } else {
                         l.size
                     };
-                    if !(l.contiguous && l.level == 3 && va % cont != 0) {
+                    if !(l.contiguous && l.level == 3 && !va.is_multiple_of(cont)) {
                         leaves.push((l.pa - (va - base_va), size));
                     }
                     va = base_va + l.size;

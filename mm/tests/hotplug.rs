@@ -26,10 +26,13 @@ use mm::vmemmap::{PageSource, Vmemmap};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
 
+/// The struct pages of one section.
+type SectionPages = Box<[UnsafeCell<Page>]>;
+
 /// Host storage for the struct pages of populated sections.
 #[derive(Clone, Default)]
 struct HostMemmap {
-    sections: Rc<RefCell<BTreeMap<u64, Box<[UnsafeCell<Page>]>>>>,
+    sections: Rc<RefCell<BTreeMap<u64, SectionPages>>>,
     pages_per_section: u64,
 }
 

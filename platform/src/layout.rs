@@ -33,7 +33,7 @@ pub const FDT_MAX_SIZE: u64 = 2 << 20;
 pub const FDT_MAPPED: u64 = 1 << 20;
 
 const _: () = assert!(IOREMAP_START + IOREMAP_SIZE <= FDT_VADDR);
-const _: () = assert!(VMEMMAP_START % (1 << 30) == 0);
+const _: () = assert!(VMEMMAP_START.is_multiple_of(1 << 30));
 
 /// `VA - PA` of the kernel image, fixed by where the image was loaded (set once at early boot).
 pub static KIMAGE_VOFFSET: AtomicU64 = AtomicU64::new(0);
@@ -75,7 +75,7 @@ impl core::fmt::Display for Size {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let units = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
         for (shift, name) in units {
-            if self.0 >= 1 << shift && self.0 % (1 << shift) == 0 {
+            if self.0 >= 1 << shift && self.0.is_multiple_of(1 << shift) {
                 return write!(f, "{} {}", self.0 >> shift, name);
             }
         }

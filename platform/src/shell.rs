@@ -153,11 +153,7 @@ fn read_line(buf: &mut String) {
                 println!();
                 return;
             }
-            0x7f | 0x08 => {
-                if buf.pop().is_some() {
-                    print!("\x08 \x08");
-                }
-            }
+            0x7f | 0x08 if buf.pop().is_some() => print!("\x08 \x08"),
             c @ 0x20..=0x7e if buf.len() < 256 => {
                 buf.push(c as char);
                 print!("{}", c as char);
@@ -308,7 +304,7 @@ fn cmd_page(args: &[&str]) -> Result<(), ShellError> {
     }
     let link = |v: u64| {
         if v == mm::page::NO_PFN {
-            alloc::format!("-")
+            alloc::string::String::from("-")
         } else {
             alloc::format!("{v:#x}")
         }

@@ -77,7 +77,7 @@ fn block_size(g: Granule) -> u64 {
 }
 
 fn size_arg(bytes: u64) -> String {
-    if bytes % GIB == 0 {
+    if bytes.is_multiple_of(GIB) {
         format!("{}G", bytes / GIB)
     } else {
         format!("{}M", bytes >> 20)
