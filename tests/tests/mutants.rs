@@ -51,7 +51,8 @@ const MUTANTS: &[Mutant] = &[
         package: "hotmem-mm",
         feature: "mutant-dimm-zone-split",
         test_args: &["--release", "--test", "hotplug", "cfg_4k_48::dimm_stays_in_one_zone"],
-        expect: "GroupSplit",
+        // The accounting checker the double runs after every operation sees the split first.
+        expect: "(static) is split across zones",
     },
     // Issue 14: the shell's remove took a DIMM's memory behind its driver.
     Mutant {
