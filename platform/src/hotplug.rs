@@ -47,8 +47,7 @@ pub fn with_hotplug<R>(f: impl FnOnce(&mut Hotplug, &mut KernelOps) -> R) -> R {
     let r = f(hp, &mut KernelOps);
     if DEBUG_VM.load(Ordering::Relaxed) {
         if let Err(e) = check_invariants(hp) {
-            crate::console::_print_panic(format_args!("\nhotmem: FATAL debug_vm: {e}\n"));
-            arch::cpu::semihosting_exit(crate::trap::FATAL_STATUS);
+            crate::trap::fatal_stop(format_args!("debug_vm: {e}"));
         }
     }
     r

@@ -112,8 +112,7 @@ pub fn published() {
 
 #[cfg(feature = "ktest")]
 fn fatal(v: mm::teardown::Violation) -> ! {
-    crate::console::_print_panic(format_args!("\nhotmem: FATAL teardown order: {v}\n"));
-    arch::cpu::semihosting_exit(crate::trap::FATAL_STATUS);
+    crate::trap::fatal_stop(format_args!("teardown order: {v}"))
 }
 
 /// Called before any page goes back to an allocator (buddy, altmap, early pool). In the test

@@ -71,6 +71,13 @@ fn fatal(cpu: usize, kind: TrapKind, esr: u64, far: u64, frame: &TrapFrame) -> !
     arch::cpu::semihosting_exit(FATAL_STATUS)
 }
 
+/// Stop the machine on a broken kernel invariant: `hotmem: FATAL <what>`, exit status
+/// [`FATAL_STATUS`] (the checkers' `VM_BUG_ON`).
+pub fn fatal_stop(what: core::fmt::Arguments) -> ! {
+    console::_print_panic(format_args!("\nhotmem: FATAL {what}\n"));
+    arch::cpu::semihosting_exit(FATAL_STATUS)
+}
+
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     console::_print_panic(format_args!(

@@ -189,6 +189,14 @@ struct GuestMutant {
 /// One granule each keeps this cheap (one kernel build per entry); docs/teardown.md lists the
 /// granule × CPU runs done by hand.
 const GUEST_MUTANTS: &[GuestMutant] = &[
+    // Issue 16: the old un-isolation order, caught by `debug_vm` (on in the test build) after
+    // `failed_offline_rolls_back_cleanly`'s failed offline.
+    GuestMutant {
+        feature: "mutant-unisolate-early-clear",
+        granule: "16k",
+        cpu: "max,lpa2=off",
+        expect: "hotmem: FATAL debug_vm: page allocator invariant broken",
+    },
     GuestMutant {
         feature: "mutant-free-before-unmap",
         granule: "16k",

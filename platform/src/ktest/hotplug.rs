@@ -11,6 +11,7 @@ use alloc::{format, string::String, vec::Vec};
 use arch::exception::{probe_read, Probe};
 use core::sync::atomic::Ordering::Relaxed;
 use mm::hotplug::{AddFlags, HotplugError, OnlinePolicy, OnlineType};
+use mm::page::ZoneId;
 
 const MOM: AddFlags = AddFlags { memmap_on_memory: true };
 
@@ -331,3 +332,56 @@ fn bad_hotplug_requests_change_nothing(plat: &Platform) -> Result<(), String> {
     Ok(())
 }
 ktest!(bad_hotplug_requests_change_nothing);
+
+/// Issue 16: an offline that runs out of memory to migrate into after moving some pages. All
+/// memory is filled with stress data except room for a quarter of a block; the offline moves
+/// that much, fails, and un-isolates a range full of parked, migrated-from pages next to parked
+/// free blocks. The allocator must come back exactly consistent (`debug_vm`, on in this build,
+/// checks it after the operation and stops the kernel if not), the data must verify, and the
+/// offline must succeed once the data is freed.
+fn failed_offline_rolls_back_cleanly(_: &Platform) -> Result<(), String> {
+    let (start, _) = held_back(1)?;
+    let bs = G.section_size();
+    let ids = hp::with_hotplug(|h, ops| h.add_memory(ops, None, start, bs, MOM)).map_err(|e| format!("probe: {e}"))?;
+    let id = ids[0];
+    hp::with_hotplug(|h, ops| h.online_block(ops, id, OnlineType::Movable)).map_err(|e| format!("online: {e}"))?;
+    // The block full of stress data (movable allocations prefer ZONE_MOVABLE), then ZONE_NORMAL
+    // taken by kernel allocations (not written, so cheap) down to room for a quarter block.
+    let movable_free = memory::with_page_alloc(|a| a.counters(ZoneId::Movable).free);
+    hp::stress_fill(movable_free << PAGE_SHIFT).map_err(|e| format!("stress: {e:?}"))?;
+    let room = G.pages_per_section() / 4;
+    let mut held = Vec::new();
+    for order in (0..=G.max_order()).rev() {
+        while memory::free_page_count() >= room + (1 << order) {
+            match memory::alloc_pages(order) {
+                Some(pa) => held.push((pa, order)),
+                None => break,
+            }
+        }
+    }
+    let r = hp::with_hotplug(|h, ops| h.offline_block(ops, id));
+    let census = hp::with_hotplug(|h, _| hp::check_invariants(h));
+    let v = hp::stress_verify();
+    for (pa, order) in held {
+        memory::free_pages(pa, order).map_err(|e| format!("free: {e:?}"))?;
+    }
+    hp::stress_free();
+    let census = census.map_err(|e| format!("after the failed offline: {e}"))?;
+    let moved = match r {
+        Err(HotplugError::NoMigrationTarget { moved, left, .. }) if left > 0 => moved,
+        other => return Err(format!("offline of a full block with room for {room} pages: {other:?}")),
+    };
+    kassert!(moved == room, "{moved} pages moved, room was {room}");
+    kassert!(
+        census.iter().all(|c| c.isolated == 0),
+        "pages left isolated: {census:?}"
+    );
+    kassert!(
+        v.bad == 0 && v.verified == v.allocations,
+        "stress data after the rollback: {v:?}"
+    );
+    hp::with_hotplug(|h, ops| h.offline_block(ops, id)).map_err(|e| format!("offline after stress free: {e}"))?;
+    hp::with_hotplug(|h, ops| h.remove_memory(ops, start, bs)).map_err(|e| format!("remove: {e}"))?;
+    Ok(())
+}
+ktest!(failed_offline_rolls_back_cleanly);
