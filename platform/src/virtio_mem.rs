@@ -1,0 +1,590 @@
+//! virtio-mem (virtio 1.2 §5.15) over the modern virtio-pci transport of `virtio-drivers`.
+//!
+//! One `virtio-mem-pci` device owns a region of guest-physical memory and plugs or unplugs it
+//! in device blocks when the host changes `requested_size`. This driver works in **units** of
+//! `max(memory block, device block)`:
+//! - device block ≤ memory block (the usual 2 MiB blocks): a unit is one memory block, plugged
+//!   and unplugged as a whole with one `PLUG`/`UNPLUG` of all its device blocks. Linux's
+//!   sub-block mode (only plugged sub-blocks given to the buddy) is not implemented, so a
+//!   `requested_size` that is not a memory-block multiple stops at the multiple below it and
+//!   says so;
+//! - device block > memory block (big-block mode, e.g. `block=1G` with 128 MiB memory blocks):
+//!   a unit is one device block holding several memory blocks.
+//!
+//! Grow: `PLUG` the unit's device blocks (with `VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE` the memmap
+//! on memory may only be written once plugged), `add_memory` with memmap on memory into the
+//! device's dynamic memory group, online per the policy. Shrink: prefer units wholly in
+//! MOVABLE, highest address first; offline (migrating) + remove (clear → TLBI → free) and
+//! `UNPLUG`; a unit that cannot be offlined is skipped; when none can, the resize stops short
+//! with the reason.
+//!
+//! Config changes are found by polling `requested_size` from the shell's idle loop
+//! ([`process_pending`], at most every timer tick): INTx/MSI-X is not wired up yet.
+
+use crate::{
+    hotplug::with_hotplug,
+    layout::{self, Size, G, PAGE_SHIFT, PAGE_SIZE},
+    memory,
+    pci::{Ecam, Pci},
+    println, timer,
+};
+use alloc::{format, string::String, vec::Vec};
+use core::ptr::NonNull;
+use mm::hotplug::{AddFlags, BlockId, GroupId};
+use mm::page::ZoneId;
+use virtio_drivers::{
+    queue::VirtQueue,
+    transport::{pci::PciTransport, DeviceStatus, Transport},
+    BufferDirection, Hal, PhysAddr,
+};
+
+/// PCI device id of a modern virtio-mem device (0x1040 + 24).
+const PCI_DEVICE_ID: u16 = 0x1058;
+const VIRTIO_VENDOR: u16 = 0x1af4;
+const QUEUE_SIZE: usize = 8;
+
+/// Feature bits.
+pub mod feature {
+    pub const ACPI_PXM: u64 = 1 << 0;
+    pub const UNPLUGGED_INACCESSIBLE: u64 = 1 << 1;
+    pub const VERSION_1: u64 = 1 << 32;
+}
+
+/// `struct virtio_mem_config` offsets.
+mod cfg {
+    pub const BLOCK_SIZE: usize = 0;
+    pub const NODE_ID: usize = 8;
+    pub const ADDR: usize = 16;
+    pub const REGION_SIZE: usize = 24;
+    pub const USABLE_REGION_SIZE: usize = 32;
+    pub const PLUGGED_SIZE: usize = 40;
+    pub const REQUESTED_SIZE: usize = 48;
+}
+
+/// Request types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Request {
+    Plug = 0,
+    Unplug = 1,
+    UnplugAll = 2,
+    State = 3,
+}
+
+/// Response types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Response {
+    Ack,
+    Nack,
+    Busy,
+    Error,
+    Unknown(u16),
+}
+
+impl Response {
+    fn from_u16(v: u16) -> Self {
+        match v {
+            0 => Response::Ack,
+            1 => Response::Nack,
+            2 => Response::Busy,
+            3 => Response::Error,
+            v => Response::Unknown(v),
+        }
+    }
+}
+
+/// Why a request or a resize step failed.
+#[derive(Debug)]
+pub enum VmemError {
+    Queue(virtio_drivers::Error),
+    /// The device answered NACK (e.g. plugging beyond `requested_size`, or unplug refused).
+    Nack(Request),
+    /// Still BUSY after `tries` attempts.
+    Busy(Request, u32),
+    /// The device answered ERROR (bad address or block count).
+    DeviceError(Request),
+    BadResponse(Request, u16),
+    Hotplug(mm::hotplug::HotplugError),
+}
+
+impl core::fmt::Display for VmemError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            VmemError::Queue(e) => write!(f, "virtqueue: {e:?}"),
+            VmemError::Nack(r) => write!(f, "{r:?} answered NACK"),
+            VmemError::Busy(r, n) => write!(f, "{r:?} still BUSY after {n} tries"),
+            VmemError::DeviceError(r) => write!(f, "{r:?} answered ERROR"),
+            VmemError::BadResponse(r, v) => write!(f, "{r:?} answered unknown type {v}"),
+            VmemError::Hotplug(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Attempts of a request answered BUSY (1 ms apart).
+const BUSY_TRIES: u32 = 8;
+
+// ---------------------------------------------------------------------------------------------
+// Hal over the page allocator.
+
+/// `virtio-drivers`' DMA and MMIO hooks: DMA pages from the buddy (reached through the linear
+/// map; QEMU's DMA is coherent, so sharing is the physical address), MMIO through `ioremap`.
+pub struct HotmemHal;
+
+/// Order of the kernel pages holding `pages` 4 KiB virtio pages.
+fn dma_order(pages: usize) -> u32 {
+    let bytes = (pages as u64 * 4096).max(1);
+    bytes.div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros()
+}
+
+/// Physical address of a kernel VA (linear map, or the kernel image: boot heap, stacks).
+fn virt_to_phys(va: u64) -> u64 {
+    if (layout::PAGE_OFFSET..layout::PAGE_OFFSET + layout::LINEAR_SIZE).contains(&va) {
+        va - layout::PAGE_OFFSET
+    } else {
+        va.wrapping_sub(layout::kimage_voffset())
+    }
+}
+
+// SAFETY: `dma_alloc` returns zeroed, page-aligned memory owned by the caller until
+// `dma_dealloc`, reachable at both addresses; `share` returns the physical address of memory
+// that the device may access (QEMU's DMA is cache-coherent).
+unsafe impl Hal for HotmemHal {
+    fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
+        let order = dma_order(pages);
+        let pa = memory::alloc_pages(order).expect("virtio-mem: no memory for a virtqueue");
+        let va = layout::phys_to_virt(pa) as *mut u8;
+        // SAFETY: fresh pages of ours, reached through the linear map.
+        unsafe { core::ptr::write_bytes(va, 0, (PAGE_SIZE << order) as usize) };
+        (pa, NonNull::new(va).expect("linear map addresses are not null"))
+    }
+
+    unsafe fn dma_dealloc(paddr: PhysAddr, _vaddr: NonNull<u8>, pages: usize) -> i32 {
+        match memory::free_pages(paddr, dma_order(pages)) {
+            Ok(()) => 0,
+            Err(_) => -1,
+        }
+    }
+
+    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, size: usize) -> NonNull<u8> {
+        let va = memory::ioremap(paddr, size as u64).expect("virtio-mem: ioremap of a BAR region");
+        NonNull::new(va as *mut u8).expect("ioremap addresses are not null")
+    }
+
+    unsafe fn share(buffer: NonNull<[u8]>, _direction: BufferDirection) -> PhysAddr {
+        virt_to_phys(buffer.as_ptr() as *mut u8 as u64)
+    }
+
+    unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
+}
+
+// ---------------------------------------------------------------------------------------------
+// The device.
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Unit {
+    Unplugged,
+    /// Plugged and added (blocks online per the policy, or left offline).
+    Added { blocks: Vec<BlockId> },
+    /// Removed, but the device refused the UNPLUG: retried on the next shrink.
+    PluggedRemoved,
+}
+
+pub struct VirtioMem {
+    pub index: usize,
+    pub pci: String,
+    transport: PciTransport,
+    queue: VirtQueue<HotmemHal, QUEUE_SIZE>,
+    pub features: u64,
+    pub block_size: u64,
+    pub node_id: u16,
+    pub addr: u64,
+    pub region_size: u64,
+    /// max(memory block, device block).
+    pub unit: u64,
+    pub group: GroupId,
+    units: Vec<Unit>,
+    /// The `requested_size` the last resize worked towards.
+    last_handled: Option<u64>,
+    /// The last resize's outcome (`vmem` shows it).
+    pub last_event: String,
+}
+
+pub static DEVICES: spin::Mutex<Vec<VirtioMem>> = spin::Mutex::new(Vec::new());
+
+impl VirtioMem {
+    fn read_u64(&self, off: usize) -> u64 {
+        // Two 32-bit reads under the config generation (virtio §2.5.1: 64-bit fields need not
+        // be read atomically).
+        let r = self.transport.read_consistent(|| {
+            let lo: u32 = self.transport.read_config_space(off)?;
+            let hi: u32 = self.transport.read_config_space(off + 4)?;
+            Ok((hi as u64) << 32 | lo as u64)
+        });
+        r.unwrap_or(0)
+    }
+
+    pub fn requested_size(&self) -> u64 {
+        self.read_u64(cfg::REQUESTED_SIZE)
+    }
+
+    pub fn plugged_size(&self) -> u64 {
+        self.read_u64(cfg::PLUGGED_SIZE)
+    }
+
+    pub fn usable_region_size(&self) -> u64 {
+        self.read_u64(cfg::USABLE_REGION_SIZE)
+    }
+
+    fn request_once(&mut self, ty: Request, addr: u64, nb_blocks: u16) -> Result<Response, VmemError> {
+        // struct virtio_mem_req: le16 type, 3×le16 padding, le64 addr, le16 nb_blocks, padding.
+        let mut req = [0u8; 24];
+        req[0..2].copy_from_slice(&(ty as u16).to_le_bytes());
+        req[8..16].copy_from_slice(&addr.to_le_bytes());
+        req[16..18].copy_from_slice(&nb_blocks.to_le_bytes());
+        // struct virtio_mem_resp: le16 type, 3×le16 padding, le16 state.
+        let mut resp = [0u8; 16];
+        self.queue
+            .add_notify_wait_pop(&[&req], &mut [&mut resp], &mut self.transport)
+            .map_err(VmemError::Queue)?;
+        Ok(Response::from_u16(u16::from_le_bytes([resp[0], resp[1]])))
+    }
+
+    /// A request with the retry policy: BUSY is retried `BUSY_TRIES` times 1 ms apart, NACK and
+    /// ERROR are final.
+    fn request(&mut self, ty: Request, addr: u64, nb_blocks: u16) -> Result<(), VmemError> {
+        for _ in 0..BUSY_TRIES {
+            match self.request_once(ty, addr, nb_blocks)? {
+                Response::Ack => return Ok(()),
+                Response::Busy => timer::sleep_ms(1),
+                Response::Nack => return Err(VmemError::Nack(ty)),
+                Response::Error => return Err(VmemError::DeviceError(ty)),
+                Response::Unknown(v) => return Err(VmemError::BadResponse(ty, v)),
+            }
+        }
+        Err(VmemError::Busy(ty, BUSY_TRIES))
+    }
+
+    fn unit_addr(&self, i: usize) -> u64 {
+        self.addr + i as u64 * self.unit
+    }
+
+    fn unit_blocks(&self) -> u16 {
+        (self.unit / self.block_size) as u16
+    }
+
+    pub fn units_plugged(&self) -> usize {
+        self.units.iter().filter(|u| **u != Unit::Unplugged).count()
+    }
+
+    /// PLUG unit `i`, add its memory blocks to the group and online them per the policy.
+    fn grow_unit(&mut self, i: usize) -> Result<(), VmemError> {
+        let (addr, nb) = (self.unit_addr(i), self.unit_blocks());
+        self.request(Request::Plug, addr, nb)?;
+        let (group, unit) = (self.group, self.unit);
+        let r = with_hotplug(|hp, ops| {
+            let ids = hp.add_memory(ops, Some(group), addr, unit, AddFlags { memmap_on_memory: true })?;
+            hp.auto_online(ops, &ids);
+            Ok::<_, mm::hotplug::HotplugError>(ids)
+        });
+        match r {
+            Ok(blocks) => {
+                self.units[i] = Unit::Added { blocks };
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(u) = self.request(Request::Unplug, addr, nb) {
+                    println!("virtio-mem: dev={} addr={addr:#x} cannot unplug after a failed add: {u}", self.index);
+                    self.units[i] = Unit::PluggedRemoved;
+                }
+                Err(VmemError::Hotplug(e))
+            }
+        }
+    }
+
+    /// Offline + remove + UNPLUG unit `i`.
+    fn shrink_unit(&mut self, i: usize) -> Result<(), VmemError> {
+        let (addr, nb, unit) = (self.unit_addr(i), self.unit_blocks(), self.unit);
+        if matches!(self.units[i], Unit::Added { .. }) {
+            with_hotplug(|hp, ops| hp.offline_and_remove(ops, addr, unit)).map_err(VmemError::Hotplug)?;
+            self.units[i] = Unit::PluggedRemoved;
+        }
+        self.request(Request::Unplug, addr, nb)?;
+        self.units[i] = Unit::Unplugged;
+        Ok(())
+    }
+
+    /// Shrink candidates: removed-but-plugged first, then units wholly in MOVABLE, then the
+    /// rest; highest address first within each.
+    fn shrink_order(&self) -> Vec<usize> {
+        let mut v: Vec<(u8, usize)> = with_hotplug(|hp, _| {
+            self.units
+                .iter()
+                .enumerate()
+                .filter_map(|(i, u)| match u {
+                    Unit::Unplugged => None,
+                    Unit::PluggedRemoved => Some((0, i)),
+                    Unit::Added { blocks } => {
+                        let movable = blocks
+                            .iter()
+                            .all(|&b| hp.block(b).is_some_and(|b| b.zone != Some(ZoneId::Normal)));
+                        Some((if movable { 1 } else { 2 }, i))
+                    }
+                })
+                .collect()
+        });
+        v.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        v.into_iter().map(|(_, i)| i).collect()
+    }
+
+    /// Move the plugged units toward `requested`; returns why it stopped short, if it did.
+    fn resize(&mut self, requested: u64) -> Option<String> {
+        let target = (requested / self.unit) as usize;
+        let mut why: Option<String> = None;
+        while self.units_plugged() < target {
+            let usable = self.usable_region_size();
+            let next = (0..self.units.len())
+                .find(|&i| self.units[i] == Unit::Unplugged && (i as u64 + 1) * self.unit <= usable);
+            let Some(i) = next else {
+                why = Some(format!("no unplugged unit left in the usable region of {}", Size(usable)));
+                break;
+            };
+            if let Err(e) = self.grow_unit(i) {
+                why = Some(format!("plugging {:#x}+{}: {e}", self.unit_addr(i), Size(self.unit)));
+                break;
+            }
+        }
+        while self.units_plugged() > target {
+            let mut done = false;
+            let mut last: Option<String> = None;
+            for i in self.shrink_order() {
+                match self.shrink_unit(i) {
+                    Ok(()) => {
+                        done = true;
+                        break;
+                    }
+                    Err(e) => last = Some(format!("{:#x}+{}: {e}", self.unit_addr(i), Size(self.unit))),
+                }
+            }
+            if !done {
+                why = Some(format!(
+                    "memory busy: no plugged unit could be offlined and unplugged (last: {})",
+                    last.unwrap_or_default()
+                ));
+                break;
+            }
+        }
+        if why.is_none() && requested % self.unit != 0 {
+            why = Some(format!(
+                "requested size is not a multiple of the {} unit (one memory block; sub-block mode is not implemented)",
+                Size(self.unit)
+            ));
+        }
+        why
+    }
+}
+
+/// Find every virtio-mem function, bring it up, unplug whatever is plugged (a reboot or a
+/// device with memory plugged at start), register its dynamic memory group.
+pub fn init(pci: &mut Pci) {
+    let fns: Vec<_> = pci
+        .functions
+        .iter()
+        .filter(|f| f.info.vendor_id == VIRTIO_VENDOR && f.info.device_id == PCI_DEVICE_ID)
+        .cloned()
+        .collect();
+    for f in fns {
+        let index = DEVICES.lock().len();
+        match probe(&mut pci.root, f.df, index) {
+            Ok(d) => DEVICES.lock().push(d),
+            Err(why) => println!("virtio-mem: pci={} refused: {why}", f.df),
+        }
+    }
+}
+
+fn probe(
+    root: &mut virtio_drivers::transport::pci::bus::PciRoot<Ecam>,
+    df: virtio_drivers::transport::pci::bus::DeviceFunction,
+    index: usize,
+) -> Result<VirtioMem, String> {
+    let mut t = PciTransport::new::<HotmemHal, Ecam>(root, df).map_err(|e| format!("transport: {e}"))?;
+    // Device initialisation (virtio §3.1.1), by hand: `begin_init` wants a bitflags type.
+    t.set_status(DeviceStatus::empty());
+    t.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
+    let offered = t.read_device_features();
+    if offered & feature::VERSION_1 == 0 {
+        t.set_status(DeviceStatus::FAILED);
+        return Err("the device does not offer VIRTIO_F_VERSION_1".into());
+    }
+    let features = offered & (feature::VERSION_1 | feature::UNPLUGGED_INACCESSIBLE | feature::ACPI_PXM);
+    t.write_driver_features(features);
+    t.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK);
+    if !t.get_status().contains(DeviceStatus::FEATURES_OK) {
+        t.set_status(DeviceStatus::FAILED);
+        return Err(format!("the device rejected features {features:#x}"));
+    }
+    let rd = |t: &PciTransport, off: usize| -> u64 {
+        t.read_consistent(|| {
+            let lo: u32 = t.read_config_space(off)?;
+            let hi: u32 = t.read_config_space(off + 4)?;
+            Ok((hi as u64) << 32 | lo as u64)
+        })
+        .unwrap_or(0)
+    };
+    let block_size = rd(&t, cfg::BLOCK_SIZE);
+    let addr = rd(&t, cfg::ADDR);
+    let region_size = rd(&t, cfg::REGION_SIZE);
+    let node_id = t.read_config_space::<u16>(cfg::NODE_ID).unwrap_or(0);
+    let mb = G.section_size();
+    let unit = mb.max(block_size);
+    let refuse = |t: &mut PciTransport, why: String| {
+        t.set_status(DeviceStatus::FAILED);
+        Err(why)
+    };
+    if block_size == 0 || !block_size.is_power_of_two() || block_size < PAGE_SIZE {
+        return refuse(&mut t, format!("device block size {block_size:#x} is not a power of two ≥ the page size"));
+    }
+    if addr % unit != 0 || region_size % unit != 0 {
+        return refuse(
+            &mut t,
+            format!(
+                "region {addr:#x}+{} is not aligned to the {} unit (memory block {} for the {} granule; device block {})",
+                Size(region_size),
+                Size(unit),
+                Size(mb),
+                G.granule_name(),
+                Size(block_size)
+            ),
+        );
+    }
+    if unit / block_size > u16::MAX as u64 {
+        return refuse(&mut t, format!("{} device blocks per unit do not fit one request", unit / block_size));
+    }
+    let queue = match VirtQueue::<HotmemHal, QUEUE_SIZE>::new(&mut t, 0, false, false) {
+        Ok(q) => q,
+        Err(e) => return refuse(&mut t, format!("virtqueue: {e:?}")),
+    };
+    t.finish_init();
+    let group = match with_hotplug(|hp, _| hp.register_dynamic_group(unit >> PAGE_SHIFT)) {
+        Ok(g) => g,
+        Err(e) => return refuse(&mut t, format!("dynamic memory group: {e}")),
+    };
+    let mut d = VirtioMem {
+        index,
+        pci: format!("{df}"),
+        transport: t,
+        queue,
+        features,
+        block_size,
+        node_id,
+        addr,
+        region_size,
+        unit,
+        group,
+        units: alloc::vec![Unit::Unplugged; (region_size / unit) as usize],
+        last_handled: None,
+        last_event: String::from("none"),
+    };
+    let plugged = d.plugged_size();
+    if plugged != 0 {
+        // Memory plugged before this boot (a reset, or plugged at start): nobody uses it.
+        if let Err(e) = d.request(Request::UnplugAll, 0, 0) {
+            println!("virtio-mem: dev={index} UNPLUG_ALL of {}: {e}", Size(plugged));
+        }
+    }
+    println!(
+        "virtio-mem: dev={index} pci={} addr={addr:#x} region={} block={} unit={} mode={} node={node_id} features={features:#x}{} group={group} unplugged_at_start={}",
+        d.pci,
+        Size(region_size),
+        Size(block_size),
+        Size(unit),
+        mode(block_size),
+        if features & feature::UNPLUGGED_INACCESSIBLE != 0 { "(unplugged-inaccessible)" } else { "" },
+        Size(plugged),
+    );
+    Ok(d)
+}
+
+fn mode(block_size: u64) -> &'static str {
+    if block_size > G.section_size() {
+        "big-block"
+    } else {
+        "memory-block"
+    }
+}
+
+/// Deferred work from the idle loop: resize every device whose `requested_size` changed.
+pub fn process_pending() {
+    let mut devs = DEVICES.lock();
+    for d in devs.iter_mut() {
+        let requested = d.requested_size();
+        if d.last_handled == Some(requested) {
+            continue;
+        }
+        let plugged_before = d.units_plugged() as u64 * d.unit;
+        if d.last_handled.is_none() && requested == 0 && plugged_before == 0 {
+            d.last_handled = Some(0);
+            continue;
+        }
+        let t0 = arch::cpu::counter();
+        let why = d.resize(requested);
+        let cycles = arch::cpu::counter() - t0;
+        d.last_handled = Some(requested);
+        let plugged = d.plugged_size();
+        let head = format!(
+            "virtio-mem: dev={} addr={:#x} requested={requested:#x} plugged={plugged:#x} from={plugged_before:#x}",
+            d.index, d.addr
+        );
+        d.last_event = match why {
+            None => format!("{head} event=done cycles={cycles} us={}", timer::cycles_to_us(cycles)),
+            Some(w) => format!(
+                "{head} event=stopped cycles={cycles} us={} reason=\"{w}\"",
+                timer::cycles_to_us(cycles)
+            ),
+        };
+        println!("{}", d.last_event);
+    }
+}
+
+/// `vmem` shell command.
+pub fn print_devices() {
+    let devs = DEVICES.lock();
+    if devs.is_empty() {
+        println!("vmem: none (add one with the runner's --virtio-mem SIZE)");
+        return;
+    }
+    for d in devs.iter() {
+        println!(
+            "vmem: dev={} pci={} addr={:#x} region={} block={} unit={} mode={} plugged={} requested={} usable={} units={}/{} group={} features={:#x}",
+            d.index,
+            d.pci,
+            d.addr,
+            Size(d.region_size),
+            Size(d.block_size),
+            Size(d.unit),
+            mode(d.block_size),
+            Size(d.plugged_size()),
+            Size(d.requested_size()),
+            Size(d.usable_region_size()),
+            d.units_plugged(),
+            d.units.len(),
+            d.group,
+            d.features
+        );
+        for (i, u) in d.units.iter().enumerate() {
+            match u {
+                Unit::Unplugged => {}
+                Unit::Added { blocks } => println!(
+                    "vmem: dev={} unit={i} addr={:#x} blocks={blocks:?}",
+                    d.index,
+                    d.unit_addr(i)
+                ),
+                Unit::PluggedRemoved => println!(
+                    "vmem: dev={} unit={i} addr={:#x} removed, UNPLUG pending",
+                    d.index,
+                    d.unit_addr(i)
+                ),
+            }
+        }
+        println!("vmem: dev={} last: {}", d.index, d.last_event);
+    }
+}
