@@ -216,7 +216,9 @@ pub unsafe fn parse(ptr: *const u8, mapped: u64) -> Result<Platform, DtbError> {
     let fw_cfg = fdt
         .find_compatible(&["qemu,fw-cfg-mmio"])
         .and_then(|n| reg_ranges(&n).first().copied());
-    let pci = fdt.find_compatible(&["pci-host-ecam-generic"]).and_then(|n| parse_pci_host(&n));
+    let pci = fdt
+        .find_compatible(&["pci-host-ecam-generic"])
+        .and_then(|n| parse_pci_host(&n));
     Ok(Platform {
         pci,
         memory,
@@ -271,7 +273,10 @@ fn parse_pci_host(node: &fdt::node::FdtNode) -> Option<PciHost> {
         bus_start,
         bus_end,
         windows,
-        interrupt_map: node.property("interrupt-map").map(|p| cells(p.value)).unwrap_or_default(),
+        interrupt_map: node
+            .property("interrupt-map")
+            .map(|p| cells(p.value))
+            .unwrap_or_default(),
         interrupt_map_mask: node
             .property("interrupt-map-mask")
             .map(|p| cells(p.value))

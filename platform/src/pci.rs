@@ -89,8 +89,35 @@ fn memory_page() -> u64 {
 pub struct PciFunction {
     pub df: DeviceFunction,
     pub info: DeviceFunctionInfo,
-    /// `interrupt-pin` (1 = INTA .. 4 = INTD, 0 = none).
-    pub int_pin: u8,
+    /// The GIC INTID of its `interrupt-pin` through the host bridge's `interrupt-map`.
+    pub intid: Option<u32>,
+}
+
+/// INTx routing through `interrupt-map` (+ `interrupt-map-mask`): the map lists, per masked
+/// child unit address (device number) and pin, the parent interrupt, so the PCI swizzle
+/// (device d, pin p → host pin (d + p - 1) mod 4) is already in its rows. Each row is
+/// 3 address cells + 1 pin cell + phandle + the GIC's 2 address cells + 3 interrupt cells (the
+/// layout QEMU virt uses for both GICv2 and GICv3); another layout gives `None` (polling).
+pub fn intx_intid(host: &PciHost, df: DeviceFunction, pin: u8) -> Option<u32> {
+    const ROW: usize = 10;
+    let map = &host.interrupt_map;
+    let mask = &host.interrupt_map_mask;
+    if pin == 0 || mask.len() != 4 || map.is_empty() || map.len() % ROW != 0 {
+        return None;
+    }
+    let child = [
+        (df.bus as u32) << 16 | (df.device as u32) << 11 | (df.function as u32) << 8,
+        0,
+        0,
+        pin as u32,
+    ];
+    map.chunks_exact(ROW)
+        .find(|row| (0..4).all(|i| child[i] & mask[i] == row[i]))
+        .and_then(|row| match (row[7], row[8]) {
+            (0, n) => Some(32 + n),
+            (1, n) => Some(16 + n),
+            _ => None,
+        })
 }
 
 /// Why PCI is not available.
@@ -114,8 +141,6 @@ impl core::fmt::Display for PciInitError {
 /// The host bridge after enumeration.
 pub struct Pci {
     pub root: PciRoot<Ecam>,
-    /// The same access, for raw reads `PciRoot` does not offer.
-    pub ecam: Ecam,
     pub functions: Vec<PciFunction>,
 }
 
@@ -171,10 +196,14 @@ pub fn init(host: Option<&PciHost>) -> Result<Pci, PciInitError> {
             root.set_command(df, Command::MEMORY_SPACE | Command::BUS_MASTER);
             let pin = (ecam.read_word(df, 0x3c) >> 8) as u8;
             println!(
-                "pci: {df} vendor={:#06x} device={:#06x} class={:#04x} int_pin={pin}",
-                info.vendor_id, info.device_id, info.class
+                "pci: {df} vendor={:#06x} device={:#06x} class={:#04x} int_pin={pin} intid={}",
+                info.vendor_id,
+                info.device_id,
+                info.class,
+                intx_intid(host, df, pin).map_or("-".into(), |i| alloc::format!("{i}"))
             );
-            functions.push(PciFunction { df, info, int_pin: pin });
+            let intid = intx_intid(host, df, pin);
+            functions.push(PciFunction { df, info, intid });
         }
     }
     println!(
@@ -186,5 +215,5 @@ pub fn init(host: Option<&PciHost>) -> Result<Pci, PciInitError> {
         w.size,
         functions.len()
     );
-    Ok(Pci { root, ecam, functions })
+    Ok(Pci { root, functions })
 }

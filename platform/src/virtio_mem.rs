@@ -18,8 +18,11 @@
 //! `UNPLUG`; a unit that cannot be offlined is skipped; when none can, the resize stops short
 //! with the reason.
 //!
-//! Config changes are found by polling `requested_size` from the shell's idle loop
-//! ([`process_pending`], at most every timer tick): INTx/MSI-X is not wired up yet.
+//! Config changes arrive as legacy INTx (level) through the host bridge's `interrupt-map`: the
+//! handler masks the SPI and latches the event; the work runs in thread context from the
+//! shell's idle loop ([`process_pending`]), which reads the ISR (deasserting the line), resizes,
+//! and unmasks. A device without a routable INTx is polled from the idle loop instead (at
+//! least every timer tick). Used-buffer interrupts are suppressed (requests are synchronous).
 
 use crate::{
     hotplug::with_hotplug,
@@ -30,6 +33,7 @@ use crate::{
 };
 use alloc::{format, string::String, vec::Vec};
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use mm::hotplug::{AddFlags, BlockId, GroupId};
 use mm::page::ZoneId;
 use virtio_drivers::{
@@ -68,6 +72,8 @@ pub enum Request {
     Plug = 0,
     Unplug = 1,
     UnplugAll = 2,
+    /// Not sent: at start everything is unplugged (UNPLUG_ALL) instead of adopted.
+    #[allow(dead_code)]
     State = 3,
 }
 
@@ -184,7 +190,9 @@ unsafe impl Hal for HotmemHal {
 enum Unit {
     Unplugged,
     /// Plugged and added (blocks online per the policy, or left offline).
-    Added { blocks: Vec<BlockId> },
+    Added {
+        blocks: Vec<BlockId>,
+    },
     /// Removed, but the device refused the UNPLUG: retried on the next shrink.
     PluggedRemoved,
 }
@@ -202,6 +210,8 @@ pub struct VirtioMem {
     /// max(memory block, device block).
     pub unit: u64,
     pub group: GroupId,
+    /// INTx INTID (`None`: polled).
+    pub intid: Option<u32>,
     units: Vec<Unit>,
     /// The `requested_size` the last resize worked towards.
     last_handled: Option<u64>,
@@ -210,6 +220,27 @@ pub struct VirtioMem {
 }
 
 pub static DEVICES: spin::Mutex<Vec<VirtioMem>> = spin::Mutex::new(Vec::new());
+
+/// INTIDs of the devices' INTx lines (`u32::MAX` = unused), read by the interrupt handler.
+static INTIDS: [AtomicU32; 8] = [const { AtomicU32::new(u32::MAX) }; 8];
+/// An INTx fired since the last [`process_pending`] (set at init too: the first pass applies a
+/// `requested_size` the device had before we looked).
+static IRQ_PENDING: AtomicBool = AtomicBool::new(true);
+/// Interrupts taken (shown by `vmem`).
+static IRQ_COUNT: AtomicU32 = AtomicU32::new(0);
+
+/// Is `intid` one of our INTx lines?
+pub fn owns_intid(intid: u32) -> bool {
+    INTIDS.iter().any(|i| i.load(Ordering::Relaxed) == intid)
+}
+
+/// Interrupt handler: mask the level-triggered line (the device keeps it asserted until its ISR
+/// is read, in thread context) and latch the event.
+pub fn handle_irq(intid: u32) {
+    crate::gic::disable_spi(intid);
+    IRQ_COUNT.fetch_add(1, Ordering::Relaxed);
+    IRQ_PENDING.store(true, Ordering::Release);
+}
 
 impl VirtioMem {
     fn read_u64(&self, off: usize) -> u64 {
@@ -293,7 +324,10 @@ impl VirtioMem {
             }
             Err(e) => {
                 if let Err(u) = self.request(Request::Unplug, addr, nb) {
-                    println!("virtio-mem: dev={} addr={addr:#x} cannot unplug after a failed add: {u}", self.index);
+                    println!(
+                        "virtio-mem: dev={} addr={addr:#x} cannot unplug after a failed add: {u}",
+                        self.index
+                    );
                     self.units[i] = Unit::PluggedRemoved;
                 }
                 Err(VmemError::Hotplug(e))
@@ -345,7 +379,10 @@ impl VirtioMem {
             let next = (0..self.units.len())
                 .find(|&i| self.units[i] == Unit::Unplugged && (i as u64 + 1) * self.unit <= usable);
             let Some(i) = next else {
-                why = Some(format!("no unplugged unit left in the usable region of {}", Size(usable)));
+                why = Some(format!(
+                    "no unplugged unit left in the usable region of {}",
+                    Size(usable)
+                ));
                 break;
             };
             if let Err(e) = self.grow_unit(i) {
@@ -394,8 +431,16 @@ pub fn init(pci: &mut Pci) {
         .collect();
     for f in fns {
         let index = DEVICES.lock().len();
-        match probe(&mut pci.root, f.df, index) {
-            Ok(d) => DEVICES.lock().push(d),
+        match probe(&mut pci.root, f.df, index, f.intid) {
+            Ok(d) => {
+                if let Some(id) = d.intid {
+                    if let Some(slot) = INTIDS.iter().find(|s| s.load(Ordering::Relaxed) == u32::MAX) {
+                        slot.store(id, Ordering::Relaxed);
+                    }
+                    crate::gic::enable_spi(id, crate::gic::Trigger::Level);
+                }
+                DEVICES.lock().push(d)
+            }
             Err(why) => println!("virtio-mem: pci={} refused: {why}", f.df),
         }
     }
@@ -405,6 +450,7 @@ fn probe(
     root: &mut virtio_drivers::transport::pci::bus::PciRoot<Ecam>,
     df: virtio_drivers::transport::pci::bus::DeviceFunction,
     index: usize,
+    intid: Option<u32>,
 ) -> Result<VirtioMem, String> {
     let mut t = PciTransport::new::<HotmemHal, Ecam>(root, df).map_err(|e| format!("transport: {e}"))?;
     // Device initialisation (virtio §3.1.1), by hand: `begin_init` wants a bitflags type.
@@ -441,7 +487,10 @@ fn probe(
         Err(why)
     };
     if block_size == 0 || !block_size.is_power_of_two() || block_size < PAGE_SIZE {
-        return refuse(&mut t, format!("device block size {block_size:#x} is not a power of two ≥ the page size"));
+        return refuse(
+            &mut t,
+            format!("device block size {block_size:#x} is not a power of two ≥ the page size"),
+        );
     }
     if addr % unit != 0 || region_size % unit != 0 {
         return refuse(
@@ -457,12 +506,17 @@ fn probe(
         );
     }
     if unit / block_size > u16::MAX as u64 {
-        return refuse(&mut t, format!("{} device blocks per unit do not fit one request", unit / block_size));
+        return refuse(
+            &mut t,
+            format!("{} device blocks per unit do not fit one request", unit / block_size),
+        );
     }
-    let queue = match VirtQueue::<HotmemHal, QUEUE_SIZE>::new(&mut t, 0, false, false) {
+    let mut queue = match VirtQueue::<HotmemHal, QUEUE_SIZE>::new(&mut t, 0, false, false) {
         Ok(q) => q,
         Err(e) => return refuse(&mut t, format!("virtqueue: {e:?}")),
     };
+    // Requests are waited for synchronously: no used-buffer interrupts.
+    queue.set_dev_notify(false);
     t.finish_init();
     let group = match with_hotplug(|hp, _| hp.register_dynamic_group(unit >> PAGE_SHIFT)) {
         Ok(g) => g,
@@ -480,6 +534,7 @@ fn probe(
         region_size,
         unit,
         group,
+        intid: intid.filter(|_| index < INTIDS.len()),
         units: alloc::vec![Unit::Unplugged; (region_size / unit) as usize],
         last_handled: None,
         last_event: String::from("none"),
@@ -492,13 +547,14 @@ fn probe(
         }
     }
     println!(
-        "virtio-mem: dev={index} pci={} addr={addr:#x} region={} block={} unit={} mode={} node={node_id} features={features:#x}{} group={group} unplugged_at_start={}",
+        "virtio-mem: dev={index} pci={} addr={addr:#x} region={} block={} unit={} mode={} node={node_id} features={features:#x}{} group={group} irq={} unplugged_at_start={}",
         d.pci,
         Size(region_size),
         Size(block_size),
         Size(unit),
         mode(block_size),
         if features & feature::UNPLUGGED_INACCESSIBLE != 0 { "(unplugged-inaccessible)" } else { "" },
+        d.intid.map_or("polled".into(), |i| format!("intx:{i}")),
         Size(plugged),
     );
     Ok(d)
@@ -514,8 +570,16 @@ fn mode(block_size: u64) -> &'static str {
 
 /// Deferred work from the idle loop: resize every device whose `requested_size` changed.
 pub fn process_pending() {
+    let irq = IRQ_PENDING.swap(false, Ordering::Acquire);
     let mut devs = DEVICES.lock();
     for d in devs.iter_mut() {
+        if d.intid.is_some() {
+            if !irq {
+                continue;
+            }
+            // Reading the ISR deasserts the line; a change after this raises it again.
+            let _ = d.transport.ack_interrupt();
+        }
         let requested = d.requested_size();
         if d.last_handled == Some(requested) {
             continue;
@@ -543,6 +607,13 @@ pub fn process_pending() {
         };
         println!("{}", d.last_event);
     }
+    if irq {
+        for d in devs.iter() {
+            if let Some(id) = d.intid {
+                crate::gic::enable_spi(id, crate::gic::Trigger::Level);
+            }
+        }
+    }
 }
 
 /// `vmem` shell command.
@@ -554,7 +625,7 @@ pub fn print_devices() {
     }
     for d in devs.iter() {
         println!(
-            "vmem: dev={} pci={} addr={:#x} region={} block={} unit={} mode={} plugged={} requested={} usable={} units={}/{} group={} features={:#x}",
+            "vmem: dev={} pci={} addr={:#x} region={} block={} unit={} mode={} plugged={} requested={} usable={} units={}/{} group={} node={} features={:#x} irq={} irqs={}",
             d.index,
             d.pci,
             d.addr,
@@ -568,7 +639,10 @@ pub fn print_devices() {
             d.units_plugged(),
             d.units.len(),
             d.group,
-            d.features
+            d.node_id,
+            d.features,
+            d.intid.map_or("polled".into(), |i| format!("intx:{i}")),
+            IRQ_COUNT.load(Ordering::Relaxed)
         );
         for (i, u) in d.units.iter().enumerate() {
             match u {
