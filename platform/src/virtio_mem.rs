@@ -217,6 +217,8 @@ pub struct VirtioMem {
     last_handled: Option<u64>,
     /// The last resize's outcome (`vmem` shows it).
     pub last_event: String,
+    /// Cycles spent waiting for the device's answers (of the current resize).
+    device_cycles: u64,
 }
 
 pub static DEVICES: spin::Mutex<Vec<VirtioMem>> = spin::Mutex::new(Vec::new());
@@ -284,7 +286,10 @@ impl VirtioMem {
     /// ERROR are final.
     fn request(&mut self, ty: Request, addr: u64, nb_blocks: u16) -> Result<(), VmemError> {
         for _ in 0..BUSY_TRIES {
-            match self.request_once(ty, addr, nb_blocks)? {
+            let t0 = arch::cpu::counter();
+            let r = self.request_once(ty, addr, nb_blocks);
+            self.device_cycles += arch::cpu::counter() - t0;
+            match r? {
                 Response::Ack => return Ok(()),
                 Response::Busy => timer::sleep_ms(1),
                 Response::Nack => return Err(VmemError::Nack(ty)),
@@ -538,6 +543,7 @@ fn probe(
         units: alloc::vec![Unit::Unplugged; (region_size / unit) as usize],
         last_handled: None,
         last_event: String::from("none"),
+        device_cycles: 0,
     };
     let plugged = d.plugged_size();
     if plugged != 0 {
@@ -590,6 +596,7 @@ pub fn process_pending() {
             continue;
         }
         let t0 = arch::cpu::counter();
+        d.device_cycles = 0;
         let why = d.resize(requested);
         let cycles = arch::cpu::counter() - t0;
         d.last_handled = Some(requested);
@@ -599,10 +606,15 @@ pub fn process_pending() {
             d.index, d.addr
         );
         d.last_event = match why {
-            None => format!("{head} event=done cycles={cycles} us={}", timer::cycles_to_us(cycles)),
+            None => format!(
+                "{head} event=done cycles={cycles} us={} device_us={}",
+                timer::cycles_to_us(cycles),
+                timer::cycles_to_us(d.device_cycles)
+            ),
             Some(w) => format!(
-                "{head} event=stopped cycles={cycles} us={} reason=\"{w}\"",
-                timer::cycles_to_us(cycles)
+                "{head} event=stopped cycles={cycles} us={} device_us={} reason=\"{w}\"",
+                timer::cycles_to_us(cycles),
+                timer::cycles_to_us(d.device_cycles)
             ),
         };
         println!("{}", d.last_event);
