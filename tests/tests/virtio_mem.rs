@@ -15,13 +15,21 @@
 //!   boot plugs the still-requested size again by itself.
 //! - `big_block_*`: `block=1G` (several memory blocks per device block).
 //! - `two_devices_firmware_*`: two devices in a `-bios` boot, each its own group.
+//! - `burst_*`: 50 random resize requests in a row without waiting (Image boot), then one
+//!   waited for: the guest ends at the last one and agrees with QEMU.
+//! - `acceptance_*`: the README command through the runner's own option parsing and `--exec`.
 
+use std::time::Instant;
+
+use hotmem_qemu::cli::{self, Action};
 use hotmem_qemu::config::BootMode;
 use hotmem_qemu::config::Granule::{self, K16, K4, K64};
-use hotmem_qemu::host_cmd::VmemResult;
+use hotmem_qemu::host_cmd::{vmem_set_requested, VmemResult};
 use hotmem_qemu::run::VirtioMem;
+use hotmem_qemu::session::Session;
 use hotmem_tests::dimm::{block_size, DimmSession, GIB, MIB};
-use hotmem_tests::vmem::vmem_case;
+use hotmem_tests::vmem::{parse_vmem, vmem_case};
+use hotmem_tests::{kernel, qemu_path, run_timeout, QemuSlot, TAIL_LINES};
 
 /// Region of the device in the default case (QEMU places it right after 1 GiB of RAM).
 const REGION: u64 = 0x8000_0000;
@@ -217,6 +225,120 @@ fn two_devices_firmware(g: Granule) {
     d.powerdown();
 }
 
+fn burst(g: Granule) {
+    let unit = block_size(g);
+    let mut c = vmem_case(g);
+    c.boot = BootMode::Image;
+    let mut d = c.start();
+    let boot = d.meminfo();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let units = 3 * GIB / unit;
+    for _ in 0..50 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let size = (x % (units + 1)) * unit;
+        if let Err(e) = vmem_set_requested(&mut d.session().qmp, "vmem0", size) {
+            d.fail(&format!("qom-set {size:#x}: {e}"));
+        }
+    }
+    d.steps.push("50 requests sent".into());
+    d.vmem_ok("vmem0", 4 * GIB);
+    d.check_vmem_agree("after the burst");
+    d.vmem_ok("vmem0", 0);
+    d.check_vmem_agree("at 0 after the burst");
+    let m = d.meminfo();
+    if (m.free_pages, m.pt_pages, m.memmap_bytes) != (boot.free_pages, boot.pt_pages, boot.memmap_bytes) {
+        d.fail(&format!("back at 0: {m:?}, at boot {boot:?}"));
+    }
+    d.poweroff();
+}
+
+fn acceptance(g: Granule) {
+    let script = ":vmem vmem0 2G; vmem; blocks; meminfo; :vmem vmem0 0; vmem; poweroff";
+    let args = [
+        "--granule",
+        g.name(),
+        "--boot",
+        "kernel",
+        "--virtio-mem",
+        "4G",
+        "--exec",
+        script,
+    ];
+    let Ok(Action::Run(o)) = cli::parse_args(args) else {
+        panic!("cannot parse the README command line");
+    };
+    let run = o
+        .qemu_run(qemu_path(), kernel(o.kernel), None)
+        .echo(false)
+        .timeout(Some(run_timeout()))
+        .log_dir(Some(hotmem_tests::test_log_dir()));
+    let what = format!("{}{}", run.describe(), hotmem_tests::logs_line(&run));
+    let cmds = o.exec.clone().unwrap();
+    let _slot = QemuSlot::acquire();
+    let t = Instant::now();
+    let s = Session::start(run).unwrap_or_else(|e| panic!("[{what}] {e}"));
+    let out = s.run_script(&cmds);
+    let fail = |why: &str| -> ! {
+        panic!(
+            "\n[{what}] `--exec '{script}'`: {why}\n  outcome: {}\n--- console tail ---\n{}\n--- host ---\n{}\n",
+            out.describe(),
+            out.tail(TAIL_LINES),
+            out.host
+        )
+    };
+    if !out.success() || out.host_exit_code() != 0 {
+        fail("expected exit status 0");
+    }
+    for want in [
+        "vmem: id=vmem0 requested=2G plugged=2G done",
+        "vmem: id=vmem0 requested=0 plugged=0 done",
+    ] {
+        if !out.host.contains(want) {
+            fail(&format!("host output lacks `{want}`"));
+        }
+    }
+    let parts: Vec<&str> = out.console.split("hotmem> vmem").collect();
+    let v: Vec<_> = parts.iter().skip(1).map(|p| parse_vmem(p)).collect();
+    if v.len() != 2 || v[0].first().map(|d| d.plugged) != Some(2 * GIB) || v[1].first().map(|d| d.plugged) != Some(0) {
+        fail(&format!("expected `vmem` to show 2 GiB then 0 plugged: {v:?}"));
+    }
+    let online = out
+        .console
+        .lines()
+        .filter(|l| l.starts_with("block: id=") && l.contains("early=false") && l.contains("state=online"))
+        .count() as u64;
+    if online * block_size(g) != 2 * GIB {
+        fail(&format!("expected 2 GiB of online hot-added blocks, got {online}"));
+    }
+    eprintln!("[{what}] acceptance in {:.1} s", t.elapsed().as_secs_f64());
+}
+
+#[test]
+fn acceptance_4k() {
+    acceptance(K4);
+}
+#[test]
+fn acceptance_16k() {
+    acceptance(K16);
+}
+#[test]
+fn acceptance_64k() {
+    acceptance(K64);
+}
+#[test]
+fn burst_4k() {
+    burst(K4);
+}
+#[test]
+fn burst_16k() {
+    burst(K16);
+}
+#[test]
+fn burst_64k() {
+    burst(K64);
+}
 #[test]
 fn grow_shrink_4k() {
     grow_shrink(K4);
