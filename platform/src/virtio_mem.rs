@@ -212,7 +212,10 @@ pub struct VirtioMem {
     pub group: GroupId,
     /// INTx INTID (`None`: polled).
     pub intid: Option<u32>,
+    /// Units of memory-block / big-block mode (empty in sub-block mode).
     units: Vec<Unit>,
+    /// Sub-block mode state.
+    sbm: Option<Sbm>,
     /// The `requested_size` the last resize worked towards.
     last_handled: Option<u64>,
     /// The last resize's outcome (`vmem` shows it).
@@ -222,6 +225,67 @@ pub struct VirtioMem {
 }
 
 pub static DEVICES: spin::Mutex<Vec<VirtioMem>> = spin::Mutex::new(Vec::new());
+
+/// Sub-block mode (device block < memory block): which device blocks of a region are plugged.
+/// Read by the platform's online/offline hooks ([`plugged_runs`]) under the hotplug lock, so it
+/// lives apart from [`DEVICES`]; lock order: hotplug, then this.
+struct SbmRegion {
+    start_pfn: u64,
+    end_pfn: u64,
+    sub_pages: u64,
+    plugged: Vec<bool>,
+}
+
+static SBM: spin::Mutex<Vec<SbmRegion>> = spin::Mutex::new(Vec::new());
+
+/// The parts of `[pfn, pfn + nr)` that may be online: everything outside sub-block-mode
+/// regions, and inside them only plugged device blocks (Linux's online_page_callback role).
+pub fn plugged_runs(pfn: u64, nr: u64) -> Vec<(u64, u64)> {
+    let sbm = SBM.lock();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut push = |p: u64, n: u64| match out.last_mut() {
+        Some((q, m)) if *q + *m == p => *m += n,
+        _ => out.push((p, n)),
+    };
+    let end = pfn + nr;
+    let mut p = pfn;
+    while p < end {
+        match sbm.iter().find(|r| r.start_pfn <= p && p < r.end_pfn) {
+            None => {
+                let next = sbm
+                    .iter()
+                    .map(|r| r.start_pfn)
+                    .filter(|&s| s > p)
+                    .min()
+                    .unwrap_or(end)
+                    .min(end);
+                push(p, next - p);
+                p = next;
+            }
+            Some(r) => {
+                let i = ((p - r.start_pfn) / r.sub_pages) as usize;
+                let sub_end = (r.start_pfn + (i as u64 + 1) * r.sub_pages).min(end);
+                if r.plugged[i] {
+                    push(p, sub_end - p);
+                }
+                p = sub_end;
+            }
+        }
+    }
+    out
+}
+
+/// Sub-block mode of one device.
+struct Sbm {
+    /// Index in [`SBM`].
+    region: usize,
+    subs_per_block: usize,
+    /// Device blocks at the start of each memory block that hold its memmap (plugged while
+    /// the block exists).
+    meta: usize,
+    /// Memory blocks of the region that are added (their block id).
+    added: Vec<Option<BlockId>>,
+}
 
 /// INTIDs of the devices' INTx lines (`u32::MAX` = unused), read by the interrupt handler.
 static INTIDS: [AtomicU32; 8] = [const { AtomicU32::new(u32::MAX) }; 8];
@@ -309,7 +373,212 @@ impl VirtioMem {
     }
 
     pub fn units_plugged(&self) -> usize {
-        self.units.iter().filter(|u| **u != Unit::Unplugged).count()
+        match &self.sbm {
+            Some(m) => SBM.lock()[m.region].plugged.iter().filter(|&&b| b).count(),
+            None => self.units.iter().filter(|u| **u != Unit::Unplugged).count(),
+        }
+    }
+
+    // ---- sub-block mode ---------------------------------------------------------------------
+
+    fn sub_pages(&self) -> u64 {
+        self.block_size >> PAGE_SHIFT
+    }
+
+    fn sub_addr(&self, i: usize) -> u64 {
+        self.addr + i as u64 * self.block_size
+    }
+
+    fn sub_plugged(&self, i: usize) -> bool {
+        let r = self.sbm.as_ref().map_or(0, |m| m.region);
+        SBM.lock()[r].plugged[i]
+    }
+
+    fn set_subs(&self, first: usize, n: usize, v: bool) {
+        let r = self.sbm.as_ref().map_or(0, |m| m.region);
+        SBM.lock()[r].plugged[first..first + n].fill(v);
+    }
+
+    /// Online (`on`) or fake-offline device blocks `[first, first + n)` of an online memory
+    /// block; nothing to do while the block is offline.
+    fn sbm_online(&self, block: BlockId, first: usize, n: usize, on: bool) -> Result<(), VmemError> {
+        let (pfn, nr) = (self.sub_addr(first) >> PAGE_SHIFT, n as u64 * self.sub_pages());
+        with_hotplug(|hp, ops| {
+            use mm::hotplug::HotplugOps;
+            match hp.block(block) {
+                Some(b) if b.state == mm::hotplug::BlockState::Online => {
+                    let zone = b.zone.unwrap_or(ZoneId::Normal);
+                    if on {
+                        ops.online_pages(pfn, nr, zone)
+                    } else {
+                        ops.offline_pages(pfn, nr, block)
+                    }
+                }
+                _ => Ok(()),
+            }
+        })
+        .map_err(VmemError::Hotplug)
+    }
+
+    /// Plug up to `need` device blocks: first in added memory blocks, else by adding one.
+    fn sbm_grow_step(&mut self, need: usize) -> Result<(), String> {
+        let m = self.sbm.as_ref().expect("sub-block mode");
+        let (s, meta) = (m.subs_per_block, m.meta);
+        let added = m.added.clone();
+        let usable = (self.usable_region_size() / self.block_size) as usize;
+        let free_in = |blk: usize| (blk * s..(blk + 1) * s).find(|&i| i < usable && !self.sub_plugged(i));
+        if let Some((blk, first)) = (0..added.len())
+            .filter(|&b| added[b].is_some())
+            .find_map(|b| free_in(b).map(|i| (b, i)))
+        {
+            let mut n = 0;
+            while n < need && first + n < (blk + 1) * s && first + n < usable && !self.sub_plugged(first + n) {
+                n += 1;
+            }
+            let addr = self.sub_addr(first);
+            self.request(Request::Plug, addr, n as u16)
+                .map_err(|e| format!("plugging {addr:#x}+{}: {e}", Size(n as u64 * self.block_size)))?;
+            self.set_subs(first, n, true);
+            if let Err(e) = self.sbm_online(added[blk].unwrap_or(0), first, n, true) {
+                self.set_subs(first, n, false);
+                let _ = self.request(Request::Unplug, addr, n as u16);
+                return Err(format!("onlining {addr:#x}: {e}"));
+            }
+            return Ok(());
+        }
+        let n = need.min(s).max(meta);
+        let Some(blk) = (0..added.len()).find(|&b| added[b].is_none() && b * s + n <= usable) else {
+            return Err(format!(
+                "no room left in the usable region of {}",
+                Size(usable as u64 * self.block_size)
+            ));
+        };
+        let first = blk * s;
+        let addr = self.sub_addr(first);
+        self.request(Request::Plug, addr, n as u16)
+            .map_err(|e| format!("plugging {addr:#x}+{}: {e}", Size(n as u64 * self.block_size)))?;
+        self.set_subs(first, n, true);
+        let (group, mb) = (self.group, G.section_size());
+        let r = with_hotplug(|hp, ops| {
+            let ids = hp.add_memory(ops, Some(group), addr, mb, AddFlags { memmap_on_memory: true })?;
+            hp.auto_online(ops, &ids);
+            Ok::<_, mm::hotplug::HotplugError>(ids)
+        });
+        match r {
+            Ok(ids) => {
+                if let Some(m) = self.sbm.as_mut() {
+                    m.added[blk] = ids.first().copied();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.set_subs(first, n, false);
+                let _ = self.request(Request::Unplug, addr, n as u16);
+                Err(format!("adding {addr:#x}+{}: {e}", Size(mb)))
+            }
+        }
+    }
+
+    /// Unplug up to `excess` device blocks from memory block `blk` (its highest plugged ones
+    /// first; the whole block, memmap included, once only the memmap's are left).
+    fn sbm_shrink_block(&mut self, blk: usize, excess: usize) -> Result<(), String> {
+        let m = self.sbm.as_ref().expect("sub-block mode");
+        let (s, meta) = (m.subs_per_block, m.meta);
+        let id = m.added[blk];
+        let first = blk * s;
+        let hi = (first + meta..first + s).rev().find(|&i| self.sub_plugged(i));
+        match (id, hi) {
+            (Some(id), Some(hi)) => {
+                let mut lo = hi;
+                while lo > first + meta && self.sub_plugged(lo - 1) && hi - lo + 1 < excess {
+                    lo -= 1;
+                }
+                let n = hi - lo + 1;
+                let addr = self.sub_addr(lo);
+                self.sbm_online(id, lo, n, false)
+                    .map_err(|e| format!("{addr:#x}+{}: {e}", Size(n as u64 * self.block_size)))?;
+                self.set_subs(lo, n, false);
+                if let Err(e) = self.request(Request::Unplug, addr, n as u16) {
+                    self.set_subs(lo, n, true);
+                    let _ = self.sbm_online(id, lo, n, true);
+                    return Err(format!("unplugging {addr:#x}: {e}"));
+                }
+                Ok(())
+            }
+            (Some(_), None) => {
+                let (addr, mb) = (self.sub_addr(first), G.section_size());
+                with_hotplug(|hp, ops| hp.offline_and_remove(ops, addr, mb))
+                    .map_err(|e| format!("{addr:#x}+{}: {e}", Size(mb)))?;
+                if let Some(m) = self.sbm.as_mut() {
+                    m.added[blk] = None;
+                }
+                self.sbm_unplug_stale(blk)
+            }
+            (None, _) => self.sbm_unplug_stale(blk),
+        }
+    }
+
+    /// UNPLUG whatever is still plugged in a memory block that is not added.
+    fn sbm_unplug_stale(&mut self, blk: usize) -> Result<(), String> {
+        let s = self.sbm.as_ref().map_or(1, |m| m.subs_per_block);
+        let first = blk * s;
+        let plugged: Vec<usize> = (first..first + s).filter(|&i| self.sub_plugged(i)).collect();
+        let (Some(&lo), Some(&hi)) = (plugged.first(), plugged.last()) else {
+            return Ok(());
+        };
+        let addr = self.sub_addr(lo);
+        self.request(Request::Unplug, addr, (hi - lo + 1) as u16)
+            .map_err(|e| format!("unplugging {addr:#x}: {e}"))?;
+        self.set_subs(lo, hi - lo + 1, false);
+        Ok(())
+    }
+
+    /// Shrink candidates in sub-block mode: blocks not added but still plugged, then blocks
+    /// wholly in MOVABLE, then the rest; highest address first within each.
+    fn sbm_shrink_order(&self) -> Vec<usize> {
+        let m = self.sbm.as_ref().expect("sub-block mode");
+        let s = m.subs_per_block;
+        let mut v: Vec<(u8, usize)> = with_hotplug(|hp, _| {
+            (0..m.added.len())
+                .filter(|&b| (b * s..(b + 1) * s).any(|i| self.sub_plugged(i)))
+                .map(|b| match m.added[b] {
+                    None => (0, b),
+                    Some(id) if hp.block(id).is_some_and(|x| x.zone != Some(ZoneId::Normal)) => (1, b),
+                    Some(_) => (2, b),
+                })
+                .collect()
+        });
+        v.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        v.into_iter().map(|(_, b)| b).collect()
+    }
+
+    fn sbm_resize(&mut self, requested: u64) -> Option<String> {
+        let target = (requested / self.block_size) as usize;
+        while self.units_plugged() < target {
+            if let Err(e) = self.sbm_grow_step(target - self.units_plugged()) {
+                return Some(e);
+            }
+        }
+        while self.units_plugged() > target {
+            let excess = self.units_plugged() - target;
+            let mut last = String::new();
+            let mut done = false;
+            for blk in self.sbm_shrink_order() {
+                match self.sbm_shrink_block(blk, excess) {
+                    Ok(()) => {
+                        done = true;
+                        break;
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            if !done {
+                return Some(format!(
+                    "memory busy: no plugged device block could be offlined and unplugged (last: {last})"
+                ));
+            }
+        }
+        None
     }
 
     /// PLUG unit `i`, add its memory blocks to the group and online them per the policy.
@@ -377,6 +646,9 @@ impl VirtioMem {
 
     /// Move the plugged units toward `requested`; returns why it stopped short, if it did.
     fn resize(&mut self, requested: u64) -> Option<String> {
+        if self.sbm.is_some() {
+            return self.sbm_resize(requested);
+        }
         let target = (requested / self.unit) as usize;
         let mut why: Option<String> = None;
         while self.units_plugged() < target {
@@ -417,7 +689,7 @@ impl VirtioMem {
         }
         if why.is_none() && requested % self.unit != 0 {
             why = Some(format!(
-                "requested size is not a multiple of the {} unit (one memory block; sub-block mode is not implemented)",
+                "requested size is not a multiple of the {} unit (device blocks smaller than a pageblock are plugged a memory block at a time)",
                 Size(self.unit)
             ));
         }
@@ -486,7 +758,11 @@ fn probe(
     let region_size = rd(&t, cfg::REGION_SIZE);
     let node_id = t.read_config_space::<u16>(cfg::NODE_ID).unwrap_or(0);
     let mb = G.section_size();
-    let unit = mb.max(block_size);
+    let align = mb.max(block_size);
+    // Sub-block mode needs device blocks that are whole pageblocks (the isolation unit).
+    let pageblock = PAGE_SIZE << G.pageblock_order();
+    let sub_block_mode = block_size < mb && block_size % pageblock == 0;
+    let unit = if sub_block_mode { block_size } else { align };
     let refuse = |t: &mut PciTransport, why: String| {
         t.set_status(DeviceStatus::FAILED);
         Err(why)
@@ -497,23 +773,26 @@ fn probe(
             format!("device block size {block_size:#x} is not a power of two ≥ the page size"),
         );
     }
-    if addr % unit != 0 || region_size % unit != 0 {
+    if addr % align != 0 || region_size % align != 0 {
         return refuse(
             &mut t,
             format!(
                 "region {addr:#x}+{} is not aligned to the {} unit (memory block {} for the {} granule; device block {})",
                 Size(region_size),
-                Size(unit),
+                Size(align),
                 Size(mb),
                 G.granule_name(),
                 Size(block_size)
             ),
         );
     }
-    if unit / block_size > u16::MAX as u64 {
+    if align / block_size > u16::MAX as u64 {
         return refuse(
             &mut t,
-            format!("{} device blocks per unit do not fit one request", unit / block_size),
+            format!(
+                "{} device blocks per memory block do not fit one request",
+                align / block_size
+            ),
         );
     }
     let mut queue = match VirtQueue::<HotmemHal, QUEUE_SIZE>::new(&mut t, 0, false, false) {
@@ -523,7 +802,7 @@ fn probe(
     // Requests are waited for synchronously: no used-buffer interrupts.
     queue.set_dev_notify(false);
     t.finish_init();
-    let group = match with_hotplug(|hp, _| hp.register_dynamic_group(unit >> PAGE_SHIFT)) {
+    let group = match with_hotplug(|hp, _| hp.register_dynamic_group(align >> PAGE_SHIFT)) {
         Ok(g) => g,
         Err(e) => return refuse(&mut t, format!("dynamic memory group: {e}")),
     };
@@ -540,7 +819,27 @@ fn probe(
         unit,
         group,
         intid: intid.filter(|_| index < INTIDS.len()),
-        units: alloc::vec![Unit::Unplugged; (region_size / unit) as usize],
+        units: if sub_block_mode {
+            Vec::new()
+        } else {
+            alloc::vec![Unit::Unplugged; (region_size / unit) as usize]
+        },
+        sbm: sub_block_mode.then(|| {
+            let subs_per_block = (mb / block_size) as usize;
+            let mut regions = SBM.lock();
+            regions.push(SbmRegion {
+                start_pfn: addr >> PAGE_SHIFT,
+                end_pfn: (addr + region_size) >> PAGE_SHIFT,
+                sub_pages: block_size >> PAGE_SHIFT,
+                plugged: alloc::vec![false; (region_size / block_size) as usize],
+            });
+            Sbm {
+                region: regions.len() - 1,
+                subs_per_block,
+                meta: ((G.memmap_pages_per_block() << PAGE_SHIFT).div_ceil(block_size) as usize).max(1),
+                added: alloc::vec![None; (region_size / mb) as usize],
+            }
+        }),
         last_handled: None,
         last_event: String::from("none"),
         device_cycles: 0,
@@ -558,7 +857,7 @@ fn probe(
         Size(region_size),
         Size(block_size),
         Size(unit),
-        mode(block_size),
+        mode(block_size, d.sbm.is_some()),
         if features & feature::UNPLUGGED_INACCESSIBLE != 0 { "(unplugged-inaccessible)" } else { "" },
         d.intid.map_or("polled".into(), |i| format!("intx:{i}")),
         Size(plugged),
@@ -566,8 +865,10 @@ fn probe(
     Ok(d)
 }
 
-fn mode(block_size: u64) -> &'static str {
-    if block_size > G.section_size() {
+fn mode(block_size: u64, sbm: bool) -> &'static str {
+    if sbm {
+        "sub-block"
+    } else if block_size > G.section_size() {
         "big-block"
     } else {
         "memory-block"
@@ -644,12 +945,12 @@ pub fn print_devices() {
             d.region_size,
             d.block_size,
             d.unit,
-            mode(d.block_size),
+            mode(d.block_size, d.sbm.is_some()),
             d.plugged_size(),
             d.requested_size(),
             d.usable_region_size(),
             d.units_plugged(),
-            d.units.len(),
+            d.region_size / d.unit,
             d.group,
             d.node_id,
             d.features,
@@ -669,6 +970,25 @@ pub fn print_devices() {
                     d.index,
                     d.unit_addr(i)
                 ),
+            }
+        }
+        if let Some(m) = &d.sbm {
+            let s = m.subs_per_block;
+            for (b, id) in m.added.iter().enumerate() {
+                let n = (b * s..(b + 1) * s).filter(|&i| d.sub_plugged(i)).count();
+                match id {
+                    Some(id) => println!(
+                        "vmem: dev={} block={id} addr={:#x} subblocks={n}/{s}",
+                        d.index,
+                        d.sub_addr(b * s)
+                    ),
+                    None if n > 0 => println!(
+                        "vmem: dev={} addr={:#x} subblocks={n}/{s} removed, UNPLUG pending",
+                        d.index,
+                        d.sub_addr(b * s)
+                    ),
+                    None => {}
+                }
             }
         }
         println!("vmem: dev={} last: {}", d.index, d.last_event);

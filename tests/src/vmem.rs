@@ -25,10 +25,15 @@ pub struct GuestVmem {
     pub units_plugged: u64,
     pub group: String,
     pub irq: String,
+    /// `memory-block`, `big-block` or `sub-block`.
+    pub mode: String,
+    /// Sub-block mode: `(block id, plugged device blocks)` of each added memory block.
+    pub sub_blocks: Vec<(u64, u64)>,
 }
 
 pub fn parse_vmem(text: &str) -> Vec<GuestVmem> {
-    text.lines()
+    let mut v: Vec<GuestVmem> = text
+        .lines()
         .map(str::trim)
         .filter(|l| l.starts_with("vmem: dev=") && l.contains(" pci="))
         .filter_map(|l| {
@@ -45,9 +50,28 @@ pub fn parse_vmem(text: &str) -> Vec<GuestVmem> {
                 units_plugged: f("units")?.split('/').next()?.parse().ok()?,
                 group: f("group")?,
                 irq: f("irq").unwrap_or_default(),
+                mode: f("mode")?,
+                sub_blocks: Vec::new(),
             })
         })
-        .collect()
+        .collect();
+    for l in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("vmem: dev=") && l.contains(" subblocks="))
+    {
+        let (Some(dev), Some(block), Some(n)) = (
+            field(l, "dev").and_then(|d| d.parse::<u64>().ok()),
+            field(l, "block").and_then(|b| b.parse::<u64>().ok()),
+            field(l, "subblocks").and_then(|s| s.split('/').next()?.parse::<u64>().ok()),
+        ) else {
+            continue;
+        };
+        if let Some(d) = v.iter_mut().find(|d| d.dev == dev) {
+            d.sub_blocks.push((block, n));
+        }
+    }
+    v
 }
 
 /// A kernel boot (`-kernel`) with 1 GiB of RAM and one 4 GiB virtio-mem device `vmem0`.
@@ -105,20 +129,27 @@ impl DimmSession {
 
     /// QEMU and the guest agree on every virtio-mem device: same region, plugged and requested
     /// sizes; the device's hot-added blocks (its group) are online, inside its region and
-    /// exactly `plugged` bytes; no hot-added block outside a device; `meminfo check` is ok.
+    /// exactly `plugged` bytes (sub-block mode: their plugged device blocks are); a device the
+    /// guest refused has nothing plugged or requested; no hot-added block outside a device;
+    /// `meminfo check` is ok.
     /// Returns the guest's devices.
     pub fn check_vmem_agree(&mut self, when: &str) -> Vec<GuestVmem> {
         let qemu = self.qemu_vmems();
         let guest = parse_vmem(&self.guest("vmem"));
         let blocks = parse_blocks(&self.guest("blocks"));
         let mut errs = Vec::new();
-        if qemu.len() != guest.len() {
-            errs.push(format!("QEMU lists {} devices, the guest {}", qemu.len(), guest.len()));
-        }
         let mut owned: Vec<u64> = Vec::new();
+        for g in &guest {
+            if !qemu.iter().any(|q| q.memaddr == g.addr) {
+                errs.push(format!("the guest drives a device at {:#x} QEMU does not list", g.addr));
+            }
+        }
         for q in &qemu {
             let Some(g) = guest.iter().find(|g| g.addr == q.memaddr) else {
-                errs.push(format!("{}: no guest device at {:#x}", q.id, q.memaddr));
+                // A device the guest refused must be untouched.
+                if q.size != 0 || q.requested != 0 {
+                    errs.push(format!("{}: no guest device at {:#x}, yet {q:?}", q.id, q.memaddr));
+                }
                 continue;
             };
             if (g.region, g.block, g.plugged, g.requested) != (q.max_size, q.block_size, q.size, q.requested) {
@@ -128,7 +159,22 @@ impl DimmSession {
                 ));
             }
             let mine: Vec<&GuestBlock> = blocks.iter().filter(|b| !b.early && b.group == g.group).collect();
-            let bytes: u64 = mine.iter().map(|b| b.end - b.start).sum();
+            // Sub-block mode: the plugged device blocks of the added memory blocks.
+            let bytes: u64 = if g.mode == "sub-block" {
+                let mut ids: Vec<u64> = g.sub_blocks.iter().map(|&(b, _)| b).collect();
+                let mut have: Vec<u64> = mine.iter().map(|b| b.id).collect();
+                ids.sort_unstable();
+                have.sort_unstable();
+                if ids != have {
+                    errs.push(format!(
+                        "{}: blocks of group {} are {have:?}, vmem lists {ids:?}",
+                        q.id, g.group
+                    ));
+                }
+                g.sub_blocks.iter().map(|&(_, n)| n * g.unit).sum()
+            } else {
+                mine.iter().map(|b| b.end - b.start).sum()
+            };
             if bytes != q.size || g.units_plugged * g.unit != q.size {
                 errs.push(format!(
                     "{}: plugged {:#x}, the guest has {bytes:#x} in blocks of group {} and {} units",

@@ -6,11 +6,13 @@
 //! - `grow_shrink_*`: 0 → 1 GiB → 3 GiB → 512 MiB → 0; RAM follows; at 0 the free pages, page
 //!   tables and memmap are back at their boot values and nothing of the region is mapped.
 //! - `stress_*`: shrink with stress data in the device's memory (migrated, checksums hold);
-//!   with a pinned kernel page in it the shrink stops short and says so, memory stays usable,
-//!   and after `unpin` the next request completes.
-//! - `bad_input_*`: QEMU's refusals (not a block multiple, beyond the region) are reported;
-//!   a size that is no multiple of the unit stops at the multiple below with the reason; a
-//!   device whose region is not aligned to a memory block is refused and left untouched.
+//!   with a pinned kernel page in it the shrink gives back all but the pinned page's device
+//!   block and says why it stopped, memory stays usable, and after `unpin` the next request
+//!   completes.
+//! - `bad_input_*`: QEMU's refusals (not a block multiple, beyond the region) are reported; a
+//!   device whose region is not aligned to a memory block is refused and left untouched; sizes
+//!   that are not memory-block multiples work in sub-block mode (one block past a memory block,
+//!   then one device block).
 //! - `reset_*`: `system_reset` with memory plugged (QEMU unplugs it all on reset): the new
 //!   boot plugs the still-requested size again by itself.
 //! - `big_block_*`: `block=1G` (several memory blocks per device block).
@@ -33,6 +35,31 @@ use hotmem_tests::{kernel, qemu_path, run_timeout, QemuSlot, TAIL_LINES};
 
 /// Region of the device in the default case (QEMU places it right after 1 GiB of RAM).
 const REGION: u64 = 0x8000_0000;
+
+/// Pages the allocator manages (all zones), from `meminfo`.
+fn managed_pages(d: &mut DimmSession) -> u64 {
+    let t = d.guest("meminfo");
+    t.lines()
+        .filter(|l| l.trim().starts_with("meminfo: zone="))
+        .filter_map(|l| hotmem_tests::dimm::field(l, "managed_pages")?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Only plugged memory reaches the allocator: managed pages = boot + plugged pages − the
+/// self-hosted memmap pages of the device's blocks.
+fn check_managed(d: &mut DimmSession, boot: u64, plugged: u64, when: &str) {
+    let page_shift = d.config.granule.page_shift();
+    let blocks = hotmem_tests::dimm::parse_blocks(&d.guest("blocks"));
+    let memmap: u64 = blocks.iter().filter(|b| !b.early).map(|b| b.vmemmap_pages).sum();
+    let want = boot + (plugged >> page_shift) - memmap;
+    let got = managed_pages(d);
+    if got != want {
+        d.fail(&format!(
+            "{when}: the allocator manages {got} pages, expected {boot} + {} plugged − {memmap} memmap",
+            plugged >> page_shift
+        ));
+    }
+}
 
 fn meminfo_check(d: &mut DimmSession, when: &str) {
     let t = d.guest("meminfo check");
@@ -84,12 +111,16 @@ fn stress(g: Granule) {
     if !t.contains("pin: pfn=") {
         d.fail(&format!("pin: {t}"));
     }
+    // Sub-block mode gives back every device block but the pinned one's.
     let r = d.vmem_stopped("vmem0", 0, "memory busy");
-    if r.plugged_after != unit {
-        d.fail(&format!("expected the pinned unit to stay plugged: {}", r.line()));
+    if r.plugged_after == 0 || r.plugged_after > unit {
+        d.fail(&format!(
+            "expected part of the pinned block to stay plugged: {}",
+            r.line()
+        ));
     }
     let q = d.qemu_vmems();
-    if q[0].size != unit || q[0].requested != 0 {
+    if q[0].size != r.plugged_after || q[0].requested != 0 {
         d.fail(&format!("QEMU should show plugged > requested: {q:?}"));
     }
     d.check_vmem_agree("after the refused shrink");
@@ -121,6 +152,7 @@ fn bad_input(g: Granule) {
         format!("virtio-mem-pci,id=bad,memdev=mem-bad,memaddr={bad:#x}"),
     ];
     let mut d = c.start();
+    let boot_managed = managed_pages(&mut d);
     let want = format!("region {bad:#x}+1 GiB is not aligned to the ");
     if !d.boot_log.contains(&want) {
         d.fail(&format!(
@@ -136,10 +168,21 @@ fn bad_input(g: Granule) {
             d.fail(&format!("{cmd}: expected QEMU's error {qemu_says:?}, got {}", r.text()));
         }
     }
-    let r = d.vmem_stopped("vmem0", unit + 2 * MIB, "not a multiple of the");
-    if r.plugged_after != unit {
-        d.fail(&format!("expected {unit:#x} plugged: {}", r.line()));
+    // Sub-block mode: one device block past a memory block is a second block, 1/N plugged.
+    d.vmem_ok("vmem0", unit + 2 * MIB);
+    let v = d.check_vmem_agree("one device block past a memory block");
+    if v[0].mode != "sub-block" || v[0].sub_blocks.len() != 2 {
+        d.fail(&format!("expected two memory blocks in sub-block mode: {v:?}"));
     }
+    check_managed(
+        &mut d,
+        boot_managed,
+        unit + 2 * MIB,
+        "one device block past a memory block",
+    );
+    d.vmem_ok("vmem0", 2 * MIB);
+    d.check_vmem_agree("at one device block");
+    check_managed(&mut d, boot_managed, 2 * MIB, "at one device block");
     d.vmem_ok("vmem0", 0);
     let q = d.qemu_vmems();
     match q.iter().find(|v| v.id == "bad") {
