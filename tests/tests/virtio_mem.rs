@@ -15,7 +15,8 @@
 //!   then one device block).
 //! - `reset_*`: `system_reset` with memory plugged (QEMU unplugs it all on reset): the new
 //!   boot plugs the still-requested size again by itself.
-//! - `big_block_*`: `block=1G` (several memory blocks per device block).
+//! - `big_block_*`: `block=1G` (several memory blocks per device block); `small_block_4k`:
+//!   `block=1M` (smaller than a pageblock: whole memory blocks, a size between stops short).
 //! - `two_devices_firmware_*`: two devices in a `-bios` boot, each its own group.
 //! - `burst_*`: 50 random resize requests in a row without waiting (Image boot), then one
 //!   waited for: the guest ends at the last one and agrees with QEMU.
@@ -242,6 +243,28 @@ fn big_block(g: Granule) {
     d.poweroff();
 }
 
+/// Device blocks smaller than a pageblock (1 MiB on 4K, pageblock 2 MiB): whole memory blocks
+/// at a time; a size between two stops at the lower one and says why.
+fn small_block(g: Granule) {
+    let unit = block_size(g);
+    let mut c = vmem_case(g);
+    c.machine.virtio_mem = vec![VirtioMem::parse("4G,block=1M").unwrap()];
+    let mut d = c.start();
+    let r = d.vmem_stopped("vmem0", unit + MIB, "not a multiple of the");
+    if r.plugged_after != unit {
+        d.fail(&format!("expected {unit:#x} plugged: {}", r.line()));
+    }
+    let v = d.check_vmem_agree("between two memory blocks");
+    if v[0].mode != "memory-block" {
+        d.fail(&format!("expected memory-block mode: {v:?}"));
+    }
+    d.vmem_ok("vmem0", 2 * unit);
+    d.check_vmem_agree("at two memory blocks");
+    d.vmem_ok("vmem0", 0);
+    d.check_vmem_agree("at 0");
+    d.poweroff();
+}
+
 fn two_devices_firmware(g: Granule) {
     let mut c = vmem_case(g);
     c.boot = BootMode::Firmware;
@@ -437,6 +460,10 @@ fn big_block_4k() {
 #[test]
 fn big_block_16k() {
     big_block(K16);
+}
+#[test]
+fn small_block_4k() {
+    small_block(K4);
 }
 #[test]
 fn two_devices_firmware_64k() {
