@@ -1,22 +1,25 @@
 //! virtio-mem (virtio 1.2 §5.15) over the modern virtio-pci transport of `virtio-drivers`.
 //!
 //! One `virtio-mem-pci` device owns a region of guest-physical memory and plugs or unplugs it
-//! in device blocks when the host changes `requested_size`. This driver works in **units** of
-//! `max(memory block, device block)`:
-//! - device block ≤ memory block (the usual 2 MiB blocks): a unit is one memory block, plugged
-//!   and unplugged as a whole with one `PLUG`/`UNPLUG` of all its device blocks. Linux's
-//!   sub-block mode (only plugged sub-blocks given to the buddy) is not implemented, so a
-//!   `requested_size` that is not a memory-block multiple stops at the multiple below it and
-//!   says so;
-//! - device block > memory block (big-block mode, e.g. `block=1G` with 128 MiB memory blocks):
-//!   a unit is one device block holding several memory blocks.
+//! in device blocks when the host changes `requested_size`. Three modes:
+//! - **sub-block** (Linux SBM; device block < memory block and a whole number of pageblocks,
+//!   e.g. the usual 2 MiB): memory blocks are added as needed, each with its first device
+//!   block(s) plugged for its memmap on memory; only plugged device blocks reach the allocator
+//!   ([`plugged_runs`], used by the platform's online/offline hooks), the rest stays
+//!   fake-offline. Grow plugs into added blocks first; shrink offlines + unplugs the highest
+//!   plugged device blocks (blocks in MOVABLE first) and removes a block once only its memmap's
+//!   device blocks are left, then unplugs those;
+//! - **big-block** (device block > memory block, e.g. `block=1G`): a unit is one device block
+//!   holding several memory blocks;
+//! - **memory-block** (device block smaller than a pageblock, the isolation unit): a unit is one
+//!   memory block, plugged as a whole; a size between two stops at the lower one and says so.
 //!
-//! Grow: `PLUG` the unit's device blocks (with `VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE` the memmap
-//! on memory may only be written once plugged), `add_memory` with memmap on memory into the
-//! device's dynamic memory group, online per the policy. Shrink: prefer units wholly in
-//! MOVABLE, highest address first; offline (migrating) + remove (clear → TLBI → free) and
-//! `UNPLUG`; a unit that cannot be offlined is skipped; when none can, the resize stops short
-//! with the reason.
+//! Units (big-block, memory-block): grow = `PLUG` the unit (with
+//! `VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE` the memmap may only be written once plugged),
+//! `add_memory` with memmap on memory into the device's dynamic memory group, online per the
+//! policy; shrink = units wholly in MOVABLE first, highest address first, offline (migrating) +
+//! remove (clear → TLBI → free) + `UNPLUG`. In every mode memory that cannot be offlined is
+//! skipped, and when nothing more can go the resize stops short with the reason.
 //!
 //! Config changes arrive as legacy INTx (level) through the host bridge's `interrupt-map`: the
 //! handler masks the SPI and latches the event; the work runs in thread context from the
