@@ -696,7 +696,16 @@ impl DimmSession {
             }
         }
         let used: Vec<u64> = g.dimms.iter().flat_map(|d| d.blocks.clone()).collect();
-        for b in blocks.iter().filter(|b| !b.early) {
+        // Blocks of virtio-mem devices' groups are theirs (checked by `check_vmem_agree`).
+        let vmem_groups: Vec<String> = if self.boot_log.contains("virtio-mem: dev=") {
+            crate::vmem::parse_vmem(&self.guest("vmem"))
+                .into_iter()
+                .map(|v| v.group)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for b in blocks.iter().filter(|b| !b.early && !vmem_groups.contains(&b.group)) {
             if !used.contains(&b.id) {
                 errs.push(format!(
                     "hot-added block {} ({:#x}-{:#x}) belongs to no DIMM",

@@ -188,8 +188,24 @@ impl DimmSession {
                 owned.push(b.id);
             }
         }
-        for b in blocks.iter().filter(|b| !b.early && !owned.contains(&b.id)) {
-            errs.push(format!("hot-added block {} belongs to no virtio-mem device", b.id));
+        // DIMMs' blocks are theirs (checked by `check_agree`).
+        let dimm_blocks: Vec<u64> = if self.boot_log.contains("ged: present") {
+            crate::dimm::parse_dimms(&self.guest("dimms"))
+                .dimms
+                .into_iter()
+                .flat_map(|d| d.blocks)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for b in blocks
+            .iter()
+            .filter(|b| !b.early && !owned.contains(&b.id) && !dimm_blocks.contains(&b.id))
+        {
+            errs.push(format!(
+                "hot-added block {} belongs to no virtio-mem device or DIMM",
+                b.id
+            ));
         }
         let t = self.guest("meminfo check");
         if !t.contains("meminfo check: ok") {

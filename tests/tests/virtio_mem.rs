@@ -17,7 +17,7 @@
 //!   boot plugs the still-requested size again by itself.
 //! - `big_block_*`: `block=1G` (several memory blocks per device block); `small_block_4k`:
 //!   `block=1M` (smaller than a pageblock: whole memory blocks, a size between stops short).
-//! - `two_devices_firmware_*`: two devices in a `-bios` boot, each its own group.
+//! - `two_devices_firmware_*`: two devices and a DIMM in a `-bios` boot, each its own group.
 //! - `burst_*`: 50 random resize requests in a row without waiting (Image boot), then one
 //!   waited for: the guest ends at the last one and agrees with QEMU.
 //! - `acceptance_*`: the README command through the runner's own option parsing and `--exec`.
@@ -273,14 +273,25 @@ fn two_devices_firmware(g: Granule) {
     c.machine.virtio_mem = vec![VirtioMem::new(2 * GIB), VirtioMem::new(GIB)];
     let mut d = c.start();
     d.vmem_ok("vmem0", GIB);
+    d.plug_ok(GIB, "dimm0");
     d.vmem_ok("vmem1", GIB);
-    let v = d.check_vmem_agree("with both grown");
-    if v.len() != 2 || v[0].group == v[1].group {
-        d.fail(&format!("expected two devices in two groups: {v:?}"));
+    let v = d.check_vmem_agree("with both grown and a DIMM");
+    let dimm_group = hotmem_tests::dimm::parse_dimms(&d.guest("dimms"))
+        .dimms
+        .first()
+        .map(|x| x.group.clone());
+    if v.len() != 2 || v[0].group == v[1].group || dimm_group.as_ref().is_some_and(|g| v.iter().any(|x| x.group == *g))
+    {
+        d.fail(&format!(
+            "expected two devices and the DIMM in three groups: {v:?}, DIMM group {dimm_group:?}"
+        ));
     }
+    d.check_agree("with both devices grown");
     d.vmem_ok("vmem0", 0);
+    d.unplug_ok("dimm0");
     d.vmem_ok("vmem1", 0);
     d.check_vmem_agree("with both at 0");
+    d.check_agree("with the DIMM gone");
     let r = d.vmem("vmem1", 0);
     if r.result != VmemResult::Already {
         d.fail(&format!(
