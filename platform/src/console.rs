@@ -158,5 +158,6 @@ pub fn getc_blocking() -> u8 {
         crate::sync::irq_enable();
         // Deferred work from interrupt handlers runs here, in thread context.
         crate::ged::process_pending();
+        crate::virtio_mem::process_pending();
     }
 }

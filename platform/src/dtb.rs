@@ -35,6 +35,38 @@ pub struct Gic {
     pub gicc_or_gicr: Range,
 }
 
+/// A window of the PCI host bridge's `ranges`: PCI bus addresses `pci..pci+size` appear at CPU
+/// physical `cpu..cpu+size`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciWindow {
+    pub space: PciSpace,
+    pub prefetchable: bool,
+    pub pci: u64,
+    pub cpu: u64,
+    pub size: u64,
+}
+
+/// Address space of a PCI window (bits 24-25 of the `phys.hi` cell).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PciSpace {
+    Config,
+    Io,
+    Mem32,
+    Mem64,
+}
+
+/// The generic ECAM host bridge (`pci-host-ecam-generic`).
+#[derive(Clone, Debug)]
+pub struct PciHost {
+    pub ecam: Range,
+    pub bus_start: u8,
+    pub bus_end: u8,
+    pub windows: Vec<PciWindow>,
+    /// Raw `interrupt-map` (INTx routing), as big-endian cells.
+    pub interrupt_map: Vec<u32>,
+    pub interrupt_map_mask: Vec<u32>,
+}
+
 #[derive(Debug)]
 pub struct Platform {
     pub memory: Vec<Range>,
@@ -51,6 +83,8 @@ pub struct Platform {
     pub fw_cfg: Option<Range>,
     pub dtb_size: u64,
     pub model: String,
+    /// The PCIe host bridge, if the machine has one.
+    pub pci: Option<PciHost>,
 }
 
 #[derive(Debug)]
@@ -182,7 +216,11 @@ pub unsafe fn parse(ptr: *const u8, mapped: u64) -> Result<Platform, DtbError> {
     let fw_cfg = fdt
         .find_compatible(&["qemu,fw-cfg-mmio"])
         .and_then(|n| reg_ranges(&n).first().copied());
+    let pci = fdt
+        .find_compatible(&["pci-host-ecam-generic"])
+        .and_then(|n| parse_pci_host(&n));
     Ok(Platform {
+        pci,
         memory,
         reserved,
         uart,
@@ -194,6 +232,55 @@ pub unsafe fn parse(ptr: *const u8, mapped: u64) -> Result<Platform, DtbError> {
         fw_cfg,
         dtb_size: fdt.total_size() as u64,
         model,
+    })
+}
+
+fn cells(p: &[u8]) -> Vec<u32> {
+    p.chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// `reg`, `bus-range`, `ranges` (3 PCI address cells, 2 CPU address cells, 2 size cells, as on
+/// QEMU virt) and the `interrupt-map` of an ECAM host bridge; `None` if malformed.
+fn parse_pci_host(node: &fdt::node::FdtNode) -> Option<PciHost> {
+    let ecam = *reg_ranges(node).first()?;
+    let (bus_start, bus_end) = match node.property("bus-range").map(|p| cells(p.value)) {
+        Some(c) if c.len() == 2 => (c[0].min(255) as u8, c[1].min(255) as u8),
+        _ => (0, ((ecam.size >> 20).clamp(1, 256) - 1) as u8),
+    };
+    let ranges = cells(node.property("ranges")?.value);
+    let windows = ranges
+        .chunks_exact(7)
+        .map(|c| {
+            let space = match (c[0] >> 24) & 3 {
+                0 => PciSpace::Config,
+                1 => PciSpace::Io,
+                2 => PciSpace::Mem32,
+                _ => PciSpace::Mem64,
+            };
+            PciWindow {
+                space,
+                prefetchable: c[0] & (1 << 30) != 0,
+                pci: (c[1] as u64) << 32 | c[2] as u64,
+                cpu: (c[3] as u64) << 32 | c[4] as u64,
+                size: (c[5] as u64) << 32 | c[6] as u64,
+            }
+        })
+        .collect();
+    Some(PciHost {
+        ecam,
+        bus_start,
+        bus_end,
+        windows,
+        interrupt_map: node
+            .property("interrupt-map")
+            .map(|p| cells(p.value))
+            .unwrap_or_default(),
+        interrupt_map_mask: node
+            .property("interrupt-map-mask")
+            .map(|p| cells(p.value))
+            .unwrap_or_default(),
     })
 }
 

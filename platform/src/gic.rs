@@ -206,6 +206,11 @@ pub fn enable_spi(intid: u32, trigger: Trigger) {
     d.isenabler[(intid / 32) as usize].set(1 << (intid % 32));
 }
 
+/// Disable an SPI (a level-triggered line whose device is serviced later, in thread context).
+pub fn disable_spi(intid: u32) {
+    gicd().icenabler[(intid / 32) as usize].set(1 << (intid % 32));
+}
+
 /// An acknowledged interrupt: its INTID and the raw IAR value EOI must echo (on GICv2 an SGI's
 /// IAR also carries the source CPU).
 #[derive(Clone, Copy, Debug)]

@@ -223,12 +223,39 @@ impl HotplugOps for KernelOps {
     }
 
     fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) -> Result<(), HotplugError> {
-        memory::with_page_alloc(|a| a.online_range(zone, 0, pfn, nr))
-            .map(|_| ())
-            .map_err(HotplugError::Allocator)
+        // Like Linux's online_page_callback: only the parts virtio-mem has plugged (sub-block
+        // mode) reach the allocator; the rest stays fake-offline.
+        for (p, n) in crate::virtio_mem::plugged_runs(pfn, nr) {
+            memory::with_page_alloc(|a| a.online_range(zone, 0, p, n)).map_err(HotplugError::Allocator)?;
+        }
+        Ok(())
     }
 
     fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
+        // Fake-offline parts (unplugged virtio-mem sub-blocks) are not in the allocator; on a
+        // failure the runs already taken out go back, so the range is as it was.
+        let runs = crate::virtio_mem::plugged_runs(pfn, nr);
+        for (i, &(p, n)) in runs.iter().enumerate() {
+            // SAFETY: a valid memmap (the block is present and online), read under the hotplug lock.
+            let zone = unsafe { (*page_mut(p)).zone };
+            if let Err(e) = self.offline_run(p, n, block) {
+                for &(q, m) in runs[..i].iter().rev() {
+                    let z = if zone == ZoneId::Movable as u8 {
+                        ZoneId::Movable
+                    } else {
+                        ZoneId::Normal
+                    };
+                    let _ = memory::with_page_alloc(|a| a.online_range(z, 0, q, m));
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl KernelOps {
+    fn offline_run(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
         // Lock order: handles, then the allocator (as every movable user does).
         let mut handles = HANDLES.lock();
         memory::with_page_alloc(|a| {

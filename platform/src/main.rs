@@ -26,6 +26,7 @@ mod ktest;
 mod layout;
 mod memblock;
 mod memory;
+mod pci;
 mod pl011;
 mod psci;
 mod shell;
@@ -34,6 +35,7 @@ mod sync;
 mod teardown;
 mod timer;
 mod trap;
+mod virtio_mem;
 mod walk;
 
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -277,6 +279,10 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         );
     }
     ged::init();
+    match pci::init(plat.pci.as_ref()) {
+        Ok(mut p) => virtio_mem::init(&mut p),
+        Err(e) => println!("pci: none: {e}"),
+    }
 
     let cycles = arch::cpu::counter() - t0;
     println!(

@@ -43,6 +43,7 @@ const COMMANDS: &[Command] = &[
     Command { name: "policy", usage: "policy [default offline|online|online_kernel|online_movable | online_policy contig-zones|auto-movable | ratio <percent>]", help: "show or set the online policy", run: cmd_policy },
     Command { name: "stress", usage: "stress <size> | stress verify | stress free", help: "fill movable memory with checksummed patterns / verify / free", run: cmd_stress },
     Command { name: "dimms", usage: "dimms", help: "DIMMs in use (ACPI GED memory hotplug, firmware mode)", run: cmd_dimms },
+    Command { name: "vmem", usage: "vmem", help: "virtio-mem devices: region, block/unit, plugged/requested, units, group", run: cmd_vmem },
     Command { name: "pin", usage: "pin <addr> <size>", help: "hold an unmovable kernel page inside a range (to test offline refusal)", run: cmd_pin },
     Command { name: "unpin", usage: "unpin", help: "free the pages held by pin", run: cmd_unpin },
     Command { name: "bench", usage: "bench [reps=N] <size>...", help: "time add/online/offline/remove of each size on held-back memory (median)", run: cmd_bench },
@@ -375,6 +376,12 @@ fn cmd_pt(args: &[&str]) -> Result<(), ShellError> {
 
 fn zone_name(z: Option<mm::page::ZoneId>) -> &'static str {
     z.map_or("-", |z| z.name())
+}
+
+fn cmd_vmem(args: &[&str]) -> Result<(), ShellError> {
+    no_args(args)?;
+    crate::virtio_mem::print_devices();
+    Ok(())
 }
 
 fn cmd_blocks(args: &[&str]) -> Result<(), ShellError> {

@@ -32,6 +32,7 @@ fn handle_irq(cpu: usize) {
             timer::INTID_VTIMER => timer::handle_irq(cpu),
             gic::SGI_WAKE => {}
             crate::ged::INTID => crate::ged::handle_irq(),
+            id if crate::virtio_mem::owns_intid(id) => crate::virtio_mem::handle_irq(id),
             id if id == crate::UART_INTID.load(core::sync::atomic::Ordering::Relaxed) => console::handle_rx_irq(),
             id => println!("irq: unhandled intid={id} cpu={cpu}"),
         }

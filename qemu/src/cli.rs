@@ -46,6 +46,10 @@ MACHINE:
                              SIZE,slots=8,maxmem=SIZE+32G (QEMU needs both for pc-dimm);
                              slots= without maxmem= gets maxmem=SIZE+32G
     --gic 2|3                GIC version (default 2)
+    --virtio-mem SIZE[,block=SIZE,requested=SIZE,node=N]
+                             a virtio-mem-pci device vmem0, vmem1, ... (repeatable) with a
+                             SIZE region (backend mem-vmemN); -m gets maxmem= room for it.
+                             Any boot mode; resize with :vmem vmemN SIZE
     --el2                    virtualization=on: CPUs start at EL2 (the kernel drops to EL1)
     --qemu-arg ARG           extra QEMU argument, appended last (repeatable)
 
@@ -73,6 +77,9 @@ HOST COMMANDS (QMP; every run has a QMP socket in target/qmp/):
     :unplug ID               device_del; wait for DEVICE_DELETED (`unplug: id=.. deleted`) or the
                              guest's refusal (`unplug: id=.. refused ost_status=..`)
     :dimms                   QEMU's DIMMs (query-memory-devices) with their OSPM (_OST) status
+    :vmem ID SIZE            set virtio-mem ID's requested-size (0: unplug all); waits for the
+                             guest's `virtio-mem: ... event=done|stopped` line, prints the time
+    :vmems                   QEMU's virtio-mem devices: plugged, requested, region, block size
     :qmp JSON|NAME           raw QMP command, prints the reply
     :hmp LINE                human monitor command, prints its output
     :reset, :powerdown       system_reset / system_powerdown
@@ -173,7 +180,13 @@ impl Options {
         let serial = if self.batch() { Serial::Stdio } else { Serial::MonStdio };
         let mut machine = self.machine.clone();
         if self.boot == BootMode::Firmware {
-            machine.mem = mem_with_dimm_slots(&machine.mem);
+            // Room for DIMMs and for the virtio-mem devices.
+            let room = crate::config::DEFAULT_DIMM_ROOM + machine.virtio_mem_room();
+            if machine.virtio_mem.is_empty() {
+                machine.mem = mem_with_dimm_slots(&machine.mem);
+            } else if !machine.mem.contains("slots=") {
+                machine.mem = mem_with_dimm_slots(&crate::run::mem_with_device_room(&machine.mem, room));
+            }
         }
         QemuRun::new(kernel)
             .qemu(qemu)
@@ -239,6 +252,7 @@ where
                 | "--gdb-port"
                 | "--append"
                 | "--qemu-arg"
+                | "--virtio-mem"
         );
         let value = if takes_value {
             match inline {
@@ -309,6 +323,7 @@ where
             }
             "--append" => o.append = Some(value),
             "--qemu-arg" => o.qemu_args.push(value),
+            "--virtio-mem" => o.machine.virtio_mem.push(crate::run::VirtioMem::parse(&value)?),
             "--dry-run" => o.dry_run = true,
             _ if name.starts_with('-') => return Err(format!("unknown option `{name}` (see --help)")),
             _ => return Err(format!("unexpected argument `{arg}` (see --help)")),
@@ -463,10 +478,17 @@ mod tests {
                 smp: 4,
                 mem: "2G".into(),
                 gic: GicVersion::V3,
-                el2: true
+                el2: true,
+                virtio_mem: vec![],
             }
         );
         assert!(err(&["--smp", "0"]).contains("1 to 8"));
+        let v = run(&["--virtio-mem", "4G", "--virtio-mem=1G,block=1G,requested=0,node=0"]);
+        assert_eq!(v.machine.virtio_mem.len(), 2);
+        assert_eq!(v.machine.virtio_mem[1].block, Some(1 << 30));
+        assert_eq!(v.machine.virtio_mem[1].requested, Some(0));
+        assert!(err(&["--virtio-mem", "4G,blok=2M"]).contains("unknown option `blok=2M`"));
+        assert!(err(&["--virtio-mem", "lots"]).contains("not a size"));
         assert!(err(&["--boot", "uefi"]).contains("unknown boot mode"));
         assert!(err(&["--mem", "huge"]).contains("invalid memory size"));
         assert!(err(&["--cpu"]).contains("needs a value"));

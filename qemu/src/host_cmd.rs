@@ -6,6 +6,8 @@
 //! | `:plug SIZE [ID]` | `object-add memory-backend-ram mem-<ID>` + `device_add pc-dimm <ID>`, then wait for the guest's `ACPI_DEVICE_OST` (source 1) for it |
 //! | `:unplug ID` | `device_del`, then wait for `DEVICE_DELETED` (then `object-del` the backend) or the guest's refusal (`ACPI_DEVICE_OST` source 3, status ≠ 0) |
 //! | `:dimms` | `query-memory-devices` + `query-acpi-ospm-status`, one line per DIMM |
+//! | `:vmem ID SIZE` | `qom-set` of the virtio-mem device's `requested-size`, then wait for the guest's `virtio-mem: ... event=done\|stopped` line |
+//! | `:vmems` | every virtio-mem device: `size` (plugged), `requested-size`, region, block size |
 //! | `:qmp <json>` | a raw QMP command (`{"execute": ...}` or just a command name); prints the reply |
 //! | `:hmp <line>` | a human monitor command (`info mtree`, ...) through QMP; prints its output |
 //! | `:reset` / `:powerdown` | `system_reset` / `system_powerdown` |
@@ -34,6 +36,9 @@ host commands (a line starting with `:`; carried out by the runner through QMP):
   :unplug ID        device_del; waits for DEVICE_DELETED (then deletes the backend) or the
                     guest's refusal (_OST eject failure)
   :dimms            QEMU's DIMMs (query-memory-devices) with their OSPM status
+  :vmem ID SIZE     set a virtio-mem device's requested-size (0 to unplug all); waits for
+                    the guest to report it done (or why it stopped) and prints the time
+  :vmems            QEMU's virtio-mem devices: plugged size, requested size, region, block
   :qmp JSON|NAME    raw QMP command, e.g. :qmp {\"execute\":\"query-status\"} or :qmp query-status
   :hmp LINE         human monitor command, e.g. :hmp info memory-devices
   :reset            system_reset (DIMMs stay plugged)
@@ -52,6 +57,12 @@ pub enum HostCommand {
         id: String,
     },
     Dimms,
+    /// `:vmem ID SIZE`: a virtio-mem device's new `requested-size` (0 allowed).
+    Vmem {
+        id: String,
+        size: u64,
+    },
+    Vmems,
     /// Raw QMP: the JSON text (or a bare command name).
     Qmp(String),
     Hmp(String),
@@ -139,6 +150,19 @@ pub fn parse_host_command(line: &str) -> Result<HostCommand, String> {
         },
         "dimms" if words.is_empty() => Ok(HostCommand::Dimms),
         "dimms" => usage(":dimms"),
+        "vmem" => match words.as_slice() {
+            [id, size] => {
+                let size = if size.trim_start_matches("0x").chars().all(|c| c == '0' || c == '_') && !size.is_empty() {
+                    0
+                } else {
+                    parse_size(size)?
+                };
+                Ok(HostCommand::Vmem { id: id.to_string(), size })
+            }
+            _ => usage(":vmem ID SIZE"),
+        },
+        "vmems" if words.is_empty() => Ok(HostCommand::Vmems),
+        "vmems" => usage(":vmems"),
         "qmp" if !rest.is_empty() => Ok(HostCommand::Qmp(rest.to_string())),
         "qmp" => usage(":qmp JSON|COMMAND"),
         "hmp" if !rest.is_empty() => Ok(HostCommand::Hmp(rest.to_string())),
@@ -149,7 +173,7 @@ pub fn parse_host_command(line: &str) -> Result<HostCommand, String> {
         "help" | "?" => Ok(HostCommand::Help),
         "" => Err("empty host command (`:help` lists them)".into()),
         other => Err(format!(
-            "unknown host command `:{other}` (`:help` lists them: :plug, :unplug, :dimms, :qmp, :hmp, :reset, :powerdown)"
+            "unknown host command `:{other}` (`:help` lists them: :plug, :unplug, :dimms, :vmem, :vmems, :qmp, :hmp, :reset, :powerdown)"
         )),
     }
 }
@@ -673,6 +697,219 @@ pub fn dimm_rows(qmp: &mut Qmp) -> Result<Vec<DimmRow>, QmpError> {
         .collect())
 }
 
+/// One virtio-mem device as QEMU sees it (`query-memory-devices`, type `virtio-mem`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmemDevice {
+    pub id: String,
+    /// Start of the device's region in guest physical memory.
+    pub memaddr: u64,
+    /// Plugged bytes (QEMU's `size`).
+    pub size: u64,
+    pub requested: u64,
+    /// The region (`max-size`).
+    pub max_size: u64,
+    pub block_size: u64,
+    pub node: u64,
+    pub memdev: Option<String>,
+}
+
+impl VmemDevice {
+    pub fn from_value(v: &Value) -> Option<VmemDevice> {
+        if v.get("type")?.as_str()? != "virtio-mem" {
+            return None;
+        }
+        let d = v.get("data")?;
+        let u = |k: &str| d.get(k).and_then(Value::as_u64);
+        Some(VmemDevice {
+            id: d.get("id")?.as_str()?.to_string(),
+            memaddr: u("memaddr")?,
+            size: u("size").unwrap_or(0),
+            requested: u("requested-size").unwrap_or(0),
+            max_size: u("max-size").unwrap_or(0),
+            block_size: u("block-size").unwrap_or(0),
+            node: u("node").unwrap_or(0),
+            memdev: d.get("memdev").and_then(Value::as_str).map(String::from),
+        })
+    }
+}
+
+/// `0`, `1G`, `2M`, ... (sizes that may be zero).
+pub fn format_size0(v: u64) -> String {
+    if v == 0 {
+        "0".into()
+    } else {
+        format_size(v)
+    }
+}
+
+impl fmt::Display for VmemDevice {
+    /// `vmems: id=vmem0 addr=0x80000000 region=4G block=2M plugged=2G requested=2G node=0 memdev=mem-vmem0`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "vmems: id={} addr={:#x} region={} block={} plugged={} requested={} node={} memdev={}",
+            self.id,
+            self.memaddr,
+            format_size0(self.max_size),
+            format_size0(self.block_size),
+            format_size0(self.size),
+            format_size0(self.requested),
+            self.node,
+            self.memdev
+                .as_deref()
+                .map_or("-", |m| m.rsplit('/').next().unwrap_or(m)),
+        )
+    }
+}
+
+/// Every virtio-mem device, in QEMU's order.
+pub fn vmem_devices(qmp: &mut Qmp) -> Result<Vec<VmemDevice>, QmpError> {
+    let v = qmp.execute("query-memory-devices", None)?;
+    Ok(v.as_array()
+        .map(|a| a.iter().filter_map(VmemDevice::from_value).collect())
+        .unwrap_or_default())
+}
+
+/// How a `:vmem` resize ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmemResult {
+    /// The guest reported `event=done`: plugged size = requested size.
+    Done,
+    /// The guest stopped short and said why (`event=stopped reason=...`).
+    Stopped { reason: String },
+    /// The device already had that plugged size: nothing to wait for.
+    Already,
+    /// No guest line within the timeout (no driver? still working?).
+    NoAnswer { after: Duration },
+}
+
+/// What [`Session::vmem`](crate::session::Session::vmem) saw.
+#[derive(Clone, Debug)]
+pub struct Resized {
+    pub id: String,
+    pub requested: u64,
+    /// Plugged size before and after (QEMU's `size`).
+    pub plugged_before: u64,
+    pub plugged_after: u64,
+    pub result: VmemResult,
+    /// Host wall time from `qom-set` to the guest's line.
+    pub elapsed: Duration,
+    /// The guest's `virtio-mem: ... event=...` line.
+    pub guest_line: Option<String>,
+}
+
+impl Resized {
+    pub fn done(&self) -> bool {
+        matches!(self.result, VmemResult::Done | VmemResult::Already)
+    }
+
+    /// `vmem: id=vmem0 requested=2G plugged=2G done time_ms=85`
+    pub fn line(&self) -> String {
+        let head = format!(
+            "vmem: id={} requested={} plugged={}",
+            self.id,
+            format_size0(self.requested),
+            format_size0(self.plugged_after)
+        );
+        let ms = self.elapsed.as_millis();
+        match &self.result {
+            VmemResult::Done => format!("{head} done time_ms={ms}"),
+            VmemResult::Already => format!("{head} done (already at that size) time_ms=0"),
+            VmemResult::Stopped { reason } => format!("{head} stopped: {reason} time_ms={ms}"),
+            VmemResult::NoAnswer { after } => format!(
+                "{head} timeout: no virtio-mem line from the guest after {:.1} s",
+                after.as_secs_f64()
+            ),
+        }
+    }
+}
+
+/// The guest's `virtio-mem: ... addr=<memaddr> ... requested=<req> ... event=done|stopped` line
+/// (sizes in hex bytes).
+pub fn is_vmem_event_line(line: &str, memaddr: u64, requested: u64) -> bool {
+    let Some(i) = line.find("virtio-mem: ") else {
+        return false;
+    };
+    let words: Vec<&str> = line[i..].split_whitespace().collect();
+    let has = |w: String| words.contains(&w.as_str());
+    has(format!("addr={memaddr:#x}"))
+        && has(format!("requested={requested:#x}"))
+        && (has("event=done".into()) || has("event=stopped".into()))
+}
+
+/// The result a guest line says (`event=done` or `event=stopped reason=...`).
+pub fn vmem_result_of(line: &str) -> VmemResult {
+    match line.find("reason=") {
+        Some(i) if line.contains("event=stopped") => VmemResult::Stopped {
+            reason: line[i + "reason=".len()..].trim().trim_matches('"').to_string(),
+        },
+        _ if line.contains("event=stopped") => VmemResult::Stopped { reason: "?".into() },
+        _ => VmemResult::Done,
+    }
+}
+
+/// The device `id` as QEMU lists it, or a clear error naming the devices there are.
+pub fn find_vmem(qmp: &mut Qmp, id: &str) -> Result<VmemDevice, QmpError> {
+    let devs = vmem_devices(qmp)?;
+    let names: Vec<String> = devs.iter().map(|d| d.id.clone()).collect();
+    devs.into_iter().find(|d| d.id == id).ok_or_else(|| QmpError::Command {
+        class: "DeviceNotFound".into(),
+        desc: format!(
+            "no virtio-mem device `{id}` (devices: {})",
+            if names.is_empty() {
+                "none; add one with --virtio-mem SIZE".to_string()
+            } else {
+                names.join(", ")
+            }
+        ),
+    })
+}
+
+/// `qom-set` of `requested-size` (QEMU refuses sizes that are not a block multiple or exceed
+/// the region: its message is the error).
+pub fn vmem_set_requested(qmp: &mut Qmp, id: &str, size: u64) -> Result<(), QmpError> {
+    qmp.execute(
+        "qom-set",
+        Some(json!({"path": format!("/machine/peripheral/{id}"), "property": "requested-size", "value": size})),
+    )
+    .map(drop)
+}
+
+/// `:vmem` without a console (interactive runs): `qom-set`, then poll QEMU's plugged size
+/// until it equals the request or `timeout` passes.
+pub fn vmem_resize_polling(qmp: &mut Qmp, id: &str, size: u64, timeout: Duration) -> Result<Resized, QmpError> {
+    let before = find_vmem(qmp, id)?;
+    let mut r = Resized {
+        id: id.to_string(),
+        requested: size,
+        plugged_before: before.size,
+        plugged_after: before.size,
+        result: VmemResult::Already,
+        elapsed: Duration::ZERO,
+        guest_line: None,
+    };
+    if before.size == size && before.requested == size {
+        return Ok(r);
+    }
+    let t0 = Instant::now();
+    vmem_set_requested(qmp, id, size)?;
+    loop {
+        let now = find_vmem(qmp, id)?;
+        r.plugged_after = now.size;
+        if now.size == size {
+            r.result = VmemResult::Done;
+            r.elapsed = t0.elapsed();
+            return Ok(r);
+        }
+        if t0.elapsed() >= timeout {
+            r.result = VmemResult::NoAnswer { after: t0.elapsed() };
+            r.elapsed = t0.elapsed();
+            return Ok(r);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// `:qmp` argument → a command object: JSON as given, or a bare command name.
 pub fn raw_qmp_command(text: &str) -> Result<Value, String> {
     let t = text.trim();
@@ -783,6 +1020,20 @@ fn run_parsed(qmp: &mut Qmp, line: &str, cmd: HostCommand, t: HostTimeouts) -> H
                     HostReply::lines(rows.iter().map(|r| r.to_string()).collect())
                 }
             }
+            HostCommand::Vmem { id, size } => {
+                let v = vmem_resize_polling(qmp, &id, size, t.plug)?;
+                let mut r = HostReply::lines(vec![v.line()]);
+                r.error = !v.done();
+                r
+            }
+            HostCommand::Vmems => {
+                let devs = vmem_devices(qmp)?;
+                if devs.is_empty() {
+                    HostReply::lines(vec!["vmems: none".into()])
+                } else {
+                    HostReply::lines(devs.iter().map(|d| d.to_string()).collect())
+                }
+            }
             HostCommand::Qmp(text) => {
                 let cmd = match raw_qmp_command(&text) {
                     Ok(c) => c,
@@ -870,6 +1121,36 @@ mod tests {
         );
         assert!(parse_host_command(":unplug").is_err());
         assert_eq!(parse_host_command(":dimms").unwrap(), Dimms);
+        assert_eq!(
+            parse_host_command(":vmem vmem0 2G").unwrap(),
+            Vmem {
+                id: "vmem0".into(),
+                size: 2 << 30
+            }
+        );
+        assert_eq!(
+            parse_host_command(":vmem vmem1 0").unwrap(),
+            Vmem {
+                id: "vmem1".into(),
+                size: 0
+            }
+        );
+        assert!(parse_host_command(":vmem vmem0")
+            .unwrap_err()
+            .contains("usage: :vmem ID SIZE"));
+        assert!(parse_host_command(":vmem vmem0 big").is_err());
+        assert_eq!(parse_host_command(":vmems").unwrap(), Vmems);
+        let l = "hotmem> virtio-mem: dev=0 addr=0x80000000 event=done plugged=0x80000000 requested=0x80000000 cycles=5";
+        assert!(is_vmem_event_line(l, 0x8000_0000, 2 << 30));
+        assert!(!is_vmem_event_line(l, 0x8000_0000, 1 << 30));
+        assert!(!is_vmem_event_line(l, 0x1_0000_0000, 2 << 30));
+        assert_eq!(vmem_result_of(l), VmemResult::Done);
+        assert_eq!(
+            vmem_result_of("virtio-mem: dev=0 event=stopped plugged=0x0 requested=0x8000000 reason=\"busy: pinned\""),
+            VmemResult::Stopped {
+                reason: "busy: pinned".into()
+            }
+        );
         assert_eq!(
             parse_host_command(r#":qmp {"execute": "query-status"}"#).unwrap(),
             Qmp(r#"{"execute": "query-status"}"#.into())

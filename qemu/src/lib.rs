@@ -38,5 +38,5 @@ pub use config::{BootMode, GicVersion, Granule, KernelConfig};
 pub use console::{Console, ConsoleError, ConsoleOptions, RunOutcome, PROMPT};
 pub use discover::{ensure_qemu, qemu_once, InstallPolicy, Qemu};
 pub use kernel::{build_kernel, build_kernel_once, workspace_root, BuildError, BuildOptions, Kernel};
-pub use run::{Machine, QemuRun, Serial};
+pub use run::{Machine, QemuRun, Serial, VirtioMem};
 pub use session::Session;

@@ -30,6 +30,110 @@ pub struct Machine {
     pub gic: GicVersion,
     /// `virtualization=on`: the CPU starts at EL2 (the kernel drops to EL1).
     pub el2: bool,
+    /// virtio-mem devices `vmem0`, `vmem1`, ... (`--virtio-mem`).
+    pub virtio_mem: Vec<VirtioMem>,
+}
+
+/// One `--virtio-mem SIZE[,block=SIZE,requested=SIZE,node=N]` device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtioMem {
+    /// The region (the backend's size).
+    pub size: u64,
+    /// `block-size` (QEMU's default: the host's THP size, 2 MiB here).
+    pub block: Option<u64>,
+    /// `requested-size` at start.
+    pub requested: Option<u64>,
+    pub node: Option<u32>,
+}
+
+impl VirtioMem {
+    pub fn new(size: u64) -> Self {
+        VirtioMem {
+            size,
+            block: None,
+            requested: None,
+            node: None,
+        }
+    }
+
+    /// Parses `SIZE[,block=SIZE,requested=SIZE,node=N]`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut parts = s.split(',');
+        let size =
+            crate::host_cmd::parse_size(parts.next().unwrap_or("")).map_err(|e| format!("--virtio-mem {s}: {e}"))?;
+        let mut v = VirtioMem::new(size);
+        for p in parts {
+            let bad = |e: String| format!("--virtio-mem {s}: {e}");
+            match p.split_once('=') {
+                Some(("block", b)) => v.block = Some(crate::host_cmd::parse_size(b).map_err(bad)?),
+                Some(("requested", r)) => {
+                    v.requested = Some(if r.trim() == "0" {
+                        0
+                    } else {
+                        crate::host_cmd::parse_size(r).map_err(bad)?
+                    })
+                }
+                Some(("node", n)) => {
+                    v.node = Some(
+                        n.trim()
+                            .parse()
+                            .map_err(|_| bad(format!("`{n}` is not a node number")))?,
+                    )
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "unknown option `{p}` (expected block=SIZE, requested=SIZE or node=N)"
+                    )))
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    /// Guest-physical room the device needs in QEMU's device-memory region: its size rounded
+    /// up to 1 GiB, plus 1 GiB for aligning it (QEMU aligns each region to its block size).
+    pub fn room(&self) -> u64 {
+        const GIB: u64 = 1 << 30;
+        self.size.div_ceil(GIB) * GIB + GIB.max(self.block.unwrap_or(0))
+    }
+
+    /// `-object ... -device ...` for device `vmem<n>`.
+    pub fn qemu_args(&self, n: usize) -> Vec<String> {
+        let mut dev = format!("virtio-mem-pci,id=vmem{n},memdev=mem-vmem{n}");
+        if let Some(b) = self.block {
+            dev.push_str(&format!(",block-size={b}"));
+        }
+        if let Some(r) = self.requested {
+            dev.push_str(&format!(",requested-size={r}"));
+        }
+        if let Some(node) = self.node {
+            dev.push_str(&format!(",node={node}"));
+        }
+        vec![
+            "-object".into(),
+            format!("memory-backend-ram,id=mem-vmem{n},size={}", self.size),
+            "-device".into(),
+            dev,
+        ]
+    }
+}
+
+/// The `-m` value with room for `extra` bytes of device memory: a value without `maxmem=` gets
+/// `maxmem=<RAM + extra>`; one that names it is the user's choice.
+pub fn mem_with_device_room(mem: &str, extra: u64) -> String {
+    if extra == 0 || mem.contains("maxmem=") {
+        return mem.to_string();
+    }
+    let ram = mem.split(',').next().unwrap_or("");
+    let Some(bytes) = crate::config::mem_size_bytes(ram) else {
+        return mem.to_string();
+    };
+    let max = bytes + extra;
+    if max.is_multiple_of(1 << 30) {
+        format!("{mem},maxmem={}G", max >> 30)
+    } else {
+        format!("{mem},maxmem={}M", max >> 20)
+    }
 }
 
 impl Default for Machine {
@@ -40,11 +144,17 @@ impl Default for Machine {
             mem: DEFAULT_MEM.into(),
             gic: GicVersion::V2,
             el2: false,
+            virtio_mem: Vec::new(),
         }
     }
 }
 
 impl Machine {
+    /// Device-memory room the virtio-mem devices need ([`VirtioMem::room`]).
+    pub fn virtio_mem_room(&self) -> u64 {
+        self.virtio_mem.iter().map(VirtioMem::room).sum()
+    }
+
     /// The `-M` value, e.g. `virt,gic-version=3,virtualization=on`.
     pub fn machine_arg(&self) -> String {
         let mut m = format!("virt,gic-version={}", self.gic.number());
@@ -228,7 +338,7 @@ impl QemuRun {
             "-smp".into(),
             m.smp.to_string(),
             "-m".into(),
-            m.mem.clone(),
+            mem_with_device_room(&m.mem, m.virtio_mem_room()),
             "-semihosting".into(),
             // No default NIC: the kernel has no network driver, and QEMU would need its
             // option ROM (efi-virtio.rom) for nothing.
@@ -244,6 +354,9 @@ impl QemuRun {
                 Serial::MonStdio => "mon:stdio".into(),
             },
         ];
+        for (n, v) in m.virtio_mem.iter().enumerate() {
+            a.extend(v.qemu_args(n));
+        }
         let path = |p: &Path| p.to_string_lossy().into_owned();
         match self.boot {
             BootMode::Firmware => a.extend(["-bios".into(), path(&self.kernel.bin)]),
@@ -375,6 +488,31 @@ mod tests {
             "qemu-system-aarch64 -M virt,gic-version=2 -cpu max,lpa2=off -smp 2 -m 1G -semihosting -nic none -display none \
              -monitor none -serial stdio -bios /ws/target/kernel/out/hotmem-16k-47.bin"
         );
+    }
+
+    #[test]
+    fn virtio_mem_devices() {
+        let mut r = QemuRun::new(kernel()).boot(BootMode::Kernel);
+        r.machine.virtio_mem = vec![
+            VirtioMem::new(4 << 30),
+            VirtioMem::parse("512M,block=128M,requested=256M").unwrap(),
+        ];
+        let l = r.command_line();
+        assert!(l.contains(" -m 1G,maxmem=8G "), "{l}");
+        assert!(
+            l.contains(
+                " -object memory-backend-ram,id=mem-vmem0,size=4294967296 -device virtio-mem-pci,id=vmem0,memdev=mem-vmem0 "
+            ),
+            "{l}"
+        );
+        assert!(
+            l.contains(
+                "-device virtio-mem-pci,id=vmem1,memdev=mem-vmem1,block-size=134217728,requested-size=268435456 "
+            ),
+            "{l}"
+        );
+        assert_eq!(mem_with_device_room("1G,maxmem=3G", 5 << 30), "1G,maxmem=3G");
+        assert_eq!(mem_with_device_room("1536M", 2 << 30), "1536M,maxmem=3584M");
     }
 
     #[test]

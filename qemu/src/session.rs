@@ -19,10 +19,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::console::{Console, ConsoleError, HostStep, RunOutcome};
-use crate::host_cmd::{self, parse_host_command, After, HostCommand, HostReply, HostTimeouts, Plugged, Unplugged};
+use crate::host_cmd::{
+    self, parse_host_command, After, HostCommand, HostReply, HostTimeouts, Plugged, Resized, Unplugged, VmemResult,
+};
 use crate::qmp::{Qmp, QmpError, DEFAULT_CONNECT_TIMEOUT};
 use crate::run::QemuRun;
 
@@ -253,6 +255,13 @@ impl Session {
         unplug_on(&mut self.console, &mut self.qmp, t, id)
     }
 
+    /// `:vmem`: sets the virtio-mem device's `requested-size` and waits for the guest's
+    /// `virtio-mem: ... event=done|stopped` line.
+    pub fn vmem(&mut self, id: &str, size: u64) -> Result<Resized, SessionError> {
+        let t = self.limits();
+        vmem_on(&mut self.console, &mut self.qmp, t, id, size)
+    }
+
     /// Runs a host (`:`) line as `--exec` would (output recorded in [`RunOutcome::host`]).
     pub fn host(&mut self, line: &str) -> HostReply {
         let t = self.limits();
@@ -445,6 +454,52 @@ pub fn unplug_on(con: &mut Console, qmp: &mut Qmp, t: HostTimeouts, id: &str) ->
     Ok(u)
 }
 
+/// `:vmem ID SIZE` on a console and a QMP connection: `qom-set requested-size`, then wait for
+/// the guest's `virtio-mem: ... event=done|stopped` line for this device and size.
+pub fn vmem_on(
+    con: &mut Console,
+    qmp: &mut Qmp,
+    t: HostTimeouts,
+    id: &str,
+    size: u64,
+) -> Result<Resized, SessionError> {
+    let before = host_cmd::find_vmem(qmp, id)?;
+    let mut r = Resized {
+        id: id.to_string(),
+        requested: size,
+        plugged_before: before.size,
+        plugged_after: before.size,
+        result: VmemResult::Already,
+        elapsed: Duration::ZERO,
+        guest_line: None,
+    };
+    if before.size == size && before.requested == size {
+        return Ok(r);
+    }
+    con.pump();
+    let from = con.output_len();
+    let t0 = Instant::now();
+    host_cmd::vmem_set_requested(qmp, id, size)?;
+    let line = wait_line(
+        con,
+        from,
+        t.plug,
+        &format!("the guest's virtio-mem line for {id}"),
+        |l| host_cmd::is_vmem_event_line(l, before.memaddr, size),
+    )?;
+    r.elapsed = t0.elapsed();
+    r.result = match &line {
+        Some(l) => host_cmd::vmem_result_of(l),
+        None => VmemResult::NoAnswer { after: r.elapsed },
+    };
+    r.guest_line = line.map(|l| match l.find("virtio-mem: ") {
+        Some(i) => l[i..].to_string(),
+        None => l,
+    });
+    r.plugged_after = host_cmd::find_vmem(qmp, id)?.size;
+    Ok(r)
+}
+
 /// Runs one `:` line against the console and QMP: `:plug`/`:unplug` also wait for the guest's
 /// console line; `:reset` skips stale console output first. Never fails: errors become
 /// `<cmd>: error: ...` lines.
@@ -477,6 +532,16 @@ pub fn host_line(con: &mut Console, qmp: &mut Qmp, t: HostTimeouts, line: &str) 
                 unplugged: Some(u),
             },
             Err(e) => err("unplug", &e),
+        },
+        (None, HostCommand::Vmem { id, size }) => match vmem_on(con, qmp, t, &id, size) {
+            Ok(v) => HostReply {
+                lines: vec![v.line()],
+                after: After::Prompt,
+                error: !v.done(),
+                plugged: None,
+                unplugged: None,
+            },
+            Err(e) => err("vmem", &e),
         },
         (None, HostCommand::Reset) => {
             con.skip_to_end();

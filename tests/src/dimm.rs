@@ -270,6 +270,10 @@ pub struct DimmCase {
     pub cold: Vec<(String, u64)>,
     pub append: Option<String>,
     pub timeout: Duration,
+    /// Firmware (the default: the GED exists) or kernel/image (virtio-mem scenarios).
+    pub boot: BootMode,
+    /// Extra QEMU arguments.
+    pub args: Vec<String>,
 }
 
 /// Limit of one guest command in the scenarios.
@@ -291,6 +295,8 @@ impl DimmCase {
             cold: Vec::new(),
             append: Some(crate::DEBUG_VM.into()),
             timeout: run_timeout(),
+            boot: BootMode::Firmware,
+            args: Vec::new(),
         }
     }
 
@@ -313,7 +319,7 @@ impl DimmCase {
         let mut r = QemuRun::new(kernel(self.config))
             .qemu(qemu_path())
             .machine(self.machine.clone())
-            .boot(BootMode::Firmware)
+            .boot(self.boot)
             .append(self.append.clone())
             .timeout(Some(self.timeout))
             .log_dir(Some(crate::test_log_dir()));
@@ -324,7 +330,7 @@ impl DimmCase {
                 .arg("-device")
                 .arg(format!("pc-dimm,id={id},memdev=mem-{id}"));
         }
-        r
+        r.args(self.args.iter().cloned())
     }
 
     /// Boots to the prompt (holding a QEMU slot while it runs).
@@ -369,7 +375,7 @@ impl DimmCase {
         };
         d.page_offset = po;
         d.vmemmap = vm;
-        if !d.boot_log.contains("ged: present") {
+        if self.boot == BootMode::Firmware && !d.boot_log.contains("ged: present") {
             d.fail("the kernel did not find the GED (`ged: present` missing)");
         }
         d
@@ -690,7 +696,16 @@ impl DimmSession {
             }
         }
         let used: Vec<u64> = g.dimms.iter().flat_map(|d| d.blocks.clone()).collect();
-        for b in blocks.iter().filter(|b| !b.early) {
+        // Blocks of virtio-mem devices' groups are theirs (checked by `check_vmem_agree`).
+        let vmem_groups: Vec<String> = if self.boot_log.contains("virtio-mem: dev=") {
+            crate::vmem::parse_vmem(&self.guest("vmem"))
+                .into_iter()
+                .map(|v| v.group)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for b in blocks.iter().filter(|b| !b.early && !vmem_groups.contains(&b.group)) {
             if !used.contains(&b.id) {
                 errs.push(format!(
                     "hot-added block {} ({:#x}-{:#x}) belongs to no DIMM",

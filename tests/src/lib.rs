@@ -430,3 +430,4 @@ mod tests {
 pub mod dimm;
 pub mod gdb;
 pub mod shell;
+pub mod vmem;
