@@ -102,7 +102,7 @@ pub fn intx_intid(host: &PciHost, df: DeviceFunction, pin: u8) -> Option<u32> {
     const ROW: usize = 10;
     let map = &host.interrupt_map;
     let mask = &host.interrupt_map_mask;
-    if pin == 0 || mask.len() != 4 || map.is_empty() || map.len() % ROW != 0 {
+    if pin == 0 || mask.len() != 4 || map.is_empty() || !map.len().is_multiple_of(ROW) {
         return None;
     }
     let child = [

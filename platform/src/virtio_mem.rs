@@ -690,7 +690,7 @@ impl VirtioMem {
                 break;
             }
         }
-        if why.is_none() && requested % self.unit != 0 {
+        if why.is_none() && !requested.is_multiple_of(self.unit) {
             why = Some(format!(
                 "requested size is not a multiple of the {} unit (device blocks smaller than a pageblock are plugged a memory block at a time)",
                 Size(self.unit)
