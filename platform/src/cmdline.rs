@@ -1,7 +1,7 @@
 //! The kernel command line: `mem=SIZE` (hold RAM above SIZE back for `probe`),
 //! `memhp_default_state=offline|online|online_kernel|online_movable`,
 //! `memory_hotplug.online_policy=contig-zones|auto-movable`, `memory_hotplug.auto_movable_ratio=N`,
-//! `ktest.hotplug_cycles=N` (test build), `debug_vm` (check the allocator and hotplug
+//! `ktest.hotplug_cycles=N`, `ktest.only=CASE[,CASE]` (test build), `debug_vm` (check the allocator and hotplug
 //! invariants after every hotplug operation; stop on the first broken one).
 //! Unknown options are reported and ignored.
 
@@ -22,6 +22,8 @@ pub struct Options {
     pub ratio: Option<u64>,
     /// Test build: probe/online/stress/offline/remove cycles of the hotplug test.
     pub ktest_hotplug_cycles: Option<u64>,
+    /// Test build: run only the cases whose names are listed (comma-separated).
+    pub ktest_only: Option<String>,
     /// Check every allocator and hotplug invariant after each hotplug operation.
     pub debug_vm: Option<bool>,
 }
@@ -58,6 +60,7 @@ pub fn parse(cmdline: &str) -> (Options, Vec<String>) {
                 Ok(v) => o.ktest_hotplug_cycles = Some(v),
                 Err(_) => warn.push(format!("bad value in '{word}', ignored")),
             },
+            "ktest.only" if !value.is_empty() => o.ktest_only = Some(value.into()),
             "debug_vm" => match value {
                 "" | "on" | "1" => o.debug_vm = Some(true),
                 "off" | "0" => o.debug_vm = Some(false),

@@ -48,8 +48,10 @@ fn cases() -> &'static [KTest] {
     unsafe { core::slice::from_raw_parts(start, n) }
 }
 
-pub fn run_all(plat: &Platform) -> ! {
-    let cases = cases();
+/// Run every registered case, or only those named in `only` (`ktest.only=a,b`).
+pub fn run_all(plat: &Platform, only: Option<&str>) -> ! {
+    let wanted = |name: &str| only.is_none_or(|o| o.split(',').any(|w| w == name));
+    let cases: alloc::vec::Vec<&KTest> = cases().iter().filter(|c| wanted(c.name)).collect();
     println!(
         "ktest: start cases={} config={}",
         cases.len(),

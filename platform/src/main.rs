@@ -292,7 +292,7 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     );
 
     #[cfg(feature = "ktest")]
-    ktest::run_all(&plat);
+    ktest::run_all(&plat, opts.ktest_only.as_deref());
     #[cfg(not(feature = "ktest"))]
     shell::run()
 }
