@@ -65,7 +65,7 @@ const BAD: &[(&[&str], &str)] = &[
     (&["--gdb-port", "70000"], "--gdb-port 70000: expected a TCP port, 1 to 65535 (or 0: any free port)"),
     (&["--cpu", " "], "--cpu needs a CPU model name"),
     (&["--exec", " ; "], "--exec ` ; ` has no commands (e.g. --exec 'meminfo; poweroff')"),
-    (&["--exec", ":bogus"], "--exec `:bogus`: unknown host command `:bogus` (`:help` lists them: :plug, :unplug, :dimms, :qmp, :hmp, :reset, :powerdown)"),
+    (&["--exec", ":bogus"], "--exec `:bogus`: unknown host command `:bogus` (`:help` lists them: :plug, :unplug, :dimms, :vmem, :vmems, :qmp, :hmp, :reset, :powerdown)"),
     (&["--exec", ":plug 1X"], "--exec `:plug 1X`: `1X` is not a size (examples: 1G, 512M, 0x8000000)"),
     (&["--exec", ":unplug"], "--exec `:unplug`: usage: :unplug ID"),
     (&["--exec", ":plug 0"], "--exec `:plug 0`: size `0` must be larger than zero"),
