@@ -64,6 +64,18 @@ pub enum BuddyError {
     Busy { pfn: u64 },
 }
 
+impl core::fmt::Display for BuddyError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            BuddyError::NotAllocated { pfn } => write!(f, "pfn {pfn:#x} is not an allocated block of that order"),
+            BuddyError::BadRange { start, nr } => {
+                write!(f, "pfn range {start:#x}+{nr:#x} has no memmap or splits a block")
+            }
+            BuddyError::Busy { pfn } => write!(f, "pfn {pfn:#x} is in use"),
+        }
+    }
+}
+
 pub struct PageAlloc<M: Memmap> {
     memmap: M,
     zones: [Zone; 2],

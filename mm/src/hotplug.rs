@@ -235,7 +235,7 @@ impl core::fmt::Display for HotplugError {
             NoMemory => write!(f, "out of memory for page tables or memmap"),
             NoSuchGroup(g) => write!(f, "memory group {g} does not exist"),
             GroupInUse(g) => write!(f, "memory group {g} is in use"),
-            Allocator(e) => write!(f, "the page allocator refused the range: {e:?}"),
+            Allocator(e) => write!(f, "the page allocator refused the range: {e}"),
             GroupSplit { block, group, zone } => write!(
                 f,
                 "memory block {block} is part of DIMM group {group}, whose other blocks are online in {}: a DIMM stays in one zone (online it as {}, or offline the whole DIMM first)",
