@@ -431,3 +431,58 @@ pub mod dimm;
 pub mod gdb;
 pub mod shell;
 pub mod vmem;
+
+/// `cargo run -- ARGS` with `--exec`, through the runner's own option parsing and `--exec`
+/// driver (README acceptance commands): the outcome, and a failure report naming the command.
+pub struct CliRun {
+    pub what: String,
+    pub script: String,
+    pub out: RunOutcome,
+}
+
+impl CliRun {
+    /// Runs to the end (holding a QEMU slot); panics if the arguments do not parse.
+    pub fn run(args: &[&str]) -> CliRun {
+        let Ok(hotmem_qemu::cli::Action::Run(o)) = hotmem_qemu::cli::parse_args(args.iter().copied()) else {
+            panic!("cannot parse the command line {args:?}");
+        };
+        let run = o
+            .qemu_run(qemu_path(), kernel(o.kernel), None)
+            .echo(false)
+            .timeout(Some(run_timeout()))
+            .log_dir(Some(test_log_dir()));
+        let what = format!("{}{}", run.describe(), logs_line(&run));
+        let cmds = o.exec.clone().unwrap_or_default();
+        let _slot = QemuSlot::acquire();
+        let s = hotmem_qemu::session::Session::start(run).unwrap_or_else(|e| panic!("[{what}] {e}"));
+        let out = s.run_script(&cmds);
+        CliRun {
+            what,
+            script: cmds.join("; "),
+            out,
+        }
+    }
+
+    pub fn fail(&self, why: &str) -> ! {
+        panic!(
+            "\n[{}] `--exec '{}'`: {why}\n  outcome: {}\n--- console tail ---\n{}\n--- host ---\n{}\n",
+            self.what,
+            self.script,
+            self.out.describe(),
+            self.out.tail(TAIL_LINES),
+            self.out.host
+        )
+    }
+
+    /// Exit status 0 and each of `lines` in the host output.
+    pub fn expect_ok(&self, lines: &[&str]) {
+        if !self.out.success() || self.out.host_exit_code() != 0 {
+            self.fail("expected exit status 0");
+        }
+        for want in lines {
+            if !self.out.host.contains(want) {
+                self.fail(&format!("host output lacks `{want}`"));
+            }
+        }
+    }
+}

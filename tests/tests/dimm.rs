@@ -19,11 +19,9 @@
 
 use std::time::Instant;
 
-use hotmem_qemu::cli::{self, Action};
 use hotmem_qemu::config::Granule::{self, K16, K4, K64};
-use hotmem_qemu::session::Session;
 use hotmem_tests::dimm::{block_size, parse_blocks, zone_free_pages, DimmCase, DimmEvent, GIB, MIB};
-use hotmem_tests::{kernel, qemu_path, run_timeout, QemuSlot, TAIL_LINES};
+use hotmem_tests::CliRun;
 
 fn log_time(what: &str, t: Instant) {
     eprintln!("{what}: {:.1} s", t.elapsed().as_secs_f64());
@@ -269,39 +267,13 @@ fn cycles(g: Granule, gic: u32) {
 fn readme(g: Granule) {
     let t = Instant::now();
     let script = ":plug 1G; blocks; meminfo; :unplug dimm0; :dimms; blocks; poweroff";
-    let Ok(Action::Run(o)) = cli::parse_args(["--granule", g.name(), "--exec", script]) else {
-        panic!("cannot parse the README command line");
-    };
-    let run = o
-        .qemu_run(qemu_path(), kernel(o.kernel), None)
-        .echo(false)
-        .timeout(Some(run_timeout()))
-        .log_dir(Some(hotmem_tests::test_log_dir()));
-    let what = format!("{}{}", run.describe(), hotmem_tests::logs_line(&run));
-    let cmds = o.exec.clone().unwrap();
-    let _slot = QemuSlot::acquire();
-    let s = Session::start(run).unwrap_or_else(|e| panic!("[{what}] {e}"));
-    let out = s.run_script(&cmds);
-    let fail = |why: &str| -> ! {
-        panic!(
-            "\n[{what}] `--exec '{script}'`: {why}\n  outcome: {}\n--- console tail ---\n{}\n--- host ---\n{}\n",
-            out.describe(),
-            out.tail(TAIL_LINES),
-            out.host
-        )
-    };
-    if !out.success() || out.host_exit_code() != 0 {
-        fail("expected exit status 0");
-    }
-    for want in [
+    let r = CliRun::run(&["--granule", g.name(), "--exec", script]);
+    r.expect_ok(&[
         "plug: id=dimm0 ost_status=0x0 ok",
         "unplug: id=dimm0 deleted",
         "dimms: none",
-    ] {
-        if !out.host.contains(want) {
-            fail(&format!("host output lacks `{want}`"));
-        }
-    }
+    ]);
+    let (out, fail) = (&r.out, |why: &str| r.fail(why));
     // The two `blocks` listings: the DIMM's blocks online, then gone.
     let parts: Vec<&str> = out.console.split("hotmem> blocks").collect();
     if parts.len() != 3 {

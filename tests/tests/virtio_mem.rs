@@ -24,15 +24,13 @@
 
 use std::time::Instant;
 
-use hotmem_qemu::cli::{self, Action};
 use hotmem_qemu::config::BootMode;
 use hotmem_qemu::config::Granule::{self, K16, K4, K64};
 use hotmem_qemu::host_cmd::{vmem_set_requested, VmemResult};
 use hotmem_qemu::run::VirtioMem;
-use hotmem_qemu::session::Session;
 use hotmem_tests::dimm::{block_size, DimmSession, GIB, MIB};
 use hotmem_tests::vmem::{parse_vmem, vmem_case};
-use hotmem_tests::{kernel, qemu_path, run_timeout, QemuSlot, TAIL_LINES};
+use hotmem_tests::CliRun;
 
 /// Region of the device in the default case (QEMU places it right after 1 GiB of RAM).
 const REGION: u64 = 0x8000_0000;
@@ -343,39 +341,13 @@ fn acceptance(g: Granule) {
         "--exec",
         script,
     ];
-    let Ok(Action::Run(o)) = cli::parse_args(args) else {
-        panic!("cannot parse the README command line");
-    };
-    let run = o
-        .qemu_run(qemu_path(), kernel(o.kernel), None)
-        .echo(false)
-        .timeout(Some(run_timeout()))
-        .log_dir(Some(hotmem_tests::test_log_dir()));
-    let what = format!("{}{}", run.describe(), hotmem_tests::logs_line(&run));
-    let cmds = o.exec.clone().unwrap();
-    let _slot = QemuSlot::acquire();
     let t = Instant::now();
-    let s = Session::start(run).unwrap_or_else(|e| panic!("[{what}] {e}"));
-    let out = s.run_script(&cmds);
-    let fail = |why: &str| -> ! {
-        panic!(
-            "\n[{what}] `--exec '{script}'`: {why}\n  outcome: {}\n--- console tail ---\n{}\n--- host ---\n{}\n",
-            out.describe(),
-            out.tail(TAIL_LINES),
-            out.host
-        )
-    };
-    if !out.success() || out.host_exit_code() != 0 {
-        fail("expected exit status 0");
-    }
-    for want in [
+    let r = CliRun::run(&args);
+    r.expect_ok(&[
         "vmem: id=vmem0 requested=2G plugged=2G done",
         "vmem: id=vmem0 requested=0 plugged=0 done",
-    ] {
-        if !out.host.contains(want) {
-            fail(&format!("host output lacks `{want}`"));
-        }
-    }
+    ]);
+    let (out, fail, what) = (&r.out, |why: &str| r.fail(why), &r.what);
     let parts: Vec<&str> = out.console.split("hotmem> vmem").collect();
     let v: Vec<_> = parts.iter().skip(1).map(|p| parse_vmem(p)).collect();
     if v.len() != 2 || v[0].first().map(|d| d.plugged) != Some(2 * GIB) || v[1].first().map(|d| d.plugged) != Some(0) {
