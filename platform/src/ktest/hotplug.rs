@@ -151,6 +151,22 @@ fn hotplug_cycles(_: &Platform) -> Result<(), String> {
     result
 }
 
+/// Allocate (and return) free kernel blocks until the allocator hands out one inside
+/// `[pfn, pfn + nr)` (given back at once), largest order first.
+fn hold_normal_outside(pfn: u64, nr: u64) -> Vec<(u64, u32)> {
+    let mut held = Vec::new();
+    for order in (0..=G.max_order()).rev() {
+        while let Some(pa) = memory::alloc_pages(order) {
+            if (pfn..pfn + nr).contains(&(pa >> PAGE_SHIFT)) {
+                let _ = memory::free_pages(pa, order);
+                break;
+            }
+            held.push((pa, order));
+        }
+    }
+    held
+}
+
 fn hotplug_cycles_inner(start: u64, blocks: u64) -> Result<(), String> {
     let bs = G.section_size();
     let cycles = hp::KTEST_CYCLES.load(Relaxed);
@@ -174,8 +190,18 @@ fn hotplug_cycles_inner(start: u64, blocks: u64) -> Result<(), String> {
             hp::with_hotplug(|h, ops| h.online_block(ops, id, t))
                 .map_err(|e| format!("cycle {c}: online {id}: {e}"))?;
         }
-        let r = hp::stress_fill(2 << 20).map_err(|e| format!("cycle {c}: stress: {e}"))?;
+        // Hold every free ZONE_NORMAL page outside the new range (kernel allocations, not
+        // written, so cheap) while stress allocates: its pages then land in the new blocks
+        // whatever zone they were onlined to, so every cycle's offline has data to migrate.
+        let held = hold_normal_outside(start >> PAGE_SHIFT, size >> PAGE_SHIFT);
+        let r = hp::stress_fill(2 << 20);
+        for &(pa, order) in &held {
+            memory::free_pages(pa, order).map_err(|e| format!("cycle {c}: free held: {e:?}"))?;
+        }
+        let r = r.map_err(|e| format!("cycle {c}: stress: {e}"))?;
         kassert!(r.bad == 0, "cycle {c}: {} stress pages corrupt", r.bad);
+        let in_range = hp::stress_pages_in(start >> PAGE_SHIFT, size >> PAGE_SHIFT);
+        kassert!(in_range > 0, "cycle {c}: no stress page landed in the new blocks");
         for &id in ids.iter().rev() {
             let (pfn, nr) = ((id * bs) >> PAGE_SHIFT, bs >> PAGE_SHIFT);
             let held = hp::stress_pages_in(pfn, nr);
