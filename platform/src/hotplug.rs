@@ -102,6 +102,31 @@ pub fn init(held_back: Vec<Range>, opts: &crate::cmdline::Options) {
     }
     *HOTPLUG.lock() = Some(hp);
     *HELD_BACK.lock() = held_back;
+    if let Err(e) = populate_movable_window() {
+        crate::println!("hotplug: movable window tables: {e:?} (stress will fail)");
+    }
+}
+
+/// Allocate every table the movable window needs, now, from boot memory: map one page in each
+/// last-level table's span and unmap it again with floor/ceiling = that page, which keeps the
+/// table. Later window maps and unmaps never allocate or free a table.
+fn populate_movable_window() -> Result<(), mm::pgtable::MapError> {
+    let span = PAGE_SIZE * (PAGE_SIZE / 8);
+    let Some(pa) = memory::alloc_pages(0) else {
+        return Err(mm::pgtable::MapError::NoMemory);
+    };
+    let r = memory::with_kernel_pt(|pt, t| {
+        let mut va = layout::MOVABLE_START;
+        while va < layout::MOVABLE_START + layout::MOVABLE_SIZE {
+            pt.map(t, va, pa, PAGE_SIZE, Attrs::NORMAL_RW, MapFlags::PAGES)?;
+            pt.unmap_within(t, &mut KernelTlb, va, PAGE_SIZE, va, va + PAGE_SIZE)?;
+            va += span;
+        }
+        Ok(())
+    });
+    crate::teardown::check_free(pa, PAGE_SIZE);
+    let _ = memory::free_pages(pa, 0);
+    r
 }
 
 fn linear_region() -> (u64, u64) {
@@ -415,7 +440,8 @@ impl core::fmt::Display for StressError {
     }
 }
 
-/// One stress allocation: a movable page, mapped at its window VA and filled with its pattern,
+/// One stress allocation: a movable page, mapped at its window VA (its table exists since
+/// boot) and filled with its pattern,
 /// all under the handles lock (so a concurrent `stress_verify` never sees it half-made).
 fn stress_one(done: u64) -> Result<(), StressError> {
     let mut handles = HANDLES.lock();
@@ -532,16 +558,31 @@ pub fn stress_pages_in(pfn: u64, nr: u64) -> u64 {
 /// Free every stress allocation (unmapped from the window first); returns how many there were.
 pub fn stress_free() -> u64 {
     let mut handles = HANDLES.lock();
+    let slots = (handles.slot_count() as u64).min(WINDOW_SLOTS);
+    // Unmap the used part of the window in pieces that never cover a whole last-level table's
+    // span (each span is cut one page before its end), so the window's table pages stay, with
+    // one TLB flush per piece rather than per page.
+    let span = PAGE_SIZE * (PAGE_SIZE / 8);
+    let (mut va, end) = (layout::MOVABLE_START, layout::MOVABLE_START + slots * PAGE_SIZE);
+    while va < end {
+        let next_span = (va / span + 1) * span;
+        let cut = if va < next_span - PAGE_SIZE {
+            next_span - PAGE_SIZE
+        } else {
+            next_span
+        };
+        let to = cut.min(end);
+        if let Err(e) = memory::with_kernel_pt(|pt, t| pt.unmap_within(t, &mut KernelTlb, va, to - va, va, to)) {
+            crate::println!("stress: unmap of the movable window at {va:#x} failed: {e:?}");
+            return 0;
+        }
+        va = to;
+    }
     let mut n = 0;
     for i in 0..handles.slot_count() {
         let h = Handle(i as u32);
         let Some((pfn, order)) = handles.get(h) else { continue };
-        let (va, size) = (movable_va(h), PAGE_SIZE << order);
-        // Floor/ceiling = the page itself: the window's table pages stay.
-        if memory::with_kernel_pt(|pt, t| pt.unmap_within(t, &mut KernelTlb, va, size, va, va + size)).is_err() {
-            continue;
-        }
-        crate::teardown::check_free(pfn << PAGE_SHIFT, size);
+        crate::teardown::check_free(pfn << PAGE_SHIFT, PAGE_SIZE << order);
         if memory::with_page_alloc(|a| handles.free(a, h)).is_ok() {
             n += 1;
         }

@@ -54,8 +54,8 @@ static WINDOW_READS: [core::sync::atomic::AtomicU64; smp::MAX_CPUS] =
 /// Window pages found corrupt or unmapped by the secondary CPUs.
 static WINDOW_BAD: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-/// Secondary-CPU workload: fill and verify a private 64 KiB buffer, and verify a few stress
-/// pages through the movable window (while CPU 0 offlines blocks, so migration re-points the
+/// Secondary-CPU workload: fill and verify a private 64 KiB buffer, and verify one stress
+/// page per round through the movable window (while CPU 0 offlines blocks, so migration re-points the
 /// window under it), until told to stop; returns iterations in the low 32 bits and corrupt
 /// words in the high 32. `arg` = buffer PA | CPU index.
 fn checksum_workload(arg: u64) -> u64 {
@@ -65,11 +65,9 @@ fn checksum_workload(arg: u64) -> u64 {
     let (mut iters, mut bad) = (0u64, 0u64);
     let mut next = 0usize;
     while !WORKLOAD_STOP.load(Relaxed) {
-        for _ in 0..8 {
-            let slots = hp::stress_slots();
-            if slots == 0 {
-                break;
-            }
+        // One window page per round keeps the handles lock from dominating the run.
+        let slots = hp::stress_slots();
+        if slots > 0 {
             next = (next + 1) % slots;
             match hp::stress_verify_one(next) {
                 Some(true) => {
@@ -112,11 +110,6 @@ fn hotplug_cycles(_: &Platform) -> Result<(), String> {
     for r in &WINDOW_READS {
         r.store(0, Relaxed);
     }
-    // The movable window's page-table pages are kept once allocated: make them now, in boot
-    // memory, so none lands in a hot-added ZONE_NORMAL block (it would pin it) and the
-    // page-table page count is at its steady value for the baseline.
-    hp::stress_fill(2 << 20).map_err(|e| format!("window warm-up: {e}"))?;
-    hp::stress_free();
     for cpu in 1..smp::MAX_CPUS {
         if smp::online_mask() & (1 << cpu) != 0 {
             let buf = memory::alloc_pages(order).ok_or_else(|| String::from("no memory for a workload buffer"))?;
@@ -150,6 +143,10 @@ fn hotplug_cycles(_: &Platform) -> Result<(), String> {
     );
     result
 }
+
+/// Stress pages per cycle at most (2 MiB on 16K and 64K; fewer than 2 MiB on 4K, where every
+/// migrated page costs a broadcast TLBI that each vCPU must take).
+const STRESS_PAGES: u64 = 128;
 
 /// Allocate (and return) free kernel blocks until the allocator hands out one inside
 /// `[pfn, pfn + nr)` (given back at once), largest order first.
@@ -194,7 +191,7 @@ fn hotplug_cycles_inner(start: u64, blocks: u64) -> Result<(), String> {
         // written, so cheap) while stress allocates: its pages then land in the new blocks
         // whatever zone they were onlined to, so every cycle's offline has data to migrate.
         let held = hold_normal_outside(start >> PAGE_SHIFT, size >> PAGE_SHIFT);
-        let r = hp::stress_fill(2 << 20);
+        let r = hp::stress_fill(STRESS_PAGES.min((2 << 20) / layout::PAGE_SIZE) * layout::PAGE_SIZE);
         for &(pa, order) in &held {
             memory::free_pages(pa, order).map_err(|e| format!("cycle {c}: free held: {e:?}"))?;
         }
