@@ -449,6 +449,11 @@ fn failed_offline_rolls_back_cleanly(_: &Platform) -> Result<(), String> {
         memory::free_pages(pa, order).map_err(|e| format!("free: {e:?}"))?;
     }
     hp::stress_free();
+    // Retry and remove before judging, so a failed check leaves the held-back range free for
+    // the next test (a broken migration then fails every test that migrates, not just this).
+    let retry = hp::with_hotplug(|h, ops| h.offline_block(ops, id))
+        .map_err(|e| format!("offline after stress free: {e}"))
+        .and_then(|_| hp::with_hotplug(|h, ops| h.remove_memory(ops, start, bs)).map_err(|e| format!("remove: {e}")));
     let census = census.map_err(|e| format!("after the failed offline: {e}"))?;
     let moved = match r {
         Err(HotplugError::NoMigrationTarget { moved, left, .. }) if left > 0 => moved,
@@ -463,8 +468,6 @@ fn failed_offline_rolls_back_cleanly(_: &Platform) -> Result<(), String> {
         v.bad == 0 && v.verified == v.allocations,
         "stress data after the rollback: {v:?}"
     );
-    hp::with_hotplug(|h, ops| h.offline_block(ops, id)).map_err(|e| format!("offline after stress free: {e}"))?;
-    hp::with_hotplug(|h, ops| h.remove_memory(ops, start, bs)).map_err(|e| format!("remove: {e}"))?;
-    Ok(())
+    retry
 }
 ktest!(failed_offline_rolls_back_cleanly);
