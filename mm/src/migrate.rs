@@ -206,8 +206,9 @@ pub enum OfflineError {
     NoTarget { moved: u64, left: u64 },
 }
 
-/// Isolate `[start, start + nr)`, migrate every movable allocation in it elsewhere (copying
-/// with `copy(src_pfn, dst_pfn, order)`), and take the range out of the allocator. Each
+/// Isolate `[start, start + nr)`, migrate every movable allocation in it elsewhere (moving
+/// with `copy(handle, src_pfn, dst_pfn, order)`: the kernel unmaps the handle's window VA,
+/// invalidates, copies and maps the new frame there), and take the range out of the allocator. Each
 /// migrated-from block is passed to `freeing(pfn, order)` before it goes back to the
 /// allocator (the kernel runs the teardown checker there).
 /// If an unmovable page is in use, or no memory is left to migrate to, the range is
@@ -218,7 +219,7 @@ pub fn offline_pages<M: Memmap>(
     handles: &mut Handles,
     start: u64,
     nr: u64,
-    mut copy: impl FnMut(u64, u64, u32),
+    mut copy: impl FnMut(Handle, u64, u64, u32),
     mut freeing: impl FnMut(u64, u32),
 ) -> Result<u64, OfflineError> {
     a.isolate_range(start, nr).map_err(OfflineError::Range)?;
@@ -239,7 +240,7 @@ pub fn offline_pages<M: Memmap>(
                 let left = a.busy_pages(busy, start + nr - busy);
                 return Err(OfflineError::NoTarget { moved, left });
             };
-            copy(busy, dst, order);
+            copy(h, busy, dst, order);
             handles.set(h, dst, order);
             set_owner(a, dst, Some(h));
             set_owner(a, busy, None);

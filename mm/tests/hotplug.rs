@@ -393,7 +393,7 @@ impl<C: Config> HotplugOps for Machine<C> {
             &mut self.handles,
             pfn,
             nr,
-            |src, dst, _| {
+            |_, src, dst, _| {
                 if let Some(v) = contents.remove(&src) {
                     contents.insert(dst, v);
                 }

@@ -102,6 +102,31 @@ pub fn init(held_back: Vec<Range>, opts: &crate::cmdline::Options) {
     }
     *HOTPLUG.lock() = Some(hp);
     *HELD_BACK.lock() = held_back;
+    if let Err(e) = populate_movable_window() {
+        crate::println!("hotplug: movable window tables: {e:?} (stress will fail)");
+    }
+}
+
+/// Allocate every table the movable window needs, now, from boot memory: map one page in each
+/// last-level table's span and unmap it again with floor/ceiling = that page, which keeps the
+/// table. Later window maps and unmaps never allocate or free a table.
+fn populate_movable_window() -> Result<(), mm::pgtable::MapError> {
+    let span = PAGE_SIZE * (PAGE_SIZE / 8);
+    let Some(pa) = memory::alloc_pages(0) else {
+        return Err(mm::pgtable::MapError::NoMemory);
+    };
+    let r = memory::with_kernel_pt(|pt, t| {
+        let mut va = layout::MOVABLE_START;
+        while va < layout::MOVABLE_START + layout::MOVABLE_SIZE {
+            pt.map(t, va, pa, PAGE_SIZE, Attrs::NORMAL_RW, MapFlags::PAGES)?;
+            pt.unmap_within(t, &mut KernelTlb, va, PAGE_SIZE, va, va + PAGE_SIZE)?;
+            va += span;
+        }
+        Ok(())
+    });
+    crate::teardown::check_free(pa, PAGE_SIZE);
+    let _ = memory::free_pages(pa, 0);
+    r
 }
 
 fn linear_region() -> (u64, u64) {
@@ -256,34 +281,97 @@ impl HotplugOps for KernelOps {
 
 impl KernelOps {
     fn offline_run(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
-        // Lock order: handles, then the allocator (as every movable user does).
+        // Lock order: handles, then the kernel page table, then the allocator (as every movable
+        // user and every table allocation does). Migration re-points the handle's window PTE:
+        // the window's tables exist (kept once allocated), so no table is allocated or freed
+        // under the allocator lock.
         let mut handles = HANDLES.lock();
-        memory::with_page_alloc(|a| {
-            mm::migrate::offline_pages(
-                a,
-                &mut handles,
-                pfn,
-                nr,
-                |src, dst, order| {
-                    let bytes = (PAGE_SIZE << order) as usize;
-                    // SAFETY: both blocks are ours under the allocator and handle locks (the
-                    // source is a live movable allocation being migrated, the destination was
-                    // just allocated), both reached through the linear map, no overlap.
-                    unsafe {
-                        core::ptr::copy_nonoverlapping(
-                            layout::phys_to_virt(src << PAGE_SHIFT) as *const u8,
-                            layout::phys_to_virt(dst << PAGE_SHIFT) as *mut u8,
-                            bytes,
-                        )
-                    };
-                },
-                |src, order| crate::teardown::check_free(src << PAGE_SHIFT, PAGE_SIZE << order),
-            )
+        memory::with_kernel_pt(|pt, t| {
+            memory::with_page_alloc(|a| {
+                mm::migrate::offline_pages(
+                    a,
+                    &mut handles,
+                    pfn,
+                    nr,
+                    |h, src, dst, order| {
+                        let size = PAGE_SIZE << order;
+                        let va = movable_va(h);
+                        // Clear the PTE and broadcast-invalidate it (the engine's unmap), so
+                        // no CPU can reach the old frame through the window any more.
+                        #[cfg(not(feature = "mutant-migrate-no-tlbi"))]
+                        let mut tlb = KernelTlb;
+                        #[cfg(feature = "mutant-migrate-no-tlbi")]
+                        let mut tlb = mutant::NoTlbi;
+                        if let Err(e) = pt.unmap_within(t, &mut tlb, va, size, va, va + size) {
+                            crate::trap::fatal_stop(format_args!("migrate: unmap of {va:#x}: {e:?}"));
+                        }
+                        // SAFETY: both blocks are ours under the handle, page-table and
+                        // allocator locks (the source is a live movable allocation no window
+                        // entry maps any more, the destination was just allocated), both
+                        // reached through the linear map, no overlap.
+                        unsafe {
+                            core::ptr::copy_nonoverlapping(
+                                layout::phys_to_virt(src << PAGE_SHIFT) as *const u8,
+                                layout::phys_to_virt(dst << PAGE_SHIFT) as *mut u8,
+                                size as usize,
+                            )
+                        };
+                        if !cfg!(feature = "mutant-migrate-no-remap") {
+                            // Same VA, new frame (the engine publishes it: DSB ISHST; ISB).
+                            if let Err(e) = pt.map(t, va, dst << PAGE_SHIFT, size, Attrs::NORMAL_RW, MapFlags::PAGES) {
+                                crate::trap::fatal_stop(format_args!("migrate: map of {va:#x}: {e:?}"));
+                            }
+                        }
+                    },
+                    |src, order| {
+                        crate::teardown::check_free(src << PAGE_SHIFT, PAGE_SIZE << order);
+                        // The freed frame is poisoned (test build), so a CPU that still
+                        // translated the window VA to it would read garbage, not the data.
+                        if cfg!(feature = "ktest") {
+                            poison(src, order);
+                        }
+                    },
+                )
+            })
         })
         .map(|_| ())
         .map_err(|e| HotplugError::from_offline(block, e))
     }
 }
+
+/// Mutant (tests only): migration clears the window PTE but issues no TLBI.
+#[cfg(feature = "mutant-migrate-no-tlbi")]
+mod mutant {
+    pub struct NoTlbi;
+    impl arch::tlb::TlbInvalidate for NoTlbi {
+        fn flush_kernel_range(&mut self, _: u64, _: u64, _: u32) {}
+        fn flush_kernel_pgtable(&mut self, _: u64) {}
+        fn flush_all(&mut self) {}
+        #[cfg(feature = "ktest")]
+        fn cleared(&mut self, m: arch::tlb::Mapping) {
+            crate::teardown::KernelTlb.cleared(m);
+        }
+    }
+}
+
+/// Fill a block about to be freed with a poison pattern (through the linear map).
+fn poison(pfn: u64, order: u32) {
+    let words = ((PAGE_SIZE << order) / 8) as usize;
+    let p = layout::phys_to_virt(pfn << PAGE_SHIFT) as *mut u64;
+    for i in 0..words {
+        // SAFETY: the block is ours until it goes back to the allocator (after this call);
+        // nothing else maps it (the teardown checker just checked that in the test build).
+        unsafe { p.add(i).write_volatile(0xdead_beef_dead_beef) };
+    }
+}
+
+/// The fixed window VA of a movable allocation (see `layout::MOVABLE_START`).
+pub fn movable_va(h: Handle) -> u64 {
+    layout::MOVABLE_START + h.0 as u64 * PAGE_SIZE
+}
+
+/// Handles the window has room for (one page each).
+const WINDOW_SLOTS: u64 = layout::MOVABLE_SIZE / PAGE_SIZE;
 
 // ---------------------------------------------------------------------------------------------
 // Movable memory for users: `stress`.
@@ -297,14 +385,13 @@ fn pattern(seed: u64, i: u64) -> u64 {
     (seed ^ i).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17)
 }
 
-/// Run `f` on the bytes of a movable allocation, with migration excluded.
-fn with_data<R>(h: Handle, f: impl FnOnce(&mut [u64]) -> R) -> Option<R> {
-    let handles = HANDLES.lock();
-    let (pfn, order) = handles.get(h)?;
+/// `f` on the window mapping of `h` (the caller holds the handles lock, so migration cannot
+/// re-point it meanwhile).
+fn with_window<R>(h: Handle, order: u32, f: impl FnOnce(&mut [u64]) -> R) -> Option<R> {
     let words = ((PAGE_SIZE << order) / 8) as usize;
-    // SAFETY: the handle owns these pages; migration cannot move them while we hold the
-    // handles lock; they are reached through the linear map.
-    let data = unsafe { core::slice::from_raw_parts_mut(layout::phys_to_virt(pfn << PAGE_SHIFT) as *mut u64, words) };
+    // SAFETY: the handle owns these pages and `stress_fill` mapped them at `movable_va(h)`;
+    // migration cannot move them while the caller holds the handles lock.
+    let data = unsafe { core::slice::from_raw_parts_mut(movable_va(h) as *mut u64, words) };
     Some(f(data))
 }
 
@@ -323,6 +410,8 @@ pub enum StressError {
     OutOfMemory { done: u64 },
     /// The handle table (kernel heap) cannot grow past `done` allocations.
     OutOfBookkeeping { done: u64 },
+    /// The movable window is full after `done` allocations.
+    OutOfWindow { done: u64 },
 }
 
 impl core::fmt::Display for StressError {
@@ -334,31 +423,63 @@ impl core::fmt::Display for StressError {
                 "the kernel heap cannot track more than {done} allocations (stress at most {} at once)",
                 layout::Size(done * PAGE_SIZE)
             ),
+            StressError::OutOfWindow { done } => write!(
+                f,
+                "the movable window is full after {done} allocations (stress at most {} at once)",
+                layout::Size(layout::MOVABLE_SIZE)
+            ),
         }
     }
 }
 
-/// Allocate `bytes` of movable memory (order-0 pages), fill with checksummed patterns and verify.
+/// One stress allocation: a movable page, mapped at its window VA (its table exists since
+/// boot) and filled with its pattern,
+/// all under the handles lock (so a concurrent `stress_verify` never sees it half-made).
+fn stress_one(done: u64) -> Result<(), StressError> {
+    let mut handles = HANDLES.lock();
+    let h = memory::with_page_alloc(|a| handles.try_alloc(a, 0)).map_err(|e| match e {
+        HandleError::NoMemory => StressError::OutOfMemory { done },
+        HandleError::NoBookkeeping => StressError::OutOfBookkeeping { done },
+    })?;
+    let (pfn, _) = handles.get(h).expect("just allocated");
+    let mapped = (h.0 as u64) < WINDOW_SLOTS
+        && memory::with_kernel_pt(|pt, t| {
+            pt.map(
+                t,
+                movable_va(h),
+                pfn << PAGE_SHIFT,
+                PAGE_SIZE,
+                Attrs::NORMAL_RW,
+                MapFlags::PAGES,
+            )
+        })
+        .is_ok();
+    if !mapped {
+        crate::teardown::check_free(pfn << PAGE_SHIFT, PAGE_SIZE);
+        let _ = memory::with_page_alloc(|a| handles.free(a, h));
+        return Err(if (h.0 as u64) < WINDOW_SLOTS {
+            StressError::OutOfMemory { done }
+        } else {
+            StressError::OutOfWindow { done }
+        });
+    }
+    let seed = arch::cpu::counter() ^ ((h.0 as u64) << 32);
+    with_window(h, 0, |d| {
+        d[0] = seed;
+        for (i, w) in d.iter_mut().enumerate().skip(1) {
+            *w = pattern(seed, i as u64);
+        }
+    });
+    Ok(())
+}
+
+/// Allocate `bytes` of movable memory (order-0 pages, each at its window VA), fill with
+/// checksummed patterns and verify.
 pub fn stress_fill(bytes: u64) -> Result<StressReport, StressError> {
     let n = bytes.div_ceil(PAGE_SIZE);
     let mut r = StressReport::default();
     for done in 0..n {
-        let h = {
-            let mut handles = HANDLES.lock();
-            memory::with_page_alloc(|a| handles.try_alloc(a, 0))
-        };
-        let h = match h {
-            Ok(h) => h,
-            Err(HandleError::NoMemory) => return Err(StressError::OutOfMemory { done }),
-            Err(HandleError::NoBookkeeping) => return Err(StressError::OutOfBookkeeping { done }),
-        };
-        let seed = arch::cpu::counter() ^ ((h.0 as u64) << 32);
-        with_data(h, |d| {
-            d[0] = seed;
-            for (i, w) in d.iter_mut().enumerate().skip(1) {
-                *w = pattern(seed, i as u64);
-            }
-        });
+        stress_one(done)?;
         r.allocations += 1;
         r.bytes += PAGE_SIZE;
     }
@@ -368,15 +489,20 @@ pub fn stress_fill(bytes: u64) -> Result<StressReport, StressError> {
     Ok(r)
 }
 
-/// Check every live stress allocation against its pattern.
+/// Whether a stress page's pattern is intact (`d[0]` is its seed).
+fn intact(d: &[u64]) -> bool {
+    d.iter().enumerate().skip(1).all(|(i, &w)| w == pattern(d[0], i as u64))
+}
+
+/// Check every live stress allocation against its pattern, reading through the window (any
+/// CPU may call it); a page whose window VA faults counts as bad.
 pub fn stress_verify() -> StressReport {
     let slots = HANDLES.lock().slot_count();
     let mut r = StressReport::default();
     for i in 0..slots {
-        let ok = with_data(Handle(i as u32), |d| {
-            d.iter().enumerate().skip(1).all(|(i, &w)| w == pattern(d[0], i as u64))
-        });
-        let Some(ok) = ok else { continue };
+        let Some(ok) = stress_verify_one(i) else {
+            continue;
+        };
         r.allocations += 1;
         r.bytes += PAGE_SIZE;
         if ok {
@@ -388,18 +514,71 @@ pub fn stress_verify() -> StressReport {
     r
 }
 
-/// Free every stress allocation; returns how many there were.
+/// Check stress allocation `i` through its window VA from any CPU: `None` if no allocation
+/// has that index, `Some(false)` if its data is wrong or its window VA faults (counted, not
+/// fatal: the in-guest workload on other CPUs, where a broken migration must show up as a
+/// failed check rather than stop the kernel).
+pub fn stress_verify_one(i: usize) -> Option<bool> {
+    let h = Handle(i as u32);
+    let handles = HANDLES.lock();
+    let (_, order) = handles.get(h)?;
+    let va = movable_va(h);
+    let mapped = (0..(1u64 << order)).all(|p| {
+        matches!(
+            arch::exception::probe_read(va + p * PAGE_SIZE),
+            arch::exception::Probe::Value(_)
+        )
+    });
+    Some(mapped && with_window(h, order, |d| intact(d)).unwrap_or(false))
+}
+
+/// Stress allocation indices are below this.
+pub fn stress_slots() -> usize {
+    HANDLES.lock().slot_count()
+}
+
+/// Pages of live stress allocations in `[pfn, pfn + nr)`.
+pub fn stress_pages_in(pfn: u64, nr: u64) -> u64 {
+    HANDLES
+        .lock()
+        .iter()
+        .filter(|&(_, p, _)| (pfn..pfn + nr).contains(&p))
+        .map(|(_, _, o)| 1u64 << o)
+        .sum()
+}
+
+/// Free every stress allocation (unmapped from the window first); returns how many there were.
 pub fn stress_free() -> u64 {
     let mut handles = HANDLES.lock();
-    let mut n = 0;
-    memory::with_page_alloc(|a| {
-        for i in 0..handles.slot_count() {
-            let h = Handle(i as u32);
-            if handles.get(h).is_some() && handles.free(a, h).is_ok() {
-                n += 1;
-            }
+    let slots = (handles.slot_count() as u64).min(WINDOW_SLOTS);
+    // Unmap the used part of the window in pieces that never cover a whole last-level table's
+    // span (each span is cut one page before its end), so the window's table pages stay, with
+    // one TLB flush per piece rather than per page.
+    let span = PAGE_SIZE * (PAGE_SIZE / 8);
+    let (mut va, end) = (layout::MOVABLE_START, layout::MOVABLE_START + slots * PAGE_SIZE);
+    while va < end {
+        let next_span = (va / span + 1) * span;
+        let cut = if va < next_span - PAGE_SIZE {
+            next_span - PAGE_SIZE
+        } else {
+            next_span
+        };
+        let to = cut.min(end);
+        if let Err(e) = memory::with_kernel_pt(|pt, t| pt.unmap_within(t, &mut KernelTlb, va, to - va, va, to)) {
+            crate::println!("stress: unmap of the movable window at {va:#x} failed: {e:?}");
+            return 0;
         }
-    });
+        va = to;
+    }
+    let mut n = 0;
+    for i in 0..handles.slot_count() {
+        let h = Handle(i as u32);
+        let Some((pfn, order)) = handles.get(h) else { continue };
+        crate::teardown::check_free(pfn << PAGE_SHIFT, PAGE_SIZE << order);
+        if memory::with_page_alloc(|a| handles.free(a, h)).is_ok() {
+            n += 1;
+        }
+    }
     n
 }
 

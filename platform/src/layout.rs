@@ -5,6 +5,7 @@
 //! | linear  | `PAGE_OFFSET` = -2^VA      | 2^(VA-1): maps PA `[0, 2^(VA-1))`  |
 //! | vmemmap | `PAGE_OFFSET + 2^(VA-1)`   | linear size >> (PAGE_SHIFT - 6)    |
 //! | ioremap | next 1 GiB boundary        | 1 GiB (MMIO, device memory)        |
+//! | movable | right after ioremap         | 4 GiB: movable (stress) pages, base pages |
 //! | fdt     | `KIMAGE_VADDR - 64 MiB`    | 2 MiB window for the DTB           |
 //! | kimage  | `0xffff_ffff_c000_0000`    | the kernel image (text, rodata, data, bss) |
 //!
@@ -26,13 +27,25 @@ pub const VMEMMAP_START: u64 = PAGE_OFFSET + LINEAR_SIZE;
 pub const VMEMMAP_SIZE: u64 = (LINEAR_SIZE >> PAGE_SHIFT) * STRUCT_PAGE_SIZE;
 pub const IOREMAP_START: u64 = (VMEMMAP_START + VMEMMAP_SIZE + (1 << 30) - 1) & !((1 << 30) - 1);
 pub const IOREMAP_SIZE: u64 = 1 << 30;
+/// The movable window: every movable allocation (a `stress` page) has a fixed VA here,
+/// `MOVABLE_START + handle * PAGE_SIZE`, mapped with base pages through the kernel page table,
+/// as user pages would be; migration re-points that PTE at the new frame (clear → broadcast
+/// TLBI → copy → map), so the VA never changes while the PA does. Its last-level tables are
+/// allocated at boot (4K: 8 MiB, 16K: 2 MiB, 64K: 512 KiB) and never freed, so a movable
+/// allocation costs exactly its page and no table page can pin a hot-added block.
+pub const MOVABLE_START: u64 = IOREMAP_START + IOREMAP_SIZE;
+/// 4 GiB: more than the handle table can track on 4K (about 2 GiB), so that limit stays the
+/// one `stress` reports.
+pub const MOVABLE_SIZE: u64 = 4 << 30;
 pub const KIMAGE_VADDR: u64 = 0xffff_ffff_c000_0000;
 pub const FDT_VADDR: u64 = KIMAGE_VADDR - (64 << 20);
 pub const FDT_MAX_SIZE: u64 = 2 << 20;
 /// Bytes of DTB the early code maps (from the DTB's address): QEMU's DTBs are 1 MiB.
 pub const FDT_MAPPED: u64 = 1 << 20;
 
-const _: () = assert!(IOREMAP_START + IOREMAP_SIZE <= FDT_VADDR);
+const _: () = assert!(IOREMAP_START + IOREMAP_SIZE <= MOVABLE_START);
+const _: () = assert!(MOVABLE_START + MOVABLE_SIZE <= FDT_VADDR);
+const _: () = assert!(MOVABLE_START.is_multiple_of(1 << 30));
 const _: () = assert!(VMEMMAP_START.is_multiple_of(1 << 30));
 
 /// `VA - PA` of the kernel image, fixed by where the image was loaded (set once at early boot).

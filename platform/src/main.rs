@@ -79,6 +79,7 @@ pub fn print_layout() {
         ("linear", layout::PAGE_OFFSET, layout::LINEAR_SIZE),
         ("vmemmap", layout::VMEMMAP_START, layout::VMEMMAP_SIZE),
         ("ioremap", layout::IOREMAP_START, layout::IOREMAP_SIZE),
+        ("movable", layout::MOVABLE_START, layout::MOVABLE_SIZE),
         ("fdt", layout::FDT_VADDR, layout::FDT_MAX_SIZE),
         ("kimage", img, layout::image_end() - img),
     ];

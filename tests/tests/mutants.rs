@@ -179,7 +179,7 @@ const MUTANTS: &[Mutant] = &[
 /// booted (kernel mode, 4 CPUs, RAM held back for the hotplug cases); it must not pass, and its
 /// console must show `expect` (the check that caught it).
 struct GuestMutant {
-    /// A `hotmem-mm` feature.
+    /// A `hotmem-mm` feature, or `package/feature` for another crate's (the kernel's).
     feature: &'static str,
     granule: &'static str,
     cpu: &'static str,
@@ -243,6 +243,22 @@ const GUEST_MUTANTS: &[GuestMutant] = &[
         only: "",
         expect: "never published with DSB ISHST; ISB",
     },
+    // Issue 10 item 6: migration through the movable window that forgets to map the new
+    // frame (the other CPUs' window reads fault) or to invalidate the cleared PTE (the
+    // teardown checker refuses the migrated-from free).
+    GuestMutant {
+        feature: "hotmem-platform/mutant-migrate-no-remap",
+        granule: "16k",
+        cpu: "max,lpa2=off",
+        expect: "name=hotplug_cycles msg=cycle 0: after offline",
+    },
+    GuestMutant {
+        feature: "hotmem-platform/mutant-migrate-no-tlbi",
+        granule: "4k",
+        cpu: "cortex-a76",
+        // A movable-window VA (4K/48: the window starts at 0xffff820040000000).
+        expect: "the leaf for va=0xffff82004",
+    },
 ];
 
 /// Build the mutant test kernel and boot it; returns (passed, console).
@@ -256,7 +272,11 @@ fn run_guest_mutant(root: &Path, m: &GuestMutant) -> (bool, String) {
         .arg(&target)
         .args([
             "--features",
-            &format!("granule-{} ktest hotmem-mm/{}", m.granule, m.feature),
+            &if m.feature.contains('/') {
+                format!("granule-{} ktest {}", m.granule, m.feature)
+            } else {
+                format!("granule-{} ktest hotmem-mm/{}", m.granule, m.feature)
+            },
         ])
         .output()
         .expect("run cargo");

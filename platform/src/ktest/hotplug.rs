@@ -48,13 +48,37 @@ fn read_word(va: u64) -> u64 {
     }
 }
 
-/// Secondary-CPU workload: fill and verify a private 64 KiB buffer until told to stop;
-/// returns iterations in the low 32 bits and corrupt words in the high 32.
-fn checksum_workload(buf_pa: u64) -> u64 {
+/// Stress pages each secondary CPU verified through the movable window (indexed by CPU).
+static WINDOW_READS: [core::sync::atomic::AtomicU64; smp::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; smp::MAX_CPUS];
+/// Window pages found corrupt or unmapped by the secondary CPUs.
+static WINDOW_BAD: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Secondary-CPU workload: fill and verify a private 64 KiB buffer, and verify one stress
+/// page per round through the movable window (while CPU 0 offlines blocks, so migration re-points the
+/// window under it), until told to stop; returns iterations in the low 32 bits and corrupt
+/// words in the high 32. `arg` = buffer PA | CPU index.
+fn checksum_workload(arg: u64) -> u64 {
+    let (buf_pa, cpu) = (arg & !0xfff, (arg & 0xfff) as usize);
     let words = (64 << 10) / 8;
     let p = layout::phys_to_virt(buf_pa) as *mut u64;
     let (mut iters, mut bad) = (0u64, 0u64);
+    let mut next = 0usize;
     while !WORKLOAD_STOP.load(Relaxed) {
+        // One window page per round keeps the handles lock from dominating the run.
+        let slots = hp::stress_slots();
+        if slots > 0 {
+            next = (next + 1) % slots;
+            match hp::stress_verify_one(next) {
+                Some(true) => {
+                    WINDOW_READS[cpu].fetch_add(1, Relaxed);
+                }
+                Some(false) => {
+                    WINDOW_BAD.fetch_add(1, Relaxed);
+                }
+                None => {}
+            }
+        }
         for i in 0..words {
             // SAFETY: a buffer this CPU alone owns (allocated by the test, freed after `collect`).
             unsafe { p.add(i).write_volatile(i as u64 ^ iters) };
@@ -73,19 +97,24 @@ fn checksum_workload(buf_pa: u64) -> u64 {
 static WORKLOAD_STOP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// probe → online (each policy in turn) → stress on the new memory → offline (migrating) →
-/// remove, many times, with 1 to 4 blocks, while every other CPU runs a memory workload; every
-/// checksum verified, and free pages, page-table pages and memmap (altmap) counters back at
-/// their first values.
+/// remove, many times, with 1 to 4 blocks, while every other CPU runs a memory workload and
+/// verifies stress pages through the movable window; every checksum verified, every offline
+/// of a block holding stress data migrated it (`migrated_pages` grew by at least that much),
+/// and free pages, page-table pages and memmap (altmap) counters back at their first values.
 fn hotplug_cycles(_: &Platform) -> Result<(), String> {
     let (start, blocks) = held_back(4)?;
     let order = (64u64 << 10).div_ceil(layout::PAGE_SIZE).trailing_zeros();
     let mut workers = Vec::new();
     WORKLOAD_STOP.store(false, Relaxed);
+    WINDOW_BAD.store(0, Relaxed);
+    for r in &WINDOW_READS {
+        r.store(0, Relaxed);
+    }
     for cpu in 1..smp::MAX_CPUS {
         if smp::online_mask() & (1 << cpu) != 0 {
             let buf = memory::alloc_pages(order).ok_or_else(|| String::from("no memory for a workload buffer"))?;
             kassert!(
-                smp::post(cpu, checksum_workload, buf),
+                smp::post(cpu, checksum_workload, buf | cpu as u64),
                 "cpu {cpu} did not take the workload"
             );
             workers.push((cpu, buf));
@@ -102,8 +131,37 @@ fn hotplug_cycles(_: &Platform) -> Result<(), String> {
             r & 0xffff_ffff,
             r >> 32
         );
+        kassert!(
+            result.is_err() || WINDOW_READS[cpu].load(Relaxed) > 0,
+            "cpu {cpu} verified no stress page through the movable window"
+        );
     }
+    let bad = WINDOW_BAD.load(Relaxed);
+    kassert!(
+        result.is_err() || bad == 0,
+        "{bad} stress pages read wrong or faulted through the movable window on other CPUs"
+    );
     result
+}
+
+/// Stress pages per cycle at most (2 MiB on 16K and 64K; fewer than 2 MiB on 4K, where every
+/// migrated page costs a broadcast TLBI that each vCPU must take).
+const STRESS_PAGES: u64 = 128;
+
+/// Allocate (and return) free kernel blocks until the allocator hands out one inside
+/// `[pfn, pfn + nr)` (given back at once), largest order first.
+fn hold_normal_outside(pfn: u64, nr: u64) -> Vec<(u64, u32)> {
+    let mut held = Vec::new();
+    for order in (0..=G.max_order()).rev() {
+        while let Some(pa) = memory::alloc_pages(order) {
+            if (pfn..pfn + nr).contains(&(pa >> PAGE_SHIFT)) {
+                let _ = memory::free_pages(pa, order);
+                break;
+            }
+            held.push((pa, order));
+        }
+    }
+    held
 }
 
 fn hotplug_cycles_inner(start: u64, blocks: u64) -> Result<(), String> {
@@ -119,6 +177,7 @@ fn hotplug_cycles_inner(start: u64, blocks: u64) -> Result<(), String> {
     for c in 0..cycles {
         let n = 1 + c % blocks.min(4);
         let (size, (t, policy)) = (n * bs, types[(c % 4) as usize]);
+        let mut moved = 0;
         let ids = hp::with_hotplug(|h, ops| {
             h.policy = policy;
             h.add_memory(ops, None, start, size, MOM)
@@ -128,10 +187,33 @@ fn hotplug_cycles_inner(start: u64, blocks: u64) -> Result<(), String> {
             hp::with_hotplug(|h, ops| h.online_block(ops, id, t))
                 .map_err(|e| format!("cycle {c}: online {id}: {e}"))?;
         }
-        let r = hp::stress_fill(2 << 20).map_err(|e| format!("cycle {c}: stress: {e}"))?;
+        // Hold every free ZONE_NORMAL page outside the new range (kernel allocations, not
+        // written, so cheap) while stress allocates: its pages then land in the new blocks
+        // whatever zone they were onlined to, so every cycle's offline has data to migrate.
+        let held = hold_normal_outside(start >> PAGE_SHIFT, size >> PAGE_SHIFT);
+        let r = hp::stress_fill(STRESS_PAGES.min((2 << 20) / layout::PAGE_SIZE) * layout::PAGE_SIZE);
+        for &(pa, order) in &held {
+            memory::free_pages(pa, order).map_err(|e| format!("cycle {c}: free held: {e:?}"))?;
+        }
+        let r = r.map_err(|e| format!("cycle {c}: stress: {e}"))?;
         kassert!(r.bad == 0, "cycle {c}: {} stress pages corrupt", r.bad);
+        let in_range = hp::stress_pages_in(start >> PAGE_SHIFT, size >> PAGE_SHIFT);
+        kassert!(in_range > 0, "cycle {c}: no stress page landed in the new blocks");
         for &id in ids.iter().rev() {
+            let (pfn, nr) = ((id * bs) >> PAGE_SHIFT, bs >> PAGE_SHIFT);
+            let held = hp::stress_pages_in(pfn, nr);
+            let m0 = hp::HANDLES.lock().migrated_pages;
             hp::with_hotplug(|h, ops| h.offline_block(ops, id)).map_err(|e| format!("cycle {c}: offline {id}: {e}"))?;
+            let migrated = hp::HANDLES.lock().migrated_pages - m0;
+            kassert!(
+                migrated >= held && (held == 0 || migrated > 0),
+                "cycle {c}: offline of block {id} holding {held} stress pages migrated {migrated}"
+            );
+            kassert!(
+                hp::stress_pages_in(pfn, nr) == 0,
+                "cycle {c}: stress pages left in offline block {id}"
+            );
+            moved += migrated;
         }
         let v = hp::stress_verify();
         kassert!(
@@ -140,6 +222,7 @@ fn hotplug_cycles_inner(start: u64, blocks: u64) -> Result<(), String> {
             v.verified,
             r.allocations
         );
+        crate::println!("ktest: hotplug_cycles cycle={c} blocks={n} type={t:?} migrated_pages={moved}");
         hp::with_hotplug(|h, ops| h.remove_memory(ops, start, size)).map_err(|e| format!("cycle {c}: remove: {e}"))?;
         hp::stress_free();
         let now = snapshot();
@@ -366,6 +449,11 @@ fn failed_offline_rolls_back_cleanly(_: &Platform) -> Result<(), String> {
         memory::free_pages(pa, order).map_err(|e| format!("free: {e:?}"))?;
     }
     hp::stress_free();
+    // Retry and remove before judging, so a failed check leaves the held-back range free for
+    // the next test (a broken migration then fails every test that migrates, not just this).
+    let retry = hp::with_hotplug(|h, ops| h.offline_block(ops, id))
+        .map_err(|e| format!("offline after stress free: {e}"))
+        .and_then(|_| hp::with_hotplug(|h, ops| h.remove_memory(ops, start, bs)).map_err(|e| format!("remove: {e}")));
     let census = census.map_err(|e| format!("after the failed offline: {e}"))?;
     let moved = match r {
         Err(HotplugError::NoMigrationTarget { moved, left, .. }) if left > 0 => moved,
@@ -380,8 +468,6 @@ fn failed_offline_rolls_back_cleanly(_: &Platform) -> Result<(), String> {
         v.bad == 0 && v.verified == v.allocations,
         "stress data after the rollback: {v:?}"
     );
-    hp::with_hotplug(|h, ops| h.offline_block(ops, id)).map_err(|e| format!("offline after stress free: {e}"))?;
-    hp::with_hotplug(|h, ops| h.remove_memory(ops, start, bs)).map_err(|e| format!("remove: {e}"))?;
-    Ok(())
+    retry
 }
 ktest!(failed_offline_rolls_back_cleanly);
