@@ -405,6 +405,7 @@ pub struct StressReport {
 
 /// Why `stress <size>` stopped early (the allocations made so far are kept).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // each says what ran out
 pub enum StressError {
     /// No free movable page left after `done` allocations.
     OutOfMemory { done: u64 },
@@ -532,12 +533,14 @@ pub fn stress_verify_one(i: usize) -> Option<bool> {
     Some(mapped && with_window(h, order, |d| intact(d)).unwrap_or(false))
 }
 
-/// Stress allocation indices are below this.
+/// Stress allocation indices are below this (in-guest tests).
+#[cfg(feature = "ktest")]
 pub fn stress_slots() -> usize {
     HANDLES.lock().slot_count()
 }
 
-/// Pages of live stress allocations in `[pfn, pfn + nr)`.
+/// Pages of live stress allocations in `[pfn, pfn + nr)` (in-guest tests).
+#[cfg(feature = "ktest")]
 pub fn stress_pages_in(pfn: u64, nr: u64) -> u64 {
     HANDLES
         .lock()

@@ -250,12 +250,14 @@ const GUEST_MUTANTS: &[GuestMutant] = &[
         feature: "hotmem-platform/mutant-migrate-no-remap",
         granule: "16k",
         cpu: "max,lpa2=off",
+        only: "hotplug_cycles",
         expect: "name=hotplug_cycles msg=cycle 0: after offline",
     },
     GuestMutant {
         feature: "hotmem-platform/mutant-migrate-no-tlbi",
         granule: "4k",
         cpu: "cortex-a76",
+        only: "hotplug_cycles",
         // A movable-window VA (4K/48: the window starts at 0xffff820040000000).
         expect: "the leaf for va=0xffff82004",
     },
