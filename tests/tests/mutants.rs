@@ -220,7 +220,10 @@ const GUEST_MUTANTS: &[GuestMutant] = &[
         granule: "4k",
         cpu: "cortex-a76",
         only: "base_page_window_removal_faults_on_every_cpu",
-        expect: "name=base_page_window_removal_faults_on_every_cpu msg=(cpu, page) still translating",
+        // The movable window's boot-time table set-up (map, then unmap without freeing tables)
+        // already leaves an uninvalidated leaf, so the checker stops the boot before the window
+        // test runs (docs/teardown.md has the by-hand runs where the window test speaks).
+        expect: "was cleared but not yet invalidated",
     },
     GuestMutant {
         feature: "mutant-tlbi-off-by-one-page",
