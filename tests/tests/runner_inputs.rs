@@ -239,6 +239,9 @@ fn resume_and_wait_for_eject(s: &mut Session) {
         l.is_some_and(|l| l.contains("ejected")),
         "the guest did not eject dimm0 after cont"
     );
+    // The guest prints its line as it ejects; QEMU's DEVICE_DELETED follows on the QMP socket.
+    // Give it time to arrive, so the next host command sees it (under load it can lag).
+    std::thread::sleep(Duration::from_secs(1));
 }
 
 /// Item 6.
