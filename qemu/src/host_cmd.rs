@@ -799,6 +799,19 @@ pub struct Resized {
 }
 
 impl Resized {
+    /// A resize of `id` to `requested` that has not started: `plugged` before and after.
+    pub fn unchanged(id: &str, requested: u64, plugged: u64) -> Resized {
+        Resized {
+            id: id.to_string(),
+            requested,
+            plugged_before: plugged,
+            plugged_after: plugged,
+            result: VmemResult::Already,
+            elapsed: Duration::ZERO,
+            guest_line: None,
+        }
+    }
+
     pub fn done(&self) -> bool {
         matches!(self.result, VmemResult::Done | VmemResult::Already)
     }
@@ -879,15 +892,7 @@ pub fn vmem_set_requested(qmp: &mut Qmp, id: &str, size: u64) -> Result<(), QmpE
 /// until it equals the request or `timeout` passes.
 pub fn vmem_resize_polling(qmp: &mut Qmp, id: &str, size: u64, timeout: Duration) -> Result<Resized, QmpError> {
     let before = find_vmem(qmp, id)?;
-    let mut r = Resized {
-        id: id.to_string(),
-        requested: size,
-        plugged_before: before.size,
-        plugged_after: before.size,
-        result: VmemResult::Already,
-        elapsed: Duration::ZERO,
-        guest_line: None,
-    };
+    let mut r = Resized::unchanged(id, size, before.size);
     if before.size == size && before.requested == size {
         return Ok(r);
     }

@@ -464,15 +464,7 @@ pub fn vmem_on(
     size: u64,
 ) -> Result<Resized, SessionError> {
     let before = host_cmd::find_vmem(qmp, id)?;
-    let mut r = Resized {
-        id: id.to_string(),
-        requested: size,
-        plugged_before: before.size,
-        plugged_after: before.size,
-        result: VmemResult::Already,
-        elapsed: Duration::ZERO,
-        guest_line: None,
-    };
+    let mut r = Resized::unchanged(id, size, before.size);
     if before.size == size && before.requested == size {
         return Ok(r);
     }
