@@ -197,17 +197,20 @@ impl TeardownChecker {
             .filter(move |m| overlaps(m.pa, m.pa_size, pa, size))
     }
 
+    /// A cleared, not yet invalidated entry pointing into `[pa, pa + size)`.
+    fn pending_over(&self, pa: u64, size: u64) -> Option<Mapping> {
+        self.pending
+            .iter()
+            .find(|p| overlaps(p.pa, p.pa_size, pa, size))
+            .copied()
+    }
+
     /// `[pa, pa + size)` is about to go back to an allocator: refused if a pending entry points
     /// into it, or a live one other than the linear alias maps it.
     pub fn freeing(&mut self, pa: u64, size: u64) -> Result<(), Violation> {
         self.frees_checked += 1;
         self.check_published(pa, size)?;
-        if let Some(p) = self
-            .pending
-            .iter()
-            .find(|p| overlaps(p.pa, p.pa_size, pa, size))
-            .copied()
-        {
+        if let Some(p) = self.pending_over(pa, size) {
             return self.refuse(ViolationKind::FreedWhilePending, pa, size, p);
         }
         let hit = self.live_at(pa, size).find(|m| !self.is_alias(m)).copied();
@@ -222,12 +225,7 @@ impl TeardownChecker {
     pub fn released(&mut self, pa: u64, size: u64) -> Result<(), Violation> {
         self.frees_checked += 1;
         self.check_published(pa, size)?;
-        if let Some(p) = self
-            .pending
-            .iter()
-            .find(|p| overlaps(p.pa, p.pa_size, pa, size))
-            .copied()
-        {
+        if let Some(p) = self.pending_over(pa, size) {
             return self.refuse(ViolationKind::RemovedWhilePending, pa, size, p);
         }
         let hit = self.live_at(pa, size).next().copied();
