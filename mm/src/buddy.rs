@@ -7,6 +7,7 @@
 //! it is either taken offline or unisolated.
 
 use crate::page::{flags, Memmap, Page, ZoneId, NO_PFN};
+use arch::mutant::{self, Mutant};
 
 mod check;
 pub use check::{Rule, Violation, ZoneCensus};
@@ -349,9 +350,10 @@ impl<M: Memmap> PageAlloc<M> {
     /// moves whole pageblocks the same way).
     pub fn unisolate_range(&mut self, start: u64, nr: u64) -> Result<(), BuddyError> {
         self.check_range(start, nr)?;
-        #[cfg(feature = "mutant-unisolate-early-clear")]
-        for pfn in start..start + nr {
-            self.pg(pfn).flags &= !flags::ISOLATED;
+        if mutant::on(Mutant::UnisolateEarlyClear) {
+            for pfn in start..start + nr {
+                self.pg(pfn).flags &= !flags::ISOLATED;
+            }
         }
         self.for_each_head(start, nr, |a, pfn, p| {
             let len = if p.has(flags::BUDDY | flags::HEAD) {

@@ -3,7 +3,9 @@
 //! real buddy over a host memmap, and real migration; it can fail the N-th fallible operation.
 //! Every page-table change, TLBI and free goes through the teardown checker and a 4-CPU TLB
 //! model: the CPUs touch every new mapping, and after each removal no CPU may still translate a
-//! removed VA nor walk a freed table page.
+//! removed VA nor walk a freed table page. Movable data is reached through a movable window
+//! (as the kernel's `stress` pages are), so migration re-points real translations: every CPU
+//! reads a block right before it moves, and none may reach the old frame afterwards.
 
 #[macro_use]
 mod common;
@@ -16,7 +18,7 @@ use mm::altmap::Altmap;
 use mm::buddy::{AllocKind, PageAlloc, Violation};
 use mm::geometry::*;
 use mm::hotplug::*;
-use mm::migrate::{offline_pages, Handles};
+use mm::migrate::{move_window_block, offline_pages, Handle, Handles};
 use mm::page::{flags, Memmap, Page, ZoneId};
 use mm::pgtable::testing::{Checker, HostTables, ModelTlb};
 use mm::pgtable::*;
@@ -112,6 +114,14 @@ impl<C: Config> Machine<C> {
             sections: Rc::default(),
             pages_per_section: g.pages_per_section(),
         };
+        // The window's first tables exist from the start (the kernel builds its window's tables
+        // at boot), so the table count of a test with a few handles is stable.
+        let mut pt = pt;
+        let va = Self::window_va(Handle(0));
+        pt.map(&mut tables, va, 0, g.page_size(), Attrs::NORMAL_RW, MapFlags::PAGES)
+            .unwrap();
+        pt.unmap_within(&mut tables, &mut tlb, va, g.page_size(), va, va + g.page_size())
+            .unwrap();
         Machine {
             pt,
             tables,
@@ -152,6 +162,39 @@ impl<C: Config> Machine<C> {
     fn linear_region() -> (u64, u64) {
         let g = C::GEOM;
         (g.ttbr1_base(), g.ttbr1_base() + (1 << (g.va_bits - 1)))
+    }
+
+    /// The movable window: handle `h` is mapped at `start + h * 8 pages` (orders ≤ 3 here),
+    /// after the vmemmap region.
+    fn window_va(h: Handle) -> u64 {
+        let g = C::GEOM;
+        Self::vmemmap_region().1 + h.0 as u64 * 8 * g.page_size()
+    }
+
+    /// A movable allocation, mapped at its window VA (base pages, published by the engine).
+    fn alloc_movable(&mut self, order: u32) -> Option<Handle> {
+        let g = C::GEOM;
+        let h = self.handles.alloc(&mut self.alloc, order)?;
+        let (pfn, _) = self.handles.get(h).unwrap();
+        let size = g.page_size() << order;
+        self.pt
+            .map(&mut self.tables, Self::window_va(h), pfn << g.page_shift, size, Attrs::NORMAL_RW, MapFlags::PAGES)
+            .expect("map the movable window");
+        Some(h)
+    }
+
+    /// Unmap a movable allocation from the window (clear, invalidate), then free it.
+    fn free_movable(&mut self, h: Handle) {
+        let g = C::GEOM;
+        let (pfn, order) = self.handles.get(h).unwrap();
+        let (va, size) = (Self::window_va(h), g.page_size() << order);
+        self.pt
+            .unmap_within(&mut self.tables, &mut self.tlb, va, size, va, va + size)
+            .unwrap();
+        if let Err(v) = self.checker.borrow_mut().freeing(pfn << g.page_shift, size) {
+            panic!("teardown order violated freeing a movable page: {v}");
+        }
+        self.handles.free(&mut self.alloc, h).unwrap();
     }
 
     fn vmemmap_region() -> (u64, u64) {
@@ -385,21 +428,49 @@ impl<C: Config> HotplugOps for Machine<C> {
 
     fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
         self.injected()?;
-        let contents = &mut self.contents;
-        let checker = &self.checker;
-        let page = C::GEOM.page_size();
+        let g = C::GEOM;
+        let Machine {
+            pt,
+            tables,
+            tlb,
+            checker,
+            alloc,
+            handles,
+            contents,
+            ..
+        } = self;
         let r = offline_pages(
-            &mut self.alloc,
-            &mut self.handles,
+            alloc,
+            handles,
             pfn,
             nr,
-            |_, src, dst, _| {
-                if let Some(v) = contents.remove(&src) {
-                    contents.insert(dst, v);
+            |h, src, dst, order| {
+                let (va, size) = (Self::window_va(h), g.page_size() << order);
+                // Every CPU uses the block right up to the move.
+                for cpu in 0..NCPUS {
+                    assert_eq!(tlb.touch(cpu, pt, tables, va), Some(src << g.page_shift));
+                }
+                move_window_block(pt, tables, tlb, va, size, dst << g.page_shift, || {
+                    if let Some(v) = contents.remove(&src) {
+                        contents.insert(dst, v);
+                    }
+                })
+                .expect("move through the movable window");
+                for cpu in 0..NCPUS {
+                    for v in (va..va + size).step_by(g.page_size() as usize) {
+                        if let Some(pa) = tlb.translate(cpu, v) {
+                            panic!("TLB model: cpu {cpu} still translates migrated va {v:#x} to {pa:#x}");
+                        }
+                        assert_eq!(
+                            pt.walk(tables, v).leaf.map(|l| l.pa),
+                            Some((dst << g.page_shift) + (v - va)),
+                            "window va {v:#x} does not map the new frame"
+                        );
+                    }
                 }
             },
             |src, order| {
-                let _ = checker.borrow_mut().freeing(src * page, page << order);
+                let _ = checker.borrow_mut().freeing(src << g.page_shift, g.page_size() << order);
             },
         )
         .map(|_| ())
@@ -665,12 +736,12 @@ fn counters_identical_after_cycles<C: Config>() {
         for id in [8, 9] {
             hp.online_block(&mut m, id, t).unwrap();
         }
-        let h: Vec<_> = (0..5).filter_map(|_| m.handles.alloc(&mut m.alloc, 0)).collect();
+        let h: Vec<_> = (0..5).filter_map(|_| m.alloc_movable(0)).collect();
         for id in [9, 8] {
             hp.offline_block(&mut m, id).unwrap();
         }
         for x in h {
-            m.handles.free(&mut m.alloc, x).unwrap();
+            m.free_movable(x);
         }
         assert_eq!(
             (hp.present, *hp.group(grp).unwrap()),
@@ -688,7 +759,7 @@ fn offline_migrates_movable_pages<C: Config>() {
     hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
     let mut hs = Vec::new();
     for i in 0..64u64 {
-        let h = m.handles.alloc(&mut m.alloc, (i % 3) as u32).unwrap();
+        let h = m.alloc_movable((i % 3) as u32).unwrap();
         let (pfn, _) = m.handles.get(h).unwrap();
         assert!(
             pfn >= 8 * g.pages_per_section(),
@@ -997,7 +1068,7 @@ fn rollback_case<C: Config>(
             };
             pins.push((p, order));
         } else {
-            let Some(h) = m.handles.alloc(&mut m.alloc, order) else {
+            let Some(h) = m.alloc_movable(order) else {
                 break;
             };
             let (pfn, _) = m.handles.get(h).unwrap();
@@ -1025,7 +1096,7 @@ fn rollback_case<C: Config>(
         }
         room += 1 << order;
         m.contents.remove(&pfn);
-        m.handles.free(&mut m.alloc, h).unwrap();
+        m.free_movable(h);
         false
     });
     check_all(&m, &hp);
@@ -1088,7 +1159,7 @@ fn rollback_case<C: Config>(
             return true;
         }
         m.contents.remove(&pfn);
-        m.handles.free(&mut m.alloc, h).unwrap();
+        m.free_movable(h);
         false
     });
     hp.offline_block(&mut m, 8).map_err(fail)?;
@@ -1251,7 +1322,7 @@ fn tlb_model_flows_with_and_without_range_tlbi<C: Config>() {
                 hp.online_block(&mut m, id, OnlineType::Movable).unwrap();
             }
             for i in 0..16u64 {
-                let h = m.handles.alloc(&mut m.alloc, (i % 2) as u32).unwrap();
+                let h = m.alloc_movable((i % 2) as u32).unwrap();
                 let (pfn, _) = m.handles.get(h).unwrap();
                 m.contents.insert(pfn, i);
             }

@@ -296,31 +296,21 @@ impl KernelOps {
                     |h, src, dst, order| {
                         let size = PAGE_SIZE << order;
                         let va = movable_va(h);
-                        // Clear the PTE and broadcast-invalidate it (the engine's unmap), so
-                        // no CPU can reach the old frame through the window any more.
-                        #[cfg(not(feature = "mutant-migrate-no-tlbi"))]
-                        let mut tlb = KernelTlb;
-                        #[cfg(feature = "mutant-migrate-no-tlbi")]
-                        let mut tlb = mutant::NoTlbi;
-                        if let Err(e) = pt.unmap_within(t, &mut tlb, va, size, va, va + size) {
-                            crate::trap::fatal_stop(format_args!("migrate: unmap of {va:#x}: {e:?}"));
-                        }
-                        // SAFETY: both blocks are ours under the handle, page-table and
-                        // allocator locks (the source is a live movable allocation no window
-                        // entry maps any more, the destination was just allocated), both
-                        // reached through the linear map, no overlap.
-                        unsafe {
-                            core::ptr::copy_nonoverlapping(
-                                layout::phys_to_virt(src << PAGE_SHIFT) as *const u8,
-                                layout::phys_to_virt(dst << PAGE_SHIFT) as *mut u8,
-                                size as usize,
-                            )
-                        };
-                        if !cfg!(feature = "mutant-migrate-no-remap") {
-                            // Same VA, new frame (the engine publishes it: DSB ISHST; ISB).
-                            if let Err(e) = pt.map(t, va, dst << PAGE_SHIFT, size, Attrs::NORMAL_RW, MapFlags::PAGES) {
-                                crate::trap::fatal_stop(format_args!("migrate: map of {va:#x}: {e:?}"));
+                        let moved = mm::migrate::move_window_block(pt, t, &mut KernelTlb, va, size, dst << PAGE_SHIFT, || {
+                            // SAFETY: both blocks are ours under the handle, page-table and
+                            // allocator locks (the source is a live movable allocation no
+                            // window entry maps any more, the destination was just allocated),
+                            // both reached through the linear map, no overlap.
+                            unsafe {
+                                core::ptr::copy_nonoverlapping(
+                                    layout::phys_to_virt(src << PAGE_SHIFT) as *const u8,
+                                    layout::phys_to_virt(dst << PAGE_SHIFT) as *mut u8,
+                                    size as usize,
+                                )
                             }
+                        });
+                        if let Err(e) = moved {
+                            crate::trap::fatal_stop(format_args!("migrate: window at {va:#x}: {e:?}"));
                         }
                     },
                     |src, order| {
@@ -336,21 +326,6 @@ impl KernelOps {
         })
         .map(|_| ())
         .map_err(|e| HotplugError::from_offline(block, e))
-    }
-}
-
-/// Mutant (tests only): migration clears the window PTE but issues no TLBI.
-#[cfg(feature = "mutant-migrate-no-tlbi")]
-mod mutant {
-    pub struct NoTlbi;
-    impl arch::tlb::TlbInvalidate for NoTlbi {
-        fn flush_kernel_range(&mut self, _: u64, _: u64, _: u32) {}
-        fn flush_kernel_pgtable(&mut self, _: u64) {}
-        fn flush_all(&mut self) {}
-        #[cfg(feature = "ktest")]
-        fn cleared(&mut self, m: arch::tlb::Mapping) {
-            crate::teardown::KernelTlb.cleared(m);
-        }
     }
 }
 

@@ -135,6 +135,8 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         fw_cfg.as_ref().and_then(fw_cfg::cmdline).unwrap_or_default()
     };
     let (opts, cmdline_warnings) = cmdline::parse(&cmdline_text);
+    // A planted bug (test kernel with `mutants` only) is on before anything it breaks runs.
+    let mutant = opts.mutant.as_deref().map(|name| (name, arch::mutant::select(name)));
     let (ram, held_back) = cmdline::apply_mem_limit(&plat.memory, opts.mem);
     let (ram, beyond_linear) = memory::clip_to_linear(&ram);
     plat.memory = ram;
@@ -193,6 +195,18 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     println!("boot: cmdline=\"{}\"", cmdline_text);
     for w in cmdline_warnings {
         println!("cmdline: {w}");
+    }
+    match mutant {
+        Some((name, Ok(_))) => println!("boot: mutant={name} (a planted bug: tests only)"),
+        // A mutant run that silently ran without its mutant would pass for the wrong reason.
+        Some((name, Err(e))) => boot_failed(format_args!(
+            "mutant={name}: {}",
+            match e {
+                arch::mutant::SelectError::Unknown => "no such mutant",
+                arch::mutant::SelectError::NotBuilt => "this kernel was built without the `mutants` feature",
+            }
+        )),
+        None => {}
     }
     for m in &plat.memory {
         println!("boot: memory base={:#x} size={:#x} ({})", m.base, m.size, Size(m.size));
