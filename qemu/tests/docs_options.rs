@@ -43,7 +43,11 @@ fn help_entries(help: &str, prefix: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for line in help.lines() {
         let t = line.trim_start();
-        let t = t.strip_prefix("-h, ").unwrap_or(t);
+        // A short form first (`-h, --help`, as clap prints it).
+        let t = match t.as_bytes() {
+            [b'-', c, b',', b' ', ..] if c.is_ascii_alphanumeric() => &t[4..],
+            _ => t,
+        };
         if !t.starts_with(prefix) || t.starts_with("---") {
             continue;
         }
