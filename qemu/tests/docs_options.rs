@@ -42,6 +42,10 @@ fn tokens(text: &str, prefix: &str) -> BTreeSet<String> {
 fn help_entries(help: &str, prefix: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for line in help.lines() {
+        // Visible aliases, as clap prints them: `[aliases: --va]`.
+        if let Some(i) = line.find("[alias") {
+            out.extend(tokens(&line[i..], prefix));
+        }
         let t = line.trim_start();
         // A short form first (`-h, --help`, as clap prints it).
         let t = match t.as_bytes() {
