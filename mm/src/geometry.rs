@@ -15,7 +15,7 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    /// The seven configurations of the build matrix (DESIGN §3).
+    /// The seven configurations of the build matrix (docs/design.md#configuration-matrix).
     pub const MATRIX: [Geometry; 7] = [
         Geometry::new(12, 39),
         Geometry::new(12, 48),
@@ -240,7 +240,7 @@ mod tests {
     #[test]
     fn sparse_invariants() {
         for g in Geometry::MATRIX {
-            // A MAX_PAGE_ORDER block never spans two sections (digest invariant 2).
+            // A MAX_PAGE_ORDER block never spans two sections (docs/design.md#sparse-model-and-memmap).
             assert!(g.max_order() + g.page_shift <= g.section_shift(), "{g:?}");
             assert_eq!(g.memmap_per_section() % g.page_size(), 0, "{g:?}");
         }

@@ -1,7 +1,7 @@
 //! The teardown-order checker: "freed while still mapped or not yet invalidated" detected at
 //! run time.
 //!
-//! Rule (README "Teardown contract"): an entry is cleared, then the TLB is invalidated
+//! Rule (docs/teardown.md): an entry is cleared, then the TLB is invalidated
 //! (broadcast, with barriers, by an instruction that covers it: a last-level TLBI for a leaf,
 //! a walk-cache TLBI for a table entry), and only then may the page it pointed at — a leaf's
 //! backing page or a table page — be freed. The checker sees both directions of every entry

@@ -254,7 +254,7 @@ fn no_memory_rolls_back_completely<C: Config>() {
     }
 }
 
-/// Linux regressions (digest §2.3): a sub-section populate must use base pages, and a later
+/// Linux regressions (docs/design.md#vmemmap): a sub-section populate must use base pages, and a later
 /// full-section populate over the resulting *table* PMD must add base pages, not assume the
 /// PMD is populated (and must not try to install a block over the table).
 fn subsection_then_full_section_uses_base_pages<C: Config>() {

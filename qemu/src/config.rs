@@ -1,4 +1,4 @@
-//! Build and machine configurations: granule × VA size (the kernel build matrix, DESIGN §3),
+//! Build and machine configurations: granule × VA size (the kernel build matrix, docs/design.md#configuration-matrix),
 //! boot mode, GIC version, memory size.
 
 use std::fmt;
@@ -167,7 +167,7 @@ impl KernelConfig {
         n
     }
 
-    /// Number of translation levels (DESIGN §3): `(va_bits - 4) / (page_shift - 3)`.
+    /// Number of translation levels (docs/design.md#configuration-matrix): `(va_bits - 4) / (page_shift - 3)`.
     pub fn levels(&self) -> u32 {
         (self.va_bits - 4) / (self.granule.page_shift() - 3)
     }
@@ -184,7 +184,7 @@ impl fmt::Display for KernelConfig {
     }
 }
 
-/// How QEMU loads the kernel (DESIGN §4).
+/// How QEMU loads the kernel (docs/design.md#boot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BootMode {
     /// `-bios hotmem.bin`: runs from flash at 0, relocates itself; GED/DIMM hotplug exist.

@@ -1,7 +1,7 @@
 //! Driving a guest console non-interactively: spawn a process (QEMU, or a fake guest in tests)
 //! with piped stdio, collect (and optionally echo) its output as it arrives, wait for the
 //! prompt before typing each command, and enforce one overall deadline after which the process
-//! is killed with SIGKILL (a hung QEMU may ignore SIGTERM: research/qemu-hotplug.md §7.8).
+//! is killed with SIGKILL (a hung QEMU may ignore SIGTERM: docs/design.md#qemu-pitfalls).
 
 use std::fmt;
 use std::fs::File;

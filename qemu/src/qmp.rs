@@ -15,7 +15,7 @@
 //!   [`Qmp::system_powerdown`]).
 //!
 //! Every wait has a timeout and nothing here can block for ever: a reader thread owns the
-//! receiving side, so a QEMU that stops answering (research/qemu-hotplug.md §7.8: a failing
+//! receiving side, so a QEMU that stops answering (docs/design.md#qemu-pitfalls: a failing
 //! `device_add` can hang QMP on 7.2) costs at most the timeout, and a QEMU that exits closes the
 //! socket ([`QmpError::Closed`]). Replies to commands that timed out are discarded when they
 //! arrive late (their `id` no longer matches).

@@ -433,7 +433,8 @@ pub mod shell;
 pub mod vmem;
 
 /// `cargo run -- ARGS` with `--exec`, through the runner's own option parsing and `--exec`
-/// driver (README acceptance commands): the outcome, and a failure report naming the command.
+/// driver (the acceptance commands of the README, docs/runner.md and docs/hotplug.md): the
+/// outcome, and a failure report naming the command.
 pub struct CliRun {
     pub what: String,
     pub script: String,

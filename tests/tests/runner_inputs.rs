@@ -160,7 +160,7 @@ fn gdb_port_zero_and_gdb_timeouts() {
 /// Item 9.
 #[test]
 fn smp_above_the_kernel_limit_is_refused() {
-    // The kernel's own constant (platform/src/smp.rs), whatever it is (README: 8).
+    // The kernel's own constant (platform/src/smp.rs), whatever it is (docs/runner.md: 8).
     let max = kernel_max_cpus();
     assert_eq!(
         parse(&["--smp", &max.to_string(), "--gic", "3"]).unwrap().machine.smp,

@@ -85,7 +85,7 @@ class Help(HmCommand):
                 out([c.usage, "%-32s %s" % ("", c.summary)])
             else:
                 out(["%-32s %s" % (c.usage, c.summary)])
-        out(["(the README's 'Debugging with GDB' section has a worked session; `help hm-walk` etc. for details)"])
+        out(["(docs/gdb.md has a worked session; `help hm-walk` etc. for details)"])
 
 
 @command
