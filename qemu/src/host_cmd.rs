@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub use mm::size::Size;
+
 use crate::qmp::{MemoryDevice, OspmStatus, PendingUnplug, Qmp, QmpError, QmpEvent};
 
 /// `ACPI_DEVICE_OST` source of an insert (ACPI "device check" / hot-add).
@@ -76,37 +78,14 @@ pub fn is_host_command(line: &str) -> bool {
     line.trim_start().starts_with(':')
 }
 
-/// Parses a size: decimal or `0x` hex bytes, optional `_` separators and K/M/G/T suffix.
+/// Parses a non-zero size with [`mm::size::parse_size`]: decimal or `0x` hex bytes, optional
+/// `_` separators and K/M/G/T suffix.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let bad = || format!("`{s}` is not a size (examples: 1G, 512M, 0x8000000)");
-    let t: String = s.trim().chars().filter(|&c| c != '_').collect();
-    let (digits, shift) = match t.as_bytes().last() {
-        Some(b'k' | b'K') => (&t[..t.len() - 1], 10),
-        Some(b'm' | b'M') => (&t[..t.len() - 1], 20),
-        Some(b'g' | b'G') => (&t[..t.len() - 1], 30),
-        Some(b't' | b'T') => (&t[..t.len() - 1], 40),
-        _ => (&t[..], 0),
-    };
-    let v = match digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
-        Some(h) if shift == 0 => u64::from_str_radix(h, 16).map_err(|_| bad())?,
-        Some(_) => return Err(bad()),
-        None => digits.parse::<u64>().map_err(|_| bad())?,
-    };
-    let v = v.checked_mul(1 << shift).ok_or_else(bad)?;
-    if v == 0 {
-        return Err(format!("size `{s}` must be larger than zero"));
+    match mm::size::parse_size(s.trim()) {
+        Ok(0) => Err(format!("size `{s}` must be larger than zero")),
+        Ok(v) => Ok(v),
+        Err(_) => Err(format!("`{s}` is not a size (examples: 1G, 512M, 0x8000000)")),
     }
-    Ok(v)
-}
-
-/// `1G`, `128M`, `64K`, or `0x...` bytes: the shortest exact spelling.
-pub fn format_size(v: u64) -> String {
-    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
-        if v != 0 && v.is_multiple_of(1u64 << shift) {
-            return format!("{}{unit}", v >> shift);
-        }
-    }
-    format!("{v:#x}")
 }
 
 fn valid_id(id: &str) -> bool {
@@ -268,7 +247,7 @@ impl Plugged {
         if let Some(a) = self.addr {
             l.push_str(&format!(" addr={a:#x}"));
         }
-        l.push_str(&format!(" size={}", format_size(self.size)));
+        l.push_str(&format!(" size={}", Size(self.size)));
         if !matches!(self.result, PlugResult::NoAnswer { .. }) {
             l.push_str(&format!(" time_ms={}", self.elapsed.as_millis()));
         }
@@ -665,7 +644,7 @@ impl fmt::Display for DimmRow {
             d.id.as_deref().unwrap_or("-"),
             d.slot.map_or("-".into(), |s| s.to_string()),
             d.addr,
-            format_size(d.size),
+            Size(d.size),
             d.hotplugged,
             d.memdev_id().unwrap_or("-"),
         )?;
@@ -733,15 +712,6 @@ impl VmemDevice {
     }
 }
 
-/// `0`, `1G`, `2M`, ... (sizes that may be zero).
-pub fn format_size0(v: u64) -> String {
-    if v == 0 {
-        "0".into()
-    } else {
-        format_size(v)
-    }
-}
-
 impl fmt::Display for VmemDevice {
     /// `vmems: id=vmem0 addr=0x80000000 region=4G block=2M plugged=2G requested=2G node=0 memdev=mem-vmem0`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -750,10 +720,10 @@ impl fmt::Display for VmemDevice {
             "vmems: id={} addr={:#x} region={} block={} plugged={} requested={} node={} memdev={}",
             self.id,
             self.memaddr,
-            format_size0(self.max_size),
-            format_size0(self.block_size),
-            format_size0(self.size),
-            format_size0(self.requested),
+            Size(self.max_size),
+            Size(self.block_size),
+            Size(self.size),
+            Size(self.requested),
             self.node,
             self.memdev
                 .as_deref()
@@ -821,8 +791,8 @@ impl Resized {
         let head = format!(
             "vmem: id={} requested={} plugged={}",
             self.id,
-            format_size0(self.requested),
-            format_size0(self.plugged_after)
+            Size(self.requested),
+            Size(self.plugged_after)
         );
         let ms = self.elapsed.as_millis();
         match &self.result {
@@ -1090,10 +1060,6 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999T").is_err());
-        assert_eq!(format_size(1 << 30), "1G");
-        assert_eq!(format_size(1536 << 20), "1536M");
-        assert_eq!(format_size(4 << 40), "4T");
-        assert_eq!(format_size(1000), "0x3e8");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use hotmem_qemu::discover::{qemu_once, InstallPolicy};
 use hotmem_qemu::kernel::build_kernel_once;
 use hotmem_qemu::run::{Machine, QemuRun};
 use hotmem_qemu::session::Session;
+use mm::size::Size;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -76,14 +77,6 @@ fn block_size(g: Granule) -> u64 {
     }
 }
 
-fn size_arg(bytes: u64) -> String {
-    if bytes.is_multiple_of(GIB) {
-        format!("{}G", bytes / GIB)
-    } else {
-        format!("{}M", bytes >> 20)
-    }
-}
-
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     v[v.len() / 2]
@@ -108,7 +101,7 @@ fn guest_bench(
     let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
     let max = sizes.iter().copied().max().unwrap_or(GIB);
     let ram = GIB + max;
-    let mem = size_arg(ram);
+    let mem = Size(ram).to_string();
     let run = QemuRun::new(kernel)
         .qemu(qemu)
         .machine(Machine {
@@ -125,7 +118,7 @@ fn guest_bench(
             "memory-backend=ram0".into(),
         ])
         .timeout(Some(Duration::from_secs(600)));
-    let sizes: Vec<String> = sizes.iter().map(|&s| size_arg(s)).collect();
+    let sizes: Vec<String> = sizes.iter().map(|&s| Size(s).to_string()).collect();
     let cmd = format!("bench reps={reps} {}", sizes.join(" "));
     let t0 = Instant::now();
     let out = run.run(&[cmd.as_str(), "poweroff"]).map_err(|e| e.to_string())?;
@@ -186,7 +179,7 @@ fn dimm_bench(
             unplug.push(u.elapsed.as_secs_f64() * 1e3);
         }
         let (pm, um) = (median(&mut plug), median(&mut unplug));
-        println!("{:>9} {:>12.1} {:>14.1} {:>10}", size_arg(size), pm, um, result);
+        println!("{:>9} {:>12.1} {:>14.1} {:>10}", Size(size).to_string(), pm, um, result);
         record(
             out,
             &format!(
