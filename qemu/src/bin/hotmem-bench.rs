@@ -14,6 +14,7 @@
 //! Every result is also a JSON line (`{"kind":...}`), printed and appended to
 //! `target/bench/results.jsonl`, so runs can be compared across commits.
 
+use clap::Parser;
 use hotmem_qemu::config::{BootMode, Granule, KernelConfig};
 use hotmem_qemu::discover::{qemu_once, InstallPolicy};
 use hotmem_qemu::kernel::build_kernel_once;
@@ -25,48 +26,20 @@ use std::time::{Duration, Instant};
 
 const GIB: u64 = 1 << 30;
 
+/// Times memory hotplug in the guest and over QMP for each granule (see the source's header);
+/// JSON lines are appended to target/bench/results.jsonl.
+#[derive(Parser)]
+#[command(name = "hotmem-bench")]
 struct Opts {
-    granules: Vec<Granule>,
-    reps: usize,
+    /// one granule only (default: all three)
+    #[arg(long, value_name = "4k|16k|64k")]
+    granule: Option<Granule>,
+    /// repetitions of each measurement (the median is reported)
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    reps: u64,
+    /// sizes up to 1 GiB only
+    #[arg(long)]
     quick: bool,
-}
-
-fn parse() -> Result<Opts, String> {
-    let mut o = Opts {
-        granules: vec![Granule::K4, Granule::K16, Granule::K64],
-        reps: 5,
-        quick: false,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--granule" => {
-                let v = args.next().ok_or("--granule needs a value")?;
-                o.granules = vec![match v.as_str() {
-                    "4k" => Granule::K4,
-                    "16k" => Granule::K16,
-                    "64k" => Granule::K64,
-                    _ => return Err(format!("unknown granule {v} (4k, 16k, 64k)")),
-                }];
-            }
-            "--reps" => {
-                o.reps = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|&n| n > 0)
-                    .ok_or("--reps needs a positive number")?
-            }
-            "--quick" => o.quick = true,
-            "-h" | "--help" => {
-                println!(
-                    "usage: hotmem-bench [--granule 4k|16k|64k] [--reps N (default 5)] [--quick (sizes up to 1 GiB)]"
-                );
-                std::process::exit(0);
-            }
-            _ => return Err(format!("unknown option {a}")),
-        }
-    }
-    Ok(o)
 }
 
 fn block_size(g: Granule) -> u64 {
@@ -192,13 +165,9 @@ fn dimm_bench(
 }
 
 fn main() {
-    let o = match parse() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("hotmem-bench: {e}");
-            std::process::exit(2);
-        }
-    };
+    // Bad options: clap's message and exit status 2.
+    let o = Opts::parse();
+    let reps = o.reps as usize;
     let qemu = match qemu_once(InstallPolicy::IfRoot) {
         Ok(q) => q.path,
         Err(e) => {
@@ -221,7 +190,7 @@ fn main() {
         .unwrap_or_default();
     let t0 = Instant::now();
     let mut failed = false;
-    for &g in &o.granules {
+    for g in o.granule.map_or(Granule::ALL.to_vec(), |g| vec![g]) {
         let bs = block_size(g);
         let mut sizes = vec![bs, GIB];
         if !o.quick {
@@ -237,7 +206,7 @@ fn main() {
             } else {
                 sizes.clone()
             };
-            match guest_bench(&qemu, g, cpu, &s, o.reps) {
+            match guest_bench(&qemu, g, cpu, &s, reps) {
                 Ok(lines) => {
                     for l in lines {
                         let l = l.trim_end_matches('}');
@@ -257,7 +226,7 @@ fn main() {
             }
         }
         let dimm_sizes = [128 << 20, 512 << 20, GIB, 4 * GIB];
-        if let Err(e) = dimm_bench(&qemu, g, o.reps, &dimm_sizes, &mut out) {
+        if let Err(e) = dimm_bench(&qemu, g, reps, &dimm_sizes, &mut out) {
             eprintln!("hotmem-bench: {g:?} DIMMs: {e}");
             failed = true;
         }
