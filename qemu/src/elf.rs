@@ -2,8 +2,6 @@
 //! `p_paddr - lowest p_paddr`, gaps zero-filled. The result starts with the arm64 `Image`
 //! header and is used both as `-kernel hotmem.bin` and as `-bios hotmem.bin`.
 
-use std::fmt;
-
 const PT_LOAD: u32 = 1;
 const EM_AARCH64: u16 = 183;
 /// Refuse absurd outputs (a stray segment far away would make a huge file). Flash is 64 MiB.
@@ -14,16 +12,9 @@ pub const FLASH_SIZE: u64 = 64 << 20;
 pub const IMAGE_MAGIC_OFFSET: usize = 0x38;
 pub const IMAGE_MAGIC: [u8; 4] = *b"ARM\x64";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ELF: {0}")]
 pub struct ElfError(pub String);
-
-impl fmt::Display for ElfError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ELF: {}", self.0)
-    }
-}
-
-impl std::error::Error for ElfError {}
 
 /// One loadable segment as read from the program headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

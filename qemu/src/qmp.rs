@@ -21,7 +21,6 @@
 //! arrive late (their `id` no longer matches).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::fmt;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
@@ -46,53 +45,25 @@ pub fn qmp_arg(path: &Path) -> String {
 }
 
 /// What went wrong talking to QEMU.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum QmpError {
     /// Could not connect to the socket before the deadline (or QEMU exited first).
-    Connect {
-        path: PathBuf,
-        why: String,
-    },
-    Io(io::Error),
+    #[error("cannot connect to QMP at {}: {why}", path.display())]
+    Connect { path: PathBuf, why: String },
+    #[error("QMP I/O error: {0}")]
+    Io(#[from] io::Error),
     /// QEMU closed the connection (it exited, or was killed).
+    #[error("QEMU closed the QMP connection (it exited?)")]
     Closed,
     /// No reply / event before the deadline.
-    Timeout {
-        waiting_for: String,
-        after: Duration,
-    },
+    #[error("no {waiting_for} from QEMU after {:.1} s", after.as_secs_f64())]
+    Timeout { waiting_for: String, after: Duration },
     /// Something that is not QMP (bad JSON, a reply without `return`/`error`, ...).
+    #[error("QMP protocol error: {0}")]
     Protocol(String),
     /// QEMU answered the command with `{"error": {"class": .., "desc": ..}}`.
-    Command {
-        class: String,
-        desc: String,
-    },
-}
-
-impl fmt::Display for QmpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            QmpError::Connect { path, why } => {
-                write!(f, "cannot connect to QMP at {}: {why}", path.display())
-            }
-            QmpError::Io(e) => write!(f, "QMP I/O error: {e}"),
-            QmpError::Closed => write!(f, "QEMU closed the QMP connection (it exited?)"),
-            QmpError::Timeout { waiting_for, after } => {
-                write!(f, "no {waiting_for} from QEMU after {:.1} s", after.as_secs_f64())
-            }
-            QmpError::Protocol(m) => write!(f, "QMP protocol error: {m}"),
-            QmpError::Command { class, desc } => write!(f, "{desc} ({class})"),
-        }
-    }
-}
-
-impl std::error::Error for QmpError {}
-
-impl From<io::Error> for QmpError {
-    fn from(e: io::Error) -> Self {
-        QmpError::Io(e)
-    }
+    #[error("{desc} ({class})")]
+    Command { class: String, desc: String },
 }
 
 /// One asynchronous QMP event.
