@@ -19,6 +19,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 pub use mm::size::Size;
@@ -327,15 +328,7 @@ impl Unplugged {
 /// The lowest `dimm<N>` that is neither a memory device nor (as `mem-dimm<N>`) an object.
 pub fn next_dimm_id(qmp: &mut Qmp) -> Result<String, QmpError> {
     let devices = qmp.query_memory_devices()?;
-    let objects: Vec<String> = qmp
-        .execute("qom-list", Some(json!({"path": "/objects"})))?
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|o| o.get("name").and_then(Value::as_str).map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+    let objects = qmp.objects()?;
     let taken = |id: &str| {
         devices.iter().any(|d| d.id.as_deref() == Some(id)) || objects.iter().any(|o| *o == format!("mem-{id}"))
     };
@@ -677,39 +670,26 @@ pub fn dimm_rows(qmp: &mut Qmp) -> Result<Vec<DimmRow>, QmpError> {
 }
 
 /// One virtio-mem device as QEMU sees it (`query-memory-devices`, type `virtio-mem`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct VmemDevice {
     pub id: String,
     /// Start of the device's region in guest physical memory.
     pub memaddr: u64,
     /// Plugged bytes (QEMU's `size`).
+    #[serde(default)]
     pub size: u64,
+    #[serde(default, rename = "requested-size")]
     pub requested: u64,
     /// The region (`max-size`).
+    #[serde(default)]
     pub max_size: u64,
+    #[serde(default)]
     pub block_size: u64,
+    #[serde(default)]
     pub node: u64,
+    #[serde(default)]
     pub memdev: Option<String>,
-}
-
-impl VmemDevice {
-    pub fn from_value(v: &Value) -> Option<VmemDevice> {
-        if v.get("type")?.as_str()? != "virtio-mem" {
-            return None;
-        }
-        let d = v.get("data")?;
-        let u = |k: &str| d.get(k).and_then(Value::as_u64);
-        Some(VmemDevice {
-            id: d.get("id")?.as_str()?.to_string(),
-            memaddr: u("memaddr")?,
-            size: u("size").unwrap_or(0),
-            requested: u("requested-size").unwrap_or(0),
-            max_size: u("max-size").unwrap_or(0),
-            block_size: u("block-size").unwrap_or(0),
-            node: u("node").unwrap_or(0),
-            memdev: d.get("memdev").and_then(Value::as_str).map(String::from),
-        })
-    }
 }
 
 impl fmt::Display for VmemDevice {
@@ -734,10 +714,11 @@ impl fmt::Display for VmemDevice {
 
 /// Every virtio-mem device, in QEMU's order.
 pub fn vmem_devices(qmp: &mut Qmp) -> Result<Vec<VmemDevice>, QmpError> {
-    let v = qmp.execute("query-memory-devices", None)?;
-    Ok(v.as_array()
-        .map(|a| a.iter().filter_map(VmemDevice::from_value).collect())
-        .unwrap_or_default())
+    let devices = qmp.memory_devices::<Value>()?.into_iter();
+    Ok(devices
+        .filter(|d| d.kind == "virtio-mem")
+        .filter_map(|d| VmemDevice::deserialize(d.data).ok())
+        .collect())
 }
 
 /// How a `:vmem` resize ended.
@@ -1060,6 +1041,18 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn vmem_device_as_qemu_reports_it() {
+        let d = VmemDevice::deserialize(json!({"id": "vmem0", "memaddr": 0x8000_0000u64, "size": 0,
+            "requested-size": 1u64 << 30, "max-size": 4u64 << 30, "block-size": 2 << 20, "node": 0,
+            "memdev": "/objects/mem-vmem0"}))
+        .unwrap();
+        assert_eq!(
+            d.to_string(),
+            "vmems: id=vmem0 addr=0x80000000 region=4G block=2M plugged=0 requested=1G node=0 memdev=mem-vmem0"
+        );
     }
 
     #[test]

@@ -21,6 +21,8 @@ use hotmem_qemu::kernel::build_kernel_once;
 use hotmem_qemu::run::{Machine, QemuRun};
 use hotmem_qemu::session::Session;
 use mm::size::Size;
+use serde::Serialize;
+use serde_json::{Map, Value};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -55,21 +57,44 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn record(out: &mut Option<std::fs::File>, line: &str) {
+/// One line of `target/bench/results.jsonl`.
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum Record<'a> {
+    /// One `bench-json:` object of the kernel's `bench`, tagged with the commit and CPU model.
+    Guest {
+        commit: &'a str,
+        cpu: &'a str,
+        #[serde(flatten)]
+        guest: Map<String, Value>,
+    },
+    /// DIMM plug/unplug over QMP, host wall time (medians).
+    Dimm {
+        config: String,
+        size: u64,
+        reps: usize,
+        plug_to_ost_ms: f64,
+        unplug_to_deleted_ms: f64,
+        result: &'a str,
+    },
+}
+
+fn record(out: &mut Option<std::fs::File>, r: &Record) {
+    let line = serde_json::to_string(r).expect("a bench record serialises");
     println!("{line}");
     if let Some(f) = out {
         let _ = writeln!(f, "{line}");
     }
 }
 
-/// The kernel's `bench` on held-back RAM; returns its `bench-json` lines.
+/// The kernel's `bench` on held-back RAM; returns its `bench-json` objects.
 fn guest_bench(
     qemu: &std::path::Path,
     g: Granule,
     cpu: &str,
     sizes: &[u64],
     reps: usize,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<Map<String, Value>>, String> {
     let cfg = KernelConfig::default_for(g);
     let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
     let max = sizes.iter().copied().max().unwrap_or(GIB);
@@ -107,12 +132,11 @@ fn guest_bench(
     for l in out.console.lines().filter(|l| l.starts_with("bench: ")) {
         println!("{}", l.trim_end());
     }
-    Ok(out
-        .console
+    out.console
         .lines()
         .filter_map(|l| l.strip_prefix("bench-json: "))
-        .map(|s| s.trim().to_string())
-        .collect())
+        .map(|j| serde_json::from_str(j).map_err(|e| format!("bad bench-json line `{}`: {e}", j.trim())))
+        .collect()
 }
 
 /// Host wall time of DIMM plug/unplug over QMP.
@@ -153,12 +177,18 @@ fn dimm_bench(
         }
         let (pm, um) = (median(&mut plug), median(&mut unplug));
         println!("{:>9} {:>12.1} {:>14.1} {:>10}", Size(size).to_string(), pm, um, result);
-        record(
-            out,
-            &format!(
-                "{{\"kind\":\"dimm\",\"config\":\"{cfg}\",\"size\":{size},\"reps\":{reps},\"plug_to_ost_ms\":{pm:.2},\"unplug_to_deleted_ms\":{um:.2},\"result\":\"{result}\"}}"
-            ),
-        );
+        let ms = |v: f64| (v * 100.0).round() / 100.0;
+        let (plug_to_ost_ms, unplug_to_deleted_ms) = (ms(pm), ms(um));
+        let config = cfg.to_string();
+        let r = Record::Dimm {
+            config,
+            size,
+            reps,
+            plug_to_ost_ms,
+            unplug_to_deleted_ms,
+            result: &result,
+        };
+        record(out, &r);
     }
     let _ = s.guest_exit("poweroff");
     Ok(())
@@ -207,15 +237,15 @@ fn main() {
                 sizes.clone()
             };
             match guest_bench(&qemu, g, cpu, &s, reps) {
-                Ok(lines) => {
-                    for l in lines {
-                        let l = l.trim_end_matches('}');
+                Ok(objects) => {
+                    for guest in objects {
                         record(
                             &mut out,
-                            &format!(
-                                "{{\"kind\":\"guest\",\"commit\":\"{commit}\",\"cpu\":\"{cpu}\",{}}}",
-                                &l[1..]
-                            ),
+                            &Record::Guest {
+                                commit: &commit,
+                                cpu,
+                                guest,
+                            },
                         );
                     }
                 }
