@@ -5,9 +5,6 @@
 //! model: the CPUs touch every new mapping, and after each removal no CPU may still translate a
 //! removed VA nor walk a freed table page.
 
-#[macro_use]
-mod common;
-
 use std::cell::{RefCell, UnsafeCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -481,7 +478,7 @@ fn base<C: Config>() -> u64 {
 
 const MOM: AddFlags = AddFlags { memmap_on_memory: true };
 
-matrix!(
+mm::matrix_tests!(
     add_online_offline_remove_round_trip,
     memmap_on_memory_geometry,
     fault_injection_at_every_step_of_add,
