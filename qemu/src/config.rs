@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use mm::geometry::Geometry;
 use mm::size::{parse_size, Size};
 
 /// Translation granule of a kernel build.
@@ -43,21 +44,23 @@ impl Granule {
         }
     }
 
-    /// VA sizes the kernel supports with this granule.
-    pub fn valid_va_bits(self) -> &'static [u32] {
-        match self {
-            Granule::K4 => &[39, 48],
-            Granule::K16 => &[36, 47, 48],
-            Granule::K64 => &[42, 48],
-        }
+    fn from_page_shift(shift: u32) -> Granule {
+        *Granule::ALL
+            .iter()
+            .find(|g| g.page_shift() == shift)
+            .expect("a granule of the matrix")
+    }
+
+    /// VA sizes the kernel supports with this granule (the build matrix, [`Geometry::MATRIX`]).
+    pub fn valid_va_bits(self) -> Vec<u32> {
+        let geometries = Geometry::MATRIX
+            .into_iter()
+            .filter(|g| g.page_shift == self.page_shift());
+        geometries.map(|g| g.va_bits).collect()
     }
 
     pub fn default_va_bits(self) -> u32 {
-        match self {
-            Granule::K4 => 48,
-            Granule::K16 => 47,
-            Granule::K64 => 48,
-        }
+        Geometry::default_for(self.page_shift()).va_bits
     }
 }
 
@@ -137,18 +140,18 @@ impl KernelConfig {
         self
     }
 
-    /// All seven granule/VA builds of the matrix (without `ktest`).
+    /// All seven granule/VA builds of the matrix (without `ktest`), from [`Geometry::MATRIX`].
     pub fn matrix() -> Vec<KernelConfig> {
-        Granule::ALL
-            .iter()
-            .flat_map(|&g| {
-                g.valid_va_bits().iter().map(move |&va| KernelConfig {
-                    granule: g,
-                    va_bits: va,
-                    ktest: false,
-                })
-            })
+        let config = |g: Geometry| KernelConfig::new(Granule::from_page_shift(g.page_shift), g.va_bits);
+        Geometry::MATRIX
+            .into_iter()
+            .map(|g| config(g).expect("a matrix pair"))
             .collect()
+    }
+
+    /// The translation geometry of this build (`mm`'s model of it).
+    pub fn geometry(&self) -> Geometry {
+        Geometry::new(self.granule.page_shift(), self.va_bits)
     }
 
     /// The `--features` value for `cargo build -p hotmem-platform`.
@@ -169,14 +172,14 @@ impl KernelConfig {
         n
     }
 
-    /// Number of translation levels (DESIGN §3): `(va_bits - 4) / (page_shift - 3)`.
+    /// Number of translation levels ([`Geometry::levels`]).
     pub fn levels(&self) -> u32 {
-        (self.va_bits - 4) / (self.granule.page_shift() - 3)
+        self.geometry().levels()
     }
 
     /// Lowest address of the TTBR1 (kernel) half for this VA size.
     pub fn ttbr1_base(&self) -> u64 {
-        !0u64 << self.va_bits
+        self.geometry().ttbr1_base()
     }
 }
 
