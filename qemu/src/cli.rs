@@ -26,7 +26,8 @@ pub const DEFAULT_BATCH_TIMEOUT: Duration = Duration::from_secs(60);
     override_usage = "cargo run -- [OPTIONS]          (or: target/debug/hotmem [OPTIONS])",
     after_long_help = AFTER_HELP,
     after_help = AFTER_HELP,
-    disable_help_flag = true
+    disable_help_flag = true,
+    args_override_self = true
 )]
 struct Args {
     /// this text
@@ -532,6 +533,8 @@ mod tests {
         let o = run(&["--gdb-port", "5555"]);
         assert_eq!((o.gdb, o.gdb_port), (true, Some(5555)));
         assert_eq!(run(&["--append", "mem=512M"]).append.as_deref(), Some("mem=512M"));
+        // A repeated option: the last one counts (repeatable ones add up).
+        assert_eq!(run(&["--granule", "4k", "--granule=64k"]).kernel.name(), "64k-48");
         assert!(run(&["--dry-run"]).dry_run);
         assert!(err(&["--bogus"]).starts_with("unexpected argument '--bogus'"));
         assert!(err(&["stray"]).starts_with("unexpected argument 'stray'"));

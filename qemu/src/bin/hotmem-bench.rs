@@ -31,7 +31,7 @@ const GIB: u64 = 1 << 30;
 /// Times memory hotplug in the guest and over QMP for each granule (see the source's header);
 /// JSON lines are appended to target/bench/results.jsonl.
 #[derive(Parser)]
-#[command(name = "hotmem-bench")]
+#[command(name = "hotmem-bench", args_override_self = true)]
 struct Opts {
     /// one granule only (default: all three)
     #[arg(long, value_name = "4k|16k|64k")]
