@@ -7,9 +7,6 @@
 //! (as the kernel's `stress` pages are), so migration re-points real translations: every CPU
 //! reads a block right before it moves, and none may reach the old frame afterwards.
 
-#[macro_use]
-mod common;
-
 use std::cell::{RefCell, UnsafeCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -552,7 +549,7 @@ fn base<C: Config>() -> u64 {
 
 const MOM: AddFlags = AddFlags { memmap_on_memory: true };
 
-matrix!(
+mm::matrix_tests!(
     add_online_offline_remove_round_trip,
     memmap_on_memory_geometry,
     fault_injection_at_every_step_of_add,

@@ -4,9 +4,6 @@
 //! with and without FEAT_TLBIRANGE; table pages are freed only once no walk cache holds them;
 //! migration through a movable window leaves no CPU translating the old frame.
 
-#[macro_use]
-mod common;
-
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -81,7 +78,7 @@ fn window<C: Config>() -> u64 {
     g.ttbr1_base() + 7 * g.pmd_size() + 3 * g.page_size()
 }
 
-matrix!(
+mm::matrix_tests!(
     map_publishes_new_entries_before_use,
     base_page_window_removal_with_range_tlbi,
     base_page_window_removal_without_range_tlbi,

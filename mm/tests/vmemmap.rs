@@ -3,9 +3,6 @@
 //! regressions (sub-section populate, table-PMD reuse), and the teardown order (clear →
 //! invalidate → free) checked by `TeardownChecker`, including a deliberately wrong order.
 
-#[macro_use]
-mod common;
-
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -138,7 +135,7 @@ impl<C: Config> Rig<C> {
     }
 }
 
-matrix!(
+mm::matrix_tests!(
     full_section_uses_the_expected_path,
     populate_then_free_restores_everything,
     altmap_backs_every_leaf_and_returns_to_zero,

@@ -128,12 +128,7 @@ pub fn mem_with_device_room(mem: &str, extra: u64) -> String {
     let Some(bytes) = crate::config::mem_size_bytes(ram) else {
         return mem.to_string();
     };
-    let max = bytes + extra;
-    if max.is_multiple_of(1 << 30) {
-        format!("{mem},maxmem={}G", max >> 30)
-    } else {
-        format!("{mem},maxmem={}M", max >> 20)
-    }
+    format!("{mem},maxmem={}", mm::size::Size(bytes + extra))
 }
 
 impl Default for Machine {

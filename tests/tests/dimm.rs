@@ -408,7 +408,7 @@ fn dimm_timings() {
             }
             table.push(format!(
                 "| {g} | {}{} | {:.1} | {:.1} |",
-                hotmem_qemu::host_cmd::format_size(size),
+                hotmem_qemu::host_cmd::Size(size),
                 if refused { " (refused: not block-sized)" } else { "" },
                 median(add),
                 median(del)
