@@ -12,38 +12,21 @@ extern crate alloc;
 mod config {
     include!(concat!(env!("OUT_DIR"), "/config.rs"));
 }
-mod bench;
-mod cmdline;
-mod console;
-mod dtb;
-mod early;
-mod fw_cfg;
-mod ged;
-mod gic;
-mod hotplug;
+mod boot;
+mod drivers;
+mod kernel;
 #[cfg(feature = "ktest")]
 mod ktest;
-mod layout;
-mod memblock;
-mod memory;
-mod pci;
-mod pl011;
-mod psci;
 mod shell;
-mod smp;
-mod sync;
-mod teardown;
-mod timer;
-mod trap;
-mod virtio_mem;
-mod walk;
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use boot::{cmdline, dtb, early, layout};
+use drivers::{fw_cfg, ged, gic, pci, psci, timer};
+use kernel::mem::{hotplug, memory, teardown, virtio_mem};
+use kernel::{console, smp, sync};
+
+use core::sync::atomic::Ordering;
 use layout::{Size, G};
 use mm::pgtable::PageTable;
-
-/// INTID of the console UART (from the DTB).
-pub static UART_INTID: AtomicU32 = AtomicU32::new(u32::MAX);
 
 /// QEMU virt's PL011, used only to report a device tree we cannot parse.
 const FALLBACK_UART_PA: u64 = 0x0900_0000;
@@ -63,45 +46,6 @@ fn boot_failed(what: core::fmt::Arguments) -> ! {
     }
     console::_print_panic(format_args!("hotmem: FATAL {what}\n"));
     arch::cpu::semihosting_exit(BOOT_FAILED_STATUS)
-}
-
-pub fn print_layout() {
-    let img = layout::image_start();
-    println!(
-        "layout: granule={} page_size={} va_bits={} levels={} start_level={}",
-        G.granule_name(),
-        G.page_size(),
-        G.va_bits,
-        G.levels(),
-        G.start_level()
-    );
-    let rows = [
-        ("linear", layout::PAGE_OFFSET, layout::LINEAR_SIZE),
-        ("vmemmap", layout::VMEMMAP_START, layout::VMEMMAP_SIZE),
-        ("ioremap", layout::IOREMAP_START, layout::IOREMAP_SIZE),
-        ("movable", layout::MOVABLE_START, layout::MOVABLE_SIZE),
-        ("fdt", layout::FDT_VADDR, layout::FDT_MAX_SIZE),
-        ("kimage", img, layout::image_end() - img),
-    ];
-    for (name, start, size) in rows {
-        println!(
-            "layout: region={:<8} start={:#018x} end={:#018x} size={}",
-            name,
-            start,
-            start + size,
-            Size(size)
-        );
-    }
-    println!(
-        "layout: kimage text={:#x}-{:#x} (RX) rodata={:#x}-{:#x} (R) data={:#x}-{:#x} (RW NX) pa={:#x}",
-        img,
-        layout::text_end(),
-        layout::text_end(),
-        layout::rodata_end(),
-        layout::rodata_end(),
-        layout::image_end(),
-        img.wrapping_sub(layout::kimage_voffset())
-    );
 }
 
 #[no_mangle]
@@ -167,7 +111,7 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         }
         Err(e) => boot_failed(format_args!("cannot map the UART: {e:?}")),
     }
-    UART_INTID.store(plat.uart_intid, Ordering::Relaxed);
+    console::UART_INTID.store(plat.uart_intid, Ordering::Relaxed);
 
     println!();
     println!(
@@ -205,7 +149,7 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
             Size(m.size)
         );
     }
-    print_layout();
+    kernel::mem::print_layout();
 
     if beyond_linear > 0 {
         println!(

@@ -284,7 +284,7 @@ where
                 }
                 if n > max {
                     return Err(format!(
-                        "--smp {n}: the kernel runs at most {max} CPUs (MAX_CPUS in platform/src/smp.rs); \
+                        "--smp {n}: the kernel runs at most {max} CPUs (MAX_CPUS in platform/src/kernel/smp.rs); \
                          give --smp 1 to {max}"
                     ));
                 }

@@ -2,9 +2,12 @@
 //! CPUs, timer and the shell parser.
 
 use crate::{
-    dtb::Platform,
-    layout::{self, G, PAGE_SIZE},
-    memory, shell, smp, timer,
+    boot::dtb::Platform,
+    boot::layout::{self, G, PAGE_SIZE},
+    drivers::timer,
+    kernel::mem::memory,
+    kernel::smp,
+    shell,
 };
 use aarch64_cpu::registers::{SCTLR_EL1, TCR_EL1};
 use alloc::{string::String, vec::Vec};
@@ -98,7 +101,7 @@ ktest!(linear_map_uses_blocks);
 fn kernel_image_is_w_xor_x(_: &Platform) -> Result<(), String> {
     let text = tcr_matches_configuration as *const () as u64;
     let rodata = layout::text_end();
-    let data = core::ptr::addr_of!(crate::UART_INTID) as u64;
+    let data = core::ptr::addr_of!(crate::kernel::console::UART_INTID) as u64;
     for (va, want) in [
         (text, Perm::ReadExec),
         (rodata, Perm::ReadOnly),
@@ -299,7 +302,7 @@ fn vmemmap_populate_free_round_trip(plat: &Platform) -> Result<(), String> {
         pt0,
         memory::PT_PAGES.load(Relaxed)
     );
-    let (violations, clears) = crate::teardown::with_checker(|c| (c.violations.len(), c.clears));
+    let (violations, clears) = crate::kernel::mem::teardown::with_checker(|c| (c.violations.len(), c.clears));
     kassert!(violations == 0, "teardown checker saw {violations} violations");
     kassert!(clears > 0, "the engine reported no clears to the checker");
     Ok(())

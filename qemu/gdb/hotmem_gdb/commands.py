@@ -373,7 +373,7 @@ number, physical range, state (present, memmap, online, early, self-hosted) and 
         require_target()
         secs = memmap.read_sections(cfg)
         if secs is None:
-            out(["sections: the sparse model is not initialised yet (hotmem::memory::SPARSE is set in init_memmap)"])
+            out(["sections: the sparse model is not initialised yet (hotmem::kernel::mem::memory::SPARSE is set in init_memmap)"])
             return
         out(secs.lines())
 
@@ -412,7 +412,7 @@ Usage: hm-blocks
 The `block:` lines have the keys of the shell's `blocks` (id, range, state, zone, group,
 vmemmap_pages, early); a block whose memmap lives on its own memory gets an `altmap:` line
 (base_pfn, end_pfn, reserve, free, align, alloc and the PFNs backing the memmap). Memory
-groups follow. Read from hotmem::hotplug::HOTPLUG; a kernel without it says so."""
+groups follow. Read from hotmem::kernel::mem::hotplug::HOTPLUG; a kernel without it says so."""
 
     name = "hm-blocks"
     usage = "hm-blocks"

@@ -10,8 +10,9 @@
 //! the buses we scan ([`MAX_BUSES`]) in the 1 GiB ioremap region.
 
 use crate::{
-    dtb::{PciHost, PciSpace},
-    memory, println,
+    boot::dtb::{PciHost, PciSpace},
+    kernel::mem::memory,
+    println,
 };
 use alloc::vec::Vec;
 use virtio_drivers::transport::pci::bus::{
@@ -81,7 +82,7 @@ impl Window {
 }
 
 fn memory_page() -> u64 {
-    crate::layout::PAGE_SIZE
+    crate::boot::layout::PAGE_SIZE
 }
 
 /// One function found on the bus, BARs assigned.

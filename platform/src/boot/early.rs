@@ -9,7 +9,7 @@
 //!   and the DTB read-only at `FDT_VADDR`;
 //! - TTBR0: the image identity-mapped RX, used only for the instructions that turn the MMU on.
 
-use crate::layout::{FDT_MAPPED, FDT_VADDR, G, KIMAGE_VADDR, KIMAGE_VOFFSET, PAGE_SIZE};
+use crate::boot::layout::{FDT_MAPPED, FDT_VADDR, G, KIMAGE_VADDR, KIMAGE_VOFFSET, PAGE_SIZE};
 use arch::boot::{BootMmu, BOOT_MMU_PA_SLOT, RAM_BASE};
 use arch::descriptor::{Attrs, MemType, Perm};
 use core::sync::atomic::Ordering;
@@ -22,7 +22,7 @@ use mm::pgtable::{MapFlags, PageTable, PhysAddr, TableAlloc};
 const POOL_BYTES: usize = 1 << 20;
 
 /// Page-table pages in the pool: 256 on 4K, 64 on 16K, 16 on 64K.
-pub const POOL_TABLES: usize = POOL_BYTES >> crate::layout::PAGE_SHIFT;
+pub const POOL_TABLES: usize = POOL_BYTES >> crate::boot::layout::PAGE_SHIFT;
 
 #[repr(C, align(65536))]
 pub struct Pool(pub [u8; POOL_BYTES]);

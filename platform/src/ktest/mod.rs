@@ -2,7 +2,7 @@
 //! `.ktests` linker section; [`run_all`] runs them in link order, prints one line per case and
 //! exits QEMU with status 0 (all passed) or 1.
 
-use crate::{dtb::Platform, println};
+use crate::{boot::dtb::Platform, println};
 use alloc::string::String;
 
 pub struct KTest {
@@ -66,7 +66,7 @@ pub fn run_all(plat: &Platform, only: Option<&str>) -> ! {
                 println!(
                     "ktest: ok name={} us={}",
                     c.name,
-                    crate::timer::cycles_to_us(arch::cpu::counter() - t0)
+                    crate::drivers::timer::cycles_to_us(arch::cpu::counter() - t0)
                 );
             }
             Err(msg) => {

@@ -15,10 +15,12 @@
 //! eject) runs in thread context from the shell's idle loop ([`process_pending`]).
 
 use crate::{
-    gic,
-    hotplug::with_hotplug,
-    layout::{self, G},
-    memory, println, psci,
+    boot::layout::{self, G},
+    drivers::gic,
+    drivers::psci,
+    kernel::mem::hotplug::with_hotplug,
+    kernel::mem::memory,
+    println,
 };
 use alloc::{collections::BTreeMap, format, string::String, vec::Vec};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};

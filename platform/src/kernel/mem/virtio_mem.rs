@@ -28,11 +28,12 @@
 //! least every timer tick). Used-buffer interrupts are suppressed (requests are synchronous).
 
 use crate::{
-    hotplug::with_hotplug,
-    layout::{self, Size, G, PAGE_SHIFT, PAGE_SIZE},
-    memory,
-    pci::{Ecam, Pci},
-    println, timer,
+    boot::layout::{self, Size, G, PAGE_SHIFT, PAGE_SIZE},
+    drivers::pci::{Ecam, Pci},
+    drivers::timer,
+    kernel::mem::hotplug::with_hotplug,
+    kernel::mem::memory,
+    println,
 };
 use alloc::{format, string::String, vec::Vec};
 use core::ptr::NonNull;
@@ -306,7 +307,7 @@ pub fn owns_intid(intid: u32) -> bool {
 /// Interrupt handler: mask the level-triggered line (the device keeps it asserted until its ISR
 /// is read, in thread context) and latch the event.
 pub fn handle_irq(intid: u32) {
-    crate::gic::disable_spi(intid);
+    crate::drivers::gic::disable_spi(intid);
     IRQ_COUNT.fetch_add(1, Ordering::Relaxed);
     IRQ_PENDING.store(true, Ordering::Release);
 }
@@ -717,7 +718,7 @@ pub fn init(pci: &mut Pci) {
                     if let Some(slot) = INTIDS.iter().find(|s| s.load(Ordering::Relaxed) == u32::MAX) {
                         slot.store(id, Ordering::Relaxed);
                     }
-                    crate::gic::enable_spi(id, crate::gic::Trigger::Level);
+                    crate::drivers::gic::enable_spi(id, crate::drivers::gic::Trigger::Level);
                 }
                 DEVICES.lock().push(d)
             }
@@ -926,7 +927,7 @@ pub fn process_pending() {
     if irq {
         for d in devs.iter() {
             if let Some(id) = d.intid {
-                crate::gic::enable_spi(id, crate::gic::Trigger::Level);
+                crate::drivers::gic::enable_spi(id, crate::drivers::gic::Trigger::Level);
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Exception entry from the vectors: interrupts are dispatched, expected faults are skipped,
 //! anything else is reported (ESR decoded, FAR, ELR) and the machine stops with a status.
 
-use crate::{console, gic, println, timer};
+use crate::{drivers::gic, drivers::timer, kernel::console, println};
 use aarch64_cpu::registers::{ESR_EL1, FAR_EL1};
 use arch::exception::{esr_class_name, fault_level, fault_status_name, TrapFrame, TrapKind};
 use tock_registers::interfaces::Readable;
@@ -31,9 +31,11 @@ fn handle_irq(cpu: usize) {
         match irq.intid {
             timer::INTID_VTIMER => timer::handle_irq(cpu),
             gic::SGI_WAKE => {}
-            crate::ged::INTID => crate::ged::handle_irq(),
-            id if crate::virtio_mem::owns_intid(id) => crate::virtio_mem::handle_irq(id),
-            id if id == crate::UART_INTID.load(core::sync::atomic::Ordering::Relaxed) => console::handle_rx_irq(),
+            crate::drivers::ged::INTID => crate::drivers::ged::handle_irq(),
+            id if crate::kernel::mem::virtio_mem::owns_intid(id) => crate::kernel::mem::virtio_mem::handle_irq(id),
+            id if id == crate::kernel::console::UART_INTID.load(core::sync::atomic::Ordering::Relaxed) => {
+                console::handle_rx_irq()
+            }
             id => println!("irq: unhandled intid={id} cpu={cpu}"),
         }
         gic::eoi(irq);

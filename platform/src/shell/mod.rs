@@ -1,8 +1,13 @@
 //! The console shell. Every command either does its job or prints a usage line; input can
 //! never panic the kernel. Output lines that tests parse have a stable `key=value` form.
 
-use crate::{console, layout, memory, print, println, psci, smp, timer};
+use crate::{
+    boot::layout, drivers::psci, drivers::timer, kernel::console, kernel::mem::memory, kernel::smp, print, println,
+};
 use alloc::string::String;
+
+mod bench;
+mod walk;
 
 struct Command {
     name: &'static str,
@@ -217,7 +222,7 @@ fn cmd_meminfo(args: &[&str]) -> Result<(), ShellError> {
     use core::sync::atomic::Ordering::Relaxed;
     use mm::page::ZoneId;
     // RAM = boot RAM + online hot-added blocks (present pages, like Linux's MemTotal basis).
-    let hot = crate::hotplug::with_hotplug(|hp, _| {
+    let hot = crate::kernel::mem::hotplug::with_hotplug(|hp, _| {
         hp.blocks()
             .filter(|b| !b.early && b.zone.is_some())
             .map(|b| b.nr_pages)
@@ -268,7 +273,7 @@ fn cmd_meminfo(args: &[&str]) -> Result<(), ShellError> {
 /// `meminfo check`: every allocator and hotplug invariant against a full recount.
 fn cmd_meminfo_check() -> Result<(), ShellError> {
     use mm::page::ZoneId;
-    match crate::hotplug::with_hotplug(|hp, _| crate::hotplug::check_invariants(hp)) {
+    match crate::kernel::mem::hotplug::with_hotplug(|hp, _| crate::kernel::mem::hotplug::check_invariants(hp)) {
         Ok(census) => {
             for z in ZoneId::ALL {
                 let c = census[z as usize];
@@ -363,14 +368,14 @@ fn cmd_sections(args: &[&str]) -> Result<(), ShellError> {
 
 fn cmd_layout(args: &[&str]) -> Result<(), ShellError> {
     no_args(args)?;
-    crate::print_layout();
+    crate::kernel::mem::print_layout();
     Ok(())
 }
 
 fn cmd_pt(args: &[&str]) -> Result<(), ShellError> {
     let [va] = exactly(args)?;
     let va = parse_u64(va)?;
-    crate::walk::print_walk(va);
+    crate::shell::walk::print_walk(va);
     Ok(())
 }
 
@@ -380,13 +385,13 @@ fn zone_name(z: Option<mm::page::ZoneId>) -> &'static str {
 
 fn cmd_vmem(args: &[&str]) -> Result<(), ShellError> {
     no_args(args)?;
-    crate::virtio_mem::print_devices();
+    crate::kernel::mem::virtio_mem::print_devices();
     Ok(())
 }
 
 fn cmd_blocks(args: &[&str]) -> Result<(), ShellError> {
     no_args(args)?;
-    crate::hotplug::with_hotplug(|hp, _| {
+    crate::kernel::mem::hotplug::with_hotplug(|hp, _| {
         println!(
             "blocks: block_size={} count={}",
             layout::Size(hp.block_size()),
@@ -426,12 +431,12 @@ fn report<T>(what: &str, r: Result<T, mm::hotplug::HotplugError>) -> Option<T> {
 fn cmd_probe(args: &[&str]) -> Result<(), ShellError> {
     let [addr, size] = exactly(args)?;
     let (addr, size) = (parse_u64(addr)?, parse_u64(size)?);
-    if !crate::hotplug::probe_allowed(addr, size) {
+    if !crate::kernel::mem::hotplug::probe_allowed(addr, size) {
         println!("probe: error: {addr:#x}+{size:#x} is not RAM held back by mem= (see the boot: held_back lines)");
         return Ok(());
     }
     let t0 = arch::cpu::counter();
-    let r = crate::hotplug::with_hotplug(|hp, ops| {
+    let r = crate::kernel::mem::hotplug::with_hotplug(|hp, ops| {
         hp.add_memory(ops, None, addr, size, mm::hotplug::AddFlags { memmap_on_memory: true })
     });
     let cycles = arch::cpu::counter() - t0;
@@ -453,7 +458,7 @@ fn cmd_remove(args: &[&str]) -> Result<(), ShellError> {
         arch::tlb::stats::all(),
     );
     let t0 = arch::cpu::counter();
-    let r = crate::hotplug::with_hotplug(|hp, ops| hp.remove_unowned_memory(ops, addr, size));
+    let r = crate::kernel::mem::hotplug::with_hotplug(|hp, ops| hp.remove_unowned_memory(ops, addr, size));
     let cycles = arch::cpu::counter() - t0;
     if report("remove", r).is_some() {
         println!(
@@ -487,7 +492,7 @@ fn cmd_online(args: &[&str]) -> Result<(), ShellError> {
     };
     let id = parse_u64(id)?;
     let t0 = arch::cpu::counter();
-    let r = crate::hotplug::with_hotplug(|hp, ops| hp.online_block(ops, id, t));
+    let r = crate::kernel::mem::hotplug::with_hotplug(|hp, ops| hp.online_block(ops, id, t));
     let cycles = arch::cpu::counter() - t0;
     if let Some(z) = report("online", r) {
         println!("online: block={} zone={} cycles={}", id, z.name(), cycles);
@@ -498,12 +503,12 @@ fn cmd_online(args: &[&str]) -> Result<(), ShellError> {
 fn cmd_offline(args: &[&str]) -> Result<(), ShellError> {
     let [id] = exactly(args)?;
     let id = parse_u64(id)?;
-    let migrated0 = crate::hotplug::HANDLES.lock().migrated_pages;
+    let migrated0 = crate::kernel::mem::hotplug::HANDLES.lock().migrated_pages;
     let t0 = arch::cpu::counter();
-    let r = crate::hotplug::with_hotplug(|hp, ops| hp.offline_block(ops, id));
+    let r = crate::kernel::mem::hotplug::with_hotplug(|hp, ops| hp.offline_block(ops, id));
     let cycles = arch::cpu::counter() - t0;
     if report("offline", r).is_some() {
-        let migrated = crate::hotplug::HANDLES.lock().migrated_pages - migrated0;
+        let migrated = crate::kernel::mem::hotplug::HANDLES.lock().migrated_pages - migrated0;
         println!("offline: block={} migrated_pages={} cycles={}", id, migrated, cycles);
     }
     Ok(())
@@ -511,10 +516,12 @@ fn cmd_offline(args: &[&str]) -> Result<(), ShellError> {
 
 fn cmd_policy(args: &[&str]) -> Result<(), ShellError> {
     use mm::hotplug::OnlinePolicy;
-    crate::hotplug::with_hotplug(|hp, _| {
+    crate::kernel::mem::hotplug::with_hotplug(|hp, _| {
         match args {
             [] => {}
-            ["default", v] => hp.default_online = crate::cmdline::parse_online_state(v).ok_or(ShellError::Usage)?,
+            ["default", v] => {
+                hp.default_online = crate::boot::cmdline::parse_online_state(v).ok_or(ShellError::Usage)?
+            }
             ["online_policy", "contig-zones"] => hp.policy = OnlinePolicy::ContigZones,
             ["online_policy", "auto-movable"] => hp.policy = OnlinePolicy::AutoMovable,
             ["ratio", v] => hp.ratio = parse_u64(v)?,
@@ -539,7 +546,7 @@ fn cmd_policy(args: &[&str]) -> Result<(), ShellError> {
 }
 
 fn cmd_stress(args: &[&str]) -> Result<(), ShellError> {
-    use crate::hotplug::{stress_fill, stress_free, stress_verify};
+    use crate::kernel::mem::hotplug::{stress_fill, stress_free, stress_verify};
     let t0 = arch::cpu::counter();
     match args {
         ["verify"] => {
@@ -575,7 +582,7 @@ fn cmd_stress(args: &[&str]) -> Result<(), ShellError> {
 
 fn cmd_dimms(args: &[&str]) -> Result<(), ShellError> {
     no_args(args)?;
-    crate::ged::print_dimms();
+    crate::drivers::ged::print_dimms();
     Ok(())
 }
 
@@ -640,10 +647,10 @@ fn cmd_bench(args: &[&str]) -> Result<(), ShellError> {
     if sizes.is_empty() || reps == 0 {
         return Err(ShellError::Usage);
     }
-    if reps > crate::bench::MAX_REPS {
+    if reps > crate::shell::bench::MAX_REPS {
         println!(
             "bench: error: reps={reps} is more than {} (every rep adds, onlines, offlines and removes each size twice)",
-            crate::bench::MAX_REPS
+            crate::shell::bench::MAX_REPS
         );
         return Ok(());
     }
@@ -659,7 +666,7 @@ fn cmd_bench(args: &[&str]) -> Result<(), ShellError> {
         );
         return Ok(());
     }
-    if let Err(e) = crate::bench::run(&sizes, reps) {
+    if let Err(e) = crate::shell::bench::run(&sizes, reps) {
         println!("bench: error: {e}");
     }
     Ok(())
