@@ -14,15 +14,17 @@ mod config {
 }
 mod boot;
 mod drivers;
+#[macro_use]
 mod kernel;
 #[cfg(feature = "ktest")]
 mod ktest;
 mod shell;
 
 use boot::{cmdline, dtb, early, layout};
-use drivers::{fw_cfg, ged, gic, pci, psci, timer};
+use drivers::{fw_cfg, gic, psci, timer};
+use kernel::exit::{self, ExitStatus};
 use kernel::mem::{hotplug, memory, teardown, virtio_mem};
-use kernel::{console, smp, sync};
+use kernel::{console, irq, pci, smp, sync};
 
 use core::sync::atomic::Ordering;
 use layout::{Size, G};
@@ -30,9 +32,8 @@ use mm::pgtable::PageTable;
 
 /// QEMU virt's PL011, used only to report a device tree we cannot parse.
 const FALLBACK_UART_PA: u64 = 0x0900_0000;
-/// Exit status for a boot that cannot continue (bad DTB, no memory for the essentials).
-const BOOT_FAILED_STATUS: u32 = 4;
 
+/// Stop a boot that cannot continue: `hotmem: FATAL <what>`, status [`ExitStatus::BootFailed`].
 fn boot_failed(what: core::fmt::Arguments) -> ! {
     if !console::is_ready() {
         // Before the UART is mapped (the linear map or the UART mapping itself failed): map the
@@ -45,7 +46,7 @@ fn boot_failed(what: core::fmt::Arguments) -> ! {
         console::early_report(format_args!("hotmem: FATAL {what}\n"));
     }
     console::_print_panic(format_args!("hotmem: FATAL {what}\n"));
-    arch::cpu::semihosting_exit(BOOT_FAILED_STATUS)
+    exit::exit(ExitStatus::BootFailed)
 }
 
 #[no_mangle]
@@ -112,6 +113,17 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         Err(e) => boot_failed(format_args!("cannot map the UART: {e:?}")),
     }
     console::UART_INTID.store(plat.uart_intid, Ordering::Relaxed);
+    // The interrupts the kernel itself owns; subsystems register theirs at their init.
+    let core_irqs: [(u32, irq::Handler); 3] = [
+        (timer::INTID_VTIMER, |_, cpu| timer::handle_irq(cpu)),
+        (gic::SGI_WAKE, |_, _| {}),
+        (plat.uart_intid, |_, _| console::handle_rx_irq()),
+    ];
+    for (intid, handler) in core_irqs {
+        if let Err(e) = irq::register(intid, handler) {
+            boot_failed(format_args!("cannot register the handler of intid={intid}: {e:?}"));
+        }
+    }
 
     println!();
     println!(
@@ -223,7 +235,7 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
             smp::MAX_CPUS
         );
     }
-    ged::init();
+    kernel::mem::dimm::init();
     match pci::init(plat.pci.as_ref()) {
         Ok(mut p) => virtio_mem::init(&mut p),
         Err(e) => println!("pci: none: {e}"),

@@ -5,7 +5,7 @@
 //! invariants after every hotplug operation; stop on the first broken one).
 //! Unknown options are reported and ignored.
 
-use crate::{boot::dtb::Range, shell::parse_u64};
+use crate::boot::{dtb::Range, num::parse_u64};
 use alloc::{format, string::String, vec::Vec};
 use mm::hotplug::{OnlinePolicy, OnlineType};
 

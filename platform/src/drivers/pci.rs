@@ -1,4 +1,6 @@
-//! PCIe on QEMU `virt`: the generic ECAM host bridge from the DTB (`pci-host-ecam-generic`).
+//! PCIe on QEMU `virt`: configuration access to the generic ECAM host bridge from the DTB
+//! (`pci-host-ecam-generic`) and INTx routing. Enumeration and BAR placement (policy) are
+//! [`crate::kernel::pci`].
 //!
 //! Nothing assigns BARs before hotmem (no firmware in `-kernel` boots; hotmem *is* the firmware
 //! in `-bios` boots), so enumeration sizes every memory BAR and places it in the 32-bit memory
@@ -9,19 +11,13 @@
 //! ([`ConfigurationAccess`]): its `MmioCam` wants the whole 256 MiB ECAM mapped, and we map only
 //! the buses we scan ([`MAX_BUSES`]) in the 1 GiB ioremap region.
 
-use crate::{
-    boot::dtb::{PciHost, PciSpace},
-    kernel::mem::memory,
-    println,
-};
-use alloc::vec::Vec;
-use virtio_drivers::transport::pci::bus::{
-    BarInfo, Command, ConfigurationAccess, DeviceFunction, DeviceFunctionInfo, HeaderType, PciRoot,
-};
+use crate::boot::dtb::PciHost;
+use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction};
 
 /// Buses mapped and scanned (QEMU virt has no bridges unless asked for: bus 0 is enough).
 pub const MAX_BUSES: u64 = 4;
-const ECAM_BUS_BYTES: u64 = 1 << 20;
+/// ECAM bytes per bus.
+pub const ECAM_BUS_BYTES: u64 = 1 << 20;
 
 /// ECAM configuration access over an ioremap of the first buses.
 #[derive(Clone, Copy)]
@@ -32,6 +28,16 @@ pub struct Ecam {
 }
 
 impl Ecam {
+    /// Configuration access to `buses` buses from `bus_start`, whose ECAM is mapped at `va`.
+    ///
+    /// # Safety
+    ///
+    /// `va` maps `buses` MiB of ECAM space as device memory, for as long as the `Ecam` (and its
+    /// copies) live, and nothing else accesses it as ordinary memory.
+    pub unsafe fn new(va: u64, bus_start: u8, buses: u64) -> Self {
+        Ecam { va, bus_start, buses }
+    }
+
     fn offset(&self, df: DeviceFunction, reg: u8) -> Option<u64> {
         let bus = (df.bus as u64).checked_sub(self.bus_start as u64)?;
         if bus >= self.buses || df.device >= 32 || df.function >= 8 {
@@ -44,8 +50,8 @@ impl Ecam {
 impl ConfigurationAccess for Ecam {
     fn read_word(&self, df: DeviceFunction, reg: u8) -> u32 {
         match self.offset(df, reg) {
-            // SAFETY: `va` maps `buses` MiB of ECAM as device memory (set up in `init`, never
-            // unmapped); the offset is inside it and 4-byte aligned.
+            // SAFETY: `va` maps `buses` MiB of ECAM as device memory (the contract of `new`); the
+            // offset is inside it and 4-byte aligned.
             Some(o) => unsafe { core::ptr::read_volatile((self.va + o) as *const u32) },
             None => u32::MAX,
         }
@@ -61,37 +67,6 @@ impl ConfigurationAccess for Ecam {
     unsafe fn unsafe_clone(&self) -> Self {
         *self
     }
-}
-
-/// A bump allocator over one window of `ranges` (CPU addresses).
-struct Window {
-    next: u64,
-    end: u64,
-}
-
-impl Window {
-    fn alloc(&mut self, size: u64) -> Option<u64> {
-        let align = size.max(memory_page());
-        let a = self.next.checked_add(align - 1)? & !(align - 1);
-        let end = a.checked_add(size)?;
-        (end <= self.end).then(|| {
-            self.next = end;
-            a
-        })
-    }
-}
-
-fn memory_page() -> u64 {
-    crate::boot::layout::PAGE_SIZE
-}
-
-/// One function found on the bus, BARs assigned.
-#[derive(Clone, Debug)]
-pub struct PciFunction {
-    pub df: DeviceFunction,
-    pub info: DeviceFunctionInfo,
-    /// The GIC INTID of its `interrupt-pin` through the host bridge's `interrupt-map`.
-    pub intid: Option<u32>,
 }
 
 /// INTx routing through `interrupt-map` (+ `interrupt-map-mask`): the map lists, per masked
@@ -119,102 +94,4 @@ pub fn intx_intid(host: &PciHost, df: DeviceFunction, pin: u8) -> Option<u32> {
             (1, n) => Some(16 + n),
             _ => None,
         })
-}
-
-/// Why PCI is not available.
-#[derive(Debug)]
-pub enum PciInitError {
-    NoHostBridge,
-    NoMem32Window,
-    Map,
-}
-
-impl core::fmt::Display for PciInitError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            PciInitError::NoHostBridge => write!(f, "no pci-host-ecam-generic node in the device tree"),
-            PciInitError::NoMem32Window => write!(f, "the host bridge has no 32-bit memory window in `ranges`"),
-            PciInitError::Map => write!(f, "cannot map the ECAM space"),
-        }
-    }
-}
-
-/// The host bridge after enumeration.
-pub struct Pci {
-    pub root: PciRoot<Ecam>,
-    pub functions: Vec<PciFunction>,
-}
-
-/// Map the ECAM of the first buses, enumerate, assign BARs, enable decoding + bus mastering.
-pub fn init(host: Option<&PciHost>) -> Result<Pci, PciInitError> {
-    let host = host.ok_or(PciInitError::NoHostBridge)?;
-    let buses = (host.bus_end as u64 + 1 - host.bus_start as u64)
-        .min(MAX_BUSES)
-        .min(host.ecam.size / ECAM_BUS_BYTES);
-    let va = memory::ioremap(host.ecam.base, buses * ECAM_BUS_BYTES).map_err(|_| PciInitError::Map)?;
-    let w = host
-        .windows
-        .iter()
-        .find(|w| w.space == PciSpace::Mem32)
-        .ok_or(PciInitError::NoMem32Window)?;
-    // BARs hold PCI bus addresses (on virt the windows are identity: pci == cpu).
-    let mut win = Window {
-        next: w.pci,
-        end: w.pci + w.size,
-    };
-    let ecam = Ecam {
-        va,
-        bus_start: host.bus_start,
-        buses,
-    };
-    let mut root = PciRoot::new(ecam);
-    let mut functions = Vec::new();
-    for bus in host.bus_start as u64..host.bus_start as u64 + buses {
-        for (df, info) in root.enumerate_bus(bus as u8) {
-            if info.header_type != HeaderType::Standard {
-                continue;
-            }
-            let (_, cmd) = root.get_status_command(df);
-            root.set_command(df, cmd & !(Command::MEMORY_SPACE | Command::IO_SPACE));
-            let mut bar = 0u8;
-            while bar < 6 {
-                let Ok(Some(b)) = root.bar_info(df, bar) else {
-                    bar += 1;
-                    continue;
-                };
-                let two = b.takes_two_entries();
-                if let BarInfo::Memory { size, .. } = b {
-                    match win.alloc(size) {
-                        Some(pci_addr) if two => root.set_bar_64(df, bar, pci_addr),
-                        Some(pci_addr) => root.set_bar_32(df, bar, pci_addr as u32),
-                        None => println!(
-                            "pci: {df} BAR{bar} of {size:#x} bytes does not fit the 32-bit window: left unassigned"
-                        ),
-                    }
-                }
-                bar += if two { 2 } else { 1 };
-            }
-            root.set_command(df, Command::MEMORY_SPACE | Command::BUS_MASTER);
-            let pin = (ecam.read_word(df, 0x3c) >> 8) as u8;
-            println!(
-                "pci: {df} vendor={:#06x} device={:#06x} class={:#04x} int_pin={pin} intid={}",
-                info.vendor_id,
-                info.device_id,
-                info.class,
-                intx_intid(host, df, pin).map_or("-".into(), |i| alloc::format!("{i}"))
-            );
-            let intid = intx_intid(host, df, pin);
-            functions.push(PciFunction { df, info, intid });
-        }
-    }
-    println!(
-        "pci: ecam={:#x} buses={}-{} (scanned {buses}) mem32={:#x}+{:#x} functions={}",
-        host.ecam.base,
-        host.bus_start,
-        host.bus_end,
-        w.cpu,
-        w.size,
-        functions.len()
-    );
-    Ok(Pci { root, functions })
 }

@@ -161,7 +161,6 @@ pub fn getc_blocking() -> u8 {
         arch::cpu::wfi();
         crate::kernel::sync::irq_enable();
         // Deferred work from interrupt handlers runs here, in thread context.
-        crate::drivers::ged::process_pending();
-        crate::kernel::mem::virtio_mem::process_pending();
+        crate::kernel::deferred::run();
     }
 }

@@ -2,7 +2,14 @@
 //! and memory management ([`mem`]).
 
 pub mod console;
+pub mod deferred;
+pub mod exit;
+pub mod irq;
 pub mod mem;
+pub mod pci;
 pub mod smp;
 pub mod sync;
+#[cfg(feature = "ktest")]
+#[macro_use]
+pub mod testcase;
 pub mod trap;

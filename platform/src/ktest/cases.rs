@@ -1,5 +1,5 @@
 //! In-guest test cases of the foundation: configuration, layout, W^X, faults, allocators,
-//! CPUs, timer and the shell parser.
+//! CPUs and timer (the shell parser's cases live in `shell/ktests.rs`).
 
 use crate::{
     boot::dtb::Platform,
@@ -7,7 +7,6 @@ use crate::{
     drivers::timer,
     kernel::mem::memory,
     kernel::smp,
-    shell,
 };
 use aarch64_cpu::registers::{SCTLR_EL1, TCR_EL1};
 use alloc::{string::String, vec::Vec};
@@ -331,47 +330,3 @@ fn timer_ticks_on_every_cpu(_: &Platform) -> Result<(), String> {
     Ok(())
 }
 ktest!(timer_ticks_on_every_cpu);
-
-fn shell_rejects_bad_input(_: &Platform) -> Result<(), String> {
-    use shell::{execute, parse_u64, ShellError};
-    kassert!(
-        execute("no-such-command") == Err(ShellError::Unknown),
-        "unknown command accepted"
-    );
-    kassert!(
-        execute("pt") == Err(ShellError::Missing),
-        "pt without argument accepted"
-    );
-    kassert!(
-        execute("pt 1 2") == Err(ShellError::Extra("2".into())),
-        "pt with two arguments accepted"
-    );
-    kassert!(
-        execute("online 1 bogus")
-            == Err(ShellError::BadWord {
-                word: "bogus".into(),
-                want: "a zone (kernel, movable or auto)"
-            }),
-        "online with a bad zone accepted"
-    );
-    kassert!(
-        matches!(execute("pt zz"), Err(ShellError::BadNumber(_))),
-        "pt zz accepted"
-    );
-    kassert!(
-        execute("meminfo check extra") == Err(ShellError::Extra("extra".into())),
-        "meminfo with an extra argument accepted"
-    );
-    kassert!(
-        matches!(execute("meminfo extra"), Err(ShellError::BadWord { .. })),
-        "meminfo with a bad word accepted"
-    );
-    kassert!(execute("") == Ok(()), "empty line rejected");
-    kassert!(parse_u64("0x4000_0000") == Ok(0x4000_0000), "hex with separators");
-    kassert!(parse_u64("128M") == Ok(128 << 20), "size suffix");
-    kassert!(parse_u64("99999999999999999999").is_err(), "overflow accepted");
-    kassert!(parse_u64("0x10G").is_err(), "hex with suffix accepted");
-    kassert!(parse_u64("-1").is_err(), "negative accepted");
-    Ok(())
-}
-ktest!(shell_rejects_bad_input);

@@ -7,6 +7,8 @@ use crate::{
 use alloc::string::String;
 
 mod bench;
+#[cfg(feature = "ktest")]
+mod ktests;
 mod walk;
 
 struct Command {
@@ -58,27 +60,9 @@ const COMMANDS: &[Command] = &[
     Command { name: "reboot", usage: "reboot", help: "reset the machine (PSCI SYSTEM_RESET)", run: cmd_reboot },
 ];
 
-/// Parse a number: decimal, `0x` hex, optional `_` separators, optional K/M/G/T suffix.
+/// Parse a number ([`crate::boot::num::parse_u64`]); a bad one is [`ShellError::BadNumber`].
 pub fn parse_u64(s: &str) -> Result<u64, ShellError> {
-    let bad = || ShellError::BadNumber(String::from(s));
-    let t: String = s.chars().filter(|&c| c != '_').collect();
-    let (digits, mult) = match t.as_bytes().last() {
-        Some(b'k' | b'K') => (&t[..t.len() - 1], 1u64 << 10),
-        Some(b'm' | b'M') => (&t[..t.len() - 1], 1 << 20),
-        Some(b'g' | b'G') => (&t[..t.len() - 1], 1 << 30),
-        Some(b't' | b'T') => (&t[..t.len() - 1], 1 << 40),
-        _ => (&t[..], 1),
-    };
-    let v = if let Some(h) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
-        if mult != 1 {
-            return Err(bad());
-        }
-        u64::from_str_radix(h, 16)
-    } else {
-        digits.parse::<u64>()
-    }
-    .map_err(|_| bad())?;
-    v.checked_mul(mult).ok_or_else(bad)
+    crate::boot::num::parse_u64(s).map_err(|_| ShellError::BadNumber(String::from(s)))
 }
 
 /// Run one command line.
@@ -582,7 +566,7 @@ fn cmd_stress(args: &[&str]) -> Result<(), ShellError> {
 
 fn cmd_dimms(args: &[&str]) -> Result<(), ShellError> {
     no_args(args)?;
-    crate::drivers::ged::print_dimms();
+    crate::kernel::mem::dimm::print_dimms();
     Ok(())
 }
 

@@ -47,7 +47,7 @@ pub fn with_hotplug<R>(f: impl FnOnce(&mut Hotplug, &mut KernelOps) -> R) -> R {
     let r = f(hp, &mut KernelOps);
     if DEBUG_VM.load(Ordering::Relaxed) {
         if let Err(e) = check_invariants(hp) {
-            crate::kernel::trap::fatal_stop(format_args!("debug_vm: {e}"));
+            crate::kernel::exit::fatal_stop(format_args!("debug_vm: {e}"));
         }
     }
     r
@@ -256,7 +256,7 @@ impl HotplugOps for KernelOps {
     fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) -> Result<(), HotplugError> {
         // Like Linux's online_page_callback: only the parts virtio-mem has plugged (sub-block
         // mode) reach the allocator; the rest stays fake-offline.
-        for (p, n) in crate::kernel::mem::virtio_mem::plugged_runs(pfn, nr) {
+        for (p, n) in crate::kernel::mem::sbm::plugged_runs(pfn, nr) {
             memory::with_page_alloc(|a| a.online_range(zone, 0, p, n)).map_err(HotplugError::Allocator)?;
         }
         Ok(())
@@ -265,7 +265,7 @@ impl HotplugOps for KernelOps {
     fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
         // Fake-offline parts (unplugged virtio-mem sub-blocks) are not in the allocator; on a
         // failure the runs already taken out go back, so the range is as it was.
-        let runs = crate::kernel::mem::virtio_mem::plugged_runs(pfn, nr);
+        let runs = crate::kernel::mem::sbm::plugged_runs(pfn, nr);
         for (i, &(p, n)) in runs.iter().enumerate() {
             // SAFETY: a valid memmap (the block is present and online), read under the hotplug lock.
             let zone = unsafe { (*page_mut(p)).zone };
@@ -309,7 +309,7 @@ impl KernelOps {
                         #[cfg(feature = "mutant-migrate-no-tlbi")]
                         let mut tlb = mutant::NoTlbi;
                         if let Err(e) = pt.unmap_within(t, &mut tlb, va, size, va, va + size) {
-                            crate::kernel::trap::fatal_stop(format_args!("migrate: unmap of {va:#x}: {e:?}"));
+                            crate::kernel::exit::fatal_stop(format_args!("migrate: unmap of {va:#x}: {e:?}"));
                         }
                         // SAFETY: both blocks are ours under the handle, page-table and
                         // allocator locks (the source is a live movable allocation no window
@@ -325,7 +325,7 @@ impl KernelOps {
                         if !cfg!(feature = "mutant-migrate-no-remap") {
                             // Same VA, new frame (the engine publishes it: DSB ISHST; ISB).
                             if let Err(e) = pt.map(t, va, dst << PAGE_SHIFT, size, Attrs::NORMAL_RW, MapFlags::PAGES) {
-                                crate::kernel::trap::fatal_stop(format_args!("migrate: map of {va:#x}: {e:?}"));
+                                crate::kernel::exit::fatal_stop(format_args!("migrate: map of {va:#x}: {e:?}"));
                             }
                         }
                     },

@@ -1,9 +1,11 @@
 //! Memory management: memblock, the sparse model and the page allocator, the kernel page table
 //! and ioremap, TLB and teardown glue, hotplug state and policies (DIMMs, virtio-mem).
 
+pub mod dimm;
 pub mod hotplug;
 pub mod memblock;
 pub mod memory;
+pub mod sbm;
 pub mod teardown;
 pub mod virtio_mem;
 

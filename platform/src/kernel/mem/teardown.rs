@@ -112,7 +112,7 @@ pub fn published() {
 
 #[cfg(feature = "ktest")]
 fn fatal(v: mm::teardown::Violation) -> ! {
-    crate::kernel::trap::fatal_stop(format_args!("teardown order: {v}"))
+    crate::kernel::exit::fatal_stop(format_args!("teardown order: {v}"))
 }
 
 /// Called before any page goes back to an allocator (buddy, altmap, early pool). In the test

@@ -1,0 +1,247 @@
+//! DIMM hotplug policy over the GED driver ([`crate::drivers::ged`]): a DIMM that appears
+//! is added (memmap on memory) and onlined by the online policy; one asked out is offlined,
+//! removed and ejected only once nothing maps it.
+//!
+//! Slot count: a bounded scan of all 256 slots (`ACPI_MAX_RAM_SLOTS`, QEMU's maximum): the
+//! registers cannot tell the count (an absent slot reads like an empty one), and the scan works
+//! for any QEMU command line, including ones a user types by hand; it costs 512 MMIO accesses
+//! per event.
+//!
+//! The interrupt's top half only latches the event bits; the work (add/online, offline/remove/
+//! eject) runs in thread context, as deferred work ([`crate::kernel::deferred`]).
+
+use crate::{
+    boot::layout::{self, G},
+    drivers::{
+        ged::{self, control, ctrl, ged_event, ost, report_ost, select, slot_flags},
+        gic, psci,
+    },
+    kernel::{deferred, irq, mem::hotplug::with_hotplug, mem::memory},
+    println,
+};
+use alloc::{collections::BTreeMap, format, string::String, vec::Vec};
+use mm::hotplug::{AddFlags, BlockId, GroupId, HotplugError};
+
+/// A DIMM in use.
+#[derive(Clone, Debug)]
+pub struct Dimm {
+    pub base: u64,
+    pub size: u64,
+    pub group: GroupId,
+    pub blocks: Vec<BlockId>,
+}
+
+pub static DIMMS: spin::Mutex<BTreeMap<u32, Dimm>> = spin::Mutex::new(BTreeMap::new());
+
+/// Map the registers and find out whether QEMU created them (firmware mode); if so, register
+/// the interrupt's top half and our bottom half, enable the edge-triggered interrupt, then scan
+/// every slot (cold-plugged DIMMs raise no event).
+pub fn init() {
+    let (Ok(m), Ok(g)) = (memory::ioremap(ged::MEMHP_PA, 0x18), memory::ioremap(ged::GED_PA, 4)) else {
+        println!("ged: cannot map the registers; DIMM hotplug disabled");
+        return;
+    };
+    if !ged::probe(m, g) {
+        println!("ged: absent (QEMU creates it only when booted as firmware): DIMM hotplug unavailable, probe works");
+        return;
+    }
+    if let Err(e) = deferred::register(process_pending) {
+        println!("ged: cannot register the deferred work: {e:?}; DIMM hotplug disabled");
+        return;
+    }
+    if let Err(e) = irq::register(ged::INTID, |_, _| ged::handle_irq()) {
+        println!("ged: cannot register the interrupt: {e:?}; DIMM hotplug disabled");
+        return;
+    }
+    gic::enable_spi(ged::INTID, gic::Trigger::Edge);
+    // Anything already latched (including a powerdown) is handled by the scan below.
+    let t0 = arch::cpu::counter();
+    ged::latch(ged_event::MEM_HOTPLUG);
+    process_pending();
+    println!(
+        "ged: present memhp={:#x} selector={:#x} intid={} slots_scanned={} scan_cycles={}",
+        ged::MEMHP_PA,
+        ged::GED_PA,
+        ged::INTID,
+        ged::MAX_SLOTS,
+        arch::cpu::counter() - t0
+    );
+}
+
+/// Run latched events (the bottom half: thread context, from the deferred-work registry).
+fn process_pending() {
+    let ev = ged::take_pending();
+    if ev & ged_event::MEM_HOTPLUG != 0 {
+        scan();
+    }
+    if ev & ged_event::POWER_DOWN != 0 {
+        println!("ged: powerdown");
+        psci::system_off();
+    }
+}
+
+/// Look at every slot: INSERT → add; enabled but unknown (cold-plugged, or plugged before a
+/// reset) → add; REMOVE → remove and eject.
+fn scan() {
+    for slot in 0..ged::MAX_SLOTS {
+        select(slot);
+        let flags = ged::flags();
+        if flags & slot_flags::INSERT != 0 {
+            ctrl(control::CLEAR_INSERT);
+            add(slot, "insert");
+        } else if flags & slot_flags::ENABLED != 0
+            && !DIMMS.lock().contains_key(&slot)
+            && !REFUSED.lock().contains(&slot)
+        {
+            add(slot, "coldplug");
+        }
+        if flags & slot_flags::REMOVE != 0 {
+            remove(slot);
+        }
+    }
+}
+
+/// Slots holding a DIMM we refused (not used, safe to eject when asked).
+static REFUSED: spin::Mutex<Vec<u32>> = spin::Mutex::new(Vec::new());
+
+fn add(slot: u32, event: &str) {
+    select(slot);
+    let (base, size) = ged::slot_range();
+    let t0 = arch::cpu::counter();
+    let result = with_hotplug(|hp, ops| {
+        let group = hp.register_static_group(size >> layout::PAGE_SHIFT);
+        match hp.add_memory(ops, Some(group), base, size, AddFlags { memmap_on_memory: true }) {
+            Ok(ids) => Ok((group, hp.auto_online(ops, &ids))),
+            Err(e) => {
+                let _ = hp.unregister_group(group);
+                Err(e)
+            }
+        }
+    });
+    select(slot);
+    match result {
+        Ok((group, zones)) => {
+            report_ost(ost::EVENT_INSERT, ost::SUCCESS);
+            let blocks: Vec<BlockId> = zones.iter().map(|&(id, _)| id).collect();
+            let names: Vec<&str> = zones.iter().map(|(_, z)| z.map_or("offline", |z| z.name())).collect();
+            println!(
+                "dimm: slot={slot} base={base:#x} size={size:#x} event={event} blocks={blocks:?} zones={names:?} ost={:#x} cycles={}",
+                ost::SUCCESS,
+                arch::cpu::counter() - t0
+            );
+            DIMMS.lock().insert(
+                slot,
+                Dimm {
+                    base,
+                    size,
+                    group,
+                    blocks,
+                },
+            );
+        }
+        Err(e) => {
+            report_ost(ost::EVENT_INSERT, ost::FAILURE);
+            REFUSED.lock().push(slot);
+            println!(
+                "dimm: slot={slot} base={base:#x} size={size:#x} event={event} refused: {} ost={:#x}",
+                why_refused(e),
+                ost::FAILURE
+            );
+        }
+    }
+}
+
+fn why_refused(e: HotplugError) -> String {
+    match e {
+        HotplugError::Misaligned { block_size, .. } => {
+            format!(
+                "{e} (the {} granule uses {} memory blocks)",
+                G.granule_name(),
+                layout::Size(block_size)
+            )
+        }
+        e => format!("{e}"),
+    }
+}
+
+/// The linear map and memmap of `[base, base + size)` have no translation left.
+fn unmapped(base: u64, size: u64) -> bool {
+    let bs = G.section_size();
+    let probes = (base..base + size).step_by(bs as usize).flat_map(|b| {
+        [
+            layout::phys_to_virt(b),
+            layout::phys_to_virt(b + bs - layout::PAGE_SIZE),
+            memory::VMEMMAP.pfn_to_page(b >> layout::PAGE_SHIFT),
+        ]
+    });
+    let probes: Vec<u64> = probes.collect();
+    memory::with_kernel_pt(|pt, t| probes.iter().all(|&va| pt.walk(t, va).leaf.is_none()))
+}
+
+fn remove(slot: u32) {
+    let dimm = DIMMS.lock().get(&slot).cloned();
+    let Some(d) = dimm else {
+        // A DIMM we never used (refused, or unknown): nothing maps it; let it go.
+        select(slot);
+        ctrl(control::CLEAR_REMOVE);
+        report_ost(ost::EVENT_EJECT, ost::SUCCESS);
+        ctrl(control::EJECT);
+        REFUSED.lock().retain(|&s| s != slot);
+        println!("dimm: slot={slot} event=remove ejected (was not in use)");
+        return;
+    };
+    let t0 = arch::cpu::counter();
+    let r = with_hotplug(|hp, ops| {
+        hp.offline_and_remove(ops, d.base, d.size)?;
+        let _ = hp.unregister_group(d.group);
+        Ok::<(), HotplugError>(())
+    });
+    select(slot);
+    // Clear REMOVE first in every case (a stale REMOVE would make the next DIMM in this slot
+    // look like it is being removed), then eject only what is unmapped and invalidated.
+    ctrl(control::CLEAR_REMOVE);
+    match r {
+        Ok(()) if unmapped(d.base, d.size) => {
+            report_ost(ost::EVENT_EJECT, ost::SUCCESS);
+            DIMMS.lock().remove(&slot);
+            ctrl(control::EJECT);
+            println!(
+                "dimm: slot={slot} event=remove ejected base={:#x} size={:#x} cycles={}",
+                d.base,
+                d.size,
+                arch::cpu::counter() - t0
+            );
+        }
+        Ok(()) => {
+            // Cannot happen if remove_memory is right; never eject memory that is still mapped.
+            report_ost(ost::EVENT_EJECT, ost::FAILURE);
+            println!(
+                "dimm: slot={slot} event=remove refused: a translation of the range survived removal ost={:#x}",
+                ost::FAILURE
+            );
+        }
+        Err(e) => {
+            report_ost(ost::EVENT_EJECT, ost::FAILURE);
+            println!(
+                "dimm: slot={slot} event=remove refused: {e} ost={:#x} (the DIMM stays usable; retry device_del)",
+                ost::FAILURE
+            );
+        }
+    }
+}
+
+/// `dimms` shell command.
+pub fn print_dimms() {
+    if !ged::present() {
+        println!("dimms: none (no GED: boot in firmware mode for DIMM hotplug)");
+        return;
+    }
+    let dimms = DIMMS.lock();
+    println!("dimms: count={} refused_slots={:?}", dimms.len(), *REFUSED.lock());
+    for (slot, d) in dimms.iter() {
+        println!(
+            "dimm: slot={} base={:#x} size={:#x} blocks={:?} group={}",
+            slot, d.base, d.size, d.blocks, d.group
+        );
+    }
+}
