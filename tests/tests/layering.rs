@@ -154,7 +154,7 @@ fn crate_paths(src: &str) -> Vec<Vec<String>> {
         let start = from + at;
         let before = src[..start].chars().next_back();
         from = start + "crate::".len();
-        if before.is_some_and(|c| is_ident(c)) {
+        if before.is_some_and(is_ident) {
             continue;
         }
         from += paths_after(&src[from..], &[], &mut out);
@@ -246,7 +246,7 @@ fn file_graph(src_dir: &Path) -> Graph {
         for (name, def) in &macros {
             let used = s
                 .match_indices(&format!("{name}!"))
-                .any(|(at, _)| !s[..at].ends_with(|c: char| is_ident(c)) && !s[..at].ends_with("macro_rules! "));
+                .any(|(at, _)| !s[..at].ends_with(is_ident) && !s[..at].ends_with("macro_rules! "));
             if used {
                 to.insert(def.clone());
             }

@@ -12,8 +12,11 @@ use crate::kernel::sync::IrqSafeLock;
 /// Most bottom halves that can be registered (DIMM hotplug, virtio-mem, with room to spare).
 pub const MAX_WORK: usize = 8;
 
+/// A bottom half.
+pub type Work = fn();
+
 /// The registered bottom halves, in registration order.
-static WORK: IrqSafeLock<[Option<fn()>; MAX_WORK]> = IrqSafeLock::new([None; MAX_WORK]);
+static WORK: IrqSafeLock<[Option<Work>; MAX_WORK]> = IrqSafeLock::new([None; MAX_WORK]);
 
 /// Why a bottom half was not registered.
 #[derive(Debug, PartialEq, Eq)]
@@ -23,7 +26,7 @@ pub enum DeferredError {
 }
 
 /// Register `work` to run from [`run`] (once, at the subsystem's init).
-pub fn register(work: fn()) -> Result<(), DeferredError> {
+pub fn register(work: Work) -> Result<(), DeferredError> {
     let mut w = WORK.lock();
     let slot = w.iter_mut().find(|s| s.is_none()).ok_or(DeferredError::Full)?;
     *slot = Some(work);

@@ -11,7 +11,10 @@ pub type Handler = fn(u32, usize);
 /// Most handlers (timer, wake-up SGI, UART, GED, a few virtio-mem INTx lines).
 pub const MAX_HANDLERS: usize = 16;
 
-static HANDLERS: IrqSafeLock<[Option<(u32, Handler)>; MAX_HANDLERS]> = IrqSafeLock::new([None; MAX_HANDLERS]);
+/// One registered handler: its INTID and top half.
+type Entry = (u32, Handler);
+
+static HANDLERS: IrqSafeLock<[Option<Entry>; MAX_HANDLERS]> = IrqSafeLock::new([None; MAX_HANDLERS]);
 
 /// Why a handler was not registered.
 #[derive(Debug, PartialEq, Eq)]
