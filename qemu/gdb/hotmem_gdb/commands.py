@@ -475,11 +475,12 @@ ALIASES = {
 
 def alias(word):
     """(gdb regex, python regex or None) for a `hm-hbreak` argument. `cmd:NAME` is the shell
-    command handler `hotmem::shell::cmd_NAME` (called through a fn pointer: never inlined)."""
+    command handler `hotmem::shell::<family>::cmd_NAME` (called through a fn pointer: never
+    inlined)."""
     if word in ALIASES:
         return ALIASES[word]
     if word.startswith("cmd:") and re.match(r"^[a-z_]+$", word[4:]):
-        return ("hotmem::shell::cmd_%s" % word[4:], r"^hotmem::shell::cmd_%s$" % word[4:])
+        return ("hotmem::shell::.*cmd_%s" % word[4:], r"^hotmem::shell::(\w+::)?cmd_%s$" % word[4:])
     return (word, None)
 
 
@@ -540,7 +541,7 @@ class HBreak(HmCommand):
 Usage: hm-hbreak populate | vmemmap_free | add_memory | remove_memory | cmd:NAME | REGEX
 `populate` is the memmap populate (mm::vmemmap::Vmemmap<..>::populate, called at boot for
 every boot section, later for every hot-added one); `cmd:probe` is the shell's `probe`
-handler (hotmem::shell::cmd_probe: stops when that command is typed). Otherwise REGEX is
+handler (hotmem::shell::hotplug::cmd_probe: stops when that command is typed). Otherwise REGEX is
 matched like `info functions -n` (a basic regular expression). Rust
 generic names are awkward to type, so each match is resolved to its entry address
 (`hbreak *ADDR`, registers still hold the arguments: x1=start, x2=end for populate), or to
