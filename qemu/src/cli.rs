@@ -175,7 +175,7 @@ fn parse_smp(s: &str) -> Result<u32, String> {
     match n {
         0 => Err(format!("expected 1 to {max} CPUs")),
         n if n > max => Err(format!(
-            "the kernel runs at most {max} CPUs (MAX_CPUS in platform/src/smp.rs); give --smp 1 to {max}"
+            "the kernel runs at most {max} CPUs (MAX_CPUS in platform/src/kernel/smp.rs); give --smp 1 to {max}"
         )),
         n => Ok(n),
     }

@@ -265,12 +265,12 @@ impl FromStr for GicVersion {
 
 /// The kernel's source of its CPU limit (`pub const MAX_CPUS: usize = N;`), compiled into the
 /// runner so the two cannot disagree.
-const KERNEL_SMP_SOURCE: &str = include_str!("../../platform/src/smp.rs");
+const KERNEL_SMP_SOURCE: &str = include_str!("../../platform/src/kernel/smp.rs");
 
-/// The most CPUs the kernel brings online (`MAX_CPUS` in `platform/src/smp.rs`): the runner
+/// The most CPUs the kernel brings online (`MAX_CPUS` in `platform/src/kernel/smp.rs`): the runner
 /// refuses a larger `--smp` rather than booting CPUs the kernel leaves offline.
 pub fn kernel_max_cpus() -> u32 {
-    parse_max_cpus(KERNEL_SMP_SOURCE).expect("platform/src/smp.rs defines `pub const MAX_CPUS: usize = N;`")
+    parse_max_cpus(KERNEL_SMP_SOURCE).expect("platform/src/kernel/smp.rs defines `pub const MAX_CPUS: usize = N;`")
 }
 
 fn parse_max_cpus(src: &str) -> Option<u32> {

@@ -184,7 +184,7 @@ pub fn gdb_command(elf: &Path, port: u16) -> String {
 }
 
 /// fw_cfg file carrying the kernel command line in firmware mode (read by the kernel's fw_cfg
-/// driver, `platform/src/fw_cfg.rs`).
+/// driver, `platform/src/drivers/fw_cfg.rs`).
 pub const FW_CFG_CMDLINE: &str = "opt/org.hotmem/cmdline";
 
 /// One QEMU run of one kernel: configuration → command line → process.

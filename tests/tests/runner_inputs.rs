@@ -160,7 +160,7 @@ fn gdb_port_zero_and_gdb_timeouts() {
 /// Item 9.
 #[test]
 fn smp_above_the_kernel_limit_is_refused() {
-    // The kernel's own constant (platform/src/smp.rs), whatever it is (docs/runner.md: 8).
+    // The kernel's own constant (platform/src/kernel/smp.rs), whatever it is (docs/runner.md: 8).
     let max = kernel_max_cpus();
     assert_eq!(
         parse(&["--smp", &max.to_string(), "--gic", "3"]).unwrap().machine.smp,
@@ -169,7 +169,7 @@ fn smp_above_the_kernel_limit_is_refused() {
     for n in [max + 1, 300, 512] {
         assert_eq!(
             err(&["--smp", &n.to_string(), "--gic", "3"]),
-            format!("invalid value '{n}' for '--smp <N>': the kernel runs at most {max} CPUs (MAX_CPUS in platform/src/smp.rs); give --smp 1 to {max}")
+            format!("invalid value '{n}' for '--smp <N>': the kernel runs at most {max} CPUs (MAX_CPUS in platform/src/kernel/smp.rs); give --smp 1 to {max}")
         );
     }
     assert_eq!(

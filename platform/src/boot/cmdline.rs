@@ -6,7 +6,7 @@
 //! test kernel built with `mutants`: turn one planted bug on, `arch::mutant`).
 //! Unknown options are reported and ignored.
 
-use crate::{dtb::Range, shell::parse_u64};
+use crate::boot::{dtb::Range, num::parse_u64};
 use alloc::{format, string::String, vec::Vec};
 use mm::hotplug::{OnlinePolicy, OnlineType};
 
