@@ -41,49 +41,194 @@ pub struct TrapFrame {
     pub _pad: u64,
 }
 
-/// Exception class names for ESR_EL1.EC (the ones a kernel meets).
-pub fn esr_class_name(ec: u64) -> &'static str {
-    match ec {
-        0x00 => "unknown reason",
-        0x01 => "WFI/WFE trapped",
-        0x07 => "FP/SIMD access trapped",
-        0x0e => "illegal execution state",
-        0x15 => "SVC (AArch64)",
-        0x16 => "HVC (AArch64)",
-        0x17 => "SMC (AArch64)",
-        0x18 => "MSR/MRS/system instruction trapped",
-        0x20 => "instruction abort (lower EL)",
-        0x21 => "instruction abort (same EL)",
-        0x22 => "PC alignment fault",
-        0x24 => "data abort (lower EL)",
-        0x25 => "data abort (same EL)",
-        0x26 => "SP alignment fault",
-        0x2f => "SError",
-        0x30 | 0x31 => "breakpoint",
-        0x32 | 0x33 => "software step",
-        0x34 | 0x35 => "watchpoint",
-        0x3c => "BRK instruction",
-        _ => "reserved/other",
+/// Fields of an abort's syndrome (ESR_EL1.ISS for EC = instruction/data abort) that
+/// `aarch64-cpu` leaves inside its raw `ISS` field: the fault status code and, for data aborts,
+/// whether the access was a write. Offsets are within ESR_EL1 (the ISS starts at bit 0).
+pub mod abort_iss {
+    tock_registers::register_bitfields! {u64,
+        pub ESR_ABORT [
+            /// Write not Read (data aborts only).
+            WnR OFFSET(6) NUMBITS(1) [
+                Read = 0,
+                Write = 1
+            ],
+            /// Fault status code, whole: the codes that are not "type and level".
+            FSC OFFSET(0) NUMBITS(6) [
+                SyncExternal = 0x10,
+                Alignment = 0x21,
+                TlbConflict = 0x30
+            ],
+            /// Fault status code, upper four bits: the kind of a translation-table fault.
+            FSC_TYPE OFFSET(2) NUMBITS(4) [
+                AddressSize = 0,
+                Translation = 1,
+                AccessFlag = 2,
+                Permission = 3
+            ],
+            /// Fault status code, lower two bits: the lookup level of a translation-table fault.
+            FSC_LEVEL OFFSET(0) NUMBITS(2) []
+        ]
     }
 }
 
-/// Data/instruction fault status code (ESR ISS DFSC/IFSC) in words.
-pub fn fault_status_name(fsc: u64) -> &'static str {
-    match fsc {
-        0x00..=0x03 => "address size fault",
-        0x04..=0x07 => "translation fault",
-        0x08..=0x0b => "access flag fault",
-        0x0c..=0x0f => "permission fault",
-        0x10 => "synchronous external abort",
-        0x21 => "alignment fault",
-        0x30 => "TLB conflict abort",
-        _ => "other fault",
+use abort_iss::ESR_ABORT;
+use aarch64_cpu::registers::ESR_EL1;
+use tock_registers::LocalRegisterCopy;
+
+/// The exception class (ESR_EL1.EC) as `aarch64-cpu` names it.
+pub type ExceptionClass = ESR_EL1::EC::Value;
+
+/// A syndrome (ESR_EL1 value), decoded through the register definitions.
+#[derive(Clone, Copy)]
+pub struct Esr(u64);
+
+impl core::fmt::Debug for Esr {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Esr({:#x})", self.0)
     }
 }
 
-/// Level of a translation/access/permission fault (FSC low two bits).
-pub fn fault_level(fsc: u64) -> u64 {
-    fsc & 3
+impl Esr {
+    pub const fn new(raw: u64) -> Self {
+        Esr(raw)
+    }
+
+    /// The raw ESR_EL1 value.
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+
+    fn esr(self) -> LocalRegisterCopy<u64, ESR_EL1::Register> {
+        LocalRegisterCopy::new(self.0)
+    }
+
+    fn abort(self) -> LocalRegisterCopy<u64, ESR_ABORT::Register> {
+        LocalRegisterCopy::new(self.0)
+    }
+
+    /// ESR_EL1.EC as a number (for messages).
+    pub fn class_raw(self) -> u64 {
+        self.esr().read(ESR_EL1::EC)
+    }
+
+    /// ESR_EL1.EC, if it is a class the crate names.
+    pub fn class(self) -> Option<ExceptionClass> {
+        self.esr().read_as_enum(ESR_EL1::EC)
+    }
+
+    /// Whether the exception is an instruction or data abort (lower or same EL).
+    pub fn is_abort(self) -> bool {
+        use ESR_EL1::EC::Value::*;
+        matches!(
+            self.class(),
+            Some(InstrAbortLowerEL | InstrAbortCurrentEL | DataAbortLowerEL | DataAbortCurrentEL)
+        )
+    }
+
+    /// Whether the exception is a data abort (lower or same EL).
+    pub fn is_data_abort(self) -> bool {
+        matches!(
+            self.class(),
+            Some(ExceptionClass::DataAbortLowerEL | ExceptionClass::DataAbortCurrentEL)
+        )
+    }
+
+    /// A data abort taken at the current EL whose fault status is a translation fault: what an
+    /// access to an unmapped kernel address raises.
+    pub fn is_kernel_translation_fault(self) -> bool {
+        self.class() == Some(ExceptionClass::DataAbortCurrentEL)
+            && self.abort().matches_all(ESR_ABORT::FSC_TYPE::Translation)
+    }
+
+    /// The fault status code (ISS DFSC/IFSC) of an abort.
+    pub fn fault_status(self) -> u64 {
+        self.abort().read(ESR_ABORT::FSC)
+    }
+
+    /// The fault status code in words.
+    pub fn fault_status_name(self) -> &'static str {
+        use ESR_ABORT::{FSC::Value as Fsc, FSC_TYPE::Value as Kind};
+        let r = self.abort();
+        match r.read_as_enum(ESR_ABORT::FSC_TYPE) {
+            Some(Kind::AddressSize) => "address size fault",
+            Some(Kind::Translation) => "translation fault",
+            Some(Kind::AccessFlag) => "access flag fault",
+            Some(Kind::Permission) => "permission fault",
+            None => match r.read_as_enum(ESR_ABORT::FSC) {
+                Some(Fsc::SyncExternal) => "synchronous external abort",
+                Some(Fsc::Alignment) => "alignment fault",
+                Some(Fsc::TlbConflict) => "TLB conflict abort",
+                None => "other fault",
+            },
+        }
+    }
+
+    /// Lookup level of a translation/access/permission fault (the FSC's low two bits).
+    pub fn fault_level(self) -> u64 {
+        self.abort().read(ESR_ABORT::FSC_LEVEL)
+    }
+
+    /// Whether a data abort was raised by a write.
+    pub fn is_write(self) -> bool {
+        self.is_data_abort() && self.abort().matches_all(ESR_ABORT::WnR::Write)
+    }
+
+    /// The exception class in words (the ones a kernel meets).
+    pub fn class_name(self) -> &'static str {
+        use ESR_EL1::EC::Value::*;
+        match self.class() {
+            Some(Unknown) => "unknown reason",
+            Some(TrappedWFIorWFE) => "WFI/WFE trapped",
+            Some(TrappedFP) => "FP/SIMD access trapped",
+            Some(IllegalExecutionState) => "illegal execution state",
+            Some(SVC64) => "SVC (AArch64)",
+            Some(HVC64) => "HVC (AArch64)",
+            Some(SMC64) => "SMC (AArch64)",
+            Some(TrappedMsrMrs) => "MSR/MRS/system instruction trapped",
+            Some(InstrAbortLowerEL) => "instruction abort (lower EL)",
+            Some(InstrAbortCurrentEL) => "instruction abort (same EL)",
+            Some(PCAlignmentFault) => "PC alignment fault",
+            Some(DataAbortLowerEL) => "data abort (lower EL)",
+            Some(DataAbortCurrentEL) => "data abort (same EL)",
+            Some(SPAlignmentFault) => "SP alignment fault",
+            Some(SError) => "SError",
+            Some(BreakpointLowerEL | BreakpointCurrentEL) => "breakpoint",
+            Some(SoftwareStepLowerEL | SoftwareStepCurrentEL) => "software step",
+            Some(WatchpointLowerEL | WatchpointCurrentEL) => "watchpoint",
+            Some(Brk64) => "BRK instruction",
+            _ => "reserved/other",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Esr;
+
+    #[test]
+    fn esr_decoding() {
+        // Data abort, same EL, translation fault at level 3, read.
+        let e = Esr::new(0x9600_0007);
+        assert_eq!(e.class_raw(), 0x25);
+        assert!(e.is_abort() && e.is_data_abort() && e.is_kernel_translation_fault() && !e.is_write());
+        assert_eq!((e.fault_status_name(), e.fault_level()), ("translation fault", 3));
+        assert_eq!(e.class_name(), "data abort (same EL)");
+        // Same, a write (WnR) permission fault at level 2.
+        let e = Esr::new(0x9600_004e);
+        assert!(e.is_write() && !e.is_kernel_translation_fault());
+        assert_eq!((e.fault_status_name(), e.fault_level()), ("permission fault", 2));
+        // Instruction abort: never a write; synchronous external abort.
+        let e = Esr::new(0x8600_0050);
+        assert!(e.is_abort() && !e.is_data_abort() && !e.is_write());
+        assert_eq!(e.fault_status_name(), "synchronous external abort");
+        assert_eq!(Esr::new(0x9600_0021).fault_status_name(), "alignment fault");
+        assert_eq!(Esr::new(0x9600_0030).fault_status_name(), "TLB conflict abort");
+        assert_eq!(Esr::new(0x9600_0011).fault_status_name(), "other fault");
+        assert_eq!(Esr::new(0xf200_0000).class_name(), "BRK instruction");
+        assert_eq!(Esr::new(0xc800_0000).class_name(), "software step");
+        assert_eq!(Esr::new(0x0800_0000).class_name(), "reserved/other");
+        assert_eq!(Esr::new(0).class_name(), "unknown reason");
+    }
 }
 
 /// One CPU's armed expectation: "a data abort at this VA is expected". 0 = not armed.
@@ -96,8 +241,7 @@ static CAUGHT_ESR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPU
 /// abort at exactly `far`, record `esr`, skip the faulting load and return true.
 pub fn take_expected_fault(cpu: usize, esr: u64, far: u64, frame: &mut TrapFrame) -> bool {
     let Some(slot) = EXPECT_FAR.get(cpu) else { return false };
-    let ec = esr >> 26;
-    if ec == 0x25 && far != 0 && slot.load(Ordering::Relaxed) == far {
+    if Esr::new(esr).class() == Some(ExceptionClass::DataAbortCurrentEL) && far != 0 && slot.load(Ordering::Relaxed) == far {
         slot.store(0, Ordering::Relaxed);
         CAUGHT_ESR[cpu].store(esr, Ordering::Relaxed);
         frame.elr += 4; // skip the single load instruction of `probe_read`

@@ -7,7 +7,7 @@ use crate::kernel::{
     irq,
 };
 use aarch64_cpu::registers::{ESR_EL1, FAR_EL1};
-use arch::exception::{esr_class_name, fault_level, fault_status_name, TrapFrame, TrapKind};
+use arch::exception::{Esr, TrapFrame, TrapKind};
 use tock_registers::interfaces::Readable;
 
 #[no_mangle]
@@ -28,27 +28,25 @@ extern "C" fn __hotmem_trap(kind: u64, frame: &mut TrapFrame) {
 }
 
 fn fatal(cpu: usize, kind: TrapKind, esr: u64, far: u64, frame: &TrapFrame) -> ! {
-    let ec = esr >> 26;
+    let e = Esr::new(esr);
     console::_print_panic(format_args!(
         "\nhotmem: FATAL exception kind={:?} cpu={} class={:#x} ({}) esr={:#x} far={:#x} elr={:#x}\n",
         kind,
         cpu,
-        ec,
-        esr_class_name(ec),
+        e.class_raw(),
+        e.class_name(),
         esr,
         far,
         frame.elr
     ));
-    if matches!(ec, 0x20 | 0x21 | 0x24 | 0x25) {
-        let fsc = esr & 0x3f;
-        let write = ec >= 0x24 && esr & (1 << 6) != 0;
+    if e.is_abort() {
         console::_print_panic(format_args!(
             "hotmem: fault: {} at level {} ({})\n",
-            fault_status_name(fsc),
-            fault_level(fsc),
-            if ec < 0x24 {
+            e.fault_status_name(),
+            e.fault_level(),
+            if !e.is_data_abort() {
                 "instruction fetch"
-            } else if write {
+            } else if e.is_write() {
                 "write"
             } else {
                 "read"

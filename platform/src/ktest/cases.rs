@@ -136,8 +136,17 @@ fn expected_fault_is_caught(_: &Platform) -> Result<(), String> {
     let unmapped = layout::VMEMMAP_START + layout::VMEMMAP_SIZE - PAGE_SIZE;
     match probe_read(unmapped) {
         Probe::Fault { esr } => {
-            kassert!(esr >> 26 == 0x25, "ESR class {:#x}, want data abort", esr >> 26);
-            kassert!((esr & 0x3f) >> 2 == 1, "FSC {:#x}, want translation fault", esr & 0x3f);
+            let e = arch::exception::Esr::new(esr);
+            kassert!(
+                e.class() == Some(arch::exception::ExceptionClass::DataAbortCurrentEL),
+                "ESR class {:#x}, want data abort",
+                e.class_raw()
+            );
+            kassert!(
+                e.is_kernel_translation_fault(),
+                "FSC {:#x}, want translation fault",
+                e.fault_status()
+            );
         }
         Probe::Value(v) => return Err(alloc::format!("read of unmapped {unmapped:#x} returned {v:#x}")),
     }

@@ -25,7 +25,7 @@ pub(super) fn cmd_touch(args: &[&str]) -> Result<(), ShellError> {
             Some(0) => println!("touch: cpu={cpu} va={va:#x} result=mapped"),
             Some(esr) => println!(
                 "touch: cpu={cpu} va={va:#x} result=fault esr={esr:#x} ({})",
-                arch::exception::fault_status_name(esr & 0x3f)
+                arch::exception::Esr::new(esr).fault_status_name()
             ),
             None => println!("touch: cpu={cpu} va={va:#x} result=no-answer"),
         }
