@@ -1,11 +1,13 @@
 //! CPU identification, barriers, idle, and the SMCCC / semihosting conduits.
 
+use aarch64_cpu::registers::MPIDR_EL1;
 #[cfg(target_arch = "aarch64")]
 use aarch64_cpu::registers::{
-    CurrentEL, CNTFRQ_EL0, CNTVCT_EL0, ID_AA64ISAR0_EL1, ID_AA64MMFR0_EL1, ID_AA64PFR0_EL1, MPIDR_EL1, TPIDR_EL1,
+    CurrentEL, CNTFRQ_EL0, CNTVCT_EL0, ID_AA64ISAR0_EL1, ID_AA64MMFR0_EL1, ID_AA64PFR0_EL1, TPIDR_EL1,
 };
 #[cfg(target_arch = "aarch64")]
 use tock_registers::interfaces::Readable;
+use tock_registers::LocalRegisterCopy;
 
 /// Whether the CPU implements a translation granule, from the raw ID_AA64MMFR0_EL1 TGran
 /// fields. Raw values on purpose: with FEAT_LPA2 (QEMU `-cpu max`) TGran4 reads 1 and TGran16
@@ -44,6 +46,13 @@ mod tests {
         assert!(!needs_repeat_tlbi(0x414f_d0b1)); // r4p1 (QEMU's cortex-a76)
         assert!(!needs_repeat_tlbi(0x411f_d070)); // Cortex-A57
         assert!(!needs_repeat_tlbi(0x000f_0510)); // QEMU max
+    }
+
+    #[test]
+    fn mpidr_affinity_fields() {
+        let m = super::Mpidr::new(0x12_c103_0201); // RES1, U and MT (bits 31, 30, 24) dropped
+        assert_eq!(m.raw(), 0x0012_0003_0201);
+        assert_eq!((m.aff3(), m.aff2(), m.aff1(), m.aff0()), (0x12, 0x03, 0x02, 0x01));
     }
 }
 
@@ -94,7 +103,42 @@ pub fn current_el() -> u64 {
 /// MPIDR_EL1 affinity (Aff3..Aff0) of this CPU.
 #[cfg(target_arch = "aarch64")]
 pub fn mpidr_affinity() -> u64 {
-    MPIDR_EL1.get() & 0x00ff_00ff_ffff // Aff3 [39:32], Aff2..Aff0 [23:0]
+    Mpidr::new(MPIDR_EL1.get()).raw()
+}
+
+/// A CPU's affinity (MPIDR_EL1 Aff3..Aff0, other fields dropped), read through
+/// `aarch64-cpu`'s MPIDR_EL1 fields.
+#[derive(Clone, Copy, Debug)]
+pub struct Mpidr(LocalRegisterCopy<u64, MPIDR_EL1::Register>);
+
+impl Mpidr {
+    /// The affinity fields of an MPIDR_EL1 value (or of an affinity the DTB gives).
+    pub fn new(mpidr: u64) -> Self {
+        use MPIDR_EL1::{Aff0, Aff1, Aff2, Aff3};
+        let affinity = Aff3::SET + Aff2::SET + Aff1::SET + Aff0::SET;
+        Mpidr(LocalRegisterCopy::new(mpidr).bitand(affinity.mask()))
+    }
+
+    /// The affinity as an MPIDR_EL1 value (what PSCI CPU_ON takes).
+    pub fn raw(self) -> u64 {
+        self.0.get()
+    }
+
+    pub fn aff0(self) -> u8 {
+        self.0.read(MPIDR_EL1::Aff0) as u8
+    }
+
+    pub fn aff1(self) -> u8 {
+        self.0.read(MPIDR_EL1::Aff1) as u8
+    }
+
+    pub fn aff2(self) -> u8 {
+        self.0.read(MPIDR_EL1::Aff2) as u8
+    }
+
+    pub fn aff3(self) -> u8 {
+        self.0.read(MPIDR_EL1::Aff3) as u8
+    }
 }
 
 /// Index of this CPU (0 = boot CPU), kept in TPIDR_EL1 by the entry code.

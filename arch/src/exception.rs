@@ -71,8 +71,8 @@ pub mod abort_iss {
     }
 }
 
-use abort_iss::ESR_ABORT;
 use aarch64_cpu::registers::ESR_EL1;
+use abort_iss::ESR_ABORT;
 use tock_registers::LocalRegisterCopy;
 
 /// The exception class (ESR_EL1.EC) as `aarch64-cpu` names it.
@@ -241,7 +241,10 @@ static CAUGHT_ESR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPU
 /// abort at exactly `far`, record `esr`, skip the faulting load and return true.
 pub fn take_expected_fault(cpu: usize, esr: u64, far: u64, frame: &mut TrapFrame) -> bool {
     let Some(slot) = EXPECT_FAR.get(cpu) else { return false };
-    if Esr::new(esr).class() == Some(ExceptionClass::DataAbortCurrentEL) && far != 0 && slot.load(Ordering::Relaxed) == far {
+    if Esr::new(esr).class() == Some(ExceptionClass::DataAbortCurrentEL)
+        && far != 0
+        && slot.load(Ordering::Relaxed) == far
+    {
         slot.store(0, Ordering::Relaxed);
         CAUGHT_ESR[cpu].store(esr, Ordering::Relaxed);
         frame.elr += 4; // skip the single load instruction of `probe_read`
