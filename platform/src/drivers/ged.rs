@@ -13,9 +13,11 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use tock_registers::{
+    fields::FieldValue,
     interfaces::{Readable, Writeable},
-    register_structs,
-    registers::{ReadOnly, ReadWrite},
+    register_bitfields, register_structs,
+    registers::{Aliased, ReadOnly, ReadWrite},
+    LocalRegisterCopy,
 };
 
 /// Memory hotplug registers (QEMU `VIRT_PCDIMM_ACPI`).
@@ -25,6 +27,46 @@ pub const GED_PA: u64 = 0x0908_0000;
 /// SPI 9.
 pub const INTID: u32 = 41;
 pub const MAX_SLOTS: u32 = 256;
+
+register_bitfields! {u8,
+    /// The selected slot's state (read at 0x14; QEMU `MEMORY_SLOT_*` bits).
+    pub SLOT_FLAGS [
+        /// The guest was asked to remove the DIMM.
+        REMOVE OFFSET(2) NUMBITS(1) [],
+        /// A DIMM was plugged and not yet acknowledged.
+        INSERT OFFSET(1) NUMBITS(1) [],
+        /// A DIMM is in the slot.
+        ENABLED OFFSET(0) NUMBITS(1) []
+    ],
+    /// One control action on the selected slot (written at 0x14).
+    pub SLOT_CONTROL [
+        /// Eject the DIMM (QEMU unplugs it).
+        EJECT OFFSET(3) NUMBITS(1) [],
+        CLEAR_REMOVE OFFSET(2) NUMBITS(1) [],
+        CLEAR_INSERT OFFSET(1) NUMBITS(1) []
+    ]
+}
+
+register_bitfields! {u32,
+    /// GED event selector bits (QEMU `ACPI_GED_*_EVT`).
+    pub GED_EVENT [
+        POWER_DOWN OFFSET(1) NUMBITS(1) [],
+        MEM_HOTPLUG OFFSET(0) NUMBITS(1) []
+    ]
+}
+
+register_bitfields! {u64,
+    /// A 64-bit value the block exposes as two 32-bit registers (base address, size).
+    SPLIT64 [
+        HI OFFSET(32) NUMBITS(32) [],
+        LO OFFSET(0) NUMBITS(32) []
+    ]
+}
+
+/// The selected slot's flags, as read.
+pub type SlotFlags = LocalRegisterCopy<u8, SLOT_FLAGS::Register>;
+/// GED event bits (latched selector values).
+pub type Events = LocalRegisterCopy<u32, GED_EVENT::Register>;
 
 register_structs! {
     /// Reads and writes mean different things at the same offsets.
@@ -38,7 +80,7 @@ register_structs! {
         (0x0c => size_hi: ReadOnly<u32>),
         (0x10 => proximity: ReadOnly<u32>),
         /// Read: flags (ENABLED, INSERT, REMOVE). Write: one control action per write.
-        (0x14 => flags_or_control: ReadWrite<u8>),
+        (0x14 => flags_or_control: Aliased<u8, SLOT_FLAGS::Register, SLOT_CONTROL::Register>),
         (0x15 => _reserved),
         (0x18 => @END),
     }
@@ -47,26 +89,9 @@ register_structs! {
 register_structs! {
     GedRegs {
         /// Event bits, read-to-clear; 4-byte reads only.
-        (0x00 => selector: ReadOnly<u32>),
+        (0x00 => selector: ReadOnly<u32, GED_EVENT::Register>),
         (0x04 => @END),
     }
-}
-
-pub mod slot_flags {
-    pub const ENABLED: u8 = 1 << 0;
-    pub const INSERT: u8 = 1 << 1;
-    pub const REMOVE: u8 = 1 << 2;
-}
-
-pub mod control {
-    pub const CLEAR_INSERT: u8 = 0x2;
-    pub const CLEAR_REMOVE: u8 = 0x4;
-    pub const EJECT: u8 = 0x8;
-}
-
-pub mod ged_event {
-    pub const MEM_HOTPLUG: u32 = 1 << 0;
-    pub const POWER_DOWN: u32 = 1 << 1;
 }
 
 /// _OST source events and status codes (ACPI: Device Check = 1, Eject Request = 3).
@@ -106,7 +131,7 @@ pub fn probe(memhp_va: u64, ged_va: u64) -> bool {
     MEMHP_VA.store(memhp_va, Ordering::Relaxed);
     GED_VA.store(ged_va, Ordering::Relaxed);
     if matches!(
-        arch::exception::probe_read32(memhp_va + 0x10),
+        arch::exception::probe_read32(memhp_va + core::mem::offset_of!(MemhpRegs, proximity) as u64),
         arch::exception::Probe::Fault { .. }
     ) {
         return false;
@@ -117,8 +142,8 @@ pub fn probe(memhp_va: u64, ged_va: u64) -> bool {
 
 /// Latch what the selector holds now (read-to-clear) plus `extra` event bits, for the bottom
 /// half (boot: anything already latched, and a full scan).
-pub fn latch(extra: u32) {
-    PENDING.fetch_or(ged().selector.get() | extra, Ordering::Relaxed);
+pub fn latch(extra: FieldValue<u32, GED_EVENT::Register>) {
+    PENDING.fetch_or(ged().selector.get() | extra.value, Ordering::Relaxed);
 }
 
 /// Interrupt handler (top half): latch the event bits (read-to-clear register) for thread
@@ -129,9 +154,9 @@ pub fn handle_irq() {
     }
 }
 
-/// The event bits latched since the last call ([`ged_event`]).
-pub fn take_pending() -> u32 {
-    PENDING.swap(0, Ordering::Acquire)
+/// The event bits latched since the last call.
+pub fn take_pending() -> Events {
+    Events::new(PENDING.swap(0, Ordering::Acquire))
 }
 
 /// Select a slot for the reads and writes that follow.
@@ -139,22 +164,23 @@ pub fn select(slot: u32) {
     memhp().addr_lo_or_select.set(slot);
 }
 
-/// The selected slot's flags ([`slot_flags`]).
-pub fn flags() -> u8 {
-    memhp().flags_or_control.get()
+/// The selected slot's flags.
+pub fn flags() -> SlotFlags {
+    memhp().flags_or_control.extract()
 }
 
 /// The selected slot's DIMM: `(base, size)`.
 pub fn slot_range() -> (u64, u64) {
     let r = memhp();
-    let base = (r.addr_hi_or_ost_event.get() as u64) << 32 | r.addr_lo_or_select.get() as u64;
-    let size = (r.size_hi.get() as u64) << 32 | r.size_lo_or_ost_status.get() as u64;
+    let join = |hi: u32, lo: u32| (SPLIT64::HI.val(hi.into()) + SPLIT64::LO.val(lo.into())).value;
+    let base = join(r.addr_hi_or_ost_event.get(), r.addr_lo_or_select.get());
+    let size = join(r.size_hi.get(), r.size_lo_or_ost_status.get());
     (base, size)
 }
 
-/// One control action on the selected slot ([`control`]).
-pub fn ctrl(action: u8) {
-    memhp().flags_or_control.set(action);
+/// One control action on the selected slot.
+pub fn ctrl(action: FieldValue<u8, SLOT_CONTROL::Register>) {
+    memhp().flags_or_control.write(action);
 }
 
 /// Report an _OST event and status for the selected slot ([`ost`]).

@@ -13,7 +13,7 @@
 use crate::{
     boot::layout::{self, G},
     drivers::{
-        ged::{self, control, ctrl, ged_event, ost, report_ost, select, slot_flags},
+        ged::{self, ctrl, ost, report_ost, select, GED_EVENT, SLOT_CONTROL, SLOT_FLAGS},
         gic, psci,
     },
     kernel::{deferred, irq, mem::hotplug::with_hotplug, mem::memory},
@@ -56,7 +56,7 @@ pub fn init() {
     gic::enable_spi(ged::INTID, gic::Trigger::Edge);
     // Anything already latched (including a powerdown) is handled by the scan below.
     let t0 = arch::cpu::counter();
-    ged::latch(ged_event::MEM_HOTPLUG);
+    ged::latch(GED_EVENT::MEM_HOTPLUG::SET);
     process_pending();
     println!(
         "ged: present memhp={:#x} selector={:#x} intid={} slots_scanned={} scan_cycles={}",
@@ -71,10 +71,10 @@ pub fn init() {
 /// Run latched events (the bottom half: thread context, from the deferred-work registry).
 fn process_pending() {
     let ev = ged::take_pending();
-    if ev & ged_event::MEM_HOTPLUG != 0 {
+    if ev.is_set(GED_EVENT::MEM_HOTPLUG) {
         scan();
     }
-    if ev & ged_event::POWER_DOWN != 0 {
+    if ev.is_set(GED_EVENT::POWER_DOWN) {
         println!("ged: powerdown");
         psci::system_off();
     }
@@ -86,16 +86,16 @@ fn scan() {
     for slot in 0..ged::MAX_SLOTS {
         select(slot);
         let flags = ged::flags();
-        if flags & slot_flags::INSERT != 0 {
-            ctrl(control::CLEAR_INSERT);
+        if flags.is_set(SLOT_FLAGS::INSERT) {
+            ctrl(SLOT_CONTROL::CLEAR_INSERT::SET);
             add(slot, "insert");
-        } else if flags & slot_flags::ENABLED != 0
+        } else if flags.is_set(SLOT_FLAGS::ENABLED)
             && !DIMMS.lock().contains_key(&slot)
             && !REFUSED.lock().contains(&slot)
         {
             add(slot, "coldplug");
         }
-        if flags & slot_flags::REMOVE != 0 {
+        if flags.is_set(SLOT_FLAGS::REMOVE) {
             remove(slot);
         }
     }
@@ -183,9 +183,9 @@ fn remove(slot: u32) {
     let Some(d) = dimm else {
         // A DIMM we never used (refused, or unknown): nothing maps it; let it go.
         select(slot);
-        ctrl(control::CLEAR_REMOVE);
+        ctrl(SLOT_CONTROL::CLEAR_REMOVE::SET);
         report_ost(ost::EVENT_EJECT, ost::SUCCESS);
-        ctrl(control::EJECT);
+        ctrl(SLOT_CONTROL::EJECT::SET);
         REFUSED.lock().retain(|&s| s != slot);
         println!("dimm: slot={slot} event=remove ejected (was not in use)");
         return;
@@ -199,12 +199,12 @@ fn remove(slot: u32) {
     select(slot);
     // Clear REMOVE first in every case (a stale REMOVE would make the next DIMM in this slot
     // look like it is being removed), then eject only what is unmapped and invalidated.
-    ctrl(control::CLEAR_REMOVE);
+    ctrl(SLOT_CONTROL::CLEAR_REMOVE::SET);
     match r {
         Ok(()) if unmapped(d.base, d.size) => {
             report_ost(ost::EVENT_EJECT, ost::SUCCESS);
             DIMMS.lock().remove(&slot);
-            ctrl(control::EJECT);
+            ctrl(SLOT_CONTROL::EJECT::SET);
             println!(
                 "dimm: slot={slot} event=remove ejected base={:#x} size={:#x} cycles={}",
                 d.base,
