@@ -107,13 +107,14 @@ common_entry:
     mov     x23, x0                 // entry EL, reported by the kernel
     cmp     x0, #2
     b.ne    el1_entry
-    /* EL2: configure EL1 to run without a hypervisor and drop to it. Nothing stays at EL2. */
-    mov     x0, #(1 << 31)          // HCR_EL2.RW: EL1 is AArch64; no traps, no stage 2
+    /* EL2: configure EL1 to run without a hypervisor and drop to it. Nothing stays at EL2.
+       The register values are the constants of `el2`, composed from register fields. */
+    ldr     x0, ={hcr_el2}          // EL1 is AArch64; no traps, no stage 2
     msr     hcr_el2, x0
-    mov     x0, #3                  // CNTHCTL_EL2.EL1PCTEN | EL1PCEN
+    ldr     x0, ={cnthctl_el2}      // EL1 may read the physical counter and use its timer
     msr     cnthctl_el2, x0
     msr     cntvoff_el2, xzr
-    mov     x0, #0x33ff             // CPTR_EL2: RES1 bits only, FP/SIMD not trapped
+    ldr     x0, ={cptr_el2}         // RES1 bits (and TZ); FP/SIMD not trapped
     msr     cptr_el2, x0
     msr     hstr_el2, xzr
     msr     vttbr_el2, xzr
@@ -122,17 +123,17 @@ common_entry:
     mrs     x0, mpidr_el1
     msr     vmpidr_el2, x0
     mrs     x0, id_aa64pfr0_el1     // GICv3 system registers present?
-    ubfx    x0, x0, #24, #4
+    ubfx    x0, x0, #{pfr0_gic_shift}, #{pfr0_gic_bits}
     cbz     x0, 2f
     mrs     x0, s3_4_c12_c9_5       // ICC_SRE_EL2: let EL1 use ICC_* (SRE | Enable)
-    orr     x0, x0, #0x1
-    orr     x0, x0, #0x8
+    ldr     x1, ={icc_sre_el2}
+    orr     x0, x0, x1
     msr     s3_4_c12_c9_5, x0
     isb
     msr     s3_4_c12_c11_0, xzr     // ICH_HCR_EL2: no virtual interrupts
 2:  adr     x0, el1_entry
     msr     elr_el2, x0
-    mov     x0, #0x3c5              // SPSR: EL1h, DAIF masked
+    ldr     x0, ={spsr_el2}         // EL1h, DAIF masked
     msr     spsr_el2, x0
     isb
     eret
@@ -140,7 +141,7 @@ common_entry:
 el1_entry:
     ldr     x0, ={sctlr_mmu_off}
     msr     sctlr_el1, x0
-    mov     x0, #(3 << 20)          // CPACR_EL1.FPEN: no FP/SIMD traps (Rust uses NEON)
+    ldr     x0, ={cpacr_el1}        // no FP/SIMD traps (Rust uses NEON)
     msr     cpacr_el1, x0
     isb
     cbnz    x21, secondary_mmu
@@ -227,7 +228,64 @@ secondary_switched:
     fw_load_lo = const FW_LOAD_PA & 0xffff,
     fw_load_hi = const (FW_LOAD_PA >> 16) & 0xffff,
     sctlr_mmu_off = const crate::mmu::SCTLR_EL1_MMU_OFF,
+    hcr_el2 = const el2::HCR_EL2_VALUE,
+    cnthctl_el2 = const el2::CNTHCTL_EL2_VALUE,
+    cptr_el2 = const el2::CPTR_EL2_VALUE,
+    pfr0_gic_shift = const el2::PFR0_GIC.shift,
+    pfr0_gic_bits = const el2::PFR0_GIC.mask.count_ones(),
+    icc_sre_el2 = const el2::ICC_SRE_EL2_VALUE,
+    spsr_el2 = const el2::SPSR_EL2_VALUE,
+    cpacr_el1 = const el2::CPACR_EL1_VALUE,
 );
+
+/// The values the entry code writes to drop from EL2 to EL1 (and CPACR_EL1 once at EL1),
+/// composed from `aarch64-cpu`'s register fields (and [`crate::sysreg`]'s where the crate
+/// lacks them). Constants, because the assembly runs before there is a stack; `+` on field
+/// values is not `const`, so they are or-ed from the fields' `value`s.
+pub mod el2 {
+    use crate::sysreg::{CPTR_EL2_EXT, ID_AA64PFR0_EL1_EXT};
+    use aarch64_cpu::registers::{CNTHCTL_EL2, CPACR_EL1, HCR_EL2, ICC_SRE_EL2, SPSR_EL2};
+    use tock_registers::fields::Field;
+
+    /// EL1 is AArch64; nothing trapped, no stage 2.
+    pub const HCR_EL2_VALUE: u64 = HCR_EL2::RW::EL1IsAarch64.value;
+    /// EL1 may read the physical counter (EL1PCTEN) and use the physical timer (EL1PCEN).
+    pub const CNTHCTL_EL2_VALUE: u64 = CNTHCTL_EL2::EL1PCTEN::SET.value | CNTHCTL_EL2::EL1PCEN::SET.value;
+    /// The RES1 bits, and TZ (SVE traps; the kernel does not use SVE); TFP clear: FP/SIMD not
+    /// trapped.
+    pub const CPTR_EL2_VALUE: u64 = CPTR_EL2_EXT::RES1_13_12::SET.value
+        | CPTR_EL2_EXT::RES1_9::SET.value
+        | CPTR_EL2_EXT::TZ::SET.value
+        | CPTR_EL2_EXT::RES1_7_0::SET.value
+        | CPTR_EL2_EXT::TFP::CLEAR.value;
+    /// ID_AA64PFR0_EL1.GIC: non-zero when the GIC system registers exist.
+    pub const PFR0_GIC: Field<u64, ID_AA64PFR0_EL1_EXT::Register> = ID_AA64PFR0_EL1_EXT::GIC;
+    /// Or-ed into ICC_SRE_EL2: system registers at EL2, and EL1 may use them (Enable).
+    pub const ICC_SRE_EL2_VALUE: u64 = ICC_SRE_EL2::SRE::SET.value | ICC_SRE_EL2::ENABLE::SET.value;
+    /// Return to EL1 with SP_EL1 (EL1h) and D, A, I, F masked.
+    pub const SPSR_EL2_VALUE: u64 = SPSR_EL2::D::Masked.value
+        | SPSR_EL2::A::Masked.value
+        | SPSR_EL2::I::Masked.value
+        | SPSR_EL2::F::Masked.value
+        | SPSR_EL2::M::EL1h.value;
+    /// CPACR_EL1.FPEN: FP/SIMD not trapped at EL1 (Rust uses NEON).
+    pub const CPACR_EL1_VALUE: u64 = CPACR_EL1::FPEN::TrapNothing.value;
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn el2_drop_values() {
+            // The values the entry code wrote as literals before they were composed from fields.
+            assert_eq!(super::HCR_EL2_VALUE, 1 << 31);
+            assert_eq!(super::CNTHCTL_EL2_VALUE, 3);
+            assert_eq!(super::CPTR_EL2_VALUE, 0x33ff);
+            assert_eq!((super::PFR0_GIC.shift, super::PFR0_GIC.mask), (24, 0xf));
+            assert_eq!(super::ICC_SRE_EL2_VALUE, 0x9);
+            assert_eq!(super::SPSR_EL2_VALUE, 0x3c5);
+            assert_eq!(super::CPACR_EL1_VALUE, 3 << 20);
+        }
+    }
+}
 
 /// Physical address of the [`BootMmu`] secondaries load with their MMU off (set once by the
 /// primary, then cleaned to the point of coherency).

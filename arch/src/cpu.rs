@@ -1,36 +1,47 @@
 //! CPU identification, barriers, idle, and the SMCCC / semihosting conduits.
 
-use aarch64_cpu::registers::MPIDR_EL1;
 #[cfg(target_arch = "aarch64")]
-use aarch64_cpu::registers::{
-    CurrentEL, CNTFRQ_EL0, CNTVCT_EL0, ID_AA64ISAR0_EL1, ID_AA64MMFR0_EL1, ID_AA64PFR0_EL1, TPIDR_EL1,
-};
+use crate::sysreg::{ID_AA64ISAR0_EL1_EXT, ID_AA64PFR0_EL1_EXT};
+#[cfg(target_arch = "aarch64")]
+use aarch64_cpu::registers::{CurrentEL, CNTFRQ_EL0, CNTVCT_EL0, ID_AA64ISAR0_EL1, ID_AA64PFR0_EL1, TPIDR_EL1};
+use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, MIDR_EL1, MPIDR_EL1};
 #[cfg(target_arch = "aarch64")]
 use tock_registers::interfaces::Readable;
-use tock_registers::LocalRegisterCopy;
+use tock_registers::{fields::Field, LocalRegisterCopy};
 
-/// Whether the CPU implements a translation granule, from the raw ID_AA64MMFR0_EL1 TGran
-/// fields. Raw values on purpose: with FEAT_LPA2 (QEMU `-cpu max`) TGran4 reads 1 and TGran16
-/// reads 2, values the `aarch64-cpu` enums do not know.
-pub fn granule_supported(mmfr0: u64, page_shift: u32) -> bool {
+/// The ID_AA64MMFR0_EL1 TGran field of a granule (`page_shift` 12, 14 or 16).
+fn tgran(page_shift: u32) -> Field<u64, ID_AA64MMFR0_EL1::Register> {
     match page_shift {
-        12 => (mmfr0 >> 28) & 0xf != 0xf, // TGran4: 0xF = not implemented
-        14 => (mmfr0 >> 20) & 0xf != 0x0, // TGran16: 0 = not implemented
-        16 => (mmfr0 >> 24) & 0xf != 0xf, // TGran64: 0xF = not implemented
-        _ => false,
+        12 => ID_AA64MMFR0_EL1::TGran4,
+        14 => ID_AA64MMFR0_EL1::TGran16,
+        _ => ID_AA64MMFR0_EL1::TGran64,
     }
+}
+
+/// Whether the CPU implements a translation granule, from the ID_AA64MMFR0_EL1 TGran
+/// fields. Compared with the "not implemented" value only: with FEAT_LPA2 (QEMU `-cpu max`)
+/// TGran4 reads 1 and TGran16 reads 2, values the `aarch64-cpu` enums do not know.
+pub fn granule_supported(mmfr0: u64, page_shift: u32) -> bool {
+    use ID_AA64MMFR0_EL1::{TGran16, TGran4, TGran64};
+    let not_implemented = match page_shift {
+        12 => TGran4::NotSupported,
+        14 => TGran16::NotSupported,
+        16 => TGran64::NotSupported,
+        _ => return false,
+    };
+    !LocalRegisterCopy::<u64, ID_AA64MMFR0_EL1::Register>::new(mmfr0).matches_all(not_implemented)
 }
 
 /// Cortex-A76 erratum 1286807 (Linux `ARM64_WORKAROUND_REPEAT_TLBI`): on r0p0..r3p0 a TLBI
 /// may complete before an earlier, racing translation is done; the workaround repeats every
-/// TLBI after a `DSB ISH`. Decided from the raw MIDR_EL1 (implementer 0x41, part 0xD0B,
-/// variant 0..=3, any revision up to r3p0).
-pub const fn needs_repeat_tlbi(midr: u64) -> bool {
-    let implementer = (midr >> 24) & 0xff;
-    let variant = (midr >> 20) & 0xf;
-    let part = (midr >> 4) & 0xfff;
-    let revision = midr & 0xf;
-    implementer == 0x41 && part == 0xd0b && (variant < 3 || (variant == 3 && revision == 0))
+/// TLBI after a `DSB ISH`. Decided from MIDR_EL1 (implementer Arm, part 0xD0B, variant 0..=3,
+/// any revision up to r3p0).
+pub fn needs_repeat_tlbi(midr: u64) -> bool {
+    let m = LocalRegisterCopy::<u64, MIDR_EL1::Register>::new(midr);
+    let variant = m.read(MIDR_EL1::Variant);
+    let revision = m.read(MIDR_EL1::Revision);
+    m.matches_all(MIDR_EL1::Implementer::Arm + MIDR_EL1::PartNum.val(0xd0b))
+        && (variant < 3 || (variant == 3 && revision == 0))
 }
 
 #[cfg(test)]
@@ -49,6 +60,21 @@ mod tests {
     }
 
     #[test]
+    fn tgran_fields() {
+        use super::{granule_supported, tgran_field};
+        // QEMU max with FEAT_LPA2: TGran4 = 1, TGran64 = 0, TGran16 = 2 (bits 31:28, 27:24, 23:20).
+        let lpa2 = 0x1020_0000;
+        assert!(granule_supported(lpa2, 12) && granule_supported(lpa2, 14) && granule_supported(lpa2, 16));
+        // cortex-a57: TGran4 = 0, TGran64 = 0, TGran16 = 0 (no 16K).
+        assert!(granule_supported(0, 12) && !granule_supported(0, 14) && granule_supported(0, 16));
+        // Neither 4K nor 64K.
+        let none = 0xff00_0000;
+        assert!(!granule_supported(none, 12) && !granule_supported(none, 16) && !granule_supported(none, 13));
+        assert_eq!(tgran_field(lpa2, 14), ("TGran16", 2));
+        assert_eq!(tgran_field(none, 16), ("TGran64", 0xf));
+    }
+
+    #[test]
     fn mpidr_affinity_fields() {
         let m = super::Mpidr::new(0x12_c103_0201); // RES1, U and MT (bits 31, 30, 24) dropped
         assert_eq!(m.raw(), 0x0012_0003_0201);
@@ -59,16 +85,17 @@ mod tests {
 /// MIDR_EL1, raw.
 #[cfg(target_arch = "aarch64")]
 pub fn midr() -> u64 {
-    aarch64_cpu::registers::MIDR_EL1.get()
+    MIDR_EL1.get()
 }
 
-/// Name of the TGran field for a granule, for error messages.
-pub fn tgran_field(page_shift: u32) -> (&'static str, u32) {
-    match page_shift {
-        12 => ("TGran4", 28),
-        14 => ("TGran16", 20),
-        _ => ("TGran64", 24),
-    }
+/// Name and value of the TGran field for a granule, for error messages.
+pub fn tgran_field(mmfr0: u64, page_shift: u32) -> (&'static str, u64) {
+    let name = match page_shift {
+        12 => "TGran4",
+        14 => "TGran16",
+        _ => "TGran64",
+    };
+    (name, tgran(page_shift).read(mmfr0))
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -82,16 +109,20 @@ pub fn pa_range() -> u64 {
     ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange)
 }
 
-/// FEAT_TLBIRANGE: ID_AA64ISAR0_EL1.TLB (bits 59:56) == 2. Read raw: the crate has no field.
+/// FEAT_TLBIRANGE: ID_AA64ISAR0_EL1.TLB >= 2 (the crate has no TLB field: [`ID_AA64ISAR0_EL1_EXT`]).
 #[cfg(target_arch = "aarch64")]
 pub fn has_tlbi_range() -> bool {
-    (ID_AA64ISAR0_EL1.get() >> 56) & 0xf >= 2
+    LocalRegisterCopy::<u64, ID_AA64ISAR0_EL1_EXT::Register>::new(ID_AA64ISAR0_EL1.get())
+        .read(ID_AA64ISAR0_EL1_EXT::TLB)
+        >= ID_AA64ISAR0_EL1_EXT::TLB::OsAndRange.read(ID_AA64ISAR0_EL1_EXT::TLB)
 }
 
-/// GICv3 CPU interface system registers implemented (ID_AA64PFR0_EL1.GIC != 0).
+/// GICv3 CPU interface system registers implemented (ID_AA64PFR0_EL1.GIC != 0; the crate has
+/// no GIC field: [`ID_AA64PFR0_EL1_EXT`]).
 #[cfg(target_arch = "aarch64")]
 pub fn has_gicv3_sysregs() -> bool {
-    (ID_AA64PFR0_EL1.get() >> 24) & 0xf != 0
+    LocalRegisterCopy::<u64, ID_AA64PFR0_EL1_EXT::Register>::new(ID_AA64PFR0_EL1.get()).read(ID_AA64PFR0_EL1_EXT::GIC)
+        != 0
 }
 
 /// Exception level we run at (always 1 after boot).

@@ -4,12 +4,20 @@
 //! same values on every CPU) through [`crate::boot::BootMmu`].
 
 use crate::descriptor::{MAIR_IDX_DEVICE, MAIR_IDX_NORMAL};
+use crate::sysreg::SCTLR_EL1_EXT;
+#[cfg(target_arch = "aarch64")]
+use aarch64_cpu::registers::PAR_EL1;
 use aarch64_cpu::registers::{MAIR_EL1, SCTLR_EL1, TCR_EL1};
 use tock_registers::{fields::FieldValue, LocalRegisterCopy};
 
 /// SCTLR_EL1 with the MMU off: only RES1 bits and exception-entry/exit synchronisation
-/// (Linux `INIT_SCTLR_EL1_MMU_OFF`: LSMAOE, nTLSMD, EIS, TSCXT, EOS).
-pub const SCTLR_EL1_MMU_OFF: u64 = (1 << 29) | (1 << 28) | (1 << 22) | (1 << 20) | (1 << 11);
+/// (Linux `INIT_SCTLR_EL1_MMU_OFF`: LSMAOE, nTLSMD, EIS, TSCXT, EOS). A constant for the boot
+/// assembly, so composed from the fields' `value`s (`+` on field values is not `const`).
+pub const SCTLR_EL1_MMU_OFF: u64 = SCTLR_EL1_EXT::LSMAOE::SET.value
+    | SCTLR_EL1_EXT::nTLSMD::SET.value
+    | SCTLR_EL1_EXT::EIS::SET.value
+    | SCTLR_EL1_EXT::TSCXT::SET.value
+    | SCTLR_EL1_EXT::EOS::SET.value;
 
 /// SCTLR_EL1 with the MMU and caches on, SP alignment checks, and WXN: any writable kernel
 /// mapping is never executable, so W^X holds even if a descriptor were built wrong.
@@ -71,11 +79,19 @@ mod tests {
     #[test]
     fn tcr_granule_encodings() {
         // TG1 encodings differ from TG0 (4K=0b10, 16K=0b01, 64K=0b11).
-        assert_eq!((tcr(12, 48, 5) >> 30) & 3, 0b10);
-        assert_eq!((tcr(14, 47, 5) >> 30) & 3, 0b01);
-        assert_eq!((tcr(16, 42, 5) >> 30) & 3, 0b11);
-        assert_eq!((tcr(16, 42, 5) >> 14) & 3, 0b01);
-        assert_eq!(tcr(14, 36, 5) & 0x3f, 28);
+        let r = |v| LocalRegisterCopy::<u64, TCR_EL1::Register>::new(v);
+        assert_eq!(r(tcr(12, 48, 5)).read(TCR_EL1::TG1), 0b10);
+        assert_eq!(r(tcr(14, 47, 5)).read(TCR_EL1::TG1), 0b01);
+        assert_eq!(r(tcr(16, 42, 5)).read(TCR_EL1::TG1), 0b11);
+        assert_eq!(r(tcr(16, 42, 5)).read(TCR_EL1::TG0), 0b01);
+        assert_eq!(r(tcr(14, 36, 5)).read(TCR_EL1::T0SZ), 28);
+    }
+
+    #[test]
+    fn sctlr_mmu_off_is_linux_init_value() {
+        // Linux INIT_SCTLR_EL1_MMU_OFF (without EE/E0E on little endian).
+        assert_eq!(SCTLR_EL1_MMU_OFF, 0x3050_0800);
+        assert_eq!(sctlr_mmu_on() & !SCTLR_EL1_MMU_OFF, 0x8_101d);
     }
 }
 
@@ -83,18 +99,23 @@ mod tests {
 /// success, or the PAR_EL1 fault value. Tests cross-check the software walker with this.
 #[cfg(target_arch = "aarch64")]
 pub fn hw_translate(va: u64, write: bool) -> Result<u64, u64> {
-    let par: u64;
+    use tock_registers::interfaces::Readable;
+    // `aarch64-cpu` has no AT instructions: the one small wrapper, an `at` and the `isb` that
+    // makes its PAR_EL1 update visible to the read below.
     // SAFETY: address translation instructions only update PAR_EL1; they never fault.
     unsafe {
         if write {
-            core::arch::asm!("at s1e1w, {va}", "isb", "mrs {par}, par_el1", va = in(reg) va, par = out(reg) par, options(nostack));
+            core::arch::asm!("at s1e1w, {va}", "isb", va = in(reg) va, options(nostack));
         } else {
-            core::arch::asm!("at s1e1r, {va}", "isb", "mrs {par}, par_el1", va = in(reg) va, par = out(reg) par, options(nostack));
+            core::arch::asm!("at s1e1r, {va}", "isb", va = in(reg) va, options(nostack));
         }
     }
-    if par & 1 != 0 {
-        Err(par)
+    let par = PAR_EL1.extract();
+    if par.matches_all(PAR_EL1::F::TranslationAborted) {
+        Err(par.get())
     } else {
-        Ok((par & 0x0000_ffff_ffff_f000) | (va & 0xfff))
+        // PAR_EL1.PA is the output address of the 4 KiB page (bits 47:12, in place) whatever
+        // the granule; the offset in that page comes from the VA.
+        Ok((par.get() & PAR_EL1::PA::SET.mask()) | (va % 4096))
     }
 }

@@ -1,10 +1,55 @@
-//! System registers `aarch64-cpu` does not define: the GICv3 CPU interface (ICC_*_EL1; the
-//! crate has only the EL2 side, ICC_SRE_EL2 and ICH_*). Each register gets its fields
-//! (`register_bitfields!`) and a tock-registers `Readable`/`Writeable` implementation over
-//! `mrs`/`msr` with its encoded name, so drivers use the same typed API as for the crate's
-//! registers.
+//! What `aarch64-cpu` (11.2) does not define, in its style:
+//! - the GICv3 CPU interface (ICC_*_EL1; the crate has only the EL2 side, ICC_SRE_EL2 and
+//!   ICH_*): fields (`register_bitfields!`) and a tock-registers `Readable`/`Writeable`
+//!   implementation over `mrs`/`msr` with the encoded name, so drivers use the same typed API
+//!   as for the crate's registers;
+//! - fields the crate leaves out of registers it does define (`*_EXT` below): read by
+//!   wrapping the crate register's value in a `LocalRegisterCopy` of the extension.
 
 use tock_registers::register_bitfields;
+
+register_bitfields! {u64,
+    /// SCTLR_EL1 fields the crate lacks: the bits Linux sets with the MMU off
+    /// (`INIT_SCTLR_EL1_MMU_OFF`).
+    pub SCTLR_EL1_EXT [
+        /// Load/store multiple atomicity and ordering (AArch32 EL0): no trap.
+        LSMAOE OFFSET(29) NUMBITS(1) [],
+        /// No trap of AArch32 load/store multiple to Device memory.
+        nTLSMD OFFSET(28) NUMBITS(1) [],
+        /// Exception entry is a context synchronisation event.
+        EIS OFFSET(22) NUMBITS(1) [],
+        /// Trap EL0 access to SCXTNUM_EL0 (RES1 without FEAT_CSV2).
+        TSCXT OFFSET(20) NUMBITS(1) [],
+        /// Exception return is a context synchronisation event.
+        EOS OFFSET(11) NUMBITS(1) []
+    ],
+    /// ID_AA64ISAR0_EL1 fields the crate lacks.
+    pub ID_AA64ISAR0_EL1_EXT [
+        /// TLB maintenance: 1 = outer-shareable TLBI, 2 = and range TLBI (FEAT_TLBIRANGE).
+        TLB OFFSET(56) NUMBITS(4) [
+            NotImplemented = 0,
+            Os = 1,
+            OsAndRange = 2
+        ]
+    ],
+    /// ID_AA64PFR0_EL1 fields the crate lacks.
+    pub ID_AA64PFR0_EL1_EXT [
+        /// GIC CPU interface system registers: 0 = not implemented.
+        GIC OFFSET(24) NUMBITS(4) []
+    ],
+    /// CPTR_EL2 (E2H = 0) fields the crate lacks (it defines only TAM).
+    pub CPTR_EL2_EXT [
+        /// Trap FP/SIMD to EL2.
+        TFP OFFSET(10) NUMBITS(1) [],
+        /// RES1 bits 13:12 and 9.
+        RES1_13_12 OFFSET(12) NUMBITS(2) [],
+        RES1_9 OFFSET(9) NUMBITS(1) [],
+        /// Trap SVE to EL2 (RES1 without SVE).
+        TZ OFFSET(8) NUMBITS(1) [],
+        /// RES1 bits 7:0.
+        RES1_7_0 OFFSET(0) NUMBITS(8) []
+    ]
+}
 
 register_bitfields! {u64,
     /// ICC_SRE_EL1: system register enable.

@@ -100,13 +100,13 @@ pub extern "C" fn __hotmem_early_map(phys_start: u64, dtb: u64, entry_el: u64) -
     ENTRY_EL.store(entry_el, Ordering::Relaxed);
     let mmfr0 = arch::cpu::id_aa64mmfr0();
     if !arch::cpu::granule_supported(mmfr0, G.page_shift) {
-        let (field, shift) = arch::cpu::tgran_field(G.page_shift);
+        let (field, value) = arch::cpu::tgran_field(mmfr0, G.page_shift);
         early_puts(b"hotmem: FATAL granule=");
         early_puts(G.granule_name().as_bytes());
         early_puts(b" is not supported by this CPU (ID_AA64MMFR0_EL1.");
         early_puts(field.as_bytes());
         early_puts(b"=0x");
-        early_put_hex_digit(mmfr0 >> shift);
+        early_put_hex_digit(value);
         early_puts(b"); use a CPU that implements it, e.g. -cpu max,lpa2=off or cortex-a76\r\n");
         arch::cpu::semihosting_exit(UNSUPPORTED_GRANULE_STATUS);
     }
