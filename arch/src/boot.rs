@@ -73,8 +73,7 @@ primary_entry:
     /* Firmware mode: running from flash. Copy the file part of the image to RAM. Only reads
        touch flash (a store there would be taken as a CFI command). */
     ldr     x2, =__image_file_size
-    mov     x3, #{fw_load_lo}
-    movk    x3, #{fw_load_hi}, lsl #16
+    ldr     x3, ={fw_load_pa}
     mov     x4, x20
     mov     x5, x3
     add     x6, x4, x2
@@ -225,8 +224,7 @@ secondary_switched:
     b       park
 "#,
     ram_base = const RAM_BASE,
-    fw_load_lo = const FW_LOAD_PA & 0xffff,
-    fw_load_hi = const (FW_LOAD_PA >> 16) & 0xffff,
+    fw_load_pa = const FW_LOAD_PA,
     sctlr_mmu_off = const crate::mmu::SCTLR_EL1_MMU_OFF,
     hcr_el2 = const el2::HCR_EL2_VALUE,
     cnthctl_el2 = const el2::CNTHCTL_EL2_VALUE,

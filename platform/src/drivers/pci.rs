@@ -12,12 +12,44 @@
 //! the buses we scan ([`MAX_BUSES`]) in the 1 GiB ioremap region.
 
 use crate::boot::dtb::PciHost;
+use tock_registers::{register_bitfields, LocalRegisterCopy};
 use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction};
+
+register_bitfields! {u64,
+    /// An offset into ECAM space (PCIe): the function's 4 KiB configuration space and a dword
+    /// in it.
+    ECAM_OFFSET [
+        BUS OFFSET(20) NUMBITS(8) [],
+        DEVICE OFFSET(15) NUMBITS(5) [],
+        FUNCTION OFFSET(12) NUMBITS(3) [],
+        /// Dword index in the configuration space.
+        DWORD OFFSET(2) NUMBITS(10) []
+    ]
+}
+
+register_bitfields! {u32,
+    /// The configuration header's dword at 0x3c.
+    INTERRUPT [
+        /// INTx pin: 0 = none, 1..=4 = INTA..INTD.
+        PIN OFFSET(8) NUMBITS(8) [],
+        LINE OFFSET(0) NUMBITS(8) []
+    ],
+    /// The first cell of a PCI unit address (`phys.hi`, IEEE 1275 PCI binding) as an
+    /// `interrupt-map` child address holds it.
+    PHYS_HI [
+        BUS OFFSET(16) NUMBITS(8) [],
+        DEVICE OFFSET(11) NUMBITS(5) [],
+        FUNCTION OFFSET(8) NUMBITS(3) []
+    ]
+}
+
+/// Configuration-header offset of the interrupt line/pin dword.
+const INTERRUPT_REG: u8 = 0x3c;
 
 /// Buses mapped and scanned (QEMU virt has no bridges unless asked for: bus 0 is enough).
 pub const MAX_BUSES: u64 = 4;
 /// ECAM bytes per bus.
-pub const ECAM_BUS_BYTES: u64 = 1 << 20;
+pub const ECAM_BUS_BYTES: u64 = ECAM_OFFSET::BUS.val(1).value;
 
 /// ECAM configuration access over an ioremap of the first buses.
 #[derive(Clone, Copy)]
@@ -43,7 +75,18 @@ impl Ecam {
         if bus >= self.buses || df.device >= 32 || df.function >= 8 {
             return None;
         }
-        Some(bus << 20 | (df.device as u64) << 15 | (df.function as u64) << 12 | (reg as u64 & 0xffc))
+        Some(
+            (ECAM_OFFSET::BUS.val(bus)
+                + ECAM_OFFSET::DEVICE.val(df.device.into())
+                + ECAM_OFFSET::FUNCTION.val(df.function.into())
+                + ECAM_OFFSET::DWORD.val(u64::from(reg) / 4))
+            .value,
+        )
+    }
+
+    /// The function's INTx pin (0 = none, 1..=4 = INTA..INTD).
+    pub fn interrupt_pin(&self, df: DeviceFunction) -> u8 {
+        LocalRegisterCopy::<u32, INTERRUPT::Register>::new(self.read_word(df, INTERRUPT_REG)).read(INTERRUPT::PIN) as u8
     }
 }
 
@@ -81,12 +124,10 @@ pub fn intx_intid(host: &PciHost, df: DeviceFunction, pin: u8) -> Option<u32> {
     if pin == 0 || mask.len() != 4 || map.is_empty() || !map.len().is_multiple_of(ROW) {
         return None;
     }
-    let child = [
-        (df.bus as u32) << 16 | (df.device as u32) << 11 | (df.function as u32) << 8,
-        0,
-        0,
-        pin as u32,
-    ];
+    let phys_hi = PHYS_HI::BUS.val(df.bus.into())
+        + PHYS_HI::DEVICE.val(df.device.into())
+        + PHYS_HI::FUNCTION.val(df.function.into());
+    let child = [phys_hi.value, 0, 0, pin as u32];
     map.chunks_exact(ROW)
         .find(|row| (0..4).all(|i| child[i] & mask[i] == row[i]))
         .and_then(|row| match (row[7], row[8]) {

@@ -61,10 +61,24 @@ pub fn conduit_name() -> &'static str {
     }
 }
 
+tock_registers::register_bitfields! {u32,
+    /// What PSCI_VERSION returns.
+    VERSION [
+        MAJOR OFFSET(16) NUMBITS(15) [],
+        MINOR OFFSET(0) NUMBITS(16) []
+    ]
+}
+
 /// (major, minor).
 pub fn version() -> (u16, u16) {
-    let v = arch::cpu::smccc(conduit(), PSCI_VERSION, 0, 0, 0) as u32;
-    ((v >> 16) as u16, v as u16)
+    let v = tock_registers::LocalRegisterCopy::<u32, VERSION::Register>::new(arch::cpu::smccc(
+        conduit(),
+        PSCI_VERSION,
+        0,
+        0,
+        0,
+    ) as u32);
+    (v.read(VERSION::MAJOR) as u16, v.read(VERSION::MINOR) as u16)
 }
 
 pub fn cpu_on(mpidr: u64, entry_pa: u64, context: u64) -> Result<(), PsciError> {

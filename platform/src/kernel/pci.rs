@@ -10,9 +10,7 @@ use crate::{
     println,
 };
 use alloc::vec::Vec;
-use virtio_drivers::transport::pci::bus::{
-    BarInfo, Command, ConfigurationAccess, DeviceFunction, DeviceFunctionInfo, HeaderType, PciRoot,
-};
+use virtio_drivers::transport::pci::bus::{BarInfo, Command, DeviceFunction, DeviceFunctionInfo, HeaderType, PciRoot};
 
 /// A bump allocator over one window of `ranges` (CPU addresses).
 struct Window {
@@ -116,7 +114,7 @@ pub fn init(host: Option<&PciHost>) -> Result<Pci, PciInitError> {
                 bar += if two { 2 } else { 1 };
             }
             root.set_command(df, Command::MEMORY_SPACE | Command::BUS_MASTER);
-            let pin = (ecam.read_word(df, 0x3c) >> 8) as u8;
+            let pin = ecam.interrupt_pin(df);
             println!(
                 "pci: {df} vendor={:#06x} device={:#06x} class={:#04x} int_pin={pin} intid={}",
                 info.vendor_id,
