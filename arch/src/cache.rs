@@ -2,7 +2,8 @@
 
 /// Clean `[va, va + len)` to the point of coherency so a CPU running with its MMU (and thus
 /// data cache) still off reads what we wrote: secondaries read their boot parameters that way.
-/// QEMU does not model caches; real hardware needs this.
+/// QEMU does not model caches; real hardware needs this. `aarch64-cpu` has no cache
+/// maintenance instructions, so this is the one wrapper over `dc cvac`.
 #[cfg(target_arch = "aarch64")]
 pub fn clean_to_poc(va: u64, len: u64) {
     const LINE: u64 = 64; // minimum line size on every Armv8 core; safe lower bound

@@ -317,7 +317,9 @@ mod imp {
     use super::{stats, va_operand, CpuTlb, TlbInvalidate, Tlbi};
     use core::sync::atomic::Ordering;
 
-    /// Issue one TLBI (no barriers).
+    /// Issue one TLBI (no barriers). `aarch64-cpu` has no TLB maintenance instructions (nor
+    /// FEAT_TLBIRANGE's range forms), so this is the one wrapper over `tlbi`; the operands are
+    /// built and host-tested above ([`va_operand`], [`super::RangeOperand`]).
     fn execute(op: Tlbi) {
         // SAFETY (all arms): TLB invalidation has no memory-safety effect; FEAT_TLBIRANGE is
         // implemented whenever a range operation is planned (checked at boot).
