@@ -153,7 +153,7 @@ fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
 fn literal_shift(line: &str) -> bool {
     ["<<", ">>"].iter().any(|op| {
         line.match_indices(op).any(|(i, _)| {
-            let rest = line[i + 2..].trim_start_matches(|c: char| c == ' ' || c == '(' || c == '=');
+            let rest = line[i + 2..].trim_start_matches([' ', '(', '=']);
             // `<<=`/`>>=` compound assignments are shifts too; `>>` closing generics is not
             // followed by a digit.
             rest.starts_with(|c: char| c.is_ascii_digit())
@@ -168,7 +168,7 @@ fn literal_mask(line: &str) -> bool {
         if c != b'&' && c != b'|' {
             return false;
         }
-        let rest = line[i + 1..].trim_start_matches(|c: char| c == ' ' || c == '!' || c == '(' || c == '=');
+        let rest = line[i + 1..].trim_start_matches([' ', '!', '(', '=']);
         rest.starts_with("0x") || rest.starts_with("0b") || rest.starts_with("0X") || rest.starts_with("0B")
     })
 }
