@@ -6,6 +6,7 @@
 
 use alloc::{string::String, vec::Vec};
 use fdt::Fdt;
+use tock_registers::LocalRegisterCopy;
 
 /// A physical range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,6 +236,23 @@ pub unsafe fn parse(ptr: *const u8, mapped: u64) -> Result<Platform, DtbError> {
     })
 }
 
+tock_registers::register_bitfields! {u32,
+    /// The first cell of a PCI address (`phys.hi`, IEEE 1275 PCI bus binding), in `ranges`
+    /// and in `interrupt-map` child addresses.
+    pub PCI_PHYS_HI [
+        PREFETCHABLE OFFSET(30) NUMBITS(1) [],
+        SPACE OFFSET(24) NUMBITS(2) [
+            Config = 0,
+            Io = 1,
+            Mem32 = 2,
+            Mem64 = 3
+        ],
+        BUS OFFSET(16) NUMBITS(8) [],
+        DEVICE OFFSET(11) NUMBITS(5) [],
+        FUNCTION OFFSET(8) NUMBITS(3) []
+    ]
+}
+
 fn cells(p: &[u8]) -> Vec<u32> {
     p.chunks_exact(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
@@ -253,15 +271,16 @@ fn parse_pci_host(node: &fdt::node::FdtNode) -> Option<PciHost> {
     let windows = ranges
         .chunks_exact(7)
         .map(|c| {
-            let space = match (c[0] >> 24) & 3 {
-                0 => PciSpace::Config,
-                1 => PciSpace::Io,
-                2 => PciSpace::Mem32,
+            let hi = LocalRegisterCopy::<u32, PCI_PHYS_HI::Register>::new(c[0]);
+            let space = match hi.read_as_enum(PCI_PHYS_HI::SPACE) {
+                Some(PCI_PHYS_HI::SPACE::Value::Config) => PciSpace::Config,
+                Some(PCI_PHYS_HI::SPACE::Value::Io) => PciSpace::Io,
+                Some(PCI_PHYS_HI::SPACE::Value::Mem32) => PciSpace::Mem32,
                 _ => PciSpace::Mem64,
             };
             PciWindow {
                 space,
-                prefetchable: c[0] & (1 << 30) != 0,
+                prefetchable: hi.is_set(PCI_PHYS_HI::PREFETCHABLE),
                 pci: (c[1] as u64) << 32 | c[2] as u64,
                 cpu: (c[3] as u64) << 32 | c[4] as u64,
                 size: (c[5] as u64) << 32 | c[6] as u64,

@@ -11,7 +11,7 @@
 //! ([`ConfigurationAccess`]): its `MmioCam` wants the whole 256 MiB ECAM mapped, and we map only
 //! the buses we scan ([`MAX_BUSES`]) in the 1 GiB ioremap region.
 
-use crate::boot::dtb::PciHost;
+use crate::boot::dtb::{PciHost, PCI_PHYS_HI as PHYS_HI};
 use tock_registers::{register_bitfields, LocalRegisterCopy};
 use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction};
 
@@ -33,13 +33,6 @@ register_bitfields! {u32,
         /// INTx pin: 0 = none, 1..=4 = INTA..INTD.
         PIN OFFSET(8) NUMBITS(8) [],
         LINE OFFSET(0) NUMBITS(8) []
-    ],
-    /// The first cell of a PCI unit address (`phys.hi`, IEEE 1275 PCI binding) as an
-    /// `interrupt-map` child address holds it.
-    PHYS_HI [
-        BUS OFFSET(16) NUMBITS(8) [],
-        DEVICE OFFSET(11) NUMBITS(5) [],
-        FUNCTION OFFSET(8) NUMBITS(3) []
     ]
 }
 
