@@ -17,16 +17,15 @@ use arch::{
 use tock_registers::interfaces::Readable;
 
 fn tcr_matches_configuration(_: &Platform) -> Result<(), String> {
-    let tcr = TCR_EL1.get();
     let t1sz = TCR_EL1.read(TCR_EL1::T1SZ);
     kassert!(t1sz == 64 - G.va_bits as u64, "T1SZ={t1sz}, want {}", 64 - G.va_bits);
-    let tg1 = (tcr >> 30) & 3;
+    let tg1 = TCR_EL1.read_as_enum(TCR_EL1::TG1);
     let want = match G.page_shift {
-        12 => 0b10,
-        14 => 0b01,
-        _ => 0b11,
+        12 => TCR_EL1::TG1::Value::KiB_4,
+        14 => TCR_EL1::TG1::Value::KiB_16,
+        _ => TCR_EL1::TG1::Value::KiB_64,
     };
-    kassert!(tg1 == want, "TG1={tg1:#b}, want {want:#b} for {}", G.granule_name());
+    kassert!(tg1 == Some(want), "TG1={tg1:?}, want {want:?} for {}", G.granule_name());
     kassert!(TCR_EL1.is_set(TCR_EL1::EPD0), "TTBR0 walks still enabled after boot");
     kassert!(
         SCTLR_EL1.is_set(SCTLR_EL1::M) && SCTLR_EL1.is_set(SCTLR_EL1::WXN),
