@@ -278,10 +278,10 @@ const GUEST_MUTANTS: &[GuestMutant] = &[
         append: "ktest.only=base_page_window_removal_faults_on_every_cpu teardown_check=off",
         expect: "still translating the removed window",
     },
-    // A TLBI one page off is QEMU-visible only with 4K pages and per-page TLBIs: TCG keeps
-    // 16K and 64K guest pages as "large pages" (bigger than its 4K target page) and flushes a
-    // vCPU's whole TLB for any TLBI that falls near one, and flushes it whole for a 4K range
-    // TLBI too. Elsewhere the checker (entry above) and the host TLB model catch it.
+    // A TLBI one page off is QEMU-visible only with 4K pages and per-page TLBIs: QEMU flushes
+    // a vCPU's whole TLB for a range TLBI longer than its fast TLB's index span, and for any
+    // TLBI ending in its large-page region, which holds every 16K/64K guest page
+    // (docs/teardown.md). Elsewhere the checker (entry above) and the host TLB model catch it.
     GuestMutant {
         granules: &["4k"],
         name: "tlbi-off-by-one-page",
