@@ -6,7 +6,6 @@
 
 use super::record::{GuestRecord, MemmapInit, Record};
 use mm::size::Size;
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
 pub const BEGIN: &str = "<!-- bench:begin -->";
@@ -117,17 +116,19 @@ pub fn render(records: &[Record], info: &RunInfo) -> String {
         info.options, info.commit, info.date, info.qemu, info.wall_s
     );
     let _ = writeln!(s, "![Guest time per size and granule]({})\n", info.plot);
-    let mut groups: BTreeMap<(u8, String, String, MemmapInit), Vec<&GuestRecord>> = BTreeMap::new();
+    // Granules in order; within a configuration, CPUs and modes in the order the run made them.
+    let mut groups: Vec<((String, String, MemmapInit), Vec<&GuestRecord>)> = Vec::new();
     for r in records {
         if let Record::Guest(g) = r {
-            let order = g.bench.granule.trim_end_matches('k').parse().unwrap_or(u8::MAX);
-            groups
-                .entry((order, g.bench.config(), g.cpu.clone(), g.mode))
-                .or_default()
-                .push(g);
+            let key = (g.bench.config(), g.cpu.clone(), g.mode);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, v)) => v.push(g),
+                None => groups.push((key, vec![g])),
+            }
         }
     }
-    for ((_, config, cpu, mode), recs) in &groups {
+    groups.sort_by_key(|(_, v)| v[0].bench.granule.trim_end_matches('k').parse().unwrap_or(u32::MAX));
+    for ((config, cpu, mode), recs) in &groups {
         let b = &recs[0].bench;
         let _ = writeln!(
             s,
@@ -210,10 +211,13 @@ mod tests {
 
     #[test]
     fn renders_one_table_per_configuration_in_granule_order() {
+        let mut a76 = guest("4k", 128 << 20, true, 461_000);
+        a76.cpu = "cortex-a76".into();
         let recs = vec![
             Record::Guest(guest("64k", 512 << 20, true, 240_000)),
             Record::Guest(guest("4k", 128 << 20, true, 887_000)),
             Record::Guest(guest("4k", 128 << 20, false, 835_000)),
+            Record::Guest(a76),
         ];
         let info = RunInfo {
             commit: "abc1234".into(),
@@ -227,6 +231,10 @@ mod tests {
         let four = s.find("**4k-48").unwrap();
         let sixty_four = s.find("**64k-48").unwrap();
         assert!(four < sixty_four, "{s}");
+        // The run's own order within a configuration: the main CPU, then the TLBI comparison.
+        let max = s.find("**4k-48 `max,lpa2=off`").unwrap();
+        let a76 = s.find("**4k-48 `cortex-a76`").unwrap();
+        assert!(max < a76 && a76 < sixty_four, "{s}");
         assert!(s.contains("| 128 MiB | yes | 887 | 2.0 | 0.5 | 0.2 | 2 MiB | 0.6 | 1.7 | 3 | 32768 |"), "{s}");
         assert!(s.contains("| 128 MiB | no | 835 |"), "{s}");
         assert!(s.contains("![Guest time per size and granule](bench-scaling.svg)"), "{s}");
