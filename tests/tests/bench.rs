@@ -32,7 +32,16 @@ fn bench_smoke_64k() {
     let out = Command::new(cargo)
         .current_dir(root)
         .args(["run", "-q", "-p", "hotmem-qemu", "--bin", "hotmem-bench", "--"])
-        .args(["--granule", "64k", "--reps", "1", "--sizes", "512M", "--dimm-sizes", "512M"])
+        .args([
+            "--granule",
+            "64k",
+            "--reps",
+            "1",
+            "--sizes",
+            "512M",
+            "--dimm-sizes",
+            "512M",
+        ])
         .arg("--out")
         .arg(&dir)
         .arg("--compare")
@@ -69,7 +78,10 @@ fn bench_smoke_64k() {
         ]
     );
     for g in &guest {
-        assert_eq!((g.bench.granule.as_str(), g.bench.size, g.mode), ("64k", 512 << 20, MemmapInit::Eager));
+        assert_eq!(
+            (g.bench.granule.as_str(), g.bench.size, g.mode),
+            ("64k", 512 << 20, MemmapInit::Eager)
+        );
         assert!(g.bench.add_cycles > 0 && g.bench.cntfrq > 0, "{g:?}");
         assert!(!g.commit.is_empty() && g.run > 0, "{g:?}");
     }
@@ -92,8 +104,7 @@ fn bench_smoke_64k() {
         assert!(svg.contains(text), "plot without `{text}`");
     }
 
-    let c: Comparison =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("compare.json")).unwrap()).unwrap();
+    let c: Comparison = serde_json::from_str(&std::fs::read_to_string(dir.join("compare.json")).unwrap()).unwrap();
     let add = c
         .rows
         .iter()

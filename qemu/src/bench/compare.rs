@@ -187,19 +187,32 @@ mod tests {
         let only_new: Vec<String> = c.only_new.iter().map(Key::to_string).collect();
         assert_eq!(
             only_new,
-            ["guest 4k-48 max,lpa2=off eager 1G no-mom", "guest 4k-48 max,lpa2=off deferred 1G mom"]
+            [
+                "guest 4k-48 max,lpa2=off eager 1G no-mom",
+                "guest 4k-48 max,lpa2=off deferred 1G mom"
+            ]
         );
         let only_old: Vec<String> = c.only_old.iter().map(Key::to_string).collect();
         assert_eq!(
             only_old,
-            ["dimm 16k-47 max,lpa2=off eager 4G", "guest 4k-48 cortex-a76 eager 1G mom"]
+            [
+                "dimm 16k-47 max,lpa2=off eager 4G",
+                "guest 4k-48 cortex-a76 eager 1G mom"
+            ]
         );
         // The JSON form carries old, new and ratio per metric and reads back.
         let j = serde_json::to_string(&c).unwrap();
-        assert!(j.contains("\"metric\":\"add_us\",\"old\":10000.0,\"new\":5000.0,\"ratio\":0.5"), "{j}");
+        assert!(
+            j.contains("\"metric\":\"add_us\",\"old\":10000.0,\"new\":5000.0,\"ratio\":0.5"),
+            "{j}"
+        );
         assert_eq!(serde_json::from_str::<Comparison>(&j).unwrap(), c);
         let t = table(&c);
         assert!(t.contains("guest 4k-48 max,lpa2=off eager 1G mom"), "{t}");
-        assert!(t.lines().any(|l| l.contains("add_us") && l.trim_end().ends_with("0.50")), "{t}");
+        assert!(
+            t.lines()
+                .any(|l| l.contains("add_us") && l.trim_end().ends_with("0.50")),
+            "{t}"
+        );
     }
 }

@@ -105,6 +105,9 @@ fn guest_table(s: &mut String, recs: &[&GuestRecord]) {
     }
 }
 
+/// The records of one table: configuration, CPU, memmap mode.
+type Group = (String, String, MemmapInit);
+
 /// The generated section: one table per (configuration, CPU, memmap mode) of in-guest figures,
 /// then one table of DIMM figures, then the plot.
 pub fn render(records: &[Record], info: &RunInfo) -> String {
@@ -117,7 +120,7 @@ pub fn render(records: &[Record], info: &RunInfo) -> String {
     );
     let _ = writeln!(s, "![Guest time per size and granule]({})\n", info.plot);
     // Granules in order; within a configuration, CPUs and modes in the order the run made them.
-    let mut groups: Vec<((String, String, MemmapInit), Vec<&GuestRecord>)> = Vec::new();
+    let mut groups: Vec<(Group, Vec<&GuestRecord>)> = Vec::new();
     for r in records {
         if let Record::Guest(g) = r {
             let key = (g.bench.config(), g.cpu.clone(), g.mode);
@@ -154,7 +157,10 @@ pub fn render(records: &[Record], info: &RunInfo) -> String {
             "**DIMM hotplug over QMP** (`{}`, host wall time, median of {}, empty DIMMs)\n",
             d0.cpu, d0.reps
         );
-        let _ = writeln!(s, "| config | mode | DIMM | device_add → _OST (ms) | device_del → DEVICE_DELETED (ms) | result |");
+        let _ = writeln!(
+            s,
+            "| config | mode | DIMM | device_add → _OST (ms) | device_del → DEVICE_DELETED (ms) | result |"
+        );
         let _ = writeln!(s, "|---|---|---:|---:|---:|---|");
         for d in dimms {
             let _ = writeln!(
@@ -191,13 +197,18 @@ mod tests {
         // A missing final newline in the generated text does not glue it to the end marker.
         assert_eq!(replace_section(DOC, "new table").unwrap(), out);
         // Empty generated text leaves the markers adjacent.
-        assert!(replace_section(DOC, "").unwrap().contains("<!-- bench:begin -->\n<!-- bench:end -->\n"));
+        assert!(replace_section(DOC, "")
+            .unwrap()
+            .contains("<!-- bench:begin -->\n<!-- bench:end -->\n"));
     }
 
     #[test]
     fn refuses_pages_without_one_pair_of_markers() {
         assert_eq!(replace_section("no markers\n", "x"), Err(SectionError::NoBegin));
-        assert_eq!(replace_section("<!-- bench:begin -->\nx\n", "x"), Err(SectionError::NoEnd));
+        assert_eq!(
+            replace_section("<!-- bench:begin -->\nx\n", "x"),
+            Err(SectionError::NoEnd)
+        );
         assert_eq!(
             replace_section("<!-- bench:end -->\n<!-- bench:begin -->\n", "x"),
             Err(SectionError::NoEnd)
@@ -206,7 +217,9 @@ mod tests {
         assert_eq!(replace_section(&twice, "x"), Err(SectionError::Repeated(BEGIN)));
         // A marker quoted inside a line is not a marker.
         let quoted = DOC.replace("Prose before.", "The markers (`<!-- bench:begin -->`) ...");
-        assert!(replace_section(&quoted, "y").unwrap().contains("The markers (`<!-- bench:begin -->`) ..."));
+        assert!(replace_section(&quoted, "y")
+            .unwrap()
+            .contains("The markers (`<!-- bench:begin -->`) ..."));
     }
 
     #[test]
@@ -235,9 +248,15 @@ mod tests {
         let max = s.find("**4k-48 `max,lpa2=off`").unwrap();
         let a76 = s.find("**4k-48 `cortex-a76`").unwrap();
         assert!(max < a76 && a76 < sixty_four, "{s}");
-        assert!(s.contains("| 128 MiB | yes | 887 | 2.0 | 0.5 | 0.2 | 2 MiB | 0.6 | 1.7 | 3 | 32768 |"), "{s}");
+        assert!(
+            s.contains("| 128 MiB | yes | 887 | 2.0 | 0.5 | 0.2 | 2 MiB | 0.6 | 1.7 | 3 | 32768 |"),
+            "{s}"
+        );
         assert!(s.contains("| 128 MiB | no | 835 |"), "{s}");
-        assert!(s.contains("![Guest time per size and granule](bench-scaling.svg)"), "{s}");
+        assert!(
+            s.contains("![Guest time per size and granule](bench-scaling.svg)"),
+            "{s}"
+        );
         assert!(!s.contains("DIMM hotplug"), "no DIMM records, no DIMM table: {s}");
     }
 }

@@ -231,7 +231,16 @@ mod tests {
             std::fs::write(p, &svg).unwrap();
         }
         assert!(svg.starts_with("<svg"), "{}", &svg[..80]);
-        for t in ["add", "online", "offline", "remove", "4k-48", "64k-48", "test plot", "1 GiB"] {
+        for t in [
+            "add",
+            "online",
+            "offline",
+            "remove",
+            "4k-48",
+            "64k-48",
+            "test plot",
+            "1 GiB",
+        ] {
             assert!(svg.contains(&format!(">{t}<")) || svg.contains(t), "no {t}");
         }
         // Sizes span 128 MiB .. 64 GiB: log axes, labelled at powers of two.
@@ -252,8 +261,14 @@ mod tests {
     #[test]
     fn linear_axes_for_a_narrow_span() {
         assert!(!spans_decades(512.0, 1024.0));
-        let svg = scaling_svg(&[guest("64k", 512 << 20, true, 240_000), guest("64k", 1 << 30, true, 480_000)], "t")
-            .unwrap();
+        let svg = scaling_svg(
+            &[
+                guest("64k", 512 << 20, true, 240_000),
+                guest("64k", 1 << 30, true, 480_000),
+            ],
+            "t",
+        )
+        .unwrap();
         assert!(svg.contains("64k-48"));
     }
 }

@@ -281,10 +281,7 @@ pub(crate) mod tests {
         assert!(line.contains("\"cpu\":\"cortex-a57\""), "{line}");
         let back: Record = serde_json::from_str(&line).unwrap();
         assert_eq!(back, r);
-        assert_eq!(
-            back.key().to_string(),
-            "guest 16k-48 cortex-a57 deferred 1G mom"
-        );
+        assert_eq!(back.key().to_string(), "guest 16k-48 cortex-a57 deferred 1G mom");
     }
 
     #[test]
@@ -300,6 +297,9 @@ pub(crate) mod tests {
         };
         assert_eq!(d.mode, MemmapInit::Eager);
         assert_eq!(d.cpu, "");
-        assert_eq!(recs[0].metrics(), vec![("plug_to_ost_ms", 3.8), ("unplug_to_deleted_ms", 1.4)]);
+        assert_eq!(
+            recs[0].metrics(),
+            vec![("plug_to_ost_ms", 3.8), ("unplug_to_deleted_ms", 1.4)]
+        );
     }
 }

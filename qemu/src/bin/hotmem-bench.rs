@@ -338,7 +338,11 @@ fn main() {
     });
     let qemu = qemu_once(InstallPolicy::IfRoot).unwrap_or_else(|e| fail(e));
     let results = dir.join("results.jsonl");
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(&results).ok();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&results)
+        .ok();
     let mut sink = Sink {
         file,
         records: Vec::new(),
@@ -368,7 +372,10 @@ fn main() {
     for g in o.granule.map_or(Granule::ALL.to_vec(), |g| vec![g]) {
         let sizes = sizes_for(g, &o);
         if sizes.is_empty() {
-            eprintln!("hotmem-bench: {g}: no size of at least one block ({})", Size(block_size(g)));
+            eprintln!(
+                "hotmem-bench: {g}: no size of at least one block ({})",
+                Size(block_size(g))
+            );
             failed = true;
         }
         for &mode in &o.memmap_init {
