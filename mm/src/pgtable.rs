@@ -33,8 +33,8 @@ use core::sync::atomic::{fence, Ordering};
 
 use crate::geometry::{Config, Geometry};
 pub use arch::descriptor::{Attrs, Descriptor, MemType, Perm};
-use arch::tlb::{Mapping, TlbInvalidate};
 use arch::mutant::{self, Mutant};
+use arch::tlb::{Mapping, TlbInvalidate};
 
 #[cfg(not(target_os = "none"))]
 pub mod testing;
