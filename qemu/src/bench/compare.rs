@@ -80,7 +80,7 @@ pub fn compare(old_file: &str, old: &[Record], new: &[Record]) -> Comparison {
 fn num(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{v:.0}")
-    } else if v.abs() >= 100.0 {
+    } else if v.abs() >= 10.0 {
         format!("{v:.1}")
     } else {
         format!("{v:.3}")
