@@ -11,7 +11,8 @@
 //! - [`host_cmd`]: the runner's host commands (`:plug`, `:unplug`, `:dimms`, `:qmp`, ...).
 //! - [`session`]: QEMU + console + QMP in one ([`Session`]): `--exec` with host commands, the
 //!   DIMM scenario tests; [`interactive`]: the terminal runner with host commands.
-//! - [`cli`]: the options of the `hotmem` runner binary.
+//! - [`cli`]: the options of the `hotmem` runner binary; [`bench`]: the benchmark driver's records,
+//!   comparison, plot and docs section.
 //!
 //! A typical driven run:
 //! ```text
@@ -20,6 +21,7 @@
 //! assert!(out.success(), "{}", out.tail(40));
 //! ```
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod console;

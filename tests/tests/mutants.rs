@@ -1,19 +1,25 @@
-//! Checks that are seen to fail: each mutant is a cargo feature that puts a known bug back
-//! into the code (see the `mutant-*` features in the crates' `Cargo.toml`). Building the named
-//! test with the mutant on must fail, and fail for the stated reason; a check that passes
-//! with the bug in place is not a check.
+//! Checks that are seen to fail: each mutant (`arch::mutant::Mutant`) puts a known bug back
+//! into the code. Running the named test with the mutant on must fail, and fail for the stated
+//! reason; a check that passes with the bug in place is not a check.
 //!
-//! The nested builds use their own target directory (`target/mutants`) so they never
-//! invalidate the normal build. `HOTMEM_MUTANT_FILTER=<text>` runs only the mutants whose
-//! feature contains `<text>` (for development; CI runs them all).
+//! One build holds every mutant (the `mutants` feature); the mutant is chosen at run time:
+//! `HOTMEM_MUTANT=<name>` for the host tests, `mutant=<name>` on the test kernel's command
+//! line. So the host table costs one extra build of `mm`, and the guest table one test kernel
+//! per granule, run once per entry in **every** granule.
+//!
+//! The nested builds use their own target directories (`target/mutants`,
+//! `target/mutants-kernel`) so they never invalidate the normal build.
+//! `HOTMEM_MUTANT_FILTER=<text>` runs only the mutants whose name contains `<text>` (for
+//! development; CI runs them all).
 
 use std::path::Path;
 use std::process::Command;
 
 struct Mutant {
-    /// Package and feature that plant the bug.
+    /// `arch::mutant::Mutant::name`.
+    name: &'static str,
+    /// Package whose tests must catch it (built with its `mutants` feature).
     package: &'static str,
-    feature: &'static str,
     /// `cargo test` arguments selecting the check that must catch it.
     test_args: &'static [&'static str],
     /// Text the failing check must print (so the test fails for the right reason).
@@ -25,7 +31,7 @@ const MUTANTS: &[Mutant] = &[
     // so the merge took parked neighbours off lists they were never on.
     Mutant {
         package: "hotmem-mm",
-        feature: "mutant-unisolate-early-clear",
+        name: "unisolate-early-clear",
         // Release (as the kernel is built): the damaged counters wrap instead of tripping an
         // overflow check, so the allocator's invariant checker is what must notice.
         test_args: &[
@@ -38,7 +44,7 @@ const MUTANTS: &[Mutant] = &[
     },
     Mutant {
         package: "hotmem-mm",
-        feature: "mutant-unisolate-early-clear",
+        name: "unisolate-early-clear",
         test_args: &[
             "--release",
             "--lib",
@@ -49,7 +55,7 @@ const MUTANTS: &[Mutant] = &[
     // Issue 14: a DIMM block onlined into another zone than the DIMM's other blocks.
     Mutant {
         package: "hotmem-mm",
-        feature: "mutant-dimm-zone-split",
+        name: "dimm-zone-split",
         test_args: &["--release", "--test", "hotplug", "cfg_4k_48::dimm_stays_in_one_zone"],
         // The accounting checker the double runs after every operation sees the split first.
         expect: "(static) is split across zones",
@@ -57,7 +63,7 @@ const MUTANTS: &[Mutant] = &[
     // Issue 14: the shell's remove took a DIMM's memory behind its driver.
     Mutant {
         package: "hotmem-mm",
-        feature: "mutant-dimm-remove-behind-driver",
+        name: "dimm-remove-behind-driver",
         test_args: &[
             "--release",
             "--test",
@@ -73,7 +79,7 @@ const MUTANTS: &[Mutant] = &[
     // The memmap backing freed before its vmemmap mapping is torn down.
     Mutant {
         package: "hotmem-mm",
-        feature: "mutant-free-before-unmap",
+        name: "free-before-unmap",
         test_args: &[
             "--test",
             "vmemmap",
@@ -83,20 +89,20 @@ const MUTANTS: &[Mutant] = &[
     },
     Mutant {
         package: "hotmem-mm",
-        feature: "mutant-free-before-unmap",
+        name: "free-before-unmap",
         test_args: &["--test", "hotplug", "cfg_4k_48::add_online_offline_remove_round_trip"],
         expect: "teardown order violated in vmemmap_free",
     },
     // An empty table page freed after a last-level (VAALE1IS/RVAALE1IS) flush only.
     Mutant {
         package: "hotmem-mm",
-        feature: "mutant-leaf-tlbi-for-table",
+        name: "leaf-tlbi-for-table",
         test_args: &["--test", "vmemmap", "cfg_4k_48::populate_then_free_restores_everything"],
         expect: "the table entry for va=",
     },
     Mutant {
         package: "hotmem-mm",
-        feature: "mutant-leaf-tlbi-for-table",
+        name: "leaf-tlbi-for-table",
         test_args: &[
             "--test",
             "tlb_model",
@@ -107,7 +113,7 @@ const MUTANTS: &[Mutant] = &[
     // The leaf invalidation of an unmap (linear map and vmemmap) dropped.
     Mutant {
         package: "hotmem-mm",
-        feature: "mutant-no-leaf-tlbi",
+        name: "no-leaf-tlbi",
         test_args: &[
             "--test",
             "tlb_model",
@@ -117,27 +123,27 @@ const MUTANTS: &[Mutant] = &[
     },
     Mutant {
         package: "hotmem-mm",
-        feature: "mutant-no-leaf-tlbi",
+        name: "no-leaf-tlbi",
         test_args: &["--test", "hotplug", "cfg_64k_48::add_online_offline_remove_round_trip"],
         expect: "was cleared but not yet invalidated",
     },
     // New entries used without DSB ISHST; ISB.
     Mutant {
         package: "hotmem-mm",
-        feature: "mutant-missing-map-barrier",
+        name: "missing-map-barrier",
         test_args: &["--test", "tlb_model", "cfg_4k_48::map_publishes_new_entries_before_use"],
         expect: "map made entries valid without DSB ISHST; ISB",
     },
     Mutant {
         package: "hotmem-mm",
-        feature: "mutant-missing-map-barrier",
+        name: "missing-map-barrier",
         test_args: &["--test", "hotplug", "cfg_16k_47::add_online_offline_remove_round_trip"],
         expect: "without DSB ISHST; ISB",
     },
     // Every planned leaf TLBI addressed one page too high.
     Mutant {
         package: "hotmem-mm",
-        feature: "mutant-tlbi-off-by-one-page",
+        name: "tlbi-off-by-one-page",
         test_args: &[
             "--test",
             "tlb_model",
@@ -149,7 +155,7 @@ const MUTANTS: &[Mutant] = &[
     // FEAT_TLBIRANGE).
     Mutant {
         package: "hotmem-mm",
-        feature: "mutant-local-tlbi",
+        name: "local-tlbi",
         test_args: &[
             "--test",
             "tlb_model",
@@ -159,146 +165,209 @@ const MUTANTS: &[Mutant] = &[
     },
     Mutant {
         package: "hotmem-mm",
-        feature: "mutant-local-tlbi",
+        name: "local-tlbi",
         test_args: &[
             "--test",
             "hotplug",
             "cfg_16k_47::tlb_model_flows_with_and_without_range_tlbi",
         ],
-        expect: "was cleared but not yet invalidated",
+        // The first local flush in that flow is a migration's (the window model speaks).
+        expect: "cpu 1 still translates migrated va",
     },
     Mutant {
         package: "hotmem-arch",
-        feature: "mutant-tlbi-off-by-one-page",
+        name: "tlbi-off-by-one-page",
         test_args: &["--lib", "tlb::tests::planned_ops_cover_exactly_the_range"],
         expect: "missed",
     },
+    // Migration through the movable window (issue 10 item 6), in the host TLB model and the
+    // hotplug double (which maps every movable allocation through a window).
+    Mutant {
+        package: "hotmem-mm",
+        name: "migrate-no-tlbi",
+        test_args: &[
+            "--test",
+            "tlb_model",
+            "cfg_4k_48::window_migration_moves_every_translation",
+        ],
+        expect: "TLB model: cpu 0 still translates",
+    },
+    Mutant {
+        package: "hotmem-mm",
+        name: "migrate-no-tlbi",
+        test_args: &["--test", "hotplug", "cfg_16k_47::offline_migrates_movable_pages"],
+        expect: "still translates migrated va",
+    },
+    Mutant {
+        package: "hotmem-mm",
+        name: "migrate-no-remap",
+        test_args: &[
+            "--test",
+            "tlb_model",
+            "cfg_64k_42::window_migration_moves_every_translation",
+        ],
+        expect: "does not reach the new frame",
+    },
+    Mutant {
+        package: "hotmem-mm",
+        name: "migrate-no-remap",
+        test_args: &["--test", "hotplug", "cfg_64k_48::offline_migrates_movable_pages"],
+        expect: "does not map the new frame",
+    },
 ];
 
-/// A mutant the in-guest suite must catch: the `ktest` kernel is built with the feature and
-/// booted (kernel mode, 4 CPUs, RAM held back for the hotplug cases); it must not pass, and its
-/// console must show `expect` (the check that caught it).
+/// A mutant the in-guest suite must catch: the test kernel with every mutant compiled in
+/// (`--features "granule-G mutants"`) is booted with `mutant=<name>` (kernel mode, 4 CPUs,
+/// RAM held back for the hotplug cases); it must not pass, and its console must show `expect`
+/// (the check that caught it). Every entry runs in every granule.
 struct GuestMutant {
-    /// A `hotmem-mm` feature, or `package/feature` for another crate's (the kernel's).
-    feature: &'static str,
-    granule: &'static str,
-    cpu: &'static str,
-    /// `ktest.only=` (the case that must catch it, so no other case's check speaks first);
-    /// empty: every case.
-    only: &'static str,
+    name: &'static str,
+    /// Granules to run it in (all but one entry: every granule).
+    granules: &'static [&'static str],
+    /// QEMU CPU models to run it on.
+    cpus: &'static [&'static str],
+    /// More kernel command line: `ktest.only=CASE` (the case that must catch it, so no other
+    /// case's check speaks first), `teardown_check=off` (the run-time checker reports and goes
+    /// on, so the named in-guest test alone must catch it).
+    append: &'static str,
     expect: &'static str,
 }
 
-/// One granule each keeps this cheap (one kernel build per entry); docs/teardown.md lists the
-/// granule × CPU runs done by hand.
+const ALL: &[&str] = &["4k", "16k", "64k"];
+const MAX: &[&str] = &["max,lpa2=off"];
+const BOTH: &[&str] = &["max,lpa2=off", "cortex-a76"];
+
 const GUEST_MUTANTS: &[GuestMutant] = &[
     // Issue 16: the old un-isolation order, caught by `debug_vm` (on in the test build) after
     // `failed_offline_rolls_back_cleanly`'s failed offline.
     GuestMutant {
-        feature: "mutant-unisolate-early-clear",
-        granule: "16k",
-        cpu: "max,lpa2=off",
-        only: "failed_offline_rolls_back_cleanly",
+        granules: ALL,
+        name: "unisolate-early-clear",
+        cpus: MAX,
+        append: "ktest.only=failed_offline_rolls_back_cleanly",
         expect: "hotmem: FATAL debug_vm: page allocator invariant broken",
     },
     GuestMutant {
-        feature: "mutant-free-before-unmap",
-        granule: "16k",
-        cpu: "max,lpa2=off",
-        only: "",
+        granules: ALL,
+        name: "free-before-unmap",
+        cpus: MAX,
+        append: "",
         expect: "is still valid (freed before unmap)",
     },
     GuestMutant {
-        feature: "mutant-leaf-tlbi-for-table",
-        granule: "64k",
-        cpu: "max,lpa2=off",
-        only: "",
+        granules: ALL,
+        name: "leaf-tlbi-for-table",
+        cpus: MAX,
+        append: "",
         expect: "the table entry for va=",
     },
+    // A dropped or mis-addressed leaf TLBI: the run-time checker stops the boot already at the
+    // movable window's set-up (map, then unmap keeping the tables) ...
     GuestMutant {
-        feature: "mutant-no-leaf-tlbi",
-        granule: "4k",
-        cpu: "cortex-a76",
-        only: "base_page_window_removal_faults_on_every_cpu",
-        // The movable window's boot-time table set-up (map, then unmap without freeing tables)
-        // already leaves an uninvalidated leaf, so the checker stops the boot before the window
-        // test runs (docs/teardown.md has the by-hand runs where the window test speaks).
+        granules: ALL,
+        name: "no-leaf-tlbi",
+        cpus: BOTH,
+        append: "ktest.only=base_page_window_removal_faults_on_every_cpu",
         expect: "was cleared but not yet invalidated",
     },
     GuestMutant {
-        feature: "mutant-tlbi-off-by-one-page",
-        granule: "4k",
-        cpu: "cortex-a76",
-        only: "base_page_window_removal_faults_on_every_cpu",
-        // As for mutant-no-leaf-tlbi: the movable window's boot-time set-up is caught first.
+        granules: ALL,
+        name: "tlbi-off-by-one-page",
+        cpus: BOTH,
+        append: "ktest.only=base_page_window_removal_faults_on_every_cpu",
+        expect: "was cleared but not yet invalidated",
+    },
+    // ... and with the checker only reporting, the base-page-window test fails on its own
+    // (TCG really keeps the stale translations), with and without FEAT_TLBIRANGE.
+    GuestMutant {
+        granules: ALL,
+        name: "no-leaf-tlbi",
+        cpus: BOTH,
+        append: "ktest.only=base_page_window_removal_faults_on_every_cpu teardown_check=off",
+        expect: "still translating the removed window",
+    },
+    // A TLBI one page off is QEMU-visible only with 4K pages and per-page TLBIs: QEMU flushes
+    // a vCPU's whole TLB for a range TLBI longer than its fast TLB's index span, and for any
+    // TLBI ending in its large-page region, which holds every 16K/64K guest page
+    // (docs/teardown.md). Elsewhere the checker (entry above) and the host TLB model catch it.
+    GuestMutant {
+        granules: &["4k"],
+        name: "tlbi-off-by-one-page",
+        cpus: &["cortex-a76"],
+        append: "ktest.only=base_page_window_removal_faults_on_every_cpu teardown_check=off",
+        expect: "still translating the removed window",
+    },
+    // Local instead of broadcast: only the path without FEAT_TLBIRANGE issues per-leaf TLBIs
+    // (`max` uses range TLBIs, which the mutant leaves broadcast).
+    GuestMutant {
+        granules: ALL,
+        name: "local-tlbi",
+        cpus: &["cortex-a76"],
+        append: "",
         expect: "was cleared but not yet invalidated",
     },
     GuestMutant {
-        feature: "mutant-local-tlbi",
-        granule: "64k",
-        cpu: "cortex-a76",
-        only: "",
-        expect: "was cleared but not yet invalidated",
-    },
-    GuestMutant {
-        feature: "mutant-missing-map-barrier",
-        granule: "4k",
-        cpu: "max,lpa2=off",
-        only: "",
+        granules: ALL,
+        name: "missing-map-barrier",
+        cpus: MAX,
+        append: "",
         expect: "never published with DSB ISHST; ISB",
     },
     // Issue 10 item 6: migration through the movable window that forgets to map the new
     // frame (the other CPUs' window reads fault) or to invalidate the cleared PTE (the
     // teardown checker refuses the migrated-from free).
     GuestMutant {
-        feature: "hotmem-platform/mutant-migrate-no-remap",
-        granule: "16k",
-        cpu: "max,lpa2=off",
-        only: "hotplug_cycles",
+        granules: ALL,
+        name: "migrate-no-remap",
+        cpus: MAX,
+        append: "ktest.only=hotplug_cycles",
         expect: "name=hotplug_cycles msg=cycle 0: after offline",
     },
     GuestMutant {
-        feature: "hotmem-platform/mutant-migrate-no-tlbi",
-        granule: "4k",
-        cpu: "cortex-a76",
-        only: "hotplug_cycles",
-        // A movable-window VA (4K/48: the window starts at 0xffff820040000000).
-        expect: "the leaf for va=0xffff82004",
+        granules: ALL,
+        name: "migrate-no-tlbi",
+        cpus: &["cortex-a76"],
+        append: "ktest.only=hotplug_cycles",
+        expect: "the leaf for va=",
+    },
+    // The switch itself: a misspelt mutant must not run the suite mutant-free and pass.
+    GuestMutant {
+        granules: ALL,
+        name: "no-such-mutant",
+        cpus: MAX,
+        append: "",
+        expect: "mutant=no-such-mutant: no such mutant",
     },
 ];
 
-/// Build the mutant test kernel and boot it; returns (passed, console).
-fn run_guest_mutant(root: &Path, m: &GuestMutant) -> (bool, String) {
+/// Build the test kernel with every mutant for `granule`; its ELF.
+fn build_mutants_kernel(root: &Path, granule: &str) -> std::path::PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target = root.join("target/mutants-kernel");
+    let target = root.join("target/mutants-kernel").join(granule);
     let out = Command::new(&cargo)
         .current_dir(root)
         .args(["build", "-q", "--release", "-p", "hotmem-platform", "--bin", "hotmem"])
         .args(["--target", "aarch64-unknown-none", "--target-dir"])
         .arg(&target)
-        .args([
-            "--features",
-            &if m.feature.contains('/') {
-                format!("granule-{} ktest {}", m.granule, m.feature)
-            } else {
-                format!("granule-{} ktest hotmem-mm/{}", m.granule, m.feature)
-            },
-        ])
+        .args(["--features", &format!("granule-{granule} mutants")])
         .output()
         .expect("run cargo");
-    if !out.status.success() {
-        return (
-            false,
-            format!("build failed:\n{}", String::from_utf8_lossy(&out.stderr)),
-        );
-    }
-    let elf = target.join("aarch64-unknown-none/release/hotmem");
+    assert!(
+        out.status.success(),
+        "building the mutants kernel ({granule}) failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target.join("aarch64-unknown-none/release/hotmem")
+}
+
+/// Boot the mutants kernel with `mutant=<name>`; returns (passed, console).
+fn run_guest_mutant(elf: &Path, m: &GuestMutant, cpu: &str) -> (bool, String) {
     let mut child = Command::new(hotmem_tests::qemu_path())
         .args([
             "-M",
             "virt,gic-version=2",
             "-cpu",
-            m.cpu,
+            cpu,
             "-smp",
             "4",
             "-m",
@@ -308,12 +377,9 @@ fn run_guest_mutant(root: &Path, m: &GuestMutant) -> (bool, String) {
         .args([
             "-nic", "none", "-display", "none", "-monitor", "none", "-serial", "stdio", "-kernel",
         ])
-        .arg(&elf)
+        .arg(elf)
         .arg("-append")
-        .arg(match m.only {
-            "" => String::from("mem=1G ktest.hotplug_cycles=4"),
-            only => format!("mem=1G ktest.hotplug_cycles=4 ktest.only={only}"),
-        })
+        .arg(format!("mem=1G ktest.hotplug_cycles=4 mutant={} {}", m.name, m.append))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -340,22 +406,36 @@ fn run_guest_mutant(root: &Path, m: &GuestMutant) -> (bool, String) {
     (passed, reader.join().unwrap_or_default())
 }
 
-#[test]
-fn every_guest_mutant_is_caught() {
+/// Every guest mutant, on every CPU model of its entry, in `granule`.
+fn guest_mutants_are_caught(granule: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let filter = std::env::var("HOTMEM_MUTANT_FILTER").unwrap_or_default();
+    let elf = build_mutants_kernel(root, granule);
     let mut escaped = Vec::new();
-    for m in GUEST_MUTANTS.iter().filter(|m| m.feature.contains(filter.as_str())) {
-        let (passed, console) = run_guest_mutant(root, m);
-        if passed || !console.contains(m.expect) {
-            escaped.push(format!(
-                "{} ({}, {}): passed={passed}, expected {:?} in:\n{}",
-                m.feature,
-                m.granule,
-                m.cpu,
-                m.expect,
-                console.lines().rev().take(15).collect::<Vec<_>>().join("\n")
-            ));
+    let chosen = GUEST_MUTANTS
+        .iter()
+        .filter(|m| m.name.contains(filter.as_str()) && m.granules.contains(&granule));
+    for m in chosen {
+        for cpu in m.cpus {
+            let t0 = std::time::Instant::now();
+            let (passed, console) = run_guest_mutant(&elf, m, cpu);
+            let caught = !passed && console.contains(m.expect);
+            eprintln!(
+                "mutant {} ({granule}, {cpu}, {:?}): {} in {:.1} s",
+                m.name,
+                m.append,
+                if caught { "caught" } else { "ESCAPED" },
+                t0.elapsed().as_secs_f64()
+            );
+            if !caught {
+                escaped.push(format!(
+                    "{} ({granule}, {cpu}, {:?}): passed={passed}, expected {:?} in:\n{}",
+                    m.name,
+                    m.append,
+                    m.expect,
+                    console.lines().rev().take(15).collect::<Vec<_>>().join("\n")
+                ));
+            }
         }
     }
     assert!(
@@ -366,16 +446,32 @@ fn every_guest_mutant_is_caught() {
 }
 
 #[test]
+fn guest_mutants_are_caught_4k() {
+    guest_mutants_are_caught("4k");
+}
+
+#[test]
+fn guest_mutants_are_caught_16k() {
+    guest_mutants_are_caught("16k");
+}
+
+#[test]
+fn guest_mutants_are_caught_64k() {
+    guest_mutants_are_caught("64k");
+}
+
+#[test]
 fn every_mutant_is_caught() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let filter = std::env::var("HOTMEM_MUTANT_FILTER").unwrap_or_default();
     let mut escaped = Vec::new();
-    for m in MUTANTS.iter().filter(|m| m.feature.contains(filter.as_str())) {
+    for m in MUTANTS.iter().filter(|m| m.name.contains(filter.as_str())) {
         let out = Command::new(&cargo)
             .current_dir(root)
             .env("CARGO_TARGET_DIR", root.join("target/mutants"))
-            .args(["test", "-q", "-p", m.package, "--features", m.feature])
+            .env("HOTMEM_MUTANT", m.name)
+            .args(["test", "-q", "-p", m.package, "--features", "mutants"])
             .args(m.test_args)
             .output()
             .expect("run cargo");
@@ -384,7 +480,7 @@ fn every_mutant_is_caught() {
         if out.status.success() || !ran || !text.contains(m.expect) {
             escaped.push(format!(
                 "{} {:?}: status {}, expected {:?} in:\n{}",
-                m.feature,
+                m.name,
                 m.test_args,
                 out.status,
                 m.expect,
@@ -393,4 +489,28 @@ fn every_mutant_is_caught() {
         }
     }
     assert!(escaped.is_empty(), "mutants not caught:\n{}", escaped.join("\n\n"));
+}
+
+/// Without a mutant the mutants build passes the very tests that must catch them (so a catch
+/// is the mutant's doing, not a broken build), and every mutant has a host entry.
+#[test]
+fn mutants_build_passes_without_a_mutant() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    for m in MUTANTS {
+        let out = Command::new(&cargo)
+            .current_dir(root)
+            .env("CARGO_TARGET_DIR", root.join("target/mutants"))
+            .env_remove("HOTMEM_MUTANT")
+            .args(["test", "-q", "-p", m.package, "--features", "mutants"])
+            .args(m.test_args)
+            .output()
+            .expect("run cargo");
+        assert!(
+            out.status.success(),
+            "{:?} fails without a mutant:\n{}",
+            m.test_args,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

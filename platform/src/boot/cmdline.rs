@@ -3,7 +3,8 @@
 //! `memory_hotplug.online_policy=contig-zones|auto-movable`, `memory_hotplug.auto_movable_ratio=N`,
 //! `ktest.hotplug_cycles=N`, `ktest.only=CASE[,CASE]` (test build), `debug_vm` (check the allocator and hotplug
 //! invariants after every hotplug operation; stop on the first broken one), `mutant=NAME` (the
-//! test kernel built with `mutants`: turn one planted bug on, `arch::mutant`).
+//! test kernel built with `mutants`: turn one planted bug on, `arch::mutant`), `teardown_check=off` (test
+//! build: the teardown-order checker reports its first violation and goes on instead of stopping).
 //! Unknown options are reported and ignored.
 
 use crate::boot::{dtb::Range, num::parse_u64};
@@ -29,6 +30,8 @@ pub struct Options {
     pub debug_vm: Option<bool>,
     /// `mutant=NAME`: the planted bug to turn on (checked by `arch::mutant::select`).
     pub mutant: Option<String>,
+    /// Test build: `teardown_check=off` reports teardown-order violations without stopping.
+    pub teardown_check: Option<bool>,
 }
 
 /// Parse the command line; problems come back as messages (printed once the console is up).
@@ -65,6 +68,11 @@ pub fn parse(cmdline: &str) -> (Options, Vec<String>) {
             },
             "ktest.only" if !value.is_empty() => o.ktest_only = Some(value.into()),
             "mutant" => o.mutant = Some(value.into()),
+            "teardown_check" => match value {
+                "on" | "1" => o.teardown_check = Some(true),
+                "off" | "0" => o.teardown_check = Some(false),
+                _ => warn.push(format!("bad value in '{word}' (on|off), ignored")),
+            },
             "debug_vm" => match value {
                 "" | "on" | "1" => o.debug_vm = Some(true),
                 "off" | "0" => o.debug_vm = Some(false),

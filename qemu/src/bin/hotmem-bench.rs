@@ -1,35 +1,39 @@
-//! `cargo run -p hotmem-qemu --bin hotmem-bench --release -- [--granule 4k|16k|64k] [--reps N] [--quick]`
+//! `cargo run -p hotmem-qemu --bin hotmem-bench --release -- [OPTIONS]` (`--help`; docs/performance.md)
 //!
 //! Boots each granule (default VA size, firmware mode) and prints one table per run:
 //! 1. the kernel's own `bench` (guest cycles from CNTVCT for add/online/offline/remove of one
 //!    block, 1, 4, 16 GiB — 64 GiB on 16K/64K — median of N, the memset bound, pre-existing
 //!    memory per GiB with and without memmap on memory, TLBI instructions per removal) on RAM
 //!    held back with `mem=1G` (a `reserve=off` backend: QEMU allocates lazily, the guest only
-//!    touches the memmap);
-//! 2. host wall time of real DIMM hotplug over QMP: `device_add` → the guest's `_OST` success,
+//!    touches the memmap), on `--cpu` (default `max,lpa2=off`), once per `--memmap-init` mode;
+//! 2. the same in-guest removal on `--tlbi-cpu` (default `cortex-a76`, no FEAT_TLBIRANGE) at the
+//!    sizes up to 1 GiB, to compare TLBI counts, when the main CPU has FEAT_TLBIRANGE;
+//! 3. host wall time of real DIMM hotplug over QMP: `device_add` → the guest's `_OST` success,
 //!    `device_del` → `DEVICE_DELETED`, for 128 MiB / 512 MiB / 1 GiB / 4 GiB DIMMs (median of N;
-//!    sizes the granule cannot use are reported as refused);
-//! 3. the same in-guest removal on `cortex-a76` (no FEAT_TLBIRANGE) to compare TLBI counts.
+//!    sizes the granule cannot use are reported as refused).
 //!
-//! Every result is also a JSON line (`{"kind":...}`), printed and appended to
-//! `target/bench/results.jsonl`, so runs can be compared across commits.
+//! Every result is also a JSON line (`hotmem_qemu::bench::Record`), printed and appended to
+//! `<out>/results.jsonl` (default `target/bench/`), so runs can be compared across commits
+//! (`--compare FILE` → a table and `<out>/compare.json`). The scaling plot is written to
+//! `<out>/bench-scaling.svg`; `--write-docs` regenerates the generated section of
+//! `docs/performance.md` and `docs/bench-scaling.svg` from the run.
 
 use clap::Parser;
+use hotmem_qemu::bench::{compare, docs, plot, record, DimmRecord, GuestBench, GuestRecord, MemmapInit, Record};
 use hotmem_qemu::config::{BootMode, Granule, KernelConfig};
 use hotmem_qemu::discover::{qemu_once, InstallPolicy};
-use hotmem_qemu::kernel::build_kernel_once;
-use hotmem_qemu::run::{Machine, QemuRun};
+use hotmem_qemu::kernel::{build_kernel_once, workspace_root};
+use hotmem_qemu::run::{Machine, QemuRun, DEFAULT_CPU};
 use hotmem_qemu::session::Session;
-use mm::size::Size;
-use serde::Serialize;
-use serde_json::{Map, Value};
+use mm::size::{parse_size, Size};
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
 
 const GIB: u64 = 1 << 30;
 
 /// Times memory hotplug in the guest and over QMP for each granule (see the source's header);
-/// JSON lines are appended to target/bench/results.jsonl.
+/// JSON lines are appended to <out>/results.jsonl.
 #[derive(Parser)]
 #[command(name = "hotmem-bench", args_override_self = true)]
 struct Opts {
@@ -42,6 +46,44 @@ struct Opts {
     /// sizes up to 1 GiB only
     #[arg(long)]
     quick: bool,
+    /// in-guest sizes, comma-separated (default: one block, 1G, 4G, 16G, and 64G on 16K/64K);
+    /// sizes below a granule's memory block are skipped
+    #[arg(long, value_name = "SIZE,...", value_delimiter = ',', value_parser = size)]
+    sizes: Vec<u64>,
+    /// DIMM sizes, comma-separated (default: 128M,512M,1G,4G); `--dimm-sizes none`: no DIMM runs
+    #[arg(long, value_name = "SIZE,...|none", value_delimiter = ',', value_parser = dimm_size)]
+    dimm_sizes: Vec<Option<u64>>,
+    /// QEMU CPU model of the runs (`-cpu`), recorded in every record
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_CPU)]
+    cpu: String,
+    /// CPU without FEAT_TLBIRANGE for the TLBI comparison (sizes up to 1 GiB), or `none`
+    #[arg(long, value_name = "NAME|none", default_value = "cortex-a76")]
+    tlbi_cpu: String,
+    /// memmap initialisation mode(s) to run, comma-separated (kernel `memmap_init=`)
+    #[arg(long, value_name = "eager|deferred", value_delimiter = ',', default_value = "eager")]
+    memmap_init: Vec<MemmapInit>,
+    /// compare this run with an earlier results.jsonl (per metric old, new, new/old; written
+    /// to <out>/compare.json)
+    #[arg(long, value_name = "FILE")]
+    compare: Option<PathBuf>,
+    /// regenerate the generated section of docs/performance.md and docs/bench-scaling.svg
+    #[arg(long)]
+    write_docs: bool,
+    /// directory of results.jsonl, bench-scaling.svg and compare.json
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
+}
+
+fn dimm_size(s: &str) -> Result<Option<u64>, String> {
+    if s == "none" {
+        Ok(None)
+    } else {
+        size(s).map(Some)
+    }
 }
 
 fn block_size(g: Granule) -> u64 {
@@ -53,48 +95,53 @@ fn block_size(g: Granule) -> u64 {
 }
 
 fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-/// One line of `target/bench/results.jsonl`.
-#[derive(Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-enum Record<'a> {
-    /// One `bench-json:` object of the kernel's `bench`, tagged with the commit and CPU model.
-    Guest {
-        commit: &'a str,
-        cpu: &'a str,
-        #[serde(flatten)]
-        guest: Map<String, Value>,
-    },
-    /// DIMM plug/unplug over QMP, host wall time (medians).
-    Dimm {
-        config: String,
-        size: u64,
-        reps: usize,
-        plug_to_ost_ms: f64,
-        unplug_to_deleted_ms: f64,
-        result: &'a str,
-    },
+/// What every record of this run carries.
+struct Tag {
+    commit: String,
+    run: u64,
 }
 
-fn record(out: &mut Option<std::fs::File>, r: &Record) {
-    let line = serde_json::to_string(r).expect("a bench record serialises");
-    println!("{line}");
-    if let Some(f) = out {
-        let _ = writeln!(f, "{line}");
+/// The run's records: printed, appended to results.jsonl, kept for the plot, docs and comparison.
+struct Sink {
+    file: Option<std::fs::File>,
+    records: Vec<Record>,
+}
+
+impl Sink {
+    fn push(&mut self, r: Record) {
+        let line = serde_json::to_string(&r).expect("a bench record serialises");
+        println!("{line}");
+        if let Some(f) = &mut self.file {
+            let _ = writeln!(f, "{line}");
+        }
+        self.records.push(r);
     }
+}
+
+/// `memmap_init=MODE` on the command line; a kernel that does not know the option says so at
+/// boot and runs eager (the only mode it has), which is only an error when deferred was asked.
+fn check_mode(console: &str, mode: MemmapInit) -> Result<(), String> {
+    if mode != MemmapInit::Eager && console.contains("unknown option 'memmap_init=") {
+        return Err(format!(
+            "this kernel has no memmap_init={mode} (it ignored the option); run with --memmap-init eager"
+        ));
+    }
+    Ok(())
 }
 
 /// The kernel's `bench` on held-back RAM; returns its `bench-json` objects.
 fn guest_bench(
-    qemu: &std::path::Path,
+    qemu: &Path,
     g: Granule,
     cpu: &str,
+    mode: MemmapInit,
     sizes: &[u64],
-    reps: usize,
-) -> Result<Vec<Map<String, Value>>, String> {
+    reps: u64,
+) -> Result<Vec<GuestBench>, String> {
     let cfg = KernelConfig::default_for(g);
     let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
     let max = sizes.iter().copied().max().unwrap_or(GIB);
@@ -108,7 +155,7 @@ fn guest_bench(
             ..Machine::default()
         })
         .boot(BootMode::Firmware)
-        .append(Some("mem=1G".into()))
+        .append(Some(format!("mem=1G memmap_init={mode}")))
         .args([
             "-object".to_string(),
             format!("memory-backend-ram,id=ram0,size={mem},reserve=off"),
@@ -123,43 +170,65 @@ fn guest_bench(
     if !out.success() {
         return Err(format!("guest bench failed: {}\n{}", out.describe(), out.tail(20)));
     }
+    check_mode(&out.console, mode)?;
     println!(
-        "\n## {} {} in-guest hotplug (cycles from CNTVCT; host wall {:.1} s)",
+        "\n## {} {} memmap_init={} in-guest hotplug (cycles from CNTVCT; host wall {:.1} s)",
         cfg,
         cpu,
+        mode,
         t0.elapsed().as_secs_f64()
     );
     for l in out.console.lines().filter(|l| l.starts_with("bench: ")) {
         println!("{}", l.trim_end());
     }
-    out.console
+    let objects: Vec<GuestBench> = out
+        .console
         .lines()
         .filter_map(|l| l.strip_prefix("bench-json: "))
         .map(|j| serde_json::from_str(j).map_err(|e| format!("bad bench-json line `{}`: {e}", j.trim())))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    // A kernel that reports its mode must report the one asked for.
+    for b in &objects {
+        if let Some(m) = b.extra.get("memmap_init").and_then(|v| v.as_str()) {
+            if m != mode.name() {
+                return Err(format!("asked for memmap_init={mode}, the kernel ran {m}"));
+            }
+        }
+    }
+    if objects.is_empty() {
+        return Err(format!("no bench-json line\n{}", out.tail(20)));
+    }
+    Ok(objects)
 }
 
 /// Host wall time of DIMM plug/unplug over QMP.
+#[allow(clippy::too_many_arguments)]
 fn dimm_bench(
-    qemu: &std::path::Path,
+    qemu: &Path,
     g: Granule,
-    reps: usize,
+    cpu: &str,
+    mode: MemmapInit,
+    reps: u64,
     sizes: &[u64],
-    out: &mut Option<std::fs::File>,
+    tag: &Tag,
+    sink: &mut Sink,
 ) -> Result<(), String> {
     let cfg = KernelConfig::default_for(g);
     let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
     let run = QemuRun::new(kernel)
         .qemu(qemu)
         .machine(Machine {
+            cpu: cpu.into(),
             mem: "1G,slots=8,maxmem=9G".into(),
             ..Machine::default()
         })
         .boot(BootMode::Firmware)
+        .append(Some(format!("memmap_init={mode}")))
         .timeout(Some(Duration::from_secs(600)));
     let mut s = Session::start(run).map_err(|e| e.to_string())?;
-    s.boot().map_err(|e| e.to_string())?;
-    println!("\n## {cfg} DIMM hotplug over QMP (host wall time, median of {reps})");
+    let boot = s.boot().map_err(|e| e.to_string())?;
+    check_mode(&boot, mode)?;
+    println!("\n## {cfg} {cpu} memmap_init={mode} DIMM hotplug over QMP (host wall time, median of {reps})");
     println!("{:>9} {:>12} {:>14} {:>10}", "size", "plug_ms", "unplug_ms", "result");
     for &size in sizes {
         let (mut plug, mut unplug) = (Vec::new(), Vec::new());
@@ -178,93 +247,258 @@ fn dimm_bench(
         let (pm, um) = (median(&mut plug), median(&mut unplug));
         println!("{:>9} {:>12.1} {:>14.1} {:>10}", Size(size).to_string(), pm, um, result);
         let ms = |v: f64| (v * 100.0).round() / 100.0;
-        let (plug_to_ost_ms, unplug_to_deleted_ms) = (ms(pm), ms(um));
-        let config = cfg.to_string();
-        let r = Record::Dimm {
-            config,
+        sink.push(Record::Dimm(DimmRecord {
+            commit: tag.commit.clone(),
+            run: tag.run,
+            cpu: cpu.into(),
+            mode,
+            config: cfg.to_string(),
             size,
             reps,
-            plug_to_ost_ms,
-            unplug_to_deleted_ms,
-            result: &result,
-        };
-        record(out, &r);
+            plug_to_ost_ms: ms(pm),
+            unplug_to_deleted_ms: ms(um),
+            result,
+        }));
     }
     let _ = s.guest_exit("poweroff");
     Ok(())
 }
 
-fn main() {
-    // Bad options: clap's message and exit status 2.
-    let o = Opts::parse();
-    let reps = o.reps as usize;
-    let qemu = match qemu_once(InstallPolicy::IfRoot) {
-        Ok(q) => q.path,
-        Err(e) => {
-            eprintln!("hotmem-bench: {e}");
-            std::process::exit(1);
+fn sizes_for(g: Granule, o: &Opts) -> Vec<u64> {
+    let bs = block_size(g);
+    let mut sizes = if o.sizes.is_empty() {
+        let mut v = vec![bs, GIB];
+        if !o.quick {
+            v.extend([4 * GIB, 16 * GIB]);
+            if g != Granule::K4 {
+                v.push(64 * GIB);
+            }
         }
+        v
+    } else {
+        o.sizes.iter().copied().filter(|&s| s >= bs).collect()
     };
-    let dir = hotmem_qemu::kernel::workspace_root().join("target/bench");
-    let _ = std::fs::create_dir_all(&dir);
-    let mut out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("results.jsonl"))
-        .ok();
-    let commit = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
+    if o.quick {
+        sizes.retain(|&s| s <= GIB);
+    }
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+}
+
+fn git(root: &Path, args: &[&str]) -> String {
+    std::process::Command::new("git")
+        .current_dir(root)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn utc_date() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// `QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-1~bpo12+1)` → `QEMU 10.0.2`.
+fn qemu_name(version: &str) -> String {
+    let v = version.split(" (").next().unwrap_or(version);
+    v.replace("emulator version ", "")
+}
+
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("hotmem-bench: {msg}");
+    std::process::exit(1);
+}
+
+fn main() {
+    // Bad options: clap's message and exit status 2.
+    let o = Opts::parse();
+    let root = workspace_root();
+    let dir = o.out.clone().unwrap_or_else(|| root.join("target/bench"));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        fail(format_args!("{}: {e}", dir.display()));
+    }
+    // Read the earlier results first: the file may be the one this run appends to.
+    let old = o.compare.as_ref().map(|p| match std::fs::read_to_string(p) {
+        Ok(text) => {
+            let (recs, bad) = record::parse_jsonl(&text);
+            if bad > 0 {
+                eprintln!("hotmem-bench: {}: {bad} line(s) are not records, skipped", p.display());
+            }
+            (p.display().to_string(), recs)
+        }
+        Err(e) => fail(format_args!("--compare {}: {e}", p.display())),
+    });
+    let qemu = qemu_once(InstallPolicy::IfRoot).unwrap_or_else(|e| fail(e));
+    let results = dir.join("results.jsonl");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&results)
+        .ok();
+    let mut sink = Sink {
+        file,
+        records: Vec::new(),
+    };
+    let tag = Tag {
+        commit: git(&root, &["describe", "--always", "--dirty", "--abbrev=7"]),
+        run: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    let dimm_sizes: Vec<u64> = if o.dimm_sizes.is_empty() {
+        vec![128 << 20, 512 << 20, GIB, 4 * GIB]
+    } else {
+        o.dimm_sizes.iter().flatten().copied().collect()
+    };
     let t0 = Instant::now();
     let mut failed = false;
+    let guest_record = |cpu: &str, mode, bench| {
+        Record::Guest(GuestRecord {
+            commit: tag.commit.clone(),
+            run: tag.run,
+            cpu: cpu.into(),
+            mode,
+            bench,
+        })
+    };
     for g in o.granule.map_or(Granule::ALL.to_vec(), |g| vec![g]) {
-        let bs = block_size(g);
-        let mut sizes = vec![bs, GIB];
-        if !o.quick {
-            sizes.extend([4 * GIB, 16 * GIB]);
-            if g != Granule::K4 {
-                sizes.push(64 * GIB);
-            }
+        let sizes = sizes_for(g, &o);
+        if sizes.is_empty() {
+            eprintln!(
+                "hotmem-bench: {g}: no size of at least one block ({})",
+                Size(block_size(g))
+            );
+            failed = true;
         }
-        sizes.dedup();
-        for cpu in ["max,lpa2=off", "cortex-a76"] {
-            let s: Vec<u64> = if cpu == "cortex-a76" {
-                vec![bs, GIB]
-            } else {
-                sizes.clone()
-            };
-            match guest_bench(&qemu, g, cpu, &s, reps) {
-                Ok(objects) => {
-                    for guest in objects {
-                        record(
-                            &mut out,
-                            &Record::Guest {
-                                commit: &commit,
-                                cpu,
-                                guest,
-                            },
-                        );
+        for &mode in &o.memmap_init {
+            let mut tlbirange = false;
+            if !sizes.is_empty() {
+                match guest_bench(&qemu.path, g, &o.cpu, mode, &sizes, o.reps) {
+                    Ok(objects) => {
+                        tlbirange = objects.iter().any(|b| b.feat_tlbirange);
+                        for b in objects {
+                            sink.push(guest_record(&o.cpu, mode, b));
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("hotmem-bench: {g} {} {mode}: {e}", o.cpu);
+                        failed = true;
                     }
                 }
-                Err(e) => {
-                    eprintln!("hotmem-bench: {g:?}: {e}");
+            }
+            let small: Vec<u64> = sizes.iter().copied().filter(|&s| s <= GIB).collect();
+            if tlbirange && o.tlbi_cpu != "none" && o.tlbi_cpu != o.cpu && !small.is_empty() {
+                match guest_bench(&qemu.path, g, &o.tlbi_cpu, mode, &small, o.reps) {
+                    Ok(objects) => {
+                        for b in objects {
+                            sink.push(guest_record(&o.tlbi_cpu, mode, b));
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("hotmem-bench: {g} {} {mode}: {e}", o.tlbi_cpu);
+                        failed = true;
+                    }
+                }
+            }
+            if !dimm_sizes.is_empty() {
+                if let Err(e) = dimm_bench(&qemu.path, g, &o.cpu, mode, o.reps, &dimm_sizes, &tag, &mut sink) {
+                    eprintln!("hotmem-bench: {g} {mode} DIMMs: {e}");
                     failed = true;
                 }
             }
         }
-        let dimm_sizes = [128 << 20, 512 << 20, GIB, 4 * GIB];
-        if let Err(e) = dimm_bench(&qemu, g, reps, &dimm_sizes, &mut out) {
-            eprintln!("hotmem-bench: {g:?} DIMMs: {e}");
+    }
+    let wall = t0.elapsed().as_secs_f64();
+
+    // The scaling plot: the main CPU's in-guest records.
+    let plotted: Vec<GuestRecord> = sink
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Guest(g) if g.cpu == o.cpu => Some(g.clone()),
+            _ => None,
+        })
+        .collect();
+    let reps = plotted.first().map_or(o.reps, |g| g.bench.reps);
+    let title = format!(
+        "hotmem {}: guest time of one hot-add cycle (CNTVCT, median of {reps}, memmap on memory), -cpu {}, {}",
+        tag.commit,
+        o.cpu,
+        qemu_name(&qemu.version)
+    );
+    let svg_path = dir.join("bench-scaling.svg");
+    let svg = match plot::scaling_svg(&plotted, &title) {
+        Ok(svg) => match std::fs::write(&svg_path, &svg) {
+            Ok(()) => Some(svg),
+            Err(e) => {
+                eprintln!("hotmem-bench: {}: {e}", svg_path.display());
+                failed = true;
+                None
+            }
+        },
+        Err(e) => {
+            eprintln!("hotmem-bench: plot: {e}");
             failed = true;
+            None
+        }
+    };
+
+    if let Some((name, old)) = &old {
+        let c = compare::compare(name, old, &sink.records);
+        println!("\n## compared with {name} (ratio = new / old)\n{}", compare::table(&c));
+        let path = dir.join("compare.json");
+        let json = serde_json::to_string_pretty(&c).expect("a comparison serialises");
+        if let Err(e) = std::fs::write(&path, json + "\n") {
+            eprintln!("hotmem-bench: {}: {e}", path.display());
+            failed = true;
+        } else {
+            println!("comparison written to {}", path.display());
+        }
+    }
+
+    if o.write_docs {
+        match (failed, &svg) {
+            (false, Some(svg)) => {
+                let args: Vec<String> = std::env::args().skip(1).collect();
+                let info = docs::RunInfo {
+                    commit: tag.commit.clone(),
+                    date: utc_date(),
+                    qemu: qemu_name(&qemu.version),
+                    options: args.join(" "),
+                    wall_s: wall,
+                    plot: "bench-scaling.svg".into(),
+                };
+                let page = root.join("docs/performance.md");
+                let done = std::fs::read_to_string(&page)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| {
+                        docs::replace_section(&text, &docs::render(&sink.records, &info)).map_err(|e| e.to_string())
+                    })
+                    .and_then(|text| std::fs::write(&page, text).map_err(|e| e.to_string()))
+                    .and_then(|()| std::fs::write(root.join("docs/bench-scaling.svg"), svg).map_err(|e| e.to_string()));
+                match done {
+                    Ok(()) => println!("docs/performance.md and docs/bench-scaling.svg regenerated"),
+                    Err(e) => {
+                        eprintln!("hotmem-bench: --write-docs: {}: {e}", page.display());
+                        failed = true;
+                    }
+                }
+            }
+            _ => eprintln!("hotmem-bench: --write-docs: the run failed, docs left as they were"),
         }
     }
     println!(
-        "\nhotmem-bench: done in {:.0} s; JSON lines appended to {}",
-        t0.elapsed().as_secs_f64(),
-        dir.join("results.jsonl").display()
+        "\nhotmem-bench: done in {wall:.0} s; JSON lines appended to {}; plot {}",
+        results.display(),
+        svg_path.display()
     );
     std::process::exit(if failed { 1 } else { 0 });
 }

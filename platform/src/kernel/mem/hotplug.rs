@@ -100,6 +100,10 @@ pub fn init(held_back: Vec<Range>, opts: &crate::boot::cmdline::Options) {
     if let Some(n) = opts.ktest_hotplug_cycles {
         KTEST_CYCLES.store(n, Ordering::Relaxed);
     }
+    #[cfg(feature = "ktest")]
+    if let Some(on) = opts.teardown_check {
+        super::teardown::set_enforce(on);
+    }
     *HOTPLUG.lock() = Some(hp);
     *HELD_BACK.lock() = held_back;
     if let Err(e) = populate_movable_window() {

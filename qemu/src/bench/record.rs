@@ -1,0 +1,305 @@
+//! One line of `target/bench/results.jsonl`, built and read with serde.
+//!
+//! Every record carries the commit, the run (its start, Unix seconds), the CPU model QEMU ran and
+//! the memmap initialisation mode (`eager` or `deferred`, the kernel's `memmap_init=`): the
+//! fields that, with the configuration and the size, say which earlier measurement a new one is
+//! compared with ([`Key`]). Records written before a field existed read with its default.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// How the kernel initialises the `struct page`s of added memory (`memmap_init=`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum MemmapInit {
+    /// Every struct page written at add/online time (the only mode of today's kernel).
+    #[default]
+    Eager,
+    /// Struct pages initialised on first use and in the background.
+    Deferred,
+}
+
+impl MemmapInit {
+    pub fn name(self) -> &'static str {
+        match self {
+            MemmapInit::Eager => "eager",
+            MemmapInit::Deferred => "deferred",
+        }
+    }
+}
+
+impl fmt::Display for MemmapInit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One line of `results.jsonl`: `{"kind":"guest",...}` or `{"kind":"dimm",...}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Record {
+    Guest(GuestRecord),
+    Dimm(DimmRecord),
+}
+
+/// One `bench-json:` object of the kernel's `bench`, tagged by the driver.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestRecord {
+    #[serde(default)]
+    pub commit: String,
+    /// Start of the driver run (Unix seconds): the records of one run share it.
+    #[serde(default)]
+    pub run: u64,
+    pub cpu: String,
+    #[serde(default)]
+    pub mode: MemmapInit,
+    #[serde(flatten)]
+    pub bench: GuestBench,
+}
+
+/// The fields of the kernel's `bench-json:` line (`platform/src/shell/bench.rs`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestBench {
+    pub granule: String,
+    pub va_bits: u32,
+    pub size: u64,
+    pub memmap_on_memory: bool,
+    pub reps: u64,
+    pub add_cycles: u64,
+    pub online_cycles: u64,
+    pub offline_cycles: u64,
+    pub remove_cycles: u64,
+    pub cntfrq: u64,
+    pub memmap_bytes: u64,
+    pub memset_bytes_per_s: f64,
+    pub add_ratio_to_limit: f64,
+    pub online_ratio_to_limit: f64,
+    pub tlbi_va: u64,
+    pub tlbi_range_ops: u64,
+    pub tlbi_all: u64,
+    pub feat_tlbirange: bool,
+    pub preexisting_bytes_per_gib: f64,
+    /// Fields a newer kernel adds (kept, written back, not interpreted).
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// DIMM plug/unplug over QMP, host wall time (medians).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DimmRecord {
+    #[serde(default)]
+    pub commit: String,
+    #[serde(default)]
+    pub run: u64,
+    #[serde(default)]
+    pub cpu: String,
+    #[serde(default)]
+    pub mode: MemmapInit,
+    /// The kernel configuration, e.g. `16k-47`.
+    pub config: String,
+    pub size: u64,
+    pub reps: u64,
+    pub plug_to_ost_ms: f64,
+    pub unplug_to_deleted_ms: f64,
+    /// `ok`, or why the guest refused the DIMM.
+    pub result: String,
+}
+
+impl GuestBench {
+    /// Guest cycles (CNTVCT) as microseconds.
+    pub fn us(&self, cycles: u64) -> f64 {
+        cycles as f64 * 1e6 / self.cntfrq.max(1) as f64
+    }
+    pub fn add_us(&self) -> f64 {
+        self.us(self.add_cycles)
+    }
+    pub fn online_us(&self) -> f64 {
+        self.us(self.online_cycles)
+    }
+    pub fn offline_us(&self) -> f64 {
+        self.us(self.offline_cycles)
+    }
+    pub fn remove_us(&self) -> f64 {
+        self.us(self.remove_cycles)
+    }
+    /// TLB invalidation instructions of one removal.
+    pub fn tlbi(&self) -> u64 {
+        self.tlbi_va + self.tlbi_range_ops + self.tlbi_all
+    }
+    /// `4k-48`.
+    pub fn config(&self) -> String {
+        format!("{}-{}", self.granule, self.va_bits)
+    }
+}
+
+/// What a measurement is of: records with equal keys are the same measurement on different
+/// runs.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Key {
+    /// `guest` or `dimm`.
+    pub kind: String,
+    /// `4k-48`.
+    pub config: String,
+    pub cpu: String,
+    pub mode: MemmapInit,
+    pub size: u64,
+    /// Guest: `mom` (memmap on memory) or `no-mom`; DIMM: empty.
+    pub variant: String,
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {} {} {}",
+            self.kind,
+            self.config,
+            self.cpu,
+            self.mode,
+            mm::size::Size(self.size)
+        )?;
+        if !self.variant.is_empty() {
+            write!(f, " {}", self.variant)?;
+        }
+        Ok(())
+    }
+}
+
+impl Record {
+    pub fn key(&self) -> Key {
+        match self {
+            Record::Guest(g) => Key {
+                kind: "guest".into(),
+                config: g.bench.config(),
+                cpu: g.cpu.clone(),
+                mode: g.mode,
+                size: g.bench.size,
+                variant: if g.bench.memmap_on_memory { "mom" } else { "no-mom" }.into(),
+            },
+            Record::Dimm(d) => Key {
+                kind: "dimm".into(),
+                config: d.config.clone(),
+                cpu: d.cpu.clone(),
+                mode: d.mode,
+                size: d.size,
+                variant: String::new(),
+            },
+        }
+    }
+
+    /// The compared figures, by name (times in the unit the name says).
+    pub fn metrics(&self) -> Vec<(&'static str, f64)> {
+        match self {
+            Record::Guest(g) => {
+                let b = &g.bench;
+                vec![
+                    ("add_us", b.add_us()),
+                    ("online_us", b.online_us()),
+                    ("offline_us", b.offline_us()),
+                    ("remove_us", b.remove_us()),
+                    ("add_ratio_to_limit", b.add_ratio_to_limit),
+                    ("online_ratio_to_limit", b.online_ratio_to_limit),
+                    ("tlbi", b.tlbi() as f64),
+                    ("preexisting_bytes_per_gib", b.preexisting_bytes_per_gib),
+                ]
+            }
+            Record::Dimm(d) => vec![
+                ("plug_to_ost_ms", d.plug_to_ost_ms),
+                ("unplug_to_deleted_ms", d.unplug_to_deleted_ms),
+            ],
+        }
+    }
+
+    pub fn commit(&self) -> &str {
+        match self {
+            Record::Guest(g) => &g.commit,
+            Record::Dimm(d) => &d.commit,
+        }
+    }
+}
+
+/// The records of a `results.jsonl` text, and how many lines were not records (older formats,
+/// truncated lines).
+pub fn parse_jsonl(text: &str) -> (Vec<Record>, usize) {
+    let mut out = Vec::new();
+    let mut bad = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str(line) {
+            Ok(r) => out.push(r),
+            Err(_) => bad += 1,
+        }
+    }
+    (out, bad)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A kernel `bench-json:` object as `platform/src/shell/bench.rs` prints it.
+    pub fn guest_json(granule: &str, size: u64, mom: bool, add_cycles: u64) -> String {
+        format!(
+            "{{\"granule\":\"{granule}\",\"va_bits\":48,\"size\":{size},\"memmap_on_memory\":{mom},\"reps\":5,\
+             \"add_cycles\":{add_cycles},\"online_cycles\":2000,\"offline_cycles\":500,\"remove_cycles\":200,\
+             \"cntfrq\":1000000000,\"memmap_bytes\":2097152,\"memset_bytes_per_s\":1317000000,\
+             \"add_ratio_to_limit\":0.60,\"online_ratio_to_limit\":1.70,\"tlbi_va\":0,\"tlbi_range_ops\":3,\
+             \"tlbi_all\":0,\"feat_tlbirange\":true,\"preexisting_bytes_per_gib\":32768}}"
+        )
+    }
+
+    pub fn guest(granule: &str, size: u64, mom: bool, add_cycles: u64) -> GuestRecord {
+        GuestRecord {
+            commit: "abc1234".into(),
+            run: 1,
+            cpu: "max,lpa2=off".into(),
+            mode: MemmapInit::Eager,
+            bench: serde_json::from_str(&guest_json(granule, size, mom, add_cycles)).unwrap(),
+        }
+    }
+
+    #[test]
+    fn guest_line_round_trips_and_keeps_unknown_fields() {
+        let mut j = guest_json("16k", 1 << 30, true, 7_000_000);
+        j.insert_str(j.len() - 1, ",\"first_alloc_cycles\":42");
+        let b: GuestBench = serde_json::from_str(&j).unwrap();
+        assert_eq!(b.extra.get("first_alloc_cycles"), Some(&Value::from(42)));
+        assert_eq!(b.add_us(), 7000.0);
+        let r = Record::Guest(GuestRecord {
+            commit: "c".into(),
+            run: 9,
+            cpu: "cortex-a57".into(),
+            mode: MemmapInit::Deferred,
+            bench: b,
+        });
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(line.starts_with("{\"kind\":\"guest\""), "{line}");
+        assert!(line.contains("\"mode\":\"deferred\""), "{line}");
+        assert!(line.contains("\"cpu\":\"cortex-a57\""), "{line}");
+        let back: Record = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.key().to_string(), "guest 16k-48 cortex-a57 deferred 1G mom");
+    }
+
+    #[test]
+    fn old_lines_read_with_defaults_and_junk_is_counted() {
+        // A DIMM line of the driver before `cpu`, `mode`, `commit` and `run` existed.
+        let text = "{\"kind\":\"dimm\",\"config\":\"4k-48\",\"size\":134217728,\"reps\":5,\
+                    \"plug_to_ost_ms\":3.8,\"unplug_to_deleted_ms\":1.4,\"result\":\"ok\"}\n\
+                    not json\n\n{\"kind\":\"other\"}\n";
+        let (recs, bad) = parse_jsonl(text);
+        assert_eq!(bad, 2);
+        let [Record::Dimm(d)] = recs.as_slice() else {
+            panic!("{recs:?}")
+        };
+        assert_eq!(d.mode, MemmapInit::Eager);
+        assert_eq!(d.cpu, "");
+        assert_eq!(
+            recs[0].metrics(),
+            vec![("plug_to_ost_ms", 3.8), ("unplug_to_deleted_ms", 1.4)]
+        );
+    }
+}

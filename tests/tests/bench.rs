@@ -1,0 +1,118 @@
+//! The benchmark driver (`hotmem-bench`) end to end on its smallest run: one granule (64K, one
+//! 512 MiB block), one repetition, one DIMM size, and `--compare` against a planted earlier
+//! record. Checks the records parse back, the plot is written and the comparison found the
+//! planted measurement. Times are not checked (no test asserts a time).
+
+use hotmem_qemu::bench::compare::Comparison;
+use hotmem_qemu::bench::record::{parse_jsonl, GuestRecord, MemmapInit, Record};
+use hotmem_qemu::{Granule, KernelConfig};
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn bench_smoke_64k() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dir = root.join("target/test-logs/bench_smoke_64k");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let va_bits = KernelConfig::default_for(Granule::K64).va_bits;
+    // An earlier run of the same measurement (64K, 512 MiB, memmap on memory, default CPU,
+    // eager): add took 1 ms. And one line of junk, which the comparison skips.
+    let old = dir.join("old.jsonl");
+    let planted = format!(
+        "{{\"kind\":\"guest\",\"commit\":\"planted\",\"run\":1,\"cpu\":\"max,lpa2=off\",\"mode\":\"eager\",\
+         \"granule\":\"64k\",\"va_bits\":{va_bits},\"size\":536870912,\"memmap_on_memory\":true,\"reps\":1,\
+         \"add_cycles\":1000000,\"online_cycles\":1000000,\"offline_cycles\":1000000,\"remove_cycles\":1000000,\
+         \"cntfrq\":1000000000,\"memmap_bytes\":524288,\"memset_bytes_per_s\":1000000000,\
+         \"add_ratio_to_limit\":1.0,\"online_ratio_to_limit\":1.0,\"tlbi_va\":0,\"tlbi_range_ops\":2,\
+         \"tlbi_all\":0,\"feat_tlbirange\":true,\"preexisting_bytes_per_gib\":0}}\nnot a record\n"
+    );
+    std::fs::write(&old, planted).unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(root)
+        .args(["run", "-q", "-p", "hotmem-qemu", "--bin", "hotmem-bench", "--"])
+        .args([
+            "--granule",
+            "64k",
+            "--reps",
+            "1",
+            "--sizes",
+            "512M",
+            "--dimm-sizes",
+            "512M",
+        ])
+        .arg("--out")
+        .arg(&dir)
+        .arg("--compare")
+        .arg(&old)
+        .output()
+        .expect("run cargo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    std::fs::write(dir.join("stdout"), stdout.as_bytes()).unwrap();
+    assert!(out.status.success(), "hotmem-bench failed:\n{stdout}\n{stderr}");
+
+    let (records, bad) = parse_jsonl(&std::fs::read_to_string(dir.join("results.jsonl")).unwrap());
+    assert_eq!(bad, 0, "every line of results.jsonl is a record");
+    let guest: Vec<&GuestRecord> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Guest(g) => Some(g),
+            Record::Dimm(_) => None,
+        })
+        .collect();
+    // max: 512 MiB with and without memmap on memory; then the same on cortex-a76 (TLBI
+    // comparison, since max has FEAT_TLBIRANGE).
+    let shape: Vec<(&str, bool, bool)> = guest
+        .iter()
+        .map(|g| (g.cpu.as_str(), g.bench.memmap_on_memory, g.bench.feat_tlbirange))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("max,lpa2=off", true, true),
+            ("max,lpa2=off", false, true),
+            ("cortex-a76", true, false),
+            ("cortex-a76", false, false)
+        ]
+    );
+    for g in &guest {
+        assert_eq!(
+            (g.bench.granule.as_str(), g.bench.size, g.mode),
+            ("64k", 512 << 20, MemmapInit::Eager)
+        );
+        assert!(g.bench.add_cycles > 0 && g.bench.cntfrq > 0, "{g:?}");
+        assert!(!g.commit.is_empty() && g.run > 0, "{g:?}");
+    }
+    let dimms: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Dimm(d) => Some(d),
+            Record::Guest(_) => None,
+        })
+        .collect();
+    assert_eq!(dimms.len(), 1);
+    assert_eq!(
+        (dimms[0].size, dimms[0].result.as_str(), dimms[0].cpu.as_str()),
+        (512 << 20, "ok", "max,lpa2=off")
+    );
+
+    let svg = std::fs::read_to_string(dir.join("bench-scaling.svg")).expect("the plot is written");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    for text in ["add", "online", "offline", "remove", &format!("64k-{va_bits}")] {
+        assert!(svg.contains(text), "plot without `{text}`");
+    }
+
+    let c: Comparison = serde_json::from_str(&std::fs::read_to_string(dir.join("compare.json")).unwrap()).unwrap();
+    let add = c
+        .rows
+        .iter()
+        .find(|r| r.metric == "add_us")
+        .unwrap_or_else(|| panic!("no add_us row: {c:?}"));
+    assert_eq!((add.old, add.old_commit.as_str()), (1000.0, "planted"));
+    assert_eq!(add.key.cpu, "max,lpa2=off");
+    assert!((add.ratio.unwrap() - add.new / 1000.0).abs() < 1e-9, "{add:?}");
+    assert_eq!(c.rows.len(), 8, "the eight metrics of the one planted measurement");
+    assert!(stdout.contains("compared with"), "{stdout}");
+}
