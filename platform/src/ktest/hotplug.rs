@@ -321,7 +321,7 @@ fn base_page_window_removal_faults_on_every_cpu(_: &Platform) -> Result<(), Stri
     for i in 0..WINDOW_PAGES {
         for (cpu, r) in smp::run_on_all(read_word, va + i * page) {
             let esr = r.ok_or_else(|| format!("cpu {cpu} did not answer"))?;
-            if !(arch::exception::Esr::new(esr).is_kernel_translation_fault()) {
+            if !arch::exception::Esr::new(esr).is_kernel_translation_fault() {
                 stale.push((cpu, i));
             }
         }
