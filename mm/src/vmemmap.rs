@@ -18,8 +18,8 @@ use crate::{
     pgtable::{Attrs, MapError, MapFlags, PageTable, PhysAddr, TableAlloc, VirtAddr},
 };
 use alloc::vec::Vec;
-use arch::tlb::TlbInvalidate;
 use arch::mutant::{self, Mutant};
+use arch::tlb::TlbInvalidate;
 
 /// Where memmap backing pages come from when there is no altmap.
 pub trait PageSource {

@@ -175,7 +175,14 @@ impl<C: Config> Machine<C> {
         let (pfn, _) = self.handles.get(h).unwrap();
         let size = g.page_size() << order;
         self.pt
-            .map(&mut self.tables, Self::window_va(h), pfn << g.page_shift, size, Attrs::NORMAL_RW, MapFlags::PAGES)
+            .map(
+                &mut self.tables,
+                Self::window_va(h),
+                pfn << g.page_shift,
+                size,
+                Attrs::NORMAL_RW,
+                MapFlags::PAGES,
+            )
             .expect("map the movable window");
         Some(h)
     }
@@ -467,7 +474,9 @@ impl<C: Config> HotplugOps for Machine<C> {
                 }
             },
             |src, order| {
-                let _ = checker.borrow_mut().freeing(src << g.page_shift, g.page_size() << order);
+                let _ = checker
+                    .borrow_mut()
+                    .freeing(src << g.page_shift, g.page_size() << order);
             },
         )
         .map(|_| ())

@@ -225,10 +225,8 @@ fn window_migration_moves_every_translation<C: Config>() {
                 .unwrap();
             r.touch_all(va, size);
             let mut copied = false;
-            mm::migrate::move_window_block(&mut r.pt, &mut r.tables, &mut r.tlb, va, size, dst, || {
-                copied = true
-            })
-            .unwrap();
+            mm::migrate::move_window_block(&mut r.pt, &mut r.tables, &mut r.tlb, va, size, dst, || copied = true)
+                .unwrap();
             assert!(copied);
             for cpu in 0..NCPUS {
                 for v in (va..va + size).step_by(g.page_size() as usize) {
