@@ -61,9 +61,8 @@ pub fn _print_panic(args: core::fmt::Arguments) {
         let c = CONSOLE_RAW_VA.load(core::sync::atomic::Ordering::Relaxed);
         if c != 0 {
             // SAFETY: the UART stays mapped at this VA for the life of the kernel.
-            let mut raw = Console {
-                uart: Some(unsafe { Pl011::new(c) }),
-            };
+            let uart = unsafe { Pl011::new(c) };
+            let mut raw = Console { uart: Some(uart) };
             let _ = raw.write_fmt(args);
         }
     }
