@@ -1,7 +1,9 @@
 //! Secondary CPUs: started with PSCI CPU_ON, each switches to the kernel page tables through
 //! the identity map, drops TTBR0, sets up its GIC interface and timer, reports in and idles.
 
-use crate::{boot::layout, drivers::gic, drivers::psci, drivers::timer, kernel::mem::memory, kernel::sync, println};
+use crate::{
+    boot::layout, drivers::gic, drivers::psci, drivers::timer, kernel::mem::page_alloc, kernel::sync, println,
+};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -64,7 +66,7 @@ pub fn boot_secondaries(cpus: &[u64]) -> Vec<Started> {
         let cpu = i + 1;
         MPIDR[cpu].store(mpidr, Ordering::Relaxed);
         let order = (STACK_ORDER_BYTES >> layout::PAGE_SHIFT).max(1).trailing_zeros();
-        let Some(stack) = memory::alloc_pages(order) else {
+        let Some(stack) = page_alloc::alloc_pages(order) else {
             out.push(Started {
                 cpu,
                 mpidr,

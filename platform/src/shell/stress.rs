@@ -49,7 +49,7 @@ pub(super) fn cmd_pin(args: &[&str]) -> Result<(), ShellError> {
     const END: u64 = u64::MAX;
     let mut others = END;
     let mut found = None;
-    while let Some(pa) = memory::alloc_pages(0) {
+    while let Some(pa) = page_alloc::alloc_pages(0) {
         if (addr..addr.saturating_add(size)).contains(&pa) {
             found = Some(pa);
             break;
@@ -61,11 +61,11 @@ pub(super) fn cmd_pin(args: &[&str]) -> Result<(), ShellError> {
     while others != END {
         // SAFETY: a page of the chain above, still ours; its first word links the next.
         let next = unsafe { (layout::phys_to_virt(others) as *const u64).read() };
-        let _ = memory::free_pages(others, 0);
+        let _ = page_alloc::free_pages(others, 0);
         others = next;
     }
     if found.is_some() && PINNED.lock().try_reserve(1).is_err() {
-        let _ = memory::free_pages(found.take().unwrap_or_default(), 0);
+        let _ = page_alloc::free_pages(found.take().unwrap_or_default(), 0);
         println!("pin: error: no kernel heap left to record the pinned page ('unpin' releases the others)");
         return Ok(());
     }
@@ -83,7 +83,7 @@ pub(super) fn cmd_unpin(args: &[&str]) -> Result<(), ShellError> {
     no_args(args)?;
     let pages = core::mem::take(&mut *PINNED.lock());
     for &pa in &pages {
-        let _ = memory::free_pages(pa, 0);
+        let _ = page_alloc::free_pages(pa, 0);
     }
     println!("unpin: freed={}", pages.len());
     Ok(())

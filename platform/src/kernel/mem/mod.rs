@@ -1,13 +1,20 @@
-//! Memory management: memblock, the sparse model and the page allocator, the kernel page table
-//! and ioremap, TLB and teardown glue, hotplug state and policies (DIMMs, virtio-mem).
+//! Memory management, bottom up: counters, memblock, the sparse model and memmap, the page
+//! allocator, the kernel page table and ioremap, memmap population (vmemmap), the heap; TLB and
+//! teardown glue; hotplug state and policies (DIMMs, virtio-mem). Each file imports only files
+//! listed before it (teardown only `kernel/` below `mem/`).
 
+pub mod counters;
 pub mod dimm;
+pub mod heap;
 pub mod hotplug;
+pub mod kernel_pt;
 pub mod memblock;
-pub mod memory;
+pub mod memmap;
+pub mod page_alloc;
 pub mod sbm;
 pub mod teardown;
 pub mod virtio_mem;
+pub mod vmemmap;
 
 use crate::boot::layout::{self, Size, G};
 use crate::println;
