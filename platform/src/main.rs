@@ -16,8 +16,12 @@ mod boot;
 mod drivers;
 #[macro_use]
 mod kernel;
+// The shell and the in-guest tests have no unsafe code of their own: what they need from raw
+// memory or registers is a safe API in `kernel/` (e.g. `kernel::mem::pages`).
 #[cfg(feature = "ktest")]
+#[deny(unsafe_code)]
 mod ktest;
+#[deny(unsafe_code)]
 mod shell;
 
 use boot::{cmdline, dtb, early, layout};

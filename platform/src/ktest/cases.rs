@@ -5,7 +5,11 @@ use crate::{
     boot::dtb::Platform,
     boot::layout::{self, G, PAGE_SIZE},
     drivers::timer,
-    kernel::mem::{counters, heap, kernel_pt, memmap, page_alloc, vmemmap},
+    kernel::mem::{
+        counters, heap, kernel_pt, memmap, page_alloc,
+        pages::{PageChain, Pages},
+        vmemmap,
+    },
     kernel::smp,
 };
 use aarch64_cpu::registers::{SCTLR_EL1, TCR_EL1};
@@ -167,20 +171,15 @@ ktest!(heap_allocates_and_frees);
 fn page_allocator_round_trip_all_memory(_: &Platform) -> Result<(), String> {
     let baseline = page_alloc::free_page_count();
     for round in 0..2u64 {
-        let mut head: u64 = 0; // PA of the last block, 0 = none
+        let mut held = PageChain::new();
         let mut count = 0u64;
         let mut order = page_alloc::with_page_alloc(|a| a.max_order());
         loop {
-            match page_alloc::alloc_pages(order) {
-                Some(pa) => {
-                    let va = layout::phys_to_virt(pa) as *mut u64;
-                    // SAFETY: a block we own now, reached through the linear map.
-                    unsafe {
-                        va.write_volatile(head);
-                        va.add(1).write_volatile(order as u64);
-                        va.add(2).write_volatile(pa ^ round);
-                    }
-                    head = pa;
+            match Pages::alloc(order) {
+                Some(mut p) => {
+                    // Words 0 and 1 link the chain; word 2 is the block's tag.
+                    p.store(2, p.pa() ^ round);
+                    held.push(p);
                     count += 1 << order;
                     order = (order + 5) % 8;
                 }
@@ -196,13 +195,10 @@ fn page_allocator_round_trip_all_memory(_: &Platform) -> Result<(), String> {
             page_alloc::free_page_count() == 0,
             "pages left after allocating everything"
         );
-        while head != 0 {
-            let va = layout::phys_to_virt(head) as *const u64;
-            // SAFETY: still ours; written above.
-            let (next, o, tag) = unsafe { (va.read_volatile(), va.add(1).read_volatile(), va.add(2).read_volatile()) };
-            kassert!(tag == head ^ round, "block {head:#x} lost its contents");
-            page_alloc::free_pages(head, o as u32).map_err(|e| alloc::format!("free {head:#x}: {e:?}"))?;
-            head = next;
+        while let Some(p) = held.pop() {
+            let pa = p.pa();
+            kassert!(p.load(2) == pa ^ round, "block {pa:#x} lost its contents");
+            p.free().map_err(|e| alloc::format!("free {pa:#x}: {e:?}"))?;
         }
         kassert!(
             page_alloc::free_page_count() == baseline,

@@ -5,7 +5,7 @@ use crate::{
     boot::dtb::Platform,
     boot::layout::{self, G, PAGE_SHIFT},
     kernel::mem::hotplug::{self as hp, HELD_BACK},
-    kernel::mem::{counters, kernel_pt, memmap, page_alloc},
+    kernel::mem::{counters, kernel_pt, memmap, page_alloc, pages::Pages},
     kernel::smp,
 };
 use alloc::{format, string::String, vec::Vec};
@@ -58,11 +58,13 @@ static WINDOW_BAD: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64
 /// Secondary-CPU workload: fill and verify a private 64 KiB buffer, and verify one stress
 /// page per round through the movable window (while CPU 0 offlines blocks, so migration re-points the
 /// window under it), until told to stop; returns iterations in the low 32 bits and corrupt
-/// words in the high 32. `arg` = buffer PA | CPU index.
+/// words in the high 32. `arg` = CPU index; its buffer waits in `WORKLOAD_BUFS[cpu]`.
 fn checksum_workload(arg: u64) -> u64 {
-    let (buf_pa, cpu) = (arg & !0xfff, (arg & 0xfff) as usize);
-    let words = (64 << 10) / 8;
-    let p = layout::phys_to_virt(buf_pa) as *mut u64;
+    let cpu = arg as usize;
+    let Some(mut buf) = WORKLOAD_BUFS[cpu].lock().take() else {
+        return 0;
+    };
+    let words = buf.words().min((64 << 10) / 8);
     let (mut iters, mut bad) = (0u64, 0u64);
     let mut next = 0usize;
     while !WORKLOAD_STOP.load(Relaxed) {
@@ -81,19 +83,23 @@ fn checksum_workload(arg: u64) -> u64 {
             }
         }
         for i in 0..words {
-            // SAFETY: a buffer this CPU alone owns (allocated by the test, freed after `collect`).
-            unsafe { p.add(i).write_volatile(i as u64 ^ iters) };
+            buf.store(i, i as u64 ^ iters);
         }
         for i in 0..words {
-            // SAFETY: as above.
-            if unsafe { p.add(i).read_volatile() } != i as u64 ^ iters {
+            if buf.load(i) != i as u64 ^ iters {
                 bad += 1;
             }
         }
         iters += 1;
     }
+    // Back to the test, which frees it after `collect`.
+    *WORKLOAD_BUFS[cpu].lock() = Some(buf);
     iters | bad << 32
 }
+
+/// Each secondary CPU's workload buffer: the test puts it here, the workload takes it for its
+/// run and puts it back when told to stop.
+static WORKLOAD_BUFS: [spin::Mutex<Option<Pages>>; smp::MAX_CPUS] = [const { spin::Mutex::new(None) }; smp::MAX_CPUS];
 
 static WORKLOAD_STOP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
@@ -111,21 +117,25 @@ fn hotplug_cycles(_: &Platform) -> Result<(), String> {
     for r in &WINDOW_READS {
         r.store(0, Relaxed);
     }
-    for cpu in 1..smp::MAX_CPUS {
+    for (cpu, slot) in WORKLOAD_BUFS.iter().enumerate().skip(1) {
         if smp::online_mask() & (1 << cpu) != 0 {
-            let buf = page_alloc::alloc_pages(order).ok_or_else(|| String::from("no memory for a workload buffer"))?;
+            let buf = Pages::alloc(order).ok_or_else(|| String::from("no memory for a workload buffer"))?;
+            *slot.lock() = Some(buf);
             kassert!(
-                smp::post(cpu, checksum_workload, buf | cpu as u64),
+                smp::post(cpu, checksum_workload, cpu as u64),
                 "cpu {cpu} did not take the workload"
             );
-            workers.push((cpu, buf));
+            workers.push(cpu);
         }
     }
     let result = hotplug_cycles_inner(start, blocks);
     WORKLOAD_STOP.store(true, Relaxed);
-    for (cpu, buf) in workers {
+    for cpu in workers {
         let r = smp::collect(cpu, 2000).ok_or_else(|| format!("cpu {cpu} workload did not stop"))?;
-        page_alloc::free_pages(buf, order).map_err(|e| format!("{e:?}"))?;
+        let buf = WORKLOAD_BUFS[cpu].lock().take();
+        buf.ok_or_else(|| format!("cpu {cpu} kept its buffer"))?
+            .free()
+            .map_err(|e| format!("{e:?}"))?;
         kassert!(
             r >> 32 == 0 && r & 0xffff_ffff > 0,
             "cpu {cpu} workload: {} iterations, {} corrupt words",
@@ -291,10 +301,10 @@ fn base_page_window_removal_faults_on_every_cpu(_: &Platform) -> Result<(), Stri
     let size = WINDOW_PAGES * page;
     let va = layout::IOREMAP_START + layout::IOREMAP_SIZE - size;
     let order = WINDOW_PAGES.trailing_zeros();
-    let pa = page_alloc::alloc_pages(order).ok_or_else(|| String::from("no memory for the window"))?;
+    let mut block = Pages::alloc(order).ok_or_else(|| String::from("no memory for the window"))?;
+    let pa = block.pa();
     for i in 0..WINDOW_PAGES {
-        // SAFETY: our fresh pages, reached through the linear map.
-        unsafe { (layout::phys_to_virt(pa + i * page) as *mut u64).write_volatile(0x5a5a_0000 + i) };
+        block.store((i * page / 8) as usize, 0x5a5a_0000 + i);
     }
     kernel_pt::with_kernel_pt(|pt, t| pt.map(t, va, pa, size, Attrs::NORMAL_RW, MapFlags::PAGES))
         .map_err(|e| format!("map: {e:?}"))?;
@@ -344,7 +354,7 @@ fn base_page_window_removal_faults_on_every_cpu(_: &Platform) -> Result<(), Stri
         st.leaves == 0 && st.tables_freed >= 1,
         "no page-table page freed: {st:?}"
     );
-    page_alloc::free_pages(pa, order).map_err(|e| format!("free: {e:?}"))?;
+    block.free().map_err(|e| format!("free: {e:?}"))?;
     Ok(())
 }
 ktest!(base_page_window_removal_faults_on_every_cpu);

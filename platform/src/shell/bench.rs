@@ -12,7 +12,7 @@ use crate::{
     boot::layout::{self, G},
     drivers::timer,
     kernel::mem::hotplug::{with_hotplug, HELD_BACK},
-    kernel::mem::{counters, page_alloc},
+    kernel::mem::{counters, page_alloc, pages::Pages},
     println,
 };
 use alloc::{string::String, vec::Vec};
@@ -34,17 +34,15 @@ pub fn memset_bandwidth(bytes: u64) -> Option<f64> {
         .next_power_of_two()
         .trailing_zeros()
         .min(G.max_order());
-    let chunk = layout::PAGE_SIZE << order;
-    let pa = page_alloc::alloc_pages(order)?;
-    let va = layout::phys_to_virt(pa) as *mut u8;
+    let mut block = Pages::alloc(order)?;
+    let chunk = block.size();
     let mut samples = Vec::new();
     for i in 0..5u8 {
         let t0 = arch::cpu::counter();
-        // SAFETY: `chunk` bytes we own, through the linear map.
-        unsafe { core::ptr::write_bytes(va, i, chunk as usize) };
+        block.fill_bytes(i);
         samples.push(arch::cpu::counter() - t0);
     }
-    let _ = page_alloc::free_pages(pa, order);
+    let _ = block.free();
     let c = median(&mut samples).max(1);
     Some(chunk as f64 * arch::cpu::counter_freq() as f64 / c as f64)
 }

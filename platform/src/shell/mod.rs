@@ -6,7 +6,10 @@ use crate::{
     drivers::psci,
     drivers::timer,
     kernel::console,
-    kernel::mem::{counters, heap, memmap, page_alloc},
+    kernel::mem::{
+        counters, heap, memmap, page_alloc,
+        pages::{PageChain, Pages},
+    },
     kernel::smp,
     print, println,
 };

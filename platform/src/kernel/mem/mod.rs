@@ -1,5 +1,5 @@
 //! Memory management, bottom up: counters, memblock, the sparse model and memmap, the page
-//! allocator, the kernel page table and ioremap, memmap population (vmemmap), the heap; TLB and
+//! allocator and owned blocks (pages), the kernel page table and ioremap, memmap population (vmemmap), the heap; TLB and
 //! teardown glue; hotplug state and policies (DIMMs, virtio-mem). Each file imports only files
 //! listed before it (teardown only `kernel/` below `mem/`).
 
@@ -11,6 +11,7 @@ pub mod kernel_pt;
 pub mod memblock;
 pub mod memmap;
 pub mod page_alloc;
+pub mod pages;
 pub mod sbm;
 pub mod teardown;
 pub mod virtio_mem;
