@@ -43,8 +43,8 @@ fn boot_failed(what: core::fmt::Arguments) -> ! {
         // fallback UART if tables are left, and say it through semihosting as well, which
         // needs no mapping at all.
         if let Ok(va) = kernel_pt::ioremap(FALLBACK_UART_PA, 0x1000) {
-            console::init(va);
-            console::set_raw_va(va);
+            // SAFETY: just mapped as device memory over the fallback UART, for good.
+            unsafe { console::init(va) };
         }
         console::early_report(format_args!("hotmem: FATAL {what}\n"));
     }
@@ -111,10 +111,8 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         ));
     }
     match kernel_pt::ioremap(plat.uart.base, plat.uart.size) {
-        Ok(va) => {
-            console::init(va);
-            console::set_raw_va(va);
-        }
+        // SAFETY: just mapped as device memory over the DT's UART, for good.
+        Ok(va) => unsafe { console::init(va) },
         Err(e) => boot_failed(format_args!("cannot map the UART: {e:?}")),
     }
     console::UART_INTID.store(plat.uart_intid, Ordering::Relaxed);
@@ -221,7 +219,8 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     ) else {
         boot_failed(format_args!("cannot map the GIC"))
     };
-    gic::init_distributor(plat.gic.version, gicd_va, gicc_va, gicc.size);
+    // SAFETY: both were just mapped as device memory over the DT's GIC regions, for good.
+    unsafe { gic::init_distributor(plat.gic.version, gicd_va, gicc_va, gicc.size) };
     gic::init_cpu(&[timer::INTID_VTIMER]);
     gic::enable_spi(plat.uart_intid, gic::Trigger::Level);
     timer::init_cpu();

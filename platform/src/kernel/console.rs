@@ -39,12 +39,16 @@ impl Write for Console {
     }
 }
 
-/// Install the UART (mapped at `va`) as the console.
-pub fn init(va: u64) {
-    // SAFETY: the caller mapped the PL011 registers at `va` as device memory, for good.
+/// Install the UART (mapped at `va`) as the console, and as the panic path's second handle.
+///
+/// # Safety
+/// `va` maps the PL011 registers as device memory for the life of the kernel.
+pub unsafe fn init(va: u64) {
+    // SAFETY: the caller's contract.
     let uart = unsafe { Pl011::new(va) };
     uart.init(push_rx);
     CONSOLE.lock().uart = Some(uart);
+    CONSOLE_RAW_VA.store(va, core::sync::atomic::Ordering::Relaxed);
 }
 
 pub fn _print(args: core::fmt::Arguments) {
@@ -98,10 +102,6 @@ pub fn early_report(args: core::fmt::Arguments) {
 }
 
 static CONSOLE_RAW_VA: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-
-pub fn set_raw_va(va: u64) {
-    CONSOLE_RAW_VA.store(va, core::sync::atomic::Ordering::Relaxed);
-}
 
 #[macro_export]
 macro_rules! print {

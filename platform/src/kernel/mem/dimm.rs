@@ -44,7 +44,8 @@ pub fn init() {
         println!("ged: cannot map the registers; DIMM hotplug disabled");
         return;
     };
-    if !ged::probe(m, g) {
+    // SAFETY: both were just mapped as device memory over QEMU's fixed GED addresses, for good.
+    if !unsafe { ged::probe(m, g) } {
         println!("ged: absent (QEMU creates it only when booted as firmware): DIMM hotplug unavailable, probe works");
         return;
     }
