@@ -1,7 +1,7 @@
-//! Memory management, bottom up: counters, memblock, the sparse model and memmap, the page
-//! allocator and owned blocks (pages), the kernel page table and ioremap, memmap population (vmemmap), the heap; TLB and
-//! teardown glue; hotplug state and policies (DIMMs, virtio-mem). Each file imports only files
-//! listed before it (teardown only `kernel/` below `mem/`).
+//! Memory management. Bottom up, each file importing only those before it: `counters`,
+//! `memblock`, `memmap` (sparse model), `page_alloc`, `pages` (owned blocks), `kernel_pt`
+//! (kernel page table, linear map, ioremap), `vmemmap` (memmap population), `heap`; TLB and
+//! teardown glue (`teardown`, below them all); hotplug state and policies (DIMMs, virtio-mem).
 
 pub mod counters;
 pub mod dimm;
