@@ -5,7 +5,6 @@
 //! secondary CPUs, then the shell (or, in the `ktest` build, the in-guest tests).
 #![no_std]
 #![no_main]
-#![deny(unsafe_op_in_unsafe_fn)]
 
 extern crate alloc;
 
