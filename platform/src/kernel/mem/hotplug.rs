@@ -240,7 +240,9 @@ impl HotplugOps for KernelOps {
                     page.flags = flags::VMEMMAP_SELF_HOSTED;
                     page.zone = zone as u8;
                 });
-                debug_assert!(r.is_ok(), "pfn {p:#x} of a present block has no memmap");
+                if let Err(e) = r {
+                    crate::kernel::exit::fatal_stop(format_args!("hotplug: present block: {e}"));
+                }
             }
         });
     }
@@ -249,7 +251,9 @@ impl HotplugOps for KernelOps {
         page_alloc::with_page_alloc(|a| {
             for p in pfn..pfn + nr {
                 let r = a.update_page(p, |page| page.flags = flags::RESERVED | flags::OFFLINE);
-                debug_assert!(r.is_ok(), "pfn {p:#x} of a present block has no memmap");
+                if let Err(e) = r {
+                    crate::kernel::exit::fatal_stop(format_args!("hotplug: present block: {e}"));
+                }
             }
         });
     }
