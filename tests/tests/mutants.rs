@@ -185,7 +185,11 @@ const MUTANTS: &[Mutant] = &[
     Mutant {
         package: "hotmem-mm",
         name: "migrate-no-tlbi",
-        test_args: &["--test", "tlb_model", "cfg_4k_48::window_migration_moves_every_translation"],
+        test_args: &[
+            "--test",
+            "tlb_model",
+            "cfg_4k_48::window_migration_moves_every_translation",
+        ],
         expect: "TLB model: cpu 0 still translates",
     },
     Mutant {
@@ -197,7 +201,11 @@ const MUTANTS: &[Mutant] = &[
     Mutant {
         package: "hotmem-mm",
         name: "migrate-no-remap",
-        test_args: &["--test", "tlb_model", "cfg_64k_42::window_migration_moves_every_translation"],
+        test_args: &[
+            "--test",
+            "tlb_model",
+            "cfg_64k_42::window_migration_moves_every_translation",
+        ],
         expect: "does not reach the new frame",
     },
     Mutant {
@@ -355,7 +363,17 @@ fn build_mutants_kernel(root: &Path, granule: &str) -> std::path::PathBuf {
 /// Boot the mutants kernel with `mutant=<name>`; returns (passed, console).
 fn run_guest_mutant(elf: &Path, m: &GuestMutant, cpu: &str) -> (bool, String) {
     let mut child = Command::new(hotmem_tests::qemu_path())
-        .args(["-M", "virt,gic-version=2", "-cpu", cpu, "-smp", "4", "-m", "3G", "-semihosting"])
+        .args([
+            "-M",
+            "virt,gic-version=2",
+            "-cpu",
+            cpu,
+            "-smp",
+            "4",
+            "-m",
+            "3G",
+            "-semihosting",
+        ])
         .args([
             "-nic", "none", "-display", "none", "-monitor", "none", "-serial", "stdio", "-kernel",
         ])
