@@ -5,7 +5,6 @@
 //! composition) build on any host so `mm` can be tested there; everything that executes
 //! aarch64 instructions is compiled only for `target_arch = "aarch64"`.
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod barrier;
 pub mod boot;

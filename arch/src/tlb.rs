@@ -321,28 +321,33 @@ mod imp {
     /// FEAT_TLBIRANGE's range forms), so this is the one wrapper over `tlbi`; the operands are
     /// built and host-tested above ([`va_operand`], [`super::RangeOperand`]).
     fn execute(op: Tlbi) {
-        // SAFETY (all arms): TLB invalidation has no memory-safety effect; FEAT_TLBIRANGE is
-        // implemented whenever a range operation is planned (checked at boot).
+        // TLB invalidation has no memory-safety effect; FEAT_TLBIRANGE is implemented whenever a
+        // range operation is planned (checked at boot).
         match op {
             Tlbi::Vaale1is(x) => {
+                // SAFETY: a TLB invalidation, no memory-safety effect.
                 unsafe { core::arch::asm!("tlbi vaale1is, {}", in(reg) x, options(nostack, preserves_flags)) };
                 stats::TLBI_VA.fetch_add(1, Ordering::Relaxed);
             }
             Tlbi::Vaale1(x) => {
+                // SAFETY: a TLB invalidation, no memory-safety effect.
                 unsafe { core::arch::asm!("tlbi vaale1, {}", in(reg) x, options(nostack, preserves_flags)) };
                 stats::TLBI_VA.fetch_add(1, Ordering::Relaxed);
             }
             Tlbi::Vaae1is(x) => {
+                // SAFETY: a TLB invalidation, no memory-safety effect.
                 unsafe { core::arch::asm!("tlbi vaae1is, {}", in(reg) x, options(nostack, preserves_flags)) };
                 stats::TLBI_VA.fetch_add(1, Ordering::Relaxed);
             }
             Tlbi::Rvaale1is(x) => {
+                // SAFETY: a TLB invalidation; FEAT_TLBIRANGE is implemented (range ops are planned only then).
                 unsafe {
                     core::arch::asm!(".arch_extension tlb-rmi", "tlbi rvaale1is, {}", in(reg) x, options(nostack, preserves_flags))
                 };
                 stats::TLBI_RANGE.fetch_add(1, Ordering::Relaxed);
             }
             Tlbi::Vmalle1is => {
+                // SAFETY: a TLB invalidation, no memory-safety effect.
                 unsafe { core::arch::asm!("tlbi vmalle1is", options(nostack, preserves_flags)) };
                 stats::TLBI_ALL.fetch_add(1, Ordering::Relaxed);
             }

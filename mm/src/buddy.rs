@@ -105,13 +105,23 @@ impl<M: Memmap> PageAlloc<M> {
         debug_assert!(self.memmap.valid(pfn));
         // SAFETY: callers only pass PFNs with a populated memmap (checked by the public entry
         // points), and `&mut self` makes this the only live reference into the memmap.
-        unsafe { &mut *self.memmap.page(pfn) }
+        unsafe { self.memmap.page_mut(pfn) }
     }
 
     /// Copy of the `struct page` of `pfn`, if it has a memmap.
     pub fn page(&self, pfn: u64) -> Option<Page> {
-        // SAFETY: `valid` checked; a read of a live Page (see `Memmap`).
-        self.memmap.valid(pfn).then(|| unsafe { *self.memmap.page(pfn) })
+        self.memmap.read(pfn)
+    }
+
+    /// Changes the `struct page` of `pfn` (which must have a memmap) under the allocator's
+    /// exclusive borrow: for its owner's fields (`private` of an allocated block) and for pages
+    /// the allocator does not manage (self-hosted memmap, offline pages). The allocator's own
+    /// fields of the pages it manages are changed only by its operations.
+    pub fn update_page<R>(&mut self, pfn: u64, f: impl FnOnce(&mut Page) -> R) -> Result<R, BuddyError> {
+        if !self.memmap.valid(pfn) {
+            return Err(BuddyError::BadRange { start: pfn, nr: 1 });
+        }
+        Ok(f(self.pg(pfn)))
     }
 
     pub fn counters(&self, zone: ZoneId) -> ZoneCounters {

@@ -4,7 +4,6 @@
 //! maintenance through traits, so every algorithm also runs (and is tested) on the host for
 //! the 4K, 16K and 64K granules and every VA size of the matrix.
 #![cfg_attr(not(test), no_std)]
-#![deny(unsafe_op_in_unsafe_fn)]
 
 extern crate alloc;
 

@@ -193,9 +193,9 @@ pub enum HandleError {
 }
 
 fn set_owner<M: Memmap>(a: &mut PageAlloc<M>, pfn: u64, h: Option<Handle>) {
-    // SAFETY: `pfn` is the head of a block we just allocated (valid memmap); the caller holds
-    // the allocator exclusively (`&mut`), so no other reference to this struct page exists.
-    unsafe { (*a.memmap().page(pfn)).private = h.map_or(0, |h| h.0 as u64 + 1) };
+    // `pfn` is the head of a block just allocated or being freed: it has a memmap.
+    let r = a.update_page(pfn, |p| p.private = h.map_or(0, |h| h.0 as u64 + 1));
+    debug_assert!(r.is_ok(), "set_owner: pfn {pfn:#x} has no memmap");
 }
 
 /// Why [`offline_pages`] failed. Either way the range is back in the allocator and usable.

@@ -120,10 +120,46 @@ impl Page {
 /// Implementations promise that `page(pfn)` returns a pointer to a live, writable, 64-byte
 /// aligned `Page` for every `pfn` for which `valid(pfn)` is true, and that distinct PFNs give
 /// distinct pages. Callers serialise access (the allocator's lock).
+///
+/// Every read and write of a `struct page` goes through the provided methods below
+/// ([`Memmap::read`], [`Memmap::page_mut`], [`Memmap::init_pages`]), never through `page`.
 pub unsafe trait Memmap {
     fn page(&self, pfn: u64) -> *mut Page;
     /// Whether `pfn` has a populated memmap (Linux `pfn_valid`).
     fn valid(&self, pfn: u64) -> bool;
+
+    /// Copy of the `struct page` of `pfn`, if it has a memmap.
+    fn read(&self, pfn: u64) -> Option<Page> {
+        // SAFETY: `valid` checked, so `page` is live and aligned (the trait's contract); the
+        // caller serialises access, so no writer runs concurrently.
+        self.valid(pfn).then(|| unsafe { self.page(pfn).read() })
+    }
+
+    /// The `struct page` of `pfn`, for writing.
+    ///
+    /// # Safety
+    /// `valid(pfn)` holds, and no other reference to this `struct page` exists while the
+    /// returned one lives (the caller holds the allocator exclusively).
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn page_mut(&self, pfn: u64) -> &mut Page {
+        // SAFETY: live and aligned by the trait's contract for a valid PFN; exclusive by the
+        // caller's.
+        unsafe { &mut *self.page(pfn) }
+    }
+
+    /// Writes `page` to every `struct page` of `[pfn, pfn + n)` (memmap initialisation, before
+    /// the PFNs become valid).
+    ///
+    /// # Safety
+    /// The memmap of `[pfn, pfn + n)` is populated (mapped writable at `page(pfn)` onwards), and
+    /// nothing else reads or writes those `struct page`s during the call.
+    unsafe fn init_pages(&self, pfn: u64, n: u64, page: Page) {
+        let first = self.page(pfn);
+        for i in 0..n as usize {
+            // SAFETY: inside the populated memmap of the range, exclusive (the caller's contract).
+            unsafe { first.add(i).write(page) };
+        }
+    }
 }
 
 /// The memmap as it lives in the vmemmap region: `page(pfn) = base + 64 * pfn`.

@@ -51,7 +51,15 @@ pub const PA_LIMIT: u64 = 1 << 48;
 pub const STAGED: u64 = 1 << 55;
 
 /// Where page-table pages come from and how the engine reaches them.
-pub trait TableAlloc {
+///
+/// # Safety
+/// The engine reads and writes table pages through `table_ptr` without further checks, so an
+/// implementation promises: `alloc_table` returns a zeroed, granule-sized and granule-aligned
+/// page that nothing else uses until it is given back through `free_table`; for every such page
+/// not yet given back, `table_ptr(pa)` returns a pointer valid for volatile reads and writes of
+/// the whole page (and the same pointer every time), that no other code reads or writes while
+/// the engine holds the allocator (`&mut`/`&` borrow of the call).
+pub unsafe trait TableAlloc {
     /// A zeroed, granule-sized and granule-aligned page, or `None` when out of memory.
     fn alloc_table(&mut self) -> Option<PhysAddr>;
     /// Gives back a page from `alloc_table`. The engine calls it only after the page is
@@ -287,7 +295,8 @@ impl<C: Config> PageTable<C> {
         let mut level = geo.start_level();
         loop {
             let index = geo.index(va, level);
-            let desc = Descriptor::from_raw(rd(a.table_ptr(table).wrapping_add(index)));
+            // SAFETY: an entry of a live table page of `a`, index below the level's entries.
+            let desc = Descriptor::from_raw(unsafe { rd(a.table_ptr(table).wrapping_add(index)) });
             match w.steps.get_mut(w.n) {
                 Some(s) => {
                     *s = Step {
@@ -405,15 +414,23 @@ impl<C: Config> PageTable<C> {
 // ---------------------------------------------------------------------------------------------
 // Helpers. Everything reachable from `map`/`walk` is plain integer/pointer code.
 
+/// Reads one descriptor.
+///
+/// # Safety
+/// `p` is `table_ptr(table) + index` for a live table page of a [`TableAlloc`] and an index
+/// below `Geometry::entries` of the table's level (never more than one page of entries).
 #[inline(always)]
-fn rd(p: *mut u64) -> u64 {
-    // SAFETY: `p` is an entry of a table page reached through `TableAlloc::table_ptr` with an
-    // index below `Geometry::entries`, which never exceeds the entries of one page.
+unsafe fn rd(p: *mut u64) -> u64 {
+    // SAFETY: the caller's contract, with the `TableAlloc` contract for the whole page.
     unsafe { ptr::read_volatile(p) }
 }
 
+/// Writes one descriptor.
+///
+/// # Safety
+/// As for [`rd`]; the engine is the only writer of the tables it manages.
 #[inline(always)]
-fn wr(p: *mut u64, v: u64) {
+unsafe fn wr(p: *mut u64, v: u64) {
     // SAFETY: as for `rd`.
     unsafe { ptr::write_volatile(p, v) }
 }
@@ -535,7 +552,8 @@ fn run_is_free<C: Config>(
     let mut free = true;
     let mut e = va;
     loop {
-        let old = Descriptor::from_raw(rd(tp.wrapping_add(geo.index(e, level))));
+        // SAFETY: an entry of a live table page of `a`, index below the level's entries.
+        let old = Descriptor::from_raw(unsafe { rd(tp.wrapping_add(geo.index(e, level))) });
         let want = Descriptor::leaf(req.pa_of(e), req.attrs, is_last).with_contiguous();
         if old.is_table(is_last) {
             free = false;
@@ -567,7 +585,8 @@ fn stage_entry<C: Config, A: TableAlloc>(
     let mask = geo.level_size(level) - 1;
     let is_last = level == 3;
     let p = tp.wrapping_add(geo.index(e, level));
-    let old = Descriptor::from_raw(rd(p));
+    // SAFETY: an entry of a live table page of `a`, index below the level's entries.
+    let old = Descriptor::from_raw(unsafe { rd(p) });
     let pa = req.pa_of(e);
     let whole = e & mask == 0 && e_last - e == mask && pa & mask == 0;
     if whole && leaf_ok && !old.is_table(is_last) {
@@ -576,7 +595,8 @@ fn stage_entry<C: Config, A: TableAlloc>(
             want = want.with_contiguous();
         }
         if old == Descriptor::INVALID {
-            wr(p, (want.raw() & !1) | STAGED);
+            // SAFETY: an entry of a live table page of `a`, index below the level's entries.
+            unsafe { wr(p, (want.raw() & !1) | STAGED) };
             return Ok(());
         }
         if old == want {
@@ -590,7 +610,8 @@ fn stage_entry<C: Config, A: TableAlloc>(
     }
     let child = if old == Descriptor::INVALID {
         let t = alloc_table::<C, A>(a)?;
-        wr(p, (Descriptor::table(t).raw() & !1) | STAGED);
+        // SAFETY: an entry of a live table page of `a`, index below the level's entries.
+        unsafe { wr(p, (Descriptor::table(t).raw() & !1) | STAGED) };
         t
     } else if old.is_table(false) {
         old.output_address()
@@ -611,7 +632,8 @@ fn commit<C: Config, A: TableAlloc>(a: &mut A, table: PhysAddr, level: u32, firs
     loop {
         let e_last = entry_last(e, last, shift);
         let p = tp.wrapping_add(geo.index(e, level));
-        let raw = rd(p);
+        // SAFETY: an entry of a live table page of `a`, index below the level's entries.
+        let raw = unsafe { rd(p) };
         if is_staged(raw) {
             let valid = Descriptor::from_raw((raw & !STAGED) | 1);
             let table = valid.is_table(is_last);
@@ -620,7 +642,8 @@ fn commit<C: Config, A: TableAlloc>(a: &mut A, table: PhysAddr, level: u32, firs
                 // The new table's entries are written before the entry that publishes it.
                 fence(Ordering::Release);
             }
-            wr(p, valid.raw());
+            // SAFETY: an entry of a live table page of `a`, index below the level's entries.
+            unsafe { wr(p, valid.raw()) };
             let size = 1u64 << shift;
             a.made_valid(Mapping {
                 va: e & !(size - 1),
@@ -650,9 +673,11 @@ fn rollback<C: Config, A: TableAlloc>(a: &mut A, table: PhysAddr, level: u32, fi
     loop {
         let e_last = entry_last(e, last, shift);
         let p = tp.wrapping_add(geo.index(e, level));
-        let raw = rd(p);
+        // SAFETY: an entry of a live table page of `a`, index below the level's entries.
+        let raw = unsafe { rd(p) };
         if is_staged(raw) {
-            wr(p, 0);
+            // SAFETY: an entry of a live table page of `a`, index below the level's entries.
+            unsafe { wr(p, 0) };
             if !is_last && raw & 0b10 != 0 {
                 free_new_tree::<C, A>(a, raw & Descriptor::OA_MASK, level + 1);
             }
@@ -671,7 +696,8 @@ fn free_new_tree<C: Config, A: TableAlloc>(a: &mut A, table: PhysAddr, level: u3
     if level < 3 {
         let tp = a.table_ptr(table);
         for i in 0..C::GEOM.entries(level) {
-            let raw = rd(tp.wrapping_add(i));
+            // SAFETY: an entry of a live table page of `a`, index below the level's entries.
+            let raw = unsafe { rd(tp.wrapping_add(i)) };
             if is_staged(raw) && raw & 0b10 != 0 {
                 free_new_tree::<C, A>(a, raw & Descriptor::OA_MASK, level + 1);
             }
@@ -702,7 +728,8 @@ fn check_split<C: Config, A: TableAlloc>(
     let mut e = first;
     loop {
         let e_last = entry_last(e, last, shift);
-        let d = Descriptor::from_raw(rd(tp.wrapping_add(geo.index(e, level))));
+        // SAFETY: an entry of a live table page of `a`, index below the level's entries.
+        let d = Descriptor::from_raw(unsafe { rd(tp.wrapping_add(geo.index(e, level))) });
         if d.is_table(is_last) {
             check_split::<C, A>(a, d.output_address(), level + 1, e, e_last)?;
         } else if d.is_leaf(is_last) {
@@ -743,11 +770,13 @@ fn clear_leaves<C: Config, A: TableAlloc, T: TlbInvalidate>(
     loop {
         let e_last = entry_last(e, last, shift);
         let p = tp.wrapping_add(geo.index(e, level));
-        let d = Descriptor::from_raw(rd(p));
+        // SAFETY: an entry of a live table page of `a`, index below the level's entries.
+        let d = Descriptor::from_raw(unsafe { rd(p) });
         if d.is_table(is_last) {
             clear_leaves::<C, A, T>(a, tlb, d.output_address(), level + 1, e, e_last, stats, span);
         } else if d.is_leaf(is_last) {
-            wr(p, 0);
+            // SAFETY: an entry of a live table page of `a`, index below the level's entries.
+            unsafe { wr(p, 0) };
             tlb.cleared(Mapping {
                 va: e & !((1 << shift) - 1),
                 size: 1 << shift,
@@ -793,13 +822,15 @@ fn free_empty<C: Config, A: TableAlloc, T: TlbInvalidate>(
     loop {
         let e_last = entry_last(e, last, shift);
         let p = tp.wrapping_add(geo.index(e, level));
-        let d = Descriptor::from_raw(rd(p));
+        // SAFETY: an entry of a live table page of `a`, index below the level's entries.
+        let d = Descriptor::from_raw(unsafe { rd(p) });
         if d.is_table(false) {
             let child = d.output_address();
             free_empty::<C, A, T>(a, tlb, child, level + 1, e, e_last, bounds, stats);
             let (base, end) = (e & !mask, e | mask);
             if base >= bounds.0 && end <= bounds.1 && table_is_empty::<C, A>(a, child, level + 1) {
-                wr(p, 0);
+                // SAFETY: an entry of a live table page of `a`, index below the level's entries.
+                unsafe { wr(p, 0) };
                 tlb.cleared(Mapping {
                     va: base,
                     size: 1 << shift,
@@ -826,7 +857,8 @@ fn free_empty<C: Config, A: TableAlloc, T: TlbInvalidate>(
 
 fn table_is_empty<C: Config, A: TableAlloc>(a: &A, table: PhysAddr, level: u32) -> bool {
     let tp = a.table_ptr(table);
-    (0..C::GEOM.entries(level)).all(|i| rd(tp.wrapping_add(i)) == 0)
+    // SAFETY: an entry of a live table page of `a`, index below the level's entries.
+    (0..C::GEOM.entries(level)).all(|i| unsafe { rd(tp.wrapping_add(i)) } == 0)
 }
 
 fn census<C: Config, A: TableAlloc>(a: &A, table: PhysAddr, level: u32, c: &mut Census) {
@@ -837,7 +869,8 @@ fn census<C: Config, A: TableAlloc>(a: &A, table: PhysAddr, level: u32, c: &mut 
     c.tables_at[lvl] += 1;
     let tp = a.table_ptr(table);
     for i in 0..geo.entries(level) {
-        let d = Descriptor::from_raw(rd(tp.wrapping_add(i)));
+        // SAFETY: an entry of a live table page of `a`, index below the level's entries.
+        let d = Descriptor::from_raw(unsafe { rd(tp.wrapping_add(i)) });
         if d == Descriptor::INVALID {
             continue;
         }

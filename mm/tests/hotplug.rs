@@ -384,16 +384,13 @@ impl<C: Config> HotplugOps for Machine<C> {
     }
 
     fn init_memmap(&mut self, pfn: u64, nr: u64, block: BlockId) {
-        for p in pfn..pfn + nr {
-            // SAFETY: populated just before; no other reference.
-            unsafe {
-                *self.memmap.page(p) = Page {
-                    block: block as u32,
-                    flags: flags::RESERVED | flags::OFFLINE,
-                    ..Page::INIT
-                }
-            };
-        }
+        let page = Page {
+            block: block as u32,
+            flags: flags::RESERVED | flags::OFFLINE,
+            ..Page::INIT
+        };
+        // SAFETY: populated just before; nothing else reaches these pages yet (as the kernel).
+        unsafe { self.memmap.init_pages(pfn, nr, page) };
     }
 
     fn section_update(&mut self, nr: u64, set: u8, clear: u8) {
@@ -402,20 +399,22 @@ impl<C: Config> HotplugOps for Machine<C> {
     }
 
     fn init_vmemmap_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) {
+        // As the kernel: through the allocator's accessor (the pages are not in the allocator).
         for p in pfn..pfn + nr {
-            // SAFETY: as above.
-            unsafe {
-                let page = &mut *self.memmap.page(p);
-                page.flags = flags::VMEMMAP_SELF_HOSTED;
-                page.zone = zone as u8;
-            }
+            self.alloc
+                .update_page(p, |page| {
+                    page.flags = flags::VMEMMAP_SELF_HOSTED;
+                    page.zone = zone as u8;
+                })
+                .unwrap();
         }
     }
 
     fn deinit_vmemmap_pages(&mut self, pfn: u64, nr: u64) {
         for p in pfn..pfn + nr {
-            // SAFETY: as above.
-            unsafe { (*self.memmap.page(p)).flags = flags::RESERVED | flags::OFFLINE };
+            self.alloc
+                .update_page(p, |page| page.flags = flags::RESERVED | flags::OFFLINE)
+                .unwrap();
         }
     }
 

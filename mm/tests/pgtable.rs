@@ -133,6 +133,7 @@ fn visit<C: Config>(a: &HostTables, table: u64, level: u32, base: u64, d: &mut D
     };
     assert!(d.tables.insert(table, info).is_none(), "table {table:#x} reached twice");
     let p = a.table_ptr(table); // panics unless live
+                                // SAFETY: `table_ptr` of a live table page (the `TableAlloc` contract), `n` entries of it.
     let entries: Vec<u64> = (0..n).map(|i| unsafe { p.add(i).read() }).collect();
     d.raw.insert(table, entries.clone());
     let last = level == 3;

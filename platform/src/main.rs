@@ -5,7 +5,6 @@
 //! secondary CPUs, then the shell (or, in the `ktest` build, the in-guest tests).
 #![no_std]
 #![no_main]
-#![deny(unsafe_op_in_unsafe_fn)]
 
 extern crate alloc;
 
@@ -16,19 +15,22 @@ mod boot;
 mod drivers;
 #[macro_use]
 mod kernel;
+// The shell and the in-guest tests have no unsafe code of their own: what they need from raw
+// memory or registers is a safe API in `kernel/` (e.g. `kernel::mem::pages`).
 #[cfg(feature = "ktest")]
+#[deny(unsafe_code)]
 mod ktest;
+#[deny(unsafe_code)]
 mod shell;
 
 use boot::{cmdline, dtb, early, layout};
 use drivers::{fw_cfg, gic, psci, timer};
 use kernel::exit::{self, ExitStatus};
-use kernel::mem::{hotplug, memory, teardown, virtio_mem};
+use kernel::mem::{counters, heap, hotplug, kernel_pt, memblock, page_alloc, teardown, virtio_mem, vmemmap};
 use kernel::{console, irq, pci, smp, sync};
 
 use core::sync::atomic::Ordering;
 use layout::{Size, G};
-use mm::pgtable::PageTable;
 
 /// QEMU virt's PL011, used only to report a device tree we cannot parse.
 const FALLBACK_UART_PA: u64 = 0x0900_0000;
@@ -39,9 +41,9 @@ fn boot_failed(what: core::fmt::Arguments) -> ! {
         // Before the UART is mapped (the linear map or the UART mapping itself failed): map the
         // fallback UART if tables are left, and say it through semihosting as well, which
         // needs no mapping at all.
-        if let Ok(va) = memory::ioremap(FALLBACK_UART_PA, 0x1000) {
-            console::init(va);
-            console::set_raw_va(va);
+        if let Ok(va) = kernel_pt::ioremap(FALLBACK_UART_PA, 0x1000) {
+            // SAFETY: just mapped as device memory over the fallback UART, for good.
+            unsafe { console::init(va) };
         }
         console::early_report(format_args!("hotmem: FATAL {what}\n"));
     }
@@ -52,10 +54,10 @@ fn boot_failed(what: core::fmt::Arguments) -> ! {
 #[no_mangle]
 extern "C" fn __hotmem_main(_x0: u64) -> ! {
     let t0 = arch::cpu::counter();
-    memory::init_heap();
+    heap::init_heap();
     teardown::init();
     let boot_mmu = early::boot_mmu();
-    *memory::KERNEL_PT.lock() = Some(PageTable::from_root(boot_mmu.ttbr1));
+    kernel_pt::install(boot_mmu.ttbr1);
 
     // Device tree (mapped read-only at FDT_VADDR by the early code).
     let dtb_pa = early::DTB_PA.load(Ordering::Relaxed);
@@ -69,7 +71,7 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     // Kernel command line: /chosen/bootargs (-append), else the fw_cfg file (firmware mode).
     let fw_cfg = plat
         .fw_cfg
-        .and_then(|r| memory::ioremap(r.base, r.size).ok())
+        .and_then(|r| kernel_pt::ioremap(r.base, r.size).ok())
         .map(|va| {
             // SAFETY: a fresh device mapping of the fw_cfg registers named by the DTB.
             unsafe { fw_cfg::FwCfg::new(va) }
@@ -83,7 +85,7 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     // A planted bug (test kernel with `mutants` only) is on before anything it breaks runs.
     let mutant = opts.mutant.as_deref().map(|name| (name, arch::mutant::select(name)));
     let (ram, held_back) = cmdline::apply_mem_limit(&plat.memory, opts.mem);
-    let (ram, beyond_linear) = memory::clip_to_linear(&ram);
+    let (ram, beyond_linear) = kernel_pt::clip_to_linear(&ram);
     plat.memory = ram;
 
     // Memblock (all RAM minus the image, the DTB and DT reservations) first: the linear map
@@ -98,8 +100,8 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         base: dtb_pa,
         size: plat.dtb_size,
     });
-    memory::init_memblock(&plat.memory, &reserved);
-    if let Err(e) = memory::map_linear(&plat.memory) {
+    memblock::init(&plat.memory, &reserved);
+    if let Err(e) = kernel_pt::map_linear(&plat.memory) {
         boot_failed(format_args!(
             "cannot build the linear map of {} RAM range(s): {e:?} (early page-table pool: {} of {} tables used)",
             plat.memory.len(),
@@ -107,11 +109,9 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
             early::POOL_TABLES
         ));
     }
-    match memory::ioremap(plat.uart.base, plat.uart.size) {
-        Ok(va) => {
-            console::init(va);
-            console::set_raw_va(va);
-        }
+    match kernel_pt::ioremap(plat.uart.base, plat.uart.size) {
+        // SAFETY: just mapped as device memory over the DT's UART, for good.
+        Ok(va) => unsafe { console::init(va) },
         Err(e) => boot_failed(format_args!("cannot map the UART: {e:?}")),
     }
     console::UART_INTID.store(plat.uart_intid, Ordering::Relaxed);
@@ -188,9 +188,9 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
 
     // Boot memory: the sparse model with the memmap of every boot section (backed from
     // memblock), then the buddy allocator in it.
-    match memory::init_memmap(&plat.memory) {
+    match vmemmap::init_memmap(&plat.memory) {
         Ok(m) => {
-            let ram = memory::RAM_PAGES.load(Ordering::Relaxed) << layout::PAGE_SHIFT;
+            let ram = counters::RAM_PAGES.load(Ordering::Relaxed) << layout::PAGE_SHIFT;
             println!(
                 "memmap: sections={} path={} blocks={} pages={} cont_pages={} bytes={} cycles={} cycles_per_gib={}",
                 m.sections,
@@ -205,19 +205,21 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         }
         Err(e) => boot_failed(format_args!("cannot populate the boot memmap: {e:?}")),
     }
-    memory::init_page_allocator();
+    page_alloc::init_page_allocator();
+    heap::grow_heap();
     hotplug::init(held_back, &opts);
 
     // Interrupts, timer, PSCI.
     psci::init(plat.psci_method.as_deref());
     let (gicd, gicc) = (plat.gic.gicd, plat.gic.gicc_or_gicr);
     let (Ok(gicd_va), Ok(gicc_va)) = (
-        memory::ioremap(gicd.base, gicd.size),
-        memory::ioremap(gicc.base, gicc.size),
+        kernel_pt::ioremap(gicd.base, gicd.size),
+        kernel_pt::ioremap(gicc.base, gicc.size),
     ) else {
         boot_failed(format_args!("cannot map the GIC"))
     };
-    gic::init_distributor(plat.gic.version, gicd_va, gicc_va, gicc.size);
+    // SAFETY: both were just mapped as device memory over the DT's GIC regions, for good.
+    unsafe { gic::init_distributor(plat.gic.version, gicd_va, gicc_va, gicc.size) };
     gic::init_cpu(&[timer::INTID_VTIMER]);
     gic::enable_spi(plat.uart_intid, gic::Trigger::Level);
     timer::init_cpu();

@@ -108,7 +108,10 @@ impl HostTables {
     }
 }
 
-impl TableAlloc for HostTables {
+// SAFETY: pages come from `alloc_zeroed` with a page-sized, page-aligned layout and stay
+// allocated (live, then quarantined) until the `HostTables` is dropped; `table_ptr` is the
+// identity on live pages (and asserts liveness), and the engine is the only user of them.
+unsafe impl TableAlloc for HostTables {
     fn alloc_table(&mut self) -> Option<PhysAddr> {
         match self.budget {
             Some(0) => return None,

@@ -18,7 +18,7 @@ use mm::pgtable::{MapFlags, PageTable, PhysAddr, TableAlloc};
 /// Bytes of the early page-table pool (bss): the boot tables (image, DTB, identity map), the
 /// first piece of the linear map and the UART's ioremap. Every table of the linear map beyond
 /// its first GiB comes from memblock, out of RAM the linear map already covers (see
-/// `memory::map_linear`), so the supply of tables grows with the memory map.
+/// `kernel_pt::map_linear`), so the supply of tables grows with the memory map.
 const POOL_BYTES: usize = 1 << 20;
 
 /// Page-table pages in the pool: 256 on 4K, 64 on 16K, 16 on 64K.
@@ -52,7 +52,10 @@ static mut BOOT_MMU: BootMmu = BootMmu {
 /// Table allocator over the pool, MMU off: table PA == pointer.
 struct PhysPool;
 
-impl TableAlloc for PhysPool {
+// SAFETY: with the MMU off a PA is the pointer; `pool_alloc` hands out each page of the
+// zero-initialised (bss), page-aligned `EARLY_POOL` once, and only the page-table engine
+// reaches those pages. Pool pages are never freed here (nothing is unmapped before the MMU is on).
+unsafe impl TableAlloc for PhysPool {
     fn alloc_table(&mut self) -> Option<PhysAddr> {
         pool_alloc()
     }

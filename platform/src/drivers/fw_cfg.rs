@@ -32,10 +32,9 @@ impl FwCfg {
     /// # Safety
     /// `va` must be a permanent device mapping of the fw_cfg MMIO registers.
     pub unsafe fn new(va: u64) -> Self {
-        // SAFETY: per the caller's contract.
-        FwCfg {
-            regs: unsafe { &*(va as *const FwCfgRegs) },
-        }
+        // SAFETY: per the caller's contract, `va` maps the registers for good.
+        let regs = unsafe { &*(va as *const FwCfgRegs) };
+        FwCfg { regs }
     }
 
     fn select(&self, key: u16) {

@@ -110,8 +110,8 @@ static PRESENT: AtomicBool = AtomicBool::new(false);
 static PENDING: AtomicU32 = AtomicU32::new(0);
 
 fn memhp() -> &'static MemhpRegs {
-    // SAFETY: set once in `probe` to a device mapping of the memory-hotplug registers; only read
-    // after `PRESENT` says so.
+    // SAFETY: set once by `probe`, whose caller promised a permanent device mapping of the
+    // memory-hotplug registers there; only read after `PRESENT` says so.
     unsafe { &*(MEMHP_VA.load(Ordering::Relaxed) as *const MemhpRegs) }
 }
 
@@ -127,7 +127,11 @@ pub fn present() -> bool {
 /// Take the device mappings of the memory-hotplug registers (`memhp_va`) and the GED selector
 /// (`ged_va`) and find out whether QEMU created them (firmware mode). Without firmware QEMU
 /// has no device there and the access aborts: expected, not fatal.
-pub fn probe(memhp_va: u64, ged_va: u64) -> bool {
+///
+/// # Safety
+/// `memhp_va` maps the memory-hotplug register block (0x18 bytes) and `ged_va` the GED event
+/// selector as device memory, for the life of the kernel; called once.
+pub unsafe fn probe(memhp_va: u64, ged_va: u64) -> bool {
     MEMHP_VA.store(memhp_va, Ordering::Relaxed);
     GED_VA.store(ged_va, Ordering::Relaxed);
     if matches!(

@@ -148,12 +148,14 @@ static GICR_VA: AtomicU64 = AtomicU64::new(0);
 static GICR_SIZE: AtomicU64 = AtomicU64::new(0);
 
 fn gicd() -> &'static GicdRegs {
-    // SAFETY: set once in `init_distributor` to a device mapping of the distributor.
+    // SAFETY: set once by `init_distributor`, whose caller promised a permanent device mapping
+    // of the distributor there.
     unsafe { &*(GICD_VA.load(Ordering::Relaxed) as *const GicdRegs) }
 }
 
 fn gicc() -> &'static GiccRegs {
-    // SAFETY: set once in `init_distributor` to a device mapping of the v2 CPU interface.
+    // SAFETY: set once by `init_distributor`, whose caller promised a permanent device mapping
+    // of the v2 CPU interface there.
     unsafe { &*(GICC_VA.load(Ordering::Relaxed) as *const GiccRegs) }
 }
 
@@ -167,7 +169,12 @@ pub fn version() -> GicVersion {
 
 /// Set up the distributor (boot CPU, once). `gicd_va`/`cpu_va` are device mappings of the
 /// distributor and of the v2 CPU interface or v3 redistributor region.
-pub fn init_distributor(v: GicVersion, gicd_va: u64, cpu_va: u64, cpu_size: u64) {
+///
+/// # Safety
+/// `gicd_va` maps the GIC distributor and `[cpu_va, cpu_va + cpu_size)` the v2 CPU interface
+/// or the v3 redistributors, as device memory, for the life of the kernel; called once, before
+/// any other function of this module.
+pub unsafe fn init_distributor(v: GicVersion, gicd_va: u64, cpu_va: u64, cpu_size: u64) {
     VERSION.store(if v == GicVersion::V3 { 3 } else { 2 }, Ordering::Relaxed);
     GICD_VA.store(gicd_va, Ordering::Relaxed);
     match v {
@@ -208,7 +215,7 @@ fn my_gicr() -> Option<&'static GicrRegs> {
     let me = Mpidr::new(arch::cpu::mpidr_affinity());
     let mut off = 0;
     while off < size {
-        // SAFETY: within the redistributor region mapped by the caller of init_distributor.
+        // SAFETY: within the redistributor region `init_distributor`'s caller promised mapped.
         let r = unsafe { &*((base + off) as *const GicrRegs) };
         let typer = r.typer.extract();
         if typer.read(GICR_TYPER::Aff3) == u64::from(me.aff3())

@@ -39,12 +39,16 @@ impl Write for Console {
     }
 }
 
-/// Install the UART (mapped at `va`) as the console.
-pub fn init(va: u64) {
-    // SAFETY: the caller mapped the PL011 registers at `va` as device memory, for good.
+/// Install the UART (mapped at `va`) as the console, and as the panic path's second handle.
+///
+/// # Safety
+/// `va` maps the PL011 registers as device memory for the life of the kernel.
+pub unsafe fn init(va: u64) {
+    // SAFETY: the caller's contract.
     let uart = unsafe { Pl011::new(va) };
     uart.init(push_rx);
     CONSOLE.lock().uart = Some(uart);
+    CONSOLE_RAW_VA.store(va, core::sync::atomic::Ordering::Relaxed);
 }
 
 pub fn _print(args: core::fmt::Arguments) {
@@ -61,9 +65,8 @@ pub fn _print_panic(args: core::fmt::Arguments) {
         let c = CONSOLE_RAW_VA.load(core::sync::atomic::Ordering::Relaxed);
         if c != 0 {
             // SAFETY: the UART stays mapped at this VA for the life of the kernel.
-            let mut raw = Console {
-                uart: Some(unsafe { Pl011::new(c) }),
-            };
+            let uart = unsafe { Pl011::new(c) };
+            let mut raw = Console { uart: Some(uart) };
             let _ = raw.write_fmt(args);
         }
     }
@@ -99,10 +102,6 @@ pub fn early_report(args: core::fmt::Arguments) {
 }
 
 static CONSOLE_RAW_VA: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-
-pub fn set_raw_va(va: u64) {
-    CONSOLE_RAW_VA.store(va, core::sync::atomic::Ordering::Relaxed);
-}
 
 #[macro_export]
 macro_rules! print {

@@ -6,7 +6,7 @@
 use crate::{
     boot::dtb::{PciHost, PciSpace},
     drivers::pci::{intx_intid, Ecam, ECAM_BUS_BYTES, MAX_BUSES},
-    kernel::mem::memory,
+    kernel::mem::kernel_pt,
     println,
 };
 use alloc::vec::Vec;
@@ -73,7 +73,7 @@ pub fn init(host: Option<&PciHost>) -> Result<Pci, PciInitError> {
     let buses = (host.bus_end as u64 + 1 - host.bus_start as u64)
         .min(MAX_BUSES)
         .min(host.ecam.size / ECAM_BUS_BYTES);
-    let va = memory::ioremap(host.ecam.base, buses * ECAM_BUS_BYTES).map_err(|_| PciInitError::Map)?;
+    let va = kernel_pt::ioremap(host.ecam.base, buses * ECAM_BUS_BYTES).map_err(|_| PciInitError::Map)?;
     let w = host
         .windows
         .iter()

@@ -1,7 +1,9 @@
 //! Secondary CPUs: started with PSCI CPU_ON, each switches to the kernel page tables through
 //! the identity map, drops TTBR0, sets up its GIC interface and timer, reports in and idles.
 
-use crate::{boot::layout, drivers::gic, drivers::psci, drivers::timer, kernel::mem::memory, kernel::sync, println};
+use crate::{
+    boot::layout, drivers::gic, drivers::psci, drivers::timer, kernel::mem::page_alloc, kernel::sync, println,
+};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -64,7 +66,7 @@ pub fn boot_secondaries(cpus: &[u64]) -> Vec<Started> {
         let cpu = i + 1;
         MPIDR[cpu].store(mpidr, Ordering::Relaxed);
         let order = (STACK_ORDER_BYTES >> layout::PAGE_SHIFT).max(1).trailing_zeros();
-        let Some(stack) = memory::alloc_pages(order) else {
+        let Some(stack) = page_alloc::alloc_pages(order) else {
             out.push(Started {
                 cpu,
                 mpidr,
@@ -93,9 +95,14 @@ pub fn boot_secondaries(cpus: &[u64]) -> Vec<Started> {
     out
 }
 
+/// A function a CPU can be asked to run ([`post`], [`run_on`]).
+pub type RemoteFn = fn(u64) -> u64;
+
 /// A function call posted to a CPU: (function, argument, result, state).
 struct Mailbox {
-    func: AtomicU64,
+    /// Written before `state` goes to 1 (Release) and read after it is seen (Acquire); the
+    /// lock makes the function pointer itself a plain value rather than an integer to cast.
+    func: spin::Mutex<Option<RemoteFn>>,
     arg: AtomicU64,
     result: AtomicU64,
     /// 0 = empty, 1 = posted, 2 = done.
@@ -104,7 +111,7 @@ struct Mailbox {
 
 static MAILBOX: [Mailbox; MAX_CPUS] = [const {
     Mailbox {
-        func: AtomicU64::new(0),
+        func: spin::Mutex::new(None),
         arg: AtomicU64::new(0),
         result: AtomicU64::new(0),
         state: AtomicU64::new(0),
@@ -118,7 +125,7 @@ pub fn post(cpu: usize, f: fn(u64) -> u64, arg: u64) -> bool {
         return false;
     }
     let mb = &MAILBOX[cpu];
-    mb.func.store(f as usize as u64, Ordering::Relaxed);
+    *mb.func.lock() = Some(f);
     mb.arg.store(arg, Ordering::Relaxed);
     mb.state.store(1, Ordering::Release);
     gic::send_sgi(gic::SGI_WAKE, cpu, mpidr);
@@ -162,11 +169,9 @@ pub fn run_on_all(f: fn(u64) -> u64, arg: u64) -> Vec<(usize, Option<u64>)> {
 fn serve_mailbox(cpu: usize) {
     let mb = &MAILBOX[cpu];
     if mb.state.load(Ordering::Acquire) == 1 {
-        let raw = mb.func.load(Ordering::Relaxed) as usize;
-        // SAFETY: `run_on` stored a valid `fn(u64) -> u64` before publishing state 1 (Release,
-        // paired with our Acquire).
-        let f: fn(u64) -> u64 = unsafe { core::mem::transmute::<usize, fn(u64) -> u64>(raw) };
-        mb.result.store(f(mb.arg.load(Ordering::Relaxed)), Ordering::Relaxed);
+        let f = *mb.func.lock();
+        let r = f.map_or(0, |f| f(mb.arg.load(Ordering::Relaxed)));
+        mb.result.store(r, Ordering::Relaxed);
         mb.state.store(2, Ordering::Release);
         aarch64_cpu::asm::sev();
     }

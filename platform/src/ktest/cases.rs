@@ -5,7 +5,11 @@ use crate::{
     boot::dtb::Platform,
     boot::layout::{self, G, PAGE_SIZE},
     drivers::timer,
-    kernel::mem::memory,
+    kernel::mem::{
+        counters, heap, kernel_pt, memmap, page_alloc,
+        pages::{PageChain, Pages},
+        vmemmap,
+    },
     kernel::smp,
 };
 use aarch64_cpu::registers::{SCTLR_EL1, TCR_EL1};
@@ -46,7 +50,7 @@ fn linear_map_covers_all_ram(plat: &Platform) -> Result<(), String> {
         let last = (r.end() - 1) & !(PAGE_SIZE - 1);
         for pa in [r.base, (r.base + r.size / 2) & !(PAGE_SIZE - 1), last] {
             let va = layout::phys_to_virt(pa);
-            let walk = memory::with_kernel_pt(|pt, t| pt.walk(t, va));
+            let walk = kernel_pt::with_kernel_pt(|pt, t| pt.walk(t, va));
             let leaf = walk
                 .leaf
                 .ok_or_else(|| alloc::format!("pa {pa:#x} not in the linear map"))?;
@@ -82,7 +86,7 @@ fn linear_map_uses_blocks(plat: &Platform) -> Result<(), String> {
     if r.size < G.pmd_size() {
         return Ok(());
     }
-    let leaf = memory::with_kernel_pt(|pt, t| pt.walk(t, layout::phys_to_virt(r.base)))
+    let leaf = kernel_pt::with_kernel_pt(|pt, t| pt.walk(t, layout::phys_to_virt(r.base)))
         .leaf
         .ok_or_else(|| String::from("RAM base not mapped"))?;
     kassert!(
@@ -105,7 +109,7 @@ fn kernel_image_is_w_xor_x(_: &Platform) -> Result<(), String> {
         (rodata, Perm::ReadOnly),
         (data, Perm::ReadWrite),
     ] {
-        let walk = memory::with_kernel_pt(|pt, t| pt.walk(t, va));
+        let walk = kernel_pt::with_kernel_pt(|pt, t| pt.walk(t, va));
         let desc = walk.steps[walk.n.saturating_sub(1)].desc;
         kassert!(walk.leaf.is_some(), "{va:#x} not mapped");
         kassert!(
@@ -159,12 +163,12 @@ fn expected_fault_is_caught(_: &Platform) -> Result<(), String> {
 ktest!(expected_fault_is_caught);
 
 fn heap_allocates_and_frees(_: &Platform) -> Result<(), String> {
-    let before = memory::heap_stats().0;
+    let before = heap::heap_stats().0;
     {
         let v: Vec<u64> = (0..100_000).collect();
         kassert!(v.iter().sum::<u64>() == 100_000 * 99_999 / 2, "heap data corrupted");
     }
-    kassert!(memory::heap_stats().0 == before, "heap usage not restored");
+    kassert!(heap::heap_stats().0 == before, "heap usage not restored");
     Ok(())
 }
 ktest!(heap_allocates_and_frees);
@@ -173,22 +177,17 @@ ktest!(heap_allocates_and_frees);
 /// themselves, so the test needs no memory of its own), check contents, free all; twice; the
 /// free count ends where it started.
 fn page_allocator_round_trip_all_memory(_: &Platform) -> Result<(), String> {
-    let baseline = memory::free_page_count();
+    let baseline = page_alloc::free_page_count();
     for round in 0..2u64 {
-        let mut head: u64 = 0; // PA of the last block, 0 = none
+        let mut held = PageChain::new();
         let mut count = 0u64;
-        let mut order = memory::with_page_alloc(|a| a.max_order());
+        let mut order = page_alloc::with_page_alloc(|a| a.max_order());
         loop {
-            match memory::alloc_pages(order) {
-                Some(pa) => {
-                    let va = layout::phys_to_virt(pa) as *mut u64;
-                    // SAFETY: a block we own now, reached through the linear map.
-                    unsafe {
-                        va.write_volatile(head);
-                        va.add(1).write_volatile(order as u64);
-                        va.add(2).write_volatile(pa ^ round);
-                    }
-                    head = pa;
+            match Pages::alloc(order) {
+                Some(mut p) => {
+                    // Words 0 and 1 link the chain; word 2 is the block's tag.
+                    p.store(2, p.pa() ^ round);
+                    held.push(p);
                     count += 1 << order;
                     order = (order + 5) % 8;
                 }
@@ -200,17 +199,17 @@ fn page_allocator_round_trip_all_memory(_: &Platform) -> Result<(), String> {
             count == baseline,
             "round {round}: allocated {count} pages, {baseline} were free"
         );
-        kassert!(memory::free_page_count() == 0, "pages left after allocating everything");
-        while head != 0 {
-            let va = layout::phys_to_virt(head) as *const u64;
-            // SAFETY: still ours; written above.
-            let (next, o, tag) = unsafe { (va.read_volatile(), va.add(1).read_volatile(), va.add(2).read_volatile()) };
-            kassert!(tag == head ^ round, "block {head:#x} lost its contents");
-            memory::free_pages(head, o as u32).map_err(|e| alloc::format!("free {head:#x}: {e:?}"))?;
-            head = next;
+        kassert!(
+            page_alloc::free_page_count() == 0,
+            "pages left after allocating everything"
+        );
+        while let Some(p) = held.pop() {
+            let pa = p.pa();
+            kassert!(p.load(2) == pa ^ round, "block {pa:#x} lost its contents");
+            p.free().map_err(|e| alloc::format!("free {pa:#x}: {e:?}"))?;
         }
         kassert!(
-            memory::free_page_count() == baseline,
+            page_alloc::free_page_count() == baseline,
             "round {round}: free pages not at baseline"
         );
     }
@@ -221,12 +220,12 @@ ktest!(page_allocator_round_trip_all_memory);
 /// The boot memmap went through the expected path: a PMD block per section on 4K, base pages
 /// on 16K/64K, as the walker shows for every populated section's memmap.
 fn boot_memmap_path_and_descriptors(_: &Platform) -> Result<(), String> {
-    let sparse = memory::sparse();
+    let sparse = memmap::sparse();
     let mut n = 0;
     for (nr, _) in sparse.iter_with(mm::sparse::state::EARLY) {
-        let va = memory::VMEMMAP.pfn_to_page(sparse.section_nr_to_pfn(nr));
+        let va = memmap::VMEMMAP.pfn_to_page(sparse.section_nr_to_pfn(nr));
         for off in [0, G.memmap_per_section() - PAGE_SIZE] {
-            let leaf = memory::with_kernel_pt(|pt, t| pt.walk(t, va + off))
+            let leaf = kernel_pt::with_kernel_pt(|pt, t| pt.walk(t, va + off))
                 .leaf
                 .ok_or_else(|| alloc::format!("memmap of section {nr} not mapped"))?;
             let want = if G.page_shift == 12 { 2 } else { 3 };
@@ -249,26 +248,26 @@ ktest!(boot_memmap_path_and_descriptors);
 /// pfn_to_page / page_to_pfn round-trip for every boot PFN, and each struct page agrees with
 /// the allocator's view (free pages in the Normal zone, the kernel image reserved).
 fn pfn_to_page_round_trip_every_boot_pfn(plat: &Platform) -> Result<(), String> {
-    let v = memory::VMEMMAP;
+    let v = memmap::VMEMMAP;
     let mut checked = 0u64;
     for r in &plat.memory {
         let (s, e) = (r.base >> layout::PAGE_SHIFT, r.end() >> layout::PAGE_SHIFT);
         for pfn in s..e {
             let page = v.pfn_to_page(pfn);
             kassert!(v.page_to_pfn(page) == pfn, "round trip of pfn {pfn:#x}");
-            kassert!(memory::sparse().pfn_valid(pfn), "pfn {pfn:#x} not valid");
+            kassert!(memmap::sparse().pfn_valid(pfn), "pfn {pfn:#x} not valid");
             checked += 1;
         }
     }
     let text_pfn = (layout::image_start().wrapping_sub(layout::kimage_voffset())) >> layout::PAGE_SHIFT;
-    let p = memory::with_page_alloc(|a| a.page(text_pfn)).ok_or_else(|| String::from("kernel text pfn invalid"))?;
+    let p = page_alloc::with_page_alloc(|a| a.page(text_pfn)).ok_or_else(|| String::from("kernel text pfn invalid"))?;
     kassert!(
         p.has(mm::page::flags::RESERVED),
         "kernel image page not reserved: flags {:#x}",
         p.flags
     );
     kassert!(
-        checked == memory::RAM_PAGES.load(core::sync::atomic::Ordering::Relaxed),
+        checked == counters::RAM_PAGES.load(core::sync::atomic::Ordering::Relaxed),
         "checked {checked} PFNs"
     );
     Ok(())
@@ -282,14 +281,14 @@ fn vmemmap_populate_free_round_trip(plat: &Platform) -> Result<(), String> {
     use core::sync::atomic::Ordering::Relaxed;
     let end = plat.memory.iter().map(|r| r.end()).max().unwrap_or(0);
     let nr = (end.next_multiple_of(G.section_size()) >> G.section_shift()) + 2;
-    let start = memory::VMEMMAP.pfn_to_page(nr << (G.section_shift() - G.page_shift));
-    let (pt0, free0) = (memory::PT_PAGES.load(Relaxed), memory::free_page_count());
+    let start = memmap::VMEMMAP.pfn_to_page(nr << (G.section_shift() - G.page_shift));
+    let (pt0, free0) = (counters::PT_PAGES.load(Relaxed), page_alloc::free_page_count());
     for _ in 0..3 {
-        let st = memory::with_vmemmap(|v| v.populate(start, start + G.memmap_per_section(), None))
+        let st = vmemmap::with_vmemmap(|v| v.populate(start, start + G.memmap_per_section(), None))
             .map_err(|e| alloc::format!("populate: {e:?}"))?;
         kassert!(st.bytes == G.memmap_per_section(), "populated {} bytes", st.bytes);
         kassert!(matches!(probe_read(start), Probe::Value(_)), "new memmap not readable");
-        memory::with_vmemmap(|v| v.free(start, start + G.memmap_per_section(), None))
+        vmemmap::with_vmemmap(|v| v.free(start, start + G.memmap_per_section(), None))
             .map_err(|e| alloc::format!("free: {e:?}"))?;
         // The translation is gone on this CPU (a stale TLB entry would let the read succeed).
         kassert!(
@@ -298,16 +297,16 @@ fn vmemmap_populate_free_round_trip(plat: &Platform) -> Result<(), String> {
         );
     }
     kassert!(
-        memory::free_page_count() == free0,
+        page_alloc::free_page_count() == free0,
         "free pages {} -> {}",
         free0,
-        memory::free_page_count()
+        page_alloc::free_page_count()
     );
     kassert!(
-        memory::PT_PAGES.load(Relaxed) <= pt0 + 1,
+        counters::PT_PAGES.load(Relaxed) <= pt0 + 1,
         "page-table pages {} -> {}",
         pt0,
-        memory::PT_PAGES.load(Relaxed)
+        counters::PT_PAGES.load(Relaxed)
     );
     let (violations, clears) = crate::kernel::mem::teardown::with_checker(|c| (c.violations.len(), c.clears));
     kassert!(violations == 0, "teardown checker saw {violations} violations");

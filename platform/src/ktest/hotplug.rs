@@ -5,7 +5,7 @@ use crate::{
     boot::dtb::Platform,
     boot::layout::{self, G, PAGE_SHIFT},
     kernel::mem::hotplug::{self as hp, HELD_BACK},
-    kernel::mem::memory,
+    kernel::mem::{counters, kernel_pt, memmap, page_alloc, pages::Pages},
     kernel::smp,
 };
 use alloc::{format, string::String, vec::Vec};
@@ -35,10 +35,10 @@ fn held_back(min_blocks: u64) -> Result<(u64, u64), String> {
 
 fn snapshot() -> (u64, u64, u64, u64) {
     (
-        memory::free_page_count(),
-        memory::PT_PAGES.load(Relaxed),
-        memory::MEMMAP_BYTES.load(Relaxed),
-        memory::MEMMAP_SELF_HOSTED_BYTES.load(Relaxed),
+        page_alloc::free_page_count(),
+        counters::PT_PAGES.load(Relaxed),
+        counters::MEMMAP_BYTES.load(Relaxed),
+        counters::MEMMAP_SELF_HOSTED_BYTES.load(Relaxed),
     )
 }
 
@@ -58,11 +58,13 @@ static WINDOW_BAD: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64
 /// Secondary-CPU workload: fill and verify a private 64 KiB buffer, and verify one stress
 /// page per round through the movable window (while CPU 0 offlines blocks, so migration re-points the
 /// window under it), until told to stop; returns iterations in the low 32 bits and corrupt
-/// words in the high 32. `arg` = buffer PA | CPU index.
+/// words in the high 32. `arg` = CPU index; its buffer waits in `WORKLOAD_BUFS[cpu]`.
 fn checksum_workload(arg: u64) -> u64 {
-    let (buf_pa, cpu) = (arg & !0xfff, (arg & 0xfff) as usize);
-    let words = (64 << 10) / 8;
-    let p = layout::phys_to_virt(buf_pa) as *mut u64;
+    let cpu = arg as usize;
+    let Some(mut buf) = WORKLOAD_BUFS[cpu].lock().take() else {
+        return 0;
+    };
+    let words = buf.words().min((64 << 10) / 8);
     let (mut iters, mut bad) = (0u64, 0u64);
     let mut next = 0usize;
     while !WORKLOAD_STOP.load(Relaxed) {
@@ -81,19 +83,23 @@ fn checksum_workload(arg: u64) -> u64 {
             }
         }
         for i in 0..words {
-            // SAFETY: a buffer this CPU alone owns (allocated by the test, freed after `collect`).
-            unsafe { p.add(i).write_volatile(i as u64 ^ iters) };
+            buf.store(i, i as u64 ^ iters);
         }
         for i in 0..words {
-            // SAFETY: as above.
-            if unsafe { p.add(i).read_volatile() } != i as u64 ^ iters {
+            if buf.load(i) != i as u64 ^ iters {
                 bad += 1;
             }
         }
         iters += 1;
     }
+    // Back to the test, which frees it after `collect`.
+    *WORKLOAD_BUFS[cpu].lock() = Some(buf);
     iters | bad << 32
 }
+
+/// Each secondary CPU's workload buffer: the test puts it here, the workload takes it for its
+/// run and puts it back when told to stop.
+static WORKLOAD_BUFS: [spin::Mutex<Option<Pages>>; smp::MAX_CPUS] = [const { spin::Mutex::new(None) }; smp::MAX_CPUS];
 
 static WORKLOAD_STOP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
@@ -111,21 +117,25 @@ fn hotplug_cycles(_: &Platform) -> Result<(), String> {
     for r in &WINDOW_READS {
         r.store(0, Relaxed);
     }
-    for cpu in 1..smp::MAX_CPUS {
+    for (cpu, slot) in WORKLOAD_BUFS.iter().enumerate().skip(1) {
         if smp::online_mask() & (1 << cpu) != 0 {
-            let buf = memory::alloc_pages(order).ok_or_else(|| String::from("no memory for a workload buffer"))?;
+            let buf = Pages::alloc(order).ok_or_else(|| String::from("no memory for a workload buffer"))?;
+            *slot.lock() = Some(buf);
             kassert!(
-                smp::post(cpu, checksum_workload, buf | cpu as u64),
+                smp::post(cpu, checksum_workload, cpu as u64),
                 "cpu {cpu} did not take the workload"
             );
-            workers.push((cpu, buf));
+            workers.push(cpu);
         }
     }
     let result = hotplug_cycles_inner(start, blocks);
     WORKLOAD_STOP.store(true, Relaxed);
-    for (cpu, buf) in workers {
+    for cpu in workers {
         let r = smp::collect(cpu, 2000).ok_or_else(|| format!("cpu {cpu} workload did not stop"))?;
-        memory::free_pages(buf, order).map_err(|e| format!("{e:?}"))?;
+        let buf = WORKLOAD_BUFS[cpu].lock().take();
+        buf.ok_or_else(|| format!("cpu {cpu} kept its buffer"))?
+            .free()
+            .map_err(|e| format!("{e:?}"))?;
         kassert!(
             r >> 32 == 0 && r & 0xffff_ffff > 0,
             "cpu {cpu} workload: {} iterations, {} corrupt words",
@@ -154,9 +164,9 @@ const STRESS_PAGES: u64 = 128;
 fn hold_normal_outside(pfn: u64, nr: u64) -> Vec<(u64, u32)> {
     let mut held = Vec::new();
     for order in (0..=G.max_order()).rev() {
-        while let Some(pa) = memory::alloc_pages(order) {
+        while let Some(pa) = page_alloc::alloc_pages(order) {
             if (pfn..pfn + nr).contains(&(pa >> PAGE_SHIFT)) {
-                let _ = memory::free_pages(pa, order);
+                let _ = page_alloc::free_pages(pa, order);
                 break;
             }
             held.push((pa, order));
@@ -194,7 +204,7 @@ fn hotplug_cycles_inner(start: u64, blocks: u64) -> Result<(), String> {
         let held = hold_normal_outside(start >> PAGE_SHIFT, size >> PAGE_SHIFT);
         let r = hp::stress_fill(STRESS_PAGES.min((2 << 20) / layout::PAGE_SIZE) * layout::PAGE_SIZE);
         for &(pa, order) in &held {
-            memory::free_pages(pa, order).map_err(|e| format!("cycle {c}: free held: {e:?}"))?;
+            page_alloc::free_pages(pa, order).map_err(|e| format!("cycle {c}: free held: {e:?}"))?;
         }
         let r = r.map_err(|e| format!("cycle {c}: stress: {e}"))?;
         kassert!(r.bad == 0, "cycle {c}: {} stress pages corrupt", r.bad);
@@ -245,7 +255,7 @@ fn removed_memory_faults_on_every_cpu(_: &Platform) -> Result<(), String> {
     let ids = hp::with_hotplug(|h, ops| h.add_memory(ops, None, start, bs, MOM)).map_err(|e| format!("probe: {e}"))?;
     hp::with_hotplug(|h, ops| h.online_block(ops, ids[0], OnlineType::Movable)).map_err(|e| format!("online: {e}"))?;
     let lin = layout::phys_to_virt(start + bs / 2);
-    let memmap = memory::VMEMMAP.pfn_to_page(start >> PAGE_SHIFT);
+    let memmap = memmap::VMEMMAP.pfn_to_page(start >> PAGE_SHIFT);
     let cpus = smp::online_count() as usize;
     for va in [lin, memmap] {
         let seen = smp::run_on_all(read_word, va);
@@ -267,7 +277,7 @@ fn removed_memory_faults_on_every_cpu(_: &Platform) -> Result<(), String> {
             );
         }
         kassert!(
-            memory::with_kernel_pt(|pt, t| pt.walk(t, va)).leaf.is_none(),
+            kernel_pt::with_kernel_pt(|pt, t| pt.walk(t, va)).leaf.is_none(),
             "{va:#x} still in the page tables"
         );
     }
@@ -291,12 +301,12 @@ fn base_page_window_removal_faults_on_every_cpu(_: &Platform) -> Result<(), Stri
     let size = WINDOW_PAGES * page;
     let va = layout::IOREMAP_START + layout::IOREMAP_SIZE - size;
     let order = WINDOW_PAGES.trailing_zeros();
-    let pa = memory::alloc_pages(order).ok_or_else(|| String::from("no memory for the window"))?;
+    let mut block = Pages::alloc(order).ok_or_else(|| String::from("no memory for the window"))?;
+    let pa = block.pa();
     for i in 0..WINDOW_PAGES {
-        // SAFETY: our fresh pages, reached through the linear map.
-        unsafe { (layout::phys_to_virt(pa + i * page) as *mut u64).write_volatile(0x5a5a_0000 + i) };
+        block.store((i * page / 8) as usize, 0x5a5a_0000 + i);
     }
-    memory::with_kernel_pt(|pt, t| pt.map(t, va, pa, size, Attrs::NORMAL_RW, MapFlags::PAGES))
+    kernel_pt::with_kernel_pt(|pt, t| pt.map(t, va, pa, size, Attrs::NORMAL_RW, MapFlags::PAGES))
         .map_err(|e| format!("map: {e:?}"))?;
     let cpus = smp::online_count() as usize;
     for i in 0..WINDOW_PAGES {
@@ -309,7 +319,7 @@ fn base_page_window_removal_faults_on_every_cpu(_: &Platform) -> Result<(), Stri
     // First the leaves only (floor/ceiling = the window, so no table page is freed and the
     // only TLBIs are the leaf invalidations under test: a walk-cache TLBI of the table page
     // would make TCG flush a vCPU's whole TLB and hide a dropped leaf TLBI).
-    let st = memory::with_kernel_pt(|pt, t| {
+    let st = kernel_pt::with_kernel_pt(|pt, t| {
         pt.unmap_within(t, &mut crate::kernel::mem::teardown::KernelTlb, va, size, va, va + size)
     })
     .map_err(|e| format!("unmap: {e:?}"))?;
@@ -336,7 +346,7 @@ fn base_page_window_removal_faults_on_every_cpu(_: &Platform) -> Result<(), Stri
     // page-table page the window is alone (its span is 2 MiB / 32 MiB / 512 MiB, the devices
     // sit at the start), so it is freed after its walk-cache invalidation.
     let (lo, hi) = (layout::IOREMAP_START, layout::IOREMAP_START + layout::IOREMAP_SIZE);
-    let st = memory::with_kernel_pt(|pt, t| {
+    let st = kernel_pt::with_kernel_pt(|pt, t| {
         pt.unmap_within(t, &mut crate::kernel::mem::teardown::KernelTlb, va, size, lo, hi)
     })
     .map_err(|e| format!("unmap of the table: {e:?}"))?;
@@ -344,7 +354,7 @@ fn base_page_window_removal_faults_on_every_cpu(_: &Platform) -> Result<(), Stri
         st.leaves == 0 && st.tables_freed >= 1,
         "no page-table page freed: {st:?}"
     );
-    memory::free_pages(pa, order).map_err(|e| format!("free: {e:?}"))?;
+    block.free().map_err(|e| format!("free: {e:?}"))?;
     Ok(())
 }
 ktest!(base_page_window_removal_faults_on_every_cpu);
@@ -361,7 +371,7 @@ fn offline_with_unmovable_page_is_busy(_: &Platform) -> Result<(), String> {
     // Kernel allocations until one lands in the new block.
     let mut others = Vec::new();
     let mut pinned = None;
-    while let Some(pa) = memory::alloc_pages(0) {
+    while let Some(pa) = page_alloc::alloc_pages(0) {
         if (s_pfn..e_pfn).contains(&(pa >> PAGE_SHIFT)) {
             pinned = Some(pa);
             break;
@@ -369,7 +379,7 @@ fn offline_with_unmovable_page_is_busy(_: &Platform) -> Result<(), String> {
         others.push(pa);
     }
     for pa in others {
-        memory::free_pages(pa, 0).map_err(|e| format!("{e:?}"))?;
+        page_alloc::free_pages(pa, 0).map_err(|e| format!("{e:?}"))?;
     }
     let pinned = pinned.ok_or_else(|| String::from("no kernel page landed in the new block"))?;
     let before = snapshot();
@@ -385,9 +395,9 @@ fn offline_with_unmovable_page_is_busy(_: &Platform) -> Result<(), String> {
     );
     kassert!(snapshot() == before, "the veto changed counters");
     // Still usable.
-    let extra = memory::alloc_pages(0).ok_or_else(|| String::from("allocation after veto failed"))?;
-    memory::free_pages(extra, 0).map_err(|e| format!("{e:?}"))?;
-    memory::free_pages(pinned, 0).map_err(|e| format!("{e:?}"))?;
+    let extra = page_alloc::alloc_pages(0).ok_or_else(|| String::from("allocation after veto failed"))?;
+    page_alloc::free_pages(extra, 0).map_err(|e| format!("{e:?}"))?;
+    page_alloc::free_pages(pinned, 0).map_err(|e| format!("{e:?}"))?;
     hp::with_hotplug(|h, ops| h.offline_block(ops, id)).map_err(|e| format!("offline after free: {e}"))?;
     hp::with_hotplug(|h, ops| h.remove_memory(ops, start, bs)).map_err(|e| format!("remove: {e}"))?;
     Ok(())
@@ -400,7 +410,7 @@ fn bad_hotplug_requests_change_nothing(plat: &Platform) -> Result<(), String> {
     let bs = G.section_size();
     let before = snapshot();
     let boot = plat.memory[0].base;
-    let limit = memory::sparse().max_pa();
+    let limit = memmap::sparse().max_pa();
     let cases: [(u64, u64); 5] = [
         (start + layout::PAGE_SIZE, bs),
         (start, bs / 2),
@@ -444,13 +454,13 @@ fn failed_offline_rolls_back_cleanly(_: &Platform) -> Result<(), String> {
     hp::with_hotplug(|h, ops| h.online_block(ops, id, OnlineType::Movable)).map_err(|e| format!("online: {e}"))?;
     // The block full of stress data (movable allocations prefer ZONE_MOVABLE), then ZONE_NORMAL
     // taken by kernel allocations (not written, so cheap) down to room for a quarter block.
-    let movable_free = memory::with_page_alloc(|a| a.counters(ZoneId::Movable).free);
+    let movable_free = page_alloc::with_page_alloc(|a| a.counters(ZoneId::Movable).free);
     hp::stress_fill(movable_free << PAGE_SHIFT).map_err(|e| format!("stress: {e:?}"))?;
     let room = G.pages_per_section() / 4;
     let mut held = Vec::new();
     for order in (0..=G.max_order()).rev() {
-        while memory::free_page_count() >= room + (1 << order) {
-            match memory::alloc_pages(order) {
+        while page_alloc::free_page_count() >= room + (1 << order) {
+            match page_alloc::alloc_pages(order) {
                 Some(pa) => held.push((pa, order)),
                 None => break,
             }
@@ -460,7 +470,7 @@ fn failed_offline_rolls_back_cleanly(_: &Platform) -> Result<(), String> {
     let census = hp::with_hotplug(|h, _| hp::check_invariants(h));
     let v = hp::stress_verify();
     for (pa, order) in held {
-        memory::free_pages(pa, order).map_err(|e| format!("free: {e:?}"))?;
+        page_alloc::free_pages(pa, order).map_err(|e| format!("free: {e:?}"))?;
     }
     hp::stress_free();
     // Retry and remove before judging, so a failed check leaves the held-back range free for

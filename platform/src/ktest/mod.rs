@@ -6,16 +6,7 @@ use crate::kernel::exit::{exit, ExitStatus};
 use crate::{boot::dtb::Platform, kernel::testcase::KTest, println};
 
 fn cases() -> &'static [KTest] {
-    extern "C" {
-        static __ktests_start: u8;
-        static __ktests_end: u8;
-    }
-    let start = core::ptr::addr_of!(__ktests_start).cast::<KTest>();
-    let end = core::ptr::addr_of!(__ktests_end).cast::<KTest>();
-    let n = (end as usize - start as usize) / core::mem::size_of::<KTest>();
-    // SAFETY: the linker script collects exactly the `KTest` statics of `.ktests` between the
-    // two symbols (8-byte aligned, same type), and they live for the whole run.
-    unsafe { core::slice::from_raw_parts(start, n) }
+    crate::kernel::testcase::registered()
 }
 
 /// Run every registered case, or only those named in `only` (`ktest.only=a,b`).

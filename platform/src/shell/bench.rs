@@ -12,7 +12,7 @@ use crate::{
     boot::layout::{self, G},
     drivers::timer,
     kernel::mem::hotplug::{with_hotplug, HELD_BACK},
-    kernel::mem::memory,
+    kernel::mem::{counters, page_alloc, pages::Pages},
     println,
 };
 use alloc::{string::String, vec::Vec};
@@ -34,17 +34,15 @@ pub fn memset_bandwidth(bytes: u64) -> Option<f64> {
         .next_power_of_two()
         .trailing_zeros()
         .min(G.max_order());
-    let chunk = layout::PAGE_SIZE << order;
-    let pa = memory::alloc_pages(order)?;
-    let va = layout::phys_to_virt(pa) as *mut u8;
+    let mut block = Pages::alloc(order)?;
+    let chunk = block.size();
     let mut samples = Vec::new();
     for i in 0..5u8 {
         let t0 = arch::cpu::counter();
-        // SAFETY: `chunk` bytes we own, through the linear map.
-        unsafe { core::ptr::write_bytes(va, i, chunk as usize) };
+        block.fill_bytes(i);
         samples.push(arch::cpu::counter() - t0);
     }
-    let _ = memory::free_pages(pa, order);
+    let _ = block.free();
     let c = median(&mut samples).max(1);
     Some(chunk as f64 * arch::cpu::counter_freq() as f64 / c as f64)
 }
@@ -63,13 +61,13 @@ struct Round {
 
 fn round(start: u64, size: u64, mom: bool) -> Result<Round, String> {
     let mut r = Round::default();
-    let free0 = memory::free_page_count();
+    let free0 = page_alloc::free_page_count();
     let t = arch::cpu::counter();
     let ids = with_hotplug(|h, ops| h.add_memory(ops, None, start, size, AddFlags { memmap_on_memory: mom }))
         .map_err(|e| alloc::format!("add: {e}"))?;
     r.add = arch::cpu::counter() - t;
     // Pre-existing memory the add consumed (memmap from the allocator, page-table pages).
-    r.pre_existing_bytes = free0.saturating_sub(memory::free_page_count()) << layout::PAGE_SHIFT;
+    r.pre_existing_bytes = free0.saturating_sub(page_alloc::free_page_count()) << layout::PAGE_SHIFT;
     let t = arch::cpu::counter();
     for &id in &ids {
         with_hotplug(|h, ops| h.online_block(ops, id, OnlineType::Movable))
@@ -206,9 +204,9 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
     }
     println!(
         "bench: done pt_pages={} free_pages={} boot_memmap_cycles={}",
-        memory::PT_PAGES.load(Relaxed),
-        memory::free_page_count(),
-        memory::BOOT_MEMMAP_CYCLES.load(Relaxed)
+        counters::PT_PAGES.load(Relaxed),
+        page_alloc::free_page_count(),
+        counters::BOOT_MEMMAP_CYCLES.load(Relaxed)
     );
     let _ = timer::HZ;
     Ok(())

@@ -23,12 +23,12 @@ pub(super) fn cmd_meminfo(args: &[&str]) -> Result<(), ShellError> {
             .map(|b| b.nr_pages)
             .sum::<u64>()
     });
-    let ram = memory::RAM_PAGES.load(Relaxed) + hot;
-    let free = memory::free_page_count();
-    let pt = memory::PT_PAGES.load(Relaxed);
-    let memmap = memory::MEMMAP_BYTES.load(Relaxed);
-    let self_hosted = memory::MEMMAP_SELF_HOSTED_BYTES.load(Relaxed);
-    let (heap_used, heap_total) = memory::heap_stats();
+    let ram = counters::RAM_PAGES.load(Relaxed) + hot;
+    let free = page_alloc::free_page_count();
+    let pt = counters::PT_PAGES.load(Relaxed);
+    let memmap = counters::MEMMAP_BYTES.load(Relaxed);
+    let self_hosted = counters::MEMMAP_SELF_HOSTED_BYTES.load(Relaxed);
+    let (heap_used, heap_total) = heap::heap_stats();
     let ram_bytes = ram << layout::PAGE_SHIFT;
     // Overhead in parts per million of RAM: memmap plus page-table pages.
     let overhead_ppm = ((memmap + (pt << layout::PAGE_SHIFT)) as u128 * 1_000_000 / ram_bytes.max(1) as u128) as u64;
@@ -36,7 +36,7 @@ pub(super) fn cmd_meminfo(args: &[&str]) -> Result<(), ShellError> {
         "meminfo: ram_bytes={} ram_pages={} free_pages={} used_pages={} pt_pages={} memmap_bytes={} memmap_self_hosted_bytes={} overhead_ppm={} page_size={} heap_used={} heap_total={}",
         ram_bytes, ram, free, ram.saturating_sub(free), pt, memmap, self_hosted, overhead_ppm, layout::PAGE_SIZE, heap_used, heap_total
     );
-    memory::with_page_alloc(|a| {
+    page_alloc::with_page_alloc(|a| {
         for z in ZoneId::ALL {
             let c = a.counters(z);
             let blocks = a.free_blocks(z);
@@ -90,7 +90,7 @@ pub(super) fn cmd_meminfo_check() -> Result<(), ShellError> {
 pub(super) fn cmd_page(args: &[&str]) -> Result<(), ShellError> {
     let [pfn] = exactly(args)?;
     let pfn = parse_u64(pfn)?;
-    let Some(p) = memory::with_page_alloc(|a| a.page(pfn)) else {
+    let Some(p) = page_alloc::with_page_alloc(|a| a.page(pfn)) else {
         println!("page: pfn={pfn:#x} has no memmap (pfn_valid is false)");
         return Ok(());
     };
@@ -114,7 +114,7 @@ pub(super) fn cmd_page(args: &[&str]) -> Result<(), ShellError> {
         "page: pfn={:#x} pa={:#x} struct_page={:#x} flags={:#x} ({}) order={} zone={} node={} refcount={} block={} next={} prev={}",
         pfn,
         pfn << layout::PAGE_SHIFT,
-        memory::VMEMMAP.pfn_to_page(pfn),
+        memmap::VMEMMAP.pfn_to_page(pfn),
         p.flags,
         if names.is_empty() { "none" } else { &names },
         p.order,
@@ -130,7 +130,7 @@ pub(super) fn cmd_page(args: &[&str]) -> Result<(), ShellError> {
 
 pub(super) fn cmd_sections(args: &[&str]) -> Result<(), ShellError> {
     no_args(args)?;
-    let sparse = memory::sparse();
+    let sparse = memmap::sparse();
     let size = layout::G.section_size();
     println!(
         "sections: section_size={} total={} present={}",
@@ -155,7 +155,7 @@ pub(super) fn cmd_sections(args: &[&str]) -> Result<(), ShellError> {
             pa,
             pa + size,
             names,
-            memory::VMEMMAP.pfn_to_page(pa >> layout::PAGE_SHIFT)
+            memmap::VMEMMAP.pfn_to_page(pa >> layout::PAGE_SHIFT)
         );
     }
     Ok(())

@@ -2,7 +2,16 @@
 //! never panic the kernel. Output lines that tests parse have a stable `key=value` form.
 
 use crate::{
-    boot::layout, drivers::psci, drivers::timer, kernel::console, kernel::mem::memory, kernel::smp, print, println,
+    boot::layout,
+    drivers::psci,
+    drivers::timer,
+    kernel::console,
+    kernel::mem::{
+        counters, heap, memmap, page_alloc,
+        pages::{PageChain, Pages},
+    },
+    kernel::smp,
+    print, println,
 };
 use alloc::string::String;
 

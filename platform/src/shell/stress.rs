@@ -38,40 +38,28 @@ pub(super) fn cmd_stress(args: &[&str]) -> Result<(), ShellError> {
 }
 
 /// Pages held by `pin`.
-static PINNED: spin::Mutex<alloc::vec::Vec<u64>> = spin::Mutex::new(alloc::vec::Vec::new());
+static PINNED: spin::Mutex<PageChain> = spin::Mutex::new(PageChain::new());
 
 pub(super) fn cmd_pin(args: &[&str]) -> Result<(), ShellError> {
     let [addr, size] = exactly(args)?;
     let (addr, size) = (parse_u64(addr)?, parse_u64(size)?);
-    // Take kernel pages until one lands in the range. The pages passed over are chained
-    // through their own first word (they are ours until freed below), so the search needs no
-    // heap however much RAM it walks through.
-    const END: u64 = u64::MAX;
-    let mut others = END;
+    // Take kernel pages until one lands in the range. The pages passed over, and the pinned
+    // ones, are chained through their own first words (`PageChain`), so neither the search
+    // nor the pins need heap however much RAM they walk through.
+    let mut others = PageChain::new();
     let mut found = None;
-    while let Some(pa) = memory::alloc_pages(0) {
-        if (addr..addr.saturating_add(size)).contains(&pa) {
-            found = Some(pa);
+    while let Some(p) = Pages::alloc(0) {
+        if (addr..addr.saturating_add(size)).contains(&p.pa()) {
+            found = Some(p);
             break;
         }
-        // SAFETY: a page just allocated for us, reached through the linear map.
-        unsafe { (layout::phys_to_virt(pa) as *mut u64).write(others) };
-        others = pa;
+        others.push(p);
     }
-    while others != END {
-        // SAFETY: a page of the chain above, still ours; its first word links the next.
-        let next = unsafe { (layout::phys_to_virt(others) as *const u64).read() };
-        let _ = memory::free_pages(others, 0);
-        others = next;
-    }
-    if found.is_some() && PINNED.lock().try_reserve(1).is_err() {
-        let _ = memory::free_pages(found.take().unwrap_or_default(), 0);
-        println!("pin: error: no kernel heap left to record the pinned page ('unpin' releases the others)");
-        return Ok(());
-    }
+    let _ = others.free_all();
     match found {
-        Some(pa) => {
-            PINNED.lock().push(pa);
+        Some(p) => {
+            let pa = p.pa();
+            PINNED.lock().push(p);
             println!("pin: pfn={:#x} pa={:#x}", pa >> layout::PAGE_SHIFT, pa);
         }
         None => println!("pin: error: no free kernel page in {addr:#x}+{size:#x} (is it online in ZONE_NORMAL?)"),
@@ -81,10 +69,9 @@ pub(super) fn cmd_pin(args: &[&str]) -> Result<(), ShellError> {
 
 pub(super) fn cmd_unpin(args: &[&str]) -> Result<(), ShellError> {
     no_args(args)?;
-    let pages = core::mem::take(&mut *PINNED.lock());
-    for &pa in &pages {
-        let _ = memory::free_pages(pa, 0);
-    }
-    println!("unpin: freed={}", pages.len());
+    let mut pages = core::mem::take(&mut *PINNED.lock());
+    let n = pages.len();
+    let _ = pages.free_all();
+    println!("unpin: freed={n}");
     Ok(())
 }

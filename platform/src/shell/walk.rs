@@ -1,6 +1,6 @@
 //! `pt <va>`: walk the live page tables the way the MMU does and print every level.
 
-use crate::{boot::layout::G, kernel::mem::memory, println};
+use crate::{boot::layout::G, kernel::mem::kernel_pt, println};
 
 fn level_name(level: u32) -> &'static str {
     match level {
@@ -23,7 +23,7 @@ pub fn print_walk(va: u64) {
         }
         return;
     }
-    memory::with_kernel_pt(|pt, tables| {
+    kernel_pt::with_kernel_pt(|pt, tables| {
         let w = pt.walk(tables, va);
         println!(
             "pt: va={:#x} ttbr=1 root={:#x} granule={} va_bits={} levels={}",

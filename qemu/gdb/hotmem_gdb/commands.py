@@ -373,7 +373,7 @@ number, physical range, state (present, memmap, online, early, self-hosted) and 
         require_target()
         secs = memmap.read_sections(cfg)
         if secs is None:
-            out(["sections: the sparse model is not initialised yet (hotmem::kernel::mem::memory::SPARSE is set in init_memmap)"])
+            out(["sections: the sparse model is not initialised yet (hotmem::kernel::mem::memmap::SPARSE is set in init_memmap)"])
             return
         out(secs.lines())
 

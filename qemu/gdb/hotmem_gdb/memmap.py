@@ -4,9 +4,9 @@ halted kernel.
 - `struct page` is `mm::page::Page` (mm/src/page.rs), 64 bytes at VMEMMAP_START + 64 * pfn.
   It is read physically after a software walk of its vmemmap address, so an unpopulated
   memmap is reported (with the level of the translation fault) instead of a gdb memory error.
-- Sections are `hotmem::kernel::mem::memory::SPARSE: spin::Once<mm::sparse::Sparse>` (mm/src/sparse.rs):
+- Sections are `hotmem::kernel::mem::memmap::SPARSE: spin::Once<mm::sparse::Sparse>` (mm/src/sparse.rs):
   one `AtomicU8` of state bits per section.
-- Free lists are `hotmem::kernel::mem::memory::PAGE_ALLOC: IrqSafeLock<Option<PageAlloc<..>>>`
+- Free lists are `hotmem::kernel::mem::page_alloc::PAGE_ALLOC: IrqSafeLock<Option<PageAlloc<..>>>`
   (mm/src/buddy.rs): per zone, per order a list head PFN and a length, linked through the
   `next`/`prev` PFNs of the head `struct page`s.
 - Memory blocks are `hotmem::kernel::mem::hotplug::HOTPLUG: spin::Mutex<Option<mm::hotplug::Hotplug>>`
@@ -64,8 +64,8 @@ SECTION_PRESENT = 1 << 0
 SECTION_HAS_MEMMAP = 1 << 1
 
 ZONES_FALLBACK = {0: "Normal", 1: "Movable"}
-SPARSE_SYMBOL = "hotmem::kernel::mem::memory::SPARSE"
-PAGE_ALLOC_SYMBOL = "hotmem::kernel::mem::memory::PAGE_ALLOC"
+SPARSE_SYMBOL = "hotmem::kernel::mem::memmap::SPARSE"
+PAGE_ALLOC_SYMBOL = "hotmem::kernel::mem::page_alloc::PAGE_ALLOC"
 PAGE_TYPE = "mm::page::Page"
 ONCE_COMPLETE = 2  # spin::once::Status::Complete
 

@@ -16,7 +16,7 @@ use crate::{
         ged::{self, ctrl, ost, report_ost, select, GED_EVENT, SLOT_CONTROL, SLOT_FLAGS},
         gic, psci,
     },
-    kernel::{deferred, irq, mem::hotplug::with_hotplug, mem::memory},
+    kernel::{deferred, irq, mem::hotplug::with_hotplug, mem::kernel_pt, mem::memmap},
     println,
 };
 use alloc::{collections::BTreeMap, format, string::String, vec::Vec};
@@ -37,11 +37,15 @@ pub static DIMMS: spin::Mutex<BTreeMap<u32, Dimm>> = spin::Mutex::new(BTreeMap::
 /// the interrupt's top half and our bottom half, enable the edge-triggered interrupt, then scan
 /// every slot (cold-plugged DIMMs raise no event).
 pub fn init() {
-    let (Ok(m), Ok(g)) = (memory::ioremap(ged::MEMHP_PA, 0x18), memory::ioremap(ged::GED_PA, 4)) else {
+    let (Ok(m), Ok(g)) = (
+        kernel_pt::ioremap(ged::MEMHP_PA, 0x18),
+        kernel_pt::ioremap(ged::GED_PA, 4),
+    ) else {
         println!("ged: cannot map the registers; DIMM hotplug disabled");
         return;
     };
-    if !ged::probe(m, g) {
+    // SAFETY: both were just mapped as device memory over QEMU's fixed GED addresses, for good.
+    if !unsafe { ged::probe(m, g) } {
         println!("ged: absent (QEMU creates it only when booted as firmware): DIMM hotplug unavailable, probe works");
         return;
     }
@@ -171,11 +175,11 @@ fn unmapped(base: u64, size: u64) -> bool {
         [
             layout::phys_to_virt(b),
             layout::phys_to_virt(b + bs - layout::PAGE_SIZE),
-            memory::VMEMMAP.pfn_to_page(b >> layout::PAGE_SHIFT),
+            memmap::VMEMMAP.pfn_to_page(b >> layout::PAGE_SHIFT),
         ]
     });
     let probes: Vec<u64> = probes.collect();
-    memory::with_kernel_pt(|pt, t| probes.iter().all(|&va| pt.walk(t, va).leaf.is_none()))
+    kernel_pt::with_kernel_pt(|pt, t| probes.iter().all(|&va| pt.walk(t, va).leaf.is_none()))
 }
 
 fn remove(slot: u32) {

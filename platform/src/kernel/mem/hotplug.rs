@@ -12,8 +12,8 @@
 use crate::{
     boot::dtb::Range,
     boot::layout::{self, G, PAGE_SHIFT, PAGE_SIZE},
-    kernel::mem::memory::{self, VMEMMAP},
     kernel::mem::teardown::KernelTlb,
+    kernel::mem::{counters, kernel_pt, memmap, memmap::VMEMMAP, page_alloc, vmemmap},
     kernel::sync::IrqSafeLock,
 };
 use alloc::vec::Vec;
@@ -23,7 +23,7 @@ use mm::{
     buddy::{Violation, ZoneCensus},
     hotplug::{AccountingViolation, BlockId, Hotplug, HotplugError, HotplugOps},
     migrate::{Handle, HandleError, Handles},
-    page::{flags, Page, ZoneId},
+    page::{flags, ZoneId},
     pgtable::{Attrs, MapFlags},
     vmemmap::VmemmapError,
 };
@@ -74,15 +74,15 @@ impl core::fmt::Display for Broken {
 /// hotplug lock, so no offline is in progress.
 pub fn check_invariants(hp: &Hotplug) -> Result<[ZoneCensus; 2], Broken> {
     hp.check().map_err(Broken::Accounting)?;
-    memory::check_page_alloc().map_err(Broken::Allocator)
+    page_alloc::check_page_alloc().map_err(Broken::Allocator)
 }
 
 /// Set up the hotplug state: every early section is an online boot block.
 pub fn init(held_back: Vec<Range>, opts: &crate::boot::cmdline::Options) {
     // DIMMs are onlined per `default_online` (auto, i.e. the online policy, unless
     // memhp_default_state= says otherwise); `probe` leaves blocks offline for `online`.
-    let mut hp = Hotplug::new(G, memory::sparse().max_pa());
-    for (nr, _) in memory::sparse().iter_with(mm::sparse::state::EARLY) {
+    let mut hp = Hotplug::new(G, memmap::sparse().max_pa());
+    for (nr, _) in memmap::sparse().iter_with(mm::sparse::state::EARLY) {
         hp.add_boot_block(nr as BlockId);
     }
     if let Some(d) = opts.default_online {
@@ -116,10 +116,10 @@ pub fn init(held_back: Vec<Range>, opts: &crate::boot::cmdline::Options) {
 /// table. Later window maps and unmaps never allocate or free a table.
 fn populate_movable_window() -> Result<(), mm::pgtable::MapError> {
     let span = PAGE_SIZE * (PAGE_SIZE / 8);
-    let Some(pa) = memory::alloc_pages(0) else {
+    let Some(pa) = page_alloc::alloc_pages(0) else {
         return Err(mm::pgtable::MapError::NoMemory);
     };
-    let r = memory::with_kernel_pt(|pt, t| {
+    let r = kernel_pt::with_kernel_pt(|pt, t| {
         let mut va = layout::MOVABLE_START;
         while va < layout::MOVABLE_START + layout::MOVABLE_SIZE {
             pt.map(t, va, pa, PAGE_SIZE, Attrs::NORMAL_RW, MapFlags::PAGES)?;
@@ -129,7 +129,7 @@ fn populate_movable_window() -> Result<(), mm::pgtable::MapError> {
         Ok(())
     });
     crate::kernel::mem::teardown::check_free(pa, PAGE_SIZE);
-    let _ = memory::free_pages(pa, 0);
+    let _ = page_alloc::free_pages(pa, 0);
     r
 }
 
@@ -146,16 +146,12 @@ fn vmemmap_err(e: VmemmapError) -> HotplugError {
     }
 }
 
-fn page_mut(pfn: u64) -> *mut Page {
-    VMEMMAP.pfn_to_page(pfn) as *mut Page
-}
-
 /// The platform side of hotplug.
 pub struct KernelOps;
 
 impl HotplugOps for KernelOps {
     fn map_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
-        memory::with_kernel_pt(|pt, t| {
+        kernel_pt::with_kernel_pt(|pt, t| {
             pt.map(
                 t,
                 layout::phys_to_virt(pa),
@@ -170,13 +166,13 @@ impl HotplugOps for KernelOps {
     }
 
     fn check_unmap_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
-        memory::with_kernel_pt(|pt, t| pt.check_unmap(t, layout::phys_to_virt(pa), size))
+        kernel_pt::with_kernel_pt(|pt, t| pt.check_unmap(t, layout::phys_to_virt(pa), size))
             .map_err(|_| HotplugError::WouldSplitLeaf { pa })
     }
 
     fn unmap_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
         let (lo, hi) = linear_region();
-        memory::with_kernel_pt(|pt, t| pt.unmap_within(t, &mut KernelTlb, layout::phys_to_virt(pa), size, lo, hi))
+        kernel_pt::with_kernel_pt(|pt, t| pt.unmap_within(t, &mut KernelTlb, layout::phys_to_virt(pa), size, lo, hi))
             .map(|_| ())
             .map_err(|_| HotplugError::WouldSplitLeaf { pa })
     }
@@ -184,11 +180,11 @@ impl HotplugOps for KernelOps {
     fn populate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>) -> Result<(), HotplugError> {
         let start = VMEMMAP.pfn_to_page(section_pfn);
         let self_hosted = altmap.is_some();
-        let st =
-            memory::with_vmemmap(|v| v.populate(start, start + G.memmap_per_section(), altmap)).map_err(vmemmap_err)?;
-        memory::MEMMAP_BYTES.fetch_add(st.bytes, Ordering::Relaxed);
+        let st = vmemmap::with_vmemmap(|v| v.populate(start, start + G.memmap_per_section(), altmap))
+            .map_err(vmemmap_err)?;
+        counters::MEMMAP_BYTES.fetch_add(st.bytes, Ordering::Relaxed);
         if self_hosted {
-            memory::MEMMAP_SELF_HOSTED_BYTES.fetch_add(st.bytes, Ordering::Relaxed);
+            counters::MEMMAP_SELF_HOSTED_BYTES.fetch_add(st.bytes, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -196,12 +192,12 @@ impl HotplugOps for KernelOps {
     fn depopulate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>) {
         let start = VMEMMAP.pfn_to_page(section_pfn);
         let self_hosted = altmap.is_some();
-        let r = memory::with_vmemmap(|v| v.free(start, start + G.memmap_per_section(), altmap));
+        let r = vmemmap::with_vmemmap(|v| v.free(start, start + G.memmap_per_section(), altmap));
         match r {
             Ok(st) => {
-                memory::MEMMAP_BYTES.fetch_sub(st.bytes, Ordering::Relaxed);
+                counters::MEMMAP_BYTES.fetch_sub(st.bytes, Ordering::Relaxed);
                 if self_hosted {
-                    memory::MEMMAP_SELF_HOSTED_BYTES.fetch_sub(st.bytes, Ordering::Relaxed);
+                    counters::MEMMAP_SELF_HOSTED_BYTES.fetch_sub(st.bytes, Ordering::Relaxed);
                 }
             }
             Err(e) => crate::println!("hotplug: vmemmap_free of section pfn {section_pfn:#x} failed: {e:?}"),
@@ -220,7 +216,9 @@ impl HotplugOps for KernelOps {
     }
 
     fn init_memmap(&mut self, pfn: u64, nr: u64, block: BlockId) {
-        memory::init_struct_pages(pfn, nr, block as u32, flags::OFFLINE);
+        // SAFETY: `HotplugOps::init_memmap` runs right after the block's memmap was populated
+        // and before its sections are marked as having one: nothing else reaches these pages.
+        unsafe { memmap::init_struct_pages(pfn, nr, block as u32, flags::OFFLINE) };
     }
 
     fn section_update(&mut self, nr: u64, set: u8, clear: u8) {
@@ -228,31 +226,34 @@ impl HotplugOps for KernelOps {
         // read the struct page under the allocator lock; changing the section state under the
         // same lock means a reader sees either a valid, mapped memmap or an invalid PFN, never
         // a memmap that `remove` is about to unmap (Linux: `get_online_mems`).
-        memory::with_page_alloc(|_| {
-            memory::sparse().set(nr as usize, set);
-            memory::sparse().clear(nr as usize, clear);
+        page_alloc::with_page_alloc(|_| {
+            memmap::sparse().set(nr as usize, set);
+            memmap::sparse().clear(nr as usize, clear);
         });
     }
 
     fn init_vmemmap_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) {
-        memory::with_page_alloc(|_| {
+        // The block is present (valid memmap) and these pages are not in the allocator.
+        page_alloc::with_page_alloc(|a| {
             for p in pfn..pfn + nr {
-                // SAFETY: valid memmap (the block is present); the allocator lock is held and
-                // these pages are not in the allocator.
-                unsafe {
-                    let page = &mut *page_mut(p);
+                let r = a.update_page(p, |page| {
                     page.flags = flags::VMEMMAP_SELF_HOSTED;
                     page.zone = zone as u8;
+                });
+                if let Err(e) = r {
+                    crate::kernel::exit::fatal_stop(format_args!("hotplug: present block: {e}"));
                 }
             }
         });
     }
 
     fn deinit_vmemmap_pages(&mut self, pfn: u64, nr: u64) {
-        memory::with_page_alloc(|_| {
+        page_alloc::with_page_alloc(|a| {
             for p in pfn..pfn + nr {
-                // SAFETY: as above.
-                unsafe { (*page_mut(p)).flags = flags::RESERVED | flags::OFFLINE };
+                let r = a.update_page(p, |page| page.flags = flags::RESERVED | flags::OFFLINE);
+                if let Err(e) = r {
+                    crate::kernel::exit::fatal_stop(format_args!("hotplug: present block: {e}"));
+                }
             }
         });
     }
@@ -261,7 +262,7 @@ impl HotplugOps for KernelOps {
         // Like Linux's online_page_callback: only the parts virtio-mem has plugged (sub-block
         // mode) reach the allocator; the rest stays fake-offline.
         for (p, n) in crate::kernel::mem::sbm::plugged_runs(pfn, nr) {
-            memory::with_page_alloc(|a| a.online_range(zone, 0, p, n)).map_err(HotplugError::Allocator)?;
+            page_alloc::with_page_alloc(|a| a.online_range(zone, 0, p, n)).map_err(HotplugError::Allocator)?;
         }
         Ok(())
     }
@@ -271,8 +272,8 @@ impl HotplugOps for KernelOps {
         // failure the runs already taken out go back, so the range is as it was.
         let runs = crate::kernel::mem::sbm::plugged_runs(pfn, nr);
         for (i, &(p, n)) in runs.iter().enumerate() {
-            // SAFETY: a valid memmap (the block is present and online), read under the hotplug lock.
-            let zone = unsafe { (*page_mut(p)).zone };
+            // The block is present and online (valid memmap).
+            let zone = page_alloc::with_page_alloc(|a| a.page(p)).map_or(ZoneId::Normal as u8, |pg| pg.zone);
             if let Err(e) = self.offline_run(p, n, block) {
                 for &(q, m) in runs[..i].iter().rev() {
                     let z = if zone == ZoneId::Movable as u8 {
@@ -280,7 +281,7 @@ impl HotplugOps for KernelOps {
                     } else {
                         ZoneId::Normal
                     };
-                    let _ = memory::with_page_alloc(|a| a.online_range(z, 0, q, m));
+                    let _ = page_alloc::with_page_alloc(|a| a.online_range(z, 0, q, m));
                 }
                 return Err(e);
             }
@@ -296,8 +297,8 @@ impl KernelOps {
         // the window's tables exist (kept once allocated), so no table is allocated or freed
         // under the allocator lock.
         let mut handles = HANDLES.lock();
-        memory::with_kernel_pt(|pt, t| {
-            memory::with_page_alloc(|a| {
+        kernel_pt::with_kernel_pt(|pt, t| {
+            page_alloc::with_page_alloc(|a| {
                 mm::migrate::offline_pages(
                     a,
                     &mut handles,
@@ -424,13 +425,13 @@ impl core::fmt::Display for StressError {
 /// all under the handles lock (so a concurrent `stress_verify` never sees it half-made).
 fn stress_one(done: u64) -> Result<(), StressError> {
     let mut handles = HANDLES.lock();
-    let h = memory::with_page_alloc(|a| handles.try_alloc(a, 0)).map_err(|e| match e {
+    let h = page_alloc::with_page_alloc(|a| handles.try_alloc(a, 0)).map_err(|e| match e {
         HandleError::NoMemory => StressError::OutOfMemory { done },
         HandleError::NoBookkeeping => StressError::OutOfBookkeeping { done },
     })?;
     let (pfn, _) = handles.get(h).expect("just allocated");
     let mapped = (h.0 as u64) < WINDOW_SLOTS
-        && memory::with_kernel_pt(|pt, t| {
+        && kernel_pt::with_kernel_pt(|pt, t| {
             pt.map(
                 t,
                 movable_va(h),
@@ -443,7 +444,7 @@ fn stress_one(done: u64) -> Result<(), StressError> {
         .is_ok();
     if !mapped {
         crate::kernel::mem::teardown::check_free(pfn << PAGE_SHIFT, PAGE_SIZE);
-        let _ = memory::with_page_alloc(|a| handles.free(a, h));
+        let _ = page_alloc::with_page_alloc(|a| handles.free(a, h));
         return Err(if (h.0 as u64) < WINDOW_SLOTS {
             StressError::OutOfMemory { done }
         } else {
@@ -553,7 +554,7 @@ pub fn stress_free() -> u64 {
             next_span
         };
         let to = cut.min(end);
-        if let Err(e) = memory::with_kernel_pt(|pt, t| pt.unmap_within(t, &mut KernelTlb, va, to - va, va, to)) {
+        if let Err(e) = kernel_pt::with_kernel_pt(|pt, t| pt.unmap_within(t, &mut KernelTlb, va, to - va, va, to)) {
             crate::println!("stress: unmap of the movable window at {va:#x} failed: {e:?}");
             return 0;
         }
@@ -564,7 +565,7 @@ pub fn stress_free() -> u64 {
         let h = Handle(i as u32);
         let Some((pfn, order)) = handles.get(h) else { continue };
         crate::kernel::mem::teardown::check_free(pfn << PAGE_SHIFT, PAGE_SIZE << order);
-        if memory::with_page_alloc(|a| handles.free(a, h)).is_ok() {
+        if page_alloc::with_page_alloc(|a| handles.free(a, h)).is_ok() {
             n += 1;
         }
     }

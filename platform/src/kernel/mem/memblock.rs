@@ -2,8 +2,15 @@
 //! allocator exists. It backs the boot memmap and early page tables; whatever it still holds
 //! when the memmap is ready is handed to the buddy allocator, and it is retired.
 
-use crate::boot::dtb::Range;
+use crate::{
+    boot::dtb::Range,
+    boot::early,
+    boot::layout::{PAGE_SHIFT, PAGE_SIZE},
+    kernel::mem::counters,
+    kernel::sync::IrqSafeLock,
+};
 use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
 
 pub struct Memblock {
     /// Free ranges, sorted, disjoint.
@@ -83,4 +90,45 @@ pub fn subtract(a: Range, b: Range) -> impl Iterator<Item = Range> {
         [Some(a), None]
     };
     parts.into_iter().flatten().filter(|r| r.size > 0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kernel's memblock
+
+/// The kernel's memblock: the RAM the boot memmap and early page tables come from, until
+/// [`take_all`] hands the rest to the page allocator.
+static MEMBLOCK: IrqSafeLock<Memblock> = IrqSafeLock::new(Memblock::new());
+
+/// Memblock: all RAM minus the image, the DTB and DT reservations. Starts the RAM and
+/// page-table counters.
+pub fn init(ram: &[Range], reserved: &[Range]) {
+    MEMBLOCK.lock().init(ram, reserved);
+    let mut total = 0;
+    for r in ram {
+        total += (align_down(r.end(), PAGE_SIZE) - align_up(r.base, PAGE_SIZE)) >> PAGE_SHIFT;
+    }
+    counters::RAM_PAGES.store(total, Ordering::Relaxed);
+    counters::PT_PAGES.store(early::EARLY_POOL_USED.load(Ordering::Relaxed) as u64, Ordering::Relaxed);
+}
+
+/// `size` bytes aligned to `align` from the kernel's memblock ([`Memblock::alloc`]).
+pub fn alloc(size: u64, align: u64) -> Option<u64> {
+    MEMBLOCK.lock().alloc(size, align)
+}
+
+/// Allocate only below `limit` from now on ([`Memblock::set_limit`]).
+pub fn set_limit(limit: u64) {
+    MEMBLOCK.lock().set_limit(limit);
+}
+
+/// What the kernel's memblock still holds, handed out once (the page allocator takes it).
+pub fn take_all() -> Vec<Range> {
+    MEMBLOCK.lock().take_all()
+}
+
+pub const fn align_up(v: u64, a: u64) -> u64 {
+    (v + a - 1) & !(a - 1)
+}
+pub const fn align_down(v: u64, a: u64) -> u64 {
+    v & !(a - 1)
 }

@@ -1,13 +1,21 @@
-//! Memory management: memblock, the sparse model and the page allocator, the kernel page table
-//! and ioremap, TLB and teardown glue, hotplug state and policies (DIMMs, virtio-mem).
+//! Memory management. Bottom up, each file importing only those before it: `counters`,
+//! `memblock`, `memmap` (sparse model), `page_alloc`, `pages` (owned blocks), `kernel_pt`
+//! (kernel page table, linear map, ioremap), `vmemmap` (memmap population), `heap`; TLB and
+//! teardown glue (`teardown`, below them all); hotplug state and policies (DIMMs, virtio-mem).
 
+pub mod counters;
 pub mod dimm;
+pub mod heap;
 pub mod hotplug;
+pub mod kernel_pt;
 pub mod memblock;
-pub mod memory;
+pub mod memmap;
+pub mod page_alloc;
+pub mod pages;
 pub mod sbm;
 pub mod teardown;
 pub mod virtio_mem;
+pub mod vmemmap;
 
 use crate::boot::layout::{self, Size, G};
 use crate::println;

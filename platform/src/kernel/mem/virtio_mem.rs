@@ -32,8 +32,8 @@ use crate::{
     drivers::pci::Ecam,
     drivers::timer,
     kernel::mem::hotplug::with_hotplug,
-    kernel::mem::memory,
     kernel::mem::sbm,
+    kernel::mem::{kernel_pt, page_alloc},
     kernel::pci::Pci,
     println,
 };
@@ -163,7 +163,7 @@ fn virt_to_phys(va: u64) -> u64 {
 unsafe impl Hal for HotmemHal {
     fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
         let order = dma_order(pages);
-        let pa = memory::alloc_pages(order).expect("virtio-mem: no memory for a virtqueue");
+        let pa = page_alloc::alloc_pages(order).expect("virtio-mem: no memory for a virtqueue");
         let va = layout::phys_to_virt(pa) as *mut u8;
         // SAFETY: fresh pages of ours, reached through the linear map.
         unsafe { core::ptr::write_bytes(va, 0, (PAGE_SIZE << order) as usize) };
@@ -171,14 +171,14 @@ unsafe impl Hal for HotmemHal {
     }
 
     unsafe fn dma_dealloc(paddr: PhysAddr, _vaddr: NonNull<u8>, pages: usize) -> i32 {
-        match memory::free_pages(paddr, dma_order(pages)) {
+        match page_alloc::free_pages(paddr, dma_order(pages)) {
             Ok(()) => 0,
             Err(_) => -1,
         }
     }
 
     unsafe fn mmio_phys_to_virt(paddr: PhysAddr, size: usize) -> NonNull<u8> {
-        let va = memory::ioremap(paddr, size as u64).expect("virtio-mem: ioremap of a BAR region");
+        let va = kernel_pt::ioremap(paddr, size as u64).expect("virtio-mem: ioremap of a BAR region");
         NonNull::new(va as *mut u8).expect("ioremap addresses are not null")
     }
 
