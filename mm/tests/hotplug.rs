@@ -8,12 +8,12 @@
 #[macro_use]
 mod common;
 
-use std::cell::{RefCell, UnsafeCell};
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use mm::altmap::Altmap;
-use mm::buddy::{AllocKind, PageAlloc, Violation};
+use mm::buddy::{AllocKind, BuddyError, MemmapInit, PageAlloc, Violation};
 use mm::geometry::*;
 use mm::hotplug::*;
 use mm::migrate::{offline_pages, Handles};
@@ -29,16 +29,36 @@ use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
 /// The struct pages of one section.
 type SectionPages = Box<[UnsafeCell<Page>]>;
 
-/// Host storage for the struct pages of populated sections.
+/// Host storage for the struct pages of populated sections. A fresh section holds
+/// [`Page::POISON`] (what uninitialised memory holds in the test builds). Every `page()` call
+/// (a struct page read or write by the allocator or the double) is counted, per PFN range.
 #[derive(Clone, Default)]
 struct HostMemmap {
     sections: Rc<RefCell<BTreeMap<u64, SectionPages>>>,
     pages_per_section: u64,
+    /// Struct page accesses (`page()` calls) so far.
+    accesses: Rc<Cell<u64>>,
+    /// Of those, to PFNs in `watched` ranges.
+    watched_accesses: Rc<Cell<u64>>,
+    watched: Rc<RefCell<Vec<(u64, u64)>>>,
+}
+
+impl HostMemmap {
+    /// The struct page of `pfn` as stored, bypassing the counters.
+    fn peek(&self, pfn: u64) -> Page {
+        let s = self.sections.borrow();
+        // SAFETY: a read of a live element; no `&mut` to it exists outside allocator calls.
+        unsafe { *s[&(pfn / self.pages_per_section)][(pfn % self.pages_per_section) as usize].get() }
+    }
 }
 
 // SAFETY: every populated section has its own boxed slice that never moves while present.
 unsafe impl Memmap for HostMemmap {
     fn page(&self, pfn: u64) -> *mut Page {
+        self.accesses.set(self.accesses.get() + 1);
+        if self.watched.borrow().iter().any(|&(s, e)| (s..e).contains(&pfn)) {
+            self.watched_accesses.set(self.watched_accesses.get() + 1);
+        }
         let s = self.sections.borrow();
         s[&(pfn / self.pages_per_section)][(pfn % self.pages_per_section) as usize].get()
     }
@@ -111,7 +131,10 @@ impl<C: Config> Machine<C> {
         let memmap = HostMemmap {
             sections: Rc::default(),
             pages_per_section: g.pages_per_section(),
+            ..HostMemmap::default()
         };
+        let mut alloc = PageAlloc::new(memmap.clone(), g.max_order());
+        alloc.enable_deferred(g, (1 << 40) >> g.page_shift).unwrap();
         Machine {
             pt,
             tables,
@@ -123,7 +146,7 @@ impl<C: Config> Machine<C> {
             tlb,
             checker,
             sparse: Sparse::new(g, 1 << 40),
-            alloc: PageAlloc::new(memmap.clone(), g.max_order()),
+            alloc,
             memmap,
             handles: Handles::new(),
             contents: HashMap::new(),
@@ -239,6 +262,11 @@ impl<C: Config> Machine<C> {
     fn check_alloc(&self) -> Result<(), Violation> {
         let pps = C::GEOM.pages_per_section();
         let ranges: Vec<(u64, u64)> = self.memmap.sections.borrow().keys().map(|&s| (s * pps, pps)).collect();
+        // Deferred (uninitialised) memmap only where there is memmap: nothing left behind by a
+        // removal or a rolled-back add.
+        let inside: u64 = ranges.iter().map(|&(s, n)| self.alloc.uninit_pages(s, n)).sum();
+        let all = self.alloc.uninit_pages(0, (1 << 40) >> C::GEOM.page_shift);
+        assert_eq!(inside, all, "deferred memmap marked where there is no memmap");
         self.alloc.check(&ranges, true).map(|_| ())
     }
 
@@ -314,7 +342,7 @@ impl<C: Config> HotplugOps for Machine<C> {
             })?;
         self.touch(start, g.memmap_per_section(), g.page_size());
         let pages = (0..g.pages_per_section())
-            .map(|_| UnsafeCell::new(Page::INIT))
+            .map(|_| UnsafeCell::new(Page::POISON))
             .collect();
         self.memmap
             .sections
@@ -347,6 +375,14 @@ impl<C: Config> HotplugOps for Machine<C> {
                 }
             };
         }
+    }
+
+    fn defer_memmap(&mut self, pfn: u64, nr: u64, _block: BlockId) {
+        self.alloc.defer_memmap(pfn, nr).expect("deferral of a new block's memmap");
+    }
+
+    fn release_memmap(&mut self, pfn: u64, nr: u64) {
+        self.alloc.memmap_removed(pfn, nr).expect("memmap removed while in a zone");
     }
 
     fn section_update(&mut self, nr: u64, set: u8, clear: u8) {
@@ -455,11 +491,33 @@ checked_ops! {
     remove_memory(start: u64, size: u64) -> Result<(), HotplugError>;
 }
 
+thread_local! {
+    /// The memmap initialisation mode [`boot`] gives the hotplug core (the `*_deferred`
+    /// matrix modules run every flow again with `Deferred`).
+    static MODE: Cell<MemmapInit> = const { Cell::new(MemmapInit::Eager) };
+}
+
+/// Run `f` with [`boot`] in deferred mode (used by `matrix_modes!`).
+fn with_deferred(f: impl FnOnce()) {
+    MODE.with(|m| m.set(MemmapInit::Deferred));
+    f();
+    MODE.with(|m| m.set(MemmapInit::Eager));
+}
+
+/// [`boot`] in `mode`.
+fn boot_in<C: Config>(mode: MemmapInit) -> (Machine<C>, Checked) {
+    let old = MODE.with(|m| m.replace(mode));
+    let r = boot::<C>();
+    MODE.with(|m| m.set(old));
+    r
+}
+
 /// A machine with 2 boot blocks (online NORMAL) right below the test range.
 fn boot<C: Config>() -> (Machine<C>, Checked) {
     let g = C::GEOM;
     let mut m = Machine::<C>::new();
     let mut hp = Checked(Hotplug::new(g, 1 << 40));
+    hp.memmap_init = MODE.with(|m| m.get());
     for id in 2..4 {
         let pfn = id * g.pages_per_section();
         m.populate_memmap(pfn, None).unwrap();
@@ -481,7 +539,7 @@ fn base<C: Config>() -> u64 {
 
 const MOM: AddFlags = AddFlags { memmap_on_memory: true };
 
-matrix!(
+matrix_modes!(
     add_online_offline_remove_round_trip,
     memmap_on_memory_geometry,
     fault_injection_at_every_step_of_add,
