@@ -281,8 +281,8 @@ impl<M: Memmap> PageAlloc<M> {
         let end = start + nr;
         if nr > 0 {
             // A range starting or ending inside a deferred pageblock: initialise that one.
-            self.materialise_offline(start)?;
-            self.materialise_offline(end - 1)?;
+            self.materialise_cut(start)?;
+            self.materialise_cut(end)?;
         }
         let mut given = 0;
         let mut run = start;

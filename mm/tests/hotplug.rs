@@ -114,6 +114,9 @@ struct Machine<C: Config> {
     contents: HashMap<u64, u64>,
     /// Fail the N-th fallible operation (0 = the next one).
     fail_in: Option<u32>,
+    /// Run the allocator checker after every online and offline (off while counting struct
+    /// page accesses: the checker reads every initialised one).
+    check_each_op: bool,
 }
 
 impl<C: Config> Machine<C> {
@@ -151,6 +154,7 @@ impl<C: Config> Machine<C> {
             handles: Handles::new(),
             contents: HashMap::new(),
             fail_in: None,
+            check_each_op: true,
         }
     }
 
@@ -271,6 +275,9 @@ impl<C: Config> Machine<C> {
     }
 
     fn assert_alloc_ok(&self, after: &str) {
+        if !self.check_each_op {
+            return;
+        }
         if let Err(v) = self.check_alloc() {
             panic!("page allocator invariant broken after {after}: {v}");
         }
@@ -448,7 +455,9 @@ impl<C: Config> HotplugOps for Machine<C> {
 
 /// Both sets of invariants: the allocator's and the hotplug accounting's.
 fn check_all<C: Config>(m: &Machine<C>, hp: &Hotplug) {
-    m.assert_alloc_ok("a hotplug operation");
+    if let Err(v) = m.check_alloc() {
+        panic!("page allocator invariant broken after a hotplug operation: {v}");
+    }
     if let Err(v) = hp.check() {
         panic!("hotplug accounting invariant broken: {v}");
     }
@@ -1362,5 +1371,365 @@ fn offline_and_remove_reonlines_when_remove_is_refused<C: Config>() {
     let b = hp.block(8).unwrap();
     assert_eq!((b.state, b.zone), (BlockState::Online, Some(ZoneId::Movable)));
     assert_eq!((m.snapshot(), hp.present), before);
+    check_all(&m, &hp);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deferred struct page initialisation (issue 12)
+
+/// Deferred-mode tests, per configuration: `deferred_init::cfg_4k_48::...`.
+mod deferred_init {
+    use super::*;
+    matrix!(
+        deferred_fresh_blocks_allocate_every_page,
+        deferred_untouched_memory_costs_no_per_page_work,
+        deferred_partly_touched_block_offlines_through_migration,
+        deferred_failed_offline_rolls_back_with_deferred_chunks,
+        deferred_background_completion_in_bounded_steps,
+    );
+}
+
+const NO_MOM: AddFlags = AddFlags {
+    memmap_on_memory: false,
+};
+
+/// The part of each block `[pfn + n_vm, pfn + pps)` whose struct pages are deferred.
+fn deferred_parts<C: Config>(ids: &[BlockId], mom: bool) -> Vec<(u64, u64)> {
+    let g = C::GEOM;
+    let n_vm = if mom { g.memmap_pages_per_block() } else { 0 };
+    ids.iter()
+        .map(|&id| (id * g.pages_per_section() + n_vm, (id + 1) * g.pages_per_section()))
+        .collect()
+}
+
+/// Every struct page of `parts` still holds the poison: nothing wrote them.
+fn assert_poisoned<C: Config>(m: &Machine<C>, parts: &[(u64, u64)]) {
+    for &(s, e) in parts {
+        for pfn in s..e {
+            assert!(m.memmap.peek(pfn).is_poison(), "deferred struct page of pfn {pfn:#x} written");
+        }
+    }
+}
+
+/// A fresh add writes only the self-hosted memmap pages; onlining hands the rest over as one
+/// deferred range per block; allocating every page of it initialises every chunk (order 0 and
+/// max order), the counts match, and it all goes back, offline and away cleanly.
+fn deferred_fresh_blocks_allocate_every_page<C: Config>() {
+    let g = C::GEOM;
+    let pps = g.pages_per_section();
+    for (flags, order) in [(MOM, 0), (NO_MOM, g.max_order()), (MOM, g.max_order())] {
+        let (mut m, mut hp) = boot_in::<C>(MemmapInit::Deferred);
+        let before = m.snapshot();
+        let size = 2 * g.section_size();
+        let ids = hp.add_memory(&mut m, None, base::<C>(), size, flags).unwrap();
+        let parts = deferred_parts::<C>(&ids, flags.memmap_on_memory);
+        let usable: u64 = parts.iter().map(|&(s, e)| e - s).sum();
+        assert_eq!(m.alloc.uninit_pages(8 * pps, 2 * pps), usable);
+        assert_poisoned(&m, &parts);
+        for &id in &ids {
+            hp.online_block(&mut m, id, OnlineType::Movable).unwrap();
+        }
+        assert_poisoned(&m, &parts);
+        let c = m.alloc.counters(ZoneId::Movable);
+        assert_eq!((c.managed, c.free, c.deferred), (usable, 0, usable));
+        let ranges = m.alloc.deferred_ranges(ZoneId::Movable).len();
+        assert_eq!(ranges, if flags.memmap_on_memory { 2 } else { 1 });
+        // Every page (order 0), or every whole max-order block the chunks hold.
+        let want = if order == 0 {
+            usable
+        } else {
+            parts
+                .iter()
+                .map(|&(s, e)| (e / (1 << order)).saturating_sub(s.div_ceil(1 << order)) << order)
+                .sum()
+        };
+        let mut got = std::collections::BTreeSet::new();
+        while (got.len() as u64) << 0 < want >> order {
+            let p = m.alloc.alloc(order, AllocKind::Movable).expect("a page of the new blocks");
+            assert!(
+                parts.iter().any(|&(s, e)| p >= s && p + (1 << order) <= e),
+                "pfn {p:#x} outside the new blocks' usable part"
+            );
+            assert!(got.insert(p), "pfn {p:#x} handed out twice");
+        }
+        check_all(&m, &hp);
+        if order == 0 {
+            let c = m.alloc.counters(ZoneId::Movable);
+            assert_eq!((c.free, c.deferred), (0, 0), "every chunk initialised");
+            assert_eq!(m.alloc.uninit_pages(8 * pps, 2 * pps), 0);
+            let p = m.alloc.alloc(0, AllocKind::Movable).unwrap();
+            assert!(p < 8 * pps, "the next movable page falls back to NORMAL");
+            m.alloc.free(p, 0).unwrap();
+        }
+        for p in got {
+            m.alloc.free(p, order).unwrap();
+        }
+        check_all(&m, &hp);
+        assert_eq!(m.alloc.counters(ZoneId::Movable).available(), usable);
+        hp.offline_and_remove(&mut m, base::<C>(), size).unwrap();
+        assert_eq!(m.snapshot(), before);
+    }
+}
+
+/// Online, offline, re-online and remove of memory never used: O(blocks). The counting
+/// double shows no access to a deferred struct page at any step (and the poison intact), and
+/// only the self-hosted memmap pages' struct pages are accessed at all.
+fn deferred_untouched_memory_costs_no_per_page_work<C: Config>() {
+    let g = C::GEOM;
+    for flags in [MOM, NO_MOM] {
+        let (mut m, mut hp) = boot_in::<C>(MemmapInit::Deferred);
+        let before = m.snapshot();
+        let nblocks = 4;
+        let size = nblocks * g.section_size();
+        let n_vm = if flags.memmap_on_memory {
+            g.memmap_pages_per_block()
+        } else {
+            0
+        };
+        let per_op = nblocks * n_vm;
+        let acc = |m: &Machine<C>| m.memmap.accesses.get();
+        m.check_each_op = false;
+        let a0 = acc(&m);
+        let ids = hp.0.add_memory(&mut m, None, base::<C>(), size, flags).unwrap();
+        let parts = deferred_parts::<C>(&ids, flags.memmap_on_memory);
+        *m.memmap.watched.borrow_mut() = parts.clone();
+        // The double's eager init of the vmemmap pages is all add does to struct pages.
+        assert!(acc(&m) - a0 <= per_op, "add: {} struct page accesses", acc(&m) - a0);
+        check_all(&m, &hp);
+        let a1 = acc(&m);
+        for &id in &ids {
+            hp.0.online_block(&mut m, id, OnlineType::Movable).unwrap();
+        }
+        assert!(
+            acc(&m) - a1 <= per_op + 64,
+            "online: {} struct page accesses",
+            acc(&m) - a1
+        );
+        check_all(&m, &hp);
+        let a2 = acc(&m);
+        for &id in &ids {
+            hp.0.offline_block(&mut m, id).unwrap();
+        }
+        assert!(
+            acc(&m) - a2 <= per_op + 64,
+            "offline: {} struct page accesses",
+            acc(&m) - a2
+        );
+        check_all(&m, &hp);
+        let pfn = parts[0].0;
+        assert_eq!(
+            m.alloc.lookup(pfn),
+            mm::buddy::PageLookup::Deferred(mm::buddy::DeferredState::Offline)
+        );
+        // Online again, with a different zone, and offline once more: still nothing written.
+        for &id in &ids {
+            hp.0.online_block(&mut m, id, OnlineType::Kernel).unwrap();
+        }
+        assert_eq!(
+            m.alloc.lookup(pfn),
+            mm::buddy::PageLookup::Deferred(mm::buddy::DeferredState::Zone {
+                zone: ZoneId::Normal,
+                isolated: false
+            })
+        );
+        check_all(&m, &hp);
+        let a3 = acc(&m);
+        hp.0.offline_and_remove(&mut m, base::<C>(), size).unwrap();
+        assert!(
+            acc(&m) - a3 <= per_op + 64,
+            "offline and remove: {} struct page accesses",
+            acc(&m) - a3
+        );
+        assert_eq!(m.memmap.watched_accesses.get(), 0, "a deferred struct page was accessed");
+        assert_eq!(m.alloc.lookup(pfn), mm::buddy::PageLookup::NoMemmap);
+        assert_eq!(m.snapshot(), before);
+        check_all(&m, &hp);
+    }
+}
+
+/// Part of a block used (some chunks initialised, movable data in them), the rest deferred:
+/// offline migrates the data out as before and drops the untouched chunks; onlining again
+/// gives the used part back free and the rest deferred.
+fn deferred_partly_touched_block_offlines_through_migration<C: Config>() {
+    let g = C::GEOM;
+    let pps = g.pages_per_section();
+    let (mut m, mut hp) = boot_in::<C>(MemmapInit::Deferred);
+    let before = m.snapshot();
+    let size = 2 * g.section_size();
+    let ids = hp.add_memory(&mut m, None, base::<C>(), size, MOM).unwrap();
+    for &id in &ids {
+        hp.online_block(&mut m, id, OnlineType::Movable).unwrap();
+    }
+    let usable = 2 * (pps - g.memmap_pages_per_block());
+    let chunk = 1u64 << g.max_order();
+    // About one and a half chunks of data: the lowest chunks of block 8 are initialised.
+    let mut hs = Vec::new();
+    for i in 0..(chunk * 3 / 2).min(pps / 2) {
+        let h = m.handles.alloc(&mut m.alloc, 0).unwrap();
+        let (pfn, _) = m.handles.get(h).unwrap();
+        assert!((8 * pps..9 * pps).contains(&pfn), "data at {pfn:#x}, not in block 8");
+        m.contents.insert(pfn, i + 1);
+        hs.push((h, i + 1));
+    }
+    let uninit8 = m.alloc.uninit_pages(8 * pps, pps);
+    assert!(uninit8 < pps - g.memmap_pages_per_block(), "block 8 touched");
+    // 64K: a max-order chunk is a whole block; elsewhere block 8 is only partly initialised.
+    assert_eq!(uninit8 > 0, chunk < pps - g.memmap_pages_per_block());
+    assert_eq!(m.alloc.uninit_pages(9 * pps, pps), pps - g.memmap_pages_per_block());
+    check_all(&m, &hp);
+    hp.offline_block(&mut m, 8).unwrap();
+    assert!(m.handles.migrated_pages >= hs.len() as u64);
+    for &(h, v) in &hs {
+        let (pfn, _) = m.handles.get(h).unwrap();
+        assert!(!(8 * pps..9 * pps).contains(&pfn));
+        assert_eq!(m.contents.get(&pfn), Some(&v), "data lost in migration");
+    }
+    // The untouched part of block 8 stayed untouched (and is offline, in no zone).
+    assert_eq!(m.alloc.uninit_pages(8 * pps, pps), uninit8);
+    if uninit8 > 0 {
+        assert_eq!(
+            m.alloc.lookup(9 * pps - 1),
+            mm::buddy::PageLookup::Deferred(mm::buddy::DeferredState::Offline)
+        );
+    }
+    assert!(m.alloc.page(8 * pps + g.memmap_pages_per_block()).unwrap().has(flags::OFFLINE));
+    hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
+    let c = m.alloc.counters(ZoneId::Movable);
+    assert_eq!(c.managed, usable);
+    // Everything available can be allocated, once.
+    let avail = c.available();
+    let mut all = Vec::new();
+    while (all.len() as u64) < avail {
+        all.push(m.alloc.alloc(0, AllocKind::Movable).unwrap());
+    }
+    assert_eq!(m.alloc.counters(ZoneId::Movable).available(), 0);
+    check_all(&m, &hp);
+    for p in all {
+        m.alloc.free(p, 0).unwrap();
+    }
+    for (h, _) in hs {
+        m.handles.free(&mut m.alloc, h).unwrap();
+    }
+    hp.offline_and_remove(&mut m, base::<C>(), size).unwrap();
+    assert_eq!(m.snapshot(), before);
+}
+
+/// An offline refused by an unmovable page in a block with deferred chunks leaves the block
+/// exactly as it was: same deferred ranges, same counters, still usable; then it succeeds.
+fn deferred_failed_offline_rolls_back_with_deferred_chunks<C: Config>() {
+    let g = C::GEOM;
+    let pps = g.pages_per_section();
+    let (mut m, mut hp) = boot_in::<C>(MemmapInit::Deferred);
+    hp.add_memory(&mut m, None, base::<C>(), 2 * g.section_size(), MOM)
+        .unwrap();
+    hp.online_block(&mut m, 8, OnlineType::Kernel).unwrap();
+    hp.online_block(&mut m, 9, OnlineType::Kernel).unwrap();
+    // Exhaust the boot blocks so a kernel page lands in block 8 (growing its first chunk).
+    let mut others = Vec::new();
+    let pinned = loop {
+        let p = m.alloc.alloc(0, AllocKind::Kernel).unwrap();
+        if p >= 8 * pps {
+            break p;
+        }
+        others.push(p);
+    };
+    assert!((8 * pps..9 * pps).contains(&pinned));
+    for p in others {
+        m.alloc.free(p, 0).unwrap();
+    }
+    let state = |m: &Machine<C>, hp: &Checked| {
+        (
+            m.snapshot(),
+            hp.present,
+            m.alloc.deferred_ranges(ZoneId::Normal).to_vec(),
+            m.alloc.uninit_pages(8 * pps, 2 * pps),
+        )
+    };
+    let before = state(&m, &hp);
+    assert!(before.3 > 0 && !before.2.is_empty());
+    for remove in [false, true] {
+        let r = if remove {
+            hp.offline_and_remove(&mut m, base::<C>(), 2 * g.section_size())
+        } else {
+            hp.offline_block(&mut m, 8)
+        };
+        assert!(matches!(r, Err(HotplugError::Busy { block: 8, pfn }) if pfn == pinned), "{r:?}");
+        assert_eq!(state(&m, &hp), before, "a refused offline changed something");
+        assert_eq!(hp.block(8).unwrap().state, BlockState::Online);
+    }
+    // Still usable: once the boot blocks are used up, kernel allocations grow its chunks.
+    let mut held = Vec::new();
+    while held.last().is_none_or(|&p| p < 8 * pps) {
+        held.push(m.alloc.alloc(0, AllocKind::Kernel).unwrap());
+    }
+    assert!(m.alloc.uninit_pages(8 * pps, pps) < before.3);
+    for p in held {
+        m.alloc.free(p, 0).unwrap();
+    }
+    m.alloc.free(pinned, 0).unwrap();
+    hp.offline_and_remove(&mut m, base::<C>(), 2 * g.section_size())
+        .unwrap();
+    check_all(&m, &hp);
+}
+
+/// Background completion: each step initialises at least one chunk and stops at its budget,
+/// taking the allocator "lock" (here: the closure) only for take and hand-over; a chunk being
+/// initialised shows as in flight and makes an offline of its block refuse (typed, changing
+/// nothing) until it is handed over.
+fn deferred_background_completion_in_bounded_steps<C: Config>() {
+    let g = C::GEOM;
+    let pps = g.pages_per_section();
+    let chunk = 1u64 << g.max_order();
+    let (mut m, mut hp) = boot_in::<C>(MemmapInit::Deferred);
+    let nblocks = 3;
+    let ids = hp
+        .add_memory(&mut m, None, base::<C>(), nblocks * g.section_size(), NO_MOM)
+        .unwrap();
+    for &id in &ids {
+        hp.online_block(&mut m, id, OnlineType::Movable).unwrap();
+    }
+    // A chunk taken by an "idle CPU": in flight, its block cannot go offline yet.
+    let c = m.alloc.deferred_take().unwrap();
+    assert_eq!((c.start, c.nr_pages()), (8 * pps, chunk));
+    assert_eq!(
+        m.alloc.lookup(c.start),
+        mm::buddy::PageLookup::Deferred(mm::buddy::DeferredState::InFlight { zone: ZoneId::Movable })
+    );
+    check_all(&m, &hp);
+    let snap = (m.snapshot(), hp.present);
+    assert_eq!(
+        hp.offline_block(&mut m, 8),
+        Err(HotplugError::Allocator(BuddyError::InitInProgress { pfn: c.start }))
+    );
+    assert_eq!((m.snapshot(), hp.present), snap);
+    c.init(&m.memmap);
+    assert_eq!(m.alloc.deferred_finish(c), Ok(chunk));
+    check_all(&m, &hp);
+    // Steps of one chunk, then two chunks, until nothing is left.
+    let memmap = m.memmap.clone();
+    let mut steps = Vec::new();
+    loop {
+        let budget = if steps.len() % 2 == 0 { 1 } else { 2 * chunk };
+        let mut locked = 0;
+        let n = mm::buddy::deferred_init_step(&memmap, budget, |f| {
+            locked += 1;
+            f(&mut m.alloc)
+        });
+        if n == 0 {
+            break;
+        }
+        assert!(n <= budget.max(chunk), "step of {n} pages over its budget {budget}");
+        // Once to take and once to hand over each chunk (and once more to find none left).
+        assert!(locked == 2 * n / chunk || locked == 2 * n / chunk + 1, "{locked} locks for {n} pages");
+        steps.push(n);
+        check_all(&m, &hp);
+    }
+    let total: u64 = steps.iter().sum();
+    assert_eq!(total + chunk, nblocks * pps);
+    let c = m.alloc.counters(ZoneId::Movable);
+    assert_eq!((c.free, c.deferred, c.managed), (nblocks * pps, 0, nblocks * pps));
+    assert_eq!(m.alloc.free_blocks(ZoneId::Movable)[g.max_order() as usize], nblocks * pps / chunk);
+    hp.offline_and_remove(&mut m, base::<C>(), nblocks * g.section_size())
+        .unwrap();
     check_all(&m, &hp);
 }

@@ -551,13 +551,14 @@ impl<M: Memmap> PageAlloc<M> {
         Ok(())
     }
 
-    /// Initialise the offline, uninitialised pageblock holding `pfn` as offline reserved pages
-    /// (what an eager add writes), so a range can start or end inside it.
-    pub(super) fn materialise_offline(&mut self, pfn: u64) -> Result<(), BuddyError> {
+    /// If the range boundary `pfn` cuts an offline, uninitialised pageblock, initialise that
+    /// pageblock as offline reserved pages (what an eager add writes), so a range can start or
+    /// end inside it.
+    pub(super) fn materialise_cut(&mut self, pfn: u64) -> Result<(), BuddyError> {
         let Some(d) = self.deferred.as_mut() else {
             return Ok(());
         };
-        if !d.test(pfn) {
+        if pfn.is_multiple_of(d.pageblock_pages()) || !d.test(pfn) {
             return Ok(());
         }
         let pb = d.pageblock_pages();
