@@ -1733,3 +1733,75 @@ fn deferred_background_completion_in_bounded_steps<C: Config>() {
         .unwrap();
     check_all(&m, &hp);
 }
+
+/// Host measurement (not a check; run by hand, in release):
+/// `cargo test -p hotmem-mm --release --test hotplug measure_memmap_init -- --ignored --nocapture`.
+/// Per granule and mode, for an add + online of SIZE (memmap on memory): struct page
+/// accesses (`page()` calls) during add and during online, struct pages written (no longer
+/// poison afterwards), and host wall time of each step (the double's populate includes the
+/// TLB model and the host memmap's allocation and poisoning, the same in both modes).
+/// `MEASURE_SIZES=1G,16G,256G` chooses the sizes (default 1G).
+#[test]
+#[ignore]
+fn measure_memmap_init() {
+    let sizes: Vec<u64> = std::env::var("MEASURE_SIZES")
+        .unwrap_or_else(|_| "1G".into())
+        .split(',')
+        .map(|s| s.trim_end_matches('G').parse::<u64>().unwrap() << 30)
+        .collect();
+    for size in sizes {
+        measure::<Cfg4K48>(size);
+        measure::<Cfg16K47>(size);
+        measure::<Cfg64K48>(size);
+    }
+}
+
+fn measure<C: Config>(size: u64) {
+    let g = C::GEOM;
+    for mode in [MemmapInit::Eager, MemmapInit::Deferred] {
+        let (mut m, mut hp) = boot_in::<C>(mode);
+        m.check_each_op = false;
+        // Above the boot blocks, block-aligned, inside every configuration's range.
+        let base = size.max(16 * g.section_size());
+        let acc = |m: &Machine<C>| m.memmap.accesses.get();
+        let (a0, t0) = (acc(&m), std::time::Instant::now());
+        let ids = hp.0.add_memory(&mut m, None, base, size, MOM).unwrap();
+        let (a1, t1) = (acc(&m), std::time::Instant::now());
+        for &id in &ids {
+            hp.0.online_block(&mut m, id, OnlineType::Movable).unwrap();
+        }
+        let (a2, t2) = (acc(&m), std::time::Instant::now());
+        let first = base >> g.page_shift;
+        let written = (first..first + (size >> g.page_shift))
+            .filter(|&p| !m.memmap.peek(p).is_poison())
+            .count();
+        // First allocation (grows a chunk in deferred mode), then background completion.
+        let t3 = std::time::Instant::now();
+        let p = m.alloc.alloc(0, AllocKind::Movable).unwrap();
+        let t4 = std::time::Instant::now();
+        m.alloc.free(p, 0).unwrap();
+        let memmap = m.memmap.clone();
+        let t5 = std::time::Instant::now();
+        while mm::buddy::deferred_init_step(&memmap, u64::MAX, |f| f(&mut m.alloc)) > 0 {}
+        let t6 = std::time::Instant::now();
+        println!(
+            "measure: granule={} size={}G mode={} blocks={} add_accesses={} online_accesses={} \
+             struct_pages_written={} ({} KiB) add_us={} online_us={} first_alloc_us={} complete_us={}",
+            g.granule_name(),
+            size >> 30,
+            mode.name(),
+            ids.len(),
+            a1 - a0,
+            a2 - a1,
+            written,
+            written as u64 * 64 / 1024,
+            (t1 - t0).as_micros(),
+            (t2 - t1).as_micros(),
+            (t4 - t3).as_micros(),
+            (t6 - t5).as_micros(),
+        );
+        m.check_each_op = true;
+        check_all(&m, &hp);
+        hp.offline_and_remove(&mut m, base, size).unwrap();
+    }
+}

@@ -167,6 +167,18 @@ const MUTANTS: &[Mutant] = &[
         ],
         expect: "was cleared but not yet invalidated",
     },
+    // Issue 12: the O(1) "initialised?" test says yes everywhere, so the PFN walkers read
+    // deferred struct pages; the poison checks of the test build must stop the first read.
+    Mutant {
+        package: "hotmem-mm",
+        feature: "mutant-deferred-walk-reads-uninit",
+        test_args: &[
+            "--test",
+            "hotplug",
+            "deferred_init::cfg_16k_47::deferred_untouched_memory_costs_no_per_page_work",
+        ],
+        expect: "read of the uninitialised struct page of pfn",
+    },
     Mutant {
         package: "hotmem-arch",
         feature: "mutant-tlbi-off-by-one-page",
