@@ -279,6 +279,7 @@ impl<M: Memmap> PageAlloc<M> {
             return Err(BuddyError::BadRange { start, nr });
         }
         let end = start + nr;
+        self.deferred_check_online(start, end)?;
         if nr > 0 {
             // A range starting or ending inside a deferred pageblock: initialise that one.
             self.materialise_cut(start)?;

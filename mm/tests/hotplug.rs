@@ -1740,7 +1740,8 @@ fn deferred_background_completion_in_bounded_steps<C: Config>() {
 /// accesses (`page()` calls) during add and during online, struct pages written (no longer
 /// poison afterwards), and host wall time of each step (the double's populate includes the
 /// TLB model and the host memmap's allocation and poisoning, the same in both modes).
-/// `MEASURE_SIZES=1G,16G,256G` chooses the sizes (default 1G).
+/// `MEASURE_SIZES=1G,16G,256G` chooses the sizes (default 1G), `MEASURE_GRANULES=16k,64k`
+/// the granules (default all three; 256G on 4K needs 4 GiB of host memmap).
 #[test]
 #[ignore]
 fn measure_memmap_init() {
@@ -1749,10 +1750,18 @@ fn measure_memmap_init() {
         .split(',')
         .map(|s| s.trim_end_matches('G').parse::<u64>().unwrap() << 30)
         .collect();
+    let granules = std::env::var("MEASURE_GRANULES").unwrap_or_else(|_| "4k,16k,64k".into());
     for size in sizes {
-        measure::<Cfg4K48>(size);
-        measure::<Cfg16K47>(size);
-        measure::<Cfg64K48>(size);
+        let on = |g: &str| granules.split(',').any(|x| x == g);
+        if on("4k") {
+            measure::<Cfg4K48>(size);
+        }
+        if on("16k") {
+            measure::<Cfg16K47>(size);
+        }
+        if on("64k") {
+            measure::<Cfg64K48>(size);
+        }
     }
 }
 

@@ -232,19 +232,31 @@ impl Deferred {
         l.try_reserve(1).map_err(|_| BuddyError::NoBookkeeping)?;
         let i = l.partition_point(|x| x.start < r.start);
         l.insert(i, r);
-        Self::normalise(l);
+        Self::normalise(l, i, i + 1);
         Ok(())
     }
 
-    /// Merge adjacent ranges with the same node and isolation; drop empty ones.
-    fn normalise(l: &mut Vec<DeferredRange>) {
-        l.retain(|r| r.start < r.end);
-        let mut i = 1;
-        while i < l.len() {
+    /// Around the entries `[lo, hi)` just changed (and one neighbour each side): drop empty
+    /// ranges, merge adjacent ones with the same node and isolation. O(window + shift).
+    fn normalise(l: &mut Vec<DeferredRange>, lo: usize, hi: usize) {
+        let first = lo.saturating_sub(1);
+        let mut end = (hi + 1).min(l.len());
+        let mut i = first;
+        while i < end {
+            if l[i].start >= l[i].end {
+                l.remove(i);
+                end -= 1;
+            } else {
+                i += 1;
+            }
+        }
+        let mut i = first + 1;
+        while i < end {
             let (a, b) = (l[i - 1], l[i]);
             if a.end == b.start && a.node == b.node && a.isolated == b.isolated {
                 l[i - 1].end = b.end;
                 l.remove(i);
+                end -= 1;
             } else {
                 i += 1;
             }
@@ -275,13 +287,13 @@ impl Deferred {
         let span = self.carve(zone, s, e)?;
         let l = &mut self.lists[zone as usize];
         let mut n = 0;
-        for r in &mut l[span] {
+        for r in &mut l[span.clone()] {
             if r.isolated != isolated {
                 r.isolated = isolated;
                 n += r.nr_pages();
             }
         }
-        Self::normalise(l);
+        Self::normalise(l, span.start, span.end);
         Ok(n)
     }
 
@@ -290,13 +302,13 @@ impl Deferred {
         let span = self.carve(zone, s, e)?;
         let l = &mut self.lists[zone as usize];
         let mut n = 0;
-        for r in &mut l[span] {
+        for r in &mut l[span.clone()] {
             if r.isolated {
                 n += r.nr_pages();
                 r.end = r.start; // dropped by normalise
             }
         }
-        Self::normalise(l);
+        Self::normalise(l, span.start, span.end);
         Ok(n)
     }
 
@@ -575,6 +587,15 @@ impl<M: Memmap> PageAlloc<M> {
         Ok(())
     }
 
+    /// Refuse onlining `[s, e)` (changing nothing) if deferred memory in it is already in a
+    /// zone or in flight.
+    pub(super) fn deferred_check_online(&self, s: u64, e: u64) -> Result<(), BuddyError> {
+        match &self.deferred {
+            Some(d) if d.listed(s, e) => Err(BuddyError::BadRange { start: s, nr: e - s }),
+            _ => Ok(()),
+        }
+    }
+
     /// Refuse isolating/offlining `[s, e)` if a chunk in it is being initialised, or an edge
     /// cuts a deferred pageblock.
     pub(super) fn deferred_check_range(&self, s: u64, e: u64) -> Result<(), BuddyError> {
@@ -652,4 +673,76 @@ pub fn deferred_init_step<M: Memmap>(
         }
     }
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deferred(bits: &[bool]) -> Deferred {
+        let mut d = Deferred {
+            pageblock_order: 2,
+            block_shift: 6,
+            uninit: alloc::vec![0; bits.len().div_ceil(64)],
+            lists: [Vec::new(), Vec::new()],
+            in_flight: Vec::new(),
+        };
+        for (i, &b) in bits.iter().enumerate() {
+            if b {
+                d.set_bits((i as u64) << 2, (i as u64 + 1) << 2, true);
+            }
+        }
+        d
+    }
+
+    #[test]
+    fn next_change_matches_a_naive_scan() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        for round in 0..200 {
+            let n = 1 + (round * 7) % 300;
+            let bits: Vec<bool> = (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    // Long runs as well as short ones.
+                    seed % (if round % 2 == 0 { 2 } else { 97 }) == 0
+                })
+                .collect();
+            let d = deferred(&bits);
+            let end = (n as u64) << 2;
+            for pfn in 0..end {
+                let want = (pfn + 1..end).find(|&q| d.test(q) != d.test(pfn)).unwrap_or(end);
+                assert_eq!(d.next_change(pfn, end), want, "pfn {pfn} of {bits:?}");
+            }
+            let naive = (0..end).filter(|&p| d.test(p)).count() as u64;
+            assert_eq!(d.count_uninit(0, end), naive);
+        }
+    }
+
+    #[test]
+    fn carve_isolate_and_drop_keep_the_list_normal() {
+        let mut d = deferred(&[true; 64]);
+        let r = |start, end| DeferredRange {
+            start,
+            end,
+            node: 0,
+            isolated: false,
+        };
+        d.insert(ZoneId::Movable, r(64, 128)).unwrap();
+        d.insert(ZoneId::Movable, r(0, 32)).unwrap();
+        d.insert(ZoneId::Movable, r(32, 64)).unwrap();
+        assert_eq!(d.lists[1], [r(0, 128)], "adjacent ranges merge");
+        assert_eq!(d.set_isolated(ZoneId::Movable, 16, 48, true), Ok(32));
+        assert_eq!(d.lists[1].len(), 3);
+        assert!(d.lists[1][1].isolated && (d.lists[1][1].start, d.lists[1][1].end) == (16, 48));
+        assert_eq!(d.set_isolated(ZoneId::Movable, 16, 48, false), Ok(32));
+        assert_eq!(d.lists[1], [r(0, 128)], "un-isolation merges back");
+        d.set_isolated(ZoneId::Movable, 96, 200, true).unwrap();
+        assert_eq!(d.drop_isolated(ZoneId::Movable, 0, 256), Ok(32));
+        assert_eq!(d.lists[1], [r(0, 96)]);
+        assert_eq!(d.take_piece(ZoneId::Movable, 5), Some((0, 32, 0)));
+        assert_eq!(d.take_piece(ZoneId::Movable, 5), Some((32, 64, 0)));
+        assert!(d.listed(70, 71) && !d.listed(0, 64) && !d.listed(96, 100));
+    }
 }
