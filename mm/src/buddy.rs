@@ -90,7 +90,10 @@ impl core::fmt::Display for BuddyError {
             }
             BuddyError::Busy { pfn } => write!(f, "pfn {pfn:#x} is in use"),
             BuddyError::InitInProgress { pfn } => {
-                write!(f, "the struct pages at pfn {pfn:#x} are being initialised (deferred init)")
+                write!(
+                    f,
+                    "the struct pages at pfn {pfn:#x} are being initialised (deferred init)"
+                )
             }
             BuddyError::NoBookkeeping => write!(f, "no memory for the deferred memmap bookkeeping"),
         }
@@ -126,13 +129,19 @@ impl<M: Memmap> PageAlloc<M> {
     fn pg(&mut self, pfn: u64) -> &mut Page {
         debug_assert!(self.memmap.valid(pfn));
         if POISON_CHECKS {
-            assert!(self.is_initialised(pfn), "write to the deferred struct page of pfn {pfn:#x}");
+            assert!(
+                self.is_initialised(pfn),
+                "write to the deferred struct page of pfn {pfn:#x}"
+            );
         }
         // SAFETY: callers only pass PFNs with a populated memmap (checked by the public entry
         // points), and `&mut self` makes this the only live reference into the memmap.
         let p = unsafe { &mut *self.memmap.page(pfn) };
         if POISON_CHECKS {
-            assert!(!p.is_poison(), "access to the uninitialised struct page of pfn {pfn:#x}");
+            assert!(
+                !p.is_poison(),
+                "access to the uninitialised struct page of pfn {pfn:#x}"
+            );
         }
         p
     }

@@ -91,7 +91,10 @@ impl core::fmt::Display for Violation {
             LeftIsolated => write!(f, "page left isolated with no offline in progress"),
             DeferredList { zone } => write!(f, "bad range on the {} deferred list", zone.name()),
             UninitInBlock { head } => {
-                write!(f, "page inside the block at pfn {head:#x} is not initialised (deferred)")
+                write!(
+                    f,
+                    "page inside the block at pfn {head:#x} is not initialised (deferred)"
+                )
             }
         }
     }

@@ -537,7 +537,10 @@ impl<M: Memmap> PageAlloc<M> {
     /// Online the uninitialised run `[s, e)` (pageblock-aligned, offline) into `zone`: it goes
     /// on the zone's list, or, if the list cannot grow, is initialised and freed now.
     pub(super) fn online_deferred(&mut self, zone: ZoneId, node: u8, s: u64, e: u64) -> Result<(), BuddyError> {
-        let d = self.deferred.as_mut().ok_or(BuddyError::BadRange { start: s, nr: e - s })?;
+        let d = self
+            .deferred
+            .as_mut()
+            .ok_or(BuddyError::BadRange { start: s, nr: e - s })?;
         if d.listed(s, e) {
             return Err(BuddyError::BadRange { start: s, nr: e - s });
         }
@@ -706,7 +709,7 @@ mod tests {
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
                     // Long runs as well as short ones.
-                    seed % (if round % 2 == 0 { 2 } else { 97 }) == 0
+                    seed.is_multiple_of(if round % 2 == 0 { 2 } else { 97 })
                 })
                 .collect();
             let d = deferred(&bits);
