@@ -14,5 +14,6 @@ pub mod cpu;
 pub mod descriptor;
 pub mod exception;
 pub mod mmu;
+pub mod mutant;
 pub mod sysreg;
 pub mod tlb;

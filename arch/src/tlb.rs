@@ -270,8 +270,10 @@ pub fn kernel_range_ops(
     if (!range && n > MAX_TLBI_OPS) || (range && pages >= MAX_TLBI_RANGE_PAGES) {
         return out(Tlbi::Vmalle1is);
     }
-    #[cfg(feature = "mutant-tlbi-off-by-one-page")]
-    let start = start.wrapping_add(1 << page_shift);
+    let start = match crate::mutant::on(crate::mutant::Mutant::TlbiOffByOnePage) {
+        true => start.wrapping_add(1 << page_shift),
+        false => start,
+    };
     if range {
         range_ops(start, pages, page_shift, |op| {
             if op.pages == 1 {
@@ -284,7 +286,7 @@ pub fn kernel_range_ops(
         for i in 0..n {
             let op = va_operand(start.wrapping_add(i << stride_shift));
             // Mutant: local instead of broadcast (only the issuing CPU forgets the entries).
-            if cfg!(feature = "mutant-local-tlbi") {
+            if crate::mutant::on(crate::mutant::Mutant::LocalTlbi) {
                 out(Tlbi::Vaale1(op));
             } else {
                 out(Tlbi::Vaale1is(op));

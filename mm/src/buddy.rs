@@ -7,6 +7,7 @@
 //! it is either taken offline or unisolated.
 
 use crate::page::{flags, Memmap, Page, ZoneId, NO_PFN, POISON_CHECKS};
+use arch::mutant::{self, Mutant};
 
 mod check;
 mod deferred;
@@ -488,8 +489,9 @@ impl<M: Memmap> PageAlloc<M> {
             c.isolated -= back[z as usize];
             c.deferred += back[z as usize];
         }
-        #[cfg(feature = "mutant-unisolate-early-clear")]
-        self.for_each_initialised(start, nr, |p| p.flags &= !flags::ISOLATED);
+        if mutant::on(Mutant::UnisolateEarlyClear) {
+            self.for_each_initialised(start, nr, |p| p.flags &= !flags::ISOLATED);
+        }
         self.for_each_head(start, nr, |a, pfn, p| {
             let len = if p.has(flags::BUDDY | flags::HEAD) {
                 1 << p.order

@@ -15,21 +15,16 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    /// The seven configurations of the build matrix (DESIGN §3).
-    pub const MATRIX: [Geometry; 7] = [
-        Geometry::new(12, 39),
-        Geometry::new(12, 48),
-        Geometry::new(14, 36),
-        Geometry::new(14, 47),
-        Geometry::new(14, 48),
-        Geometry::new(16, 42),
-        Geometry::new(16, 48),
-    ];
-
     pub const fn new(page_shift: u32, va_bits: u32) -> Self {
         assert!(page_shift == 12 || page_shift == 14 || page_shift == 16);
         assert!(va_bits >= 36 && va_bits <= 48);
         Geometry { page_shift, va_bits }
+    }
+
+    /// The configuration a granule gets when no VA size is asked for: 48 bits for 4K and 64K,
+    /// 47 for 16K (Linux's defaults; 16K/48 needs a 2-entry level-0 table).
+    pub const fn default_for(page_shift: u32) -> Self {
+        Geometry::new(page_shift, if page_shift == 14 { 47 } else { 48 })
     }
 
     pub const fn page_size(&self) -> u64 {
@@ -201,13 +196,54 @@ macro_rules! config {
     };
 }
 
-config!(Cfg4K39, 12, 39);
-config!(Cfg4K48, 12, 48);
-config!(Cfg16K36, 14, 36);
-config!(Cfg16K47, 14, 47);
-config!(Cfg16K48, 14, 48);
-config!(Cfg64K42, 16, 42);
-config!(Cfg64K48, 16, 48);
+/// The build matrix, written once: every granule/VA configuration the kernel builds as
+/// `test-module type page_shift va_bits;`. `config_matrix!(@with (callback) extra...)` calls
+/// `callback! { [extra...] cfg_4k_39 Cfg4K39 12 39; ... }`. The `Cfg*` types,
+/// [`Geometry::MATRIX`] and [`matrix_tests!`] come from it; the host runner, the bench and
+/// the QEMU suites read [`Geometry::MATRIX`] and [`Geometry::default_for`].
+#[macro_export]
+macro_rules! config_matrix {
+    (@with ($($callback:tt)*) $($extra:tt)*) => {
+        $($callback)*! { [$($extra)*]
+            cfg_4k_39 Cfg4K39 12 39;
+            cfg_4k_48 Cfg4K48 12 48;
+            cfg_16k_36 Cfg16K36 14 36;
+            cfg_16k_47 Cfg16K47 14 47;
+            cfg_16k_48 Cfg16K48 14 48;
+            cfg_64k_42 Cfg64K42 16 42;
+            cfg_64k_48 Cfg64K48 16 48;
+        }
+    };
+}
+
+macro_rules! declare_matrix {
+    ([] $($module:ident $name:ident $shift:literal $va:literal;)*) => {
+        $(config!($name, $shift, $va);)*
+        impl Geometry {
+            /// Every configuration of the build matrix ([`config_matrix!`]), in order.
+            pub const MATRIX: [Geometry; [$($va),*].len()] = [$(Geometry::new($shift, $va)),*];
+        }
+    };
+}
+
+config_matrix!(@with (declare_matrix));
+
+/// `mm::matrix_tests!(test_a, test_b);` → for each configuration of the build matrix a module
+/// (`cfg_4k_39`, ...) with one `#[test]` per generic `fn test_x<C: Config>()` of the caller.
+#[macro_export]
+macro_rules! matrix_tests {
+    ([@expand $tests:tt] $($module:ident $name:ident $shift:literal $va:literal;)*) => {
+        $($crate::matrix_tests!(@module $module $name $tests);)*
+    };
+    (@module $module:ident $name:ident [$($test:ident),*]) => {
+        mod $module {
+            $( #[test] fn $test() { super::$test::<$crate::geometry::$name>(); } )*
+        }
+    };
+    ($($test:ident),* $(,)?) => {
+        $crate::config_matrix!(@with ($crate::matrix_tests) @expand [$($test),*]);
+    };
+}
 
 #[cfg(test)]
 mod tests {
@@ -215,10 +251,28 @@ mod tests {
 
     #[test]
     fn levels_match_design_table() {
-        let want = [3, 4, 2, 3, 4, 2, 3];
-        for (g, w) in Geometry::MATRIX.iter().zip(want) {
-            assert_eq!(g.levels(), w, "{g:?}");
+        let want = [
+            (12, 39, 3),
+            (12, 48, 4),
+            (14, 36, 2),
+            (14, 47, 3),
+            (14, 48, 4),
+            (16, 42, 2),
+            (16, 48, 3),
+        ];
+        let got: Vec<_> = Geometry::MATRIX
+            .iter()
+            .map(|g| (g.page_shift, g.va_bits, g.levels()))
+            .collect();
+        assert_eq!(got, want);
+        // Each granule's default is in the matrix, and the config types are its entries.
+        for shift in [12, 14, 16] {
+            assert!(Geometry::MATRIX.contains(&Geometry::default_for(shift)));
         }
+        assert_eq!(
+            [Cfg4K39::GEOM, Cfg16K47::GEOM, Cfg64K48::GEOM],
+            [Geometry::MATRIX[0], Geometry::MATRIX[3], Geometry::MATRIX[6]]
+        );
     }
 
     #[test]
@@ -240,7 +294,7 @@ mod tests {
     #[test]
     fn sparse_invariants() {
         for g in Geometry::MATRIX {
-            // A MAX_PAGE_ORDER block never spans two sections (digest invariant 2).
+            // A MAX_PAGE_ORDER block never spans two sections (docs/design.md#sparse-model-and-memmap).
             assert!(g.max_order() + g.page_shift <= g.section_shift(), "{g:?}");
             assert_eq!(g.memmap_per_section() % g.page_size(), 0, "{g:?}");
         }

@@ -12,6 +12,7 @@
 
 use crate::{altmap::Altmap, buddy::MemmapInit, geometry::Geometry, page::ZoneId, sparse::state};
 use alloc::{collections::BTreeMap, vec::Vec};
+use arch::mutant::{self, Mutant};
 
 /// A memory block's id: the number of its (first) section.
 pub type BlockId = u64;
@@ -644,7 +645,7 @@ impl Hotplug {
         size: u64,
     ) -> Result<(), HotplugError> {
         if let Some((block, group)) = self.static_group_block(start, size) {
-            if !cfg!(feature = "mutant-dimm-remove-behind-driver") {
+            if !mutant::on(Mutant::DimmRemoveBehindDriver) {
                 return Err(HotplugError::OwnedByGroup { block, group });
             }
         }
@@ -774,7 +775,7 @@ impl Hotplug {
         }
         let zone = self.zone_for(id, online_type);
         if let Some((group, other)) = self.static_group_zone(id) {
-            if other != zone && !cfg!(feature = "mutant-dimm-zone-split") {
+            if other != zone && !mutant::on(Mutant::DimmZoneSplit) {
                 return Err(HotplugError::GroupSplit {
                     block: id,
                     group,

@@ -15,6 +15,7 @@ pub mod hotplug;
 pub mod migrate;
 pub mod page;
 pub mod pgtable;
+pub mod size;
 pub mod sparse;
 pub mod teardown;
 pub mod vmemmap;

@@ -8,9 +8,13 @@
 
 use crate::{
     buddy::{AllocKind, BuddyError, PageAlloc},
+    geometry::Config,
     page::{flags, Memmap},
+    pgtable::{Attrs, MapError, MapFlags, PageTable, TableAlloc},
 };
 use alloc::vec::Vec;
+use arch::mutant::{self, Mutant};
+use arch::tlb::{Mapping, TlbInvalidate};
 
 /// A movable allocation (index into the handle table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -259,4 +263,48 @@ pub fn offline_pages<M: Memmap>(
         let _ = a.unisolate_range(start, nr);
     }
     result
+}
+
+/// Move a block that users reach through a kernel VA window (`[va, va + size)`, base pages)
+/// to the frame at `dst_pa`, in the only safe order:
+/// 1. clear its PTEs and broadcast-invalidate them (the engine's unmap), so no CPU can read or
+///    write the old frame through the window any more;
+/// 2. `copy()` the data (the caller reaches both frames through the linear map);
+/// 3. map `dst_pa` at the same VA (the engine publishes it: `DSB ISHST; ISB`).
+///
+/// Only then may the old frame be freed (`offline_pages`' `freeing`, where the teardown checker
+/// runs). The unmap's floor and ceiling are the block itself, so no table page is freed: the
+/// window's tables stay, and the map allocates none.
+pub fn move_window_block<C: Config>(
+    pt: &mut PageTable<C>,
+    tables: &mut impl TableAlloc,
+    tlb: &mut impl TlbInvalidate,
+    va: u64,
+    size: u64,
+    dst_pa: u64,
+    copy: impl FnOnce(),
+) -> Result<(), MapError> {
+    let end = va.wrapping_add(size);
+    if mutant::on(Mutant::MigrateNoTlbi) {
+        pt.unmap_within(tables, &mut NoFlush(tlb), va, size, va, end)?;
+    } else {
+        pt.unmap_within(tables, tlb, va, size, va, end)?;
+    }
+    copy();
+    if mutant::on(Mutant::MigrateNoRemap) {
+        return Ok(());
+    }
+    pt.map(tables, va, dst_pa, size, Attrs::NORMAL_RW, MapFlags::PAGES)
+}
+
+/// Mutant `migrate-no-tlbi`: clears are reported (to the checker) but nothing is invalidated.
+struct NoFlush<'a, T: TlbInvalidate>(&'a mut T);
+
+impl<T: TlbInvalidate> TlbInvalidate for NoFlush<'_, T> {
+    fn flush_kernel_range(&mut self, _: u64, _: u64, _: u32) {}
+    fn flush_kernel_pgtable(&mut self, _: u64) {}
+    fn flush_all(&mut self) {}
+    fn cleared(&mut self, m: Mapping) {
+        self.0.cleared(m);
+    }
 }

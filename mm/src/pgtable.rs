@@ -33,6 +33,7 @@ use core::sync::atomic::{fence, Ordering};
 
 use crate::geometry::{Config, Geometry};
 pub use arch::descriptor::{Attrs, Descriptor, MemType, Perm};
+use arch::mutant::{self, Mutant};
 use arch::tlb::{Mapping, TlbInvalidate};
 
 #[cfg(not(target_os = "none"))]
@@ -261,8 +262,7 @@ impl<C: Config> PageTable<C> {
                 commit::<C, _>(a, self.root, level, va, last);
                 // Without this a real core may take a spurious translation fault on the first
                 // use (TCG never does).
-                #[cfg(not(feature = "mutant-missing-map-barrier"))]
-                {
+                if !mutant::on(Mutant::MissingMapBarrier) {
                     arch::barrier::publish_new_mappings();
                     a.published();
                 }
@@ -372,7 +372,7 @@ impl<C: Config> PageTable<C> {
         };
         clear_leaves::<C, _, _>(a, tlb, self.root, level, va, last, &mut stats, &mut span);
         // Mutant: the leaf invalidation is dropped.
-        if stats.leaves > 0 && !cfg!(feature = "mutant-no-leaf-tlbi") {
+        if stats.leaves > 0 && !mutant::on(Mutant::NoLeafTlbi) {
             tlb.flush_kernel_range(span.lo, span.hi.wrapping_add(1), span.min_shift);
         }
         let bounds = (floor, ceil_last);
@@ -808,10 +808,11 @@ fn free_empty<C: Config, A: TableAlloc, T: TlbInvalidate>(
                     table: true,
                 });
                 // Mutant: a last-level flush, which leaves walk caches holding the table.
-                #[cfg(feature = "mutant-leaf-tlbi-for-table")]
-                tlb.flush_kernel_range(base, base.wrapping_add(1 << shift), shift);
-                #[cfg(not(feature = "mutant-leaf-tlbi-for-table"))]
-                tlb.flush_kernel_pgtable(base);
+                if mutant::on(Mutant::LeafTlbiForTable) {
+                    tlb.flush_kernel_range(base, base.wrapping_add(1 << shift), shift);
+                } else {
+                    tlb.flush_kernel_pgtable(base);
+                }
                 a.free_table(child);
                 stats.tables_freed += 1;
             }

@@ -1,7 +1,7 @@
 //! The teardown-order checker: "freed while still mapped or not yet invalidated" detected at
 //! run time.
 //!
-//! Rule (README "Teardown contract"): an entry is cleared, then the TLB is invalidated
+//! Rule (docs/teardown.md): an entry is cleared, then the TLB is invalidated
 //! (broadcast, with barriers, by an instruction that covers it: a last-level TLBI for a leaf,
 //! a walk-cache TLBI for a table entry), and only then may the page it pointed at — a leaf's
 //! backing page or a table page — be freed. The checker sees both directions of every entry
@@ -78,10 +78,10 @@ impl core::fmt::Display for Violation {
 
 #[derive(Default, Debug)]
 pub struct TeardownChecker {
-    /// Valid entries, by (pa, va).
-    live: BTreeMap<(u64, u64), Mapping>,
-    /// Largest `pa_size` ever seen live (bounds the overlap search).
-    max_pa_size: u64,
+    /// Valid entries by `pa_size`, then by (pa, va): the overlap search of a free is one
+    /// range query per size class (a few), not a scan over every page-sized entry below a
+    /// block-sized one.
+    live: BTreeMap<u64, BTreeMap<(u64, u64), Mapping>>,
     pending: Vec<Mapping>,
     /// Granule of the TLBI operands.
     page_shift: u32,
@@ -108,7 +108,6 @@ impl TeardownChecker {
     pub const fn new() -> Self {
         TeardownChecker {
             live: BTreeMap::new(),
-            max_pa_size: 0,
             pending: Vec::new(),
             page_shift: 12,
             alias: (0, 0),
@@ -140,8 +139,7 @@ impl TeardownChecker {
     /// The engine made `m` valid.
     pub fn made_valid(&mut self, m: Mapping) {
         self.made_valid += 1;
-        self.max_pa_size = self.max_pa_size.max(m.pa_size);
-        self.live.insert((m.pa, m.va), m);
+        self.live.entry(m.pa_size).or_default().insert((m.pa, m.va), m);
         self.unpublished = Some(m);
     }
 
@@ -162,7 +160,12 @@ impl TeardownChecker {
     /// The engine cleared `m`: it is pending until an invalidation covers it.
     pub fn cleared(&mut self, m: Mapping) {
         self.clears += 1;
-        self.live.remove(&(m.pa, m.va));
+        if let Some(class) = self.live.get_mut(&m.pa_size) {
+            class.remove(&(m.pa, m.va));
+            if class.is_empty() {
+                self.live.remove(&m.pa_size);
+            }
+        }
         self.pending.push(m);
     }
 
@@ -190,11 +193,13 @@ impl TeardownChecker {
 
     /// Live entries whose PA range overlaps `[pa, pa + size)`.
     fn live_at(&self, pa: u64, size: u64) -> impl Iterator<Item = &Mapping> {
-        let lo = pa.saturating_sub(self.max_pa_size);
-        self.live
-            .range((lo, 0)..(pa.saturating_add(size), 0))
-            .map(|(_, m)| m)
-            .filter(move |m| overlaps(m.pa, m.pa_size, pa, size))
+        self.live.iter().flat_map(move |(&class, entries)| {
+            let lo = pa.saturating_sub(class - 1);
+            entries
+                .range((lo, 0)..(pa.saturating_add(size), 0))
+                .map(|(_, m)| m)
+                .filter(move |m| overlaps(m.pa, m.pa_size, pa, size))
+        })
     }
 
     /// A cleared, not yet invalidated entry pointing into `[pa, pa + size)`.
@@ -248,7 +253,7 @@ impl TeardownChecker {
         if let Some(p) = self.pending.iter().find(|p| inside(p)).copied() {
             return self.refuse(ViolationKind::RemovedWhilePending, va, size, p);
         }
-        let hit = self.live.values().find(|m| inside(m)).copied();
+        let hit = self.live.values().flat_map(|c| c.values()).find(|m| inside(m)).copied();
         match hit {
             Some(m) => self.refuse(ViolationKind::RemovedWhileMapped, va, size, m),
             None => Ok(()),
@@ -261,7 +266,7 @@ impl TeardownChecker {
 
     /// Valid entries the checker knows of.
     pub fn live(&self) -> usize {
-        self.live.len()
+        self.live.values().map(BTreeMap::len).sum()
     }
 }
 

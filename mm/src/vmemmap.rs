@@ -18,6 +18,7 @@ use crate::{
     pgtable::{Attrs, MapError, MapFlags, PageTable, PhysAddr, TableAlloc, VirtAddr},
 };
 use alloc::vec::Vec;
+use arch::mutant::{self, Mutant};
 use arch::tlb::TlbInvalidate;
 
 /// Where memmap backing pages come from when there is no altmap.
@@ -329,7 +330,7 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
         let mut altmap_pages = 0;
         // Mutant: the order the arm64 hot-remove review rejected (backing freed while the
         // vmemmap still maps it).
-        if cfg!(feature = "mutant-free-before-unmap") {
+        if mutant::on(Mutant::FreeBeforeUnmap) {
             for &(pa, size) in &leaves {
                 if self.free_backing(pa, size, &mut altmap) {
                     altmap_pages += size / Self::PAGE;
@@ -339,7 +340,7 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
         let u = self
             .pt
             .unmap_within(self.tables, self.tlb, start, end - start, self.region.0, self.region.1)?;
-        if !cfg!(feature = "mutant-free-before-unmap") {
+        if !mutant::on(Mutant::FreeBeforeUnmap) {
             for (pa, size) in leaves {
                 if self.free_backing(pa, size, &mut altmap) {
                     altmap_pages += size / Self::PAGE;

@@ -3,10 +3,9 @@
 //! real buddy over a host memmap, and real migration; it can fail the N-th fallible operation.
 //! Every page-table change, TLBI and free goes through the teardown checker and a 4-CPU TLB
 //! model: the CPUs touch every new mapping, and after each removal no CPU may still translate a
-//! removed VA nor walk a freed table page.
-
-#[macro_use]
-mod common;
+//! removed VA nor walk a freed table page. Movable data is reached through a movable window
+//! (as the kernel's `stress` pages are), so migration re-points real translations: every CPU
+//! reads a block right before it moves, and none may reach the old frame afterwards.
 
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::{BTreeMap, HashMap};
@@ -16,7 +15,7 @@ use mm::altmap::Altmap;
 use mm::buddy::{AllocKind, BuddyError, MemmapInit, PageAlloc, Violation};
 use mm::geometry::*;
 use mm::hotplug::*;
-use mm::migrate::{offline_pages, Handles};
+use mm::migrate::{move_window_block, offline_pages, Handle, Handles};
 use mm::page::{flags, Memmap, Page, ZoneId};
 use mm::pgtable::testing::{Checker, HostTables, ModelTlb};
 use mm::pgtable::*;
@@ -138,6 +137,14 @@ impl<C: Config> Machine<C> {
         };
         let mut alloc = PageAlloc::new(memmap.clone(), g.max_order());
         alloc.enable_deferred(g, (1 << 40) >> g.page_shift).unwrap();
+        // The window's first tables exist from the start (the kernel builds its window's tables
+        // at boot), so the table count of a test with a few handles is stable.
+        let mut pt = pt;
+        let va = Self::window_va(Handle(0));
+        pt.map(&mut tables, va, 0, g.page_size(), Attrs::NORMAL_RW, MapFlags::PAGES)
+            .unwrap();
+        pt.unmap_within(&mut tables, &mut tlb, va, g.page_size(), va, va + g.page_size())
+            .unwrap();
         Machine {
             pt,
             tables,
@@ -179,6 +186,46 @@ impl<C: Config> Machine<C> {
     fn linear_region() -> (u64, u64) {
         let g = C::GEOM;
         (g.ttbr1_base(), g.ttbr1_base() + (1 << (g.va_bits - 1)))
+    }
+
+    /// The movable window: handle `h` is mapped at `start + h * 8 pages` (orders ≤ 3 here),
+    /// after the vmemmap region.
+    fn window_va(h: Handle) -> u64 {
+        let g = C::GEOM;
+        Self::vmemmap_region().1 + h.0 as u64 * 8 * g.page_size()
+    }
+
+    /// A movable allocation, mapped at its window VA (base pages, published by the engine).
+    fn alloc_movable(&mut self, order: u32) -> Option<Handle> {
+        let g = C::GEOM;
+        let h = self.handles.alloc(&mut self.alloc, order)?;
+        let (pfn, _) = self.handles.get(h).unwrap();
+        let size = g.page_size() << order;
+        self.pt
+            .map(
+                &mut self.tables,
+                Self::window_va(h),
+                pfn << g.page_shift,
+                size,
+                Attrs::NORMAL_RW,
+                MapFlags::PAGES,
+            )
+            .expect("map the movable window");
+        Some(h)
+    }
+
+    /// Unmap a movable allocation from the window (clear, invalidate), then free it.
+    fn free_movable(&mut self, h: Handle) {
+        let g = C::GEOM;
+        let (pfn, order) = self.handles.get(h).unwrap();
+        let (va, size) = (Self::window_va(h), g.page_size() << order);
+        self.pt
+            .unmap_within(&mut self.tables, &mut self.tlb, va, size, va, va + size)
+            .unwrap();
+        if let Err(v) = self.checker.borrow_mut().freeing(pfn << g.page_shift, size) {
+            panic!("teardown order violated freeing a movable page: {v}");
+        }
+        self.handles.free(&mut self.alloc, h).unwrap();
     }
 
     fn vmemmap_region() -> (u64, u64) {
@@ -432,21 +479,51 @@ impl<C: Config> HotplugOps for Machine<C> {
 
     fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
         self.injected()?;
-        let contents = &mut self.contents;
-        let checker = &self.checker;
-        let page = C::GEOM.page_size();
+        let g = C::GEOM;
+        let Machine {
+            pt,
+            tables,
+            tlb,
+            checker,
+            alloc,
+            handles,
+            contents,
+            ..
+        } = self;
         let r = offline_pages(
-            &mut self.alloc,
-            &mut self.handles,
+            alloc,
+            handles,
             pfn,
             nr,
-            |_, src, dst, _| {
-                if let Some(v) = contents.remove(&src) {
-                    contents.insert(dst, v);
+            |h, src, dst, order| {
+                let (va, size) = (Self::window_va(h), g.page_size() << order);
+                // Every CPU uses the block right up to the move.
+                for cpu in 0..NCPUS {
+                    assert_eq!(tlb.touch(cpu, pt, tables, va), Some(src << g.page_shift));
+                }
+                move_window_block(pt, tables, tlb, va, size, dst << g.page_shift, || {
+                    if let Some(v) = contents.remove(&src) {
+                        contents.insert(dst, v);
+                    }
+                })
+                .expect("move through the movable window");
+                for cpu in 0..NCPUS {
+                    for v in (va..va + size).step_by(g.page_size() as usize) {
+                        if let Some(pa) = tlb.translate(cpu, v) {
+                            panic!("TLB model: cpu {cpu} still translates migrated va {v:#x} to {pa:#x}");
+                        }
+                        assert_eq!(
+                            pt.walk(tables, v).leaf.map(|l| l.pa),
+                            Some((dst << g.page_shift) + (v - va)),
+                            "window va {v:#x} does not map the new frame"
+                        );
+                    }
                 }
             },
             |src, order| {
-                let _ = checker.borrow_mut().freeing(src * page, page << order);
+                let _ = checker
+                    .borrow_mut()
+                    .freeing(src << g.page_shift, g.page_size() << order);
             },
         )
         .map(|_| ())
@@ -551,6 +628,18 @@ fn base<C: Config>() -> u64 {
 }
 
 const MOM: AddFlags = AddFlags { memmap_on_memory: true };
+
+/// `matrix_modes!(test_a, ...)`: [`mm::matrix_tests!`] as is (eager memmap init), and the same
+/// tests again with deferred memmap init in `deferred_mode::<cfg>::...`.
+macro_rules! matrix_modes {
+    ($($test:ident),* $(,)?) => {
+        mm::matrix_tests!($($test),*);
+        mod deferred_mode {
+            $( fn $test<C: mm::geometry::Config>() { super::with_deferred(super::$test::<C>); } )*
+            mm::matrix_tests!($($test),*);
+        }
+    };
+}
 
 matrix_modes!(
     add_online_offline_remove_round_trip,
@@ -736,12 +825,12 @@ fn counters_identical_after_cycles<C: Config>() {
         for id in [8, 9] {
             hp.online_block(&mut m, id, t).unwrap();
         }
-        let h: Vec<_> = (0..5).filter_map(|_| m.handles.alloc(&mut m.alloc, 0)).collect();
+        let h: Vec<_> = (0..5).filter_map(|_| m.alloc_movable(0)).collect();
         for id in [9, 8] {
             hp.offline_block(&mut m, id).unwrap();
         }
         for x in h {
-            m.handles.free(&mut m.alloc, x).unwrap();
+            m.free_movable(x);
         }
         assert_eq!(
             (hp.present, *hp.group(grp).unwrap()),
@@ -759,7 +848,7 @@ fn offline_migrates_movable_pages<C: Config>() {
     hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
     let mut hs = Vec::new();
     for i in 0..64u64 {
-        let h = m.handles.alloc(&mut m.alloc, (i % 3) as u32).unwrap();
+        let h = m.alloc_movable((i % 3) as u32).unwrap();
         let (pfn, _) = m.handles.get(h).unwrap();
         assert!(
             pfn >= 8 * g.pages_per_section(),
@@ -1068,7 +1157,7 @@ fn rollback_case<C: Config>(
             };
             pins.push((p, order));
         } else {
-            let Some(h) = m.handles.alloc(&mut m.alloc, order) else {
+            let Some(h) = m.alloc_movable(order) else {
                 break;
             };
             let (pfn, _) = m.handles.get(h).unwrap();
@@ -1096,7 +1185,7 @@ fn rollback_case<C: Config>(
         }
         room += 1 << order;
         m.contents.remove(&pfn);
-        m.handles.free(&mut m.alloc, h).unwrap();
+        m.free_movable(h);
         false
     });
     check_all(&m, &hp);
@@ -1159,7 +1248,7 @@ fn rollback_case<C: Config>(
             return true;
         }
         m.contents.remove(&pfn);
-        m.handles.free(&mut m.alloc, h).unwrap();
+        m.free_movable(h);
         false
     });
     hp.offline_block(&mut m, 8).map_err(fail)?;
@@ -1322,7 +1411,7 @@ fn tlb_model_flows_with_and_without_range_tlbi<C: Config>() {
                 hp.online_block(&mut m, id, OnlineType::Movable).unwrap();
             }
             for i in 0..16u64 {
-                let h = m.handles.alloc(&mut m.alloc, (i % 2) as u32).unwrap();
+                let h = m.alloc_movable((i % 2) as u32).unwrap();
                 let (pfn, _) = m.handles.get(h).unwrap();
                 m.contents.insert(pfn, i);
             }
@@ -1384,7 +1473,7 @@ fn offline_and_remove_reonlines_when_remove_is_refused<C: Config>() {
 /// Deferred-mode tests, per configuration: `deferred_init::cfg_4k_48::...`.
 mod deferred_init {
     use super::*;
-    matrix!(
+    mm::matrix_tests!(
         deferred_fresh_blocks_allocate_every_page,
         deferred_untouched_memory_costs_no_per_page_work,
         deferred_partly_touched_block_offlines_through_migration,
@@ -1579,7 +1668,7 @@ fn deferred_partly_touched_block_offlines_through_migration<C: Config>() {
     // About one and a half chunks of data: the lowest chunks of block 8 are initialised.
     let mut hs = Vec::new();
     for i in 0..(chunk * 3 / 2).min(pps / 2) {
-        let h = m.handles.alloc(&mut m.alloc, 0).unwrap();
+        let h = m.alloc_movable(0).unwrap();
         let (pfn, _) = m.handles.get(h).unwrap();
         assert!((8 * pps..9 * pps).contains(&pfn), "data at {pfn:#x}, not in block 8");
         m.contents.insert(pfn, i + 1);
@@ -1626,10 +1715,12 @@ fn deferred_partly_touched_block_offlines_through_migration<C: Config>() {
         m.alloc.free(p, 0).unwrap();
     }
     for (h, _) in hs {
-        m.handles.free(&mut m.alloc, h).unwrap();
+        m.free_movable(h);
     }
     hp.offline_and_remove(&mut m, base::<C>(), size).unwrap();
-    assert_eq!(m.snapshot(), before);
+    // Everything but the page-table pages: the movable window keeps its tables once made.
+    let (now, before) = (m.snapshot(), before);
+    assert_eq!((now.1, now.2, now.3, now.4), (before.1, before.2, before.3, before.4));
 }
 
 /// An offline refused by an unmovable page in a block with deferred chunks leaves the block

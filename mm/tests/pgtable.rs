@@ -14,36 +14,8 @@ use mm::pgtable::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
 
-// ---------------------------------------------------------------------------------------------
-// Configuration matrix.
-
-macro_rules! matrix_tests {
-    ($($test:ident),* $(,)?) => {
-        matrix_tests!(@cfg cfg_4k_39, Cfg4K39; $($test),*);
-        matrix_tests!(@cfg cfg_4k_48, Cfg4K48; $($test),*);
-        matrix_tests!(@cfg cfg_16k_36, Cfg16K36; $($test),*);
-        matrix_tests!(@cfg cfg_16k_47, Cfg16K47; $($test),*);
-        matrix_tests!(@cfg cfg_16k_48, Cfg16K48; $($test),*);
-        matrix_tests!(@cfg cfg_64k_42, Cfg64K42; $($test),*);
-        matrix_tests!(@cfg cfg_64k_48, Cfg64K48; $($test),*);
-        /// The macro covers exactly the build matrix.
-        #[test]
-        fn matrix_is_complete() {
-            let ours = [
-                Cfg4K39::GEOM, Cfg4K48::GEOM, Cfg16K36::GEOM, Cfg16K47::GEOM,
-                Cfg16K48::GEOM, Cfg64K42::GEOM, Cfg64K48::GEOM,
-            ];
-            assert_eq!(ours, Geometry::MATRIX);
-        }
-    };
-    (@cfg $m:ident, $cfg:ident; $($test:ident),*) => {
-        mod $m {
-            $( #[test] fn $test() { super::$test::<mm::geometry::$cfg>(); } )*
-        }
-    };
-}
-
-matrix_tests!(
+// Every test below runs in every configuration of the build matrix.
+mm::matrix_tests!(
     shapes_match_greedy_oracle,
     shapes_by_hand,
     no_block_where_not_allowed,

@@ -1,10 +1,8 @@
 //! The page-table engine against the per-CPU TLB model and the teardown checker, in every
 //! configuration: new mappings are published (`DSB ISHST; ISB`) before use; a removal of a
 //! window of base pages (no blocks, no contiguous runs) leaves no CPU able to translate it,
-//! with and without FEAT_TLBIRANGE; table pages are freed only once no walk cache holds them.
-
-#[macro_use]
-mod common;
+//! with and without FEAT_TLBIRANGE; table pages are freed only once no walk cache holds them;
+//! migration through a movable window leaves no CPU translating the old frame.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -80,11 +78,12 @@ fn window<C: Config>() -> u64 {
     g.ttbr1_base() + 7 * g.pmd_size() + 3 * g.page_size()
 }
 
-matrix!(
+mm::matrix_tests!(
     map_publishes_new_entries_before_use,
     base_page_window_removal_with_range_tlbi,
     base_page_window_removal_without_range_tlbi,
     freed_tables_leave_no_walk_cache_entry,
+    window_migration_moves_every_translation,
 );
 
 /// Every successful `map` issues exactly one `DSB ISHST; ISB` after its last descriptor write;
@@ -204,5 +203,48 @@ fn freed_tables_leave_no_walk_cache_entry<C: Config>() {
                 .unwrap();
         assert!(s.tables_freed >= 1 && r.tables.live() < live, "no table freed");
         r.assert_clean(va, pages * g.page_size());
+    }
+}
+
+/// Migration of blocks reached through a movable window (as the kernel's `stress` pages are):
+/// every CPU has the old translation cached; after `move_window_block` none may still reach
+/// the old frame, the old frame is freeable (no live or pending entry maps it), and every CPU
+/// reaches the new frame at the same VA. Orders 0..=2, with and without FEAT_TLBIRANGE.
+fn window_migration_moves_every_translation<C: Config>() {
+    let g = C::GEOM;
+    for range in [true, false] {
+        let mut r = Rig::<C>::new(range);
+        let base = window::<C>();
+        let (old, new) = (1u64 << 40, 2u64 << 40);
+        for order in 0..=2u32 {
+            let size = g.page_size() << order;
+            let va = base + (order as u64) * 8 * g.page_size();
+            let src = old + (va - base);
+            let dst = new + (va - base);
+            r.pt.map(&mut r.tables, va, src, size, Attrs::NORMAL_RW, MapFlags::PAGES)
+                .unwrap();
+            r.touch_all(va, size);
+            let mut copied = false;
+            mm::migrate::move_window_block(&mut r.pt, &mut r.tables, &mut r.tlb, va, size, dst, || copied = true)
+                .unwrap();
+            assert!(copied);
+            for cpu in 0..NCPUS {
+                for v in (va..va + size).step_by(g.page_size() as usize) {
+                    if let Some(pa) = r.tlb.translate(cpu, v) {
+                        panic!("TLB model: cpu {cpu} still translates {v:#x} to the old frame {pa:#x}");
+                    }
+                    assert_eq!(
+                        r.tlb.touch(cpu, &r.pt, &r.tables, v),
+                        Some(dst + (v - va)),
+                        "cpu {cpu}: {v:#x} does not reach the new frame"
+                    );
+                }
+            }
+            // Only now may the old frame go back to the allocator.
+            if let Err(v) = r.checker.borrow_mut().freeing(src, size) {
+                panic!("migrated-from frame not freeable: {v}");
+            }
+        }
+        assert!(r.checker.borrow().pending().is_empty());
     }
 }

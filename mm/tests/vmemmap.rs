@@ -3,9 +3,6 @@
 //! regressions (sub-section populate, table-PMD reuse), and the teardown order (clear →
 //! invalidate → free) checked by `TeardownChecker`, including a deliberately wrong order.
 
-#[macro_use]
-mod common;
-
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -138,7 +135,7 @@ impl<C: Config> Rig<C> {
     }
 }
 
-matrix!(
+mm::matrix_tests!(
     full_section_uses_the_expected_path,
     populate_then_free_restores_everything,
     altmap_backs_every_leaf_and_returns_to_zero,
@@ -254,7 +251,7 @@ fn no_memory_rolls_back_completely<C: Config>() {
     }
 }
 
-/// Linux regressions (digest §2.3): a sub-section populate must use base pages, and a later
+/// Linux regressions (docs/design.md#vmemmap): a sub-section populate must use base pages, and a later
 /// full-section populate over the resulting *table* PMD must add base pages, not assume the
 /// PMD is populated (and must not try to install a block over the table).
 fn subsection_then_full_section_uses_base_pages<C: Config>() {

@@ -12,44 +12,28 @@ extern crate alloc;
 mod config {
     include!(concat!(env!("OUT_DIR"), "/config.rs"));
 }
-mod bench;
-mod cmdline;
-mod console;
-mod dtb;
-mod early;
-mod fw_cfg;
-mod ged;
-mod gic;
-mod hotplug;
+mod boot;
+mod drivers;
+#[macro_use]
+mod kernel;
 #[cfg(feature = "ktest")]
 mod ktest;
-mod layout;
-mod memblock;
-mod memory;
-mod pci;
-mod pl011;
-mod psci;
 mod shell;
-mod smp;
-mod sync;
-mod teardown;
-mod timer;
-mod trap;
-mod virtio_mem;
-mod walk;
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use boot::{cmdline, dtb, early, layout};
+use drivers::{fw_cfg, gic, psci, timer};
+use kernel::exit::{self, ExitStatus};
+use kernel::mem::{hotplug, memory, teardown, virtio_mem};
+use kernel::{console, irq, pci, smp, sync};
+
+use core::sync::atomic::Ordering;
 use layout::{Size, G};
 use mm::pgtable::PageTable;
 
-/// INTID of the console UART (from the DTB).
-pub static UART_INTID: AtomicU32 = AtomicU32::new(u32::MAX);
-
 /// QEMU virt's PL011, used only to report a device tree we cannot parse.
 const FALLBACK_UART_PA: u64 = 0x0900_0000;
-/// Exit status for a boot that cannot continue (bad DTB, no memory for the essentials).
-const BOOT_FAILED_STATUS: u32 = 4;
 
+/// Stop a boot that cannot continue: `hotmem: FATAL <what>`, status [`ExitStatus::BootFailed`].
 fn boot_failed(what: core::fmt::Arguments) -> ! {
     if !console::is_ready() {
         // Before the UART is mapped (the linear map or the UART mapping itself failed): map the
@@ -62,46 +46,7 @@ fn boot_failed(what: core::fmt::Arguments) -> ! {
         console::early_report(format_args!("hotmem: FATAL {what}\n"));
     }
     console::_print_panic(format_args!("hotmem: FATAL {what}\n"));
-    arch::cpu::semihosting_exit(BOOT_FAILED_STATUS)
-}
-
-pub fn print_layout() {
-    let img = layout::image_start();
-    println!(
-        "layout: granule={} page_size={} va_bits={} levels={} start_level={}",
-        G.granule_name(),
-        G.page_size(),
-        G.va_bits,
-        G.levels(),
-        G.start_level()
-    );
-    let rows = [
-        ("linear", layout::PAGE_OFFSET, layout::LINEAR_SIZE),
-        ("vmemmap", layout::VMEMMAP_START, layout::VMEMMAP_SIZE),
-        ("ioremap", layout::IOREMAP_START, layout::IOREMAP_SIZE),
-        ("movable", layout::MOVABLE_START, layout::MOVABLE_SIZE),
-        ("fdt", layout::FDT_VADDR, layout::FDT_MAX_SIZE),
-        ("kimage", img, layout::image_end() - img),
-    ];
-    for (name, start, size) in rows {
-        println!(
-            "layout: region={:<8} start={:#018x} end={:#018x} size={}",
-            name,
-            start,
-            start + size,
-            Size(size)
-        );
-    }
-    println!(
-        "layout: kimage text={:#x}-{:#x} (RX) rodata={:#x}-{:#x} (R) data={:#x}-{:#x} (RW NX) pa={:#x}",
-        img,
-        layout::text_end(),
-        layout::text_end(),
-        layout::rodata_end(),
-        layout::rodata_end(),
-        layout::image_end(),
-        img.wrapping_sub(layout::kimage_voffset())
-    );
+    exit::exit(ExitStatus::BootFailed)
 }
 
 #[no_mangle]
@@ -135,6 +80,8 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         fw_cfg.as_ref().and_then(fw_cfg::cmdline).unwrap_or_default()
     };
     let (opts, cmdline_warnings) = cmdline::parse(&cmdline_text);
+    // A planted bug (test kernel with `mutants` only) is on before anything it breaks runs.
+    let mutant = opts.mutant.as_deref().map(|name| (name, arch::mutant::select(name)));
     let (ram, held_back) = cmdline::apply_mem_limit(&plat.memory, opts.mem);
     let (ram, beyond_linear) = memory::clip_to_linear(&ram);
     plat.memory = ram;
@@ -167,7 +114,18 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         }
         Err(e) => boot_failed(format_args!("cannot map the UART: {e:?}")),
     }
-    UART_INTID.store(plat.uart_intid, Ordering::Relaxed);
+    console::UART_INTID.store(plat.uart_intid, Ordering::Relaxed);
+    // The interrupts the kernel itself owns; subsystems register theirs at their init.
+    let core_irqs: [(u32, irq::Handler); 3] = [
+        (timer::INTID_VTIMER, |_, cpu| timer::handle_irq(cpu)),
+        (gic::SGI_WAKE, |_, _| {}),
+        (plat.uart_intid, |_, _| console::handle_rx_irq()),
+    ];
+    for (intid, handler) in core_irqs {
+        if let Err(e) = irq::register(intid, handler) {
+            boot_failed(format_args!("cannot register the handler of intid={intid}: {e:?}"));
+        }
+    }
 
     println!();
     println!(
@@ -194,6 +152,18 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     for w in cmdline_warnings {
         println!("cmdline: {w}");
     }
+    match mutant {
+        Some((name, Ok(_))) => println!("boot: mutant={name} (a planted bug: tests only)"),
+        // A mutant run that silently ran without its mutant would pass for the wrong reason.
+        Some((name, Err(e))) => boot_failed(format_args!(
+            "mutant={name}: {}",
+            match e {
+                arch::mutant::SelectError::Unknown => "no such mutant",
+                arch::mutant::SelectError::NotBuilt => "this kernel was built without the `mutants` feature",
+            }
+        )),
+        None => {}
+    }
     for m in &plat.memory {
         println!("boot: memory base={:#x} size={:#x} ({})", m.base, m.size, Size(m.size));
     }
@@ -205,7 +175,7 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
             Size(m.size)
         );
     }
-    print_layout();
+    kernel::mem::print_layout();
 
     if beyond_linear > 0 {
         println!(
@@ -279,7 +249,7 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
             smp::MAX_CPUS
         );
     }
-    ged::init();
+    kernel::mem::dimm::init();
     match pci::init(plat.pci.as_ref()) {
         Ok(mut p) => virtio_mem::init(&mut p),
         Err(e) => println!("pci: none: {e}"),

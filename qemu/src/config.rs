@@ -1,8 +1,11 @@
-//! Build and machine configurations: granule × VA size (the kernel build matrix, DESIGN §3),
+//! Build and machine configurations: granule × VA size (the kernel build matrix, docs/design.md#configuration-matrix),
 //! boot mode, GIC version, memory size.
 
 use std::fmt;
 use std::str::FromStr;
+
+use mm::geometry::Geometry;
+use mm::size::{parse_size, Size};
 
 /// Translation granule of a kernel build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,21 +44,23 @@ impl Granule {
         }
     }
 
-    /// VA sizes the kernel supports with this granule.
-    pub fn valid_va_bits(self) -> &'static [u32] {
-        match self {
-            Granule::K4 => &[39, 48],
-            Granule::K16 => &[36, 47, 48],
-            Granule::K64 => &[42, 48],
-        }
+    fn from_page_shift(shift: u32) -> Granule {
+        *Granule::ALL
+            .iter()
+            .find(|g| g.page_shift() == shift)
+            .expect("a granule of the matrix")
+    }
+
+    /// VA sizes the kernel supports with this granule (the build matrix, [`Geometry::MATRIX`]).
+    pub fn valid_va_bits(self) -> Vec<u32> {
+        let geometries = Geometry::MATRIX
+            .into_iter()
+            .filter(|g| g.page_shift == self.page_shift());
+        geometries.map(|g| g.va_bits).collect()
     }
 
     pub fn default_va_bits(self) -> u32 {
-        match self {
-            Granule::K4 => 48,
-            Granule::K16 => 47,
-            Granule::K64 => 48,
-        }
+        Geometry::default_for(self.page_shift()).va_bits
     }
 }
 
@@ -135,18 +140,18 @@ impl KernelConfig {
         self
     }
 
-    /// All seven granule/VA builds of the matrix (without `ktest`).
+    /// All seven granule/VA builds of the matrix (without `ktest`), from [`Geometry::MATRIX`].
     pub fn matrix() -> Vec<KernelConfig> {
-        Granule::ALL
-            .iter()
-            .flat_map(|&g| {
-                g.valid_va_bits().iter().map(move |&va| KernelConfig {
-                    granule: g,
-                    va_bits: va,
-                    ktest: false,
-                })
-            })
+        let config = |g: Geometry| KernelConfig::new(Granule::from_page_shift(g.page_shift), g.va_bits);
+        Geometry::MATRIX
+            .into_iter()
+            .map(|g| config(g).expect("a matrix pair"))
             .collect()
+    }
+
+    /// The translation geometry of this build (`mm`'s model of it).
+    pub fn geometry(&self) -> Geometry {
+        Geometry::new(self.granule.page_shift(), self.va_bits)
     }
 
     /// The `--features` value for `cargo build -p hotmem-platform`.
@@ -167,14 +172,14 @@ impl KernelConfig {
         n
     }
 
-    /// Number of translation levels (DESIGN §3): `(va_bits - 4) / (page_shift - 3)`.
+    /// Number of translation levels ([`Geometry::levels`]).
     pub fn levels(&self) -> u32 {
-        (self.va_bits - 4) / (self.granule.page_shift() - 3)
+        self.geometry().levels()
     }
 
     /// Lowest address of the TTBR1 (kernel) half for this VA size.
     pub fn ttbr1_base(&self) -> u64 {
-        !0u64 << self.va_bits
+        self.geometry().ttbr1_base()
     }
 }
 
@@ -184,7 +189,7 @@ impl fmt::Display for KernelConfig {
     }
 }
 
-/// How QEMU loads the kernel (DESIGN §4).
+/// How QEMU loads the kernel (docs/design.md#boot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BootMode {
     /// `-bios hotmem.bin`: runs from flash at 0, relocates itself; GED/DIMM hotplug exist.
@@ -260,12 +265,12 @@ impl FromStr for GicVersion {
 
 /// The kernel's source of its CPU limit (`pub const MAX_CPUS: usize = N;`), compiled into the
 /// runner so the two cannot disagree.
-const KERNEL_SMP_SOURCE: &str = include_str!("../../platform/src/smp.rs");
+const KERNEL_SMP_SOURCE: &str = include_str!("../../platform/src/kernel/smp.rs");
 
-/// The most CPUs the kernel brings online (`MAX_CPUS` in `platform/src/smp.rs`): the runner
+/// The most CPUs the kernel brings online (`MAX_CPUS` in `platform/src/kernel/smp.rs`): the runner
 /// refuses a larger `--smp` rather than booting CPUs the kernel leaves offline.
 pub fn kernel_max_cpus() -> u32 {
-    parse_max_cpus(KERNEL_SMP_SOURCE).expect("platform/src/smp.rs defines `pub const MAX_CPUS: usize = N;`")
+    parse_max_cpus(KERNEL_SMP_SOURCE).expect("platform/src/kernel/smp.rs defines `pub const MAX_CPUS: usize = N;`")
 }
 
 fn parse_max_cpus(src: &str) -> Option<u32> {
@@ -328,7 +333,7 @@ pub fn parse_mem_option(s: &str) -> Result<String, String> {
     if let Some(n) = slots {
         out.push_str(&format!(",slots={n}"));
         if maxmem.is_none() && n > 0 {
-            maxmem = Some(size_text(ram_bytes + DEFAULT_DIMM_ROOM));
+            maxmem = Some(Size(ram_bytes + DEFAULT_DIMM_ROOM).to_string());
         }
     }
     if let Some(m) = maxmem {
@@ -337,31 +342,20 @@ pub fn parse_mem_option(s: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// `34G`, or `34304M` when not a whole number of GiB.
-fn size_text(bytes: u64) -> String {
-    if bytes.is_multiple_of(1 << 30) {
-        format!("{}G", bytes >> 30)
-    } else {
-        format!("{}M", bytes >> 20)
-    }
-}
-
 /// DIMM slots the runner configures in firmware mode when `--mem` names none.
 pub const DEFAULT_DIMM_SLOTS: u32 = 8;
 /// Room for DIMMs the runner configures in firmware mode: `maxmem = RAM + this`.
 pub const DEFAULT_DIMM_ROOM: u64 = 32 << 30;
 
-/// Bytes of a size in QEMU's spelling as [`parse_mem_size`] returns it (`1G`, `512M`).
+/// Bytes of a size in QEMU's spelling (`1G`, `512M`; a bare number is MiB).
 pub fn mem_size_bytes(s: &str) -> Option<u64> {
     let t = s.trim();
-    let (digits, shift) = match t.as_bytes().last()? {
-        b'K' | b'k' => (&t[..t.len() - 1], 10),
-        b'M' | b'm' => (&t[..t.len() - 1], 20),
-        b'G' | b'g' => (&t[..t.len() - 1], 30),
-        b'T' | b't' => (&t[..t.len() - 1], 40),
-        _ => (t, 20),
-    };
-    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
+    let bytes = parse_size(t).ok()?;
+    if t.ends_with(|c: char| c.is_ascii_digit()) {
+        bytes.checked_mul(1 << 20)
+    } else {
+        Some(bytes)
+    }
 }
 
 /// The `-m` value with DIMM hotplug configured: a value without `slots=` gets
@@ -380,50 +374,30 @@ pub fn mem_with_dimm_slots(mem: &str) -> String {
     let has_maxmem = mem.contains("maxmem=");
     let mut out = format!("{mem},slots={DEFAULT_DIMM_SLOTS}");
     if !has_maxmem {
-        out.push_str(&format!(",maxmem={}", size_text(bytes + DEFAULT_DIMM_ROOM)));
+        out.push_str(&format!(",maxmem={}", Size(bytes + DEFAULT_DIMM_ROOM)));
     }
     out
 }
 
-/// Checks a QEMU size (`1G`, `512M`, `1536` = MiB, `2048M`) and returns it in QEMU's
-/// spelling (unit letter upper case, no `B`/`iB`).
+/// Checks a QEMU size (`1G`, `512M`, `1536` = MiB, `2GiB`) and returns it in QEMU's
+/// spelling, the shortest exact one ([`Size`]: unit letter upper case, no `B`/`iB`).
 pub fn parse_mem_size(s: &str) -> Result<String, String> {
-    let t = s.trim();
-    let bad = || format!("invalid memory size `{s}` (examples: 1G, 512M, 2048 = MiB)");
-    let lower = t.to_ascii_lowercase();
+    let lower = s.trim().to_ascii_lowercase();
     let core = lower
         .strip_suffix("ib")
         .or_else(|| lower.strip_suffix('b'))
         .unwrap_or(&lower);
-    let (digits, unit) = match core.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => (&core[..i], &core[i..]),
-        None => (core, ""),
+    // QEMU reads a bare number as MiB (and a hex one then has a suffix: refused).
+    let core = if core.ends_with(|c: char| c.is_ascii_digit()) {
+        format!("{core}M")
+    } else {
+        core.to_string()
     };
-    if digits.is_empty() {
-        return Err(bad());
-    }
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let unit = match unit {
-        "" => "M",
-        "k" => "K",
-        "m" => "M",
-        "g" => "G",
-        "t" => "T",
-        _ => return Err(bad()),
-    };
-    if n == 0 {
-        return Err(format!("memory size `{s}` must be larger than zero"));
-    }
-    let bytes = match unit {
-        "K" => n.checked_mul(1 << 10),
-        "M" => n.checked_mul(1 << 20),
-        "G" => n.checked_mul(1 << 30),
-        _ => n.checked_mul(1 << 40),
-    };
-    match bytes {
-        Some(b) if b >= 128 << 20 => Ok(format!("{n}{unit}")),
-        Some(_) => Err(format!("memory size `{s}` is too small (at least 128M)")),
-        None => Err(bad()),
+    match parse_size(&core) {
+        Ok(0) => Err(format!("memory size `{s}` must be larger than zero")),
+        Ok(b) if b < 128 << 20 => Err(format!("memory size `{s}` is too small (at least 128M)")),
+        Ok(b) => Ok(Size(b).to_string()),
+        Err(_) => Err(format!("invalid memory size `{s}` (examples: 1G, 512M, 2048 = MiB)")),
     }
 }
 

@@ -1,9 +1,8 @@
 //! Driving a guest console non-interactively: spawn a process (QEMU, or a fake guest in tests)
 //! with piped stdio, collect (and optionally echo) its output as it arrives, wait for the
 //! prompt before typing each command, and enforce one overall deadline after which the process
-//! is killed with SIGKILL (a hung QEMU may ignore SIGTERM: research/qemu-hotplug.md §7.8).
+//! is killed with SIGKILL (a hung QEMU may ignore SIGTERM: docs/design.md#qemu-pitfalls).
 
-use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -51,45 +50,16 @@ impl Default for ConsoleOptions {
 }
 
 /// Why a wait on the console did not succeed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
     /// The deadline passed while waiting for `waiting_for`; the process has been SIGKILLed.
-    Timeout {
-        waiting_for: String,
-        after: Duration,
-    },
+    #[error("timed out after {:.1} s waiting for {waiting_for}; killed with SIGKILL", after.as_secs_f64())]
+    Timeout { waiting_for: String, after: Duration },
     /// The process exited while waiting for `waiting_for`.
-    Exited {
-        waiting_for: String,
-        status: ExitStatus,
-    },
-    Io(io::Error),
-}
-
-impl fmt::Display for ConsoleError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConsoleError::Timeout { waiting_for, after } => {
-                write!(
-                    f,
-                    "timed out after {:.1} s waiting for {waiting_for}; killed with SIGKILL",
-                    after.as_secs_f64()
-                )
-            }
-            ConsoleError::Exited { waiting_for, status } => {
-                write!(f, "exited ({status}) while waiting for {waiting_for}")
-            }
-            ConsoleError::Io(e) => write!(f, "I/O error: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for ConsoleError {}
-
-impl From<io::Error> for ConsoleError {
-    fn from(e: io::Error) -> Self {
-        ConsoleError::Io(e)
-    }
+    #[error("exited ({status}) while waiting for {waiting_for}")]
+    Exited { waiting_for: String, status: ExitStatus },
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
 }
 
 enum Chunk {

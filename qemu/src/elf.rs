@@ -2,10 +2,10 @@
 //! `p_paddr - lowest p_paddr`, gaps zero-filled. The result starts with the arm64 `Image`
 //! header and is used both as `-kernel hotmem.bin` and as `-bios hotmem.bin`.
 
-use std::fmt;
+use object::elf::{FileHeader64, EM_AARCH64, PT_LOAD};
+use object::read::elf::{FileHeader, ProgramHeader};
+use object::LittleEndian;
 
-const PT_LOAD: u32 = 1;
-const EM_AARCH64: u16 = 183;
 /// Refuse absurd outputs (a stray segment far away would make a huge file). Flash is 64 MiB.
 pub const MAX_FLAT_SIZE: u64 = 256 << 20;
 /// Size of pflash0 on `virt`: the largest `-bios` image QEMU accepts.
@@ -14,26 +14,9 @@ pub const FLASH_SIZE: u64 = 64 << 20;
 pub const IMAGE_MAGIC_OFFSET: usize = 0x38;
 pub const IMAGE_MAGIC: [u8; 4] = *b"ARM\x64";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ELF: {0}")]
 pub struct ElfError(pub String);
-
-impl fmt::Display for ElfError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ELF: {}", self.0)
-    }
-}
-
-impl std::error::Error for ElfError {}
-
-/// One loadable segment as read from the program headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
-    pub offset: u64,
-    pub vaddr: u64,
-    pub paddr: u64,
-    pub filesz: u64,
-    pub memsz: u64,
-}
 
 /// The flat image and where it belongs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,81 +39,36 @@ pub fn has_image_header(bytes: &[u8]) -> bool {
     bytes.get(IMAGE_MAGIC_OFFSET..IMAGE_MAGIC_OFFSET + 4) == Some(&IMAGE_MAGIC[..])
 }
 
-fn rd<const N: usize>(b: &[u8], off: u64) -> Result<[u8; N], ElfError> {
-    let off = usize::try_from(off).map_err(|_| ElfError("offset out of range".into()))?;
-    b.get(off..off + N)
-        .and_then(|s| s.try_into().ok())
-        .ok_or_else(|| ElfError(format!("truncated file (reading {N} bytes at {off:#x})")))
-}
-fn u16_at(b: &[u8], off: u64) -> Result<u16, ElfError> {
-    rd::<2>(b, off).map(u16::from_le_bytes)
-}
-fn u32_at(b: &[u8], off: u64) -> Result<u32, ElfError> {
-    rd::<4>(b, off).map(u32::from_le_bytes)
-}
-fn u64_at(b: &[u8], off: u64) -> Result<u64, ElfError> {
-    rd::<8>(b, off).map(u64::from_le_bytes)
-}
-
-/// Parses the ELF64 little-endian AArch64 header and returns `(entry, PT_LOAD segments)`.
-pub fn load_segments(elf: &[u8]) -> Result<(u64, Vec<Segment>), ElfError> {
-    if elf.len() < 64 || &elf[..4] != b"\x7fELF" {
-        return Err(ElfError("not an ELF file".into()));
-    }
-    if elf[4] != 2 || elf[5] != 1 {
-        return Err(ElfError("not a little-endian ELF64 file".into()));
-    }
-    let machine = u16_at(elf, 18)?;
-    if machine != EM_AARCH64 {
-        return Err(ElfError(format!("e_machine is {machine}, not AArch64 ({EM_AARCH64})")));
-    }
-    let entry = u64_at(elf, 24)?;
-    let phoff = u64_at(elf, 32)?;
-    let phentsize = u64::from(u16_at(elf, 54)?);
-    let phnum = u64::from(u16_at(elf, 56)?);
-    if phnum > 0 && phentsize < 56 {
-        return Err(ElfError(format!("e_phentsize {phentsize} is too small")));
-    }
-    let mut segs = Vec::new();
-    for i in 0..phnum {
-        let ph = phoff + i * phentsize;
-        if u32_at(elf, ph)? != PT_LOAD {
-            continue;
-        }
-        let seg = Segment {
-            offset: u64_at(elf, ph + 8)?,
-            vaddr: u64_at(elf, ph + 16)?,
-            paddr: u64_at(elf, ph + 24)?,
-            filesz: u64_at(elf, ph + 32)?,
-            memsz: u64_at(elf, ph + 40)?,
-        };
-        if seg
-            .offset
-            .checked_add(seg.filesz)
-            .is_none_or(|end| end > elf.len() as u64)
-        {
-            return Err(ElfError(format!("segment {i} file bytes lie outside the file")));
-        }
-        segs.push(seg);
-    }
-    Ok((entry, segs))
-}
-
 /// Converts an ELF into the flat binary. Segments without file bytes (`.bss`) are left out,
 /// as `objcopy -O binary` does: the image clears its own `.bss`.
 pub fn elf_to_flat(elf: &[u8]) -> Result<FlatImage, ElfError> {
-    let (entry, segs) = load_segments(elf)?;
-    let segs: Vec<Segment> = segs.into_iter().filter(|s| s.filesz > 0).collect();
+    let bad = |e: object::Error| ElfError(e.to_string());
+    let header = FileHeader64::<LittleEndian>::parse(elf).map_err(bad)?;
+    let endian = header.endian().map_err(bad)?;
+    let machine = header.e_machine(endian);
+    if machine != EM_AARCH64 {
+        return Err(ElfError(format!("e_machine is {machine}, not AArch64 ({EM_AARCH64})")));
+    }
+    // (physical address, file bytes) of every PT_LOAD segment that has file bytes.
+    let mut segs = Vec::new();
+    for (i, ph) in header.program_headers(endian, elf).map_err(bad)?.iter().enumerate() {
+        if ph.p_type(endian) != PT_LOAD || ph.p_filesz(endian) == 0 {
+            continue;
+        }
+        let data = ph
+            .data(endian, elf)
+            .map_err(|()| ElfError(format!("segment {i} file bytes lie outside the file")))?;
+        segs.push((ph.p_paddr(endian), data));
+    }
     let base = segs
         .iter()
-        .map(|s| s.paddr)
+        .map(|s| s.0)
         .min()
         .ok_or_else(|| ElfError("no PT_LOAD segment with file bytes".into()))?;
     let mut end = base;
-    for s in &segs {
-        let e = s
-            .paddr
-            .checked_add(s.filesz)
+    for (paddr, data) in &segs {
+        let e = paddr
+            .checked_add(data.len() as u64)
             .ok_or_else(|| ElfError("segment wraps the address space".into()))?;
         end = end.max(e);
     }
@@ -142,9 +80,8 @@ pub fn elf_to_flat(elf: &[u8]) -> Result<FlatImage, ElfError> {
     }
     let mut bytes = vec![0u8; size as usize];
     let mut placed: Vec<(u64, u64)> = Vec::new();
-    for s in &segs {
-        let at = s.paddr - base;
-        let (a, b) = (at, at + s.filesz);
+    for (paddr, data) in &segs {
+        let (a, b) = (paddr - base, paddr - base + data.len() as u64);
         if let Some(&(c, d)) = placed.iter().find(|&&(c, d)| a < d && c < b) {
             return Err(ElfError(format!(
                 "segments overlap in the flat image ({:#x}..{:#x} and {:#x}..{:#x})",
@@ -155,11 +92,11 @@ pub fn elf_to_flat(elf: &[u8]) -> Result<FlatImage, ElfError> {
             )));
         }
         placed.push((a, b));
-        bytes[a as usize..b as usize].copy_from_slice(&elf[s.offset as usize..(s.offset + s.filesz) as usize]);
+        bytes[a as usize..b as usize].copy_from_slice(data);
     }
     Ok(FlatImage {
         load_base: base,
-        entry,
+        entry: header.e_entry(endian),
         bytes,
     })
 }
@@ -178,7 +115,7 @@ pub(crate) mod tests {
         out[5] = 1; // little endian
         out[6] = 1; // version
         out[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-        out[18..20].copy_from_slice(&EM_AARCH64.to_le_bytes());
+        out[18..20].copy_from_slice(&EM_AARCH64.0.to_le_bytes());
         out[20..24].copy_from_slice(&1u32.to_le_bytes());
         out[24..32].copy_from_slice(&entry.to_le_bytes());
         out[32..40].copy_from_slice(&phoff.to_le_bytes());
@@ -187,7 +124,7 @@ pub(crate) mod tests {
         out[56..58].copy_from_slice(&(segs.len() as u16).to_le_bytes());
         for (i, (paddr, vaddr, data, memsz)) in segs.iter().enumerate() {
             let ph = (phoff + 56 * i as u64) as usize;
-            out[ph..ph + 4].copy_from_slice(&PT_LOAD.to_le_bytes());
+            out[ph..ph + 4].copy_from_slice(&PT_LOAD.0.to_le_bytes());
             out[ph + 8..ph + 16].copy_from_slice(&data_off.to_le_bytes());
             out[ph + 16..ph + 24].copy_from_slice(&vaddr.to_le_bytes());
             out[ph + 24..ph + 32].copy_from_slice(&paddr.to_le_bytes());

@@ -19,7 +19,10 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use serde_json::{json, Value};
+
+pub use mm::size::Size;
 
 use crate::qmp::{MemoryDevice, OspmStatus, PendingUnplug, Qmp, QmpError, QmpEvent};
 
@@ -76,37 +79,14 @@ pub fn is_host_command(line: &str) -> bool {
     line.trim_start().starts_with(':')
 }
 
-/// Parses a size: decimal or `0x` hex bytes, optional `_` separators and K/M/G/T suffix.
+/// Parses a non-zero size with [`mm::size::parse_size`]: decimal or `0x` hex bytes, optional
+/// `_` separators and K/M/G/T suffix.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let bad = || format!("`{s}` is not a size (examples: 1G, 512M, 0x8000000)");
-    let t: String = s.trim().chars().filter(|&c| c != '_').collect();
-    let (digits, shift) = match t.as_bytes().last() {
-        Some(b'k' | b'K') => (&t[..t.len() - 1], 10),
-        Some(b'm' | b'M') => (&t[..t.len() - 1], 20),
-        Some(b'g' | b'G') => (&t[..t.len() - 1], 30),
-        Some(b't' | b'T') => (&t[..t.len() - 1], 40),
-        _ => (&t[..], 0),
-    };
-    let v = match digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
-        Some(h) if shift == 0 => u64::from_str_radix(h, 16).map_err(|_| bad())?,
-        Some(_) => return Err(bad()),
-        None => digits.parse::<u64>().map_err(|_| bad())?,
-    };
-    let v = v.checked_mul(1 << shift).ok_or_else(bad)?;
-    if v == 0 {
-        return Err(format!("size `{s}` must be larger than zero"));
+    match mm::size::parse_size(s.trim()) {
+        Ok(0) => Err(format!("size `{s}` must be larger than zero")),
+        Ok(v) => Ok(v),
+        Err(_) => Err(format!("`{s}` is not a size (examples: 1G, 512M, 0x8000000)")),
     }
-    Ok(v)
-}
-
-/// `1G`, `128M`, `64K`, or `0x...` bytes: the shortest exact spelling.
-pub fn format_size(v: u64) -> String {
-    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
-        if v != 0 && v.is_multiple_of(1u64 << shift) {
-            return format!("{}{unit}", v >> shift);
-        }
-    }
-    format!("{v:#x}")
 }
 
 fn valid_id(id: &str) -> bool {
@@ -268,7 +248,7 @@ impl Plugged {
         if let Some(a) = self.addr {
             l.push_str(&format!(" addr={a:#x}"));
         }
-        l.push_str(&format!(" size={}", format_size(self.size)));
+        l.push_str(&format!(" size={}", Size(self.size)));
         if !matches!(self.result, PlugResult::NoAnswer { .. }) {
             l.push_str(&format!(" time_ms={}", self.elapsed.as_millis()));
         }
@@ -348,15 +328,7 @@ impl Unplugged {
 /// The lowest `dimm<N>` that is neither a memory device nor (as `mem-dimm<N>`) an object.
 pub fn next_dimm_id(qmp: &mut Qmp) -> Result<String, QmpError> {
     let devices = qmp.query_memory_devices()?;
-    let objects: Vec<String> = qmp
-        .execute("qom-list", Some(json!({"path": "/objects"})))?
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|o| o.get("name").and_then(Value::as_str).map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+    let objects = qmp.objects()?;
     let taken = |id: &str| {
         devices.iter().any(|d| d.id.as_deref() == Some(id)) || objects.iter().any(|o| *o == format!("mem-{id}"))
     };
@@ -665,7 +637,7 @@ impl fmt::Display for DimmRow {
             d.id.as_deref().unwrap_or("-"),
             d.slot.map_or("-".into(), |s| s.to_string()),
             d.addr,
-            format_size(d.size),
+            Size(d.size),
             d.hotplugged,
             d.memdev_id().unwrap_or("-"),
         )?;
@@ -698,48 +670,26 @@ pub fn dimm_rows(qmp: &mut Qmp) -> Result<Vec<DimmRow>, QmpError> {
 }
 
 /// One virtio-mem device as QEMU sees it (`query-memory-devices`, type `virtio-mem`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct VmemDevice {
     pub id: String,
     /// Start of the device's region in guest physical memory.
     pub memaddr: u64,
     /// Plugged bytes (QEMU's `size`).
+    #[serde(default)]
     pub size: u64,
+    #[serde(default, rename = "requested-size")]
     pub requested: u64,
     /// The region (`max-size`).
+    #[serde(default)]
     pub max_size: u64,
+    #[serde(default)]
     pub block_size: u64,
+    #[serde(default)]
     pub node: u64,
+    #[serde(default)]
     pub memdev: Option<String>,
-}
-
-impl VmemDevice {
-    pub fn from_value(v: &Value) -> Option<VmemDevice> {
-        if v.get("type")?.as_str()? != "virtio-mem" {
-            return None;
-        }
-        let d = v.get("data")?;
-        let u = |k: &str| d.get(k).and_then(Value::as_u64);
-        Some(VmemDevice {
-            id: d.get("id")?.as_str()?.to_string(),
-            memaddr: u("memaddr")?,
-            size: u("size").unwrap_or(0),
-            requested: u("requested-size").unwrap_or(0),
-            max_size: u("max-size").unwrap_or(0),
-            block_size: u("block-size").unwrap_or(0),
-            node: u("node").unwrap_or(0),
-            memdev: d.get("memdev").and_then(Value::as_str).map(String::from),
-        })
-    }
-}
-
-/// `0`, `1G`, `2M`, ... (sizes that may be zero).
-pub fn format_size0(v: u64) -> String {
-    if v == 0 {
-        "0".into()
-    } else {
-        format_size(v)
-    }
 }
 
 impl fmt::Display for VmemDevice {
@@ -750,10 +700,10 @@ impl fmt::Display for VmemDevice {
             "vmems: id={} addr={:#x} region={} block={} plugged={} requested={} node={} memdev={}",
             self.id,
             self.memaddr,
-            format_size0(self.max_size),
-            format_size0(self.block_size),
-            format_size0(self.size),
-            format_size0(self.requested),
+            Size(self.max_size),
+            Size(self.block_size),
+            Size(self.size),
+            Size(self.requested),
             self.node,
             self.memdev
                 .as_deref()
@@ -764,10 +714,11 @@ impl fmt::Display for VmemDevice {
 
 /// Every virtio-mem device, in QEMU's order.
 pub fn vmem_devices(qmp: &mut Qmp) -> Result<Vec<VmemDevice>, QmpError> {
-    let v = qmp.execute("query-memory-devices", None)?;
-    Ok(v.as_array()
-        .map(|a| a.iter().filter_map(VmemDevice::from_value).collect())
-        .unwrap_or_default())
+    let devices = qmp.memory_devices::<Value>()?.into_iter();
+    Ok(devices
+        .filter(|d| d.kind == "virtio-mem")
+        .filter_map(|d| VmemDevice::deserialize(d.data).ok())
+        .collect())
 }
 
 /// How a `:vmem` resize ended.
@@ -821,8 +772,8 @@ impl Resized {
         let head = format!(
             "vmem: id={} requested={} plugged={}",
             self.id,
-            format_size0(self.requested),
-            format_size0(self.plugged_after)
+            Size(self.requested),
+            Size(self.plugged_after)
         );
         let ms = self.elapsed.as_millis();
         match &self.result {
@@ -1090,10 +1041,18 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999T").is_err());
-        assert_eq!(format_size(1 << 30), "1G");
-        assert_eq!(format_size(1536 << 20), "1536M");
-        assert_eq!(format_size(4 << 40), "4T");
-        assert_eq!(format_size(1000), "0x3e8");
+    }
+
+    #[test]
+    fn vmem_device_as_qemu_reports_it() {
+        let d = VmemDevice::deserialize(json!({"id": "vmem0", "memaddr": 0x8000_0000u64, "size": 0,
+            "requested-size": 1u64 << 30, "max-size": 4u64 << 30, "block-size": 2 << 20, "node": 0,
+            "memdev": "/objects/mem-vmem0"}))
+        .unwrap();
+        assert_eq!(
+            d.to_string(),
+            "vmems: id=vmem0 addr=0x80000000 region=4G block=2M plugged=0 requested=1G node=0 memdev=mem-vmem0"
+        );
     }
 
     #[test]

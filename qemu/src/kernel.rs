@@ -8,7 +8,6 @@
 //! [`build_kernel_once`] also remembers results for the life of the process.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -60,23 +59,12 @@ impl Kernel {
 }
 
 /// A failed build, with what cargo printed (when it was captured).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{message}{}", if output.is_empty() { String::new() } else { format!("\n--- build output ---\n{}", output.trim_end()) })]
 pub struct BuildError {
     pub message: String,
     pub output: String,
 }
-
-impl fmt::Display for BuildError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if !self.output.is_empty() {
-            write!(f, "\n--- build output ---\n{}", self.output.trim_end())?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for BuildError {}
 
 impl BuildError {
     fn new(message: impl Into<String>) -> Self {

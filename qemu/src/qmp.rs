@@ -15,13 +15,12 @@
 //!   [`Qmp::system_powerdown`]).
 //!
 //! Every wait has a timeout and nothing here can block for ever: a reader thread owns the
-//! receiving side, so a QEMU that stops answering (research/qemu-hotplug.md §7.8: a failing
+//! receiving side, so a QEMU that stops answering (docs/design.md#qemu-pitfalls: a failing
 //! `device_add` can hang QMP on 7.2) costs at most the timeout, and a QEMU that exits closes the
 //! socket ([`QmpError::Closed`]). Replies to commands that timed out are discarded when they
 //! arrive late (their `id` no longer matches).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::fmt;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
@@ -30,7 +29,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Map, Value};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
 
 /// Default time to wait for a command's reply.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
@@ -46,53 +47,25 @@ pub fn qmp_arg(path: &Path) -> String {
 }
 
 /// What went wrong talking to QEMU.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum QmpError {
     /// Could not connect to the socket before the deadline (or QEMU exited first).
-    Connect {
-        path: PathBuf,
-        why: String,
-    },
-    Io(io::Error),
+    #[error("cannot connect to QMP at {}: {why}", path.display())]
+    Connect { path: PathBuf, why: String },
+    #[error("QMP I/O error: {0}")]
+    Io(#[from] io::Error),
     /// QEMU closed the connection (it exited, or was killed).
+    #[error("QEMU closed the QMP connection (it exited?)")]
     Closed,
     /// No reply / event before the deadline.
-    Timeout {
-        waiting_for: String,
-        after: Duration,
-    },
+    #[error("no {waiting_for} from QEMU after {:.1} s", after.as_secs_f64())]
+    Timeout { waiting_for: String, after: Duration },
     /// Something that is not QMP (bad JSON, a reply without `return`/`error`, ...).
+    #[error("QMP protocol error: {0}")]
     Protocol(String),
     /// QEMU answered the command with `{"error": {"class": .., "desc": ..}}`.
-    Command {
-        class: String,
-        desc: String,
-    },
-}
-
-impl fmt::Display for QmpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            QmpError::Connect { path, why } => {
-                write!(f, "cannot connect to QMP at {}: {why}", path.display())
-            }
-            QmpError::Io(e) => write!(f, "QMP I/O error: {e}"),
-            QmpError::Closed => write!(f, "QEMU closed the QMP connection (it exited?)"),
-            QmpError::Timeout { waiting_for, after } => {
-                write!(f, "no {waiting_for} from QEMU after {:.1} s", after.as_secs_f64())
-            }
-            QmpError::Protocol(m) => write!(f, "QMP protocol error: {m}"),
-            QmpError::Command { class, desc } => write!(f, "{desc} ({class})"),
-        }
-    }
-}
-
-impl std::error::Error for QmpError {}
-
-impl From<io::Error> for QmpError {
-    fn from(e: io::Error) -> Self {
-        QmpError::Io(e)
-    }
+    #[error("{desc} ({class})")]
+    Command { class: String, desc: String },
 }
 
 /// One asynchronous QMP event.
@@ -116,7 +89,7 @@ impl QmpEvent {
         if self.name != "ACPI_DEVICE_OST" {
             return None;
         }
-        OspmStatus::from_value(self.data.get("info")?)
+        OspmStatus::deserialize(self.data.get("info")?).ok()
     }
 
     /// `data.device` (DEVICE_DELETED and others).
@@ -125,13 +98,42 @@ impl QmpEvent {
     }
 }
 
-/// One entry of `query-memory-devices` (pc-dimm and others; fields a kind lacks are `None`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An event as QEMU sends it.
+#[derive(Deserialize)]
+struct EventMessage {
+    event: String,
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    timestamp: Timestamp,
+}
+
+#[derive(Default, Deserialize)]
+struct Timestamp {
+    seconds: f64,
+    microseconds: f64,
+}
+
+/// One entry of a `query-memory-devices` reply: the device's kind and its `data`.
+#[derive(Deserialize)]
+pub struct Tagged<T> {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub data: T,
+}
+
+/// The `data` of one `query-memory-devices` entry (pc-dimm and others; fields a kind lacks are
+/// `None`), with its `type` in [`MemoryDevice::kind`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
 pub struct MemoryDevice {
     /// `type`: `dimm`, `nvdimm`, `virtio-mem`, ...
+    #[serde(skip)]
     pub kind: String,
     pub id: Option<String>,
     pub slot: Option<u64>,
+    /// `addr` (`memaddr` for virtio-mem).
+    #[serde(alias = "memaddr")]
     pub addr: u64,
     pub size: u64,
     /// QOM path of the backend, e.g. `/objects/mem-dimm0`.
@@ -141,22 +143,6 @@ pub struct MemoryDevice {
 }
 
 impl MemoryDevice {
-    pub fn from_value(v: &Value) -> Option<MemoryDevice> {
-        let d = v.get("data")?;
-        let u = |k: &str| d.get(k).and_then(Value::as_u64);
-        let s = |k: &str| d.get(k).and_then(Value::as_str).map(String::from);
-        Some(MemoryDevice {
-            kind: v.get("type")?.as_str()?.to_string(),
-            id: s("id"),
-            slot: u("slot"),
-            addr: u("addr").or_else(|| u("memaddr")).unwrap_or(0),
-            size: u("size").unwrap_or(0),
-            memdev: s("memdev"),
-            hotplugged: d.get("hotplugged").and_then(Value::as_bool).unwrap_or(false),
-            node: u("node"),
-        })
-    }
-
     /// The backend object's id: the last component of [`MemoryDevice::memdev`].
     pub fn memdev_id(&self) -> Option<&str> {
         self.memdev.as_deref().map(|p| p.rsplit('/').next().unwrap_or(p))
@@ -166,7 +152,8 @@ impl MemoryDevice {
 /// One entry of `query-acpi-ospm-status`, or the `info` of an `ACPI_DEVICE_OST` event: the last
 /// _OST the guest reported for a slot (`source` = ACPI event: 1 insert, 3 eject; `status` 0 =
 /// success).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
 pub struct OspmStatus {
     /// The device's id, when the slot holds a device that has one.
     pub device: Option<String>,
@@ -177,19 +164,6 @@ pub struct OspmStatus {
 }
 
 impl OspmStatus {
-    pub fn from_value(v: &Value) -> Option<OspmStatus> {
-        Some(OspmStatus {
-            device: v.get("device").and_then(Value::as_str).map(String::from),
-            slot: match v.get("slot")? {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            },
-            slot_type: v.get("slot-type").and_then(Value::as_str).unwrap_or("").to_string(),
-            source: v.get("source").and_then(Value::as_u64).unwrap_or(0),
-            status: v.get("status").and_then(Value::as_u64).unwrap_or(0),
-        })
-    }
-
     /// The slot as a number (QEMU reports it as a string).
     pub fn slot_number(&self) -> Option<u64> {
         self.slot.parse().ok()
@@ -339,12 +313,14 @@ impl Qmp {
 
     /// QEMU's version from the greeting, e.g. `(10, 0, 2)`.
     pub fn qemu_version(&self) -> Option<(u64, u64, u64)> {
-        let v = self.greeting.get("QMP")?.get("version")?.get("qemu")?;
-        Some((
-            v.get("major")?.as_u64()?,
-            v.get("minor")?.as_u64()?,
-            v.get("micro")?.as_u64()?,
-        ))
+        #[derive(Deserialize)]
+        struct Version {
+            major: u64,
+            minor: u64,
+            micro: u64,
+        }
+        let v = Version::deserialize(self.greeting.pointer("/QMP/version/qemu")?).ok()?;
+        Some((v.major, v.minor, v.micro))
     }
 
     /// Also append every transcript line to `path` from now on.
@@ -368,19 +344,17 @@ impl Qmp {
         self.transcript.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
-    fn push_event(&mut self, v: &Value, received: Instant) {
-        let ts = v
-            .get("timestamp")
-            .map(|t| {
-                t.get("seconds").and_then(Value::as_f64).unwrap_or(0.0)
-                    + t.get("microseconds").and_then(Value::as_f64).unwrap_or(0.0) / 1e6
-            })
-            .unwrap_or(0.0);
+    fn push_event(&mut self, v: Value, received: Instant) {
+        let m = EventMessage::deserialize(v).unwrap_or_else(|e| EventMessage {
+            event: format!("(unreadable event: {e})"),
+            data: Value::Null,
+            timestamp: Timestamp::default(),
+        });
         let e = QmpEvent {
             seq: self.next_seq,
-            name: v.get("event").and_then(Value::as_str).unwrap_or("").to_string(),
-            data: v.get("data").cloned().unwrap_or(Value::Null),
-            timestamp: ts,
+            name: m.event,
+            data: m.data,
+            timestamp: m.timestamp.seconds + m.timestamp.microseconds / 1e6,
             received,
         };
         self.next_seq += 1;
@@ -412,7 +386,7 @@ impl Qmp {
         match self.rx.recv_timeout(timeout) {
             Ok(Incoming::Msg(v, at)) => {
                 if v.get("event").is_some() {
-                    self.push_event(&v, at);
+                    self.push_event(v, at);
                     Ok(None)
                 } else {
                     Ok(Some(v))
@@ -470,7 +444,7 @@ impl Qmp {
             match self.rx.try_recv() {
                 Ok(Incoming::Msg(v, at)) => {
                     if v.get("event").is_some() {
-                        self.push_event(&v, at);
+                        self.push_event(v, at);
                     } else {
                         self.note(format!("<- (ignored) {v}"));
                     }
@@ -539,12 +513,11 @@ impl Qmp {
         arguments: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, QmpError> {
-        let mut cmd = Map::new();
-        cmd.insert("execute".into(), Value::String(command.into()));
-        if let Some(a) = arguments {
-            cmd.insert("arguments".into(), a);
-        }
-        let reply = self.execute_raw(Value::Object(cmd), timeout)?;
+        let cmd = match arguments {
+            Some(a) => json!({ "execute": command, "arguments": a }),
+            None => json!({ "execute": command }),
+        };
+        let reply = self.execute_raw(cmd, timeout)?;
         reply_value(reply)
     }
 
@@ -645,30 +618,38 @@ impl Qmp {
 
     /// Ids of the objects under `/objects` (backends and others).
     pub fn objects(&mut self) -> Result<Vec<String>, QmpError> {
-        Ok(self
-            .execute("qom-list", Some(json!({"path": "/objects"})))?
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|o| {
-                        o.get("type")
-                            .and_then(Value::as_str)
-                            .is_some_and(|t| t.starts_with("child<"))
-                    })
-                    .filter_map(|o| o.get("name").and_then(Value::as_str).map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default())
+        #[derive(Deserialize)]
+        struct Property {
+            name: String,
+            #[serde(rename = "type")]
+            kind: String,
+        }
+        let list: Vec<Property> = parse("qom-list", self.execute("qom-list", Some(json!({"path": "/objects"})))?)?;
+        Ok(list
+            .into_iter()
+            .filter(|p| p.kind.starts_with("child<"))
+            .map(|p| p.name)
+            .collect())
     }
 
+    /// `query-memory-devices`: every memory device, with its kind.
     pub fn query_memory_devices(&mut self) -> Result<Vec<MemoryDevice>, QmpError> {
+        Ok(self
+            .memory_devices::<MemoryDevice>()?
+            .into_iter()
+            .map(|t| MemoryDevice { kind: t.kind, ..t.data })
+            .collect())
+    }
+
+    /// `query-memory-devices` with each entry's `data` read as `T`.
+    pub fn memory_devices<T: DeserializeOwned>(&mut self) -> Result<Vec<Tagged<T>>, QmpError> {
         let v = self.execute("query-memory-devices", None)?;
-        parse_list(&v, "query-memory-devices", MemoryDevice::from_value)
+        parse("query-memory-devices", v)
     }
 
     pub fn query_acpi_ospm_status(&mut self) -> Result<Vec<OspmStatus>, QmpError> {
         let v = self.execute("query-acpi-ospm-status", None)?;
-        parse_list(&v, "query-acpi-ospm-status", OspmStatus::from_value)
+        parse("query-acpi-ospm-status", v)
     }
 
     pub fn system_reset(&mut self) -> Result<(), QmpError> {
@@ -701,27 +682,34 @@ impl Drop for Qmp {
 
 /// `{"return": v}` → `Ok(v)`; `{"error": {class, desc}}` → [`QmpError::Command`].
 pub fn reply_value(reply: Value) -> Result<Value, QmpError> {
-    if let Some(e) = reply.get("error") {
-        let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        return Err(QmpError::Command {
-            class: s("class"),
-            desc: s("desc"),
-        });
+    #[derive(Deserialize)]
+    struct Reply {
+        #[serde(rename = "return")]
+        ret: Option<Value>,
+        error: Option<ErrorReply>,
     }
-    match reply {
-        Value::Object(mut o) if o.contains_key("return") => Ok(o.remove("return").unwrap()),
-        other => Err(QmpError::Protocol(format!(
-            "reply without `return` or `error`: {other}"
+    #[derive(Deserialize)]
+    struct ErrorReply {
+        #[serde(default)]
+        class: String,
+        #[serde(default)]
+        desc: String,
+    }
+    match Reply::deserialize(&reply) {
+        Ok(Reply {
+            error: Some(ErrorReply { class, desc }),
+            ..
+        }) => Err(QmpError::Command { class, desc }),
+        Ok(Reply { ret: Some(v), .. }) => Ok(v),
+        _ => Err(QmpError::Protocol(format!(
+            "reply without `return` or `error`: {reply}"
         ))),
     }
 }
 
-fn parse_list<T>(v: &Value, what: &str, f: fn(&Value) -> Option<T>) -> Result<Vec<T>, QmpError> {
-    v.as_array()
-        .ok_or_else(|| QmpError::Protocol(format!("{what}: expected a list, got {v}")))?
-        .iter()
-        .map(|e| f(e).ok_or_else(|| QmpError::Protocol(format!("{what}: unexpected entry {e}"))))
-        .collect()
+/// A reply's `return` value read as `T` (a typed QMP answer).
+fn parse<T: DeserializeOwned>(what: &str, v: Value) -> Result<T, QmpError> {
+    T::deserialize(&v).map_err(|e| QmpError::Protocol(format!("{what}: {e} in {v}")))
 }
 
 #[cfg(test)]

@@ -128,12 +128,7 @@ pub fn mem_with_device_room(mem: &str, extra: u64) -> String {
     let Some(bytes) = crate::config::mem_size_bytes(ram) else {
         return mem.to_string();
     };
-    let max = bytes + extra;
-    if max.is_multiple_of(1 << 30) {
-        format!("{mem},maxmem={}G", max >> 30)
-    } else {
-        format!("{mem},maxmem={}M", max >> 20)
-    }
+    format!("{mem},maxmem={}", mm::size::Size(bytes + extra))
 }
 
 impl Default for Machine {
@@ -189,7 +184,7 @@ pub fn gdb_command(elf: &Path, port: u16) -> String {
 }
 
 /// fw_cfg file carrying the kernel command line in firmware mode (read by the kernel's fw_cfg
-/// driver, `platform/src/fw_cfg.rs`).
+/// driver, `platform/src/drivers/fw_cfg.rs`).
 pub const FW_CFG_CMDLINE: &str = "opt/org.hotmem/cmdline";
 
 /// One QEMU run of one kernel: configuration → command line → process.

@@ -68,57 +68,33 @@ impl Drop for SocketDir {
 }
 
 /// Why a session step failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     /// QEMU did not start, or its QMP socket never answered.
+    #[error("cannot start QEMU: {0}")]
     Start(String),
-    Console(ConsoleError),
-    Qmp(QmpError),
+    #[error("console: {0}")]
+    Console(#[from] ConsoleError),
+    #[error("QMP: {0}")]
+    Qmp(#[from] QmpError),
     /// A guest command's prompt did not come back within [`Session::guest_timeout`] (QEMU still
     /// runs); `tail` is the end of its output so far.
-    GuestTimeout {
-        cmd: String,
-        after: Duration,
-        tail: String,
-    },
+    #[error("no prompt {:.1} s after typing `{cmd}`{}", after.as_secs_f64(), lost_input_note(cmd, tail))]
+    GuestTimeout { cmd: String, after: Duration, tail: String },
 }
 
-impl fmt::Display for SessionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SessionError::Start(m) => write!(f, "cannot start QEMU: {m}"),
-            SessionError::Console(e) => write!(f, "console: {e}"),
-            SessionError::Qmp(e) => write!(f, "QMP: {e}"),
-            SessionError::GuestTimeout { cmd, after, tail } => {
-                write!(f, "no prompt {:.1} s after typing `{cmd}`", after.as_secs_f64())?;
-                // The guest echoes each character it reads: an echo that stops inside the
-                // command means typed bytes never reached the shell.
-                let line = tail.rsplit('\n').next().unwrap_or("");
-                let last = line.rsplit(crate::console::PROMPT).next().unwrap_or("");
-                if !last.is_empty() && cmd.starts_with(last) && last.len() < cmd.len() {
-                    write!(
-                        f,
-                        " (the guest echoed only {last:?} of it: the rest of the typed line \
-                         never reached the shell, e.g. lost UART input)"
-                    )?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-impl std::error::Error for SessionError {}
-
-impl From<ConsoleError> for SessionError {
-    fn from(e: ConsoleError) -> Self {
-        SessionError::Console(e)
-    }
-}
-
-impl From<QmpError> for SessionError {
-    fn from(e: QmpError) -> Self {
-        SessionError::Qmp(e)
+/// The guest echoes each character it reads: an echo that stops inside the command means typed
+/// bytes never reached the shell.
+fn lost_input_note(cmd: &str, tail: &str) -> String {
+    let line = tail.rsplit('\n').next().unwrap_or("");
+    let last = line.rsplit(crate::console::PROMPT).next().unwrap_or("");
+    if !last.is_empty() && cmd.starts_with(last) && last.len() < cmd.len() {
+        format!(
+            " (the guest echoed only {last:?} of it: the rest of the typed line never reached the \
+             shell, e.g. lost UART input)"
+        )
+    } else {
+        String::new()
     }
 }
 

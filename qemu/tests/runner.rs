@@ -23,7 +23,7 @@ fn help_lists_the_options() {
     assert!(o.status.success());
     let t = text(&o);
     assert!(
-        t.contains("--granule 4k|16k|64k") && t.contains("--exec") && t.contains("Ctrl-A x"),
+        t.contains("--granule <4k|16k|64k>") && t.contains("--exec") && t.contains("Ctrl-A x"),
         "{t}"
     );
 }

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use hotmem_qemu::config::{BootMode, GicVersion, Granule, KernelConfig};
-use hotmem_qemu::host_cmd::{format_size, PlugResult, Plugged, UnplugResult, Unplugged};
+use hotmem_qemu::host_cmd::{PlugResult, Plugged, Size, UnplugResult, Unplugged};
 use hotmem_qemu::qmp::{MemoryDevice, OspmStatus};
 use hotmem_qemu::run::{Machine, QemuRun};
 use hotmem_qemu::session::Session;
@@ -444,7 +444,7 @@ impl DimmSession {
 
     /// Hot-plugs a DIMM (no expectation on the guest's answer).
     pub fn plug(&mut self, size: u64, id: &str) -> Plugged {
-        self.step(format!("plug {} {id}", format_size(size)));
+        self.step(format!("plug {} {id}", Size(size)));
         match self.session().plug(size, Some(id)) {
             Ok(p) => {
                 self.step(format!("  -> {}", p.line()));

@@ -11,7 +11,7 @@ fn hex(s: &str) -> Option<u64> {
     u64::from_str_radix(s.trim().strip_prefix("0x")?, 16).ok()
 }
 
-/// The virtual layout of a configuration (platform/src/layout.rs).
+/// The virtual layout of a configuration (platform/src/boot/layout.rs).
 #[derive(Clone, Copy, Debug)]
 pub struct Layout {
     pub page_shift: u32,

@@ -385,6 +385,30 @@ pub fn check_fatal(out: &RunOutcome, what: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// The per-configuration QEMU suites name one test per configuration of the build matrix
+    /// (mm's `config_matrix!`, through `KernelConfig::matrix`): a configuration added there
+    /// fails here until every suite boots it.
+    #[test]
+    fn suites_cover_the_build_matrix() {
+        let suites = [
+            ("boot_matrix", "boot_"),
+            ("shell", "shell_"),
+            ("hotplug", "hotplug_cycles_"),
+            ("gdb", "gdb_"),
+        ];
+        for (suite, prefix) in suites {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/{suite}.rs"));
+            let src = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for c in KernelConfig::matrix() {
+                let name = format!("{prefix}{}_{}", c.granule, c.va_bits);
+                assert!(
+                    src.contains(&format!("{name}:")) || src.contains(&format!("{name}_")),
+                    "{suite}: no {name}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn summary_parsing() {
         let c = "ktest: ok name=a us=1\nktest: FAIL name=b msg=x y\nktest: summary passed=12 failed=1\n";
@@ -433,7 +457,8 @@ pub mod shell;
 pub mod vmem;
 
 /// `cargo run -- ARGS` with `--exec`, through the runner's own option parsing and `--exec`
-/// driver (README acceptance commands): the outcome, and a failure report naming the command.
+/// driver (the acceptance commands of the README, docs/runner.md and docs/hotplug.md): the
+/// outcome, and a failure report naming the command.
 pub struct CliRun {
     pub what: String,
     pub script: String,

@@ -3,7 +3,7 @@
 //! (`query-memory-devices`) and the guest's (`vmem`, `blocks`) agree.
 
 use hotmem_qemu::config::{BootMode, Granule};
-use hotmem_qemu::host_cmd::{format_size0, vmem_devices, Resized, VmemDevice, VmemResult};
+use hotmem_qemu::host_cmd::{vmem_devices, Resized, Size, VmemDevice, VmemResult};
 use hotmem_qemu::run::VirtioMem;
 
 use crate::dimm::{field, parse_blocks, DimmCase, DimmSession, GuestBlock, GIB};
@@ -86,7 +86,7 @@ pub fn vmem_case(g: Granule) -> DimmCase {
 impl DimmSession {
     /// `:vmem ID SIZE` (no expectation on the outcome).
     pub fn vmem(&mut self, id: &str, size: u64) -> Resized {
-        self.steps.push(format!("vmem {id} {}", format_size0(size)));
+        self.steps.push(format!("vmem {id} {}", Size(size)));
         match self.session().vmem(id, size) {
             Ok(r) => {
                 self.steps.push(format!("  -> {}", r.line()));

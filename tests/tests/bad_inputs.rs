@@ -296,8 +296,8 @@ fn help_is_aligned_and_the_first_prompt_has_a_hint() {
     }
 }
 
-/// Item 11: the README's `cargo run -- --granule 64k --ktest --gic 3 --el2` through the
-/// runner's own option parsing: `--ktest` holds RAM back by default, so every case passes.
+/// Item 11: the README's (and docs/runner.md's) `cargo run -- --granule 64k --ktest --gic 3 --el2`
+/// through the runner's own option parsing: `--ktest` holds RAM back by default, so every case passes.
 #[test]
 fn ktest_readme_example_passes() {
     let args = ["--granule", "64k", "--ktest", "--gic", "3", "--el2"];

@@ -1,5 +1,5 @@
-//! Boots the in-guest test kernel (`ktest` build) across the configuration matrix (DESIGN §3,
-//! §10). Every case expects QEMU to exit 0 with `ktest: summary passed=N failed=0`, N > 0,
+//! Boots the in-guest test kernel (`ktest` build) across the configuration matrix
+//! (docs/design.md#configuration-matrix; docs/testing.md). Every case expects QEMU to exit 0 with `ktest: summary passed=N failed=0`, N > 0,
 //! except the 16K build on cortex-a57 (no 16K granule), which must stop with `hotmem: FATAL`.
 //!
 //! One `#[test]` per case. Kernels are built once per configuration (serialised); QEMU runs

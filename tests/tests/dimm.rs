@@ -15,7 +15,8 @@
 //! - `reset_*`: `system_reset` with DIMMs plugged: the new boot finds them all.
 //! - `cycles_*`: 30 plug/unplug cycles leave `meminfo` free_pages, pt_pages and memmap_bytes at
 //!   their first values.
-//! - `readme_*`: the README's acceptance command through the runner's own code path.
+//! - `readme_*`: the README's acceptance command (also in docs/runner.md) through the runner's own
+//!   code path.
 
 use std::time::Instant;
 
@@ -407,7 +408,7 @@ fn dimm_timings() {
             }
             table.push(format!(
                 "| {g} | {}{} | {:.1} | {:.1} |",
-                hotmem_qemu::host_cmd::format_size(size),
+                hotmem_qemu::host_cmd::Size(size),
                 if refused { " (refused: not block-sized)" } else { "" },
                 median(add),
                 median(del)

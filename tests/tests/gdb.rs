@@ -270,7 +270,7 @@ fn gdb_session(g: Granule, va: u32) {
             return Err(format!("hm-walk at reset should walk nothing: {}", step("reset-walk")?));
         }
         want("reset-walk", "TTBR1_EL1 is 0")?;
-        want("reset-blocks", "cannot read hotmem::hotplug::HOTPLUG")?;
+        want("reset-blocks", "cannot read hotmem::kernel::mem::hotplug::HOTPLUG")?;
         want("usage-walk", "usage: hm-walk VA")?;
         want("usage-page", "usage: hm-page PFN")?;
         want("bad-expr", "is not a number or expression")?;

@@ -2,7 +2,7 @@
 //! - the in-guest test kernel with `-smp 4`, 2 GiB held back by `mem=1G` and 50
 //!   probe → online (each policy) → stress → offline (migrating) → remove cycles, plus the
 //!   fault-on-every-CPU, Busy and bad-request cases;
-//! - the shell scenario of the README, driven through the console of the normal kernel.
+//! - the shell scenario of docs/hotplug.md ("Try it"), driven through the console of the normal kernel.
 
 use hotmem_qemu::config::BootMode::{Firmware, Kernel};
 use hotmem_qemu::config::Granule::{self, K16, K4, K64};

@@ -68,7 +68,7 @@ const MUTANTS: &[Mutant] = &[
     },
     // Issue 10: the teardown order. Each mutant is caught by the teardown checker (which knows
     // live and pending entries, leaf vs table, and decodes every TLBI), by the per-CPU TLB
-    // model, or by the barrier record, in the tests named here (README "Teardown contract").
+    // model, or by the barrier record, in the tests named here (docs/teardown.md).
     //
     // The memmap backing freed before its vmemmap mapping is torn down.
     Mutant {

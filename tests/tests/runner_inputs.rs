@@ -46,32 +46,32 @@ fn err(args: &[&str]) -> String {
 
 /// Input → the exact error the runner prints after `hotmem: ` (exit status 2).
 const BAD: &[(&[&str], &str)] = &[
-    (&["--mem", "0"], "memory size `0` must be larger than zero"),
-    (&["--mem", "1.5G"], "invalid memory size `1.5G` (examples: 1G, 512M, 2048 = MiB)"),
-    (&["--mem", "64M"], "memory size `64M` is too small (at least 128M)"),
-    (&["--mem", "1G,"], "empty memory option in `1G,` (a stray `,`?)"),
-    (&["--mem", "1G,foo=1"], "invalid memory option `foo=1` in `1G,foo=1` (expected slots=N or maxmem=SIZE)"),
-    (&["--mem", "1G,slots=300,maxmem=40G"], "slots=300 in `1G,slots=300,maxmem=40G`: QEMU supports at most 256 DIMM slots"),
-    (&["--mem", "1G,slots=4,maxmem=512M"], "maxmem=512M in `1G,slots=4,maxmem=512M` is below the RAM size 1G (maxmem is RAM + room for DIMMs)"),
-    (&["--mem", "1G,slots=4,maxmem=1G"], "maxmem=1G in `1G,slots=4,maxmem=1G` leaves no room for DIMMs: make it larger than the RAM size 1G, or leave it out"),
-    (&["--mem", "1G,slots=1,slots=2"], "`slots=` given twice in `1G,slots=1,slots=2`"),
-    (&["--granule", "8k"], "unknown granule `8k` (expected 4k, 16k or 64k)"),
-    (&["--granule"], "--granule needs a value (see --help)"),
+    (&["--mem", "0"], "invalid value '0' for '--mem <SIZE[,slots=N,maxmem=SIZE]>': memory size `0` must be larger than zero"),
+    (&["--mem", "1.5G"], "invalid value '1.5G' for '--mem <SIZE[,slots=N,maxmem=SIZE]>': invalid memory size `1.5G` (examples: 1G, 512M, 2048 = MiB)"),
+    (&["--mem", "64M"], "invalid value '64M' for '--mem <SIZE[,slots=N,maxmem=SIZE]>': memory size `64M` is too small (at least 128M)"),
+    (&["--mem", "1G,"], "invalid value '1G,' for '--mem <SIZE[,slots=N,maxmem=SIZE]>': empty memory option in `1G,` (a stray `,`?)"),
+    (&["--mem", "1G,foo=1"], "invalid value '1G,foo=1' for '--mem <SIZE[,slots=N,maxmem=SIZE]>': invalid memory option `foo=1` in `1G,foo=1` (expected slots=N or maxmem=SIZE)"),
+    (&["--mem", "1G,slots=300,maxmem=40G"], "invalid value '1G,slots=300,maxmem=40G' for '--mem <SIZE[,slots=N,maxmem=SIZE]>': slots=300 in `1G,slots=300,maxmem=40G`: QEMU supports at most 256 DIMM slots"),
+    (&["--mem", "1G,slots=4,maxmem=512M"], "invalid value '1G,slots=4,maxmem=512M' for '--mem <SIZE[,slots=N,maxmem=SIZE]>': maxmem=512M in `1G,slots=4,maxmem=512M` is below the RAM size 1G (maxmem is RAM + room for DIMMs)"),
+    (&["--mem", "1G,slots=4,maxmem=1G"], "invalid value '1G,slots=4,maxmem=1G' for '--mem <SIZE[,slots=N,maxmem=SIZE]>': maxmem=1G in `1G,slots=4,maxmem=1G` leaves no room for DIMMs: make it larger than the RAM size 1G, or leave it out"),
+    (&["--mem", "1G,slots=1,slots=2"], "invalid value '1G,slots=1,slots=2' for '--mem <SIZE[,slots=N,maxmem=SIZE]>': `slots=` given twice in `1G,slots=1,slots=2`"),
+    (&["--granule", "8k"], "invalid value '8k' for '--granule <4k|16k|64k>': unknown granule `8k` (expected 4k, 16k or 64k)"),
+    (&["--granule"], "a value is required for '--granule <4k|16k|64k>' but none was supplied"),
     (&["--va", "47", "--granule", "4k"], "invalid configuration: granule 4k with 47-bit VA is not supported; valid pairs are 4k: 39, 48 (default 48); 16k: 36, 47, 48 (default 47); 64k: 42, 48 (default 48)"),
-    (&["--smp", "1.5"], "--smp: `1.5` is not a valid number"),
-    (&["--gic", "4"], "unknown GIC version `4` (expected 2 or 3)"),
-    (&["--boot", "uefi"], "unknown boot mode `uefi` (expected firmware, kernel or image)"),
-    (&["--timeout", "-1"], "--timeout -1: expected seconds >= 0"),
-    (&["--gdb-port", "70000"], "--gdb-port 70000: expected a TCP port, 1 to 65535 (or 0: any free port)"),
-    (&["--cpu", " "], "--cpu needs a CPU model name"),
+    (&["--smp", "1.5"], "invalid value '1.5' for '--smp <N>': invalid digit found in string"),
+    (&["--gic", "4"], "invalid value '4' for '--gic <2|3>': unknown GIC version `4` (expected 2 or 3)"),
+    (&["--boot", "uefi"], "invalid value 'uefi' for '--boot <firmware|kernel|image>': unknown boot mode `uefi` (expected firmware, kernel or image)"),
+    (&["--timeout", "-1"], "invalid value '-1' for '--timeout <SECS>': expected seconds >= 0"),
+    (&["--gdb-port", "70000"], "invalid value '70000' for '--gdb-port <N>': expected a TCP port, 1 to 65535 (or 0: any free port)"),
+    (&["--cpu", " "], "invalid value ' ' for '--cpu <NAME>': needs a CPU model name"),
     (&["--exec", " ; "], "--exec ` ; ` has no commands (e.g. --exec 'meminfo; poweroff')"),
     (&["--exec", ":bogus"], "--exec `:bogus`: unknown host command `:bogus` (`:help` lists them: :plug, :unplug, :dimms, :vmem, :vmems, :qmp, :hmp, :reset, :powerdown)"),
     (&["--exec", ":plug 1X"], "--exec `:plug 1X`: `1X` is not a size (examples: 1G, 512M, 0x8000000)"),
     (&["--exec", ":unplug"], "--exec `:unplug`: usage: :unplug ID"),
     (&["--exec", ":plug 0"], "--exec `:plug 0`: size `0` must be larger than zero"),
     (&["--exec", ":qmp {bad"], "--exec `:qmp {bad`: invalid JSON: key must be a string at line 1 column 2"),
-    (&["--ktest=1"], "--ktest takes no value"),
-    (&["-x"], "unknown option `-x` (see --help)"),
+    (&["--ktest=1"], "unexpected value '1' for '--ktest' found; no more were expected"),
+    (&["-x"], "unexpected argument '-x' found"),
 ];
 
 #[test]
@@ -160,7 +160,7 @@ fn gdb_port_zero_and_gdb_timeouts() {
 /// Item 9.
 #[test]
 fn smp_above_the_kernel_limit_is_refused() {
-    // The kernel's own constant (platform/src/smp.rs), whatever it is (README: 8).
+    // The kernel's own constant (platform/src/kernel/smp.rs), whatever it is (docs/runner.md: 8).
     let max = kernel_max_cpus();
     assert_eq!(
         parse(&["--smp", &max.to_string(), "--gic", "3"]).unwrap().machine.smp,
@@ -169,10 +169,13 @@ fn smp_above_the_kernel_limit_is_refused() {
     for n in [max + 1, 300, 512] {
         assert_eq!(
             err(&["--smp", &n.to_string(), "--gic", "3"]),
-            format!("--smp {n}: the kernel runs at most {max} CPUs (MAX_CPUS in platform/src/smp.rs); give --smp 1 to {max}")
+            format!("invalid value '{n}' for '--smp <N>': the kernel runs at most {max} CPUs (MAX_CPUS in platform/src/kernel/smp.rs); give --smp 1 to {max}")
         );
     }
-    assert_eq!(err(&["--smp", "0"]), format!("--smp 0: expected 1 to {max} CPUs"));
+    assert_eq!(
+        err(&["--smp", "0"]),
+        format!("invalid value '0' for '--smp <N>': expected 1 to {max} CPUs")
+    );
 }
 
 /// Item 10.

@@ -20,7 +20,7 @@
 //! - `two_devices_firmware_*`: two devices and a DIMM in a `-bios` boot, each its own group.
 //! - `burst_*`: 50 random resize requests in a row without waiting (Image boot), then one
 //!   waited for: the guest ends at the last one and agrees with QEMU.
-//! - `acceptance_*`: the README command through the runner's own option parsing and `--exec`.
+//! - `acceptance_*`: the docs/hotplug.md command (virtio-mem section) through the runner's own option parsing and `--exec`.
 
 use std::time::Instant;
 

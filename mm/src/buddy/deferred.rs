@@ -355,7 +355,7 @@ impl<M: Memmap> PageAlloc<M> {
     /// asks before reading a struct page. PFNs without memmap answer `true` (ask `valid`).
     #[inline]
     pub fn is_initialised(&self, pfn: u64) -> bool {
-        if cfg!(feature = "mutant-deferred-walk-reads-uninit") {
+        if arch::mutant::on(arch::mutant::Mutant::DeferredWalkReadsUninit) {
             return true;
         }
         !self.deferred.as_ref().is_some_and(|d| d.test(pfn))
@@ -365,7 +365,7 @@ impl<M: Memmap> PageAlloc<M> {
     /// changes its answer.
     pub fn next_init_change(&self, pfn: u64, end: u64) -> u64 {
         match &self.deferred {
-            Some(d) if !cfg!(feature = "mutant-deferred-walk-reads-uninit") => d.next_change(pfn, end),
+            Some(d) if !arch::mutant::on(arch::mutant::Mutant::DeferredWalkReadsUninit) => d.next_change(pfn, end),
             _ => end,
         }
     }

@@ -270,13 +270,17 @@ impl ModelTlb {
         for s in w.steps() {
             if s.desc.is_table(s.level == 3) {
                 let size = g.level_size(s.level);
-                self.cpus[cpu].entries.push(Mapping {
+                let e = Mapping {
                     va: va & !(size - 1),
                     size,
                     pa: s.desc.output_address(),
                     pa_size: g.page_size(),
                     table: true,
-                });
+                };
+                // A walk cache holds one entry per table, however often it is walked.
+                if !self.cpus[cpu].entries.contains(&e) {
+                    self.cpus[cpu].entries.push(e);
+                }
             }
         }
         self.cpus[cpu].entries.push(Mapping {

@@ -1,10 +1,12 @@
 //! In-guest test cases of the foundation: configuration, layout, W^X, faults, allocators,
-//! CPUs, timer and the shell parser.
+//! CPUs and timer (the shell parser's cases live in `shell/ktests.rs`).
 
 use crate::{
-    dtb::Platform,
-    layout::{self, G, PAGE_SIZE},
-    memory, shell, smp, timer,
+    boot::dtb::Platform,
+    boot::layout::{self, G, PAGE_SIZE},
+    drivers::timer,
+    kernel::mem::memory,
+    kernel::smp,
 };
 use aarch64_cpu::registers::{SCTLR_EL1, TCR_EL1};
 use alloc::{string::String, vec::Vec};
@@ -98,7 +100,7 @@ ktest!(linear_map_uses_blocks);
 fn kernel_image_is_w_xor_x(_: &Platform) -> Result<(), String> {
     let text = tcr_matches_configuration as *const () as u64;
     let rodata = layout::text_end();
-    let data = core::ptr::addr_of!(crate::UART_INTID) as u64;
+    let data = core::ptr::addr_of!(crate::kernel::console::UART_INTID) as u64;
     for (va, want) in [
         (text, Perm::ReadExec),
         (rodata, Perm::ReadOnly),
@@ -299,7 +301,7 @@ fn vmemmap_populate_free_round_trip(plat: &Platform) -> Result<(), String> {
         pt0,
         memory::PT_PAGES.load(Relaxed)
     );
-    let (violations, clears) = crate::teardown::with_checker(|c| (c.violations.len(), c.clears));
+    let (violations, clears) = crate::kernel::mem::teardown::with_checker(|c| (c.violations.len(), c.clears));
     kassert!(violations == 0, "teardown checker saw {violations} violations");
     kassert!(clears > 0, "the engine reported no clears to the checker");
     Ok(())
@@ -328,47 +330,3 @@ fn timer_ticks_on_every_cpu(_: &Platform) -> Result<(), String> {
     Ok(())
 }
 ktest!(timer_ticks_on_every_cpu);
-
-fn shell_rejects_bad_input(_: &Platform) -> Result<(), String> {
-    use shell::{execute, parse_u64, ShellError};
-    kassert!(
-        execute("no-such-command") == Err(ShellError::Unknown),
-        "unknown command accepted"
-    );
-    kassert!(
-        execute("pt") == Err(ShellError::Missing),
-        "pt without argument accepted"
-    );
-    kassert!(
-        execute("pt 1 2") == Err(ShellError::Extra("2".into())),
-        "pt with two arguments accepted"
-    );
-    kassert!(
-        execute("online 1 bogus")
-            == Err(ShellError::BadWord {
-                word: "bogus".into(),
-                want: "a zone (kernel, movable or auto)"
-            }),
-        "online with a bad zone accepted"
-    );
-    kassert!(
-        matches!(execute("pt zz"), Err(ShellError::BadNumber(_))),
-        "pt zz accepted"
-    );
-    kassert!(
-        execute("meminfo check extra") == Err(ShellError::Extra("extra".into())),
-        "meminfo with an extra argument accepted"
-    );
-    kassert!(
-        matches!(execute("meminfo extra"), Err(ShellError::BadWord { .. })),
-        "meminfo with a bad word accepted"
-    );
-    kassert!(execute("") == Ok(()), "empty line rejected");
-    kassert!(parse_u64("0x4000_0000") == Ok(0x4000_0000), "hex with separators");
-    kassert!(parse_u64("128M") == Ok(128 << 20), "size suffix");
-    kassert!(parse_u64("99999999999999999999").is_err(), "overflow accepted");
-    kassert!(parse_u64("0x10G").is_err(), "hex with suffix accepted");
-    kassert!(parse_u64("-1").is_err(), "negative accepted");
-    Ok(())
-}
-ktest!(shell_rejects_bad_input);

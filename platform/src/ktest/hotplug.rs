@@ -2,10 +2,11 @@
 //! fail (never skip) without it. `ktest.hotplug_cycles=N` sets the cycle count.
 
 use crate::{
-    dtb::Platform,
-    hotplug::{self as hp, HELD_BACK},
-    layout::{self, G, PAGE_SHIFT},
-    memory, smp,
+    boot::dtb::Platform,
+    boot::layout::{self, G, PAGE_SHIFT},
+    kernel::mem::hotplug::{self as hp, HELD_BACK},
+    kernel::mem::memory,
+    kernel::smp,
 };
 use alloc::{format, string::String, vec::Vec};
 use arch::exception::{probe_read, Probe};
@@ -308,8 +309,10 @@ fn base_page_window_removal_faults_on_every_cpu(_: &Platform) -> Result<(), Stri
     // that window (its span is 2 MiB / 32 MiB / 512 MiB, the devices sit at the start), so that
     // table page is freed too, after its walk-cache invalidation.
     let (lo, hi) = (layout::IOREMAP_START, layout::IOREMAP_START + layout::IOREMAP_SIZE);
-    let st = memory::with_kernel_pt(|pt, t| pt.unmap_within(t, &mut crate::teardown::KernelTlb, va, size, lo, hi))
-        .map_err(|e| format!("unmap: {e:?}"))?;
+    let st = memory::with_kernel_pt(|pt, t| {
+        pt.unmap_within(t, &mut crate::kernel::mem::teardown::KernelTlb, va, size, lo, hi)
+    })
+    .map_err(|e| format!("unmap: {e:?}"))?;
     kassert!(
         st.leaves == WINDOW_PAGES && st.cont_leaves == 0,
         "window was not base pages only: {st:?}"

@@ -36,7 +36,7 @@ _CONT_SHIFT = {
 
 
 def size_str(n):
-    """`1 GiB`, `64 KiB`, `12 B` like platform/src/layout.rs `Size`."""
+    """`1 GiB`, `64 KiB`, `12 B` like platform/src/boot/layout.rs `Size`."""
     for shift, name in ((40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")):
         if n >= 1 << shift and n % (1 << shift) == 0:
             return "%d %s" % (n >> shift, name)

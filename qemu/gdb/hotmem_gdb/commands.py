@@ -85,7 +85,7 @@ class Help(HmCommand):
                 out([c.usage, "%-32s %s" % ("", c.summary)])
             else:
                 out(["%-32s %s" % (c.usage, c.summary)])
-        out(["(the README's 'Debugging with GDB' section has a worked session; `help hm-walk` etc. for details)"])
+        out(["(docs/gdb.md has a worked session; `help hm-walk` etc. for details)"])
 
 
 @command
@@ -373,7 +373,7 @@ number, physical range, state (present, memmap, online, early, self-hosted) and 
         require_target()
         secs = memmap.read_sections(cfg)
         if secs is None:
-            out(["sections: the sparse model is not initialised yet (hotmem::memory::SPARSE is set in init_memmap)"])
+            out(["sections: the sparse model is not initialised yet (hotmem::kernel::mem::memory::SPARSE is set in init_memmap)"])
             return
         out(secs.lines())
 
@@ -412,7 +412,7 @@ Usage: hm-blocks
 The `block:` lines have the keys of the shell's `blocks` (id, range, state, zone, group,
 vmemmap_pages, early); a block whose memmap lives on its own memory gets an `altmap:` line
 (base_pfn, end_pfn, reserve, free, align, alloc and the PFNs backing the memmap). Memory
-groups follow. Read from hotmem::hotplug::HOTPLUG; a kernel without it says so."""
+groups follow. Read from hotmem::kernel::mem::hotplug::HOTPLUG; a kernel without it says so."""
 
     name = "hm-blocks"
     usage = "hm-blocks"
@@ -475,11 +475,12 @@ ALIASES = {
 
 def alias(word):
     """(gdb regex, python regex or None) for a `hm-hbreak` argument. `cmd:NAME` is the shell
-    command handler `hotmem::shell::cmd_NAME` (called through a fn pointer: never inlined)."""
+    command handler `hotmem::shell::<family>::cmd_NAME` (called through a fn pointer: never
+    inlined)."""
     if word in ALIASES:
         return ALIASES[word]
     if word.startswith("cmd:") and re.match(r"^[a-z_]+$", word[4:]):
-        return ("hotmem::shell::cmd_%s" % word[4:], r"^hotmem::shell::cmd_%s$" % word[4:])
+        return ("hotmem::shell::.*cmd_%s" % word[4:], r"^hotmem::shell::(\w+::)?cmd_%s$" % word[4:])
     return (word, None)
 
 
@@ -540,7 +541,7 @@ class HBreak(HmCommand):
 Usage: hm-hbreak populate | vmemmap_free | add_memory | remove_memory | cmd:NAME | REGEX
 `populate` is the memmap populate (mm::vmemmap::Vmemmap<..>::populate, called at boot for
 every boot section, later for every hot-added one); `cmd:probe` is the shell's `probe`
-handler (hotmem::shell::cmd_probe: stops when that command is typed). Otherwise REGEX is
+handler (hotmem::shell::hotplug::cmd_probe: stops when that command is typed). Otherwise REGEX is
 matched like `info functions -n` (a basic regular expression). Rust
 generic names are awkward to type, so each match is resolved to its entry address
 (`hbreak *ADDR`, registers still hold the arguments: x1=start, x2=end for populate), or to

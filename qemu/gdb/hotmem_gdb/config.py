@@ -1,9 +1,9 @@
 """The kernel's build configuration, read from `HOTMEM_DEBUG_INFO` in the ELF.
 
-`platform/src/layout.rs` exports `#[no_mangle] static HOTMEM_DEBUG_INFO: DebugInfo` (magic
+`platform/src/boot/layout.rs` exports `#[no_mangle] static HOTMEM_DEBUG_INFO: DebugInfo` (magic
 `HOTMEMv1`, then u64 fields). It is read from the ELF *file* (its PT_LOAD segment), not from
 target memory, so it works before the MMU maps the image (QEMU halted at reset) and without a
-connection at all. Field offsets come from the DWARF type `hotmem::layout::DebugInfo` when
+connection at all. Field offsets come from the DWARF type `hotmem::boot::layout::DebugInfo` when
 present, else from the v1 order below.
 """
 
@@ -16,7 +16,7 @@ import gdb
 from .arch import Geometry, size_str
 
 SYMBOL = "HOTMEM_DEBUG_INFO"
-DWARF_TYPE = "hotmem::layout::DebugInfo"
+DWARF_TYPE = "hotmem::boot::layout::DebugInfo"
 MAGIC = struct.unpack("<Q", b"HOTMEMv1")[0]
 V1_FIELDS = (
     "magic",

@@ -4,12 +4,12 @@ halted kernel.
 - `struct page` is `mm::page::Page` (mm/src/page.rs), 64 bytes at VMEMMAP_START + 64 * pfn.
   It is read physically after a software walk of its vmemmap address, so an unpopulated
   memmap is reported (with the level of the translation fault) instead of a gdb memory error.
-- Sections are `hotmem::memory::SPARSE: spin::Once<mm::sparse::Sparse>` (mm/src/sparse.rs):
+- Sections are `hotmem::kernel::mem::memory::SPARSE: spin::Once<mm::sparse::Sparse>` (mm/src/sparse.rs):
   one `AtomicU8` of state bits per section.
-- Free lists are `hotmem::memory::PAGE_ALLOC: IrqSafeLock<Option<PageAlloc<..>>>`
+- Free lists are `hotmem::kernel::mem::memory::PAGE_ALLOC: IrqSafeLock<Option<PageAlloc<..>>>`
   (mm/src/buddy.rs): per zone, per order a list head PFN and a length, linked through the
   `next`/`prev` PFNs of the head `struct page`s.
-- Memory blocks are `hotmem::hotplug::HOTPLUG: spin::Mutex<Option<mm::hotplug::Hotplug>>`
+- Memory blocks are `hotmem::kernel::mem::hotplug::HOTPLUG: spin::Mutex<Option<mm::hotplug::Hotplug>>`
   (mm/src/hotplug.rs): a `BTreeMap<BlockId, MemoryBlock>` with state, zone, group and the
   block's altmap (memmap on memory), and a `BTreeMap<GroupId, MemoryGroup>`.
 
@@ -64,8 +64,8 @@ SECTION_PRESENT = 1 << 0
 SECTION_HAS_MEMMAP = 1 << 1
 
 ZONES_FALLBACK = {0: "Normal", 1: "Movable"}
-SPARSE_SYMBOL = "hotmem::memory::SPARSE"
-PAGE_ALLOC_SYMBOL = "hotmem::memory::PAGE_ALLOC"
+SPARSE_SYMBOL = "hotmem::kernel::mem::memory::SPARSE"
+PAGE_ALLOC_SYMBOL = "hotmem::kernel::mem::memory::PAGE_ALLOC"
 PAGE_TYPE = "mm::page::Page"
 ONCE_COMPLETE = 2  # spin::once::Status::Complete
 
@@ -315,9 +315,9 @@ def check_freelists(cfg, cpu, fl, limit=100000):
 
 
 # ---------------------------------------------------------------------------------------------
-# Memory blocks (mm::hotplug, platform/src/hotplug.rs)
+# Memory blocks (mm::hotplug, platform/src/kernel/mem/hotplug.rs)
 
-HOTPLUG_SYMBOL = "hotmem::hotplug::HOTPLUG"
+HOTPLUG_SYMBOL = "hotmem::kernel::mem::hotplug::HOTPLUG"
 
 
 def _kebab(name):

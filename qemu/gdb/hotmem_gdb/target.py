@@ -239,7 +239,7 @@ def read_virt(va, size, what):
 
 
 def static_symbol(name):
-    """gdb.Symbol of a Rust static by path (e.g. `hotmem::memory::SPARSE`), or None."""
+    """gdb.Symbol of a Rust static by path (e.g. `hotmem::kernel::mem::memory::SPARSE`), or None."""
     for lookup in (gdb.lookup_static_symbol, gdb.lookup_global_symbol):
         try:
             s = lookup(name)

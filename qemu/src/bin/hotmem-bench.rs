@@ -14,58 +14,34 @@
 //! Every result is also a JSON line (`{"kind":...}`), printed and appended to
 //! `target/bench/results.jsonl`, so runs can be compared across commits.
 
+use clap::Parser;
 use hotmem_qemu::config::{BootMode, Granule, KernelConfig};
 use hotmem_qemu::discover::{qemu_once, InstallPolicy};
 use hotmem_qemu::kernel::build_kernel_once;
 use hotmem_qemu::run::{Machine, QemuRun};
 use hotmem_qemu::session::Session;
+use mm::size::Size;
+use serde::Serialize;
+use serde_json::{Map, Value};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 const GIB: u64 = 1 << 30;
 
+/// Times memory hotplug in the guest and over QMP for each granule (see the source's header);
+/// JSON lines are appended to target/bench/results.jsonl.
+#[derive(Parser)]
+#[command(name = "hotmem-bench", args_override_self = true)]
 struct Opts {
-    granules: Vec<Granule>,
-    reps: usize,
+    /// one granule only (default: all three)
+    #[arg(long, value_name = "4k|16k|64k")]
+    granule: Option<Granule>,
+    /// repetitions of each measurement (the median is reported)
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    reps: u64,
+    /// sizes up to 1 GiB only
+    #[arg(long)]
     quick: bool,
-}
-
-fn parse() -> Result<Opts, String> {
-    let mut o = Opts {
-        granules: vec![Granule::K4, Granule::K16, Granule::K64],
-        reps: 5,
-        quick: false,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--granule" => {
-                let v = args.next().ok_or("--granule needs a value")?;
-                o.granules = vec![match v.as_str() {
-                    "4k" => Granule::K4,
-                    "16k" => Granule::K16,
-                    "64k" => Granule::K64,
-                    _ => return Err(format!("unknown granule {v} (4k, 16k, 64k)")),
-                }];
-            }
-            "--reps" => {
-                o.reps = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|&n| n > 0)
-                    .ok_or("--reps needs a positive number")?
-            }
-            "--quick" => o.quick = true,
-            "-h" | "--help" => {
-                println!(
-                    "usage: hotmem-bench [--granule 4k|16k|64k] [--reps N (default 5)] [--quick (sizes up to 1 GiB)]"
-                );
-                std::process::exit(0);
-            }
-            _ => return Err(format!("unknown option {a}")),
-        }
-    }
-    Ok(o)
 }
 
 fn block_size(g: Granule) -> u64 {
@@ -76,39 +52,54 @@ fn block_size(g: Granule) -> u64 {
     }
 }
 
-fn size_arg(bytes: u64) -> String {
-    if bytes.is_multiple_of(GIB) {
-        format!("{}G", bytes / GIB)
-    } else {
-        format!("{}M", bytes >> 20)
-    }
-}
-
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     v[v.len() / 2]
 }
 
-fn record(out: &mut Option<std::fs::File>, line: &str) {
+/// One line of `target/bench/results.jsonl`.
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum Record<'a> {
+    /// One `bench-json:` object of the kernel's `bench`, tagged with the commit and CPU model.
+    Guest {
+        commit: &'a str,
+        cpu: &'a str,
+        #[serde(flatten)]
+        guest: Map<String, Value>,
+    },
+    /// DIMM plug/unplug over QMP, host wall time (medians).
+    Dimm {
+        config: String,
+        size: u64,
+        reps: usize,
+        plug_to_ost_ms: f64,
+        unplug_to_deleted_ms: f64,
+        result: &'a str,
+    },
+}
+
+fn record(out: &mut Option<std::fs::File>, r: &Record) {
+    let line = serde_json::to_string(r).expect("a bench record serialises");
     println!("{line}");
     if let Some(f) = out {
         let _ = writeln!(f, "{line}");
     }
 }
 
-/// The kernel's `bench` on held-back RAM; returns its `bench-json` lines.
+/// The kernel's `bench` on held-back RAM; returns its `bench-json` objects.
 fn guest_bench(
     qemu: &std::path::Path,
     g: Granule,
     cpu: &str,
     sizes: &[u64],
     reps: usize,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<Map<String, Value>>, String> {
     let cfg = KernelConfig::default_for(g);
     let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
     let max = sizes.iter().copied().max().unwrap_or(GIB);
     let ram = GIB + max;
-    let mem = size_arg(ram);
+    let mem = Size(ram).to_string();
     let run = QemuRun::new(kernel)
         .qemu(qemu)
         .machine(Machine {
@@ -125,7 +116,7 @@ fn guest_bench(
             "memory-backend=ram0".into(),
         ])
         .timeout(Some(Duration::from_secs(600)));
-    let sizes: Vec<String> = sizes.iter().map(|&s| size_arg(s)).collect();
+    let sizes: Vec<String> = sizes.iter().map(|&s| Size(s).to_string()).collect();
     let cmd = format!("bench reps={reps} {}", sizes.join(" "));
     let t0 = Instant::now();
     let out = run.run(&[cmd.as_str(), "poweroff"]).map_err(|e| e.to_string())?;
@@ -141,12 +132,11 @@ fn guest_bench(
     for l in out.console.lines().filter(|l| l.starts_with("bench: ")) {
         println!("{}", l.trim_end());
     }
-    Ok(out
-        .console
+    out.console
         .lines()
         .filter_map(|l| l.strip_prefix("bench-json: "))
-        .map(|s| s.trim().to_string())
-        .collect())
+        .map(|j| serde_json::from_str(j).map_err(|e| format!("bad bench-json line `{}`: {e}", j.trim())))
+        .collect()
 }
 
 /// Host wall time of DIMM plug/unplug over QMP.
@@ -186,26 +176,28 @@ fn dimm_bench(
             unplug.push(u.elapsed.as_secs_f64() * 1e3);
         }
         let (pm, um) = (median(&mut plug), median(&mut unplug));
-        println!("{:>9} {:>12.1} {:>14.1} {:>10}", size_arg(size), pm, um, result);
-        record(
-            out,
-            &format!(
-                "{{\"kind\":\"dimm\",\"config\":\"{cfg}\",\"size\":{size},\"reps\":{reps},\"plug_to_ost_ms\":{pm:.2},\"unplug_to_deleted_ms\":{um:.2},\"result\":\"{result}\"}}"
-            ),
-        );
+        println!("{:>9} {:>12.1} {:>14.1} {:>10}", Size(size).to_string(), pm, um, result);
+        let ms = |v: f64| (v * 100.0).round() / 100.0;
+        let (plug_to_ost_ms, unplug_to_deleted_ms) = (ms(pm), ms(um));
+        let config = cfg.to_string();
+        let r = Record::Dimm {
+            config,
+            size,
+            reps,
+            plug_to_ost_ms,
+            unplug_to_deleted_ms,
+            result: &result,
+        };
+        record(out, &r);
     }
     let _ = s.guest_exit("poweroff");
     Ok(())
 }
 
 fn main() {
-    let o = match parse() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("hotmem-bench: {e}");
-            std::process::exit(2);
-        }
-    };
+    // Bad options: clap's message and exit status 2.
+    let o = Opts::parse();
+    let reps = o.reps as usize;
     let qemu = match qemu_once(InstallPolicy::IfRoot) {
         Ok(q) => q.path,
         Err(e) => {
@@ -228,7 +220,7 @@ fn main() {
         .unwrap_or_default();
     let t0 = Instant::now();
     let mut failed = false;
-    for &g in &o.granules {
+    for g in o.granule.map_or(Granule::ALL.to_vec(), |g| vec![g]) {
         let bs = block_size(g);
         let mut sizes = vec![bs, GIB];
         if !o.quick {
@@ -244,16 +236,16 @@ fn main() {
             } else {
                 sizes.clone()
             };
-            match guest_bench(&qemu, g, cpu, &s, o.reps) {
-                Ok(lines) => {
-                    for l in lines {
-                        let l = l.trim_end_matches('}');
+            match guest_bench(&qemu, g, cpu, &s, reps) {
+                Ok(objects) => {
+                    for guest in objects {
                         record(
                             &mut out,
-                            &format!(
-                                "{{\"kind\":\"guest\",\"commit\":\"{commit}\",\"cpu\":\"{cpu}\",{}}}",
-                                &l[1..]
-                            ),
+                            &Record::Guest {
+                                commit: &commit,
+                                cpu,
+                                guest,
+                            },
                         );
                     }
                 }
@@ -264,7 +256,7 @@ fn main() {
             }
         }
         let dimm_sizes = [128 << 20, 512 << 20, GIB, 4 * GIB];
-        if let Err(e) = dimm_bench(&qemu, g, o.reps, &dimm_sizes, &mut out) {
+        if let Err(e) = dimm_bench(&qemu, g, reps, &dimm_sizes, &mut out) {
             eprintln!("hotmem-bench: {g:?} DIMMs: {e}");
             failed = true;
         }

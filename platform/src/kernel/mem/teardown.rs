@@ -43,17 +43,17 @@ pub fn init() {
     );
     #[cfg(feature = "ktest")]
     checker::CHECKER.lock().configure(
-        crate::layout::PAGE_SHIFT,
+        crate::boot::layout::PAGE_SHIFT,
         (
-            crate::layout::PAGE_OFFSET,
-            crate::layout::PAGE_OFFSET + crate::layout::LINEAR_SIZE,
+            crate::boot::layout::PAGE_OFFSET,
+            crate::boot::layout::PAGE_OFFSET + crate::boot::layout::LINEAR_SIZE,
         ),
     );
 }
 
 fn cpu_tlb() -> CpuTlb {
     CpuTlb {
-        page_shift: crate::layout::PAGE_SHIFT,
+        page_shift: crate::boot::layout::PAGE_SHIFT,
         range: TLBI_RANGE.load(core::sync::atomic::Ordering::Relaxed),
         repeat: REPEAT_TLBI.load(core::sync::atomic::Ordering::Relaxed),
     }
@@ -61,7 +61,7 @@ fn cpu_tlb() -> CpuTlb {
 
 #[cfg(feature = "ktest")]
 mod checker {
-    use crate::sync::IrqSafeLock;
+    use crate::kernel::sync::IrqSafeLock;
     use mm::teardown::TeardownChecker;
     pub static CHECKER: IrqSafeLock<TeardownChecker> = IrqSafeLock::new(TeardownChecker::new());
 }
@@ -112,7 +112,7 @@ pub fn published() {
 
 #[cfg(feature = "ktest")]
 fn fatal(v: mm::teardown::Violation) -> ! {
-    crate::trap::fatal_stop(format_args!("teardown order: {v}"))
+    crate::kernel::exit::fatal_stop(format_args!("teardown order: {v}"))
 }
 
 /// Called before any page goes back to an allocator (buddy, altmap, early pool). In the test

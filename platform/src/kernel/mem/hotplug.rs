@@ -10,11 +10,11 @@
 //! work and memmap readers may run on any CPU.
 
 use crate::{
-    dtb::Range,
-    layout::{self, G, PAGE_SHIFT, PAGE_SIZE},
-    memory::{self, VMEMMAP},
-    sync::IrqSafeLock,
-    teardown::KernelTlb,
+    boot::dtb::Range,
+    boot::layout::{self, G, PAGE_SHIFT, PAGE_SIZE},
+    kernel::mem::memory::{self, VMEMMAP},
+    kernel::mem::teardown::KernelTlb,
+    kernel::sync::IrqSafeLock,
 };
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -47,7 +47,7 @@ pub fn with_hotplug<R>(f: impl FnOnce(&mut Hotplug, &mut KernelOps) -> R) -> R {
     let r = f(hp, &mut KernelOps);
     if DEBUG_VM.load(Ordering::Relaxed) {
         if let Err(e) = check_invariants(hp) {
-            crate::trap::fatal_stop(format_args!("debug_vm: {e}"));
+            crate::kernel::exit::fatal_stop(format_args!("debug_vm: {e}"));
         }
     }
     r
@@ -78,7 +78,7 @@ pub fn check_invariants(hp: &Hotplug) -> Result<[ZoneCensus; 2], Broken> {
 }
 
 /// Set up the hotplug state: every early section is an online boot block.
-pub fn init(held_back: Vec<Range>, opts: &crate::cmdline::Options) {
+pub fn init(held_back: Vec<Range>, opts: &crate::boot::cmdline::Options) {
     // DIMMs are onlined per `default_online` (auto, i.e. the online policy, unless
     // memhp_default_state= says otherwise); `probe` leaves blocks offline for `online`.
     let mut hp = Hotplug::new(G, memory::sparse().max_pa());
@@ -124,7 +124,7 @@ fn populate_movable_window() -> Result<(), mm::pgtable::MapError> {
         }
         Ok(())
     });
-    crate::teardown::check_free(pa, PAGE_SIZE);
+    crate::kernel::mem::teardown::check_free(pa, PAGE_SIZE);
     let _ = memory::free_pages(pa, 0);
     r
 }
@@ -206,7 +206,13 @@ impl HotplugOps for KernelOps {
 
     fn removed(&mut self, pa: u64, size: u64) {
         let memmap = VMEMMAP.pfn_to_page(pa >> PAGE_SHIFT);
-        crate::teardown::check_removed(pa, size, layout::phys_to_virt(pa), memmap, (size >> PAGE_SHIFT) * 64);
+        crate::kernel::mem::teardown::check_removed(
+            pa,
+            size,
+            layout::phys_to_virt(pa),
+            memmap,
+            (size >> PAGE_SHIFT) * 64,
+        );
     }
 
     fn init_memmap(&mut self, pfn: u64, nr: u64, block: BlockId) {
@@ -250,7 +256,7 @@ impl HotplugOps for KernelOps {
     fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) -> Result<(), HotplugError> {
         // Like Linux's online_page_callback: only the parts virtio-mem has plugged (sub-block
         // mode) reach the allocator; the rest stays fake-offline.
-        for (p, n) in crate::virtio_mem::plugged_runs(pfn, nr) {
+        for (p, n) in crate::kernel::mem::sbm::plugged_runs(pfn, nr) {
             memory::with_page_alloc(|a| a.online_range(zone, 0, p, n)).map_err(HotplugError::Allocator)?;
         }
         Ok(())
@@ -259,7 +265,7 @@ impl HotplugOps for KernelOps {
     fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
         // Fake-offline parts (unplugged virtio-mem sub-blocks) are not in the allocator; on a
         // failure the runs already taken out go back, so the range is as it was.
-        let runs = crate::virtio_mem::plugged_runs(pfn, nr);
+        let runs = crate::kernel::mem::sbm::plugged_runs(pfn, nr);
         for (i, &(p, n)) in runs.iter().enumerate() {
             // SAFETY: a valid memmap (the block is present and online), read under the hotplug lock.
             let zone = unsafe { (*page_mut(p)).zone };
@@ -296,35 +302,26 @@ impl KernelOps {
                     |h, src, dst, order| {
                         let size = PAGE_SIZE << order;
                         let va = movable_va(h);
-                        // Clear the PTE and broadcast-invalidate it (the engine's unmap), so
-                        // no CPU can reach the old frame through the window any more.
-                        #[cfg(not(feature = "mutant-migrate-no-tlbi"))]
-                        let mut tlb = KernelTlb;
-                        #[cfg(feature = "mutant-migrate-no-tlbi")]
-                        let mut tlb = mutant::NoTlbi;
-                        if let Err(e) = pt.unmap_within(t, &mut tlb, va, size, va, va + size) {
-                            crate::trap::fatal_stop(format_args!("migrate: unmap of {va:#x}: {e:?}"));
-                        }
-                        // SAFETY: both blocks are ours under the handle, page-table and
-                        // allocator locks (the source is a live movable allocation no window
-                        // entry maps any more, the destination was just allocated), both
-                        // reached through the linear map, no overlap.
-                        unsafe {
-                            core::ptr::copy_nonoverlapping(
-                                layout::phys_to_virt(src << PAGE_SHIFT) as *const u8,
-                                layout::phys_to_virt(dst << PAGE_SHIFT) as *mut u8,
-                                size as usize,
-                            )
-                        };
-                        if !cfg!(feature = "mutant-migrate-no-remap") {
-                            // Same VA, new frame (the engine publishes it: DSB ISHST; ISB).
-                            if let Err(e) = pt.map(t, va, dst << PAGE_SHIFT, size, Attrs::NORMAL_RW, MapFlags::PAGES) {
-                                crate::trap::fatal_stop(format_args!("migrate: map of {va:#x}: {e:?}"));
-                            }
+                        let moved =
+                            mm::migrate::move_window_block(pt, t, &mut KernelTlb, va, size, dst << PAGE_SHIFT, || {
+                                // SAFETY: both blocks are ours under the handle, page-table and
+                                // allocator locks (the source is a live movable allocation no
+                                // window entry maps any more, the destination was just allocated),
+                                // both reached through the linear map, no overlap.
+                                unsafe {
+                                    core::ptr::copy_nonoverlapping(
+                                        layout::phys_to_virt(src << PAGE_SHIFT) as *const u8,
+                                        layout::phys_to_virt(dst << PAGE_SHIFT) as *mut u8,
+                                        size as usize,
+                                    )
+                                }
+                            });
+                        if let Err(e) = moved {
+                            crate::kernel::exit::fatal_stop(format_args!("migrate: window at {va:#x}: {e:?}"));
                         }
                     },
                     |src, order| {
-                        crate::teardown::check_free(src << PAGE_SHIFT, PAGE_SIZE << order);
+                        crate::kernel::mem::teardown::check_free(src << PAGE_SHIFT, PAGE_SIZE << order);
                         // The freed frame is poisoned (test build), so a CPU that still
                         // translated the window VA to it would read garbage, not the data.
                         if cfg!(feature = "ktest") {
@@ -336,21 +333,6 @@ impl KernelOps {
         })
         .map(|_| ())
         .map_err(|e| HotplugError::from_offline(block, e))
-    }
-}
-
-/// Mutant (tests only): migration clears the window PTE but issues no TLBI.
-#[cfg(feature = "mutant-migrate-no-tlbi")]
-mod mutant {
-    pub struct NoTlbi;
-    impl arch::tlb::TlbInvalidate for NoTlbi {
-        fn flush_kernel_range(&mut self, _: u64, _: u64, _: u32) {}
-        fn flush_kernel_pgtable(&mut self, _: u64) {}
-        fn flush_all(&mut self) {}
-        #[cfg(feature = "ktest")]
-        fn cleared(&mut self, m: arch::tlb::Mapping) {
-            crate::teardown::KernelTlb.cleared(m);
-        }
     }
 }
 
@@ -456,7 +438,7 @@ fn stress_one(done: u64) -> Result<(), StressError> {
         })
         .is_ok();
     if !mapped {
-        crate::teardown::check_free(pfn << PAGE_SHIFT, PAGE_SIZE);
+        crate::kernel::mem::teardown::check_free(pfn << PAGE_SHIFT, PAGE_SIZE);
         let _ = memory::with_page_alloc(|a| handles.free(a, h));
         return Err(if (h.0 as u64) < WINDOW_SLOTS {
             StressError::OutOfMemory { done }
@@ -577,7 +559,7 @@ pub fn stress_free() -> u64 {
     for i in 0..handles.slot_count() {
         let h = Handle(i as u32);
         let Some((pfn, order)) = handles.get(h) else { continue };
-        crate::teardown::check_free(pfn << PAGE_SHIFT, PAGE_SIZE << order);
+        crate::kernel::mem::teardown::check_free(pfn << PAGE_SHIFT, PAGE_SIZE << order);
         if memory::with_page_alloc(|a| handles.free(a, h)).is_ok() {
             n += 1;
         }

@@ -9,7 +9,7 @@
 //!   and the DTB read-only at `FDT_VADDR`;
 //! - TTBR0: the image identity-mapped RX, used only for the instructions that turn the MMU on.
 
-use crate::layout::{FDT_MAPPED, FDT_VADDR, G, KIMAGE_VADDR, KIMAGE_VOFFSET, PAGE_SIZE};
+use crate::boot::layout::{FDT_MAPPED, FDT_VADDR, G, KIMAGE_VADDR, KIMAGE_VOFFSET, PAGE_SIZE};
 use arch::boot::{BootMmu, BOOT_MMU_PA_SLOT, RAM_BASE};
 use arch::descriptor::{Attrs, MemType, Perm};
 use core::sync::atomic::Ordering;
@@ -22,7 +22,12 @@ use mm::pgtable::{MapFlags, PageTable, PhysAddr, TableAlloc};
 const POOL_BYTES: usize = 1 << 20;
 
 /// Page-table pages in the pool: 256 on 4K, 64 on 16K, 16 on 64K.
-pub const POOL_TABLES: usize = POOL_BYTES >> crate::layout::PAGE_SHIFT;
+/// Exit status when the CPU lacks the configured granule (one of the kernel's exit statuses,
+/// `kernel::exit::ExitStatus::UnsupportedGranule`, which checks it; the MMU-off code cannot
+/// import the kernel).
+pub const UNSUPPORTED_GRANULE_STATUS: u32 = 3;
+
+pub const POOL_TABLES: usize = POOL_BYTES >> crate::boot::layout::PAGE_SHIFT;
 
 #[repr(C, align(65536))]
 pub struct Pool(pub [u8; POOL_BYTES]);
@@ -103,7 +108,7 @@ pub extern "C" fn __hotmem_early_map(phys_start: u64, dtb: u64, entry_el: u64) -
         early_puts(b"=0x");
         early_put_hex_digit(mmfr0 >> shift);
         early_puts(b"); use a CPU that implements it, e.g. -cpu max,lpa2=off or cortex-a76\r\n");
-        arch::cpu::semihosting_exit(3);
+        arch::cpu::semihosting_exit(UNSUPPORTED_GRANULE_STATUS);
     }
 
     let voffset = KIMAGE_VADDR.wrapping_sub(phys_start);

@@ -2,10 +2,11 @@
 //! `memhp_default_state=offline|online|online_kernel|online_movable`,
 //! `memory_hotplug.online_policy=contig-zones|auto-movable`, `memory_hotplug.auto_movable_ratio=N`,
 //! `ktest.hotplug_cycles=N`, `ktest.only=CASE[,CASE]` (test build), `debug_vm` (check the allocator and hotplug
-//! invariants after every hotplug operation; stop on the first broken one).
+//! invariants after every hotplug operation; stop on the first broken one), `mutant=NAME` (the
+//! test kernel built with `mutants`: turn one planted bug on, `arch::mutant`).
 //! Unknown options are reported and ignored.
 
-use crate::{dtb::Range, shell::parse_u64};
+use crate::boot::{dtb::Range, num::parse_u64};
 use alloc::{format, string::String, vec::Vec};
 use mm::hotplug::{OnlinePolicy, OnlineType};
 
@@ -26,6 +27,8 @@ pub struct Options {
     pub ktest_only: Option<String>,
     /// Check every allocator and hotplug invariant after each hotplug operation.
     pub debug_vm: Option<bool>,
+    /// `mutant=NAME`: the planted bug to turn on (checked by `arch::mutant::select`).
+    pub mutant: Option<String>,
 }
 
 /// Parse the command line; problems come back as messages (printed once the console is up).
@@ -61,6 +64,7 @@ pub fn parse(cmdline: &str) -> (Options, Vec<String>) {
                 Err(_) => warn.push(format!("bad value in '{word}', ignored")),
             },
             "ktest.only" if !value.is_empty() => o.ktest_only = Some(value.into()),
+            "mutant" => o.mutant = Some(value.into()),
             "debug_vm" => match value {
                 "" | "on" | "1" => o.debug_vm = Some(true),
                 "off" | "0" => o.debug_vm = Some(false),

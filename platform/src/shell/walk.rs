@@ -1,6 +1,6 @@
 //! `pt <va>`: walk the live page tables the way the MMU does and print every level.
 
-use crate::{layout::G, memory, println};
+use crate::{boot::layout::G, kernel::mem::memory, println};
 
 fn level_name(level: u32) -> &'static str {
     match level {
@@ -48,7 +48,7 @@ pub fn print_walk(va: u64) {
                 "pt: -> pa={:#x} level={} size={} contiguous={}",
                 l.pa,
                 l.level,
-                crate::layout::Size(l.size),
+                crate::boot::layout::Size(l.size),
                 l.contiguous
             ),
             None => println!("pt: -> not mapped"),

@@ -1,7 +1,11 @@
 //! The console: `print!`/`println!` to the PL011 and a receive ring filled by its interrupt.
 
-use crate::{pl011::Pl011, sync::IrqSafeLock};
+use crate::{drivers::pl011::Pl011, kernel::sync::IrqSafeLock};
 use core::fmt::Write;
+use core::sync::atomic::AtomicU32;
+
+/// INTID of the console UART (from the DTB).
+pub static UART_INTID: AtomicU32 = AtomicU32::new(u32::MAX);
 
 struct Console {
     uart: Option<Pl011>,
@@ -102,13 +106,13 @@ pub fn set_raw_va(va: u64) {
 
 #[macro_export]
 macro_rules! print {
-    ($($arg:tt)*) => ($crate::console::_print(format_args!($($arg)*)));
+    ($($arg:tt)*) => ($crate::kernel::console::_print(format_args!($($arg)*)));
 }
 
 #[macro_export]
 macro_rules! println {
     () => ($crate::print!("\n"));
-    ($($arg:tt)*) => ($crate::console::_print(format_args!("{}\n", format_args!($($arg)*))));
+    ($($arg:tt)*) => ($crate::kernel::console::_print(format_args!("{}\n", format_args!($($arg)*))));
 }
 
 fn push_rx(b: u8) {
@@ -139,7 +143,7 @@ pub fn getc_blocking() -> u8 {
     loop {
         // Check and sleep with IRQs masked so the wake-up cannot slip between them; WFI wakes
         // on a pending interrupt even while masked, and unmasking then takes it.
-        crate::sync::irq_disable();
+        crate::kernel::sync::irq_disable();
         let b = {
             let mut rx = RX.lock();
             if rx.head != rx.tail {
@@ -151,13 +155,12 @@ pub fn getc_blocking() -> u8 {
             }
         };
         if let Some(b) = b {
-            crate::sync::irq_enable();
+            crate::kernel::sync::irq_enable();
             return b;
         }
         arch::cpu::wfi();
-        crate::sync::irq_enable();
+        crate::kernel::sync::irq_enable();
         // Deferred work from interrupt handlers runs here, in thread context.
-        crate::ged::process_pending();
-        crate::virtio_mem::process_pending();
+        crate::kernel::deferred::run();
     }
 }

@@ -1,39 +1,9 @@
-//! In-guest tests (the `ktest` build): cases register themselves with [`ktest!`] into the
-//! `.ktests` linker section; [`run_all`] runs them in link order, prints one line per case and
+//! In-guest tests (the `ktest` build): cases register themselves with `ktest!`
+//! ([`crate::kernel::testcase`]) into the `.ktests` linker section; [`run_all`] runs them in link order, prints one line per case and
 //! exits QEMU with status 0 (all passed) or 1.
 
-use crate::{dtb::Platform, println};
-use alloc::string::String;
-
-pub struct KTest {
-    pub name: &'static str,
-    pub run: fn(&Platform) -> Result<(), String>,
-}
-
-/// Register `fn name(&Platform) -> Result<(), String>` as an in-guest test.
-#[macro_export]
-macro_rules! ktest {
-    ($f:ident) => {
-        const _: () = {
-            #[link_section = ".ktests"]
-            #[used]
-            static CASE: $crate::ktest::KTest = $crate::ktest::KTest {
-                name: stringify!($f),
-                run: $f,
-            };
-        };
-    };
-}
-
-/// Fail the current test with a formatted message unless `cond` holds.
-#[macro_export]
-macro_rules! kassert {
-    ($cond:expr, $($msg:tt)*) => {
-        if !$cond {
-            return Err(alloc::format!($($msg)*));
-        }
-    };
-}
+use crate::kernel::exit::{exit, ExitStatus};
+use crate::{boot::dtb::Platform, kernel::testcase::KTest, println};
 
 fn cases() -> &'static [KTest] {
     extern "C" {
@@ -66,7 +36,7 @@ pub fn run_all(plat: &Platform, only: Option<&str>) -> ! {
                 println!(
                     "ktest: ok name={} us={}",
                     c.name,
-                    crate::timer::cycles_to_us(arch::cpu::counter() - t0)
+                    crate::drivers::timer::cycles_to_us(arch::cpu::counter() - t0)
                 );
             }
             Err(msg) => {
@@ -76,7 +46,11 @@ pub fn run_all(plat: &Platform, only: Option<&str>) -> ! {
         }
     }
     println!("ktest: summary passed={passed} failed={failed}");
-    arch::cpu::semihosting_exit(if failed == 0 && passed > 0 { 0 } else { 1 })
+    exit(if failed == 0 && passed > 0 {
+        ExitStatus::TestsPassed
+    } else {
+        ExitStatus::TestsFailed
+    })
 }
 
 mod cases;

@@ -1,99 +1,26 @@
-//! DIMM hotplug on QEMU `virt`: the ACPI GED event selector and the memory-hotplug register
-//! block, driven directly (no ACPI interpreter: the registers are the contract).
-//!
-//! QEMU creates them only in firmware mode (`-bios`); they are at fixed addresses (absent from
-//! the DTB, like the DIMMs themselves). The interrupt (INTID 41) is only *pulsed*, so it is
-//! configured edge-triggered; events that arrive before the interrupt is enabled stay latched
-//! in the slot flags, so every slot is scanned at boot and on every interrupt.
+//! DIMM hotplug policy over the GED driver ([`crate::drivers::ged`]): a DIMM that appears
+//! is added (memmap on memory) and onlined by the online policy; one asked out is offlined,
+//! removed and ejected only once nothing maps it.
 //!
 //! Slot count: a bounded scan of all 256 slots (`ACPI_MAX_RAM_SLOTS`, QEMU's maximum): the
 //! registers cannot tell the count (an absent slot reads like an empty one), and the scan works
 //! for any QEMU command line, including ones a user types by hand; it costs 512 MMIO accesses
 //! per event.
 //!
-//! The interrupt handler only latches the event bits; the work (add/online, offline/remove/
-//! eject) runs in thread context from the shell's idle loop ([`process_pending`]).
+//! The interrupt's top half only latches the event bits; the work (add/online, offline/remove/
+//! eject) runs in thread context, as deferred work ([`crate::kernel::deferred`]).
 
 use crate::{
-    gic,
-    hotplug::with_hotplug,
-    layout::{self, G},
-    memory, println, psci,
+    boot::layout::{self, G},
+    drivers::{
+        ged::{self, control, ctrl, ged_event, ost, report_ost, select, slot_flags},
+        gic, psci,
+    },
+    kernel::{deferred, irq, mem::hotplug::with_hotplug, mem::memory},
+    println,
 };
 use alloc::{collections::BTreeMap, format, string::String, vec::Vec};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use mm::hotplug::{AddFlags, BlockId, GroupId, HotplugError};
-use tock_registers::{
-    interfaces::{Readable, Writeable},
-    register_structs,
-    registers::{ReadOnly, ReadWrite},
-};
-
-/// Memory hotplug registers (QEMU `VIRT_PCDIMM_ACPI`).
-const MEMHP_PA: u64 = 0x0907_0000;
-/// GED event selector (QEMU `VIRT_ACPI_GED`).
-const GED_PA: u64 = 0x0908_0000;
-/// SPI 9.
-pub const INTID: u32 = 41;
-const MAX_SLOTS: u32 = 256;
-
-register_structs! {
-    /// Reads and writes mean different things at the same offsets.
-    MemhpRegs {
-        /// Read: base address low. Write: slot selector.
-        (0x00 => addr_lo_or_select: ReadWrite<u32>),
-        /// Read: base address high. Write: _OST event code.
-        (0x04 => addr_hi_or_ost_event: ReadWrite<u32>),
-        /// Read: size low. Write: _OST status (QEMU emits the QMP ACPI_DEVICE_OST event).
-        (0x08 => size_lo_or_ost_status: ReadWrite<u32>),
-        (0x0c => size_hi: ReadOnly<u32>),
-        (0x10 => proximity: ReadOnly<u32>),
-        /// Read: flags (ENABLED, INSERT, REMOVE). Write: one control action per write.
-        (0x14 => flags_or_control: ReadWrite<u8>),
-        (0x15 => _reserved),
-        (0x18 => @END),
-    }
-}
-
-register_structs! {
-    GedRegs {
-        /// Event bits, read-to-clear; 4-byte reads only.
-        (0x00 => selector: ReadOnly<u32>),
-        (0x04 => @END),
-    }
-}
-
-mod slot_flags {
-    pub const ENABLED: u8 = 1 << 0;
-    pub const INSERT: u8 = 1 << 1;
-    pub const REMOVE: u8 = 1 << 2;
-}
-
-mod control {
-    pub const CLEAR_INSERT: u8 = 0x2;
-    pub const CLEAR_REMOVE: u8 = 0x4;
-    pub const EJECT: u8 = 0x8;
-}
-
-mod ged_event {
-    pub const MEM_HOTPLUG: u32 = 1 << 0;
-    pub const POWER_DOWN: u32 = 1 << 1;
-}
-
-/// _OST source events and status codes (ACPI: Device Check = 1, Eject Request = 3).
-mod ost {
-    pub const EVENT_INSERT: u32 = 1;
-    pub const EVENT_EJECT: u32 = 3;
-    pub const SUCCESS: u32 = 0;
-    /// Insertion: "not supported by OSPM"; ejection: "device busy".
-    pub const FAILURE: u32 = 0x82;
-}
-
-static MEMHP_VA: AtomicU64 = AtomicU64::new(0);
-static GED_VA: AtomicU64 = AtomicU64::new(0);
-static PRESENT: AtomicBool = AtomicBool::new(false);
-/// Event bits latched by the interrupt handler, consumed by `process_pending`.
-static PENDING: AtomicU32 = AtomicU32::new(0);
 
 /// A DIMM in use.
 #[derive(Clone, Debug)]
@@ -106,60 +33,44 @@ pub struct Dimm {
 
 pub static DIMMS: spin::Mutex<BTreeMap<u32, Dimm>> = spin::Mutex::new(BTreeMap::new());
 
-fn memhp() -> &'static MemhpRegs {
-    // SAFETY: set once in `init` to a device mapping of the memory-hotplug registers; only read
-    // after `PRESENT` says so.
-    unsafe { &*(MEMHP_VA.load(Ordering::Relaxed) as *const MemhpRegs) }
-}
-
-fn ged() -> &'static GedRegs {
-    // SAFETY: as above, for the GED selector.
-    unsafe { &*(GED_VA.load(Ordering::Relaxed) as *const GedRegs) }
-}
-
-pub fn present() -> bool {
-    PRESENT.load(Ordering::Acquire)
-}
-
-/// Map the registers and find out whether QEMU created them (firmware mode); if so, enable
-/// the edge-triggered interrupt, then scan every slot (cold-plugged DIMMs raise no event).
+/// Map the registers and find out whether QEMU created them (firmware mode); if so, register
+/// the interrupt's top half and our bottom half, enable the edge-triggered interrupt, then scan
+/// every slot (cold-plugged DIMMs raise no event).
 pub fn init() {
-    let (Ok(m), Ok(g)) = (memory::ioremap(MEMHP_PA, 0x18), memory::ioremap(GED_PA, 4)) else {
+    let (Ok(m), Ok(g)) = (memory::ioremap(ged::MEMHP_PA, 0x18), memory::ioremap(ged::GED_PA, 4)) else {
         println!("ged: cannot map the registers; DIMM hotplug disabled");
         return;
     };
-    MEMHP_VA.store(m, Ordering::Relaxed);
-    GED_VA.store(g, Ordering::Relaxed);
-    // Without firmware QEMU has no device there and the access aborts: expected, not fatal.
-    if matches!(
-        arch::exception::probe_read32(m + 0x10),
-        arch::exception::Probe::Fault { .. }
-    ) {
+    if !ged::probe(m, g) {
         println!("ged: absent (QEMU creates it only when booted as firmware): DIMM hotplug unavailable, probe works");
         return;
     }
-    PRESENT.store(true, Ordering::Release);
-    gic::enable_spi(INTID, gic::Trigger::Edge);
+    if let Err(e) = deferred::register(process_pending) {
+        println!("ged: cannot register the deferred work: {e:?}; DIMM hotplug disabled");
+        return;
+    }
+    if let Err(e) = irq::register(ged::INTID, |_, _| ged::handle_irq()) {
+        println!("ged: cannot register the interrupt: {e:?}; DIMM hotplug disabled");
+        return;
+    }
+    gic::enable_spi(ged::INTID, gic::Trigger::Edge);
     // Anything already latched (including a powerdown) is handled by the scan below.
     let t0 = arch::cpu::counter();
-    PENDING.fetch_or(ged().selector.get() | ged_event::MEM_HOTPLUG, Ordering::Relaxed);
+    ged::latch(ged_event::MEM_HOTPLUG);
     process_pending();
     println!(
-        "ged: present memhp={MEMHP_PA:#x} selector={GED_PA:#x} intid={INTID} slots_scanned={MAX_SLOTS} scan_cycles={}",
+        "ged: present memhp={:#x} selector={:#x} intid={} slots_scanned={} scan_cycles={}",
+        ged::MEMHP_PA,
+        ged::GED_PA,
+        ged::INTID,
+        ged::MAX_SLOTS,
         arch::cpu::counter() - t0
     );
 }
 
-/// Interrupt handler: latch the event bits (read-to-clear register) for thread context.
-pub fn handle_irq() {
-    if present() {
-        PENDING.fetch_or(ged().selector.get(), Ordering::Release);
-    }
-}
-
-/// Run latched events (thread context; called from the shell's idle loop).
-pub fn process_pending() {
-    let ev = PENDING.swap(0, Ordering::Acquire);
+/// Run latched events (the bottom half: thread context, from the deferred-work registry).
+fn process_pending() {
+    let ev = ged::take_pending();
     if ev & ged_event::MEM_HOTPLUG != 0 {
         scan();
     }
@@ -169,25 +80,12 @@ pub fn process_pending() {
     }
 }
 
-fn select(slot: u32) {
-    memhp().addr_lo_or_select.set(slot);
-}
-
-fn ctrl(action: u8) {
-    memhp().flags_or_control.set(action);
-}
-
-fn report_ost(event: u32, status: u32) {
-    memhp().addr_hi_or_ost_event.set(event);
-    memhp().size_lo_or_ost_status.set(status);
-}
-
 /// Look at every slot: INSERT → add; enabled but unknown (cold-plugged, or plugged before a
 /// reset) → add; REMOVE → remove and eject.
 fn scan() {
-    for slot in 0..MAX_SLOTS {
+    for slot in 0..ged::MAX_SLOTS {
         select(slot);
-        let flags = memhp().flags_or_control.get();
+        let flags = ged::flags();
         if flags & slot_flags::INSERT != 0 {
             ctrl(control::CLEAR_INSERT);
             add(slot, "insert");
@@ -208,9 +106,7 @@ static REFUSED: spin::Mutex<Vec<u32>> = spin::Mutex::new(Vec::new());
 
 fn add(slot: u32, event: &str) {
     select(slot);
-    let r = memhp();
-    let base = (r.addr_hi_or_ost_event.get() as u64) << 32 | r.addr_lo_or_select.get() as u64;
-    let size = (r.size_hi.get() as u64) << 32 | r.size_lo_or_ost_status.get() as u64;
+    let (base, size) = ged::slot_range();
     let t0 = arch::cpu::counter();
     let result = with_hotplug(|hp, ops| {
         let group = hp.register_static_group(size >> layout::PAGE_SHIFT);
@@ -336,7 +232,7 @@ fn remove(slot: u32) {
 
 /// `dimms` shell command.
 pub fn print_dimms() {
-    if !present() {
+    if !ged::present() {
         println!("dimms: none (no GED: boot in firmware mode for DIMM hotplug)");
         return;
     }

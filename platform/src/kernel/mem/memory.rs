@@ -3,11 +3,11 @@
 //! page table (TTBR1) with the linear map and `ioremap`, and the kernel heap.
 
 use crate::{
-    dtb::Range,
-    early,
-    layout::{self, IOREMAP_SIZE, IOREMAP_START, PAGE_SHIFT, PAGE_SIZE},
-    memblock::Memblock,
-    sync::IrqSafeLock,
+    boot::dtb::Range,
+    boot::early,
+    boot::layout::{self, IOREMAP_SIZE, IOREMAP_START, PAGE_SHIFT, PAGE_SIZE},
+    kernel::mem::memblock::Memblock,
+    kernel::sync::IrqSafeLock,
 };
 use alloc::vec::Vec;
 use arch::descriptor::Attrs;
@@ -122,7 +122,7 @@ pub fn alloc_pages(order: u32) -> Option<u64> {
 /// Free pages from [`alloc_pages`]. In the test build the teardown checker first verifies no
 /// cleared-but-not-invalidated translation still points at them.
 pub fn free_pages(pa: u64, order: u32) -> Result<(), BuddyError> {
-    crate::teardown::check_free(pa, PAGE_SIZE << order);
+    crate::kernel::mem::teardown::check_free(pa, PAGE_SIZE << order);
     with_page_alloc(|a| a.free(pa >> PAGE_SHIFT, order))
 }
 
@@ -144,7 +144,7 @@ impl PageSource for BuddySource {
         }
     }
     fn altmap_free(&mut self, pa: PhysAddr, size: u64) {
-        crate::teardown::check_free(pa, size);
+        crate::kernel::mem::teardown::check_free(pa, size);
     }
 }
 
@@ -173,7 +173,7 @@ impl TableAlloc for KernelTables {
     fn free_table(&mut self, pa: PhysAddr) {
         PT_PAGES.fetch_sub(1, Ordering::Relaxed);
         if in_early_pool(pa) {
-            crate::teardown::check_free(pa, PAGE_SIZE);
+            crate::kernel::mem::teardown::check_free(pa, PAGE_SIZE);
         } else if let Err(e) = free_pages(pa, 0) {
             crate::println!("memory: cannot free table page pa={pa:#x}: {e:?}");
         }
@@ -188,11 +188,11 @@ impl TableAlloc for KernelTables {
     }
 
     fn made_valid(&mut self, m: arch::tlb::Mapping) {
-        crate::teardown::made_valid(m);
+        crate::kernel::mem::teardown::made_valid(m);
     }
 
     fn published(&mut self) {
-        crate::teardown::published();
+        crate::kernel::mem::teardown::published();
     }
 }
 
@@ -350,7 +350,7 @@ pub fn init_memmap(ram: &[Range]) -> Result<BootMemmap, VmemmapError> {
                     pt,
                     tables,
                     source: &mut MemblockSource,
-                    tlb: &mut crate::teardown::KernelTlb,
+                    tlb: &mut crate::kernel::mem::teardown::KernelTlb,
                     region: vmemmap_region(),
                 }
                 .populate(start, end, None)
@@ -377,14 +377,14 @@ pub fn init_memmap(ram: &[Range]) -> Result<BootMemmap, VmemmapError> {
 /// Run `f` on the kernel's vmemmap (its page table, table allocator, the buddy as memmap
 /// backing, broadcast TLB maintenance) — the post-boot way to populate or free memmap.
 pub fn with_vmemmap<R>(
-    f: impl FnOnce(&mut Vmemmap<'_, Cfg, KernelTables, BuddySource, crate::teardown::KernelTlb>) -> R,
+    f: impl FnOnce(&mut Vmemmap<'_, Cfg, KernelTables, BuddySource, crate::kernel::mem::teardown::KernelTlb>) -> R,
 ) -> R {
     with_kernel_pt(|pt, tables| {
         f(&mut Vmemmap {
             pt,
             tables,
             source: &mut BuddySource,
-            tlb: &mut crate::teardown::KernelTlb,
+            tlb: &mut crate::kernel::mem::teardown::KernelTlb,
             region: vmemmap_region(),
         })
     })

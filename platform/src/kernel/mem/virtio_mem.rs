@@ -5,7 +5,7 @@
 //! - **sub-block** (Linux SBM; device block < memory block and a whole number of pageblocks,
 //!   e.g. the usual 2 MiB): memory blocks are added as needed, each with its first device
 //!   block(s) plugged for its memmap on memory; only plugged device blocks reach the allocator
-//!   ([`plugged_runs`], used by the platform's online/offline hooks), the rest stays
+//!   ([`super::sbm::plugged_runs`], used by the platform's online/offline hooks), the rest stays
 //!   fake-offline. Grow plugs into added blocks first; shrink offlines + unplugs the highest
 //!   plugged device blocks (blocks in MOVABLE first) and removes a block once only its memmap's
 //!   device blocks are left, then unplugs those;
@@ -28,11 +28,14 @@
 //! least every timer tick). Used-buffer interrupts are suppressed (requests are synchronous).
 
 use crate::{
-    hotplug::with_hotplug,
-    layout::{self, Size, G, PAGE_SHIFT, PAGE_SIZE},
-    memory,
-    pci::{Ecam, Pci},
-    println, timer,
+    boot::layout::{self, Size, G, PAGE_SHIFT, PAGE_SIZE},
+    drivers::pci::Ecam,
+    drivers::timer,
+    kernel::mem::hotplug::with_hotplug,
+    kernel::mem::memory,
+    kernel::mem::sbm,
+    kernel::pci::Pci,
+    println,
 };
 use alloc::{format, string::String, vec::Vec};
 use core::ptr::NonNull;
@@ -229,58 +232,9 @@ pub struct VirtioMem {
 
 pub static DEVICES: spin::Mutex<Vec<VirtioMem>> = spin::Mutex::new(Vec::new());
 
-/// Sub-block mode (device block < memory block): which device blocks of a region are plugged.
-/// Read by the platform's online/offline hooks ([`plugged_runs`]) under the hotplug lock, so it
-/// lives apart from [`DEVICES`]; lock order: hotplug, then this.
-struct SbmRegion {
-    start_pfn: u64,
-    end_pfn: u64,
-    sub_pages: u64,
-    plugged: Vec<bool>,
-}
-
-static SBM: spin::Mutex<Vec<SbmRegion>> = spin::Mutex::new(Vec::new());
-
-/// The parts of `[pfn, pfn + nr)` that may be online: everything outside sub-block-mode
-/// regions, and inside them only plugged device blocks (Linux's online_page_callback role).
-pub fn plugged_runs(pfn: u64, nr: u64) -> Vec<(u64, u64)> {
-    let sbm = SBM.lock();
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    let mut push = |p: u64, n: u64| match out.last_mut() {
-        Some((q, m)) if *q + *m == p => *m += n,
-        _ => out.push((p, n)),
-    };
-    let end = pfn + nr;
-    let mut p = pfn;
-    while p < end {
-        match sbm.iter().find(|r| r.start_pfn <= p && p < r.end_pfn) {
-            None => {
-                let next = sbm
-                    .iter()
-                    .map(|r| r.start_pfn)
-                    .filter(|&s| s > p)
-                    .min()
-                    .unwrap_or(end)
-                    .min(end);
-                push(p, next - p);
-                p = next;
-            }
-            Some(r) => {
-                let i = ((p - r.start_pfn) / r.sub_pages) as usize;
-                let sub_end = (r.start_pfn + (i as u64 + 1) * r.sub_pages).min(end);
-                if r.plugged[i] {
-                    push(p, sub_end - p);
-                }
-                p = sub_end;
-            }
-        }
-    }
-    out
-}
-
 /// Sub-block mode of one device.
 struct Sbm {
-    /// Index in [`SBM`].
+    /// Index in [`sbm::SBM`].
     region: usize,
     subs_per_block: usize,
     /// Device blocks at the start of each memory block that hold its memmap (plugged while
@@ -306,7 +260,7 @@ pub fn owns_intid(intid: u32) -> bool {
 /// Interrupt handler: mask the level-triggered line (the device keeps it asserted until its ISR
 /// is read, in thread context) and latch the event.
 pub fn handle_irq(intid: u32) {
-    crate::gic::disable_spi(intid);
+    crate::drivers::gic::disable_spi(intid);
     IRQ_COUNT.fetch_add(1, Ordering::Relaxed);
     IRQ_PENDING.store(true, Ordering::Release);
 }
@@ -377,7 +331,7 @@ impl VirtioMem {
 
     pub fn units_plugged(&self) -> usize {
         match &self.sbm {
-            Some(m) => SBM.lock()[m.region].plugged.iter().filter(|&&b| b).count(),
+            Some(m) => sbm::SBM.lock()[m.region].plugged.iter().filter(|&&b| b).count(),
             None => self.units.iter().filter(|u| **u != Unit::Unplugged).count(),
         }
     }
@@ -394,12 +348,12 @@ impl VirtioMem {
 
     fn sub_plugged(&self, i: usize) -> bool {
         let r = self.sbm.as_ref().map_or(0, |m| m.region);
-        SBM.lock()[r].plugged[i]
+        sbm::SBM.lock()[r].plugged[i]
     }
 
     fn set_subs(&self, first: usize, n: usize, v: bool) {
         let r = self.sbm.as_ref().map_or(0, |m| m.region);
-        SBM.lock()[r].plugged[first..first + n].fill(v);
+        sbm::SBM.lock()[r].plugged[first..first + n].fill(v);
     }
 
     /// Online (`on`) or fake-offline device blocks `[first, first + n)` of an online memory
@@ -709,15 +663,24 @@ pub fn init(pci: &mut Pci) {
         .filter(|f| f.info.vendor_id == VIRTIO_VENDOR && f.info.device_id == PCI_DEVICE_ID)
         .cloned()
         .collect();
+    if let Err(e) = crate::kernel::deferred::register(process_pending) {
+        println!("virtio-mem: cannot register the deferred work: {e:?}");
+    }
     for f in fns {
         let index = DEVICES.lock().len();
         match probe(&mut pci.root, f.df, index, f.intid) {
             Ok(d) => {
                 if let Some(id) = d.intid {
+                    // INTx lines are shared: one handler per line, whichever device raised it.
+                    if !owns_intid(id) {
+                        if let Err(e) = crate::kernel::irq::register(id, |id, _| handle_irq(id)) {
+                            println!("virtio-mem: intid={id}: {e:?}");
+                        }
+                    }
                     if let Some(slot) = INTIDS.iter().find(|s| s.load(Ordering::Relaxed) == u32::MAX) {
                         slot.store(id, Ordering::Relaxed);
                     }
-                    crate::gic::enable_spi(id, crate::gic::Trigger::Level);
+                    crate::drivers::gic::enable_spi(id, crate::drivers::gic::Trigger::Level);
                 }
                 DEVICES.lock().push(d)
             }
@@ -829,8 +792,8 @@ fn probe(
         },
         sbm: sub_block_mode.then(|| {
             let subs_per_block = (mb / block_size) as usize;
-            let mut regions = SBM.lock();
-            regions.push(SbmRegion {
+            let mut regions = sbm::SBM.lock();
+            regions.push(sbm::SbmRegion {
                 start_pfn: addr >> PAGE_SHIFT,
                 end_pfn: (addr + region_size) >> PAGE_SHIFT,
                 sub_pages: block_size >> PAGE_SHIFT,
@@ -878,7 +841,7 @@ fn mode(block_size: u64, sbm: bool) -> &'static str {
     }
 }
 
-/// Deferred work from the idle loop: resize every device whose `requested_size` changed.
+/// Deferred work (the bottom half, [`crate::kernel::deferred`]): resize every device whose `requested_size` changed.
 pub fn process_pending() {
     let irq = IRQ_PENDING.swap(false, Ordering::Acquire);
     let mut devs = DEVICES.lock();
@@ -926,7 +889,7 @@ pub fn process_pending() {
     if irq {
         for d in devs.iter() {
             if let Some(id) = d.intid {
-                crate::gic::enable_spi(id, crate::gic::Trigger::Level);
+                crate::drivers::gic::enable_spi(id, crate::drivers::gic::Trigger::Level);
             }
         }
     }

@@ -9,9 +9,11 @@
 //! Output: a table and one JSON object per line (`bench-json: {...}`).
 
 use crate::{
-    hotplug::{with_hotplug, HELD_BACK},
-    layout::{self, G},
-    memory, println, timer,
+    boot::layout::{self, G},
+    drivers::timer,
+    kernel::mem::hotplug::{with_hotplug, HELD_BACK},
+    kernel::mem::memory,
+    println,
 };
 use alloc::{string::String, vec::Vec};
 use core::sync::atomic::Ordering::Relaxed;
@@ -114,7 +116,7 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
         layout::Size(G.section_size()),
         freq,
         bw / (1 << 20) as f64,
-        crate::teardown::tlbi_range()
+        crate::kernel::mem::teardown::tlbi_range()
     );
     println!(
         "bench: {:>9} {:>4} {:>11} {:>11} {:>11} {:>11} {:>9} {:>7} {:>7} {:>7} {:>10}",
@@ -197,7 +199,7 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
                 tlbi_va,
                 tlbi_range,
                 tlbi_all,
-                crate::teardown::tlbi_range(),
+                crate::kernel::mem::teardown::tlbi_range(),
                 pre_per_gib
             );
         }

@@ -4,7 +4,7 @@
 //! the wake-up IPI. `configure_spi` sets the trigger: QEMU's GED pulses its line, so INTID 41
 //! must be edge-triggered or the event is lost.
 
-use crate::dtb::GicVersion;
+use crate::boot::dtb::GicVersion;
 use arch::sysreg::{
     ICC_BPR1_EL1, ICC_EOIR1_EL1, ICC_IAR1_EL1, ICC_IGRPEN1_EL1, ICC_PMR_EL1, ICC_SGI1R_EL1, ICC_SRE_EL1,
 };

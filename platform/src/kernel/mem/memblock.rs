@@ -2,7 +2,7 @@
 //! allocator exists. It backs the boot memmap and early page tables; whatever it still holds
 //! when the memmap is ready is handed to the buddy allocator, and it is retired.
 
-use crate::dtb::Range;
+use crate::boot::dtb::Range;
 use alloc::vec::Vec;
 
 pub struct Memblock {

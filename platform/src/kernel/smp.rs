@@ -1,7 +1,7 @@
 //! Secondary CPUs: started with PSCI CPU_ON, each switches to the kernel page tables through
 //! the identity map, drops TTBR0, sets up its GIC interface and timer, reports in and idles.
 
-use crate::{gic, layout, memory, println, psci, sync, timer};
+use crate::{boot::layout, drivers::gic, drivers::psci, drivers::timer, kernel::mem::memory, kernel::sync, println};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -176,7 +176,7 @@ fn serve_mailbox(cpu: usize) {
 extern "C" fn __hotmem_secondary_main(cpu: u64) -> ! {
     let cpu = cpu as usize;
     drop_identity_map();
-    crate::teardown::init_secondary();
+    crate::kernel::mem::teardown::init_secondary();
     gic::init_cpu(&[timer::INTID_VTIMER]);
     timer::init_cpu();
     ONLINE.fetch_or(1 << cpu, Ordering::Release);

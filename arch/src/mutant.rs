@@ -1,0 +1,181 @@
+//! Planted bugs for the tests that must catch them ("a check counts only once it has been seen
+//! to fail"). Each [`Mutant`] puts one known-wrong order back into the code at one site; the
+//! test harness (`tests/tests/mutants.rs`) turns it on and asserts that the named check fails.
+//!
+//! The switch is compiled in only with the `mutants` feature (never in a release kernel: there
+//! [`on`] is a constant `false` and every site folds away). With the feature, one build holds
+//! every mutant and one is chosen at run time: on the host from the `HOTMEM_MUTANT`
+//! environment variable, in the kernel from `mutant=NAME` on the command line ([`select`]).
+//! So one test kernel per granule covers the whole table instead of one build per mutant.
+//!
+//! This registry lives in `arch`, the lowest crate, because sites sit in `arch` (TLBI planning),
+//! `mm` (the engine, vmemmap, buddy, hotplug) and the kernel (migration).
+
+/// The known-wrong orders, each named like its site's rule (docs/teardown.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Mutant {
+    /// `unisolate_range` clears every ISOLATED bit before merging (issue 16).
+    UnisolateEarlyClear = 1,
+    /// A DIMM block may be onlined into another zone than the DIMM's other blocks.
+    DimmZoneSplit,
+    /// The shell's remove takes a DIMM's memory behind its driver.
+    DimmRemoveBehindDriver,
+    /// `Vmemmap::free` releases the memmap backing before unmapping it.
+    FreeBeforeUnmap,
+    /// An empty table page is freed after a last-level (VAALE1IS) flush only.
+    LeafTlbiForTable,
+    /// Unmap clears leaves but never invalidates them.
+    NoLeafTlbi,
+    /// Map makes entries valid without `DSB ISHST; ISB`.
+    MissingMapBarrier,
+    /// Every planned leaf TLBI is addressed one page too high.
+    TlbiOffByOnePage,
+    /// Per-leaf TLBIs are local (`VAALE1`) instead of broadcast (`VAALE1IS`).
+    LocalTlbi,
+    /// Migration through the movable window never maps the new frame.
+    MigrateNoRemap,
+    /// Migration clears the window PTE without a TLBI.
+    MigrateNoTlbi,
+    /// The O(1) "struct page initialised?" test answers yes everywhere, so the PFN walkers
+    /// read deferred (never initialised) struct pages (issue 12).
+    DeferredWalkReadsUninit,
+}
+
+impl Mutant {
+    pub const ALL: [Mutant; 12] = [
+        Mutant::UnisolateEarlyClear,
+        Mutant::DimmZoneSplit,
+        Mutant::DimmRemoveBehindDriver,
+        Mutant::FreeBeforeUnmap,
+        Mutant::LeafTlbiForTable,
+        Mutant::NoLeafTlbi,
+        Mutant::MissingMapBarrier,
+        Mutant::TlbiOffByOnePage,
+        Mutant::LocalTlbi,
+        Mutant::MigrateNoRemap,
+        Mutant::MigrateNoTlbi,
+        Mutant::DeferredWalkReadsUninit,
+    ];
+
+    /// The name used by `mutant=` and `HOTMEM_MUTANT`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mutant::UnisolateEarlyClear => "unisolate-early-clear",
+            Mutant::DimmZoneSplit => "dimm-zone-split",
+            Mutant::DimmRemoveBehindDriver => "dimm-remove-behind-driver",
+            Mutant::FreeBeforeUnmap => "free-before-unmap",
+            Mutant::LeafTlbiForTable => "leaf-tlbi-for-table",
+            Mutant::NoLeafTlbi => "no-leaf-tlbi",
+            Mutant::MissingMapBarrier => "missing-map-barrier",
+            Mutant::TlbiOffByOnePage => "tlbi-off-by-one-page",
+            Mutant::LocalTlbi => "local-tlbi",
+            Mutant::MigrateNoRemap => "migrate-no-remap",
+            Mutant::MigrateNoTlbi => "migrate-no-tlbi",
+            Mutant::DeferredWalkReadsUninit => "deferred-walk-reads-uninit",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Mutant> {
+        Mutant::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// Is the planted bug `m` on? Always `false` without the `mutants` feature.
+#[inline(always)]
+pub fn on(m: Mutant) -> bool {
+    #[cfg(feature = "mutants")]
+    {
+        imp::active() == m as u8
+    }
+    #[cfg(not(feature = "mutants"))]
+    {
+        let _ = m;
+        false
+    }
+}
+
+/// The kernel's `mutant=NAME`: turn one mutant on for the rest of the run. `Err` for a name
+/// no mutant has, or in a build without the `mutants` feature (the caller says so and stops:
+/// a mutant run that silently ran no mutant would pass for the wrong reason).
+pub fn select(name: &str) -> Result<Mutant, SelectError> {
+    let m = Mutant::from_name(name).ok_or(SelectError::Unknown)?;
+    #[cfg(feature = "mutants")]
+    {
+        imp::set(m);
+        Ok(m)
+    }
+    #[cfg(not(feature = "mutants"))]
+    {
+        let _ = m;
+        Err(SelectError::NotBuilt)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelectError {
+    /// No mutant has this name.
+    Unknown,
+    /// This build has no mutants (the `mutants` feature is off).
+    NotBuilt,
+}
+
+#[cfg(feature = "mutants")]
+mod imp {
+    use core::sync::atomic::{AtomicU8, Ordering};
+
+    /// 0: not chosen yet (host: read `HOTMEM_MUTANT` on first use); `NONE`: no mutant;
+    /// otherwise the `Mutant` discriminant.
+    static ACTIVE: AtomicU8 = AtomicU8::new(0);
+    const NONE: u8 = u8::MAX;
+
+    pub(super) fn set(m: super::Mutant) {
+        ACTIVE.store(m as u8, Ordering::Relaxed);
+    }
+
+    pub(super) fn active() -> u8 {
+        match ACTIVE.load(Ordering::Relaxed) {
+            0 => {
+                let v = from_env();
+                ACTIVE.store(v, Ordering::Relaxed);
+                v
+            }
+            v => v,
+        }
+    }
+
+    #[cfg(not(target_os = "none"))]
+    fn from_env() -> u8 {
+        extern crate std;
+        match std::env::var("HOTMEM_MUTANT") {
+            Err(_) => NONE,
+            Ok(name) if name.is_empty() => NONE,
+            // A misspelt name must not run the tests mutant-free and pass.
+            Ok(name) => match super::Mutant::from_name(&name) {
+                Some(m) => m as u8,
+                None => panic!("HOTMEM_MUTANT={name}: no such mutant"),
+            },
+        }
+    }
+
+    #[cfg(target_os = "none")]
+    fn from_env() -> u8 {
+        NONE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_are_unique() {
+        for m in Mutant::ALL {
+            assert_eq!(Mutant::from_name(m.name()), Some(m));
+        }
+        assert_eq!(Mutant::from_name("no-such"), None);
+        let mut names: [&str; 12] = Mutant::ALL.map(Mutant::name);
+        names.sort_unstable();
+        assert!(names.windows(2).all(|w| w[0] != w[1]));
+    }
+}

@@ -1,0 +1,53 @@
+//! Memory management: memblock, the sparse model and the page allocator, the kernel page table
+//! and ioremap, TLB and teardown glue, hotplug state and policies (DIMMs, virtio-mem).
+
+pub mod dimm;
+pub mod hotplug;
+pub mod memblock;
+pub mod memory;
+pub mod sbm;
+pub mod teardown;
+pub mod virtio_mem;
+
+use crate::boot::layout::{self, Size, G};
+use crate::println;
+
+/// Print the virtual layout (at boot and for the `layout` shell command).
+pub fn print_layout() {
+    let img = layout::image_start();
+    println!(
+        "layout: granule={} page_size={} va_bits={} levels={} start_level={}",
+        G.granule_name(),
+        G.page_size(),
+        G.va_bits,
+        G.levels(),
+        G.start_level()
+    );
+    let rows = [
+        ("linear", layout::PAGE_OFFSET, layout::LINEAR_SIZE),
+        ("vmemmap", layout::VMEMMAP_START, layout::VMEMMAP_SIZE),
+        ("ioremap", layout::IOREMAP_START, layout::IOREMAP_SIZE),
+        ("movable", layout::MOVABLE_START, layout::MOVABLE_SIZE),
+        ("fdt", layout::FDT_VADDR, layout::FDT_MAX_SIZE),
+        ("kimage", img, layout::image_end() - img),
+    ];
+    for (name, start, size) in rows {
+        println!(
+            "layout: region={:<8} start={:#018x} end={:#018x} size={}",
+            name,
+            start,
+            start + size,
+            Size(size)
+        );
+    }
+    println!(
+        "layout: kimage text={:#x}-{:#x} (RX) rodata={:#x}-{:#x} (R) data={:#x}-{:#x} (RW NX) pa={:#x}",
+        img,
+        layout::text_end(),
+        layout::text_end(),
+        layout::rodata_end(),
+        layout::rodata_end(),
+        layout::image_end(),
+        img.wrapping_sub(layout::kimage_voffset())
+    );
+}

@@ -1,0 +1,214 @@
+//! Inspection commands: `meminfo`, `page`, `sections`, `layout`, `pt`, `vmem`, `blocks`.
+
+use super::*;
+
+pub(super) fn cmd_meminfo(args: &[&str]) -> Result<(), ShellError> {
+    match args {
+        [] => {}
+        ["check"] => return cmd_meminfo_check(),
+        [word] => {
+            return Err(ShellError::BadWord {
+                word: String::from(*word),
+                want: "a meminfo mode (only 'check')",
+            })
+        }
+        [_, extra, ..] => return Err(ShellError::Extra(String::from(*extra))),
+    }
+    use core::sync::atomic::Ordering::Relaxed;
+    use mm::page::ZoneId;
+    // RAM = boot RAM + online hot-added blocks (present pages, like Linux's MemTotal basis).
+    let hot = crate::kernel::mem::hotplug::with_hotplug(|hp, _| {
+        hp.blocks()
+            .filter(|b| !b.early && b.zone.is_some())
+            .map(|b| b.nr_pages)
+            .sum::<u64>()
+    });
+    let ram = memory::RAM_PAGES.load(Relaxed) + hot;
+    let free = memory::free_page_count();
+    let pt = memory::PT_PAGES.load(Relaxed);
+    let memmap = memory::MEMMAP_BYTES.load(Relaxed);
+    let self_hosted = memory::MEMMAP_SELF_HOSTED_BYTES.load(Relaxed);
+    let (heap_used, heap_total) = memory::heap_stats();
+    let ram_bytes = ram << layout::PAGE_SHIFT;
+    // Overhead in parts per million of RAM: memmap plus page-table pages.
+    let overhead_ppm = ((memmap + (pt << layout::PAGE_SHIFT)) as u128 * 1_000_000 / ram_bytes.max(1) as u128) as u64;
+    println!(
+        "meminfo: ram_bytes={} ram_pages={} free_pages={} used_pages={} pt_pages={} memmap_bytes={} memmap_self_hosted_bytes={} overhead_ppm={} page_size={} heap_used={} heap_total={}",
+        ram_bytes, ram, free, ram.saturating_sub(free), pt, memmap, self_hosted, overhead_ppm, layout::PAGE_SIZE, heap_used, heap_total
+    );
+    memory::with_page_alloc(|a| {
+        for z in ZoneId::ALL {
+            let c = a.counters(z);
+            let blocks = a.free_blocks(z);
+            let n = a.max_order() as usize + 1;
+            println!(
+                "meminfo: zone={} managed_pages={} free_pages={} isolated_pages={} free_blocks_by_order={:?}",
+                z.name(),
+                c.managed,
+                c.free,
+                c.isolated,
+                &blocks[..n]
+            );
+        }
+    });
+    println!(
+        "  RAM {}  free {}  memmap {} ({}.{:02}% with page tables)  page tables {} pages  heap {}/{} bytes",
+        layout::Size(ram_bytes),
+        layout::Size(free << layout::PAGE_SHIFT),
+        layout::Size(memmap),
+        overhead_ppm / 10_000,
+        overhead_ppm / 100 % 100,
+        pt,
+        heap_used,
+        heap_total
+    );
+    Ok(())
+}
+
+/// `meminfo check`: every allocator and hotplug invariant against a full recount.
+pub(super) fn cmd_meminfo_check() -> Result<(), ShellError> {
+    use mm::page::ZoneId;
+    match crate::kernel::mem::hotplug::with_hotplug(|hp, _| crate::kernel::mem::hotplug::check_invariants(hp)) {
+        Ok(census) => {
+            for z in ZoneId::ALL {
+                let c = census[z as usize];
+                println!(
+                    "meminfo check: zone={} free_pages={} allocated_pages={} isolated_pages={}",
+                    z.name(),
+                    c.free,
+                    c.allocated,
+                    c.isolated
+                );
+            }
+            println!("meminfo check: ok");
+        }
+        Err(e) => println!("meminfo check: FAILED: {e}"),
+    }
+    Ok(())
+}
+
+pub(super) fn cmd_page(args: &[&str]) -> Result<(), ShellError> {
+    let [pfn] = exactly(args)?;
+    let pfn = parse_u64(pfn)?;
+    let Some(p) = memory::with_page_alloc(|a| a.page(pfn)) else {
+        println!("page: pfn={pfn:#x} has no memmap (pfn_valid is false)");
+        return Ok(());
+    };
+    let mut names = String::new();
+    for (bit, name) in mm::page::flags::NAMES {
+        if p.flags & bit != 0 {
+            if !names.is_empty() {
+                names.push('|');
+            }
+            names.push_str(name);
+        }
+    }
+    let link = |v: u64| {
+        if v == mm::page::NO_PFN {
+            alloc::string::String::from("-")
+        } else {
+            alloc::format!("{v:#x}")
+        }
+    };
+    println!(
+        "page: pfn={:#x} pa={:#x} struct_page={:#x} flags={:#x} ({}) order={} zone={} node={} refcount={} block={} next={} prev={}",
+        pfn,
+        pfn << layout::PAGE_SHIFT,
+        memory::VMEMMAP.pfn_to_page(pfn),
+        p.flags,
+        if names.is_empty() { "none" } else { &names },
+        p.order,
+        p.zone_id().map_or("?", |z| z.name()),
+        p.node,
+        p.refcount,
+        p.block,
+        link(p.next),
+        link(p.prev)
+    );
+    Ok(())
+}
+
+pub(super) fn cmd_sections(args: &[&str]) -> Result<(), ShellError> {
+    no_args(args)?;
+    let sparse = memory::sparse();
+    let size = layout::G.section_size();
+    println!(
+        "sections: section_size={} total={} present={}",
+        layout::Size(size),
+        sparse.nr_sections(),
+        sparse.iter_with(mm::sparse::state::PRESENT).count()
+    );
+    for (nr, st) in sparse.iter_with(mm::sparse::state::PRESENT) {
+        let mut names = String::new();
+        for (bit, name) in mm::sparse::state::NAMES {
+            if st & bit != 0 {
+                if !names.is_empty() {
+                    names.push(',');
+                }
+                names.push_str(name);
+            }
+        }
+        let pa = nr as u64 * size;
+        println!(
+            "section: nr={} range={:#x}-{:#x} state={} memmap={:#x}",
+            nr,
+            pa,
+            pa + size,
+            names,
+            memory::VMEMMAP.pfn_to_page(pa >> layout::PAGE_SHIFT)
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn cmd_layout(args: &[&str]) -> Result<(), ShellError> {
+    no_args(args)?;
+    crate::kernel::mem::print_layout();
+    Ok(())
+}
+
+pub(super) fn cmd_pt(args: &[&str]) -> Result<(), ShellError> {
+    let [va] = exactly(args)?;
+    let va = parse_u64(va)?;
+    crate::shell::walk::print_walk(va);
+    Ok(())
+}
+
+fn zone_name(z: Option<mm::page::ZoneId>) -> &'static str {
+    z.map_or("-", |z| z.name())
+}
+
+pub(super) fn cmd_vmem(args: &[&str]) -> Result<(), ShellError> {
+    no_args(args)?;
+    crate::kernel::mem::virtio_mem::print_devices();
+    Ok(())
+}
+
+pub(super) fn cmd_blocks(args: &[&str]) -> Result<(), ShellError> {
+    no_args(args)?;
+    crate::kernel::mem::hotplug::with_hotplug(|hp, _| {
+        println!(
+            "blocks: block_size={} count={}",
+            layout::Size(hp.block_size()),
+            hp.blocks().count()
+        );
+        for b in hp.blocks() {
+            let start = b.start_pfn << layout::PAGE_SHIFT;
+            let group = b
+                .group
+                .map_or(alloc::string::String::from("-"), |g| alloc::format!("{g}"));
+            println!(
+                "block: id={} range={:#x}-{:#x} state={} zone={} group={} vmemmap_pages={} early={}",
+                b.id,
+                start,
+                start + (b.nr_pages << layout::PAGE_SHIFT),
+                b.state.name(),
+                zone_name(b.zone),
+                group,
+                b.nr_vmemmap_pages(),
+                b.early
+            );
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! The console shell. Every command either does its job or prints a usage line; input can
+//! never panic the kernel. Output lines that tests parse have a stable `key=value` form.
+
+use crate::{
+    boot::layout, drivers::psci, drivers::timer, kernel::console, kernel::mem::memory, kernel::smp, print, println,
+};
+use alloc::string::String;
+
+mod bench;
+mod bench_cmd;
+mod cpu;
+mod hotplug;
+mod info;
+#[cfg(feature = "ktest")]
+mod ktests;
+mod stress;
+mod walk;
+
+use bench_cmd::*;
+use cpu::*;
+use hotplug::*;
+use info::*;
+use stress::*;
+
+struct Command {
+    name: &'static str,
+    usage: &'static str,
+    help: &'static str,
+    run: fn(&[&str]) -> Result<(), ShellError>,
+}
+
+/// Why a command did not run.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ShellError {
+    Unknown,
+    Usage,
+    BadNumber(String),
+    /// A word that is not one of the accepted ones (`online 16 bogus`).
+    BadWord {
+        word: String,
+        want: &'static str,
+    },
+    /// More arguments than the command takes; the first extra one.
+    Extra(String),
+    /// Fewer arguments than the command takes.
+    Missing,
+}
+
+const COMMANDS: &[Command] = &[
+    Command { name: "help", usage: "help", help: "list commands", run: cmd_help },
+    Command { name: "meminfo", usage: "meminfo [check]", help: "RAM, free pages, page-table pages, heap / check allocator invariants", run: cmd_meminfo },
+    Command { name: "layout", usage: "layout", help: "kernel virtual memory layout", run: cmd_layout },
+    Command { name: "pt", usage: "pt <va>", help: "walk the page tables for a virtual address", run: cmd_pt },
+    Command { name: "page", usage: "page <pfn>", help: "decode the struct page of a PFN", run: cmd_page },
+    Command { name: "sections", usage: "sections", help: "state of every present memory section", run: cmd_sections },
+    Command { name: "blocks", usage: "blocks", help: "memory blocks: id, range, state, zone, group, vmemmap pages", run: cmd_blocks },
+    Command { name: "probe", usage: "probe <addr> <size>", help: "hot-add memory held back by mem= (memmap on memory)", run: cmd_probe },
+    Command { name: "online", usage: "online <block> [kernel|movable|auto]", help: "online a memory block", run: cmd_online },
+    Command { name: "offline", usage: "offline <block>", help: "offline a memory block (migrating movable pages)", run: cmd_offline },
+    Command { name: "remove", usage: "remove <addr> <size>", help: "hot-remove offline memory", run: cmd_remove },
+    Command { name: "policy", usage: "policy [default offline|online|online_kernel|online_movable | online_policy contig-zones|auto-movable | ratio <percent>]", help: "show or set the online policy", run: cmd_policy },
+    Command { name: "stress", usage: "stress <size> | stress verify | stress free", help: "fill movable memory with checksummed patterns / verify / free", run: cmd_stress },
+    Command { name: "dimms", usage: "dimms", help: "DIMMs in use (ACPI GED memory hotplug, firmware mode)", run: cmd_dimms },
+    Command { name: "vmem", usage: "vmem", help: "virtio-mem devices: region, block/unit, plugged/requested, units, group", run: cmd_vmem },
+    Command { name: "pin", usage: "pin <addr> <size>", help: "hold an unmovable kernel page inside a range (to test offline refusal)", run: cmd_pin },
+    Command { name: "unpin", usage: "unpin", help: "free the pages held by pin", run: cmd_unpin },
+    Command { name: "bench", usage: "bench [reps=N] <size>...", help: "time add/online/offline/remove of each size on held-back memory (median)", run: cmd_bench },
+    Command { name: "touch", usage: "touch <va>", help: "read a kernel VA on every CPU (faults are caught): can each CPU still translate it?", run: cmd_touch },
+    Command { name: "cpus", usage: "cpus", help: "online CPUs and their timer ticks", run: cmd_cpus },
+    Command { name: "poweroff", usage: "poweroff", help: "power off (PSCI SYSTEM_OFF)", run: cmd_poweroff },
+    Command { name: "reboot", usage: "reboot", help: "reset the machine (PSCI SYSTEM_RESET)", run: cmd_reboot },
+];
+
+/// Parse a number ([`crate::boot::num::parse_u64`]); a bad one is [`ShellError::BadNumber`].
+pub fn parse_u64(s: &str) -> Result<u64, ShellError> {
+    crate::boot::num::parse_u64(s).map_err(|_| ShellError::BadNumber(String::from(s)))
+}
+
+/// Run one command line.
+pub fn execute(line: &str) -> Result<(), ShellError> {
+    let words: alloc::vec::Vec<&str> = line.split_whitespace().collect();
+    let Some((&name, args)) = words.split_first() else {
+        return Ok(());
+    };
+    let cmd = COMMANDS.iter().find(|c| c.name == name).ok_or(ShellError::Unknown)?;
+    (cmd.run)(args)
+}
+
+/// Run a line and report errors the way users see them.
+#[cfg_attr(feature = "ktest", allow(dead_code))]
+pub fn execute_and_report(line: &str) {
+    let name = line.split_whitespace().next().unwrap_or("");
+    match execute(line) {
+        Ok(()) => {}
+        Err(ShellError::Unknown) => println!("error: unknown command '{name}' (type 'help' for the list)"),
+        Err(e) => {
+            match &e {
+                ShellError::BadNumber(s) => {
+                    println!("error: '{s}' is not a number (use decimal, 0x-hex, or a K/M/G suffix)")
+                }
+                ShellError::BadWord { word, want } => println!("error: '{word}' is not {want}"),
+                ShellError::Extra(w) => println!("error: unexpected argument '{w}'"),
+                ShellError::Missing => println!("error: missing argument(s)"),
+                ShellError::Unknown | ShellError::Usage => {}
+            }
+            if let Some(c) = COMMANDS.iter().find(|c| c.name == name) {
+                println!("usage: {}", c.usage);
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+#[cfg_attr(feature = "ktest", allow(dead_code))]
+enum Escape {
+    None,
+    Start,
+    Csi,
+}
+
+#[cfg_attr(feature = "ktest", allow(dead_code))]
+fn read_line(buf: &mut String) {
+    buf.clear();
+    // Inside an escape sequence (arrow keys send ESC [ A ...): swallowed, not typed.
+    let mut escape = Escape::None;
+    loop {
+        let c = console::getc_blocking();
+        match (escape, c) {
+            (Escape::None, 0x1b) => {
+                escape = Escape::Start;
+                continue;
+            }
+            (Escape::Start, b'[' | b'O') => {
+                escape = Escape::Csi;
+                continue;
+            }
+            (Escape::Csi, 0x20..=0x3f) => continue, // parameters and intermediates
+            (Escape::Start | Escape::Csi, b'\r' | b'\n') => escape = Escape::None,
+            (Escape::Start | Escape::Csi, _) => {
+                escape = Escape::None;
+                continue; // the final byte (or a lone ESC's follower)
+            }
+            (Escape::None, _) => {}
+        }
+        match c {
+            0x15 => {
+                // Ctrl-U: erase the whole line.
+                for _ in 0..buf.len() {
+                    print!("\x08 \x08");
+                }
+                buf.clear();
+            }
+            b'\r' | b'\n' => {
+                println!();
+                return;
+            }
+            0x7f | 0x08 if buf.pop().is_some() => print!("\x08 \x08"),
+            c @ 0x20..=0x7e if buf.len() < 256 => {
+                buf.push(c as char);
+                print!("{}", c as char);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg_attr(feature = "ktest", allow(dead_code))]
+pub fn run() -> ! {
+    let mut line = String::new();
+    println!("Type 'help' for the commands; 'meminfo' shows memory, 'blocks' the memory blocks, 'poweroff' quits.");
+    loop {
+        print!("hotmem> ");
+        read_line(&mut line);
+        execute_and_report(&line);
+    }
+}
+
+fn no_args(args: &[&str]) -> Result<(), ShellError> {
+    exactly::<0>(args).map(|_| ())
+}
+
+/// Exactly `N` arguments, or which one is extra / that some are missing.
+fn exactly<'a, const N: usize>(args: &[&'a str]) -> Result<[&'a str; N], ShellError> {
+    match args.get(N) {
+        Some(extra) => Err(ShellError::Extra(String::from(*extra))),
+        None => args.try_into().map_err(|_| ShellError::Missing),
+    }
+}
+
+fn cmd_help(args: &[&str]) -> Result<(), ShellError> {
+    no_args(args)?;
+    // Usage lines longer than the column go on a line of their own, so the help texts align.
+    const COL: usize = 36;
+    for c in COMMANDS {
+        if c.usage.len() <= COL {
+            println!("  {:<COL$} {}", c.usage, c.help);
+        } else {
+            println!("  {}", c.usage);
+            println!("  {:<COL$} {}", "", c.help);
+        }
+    }
+    Ok(())
+}
