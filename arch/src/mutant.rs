@@ -37,10 +37,13 @@ pub enum Mutant {
     MigrateNoRemap,
     /// Migration clears the window PTE without a TLBI.
     MigrateNoTlbi,
+    /// The O(1) "struct page initialised?" test answers yes everywhere, so the PFN walkers
+    /// read deferred (never initialised) struct pages (issue 12).
+    DeferredWalkReadsUninit,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 11] = [
+    pub const ALL: [Mutant; 12] = [
         Mutant::UnisolateEarlyClear,
         Mutant::DimmZoneSplit,
         Mutant::DimmRemoveBehindDriver,
@@ -52,6 +55,7 @@ impl Mutant {
         Mutant::LocalTlbi,
         Mutant::MigrateNoRemap,
         Mutant::MigrateNoTlbi,
+        Mutant::DeferredWalkReadsUninit,
     ];
 
     /// The name used by `mutant=` and `HOTMEM_MUTANT`.
@@ -68,6 +72,7 @@ impl Mutant {
             Mutant::LocalTlbi => "local-tlbi",
             Mutant::MigrateNoRemap => "migrate-no-remap",
             Mutant::MigrateNoTlbi => "migrate-no-tlbi",
+            Mutant::DeferredWalkReadsUninit => "deferred-walk-reads-uninit",
         }
     }
 
@@ -169,7 +174,7 @@ mod tests {
             assert_eq!(Mutant::from_name(m.name()), Some(m));
         }
         assert_eq!(Mutant::from_name("no-such"), None);
-        let mut names: [&str; 11] = Mutant::ALL.map(Mutant::name);
+        let mut names: [&str; 12] = Mutant::ALL.map(Mutant::name);
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }

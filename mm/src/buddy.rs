@@ -6,11 +6,13 @@
 //! (`BUDDY | ISOLATED` heads on no list), so nothing in the range can be handed out again until
 //! it is either taken offline or unisolated.
 
-use crate::page::{flags, Memmap, Page, ZoneId, NO_PFN};
+use crate::page::{flags, Memmap, Page, ZoneId, NO_PFN, POISON_CHECKS};
 use arch::mutant::{self, Mutant};
 
 mod check;
+mod deferred;
 pub use check::{Rule, Violation, ZoneCensus};
+pub use deferred::{deferred_init_step, DeferredChunk, DeferredRange, DeferredState, MemmapInit, PageLookup};
 
 /// Orders 0..=13 (64K's MAX_PAGE_ORDER is 13).
 pub const NR_ORDERS: usize = 14;
@@ -28,8 +30,18 @@ pub struct ZoneCounters {
     pub managed: u64,
     /// Pages on the free lists.
     pub free: u64,
-    /// Free pages parked in isolated ranges.
+    /// Free pages parked in isolated ranges (deferred ranges being offlined included).
     pub isolated: u64,
+    /// Pages on the zone's deferred lists (or being initialised): present, free by
+    /// definition, `struct page`s not written yet. Allocation initialises them as needed.
+    pub deferred: u64,
+}
+
+impl ZoneCounters {
+    /// Pages an allocation can still get: on the free lists or deferred.
+    pub const fn available(&self) -> u64 {
+        self.free + self.deferred
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -44,6 +56,7 @@ const EMPTY_ZONE: Zone = Zone {
         managed: 0,
         free: 0,
         isolated: 0,
+        deferred: 0,
     },
 };
 
@@ -63,6 +76,10 @@ pub enum BuddyError {
     BadRange { start: u64, nr: u64 },
     /// The range holds an allocated page: it cannot go offline now.
     Busy { pfn: u64 },
+    /// A deferred chunk at `pfn` is being initialised (by an idle CPU): try again shortly.
+    InitInProgress { pfn: u64 },
+    /// The deferred-range bookkeeping could not grow (kernel heap exhausted).
+    NoBookkeeping,
 }
 
 impl core::fmt::Display for BuddyError {
@@ -73,6 +90,13 @@ impl core::fmt::Display for BuddyError {
                 write!(f, "pfn range {start:#x}+{nr:#x} has no memmap or splits a block")
             }
             BuddyError::Busy { pfn } => write!(f, "pfn {pfn:#x} is in use"),
+            BuddyError::InitInProgress { pfn } => {
+                write!(
+                    f,
+                    "the struct pages at pfn {pfn:#x} are being initialised (deferred init)"
+                )
+            }
+            BuddyError::NoBookkeeping => write!(f, "no memory for the deferred memmap bookkeeping"),
         }
     }
 }
@@ -81,6 +105,7 @@ pub struct PageAlloc<M: Memmap> {
     memmap: M,
     zones: [Zone; 2],
     max_order: u32,
+    deferred: Option<deferred::Deferred>,
 }
 
 impl<M: Memmap> PageAlloc<M> {
@@ -90,6 +115,7 @@ impl<M: Memmap> PageAlloc<M> {
             memmap,
             zones: [EMPTY_ZONE; 2],
             max_order,
+            deferred: None,
         }
     }
 
@@ -103,14 +129,55 @@ impl<M: Memmap> PageAlloc<M> {
 
     fn pg(&mut self, pfn: u64) -> &mut Page {
         debug_assert!(self.memmap.valid(pfn));
+        if POISON_CHECKS {
+            assert!(
+                self.is_initialised(pfn),
+                "write to the deferred struct page of pfn {pfn:#x}"
+            );
+        }
         // SAFETY: callers only pass PFNs with a populated memmap (checked by the public entry
         // points), and `&mut self` makes this the only live reference into the memmap.
-        unsafe { self.memmap.page_mut(pfn) }
+        let p = unsafe { self.memmap.page_mut(pfn) };
+        if POISON_CHECKS {
+            assert!(
+                !p.is_poison(),
+                "access to the uninitialised struct page of pfn {pfn:#x}"
+            );
+        }
+        p
     }
 
-    /// Copy of the `struct page` of `pfn`, if it has a memmap.
+    /// Copy of the `struct page` of `pfn`, if it has a memmap and it is initialised (see
+    /// [`lookup`](Self::lookup) for the reason when not).
     pub fn page(&self, pfn: u64) -> Option<Page> {
-        self.memmap.read(pfn)
+        if !self.memmap.valid(pfn) || !self.is_initialised(pfn) {
+            return None;
+        }
+        let p = self.memmap.read(pfn)?;
+        if POISON_CHECKS {
+            assert!(!p.is_poison(), "read of the uninitialised struct page of pfn {pfn:#x}");
+        }
+        Some(p)
+    }
+
+    /// Whether `[start, start + nr)` has a memmap: every PFN, or, once deferral is enabled
+    /// (which knows the memory block size), every memory block's first and the last PFN.
+    fn range_valid(&self, start: u64, nr: u64) -> bool {
+        let end = start + nr;
+        match &self.deferred {
+            Some(d) => {
+                let step = 1u64 << d.block_shift();
+                let mut p = start;
+                while p < end {
+                    if !self.memmap.valid(p) {
+                        return false;
+                    }
+                    p = (p / step + 1) * step;
+                }
+                nr == 0 || self.memmap.valid(end - 1)
+            }
+            None => (start..end).all(|p| self.memmap.valid(p)),
+        }
     }
 
     /// Changes the `struct page` of `pfn` (which must have a memmap) under the allocator's
@@ -196,26 +263,68 @@ impl<M: Memmap> PageAlloc<M> {
     /// enter the allocator, so nothing merges across them).
     fn check_range(&self, start: u64, nr: u64) -> Result<(), BuddyError> {
         let populated = nr > 0 && self.memmap.valid(start) && self.memmap.valid(start + nr - 1);
-        let head_at_start = self
-            .page(start)
-            .is_some_and(|p| !p.has(flags::BUDDY | flags::HEAD) || start.is_multiple_of(1 << p.order));
+        let head_at_start = !populated
+            || !self.is_initialised(start)
+            || self
+                .page(start)
+                .is_some_and(|p| !p.has(flags::BUDDY | flags::HEAD) || start.is_multiple_of(1 << p.order));
         if !populated || !head_at_start {
             return Err(BuddyError::BadRange { start, nr });
         }
-        Ok(())
+        self.deferred_check_range(start, start + nr)
+    }
+
+    /// Free the initialised pages `[s, e)` of `zone` in maximal aligned blocks.
+    fn free_run(&mut self, zone: ZoneId, s: u64, e: u64) {
+        let mut q = s;
+        while q < e {
+            let mut order = (q.trailing_zeros()).min(self.max_order);
+            while q + (1 << order) > e {
+                order -= 1;
+            }
+            self.free_merge(zone, q, order);
+            q += 1 << order;
+        }
     }
 
     /// Give `[start, start + nr)` to `zone` (Linux `online_pages` → `__free_pages_core`):
     /// every page that is not `VMEMMAP_SELF_HOSTED` becomes free (its `RESERVED` bit from
     /// memmap initialisation is cleared).
     /// Returns the number of pages handed over.
+    ///
+    /// Pages whose `struct page`s are not initialised (deferred) are handed over as a range on
+    /// the zone's deferred list, without touching them.
     pub fn online_range(&mut self, zone: ZoneId, node: u8, start: u64, nr: u64) -> Result<u64, BuddyError> {
-        if !(start..start + nr).all(|p| self.memmap.valid(p)) {
+        if !self.range_valid(start, nr) {
             return Err(BuddyError::BadRange { start, nr });
         }
+        let end = start + nr;
+        self.deferred_check_online(start, end)?;
+        if nr > 0 {
+            // A range starting or ending inside a deferred pageblock: initialise that one.
+            self.materialise_cut(start)?;
+            self.materialise_cut(end)?;
+        }
+        let mut given = 0;
+        let mut run = start;
+        while run < end {
+            let run_end = self.next_init_change(run, end);
+            if self.is_initialised(run) {
+                given += self.online_initialised(zone, node, run, run_end);
+            } else {
+                self.online_deferred(zone, node, run, run_end)?;
+                given += run_end - run;
+            }
+            run = run_end;
+        }
+        self.zones[zone as usize].counters.managed += given;
+        Ok(given)
+    }
+
+    /// `online_range` over initialised `struct page`s: each is written once.
+    fn online_initialised(&mut self, zone: ZoneId, node: u8, start: u64, end: u64) -> u64 {
         let mut given = 0;
         let mut pfn = start;
-        let end = start + nr;
         while pfn < end {
             // One pass: initialise the run of usable pages starting here (self-hosted memmap
             // pages never enter the allocator), then free it in maximal aligned chunks.
@@ -231,23 +340,14 @@ impl<M: Memmap> PageAlloc<M> {
                 p.refcount = 0;
                 pfn += 1;
             }
-            let mut q = run_start;
-            while q < pfn {
-                let mut order = (q.trailing_zeros()).min(self.max_order);
-                while q + (1 << order) > pfn {
-                    order -= 1;
-                }
-                self.free_merge(zone, q, order);
-                q += 1 << order;
-            }
+            self.free_run(zone, run_start, pfn);
             given += pfn - run_start;
             // Skip the self-hosted page that ended the run.
             if pfn < end {
                 pfn += 1;
             }
         }
-        self.zones[zone as usize].counters.managed += given;
-        Ok(given)
+        given
     }
 
     /// Allocate 2^order pages; returns the head PFN.
@@ -260,9 +360,15 @@ impl<M: Memmap> PageAlloc<M> {
             AllocKind::Movable => &[ZoneId::Movable, ZoneId::Normal],
         };
         for &zone in zones {
-            let Some(found) =
-                (order..=self.max_order).find(|&o| self.zones[zone as usize].free_area[o as usize].len > 0)
-            else {
+            // Initialised free memory first; a deferred chunk only when that cannot serve.
+            let found = loop {
+                match (order..=self.max_order).find(|&o| self.zones[zone as usize].free_area[o as usize].len > 0) {
+                    Some(o) => break Some(o),
+                    None if self.deferred_grow(zone) => continue,
+                    None => break None,
+                }
+            };
+            let Some(found) = found else {
                 continue;
             };
             let pfn = self.zones[zone as usize].free_area[found as usize].head;
@@ -318,6 +424,10 @@ impl<M: Memmap> PageAlloc<M> {
     ) -> Result<(), BuddyError> {
         let mut pfn = start;
         while pfn < start + nr {
+            if !self.is_initialised(pfn) {
+                pfn = self.next_init_change(pfn, start + nr);
+                continue;
+            }
             let p = self.page(pfn).ok_or(BuddyError::BadRange { start, nr })?;
             f(self, pfn, p)?;
             pfn += if p.has(flags::BUDDY | flags::HEAD) {
@@ -329,11 +439,36 @@ impl<M: Memmap> PageAlloc<M> {
         Ok(())
     }
 
+    /// Apply `f` to every initialised `struct page` of `[start, start + nr)`.
+    fn for_each_initialised(&mut self, start: u64, nr: u64, mut f: impl FnMut(&mut Page)) {
+        let end = start + nr;
+        let mut run = start;
+        while run < end {
+            let run_end = self.next_init_change(run, end);
+            if self.is_initialised(run) {
+                for pfn in run..run_end {
+                    f(self.pg(pfn));
+                }
+            }
+            run = run_end;
+        }
+    }
+
     /// Stop handing out pages of `[start, start + nr)` (Linux `start_isolate_page_range` +
     /// taking free pages off the lists). Returns the number of free pages parked.
+    ///
+    /// Deferred ranges inside are free by definition: they are only marked isolated on their
+    /// zone's list (no per-page work).
     pub fn isolate_range(&mut self, start: u64, nr: u64) -> Result<u64, BuddyError> {
         self.check_range(start, nr)?;
+        let moved = self.deferred_set_isolated(start, start + nr, true)?;
         let mut parked = 0;
+        for z in ZoneId::ALL {
+            let c = &mut self.zones[z as usize].counters;
+            c.deferred -= moved[z as usize];
+            c.isolated += moved[z as usize];
+            parked += moved[z as usize];
+        }
         self.for_each_head(start, nr, |a, pfn, p| {
             if p.has(flags::BUDDY) && !p.has(flags::ISOLATED) {
                 let zone = p.zone_id().unwrap_or(ZoneId::Normal);
@@ -345,9 +480,7 @@ impl<M: Memmap> PageAlloc<M> {
             }
             Ok(())
         })?;
-        for pfn in start..start + nr {
-            self.pg(pfn).flags |= flags::ISOLATED;
-        }
+        self.for_each_initialised(start, nr, |p| p.flags |= flags::ISOLATED);
         Ok(parked)
     }
 
@@ -360,10 +493,14 @@ impl<M: Memmap> PageAlloc<M> {
     /// moves whole pageblocks the same way).
     pub fn unisolate_range(&mut self, start: u64, nr: u64) -> Result<(), BuddyError> {
         self.check_range(start, nr)?;
+        let back = self.deferred_set_isolated(start, start + nr, false)?;
+        for z in ZoneId::ALL {
+            let c = &mut self.zones[z as usize].counters;
+            c.isolated -= back[z as usize];
+            c.deferred += back[z as usize];
+        }
         if mutant::on(Mutant::UnisolateEarlyClear) {
-            for pfn in start..start + nr {
-                self.pg(pfn).flags &= !flags::ISOLATED;
-            }
+            self.for_each_initialised(start, nr, |p| p.flags &= !flags::ISOLATED);
         }
         self.for_each_head(start, nr, |a, pfn, p| {
             let len = if p.has(flags::BUDDY | flags::HEAD) {
@@ -389,6 +526,11 @@ impl<M: Memmap> PageAlloc<M> {
     pub fn first_busy(&self, start: u64, nr: u64) -> Option<(u64, Page)> {
         let mut pfn = start;
         while pfn < start + nr {
+            if !self.is_initialised(pfn) {
+                // Deferred: free by definition.
+                pfn = self.next_init_change(pfn, start + nr);
+                continue;
+            }
             let p = self.page(pfn)?;
             if p.has(flags::HEAD | flags::RESERVED) {
                 return Some((pfn, p));
@@ -418,7 +560,12 @@ impl<M: Memmap> PageAlloc<M> {
         if let Some((pfn, _)) = self.first_busy(start, nr) {
             return Err(BuddyError::Busy { pfn });
         }
-        let mut taken = [0u64; 2];
+        // Deferred ranges (isolated with the range) leave their lists: no struct page is
+        // written, their memmap stays uninitialised and offline.
+        let mut taken = self.deferred_drop_isolated(start, start + nr)?;
+        for z in ZoneId::ALL {
+            self.zones[z as usize].counters.isolated -= taken[z as usize];
+        }
         self.for_each_head(start, nr, |a, pfn, p| {
             if p.has(flags::BUDDY) {
                 let zone = p.zone_id().unwrap_or(ZoneId::Normal);
@@ -429,14 +576,13 @@ impl<M: Memmap> PageAlloc<M> {
             }
             Ok(())
         })?;
-        for pfn in start..start + nr {
-            let p = self.pg(pfn);
+        self.for_each_initialised(start, nr, |p| {
             if !p.has(flags::VMEMMAP_SELF_HOSTED | flags::RESERVED) {
                 p.flags = (p.flags & !flags::ISOLATED) | flags::OFFLINE;
             } else {
                 p.flags &= !flags::ISOLATED;
             }
-        }
+        });
         for z in ZoneId::ALL {
             self.zones[z as usize].counters.managed -= taken[z as usize];
         }

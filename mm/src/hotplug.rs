@@ -10,7 +10,7 @@
 //! pages of a hot-added block back its own memmap through a per-block [`Altmap`]; they are
 //! initialised first when onlining, never reach the allocator, and are released last.
 
-use crate::{altmap::Altmap, geometry::Geometry, page::ZoneId, sparse::state};
+use crate::{altmap::Altmap, buddy::MemmapInit, geometry::Geometry, page::ZoneId, sparse::state};
 use alloc::{collections::BTreeMap, vec::Vec};
 use arch::mutant::{self, Mutant};
 
@@ -288,6 +288,16 @@ pub trait HotplugOps {
     fn depopulate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>);
     /// Initialise the `struct page`s of a new block (reserved, offline).
     fn init_memmap(&mut self, pfn: u64, nr: u64, block: BlockId);
+    /// [`MemmapInit::Deferred`]: leave the `struct page`s of `[pfn, pfn + nr)` of a new block
+    /// uninitialised (Linux: deferred struct page init) — the page allocator records it
+    /// (`PageAlloc::defer_memmap`) and initialises them when first needed. An implementation
+    /// that cannot defer initialises them now; the default does (eager).
+    fn defer_memmap(&mut self, pfn: u64, nr: u64, block: BlockId) {
+        self.init_memmap(pfn, nr, block);
+    }
+    /// The memmap of `[pfn, pfn + nr)` (offline) is about to be freed: forget its deferred
+    /// state without touching it (`PageAlloc::memmap_removed`). Default: nothing deferred.
+    fn release_memmap(&mut self, _pfn: u64, _nr: u64) {}
     /// Section state bits (the sparse model).
     fn section_update(&mut self, section_nr: u64, set: u8, clear: u8);
     /// Mark the self-hosted memmap pages (Linux `mhp_init_memmap_on_memory`).
@@ -329,6 +339,8 @@ pub struct Hotplug {
     pub default_online: Option<OnlineType>,
     /// First physical address the configuration cannot map.
     pub max_pa: u64,
+    /// How `add_memory` initialises the memmap of new blocks (`memmap_init=`).
+    pub memmap_init: MemmapInit,
 }
 
 impl Hotplug {
@@ -344,6 +356,7 @@ impl Hotplug {
             ratio: 301,
             default_online: Some(OnlineType::Auto),
             max_pa,
+            memmap_init: MemmapInit::Eager,
         }
     }
 
@@ -542,7 +555,18 @@ impl Hotplug {
             .memmap_on_memory
             .then(|| Altmap::new(pfn, pfn + bp - 1, 0, self.geom.memmap_pages_per_block()));
         ops.populate_memmap(pfn, altmap.as_mut())?;
-        ops.init_memmap(pfn, bp, id);
+        match self.memmap_init {
+            MemmapInit::Eager => ops.init_memmap(pfn, bp, id),
+            MemmapInit::Deferred => {
+                // The self-hosted memmap pages are initialised now (as eagerly); the rest of
+                // the block's struct pages when first needed.
+                let n_vm = altmap.map_or(0, |a| a.alloc + a.align);
+                if n_vm > 0 {
+                    ops.init_memmap(pfn, n_vm, id);
+                }
+                ops.defer_memmap(pfn + n_vm, bp - n_vm, id);
+            }
+        }
         let mut bits = state::PRESENT | state::HAS_MEMMAP;
         if altmap.is_some() {
             bits |= state::SELF_HOSTED;
@@ -566,6 +590,7 @@ impl Hotplug {
             0,
             state::PRESENT | state::HAS_MEMMAP | state::SELF_HOSTED | state::ONLINE,
         );
+        ops.release_memmap(b.start_pfn, b.nr_pages);
         ops.depopulate_memmap(b.start_pfn, b.altmap.as_mut());
     }
 

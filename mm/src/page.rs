@@ -35,6 +35,9 @@ pub mod flags {
     ];
 }
 
+/// Whether this build poisons uninitialised struct pages and asserts on every read of one.
+pub const POISON_CHECKS: bool = cfg!(any(test, feature = "poison"));
+
 /// "No page" in a free-list link.
 pub const NO_PFN: u64 = u64::MAX;
 
@@ -104,6 +107,28 @@ impl Page {
         private: 0,
         _reserved: [0; 3],
     };
+
+    /// What an uninitialised `struct page` holds in the test builds (feature `poison`, and
+    /// cfg(test)): every byte 0xff, like Linux's `PAGE_POISON_PATTERN`. No initialised page
+    /// has all flag bits set, so [`is_poison`](Self::is_poison) needs only the flags word.
+    pub const POISON: Page = Page {
+        flags: u32::MAX,
+        order: u8::MAX,
+        zone: u8::MAX,
+        node: u8::MAX,
+        _pad0: u8::MAX,
+        refcount: u32::MAX,
+        block: u32::MAX,
+        next: u64::MAX,
+        prev: u64::MAX,
+        private: u64::MAX,
+        _reserved: [u64::MAX; 3],
+    };
+
+    /// Whether this page still holds [`Page::POISON`] (was never initialised).
+    pub const fn is_poison(&self) -> bool {
+        self.flags == u32::MAX
+    }
 
     pub const fn has(&self, f: u32) -> bool {
         self.flags & f != 0

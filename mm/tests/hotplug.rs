@@ -7,12 +7,12 @@
 //! (as the kernel's `stress` pages are), so migration re-points real translations: every CPU
 //! reads a block right before it moves, and none may reach the old frame afterwards.
 
-use std::cell::{RefCell, UnsafeCell};
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use mm::altmap::Altmap;
-use mm::buddy::{AllocKind, PageAlloc, Violation};
+use mm::buddy::{AllocKind, BuddyError, MemmapInit, PageAlloc, Violation};
 use mm::geometry::*;
 use mm::hotplug::*;
 use mm::migrate::{move_window_block, offline_pages, Handle, Handles};
@@ -28,16 +28,36 @@ use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
 /// The struct pages of one section.
 type SectionPages = Box<[UnsafeCell<Page>]>;
 
-/// Host storage for the struct pages of populated sections.
+/// Host storage for the struct pages of populated sections. A fresh section holds
+/// [`Page::POISON`] (what uninitialised memory holds in the test builds). Every `page()` call
+/// (a struct page read or write by the allocator or the double) is counted, per PFN range.
 #[derive(Clone, Default)]
 struct HostMemmap {
     sections: Rc<RefCell<BTreeMap<u64, SectionPages>>>,
     pages_per_section: u64,
+    /// Struct page accesses (`page()` calls) so far.
+    accesses: Rc<Cell<u64>>,
+    /// Of those, to PFNs in `watched` ranges.
+    watched_accesses: Rc<Cell<u64>>,
+    watched: Rc<RefCell<Vec<(u64, u64)>>>,
+}
+
+impl HostMemmap {
+    /// The struct page of `pfn` as stored, bypassing the counters.
+    fn peek(&self, pfn: u64) -> Page {
+        let s = self.sections.borrow();
+        // SAFETY: a read of a live element; no `&mut` to it exists outside allocator calls.
+        unsafe { *s[&(pfn / self.pages_per_section)][(pfn % self.pages_per_section) as usize].get() }
+    }
 }
 
 // SAFETY: every populated section has its own boxed slice that never moves while present.
 unsafe impl Memmap for HostMemmap {
     fn page(&self, pfn: u64) -> *mut Page {
+        self.accesses.set(self.accesses.get() + 1);
+        if self.watched.borrow().iter().any(|&(s, e)| (s..e).contains(&pfn)) {
+            self.watched_accesses.set(self.watched_accesses.get() + 1);
+        }
         let s = self.sections.borrow();
         s[&(pfn / self.pages_per_section)][(pfn % self.pages_per_section) as usize].get()
     }
@@ -93,6 +113,9 @@ struct Machine<C: Config> {
     contents: HashMap<u64, u64>,
     /// Fail the N-th fallible operation (0 = the next one).
     fail_in: Option<u32>,
+    /// Run the allocator checker after every online and offline (off while counting struct
+    /// page accesses: the checker reads every initialised one).
+    check_each_op: bool,
 }
 
 impl<C: Config> Machine<C> {
@@ -110,7 +133,10 @@ impl<C: Config> Machine<C> {
         let memmap = HostMemmap {
             sections: Rc::default(),
             pages_per_section: g.pages_per_section(),
+            ..HostMemmap::default()
         };
+        let mut alloc = PageAlloc::new(memmap.clone(), g.max_order());
+        alloc.enable_deferred(g, (1 << 40) >> g.page_shift).unwrap();
         // The window's first tables exist from the start (the kernel builds its window's tables
         // at boot), so the table count of a test with a few handles is stable.
         let mut pt = pt;
@@ -130,11 +156,12 @@ impl<C: Config> Machine<C> {
             tlb,
             checker,
             sparse: Sparse::new(g, 1 << 40),
-            alloc: PageAlloc::new(memmap.clone(), g.max_order()),
+            alloc,
             memmap,
             handles: Handles::new(),
             contents: HashMap::new(),
             fail_in: None,
+            check_each_op: true,
         }
     }
 
@@ -286,10 +313,18 @@ impl<C: Config> Machine<C> {
     fn check_alloc(&self) -> Result<(), Violation> {
         let pps = C::GEOM.pages_per_section();
         let ranges: Vec<(u64, u64)> = self.memmap.sections.borrow().keys().map(|&s| (s * pps, pps)).collect();
+        // Deferred (uninitialised) memmap only where there is memmap: nothing left behind by a
+        // removal or a rolled-back add.
+        let inside: u64 = ranges.iter().map(|&(s, n)| self.alloc.uninit_pages(s, n)).sum();
+        let all = self.alloc.uninit_pages(0, (1 << 40) >> C::GEOM.page_shift);
+        assert_eq!(inside, all, "deferred memmap marked where there is no memmap");
         self.alloc.check(&ranges, true).map(|_| ())
     }
 
     fn assert_alloc_ok(&self, after: &str) {
+        if !self.check_each_op {
+            return;
+        }
         if let Err(v) = self.check_alloc() {
             panic!("page allocator invariant broken after {after}: {v}");
         }
@@ -361,7 +396,7 @@ impl<C: Config> HotplugOps for Machine<C> {
             })?;
         self.touch(start, g.memmap_per_section(), g.page_size());
         let pages = (0..g.pages_per_section())
-            .map(|_| UnsafeCell::new(Page::INIT))
+            .map(|_| UnsafeCell::new(Page::POISON))
             .collect();
         self.memmap
             .sections
@@ -391,6 +426,18 @@ impl<C: Config> HotplugOps for Machine<C> {
         };
         // SAFETY: populated just before; nothing else reaches these pages yet (as the kernel).
         unsafe { self.memmap.init_pages(pfn, nr, page) };
+    }
+
+    fn defer_memmap(&mut self, pfn: u64, nr: u64, _block: BlockId) {
+        self.alloc
+            .defer_memmap(pfn, nr)
+            .expect("deferral of a new block's memmap");
+    }
+
+    fn release_memmap(&mut self, pfn: u64, nr: u64) {
+        self.alloc
+            .memmap_removed(pfn, nr)
+            .expect("memmap removed while in a zone");
     }
 
     fn section_update(&mut self, nr: u64, set: u8, clear: u8) {
@@ -488,7 +535,9 @@ impl<C: Config> HotplugOps for Machine<C> {
 
 /// Both sets of invariants: the allocator's and the hotplug accounting's.
 fn check_all<C: Config>(m: &Machine<C>, hp: &Hotplug) {
-    m.assert_alloc_ok("a hotplug operation");
+    if let Err(v) = m.check_alloc() {
+        panic!("page allocator invariant broken after a hotplug operation: {v}");
+    }
     if let Err(v) = hp.check() {
         panic!("hotplug accounting invariant broken: {v}");
     }
@@ -531,11 +580,33 @@ checked_ops! {
     remove_memory(start: u64, size: u64) -> Result<(), HotplugError>;
 }
 
+thread_local! {
+    /// The memmap initialisation mode [`boot`] gives the hotplug core (the `*_deferred`
+    /// matrix modules run every flow again with `Deferred`).
+    static MODE: Cell<MemmapInit> = const { Cell::new(MemmapInit::Eager) };
+}
+
+/// Run `f` with [`boot`] in deferred mode (used by `matrix_modes!`).
+fn with_deferred(f: impl FnOnce()) {
+    MODE.with(|m| m.set(MemmapInit::Deferred));
+    f();
+    MODE.with(|m| m.set(MemmapInit::Eager));
+}
+
+/// [`boot`] in `mode`.
+fn boot_in<C: Config>(mode: MemmapInit) -> (Machine<C>, Checked) {
+    let old = MODE.with(|m| m.replace(mode));
+    let r = boot::<C>();
+    MODE.with(|m| m.set(old));
+    r
+}
+
 /// A machine with 2 boot blocks (online NORMAL) right below the test range.
 fn boot<C: Config>() -> (Machine<C>, Checked) {
     let g = C::GEOM;
     let mut m = Machine::<C>::new();
     let mut hp = Checked(Hotplug::new(g, 1 << 40));
+    hp.memmap_init = MODE.with(|m| m.get());
     for id in 2..4 {
         let pfn = id * g.pages_per_section();
         m.populate_memmap(pfn, None).unwrap();
@@ -557,7 +628,19 @@ fn base<C: Config>() -> u64 {
 
 const MOM: AddFlags = AddFlags { memmap_on_memory: true };
 
-mm::matrix_tests!(
+/// `matrix_modes!(test_a, ...)`: [`mm::matrix_tests!`] as is (eager memmap init), and the same
+/// tests again with deferred memmap init in `deferred_mode::<cfg>::...`.
+macro_rules! matrix_modes {
+    ($($test:ident),* $(,)?) => {
+        mm::matrix_tests!($($test),*);
+        mod deferred_mode {
+            $( fn $test<C: mm::geometry::Config>() { super::with_deferred(super::$test::<C>); } )*
+            mm::matrix_tests!($($test),*);
+        }
+    };
+}
+
+matrix_modes!(
     add_online_offline_remove_round_trip,
     memmap_on_memory_geometry,
     fault_injection_at_every_step_of_add,
@@ -1381,4 +1464,471 @@ fn offline_and_remove_reonlines_when_remove_is_refused<C: Config>() {
     assert_eq!((b.state, b.zone), (BlockState::Online, Some(ZoneId::Movable)));
     assert_eq!((m.snapshot(), hp.present), before);
     check_all(&m, &hp);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deferred struct page initialisation (issue 12)
+
+/// Deferred-mode tests, per configuration: `deferred_init::cfg_4k_48::...`.
+mod deferred_init {
+    use super::*;
+    mm::matrix_tests!(
+        deferred_fresh_blocks_allocate_every_page,
+        deferred_untouched_memory_costs_no_per_page_work,
+        deferred_partly_touched_block_offlines_through_migration,
+        deferred_failed_offline_rolls_back_with_deferred_chunks,
+        deferred_background_completion_in_bounded_steps,
+    );
+}
+
+const NO_MOM: AddFlags = AddFlags {
+    memmap_on_memory: false,
+};
+
+/// The part of each block `[pfn + n_vm, pfn + pps)` whose struct pages are deferred.
+fn deferred_parts<C: Config>(ids: &[BlockId], mom: bool) -> Vec<(u64, u64)> {
+    let g = C::GEOM;
+    let n_vm = if mom { g.memmap_pages_per_block() } else { 0 };
+    ids.iter()
+        .map(|&id| (id * g.pages_per_section() + n_vm, (id + 1) * g.pages_per_section()))
+        .collect()
+}
+
+/// Every struct page of `parts` still holds the poison: nothing wrote them.
+fn assert_poisoned<C: Config>(m: &Machine<C>, parts: &[(u64, u64)]) {
+    for &(s, e) in parts {
+        for pfn in s..e {
+            assert!(
+                m.memmap.peek(pfn).is_poison(),
+                "deferred struct page of pfn {pfn:#x} written"
+            );
+        }
+    }
+}
+
+/// A fresh add writes only the self-hosted memmap pages; onlining hands the rest over as one
+/// deferred range per block; allocating every page of it initialises every chunk (order 0 and
+/// max order), the counts match, and it all goes back, offline and away cleanly.
+fn deferred_fresh_blocks_allocate_every_page<C: Config>() {
+    let g = C::GEOM;
+    let pps = g.pages_per_section();
+    for (flags, order) in [(MOM, 0), (NO_MOM, g.max_order()), (MOM, g.max_order())] {
+        let (mut m, mut hp) = boot_in::<C>(MemmapInit::Deferred);
+        let before = m.snapshot();
+        let size = 2 * g.section_size();
+        let ids = hp.add_memory(&mut m, None, base::<C>(), size, flags).unwrap();
+        let parts = deferred_parts::<C>(&ids, flags.memmap_on_memory);
+        let usable: u64 = parts.iter().map(|&(s, e)| e - s).sum();
+        assert_eq!(m.alloc.uninit_pages(8 * pps, 2 * pps), usable);
+        assert_poisoned(&m, &parts);
+        for &id in &ids {
+            hp.online_block(&mut m, id, OnlineType::Movable).unwrap();
+        }
+        assert_poisoned(&m, &parts);
+        let c = m.alloc.counters(ZoneId::Movable);
+        assert_eq!((c.managed, c.free, c.deferred), (usable, 0, usable));
+        let ranges = m.alloc.deferred_ranges(ZoneId::Movable).len();
+        assert_eq!(ranges, if flags.memmap_on_memory { 2 } else { 1 });
+        // Every page (order 0), or every whole max-order block the chunks hold.
+        let want = if order == 0 {
+            usable
+        } else {
+            parts
+                .iter()
+                .map(|&(s, e)| (e / (1 << order)).saturating_sub(s.div_ceil(1 << order)) << order)
+                .sum()
+        };
+        let mut got = std::collections::BTreeSet::new();
+        while (got.len() as u64) < want >> order {
+            let p = m
+                .alloc
+                .alloc(order, AllocKind::Movable)
+                .expect("a page of the new blocks");
+            assert!(
+                parts.iter().any(|&(s, e)| p >= s && p + (1 << order) <= e),
+                "pfn {p:#x} outside the new blocks' usable part"
+            );
+            assert!(got.insert(p), "pfn {p:#x} handed out twice");
+        }
+        check_all(&m, &hp);
+        if order == 0 {
+            let c = m.alloc.counters(ZoneId::Movable);
+            assert_eq!((c.free, c.deferred), (0, 0), "every chunk initialised");
+            assert_eq!(m.alloc.uninit_pages(8 * pps, 2 * pps), 0);
+            let p = m.alloc.alloc(0, AllocKind::Movable).unwrap();
+            assert!(p < 8 * pps, "the next movable page falls back to NORMAL");
+            m.alloc.free(p, 0).unwrap();
+        }
+        for p in got {
+            m.alloc.free(p, order).unwrap();
+        }
+        check_all(&m, &hp);
+        assert_eq!(m.alloc.counters(ZoneId::Movable).available(), usable);
+        hp.offline_and_remove(&mut m, base::<C>(), size).unwrap();
+        assert_eq!(m.snapshot(), before);
+    }
+}
+
+/// Online, offline, re-online and remove of memory never used: O(blocks). The counting
+/// double shows no access to a deferred struct page at any step (and the poison intact), and
+/// only the self-hosted memmap pages' struct pages are accessed at all.
+fn deferred_untouched_memory_costs_no_per_page_work<C: Config>() {
+    let g = C::GEOM;
+    for flags in [MOM, NO_MOM] {
+        let (mut m, mut hp) = boot_in::<C>(MemmapInit::Deferred);
+        let before = m.snapshot();
+        let nblocks = 4;
+        let size = nblocks * g.section_size();
+        let n_vm = if flags.memmap_on_memory {
+            g.memmap_pages_per_block()
+        } else {
+            0
+        };
+        let per_op = nblocks * n_vm;
+        let acc = |m: &Machine<C>| m.memmap.accesses.get();
+        m.check_each_op = false;
+        let a0 = acc(&m);
+        let ids = hp.0.add_memory(&mut m, None, base::<C>(), size, flags).unwrap();
+        let parts = deferred_parts::<C>(&ids, flags.memmap_on_memory);
+        *m.memmap.watched.borrow_mut() = parts.clone();
+        // The double's eager init of the vmemmap pages is all add does to struct pages.
+        assert!(acc(&m) - a0 <= per_op, "add: {} struct page accesses", acc(&m) - a0);
+        check_all(&m, &hp);
+        let a1 = acc(&m);
+        for &id in &ids {
+            hp.0.online_block(&mut m, id, OnlineType::Movable).unwrap();
+        }
+        assert!(
+            acc(&m) - a1 <= per_op + 64,
+            "online: {} struct page accesses",
+            acc(&m) - a1
+        );
+        check_all(&m, &hp);
+        let a2 = acc(&m);
+        for &id in &ids {
+            hp.0.offline_block(&mut m, id).unwrap();
+        }
+        assert!(
+            acc(&m) - a2 <= per_op + 64,
+            "offline: {} struct page accesses",
+            acc(&m) - a2
+        );
+        check_all(&m, &hp);
+        let pfn = parts[0].0;
+        assert_eq!(
+            m.alloc.lookup(pfn),
+            mm::buddy::PageLookup::Deferred(mm::buddy::DeferredState::Offline)
+        );
+        // Online again, with a different zone, and offline once more: still nothing written.
+        for &id in &ids {
+            hp.0.online_block(&mut m, id, OnlineType::Kernel).unwrap();
+        }
+        assert_eq!(
+            m.alloc.lookup(pfn),
+            mm::buddy::PageLookup::Deferred(mm::buddy::DeferredState::Zone {
+                zone: ZoneId::Normal,
+                isolated: false
+            })
+        );
+        check_all(&m, &hp);
+        let a3 = acc(&m);
+        hp.0.offline_and_remove(&mut m, base::<C>(), size).unwrap();
+        assert!(
+            acc(&m) - a3 <= per_op + 64,
+            "offline and remove: {} struct page accesses",
+            acc(&m) - a3
+        );
+        assert_eq!(
+            m.memmap.watched_accesses.get(),
+            0,
+            "a deferred struct page was accessed"
+        );
+        assert_eq!(m.alloc.lookup(pfn), mm::buddy::PageLookup::NoMemmap);
+        assert_eq!(m.snapshot(), before);
+        check_all(&m, &hp);
+    }
+}
+
+/// Part of a block used (some chunks initialised, movable data in them), the rest deferred:
+/// offline migrates the data out as before and drops the untouched chunks; onlining again
+/// gives the used part back free and the rest deferred.
+fn deferred_partly_touched_block_offlines_through_migration<C: Config>() {
+    let g = C::GEOM;
+    let pps = g.pages_per_section();
+    let (mut m, mut hp) = boot_in::<C>(MemmapInit::Deferred);
+    let before = m.snapshot();
+    let size = 2 * g.section_size();
+    let ids = hp.add_memory(&mut m, None, base::<C>(), size, MOM).unwrap();
+    for &id in &ids {
+        hp.online_block(&mut m, id, OnlineType::Movable).unwrap();
+    }
+    let usable = 2 * (pps - g.memmap_pages_per_block());
+    let chunk = 1u64 << g.max_order();
+    // About one and a half chunks of data: the lowest chunks of block 8 are initialised.
+    let mut hs = Vec::new();
+    for i in 0..(chunk * 3 / 2).min(pps / 2) {
+        let h = m.alloc_movable(0).unwrap();
+        let (pfn, _) = m.handles.get(h).unwrap();
+        assert!((8 * pps..9 * pps).contains(&pfn), "data at {pfn:#x}, not in block 8");
+        m.contents.insert(pfn, i + 1);
+        hs.push((h, i + 1));
+    }
+    let uninit8 = m.alloc.uninit_pages(8 * pps, pps);
+    assert!(uninit8 < pps - g.memmap_pages_per_block(), "block 8 touched");
+    // 64K: a max-order chunk is a whole block; elsewhere block 8 is only partly initialised.
+    assert_eq!(uninit8 > 0, chunk < pps - g.memmap_pages_per_block());
+    assert_eq!(m.alloc.uninit_pages(9 * pps, pps), pps - g.memmap_pages_per_block());
+    check_all(&m, &hp);
+    hp.offline_block(&mut m, 8).unwrap();
+    assert!(m.handles.migrated_pages >= hs.len() as u64);
+    for &(h, v) in &hs {
+        let (pfn, _) = m.handles.get(h).unwrap();
+        assert!(!(8 * pps..9 * pps).contains(&pfn));
+        assert_eq!(m.contents.get(&pfn), Some(&v), "data lost in migration");
+    }
+    // The untouched part of block 8 stayed untouched (and is offline, in no zone).
+    assert_eq!(m.alloc.uninit_pages(8 * pps, pps), uninit8);
+    if uninit8 > 0 {
+        assert_eq!(
+            m.alloc.lookup(9 * pps - 1),
+            mm::buddy::PageLookup::Deferred(mm::buddy::DeferredState::Offline)
+        );
+    }
+    assert!(m
+        .alloc
+        .page(8 * pps + g.memmap_pages_per_block())
+        .unwrap()
+        .has(flags::OFFLINE));
+    hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
+    let c = m.alloc.counters(ZoneId::Movable);
+    assert_eq!(c.managed, usable);
+    // Everything available can be allocated, once.
+    let avail = c.available();
+    let mut all = Vec::new();
+    while (all.len() as u64) < avail {
+        all.push(m.alloc.alloc(0, AllocKind::Movable).unwrap());
+    }
+    assert_eq!(m.alloc.counters(ZoneId::Movable).available(), 0);
+    check_all(&m, &hp);
+    for p in all {
+        m.alloc.free(p, 0).unwrap();
+    }
+    for (h, _) in hs {
+        m.free_movable(h);
+    }
+    hp.offline_and_remove(&mut m, base::<C>(), size).unwrap();
+    // Everything but the page-table pages: the movable window keeps its tables once made.
+    let (now, before) = (m.snapshot(), before);
+    assert_eq!((now.1, now.2, now.3, now.4), (before.1, before.2, before.3, before.4));
+}
+
+/// An offline refused by an unmovable page in a block with deferred chunks leaves the block
+/// exactly as it was: same deferred ranges, same counters, still usable; then it succeeds.
+fn deferred_failed_offline_rolls_back_with_deferred_chunks<C: Config>() {
+    let g = C::GEOM;
+    let pps = g.pages_per_section();
+    let (mut m, mut hp) = boot_in::<C>(MemmapInit::Deferred);
+    hp.add_memory(&mut m, None, base::<C>(), 2 * g.section_size(), MOM)
+        .unwrap();
+    hp.online_block(&mut m, 8, OnlineType::Kernel).unwrap();
+    hp.online_block(&mut m, 9, OnlineType::Kernel).unwrap();
+    // Exhaust the boot blocks so a kernel page lands in block 8 (growing its first chunk).
+    let mut others = Vec::new();
+    let pinned = loop {
+        let p = m.alloc.alloc(0, AllocKind::Kernel).unwrap();
+        if p >= 8 * pps {
+            break p;
+        }
+        others.push(p);
+    };
+    assert!((8 * pps..9 * pps).contains(&pinned));
+    for p in others {
+        m.alloc.free(p, 0).unwrap();
+    }
+    let state = |m: &Machine<C>, hp: &Checked| {
+        (
+            m.snapshot(),
+            hp.present,
+            m.alloc.deferred_ranges(ZoneId::Normal).to_vec(),
+            m.alloc.uninit_pages(8 * pps, 2 * pps),
+        )
+    };
+    let before = state(&m, &hp);
+    assert!(before.3 > 0 && !before.2.is_empty());
+    for remove in [false, true] {
+        let r = if remove {
+            hp.offline_and_remove(&mut m, base::<C>(), 2 * g.section_size())
+        } else {
+            hp.offline_block(&mut m, 8)
+        };
+        assert!(
+            matches!(r, Err(HotplugError::Busy { block: 8, pfn }) if pfn == pinned),
+            "{r:?}"
+        );
+        assert_eq!(state(&m, &hp), before, "a refused offline changed something");
+        assert_eq!(hp.block(8).unwrap().state, BlockState::Online);
+    }
+    // Still usable: once the boot blocks are used up, kernel allocations grow its chunks.
+    let mut held = Vec::new();
+    while held.last().is_none_or(|&p| p < 8 * pps) {
+        held.push(m.alloc.alloc(0, AllocKind::Kernel).unwrap());
+    }
+    assert!(m.alloc.uninit_pages(8 * pps, pps) < before.3);
+    for p in held {
+        m.alloc.free(p, 0).unwrap();
+    }
+    m.alloc.free(pinned, 0).unwrap();
+    hp.offline_and_remove(&mut m, base::<C>(), 2 * g.section_size())
+        .unwrap();
+    check_all(&m, &hp);
+}
+
+/// Background completion: each step initialises at least one chunk and stops at its budget,
+/// taking the allocator "lock" (here: the closure) only for take and hand-over; a chunk being
+/// initialised shows as in flight and makes an offline of its block refuse (typed, changing
+/// nothing) until it is handed over.
+fn deferred_background_completion_in_bounded_steps<C: Config>() {
+    let g = C::GEOM;
+    let pps = g.pages_per_section();
+    let chunk = 1u64 << g.max_order();
+    let (mut m, mut hp) = boot_in::<C>(MemmapInit::Deferred);
+    let nblocks = 3;
+    let ids = hp
+        .add_memory(&mut m, None, base::<C>(), nblocks * g.section_size(), NO_MOM)
+        .unwrap();
+    for &id in &ids {
+        hp.online_block(&mut m, id, OnlineType::Movable).unwrap();
+    }
+    // A chunk taken by an "idle CPU": in flight, its block cannot go offline yet.
+    let c = m.alloc.deferred_take().unwrap();
+    assert_eq!((c.start, c.nr_pages()), (8 * pps, chunk));
+    assert_eq!(
+        m.alloc.lookup(c.start),
+        mm::buddy::PageLookup::Deferred(mm::buddy::DeferredState::InFlight { zone: ZoneId::Movable })
+    );
+    check_all(&m, &hp);
+    let snap = (m.snapshot(), hp.present);
+    assert_eq!(
+        hp.offline_block(&mut m, 8),
+        Err(HotplugError::Allocator(BuddyError::InitInProgress { pfn: c.start }))
+    );
+    assert_eq!((m.snapshot(), hp.present), snap);
+    c.init(&m.memmap);
+    assert_eq!(m.alloc.deferred_finish(c), Ok(chunk));
+    check_all(&m, &hp);
+    // Steps of one chunk, then two chunks, until nothing is left.
+    let memmap = m.memmap.clone();
+    let mut steps = Vec::new();
+    loop {
+        let budget = if steps.len() % 2 == 0 { 1 } else { 2 * chunk };
+        let mut locked = 0;
+        let n = mm::buddy::deferred_init_step(&memmap, budget, |f| {
+            locked += 1;
+            f(&mut m.alloc)
+        });
+        if n == 0 {
+            break;
+        }
+        assert!(n <= budget.max(chunk), "step of {n} pages over its budget {budget}");
+        // Once to take and once to hand over each chunk (and once more to find none left).
+        assert!(
+            locked == 2 * n / chunk || locked == 2 * n / chunk + 1,
+            "{locked} locks for {n} pages"
+        );
+        steps.push(n);
+        check_all(&m, &hp);
+    }
+    let total: u64 = steps.iter().sum();
+    assert_eq!(total + chunk, nblocks * pps);
+    let c = m.alloc.counters(ZoneId::Movable);
+    assert_eq!((c.free, c.deferred, c.managed), (nblocks * pps, 0, nblocks * pps));
+    assert_eq!(
+        m.alloc.free_blocks(ZoneId::Movable)[g.max_order() as usize],
+        nblocks * pps / chunk
+    );
+    hp.offline_and_remove(&mut m, base::<C>(), nblocks * g.section_size())
+        .unwrap();
+    check_all(&m, &hp);
+}
+
+/// Host measurement (not a check; run by hand, in release):
+/// `cargo test -p hotmem-mm --release --test hotplug measure_memmap_init -- --ignored --nocapture`.
+/// Per granule and mode, for an add + online of SIZE (memmap on memory): struct page
+/// accesses (`page()` calls) during add and during online, struct pages written (no longer
+/// poison afterwards), and host wall time of each step (the double's populate includes the
+/// TLB model and the host memmap's allocation and poisoning, the same in both modes).
+/// `MEASURE_SIZES=1G,16G,256G` chooses the sizes (default 1G), `MEASURE_GRANULES=16k,64k`
+/// the granules (default all three; 256G on 4K needs 4 GiB of host memmap).
+#[test]
+#[ignore]
+fn measure_memmap_init() {
+    let sizes: Vec<u64> = std::env::var("MEASURE_SIZES")
+        .unwrap_or_else(|_| "1G".into())
+        .split(',')
+        .map(|s| s.trim_end_matches('G').parse::<u64>().unwrap() << 30)
+        .collect();
+    let granules = std::env::var("MEASURE_GRANULES").unwrap_or_else(|_| "4k,16k,64k".into());
+    for size in sizes {
+        let on = |g: &str| granules.split(',').any(|x| x == g);
+        if on("4k") {
+            measure::<Cfg4K48>(size);
+        }
+        if on("16k") {
+            measure::<Cfg16K47>(size);
+        }
+        if on("64k") {
+            measure::<Cfg64K48>(size);
+        }
+    }
+}
+
+fn measure<C: Config>(size: u64) {
+    let g = C::GEOM;
+    for mode in [MemmapInit::Eager, MemmapInit::Deferred] {
+        let (mut m, mut hp) = boot_in::<C>(mode);
+        m.check_each_op = false;
+        // Above the boot blocks, block-aligned, inside every configuration's range.
+        let base = size.max(16 * g.section_size());
+        let acc = |m: &Machine<C>| m.memmap.accesses.get();
+        let (a0, t0) = (acc(&m), std::time::Instant::now());
+        let ids = hp.0.add_memory(&mut m, None, base, size, MOM).unwrap();
+        let (a1, t1) = (acc(&m), std::time::Instant::now());
+        for &id in &ids {
+            hp.0.online_block(&mut m, id, OnlineType::Movable).unwrap();
+        }
+        let (a2, t2) = (acc(&m), std::time::Instant::now());
+        let first = base >> g.page_shift;
+        let written = (first..first + (size >> g.page_shift))
+            .filter(|&p| !m.memmap.peek(p).is_poison())
+            .count();
+        // First allocation (grows a chunk in deferred mode), then background completion.
+        let t3 = std::time::Instant::now();
+        let p = m.alloc.alloc(0, AllocKind::Movable).unwrap();
+        let t4 = std::time::Instant::now();
+        m.alloc.free(p, 0).unwrap();
+        let memmap = m.memmap.clone();
+        let t5 = std::time::Instant::now();
+        while mm::buddy::deferred_init_step(&memmap, u64::MAX, |f| f(&mut m.alloc)) > 0 {}
+        let t6 = std::time::Instant::now();
+        println!(
+            "measure: granule={} size={}G mode={} blocks={} add_accesses={} online_accesses={} \
+             struct_pages_written={} ({} KiB) add_us={} online_us={} first_alloc_us={} complete_us={}",
+            g.granule_name(),
+            size >> 30,
+            mode.name(),
+            ids.len(),
+            a1 - a0,
+            a2 - a1,
+            written,
+            written as u64 * 64 / 1024,
+            (t1 - t0).as_micros(),
+            (t2 - t1).as_micros(),
+            (t4 - t3).as_micros(),
+            (t6 - t5).as_micros(),
+        );
+        check_all(&m, &hp);
+        // Checked once at the end: after every block offline it would cost O(blocks * pages).
+        hp.0.offline_and_remove(&mut m, base, size).unwrap();
+        check_all(&m, &hp);
+    }
 }

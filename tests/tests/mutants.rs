@@ -174,6 +174,18 @@ const MUTANTS: &[Mutant] = &[
         // The first local flush in that flow is a migration's (the window model speaks).
         expect: "cpu 1 still translates migrated va",
     },
+    // Issue 12: the O(1) "initialised?" test says yes everywhere, so the PFN walkers read
+    // deferred struct pages; the poison checks of the test build must stop the first read.
+    Mutant {
+        package: "hotmem-mm",
+        feature: "mutant-deferred-walk-reads-uninit",
+        test_args: &[
+            "--test",
+            "hotplug",
+            "deferred_init::cfg_16k_47::deferred_untouched_memory_costs_no_per_page_work",
+        ],
+        expect: "read of the uninitialised struct page of pfn",
+    },
     Mutant {
         package: "hotmem-arch",
         name: "tlbi-off-by-one-page",

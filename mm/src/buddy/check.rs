@@ -1,7 +1,9 @@
 //! The page allocator's invariant checker: free lists vs memmap flags vs zone counters vs a full
 //! recount (the kind of check Linux spreads over `CONFIG_DEBUG_VM` asserts, done in one pass).
 //!
-//! It reads every `struct page` of the ranges it is given, so it costs O(pages); the test
+//! It reads every initialised `struct page` of the ranges it is given (deferred ones are
+//! skipped by the O(1) initialised test and accounted from the zones' deferred lists), so it
+//! costs O(initialised pages); the test
 //! builds run it after every hotplug operation, and the shell runs it on demand
 //! (`meminfo check`). A violation names the PFN and the rule it broke.
 
@@ -39,6 +41,11 @@ pub enum Rule {
     },
     /// A page left isolated while no offline is in progress.
     LeftIsolated,
+    /// A zone's deferred list is not sorted, disjoint, pageblock-aligned and non-empty, or
+    /// holds a range whose memmap is marked initialised (or one left isolated when quiescent).
+    DeferredList { zone: ZoneId },
+    /// A block reaching into memmap that is not initialised.
+    UninitInBlock { head: u64 },
 }
 
 /// A broken invariant at `pfn` ([`NO_PFN`] for a zone-wide counter).
@@ -82,6 +89,13 @@ impl core::fmt::Display for Violation {
                 zone.name()
             ),
             LeftIsolated => write!(f, "page left isolated with no offline in progress"),
+            DeferredList { zone } => write!(f, "bad range on the {} deferred list", zone.name()),
+            UninitInBlock { head } => {
+                write!(
+                    f,
+                    "page inside the block at pfn {head:#x} is not initialised (deferred)"
+                )
+            }
         }
     }
 }
@@ -97,6 +111,8 @@ pub struct ZoneCensus {
     pub allocated: u64,
     /// Free blocks per order (listed).
     pub blocks: [u64; NR_ORDERS],
+    /// On the deferred lists (not isolated) or being initialised.
+    pub deferred: u64,
 }
 
 impl<M: Memmap> PageAlloc<M> {
@@ -126,12 +142,46 @@ impl<M: Memmap> PageAlloc<M> {
                 }
             }
         }
-        // 2. The memmap: walk the heads, recount, check flags.
+        // 2. The deferred lists: sane ranges over memmap marked uninitialised; counted as
+        // deferred (isolated ones as isolated).
         let mut census = [ZoneCensus::default(); 2];
+        let pb = self.deferred.as_ref().map_or(1, |d| d.pageblock_pages());
+        for zone in ZoneId::ALL {
+            let mut prev_end = 0;
+            for r in self.deferred_ranges(zone) {
+                let bad = r.start >= r.end
+                    || r.start < prev_end
+                    || !r.start.is_multiple_of(pb)
+                    || !r.end.is_multiple_of(pb)
+                    || (quiescent && r.isolated)
+                    || self.uninit_pages(r.start, r.nr_pages()) != r.nr_pages();
+                if bad {
+                    return Err(v(r.start, Rule::DeferredList { zone }));
+                }
+                prev_end = r.end;
+                let c = &mut census[zone as usize];
+                if r.isolated {
+                    c.isolated += r.nr_pages();
+                } else {
+                    c.deferred += r.nr_pages();
+                }
+            }
+        }
+        for (zone, s, e) in self.deferred_in_flight() {
+            if self.uninit_pages(s, e - s) != e - s {
+                return Err(v(s, Rule::DeferredList { zone }));
+            }
+            census[zone as usize].deferred += e - s;
+        }
+        // 3. The memmap: walk the initialised heads, recount, check flags.
         for &(start, nr) in ranges {
             let end = start + nr;
             let mut pfn = start;
             while pfn < end {
+                if !self.is_initialised(pfn) {
+                    pfn = self.next_init_change(pfn, end);
+                    continue;
+                }
                 let p = self.page(pfn).ok_or(v(pfn, Rule::BlockOutOfRange { order: 0 }))?;
                 if quiescent && p.has(flags::ISOLATED) {
                     return Err(v(pfn, Rule::LeftIsolated));
@@ -164,6 +214,9 @@ impl<M: Memmap> PageAlloc<M> {
                 } else {
                     c.allocated += 1 << order;
                 }
+                if self.next_init_change(pfn, pfn + (1 << order)) != pfn + (1 << order) {
+                    return Err(v(pfn, Rule::UninitInBlock { head: pfn }));
+                }
                 for q in pfn + 1..pfn + (1 << order) {
                     let t = self.page(q).ok_or(v(q, Rule::BlockOutOfRange { order }))?;
                     if t.has(flags::BUDDY | flags::HEAD) {
@@ -176,7 +229,7 @@ impl<M: Memmap> PageAlloc<M> {
                 pfn += 1 << order;
             }
         }
-        // 3. Lists vs recount: the lists hold only free heads (1), so equal counts mean equal
+        // 4. Lists vs recount: the lists hold only free heads (1), so equal counts mean equal
         // sets; on a mismatch, name a free head that no list holds.
         for zone in ZoneId::ALL {
             let c = census[zone as usize];
@@ -198,9 +251,10 @@ impl<M: Memmap> PageAlloc<M> {
                     },
                 ))
             };
-            let managed = c.free + c.isolated + c.allocated;
+            let managed = c.free + c.isolated + c.allocated + c.deferred;
             if let Some(e) = counter("free", k.free, c.free)
                 .or(counter("isolated", k.isolated, c.isolated))
+                .or(counter("deferred", k.deferred, c.deferred))
                 .or(counter("managed", k.managed, managed))
             {
                 return Err(e);
