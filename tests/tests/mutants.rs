@@ -178,7 +178,7 @@ const MUTANTS: &[Mutant] = &[
     // deferred struct pages; the poison checks of the test build must stop the first read.
     Mutant {
         package: "hotmem-mm",
-        feature: "mutant-deferred-walk-reads-uninit",
+        name: "deferred-walk-reads-uninit",
         test_args: &[
             "--test",
             "hotplug",
