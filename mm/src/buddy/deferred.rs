@@ -157,6 +157,19 @@ impl Deferred {
         1 << self.pageblock_order
     }
 
+    /// Grow the bitmap (fallibly, nothing changed on failure) to cover PFNs below `end`: memory
+    /// hot-added above the boot RAM needs bits the boot did not size for.
+    fn cover(&mut self, end: u64) -> Result<(), BuddyError> {
+        let words = (end >> self.pageblock_order).div_ceil(64) as usize;
+        if words > self.uninit.len() {
+            self.uninit
+                .try_reserve_exact(words - self.uninit.len())
+                .map_err(|_| BuddyError::NoBookkeeping)?;
+            self.uninit.resize(words, 0);
+        }
+        Ok(())
+    }
+
     /// Set or clear the bits of the pageblocks `[s, e)` (PFNs, pageblock-aligned).
     fn set_bits(&mut self, s: u64, e: u64, val: bool) {
         for i in (s >> self.pageblock_order) as usize..(e >> self.pageblock_order) as usize {
@@ -329,8 +342,8 @@ impl Deferred {
 }
 
 impl<M: Memmap> PageAlloc<M> {
-    /// Make deferred initialisation possible for PFNs below `nr_pfns` (the bitmap is allocated
-    /// here, fallibly, so nothing allocates under the allocator lock later but list growth).
+    /// Make deferred initialisation possible, with a bitmap for the PFNs below `nr_pfns`
+    /// allocated here, fallibly (memory deferred above it grows the bitmap, in `defer_memmap`).
     pub fn enable_deferred(&mut self, geom: Geometry, nr_pfns: u64) -> Result<(), BuddyError> {
         let pageblock_order = geom.pageblock_order();
         let words = (nr_pfns >> pageblock_order).div_ceil(64) as usize;
@@ -412,19 +425,22 @@ impl<M: Memmap> PageAlloc<M> {
     }
 
     /// Record that the memmap of `[pfn, pfn + nr)` (just populated, offline, pageblock-aligned)
-    /// is left uninitialised: nothing is written to it. `Err` (nothing changed) when deferral
-    /// is not enabled, the range is not pageblock-aligned or has no memmap, or part of it is
-    /// already deferred; the caller then initialises it eagerly.
+    /// is left uninitialised: nothing is written to it. Called before the range's sections are
+    /// marked as having a memmap (so no reader ever sees it valid and unmarked), hence not
+    /// checked against `Memmap::valid`. `Err` (nothing changed) when deferral is not enabled,
+    /// the range is not pageblock-aligned, part of it is
+    /// already deferred, or the bitmap cannot grow to cover it; the caller then initialises it
+    /// eagerly.
     pub fn defer_memmap(&mut self, pfn: u64, nr: u64) -> Result<(), BuddyError> {
         let bad = BuddyError::BadRange { start: pfn, nr };
-        let valid = self.range_valid(pfn, nr);
         let d = self.deferred.as_mut().ok_or(bad)?;
         let pb = d.pageblock_pages();
         let end = pfn + nr;
-        if nr == 0 || !pfn.is_multiple_of(pb) || !nr.is_multiple_of(pb) || !valid {
+        if nr == 0 || !pfn.is_multiple_of(pb) || !nr.is_multiple_of(pb) {
             return Err(bad);
         }
-        if (end >> d.pageblock_order) as usize > d.uninit.len() * 64 || d.count_uninit(pfn, end) != 0 {
+        d.cover(end)?;
+        if d.count_uninit(pfn, end) != 0 {
             return Err(bad);
         }
         d.set_bits(pfn, end, true);

@@ -4,12 +4,18 @@
 //! `ktest.hotplug_cycles=N`, `ktest.only=CASE[,CASE]` (test build), `debug_vm` (check the allocator and hotplug
 //! invariants after every hotplug operation; stop on the first broken one), `mutant=NAME` (the
 //! test kernel built with `mutants`: turn one planted bug on, `arch::mutant`), `teardown_check=off` (test
-//! build: the teardown-order checker reports its first violation and goes on instead of stopping).
-//! Unknown options are reported and ignored.
+//! build: the teardown-order checker reports its first violation and goes on instead of stopping),
+//! `memmap_init=deferred|eager` (write the `struct page`s of boot and hot-added memory when first
+//! needed, the default, or all of them up front), `memmap_poison=off` (test build: do not fill
+//! deferred memmap with the poison pattern; for very large adds). Unknown options are reported
+//! and ignored.
 
 use crate::boot::{dtb::Range, num::parse_u64};
 use alloc::{format, string::String, vec::Vec};
-use mm::hotplug::{OnlinePolicy, OnlineType};
+use mm::{
+    buddy::MemmapInit,
+    hotplug::{OnlinePolicy, OnlineType},
+};
 
 /// Smallest `mem=` accepted: below it the kernel would not have room for its memmap, heap and
 /// page tables (`mem=1` used to boot into a FATAL).
@@ -32,6 +38,10 @@ pub struct Options {
     pub mutant: Option<String>,
     /// Test build: `teardown_check=off` reports teardown-order violations without stopping.
     pub teardown_check: Option<bool>,
+    /// `memmap_init=`: how the memmap of boot and hot-added memory is initialised.
+    pub memmap_init: Option<MemmapInit>,
+    /// Test build: `memmap_poison=off` leaves deferred memmap as it is instead of poisoning it.
+    pub memmap_poison: Option<bool>,
 }
 
 /// Parse the command line; problems come back as messages (printed once the console is up).
@@ -71,6 +81,16 @@ pub fn parse(cmdline: &str) -> (Options, Vec<String>) {
             "teardown_check" => match value {
                 "on" | "1" => o.teardown_check = Some(true),
                 "off" | "0" => o.teardown_check = Some(false),
+                _ => warn.push(format!("bad value in '{word}' (on|off), ignored")),
+            },
+            "memmap_init" => match value {
+                "eager" => o.memmap_init = Some(MemmapInit::Eager),
+                "deferred" => o.memmap_init = Some(MemmapInit::Deferred),
+                _ => warn.push(format!("bad value in '{word}' (deferred|eager), ignored")),
+            },
+            "memmap_poison" => match value {
+                "on" | "1" => o.memmap_poison = Some(true),
+                "off" | "0" => o.memmap_poison = Some(false),
                 _ => warn.push(format!("bad value in '{word}' (on|off), ignored")),
             },
             "debug_vm" => match value {

@@ -139,6 +139,7 @@ pub fn handle_rx_irq() {
 /// Next input byte; sleeps (WFI) until one arrives.
 #[cfg_attr(feature = "ktest", allow(dead_code))]
 pub fn getc_blocking() -> u8 {
+    use crate::kernel::mem::page_alloc;
     loop {
         // Check and sleep with IRQs masked so the wake-up cannot slip between them; WFI wakes
         // on a pending interrupt even while masked, and unmasking then takes it.
@@ -157,8 +158,16 @@ pub fn getc_blocking() -> u8 {
             crate::kernel::sync::irq_enable();
             return b;
         }
-        arch::cpu::wfi();
+        // Idle: background struct page initialisation while there is some (one chunk, then
+        // look at the input again), else sleep until an interrupt.
+        let busy = page_alloc::deferred_init_pending();
+        if !busy {
+            arch::cpu::wfi();
+        }
         crate::kernel::sync::irq_enable();
+        if busy {
+            page_alloc::deferred_init_idle();
+        }
         // Deferred work from interrupt handlers runs here, in thread context.
         crate::kernel::deferred::run();
     }

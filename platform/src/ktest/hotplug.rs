@@ -454,7 +454,7 @@ fn failed_offline_rolls_back_cleanly(_: &Platform) -> Result<(), String> {
     hp::with_hotplug(|h, ops| h.online_block(ops, id, OnlineType::Movable)).map_err(|e| format!("online: {e}"))?;
     // The block full of stress data (movable allocations prefer ZONE_MOVABLE), then ZONE_NORMAL
     // taken by kernel allocations (not written, so cheap) down to room for a quarter block.
-    let movable_free = page_alloc::with_page_alloc(|a| a.counters(ZoneId::Movable).free);
+    let movable_free = page_alloc::with_page_alloc(|a| a.counters(ZoneId::Movable).available());
     hp::stress_fill(movable_free << PAGE_SHIFT).map_err(|e| format!("stress: {e:?}"))?;
     let room = G.pages_per_section() / 4;
     let mut held = Vec::new();

@@ -51,6 +51,12 @@ pub fn memset_bandwidth(bytes: u64) -> Option<f64> {
 struct Round {
     add: u64,
     online: u64,
+    /// One page from the new memory right after online (a deferred chunk initialised first
+    /// when nothing is free there yet).
+    first_alloc: u64,
+    /// From the first allocation until no struct page of the new memory is left uninitialised
+    /// (this CPU and the idle ones working on it; 0 with `memmap_init=eager`).
+    complete: u64,
     offline: u64,
     remove: u64,
     tlbi_va: u64,
@@ -74,6 +80,20 @@ fn round(start: u64, size: u64, mom: bool) -> Result<Round, String> {
             .map_err(|e| alloc::format!("online: {e}"))?;
     }
     r.online = arch::cpu::counter() - t;
+    let (first, nr) = (start >> layout::PAGE_SHIFT, size >> layout::PAGE_SHIFT);
+    let t = arch::cpu::counter();
+    let pfn = page_alloc::with_page_alloc(|a| a.alloc(0, mm::buddy::AllocKind::Movable));
+    r.first_alloc = arch::cpu::counter() - t;
+    if let Some(pfn) = pfn {
+        page_alloc::free_pages(pfn << layout::PAGE_SHIFT, 0).map_err(|e| alloc::format!("free: {e:?}"))?;
+    }
+    let t = arch::cpu::counter();
+    while page_alloc::with_page_alloc(|a| a.uninit_pages(first, nr)) > 0 {
+        if !page_alloc::deferred_init_idle() {
+            core::hint::spin_loop(); // the last chunks are in other CPUs' hands
+        }
+    }
+    r.complete = arch::cpu::counter() - t;
     let t = arch::cpu::counter();
     for &id in ids.iter().rev() {
         with_hotplug(|h, ops| h.offline_block(ops, id)).map_err(|e| alloc::format!("offline: {e}"))?;
@@ -148,9 +168,11 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
                 rounds.push(round(start, size, mom)?);
             }
             let pick = |f: fn(&Round) -> u64| median(&mut rounds.iter().map(f).collect::<Vec<_>>());
-            let (add, online, offline, remove) = (
+            let (add, online, first_alloc, complete, offline, remove) = (
                 pick(|r| r.add),
                 pick(|r| r.online),
+                pick(|r| r.first_alloc),
+                pick(|r| r.complete),
                 pick(|r| r.offline),
                 pick(|r| r.remove),
             );
@@ -179,7 +201,7 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
                 pre_per_gib
             );
             println!(
-                "bench-json: {{\"granule\":\"{}\",\"va_bits\":{},\"size\":{},\"memmap_on_memory\":{},\"reps\":{},\"add_cycles\":{},\"online_cycles\":{},\"offline_cycles\":{},\"remove_cycles\":{},\"cntfrq\":{},\"memmap_bytes\":{},\"memset_bytes_per_s\":{:.0},\"add_ratio_to_limit\":{:.2},\"online_ratio_to_limit\":{:.2},\"tlbi_va\":{},\"tlbi_range_ops\":{},\"tlbi_all\":{},\"feat_tlbirange\":{},\"preexisting_bytes_per_gib\":{:.0}}}",
+                "bench-json: {{\"granule\":\"{}\",\"va_bits\":{},\"size\":{},\"memmap_on_memory\":{},\"reps\":{},\"add_cycles\":{},\"online_cycles\":{},\"offline_cycles\":{},\"remove_cycles\":{},\"cntfrq\":{},\"memmap_bytes\":{},\"memset_bytes_per_s\":{:.0},\"add_ratio_to_limit\":{:.2},\"online_ratio_to_limit\":{:.2},\"tlbi_va\":{},\"tlbi_range_ops\":{},\"tlbi_all\":{},\"feat_tlbirange\":{},\"preexisting_bytes_per_gib\":{:.0},\"memmap_init\":\"{}\",\"first_alloc_cycles\":{},\"complete_cycles\":{}}}",
                 G.granule_name(),
                 G.va_bits,
                 size,
@@ -198,7 +220,10 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
                 tlbi_range,
                 tlbi_all,
                 crate::kernel::mem::teardown::tlbi_range(),
-                pre_per_gib
+                pre_per_gib,
+                page_alloc::memmap_init().name(),
+                first_alloc,
+                complete
             );
         }
     }

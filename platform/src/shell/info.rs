@@ -32,9 +32,11 @@ pub(super) fn cmd_meminfo(args: &[&str]) -> Result<(), ShellError> {
     let ram_bytes = ram << layout::PAGE_SHIFT;
     // Overhead in parts per million of RAM: memmap plus page-table pages.
     let overhead_ppm = ((memmap + (pt << layout::PAGE_SHIFT)) as u128 * 1_000_000 / ram_bytes.max(1) as u128) as u64;
+    let deferred = page_alloc::with_page_alloc(|a| ZoneId::ALL.iter().map(|&z| a.counters(z).deferred).sum::<u64>());
     println!(
-        "meminfo: ram_bytes={} ram_pages={} free_pages={} used_pages={} pt_pages={} memmap_bytes={} memmap_self_hosted_bytes={} overhead_ppm={} page_size={} heap_used={} heap_total={}",
-        ram_bytes, ram, free, ram.saturating_sub(free), pt, memmap, self_hosted, overhead_ppm, layout::PAGE_SIZE, heap_used, heap_total
+        "meminfo: ram_bytes={} ram_pages={} free_pages={} used_pages={} pt_pages={} memmap_bytes={} memmap_self_hosted_bytes={} overhead_ppm={} page_size={} heap_used={} heap_total={} memmap_init={} deferred_pages={}",
+        ram_bytes, ram, free, ram.saturating_sub(free), pt, memmap, self_hosted, overhead_ppm, layout::PAGE_SIZE, heap_used, heap_total,
+        page_alloc::memmap_init().name(), deferred
     );
     page_alloc::with_page_alloc(|a| {
         for z in ZoneId::ALL {
@@ -42,11 +44,12 @@ pub(super) fn cmd_meminfo(args: &[&str]) -> Result<(), ShellError> {
             let blocks = a.free_blocks(z);
             let n = a.max_order() as usize + 1;
             println!(
-                "meminfo: zone={} managed_pages={} free_pages={} isolated_pages={} free_blocks_by_order={:?}",
+                "meminfo: zone={} managed_pages={} free_pages={} isolated_pages={} deferred_pages={} free_blocks_by_order={:?}",
                 z.name(),
                 c.managed,
                 c.free,
                 c.isolated,
+                c.deferred,
                 &blocks[..n]
             );
         }
@@ -90,9 +93,31 @@ pub(super) fn cmd_meminfo_check() -> Result<(), ShellError> {
 pub(super) fn cmd_page(args: &[&str]) -> Result<(), ShellError> {
     let [pfn] = exactly(args)?;
     let pfn = parse_u64(pfn)?;
-    let Some(p) = page_alloc::with_page_alloc(|a| a.page(pfn)) else {
-        println!("page: pfn={pfn:#x} has no memmap (pfn_valid is false)");
-        return Ok(());
+    use mm::buddy::{DeferredState, PageLookup};
+    let p = match page_alloc::with_page_alloc(|a| a.lookup(pfn)) {
+        PageLookup::Page(p) => p,
+        PageLookup::NoMemmap => {
+            println!("page: pfn={pfn:#x} has no memmap (pfn_valid is false)");
+            return Ok(());
+        }
+        PageLookup::Deferred(d) => {
+            let state = match d {
+                DeferredState::Offline => alloc::format!("offline"),
+                DeferredState::Zone { zone, isolated } => alloc::format!(
+                    "free in zone {}{}",
+                    zone.name(),
+                    if isolated { ", isolated" } else { "" }
+                ),
+                DeferredState::InFlight { zone } => alloc::format!("being initialised for zone {}", zone.name()),
+            };
+            println!(
+                "page: pfn={:#x} pa={:#x} struct_page={:#x} deferred, not initialised ({state})",
+                pfn,
+                pfn << layout::PAGE_SHIFT,
+                memmap::VMEMMAP.pfn_to_page(pfn)
+            );
+            return Ok(());
+        }
     };
     let mut names = String::new();
     for (bit, name) in mm::page::flags::NAMES {

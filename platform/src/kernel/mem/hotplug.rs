@@ -97,6 +97,7 @@ pub fn init(held_back: Vec<Range>, opts: &crate::boot::cmdline::Options) {
     if let Some(on) = opts.debug_vm {
         DEBUG_VM.store(on, Ordering::Relaxed);
     }
+    hp.memmap_init = page_alloc::memmap_init();
     if let Some(n) = opts.ktest_hotplug_cycles {
         KTEST_CYCLES.store(n, Ordering::Relaxed);
     }
@@ -221,6 +222,21 @@ impl HotplugOps for KernelOps {
         unsafe { memmap::init_struct_pages(pfn, nr, block as u32, flags::OFFLINE) };
     }
 
+    fn defer_memmap(&mut self, pfn: u64, nr: u64, block: BlockId) {
+        // SAFETY: as in `init_memmap`: populated, not yet marked as having a memmap.
+        unsafe { page_alloc::poison_memmap(pfn, nr) };
+        if let Err(e) = page_alloc::with_page_alloc(|a| a.defer_memmap(pfn, nr)) {
+            crate::println!("hotplug: cannot defer the memmap of pfn {pfn:#x}+{nr:#x} ({e}); initialising it now");
+            self.init_memmap(pfn, nr, block);
+        }
+    }
+
+    fn release_memmap(&mut self, pfn: u64, nr: u64) {
+        if let Err(e) = page_alloc::with_page_alloc(|a| a.memmap_removed(pfn, nr)) {
+            crate::println!("hotplug: deferred memmap of pfn {pfn:#x}+{nr:#x} still in use: {e}");
+        }
+    }
+
     fn section_update(&mut self, nr: u64, set: u8, clear: u8) {
         // Memmap readers (the allocator, `page`, `meminfo`, any CPU) check `pfn_valid` and
         // read the struct page under the allocator lock; changing the section state under the
@@ -264,6 +280,9 @@ impl HotplugOps for KernelOps {
         for (p, n) in crate::kernel::mem::sbm::plugged_runs(pfn, nr) {
             page_alloc::with_page_alloc(|a| a.online_range(zone, 0, p, n)).map_err(HotplugError::Allocator)?;
         }
+        if page_alloc::with_page_alloc(|a| a.uninit_pages(pfn, nr)) > 0 {
+            page_alloc::deferred_work_added();
+        }
         Ok(())
     }
 
@@ -274,7 +293,7 @@ impl HotplugOps for KernelOps {
         for (i, &(p, n)) in runs.iter().enumerate() {
             // The block is present and online (valid memmap).
             let zone = page_alloc::with_page_alloc(|a| a.page(p)).map_or(ZoneId::Normal as u8, |pg| pg.zone);
-            if let Err(e) = self.offline_run(p, n, block) {
+            if let Err(e) = self.offline_run_retrying(p, n, block) {
                 for &(q, m) in runs[..i].iter().rev() {
                     let z = if zone == ZoneId::Movable as u8 {
                         ZoneId::Movable
@@ -291,6 +310,23 @@ impl HotplugOps for KernelOps {
 }
 
 impl KernelOps {
+    /// [`offline_run`](Self::offline_run), waiting for an idle CPU that is initialising a
+    /// deferred chunk of the range to hand it over (one chunk: microseconds; given up after
+    /// about a second, and then the offline fails and says why).
+    fn offline_run_retrying(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
+        let deadline = arch::cpu::counter() + arch::cpu::counter_freq();
+        loop {
+            match self.offline_run(pfn, nr, block) {
+                Err(HotplugError::Allocator(mm::buddy::BuddyError::InitInProgress { .. }))
+                    if arch::cpu::counter() < deadline =>
+                {
+                    core::hint::spin_loop()
+                }
+                r => return r,
+            }
+        }
+    }
+
     fn offline_run(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
         // Lock order: handles, then the kernel page table, then the allocator (as every movable
         // user and every table allocation does). Migration re-points the handle's window PTE:

@@ -1,5 +1,7 @@
 //! The kernel's page allocator: the buddy allocator (`mm::buddy`) whose state lives in the
-//! memmap, after memblock at boot.
+//! memmap, after memblock at boot; and deferred `struct page` initialisation
+//! (`memmap_init=deferred`, docs/deferred-init.md): what is left of it runs on idle CPUs
+//! ([`deferred_init_idle`]).
 
 use crate::{
     boot::layout::{G, PAGE_SHIFT, PAGE_SIZE},
@@ -9,9 +11,10 @@ use crate::{
     kernel::sync::IrqSafeLock,
 };
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use mm::{
-    buddy::{AllocKind, BuddyError, PageAlloc, Violation, ZoneCensus},
+    buddy::{AllocKind, BuddyError, MemmapInit, PageAlloc, Violation, ZoneCensus},
+    page::{Memmap, Page, ZoneId},
     pgtable::PhysAddr,
     sparse::state,
     vmemmap::PageSource,
@@ -19,6 +22,82 @@ use mm::{
 
 static PAGE_ALLOC: IrqSafeLock<Option<PageAlloc<KernelMemmap>>> = IrqSafeLock::new(None);
 static BUDDY_READY: AtomicBool = AtomicBool::new(false);
+/// `memmap_init=deferred` (the default) is in force: boot and hot-added memory leave their
+/// `struct page`s to be written when first needed.
+static DEFERRED_MODE: AtomicBool = AtomicBool::new(true);
+/// Test build: fill deferred memmap with `Page::POISON` (`memmap_poison=off` turns it off).
+static POISON_DEFERRED: AtomicBool = AtomicBool::new(mm::page::POISON_CHECKS);
+/// Deferred memory may be on a zone's list: idle CPUs have work ([`deferred_init_idle`]).
+static DEFERRED_PENDING: AtomicBool = AtomicBool::new(false);
+/// Pages initialised by idle CPUs, and the counter reading when the last list ran empty.
+pub static DEFERRED_DONE_PAGES: AtomicU64 = AtomicU64::new(0);
+pub static DEFERRED_DONE_AT: AtomicU64 = AtomicU64::new(0);
+
+/// The memmap initialisation mode (`memmap_init=`).
+pub fn memmap_init() -> MemmapInit {
+    if DEFERRED_MODE.load(Ordering::Relaxed) {
+        MemmapInit::Deferred
+    } else {
+        MemmapInit::Eager
+    }
+}
+
+/// Set the memmap initialisation mode and the test build's poisoning (from the command line,
+/// before the boot memmap is populated).
+pub fn set_memmap_init(mode: MemmapInit, poison: Option<bool>) {
+    DEFERRED_MODE.store(mode == MemmapInit::Deferred, Ordering::Relaxed);
+    if let Some(on) = poison {
+        POISON_DEFERRED.store(on && mm::page::POISON_CHECKS, Ordering::Relaxed);
+    }
+}
+
+/// Whether deferred memmap is filled with `Page::POISON` (test build).
+pub fn poison_deferred() -> bool {
+    POISON_DEFERRED.load(Ordering::Relaxed)
+}
+
+/// Fill the memmap of `[pfn, pfn + nr)` with `Page::POISON` (test build, deferred memory), so
+/// a read of an uninitialised struct page trips the allocator's poison assertions.
+///
+/// # Safety
+/// As [`crate::kernel::mem::memmap::init_struct_pages`]: populated memmap nobody else uses.
+pub unsafe fn poison_memmap(pfn: u64, nr: u64) {
+    if poison_deferred() {
+        // SAFETY: the caller's contract is `Memmap::init_pages`' contract.
+        unsafe { KernelMemmap.init_pages(pfn, nr, Page::POISON) };
+    }
+}
+
+/// Deferred memory went onto a zone's list: wake the idle CPUs to initialise it.
+pub fn deferred_work_added() {
+    DEFERRED_PENDING.store(true, Ordering::Release);
+    crate::kernel::smp::kick_all();
+}
+
+/// Whether idle CPUs have background `struct page` initialisation to do.
+pub fn deferred_init_pending() -> bool {
+    DEFERRED_PENDING.load(Ordering::Acquire) && BUDDY_READY.load(Ordering::Acquire)
+}
+
+/// One step of background `struct page` initialisation for an idle CPU (thread context,
+/// interrupts enabled): one max-order chunk, with the allocator lock held only to take it and
+/// to hand it over. Returns whether there was work (the caller then polls again instead of
+/// sleeping).
+pub fn deferred_init_idle() -> bool {
+    if !deferred_init_pending() {
+        return false;
+    }
+    let n = mm::buddy::deferred_init_step(&KernelMemmap, 1, |f| with_page_alloc(|a| f(a)));
+    if n == 0 {
+        // Nothing left to take (chunks still in flight are another CPU's to finish).
+        if DEFERRED_PENDING.swap(false, Ordering::AcqRel) {
+            DEFERRED_DONE_AT.store(arch::cpu::counter(), Ordering::Relaxed);
+        }
+        return false;
+    }
+    DEFERRED_DONE_PAGES.fetch_add(n, Ordering::Relaxed);
+    true
+}
 
 /// The page allocator's invariants ([`PageAlloc::check`]) over every section with a memmap.
 /// The caller holds the hotplug lock, so no offline is in progress and nothing may be isolated.
@@ -52,9 +131,10 @@ pub fn free_pages(pa: u64, order: u32) -> Result<(), BuddyError> {
     with_page_alloc(|a| a.free(pa >> PAGE_SHIFT, order))
 }
 
-/// Free pages of the boot RAM (all zones).
+/// Free pages (all zones), deferred ones included: they are free by definition, and counting
+/// them keeps the figure independent of how far background initialisation got.
 pub fn free_page_count() -> u64 {
-    with_page_alloc(|a| mm::page::ZoneId::ALL.iter().map(|&z| a.counters(z).free).sum())
+    with_page_alloc(|a| ZoneId::ALL.iter().map(|&z| a.counters(z).available()).sum())
 }
 
 /// Memmap backing and tables from the buddy (hot paths after boot).
@@ -76,17 +156,33 @@ impl PageSource for BuddySource {
 
 /// Hand what memblock still holds to the buddy allocator (NORMAL zone), retire memblock, and
 /// mark the boot sections online. From now on [`alloc_pages`] uses the buddy.
+///
+/// `memmap_init=deferred`: the boot memmap was populated but not written
+/// ([`crate::kernel::mem::vmemmap::init_memmap`]); here the struct pages of what the kernel
+/// uses (image, memmap, early tables, DT reservations, holes) are written, and the
+/// pageblock-aligned insides of the free ranges are deferred: they go onto the zone's list
+/// without being touched, for idle CPUs and the allocator to initialise when needed.
 pub fn init_page_allocator() {
     let mut alloc = PageAlloc::new(KernelMemmap, G.max_order());
-    for f in memblock::take_all() {
-        let (s, e) = (
-            align_up(f.base, PAGE_SIZE) >> PAGE_SHIFT,
-            align_down(f.end(), PAGE_SIZE) >> PAGE_SHIFT,
-        );
-        if e > s {
-            if let Err(e) = alloc.online_range(mm::page::ZoneId::Normal, 0, s, e - s) {
-                crate::println!("memory: cannot free boot range {:#x}-{:#x}: {e:?}", f.base, f.end());
+    let free: Vec<(u64, u64)> = memblock::take_all()
+        .iter()
+        .map(|f| (align_up(f.base, PAGE_SIZE) >> PAGE_SHIFT, align_down(f.end(), PAGE_SIZE) >> PAGE_SHIFT))
+        .filter(|&(s, e)| e > s)
+        .collect();
+    if memmap_init() == MemmapInit::Deferred {
+        let max_pfn = free.iter().map(|&(_, e)| e).max().unwrap_or(0);
+        match alloc.enable_deferred(G, max_pfn) {
+            Ok(()) => defer_boot_memmap(&mut alloc, &free),
+            Err(e) => {
+                crate::println!("memmap: deferred init unavailable ({e}); initialising eagerly");
+                init_boot_memmap(|_| None);
+                DEFERRED_MODE.store(false, Ordering::Relaxed);
             }
+        }
+    }
+    for &(s, e) in &free {
+        if let Err(err) = alloc.online_range(ZoneId::Normal, 0, s, e - s) {
+            crate::println!("memory: cannot free boot pfns {s:#x}-{e:#x}: {err:?}");
         }
     }
     for (nr, _) in sparse().iter_with(state::EARLY) {
@@ -94,4 +190,41 @@ pub fn init_page_allocator() {
     }
     *PAGE_ALLOC.lock() = Some(alloc);
     BUDDY_READY.store(true, Ordering::Release);
+    if memmap_init() == MemmapInit::Deferred {
+        DEFERRED_PENDING.store(true, Ordering::Release);
+    }
+}
+
+/// Write the boot sections' struct pages (reserved, block = section) except the ranges
+/// `deferred(section range)` names, which are left as they are.
+fn init_boot_memmap(mut deferred: impl FnMut((u64, u64)) -> Option<Vec<(u64, u64)>>) {
+    let pps = G.pages_per_section();
+    for (nr, _) in sparse().iter_with(state::EARLY) {
+        let (s0, e0) = (sparse().section_nr_to_pfn(nr), sparse().section_nr_to_pfn(nr) + pps);
+        let mut p = s0;
+        for (s, e) in deferred((s0, e0)).unwrap_or_default() {
+            // SAFETY: the boot memmap of this section is populated and nothing reads it before
+            // the page allocator exists (this function runs while it is being built).
+            unsafe { crate::kernel::mem::memmap::init_struct_pages(p, s - p, nr as u32, 0) };
+            p = e;
+        }
+        // SAFETY: as above.
+        unsafe { crate::kernel::mem::memmap::init_struct_pages(p, e0 - p, nr as u32, 0) };
+    }
+}
+
+/// `memmap_init=deferred` at boot: the pageblock-aligned insides of the free ranges are
+/// deferred, every other boot struct page is written now.
+fn defer_boot_memmap(alloc: &mut PageAlloc<KernelMemmap>, free: &[(u64, u64)]) {
+    let pb = 1u64 << G.pageblock_order();
+    init_boot_memmap(|(s0, e0)| {
+        let mut runs = Vec::new();
+        for &(s, e) in free {
+            let (s, e) = (align_up(s.max(s0), pb), align_down(e.min(e0), pb));
+            if s < e && alloc.defer_memmap(s, e - s).is_ok() {
+                runs.push((s, e));
+            }
+        }
+        Some(runs)
+    });
 }

@@ -8,11 +8,12 @@ use crate::{
     kernel::mem::kernel_pt::{with_kernel_pt, KernelTables},
     kernel::mem::memblock,
     kernel::mem::memmap::{init_sparse, init_struct_pages, vmemmap_region, VMEMMAP},
-    kernel::mem::page_alloc::BuddySource,
+    kernel::mem::page_alloc::{memmap_init, poison_memmap, BuddySource},
     kernel::mem::teardown::KernelTlb,
 };
 use core::sync::atomic::Ordering;
 use mm::{
+    buddy::MemmapInit,
     pgtable::PhysAddr,
     sparse::state,
     vmemmap::{PageSource, PopulateStats, Vmemmap, VmemmapError},
@@ -41,8 +42,8 @@ pub struct BootMemmap {
 }
 
 /// Populate the memmap of every section that holds boot RAM (whole sections, like Linux's
-/// early sections), initialise every `struct page` as reserved, and mark the sections
-/// present + early + has-memmap.
+/// early sections), initialise every `struct page` as reserved (`memmap_init=eager`; deferred:
+/// left to `init_page_allocator`), and mark the sections present + early + has-memmap.
 pub fn init_memmap(ram: &[Range]) -> Result<BootMemmap, VmemmapError> {
     let t0 = arch::cpu::counter();
     let sparse = init_sparse();
@@ -66,9 +67,16 @@ pub fn init_memmap(ram: &[Range]) -> Result<BootMemmap, VmemmapError> {
                 }
                 .populate(start, end, None)
             })?;
-            // SAFETY: the memmap of this section was just populated (mapped RW) and nothing uses
-            // it before the section is marked as having a memmap, below.
-            unsafe { init_struct_pages(pfn, G.pages_per_section(), nr as u32, 0) };
+            if memmap_init() == MemmapInit::Eager {
+                // SAFETY: the memmap of this section was just populated (mapped RW) and nothing
+                // uses it before the section is marked as having a memmap, below.
+                unsafe { init_struct_pages(pfn, G.pages_per_section(), nr as u32, 0) };
+            } else {
+                // Written when the page allocator is built (`init_page_allocator`): only what
+                // the kernel uses; the free memory's is deferred.
+                // SAFETY: as above.
+                unsafe { poison_memmap(pfn, G.pages_per_section()) };
+            }
             sparse.set(nr, state::PRESENT | state::EARLY | state::HAS_MEMMAP);
             total.blocks += st.blocks;
             total.pages += st.pages;
