@@ -20,7 +20,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 use mm::{
     altmap::Altmap,
-    buddy::{Violation, ZoneCensus},
+    buddy::{DeferredState, PageLookup, Violation, ZoneCensus},
     hotplug::{AccountingViolation, BlockId, Hotplug, HotplugError, HotplugOps},
     migrate::{Handle, HandleError, Handles},
     page::{flags, ZoneId},
@@ -291,16 +291,16 @@ impl HotplugOps for KernelOps {
         // failure the runs already taken out go back, so the range is as it was.
         let runs = crate::kernel::mem::sbm::plugged_runs(pfn, nr);
         for (i, &(p, n)) in runs.iter().enumerate() {
-            // The block is present and online (valid memmap).
-            let zone = page_alloc::with_page_alloc(|a| a.page(p)).map_or(ZoneId::Normal as u8, |pg| pg.zone);
+            // The block is present and online (valid memmap; its first page initialised or on
+            // a zone's deferred list).
+            let zone = page_alloc::with_page_alloc(|a| match a.lookup(p) {
+                PageLookup::Page(pg) if pg.zone == ZoneId::Movable as u8 => ZoneId::Movable,
+                PageLookup::Deferred(DeferredState::Zone { zone, .. } | DeferredState::InFlight { zone }) => zone,
+                _ => ZoneId::Normal,
+            });
             if let Err(e) = self.offline_run_retrying(p, n, block) {
                 for &(q, m) in runs[..i].iter().rev() {
-                    let z = if zone == ZoneId::Movable as u8 {
-                        ZoneId::Movable
-                    } else {
-                        ZoneId::Normal
-                    };
-                    let _ = page_alloc::with_page_alloc(|a| a.online_range(z, 0, q, m));
+                    let _ = page_alloc::with_page_alloc(|a| a.online_range(zone, 0, q, m));
                 }
                 return Err(e);
             }
@@ -310,15 +310,21 @@ impl HotplugOps for KernelOps {
 }
 
 impl KernelOps {
-    /// [`offline_run`](Self::offline_run), waiting for an idle CPU that is initialising a
-    /// deferred chunk of the range to hand it over (one chunk: microseconds; given up after
-    /// about a second, and then the offline fails and says why).
+    /// [`offline_run`](Self::offline_run), waiting for idle CPUs that are initialising deferred
+    /// chunks (of the range, or migration targets) to hand them over (one chunk: microseconds;
+    /// given up after about a second, and then the offline fails and says why).
     fn offline_run_retrying(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
         let deadline = arch::cpu::counter() + arch::cpu::counter_freq();
         loop {
             match self.offline_run(pfn, nr, block) {
                 Err(HotplugError::Allocator(mm::buddy::BuddyError::InitInProgress { .. }))
                     if arch::cpu::counter() < deadline =>
+                {
+                    core::hint::spin_loop()
+                }
+                // Migration targets that are still being initialised are not lost: wait.
+                Err(HotplugError::NoMigrationTarget { .. })
+                    if arch::cpu::counter() < deadline && page_alloc::deferred_in_flight() =>
                 {
                     core::hint::spin_loop()
                 }
@@ -461,7 +467,7 @@ impl core::fmt::Display for StressError {
 /// all under the handles lock (so a concurrent `stress_verify` never sees it half-made).
 fn stress_one(done: u64) -> Result<(), StressError> {
     let mut handles = HANDLES.lock();
-    let h = page_alloc::with_page_alloc(|a| handles.try_alloc(a, 0)).map_err(|e| match e {
+    let h = page_alloc::with_page_alloc_waiting(|a| handles.try_alloc(a, 0)).map_err(|e| match e {
         HandleError::NoMemory => StressError::OutOfMemory { done },
         HandleError::NoBookkeeping => StressError::OutOfBookkeeping { done },
     })?;

@@ -115,13 +115,38 @@ pub fn with_page_alloc<R>(f: impl FnOnce(&mut PageAlloc<KernelMemmap>) -> R) -> 
     f(a.as_mut().expect("page allocator initialised at boot"))
 }
 
+/// Whether idle CPUs hold deferred chunks they have not handed over yet (free memory the
+/// allocator cannot give out until they do).
+pub fn deferred_in_flight() -> bool {
+    with_page_alloc(|a| a.deferred_in_flight().next().is_some())
+}
+
+/// `f` under the allocator lock; when it fails while idle CPUs are initialising deferred
+/// chunks (free memory, just not handed over yet), wait for them and try again, so an
+/// allocation never fails because background initialisation holds the memory it needs.
+pub fn with_page_alloc_waiting<R, E>(mut f: impl FnMut(&mut PageAlloc<KernelMemmap>) -> Result<R, E>) -> Result<R, E> {
+    loop {
+        let (r, in_flight) = with_page_alloc(|a| {
+            let r = f(a);
+            let in_flight = r.is_err() && a.deferred_in_flight().next().is_some();
+            (r, in_flight)
+        });
+        if !in_flight {
+            return r;
+        }
+        core::hint::spin_loop();
+    }
+}
+
 /// Allocate 2^order contiguous, naturally aligned pages for the kernel; returns the PA.
 pub fn alloc_pages(order: u32) -> Option<u64> {
     if !BUDDY_READY.load(Ordering::Acquire) {
         let size = PAGE_SIZE << order;
         return memblock::alloc(size, size);
     }
-    with_page_alloc(|a| a.alloc(order, AllocKind::Kernel)).map(|pfn| pfn << PAGE_SHIFT)
+    with_page_alloc_waiting(|a| a.alloc(order, AllocKind::Kernel).ok_or(()))
+        .ok()
+        .map(|pfn| pfn << PAGE_SHIFT)
 }
 
 /// Free pages from [`alloc_pages`]. In the test build the teardown checker first verifies no
