@@ -365,6 +365,11 @@ impl<M: Memmap> PageAlloc<M> {
                 match (order..=self.max_order).find(|&o| self.zones[zone as usize].free_area[o as usize].len > 0) {
                     Some(o) => break Some(o),
                     None if self.deferred_grow(zone) => continue,
+                    // This zone's memory is being initialised by an idle CPU: it is free, just
+                    // not handed over yet. Fail rather than fall back to the next zone, so the
+                    // caller waits for it (`deferred_in_flight`) and placement does not depend
+                    // on how far background initialisation got.
+                    None if self.deferred_in_flight().any(|(z, _, _)| z == zone) => return None,
                     None => break None,
                 }
             };

@@ -1480,6 +1480,7 @@ mod deferred_init {
         deferred_partly_touched_block_offlines_through_migration,
         deferred_failed_offline_rolls_back_with_deferred_chunks,
         deferred_background_completion_in_bounded_steps,
+        deferred_allocation_waits_for_chunks_in_flight,
     );
 }
 
@@ -1850,6 +1851,30 @@ fn deferred_background_completion_in_bounded_steps<C: Config>() {
     );
     hp.offline_and_remove(&mut m, base::<C>(), nblocks * g.section_size())
         .unwrap();
+    check_all(&m, &hp);
+}
+
+/// While every deferred chunk of ZONE_MOVABLE is being initialised by idle CPUs, a movable
+/// allocation fails (the caller waits for the hand-over) instead of falling back to
+/// ZONE_NORMAL, so where memory lands does not depend on how far background work got.
+fn deferred_allocation_waits_for_chunks_in_flight<C: Config>() {
+    let g = C::GEOM;
+    let (mut m, mut hp) = boot_in::<C>(MemmapInit::Deferred);
+    let ids = hp.add_memory(&mut m, None, base::<C>(), g.section_size(), NO_MOM).unwrap();
+    hp.online_block(&mut m, ids[0], OnlineType::Movable).unwrap();
+    let held: Vec<_> = std::iter::from_fn(|| m.alloc.deferred_take()).collect();
+    assert!(!held.is_empty());
+    assert!(m.alloc.counters(ZoneId::Normal).available() > 0);
+    assert_eq!(m.alloc.alloc(0, AllocKind::Movable), None, "fell back to ZONE_NORMAL");
+    for c in held {
+        c.init(&m.memmap);
+        m.alloc.deferred_finish(c).unwrap();
+    }
+    let p = m.alloc.alloc(0, AllocKind::Movable).unwrap();
+    assert!(m.alloc.page(p).unwrap().zone == ZoneId::Movable as u8);
+    m.alloc.free(p, 0).unwrap();
+    check_all(&m, &hp);
+    hp.offline_and_remove(&mut m, base::<C>(), g.section_size()).unwrap();
     check_all(&m, &hp);
 }
 

@@ -495,3 +495,86 @@ fn failed_offline_rolls_back_cleanly(_: &Platform) -> Result<(), String> {
     retry
 }
 ktest!(failed_offline_rolls_back_cleanly);
+
+/// A freshly added block (`memmap_init=deferred`: no struct page written but the self-hosted
+/// memmap's), onlined movable and allocated page by page down to its last page, so that every
+/// deferred chunk is initialised on demand (or by an idle CPU meanwhile); the pages counted,
+/// the invariants checked with all of them allocated, then everything given back.
+fn deferred_block_allocates_every_page(_: &Platform) -> Result<(), String> {
+    use mm::buddy::{DeferredState, MemmapInit, PageLookup};
+    let (start, _) = held_back(1)?;
+    let bs = G.section_size();
+    let (pfn0, nr) = (start >> PAGE_SHIFT, bs >> PAGE_SHIFT);
+    let before = snapshot();
+    let ids = hp::with_hotplug(|h, ops| h.add_memory(ops, None, start, bs, MOM)).map_err(|e| format!("probe: {e}"))?;
+    let uninit = page_alloc::with_page_alloc(|a| a.uninit_pages(pfn0, nr));
+    let last = page_alloc::with_page_alloc(|a| a.lookup(pfn0 + nr - 1));
+    let r = hp::with_hotplug(|h, ops| h.online_block(ops, ids[0], OnlineType::Movable))
+        .map_err(|e| format!("online: {e}"))
+        .and_then(|_| allocate_every_movable_page(pfn0, nr));
+    let back = hp::with_hotplug(|h, ops| h.offline_block(ops, ids[0]))
+        .map_err(|e| format!("offline: {e}"))
+        .and_then(|_| hp::with_hotplug(|h, ops| h.remove_memory(ops, start, bs)).map_err(|e| format!("remove: {e}")));
+    let got = r?;
+    back?;
+    let self_hosted = G.memmap_pages_per_block();
+    if page_alloc::memmap_init() == MemmapInit::Deferred {
+        kassert!(
+            uninit + self_hosted >= nr && uninit < nr,
+            "after add: {uninit} of {nr} struct pages deferred (self-hosted memmap: {self_hosted})"
+        );
+        kassert!(
+            last == PageLookup::Deferred(DeferredState::Offline),
+            "the last page of an offline deferred block: {last:?}"
+        );
+    } else {
+        kassert!(uninit == 0, "memmap_init=eager left {uninit} struct pages uninitialised");
+    }
+    kassert!(
+        got == nr - self_hosted,
+        "{got} pages allocated from a {nr}-page block with {self_hosted} self-hosted memmap pages"
+    );
+    let after = snapshot();
+    kassert!(after == before, "counters before {before:?}, after {after:?}");
+    Ok(())
+}
+ktest!(deferred_block_allocates_every_page);
+
+/// Allocate order-0 movable pages until one comes from outside `[pfn0, pfn0 + nr)` (the block
+/// is the only movable memory, so then it is full), check every page was handed out once and
+/// is initialised, check the allocator's invariants while all are held, free them; returns
+/// how many came from the block.
+fn allocate_every_movable_page(pfn0: u64, nr: u64) -> Result<u64, String> {
+    use mm::buddy::{AllocKind, PageLookup};
+    let mut pfns: Vec<u64> = Vec::new();
+    pfns.try_reserve_exact(nr as usize).map_err(|_| String::from("no heap for the PFN list"))?;
+    let mut outside = None;
+    while let Ok(pfn) = page_alloc::with_page_alloc_waiting(|a| a.alloc(0, AllocKind::Movable).ok_or(())) {
+        if !(pfn0..pfn0 + nr).contains(&pfn) {
+            outside = Some(pfn);
+            break;
+        }
+        pfns.push(pfn);
+    }
+    let mut sorted = pfns.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let uninit = page_alloc::with_page_alloc(|a| {
+        pfns.iter()
+            .filter(|&&p| !matches!(a.lookup(p), PageLookup::Page(pg) if pg.refcount > 0 || pg.flags & mm::page::flags::HEAD != 0))
+            .count()
+    });
+    let census = hp::with_hotplug(|h, _| hp::check_invariants(h));
+    for p in outside.into_iter().chain(pfns.iter().copied()) {
+        page_alloc::free_pages(p << PAGE_SHIFT, 0).map_err(|e| format!("free pfn {p:#x}: {e:?}"))?;
+    }
+    kassert!(sorted.len() == pfns.len(), "{} pages handed out twice", pfns.len() - sorted.len());
+    kassert!(uninit == 0, "{uninit} allocated pages do not read as allocated struct pages");
+    let census = census.map_err(|e| format!("with the block full: {e}"))?;
+    let movable = census[ZoneId::Movable as usize];
+    kassert!(
+        movable.allocated >= pfns.len() as u64 && movable.deferred == 0,
+        "movable zone with the block full: {movable:?}"
+    );
+    Ok(pfns.len() as u64)
+}
