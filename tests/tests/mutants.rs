@@ -342,6 +342,15 @@ const GUEST_MUTANTS: &[GuestMutant] = &[
         append: "ktest.only=hotplug_cycles",
         expect: "the leaf for va=",
     },
+    // Issue 12: a PFN walker that skips the "initialised" test reads deferred memmap, which
+    // the test build fills with Page::POISON; the allocator's poison assertion stops the boot.
+    GuestMutant {
+        granules: ALL,
+        name: "deferred-walk-reads-uninit",
+        cpus: MAX,
+        append: "ktest.only=deferred_block_allocates_every_page",
+        expect: "uninitialised struct page of pfn",
+    },
     // The switch itself: a misspelt mutant must not run the suite mutant-free and pass.
     GuestMutant {
         granules: ALL,
