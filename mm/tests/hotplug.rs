@@ -1860,7 +1860,9 @@ fn deferred_background_completion_in_bounded_steps<C: Config>() {
 fn deferred_allocation_waits_for_chunks_in_flight<C: Config>() {
     let g = C::GEOM;
     let (mut m, mut hp) = boot_in::<C>(MemmapInit::Deferred);
-    let ids = hp.add_memory(&mut m, None, base::<C>(), g.section_size(), NO_MOM).unwrap();
+    let ids = hp
+        .add_memory(&mut m, None, base::<C>(), g.section_size(), NO_MOM)
+        .unwrap();
     hp.online_block(&mut m, ids[0], OnlineType::Movable).unwrap();
     let held: Vec<_> = std::iter::from_fn(|| m.alloc.deferred_take()).collect();
     assert!(!held.is_empty());

@@ -188,7 +188,10 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
 
     // Boot memory: the sparse model with the memmap of every boot section (backed from
     // memblock), then the buddy allocator in it.
-    page_alloc::set_memmap_init(opts.memmap_init.unwrap_or(mm::buddy::MemmapInit::Deferred), opts.memmap_poison);
+    page_alloc::set_memmap_init(
+        opts.memmap_init.unwrap_or(mm::buddy::MemmapInit::Deferred),
+        opts.memmap_poison,
+    );
     match vmemmap::init_memmap(&plat.memory) {
         Ok(m) => {
             let ram = counters::RAM_PAGES.load(Ordering::Relaxed) << layout::PAGE_SHIFT;

@@ -191,7 +191,12 @@ pub fn init_page_allocator() {
     let mut alloc = PageAlloc::new(KernelMemmap, G.max_order());
     let free: Vec<(u64, u64)> = memblock::take_all()
         .iter()
-        .map(|f| (align_up(f.base, PAGE_SIZE) >> PAGE_SHIFT, align_down(f.end(), PAGE_SIZE) >> PAGE_SHIFT))
+        .map(|f| {
+            (
+                align_up(f.base, PAGE_SIZE) >> PAGE_SHIFT,
+                align_down(f.end(), PAGE_SIZE) >> PAGE_SHIFT,
+            )
+        })
         .filter(|&(s, e)| e > s)
         .collect();
     if memmap_init() == MemmapInit::Deferred {
