@@ -102,7 +102,7 @@ pub(super) fn cmd_page(args: &[&str]) -> Result<(), ShellError> {
         }
         PageLookup::Deferred(d) => {
             let state = match d {
-                DeferredState::Offline => alloc::format!("offline"),
+                DeferredState::Offline => String::from("offline"),
                 DeferredState::Zone { zone, isolated } => alloc::format!(
                     "free in zone {}{}",
                     zone.name(),
