@@ -317,7 +317,9 @@ class Page(HmCommand):
 Usage: hm-page PFN
 Prints the same keys as the shell's `page PFN` (pfn, pa, struct_page, flags, order, zone,
 node, refcount, block, next, prev) plus private and the struct page's physical address.
-A PFN whose section has no memmap, or whose struct page is not mapped, is reported as such."""
+A PFN whose section has no memmap, or whose struct page is not mapped, is reported as such;
+a deferred (not yet initialised) struct page as `deferred, not initialised (<where>)`, as the
+shell does."""
 
     name = "hm-page"
     usage = "hm-page PFN"
@@ -343,6 +345,15 @@ A PFN whose section has no memmap, or whose struct page is not mapped, is report
                     ]
                 )
                 return
+        deferred = memmap.read_deferred() if secs is not None else None
+        if deferred is not None and deferred.uninit(pfn):
+            out(
+                [
+                    "page: pfn=%#x pa=%#x struct_page=%#x deferred, not initialised (%s)"
+                    % (pfn, pfn << cfg.page_shift, cfg.struct_page(pfn), deferred.state(pfn, memmap.zone_names()))
+                ]
+            )
+            return
         with PhysMem(cfg, cpu) as mem:
             p, w = memmap.read_page(cfg, cpu, mem, pfn)
         if p is None:

@@ -9,6 +9,10 @@ halted kernel.
 - Free lists are `hotmem::kernel::mem::page_alloc::PAGE_ALLOC: IrqSafeLock<Option<PageAlloc<..>>>`
   (mm/src/buddy.rs): per zone, per order a list head PFN and a length, linked through the
   `next`/`prev` PFNs of the head `struct page`s.
+- Deferred struct page init is the allocator's `deferred: Option<Deferred>`
+  (mm/src/buddy/deferred.rs): one bit per pageblock (set = not initialised), per zone a sorted
+  `Vec<DeferredRange>`, and the chunks in flight. A deferred struct page holds no data: it is
+  reported as deferred, with where it stands, as the shell's `page` does.
 - Memory blocks are `hotmem::kernel::mem::hotplug::HOTPLUG: spin::Mutex<Option<mm::hotplug::Hotplug>>`
   (mm/src/hotplug.rs): a `BTreeMap<BlockId, MemoryBlock>` with state, zone, group and the
   block's altmap (memmap on memory), and a `BTreeMap<GroupId, MemoryGroup>`.
@@ -32,6 +36,7 @@ from .target import (
     enum_variant,
     find_field,
     option_some,
+    pointer_value,
     scalar,
     read_static,
     type_name,
@@ -210,6 +215,7 @@ class Zone:
         self.managed = int(c["managed"])
         self.free = int(c["free"])
         self.isolated = int(c["isolated"])
+        self.deferred = int(c["deferred"])
 
 
 class FreeLists:
@@ -228,8 +234,8 @@ class FreeLists:
             )
         for z in self.zones:
             out.append(
-                "freelists: zone=%s managed_pages=%d free_pages=%d isolated_pages=%d free_blocks_by_order=[%s]"
-                % (z.name, z.managed, z.free, z.isolated, ", ".join(str(x) for x in z.lens[:n]))
+                "freelists: zone=%s managed_pages=%d free_pages=%d isolated_pages=%d deferred_pages=%d free_blocks_by_order=[%s]"
+                % (z.name, z.managed, z.free, z.isolated, z.deferred, ", ".join(str(x) for x in z.lens[:n]))
             )
         for z in self.zones:
             if not any(z.lens[:n]):
@@ -244,8 +250,8 @@ class FreeLists:
         return out
 
 
-def read_freelists(cfg):
-    """Free lists, or None while the page allocator is not initialised."""
+def _page_alloc():
+    """(the PageAlloc value or None while it is not initialised, whether its lock is held)."""
     lock = read_static(PAGE_ALLOC_SYMBOL)
     if lock is None:
         raise GdbError("the ELF has no %s" % PAGE_ALLOC_SYMBOL)
@@ -254,7 +260,76 @@ def read_freelists(cfg):
     opt = descend(lock, "core::option::Option<")
     if opt is None:
         raise GdbError("cannot find the Option<PageAlloc> inside %s" % PAGE_ALLOC_SYMBOL)
-    alloc = option_some(opt)
+    return option_some(opt), locked
+
+
+class Deferred:
+    """The allocator's deferred-init state: which PFNs have no initialised struct page, and
+    where they stand (mm::buddy::DeferredState)."""
+
+    def __init__(self, pageblock_order, bits, lists, in_flight):
+        self.pageblock_order = pageblock_order
+        self.bits = bits  # bytes of the Vec<u64> bitmap (little endian)
+        self.lists = lists  # per zone id: [(start, end, isolated)]
+        self.in_flight = in_flight  # [(zone id, start, end)]
+
+    def uninit(self, pfn):
+        i = pfn >> self.pageblock_order
+        return i // 8 < len(self.bits) and (self.bits[i // 8] >> (i % 8)) & 1 == 1
+
+    def state(self, pfn, zones):
+        """The words the shell's `page` prints in parentheses."""
+        for z, s, e in self.in_flight:
+            if s <= pfn < e:
+                return "being initialised for zone %s" % zones.get(z, "?")
+        for z, ranges in sorted(self.lists.items()):
+            for s, e, isolated in ranges:
+                if s <= pfn < e:
+                    return "free in zone %s%s" % (zones.get(z, "?"), ", isolated" if isolated else "")
+        return "offline"
+
+
+def _vec_elems(vec, type_path, what):
+    """The elements of a `Vec<T>` as gdb values of `type_path`."""
+    n = find_field(vec, "len")
+    ptr = pointer_value(vec)
+    if n is None or ptr is None:
+        raise GdbError("cannot find the buffer of %s (type %s)" % (what, type_name(vec)))
+    if int(n) == 0:
+        return []
+    p = ptr.cast(gdb.lookup_type(type_path).pointer())
+    return [(p + i).dereference() for i in range(int(n))]
+
+
+def read_deferred():
+    """The deferred-init state, or None (allocator not up, or nothing ever deferred)."""
+    alloc, _ = _page_alloc()
+    if alloc is None:
+        return None
+    d = option_some(alloc["deferred"])
+    if d is None:
+        return None
+    bits = vec_bytes(d["uninit"], 8, "the deferred-init bitmap")
+    lists = {}
+    lv = d["lists"]
+    lo, hi = lv.type.strip_typedefs().range()
+    for z in range(lo, hi + 1):
+        lists[z] = [
+            (int(r["start"]), int(r["end"]), bool(r["isolated"]))
+            for r in _vec_elems(lv[z], "mm::buddy::deferred::DeferredRange", "a deferred list")
+        ]
+    in_flight = []
+    try:
+        for t in _vec_elems(d["in_flight"], "(mm::page::ZoneId, u64, u64, u8)", "the chunks in flight"):
+            in_flight.append((int(t["__0"]), int(t["__1"]), int(t["__2"])))
+    except gdb.error:
+        pass  # the tuple type is not in DWARF: chunks in flight read as on their list
+    return Deferred(int(d["pageblock_order"]), bits, lists, in_flight)
+
+
+def read_freelists(cfg):
+    """Free lists, or None while the page allocator is not initialised."""
+    alloc, locked = _page_alloc()
     if alloc is None:
         return None
     zones_v = alloc["zones"]
