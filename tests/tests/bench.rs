@@ -17,10 +17,10 @@ fn bench_smoke_64k() {
     std::fs::create_dir_all(&dir).unwrap();
     let va_bits = KernelConfig::default_for(Granule::K64).va_bits;
     // An earlier run of the same measurement (64K, 512 MiB, memmap on memory, default CPU,
-    // eager): add took 1 ms. And one line of junk, which the comparison skips.
+    // deferred init): add took 1 ms. And one line of junk, which the comparison skips.
     let old = dir.join("old.jsonl");
     let planted = format!(
-        "{{\"kind\":\"guest\",\"commit\":\"planted\",\"run\":1,\"cpu\":\"max,lpa2=off\",\"mode\":\"eager\",\
+        "{{\"kind\":\"guest\",\"commit\":\"planted\",\"run\":1,\"cpu\":\"max,lpa2=off\",\"mode\":\"deferred\",\
          \"granule\":\"64k\",\"va_bits\":{va_bits},\"size\":536870912,\"memmap_on_memory\":true,\"reps\":1,\
          \"add_cycles\":1000000,\"online_cycles\":1000000,\"offline_cycles\":1000000,\"remove_cycles\":1000000,\
          \"cntfrq\":1000000000,\"memmap_bytes\":524288,\"memset_bytes_per_s\":1000000000,\
@@ -41,6 +41,10 @@ fn bench_smoke_64k() {
             "512M",
             "--dimm-sizes",
             "512M",
+            "--memmap-init",
+            "deferred",
+            "--boot-mem",
+            "1G",
         ])
         .arg("--out")
         .arg(&dir)
@@ -59,7 +63,7 @@ fn bench_smoke_64k() {
         .iter()
         .filter_map(|r| match r {
             Record::Guest(g) => Some(g),
-            Record::Dimm(_) => None,
+            _ => None,
         })
         .collect();
     // max: 512 MiB with and without memmap on memory; then the same on cortex-a76 (TLBI
@@ -80,19 +84,34 @@ fn bench_smoke_64k() {
     for g in &guest {
         assert_eq!(
             (g.bench.granule.as_str(), g.bench.size, g.mode),
-            ("64k", 512 << 20, MemmapInit::Eager)
+            ("64k", 512 << 20, MemmapInit::Deferred)
         );
         assert!(g.bench.add_cycles > 0 && g.bench.cntfrq > 0, "{g:?}");
+        assert!(
+            g.bench.first_alloc_us().is_some() && g.bench.complete_us().is_some(),
+            "deferred init figures missing: {g:?}"
+        );
         assert!(!g.commit.is_empty() && g.run > 0, "{g:?}");
     }
     let dimms: Vec<_> = records
         .iter()
         .filter_map(|r| match r {
             Record::Dimm(d) => Some(d),
-            Record::Guest(_) => None,
+            _ => None,
         })
         .collect();
     assert_eq!(dimms.len(), 1);
+    let boots: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Boot(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        boots.len() == 1 && boots[0].mem == 1 << 30 && boots[0].time_to_prompt_us > 0.0,
+        "one boot record of 1 GiB: {boots:?}"
+    );
     assert_eq!(
         (dimms[0].size, dimms[0].result.as_str(), dimms[0].cpu.as_str()),
         (512 << 20, "ok", "max,lpa2=off")
@@ -113,6 +132,10 @@ fn bench_smoke_64k() {
     assert_eq!((add.old, add.old_commit.as_str()), (1000.0, "planted"));
     assert_eq!(add.key.cpu, "max,lpa2=off");
     assert!((add.ratio.unwrap() - add.new / 1000.0).abs() < 1e-9, "{add:?}");
-    assert_eq!(c.rows.len(), 8, "the eight metrics of the one planted measurement");
+    assert_eq!(
+        c.rows.len(),
+        8,
+        "the eight metrics of the one planted measurement (the new ones have no old value)"
+    );
     assert!(stdout.contains("compared with"), "{stdout}");
 }

@@ -4,7 +4,7 @@
 //! [`BEGIN`] and [`END`], which it replaces with tables rendered from the run's records and a
 //! link to the scaling plot.
 
-use super::record::{GuestRecord, MemmapInit, Record};
+use super::record::{BootRecord, GuestRecord, MemmapInit, Record};
 use mm::size::Size;
 use std::fmt::Write;
 
@@ -82,18 +82,20 @@ fn us(v: f64) -> String {
 fn guest_table(s: &mut String, recs: &[&GuestRecord]) {
     let _ = writeln!(
         s,
-        "| size | mom | add µs | online µs | offline µs | remove µs | memmap | add/lim | onl/lim | tlbi | preexist/G |"
+        "| size | mom | add µs | online µs | first alloc µs | complete µs | offline µs | remove µs | memmap | add/lim | onl/lim | tlbi | preexist/G |"
     );
-    let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for g in recs {
         let b = &g.bench;
         let _ = writeln!(
             s,
-            "| {:#} | {} | {} | {} | {} | {} | {:#} | {:.1} | {:.1} | {} | {:.0} |",
+            "| {:#} | {} | {} | {} | {} | {} | {} | {} | {:#} | {:.1} | {:.1} | {} | {:.0} |",
             Size(b.size),
             if b.memmap_on_memory { "yes" } else { "no" },
             us(b.add_us()),
             us(b.online_us()),
+            b.first_alloc_us().map_or("–".into(), us),
+            b.complete_us().map_or("–".into(), us),
             us(b.offline_us()),
             us(b.remove_us()),
             Size(b.memmap_bytes),
@@ -144,11 +146,38 @@ pub fn render(records: &[Record], info: &RunInfo) -> String {
         guest_table(&mut s, recs);
         s.push('\n');
     }
+    let boots: Vec<&BootRecord> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Boot(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    if let Some(b0) = boots.first() {
+        let _ = writeln!(
+            s,
+            "**Boot to the prompt** (`{}`, guest time from CNTVCT, median of {})\n",
+            b0.cpu, b0.reps
+        );
+        let _ = writeln!(s, "| config | mode | RAM | time to prompt µs |");
+        let _ = writeln!(s, "|---|---|---:|---:|");
+        for b in boots {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                b.config,
+                b.mode,
+                Size(b.mem),
+                us(b.time_to_prompt_us)
+            );
+        }
+        s.push('\n');
+    }
     let dimms: Vec<_> = records
         .iter()
         .filter_map(|r| match r {
             Record::Dimm(d) => Some(d),
-            Record::Guest(_) => None,
+            _ => None,
         })
         .collect();
     if let Some(d0) = dimms.first() {

@@ -38,12 +38,31 @@ impl fmt::Display for MemmapInit {
     }
 }
 
-/// One line of `results.jsonl`: `{"kind":"guest",...}` or `{"kind":"dimm",...}`.
+/// One line of `results.jsonl`: `{"kind":"guest",...}`, `{"kind":"dimm",...}` or
+/// `{"kind":"boot",...}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Record {
     Guest(GuestRecord),
     Dimm(DimmRecord),
+    Boot(BootRecord),
+}
+
+/// Boot to the prompt with `mem` of RAM (the kernel's `boot: time_to_prompt_us=`, median).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BootRecord {
+    #[serde(default)]
+    pub commit: String,
+    #[serde(default)]
+    pub run: u64,
+    pub cpu: String,
+    pub mode: MemmapInit,
+    /// The kernel configuration, e.g. `16k-47`.
+    pub config: String,
+    /// RAM (bytes).
+    pub mem: u64,
+    pub reps: u64,
+    pub time_to_prompt_us: f64,
 }
 
 /// One `bench-json:` object of the kernel's `bench`, tagged by the driver.
@@ -126,6 +145,19 @@ impl GuestBench {
     pub fn remove_us(&self) -> f64 {
         self.us(self.remove_cycles)
     }
+    /// A kernel field in cycles (`first_alloc_cycles`, `complete_cycles`: kernels with deferred
+    /// struct page init) as microseconds, if the kernel printed it.
+    fn extra_us(&self, name: &str) -> Option<f64> {
+        self.extra.get(name).and_then(Value::as_u64).map(|c| self.us(c))
+    }
+    /// One page from the new memory right after online.
+    pub fn first_alloc_us(&self) -> Option<f64> {
+        self.extra_us("first_alloc_cycles")
+    }
+    /// From the first allocation until every struct page of the new memory is initialised.
+    pub fn complete_us(&self) -> Option<f64> {
+        self.extra_us("complete_cycles")
+    }
     /// TLB invalidation instructions of one removal.
     pub fn tlbi(&self) -> u64 {
         self.tlbi_va + self.tlbi_range_ops + self.tlbi_all
@@ -188,6 +220,14 @@ impl Record {
                 size: d.size,
                 variant: String::new(),
             },
+            Record::Boot(b) => Key {
+                kind: "boot".into(),
+                config: b.config.clone(),
+                cpu: b.cpu.clone(),
+                mode: b.mode,
+                size: b.mem,
+                variant: String::new(),
+            },
         }
     }
 
@@ -196,7 +236,7 @@ impl Record {
         match self {
             Record::Guest(g) => {
                 let b = &g.bench;
-                vec![
+                let mut m = vec![
                     ("add_us", b.add_us()),
                     ("online_us", b.online_us()),
                     ("offline_us", b.offline_us()),
@@ -205,12 +245,16 @@ impl Record {
                     ("online_ratio_to_limit", b.online_ratio_to_limit),
                     ("tlbi", b.tlbi() as f64),
                     ("preexisting_bytes_per_gib", b.preexisting_bytes_per_gib),
-                ]
+                ];
+                m.extend(b.first_alloc_us().map(|v| ("first_alloc_us", v)));
+                m.extend(b.complete_us().map(|v| ("complete_us", v)));
+                m
             }
             Record::Dimm(d) => vec![
                 ("plug_to_ost_ms", d.plug_to_ost_ms),
                 ("unplug_to_deleted_ms", d.unplug_to_deleted_ms),
             ],
+            Record::Boot(b) => vec![("time_to_prompt_us", b.time_to_prompt_us)],
         }
     }
 
@@ -218,6 +262,7 @@ impl Record {
         match self {
             Record::Guest(g) => &g.commit,
             Record::Dimm(d) => &d.commit,
+            Record::Boot(b) => &b.commit,
         }
     }
 }

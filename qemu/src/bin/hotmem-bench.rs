@@ -19,6 +19,7 @@
 //! `docs/performance.md` and `docs/bench-scaling.svg` from the run.
 
 use clap::Parser;
+use hotmem_qemu::bench::record::BootRecord;
 use hotmem_qemu::bench::{compare, docs, plot, record, DimmRecord, GuestBench, GuestRecord, MemmapInit, Record};
 use hotmem_qemu::config::{BootMode, Granule, KernelConfig};
 use hotmem_qemu::discover::{qemu_once, InstallPolicy};
@@ -60,8 +61,11 @@ struct Opts {
     #[arg(long, value_name = "NAME|none", default_value = "cortex-a76")]
     tlbi_cpu: String,
     /// memmap initialisation mode(s) to run, comma-separated (kernel `memmap_init=`)
-    #[arg(long, value_name = "eager|deferred", value_delimiter = ',', default_value = "eager")]
+    #[arg(long, value_name = "eager|deferred", value_delimiter = ',', default_value = "deferred,eager")]
     memmap_init: Vec<MemmapInit>,
+    /// RAM sizes to time the boot to the prompt with, comma-separated; `none`: no boot runs
+    #[arg(long, value_name = "SIZE,...|none", value_delimiter = ',', value_parser = dimm_size, default_value = "1G,16G")]
+    boot_mem: Vec<Option<u64>>,
     /// compare this run with an earlier results.jsonl (per metric old, new, new/old; written
     /// to <out>/compare.json)
     #[arg(long, value_name = "FILE")]
@@ -199,6 +203,46 @@ fn guest_bench(
         return Err(format!("no bench-json line\n{}", out.tail(20)));
     }
     Ok(objects)
+}
+
+/// Guest time to the prompt with `mem` of RAM (a `reserve=off` backend: QEMU allocates only
+/// what the guest touches), median of `reps` boots.
+fn boot_bench(qemu: &Path, g: Granule, cpu: &str, mode: MemmapInit, mem: u64, reps: u64) -> Result<f64, String> {
+    let cfg = KernelConfig::default_for(g);
+    let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
+    let m = Size(mem).to_string();
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        let run = QemuRun::new(kernel.clone())
+            .qemu(qemu)
+            .machine(Machine {
+                cpu: cpu.into(),
+                mem: m.clone(),
+                ..Machine::default()
+            })
+            .boot(BootMode::Kernel)
+            .append(Some(format!("memmap_init={mode}")))
+            .args([
+                "-object".to_string(),
+                format!("memory-backend-ram,id=ram0,size={m},reserve=off"),
+                "-machine".into(),
+                "memory-backend=ram0".into(),
+            ])
+            .timeout(Some(Duration::from_secs(300)));
+        let out = run.run(&["poweroff"]).map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(format!("boot with {m} failed: {}\n{}", out.describe(), out.tail(20)));
+        }
+        check_mode(&out.console, mode)?;
+        let us = out
+            .console
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("boot: time_to_prompt_us="))
+            .and_then(|r| r.split_whitespace().next()?.parse::<f64>().ok())
+            .ok_or_else(|| format!("no `boot: time_to_prompt_us=` line\n{}", out.tail(20)))?;
+        times.push(us);
+    }
+    Ok(median(&mut times))
 }
 
 /// Host wall time of DIMM plug/unplug over QMP.
@@ -404,6 +448,33 @@ fn main() {
                     }
                     Err(e) => {
                         eprintln!("hotmem-bench: {g} {} {mode}: {e}", o.tlbi_cpu);
+                        failed = true;
+                    }
+                }
+            }
+            for &mem in o.boot_mem.iter().flatten() {
+                match boot_bench(&qemu.path, g, &o.cpu, mode, mem, o.reps) {
+                    Ok(us) => {
+                        println!(
+                            "\n## {} {} memmap_init={mode} boot to prompt with {}: {us:.0} µs (guest, median of {})",
+                            KernelConfig::default_for(g),
+                            o.cpu,
+                            Size(mem),
+                            o.reps
+                        );
+                        sink.push(Record::Boot(BootRecord {
+                            commit: tag.commit.clone(),
+                            run: tag.run,
+                            cpu: o.cpu.clone(),
+                            mode,
+                            config: KernelConfig::default_for(g).to_string(),
+                            mem,
+                            reps: o.reps,
+                            time_to_prompt_us: us.round(),
+                        }));
+                    }
+                    Err(e) => {
+                        eprintln!("hotmem-bench: {g} {mode} boot with {}: {e}", Size(mem));
                         failed = true;
                     }
                 }
