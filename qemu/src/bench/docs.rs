@@ -278,7 +278,7 @@ mod tests {
         let a76 = s.find("**4k-48 `cortex-a76`").unwrap();
         assert!(max < a76 && a76 < sixty_four, "{s}");
         assert!(
-            s.contains("| 128 MiB | yes | 887 | 2.0 | 0.5 | 0.2 | 2 MiB | 0.6 | 1.7 | 3 | 32768 |"),
+            s.contains("| 128 MiB | yes | 887 | 2.0 | – | – | 0.5 | 0.2 | 2 MiB | 0.6 | 1.7 | 3 | 32768 |"),
             "{s}"
         );
         assert!(s.contains("| 128 MiB | no | 835 |"), "{s}");
@@ -287,5 +287,6 @@ mod tests {
             "{s}"
         );
         assert!(!s.contains("DIMM hotplug"), "no DIMM records, no DIMM table: {s}");
+        assert!(!s.contains("Boot to the prompt"), "no boot records, no boot table: {s}");
     }
 }
