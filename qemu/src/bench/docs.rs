@@ -289,4 +289,39 @@ mod tests {
         assert!(!s.contains("DIMM hotplug"), "no DIMM records, no DIMM table: {s}");
         assert!(!s.contains("Boot to the prompt"), "no boot records, no boot table: {s}");
     }
+
+    #[test]
+    fn boot_records_make_a_boot_table() {
+        let boot = |mode, mem, us| {
+            Record::Boot(BootRecord {
+                commit: "abc1234".into(),
+                run: 1,
+                cpu: "max,lpa2=off".into(),
+                mode,
+                config: "4k-48".into(),
+                mem,
+                reps: 5,
+                time_to_prompt_us: us,
+            })
+        };
+        let recs = [
+            boot(MemmapInit::Deferred, 1 << 30, 51234.0),
+            boot(MemmapInit::Eager, 16 << 30, 812345.0),
+        ];
+        let info = RunInfo {
+            commit: "abc1234".into(),
+            date: "2026-12-03".into(),
+            qemu: "QEMU 10.0.2".into(),
+            options: "".into(),
+            wall_s: 1.0,
+            plot: "bench-scaling.svg".into(),
+        };
+        let s = render(&recs, &info);
+        assert!(
+            s.contains("**Boot to the prompt** (`max,lpa2=off`, guest time from CNTVCT, median of 5)"),
+            "{s}"
+        );
+        assert!(s.contains("| 4k-48 | deferred | 1 GiB | 51234 |"), "{s}");
+        assert!(s.contains("| 4k-48 | eager | 16 GiB | 812345 |"), "{s}");
+    }
 }

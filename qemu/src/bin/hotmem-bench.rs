@@ -61,7 +61,12 @@ struct Opts {
     #[arg(long, value_name = "NAME|none", default_value = "cortex-a76")]
     tlbi_cpu: String,
     /// memmap initialisation mode(s) to run, comma-separated (kernel `memmap_init=`)
-    #[arg(long, value_name = "eager|deferred", value_delimiter = ',', default_value = "deferred,eager")]
+    #[arg(
+        long,
+        value_name = "eager|deferred",
+        value_delimiter = ',',
+        default_value = "deferred,eager"
+    )]
     memmap_init: Vec<MemmapInit>,
     /// RAM sizes to time the boot to the prompt with, comma-separated; `none`: no boot runs
     #[arg(long, value_name = "SIZE,...|none", value_delimiter = ',', value_parser = dimm_size, default_value = "1G,16G")]
