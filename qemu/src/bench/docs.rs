@@ -164,7 +164,7 @@ pub fn render(records: &[Record], info: &RunInfo) -> String {
         for b in boots {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} |",
+                "| {} | {} | {:#} | {} |",
                 b.config,
                 b.mode,
                 Size(b.mem),
