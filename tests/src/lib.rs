@@ -159,6 +159,8 @@ pub struct BootCase {
     pub machine: Machine,
     /// Kernel command line (`-append` or fw_cfg, per boot mode).
     pub append: Option<String>,
+    /// This run's deadline, when it is a long one by design (default [`run_timeout`]).
+    pub timeout: Option<Duration>,
 }
 
 /// RAM of every test boot, and the command line that holds all but 1 GiB back for the
@@ -182,7 +184,14 @@ impl BootCase {
             boot,
             machine,
             append: Some(TEST_APPEND.into()),
+            timeout: None,
         }
+    }
+    /// A longer deadline than [`run_timeout`] for a run that is long by design (a hang
+    /// detector, not a time assertion): `factor` times it.
+    pub fn long(mut self, factor: u32) -> Self {
+        self.timeout = Some(run_timeout() * factor);
+        self
     }
     /// Replace the command line (`debug_vm` stays unless `cmdline` says `debug_vm=off`).
     pub fn append(mut self, cmdline: &str) -> Self {
@@ -227,7 +236,7 @@ impl BootCase {
             .machine(self.machine.clone())
             .boot(self.boot)
             .append(self.append.clone())
-            .timeout(Some(run_timeout()))
+            .timeout(Some(self.timeout.unwrap_or_else(run_timeout)))
             .log_dir(Some(test_log_dir()))
     }
 

@@ -12,7 +12,8 @@ macro_rules! cycles {
     ($($name:ident: $g:ident $va:literal $boot:ident;)*) => {$(
         #[test]
         fn $name() {
-            BootCase::new($g, $va, $boot).smp(4).append("mem=1G ktest.hotplug_cycles=50").expect_ktest_pass();
+            // 50 cycles on 4 vCPUs take 15-100 s of a loaded 2-core host: a longer deadline.
+            BootCase::new($g, $va, $boot).smp(4).long(3).append("mem=1G ktest.hotplug_cycles=50").expect_ktest_pass();
         }
     )*};
 }
@@ -109,6 +110,7 @@ fn huge_range_cycle(g: Granule, va: u32, total: &str) {
     let case = BootCase::new(g, va, Kernel)
         .ktest(true)
         .smp(1)
+        .long(3)
         .mem(total)
         .append("mem=1G debug_vm=off memmap_poison=off ktest.only=held_back_range_add_allocate_offline_remove");
     let backend = format!("memory-backend-ram,id=ram0,size={total},reserve=off");
