@@ -142,6 +142,25 @@ fn check_mode(console: &str, mode: MemmapInit) -> Result<(), String> {
     Ok(())
 }
 
+/// A run of `kernel` on `cpu` with `mem` bytes of RAM behind a `reserve=off` backend: QEMU
+/// allocates only what the guest touches, so sizes far beyond the host's memory are cheap.
+fn lazy_ram_run(qemu: &Path, kernel: hotmem_qemu::kernel::Kernel, cpu: &str, mem: u64) -> QemuRun {
+    let mem = Size(mem).to_string();
+    QemuRun::new(kernel)
+        .qemu(qemu)
+        .machine(Machine {
+            cpu: cpu.into(),
+            mem: mem.clone(),
+            ..Machine::default()
+        })
+        .args([
+            "-object".to_string(),
+            format!("memory-backend-ram,id=ram0,size={mem},reserve=off"),
+            "-machine".into(),
+            "memory-backend=ram0".into(),
+        ])
+}
+
 /// The kernel's `bench` on held-back RAM; returns its `bench-json` objects.
 fn guest_bench(
     qemu: &Path,
@@ -155,22 +174,9 @@ fn guest_bench(
     let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
     let max = sizes.iter().copied().max().unwrap_or(GIB);
     let ram = GIB + max;
-    let mem = Size(ram).to_string();
-    let run = QemuRun::new(kernel)
-        .qemu(qemu)
-        .machine(Machine {
-            cpu: cpu.into(),
-            mem: mem.clone(),
-            ..Machine::default()
-        })
+    let run = lazy_ram_run(qemu, kernel, cpu, ram)
         .boot(BootMode::Firmware)
         .append(Some(format!("mem=1G memmap_init={mode}")))
-        .args([
-            "-object".to_string(),
-            format!("memory-backend-ram,id=ram0,size={mem},reserve=off"),
-            "-machine".into(),
-            "memory-backend=ram0".into(),
-        ])
         .timeout(Some(Duration::from_secs(600)));
     let sizes: Vec<String> = sizes.iter().map(|&s| Size(s).to_string()).collect();
     let cmd = format!("bench reps={reps} {}", sizes.join(" "));
@@ -218,21 +224,9 @@ fn boot_bench(qemu: &Path, g: Granule, cpu: &str, mode: MemmapInit, mem: u64, re
     let m = Size(mem).to_string();
     let mut times = Vec::new();
     for _ in 0..reps {
-        let run = QemuRun::new(kernel.clone())
-            .qemu(qemu)
-            .machine(Machine {
-                cpu: cpu.into(),
-                mem: m.clone(),
-                ..Machine::default()
-            })
+        let run = lazy_ram_run(qemu, kernel.clone(), cpu, mem)
             .boot(BootMode::Kernel)
             .append(Some(format!("memmap_init={mode}")))
-            .args([
-                "-object".to_string(),
-                format!("memory-backend-ram,id=ram0,size={m},reserve=off"),
-                "-machine".into(),
-                "memory-backend=ram0".into(),
-            ])
             .timeout(Some(Duration::from_secs(300)));
         let out = run.run(&["poweroff"]).map_err(|e| e.to_string())?;
         if !out.success() {
