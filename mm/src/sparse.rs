@@ -27,8 +27,10 @@ pub mod state {
     ];
 }
 
-/// Highest physical address the model covers (1 TiB), unless the linear map is smaller.
-pub const MAX_PHYSMEM_BITS: u32 = 40;
+/// Highest physical address the model covers (4 TiB), unless the linear map is smaller: room
+/// for a 1 TiB hot-add above QEMU virt's RAM (which starts at 1 GiB) at a cost of one state
+/// byte per section (32 Ki sections on 4K, 8 Ki on 64K).
+pub const MAX_PHYSMEM_BITS: u32 = 42;
 
 /// Section states for every section below the maximum physical address. States are atomics so
 /// `pfn_valid` needs no lock; transitions are serialised by the hotplug lock.
