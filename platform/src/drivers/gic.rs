@@ -35,9 +35,10 @@ register_bitfields! {u32,
     ],
     /// GICD_SGIR (v2): send an SGI.
     GICD_SGIR [
-        /// 0 = to the CPUs in CPUTargetList.
+        /// 0 = to the CPUs in CPUTargetList, 1 = to every CPU but the sender.
         TargetListFilter OFFSET(24) NUMBITS(2) [
-            List = 0
+            List = 0,
+            AllButSelf = 1
         ],
         /// One bit per CPU interface 0..=7.
         CPUTargetList OFFSET(16) NUMBITS(8) [],
@@ -343,6 +344,23 @@ pub fn eoi(irq: Acked) {
 }
 
 /// Send SGI `intid` to the CPU with MPIDR affinity `mpidr` (and index `cpu` for v2 targets).
+/// Send SGI `intid` to every CPU but this one (GICv2 target filter "all but self", GICv3
+/// `IRM` = 1). Before the distributor is set up no other CPU runs: nothing to do.
+pub fn send_sgi_to_others(intid: u32) {
+    if GICD_VA.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    match version() {
+        GicVersion::V2 => gicd()
+            .sgir
+            .write(GICD_SGIR::TargetListFilter::AllButSelf + GICD_SGIR::SGIINTID.val(intid)),
+        GicVersion::V3 => {
+            use arch::sysreg::ICC_SGI1R_EL1 as SGI1R;
+            ICC_SGI1R_EL1.write(SGI1R::IRM.val(1) + SGI1R::INTID.val(intid.into()));
+        }
+    }
+}
+
 pub fn send_sgi(intid: u32, cpu: usize, mpidr: u64) {
     match version() {
         GicVersion::V2 => gicd().sgir.write(

@@ -19,6 +19,12 @@ struct RxRing {
     head: usize,
     tail: usize,
 }
+impl RxRing {
+    fn is_empty(&self) -> bool {
+        self.head == self.tail
+    }
+}
+
 static RX: IrqSafeLock<RxRing> = IrqSafeLock::new(RxRing {
     buf: [0; RX_SIZE],
     head: 0,
@@ -139,36 +145,37 @@ pub fn handle_rx_irq() {
 /// Next input byte; sleeps (WFI) until one arrives.
 #[cfg_attr(feature = "ktest", allow(dead_code))]
 pub fn getc_blocking() -> u8 {
-    use crate::kernel::mem::page_alloc;
+    use crate::kernel::{deferred, sync};
     loop {
         // Check and sleep with IRQs masked so the wake-up cannot slip between them; WFI wakes
         // on a pending interrupt even while masked, and unmasking then takes it.
-        crate::kernel::sync::irq_disable();
-        let b = {
-            let mut rx = RX.lock();
-            if rx.head != rx.tail {
-                let b = rx.buf[rx.tail];
-                rx.tail = (rx.tail + 1) % RX_SIZE;
-                Some(b)
-            } else {
-                None
-            }
-        };
-        if let Some(b) = b {
-            crate::kernel::sync::irq_enable();
+        sync::irq_disable();
+        if let Some(b) = pop_rx() {
+            sync::irq_enable();
             return b;
         }
-        // Idle: background struct page initialisation while there is some (one chunk, then
-        // look at the input again), else sleep until an interrupt.
-        let busy = page_alloc::deferred_init_pending();
-        if !busy {
-            arch::cpu::wfi();
-        }
-        crate::kernel::sync::irq_enable();
-        if busy {
-            page_alloc::deferred_init_idle();
+        sync::irq_enable();
+        // Idle: background work while there is some (one step, then look at the input
+        // again), else sleep until an interrupt.
+        if !deferred::idle_step() {
+            sync::irq_disable();
+            if RX.lock().is_empty() {
+                arch::cpu::wfi();
+            }
+            sync::irq_enable();
         }
         // Deferred work from interrupt handlers runs here, in thread context.
-        crate::kernel::deferred::run();
+        deferred::run();
     }
+}
+
+/// The next received byte, if any.
+fn pop_rx() -> Option<u8> {
+    let mut rx = RX.lock();
+    if rx.is_empty() {
+        return None;
+    }
+    let b = rx.buf[rx.tail];
+    rx.tail = (rx.tail + 1) % RX_SIZE;
+    Some(b)
 }

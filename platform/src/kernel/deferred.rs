@@ -6,6 +6,11 @@
 //!
 //! Modelled on Linux's softirq/tasklet split and Asterinas's bottom halves, reduced to what a
 //! single-threaded kernel needs: no priorities, no per-CPU queues.
+//!
+//! Idle work is the other kind: background work any CPU may do when it has nothing else to do
+//! (deferred `struct page` initialisation). Every CPU's idle loop calls [`idle_step`] before it
+//! sleeps; a registered step does one bounded piece and says whether there was work, and the
+//! loop then polls again instead of sleeping.
 
 use crate::kernel::sync::IrqSafeLock;
 
@@ -31,6 +36,32 @@ pub fn register(work: Work) -> Result<(), DeferredError> {
     let slot = w.iter_mut().find(|s| s.is_none()).ok_or(DeferredError::Full)?;
     *slot = Some(work);
     Ok(())
+}
+
+/// A step of idle work: one bounded piece; `true` if there was work (call again soon).
+pub type IdleWork = fn() -> bool;
+
+/// Most idle works that can be registered.
+pub const MAX_IDLE: usize = 4;
+
+static IDLE: IrqSafeLock<[Option<IdleWork>; MAX_IDLE]> = IrqSafeLock::new([None; MAX_IDLE]);
+
+/// Register `work` to run from every CPU's idle loop (once, at the subsystem's init).
+pub fn register_idle(work: IdleWork) -> Result<(), DeferredError> {
+    let mut w = IDLE.lock();
+    if w.contains(&Some(work)) {
+        return Ok(());
+    }
+    let slot = w.iter_mut().find(|s| s.is_none()).ok_or(DeferredError::Full)?;
+    *slot = Some(work);
+    Ok(())
+}
+
+/// One step of every registered idle work (thread context, interrupts enabled, any CPU);
+/// whether any had work.
+pub fn idle_step() -> bool {
+    let work = *IDLE.lock();
+    work.iter().flatten().fold(false, |busy, f| f() | busy)
 }
 
 /// Run every registered bottom half (thread context, interrupts enabled).

@@ -132,16 +132,6 @@ pub fn post(cpu: usize, f: fn(u64) -> u64, arg: u64) -> bool {
     true
 }
 
-/// Wake every other online CPU from its idle WFI (it looks for background work).
-pub fn kick_all() {
-    let me = arch::cpu::cpu_index();
-    for cpu in (0..MAX_CPUS).filter(|&c| c != me && online_mask() & (1 << c) != 0) {
-        if let Some(mpidr) = mpidr_of(cpu) {
-            gic::send_sgi(gic::SGI_WAKE, cpu, mpidr);
-        }
-    }
-}
-
 /// Wait (WFE, at most `timeout_ms`) for the call posted to `cpu` and return its result.
 pub fn collect(cpu: usize, timeout_ms: u64) -> Option<u64> {
     let mb = &MAILBOX[cpu];
@@ -204,8 +194,8 @@ extern "C" fn __hotmem_secondary_main(cpu: u64) -> ! {
     );
     sync::irq_enable();
     loop {
-        // Idle: background struct page initialisation while there is some, else sleep.
-        if !crate::kernel::mem::page_alloc::deferred_init_idle() {
+        // Idle: background work while there is some, else sleep.
+        if !crate::kernel::deferred::idle_step() {
             arch::cpu::wfi();
         }
         serve_mailbox(cpu);

@@ -1,7 +1,7 @@
 //! The kernel's page allocator: the buddy allocator (`mm::buddy`) whose state lives in the
 //! memmap, after memblock at boot; and deferred `struct page` initialisation
 //! (`memmap_init=deferred`, docs/deferred-init.md): what is left of it runs on idle CPUs
-//! ([`deferred_init_idle`]).
+//! ([`deferred_init_idle`], registered as idle work in `kernel::deferred`).
 
 use crate::{
     boot::layout::{G, PAGE_SHIFT, PAGE_SIZE},
@@ -71,11 +71,11 @@ pub unsafe fn poison_memmap(pfn: u64, nr: u64) {
 /// Deferred memory went onto a zone's list: wake the idle CPUs to initialise it.
 pub fn deferred_work_added() {
     DEFERRED_PENDING.store(true, Ordering::Release);
-    crate::kernel::smp::kick_all();
+    crate::drivers::gic::send_sgi_to_others(crate::drivers::gic::SGI_WAKE);
 }
 
 /// Whether idle CPUs have background `struct page` initialisation to do.
-pub fn deferred_init_pending() -> bool {
+fn deferred_init_pending() -> bool {
     DEFERRED_PENDING.load(Ordering::Acquire) && BUDDY_READY.load(Ordering::Acquire)
 }
 
@@ -221,7 +221,11 @@ pub fn init_page_allocator() {
     *PAGE_ALLOC.lock() = Some(alloc);
     BUDDY_READY.store(true, Ordering::Release);
     if memmap_init() == MemmapInit::Deferred {
-        DEFERRED_PENDING.store(true, Ordering::Release);
+        match crate::kernel::deferred::register_idle(deferred_init_idle) {
+            Ok(()) => DEFERRED_PENDING.store(true, Ordering::Release),
+            // Allocations still initialise what they need; nothing runs in the background.
+            Err(e) => crate::println!("memmap: no background initialisation: {e:?}"),
+        }
     }
 }
 
