@@ -11,7 +11,7 @@ use crate::{
     kernel::sync::IrqSafeLock,
 };
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 use mm::{
     buddy::{AllocKind, BuddyError, MemmapInit, PageAlloc, Violation, ZoneCensus},
     page::{Memmap, Page, ZoneId},
@@ -29,9 +29,6 @@ static DEFERRED_MODE: AtomicBool = AtomicBool::new(true);
 static POISON_DEFERRED: AtomicBool = AtomicBool::new(mm::page::POISON_CHECKS);
 /// Deferred memory may be on a zone's list: idle CPUs have work ([`deferred_init_idle`]).
 static DEFERRED_PENDING: AtomicBool = AtomicBool::new(false);
-/// Pages initialised by idle CPUs, and the counter reading when the last list ran empty.
-pub static DEFERRED_DONE_PAGES: AtomicU64 = AtomicU64::new(0);
-pub static DEFERRED_DONE_AT: AtomicU64 = AtomicU64::new(0);
 
 /// The memmap initialisation mode (`memmap_init=`).
 pub fn memmap_init() -> MemmapInit {
@@ -89,14 +86,15 @@ pub fn deferred_init_idle() -> bool {
     }
     let n = mm::buddy::deferred_init_step(&KernelMemmap, 1, |f| with_page_alloc(|a| f(a)));
     if n == 0 {
-        // Nothing left to take (chunks still in flight are another CPU's to finish).
-        if DEFERRED_PENDING.swap(false, Ordering::AcqRel) {
-            DEFERRED_DONE_AT.store(arch::cpu::counter(), Ordering::Relaxed);
+        // Nothing left to take (chunks still in flight are another CPU's to finish). Look
+        // again after clearing the flag: an online that listed memory before the clear would
+        // otherwise have its wake-up lost.
+        DEFERRED_PENDING.store(false, Ordering::SeqCst);
+        if with_page_alloc(|a| ZoneId::ALL.iter().any(|&z| !a.deferred_ranges(z).is_empty())) {
+            DEFERRED_PENDING.store(true, Ordering::SeqCst);
         }
-        return false;
     }
-    DEFERRED_DONE_PAGES.fetch_add(n, Ordering::Relaxed);
-    true
+    n > 0
 }
 
 /// The page allocator's invariants ([`PageAlloc::check`]) over every section with a memmap.
@@ -205,7 +203,7 @@ pub fn init_page_allocator() {
             Ok(()) => defer_boot_memmap(&mut alloc, &free),
             Err(e) => {
                 crate::println!("memmap: deferred init unavailable ({e}); initialising eagerly");
-                init_boot_memmap(|_| None);
+                init_boot_memmap(|_| Vec::new());
                 DEFERRED_MODE.store(false, Ordering::Relaxed);
             }
         }
@@ -231,12 +229,12 @@ pub fn init_page_allocator() {
 
 /// Write the boot sections' struct pages (reserved, block = section) except the ranges
 /// `deferred(section range)` names, which are left as they are.
-fn init_boot_memmap(mut deferred: impl FnMut((u64, u64)) -> Option<Vec<(u64, u64)>>) {
+fn init_boot_memmap(mut deferred: impl FnMut((u64, u64)) -> Vec<(u64, u64)>) {
     let pps = G.pages_per_section();
     for (nr, _) in sparse().iter_with(state::EARLY) {
         let (s0, e0) = (sparse().section_nr_to_pfn(nr), sparse().section_nr_to_pfn(nr) + pps);
         let mut p = s0;
-        for (s, e) in deferred((s0, e0)).unwrap_or_default() {
+        for (s, e) in deferred((s0, e0)) {
             // SAFETY: the boot memmap of this section is populated and nothing reads it before
             // the page allocator exists (this function runs while it is being built).
             unsafe { crate::kernel::mem::memmap::init_struct_pages(p, s - p, nr as u32, 0) };
@@ -259,6 +257,6 @@ fn defer_boot_memmap(alloc: &mut PageAlloc<KernelMemmap>, free: &[(u64, u64)]) {
                 runs.push((s, e));
             }
         }
-        Some(runs)
+        runs
     });
 }
