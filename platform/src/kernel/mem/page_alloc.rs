@@ -90,7 +90,11 @@ pub fn deferred_init_idle() -> bool {
         // again after clearing the flag: an online that listed memory before the clear would
         // otherwise have its wake-up lost.
         DEFERRED_PENDING.store(false, Ordering::SeqCst);
-        if with_page_alloc(|a| ZoneId::ALL.iter().any(|&z| !a.deferred_ranges(z).is_empty())) {
+        if with_page_alloc(|a| {
+            ZoneId::ALL
+                .iter()
+                .any(|&z| a.deferred_ranges(z).iter().any(|r| !r.isolated))
+        }) {
             DEFERRED_PENDING.store(true, Ordering::SeqCst);
         }
     }
