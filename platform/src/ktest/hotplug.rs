@@ -301,6 +301,9 @@ fn base_page_window_removal_faults_on_every_cpu(_: &Platform) -> Result<(), Stri
     let size = WINDOW_PAGES * page;
     let va = layout::IOREMAP_START + layout::IOREMAP_SIZE - size;
     let order = WINDOW_PAGES.trailing_zeros();
+    // Quiet CPUs: an idle CPU busy with background struct page initialisation evicts its own
+    // TLB entries, and a stale window entry must stay for a broken TLBI to show.
+    page_alloc::deferred_init_complete();
     let mut block = Pages::alloc(order).ok_or_else(|| String::from("no memory for the window"))?;
     let pa = block.pa();
     for i in 0..WINDOW_PAGES {

@@ -117,6 +117,16 @@ pub fn with_page_alloc<R>(f: impl FnOnce(&mut PageAlloc<KernelMemmap>) -> R) -> 
     f(a.as_mut().expect("page allocator initialised at boot"))
 }
 
+/// Finish background initialisation now: work on it on this CPU until nothing is left, then
+/// wait for the chunks other CPUs hold. For tests that need quiet CPUs (a busy CPU's own
+/// accesses can evict TLB entries the test means to find).
+pub fn deferred_init_complete() {
+    while deferred_init_idle() {}
+    while deferred_in_flight() {
+        core::hint::spin_loop();
+    }
+}
+
 /// Whether idle CPUs hold deferred chunks they have not handed over yet (free memory the
 /// allocator cannot give out until they do).
 pub fn deferred_in_flight() -> bool {
