@@ -99,13 +99,13 @@ struct Created {
 impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T, S, L> {
     const PAGE: u64 = C::GEOM.page_size();
 
-    fn check(&self, start: VirtAddr, end: VirtAddr) -> Result<(), VmemmapError> {
-        let g = C::GEOM;
+    /// A page-aligned, non-empty range inside the region, at most `max_len` bytes.
+    fn check(&self, start: VirtAddr, end: VirtAddr, max_len: u64) -> Result<(), VmemmapError> {
         let ok = start < end
             && (start | end).is_multiple_of(Self::PAGE)
             && start >= self.region.0
             && end <= self.region.1
-            && end - start <= g.memmap_per_section();
+            && end - start <= max_len;
         ok.then_some(()).ok_or(VmemmapError::BadRange { start, end })
     }
 
@@ -138,14 +138,23 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
         false
     }
 
-    /// Linux `vmemmap_populate(start, end, node, altmap)` for one section's memmap.
+    /// Linux `vmemmap_populate(start, end, node, altmap)`: one section's memmap, or without an
+    /// altmap the memmap of several neighbouring sections in one call (the boot memmap), so a
+    /// PMD of memmap that the range covers whole is one block even where one section's memmap
+    /// is smaller than a PMD (16K: 512 KiB per section, 32 MiB per PMD). Such a block is
+    /// shared by its sections: only memory that is never removed (boot RAM) is populated so.
     pub fn populate(
         &mut self,
         start: VirtAddr,
         end: VirtAddr,
         mut altmap: Option<&mut Altmap>,
     ) -> Result<PopulateStats, VmemmapError> {
-        self.check(start, end)?;
+        let max_len = if altmap.is_some() {
+            C::GEOM.memmap_per_section()
+        } else {
+            self.region.1 - self.region.0
+        };
+        self.check(start, end, max_len)?;
         let mut created: Vec<Created> = Vec::new();
         let mut stats = PopulateStats::default();
         match self.populate_inner(start, end, &mut altmap, &mut created, &mut stats) {
@@ -304,7 +313,7 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
         end: VirtAddr,
         mut altmap: Option<&mut Altmap>,
     ) -> Result<FreeStats, VmemmapError> {
-        self.check(start, end)?;
+        self.check(start, end, C::GEOM.memmap_per_section())?;
         // Collect the leaves (and what backs them) before the mappings disappear.
         let mut leaves: Vec<(PhysAddr, u64)> = Vec::new();
         let mut va = start;

@@ -145,6 +145,7 @@ mm::matrix_tests!(
     existing_block_is_reused,
     neighbouring_sections_keep_their_tables,
     out_of_range_requests_are_rejected,
+    multi_section_populate_uses_blocks_for_whole_pmds,
 );
 
 fn full_section_uses_the_expected_path<C: Config>() {
@@ -311,7 +312,6 @@ fn out_of_range_requests_are_rejected<C: Config>() {
     let (s, _) = r.section(1);
     let bad = [
         (s + 8, s + g.page_size()),
-        (s, s + 2 * g.memmap_per_section()),
         (r.region.0 - g.page_size(), r.region.0),
         (s, s),
     ];
@@ -321,7 +321,42 @@ fn out_of_range_requests_are_rejected<C: Config>() {
             "{a:#x}..{b:#x}"
         );
     }
+    // More than one section: only without an altmap (an altmap holds one block's memmap), and
+    // never for free (a block leaf may be shared by the sections of a multi-section populate).
+    let two = (s, s + 2 * g.memmap_per_section());
+    let base_pfn = g.section_size() >> g.page_shift;
+    let mut alt = Altmap::new(base_pfn, base_pfn + g.pages_per_section() - 1, 0, 1);
+    assert!(matches!(
+        r.vmemmap().populate(two.0, two.1, Some(&mut alt)),
+        Err(VmemmapError::BadRange { .. })
+    ));
+    assert!(matches!(
+        r.vmemmap().free(two.0, two.1, None),
+        Err(VmemmapError::BadRange { .. })
+    ));
     r.assert_baseline();
+}
+
+/// The boot memmap in one call over many sections: every PMD of memmap the range covers whole
+/// is a block leaf (the section path) even where a section's memmap is smaller than a PMD, the
+/// rest base pages; every byte mapped once.
+fn multi_section_populate_uses_blocks_for_whole_pmds<C: Config>() {
+    let g = C::GEOM;
+    let mut r = Rig::<C>::new();
+    let pmd = g.pmd_size();
+    // Enough sections to cover two whole PMDs of memmap (at least two sections).
+    let nr = (2 * pmd / g.memmap_per_section()).max(2) + 1;
+    let (s, _) = r.section(1);
+    let e = s + nr * g.memmap_per_section();
+    let st = r.vmemmap().populate(s, e, None).unwrap();
+    assert_eq!(st.bytes, e - s, "every byte mapped once");
+    let whole = (e / pmd).saturating_sub(s.div_ceil(pmd));
+    if g.block_allowed(2) {
+        assert_eq!(st.blocks, whole, "{st:?}");
+    }
+    for va in (s..e).step_by(g.page_size() as usize) {
+        assert!(r.pt.walk(&r.tables, va).leaf.is_some(), "{va:#x} not mapped");
+    }
 }
 
 /// The checker catches a deliberately wrong order: backing freed before the invalidation.

@@ -50,13 +50,19 @@ pub fn init_memmap(ram: &[Range]) -> Result<BootMemmap, VmemmapError> {
     let mut total = PopulateStats::default();
     let mut sections = 0;
     for r in ram {
-        for nr in sparse.sections_of(r.base, r.size) {
-            if sparse.state(nr) & state::PRESENT != 0 {
-                continue;
+        // Runs of neighbouring sections not present yet, each populated in one call, so a PMD
+        // of memmap that a run covers whole is one block (16K: 64 sections' memmap per PMD).
+        let mut nrs = sparse
+            .sections_of(r.base, r.size)
+            .filter(|&nr| sparse.state(nr) & state::PRESENT == 0)
+            .peekable();
+        while let Some(first) = nrs.next() {
+            let mut last = first;
+            while nrs.next_if_eq(&(last + 1)).is_some() {
+                last += 1;
             }
-            let pfn = sparse.section_nr_to_pfn(nr);
-            let start = VMEMMAP.pfn_to_page(pfn);
-            let end = start + G.memmap_per_section();
+            let start = VMEMMAP.pfn_to_page(sparse.section_nr_to_pfn(first));
+            let end = VMEMMAP.pfn_to_page(sparse.section_nr_to_pfn(last)) + G.memmap_per_section();
             let st = with_kernel_pt(|pt, tables| {
                 Vmemmap {
                     pt,
@@ -67,22 +73,25 @@ pub fn init_memmap(ram: &[Range]) -> Result<BootMemmap, VmemmapError> {
                 }
                 .populate(start, end, None)
             })?;
-            if memmap_init() == MemmapInit::Eager {
-                // SAFETY: the memmap of this section was just populated (mapped RW) and nothing
-                // uses it before the section is marked as having a memmap, below.
-                unsafe { init_struct_pages(pfn, G.pages_per_section(), nr as u32, 0) };
-            } else {
-                // Written when the page allocator is built (`init_page_allocator`): only what
-                // the kernel uses; the free memory's is deferred.
-                // SAFETY: as above.
-                unsafe { poison_memmap(pfn, G.pages_per_section()) };
+            for nr in first..=last {
+                let pfn = sparse.section_nr_to_pfn(nr);
+                if memmap_init() == MemmapInit::Eager {
+                    // SAFETY: the memmap of this section was just populated (mapped RW) and
+                    // nothing uses it before the section is marked as having a memmap, below.
+                    unsafe { init_struct_pages(pfn, G.pages_per_section(), nr as u32, 0) };
+                } else {
+                    // Written when the page allocator is built (`init_page_allocator`): only
+                    // what the kernel uses; the free memory's is deferred.
+                    // SAFETY: as above.
+                    unsafe { poison_memmap(pfn, G.pages_per_section()) };
+                }
+                sparse.set(nr, state::PRESENT | state::EARLY | state::HAS_MEMMAP);
+                sections += 1;
             }
-            sparse.set(nr, state::PRESENT | state::EARLY | state::HAS_MEMMAP);
             total.blocks += st.blocks;
             total.pages += st.pages;
             total.cont_pages += st.cont_pages;
             total.bytes += st.bytes;
-            sections += 1;
         }
     }
     MEMMAP_BYTES.fetch_add(total.bytes, Ordering::Relaxed);
