@@ -184,7 +184,9 @@ fn gdb_session(g: Granule, va: u32) {
         };
         sh.run("pre-sections", "sections")?;
         sh.run("pre-blocks", "blocks")?;
-        sh.run("pre-meminfo", "meminfo")?;
+        // Settled: idle CPUs may still be initialising deferred struct pages, which would
+        // change the free counts between this line and gdb's view at the probe.
+        sh.run("pre-meminfo", "meminfo settle")?;
         for (i, pfn) in boot_pfns.iter().enumerate() {
             sh.run(&format!("pre-page-{i}"), &format!("page {pfn:#x}"))?;
         }

@@ -6,10 +6,13 @@ pub(super) fn cmd_meminfo(args: &[&str]) -> Result<(), ShellError> {
     match args {
         [] => {}
         ["check"] => return cmd_meminfo_check(),
+        // Finish deferred struct page initialisation first, so the figures no longer change
+        // under idle CPUs (for comparing them with a debugger's view, for instance).
+        ["settle"] => page_alloc::deferred_init_complete(),
         [word] => {
             return Err(ShellError::BadWord {
                 word: String::from(*word),
-                want: "a meminfo mode (only 'check')",
+                want: "a meminfo mode ('check' or 'settle')",
             })
         }
         [_, extra, ..] => return Err(ShellError::Extra(String::from(*extra))),

@@ -57,7 +57,7 @@ pub enum ShellError {
 
 const COMMANDS: &[Command] = &[
     Command { name: "help", usage: "help", help: "list commands", run: cmd_help },
-    Command { name: "meminfo", usage: "meminfo [check]", help: "RAM, free pages, page-table pages, heap / check allocator invariants", run: cmd_meminfo },
+    Command { name: "meminfo", usage: "meminfo [check|settle]", help: "RAM, free pages, page-table pages, heap / check allocator invariants / first finish deferred struct page init", run: cmd_meminfo },
     Command { name: "layout", usage: "layout", help: "kernel virtual memory layout", run: cmd_layout },
     Command { name: "pt", usage: "pt <va>", help: "walk the page tables for a virtual address", run: cmd_pt },
     Command { name: "page", usage: "page <pfn>", help: "decode the struct page of a PFN", run: cmd_page },

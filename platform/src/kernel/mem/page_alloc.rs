@@ -118,9 +118,8 @@ pub fn with_page_alloc<R>(f: impl FnOnce(&mut PageAlloc<KernelMemmap>) -> R) -> 
 }
 
 /// Finish background initialisation now: work on it on this CPU until nothing is left, then
-/// wait for the chunks other CPUs hold. For tests that need quiet CPUs (a busy CPU's own
-/// accesses can evict TLB entries the test means to find).
-#[cfg(feature = "ktest")]
+/// wait for the chunks other CPUs hold (`meminfo settle`; tests that need quiet CPUs, since a
+/// busy CPU's own accesses can evict TLB entries the test means to find).
 pub fn deferred_init_complete() {
     while deferred_init_idle() {}
     while deferred_in_flight() {
