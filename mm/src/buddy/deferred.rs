@@ -162,8 +162,10 @@ impl Deferred {
     fn cover(&mut self, end: u64) -> Result<(), BuddyError> {
         let words = (end >> self.pageblock_order).div_ceil(64) as usize;
         if words > self.uninit.len() {
+            // Amortised growth (not `try_reserve_exact`): one hot-add of many blocks grows the
+            // bitmap once per block, and exact growth copied it each time (quadratic).
             self.uninit
-                .try_reserve_exact(words - self.uninit.len())
+                .try_reserve(words - self.uninit.len())
                 .map_err(|_| BuddyError::NoBookkeeping)?;
             self.uninit.resize(words, 0);
         }
