@@ -59,13 +59,7 @@ fn bench_smoke_64k() {
 
     let (records, bad) = parse_jsonl(&std::fs::read_to_string(dir.join("results.jsonl")).unwrap());
     assert_eq!(bad, 0, "every line of results.jsonl is a record");
-    let guest: Vec<&GuestRecord> = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Guest(g) => Some(g),
-            _ => None,
-        })
-        .collect();
+    let guest: Vec<&GuestRecord> = records.iter().filter_map(Record::as_guest).collect();
     // max: 512 MiB with and without memmap on memory; then the same on cortex-a76 (TLBI
     // comparison, since max has FEAT_TLBIRANGE).
     let shape: Vec<(&str, bool, bool)> = guest
@@ -93,21 +87,9 @@ fn bench_smoke_64k() {
         );
         assert!(!g.commit.is_empty() && g.run > 0, "{g:?}");
     }
-    let dimms: Vec<_> = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Dimm(d) => Some(d),
-            _ => None,
-        })
-        .collect();
+    let dimms: Vec<_> = records.iter().filter_map(Record::as_dimm).collect();
     assert_eq!(dimms.len(), 1);
-    let boots: Vec<_> = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Boot(b) => Some(b),
-            _ => None,
-        })
-        .collect();
+    let boots: Vec<_> = records.iter().filter_map(Record::as_boot).collect();
     assert!(
         boots.len() == 1 && boots[0].mem == 1 << 30 && boots[0].time_to_prompt_us > 0.0,
         "one boot record of 1 GiB: {boots:?}"

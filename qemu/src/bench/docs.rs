@@ -146,13 +146,7 @@ pub fn render(records: &[Record], info: &RunInfo) -> String {
         guest_table(&mut s, recs);
         s.push('\n');
     }
-    let boots: Vec<&BootRecord> = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Boot(b) => Some(b),
-            _ => None,
-        })
-        .collect();
+    let boots: Vec<&BootRecord> = records.iter().filter_map(Record::as_boot).collect();
     if let Some(b0) = boots.first() {
         let _ = writeln!(
             s,
@@ -173,13 +167,7 @@ pub fn render(records: &[Record], info: &RunInfo) -> String {
         }
         s.push('\n');
     }
-    let dimms: Vec<_> = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Dimm(d) => Some(d),
-            _ => None,
-        })
-        .collect();
+    let dimms: Vec<_> = records.iter().filter_map(Record::as_dimm).collect();
     if let Some(d0) = dimms.first() {
         let _ = writeln!(
             s,

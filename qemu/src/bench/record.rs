@@ -258,6 +258,27 @@ impl Record {
         }
     }
 
+    pub fn as_guest(&self) -> Option<&GuestRecord> {
+        match self {
+            Record::Guest(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    pub fn as_dimm(&self) -> Option<&DimmRecord> {
+        match self {
+            Record::Dimm(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    pub fn as_boot(&self) -> Option<&BootRecord> {
+        match self {
+            Record::Boot(b) => Some(b),
+            _ => None,
+        }
+    }
+
     pub fn commit(&self) -> &str {
         match self {
             Record::Guest(g) => &g.commit,

@@ -492,10 +492,9 @@ fn main() {
     let plotted: Vec<GuestRecord> = sink
         .records
         .iter()
-        .filter_map(|r| match r {
-            Record::Guest(g) if g.cpu == o.cpu => Some(g.clone()),
-            _ => None,
-        })
+        .filter_map(Record::as_guest)
+        .filter(|g| g.cpu == o.cpu)
+        .cloned()
         .collect();
     let reps = plotted.first().map_or(o.reps, |g| g.bench.reps);
     let title = format!(
