@@ -263,11 +263,46 @@ impl<C: Config> PageTable<C> {
             Some(pa_last) if pa_last < PA_LIMIT => {}
             _ => return Err(MapError::OutOfRange),
         }
-        let req = MapReq { va, pa, attrs, flags };
+        let req = MapReq {
+            va,
+            pa,
+            attrs,
+            flags,
+            deepest: 3,
+        };
+        self.stage_and_commit(a, &req, last)
+    }
+
+    /// Allocates every last-level (pte) table covering `[va, va + size)` and links it in,
+    /// creating no leaf: later `map`s of base pages in the range allocate no table, and
+    /// `unmap_within` with floor/ceiling outside the tables' spans keeps them (a window whose
+    /// maps must not fail or allocate; Linux preallocates vmalloc/fixmap tables the same way).
+    /// Only invalid entries become valid, and TLBs never hold invalid entries, so no TLB
+    /// maintenance is needed: the publishing barrier suffices. All or nothing, as `map`.
+    pub fn populate_tables(&mut self, a: &mut impl TableAlloc, va: VirtAddr, size: u64) -> Result<(), MapError> {
+        if size == 0 {
+            return Ok(());
+        }
+        if (va | size) & (Self::GEOM.page_size() - 1) != 0 {
+            return Err(MapError::Misaligned);
+        }
+        let last = va_last::<C>(va, size)?;
+        let req = MapReq {
+            va,
+            pa: 0,
+            attrs: Attrs::NORMAL_RW,
+            flags: MapFlags::PAGES,
+            deepest: 2,
+        };
+        self.stage_and_commit(a, &req, last)
+    }
+
+    fn stage_and_commit(&mut self, a: &mut impl TableAlloc, req: &MapReq, last: VirtAddr) -> Result<(), MapError> {
+        let va = req.va;
         let level = Self::GEOM.start_level();
-        match stage::<C, _>(a, &req, self.root, level, va, last) {
+        match stage::<C, _>(a, req, self.root, level, va, last) {
             Ok(()) => {
-                commit::<C, _>(a, self.root, level, va, last);
+                commit::<C, _>(a, self.root, level, va, last, req.deepest);
                 // Without this a real core may take a spurious translation fault on the first
                 // use (TCG never does).
                 if !mutant::on(Mutant::MissingMapBarrier) {
@@ -479,6 +514,9 @@ struct MapReq {
     pa: PhysAddr,
     attrs: Attrs,
     flags: MapFlags,
+    /// The deepest level whose entries are staged: 3 (map), 2 (`populate_tables`: new pte
+    /// tables stay empty).
+    deepest: u32,
 }
 
 impl MapReq {
@@ -618,12 +656,15 @@ fn stage_entry<C: Config, A: TableAlloc>(
     } else {
         return Err(MapError::Reshape { va: e });
     };
+    if level + 1 > req.deepest {
+        return Ok(());
+    }
     stage::<C, A>(a, req, child, level + 1, e, e_last)
 }
 
 /// Makes the staged entries of `[first, last]` valid, children before the entry linking them,
-/// and reports each to [`TableAlloc::made_valid`].
-fn commit<C: Config, A: TableAlloc>(a: &mut A, table: PhysAddr, level: u32, first: u64, last: u64) {
+/// and reports each to [`TableAlloc::made_valid`]. Nothing below `deepest` was staged.
+fn commit<C: Config, A: TableAlloc>(a: &mut A, table: PhysAddr, level: u32, first: u64, last: u64, deepest: u32) {
     let geo = C::GEOM;
     let shift = geo.level_shift(level);
     let is_last = level == 3;
@@ -637,8 +678,8 @@ fn commit<C: Config, A: TableAlloc>(a: &mut A, table: PhysAddr, level: u32, firs
         if is_staged(raw) {
             let valid = Descriptor::from_raw((raw & !STAGED) | 1);
             let table = valid.is_table(is_last);
-            if table {
-                commit::<C, A>(a, valid.output_address(), level + 1, e, e_last);
+            if table && level < deepest {
+                commit::<C, A>(a, valid.output_address(), level + 1, e, e_last, deepest);
                 // The new table's entries are written before the entry that publishes it.
                 fence(Ordering::Release);
             }
@@ -652,8 +693,8 @@ fn commit<C: Config, A: TableAlloc>(a: &mut A, table: PhysAddr, level: u32, firs
                 pa_size: if table { geo.page_size() } else { size },
                 table,
             });
-        } else if Descriptor::from_raw(raw).is_table(is_last) {
-            commit::<C, A>(a, raw & Descriptor::OA_MASK, level + 1, e, e_last);
+        } else if level < deepest && Descriptor::from_raw(raw).is_table(is_last) {
+            commit::<C, A>(a, raw & Descriptor::OA_MASK, level + 1, e, e_last, deepest);
         }
         if e_last >= last {
             return;

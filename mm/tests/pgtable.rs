@@ -28,6 +28,7 @@ mm::matrix_tests!(
     frees_follow_flushes,
     floor_ceiling,
     no_memory_rolls_back,
+    populate_tables_then_map_allocates_nothing,
     random_operations,
 );
 
@@ -943,6 +944,55 @@ fn floor_ceiling<C: Config>() {
         pt.unmap_within(&mut a, &mut tlb, base, 2 * p, base, base + p),
         Err(MapError::OutOfRange)
     );
+}
+
+/// `populate_tables` links a pte table under every pmd entry of the range and no leaf, all or
+/// nothing; base-page maps in the range then allocate nothing.
+fn populate_tables_then_map_allocates_nothing<C: Config>() {
+    let g = geo::<C>();
+    let p = page::<C>();
+    let pmd = g.pmd_size();
+    let base = va_base::<C>(true);
+    let (mut a, mut pt) = new_table::<C>();
+    // One pmd span of the three already has its pte table (and a page).
+    pt.map(&mut a, base + pmd, PA_BASE, p, Attrs::NORMAL_RW, MapFlags::PAGES)
+        .unwrap();
+    let d0 = dump::<C>(&a, pt.root(), true);
+    let live = a.live();
+    assert_eq!(pt.populate_tables(&mut a, base, p / 2), Err(MapError::Misaligned));
+    let mut n = 0;
+    loop {
+        a.set_budget(Some(n));
+        match pt.populate_tables(&mut a, base, 3 * pmd) {
+            Err(MapError::NoMemory) => {
+                assert_eq!(dump::<C>(&a, pt.root(), true), d0, "budget {n}");
+                assert_eq!(a.live(), live, "budget {n}");
+                n += 1;
+            }
+            Ok(()) => break,
+            r => panic!("budget {n}: {r:?}"),
+        }
+    }
+    assert_eq!(n as usize, a.live() - live, "every table allocated is kept");
+    assert!(n >= 2, "two new pte tables at least");
+    let d = dump::<C>(&a, pt.root(), true);
+    assert_eq!(d.leaves, d0.leaves, "no leaf created");
+    assert!(d.bad.is_empty());
+    for i in 0..3 {
+        let w = pt.walk(&a, base + i * pmd);
+        let last = w.steps[w.n - 1];
+        assert_eq!(last.level, 3, "pmd span {i}: the walk reaches a pte table");
+        assert_eq!(w.leaf.is_some(), i == 1, "pmd span {i}");
+    }
+    // Populating again finds everything there.
+    a.set_budget(Some(0));
+    pt.populate_tables(&mut a, base, 3 * pmd).unwrap();
+    // Base pages over the two new spans need no table.
+    for va in [base, base + 2 * pmd] {
+        pt.map(&mut a, va, PA_BASE + 2 * pmd, pmd, Attrs::NORMAL_RW, MapFlags::PAGES)
+            .unwrap();
+    }
+    a.set_budget(None);
 }
 
 /// Allocation failure at every point of a map leaves the tree and the allocator unchanged.

@@ -51,13 +51,58 @@ fn boot_failed(what: core::fmt::Arguments) -> ! {
     exit::exit(ExitStatus::BootFailed)
 }
 
+/// Counter stamps of the boot stages, printed once at the prompt (`boot: stages_us ...`), so
+/// that a slow stage shows without the console writes in between skewing the others.
+struct Stages {
+    t0: u64,
+    last: u64,
+    marks: [(&'static str, u64); 12],
+    len: usize,
+}
+
+impl Stages {
+    fn start() -> Self {
+        let t0 = arch::cpu::counter();
+        Stages {
+            t0,
+            last: t0,
+            marks: [("", 0); 12],
+            len: 0,
+        }
+    }
+
+    /// The stage `name` ended now.
+    fn mark(&mut self, name: &'static str) {
+        let now = arch::cpu::counter();
+        if let Some(m) = self.marks.get_mut(self.len) {
+            *m = (name, now - self.last);
+            self.len += 1;
+        }
+        self.last = now;
+    }
+
+    fn print(&self) {
+        let cycles = self.last - self.t0;
+        print!(
+            "boot: time_to_prompt_us={} cycles={} stages_us",
+            timer::cycles_to_us(cycles),
+            cycles
+        );
+        for (name, c) in &self.marks[..self.len] {
+            print!(" {name}={}", timer::cycles_to_us(*c));
+        }
+        println!();
+    }
+}
+
 #[no_mangle]
 extern "C" fn __hotmem_main(_x0: u64) -> ! {
-    let t0 = arch::cpu::counter();
+    let mut stages = Stages::start();
     heap::init_heap();
     teardown::init();
     let boot_mmu = early::boot_mmu();
     kernel_pt::install(boot_mmu.ttbr1);
+    stages.mark("early");
 
     // Device tree (mapped read-only at FDT_VADDR by the early code).
     let dtb_pa = early::DTB_PA.load(Ordering::Relaxed);
@@ -87,6 +132,7 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     let (ram, held_back) = cmdline::apply_mem_limit(&plat.memory, opts.mem);
     let (ram, beyond_linear) = kernel_pt::clip_to_linear(&ram);
     plat.memory = ram;
+    stages.mark("dtb");
 
     // Memblock (all RAM minus the image, the DTB and DT reservations) first: the linear map
     // takes its tables from it once the early pool's share is used.
@@ -109,6 +155,7 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
             early::POOL_TABLES
         ));
     }
+    stages.mark("linear_map");
     match kernel_pt::ioremap(plat.uart.base, plat.uart.size) {
         // SAFETY: just mapped as device memory over the DT's UART, for good.
         Ok(va) => unsafe { console::init(va) },
@@ -176,6 +223,7 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         );
     }
     kernel::mem::print_layout();
+    stages.mark("console");
 
     if beyond_linear > 0 {
         println!(
@@ -209,9 +257,12 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         }
         Err(e) => boot_failed(format_args!("cannot populate the boot memmap: {e:?}")),
     }
+    stages.mark("memmap");
     page_alloc::init_page_allocator();
+    stages.mark("page_alloc");
     heap::grow_heap();
     hotplug::init(held_back, &opts);
+    stages.mark("hotplug");
 
     // Interrupts, timer, PSCI.
     psci::init(plat.psci_method.as_deref());
@@ -238,6 +289,7 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         timer::HZ,
         arch::cpu::counter_freq()
     );
+    stages.mark("gic");
 
     // Secondary CPUs (they need the identity map, so drop ours only afterwards).
     for s in smp::boot_secondaries(&plat.cpus) {
@@ -246,6 +298,7 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         }
     }
     smp::drop_identity_map();
+    stages.mark("smp");
     println!("smp: online={} of {} cpus", smp::online_count(), plat.cpus.len());
     if plat.cpus.len() > smp::MAX_CPUS {
         println!(
@@ -256,17 +309,15 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         );
     }
     kernel::mem::dimm::init();
+    stages.mark("dimm");
     match pci::init(plat.pci.as_ref()) {
         Ok(mut p) => virtio_mem::init(&mut p),
         Err(e) => println!("pci: none: {e}"),
     }
 
-    let cycles = arch::cpu::counter() - t0;
-    println!(
-        "boot: time_to_prompt_us={} cycles={}",
-        timer::cycles_to_us(cycles),
-        cycles
-    );
+    stages.mark("pci");
+    stages.print();
+    kernel::deferred::start_idle_work();
 
     #[cfg(feature = "ktest")]
     ktest::run_all(&plat, opts.ktest_only.as_deref());

@@ -1,6 +1,6 @@
 //! QEMU fw_cfg over MMIO: read a named file (used for the kernel command line in firmware
-//! mode, where QEMU does not accept `-append`). Registers: data at +0 (byte reads), selector
-//! at +8 (16-bit, big-endian).
+//! mode, where QEMU does not accept `-append`). Registers: data at +0 (reads of 1 to 8 bytes
+//! take that many bytes of the item, in string order), selector at +8 (16-bit, big-endian).
 
 use alloc::{string::String, vec::Vec};
 use tock_registers::{
@@ -11,8 +11,7 @@ use tock_registers::{
 
 register_structs! {
     FwCfgRegs {
-        (0x00 => data: ReadOnly<u8>),
-        (0x01 => _r0),
+        (0x00 => data: ReadOnly<u64>),
         (0x08 => selector: WriteOnly<u16>),
         (0x0a => @END),
     }
@@ -24,8 +23,17 @@ const FW_CFG_FILE_DIR: u16 = 0x19;
 /// Name of the command-line file the host runner passes with `-fw_cfg`.
 pub const CMDLINE_FILE: &str = "opt/org.hotmem/cmdline";
 
+register_structs! {
+    /// The data register read a byte at a time (the tail of an item).
+    FwCfgByte {
+        (0x00 => data: ReadOnly<u8>),
+        (0x01 => @END),
+    }
+}
+
 pub struct FwCfg {
     regs: &'static FwCfgRegs,
+    byte: &'static FwCfgByte,
 }
 
 impl FwCfg {
@@ -33,17 +41,24 @@ impl FwCfg {
     /// `va` must be a permanent device mapping of the fw_cfg MMIO registers.
     pub unsafe fn new(va: u64) -> Self {
         // SAFETY: per the caller's contract, `va` maps the registers for good.
-        let regs = unsafe { &*(va as *const FwCfgRegs) };
-        FwCfg { regs }
+        let (regs, byte) = unsafe { (&*(va as *const FwCfgRegs), &*(va as *const FwCfgByte)) };
+        FwCfg { regs, byte }
     }
 
     fn select(&self, key: u16) {
         self.regs.selector.set(key.to_be());
     }
 
+    /// The next `buf.len()` bytes of the selected item: 8 per access (each an exit to QEMU
+    /// under TCG: the 2 KiB file directory costs ~10 ms read a byte at a time), then bytes.
     fn read(&self, buf: &mut [u8]) {
-        for b in buf {
-            *b = self.regs.data.get();
+        let mut words = buf.chunks_exact_mut(8);
+        for w in &mut words {
+            // The device is big-endian: the little-endian CPU sees the item's bytes in order.
+            w.copy_from_slice(&self.regs.data.get().to_le_bytes());
+        }
+        for b in words.into_remainder() {
+            *b = self.byte.data.get();
         }
     }
 

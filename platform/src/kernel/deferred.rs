@@ -13,6 +13,7 @@
 //! loop then polls again instead of sleeping.
 
 use crate::kernel::sync::IrqSafeLock;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Most bottom halves that can be registered (DIMM hotplug, virtio-mem, with room to spare).
 pub const MAX_WORK: usize = 8;
@@ -57,9 +58,26 @@ pub fn register_idle(work: IdleWork) -> Result<(), DeferredError> {
     Ok(())
 }
 
+/// Whether idle work runs yet: not before the boot reaches its prompt ([`start_idle_work`]).
+static IDLE_STARTED: AtomicBool = AtomicBool::new(false);
+
+/// The boot is done: from now on idle CPUs do idle work (and are woken to look for it).
+///
+/// Until then a secondary CPU's idle loop only sleeps, so background work does not compete
+/// with the boot for the host's CPUs (TCG vCPUs are host threads) and the allocator lock; what
+/// the boot allocates it initialises on demand. Linux likewise starts its deferred init
+/// threads only after SMP bring-up (`page_alloc_init_late`).
+pub fn start_idle_work() {
+    IDLE_STARTED.store(true, Ordering::Release);
+    crate::drivers::gic::send_sgi_to_others(crate::drivers::gic::SGI_WAKE);
+}
+
 /// One step of every registered idle work (thread context, interrupts enabled, any CPU);
 /// whether any had work.
 pub fn idle_step() -> bool {
+    if !IDLE_STARTED.load(Ordering::Acquire) {
+        return false;
+    }
     let work = *IDLE.lock();
     work.iter().flatten().fold(false, |busy, f| f() | busy)
 }

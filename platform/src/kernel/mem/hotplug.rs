@@ -112,26 +112,11 @@ pub fn init(held_back: Vec<Range>, opts: &crate::boot::cmdline::Options) {
     }
 }
 
-/// Allocate every table the movable window needs, now, from boot memory: map one page in each
-/// last-level table's span and unmap it again with floor/ceiling = that page, which keeps the
-/// table. Later window maps and unmaps never allocate or free a table.
+/// Allocate every table the movable window needs, now, from boot memory (no leaf, so no TLB
+/// maintenance): later window maps and unmaps (floor/ceiling = the page) never allocate or
+/// free a table.
 fn populate_movable_window() -> Result<(), mm::pgtable::MapError> {
-    let span = PAGE_SIZE * (PAGE_SIZE / 8);
-    let Some(pa) = page_alloc::alloc_pages(0) else {
-        return Err(mm::pgtable::MapError::NoMemory);
-    };
-    let r = kernel_pt::with_kernel_pt(|pt, t| {
-        let mut va = layout::MOVABLE_START;
-        while va < layout::MOVABLE_START + layout::MOVABLE_SIZE {
-            pt.map(t, va, pa, PAGE_SIZE, Attrs::NORMAL_RW, MapFlags::PAGES)?;
-            pt.unmap_within(t, &mut KernelTlb, va, PAGE_SIZE, va, va + PAGE_SIZE)?;
-            va += span;
-        }
-        Ok(())
-    });
-    crate::kernel::mem::teardown::check_free(pa, PAGE_SIZE);
-    let _ = page_alloc::free_pages(pa, 0);
-    r
+    kernel_pt::with_kernel_pt(|pt, t| pt.populate_tables(t, layout::MOVABLE_START, layout::MOVABLE_SIZE))
 }
 
 fn linear_region() -> (u64, u64) {
