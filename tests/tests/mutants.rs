@@ -273,20 +273,20 @@ const GUEST_MUTANTS: &[GuestMutant] = &[
         append: "",
         expect: "the table entry for va=",
     },
-    // A dropped or mis-addressed leaf TLBI: the run-time checker stops the boot already at the
-    // movable window's set-up (map, then unmap keeping the tables) ...
+    // A dropped or mis-addressed leaf TLBI: the run-time checker stops a hot-remove when the
+    // removed range's memmap goes back to its altmap ...
     GuestMutant {
         granules: ALL,
         name: "no-leaf-tlbi",
         cpus: BOTH,
-        append: "ktest.only=base_page_window_removal_faults_on_every_cpu",
+        append: "ktest.only=removed_memory_faults_on_every_cpu",
         expect: "was cleared but not yet invalidated",
     },
     GuestMutant {
         granules: ALL,
         name: "tlbi-off-by-one-page",
         cpus: BOTH,
-        append: "ktest.only=base_page_window_removal_faults_on_every_cpu",
+        append: "ktest.only=hotplug_cycles",
         expect: "was cleared but not yet invalidated",
     },
     // ... and with the checker only reporting, the base-page-window test fails on its own
