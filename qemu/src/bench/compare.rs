@@ -134,6 +134,7 @@ mod tests {
             plug_to_ost_ms: plug,
             unplug_to_deleted_ms: 0.0,
             result: "ok".into(),
+            guest_add_online_us: None,
         })
     }
 

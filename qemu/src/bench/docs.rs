@@ -176,17 +176,18 @@ pub fn render(records: &[Record], info: &RunInfo) -> String {
         );
         let _ = writeln!(
             s,
-            "| config | mode | DIMM | device_add → _OST (ms) | device_del → DEVICE_DELETED (ms) | result |"
+            "| config | mode | DIMM | device_add → _OST (ms) | of which the guest's add + online (µs) | device_del → DEVICE_DELETED (ms) | result |"
         );
-        let _ = writeln!(s, "|---|---|---:|---:|---:|---|");
+        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---|");
         for d in dimms {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.1} | {:.1} | {} |",
+                "| {} | {} | {} | {:.1} | {} | {:.1} | {} |",
                 d.config,
                 d.mode,
                 Size(d.size),
                 d.plug_to_ost_ms,
+                d.guest_add_online_us.map_or("–".into(), |v| format!("{v:.0}")),
                 d.unplug_to_deleted_ms,
                 d.result
             );

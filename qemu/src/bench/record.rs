@@ -126,6 +126,10 @@ pub struct DimmRecord {
     pub unplug_to_deleted_ms: f64,
     /// `ok`, or why the guest refused the DIMM.
     pub result: String,
+    /// Of `plug_to_ost_ms`, the guest's own add + online (its `dimm:` line's `cycles=`), µs,
+    /// median (absent in records from before it was measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_add_online_us: Option<f64>,
 }
 
 impl GuestBench {
@@ -250,10 +254,14 @@ impl Record {
                 m.extend(b.complete_us().map(|v| ("complete_us", v)));
                 m
             }
-            Record::Dimm(d) => vec![
-                ("plug_to_ost_ms", d.plug_to_ost_ms),
-                ("unplug_to_deleted_ms", d.unplug_to_deleted_ms),
-            ],
+            Record::Dimm(d) => {
+                let mut m = vec![
+                    ("plug_to_ost_ms", d.plug_to_ost_ms),
+                    ("unplug_to_deleted_ms", d.unplug_to_deleted_ms),
+                ];
+                m.extend(d.guest_add_online_us.map(|v| ("guest_add_online_us", v)));
+                m
+            }
             Record::Boot(b) => vec![("time_to_prompt_us", b.time_to_prompt_us)],
         }
     }

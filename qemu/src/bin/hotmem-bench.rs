@@ -271,15 +271,29 @@ fn dimm_bench(
     let mut s = Session::start(run).map_err(|e| e.to_string())?;
     let boot = s.boot().map_err(|e| e.to_string())?;
     check_mode(&boot, mode)?;
+    let cntfrq = boot
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("cntfrq=")?.parse::<f64>().ok())
+        .ok_or("no cntfrq= in the boot log")?;
     println!("\n## {cfg} {cpu} memmap_init={mode} DIMM hotplug over QMP (host wall time, median of {reps})");
-    println!("{:>9} {:>12} {:>14} {:>10}", "size", "plug_ms", "unplug_ms", "result");
+    println!(
+        "{:>9} {:>12} {:>14} {:>14} {:>10}",
+        "size", "plug_ms", "guest_add_us", "unplug_ms", "result"
+    );
     for &size in sizes {
-        let (mut plug, mut unplug) = (Vec::new(), Vec::new());
+        let (mut plug, mut unplug, mut guest) = (Vec::new(), Vec::new(), Vec::new());
         let mut result = String::from("ok");
         for i in 0..reps {
             let id = format!("b{}x{}", size >> 20, i);
             let p = s.plug(size, Some(&id)).map_err(|e| e.to_string())?;
             plug.push(p.elapsed.as_secs_f64() * 1e3);
+            // The guest's add + online, from its `dimm: ... cycles=N` line.
+            guest.extend(
+                p.guest_line
+                    .as_deref()
+                    .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("cycles=")?.parse::<f64>().ok()))
+                    .map(|c| c * 1e6 / cntfrq),
+            );
             let accepted = p.ost.as_ref().is_some_and(|o| o.status == 0);
             if !accepted {
                 result = format!("refused (ost {:?})", p.ost.map(|o| o.status));
@@ -288,7 +302,15 @@ fn dimm_bench(
             unplug.push(u.elapsed.as_secs_f64() * 1e3);
         }
         let (pm, um) = (median(&mut plug), median(&mut unplug));
-        println!("{:>9} {:>12.1} {:>14.1} {:>10}", Size(size).to_string(), pm, um, result);
+        let gm = (!guest.is_empty()).then(|| median(&mut guest));
+        println!(
+            "{:>9} {:>12.1} {:>14} {:>14.1} {:>10}",
+            Size(size).to_string(),
+            pm,
+            gm.map_or("-".into(), |v| format!("{v:.0}")),
+            um,
+            result
+        );
         let ms = |v: f64| (v * 100.0).round() / 100.0;
         sink.push(Record::Dimm(DimmRecord {
             commit: tag.commit.clone(),
@@ -301,6 +323,7 @@ fn dimm_bench(
             plug_to_ost_ms: ms(pm),
             unplug_to_deleted_ms: ms(um),
             result,
+            guest_add_online_us: gm.map(f64::round),
         }));
     }
     let _ = s.guest_exit("poweroff");
