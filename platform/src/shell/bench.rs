@@ -89,7 +89,7 @@ fn round(start: u64, size: u64, mom: bool) -> Result<Round, String> {
     }
     let t = arch::cpu::counter();
     while page_alloc::with_page_alloc(|a| a.uninit_pages(first, nr)) > 0 {
-        if !page_alloc::deferred_init_idle() {
+        if !page_alloc::deferred_init_now() {
             core::hint::spin_loop(); // the last chunks are in other CPUs' hands
         }
     }

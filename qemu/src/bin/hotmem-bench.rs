@@ -291,7 +291,10 @@ fn dimm_bench(
             guest.extend(
                 p.guest_line
                     .as_deref()
-                    .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("cycles=")?.parse::<f64>().ok()))
+                    .and_then(|l| {
+                        l.split_whitespace()
+                            .find_map(|w| w.strip_prefix("cycles=")?.parse::<f64>().ok())
+                    })
                     .map(|c| c * 1e6 / cntfrq),
             );
             let accepted = p.ost.as_ref().is_some_and(|o| o.status == 0);

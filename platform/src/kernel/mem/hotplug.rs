@@ -44,7 +44,9 @@ pub static DEBUG_VM: AtomicBool = AtomicBool::new(cfg!(feature = "ktest"));
 pub fn with_hotplug<R>(f: impl FnOnce(&mut Hotplug, &mut KernelOps) -> R) -> R {
     let mut guard = HOTPLUG.lock();
     let hp = guard.as_mut().expect("hotplug initialised at boot");
+    page_alloc::hotplug_busy(true);
     let r = f(hp, &mut KernelOps);
+    page_alloc::hotplug_busy(false);
     if DEBUG_VM.load(Ordering::Relaxed) {
         if let Err(e) = check_invariants(hp) {
             crate::kernel::exit::fatal_stop(format_args!("debug_vm: {e}"));
