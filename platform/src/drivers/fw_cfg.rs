@@ -24,10 +24,12 @@ const FW_CFG_FILE_DIR: u16 = 0x19;
 pub const CMDLINE_FILE: &str = "opt/org.hotmem/cmdline";
 
 register_structs! {
-    /// The data register read a byte at a time (the tail of an item).
+    /// The same registers with the data register read a byte at a time (the tail of an item).
     FwCfgByte {
         (0x00 => data: ReadOnly<u8>),
-        (0x01 => @END),
+        (0x01 => _r0),
+        (0x08 => _selector: WriteOnly<u16>),
+        (0x0a => @END),
     }
 }
 
