@@ -150,6 +150,10 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
         "tlbi",
         "preexist/G"
     );
+    // Every (size, memmap on memory) case, each with its rounds. The repetitions go round the
+    // cases (rep 1 of every case, then rep 2, ...) rather than case by case, so a slow spell of
+    // the host lands on every size alike and the sizes compare side by side.
+    let mut cases: Vec<(u64, bool, Vec<Round>)> = Vec::new();
     for &size in sizes {
         if start + size > held.end() {
             println!(
@@ -164,57 +168,60 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
             rounds
                 .try_reserve_exact(reps)
                 .map_err(|_| String::from("no kernel heap for the results of every rep"))?;
-            let mut skipped = None;
-            for _ in 0..reps {
-                match round(start, size, mom) {
-                    Ok(r) => rounds.push(r),
-                    // Without memmap on memory the memmap comes from boot RAM, which a large
-                    // size can exceed: that size is skipped (nothing was changed), not the run.
-                    Err(e) if !mom && rounds.is_empty() => {
-                        skipped = Some(e);
-                        break;
-                    }
-                    Err(e) => return Err(e),
+            cases.push((size, mom, rounds));
+        }
+    }
+    for _ in 0..reps {
+        for (size, mom, rounds) in cases.iter_mut() {
+            let first = rounds.is_empty();
+            match round(start, *size, *mom) {
+                Ok(r) => rounds.push(r),
+                // Without memmap on memory the memmap comes from boot RAM, which a large size
+                // can exceed: that case is dropped (nothing was changed), not the run.
+                Err(e) if !*mom && first => {
+                    println!("bench: size={} mom=no skipped: {e}", layout::Size(*size));
+                    *size = 0;
                 }
+                Err(e) => return Err(e),
             }
-            if let Some(e) = skipped {
-                println!("bench: size={} mom=no skipped: {e}", layout::Size(size));
-                continue;
-            }
-            let pick = |f: fn(&Round) -> u64| median(&mut rounds.iter().map(f).collect::<Vec<_>>());
-            let (add, online, first_alloc, complete, offline, remove) = (
-                pick(|r| r.add),
-                pick(|r| r.online),
-                pick(|r| r.first_alloc),
-                pick(|r| r.complete),
-                pick(|r| r.offline),
-                pick(|r| r.remove),
-            );
-            let (tlbi_va, tlbi_range, tlbi_all, pre) = (
-                pick(|r| r.tlbi_va),
-                pick(|r| r.tlbi_range),
-                pick(|r| r.tlbi_all),
-                pick(|r| r.pre_existing_bytes),
-            );
-            // What add and online must write at least: every struct page (64 bytes each).
-            let memmap = (size >> layout::PAGE_SHIFT) * 64;
-            let limit_us = memmap as f64 / bw * 1e6;
-            let pre_per_gib = pre as f64 * (1u64 << 30) as f64 / size as f64;
-            println!(
-                "bench: {:>9} {:>4} {:>11.0} {:>11.0} {:>11.0} {:>11.0} {:>9} {:>7.1} {:>7.1} {:>7} {:>10.0}",
-                alloc::format!("{}", layout::Size(size)),
-                if mom { "yes" } else { "no" },
-                cycles_to_us(add),
-                cycles_to_us(online),
-                cycles_to_us(offline),
-                cycles_to_us(remove),
-                alloc::format!("{}", layout::Size(memmap)),
-                cycles_to_us(add) / limit_us,
-                cycles_to_us(online) / limit_us,
-                tlbi_va + tlbi_range + tlbi_all,
-                pre_per_gib
-            );
-            println!(
+        }
+        cases.retain(|&(size, _, _)| size > 0);
+    }
+    for (size, mom, rounds) in cases {
+        let pick = |f: fn(&Round) -> u64| median(&mut rounds.iter().map(f).collect::<Vec<_>>());
+        let (add, online, first_alloc, complete, offline, remove) = (
+            pick(|r| r.add),
+            pick(|r| r.online),
+            pick(|r| r.first_alloc),
+            pick(|r| r.complete),
+            pick(|r| r.offline),
+            pick(|r| r.remove),
+        );
+        let (tlbi_va, tlbi_range, tlbi_all, pre) = (
+            pick(|r| r.tlbi_va),
+            pick(|r| r.tlbi_range),
+            pick(|r| r.tlbi_all),
+            pick(|r| r.pre_existing_bytes),
+        );
+        // What add and online must write at least: every struct page (64 bytes each).
+        let memmap = (size >> layout::PAGE_SHIFT) * 64;
+        let limit_us = memmap as f64 / bw * 1e6;
+        let pre_per_gib = pre as f64 * (1u64 << 30) as f64 / size as f64;
+        println!(
+            "bench: {:>9} {:>4} {:>11.0} {:>11.0} {:>11.0} {:>11.0} {:>9} {:>7.1} {:>7.1} {:>7} {:>10.0}",
+            alloc::format!("{}", layout::Size(size)),
+            if mom { "yes" } else { "no" },
+            cycles_to_us(add),
+            cycles_to_us(online),
+            cycles_to_us(offline),
+            cycles_to_us(remove),
+            alloc::format!("{}", layout::Size(memmap)),
+            cycles_to_us(add) / limit_us,
+            cycles_to_us(online) / limit_us,
+            tlbi_va + tlbi_range + tlbi_all,
+            pre_per_gib
+        );
+        println!(
                 "bench-json: {{\"granule\":\"{}\",\"va_bits\":{},\"size\":{},\"memmap_on_memory\":{},\"reps\":{},\"add_cycles\":{},\"online_cycles\":{},\"offline_cycles\":{},\"remove_cycles\":{},\"cntfrq\":{},\"memmap_bytes\":{},\"memset_bytes_per_s\":{:.0},\"add_ratio_to_limit\":{:.2},\"online_ratio_to_limit\":{:.2},\"tlbi_va\":{},\"tlbi_range_ops\":{},\"tlbi_all\":{},\"feat_tlbirange\":{},\"preexisting_bytes_per_gib\":{:.0},\"memmap_init\":\"{}\",\"first_alloc_cycles\":{},\"complete_cycles\":{}}}",
                 G.granule_name(),
                 G.va_bits,
@@ -239,7 +246,6 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
                 first_alloc,
                 complete
             );
-        }
     }
     println!(
         "bench: done pt_pages={} free_pages={} boot_memmap_cycles={}",
