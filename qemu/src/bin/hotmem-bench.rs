@@ -218,30 +218,41 @@ fn guest_bench(
 
 /// Guest time to the prompt with `mem` of RAM (a `reserve=off` backend: QEMU allocates only
 /// what the guest touches), median of `reps` boots.
-fn boot_bench(qemu: &Path, g: Granule, cpu: &str, mode: MemmapInit, mem: u64, reps: u64) -> Result<f64, String> {
+/// Guest time to the prompt, median of `reps` boots per size in `mems`. The boots go round the
+/// sizes (1 GiB, 16 GiB, 1 GiB, ...) so host drift lands on every size alike.
+fn boot_bench(
+    qemu: &Path,
+    g: Granule,
+    cpu: &str,
+    mode: MemmapInit,
+    mems: &[u64],
+    reps: u64,
+) -> Result<Vec<(u64, f64)>, String> {
     let cfg = KernelConfig::default_for(g);
     let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
-    let m = Size(mem).to_string();
-    let mut times = Vec::new();
+    let mut times = vec![Vec::new(); mems.len()];
     for _ in 0..reps {
-        let run = lazy_ram_run(qemu, kernel.clone(), cpu, mem)
-            .boot(BootMode::Kernel)
-            .append(Some(format!("memmap_init={mode}")))
-            .timeout(Some(Duration::from_secs(300)));
-        let out = run.run(&["poweroff"]).map_err(|e| e.to_string())?;
-        if !out.success() {
-            return Err(format!("boot with {m} failed: {}\n{}", out.describe(), out.tail(20)));
+        for (&mem, t) in mems.iter().zip(&mut times) {
+            let run = lazy_ram_run(qemu, kernel.clone(), cpu, mem)
+                .boot(BootMode::Kernel)
+                .append(Some(format!("memmap_init={mode}")))
+                .timeout(Some(Duration::from_secs(300)));
+            let out = run.run(&["poweroff"]).map_err(|e| e.to_string())?;
+            let m = Size(mem);
+            if !out.success() {
+                return Err(format!("boot with {m} failed: {}\n{}", out.describe(), out.tail(20)));
+            }
+            check_mode(&out.console, mode)?;
+            let us = out
+                .console
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("boot: time_to_prompt_us="))
+                .and_then(|r| r.split_whitespace().next()?.parse::<f64>().ok())
+                .ok_or_else(|| format!("no `boot: time_to_prompt_us=` line\n{}", out.tail(20)))?;
+            t.push(us);
         }
-        check_mode(&out.console, mode)?;
-        let us = out
-            .console
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("boot: time_to_prompt_us="))
-            .and_then(|r| r.split_whitespace().next()?.parse::<f64>().ok())
-            .ok_or_else(|| format!("no `boot: time_to_prompt_us=` line\n{}", out.tail(20)))?;
-        times.push(us);
     }
-    Ok(median(&mut times))
+    Ok(mems.iter().copied().zip(times.iter_mut().map(|t| median(t))).collect())
 }
 
 /// Host wall time of DIMM plug/unplug over QMP.
@@ -477,29 +488,32 @@ fn main() {
                     }
                 }
             }
-            for &mem in o.boot_mem.iter().flatten() {
-                match boot_bench(&qemu.path, g, &o.cpu, mode, mem, o.reps) {
-                    Ok(us) => {
-                        println!(
-                            "\n## {} {} memmap_init={mode} boot to prompt with {}: {us:.0} µs (guest, median of {})",
-                            KernelConfig::default_for(g),
-                            o.cpu,
-                            Size(mem),
-                            o.reps
-                        );
-                        sink.push(Record::Boot(BootRecord {
-                            commit: tag.commit.clone(),
-                            run: tag.run,
-                            cpu: o.cpu.clone(),
-                            mode,
-                            config: KernelConfig::default_for(g).to_string(),
-                            mem,
-                            reps: o.reps,
-                            time_to_prompt_us: us.round(),
-                        }));
+            let boot_mems: Vec<u64> = o.boot_mem.iter().flatten().copied().collect();
+            if !boot_mems.is_empty() {
+                match boot_bench(&qemu.path, g, &o.cpu, mode, &boot_mems, o.reps) {
+                    Ok(boots) => {
+                        for (mem, us) in boots {
+                            println!(
+                                "\n## {} {} memmap_init={mode} boot to prompt with {}: {us:.0} µs (guest, median of {})",
+                                KernelConfig::default_for(g),
+                                o.cpu,
+                                Size(mem),
+                                o.reps
+                            );
+                            sink.push(Record::Boot(BootRecord {
+                                commit: tag.commit.clone(),
+                                run: tag.run,
+                                cpu: o.cpu.clone(),
+                                mode,
+                                config: KernelConfig::default_for(g).to_string(),
+                                mem,
+                                reps: o.reps,
+                                time_to_prompt_us: us.round(),
+                            }));
+                        }
                     }
                     Err(e) => {
-                        eprintln!("hotmem-bench: {g} {mode} boot with {}: {e}", Size(mem));
+                        eprintln!("hotmem-bench: {g} {mode} boots: {e}");
                         failed = true;
                     }
                 }
