@@ -42,7 +42,8 @@ impl FwCfg {
     /// # Safety
     /// `va` must be a permanent device mapping of the fw_cfg MMIO registers.
     pub unsafe fn new(va: u64) -> Self {
-        // SAFETY: per the caller's contract, `va` maps the registers for good.
+        // SAFETY: per the caller's contract, `va` maps the registers for good; both views are
+        // the same MMIO registers (tock-registers cells: shared references are fine).
         let (regs, byte) = unsafe { (&*(va as *const FwCfgRegs), &*(va as *const FwCfgByte)) };
         FwCfg { regs, byte }
     }
