@@ -40,10 +40,13 @@ pub enum Mutant {
     /// The O(1) "struct page initialised?" test answers yes everywhere, so the PFN walkers
     /// read deferred (never initialised) struct pages (issue 12).
     DeferredWalkReadsUninit,
+    /// Isolation walks block heads from the range's start only: a free block whose head lies
+    /// below the range (or that reaches past its end) is not cut at the edge.
+    IsolateHeadOnlyWalk,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 12] = [
+    pub const ALL: [Mutant; 13] = [
         Mutant::UnisolateEarlyClear,
         Mutant::DimmZoneSplit,
         Mutant::DimmRemoveBehindDriver,
@@ -56,6 +59,7 @@ impl Mutant {
         Mutant::MigrateNoRemap,
         Mutant::MigrateNoTlbi,
         Mutant::DeferredWalkReadsUninit,
+        Mutant::IsolateHeadOnlyWalk,
     ];
 
     /// The name used by `mutant=` and `HOTMEM_MUTANT`.
@@ -73,6 +77,7 @@ impl Mutant {
             Mutant::MigrateNoRemap => "migrate-no-remap",
             Mutant::MigrateNoTlbi => "migrate-no-tlbi",
             Mutant::DeferredWalkReadsUninit => "deferred-walk-reads-uninit",
+            Mutant::IsolateHeadOnlyWalk => "isolate-head-only-walk",
         }
     }
 
@@ -174,7 +179,7 @@ mod tests {
             assert_eq!(Mutant::from_name(m.name()), Some(m));
         }
         assert_eq!(Mutant::from_name("no-such"), None);
-        let mut names: [&str; 12] = Mutant::ALL.map(Mutant::name);
+        let mut names: [&str; 13] = Mutant::ALL.map(Mutant::name);
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }

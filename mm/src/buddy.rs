@@ -80,6 +80,8 @@ pub enum BuddyError {
     InitInProgress { pfn: u64 },
     /// The deferred-range bookkeeping could not grow (kernel heap exhausted).
     NoBookkeeping,
+    /// The allocated order-`order` block at `pfn` straddles the range's edge: move it first.
+    Straddles { pfn: u64, order: u32 },
 }
 
 impl core::fmt::Display for BuddyError {
@@ -97,6 +99,9 @@ impl core::fmt::Display for BuddyError {
                 )
             }
             BuddyError::NoBookkeeping => write!(f, "no memory for the deferred memmap bookkeeping"),
+            BuddyError::Straddles { pfn, order } => {
+                write!(f, "the allocated order-{order} block at pfn {pfn:#x} straddles the range's edge")
+            }
         }
     }
 }
@@ -257,21 +262,82 @@ impl<M: Memmap> PageAlloc<M> {
         self.list_push(zone, order, pfn);
     }
 
-    /// Ranges for isolation/offline must have a memmap, and no block may straddle their
-    /// edges. Both hold for memory blocks (section-aligned: buddy blocks never cross a
-    /// section) and for the part of a block after its self-hosted memmap (those pages never
-    /// enter the allocator, so nothing merges across them).
+    /// Ranges for isolation/offline must have a memmap. A free block may straddle an edge
+    /// ([`split_free_at`](Self::split_free_at) cuts it there); an allocated one may not
+    /// (`Straddles`: its owner must move it first, as Linux migrates a compound page that
+    /// straddles the pageblocks it isolates).
     fn check_range(&self, start: u64, nr: u64) -> Result<(), BuddyError> {
         let populated = nr > 0 && self.memmap.valid(start) && self.memmap.valid(start + nr - 1);
-        let head_at_start = !populated
-            || !self.is_initialised(start)
-            || self
-                .page(start)
-                .is_some_and(|p| !p.has(flags::BUDDY | flags::HEAD) || start.is_multiple_of(1 << p.order));
-        if !populated || !head_at_start {
+        if !populated {
             return Err(BuddyError::BadRange { start, nr });
         }
-        self.deferred_check_range(start, start + nr)
+        self.deferred_check_range(start, start + nr)?;
+        for edge in [start, start + nr] {
+            if let Some((head, p)) = self.block_across(edge) {
+                if p.has(flags::HEAD) {
+                    return Err(BuddyError::Straddles { pfn: head, order: p.order as u32 });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The block (free or allocated) that `pfn` lies strictly inside of: its head is below
+    /// `pfn` and it reaches past it. Blocks are naturally aligned, so the candidates are the
+    /// `pfn` rounded down to each order.
+    pub fn block_across(&self, pfn: u64) -> Option<(u64, Page)> {
+        // A page that starts a block, is not managed, or has no (initialised) memmap is inside
+        // no block: the common case costs one read.
+        let here = self.page(pfn)?;
+        if here.has(flags::BUDDY | flags::HEAD | flags::RESERVED | flags::OFFLINE | flags::VMEMMAP_SELF_HOSTED) {
+            return None;
+        }
+        (1..=self.max_order).find_map(|o| {
+            let head = pfn & !((1u64 << o) - 1);
+            if head == pfn {
+                return None;
+            }
+            let p = self.page(head)?;
+            (p.has(flags::BUDDY | flags::HEAD) && head + (1u64 << p.order) > pfn).then_some((head, p))
+        })
+    }
+
+    /// Cut the free block that `pfn` lies inside of (if any) into aligned blocks that end at
+    /// `pfn` and start at it, so that a range starting or ending at `pfn` holds whole blocks
+    /// only (Linux splits a free page straddling the pageblock it isolates the same way). A
+    /// listed block's pieces go back on the lists unmerged; a parked one's stay parked.
+    pub fn split_free_at(&mut self, pfn: u64) {
+        if mutant::on(Mutant::IsolateHeadOnlyWalk) {
+            return;
+        }
+        let Some((head, p)) = self.block_across(pfn) else { return };
+        if !p.has(flags::BUDDY) {
+            return;
+        }
+        let zone = p.zone_id().unwrap_or(ZoneId::Normal);
+        let order = p.order as u32;
+        let parked = p.has(flags::ISOLATED);
+        if !parked {
+            self.list_remove(zone, order, head);
+        }
+        for (s, e) in [(head, pfn), (pfn, head + (1 << order))] {
+            let mut q = s;
+            while q < e {
+                let mut o = q.trailing_zeros().min(order);
+                while q + (1 << o) > e {
+                    o -= 1;
+                }
+                if parked {
+                    let h = self.pg(q);
+                    h.flags = (h.flags | flags::BUDDY) & !(flags::HEAD | flags::MOVABLE);
+                    h.order = o as u8;
+                    h.zone = zone as u8;
+                } else {
+                    self.list_push(zone, o, q);
+                }
+                q += 1 << o;
+            }
+        }
     }
 
     /// Free the initialised pages `[s, e)` of `zone` in maximal aligned blocks.
@@ -467,6 +533,8 @@ impl<M: Memmap> PageAlloc<M> {
     pub fn isolate_range(&mut self, start: u64, nr: u64) -> Result<u64, BuddyError> {
         self.check_range(start, nr)?;
         let moved = self.deferred_set_isolated(start, start + nr, true)?;
+        self.split_free_at(start);
+        self.split_free_at(start + nr);
         let mut parked = 0;
         for z in ZoneId::ALL {
             let c = &mut self.zones[z as usize].counters;
@@ -626,6 +694,54 @@ mod tests {
         if let Err(v) = a.check(&[(m.base, m.pages.len() as u64)], false) {
             panic!("allocator invariant broken: {v}");
         }
+    }
+
+    /// A device block smaller than a max-order block (virtio-mem's 2 MiB sub-blocks on 4K):
+    /// isolating it cuts the free block across each edge, so taking it offline leaves no free
+    /// block reaching into offline memory, and the managed count drops by exactly its pages.
+    #[test]
+    fn isolating_part_of_a_free_block_cuts_it_at_the_edges() {
+        let base = 1 << 20;
+        for (start, nr) in [(base + 1536, 512), (base + 1024, 512), (base + 1280, 256), (base + 1100, 100)] {
+            let mut a = alloc_with(base, 4096, 10);
+            a.online_range(ZoneId::Normal, 0, base, 4096).unwrap();
+            let parked = a.isolate_range(start, nr);
+            check(&a);
+            let taken = a.offline_isolated(start, nr);
+            let m = a.memmap();
+            if let Err(v) = a.check(&[(m.base, m.pages.len() as u64)], true) {
+                panic!("after offlining {start:#x}+{nr:#x}: {v}");
+            }
+            assert_eq!((parked, taken), (Ok(nr), Ok(nr)));
+            assert_eq!(a.counters(ZoneId::Normal).managed, 4096 - nr);
+            // Every free page is handed out once, none of the offline range.
+            let got: Vec<u64> = core::iter::from_fn(|| a.alloc(0, AllocKind::Kernel)).collect();
+            assert_eq!(got.len() as u64, 4096 - nr);
+            assert!(got.iter().all(|p| !(start..start + nr).contains(p)));
+            // And online again, it merges back whole.
+            for p in got {
+                a.free(p, 0).unwrap();
+            }
+            a.online_range(ZoneId::Normal, 0, start, nr).unwrap();
+            check(&a);
+            assert_eq!(a.free_blocks(ZoneId::Normal)[10], 4);
+        }
+    }
+
+    /// An allocated block across the edge cannot be isolated in part: `Straddles`, nothing
+    /// changed.
+    #[test]
+    fn an_allocated_block_across_the_edge_is_refused() {
+        let base = 1 << 20;
+        let mut a = alloc_with(base, 2048, 10);
+        a.online_range(ZoneId::Normal, 0, base, 2048).unwrap();
+        let big = a.alloc(10, AllocKind::Movable).unwrap();
+        assert_eq!(
+            a.isolate_range(big + 512, 512),
+            Err(BuddyError::Straddles { pfn: big, order: 10 })
+        );
+        check(&a);
+        assert_eq!(a.counters(ZoneId::Normal).isolated, 0);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use crate::{
     buddy::{AllocKind, BuddyError, PageAlloc},
     geometry::Config,
-    page::{flags, Memmap},
+    page::{flags, Memmap, Page},
     pgtable::{Attrs, MapError, MapFlags, PageTable, TableAlloc},
 };
 use alloc::vec::Vec;
@@ -226,33 +226,40 @@ pub fn offline_pages<M: Memmap>(
     mut copy: impl FnMut(Handle, u64, u64, u32),
     mut freeing: impl FnMut(u64, u32),
 ) -> Result<u64, OfflineError> {
-    a.isolate_range(start, nr).map_err(OfflineError::Range)?;
+    // An allocated block that straddles an edge (larger than the range's alignment, e.g. a
+    // max-order block across a 2 MiB sub-block) cannot be isolated in part: move it out first.
+    // Free blocks across an edge are cut there by the isolation itself, so the new frame never
+    // straddles.
+    let mut moved = 0;
+    let mut tries = 0;
+    loop {
+        match a.isolate_range(start, nr) {
+            Ok(_) => break,
+            Err(BuddyError::Straddles { pfn, .. }) if tries < 2 => {
+                tries += 1;
+                let page = a.page(pfn).ok_or(OfflineError::Unmovable { pfn })?;
+                // Cut the free blocks across the edges, so the new frame cannot straddle one.
+                a.split_free_at(start);
+                a.split_free_at(start + nr);
+                moved += migrate_block(a, handles, pfn, page, &mut copy, &mut freeing)?;
+            }
+            Err(BuddyError::Straddles { pfn, .. }) => return Err(OfflineError::Unmovable { pfn }),
+            Err(e) => return Err(OfflineError::Range(e)),
+        }
+    }
     // One pass is enough: the range is isolated, so nothing in it is handed out again, and
     // what migration frees in it is parked.
-    let mut moved = 0;
     let result = (|| {
         let mut pfn = start;
         while let Some((busy, page)) = a.first_busy(pfn, start + nr - pfn) {
-            let owner = page.private.checked_sub(1).map(|h| Handle(h as u32));
-            let order = page.order as u32;
-            let movable = page.has(flags::MOVABLE) && owner.is_some_and(|h| handles.get(h) == Some((busy, order)));
-            let (true, Some(h)) = (movable, owner) else {
-                return Err(OfflineError::Unmovable { pfn: busy });
-            };
-            // The isolated range cannot be handed out, so the target is always elsewhere.
-            let Some(dst) = a.alloc(order, AllocKind::Movable) else {
-                let left = a.busy_pages(busy, start + nr - busy);
-                return Err(OfflineError::NoTarget { moved, left });
-            };
-            copy(h, busy, dst, order);
-            handles.set(h, dst, order);
-            set_owner(a, dst, Some(h));
-            set_owner(a, busy, None);
-            freeing(busy, order);
-            a.free(busy, order).map_err(OfflineError::Range)?; // parked: the range is isolated
-            handles.migrated_pages += 1 << order;
-            moved += 1 << order;
-            pfn = busy + (1 << order);
+            moved += migrate_block(a, handles, busy, page, &mut copy, &mut freeing).map_err(|e| match e {
+                OfflineError::NoTarget { .. } => OfflineError::NoTarget {
+                    moved,
+                    left: a.busy_pages(busy, start + nr - busy),
+                },
+                e => e,
+            })?;
+            pfn = busy + (1 << page.order);
         }
         match a.offline_isolated(start, nr) {
             Err(BuddyError::Busy { pfn }) => Err(OfflineError::Unmovable { pfn }),
@@ -263,6 +270,36 @@ pub fn offline_pages<M: Memmap>(
         let _ = a.unisolate_range(start, nr);
     }
     result
+}
+
+/// Move the allocated block at `busy` to a new movable block (see [`offline_pages`]); returns
+/// the pages moved. `NoTarget`'s figures are the caller's to fill in.
+fn migrate_block<M: Memmap>(
+    a: &mut PageAlloc<M>,
+    handles: &mut Handles,
+    busy: u64,
+    page: Page,
+    copy: &mut impl FnMut(Handle, u64, u64, u32),
+    freeing: &mut impl FnMut(u64, u32),
+) -> Result<u64, OfflineError> {
+    let owner = page.private.checked_sub(1).map(|h| Handle(h as u32));
+    let order = page.order as u32;
+    let movable = page.has(flags::MOVABLE) && owner.is_some_and(|h| handles.get(h) == Some((busy, order)));
+    let (true, Some(h)) = (movable, owner) else {
+        return Err(OfflineError::Unmovable { pfn: busy });
+    };
+    // An isolated range cannot be handed out, so the target is always elsewhere.
+    let Some(dst) = a.alloc(order, AllocKind::Movable) else {
+        return Err(OfflineError::NoTarget { moved: 0, left: 0 });
+    };
+    copy(h, busy, dst, order);
+    handles.set(h, dst, order);
+    set_owner(a, dst, Some(h));
+    set_owner(a, busy, None);
+    freeing(busy, order);
+    a.free(busy, order).map_err(OfflineError::Range)?; // parked if the range is isolated
+    handles.migrated_pages += 1 << order;
+    Ok(1 << order)
 }
 
 /// Move a block that users reach through a kernel VA window (`[va, va + size)`, base pages)

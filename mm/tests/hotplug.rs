@@ -190,11 +190,11 @@ impl<C: Config> Machine<C> {
         (g.ttbr1_base(), g.ttbr1_base() + (1 << (g.va_bits - 1)))
     }
 
-    /// The movable window: handle `h` is mapped at `start + h * 8 pages` (orders ≤ 3 here),
-    /// after the vmemmap region.
+    /// The movable window: handle `h` is mapped at `start + h * 2^WINDOW_ORDER pages` (orders
+    /// ≤ 3 unless a test widens it), after the vmemmap region.
     fn window_va(h: Handle) -> u64 {
         let g = C::GEOM;
-        Self::vmemmap_region().1 + h.0 as u64 * 8 * g.page_size()
+        Self::vmemmap_region().1 + ((h.0 as u64 * g.page_size()) << WINDOW_ORDER.with(Cell::get))
     }
 
     /// A movable allocation, mapped at its window VA (base pages, published by the engine).
@@ -583,6 +583,8 @@ checked_ops! {
 }
 
 thread_local! {
+    /// log2 of the pages of window VA per handle: the largest order a test maps.
+    static WINDOW_ORDER: Cell<u32> = const { Cell::new(3) };
     /// The memmap initialisation mode [`boot`] gives the hotplug core (the `*_deferred`
     /// matrix modules run every flow again with `Deferred`).
     static MODE: Cell<MemmapInit> = const { Cell::new(MemmapInit::Eager) };
@@ -1470,6 +1472,9 @@ fn offline_and_remove_reonlines_when_remove_is_refused<C: Config>() {
 
 // ---------------------------------------------------------------------------------------------
 // Deferred struct page initialisation (issue 12)
+
+#[path = "hotplug/subblock.rs"]
+mod subblock;
 
 /// Deferred-mode tests, per configuration: `deferred_init::cfg_4k_48::...`.
 mod deferred_init {

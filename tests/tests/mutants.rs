@@ -186,6 +186,26 @@ const MUTANTS: &[Mutant] = &[
         ],
         expect: "read of the uninitialised struct page of pfn",
     },
+    // Isolation that cuts no free block at its edges leaves a free max-order block reaching
+    // into an unplugged device block: the checker's rule for the pages inside a block sees it,
+    // in the unit test and in the sub-block property test.
+    Mutant {
+        package: "hotmem-mm",
+        name: "isolate-head-only-walk",
+        test_args: &["--lib", "buddy::tests::isolating_part_of_a_free_block_cuts_it_at_the_edges"],
+        expect: "is offline, reserved, self-hosted or in another zone",
+    },
+    Mutant {
+        package: "hotmem-mm",
+        name: "isolate-head-only-walk",
+        test_args: &[
+            "--release",
+            "--test",
+            "hotplug",
+            "subblock::cfg_4k_48::subblock_plug_unplug_sequences",
+        ],
+        expect: "is offline, reserved, self-hosted or in another zone",
+    },
     Mutant {
         package: "hotmem-arch",
         name: "tlbi-off-by-one-page",

@@ -46,6 +46,13 @@ pub enum Rule {
     DeferredList { zone: ZoneId },
     /// A block reaching into memmap that is not initialised.
     UninitInBlock { head: u64 },
+    /// A page inside a block that the allocator does not manage (offline, reserved or
+    /// self-hosted memmap) or that belongs to another zone than the block's head: a free block
+    /// straddling memory that went offline (or was never online).
+    TailNotManaged { head: u64 },
+    /// An online page (not reserved, offline or self-hosted) in no block: leaked, and
+    /// counted by nobody.
+    Orphan,
 }
 
 /// A broken invariant at `pfn` ([`NO_PFN`] for a zone-wide counter).
@@ -90,6 +97,11 @@ impl core::fmt::Display for Violation {
             ),
             LeftIsolated => write!(f, "page left isolated with no offline in progress"),
             DeferredList { zone } => write!(f, "bad range on the {} deferred list", zone.name()),
+            TailNotManaged { head } => write!(
+                f,
+                "page inside the block at pfn {head:#x} is offline, reserved, self-hosted or in another zone"
+            ),
+            Orphan => write!(f, "online page in no block (leaked)"),
             UninitInBlock { head } => {
                 write!(
                     f,
@@ -99,6 +111,9 @@ impl core::fmt::Display for Violation {
         }
     }
 }
+
+/// Pages the allocator does not manage: never in a block.
+const UNMANAGED: u32 = flags::RESERVED | flags::OFFLINE | flags::VMEMMAP_SELF_HOSTED;
 
 /// What the checker counted, per zone (pages).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -187,6 +202,9 @@ impl<M: Memmap> PageAlloc<M> {
                     return Err(v(pfn, Rule::LeftIsolated));
                 }
                 if !p.has(flags::BUDDY | flags::HEAD) {
+                    if !p.has(UNMANAGED) {
+                        return Err(v(pfn, Rule::Orphan));
+                    }
                     pfn += 1;
                     continue;
                 }
@@ -221,6 +239,9 @@ impl<M: Memmap> PageAlloc<M> {
                     let t = self.page(q).ok_or(v(q, Rule::BlockOutOfRange { order }))?;
                     if t.has(flags::BUDDY | flags::HEAD) {
                         return Err(v(q, Rule::TailFlagged { head: pfn }));
+                    }
+                    if t.has(UNMANAGED) || t.zone != p.zone {
+                        return Err(v(q, Rule::TailNotManaged { head: pfn }));
                     }
                     if quiescent && t.has(flags::ISOLATED) {
                         return Err(v(q, Rule::LeftIsolated));
