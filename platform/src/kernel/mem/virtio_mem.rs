@@ -224,6 +224,8 @@ pub struct VirtioMem {
     sbm: Option<Sbm>,
     /// The `requested_size` the last resize worked towards.
     last_handled: Option<u64>,
+    /// The last resize stopped short: when and why it is tried again.
+    retry: Option<Retry>,
     /// The last resize's outcome (`vmem` shows it).
     pub last_event: String,
     /// Cycles spent waiting for the device's answers (of the current resize).
@@ -231,6 +233,20 @@ pub struct VirtioMem {
 }
 
 pub static DEVICES: spin::Mutex<Vec<VirtioMem>> = spin::Mutex::new(Vec::new());
+
+/// A resize that stopped short (memory busy, the device said BUSY or NACK) is tried again on
+/// the device's next config change (any new request, the same size included) and on a timer
+/// that backs off from [`RETRY_FIRST_S`] doubling to [`RETRY_MAX_S`] (Linux `virtio_mem_retry`).
+/// A guest that keeps memory its host asked back is what virtio-mem exists to prevent.
+struct Retry {
+    reason: String,
+    /// CNTVCT at which the timer retry is due.
+    at: u64,
+    backoff_s: u64,
+}
+
+const RETRY_FIRST_S: u64 = 5;
+const RETRY_MAX_S: u64 = 300;
 
 /// Sub-block mode of one device.
 struct Sbm {
@@ -807,6 +823,7 @@ fn probe(
             }
         }),
         last_handled: None,
+        retry: None,
         last_event: String::from("none"),
         device_cycles: 0,
     };
@@ -841,20 +858,25 @@ fn mode(block_size: u64, sbm: bool) -> &'static str {
     }
 }
 
-/// Deferred work (the bottom half, [`crate::kernel::deferred`]): resize every device whose `requested_size` changed.
+/// Deferred work (the bottom half, [`crate::kernel::deferred`]): resize every device whose
+/// `requested_size` changed, and retry every stopped resize that is due (a config change of
+/// its device, or its timer).
 pub fn process_pending() {
     let irq = IRQ_PENDING.swap(false, Ordering::Acquire);
+    let now = arch::cpu::counter();
     let mut devs = DEVICES.lock();
     for d in devs.iter_mut() {
+        let due = d.retry.as_ref().is_some_and(|r| now >= r.at);
         if d.intid.is_some() {
-            if !irq {
+            if !irq && !due {
                 continue;
             }
             // Reading the ISR deasserts the line; a change after this raises it again.
             let _ = d.transport.ack_interrupt();
         }
         let requested = d.requested_size();
-        if d.last_handled == Some(requested) {
+        let retrying = d.retry.is_some() && (irq || due);
+        if d.last_handled == Some(requested) && !retrying {
             continue;
         }
         let plugged_before = d.units_plugged() as u64 * d.unit;
@@ -866,22 +888,32 @@ pub fn process_pending() {
         d.device_cycles = 0;
         let why = d.resize(requested);
         let cycles = arch::cpu::counter() - t0;
+        let same = d.last_handled == Some(requested);
         d.last_handled = Some(requested);
         let plugged = d.plugged_size();
         let head = format!(
             "virtio-mem: dev={} addr={:#x} requested={requested:#x} plugged={plugged:#x} from={plugged_before:#x}",
             d.index, d.addr
         );
-        d.last_event = match why {
-            None => format!(
-                "{head} event=done cycles={cycles} us={} device_us={}",
-                timer::cycles_to_us(cycles),
-                timer::cycles_to_us(d.device_cycles)
-            ),
-            Some(w) => format!(
-                "{head} event=stopped cycles={cycles} us={} device_us={} reason=\"{w}\"",
-                timer::cycles_to_us(cycles),
-                timer::cycles_to_us(d.device_cycles)
+        let times = format!(
+            "cycles={cycles} us={} device_us={}",
+            timer::cycles_to_us(cycles),
+            timer::cycles_to_us(d.device_cycles)
+        );
+        d.retry = why.map(|reason| {
+            // The same request failing again backs off; a new one starts from the first delay.
+            let backoff_s = match &d.retry {
+                Some(r) if same => (r.backoff_s * 2).min(RETRY_MAX_S),
+                _ => RETRY_FIRST_S,
+            };
+            let at = arch::cpu::counter() + backoff_s * arch::cpu::counter_freq();
+            Retry { reason, at, backoff_s }
+        });
+        d.last_event = match &d.retry {
+            None => format!("{head} event=done {times}"),
+            Some(r) => format!(
+                "{head} event=stopped {times} next_retry_s={} reason=\"{}\"",
+                r.backoff_s, r.reason
             ),
         };
         println!("{}", d.last_event);
@@ -890,6 +922,19 @@ pub fn process_pending() {
         for d in devs.iter() {
             if let Some(id) = d.intid {
                 crate::drivers::gic::enable_spi(id, crate::drivers::gic::Trigger::Level);
+            }
+        }
+    }
+}
+
+impl VirtioMem {
+    /// `state=idle`, or `state=stopped reason="..." next_retry_s=N` (seconds from now).
+    fn state(&self) -> String {
+        match &self.retry {
+            None => "state=idle".into(),
+            Some(r) => {
+                let left = r.at.saturating_sub(arch::cpu::counter()) / arch::cpu::counter_freq().max(1);
+                format!("state=stopped next_retry_s={left} reason=\"{}\"", r.reason)
             }
         }
     }
@@ -904,7 +949,7 @@ pub fn print_devices() {
     }
     for d in devs.iter() {
         println!(
-            "vmem: dev={} pci={} addr={:#x} region={:#x} block={:#x} unit={:#x} mode={} plugged={:#x} requested={:#x} usable={:#x} units={}/{} group={} node={} features={:#x} irq={} irqs={}",
+            "vmem: dev={} pci={} addr={:#x} region={:#x} block={:#x} unit={:#x} mode={} plugged={:#x} requested={:#x} usable={:#x} units={}/{} group={} node={} features={:#x} irq={} irqs={} {}",
             d.index,
             d.pci,
             d.addr,
@@ -921,7 +966,8 @@ pub fn print_devices() {
             d.node_id,
             d.features,
             d.intid.map_or("polled".into(), |i| format!("intx:{i}")),
-            IRQ_COUNT.load(Ordering::Relaxed)
+            IRQ_COUNT.load(Ordering::Relaxed),
+            d.state()
         );
         for (i, u) in d.units.iter().enumerate() {
             match u {
