@@ -43,10 +43,17 @@ pub enum Mutant {
     /// Isolation walks block heads from the range's start only: a free block whose head lies
     /// below the range (or that reaches past its end) is not cut at the edge.
     IsolateHeadOnlyWalk,
+    /// Memory removal leaves the deferred-memmap bits of the removed range set.
+    RemoveLeavesDeferredBits,
+    /// virtio-mem growth into an added memory block onlines the new device blocks before
+    /// marking them plugged (the online filter then hands over nothing).
+    VmemOnlineBeforePlugged,
+    /// virtio-mem sends UNPLUG for device blocks before taking them offline.
+    VmemUnplugBeforeOffline,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 13] = [
+    pub const ALL: [Mutant; 16] = [
         Mutant::UnisolateEarlyClear,
         Mutant::DimmZoneSplit,
         Mutant::DimmRemoveBehindDriver,
@@ -60,6 +67,9 @@ impl Mutant {
         Mutant::MigrateNoTlbi,
         Mutant::DeferredWalkReadsUninit,
         Mutant::IsolateHeadOnlyWalk,
+        Mutant::RemoveLeavesDeferredBits,
+        Mutant::VmemOnlineBeforePlugged,
+        Mutant::VmemUnplugBeforeOffline,
     ];
 
     /// The name used by `mutant=` and `HOTMEM_MUTANT`.
@@ -78,6 +88,9 @@ impl Mutant {
             Mutant::MigrateNoTlbi => "migrate-no-tlbi",
             Mutant::DeferredWalkReadsUninit => "deferred-walk-reads-uninit",
             Mutant::IsolateHeadOnlyWalk => "isolate-head-only-walk",
+            Mutant::RemoveLeavesDeferredBits => "remove-leaves-deferred-bits",
+            Mutant::VmemOnlineBeforePlugged => "vmem-online-before-plugged",
+            Mutant::VmemUnplugBeforeOffline => "vmem-unplug-before-offline",
         }
     }
 
@@ -179,7 +192,7 @@ mod tests {
             assert_eq!(Mutant::from_name(m.name()), Some(m));
         }
         assert_eq!(Mutant::from_name("no-such"), None);
-        let mut names: [&str; 13] = Mutant::ALL.map(Mutant::name);
+        let mut names: [&str; 16] = Mutant::ALL.map(Mutant::name);
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }

@@ -53,6 +53,9 @@ pub enum Rule {
     /// An online page (not reserved, offline or self-hosted) in no block: leaked, and
     /// counted by nobody.
     Orphan,
+    /// Memmap marked not initialised (deferred) where there is no memmap: a removal that left
+    /// its bits behind.
+    DeferredWithoutMemmap { pages: u64 },
 }
 
 /// A broken invariant at `pfn` ([`NO_PFN`] for a zone-wide counter).
@@ -102,6 +105,9 @@ impl core::fmt::Display for Violation {
                 "page inside the block at pfn {head:#x} is offline, reserved, self-hosted or in another zone"
             ),
             Orphan => write!(f, "online page in no block (leaked)"),
+            DeferredWithoutMemmap { pages } => {
+                write!(f, "{pages} pages marked deferred (uninitialised memmap) where there is no memmap")
+            }
             UninitInBlock { head } => {
                 write!(
                     f,
@@ -181,6 +187,11 @@ impl<M: Memmap> PageAlloc<M> {
                     c.deferred += r.nr_pages();
                 }
             }
+        }
+        let inside: u64 = ranges.iter().map(|&(s, n)| self.uninit_pages(s, n)).sum();
+        let total = self.uninit_pages_total();
+        if inside != total {
+            return Err(v(NO_PFN, Rule::DeferredWithoutMemmap { pages: total.abs_diff(inside) }));
         }
         for (zone, s, e) in self.deferred_in_flight() {
             if self.uninit_pages(s, e - s) != e - s {

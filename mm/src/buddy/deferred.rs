@@ -421,6 +421,11 @@ impl<M: Memmap> PageAlloc<M> {
             .flat_map(|d| d.in_flight.iter().map(|&(z, s, e, _)| (z, s, e)))
     }
 
+    /// Pages marked not initialised anywhere (the whole bitmap).
+    pub fn uninit_pages_total(&self) -> u64 {
+        self.deferred.as_ref().map_or(0, |d| d.uninit.iter().map(|w| w.count_ones() as u64).sum::<u64>() << d.pageblock_order)
+    }
+
     /// Pages of `[start, start + nr)` whose memmap is not initialised (O(pageblocks / 64)).
     pub fn uninit_pages(&self, start: u64, nr: u64) -> u64 {
         self.deferred.as_ref().map_or(0, |d| d.count_uninit(start, start + nr))
@@ -464,7 +469,7 @@ impl<M: Memmap> PageAlloc<M> {
         let pb = d.pageblock_pages();
         let (s, e) = (pfn.next_multiple_of(pb), end / pb * pb);
         let n = if s < e { d.count_uninit(s, e) } else { 0 };
-        if s < e {
+        if s < e && !arch::mutant::on(arch::mutant::Mutant::RemoveLeavesDeferredBits) {
             d.set_bits(s, e, false);
         }
         Ok(n)

@@ -52,3 +52,50 @@ pub fn plugged_runs(pfn: u64, nr: u64) -> Vec<(u64, u64)> {
     }
     out
 }
+
+/// A page whose online state contradicts its device block's plug state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SbmViolation {
+    pub pfn: u64,
+    /// The device block's state in the bitmap.
+    pub plugged: bool,
+}
+
+impl core::fmt::Display for SbmViolation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.plugged {
+            write!(f, "pfn {:#x} of a plugged device block of an online memory block is offline", self.pfn)
+        } else {
+            write!(f, "pfn {:#x} of an unplugged device block is online", self.pfn)
+        }
+    }
+}
+
+/// In every online memory block of a sub-block-mode region, the pages of plugged device blocks
+/// are online and those of unplugged ones offline (deferred memmap, not written yet, is
+/// skipped: it is free by definition or offline). `online(pfn)`: `Some(online?)` for an
+/// initialised struct page, `None` otherwise; `block_online(pfn)`: whether the memory block
+/// holding `pfn` is online. O(pages of the regions' online blocks). Lock order: the page
+/// allocator (the caller's), then this.
+pub fn check(
+    block_pages: u64,
+    block_online: impl Fn(u64) -> bool,
+    online: impl Fn(u64) -> Option<bool>,
+) -> Result<(), SbmViolation> {
+    let sbm = SBM.lock();
+    for r in sbm.iter() {
+        let mut blk = r.start_pfn;
+        while blk < r.end_pfn {
+            if block_online(blk) {
+                for pfn in blk..(blk + block_pages).min(r.end_pfn) {
+                    let plugged = r.plugged[((pfn - r.start_pfn) / r.sub_pages) as usize];
+                    if online(pfn).is_some_and(|on| on != plugged) {
+                        return Err(SbmViolation { pfn, plugged });
+                    }
+                }
+            }
+            blk += block_pages;
+        }
+    }
+    Ok(())
+}

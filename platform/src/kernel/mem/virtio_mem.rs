@@ -38,6 +38,7 @@ use crate::{
     println,
 };
 use alloc::{format, string::String, vec::Vec};
+use arch::mutant::{self, Mutant};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use mm::hotplug::{AddFlags, BlockId, GroupId};
@@ -322,6 +323,9 @@ impl VirtioMem {
     /// A request with the retry policy: BUSY is retried `BUSY_TRIES` times 1 ms apart, NACK and
     /// ERROR are final.
     fn request(&mut self, ty: Request, addr: u64, nb_blocks: u16) -> Result<(), VmemError> {
+        if ty == Request::Unplug && crate::kernel::mem::hotplug::DEBUG_VM.load(Ordering::Relaxed) {
+            self.assert_offline(addr, nb_blocks);
+        }
         for _ in 0..BUSY_TRIES {
             let t0 = arch::cpu::counter();
             let r = self.request_once(ty, addr, nb_blocks);
@@ -335,6 +339,38 @@ impl VirtioMem {
             }
         }
         Err(VmemError::Busy(ty, BUSY_TRIES))
+    }
+
+    /// `debug_vm` at the end of a resize: the device's plugged size is what the driver's state
+    /// says, and every invariant holds, the sub-block rule included.
+    fn check_quiescent(&self, plugged: u64) {
+        let mine = self.units_plugged() as u64 * self.unit;
+        if plugged != mine {
+            crate::kernel::exit::fatal_stop(format_args!(
+                "debug_vm: virtio-mem dev={} device says {plugged:#x} plugged, the driver's state {mine:#x}",
+                self.index
+            ));
+        }
+        let hp = crate::kernel::mem::hotplug::HOTPLUG.lock();
+        if let Some(Err(e)) = hp.as_ref().map(crate::kernel::mem::hotplug::check_invariants) {
+            crate::kernel::exit::fatal_stop(format_args!("debug_vm: after a virtio-mem resize: {e}"));
+        }
+    }
+
+    /// `debug_vm`: the device may only be told to unplug memory the guest no longer uses:
+    /// every page of the range with a struct page is offline (or has no memmap any more).
+    fn assert_offline(&self, addr: u64, nb_blocks: u16) {
+        let (s, n) = (addr >> PAGE_SHIFT, (nb_blocks as u64 * self.block_size) >> PAGE_SHIFT);
+        let online = page_alloc::with_page_alloc(|a| {
+            (s..s + n).find(|&pfn| a.page(pfn).is_some_and(|p| !p.has(mm::page::flags::OFFLINE)))
+        });
+        if let Some(pfn) = online {
+            crate::kernel::exit::fatal_stop(format_args!(
+                "debug_vm: virtio-mem dev={} UNPLUG of {addr:#x}+{} while pfn {pfn:#x} is online",
+                self.index,
+                Size(nb_blocks as u64 * self.block_size)
+            ));
+        }
     }
 
     fn unit_addr(&self, i: usize) -> u64 {
@@ -411,8 +447,17 @@ impl VirtioMem {
             let addr = self.sub_addr(first);
             self.request(Request::Plug, addr, n as u16)
                 .map_err(|e| format!("plugging {addr:#x}+{}: {e}", Size(n as u64 * self.block_size)))?;
-            self.set_subs(first, n, true);
-            if let Err(e) = self.sbm_online(added[blk].unwrap_or(0), first, n, true) {
+            // Plugged first: the online filter hands over plugged device blocks only.
+            let early = mutant::on(Mutant::VmemOnlineBeforePlugged);
+            let online = if early {
+                let r = self.sbm_online(added[blk].unwrap_or(0), first, n, true);
+                self.set_subs(first, n, true);
+                r
+            } else {
+                self.set_subs(first, n, true);
+                self.sbm_online(added[blk].unwrap_or(0), first, n, true)
+            };
+            if let Err(e) = online {
                 self.set_subs(first, n, false);
                 let _ = self.request(Request::Unplug, addr, n as u16);
                 return Err(format!("onlining {addr:#x}: {e}"));
@@ -468,6 +513,9 @@ impl VirtioMem {
                 }
                 let n = hi - lo + 1;
                 let addr = self.sub_addr(lo);
+                if mutant::on(Mutant::VmemUnplugBeforeOffline) {
+                    let _ = self.request(Request::Unplug, addr, n as u16);
+                }
                 self.sbm_online(id, lo, n, false)
                     .map_err(|e| format!("{addr:#x}+{}: {e}", Size(n as u64 * self.block_size)))?;
                 self.set_subs(lo, n, false);
@@ -891,6 +939,9 @@ pub fn process_pending() {
         let same = d.last_handled == Some(requested);
         d.last_handled = Some(requested);
         let plugged = d.plugged_size();
+        if crate::kernel::mem::hotplug::DEBUG_VM.load(Ordering::Relaxed) {
+            d.check_quiescent(plugged);
+        }
         let head = format!(
             "virtio-mem: dev={} addr={:#x} requested={requested:#x} plugged={plugged:#x} from={plugged_before:#x}",
             d.index, d.addr
