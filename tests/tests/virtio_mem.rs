@@ -20,6 +20,13 @@
 //! - `two_devices_firmware_*`: two devices and a DIMM in a `-bios` boot, each its own group.
 //! - `burst_*`: 50 random resize requests in a row without waiting (Image boot), then one
 //!   waited for: the guest ends at the last one and agrees with QEMU.
+//! - `split_*`: a shrink that ends inside a memory block, below a free max-order block
+//!   (`2 blocks → 1 block + 38 MiB → 2 blocks → 0`, eager memmap init): the free block is cut at the device
+//!   block's edge, `meminfo check` and the managed pages hold after every step, and the memory
+//!   is usable afterwards (all free memory filled, verified, freed).
+//! - `retry_*`: a shrink stopped by a pinned page is retried: on the next request for the same
+//!   size, and by the driver's timer with nobody asking (`vmem` shows `state=stopped` with the
+//!   reason and the next retry meanwhile).
 //! - `acceptance_*`: the docs/hotplug.md command (virtio-mem section) through the runner's own option parsing and `--exec`.
 
 use std::time::Instant;
@@ -329,6 +336,77 @@ fn burst(g: Granule) {
     d.poweroff();
 }
 
+/// Fill all free memory but `keep` bytes with stress data, verify it, free it.
+fn use_all_memory(d: &mut DimmSession, keep: u64) {
+    let page = 1u64 << d.config.granule.page_shift();
+    let free = d.meminfo().free_pages * page;
+    d.stress(free.saturating_sub(keep) / page * page);
+    d.stress_verify();
+    d.guest("stress free");
+    meminfo_check(d, "after filling all memory");
+}
+
+fn split(g: Granule) {
+    let unit = block_size(g);
+    // Struct pages written at add time, so free max-order blocks exist before the shrink (with
+    // deferred init they exist once idle CPUs got to them).
+    let mut d = vmem_case(g).append("memmap_init=eager").start();
+    let boot_managed = managed_pages(&mut d);
+    for size in [2 * unit, unit + 38 * MIB, 2 * unit, 0] {
+        d.vmem_ok("vmem0", size);
+        let when = format!("at {size:#x}");
+        d.check_vmem_agree(&when);
+        check_managed(&mut d, boot_managed, size, &when);
+        if size == unit + 38 * MIB {
+            use_all_memory(&mut d, 32 * MIB);
+        }
+    }
+    d.vmem_ok("vmem0", 2 * unit);
+    use_all_memory(&mut d, 32 * MIB);
+    d.vmem_ok("vmem0", 0);
+    d.check_vmem_agree("at 0");
+    d.poweroff();
+}
+
+fn retry(g: Granule) {
+    let unit = block_size(g);
+    let mut d = vmem_case(g).start();
+    let boot_managed = managed_pages(&mut d);
+    d.guest("policy default online_kernel");
+    d.vmem_ok("vmem0", 2 * unit);
+    let pin = REGION + unit;
+    d.guest(&format!("pin {pin:#x} {unit:#x}"));
+    d.vmem_stopped("vmem0", 0, "memory busy");
+    let t = d.guest("vmem");
+    if !(t.contains("state=stopped") && t.contains("next_retry_s=") && t.contains("unmovable page in use")) {
+        d.fail(&format!("vmem should show the stopped request and its next retry: {t}"));
+    }
+    d.guest("unpin");
+    // The same size again: a config change, so the driver retries now.
+    d.vmem_ok("vmem0", 0);
+    d.check_vmem_agree("after the retry of the same size");
+    check_managed(&mut d, boot_managed, 0, "after the retry of the same size");
+    // Nobody asks again: the driver's timer retries (first after 5 s).
+    d.vmem_ok("vmem0", 2 * unit);
+    d.guest(&format!("pin {pin:#x} {unit:#x}"));
+    d.vmem_stopped("vmem0", 0, "memory busy");
+    d.guest("unpin");
+    let from = d.session().console.output_len();
+    let line = d.session().wait_line(from, std::time::Duration::from_secs(20), "timer retry", |l| {
+        l.contains("virtio-mem: dev=0") && l.contains("requested=0x0 ") && l.contains("event=done")
+    });
+    if !matches!(line, Ok(Some(_))) {
+        d.fail(&format!("no retry by the timer within 20 s: {line:?}"));
+    }
+    let t = d.guest("vmem");
+    if !t.contains("state=idle") {
+        d.fail(&format!("vmem should be idle after the retry: {t}"));
+    }
+    d.check_vmem_agree("after the timer's retry");
+    use_all_memory(&mut d, 32 * MIB);
+    d.poweroff();
+}
+
 fn acceptance(g: Granule) {
     let script = ":vmem vmem0 2G; vmem; blocks; meminfo; :vmem vmem0 0; vmem; poweroff";
     let args = [
@@ -364,6 +442,30 @@ fn acceptance(g: Granule) {
     eprintln!("[{what}] acceptance in {:.1} s", t.elapsed().as_secs_f64());
 }
 
+#[test]
+fn split_4k() {
+    split(K4);
+}
+#[test]
+fn split_16k() {
+    split(K16);
+}
+#[test]
+fn split_64k() {
+    split(K64);
+}
+#[test]
+fn retry_4k() {
+    retry(K4);
+}
+#[test]
+fn retry_16k() {
+    retry(K16);
+}
+#[test]
+fn retry_64k() {
+    retry(K64);
+}
 #[test]
 fn acceptance_4k() {
     acceptance(K4);
