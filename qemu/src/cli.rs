@@ -85,7 +85,7 @@ struct Args {
     /// a virtio-mem-pci device vmem0, vmem1, ... (repeatable) with a
     /// SIZE region (backend mem-vmemN); -m gets maxmem= room for it.
     /// Any boot mode; resize with :vmem vmemN SIZE
-    #[arg(long = "virtio-mem", value_name = "SIZE[,block=SIZE,requested=SIZE,node=N]", value_parser = VirtioMem::parse, help_heading = "MACHINE", verbatim_doc_comment)]
+    #[arg(long = "virtio-mem", value_name = "SIZE[,block=SIZE,requested=SIZE,node=N]", value_parser = VirtioMem::parse, allow_hyphen_values = true, help_heading = "MACHINE", verbatim_doc_comment)]
     virtio_mem: Vec<VirtioMem>,
     /// virtualization=on: CPUs start at EL2 (the kernel drops to EL1)
     #[arg(long, help_heading = "MACHINE")]
@@ -362,6 +362,10 @@ where
         o.machine.mem = KTEST_DEFAULT_MEM.into();
         o.append = Some(KTEST_DEFAULT_APPEND.into());
     }
+    let nodes = numa_nodes(&o.qemu_args);
+    for v in &o.machine.virtio_mem {
+        v.check(granule, nodes)?;
+    }
     if o.machine.gic.number() == 2 && o.machine.smp > 8 {
         return Err(format!(
             "--smp {}: GICv2 supports at most 8 CPUs (add --gic 3)",
@@ -372,6 +376,16 @@ where
         check_exec_host_command(cmd, o.boot)?;
     }
     Ok(Action::Run(o))
+}
+
+/// NUMA nodes the extra QEMU arguments define (`-numa node,...`); 1 without any (QEMU's
+/// single implicit node).
+fn numa_nodes(qemu_args: &[String]) -> u32 {
+    let n = qemu_args
+        .windows(2)
+        .filter(|w| w[0] == "-numa" && (w[1] == "node" || w[1].starts_with("node,")))
+        .count() as u32;
+    n.max(1)
 }
 
 /// A note for an `--exec` script that does not end the guest (`poweroff` or `:powerdown`):
@@ -602,5 +616,35 @@ mod tests {
             assert!(h.contains(opt), "help lacks {opt}");
         }
         assert!(h.contains("4k: 39, 48 (default 48)"));
+    }
+
+    /// Every `--virtio-mem` value QEMU or the guest would refuse is refused here, before a
+    /// kernel is built, with the value and what would be accepted.
+    #[test]
+    fn virtio_mem_values_are_checked_before_anything_runs() {
+        let cases = [
+            (vec!["--virtio-mem", "100M"], "the region must be a multiple of 128M"),
+            (vec!["--granule", "64k", "--virtio-mem", "1G,block=1G"], ""),
+            (vec!["--granule", "64k", "--virtio-mem", "768M"], "multiple of 512M"),
+            (vec!["--virtio-mem", "4G,requested=5G"], "requested=5G must be at most the 4G region"),
+            (vec!["--virtio-mem", "4G,requested=3M"], "a multiple of the 2M device block"),
+            (vec!["--virtio-mem", "4G,block=3M"], "block=3M must be a power of two"),
+            (vec!["--virtio-mem", "4G,block=1K"], "of at least 1M"),
+            (vec!["--virtio-mem", "4G,block=8G"], "is larger than the 4G region"),
+            (vec!["--virtio-mem", "4G,node=3"], "node=3 does not exist: the machine has 1 NUMA node"),
+            (vec!["--virtio-mem", "-1G"], "`-1G` is not a size"),
+            (vec!["--virtio-mem", "4G,requested=0x"], "`0x` is not a size"),
+            (
+                vec!["--virtio-mem", "4G,node=1", "--qemu-arg=-numa", "--qemu-arg=node,nodeid=0", "--qemu-arg=-numa", "--qemu-arg=node,nodeid=1"],
+                "",
+            ),
+        ];
+        for (args, want) in cases {
+            match parse_args(args.clone()) {
+                Ok(_) if want.is_empty() => {}
+                Err(e) if !want.is_empty() && e.contains(want) && !e.contains('\n') => {}
+                r => panic!("{args:?}: expected {want:?}, got {r:?}"),
+            }
+        }
     }
 }

@@ -44,6 +44,14 @@ impl Granule {
         }
     }
 
+    /// The memory block (sparse section) size of this granule's kernel: the unit of hot-add.
+    pub fn memory_block_size(self) -> u64 {
+        Geometry::MATRIX
+            .into_iter()
+            .find(|g| g.page_shift == self.page_shift())
+            .map_or(0, |g| g.section_size())
+    }
+
     fn from_page_shift(shift: u32) -> Granule {
         *Granule::ALL
             .iter()

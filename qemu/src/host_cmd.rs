@@ -132,11 +132,9 @@ pub fn parse_host_command(line: &str) -> Result<HostCommand, String> {
         "dimms" => usage(":dimms"),
         "vmem" => match words.as_slice() {
             [id, size] => {
-                let size = if size.trim_start_matches("0x").chars().all(|c| c == '0' || c == '_') && !size.is_empty() {
-                    0
-                } else {
-                    parse_size(size)?
-                };
+                // 0 is a size here (unplug everything), but only when written as one.
+                let size = mm::size::parse_size(size)
+                    .map_err(|_| format!("`{size}` is not a size (examples: 0, 512M, 2G, 0x8000000)"))?;
                 Ok(HostCommand::Vmem { id: id.to_string(), size })
             }
             _ => usage(":vmem ID SIZE"),
@@ -1103,6 +1101,20 @@ mod tests {
             .unwrap_err()
             .contains("usage: :vmem ID SIZE"));
         assert!(parse_host_command(":vmem vmem0 big").is_err());
+        for bad in ["_", "0x", "0x_", "-1", "1.5G", "G"] {
+            let e = parse_host_command(&format!(":vmem vmem0 {bad}")).unwrap_err();
+            assert!(e.contains(&format!("`{bad}` is not a size")), "{bad}: {e}");
+        }
+        for zero in ["0", "0x0", "0G"] {
+            assert_eq!(
+                parse_host_command(&format!(":vmem vmem0 {zero}")).unwrap(),
+                Vmem {
+                    id: "vmem0".into(),
+                    size: 0
+                },
+                "{zero}"
+            );
+        }
         assert_eq!(parse_host_command(":vmems").unwrap(), Vmems);
         let l = "hotmem> virtio-mem: dev=0 addr=0x80000000 event=done plugged=0x80000000 requested=0x80000000 cycles=5";
         assert!(is_vmem_event_line(l, 0x8000_0000, 2 << 30));

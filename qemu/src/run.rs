@@ -34,6 +34,10 @@ pub struct Machine {
     pub virtio_mem: Vec<VirtioMem>,
 }
 
+/// QEMU's `block-size` default on this host (the THP size) and its minimum.
+pub const QEMU_DEFAULT_BLOCK: u64 = 2 << 20;
+pub const QEMU_MIN_BLOCK: u64 = 1 << 20;
+
 /// One `--virtio-mem SIZE[,block=SIZE,requested=SIZE,node=N]` device.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VirtioMem {
@@ -67,11 +71,10 @@ impl VirtioMem {
             match p.split_once('=') {
                 Some(("block", b)) => v.block = Some(crate::host_cmd::parse_size(b).map_err(bad)?),
                 Some(("requested", r)) => {
-                    v.requested = Some(if r.trim() == "0" {
-                        0
-                    } else {
-                        crate::host_cmd::parse_size(r).map_err(bad)?
-                    })
+                    v.requested = Some(
+                        mm::size::parse_size(r.trim())
+                            .map_err(|_| bad(format!("`{r}` is not a size (examples: 0, 512M, 2G)")))?,
+                    )
                 }
                 Some(("node", n)) => {
                     v.node = Some(
@@ -88,6 +91,78 @@ impl VirtioMem {
             }
         }
         Ok(v)
+    }
+
+    /// Checks the device against what QEMU and the guest accept, before anything is built:
+    /// `granule`'s memory block, and `nodes` NUMA nodes. One line naming the value and what
+    /// would be accepted.
+    pub fn check(&self, granule: crate::config::Granule, nodes: u32) -> Result<(), String> {
+        use crate::host_cmd::Size;
+        let mb = granule.memory_block_size();
+        let block = self.block.unwrap_or(QEMU_DEFAULT_BLOCK);
+        let this = self.spec();
+        if let Some(b) = self.block {
+            if !b.is_power_of_two() || b < QEMU_MIN_BLOCK {
+                return Err(format!(
+                    "--virtio-mem {this}: block={} must be a power of two of at least {} (QEMU's minimum), e.g. block=2M",
+                    Size(b),
+                    Size(QEMU_MIN_BLOCK)
+                ));
+            }
+            if b > self.size {
+                return Err(format!(
+                    "--virtio-mem {this}: block={} is larger than the {} region",
+                    Size(b),
+                    Size(self.size)
+                ));
+            }
+        }
+        let unit = mb.max(block);
+        if !self.size.is_multiple_of(unit) {
+            return Err(format!(
+                "--virtio-mem {this}: the region must be a multiple of {} (the {} granule's memory block{}), e.g. {}",
+                Size(unit),
+                granule.name(),
+                if block > mb { " and the device block" } else { "" },
+                Size(self.size.next_multiple_of(unit))
+            ));
+        }
+        if let Some(r) = self.requested {
+            if r > self.size || !r.is_multiple_of(block) {
+                return Err(format!(
+                    "--virtio-mem {this}: requested={} must be at most the {} region and a multiple of the {} device block",
+                    Size(r),
+                    Size(self.size),
+                    Size(block)
+                ));
+            }
+        }
+        if let Some(n) = self.node {
+            if n >= nodes {
+                return Err(format!(
+                    "--virtio-mem {this}: node={n} does not exist: the machine has {nodes} NUMA node{} (0{}; add nodes with --qemu-arg=-numa --qemu-arg=node,nodeid=N)",
+                    if nodes == 1 { "" } else { "s" },
+                    if nodes > 1 { format!("..{}", nodes - 1) } else { String::new() }
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The option's value as given back: `SIZE[,block=..][,requested=..][,node=..]`.
+    fn spec(&self) -> String {
+        use crate::host_cmd::Size;
+        let mut s = format!("{}", Size(self.size));
+        if let Some(b) = self.block {
+            s.push_str(&format!(",block={}", Size(b)));
+        }
+        if let Some(r) = self.requested {
+            s.push_str(&format!(",requested={}", Size(r)));
+        }
+        if let Some(n) = self.node {
+            s.push_str(&format!(",node={n}"));
+        }
+        s
     }
 
     /// Guest-physical room the device needs in QEMU's device-memory region: its size rounded
