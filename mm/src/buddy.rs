@@ -100,7 +100,10 @@ impl core::fmt::Display for BuddyError {
             }
             BuddyError::NoBookkeeping => write!(f, "no memory for the deferred memmap bookkeeping"),
             BuddyError::Straddles { pfn, order } => {
-                write!(f, "the allocated order-{order} block at pfn {pfn:#x} straddles the range's edge")
+                write!(
+                    f,
+                    "the allocated order-{order} block at pfn {pfn:#x} straddles the range's edge"
+                )
             }
         }
     }
@@ -275,7 +278,10 @@ impl<M: Memmap> PageAlloc<M> {
         for edge in [start, start + nr] {
             if let Some((head, p)) = self.block_across(edge) {
                 if p.has(flags::HEAD) {
-                    return Err(BuddyError::Straddles { pfn: head, order: p.order as u32 });
+                    return Err(BuddyError::Straddles {
+                        pfn: head,
+                        order: p.order as u32,
+                    });
                 }
             }
         }
@@ -310,7 +316,9 @@ impl<M: Memmap> PageAlloc<M> {
         if mutant::on(Mutant::IsolateHeadOnlyWalk) {
             return;
         }
-        let Some((head, p)) = self.block_across(pfn) else { return };
+        let Some((head, p)) = self.block_across(pfn) else {
+            return;
+        };
         if !p.has(flags::BUDDY) {
             return;
         }
@@ -702,7 +710,12 @@ mod tests {
     #[test]
     fn isolating_part_of_a_free_block_cuts_it_at_the_edges() {
         let base = 1 << 20;
-        for (start, nr) in [(base + 1536, 512), (base + 1024, 512), (base + 1280, 256), (base + 1100, 100)] {
+        for (start, nr) in [
+            (base + 1536, 512),
+            (base + 1024, 512),
+            (base + 1280, 256),
+            (base + 1100, 100),
+        ] {
             let mut a = alloc_with(base, 4096, 10);
             a.online_range(ZoneId::Normal, 0, base, 4096).unwrap();
             let parked = a.isolate_range(start, nr);

@@ -626,16 +626,32 @@ mod tests {
             (vec!["--virtio-mem", "100M"], "the region must be a multiple of 128M"),
             (vec!["--granule", "64k", "--virtio-mem", "1G,block=1G"], ""),
             (vec!["--granule", "64k", "--virtio-mem", "768M"], "multiple of 512M"),
-            (vec!["--virtio-mem", "4G,requested=5G"], "requested=5G must be at most the 4G region"),
-            (vec!["--virtio-mem", "4G,requested=3M"], "a multiple of the 2M device block"),
+            (
+                vec!["--virtio-mem", "4G,requested=5G"],
+                "requested=5G must be at most the 4G region",
+            ),
+            (
+                vec!["--virtio-mem", "4G,requested=3M"],
+                "a multiple of the 2M device block",
+            ),
             (vec!["--virtio-mem", "4G,block=3M"], "block=3M must be a power of two"),
             (vec!["--virtio-mem", "4G,block=1K"], "of at least 1M"),
             (vec!["--virtio-mem", "4G,block=8G"], "is larger than the 4G region"),
-            (vec!["--virtio-mem", "4G,node=3"], "node=3 does not exist: the machine has 1 NUMA node"),
+            (
+                vec!["--virtio-mem", "4G,node=3"],
+                "node=3 does not exist: the machine has 1 NUMA node",
+            ),
             (vec!["--virtio-mem", "-1G"], "`-1G` is not a size"),
             (vec!["--virtio-mem", "4G,requested=0x"], "`0x` is not a size"),
             (
-                vec!["--virtio-mem", "4G,node=1", "--qemu-arg=-numa", "--qemu-arg=node,nodeid=0", "--qemu-arg=-numa", "--qemu-arg=node,nodeid=1"],
+                vec![
+                    "--virtio-mem",
+                    "4G,node=1",
+                    "--qemu-arg=-numa",
+                    "--qemu-arg=node,nodeid=0",
+                    "--qemu-arg=-numa",
+                    "--qemu-arg=node,nodeid=1",
+                ],
                 "",
             ),
         ];

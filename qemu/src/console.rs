@@ -86,6 +86,9 @@ pub struct RunOutcome {
     pub skipped: Vec<String>,
     /// What host (`:`) commands printed ([`Console::note_host`]), in order.
     pub host: String,
+    /// Host commands that failed (an error, or no answer from the guest in time): the run
+    /// then exits non-zero even when the guest powered off cleanly.
+    pub host_failed: Vec<String>,
     /// What the runner found left when the run ended: late ejects it handled, DIMMs and
     /// backends still present ([`crate::host_cmd::exit_report`]; filled in by
     /// [`crate::session::Session`]).
@@ -112,7 +115,7 @@ impl RunOutcome {
             return TIMEOUT_EXIT_CODE;
         }
         match (self.exit_code(), self.status.and_then(|s| s.signal())) {
-            (Some(0), _) if self.failure.is_some() => 1,
+            (Some(0), _) if self.failure.is_some() || !self.host_failed.is_empty() => 1,
             (Some(c), _) => c,
             (None, Some(sig)) => 128 + sig,
             (None, None) => 1,
@@ -541,6 +544,7 @@ impl Console {
             commands_sent: self.commands_sent,
             skipped: std::mem::take(&mut self.skipped),
             host: std::mem::take(&mut self.host),
+            host_failed: Vec::new(),
             exit_report: Vec::new(),
             elapsed: self.started.elapsed(),
         }

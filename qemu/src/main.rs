@@ -106,6 +106,13 @@ fn run(o: Options) -> i32 {
         if let Some(f) = &out.failure {
             eprintln!("\nhotmem: {f}");
         }
+        if !out.host_failed.is_empty() {
+            eprintln!(
+                "hotmem: {} host command(s) failed: {} (exit status 1)",
+                out.host_failed.len(),
+                out.host_failed.join("; ")
+            );
+        }
         let st = out
             .status
             .map_or_else(|| "no exit status".to_string(), |s| s.to_string());

@@ -81,6 +81,9 @@ pub enum SessionError {
     /// runs); `tail` is the end of its output so far.
     #[error("no prompt {:.1} s after typing `{cmd}`{}", after.as_secs_f64(), lost_input_note(cmd, tail))]
     GuestTimeout { cmd: String, after: Duration, tail: String },
+    /// A request the guest cannot answer now, so it was not made (the reason says why).
+    #[error("{0}")]
+    NotAsked(String),
 }
 
 /// The guest echoes each character it reads: an echo that stops inside the command means typed
@@ -288,12 +291,16 @@ impl Session {
             ..
         } = self;
         let qmp = std::cell::RefCell::new(qmp);
+        let failed = std::cell::RefCell::new(Vec::new());
         let host = |con: &mut Console, cmd: &str| {
             let mut qmp = qmp.borrow_mut();
             con.note_host(cmd.trim());
             let t = timeouts.capped(con.remaining());
             let reply = host_line(con, &mut qmp, t, cmd);
             con.note_host(&reply.text());
+            if reply.error {
+                failed.borrow_mut().push(cmd.trim().to_string());
+            }
             match reply.after {
                 // A paused VM (`:qmp stop`, or held in gdb) prints no prompt: do not wait for
                 // one, say why the next guest command would wait.
@@ -324,6 +331,7 @@ impl Session {
         let out = console.run_script_hooked(commands, host, idle);
         let mut qmp = qmp.into_inner();
         let mut out = out;
+        out.host_failed = failed.into_inner();
         out.exit_report = host_cmd::exit_report(&mut qmp);
         for l in &out.exit_report {
             eprintln!("hotmem: {l}");
@@ -444,6 +452,31 @@ pub fn vmem_on(
     if before.size == size && before.requested == size {
         return Ok(r);
     }
+    // Answer at once what would otherwise be a wait for a line that cannot come.
+    if host_cmd::vm_running(qmp) == Some(false) {
+        return Err(SessionError::NotAsked(format!(
+            "{id}: the VM is paused (`:qmp cont` resumes it); requested-size not changed"
+        )));
+    }
+    con.pump();
+    let log = con.output();
+    if !log
+        .lines()
+        .any(|l| l.contains("virtio-mem: dev=") && l.contains(&format!(" addr={:#x} ", before.memaddr)))
+    {
+        let refused: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("virtio-mem: pci=") && l.contains(" refused: "))
+            .collect();
+        return Err(SessionError::NotAsked(format!(
+            "{id}: the guest does not drive this device (at {:#x}){}; requested-size not changed",
+            before.memaddr,
+            match refused.last() {
+                Some(l) => format!(": it said `{}`", l.trim()),
+                None => " (no virtio-mem driver line in the boot log)".into(),
+            }
+        )));
+    }
     con.pump();
     let from = con.output_len();
     let t0 = Instant::now();
@@ -505,7 +538,8 @@ pub fn host_line(con: &mut Console, qmp: &mut Qmp, t: HostTimeouts, line: &str) 
             Ok(v) => HostReply {
                 lines: vec![v.line()],
                 after: After::Prompt,
-                error: !v.done(),
+                // A stop is the guest's answer (it says why); no answer is a failure.
+                error: matches!(v.result, VmemResult::NoAnswer { .. }),
                 plugged: None,
                 unplugged: None,
             },

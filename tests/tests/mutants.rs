@@ -192,7 +192,10 @@ const MUTANTS: &[Mutant] = &[
     Mutant {
         package: "hotmem-mm",
         name: "isolate-head-only-walk",
-        test_args: &["--lib", "buddy::tests::isolating_part_of_a_free_block_cuts_it_at_the_edges"],
+        test_args: &[
+            "--lib",
+            "buddy::tests::isolating_part_of_a_free_block_cuts_it_at_the_edges",
+        ],
         expect: "is offline, reserved, self-hosted or in another zone",
     },
     Mutant {

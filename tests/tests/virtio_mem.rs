@@ -27,6 +27,8 @@
 //! - `retry_*`: a shrink stopped by a pinned page is retried: on the next request for the same
 //!   size, and by the driver's timer with nobody asking (`vmem` shows `state=stopped` with the
 //!   reason and the next retry meanwhile).
+//! - `reproductions_*`: the shrink-split and retry scripts exactly as a user types them (exit
+//!   0, `meminfo check: ok` after every step); a script whose host command fails exits 1.
 //! - `acceptance_*`: the docs/hotplug.md command (virtio-mem section) through the runner's own option parsing and `--exec`.
 
 use std::time::Instant;
@@ -174,6 +176,25 @@ fn bad_input(g: Granule) {
             d.fail(&format!("{cmd}: expected QEMU's error {qemu_says:?}, got {}", r.text()));
         }
     }
+    // Requests the guest cannot answer are answered at once, not after a timeout.
+    for (cmd, says, before) in [
+        (":vmem bad 128M", "the guest does not drive this device", None),
+        (":vmem vmem0 512M", "the VM is paused", Some(":qmp stop")),
+    ] {
+        if let Some(b) = before {
+            d.session().host(b);
+        }
+        let t0 = Instant::now();
+        let r = d.session().host(cmd);
+        if !r.error || !r.text().contains(says) || t0.elapsed().as_secs() > 5 {
+            d.fail(&format!(
+                "{cmd}: expected {says:?} at once, got {} after {:.1} s",
+                r.text(),
+                t0.elapsed().as_secs_f64()
+            ));
+        }
+    }
+    d.session().host(":qmp cont");
     // Sub-block mode: one device block past a memory block is a second block, 1/N plugged.
     d.vmem_ok("vmem0", unit + 2 * MIB);
     let v = d.check_vmem_agree("one device block past a memory block");
@@ -392,9 +413,11 @@ fn retry(g: Granule) {
     d.vmem_stopped("vmem0", 0, "memory busy");
     d.guest("unpin");
     let from = d.session().console.output_len();
-    let line = d.session().wait_line(from, std::time::Duration::from_secs(20), "timer retry", |l| {
-        l.contains("virtio-mem: dev=0") && l.contains("requested=0x0 ") && l.contains("event=done")
-    });
+    let line = d
+        .session()
+        .wait_line(from, std::time::Duration::from_secs(20), "timer retry", |l| {
+            l.contains("virtio-mem: dev=0") && l.contains("requested=0x0 ") && l.contains("event=done")
+        });
     if !matches!(line, Ok(Some(_))) {
         d.fail(&format!("no retry by the timer within 20 s: {line:?}"));
     }
@@ -405,6 +428,52 @@ fn retry(g: Granule) {
     d.check_vmem_agree("after the timer's retry");
     use_all_memory(&mut d, 32 * MIB);
     d.poweroff();
+}
+
+/// The two reproductions of the data-loss and retry bugs, as a user types them: exit 0 with
+/// `meminfo check: ok` throughout; and a script whose host command fails exits non-zero.
+fn reproductions(g: Granule) {
+    let (big, small) = match g {
+        K4 => ("256M", "166M"),
+        _ => ("1G", "550M"),
+    };
+    let split = format!(
+        ":vmem vmem0 {big}; meminfo check; :vmem vmem0 {small}; meminfo check; :vmem vmem0 {big}; meminfo check; :vmem vmem0 0; meminfo check; poweroff"
+    );
+    let retry = format!(
+        "policy default online_kernel; :vmem vmem0 {big}; pin {:#x} {:#x}; :vmem vmem0 0; unpin; :vmem vmem0 0; meminfo check; poweroff",
+        REGION + block_size(g),
+        block_size(g)
+    );
+    for script in [&split, &retry] {
+        let args = [
+            "--granule",
+            g.name(),
+            "--virtio-mem",
+            "4G",
+            "--append",
+            "memmap_init=eager",
+            "--exec",
+            script,
+        ];
+        let r = CliRun::run(&args);
+        r.expect_ok(&["vmem: id=vmem0 requested=0 plugged=0 done"]);
+        let checks = r.out.console.matches("meminfo check: ok").count();
+        if checks != script.matches("meminfo check").count() || r.out.console.contains("FAILED") {
+            r.fail("expected `meminfo check: ok` after every step");
+        }
+    }
+    let r = CliRun::run(&[
+        "--granule",
+        g.name(),
+        "--virtio-mem",
+        "4G",
+        "--exec",
+        ":vmem vmem0 3M; poweroff",
+    ]);
+    if r.out.host_exit_code() != 1 || !r.out.host_failed.iter().any(|c| c.contains("3M")) {
+        r.fail("a failed host command must make the run exit 1");
+    }
 }
 
 fn acceptance(g: Granule) {
@@ -442,6 +511,18 @@ fn acceptance(g: Granule) {
     eprintln!("[{what}] acceptance in {:.1} s", t.elapsed().as_secs_f64());
 }
 
+#[test]
+fn reproductions_4k() {
+    reproductions(K4);
+}
+#[test]
+fn reproductions_16k() {
+    reproductions(K16);
+}
+#[test]
+fn reproductions_64k() {
+    reproductions(K64);
+}
 #[test]
 fn split_4k() {
     split(K4);

@@ -106,7 +106,10 @@ impl core::fmt::Display for Violation {
             ),
             Orphan => write!(f, "online page in no block (leaked)"),
             DeferredWithoutMemmap { pages } => {
-                write!(f, "{pages} pages marked deferred (uninitialised memmap) where there is no memmap")
+                write!(
+                    f,
+                    "{pages} pages marked deferred (uninitialised memmap) where there is no memmap"
+                )
             }
             UninitInBlock { head } => {
                 write!(
@@ -191,7 +194,12 @@ impl<M: Memmap> PageAlloc<M> {
         let inside: u64 = ranges.iter().map(|&(s, n)| self.uninit_pages(s, n)).sum();
         let total = self.uninit_pages_total();
         if inside != total {
-            return Err(v(NO_PFN, Rule::DeferredWithoutMemmap { pages: total.abs_diff(inside) }));
+            return Err(v(
+                NO_PFN,
+                Rule::DeferredWithoutMemmap {
+                    pages: total.abs_diff(inside),
+                },
+            ));
         }
         for (zone, s, e) in self.deferred_in_flight() {
             if self.uninit_pages(s, e - s) != e - s {

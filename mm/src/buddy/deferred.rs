@@ -423,7 +423,9 @@ impl<M: Memmap> PageAlloc<M> {
 
     /// Pages marked not initialised anywhere (the whole bitmap).
     pub fn uninit_pages_total(&self) -> u64 {
-        self.deferred.as_ref().map_or(0, |d| d.uninit.iter().map(|w| w.count_ones() as u64).sum::<u64>() << d.pageblock_order)
+        self.deferred.as_ref().map_or(0, |d| {
+            d.uninit.iter().map(|w| w.count_ones() as u64).sum::<u64>() << d.pageblock_order
+        })
     }
 
     /// Pages of `[start, start + nr)` whose memmap is not initialised (O(pageblocks / 64)).

@@ -49,7 +49,10 @@ fn sub_block_sizes(g: Geometry) -> Vec<u64> {
 
 fn subblock_plug_unplug_sequences<C: Config>() {
     let g = C::GEOM;
-    let cases = std::env::var("SUBBLOCK_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let cases = std::env::var("SUBBLOCK_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
     let old = WINDOW_ORDER.with(|w| w.replace(g.max_order()));
     for mode in [MemmapInit::Eager, MemmapInit::Deferred] {
         for bs in sub_block_sizes(g) {
@@ -140,10 +143,12 @@ fn subblock_case<C: Config>(mode: MemmapInit, bs: u64, movable: bool, steps: &[S
             },
             Step::Cycle => {
                 // Online the plugged parts only (what virtio-mem's online filter hands over).
-                hp.online_block(&mut m, id, online).map_err(|e| fail("online block", e))?;
+                hp.online_block(&mut m, id, online)
+                    .map_err(|e| fail("online block", e))?;
                 for i in (0..nsubs).filter(|&i| !plugged[i]) {
                     let (pfn, nr) = range(i);
-                    m.offline_pages(pfn, nr, id).map_err(|e| fail("re-offline unplugged", e))?;
+                    m.offline_pages(pfn, nr, id)
+                        .map_err(|e| fail("re-offline unplugged", e))?;
                 }
                 block_online = true;
             }
@@ -156,7 +161,13 @@ fn subblock_case<C: Config>(mode: MemmapInit, bs: u64, movable: bool, steps: &[S
             let (pfn, nr) = range(i);
             for p in pfn..pfn + nr {
                 if let Some(page) = m.alloc.page(p) {
-                    prop_assert!(page.has(flags::OFFLINE), "pfn {:#x} of unplugged device block {} is online {}", p, i, ctx);
+                    prop_assert!(
+                        page.has(flags::OFFLINE),
+                        "pfn {:#x} of unplugged device block {} is online {}",
+                        p,
+                        i,
+                        ctx
+                    );
                 }
             }
         }
@@ -182,15 +193,23 @@ fn subblock_case<C: Config>(mode: MemmapInit, bs: u64, movable: bool, steps: &[S
         m.contents.remove(&pfn);
         m.free_movable(h);
     }
-    let free = |m: &Machine<C>| m.alloc.counters(ZoneId::Normal).available() + m.alloc.counters(ZoneId::Movable).available();
+    let free =
+        |m: &Machine<C>| m.alloc.counters(ZoneId::Normal).available() + m.alloc.counters(ZoneId::Movable).available();
     let before = free(&m);
     let all: Vec<u64> = std::iter::from_fn(|| m.alloc.alloc(0, AllocKind::Movable)).collect();
     prop_assert_eq!(all.len() as u64, before);
     let mut seen = std::collections::HashSet::new();
     for &p in &all {
         prop_assert!(seen.insert(p), "pfn {:#x} handed out twice", p);
-        if let Some(i) = (p >= first_pfn).then(|| ((p - first_pfn) / sub_pages) as usize).filter(|&i| i < nsubs) {
-            prop_assert!(plugged[i] && block_online, "pfn {:#x} of an unplugged device block handed out", p);
+        if let Some(i) = (p >= first_pfn)
+            .then(|| ((p - first_pfn) / sub_pages) as usize)
+            .filter(|&i| i < nsubs)
+        {
+            prop_assert!(
+                plugged[i] && block_online,
+                "pfn {:#x} of an unplugged device block handed out",
+                p
+            );
         }
     }
     for p in all {

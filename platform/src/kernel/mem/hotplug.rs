@@ -92,7 +92,10 @@ pub fn check_invariants(hp: &Hotplug) -> Result<[ZoneCensus; 2], Broken> {
     page_alloc::with_page_alloc(|a| {
         super::sbm::check(
             block_pages,
-            |pfn| hp.block(pfn / block_pages).is_some_and(|b| b.state == mm::hotplug::BlockState::Online),
+            |pfn| {
+                hp.block(pfn / block_pages)
+                    .is_some_and(|b| b.state == mm::hotplug::BlockState::Online)
+            },
             |pfn| a.page(pfn).map(|p| !p.has(mm::page::flags::OFFLINE)),
         )
     })

@@ -64,7 +64,11 @@ pub struct SbmViolation {
 impl core::fmt::Display for SbmViolation {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         if self.plugged {
-            write!(f, "pfn {:#x} of a plugged device block of an online memory block is offline", self.pfn)
+            write!(
+                f,
+                "pfn {:#x} of a plugged device block of an online memory block is offline",
+                self.pfn
+            )
         } else {
             write!(f, "pfn {:#x} of an unplugged device block is online", self.pfn)
         }
