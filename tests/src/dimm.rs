@@ -274,6 +274,8 @@ pub struct DimmCase {
     pub boot: BootMode,
     /// Extra QEMU arguments.
     pub args: Vec<String>,
+    /// A kernel other than `config`'s normal build (a mutants build).
+    pub kernel: Option<hotmem_qemu::kernel::Kernel>,
 }
 
 /// Limit of one guest command in the scenarios.
@@ -297,6 +299,7 @@ impl DimmCase {
             timeout: run_timeout(),
             boot: BootMode::Firmware,
             args: Vec::new(),
+            kernel: None,
         }
     }
 
@@ -316,7 +319,7 @@ impl DimmCase {
     }
 
     pub fn qemu_run(&self) -> QemuRun {
-        let mut r = QemuRun::new(kernel(self.config))
+        let mut r = QemuRun::new(self.kernel.clone().unwrap_or_else(|| kernel(self.config)))
             .qemu(qemu_path())
             .machine(self.machine.clone())
             .boot(self.boot)

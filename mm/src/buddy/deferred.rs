@@ -386,6 +386,18 @@ impl<M: Memmap> PageAlloc<M> {
     }
 
     /// The typed answer for `pfn`: no memmap, an initialised page, or deferred (and where).
+    /// Whether `pfn`'s memory is in a zone (`Some(true)`: free, allocated, reserved or on a
+    /// deferred list), offline (`Some(false)`), or has no memmap (`None`), whether or not its
+    /// struct page is initialised.
+    pub fn is_online(&self, pfn: u64) -> Option<bool> {
+        match self.lookup(pfn) {
+            PageLookup::NoMemmap => None,
+            PageLookup::Page(p) => Some(!p.has(flags::OFFLINE)),
+            PageLookup::Deferred(DeferredState::Offline) => Some(false),
+            PageLookup::Deferred(_) => Some(true),
+        }
+    }
+
     pub fn lookup(&self, pfn: u64) -> PageLookup {
         if !self.memmap.valid(pfn) {
             return PageLookup::NoMemmap;

@@ -96,7 +96,7 @@ pub fn check_invariants(hp: &Hotplug) -> Result<[ZoneCensus; 2], Broken> {
                 hp.block(pfn / block_pages)
                     .is_some_and(|b| b.state == mm::hotplug::BlockState::Online)
             },
-            |pfn| a.page(pfn).map(|p| !p.has(mm::page::flags::OFFLINE)),
+            |pfn| a.is_online(pfn),
         )
     })
     .map_err(Broken::SubBlocks)?;

@@ -76,9 +76,9 @@ impl core::fmt::Display for SbmViolation {
 }
 
 /// In every online memory block of a sub-block-mode region, the pages of plugged device blocks
-/// are online and those of unplugged ones offline (deferred memmap, not written yet, is
-/// skipped: it is free by definition or offline). `online(pfn)`: `Some(online?)` for an
-/// initialised struct page, `None` otherwise; `block_online(pfn)`: whether the memory block
+/// are online and those of unplugged ones offline (deferred memmap included: on a zone's list
+/// is online). `online(pfn)`: `Some(online?)`, `None` without memmap; `block_online(pfn)`:
+/// whether the memory block
 /// holding `pfn` is online. O(pages of the regions' online blocks). Lock order: the page
 /// allocator (the caller's), then this.
 pub fn check(

@@ -361,9 +361,7 @@ impl VirtioMem {
     /// every page of the range with a struct page is offline (or has no memmap any more).
     fn assert_offline(&self, addr: u64, nb_blocks: u16) {
         let (s, n) = (addr >> PAGE_SHIFT, (nb_blocks as u64 * self.block_size) >> PAGE_SHIFT);
-        let online = page_alloc::with_page_alloc(|a| {
-            (s..s + n).find(|&pfn| a.page(pfn).is_some_and(|p| !p.has(mm::page::flags::OFFLINE)))
-        });
+        let online = page_alloc::with_page_alloc(|a| (s..s + n).find(|&pfn| a.is_online(pfn) == Some(true)));
         if let Some(pfn) = online {
             crate::kernel::exit::fatal_stop(format_args!(
                 "debug_vm: virtio-mem dev={} UNPLUG of {addr:#x}+{} while pfn {pfn:#x} is online",
