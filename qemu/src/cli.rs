@@ -368,8 +368,12 @@ where
             o.machine.smp
         ));
     }
-    for cmd in o.exec.iter().flatten().filter(|c| c.starts_with(':')) {
-        check_exec_host_command(cmd, o.boot)?;
+    for cmd in o.exec.iter().flatten() {
+        if cmd.starts_with(':') {
+            check_exec_host_command(cmd, o.boot)?;
+        } else {
+            check_exec_guest_command(cmd)?;
+        }
     }
     Ok(Action::Run(o))
 }
@@ -405,6 +409,20 @@ pub fn host_command_needs_firmware(cmd: &HostCommand, boot: BootMode) -> Option<
              power button) only when the kernel is loaded with -bios, not with --boot {boot}"
         )
     })
+}
+
+/// An `--exec` guest command must fit the shell's line (the shell refuses a longer one whole).
+fn check_exec_guest_command(cmd: &str) -> Result<(), String> {
+    let max = crate::config::kernel_line_max();
+    if cmd.len() > max {
+        let start: String = cmd.chars().take(24).collect();
+        return Err(format!(
+            "--exec `{start}...`: {} bytes, but a guest shell line holds at most {max} \
+             (LINE_MAX in platform/src/shell/line.rs)",
+            cmd.len()
+        ));
+    }
+    Ok(())
 }
 
 /// An `--exec` host command is checked before anything is built or booted.
@@ -602,5 +620,22 @@ mod tests {
             assert!(h.contains(opt), "help lacks {opt}");
         }
         assert!(h.contains("4k: 39, 48 (default 48)"));
+    }
+
+    #[test]
+    fn exec_command_longer_than_a_shell_line_is_refused() {
+        let max = crate::config::kernel_line_max();
+        assert_eq!(max, 256);
+        let fits = format!("page{}0x40000", " ".repeat(max - 11));
+        assert_eq!(fits.len(), max);
+        run(&["--exec", &format!("{fits}; cpus; poweroff")]);
+        let long = format!("page{}0x40000", " ".repeat(248));
+        let e = err(&["--exec", &format!("{long}; cpus; poweroff")]);
+        assert!(e.contains("259 bytes, but a guest shell line holds at most 256"), "{e}");
+        // Host commands are not typed to the guest.
+        run(&[
+            "--exec",
+            &format!(":qmp {{\"execute\":\"query-status\"{}}}; poweroff", " ".repeat(300)),
+        ]);
     }
 }
