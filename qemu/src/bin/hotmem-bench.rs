@@ -569,7 +569,7 @@ fn main() {
         for &mode in &o.memmap_init {
             let mut tlbirange = false;
             if !sizes.is_empty() {
-                match guest_bench(&qemu.path, g, &o.cpu, mode, &sizes, o.reps) {
+                match guest_bench(&qemu.path, g, &o.cpu, mode, sizes, o.reps) {
                     Ok(objects) => {
                         tlbirange = objects.iter().any(|b| b.feat_tlbirange);
                         for b in objects {
