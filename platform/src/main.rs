@@ -199,6 +199,13 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     for w in cmdline_warnings {
         println!("cmdline: {w}");
     }
+    // Only the test build poisons deferred memmap; elsewhere the option would do nothing unseen.
+    if let (false, Some(on)) = (cfg!(feature = "ktest"), opts.memmap_poison) {
+        println!(
+            "cmdline: 'memmap_poison={}' ignored: only the test kernel (--ktest) poisons deferred memmap",
+            if on { "on" } else { "off" }
+        );
+    }
     match mutant {
         Some((name, Ok(_))) => println!("boot: mutant={name} (a planted bug: tests only)"),
         // A mutant run that silently ran without its mutant would pass for the wrong reason.

@@ -149,7 +149,7 @@ ENVIRONMENT:
 EXAMPLES:
     cargo run
     cargo run -- --granule 16k --va 36 --boot kernel --cpu cortex-a76 --smp 4
-    cargo run -- --exec 'meminfo; pt 0xffff000000000000; poweroff'
+    cargo run -- --exec 'meminfo; pt 0xffff000040000000; poweroff'
     cargo run -- --granule 64k --ktest --gic 3
 ";
 
@@ -372,8 +372,24 @@ where
             o.machine.smp
         ));
     }
-    for cmd in o.exec.iter().flatten().filter(|c| c.starts_with(':')) {
-        check_exec_host_command(cmd, o.boot)?;
+    if let Some(w) = o
+        .append
+        .iter()
+        .flat_map(|a| a.split_whitespace())
+        .find(|w| w.starts_with("memmap_poison="))
+    {
+        if !ktest {
+            return Err(format!(
+                "--append '{w}': only the test kernel poisons deferred memmap; add --ktest, or drop the option"
+            ));
+        }
+    }
+    for cmd in o.exec.iter().flatten() {
+        if cmd.starts_with(':') {
+            check_exec_host_command(cmd, o.boot)?;
+        } else {
+            check_exec_guest_command(cmd)?;
+        }
     }
     Ok(Action::Run(o))
 }
@@ -419,6 +435,30 @@ pub fn host_command_needs_firmware(cmd: &HostCommand, boot: BootMode) -> Option<
              power button) only when the kernel is loaded with -bios, not with --boot {boot}"
         )
     })
+}
+
+/// Host commands the interactive banner suggests: ones that `boot` accepts (DIMMs need the
+/// GED of a firmware boot, [`host_command_needs_firmware`]).
+pub fn host_command_examples(boot: BootMode) -> &'static str {
+    if boot == BootMode::Firmware {
+        "`:plug 1G`, `:unplug dimm0`, `:dimms`"
+    } else {
+        "`:dimms`, `:qmp query-status`, `:reset` (no `:plug`/`:unplug`: DIMMs need --boot firmware)"
+    }
+}
+
+/// An `--exec` guest command must fit the shell's line (the shell refuses a longer one whole).
+fn check_exec_guest_command(cmd: &str) -> Result<(), String> {
+    let max = crate::config::kernel_line_max();
+    if cmd.len() > max {
+        let start: String = cmd.chars().take(24).collect();
+        return Err(format!(
+            "--exec `{start}...`: {} bytes, but a guest shell line holds at most {max} \
+             (LINE_MAX in platform/src/shell/line.rs)",
+            cmd.len()
+        ));
+    }
+    Ok(())
 }
 
 /// An `--exec` host command is checked before anything is built or booted.
@@ -662,5 +702,45 @@ mod tests {
                 r => panic!("{args:?}: expected {want:?}, got {r:?}"),
             }
         }
+    }
+
+    /// Every example the banner gives is a host command this boot mode accepts.
+    #[test]
+    fn banner_examples_are_accepted_by_the_boot_mode() {
+        for boot in [BootMode::Firmware, BootMode::Kernel, BootMode::Image] {
+            let text = host_command_examples(boot);
+            let examples: Vec<&str> = text
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .filter(|e| e.starts_with(':') && e.contains(' ') || *e == ":dimms" || *e == ":reset")
+                .collect();
+            assert!(!examples.is_empty(), "{text}");
+            for e in examples {
+                let c = parse_host_command(e).unwrap_or_else(|err| panic!("{boot}: `{e}`: {err}"));
+                assert_eq!(
+                    host_command_needs_firmware(&c, boot),
+                    None,
+                    "{boot}: banner suggests `{e}`"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn exec_command_longer_than_a_shell_line_is_refused() {
+        let max = crate::config::kernel_line_max();
+        assert_eq!(max, 256);
+        let fits = format!("page{}0x40000", " ".repeat(max - 11));
+        assert_eq!(fits.len(), max);
+        run(&["--exec", &format!("{fits}; cpus; poweroff")]);
+        let long = format!("page{}0x40000", " ".repeat(248));
+        let e = err(&["--exec", &format!("{long}; cpus; poweroff")]);
+        assert!(e.contains("259 bytes, but a guest shell line holds at most 256"), "{e}");
+        // Host commands are not typed to the guest.
+        run(&[
+            "--exec",
+            &format!(":qmp {{\"execute\":\"query-status\"{}}}; poweroff", " ".repeat(300)),
+        ]);
     }
 }

@@ -286,6 +286,19 @@ fn parse_max_cpus(src: &str) -> Option<u32> {
     rest.split(';').next()?.trim().replace('_', "").parse().ok()
 }
 
+/// The guest shell's line discipline (`pub const LINE_MAX: usize = N;`), compiled into the runner
+/// so that `--exec` refuses a command the shell would refuse, before anything is typed.
+const KERNEL_LINE_SOURCE: &str = include_str!("../../platform/src/shell/line.rs");
+
+/// The most bytes a guest shell line holds (`LINE_MAX` in `platform/src/shell/line.rs`).
+pub fn kernel_line_max() -> usize {
+    KERNEL_LINE_SOURCE
+        .split("pub const LINE_MAX: usize =")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next()?.trim().replace('_', "").parse().ok())
+        .expect("platform/src/shell/line.rs defines `pub const LINE_MAX: usize = N;`")
+}
+
 /// QEMU's limit on DIMM slots (`ACPI_MAX_RAM_SLOTS`).
 pub const MAX_DIMM_SLOTS: u32 = 256;
 

@@ -122,9 +122,8 @@ fn run(o: Options) -> i32 {
         eprintln!(
             "hotmem: console on this terminal: Ctrl-A x quits QEMU, Ctrl-A c switches to the QEMU monitor and back;"
         );
-        eprintln!(
-            "hotmem: a line starting with `:` is a host command (`:help`), e.g. `:plug 1G`, `:unplug dimm0`, `:dimms`"
-        );
+        let examples = hotmem_qemu::cli::host_command_examples(o.boot);
+        eprintln!("hotmem: a line starting with `:` is a host command (`:help`), e.g. {examples}");
         match hotmem_qemu::interactive::run_interactive(&r) {
             Ok((st, timed_out)) => {
                 if timed_out {

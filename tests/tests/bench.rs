@@ -120,4 +120,104 @@ fn bench_smoke_64k() {
         "the eight metrics of the one planted measurement (the new ones have no old value)"
     );
     assert!(stdout.contains("compared with"), "{stdout}");
+    // The closing line says what was written where.
+    let closing = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("hotmem-bench: "))
+        .unwrap_or("");
+    let want = format!(
+        "hotmem-bench: done in {{}} s; {} JSON line(s) appended to {}; plot {}; comparison {}",
+        records.len(),
+        dir.join("results.jsonl").display(),
+        dir.join("bench-scaling.svg").display(),
+        dir.join("compare.json").display()
+    );
+    let (head, tail) = want.split_once(" in {} s").unwrap();
+    assert!(
+        closing.starts_with(head) && closing.ends_with(tail.trim_start_matches(';').trim_start()),
+        "closing line {closing:?}, expected {want:?}"
+    );
+}
+
+/// Options that cannot run are refused before anything is built or booted: one line naming the
+/// option and what would be accepted, exit status 2, nothing written (no results.jsonl, the docs
+/// page unchanged).
+#[test]
+fn bench_options_are_checked_before_running() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dir = root.join("target/test-logs/bench_options_are_checked_before_running");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let page = root.join("docs/performance.md");
+    let page_before = std::fs::read(&page).unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--boot-mem", "0"],
+            "--boot-mem 0: too small to boot; give at least 128M",
+        ),
+        (
+            &["--boot-mem", "1"],
+            "--boot-mem 0x1: too small to boot; give at least 128M",
+        ),
+        (
+            &["--cpu", "bogus"],
+            "--cpu bogus: QEMU has no such CPU model; AArch64 models it offers: ",
+        ),
+        (&["--cpu", "cortex-a15"], "--cpu cortex-a15: not an AArch64 CPU"),
+        (&["--tlbi-cpu", "bogus"], "--tlbi-cpu bogus: QEMU has no such CPU model"),
+        (
+            &["--granule", "16k", "--cpu", "cortex-a57"],
+            "--cpu cortex-a57 --granule 16k: cortex-a57 has no 16k granule",
+        ),
+        (
+            &["--compare", "/etc/passwd"],
+            "--compare /etc/passwd: holds no bench records",
+        ),
+        (
+            &["--compare", "/nonexistent.jsonl"],
+            "--compare /nonexistent.jsonl: No such file",
+        ),
+        (
+            &["--granule", "4k", "--sizes", "192M"],
+            "--sizes 192M: not a whole number of 4k memory blocks (128M)",
+        ),
+        (
+            &["--granule", "64k", "--sizes", "128M"],
+            "--sizes: no size of at least one 64k memory block (512M)",
+        ),
+        (&["--dimm-sizes", "16G"], "--dimm-sizes 16G: a DIMM must be 2 MiB to 8G"),
+        (
+            &["--granule", "64k", "--reps", "1", "--write-docs"],
+            "--write-docs: this run covers less than the page's: granules 64k (the page's: 4k,16k,64k)",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = Command::new(&cargo)
+            .current_dir(root)
+            .args(["run", "-q", "-p", "hotmem-qemu", "--bin", "hotmem-bench", "--"])
+            .args(*args)
+            .arg("--out")
+            .arg(&dir)
+            .output()
+            .expect("run cargo");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().last().unwrap_or("");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: exit status\n{stderr}");
+        assert!(
+            last.starts_with(&format!("hotmem-bench: {want}")),
+            "{args:?}: expected `hotmem-bench: {want}...`, got:\n{stderr}"
+        );
+        assert!(!dir.join("results.jsonl").exists(), "{args:?}: wrote results.jsonl");
+        assert!(
+            !stderr.contains("Compiling hotmem-platform"),
+            "{args:?}: built a kernel"
+        );
+    }
+    assert_eq!(
+        std::fs::read(&page).unwrap(),
+        page_before,
+        "docs/performance.md changed"
+    );
 }

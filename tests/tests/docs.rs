@@ -6,6 +6,12 @@
 //! - every repository path quoted in backticks in the README and `docs/` exists;
 //! - nothing cites the design documents that are not in the repository (the old `DESIGN`
 //!   reference, the research notes): their content lives in `docs/design.md`.
+//! - every command of a fenced block in the README and `docs/` works: `cargo run -- ...` is
+//!   accepted by the runner's option parsing, `hotmem-bench` options exist, `cargo test --test X`
+//!   names a test file (a block after `<!-- docs-test: skip (reason) -->` is left out);
+//! - every `key=` of the stable log lines in `docs/hotplug.md` is printed by the kernel, every
+//!   key the kernel prints on a fully listed line is listed, and every listed `mode=` value is
+//!   one the kernel prints.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -279,4 +285,219 @@ fn nothing_cites_documents_outside_the_repository() {
         "citations of documents not in the repository (use docs/design.md):\n{}",
         found.join("\n")
     );
+}
+
+/// Shell-like words of a command line: `'...'` and `"..."` quoting, `#` comments, `[...]`
+/// optional parts unwrapped.
+fn words(line: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quote, mut any) = (Vec::new(), String::new(), None, false);
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                any = true;
+            }
+            (None, '#') if cur.is_empty() => break,
+            (None, c) if c.is_whitespace() => {
+                if !cur.is_empty() || any {
+                    out.push(std::mem::take(&mut cur));
+                }
+                any = false;
+            }
+            (None, c) => cur.push(c),
+        }
+    }
+    if !cur.is_empty() || any {
+        out.push(cur);
+    }
+    out.into_iter()
+        .map(|w| w.trim_start_matches('[').trim_end_matches(']').to_string())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// The command lines of the README's and `docs/`' fenced code blocks (a leading `$ ` dropped),
+/// with their page. A block right after `<!-- docs-test: skip (reason) -->` is left out.
+fn documented_commands(root: &Path) -> Vec<(String, String)> {
+    let mut pages = vec![root.join("README.md")];
+    let mut docs: Vec<PathBuf> = fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    docs.sort();
+    pages.extend(docs.into_iter().filter(|p| p.extension().is_some_and(|e| e == "md")));
+    let mut out = Vec::new();
+    for page in pages {
+        let text = fs::read_to_string(&page).unwrap();
+        let name = page.strip_prefix(root).unwrap().display().to_string();
+        let (mut inside, mut skip, mut prev) = (false, false, "");
+        // A command continued with a trailing `\`.
+        let mut pending = String::new();
+        for line in text.lines() {
+            if line.trim_start().starts_with("```") {
+                if !inside {
+                    skip = prev.contains("<!-- docs-test: skip");
+                }
+                inside = !inside;
+            } else if inside && !skip {
+                let l = line.trim().trim_start_matches("$ ");
+                if let Some(head) = l.strip_suffix('\\') {
+                    if !pending.is_empty() || head.starts_with("cargo ") {
+                        pending.push_str(head);
+                        pending.push(' ');
+                    }
+                } else if !pending.is_empty() {
+                    pending.push_str(l);
+                    out.push((name.clone(), std::mem::take(&mut pending)));
+                } else if l.starts_with("cargo ") {
+                    out.push((name.clone(), l.to_string()));
+                }
+            }
+            if !line.trim().is_empty() {
+                prev = line;
+            }
+        }
+    }
+    out
+}
+
+/// Every `cargo run -- ...` of the docs is a command line the runner accepts, every
+/// `hotmem-bench` option one the driver has, and every `cargo test` names test files that exist
+/// and filters that select a test.
+#[test]
+fn documented_commands_parse() {
+    let root = root();
+    let bench_src = fs::read_to_string(root.join("qemu/src/bin/hotmem-bench.rs")).unwrap();
+    let mut errors = Vec::new();
+    let cmds = documented_commands(&root);
+    assert!(cmds.len() > 10, "found only {} commands", cmds.len());
+    for (page, line) in &cmds {
+        let w = words(line);
+        let after: Vec<String> = w.iter().skip_while(|a| *a != "--").skip(1).cloned().collect();
+        if line.contains("--bin hotmem-bench") {
+            for a in after.iter().filter(|a| a.starts_with("--")) {
+                let field = a.trim_start_matches("--").replace('-', "_");
+                if !bench_src.contains(&format!("    {field}: ")) {
+                    errors.push(format!("{page}: `{line}`: hotmem-bench has no option {a}"));
+                }
+            }
+        } else if w.get(1).map(String::as_str) == Some("run") && !line.contains(" -p ") {
+            if let Err(e) = hotmem_qemu::cli::parse_args(after.clone()) {
+                errors.push(format!("{page}: `{line}`: the runner refuses it: {e}"));
+            }
+        } else if w.get(1).map(String::as_str) == Some("test") {
+            if let Some(i) = w.iter().position(|a| a == "--test") {
+                let file = &w[i + 1];
+                let found = ["tests/tests", "mm/tests", "qemu/tests"]
+                    .iter()
+                    .any(|d| root.join(d).join(format!("{file}.rs")).exists());
+                if !found {
+                    errors.push(format!("{page}: `{line}`: no test file {file}.rs"));
+                }
+            }
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "documented commands that do not work:\n{}",
+        errors.join("\n")
+    );
+}
+
+/// Every `key=` that the stable-lines section of hotplug.md lists is printed by the kernel, and
+/// every key the kernel prints on a documented line (`remove: ...`) is listed.
+#[test]
+fn stable_line_keys_are_printed() {
+    let root = root();
+    let page = fs::read_to_string(root.join("docs/hotplug.md")).unwrap();
+    let section = page
+        .split("## Stable log lines")
+        .nth(1)
+        .expect("hotplug.md has a Stable log lines section");
+    let section = section.split("\n## ").next().unwrap();
+    let mut src = String::new();
+    let mut stack = vec![root.join("platform/src")];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                src.push_str(&fs::read_to_string(p).unwrap());
+            }
+        }
+    }
+    let key = |w: &str| -> Option<String> {
+        let k = w.split('=').next()?;
+        (w.contains('=')
+            && !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+        .then(|| k.to_string())
+    };
+    let mut errors = Vec::new();
+    // Each backticked span of the section: a line's prefix and its keys (and listed values).
+    let spans: Vec<&str> = section.split('`').skip(1).step_by(2).collect();
+    for span in &spans {
+        for w in span.split_whitespace() {
+            let Some(k) = key(w) else { continue };
+            if !src.contains(&format!("{k}=")) {
+                errors.push(format!(
+                    "hotplug.md lists `{k}=` (in `{span}`), which the kernel never prints"
+                ));
+            }
+        }
+    }
+    // The other way: the kernel's format strings for the documented `<prefix>: ` lines.
+    for span in &spans {
+        let Some((prefix, rest)) = span.split_once(": ") else {
+            continue;
+        };
+        let Some(first) = rest.split_whitespace().next().and_then(key) else {
+            continue;
+        };
+        // A line the page abbreviates (`...`) lists some of its keys only.
+        if spans
+            .iter()
+            .any(|s| s.starts_with(&format!("{prefix}: ")) && s.contains(".."))
+        {
+            continue;
+        }
+        let start = format!("\"{prefix}: {first}=");
+        for (i, _) in src.match_indices(&start) {
+            let lit = &src[i + 1..];
+            let lit = &lit[..lit.find('"').unwrap_or(lit.len())];
+            let listed: Vec<String> = spans
+                .iter()
+                .filter(|s| s.starts_with(&format!("{prefix}: ")))
+                .flat_map(|s| s.split_whitespace().filter_map(key))
+                .collect();
+            for w in lit.split_whitespace().filter_map(key) {
+                if !listed.contains(&w) {
+                    errors.push(format!(
+                        "the kernel prints `{w}=` on `{prefix}: {first}=...` lines; hotplug.md does not list it"
+                    ));
+                }
+            }
+        }
+    }
+    // Listed values of `mode=a|b|c`: each one a literal of the kernel.
+    for span in &spans {
+        for w in span.split_whitespace() {
+            if let Some((k, vals)) = w.split_once('=') {
+                if k == "mode" {
+                    for v in vals.split('|') {
+                        if !src.contains(&format!("\"{v}\"")) {
+                            errors.push(format!("hotplug.md lists {k}={v}, which the kernel never prints"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    errors.sort();
+    errors.dedup();
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
 }

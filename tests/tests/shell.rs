@@ -154,3 +154,106 @@ fn exec_script_16k_47() {
         panic!("{}", failure_report(&r, &out, &why));
     }
 }
+
+/// The console's line discipline, each input typed in one write as a paste would arrive: a line
+/// over the limit is refused with its length and the next line runs (no byte lost, however much
+/// comes at once); Backspace (also over a UTF-8 character and back under the limit) and Ctrl-U
+/// edit; UTF-8 is passed through and reported as typed; a line that is not UTF-8 is refused.
+/// Each step is (bytes typed, lines of the answers in order, prompts that end them).
+#[test]
+fn line_discipline_64k_42() {
+    let case = BootCase::new(K64, 42, Firmware);
+    let (r, mut con, _slot) = case.spawn();
+    let what = format!("{}{}", r.describe(), hotmem_tests::logs_line(&r));
+    let fail = |con: &hotmem_qemu::Console, why: String| -> ! {
+        panic!(
+            "\n[{what}] {why}\n--- console tail ---\n{}\n--- stderr ---\n{}\n",
+            tail_lines(&con.output(), TAIL_LINES),
+            con.stderr_output()
+        )
+    };
+    if let Err(e) = con.wait_for_prompt() {
+        fail(&con, format!("no prompt after boot: {e}"));
+    }
+    let long = format!("page{}0x40000", " ".repeat(248));
+    let flood = "x".repeat(3000);
+    let at_limit_plus_one = format!("cpus{}x\x7f\r", " ".repeat(252));
+    let steps: Vec<(Vec<u8>, Vec<&str>, usize)> = vec![
+        (
+            format!("{long}\rcpus\r").into_bytes(),
+            vec![
+                "error: line too long (259 bytes; a line holds at most 256): not run",
+                "cpus: online=",
+            ],
+            2,
+        ),
+        (
+            format!("{flood}\rcpus\r").into_bytes(),
+            vec![
+                "error: line too long (3000 bytes; a line holds at most 256): not run",
+                "cpus: online=",
+            ],
+            2,
+        ),
+        (
+            b"m\xc3\xa9minfo\r".to_vec(),
+            vec!["error: unknown command 'm\u{e9}minfo'"],
+            1,
+        ),
+        (b":v\xc3\xa9m\r".to_vec(), vec!["error: unknown command ':v\u{e9}m'"], 1),
+        (
+            b"pt 0x4\xc3\xa9\r".to_vec(),
+            vec!["error: '0x4\u{e9}' is not a number", "usage: pt <va>"],
+            1,
+        ),
+        (
+            b"ab\xffcd\r".to_vec(),
+            vec!["error: byte 0xff at offset 2 of the line is not UTF-8: not run"],
+            1,
+        ),
+        (b"cpuz\x7fs\r".to_vec(), vec!["cpus: online="], 1),
+        (b"cpus\xc3\xa9\x7f\r".to_vec(), vec!["cpus: online="], 1),
+        (b"bogus\x15cpus\r".to_vec(), vec!["cpus: online="], 1),
+        (at_limit_plus_one.into_bytes(), vec!["cpus: online="], 1),
+    ];
+    for (bytes, want, prompts) in steps {
+        let typed = String::from_utf8_lossy(&bytes).escape_debug().to_string();
+        let typed = if typed.len() > 60 {
+            format!("{}... ({} bytes)", &typed[..40], bytes.len())
+        } else {
+            typed
+        };
+        if let Err(e) = con.send_bytes(&bytes) {
+            fail(&con, format!("cannot type {typed}: {e}"));
+        }
+        let mut out = String::new();
+        for _ in 0..prompts {
+            match con.wait_for_prompt() {
+                Ok(t) => out.push_str(&t),
+                Err(e) => fail(&con, format!("typed {typed}: {e}")),
+            }
+        }
+        // The answers in order, each at the start of a line.
+        let mut lines = out.lines().map(str::trim_start);
+        for w in &want {
+            if !lines.any(|l| l.starts_with(w)) {
+                fail(
+                    &con,
+                    format!("typed {typed}: expected a line starting with {w:?} (after the previous), got:\n{out}"),
+                );
+            }
+        }
+        if out.contains("unknown command 'cpu") || out.contains("usage: page") {
+            fail(
+                &con,
+                format!("typed {typed}: a command ran with bytes of another line:\n{out}"),
+            );
+        }
+    }
+    if let Err(e) = con.send_line("poweroff") {
+        fail(&con, format!("cannot type poweroff: {e}"));
+    }
+    if let Err(e) = con.wait_exit() {
+        fail(&con, format!("poweroff: {e}"));
+    }
+}

@@ -23,6 +23,9 @@ impl RxRing {
     fn is_empty(&self) -> bool {
         self.head == self.tail
     }
+    fn is_full(&self) -> bool {
+        (self.head + 1) % RX_SIZE == self.tail
+    }
 }
 
 static RX: IrqSafeLock<RxRing> = IrqSafeLock::new(RxRing {
@@ -31,18 +34,31 @@ static RX: IrqSafeLock<RxRing> = IrqSafeLock::new(RxRing {
     tail: 0,
 });
 
-impl Write for Console {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+impl Console {
+    /// Bytes as they are (UTF-8 or not), `\n` as CR LF.
+    fn write_bytes(&self, bytes: &[u8]) {
         if let Some(u) = &self.uart {
-            for b in s.bytes() {
+            for &b in bytes {
                 if b == b'\n' {
                     u.putc(b'\r');
                 }
                 u.putc(b);
             }
         }
+    }
+}
+
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.write_bytes(s.as_bytes());
         Ok(())
     }
+}
+
+/// Echo of input bytes, which need not be whole UTF-8 characters.
+#[cfg_attr(feature = "ktest", allow(dead_code))]
+pub fn write_bytes(bytes: &[u8]) {
+    CONSOLE.lock().write_bytes(bytes);
 }
 
 /// Install the UART (mapped at `va`) as the console, and as the panic path's second handle.
@@ -120,26 +136,42 @@ macro_rules! println {
     ($($arg:tt)*) => ($crate::kernel::console::_print(format_args!("{}\n", format_args!($($arg)*))));
 }
 
+/// Stores `b` unless the ring is full (then it is lost: only boot-time bytes come this way,
+/// through [`Pl011::init`]).
 fn push_rx(b: u8) {
     let mut rx = RX.lock();
-    let next = (rx.head + 1) % RX_SIZE;
-    if next != rx.tail {
+    if !rx.is_full() {
         let h = rx.head;
         rx.buf[h] = b;
-        rx.head = next;
+        rx.head = (h + 1) % RX_SIZE;
     }
 }
 
-/// UART interrupt: move every received byte into the ring.
+/// Moves received bytes from the UART's FIFO into the ring while the ring has room. What does
+/// not fit stays in the FIFO, and a full FIFO makes QEMU hold further input back: input is
+/// never dropped, however fast it comes. [`pop_rx`] calls this again as it makes room, since
+/// bytes left in the FIFO raise no new interrupt.
+fn drain_uart(u: &Pl011) {
+    loop {
+        let mut rx = RX.lock();
+        if rx.is_full() {
+            return;
+        }
+        let Some(b) = u.getc() else { return };
+        let h = rx.head;
+        rx.buf[h] = b;
+        rx.head = (h + 1) % RX_SIZE;
+    }
+}
+
+/// UART interrupt: move received bytes into the ring.
 pub fn handle_rx_irq() {
     let console = CONSOLE.lock();
     let Some(u) = &console.uart else { return };
     // Clear first, then drain: a byte arriving after the clear raises a new interrupt, while
     // one arriving after a drain-then-clear would sit in the FIFO with no interrupt pending.
     u.clear_rx_interrupt();
-    while let Some(b) = u.getc() {
-        push_rx(b);
-    }
+    drain_uart(u);
 }
 
 /// Next input byte; sleeps (WFI) until one arrives.
@@ -169,13 +201,21 @@ pub fn getc_blocking() -> u8 {
     }
 }
 
-/// The next received byte, if any.
+/// The next received byte, if any; refills the ring from the UART's FIFO.
 fn pop_rx() -> Option<u8> {
-    let mut rx = RX.lock();
-    if rx.is_empty() {
-        return None;
+    let b = {
+        let mut rx = RX.lock();
+        if rx.is_empty() {
+            None
+        } else {
+            let b = rx.buf[rx.tail];
+            rx.tail = (rx.tail + 1) % RX_SIZE;
+            Some(b)
+        }
+    };
+    // Lock order as in the interrupt handler: the console, then the ring.
+    if let Some(u) = &CONSOLE.lock().uart {
+        drain_uart(u);
     }
-    let b = rx.buf[rx.tail];
-    rx.tail = (rx.tail + 1) % RX_SIZE;
-    Some(b)
+    b
 }

@@ -22,6 +22,7 @@ mod hotplug;
 mod info;
 #[cfg(feature = "ktest")]
 mod ktests;
+mod line;
 mod stress;
 mod walk;
 
@@ -119,68 +120,32 @@ pub fn execute_and_report(line: &str) {
     }
 }
 
-#[derive(Clone, Copy)]
-#[cfg_attr(feature = "ktest", allow(dead_code))]
-enum Escape {
-    None,
-    Start,
-    Csi,
-}
-
-#[cfg_attr(feature = "ktest", allow(dead_code))]
-fn read_line(buf: &mut String) {
-    buf.clear();
-    // Inside an escape sequence (arrow keys send ESC [ A ...): swallowed, not typed.
-    let mut escape = Escape::None;
-    loop {
-        let c = console::getc_blocking();
-        match (escape, c) {
-            (Escape::None, 0x1b) => {
-                escape = Escape::Start;
-                continue;
-            }
-            (Escape::Start, b'[' | b'O') => {
-                escape = Escape::Csi;
-                continue;
-            }
-            (Escape::Csi, 0x20..=0x3f) => continue, // parameters and intermediates
-            (Escape::Start | Escape::Csi, b'\r' | b'\n') => escape = Escape::None,
-            (Escape::Start | Escape::Csi, _) => {
-                escape = Escape::None;
-                continue; // the final byte (or a lone ESC's follower)
-            }
-            (Escape::None, _) => {}
-        }
-        match c {
-            0x15 => {
-                // Ctrl-U: erase the whole line.
-                for _ in 0..buf.len() {
-                    print!("\x08 \x08");
-                }
-                buf.clear();
-            }
-            b'\r' | b'\n' => {
-                println!();
-                return;
-            }
-            0x7f | 0x08 if buf.pop().is_some() => print!("\x08 \x08"),
-            c @ 0x20..=0x7e if buf.len() < 256 => {
-                buf.push(c as char);
-                print!("{}", c as char);
-            }
-            _ => {}
-        }
-    }
-}
-
 #[cfg_attr(feature = "ktest", allow(dead_code))]
 pub fn run() -> ! {
+    use line::{LineEditor, Outcome, LINE_MAX};
+    let mut ed = LineEditor::new();
     let mut line = String::new();
     println!("Type 'help' for the commands; 'meminfo' shows memory, 'blocks' the memory blocks, 'poweroff' quits.");
     loop {
         print!("hotmem> ");
-        read_line(&mut line);
-        execute_and_report(&line);
+        let outcome = loop {
+            let c = console::getc_blocking();
+            let done = ed.feed(c, &mut |bytes| console::write_bytes(bytes));
+            if let Some(o) = done {
+                line.clear();
+                line.push_str(ed.text());
+                break o;
+            }
+        };
+        match outcome {
+            Outcome::Line => execute_and_report(&line),
+            Outcome::TooLong { len } => {
+                println!("error: line too long ({len} bytes; a line holds at most {LINE_MAX}): not run")
+            }
+            Outcome::NotUtf8 { at, byte } => {
+                println!("error: byte {byte:#04x} at offset {at} of the line is not UTF-8: not run")
+            }
+        }
     }
 }
 

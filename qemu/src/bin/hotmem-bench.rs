@@ -19,8 +19,9 @@
 //! `docs/performance.md` and `docs/bench-scaling.svg` from the run.
 
 use clap::Parser;
+use hotmem_qemu::bench::plan::{self, Coverage, DimmSamples, PlanError};
 use hotmem_qemu::bench::record::BootRecord;
-use hotmem_qemu::bench::{compare, docs, plot, record, DimmRecord, GuestBench, GuestRecord, MemmapInit, Record};
+use hotmem_qemu::bench::{compare, docs, plot, DimmRecord, GuestBench, GuestRecord, MemmapInit, Record};
 use hotmem_qemu::config::{BootMode, Granule, KernelConfig};
 use hotmem_qemu::discover::{qemu_once, InstallPolicy};
 use hotmem_qemu::kernel::{build_kernel_once, workspace_root};
@@ -76,8 +77,13 @@ struct Opts {
     #[arg(long, value_name = "FILE")]
     compare: Option<PathBuf>,
     /// regenerate the generated section of docs/performance.md and docs/bench-scaling.svg
+    /// (refused when the run covers less than the page's run: see --partial)
     #[arg(long)]
     write_docs: bool,
+    /// with --write-docs: write the page even when this run has fewer granules, sizes,
+    /// repetitions, modes, boot or DIMM sizes than the run that made it
+    #[arg(long, requires = "write_docs")]
+    partial: bool,
     /// directory of results.jsonl, bench-scaling.svg and compare.json
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -103,9 +109,8 @@ fn block_size(g: Granule) -> u64 {
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+fn median(v: &[f64]) -> f64 {
+    plan::median(v).unwrap_or(0.0)
 }
 
 /// What every record of this run carries.
@@ -116,16 +121,22 @@ struct Tag {
 
 /// The run's records: printed, appended to results.jsonl, kept for the plot, docs and comparison.
 struct Sink {
-    file: Option<std::fs::File>,
+    file: std::fs::File,
     records: Vec<Record>,
+    /// Lines appended to results.jsonl, and the first write error.
+    appended: usize,
+    error: Option<String>,
 }
 
 impl Sink {
     fn push(&mut self, r: Record) {
         let line = serde_json::to_string(&r).expect("a bench record serialises");
         println!("{line}");
-        if let Some(f) = &mut self.file {
-            let _ = writeln!(f, "{line}");
+        match writeln!(self.file, "{line}") {
+            Ok(()) => self.appended += 1,
+            Err(e) => {
+                self.error.get_or_insert_with(|| e.to_string());
+            }
         }
         self.records.push(r);
     }
@@ -252,7 +263,7 @@ fn boot_bench(
             t.push(us);
         }
     }
-    Ok(mems.iter().copied().zip(times.iter_mut().map(|t| median(t))).collect())
+    Ok(mems.iter().copied().zip(times.iter().map(|t| median(t))).collect())
 }
 
 /// Host wall time of DIMM plug/unplug over QMP.
@@ -292,14 +303,14 @@ fn dimm_bench(
         "size", "plug_ms", "guest_add_us", "unplug_ms", "result"
     );
     for &size in sizes {
-        let (mut plug, mut unplug, mut guest) = (Vec::new(), Vec::new(), Vec::new());
+        let mut samples = DimmSamples::default();
         let mut result = String::from("ok");
         for i in 0..reps {
             let id = format!("b{}x{}", size >> 20, i);
             let p = s.plug(size, Some(&id)).map_err(|e| e.to_string())?;
-            plug.push(p.elapsed.as_secs_f64() * 1e3);
+            samples.plug_ms.push(p.elapsed.as_secs_f64() * 1e3);
             // The guest's add + online, from its `dimm: ... cycles=N` line.
-            guest.extend(
+            samples.guest_us.extend(
                 p.guest_line
                     .as_deref()
                     .and_then(|l| {
@@ -313,10 +324,9 @@ fn dimm_bench(
                 result = format!("refused (ost {:?})", p.ost.map(|o| o.status));
             }
             let u = s.unplug(&id).map_err(|e| e.to_string())?;
-            unplug.push(u.elapsed.as_secs_f64() * 1e3);
+            samples.unplug_ms.push(u.elapsed.as_secs_f64() * 1e3);
         }
-        let (pm, um) = (median(&mut plug), median(&mut unplug));
-        let gm = (!guest.is_empty()).then(|| median(&mut guest));
+        let (pm, um, gm) = plan::dimm_medians(&samples);
         println!(
             "{:>9} {:>12.1} {:>14} {:>14.1} {:>10}",
             Size(size).to_string(),
@@ -344,26 +354,116 @@ fn dimm_bench(
     Ok(())
 }
 
-fn sizes_for(g: Granule, o: &Opts) -> Vec<u64> {
+/// The in-guest sizes of granule `g` (checked: [`plan::check_sizes`]; skipped ones noted).
+fn sizes_for(g: Granule, o: &Opts, notes: &mut Vec<String>) -> Result<Vec<u64>, PlanError> {
     let bs = block_size(g);
     let mut sizes = if o.sizes.is_empty() {
         let mut v = vec![bs, GIB];
-        if !o.quick {
-            v.extend([4 * GIB, 16 * GIB]);
-            if g != Granule::K4 {
-                v.push(64 * GIB);
-            }
+        v.extend([4 * GIB, 16 * GIB]);
+        if g != Granule::K4 {
+            v.push(64 * GIB);
         }
         v
     } else {
-        o.sizes.iter().copied().filter(|&s| s >= bs).collect()
+        o.sizes.clone()
     };
     if o.quick {
         sizes.retain(|&s| s <= GIB);
     }
-    sizes.sort_unstable();
-    sizes.dedup();
-    sizes
+    plan::check_sizes(g, bs, &sizes, notes)
+}
+
+fn dimm_sizes_of(o: &Opts) -> Vec<u64> {
+    if o.dimm_sizes.is_empty() {
+        vec![128 << 20, 512 << 20, GIB, 4 * GIB]
+    } else {
+        o.dimm_sizes.iter().flatten().copied().collect()
+    }
+}
+
+/// What the options will run: granules on `--cpu`, their sizes, modes, boot and DIMM sizes.
+fn coverage(o: &Opts, offered: &[String], notes: &mut Vec<String>) -> Result<Coverage, PlanError> {
+    let lacks = plan::check_cpu("--cpu", &o.cpu, offered)?;
+    let granules = plan::granules_for(o.granule, &o.cpu, lacks, notes)?;
+    let sizes = granules
+        .iter()
+        .map(|&g| sizes_for(g, o, notes))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Coverage {
+        granules,
+        sizes,
+        reps: o.reps,
+        modes: o.memmap_init.iter().map(|m| m.name().to_string()).collect(),
+        boot_mems: o.boot_mem.iter().flatten().copied().collect(),
+        dimm_sizes: dimm_sizes_of(o),
+    })
+}
+
+/// `qemu-system-aarch64 -M virt -cpu help`: the CPU models QEMU offers.
+fn qemu_cpus(qemu: &Path) -> Result<Vec<String>, String> {
+    let out = std::process::Command::new(qemu)
+        .args(["-M", "virt", "-cpu", "help"])
+        .output()
+        .map_err(|e| format!("{} -cpu help: {e}", qemu.display()))?;
+    let models = plan::parse_cpu_help(&String::from_utf8_lossy(&out.stdout));
+    if models.is_empty() {
+        return Err(format!("{} -M virt -cpu help listed no CPU models", qemu.display()));
+    }
+    Ok(models)
+}
+
+/// `--write-docs` before the run: both files writable, the page's markers present, and the run
+/// covering what the page's own run covered (unless `--partial`).
+fn check_write_docs(o: &Opts, root: &Path, run: &Coverage, offered: &[String]) -> Result<(), PlanError> {
+    let page = root.join("docs/performance.md");
+    let svg = root.join("docs/bench-scaling.svg");
+    for p in [&page, &svg] {
+        plan::check_writable(p).map_err(|reason| PlanError::DocsNotWritable {
+            path: p.clone(),
+            reason,
+        })?;
+    }
+    let text = std::fs::read_to_string(&page).map_err(|e| PlanError::DocsNotWritable {
+        path: page.clone(),
+        reason: e.to_string(),
+    })?;
+    docs::replace_section(&text, "").map_err(|e| PlanError::DocsNotWritable {
+        path: page.clone(),
+        reason: e.to_string(),
+    })?;
+    if o.partial {
+        return Ok(());
+    }
+    // The page's run, read back through these options; a page without one covers nothing.
+    let Some(args) = plan::page_options(&text) else {
+        return Ok(());
+    };
+    let Ok(page_opts) = Opts::try_parse_from(std::iter::once("hotmem-bench".to_string()).chain(args)) else {
+        return Ok(());
+    };
+    let Ok(page_run) = coverage(&page_opts, offered, &mut Vec::new()) else {
+        return Ok(());
+    };
+    let lacks = run.lacks(&page_run);
+    if lacks.is_empty() {
+        return Ok(());
+    }
+    Err(PlanError::Partial(plan::describe_lacks(&lacks)))
+}
+
+/// Every option checked, nothing built or booted yet: the run's coverage, or the first error.
+fn check_options(o: &Opts, root: &Path, qemu: &Path, notes: &mut Vec<String>) -> Result<Coverage, PlanError> {
+    let offered = qemu_cpus(qemu).map_err(PlanError::CpuList)?;
+    plan::check_boot_mem(&o.boot_mem.iter().flatten().copied().collect::<Vec<_>>())?;
+    plan::check_dimm_sizes(&dimm_sizes_of(o))?;
+    let run = coverage(o, &offered, notes)?;
+    if o.tlbi_cpu != "none" {
+        plan::check_cpu("--tlbi-cpu", &o.tlbi_cpu, &offered)?;
+    }
+    if o.write_docs {
+        check_write_docs(o, root, &run, &offered)?;
+    }
+    Ok(run)
 }
 
 fn git(root: &Path, args: &[&str]) -> String {
@@ -397,35 +497,55 @@ fn fail(msg: impl std::fmt::Display) -> ! {
     std::process::exit(1);
 }
 
+/// An option that cannot run: one line, exit status 2 (as clap's), nothing built or booted.
+fn refuse(msg: impl std::fmt::Display) -> ! {
+    eprintln!("hotmem-bench: {msg}");
+    std::process::exit(2);
+}
+
 fn main() {
     // Bad options: clap's message and exit status 2.
     let o = Opts::parse();
     let root = workspace_root();
     let dir = o.out.clone().unwrap_or_else(|| root.join("target/bench"));
     if let Err(e) = std::fs::create_dir_all(&dir) {
-        fail(format_args!("{}: {e}", dir.display()));
+        refuse(PlanError::Out {
+            path: dir.clone(),
+            reason: e.to_string(),
+        });
     }
     // Read the earlier results first: the file may be the one this run appends to.
-    let old = o.compare.as_ref().map(|p| match std::fs::read_to_string(p) {
-        Ok(text) => {
-            let (recs, bad) = record::parse_jsonl(&text);
+    let old = o.compare.as_ref().map(|p| match plan::read_compare(p) {
+        Ok((recs, bad)) => {
             if bad > 0 {
                 eprintln!("hotmem-bench: {}: {bad} line(s) are not records, skipped", p.display());
             }
             (p.display().to_string(), recs)
         }
-        Err(e) => fail(format_args!("--compare {}: {e}", p.display())),
+        Err(e) => refuse(e),
     });
     let qemu = qemu_once(InstallPolicy::IfRoot).unwrap_or_else(|e| fail(e));
+    let mut notes = Vec::new();
+    let run_plan = check_options(&o, &root, &qemu.path, &mut notes).unwrap_or_else(|e| refuse(e));
+    for n in &notes {
+        eprintln!("hotmem-bench: {n}");
+    }
     let results = dir.join("results.jsonl");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&results)
-        .ok();
+        .unwrap_or_else(|e| {
+            refuse(PlanError::Out {
+                path: results.clone(),
+                reason: e.to_string(),
+            })
+        });
     let mut sink = Sink {
         file,
         records: Vec::new(),
+        appended: 0,
+        error: None,
     };
     let tag = Tag {
         commit: git(&root, &["describe", "--always", "--dirty", "--abbrev=7"]),
@@ -433,11 +553,7 @@ fn main() {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     };
-    let dimm_sizes: Vec<u64> = if o.dimm_sizes.is_empty() {
-        vec![128 << 20, 512 << 20, GIB, 4 * GIB]
-    } else {
-        o.dimm_sizes.iter().flatten().copied().collect()
-    };
+    let dimm_sizes = run_plan.dimm_sizes.clone();
     let t0 = Instant::now();
     let mut failed = false;
     let guest_record = |cpu: &str, mode, bench| {
@@ -449,19 +565,11 @@ fn main() {
             bench,
         })
     };
-    for g in o.granule.map_or(Granule::ALL.to_vec(), |g| vec![g]) {
-        let sizes = sizes_for(g, &o);
-        if sizes.is_empty() {
-            eprintln!(
-                "hotmem-bench: {g}: no size of at least one block ({})",
-                Size(block_size(g))
-            );
-            failed = true;
-        }
+    for (&g, sizes) in run_plan.granules.iter().zip(&run_plan.sizes) {
         for &mode in &o.memmap_init {
             let mut tlbirange = false;
             if !sizes.is_empty() {
-                match guest_bench(&qemu.path, g, &o.cpu, mode, &sizes, o.reps) {
+                match guest_bench(&qemu.path, g, &o.cpu, mode, sizes, o.reps) {
                     Ok(objects) => {
                         tlbirange = objects.iter().any(|b| b.feat_tlbirange);
                         for b in objects {
@@ -544,9 +652,14 @@ fn main() {
         qemu_name(&qemu.version)
     );
     let svg_path = dir.join("bench-scaling.svg");
+    // What was written where, for the closing line.
+    let mut written: Vec<String> = Vec::new();
     let svg = match plot::scaling_svg(&plotted, &title) {
         Ok(svg) => match std::fs::write(&svg_path, &svg) {
-            Ok(()) => Some(svg),
+            Ok(()) => {
+                written.push(format!("plot {}", svg_path.display()));
+                Some(svg)
+            }
             Err(e) => {
                 eprintln!("hotmem-bench: {}: {e}", svg_path.display());
                 failed = true;
@@ -570,6 +683,7 @@ fn main() {
             failed = true;
         } else {
             println!("comparison written to {}", path.display());
+            written.push(format!("comparison {}", path.display()));
         }
     }
 
@@ -594,7 +708,10 @@ fn main() {
                     .and_then(|text| std::fs::write(&page, text).map_err(|e| e.to_string()))
                     .and_then(|()| std::fs::write(root.join("docs/bench-scaling.svg"), svg).map_err(|e| e.to_string()));
                 match done {
-                    Ok(()) => println!("docs/performance.md and docs/bench-scaling.svg regenerated"),
+                    Ok(()) => {
+                        println!("docs/performance.md and docs/bench-scaling.svg regenerated");
+                        written.push("docs/performance.md and docs/bench-scaling.svg".into());
+                    }
                     Err(e) => {
                         eprintln!("hotmem-bench: --write-docs: {}: {e}", page.display());
                         failed = true;
@@ -604,10 +721,19 @@ fn main() {
             _ => eprintln!("hotmem-bench: --write-docs: the run failed, docs left as they were"),
         }
     }
+    if let Some(e) = &sink.error {
+        eprintln!("hotmem-bench: {}: {e}", results.display());
+        failed = true;
+    }
+    let lines = match sink.appended {
+        0 => format!("no JSON line appended to {}", results.display()),
+        n => format!("{n} JSON line(s) appended to {}", results.display()),
+    };
+    written.insert(0, lines);
     println!(
-        "\nhotmem-bench: done in {wall:.0} s; JSON lines appended to {}; plot {}",
-        results.display(),
-        svg_path.display()
+        "\nhotmem-bench: {} in {wall:.0} s; {}",
+        if failed { "failed" } else { "done" },
+        written.join("; ")
     );
     std::process::exit(if failed { 1 } else { 0 });
 }
