@@ -17,6 +17,7 @@ pub mod pgtable;
 pub mod size;
 pub mod sparse;
 pub mod teardown;
+pub mod vmem;
 pub mod vmemmap;
 
 pub use geometry::{Config, Geometry};

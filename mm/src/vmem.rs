@@ -1,0 +1,743 @@
+//! virtio-mem's memory policy (virtio 1.2 §5.15; Linux `drivers/virtio/virtio_mem.c`), portable
+//! and host-tested: which device blocks to plug and unplug when the host changes
+//! `requested_size`, the request protocol (BUSY retried, NACK and ERROR final, every answer
+//! checked), and the retry of a resize that stopped short.
+//!
+//! The device (transport, config space, virtqueue) is behind [`VmemDevice`]; the memory (the
+//! hotplug core and the plug bitmap the online filter reads) behind [`VmemMemory`]. The kernel
+//! implements both over virtio-pci and its hotplug lock; the host tests over a fake device that
+//! misbehaves in every way the spec allows and some it does not (`mm/tests/vmem.rs`).
+//!
+//! Three modes, chosen from the device block size:
+//! - **sub-block** (Linux SBM; device block < memory block and a whole number of pageblocks,
+//!   e.g. the usual 2 MiB): memory blocks are added as needed, each with its first device
+//!   block(s) plugged for its memmap on memory; only plugged device blocks reach the allocator
+//!   (the online filter reads [`VmemMemory::plugged`]), the rest stays fake-offline. Grow plugs
+//!   into added blocks first; shrink offlines and unplugs the highest plugged device blocks
+//!   (blocks in MOVABLE first) and removes a block once only its memmap's device blocks are
+//!   left, then unplugs those. Plug state changes on the safe side of each transition: marked
+//!   plugged after the device's PLUG and before onlining; offlined before marked unplugged and
+//!   before the device's UNPLUG;
+//! - **big-block** (device block > memory block): a unit is one device block holding several
+//!   memory blocks;
+//! - **memory-block** (device block smaller than a pageblock, the isolation unit): a unit is one
+//!   memory block, plugged whole; a size between two stops at the lower one and says so.
+//!
+//! Units (big-block, memory-block): grow = PLUG the unit (with `UNPLUGGED_INACCESSIBLE` the
+//! memmap may only be written once plugged), add with memmap on memory, online per the policy;
+//! shrink = units wholly in MOVABLE first, highest address first: offline (migrating) + remove
+//! (clear → TLBI → free) + UNPLUG. In every mode memory that cannot be offlined is skipped, and
+//! when nothing more can go the resize stops short with the reason.
+
+use crate::geometry::Geometry;
+use crate::hotplug::{BlockId, HotplugError};
+use crate::size::Size;
+use alloc::{format, string::String, vec, vec::Vec};
+use arch::mutant::{self, Mutant};
+
+/// `struct virtio_mem_req`'s type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum RequestType {
+    Plug = 0,
+    Unplug = 1,
+    UnplugAll = 2,
+    State = 3,
+}
+
+/// `struct virtio_mem_req`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub ty: RequestType,
+    pub addr: u64,
+    pub nb_blocks: u16,
+}
+
+impl Request {
+    /// The wire format: le16 type, 3×le16 padding, le64 addr, le16 nb_blocks, padding.
+    pub fn to_bytes(self) -> [u8; 24] {
+        let mut b = [0u8; 24];
+        b[0..2].copy_from_slice(&(self.ty as u16).to_le_bytes());
+        b[8..16].copy_from_slice(&self.addr.to_le_bytes());
+        b[16..18].copy_from_slice(&self.nb_blocks.to_le_bytes());
+        b
+    }
+}
+
+/// `struct virtio_mem_resp`'s type (le16 type, 3×le16 padding, le16 state; 16 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Response {
+    Ack,
+    Nack,
+    Busy,
+    Error,
+    /// A type the spec does not define.
+    Unknown(u16),
+}
+
+impl Response {
+    pub fn from_bytes(b: &[u8; 16]) -> Self {
+        match u16::from_le_bytes([b[0], b[1]]) {
+            0 => Response::Ack,
+            1 => Response::Nack,
+            2 => Response::Busy,
+            3 => Response::Error,
+            v => Response::Unknown(v),
+        }
+    }
+
+    pub fn to_bytes(self) -> [u8; 16] {
+        let v: u16 = match self {
+            Response::Ack => 0,
+            Response::Nack => 1,
+            Response::Busy => 2,
+            Response::Error => 3,
+            Response::Unknown(v) => v,
+        };
+        let mut b = [0u8; 16];
+        b[0..2].copy_from_slice(&v.to_le_bytes());
+        b
+    }
+}
+
+/// The transport failed to carry a request (the device never answered, the queue broke).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportError(pub String);
+
+/// The device, as the policy sees it.
+pub trait VmemDevice {
+    fn requested_size(&mut self) -> u64;
+    fn plugged_size(&mut self) -> u64;
+    fn usable_region_size(&mut self) -> u64;
+    /// Send one request and wait for its answer.
+    fn exchange(&mut self, req: Request) -> Result<Response, TransportError>;
+    /// Wait before asking again (a BUSY answer).
+    fn sleep_ms(&mut self, ms: u64);
+}
+
+/// The memory, as the policy sees it: the hotplug core (under its lock, each call one
+/// operation) and the plug bitmap of sub-block mode that the online filter reads.
+pub trait VmemMemory {
+    /// Add `[addr, addr + size)` with memmap on memory to the device's group and online it per
+    /// the policy; the block ids.
+    fn add(&mut self, addr: u64, size: u64) -> Result<Vec<BlockId>, HotplugError>;
+    /// Offline (migrating) and remove `[addr, addr + size)`.
+    fn offline_and_remove(&mut self, addr: u64, size: u64) -> Result<(), HotplugError>;
+    /// Online (`on`) or offline `[pfn, pfn + nr)` of memory block `block` if the block is online
+    /// (an offline block's pages are offline already; onlining the block later hands over the
+    /// plugged ones only).
+    fn set_online(&mut self, block: BlockId, pfn: u64, nr: u64, on: bool) -> Result<(), HotplugError>;
+    /// Whether memory block `block` is online in ZONE_NORMAL (shrinks prefer the others).
+    fn in_normal(&mut self, block: BlockId) -> bool;
+    /// Sub-block mode: whether device block `i` of the region is plugged.
+    fn plugged(&self, i: usize) -> bool;
+    fn set_plugged(&mut self, first: usize, n: usize, v: bool);
+}
+
+/// Why a request or a resize step failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmemError {
+    Transport(RequestType, TransportError),
+    /// The device answered NACK (e.g. plugging beyond `requested_size`, or unplug refused).
+    Nack(RequestType),
+    /// Still BUSY after `tries` attempts.
+    Busy(RequestType, u32),
+    /// The device answered ERROR (bad address or block count).
+    DeviceError(RequestType),
+    /// An answer type the spec does not define.
+    BadResponse(RequestType, u16),
+    Hotplug(HotplugError),
+}
+
+impl core::fmt::Display for VmemError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            VmemError::Transport(r, e) => write!(f, "{r:?}: no answer from the device ({})", e.0),
+            VmemError::Nack(r) => write!(f, "{r:?} answered NACK"),
+            VmemError::Busy(r, n) => write!(f, "{r:?} still BUSY after {n} tries"),
+            VmemError::DeviceError(r) => write!(f, "{r:?} answered ERROR"),
+            VmemError::BadResponse(r, v) => write!(f, "{r:?} answered unknown type {v}"),
+            VmemError::Hotplug(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Attempts of a request answered BUSY (1 ms apart).
+pub const BUSY_TRIES: u32 = 8;
+
+/// A request with the retry policy: BUSY is retried [`BUSY_TRIES`] times 1 ms apart; NACK,
+/// ERROR, an undefined answer and a transport failure are final.
+pub fn request(dev: &mut impl VmemDevice, ty: RequestType, addr: u64, nb_blocks: u16) -> Result<(), VmemError> {
+    let req = Request { ty, addr, nb_blocks };
+    for _ in 0..BUSY_TRIES {
+        match dev.exchange(req).map_err(|e| VmemError::Transport(ty, e))? {
+            Response::Ack => return Ok(()),
+            Response::Busy => dev.sleep_ms(1),
+            Response::Nack => return Err(VmemError::Nack(ty)),
+            Response::Error => return Err(VmemError::DeviceError(ty)),
+            Response::Unknown(v) => return Err(VmemError::BadResponse(ty, v)),
+        }
+    }
+    Err(VmemError::Busy(ty, BUSY_TRIES))
+}
+
+/// The device's configuration as read at probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceConfig {
+    pub block_size: u64,
+    pub addr: u64,
+    pub region_size: u64,
+    pub usable_region_size: u64,
+    pub plugged_size: u64,
+    pub node_id: u16,
+}
+
+/// Why a device is refused at probe (it is then marked FAILED and left untouched).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeError {
+    BlockSize(u64),
+    Misaligned {
+        addr: u64,
+        region_size: u64,
+        unit: u64,
+        memory_block: u64,
+        block_size: u64,
+        granule: &'static str,
+    },
+    TooManyBlocks(u64),
+    /// `plugged_size` or `usable_region_size` beyond the region, or not a block multiple.
+    BadSizes { plugged: u64, usable: u64, region: u64 },
+}
+
+impl core::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            ProbeError::BlockSize(b) => write!(f, "device block size {b:#x} is not a power of two ≥ the page size"),
+            ProbeError::Misaligned {
+                addr,
+                region_size,
+                unit,
+                memory_block,
+                block_size,
+                granule,
+            } => write!(
+                f,
+                "region {addr:#x}+{:#} is not aligned to the {:#} unit (memory block {:#} for the {granule} granule; device block {:#})",
+                Size(region_size),
+                Size(unit),
+                Size(memory_block),
+                Size(block_size)
+            ),
+            ProbeError::TooManyBlocks(n) => write!(f, "{n} device blocks per memory block do not fit one request"),
+            ProbeError::BadSizes { plugged, usable, region } => write!(
+                f,
+                "plugged size {plugged:#x} or usable region {usable:#x} is beyond the {region:#x} region or not a block multiple"
+            ),
+        }
+    }
+}
+
+/// The mode a device block size gives (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    SubBlock,
+    MemoryBlock,
+    BigBlock,
+}
+
+impl Mode {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::SubBlock => "sub-block",
+            Mode::MemoryBlock => "memory-block",
+            Mode::BigBlock => "big-block",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unit {
+    Unplugged,
+    /// Plugged and added (blocks online per the policy, or left offline).
+    Added { blocks: Vec<BlockId> },
+    /// Removed, but the device refused the UNPLUG: retried on the next shrink.
+    PluggedRemoved,
+}
+
+/// Sub-block mode state.
+#[derive(Clone, Debug)]
+pub struct Sbm {
+    pub subs_per_block: usize,
+    /// Device blocks at the start of each memory block that hold its memmap (plugged while
+    /// the block exists).
+    pub meta: usize,
+    /// Memory blocks of the region that are added (their block id).
+    pub added: Vec<Option<BlockId>>,
+}
+
+/// A resize that stopped short (memory busy, the device said BUSY or NACK) is tried again on
+/// the device's next config change (any new request, the same size included) and on a timer
+/// that backs off from [`RETRY_FIRST_MS`] doubling to [`RETRY_MAX_MS`] (Linux
+/// `virtio_mem_retry`). A guest that keeps memory its host asked back is what virtio-mem exists
+/// to prevent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retry {
+    pub reason: String,
+    /// When the timer retry is due (the caller's clock, ms).
+    pub at_ms: u64,
+    pub backoff_ms: u64,
+}
+
+pub const RETRY_FIRST_MS: u64 = 5_000;
+pub const RETRY_MAX_MS: u64 = 300_000;
+
+/// What one pass of [`Vmem::process`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resized {
+    pub requested: u64,
+    /// Plugged (by the driver's count) before the pass.
+    pub from: u64,
+    /// The device's plugged size after it.
+    pub plugged: u64,
+    /// Stopped short: why, and when the timer retries.
+    pub stopped: Option<Retry>,
+}
+
+/// One virtio-mem device's policy state.
+pub struct Vmem {
+    pub cfg: DeviceConfig,
+    geom: Geometry,
+    pub mode: Mode,
+    /// max(memory block, device block), or the device block in sub-block mode.
+    pub unit: u64,
+    units: Vec<Unit>,
+    sbm: Option<Sbm>,
+    /// The `requested_size` the last resize worked towards.
+    last_handled: Option<u64>,
+    retry: Option<Retry>,
+}
+
+impl Vmem {
+    /// Checks the device's configuration for `geom`'s kernel and sets up its state.
+    pub fn new(geom: Geometry, cfg: DeviceConfig) -> Result<Self, ProbeError> {
+        let mb = geom.section_size();
+        let b = cfg.block_size;
+        if b == 0 || !b.is_power_of_two() || b < geom.page_size() {
+            return Err(ProbeError::BlockSize(b));
+        }
+        let align = mb.max(b);
+        if !cfg.addr.is_multiple_of(align) || !cfg.region_size.is_multiple_of(align) || cfg.region_size == 0 {
+            return Err(ProbeError::Misaligned {
+                addr: cfg.addr,
+                region_size: cfg.region_size,
+                unit: align,
+                memory_block: mb,
+                block_size: b,
+                granule: geom.granule_name(),
+            });
+        }
+        if align / b > u16::MAX as u64 {
+            return Err(ProbeError::TooManyBlocks(align / b));
+        }
+        let bad = |v: u64| v > cfg.region_size || !v.is_multiple_of(b);
+        if bad(cfg.plugged_size) || bad(cfg.usable_region_size) {
+            return Err(ProbeError::BadSizes {
+                plugged: cfg.plugged_size,
+                usable: cfg.usable_region_size,
+                region: cfg.region_size,
+            });
+        }
+        // Sub-block mode needs device blocks that are whole pageblocks (the isolation unit).
+        let pageblock = geom.page_size() << geom.pageblock_order();
+        let mode = if b < mb && b.is_multiple_of(pageblock) {
+            Mode::SubBlock
+        } else if b > mb {
+            Mode::BigBlock
+        } else {
+            Mode::MemoryBlock
+        };
+        let unit = if mode == Mode::SubBlock { b } else { align };
+        let memmap = geom.memmap_pages_per_block() << geom.page_shift;
+        Ok(Vmem {
+            cfg,
+            geom,
+            mode,
+            unit,
+            units: if mode == Mode::SubBlock {
+                Vec::new()
+            } else {
+                vec![Unit::Unplugged; (cfg.region_size / unit) as usize]
+            },
+            sbm: (mode == Mode::SubBlock).then(|| Sbm {
+                subs_per_block: (mb / b) as usize,
+                meta: (memmap.div_ceil(b) as usize).max(1),
+                added: vec![None; (cfg.region_size / mb) as usize],
+            }),
+            last_handled: None,
+            retry: None,
+        })
+    }
+
+    /// Device blocks in the region (the length of the sub-block plug bitmap).
+    pub fn nr_device_blocks(&self) -> usize {
+        (self.cfg.region_size / self.cfg.block_size) as usize
+    }
+
+    pub fn units(&self) -> &[Unit] {
+        &self.units
+    }
+
+    pub fn sbm(&self) -> Option<&Sbm> {
+        self.sbm.as_ref()
+    }
+
+    pub fn retry(&self) -> Option<&Retry> {
+        self.retry.as_ref()
+    }
+
+    pub fn units_plugged(&self, mem: &impl VmemMemory) -> usize {
+        match &self.sbm {
+            Some(_) => (0..self.nr_device_blocks()).filter(|&i| mem.plugged(i)).count(),
+            None => self.units.iter().filter(|u| **u != Unit::Unplugged).count(),
+        }
+    }
+
+    /// Bytes plugged by the driver's count.
+    pub fn plugged_bytes(&self, mem: &impl VmemMemory) -> u64 {
+        self.units_plugged(mem) as u64 * self.unit
+    }
+
+    pub fn unit_addr(&self, i: usize) -> u64 {
+        self.cfg.addr + i as u64 * self.unit
+    }
+
+    fn unit_blocks(&self) -> u16 {
+        (self.unit / self.cfg.block_size) as u16
+    }
+
+    pub fn sub_addr(&self, i: usize) -> u64 {
+        self.cfg.addr + i as u64 * self.cfg.block_size
+    }
+
+    fn sub_pages(&self) -> u64 {
+        self.cfg.block_size >> self.geom.page_shift
+    }
+
+    /// One pass of the bottom half: resize toward `requested_size` when it changed, or retry a
+    /// stopped resize on a config change (`config_change`) or when its timer is due (`now_ms`).
+    /// `None`: nothing to do.
+    pub fn process(
+        &mut self,
+        dev: &mut impl VmemDevice,
+        mem: &mut impl VmemMemory,
+        config_change: bool,
+        now_ms: u64,
+    ) -> Option<Resized> {
+        let due = self.retry.as_ref().is_some_and(|r| now_ms >= r.at_ms);
+        let requested = dev.requested_size();
+        let retrying = self.retry.is_some() && (config_change || due);
+        if self.last_handled == Some(requested) && !retrying {
+            return None;
+        }
+        let from = self.plugged_bytes(mem);
+        if self.last_handled.is_none() && requested == 0 && from == 0 {
+            self.last_handled = Some(0);
+            return None;
+        }
+        let why = self.resize(dev, mem, requested);
+        let same = self.last_handled == Some(requested);
+        self.last_handled = Some(requested);
+        self.retry = why.map(|reason| {
+            // The same request failing again backs off; a new one starts from the first delay.
+            let backoff_ms = match &self.retry {
+                Some(r) if same => (r.backoff_ms * 2).min(RETRY_MAX_MS),
+                _ => RETRY_FIRST_MS,
+            };
+            Retry {
+                reason,
+                at_ms: now_ms + backoff_ms,
+                backoff_ms,
+            }
+        });
+        Some(Resized {
+            requested,
+            from,
+            plugged: dev.plugged_size(),
+            stopped: self.retry.clone(),
+        })
+    }
+
+    /// Move the plugged units toward `requested`; returns why it stopped short, if it did.
+    pub fn resize(&mut self, dev: &mut impl VmemDevice, mem: &mut impl VmemMemory, requested: u64) -> Option<String> {
+        if self.sbm.is_some() {
+            return self.sbm_resize(dev, mem, requested);
+        }
+        let target = (requested / self.unit) as usize;
+        let mut why: Option<String> = None;
+        while self.units_plugged(mem) < target {
+            let usable = dev.usable_region_size();
+            let next = (0..self.units.len())
+                .find(|&i| self.units[i] == Unit::Unplugged && (i as u64 + 1) * self.unit <= usable);
+            let Some(i) = next else {
+                why = Some(format!("no unplugged unit left in the usable region of {:#}", Size(usable)));
+                break;
+            };
+            if let Err(e) = self.grow_unit(dev, mem, i) {
+                why = Some(format!("plugging {:#x}+{:#}: {e}", self.unit_addr(i), Size(self.unit)));
+                break;
+            }
+        }
+        while self.units_plugged(mem) > target {
+            let mut done = false;
+            let mut last: Option<String> = None;
+            for i in self.shrink_order(mem) {
+                match self.shrink_unit(dev, mem, i) {
+                    Ok(()) => {
+                        done = true;
+                        break;
+                    }
+                    Err(e) => last = Some(format!("{:#x}+{:#}: {e}", self.unit_addr(i), Size(self.unit))),
+                }
+            }
+            if !done {
+                why = Some(format!(
+                    "memory busy: no plugged unit could be offlined and unplugged (last: {})",
+                    last.unwrap_or_default()
+                ));
+                break;
+            }
+        }
+        if why.is_none() && !requested.is_multiple_of(self.unit) {
+            why = Some(format!(
+                "requested size is not a multiple of the {:#} unit (device blocks smaller than a pageblock are plugged a memory block at a time)",
+                Size(self.unit)
+            ));
+        }
+        why
+    }
+
+    /// PLUG unit `i`, add its memory blocks to the group and online them per the policy.
+    fn grow_unit(&mut self, dev: &mut impl VmemDevice, mem: &mut impl VmemMemory, i: usize) -> Result<(), VmemError> {
+        let (addr, nb) = (self.unit_addr(i), self.unit_blocks());
+        request(dev, RequestType::Plug, addr, nb)?;
+        match mem.add(addr, self.unit) {
+            Ok(blocks) => {
+                self.units[i] = Unit::Added { blocks };
+                Ok(())
+            }
+            Err(e) => {
+                if request(dev, RequestType::Unplug, addr, nb).is_err() {
+                    self.units[i] = Unit::PluggedRemoved;
+                }
+                Err(VmemError::Hotplug(e))
+            }
+        }
+    }
+
+    /// Offline + remove + UNPLUG unit `i`.
+    fn shrink_unit(&mut self, dev: &mut impl VmemDevice, mem: &mut impl VmemMemory, i: usize) -> Result<(), VmemError> {
+        let (addr, nb, unit) = (self.unit_addr(i), self.unit_blocks(), self.unit);
+        if matches!(self.units[i], Unit::Added { .. }) {
+            mem.offline_and_remove(addr, unit).map_err(VmemError::Hotplug)?;
+            self.units[i] = Unit::PluggedRemoved;
+        }
+        request(dev, RequestType::Unplug, addr, nb)?;
+        self.units[i] = Unit::Unplugged;
+        Ok(())
+    }
+
+    /// Shrink candidates: removed-but-plugged first, then units wholly in MOVABLE, then the
+    /// rest; highest address first within each.
+    fn shrink_order(&self, mem: &mut impl VmemMemory) -> Vec<usize> {
+        let mut v: Vec<(u8, usize)> = Vec::new();
+        for (i, u) in self.units.iter().enumerate() {
+            match u {
+                Unit::Unplugged => {}
+                Unit::PluggedRemoved => v.push((0, i)),
+                Unit::Added { blocks } => {
+                    let movable = blocks.iter().all(|&b| !mem.in_normal(b));
+                    v.push((if movable { 1 } else { 2 }, i));
+                }
+            }
+        }
+        v.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        v.into_iter().map(|(_, i)| i).collect()
+    }
+
+    // ---- sub-block mode ---------------------------------------------------------------------
+
+    fn sbm_resize(&mut self, dev: &mut impl VmemDevice, mem: &mut impl VmemMemory, requested: u64) -> Option<String> {
+        let target = (requested / self.cfg.block_size) as usize;
+        while self.units_plugged(mem) < target {
+            let need = target - self.units_plugged(mem);
+            if let Err(e) = self.sbm_grow_step(dev, mem, need) {
+                return Some(e);
+            }
+        }
+        while self.units_plugged(mem) > target {
+            let excess = self.units_plugged(mem) - target;
+            let mut last = String::new();
+            let mut done = false;
+            for blk in self.sbm_shrink_order(mem) {
+                match self.sbm_shrink_block(dev, mem, blk, excess) {
+                    Ok(()) => {
+                        done = true;
+                        break;
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            if !done {
+                return Some(format!(
+                    "memory busy: no plugged device block could be offlined and unplugged (last: {last})"
+                ));
+            }
+        }
+        None
+    }
+
+    /// Online (`on`) or fake-offline device blocks `[first, first + n)` of memory block `block`.
+    fn sbm_online(&self, mem: &mut impl VmemMemory, block: BlockId, first: usize, n: usize, on: bool) -> Result<(), HotplugError> {
+        let pfn = self.sub_addr(first) >> self.geom.page_shift;
+        mem.set_online(block, pfn, n as u64 * self.sub_pages(), on)
+    }
+
+    /// Plug up to `need` device blocks: first in added memory blocks, else by adding one.
+    fn sbm_grow_step(&mut self, dev: &mut impl VmemDevice, mem: &mut impl VmemMemory, need: usize) -> Result<(), String> {
+        let m = self.sbm.as_ref().expect("sub-block mode");
+        let (s, meta) = (m.subs_per_block, m.meta);
+        let added = m.added.clone();
+        let bs = self.cfg.block_size;
+        let usable = (dev.usable_region_size() / bs) as usize;
+        let free_in = |blk: usize| (blk * s..(blk + 1) * s).find(|&i| i < usable && !mem.plugged(i));
+        if let Some((blk, first)) = (0..added.len())
+            .filter(|&b| added[b].is_some())
+            .find_map(|b| free_in(b).map(|i| (b, i)))
+        {
+            let mut n = 0;
+            while n < need && first + n < (blk + 1) * s && first + n < usable && !mem.plugged(first + n) {
+                n += 1;
+            }
+            let addr = self.sub_addr(first);
+            let id = added[blk].unwrap_or(0);
+            request(dev, RequestType::Plug, addr, n as u16)
+                .map_err(|e| format!("plugging {addr:#x}+{:#}: {e}", Size(n as u64 * bs)))?;
+            // Plugged first: the online filter hands over plugged device blocks only.
+            let online = if mutant::on(Mutant::VmemOnlineBeforePlugged) {
+                let r = self.sbm_online(mem, id, first, n, true);
+                mem.set_plugged(first, n, true);
+                r
+            } else {
+                mem.set_plugged(first, n, true);
+                self.sbm_online(mem, id, first, n, true)
+            };
+            if let Err(e) = online {
+                mem.set_plugged(first, n, false);
+                let _ = request(dev, RequestType::Unplug, addr, n as u16);
+                return Err(format!("onlining {addr:#x}: {e}"));
+            }
+            return Ok(());
+        }
+        let n = need.min(s).max(meta);
+        let Some(blk) = (0..added.len()).find(|&b| added[b].is_none() && b * s + n <= usable) else {
+            return Err(format!("no room left in the usable region of {:#}", Size(usable as u64 * bs)));
+        };
+        let first = blk * s;
+        let addr = self.sub_addr(first);
+        request(dev, RequestType::Plug, addr, n as u16)
+            .map_err(|e| format!("plugging {addr:#x}+{:#}: {e}", Size(n as u64 * bs)))?;
+        mem.set_plugged(first, n, true);
+        let mb = self.geom.section_size();
+        match mem.add(addr, mb) {
+            Ok(ids) => {
+                if let Some(m) = self.sbm.as_mut() {
+                    m.added[blk] = ids.first().copied();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                mem.set_plugged(first, n, false);
+                let _ = request(dev, RequestType::Unplug, addr, n as u16);
+                Err(format!("adding {addr:#x}+{:#}: {e}", Size(mb)))
+            }
+        }
+    }
+
+    /// Unplug up to `excess` device blocks from memory block `blk` (its highest plugged ones
+    /// first; the whole block, memmap included, once only the memmap's are left).
+    fn sbm_shrink_block(&mut self, dev: &mut impl VmemDevice, mem: &mut impl VmemMemory, blk: usize, excess: usize) -> Result<(), String> {
+        let m = self.sbm.as_ref().expect("sub-block mode");
+        let (s, meta) = (m.subs_per_block, m.meta);
+        let id = m.added[blk];
+        let first = blk * s;
+        let bs = self.cfg.block_size;
+        let hi = (first + meta..first + s).rev().find(|&i| mem.plugged(i));
+        match (id, hi) {
+            (Some(id), Some(hi)) => {
+                let mut lo = hi;
+                while lo > first + meta && mem.plugged(lo - 1) && hi - lo + 1 < excess {
+                    lo -= 1;
+                }
+                let n = hi - lo + 1;
+                let addr = self.sub_addr(lo);
+                if mutant::on(Mutant::VmemUnplugBeforeOffline) {
+                    let _ = request(dev, RequestType::Unplug, addr, n as u16);
+                }
+                self.sbm_online(mem, id, lo, n, false)
+                    .map_err(|e| format!("{addr:#x}+{:#}: {e}", Size(n as u64 * bs)))?;
+                mem.set_plugged(lo, n, false);
+                if let Err(e) = request(dev, RequestType::Unplug, addr, n as u16) {
+                    mem.set_plugged(lo, n, true);
+                    let _ = self.sbm_online(mem, id, lo, n, true);
+                    return Err(format!("unplugging {addr:#x}: {e}"));
+                }
+                Ok(())
+            }
+            (Some(_), None) => {
+                let (addr, mb) = (self.sub_addr(first), self.geom.section_size());
+                mem.offline_and_remove(addr, mb)
+                    .map_err(|e| format!("{addr:#x}+{:#}: {e}", Size(mb)))?;
+                if let Some(m) = self.sbm.as_mut() {
+                    m.added[blk] = None;
+                }
+                self.sbm_unplug_stale(dev, mem, blk)
+            }
+            (None, _) => self.sbm_unplug_stale(dev, mem, blk),
+        }
+    }
+
+    /// UNPLUG whatever is still plugged in a memory block that is not added.
+    fn sbm_unplug_stale(&mut self, dev: &mut impl VmemDevice, mem: &mut impl VmemMemory, blk: usize) -> Result<(), String> {
+        let s = self.sbm.as_ref().map_or(1, |m| m.subs_per_block);
+        let first = blk * s;
+        let plugged: Vec<usize> = (first..first + s).filter(|&i| mem.plugged(i)).collect();
+        let (Some(&lo), Some(&hi)) = (plugged.first(), plugged.last()) else {
+            return Ok(());
+        };
+        let addr = self.sub_addr(lo);
+        request(dev, RequestType::Unplug, addr, (hi - lo + 1) as u16)
+            .map_err(|e| format!("unplugging {addr:#x}: {e}"))?;
+        mem.set_plugged(lo, hi - lo + 1, false);
+        Ok(())
+    }
+
+    /// Shrink candidates in sub-block mode: blocks not added but still plugged, then blocks
+    /// wholly in MOVABLE, then the rest; highest address first within each.
+    fn sbm_shrink_order(&self, mem: &mut impl VmemMemory) -> Vec<usize> {
+        let m = self.sbm.as_ref().expect("sub-block mode");
+        let s = m.subs_per_block;
+        let mut v: Vec<(u8, usize)> = Vec::new();
+        for b in 0..m.added.len() {
+            if !(b * s..(b + 1) * s).any(|i| mem.plugged(i)) {
+                continue;
+            }
+            v.push(match m.added[b] {
+                None => (0, b),
+                Some(id) if !mem.in_normal(id) => (1, b),
+                Some(_) => (2, b),
+            });
+        }
+        v.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        v.into_iter().map(|(_, b)| b).collect()
+    }
+}
