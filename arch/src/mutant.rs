@@ -50,10 +50,12 @@ pub enum Mutant {
     VmemOnlineBeforePlugged,
     /// virtio-mem sends UNPLUG for device blocks before taking them offline.
     VmemUnplugBeforeOffline,
+    /// A virtio-mem resize that stopped short is remembered as handled: never retried.
+    VmemForgetStopped,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 16] = [
+    pub const ALL: [Mutant; 17] = [
         Mutant::UnisolateEarlyClear,
         Mutant::DimmZoneSplit,
         Mutant::DimmRemoveBehindDriver,
@@ -70,6 +72,7 @@ impl Mutant {
         Mutant::RemoveLeavesDeferredBits,
         Mutant::VmemOnlineBeforePlugged,
         Mutant::VmemUnplugBeforeOffline,
+        Mutant::VmemForgetStopped,
     ];
 
     /// The name used by `mutant=` and `HOTMEM_MUTANT`.
@@ -91,6 +94,7 @@ impl Mutant {
             Mutant::RemoveLeavesDeferredBits => "remove-leaves-deferred-bits",
             Mutant::VmemOnlineBeforePlugged => "vmem-online-before-plugged",
             Mutant::VmemUnplugBeforeOffline => "vmem-unplug-before-offline",
+            Mutant::VmemForgetStopped => "vmem-forget-stopped",
         }
     }
 
@@ -192,7 +196,7 @@ mod tests {
             assert_eq!(Mutant::from_name(m.name()), Some(m));
         }
         assert_eq!(Mutant::from_name("no-such"), None);
-        let mut names: [&str; 16] = Mutant::ALL.map(Mutant::name);
+        let mut names: [&str; 17] = Mutant::ALL.map(Mutant::name);
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }

@@ -206,7 +206,11 @@ pub enum ProbeError {
     },
     TooManyBlocks(u64),
     /// `plugged_size` or `usable_region_size` beyond the region, or not a block multiple.
-    BadSizes { plugged: u64, usable: u64, region: u64 },
+    BadSizes {
+        plugged: u64,
+        usable: u64,
+        region: u64,
+    },
 }
 
 impl core::fmt::Display for ProbeError {
@@ -259,7 +263,9 @@ impl Mode {
 pub enum Unit {
     Unplugged,
     /// Plugged and added (blocks online per the policy, or left offline).
-    Added { blocks: Vec<BlockId> },
+    Added {
+        blocks: Vec<BlockId>,
+    },
     /// Removed, but the device refused the UNPLUG: retried on the next shrink.
     PluggedRemoved,
 }
@@ -435,7 +441,7 @@ impl Vmem {
     ) -> Option<Resized> {
         let due = self.retry.as_ref().is_some_and(|r| now_ms >= r.at_ms);
         let requested = dev.requested_size();
-        let retrying = self.retry.is_some() && (config_change || due);
+        let retrying = self.retry.is_some() && (config_change || due) && !mutant::on(Mutant::VmemForgetStopped);
         if self.last_handled == Some(requested) && !retrying {
             return None;
         }
@@ -479,7 +485,10 @@ impl Vmem {
             let next = (0..self.units.len())
                 .find(|&i| self.units[i] == Unit::Unplugged && (i as u64 + 1) * self.unit <= usable);
             let Some(i) = next else {
-                why = Some(format!("no unplugged unit left in the usable region of {:#}", Size(usable)));
+                why = Some(format!(
+                    "no unplugged unit left in the usable region of {:#}",
+                    Size(usable)
+                ));
                 break;
             };
             if let Err(e) = self.grow_unit(dev, mem, i) {
@@ -597,13 +606,25 @@ impl Vmem {
     }
 
     /// Online (`on`) or fake-offline device blocks `[first, first + n)` of memory block `block`.
-    fn sbm_online(&self, mem: &mut impl VmemMemory, block: BlockId, first: usize, n: usize, on: bool) -> Result<(), HotplugError> {
+    fn sbm_online(
+        &self,
+        mem: &mut impl VmemMemory,
+        block: BlockId,
+        first: usize,
+        n: usize,
+        on: bool,
+    ) -> Result<(), HotplugError> {
         let pfn = self.sub_addr(first) >> self.geom.page_shift;
         mem.set_online(block, pfn, n as u64 * self.sub_pages(), on)
     }
 
     /// Plug up to `need` device blocks: first in added memory blocks, else by adding one.
-    fn sbm_grow_step(&mut self, dev: &mut impl VmemDevice, mem: &mut impl VmemMemory, need: usize) -> Result<(), String> {
+    fn sbm_grow_step(
+        &mut self,
+        dev: &mut impl VmemDevice,
+        mem: &mut impl VmemMemory,
+        need: usize,
+    ) -> Result<(), String> {
         let m = self.sbm.as_ref().expect("sub-block mode");
         let (s, meta) = (m.subs_per_block, m.meta);
         let added = m.added.clone();
@@ -640,7 +661,10 @@ impl Vmem {
         }
         let n = need.min(s).max(meta);
         let Some(blk) = (0..added.len()).find(|&b| added[b].is_none() && b * s + n <= usable) else {
-            return Err(format!("no room left in the usable region of {:#}", Size(usable as u64 * bs)));
+            return Err(format!(
+                "no room left in the usable region of {:#}",
+                Size(usable as u64 * bs)
+            ));
         };
         let first = blk * s;
         let addr = self.sub_addr(first);
@@ -665,7 +689,13 @@ impl Vmem {
 
     /// Unplug up to `excess` device blocks from memory block `blk` (its highest plugged ones
     /// first; the whole block, memmap included, once only the memmap's are left).
-    fn sbm_shrink_block(&mut self, dev: &mut impl VmemDevice, mem: &mut impl VmemMemory, blk: usize, excess: usize) -> Result<(), String> {
+    fn sbm_shrink_block(
+        &mut self,
+        dev: &mut impl VmemDevice,
+        mem: &mut impl VmemMemory,
+        blk: usize,
+        excess: usize,
+    ) -> Result<(), String> {
         let m = self.sbm.as_ref().expect("sub-block mode");
         let (s, meta) = (m.subs_per_block, m.meta);
         let id = m.added[blk];
@@ -707,7 +737,12 @@ impl Vmem {
     }
 
     /// UNPLUG whatever is still plugged in a memory block that is not added.
-    fn sbm_unplug_stale(&mut self, dev: &mut impl VmemDevice, mem: &mut impl VmemMemory, blk: usize) -> Result<(), String> {
+    fn sbm_unplug_stale(
+        &mut self,
+        dev: &mut impl VmemDevice,
+        mem: &mut impl VmemMemory,
+        blk: usize,
+    ) -> Result<(), String> {
         let s = self.sbm.as_ref().map_or(1, |m| m.subs_per_block);
         let first = blk * s;
         let plugged: Vec<usize> = (first..first + s).filter(|&i| mem.plugged(i)).collect();

@@ -221,6 +221,26 @@ const MUTANTS: &[Mutant] = &[
         ],
         expect: "deferred memmap marked where there is no memmap",
     },
+    // virtio-mem's policy against the fake device: plug state changed on the wrong side of
+    // onlining or of the device's UNPLUG, and a stopped resize forgotten.
+    Mutant {
+        package: "hotmem-mm",
+        name: "vmem-online-before-plugged",
+        test_args: &["--test", "vmem", "cfg_4k_48::grow_and_shrink_in_every_mode"],
+        expect: "plugged=true online=false",
+    },
+    Mutant {
+        package: "hotmem-mm",
+        name: "vmem-unplug-before-offline",
+        test_args: &["--test", "vmem", "cfg_64k_48::grow_and_shrink_in_every_mode"],
+        expect: "while it is online",
+    },
+    Mutant {
+        package: "hotmem-mm",
+        name: "vmem-forget-stopped",
+        test_args: &["--test", "vmem", "cfg_16k_47::pinned_memory_stops_and_is_retried"],
+        expect: "the timer retries",
+    },
     Mutant {
         package: "hotmem-arch",
         name: "tlbi-off-by-one-page",

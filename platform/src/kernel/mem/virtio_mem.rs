@@ -539,11 +539,7 @@ pub fn print_devices() {
     }
     for d in devs.iter_mut() {
         let c = d.vmem.cfg;
-        let (plugged, requested, usable) = (
-            d.dev.plugged_size(),
-            d.dev.requested_size(),
-            d.dev.usable_region_size(),
-        );
+        let (plugged, requested, usable) = (d.dev.plugged_size(), d.dev.requested_size(), d.dev.usable_region_size());
         println!(
             "vmem: dev={} pci={} addr={:#x} region={:#x} block={:#x} unit={:#x} mode={} plugged={plugged:#x} requested={requested:#x} usable={usable:#x} units={}/{} group={} node={} features={:#x} irq={} irqs={} {}",
             d.index,
