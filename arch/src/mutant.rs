@@ -15,7 +15,7 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Mutant {
-    /// `unisolate_range` clears every ISOLATED bit before merging (issue 16).
+    /// `unisolate_range` clears every ISOLATED bit before merging.
     UnisolateEarlyClear = 1,
     /// A DIMM block may be onlined into another zone than the DIMM's other blocks.
     DimmZoneSplit,
@@ -38,7 +38,7 @@ pub enum Mutant {
     /// Migration clears the window PTE without a TLBI.
     MigrateNoTlbi,
     /// The O(1) "struct page initialised?" test answers yes everywhere, so the PFN walkers
-    /// read deferred (never initialised) struct pages (issue 12).
+    /// read deferred (never initialised) struct pages.
     DeferredWalkReadsUninit,
     /// Isolation walks block heads from the range's start only: a free block whose head lies
     /// below the range (or that reaches past its end) is not cut at the edge.

@@ -923,7 +923,7 @@ mod tests {
         assert_eq!(a.free_blocks(ZoneId::Normal)[10], 1);
     }
 
-    /// The failed-offline rollback (issue 16): pages freed into an isolated range are parked at
+    /// The failed-offline rollback: pages freed into an isolated range are parked at
     /// their own order next to parked buddies; un-isolation must merge them without ever
     /// taking a parked neighbour off a list it is not on.
     #[test]

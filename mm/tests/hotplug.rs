@@ -1085,7 +1085,7 @@ fn offline_and_remove_rolls_back_on_veto<C: Config>() {
     assert_eq!(hp.group(grp).unwrap().nr_blocks, 0);
 }
 
-/// Issue 16: an offline that fails halfway (migration target exhausted at a random point, or
+/// An offline that fails halfway (migration target exhausted at a random point, or
 /// a pinned page found after some pages moved) must leave the zone as a successful online
 /// would. Fill memory with movable data and random pins, leave a random amount of room to
 /// migrate into, offline (or offline-and-remove) and check every invariant, the data, that all
@@ -1261,7 +1261,7 @@ fn rollback_case<C: Config>(
     Ok(())
 }
 
-/// Issue 14: a DIMM (static group) is onlined into one zone. Onlining one of its blocks into
+/// A DIMM (static group) is onlined into one zone. Onlining one of its blocks into
 /// another zone than its online blocks is refused and changes nothing; `Auto` follows the
 /// DIMM's zone whatever the policy would pick for the block alone.
 fn dimm_stays_in_one_zone<C: Config>() {
@@ -1318,7 +1318,7 @@ fn dimm_stays_in_one_zone<C: Config>() {
     check_all(&m, &hp);
 }
 
-/// Issue 14: memory of a DIMM is removed by its driver (offline_and_remove on eject), never
+/// Memory of a DIMM is removed by its driver (offline_and_remove on eject), never
 /// by a plain `remove` behind it; the refusal changes nothing and names the way out.
 fn dimm_memory_is_not_removed_behind_its_driver<C: Config>() {
     let g = C::GEOM;
@@ -1352,7 +1352,7 @@ fn dimm_memory_is_not_removed_behind_its_driver<C: Config>() {
     check_all(&m, &hp);
 }
 
-/// Issue 14: the handle table (stress bookkeeping) grows fallibly a chunk at a time, a failed
+/// The handle table (stress bookkeeping) grows fallibly a chunk at a time, a failed
 /// allocation takes nothing, and emptying it gives its heap memory back.
 fn handle_table_grows_and_gives_its_memory_back<C: Config>() {
     let g = C::GEOM;
@@ -1471,7 +1471,7 @@ fn offline_and_remove_reonlines_when_remove_is_refused<C: Config>() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Deferred struct page initialisation (issue 12)
+// Deferred struct page initialisation
 
 #[path = "hotplug/subblock.rs"]
 mod subblock;

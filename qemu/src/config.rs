@@ -504,7 +504,7 @@ mod tests {
         assert!((1..=512).contains(&n), "{n}");
     }
 
-    /// Issue 14 item 10: what QEMU would refuse at start is completed or refused here.
+    /// What QEMU would refuse at start is completed or refused here.
     #[test]
     fn mem_hotplug_options() {
         // slots= alone: QEMU says "slots specified but no max-size"; the runner adds maxmem.

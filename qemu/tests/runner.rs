@@ -98,7 +98,7 @@ fn exec_boots_and_exits_with_the_guest_status() {
     // Host commands run in the same script.
     assert!(t.contains("qmp: {\"return\":[]}"), "{t}");
     assert!(t.contains("dimms: none"), "{t}");
-    // An unknown one is refused before anything is built or booted (issue 14).
+    // An unknown one is refused before anything is built or booted.
     let o = hotmem(&["--exec", "meminfo; :query-memory-devices; poweroff"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
@@ -108,7 +108,7 @@ fn exec_boots_and_exits_with_the_guest_status() {
     );
 }
 
-/// Issue 14 item 8: `--gdb-port 0` picks a free port and prints it in both commands.
+/// `--gdb-port 0` picks a free port and prints it in both commands.
 #[test]
 fn gdb_port_zero_prints_the_chosen_port() {
     let o = hotmem(&["--dry-run", "--gdb-port", "0"]);
@@ -124,7 +124,7 @@ fn gdb_port_zero_prints_the_chosen_port() {
     assert!(out.contains(&format!("-ex 'hm-connect {port}'")), "{out}");
 }
 
-/// Issue 14 item 7: a host command this boot mode cannot carry out is refused before building.
+/// A host command this boot mode cannot carry out is refused before building.
 #[test]
 fn ged_commands_without_firmware_are_usage_errors() {
     let o = hotmem(&["--boot", "kernel", "--exec", ":powerdown"]);
@@ -136,7 +136,7 @@ fn ged_commands_without_firmware_are_usage_errors() {
     );
 }
 
-/// Issue 14 item 6, interactive (stdin piped): a DIMM left plugged when the guest powers off
+/// Interactive (stdin piped): a DIMM left plugged when the guest powers off
 /// is reported on stderr when the run ends.
 #[test]
 fn interactive_run_reports_what_is_left() {

@@ -1,9 +1,9 @@
-//! Bad inputs get a clear answer (issue 14, kernel side): each test gives the kernel one kind of
+//! Bad inputs get a clear answer: each test gives the kernel one kind of
 //! input that used to panic it, hang it, kill its boot or leave a DIMM stuck, asserts the exact
 //! error line, and then that the kernel still answers a command with its counters (free pages,
 //! page-table pages, memmap bytes, heap in use) back at their baseline.
 //!
-//! RAM sizes that are not whole GiB (item 1) are in the boot matrix (`ram_*`).
+//! RAM sizes that are not whole GiB are in the boot matrix (`ram_*`).
 
 use hotmem_qemu::cli::{self, Action};
 use hotmem_qemu::config::BootMode::Firmware;
@@ -94,7 +94,7 @@ fn shell_4k() -> BootCase {
     BootCase::new(K4, 48, Firmware)
 }
 
-/// Item 2: `stress` of 768 MiB on 4K used to panic ("memory allocation of 6291456 bytes
+/// `stress` of 768 MiB on 4K used to panic ("memory allocation of 6291456 bytes
 /// failed": its bookkeeping Vec outgrew the kernel heap). Now it succeeds, and `stress free`
 /// gives the heap back.
 #[test]
@@ -119,7 +119,7 @@ fn stress_beyond_old_heap_limit() {
     s.expect_baseline(base);
 }
 
-/// Item 2: more than the handle table can track: a clear error, the allocations kept, and
+/// More than the handle table can track: a clear error, the allocations kept, and
 /// `stress free` releases them and the heap.
 #[test]
 fn stress_beyond_bookkeeping_is_an_error() {
@@ -144,7 +144,7 @@ fn stress_beyond_bookkeeping_is_an_error() {
     s.expect_baseline(base);
 }
 
-/// Item 3: `bench reps=1000000 128M` used to run for minutes and then panic.
+/// `bench reps=1000000 128M` used to run for minutes and then panic.
 #[test]
 fn bench_reps_are_bounded() {
     let mut s = Shell::boot(shell_4k());
@@ -174,7 +174,7 @@ fn pin_without_a_page_in_range() {
     s.expect_baseline(base);
 }
 
-/// Item 13 (kernel side): argument errors say what was wrong, not just the usage; a zero size
+/// Argument errors say what was wrong, not just the usage; a zero size
 /// is "empty", not "not aligned"; `touch` refuses device memory; arrow keys and Ctrl-U edit
 /// the line instead of typing `[A`.
 #[test]
@@ -232,7 +232,7 @@ fn bench_sizes_are_checked() {
     s.expect_baseline(base);
 }
 
-/// Item 10 (kernel side): `mem=1` used to boot into a FATAL; it is refused like `mem=0`.
+/// `mem=1` used to boot into a FATAL; it is refused like `mem=0`.
 #[test]
 fn tiny_mem_limit_is_refused() {
     for (arg, shown) in [("mem=1", "mem=1"), ("mem=0", "mem=0"), ("mem=63M", "mem=63M")] {
@@ -249,7 +249,7 @@ fn tiny_mem_limit_is_refused() {
     }
 }
 
-/// Item 9 (kernel side): more CPUs than the kernel supports: it says how many stay off and why.
+/// More CPUs than the kernel supports: it says how many stay off and why.
 #[test]
 fn cpus_beyond_the_limit_are_explained() {
     let mut s = Shell::boot(shell_4k().smp(12).gic(3));
@@ -262,7 +262,7 @@ fn cpus_beyond_the_limit_are_explained() {
     s.expect_line("cpus", &r, "cpus: online=8 mask=0xff");
 }
 
-/// Item 14/6: `help` is aligned (every help text starts in one column) and the first prompt
+/// `help` is aligned (every help text starts in one column) and the first prompt
 /// comes with a hint of what to type.
 #[test]
 fn help_is_aligned_and_the_first_prompt_has_a_hint() {
@@ -296,7 +296,7 @@ fn help_is_aligned_and_the_first_prompt_has_a_hint() {
     }
 }
 
-/// Item 11: the README's (and docs/runner.md's) `cargo run -- --granule 64k --ktest --gic 3 --el2`
+/// The README's (and docs/runner.md's) `cargo run -- --granule 64k --ktest --gic 3 --el2`
 /// through the runner's own option parsing: `--ktest` holds RAM back by default, so every case passes.
 #[test]
 fn ktest_readme_example_passes() {
@@ -317,7 +317,7 @@ fn ktest_readme_example_passes() {
     }
 }
 
-/// Item 4 of the brief (issue item 4): a guest `remove` of a DIMM's memory behind the DIMM
+/// A guest `remove` of a DIMM's memory behind the DIMM
 /// driver is refused; `dimms` and QEMU still agree, and the DIMM unplugs normally.
 fn remove_behind_dimm(g: hotmem_qemu::config::Granule) {
     let mut d = DimmCase::new(g, 2).start();
@@ -373,7 +373,7 @@ fn remove_behind_dimm_refused_64k() {
     remove_behind_dimm(K64);
 }
 
-/// Issue item 5: one DIMM split across zones (`offline 16; online 16 kernel` with block 17
+/// One DIMM split across zones (`offline 16; online 16 kernel` with block 17
 /// MOVABLE) is refused; the block can be onlined into the DIMM's zone, and the DIMM unplugs.
 fn dimm_zone_split(g: hotmem_qemu::config::Granule) {
     let mut d = DimmCase::new(g, 2).start();

@@ -94,8 +94,8 @@ macro_rules! ram_sizes {
 
 const M: u64 = 1 << 20;
 
-// RAM sizes that are not whole GiB (issue 14: the 4K linear map needed a PMD table and the
-// early table pool ran out, silently): every granule with 512M, 1536M and 2G+64M, plus odd
+// RAM sizes that are not whole GiB (the 4K linear map needs a PMD table for them, which the
+// early table pool must hold): every granule with 512M, 1536M and 2G+64M, plus odd
 // sizes and a `mem=` limit on 4K.
 ram_sizes! {
     ram_4k_48_512m: K4 48 Firmware "512M" => 512 * M;

@@ -1,4 +1,4 @@
-//! GDB sessions that understand hotmem (issue 6): QEMU halted at reset with its gdbstub on
+//! GDB sessions that understand hotmem: QEMU halted at reset with its gdbstub on
 //! 127.0.0.1, `gdb-multiarch -batch` with the project's gdbinit, and the console driven at the
 //! same time, for every configuration: the default VA size of each granule, both 2-level
 //! configurations (16k-36, 64k-42), and 4k-39 / 16k-48.

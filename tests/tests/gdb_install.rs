@@ -1,4 +1,4 @@
-//! Issue 14 item 12: `cargo test` installs `gdb-multiarch` when it is missing, exactly as it
+//! `cargo test` installs `gdb-multiarch` when it is missing, exactly as it
 //! does QEMU (root with apt-get: installed; otherwise the exact commands are printed).
 //!
 //! Its own test binary (one process) because it changes `PATH`: a directory holding only a

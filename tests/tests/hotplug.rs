@@ -99,7 +99,7 @@ fn hotplug_shell_64k() {
     shell_scenario(K64, 48);
 }
 
-/// Issue 12: one hot-add of a huge held-back range (`mem=1G` of `-m 1G+SIZE`, RAM behind a
+/// One hot-add of a huge held-back range (`mem=1G` of `-m 1G+SIZE`, RAM behind a
 /// `reserve=off` backend, so QEMU allocates only what the guest touches) → online → allocate
 /// 1 GiB → offline → remove, in the test kernel's `held_back_range_add_allocate_offline_remove`
 /// with deferred struct page init. One CPU (no idle CPU initialises the rest in the

@@ -27,7 +27,7 @@ struct Mutant {
 }
 
 const MUTANTS: &[Mutant] = &[
-    // Issue 16: un-isolation cleared ISOLATED on the whole range before putting blocks back,
+    // Un-isolation cleared ISOLATED on the whole range before putting blocks back,
     // so the merge took parked neighbours off lists they were never on.
     Mutant {
         package: "hotmem-mm",
@@ -52,7 +52,7 @@ const MUTANTS: &[Mutant] = &[
         ],
         expect: "after unisolate: broken link in the Movable order-0 free list",
     },
-    // Issue 14: a DIMM block onlined into another zone than the DIMM's other blocks.
+    // A DIMM block onlined into another zone than the DIMM's other blocks.
     Mutant {
         package: "hotmem-mm",
         name: "dimm-zone-split",
@@ -60,7 +60,7 @@ const MUTANTS: &[Mutant] = &[
         // The accounting checker the double runs after every operation sees the split first.
         expect: "(static) is split across zones",
     },
-    // Issue 14: the shell's remove took a DIMM's memory behind its driver.
+    // The shell's remove took a DIMM's memory behind its driver.
     Mutant {
         package: "hotmem-mm",
         name: "dimm-remove-behind-driver",
@@ -72,7 +72,7 @@ const MUTANTS: &[Mutant] = &[
         ],
         expect: "OwnedByGroup",
     },
-    // Issue 10: the teardown order. Each mutant is caught by the teardown checker (which knows
+    // The teardown order. Each mutant is caught by the teardown checker (which knows
     // live and pending entries, leaf vs table, and decodes every TLBI), by the per-CPU TLB
     // model, or by the barrier record, in the tests named here (docs/teardown.md).
     //
@@ -174,7 +174,7 @@ const MUTANTS: &[Mutant] = &[
         // The first local flush in that flow is a migration's (the window model speaks).
         expect: "cpu 1 still translates migrated va",
     },
-    // Issue 12: the O(1) "initialised?" test says yes everywhere, so the PFN walkers read
+    // The O(1) "initialised?" test says yes everywhere, so the PFN walkers read
     // deferred struct pages; the poison checks of the test build must stop the first read.
     Mutant {
         package: "hotmem-mm",
@@ -247,7 +247,7 @@ const MUTANTS: &[Mutant] = &[
         test_args: &["--lib", "tlb::tests::planned_ops_cover_exactly_the_range"],
         expect: "missed",
     },
-    // Migration through the movable window (issue 10 item 6), in the host TLB model and the
+    // Migration through the movable window, in the host TLB model and the
     // hotplug double (which maps every movable allocation through a window).
     Mutant {
         package: "hotmem-mm",
@@ -305,7 +305,7 @@ const MAX: &[&str] = &["max,lpa2=off"];
 const BOTH: &[&str] = &["max,lpa2=off", "cortex-a76"];
 
 const GUEST_MUTANTS: &[GuestMutant] = &[
-    // Issue 16: the old un-isolation order, caught by `debug_vm` (on in the test build) after
+    // The old un-isolation order, caught by `debug_vm` (on in the test build) after
     // `failed_offline_rolls_back_cleanly`'s failed offline.
     GuestMutant {
         granules: ALL,
@@ -380,7 +380,7 @@ const GUEST_MUTANTS: &[GuestMutant] = &[
         append: "",
         expect: "never published with DSB ISHST; ISB",
     },
-    // Issue 10 item 6: migration through the movable window that forgets to map the new
+    // Migration through the movable window that forgets to map the new
     // frame (the other CPUs' window reads fault) or to invalidate the cleared PTE (the
     // teardown checker refuses the migrated-from free).
     GuestMutant {
@@ -397,7 +397,7 @@ const GUEST_MUTANTS: &[GuestMutant] = &[
         append: "ktest.only=hotplug_cycles",
         expect: "the leaf for va=",
     },
-    // Issue 12: a PFN walker that skips the "initialised" test reads deferred memmap, which
+    // A PFN walker that skips the "initialised" test reads deferred memmap, which
     // the test build fills with Page::POISON; the allocator's poison assertion stops the boot.
     GuestMutant {
         granules: ALL,

@@ -1,4 +1,4 @@
-//! No hand-rolled register bits outside the register definitions (issue 13, item 3): ESR,
+//! No hand-rolled register bits outside the register definitions: ESR,
 //! MPIDR/MIDR, PAR, GIC, GED/memory-hotplug, PSCI and PCI configuration values are read and
 //! composed through `aarch64-cpu`'s registers or `register_bitfields!`/`register_structs!`, not
 //! with shifts and masks written out.

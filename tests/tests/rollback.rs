@@ -1,5 +1,5 @@
-//! A failed offline or unplug leaves the allocator exactly as a successful online would
-//! (issue 16), on every granule (default VA sizes), in real QEMU with `debug_vm` on (the kernel
+//! A failed offline or unplug leaves the allocator exactly as a successful online would,
+//! on every granule (default VA sizes), in real QEMU with `debug_vm` on (the kernel
 //! checks every allocator and hotplug invariant after each hotplug operation and stops on the
 //! first broken one) and `meminfo check` after every step:
 //!

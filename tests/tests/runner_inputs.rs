@@ -1,19 +1,19 @@
-//! Issue 14, the runner's side: every runner input gets a clear answer, and DIMM state on the
+//! The runner's side of bad inputs: every runner input gets a clear answer, and DIMM state on the
 //! host cannot get stuck.
 //!
 //! Host-only (fast: argument parsing, no QEMU):
 //! - `bad_runner_arguments_get_clear_errors`: the table of bad inputs and their exact answers;
-//! - `exec_host_commands_are_checked_up_front` (item 7): unknown or malformed `:` commands, and
+//! - `exec_host_commands_are_checked_up_front`: unknown or malformed `:` commands, and
 //!   `:plug`/`:unplug`/`:powerdown` without `--boot firmware`, are refused before building;
-//! - `gdb_port_zero_and_gdb_timeouts` (item 8);
-//! - `smp_above_the_kernel_limit_is_refused` (item 9);
-//! - `mem_slots_without_maxmem` (item 10).
+//! - `gdb_port_zero_and_gdb_timeouts`;
+//! - `smp_above_the_kernel_limit_is_refused`;
+//! - `mem_slots_without_maxmem`.
 //!
 //! With QEMU (4k-48, a few seconds each):
-//! - `late_eject_deletes_the_backend` (item 6): the VM is paused (QMP `stop`, as gdb holds it)
+//! - `late_eject_deletes_the_backend`: the VM is paused (QMP `stop`, as gdb holds it)
 //!   so `:unplug` gets no answer in time; after `cont` the guest ejects, and the runner deletes
 //!   the backend at its next host command (the next `:plug` gets `dimm0` again);
-//! - `exit_reports_what_is_left` (item 6): DIMMs and backends still present when a run ends are
+//! - `exit_reports_what_is_left`: DIMMs and backends still present when a run ends are
 //!   reported, and a late eject after which QEMU exited is reported too;
 //! - `kernel_boot_refuses_ged_commands` (items 7 and 10): `--boot kernel --mem 1G,slots=4`
 //!   boots (QEMU used to refuse `slots=` without `maxmem=`), `:powerdown` and `:plug` answer
@@ -86,7 +86,7 @@ fn bad_runner_arguments_get_clear_errors() {
     assert!(wrong.is_empty(), "unclear or changed answers:\n{}", wrong.join("\n"));
 }
 
-/// Item 7: commands that need the GED (firmware boot) are refused before anything runs.
+/// Commands that need the GED (firmware boot) are refused before anything runs.
 #[test]
 fn exec_host_commands_are_checked_up_front() {
     for boot in ["kernel", "image"] {
@@ -124,7 +124,6 @@ fn script_without_poweroff_is_noted() {
     assert_eq!(note(&[]), None);
 }
 
-/// Item 8.
 #[test]
 fn gdb_port_zero_and_gdb_timeouts() {
     let o = parse(&["--gdb-port", "0"]).unwrap();
@@ -157,7 +156,6 @@ fn gdb_port_zero_and_gdb_timeouts() {
     );
 }
 
-/// Item 9.
 #[test]
 fn smp_above_the_kernel_limit_is_refused() {
     // The kernel's own constant (platform/src/kernel/smp.rs), whatever it is (docs/runner.md: 8).
@@ -178,7 +176,6 @@ fn smp_above_the_kernel_limit_is_refused() {
     );
 }
 
-/// Item 10.
 #[test]
 fn mem_slots_without_maxmem() {
     let k = |o: &Options| hotmem_qemu::kernel::Kernel::paths(std::path::Path::new("/ws"), o.kernel);
@@ -247,7 +244,6 @@ fn resume_and_wait_for_eject(s: &mut Session) {
     std::thread::sleep(Duration::from_secs(1));
 }
 
-/// Item 6.
 #[test]
 fn late_eject_deletes_the_backend() {
     let _slot = QemuSlot::acquire();
@@ -278,7 +274,7 @@ fn late_eject_deletes_the_backend() {
     assert!(out.exit_report.is_empty(), "{:?}", out.exit_report);
 }
 
-/// Item 6: on exit the runner reports what is still there.
+/// On exit the runner reports what is still there.
 #[test]
 fn exit_reports_what_is_left() {
     let _slot = QemuSlot::acquire();
@@ -385,7 +381,7 @@ fn paused_vm_in_a_script() {
     assert!(out.exit_report.is_empty(), "{:?}", out.exit_report);
 }
 
-/// Item 13, host side: a duplicate `:plug` id is refused before QEMU sees it, and a DIMM
+/// A duplicate `:plug` id is refused before QEMU sees it, and a DIMM
 /// refused only because a refused one sits below it says so.
 #[test]
 fn plug_answers_name_the_cause() {

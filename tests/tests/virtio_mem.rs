@@ -1,4 +1,4 @@
-//! virtio-mem (issue 11) in real QEMU, every granule (default VA sizes), `debug_vm` on (every
+//! virtio-mem in real QEMU, every granule (default VA sizes), `debug_vm` on (every
 //! allocator and hotplug invariant checked after each hotplug operation), `-kernel` boots
 //! unless said otherwise; after every resize QEMU (`query-memory-devices`) and the guest
 //! (`vmem`, `blocks`, `meminfo check`) must agree.

@@ -455,7 +455,7 @@ fn bad_hotplug_requests_change_nothing(plat: &Platform) -> Result<(), String> {
 }
 ktest!(bad_hotplug_requests_change_nothing);
 
-/// Issue 16: an offline that runs out of memory to migrate into after moving some pages. All
+/// An offline that runs out of memory to migrate into after moving some pages. All
 /// memory is filled with stress data except room for a quarter of a block; the offline moves
 /// that much, fails, and un-isolates a range full of parked, migrated-from pages next to parked
 /// free blocks. The allocator must come back exactly consistent (`debug_vm`, on in this build,
