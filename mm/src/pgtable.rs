@@ -219,11 +219,19 @@ impl<C: Config> PageTable<C> {
 
     /// Allocates an empty root (start-level) table.
     pub fn new(a: &mut impl TableAlloc) -> Result<Self, MapError> {
-        Ok(Self::from_root(alloc_table::<C, _>(a)?))
+        let root = alloc_table::<C, _>(a)?;
+        // SAFETY: a fresh, zeroed table page of this configuration, owned by nobody else.
+        Ok(unsafe { Self::from_root(root) })
     }
 
     /// Adopts an existing tree (e.g. the boot tables, read back from TTBR1_EL1).
-    pub fn from_root(root: PhysAddr) -> Self {
+    ///
+    /// # Safety
+    /// `root` is the start-level table of a tree built for configuration `C` (every table page
+    /// reachable from it a table of `C`'s format, from the allocator the engine is later given,
+    /// or never freed), and no other `PageTable` changes that tree while this one lives: the
+    /// engine writes, frees and invalidates through it on that promise.
+    pub unsafe fn from_root(root: PhysAddr) -> Self {
         PageTable {
             root,
             _cfg: PhantomData,

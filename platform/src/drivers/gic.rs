@@ -9,7 +9,7 @@ use arch::cpu::Mpidr;
 use arch::sysreg::{
     ICC_BPR1_EL1, ICC_EOIR1_EL1, ICC_IAR1_EL1, ICC_IGRPEN1_EL1, ICC_PMR_EL1, ICC_SGI1R_EL1, ICC_SRE_EL1,
 };
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, Ordering};
 use tock_registers::{
     fields::Field,
     interfaces::{ReadWriteable, Readable, Writeable},
@@ -143,21 +143,24 @@ pub const SPURIOUS: u32 = 1020;
 pub const SGI_WAKE: u32 = 0;
 
 static VERSION: AtomicU8 = AtomicU8::new(0);
-static GICD_VA: AtomicU64 = AtomicU64::new(0);
-static GICC_VA: AtomicU64 = AtomicU64::new(0);
-static GICR_VA: AtomicU64 = AtomicU64::new(0);
-static GICR_SIZE: AtomicU64 = AtomicU64::new(0);
+/// The register blocks' addresses, set once by [`init_distributor`]: there is no reference to
+/// a block before its mapping exists (a use before the distributor is set up is a panic, not a
+/// read of address 0).
+static GICD_VA: spin::Once<u64> = spin::Once::new();
+static GICC_VA: spin::Once<u64> = spin::Once::new();
+/// The v3 redistributor region: its base and size.
+static GICR: spin::Once<(u64, u64)> = spin::Once::new();
 
 fn gicd() -> &'static GicdRegs {
-    // SAFETY: set once by `init_distributor`, whose caller promised a permanent device mapping
-    // of the distributor there.
-    unsafe { &*(GICD_VA.load(Ordering::Relaxed) as *const GicdRegs) }
+    let va = *GICD_VA.get().expect("GIC distributor set up at boot");
+    // SAFETY: `init_distributor`'s caller promised a permanent device mapping there.
+    unsafe { &*(va as *const GicdRegs) }
 }
 
 fn gicc() -> &'static GiccRegs {
-    // SAFETY: set once by `init_distributor`, whose caller promised a permanent device mapping
-    // of the v2 CPU interface there.
-    unsafe { &*(GICC_VA.load(Ordering::Relaxed) as *const GiccRegs) }
+    let va = *GICC_VA.get().expect("GICv2 CPU interface set up at boot");
+    // SAFETY: as for the distributor, for the v2 CPU interface.
+    unsafe { &*(va as *const GiccRegs) }
 }
 
 pub fn version() -> GicVersion {
@@ -177,12 +180,13 @@ pub fn version() -> GicVersion {
 /// any other function of this module.
 pub unsafe fn init_distributor(v: GicVersion, gicd_va: u64, cpu_va: u64, cpu_size: u64) {
     VERSION.store(if v == GicVersion::V3 { 3 } else { 2 }, Ordering::Relaxed);
-    GICD_VA.store(gicd_va, Ordering::Relaxed);
+    GICD_VA.call_once(|| gicd_va);
     match v {
-        GicVersion::V2 => GICC_VA.store(cpu_va, Ordering::Relaxed),
+        GicVersion::V2 => {
+            GICC_VA.call_once(|| cpu_va);
+        }
         GicVersion::V3 => {
-            GICR_VA.store(cpu_va, Ordering::Relaxed);
-            GICR_SIZE.store(cpu_size, Ordering::Relaxed);
+            GICR.call_once(|| (cpu_va, cpu_size));
         }
     }
     let d = gicd();
@@ -211,8 +215,7 @@ pub unsafe fn init_distributor(v: GicVersion, gicd_va: u64, cpu_va: u64, cpu_siz
 
 /// This CPU's redistributor (v3), found by matching GICR_TYPER affinity with MPIDR.
 fn my_gicr() -> Option<&'static GicrRegs> {
-    let base = GICR_VA.load(Ordering::Relaxed);
-    let size = GICR_SIZE.load(Ordering::Relaxed);
+    let &(base, size) = GICR.get()?;
     let me = Mpidr::new(arch::cpu::mpidr_affinity());
     let mut off = 0;
     while off < size {
@@ -347,7 +350,7 @@ pub fn eoi(irq: Acked) {
 /// Send SGI `intid` to every CPU but this one (GICv2 target filter "all but self", GICv3
 /// `IRM` = 1). Before the distributor is set up no other CPU runs: nothing to do.
 pub fn send_sgi_to_others(intid: u32) {
-    if GICD_VA.load(Ordering::Relaxed) == 0 {
+    if GICD_VA.get().is_none() {
         return;
     }
     match version() {

@@ -77,7 +77,9 @@ static KERNEL_PT: IrqSafeLock<Option<PageTable<Cfg>>> = IrqSafeLock::new(None);
 
 /// Take over the page table the boot code built (root `ttbr1`, live in TTBR1_EL1).
 pub fn install(ttbr1: PhysAddr) {
-    *KERNEL_PT.lock() = Some(PageTable::from_root(ttbr1));
+    // SAFETY: the boot code built this tree for the kernel's configuration from the early pool
+    // (whose pages `KernelTables` never frees), and from now on only `KERNEL_PT` changes it.
+    *KERNEL_PT.lock() = Some(unsafe { PageTable::from_root(ttbr1) });
 }
 
 pub fn with_kernel_pt<R>(f: impl FnOnce(&mut PageTable<Cfg>, &mut KernelTables) -> R) -> R {
