@@ -331,14 +331,14 @@ pub struct Hotplug {
     next_group: GroupId,
     /// Ranges added (start, size, memmap on memory), for overlap and granularity checks.
     added: Vec<(u64, u64, bool)>,
-    pub present: ZonePresent,
+    present: ZonePresent,
     pub policy: OnlinePolicy,
     /// auto-movable MOVABLE:KERNEL_EARLY ratio in percent (Linux default 301).
     pub ratio: u64,
     /// What new blocks do after `add_memory` (Linux `memhp_default_state`); `None` = stay offline.
     pub default_online: Option<OnlineType>,
     /// First physical address the configuration cannot map.
-    pub max_pa: u64,
+    max_pa: u64,
     /// How `add_memory` initialises the memmap of new blocks (`memmap_init=`).
     pub memmap_init: MemmapInit,
 }
@@ -358,6 +358,23 @@ impl Hotplug {
             max_pa,
             memmap_init: MemmapInit::Eager,
         }
+    }
+
+    /// Present pages per zone (the accounting the checker recounts).
+    pub fn present(&self) -> ZonePresent {
+        self.present
+    }
+
+    /// The end of the physical range the configuration can map.
+    pub fn max_pa(&self) -> u64 {
+        self.max_pa
+    }
+
+    /// Count `pages` of kernel-zone memory present since boot (the auto-movable ratio's base)
+    /// as if the boot had brought them: a VM whose early memory is larger than the blocks this
+    /// `Hotplug` was given (tests of the ratio policy).
+    pub fn assume_kernel_early(&mut self, pages: u64) {
+        self.present.kernel_early = pages;
     }
 
     pub fn block_size(&self) -> u64 {

@@ -667,7 +667,7 @@ fn add_online_offline_remove_round_trip<C: Config>() {
     let g = C::GEOM;
     let (mut m, mut hp) = boot::<C>();
     let before = m.snapshot();
-    let present = hp.present;
+    let present = hp.present();
     let size = 2 * g.section_size();
     let ids = hp.add_memory(&mut m, None, base::<C>(), size, MOM).unwrap();
     assert_eq!(ids, vec![8, 9]);
@@ -677,14 +677,14 @@ fn add_online_offline_remove_round_trip<C: Config>() {
     }
     let usable = 2 * (g.pages_per_section() - g.memmap_pages_per_block());
     assert_eq!(m.alloc.counters(ZoneId::Movable).managed, usable);
-    assert_eq!(hp.present.movable, 2 * g.pages_per_section());
+    assert_eq!(hp.present().movable, 2 * g.pages_per_section());
     for &id in &ids {
         hp.offline_block(&mut m, id).unwrap();
     }
     hp.remove_memory(&mut m, base::<C>(), size).unwrap();
     assert!(hp.block(8).is_none());
     assert_eq!(m.snapshot(), before);
-    assert_eq!(hp.present, present);
+    assert_eq!(hp.present(), present);
 }
 
 fn memmap_on_memory_geometry<C: Config>() {
@@ -755,14 +755,14 @@ fn fault_injection_at_every_step_of_add<C: Config>() {
     }
     // Online failure: the block stays offline, nothing accounted.
     hp.add_memory(&mut m, None, base::<C>(), size, MOM).unwrap();
-    let present = hp.present;
+    let present = hp.present();
     m.fail_in = Some(0);
     assert_eq!(
         hp.online_block(&mut m, 8, OnlineType::Auto),
         Err(HotplugError::Injected)
     );
     assert_eq!(hp.block(8).unwrap().state, BlockState::Offline);
-    assert_eq!(hp.present, present);
+    assert_eq!(hp.present(), present);
     assert!(!m
         .alloc
         .page(8 * g.pages_per_section())
@@ -803,11 +803,11 @@ fn state_machine_transitions_and_vetoes<C: Config>() {
         Err(HotplugError::NoSuchBlock(99))
     );
     // Injected offline failure: back to online, counters unchanged.
-    let present = hp.present;
+    let present = hp.present();
     m.fail_in = Some(0);
     assert_eq!(hp.offline_block(&mut m, 8), Err(HotplugError::Injected));
     assert_eq!(hp.block(8).unwrap().state, BlockState::Online);
-    assert_eq!(hp.present, present);
+    assert_eq!(hp.present(), present);
     hp.offline_block(&mut m, 8).unwrap();
     assert_eq!(hp.block(8).unwrap().state, BlockState::Offline);
 }
@@ -818,7 +818,7 @@ fn counters_identical_after_cycles<C: Config>() {
     let grp = hp.register_static_group(2 * g.pages_per_section());
     hp.add_memory(&mut m, Some(grp), base::<C>(), 2 * g.section_size(), MOM)
         .unwrap();
-    let (present, group, alloc) = (hp.present, *hp.group(grp).unwrap(), m.snapshot());
+    let (present, group, alloc) = (hp.present(), *hp.group(grp).unwrap(), m.snapshot());
     for t in [
         OnlineType::Kernel,
         OnlineType::Movable,
@@ -836,7 +836,7 @@ fn counters_identical_after_cycles<C: Config>() {
             m.free_movable(x);
         }
         assert_eq!(
-            (hp.present, *hp.group(grp).unwrap()),
+            (hp.present(), *hp.group(grp).unwrap()),
             (present, group),
             "after a {t:?} cycle"
         );
@@ -888,14 +888,14 @@ fn unmovable_page_makes_offline_busy<C: Config>() {
         m.alloc.free(p, 0).unwrap();
     }
     let pinned = pinned.expect("a kernel page in the new block");
-    let (present, free) = (hp.present, m.alloc.counters(ZoneId::Normal));
+    let (present, free) = (hp.present(), m.alloc.counters(ZoneId::Normal));
     assert!(matches!(
         hp.offline_block(&mut m, 8),
         Err(HotplugError::Busy { block: 8, .. })
     ));
     assert_eq!(hp.block(8).unwrap().state, BlockState::Online);
     assert_eq!(
-        (hp.present, m.alloc.counters(ZoneId::Normal)),
+        (hp.present(), m.alloc.counters(ZoneId::Normal)),
         (present, free),
         "veto restored the counters"
     );
@@ -981,7 +981,7 @@ fn auto_movable_vector() {
     let (mut m, Checked(mut hp)) = boot::<C>();
     hp.policy = OnlinePolicy::AutoMovable;
     hp.ratio = 301;
-    hp.present.kernel_early = g.pages_per_section() * 28 / 10;
+    hp.assume_kernel_early(g.pages_per_section() * 28 / 10);
     let grp = hp.register_dynamic_group(g.pages_per_section()).unwrap();
     let mut got = String::new();
     for i in 0..16 {
@@ -1022,7 +1022,7 @@ fn static_group_fits_goes_movable_as_a_whole() {
     let g = C::GEOM;
     // Unchecked: KERNEL_EARLY is faked, which the accounting recount would flag.
     let (mut m, Checked(mut hp)) = boot::<C>();
-    hp.present.kernel_early = 32 * g.pages_per_section(); // a 4 GiB VM
+    hp.assume_kernel_early(32 * g.pages_per_section()); // a 4 GiB VM
     hp.default_online = Some(OnlineType::Auto);
     let mut zones = Vec::new();
     for d in 0..4 {
@@ -1070,14 +1070,14 @@ fn offline_and_remove_rolls_back_on_veto<C: Config>() {
     for p in others {
         m.alloc.free(p, 0).unwrap();
     }
-    let (present, group) = (hp.present, *hp.group(grp).unwrap());
+    let (present, group) = (hp.present(), *hp.group(grp).unwrap());
     let r = hp.offline_and_remove(&mut m, base::<C>(), 2 * g.section_size());
     assert!(matches!(r, Err(HotplugError::Busy { block: 9, .. })), "{r:?}");
     assert_eq!(
         (hp.block(8).unwrap().state, hp.block(8).unwrap().zone),
         (BlockState::Online, Some(ZoneId::Movable))
     );
-    assert_eq!((hp.present, *hp.group(grp).unwrap()), (present, group));
+    assert_eq!((hp.present(), *hp.group(grp).unwrap()), (present, group));
     m.alloc.free(pinned, 0).unwrap();
     hp.offline_and_remove(&mut m, base::<C>(), 2 * g.section_size())
         .unwrap();
@@ -1192,7 +1192,7 @@ fn rollback_case<C: Config>(
         false
     });
     check_all(&m, &hp);
-    let (present, group) = (hp.present, *hp.group(grp).unwrap());
+    let (present, group) = (hp.present(), *hp.group(grp).unwrap());
     let migrated = m.handles.migrated_pages;
 
     let r = if remove {
@@ -1228,7 +1228,7 @@ fn rollback_case<C: Config>(
             let blk = hp.block(b).unwrap();
             prop_assert_eq!((blk.state, blk.zone), (BlockState::Online, Some(ZoneId::Movable)));
         }
-        prop_assert_eq!((hp.present, *hp.group(grp).unwrap()), (present, group));
+        prop_assert_eq!((hp.present(), *hp.group(grp).unwrap()), (present, group));
     }
     // All free memory can be allocated (each page once) and freed again.
     let free = m.alloc.counters(ZoneId::Normal).free + m.alloc.counters(ZoneId::Movable).free;
@@ -1271,7 +1271,7 @@ fn dimm_stays_in_one_zone<C: Config>() {
     hp.add_memory(&mut m, Some(grp), base::<C>(), 3 * g.section_size(), MOM)
         .unwrap();
     hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
-    let before = (m.snapshot(), hp.present, *hp.group(grp).unwrap());
+    let before = (m.snapshot(), hp.present(), *hp.group(grp).unwrap());
     let r = hp.online_block(&mut m, 9, OnlineType::Kernel);
     assert_eq!(
         r,
@@ -1285,7 +1285,7 @@ fn dimm_stays_in_one_zone<C: Config>() {
         .unwrap_err()
         .to_string()
         .contains("a DIMM stays in one zone (online it as movable"));
-    assert_eq!((m.snapshot(), hp.present, *hp.group(grp).unwrap()), before);
+    assert_eq!((m.snapshot(), hp.present(), *hp.group(grp).unwrap()), before);
     assert_eq!(hp.block(9).unwrap().state, BlockState::Offline);
     check_all(&m, &hp);
     // Auto follows the DIMM even under a policy that would pick NORMAL for the block alone.
@@ -1326,7 +1326,7 @@ fn dimm_memory_is_not_removed_behind_its_driver<C: Config>() {
     let (mut m, mut hp) = boot::<C>();
     let grp = hp.register_static_group(2 * g.pages_per_section());
     hp.add_memory(&mut m, Some(grp), base::<C>(), 2 * bs, MOM).unwrap();
-    let before = (m.snapshot(), hp.present, *hp.group(grp).unwrap());
+    let before = (m.snapshot(), hp.present(), *hp.group(grp).unwrap());
     for (start, size, block) in [
         (base::<C>(), 2 * bs, 8),
         (base::<C>() + bs, bs, 9),
@@ -1340,7 +1340,7 @@ fn dimm_memory_is_not_removed_behind_its_driver<C: Config>() {
         );
         assert!(r.unwrap_err().to_string().contains("(:unplug on the host)"));
     }
-    assert_eq!((m.snapshot(), hp.present, *hp.group(grp).unwrap()), before);
+    assert_eq!((m.snapshot(), hp.present(), *hp.group(grp).unwrap()), before);
     assert!(hp.block(8).is_some() && hp.block(9).is_some());
     check_all(&m, &hp);
     // Memory without a group: removed as before.
@@ -1456,7 +1456,7 @@ fn offline_and_remove_reonlines_when_remove_is_refused<C: Config>() {
         .unwrap();
     hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
     hp.online_block(&mut m, 9, OnlineType::Kernel).unwrap();
-    let before = (m.snapshot(), hp.present);
+    let before = (m.snapshot(), hp.present());
     assert_eq!(
         hp.offline_and_remove(&mut m, base::<C>(), g.section_size()),
         Err(HotplugError::Granularity {
@@ -1466,7 +1466,7 @@ fn offline_and_remove_reonlines_when_remove_is_refused<C: Config>() {
     );
     let b = hp.block(8).unwrap();
     assert_eq!((b.state, b.zone), (BlockState::Online, Some(ZoneId::Movable)));
-    assert_eq!((m.snapshot(), hp.present), before);
+    assert_eq!((m.snapshot(), hp.present()), before);
     check_all(&m, &hp);
 }
 
@@ -1756,7 +1756,7 @@ fn deferred_failed_offline_rolls_back_with_deferred_chunks<C: Config>() {
     let state = |m: &Machine<C>, hp: &Checked| {
         (
             m.snapshot(),
-            hp.present,
+            hp.present(),
             m.alloc.deferred_ranges(ZoneId::Normal).to_vec(),
             m.alloc.uninit_pages(8 * pps, 2 * pps),
         )
@@ -1815,12 +1815,12 @@ fn deferred_background_completion_in_bounded_steps<C: Config>() {
         mm::buddy::PageLookup::Deferred(mm::buddy::DeferredState::InFlight { zone: ZoneId::Movable })
     );
     check_all(&m, &hp);
-    let snap = (m.snapshot(), hp.present);
+    let snap = (m.snapshot(), hp.present());
     assert_eq!(
         hp.offline_block(&mut m, 8),
         Err(HotplugError::Allocator(BuddyError::InitInProgress { pfn: c.start }))
     );
-    assert_eq!((m.snapshot(), hp.present), snap);
+    assert_eq!((m.snapshot(), hp.present()), snap);
     c.init(&m.memmap);
     assert_eq!(m.alloc.deferred_finish(c), Ok(chunk));
     check_all(&m, &hp);

@@ -123,7 +123,7 @@ pub(super) fn cmd_policy(args: &[&str]) -> Result<(), ShellError> {
         };
         println!(
             "policy: default={} online_policy={} auto_movable_ratio={} present_normal={} present_movable={} kernel_early={}",
-            default, policy, hp.ratio, hp.present.normal, hp.present.movable, hp.present.kernel_early
+            default, policy, hp.ratio, hp.present().normal, hp.present().movable, hp.present().kernel_early
         );
         Ok(())
     })
