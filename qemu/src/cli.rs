@@ -142,7 +142,8 @@ HOST COMMANDS (QMP; every run has a QMP socket in target/qmp/):
     :help                    this list
 
 ENVIRONMENT:
-    HOTMEM_QEMU              QEMU binary to use instead of qemu-system-aarch64 from PATH.
+    HOTMEM_QEMU              QEMU binary to use instead of qemu-system-aarch64 from PATH
+                             (a path; the apt source is .ci/install's HOTMEM_QEMU_APT).
                              When QEMU is missing and we run as root with apt-get, it is
                              installed (Debian bookworm: QEMU 10 from bookworm-backports).
 

@@ -8,8 +8,14 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 pub const QEMU_BINARY: &str = "qemu-system-aarch64";
-/// Environment variable naming the QEMU binary to use instead of the one on `PATH`.
+/// Environment variable naming the QEMU binary to use instead of the one on `PATH`. It means
+/// only that: the choice of apt source for installing QEMU is `.ci/install`'s
+/// [`QEMU_APT_ENV`], so one variable never carries two meanings.
 pub const QEMU_ENV: &str = "HOTMEM_QEMU";
+/// `.ci/install`'s variable choosing where QEMU is installed from (`backports` or `bookworm`).
+/// The runner never reads it; it is named here for the hint when its values land in
+/// [`QEMU_ENV`].
+pub const QEMU_APT_ENV: &str = "HOTMEM_QEMU_APT";
 /// deb822 source for bookworm-backports (QEMU 10 there; bookworm itself has 7.2).
 pub const BACKPORTS_FILE: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
 pub const BACKPORTS_SOURCE: &str = "Types: deb
@@ -58,16 +64,31 @@ pub fn is_root() -> bool {
     fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }
 
-/// `$HOTMEM_QEMU` if set (it must exist), else `qemu-system-aarch64` on `PATH`.
+/// `$HOTMEM_QEMU` if set (it must name an executable), else `qemu-system-aarch64` on `PATH`.
 pub fn find_qemu() -> Result<Option<PathBuf>, String> {
     if let Some(v) = std::env::var_os(QEMU_ENV).filter(|v| !v.is_empty()) {
         let name = v.to_string_lossy().into_owned();
         return match which(&name) {
             Some(p) => Ok(Some(p)),
-            None => Err(format!("${QEMU_ENV} is `{name}`, which is not an executable file")),
+            None => Err(qemu_env_refused(&name)),
         };
     }
     Ok(which(QEMU_BINARY))
+}
+
+/// The one-line refusal of a `$HOTMEM_QEMU` that names no executable: the variable, its value,
+/// what it accepts, and, for the apt-source names, the variable those belong in.
+pub fn qemu_env_refused(value: &str) -> String {
+    let mut msg = format!(
+        "${QEMU_ENV} is `{value}`, which is not an executable file; ${QEMU_ENV} must be a path to \
+         an executable {QEMU_BINARY} (or a command name on PATH), or unset to use {QEMU_BINARY} from PATH"
+    );
+    if matches!(value, "backports" | "bookworm") {
+        msg.push_str(&format!(
+            " (`{value}` is an apt source: that choice is ${QEMU_APT_ENV}, read by .ci/install)"
+        ));
+    }
+    msg
 }
 
 /// First line of `qemu --version`, e.g. `QEMU emulator version 10.0.2 (Debian ...)`.
@@ -270,6 +291,24 @@ mod tests {
         assert!(which("sh").is_some());
         assert!(which("/bin/sh").is_some());
         assert!(which("definitely-not-a-command-hotmem").is_none());
+    }
+
+    #[test]
+    fn refusal_is_one_line_naming_variable_value_and_remedy() {
+        let m = qemu_env_refused("/nope/qemu");
+        assert!(!m.contains('\n'), "{m}");
+        assert!(
+            m.starts_with("$HOTMEM_QEMU is `/nope/qemu`, which is not an executable file; "),
+            "{m}"
+        );
+        assert!(m.contains("a path to an executable qemu-system-aarch64"), "{m}");
+        assert!(!m.contains("HOTMEM_QEMU_APT"), "{m}");
+        for apt in ["backports", "bookworm"] {
+            let m = qemu_env_refused(apt);
+            assert!(!m.contains('\n'), "{m}");
+            assert!(m.contains(&format!("$HOTMEM_QEMU is `{apt}`")), "{m}");
+            assert!(m.contains("$HOTMEM_QEMU_APT, read by .ci/install"), "{m}");
+        }
     }
 
     #[test]

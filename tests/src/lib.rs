@@ -9,7 +9,7 @@
 //!   name the configuration and that folder and show the last [`TAIL_LINES`] console lines.
 //!
 //! Environment: `HOTMEM_TEST_TIMEOUT` (seconds per QEMU run, default 120), `HOTMEM_QEMU_JOBS`
-//! (parallel QEMU runs, default: available cores), `HOTMEM_QEMU` (QEMU binary).
+//! (parallel QEMU runs, default: available cores), `HOTMEM_QEMU` (path of the QEMU binary).
 
 pub use hotmem_qemu;
 
