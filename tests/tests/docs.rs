@@ -9,6 +9,9 @@
 //! - every command of a fenced block in the README and `docs/` works: `cargo run -- ...` is
 //!   accepted by the runner's option parsing, `hotmem-bench` options exist, `cargo test --test X`
 //!   names a test file (a block after `<!-- docs-test: skip (reason) -->` is left out);
+//! - every `cargo test` the docs name (fenced or inline) runs test targets cargo has, each name
+//!   filter selects a test of the binaries' own `--list`, and what the sentence says it selects
+//!   ("only the 16K boots", "every 16K test", "one granule", "a subset") holds;
 //! - every `key=` of the stable log lines in `docs/hotplug.md` is printed by the kernel, every
 //!   key the kernel prints on a fully listed line is listed, and the listed `mode=` values are
 //!   exactly the names `Mode::name` gives.
@@ -545,4 +548,263 @@ fn no_issue_or_item_numbers_in_sources_or_docs() {
         }
     }
     assert!(found.is_empty(), "history instead of rules:\n{}", found.join("\n"));
+}
+
+/// Every `cargo test ...` the README and `docs/` mention (in a fenced block or an inline code
+/// span, leading `VAR=value` words kept), with its page and the text that follows it (a fenced
+/// line's `# comment`; for a span, the rest of its sentence up to the next code span), which
+/// may say what it selects.
+fn cargo_test_mentions(root: &Path) -> Vec<(String, String, String)> {
+    let mut pages = vec![root.join("README.md")];
+    let mut docs: Vec<PathBuf> = fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    pages.extend(docs);
+    let is_test = |s: &str| {
+        let w = words(s);
+        let w: Vec<&String> = w
+            .iter()
+            .skip_while(|w| w.contains('=') && !w.starts_with('-'))
+            .collect();
+        w.len() >= 2 && w[0] == "cargo" && w[1] == "test"
+    };
+    let mut out = Vec::new();
+    for page in pages {
+        let text = fs::read_to_string(&page).unwrap();
+        let name = page.strip_prefix(root).unwrap().display().to_string();
+        // Paragraphs outside fences joined into one line each; fenced lines one by one.
+        let (mut fence, mut para) = (false, String::new());
+        let mut paras = Vec::new();
+        for line in text.lines() {
+            if line.trim_start().starts_with("```") {
+                fence = !fence;
+                paras.push(std::mem::take(&mut para));
+                continue;
+            }
+            if fence {
+                let l = line.trim().trim_start_matches("$ ");
+                let (cmd, comment) = l.split_once(" #").unwrap_or((l, ""));
+                if is_test(cmd) {
+                    out.push((name.clone(), cmd.trim().to_string(), comment.trim().to_lowercase()));
+                }
+            } else if line.trim().is_empty() {
+                paras.push(std::mem::take(&mut para));
+            } else {
+                para.push_str(line.trim());
+                para.push(' ');
+            }
+        }
+        paras.push(para);
+        for p in paras {
+            let parts: Vec<&str> = p.split('`').collect();
+            for i in (1..parts.len()).step_by(2) {
+                if !is_test(parts[i]) {
+                    continue;
+                }
+                let after = parts.get(i + 1).copied().unwrap_or("");
+                // The sentence's words about this span, not about a parenthesised next one.
+                let after = after.split(". ").next().unwrap().split(['(', ')']).next().unwrap();
+                let after = after.to_lowercase();
+                out.push((name.clone(), parts[i].trim().to_string(), after));
+            }
+        }
+    }
+    out
+}
+
+/// What a `cargo test` command line selects: cargo's part (packages, targets, features) and
+/// the test harness's (name filters, `--skip`, `--exact`, `--ignored`).
+#[derive(Debug, Default)]
+struct TestCmd {
+    cargo: Vec<String>,
+    filters: Vec<String>,
+    skips: Vec<String>,
+    exact: bool,
+}
+
+fn parse_test_cmd(line: &str) -> TestCmd {
+    let w: Vec<String> = words(line)
+        .into_iter()
+        .skip_while(|w| w.contains('=') && !w.starts_with('-'))
+        .skip(2)
+        .collect();
+    let mut cmd = TestCmd::default();
+    let split = w.iter().position(|a| a == "--").unwrap_or(w.len());
+    let mut it = w[..split].iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-p" | "--package" | "--test" | "--features" => {
+                cmd.cargo.push(a.clone());
+                cmd.cargo.push(it.next().cloned().unwrap_or_default());
+            }
+            // Names do not depend on the profile: list from the debug build `cargo test` makes.
+            "--release" => {}
+            a if a.starts_with('-') => cmd.cargo.push(a.to_string()),
+            f => cmd.filters.push(f.to_string()),
+        }
+    }
+    let mut it = w.iter().skip(split + 1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--skip" => cmd.skips.push(it.next().cloned().unwrap_or_default()),
+            "--exact" => cmd.exact = true,
+            a if a.starts_with('-') => {}
+            f => cmd.filters.push(f.to_string()),
+        }
+    }
+    cmd
+}
+
+/// The tests (`target::path`) the test binaries of `cargo test <args>` hold, from the binaries
+/// themselves: `cargo test <args> --no-run` (built already when `cargo test` runs) and each
+/// binary's `--list`. Err: what cargo said (e.g. no such test target).
+fn list_tests(root: &Path, args: &[String]) -> Result<Vec<String>, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .current_dir(root)
+        .args(["test", "--no-run", "--message-format=json", "-q"])
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(err
+            .lines()
+            .find(|l| l.contains("error"))
+            .unwrap_or(&err)
+            .trim()
+            .to_string());
+    }
+    let mut tests = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(exe) = msg["executable"].as_str() else {
+            continue;
+        };
+        if msg["profile"]["test"] != true {
+            continue;
+        }
+        let target = msg["target"]["name"].as_str().unwrap_or("?");
+        let list = std::process::Command::new(exe)
+            .arg("--list")
+            .output()
+            .map_err(|e| format!("{exe}: {e}"))?;
+        for l in String::from_utf8_lossy(&list.stdout).lines() {
+            if let Some(name) = l.strip_suffix(": test") {
+                tests.push(format!("{target}::{name}"));
+            }
+        }
+    }
+    Ok(tests)
+}
+
+/// The granules (`4k`, `16k`, `64k`) a test's name carries: its configuration suffix or its
+/// `cfg_<granule>_<va>` module.
+fn granules(test: &str) -> BTreeSet<&str> {
+    test.split(['_', ':'])
+        .filter(|t| ["4k", "16k", "64k"].contains(t))
+        .collect()
+}
+
+/// Every `cargo test` the docs name runs test targets that exist, each name filter selects a
+/// test, and what the text says it selects holds: "only the 16K ..." (every selected test is a
+/// 16K one; "... boots": a `boot_*` test), "every 16K ..." (every 16K test of what it runs is
+/// selected), "one granule", "a subset".
+#[test]
+fn documented_test_filters_select_what_the_docs_say() {
+    let root = root();
+    let mentions = cargo_test_mentions(&root);
+    assert!(
+        mentions.iter().filter(|m| m.1.contains(" -- ")).count() >= 3,
+        "found only these cargo test commands: {mentions:#?}"
+    );
+    let mut cache: std::collections::HashMap<Vec<String>, Result<Vec<String>, String>> = Default::default();
+    let mut errors = Vec::new();
+    for (page, line, after) in &mentions {
+        let cmd = parse_test_cmd(line);
+        if cmd.cargo.is_empty() && cmd.filters.is_empty() && cmd.skips.is_empty() {
+            continue;
+        }
+        let all = match cache
+            .entry(cmd.cargo.clone())
+            .or_insert_with(|| list_tests(&root, &cmd.cargo))
+        {
+            Ok(all) => all.clone(),
+            Err(e) => {
+                errors.push(format!("{page}: `{line}`: cargo refuses it: {e}"));
+                continue;
+            }
+        };
+        // The harness matches a filter against the path inside the binary.
+        let path = |t: &String| t.split_once("::").unwrap().1.to_string();
+        let selected: Vec<&String> = all
+            .iter()
+            .filter(|t| {
+                let p = path(t);
+                (cmd.filters.is_empty()
+                    || cmd
+                        .filters
+                        .iter()
+                        .any(|f| if cmd.exact { p == *f } else { p.contains(f.as_str()) }))
+                    && !cmd.skips.iter().any(|s| p.contains(s.as_str()))
+            })
+            .collect();
+        let fail = |what: String| format!("{page}: `{line}` ({} selected): {what}", selected.len());
+        if selected.is_empty() {
+            errors.push(fail("selects no test".into()));
+            continue;
+        }
+        let granule_claim = |word: &str| {
+            let at = after.find(word)? + word.len();
+            let g = after[at..].split_whitespace().next()?;
+            g.strip_suffix('k')
+                .filter(|n| n.parse::<u32>().is_ok())
+                .map(|_| g.to_string())
+        };
+        if let Some(g) = granule_claim("only the ") {
+            for t in &selected {
+                if granules(t) != BTreeSet::from([g.as_str()]) {
+                    errors.push(fail(format!("the docs say only {g}, but it selects {t}")));
+                }
+            }
+            let noun = after[after.find(&format!("only the {g} ")).unwrap() + 10 + g.len()..]
+                .split(|c: char| !c.is_alphanumeric())
+                .next()
+                .unwrap_or("");
+            if noun == "boots" {
+                for t in selected.iter().filter(|t| !path(t).starts_with("boot_")) {
+                    errors.push(fail(format!("the docs say only boots, but it selects {t}")));
+                }
+            }
+        }
+        if let Some(g) = granule_claim("every ") {
+            for t in all.iter().filter(|t| granules(t).contains(g.as_str())) {
+                if !selected.contains(&t) {
+                    errors.push(fail(format!("the docs say every {g} test, but it leaves out {t}")));
+                }
+            }
+            for t in selected.iter().filter(|t| !granules(t).contains(g.as_str())) {
+                errors.push(fail(format!("the docs say {g} tests, but it selects {t}")));
+            }
+        }
+        if after.contains("one granule") {
+            let gs: BTreeSet<&str> = selected.iter().flat_map(|t| granules(t)).collect();
+            if gs.len() != 1 || selected.iter().any(|t| granules(t).len() != 1) {
+                errors.push(fail(format!("the docs say one granule; it selects granules {gs:?}")));
+            }
+        }
+        if after.contains("a subset") && selected.len() == all.len() {
+            errors.push(fail("the docs say a subset; it selects every test it builds".into()));
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "documented test commands that do not select what the docs say:\n{}",
+        errors.join("\n")
+    );
 }
