@@ -7,7 +7,8 @@
 //! - nothing cites the design documents that are not in the repository (the old `DESIGN`
 //!   reference, the research notes): their content lives in `docs/design.md`.
 //! - every command of a fenced block in the README and `docs/` works: `cargo run -- ...` is
-//!   accepted by the runner's option parsing, `hotmem-bench` options exist, `cargo test --test X`
+//!   accepted by the runner's option parsing, `hotmem-bench ...` by the driver's (fenced
+//!   blocks and inline spans), `cargo test --test X`
 //!   names a test file (a block after `<!-- docs-test: skip (reason) -->` is left out);
 //! - every `cargo test` the docs name (fenced or inline) runs test targets cargo has, each name
 //!   filter selects a test of the binaries' own `--list`, and what the sentence says it selects
@@ -372,19 +373,35 @@ fn documented_commands(root: &Path) -> Vec<(String, String)> {
 #[test]
 fn documented_commands_parse() {
     let root = root();
-    let bench_src = fs::read_to_string(root.join("qemu/src/bin/hotmem-bench.rs")).unwrap();
     let mut errors = Vec::new();
-    let cmds = documented_commands(&root);
+    let mut cmds = documented_commands(&root);
     assert!(cmds.len() > 10, "found only {} commands", cmds.len());
+    // Inline spans too: `cargo run -- ...` and `hotmem-bench ...` in the text.
+    cmds.extend(
+        code_mentions(&root)
+            .into_iter()
+            .filter(|m| m.3 && (m.1.starts_with("cargo ") || m.1.starts_with("hotmem-bench ")))
+            // A synopsis (`cargo run -- [options]`) is not a command.
+            .filter(|m| !m.1.contains("[options]"))
+            .map(|(page, line, _, _)| (page, line)),
+    );
+    let mut bench = 0;
     for (page, line) in &cmds {
         let w = words(line);
         let after: Vec<String> = w.iter().skip_while(|a| *a != "--").skip(1).cloned().collect();
-        if line.contains("--bin hotmem-bench") {
-            for a in after.iter().filter(|a| a.starts_with("--")) {
-                let field = a.trim_start_matches("--").replace('-', "_");
-                if !bench_src.contains(&format!("    {field}: ")) {
-                    errors.push(format!("{page}: `{line}`: hotmem-bench has no option {a}"));
-                }
+        let bench_args = if line.contains("--bin hotmem-bench") {
+            Some(after.clone())
+        } else if w[0] == "hotmem-bench" {
+            Some(w[1..].to_vec())
+        } else {
+            None
+        };
+        if let Some(args) = bench_args {
+            bench += 1;
+            if let Err(e) = hotmem_qemu::bench::opts::Opts::try_parse_args(args) {
+                let e = e.to_string();
+                let e = e.lines().next().unwrap_or("");
+                errors.push(format!("{page}: `{line}`: hotmem-bench refuses it: {e}"));
             }
         } else if w.get(1).map(String::as_str) == Some("run") && !line.contains(" -p ") {
             if let Err(e) = hotmem_qemu::cli::parse_args(after.clone()) {
@@ -402,6 +419,7 @@ fn documented_commands_parse() {
             }
         }
     }
+    assert!(bench >= 4, "found only {bench} hotmem-bench commands");
     assert!(
         errors.is_empty(),
         "documented commands that do not work:\n{}",
@@ -550,11 +568,11 @@ fn no_issue_or_item_numbers_in_sources_or_docs() {
     assert!(found.is_empty(), "history instead of rules:\n{}", found.join("\n"));
 }
 
-/// Every `cargo test ...` the README and `docs/` mention (in a fenced block or an inline code
-/// span, leading `VAR=value` words kept), with its page and the text that follows it (a fenced
-/// line's `# comment`; for a span, the rest of its sentence up to the next code span), which
-/// may say what it selects.
-fn cargo_test_mentions(root: &Path) -> Vec<(String, String, String)> {
+/// Every line of a fenced block and every inline code span of the README and `docs/`, with its
+/// page, the text that follows it (a fenced line's `# comment`; for a span, the rest of its
+/// sentence up to the next code span), which may say what a command does, and whether it is
+/// inline.
+fn code_mentions(root: &Path) -> Vec<(String, String, String, bool)> {
     let mut pages = vec![root.join("README.md")];
     let mut docs: Vec<PathBuf> = fs::read_dir(root.join("docs"))
         .unwrap()
@@ -587,9 +605,12 @@ fn cargo_test_mentions(root: &Path) -> Vec<(String, String, String)> {
             if fence {
                 let l = line.trim().trim_start_matches("$ ");
                 let (cmd, comment) = l.split_once(" #").unwrap_or((l, ""));
-                if is_test(cmd) {
-                    out.push((name.clone(), cmd.trim().to_string(), comment.trim().to_lowercase()));
-                }
+                out.push((
+                    name.clone(),
+                    cmd.trim().to_string(),
+                    comment.trim().to_lowercase(),
+                    false,
+                ));
             } else if line.trim().is_empty() {
                 paras.push(std::mem::take(&mut para));
             } else {
@@ -601,14 +622,11 @@ fn cargo_test_mentions(root: &Path) -> Vec<(String, String, String)> {
         for p in paras {
             let parts: Vec<&str> = p.split('`').collect();
             for i in (1..parts.len()).step_by(2) {
-                if !is_test(parts[i]) {
-                    continue;
-                }
                 let after = parts.get(i + 1).copied().unwrap_or("");
                 // The sentence's words about this span, not about a parenthesised next one.
                 let after = after.split(". ").next().unwrap().split(['(', ')']).next().unwrap();
                 let after = after.to_lowercase();
-                out.push((name.clone(), parts[i].trim().to_string(), after));
+                out.push((name.clone(), parts[i].trim().to_string(), after, true));
             }
         }
     }
@@ -718,7 +736,19 @@ fn granules(test: &str) -> BTreeSet<&str> {
 #[test]
 fn documented_test_filters_select_what_the_docs_say() {
     let root = root();
-    let mentions = cargo_test_mentions(&root);
+    let is_test = |s: &str| {
+        let w = words(s);
+        let w: Vec<&String> = w
+            .iter()
+            .skip_while(|w| w.contains('=') && !w.starts_with('-'))
+            .collect();
+        w.len() >= 2 && w[0] == "cargo" && w[1] == "test"
+    };
+    let mentions: Vec<(String, String, String)> = code_mentions(&root)
+        .into_iter()
+        .filter(|m| is_test(&m.1))
+        .map(|(page, line, after, _)| (page, line, after))
+        .collect();
     assert!(
         mentions.iter().filter(|m| m.1.contains(" -- ")).count() >= 3,
         "found only these cargo test commands: {mentions:#?}"

@@ -2,11 +2,13 @@
 //! - [`record`]: one line of `results.jsonl` (serde), its comparison key and metrics;
 //! - [`compare`]: this run against an earlier `results.jsonl` (`--compare FILE`);
 //! - [`plot`]: the scaling plot (SVG, `plotters`);
+//! - [`opts`]: the command line (clap);
 //! - [`plan`]: the options checked before a run, and the medians;
 //! - [`docs`]: the generated section of `docs/performance.md` (`--write-docs`).
 
 pub mod compare;
 pub mod docs;
+pub mod opts;
 pub mod plan;
 pub mod plot;
 pub mod record;

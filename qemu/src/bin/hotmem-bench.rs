@@ -19,87 +19,21 @@
 //! `docs/performance.md` and `docs/bench-scaling.svg` from the run.
 
 use clap::Parser;
+use hotmem_qemu::bench::opts::Opts;
 use hotmem_qemu::bench::plan::{self, Coverage, DimmSamples, PlanError};
 use hotmem_qemu::bench::record::BootRecord;
 use hotmem_qemu::bench::{compare, docs, plot, DimmRecord, GuestBench, GuestRecord, MemmapInit, Record};
 use hotmem_qemu::config::{BootMode, Granule, KernelConfig};
 use hotmem_qemu::discover::{qemu_once, InstallPolicy};
 use hotmem_qemu::kernel::{build_kernel_once, workspace_root};
-use hotmem_qemu::run::{Machine, QemuRun, DEFAULT_CPU};
+use hotmem_qemu::run::{Machine, QemuRun};
 use hotmem_qemu::session::Session;
-use mm::size::{parse_size, Size};
+use mm::size::Size;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 const GIB: u64 = 1 << 30;
-
-/// Times memory hotplug in the guest and over QMP for each granule (see the source's header);
-/// JSON lines are appended to <out>/results.jsonl.
-#[derive(Parser)]
-#[command(name = "hotmem-bench", args_override_self = true)]
-struct Opts {
-    /// one granule only (default: all three)
-    #[arg(long, value_name = "4k|16k|64k")]
-    granule: Option<Granule>,
-    /// repetitions of each measurement (the median is reported)
-    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
-    reps: u64,
-    /// sizes up to 1 GiB only
-    #[arg(long)]
-    quick: bool,
-    /// in-guest sizes, comma-separated (default: one block, 1G, 4G, 16G, and 64G on 16K/64K);
-    /// sizes below a granule's memory block are skipped
-    #[arg(long, value_name = "SIZE,...", value_delimiter = ',', value_parser = size)]
-    sizes: Vec<u64>,
-    /// DIMM sizes, comma-separated (default: 128M,512M,1G,4G); `--dimm-sizes none`: no DIMM runs
-    #[arg(long, value_name = "SIZE,...|none", value_delimiter = ',', value_parser = dimm_size)]
-    dimm_sizes: Vec<Option<u64>>,
-    /// QEMU CPU model of the runs (`-cpu`), recorded in every record
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_CPU)]
-    cpu: String,
-    /// CPU without FEAT_TLBIRANGE for the TLBI comparison (sizes up to 1 GiB), or `none`
-    #[arg(long, value_name = "NAME|none", default_value = "cortex-a76")]
-    tlbi_cpu: String,
-    /// memmap initialisation mode(s) to run, comma-separated (kernel `memmap_init=`)
-    #[arg(
-        long,
-        value_name = "eager|deferred",
-        value_delimiter = ',',
-        default_value = "deferred,eager"
-    )]
-    memmap_init: Vec<MemmapInit>,
-    /// RAM sizes to time the boot to the prompt with, comma-separated; `none`: no boot runs
-    #[arg(long, value_name = "SIZE,...|none", value_delimiter = ',', value_parser = dimm_size, default_value = "1G,16G")]
-    boot_mem: Vec<Option<u64>>,
-    /// compare this run with an earlier results.jsonl (per metric old, new, new/old; written
-    /// to <out>/compare.json)
-    #[arg(long, value_name = "FILE")]
-    compare: Option<PathBuf>,
-    /// regenerate the generated section of docs/performance.md and docs/bench-scaling.svg
-    /// (refused when the run covers less than the page's run: see --partial)
-    #[arg(long)]
-    write_docs: bool,
-    /// with --write-docs: write the page even when this run has fewer granules, sizes,
-    /// repetitions, modes, boot or DIMM sizes than the run that made it
-    #[arg(long, requires = "write_docs")]
-    partial: bool,
-    /// directory of results.jsonl, bench-scaling.svg and compare.json
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
-}
-
-fn size(s: &str) -> Result<u64, String> {
-    parse_size(s).map_err(|e| e.to_string())
-}
-
-fn dimm_size(s: &str) -> Result<Option<u64>, String> {
-    if s == "none" {
-        Ok(None)
-    } else {
-        size(s).map(Some)
-    }
-}
 
 fn block_size(g: Granule) -> u64 {
     if g == Granule::K64 {

@@ -1,0 +1,84 @@
+//! The options of the benchmark driver (`hotmem-bench`), here so that the docs test parses
+//! every documented `hotmem-bench` command with the driver's own parser.
+
+use crate::bench::MemmapInit;
+use crate::config::Granule;
+use crate::run::DEFAULT_CPU;
+use clap::Parser;
+use mm::size::parse_size;
+use std::path::PathBuf;
+
+/// Times memory hotplug in the guest and over QMP for each granule (see the source's header);
+/// JSON lines are appended to <out>/results.jsonl.
+#[derive(Parser)]
+#[command(name = "hotmem-bench", args_override_self = true)]
+pub struct Opts {
+    /// one granule only (default: all three)
+    #[arg(long, value_name = "4k|16k|64k")]
+    pub granule: Option<Granule>,
+    /// repetitions of each measurement (the median is reported)
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub reps: u64,
+    /// sizes up to 1 GiB only
+    #[arg(long)]
+    pub quick: bool,
+    /// in-guest sizes, comma-separated (default: one block, 1G, 4G, 16G, and 64G on 16K/64K);
+    /// sizes below a granule's memory block are skipped
+    #[arg(long, value_name = "SIZE,...", value_delimiter = ',', value_parser = size)]
+    pub sizes: Vec<u64>,
+    /// DIMM sizes, comma-separated (default: 128M,512M,1G,4G); `--dimm-sizes none`: no DIMM runs
+    #[arg(long, value_name = "SIZE,...|none", value_delimiter = ',', value_parser = dimm_size)]
+    pub dimm_sizes: Vec<Option<u64>>,
+    /// QEMU CPU model of the runs (`-cpu`), recorded in every record
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_CPU)]
+    pub cpu: String,
+    /// CPU without FEAT_TLBIRANGE for the TLBI comparison (sizes up to 1 GiB), or `none`
+    #[arg(long, value_name = "NAME|none", default_value = "cortex-a76")]
+    pub tlbi_cpu: String,
+    /// memmap initialisation mode(s) to run, comma-separated (kernel `memmap_init=`)
+    #[arg(
+        long,
+        value_name = "eager|deferred",
+        value_delimiter = ',',
+        default_value = "deferred,eager"
+    )]
+    pub memmap_init: Vec<MemmapInit>,
+    /// RAM sizes to time the boot to the prompt with, comma-separated; `none`: no boot runs
+    #[arg(long, value_name = "SIZE,...|none", value_delimiter = ',', value_parser = dimm_size, default_value = "1G,16G")]
+    pub boot_mem: Vec<Option<u64>>,
+    /// compare this run with an earlier results.jsonl (per metric old, new, new/old; written
+    /// to <out>/compare.json)
+    #[arg(long, value_name = "FILE")]
+    pub compare: Option<PathBuf>,
+    /// regenerate the generated section of docs/performance.md and docs/bench-scaling.svg
+    /// (refused when the run covers less than the page's run: see --partial)
+    #[arg(long)]
+    pub write_docs: bool,
+    /// with --write-docs: write the page even when this run has fewer granules, sizes,
+    /// repetitions, modes, boot or DIMM sizes than the run that made it
+    #[arg(long, requires = "write_docs")]
+    pub partial: bool,
+    /// directory of results.jsonl, bench-scaling.svg and compare.json
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
+}
+
+fn dimm_size(s: &str) -> Result<Option<u64>, String> {
+    if s == "none" {
+        Ok(None)
+    } else {
+        size(s).map(Some)
+    }
+}
+
+impl Opts {
+    /// The options of `args` (the words after `hotmem-bench`), or clap's refusal: what the
+    /// driver's start does, without running anything.
+    pub fn try_parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Opts, clap::Error> {
+        Opts::try_parse_from(std::iter::once("hotmem-bench".to_string()).chain(args))
+    }
+}
