@@ -581,14 +581,6 @@ fn code_mentions(root: &Path) -> Vec<(String, String, String, bool)> {
         .collect();
     docs.sort();
     pages.extend(docs);
-    let is_test = |s: &str| {
-        let w = words(s);
-        let w: Vec<&String> = w
-            .iter()
-            .skip_while(|w| w.contains('=') && !w.starts_with('-'))
-            .collect();
-        w.len() >= 2 && w[0] == "cargo" && w[1] == "test"
-    };
     let mut out = Vec::new();
     for page in pages {
         let text = fs::read_to_string(&page).unwrap();
