@@ -830,3 +830,130 @@ fn documented_test_filters_select_what_the_docs_say() {
         errors.join("\n")
     );
 }
+
+/// Whether `text` holds `word` as a whole identifier.
+fn has_ident(text: &str, word: &str) -> bool {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(word)
+        .any(|(i, _)| !text[..i].ends_with(is_ident) && !text[i + word.len()..].starts_with(is_ident))
+}
+
+/// A Rust path of the kernel's crates (`hotmem::kernel::mem::kernel_pt::KernelTables`,
+/// `mm::vmemmap::Vmemmap::populate`, with `{impl#0}`/`{closure#0}` segments) resolves in the
+/// source: the crate's directory, one file per module, the items declared in the last one.
+fn resolve_rust_path(root: &Path, path: &str) -> Result<(), String> {
+    let mut segs = path.split("::").filter(|s| !s.is_empty() && !s.starts_with('{'));
+    let (mut dir, mut file) = match segs.next() {
+        Some("hotmem") => (root.join("platform/src"), root.join("platform/src/main.rs")),
+        Some(c @ ("mm" | "arch")) => (root.join(c).join("src"), root.join(c).join("src/lib.rs")),
+        _ => return Ok(()),
+    };
+    let mut in_items = false;
+    for seg in segs {
+        if !in_items && dir.join(format!("{seg}.rs")).exists() {
+            file = dir.join(format!("{seg}.rs"));
+            dir = dir.join(seg);
+        } else if !in_items && dir.join(seg).join("mod.rs").exists() {
+            file = dir.join(seg).join("mod.rs");
+            dir = dir.join(seg);
+        } else if has_ident(&fs::read_to_string(&file).unwrap(), seg) {
+            in_items = true;
+        } else {
+            let rel = file.strip_prefix(root).unwrap().display();
+            return Err(format!("`{seg}` is neither a module nor an item of {rel}"));
+        }
+    }
+    Ok(())
+}
+
+/// docs/gdb.md's commands and worked session name things that exist: every `hm-*` command
+/// typed at `(gdb)` is one the extension defines; every `file.rs:N` it cites is a line inside
+/// the function the same line names (the nearest `fn` at or above line N); every Rust path
+/// of the kernel's crates resolves to a module and item in the source. Addresses are not
+/// checked: they change with every build.
+#[test]
+fn gdb_page_matches_the_code() {
+    let root = root();
+    let page = fs::read_to_string(root.join("docs/gdb.md")).unwrap();
+    let mut py = String::new();
+    for e in fs::read_dir(root.join("qemu/gdb/hotmem_gdb")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "py") {
+            py.push_str(&fs::read_to_string(p).unwrap());
+        }
+    }
+    let mut errors = Vec::new();
+    let (mut typed, mut cited, mut paths) = (0, 0, 0);
+    for (n, line) in page.lines().enumerate() {
+        let at = format!("docs/gdb.md:{}", n + 1);
+        if let Some(cmd) = line.strip_prefix("(gdb) ") {
+            let name = cmd.split_whitespace().next().unwrap_or("");
+            if name.starts_with("hm-") {
+                typed += 1;
+                if !py.contains(&format!("name = \"{name}\"")) {
+                    errors.push(format!("{at}: `{name}` is not a command of qemu/gdb/hotmem_gdb"));
+                }
+            }
+        }
+        // `dir/file.rs:N` citations.
+        for (i, _) in line.match_indices(".rs:") {
+            let start = line[..i]
+                .rfind(|c: char| !(c.is_alphanumeric() || "/_-.".contains(c)))
+                .map_or(0, |s| s + 1);
+            let file = &line[start..i + 3];
+            let num: String = line[i + 4..].chars().take_while(char::is_ascii_digit).collect();
+            let Ok(num) = num.parse::<usize>() else { continue };
+            if file.starts_with('/') || !file.contains('/') {
+                continue;
+            }
+            cited += 1;
+            let Ok(src) = fs::read_to_string(root.join(file)) else {
+                errors.push(format!("{at}: cites {file}:{num}, which does not exist"));
+                continue;
+            };
+            let above: Vec<&str> = src.lines().take(num).collect();
+            if above.len() < num {
+                errors.push(format!("{at}: cites {file}:{num}, past its end"));
+                continue;
+            }
+            let func = above.iter().rev().find_map(|l| {
+                let rest = l.split_once("fn ")?.1;
+                let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                (!name.is_empty() && !l.trim_start().starts_with("//")).then_some(name)
+            });
+            match func {
+                Some(f) if has_ident(&line[..start], &f) => {}
+                f => errors.push(format!(
+                    "{at}: cites {file}:{num} for {}, but that line is in fn {}",
+                    line[..start].trim(),
+                    f.unwrap_or_default()
+                )),
+            }
+        }
+        // Rust paths of the kernel's crates.
+        for krate in ["hotmem::", "mm::", "arch::"] {
+            for (i, _) in line.match_indices(krate) {
+                if line[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':') {
+                    continue;
+                }
+                let path: String = line[i..]
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || "_:{}#".contains(*c))
+                    .collect();
+                paths += 1;
+                if let Err(e) = resolve_rust_path(&root, &path) {
+                    errors.push(format!("{at}: {path}: {e}"));
+                }
+            }
+        }
+    }
+    assert!(
+        typed >= 10 && cited >= 3 && paths >= 10,
+        "found {typed} commands, {cited} citations, {paths} paths"
+    );
+    assert!(
+        errors.is_empty(),
+        "docs/gdb.md does not match the code:\n{}",
+        errors.join("\n")
+    );
+}
