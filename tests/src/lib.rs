@@ -461,6 +461,7 @@ mod tests {
 }
 
 pub mod dimm;
+pub mod docs;
 pub mod gdb;
 pub mod shell;
 pub mod vmem;
