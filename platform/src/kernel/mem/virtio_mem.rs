@@ -255,9 +255,9 @@ impl VmemMemory for Memory {
     fn in_normal(&mut self, block: BlockId) -> bool {
         // A read: the lock alone, no operation (so no `debug_vm` pass either).
         let hp = HOTPLUG.lock();
-        !hp.as_ref()
+        hp.as_ref()
             .and_then(|hp| hp.block(block))
-            .is_some_and(|b| b.zone != Some(ZoneId::Normal))
+            .is_none_or(|b| b.zone == Some(ZoneId::Normal))
     }
 
     fn plugged(&self, i: usize) -> bool {
