@@ -297,7 +297,7 @@ impl HotplugOps for KernelOps {
         Ok(())
     }
 
-    fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
+    fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId, target_below: u64) -> Result<(), HotplugError> {
         // Fake-offline parts (unplugged virtio-mem sub-blocks) are not in the allocator; on a
         // failure the runs already taken out go back, so the range is as it was.
         let runs = crate::kernel::mem::sbm::plugged_runs(pfn, nr);
@@ -309,7 +309,7 @@ impl HotplugOps for KernelOps {
                 PageLookup::Deferred(DeferredState::Zone { zone, .. } | DeferredState::InFlight { zone }) => zone,
                 _ => ZoneId::Normal,
             });
-            if let Err(e) = self.offline_run_retrying(p, n, block) {
+            if let Err(e) = self.offline_run_retrying(p, n, block, target_below) {
                 for &(q, m) in runs[..i].iter().rev() {
                     let _ = page_alloc::with_page_alloc(|a| a.online_range(zone, 0, q, m));
                 }
@@ -324,10 +324,16 @@ impl KernelOps {
     /// [`offline_run`](Self::offline_run), waiting for idle CPUs that are initialising deferred
     /// chunks (of the range, or migration targets) to hand them over (one chunk: microseconds;
     /// given up after about a second, and then the offline fails and says why).
-    fn offline_run_retrying(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
+    fn offline_run_retrying(
+        &mut self,
+        pfn: u64,
+        nr: u64,
+        block: BlockId,
+        target_below: u64,
+    ) -> Result<(), HotplugError> {
         let deadline = arch::cpu::counter() + arch::cpu::counter_freq();
         loop {
-            match self.offline_run(pfn, nr, block) {
+            match self.offline_run(pfn, nr, block, target_below) {
                 Err(HotplugError::Allocator(mm::buddy::BuddyError::InitInProgress { .. }))
                     if arch::cpu::counter() < deadline =>
                 {
@@ -344,7 +350,7 @@ impl KernelOps {
         }
     }
 
-    fn offline_run(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
+    fn offline_run(&mut self, pfn: u64, nr: u64, block: BlockId, target_below: u64) -> Result<(), HotplugError> {
         // Lock order: handles, then the kernel page table, then the allocator (as every movable
         // user and every table allocation does). Migration re-points the handle's window PTE:
         // the window's tables exist (kept once allocated), so no table is allocated or freed
@@ -357,6 +363,7 @@ impl KernelOps {
                     &mut handles,
                     pfn,
                     nr,
+                    target_below,
                     |h, src, dst, order| {
                         let size = PAGE_SIZE << order;
                         let va = movable_va(h);
