@@ -378,7 +378,7 @@ impl DimmCase {
         };
         d.page_offset = po;
         d.vmemmap = vm;
-        if self.boot == BootMode::Firmware && !d.boot_log.contains("ged: present") {
+        if self.boot.is_firmware() && !d.boot_log.contains("ged: present") {
             d.fail("the kernel did not find the GED (`ged: present` missing)");
         }
         d

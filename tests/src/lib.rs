@@ -462,6 +462,7 @@ mod tests {
 
 pub mod dimm;
 pub mod gdb;
+pub mod libvirt;
 pub mod shell;
 pub mod vmem;
 
