@@ -68,6 +68,16 @@ pub enum AllocKind {
     Movable,
 }
 
+impl AllocKind {
+    /// The zones this kind is served from, in order.
+    const fn zones(self) -> &'static [ZoneId] {
+        match self {
+            AllocKind::Kernel => &[ZoneId::Normal],
+            AllocKind::Movable => &[ZoneId::Movable, ZoneId::Normal],
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BuddyError {
     /// The PFN has no memmap, or is not the head of an allocated block of that order.
@@ -429,10 +439,7 @@ impl<M: Memmap> PageAlloc<M> {
         if order > self.max_order {
             return None;
         }
-        let zones: &[ZoneId] = match kind {
-            AllocKind::Kernel => &[ZoneId::Normal],
-            AllocKind::Movable => &[ZoneId::Movable, ZoneId::Normal],
-        };
+        let zones = kind.zones();
         for &zone in zones {
             // Initialised free memory first; a deferred chunk only when that cannot serve.
             let found = loop {
@@ -484,10 +491,7 @@ impl<M: Memmap> PageAlloc<M> {
         if order > self.max_order {
             return None;
         }
-        let zones: &[ZoneId] = match kind {
-            AllocKind::Kernel => &[ZoneId::Normal],
-            AllocKind::Movable => &[ZoneId::Movable, ZoneId::Normal],
-        };
+        let zones = kind.zones();
         for &zone in zones {
             for o in order..=self.max_order {
                 let mut pfn = self.zones[zone as usize].free_area[o as usize].head;
