@@ -50,10 +50,20 @@ pub enum Mutant {
     VmemOnlineBeforePlugged,
     /// virtio-mem sends UNPLUG for device blocks before taking them offline.
     VmemUnplugBeforeOffline,
+    /// A DIMM eject answers `_OST` success before the DIMM's memory is offline and removed.
+    DimmOstBeforeRemove,
+    /// A failed hot-add's rollback unmaps the memmap it populated but keeps the emptied
+    /// page-table pages.
+    RollbackLeaksTables,
+    /// An exhausted altmap hands out memmap backing from the page allocator instead.
+    AltmapFallsBack,
+    /// A contiguous run of vmemmap base pages is mapped even where it reaches past the end of
+    /// the range being populated.
+    ContRunPastEnd,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 16] = [
+    pub const ALL: [Mutant; 20] = [
         Mutant::UnisolateEarlyClear,
         Mutant::DimmZoneSplit,
         Mutant::DimmRemoveBehindDriver,
@@ -70,6 +80,10 @@ impl Mutant {
         Mutant::RemoveLeavesDeferredBits,
         Mutant::VmemOnlineBeforePlugged,
         Mutant::VmemUnplugBeforeOffline,
+        Mutant::DimmOstBeforeRemove,
+        Mutant::RollbackLeaksTables,
+        Mutant::AltmapFallsBack,
+        Mutant::ContRunPastEnd,
     ];
 
     /// The name used by `mutant=` and `HOTMEM_MUTANT`.
@@ -91,6 +105,10 @@ impl Mutant {
             Mutant::RemoveLeavesDeferredBits => "remove-leaves-deferred-bits",
             Mutant::VmemOnlineBeforePlugged => "vmem-online-before-plugged",
             Mutant::VmemUnplugBeforeOffline => "vmem-unplug-before-offline",
+            Mutant::DimmOstBeforeRemove => "dimm-ost-before-remove",
+            Mutant::RollbackLeaksTables => "rollback-leaks-tables",
+            Mutant::AltmapFallsBack => "altmap-falls-back",
+            Mutant::ContRunPastEnd => "cont-run-past-end",
         }
     }
 
@@ -192,7 +210,7 @@ mod tests {
             assert_eq!(Mutant::from_name(m.name()), Some(m));
         }
         assert_eq!(Mutant::from_name("no-such"), None);
-        let mut names: [&str; 16] = Mutant::ALL.map(Mutant::name);
+        let mut names: [&str; 20] = Mutant::ALL.map(Mutant::name);
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }

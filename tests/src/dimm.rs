@@ -278,6 +278,9 @@ pub struct DimmCase {
     pub kernel: Option<hotmem_qemu::kernel::Kernel>,
 }
 
+/// How long the eject's `_OST` answer may trail `DEVICE_DELETED`.
+pub const PROTOCOL_ANSWER_WAIT: Duration = Duration::from_secs(5);
+
 /// Limit of one guest command in the scenarios.
 pub const GUEST_STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -451,9 +454,21 @@ impl DimmSession {
         match self.session().plug(size, Some(id)) {
             Ok(p) => {
                 self.step(format!("  -> {}", p.line()));
+                self.check_protocol();
                 p
             }
             Err(e) => self.fail(&format!("plug {id}: {e}")),
+        }
+    }
+
+    /// Every DIMM request so far kept the protocol (`hotmem_qemu::dimm_protocol`): one answer
+    /// per request, an eject's success only after `DEVICE_DELETED`, a refusal only for a DIMM
+    /// QEMU still has.
+    pub fn check_protocol(&mut self) {
+        let v = self.session().qmp.protocol.check();
+        if !v.is_empty() {
+            let list: Vec<String> = v.iter().map(|v| format!("  {v}")).collect();
+            self.fail(&format!("DIMM protocol broken:\n{}", list.join("\n")));
         }
     }
 
@@ -520,6 +535,26 @@ impl DimmSession {
             Ok(u) => {
                 let l = u.lines().join(" / ");
                 self.step(format!("  -> {l}"));
+                if u.result == UnplugResult::Deleted {
+                    // The guest answers after the eject: its _OST follows DEVICE_DELETED.
+                    let until = Instant::now() + PROTOCOL_ANSWER_WAIT;
+                    while !self.session().qmp.protocol.last_unplug_answered() && Instant::now() < until {
+                        let _ = self.session().qmp.wait_event_since(
+                            u64::MAX,
+                            Duration::from_millis(20),
+                            "the eject answer",
+                            |_| false,
+                        );
+                    }
+                }
+                if let UnplugResult::Refused { status } = u.result {
+                    if !self.qemu_dimms().iter().any(|d| d.id.as_deref() == Some(id)) {
+                        self.fail(&format!(
+                            "unplug {id}: refused (_OST status {status:#x}), yet QEMU no longer lists it"
+                        ));
+                    }
+                }
+                self.check_protocol();
                 u
             }
             Err(e) => self.fail(&format!("unplug {id}: {e}")),
@@ -752,6 +787,7 @@ impl DimmSession {
 
     /// `system_powerdown`: the guest prints `ged: powerdown` and QEMU exits 0.
     pub fn powerdown(mut self) {
+        self.check_protocol();
         self.step("system_powerdown".into());
         let r = self.session().powerdown();
         match r {
