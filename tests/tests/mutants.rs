@@ -403,6 +403,34 @@ const GUEST_MUTANTS: &[GuestMutant] = &[
         append: "",
         expect: "mutant=no-such-mutant: no such mutant",
     },
+    // A failed add's memmap rollback that keeps the emptied page-table pages: the injected
+    // backing failure after the first memmap page (a new PTE table on 16K/64K; 4K backs a
+    // section's memmap with one block, so its rollback has no table to keep).
+    GuestMutant {
+        granules: &["16k", "64k"],
+        name: "rollback-leaks-tables",
+        cpus: MAX,
+        append: "ktest.only=add_rolls_back_under_injected_faults",
+        expect: "after the failed add",
+    },
+    // An altmap that runs dry and silently takes backing from the page allocator: the add
+    // with a too-small altmap must fail.
+    GuestMutant {
+        granules: ALL,
+        name: "altmap-falls-back",
+        cpus: MAX,
+        append: "ktest.only=add_rolls_back_under_injected_faults",
+        expect: "backing taken from elsewhere",
+    },
+    // A contiguous vmemmap run past the end of the populated range: 16K/64K base pages (4K
+    // backs a section's memmap with one PMD block).
+    GuestMutant {
+        granules: &["16k", "64k"],
+        name: "cont-run-past-end",
+        cpus: MAX,
+        append: "ktest.only=memmap_from_the_page_allocator_round_trip",
+        expect: "a run past the end",
+    },
 ];
 
 /// Build the test kernel with every mutant for `granule`; its ELF.
