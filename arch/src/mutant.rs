@@ -60,10 +60,13 @@ pub enum Mutant {
     /// A contiguous run of vmemmap base pages is mapped even where it reaches past the end of
     /// the range being populated.
     ContRunPastEnd,
+    /// Hot-added memory's memmap is initialised at once after a (planted) failure to defer it:
+    /// correct, but a fallback no test asked for.
+    DeferMemmapFallsBack,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 20] = [
+    pub const ALL: [Mutant; 21] = [
         Mutant::UnisolateEarlyClear,
         Mutant::DimmZoneSplit,
         Mutant::DimmRemoveBehindDriver,
@@ -84,6 +87,7 @@ impl Mutant {
         Mutant::RollbackLeaksTables,
         Mutant::AltmapFallsBack,
         Mutant::ContRunPastEnd,
+        Mutant::DeferMemmapFallsBack,
     ];
 
     /// The name used by `mutant=` and `HOTMEM_MUTANT`.
@@ -109,6 +113,7 @@ impl Mutant {
             Mutant::RollbackLeaksTables => "rollback-leaks-tables",
             Mutant::AltmapFallsBack => "altmap-falls-back",
             Mutant::ContRunPastEnd => "cont-run-past-end",
+            Mutant::DeferMemmapFallsBack => "defer-memmap-falls-back",
         }
     }
 
@@ -210,7 +215,7 @@ mod tests {
             assert_eq!(Mutant::from_name(m.name()), Some(m));
         }
         assert_eq!(Mutant::from_name("no-such"), None);
-        let mut names: [&str; 20] = Mutant::ALL.map(Mutant::name);
+        let mut names: [&str; 21] = Mutant::ALL.map(Mutant::name);
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }

@@ -276,6 +276,8 @@ pub struct DimmCase {
     pub args: Vec<String>,
     /// A kernel other than `config`'s normal build (a mutants build).
     pub kernel: Option<hotmem_qemu::kernel::Kernel>,
+    /// Fallback lines this scenario asks for (`crate::unexpected_fallbacks`).
+    pub expected_fallbacks: Vec<String>,
 }
 
 /// How long the eject's `_OST` answer may trail `DEVICE_DELETED`.
@@ -303,7 +305,14 @@ impl DimmCase {
             boot: BootMode::Firmware,
             args: Vec::new(),
             kernel: None,
+            expected_fallbacks: Vec::new(),
         }
+    }
+
+    /// The scenario asks for the fallback line containing `text`.
+    pub fn expect_fallback(mut self, text: &str) -> Self {
+        self.expected_fallbacks.push(text.into());
+        self
     }
 
     pub fn cold(mut self, id: &str, size: u64) -> Self {
@@ -372,6 +381,7 @@ impl DimmCase {
             _slot: slot,
             steps: Vec::new(),
             boot_time: t0.elapsed(),
+            expected_fallbacks: self.expected_fallbacks.clone(),
         };
         let Some(po) = region_start(&d.boot_log, "linear") else {
             d.fail("no `layout: region=linear start=` line in the boot log")
@@ -405,6 +415,8 @@ pub struct DimmSession {
     /// What the test did, for failure reports.
     pub steps: Vec<String>,
     pub boot_time: Duration,
+    /// [`DimmCase::expected_fallbacks`].
+    pub expected_fallbacks: Vec<String>,
 }
 
 impl DimmSession {
@@ -461,10 +473,19 @@ impl DimmSession {
         }
     }
 
+    /// The console so far shows no fallback the scenario did not ask for.
+    pub fn check_no_fallback(&mut self) {
+        let console = self.session().console.output();
+        if let Err(why) = crate::check_no_fallback(&console, &self.expected_fallbacks) {
+            self.fail(&why);
+        }
+    }
+
     /// Every DIMM request so far kept the protocol (`hotmem_qemu::dimm_protocol`): one answer
     /// per request, an eject's success only after `DEVICE_DELETED`, a refusal only for a DIMM
     /// QEMU still has.
     pub fn check_protocol(&mut self) {
+        self.check_no_fallback();
         let v = self.session().qmp.protocol.check();
         if !v.is_empty() {
             let list: Vec<String> = v.iter().map(|v| format!("  {v}")).collect();

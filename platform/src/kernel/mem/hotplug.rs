@@ -246,7 +246,13 @@ impl HotplugOps for KernelOps {
     fn defer_memmap(&mut self, pfn: u64, nr: u64, block: BlockId) {
         // SAFETY: as in `init_memmap`: populated, not yet marked as having a memmap.
         unsafe { page_alloc::poison_memmap(pfn, nr) };
-        if let Err(e) = page_alloc::with_page_alloc(|a| a.defer_memmap(pfn, nr)) {
+        // Mutant: the deferral refused (a range it does not cover), so the fallback runs.
+        let r = if arch::mutant::on(arch::mutant::Mutant::DeferMemmapFallsBack) {
+            Err(mm::buddy::BuddyError::BadRange { start: pfn, nr })
+        } else {
+            page_alloc::with_page_alloc(|a| a.defer_memmap(pfn, nr))
+        };
+        if let Err(e) = r {
             crate::println!("hotplug: cannot defer the memmap of pfn {pfn:#x}+{nr:#x} ({e}); initialising it now");
             self.init_memmap(pfn, nr, block);
         }
