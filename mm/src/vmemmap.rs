@@ -303,7 +303,9 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
                 } else {
                     self.region
                 };
-                let _ = self.pt.unmap_within(self.tables, self.tlb, c.va, c.size, floor, ceiling);
+                let _ = self
+                    .pt
+                    .unmap_within(self.tables, self.tlb, c.va, c.size, floor, ceiling);
             }
             if c.altmap {
                 if let Some(a) = altmap {

@@ -22,12 +22,21 @@ use crate::qmp::QmpEvent;
 /// A hotplug request, at the sequence number the next event would get when it was sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    Plug { id: String, at: u64 },
+    Plug {
+        id: String,
+        at: u64,
+    },
     /// `slot`: the DIMM's slot when the request was sent (`query-memory-devices`); the answer
     /// after an eject names only the slot.
-    Unplug { id: String, slot: Option<u64>, at: u64 },
+    Unplug {
+        id: String,
+        slot: Option<u64>,
+        at: u64,
+    },
     /// `system_reset`: the new boot's scan answers for every DIMM again, for no request.
-    Reset { at: u64 },
+    Reset {
+        at: u64,
+    },
 }
 
 impl Request {
@@ -44,7 +53,11 @@ pub enum Violation {
     #[error("plug {id}: {count} insert (source 1) _OST answers, expected exactly one")]
     InsertAnswers { id: String, count: usize },
     #[error("unplug {id}: {count} eject (source 3) _OST answers, expected exactly one (statuses {statuses:?})")]
-    EjectAnswers { id: String, count: usize, statuses: Vec<u64> },
+    EjectAnswers {
+        id: String,
+        count: usize,
+        statuses: Vec<u64>,
+    },
     #[error("unplug {id}: eject _OST success (event #{ost}) before DEVICE_DELETED (event #{deleted}): the guest answered before the DIMM was gone")]
     SuccessBeforeDeleted { id: String, ost: u64, deleted: u64 },
     #[error("unplug {id}: eject _OST success (event #{ost}) without DEVICE_DELETED")]
@@ -185,7 +198,11 @@ mod tests {
     }
 
     fn deleted(seq: u64, id: &str) -> QmpEvent {
-        ev(seq, "DEVICE_DELETED", json!({"device": id, "path": format!("/machine/peripheral/{id}")}))
+        ev(
+            seq,
+            "DEVICE_DELETED",
+            json!({"device": id, "path": format!("/machine/peripheral/{id}")}),
+        )
     }
 
     fn protocol(requests: Vec<Request>, events: Vec<QmpEvent>) -> DimmProtocol {
@@ -214,7 +231,12 @@ mod tests {
     #[test]
     fn the_guests_order_passes() {
         let p = protocol(
-            vec![plug("dimm0", 0), unplug("dimm0", 2, 1), unplug("dimm0", 2, 2), unplug("dimm0", 2, 3)],
+            vec![
+                plug("dimm0", 0),
+                unplug("dimm0", 2, 1),
+                unplug("dimm0", 2, 2),
+                unplug("dimm0", 2, 3),
+            ],
             vec![
                 ost(0, Some("dimm0"), 2, 1, 0),
                 ost(1, Some("dimm0"), 2, 3, 0x82),
@@ -244,7 +266,13 @@ mod tests {
         );
         // Two answers; a refusal of a DIMM QEMU deleted; success without deletion.
         let p = protocol(
-            vec![unplug("a", 0, 0), unplug("b", 1, 10), unplug("c", 2, 20), plug("d", 30), plug("e", 40)],
+            vec![
+                unplug("a", 0, 0),
+                unplug("b", 1, 10),
+                unplug("c", 2, 20),
+                plug("d", 30),
+                plug("e", 40),
+            ],
             vec![
                 deleted(0, "a"),
                 ost(1, None, 0, 3, 0),
@@ -258,7 +286,10 @@ mod tests {
         );
         let v = p.check();
         assert!(matches!(&v[0], Violation::EjectAnswers { count: 2, .. }), "{v:?}");
-        assert!(matches!(&v[1], Violation::RefusedButDeleted { status: 0x82, .. }), "{v:?}");
+        assert!(
+            matches!(&v[1], Violation::RefusedButDeleted { status: 0x82, .. }),
+            "{v:?}"
+        );
         assert!(matches!(&v[2], Violation::SuccessWithoutDeleted { .. }), "{v:?}");
         assert!(matches!(&v[3], Violation::InsertAnswers { count: 2, .. }), "{v:?}");
         assert!(matches!(&v[4], Violation::InsertAnswers { count: 0, .. }), "{v:?}");

@@ -358,7 +358,10 @@ pub fn plug(qmp: &mut Qmp, size: u64, id: Option<&str>, timeout: Duration) -> Re
         let _ = qmp.object_del(&memdev);
         return Err(e);
     }
-    qmp.protocol.record(Request::Plug { id: id.clone(), at: mark });
+    qmp.protocol.record(Request::Plug {
+        id: id.clone(),
+        at: mark,
+    });
     let (result, ost, elapsed) = match qmp.wait_event_since(mark, timeout, &format!("_OST for {id}"), |e| {
         is_ost(e, &id, OST_SOURCE_INSERT).is_some()
     }) {

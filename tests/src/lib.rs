@@ -506,7 +506,10 @@ mod tests {
                 "ged: cannot map the registers; DIMM hotplug disabled"
             ]
         );
-        assert_eq!(unexpected_fallbacks(console, &["cannot map the registers".into()]).len(), 1);
+        assert_eq!(
+            unexpected_fallbacks(console, &["cannot map the registers".into()]).len(),
+            1
+        );
         assert!(check_no_fallback("boot: ok\n", &[]).is_ok());
         let e = check_no_fallback(console, &["hotplug: cannot defer".into()]).unwrap_err();
         assert!(e.contains("ged: cannot map") && !e.contains("defer"), "{e}");

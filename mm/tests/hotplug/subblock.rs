@@ -95,7 +95,8 @@ fn subblock_case<C: Config>(mode: MemmapInit, bs: u64, movable: bool, steps: &[S
     let nsubs = (g.section_size() / bs) as usize;
     let mut plugged = vec![true; nsubs];
     let mut block_online = true;
-    let (mut data, mut pins): (Vec<(Handle, u64)>, Vec<(u64, u32)>) = (Vec::new(), Vec::new());
+    let mut data: Vec<(Handle, u64)> = Vec::new();
+    let mut pins: Vec<(u64, u32)> = Vec::new();
     let mut next_value = 1;
     let range = |i: usize| (first_pfn + i as u64 * sub_pages, sub_pages);
     for (n, &s) in steps.iter().enumerate() {

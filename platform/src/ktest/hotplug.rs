@@ -697,12 +697,7 @@ fn leaf_at(va: u64) -> Option<mm::pgtable::Leaf> {
 
 /// After a failed add of `[start, start + blocks)`: nothing of it is mapped (linear map, each
 /// block's memmap), no block exists, and the counters are what they were.
-fn check_add_left_nothing(
-    what: &str,
-    start: u64,
-    blocks: u64,
-    before: (u64, u64, u64, u64),
-) -> Result<(), String> {
+fn check_add_left_nothing(what: &str, start: u64, blocks: u64, before: (u64, u64, u64, u64)) -> Result<(), String> {
     let bs = G.section_size();
     for b in 0..blocks {
         let pa = start + b * bs;
@@ -711,7 +706,10 @@ fn check_add_left_nothing(
             layout::phys_to_virt(pa + bs - layout::PAGE_SIZE),
             memmap::VMEMMAP.pfn_to_page(pa >> PAGE_SHIFT),
         ] {
-            kassert!(leaf_at(va).is_none(), "{what}: va {va:#x} still mapped after the failed add");
+            kassert!(
+                leaf_at(va).is_none(),
+                "{what}: va {va:#x} still mapped after the failed add"
+            );
         }
         kassert!(
             !hp::with_hotplug(|h, _| h.block(pa / bs).is_some()),
@@ -763,10 +761,7 @@ fn add_rolls_back_under_injected_faults(_: &Platform) -> Result<(), String> {
             }
         };
         kassert!(total > 0, "{}: a clean add made no request", kind.name());
-        let mut ns: Vec<u32> = [0, 1, total / 2, total - 1, total]
-            .iter()
-            .map(|&n| n as u32)
-            .collect();
+        let mut ns: Vec<u32> = [0, 1, total / 2, total - 1, total].iter().map(|&n| n as u32).collect();
         ns.sort_unstable();
         ns.dedup();
         let mut failures = 0;
@@ -792,7 +787,8 @@ fn add_rolls_back_under_injected_faults(_: &Platform) -> Result<(), String> {
                         kind != Fault::Altmap || u64::from(n) >= total,
                         "{what}: the add succeeded with an altmap of {n} of the {vm_pages} pages a block's memmap needs (backing taken from elsewhere)"
                     );
-                    hp::with_hotplug(|h, ops| h.remove_memory(ops, start, size)).map_err(|e| format!("{what}: remove: {e}"))?;
+                    hp::with_hotplug(|h, ops| h.remove_memory(ops, start, size))
+                        .map_err(|e| format!("{what}: remove: {e}"))?;
                     kassert!(snapshot() == before, "{what}: counters after add + remove");
                     succeeded = true;
                     break;
@@ -804,12 +800,11 @@ fn add_rolls_back_under_injected_faults(_: &Platform) -> Result<(), String> {
             "{}: {failures} of the adds failed with N in {ns:?} of {total} requests",
             kind.name()
         );
-        kassert!(
-            succeeded,
-            "{}: the add never succeeded",
+        kassert!(succeeded, "{}: the add never succeeded", kind.name());
+        crate::println!(
+            "ktest: injected {} requests={total} n={ns:?} (each fails the add but the last)",
             kind.name()
         );
-        crate::println!("ktest: injected {} requests={total} n={ns:?} (each fails the add but the last)", kind.name());
     }
     // And the add works after all that.
     hp::with_hotplug(|h, ops| h.add_memory(ops, None, ram, size, MOM)).map_err(|e| format!("add: {e}"))?;
@@ -830,8 +825,18 @@ fn memmap_from_the_page_allocator_round_trip(_: &Platform) -> Result<(), String>
     let bs = G.section_size();
     let size = bs;
     let before = snapshot();
-    let ids = hp::with_hotplug(|h, ops| h.add_memory(ops, None, start, size, AddFlags { memmap_on_memory: false }))
-        .map_err(|e| format!("add: {e}"))?;
+    let ids = hp::with_hotplug(|h, ops| {
+        h.add_memory(
+            ops,
+            None,
+            start,
+            size,
+            AddFlags {
+                memmap_on_memory: false,
+            },
+        )
+    })
+    .map_err(|e| format!("add: {e}"))?;
     let end = memmap::VMEMMAP.pfn_to_page((start + size) >> PAGE_SHIFT);
     kassert!(
         leaf_at(end).is_none(),
@@ -852,7 +857,11 @@ fn memmap_from_the_page_allocator_round_trip(_: &Platform) -> Result<(), String>
                 "memmap va {va:#x} backed by pa {:#x} inside the added range",
                 l.pa
             );
-            let run = if l.contiguous { G.cont_size(l.level).unwrap_or(l.size) } else { l.size };
+            let run = if l.contiguous {
+                G.cont_size(l.level).unwrap_or(l.size)
+            } else {
+                l.size
+            };
             let base = va & !(run - 1);
             kassert!(
                 base >= s && base + run <= e,
