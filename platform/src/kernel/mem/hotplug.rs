@@ -13,7 +13,7 @@ use crate::{
     boot::dtb::Range,
     boot::layout::{self, G, PAGE_SHIFT, PAGE_SIZE},
     kernel::mem::teardown::KernelTlb,
-    kernel::mem::{counters, kernel_pt, memmap, memmap::VMEMMAP, page_alloc, vmemmap},
+    kernel::mem::{counters, fault, kernel_pt, memmap, memmap::VMEMMAP, page_alloc, vmemmap},
     kernel::sync::IrqSafeLock,
 };
 use alloc::vec::Vec;
@@ -189,11 +189,21 @@ impl HotplugOps for KernelOps {
             .map_err(|_| HotplugError::WouldSplitLeaf { pa })
     }
 
-    fn populate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>) -> Result<(), HotplugError> {
+    fn populate_memmap(&mut self, section_pfn: u64, mut altmap: Option<&mut Altmap>) -> Result<(), HotplugError> {
         let start = VMEMMAP.pfn_to_page(section_pfn);
         let self_hosted = altmap.is_some();
-        let st = vmemmap::with_vmemmap(|v| v.populate(start, start + G.memmap_per_section(), altmap))
-            .map_err(vmemmap_err)?;
+        // Injected altmap exhaustion (test kernel): the altmap holds only `limit` more pages
+        // for this call, as if it had been sized too small.
+        let limit = fault::altmap_limit();
+        let saved_free = altmap.as_deref().map(|a| a.free);
+        if let (Some(a), Some(limit)) = (altmap.as_deref_mut(), limit) {
+            a.free = a.free.min(a.alloc + a.align + limit);
+        }
+        let r = vmemmap::with_vmemmap(|v| v.populate(start, start + G.memmap_per_section(), altmap.as_deref_mut()));
+        if let (Some(a), Some(free)) = (altmap, saved_free) {
+            a.free = free;
+        }
+        let st = r.map_err(vmemmap_err)?;
         counters::MEMMAP_BYTES.fetch_add(st.bytes, Ordering::Relaxed);
         if self_hosted {
             counters::MEMMAP_SELF_HOSTED_BYTES.fetch_add(st.bytes, Ordering::Relaxed);
@@ -236,7 +246,13 @@ impl HotplugOps for KernelOps {
     fn defer_memmap(&mut self, pfn: u64, nr: u64, block: BlockId) {
         // SAFETY: as in `init_memmap`: populated, not yet marked as having a memmap.
         unsafe { page_alloc::poison_memmap(pfn, nr) };
-        if let Err(e) = page_alloc::with_page_alloc(|a| a.defer_memmap(pfn, nr)) {
+        // Mutant: the deferral refused (a range it does not cover), so the fallback runs.
+        let r = if arch::mutant::on(arch::mutant::Mutant::DeferMemmapFallsBack) {
+            Err(mm::buddy::BuddyError::BadRange { start: pfn, nr })
+        } else {
+            page_alloc::with_page_alloc(|a| a.defer_memmap(pfn, nr))
+        };
+        if let Err(e) = r {
             crate::println!("hotplug: cannot defer the memmap of pfn {pfn:#x}+{nr:#x} ({e}); initialising it now");
             self.init_memmap(pfn, nr, block);
         }
