@@ -52,10 +52,23 @@ pub enum Mutant {
     VmemUnplugBeforeOffline,
     /// A virtio-mem resize that stopped short is remembered as handled: never retried.
     VmemForgetStopped,
+    /// A DIMM eject answers `_OST` success before the DIMM's memory is offline and removed.
+    DimmOstBeforeRemove,
+    /// A failed hot-add's rollback unmaps the memmap it populated but keeps the emptied
+    /// page-table pages.
+    RollbackLeaksTables,
+    /// An exhausted altmap hands out memmap backing from the page allocator instead.
+    AltmapFallsBack,
+    /// A contiguous run of vmemmap base pages is mapped even where it reaches past the end of
+    /// the range being populated.
+    ContRunPastEnd,
+    /// Hot-added memory's memmap is initialised at once after a (planted) failure to defer it:
+    /// correct, but a fallback no test asked for.
+    DeferMemmapFallsBack,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 17] = [
+    pub const ALL: [Mutant; 22] = [
         Mutant::UnisolateEarlyClear,
         Mutant::DimmZoneSplit,
         Mutant::DimmRemoveBehindDriver,
@@ -73,6 +86,11 @@ impl Mutant {
         Mutant::VmemOnlineBeforePlugged,
         Mutant::VmemUnplugBeforeOffline,
         Mutant::VmemForgetStopped,
+        Mutant::DimmOstBeforeRemove,
+        Mutant::RollbackLeaksTables,
+        Mutant::AltmapFallsBack,
+        Mutant::ContRunPastEnd,
+        Mutant::DeferMemmapFallsBack,
     ];
 
     /// The name used by `mutant=` and `HOTMEM_MUTANT`.
@@ -95,6 +113,11 @@ impl Mutant {
             Mutant::VmemOnlineBeforePlugged => "vmem-online-before-plugged",
             Mutant::VmemUnplugBeforeOffline => "vmem-unplug-before-offline",
             Mutant::VmemForgetStopped => "vmem-forget-stopped",
+            Mutant::DimmOstBeforeRemove => "dimm-ost-before-remove",
+            Mutant::RollbackLeaksTables => "rollback-leaks-tables",
+            Mutant::AltmapFallsBack => "altmap-falls-back",
+            Mutant::ContRunPastEnd => "cont-run-past-end",
+            Mutant::DeferMemmapFallsBack => "defer-memmap-falls-back",
         }
     }
 
@@ -196,7 +219,7 @@ mod tests {
             assert_eq!(Mutant::from_name(m.name()), Some(m));
         }
         assert_eq!(Mutant::from_name("no-such"), None);
-        let mut names: [&str; 17] = Mutant::ALL.map(Mutant::name);
+        let mut names: [&str; 22] = Mutant::ALL.map(Mutant::name);
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }

@@ -68,6 +68,16 @@ pub enum AllocKind {
     Movable,
 }
 
+impl AllocKind {
+    /// The zones this kind is served from, in order.
+    const fn zones(self) -> &'static [ZoneId] {
+        match self {
+            AllocKind::Kernel => &[ZoneId::Normal],
+            AllocKind::Movable => &[ZoneId::Movable, ZoneId::Normal],
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BuddyError {
     /// The PFN has no memmap, or is not the head of an allocated block of that order.
@@ -429,10 +439,7 @@ impl<M: Memmap> PageAlloc<M> {
         if order > self.max_order {
             return None;
         }
-        let zones: &[ZoneId] = match kind {
-            AllocKind::Kernel => &[ZoneId::Normal],
-            AllocKind::Movable => &[ZoneId::Movable, ZoneId::Normal],
-        };
+        let zones = kind.zones();
         for &zone in zones {
             // Initialised free memory first; a deferred chunk only when that cannot serve.
             let found = loop {
@@ -451,20 +458,50 @@ impl<M: Memmap> PageAlloc<M> {
                 continue;
             };
             let pfn = self.zones[zone as usize].free_area[found as usize].head;
-            self.list_remove(zone, found, pfn);
-            let mut o = found;
-            while o > order {
-                o -= 1;
-                self.list_push(zone, o, pfn + (1 << o));
+            return Some(self.take(zone, found, pfn, order, kind));
+        }
+        None
+    }
+
+    /// Take the free order-`found` block at `pfn` off its list and hand out its first
+    /// 2^`order` pages (the rest go back on the lists, split).
+    fn take(&mut self, zone: ZoneId, found: u32, pfn: u64, order: u32, kind: AllocKind) -> u64 {
+        self.list_remove(zone, found, pfn);
+        let mut o = found;
+        while o > order {
+            o -= 1;
+            self.list_push(zone, o, pfn + (1 << o));
+        }
+        let p = self.pg(pfn);
+        p.flags |= flags::HEAD;
+        if kind == AllocKind::Movable {
+            p.flags |= flags::MOVABLE;
+        }
+        p.order = order as u8;
+        p.refcount = 1;
+        pfn
+    }
+
+    /// [`alloc`](Self::alloc) from memory below `limit` (a PFN) if there is any: migration for
+    /// a shrink takes its targets below what the same shrink will take away, so each page moves
+    /// once. The free lists are searched for a head below `limit` (the first one found: splits
+    /// push their remainders to the list heads, so a run of such allocations finds them at once);
+    /// `None` when no free block below `limit` can serve.
+    pub fn alloc_below(&mut self, order: u32, kind: AllocKind, limit: u64) -> Option<u64> {
+        if order > self.max_order {
+            return None;
+        }
+        let zones = kind.zones();
+        for &zone in zones {
+            for o in order..=self.max_order {
+                let mut pfn = self.zones[zone as usize].free_area[o as usize].head;
+                while pfn != NO_PFN && pfn + (1 << o) > limit {
+                    pfn = self.page(pfn).map_or(NO_PFN, |p| p.next);
+                }
+                if pfn != NO_PFN {
+                    return Some(self.take(zone, o, pfn, order, kind));
+                }
             }
-            let p = self.pg(pfn);
-            p.flags |= flags::HEAD;
-            if kind == AllocKind::Movable {
-                p.flags |= flags::MOVABLE;
-            }
-            p.order = order as u8;
-            p.refcount = 1;
-            return Some(pfn);
         }
         None
     }

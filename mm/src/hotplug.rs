@@ -306,8 +306,10 @@ pub trait HotplugOps {
     /// Give `[pfn, pfn + nr)` to the allocator in `zone`.
     fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) -> Result<(), HotplugError>;
     /// Isolate, migrate movable pages away, take the range out of the allocator; on failure
-    /// (`Busy`, `NoMigrationTarget`) everything is back in the allocator and usable.
-    fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError>;
+    /// (`Busy`, `NoMigrationTarget`) everything is back in the allocator and usable. New frames
+    /// come from below PFN `target_below` while there is room there (`u64::MAX`: anywhere): an
+    /// offline of several ranges passes its lowest, so each page moves once.
+    fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId, target_below: u64) -> Result<(), HotplugError>;
     /// `remove_memory` is done with `[pa, pa + size)`: memmap freed, linear map torn down
     /// and invalidated. The memory leaves the kernel; the test builds check that no entry
     /// (live or cleared-but-not-invalidated) still maps it, its linear map or its memmap.
@@ -824,6 +826,17 @@ impl Hotplug {
     /// Offline block `id` (Linux `memory_block_offline`): isolate, migrate, take the pages out;
     /// `Busy` leaves the block online, usable and accounted as before.
     pub fn offline_block(&mut self, ops: &mut impl HotplugOps, id: BlockId) -> Result<(), HotplugError> {
+        self.offline_block_below(ops, id, u64::MAX)
+    }
+
+    /// [`offline_block`](Self::offline_block), migrating below PFN `target_below` where there
+    /// is room (see [`HotplugOps::offline_pages`]).
+    fn offline_block_below(
+        &mut self,
+        ops: &mut impl HotplugOps,
+        id: BlockId,
+        target_below: u64,
+    ) -> Result<(), HotplugError> {
         let b = self.get(id)?;
         if b.early {
             return Err(HotplugError::EarlyMemory(id));
@@ -837,7 +850,7 @@ impl Hotplug {
         let zone = b.zone.unwrap_or(ZoneId::Normal);
         self.set_state(id, BlockState::GoingOffline);
         let n_vm = b.nr_vmemmap_pages();
-        if let Err(e) = ops.offline_pages(b.start_pfn + n_vm, b.nr_pages - n_vm, id) {
+        if let Err(e) = ops.offline_pages(b.start_pfn + n_vm, b.nr_pages - n_vm, id, target_below) {
             self.set_state(id, BlockState::Online);
             return Err(e);
         }
@@ -858,6 +871,19 @@ impl Hotplug {
     /// offlined — on a veto the blocks already offlined are onlined again into their zones and
     /// the error returned, leaving the memory fully usable — then the range is removed.
     pub fn offline_and_remove(&mut self, ops: &mut impl HotplugOps, start: u64, size: u64) -> Result<(), HotplugError> {
+        self.offline_and_remove_below(ops, start, size, start >> self.geom.page_shift)
+    }
+
+    /// [`offline_and_remove`](Self::offline_and_remove) with migration targets below PFN
+    /// `target_below` where there is room (a caller taking away more than this range passes
+    /// the lowest PFN it takes).
+    pub fn offline_and_remove_below(
+        &mut self,
+        ops: &mut impl HotplugOps,
+        start: u64,
+        size: u64,
+        target_below: u64,
+    ) -> Result<(), HotplugError> {
         self.check_range(start, size)?;
         let ids: Vec<BlockId> = self.block_ids(start, size).collect();
         for &id in &ids {
@@ -874,7 +900,8 @@ impl Hotplug {
                 continue;
             }
             let zone = b.zone.unwrap_or(ZoneId::Normal);
-            if let Err(e) = self.offline_block(ops, id) {
+            // Pages of a block move below the whole range, not into a block offlined next.
+            if let Err(e) = self.offline_block_below(ops, id, target_below) {
                 self.reonline(ops, &done);
                 return Err(e);
             }

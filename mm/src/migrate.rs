@@ -218,11 +218,16 @@ pub enum OfflineError {
 /// If an unmovable page is in use, or no memory is left to migrate to, the range is
 /// unisolated and the reason returned: everything is back in the allocator and usable, and the
 /// allocations already migrated stay valid where they are now.
+///
+/// New frames come from below `target_below` (a PFN; `u64::MAX`: anywhere) while there is
+/// room there: a shrink that takes away more than this range passes the lowest PFN it takes,
+/// so no page moves into memory the same shrink offlines next.
 pub fn offline_pages<M: Memmap>(
     a: &mut PageAlloc<M>,
     handles: &mut Handles,
     start: u64,
     nr: u64,
+    target_below: u64,
     mut copy: impl FnMut(Handle, u64, u64, u32),
     mut freeing: impl FnMut(u64, u32),
 ) -> Result<u64, OfflineError> {
@@ -241,7 +246,7 @@ pub fn offline_pages<M: Memmap>(
                 // Cut the free blocks across the edges, so the new frame cannot straddle one.
                 a.split_free_at(start);
                 a.split_free_at(start + nr);
-                moved += migrate_block(a, handles, pfn, page, &mut copy, &mut freeing)?;
+                moved += migrate_block(a, handles, pfn, page, target_below, &mut copy, &mut freeing)?;
             }
             Err(BuddyError::Straddles { pfn, .. }) => return Err(OfflineError::Unmovable { pfn }),
             Err(e) => return Err(OfflineError::Range(e)),
@@ -252,13 +257,14 @@ pub fn offline_pages<M: Memmap>(
     let result = (|| {
         let mut pfn = start;
         while let Some((busy, page)) = a.first_busy(pfn, start + nr - pfn) {
-            moved += migrate_block(a, handles, busy, page, &mut copy, &mut freeing).map_err(|e| match e {
-                OfflineError::NoTarget { .. } => OfflineError::NoTarget {
-                    moved,
-                    left: a.busy_pages(busy, start + nr - busy),
-                },
-                e => e,
-            })?;
+            moved +=
+                migrate_block(a, handles, busy, page, target_below, &mut copy, &mut freeing).map_err(|e| match e {
+                    OfflineError::NoTarget { .. } => OfflineError::NoTarget {
+                        moved,
+                        left: a.busy_pages(busy, start + nr - busy),
+                    },
+                    e => e,
+                })?;
             pfn = busy + (1 << page.order);
         }
         match a.offline_isolated(start, nr) {
@@ -279,6 +285,7 @@ fn migrate_block<M: Memmap>(
     handles: &mut Handles,
     busy: u64,
     page: Page,
+    target_below: u64,
     copy: &mut impl FnMut(Handle, u64, u64, u32),
     freeing: &mut impl FnMut(u64, u32),
 ) -> Result<u64, OfflineError> {
@@ -289,7 +296,10 @@ fn migrate_block<M: Memmap>(
         return Err(OfflineError::Unmovable { pfn: busy });
     };
     // An isolated range cannot be handed out, so the target is always elsewhere.
-    let Some(dst) = a.alloc(order, AllocKind::Movable) else {
+    let dst = a
+        .alloc_below(order, AllocKind::Movable, target_below)
+        .or_else(|| a.alloc(order, AllocKind::Movable));
+    let Some(dst) = dst else {
         return Err(OfflineError::NoTarget { moved: 0, left: 0 });
     };
     copy(h, busy, dst, order);

@@ -121,12 +121,13 @@ pub trait VmemMemory {
     /// Add `[addr, addr + size)` with memmap on memory to the device's group and online it per
     /// the policy; the block ids.
     fn add(&mut self, addr: u64, size: u64) -> Result<Vec<BlockId>, HotplugError>;
-    /// Offline (migrating) and remove `[addr, addr + size)`.
-    fn offline_and_remove(&mut self, addr: u64, size: u64) -> Result<(), HotplugError>;
+    /// Offline (migrating) and remove `[addr, addr + size)`; migrated pages go below `below`
+    /// (an address) where there is room.
+    fn offline_and_remove(&mut self, addr: u64, size: u64, below: u64) -> Result<(), HotplugError>;
     /// Online (`on`) or offline `[pfn, pfn + nr)` of memory block `block` if the block is online
     /// (an offline block's pages are offline already; onlining the block later hands over the
-    /// plugged ones only).
-    fn set_online(&mut self, block: BlockId, pfn: u64, nr: u64, on: bool) -> Result<(), HotplugError>;
+    /// plugged ones only). Offlining migrates below `below` (an address) where there is room.
+    fn set_online(&mut self, block: BlockId, pfn: u64, nr: u64, on: bool, below: u64) -> Result<(), HotplugError>;
     /// Whether memory block `block` is online in ZONE_NORMAL (shrinks prefer the others).
     fn in_normal(&mut self, block: BlockId) -> bool;
     /// Sub-block mode: whether device block `i` of the region is plugged.
@@ -321,6 +322,9 @@ pub struct Vmem {
     /// The `requested_size` the last resize worked towards.
     last_handled: Option<u64>,
     retry: Option<Retry>,
+    /// While a shrink runs: the lowest address it takes away (migration targets come from
+    /// below it where there is room, so each page moves once); `u64::MAX` otherwise.
+    below: u64,
 }
 
 impl Vmem {
@@ -381,6 +385,7 @@ impl Vmem {
             }),
             last_handled: None,
             retry: None,
+            below: u64::MAX,
         })
     }
 
@@ -496,6 +501,14 @@ impl Vmem {
                 break;
             }
         }
+        let excess = self.units_plugged(mem).saturating_sub(target);
+        self.below = self
+            .shrink_order(mem)
+            .iter()
+            .take(excess)
+            .map(|&i| self.unit_addr(i))
+            .min()
+            .unwrap_or(u64::MAX);
         while self.units_plugged(mem) > target {
             let mut done = false;
             let mut last: Option<String> = None;
@@ -516,6 +529,7 @@ impl Vmem {
                 break;
             }
         }
+        self.below = u64::MAX;
         if why.is_none() && !requested.is_multiple_of(self.unit) {
             why = Some(format!(
                 "requested size is not a multiple of the {:#} unit (device blocks smaller than a pageblock are plugged a memory block at a time)",
@@ -547,7 +561,8 @@ impl Vmem {
     fn shrink_unit(&mut self, dev: &mut impl VmemDevice, mem: &mut impl VmemMemory, i: usize) -> Result<(), VmemError> {
         let (addr, nb, unit) = (self.unit_addr(i), self.unit_blocks(), self.unit);
         if matches!(self.units[i], Unit::Added { .. }) {
-            mem.offline_and_remove(addr, unit).map_err(VmemError::Hotplug)?;
+            mem.offline_and_remove(addr, unit, self.below)
+                .map_err(VmemError::Hotplug)?;
             self.units[i] = Unit::PluggedRemoved;
         }
         request(dev, RequestType::Unplug, addr, nb)?;
@@ -583,6 +598,36 @@ impl Vmem {
                 return Some(e);
             }
         }
+        self.below = self.sbm_lowest_taken(mem, self.units_plugged(mem).saturating_sub(target));
+        let r = self.sbm_shrink(dev, mem, target);
+        self.below = u64::MAX;
+        r
+    }
+
+    /// The lowest address a shrink by `excess` device blocks takes away, following the order
+    /// [`sbm_shrink_block`](Self::sbm_shrink_block) takes them in (`u64::MAX`: none).
+    fn sbm_lowest_taken(&self, mem: &mut impl VmemMemory, mut excess: usize) -> u64 {
+        let Some(m) = self.sbm.as_ref() else { return u64::MAX };
+        let (s, meta) = (m.subs_per_block, m.meta);
+        let mut lowest = u64::MAX;
+        for blk in self.sbm_shrink_order(mem) {
+            if excess == 0 {
+                break;
+            }
+            let first = blk * s;
+            let plugged: Vec<usize> = (first + meta..first + s).rev().filter(|&i| mem.plugged(i)).collect();
+            if excess < plugged.len() {
+                lowest = lowest.min(self.sub_addr(plugged[excess - 1]));
+                break;
+            }
+            // The whole block goes (its memmap's device blocks last).
+            lowest = lowest.min(self.sub_addr(first));
+            excess -= (first..first + s).filter(|&i| mem.plugged(i)).count().min(excess);
+        }
+        lowest
+    }
+
+    fn sbm_shrink(&mut self, dev: &mut impl VmemDevice, mem: &mut impl VmemMemory, target: usize) -> Option<String> {
         while self.units_plugged(mem) > target {
             let excess = self.units_plugged(mem) - target;
             let mut last = String::new();
@@ -615,7 +660,7 @@ impl Vmem {
         on: bool,
     ) -> Result<(), HotplugError> {
         let pfn = self.sub_addr(first) >> self.geom.page_shift;
-        mem.set_online(block, pfn, n as u64 * self.sub_pages(), on)
+        mem.set_online(block, pfn, n as u64 * self.sub_pages(), on, self.below)
     }
 
     /// Plug up to `need` device blocks: first in added memory blocks, else by adding one.
@@ -725,7 +770,7 @@ impl Vmem {
             }
             (Some(_), None) => {
                 let (addr, mb) = (self.sub_addr(first), self.geom.section_size());
-                mem.offline_and_remove(addr, mb)
+                mem.offline_and_remove(addr, mb, self.below)
                     .map_err(|e| format!("{addr:#x}+{:#}: {e}", Size(mb)))?;
                 if let Some(m) = self.sbm.as_mut() {
                     m.added[blk] = None;

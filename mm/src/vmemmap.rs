@@ -113,10 +113,16 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
     fn alloc_backing(&mut self, size: u64, altmap: &mut Option<&mut Altmap>) -> Result<(PhysAddr, bool), VmemmapError> {
         let n = size / Self::PAGE;
         match altmap {
-            Some(a) => {
-                let pfn = a.alloc_pfns(n).map_err(VmemmapError::AltmapExhausted)?;
-                Ok((pfn << C::GEOM.page_shift, true))
-            }
+            Some(a) => match a.alloc_pfns(n) {
+                Ok(pfn) => Ok((pfn << C::GEOM.page_shift, true)),
+                // Mutant: the silent fallback memmap on memory must never take.
+                Err(_) if mutant::on(Mutant::AltmapFallsBack) => self
+                    .source
+                    .alloc_pages(n.trailing_zeros())
+                    .map(|pa| (pa, false))
+                    .ok_or(VmemmapError::NoMemory),
+                Err(e) => Err(VmemmapError::AltmapExhausted(e)),
+            },
             None => self
                 .source
                 .alloc_pages(n.trailing_zeros())
@@ -223,7 +229,9 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
         let mut va = start;
         while va < end {
             if let Some(c) = cont {
-                if va.is_multiple_of(c) && va + c <= end && self.range_empty(va, va + c) {
+                // Mutant: a run reaching past `end` maps memmap nobody asked for.
+                let fits = va + c <= end || mutant::on(Mutant::ContRunPastEnd);
+                if va.is_multiple_of(c) && fits && self.range_empty(va, va + c) {
                     if let Ok(backing) = self.alloc_backing(c, altmap) {
                         self.map_leaf(
                             va,
@@ -289,9 +297,15 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
         for c in created.iter().rev() {
             let mapped = self.pt.walk(self.tables, c.va).leaf.is_some_and(|l| l.pa == c.pa);
             if mapped {
+                // Mutant: floor and ceiling at the leaf keep every emptied table.
+                let (floor, ceiling) = if mutant::on(Mutant::RollbackLeaksTables) {
+                    (c.va, c.va + c.size)
+                } else {
+                    self.region
+                };
                 let _ = self
                     .pt
-                    .unmap_within(self.tables, self.tlb, c.va, c.size, self.region.0, self.region.1);
+                    .unmap_within(self.tables, self.tlb, c.va, c.size, floor, ceiling);
             }
             if c.altmap {
                 if let Some(a) = altmap {

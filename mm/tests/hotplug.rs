@@ -478,7 +478,7 @@ impl<C: Config> HotplugOps for Machine<C> {
         r
     }
 
-    fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
+    fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId, target_below: u64) -> Result<(), HotplugError> {
         self.injected()?;
         let g = C::GEOM;
         let Machine {
@@ -496,6 +496,7 @@ impl<C: Config> HotplugOps for Machine<C> {
             handles,
             pfn,
             nr,
+            target_below,
             |h, src, dst, order| {
                 let (va, size) = (Self::window_va(h), g.page_size() << order);
                 // Every CPU uses the block right up to the move.

@@ -184,7 +184,7 @@ impl VmemMemory for Mem {
         Ok(ids)
     }
 
-    fn offline_and_remove(&mut self, addr: u64, size: u64) -> Result<(), HotplugError> {
+    fn offline_and_remove(&mut self, addr: u64, size: u64, _below: u64) -> Result<(), HotplugError> {
         let mut w = self.0.borrow_mut();
         let first = w.idx(addr);
         let n = (size / w.block).max(1) as usize;
@@ -202,7 +202,7 @@ impl VmemMemory for Mem {
         Ok(())
     }
 
-    fn set_online(&mut self, block: BlockId, pfn: u64, nr: u64, on: bool) -> Result<(), HotplugError> {
+    fn set_online(&mut self, block: BlockId, pfn: u64, nr: u64, on: bool, _below: u64) -> Result<(), HotplugError> {
         let mut w = self.0.borrow_mut();
         let shift = w.geom.unwrap().page_shift;
         let Some(&(_, _, true, _)) = w.blocks.get(&block) else {

@@ -59,9 +59,11 @@ struct Args {
     /// firmware: -bios hotmem.bin (default; GED/DIMM hotplug exist)
     /// kernel:   -kernel hotmem.elf
     /// image:    -kernel hotmem.bin (arm64 Image, DTB in x0)
+    /// pflash:   -drive if=pflash,format=raw,readonly=on,file=hotmem.pflash
+    ///           (the firmware padded to 64 MiB; as firmware, libvirt's way)
     #[arg(
         long,
-        value_name = "firmware|kernel|image",
+        value_name = "firmware|kernel|image|pflash",
         help_heading = "MACHINE",
         verbatim_doc_comment
     )]
@@ -268,7 +270,7 @@ impl Options {
     pub fn qemu_run(&self, qemu: PathBuf, kernel: Kernel, gdb_port: Option<u16>) -> QemuRun {
         let serial = if self.batch() { Serial::Stdio } else { Serial::MonStdio };
         let mut machine = self.machine.clone();
-        if self.boot == BootMode::Firmware {
+        if self.boot.is_firmware() {
             // Room for DIMMs and for the virtio-mem devices.
             let room = crate::config::DEFAULT_DIMM_ROOM + machine.virtio_mem_room();
             if machine.virtio_mem.is_empty() {
@@ -430,7 +432,7 @@ pub fn host_command_needs_firmware(cmd: &HostCommand, boot: BootMode) -> Option<
         HostCommand::Powerdown => ":powerdown",
         _ => return None,
     };
-    (boot != BootMode::Firmware).then(|| {
+    (!boot.is_firmware()).then(|| {
         format!(
             "{what} needs --boot firmware: QEMU gives the machine its ACPI GED (DIMM hotplug, \
              power button) only when the kernel is loaded with -bios, not with --boot {boot}"
@@ -441,7 +443,7 @@ pub fn host_command_needs_firmware(cmd: &HostCommand, boot: BootMode) -> Option<
 /// Host commands the interactive banner suggests: ones that `boot` accepts (DIMMs need the
 /// GED of a firmware boot, [`host_command_needs_firmware`]).
 pub fn host_command_examples(boot: BootMode) -> &'static str {
-    if boot == BootMode::Firmware {
+    if boot.is_firmware() {
         "`:plug 1G`, `:unplug dimm0`, `:dimms`"
     } else {
         "`:dimms`, `:qmp query-status`, `:reset` (no `:plug`/`:unplug`: DIMMs need --boot firmware)"

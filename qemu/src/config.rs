@@ -206,16 +206,26 @@ pub enum BootMode {
     Kernel,
     /// `-kernel hotmem.bin`: arm64 Image form, DTB pointer in x0.
     Image,
+    /// `-drive if=pflash,...,file=hotmem.pflash`: the firmware image padded to the 64 MiB of
+    /// flash 0, read-only; runs from flash as `-bios` does (libvirt's `<loader type='pflash'>`).
+    Pflash,
 }
 
 impl BootMode {
-    pub const ALL: [BootMode; 3] = [BootMode::Firmware, BootMode::Kernel, BootMode::Image];
+    pub const ALL: [BootMode; 4] = [BootMode::Firmware, BootMode::Kernel, BootMode::Image, BootMode::Pflash];
+
+    /// Booted as the machine's firmware (`-bios` or pflash): QEMU then gives `virt` its ACPI GED
+    /// (DIMM hotplug, the power button), and the command line travels through fw_cfg.
+    pub fn is_firmware(self) -> bool {
+        matches!(self, BootMode::Firmware | BootMode::Pflash)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
             BootMode::Firmware => "firmware",
             BootMode::Kernel => "kernel",
             BootMode::Image => "image",
+            BootMode::Pflash => "pflash",
         }
     }
 }
@@ -233,7 +243,10 @@ impl FromStr for BootMode {
             "firmware" | "bios" | "fw" => Ok(BootMode::Firmware),
             "kernel" | "elf" => Ok(BootMode::Kernel),
             "image" | "bin" => Ok(BootMode::Image),
-            _ => Err(format!("unknown boot mode `{s}` (expected firmware, kernel or image)")),
+            "pflash" | "flash" => Ok(BootMode::Pflash),
+            _ => Err(format!(
+                "unknown boot mode `{s}` (expected firmware, kernel, image or pflash)"
+            )),
         }
     }
 }

@@ -318,3 +318,91 @@ mod tests {
             .any(|c| c.contains("apt-get install -y qemu-system-arm")));
     }
 }
+
+/// The libvirt packages a QEMU domain needs, and no more: the daemon (`libvirtd`, `virtlogd`),
+/// its QEMU driver and `virsh`.
+pub const LIBVIRT_PACKAGES: [&str; 3] = ["libvirt-daemon", "libvirt-daemon-driver-qemu", "libvirt-clients"];
+
+/// The libvirt programs, found on `PATH` or in the sbin directories (a user's `PATH` often
+/// lacks them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Libvirt {
+    pub libvirtd: PathBuf,
+    pub virtlogd: PathBuf,
+    pub virsh: PathBuf,
+}
+
+/// Where the libvirt programs are, if all three are installed.
+pub fn find_libvirt() -> Option<Libvirt> {
+    let find = |name: &str| {
+        which(name).or_else(|| {
+            ["/usr/sbin", "/sbin", "/usr/bin"]
+                .iter()
+                .map(|d| Path::new(d).join(name))
+                .find(|p| is_executable(p))
+        })
+    };
+    Some(Libvirt {
+        libvirtd: find("libvirtd")?,
+        virtlogd: find("virtlogd")?,
+        virsh: find("virsh")?,
+    })
+}
+
+/// The commands that install libvirt here: from bookworm-backports on bookworm (libvirt 11.3,
+/// the one that goes with QEMU 10), as QEMU is.
+pub fn libvirt_install_commands() -> Vec<String> {
+    let pkgs = LIBVIRT_PACKAGES.join(" ");
+    if os_codename().as_deref() == Some("bookworm") {
+        vec![
+            format!("printf '{}' > {BACKPORTS_FILE}", BACKPORTS_SOURCE.replace('\n', "\\n")),
+            "apt-get update".into(),
+            format!("apt-get install -y --no-install-recommends -t bookworm-backports {pkgs}"),
+        ]
+    } else {
+        vec![
+            "apt-get update".into(),
+            format!("apt-get install -y --no-install-recommends {pkgs}"),
+        ]
+    }
+}
+
+fn install_libvirt() -> Result<(), String> {
+    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    if os_codename().as_deref() == Some("bookworm") {
+        if !Path::new(BACKPORTS_FILE).exists() {
+            fs::write(BACKPORTS_FILE, BACKPORTS_SOURCE).map_err(|e| format!("cannot write {BACKPORTS_FILE}: {e}"))?;
+        }
+        args.extend(["-t", "bookworm-backports"]);
+    }
+    args.extend(LIBVIRT_PACKAGES);
+    if apt(&["update"]) && apt(&args) {
+        Ok(())
+    } else {
+        Err(format!("apt-get {} failed", args.join(" ")))
+    }
+}
+
+/// Finds libvirt, installing it first (once per process) when it is missing and `policy`
+/// allows (root with apt-get), as [`ensure_qemu`] does for QEMU. The error text gives the exact
+/// commands to run.
+pub fn libvirt_once(policy: InstallPolicy) -> Result<Libvirt, String> {
+    static LIBVIRT: OnceLock<Result<Libvirt, String>> = OnceLock::new();
+    LIBVIRT
+        .get_or_init(|| {
+            if let Some(l) = find_libvirt() {
+                return Ok(l);
+            }
+            let howto = || format!("install it (as root):\n  {}", libvirt_install_commands().join("\n  "));
+            if !(policy == InstallPolicy::IfRoot && is_root() && which("apt-get").is_some()) {
+                return Err(format!(
+                    "libvirt (libvirtd, virtlogd, virsh) is not installed; {}",
+                    howto()
+                ));
+            }
+            eprintln!("hotmem: libvirt not found; installing it");
+            install_libvirt().map_err(|e| format!("{e}; {}", howto()))?;
+            find_libvirt().ok_or_else(|| format!("libvirt still not found after installing; {}", howto()))
+        })
+        .clone()
+}

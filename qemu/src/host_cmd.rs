@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 pub use mm::size::Size;
 
+use crate::dimm_protocol::Request;
 use crate::qmp::{MemoryDevice, OspmStatus, PendingUnplug, Qmp, QmpError, QmpEvent};
 
 /// `ACPI_DEVICE_OST` source of an insert (ACPI "device check" / hot-add).
@@ -357,6 +358,10 @@ pub fn plug(qmp: &mut Qmp, size: u64, id: Option<&str>, timeout: Duration) -> Re
         let _ = qmp.object_del(&memdev);
         return Err(e);
     }
+    qmp.protocol.record(Request::Plug {
+        id: id.clone(),
+        at: mark,
+    });
     let (result, ost, elapsed) = match qmp.wait_event_since(mark, timeout, &format!("_OST for {id}"), |e| {
         is_ost(e, &id, OST_SOURCE_INSERT).is_some()
     }) {
@@ -412,6 +417,13 @@ pub fn unplug(qmp: &mut Qmp, id: &str, timeout: Duration) -> Result<Unplugged, Q
     let mark = qmp.mark();
     let t0 = Instant::now();
     qmp.device_del(id)?;
+    if device.as_ref().is_some_and(|d| d.kind == "dimm") {
+        qmp.protocol.record(Request::Unplug {
+            id: id.to_string(),
+            slot: device.as_ref().and_then(|d| d.slot),
+            at: mark,
+        });
+    }
     let ev = qmp.wait_event_since(
         mark,
         timeout,

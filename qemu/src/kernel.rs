@@ -56,6 +56,12 @@ impl Kernel {
             bin: out.join(format!("{stem}.bin")),
         }
     }
+
+    /// The flash image next to the `.bin`: the same bytes zero-padded to [`FLASH_SIZE`], the
+    /// size QEMU's `virt` flash bank 0 has (a `-drive if=pflash` must fill it exactly).
+    pub fn pflash(&self) -> PathBuf {
+        self.bin.with_extension("pflash")
+    }
 }
 
 /// A failed build, with what cargo printed (when it was captured).
@@ -222,6 +228,24 @@ fn write_atomic(dst: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::rename(&tmp, dst)
 }
 
+/// `bytes` zero-padded to [`FLASH_SIZE`] (the padding is a hole in the file: no 64 MiB written),
+/// as [`write_atomic`].
+fn write_flash_atomic(dst: &Path, bytes: &[u8]) -> io::Result<()> {
+    if bytes.len() as u64 > FLASH_SIZE {
+        // The build warned already; no flash image is better than a truncated one.
+        return match fs::remove_file(dst) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    let tmp = dst.with_extension(format!("pflash.tmp{}", std::process::id()));
+    let mut f = fs::File::create(&tmp)?;
+    io::Write::write_all(&mut f, bytes)?;
+    f.set_len(FLASH_SIZE)?;
+    drop(f);
+    fs::rename(&tmp, dst)
+}
+
 /// Builds `config` (serialised against every other build), copies the ELF to
 /// `target/kernel/out/` and writes the flat `.bin` next to it.
 pub fn build_kernel(config: KernelConfig, opts: &BuildOptions) -> Result<Kernel, BuildError> {
@@ -293,6 +317,7 @@ pub fn build_kernel(config: KernelConfig, opts: &BuildOptions) -> Result<Kernel,
     fs::create_dir_all(k.elf.parent().expect("out dir")).map_err(io_err)?;
     write_atomic(&k.elf, &elf_bytes).map_err(io_err)?;
     write_atomic(&k.bin, &flat.bytes).map_err(io_err)?;
+    write_flash_atomic(&k.pflash(), &flat.bytes).map_err(io_err)?;
     Ok(k)
 }
 

@@ -25,6 +25,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod dimm_protocol;
 pub mod discover;
 pub mod elf;
 pub mod gdb;

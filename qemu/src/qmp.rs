@@ -226,6 +226,8 @@ pub struct Qmp {
     log: Option<std::fs::File>,
     /// Devices and backends this connection made, and unplugs still open.
     pub ledger: Ledger,
+    /// DIMM requests and every hotplug event, for the protocol check.
+    pub protocol: crate::dimm_protocol::DimmProtocol,
 }
 
 const TRANSCRIPT_LINES: usize = 200;
@@ -308,6 +310,7 @@ impl Qmp {
             transcript: VecDeque::new(),
             log: None,
             ledger: Ledger::default(),
+            protocol: Default::default(),
         })
     }
 
@@ -359,6 +362,7 @@ impl Qmp {
         };
         self.next_seq += 1;
         self.note(format!("EV {} {}", e.name, e.data));
+        self.protocol.record_event(&e);
         if e.name == "DEVICE_DELETED" {
             if let Some(id) = e.device() {
                 self.ledger.devices.remove(id);
@@ -653,6 +657,8 @@ impl Qmp {
     }
 
     pub fn system_reset(&mut self) -> Result<(), QmpError> {
+        let at = self.mark();
+        self.protocol.record(crate::dimm_protocol::Request::Reset { at });
         self.execute("system_reset", None).map(drop)
     }
 

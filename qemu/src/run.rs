@@ -432,10 +432,17 @@ impl QemuRun {
             BootMode::Firmware => a.extend(["-bios".into(), path(&self.kernel.bin)]),
             BootMode::Kernel => a.extend(["-kernel".into(), path(&self.kernel.elf)]),
             BootMode::Image => a.extend(["-kernel".into(), path(&self.kernel.bin)]),
+            BootMode::Pflash => a.extend([
+                "-drive".into(),
+                format!(
+                    "if=pflash,format=raw,readonly=on,file={}",
+                    path(&self.kernel.pflash()).replace(',', ",,")
+                ),
+            ]),
         }
         if let Some(cmdline) = &self.append {
             match self.boot {
-                BootMode::Firmware => {
+                BootMode::Firmware | BootMode::Pflash => {
                     // fw_cfg option strings cannot contain a comma unescaped: QEMU's ",," escape.
                     a.extend([
                         "-fw_cfg".into(),
@@ -472,8 +479,9 @@ impl QemuRun {
     /// The kernel files this run needs, checked to exist.
     fn check_files(&self) -> io::Result<()> {
         let f = match self.boot {
-            BootMode::Kernel => &self.kernel.elf,
-            BootMode::Firmware | BootMode::Image => &self.kernel.bin,
+            BootMode::Kernel => self.kernel.elf.clone(),
+            BootMode::Firmware | BootMode::Image => self.kernel.bin.clone(),
+            BootMode::Pflash => self.kernel.pflash(),
         };
         if f.is_file() {
             Ok(())
@@ -607,6 +615,19 @@ mod tests {
         assert_eq!(
             img[img.len() - 2..],
             ["-kernel", "/ws/target/kernel/out/hotmem-16k-47.bin"]
+        );
+        let flash = QemuRun::new(kernel())
+            .boot(BootMode::Pflash)
+            .append(Some("mem=1G".into()))
+            .qemu_args();
+        assert_eq!(
+            flash[flash.len() - 4..],
+            [
+                "-drive",
+                "if=pflash,format=raw,readonly=on,file=/ws/target/kernel/out/hotmem-16k-47.pflash",
+                "-fw_cfg",
+                "name=opt/org.hotmem/cmdline,string=mem=1G"
+            ]
         );
         assert_eq!(r.describe(), "16k-47 kernel cpu=cortex-a76 smp=4 mem=2G gic=3 el2");
     }

@@ -276,7 +276,12 @@ pub struct DimmCase {
     pub args: Vec<String>,
     /// A kernel other than `config`'s normal build (a mutants build).
     pub kernel: Option<hotmem_qemu::kernel::Kernel>,
+    /// Fallback lines this scenario asks for (`crate::unexpected_fallbacks`).
+    pub expected_fallbacks: Vec<String>,
 }
+
+/// How long the eject's `_OST` answer may trail `DEVICE_DELETED`.
+pub const PROTOCOL_ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 /// Limit of one guest command in the scenarios.
 pub const GUEST_STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -300,7 +305,14 @@ impl DimmCase {
             boot: BootMode::Firmware,
             args: Vec::new(),
             kernel: None,
+            expected_fallbacks: Vec::new(),
         }
+    }
+
+    /// The scenario asks for the fallback line containing `text`.
+    pub fn expect_fallback(mut self, text: &str) -> Self {
+        self.expected_fallbacks.push(text.into());
+        self
     }
 
     pub fn cold(mut self, id: &str, size: u64) -> Self {
@@ -369,6 +381,7 @@ impl DimmCase {
             _slot: slot,
             steps: Vec::new(),
             boot_time: t0.elapsed(),
+            expected_fallbacks: self.expected_fallbacks.clone(),
         };
         let Some(po) = region_start(&d.boot_log, "linear") else {
             d.fail("no `layout: region=linear start=` line in the boot log")
@@ -378,7 +391,7 @@ impl DimmCase {
         };
         d.page_offset = po;
         d.vmemmap = vm;
-        if self.boot == BootMode::Firmware && !d.boot_log.contains("ged: present") {
+        if self.boot.is_firmware() && !d.boot_log.contains("ged: present") {
             d.fail("the kernel did not find the GED (`ged: present` missing)");
         }
         d
@@ -402,6 +415,8 @@ pub struct DimmSession {
     /// What the test did, for failure reports.
     pub steps: Vec<String>,
     pub boot_time: Duration,
+    /// [`DimmCase::expected_fallbacks`].
+    pub expected_fallbacks: Vec<String>,
 }
 
 impl DimmSession {
@@ -451,9 +466,30 @@ impl DimmSession {
         match self.session().plug(size, Some(id)) {
             Ok(p) => {
                 self.step(format!("  -> {}", p.line()));
+                self.check_protocol();
                 p
             }
             Err(e) => self.fail(&format!("plug {id}: {e}")),
+        }
+    }
+
+    /// The console so far shows no fallback the scenario did not ask for.
+    pub fn check_no_fallback(&mut self) {
+        let console = self.session().console.output();
+        if let Err(why) = crate::check_no_fallback(&console, &self.expected_fallbacks) {
+            self.fail(&why);
+        }
+    }
+
+    /// Every DIMM request so far kept the protocol (`hotmem_qemu::dimm_protocol`): one answer
+    /// per request, an eject's success only after `DEVICE_DELETED`, a refusal only for a DIMM
+    /// QEMU still has.
+    pub fn check_protocol(&mut self) {
+        self.check_no_fallback();
+        let v = self.session().qmp.protocol.check();
+        if !v.is_empty() {
+            let list: Vec<String> = v.iter().map(|v| format!("  {v}")).collect();
+            self.fail(&format!("DIMM protocol broken:\n{}", list.join("\n")));
         }
     }
 
@@ -520,6 +556,26 @@ impl DimmSession {
             Ok(u) => {
                 let l = u.lines().join(" / ");
                 self.step(format!("  -> {l}"));
+                if u.result == UnplugResult::Deleted {
+                    // The guest answers after the eject: its _OST follows DEVICE_DELETED.
+                    let until = Instant::now() + PROTOCOL_ANSWER_WAIT;
+                    while !self.session().qmp.protocol.last_unplug_answered() && Instant::now() < until {
+                        let _ = self.session().qmp.wait_event_since(
+                            u64::MAX,
+                            Duration::from_millis(20),
+                            "the eject answer",
+                            |_| false,
+                        );
+                    }
+                }
+                if let UnplugResult::Refused { status } = u.result {
+                    if !self.qemu_dimms().iter().any(|d| d.id.as_deref() == Some(id)) {
+                        self.fail(&format!(
+                            "unplug {id}: refused (_OST status {status:#x}), yet QEMU no longer lists it"
+                        ));
+                    }
+                }
+                self.check_protocol();
                 u
             }
             Err(e) => self.fail(&format!("unplug {id}: {e}")),
@@ -752,6 +808,7 @@ impl DimmSession {
 
     /// `system_powerdown`: the guest prints `ged: powerdown` and QEMU exits 0.
     pub fn powerdown(mut self) {
+        self.check_protocol();
         self.step("system_powerdown".into());
         let r = self.session().powerdown();
         match r {

@@ -161,6 +161,8 @@ pub struct BootCase {
     pub append: Option<String>,
     /// This run's deadline, when it is a long one by design (default [`run_timeout`]).
     pub timeout: Option<Duration>,
+    /// Fallback lines this test asks for (text each contains; [`unexpected_fallbacks`]).
+    pub expected_fallbacks: Vec<String>,
 }
 
 /// RAM of every test boot, and the command line that holds all but 1 GiB back for the
@@ -185,7 +187,13 @@ impl BootCase {
             machine,
             append: Some(TEST_APPEND.into()),
             timeout: None,
+            expected_fallbacks: Vec::new(),
         }
+    }
+    /// The test asks for the fallback line containing `text` (so it does not fail the test).
+    pub fn expect_fallback(mut self, text: &str) -> Self {
+        self.expected_fallbacks.push(text.into());
+        self
     }
     /// A longer deadline than [`run_timeout`] for a run that is long by design (a hang
     /// detector, not a time assertion): `factor` times it.
@@ -265,7 +273,8 @@ impl BootCase {
     pub fn expect_ktest_pass(&self) {
         let case = self.clone().ktest(true);
         let (r, out) = case.run(&[]);
-        if let Err(why) = check_ktest_passed(&out) {
+        let checked = check_ktest_passed(&out).and_then(|()| check_no_fallback(&out.console, &self.expected_fallbacks));
+        if let Err(why) = checked {
             panic!("{}", failure_report(&r, &out, &why));
         }
     }
@@ -288,7 +297,7 @@ impl BootCase {
         } else if seen != Some(ram_bytes) {
             Some(format!("expected meminfo ram_bytes={ram_bytes}, saw {seen:?}"))
         } else {
-            None
+            check_no_fallback(&out.console, &self.expected_fallbacks).err()
         };
         if let Some(why) = why {
             panic!("{}", failure_report(&r, &out, &why));
@@ -334,6 +343,38 @@ pub fn ktest_summary(console: &str) -> Option<(u32, u32)> {
 pub fn kv<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// The kernel's fallback lines in `console`: `<what>: cannot <X>; <what it does instead>`
+/// (`hotplug: cannot defer the memmap ...; initialising it now`, `ged: cannot map the
+/// registers; DIMM hotplug disabled`, ...), except those containing one of `expected`. A
+/// fallback keeps the kernel going on a path the test did not choose, so a test that did not
+/// ask for one fails. Answers to commands (`<cmd>: error: ...`), refusals (`refused: ...`) and
+/// `hotmem: FATAL` lines are not fallbacks.
+pub fn unexpected_fallbacks<'a>(console: &'a str, expected: &[String]) -> Vec<&'a str> {
+    console
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.find("cannot ").is_some_and(|i| l[i..].contains("; "))
+                && !l.contains(": error:")
+                && !l.contains("refused:")
+                && !l.starts_with("hotmem: FATAL")
+                && !expected.iter().any(|e| l.contains(e.as_str()))
+        })
+        .collect()
+}
+
+/// [`unexpected_fallbacks`] as a check: `Err` names them.
+pub fn check_no_fallback(console: &str, expected: &[String]) -> Result<(), String> {
+    let f = unexpected_fallbacks(console, expected);
+    if f.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the kernel took a fallback the test did not ask for:\n  {}",
+        f.join("\n  ")
+    ))
 }
 
 /// Checks a ktest run: exit status 0, a summary with passed > 0 and failed = 0.
@@ -451,6 +492,30 @@ mod tests {
     }
 
     #[test]
+    fn fallback_lines() {
+        let console = "boot: ok\n\
+            hotplug: cannot defer the memmap of pfn 0x20000+0x2000 (bad range); initialising it now\n\
+            stress: error: cannot allocate; try less\n\
+            dimm: slot=0 event=insert refused: cannot map; whatever ost=0x82\n\
+            ged: cannot map the registers; DIMM hotplug disabled\n\
+            memory: cannot free pa=0x1000 order=0: NotAllocated\n";
+        assert_eq!(
+            unexpected_fallbacks(console, &[]),
+            [
+                "hotplug: cannot defer the memmap of pfn 0x20000+0x2000 (bad range); initialising it now",
+                "ged: cannot map the registers; DIMM hotplug disabled"
+            ]
+        );
+        assert_eq!(
+            unexpected_fallbacks(console, &["cannot map the registers".into()]).len(),
+            1
+        );
+        assert!(check_no_fallback("boot: ok\n", &[]).is_ok());
+        let e = check_no_fallback(console, &["hotplug: cannot defer".into()]).unwrap_err();
+        assert!(e.contains("ged: cannot map") && !e.contains("defer"), "{e}");
+    }
+
+    #[test]
     fn fatal_checks() {
         let msg = "hotmem: FATAL this CPU has no 16K granule (ID_AA64MMFR0_EL1.TGran16=0)\n";
         assert!(check_fatal(&outcome(msg, 4), "16K").is_ok());
@@ -463,6 +528,7 @@ mod tests {
 pub mod dimm;
 pub mod docs;
 pub mod gdb;
+pub mod libvirt;
 pub mod shell;
 pub mod vmem;
 

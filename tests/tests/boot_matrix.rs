@@ -6,7 +6,7 @@
 //! in parallel up to the number of cores, each under a deadline (SIGKILL when it hangs).
 //! Run one: `cargo test -p hotmem-tests --test boot_matrix boot_16k_47_kernel`.
 
-use hotmem_qemu::config::BootMode::{Firmware, Image, Kernel};
+use hotmem_qemu::config::BootMode::{Firmware, Image, Kernel, Pflash};
 use hotmem_qemu::config::Granule::{K16, K4, K64};
 use hotmem_tests::BootCase;
 
@@ -43,6 +43,14 @@ boots! {
     boot_4k_48_image: K4 48 Image;
     boot_16k_47_image: K16 47 Image;
     boot_64k_48_image: K64 48 Image;
+}
+
+// The firmware as a read-only pflash drive (`hotmem-<config>.pflash`, libvirt's
+// `<loader type='pflash'>`), one configuration per granule.
+boots! {
+    boot_4k_48_pflash: K4 48 Pflash;
+    boot_16k_47_pflash: K16 47 Pflash;
+    boot_64k_48_pflash: K64 48 Pflash;
 }
 
 // GICv3, each granule's default VA size.

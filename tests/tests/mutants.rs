@@ -423,6 +423,34 @@ const GUEST_MUTANTS: &[GuestMutant] = &[
         append: "",
         expect: "mutant=no-such-mutant: no such mutant",
     },
+    // A failed add's memmap rollback that keeps the emptied page-table pages: the injected
+    // backing failure after the first memmap page (a new PTE table on 16K/64K; 4K backs a
+    // section's memmap with one block, so its rollback has no table to keep).
+    GuestMutant {
+        granules: &["16k", "64k"],
+        name: "rollback-leaks-tables",
+        cpus: MAX,
+        append: "ktest.only=add_rolls_back_under_injected_faults",
+        expect: "after the failed add",
+    },
+    // An altmap that runs dry and silently takes backing from the page allocator: the add
+    // with a too-small altmap must fail.
+    GuestMutant {
+        granules: ALL,
+        name: "altmap-falls-back",
+        cpus: MAX,
+        append: "ktest.only=add_rolls_back_under_injected_faults",
+        expect: "backing taken from elsewhere",
+    },
+    // A contiguous vmemmap run past the end of the populated range: 16K/64K base pages (4K
+    // backs a section's memmap with one PMD block).
+    GuestMutant {
+        granules: &["16k", "64k"],
+        name: "cont-run-past-end",
+        cpus: MAX,
+        append: "ktest.only=memmap_from_the_page_allocator_round_trip",
+        expect: "a run past the end",
+    },
 ];
 
 /// Build the test kernel with every mutant for `granule`; its ELF.
@@ -668,4 +696,73 @@ fn vmem_mutants_are_caught_4k() {
         "virtio-mem mutants escaped:\n{}",
         escaped.join("\n")
     );
+}
+
+/// A mutant of the DIMM path the host drives over QMP: the shell kernel with every mutant is
+/// booted in firmware mode with `mutant=<name>`, the host plugs and unplugs a one-block DIMM
+/// through the scenario helpers (`hotmem_tests::dimm`), and they must fail with `expect`.
+struct DimmMutant {
+    name: &'static str,
+    expect: &'static str,
+}
+
+const DIMM_MUTANTS: &[DimmMutant] = &[
+    // An eject answered before the memory is offline and removed: the outcome is the same
+    // (the DIMM goes, nothing stays mapped), only the QMP protocol check sees the early answer.
+    DimmMutant {
+        name: "dimm-ost-before-remove",
+        expect: "before DEVICE_DELETED",
+    },
+    // A fallback no scenario asked for (the DIMM's memmap initialised at once after a failed
+    // deferral): the memory works, only the harness's fallback-line check sees it.
+    DimmMutant {
+        name: "defer-memmap-falls-back",
+        expect: "the kernel took a fallback the test did not ask for",
+    },
+];
+
+/// The DIMM mutants, in the 4K granule.
+#[test]
+fn dimm_mutants_are_caught_4k() {
+    use hotmem_qemu::config::Granule;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let filter = std::env::var("HOTMEM_MUTANT_FILTER").unwrap_or_default();
+    let elf = build_kernel_with(root, "4k", "shell-mutants");
+    // Firmware boots load the flat image.
+    let flat = hotmem_qemu::elf::elf_to_flat(&std::fs::read(&elf).expect("read the kernel")).expect("flat image");
+    std::fs::write(elf.with_extension("bin"), &flat.bytes).expect("write the flat image");
+    let mut escaped = Vec::new();
+    for m in DIMM_MUTANTS.iter().filter(|m| m.name.contains(filter.as_str())) {
+        let mut c = hotmem_tests::dimm::DimmCase::new(Granule::K4, 2).append(&format!("mutant={}", m.name));
+        c.kernel = Some(hotmem_qemu::kernel::Kernel {
+            config: c.config,
+            elf: elf.clone(),
+            bin: elf.with_extension("bin"),
+        });
+        let block = c.block();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut d = c.start();
+            assert!(
+                d.boot_log.contains(&format!("boot: mutant={}", m.name)),
+                "the kernel did not turn the mutant on"
+            );
+            d.plug_ok(block, "dimm0");
+            d.unplug_ok("dimm0");
+            d.powerdown();
+        }));
+        let why = match &r {
+            Ok(()) => String::from("the scenario passed"),
+            Err(p) => p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default(),
+        };
+        let caught = r.is_err() && why.contains(m.expect);
+        eprintln!("mutant {} (4k): {}", m.name, if caught { "caught" } else { "ESCAPED" });
+        if !caught {
+            escaped.push(format!("{}: expected {:?} in:\n{why}", m.name, m.expect));
+        }
+    }
+    assert!(escaped.is_empty(), "DIMM mutants escaped:\n{}", escaped.join("\n"));
 }

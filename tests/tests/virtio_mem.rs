@@ -5,7 +5,8 @@
 //!
 //! - `grow_shrink_*`: 0 → 1 GiB → 3 GiB → 512 MiB → 0; RAM follows; at 0 the free pages, page
 //!   tables and memmap are back at their boot values and nothing of the region is mapped.
-//! - `stress_*`: shrink with stress data in the device's memory (migrated, checksums hold);
+//! - `stress_*`: shrink with stress data in the device's memory (migrated, each page once,
+//!   checksums hold);
 //!   with a pinned kernel page in it the shrink gives back all but the pinned page's device
 //!   block and says why it stopped, memory stays usable, and after `unpin` the next request
 //!   completes.
@@ -107,8 +108,21 @@ fn stress(g: Granule) {
     // Movable device memory fills first: half of it holds stress data when it goes.
     d.vmem_ok("vmem0", GIB);
     d.stress(GIB / 2);
-    d.vmem_ok("vmem0", 0);
+    let r = d.vmem_ok("vmem0", 0);
     d.stress_verify();
+    // Each used page moves once: targets come from below what the shrink takes away.
+    let used = (GIB / 2) >> g.page_shift();
+    let migrated = r
+        .guest_line
+        .as_deref()
+        .and_then(|l| hotmem_tests::dimm::field(l, "migrated_pages"))
+        .and_then(|v| v.parse::<u64>().ok());
+    if migrated.is_none_or(|m| m > used) {
+        d.fail(&format!(
+            "the shrink moved {migrated:?} pages for {used} used: {}",
+            r.line()
+        ));
+    }
     d.check_vmem_agree("after the shrink with data");
     d.guest("stress free");
 

@@ -104,7 +104,8 @@ fn subblock_case<C: Config>(mode: MemmapInit, bs: u64, movable: bool, steps: &[S
         match s {
             Step::Unplug(i) if i >= meta && plugged[i] && block_online => {
                 let (pfn, nr) = range(i);
-                match m.offline_pages(pfn, nr, id) {
+                // Targets below the device block: the shrink path's placement.
+                match m.offline_pages(pfn, nr, id, pfn) {
                     Ok(()) => plugged[i] = false,
                     Err(HotplugError::Busy { .. } | HotplugError::NoMigrationTarget { .. }) => {}
                     Err(e) => return Err(fail("unplug", e)),
@@ -149,7 +150,7 @@ fn subblock_case<C: Config>(mode: MemmapInit, bs: u64, movable: bool, steps: &[S
                     .map_err(|e| fail("online block", e))?;
                 for i in (0..nsubs).filter(|&i| !plugged[i]) {
                     let (pfn, nr) = range(i);
-                    m.offline_pages(pfn, nr, id)
+                    m.offline_pages(pfn, nr, id, u64::MAX)
                         .map_err(|e| fail("re-offline unplugged", e))?;
                 }
                 block_online = true;

@@ -11,7 +11,7 @@
 //! The interrupt handler ([`handle_irq`]) only latches the event bits; [`take_pending`] hands
 //! them to the bottom half in thread context.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 use tock_registers::{
     fields::FieldValue,
     interfaces::{Readable, Writeable},
@@ -103,25 +103,28 @@ pub mod ost {
     pub const FAILURE: u32 = 0x82;
 }
 
-static MEMHP_VA: AtomicU64 = AtomicU64::new(0);
-static GED_VA: AtomicU64 = AtomicU64::new(0);
-static PRESENT: AtomicBool = AtomicBool::new(false);
+/// The addresses of the memory-hotplug registers and the GED selector, set by [`probe`] once it
+/// has seen the device there: no register reference exists otherwise (a use without the GED is
+/// a panic, not a read of address 0).
+static REGS: spin::Once<(u64, u64)> = spin::Once::new();
 /// Event bits latched by the interrupt handler, consumed by [`take_pending`].
 static PENDING: AtomicU32 = AtomicU32::new(0);
 
 fn memhp() -> &'static MemhpRegs {
-    // SAFETY: set once by `probe`, whose caller promised a permanent device mapping of the
-    // memory-hotplug registers there; only read after `PRESENT` says so.
-    unsafe { &*(MEMHP_VA.load(Ordering::Relaxed) as *const MemhpRegs) }
+    let &(memhp_va, _) = REGS.get().expect("the GED is present");
+    // SAFETY: `probe`'s caller promised a permanent device mapping of the memory-hotplug
+    // registers there, and `probe` saw the device answer.
+    unsafe { &*(memhp_va as *const MemhpRegs) }
 }
 
 fn ged() -> &'static GedRegs {
+    let &(_, ged_va) = REGS.get().expect("the GED is present");
     // SAFETY: as above, for the GED selector.
-    unsafe { &*(GED_VA.load(Ordering::Relaxed) as *const GedRegs) }
+    unsafe { &*(ged_va as *const GedRegs) }
 }
 
 pub fn present() -> bool {
-    PRESENT.load(Ordering::Acquire)
+    REGS.get().is_some()
 }
 
 /// Take the device mappings of the memory-hotplug registers (`memhp_va`) and the GED selector
@@ -132,15 +135,13 @@ pub fn present() -> bool {
 /// `memhp_va` maps the memory-hotplug register block (0x18 bytes) and `ged_va` the GED event
 /// selector as device memory, for the life of the kernel; called once.
 pub unsafe fn probe(memhp_va: u64, ged_va: u64) -> bool {
-    MEMHP_VA.store(memhp_va, Ordering::Relaxed);
-    GED_VA.store(ged_va, Ordering::Relaxed);
     if matches!(
         arch::exception::probe_read32(memhp_va + core::mem::offset_of!(MemhpRegs, proximity) as u64),
         arch::exception::Probe::Fault { .. }
     ) {
         return false;
     }
-    PRESENT.store(true, Ordering::Release);
+    REGS.call_once(|| (memhp_va, ged_va));
     true
 }
 

@@ -689,3 +689,220 @@ fn held_back_range_add_allocate_offline_remove(_: &Platform) -> Result<(), Strin
     Ok(())
 }
 ktest!(held_back_range_add_allocate_offline_remove);
+
+/// The kernel page table's leaf at `va`.
+fn leaf_at(va: u64) -> Option<mm::pgtable::Leaf> {
+    kernel_pt::with_kernel_pt(|pt, t| pt.walk(t, va).leaf)
+}
+
+/// After a failed add of `[start, start + blocks)`: nothing of it is mapped (linear map, each
+/// block's memmap), no block exists, and the counters are what they were.
+fn check_add_left_nothing(what: &str, start: u64, blocks: u64, before: (u64, u64, u64, u64)) -> Result<(), String> {
+    let bs = G.section_size();
+    for b in 0..blocks {
+        let pa = start + b * bs;
+        for va in [
+            layout::phys_to_virt(pa),
+            layout::phys_to_virt(pa + bs - layout::PAGE_SIZE),
+            memmap::VMEMMAP.pfn_to_page(pa >> PAGE_SHIFT),
+        ] {
+            kassert!(
+                leaf_at(va).is_none(),
+                "{what}: va {va:#x} still mapped after the failed add"
+            );
+        }
+        kassert!(
+            !hp::with_hotplug(|h, _| h.block(pa / bs).is_some()),
+            "{what}: block {} exists after the failed add",
+            pa / bs
+        );
+    }
+    let after = snapshot();
+    kassert!(
+        after == before,
+        "{what}: (free pages, pt pages, memmap bytes, self-hosted bytes) {before:?} before, {after:?} after the failed add"
+    );
+    Ok(())
+}
+
+/// Hot-add under injected allocation failures, in every granule: the N-th page-table page and
+/// the N-th memmap backing page (memmap from the page allocator) for N = the first, the second,
+/// the middle and the last of the requests a clean add makes, at the top of the mappable range (where no table exists yet, so the linear map
+/// and the memmap need new ones; the memory itself is never touched there), and altmaps
+/// holding only N pages (none, one, half, all but one of what a block's memmap needs) on
+/// held-back RAM. Each failed add must leave nothing behind (nothing
+/// mapped, page-table pages, free pages and memmap counters as before; `debug_vm` checks the
+/// allocator and hotplug invariants after every operation); an altmap that runs dry must fail
+/// the add, never take backing from the page allocator. Then the add succeeds and is removed.
+fn add_rolls_back_under_injected_faults(_: &Platform) -> Result<(), String> {
+    use crate::kernel::mem::fault::{self, Fault};
+    let (ram, _) = held_back(2)?;
+    let size = 2 * G.section_size();
+    let top = memmap::sparse().max_pa() - size;
+    let before = snapshot();
+    let vm_pages = G.memmap_pages_per_block();
+    for kind in Fault::ALL {
+        let flags = AddFlags {
+            memmap_on_memory: kind == Fault::Altmap,
+        };
+        let start = if kind == Fault::Altmap { ram } else { top };
+        let total = match kind {
+            Fault::Altmap => vm_pages,
+            _ => {
+                // A clean add, counting the requests.
+                fault::arm(kind, u32::MAX);
+                let r = hp::with_hotplug(|h, ops| h.add_memory(ops, None, start, size, flags));
+                let left = fault::left(kind).unwrap_or(0);
+                fault::disarm();
+                r.map_err(|e| format!("{}: counting add: {e}", kind.name()))?;
+                hp::with_hotplug(|h, ops| h.remove_memory(ops, start, size))
+                    .map_err(|e| format!("{}: counting remove: {e}", kind.name()))?;
+                u64::from(u32::MAX) - left
+            }
+        };
+        kassert!(total > 0, "{}: a clean add made no request", kind.name());
+        let mut ns: Vec<u32> = [0, 1, total / 2, total - 1, total].iter().map(|&n| n as u32).collect();
+        ns.sort_unstable();
+        ns.dedup();
+        let mut failures = 0;
+        let mut succeeded = false;
+        for &n in &ns {
+            fault::arm(kind, n);
+            let r = hp::with_hotplug(|h, ops| h.add_memory(ops, None, start, size, flags));
+            fault::disarm();
+            let what = format!("{}:{n}", kind.name());
+            match r {
+                Err(e) => {
+                    failures += 1;
+                    if kind == Fault::Altmap {
+                        kassert!(
+                            matches!(e, HotplugError::MemmapOnMemory(_)),
+                            "{what}: the add failed with {e}, not the altmap's exhaustion"
+                        );
+                    }
+                    check_add_left_nothing(&what, start, 2, before)?;
+                }
+                Ok(_) => {
+                    kassert!(
+                        kind != Fault::Altmap || u64::from(n) >= total,
+                        "{what}: the add succeeded with an altmap of {n} of the {vm_pages} pages a block's memmap needs (backing taken from elsewhere)"
+                    );
+                    hp::with_hotplug(|h, ops| h.remove_memory(ops, start, size))
+                        .map_err(|e| format!("{what}: remove: {e}"))?;
+                    kassert!(snapshot() == before, "{what}: counters after add + remove");
+                    succeeded = true;
+                    break;
+                }
+            }
+        }
+        kassert!(
+            failures == ns.len() - 1,
+            "{}: {failures} of the adds failed with N in {ns:?} of {total} requests",
+            kind.name()
+        );
+        kassert!(succeeded, "{}: the add never succeeded", kind.name());
+        crate::println!(
+            "ktest: injected {} requests={total} n={ns:?} (each fails the add but the last)",
+            kind.name()
+        );
+    }
+    // And the add works after all that.
+    hp::with_hotplug(|h, ops| h.add_memory(ops, None, ram, size, MOM)).map_err(|e| format!("add: {e}"))?;
+    hp::with_hotplug(|h, ops| h.remove_memory(ops, ram, size)).map_err(|e| format!("remove: {e}"))?;
+    kassert!(snapshot() == before, "counters after the final add + remove");
+    Ok(())
+}
+ktest!(add_rolls_back_under_injected_faults);
+
+/// Memory without memmap on memory, in every granule (16K/64K: the vmemmap base-page path,
+/// with contiguous runs where they fit): a block added with its memmap from the page
+/// allocator, the memmap mapped over exactly the block's slice (every page mapped, backed
+/// outside the block; every contiguous run inside the slice; nothing mapped right after it),
+/// onlined movable, every page allocated and freed, offlined, removed; the
+/// counters back where they were.
+fn memmap_from_the_page_allocator_round_trip(_: &Platform) -> Result<(), String> {
+    let (start, _) = held_back(2)?;
+    let bs = G.section_size();
+    let size = bs;
+    let before = snapshot();
+    let ids = hp::with_hotplug(|h, ops| {
+        h.add_memory(
+            ops,
+            None,
+            start,
+            size,
+            AddFlags {
+                memmap_on_memory: false,
+            },
+        )
+    })
+    .map_err(|e| format!("add: {e}"))?;
+    let end = memmap::VMEMMAP.pfn_to_page((start + size) >> PAGE_SHIFT);
+    kassert!(
+        leaf_at(end).is_none(),
+        "the vmemmap is mapped at {end:#x}, right after the added block's memmap (a run past the end)"
+    );
+    let page = layout::PAGE_SIZE;
+    for b in 0..size / bs {
+        let pa = start + b * bs;
+        let s = memmap::VMEMMAP.pfn_to_page(pa >> PAGE_SHIFT);
+        let e = s + G.memmap_per_section();
+        let mut va = s;
+        while va < e {
+            let Some(l) = leaf_at(va) else {
+                return Err(format!("memmap va {va:#x} of block {} not mapped", pa / bs));
+            };
+            kassert!(
+                !(start..start + size).contains(&l.pa),
+                "memmap va {va:#x} backed by pa {:#x} inside the added range",
+                l.pa
+            );
+            let run = if l.contiguous {
+                G.cont_size(l.level).unwrap_or(l.size)
+            } else {
+                l.size
+            };
+            let base = va & !(run - 1);
+            kassert!(
+                base >= s && base + run <= e,
+                "memmap leaf at {va:#x} (level {}, {run:#x} bytes, contiguous={}) reaches outside the block's slice {s:#x}..{e:#x}",
+                l.level,
+                l.contiguous
+            );
+            va = (base + run).max(va + page);
+        }
+    }
+    let mid = snapshot();
+    kassert!(
+        mid.2 == before.2 + G.memmap_per_section() && mid.3 == before.3,
+        "memmap bytes {} -> {} (self-hosted {} -> {}): expected {} more, none self-hosted",
+        before.2,
+        mid.2,
+        before.3,
+        mid.3,
+        G.memmap_per_section()
+    );
+    let mut r = Ok(());
+    for &id in &ids {
+        if let Err(e) = hp::with_hotplug(|h, ops| h.online_block(ops, id, OnlineType::Movable)) {
+            r = Err(format!("online {id}: {e}"));
+        }
+    }
+    if r.is_ok() {
+        let got = allocate_every_movable_page(start >> PAGE_SHIFT, size >> PAGE_SHIFT)?;
+        kassert!(
+            got == size >> PAGE_SHIFT,
+            "{got} of the {} pages allocated (the memmap is elsewhere: every page is usable)",
+            size >> PAGE_SHIFT
+        );
+    }
+    for &id in ids.iter().rev() {
+        if let Err(e) = hp::with_hotplug(|h, ops| h.offline_block(ops, id)) {
+            r = r.and(Err(format!("offline {id}: {e}")));
+        }
+    }
+    r?;
+    hp::with_hotplug(|h, ops| h.remove_memory(ops, start, size)).map_err(|e| format!("remove: {e}"))?;
+    check_add_left_nothing("after remove", start, size / bs, before)
+}
+ktest!(memmap_from_the_page_allocator_round_trip);

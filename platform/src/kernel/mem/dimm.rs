@@ -1,6 +1,6 @@
 //! DIMM hotplug policy over the GED driver ([`crate::drivers::ged`]): a DIMM that appears
 //! is added (memmap on memory) and onlined by the online policy; one asked out is offlined,
-//! removed and ejected only once nothing maps it.
+//! removed and ejected only once nothing maps it, and only then answered (`_OST` success).
 //!
 //! Slot count: a bounded scan of all 256 slots (`ACPI_MAX_RAM_SLOTS`, QEMU's maximum): the
 //! registers cannot tell the count (an absent slot reads like an empty one), and the scan works
@@ -20,6 +20,7 @@ use crate::{
     println,
 };
 use alloc::{collections::BTreeMap, format, string::String, vec::Vec};
+use arch::mutant::{self, Mutant};
 use mm::hotplug::{AddFlags, BlockId, GroupId, HotplugError};
 
 /// A DIMM in use.
@@ -188,13 +189,19 @@ fn remove(slot: u32) {
         // A DIMM we never used (refused, or unknown): nothing maps it; let it go.
         select(slot);
         ctrl(SLOT_CONTROL::CLEAR_REMOVE::SET);
-        report_ost(ost::EVENT_EJECT, ost::SUCCESS);
         ctrl(SLOT_CONTROL::EJECT::SET);
+        report_ost(ost::EVENT_EJECT, ost::SUCCESS);
         REFUSED.lock().retain(|&s| s != slot);
         println!("dimm: slot={slot} event=remove ejected (was not in use)");
         return;
     };
     let t0 = arch::cpu::counter();
+    // Mutant: the success answer given before the memory is offline and removed.
+    let early_ost = mutant::on(Mutant::DimmOstBeforeRemove);
+    if early_ost {
+        select(slot);
+        report_ost(ost::EVENT_EJECT, ost::SUCCESS);
+    }
     let r = with_hotplug(|hp, ops| {
         hp.offline_and_remove(ops, d.base, d.size)?;
         let _ = hp.unregister_group(d.group);
@@ -206,9 +213,15 @@ fn remove(slot: u32) {
     ctrl(SLOT_CONTROL::CLEAR_REMOVE::SET);
     match r {
         Ok(()) if unmapped(d.base, d.size) => {
-            report_ost(ost::EVENT_EJECT, ost::SUCCESS);
             DIMMS.lock().remove(&slot);
             ctrl(SLOT_CONTROL::EJECT::SET);
+            // Success is answered only after the eject, as an ACPI OSPM evaluates `_OST` after
+            // `_EJ0`: QEMU deletes the DIMM inside the EJECT write, so on QMP the answer follows
+            // `DEVICE_DELETED` and cannot claim a removal that has not happened. The slot stays
+            // selected; QEMU reports the answer for the (now empty) slot.
+            if !early_ost {
+                report_ost(ost::EVENT_EJECT, ost::SUCCESS);
+            }
             println!(
                 "dimm: slot={slot} event=remove ejected base={:#x} size={:#x} cycles={}",
                 d.base,

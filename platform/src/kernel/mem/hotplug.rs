@@ -13,7 +13,7 @@ use crate::{
     boot::dtb::Range,
     boot::layout::{self, G, PAGE_SHIFT, PAGE_SIZE},
     kernel::mem::teardown::KernelTlb,
-    kernel::mem::{counters, kernel_pt, memmap, memmap::VMEMMAP, page_alloc, vmemmap},
+    kernel::mem::{counters, fault, kernel_pt, memmap, memmap::VMEMMAP, page_alloc, vmemmap},
     kernel::sync::IrqSafeLock,
 };
 use alloc::vec::Vec;
@@ -189,11 +189,21 @@ impl HotplugOps for KernelOps {
             .map_err(|_| HotplugError::WouldSplitLeaf { pa })
     }
 
-    fn populate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>) -> Result<(), HotplugError> {
+    fn populate_memmap(&mut self, section_pfn: u64, mut altmap: Option<&mut Altmap>) -> Result<(), HotplugError> {
         let start = VMEMMAP.pfn_to_page(section_pfn);
         let self_hosted = altmap.is_some();
-        let st = vmemmap::with_vmemmap(|v| v.populate(start, start + G.memmap_per_section(), altmap))
-            .map_err(vmemmap_err)?;
+        // Injected altmap exhaustion (test kernel): the altmap holds only `limit` more pages
+        // for this call, as if it had been sized too small.
+        let limit = fault::altmap_limit();
+        let saved_free = altmap.as_deref().map(|a| a.free);
+        if let (Some(a), Some(limit)) = (altmap.as_deref_mut(), limit) {
+            a.free = a.free.min(a.alloc + a.align + limit);
+        }
+        let r = vmemmap::with_vmemmap(|v| v.populate(start, start + G.memmap_per_section(), altmap.as_deref_mut()));
+        if let (Some(a), Some(free)) = (altmap, saved_free) {
+            a.free = free;
+        }
+        let st = r.map_err(vmemmap_err)?;
         counters::MEMMAP_BYTES.fetch_add(st.bytes, Ordering::Relaxed);
         if self_hosted {
             counters::MEMMAP_SELF_HOSTED_BYTES.fetch_add(st.bytes, Ordering::Relaxed);
@@ -236,7 +246,13 @@ impl HotplugOps for KernelOps {
     fn defer_memmap(&mut self, pfn: u64, nr: u64, block: BlockId) {
         // SAFETY: as in `init_memmap`: populated, not yet marked as having a memmap.
         unsafe { page_alloc::poison_memmap(pfn, nr) };
-        if let Err(e) = page_alloc::with_page_alloc(|a| a.defer_memmap(pfn, nr)) {
+        // Mutant: the deferral refused (a range it does not cover), so the fallback runs.
+        let r = if arch::mutant::on(arch::mutant::Mutant::DeferMemmapFallsBack) {
+            Err(mm::buddy::BuddyError::BadRange { start: pfn, nr })
+        } else {
+            page_alloc::with_page_alloc(|a| a.defer_memmap(pfn, nr))
+        };
+        if let Err(e) = r {
             crate::println!("hotplug: cannot defer the memmap of pfn {pfn:#x}+{nr:#x} ({e}); initialising it now");
             self.init_memmap(pfn, nr, block);
         }
@@ -297,7 +313,7 @@ impl HotplugOps for KernelOps {
         Ok(())
     }
 
-    fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
+    fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId, target_below: u64) -> Result<(), HotplugError> {
         // Fake-offline parts (unplugged virtio-mem sub-blocks) are not in the allocator; on a
         // failure the runs already taken out go back, so the range is as it was.
         let runs = crate::kernel::mem::sbm::plugged_runs(pfn, nr);
@@ -309,7 +325,7 @@ impl HotplugOps for KernelOps {
                 PageLookup::Deferred(DeferredState::Zone { zone, .. } | DeferredState::InFlight { zone }) => zone,
                 _ => ZoneId::Normal,
             });
-            if let Err(e) = self.offline_run_retrying(p, n, block) {
+            if let Err(e) = self.offline_run_retrying(p, n, block, target_below) {
                 for &(q, m) in runs[..i].iter().rev() {
                     let _ = page_alloc::with_page_alloc(|a| a.online_range(zone, 0, q, m));
                 }
@@ -324,10 +340,16 @@ impl KernelOps {
     /// [`offline_run`](Self::offline_run), waiting for idle CPUs that are initialising deferred
     /// chunks (of the range, or migration targets) to hand them over (one chunk: microseconds;
     /// given up after about a second, and then the offline fails and says why).
-    fn offline_run_retrying(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
+    fn offline_run_retrying(
+        &mut self,
+        pfn: u64,
+        nr: u64,
+        block: BlockId,
+        target_below: u64,
+    ) -> Result<(), HotplugError> {
         let deadline = arch::cpu::counter() + arch::cpu::counter_freq();
         loop {
-            match self.offline_run(pfn, nr, block) {
+            match self.offline_run(pfn, nr, block, target_below) {
                 Err(HotplugError::Allocator(mm::buddy::BuddyError::InitInProgress { .. }))
                     if arch::cpu::counter() < deadline =>
                 {
@@ -344,7 +366,7 @@ impl KernelOps {
         }
     }
 
-    fn offline_run(&mut self, pfn: u64, nr: u64, block: BlockId) -> Result<(), HotplugError> {
+    fn offline_run(&mut self, pfn: u64, nr: u64, block: BlockId, target_below: u64) -> Result<(), HotplugError> {
         // Lock order: handles, then the kernel page table, then the allocator (as every movable
         // user and every table allocation does). Migration re-points the handle's window PTE:
         // the window's tables exist (kept once allocated), so no table is allocated or freed
@@ -357,6 +379,7 @@ impl KernelOps {
                     &mut handles,
                     pfn,
                     nr,
+                    target_below,
                     |h, src, dst, order| {
                         let size = PAGE_SIZE << order;
                         let va = movable_va(h);

@@ -5,6 +5,7 @@ use crate::{
     boot::early,
     boot::layout::{self, IOREMAP_SIZE, IOREMAP_START, PAGE_SIZE},
     kernel::mem::counters::PT_PAGES,
+    kernel::mem::fault::{self, Fault},
     kernel::mem::memblock::{self, align_down, align_up},
     kernel::mem::page_alloc::{alloc_pages, free_pages},
     kernel::mem::teardown,
@@ -28,6 +29,9 @@ pub struct KernelTables;
 // (`map_linear` keeps memblock below what it already mapped).
 unsafe impl TableAlloc for KernelTables {
     fn alloc_table(&mut self) -> Option<PhysAddr> {
+        if fault::fails(Fault::Table) {
+            return None;
+        }
         let pa = match early::pool_alloc() {
             Some(pa) => pa,
             None => {

@@ -1,10 +1,11 @@
-//! Memory management. Bottom up, each file importing only those before it: `counters`,
+//! Memory management. Bottom up, each file importing only those before it: `counters`, `fault`,
 //! `memblock`, `memmap` (sparse model), `page_alloc`, `pages` (owned blocks), `kernel_pt`
 //! (kernel page table, linear map, ioremap), `vmemmap` (memmap population), `heap`; TLB and
 //! teardown glue (`teardown`, below them all); hotplug state and policies (DIMMs, virtio-mem).
 
 pub mod counters;
 pub mod dimm;
+pub mod fault;
 pub mod heap;
 pub mod hotplug;
 pub mod kernel_pt;

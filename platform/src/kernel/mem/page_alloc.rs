@@ -210,6 +210,9 @@ pub struct BuddySource;
 
 impl PageSource for BuddySource {
     fn alloc_pages(&mut self, order: u32) -> Option<PhysAddr> {
+        if super::fault::fails(super::fault::Fault::Backing) {
+            return None;
+        }
         alloc_pages(order)
     }
     fn free_pages(&mut self, pa: PhysAddr, order: u32) {

@@ -231,11 +231,11 @@ impl VmemMemory for Memory {
         })
     }
 
-    fn offline_and_remove(&mut self, addr: u64, size: u64) -> Result<(), HotplugError> {
-        with_hotplug(|hp, ops| hp.offline_and_remove(ops, addr, size))
+    fn offline_and_remove(&mut self, addr: u64, size: u64, below: u64) -> Result<(), HotplugError> {
+        with_hotplug(|hp, ops| hp.offline_and_remove_below(ops, addr, size, below >> PAGE_SHIFT))
     }
 
-    fn set_online(&mut self, block: BlockId, pfn: u64, nr: u64, on: bool) -> Result<(), HotplugError> {
+    fn set_online(&mut self, block: BlockId, pfn: u64, nr: u64, on: bool, below: u64) -> Result<(), HotplugError> {
         with_hotplug(|hp, ops| {
             use mm::hotplug::HotplugOps;
             match hp.block(block) {
@@ -244,7 +244,7 @@ impl VmemMemory for Memory {
                     if on {
                         ops.online_pages(pfn, nr, zone)
                     } else {
-                        ops.offline_pages(pfn, nr, block)
+                        ops.offline_pages(pfn, nr, block, below >> PAGE_SHIFT)
                     }
                 }
                 _ => Ok(()),
@@ -255,9 +255,9 @@ impl VmemMemory for Memory {
     fn in_normal(&mut self, block: BlockId) -> bool {
         // A read: the lock alone, no operation (so no `debug_vm` pass either).
         let hp = HOTPLUG.lock();
-        !hp.as_ref()
+        hp.as_ref()
             .and_then(|hp| hp.block(block))
-            .is_some_and(|b| b.zone != Some(ZoneId::Normal))
+            .is_none_or(|b| b.zone == Some(ZoneId::Normal))
     }
 
     fn plugged(&self, i: usize) -> bool {
@@ -495,10 +495,12 @@ pub fn process_pending() {
         }
         let t0 = arch::cpu::counter();
         d.dev.cycles = 0;
+        let migrated0 = crate::kernel::mem::hotplug::HANDLES.lock().migrated_pages;
         let Some(r) = d.vmem.process(&mut d.dev, &mut d.mem, irq, now) else {
             continue;
         };
         let cycles = arch::cpu::counter() - t0;
+        let migrated = crate::kernel::mem::hotplug::HANDLES.lock().migrated_pages - migrated0;
         if DEBUG_VM.load(Ordering::Relaxed) && !d.dev.gone {
             d.check_quiescent(r.plugged);
         }
@@ -507,7 +509,7 @@ pub fn process_pending() {
             d.index, d.vmem.cfg.addr, r.requested, r.plugged, r.from
         );
         let times = format!(
-            "cycles={cycles} us={} device_us={}",
+            "cycles={cycles} us={} device_us={} migrated_pages={migrated}",
             timer::cycles_to_us(cycles),
             timer::cycles_to_us(d.dev.cycles)
         );
