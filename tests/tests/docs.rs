@@ -517,7 +517,8 @@ fn parse_test_cmd(line: &str) -> TestCmd {
                 cmd.cargo.push(it.next().cloned().unwrap_or_default());
             }
             // Names do not depend on the profile: list from the debug build `cargo test` makes.
-            "--release" => {}
+            // `--no-run` is what the listing adds itself.
+            "--release" | "--no-run" => {}
             a if a.starts_with('-') => cmd.cargo.push(a.to_string()),
             f => cmd.filters.push(f.to_string()),
         }
