@@ -60,7 +60,7 @@ const BAD: &[(&[&str], &str)] = &[
     (&["--va", "47", "--granule", "4k"], "invalid configuration: granule 4k with 47-bit VA is not supported; valid pairs are 4k: 39, 48 (default 48); 16k: 36, 47, 48 (default 47); 64k: 42, 48 (default 48)"),
     (&["--smp", "1.5"], "invalid value '1.5' for '--smp <N>': invalid digit found in string"),
     (&["--gic", "4"], "invalid value '4' for '--gic <2|3>': unknown GIC version `4` (expected 2 or 3)"),
-    (&["--boot", "uefi"], "invalid value 'uefi' for '--boot <firmware|kernel|image>': unknown boot mode `uefi` (expected firmware, kernel or image)"),
+    (&["--boot", "uefi"], "invalid value 'uefi' for '--boot <firmware|kernel|image|pflash>': unknown boot mode `uefi` (expected firmware, kernel, image or pflash)"),
     (&["--timeout", "-1"], "invalid value '-1' for '--timeout <SECS>': expected seconds >= 0"),
     (&["--gdb-port", "70000"], "invalid value '70000' for '--gdb-port <N>': expected a TCP port, 1 to 65535 (or 0: any free port)"),
     (&["--cpu", " "], "invalid value ' ' for '--cpu <NAME>': needs a CPU model name"),
