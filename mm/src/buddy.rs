@@ -339,12 +339,7 @@ impl<M: Memmap> PageAlloc<M> {
             self.list_remove(zone, order, head);
         }
         for (s, e) in [(head, pfn), (pfn, head + (1 << order))] {
-            let mut q = s;
-            while q < e {
-                let mut o = q.trailing_zeros().min(order);
-                while q + (1 << o) > e {
-                    o -= 1;
-                }
+            for (q, o) in aligned_blocks(s, e, order) {
                 if parked {
                     let h = self.pg(q);
                     h.flags = (h.flags | flags::BUDDY) & !(flags::HEAD | flags::MOVABLE);
@@ -353,21 +348,14 @@ impl<M: Memmap> PageAlloc<M> {
                 } else {
                     self.list_push(zone, o, q);
                 }
-                q += 1 << o;
             }
         }
     }
 
     /// Free the initialised pages `[s, e)` of `zone` in maximal aligned blocks.
     fn free_run(&mut self, zone: ZoneId, s: u64, e: u64) {
-        let mut q = s;
-        while q < e {
-            let mut order = (q.trailing_zeros()).min(self.max_order);
-            while q + (1 << order) > e {
-                order -= 1;
-            }
+        for (q, order) in aligned_blocks(s, e, self.max_order) {
             self.free_merge(zone, q, order);
-            q += 1 << order;
         }
     }
 
@@ -706,6 +694,23 @@ impl<M: Memmap> PageAlloc<M> {
         }
         Ok(taken[0] + taken[1])
     }
+}
+
+/// `[s, e)` as maximal naturally aligned blocks of at most order `max`, in address order.
+fn aligned_blocks(s: u64, e: u64, max: u32) -> impl Iterator<Item = (u64, u32)> {
+    let mut q = s;
+    core::iter::from_fn(move || {
+        if q >= e {
+            return None;
+        }
+        let mut o = q.trailing_zeros().min(max);
+        while q + (1 << o) > e {
+            o -= 1;
+        }
+        let block = (q, o);
+        q += 1 << o;
+        Some(block)
+    })
 }
 
 #[cfg(test)]

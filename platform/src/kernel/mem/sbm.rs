@@ -78,9 +78,8 @@ impl core::fmt::Display for SbmViolation {
 /// In every online memory block of a sub-block-mode region, the pages of plugged device blocks
 /// are online and those of unplugged ones offline (deferred memmap included: on a zone's list
 /// is online). `online(pfn)`: `Some(online?)`, `None` without memmap; `block_online(pfn)`:
-/// whether the memory block
-/// holding `pfn` is online. O(pages of the regions' online blocks). Lock order: the page
-/// allocator (the caller's), then this.
+/// whether the memory block holding `pfn` is online. O(pages of the regions' online blocks).
+/// Lock order: the page allocator (the caller's), then this.
 pub fn check(
     block_pages: u64,
     block_online: impl Fn(u64) -> bool,
