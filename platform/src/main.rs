@@ -26,7 +26,7 @@ mod shell;
 use boot::{cmdline, dtb, early, layout};
 use drivers::{fw_cfg, gic, psci, timer};
 use kernel::exit::{self, ExitStatus};
-use kernel::mem::{counters, heap, hotplug, kernel_pt, memblock, page_alloc, teardown, virtio_mem, vmemmap};
+use kernel::mem::{counters, heap, hotplug, kernel_pt, memblock, page_alloc, teardown, vmemmap};
 use kernel::{console, irq, pci, smp, sync};
 
 use core::sync::atomic::Ordering;
@@ -95,6 +95,22 @@ impl Stages {
     }
 }
 
+/// What the machine and the user told the kernel: the device tree, the command line, and the
+/// RAM it decided to use.
+struct Machine {
+    plat: dtb::Platform,
+    dtb_pa: u64,
+    cmdline: alloc::string::String,
+    opts: cmdline::Options,
+    cmdline_warnings: alloc::vec::Vec<alloc::string::String>,
+    /// RAM that `mem=` held back (for `probe`).
+    held_back: alloc::vec::Vec<dtb::Range>,
+    /// RAM the linear map cannot reach.
+    beyond_linear: u64,
+    /// The planted bug `mutant=` turned on, or why it could not.
+    mutant: Option<Result<arch::mutant::Mutant, arch::mutant::SelectError>>,
+}
+
 #[no_mangle]
 extern "C" fn __hotmem_main(_x0: u64) -> ! {
     let mut stages = Stages::start();
@@ -103,8 +119,32 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     let boot_mmu = early::boot_mmu();
     kernel_pt::install(boot_mmu.ttbr1);
     stages.mark("early");
+    let mut m = read_machine();
+    stages.mark("dtb");
+    map_memory(&m);
+    stages.mark("linear_map");
+    start_console(&m);
+    stages.mark("console");
+    init_memory(&mut m, &mut stages);
+    start_interrupts(&m);
+    stages.mark("gic");
+    start_cpus(&m);
+    stages.mark("smp");
+    start_devices(&m);
+    stages.mark("devices");
+    stages.print();
+    kernel::deferred::start_idle_work();
 
-    // Device tree (mapped read-only at FDT_VADDR by the early code).
+    #[cfg(feature = "ktest")]
+    ktest::run_all(&m.plat, m.opts.ktest_only.as_deref());
+    #[cfg(not(feature = "ktest"))]
+    shell::run()
+}
+
+/// The device tree (mapped read-only at FDT_VADDR by the early code) and the kernel command
+/// line: /chosen/bootargs (-append), else the fw_cfg file (firmware mode). A planted bug (test
+/// kernel with `mutants` only) is turned on here, before anything it breaks runs.
+fn read_machine() -> Machine {
     let dtb_pa = early::DTB_PA.load(Ordering::Relaxed);
     let dtb_va = layout::FDT_VADDR + (dtb_pa & (layout::PAGE_SIZE - 1));
     // SAFETY: the early code mapped FDT_MAPPED bytes from the DTB's address at FDT_VADDR.
@@ -112,8 +152,6 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         Ok(p) => p,
         Err(e) => boot_failed(format_args!("device tree at pa={dtb_pa:#x}: {e}")),
     };
-
-    // Kernel command line: /chosen/bootargs (-append), else the fw_cfg file (firmware mode).
     let fw_cfg = plat
         .fw_cfg
         .and_then(|r| kernel_pt::ioremap(r.base, r.size).ok())
@@ -127,42 +165,56 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         fw_cfg.as_ref().and_then(fw_cfg::cmdline).unwrap_or_default()
     };
     let (opts, cmdline_warnings) = cmdline::parse(&cmdline_text);
-    // A planted bug (test kernel with `mutants` only) is on before anything it breaks runs.
-    let mutant = opts.mutant.as_deref().map(|name| (name, arch::mutant::select(name)));
+    let mutant = opts.mutant.as_deref().map(arch::mutant::select);
     let (ram, held_back) = cmdline::apply_mem_limit(&plat.memory, opts.mem);
     let (ram, beyond_linear) = kernel_pt::clip_to_linear(&ram);
     plat.memory = ram;
-    stages.mark("dtb");
+    Machine {
+        plat,
+        dtb_pa,
+        cmdline: cmdline_text,
+        opts,
+        cmdline_warnings,
+        held_back,
+        beyond_linear,
+        mutant,
+    }
+}
 
-    // Memblock (all RAM minus the image, the DTB and DT reservations) first: the linear map
-    // takes its tables from it once the early pool's share is used.
+/// Memblock (all RAM minus the image, the DTB and DT reservations) first: the linear map takes
+/// its tables from it once the early pool's share is used.
+fn map_memory(m: &Machine) {
     let kimage_pa = layout::image_start().wrapping_sub(layout::kimage_voffset());
-    let mut reserved = plat.reserved.clone();
+    let mut reserved = m.plat.reserved.clone();
     reserved.push(dtb::Range {
         base: kimage_pa,
         size: layout::image_end() - layout::image_start(),
     });
     reserved.push(dtb::Range {
-        base: dtb_pa,
-        size: plat.dtb_size,
+        base: m.dtb_pa,
+        size: m.plat.dtb_size,
     });
-    memblock::init(&plat.memory, &reserved);
-    if let Err(e) = kernel_pt::map_linear(&plat.memory) {
+    memblock::init(&m.plat.memory, &reserved);
+    if let Err(e) = kernel_pt::map_linear(&m.plat.memory) {
         boot_failed(format_args!(
             "cannot build the linear map of {} RAM range(s): {e:?} (early page-table pool: {} of {} tables used)",
-            plat.memory.len(),
+            m.plat.memory.len(),
             early::EARLY_POOL_USED.load(Ordering::Relaxed),
             early::POOL_TABLES
         ));
     }
-    stages.mark("linear_map");
+}
+
+/// The UART and the interrupts the kernel itself owns (subsystems register theirs at their
+/// init), then the boot lines: banner, command line, mutant, memory.
+fn start_console(m: &Machine) {
+    let plat = &m.plat;
     match kernel_pt::ioremap(plat.uart.base, plat.uart.size) {
         // SAFETY: just mapped as device memory over the DT's UART, for good.
         Ok(va) => unsafe { console::init(va) },
         Err(e) => boot_failed(format_args!("cannot map the UART: {e:?}")),
     }
     console::UART_INTID.store(plat.uart_intid, Ordering::Relaxed);
-    // The interrupts the kernel itself owns; subsystems register theirs at their init.
     let core_irqs: [(u32, irq::Handler); 3] = [
         (timer::INTID_VTIMER, |_, cpu| timer::handle_irq(cpu)),
         (gic::SGI_WAKE, |_, _| {}),
@@ -173,7 +225,6 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
             boot_failed(format_args!("cannot register the handler of intid={intid}: {e:?}"));
         }
     }
-
     println!();
     println!(
         "hotmem {} ({}, {} build) on {}",
@@ -190,76 +241,83 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         arch::cpu::current_el(),
         early::ENTRY_EL.load(Ordering::Relaxed),
         arch::cpu::mpidr_affinity(),
-        dtb_pa,
+        m.dtb_pa,
         plat.dtb_size,
         layout::image_start().wrapping_sub(layout::kimage_voffset()),
         arch::cpu::has_tlbi_range()
     );
-    println!("boot: cmdline=\"{}\"", cmdline_text);
-    for w in cmdline_warnings {
+    print_options(m);
+    for r in &plat.memory {
+        println!("boot: memory base={:#x} size={:#x} ({})", r.base, r.size, Size(r.size));
+    }
+    for r in &m.held_back {
+        println!(
+            "boot: held_back base={:#x} size={:#x} ({}) (mem=; add it with probe)",
+            r.base,
+            r.size,
+            Size(r.size)
+        );
+    }
+    kernel::mem::print_layout();
+    if m.beyond_linear > 0 {
+        println!(
+            "boot: ignored {} of RAM above the linear map's reach ({:#x}; va_bits={})",
+            Size(m.beyond_linear),
+            layout::LINEAR_SIZE,
+            G.va_bits
+        );
+    }
+}
+
+/// The command line as the kernel took it: its text, its warnings, and the planted bug it
+/// turns on (a mutant run that silently ran without its mutant would pass for the wrong
+/// reason, so an unknown one stops the boot).
+fn print_options(m: &Machine) {
+    println!("boot: cmdline=\"{}\"", m.cmdline);
+    for w in &m.cmdline_warnings {
         println!("cmdline: {w}");
     }
     // Only the test build poisons deferred memmap; elsewhere the option would do nothing unseen.
-    if let (false, Some(on)) = (cfg!(feature = "ktest"), opts.memmap_poison) {
+    if let (false, Some(on)) = (cfg!(feature = "ktest"), m.opts.memmap_poison) {
         println!(
             "cmdline: 'memmap_poison={}' ignored: only the test kernel (--ktest) poisons deferred memmap",
             if on { "on" } else { "off" }
         );
     }
-    match mutant {
-        Some((name, Ok(_))) => println!("boot: mutant={name} (a planted bug: tests only)"),
-        // A mutant run that silently ran without its mutant would pass for the wrong reason.
-        Some((name, Err(e))) => boot_failed(format_args!(
-            "mutant={name}: {}",
-            match e {
-                arch::mutant::SelectError::Unknown => "no such mutant",
-                arch::mutant::SelectError::NotBuilt => "this kernel was built without the `mutants` feature",
-            }
-        )),
-        None => {}
+    if let (Some(name), Some(selected)) = (m.opts.mutant.as_deref(), m.mutant) {
+        match selected {
+            Ok(_) => println!("boot: mutant={name} (a planted bug: tests only)"),
+            Err(e) => boot_failed(format_args!(
+                "mutant={name}: {}",
+                match e {
+                    arch::mutant::SelectError::Unknown => "no such mutant",
+                    arch::mutant::SelectError::NotBuilt => "this kernel was built without the `mutants` feature",
+                }
+            )),
+        }
     }
-    for m in &plat.memory {
-        println!("boot: memory base={:#x} size={:#x} ({})", m.base, m.size, Size(m.size));
-    }
-    for m in &held_back {
-        println!(
-            "boot: held_back base={:#x} size={:#x} ({}) (mem=; add it with probe)",
-            m.base,
-            m.size,
-            Size(m.size)
-        );
-    }
-    kernel::mem::print_layout();
-    stages.mark("console");
+}
 
-    if beyond_linear > 0 {
-        println!(
-            "boot: ignored {} of RAM above the linear map's reach ({:#x}; va_bits={})",
-            Size(beyond_linear),
-            layout::LINEAR_SIZE,
-            G.va_bits
-        );
-    }
-
-    // Boot memory: the sparse model with the memmap of every boot section (backed from
-    // memblock), then the buddy allocator in it.
+/// Boot memory: the sparse model with the memmap of every boot section (backed from
+/// memblock), the buddy allocator in it, the heap's growth, and the hotplug state.
+fn init_memory(m: &mut Machine, stages: &mut Stages) {
     page_alloc::set_memmap_init(
-        opts.memmap_init.unwrap_or(mm::buddy::MemmapInit::Deferred),
-        opts.memmap_poison,
+        m.opts.memmap_init.unwrap_or(mm::buddy::MemmapInit::Deferred),
+        m.opts.memmap_poison,
     );
-    match vmemmap::init_memmap(&plat.memory) {
-        Ok(m) => {
+    match vmemmap::init_memmap(&m.plat.memory) {
+        Ok(mm) => {
             let ram = counters::RAM_PAGES.load(Ordering::Relaxed) << layout::PAGE_SHIFT;
             println!(
                 "memmap: sections={} path={} blocks={} pages={} cont_pages={} bytes={} cycles={} cycles_per_gib={}",
-                m.sections,
-                if m.stats.blocks > 0 { "section" } else { "basepages" },
-                m.stats.blocks,
-                m.stats.pages,
-                m.stats.cont_pages,
-                m.stats.bytes,
-                m.cycles,
-                (m.cycles as u128 * (1 << 30) / ram.max(1) as u128) as u64
+                mm.sections,
+                if mm.stats.blocks > 0 { "section" } else { "basepages" },
+                mm.stats.blocks,
+                mm.stats.pages,
+                mm.stats.cont_pages,
+                mm.stats.bytes,
+                mm.cycles,
+                (mm.cycles as u128 * (1 << 30) / ram.max(1) as u128) as u64
             );
         }
         Err(e) => boot_failed(format_args!("cannot populate the boot memmap: {e:?}")),
@@ -268,10 +326,13 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     page_alloc::init_page_allocator();
     stages.mark("page_alloc");
     heap::grow_heap();
-    hotplug::init(held_back, &opts);
+    hotplug::init(core::mem::take(&mut m.held_back), &m.opts);
     stages.mark("hotplug");
+}
 
-    // Interrupts, timer, PSCI.
+/// Interrupts, timer, PSCI.
+fn start_interrupts(m: &Machine) {
+    let plat = &m.plat;
     psci::init(plat.psci_method.as_deref());
     let (gicd, gicc) = (plat.gic.gicd, plat.gic.gicc_or_gicr);
     let (Ok(gicd_va), Ok(gicc_va)) = (
@@ -296,38 +357,36 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
         timer::HZ,
         arch::cpu::counter_freq()
     );
-    stages.mark("gic");
+}
 
-    // Secondary CPUs (they need the identity map, so drop ours only afterwards).
-    for s in smp::boot_secondaries(&plat.cpus) {
+/// Secondary CPUs (they need the identity map, so drop ours only afterwards).
+fn start_cpus(m: &Machine) {
+    let cpus = &m.plat.cpus;
+    for s in smp::boot_secondaries(cpus) {
         if let Err(why) = s.result {
             println!("smp: cpu={} mpidr={:#x} FAILED: {}", s.cpu, s.mpidr, why);
         }
     }
     smp::drop_identity_map();
-    stages.mark("smp");
-    println!("smp: online={} of {} cpus", smp::online_count(), plat.cpus.len());
-    if plat.cpus.len() > smp::MAX_CPUS {
+    println!("smp: online={} of {} cpus", smp::online_count(), cpus.len());
+    if cpus.len() > smp::MAX_CPUS {
         println!(
             "smp: {} of the {} CPUs in the device tree stay off: this kernel brings up at most {} (smp::MAX_CPUS: per-CPU stacks, mailboxes and timer state are fixed arrays)",
-            plat.cpus.len() - smp::MAX_CPUS,
-            plat.cpus.len(),
+            cpus.len() - smp::MAX_CPUS,
+            cpus.len(),
             smp::MAX_CPUS
         );
     }
-    kernel::mem::dimm::init();
-    stages.mark("dimm");
-    match pci::init(plat.pci.as_ref()) {
-        Ok(mut p) => virtio_mem::init(&mut p),
-        Err(e) => println!("pci: none: {e}"),
-    }
+}
 
-    stages.mark("pci");
-    stages.print();
-    kernel::deferred::start_idle_work();
-
-    #[cfg(feature = "ktest")]
-    ktest::run_all(&plat, opts.ktest_only.as_deref());
-    #[cfg(not(feature = "ktest"))]
-    shell::run()
+/// The buses, then every registered memory device type on them.
+fn start_devices(m: &Machine) {
+    let mut pci = match pci::init(m.plat.pci.as_ref()) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            println!("pci: none: {e}");
+            None
+        }
+    };
+    kernel::mem::device::init_all(&mut kernel::mem::device::Buses { pci: pci.as_mut() });
 }

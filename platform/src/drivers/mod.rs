@@ -8,3 +8,4 @@ pub mod pci;
 pub mod pl011;
 pub mod psci;
 pub mod timer;
+pub mod virtio_mem;

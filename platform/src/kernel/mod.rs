@@ -13,3 +13,4 @@ pub mod sync;
 #[macro_use]
 pub mod testcase;
 pub mod trap;
+pub mod virtio;

@@ -129,8 +129,3 @@ pub(super) fn cmd_policy(args: &[&str]) -> Result<(), ShellError> {
     })
 }
 
-pub(super) fn cmd_dimms(args: &[&str]) -> Result<(), ShellError> {
-    no_args(args)?;
-    crate::kernel::mem::dimm::print_dimms();
-    Ok(())
-}

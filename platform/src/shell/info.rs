@@ -206,12 +206,6 @@ fn zone_name(z: Option<mm::page::ZoneId>) -> &'static str {
     z.map_or("-", |z| z.name())
 }
 
-pub(super) fn cmd_vmem(args: &[&str]) -> Result<(), ShellError> {
-    no_args(args)?;
-    crate::kernel::mem::virtio_mem::print_devices();
-    Ok(())
-}
-
 pub(super) fn cmd_blocks(args: &[&str]) -> Result<(), ShellError> {
     no_args(args)?;
     crate::kernel::mem::hotplug::with_hotplug(|hp, _| {

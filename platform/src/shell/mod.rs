@@ -7,7 +7,7 @@ use crate::{
     drivers::timer,
     kernel::console,
     kernel::mem::{
-        counters, heap, memmap, page_alloc,
+        counters, device, heap, memmap, page_alloc,
         pages::{PageChain, Pages},
     },
     kernel::smp,
@@ -70,8 +70,6 @@ const COMMANDS: &[Command] = &[
     Command { name: "remove", usage: "remove <addr> <size>", help: "hot-remove offline memory", run: cmd_remove },
     Command { name: "policy", usage: "policy [default offline|online|online_kernel|online_movable | online_policy contig-zones|auto-movable | ratio <percent>]", help: "show or set the online policy", run: cmd_policy },
     Command { name: "stress", usage: "stress <size> | stress verify | stress free", help: "fill movable memory with checksummed patterns / verify / free", run: cmd_stress },
-    Command { name: "dimms", usage: "dimms", help: "DIMMs in use (ACPI GED memory hotplug, firmware mode)", run: cmd_dimms },
-    Command { name: "vmem", usage: "vmem", help: "virtio-mem devices: region, block/unit, plugged/requested, units, group", run: cmd_vmem },
     Command { name: "pin", usage: "pin <addr> <size>", help: "hold an unmovable kernel page inside a range (to test offline refusal)", run: cmd_pin },
     Command { name: "unpin", usage: "unpin", help: "free the pages held by pin", run: cmd_unpin },
     Command { name: "bench", usage: "bench [reps=N] <size>...", help: "time add/online/offline/remove of each size on held-back memory (median)", run: cmd_bench },
@@ -92,8 +90,14 @@ pub fn execute(line: &str) -> Result<(), ShellError> {
     let Some((&name, args)) = words.split_first() else {
         return Ok(());
     };
-    let cmd = COMMANDS.iter().find(|c| c.name == name).ok_or(ShellError::Unknown)?;
-    (cmd.run)(args)
+    if let Some(cmd) = COMMANDS.iter().find(|c| c.name == name) {
+        return (cmd.run)(args);
+    }
+    // The memory device types' views (`dimms`, `vmem`): commands without arguments.
+    let view = device::view(name).ok_or(ShellError::Unknown)?;
+    no_args(args)?;
+    (view.show)();
+    Ok(())
 }
 
 /// Run a line and report errors the way users see them.
@@ -115,6 +119,8 @@ pub fn execute_and_report(line: &str) {
             }
             if let Some(c) = COMMANDS.iter().find(|c| c.name == name) {
                 println!("usage: {}", c.usage);
+            } else if let Some(v) = device::view(name) {
+                println!("usage: {}", v.name);
             }
         }
     }
@@ -165,12 +171,13 @@ fn cmd_help(args: &[&str]) -> Result<(), ShellError> {
     no_args(args)?;
     // Usage lines longer than the column go on a line of their own, so the help texts align.
     const COL: usize = 36;
-    for c in COMMANDS {
-        if c.usage.len() <= COL {
-            println!("  {:<COL$} {}", c.usage, c.help);
+    let views = device::views().map(|v| (v.name, v.help));
+    for (usage, help) in COMMANDS.iter().map(|c| (c.usage, c.help)).chain(views) {
+        if usage.len() <= COL {
+            println!("  {:<COL$} {}", usage, help);
         } else {
-            println!("  {}", c.usage);
-            println!("  {:<COL$} {}", "", c.help);
+            println!("  {}", usage);
+            println!("  {:<COL$} {}", "", help);
         }
     }
     Ok(())

@@ -48,8 +48,8 @@ pub fn with_hotplug<R>(f: impl FnOnce(&mut Hotplug, &mut KernelOps) -> R) -> R {
     let r = f(hp, &mut KernelOps);
     page_alloc::hotplug_busy(false);
     if DEBUG_VM.load(Ordering::Relaxed) {
-        // Not the sub-block rule: virtio-mem changes its plug bitmap around these calls, so
-        // that one is checked when a resize ends (`check_quiescent`).
+        // Not the device types' rules: a device changes its own state around these calls
+        // (virtio-mem its plug bitmap), so those are checked when its operation ends.
         if let Err(e) = check_core(hp) {
             crate::kernel::exit::fatal_stop(format_args!("debug_vm: {e}"));
         }
@@ -62,7 +62,7 @@ pub fn with_hotplug<R>(f: impl FnOnce(&mut Hotplug, &mut KernelOps) -> R) -> R {
 pub enum Broken {
     Allocator(Violation),
     Accounting(AccountingViolation),
-    SubBlocks(super::sbm::SbmViolation),
+    Device(super::device::DeviceViolation),
 }
 
 impl core::fmt::Display for Broken {
@@ -70,7 +70,7 @@ impl core::fmt::Display for Broken {
         match self {
             Broken::Allocator(v) => write!(f, "page allocator invariant broken: {v}"),
             Broken::Accounting(v) => write!(f, "hotplug accounting invariant broken: {v}"),
-            Broken::SubBlocks(v) => write!(f, "virtio-mem sub-block invariant broken: {v}"),
+            Broken::Device(v) => write!(f, "{v}"),
         }
     }
 }
@@ -83,23 +83,13 @@ fn check_core(hp: &Hotplug) -> Result<[ZoneCensus; 2], Broken> {
     page_alloc::check_page_alloc().map_err(Broken::Allocator)
 }
 
-/// [`check_core`], and the sub-block rule (every page of a virtio-mem device block is online
-/// exactly when the block is plugged and its memory block online), for when no resize is
-/// half-way (`meminfo check`, the end of a resize).
+/// [`check_core`], and every memory device type's own rules (virtio-mem's sub-block rule:
+/// every page of a device block is online exactly when the block is plugged and its memory
+/// block online), for when no device operation is half-way (`meminfo check`, the end of a
+/// resize).
 pub fn check_invariants(hp: &Hotplug) -> Result<[ZoneCensus; 2], Broken> {
     let census = check_core(hp)?;
-    let block_pages = G.pages_per_section();
-    page_alloc::with_page_alloc(|a| {
-        super::sbm::check(
-            block_pages,
-            |pfn| {
-                hp.block(pfn / block_pages)
-                    .is_some_and(|b| b.state == mm::hotplug::BlockState::Online)
-            },
-            |pfn| a.is_online(pfn),
-        )
-    })
-    .map_err(Broken::SubBlocks)?;
+    super::device::check_all(hp).map_err(Broken::Device)?;
     Ok(census)
 }
 
@@ -302,9 +292,9 @@ impl HotplugOps for KernelOps {
     }
 
     fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) -> Result<(), HotplugError> {
-        // Like Linux's online_page_callback: only the parts virtio-mem has plugged (sub-block
-        // mode) reach the allocator; the rest stays fake-offline.
-        for (p, n) in crate::kernel::mem::sbm::plugged_runs(pfn, nr) {
+        // Like Linux's online_page_callback: only the parts the device types let online (the
+        // plugged sub-blocks of virtio-mem) reach the allocator; the rest stays fake-offline.
+        for (p, n) in super::device::online_runs(pfn, nr) {
             page_alloc::with_page_alloc(|a| a.online_range(zone, 0, p, n)).map_err(HotplugError::Allocator)?;
         }
         if page_alloc::with_page_alloc(|a| a.uninit_pages(pfn, nr)) > 0 {
@@ -314,9 +304,9 @@ impl HotplugOps for KernelOps {
     }
 
     fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId, target_below: u64) -> Result<(), HotplugError> {
-        // Fake-offline parts (unplugged virtio-mem sub-blocks) are not in the allocator; on a
-        // failure the runs already taken out go back, so the range is as it was.
-        let runs = crate::kernel::mem::sbm::plugged_runs(pfn, nr);
+        // Fake-offline parts (what a device type's online filter holds back) are not in the
+        // allocator; on a failure the runs already taken out go back, so the range is as it was.
+        let runs = super::device::online_runs(pfn, nr);
         for (i, &(p, n)) in runs.iter().enumerate() {
             // The block is present and online (valid memmap; its first page initialised or on
             // a zone's deferred list).

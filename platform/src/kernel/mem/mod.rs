@@ -1,10 +1,11 @@
 //! Memory management. Bottom up, each file importing only those before it: `counters`, `fault`,
 //! `memblock`, `memmap` (sparse model), `page_alloc`, `pages` (owned blocks), `kernel_pt`
 //! (kernel page table, linear map, ioremap), `vmemmap` (memmap population), `heap`; TLB and
-//! teardown glue (`teardown`, below them all); hotplug state and policies (DIMMs, virtio-mem).
+//! teardown glue (`teardown`, below them all); hotplug state (`hotplug`); memory device types
+//! (`device`: the registration, and the DIMM and virtio-mem policies).
 
 pub mod counters;
-pub mod dimm;
+pub mod device;
 pub mod fault;
 pub mod heap;
 pub mod hotplug;
@@ -13,9 +14,7 @@ pub mod memblock;
 pub mod memmap;
 pub mod page_alloc;
 pub mod pages;
-pub mod sbm;
 pub mod teardown;
-pub mod virtio_mem;
 pub mod vmemmap;
 
 use crate::boot::layout::{self, Size, G};

@@ -16,12 +16,25 @@ use crate::{
         ged::{self, ctrl, ost, report_ost, select, GED_EVENT, SLOT_CONTROL, SLOT_FLAGS},
         gic, psci,
     },
+    kernel::mem::device::{Buses, MemoryDevice, View},
     kernel::{deferred, irq, mem::hotplug::with_hotplug, mem::kernel_pt, mem::memmap},
-    println,
+    memory_device, println,
 };
 use alloc::{collections::BTreeMap, format, string::String, vec::Vec};
 use arch::mutant::{self, Mutant};
 use mm::hotplug::{AddFlags, BlockId, GroupId, HotplugError};
+
+memory_device!(MemoryDevice {
+    name: "dimm",
+    init,
+    online_filter: None,
+    check: None,
+    views: &[View {
+        name: "dimms",
+        help: "DIMMs in use (ACPI GED memory hotplug, firmware mode)",
+        show: print_dimms,
+    }],
+});
 
 /// A DIMM in use.
 #[derive(Clone, Debug)]
@@ -32,12 +45,12 @@ pub struct Dimm {
     pub blocks: Vec<BlockId>,
 }
 
-pub static DIMMS: spin::Mutex<BTreeMap<u32, Dimm>> = spin::Mutex::new(BTreeMap::new());
+static DIMMS: spin::Mutex<BTreeMap<u32, Dimm>> = spin::Mutex::new(BTreeMap::new());
 
 /// Map the registers and find out whether QEMU created them (firmware mode); if so, register
 /// the interrupt's top half and our bottom half, enable the edge-triggered interrupt, then scan
 /// every slot (cold-plugged DIMMs raise no event).
-pub fn init() {
+fn init(_: &mut Buses) {
     let (Ok(m), Ok(g)) = (
         kernel_pt::ioremap(ged::MEMHP_PA, 0x18),
         kernel_pt::ioremap(ged::GED_PA, 4),
@@ -247,8 +260,8 @@ fn remove(slot: u32) {
     }
 }
 
-/// `dimms` shell command.
-pub fn print_dimms() {
+/// The `dimms` view.
+fn print_dimms() {
     if !ged::present() {
         println!("dimms: none (no GED: boot in firmware mode for DIMM hotplug)");
         return;

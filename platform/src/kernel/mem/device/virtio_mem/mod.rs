@@ -1,9 +1,9 @@
-//! virtio-mem (virtio 1.2 §5.15) over the modern virtio-pci transport of `virtio-drivers`: the
-//! kernel's side of the driver. The policy (modes, grow and shrink order, the request protocol,
-//! retries) is portable and host-tested in [`mm::vmem`]; this file gives it the device
-//! ([`VmemDevice`] over the transport and virtqueue, with a deadline per request) and the memory
-//! ([`VmemMemory`] over the hotplug lock and the sub-block plug bitmap of [`super::sbm`], which
-//! the platform's online filter reads), and runs it from the bottom half.
+//! virtio-mem (virtio 1.2 §5.15): the kernel's policy for the device of
+//! [`crate::drivers::virtio_mem`]. The policy proper (modes, grow and shrink order, the request
+//! protocol, retries) is portable and host-tested in [`mm::vmem`]; this file registers the
+//! device type, brings every function up, gives the policy its device ([`Device`]: the driver,
+//! with the `debug_vm` check that UNPLUG is only sent for offline memory) and its memory
+//! ([`memory::Memory`]), and runs it from the bottom half.
 //!
 //! Config changes arrive as legacy INTx (level) through the host bridge's `interrupt-map`: the
 //! handler masks the SPI and latches the event; the work runs in thread context from the
@@ -12,187 +12,66 @@
 //! least every timer tick), and so is a stopped resize's retry timer. Used-buffer interrupts
 //! are suppressed (requests are synchronous).
 
+mod memory;
+pub mod sbm;
+
 use crate::{
-    boot::layout::{self, Size, G, PAGE_SHIFT, PAGE_SIZE},
-    drivers::pci::Ecam,
+    boot::layout::{Size, G, PAGE_SHIFT},
     drivers::timer,
+    drivers::virtio_mem::{self as driver, feature, VirtioMem as Driver},
+    kernel::mem::device::{Buses, MemoryDevice, View},
     kernel::mem::hotplug::{with_hotplug, DEBUG_VM, HOTPLUG},
-    kernel::mem::sbm,
-    kernel::mem::{kernel_pt, page_alloc},
+    kernel::mem::page_alloc,
     kernel::pci::Pci,
-    println,
+    kernel::virtio::HotmemHal,
+    memory_device, println,
 };
-use alloc::{boxed::Box, format, string::String, vec::Vec};
-use core::ptr::NonNull;
+use alloc::{format, string::String, vec::Vec};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use mm::hotplug::{AddFlags, BlockId, GroupId, HotplugError};
-use mm::page::ZoneId;
-use mm::vmem::{DeviceConfig, Request, RequestType, Response, TransportError, Unit, Vmem, VmemDevice, VmemMemory};
-use virtio_drivers::{
-    queue::VirtQueue,
-    transport::{pci::PciTransport, DeviceStatus, Transport},
-    BufferDirection, Hal, PhysAddr,
-};
+use memory::Memory;
+use mm::vmem::{Request, RequestType, Response, TransportError, Unit, Vmem, VmemDevice, VmemMemory};
 
-/// PCI device id of a modern virtio-mem device (0x1040 + 24).
-const PCI_DEVICE_ID: u16 = 0x1058;
-const VIRTIO_VENDOR: u16 = 0x1af4;
-const QUEUE_SIZE: usize = 8;
-/// Longest wait for the device's answer to one request; a device that does not answer in time
-/// is given up (its buffers stay with it, leaked, so a late answer writes nothing of ours).
-const ANSWER_TIMEOUT_MS: u64 = 5_000;
+memory_device!(MemoryDevice {
+    name: "virtio-mem",
+    init,
+    online_filter: Some(sbm::online_filter),
+    check: Some(sbm::check),
+    views: &[View {
+        name: "vmem",
+        help: "virtio-mem devices: region, block/unit, plugged/requested, units, group",
+        show: print_devices,
+    }],
+});
 
-/// Feature bits.
-pub mod feature {
-    pub const ACPI_PXM: u64 = 1 << 0;
-    pub const UNPLUGGED_INACCESSIBLE: u64 = 1 << 1;
-    pub const VERSION_1: u64 = 1 << 32;
-}
-
-/// `struct virtio_mem_config` offsets.
-mod cfg {
-    pub const BLOCK_SIZE: usize = 0;
-    pub const NODE_ID: usize = 8;
-    pub const ADDR: usize = 16;
-    pub const REGION_SIZE: usize = 24;
-    pub const USABLE_REGION_SIZE: usize = 32;
-    pub const PLUGGED_SIZE: usize = 40;
-    pub const REQUESTED_SIZE: usize = 48;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Hal over the page allocator.
-
-/// `virtio-drivers`' DMA and MMIO hooks: DMA pages from the buddy (reached through the linear
-/// map; QEMU's DMA is coherent, so sharing is the physical address), MMIO through `ioremap`.
-pub struct HotmemHal;
-
-/// Order of the kernel pages holding `pages` 4 KiB virtio pages.
-fn dma_order(pages: usize) -> u32 {
-    let bytes = (pages as u64 * 4096).max(1);
-    bytes.div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros()
-}
-
-/// Physical address of a kernel VA (linear map, or the kernel image: boot heap, stacks).
-fn virt_to_phys(va: u64) -> u64 {
-    if (layout::PAGE_OFFSET..layout::PAGE_OFFSET + layout::LINEAR_SIZE).contains(&va) {
-        va - layout::PAGE_OFFSET
-    } else {
-        va.wrapping_sub(layout::kimage_voffset())
-    }
-}
-
-// SAFETY: `dma_alloc` returns zeroed, page-aligned memory owned by the caller until
-// `dma_dealloc`, reachable at both addresses; `share` returns the physical address of memory
-// that the device may access (QEMU's DMA is cache-coherent).
-unsafe impl Hal for HotmemHal {
-    fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
-        let order = dma_order(pages);
-        let pa = page_alloc::alloc_pages(order).expect("virtio-mem: no memory for a virtqueue");
-        let va = layout::phys_to_virt(pa) as *mut u8;
-        // SAFETY: fresh pages of ours, reached through the linear map.
-        unsafe { core::ptr::write_bytes(va, 0, (PAGE_SIZE << order) as usize) };
-        (pa, NonNull::new(va).expect("linear map addresses are not null"))
-    }
-
-    unsafe fn dma_dealloc(paddr: PhysAddr, _vaddr: NonNull<u8>, pages: usize) -> i32 {
-        match page_alloc::free_pages(paddr, dma_order(pages)) {
-            Ok(()) => 0,
-            Err(_) => -1,
-        }
-    }
-
-    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, size: usize) -> NonNull<u8> {
-        let va = kernel_pt::ioremap(paddr, size as u64).expect("virtio-mem: ioremap of a BAR region");
-        NonNull::new(va as *mut u8).expect("ioremap addresses are not null")
-    }
-
-    unsafe fn share(buffer: NonNull<[u8]>, _direction: BufferDirection) -> PhysAddr {
-        virt_to_phys(buffer.as_ptr() as *mut u8 as u64)
-    }
-
-    unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
-}
-
-// ---------------------------------------------------------------------------------------------
-// The device.
-
-/// The transport and request queue of one device.
+/// The driver as the policy's device, with the checks of `debug_vm`.
 struct Device {
     index: usize,
-    transport: PciTransport,
-    queue: VirtQueue<HotmemHal, QUEUE_SIZE>,
     block_size: u64,
-    /// A request went unanswered: the device is no longer used.
-    gone: bool,
-    /// Cycles spent waiting for the device's answers (of the current resize).
-    cycles: u64,
-}
-
-fn read_u64(t: &PciTransport, off: usize) -> u64 {
-    // Two 32-bit reads under the config generation (virtio §2.5.1: 64-bit fields need not be
-    // read atomically).
-    t.read_consistent(|| {
-        let lo: u32 = t.read_config_space(off)?;
-        let hi: u32 = t.read_config_space(off + 4)?;
-        Ok((hi as u64) << 32 | lo as u64)
-    })
-    .unwrap_or(0)
+    driver: Driver<HotmemHal>,
 }
 
 impl VmemDevice for Device {
     fn requested_size(&mut self) -> u64 {
-        read_u64(&self.transport, cfg::REQUESTED_SIZE)
+        self.driver.requested_size()
     }
 
     fn plugged_size(&mut self) -> u64 {
-        read_u64(&self.transport, cfg::PLUGGED_SIZE)
+        self.driver.plugged_size()
     }
 
     fn usable_region_size(&mut self) -> u64 {
-        read_u64(&self.transport, cfg::USABLE_REGION_SIZE)
+        self.driver.usable_region_size()
     }
 
     fn exchange(&mut self, req: Request) -> Result<Response, TransportError> {
-        if self.gone {
-            return Err(TransportError("the device stopped answering earlier".into()));
-        }
         if req.ty == RequestType::Unplug && DEBUG_VM.load(Ordering::Relaxed) {
             self.assert_offline(req.addr, req.nb_blocks);
         }
-        let t0 = arch::cpu::counter();
-        let req_buf = Box::new(req.to_bytes());
-        let mut resp_buf = Box::new([0u8; 16]);
-        // SAFETY: both buffers are heap-owned and stay untouched until the token is popped; if
-        // the device never answers they are leaked below, never freed or reused, so a late
-        // write by the device lands in memory nobody else owns.
-        let token = unsafe { self.queue.add(&[&req_buf[..]], &mut [&mut resp_buf[..]]) }
-            .map_err(|e| TransportError(format!("virtqueue: {e:?}")))?;
-        if self.queue.should_notify() {
-            self.transport.notify(0);
-        }
-        let deadline = t0 + arch::cpu::counter_freq() * ANSWER_TIMEOUT_MS / 1000;
-        while !self.queue.can_pop() {
-            if arch::cpu::counter() > deadline {
-                self.gone = true;
-                Box::leak(req_buf);
-                Box::leak(resp_buf);
-                return Err(TransportError(format!(
-                    "no answer within {} s; the driver stops using the device",
-                    ANSWER_TIMEOUT_MS / 1000
-                )));
-            }
-            core::hint::spin_loop();
-        }
-        // SAFETY: the token and buffers are the ones added above.
-        unsafe { self.queue.pop_used(token, &[&req_buf[..]], &mut [&mut resp_buf[..]]) }
-            .map_err(|e| TransportError(format!("virtqueue: {e:?}")))?;
-        self.cycles += arch::cpu::counter() - t0;
-        Ok(Response::from_bytes(&resp_buf))
+        self.driver.exchange(req)
     }
 
     fn sleep_ms(&mut self, ms: u64) {
-        timer::sleep_ms(ms);
+        self.driver.sleep_ms(ms);
     }
 }
 
@@ -209,64 +88,6 @@ impl Device {
                 self.index,
                 Size(size)
             ));
-        }
-    }
-}
-
-/// The memory side of one device: the hotplug core (one operation per lock) and, in sub-block
-/// mode, its region's plug bitmap in [`sbm::SBM`].
-struct Memory {
-    group: GroupId,
-    /// Index in [`sbm::SBM`] (sub-block mode).
-    region: Option<usize>,
-}
-
-impl VmemMemory for Memory {
-    fn add(&mut self, addr: u64, size: u64) -> Result<Vec<BlockId>, HotplugError> {
-        let group = self.group;
-        with_hotplug(|hp, ops| {
-            let ids = hp.add_memory(ops, Some(group), addr, size, AddFlags { memmap_on_memory: true })?;
-            hp.auto_online(ops, &ids);
-            Ok(ids)
-        })
-    }
-
-    fn offline_and_remove(&mut self, addr: u64, size: u64, below: u64) -> Result<(), HotplugError> {
-        with_hotplug(|hp, ops| hp.offline_and_remove_below(ops, addr, size, below >> PAGE_SHIFT))
-    }
-
-    fn set_online(&mut self, block: BlockId, pfn: u64, nr: u64, on: bool, below: u64) -> Result<(), HotplugError> {
-        with_hotplug(|hp, ops| {
-            use mm::hotplug::HotplugOps;
-            match hp.block(block) {
-                Some(b) if b.state == mm::hotplug::BlockState::Online => {
-                    let zone = b.zone.unwrap_or(ZoneId::Normal);
-                    if on {
-                        ops.online_pages(pfn, nr, zone)
-                    } else {
-                        ops.offline_pages(pfn, nr, block, below >> PAGE_SHIFT)
-                    }
-                }
-                _ => Ok(()),
-            }
-        })
-    }
-
-    fn in_normal(&mut self, block: BlockId) -> bool {
-        // A read: the lock alone, no operation (so no `debug_vm` pass either).
-        let hp = HOTPLUG.lock();
-        hp.as_ref()
-            .and_then(|hp| hp.block(block))
-            .is_none_or(|b| b.zone == Some(ZoneId::Normal))
-    }
-
-    fn plugged(&self, i: usize) -> bool {
-        self.region.is_some_and(|r| sbm::SBM.lock()[r].plugged[i])
-    }
-
-    fn set_plugged(&mut self, first: usize, n: usize, v: bool) {
-        if let Some(r) = self.region {
-            sbm::SBM.lock()[r].plugged[first..first + n].fill(v);
         }
     }
 }
@@ -295,13 +116,13 @@ static IRQ_PENDING: AtomicBool = AtomicBool::new(true);
 static IRQ_COUNT: AtomicU32 = AtomicU32::new(0);
 
 /// Is `intid` one of our INTx lines?
-pub fn owns_intid(intid: u32) -> bool {
+fn owns_intid(intid: u32) -> bool {
     INTIDS.iter().any(|i| i.load(Ordering::Relaxed) == intid)
 }
 
 /// Interrupt handler: mask the level-triggered line (the device keeps it asserted until its ISR
 /// is read, in thread context) and latch the event.
-pub fn handle_irq(intid: u32) {
+fn handle_irq(intid: u32) {
     crate::drivers::gic::disable_spi(intid);
     IRQ_COUNT.fetch_add(1, Ordering::Relaxed);
     IRQ_PENDING.store(true, Ordering::Release);
@@ -344,11 +165,14 @@ fn now_ms() -> u64 {
 
 /// Find every virtio-mem function, bring it up, unplug whatever is plugged (a reboot or a
 /// device with memory plugged at start), register its dynamic memory group.
-pub fn init(pci: &mut Pci) {
+fn init(buses: &mut Buses) {
+    let Some(pci) = buses.pci.as_deref_mut() else {
+        return;
+    };
     let fns: Vec<_> = pci
         .functions
         .iter()
-        .filter(|f| f.info.vendor_id == VIRTIO_VENDOR && f.info.device_id == PCI_DEVICE_ID)
+        .filter(|f| f.info.vendor_id == driver::VIRTIO_VENDOR && f.info.device_id == driver::PCI_DEVICE_ID)
         .cloned()
         .collect();
     if let Err(e) = crate::kernel::deferred::register(process_pending) {
@@ -356,7 +180,7 @@ pub fn init(pci: &mut Pci) {
     }
     for f in fns {
         let index = DEVICES.lock().len();
-        match probe(&mut pci.root, f.df, index, f.intid) {
+        match probe(pci, f.df, index, f.intid) {
             Ok(d) => {
                 if let Some(id) = d.intid {
                     // INTx lines are shared: one handler per line, whichever device raised it.
@@ -377,55 +201,31 @@ pub fn init(pci: &mut Pci) {
     }
 }
 
+/// Bring one function up: the driver's initialisation, the policy's check of its
+/// configuration, its memory group and (sub-block mode) plug bitmap.
 fn probe(
-    root: &mut virtio_drivers::transport::pci::bus::PciRoot<Ecam>,
+    pci: &mut Pci,
     df: virtio_drivers::transport::pci::bus::DeviceFunction,
     index: usize,
     intid: Option<u32>,
 ) -> Result<VirtioMem, String> {
-    let mut t = PciTransport::new::<HotmemHal, Ecam>(root, df).map_err(|e| format!("transport: {e}"))?;
-    // Device initialisation (virtio §3.1.1), by hand: `begin_init` wants a bitflags type.
-    t.set_status(DeviceStatus::empty());
-    t.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
-    let offered = t.read_device_features();
-    if offered & feature::VERSION_1 == 0 {
-        t.set_status(DeviceStatus::FAILED);
-        return Err("the device does not offer VIRTIO_F_VERSION_1".into());
-    }
-    let features = offered & (feature::VERSION_1 | feature::UNPLUGGED_INACCESSIBLE | feature::ACPI_PXM);
-    t.write_driver_features(features);
-    t.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK);
-    if !t.get_status().contains(DeviceStatus::FEATURES_OK) {
-        t.set_status(DeviceStatus::FAILED);
-        return Err(format!("the device rejected features {features:#x}"));
-    }
-    let cfg = DeviceConfig {
-        block_size: read_u64(&t, cfg::BLOCK_SIZE),
-        addr: read_u64(&t, cfg::ADDR),
-        region_size: read_u64(&t, cfg::REGION_SIZE),
-        usable_region_size: read_u64(&t, cfg::USABLE_REGION_SIZE),
-        plugged_size: read_u64(&t, cfg::PLUGGED_SIZE),
-        node_id: t.read_config_space::<u16>(cfg::NODE_ID).unwrap_or(0),
-    };
-    let refuse = |t: &mut PciTransport, why: String| {
-        t.set_status(DeviceStatus::FAILED);
-        Err(why)
-    };
+    let probed = driver::probe::<HotmemHal>(&mut pci.root, df).map_err(|e| format!("{e}"))?;
+    let (cfg, features) = (probed.config, probed.features);
     let vmem = match Vmem::new(G, cfg) {
         Ok(v) => v,
-        Err(e) => return refuse(&mut t, format!("{e}")),
+        Err(e) => {
+            probed.fail();
+            return Err(format!("{e}"));
+        }
     };
-    let mut queue = match VirtQueue::<HotmemHal, QUEUE_SIZE>::new(&mut t, 0, false, false) {
-        Ok(q) => q,
-        Err(e) => return refuse(&mut t, format!("virtqueue: {e:?}")),
-    };
-    // Requests are waited for synchronously: no used-buffer interrupts.
-    queue.set_dev_notify(false);
-    t.finish_init();
+    let mut driver = probed.start::<HotmemHal>().map_err(|e| format!("{e}"))?;
     let align = G.section_size().max(cfg.block_size);
     let group = match with_hotplug(|hp, _| hp.register_dynamic_group(align >> PAGE_SHIFT)) {
         Ok(g) => g,
-        Err(e) => return refuse(&mut t, format!("dynamic memory group: {e}")),
+        Err(e) => {
+            driver.fail();
+            return Err(format!("dynamic memory group: {e}"));
+        }
     };
     let region = vmem.sbm().map(|_| {
         let mut regions = sbm::SBM.lock();
@@ -442,11 +242,8 @@ fn probe(
         pci: format!("{df}"),
         dev: Device {
             index,
-            transport: t,
-            queue,
             block_size: cfg.block_size,
-            gone: false,
-            cycles: 0,
+            driver,
         },
         mem: Memory { group, region },
         vmem,
@@ -480,7 +277,7 @@ fn probe(
 /// Deferred work (the bottom half, [`crate::kernel::deferred`]): resize every device whose
 /// `requested_size` changed, and retry every stopped resize that is due (a config change of
 /// its device, or its timer).
-pub fn process_pending() {
+fn process_pending() {
     let irq = IRQ_PENDING.swap(false, Ordering::Acquire);
     let now = now_ms();
     let mut devs = DEVICES.lock();
@@ -491,17 +288,17 @@ pub fn process_pending() {
                 continue;
             }
             // Reading the ISR deasserts the line; a change after this raises it again.
-            let _ = d.dev.transport.ack_interrupt();
+            d.dev.driver.ack_interrupt();
         }
         let t0 = arch::cpu::counter();
-        d.dev.cycles = 0;
+        d.dev.driver.wait_cycles = 0;
         let migrated0 = crate::kernel::mem::hotplug::HANDLES.lock().migrated_pages;
         let Some(r) = d.vmem.process(&mut d.dev, &mut d.mem, irq, now) else {
             continue;
         };
         let cycles = arch::cpu::counter() - t0;
         let migrated = crate::kernel::mem::hotplug::HANDLES.lock().migrated_pages - migrated0;
-        if DEBUG_VM.load(Ordering::Relaxed) && !d.dev.gone {
+        if DEBUG_VM.load(Ordering::Relaxed) && !d.dev.driver.gone {
             d.check_quiescent(r.plugged);
         }
         let head = format!(
@@ -511,7 +308,7 @@ pub fn process_pending() {
         let times = format!(
             "cycles={cycles} us={} device_us={} migrated_pages={migrated}",
             timer::cycles_to_us(cycles),
-            timer::cycles_to_us(d.dev.cycles)
+            timer::cycles_to_us(d.dev.driver.wait_cycles)
         );
         d.last_event = match &r.stopped {
             None => format!("{head} event=done {times}"),
@@ -532,8 +329,8 @@ pub fn process_pending() {
     }
 }
 
-/// `vmem` shell command.
-pub fn print_devices() {
+/// The `vmem` view.
+fn print_devices() {
     let mut devs = DEVICES.lock();
     if devs.is_empty() {
         println!("vmem: none (add one with the runner's --virtio-mem SIZE)");

@@ -1,0 +1,64 @@
+//! The memory side of a virtio-mem device, as [`mm::vmem`]'s policy sees it ([`VmemMemory`]):
+//! whole units (big blocks, and the memory blocks of sub-block mode) go through the hotplug core,
+//! one operation per lock; sub-blocks through the allocator and the plug bitmap of [`super::sbm`].
+
+use super::sbm;
+use crate::boot::layout::PAGE_SHIFT;
+use crate::kernel::mem::hotplug::{with_hotplug, HOTPLUG};
+use alloc::vec::Vec;
+use mm::hotplug::{AddFlags, BlockId, BlockState, GroupId, HotplugError, HotplugOps};
+use mm::page::ZoneId;
+use mm::vmem::VmemMemory;
+
+pub(super) struct Memory {
+    pub group: GroupId,
+    /// Index in [`sbm::SBM`] (sub-block mode).
+    pub region: Option<usize>,
+}
+
+impl VmemMemory for Memory {
+    fn add(&mut self, addr: u64, size: u64) -> Result<Vec<BlockId>, HotplugError> {
+        let group = self.group;
+        with_hotplug(|hp, ops| {
+            let ids = hp.add_memory(ops, Some(group), addr, size, AddFlags { memmap_on_memory: true })?;
+            hp.auto_online(ops, &ids);
+            Ok(ids)
+        })
+    }
+
+    fn offline_and_remove(&mut self, addr: u64, size: u64, below: u64) -> Result<(), HotplugError> {
+        with_hotplug(|hp, ops| hp.offline_and_remove_below(ops, addr, size, below >> PAGE_SHIFT))
+    }
+
+    fn set_online(&mut self, block: BlockId, pfn: u64, nr: u64, on: bool, below: u64) -> Result<(), HotplugError> {
+        with_hotplug(|hp, ops| match hp.block(block) {
+            Some(b) if b.state == BlockState::Online => {
+                let zone = b.zone.unwrap_or(ZoneId::Normal);
+                if on {
+                    ops.online_pages(pfn, nr, zone)
+                } else {
+                    ops.offline_pages(pfn, nr, block, below >> PAGE_SHIFT)
+                }
+            }
+            _ => Ok(()),
+        })
+    }
+
+    fn in_normal(&mut self, block: BlockId) -> bool {
+        // A read: the lock alone, no operation (so no `debug_vm` pass either).
+        let hp = HOTPLUG.lock();
+        hp.as_ref()
+            .and_then(|hp| hp.block(block))
+            .is_none_or(|b| b.zone == Some(ZoneId::Normal))
+    }
+
+    fn plugged(&self, i: usize) -> bool {
+        self.region.is_some_and(|r| sbm::SBM.lock()[r].plugged[i])
+    }
+
+    fn set_plugged(&mut self, first: usize, n: usize, v: bool) {
+        if let Some(r) = self.region {
+            sbm::SBM.lock()[r].plugged[first..first + n].fill(v);
+        }
+    }
+}
