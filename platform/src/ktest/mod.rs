@@ -46,3 +46,4 @@ pub fn run_all(plat: &Platform, only: Option<&str>) -> ! {
 
 mod cases;
 mod hotplug;
+mod toy_device;
