@@ -22,6 +22,8 @@ mod kernel;
 mod ktest;
 #[deny(unsafe_code)]
 mod shell;
+#[deny(unsafe_code)]
+mod workload;
 
 use boot::{cmdline, dtb, early, layout};
 use drivers::{fw_cfg, gic, psci, timer};

@@ -22,8 +22,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("boot", &["config"]),
     ("drivers", &["boot", "config"]),
     ("kernel", &["boot", "drivers", "config"]),
-    ("shell", &["boot", "drivers", "kernel", "config"]),
-    ("ktest", &["boot", "drivers", "kernel", "config"]),
+    ("workload", &["boot", "drivers", "kernel", "config"]),
+    ("shell", &["boot", "drivers", "kernel", "workload", "config"]),
+    ("ktest", &["boot", "drivers", "kernel", "workload", "config"]),
 ];
 
 /// A cycle in `g` (its nodes in order, the first repeated at the end), if there is one.

@@ -26,7 +26,7 @@ memory_device!(MemoryDevice {
     views: &[View {
         name: "toydev",
         help: "the toy memory device of the in-guest tests",
-        show: show,
+        show,
     }],
 });
 
@@ -102,10 +102,7 @@ fn check(hp: &Hotplug) -> Result<(), DeviceViolation> {
 
 fn show() {
     match *TOY.lock() {
-        Some(t) => println!(
-            "toydev: start_pfn={:#x} nr={:#x} held={:?}",
-            t.start_pfn, t.nr, t.held
-        ),
+        Some(t) => println!("toydev: start_pfn={:#x} nr={:#x} held={:?}", t.start_pfn, t.nr, t.held),
         None => println!("toydev: none"),
     }
 }
@@ -118,7 +115,11 @@ fn memory_device_template(_: &Platform) -> Result<(), String> {
     );
     kassert!(device::view("toydev").is_some(), "the toy's view is not registered");
     let bs = G.section_size();
-    let r = HELD_BACK.lock().first().copied().ok_or_else(|| String::from("no RAM held back: boot with mem="))?;
+    let r = HELD_BACK
+        .lock()
+        .first()
+        .copied()
+        .ok_or_else(|| String::from("no RAM held back: boot with mem="))?;
     let start = r.base.next_multiple_of(bs);
     kassert!(start + bs <= r.end(), "no whole block held back");
     let nr = bs >> PAGE_SHIFT;

@@ -87,12 +87,12 @@ pub(super) fn cmd_online(args: &[&str]) -> Result<(), ShellError> {
 pub(super) fn cmd_offline(args: &[&str]) -> Result<(), ShellError> {
     let [id] = exactly(args)?;
     let id = parse_u64(id)?;
-    let migrated0 = crate::kernel::mem::hotplug::HANDLES.lock().migrated_pages;
+    let migrated0 = crate::kernel::mem::movable::migrated_pages();
     let t0 = arch::cpu::counter();
     let r = crate::kernel::mem::hotplug::with_hotplug(|hp, ops| hp.offline_block(ops, id));
     let cycles = arch::cpu::counter() - t0;
     if report("offline", r).is_some() {
-        let migrated = crate::kernel::mem::hotplug::HANDLES.lock().migrated_pages - migrated0;
+        let migrated = crate::kernel::mem::movable::migrated_pages() - migrated0;
         println!("offline: block={} migrated_pages={} cycles={}", id, migrated, cycles);
     }
     Ok(())
@@ -128,4 +128,3 @@ pub(super) fn cmd_policy(args: &[&str]) -> Result<(), ShellError> {
         Ok(())
     })
 }
-

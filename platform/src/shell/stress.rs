@@ -3,11 +3,11 @@
 use super::*;
 
 pub(super) fn cmd_stress(args: &[&str]) -> Result<(), ShellError> {
-    use crate::kernel::mem::hotplug::{stress_fill, stress_free, stress_verify};
+    use crate::workload::stress;
     let t0 = arch::cpu::counter();
     match args {
         ["verify"] => {
-            let r = stress_verify();
+            let r = stress::verify();
             println!(
                 "stress: verify allocations={} verified={} bad={} result={}",
                 r.allocations,
@@ -16,10 +16,10 @@ pub(super) fn cmd_stress(args: &[&str]) -> Result<(), ShellError> {
                 if r.bad == 0 { "ok" } else { "FAILED" }
             );
         }
-        ["free"] => println!("stress: freed={}", stress_free()),
+        ["free"] => println!("stress: freed={}", stress::free()),
         [size] => {
             let size = parse_u64(size)?;
-            match stress_fill(size) {
+            match stress::fill(size) {
                 Ok(r) => println!(
                     "stress: allocated={} bytes={} verified={} bad={} result={} cycles={}",
                     r.allocations,

@@ -1,6 +1,6 @@
 //! Memory hotplug in the kernel: the platform operations behind `mm::hotplug` (linear map,
-//! vmemmap, struct pages, allocator, migration), the global hotplug state, movable handles and
-//! the `stress` workload.
+//! vmemmap, struct pages, allocator, migration of the movable window's pages) and the global
+//! hotplug state.
 //!
 //! Locking: `HOTPLUG` (a plain spin lock, never taken in interrupt context) serialises the
 //! hotplug paths against each other. Inside, the kernel page table lock orders table changes
@@ -12,9 +12,9 @@
 use crate::{
     boot::dtb::Range,
     boot::layout::{self, G, PAGE_SHIFT, PAGE_SIZE},
+    kernel::mem::movable::{movable_va, HANDLES},
     kernel::mem::teardown::KernelTlb,
     kernel::mem::{counters, fault, kernel_pt, memmap, memmap::VMEMMAP, page_alloc, vmemmap},
-    kernel::sync::IrqSafeLock,
 };
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -22,15 +22,12 @@ use mm::{
     altmap::Altmap,
     buddy::{DeferredState, PageLookup, Violation, ZoneCensus},
     hotplug::{AccountingViolation, BlockId, Hotplug, HotplugError, HotplugOps},
-    migrate::{Handle, HandleError, Handles},
     page::{flags, ZoneId},
     pgtable::{Attrs, MapFlags},
     vmemmap::VmemmapError,
 };
 
 pub static HOTPLUG: spin::Mutex<Option<Hotplug>> = spin::Mutex::new(None);
-/// Movable allocations; migration and data access both hold this lock.
-pub static HANDLES: IrqSafeLock<Handles> = IrqSafeLock::new(Handles::new());
 /// RAM held back by `mem=` (what `probe` may add).
 pub static HELD_BACK: spin::Mutex<Vec<Range>> = spin::Mutex::new(Vec::new());
 /// `ktest.hotplug_cycles=` (test build).
@@ -416,226 +413,6 @@ fn poison(pfn: u64, order: u32) {
         // nothing else maps it (the teardown checker just checked that in the test build).
         unsafe { p.add(i).write_volatile(0xdead_beef_dead_beef) };
     }
-}
-
-/// The fixed window VA of a movable allocation (see `layout::MOVABLE_START`).
-pub fn movable_va(h: Handle) -> u64 {
-    layout::MOVABLE_START + h.0 as u64 * PAGE_SIZE
-}
-
-/// Handles the window has room for (one page each).
-const WINDOW_SLOTS: u64 = layout::MOVABLE_SIZE / PAGE_SIZE;
-
-// ---------------------------------------------------------------------------------------------
-// Movable memory for users: `stress`.
-
-// Stress allocations are the live entries of `HANDLES` (nothing else allocates movable
-// memory): each is one page whose first word is its pattern seed, so the only bookkeeping is
-// the handle table, which grows fallibly and gives its heap memory back once emptied.
-
-/// The pattern word `i` of a stress allocation with `seed`.
-fn pattern(seed: u64, i: u64) -> u64 {
-    (seed ^ i).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17)
-}
-
-/// `f` on the window mapping of `h` (the caller holds the handles lock, so migration cannot
-/// re-point it meanwhile).
-fn with_window<R>(h: Handle, order: u32, f: impl FnOnce(&mut [u64]) -> R) -> Option<R> {
-    let words = ((PAGE_SIZE << order) / 8) as usize;
-    // SAFETY: the handle owns these pages and `stress_fill` mapped them at `movable_va(h)`;
-    // migration cannot move them while the caller holds the handles lock.
-    let data = unsafe { core::slice::from_raw_parts_mut(movable_va(h) as *mut u64, words) };
-    Some(f(data))
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub struct StressReport {
-    pub allocations: u64,
-    pub bytes: u64,
-    pub verified: u64,
-    pub bad: u64,
-}
-
-/// Why `stress <size>` stopped early (the allocations made so far are kept).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(clippy::enum_variant_names)] // each says what ran out
-pub enum StressError {
-    /// No free movable page left after `done` allocations.
-    OutOfMemory { done: u64 },
-    /// The handle table (kernel heap) cannot grow past `done` allocations.
-    OutOfBookkeeping { done: u64 },
-    /// The movable window is full after `done` allocations.
-    OutOfWindow { done: u64 },
-}
-
-impl core::fmt::Display for StressError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            StressError::OutOfMemory { done } => write!(f, "out of memory after {done} allocations"),
-            StressError::OutOfBookkeeping { done } => write!(
-                f,
-                "the kernel heap cannot track more than {done} allocations (stress at most {} at once)",
-                layout::Size(done * PAGE_SIZE)
-            ),
-            StressError::OutOfWindow { done } => write!(
-                f,
-                "the movable window is full after {done} allocations (stress at most {} at once)",
-                layout::Size(layout::MOVABLE_SIZE)
-            ),
-        }
-    }
-}
-
-/// One stress allocation: a movable page, mapped at its window VA (its table exists since
-/// boot) and filled with its pattern,
-/// all under the handles lock (so a concurrent `stress_verify` never sees it half-made).
-fn stress_one(done: u64) -> Result<(), StressError> {
-    let mut handles = HANDLES.lock();
-    let h = page_alloc::with_page_alloc_waiting(|a| handles.try_alloc(a, 0)).map_err(|e| match e {
-        HandleError::NoMemory => StressError::OutOfMemory { done },
-        HandleError::NoBookkeeping => StressError::OutOfBookkeeping { done },
-    })?;
-    let (pfn, _) = handles.get(h).expect("just allocated");
-    let mapped = (h.0 as u64) < WINDOW_SLOTS
-        && kernel_pt::with_kernel_pt(|pt, t| {
-            pt.map(
-                t,
-                movable_va(h),
-                pfn << PAGE_SHIFT,
-                PAGE_SIZE,
-                Attrs::NORMAL_RW,
-                MapFlags::PAGES,
-            )
-        })
-        .is_ok();
-    if !mapped {
-        crate::kernel::mem::teardown::check_free(pfn << PAGE_SHIFT, PAGE_SIZE);
-        let _ = page_alloc::with_page_alloc(|a| handles.free(a, h));
-        return Err(if (h.0 as u64) < WINDOW_SLOTS {
-            StressError::OutOfMemory { done }
-        } else {
-            StressError::OutOfWindow { done }
-        });
-    }
-    let seed = arch::cpu::counter() ^ ((h.0 as u64) << 32);
-    with_window(h, 0, |d| {
-        d[0] = seed;
-        for (i, w) in d.iter_mut().enumerate().skip(1) {
-            *w = pattern(seed, i as u64);
-        }
-    });
-    Ok(())
-}
-
-/// Allocate `bytes` of movable memory (order-0 pages, each at its window VA), fill with
-/// checksummed patterns and verify.
-pub fn stress_fill(bytes: u64) -> Result<StressReport, StressError> {
-    let n = bytes.div_ceil(PAGE_SIZE);
-    let mut r = StressReport::default();
-    for done in 0..n {
-        stress_one(done)?;
-        r.allocations += 1;
-        r.bytes += PAGE_SIZE;
-    }
-    let v = stress_verify();
-    r.verified = v.verified;
-    r.bad = v.bad;
-    Ok(r)
-}
-
-/// Whether a stress page's pattern is intact (`d[0]` is its seed).
-fn intact(d: &[u64]) -> bool {
-    d.iter().enumerate().skip(1).all(|(i, &w)| w == pattern(d[0], i as u64))
-}
-
-/// Check every live stress allocation against its pattern, reading through the window (any
-/// CPU may call it); a page whose window VA faults counts as bad.
-pub fn stress_verify() -> StressReport {
-    let slots = HANDLES.lock().slot_count();
-    let mut r = StressReport::default();
-    for i in 0..slots {
-        let Some(ok) = stress_verify_one(i) else {
-            continue;
-        };
-        r.allocations += 1;
-        r.bytes += PAGE_SIZE;
-        if ok {
-            r.verified += 1;
-        } else {
-            r.bad += 1;
-        }
-    }
-    r
-}
-
-/// Check stress allocation `i` through its window VA from any CPU: `None` if no allocation
-/// has that index, `Some(false)` if its data is wrong or its window VA faults (counted, not
-/// fatal: the in-guest workload on other CPUs, where a broken migration must show up as a
-/// failed check rather than stop the kernel).
-pub fn stress_verify_one(i: usize) -> Option<bool> {
-    let h = Handle(i as u32);
-    let handles = HANDLES.lock();
-    let (_, order) = handles.get(h)?;
-    let va = movable_va(h);
-    let mapped = (0..(1u64 << order)).all(|p| {
-        matches!(
-            arch::exception::probe_read(va + p * PAGE_SIZE),
-            arch::exception::Probe::Value(_)
-        )
-    });
-    Some(mapped && with_window(h, order, |d| intact(d)).unwrap_or(false))
-}
-
-/// Stress allocation indices are below this (in-guest tests).
-#[cfg(feature = "ktest")]
-pub fn stress_slots() -> usize {
-    HANDLES.lock().slot_count()
-}
-
-/// Pages of live stress allocations in `[pfn, pfn + nr)` (in-guest tests).
-#[cfg(feature = "ktest")]
-pub fn stress_pages_in(pfn: u64, nr: u64) -> u64 {
-    HANDLES
-        .lock()
-        .iter()
-        .filter(|&(_, p, _)| (pfn..pfn + nr).contains(&p))
-        .map(|(_, _, o)| 1u64 << o)
-        .sum()
-}
-
-/// Free every stress allocation (unmapped from the window first); returns how many there were.
-pub fn stress_free() -> u64 {
-    let mut handles = HANDLES.lock();
-    let slots = (handles.slot_count() as u64).min(WINDOW_SLOTS);
-    // Unmap the used part of the window in pieces that never cover a whole last-level table's
-    // span (each span is cut one page before its end), so the window's table pages stay, with
-    // one TLB flush per piece rather than per page.
-    let span = PAGE_SIZE * (PAGE_SIZE / 8);
-    let (mut va, end) = (layout::MOVABLE_START, layout::MOVABLE_START + slots * PAGE_SIZE);
-    while va < end {
-        let next_span = (va / span + 1) * span;
-        let cut = if va < next_span - PAGE_SIZE {
-            next_span - PAGE_SIZE
-        } else {
-            next_span
-        };
-        let to = cut.min(end);
-        if let Err(e) = kernel_pt::with_kernel_pt(|pt, t| pt.unmap_within(t, &mut KernelTlb, va, to - va, va, to)) {
-            crate::println!("stress: unmap of the movable window at {va:#x} failed: {e:?}");
-            return 0;
-        }
-        va = to;
-    }
-    let mut n = 0;
-    for i in 0..handles.slot_count() {
-        let h = Handle(i as u32);
-        let Some((pfn, order)) = handles.get(h) else { continue };
-        crate::kernel::mem::teardown::check_free(pfn << PAGE_SHIFT, PAGE_SIZE << order);
-        if page_alloc::with_page_alloc(|a| handles.free(a, h)).is_ok() {
-            n += 1;
-        }
-    }
-    n
 }
 
 /// The held-back range containing `[start, start + size)`, if any: `probe` only adds memory

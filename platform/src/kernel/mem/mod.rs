@@ -1,7 +1,7 @@
 //! Memory management. Bottom up, each file importing only those before it: `counters`, `fault`,
 //! `memblock`, `memmap` (sparse model), `page_alloc`, `pages` (owned blocks), `kernel_pt`
 //! (kernel page table, linear map, ioremap), `vmemmap` (memmap population), `heap`; TLB and
-//! teardown glue (`teardown`, below them all); hotplug state (`hotplug`); memory device types
+//! teardown glue (`teardown`, below them all); the movable window (`movable`); hotplug state (`hotplug`); memory device types
 //! (`device`: the registration, and the DIMM and virtio-mem policies).
 
 pub mod counters;
@@ -12,6 +12,7 @@ pub mod hotplug;
 pub mod kernel_pt;
 pub mod memblock;
 pub mod memmap;
+pub mod movable;
 pub mod page_alloc;
 pub mod pages;
 pub mod teardown;

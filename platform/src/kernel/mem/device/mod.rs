@@ -15,6 +15,14 @@ use crate::kernel::pci::Pci;
 use alloc::vec::Vec;
 use mm::hotplug::Hotplug;
 
+/// Linux's online page callback: call `keep(pfn, nr)` for each part of `[pfn, pfn + nr)` that
+/// may reach the allocator when its memory block goes online (or leaves it when the block goes
+/// offline); the rest stays fake-offline.
+pub type OnlineFilter = fn(u64, u64, &mut dyn FnMut(u64, u64));
+
+/// A device type's own invariant.
+pub type Check = fn(&Hotplug) -> Result<(), DeviceViolation>;
+
 /// What a device type gives the generic code.
 pub struct MemoryDevice {
     /// Its name in boot lines and checker reports (`dimm`, `virtio-mem`).
@@ -22,13 +30,11 @@ pub struct MemoryDevice {
     /// Bring the type up at boot, after the buses: find its devices, register their interrupts
     /// and bottom halves, take the memory they hold.
     pub init: fn(&mut Buses),
-    /// Linux's online page callback: call `keep(pfn, nr)` for each part of `[pfn, pfn + nr)`
-    /// that may reach the allocator when its memory block goes online (or leaves it when the
-    /// block goes offline); the rest stays fake-offline. `None`: all of it may.
-    pub online_filter: Option<fn(u64, u64, &mut dyn FnMut(u64, u64))>,
+    /// Which parts of a block going online may reach the allocator; `None`: all of it.
+    pub online_filter: Option<OnlineFilter>,
     /// The type's own invariants, checked with the allocator's whenever no operation is
     /// half-way (`meminfo check`, the end of each device operation under `debug_vm`).
-    pub check: Option<fn(&Hotplug) -> Result<(), DeviceViolation>>,
+    pub check: Option<Check>,
     /// Shell views of the type's state (each a command without arguments).
     pub views: &'static [View],
 }

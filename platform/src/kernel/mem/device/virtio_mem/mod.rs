@@ -292,12 +292,12 @@ fn process_pending() {
         }
         let t0 = arch::cpu::counter();
         d.dev.driver.wait_cycles = 0;
-        let migrated0 = crate::kernel::mem::hotplug::HANDLES.lock().migrated_pages;
+        let migrated0 = crate::kernel::mem::movable::migrated_pages();
         let Some(r) = d.vmem.process(&mut d.dev, &mut d.mem, irq, now) else {
             continue;
         };
         let cycles = arch::cpu::counter() - t0;
-        let migrated = crate::kernel::mem::hotplug::HANDLES.lock().migrated_pages - migrated0;
+        let migrated = crate::kernel::mem::movable::migrated_pages() - migrated0;
         if DEBUG_VM.load(Ordering::Relaxed) && !d.dev.driver.gone {
             d.check_quiescent(r.plugged);
         }
