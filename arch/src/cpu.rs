@@ -208,21 +208,21 @@ pub enum Conduit {
 #[cfg(target_arch = "aarch64")]
 pub fn smccc(conduit: Conduit, fid: u32, a1: u64, a2: u64, a3: u64) -> i64 {
     let mut x0 = fid as u64;
-    // SAFETY: an SMCCC call transfers control to the firmware (QEMU's built-in PSCI), which
-    // clobbers at most x0-x17 per SMCCC 1.1; we declare x0-x3 and mark x4-x17 clobbered.
-    unsafe {
-        match conduit {
-            Conduit::Hvc => {
-                core::arch::asm!("hvc #0", inout("x0") x0, inout("x1") a1 => _, inout("x2") a2 => _, inout("x3") a3 => _,
-                out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _, out("x10") _, out("x11") _,
-                out("x12") _, out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _, options(nostack))
-            }
-            Conduit::Smc => {
-                core::arch::asm!("smc #0", inout("x0") x0, inout("x1") a1 => _, inout("x2") a2 => _, inout("x3") a3 => _,
-                out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _, out("x10") _, out("x11") _,
-                out("x12") _, out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _, options(nostack))
-            }
-        }
+    // An SMCCC call transfers control to the firmware (QEMU's built-in PSCI), which clobbers at
+    // most x0-x17 per SMCCC 1.1; each call declares x0-x3 and marks x4-x17 clobbered.
+    match conduit {
+        // SAFETY: see above.
+        Conduit::Hvc => unsafe {
+            core::arch::asm!("hvc #0", inout("x0") x0, inout("x1") a1 => _, inout("x2") a2 => _, inout("x3") a3 => _,
+            out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _, out("x10") _, out("x11") _,
+            out("x12") _, out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _, options(nostack))
+        },
+        // SAFETY: see above.
+        Conduit::Smc => unsafe {
+            core::arch::asm!("smc #0", inout("x0") x0, inout("x1") a1 => _, inout("x2") a2 => _, inout("x3") a3 => _,
+            out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _, out("x10") _, out("x11") _,
+            out("x12") _, out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _, options(nostack))
+        },
     }
     x0 as i64
 }

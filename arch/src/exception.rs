@@ -283,14 +283,19 @@ fn probe(va: u64, word32: bool) -> Probe {
     CAUGHT_ESR[cpu].store(0, Ordering::Relaxed);
     slot.store(va, Ordering::Relaxed);
     let value: u64;
-    // SAFETY: a single `ldr`; if `va` is unmapped the abort handler sees the armed slot, records
-    // the ESR and resumes at the next instruction (x0 keeps the sentinel). No memory is written.
-    unsafe {
-        if word32 {
-            core::arch::asm!("mov {v:x}, #0", "ldr {v:w}, [{a}]", a = in(reg) va, v = out(reg) value, options(nostack, readonly));
-        } else {
-            core::arch::asm!("mov {v}, #0", "ldr {v}, [{a}]", a = in(reg) va, v = out(reg) value, options(nostack, readonly));
-        }
+    // A single `ldr`; if `va` is unmapped the abort handler sees the armed slot, records the
+    // ESR and resumes at the next instruction (the register keeps the sentinel). No memory is
+    // written.
+    if word32 {
+        // SAFETY: see above.
+        unsafe {
+            core::arch::asm!("mov {v:x}, #0", "ldr {v:w}, [{a}]", a = in(reg) va, v = out(reg) value, options(nostack, readonly))
+        };
+    } else {
+        // SAFETY: see above.
+        unsafe {
+            core::arch::asm!("mov {v}, #0", "ldr {v}, [{a}]", a = in(reg) va, v = out(reg) value, options(nostack, readonly))
+        };
     }
     let esr = CAUGHT_ESR[cpu].swap(0, Ordering::Relaxed);
     slot.store(0, Ordering::Relaxed);

@@ -102,13 +102,12 @@ pub fn hw_translate(va: u64, write: bool) -> Result<u64, u64> {
     use tock_registers::interfaces::Readable;
     // `aarch64-cpu` has no AT instructions: the one small wrapper, an `at` and the `isb` that
     // makes its PAR_EL1 update visible to the read below.
-    // SAFETY: address translation instructions only update PAR_EL1; they never fault.
-    unsafe {
-        if write {
-            core::arch::asm!("at s1e1w, {va}", "isb", va = in(reg) va, options(nostack));
-        } else {
-            core::arch::asm!("at s1e1r, {va}", "isb", va = in(reg) va, options(nostack));
-        }
+    if write {
+        // SAFETY: address translation instructions only update PAR_EL1; they never fault.
+        unsafe { core::arch::asm!("at s1e1w, {va}", "isb", va = in(reg) va, options(nostack)) };
+    } else {
+        // SAFETY: as above.
+        unsafe { core::arch::asm!("at s1e1r, {va}", "isb", va = in(reg) va, options(nostack)) };
     }
     let par = PAR_EL1.extract();
     if par.matches_all(PAR_EL1::F::TranslationAborted) {

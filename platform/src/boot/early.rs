@@ -204,6 +204,7 @@ pub static DTB_PA: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64
 
 /// The boot MMU registers (read after the MMU is on, e.g. for secondaries and `meminfo`).
 pub fn boot_mmu() -> BootMmu {
+    let p = core::ptr::addr_of!(BOOT_MMU);
     // SAFETY: written once during early boot before any reader exists.
-    unsafe { core::ptr::addr_of!(BOOT_MMU).read() }
+    unsafe { p.read() }
 }

@@ -42,9 +42,11 @@ impl FwCfg {
     /// # Safety
     /// `va` must be a permanent device mapping of the fw_cfg MMIO registers.
     pub unsafe fn new(va: u64) -> Self {
-        // SAFETY: per the caller's contract, `va` maps the registers for good; both views are
-        // the same MMIO registers (tock-registers cells: shared references are fine).
-        let (regs, byte) = unsafe { (&*(va as *const FwCfgRegs), &*(va as *const FwCfgByte)) };
+        // SAFETY: per the caller's contract, `va` maps the registers for good (tock-registers
+        // cells: shared references are fine).
+        let regs = unsafe { &*(va as *const FwCfgRegs) };
+        // SAFETY: as above; the same MMIO registers, seen byte-wide.
+        let byte = unsafe { &*(va as *const FwCfgByte) };
         FwCfg { regs, byte }
     }
 

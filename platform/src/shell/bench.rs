@@ -113,6 +113,68 @@ fn round(start: u64, size: u64, mom: bool) -> Result<Round, String> {
     Ok(r)
 }
 
+/// The medians of one (size, memmap on memory) case: a table row and a `bench-json:` line.
+fn report(size: u64, mom: bool, rounds: &[Round], reps: usize, bw: f64, freq: u64) {
+    let pick = |f: fn(&Round) -> u64| median(&mut rounds.iter().map(f).collect::<Vec<_>>());
+    let (add, online, first_alloc, complete, offline, remove) = (
+        pick(|r| r.add),
+        pick(|r| r.online),
+        pick(|r| r.first_alloc),
+        pick(|r| r.complete),
+        pick(|r| r.offline),
+        pick(|r| r.remove),
+    );
+    let (tlbi_va, tlbi_range, tlbi_all, pre) = (
+        pick(|r| r.tlbi_va),
+        pick(|r| r.tlbi_range),
+        pick(|r| r.tlbi_all),
+        pick(|r| r.pre_existing_bytes),
+    );
+    // What add and online must write at least: every struct page (64 bytes each).
+    let memmap = (size >> layout::PAGE_SHIFT) * 64;
+    let limit_us = memmap as f64 / bw * 1e6;
+    let pre_per_gib = pre as f64 * (1u64 << 30) as f64 / size as f64;
+    println!(
+        "bench: {:>9} {:>4} {:>11.0} {:>11.0} {:>11.0} {:>11.0} {:>9} {:>7.1} {:>7.1} {:>7} {:>10.0}",
+        alloc::format!("{}", layout::Size(size)),
+        if mom { "yes" } else { "no" },
+        cycles_to_us(add),
+        cycles_to_us(online),
+        cycles_to_us(offline),
+        cycles_to_us(remove),
+        alloc::format!("{}", layout::Size(memmap)),
+        cycles_to_us(add) / limit_us,
+        cycles_to_us(online) / limit_us,
+        tlbi_va + tlbi_range + tlbi_all,
+        pre_per_gib
+    );
+    println!(
+            "bench-json: {{\"granule\":\"{}\",\"va_bits\":{},\"size\":{},\"memmap_on_memory\":{},\"reps\":{},\"add_cycles\":{},\"online_cycles\":{},\"offline_cycles\":{},\"remove_cycles\":{},\"cntfrq\":{},\"memmap_bytes\":{},\"memset_bytes_per_s\":{:.0},\"add_ratio_to_limit\":{:.2},\"online_ratio_to_limit\":{:.2},\"tlbi_va\":{},\"tlbi_range_ops\":{},\"tlbi_all\":{},\"feat_tlbirange\":{},\"preexisting_bytes_per_gib\":{:.0},\"memmap_init\":\"{}\",\"first_alloc_cycles\":{},\"complete_cycles\":{}}}",
+            G.granule_name(),
+            G.va_bits,
+            size,
+            mom,
+            reps,
+            add,
+            online,
+            offline,
+            remove,
+            freq,
+            memmap,
+            bw,
+            cycles_to_us(add) / limit_us,
+            cycles_to_us(online) / limit_us,
+            tlbi_va,
+            tlbi_range,
+            tlbi_all,
+            crate::kernel::mem::teardown::tlbi_range(),
+            pre_per_gib,
+            page_alloc::memmap_init().name(),
+            first_alloc,
+            complete
+        );
+}
+
 /// Most rounds `bench reps=N` runs per size: each round adds, onlines, offlines and removes
 /// the memory (twice: with and without memmap on memory), so a million would run for hours.
 pub const MAX_REPS: usize = 1000;
@@ -188,64 +250,7 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
         cases.retain(|&(size, _, _)| size > 0);
     }
     for (size, mom, rounds) in cases {
-        let pick = |f: fn(&Round) -> u64| median(&mut rounds.iter().map(f).collect::<Vec<_>>());
-        let (add, online, first_alloc, complete, offline, remove) = (
-            pick(|r| r.add),
-            pick(|r| r.online),
-            pick(|r| r.first_alloc),
-            pick(|r| r.complete),
-            pick(|r| r.offline),
-            pick(|r| r.remove),
-        );
-        let (tlbi_va, tlbi_range, tlbi_all, pre) = (
-            pick(|r| r.tlbi_va),
-            pick(|r| r.tlbi_range),
-            pick(|r| r.tlbi_all),
-            pick(|r| r.pre_existing_bytes),
-        );
-        // What add and online must write at least: every struct page (64 bytes each).
-        let memmap = (size >> layout::PAGE_SHIFT) * 64;
-        let limit_us = memmap as f64 / bw * 1e6;
-        let pre_per_gib = pre as f64 * (1u64 << 30) as f64 / size as f64;
-        println!(
-            "bench: {:>9} {:>4} {:>11.0} {:>11.0} {:>11.0} {:>11.0} {:>9} {:>7.1} {:>7.1} {:>7} {:>10.0}",
-            alloc::format!("{}", layout::Size(size)),
-            if mom { "yes" } else { "no" },
-            cycles_to_us(add),
-            cycles_to_us(online),
-            cycles_to_us(offline),
-            cycles_to_us(remove),
-            alloc::format!("{}", layout::Size(memmap)),
-            cycles_to_us(add) / limit_us,
-            cycles_to_us(online) / limit_us,
-            tlbi_va + tlbi_range + tlbi_all,
-            pre_per_gib
-        );
-        println!(
-                "bench-json: {{\"granule\":\"{}\",\"va_bits\":{},\"size\":{},\"memmap_on_memory\":{},\"reps\":{},\"add_cycles\":{},\"online_cycles\":{},\"offline_cycles\":{},\"remove_cycles\":{},\"cntfrq\":{},\"memmap_bytes\":{},\"memset_bytes_per_s\":{:.0},\"add_ratio_to_limit\":{:.2},\"online_ratio_to_limit\":{:.2},\"tlbi_va\":{},\"tlbi_range_ops\":{},\"tlbi_all\":{},\"feat_tlbirange\":{},\"preexisting_bytes_per_gib\":{:.0},\"memmap_init\":\"{}\",\"first_alloc_cycles\":{},\"complete_cycles\":{}}}",
-                G.granule_name(),
-                G.va_bits,
-                size,
-                mom,
-                reps,
-                add,
-                online,
-                offline,
-                remove,
-                freq,
-                memmap,
-                bw,
-                cycles_to_us(add) / limit_us,
-                cycles_to_us(online) / limit_us,
-                tlbi_va,
-                tlbi_range,
-                tlbi_all,
-                crate::kernel::mem::teardown::tlbi_range(),
-                pre_per_gib,
-                page_alloc::memmap_init().name(),
-                first_alloc,
-                complete
-            );
+        report(size, mom, &rounds, reps, bw, freq);
     }
     println!(
         "bench: done pt_pages={} free_pages={} boot_memmap_cycles={}",

@@ -411,7 +411,7 @@ fn poison(pfn: u64, order: u32) {
     for i in 0..words {
         // SAFETY: the block is ours until it goes back to the allocator (after this call);
         // nothing else maps it (the teardown checker just checked that in the test build).
-        unsafe { p.add(i).write_volatile(0xdead_beef_dead_beef) };
+        unsafe { p.wrapping_add(i).write_volatile(0xdead_beef_dead_beef) };
     }
 }
 
