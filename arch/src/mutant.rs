@@ -65,10 +65,13 @@ pub enum Mutant {
     /// Hot-added memory's memmap is initialised at once after a (planted) failure to defer it:
     /// correct, but a fallback no test asked for.
     DeferMemmapFallsBack,
+    /// A CPU whose access to the movable window faults on a page under migration does not
+    /// wait for the migration: the fault is taken for a real one.
+    WriterDoesNotWait,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 22] = [
+    pub const ALL: [Mutant; 23] = [
         Mutant::UnisolateEarlyClear,
         Mutant::DimmZoneSplit,
         Mutant::DimmRemoveBehindDriver,
@@ -91,6 +94,7 @@ impl Mutant {
         Mutant::AltmapFallsBack,
         Mutant::ContRunPastEnd,
         Mutant::DeferMemmapFallsBack,
+        Mutant::WriterDoesNotWait,
     ];
 
     /// The name used by `mutant=` and `HOTMEM_MUTANT`.
@@ -118,6 +122,7 @@ impl Mutant {
             Mutant::AltmapFallsBack => "altmap-falls-back",
             Mutant::ContRunPastEnd => "cont-run-past-end",
             Mutant::DeferMemmapFallsBack => "defer-memmap-falls-back",
+            Mutant::WriterDoesNotWait => "writer-does-not-wait",
         }
     }
 

@@ -70,6 +70,7 @@ const COMMANDS: &[Command] = &[
     Command { name: "remove", usage: "remove <addr> <size>", help: "hot-remove offline memory", run: cmd_remove },
     Command { name: "policy", usage: "policy [default offline|online|online_kernel|online_movable | online_policy contig-zones|auto-movable | ratio <percent>]", help: "show or set the online policy", run: cmd_policy },
     Command { name: "stress", usage: "stress <size> | stress verify | stress free", help: "fill movable memory with checksummed patterns / verify / free", run: cmd_stress },
+    Command { name: "torture", usage: "torture start | torture status | torture stop", help: "every other CPU allocates, writes and verifies memory (window and linear map) while you hotplug", run: cmd_torture },
     Command { name: "pin", usage: "pin <addr> <size>", help: "hold an unmovable kernel page inside a range (to test offline refusal)", run: cmd_pin },
     Command { name: "unpin", usage: "unpin", help: "free the pages held by pin", run: cmd_unpin },
     Command { name: "bench", usage: "bench [reps=N] <size>...", help: "time add/online/offline/remove of each size on held-back memory (median)", run: cmd_bench },

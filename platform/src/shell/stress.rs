@@ -1,4 +1,4 @@
-//! Load and pinning commands: `stress`, `pin`, `unpin`.
+//! Load and pinning commands: `stress`, `torture`, `pin`, `unpin`.
 
 use super::*;
 
@@ -73,5 +73,47 @@ pub(super) fn cmd_unpin(args: &[&str]) -> Result<(), ShellError> {
     let n = pages.len();
     let _ = pages.free_all();
     println!("unpin: freed={n}");
+    Ok(())
+}
+
+pub(super) fn cmd_torture(args: &[&str]) -> Result<(), ShellError> {
+    use crate::workload::torture::{self, TortureReport};
+    let print = |what: &str, r: &TortureReport| {
+        println!(
+            "torture: {what} workers={} seconds={} ops={} ops_per_s={} window_writes={} migration_waits={} alloc_failures={} lost_writes={} kernel_bad={} violations={}",
+            r.workers,
+            r.seconds,
+            r.ops,
+            r.ops / r.seconds.max(1),
+            r.window_writes,
+            r.migration_waits,
+            r.alloc_failures,
+            r.lost_writes,
+            r.kernel_bad,
+            r.violations()
+        )
+    };
+    match args {
+        ["start"] => match torture::start() {
+            Ok(n) => println!("torture: started workers={n}"),
+            Err(e) => println!("torture: error: {e}"),
+        },
+        ["status"] => print(
+            if torture::running() { "running" } else { "stopped" },
+            &torture::report(),
+        ),
+        ["stop"] => match torture::stop() {
+            Ok(r) => print("stopped", &r),
+            Err(e) => println!("torture: error: {e}"),
+        },
+        [] => return Err(ShellError::Missing),
+        [w] => {
+            return Err(ShellError::BadWord {
+                word: String::from(*w),
+                want: "start, status or stop",
+            })
+        }
+        [_, extra, ..] => return Err(ShellError::Extra(String::from(*extra))),
+    }
     Ok(())
 }

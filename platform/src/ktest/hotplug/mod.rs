@@ -256,3 +256,4 @@ ktest!(hotplug_cycles);
 mod add;
 mod offline;
 mod removal;
+mod torture;
