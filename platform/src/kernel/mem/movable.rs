@@ -282,6 +282,7 @@ impl OwnedPage {
     }
 
     /// The page's frame now (migration changes it).
+    #[cfg(feature = "ktest")]
     pub fn pfn(&self) -> Option<u64> {
         HANDLES.lock().get(self.h).map(|(pfn, _)| pfn)
     }
