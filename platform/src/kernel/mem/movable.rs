@@ -313,6 +313,7 @@ impl OwnedPage {
 
     /// Word `i` of the page's frame as memory holds it, read through the linear map (not the
     /// window, whose translation this CPU may have cached): what a migration really kept.
+    #[cfg(feature = "ktest")]
     pub fn load_frame(&self, i: usize) -> u64 {
         assert!(i < self.words(), "word {i} of a {}-word page", self.words());
         let handles = HANDLES.lock();
