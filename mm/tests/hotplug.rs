@@ -511,16 +511,82 @@ fn rollback_case<C: Config>(
     };
     let fail = |e: HotplugError| TestCaseError::fail(format!("{e}"));
     let g = C::GEOM;
-    let pps = g.pages_per_section();
-    let in8 = |p: u64| (8 * pps..9 * pps).contains(&p);
     let (mut m, mut hp) = boot::<C>();
-    let grp = hp.register_static_group(2 * pps);
+    let grp = hp.register_static_group(2 * g.pages_per_section());
     hp.add_memory(&mut m, Some(grp), base::<C>(), 2 * g.section_size(), MOM)
         .map_err(fail)?;
     for b in [8, 9] {
         hp.online_block(&mut m, b, OnlineType::Movable).map_err(fail)?;
     }
-    // Fill everything: movable data (a handle and a value), and pins (no handle) at random.
+    let (mut data, pins) = fill_with_data_and_pins(&mut m, max_order, pin_one_in, &mut rand);
+    prop_assert_eq!(
+        m.alloc.counters(ZoneId::Normal).free + m.alloc.counters(ZoneId::Movable).free,
+        0
+    );
+    leave_room(&mut m, &mut data, room_pct);
+    check_all(&m, &hp);
+    let (present, group) = (hp.present(), *hp.group(grp).unwrap());
+    let migrated = m.handles.migrated_pages;
+
+    let r = if remove {
+        hp.offline_and_remove(&mut m, base::<C>(), 2 * g.section_size())
+    } else {
+        hp.offline_block(&mut m, 8)
+    };
+    check_all(&m, &hp);
+    verify_data(&m, &data)?;
+    let moved = m.handles.migrated_pages - migrated;
+    check_offline_outcome(&m, r, remove, moved, &pins)?;
+    if r.is_err() {
+        for b in [8, 9] {
+            let blk = hp.block(b).unwrap();
+            prop_assert_eq!((blk.state, blk.zone), (BlockState::Online, Some(ZoneId::Movable)));
+        }
+        prop_assert_eq!((hp.present(), *hp.group(grp).unwrap()), (present, group));
+    }
+    allocate_every_free_page(&mut m)?;
+    check_all(&m, &hp);
+    if r.is_ok() {
+        return Ok(());
+    }
+    // Retry once room is made: free the pins and the data outside block 8.
+    for (p, o) in pins {
+        m.alloc.free(p, o).unwrap();
+    }
+    data.retain(|&(h, _)| {
+        let (pfn, _) = m.handles.get(h).unwrap();
+        if in_block8::<C>(pfn) {
+            return true;
+        }
+        m.contents.remove(&pfn);
+        m.free_movable(h);
+        false
+    });
+    hp.offline_block(&mut m, 8).map_err(fail)?;
+    check_all(&m, &hp);
+    verify_data(&m, &data)?;
+    prop_assert!(!m.handles.iter().any(|(_, p, _)| in_block8::<C>(p)));
+    Ok(())
+}
+
+/// Movable allocations: each handle and the value its data holds.
+type MovableData = Vec<(Handle, u64)>;
+
+/// Whether `pfn` is in block 8 (the block a rollback case offlines).
+fn in_block8<C: Config>(pfn: u64) -> bool {
+    let pps = C::GEOM.pages_per_section();
+    (8 * pps..9 * pps).contains(&pfn)
+}
+
+/// Fill everything: movable data (a handle and a value), and pins (no handle, `(pfn, order)`)
+/// one in `pin_one_in` at random, of random orders up to `max_order` (at most what is free).
+fn fill_with_data_and_pins<C: Config>(
+    m: &mut Machine<C>,
+    max_order: u32,
+    pin_one_in: Option<u64>,
+    rand: &mut impl FnMut(u64) -> u64,
+) -> (MovableData, Vec<(u64, u32)>) {
+    let g = C::GEOM;
     let (mut data, mut pins) = (Vec::new(), Vec::new());
     let mut next_value = 1u64;
     loop {
@@ -551,21 +617,21 @@ fn rollback_case<C: Config>(
             next_value += 1;
         }
     }
-    prop_assert_eq!(
-        m.alloc.counters(ZoneId::Normal).free + m.alloc.counters(ZoneId::Movable).free,
-        0
-    );
-    // Room to migrate into: free data outside block 8 worth room_pct% of the data in it.
-    let in_block8: u64 = m
+    (data, pins)
+}
+
+/// Room to migrate into: free data outside block 8 worth `room_pct`% of the data in it.
+fn leave_room<C: Config>(m: &mut Machine<C>, data: &mut MovableData, room_pct: u64) {
+    let in_block8_pages: u64 = m
         .handles
         .iter()
-        .filter(|&(_, p, _)| in8(p))
+        .filter(|&(_, p, _)| in_block8::<C>(p))
         .map(|(_, _, o)| 1 << o)
         .sum();
     let mut room = 0;
     data.retain(|&(h, _)| {
         let (pfn, order) = m.handles.get(h).unwrap();
-        if in8(pfn) || room * 100 >= in_block8 * room_pct {
+        if in_block8::<C>(pfn) || room * 100 >= in_block8_pages * room_pct {
             return true;
         }
         room += 1 << order;
@@ -573,27 +639,28 @@ fn rollback_case<C: Config>(
         m.free_movable(h);
         false
     });
-    check_all(&m, &hp);
-    let (present, group) = (hp.present(), *hp.group(grp).unwrap());
-    let migrated = m.handles.migrated_pages;
+}
 
-    let r = if remove {
-        hp.offline_and_remove(&mut m, base::<C>(), 2 * g.section_size())
-    } else {
-        hp.offline_block(&mut m, 8)
-    };
-    check_all(&m, &hp);
-    let verify = |m: &Machine<C>, data: &[(mm::migrate::Handle, u64)]| -> Result<(), TestCaseError> {
-        for &(h, v) in data {
-            let (pfn, _) = m.handles.get(h).unwrap();
-            prop_assert_eq!(m.contents.get(&pfn), Some(&v), "data of handle {:?} lost", h);
-        }
-        Ok(())
-    };
-    verify(&m, &data)?;
-    let moved = m.handles.migrated_pages - migrated;
+/// Every handle of `data` still reaches its value.
+fn verify_data<C: Config>(m: &Machine<C>, data: &[(Handle, u64)]) -> Result<(), TestCaseError> {
+    for &(h, v) in data {
+        let (pfn, _) = m.handles.get(h).unwrap();
+        prop_assert_eq!(m.contents.get(&pfn), Some(&v), "data of handle {:?} lost", h);
+    }
+    Ok(())
+}
+
+/// The offline (or offline-and-remove) succeeded with block 8 emptied, or was refused for a
+/// reason the case allows: a pin (`Busy` names one), or no room left (`moved` pages moved).
+fn check_offline_outcome<C: Config>(
+    m: &Machine<C>,
+    r: Result<(), HotplugError>,
+    remove: bool,
+    moved: u64,
+    pins: &[(u64, u32)],
+) -> Result<(), TestCaseError> {
     match r {
-        Ok(()) => prop_assert!(remove || !m.handles.iter().any(|(_, p, _)| in8(p))),
+        Ok(()) => prop_assert!(remove || !m.handles.iter().any(|(_, p, _)| in_block8::<C>(p))),
         Err(HotplugError::Busy { pfn, .. }) => {
             prop_assert!(pins.iter().any(|&(p, _)| p == pfn), "Busy names a pin, not {:#x}", pfn)
         }
@@ -603,43 +670,19 @@ fn rollback_case<C: Config>(
                 prop_assert_eq!(n, moved);
             }
         }
-        Err(e) => return Err(fail(e)),
+        Err(e) => return Err(TestCaseError::fail(format!("{e}"))),
     }
-    if r.is_err() {
-        for b in [8, 9] {
-            let blk = hp.block(b).unwrap();
-            prop_assert_eq!((blk.state, blk.zone), (BlockState::Online, Some(ZoneId::Movable)));
-        }
-        prop_assert_eq!((hp.present(), *hp.group(grp).unwrap()), (present, group));
-    }
-    // All free memory can be allocated (each page once) and freed again.
+    Ok(())
+}
+
+/// All free memory can be allocated (each page once) and freed again.
+fn allocate_every_free_page<C: Config>(m: &mut Machine<C>) -> Result<(), TestCaseError> {
     let free = m.alloc.counters(ZoneId::Normal).free + m.alloc.counters(ZoneId::Movable).free;
     let all: Vec<u64> = std::iter::from_fn(|| m.alloc.alloc(0, AllocKind::Movable)).collect();
     prop_assert_eq!(all.len() as u64, free);
     for p in all {
         m.alloc.free(p, 0).unwrap();
     }
-    check_all(&m, &hp);
-    if r.is_ok() {
-        return Ok(());
-    }
-    // Retry once room is made: free the pins and the data outside block 8.
-    for (p, o) in pins {
-        m.alloc.free(p, o).unwrap();
-    }
-    data.retain(|&(h, _)| {
-        let (pfn, _) = m.handles.get(h).unwrap();
-        if in8(pfn) {
-            return true;
-        }
-        m.contents.remove(&pfn);
-        m.free_movable(h);
-        false
-    });
-    hp.offline_block(&mut m, 8).map_err(fail)?;
-    check_all(&m, &hp);
-    verify(&m, &data)?;
-    prop_assert!(!m.handles.iter().any(|(_, p, _)| in8(p)));
     Ok(())
 }
 
