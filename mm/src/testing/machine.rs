@@ -25,6 +25,8 @@ use crate::vmemmap::Vmemmap;
 /// CPUs of the TLB model.
 pub const NCPUS: usize = 4;
 
+/// One configuration's platform for the hotplug flows ([`HotplugOps`], in `ops.rs`); the tests
+/// reach into its parts (allocator, handles, tables, TLB model) directly.
 pub struct Machine<C: Config> {
     pub pt: PageTable<C>,
     pub tables: HostTables,
