@@ -181,8 +181,11 @@ pub unsafe trait Memmap {
     unsafe fn init_pages(&self, pfn: u64, n: u64, page: Page) {
         let first = self.page(pfn);
         for i in 0..n as usize {
-            // SAFETY: inside the populated memmap of the range, exclusive (the caller's contract).
-            unsafe { first.add(i).write(page) };
+            // SAFETY: `first + i` stays inside the populated memmap of the range (the caller's
+            // contract), so the offset is within one mapped object.
+            let p = unsafe { first.add(i) };
+            // SAFETY: a live, aligned `struct page` of the range, exclusive (the caller's contract).
+            unsafe { p.write(page) };
         }
     }
 }
