@@ -53,7 +53,10 @@ fn every_option_takes_its_documented_values() {
     assert_eq!(o.policy, Some(OnlinePolicy::ContigZones));
     assert_eq!(o.memmap_init, Some(MemmapInit::Deferred));
     let o = options("teardown_check=1 memmap_poison=on debug_vm=off mutant=");
-    assert_eq!((o.teardown_check, o.memmap_poison, o.debug_vm), (Some(true), Some(true), Some(false)));
+    assert_eq!(
+        (o.teardown_check, o.memmap_poison, o.debug_vm),
+        (Some(true), Some(true), Some(false))
+    );
     assert_eq!(o.mutant.as_deref(), Some(""));
     assert_eq!(options(&format!("mem={MIN_MEM}")).mem, Some(64 << 20));
 }
@@ -71,9 +74,18 @@ fn online_states_are_the_sysfs_words() {
 #[test]
 fn bad_values_and_unknown_options_are_reported_as_the_kernel_prints_them() {
     let cases = [
-        ("mem=1", "bad value in 'mem=1' (want a size of at least 64M, like 1G), ignored"),
-        ("mem=63M", "bad value in 'mem=63M' (want a size of at least 64M, like 1G), ignored"),
-        ("mem=", "bad value in 'mem=' (want a size of at least 64M, like 1G), ignored"),
+        (
+            "mem=1",
+            "bad value in 'mem=1' (want a size of at least 64M, like 1G), ignored",
+        ),
+        (
+            "mem=63M",
+            "bad value in 'mem=63M' (want a size of at least 64M, like 1G), ignored",
+        ),
+        (
+            "mem=",
+            "bad value in 'mem=' (want a size of at least 64M, like 1G), ignored",
+        ),
         (
             "memhp_default_state=on",
             "bad value in 'memhp_default_state=on' (offline|online|online_kernel|online_movable), ignored",
@@ -82,11 +94,23 @@ fn bad_values_and_unknown_options_are_reported_as_the_kernel_prints_them() {
             "memory_hotplug.online_policy=x",
             "bad value in 'memory_hotplug.online_policy=x' (contig-zones|auto-movable), ignored",
         ),
-        ("memory_hotplug.auto_movable_ratio=-1", "bad value in 'memory_hotplug.auto_movable_ratio=-1', ignored"),
-        ("ktest.hotplug_cycles=99999999999999999999", "bad value in 'ktest.hotplug_cycles=99999999999999999999', ignored"),
+        (
+            "memory_hotplug.auto_movable_ratio=-1",
+            "bad value in 'memory_hotplug.auto_movable_ratio=-1', ignored",
+        ),
+        (
+            "ktest.hotplug_cycles=99999999999999999999",
+            "bad value in 'ktest.hotplug_cycles=99999999999999999999', ignored",
+        ),
         ("teardown_check=", "bad value in 'teardown_check=' (on|off), ignored"),
-        ("memmap_init=lazy", "bad value in 'memmap_init=lazy' (deferred|eager), ignored"),
-        ("memmap_poison=yes", "bad value in 'memmap_poison=yes' (on|off), ignored"),
+        (
+            "memmap_init=lazy",
+            "bad value in 'memmap_init=lazy' (deferred|eager), ignored",
+        ),
+        (
+            "memmap_poison=yes",
+            "bad value in 'memmap_poison=yes' (on|off), ignored",
+        ),
         ("debug_vm=2", "bad value in 'debug_vm=2' (on|off), ignored"),
         ("ktest.only=", "unknown option 'ktest.only=' ignored"),
         ("ktest.only", "unknown option 'ktest.only' ignored"),
@@ -99,7 +123,10 @@ fn bad_values_and_unknown_options_are_reported_as_the_kernel_prints_them() {
     }
     let (o, w) = parse("mem=1 quiet");
     assert_eq!(o.mem, None);
-    assert_eq!(w.iter().map(CmdlineWarning::word).collect::<Vec<_>>(), ["mem=1", "quiet"]);
+    assert_eq!(
+        w.iter().map(CmdlineWarning::word).collect::<Vec<_>>(),
+        ["mem=1", "quiet"]
+    );
 }
 
 #[test]
@@ -118,8 +145,14 @@ fn the_first_equals_sign_splits_key_and_value() {
 }
 
 const RAM: [Range; 2] = [
-    Range { base: 0x1_0000_0000, size: 1 << 30 },
-    Range { base: 0x4000_0000, size: 1 << 30 },
+    Range {
+        base: 0x1_0000_0000,
+        size: 1 << 30,
+    },
+    Range {
+        base: 0x4000_0000,
+        size: 1 << 30,
+    },
 ];
 
 #[test]
@@ -128,9 +161,24 @@ fn mem_limit_keeps_the_lowest_bytes_and_holds_back_the_rest() {
     let (used, held) = apply_mem_limit(&RAM, Some(3 << 29));
     assert_eq!(
         used,
-        [Range { base: 0x4000_0000, size: 1 << 30 }, Range { base: 0x1_0000_0000, size: 1 << 29 }]
+        [
+            Range {
+                base: 0x4000_0000,
+                size: 1 << 30
+            },
+            Range {
+                base: 0x1_0000_0000,
+                size: 1 << 29
+            }
+        ]
     );
-    assert_eq!(held, [Range { base: 0x1_2000_0000, size: 1 << 29 }]);
+    assert_eq!(
+        held,
+        [Range {
+            base: 0x1_2000_0000,
+            size: 1 << 29
+        }]
+    );
     let (used, held) = apply_mem_limit(&RAM, Some(1 << 30));
     assert_eq!((used, held), (vec![RAM[1]], vec![RAM[0]]));
     assert_eq!(apply_mem_limit(&RAM, Some(u64::MAX)).1, vec![]);
@@ -156,8 +204,24 @@ fn word() -> impl Strategy<Value = String> {
     ]);
     let value = prop_oneof![
         prop::sample::select(vec![
-            "", "on", "off", "0", "1", "64M", "1G", "99999999999999999999G", "0x10G", "offline", "online",
-            "online_movable", "auto-movable", "contig-zones", "eager", "deferred", "=", "é",
+            "",
+            "on",
+            "off",
+            "0",
+            "1",
+            "64M",
+            "1G",
+            "99999999999999999999G",
+            "0x10G",
+            "offline",
+            "online",
+            "online_movable",
+            "auto-movable",
+            "contig-zones",
+            "eager",
+            "deferred",
+            "=",
+            "é",
         ])
         .prop_map(String::from),
         "[0-9]{1,25}[kKmMgGtT]?",

@@ -13,13 +13,34 @@ fn be(cells: &[u32]) -> Vec<u8> {
 /// QEMU virt's `ranges` for its PCIe host bridge: I/O, 32-bit memory, prefetchable 64-bit memory.
 fn virt_ranges() -> Vec<u8> {
     be(&[
-        0x0100_0000, 0, 0, 0, 0x3eff_0000, 0, 0x1_0000, //
-        0x0200_0000, 0, 0x1000_0000, 0, 0x1000_0000, 0, 0x2eff_0000, //
-        0x4300_0000, 0x80, 0, 0x80, 0, 0x80, 0,
+        0x0100_0000,
+        0,
+        0,
+        0,
+        0x3eff_0000,
+        0,
+        0x1_0000, //
+        0x0200_0000,
+        0,
+        0x1000_0000,
+        0,
+        0x1000_0000,
+        0,
+        0x2eff_0000, //
+        0x4300_0000,
+        0x80,
+        0,
+        0x80,
+        0,
+        0x80,
+        0,
     ])
 }
 
-const ECAM: Range = Range { base: 0x40_1000_0000, size: 0x1000_0000 };
+const ECAM: Range = Range {
+    base: 0x40_1000_0000,
+    size: 0x1000_0000,
+};
 
 #[test]
 fn cells_are_big_endian_and_a_partial_cell_is_dropped() {
@@ -34,7 +55,13 @@ fn qemu_virt_ranges_decode_to_its_three_windows() {
     assert_eq!(
         w,
         [
-            PciWindow { space: PciSpace::Io, prefetchable: false, pci: 0, cpu: 0x3eff_0000, size: 0x1_0000 },
+            PciWindow {
+                space: PciSpace::Io,
+                prefetchable: false,
+                pci: 0,
+                cpu: 0x3eff_0000,
+                size: 0x1_0000
+            },
             PciWindow {
                 space: PciSpace::Mem32,
                 prefetchable: false,
@@ -59,12 +86,24 @@ fn bus_range_takes_two_cells_or_follows_the_ecam_size() {
     assert_eq!(bus_range(Some(&be(&[0, 0xff])), ECAM), (0, 255));
     assert_eq!(bus_range(Some(&be(&[3, 0x1000])), ECAM), (3, 255));
     assert_eq!(bus_range(None, ECAM), (0, 255));
-    assert_eq!(bus_range(None, Range { base: 0, size: 16 << 20 }), (0, 15));
+    assert_eq!(
+        bus_range(
+            None,
+            Range {
+                base: 0,
+                size: 16 << 20
+            }
+        ),
+        (0, 15)
+    );
     assert_eq!(bus_range(None, Range { base: 0, size: 0 }), (0, 0));
     assert_eq!(bus_range(None, Range { base: 0, size: 1 << 40 }), (0, 255));
     // Not two cells: the ECAM size decides.
     assert_eq!(bus_range(Some(&be(&[1])), Range { base: 0, size: 2 << 20 }), (0, 1));
-    assert_eq!(bus_range(Some(&be(&[1, 2, 3])), Range { base: 0, size: 2 << 20 }), (0, 1));
+    assert_eq!(
+        bus_range(Some(&be(&[1, 2, 3])), Range { base: 0, size: 2 << 20 }),
+        (0, 1)
+    );
 }
 
 #[test]
@@ -91,7 +130,11 @@ fn gic_specifiers_give_spi_and_ppi_intids() {
     // The PL011 (SPI 1) and the timer's PPIs 13, 14 as QEMU virt writes them.
     assert_eq!(gic_interrupts(&be(&[0, 1, 4])), [33]);
     assert_eq!(gic_interrupts(&be(&[1, 13, 0xf04, 1, 14, 0xf04])), [29, 30]);
-    assert_eq!(gic_interrupts(&be(&[0, 1, 4, 1, 13])), [33], "a truncated specifier is dropped");
+    assert_eq!(
+        gic_interrupts(&be(&[0, 1, 4, 1, 13])),
+        [33],
+        "a truncated specifier is dropped"
+    );
     assert_eq!(gic_interrupts(&be(&[0, u32::MAX, 4])), [31], "the sum wraps, no panic");
     assert_eq!(gic_interrupts(&[]), Vec::<u32>::new());
 }

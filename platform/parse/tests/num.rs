@@ -44,7 +44,9 @@ fn decimal_hex_separators_and_suffixes() {
 
 #[test]
 fn malformed_numbers_are_refused_with_their_text() {
-    for s in ["", "_", "K", "0x", "0xG", "-1", "1.5", "1 2", "0x10G", "12Q", "é", "1é", "1KB", "0b101", "x10"] {
+    for s in [
+        "", "_", "K", "0x", "0xG", "-1", "1.5", "1 2", "0x10G", "12Q", "é", "1é", "1KB", "0b101", "x10",
+    ] {
         assert_eq!(parse_u64(s), not_a_number(s), "{s:?}");
     }
 }
