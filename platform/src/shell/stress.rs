@@ -1,12 +1,13 @@
 //! Load and pinning commands: `stress`, `torture`, `pin`, `unpin`.
 
 use super::*;
+use parse::shell::{addr_size, stress_args, Stress};
 
 pub(super) fn cmd_stress(args: &[&str]) -> Result<(), ShellError> {
     use crate::workload::stress;
     let t0 = arch::cpu::counter();
-    match args {
-        ["verify"] => {
+    match stress_args(args)? {
+        Stress::Verify => {
             let r = stress::verify();
             println!(
                 "stress: verify allocations={} verified={} bad={} result={}",
@@ -16,23 +17,19 @@ pub(super) fn cmd_stress(args: &[&str]) -> Result<(), ShellError> {
                 if r.bad == 0 { "ok" } else { "FAILED" }
             );
         }
-        ["free"] => println!("stress: freed={}", stress::free()),
-        [size] => {
-            let size = parse_u64(size)?;
-            match stress::fill(size) {
-                Ok(r) => println!(
-                    "stress: allocated={} bytes={} verified={} bad={} result={} cycles={}",
-                    r.allocations,
-                    r.bytes,
-                    r.verified,
-                    r.bad,
-                    if r.bad == 0 { "ok" } else { "FAILED" },
-                    arch::cpu::counter() - t0
-                ),
-                Err(e) => println!("stress: error: {e} (the allocations made are kept; 'stress free' releases them)"),
-            }
-        }
-        _ => return Err(ShellError::Usage),
+        Stress::Free => println!("stress: freed={}", stress::free()),
+        Stress::Fill(size) => match stress::fill(size) {
+            Ok(r) => println!(
+                "stress: allocated={} bytes={} verified={} bad={} result={} cycles={}",
+                r.allocations,
+                r.bytes,
+                r.verified,
+                r.bad,
+                if r.bad == 0 { "ok" } else { "FAILED" },
+                arch::cpu::counter() - t0
+            ),
+            Err(e) => println!("stress: error: {e} (the allocations made are kept; 'stress free' releases them)"),
+        },
     }
     Ok(())
 }
@@ -41,8 +38,7 @@ pub(super) fn cmd_stress(args: &[&str]) -> Result<(), ShellError> {
 static PINNED: spin::Mutex<PageChain> = spin::Mutex::new(PageChain::new());
 
 pub(super) fn cmd_pin(args: &[&str]) -> Result<(), ShellError> {
-    let [addr, size] = exactly(args)?;
-    let (addr, size) = (parse_u64(addr)?, parse_u64(size)?);
+    let (addr, size) = addr_size(args)?;
     // Take kernel pages until one lands in the range. The pages passed over, and the pinned
     // ones, are chained through their own first words (`PageChain`), so neither the search
     // nor the pins need heap however much RAM they walk through.
