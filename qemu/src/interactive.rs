@@ -26,6 +26,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::host_cmd::ledger::unplugs_open;
 use crate::host_cmd::{exit_report, reap_late_unplugs, run_host_line, After, HostTimeouts};
 use crate::qmp::{Qmp, DEFAULT_CONNECT_TIMEOUT};
 use crate::run::QemuRun;
@@ -235,10 +236,7 @@ pub fn run_interactive(run: &QemuRun) -> io::Result<(ExitStatus, bool)> {
             break (child.wait()?, true);
         }
         // An eject the runner stopped waiting for: delete its backend as soon as it comes.
-        if let Some(q) = qmp
-            .as_mut()
-            .filter(|q| !q.ledger.pending_unplugs.is_empty() || !q.ledger.late_deletes.is_empty())
-        {
+        if let Some(q) = qmp.as_mut().filter(|q| unplugs_open(q)) {
             for l in reap_late_unplugs(q) {
                 out(&format!("\n{l}\n"));
             }

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use hotmem_qemu::cli::{self, Action, Options};
 use hotmem_qemu::discover::{self, InstallPolicy, QEMU_BINARY};
+use hotmem_qemu::gdb;
 use hotmem_qemu::kernel::{self, BuildOptions, Kernel};
-use hotmem_qemu::run;
 use hotmem_qemu::session::{Session, SocketDir};
 use hotmem_qemu::util::shell_join;
 
@@ -46,7 +46,7 @@ fn run(o: Options) -> i32 {
         println!("cargo {}", shell_join(&kernel::build_args(&ws, o.kernel)));
         println!("{}", r.command_line());
         if let Some(p) = gdb_port {
-            println!("{}", run::gdb_command(&r.kernel.elf, p));
+            println!("{}", gdb::gdb_command(&r.kernel.elf, p));
         }
         return 0;
     }
@@ -79,7 +79,7 @@ fn run(o: Options) -> i32 {
     eprintln!("hotmem: {}", r.command_line());
     if let Some(p) = gdb_port {
         eprintln!("hotmem: QEMU is halted until gdb attaches to 127.0.0.1:{p}; in another terminal run:");
-        eprintln!("    {}", run::gdb_command(&r.kernel.elf, p));
+        eprintln!("    {}", gdb::gdb_command(&r.kernel.elf, p));
         if let Err(e) = discover::find_gdb_or_howto() {
             eprintln!("hotmem: {e}");
         }

@@ -20,7 +20,8 @@
 //! socket ([`QmpError::Closed`]). Replies to commands that timed out are discarded when they
 //! arrive late (their `id` no longer matches).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::any::Any;
+use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
@@ -149,6 +150,11 @@ impl MemoryDevice {
     }
 }
 
+/// `ACPI_DEVICE_OST` source of an insert (ACPI "device check" / hot-add).
+pub const OST_SOURCE_INSERT: u64 = 1;
+/// `ACPI_DEVICE_OST` source of an eject request.
+pub const OST_SOURCE_EJECT: u64 = 3;
+
 /// One entry of `query-acpi-ospm-status`, or the `info` of an `ACPI_DEVICE_OST` event: the last
 /// _OST the guest reported for a slot (`source` = ACPI event: 1 insert, 3 eject; `status` 0 =
 /// success).
@@ -170,37 +176,11 @@ impl OspmStatus {
     }
 }
 
-/// A `device_del` whose outcome did not come in time: the guest may still eject the device.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PendingUnplug {
-    /// The device's backend (deleted once the device is).
-    pub memdev: Option<String>,
-    /// When `device_del` was sent.
-    pub sent: Instant,
-}
-
-/// A device the guest ejected after the wait for it had ended ([`PendingUnplug`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LateDelete {
-    pub id: String,
-    pub memdev: Option<String>,
-    /// From `device_del` to the `DEVICE_DELETED` event.
-    pub after: Duration,
-}
-
-/// What this connection created and has not seen go away: kept up to date as commands succeed
-/// and as `DEVICE_DELETED` events arrive, so the runner can report (and clean up) what is
-/// left even after QEMU exited.
-#[derive(Clone, Debug, Default)]
-pub struct Ledger {
-    /// Backends made by [`Qmp::object_add_ram`] and not deleted by [`Qmp::object_del`].
-    pub backends: BTreeSet<String>,
-    /// DIMMs added by [`Qmp::device_add_dimm`] (id → backend) without a `DEVICE_DELETED` yet.
-    pub devices: BTreeMap<String, String>,
-    /// `device_del` requests still without an outcome (id → request).
-    pub pending_unplugs: BTreeMap<String, PendingUnplug>,
-    /// Pending unplugs whose `DEVICE_DELETED` has arrived, not yet handled.
-    pub late_deletes: Vec<LateDelete>,
+/// Bookkeeping that must see every event as it arrives, before a wait claims it (what the DIMM
+/// host commands made and saw go away, the DIMM protocol record). A connection keeps one of
+/// each type: [`Qmp::observer`].
+pub trait EventObserver: Any + Send {
+    fn observe(&mut self, e: &QmpEvent);
 }
 
 enum Incoming {
@@ -224,10 +204,8 @@ pub struct Qmp {
     /// Last commands/replies/events, for failure reports (bounded).
     transcript: VecDeque<String>,
     log: Option<std::fs::File>,
-    /// Devices and backends this connection made, and unplugs still open.
-    pub ledger: Ledger,
-    /// DIMM requests and every hotplug event, for the protocol check.
-    pub protocol: crate::dimm_protocol::DimmProtocol,
+    /// Bookkeeping shown every event on arrival.
+    observers: Vec<Box<dyn EventObserver>>,
 }
 
 const TRANSCRIPT_LINES: usize = 200;
@@ -309,8 +287,7 @@ impl Qmp {
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             transcript: VecDeque::new(),
             log: None,
-            ledger: Ledger::default(),
-            protocol: Default::default(),
+            observers: Vec::new(),
         })
     }
 
@@ -362,18 +339,8 @@ impl Qmp {
         };
         self.next_seq += 1;
         self.note(format!("EV {} {}", e.name, e.data));
-        self.protocol.record_event(&e);
-        if e.name == "DEVICE_DELETED" {
-            if let Some(id) = e.device() {
-                self.ledger.devices.remove(id);
-                if let Some(p) = self.ledger.pending_unplugs.remove(id) {
-                    self.ledger.late_deletes.push(LateDelete {
-                        id: id.to_string(),
-                        memdev: p.memdev,
-                        after: received.saturating_duration_since(p.sent),
-                    });
-                }
-            }
+        for o in &mut self.observers {
+            o.observe(&e);
         }
         if self.events.len() >= MAX_QUEUED_EVENTS {
             self.events.pop_front();
@@ -435,6 +402,28 @@ impl Qmp {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The connection's observer of type `T`, made empty on first use: it sees every event
+    /// that arrives from then on, so make it before sending the command whose events it needs.
+    pub fn observer<T: EventObserver + Default>(&mut self) -> &mut T {
+        let i = match self.observers.iter().position(|o| (&**o as &dyn Any).is::<T>()) {
+            Some(i) => i,
+            None => {
+                self.observers.push(Box::new(T::default()));
+                self.observers.len() - 1
+            }
+        };
+        (&mut *self.observers[i] as &mut dyn Any)
+            .downcast_mut::<T>()
+            .expect("the observer found has type T")
+    }
+
+    /// The connection's observer of type `T`, if one was made.
+    pub fn observer_if<T: EventObserver>(&self) -> Option<&T> {
+        self.observers
+            .iter()
+            .find_map(|o| (&**o as &dyn Any).downcast_ref::<T>())
     }
 
     /// QEMU closed the connection (it exited).
@@ -593,9 +582,8 @@ impl Qmp {
         self.execute(
             "object-add",
             Some(json!({"qom-type": "memory-backend-ram", "id": id, "size": size})),
-        )?;
-        self.ledger.backends.insert(id.to_string());
-        Ok(())
+        )
+        .map(drop)
     }
 
     /// `device_add` of a `pc-dimm` backed by the object `memdev`.
@@ -603,9 +591,8 @@ impl Qmp {
         self.execute(
             "device_add",
             Some(json!({"driver": "pc-dimm", "id": id, "memdev": memdev})),
-        )?;
-        self.ledger.devices.insert(id.to_string(), memdev.to_string());
-        Ok(())
+        )
+        .map(drop)
     }
 
     /// `device_del`: only a *request* for DIMMs; completion is the `DEVICE_DELETED` event.
@@ -615,9 +602,7 @@ impl Qmp {
 
     /// `object-del` (fails with "is in use" while a DIMM still uses the backend).
     pub fn object_del(&mut self, id: &str) -> Result<(), QmpError> {
-        self.execute("object-del", Some(json!({ "id": id })))?;
-        self.ledger.backends.remove(id);
-        Ok(())
+        self.execute("object-del", Some(json!({ "id": id }))).map(drop)
     }
 
     /// Ids of the objects under `/objects` (backends and others).
@@ -657,8 +642,6 @@ impl Qmp {
     }
 
     pub fn system_reset(&mut self) -> Result<(), QmpError> {
-        let at = self.mark();
-        self.protocol.record(crate::dimm_protocol::Request::Reset { at });
         self.execute("system_reset", None).map(drop)
     }
 
@@ -758,6 +741,16 @@ mod tests {
         })
     }
 
+    /// Names of the events an observer saw.
+    #[derive(Default)]
+    struct Seen(Vec<String>);
+
+    impl EventObserver for Seen {
+        fn observe(&mut self, e: &QmpEvent) {
+            self.0.push(e.name.clone());
+        }
+    }
+
     fn ok(id: &Value, ret: &str) -> String {
         format!(r#"{{"return": {ret}, "id": {id}}}"#)
     }
@@ -816,6 +809,7 @@ mod tests {
         }
         });
         let mut q = Qmp::connect(&p, Duration::from_secs(5), || Ok(())).unwrap();
+        q.observer::<Seen>();
         let m = q.mark();
         q.device_add_dimm("dimm0", "mem-dimm0").unwrap();
         // The event that came before the reply is not lost.
@@ -858,6 +852,8 @@ mod tests {
             .unwrap();
         assert!(e.seq >= m3);
         assert_eq!(e.device(), Some("dimm0"));
+        // The observer saw both events, though the waits claimed them.
+        assert_eq!(q.observer::<Seen>().0, ["ACPI_DEVICE_OST", "DEVICE_DELETED"]);
         let t = Instant::now();
         let e = q
             .execute_with_timeout("hang", None, Duration::from_millis(300))
