@@ -14,6 +14,8 @@
 //!   [`Qmp::query_memory_devices`], [`Qmp::query_acpi_ospm_status`], [`Qmp::system_reset`],
 //!   [`Qmp::system_powerdown`]).
 //!
+//! What QEMU reports about memory devices and their ACPI status is in [`devices`].
+//!
 //! Every wait has a timeout and nothing here can block for ever: a reader thread owns the
 //! receiving side, so a QEMU that stops answering (docs/design.md#qemu-pitfalls: a failing
 //! `device_add` can hang QMP on 7.2) costs at most the timeout, and a QEMU that exits closes the
@@ -33,6 +35,10 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+pub mod devices;
+
+pub use self::devices::{MemoryDevice, OspmStatus, Tagged, OST_SOURCE_EJECT, OST_SOURCE_INSERT};
 
 /// Default time to wait for a command's reply.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
@@ -113,67 +119,6 @@ struct EventMessage {
 struct Timestamp {
     seconds: f64,
     microseconds: f64,
-}
-
-/// One entry of a `query-memory-devices` reply: the device's kind and its `data`.
-#[derive(Deserialize)]
-pub struct Tagged<T> {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub data: T,
-}
-
-/// The `data` of one `query-memory-devices` entry (pc-dimm and others; fields a kind lacks are
-/// `None`), with its `type` in [`MemoryDevice::kind`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-pub struct MemoryDevice {
-    /// `type`: `dimm`, `nvdimm`, `virtio-mem`, ...
-    #[serde(skip)]
-    pub kind: String,
-    pub id: Option<String>,
-    pub slot: Option<u64>,
-    /// `addr` (`memaddr` for virtio-mem).
-    #[serde(alias = "memaddr")]
-    pub addr: u64,
-    pub size: u64,
-    /// QOM path of the backend, e.g. `/objects/mem-dimm0`.
-    pub memdev: Option<String>,
-    pub hotplugged: bool,
-    pub node: Option<u64>,
-}
-
-impl MemoryDevice {
-    /// The backend object's id: the last component of [`MemoryDevice::memdev`].
-    pub fn memdev_id(&self) -> Option<&str> {
-        self.memdev.as_deref().map(|p| p.rsplit('/').next().unwrap_or(p))
-    }
-}
-
-/// `ACPI_DEVICE_OST` source of an insert (ACPI "device check" / hot-add).
-pub const OST_SOURCE_INSERT: u64 = 1;
-/// `ACPI_DEVICE_OST` source of an eject request.
-pub const OST_SOURCE_EJECT: u64 = 3;
-
-/// One entry of `query-acpi-ospm-status`, or the `info` of an `ACPI_DEVICE_OST` event: the last
-/// _OST the guest reported for a slot (`source` = ACPI event: 1 insert, 3 eject; `status` 0 =
-/// success).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, rename_all = "kebab-case")]
-pub struct OspmStatus {
-    /// The device's id, when the slot holds a device that has one.
-    pub device: Option<String>,
-    pub slot: String,
-    pub slot_type: String,
-    pub source: u64,
-    pub status: u64,
-}
-
-impl OspmStatus {
-    /// The slot as a number (QEMU reports it as a string).
-    pub fn slot_number(&self) -> Option<u64> {
-        self.slot.parse().ok()
-    }
 }
 
 /// Bookkeeping that must see every event as it arrives, before a wait claims it (what the DIMM
@@ -407,16 +352,13 @@ impl Qmp {
     /// The connection's observer of type `T`, made empty on first use: it sees every event
     /// that arrives from then on, so make it before sending the command whose events it needs.
     pub fn observer<T: EventObserver + Default>(&mut self) -> &mut T {
-        let i = match self.observers.iter().position(|o| (&**o as &dyn Any).is::<T>()) {
-            Some(i) => i,
-            None => {
-                self.observers.push(Box::new(T::default()));
-                self.observers.len() - 1
-            }
-        };
-        (&mut *self.observers[i] as &mut dyn Any)
-            .downcast_mut::<T>()
-            .expect("the observer found has type T")
+        if self.observer_if::<T>().is_none() {
+            self.observers.push(Box::new(T::default()));
+        }
+        self.observers
+            .iter_mut()
+            .find_map(|o| (&mut **o as &mut dyn Any).downcast_mut::<T>())
+            .expect("made above")
     }
 
     /// The connection's observer of type `T`, if one was made.
