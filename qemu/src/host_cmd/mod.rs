@@ -19,8 +19,9 @@
 //! This file is the grammar and the dispatch, and the machine's own commands (`:qmp`, `:hmp`,
 //! `:reset`, `:powerdown`, `:help`). A device type's commands are one file
 //! (`host_cmd/<dev>.rs`, its command type implementing [`DeviceCommand`]) and one line of
-//! [`device_commands!`] below. Arrows point down: this file → `dimm`, `vmem` → `report`,
-//! `device` → `ledger` → [`crate::qmp`].
+//! `device_commands!` below. Arrows point down: this file → `dimm`, `vmem` → `device` →
+//! `report` → `ledger` → [`crate::qmp`] (`dimm` also uses `ledger` and the protocol record,
+//! [`crate::dimm_protocol`]).
 
 pub mod device;
 pub mod dimm;
@@ -205,11 +206,6 @@ pub fn has_acpi_ged(qmp: &mut Qmp) -> Result<bool, QmpError> {
         Err(QmpError::Command { desc, .. }) if desc.contains("ACPI device") => Ok(false),
         Err(e) => Err(e),
     }
-}
-
-/// The refusal of a command that needs the GED on a machine without one.
-pub fn needs_ged(cmd: &HostCommand) -> Option<&'static str> {
-    cmd.needs_ged()
 }
 
 /// What every host command does first: handle late ejects (their lines come first), and
