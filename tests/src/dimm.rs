@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use hotmem_qemu::config::{BootMode, GicVersion, Granule, KernelConfig};
+use hotmem_qemu::host_cmd::dimm::protocol;
 use hotmem_qemu::host_cmd::{PlugResult, Plugged, Size, UnplugResult, Unplugged};
 use hotmem_qemu::qmp::{MemoryDevice, OspmStatus};
 use hotmem_qemu::run::{Machine, QemuRun};
@@ -486,7 +487,7 @@ impl DimmSession {
     /// QEMU still has.
     pub fn check_protocol(&mut self) {
         self.check_no_fallback();
-        let v = self.session().qmp.protocol.check();
+        let v = protocol(&mut self.session().qmp).check();
         if !v.is_empty() {
             let list: Vec<String> = v.iter().map(|v| format!("  {v}")).collect();
             self.fail(&format!("DIMM protocol broken:\n{}", list.join("\n")));
@@ -559,7 +560,7 @@ impl DimmSession {
                 if u.result == UnplugResult::Deleted {
                     // The guest answers after the eject: its _OST follows DEVICE_DELETED.
                     let until = Instant::now() + PROTOCOL_ANSWER_WAIT;
-                    while !self.session().qmp.protocol.last_unplug_answered() && Instant::now() < until {
+                    while !protocol(&mut self.session().qmp).last_unplug_answered() && Instant::now() < until {
                         let _ = self.session().qmp.wait_event_since(
                             u64::MAX,
                             Duration::from_millis(20),
