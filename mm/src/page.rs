@@ -189,8 +189,12 @@ pub unsafe trait Memmap {
     unsafe fn init_pages(&self, pfn: u64, n: u64, page: Page) {
         let first = self.page(pfn);
         for i in 0..n as usize {
-            // SAFETY: inside the populated memmap of the range, exclusive (the caller's contract).
-            unsafe { first.add(i).write(page) };
+            // SAFETY: `i < n`, so the pointer stays inside the populated memmap of the range
+            // (the caller's contract).
+            let p = unsafe { first.add(i) };
+            // SAFETY: mapped writable and aligned, and no one else touches it (the caller's
+            // contract).
+            unsafe { p.write(page) };
         }
     }
 }

@@ -12,9 +12,10 @@ use hotmem_qemu::console::Console;
 use hotmem_qemu::console::ConsoleError;
 use hotmem_qemu::run::QemuRun;
 use hotmem_qemu::util::tail_lines;
-use hotmem_tests::dimm::{parse_blocks, parse_meminfo, DimmCase, DimmEvent, Meminfo};
+use hotmem_tests::dimm::DimmCase;
+use hotmem_tests::parse::{kv, parse_blocks, parse_meminfo, DimmEvent, Meminfo};
 use hotmem_tests::{
-    check_ktest_passed, failure_report, kernel, kv, qemu_path, run_timeout, BootCase, QemuSlot, TAIL_LINES,
+    check_ktest_passed, failure_report, kernel, qemu_path, run_timeout, BootCase, QemuSlot, TAIL_LINES,
 };
 
 /// A booted shell kernel driven command by command.

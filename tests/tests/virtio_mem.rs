@@ -39,7 +39,8 @@ use hotmem_qemu::config::Granule::{self, K16, K4, K64};
 use hotmem_qemu::host_cmd::{vmem_set_requested, VmemResult};
 use hotmem_qemu::run::VirtioMem;
 use hotmem_tests::dimm::{block_size, DimmSession, GIB, MIB};
-use hotmem_tests::vmem::{parse_vmem, vmem_case};
+use hotmem_tests::parse::{kv, parse_blocks, parse_dimms, parse_vmem};
+use hotmem_tests::vmem::vmem_case;
 use hotmem_tests::CliRun;
 
 /// Region of the device in the default case (QEMU places it right after 1 GiB of RAM).
@@ -50,7 +51,7 @@ fn managed_pages(d: &mut DimmSession) -> u64 {
     let t = d.guest("meminfo");
     t.lines()
         .filter(|l| l.trim().starts_with("meminfo: zone="))
-        .filter_map(|l| hotmem_tests::dimm::field(l, "managed_pages")?.parse::<u64>().ok())
+        .filter_map(|l| kv(l, "managed_pages")?.parse::<u64>().ok())
         .sum()
 }
 
@@ -58,7 +59,7 @@ fn managed_pages(d: &mut DimmSession) -> u64 {
 /// self-hosted memmap pages of the device's blocks.
 fn check_managed(d: &mut DimmSession, boot: u64, plugged: u64, when: &str) {
     let page_shift = d.config.granule.page_shift();
-    let blocks = hotmem_tests::dimm::parse_blocks(&d.guest("blocks"));
+    let blocks = parse_blocks(&d.guest("blocks"));
     let memmap: u64 = blocks.iter().filter(|b| !b.early).map(|b| b.vmemmap_pages).sum();
     let want = boot + (plugged >> page_shift) - memmap;
     let got = managed_pages(d);
@@ -115,7 +116,7 @@ fn stress(g: Granule) {
     let migrated = r
         .guest_line
         .as_deref()
-        .and_then(|l| hotmem_tests::dimm::field(l, "migrated_pages"))
+        .and_then(|l| kv(l, "migrated_pages"))
         .and_then(|v| v.parse::<u64>().ok());
     if migrated.is_none_or(|m| m > used) {
         d.fail(&format!(
@@ -316,10 +317,7 @@ fn two_devices_firmware(g: Granule) {
     d.plug_ok(GIB, "dimm0");
     d.vmem_ok("vmem1", GIB);
     let v = d.check_vmem_agree("with both grown and a DIMM");
-    let dimm_group = hotmem_tests::dimm::parse_dimms(&d.guest("dimms"))
-        .dimms
-        .first()
-        .map(|x| x.group.clone());
+    let dimm_group = parse_dimms(&d.guest("dimms")).dimms.first().map(|x| x.group.clone());
     if v.len() != 2 || v[0].group == v[1].group || dimm_group.as_ref().is_some_and(|g| v.iter().any(|x| x.group == *g))
     {
         d.fail(&format!(
