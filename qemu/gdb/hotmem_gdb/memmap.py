@@ -22,12 +22,10 @@ Statics and types are found by name (`symbols`), field layouts and zone names co
 page flags from the kernel's table. Only the section state bits below mirror a Rust source.
 """
 
-
 import gdb
 
-from . import pagetable
+from . import pagetable, symbols
 from .arch import size_str
-from . import symbols
 from .target import (
     GdbError,
     PhysMem,
