@@ -3,7 +3,8 @@
 //! same time, for every configuration: the default VA size of each granule, both 2-level
 //! configurations (16k-36, 64k-42), and 4k-39 / 16k-48.
 //!
-//! The session (firmware boot, 3 GiB with `mem=1G`, so 2 GiB wait for `probe`):
+//! The session (firmware boot, 3 GiB with `mem=1G`, so 2 GiB wait for `probe`, and an empty
+//! virtio-mem device, so there is a memory group):
 //! 1. at reset: `hm-config` (from HOTMEM_DEBUG_INFO), `hm-walk` says there are no tables yet,
 //!    usage errors, `hm-selftest` (walker/decoder/ptdump on synthetic tables, all 7 configs);
 //! 2. `hm-hbreak populate` → the boot memmap populate of the first section: its vmemmap VA is
@@ -18,7 +19,8 @@
 //!    (memmap on memory);
 //! 5. the test types `online <block> movable` and `stress <block size>` (every page of the new
 //!    block not holding its memmap becomes a movable page), then, with `hm-hbreak cmd:blocks`,
-//!    `blocks`: gdb lists the new block (with its altmap), walks, pages, free lists, ptdump,
+//!    `blocks`: gdb lists the new block (with its altmap) and the device's memory group (as
+//!    key=value), walks, pages, free lists, ptdump,
 //!    the `$hm_*()` convenience functions and the flag table (`hm-flags`, which must be the
 //!    kernel's `mm::page::flags::NAMES` bit for bit). The kernel never leaves a page isolated
 //!    while its shell runs (isolation lasts inside one `offline`), so gdb sets the isolated bit
@@ -39,6 +41,7 @@ use hotmem_qemu::config::Granule::{self, K16, K4, K64};
 use hotmem_qemu::config::KernelConfig;
 use hotmem_qemu::console::{Console, ConsoleError};
 use hotmem_qemu::gdb::{start_session, GdbBatch, GdbOutcome, GdbSession};
+use hotmem_qemu::run::VirtioMem;
 use hotmem_qemu::util::tail_lines;
 use hotmem_tests::gdb::{compare_page, compare_walks, ptdump_mapped, Layout};
 use hotmem_tests::parse::{hex, kv, lines_with, parse_walk, zone_lines, Walk};
@@ -97,9 +100,17 @@ struct Plan {
     new_pfns: [u64; 4],
 }
 
+/// The session's machine: firmware boot (3 GiB, 2 GiB held back for `probe`, see
+/// `BootCase`), and an empty virtio-mem device, whose memory group `hm-blocks` must list.
+fn boot_case(g: Granule, va: u32) -> BootCase {
+    let mut case = BootCase::new(g, va, Firmware);
+    case.machine.virtio_mem = vec![VirtioMem::new(1 << 30)];
+    case
+}
+
 impl Plan {
     fn new(g: Granule, va: u32) -> Plan {
-        let cfg = BootCase::new(g, va, Firmware).config;
+        let cfg = boot_case(g, va).config;
         let l = Layout::of(&cfg);
         let block = l.section_size();
         let memmap_pages = l.memmap_per_section() >> l.page_shift;
@@ -318,6 +329,7 @@ fn drive_shell(con: &mut Console, p: &Plan) -> Result<Vec<(String, String)>, Str
     sh.expect("probe", &format!("probe {PROBE_PA:#x} {:#x}", p.block), "probe: added=")?;
     sh.expect("online", &format!("online {} movable", p.block_id), "online: block=")?;
     sh.expect("stress", &format!("stress {:#x}", p.block), "result=ok")?;
+    sh.run("vmem", "vmem")?;
     sh.run("post-blocks", "blocks")?;
     // The first `page` after `blocks`: gdb marks this page isolated while the shell prints it.
     sh.run("isolated-page", &format!("page {:#x}", p.isolated_pfn()))?;
@@ -531,6 +543,7 @@ fn check_blocks_stop(s: &Seen, p: &Plan) -> Result<(), String> {
     s.want("continue-blocks", "cmd_blocks")?;
     s.want("post-blocks", &format!("block: id={} range={PROBE_PA:#x}-", p.block_id))?;
     s.want("post-blocks", &format!("altmap: block={} ", p.block_id))?;
+    check_groups(s)?;
     for (g_step, k_name) in [
         ("plug-vmemmap-after", "pt-new-memmap"),
         ("post-walk-new-memmap", "pt-new-memmap"),
@@ -556,6 +569,34 @@ fn check_blocks_stop(s: &Seen, p: &Plan) -> Result<(), String> {
         s.want("desc", "BLOCK oa=0x40000000 size=2 MiB Normal RW XN AF SH=inner")?;
     }
     s.want("detach", "etached")
+}
+
+/// `hm-blocks` lists the virtio-mem device's memory group (the one `vmem` names) as key=value:
+/// dynamic, nothing plugged.
+fn check_groups(s: &Seen) -> Result<(), String> {
+    let vmem = s.shell("vmem");
+    let group = lines_with(vmem, &["vmem: dev=0 "])
+        .into_iter()
+        .find_map(|l| kv(l, "group"))
+        .ok_or_else(|| format!("`vmem` names no group: {vmem}"))?;
+    let blocks = s.step("post-blocks")?;
+    let line = lines_with(blocks, &["group: "])
+        .into_iter()
+        .find(|l| kv(l, "id") == Some(group))
+        .ok_or_else(|| format!("hm-blocks lists no group {group}:\n{blocks}"))?;
+    for (k, v) in [
+        ("kind", Some("dynamic")),
+        ("unit_pages", None),
+        ("present_kernel_pages", Some("0")),
+        ("present_movable_pages", Some("0")),
+        ("nr_blocks", Some("0")),
+    ] {
+        let got = kv(line, k);
+        if got.is_none() || v.is_some_and(|v| got != Some(v)) {
+            return Err(format!("hm-blocks group line: want {k}={}: {line}", v.unwrap_or("N")));
+        }
+    }
+    Ok(())
 }
 
 /// `hm-flags` lists exactly the kernel's flag table: every bit and name, in order.
@@ -681,8 +722,7 @@ fn session_failed(what: &str, s: &GdbSession, why: &str) -> ! {
 
 fn gdb_session(g: Granule, va: u32) {
     let p = Plan::new(g, va);
-    let case = BootCase::new(g, va, Firmware);
-    let run = case.qemu_run();
+    let run = boot_case(g, va).qemu_run();
     let b = GdbBatch::new(gdb_binary(), run.kernel.elf.clone(), 0).timeout(run_timeout());
     let b = script_blocks(script_probe(script_boot(b, &p), &p), &p);
 
