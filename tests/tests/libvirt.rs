@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use hotmem_qemu::config::Granule::{self, K16, K4, K64};
 use hotmem_qemu::config::KernelConfig;
+use hotmem_tests::cases;
 use hotmem_tests::libvirt::{alive, Daemons, SerialConsole};
 use hotmem_tests::parse::kv;
 
@@ -294,17 +295,8 @@ fn managed_by_libvirt(g: Granule) {
     eprintln!("libvirt {g}: passed in {:.1} s", t0.elapsed().as_secs_f64());
 }
 
-#[test]
-fn libvirt_4k() {
-    managed_by_libvirt(K4)
-}
-
-#[test]
-fn libvirt_16k() {
-    managed_by_libvirt(K16)
-}
-
-#[test]
-fn libvirt_64k() {
-    managed_by_libvirt(K64)
+cases! { managed_by_libvirt =>
+    libvirt_4k: K4;
+    libvirt_16k: K16;
+    libvirt_64k: K64;
 }

@@ -14,6 +14,7 @@
 //!   virtio-mem device beside it still works.
 
 use hotmem_qemu::config::Granule::{self, K16, K4, K64};
+use hotmem_tests::cases;
 use hotmem_tests::dimm::{DimmCase, DimmSession, GIB, MIB};
 use hotmem_tests::parse::{kv, virtio_mem_line};
 use hotmem_tests::vmem::vmem_case;
@@ -105,34 +106,16 @@ fn switch(g: Granule) {
     resizes_behind_bridges(c.start(), "04:00.0");
 }
 
-#[test]
-fn root_port_4k() {
-    root_port(K4)
+cases! { root_port =>
+    root_port_4k: K4;
+    root_port_16k: K16;
+    root_port_64k: K64;
 }
 
-#[test]
-fn root_port_16k() {
-    root_port(K16)
-}
-
-#[test]
-fn root_port_64k() {
-    root_port(K64)
-}
-
-#[test]
-fn switch_4k() {
-    switch(K4)
-}
-
-#[test]
-fn switch_16k() {
-    switch(K16)
-}
-
-#[test]
-fn switch_64k() {
-    switch(K64)
+cases! { switch =>
+    switch_4k: K4;
+    switch_16k: K16;
+    switch_64k: K64;
 }
 
 #[test]

@@ -41,7 +41,7 @@ use hotmem_qemu::run::VirtioMem;
 use hotmem_tests::dimm::{block_size, DimmSession, GIB, MIB};
 use hotmem_tests::parse::{kv, parse_blocks, parse_dimms, parse_vmem};
 use hotmem_tests::vmem::vmem_case;
-use hotmem_tests::CliRun;
+use hotmem_tests::{cases, CliRun};
 
 /// Region of the device in the default case (QEMU places it right after 1 GiB of RAM).
 const REGION: u64 = 0x8000_0000;
@@ -523,127 +523,69 @@ fn acceptance(g: Granule) {
     eprintln!("[{what}] acceptance in {:.1} s", t.elapsed().as_secs_f64());
 }
 
-#[test]
-fn reproductions_4k() {
-    reproductions(K4);
+cases! { reproductions =>
+    reproductions_4k: K4;
+    reproductions_16k: K16;
+    reproductions_64k: K64;
 }
-#[test]
-fn reproductions_16k() {
-    reproductions(K16);
+
+cases! { split =>
+    split_4k: K4;
+    split_16k: K16;
+    split_64k: K64;
 }
-#[test]
-fn reproductions_64k() {
-    reproductions(K64);
+
+cases! { retry =>
+    retry_4k: K4;
+    retry_16k: K16;
+    retry_64k: K64;
 }
-#[test]
-fn split_4k() {
-    split(K4);
+
+cases! { acceptance =>
+    acceptance_4k: K4;
+    acceptance_16k: K16;
+    acceptance_64k: K64;
 }
-#[test]
-fn split_16k() {
-    split(K16);
+
+cases! { burst =>
+    burst_4k: K4;
+    burst_16k: K16;
+    burst_64k: K64;
 }
-#[test]
-fn split_64k() {
-    split(K64);
+
+cases! { grow_shrink =>
+    grow_shrink_4k: K4;
+    grow_shrink_16k: K16;
+    grow_shrink_64k: K64;
 }
-#[test]
-fn retry_4k() {
-    retry(K4);
+
+cases! { stress =>
+    stress_4k: K4;
+    stress_16k: K16;
+    stress_64k: K64;
 }
-#[test]
-fn retry_16k() {
-    retry(K16);
+
+cases! { bad_input =>
+    bad_input_4k: K4;
+    bad_input_16k: K16;
+    bad_input_64k: K64;
 }
-#[test]
-fn retry_64k() {
-    retry(K64);
+
+cases! { reset =>
+    reset_4k: K4;
+    reset_16k: K16;
+    reset_64k: K64;
 }
-#[test]
-fn acceptance_4k() {
-    acceptance(K4);
+
+cases! { big_block =>
+    big_block_4k: K4;
+    big_block_16k: K16;
 }
-#[test]
-fn acceptance_16k() {
-    acceptance(K16);
+
+cases! { small_block =>
+    small_block_4k: K4;
 }
-#[test]
-fn acceptance_64k() {
-    acceptance(K64);
-}
-#[test]
-fn burst_4k() {
-    burst(K4);
-}
-#[test]
-fn burst_16k() {
-    burst(K16);
-}
-#[test]
-fn burst_64k() {
-    burst(K64);
-}
-#[test]
-fn grow_shrink_4k() {
-    grow_shrink(K4);
-}
-#[test]
-fn grow_shrink_16k() {
-    grow_shrink(K16);
-}
-#[test]
-fn grow_shrink_64k() {
-    grow_shrink(K64);
-}
-#[test]
-fn stress_4k() {
-    stress(K4);
-}
-#[test]
-fn stress_16k() {
-    stress(K16);
-}
-#[test]
-fn stress_64k() {
-    stress(K64);
-}
-#[test]
-fn bad_input_4k() {
-    bad_input(K4);
-}
-#[test]
-fn bad_input_16k() {
-    bad_input(K16);
-}
-#[test]
-fn bad_input_64k() {
-    bad_input(K64);
-}
-#[test]
-fn reset_4k() {
-    reset(K4);
-}
-#[test]
-fn reset_16k() {
-    reset(K16);
-}
-#[test]
-fn reset_64k() {
-    reset(K64);
-}
-#[test]
-fn big_block_4k() {
-    big_block(K4);
-}
-#[test]
-fn big_block_16k() {
-    big_block(K16);
-}
-#[test]
-fn small_block_4k() {
-    small_block(K4);
-}
-#[test]
-fn two_devices_firmware_64k() {
-    two_devices_firmware(K64);
+
+cases! { two_devices_firmware =>
+    two_devices_firmware_64k: K64;
 }
