@@ -212,7 +212,7 @@ fn script_blocks(mut b: GdbBatch, p: &Plan) -> GdbBatch {
         .step("post-ptdump", "hm-ptdump")
         .step(
             "printer-page",
-            format!("print *({:#x} as *const mm::page::Page)", p.new_memmap),
+            format!("print *$hm_pfn_to_page({:#x})", p.l.pfn(PROBE_PA)),
         )
         .step(
             "printer-desc",
