@@ -64,8 +64,13 @@ def demangle(name):
     return "::".join(parts)
 
 
-def elf_objects(path):
-    """{Rust path: address} of the data objects in the ELF's symbol table."""
+def elf_objects():
+    """{name: (address, size)} of the data objects in the ELF's symbol table, under the raw
+    symbol name and, for Rust (legacy-mangled) names, the demangled path too."""
+    return _cached(("objects",), _read_objects)
+
+
+def _read_objects(path):
     with open(path, "rb") as f:
         data = f.read()
     heads = _section_headers(data)
@@ -75,13 +80,15 @@ def elf_objects(path):
             continue
         str_off = heads[link][1]
         for k in range(size // entsize):
-            st_name, st_info, _other, _shndx, value, _size = struct.unpack_from("<IBBHQQ", data, off + k * entsize)
+            st_name, st_info, _other, _shndx, value, st_size = struct.unpack_from("<IBBHQQ", data, off + k * entsize)
             if st_info & 0xF != 1:  # STT_OBJECT
                 continue
             end = data.index(b"\0", str_off + st_name)
-            path_name = demangle(data[str_off + st_name : end].decode(errors="replace"))
-            if path_name is not None:
-                out[path_name] = value
+            raw = data[str_off + st_name : end].decode(errors="replace")
+            out[raw] = (value, st_size)
+            rust = demangle(raw)
+            if rust is not None:
+                out[rust] = (value, st_size)
     return out
 
 
@@ -90,13 +97,10 @@ def static_path(name, crate="hotmem"):
     `hotmem::kernel::mem::memmap::SPARSE`), or None when the ELF has none; a GdbError when
     several statics share that name."""
 
-    def compute(path):
-        found = sorted(p for p in elf_objects(path) if p.startswith(crate + "::") and p.endswith("::" + name))
-        if len(found) > 1:
-            raise gdb.GdbError("several statics are called %s: %s" % (name, ", ".join(found)))
-        return found[0] if found else None
-
-    return _cached(("static", crate, name), compute)
+    found = sorted(p for p in elf_objects() if p.startswith(crate + "::") and p.endswith("::" + name))
+    if len(found) > 1:
+        raise gdb.GdbError("several statics are called %s: %s" % (name, ", ".join(found)))
+    return found[0] if found else None
 
 
 def find_type(name, crate):
@@ -127,15 +131,16 @@ def require_type(name, crate):
 
 
 def _page_flags(path):
-    addr = config.symbol_address(PAGE_FLAGS_SYMBOL)
-    if addr is None:
+    found = elf_objects().get(PAGE_FLAGS_SYMBOL)
+    if found is None:
         raise gdb.GdbError(
             "%s has no %s symbol: a kernel older than the GDB extension" % (path, PAGE_FLAGS_SYMBOL)
         )
+    addr, size = found
     entry = gdb.lookup_type("(u32, &str)")
     bit_f, name_f = entry.fields()[0], entry.fields()[1]
     ptr_f, len_f = name_f.type.fields()[0], name_f.type.fields()[1]
-    count = _symbol_size(path, PAGE_FLAGS_SYMBOL) // entry.sizeof
+    count = size // entry.sizeof
     raw = config.elf_read(path, addr, count * entry.sizeof)
     table = []
     for i in range(count):
@@ -145,24 +150,6 @@ def _page_flags(path):
         (n,) = struct.unpack_from("<Q", raw, base + name_f.bitpos // 8 + len_f.bitpos // 8)
         table.append((bit, config.elf_read(path, ptr, n).decode()))
     return table
-
-
-def _symbol_size(path, name):
-    """st_size of the ELF symbol `name`."""
-    with open(path, "rb") as f:
-        data = f.read()
-    heads = _section_headers(data)
-    want = name.encode()
-    for sh_type, off, size, link, entsize in heads:
-        if sh_type != 2 or not entsize:
-            continue
-        str_off = heads[link][1]
-        for k in range(size // entsize):
-            st_name, _info, _other, _shndx, _value, st_size = struct.unpack_from("<IBBHQQ", data, off + k * entsize)
-            end = data.index(b"\0", str_off + st_name)
-            if data[str_off + st_name : end] == want:
-                return st_size
-    raise gdb.GdbError("%s has no symbol %s" % (path, name))
 
 
 def page_flags():
