@@ -189,11 +189,10 @@ pub unsafe trait Memmap {
     unsafe fn init_pages(&self, pfn: u64, n: u64, page: Page) {
         let first = self.page(pfn);
         for i in 0..n as usize {
-            // SAFETY: `i < n`, so the pointer stays inside the populated memmap of the range
-            // (the caller's contract).
+            // SAFETY: `first + i` stays inside the populated memmap of the range (the caller's
+            // contract), so the offset is within one mapped object.
             let p = unsafe { first.add(i) };
-            // SAFETY: mapped writable and aligned, and no one else touches it (the caller's
-            // contract).
+            // SAFETY: a live, aligned `struct page` of the range, exclusive (the caller's contract).
             unsafe { p.write(page) };
         }
     }
