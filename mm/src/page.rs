@@ -35,6 +35,14 @@ pub mod flags {
     ];
 }
 
+/// [`flags::NAMES`] under a fixed symbol for debuggers: the GDB extension
+/// (`qemu/gdb/hotmem_gdb`) decodes `struct page` flags with this table, read from the ELF, so
+/// the names and bits are written down once, here. `#[used]` keeps it in the image although
+/// nothing in the kernel reads it.
+#[used]
+#[no_mangle]
+pub static HOTMEM_PAGE_FLAGS: [(u32, &str); flags::NAMES.len()] = flags::NAMES;
+
 /// Whether this build poisons uninitialised struct pages and asserts on every read of one.
 pub const POISON_CHECKS: bool = cfg!(any(test, feature = "poison"));
 
