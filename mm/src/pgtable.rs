@@ -23,8 +23,17 @@
 //! needs no TLB maintenance because nothing was ever valid. On success the staged entries are
 //! made valid bottom-up (children before the entry that links them).
 //!
+//! One walk: every operation is a visitor of the entry walk in `pgtable/walk.rs`, which visits
+//! the entries translating a VA range in VA order, each typed (absent, table, block, page,
+//! staged) with its level and VA span, and descends where the visitor asks. The visitors:
+//! staging, commit and rollback of `map` and `populate_tables` (`pgtable/map.rs`); the split
+//! check, the clear of leaves and the free of empty tables of `unmap` (`pgtable/unmap.rs`); the
+//! translation of one VA and the census (`pgtable/inspect.rs`).
+//!
 //! Soundness rests on the [`TableAlloc`] contract: `table_ptr` gives a pointer through which
-//! the whole granule-sized table page may be read and written.
+//! the whole granule-sized table page may be read and written; and on the walk's `Visit`
+//! contract: a visitor descends only into live tables of the tree and frees a table only once
+//! the walk has left it.
 
 use core::marker::PhantomData;
 
