@@ -39,6 +39,7 @@ unsafe impl<C: Config, A: TableAlloc> Visit for Translate<'_, C, A> {
         self.a.table_ptr(table)
     }
 
+    #[inline(always)]
     fn enter(&mut self, e: &Entry) -> Result<Option<PhysAddr>, Self::Error> {
         let w = &mut self.w;
         let Some(s) = w.steps.get_mut(w.n) else {
@@ -107,6 +108,7 @@ unsafe impl<C: Config, A: TableAlloc> Visit for Count<'_, C, A> {
         self.a.table_ptr(table)
     }
 
+    #[inline(always)]
     fn enter(&mut self, e: &Entry) -> Result<Option<PhysAddr>, Self::Error> {
         let geo = C::GEOM;
         let lvl = e.level as usize & 3;

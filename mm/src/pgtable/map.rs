@@ -122,6 +122,7 @@ unsafe impl<C: Config, A: TableAlloc> Visit for Stage<'_, C, A> {
         self.a.table_ptr(table)
     }
 
+    #[inline(always)]
     fn enter(&mut self, e: &Entry) -> Result<Option<PhysAddr>, MapError> {
         let geo = C::GEOM;
         let is_last = e.level == 3;
@@ -183,6 +184,7 @@ unsafe impl<A: TableAlloc> Visit for RunCheck<'_, A> {
         self.a.table_ptr(table)
     }
 
+    #[inline(always)]
     fn enter(&mut self, e: &Entry) -> Result<Option<PhysAddr>, MapError> {
         let want = Descriptor::leaf(self.req.pa_of(e.first), self.req.attrs, e.level == 3).with_contiguous();
         match e.state {
@@ -232,6 +234,7 @@ unsafe impl<C: Config, A: TableAlloc> Visit for Commit<'_, C, A> {
         self.a.table_ptr(table)
     }
 
+    #[inline(always)]
     fn enter(&mut self, e: &Entry) -> Result<Option<PhysAddr>, Self::Error> {
         let deeper = e.level < self.deepest;
         match e.state {
@@ -250,6 +253,7 @@ unsafe impl<C: Config, A: TableAlloc> Visit for Commit<'_, C, A> {
         }
     }
 
+    #[inline(always)]
     fn leave(&mut self, e: &Entry, _next: PhysAddr) -> Result<(), Self::Error> {
         if let PteState::Staged(d) = e.state {
             // The new table's entries are written before the entry that publishes it.
@@ -287,6 +291,7 @@ unsafe impl<C: Config, A: TableAlloc> Visit for Rollback<'_, C, A> {
         self.a.table_ptr(table)
     }
 
+    #[inline(always)]
     fn enter(&mut self, e: &Entry) -> Result<Option<PhysAddr>, Self::Error> {
         match e.state {
             PteState::Staged(_) => {
@@ -328,6 +333,7 @@ unsafe impl<A: TableAlloc> Visit for FreeNew<'_, A> {
         self.a.table_ptr(table)
     }
 
+    #[inline(always)]
     fn enter(&mut self, e: &Entry) -> Result<Option<PhysAddr>, Self::Error> {
         match staged_table(e) {
             Some(child) if e.level + 1 < 3 => Ok(Some(child)),
@@ -339,6 +345,7 @@ unsafe impl<A: TableAlloc> Visit for FreeNew<'_, A> {
         }
     }
 
+    #[inline(always)]
     fn leave(&mut self, _e: &Entry, next: PhysAddr) -> Result<(), Self::Error> {
         self.a.free_table(next);
         Ok(())

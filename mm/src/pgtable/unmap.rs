@@ -7,7 +7,7 @@
 use core::cmp::{max, min};
 use core::marker::PhantomData;
 
-use super::walk::{walk, Entry, PteState, Visit};
+use super::walk::{table_is_empty, walk, Entry, PteState, Visit};
 use super::{Config, MapError, PhysAddr, TableAlloc, UnmapStats, VirtAddr};
 use arch::mutant::{self, Mutant};
 use arch::tlb::{Mapping, TlbInvalidate};
@@ -46,6 +46,7 @@ unsafe impl<C: Config, A: TableAlloc> Visit for SplitCheck<'_, C, A> {
         self.a.table_ptr(table)
     }
 
+    #[inline(always)]
     fn enter(&mut self, e: &Entry) -> Result<Option<PhysAddr>, MapError> {
         if let PteState::Table(next) = e.state {
             return Ok(Some(next));
@@ -112,6 +113,7 @@ unsafe impl<A: TableAlloc, T: TlbInvalidate> Visit for ClearLeaves<'_, A, T> {
         self.a.table_ptr(table)
     }
 
+    #[inline(always)]
     fn enter(&mut self, e: &Entry) -> Result<Option<PhysAddr>, Self::Error> {
         if let PteState::Table(next) = e.state {
             return Ok(Some(next));
@@ -172,7 +174,7 @@ impl<C: Config, A: TableAlloc, T: TlbInvalidate> FreeEmpty<'_, C, A, T> {
     /// lies inside the bounds. Clear → walk-cache invalidation → free.
     fn release(&mut self, e: &Entry, child: PhysAddr) {
         let (base, end) = (e.base(), e.end());
-        if base < self.bounds.0 || end > self.bounds.1 || !table_is_empty::<C, A>(self.a, child, e) {
+        if base < self.bounds.0 || end > self.bounds.1 || !table_is_empty::<C, _>(self, child, e.level + 1) {
             return;
         }
         e.write(0);
@@ -206,6 +208,7 @@ unsafe impl<C: Config, A: TableAlloc, T: TlbInvalidate> Visit for FreeEmpty<'_, 
         self.a.table_ptr(table)
     }
 
+    #[inline(always)]
     fn enter(&mut self, e: &Entry) -> Result<Option<PhysAddr>, Self::Error> {
         match e.state {
             // A pte table has no tables below it: only its own emptiness counts.
@@ -218,39 +221,9 @@ unsafe impl<C: Config, A: TableAlloc, T: TlbInvalidate> Visit for FreeEmpty<'_, 
         }
     }
 
+    #[inline(always)]
     fn leave(&mut self, e: &Entry, next: PhysAddr) -> Result<(), Self::Error> {
         self.release(e, next);
         Ok(())
-    }
-}
-
-/// Whether `table`, the table below entry `e`, has no non-zero entry.
-fn table_is_empty<C: Config, A: TableAlloc>(a: &A, table: PhysAddr, e: &Entry) -> bool {
-    let mut v = IsEmpty { a };
-    walk::<C, _>(&mut v, table, e.level + 1, e.base(), e.end()).is_ok()
-}
-
-/// Stops at the first non-zero entry.
-struct IsEmpty<'a, A> {
-    a: &'a A,
-}
-
-/// A non-zero entry was found.
-struct NotEmpty;
-
-// SAFETY: `table_ptr` is the tree allocator's; `enter` never descends and nothing is freed.
-unsafe impl<A: TableAlloc> Visit for IsEmpty<'_, A> {
-    type Error = NotEmpty;
-
-    #[inline(always)]
-    fn table_ptr(&self, table: PhysAddr) -> *mut u64 {
-        self.a.table_ptr(table)
-    }
-
-    fn enter(&mut self, e: &Entry) -> Result<Option<PhysAddr>, NotEmpty> {
-        if e.raw != 0 {
-            return Err(NotEmpty);
-        }
-        Ok(None)
     }
 }
