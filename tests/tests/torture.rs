@@ -46,7 +46,10 @@ struct Figures {
 
 fn figures(d: &mut DimmSession, cmd: &str) -> Figures {
     let t = d.guest(cmd);
-    let Some(line) = t.lines().find(|l| l.trim_start().starts_with("torture: ") && l.contains("ops=")) else {
+    let Some(line) = t
+        .lines()
+        .find(|l| l.trim_start().starts_with("torture: ") && l.contains("ops="))
+    else {
         d.fail(&format!("`{cmd}` printed no figures: {t}"));
     };
     let n = |k: &str| kv(line, k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(u64::MAX);
@@ -90,7 +93,10 @@ fn torture(g: Granule, gic: u32) {
     }
     let end = figures(&mut d, "torture stop");
     if end.violations != 0 || end.workers != 3 {
-        d.fail(&format!("at the end: violations={} workers={} (want 0 and 3)", end.violations, end.workers));
+        d.fail(&format!(
+            "at the end: violations={} workers={} (want 0 and 3)",
+            end.violations, end.workers
+        ));
     }
     let t = d.guest("meminfo check");
     if !t.contains("meminfo check: ok") {
@@ -106,8 +112,14 @@ cases! { torture =>
 }
 
 fn soak(g: Granule) {
-    let secs: u64 = std::env::var("HOTMEM_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(600);
-    let smp: u32 = std::env::var("HOTMEM_SOAK_SMP").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let secs: u64 = std::env::var("HOTMEM_SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    let smp: u32 = std::env::var("HOTMEM_SOAK_SMP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     let mut d = start(g, 3, smp, Duration::from_secs(secs + 600));
     let t = d.guest("torture start");
     if !t.contains("torture: started") {
