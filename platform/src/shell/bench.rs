@@ -171,7 +171,8 @@ fn report(size: u64, mom: bool, rounds: &[Round], reps: usize, bw: f64, freq: u6
             pre_per_gib,
             page_alloc::memmap_init().name(),
             first_alloc,
-            complete
+            complete,
+            if crate::workload::torture::running() { "torture" } else { "idle" }
         );
 }
 
