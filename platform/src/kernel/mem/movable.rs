@@ -17,7 +17,7 @@ use mm::migrate::{Handle, HandleError, Handles};
 use mm::pgtable::{Attrs, MapFlags};
 
 /// Movable allocations; migration and data access both hold this lock.
-pub static HANDLES: IrqSafeLock<Handles> = IrqSafeLock::new(Handles::new());
+pub static HANDLES: IrqSafeLock<Handles> = IrqSafeLock::new("handles", Handles::new());
 
 /// The fixed window VA of a movable allocation.
 pub fn movable_va(h: Handle) -> u64 {

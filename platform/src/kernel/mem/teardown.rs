@@ -63,7 +63,7 @@ fn cpu_tlb() -> CpuTlb {
 mod checker {
     use crate::kernel::sync::IrqSafeLock;
     use mm::teardown::TeardownChecker;
-    pub static CHECKER: IrqSafeLock<TeardownChecker> = IrqSafeLock::new(TeardownChecker::new());
+    pub static CHECKER: IrqSafeLock<TeardownChecker> = IrqSafeLock::new("teardown checker", TeardownChecker::new());
 }
 
 #[cfg(feature = "ktest")]

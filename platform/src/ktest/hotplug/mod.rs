@@ -105,7 +105,8 @@ fn checksum_workload(arg: u64) -> u64 {
 
 /// Each secondary CPU's workload buffer: the test puts it here, the workload takes it for its
 /// run and puts it back when told to stop.
-static WORKLOAD_BUFS: [spin::Mutex<Option<Pages>>; smp::MAX_CPUS] = [const { spin::Mutex::new(None) }; smp::MAX_CPUS];
+static WORKLOAD_BUFS: [crate::kernel::sync::Mutex<Option<Pages>>; smp::MAX_CPUS] =
+    [const { crate::kernel::sync::Mutex::new("workload buffers", None) }; smp::MAX_CPUS];
 
 static WORKLOAD_STOP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
