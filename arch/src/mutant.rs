@@ -65,10 +65,13 @@ pub enum Mutant {
     /// Hot-added memory's memmap is initialised at once after a (planted) failure to defer it:
     /// correct, but a fallback no test asked for.
     DeferMemmapFallsBack,
+    /// The hotplug cycle test counts a block's movable pages while holding the kernel page
+    /// table's lock: `kernel_pt` then `handles`, the reverse of the movable window's order.
+    LockInversion,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 22] = [
+    pub const ALL: [Mutant; 23] = [
         Mutant::UnisolateEarlyClear,
         Mutant::DimmZoneSplit,
         Mutant::DimmRemoveBehindDriver,
@@ -91,6 +94,7 @@ impl Mutant {
         Mutant::AltmapFallsBack,
         Mutant::ContRunPastEnd,
         Mutant::DeferMemmapFallsBack,
+        Mutant::LockInversion,
     ];
 
     /// The name used by `mutant=` and `HOTMEM_MUTANT`.
@@ -118,6 +122,7 @@ impl Mutant {
             Mutant::AltmapFallsBack => "altmap-falls-back",
             Mutant::ContRunPastEnd => "cont-run-past-end",
             Mutant::DeferMemmapFallsBack => "defer-memmap-falls-back",
+            Mutant::LockInversion => "lock-inversion",
         }
     }
 
@@ -219,7 +224,7 @@ mod tests {
             assert_eq!(Mutant::from_name(m.name()), Some(m));
         }
         assert_eq!(Mutant::from_name("no-such"), None);
-        let mut names: [&str; 22] = Mutant::ALL.map(Mutant::name);
+        let mut names: [&str; 23] = Mutant::ALL.map(Mutant::name);
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }

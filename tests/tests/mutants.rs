@@ -444,6 +444,16 @@ const GUEST_MUTANTS: &[GuestMutant] = &[
         append: "ktest.only=add_rolls_back_under_injected_faults",
         expect: "backing taken from elsewhere",
     },
+    // Two lock classes taken in the reverse of the kernel's order (the cycle test counting a
+    // block's movable pages under the kernel page table's lock, where the movable window takes
+    // `handles` then `kernel_pt`): the test build's lock checker stops the run with both chains.
+    GuestMutant {
+        granules: ALL,
+        name: "lock-inversion",
+        cpus: MAX,
+        append: "ktest.only=hotplug_cycles",
+        expect: "hotmem: FATAL lockdep: lock order inversion: kernel_pt -> handles here, handles -> kernel_pt earlier",
+    },
     // A contiguous vmemmap run past the end of the populated range: 16K/64K base pages (4K
     // backs a section's memmap with one PMD block).
     GuestMutant {
