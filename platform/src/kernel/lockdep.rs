@@ -20,9 +20,16 @@
 //! The checker allocates nothing and takes no checked lock: it runs inside other locks, the
 //! heap's among them. Its own graph lock is a plain `spin::Mutex`, taken with interrupts
 //! masked. Without the feature every hook is empty and the lock types are plain spin locks.
+//!
+//! This file sits below the console (whose locks it checks): it stops the kernel through the
+//! fatal path `main` hands it at boot ([`stop_with`]); before that, through a panic.
 
 #[cfg(feature = "lockdep")]
 mod graph;
+
+/// CPUs with a held stack: `smp::MAX_CPUS` (checked there).
+#[cfg_attr(not(feature = "lockdep"), allow(dead_code))]
+pub const CPUS: usize = 8;
 
 /// Most classes one CPU holds at once, in one context.
 #[cfg_attr(not(feature = "lockdep"), allow(dead_code))]
@@ -118,18 +125,30 @@ impl Drop for IrqContext {
     }
 }
 
-/// Print the lock order observed so far: one `lockdep: order a -> b` line per recorded edge
-/// (the test kernel prints it at the end of its run).
-#[cfg_attr(not(feature = "ktest"), allow(dead_code))]
-pub fn print_order() {
+/// How the checker stops the kernel (`exit::fatal_stop`, which prints `hotmem: FATAL <what>`).
+pub type Stop = fn(core::fmt::Arguments) -> !;
+
+/// Hand the checker the kernel's fatal path (at boot, before anything can break a rule).
+pub fn stop_with(stop: Stop) {
     #[cfg(feature = "lockdep")]
-    checker::print_order();
+    checker::STOP.call_once(|| stop);
+    #[cfg(not(feature = "lockdep"))]
+    let _ = stop;
+}
+
+/// The lock order observed so far: `f(a, b)` for each recorded `a → b` (the test kernel
+/// prints them at the end of its run). Nothing without the feature.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code))]
+pub fn for_each_order(f: impl FnMut(&'static str, &'static str)) {
+    #[cfg(feature = "lockdep")]
+    checker::for_each_order(f);
+    #[cfg(not(feature = "lockdep"))]
+    let _ = f;
 }
 
 #[cfg(feature = "lockdep")]
 mod checker {
-    use super::{graph::Graph, Class, Kind, MAX_HELD};
-    use crate::kernel::smp::MAX_CPUS;
+    use super::{graph::Graph, Class, Kind, Stop, CPUS, MAX_HELD};
     use aarch64_cpu::registers::DAIF;
     use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
     use tock_registers::interfaces::{Readable, Writeable};
@@ -144,19 +163,21 @@ mod checker {
         ids: [AtomicU8; MAX_HELD],
     }
 
-    static HELD: [CpuHeld; MAX_CPUS] = [const {
+    static HELD: [CpuHeld; CPUS] = [const {
         CpuHeld {
             depth: AtomicUsize::new(0),
             base: AtomicUsize::new(0),
             in_irq: AtomicUsize::new(0),
             ids: [const { AtomicU8::new(0) }; MAX_HELD],
         }
-    }; MAX_CPUS];
+    }; CPUS];
 
     // The checker's own lock: not a checked lock (it is taken inside the hooks).
     static GRAPH: spin::Mutex<Graph> = spin::Mutex::new(Graph::new());
     /// `KNOWN[a]` bit `b`: `a → b` is in the graph (read without the graph lock).
     static KNOWN: [AtomicU64; super::graph::MAX_CLASSES] = [const { AtomicU64::new(0) }; super::graph::MAX_CLASSES];
+    /// The kernel's fatal path ([`super::stop_with`]).
+    pub(super) static STOP: spin::Once<Stop> = spin::Once::new();
     /// Set once the checker stops the kernel: the stop path's own locking is not checked.
     static STOPPING: AtomicBool = AtomicBool::new(false);
 
@@ -302,14 +323,17 @@ mod checker {
 
     fn stop(what: core::fmt::Arguments) -> ! {
         STOPPING.store(true, Relaxed);
-        crate::kernel::exit::fatal_stop(what)
+        match STOP.get() {
+            Some(stop) => stop(what),
+            None => panic!("{what}"),
+        }
     }
 
-    pub(super) fn print_order() {
-        // A copy: printing takes the console's lock, whose check may need the graph lock.
+    pub(super) fn for_each_order(mut f: impl FnMut(&'static str, &'static str)) {
+        // A copy: `f` may print, and the console's lock check may need the graph lock.
         let g = masked(|| GRAPH.lock().clone());
         for (a, b) in g.edges() {
-            crate::println!("lockdep: order {} -> {}", g.name(a), g.name(b));
+            f(g.name(a), g.name(b));
         }
     }
 }

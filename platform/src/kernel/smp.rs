@@ -9,6 +9,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Most CPUs the kernel handles (per-CPU arrays are sized by it).
 pub const MAX_CPUS: usize = 8;
+// The lock checker sits below this file and keeps its own count of per-CPU held stacks.
+const _: () = assert!(crate::kernel::lockdep::CPUS == MAX_CPUS);
 const STACK_ORDER_BYTES: u64 = 64 << 10;
 
 /// Bit i set = CPU i is online.
