@@ -454,6 +454,15 @@ const GUEST_MUTANTS: &[GuestMutant] = &[
         append: "ktest.only=hotplug_cycles",
         expect: "hotmem: FATAL lockdep: lock order inversion: kernel_pt -> handles here, handles -> kernel_pt earlier",
     },
+    // An interrupt handler that allocates (the timer's): the heap's lock is a plain spin lock,
+    // which the lock checker refuses in interrupt context.
+    GuestMutant {
+        granules: ALL,
+        name: "irq-allocates",
+        cpus: MAX,
+        append: "ktest.only=timer_ticks_on_every_cpu",
+        expect: "hotmem: FATAL lockdep: irq-unsafe lock heap taken in interrupt context",
+    },
     // A contiguous vmemmap run past the end of the populated range: 16K/64K base pages (4K
     // backs a section's memmap with one PMD block).
     GuestMutant {
