@@ -65,6 +65,9 @@ pub enum Mutant {
     /// Hot-added memory's memmap is initialised at once after a (planted) failure to defer it:
     /// correct, but a fallback no test asked for.
     DeferMemmapFallsBack,
+    /// A CPU whose access to the movable window faults on a page under migration does not
+    /// wait for the migration: the fault is taken for a real one.
+    WriterDoesNotWait,
     /// The hotplug cycle test counts a block's movable pages while holding the kernel page
     /// table's lock: `kernel_pt` then `handles`, the reverse of the movable window's order.
     LockInversion,
@@ -73,7 +76,7 @@ pub enum Mutant {
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 24] = [
+    pub const ALL: [Mutant; 25] = [
         Mutant::UnisolateEarlyClear,
         Mutant::DimmZoneSplit,
         Mutant::DimmRemoveBehindDriver,
@@ -96,6 +99,7 @@ impl Mutant {
         Mutant::AltmapFallsBack,
         Mutant::ContRunPastEnd,
         Mutant::DeferMemmapFallsBack,
+        Mutant::WriterDoesNotWait,
         Mutant::LockInversion,
         Mutant::IrqAllocates,
     ];
@@ -125,6 +129,7 @@ impl Mutant {
             Mutant::AltmapFallsBack => "altmap-falls-back",
             Mutant::ContRunPastEnd => "cont-run-past-end",
             Mutant::DeferMemmapFallsBack => "defer-memmap-falls-back",
+            Mutant::WriterDoesNotWait => "writer-does-not-wait",
             Mutant::LockInversion => "lock-inversion",
             Mutant::IrqAllocates => "irq-allocates",
         }
@@ -228,7 +233,7 @@ mod tests {
             assert_eq!(Mutant::from_name(m.name()), Some(m));
         }
         assert_eq!(Mutant::from_name("no-such"), None);
-        let mut names: [&str; 24] = Mutant::ALL.map(Mutant::name);
+        let mut names: [&str; 25] = Mutant::ALL.map(Mutant::name);
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }

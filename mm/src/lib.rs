@@ -17,6 +17,9 @@ pub mod pgtable;
 pub mod size;
 pub mod sparse;
 pub mod teardown;
+/// Host doubles of the hotplug platform (mm's own tests; never in the kernel).
+#[cfg(all(feature = "testing", not(target_os = "none")))]
+pub mod testing;
 pub mod vmem;
 pub mod vmemmap;
 

@@ -35,6 +35,14 @@ pub mod flags {
     ];
 }
 
+/// [`flags::NAMES`] under a fixed symbol for debuggers: the GDB extension
+/// (`qemu/gdb/hotmem_gdb`) decodes `struct page` flags with this table, read from the ELF, so
+/// the names and bits are written down once, here. `#[used]` keeps it in the image although
+/// nothing in the kernel reads it.
+#[used]
+#[no_mangle]
+pub static HOTMEM_PAGE_FLAGS: [(u32, &str); flags::NAMES.len()] = flags::NAMES;
+
 /// Whether this build poisons uninitialised struct pages and asserts on every read of one.
 pub const POISON_CHECKS: bool = cfg!(any(test, feature = "poison"));
 
@@ -181,8 +189,11 @@ pub unsafe trait Memmap {
     unsafe fn init_pages(&self, pfn: u64, n: u64, page: Page) {
         let first = self.page(pfn);
         for i in 0..n as usize {
-            // SAFETY: inside the populated memmap of the range, exclusive (the caller's contract).
-            unsafe { first.add(i).write(page) };
+            // SAFETY: `first + i` stays inside the populated memmap of the range (the caller's
+            // contract), so the offset is within one mapped object.
+            let p = unsafe { first.add(i) };
+            // SAFETY: a live, aligned `struct page` of the range, exclusive (the caller's contract).
+            unsafe { p.write(page) };
         }
     }
 }

@@ -1,635 +1,16 @@
-//! Host tests of the hotplug core for every configuration. The platform double uses the real
-//! page-table engine (linear map, vmemmap), the real `vmemmap_populate`/`free` with altmaps, the
-//! real buddy over a host memmap, and real migration; it can fail the N-th fallible operation.
-//! Every page-table change, TLBI and free goes through the teardown checker and a 4-CPU TLB
-//! model: the CPUs touch every new mapping, and after each removal no CPU may still translate a
-//! removed VA nor walk a freed table page. Movable data is reached through a movable window
-//! (as the kernel's `stress` pages are), so migration re-points real translations: every CPU
-//! reads a block right before it moves, and none may reach the old frame afterwards.
+//! Host tests of the hotplug core for every configuration, against the platform double of
+//! [`mm::testing`] (the real page-table engine, vmemmap, buddy and migration, a teardown checker
+//! and a 4-CPU TLB model; it can fail the N-th fallible operation). Every operation of the
+//! [`Checked`] core is followed by the allocator's and the hotplug accounting's invariant checks.
 
-use std::cell::{Cell, RefCell, UnsafeCell};
-use std::collections::{BTreeMap, HashMap};
-use std::rc::Rc;
-
-use mm::altmap::Altmap;
-use mm::buddy::{AllocKind, BuddyError, MemmapInit, PageAlloc, Violation};
+use mm::buddy::{AllocKind, BuddyError, MemmapInit};
 use mm::geometry::*;
 use mm::hotplug::*;
-use mm::migrate::{move_window_block, offline_pages, Handle, Handles};
-use mm::page::{flags, Memmap, Page, ZoneId};
-use mm::pgtable::testing::{Checker, HostTables, ModelTlb};
-use mm::pgtable::*;
-use mm::sparse::{state, Sparse};
-use mm::teardown::TeardownChecker;
-use mm::vmemmap::{PageSource, Vmemmap};
+use mm::migrate::Handle;
+use mm::page::{flags, ZoneId};
+use mm::testing::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
-
-/// The struct pages of one section.
-type SectionPages = Box<[UnsafeCell<Page>]>;
-
-/// Host storage for the struct pages of populated sections. A fresh section holds
-/// [`Page::POISON`] (what uninitialised memory holds in the test builds). Every `page()` call
-/// (a struct page read or write by the allocator or the double) is counted, per PFN range.
-#[derive(Clone, Default)]
-struct HostMemmap {
-    sections: Rc<RefCell<BTreeMap<u64, SectionPages>>>,
-    pages_per_section: u64,
-    /// Struct page accesses (`page()` calls) so far.
-    accesses: Rc<Cell<u64>>,
-    /// Of those, to PFNs in `watched` ranges.
-    watched_accesses: Rc<Cell<u64>>,
-    watched: Rc<RefCell<Vec<(u64, u64)>>>,
-}
-
-impl HostMemmap {
-    /// The struct page of `pfn` as stored, bypassing the counters.
-    fn peek(&self, pfn: u64) -> Page {
-        let s = self.sections.borrow();
-        // SAFETY: a read of a live element; no `&mut` to it exists outside allocator calls.
-        unsafe { *s[&(pfn / self.pages_per_section)][(pfn % self.pages_per_section) as usize].get() }
-    }
-}
-
-// SAFETY: every populated section has its own boxed slice that never moves while present.
-unsafe impl Memmap for HostMemmap {
-    fn page(&self, pfn: u64) -> *mut Page {
-        self.accesses.set(self.accesses.get() + 1);
-        if self.watched.borrow().iter().any(|&(s, e)| (s..e).contains(&pfn)) {
-            self.watched_accesses.set(self.watched_accesses.get() + 1);
-        }
-        let s = self.sections.borrow();
-        s[&(pfn / self.pages_per_section)][(pfn % self.pages_per_section) as usize].get()
-    }
-    fn valid(&self, pfn: u64) -> bool {
-        self.sections.borrow().contains_key(&(pfn / self.pages_per_section))
-    }
-}
-
-/// Fake physical allocator for memmap backing when there is no altmap.
-#[derive(Default)]
-struct Source {
-    next: u64,
-    live: BTreeMap<u64, u32>,
-    page_size: u64,
-    checker: Option<Checker>,
-}
-
-impl PageSource for Source {
-    fn alloc_pages(&mut self, order: u32) -> Option<PhysAddr> {
-        let size = 4096u64 << (order + 4); // any alignment ≥ the granule's
-        let pa = (self.next.max(1 << 44)).next_multiple_of(size);
-        self.next = pa + size;
-        self.live.insert(pa, order);
-        Some(pa)
-    }
-    fn free_pages(&mut self, pa: PhysAddr, order: u32) {
-        assert_eq!(self.live.remove(&pa), Some(order));
-        if let Some(c) = &self.checker {
-            let _ = c.borrow_mut().freeing(pa, self.page_size << order);
-        }
-    }
-    fn altmap_free(&mut self, pa: PhysAddr, size: u64) {
-        if let Some(c) = &self.checker {
-            let _ = c.borrow_mut().freeing(pa, size);
-        }
-    }
-}
-
-/// CPUs of the TLB model.
-const NCPUS: usize = 4;
-
-struct Machine<C: Config> {
-    pt: PageTable<C>,
-    tables: HostTables,
-    source: Source,
-    tlb: ModelTlb,
-    checker: Checker,
-    sparse: Sparse,
-    memmap: HostMemmap,
-    alloc: PageAlloc<HostMemmap>,
-    handles: Handles,
-    /// Simulated contents of movable pages (pfn → value), moved by migration.
-    contents: HashMap<u64, u64>,
-    /// Fail the N-th fallible operation (0 = the next one).
-    fail_in: Option<u32>,
-    /// Run the allocator checker after every online and offline (off while counting struct
-    /// page accesses: the checker reads every initialised one).
-    check_each_op: bool,
-}
-
-impl<C: Config> Machine<C> {
-    fn new() -> Self {
-        let g = C::GEOM;
-        let checker: Checker = Rc::new(RefCell::new(TeardownChecker::with_config(
-            g.page_shift,
-            Self::linear_region(),
-        )));
-        let mut tables = HostTables::new(g.page_size());
-        tables.checker = Some(checker.clone());
-        let pt = PageTable::<C>::new(&mut tables).unwrap();
-        let mut tlb = ModelTlb::new(g.page_shift, true, NCPUS);
-        tlb.checker = Some(checker.clone());
-        let memmap = HostMemmap {
-            sections: Rc::default(),
-            pages_per_section: g.pages_per_section(),
-            ..HostMemmap::default()
-        };
-        let mut alloc = PageAlloc::new(memmap.clone(), g.max_order());
-        // No bits up front: every deferred add grows the bitmap (as the kernel's hot-adds above
-        // the boot RAM do).
-        alloc.enable_deferred(g, 0).unwrap();
-        // The window's first tables exist from the start (the kernel builds its window's tables
-        // at boot), so the table count of a test with a few handles is stable.
-        let mut pt = pt;
-        let va = Self::window_va(Handle(0));
-        pt.map(&mut tables, va, 0, g.page_size(), Attrs::NORMAL_RW, MapFlags::PAGES)
-            .unwrap();
-        pt.unmap_within(&mut tables, &mut tlb, va, g.page_size(), va, va + g.page_size())
-            .unwrap();
-        Machine {
-            pt,
-            tables,
-            source: Source {
-                page_size: g.page_size(),
-                checker: Some(checker.clone()),
-                ..Source::default()
-            },
-            tlb,
-            checker,
-            sparse: Sparse::new(g, 1 << 40),
-            alloc,
-            memmap,
-            handles: Handles::new(),
-            contents: HashMap::new(),
-            fail_in: None,
-            check_each_op: true,
-        }
-    }
-
-    fn injected(&mut self) -> Result<(), HotplugError> {
-        match self.fail_in {
-            Some(0) => {
-                self.fail_in = None;
-                Err(HotplugError::Injected)
-            }
-            Some(n) => {
-                self.fail_in = Some(n - 1);
-                Ok(())
-            }
-            None => Ok(()),
-        }
-    }
-
-    fn linear(pa: u64) -> u64 {
-        C::GEOM.ttbr1_base() + pa
-    }
-
-    fn linear_region() -> (u64, u64) {
-        let g = C::GEOM;
-        (g.ttbr1_base(), g.ttbr1_base() + (1 << (g.va_bits - 1)))
-    }
-
-    /// The movable window: handle `h` is mapped at `start + h * 2^WINDOW_ORDER pages` (orders
-    /// ≤ 3 unless a test widens it), after the vmemmap region.
-    fn window_va(h: Handle) -> u64 {
-        let g = C::GEOM;
-        Self::vmemmap_region().1 + ((h.0 as u64 * g.page_size()) << WINDOW_ORDER.with(Cell::get))
-    }
-
-    /// A movable allocation, mapped at its window VA (base pages, published by the engine).
-    fn alloc_movable(&mut self, order: u32) -> Option<Handle> {
-        let g = C::GEOM;
-        let h = self.handles.alloc(&mut self.alloc, order)?;
-        let (pfn, _) = self.handles.get(h).unwrap();
-        let size = g.page_size() << order;
-        self.pt
-            .map(
-                &mut self.tables,
-                Self::window_va(h),
-                pfn << g.page_shift,
-                size,
-                Attrs::NORMAL_RW,
-                MapFlags::PAGES,
-            )
-            .expect("map the movable window");
-        Some(h)
-    }
-
-    /// Unmap a movable allocation from the window (clear, invalidate), then free it.
-    fn free_movable(&mut self, h: Handle) {
-        let g = C::GEOM;
-        let (pfn, order) = self.handles.get(h).unwrap();
-        let (va, size) = (Self::window_va(h), g.page_size() << order);
-        self.pt
-            .unmap_within(&mut self.tables, &mut self.tlb, va, size, va, va + size)
-            .unwrap();
-        if let Err(v) = self.checker.borrow_mut().freeing(pfn << g.page_shift, size) {
-            panic!("teardown order violated freeing a movable page: {v}");
-        }
-        self.handles.free(&mut self.alloc, h).unwrap();
-    }
-
-    fn vmemmap_region() -> (u64, u64) {
-        let g = C::GEOM;
-        let start = Self::linear_region().1;
-        (start, start + (((1u64 << (g.va_bits - 1)) >> g.page_shift) * 64))
-    }
-
-    fn vmemmap(&mut self) -> Vmemmap<'_, C, HostTables, Source, ModelTlb> {
-        Vmemmap {
-            pt: &mut self.pt,
-            tables: &mut self.tables,
-            source: &mut self.source,
-            tlb: &mut self.tlb,
-            region: Self::vmemmap_region(),
-        }
-    }
-
-    /// Every CPU reads `[va, va + size)` at `stride` (and its last page), caching translations.
-    fn touch(&mut self, va: u64, size: u64, stride: u64) {
-        let page = C::GEOM.page_size();
-        for cpu in 0..NCPUS {
-            let mut v = va;
-            while v < va + size {
-                assert!(
-                    self.tlb.touch(cpu, &self.pt, &self.tables, v).is_some(),
-                    "cpu {cpu}: new mapping at {v:#x} faults"
-                );
-                v += stride;
-            }
-            self.tlb.touch(cpu, &self.pt, &self.tables, va + size - page);
-        }
-    }
-
-    /// No teardown-order violation so far, and no CPU walk cache points at a freed table page.
-    fn assert_teardown_ok(&self, after: &str) {
-        if let Some(v) = self.checker.borrow().violations.first() {
-            panic!("teardown order violated in {after}: {v}");
-        }
-        for (cpu, c) in self.tlb.cpus.iter().enumerate() {
-            if let Some(e) = c
-                .entries
-                .iter()
-                .find(|e| e.table && !self.tables.live_set().contains(&e.pa))
-            {
-                panic!(
-                    "TLB model after {after}: cpu {cpu} can still walk freed table page {:#x} (va {:#x})",
-                    e.pa, e.va
-                );
-            }
-        }
-    }
-
-    /// Nothing maps removed memory any more: checker (live/pending, PA and VA) and TLB model.
-    fn assert_removed(&mut self, pa: u64, size: u64) {
-        let g = C::GEOM;
-        let vm = (
-            Self::vmemmap_region().0 + (pa >> g.page_shift) * 64,
-            (size >> g.page_shift) * 64,
-        );
-        let lin = (Self::linear(pa), size);
-        {
-            let mut c = self.checker.borrow_mut();
-            let r = c
-                .released(pa, size)
-                .and_then(|_| c.quiescent(lin.0, lin.1))
-                .and_then(|_| c.quiescent(vm.0, vm.1));
-            if let Err(v) = r {
-                panic!("teardown order violated at the end of remove_memory: {v}");
-            }
-        }
-        for (what, (va, len)) in [("linear map", lin), ("memmap", vm)] {
-            if let Some((cpu, e)) = self.tlb.stale_leaf(va, len) {
-                panic!(
-                    "TLB model: cpu {cpu} can still translate removed {what} va {:#x} (leaf va {:#x} size {:#x})",
-                    va, e.va, e.size
-                );
-            }
-        }
-        self.assert_teardown_ok("remove_memory");
-    }
-
-    /// The page allocator's invariants over every populated section, with no offline in
-    /// progress (run by the double after every online and offline, failed or not).
-    fn check_alloc(&self) -> Result<(), Violation> {
-        let pps = C::GEOM.pages_per_section();
-        let ranges: Vec<(u64, u64)> = self.memmap.sections.borrow().keys().map(|&s| (s * pps, pps)).collect();
-        // Deferred (uninitialised) memmap only where there is memmap: nothing left behind by a
-        // removal or a rolled-back add.
-        let inside: u64 = ranges.iter().map(|&(s, n)| self.alloc.uninit_pages(s, n)).sum();
-        let all = self.alloc.uninit_pages(0, (1 << 40) >> C::GEOM.page_shift);
-        assert_eq!(inside, all, "deferred memmap marked where there is no memmap");
-        self.alloc.check(&ranges, true).map(|_| ())
-    }
-
-    fn assert_alloc_ok(&self, after: &str) {
-        if !self.check_each_op {
-            return;
-        }
-        if let Err(v) = self.check_alloc() {
-            panic!("page allocator invariant broken after {after}: {v}");
-        }
-    }
-
-    /// Everything that must return to baseline after a failed or undone operation.
-    fn snapshot(&self) -> (usize, usize, Vec<(usize, u8)>, usize, [mm::buddy::ZoneCounters; 2]) {
-        (
-            self.tables.live(),
-            self.source.live.len(),
-            self.sparse.iter_with(0xff).collect(),
-            self.memmap.sections.borrow().len(),
-            [
-                self.alloc.counters(ZoneId::Normal),
-                self.alloc.counters(ZoneId::Movable),
-            ],
-        )
-    }
-}
-
-impl<C: Config> HotplugOps for Machine<C> {
-    fn map_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
-        self.injected()?;
-        self.pt
-            .map(
-                &mut self.tables,
-                Self::linear(pa),
-                pa,
-                size,
-                Attrs::NORMAL_RW,
-                MapFlags::LARGEST,
-            )
-            .map_err(|_| HotplugError::NoMemory)?;
-        let stride = C::GEOM.pmd_size().min(size);
-        self.touch(Self::linear(pa), size, stride);
-        Ok(())
-    }
-
-    fn check_unmap_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
-        self.pt
-            .check_unmap(&self.tables, Self::linear(pa), size)
-            .map_err(|_| HotplugError::WouldSplitLeaf { pa })
-    }
-
-    fn unmap_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
-        let (lo, hi) = Self::linear_region();
-        let r = self
-            .pt
-            .unmap_within(&mut self.tables, &mut self.tlb, Self::linear(pa), size, lo, hi)
-            .map(|_| ())
-            .map_err(|_| HotplugError::WouldSplitLeaf { pa });
-        self.assert_teardown_ok("unmap_linear");
-        r
-    }
-
-    fn removed(&mut self, pa: u64, size: u64) {
-        self.assert_removed(pa, size);
-    }
-
-    fn populate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>) -> Result<(), HotplugError> {
-        self.injected()?;
-        let g = C::GEOM;
-        let start = Self::vmemmap_region().0 + section_pfn * 64;
-        self.vmemmap()
-            .populate(start, start + g.memmap_per_section(), altmap)
-            .map_err(|e| match e {
-                mm::vmemmap::VmemmapError::AltmapExhausted(_) => HotplugError::MemmapOnMemory("altmap exhausted"),
-                _ => HotplugError::NoMemory,
-            })?;
-        self.touch(start, g.memmap_per_section(), g.page_size());
-        let pages = (0..g.pages_per_section())
-            .map(|_| UnsafeCell::new(Page::POISON))
-            .collect();
-        self.memmap
-            .sections
-            .borrow_mut()
-            .insert(section_pfn / g.pages_per_section(), pages);
-        Ok(())
-    }
-
-    fn depopulate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>) {
-        let g = C::GEOM;
-        self.memmap
-            .sections
-            .borrow_mut()
-            .remove(&(section_pfn / g.pages_per_section()));
-        let start = Self::vmemmap_region().0 + section_pfn * 64;
-        self.vmemmap()
-            .free(start, start + g.memmap_per_section(), altmap)
-            .unwrap();
-        self.assert_teardown_ok("vmemmap_free");
-    }
-
-    fn init_memmap(&mut self, pfn: u64, nr: u64, block: BlockId) {
-        let page = Page {
-            block: block as u32,
-            flags: flags::RESERVED | flags::OFFLINE,
-            ..Page::INIT
-        };
-        // SAFETY: populated just before; nothing else reaches these pages yet (as the kernel).
-        unsafe { self.memmap.init_pages(pfn, nr, page) };
-    }
-
-    fn defer_memmap(&mut self, pfn: u64, nr: u64, _block: BlockId) {
-        self.alloc
-            .defer_memmap(pfn, nr)
-            .expect("deferral of a new block's memmap");
-    }
-
-    fn release_memmap(&mut self, pfn: u64, nr: u64) {
-        self.alloc
-            .memmap_removed(pfn, nr)
-            .expect("memmap removed while in a zone");
-    }
-
-    fn section_update(&mut self, nr: u64, set: u8, clear: u8) {
-        self.sparse.set(nr as usize, set);
-        self.sparse.clear(nr as usize, clear);
-    }
-
-    fn init_vmemmap_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) {
-        // As the kernel: through the allocator's accessor (the pages are not in the allocator).
-        for p in pfn..pfn + nr {
-            self.alloc
-                .update_page(p, |page| {
-                    page.flags = flags::VMEMMAP_SELF_HOSTED;
-                    page.zone = zone as u8;
-                })
-                .unwrap();
-        }
-    }
-
-    fn deinit_vmemmap_pages(&mut self, pfn: u64, nr: u64) {
-        for p in pfn..pfn + nr {
-            self.alloc
-                .update_page(p, |page| page.flags = flags::RESERVED | flags::OFFLINE)
-                .unwrap();
-        }
-    }
-
-    fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) -> Result<(), HotplugError> {
-        self.injected()?;
-        let r = self
-            .alloc
-            .online_range(zone, 0, pfn, nr)
-            .map(|_| ())
-            .map_err(HotplugError::Allocator);
-        self.assert_alloc_ok("online_pages");
-        r
-    }
-
-    fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId, target_below: u64) -> Result<(), HotplugError> {
-        self.injected()?;
-        let g = C::GEOM;
-        let Machine {
-            pt,
-            tables,
-            tlb,
-            checker,
-            alloc,
-            handles,
-            contents,
-            ..
-        } = self;
-        let r = offline_pages(
-            alloc,
-            handles,
-            pfn,
-            nr,
-            target_below,
-            |h, src, dst, order| {
-                let (va, size) = (Self::window_va(h), g.page_size() << order);
-                // Every CPU uses the block right up to the move.
-                for cpu in 0..NCPUS {
-                    assert_eq!(tlb.touch(cpu, pt, tables, va), Some(src << g.page_shift));
-                }
-                move_window_block(pt, tables, tlb, va, size, dst << g.page_shift, || {
-                    if let Some(v) = contents.remove(&src) {
-                        contents.insert(dst, v);
-                    }
-                })
-                .expect("move through the movable window");
-                for cpu in 0..NCPUS {
-                    for v in (va..va + size).step_by(g.page_size() as usize) {
-                        if let Some(pa) = tlb.translate(cpu, v) {
-                            panic!("TLB model: cpu {cpu} still translates migrated va {v:#x} to {pa:#x}");
-                        }
-                        assert_eq!(
-                            pt.walk(tables, v).leaf.map(|l| l.pa),
-                            Some((dst << g.page_shift) + (v - va)),
-                            "window va {v:#x} does not map the new frame"
-                        );
-                    }
-                }
-            },
-            |src, order| {
-                let _ = checker
-                    .borrow_mut()
-                    .freeing(src << g.page_shift, g.page_size() << order);
-            },
-        )
-        .map(|_| ())
-        .map_err(|e| HotplugError::from_offline(block, e));
-        self.assert_alloc_ok("offline_pages");
-        self.assert_teardown_ok("offline_pages");
-        r
-    }
-}
-
-/// Both sets of invariants: the allocator's and the hotplug accounting's.
-fn check_all<C: Config>(m: &Machine<C>, hp: &Hotplug) {
-    if let Err(v) = m.check_alloc() {
-        panic!("page allocator invariant broken after a hotplug operation: {v}");
-    }
-    if let Err(v) = hp.check() {
-        panic!("hotplug accounting invariant broken: {v}");
-    }
-}
-
-/// The hotplug core under test: every operation is followed by both invariant checks
-/// (`Deref` gives the rest of [`Hotplug`]).
-struct Checked(Hotplug);
-
-impl std::ops::Deref for Checked {
-    type Target = Hotplug;
-    fn deref(&self) -> &Hotplug {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Checked {
-    fn deref_mut(&mut self) -> &mut Hotplug {
-        &mut self.0
-    }
-}
-
-macro_rules! checked_ops {
-    ($($op:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
-        impl Checked {
-            $(fn $op<C: Config>(&mut self, m: &mut Machine<C>, $($arg: $ty),*) -> $ret {
-                let r = self.0.$op(m, $($arg),*);
-                check_all(m, &self.0);
-                r
-            })*
-        }
-    };
-}
-
-checked_ops! {
-    add_memory(group: Option<GroupId>, start: u64, size: u64, flags: AddFlags) -> Result<Vec<BlockId>, HotplugError>;
-    online_block(id: BlockId, t: OnlineType) -> Result<ZoneId, HotplugError>;
-    offline_block(id: BlockId) -> Result<(), HotplugError>;
-    offline_and_remove(start: u64, size: u64) -> Result<(), HotplugError>;
-    remove_memory(start: u64, size: u64) -> Result<(), HotplugError>;
-}
-
-thread_local! {
-    /// log2 of the pages of window VA per handle: the largest order a test maps.
-    static WINDOW_ORDER: Cell<u32> = const { Cell::new(3) };
-    /// The memmap initialisation mode [`boot`] gives the hotplug core (the `*_deferred`
-    /// matrix modules run every flow again with `Deferred`).
-    static MODE: Cell<MemmapInit> = const { Cell::new(MemmapInit::Eager) };
-}
-
-/// Run `f` with [`boot`] in deferred mode (used by `matrix_modes!`).
-fn with_deferred(f: impl FnOnce()) {
-    MODE.with(|m| m.set(MemmapInit::Deferred));
-    f();
-    MODE.with(|m| m.set(MemmapInit::Eager));
-}
-
-/// [`boot`] in `mode`.
-fn boot_in<C: Config>(mode: MemmapInit) -> (Machine<C>, Checked) {
-    let old = MODE.with(|m| m.replace(mode));
-    let r = boot::<C>();
-    MODE.with(|m| m.set(old));
-    r
-}
-
-/// A machine with 2 boot blocks (online NORMAL) right below the test range.
-fn boot<C: Config>() -> (Machine<C>, Checked) {
-    let g = C::GEOM;
-    let mut m = Machine::<C>::new();
-    let mut hp = Checked(Hotplug::new(g, 1 << 40));
-    hp.memmap_init = MODE.with(|m| m.get());
-    for id in 2..4 {
-        let pfn = id * g.pages_per_section();
-        m.populate_memmap(pfn, None).unwrap();
-        m.init_memmap(pfn, g.pages_per_section(), id);
-        m.section_update(id, state::PRESENT | state::HAS_MEMMAP | state::EARLY | state::ONLINE, 0);
-        m.alloc
-            .online_range(ZoneId::Normal, 0, pfn, g.pages_per_section())
-            .unwrap();
-        hp.add_boot_block(id);
-    }
-    hp.default_online = None;
-    (m, hp)
-}
-
-/// First hot-add address used by the tests: block 8.
-fn base<C: Config>() -> u64 {
-    8 * C::GEOM.section_size()
-}
 
 const MOM: AddFlags = AddFlags { memmap_on_memory: true };
 
@@ -1130,16 +511,82 @@ fn rollback_case<C: Config>(
     };
     let fail = |e: HotplugError| TestCaseError::fail(format!("{e}"));
     let g = C::GEOM;
-    let pps = g.pages_per_section();
-    let in8 = |p: u64| (8 * pps..9 * pps).contains(&p);
     let (mut m, mut hp) = boot::<C>();
-    let grp = hp.register_static_group(2 * pps);
+    let grp = hp.register_static_group(2 * g.pages_per_section());
     hp.add_memory(&mut m, Some(grp), base::<C>(), 2 * g.section_size(), MOM)
         .map_err(fail)?;
     for b in [8, 9] {
         hp.online_block(&mut m, b, OnlineType::Movable).map_err(fail)?;
     }
-    // Fill everything: movable data (a handle and a value), and pins (no handle) at random.
+    let (mut data, pins) = fill_with_data_and_pins(&mut m, max_order, pin_one_in, &mut rand);
+    prop_assert_eq!(
+        m.alloc.counters(ZoneId::Normal).free + m.alloc.counters(ZoneId::Movable).free,
+        0
+    );
+    leave_room(&mut m, &mut data, room_pct);
+    check_all(&m, &hp);
+    let (present, group) = (hp.present(), *hp.group(grp).unwrap());
+    let migrated = m.handles.migrated_pages;
+
+    let r = if remove {
+        hp.offline_and_remove(&mut m, base::<C>(), 2 * g.section_size())
+    } else {
+        hp.offline_block(&mut m, 8)
+    };
+    check_all(&m, &hp);
+    verify_data(&m, &data)?;
+    let moved = m.handles.migrated_pages - migrated;
+    check_offline_outcome(&m, r, remove, moved, &pins)?;
+    if r.is_err() {
+        for b in [8, 9] {
+            let blk = hp.block(b).unwrap();
+            prop_assert_eq!((blk.state, blk.zone), (BlockState::Online, Some(ZoneId::Movable)));
+        }
+        prop_assert_eq!((hp.present(), *hp.group(grp).unwrap()), (present, group));
+    }
+    allocate_every_free_page(&mut m)?;
+    check_all(&m, &hp);
+    if r.is_ok() {
+        return Ok(());
+    }
+    // Retry once room is made: free the pins and the data outside block 8.
+    for (p, o) in pins {
+        m.alloc.free(p, o).unwrap();
+    }
+    data.retain(|&(h, _)| {
+        let (pfn, _) = m.handles.get(h).unwrap();
+        if in_block8::<C>(pfn) {
+            return true;
+        }
+        m.contents.remove(&pfn);
+        m.free_movable(h);
+        false
+    });
+    hp.offline_block(&mut m, 8).map_err(fail)?;
+    check_all(&m, &hp);
+    verify_data(&m, &data)?;
+    prop_assert!(!m.handles.iter().any(|(_, p, _)| in_block8::<C>(p)));
+    Ok(())
+}
+
+/// Movable allocations: each handle and the value its data holds.
+type MovableData = Vec<(Handle, u64)>;
+
+/// Whether `pfn` is in block 8 (the block a rollback case offlines).
+fn in_block8<C: Config>(pfn: u64) -> bool {
+    let pps = C::GEOM.pages_per_section();
+    (8 * pps..9 * pps).contains(&pfn)
+}
+
+/// Fill everything: movable data (a handle and a value), and pins (no handle, `(pfn, order)`)
+/// one in `pin_one_in` at random, of random orders up to `max_order` (at most what is free).
+fn fill_with_data_and_pins<C: Config>(
+    m: &mut Machine<C>,
+    max_order: u32,
+    pin_one_in: Option<u64>,
+    rand: &mut impl FnMut(u64) -> u64,
+) -> (MovableData, Vec<(u64, u32)>) {
+    let g = C::GEOM;
     let (mut data, mut pins) = (Vec::new(), Vec::new());
     let mut next_value = 1u64;
     loop {
@@ -1170,21 +617,21 @@ fn rollback_case<C: Config>(
             next_value += 1;
         }
     }
-    prop_assert_eq!(
-        m.alloc.counters(ZoneId::Normal).free + m.alloc.counters(ZoneId::Movable).free,
-        0
-    );
-    // Room to migrate into: free data outside block 8 worth room_pct% of the data in it.
-    let in_block8: u64 = m
+    (data, pins)
+}
+
+/// Room to migrate into: free data outside block 8 worth `room_pct`% of the data in it.
+fn leave_room<C: Config>(m: &mut Machine<C>, data: &mut MovableData, room_pct: u64) {
+    let in_block8_pages: u64 = m
         .handles
         .iter()
-        .filter(|&(_, p, _)| in8(p))
+        .filter(|&(_, p, _)| in_block8::<C>(p))
         .map(|(_, _, o)| 1 << o)
         .sum();
     let mut room = 0;
     data.retain(|&(h, _)| {
         let (pfn, order) = m.handles.get(h).unwrap();
-        if in8(pfn) || room * 100 >= in_block8 * room_pct {
+        if in_block8::<C>(pfn) || room * 100 >= in_block8_pages * room_pct {
             return true;
         }
         room += 1 << order;
@@ -1192,27 +639,28 @@ fn rollback_case<C: Config>(
         m.free_movable(h);
         false
     });
-    check_all(&m, &hp);
-    let (present, group) = (hp.present(), *hp.group(grp).unwrap());
-    let migrated = m.handles.migrated_pages;
+}
 
-    let r = if remove {
-        hp.offline_and_remove(&mut m, base::<C>(), 2 * g.section_size())
-    } else {
-        hp.offline_block(&mut m, 8)
-    };
-    check_all(&m, &hp);
-    let verify = |m: &Machine<C>, data: &[(mm::migrate::Handle, u64)]| -> Result<(), TestCaseError> {
-        for &(h, v) in data {
-            let (pfn, _) = m.handles.get(h).unwrap();
-            prop_assert_eq!(m.contents.get(&pfn), Some(&v), "data of handle {:?} lost", h);
-        }
-        Ok(())
-    };
-    verify(&m, &data)?;
-    let moved = m.handles.migrated_pages - migrated;
+/// Every handle of `data` still reaches its value.
+fn verify_data<C: Config>(m: &Machine<C>, data: &[(Handle, u64)]) -> Result<(), TestCaseError> {
+    for &(h, v) in data {
+        let (pfn, _) = m.handles.get(h).unwrap();
+        prop_assert_eq!(m.contents.get(&pfn), Some(&v), "data of handle {:?} lost", h);
+    }
+    Ok(())
+}
+
+/// The offline (or offline-and-remove) succeeded with block 8 emptied, or was refused for a
+/// reason the case allows: a pin (`Busy` names one), or no room left (`moved` pages moved).
+fn check_offline_outcome<C: Config>(
+    m: &Machine<C>,
+    r: Result<(), HotplugError>,
+    remove: bool,
+    moved: u64,
+    pins: &[(u64, u32)],
+) -> Result<(), TestCaseError> {
     match r {
-        Ok(()) => prop_assert!(remove || !m.handles.iter().any(|(_, p, _)| in8(p))),
+        Ok(()) => prop_assert!(remove || !m.handles.iter().any(|(_, p, _)| in_block8::<C>(p))),
         Err(HotplugError::Busy { pfn, .. }) => {
             prop_assert!(pins.iter().any(|&(p, _)| p == pfn), "Busy names a pin, not {:#x}", pfn)
         }
@@ -1222,43 +670,19 @@ fn rollback_case<C: Config>(
                 prop_assert_eq!(n, moved);
             }
         }
-        Err(e) => return Err(fail(e)),
+        Err(e) => return Err(TestCaseError::fail(format!("{e}"))),
     }
-    if r.is_err() {
-        for b in [8, 9] {
-            let blk = hp.block(b).unwrap();
-            prop_assert_eq!((blk.state, blk.zone), (BlockState::Online, Some(ZoneId::Movable)));
-        }
-        prop_assert_eq!((hp.present(), *hp.group(grp).unwrap()), (present, group));
-    }
-    // All free memory can be allocated (each page once) and freed again.
+    Ok(())
+}
+
+/// All free memory can be allocated (each page once) and freed again.
+fn allocate_every_free_page<C: Config>(m: &mut Machine<C>) -> Result<(), TestCaseError> {
     let free = m.alloc.counters(ZoneId::Normal).free + m.alloc.counters(ZoneId::Movable).free;
     let all: Vec<u64> = std::iter::from_fn(|| m.alloc.alloc(0, AllocKind::Movable)).collect();
     prop_assert_eq!(all.len() as u64, free);
     for p in all {
         m.alloc.free(p, 0).unwrap();
     }
-    check_all(&m, &hp);
-    if r.is_ok() {
-        return Ok(());
-    }
-    // Retry once room is made: free the pins and the data outside block 8.
-    for (p, o) in pins {
-        m.alloc.free(p, o).unwrap();
-    }
-    data.retain(|&(h, _)| {
-        let (pfn, _) = m.handles.get(h).unwrap();
-        if in8(pfn) {
-            return true;
-        }
-        m.contents.remove(&pfn);
-        m.free_movable(h);
-        false
-    });
-    hp.offline_block(&mut m, 8).map_err(fail)?;
-    check_all(&m, &hp);
-    verify(&m, &data)?;
-    prop_assert!(!m.handles.iter().any(|(_, p, _)| in8(p)));
     Ok(())
 }
 

@@ -4,7 +4,6 @@
 //! invalidate → free) checked by `TeardownChecker`, including a deliberately wrong order.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use arch::tlb::{Mapping, TlbInvalidate};
@@ -13,54 +12,18 @@ use mm::geometry::*;
 use mm::pgtable::testing::{Checker, HostTables, ModelTlb};
 use mm::pgtable::*;
 use mm::teardown::{TeardownChecker, ViolationKind};
+use mm::testing::BumpSource;
 use mm::vmemmap::{PageSource, Vmemmap, VmemmapError};
 
 /// The checker is fed by the doubles: `HostTables` (entries made valid, table frees),
-/// `ModelTlb` (clears, and every TLBI decoded from its operand), `Source` (backing frees).
+/// `ModelTlb` (clears, and every TLBI decoded from its operand), `BumpSource` (backing frees).
 type CheckedTables = HostTables;
 type CheckedTlb = ModelTlb;
-
-/// A fake physical allocator (PAs are never dereferenced): naturally aligned blocks from a
-/// bump pointer, with exact accounting, an optional budget, and checked frees.
-struct Source {
-    next: u64,
-    page: u64,
-    live: BTreeMap<u64, u32>,
-    budget: Option<u32>,
-    checker: Checker,
-}
-
-impl PageSource for Source {
-    fn alloc_pages(&mut self, order: u32) -> Option<PhysAddr> {
-        if let Some(b) = &mut self.budget {
-            if *b == 0 {
-                return None;
-            }
-            *b -= 1;
-        }
-        let size = self.page << order;
-        let pa = self.next.next_multiple_of(size);
-        self.next = pa + size;
-        self.live.insert(pa, order);
-        Some(pa)
-    }
-    fn free_pages(&mut self, pa: PhysAddr, order: u32) {
-        assert_eq!(
-            self.live.remove(&pa),
-            Some(order),
-            "free of {pa:#x} order {order}: not allocated so"
-        );
-        let _ = self.checker.borrow_mut().freeing(pa, self.page << order);
-    }
-    fn altmap_free(&mut self, pa: PhysAddr, size: u64) {
-        let _ = self.checker.borrow_mut().freeing(pa, size);
-    }
-}
 
 struct Rig<C: Config> {
     pt: PageTable<C>,
     tables: CheckedTables,
-    source: Source,
+    source: BumpSource,
     tlb: CheckedTlb,
     checker: Checker,
     region: (u64, u64),
@@ -80,13 +43,7 @@ impl<C: Config> Rig<C> {
         let mut rig = Rig {
             pt,
             tables,
-            source: Source {
-                next: 1 << 40,
-                page: g.page_size(),
-                live: BTreeMap::new(),
-                budget: None,
-                checker: checker.clone(),
-            },
+            source: BumpSource::new(g.page_size(), 1 << 40, checker.clone()),
             tlb: {
                 let mut t = ModelTlb::new(g.page_shift, true, 1);
                 t.checker = Some(checker.clone());
@@ -107,7 +64,7 @@ impl<C: Config> Rig<C> {
         rig
     }
 
-    fn vmemmap(&mut self) -> Vmemmap<'_, C, CheckedTables, Source, CheckedTlb> {
+    fn vmemmap(&mut self) -> Vmemmap<'_, C, CheckedTables, BumpSource, CheckedTlb> {
         Vmemmap {
             pt: &mut self.pt,
             tables: &mut self.tables,

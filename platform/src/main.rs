@@ -104,7 +104,7 @@ struct Machine {
     dtb_pa: u64,
     cmdline: alloc::string::String,
     opts: cmdline::Options,
-    cmdline_warnings: alloc::vec::Vec<alloc::string::String>,
+    cmdline_warnings: alloc::vec::Vec<cmdline::CmdlineWarning>,
     /// RAM that `mem=` held back (for `probe`).
     held_back: alloc::vec::Vec<dtb::Range>,
     /// RAM the linear map cannot reach.

@@ -426,15 +426,10 @@ pub fn script_end_note(o: &Options) -> Option<String> {
 /// Why a host command cannot work in `boot` mode: DIMMs and the power button are the ACPI
 /// GED's, which QEMU's `virt` creates only for firmware (`-bios`) boots.
 pub fn host_command_needs_firmware(cmd: &HostCommand, boot: BootMode) -> Option<String> {
-    let what = match cmd {
-        HostCommand::Plug { .. } => ":plug",
-        HostCommand::Unplug { .. } => ":unplug",
-        HostCommand::Powerdown => ":powerdown",
-        _ => return None,
-    };
+    let what = cmd.needs_ged()?;
     (!boot.is_firmware()).then(|| {
         format!(
-            "{what} needs --boot firmware: QEMU gives the machine its ACPI GED (DIMM hotplug, \
+            ":{what} needs --boot firmware: QEMU gives the machine its ACPI GED (DIMM hotplug, \
              power button) only when the kernel is loaded with -bios, not with --boot {boot}"
         )
     })

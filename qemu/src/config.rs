@@ -381,6 +381,16 @@ pub const DEFAULT_DIMM_SLOTS: u32 = 8;
 /// Room for DIMMs the runner configures in firmware mode: `maxmem = RAM + this`.
 pub const DEFAULT_DIMM_ROOM: u64 = 32 << 30;
 
+/// A non-zero size in bytes as host commands and `--virtio-mem` take it
+/// ([`mm::size::parse_size`]): decimal or `0x` hex, optional `_` separators and K/M/G/T suffix.
+pub fn parse_nonzero_size(s: &str) -> Result<u64, String> {
+    match parse_size(s.trim()) {
+        Ok(0) => Err(format!("size `{s}` must be larger than zero")),
+        Ok(v) => Ok(v),
+        Err(_) => Err(format!("`{s}` is not a size (examples: 1G, 512M, 0x8000000)")),
+    }
+}
+
 /// Bytes of a size in QEMU's spelling (`1G`, `512M`; a bare number is MiB).
 pub fn mem_size_bytes(s: &str) -> Option<u64> {
     let t = s.trim();
@@ -438,6 +448,18 @@ pub fn parse_mem_size(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nonzero_sizes() {
+        assert_eq!(parse_nonzero_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_nonzero_size("128m").unwrap(), 128 << 20);
+        assert_eq!(parse_nonzero_size("0x8000000").unwrap(), 128 << 20);
+        assert_eq!(parse_nonzero_size("1_073_741_824").unwrap(), 1 << 30);
+        assert!(parse_nonzero_size("0x10M").is_err());
+        assert!(parse_nonzero_size("0").is_err());
+        assert!(parse_nonzero_size("lots").is_err());
+        assert!(parse_nonzero_size("99999999999T").is_err());
+    }
 
     #[test]
     fn matrix_has_seven_builds_with_design_levels() {

@@ -1,10 +1,10 @@
 //! The DIMM hotplug protocol as QEMU sees it, checked request by request rather than by its
 //! outcome alone.
 //!
-//! The QMP client ([`crate::qmp::Qmp`]) keeps every `ACPI_DEVICE_OST` and `DEVICE_DELETED`
-//! event in arrival order; the DIMM host commands ([`crate::host_cmd::plug`],
-//! [`crate::host_cmd::unplug`]) and `system_reset` record each request at the sequence number
-//! of the next event. A request's *window* is the events from its own sequence number up to the
+//! [`DimmProtocol`] observes the QMP connection ([`crate::qmp::EventObserver`]) and keeps every
+//! `ACPI_DEVICE_OST` and `DEVICE_DELETED` event in arrival order; the DIMM host commands
+//! ([`crate::host_cmd::dimm`]: plug, unplug, `system_reset`) record each request at the
+//! sequence number of the next event. A request's *window* is the events from its own sequence number up to the
 //! next request's. The rules, for each request:
 //!
 //! - `device_add` of a pc-dimm: exactly one source-1 (insert) `_OST` for the device;
@@ -16,8 +16,7 @@
 //!
 //! Both events are on one socket in QEMU's emission order, so the order check has no race.
 
-use crate::host_cmd::{OST_SOURCE_EJECT, OST_SOURCE_INSERT};
-use crate::qmp::QmpEvent;
+use crate::qmp::{EventObserver, QmpEvent, OST_SOURCE_EJECT, OST_SOURCE_INSERT};
 
 /// A hotplug request, at the sequence number the next event would get when it was sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,14 +76,16 @@ pub struct DimmProtocol {
 /// Events kept at most (a long interactive session drops the oldest requests' evidence).
 const MAX_EVENTS: usize = 100_000;
 
-impl DimmProtocol {
+impl EventObserver for DimmProtocol {
     /// Keeps `e` if it is a hotplug event.
-    pub fn record_event(&mut self, e: &QmpEvent) {
+    fn observe(&mut self, e: &QmpEvent) {
         if matches!(e.name.as_str(), "ACPI_DEVICE_OST" | "DEVICE_DELETED") && self.events.len() < MAX_EVENTS {
             self.events.push(e.clone());
         }
     }
+}
 
+impl DimmProtocol {
     pub fn record(&mut self, r: Request) {
         self.requests.push(r);
     }
@@ -211,7 +212,7 @@ mod tests {
             p.record(r);
         }
         for e in &events {
-            p.record_event(e);
+            p.observe(e);
         }
         p
     }

@@ -216,14 +216,33 @@ pub fn qemu_once(policy: InstallPolicy) -> Result<Qemu, String> {
     .clone()
 }
 
+/// The debugger: any gdb with aarch64 support; Debian's is `gdb-multiarch`.
+pub const GDB_BINARY: &str = "gdb-multiarch";
+
+/// Environment variable naming another gdb binary.
+pub const GDB_ENV: &str = "HOTMEM_GDB";
+
+/// The debugger to use: `$HOTMEM_GDB` (it must be an executable), else `gdb-multiarch` from
+/// `PATH`; `Ok(None)` when there is none. Installing it: [`ensure_gdb`].
+pub fn find_gdb() -> Result<Option<PathBuf>, String> {
+    if let Some(v) = std::env::var_os(GDB_ENV).filter(|v| !v.is_empty()) {
+        let name = v.to_string_lossy().into_owned();
+        return match which(&name) {
+            Some(p) => Ok(Some(p)),
+            None => Err(format!("${GDB_ENV} is `{name}`, which is not an executable file")),
+        };
+    }
+    Ok(which(GDB_BINARY))
+}
+
 /// The commands that install `gdb-multiarch` (Debian's gdb with aarch64 support).
 pub fn gdb_install_commands() -> Vec<String> {
     vec!["apt-get update".into(), "apt-get install -y gdb-multiarch".into()]
 }
 
 fn gdb_missing(howto_only: bool) -> String {
-    let env = crate::gdb::GDB_ENV;
-    let gdb = crate::gdb::GDB_BINARY;
+    let env = GDB_ENV;
+    let gdb = GDB_BINARY;
     let how = format!("install it (as root):\n  {}", gdb_install_commands().join("\n  "));
     if howto_only {
         format!("{gdb} not found on PATH (or set ${env}); {how}")
@@ -234,20 +253,20 @@ fn gdb_missing(howto_only: bool) -> String {
     }
 }
 
-/// The debugger (see [`crate::gdb::find_gdb`]), or an error giving the exact commands that
+/// The debugger (see [`find_gdb`]), or an error giving the exact commands that
 /// install it. Installs nothing.
 pub fn find_gdb_or_howto() -> Result<PathBuf, String> {
-    crate::gdb::find_gdb()?.ok_or_else(|| gdb_missing(true))
+    find_gdb()?.ok_or_else(|| gdb_missing(true))
 }
 
 /// Finds the debugger, installing `gdb-multiarch` with apt-get first when it is missing and
 /// `policy` allows (root with apt-get), as [`ensure_qemu`] does for QEMU. The error text gives
 /// the exact commands to run.
 pub fn ensure_gdb(policy: InstallPolicy) -> Result<PathBuf, String> {
-    if let Some(p) = crate::gdb::find_gdb()? {
+    if let Some(p) = find_gdb()? {
         return Ok(p);
     }
-    let gdb = crate::gdb::GDB_BINARY;
+    let gdb = GDB_BINARY;
     if !(policy == InstallPolicy::IfRoot && is_root() && which("apt-get").is_some()) {
         return Err(gdb_missing(policy == InstallPolicy::Never));
     }
@@ -256,7 +275,7 @@ pub fn ensure_gdb(policy: InstallPolicy) -> Result<PathBuf, String> {
     if !apt(&["install", "-y", gdb]) {
         return Err(format!("apt-get install -y {gdb} failed; {}", gdb_missing(true)));
     }
-    crate::gdb::find_gdb()?.ok_or_else(|| format!("{gdb} still not found after installing; {}", gdb_missing(true)))
+    find_gdb()?.ok_or_else(|| format!("{gdb} still not found after installing; {}", gdb_missing(true)))
 }
 
 /// [`ensure_gdb`] once per process; prints `gdb: <path>` to stderr the first time.

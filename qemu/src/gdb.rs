@@ -16,8 +16,7 @@ use crate::console::Console;
 use crate::run::{free_gdb_port, QemuRun};
 use crate::util::shell_join;
 
-/// The debugger: any gdb with aarch64 support; Debian's is `gdb-multiarch`.
-pub const GDB_BINARY: &str = "gdb-multiarch";
+pub use crate::discover::{find_gdb, GDB_BINARY, GDB_ENV};
 
 /// `<workspace>/qemu/gdb`: the gdbinit and the `hotmem_gdb` python package.
 pub fn gdb_dir(workspace: &Path) -> PathBuf {
@@ -48,20 +47,10 @@ pub fn session_command(workspace: &Path, elf: &Path, port: u16) -> String {
     shell_join(&w)
 }
 
-/// Environment variable naming another gdb binary.
-pub const GDB_ENV: &str = "HOTMEM_GDB";
-
-/// The debugger to use: `$HOTMEM_GDB` (it must be an executable), else `gdb-multiarch` from
-/// `PATH`; `Ok(None)` when there is none. Installing it: [`crate::discover::ensure_gdb`].
-pub fn find_gdb() -> Result<Option<PathBuf>, String> {
-    if let Some(v) = std::env::var_os(GDB_ENV).filter(|v| !v.is_empty()) {
-        let name = v.to_string_lossy().into_owned();
-        return match crate::discover::which(&name) {
-            Some(p) => Ok(Some(p)),
-            None => Err(format!("${GDB_ENV} is `{name}`, which is not an executable file")),
-        };
-    }
-    Ok(crate::discover::which(GDB_BINARY))
+/// The gdb command that attaches to a `--gdb` run, with the project's gdbinit (python `hm-*`
+/// commands) and the kernel's symbols: see [`session_command`].
+pub fn gdb_command(elf: &Path, port: u16) -> String {
+    session_command(&crate::kernel::workspace_root(), elf, port)
 }
 
 /// Marker echoed before each [`GdbBatch::step`] so the output can be split per step.
@@ -344,6 +333,16 @@ mod tests {
             b.command_line(),
             "gdb-multiarch -nx -batch -x /ws/qemu/gdb/gdbinit -ex 'hm-connect 4321' \
              -ex 'echo \\n@@hm-step walk\\n' -ex 'hm-walk 0x1' -ex detach /ws/k.elf"
+        );
+    }
+
+    #[test]
+    fn attach_command() {
+        let cmd = gdb_command(Path::new("/ws/k.elf"), 1234);
+        assert!(cmd.starts_with("gdb-multiarch -q -x "), "{cmd}");
+        assert!(
+            cmd.ends_with("/qemu/gdb/gdbinit -ex 'hm-connect 1234' /ws/k.elf"),
+            "{cmd}"
         );
     }
 

@@ -20,12 +20,14 @@
 //! to the guest as `\r`), with the same `:` rule per line.
 
 use std::io::{self, IsTerminal, Read, Write};
-use std::process::{Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::host_cmd::ledger::unplugs_open;
 use crate::host_cmd::{exit_report, reap_late_unplugs, run_host_line, After, HostTimeouts};
 use crate::qmp::{Qmp, DEFAULT_CONNECT_TIMEOUT};
 use crate::run::QemuRun;
@@ -151,6 +153,72 @@ impl LineState {
     }
 }
 
+/// Copies QEMU's output to this terminal as it comes, noting when it last came (ms since
+/// `started`) in `last`.
+fn relay_output(mut from_qemu: ChildStdout, started: Instant, last: Arc<AtomicU64>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match from_qemu.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let mut o = io::stdout().lock();
+                    let _ = o.write_all(&buf[..n]);
+                    let _ = o.flush();
+                    last.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    })
+}
+
+/// The run's QMP connection, or `None` (said on stderr) when QEMU exited or did not answer.
+fn connect_qmp(path: &Path, child: &mut Child) -> Option<Qmp> {
+    let alive = || match child.try_wait() {
+        Ok(Some(st)) => Err(format!("QEMU exited ({st})")),
+        _ => Ok(()),
+    };
+    Qmp::connect(path, DEFAULT_CONNECT_TIMEOUT, alive)
+        .map_err(|e| eprintln!("hotmem: {e}; host (:) commands are unavailable"))
+        .ok()
+}
+
+/// Sends this terminal's input to `tx` in chunks as it comes, until it ends.
+fn read_stdin(tx: mpsc::Sender<Vec<u8>>) {
+    thread::spawn(move || {
+        let mut stdin = io::stdin().lock();
+        let mut buf = [0u8; 256];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    });
+}
+
+/// Lets the guest print its lines about a host command (`dimm: ...`, which follow the _OST)
+/// so they do not run into ours: at least 150 ms, then until a 100 ms pause in its output
+/// (`last_output`, ms since `started`), 1 s at most.
+fn wait_for_a_pause(started: Instant, last_output: &AtomicU64) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(1) {
+        let quiet = started.elapsed().as_millis() as u64 >= last_output.load(Ordering::Relaxed) + 100;
+        if quiet && t.elapsed() >= Duration::from_millis(150) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Runs QEMU with its console relayed to this terminal and host commands caught; SIGKILL at
 /// the run's timeout. Returns the exit status and whether the timeout killed QEMU.
 ///
@@ -174,55 +242,14 @@ pub fn run_interactive(run: &QemuRun) -> io::Result<(ExitStatus, bool)> {
     let started = Instant::now();
     let deadline = run.timeout.map(|t| started + t);
     let mut to_qemu = child.stdin.take().expect("piped stdin");
-    let mut from_qemu = child.stdout.take().expect("piped stdout");
+    let from_qemu = child.stdout.take().expect("piped stdout");
     // When guest output last arrived (ms since `started`), so host output can wait for a pause.
     let last_output = Arc::new(AtomicU64::new(0));
-    let last = last_output.clone();
-    let copier = thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        loop {
-            match from_qemu.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    let mut o = io::stdout().lock();
-                    let _ = o.write_all(&buf[..n]);
-                    let _ = o.flush();
-                    last.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-    });
-    let mut qmp = match Qmp::connect(&path, DEFAULT_CONNECT_TIMEOUT, || match child.try_wait() {
-        Ok(Some(st)) => Err(format!("QEMU exited ({st})")),
-        _ => Ok(()),
-    }) {
-        Ok(q) => Some(q),
-        Err(e) => {
-            eprintln!("hotmem: {e}; host (:) commands are unavailable");
-            None
-        }
-    };
-
+    let copier = relay_output(from_qemu, started, last_output.clone());
+    let mut qmp = connect_qmp(&path, &mut child);
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
     let _term = RawTerminal::enter();
-    thread::spawn(move || {
-        let mut stdin = io::stdin().lock();
-        let mut buf = [0u8; 256];
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if tx.send(buf[..n].to_vec()).is_err() {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-    });
+    read_stdin(tx);
 
     let mut state = LineState::default();
     let mut stdin_open = true;
@@ -235,10 +262,7 @@ pub fn run_interactive(run: &QemuRun) -> io::Result<(ExitStatus, bool)> {
             break (child.wait()?, true);
         }
         // An eject the runner stopped waiting for: delete its backend as soon as it comes.
-        if let Some(q) = qmp
-            .as_mut()
-            .filter(|q| !q.ledger.pending_unplugs.is_empty() || !q.ledger.late_deletes.is_empty())
-        {
+        if let Some(q) = qmp.as_mut().filter(|q| unplugs_open(q)) {
             for l in reap_late_unplugs(q) {
                 out(&format!("\n{l}\n"));
             }
@@ -270,18 +294,7 @@ pub fn run_interactive(run: &QemuRun) -> io::Result<(ExitStatus, bool)> {
                         Some(q) => {
                             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
                             let reply = run_host_line(q, &line, HostTimeouts::default().capped(left));
-                            // Let the guest print its lines about it (`dimm: ...`, which
-                            // follow the _OST) so they do not run into ours: at least 150 ms,
-                            // then until a 100 ms pause in its output, 1 s at most.
-                            let t = Instant::now();
-                            while t.elapsed() < Duration::from_secs(1) {
-                                let quiet =
-                                    started.elapsed().as_millis() as u64 >= last_output.load(Ordering::Relaxed) + 100;
-                                if quiet && t.elapsed() >= Duration::from_millis(150) {
-                                    break;
-                                }
-                                thread::sleep(Duration::from_millis(10));
-                            }
+                            wait_for_a_pause(started, &last_output);
                             out(&reply.text());
                             reply.after
                         }

@@ -7,12 +7,16 @@
 //! - [`run`]: [`QemuRun`], a configuration turned into a QEMU command line and run.
 //! - [`console`]: driving the guest console non-interactively with a deadline and SIGKILL.
 //! - [`gdb`]: the gdb-multiarch command line with the project's gdbinit, batch gdb for tests.
-//! - [`qmp`]: a typed QMP client (unix socket), used for DIMM hotplug.
-//! - [`host_cmd`]: the runner's host commands (`:plug`, `:unplug`, `:dimms`, `:qmp`, ...).
+//! - [`qmp`]: the QMP transport (unix socket): commands, replies, events and their observers.
+//! - [`host_cmd`]: the runner's host commands (`:plug`, `:unplug`, `:dimms`, `:vmem`, `:qmp`,
+//!   ...), a file per device type; [`dimm_protocol`]: the DIMM protocol check.
 //! - [`session`]: QEMU + console + QMP in one ([`Session`]): `--exec` with host commands, the
 //!   DIMM scenario tests; [`interactive`]: the terminal runner with host commands.
 //! - [`cli`]: the options of the `hotmem` runner binary; [`bench`]: the benchmark driver's records,
 //!   comparison, plot and docs section.
+//!
+//! Arrows point down, from the binaries to [`run`] and the base (docs/runner.md, "Code map of
+//! the host crate"); no two files import each other.
 //!
 //! A typical driven run:
 //! ```text

@@ -63,13 +63,13 @@ impl VirtioMem {
     /// Parses `SIZE[,block=SIZE,requested=SIZE,node=N]`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut parts = s.split(',');
-        let size =
-            crate::host_cmd::parse_size(parts.next().unwrap_or("")).map_err(|e| format!("--virtio-mem {s}: {e}"))?;
+        let size = crate::config::parse_nonzero_size(parts.next().unwrap_or(""))
+            .map_err(|e| format!("--virtio-mem {s}: {e}"))?;
         let mut v = VirtioMem::new(size);
         for p in parts {
             let bad = |e: String| format!("--virtio-mem {s}: {e}");
             match p.split_once('=') {
-                Some(("block", b)) => v.block = Some(crate::host_cmd::parse_size(b).map_err(bad)?),
+                Some(("block", b)) => v.block = Some(crate::config::parse_nonzero_size(b).map_err(bad)?),
                 Some(("requested", r)) => {
                     v.requested = Some(
                         mm::size::parse_size(r.trim())
@@ -97,7 +97,7 @@ impl VirtioMem {
     /// `granule`'s memory block, and `nodes` NUMA nodes. One line naming the value and what
     /// would be accepted.
     pub fn check(&self, granule: crate::config::Granule, nodes: u32) -> Result<(), String> {
-        use crate::host_cmd::Size;
+        use mm::size::Size;
         let mb = granule.memory_block_size();
         let block = self.block.unwrap_or(QEMU_DEFAULT_BLOCK);
         let this = self.spec();
@@ -151,7 +151,7 @@ impl VirtioMem {
 
     /// The option's value as given back: `SIZE[,block=..][,requested=..][,node=..]`.
     fn spec(&self) -> String {
-        use crate::host_cmd::Size;
+        use mm::size::Size;
         let mut s = format!("{}", Size(self.size));
         if let Some(b) = self.block {
             s.push_str(&format!(",block={}", Size(b)));
@@ -250,12 +250,6 @@ pub fn free_gdb_port(preferred: u16) -> io::Result<u16> {
         return Ok(l.local_addr()?.port());
     }
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
-}
-
-/// The gdb command that attaches to a `--gdb` run, with the project's gdbinit (python `hm-*`
-/// commands) and the kernel's symbols: see [`crate::gdb::session_command`].
-pub fn gdb_command(elf: &Path, port: u16) -> String {
-    crate::gdb::session_command(&crate::kernel::workspace_root(), elf, port)
 }
 
 /// fw_cfg file carrying the kernel command line in firmware mode (read by the kernel's fw_cfg
@@ -633,13 +627,7 @@ mod tests {
     }
 
     #[test]
-    fn gdb_helpers() {
-        let cmd = gdb_command(Path::new("/ws/k.elf"), 1234);
-        assert!(cmd.starts_with("gdb-multiarch -q -x "), "{cmd}");
-        assert!(
-            cmd.ends_with("/qemu/gdb/gdbinit -ex 'hm-connect 1234' /ws/k.elf"),
-            "{cmd}"
-        );
+    fn gdb_port() {
         let held = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let taken = held.local_addr().unwrap().port();
         let p = free_gdb_port(taken).unwrap();

@@ -22,8 +22,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::console::{Console, ConsoleError, HostStep, RunOutcome};
+use crate::host_cmd::ledger::unplugs_open;
 use crate::host_cmd::{
-    self, parse_host_command, After, HostCommand, HostReply, HostTimeouts, Plugged, Resized, Unplugged, VmemResult,
+    self, parse_host_command, After, DimmCommand, HostCommand, HostReply, HostTimeouts, Plugged, Resized, Unplugged,
+    VmemCommand, VmemResult,
 };
 use crate::qmp::{Qmp, QmpError, DEFAULT_CONNECT_TIMEOUT};
 use crate::run::QemuRun;
@@ -252,7 +254,7 @@ impl Session {
     /// `system_reset`, then waits for the new boot's prompt; returns the new boot log.
     pub fn reset(&mut self) -> Result<String, SessionError> {
         self.console.skip_to_end();
-        self.qmp.system_reset()?;
+        host_cmd::dimm::system_reset(&mut self.qmp)?;
         Ok(self.console.wait_for_prompt()?)
     }
 
@@ -322,7 +324,7 @@ impl Session {
         // as soon as it is seen, not only at the next host command.
         let idle = |con: &mut Console| {
             let mut qmp = qmp.borrow_mut();
-            if !qmp.ledger.pending_unplugs.is_empty() || !qmp.ledger.late_deletes.is_empty() {
+            if unplugs_open(&qmp) {
                 for l in host_cmd::reap_late_unplugs(&mut qmp) {
                     con.note_host(&l);
                 }
@@ -514,35 +516,17 @@ pub fn host_line(con: &mut Console, qmp: &mut Qmp, t: HostTimeouts, line: &str) 
     let (late, refusal) = host_cmd::preflight(qmp, &cmd);
     let mut reply = match (refusal, cmd) {
         (Some(r), _) => r,
-        (None, HostCommand::Plug { size, id }) => match plug_on(con, qmp, t, size, id.as_deref()) {
-            Ok(p) => HostReply {
-                lines: vec![p.line()],
-                after: After::Prompt,
-                error: !p.ok(),
-                plugged: Some(p),
-                unplugged: None,
-            },
+        (None, HostCommand::Dimm(DimmCommand::Plug { size, id })) => match plug_on(con, qmp, t, size, id.as_deref()) {
+            Ok(p) => HostReply::outcome(vec![p.line()], !p.ok()),
             Err(e) => err("plug", &e),
         },
-        (None, HostCommand::Unplug { id }) => match unplug_on(con, qmp, t, &id) {
-            Ok(u) => HostReply {
-                lines: u.lines(),
-                after: After::Prompt,
-                error: !u.deleted(),
-                plugged: None,
-                unplugged: Some(u),
-            },
+        (None, HostCommand::Dimm(DimmCommand::Unplug { id })) => match unplug_on(con, qmp, t, &id) {
+            Ok(u) => HostReply::outcome(u.lines(), !u.deleted()),
             Err(e) => err("unplug", &e),
         },
-        (None, HostCommand::Vmem { id, size }) => match vmem_on(con, qmp, t, &id, size) {
-            Ok(v) => HostReply {
-                lines: vec![v.line()],
-                after: After::Prompt,
-                // A stop is the guest's answer (it says why); no answer is a failure.
-                error: matches!(v.result, VmemResult::NoAnswer { .. }),
-                plugged: None,
-                unplugged: None,
-            },
+        (None, HostCommand::Vmem(VmemCommand::Resize { id, size })) => match vmem_on(con, qmp, t, &id, size) {
+            // A stop is the guest's answer (it says why); no answer is a failure.
+            Ok(v) => HostReply::outcome(vec![v.line()], matches!(v.result, VmemResult::NoAnswer { .. })),
             Err(e) => err("vmem", &e),
         },
         (None, HostCommand::Reset) => {

@@ -2,19 +2,22 @@
 //! its console and its QMP socket ([`hotmem_qemu::Session`]), so a test interleaves guest
 //! commands and QMP actions, and checks after each step that QEMU's view
 //! (`query-memory-devices`, `query-acpi-ospm-status`) and the guest's (`dimms`, `blocks`) agree.
-//! Parsers of the kernel's `dimm:`/`block:`/`meminfo:`/`pt:` lines live here too. Any failure
-//! panics with the configuration, the QEMU command line, the console tail, the host-command
-//! output and the QMP transcript.
+//! Any failure panics with the configuration, the QEMU command line, the console tail, the host-command
+//! output and the QMP transcript. The guest's lines are parsed by [`crate::parse`].
 
 use std::time::{Duration, Instant};
 
 use hotmem_qemu::config::{BootMode, GicVersion, Granule, KernelConfig};
+use hotmem_qemu::host_cmd::dimm::protocol;
 use hotmem_qemu::host_cmd::{PlugResult, Plugged, Size, UnplugResult, Unplugged};
 use hotmem_qemu::qmp::{MemoryDevice, OspmStatus};
 use hotmem_qemu::run::{Machine, QemuRun};
 use hotmem_qemu::session::Session;
 use hotmem_qemu::util::tail_lines;
 
+use crate::parse::{
+    parse_blocks, parse_dimms, parse_meminfo, parse_vmem, pt_not_mapped, region_start, DimmEvent, GuestBlock, Meminfo,
+};
 use crate::{kernel, qemu_path, run_timeout, QemuSlot, TAIL_LINES};
 
 pub const GIB: u64 = 1 << 30;
@@ -26,239 +29,6 @@ pub fn block_size(g: Granule) -> u64 {
         Granule::K64 => 512 * MIB,
         _ => 128 * MIB,
     }
-}
-
-fn hex(s: &str) -> Option<u64> {
-    let t = s.trim().trim_end_matches(',');
-    u64::from_str_radix(t.strip_prefix("0x")?, 16).ok()
-}
-
-fn num(s: &str) -> Option<u64> {
-    let t = s.trim();
-    hex(t).or_else(|| t.parse().ok())
-}
-
-/// `key=value` pairs of a line; a value that starts with `[` runs to the matching `]` (the
-/// kernel prints lists with Rust's `{:?}`: `blocks=[16, 17] zones=["Movable", "Movable"]`).
-pub fn fields(line: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut rest = line;
-    while let Some(eq) = rest.find('=') {
-        let key_start = rest[..eq].rfind(' ').map_or(0, |i| i + 1);
-        let key = rest[key_start..eq].trim().to_string();
-        let after = &rest[eq + 1..];
-        let (value, next) = if after.starts_with('[') {
-            match after.find(']') {
-                Some(end) => (&after[..=end], &after[end + 1..]),
-                None => (after, ""),
-            }
-        } else {
-            match after.find(' ') {
-                Some(sp) => (&after[..sp], &after[sp..]),
-                None => (after, ""),
-            }
-        };
-        out.push((key, value.to_string()));
-        rest = next;
-    }
-    out
-}
-
-/// The value of `key` in `line` (see [`fields`]).
-pub fn field(line: &str, key: &str) -> Option<String> {
-    fields(line).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
-}
-
-/// `[16, 17]` / `["Movable", "Normal"]` → items without quotes.
-pub fn list(v: &str) -> Vec<String> {
-    v.trim()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .split(',')
-        .map(|s| s.trim().trim_matches('"').to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
-/// A `dimm: slot=N ... event=...` line of the kernel log (boot scan, insert, remove).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DimmEvent {
-    pub slot: u64,
-    /// `coldplug`, `insert` or `remove`.
-    pub event: String,
-    pub base: Option<u64>,
-    pub size: Option<u64>,
-    pub blocks: Vec<u64>,
-    pub zones: Vec<String>,
-    /// `ost=` (absent on `remove ejected` lines).
-    pub ost: Option<u64>,
-    /// The text after `refused:`, when refused.
-    pub refused: Option<String>,
-    pub ejected: bool,
-    pub line: String,
-}
-
-impl DimmEvent {
-    pub fn parse(line: &str) -> Option<DimmEvent> {
-        let l = &line[line.find("dimm: slot=")?..];
-        let f = |k: &str| field(l, k);
-        let event = f("event")?;
-        let refused = l.find("refused:").map(|i| {
-            let r = &l[i + "refused:".len()..];
-            r[..r.find(" ost=").unwrap_or(r.len())].trim().to_string()
-        });
-        Some(DimmEvent {
-            slot: f("slot")?.parse().ok()?,
-            event,
-            base: f("base").and_then(|v| hex(&v)),
-            size: f("size").and_then(|v| hex(&v)),
-            blocks: f("blocks")
-                .map(|v| list(&v).iter().filter_map(|b| b.parse().ok()).collect())
-                .unwrap_or_default(),
-            zones: f("zones").map(|v| list(&v)).unwrap_or_default(),
-            ost: f("ost").and_then(|v| hex(&v)),
-            refused,
-            ejected: l.contains("event=remove ejected"),
-            line: l.to_string(),
-        })
-    }
-
-    /// Every event line of `text`, in order.
-    pub fn all(text: &str) -> Vec<DimmEvent> {
-        text.lines().filter_map(DimmEvent::parse).collect()
-    }
-}
-
-/// One DIMM of the guest's `dimms` listing (`dimm: slot= base= size= blocks=[..] group=`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GuestDimm {
-    pub slot: u64,
-    pub base: u64,
-    pub size: u64,
-    pub blocks: Vec<u64>,
-    pub group: String,
-}
-
-/// The guest's `dimms` output: DIMMs in use and the slots it refused.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GuestDimms {
-    pub dimms: Vec<GuestDimm>,
-    pub refused_slots: Vec<u64>,
-    pub count: Option<u64>,
-}
-
-pub fn parse_dimms(text: &str) -> GuestDimms {
-    let mut g = GuestDimms::default();
-    for l in text.lines().map(str::trim) {
-        if let Some(rest) = l.strip_prefix("dimms: ") {
-            g.count = field(rest, "count").and_then(|v| v.parse().ok());
-            g.refused_slots = field(rest, "refused_slots")
-                .map(|v| list(&v).iter().filter_map(|s| s.parse().ok()).collect())
-                .unwrap_or_default();
-        } else if l.starts_with("dimm: slot=") && !l.contains("event=") {
-            let f = |k: &str| field(l, k);
-            if let (Some(slot), Some(base), Some(size)) = (
-                f("slot").and_then(|v| v.parse().ok()),
-                f("base").and_then(|v| hex(&v)),
-                f("size").and_then(|v| hex(&v)),
-            ) {
-                g.dimms.push(GuestDimm {
-                    slot,
-                    base,
-                    size,
-                    blocks: f("blocks")
-                        .map(|v| list(&v).iter().filter_map(|b| b.parse().ok()).collect())
-                        .unwrap_or_default(),
-                    group: f("group").unwrap_or_default(),
-                });
-            }
-        }
-    }
-    g
-}
-
-/// One line of the guest's `blocks` output.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GuestBlock {
-    pub id: u64,
-    pub start: u64,
-    pub end: u64,
-    pub state: String,
-    pub zone: String,
-    pub group: String,
-    pub vmemmap_pages: u64,
-    pub early: bool,
-}
-
-pub fn parse_blocks(text: &str) -> Vec<GuestBlock> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("block: id="))
-        .filter_map(|l| {
-            let f = |k: &str| field(l, k);
-            let range = f("range")?;
-            let (a, b) = range.split_once('-')?;
-            Some(GuestBlock {
-                id: f("id")?.parse().ok()?,
-                start: hex(a)?,
-                end: hex(b)?,
-                state: f("state")?,
-                zone: f("zone").unwrap_or_default(),
-                group: f("group").unwrap_or_default(),
-                vmemmap_pages: f("vmemmap_pages").and_then(|v| num(&v)).unwrap_or(0),
-                early: f("early").as_deref() == Some("true"),
-            })
-        })
-        .collect()
-}
-
-/// The counters of `meminfo:` that hotplug must give back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Meminfo {
-    pub ram_bytes: u64,
-    pub free_pages: u64,
-    pub pt_pages: u64,
-    pub memmap_bytes: u64,
-}
-
-pub fn parse_meminfo(text: &str) -> Option<Meminfo> {
-    let l = text
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("meminfo: ram_bytes="))?;
-    let f = |k: &str| field(l, k).and_then(|v| num(&v));
-    Some(Meminfo {
-        ram_bytes: f("ram_bytes")?,
-        free_pages: f("free_pages")?,
-        pt_pages: f("pt_pages")?,
-        memmap_bytes: f("memmap_bytes")?,
-    })
-}
-
-/// `free_pages` of one zone (`meminfo: zone=Movable managed_pages= free_pages= ...`).
-pub fn zone_free_pages(text: &str, zone: &str) -> Option<u64> {
-    let want = format!("meminfo: zone={zone} ");
-    let l = text.lines().map(str::trim).find(|l| l.starts_with(&want))?;
-    field(l, "free_pages").and_then(|v| num(&v))
-}
-
-/// `start=` of the boot log's `layout: region=<name>` line.
-pub fn region_start(boot_log: &str, name: &str) -> Option<u64> {
-    let l = boot_log.lines().map(str::trim).find(|l| {
-        l.strip_prefix("layout: region=")
-            .is_some_and(|r| r.split_whitespace().next() == Some(name))
-    })?;
-    field(l, "start").and_then(|v| hex(&v))
-}
-
-/// `pt <va>` said `not mapped` (and nothing was mapped).
-pub fn pt_not_mapped(text: &str) -> bool {
-    let leaf = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("pt: -> "))
-        .collect::<Vec<_>>();
-    leaf.len() == 1 && leaf[0].contains("not mapped")
 }
 
 /// One scenario configuration: a granule's default VA size, firmware boot, `-smp 2`.
@@ -486,7 +256,7 @@ impl DimmSession {
     /// QEMU still has.
     pub fn check_protocol(&mut self) {
         self.check_no_fallback();
-        let v = self.session().qmp.protocol.check();
+        let v = protocol(&mut self.session().qmp).check();
         if !v.is_empty() {
             let list: Vec<String> = v.iter().map(|v| format!("  {v}")).collect();
             self.fail(&format!("DIMM protocol broken:\n{}", list.join("\n")));
@@ -559,7 +329,7 @@ impl DimmSession {
                 if u.result == UnplugResult::Deleted {
                     // The guest answers after the eject: its _OST follows DEVICE_DELETED.
                     let until = Instant::now() + PROTOCOL_ANSWER_WAIT;
-                    while !self.session().qmp.protocol.last_unplug_answered() && Instant::now() < until {
+                    while !protocol(&mut self.session().qmp).last_unplug_answered() && Instant::now() < until {
                         let _ = self.session().qmp.wait_event_since(
                             u64::MAX,
                             Duration::from_millis(20),
@@ -757,10 +527,7 @@ impl DimmSession {
         let used: Vec<u64> = g.dimms.iter().flat_map(|d| d.blocks.clone()).collect();
         // Blocks of virtio-mem devices' groups are theirs (checked by `check_vmem_agree`).
         let vmem_groups: Vec<String> = if self.boot_log.contains("virtio-mem: dev=") {
-            crate::vmem::parse_vmem(&self.guest("vmem"))
-                .into_iter()
-                .map(|v| v.group)
-                .collect()
+            parse_vmem(&self.guest("vmem")).into_iter().map(|v| v.group).collect()
         } else {
             Vec::new()
         };
@@ -830,82 +597,5 @@ impl DimmSession {
             Ok(b) => b,
             Err(e) => self.fail(&format!("system_reset: {e}")),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const INSERT: &str = r#"dimm: slot=1 base=0x80000000 size=0x40000000 event=insert blocks=[16, 17, 18] zones=["Movable", "Movable", "Movable"] ost=0x0 cycles=46000430"#;
-
-    #[test]
-    fn parses_fields_and_events() {
-        assert_eq!(field(INSERT, "blocks").as_deref(), Some("[16, 17, 18]"));
-        assert_eq!(field(INSERT, "ost").as_deref(), Some("0x0"));
-        let e = DimmEvent::parse(&format!("hotmem> {INSERT}")).unwrap();
-        assert_eq!(
-            (e.slot, e.event.as_str(), e.base, e.size),
-            (1, "insert", Some(0x8000_0000), Some(1 << 30))
-        );
-        assert_eq!(e.blocks, [16, 17, 18]);
-        assert_eq!(e.zones, ["Movable"; 3]);
-        assert_eq!((e.ost, e.refused.clone(), e.ejected), (Some(0), None, false));
-        let r = DimmEvent::parse("dimm: slot=0 base=0x80000000 size=0x8000000 event=insert refused: range 0x80000000+0x8000000 is not aligned to the memory block size 0x20000000 (the 64k granule uses 512 MiB memory blocks) ost=0x82").unwrap();
-        assert_eq!(r.ost, Some(0x82));
-        assert!(r
-            .refused
-            .unwrap()
-            .starts_with("range 0x80000000+0x8000000 is not aligned"));
-        let x = DimmEvent::parse("dimm: slot=0 event=remove ejected base=0x80000000 size=0x40000000 cycles=1").unwrap();
-        assert!(x.ejected && x.event == "remove");
-        let x = DimmEvent::parse(
-            "dimm: slot=2 event=remove refused: Busy ost=0x82 (the DIMM stays usable; retry device_del)",
-        )
-        .unwrap();
-        assert_eq!((x.refused.as_deref(), x.ost), (Some("Busy"), Some(0x82)));
-        assert!(DimmEvent::parse("dimm: slot=0 base=0x1 size=0x2 blocks=[1] group=0").is_none());
-    }
-
-    #[test]
-    fn parses_listings() {
-        let d = parse_dimms("dimms\ndimms: count=1 refused_slots=[2, 3]\ndimm: slot=0 base=0x80000000 size=0x8000000 blocks=[16] group=0\n");
-        assert_eq!(d.count, Some(1));
-        assert_eq!(d.refused_slots, [2, 3]);
-        assert_eq!(
-            d.dimms,
-            [GuestDimm {
-                slot: 0,
-                base: 0x8000_0000,
-                size: 0x800_0000,
-                blocks: vec![16],
-                group: "0".into()
-            }]
-        );
-        let b = parse_blocks("block: id=16 range=0x80000000-0x88000000 state=online zone=Movable group=0 vmemmap_pages=512 early=false\n");
-        assert_eq!(b[0].id, 16);
-        assert_eq!(
-            (b[0].start, b[0].end, b[0].vmemmap_pages, b[0].early),
-            (0x8000_0000, 0x8800_0000, 512, false)
-        );
-        let m = parse_meminfo("meminfo: ram_bytes=2147483648 ram_pages=524288 free_pages=513246 used_pages=11042 pt_pages=18 memmap_bytes=33554432 x=1\nmeminfo: zone=Movable managed_pages=258048 free_pages=258000 isolated_pages=0 free_blocks_by_order=[0, 0]\n").unwrap();
-        assert_eq!((m.free_pages, m.pt_pages, m.memmap_bytes), (513246, 18, 33554432));
-        assert_eq!(
-            zone_free_pages(
-                "meminfo: zone=Movable managed_pages=2 free_pages=258000 x=[1, 2]",
-                "Movable"
-            ),
-            Some(258000)
-        );
-        let log = "layout: region=linear   start=0xffff000000000000 end=0xffff800000000000 size=128 TiB\nlayout: region=vmemmap  start=0xffff800000000000 end=0x1 size=2 TiB\n";
-        assert_eq!(region_start(log, "linear"), Some(0xffff_0000_0000_0000));
-        assert_eq!(region_start(log, "vmemmap"), Some(0xffff_8000_0000_0000));
-        assert!(pt_not_mapped(
-            "pt 0x1\npt: va=0x1 levels=4\npt: L0 (pgd) idx=0\npt: -> not mapped\n"
-        ));
-        assert!(!pt_not_mapped(
-            "pt: -> pa=0x80000000 level=1 size=1 GiB contiguous=false\n"
-        ));
-        assert_eq!(list(r#"["Movable", "Normal"]"#), ["Movable", "Normal"]);
     }
 }

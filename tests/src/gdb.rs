@@ -1,15 +1,10 @@
 //! Helpers of the GDB session tests (`tests/tests/gdb.rs`): the layout a configuration implies,
-//! and parsers that put the extension's output (`walk:`, `page:`, `section:`, `block:`,
-//! `freelists: zone=`) next to the kernel's own (`pt:`, `page:`, `section:`, `block:`,
-//! `meminfo: zone=`).
+//! and comparisons that put the extension's output (`walk:`, `page:`, `ptdump:`) next to the
+//! kernel's own (`pt:`, `page:`); the lines themselves are parsed by [`crate::parse`].
 
 use hotmem_qemu::config::{Granule, KernelConfig};
 
-use crate::kv;
-
-fn hex(s: &str) -> Option<u64> {
-    u64::from_str_radix(s.trim().strip_prefix("0x")?, 16).ok()
-}
+use crate::parse::{kv, lines_with, Walk};
 
 /// The virtual layout of a configuration (platform/src/boot/layout.rs).
 #[derive(Clone, Copy, Debug)]
@@ -55,83 +50,6 @@ impl Layout {
     }
 }
 
-/// One level of a walk: `pt: L<n> (..) idx= table= desc=` or `walk: L<n> (..) idx= table= entry= desc=`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Step {
-    pub level: u32,
-    pub index: u64,
-    pub table: u64,
-    pub desc: u64,
-}
-
-/// A walk as printed by the kernel (`prefix` = `pt:`) or by `hm-walk` (`walk:`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Walk {
-    pub levels: Option<u32>,
-    pub ttbr: Option<u32>,
-    pub steps: Vec<Step>,
-    /// `(pa, level)` of the leaf.
-    pub leaf: Option<(u64, u32)>,
-    pub not_mapped: bool,
-    /// `hm-walk` only: `translation fault at level N`.
-    pub fault_level: Option<u32>,
-    /// `hm-walk` only: nothing was walked (TTBR0 disabled, no tables yet, ...).
-    pub not_walked: bool,
-}
-
-pub fn parse_walk(text: &str, prefix: &str) -> Walk {
-    let mut w = Walk::default();
-    for l in text.lines().map(str::trim) {
-        let Some(rest) = l.strip_prefix(prefix).map(str::trim_start) else {
-            continue;
-        };
-        if let Some(lv) = rest.strip_prefix('L') {
-            let level = lv
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .and_then(|d| d.parse().ok());
-            let num = |k: &str| kv(rest, k).and_then(|v| hex(v).or_else(|| v.parse().ok()));
-            if let (Some(level), Some(index), Some(table), Some(desc)) = (
-                level,
-                kv(rest, "idx").and_then(|v| v.parse().ok()),
-                num("table"),
-                kv(rest, "desc").and_then(hex),
-            ) {
-                w.steps.push(Step {
-                    level,
-                    index,
-                    table,
-                    desc,
-                });
-            }
-        } else if let Some(leaf) = rest.strip_prefix("-> ") {
-            if leaf.starts_with("not mapped") {
-                w.not_mapped = true;
-                w.fault_level = leaf
-                    .split("at level ")
-                    .nth(1)
-                    .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-                    .and_then(|d| d.parse().ok());
-            } else if leaf.starts_with("not walked") {
-                w.not_walked = true;
-            } else if let (Some(pa), Some(level)) = (
-                kv(leaf, "pa").and_then(hex),
-                kv(leaf, "level").and_then(|v| v.parse().ok()),
-            ) {
-                w.leaf = Some((pa, level));
-            }
-        } else if rest.starts_with("va=") {
-            if let Some(n) = kv(rest, "levels").and_then(|v| v.parse().ok()) {
-                w.levels = Some(n);
-            }
-            if let Some(n) = kv(rest, "ttbr").and_then(|v| v.parse().ok()) {
-                w.ttbr = Some(n);
-            }
-        }
-    }
-    w
-}
-
 /// `hm-walk`'s walk and the kernel's `pt` of the same VA agree level by level: indices, table
 /// addresses, raw descriptors, and the leaf.
 pub fn compare_walks(gdb: &Walk, kernel: &Walk) -> Result<(), String> {
@@ -151,14 +69,6 @@ pub fn compare_walks(gdb: &Walk, kernel: &Walk) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Trimmed lines of `text` starting with one of `prefixes`.
-pub fn lines_with<'a>(text: &'a str, prefixes: &[&str]) -> Vec<&'a str> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
-        .collect()
 }
 
 /// The kernel's `page:` line and `hm-page`'s agree: every word of the kernel's line is in
@@ -186,19 +96,6 @@ pub fn compare_page(gdb: &str, kernel: &str) -> Result<(), String> {
     }
 }
 
-/// `zone -> "managed_pages=.. free_pages=.. isolated_pages=.. free_blocks_by_order=[..]"` from
-/// lines `<prefix> zone=NAME ...` (`meminfo:` of the kernel, `freelists:` of hm-freelists).
-pub fn zone_lines(text: &str, prefix: &str) -> Vec<(String, String)> {
-    lines_with(text, &[prefix])
-        .into_iter()
-        .filter_map(|l| {
-            let rest = l.strip_prefix(prefix)?.trim_start().strip_prefix("zone=")?;
-            let (zone, tail) = rest.split_once(' ')?;
-            Some((zone.to_string(), tail.trim().to_string()))
-        })
-        .collect()
-}
-
 /// `mapped_bytes=` of `ptdump: region=<region>`.
 pub fn ptdump_mapped(text: &str, region: &str) -> Option<u64> {
     lines_with(text, &["ptdump:"])
@@ -211,6 +108,7 @@ pub fn ptdump_mapped(text: &str, region: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse::{parse_walk, zone_lines};
 
     const KERNEL: &str = "pt 0xffff000040000000\n\
         pt: va=0xffff000040000000 ttbr=1 root=0x402e0000 granule=4k va_bits=48 levels=4\n\

@@ -22,6 +22,8 @@ use hotmem_qemu::discover::{qemu_once, InstallPolicy};
 use hotmem_qemu::kernel::{build_kernel_once, Kernel};
 use hotmem_qemu::run::{Machine, QemuRun};
 
+use crate::parse::kv;
+
 /// Console lines shown in failure messages.
 pub const TAIL_LINES: usize = 40;
 
@@ -339,12 +341,6 @@ pub fn ktest_summary(console: &str) -> Option<(u32, u32)> {
     })
 }
 
-/// Value of `key=` in a line of space-separated `key=value` pairs.
-pub fn kv<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-}
-
 /// The kernel's fallback lines in `console`: `<what>: cannot <X>; <what it does instead>`
 /// (`hotplug: cannot defer the memmap ...; initialising it now`, `ged: cannot map the
 /// registers; DIMM hotplug disabled`, ...), except those containing one of `expected`. A
@@ -465,7 +461,6 @@ mod tests {
         assert_eq!(ktest_summary(c), Some((12, 1)));
         assert_eq!(ktest_summary("ktest: summary passed=x failed=0"), None);
         assert_eq!(ktest_summary("nothing"), None);
-        assert_eq!(kv("a=1 bb=2 b=3", "b"), Some("3"));
     }
 
     fn outcome(console: &str, code: i32) -> RunOutcome {
@@ -525,10 +520,24 @@ mod tests {
     }
 }
 
+/// A table of test cases: `cases! { f => name: arg, arg, ...; ... }` makes one `#[test] fn name`
+/// per row, calling `f(arg, arg, ...)`. Every suite's per-configuration table is one of these,
+/// so a case is one line and `cargo test -p hotmem-tests --test SUITE NAME` runs it.
+#[macro_export]
+macro_rules! cases {
+    ($f:path => $($name:ident: $($arg:expr),* ;)*) => {$(
+        #[test]
+        fn $name() {
+            $f($($arg),*);
+        }
+    )*};
+}
+
 pub mod dimm;
 pub mod docs;
 pub mod gdb;
 pub mod libvirt;
+pub mod parse;
 pub mod shell;
 pub mod vmem;
 

@@ -3,14 +3,10 @@
 
 use hotmem_qemu::config::KernelConfig;
 
-use crate::kv;
+use crate::parse::{hex, kv, parse_pt};
 
 /// Guest-physical base of RAM on `virt`.
 pub const RAM_BASE: u64 = 0x4000_0000;
-
-fn hex(s: &str) -> Option<u64> {
-    u64::from_str_radix(s.trim().strip_prefix("0x")?, 16).ok()
-}
 
 /// Linear-map VA of the RAM base: `layout: region=linear start=` plus `boot: memory base=` from
 /// the boot log, else the layout rule `PAGE_OFFSET (= -2^VA) + PA`.
@@ -33,47 +29,6 @@ pub fn kimage_text_va(boot_log: &str) -> Option<u64> {
         .lines()
         .find(|l| l.trim_start().starts_with("layout: kimage"))?;
     hex(kv(l, "text")?.split('-').next()?)
-}
-
-/// One `pt <va>` walk as printed by the kernel:
-/// `pt: va=.. levels=N`, then `pt: L<level> (...) ...` per table visited, then
-/// `pt: -> pa=0x.. level=L ...` or `pt: -> not mapped`.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct PtWalk {
-    /// `levels=` of the header line.
-    pub levels: Option<u32>,
-    /// Levels of the `pt: L<n>` lines, in order.
-    pub steps: Vec<u32>,
-    /// `(pa, level)` of the leaf.
-    pub leaf: Option<(u64, u32)>,
-}
-
-pub fn parse_pt(text: &str) -> PtWalk {
-    let mut w = PtWalk::default();
-    for l in text.lines().map(str::trim) {
-        let Some(rest) = l.strip_prefix("pt: ") else {
-            continue;
-        };
-        if let Some(n) = kv(rest, "levels") {
-            w.levels = n.parse().ok();
-        } else if let Some(lv) = rest.strip_prefix('L') {
-            if let Some(n) = lv
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .and_then(|d| d.parse().ok())
-            {
-                w.steps.push(n);
-            }
-        } else if let Some(leaf) = rest.strip_prefix("-> ") {
-            if let (Some(pa), Some(level)) = (
-                kv(leaf, "pa").and_then(hex),
-                kv(leaf, "level").and_then(|v| v.parse().ok()),
-            ) {
-                w.leaf = Some((pa, level));
-            }
-        }
-    }
-    w
 }
 
 /// Checks a walk of a mapped VA: the header reports the configuration's number of levels, the
@@ -137,6 +92,7 @@ pub fn check_usage(response: &str, cmd: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse::PtWalk;
     use hotmem_qemu::config::Granule;
 
     const WALK: &str = "pt 0xffff000040000000\n\

@@ -6,73 +6,8 @@ use hotmem_qemu::config::{BootMode, Granule};
 use hotmem_qemu::host_cmd::{vmem_devices, Resized, Size, VmemDevice, VmemResult};
 use hotmem_qemu::run::VirtioMem;
 
-use crate::dimm::{field, parse_blocks, DimmCase, DimmSession, GuestBlock, GIB};
-
-fn hex(s: &str) -> Option<u64> {
-    u64::from_str_radix(s.trim().strip_prefix("0x")?, 16).ok()
-}
-
-/// One device of the guest's `vmem` output.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GuestVmem {
-    pub dev: u64,
-    pub addr: u64,
-    pub region: u64,
-    pub block: u64,
-    pub unit: u64,
-    pub plugged: u64,
-    pub requested: u64,
-    pub units_plugged: u64,
-    pub group: String,
-    pub irq: String,
-    /// `memory-block`, `big-block` or `sub-block`.
-    pub mode: String,
-    /// Sub-block mode: `(block id, plugged device blocks)` of each added memory block.
-    pub sub_blocks: Vec<(u64, u64)>,
-}
-
-pub fn parse_vmem(text: &str) -> Vec<GuestVmem> {
-    let mut v: Vec<GuestVmem> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("vmem: dev=") && l.contains(" pci="))
-        .filter_map(|l| {
-            let f = |k: &str| field(l, k);
-            let h = |k: &str| f(k).and_then(|v| hex(&v));
-            Some(GuestVmem {
-                dev: f("dev")?.parse().ok()?,
-                addr: h("addr")?,
-                region: h("region")?,
-                block: h("block")?,
-                unit: h("unit")?,
-                plugged: h("plugged")?,
-                requested: h("requested")?,
-                units_plugged: f("units")?.split('/').next()?.parse().ok()?,
-                group: f("group")?,
-                irq: f("irq").unwrap_or_default(),
-                mode: f("mode")?,
-                sub_blocks: Vec::new(),
-            })
-        })
-        .collect();
-    for l in text
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("vmem: dev=") && l.contains(" subblocks="))
-    {
-        let (Some(dev), Some(block), Some(n)) = (
-            field(l, "dev").and_then(|d| d.parse::<u64>().ok()),
-            field(l, "block").and_then(|b| b.parse::<u64>().ok()),
-            field(l, "subblocks").and_then(|s| s.split('/').next()?.parse::<u64>().ok()),
-        ) else {
-            continue;
-        };
-        if let Some(d) = v.iter_mut().find(|d| d.dev == dev) {
-            d.sub_blocks.push((block, n));
-        }
-    }
-    v
-}
+use crate::dimm::{DimmCase, DimmSession, GIB};
+use crate::parse::{parse_blocks, parse_dimms, parse_vmem, GuestBlock, GuestVmem};
 
 /// A kernel boot (`-kernel`) with 1 GiB of RAM and one 4 GiB virtio-mem device `vmem0`.
 pub fn vmem_case(g: Granule) -> DimmCase {
@@ -190,7 +125,7 @@ impl DimmSession {
         }
         // DIMMs' blocks are theirs (checked by `check_agree`).
         let dimm_blocks: Vec<u64> = if self.boot_log.contains("ged: present") {
-            crate::dimm::parse_dimms(&self.guest("dimms"))
+            parse_dimms(&self.guest("dimms"))
                 .dimms
                 .into_iter()
                 .flat_map(|d| d.blocks)

@@ -12,9 +12,10 @@ use hotmem_qemu::console::Console;
 use hotmem_qemu::console::ConsoleError;
 use hotmem_qemu::run::QemuRun;
 use hotmem_qemu::util::tail_lines;
-use hotmem_tests::dimm::{parse_blocks, parse_meminfo, DimmCase, DimmEvent, Meminfo};
+use hotmem_tests::dimm::DimmCase;
+use hotmem_tests::parse::{kv, parse_blocks, parse_meminfo, DimmEvent, Meminfo};
 use hotmem_tests::{
-    check_ktest_passed, failure_report, kernel, kv, qemu_path, run_timeout, BootCase, QemuSlot, TAIL_LINES,
+    cases, check_ktest_passed, failure_report, kernel, qemu_path, run_timeout, BootCase, QemuSlot, TAIL_LINES,
 };
 
 /// A booted shell kernel driven command by command.
@@ -364,13 +365,9 @@ fn remove_behind_dimm(g: hotmem_qemu::config::Granule) {
     d.powerdown();
 }
 
-#[test]
-fn remove_behind_dimm_refused_4k() {
-    remove_behind_dimm(K4);
-}
-#[test]
-fn remove_behind_dimm_refused_64k() {
-    remove_behind_dimm(K64);
+cases! { remove_behind_dimm =>
+    remove_behind_dimm_refused_4k: K4;
+    remove_behind_dimm_refused_64k: K64;
 }
 
 /// One DIMM split across zones (`offline 16; online 16 kernel` with block 17
@@ -418,11 +415,7 @@ fn dimm_zone_split(g: hotmem_qemu::config::Granule) {
     d.powerdown();
 }
 
-#[test]
-fn dimm_zone_split_refused_4k() {
-    dimm_zone_split(K4);
-}
-#[test]
-fn dimm_zone_split_refused_16k() {
-    dimm_zone_split(K16);
+cases! { dimm_zone_split =>
+    dimm_zone_split_refused_4k: K4;
+    dimm_zone_split_refused_16k: K16;
 }

@@ -16,6 +16,19 @@ fn bench_smoke_64k() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let va_bits = KernelConfig::default_for(Granule::K64).va_bits;
+    let old = plant_earlier_run(&dir, va_bits);
+    let stdout = run_smoke_bench(root, &dir, &old);
+    let (records, bad) = parse_jsonl(&std::fs::read_to_string(dir.join("results.jsonl")).unwrap());
+    assert_eq!(bad, 0, "every line of results.jsonl is a record");
+    check_guest_records(&records);
+    check_host_records(&records);
+    check_plot(&dir, va_bits);
+    check_comparison(&dir, &stdout);
+    check_closing_line(&dir, &stdout, records.len());
+}
+
+/// An earlier run of the smoke run's measurement, to compare with; returns its file.
+fn plant_earlier_run(dir: &Path, va_bits: u32) -> std::path::PathBuf {
     // An earlier run of the same measurement (64K, 512 MiB, memmap on memory, default CPU,
     // deferred init): add took 1 ms. And one line of junk, which the comparison skips.
     let old = dir.join("old.jsonl");
@@ -28,6 +41,11 @@ fn bench_smoke_64k() {
          \"tlbi_all\":0,\"feat_tlbirange\":true,\"preexisting_bytes_per_gib\":0}}\nnot a record\n"
     );
     std::fs::write(&old, planted).unwrap();
+    old
+}
+
+/// `hotmem-bench` on 64K, one 512 MiB block, one repetition, compared with `old`: its stdout.
+fn run_smoke_bench(root: &Path, dir: &Path, old: &Path) -> String {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .current_dir(root)
@@ -47,18 +65,20 @@ fn bench_smoke_64k() {
             "1G",
         ])
         .arg("--out")
-        .arg(&dir)
+        .arg(dir)
         .arg("--compare")
-        .arg(&old)
+        .arg(old)
         .output()
         .expect("run cargo");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     std::fs::write(dir.join("stdout"), stdout.as_bytes()).unwrap();
     assert!(out.status.success(), "hotmem-bench failed:\n{stdout}\n{stderr}");
+    stdout.into_owned()
+}
 
-    let (records, bad) = parse_jsonl(&std::fs::read_to_string(dir.join("results.jsonl")).unwrap());
-    assert_eq!(bad, 0, "every line of results.jsonl is a record");
+/// The guest records: the shape of the run on both CPUs, deferred-init figures.
+fn check_guest_records(records: &[Record]) {
     let guest: Vec<&GuestRecord> = records.iter().filter_map(Record::as_guest).collect();
     // max: 512 MiB with and without memmap on memory; then the same on cortex-a76 (TLBI
     // comparison, since max has FEAT_TLBIRANGE).
@@ -87,6 +107,10 @@ fn bench_smoke_64k() {
         );
         assert!(!g.commit.is_empty() && g.run > 0, "{g:?}");
     }
+}
+
+/// One DIMM record and one boot record.
+fn check_host_records(records: &[Record]) {
     let dimms: Vec<_> = records.iter().filter_map(Record::as_dimm).collect();
     assert_eq!(dimms.len(), 1);
     let boots: Vec<_> = records.iter().filter_map(Record::as_boot).collect();
@@ -98,13 +122,19 @@ fn bench_smoke_64k() {
         (dimms[0].size, dimms[0].result.as_str(), dimms[0].cpu.as_str()),
         (512 << 20, "ok", "max,lpa2=off")
     );
+}
 
+/// The plot is written and names every phase and the configuration.
+fn check_plot(dir: &Path, va_bits: u32) {
     let svg = std::fs::read_to_string(dir.join("bench-scaling.svg")).expect("the plot is written");
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     for text in ["add", "online", "offline", "remove", &format!("64k-{va_bits}")] {
         assert!(svg.contains(text), "plot without `{text}`");
     }
+}
 
+/// The comparison found the planted measurement.
+fn check_comparison(dir: &Path, stdout: &str) {
     let c: Comparison = serde_json::from_str(&std::fs::read_to_string(dir.join("compare.json")).unwrap()).unwrap();
     let add = c
         .rows
@@ -120,7 +150,10 @@ fn bench_smoke_64k() {
         "the eight metrics of the one planted measurement (the new ones have no old value)"
     );
     assert!(stdout.contains("compared with"), "{stdout}");
-    // The closing line says what was written where.
+}
+
+/// The closing line says what was written where.
+fn check_closing_line(dir: &Path, stdout: &str, nr_records: usize) {
     let closing = stdout
         .lines()
         .rev()
@@ -128,7 +161,7 @@ fn bench_smoke_64k() {
         .unwrap_or("");
     let want = format!(
         "hotmem-bench: done in {{}} s; {} JSON line(s) appended to {}; plot {}; comparison {}",
-        records.len(),
+        nr_records,
         dir.join("results.jsonl").display(),
         dir.join("bench-scaling.svg").display(),
         dir.join("compare.json").display()

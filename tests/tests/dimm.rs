@@ -21,8 +21,9 @@
 use std::time::Instant;
 
 use hotmem_qemu::config::Granule::{self, K16, K4, K64};
-use hotmem_tests::dimm::{block_size, parse_blocks, zone_free_pages, DimmCase, DimmEvent, GIB, MIB};
-use hotmem_tests::CliRun;
+use hotmem_tests::dimm::{block_size, DimmCase, GIB, MIB};
+use hotmem_tests::parse::{parse_blocks, zone_free_pages, DimmEvent};
+use hotmem_tests::{cases, CliRun};
 
 fn log_time(what: &str, t: Instant) {
     eprintln!("{what}: {:.1} s", t.elapsed().as_secs_f64());
@@ -300,58 +301,49 @@ fn readme(g: Granule) {
     log_time(&format!("readme {g}"), t);
 }
 
-macro_rules! cases {
-    ($f:ident: $($name:ident: $g:ident $gic:literal;)*) => {$(
-        #[test]
-        fn $name() {
-            $f($g, $gic);
-        }
-    )*};
+cases! { lifecycle =>
+    lifecycle_4k_gic2: K4, 2;
+    lifecycle_4k_gic3: K4, 3;
+    lifecycle_16k_gic2: K16, 2;
+    lifecycle_16k_gic3: K16, 3;
+    lifecycle_64k_gic2: K64, 2;
+    lifecycle_64k_gic3: K64, 3;
 }
 
-cases! { lifecycle:
-    lifecycle_4k_gic2: K4 2;
-    lifecycle_4k_gic3: K4 3;
-    lifecycle_16k_gic2: K16 2;
-    lifecycle_16k_gic3: K16 3;
-    lifecycle_64k_gic2: K64 2;
-    lifecycle_64k_gic3: K64 3;
+cases! { pinned =>
+    pinned_4k_gic2: K4, 2;
+    pinned_4k_gic3: K4, 3;
+    pinned_16k_gic2: K16, 2;
+    pinned_16k_gic3: K16, 3;
+    pinned_64k_gic2: K64, 2;
+    pinned_64k_gic3: K64, 3;
 }
 
-cases! { pinned:
-    pinned_4k_gic2: K4 2;
-    pinned_4k_gic3: K4 3;
-    pinned_16k_gic2: K16 2;
-    pinned_16k_gic3: K16 3;
-    pinned_64k_gic2: K64 2;
-    pinned_64k_gic3: K64 3;
+cases! { bad_size =>
+    bad_size_4k_gic2: K4, 2;
+    bad_size_4k_gic3: K4, 3;
+    bad_size_16k_gic2: K16, 2;
+    bad_size_16k_gic3: K16, 3;
+    bad_size_64k_gic2: K64, 2;
+    bad_size_64k_gic3: K64, 3;
 }
 
-cases! { bad_size:
-    bad_size_4k_gic2: K4 2;
-    bad_size_4k_gic3: K4 3;
-    bad_size_16k_gic2: K16 2;
-    bad_size_16k_gic3: K16 3;
-    bad_size_64k_gic2: K64 2;
-    bad_size_64k_gic3: K64 3;
+cases! { reset =>
+    reset_4k_gic2: K4, 2;
+    reset_4k_gic3: K4, 3;
+    reset_16k_gic2: K16, 2;
+    reset_16k_gic3: K16, 3;
+    reset_64k_gic2: K64, 2;
+    reset_64k_gic3: K64, 3;
 }
 
-cases! { reset:
-    reset_4k_gic2: K4 2;
-    reset_4k_gic3: K4 3;
-    reset_16k_gic2: K16 2;
-    reset_16k_gic3: K16 3;
-    reset_64k_gic2: K64 2;
-    reset_64k_gic3: K64 3;
-}
-
-cases! { cycles:
-    cycles_4k_gic2: K4 2;
-    cycles_4k_gic3: K4 3;
-    cycles_16k_gic2: K16 2;
-    cycles_16k_gic3: K16 3;
-    cycles_64k_gic2: K64 2;
-    cycles_64k_gic3: K64 3;
+cases! { cycles =>
+    cycles_4k_gic2: K4, 2;
+    cycles_4k_gic3: K4, 3;
+    cycles_16k_gic2: K16, 2;
+    cycles_16k_gic3: K16, 3;
+    cycles_64k_gic2: K64, 2;
+    cycles_64k_gic3: K64, 3;
 }
 
 #[test]

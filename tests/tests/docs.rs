@@ -595,19 +595,7 @@ fn granules(test: &str) -> BTreeSet<&str> {
 #[test]
 fn documented_test_filters_select_what_the_docs_say() {
     let root = root();
-    let is_test = |s: &str| {
-        let w = words(s);
-        let w: Vec<&String> = w
-            .iter()
-            .skip_while(|w| w.contains('=') && !w.starts_with('-'))
-            .collect();
-        w.len() >= 2 && w[0] == "cargo" && w[1] == "test"
-    };
-    let mentions: Vec<(String, String, String)> = code_mentions(&root)
-        .into_iter()
-        .filter(|m| is_test(&m.1))
-        .map(|(page, line, after, _)| (page, line, after))
-        .collect();
+    let mentions = documented_test_commands(&root);
     assert!(
         mentions.iter().filter(|m| m.1.contains(" -- ")).count() >= 3,
         "found only these cargo test commands: {mentions:#?}"
@@ -629,73 +617,106 @@ fn documented_test_filters_select_what_the_docs_say() {
                 continue;
             }
         };
-        // The harness matches a filter against the path inside the binary.
-        let path = |t: &String| t.split_once("::").unwrap().1.to_string();
-        let selected: Vec<&String> = all
-            .iter()
-            .filter(|t| {
-                let p = path(t);
-                (cmd.filters.is_empty()
-                    || cmd
-                        .filters
-                        .iter()
-                        .any(|f| if cmd.exact { p == *f } else { p.contains(f.as_str()) }))
-                    && !cmd.skips.iter().any(|s| p.contains(s.as_str()))
-            })
-            .collect();
+        let selected = select_tests(&all, &cmd);
         let fail = |what: String| format!("{page}: `{line}` ({} selected): {what}", selected.len());
         if selected.is_empty() {
             errors.push(fail("selects no test".into()));
             continue;
         }
-        let granule_claim = |word: &str| {
-            let at = after.find(word)? + word.len();
-            let g = after[at..].split_whitespace().next()?;
-            g.strip_suffix('k')
-                .filter(|n| n.parse::<u32>().is_ok())
-                .map(|_| g.to_string())
-        };
-        if let Some(g) = granule_claim("only the ") {
-            for t in &selected {
-                if granules(t) != BTreeSet::from([g.as_str()]) {
-                    errors.push(fail(format!("the docs say only {g}, but it selects {t}")));
-                }
-            }
-            let noun = after[after.find(&format!("only the {g} ")).unwrap() + 10 + g.len()..]
-                .split(|c: char| !c.is_alphanumeric())
-                .next()
-                .unwrap_or("");
-            if noun == "boots" {
-                for t in selected.iter().filter(|t| !path(t).starts_with("boot_")) {
-                    errors.push(fail(format!("the docs say only boots, but it selects {t}")));
-                }
-            }
-        }
-        if let Some(g) = granule_claim("every ") {
-            for t in all.iter().filter(|t| granules(t).contains(g.as_str())) {
-                if !selected.contains(&t) {
-                    errors.push(fail(format!("the docs say every {g} test, but it leaves out {t}")));
-                }
-            }
-            for t in selected.iter().filter(|t| !granules(t).contains(g.as_str())) {
-                errors.push(fail(format!("the docs say {g} tests, but it selects {t}")));
-            }
-        }
-        if after.contains("one granule") {
-            let gs: BTreeSet<&str> = selected.iter().flat_map(|t| granules(t)).collect();
-            if gs.len() != 1 || selected.iter().any(|t| granules(t).len() != 1) {
-                errors.push(fail(format!("the docs say one granule; it selects granules {gs:?}")));
-            }
-        }
-        if after.contains("a subset") && selected.len() == all.len() {
-            errors.push(fail("the docs say a subset; it selects every test it builds".into()));
-        }
+        errors.extend(claim_errors(after, &all, &selected).into_iter().map(fail));
     }
     assert!(
         errors.is_empty(),
         "documented test commands that do not select what the docs say:\n{}",
         errors.join("\n")
     );
+}
+
+/// `(page, line, text after it)` of every `cargo test` command the docs name.
+fn documented_test_commands(root: &Path) -> Vec<(String, String, String)> {
+    let is_test = |s: &str| {
+        let w = words(s);
+        let w: Vec<&String> = w
+            .iter()
+            .skip_while(|w| w.contains('=') && !w.starts_with('-'))
+            .collect();
+        w.len() >= 2 && w[0] == "cargo" && w[1] == "test"
+    };
+    code_mentions(root)
+        .into_iter()
+        .filter(|m| is_test(&m.1))
+        .map(|(page, line, after, _)| (page, line, after))
+        .collect()
+}
+
+/// The path of a listed test inside its binary (`binary::path`): what the harness matches a
+/// filter against.
+fn test_path(t: &str) -> &str {
+    t.split_once("::").unwrap().1
+}
+
+/// The tests of `all` that `cmd`'s filters and skips select.
+fn select_tests<'a>(all: &'a [String], cmd: &TestCmd) -> Vec<&'a String> {
+    all.iter()
+        .filter(|t| {
+            let p = test_path(t);
+            (cmd.filters.is_empty()
+                || cmd
+                    .filters
+                    .iter()
+                    .any(|f| if cmd.exact { p == f } else { p.contains(f.as_str()) }))
+                && !cmd.skips.iter().any(|s| p.contains(s.as_str()))
+        })
+        .collect()
+}
+
+/// What the text after a command says it selects, checked: "only the 16K ..." (and "... boots"),
+/// "every 16K ...", "one granule", "a subset". Returns what does not hold.
+fn claim_errors(after: &str, all: &[String], selected: &[&String]) -> Vec<String> {
+    let mut errors = Vec::new();
+    let granule_claim = |word: &str| {
+        let at = after.find(word)? + word.len();
+        let g = after[at..].split_whitespace().next()?;
+        g.strip_suffix('k')
+            .filter(|n| n.parse::<u32>().is_ok())
+            .map(|_| g.to_string())
+    };
+    if let Some(g) = granule_claim("only the ") {
+        for t in selected {
+            if granules(t) != BTreeSet::from([g.as_str()]) {
+                errors.push(format!("the docs say only {g}, but it selects {t}"));
+            }
+        }
+        let noun = after[after.find(&format!("only the {g} ")).unwrap() + 10 + g.len()..]
+            .split(|c: char| !c.is_alphanumeric())
+            .next()
+            .unwrap_or("");
+        if noun == "boots" {
+            for t in selected.iter().filter(|t| !test_path(t).starts_with("boot_")) {
+                errors.push(format!("the docs say only boots, but it selects {t}"));
+            }
+        }
+    }
+    if let Some(g) = granule_claim("every ") {
+        for t in all.iter().filter(|t| granules(t).contains(g.as_str())) {
+            if !selected.contains(&t) {
+                errors.push(format!("the docs say every {g} test, but it leaves out {t}"));
+            }
+        }
+        for t in selected.iter().filter(|t| !granules(t).contains(g.as_str())) {
+            errors.push(format!("the docs say {g} tests, but it selects {t}"));
+        }
+    }
+    if after.contains("one granule") {
+        let gs: BTreeSet<&str> = selected.iter().flat_map(|t| granules(t)).collect();
+        if gs.len() != 1 || selected.iter().any(|t| granules(t).len() != 1) {
+            errors.push(format!("the docs say one granule; it selects granules {gs:?}"));
+        }
+    }
+    if after.contains("a subset") && selected.len() == all.len() {
+        errors.push("the docs say a subset; it selects every test it builds".into());
+    }
+    errors
 }
 
 /// Whether `text` holds `word` as a whole identifier.

@@ -4,28 +4,28 @@
 //!   fault-on-every-CPU, Busy and bad-request cases;
 //! - the shell scenario of docs/hotplug.md ("Try it"), driven through the console of the normal kernel.
 
-use hotmem_qemu::config::BootMode::{Firmware, Kernel};
+use hotmem_qemu::config::BootMode::{self, Firmware, Kernel};
 use hotmem_qemu::config::Granule::{self, K16, K4, K64};
-use hotmem_tests::{failure_report, BootCase};
+use hotmem_tests::{cases, failure_report, BootCase};
 
-macro_rules! cycles {
-    ($($name:ident: $g:ident $va:literal $boot:ident;)*) => {$(
-        #[test]
-        fn $name() {
-            // 50 cycles on 4 vCPUs take 15-100 s of a loaded 2-core host: a longer deadline.
-            BootCase::new($g, $va, $boot).smp(4).long(3).append("mem=1G ktest.hotplug_cycles=50").expect_ktest_pass();
-        }
-    )*};
+/// The in-guest hotplug cycles on 4 vCPUs; 50 cycles take 15-100 s of a loaded 2-core host: a
+/// longer deadline.
+fn cycles(g: Granule, va: u32, boot: BootMode) {
+    BootCase::new(g, va, boot)
+        .smp(4)
+        .long(3)
+        .append("mem=1G ktest.hotplug_cycles=50")
+        .expect_ktest_pass();
 }
 
-cycles! {
-    hotplug_cycles_4k_39: K4 39 Firmware;
-    hotplug_cycles_4k_48: K4 48 Kernel;
-    hotplug_cycles_16k_36: K16 36 Kernel;
-    hotplug_cycles_16k_47: K16 47 Firmware;
-    hotplug_cycles_16k_48: K16 48 Firmware;
-    hotplug_cycles_64k_42: K64 42 Firmware;
-    hotplug_cycles_64k_48: K64 48 Kernel;
+cases! { cycles =>
+    hotplug_cycles_4k_39: K4, 39, Firmware;
+    hotplug_cycles_4k_48: K4, 48, Kernel;
+    hotplug_cycles_16k_36: K16, 36, Kernel;
+    hotplug_cycles_16k_47: K16, 47, Firmware;
+    hotplug_cycles_16k_48: K16, 48, Firmware;
+    hotplug_cycles_64k_42: K64, 42, Firmware;
+    hotplug_cycles_64k_48: K64, 48, Kernel;
 }
 
 /// `probe 0x80000000 SIZE; online N movable; blocks; stress; offline N; remove; blocks; poweroff`.

@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 
 use hotmem_qemu::config::Granule::{self, K16, K4, K64};
 use hotmem_qemu::config::KernelConfig;
-use hotmem_tests::dimm::field;
+use hotmem_tests::cases;
 use hotmem_tests::libvirt::{alive, Daemons, SerialConsole};
+use hotmem_tests::parse::kv;
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
@@ -103,7 +104,7 @@ impl Case {
         }
         t.lines()
             .filter(|l| l.trim().starts_with("dimm: slot="))
-            .filter_map(|l| Some((field(l, "base")?, field(l, "size")?)))
+            .filter_map(|l| Some((kv(l, "base")?.to_string(), kv(l, "size")?.to_string())))
             .collect()
     }
 
@@ -139,12 +140,12 @@ impl Case {
             .find(|l| l.contains("event=insert"))
             .unwrap_or("")
             .to_string();
-        if !line.contains(" ost=0x0") || field(&line, "size").as_deref() != Some("0x40000000") {
+        if !line.contains(" ost=0x0") || kv(&line, "size") != Some("0x40000000") {
             self.fail(&format!(
                 "round {round}: the guest did not online the 1 GiB DIMM: {line}"
             ));
         }
-        let base = field(&line, "base").unwrap_or_default();
+        let base = kv(&line, "base").unwrap_or_default().to_string();
         let dimms = self.dimms();
         if dimms != [(base.clone(), "0x40000000".to_string())] {
             self.fail(&format!("round {round}: dimms {dimms:?}, expected one at {base}"));
@@ -196,7 +197,7 @@ impl Case {
         }
         let v = self.guest("vmem");
         let line = v.lines().find(|l| l.contains(" pci=")).unwrap_or("").to_string();
-        if field(&line, "plugged") != Some(format!("{bytes:#x}")) {
+        if kv(&line, "plugged") != Some(format!("{bytes:#x}").as_str()) {
             self.fail(&format!("resize to {size}: vmem says {line}"));
         }
         self.guest("blocks");
@@ -294,17 +295,8 @@ fn managed_by_libvirt(g: Granule) {
     eprintln!("libvirt {g}: passed in {:.1} s", t0.elapsed().as_secs_f64());
 }
 
-#[test]
-fn libvirt_4k() {
-    managed_by_libvirt(K4)
-}
-
-#[test]
-fn libvirt_16k() {
-    managed_by_libvirt(K16)
-}
-
-#[test]
-fn libvirt_64k() {
-    managed_by_libvirt(K64)
+cases! { managed_by_libvirt =>
+    libvirt_4k: K4;
+    libvirt_16k: K16;
+    libvirt_64k: K64;
 }

@@ -399,6 +399,23 @@ const GUEST_MUTANTS: &[GuestMutant] = &[
         append: "ktest.only=hotplug_cycles",
         expect: "the leaf for va=",
     },
+    // A CPU writing a page under migration: a writer that does not wait takes its fault for a
+    // real one; without the TLBI (checker reporting only) it goes on writing the old frame and
+    // its last pass is not in the new one.
+    GuestMutant {
+        granules: ALL,
+        name: "writer-does-not-wait",
+        cpus: MAX,
+        append: "ktest.only=writer_waits_for_migration",
+        expect: "hotmem: FATAL exception",
+    },
+    GuestMutant {
+        granules: ALL,
+        name: "migrate-no-tlbi",
+        cpus: MAX,
+        append: "ktest.only=writer_waits_for_migration teardown_check=off",
+        expect: "words of the writer's last pass lost",
+    },
     // A PFN walker that skips the "initialised" test reads deferred memmap, which
     // the test build fills with Page::POISON; the allocator's poison assertion stops the boot.
     GuestMutant {

@@ -14,7 +14,9 @@
 //!   virtio-mem device beside it still works.
 
 use hotmem_qemu::config::Granule::{self, K16, K4, K64};
-use hotmem_tests::dimm::{field, DimmCase, DimmSession, GIB, MIB};
+use hotmem_tests::cases;
+use hotmem_tests::dimm::{DimmCase, DimmSession, GIB, MIB};
+use hotmem_tests::parse::{kv, virtio_mem_line};
 use hotmem_tests::vmem::vmem_case;
 
 /// A `-kernel` machine with 1 GiB of RAM, room for a 4 GiB virtio-mem device `vmem0` (backend
@@ -46,8 +48,8 @@ fn irqs(d: &mut DimmSession) -> (String, u64) {
     let Some(line) = line else {
         d.fail(&format!("no device in `vmem`: {t}"))
     };
-    let irq = field(&line, "irq").unwrap_or_default();
-    let n = field(&line, "irqs").and_then(|n| n.parse().ok());
+    let irq = kv(&line, "irq").unwrap_or_default().to_string();
+    let n = kv(&line, "irqs").and_then(|n| n.parse().ok());
     let Some(n) = n else {
         d.fail(&format!("no irqs= in {line}"))
     };
@@ -57,13 +59,9 @@ fn irqs(d: &mut DimmSession) -> (String, u64) {
 /// The device is found at `pci` (bus:device.function), resizes work there and are signalled by
 /// its INTx.
 fn resizes_behind_bridges(mut d: DimmSession, pci: &str) {
-    let line = d
-        .boot_log
-        .lines()
-        .find(|l| l.starts_with("virtio-mem: dev=0 "))
-        .map(str::to_string);
+    let line = virtio_mem_line(&d.boot_log, 0).map(str::to_string);
     match line {
-        Some(l) if field(&l, "pci").as_deref() == Some(pci) && l.contains("irq=intx:") => {}
+        Some(l) if kv(&l, "pci") == Some(pci) && l.contains("irq=intx:") => {}
         _ => d.fail(&format!("virtio-mem not found at {pci} with an INTx line: {line:?}")),
     }
     let (irq, before) = irqs(&mut d);
@@ -108,34 +106,16 @@ fn switch(g: Granule) {
     resizes_behind_bridges(c.start(), "04:00.0");
 }
 
-#[test]
-fn root_port_4k() {
-    root_port(K4)
+cases! { root_port =>
+    root_port_4k: K4;
+    root_port_16k: K16;
+    root_port_64k: K64;
 }
 
-#[test]
-fn root_port_16k() {
-    root_port(K16)
-}
-
-#[test]
-fn root_port_64k() {
-    root_port(K64)
-}
-
-#[test]
-fn switch_4k() {
-    switch(K4)
-}
-
-#[test]
-fn switch_16k() {
-    switch(K16)
-}
-
-#[test]
-fn switch_64k() {
-    switch(K64)
+cases! { switch =>
+    switch_4k: K4;
+    switch_16k: K16;
+    switch_64k: K64;
 }
 
 #[test]

@@ -11,6 +11,7 @@
 //!   the DIMM stays usable, and after `stress free` a second `device_del` ejects it.
 
 use hotmem_qemu::config::Granule::{self, K16, K4, K64};
+use hotmem_tests::cases;
 use hotmem_tests::dimm::{block_size, DimmCase, DimmSession};
 
 /// Guest RAM base on QEMU virt.
@@ -116,27 +117,14 @@ fn dimm(g: Granule) {
     d.powerdown();
 }
 
-#[test]
-fn probe_4k() {
-    probe(K4);
+cases! { probe =>
+    probe_4k: K4;
+    probe_16k: K16;
+    probe_64k: K64;
 }
-#[test]
-fn probe_16k() {
-    probe(K16);
-}
-#[test]
-fn probe_64k() {
-    probe(K64);
-}
-#[test]
-fn dimm_4k() {
-    dimm(K4);
-}
-#[test]
-fn dimm_16k() {
-    dimm(K16);
-}
-#[test]
-fn dimm_64k() {
-    dimm(K64);
+
+cases! { dimm =>
+    dimm_4k: K4;
+    dimm_16k: K16;
+    dimm_64k: K64;
 }

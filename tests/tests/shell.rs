@@ -7,8 +7,9 @@ use hotmem_qemu::config::BootMode::{self, Firmware, Kernel};
 use hotmem_qemu::config::Granule::{self, K16, K4, K64};
 use hotmem_qemu::console::ConsoleError;
 use hotmem_qemu::util::tail_lines;
+use hotmem_tests::parse::kv;
 use hotmem_tests::shell::{check_pt_walk, check_rejected, check_usage, kimage_text_va, linear_map_va, RAM_BASE};
-use hotmem_tests::{failure_report, kv, BootCase, TAIL_LINES};
+use hotmem_tests::{cases, failure_report, BootCase, TAIL_LINES};
 
 fn shell_session(granule: Granule, va_bits: u32, boot: BootMode) {
     let case = BootCase::new(granule, va_bits, boot);
@@ -105,23 +106,14 @@ fn shell_session(granule: Granule, va_bits: u32, boot: BootMode) {
     }
 }
 
-macro_rules! shell_tests {
-    ($($name:ident: $g:ident $va:literal $boot:ident;)*) => {$(
-        #[test]
-        fn $name() {
-            shell_session($g, $va, $boot);
-        }
-    )*};
-}
-
-shell_tests! {
-    shell_4k_39: K4 39 Firmware;
-    shell_4k_48: K4 48 Firmware;
-    shell_16k_36: K16 36 Kernel;
-    shell_16k_47: K16 47 Firmware;
-    shell_16k_48: K16 48 Firmware;
-    shell_64k_42: K64 42 Firmware;
-    shell_64k_48: K64 48 Kernel;
+cases! { shell_session =>
+    shell_4k_39: K4, 39, Firmware;
+    shell_4k_48: K4, 48, Firmware;
+    shell_16k_36: K16, 36, Kernel;
+    shell_16k_47: K16, 47, Firmware;
+    shell_16k_48: K16, 48, Firmware;
+    shell_64k_42: K64, 42, Firmware;
+    shell_64k_48: K64, 48, Kernel;
 }
 
 /// The plain `--exec` path ([`hotmem_qemu::Console::run_script`]): the whole sequence typed

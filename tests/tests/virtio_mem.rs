@@ -39,8 +39,9 @@ use hotmem_qemu::config::Granule::{self, K16, K4, K64};
 use hotmem_qemu::host_cmd::{vmem_set_requested, VmemResult};
 use hotmem_qemu::run::VirtioMem;
 use hotmem_tests::dimm::{block_size, DimmSession, GIB, MIB};
-use hotmem_tests::vmem::{parse_vmem, vmem_case};
-use hotmem_tests::CliRun;
+use hotmem_tests::parse::{kv, parse_blocks, parse_dimms, parse_vmem};
+use hotmem_tests::vmem::vmem_case;
+use hotmem_tests::{cases, CliRun};
 
 /// Region of the device in the default case (QEMU places it right after 1 GiB of RAM).
 const REGION: u64 = 0x8000_0000;
@@ -50,7 +51,7 @@ fn managed_pages(d: &mut DimmSession) -> u64 {
     let t = d.guest("meminfo");
     t.lines()
         .filter(|l| l.trim().starts_with("meminfo: zone="))
-        .filter_map(|l| hotmem_tests::dimm::field(l, "managed_pages")?.parse::<u64>().ok())
+        .filter_map(|l| kv(l, "managed_pages")?.parse::<u64>().ok())
         .sum()
 }
 
@@ -58,7 +59,7 @@ fn managed_pages(d: &mut DimmSession) -> u64 {
 /// self-hosted memmap pages of the device's blocks.
 fn check_managed(d: &mut DimmSession, boot: u64, plugged: u64, when: &str) {
     let page_shift = d.config.granule.page_shift();
-    let blocks = hotmem_tests::dimm::parse_blocks(&d.guest("blocks"));
+    let blocks = parse_blocks(&d.guest("blocks"));
     let memmap: u64 = blocks.iter().filter(|b| !b.early).map(|b| b.vmemmap_pages).sum();
     let want = boot + (plugged >> page_shift) - memmap;
     let got = managed_pages(d);
@@ -115,7 +116,7 @@ fn stress(g: Granule) {
     let migrated = r
         .guest_line
         .as_deref()
-        .and_then(|l| hotmem_tests::dimm::field(l, "migrated_pages"))
+        .and_then(|l| kv(l, "migrated_pages"))
         .and_then(|v| v.parse::<u64>().ok());
     if migrated.is_none_or(|m| m > used) {
         d.fail(&format!(
@@ -316,10 +317,7 @@ fn two_devices_firmware(g: Granule) {
     d.plug_ok(GIB, "dimm0");
     d.vmem_ok("vmem1", GIB);
     let v = d.check_vmem_agree("with both grown and a DIMM");
-    let dimm_group = hotmem_tests::dimm::parse_dimms(&d.guest("dimms"))
-        .dimms
-        .first()
-        .map(|x| x.group.clone());
+    let dimm_group = parse_dimms(&d.guest("dimms")).dimms.first().map(|x| x.group.clone());
     if v.len() != 2 || v[0].group == v[1].group || dimm_group.as_ref().is_some_and(|g| v.iter().any(|x| x.group == *g))
     {
         d.fail(&format!(
@@ -525,127 +523,69 @@ fn acceptance(g: Granule) {
     eprintln!("[{what}] acceptance in {:.1} s", t.elapsed().as_secs_f64());
 }
 
-#[test]
-fn reproductions_4k() {
-    reproductions(K4);
+cases! { reproductions =>
+    reproductions_4k: K4;
+    reproductions_16k: K16;
+    reproductions_64k: K64;
 }
-#[test]
-fn reproductions_16k() {
-    reproductions(K16);
+
+cases! { split =>
+    split_4k: K4;
+    split_16k: K16;
+    split_64k: K64;
 }
-#[test]
-fn reproductions_64k() {
-    reproductions(K64);
+
+cases! { retry =>
+    retry_4k: K4;
+    retry_16k: K16;
+    retry_64k: K64;
 }
-#[test]
-fn split_4k() {
-    split(K4);
+
+cases! { acceptance =>
+    acceptance_4k: K4;
+    acceptance_16k: K16;
+    acceptance_64k: K64;
 }
-#[test]
-fn split_16k() {
-    split(K16);
+
+cases! { burst =>
+    burst_4k: K4;
+    burst_16k: K16;
+    burst_64k: K64;
 }
-#[test]
-fn split_64k() {
-    split(K64);
+
+cases! { grow_shrink =>
+    grow_shrink_4k: K4;
+    grow_shrink_16k: K16;
+    grow_shrink_64k: K64;
 }
-#[test]
-fn retry_4k() {
-    retry(K4);
+
+cases! { stress =>
+    stress_4k: K4;
+    stress_16k: K16;
+    stress_64k: K64;
 }
-#[test]
-fn retry_16k() {
-    retry(K16);
+
+cases! { bad_input =>
+    bad_input_4k: K4;
+    bad_input_16k: K16;
+    bad_input_64k: K64;
 }
-#[test]
-fn retry_64k() {
-    retry(K64);
+
+cases! { reset =>
+    reset_4k: K4;
+    reset_16k: K16;
+    reset_64k: K64;
 }
-#[test]
-fn acceptance_4k() {
-    acceptance(K4);
+
+cases! { big_block =>
+    big_block_4k: K4;
+    big_block_16k: K16;
 }
-#[test]
-fn acceptance_16k() {
-    acceptance(K16);
+
+cases! { small_block =>
+    small_block_4k: K4;
 }
-#[test]
-fn acceptance_64k() {
-    acceptance(K64);
-}
-#[test]
-fn burst_4k() {
-    burst(K4);
-}
-#[test]
-fn burst_16k() {
-    burst(K16);
-}
-#[test]
-fn burst_64k() {
-    burst(K64);
-}
-#[test]
-fn grow_shrink_4k() {
-    grow_shrink(K4);
-}
-#[test]
-fn grow_shrink_16k() {
-    grow_shrink(K16);
-}
-#[test]
-fn grow_shrink_64k() {
-    grow_shrink(K64);
-}
-#[test]
-fn stress_4k() {
-    stress(K4);
-}
-#[test]
-fn stress_16k() {
-    stress(K16);
-}
-#[test]
-fn stress_64k() {
-    stress(K64);
-}
-#[test]
-fn bad_input_4k() {
-    bad_input(K4);
-}
-#[test]
-fn bad_input_16k() {
-    bad_input(K16);
-}
-#[test]
-fn bad_input_64k() {
-    bad_input(K64);
-}
-#[test]
-fn reset_4k() {
-    reset(K4);
-}
-#[test]
-fn reset_16k() {
-    reset(K16);
-}
-#[test]
-fn reset_64k() {
-    reset(K64);
-}
-#[test]
-fn big_block_4k() {
-    big_block(K4);
-}
-#[test]
-fn big_block_16k() {
-    big_block(K16);
-}
-#[test]
-fn small_block_4k() {
-    small_block(K4);
-}
-#[test]
-fn two_devices_firmware_64k() {
-    two_devices_firmware(K64);
+
+cases! { two_devices_firmware =>
+    two_devices_firmware_64k: K64;
 }

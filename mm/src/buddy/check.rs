@@ -121,6 +121,11 @@ impl core::fmt::Display for Violation {
     }
 }
 
+/// The violation of `rule` at `pfn`.
+const fn v(pfn: u64, rule: Rule) -> Violation {
+    Violation { pfn, rule }
+}
+
 /// Pages the allocator does not manage: never in a block.
 const UNMANAGED: u32 = flags::RESERVED | flags::OFFLINE | flags::VMEMMAP_SELF_HOSTED;
 
@@ -144,8 +149,24 @@ impl<M: Memmap> PageAlloc<M> {
     /// cover every page the allocator manages (all populated memmap). With `quiescent`, no
     /// offline is in progress, so no page may be isolated.
     pub fn check(&self, ranges: &[(u64, u64)], quiescent: bool) -> Result<[ZoneCensus; 2], Violation> {
-        let v = |pfn, rule| Violation { pfn, rule };
         // 1. The lists: links consistent, every entry a free head of the list's order and zone.
+        self.check_free_lists()?;
+        // 2. The deferred lists: sane ranges over memmap marked uninitialised; counted as
+        // deferred (isolated ones as isolated).
+        let mut census = self.check_deferred(ranges, quiescent)?;
+        // 3. The memmap: walk the initialised heads, recount, check flags.
+        for &(start, nr) in ranges {
+            self.check_memmap(start, start + nr, quiescent, &mut census)?;
+        }
+        // 4. Lists vs recount: the lists hold only free heads (1), so equal counts mean equal
+        // sets; on a mismatch, name a free head that no list holds.
+        self.check_counters(ranges, &census)?;
+        Ok(census)
+    }
+
+    /// Every free list's links are consistent and every entry is a free head of the list's
+    /// order and zone.
+    fn check_free_lists(&self) -> Result<(), Violation> {
         for zone in ZoneId::ALL {
             for order in 0..NR_ORDERS as u32 {
                 let list = self.zones[zone as usize].free_area[order as usize];
@@ -166,8 +187,12 @@ impl<M: Memmap> PageAlloc<M> {
                 }
             }
         }
-        // 2. The deferred lists: sane ranges over memmap marked uninitialised; counted as
-        // deferred (isolated ones as isolated).
+        Ok(())
+    }
+
+    /// The deferred lists and the ranges being initialised: sane, over memmap marked
+    /// uninitialised, and none outside `ranges`. Returns the census they start.
+    fn check_deferred(&self, ranges: &[(u64, u64)], quiescent: bool) -> Result<[ZoneCensus; 2], Violation> {
         let mut census = [ZoneCensus::default(); 2];
         let pb = self.deferred.as_ref().map_or(1, |d| d.pageblock_pages());
         for zone in ZoneId::ALL {
@@ -207,70 +232,81 @@ impl<M: Memmap> PageAlloc<M> {
             }
             census[zone as usize].deferred += e - s;
         }
-        // 3. The memmap: walk the initialised heads, recount, check flags.
-        for &(start, nr) in ranges {
-            let end = start + nr;
-            let mut pfn = start;
-            while pfn < end {
-                if !self.is_initialised(pfn) {
-                    pfn = self.next_init_change(pfn, end);
-                    continue;
-                }
-                let p = self.page(pfn).ok_or(v(pfn, Rule::BlockOutOfRange { order: 0 }))?;
-                if quiescent && p.has(flags::ISOLATED) {
-                    return Err(v(pfn, Rule::LeftIsolated));
-                }
-                if !p.has(flags::BUDDY | flags::HEAD) {
-                    if !p.has(UNMANAGED) {
-                        return Err(v(pfn, Rule::Orphan));
-                    }
-                    pfn += 1;
-                    continue;
-                }
-                let order = p.order as u32;
-                if order > self.max_order || pfn % (1 << order) != 0 {
-                    return Err(v(pfn, Rule::Misaligned { order }));
-                }
-                if pfn + (1 << order) > end {
-                    return Err(v(pfn, Rule::BlockOutOfRange { order }));
-                }
-                let zone = p.zone_id().ok_or(v(pfn, Rule::BadZone))?;
-                let c = &mut census[zone as usize];
-                if p.has(flags::BUDDY) {
-                    let conflicting = flags::HEAD | flags::RESERVED | flags::OFFLINE | flags::VMEMMAP_SELF_HOSTED;
-                    let parked = p.has(flags::ISOLATED);
-                    if p.has(conflicting) || (parked && (p.next != NO_PFN || p.prev != NO_PFN)) {
-                        return Err(v(pfn, Rule::BadFreeHead));
-                    }
-                    if parked {
-                        c.isolated += 1 << order;
-                    } else {
-                        c.free += 1 << order;
-                        c.blocks[order as usize] += 1;
-                    }
-                } else {
-                    c.allocated += 1 << order;
-                }
-                if self.next_init_change(pfn, pfn + (1 << order)) != pfn + (1 << order) {
-                    return Err(v(pfn, Rule::UninitInBlock { head: pfn }));
-                }
-                for q in pfn + 1..pfn + (1 << order) {
-                    let t = self.page(q).ok_or(v(q, Rule::BlockOutOfRange { order }))?;
-                    if t.has(flags::BUDDY | flags::HEAD) {
-                        return Err(v(q, Rule::TailFlagged { head: pfn }));
-                    }
-                    if t.has(UNMANAGED) || t.zone != p.zone {
-                        return Err(v(q, Rule::TailNotManaged { head: pfn }));
-                    }
-                    if quiescent && t.has(flags::ISOLATED) {
-                        return Err(v(q, Rule::LeftIsolated));
-                    }
-                }
-                pfn += 1 << order;
+        Ok(census)
+    }
+
+    /// The initialised memmap of `[start, end)`: block heads aligned and inside the range,
+    /// flags consistent, tails plain; free, isolated and allocated pages counted into `census`.
+    fn check_memmap(
+        &self,
+        start: u64,
+        end: u64,
+        quiescent: bool,
+        census: &mut [ZoneCensus; 2],
+    ) -> Result<(), Violation> {
+        let mut pfn = start;
+        while pfn < end {
+            if !self.is_initialised(pfn) {
+                pfn = self.next_init_change(pfn, end);
+                continue;
             }
+            let p = self.page(pfn).ok_or(v(pfn, Rule::BlockOutOfRange { order: 0 }))?;
+            if quiescent && p.has(flags::ISOLATED) {
+                return Err(v(pfn, Rule::LeftIsolated));
+            }
+            if !p.has(flags::BUDDY | flags::HEAD) {
+                if !p.has(UNMANAGED) {
+                    return Err(v(pfn, Rule::Orphan));
+                }
+                pfn += 1;
+                continue;
+            }
+            let order = p.order as u32;
+            if order > self.max_order || !pfn.is_multiple_of(1 << order) {
+                return Err(v(pfn, Rule::Misaligned { order }));
+            }
+            if pfn + (1 << order) > end {
+                return Err(v(pfn, Rule::BlockOutOfRange { order }));
+            }
+            let zone = p.zone_id().ok_or(v(pfn, Rule::BadZone))?;
+            let c = &mut census[zone as usize];
+            if p.has(flags::BUDDY) {
+                let conflicting = flags::HEAD | flags::RESERVED | flags::OFFLINE | flags::VMEMMAP_SELF_HOSTED;
+                let parked = p.has(flags::ISOLATED);
+                if p.has(conflicting) || (parked && (p.next != NO_PFN || p.prev != NO_PFN)) {
+                    return Err(v(pfn, Rule::BadFreeHead));
+                }
+                if parked {
+                    c.isolated += 1 << order;
+                } else {
+                    c.free += 1 << order;
+                    c.blocks[order as usize] += 1;
+                }
+            } else {
+                c.allocated += 1 << order;
+            }
+            if self.next_init_change(pfn, pfn + (1 << order)) != pfn + (1 << order) {
+                return Err(v(pfn, Rule::UninitInBlock { head: pfn }));
+            }
+            for q in pfn + 1..pfn + (1 << order) {
+                let t = self.page(q).ok_or(v(q, Rule::BlockOutOfRange { order }))?;
+                if t.has(flags::BUDDY | flags::HEAD) {
+                    return Err(v(q, Rule::TailFlagged { head: pfn }));
+                }
+                if t.has(UNMANAGED) || t.zone != p.zone {
+                    return Err(v(q, Rule::TailNotManaged { head: pfn }));
+                }
+                if quiescent && t.has(flags::ISOLATED) {
+                    return Err(v(q, Rule::LeftIsolated));
+                }
+            }
+            pfn += 1 << order;
         }
-        // 4. Lists vs recount: the lists hold only free heads (1), so equal counts mean equal
-        // sets; on a mismatch, name a free head that no list holds.
+        Ok(())
+    }
+
+    /// The free lists' lengths and the zone counters against the recount.
+    fn check_counters(&self, ranges: &[(u64, u64)], census: &[ZoneCensus; 2]) -> Result<(), Violation> {
         for zone in ZoneId::ALL {
             let c = census[zone as usize];
             for order in 0..NR_ORDERS as u32 {
@@ -300,7 +336,7 @@ impl<M: Memmap> PageAlloc<M> {
                 return Err(e);
             }
         }
-        Ok(census)
+        Ok(())
     }
 
     /// A free head of `zone`/`order` in `ranges` that its free list does not hold.

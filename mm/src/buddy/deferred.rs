@@ -20,7 +20,8 @@
 use super::{BuddyError, PageAlloc};
 use crate::geometry::Geometry;
 use crate::page::{flags, Memmap, Page, ZoneId, POISON_CHECKS};
-use alloc::vec::Vec;
+mod bookkeeping;
+pub(super) use bookkeeping::Deferred;
 
 /// How the memmap of new memory is initialised (the kernel's `memmap_init=eager|deferred`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -129,236 +130,11 @@ pub enum DeferredState {
     InFlight { zone: ZoneId },
 }
 
-/// The allocator's deferred-init state (present once [`PageAlloc::enable_deferred`] ran).
-pub(super) struct Deferred {
-    pageblock_order: u32,
-    /// log2 of the pages in a memory block (the `block` field of a struct page).
-    block_shift: u32,
-    /// One bit per pageblock of `[0, nr_pfns)`: set = memmap not initialised.
-    uninit: Vec<u64>,
-    /// Per zone, sorted, disjoint, never adjacent with equal node and isolation.
-    pub(super) lists: [Vec<DeferredRange>; 2],
-    /// Chunks handed out by `deferred_take` and not finished yet.
-    pub(super) in_flight: Vec<(ZoneId, u64, u64, u8)>,
-}
-
-impl Deferred {
-    #[inline]
-    pub(super) fn test(&self, pfn: u64) -> bool {
-        let i = (pfn >> self.pageblock_order) as usize;
-        self.uninit.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
-    }
-
-    pub(super) fn block_shift(&self) -> u32 {
-        self.block_shift
-    }
-
-    pub(super) fn pageblock_pages(&self) -> u64 {
-        1 << self.pageblock_order
-    }
-
-    /// Grow the bitmap (fallibly, nothing changed on failure) to cover PFNs below `end`: memory
-    /// hot-added above the boot RAM needs bits the boot did not size for.
-    fn cover(&mut self, end: u64) -> Result<(), BuddyError> {
-        let words = (end >> self.pageblock_order).div_ceil(64) as usize;
-        if words > self.uninit.len() {
-            // Amortised growth (not `try_reserve_exact`): one hot-add of many blocks grows the
-            // bitmap once per block, and exact growth copied it each time (quadratic).
-            self.uninit
-                .try_reserve(words - self.uninit.len())
-                .map_err(|_| BuddyError::NoBookkeeping)?;
-            self.uninit.resize(words, 0);
-        }
-        Ok(())
-    }
-
-    /// Set or clear the bits of the pageblocks `[s, e)` (PFNs, pageblock-aligned).
-    fn set_bits(&mut self, s: u64, e: u64, val: bool) {
-        for i in (s >> self.pageblock_order) as usize..(e >> self.pageblock_order) as usize {
-            if let Some(w) = self.uninit.get_mut(i / 64) {
-                if val {
-                    *w |= 1 << (i % 64);
-                } else {
-                    *w &= !(1 << (i % 64));
-                }
-            }
-        }
-    }
-
-    /// The first PFN after `pfn` (at most `end`) whose initialised state differs from `pfn`'s:
-    /// a word-at-a-time bitmap scan, O(pageblocks / 64).
-    pub(super) fn next_change(&self, pfn: u64, end: u64) -> u64 {
-        let want = self.test(pfn);
-        let mut i = (pfn >> self.pageblock_order) as usize + 1;
-        let last = (end.saturating_sub(1) >> self.pageblock_order) as usize;
-        while i <= last {
-            let w = self.uninit.get(i / 64).copied().unwrap_or(0);
-            let w = if want { !w } else { w } >> (i % 64);
-            if w == 0 {
-                i = (i / 64 + 1) * 64;
-                continue;
-            }
-            i += w.trailing_zeros() as usize;
-            break;
-        }
-        ((i as u64) << self.pageblock_order).min(end)
-    }
-
-    /// Pages whose bit is set in `[s, e)`.
-    pub(super) fn count_uninit(&self, s: u64, e: u64) -> u64 {
-        let mut n = 0;
-        let mut p = s;
-        while p < e {
-            let q = self.next_change(p, e);
-            if self.test(p) {
-                n += q - p;
-            }
-            p = q;
-        }
-        n
-    }
-
-    /// The index of the range of `zone` containing `pfn`.
-    fn find(&self, zone: ZoneId, pfn: u64) -> Option<usize> {
-        let l = &self.lists[zone as usize];
-        let i = l.partition_point(|r| r.end <= pfn);
-        (i < l.len() && l[i].start <= pfn).then_some(i)
-    }
-
-    fn in_flight_at(&self, s: u64, e: u64) -> Option<(ZoneId, u64)> {
-        self.in_flight
-            .iter()
-            .find(|&&(_, cs, ce, _)| cs < e && s < ce)
-            .map(|&(z, cs, _, _)| (z, cs.max(s)))
-    }
-
-    /// Whether any list (or chunk in flight) holds part of `[s, e)`.
-    fn listed(&self, s: u64, e: u64) -> bool {
-        self.in_flight_at(s, e).is_some()
-            || self.lists.iter().any(|l| {
-                let i = l.partition_point(|r| r.end <= s);
-                i < l.len() && l[i].start < e
-            })
-    }
-
-    /// Insert a range into `zone`'s list, merging with equal neighbours.
-    fn insert(&mut self, zone: ZoneId, r: DeferredRange) -> Result<(), BuddyError> {
-        let l = &mut self.lists[zone as usize];
-        l.try_reserve(1).map_err(|_| BuddyError::NoBookkeeping)?;
-        let i = l.partition_point(|x| x.start < r.start);
-        l.insert(i, r);
-        Self::normalise(l, i, i + 1);
-        Ok(())
-    }
-
-    /// Around the entries `[lo, hi)` just changed (and one neighbour each side): drop empty
-    /// ranges, merge adjacent ones with the same node and isolation. O(window + shift).
-    fn normalise(l: &mut Vec<DeferredRange>, lo: usize, hi: usize) {
-        let first = lo.saturating_sub(1);
-        let mut end = (hi + 1).min(l.len());
-        let mut i = first;
-        while i < end {
-            if l[i].start >= l[i].end {
-                l.remove(i);
-                end -= 1;
-            } else {
-                i += 1;
-            }
-        }
-        let mut i = first + 1;
-        while i < end {
-            let (a, b) = (l[i - 1], l[i]);
-            if a.end == b.start && a.node == b.node && a.isolated == b.isolated {
-                l[i - 1].end = b.end;
-                l.remove(i);
-                end -= 1;
-            } else {
-                i += 1;
-            }
-        }
-    }
-
-    /// Split `zone`'s ranges at `s` and `e` so each is inside or outside `[s, e)`; returns the
-    /// index span of those inside. Changes nothing if the list cannot grow.
-    fn carve(&mut self, zone: ZoneId, s: u64, e: u64) -> Result<core::ops::Range<usize>, BuddyError> {
-        let l = &mut self.lists[zone as usize];
-        l.try_reserve(2).map_err(|_| BuddyError::NoBookkeeping)?;
-        for cut in [s, e] {
-            let i = l.partition_point(|r| r.end <= cut);
-            if i < l.len() && l[i].start < cut {
-                let mut tail = l[i];
-                tail.start = cut;
-                l[i].end = cut;
-                l.insert(i + 1, tail);
-            }
-        }
-        let a = l.partition_point(|r| r.end <= s);
-        let b = l.partition_point(|r| r.start < e);
-        Ok(a..b.max(a))
-    }
-
-    /// Pages of `[s, e)` on `zone`'s list with isolation `from`, switched to `!from`.
-    fn set_isolated(&mut self, zone: ZoneId, s: u64, e: u64, isolated: bool) -> Result<u64, BuddyError> {
-        let span = self.carve(zone, s, e)?;
-        let l = &mut self.lists[zone as usize];
-        let mut n = 0;
-        for r in &mut l[span.clone()] {
-            if r.isolated != isolated {
-                r.isolated = isolated;
-                n += r.nr_pages();
-            }
-        }
-        Self::normalise(l, span.start, span.end);
-        Ok(n)
-    }
-
-    /// Drop the isolated ranges of `[s, e)` from `zone`'s list; returns their pages.
-    fn drop_isolated(&mut self, zone: ZoneId, s: u64, e: u64) -> Result<u64, BuddyError> {
-        let span = self.carve(zone, s, e)?;
-        let l = &mut self.lists[zone as usize];
-        let mut n = 0;
-        for r in &mut l[span.clone()] {
-            if r.isolated {
-                n += r.nr_pages();
-                r.end = r.start; // dropped by normalise
-            }
-        }
-        Self::normalise(l, span.start, span.end);
-        Ok(n)
-    }
-
-    /// Take the lowest max-order chunk of `zone`'s first range that is not isolated.
-    fn take_piece(&mut self, zone: ZoneId, max_order: u32) -> Option<(u64, u64, u8)> {
-        let l = &mut self.lists[zone as usize];
-        let i = l.iter().position(|r| !r.isolated)?;
-        let r = &mut l[i];
-        let chunk = 1u64 << max_order;
-        let end = r.end.min((r.start / chunk + 1) * chunk);
-        let piece = (r.start, end, r.node);
-        r.start = end;
-        if r.start == r.end {
-            l.remove(i);
-        }
-        Some(piece)
-    }
-}
-
 impl<M: Memmap> PageAlloc<M> {
     /// Make deferred initialisation possible, with a bitmap for the PFNs below `nr_pfns`
     /// allocated here, fallibly (memory deferred above it grows the bitmap, in `defer_memmap`).
     pub fn enable_deferred(&mut self, geom: Geometry, nr_pfns: u64) -> Result<(), BuddyError> {
-        let pageblock_order = geom.pageblock_order();
-        let words = (nr_pfns >> pageblock_order).div_ceil(64) as usize;
-        let mut uninit = Vec::new();
-        uninit.try_reserve_exact(words).map_err(|_| BuddyError::NoBookkeeping)?;
-        uninit.resize(words, 0);
-        self.deferred = Some(Deferred {
-            pageblock_order,
-            block_shift: geom.section_shift() - geom.page_shift,
-            uninit,
-            lists: [Vec::new(), Vec::new()],
-            in_flight: Vec::new(),
-        });
+        self.deferred = Some(Deferred::new(geom, nr_pfns)?);
         Ok(())
     }
 
@@ -435,9 +211,7 @@ impl<M: Memmap> PageAlloc<M> {
 
     /// Pages marked not initialised anywhere (the whole bitmap).
     pub fn uninit_pages_total(&self) -> u64 {
-        self.deferred.as_ref().map_or(0, |d| {
-            d.uninit.iter().map(|w| w.count_ones() as u64).sum::<u64>() << d.pageblock_order
-        })
+        self.deferred.as_ref().map_or(0, |d| d.count_all_uninit())
     }
 
     /// Pages of `[start, start + nr)` whose memmap is not initialised (O(pageblocks / 64)).
@@ -499,7 +273,7 @@ impl<M: Memmap> PageAlloc<M> {
         let Some((s, e, node)) = d.take_piece(zone, max_order) else {
             return false;
         };
-        let block_shift = d.block_shift;
+        let block_shift = d.block_shift();
         DeferredChunk {
             zone,
             start: s,
@@ -535,7 +309,7 @@ impl<M: Memmap> PageAlloc<M> {
                     start,
                     end,
                     node,
-                    block_shift: d.block_shift,
+                    block_shift: d.block_shift(),
                 });
             }
         }
@@ -589,7 +363,7 @@ impl<M: Memmap> PageAlloc<M> {
         };
         self.zones[zone as usize].counters.deferred += e - s;
         if d.insert(zone, r).is_err() {
-            let block_shift = d.block_shift;
+            let block_shift = d.block_shift();
             DeferredChunk {
                 zone,
                 start: s,
@@ -618,7 +392,7 @@ impl<M: Memmap> PageAlloc<M> {
         if d.listed(s, s + pb) {
             return Err(BuddyError::BadRange { start: pfn, nr: 1 });
         }
-        init_pages(&self.memmap, s, s + pb, d.block_shift, |block| Page {
+        init_pages(&self.memmap, s, s + pb, d.block_shift(), |block| Page {
             block,
             flags: flags::RESERVED | flags::OFFLINE,
             ..Page::INIT
@@ -713,76 +487,4 @@ pub fn deferred_init_step<M: Memmap>(
         }
     }
     done
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn deferred(bits: &[bool]) -> Deferred {
-        let mut d = Deferred {
-            pageblock_order: 2,
-            block_shift: 6,
-            uninit: alloc::vec![0; bits.len().div_ceil(64)],
-            lists: [Vec::new(), Vec::new()],
-            in_flight: Vec::new(),
-        };
-        for (i, &b) in bits.iter().enumerate() {
-            if b {
-                d.set_bits((i as u64) << 2, (i as u64 + 1) << 2, true);
-            }
-        }
-        d
-    }
-
-    #[test]
-    fn next_change_matches_a_naive_scan() {
-        let mut seed = 0x1234_5678_9abc_def1u64;
-        for round in 0..200 {
-            let n = 1 + (round * 7) % 300;
-            let bits: Vec<bool> = (0..n)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    // Long runs as well as short ones.
-                    seed.is_multiple_of(if round % 2 == 0 { 2 } else { 97 })
-                })
-                .collect();
-            let d = deferred(&bits);
-            let end = (n as u64) << 2;
-            for pfn in 0..end {
-                let want = (pfn + 1..end).find(|&q| d.test(q) != d.test(pfn)).unwrap_or(end);
-                assert_eq!(d.next_change(pfn, end), want, "pfn {pfn} of {bits:?}");
-            }
-            let naive = (0..end).filter(|&p| d.test(p)).count() as u64;
-            assert_eq!(d.count_uninit(0, end), naive);
-        }
-    }
-
-    #[test]
-    fn carve_isolate_and_drop_keep_the_list_normal() {
-        let mut d = deferred(&[true; 64]);
-        let r = |start, end| DeferredRange {
-            start,
-            end,
-            node: 0,
-            isolated: false,
-        };
-        d.insert(ZoneId::Movable, r(64, 128)).unwrap();
-        d.insert(ZoneId::Movable, r(0, 32)).unwrap();
-        d.insert(ZoneId::Movable, r(32, 64)).unwrap();
-        assert_eq!(d.lists[1], [r(0, 128)], "adjacent ranges merge");
-        assert_eq!(d.set_isolated(ZoneId::Movable, 16, 48, true), Ok(32));
-        assert_eq!(d.lists[1].len(), 3);
-        assert!(d.lists[1][1].isolated && (d.lists[1][1].start, d.lists[1][1].end) == (16, 48));
-        assert_eq!(d.set_isolated(ZoneId::Movable, 16, 48, false), Ok(32));
-        assert_eq!(d.lists[1], [r(0, 128)], "un-isolation merges back");
-        d.set_isolated(ZoneId::Movable, 96, 200, true).unwrap();
-        assert_eq!(d.drop_isolated(ZoneId::Movable, 0, 256), Ok(32));
-        assert_eq!(d.lists[1], [r(0, 96)]);
-        assert_eq!(d.take_piece(ZoneId::Movable, 5), Some((0, 32, 0)));
-        assert_eq!(d.take_piece(ZoneId::Movable, 5), Some((32, 64, 0)));
-        assert!(d.listed(70, 71) && !d.listed(0, 64) && !d.listed(96, 100));
-    }
 }

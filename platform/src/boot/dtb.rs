@@ -3,23 +3,14 @@
 //! Two `fdt` 0.1.5 traps are avoided on purpose: `Fdt::memory()` returns only the first
 //! `/memory` node (we walk all of them), and `interrupts()` cannot decode the GIC's 3-cell
 //! specifiers (we parse the raw property).
+//!
+//! This file finds nodes and properties; their values are decoded by the host-tested
+//! [`parse::dtb`] (cells, PCI windows, interrupt specifiers), whose types it re-exports.
 
 use alloc::{string::String, vec::Vec};
 use fdt::Fdt;
-use tock_registers::LocalRegisterCopy;
-
-/// A physical range.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Range {
-    pub base: u64,
-    pub size: u64,
-}
-
-impl Range {
-    pub fn end(&self) -> u64 {
-        self.base + self.size
-    }
-}
+use parse::dtb::{gic_interrupts, pci_host, PciHostProps};
+pub use parse::dtb::{PciHost, PciSpace, Range, PCI_PHYS_HI};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GicVersion {
@@ -34,38 +25,6 @@ pub struct Gic {
     pub gicd: Range,
     /// CPU interface (v2) or redistributor region (v3).
     pub gicc_or_gicr: Range,
-}
-
-/// A window of the PCI host bridge's `ranges`: PCI bus addresses `pci..pci+size` appear at CPU
-/// physical `cpu..cpu+size`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PciWindow {
-    pub space: PciSpace,
-    pub prefetchable: bool,
-    pub pci: u64,
-    pub cpu: u64,
-    pub size: u64,
-}
-
-/// Address space of a PCI window (bits 24-25 of the `phys.hi` cell).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PciSpace {
-    Config,
-    Io,
-    Mem32,
-    Mem64,
-}
-
-/// The generic ECAM host bridge (`pci-host-ecam-generic`).
-#[derive(Clone, Debug)]
-pub struct PciHost {
-    pub ecam: Range,
-    pub bus_start: u8,
-    pub bus_end: u8,
-    pub windows: Vec<PciWindow>,
-    /// Raw `interrupt-map` (INTx routing), as big-endian cells.
-    pub interrupt_map: Vec<u32>,
-    pub interrupt_map_mask: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -236,89 +195,22 @@ pub unsafe fn parse(ptr: *const u8, mapped: u64) -> Result<Platform, DtbError> {
     })
 }
 
-tock_registers::register_bitfields! {u32,
-    /// The first cell of a PCI address (`phys.hi`, IEEE 1275 PCI bus binding), in `ranges`
-    /// and in `interrupt-map` child addresses.
-    pub PCI_PHYS_HI [
-        PREFETCHABLE OFFSET(30) NUMBITS(1) [],
-        SPACE OFFSET(24) NUMBITS(2) [
-            Config = 0,
-            Io = 1,
-            Mem32 = 2,
-            Mem64 = 3
-        ],
-        BUS OFFSET(16) NUMBITS(8) [],
-        DEVICE OFFSET(11) NUMBITS(5) [],
-        FUNCTION OFFSET(8) NUMBITS(3) []
-    ]
-}
-
-fn cells(p: &[u8]) -> Vec<u32> {
-    p.chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-/// `reg`, `bus-range`, `ranges` (3 PCI address cells, 2 CPU address cells, 2 size cells, as on
-/// QEMU virt) and the `interrupt-map` of an ECAM host bridge; `None` if malformed.
+/// `reg`, `bus-range`, `ranges` and the `interrupt-map` of an ECAM host bridge
+/// ([`parse::dtb::pci_host`]); `None` without `reg` or `ranges`.
 fn parse_pci_host(node: &fdt::node::FdtNode) -> Option<PciHost> {
     let ecam = *reg_ranges(node).first()?;
-    let (bus_start, bus_end) = match node.property("bus-range").map(|p| cells(p.value)) {
-        Some(c) if c.len() == 2 => (c[0].min(255) as u8, c[1].min(255) as u8),
-        _ => (0, ((ecam.size >> 20).clamp(1, 256) - 1) as u8),
+    let props = PciHostProps {
+        bus_range: node.property("bus-range").map(|p| p.value),
+        ranges: node.property("ranges")?.value,
+        interrupt_map: node.property("interrupt-map").map(|p| p.value),
+        interrupt_map_mask: node.property("interrupt-map-mask").map(|p| p.value),
     };
-    let ranges = cells(node.property("ranges")?.value);
-    let windows = ranges
-        .chunks_exact(7)
-        .map(|c| {
-            let hi = LocalRegisterCopy::<u32, PCI_PHYS_HI::Register>::new(c[0]);
-            let space = match hi.read_as_enum(PCI_PHYS_HI::SPACE) {
-                Some(PCI_PHYS_HI::SPACE::Value::Config) => PciSpace::Config,
-                Some(PCI_PHYS_HI::SPACE::Value::Io) => PciSpace::Io,
-                Some(PCI_PHYS_HI::SPACE::Value::Mem32) => PciSpace::Mem32,
-                _ => PciSpace::Mem64,
-            };
-            PciWindow {
-                space,
-                prefetchable: hi.is_set(PCI_PHYS_HI::PREFETCHABLE),
-                pci: (c[1] as u64) << 32 | c[2] as u64,
-                cpu: (c[3] as u64) << 32 | c[4] as u64,
-                size: (c[5] as u64) << 32 | c[6] as u64,
-            }
-        })
-        .collect();
-    Some(PciHost {
-        ecam,
-        bus_start,
-        bus_end,
-        windows,
-        interrupt_map: node
-            .property("interrupt-map")
-            .map(|p| cells(p.value))
-            .unwrap_or_default(),
-        interrupt_map_mask: node
-            .property("interrupt-map-mask")
-            .map(|p| cells(p.value))
-            .unwrap_or_default(),
-    })
+    Some(pci_host(ecam, props))
 }
 
-/// INTIDs of a node's `interrupts` property, decoded as GIC 3-cell specifiers
-/// `<type number flags>` (type 0 = SPI → INTID 32 + n, 1 = PPI → 16 + n).
+/// INTIDs of a node's `interrupts` property ([`parse::dtb::gic_interrupts`]).
 pub fn raw_interrupts(node: &fdt::node::FdtNode) -> Vec<u32> {
-    let Some(p) = node.property("interrupts") else {
-        return Vec::new();
-    };
-    p.value
-        .chunks_exact(12)
-        .map(|c| {
-            let cell = |i: usize| u32::from_be_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
-            let (kind, num) = (cell(0), cell(4));
-            if kind == 1 {
-                16 + num
-            } else {
-                32 + num
-            }
-        })
-        .collect()
+    node.property("interrupts")
+        .map(|p| gic_interrupts(p.value))
+        .unwrap_or_default()
 }

@@ -5,6 +5,7 @@ use crate::kernel::{
     console,
     exit::{self, ExitStatus},
     irq, lockdep,
+    mem::movable,
 };
 use aarch64_cpu::registers::{ESR_EL1, FAR_EL1};
 use arch::exception::{Esr, TrapFrame, TrapKind};
@@ -23,6 +24,10 @@ extern "C" fn __hotmem_trap(kind: u64, frame: &mut TrapFrame) {
         TrapKind::Sync => {
             let (esr, far) = (ESR_EL1.get(), FAR_EL1.get());
             if arch::exception::take_expected_fault(cpu, esr, far, frame) {
+                return;
+            }
+            // A movable-window access that met a migration: waited for it, retry the access.
+            if Esr::new(esr).is_data_abort() && movable::fault(far) {
                 return;
             }
             fatal(cpu, kind, esr, far, frame)

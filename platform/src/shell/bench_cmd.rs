@@ -1,16 +1,10 @@
 //! The `bench` command (the measurement itself is [`super::bench`]).
 
 use super::*;
+use parse::shell::{bench_args, bench_sizes};
 
 pub(super) fn cmd_bench(args: &[&str]) -> Result<(), ShellError> {
-    let (reps, sizes) = match args {
-        [] => return Err(ShellError::Usage),
-        [first, rest @ ..] if first.starts_with("reps=") => (parse_u64(&first[5..])? as usize, rest),
-        all => (5, all),
-    };
-    if sizes.is_empty() || reps == 0 {
-        return Err(ShellError::Usage);
-    }
+    let (reps, sizes) = bench_args(args)?;
     if reps > crate::shell::bench::MAX_REPS {
         println!(
             "bench: error: reps={reps} is more than {} (every rep adds, onlines, offlines and removes each size twice)",
@@ -18,10 +12,7 @@ pub(super) fn cmd_bench(args: &[&str]) -> Result<(), ShellError> {
         );
         return Ok(());
     }
-    let sizes = sizes
-        .iter()
-        .map(|s| parse_u64(s))
-        .collect::<Result<alloc::vec::Vec<u64>, _>>()?;
+    let sizes = bench_sizes(sizes)?;
     let block = layout::G.section_size();
     if let Some(bad) = sizes.iter().find(|&&s| s == 0 || s % block != 0) {
         println!(

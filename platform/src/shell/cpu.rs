@@ -1,6 +1,7 @@
 //! CPU and power commands: `touch`, `cpus`, `poweroff`, `reboot`.
 
 use super::*;
+use parse::shell::one_number;
 
 fn read_on_cpu(va: u64) -> u64 {
     match arch::exception::probe_read(va) {
@@ -10,8 +11,7 @@ fn read_on_cpu(va: u64) -> u64 {
 }
 
 pub(super) fn cmd_touch(args: &[&str]) -> Result<(), ShellError> {
-    let [va] = exactly(args)?;
-    let va = parse_u64(va)?;
+    let va = one_number(args)?;
     if va == 0 || va % 8 != 0 {
         println!("touch: error: the address must be non-zero and 8-byte aligned");
         return Ok(());

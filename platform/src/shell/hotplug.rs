@@ -1,6 +1,7 @@
 //! Memory hotplug commands: `probe`, `remove`, `online`, `offline`, `policy`, `dimms`.
 
 use super::*;
+use parse::shell::{addr_size, one_number, online_args, policy_args, PolicyChange};
 
 fn report<T>(what: &str, r: Result<T, mm::hotplug::HotplugError>) -> Option<T> {
     match r {
@@ -13,8 +14,7 @@ fn report<T>(what: &str, r: Result<T, mm::hotplug::HotplugError>) -> Option<T> {
 }
 
 pub(super) fn cmd_probe(args: &[&str]) -> Result<(), ShellError> {
-    let [addr, size] = exactly(args)?;
-    let (addr, size) = (parse_u64(addr)?, parse_u64(size)?);
+    let (addr, size) = addr_size(args)?;
     if !crate::kernel::mem::hotplug::probe_allowed(addr, size) {
         println!("probe: error: {addr:#x}+{size:#x} is not RAM held back by mem= (see the boot: held_back lines)");
         return Ok(());
@@ -34,8 +34,7 @@ pub(super) fn cmd_probe(args: &[&str]) -> Result<(), ShellError> {
 }
 
 pub(super) fn cmd_remove(args: &[&str]) -> Result<(), ShellError> {
-    let [addr, size] = exactly(args)?;
-    let (addr, size) = (parse_u64(addr)?, parse_u64(size)?);
+    let (addr, size) = addr_size(args)?;
     let (tlbi0, range0, all0) = (
         arch::tlb::stats::va(),
         arch::tlb::stats::range(),
@@ -59,22 +58,7 @@ pub(super) fn cmd_remove(args: &[&str]) -> Result<(), ShellError> {
 }
 
 pub(super) fn cmd_online(args: &[&str]) -> Result<(), ShellError> {
-    use mm::hotplug::OnlineType;
-    let (id, t) = match args {
-        [id] => (id, OnlineType::Auto),
-        [id, "kernel"] => (id, OnlineType::Kernel),
-        [id, "movable"] => (id, OnlineType::Movable),
-        [id, "auto"] => (id, OnlineType::Auto),
-        [_, zone] => {
-            return Err(ShellError::BadWord {
-                word: String::from(*zone),
-                want: "a zone (kernel, movable or auto)",
-            })
-        }
-        [_, _, extra, ..] => return Err(ShellError::Extra(String::from(*extra))),
-        [] => return Err(ShellError::Missing),
-    };
-    let id = parse_u64(id)?;
+    let (id, t) = online_args(args)?;
     let t0 = arch::cpu::counter();
     let r = crate::kernel::mem::hotplug::with_hotplug(|hp, ops| hp.online_block(ops, id, t));
     let cycles = arch::cpu::counter() - t0;
@@ -85,8 +69,7 @@ pub(super) fn cmd_online(args: &[&str]) -> Result<(), ShellError> {
 }
 
 pub(super) fn cmd_offline(args: &[&str]) -> Result<(), ShellError> {
-    let [id] = exactly(args)?;
-    let id = parse_u64(id)?;
+    let id = one_number(args)?;
     let migrated0 = crate::kernel::mem::movable::migrated_pages();
     let t0 = arch::cpu::counter();
     let r = crate::kernel::mem::hotplug::with_hotplug(|hp, ops| hp.offline_block(ops, id));
@@ -100,16 +83,13 @@ pub(super) fn cmd_offline(args: &[&str]) -> Result<(), ShellError> {
 
 pub(super) fn cmd_policy(args: &[&str]) -> Result<(), ShellError> {
     use mm::hotplug::OnlinePolicy;
+    let change = policy_args(args)?;
     crate::kernel::mem::hotplug::with_hotplug(|hp, _| {
-        match args {
-            [] => {}
-            ["default", v] => {
-                hp.default_online = crate::boot::cmdline::parse_online_state(v).ok_or(ShellError::Usage)?
-            }
-            ["online_policy", "contig-zones"] => hp.policy = OnlinePolicy::ContigZones,
-            ["online_policy", "auto-movable"] => hp.policy = OnlinePolicy::AutoMovable,
-            ["ratio", v] => hp.ratio = parse_u64(v)?,
-            _ => return Err(ShellError::Usage),
+        match change {
+            PolicyChange::Show => {}
+            PolicyChange::Default(d) => hp.default_online = d,
+            PolicyChange::Policy(p) => hp.policy = p,
+            PolicyChange::Ratio(r) => hp.ratio = r,
         }
         let default = match hp.default_online {
             None => "offline",

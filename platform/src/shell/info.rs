@@ -1,21 +1,15 @@
 //! Inspection commands: `meminfo`, `page`, `sections`, `layout`, `pt`, `vmem`, `blocks`.
 
 use super::*;
+use parse::shell::{meminfo_args, one_number, MeminfoMode};
 
 pub(super) fn cmd_meminfo(args: &[&str]) -> Result<(), ShellError> {
-    match args {
-        [] => {}
-        ["check"] => return cmd_meminfo_check(),
+    match meminfo_args(args)? {
+        MeminfoMode::Show => {}
+        MeminfoMode::Check => return cmd_meminfo_check(),
         // Finish deferred struct page initialisation first, so the figures no longer change
         // under idle CPUs (for comparing them with a debugger's view, for instance).
-        ["settle"] => page_alloc::deferred_init_complete(),
-        [word] => {
-            return Err(ShellError::BadWord {
-                word: String::from(*word),
-                want: "a meminfo mode ('check' or 'settle')",
-            })
-        }
-        [_, extra, ..] => return Err(ShellError::Extra(String::from(*extra))),
+        MeminfoMode::Settle => page_alloc::deferred_init_complete(),
     }
     use core::sync::atomic::Ordering::Relaxed;
     use mm::page::ZoneId;
@@ -94,8 +88,7 @@ pub(super) fn cmd_meminfo_check() -> Result<(), ShellError> {
 }
 
 pub(super) fn cmd_page(args: &[&str]) -> Result<(), ShellError> {
-    let [pfn] = exactly(args)?;
-    let pfn = parse_u64(pfn)?;
+    let pfn = one_number(args)?;
     use mm::buddy::{DeferredState, PageLookup};
     let p = match page_alloc::with_page_alloc(|a| a.lookup(pfn)) {
         PageLookup::Page(p) => p,
@@ -196,8 +189,7 @@ pub(super) fn cmd_layout(args: &[&str]) -> Result<(), ShellError> {
 }
 
 pub(super) fn cmd_pt(args: &[&str]) -> Result<(), ShellError> {
-    let [va] = exactly(args)?;
-    let va = parse_u64(va)?;
+    let va = one_number(args)?;
     crate::shell::walk::print_walk(va);
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! In-guest cases of the shell (the `ktest` build): its parser rejects bad input.
 
-use super::{execute, parse_u64, ShellError};
+use super::{execute, ShellError};
 use crate::boot::dtb::Platform;
 use alloc::string::String;
+use parse::shell::parse_u64;
 
 fn shell_rejects_bad_input(_: &Platform) -> Result<(), String> {
     kassert!(

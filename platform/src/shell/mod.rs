@@ -14,6 +14,7 @@ use crate::{
     print, println,
 };
 use alloc::string::String;
+use parse::shell::{no_args, ShellError};
 
 mod bench;
 mod bench_cmd;
@@ -39,23 +40,6 @@ struct Command {
     run: fn(&[&str]) -> Result<(), ShellError>,
 }
 
-/// Why a command did not run.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ShellError {
-    Unknown,
-    Usage,
-    BadNumber(String),
-    /// A word that is not one of the accepted ones (`online 16 bogus`).
-    BadWord {
-        word: String,
-        want: &'static str,
-    },
-    /// More arguments than the command takes; the first extra one.
-    Extra(String),
-    /// Fewer arguments than the command takes.
-    Missing,
-}
-
 const COMMANDS: &[Command] = &[
     Command { name: "help", usage: "help", help: "list commands", run: cmd_help },
     Command { name: "meminfo", usage: "meminfo [check|settle]", help: "RAM, free pages, page-table pages, heap / check allocator invariants / first finish deferred struct page init", run: cmd_meminfo },
@@ -70,6 +54,7 @@ const COMMANDS: &[Command] = &[
     Command { name: "remove", usage: "remove <addr> <size>", help: "hot-remove offline memory", run: cmd_remove },
     Command { name: "policy", usage: "policy [default offline|online|online_kernel|online_movable | online_policy contig-zones|auto-movable | ratio <percent>]", help: "show or set the online policy", run: cmd_policy },
     Command { name: "stress", usage: "stress <size> | stress verify | stress free", help: "fill movable memory with checksummed patterns / verify / free", run: cmd_stress },
+    Command { name: "torture", usage: "torture start | torture status | torture stop", help: "every other CPU allocates, writes and verifies memory (window and linear map) while you hotplug", run: cmd_torture },
     Command { name: "pin", usage: "pin <addr> <size>", help: "hold an unmovable kernel page inside a range (to test offline refusal)", run: cmd_pin },
     Command { name: "unpin", usage: "unpin", help: "free the pages held by pin", run: cmd_unpin },
     Command { name: "bench", usage: "bench [reps=N] <size>...", help: "time add/online/offline/remove of each size on held-back memory (median)", run: cmd_bench },
@@ -78,11 +63,6 @@ const COMMANDS: &[Command] = &[
     Command { name: "poweroff", usage: "poweroff", help: "power off (PSCI SYSTEM_OFF)", run: cmd_poweroff },
     Command { name: "reboot", usage: "reboot", help: "reset the machine (PSCI SYSTEM_RESET)", run: cmd_reboot },
 ];
-
-/// Parse a number ([`crate::boot::num::parse_u64`]); a bad one is [`ShellError::BadNumber`].
-pub fn parse_u64(s: &str) -> Result<u64, ShellError> {
-    crate::boot::num::parse_u64(s).map_err(|_| ShellError::BadNumber(String::from(s)))
-}
 
 /// Run one command line.
 pub fn execute(line: &str) -> Result<(), ShellError> {
@@ -152,18 +132,6 @@ pub fn run() -> ! {
                 println!("error: byte {byte:#04x} at offset {at} of the line is not UTF-8: not run")
             }
         }
-    }
-}
-
-fn no_args(args: &[&str]) -> Result<(), ShellError> {
-    exactly::<0>(args).map(|_| ())
-}
-
-/// Exactly `N` arguments, or which one is extra / that some are missing.
-fn exactly<'a, const N: usize>(args: &[&'a str]) -> Result<[&'a str; N], ShellError> {
-    match args.get(N) {
-        Some(extra) => Err(ShellError::Extra(String::from(*extra))),
-        None => args.try_into().map_err(|_| ShellError::Missing),
     }
 }
 

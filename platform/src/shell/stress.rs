@@ -1,12 +1,13 @@
-//! Load and pinning commands: `stress`, `pin`, `unpin`.
+//! Load and pinning commands: `stress`, `torture`, `pin`, `unpin`.
 
 use super::*;
+use parse::shell::{addr_size, stress_args, Stress};
 
 pub(super) fn cmd_stress(args: &[&str]) -> Result<(), ShellError> {
     use crate::workload::stress;
     let t0 = arch::cpu::counter();
-    match args {
-        ["verify"] => {
+    match stress_args(args)? {
+        Stress::Verify => {
             let r = stress::verify();
             println!(
                 "stress: verify allocations={} verified={} bad={} result={}",
@@ -16,23 +17,19 @@ pub(super) fn cmd_stress(args: &[&str]) -> Result<(), ShellError> {
                 if r.bad == 0 { "ok" } else { "FAILED" }
             );
         }
-        ["free"] => println!("stress: freed={}", stress::free()),
-        [size] => {
-            let size = parse_u64(size)?;
-            match stress::fill(size) {
-                Ok(r) => println!(
-                    "stress: allocated={} bytes={} verified={} bad={} result={} cycles={}",
-                    r.allocations,
-                    r.bytes,
-                    r.verified,
-                    r.bad,
-                    if r.bad == 0 { "ok" } else { "FAILED" },
-                    arch::cpu::counter() - t0
-                ),
-                Err(e) => println!("stress: error: {e} (the allocations made are kept; 'stress free' releases them)"),
-            }
-        }
-        _ => return Err(ShellError::Usage),
+        Stress::Free => println!("stress: freed={}", stress::free()),
+        Stress::Fill(size) => match stress::fill(size) {
+            Ok(r) => println!(
+                "stress: allocated={} bytes={} verified={} bad={} result={} cycles={}",
+                r.allocations,
+                r.bytes,
+                r.verified,
+                r.bad,
+                if r.bad == 0 { "ok" } else { "FAILED" },
+                arch::cpu::counter() - t0
+            ),
+            Err(e) => println!("stress: error: {e} (the allocations made are kept; 'stress free' releases them)"),
+        },
     }
     Ok(())
 }
@@ -42,8 +39,7 @@ static PINNED: crate::kernel::sync::Mutex<PageChain> =
     crate::kernel::sync::Mutex::new("pinned pages", PageChain::new());
 
 pub(super) fn cmd_pin(args: &[&str]) -> Result<(), ShellError> {
-    let [addr, size] = exactly(args)?;
-    let (addr, size) = (parse_u64(addr)?, parse_u64(size)?);
+    let (addr, size) = addr_size(args)?;
     // Take kernel pages until one lands in the range. The pages passed over, and the pinned
     // ones, are chained through their own first words (`PageChain`), so neither the search
     // nor the pins need heap however much RAM they walk through.
@@ -74,5 +70,47 @@ pub(super) fn cmd_unpin(args: &[&str]) -> Result<(), ShellError> {
     let n = pages.len();
     let _ = pages.free_all();
     println!("unpin: freed={n}");
+    Ok(())
+}
+
+pub(super) fn cmd_torture(args: &[&str]) -> Result<(), ShellError> {
+    use crate::workload::torture::{self, TortureReport};
+    let print = |what: &str, r: &TortureReport| {
+        println!(
+            "torture: {what} workers={} seconds={} ops={} ops_per_s={} window_writes={} migration_waits={} alloc_failures={} lost_writes={} kernel_bad={} violations={}",
+            r.workers,
+            r.seconds,
+            r.ops,
+            r.ops / r.seconds.max(1),
+            r.window_writes,
+            r.migration_waits,
+            r.alloc_failures,
+            r.lost_writes,
+            r.kernel_bad,
+            r.violations()
+        )
+    };
+    match args {
+        ["start"] => match torture::start() {
+            Ok(n) => println!("torture: started workers={n}"),
+            Err(e) => println!("torture: error: {e}"),
+        },
+        ["status"] => print(
+            if torture::running() { "running" } else { "stopped" },
+            &torture::report(),
+        ),
+        ["stop"] => match torture::stop() {
+            Ok(r) => print("stopped", &r),
+            Err(e) => println!("torture: error: {e}"),
+        },
+        [] => return Err(ShellError::Missing),
+        [w] => {
+            return Err(ShellError::BadWord {
+                word: String::from(*w),
+                want: "start, status or stop",
+            })
+        }
+        [_, extra, ..] => return Err(ShellError::Extra(String::from(*extra))),
+    }
     Ok(())
 }

@@ -2,3 +2,4 @@
 //! APIs only (no unsafe code here). The shell and the in-guest tests drive them.
 
 pub mod stress;
+pub mod torture;

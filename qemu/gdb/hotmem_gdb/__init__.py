@@ -5,14 +5,27 @@ Loaded by `qemu/gdb/gdbinit`. Modules:
 - `arch`: geometry and descriptor decoding (pure python)
 - `pagetable`: software walk and ptdump over a physical reader (pure python)
 - `config`: HOTMEM_DEBUG_INFO from the ELF
+- `symbols`: statics, types and the page-flag table found by name (no module paths)
 - `target`: registers, physical memory through QEMU, Rust statics
 - `memmap`: struct page, sections, free lists, the memory-blocks extension point
-- `commands`: the gdb commands; `printers`: pretty-printers; `selftest`: `hm-selftest`
+- `commands`: the gdb commands; `functions`: the `$hm_*()` convenience functions;
+  `printers`: pretty-printers; `selftest`: `hm-selftest`
 """
 
 import importlib
 
-_MODULES = ("arch", "pagetable", "config", "target", "memmap", "printers", "commands", "selftest")
+_MODULES = (
+    "arch",
+    "pagetable",
+    "config",
+    "symbols",
+    "target",
+    "memmap",
+    "printers",
+    "commands",
+    "functions",
+    "selftest",
+)
 
 
 def load(reload=False):
@@ -22,4 +35,5 @@ def load(reload=False):
         mods = [importlib.reload(m) for m in mods]
     by_name = dict(zip(_MODULES, mods))
     by_name["commands"].register_all()
+    by_name["functions"].register_all()
     by_name["printers"].register()

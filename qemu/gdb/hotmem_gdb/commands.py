@@ -10,7 +10,7 @@ import re
 
 import gdb
 
-from . import config, memmap, pagetable
+from . import config, memmap, pagetable, symbols
 from .arch import LEVEL_NAMES, MASK64, Geometry, decode, guess_level_text, size_str
 from .target import CpuState, GdbError, PhysMem, require_target
 
@@ -384,7 +384,12 @@ number, physical range, state (present, memmap, online, early, self-hosted) and 
         require_target()
         secs = memmap.read_sections(cfg)
         if secs is None:
-            out(["sections: the sparse model is not initialised yet (hotmem::kernel::mem::memmap::SPARSE is set in init_memmap)"])
+            out(
+                [
+                    "sections: the sparse model is not initialised yet (%s is set in init_memmap)"
+                    % symbols.static_path(memmap.SPARSE_SYMBOL)
+                ]
+            )
             return
         out(secs.lines())
 
@@ -423,7 +428,8 @@ Usage: hm-blocks
 The `block:` lines have the keys of the shell's `blocks` (id, range, state, zone, group,
 vmemmap_pages, early); a block whose memmap lives on its own memory gets an `altmap:` line
 (base_pfn, end_pfn, reserve, free, align, alloc and the PFNs backing the memmap). Memory
-groups follow. Read from hotmem::kernel::mem::hotplug::HOTPLUG; a kernel without it says so."""
+groups follow as `group: id=N` and their fields as key=value (`kind=static max_pages=..`).
+Read from the kernel's HOTPLUG static; a kernel without it says so."""
 
     name = "hm-blocks"
     usage = "hm-blocks"
@@ -439,6 +445,31 @@ groups follow. Read from hotmem::kernel::mem::hotplug::HOTPLUG; a kernel without
             out(["blocks: the hotplug state is not set up yet (HOTPLUG is None until hotplug::init at boot)"])
             return
         out(blocks.lines())
+
+
+@command
+class Flags(HmCommand):
+    """List the struct page flags, or decode a flags word, with the kernel's own table.
+
+Usage: hm-flags [VALUE]
+Without VALUE: one `page_flag: bit=0x.. name=..` line per flag, in the order the kernel prints
+them (the table is HOTMEM_PAGE_FLAGS in the ELF, mm/src/page.rs). With VALUE: `flags: value=0x..
+names=a|b` as `hm-page` and the shell's `page` print it. Read from the ELF file: works
+unconnected."""
+
+    name = "hm-flags"
+    usage = "hm-flags [VALUE]"
+    summary = "the struct page flag bits and names (the kernel's table), or decode a value"
+
+    def run(self, argv, arg):
+        if len(argv) > 1:
+            self.usage_error()
+        config.load()
+        if argv:
+            v = self.number(arg, "VALUE")
+            out(["flags: value=%#x names=%s" % (v, memmap.page_flag_names(v))])
+            return
+        out(["page_flag: bit=%#x name=%s" % (bit, name) for bit, name in symbols.page_flags()])
 
 
 @command
@@ -472,26 +503,35 @@ AF is set (as the kernel's Display does). The granule comes from HOTMEM_DEBUG_IN
 # ---------------------------------------------------------------------------------------------
 # Breakpoints
 
-# The kernel's memmap populate: `mm::vmemmap::Vmemmap<C,T,S,L>::populate`, one instance per
+# The kernel's memmap populate: `mm::..::Vmemmap<C,T,S,L>::populate`, one instance per
 # page source (boot: MemblockSource; hot-add: BuddySource or the altmap path).
-# (regex for `info functions -n`, which uses basic regular expressions; python regex that the
-# full name must match).
+# Each alias is a crate, a type and a method, wherever the type's module is: (regex for
+# `info functions -n`, which uses basic regular expressions; python regex that the full name
+# must match).
+def _method(crate, ty, method, generic):
+    args = "<.*>" if generic else ""
+    return (
+        r"%s::.*%s%s::%s" % (crate, ty, args, method),
+        r"^%s::(\w+::)*%s%s::%s(<.*>)?$" % (crate, ty, args, method),
+    )
+
+
 ALIASES = {
-    "populate": (r"mm::vmemmap::Vmemmap<.*>::populate", r"^mm::vmemmap::Vmemmap<.*>::populate(<.*>)?$"),
-    "vmemmap_free": (r"mm::vmemmap::Vmemmap<.*>::free", r"^mm::vmemmap::Vmemmap<.*>::free(<.*>)?$"),
-    "add_memory": (r"mm::hotplug::Hotplug::add_memory", r"^mm::hotplug::Hotplug::add_memory(<.*>)?$"),
-    "remove_memory": (r"mm::hotplug::Hotplug::remove_memory", r"^mm::hotplug::Hotplug::remove_memory(<.*>)?$"),
+    "populate": _method("mm", "Vmemmap", "populate", True),
+    "vmemmap_free": _method("mm", "Vmemmap", "free", True),
+    "add_memory": _method("mm", "Hotplug", "add_memory", False),
+    "remove_memory": _method("mm", "Hotplug", "remove_memory", False),
 }
 
 
 def alias(word):
     """(gdb regex, python regex or None) for a `hm-hbreak` argument. `cmd:NAME` is the shell
-    command handler `hotmem::shell::<family>::cmd_NAME` (called through a fn pointer: never
+    command handler `hotmem::..::cmd_NAME` (called through a fn pointer: never
     inlined)."""
     if word in ALIASES:
         return ALIASES[word]
     if word.startswith("cmd:") and re.match(r"^[a-z_]+$", word[4:]):
-        return ("hotmem::shell::.*cmd_%s" % word[4:], r"^hotmem::shell::(\w+::)?cmd_%s$" % word[4:])
+        return ("hotmem::.*::cmd_%s" % word[4:], r"^hotmem::(\w+::)+cmd_%s$" % word[4:])
     return (word, None)
 
 
@@ -550,7 +590,7 @@ class HBreak(HmCommand):
     """Set hardware breakpoints on kernel functions found by name.
 
 Usage: hm-hbreak populate | vmemmap_free | add_memory | remove_memory | cmd:NAME | REGEX
-`populate` is the memmap populate (mm::vmemmap::Vmemmap<..>::populate, called at boot for
+`populate` is the memmap populate (mm::..::Vmemmap<..>::populate, called at boot for
 every boot section, later for every hot-added one); `cmd:probe` is the shell's `probe`
 handler (hotmem::shell::hotplug::cmd_probe: stops when that command is typed). Otherwise REGEX is
 matched like `info functions -n` (a basic regular expression). Rust

@@ -3,8 +3,8 @@
 `platform/src/boot/layout.rs` exports `#[no_mangle] static HOTMEM_DEBUG_INFO: DebugInfo` (magic
 `HOTMEMv1`, then u64 fields). It is read from the ELF *file* (its PT_LOAD segment), not from
 target memory, so it works before the MMU maps the image (QEMU halted at reset) and without a
-connection at all. Field offsets come from the DWARF type `hotmem::boot::layout::DebugInfo` when
-present, else from the v1 order below.
+connection at all. Field offsets come from the DWARF type `hotmem::..::DebugInfo` (found by name,
+wherever its module is) when present, else from the v1 order below.
 """
 
 import os
@@ -13,10 +13,11 @@ import struct
 
 import gdb
 
+from . import symbols
 from .arch import Geometry, size_str
 
 SYMBOL = "HOTMEM_DEBUG_INFO"
-DWARF_TYPE = "hotmem::boot::layout::DebugInfo"
+DWARF_TYPE = "DebugInfo"
 MAGIC = struct.unpack("<Q", b"HOTMEMv1")[0]
 V1_FIELDS = (
     "magic",
@@ -81,7 +82,9 @@ def elf_path():
 def _field_offsets():
     """(name, byte offset) of the u64 fields: from DWARF, else the v1 layout."""
     try:
-        t = gdb.lookup_type(DWARF_TYPE)
+        t = symbols.find_type(DWARF_TYPE, "hotmem")
+        if t is None:
+            raise gdb.error("no DebugInfo type")
         fields = [(f.name, f.bitpos // 8) for f in t.fields() if f.type.sizeof == 8]
         if fields and fields[0][0] == "magic":
             return fields, t.sizeof
@@ -189,13 +192,18 @@ class KernelConfig:
 _cache = {}
 
 
+def elf_key(path):
+    """(path, modification time): what caches of ELF contents are keyed by."""
+    try:
+        return (path, os.stat(path).st_mtime_ns)
+    except OSError as e:
+        raise ConfigError("cannot read %s: %s" % (path, e))
+
+
 def load():
     """The configuration of the loaded ELF (cached per file and modification time)."""
     path = elf_path()
-    try:
-        key = (path, os.stat(path).st_mtime_ns)
-    except OSError as e:
-        raise ConfigError("cannot read %s: %s" % (path, e))
+    key = elf_key(path)
     if key in _cache:
         return _cache[key]
     addr = symbol_address(SYMBOL)

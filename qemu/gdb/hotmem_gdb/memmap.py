@@ -4,57 +4,46 @@ halted kernel.
 - `struct page` is `mm::page::Page` (mm/src/page.rs), 64 bytes at VMEMMAP_START + 64 * pfn.
   It is read physically after a software walk of its vmemmap address, so an unpopulated
   memmap is reported (with the level of the translation fault) instead of a gdb memory error.
-- Sections are `hotmem::kernel::mem::memmap::SPARSE: spin::Once<mm::sparse::Sparse>` (mm/src/sparse.rs):
+  Its flag names and bits are the kernel's table (`symbols.page_flags`).
+- Sections are the static `SPARSE: spin::Once<mm::sparse::Sparse>` (mm/src/sparse.rs):
   one `AtomicU8` of state bits per section.
-- Free lists are `hotmem::kernel::mem::page_alloc::PAGE_ALLOC: IrqSafeLock<Option<PageAlloc<..>>>`
+- Free lists are the static `PAGE_ALLOC: IrqSafeLock<Option<PageAlloc<..>>>`
   (mm/src/buddy.rs): per zone, per order a list head PFN and a length, linked through the
   `next`/`prev` PFNs of the head `struct page`s.
 - Deferred struct page init is the allocator's `deferred: Option<Deferred>`
   (mm/src/buddy/deferred.rs): one bit per pageblock (set = not initialised), per zone a sorted
   `Vec<DeferredRange>`, and the chunks in flight. A deferred struct page holds no data: it is
   reported as deferred, with where it stands, as the shell's `page` does.
-- Memory blocks are `hotmem::kernel::mem::hotplug::HOTPLUG: spin::Mutex<Option<mm::hotplug::Hotplug>>`
+- Memory blocks are the static `HOTPLUG: spin::Mutex<Option<mm::hotplug::Hotplug>>`
   (mm/src/hotplug.rs): a `BTreeMap<BlockId, MemoryBlock>` with state, zone, group and the
   block's altmap (memmap on memory), and a `BTreeMap<GroupId, MemoryGroup>`.
 
-Names and bit values mirror the Rust sources (kept in one place here); field layouts come
-from DWARF.
+Statics and types are found by name (`symbols`), field layouts and zone names come from DWARF,
+page flags from the kernel's table. Only the section state bits below mirror a Rust source.
 """
-
-import struct
 
 import gdb
 
-from . import pagetable
+from . import pagetable, symbols
 from .arch import size_str
 from .target import (
     GdbError,
     PhysMem,
+    btree_map_items,
     btree_map_values,
     descend,
     enum_names,
     enum_variant,
     find_field,
     option_some,
-    pointer_value,
     scalar,
+    short_type_name,
     read_static,
     type_name,
     vec_bytes,
+    vec_elems,
 )
 
-# mm::page::flags (mm/src/page.rs), in the kernel's print order.
-PAGE_FLAGS = [
-    (1 << 0, "reserved"),
-    (1 << 1, "buddy"),
-    (1 << 2, "vmemmap_self_hosted"),
-    (1 << 3, "offline"),
-    (1 << 4, "isolated"),
-    (1 << 5, "movable"),
-    (1 << 6, "head"),
-    (1 << 7, "pagetable"),
-]
-FLAG_BUDDY = 1 << 1
 NO_PFN = (1 << 64) - 1
 
 # mm::sparse::state (mm/src/sparse.rs).
@@ -68,12 +57,20 @@ SECTION_STATES = [
 SECTION_PRESENT = 1 << 0
 SECTION_HAS_MEMMAP = 1 << 1
 
-ZONES_FALLBACK = {0: "Normal", 1: "Movable"}
-SPARSE_SYMBOL = "hotmem::kernel::mem::memmap::SPARSE"
-PAGE_ALLOC_SYMBOL = "hotmem::kernel::mem::page_alloc::PAGE_ALLOC"
-PAGE_TYPE = "mm::page::Page"
+SPARSE_SYMBOL = "SPARSE"
+PAGE_ALLOC_SYMBOL = "PAGE_ALLOC"
+HOTPLUG_SYMBOL = "HOTPLUG"
 ONCE_COMPLETE = 2  # spin::once::Status::Complete
 
+
+def page_type():
+    """`mm::..::Page`, the struct page type."""
+    return symbols.require_type("Page", "mm")
+
+
+def page_flag_names(flags):
+    """`buddy|head` for a struct page's flags word, in the kernel's order (`none` for 0)."""
+    return flag_names(flags, symbols.page_flags(), "|")
 
 
 def flag_names(flags, table, sep):
@@ -92,19 +89,12 @@ class PageInfo:
         self.pfn = pfn
         self.va = va
         self.pa = pa  # physical address of the struct page itself
-        vals = None
-        try:
-            t = gdb.lookup_type(PAGE_TYPE)
-            if t.sizeof == len(raw):
-                v = gdb.Value(raw, t)
-                vals = {f: int(v[f]) for f in self.FIELDS}
-        except (gdb.error, TypeError):
-            vals = None
-        if vals is None:
-            f, o, z, n, _p, rc, b, nx, pv, pr = struct.unpack_from("<IBBBBIIQQQ", raw)
-            vals = dict(flags=f, order=o, zone=z, node=n, refcount=rc, block=b, next=nx, prev=pv, private=pr)
-        for k, x in vals.items():
-            setattr(self, k, x)
+        t = page_type()
+        if t.sizeof != len(raw):
+            raise GdbError("%s is %d bytes, HOTMEM_DEBUG_INFO says %d" % (t, t.sizeof, len(raw)))
+        v = gdb.Value(raw, t)
+        for f in self.FIELDS:
+            setattr(self, f, int(v[f]))
 
     def line(self, cfg, zones):
         link = lambda v: "-" if v == NO_PFN else "%#x" % v
@@ -116,7 +106,7 @@ class PageInfo:
                 self.pfn << cfg.page_shift,
                 self.va,
                 self.flags,
-                flag_names(self.flags, PAGE_FLAGS, "|"),
+                page_flag_names(self.flags),
                 self.order,
                 zones.get(self.zone, "?"),
                 self.node,
@@ -131,7 +121,7 @@ class PageInfo:
 
 
 def zone_names():
-    return enum_names("mm::page::ZoneId", ZONES_FALLBACK)
+    return enum_names("ZoneId", "mm")
 
 
 def read_page(cfg, cpu, mem, pfn):
@@ -192,9 +182,9 @@ def read_sections(cfg):
     status = find_field(once, "status")
     if status is None or scalar(status) != ONCE_COMPLETE:
         return None
-    sparse = descend(once, "mm::sparse::Sparse")
+    sparse = descend(once, "Sparse")
     if sparse is None:
-        raise GdbError("cannot find mm::sparse::Sparse inside %s" % SPARSE_SYMBOL)
+        raise GdbError("cannot find the Sparse inside %s" % symbols.static_path(SPARSE_SYMBOL))
     vec = find_field(sparse, "sections")
     raw = vec_bytes(vec, 1, "the section states")
     return Sections(cfg, list(raw))
@@ -257,9 +247,9 @@ def _page_alloc():
         raise GdbError("the ELF has no %s" % PAGE_ALLOC_SYMBOL)
     lockword = find_field(lock, "lock")
     locked = lockword is not None and scalar(lockword) != 0
-    opt = descend(lock, "core::option::Option<")
+    opt = descend(lock, "Option")
     if opt is None:
-        raise GdbError("cannot find the Option<PageAlloc> inside %s" % PAGE_ALLOC_SYMBOL)
+        raise GdbError("cannot find the Option<PageAlloc> inside %s" % symbols.static_path(PAGE_ALLOC_SYMBOL))
     return option_some(opt), locked
 
 
@@ -289,18 +279,6 @@ class Deferred:
         return "offline"
 
 
-def _vec_elems(vec, type_path, what):
-    """The elements of a `Vec<T>` as gdb values of `type_path`."""
-    n = find_field(vec, "len")
-    ptr = pointer_value(vec)
-    if n is None or ptr is None:
-        raise GdbError("cannot find the buffer of %s (type %s)" % (what, type_name(vec)))
-    if int(n) == 0:
-        return []
-    p = ptr.cast(gdb.lookup_type(type_path).pointer())
-    return [(p + i).dereference() for i in range(int(n))]
-
-
 def read_deferred():
     """The deferred-init state, or None (allocator not up, or nothing ever deferred)."""
     alloc, _ = _page_alloc()
@@ -316,13 +294,13 @@ def read_deferred():
     for z in range(lo, hi + 1):
         lists[z] = [
             (int(r["start"]), int(r["end"]), bool(r["isolated"]))
-            for r in _vec_elems(lv[z], "mm::buddy::deferred::DeferredRange", "a deferred list")
+            for r in vec_elems(lv[z], "a deferred list")
         ]
     in_flight = []
     try:
-        for t in _vec_elems(d["in_flight"], "(mm::page::ZoneId, u64, u64, u8)", "the chunks in flight"):
+        for t in vec_elems(d["in_flight"], "the chunks in flight"):
             in_flight.append((int(t["__0"]), int(t["__1"]), int(t["__2"])))
-    except gdb.error:
+    except GdbError:
         pass  # the tuple type is not in DWARF: chunks in flight read as on their list
     return Deferred(int(d["pageblock_order"]), bits, lists, in_flight)
 
@@ -364,7 +342,7 @@ def check_freelists(cfg, cpu, fl, limit=100000):
                         )
                         break
                     bad = []
-                    if not p.flags & FLAG_BUDDY:
+                    if not p.flags & symbols.page_flag("buddy"):
                         bad.append("no buddy flag")
                     if p.order != o:
                         bad.append("order=%d" % p.order)
@@ -391,8 +369,6 @@ def check_freelists(cfg, cpu, fl, limit=100000):
 
 # ---------------------------------------------------------------------------------------------
 # Memory blocks (mm::hotplug, platform/src/kernel/mem/hotplug.rs)
-
-HOTPLUG_SYMBOL = "hotmem::kernel::mem::hotplug::HOTPLUG"
 
 
 def _kebab(name):
@@ -449,12 +425,44 @@ class Block:
         return out
 
 
+def value_fields(v):
+    """`key=value` words of a struct value, generically: integers in decimal, booleans as
+    true/false, `Option`s as `-` or their payload, C-like enums by variant, enums with data
+    as `name=<variant>` followed by the variant's own fields (`kind=static max_pages=..`)."""
+    t = v.type.strip_typedefs()
+    words = []
+    for f in t.fields():
+        if f.name is None or f.artificial:
+            continue
+        words.extend(_field_words(f.name, v[f.name]))
+    return words
+
+
+def _field_words(name, x):
+    t = x.type.strip_typedefs()
+    if t.code == gdb.TYPE_CODE_BOOL:
+        return ["%s=%s" % (name, "true" if bool(x) else "false")]
+    if t.code in (gdb.TYPE_CODE_INT, gdb.TYPE_CODE_CHAR):
+        return ["%s=%d" % (name, int(x))]
+    if t.code == gdb.TYPE_CODE_ENUM:
+        return ["%s=%s" % (name, _kebab(enum_variant(x)))]
+    if short_type_name(x) == "Option":
+        inner = option_some(x)
+        return ["%s=-" % name] if inner is None else _field_words(name, inner)
+    variant = enum_variant(x)
+    try:
+        payload = x[variant]
+    except gdb.error:
+        return ["%s=%s" % (name, x.format_string(max_depth=1).replace(" ", ""))]
+    return ["%s=%s" % (name, _kebab(variant))] + value_fields(payload)
+
+
 class Blocks:
     def __init__(self, cfg, locked, blocks, groups):
         self.cfg = cfg
         self.locked = locked
         self.blocks = blocks
-        self.groups = groups  # printed generically
+        self.groups = groups  # [(id, [key=value words])]
 
     def lines(self):
         out = []
@@ -463,8 +471,8 @@ class Blocks:
         out.append("blocks: block_size=%s count=%d" % (size_str(self.cfg.section_size), len(self.blocks)))
         for b in self.blocks:
             out.extend(b.lines(self.cfg))
-        for g in self.groups:
-            out.append("group: %s" % g)
+        for gid, words in self.groups:
+            out.append("group: id=%d %s" % (gid, " ".join(words)))
         return out
 
 
@@ -479,21 +487,21 @@ def read_blocks(cfg):
         )
     lockword = find_field(hp, "lock")
     locked = lockword is not None and scalar(lockword) != 0
-    opt = descend(hp, "core::option::Option<")
+    opt = descend(hp, "Option")
     state = None if opt is None else option_some(opt)
     if state is None:
         return None
     zones = zone_names()
     blocks = []
     for v in btree_map_values(state["blocks"]):
-        b = descend(v, "mm::hotplug::MemoryBlock")
+        b = descend(v, "MemoryBlock")
         if b is None:
             raise GdbError("cannot find a MemoryBlock in %s" % type_name(v))
         blocks.append(Block(b, zones))
     groups = []
     gm = find_field(state, "groups")
     if gm is not None:
-        for v in btree_map_values(gm):
-            g = descend(v, "mm::hotplug::MemoryGroup")
-            groups.append(str(g if g is not None else v))
+        for k, v in btree_map_items(gm):
+            g = descend(v, "MemoryGroup")
+            groups.append((scalar(k), value_fields(g if g is not None else v)))
     return Blocks(cfg, locked, blocks, groups)

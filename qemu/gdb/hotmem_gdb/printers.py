@@ -51,7 +51,7 @@ class PagePrinter:
         return "struct page %sflags=%#x (%s) order=%d zone=%s node=%d refcount=%d block=%d next=%s prev=%s" % (
             pfn,
             f,
-            memmap.flag_names(f, memmap.PAGE_FLAGS, "|"),
+            memmap.page_flag_names(f),
             int(v["order"]),
             memmap.zone_names().get(int(v["zone"]), "?"),
             int(v["node"]),
@@ -89,10 +89,12 @@ class PageTablePrinter:
 
 def build():
     pp = gdb.printing.RegexpCollectionPrettyPrinter("hotmem")
-    pp.add_printer("Descriptor", r"^arch::descriptor::Descriptor$", DescriptorPrinter)
-    pp.add_printer("Page", r"^mm::page::Page$", PagePrinter)
-    pp.add_printer("Geometry", r"^mm::geometry::Geometry$", GeometryPrinter)
-    pp.add_printer("PageTable", r"^mm::pgtable::PageTable<.*>$", PageTablePrinter)
+    # By crate and type name, wherever the type's module is; module names are lower case, so
+    # an enum variant such as `mm::..::PageLookup::Page` is not taken for a struct page.
+    pp.add_printer("Descriptor", r"^arch::([a-z0-9_]+::)+Descriptor$", DescriptorPrinter)
+    pp.add_printer("Page", r"^mm::([a-z0-9_]+::)+Page$", PagePrinter)
+    pp.add_printer("Geometry", r"^mm::([a-z0-9_]+::)+Geometry$", GeometryPrinter)
+    pp.add_printer("PageTable", r"^mm::([a-z0-9_]+::)+PageTable<.*>$", PageTablePrinter)
     return pp
 
 

@@ -13,6 +13,7 @@ import struct
 
 import gdb
 
+from . import symbols
 from .arch import MASK64
 
 GdbError = gdb.GdbError
@@ -239,7 +240,7 @@ def read_virt(va, size, what):
 
 
 def static_symbol(name):
-    """gdb.Symbol of a Rust static by path (e.g. `hotmem::kernel::mem::memmap::SPARSE`), or None."""
+    """gdb.Symbol of a Rust static by its full path, or None."""
     for lookup in (gdb.lookup_static_symbol, gdb.lookup_global_symbol):
         try:
             s = lookup(name)
@@ -251,10 +252,13 @@ def static_symbol(name):
 
 
 def read_static(name):
-    """A Rust static read from the target, or None when the ELF has no such static."""
-    sym = static_symbol(name)
+    """The kernel's static called `name` (last path component: `SPARSE`, found by
+    `symbols.static_path`) read from the target, or None when the ELF has no such static."""
+    path = symbols.static_path(name)
+    sym = None if path is None else static_symbol(path)
     if sym is None:
         return None
+    name = path
     try:
         v = sym.value()
         v.fetch_lazy()
@@ -270,10 +274,17 @@ def type_name(v):
     return str(v.type.strip_typedefs())
 
 
-def descend(v, prefix, depth=12):
-    """The first value reached through struct/union fields whose type name starts with
-    `prefix` (through `UnsafeCell`, `MaybeUninit`, `ManuallyDrop`, newtypes...)."""
-    if type_name(v).startswith(prefix):
+def short_type_name(v):
+    """The last path component of a value's type, without generics: `mm::hotplug::MemoryBlock`
+    and `core::option::Option<u8>` give `MemoryBlock` and `Option`."""
+    return type_name(v).split("<")[0].split("::")[-1]
+
+
+def descend(v, short, depth=12):
+    """The first value reached through struct/union fields whose type is called `short` (last
+    path component, see `short_type_name`; through `UnsafeCell`, `MaybeUninit`,
+    `ManuallyDrop`, newtypes...)."""
+    if short_type_name(v) == short:
         return v
     if depth == 0:
         return None
@@ -284,7 +295,7 @@ def descend(v, prefix, depth=12):
         if f.name is None or f.artificial:
             continue
         try:
-            r = descend(v[f.name], prefix, depth - 1)
+            r = descend(v[f.name], short, depth - 1)
         except gdb.error:
             r = None
         if r is not None:
@@ -374,8 +385,13 @@ def enum_variant(v):
 
 
 def btree_map_values(m):
-    """Values of a `BTreeMap<K, V>` in key order (the traversal of rustc's gdb_providers.py:
-    a node holds `len` keys/vals; an internal node also `len + 1` edges)."""
+    """Values of a `BTreeMap<K, V>` in key order."""
+    return [v for _, v in btree_map_items(m)]
+
+
+def btree_map_items(m):
+    """(key, value) pairs of a `BTreeMap<K, V>` in key order (the traversal of rustc's
+    gdb_providers.py: a node holds `len` keys/vals; an internal node also `len + 1` edges)."""
     length = find_field(m, "length")
     if length is None or int(length) == 0:
         return []
@@ -399,7 +415,7 @@ def btree_map_values(m):
             if h > 0:
                 visit(pointer_value(edges[i]), h - 1)
             if i < n:
-                out.append(leaf["vals"][i])
+                out.append((leaf["keys"][i], leaf["vals"][i]))
 
     visit(node, height)
     if len(out) != int(length):
@@ -416,12 +432,26 @@ def vec_bytes(vec, elem_size, what):
     return read_virt(ptr, int(n) * elem_size, what) if int(n) else b""
 
 
-def enum_names(type_path, fallback):
-    """{value: short name} of a C-like Rust enum from DWARF, else `fallback`."""
+def enum_names(name, crate):
+    """{value: short name} of the C-like Rust enum `crate::..::name` from DWARF."""
+    t = symbols.require_type(name, crate).strip_typedefs()
+    if t.code != gdb.TYPE_CODE_ENUM:
+        raise GdbError("%s is not a C-like enum in the debug info" % t)
+    return {f.enumval: f.name.split("::")[-1] for f in t.fields()}
+
+
+def vec_elems(vec, what):
+    """The elements of a `Vec<T>` as gdb values of type `T`, the Vec's first generic argument
+    (the buffer pointer itself is untyped: `Unique<u8>`)."""
+    n = find_field(vec, "len")
+    ptr = pointer_value(vec)
+    if n is None or ptr is None:
+        raise GdbError("cannot find the buffer of %s (type %s)" % (what, type_name(vec)))
+    if int(n) == 0:
+        return []
     try:
-        t = gdb.lookup_type(type_path).strip_typedefs()
-        if t.code == gdb.TYPE_CODE_ENUM:
-            return {f.enumval: f.name.split("::")[-1] for f in t.fields()}
-    except gdb.error:
-        pass
-    return dict(fallback)
+        elem = vec.type.strip_typedefs().template_argument(0)
+    except (gdb.error, RuntimeError) as e:
+        raise GdbError("the element type of %s (type %s) is not in the debug info: %s" % (what, type_name(vec), e))
+    p = ptr.cast(elem.pointer())
+    return [(p + i).dereference() for i in range(int(n))]

@@ -4,13 +4,25 @@
 //! - [`plot`]: the scaling plot (SVG, `plotters`);
 //! - [`opts`]: the command line (clap);
 //! - [`plan`]: the options checked before a run, and the medians;
-//! - [`docs`]: the generated section of `docs/performance.md` (`--write-docs`).
+//! - [`docs`]: the generated section of `docs/performance.md` (`--write-docs`);
+//! - [`preflight`]: every option checked against QEMU and the docs page before a run;
+//! - [`drivers`]: the measurements, each booting QEMU ([`drivers::run_matrix`] runs them all);
+//! - [`sink`]: where the records go (`results.jsonl`);
+//! - [`outputs`]: the plot, the comparison, the docs and the closing line after a run.
+//!
+//! The binary only parses the options and calls these. Arrows point down: `outputs`,
+//! `preflight` → `drivers` → `sink` → `plan`, `opts`, `record`; the run's drivers use
+//! [`crate::session`] and [`crate::run`].
 
 pub mod compare;
 pub mod docs;
+pub mod drivers;
 pub mod opts;
+pub mod outputs;
 pub mod plan;
 pub mod plot;
+pub mod preflight;
 pub mod record;
+pub mod sink;
 
 pub use record::{DimmRecord, GuestBench, GuestRecord, Key, MemmapInit, Record};

@@ -112,19 +112,29 @@ fn us_label(v: f64) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn panel<Y>(
-    area: &DrawingArea<SVGBackend<'_>, Shift>,
-    op: &Op,
-    (x, log): (std::ops::Range<f64>, bool),
+/// One of the four panels: an operation's guest time against the size added.
+struct Panel<'a, Y> {
+    op: &'a Op,
+    /// The x range, and whether x is log-scaled.
+    x: (std::ops::Range<f64>, bool),
     y: Y,
-    lines: &[Line<'_>],
+    lines: &'a [Line<'a>],
+    /// Draw the legend (in the first panel only).
     legend: bool,
-) -> Result<(), PlotError>
+}
+
+fn panel<Y>(area: &DrawingArea<SVGBackend<'_>, Shift>, p: Panel<'_, Y>) -> Result<(), PlotError>
 where
     Y: AsRangedCoord<Value = f64>,
     Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
+    let Panel {
+        op,
+        x: (x, log),
+        y,
+        lines,
+        legend,
+    } = p;
     let mut chart = ChartBuilder::on(area)
         .caption(op.0, ("sans-serif", 20))
         .margin(8)
@@ -193,13 +203,34 @@ pub fn scaling_svg(records: &[GuestRecord], title: &str) -> Result<String, PlotE
             let ylo = ts().fold(f64::MAX, f64::min).max(1e-3);
             let yhi = ts().fold(0f64, f64::max).max(ylo * 1.01);
             let (x0, x1) = (x_of(xlo, log), x_of(xhi, log));
+            let legend = i == 0;
             if log {
                 let x = (x0 - 0.5..x1 + 0.5, log);
-                panel(&area, op, x, (ylo / 2.0..yhi * 2.0).log_scale(), &lines, i == 0)?;
+                let y = (ylo / 2.0..yhi * 2.0).log_scale();
+                panel(
+                    &area,
+                    Panel {
+                        op,
+                        x,
+                        y,
+                        lines: &lines,
+                        legend,
+                    },
+                )?;
             } else {
                 let pad = (x1 - x0).max(x0) * 0.1;
                 let x = ((x0 - pad).max(0.0)..x1 + pad, log);
-                panel(&area, op, x, 0.0..yhi * 1.15, &lines, i == 0)?;
+                let y = 0.0..yhi * 1.15;
+                panel(
+                    &area,
+                    Panel {
+                        op,
+                        x,
+                        y,
+                        lines: &lines,
+                        legend,
+                    },
+                )?;
             }
         }
         root.present().map_err(draw_err)?;

@@ -371,20 +371,19 @@ impl KernelOps {
                     |h, src, dst, order| {
                         let size = PAGE_SIZE << order;
                         let va = movable_va(h);
-                        let moved =
-                            mm::migrate::move_window_block(pt, t, &mut KernelTlb, va, size, dst << PAGE_SHIFT, || {
-                                // SAFETY: both blocks are ours under the handle, page-table and
-                                // allocator locks (the source is a live movable allocation no
-                                // window entry maps any more, the destination was just allocated),
-                                // both reached through the linear map, no overlap.
-                                unsafe {
-                                    core::ptr::copy_nonoverlapping(
-                                        layout::phys_to_virt(src << PAGE_SHIFT) as *const u8,
-                                        layout::phys_to_virt(dst << PAGE_SHIFT) as *mut u8,
-                                        size as usize,
-                                    )
-                                }
-                            });
+                        let moved = super::movable::migrate_window(pt, t, va, size, dst << PAGE_SHIFT, || {
+                            // SAFETY: both blocks are ours under the handle, page-table and
+                            // allocator locks (the source is a live movable allocation no
+                            // window entry maps any more, the destination was just allocated),
+                            // both reached through the linear map, no overlap.
+                            unsafe {
+                                core::ptr::copy_nonoverlapping(
+                                    layout::phys_to_virt(src << PAGE_SHIFT) as *const u8,
+                                    layout::phys_to_virt(dst << PAGE_SHIFT) as *mut u8,
+                                    size as usize,
+                                )
+                            }
+                        });
                         if let Err(e) = moved {
                             crate::kernel::exit::fatal_stop(format_args!("migrate: window at {va:#x}: {e:?}"));
                         }

@@ -64,6 +64,11 @@ mod checker {
     use crate::kernel::sync::IrqSafeLock;
     use mm::teardown::TeardownChecker;
     pub static CHECKER: IrqSafeLock<TeardownChecker> = IrqSafeLock::new("teardown checker", TeardownChecker::new());
+    /// The CPU whose map has made entries valid and not yet published them (`usize::MAX`:
+    /// none); written under `CHECKER`. Maps are serialised by the kernel page-table lock, but a
+    /// free on another CPU may come between a map's `made_valid` and its `published`: that map
+    /// is in flight, not missing its barrier.
+    pub static MAPPING_CPU: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(usize::MAX);
 }
 
 #[cfg(feature = "ktest")]
@@ -101,13 +106,21 @@ impl TlbInvalidate for KernelTlb {
 /// The page-table engine made `m` valid (test build: the checker learns what is mapped).
 pub fn made_valid(_m: Mapping) {
     #[cfg(feature = "ktest")]
-    checker::CHECKER.lock().made_valid(_m);
+    {
+        let mut c = checker::CHECKER.lock();
+        c.made_valid(_m);
+        checker::MAPPING_CPU.store(arch::cpu::cpu_index(), core::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The engine published what it made valid (`DSB ISHST; ISB`).
 pub fn published() {
     #[cfg(feature = "ktest")]
-    checker::CHECKER.lock().published();
+    {
+        let mut c = checker::CHECKER.lock();
+        c.published();
+        checker::MAPPING_CPU.store(usize::MAX, core::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// `teardown_check=off` (test build): the checker keeps recording but does not stop the
@@ -139,7 +152,22 @@ fn fatal(v: mm::teardown::Violation) {
 pub fn check_free(_pa: u64, _size: u64) {
     #[cfg(feature = "ktest")]
     {
-        let v = checker::CHECKER.lock().freeing(_pa, _size);
+        use core::sync::atomic::Ordering::Relaxed;
+        // Another CPU's map in flight publishes before it returns: wait for it (its CPU holds
+        // the page-table lock, which no caller of this function holds without holding it
+        // itself, so the wait ends), at most 100 ms: a map that has not published by then
+        // never will, and is reported.
+        let me = arch::cpu::cpu_index();
+        let deadline = arch::cpu::counter() + arch::cpu::counter_freq() / 10;
+        let v = loop {
+            let mut c = checker::CHECKER.lock();
+            let cpu = checker::MAPPING_CPU.load(Relaxed);
+            if cpu == usize::MAX || cpu == me || arch::cpu::counter() > deadline {
+                break c.freeing(_pa, _size);
+            }
+            drop(c);
+            core::hint::spin_loop();
+        };
         if let Err(v) = v {
             fatal(v);
         }

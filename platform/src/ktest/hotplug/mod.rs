@@ -262,3 +262,4 @@ ktest!(hotplug_cycles);
 mod add;
 mod offline;
 mod removal;
+mod torture;

@@ -14,13 +14,16 @@
 //!   [`Qmp::query_memory_devices`], [`Qmp::query_acpi_ospm_status`], [`Qmp::system_reset`],
 //!   [`Qmp::system_powerdown`]).
 //!
+//! What QEMU reports about memory devices and their ACPI status is in [`devices`].
+//!
 //! Every wait has a timeout and nothing here can block for ever: a reader thread owns the
 //! receiving side, so a QEMU that stops answering (docs/design.md#qemu-pitfalls: a failing
 //! `device_add` can hang QMP on 7.2) costs at most the timeout, and a QEMU that exits closes the
 //! socket ([`QmpError::Closed`]). Replies to commands that timed out are discarded when they
 //! arrive late (their `id` no longer matches).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::any::Any;
+use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
@@ -32,6 +35,10 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+pub mod devices;
+
+pub use self::devices::{MemoryDevice, OspmStatus, Tagged, OST_SOURCE_EJECT, OST_SOURCE_INSERT};
 
 /// Default time to wait for a command's reply.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
@@ -114,93 +121,11 @@ struct Timestamp {
     microseconds: f64,
 }
 
-/// One entry of a `query-memory-devices` reply: the device's kind and its `data`.
-#[derive(Deserialize)]
-pub struct Tagged<T> {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub data: T,
-}
-
-/// The `data` of one `query-memory-devices` entry (pc-dimm and others; fields a kind lacks are
-/// `None`), with its `type` in [`MemoryDevice::kind`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-pub struct MemoryDevice {
-    /// `type`: `dimm`, `nvdimm`, `virtio-mem`, ...
-    #[serde(skip)]
-    pub kind: String,
-    pub id: Option<String>,
-    pub slot: Option<u64>,
-    /// `addr` (`memaddr` for virtio-mem).
-    #[serde(alias = "memaddr")]
-    pub addr: u64,
-    pub size: u64,
-    /// QOM path of the backend, e.g. `/objects/mem-dimm0`.
-    pub memdev: Option<String>,
-    pub hotplugged: bool,
-    pub node: Option<u64>,
-}
-
-impl MemoryDevice {
-    /// The backend object's id: the last component of [`MemoryDevice::memdev`].
-    pub fn memdev_id(&self) -> Option<&str> {
-        self.memdev.as_deref().map(|p| p.rsplit('/').next().unwrap_or(p))
-    }
-}
-
-/// One entry of `query-acpi-ospm-status`, or the `info` of an `ACPI_DEVICE_OST` event: the last
-/// _OST the guest reported for a slot (`source` = ACPI event: 1 insert, 3 eject; `status` 0 =
-/// success).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, rename_all = "kebab-case")]
-pub struct OspmStatus {
-    /// The device's id, when the slot holds a device that has one.
-    pub device: Option<String>,
-    pub slot: String,
-    pub slot_type: String,
-    pub source: u64,
-    pub status: u64,
-}
-
-impl OspmStatus {
-    /// The slot as a number (QEMU reports it as a string).
-    pub fn slot_number(&self) -> Option<u64> {
-        self.slot.parse().ok()
-    }
-}
-
-/// A `device_del` whose outcome did not come in time: the guest may still eject the device.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PendingUnplug {
-    /// The device's backend (deleted once the device is).
-    pub memdev: Option<String>,
-    /// When `device_del` was sent.
-    pub sent: Instant,
-}
-
-/// A device the guest ejected after the wait for it had ended ([`PendingUnplug`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LateDelete {
-    pub id: String,
-    pub memdev: Option<String>,
-    /// From `device_del` to the `DEVICE_DELETED` event.
-    pub after: Duration,
-}
-
-/// What this connection created and has not seen go away: kept up to date as commands succeed
-/// and as `DEVICE_DELETED` events arrive, so the runner can report (and clean up) what is
-/// left even after QEMU exited.
-#[derive(Clone, Debug, Default)]
-pub struct Ledger {
-    /// Backends made by [`Qmp::object_add_ram`] and not deleted by [`Qmp::object_del`].
-    pub backends: BTreeSet<String>,
-    /// DIMMs added by [`Qmp::device_add_dimm`] (id → backend) without a `DEVICE_DELETED` yet.
-    pub devices: BTreeMap<String, String>,
-    /// `device_del` requests still without an outcome (id → request).
-    pub pending_unplugs: BTreeMap<String, PendingUnplug>,
-    /// Pending unplugs whose `DEVICE_DELETED` has arrived, not yet handled.
-    pub late_deletes: Vec<LateDelete>,
+/// Bookkeeping that must see every event as it arrives, before a wait claims it (what the DIMM
+/// host commands made and saw go away, the DIMM protocol record). A connection keeps one of
+/// each type: [`Qmp::observer`].
+pub trait EventObserver: Any + Send {
+    fn observe(&mut self, e: &QmpEvent);
 }
 
 enum Incoming {
@@ -224,10 +149,8 @@ pub struct Qmp {
     /// Last commands/replies/events, for failure reports (bounded).
     transcript: VecDeque<String>,
     log: Option<std::fs::File>,
-    /// Devices and backends this connection made, and unplugs still open.
-    pub ledger: Ledger,
-    /// DIMM requests and every hotplug event, for the protocol check.
-    pub protocol: crate::dimm_protocol::DimmProtocol,
+    /// Bookkeeping shown every event on arrival.
+    observers: Vec<Box<dyn EventObserver>>,
 }
 
 const TRANSCRIPT_LINES: usize = 200;
@@ -309,8 +232,7 @@ impl Qmp {
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             transcript: VecDeque::new(),
             log: None,
-            ledger: Ledger::default(),
-            protocol: Default::default(),
+            observers: Vec::new(),
         })
     }
 
@@ -362,18 +284,8 @@ impl Qmp {
         };
         self.next_seq += 1;
         self.note(format!("EV {} {}", e.name, e.data));
-        self.protocol.record_event(&e);
-        if e.name == "DEVICE_DELETED" {
-            if let Some(id) = e.device() {
-                self.ledger.devices.remove(id);
-                if let Some(p) = self.ledger.pending_unplugs.remove(id) {
-                    self.ledger.late_deletes.push(LateDelete {
-                        id: id.to_string(),
-                        memdev: p.memdev,
-                        after: received.saturating_duration_since(p.sent),
-                    });
-                }
-            }
+        for o in &mut self.observers {
+            o.observe(&e);
         }
         if self.events.len() >= MAX_QUEUED_EVENTS {
             self.events.pop_front();
@@ -435,6 +347,25 @@ impl Qmp {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The connection's observer of type `T`, made empty on first use: it sees every event
+    /// that arrives from then on, so make it before sending the command whose events it needs.
+    pub fn observer<T: EventObserver + Default>(&mut self) -> &mut T {
+        if self.observer_if::<T>().is_none() {
+            self.observers.push(Box::new(T::default()));
+        }
+        self.observers
+            .iter_mut()
+            .find_map(|o| (&mut **o as &mut dyn Any).downcast_mut::<T>())
+            .expect("made above")
+    }
+
+    /// The connection's observer of type `T`, if one was made.
+    pub fn observer_if<T: EventObserver>(&self) -> Option<&T> {
+        self.observers
+            .iter()
+            .find_map(|o| (&**o as &dyn Any).downcast_ref::<T>())
     }
 
     /// QEMU closed the connection (it exited).
@@ -593,9 +524,8 @@ impl Qmp {
         self.execute(
             "object-add",
             Some(json!({"qom-type": "memory-backend-ram", "id": id, "size": size})),
-        )?;
-        self.ledger.backends.insert(id.to_string());
-        Ok(())
+        )
+        .map(drop)
     }
 
     /// `device_add` of a `pc-dimm` backed by the object `memdev`.
@@ -603,9 +533,8 @@ impl Qmp {
         self.execute(
             "device_add",
             Some(json!({"driver": "pc-dimm", "id": id, "memdev": memdev})),
-        )?;
-        self.ledger.devices.insert(id.to_string(), memdev.to_string());
-        Ok(())
+        )
+        .map(drop)
     }
 
     /// `device_del`: only a *request* for DIMMs; completion is the `DEVICE_DELETED` event.
@@ -615,9 +544,7 @@ impl Qmp {
 
     /// `object-del` (fails with "is in use" while a DIMM still uses the backend).
     pub fn object_del(&mut self, id: &str) -> Result<(), QmpError> {
-        self.execute("object-del", Some(json!({ "id": id })))?;
-        self.ledger.backends.remove(id);
-        Ok(())
+        self.execute("object-del", Some(json!({ "id": id }))).map(drop)
     }
 
     /// Ids of the objects under `/objects` (backends and others).
@@ -657,8 +584,6 @@ impl Qmp {
     }
 
     pub fn system_reset(&mut self) -> Result<(), QmpError> {
-        let at = self.mark();
-        self.protocol.record(crate::dimm_protocol::Request::Reset { at });
         self.execute("system_reset", None).map(drop)
     }
 
@@ -758,6 +683,16 @@ mod tests {
         })
     }
 
+    /// Names of the events an observer saw.
+    #[derive(Default)]
+    struct Seen(Vec<String>);
+
+    impl EventObserver for Seen {
+        fn observe(&mut self, e: &QmpEvent) {
+            self.0.push(e.name.clone());
+        }
+    }
+
     fn ok(id: &Value, ret: &str) -> String {
         format!(r#"{{"return": {ret}, "id": {id}}}"#)
     }
@@ -816,6 +751,7 @@ mod tests {
         }
         });
         let mut q = Qmp::connect(&p, Duration::from_secs(5), || Ok(())).unwrap();
+        q.observer::<Seen>();
         let m = q.mark();
         q.device_add_dimm("dimm0", "mem-dimm0").unwrap();
         // The event that came before the reply is not lost.
@@ -858,6 +794,8 @@ mod tests {
             .unwrap();
         assert!(e.seq >= m3);
         assert_eq!(e.device(), Some("dimm0"));
+        // The observer saw both events, though the waits claimed them.
+        assert_eq!(q.observer::<Seen>().0, ["ACPI_DEVICE_OST", "DEVICE_DELETED"]);
         let t = Instant::now();
         let e = q
             .execute_with_timeout("hang", None, Duration::from_millis(300))

@@ -1,0 +1,116 @@
+//! The hotplug accounting checker: a recount over the blocks against the recorded zone and
+//! group accounting (run after every operation by the test builds).
+
+use super::{BlockId, BlockState, GroupId, GroupKind, Hotplug, MemoryGroup, ZonePresent};
+use crate::page::ZoneId;
+use alloc::collections::BTreeMap;
+
+impl Hotplug {
+    /// Check the hotplug accounting against a recount over the blocks: no block left in a
+    /// transient state, zones set exactly on online blocks, zone and group present pages and
+    /// group block counts equal to the recount, and every static group (a DIMM) in one zone.
+    pub fn check(&self) -> Result<(), AccountingViolation> {
+        let mut present = ZonePresent::default();
+        let mut groups: BTreeMap<GroupId, MemoryGroup> = BTreeMap::new();
+        let mut group_zone: BTreeMap<GroupId, ZoneId> = BTreeMap::new();
+        for b in self.blocks.values() {
+            let online = b.state == BlockState::Online;
+            if !matches!(b.state, BlockState::Online | BlockState::Offline) || online != b.zone.is_some() {
+                return Err(AccountingViolation::BlockState(b.id));
+            }
+            let g = b.group.map(|id| {
+                let kind = self
+                    .groups
+                    .get(&id)
+                    .map_or(GroupKind::Static { max_pages: 0 }, |g| g.kind);
+                let g = groups.entry(id).or_insert(MemoryGroup::empty(kind));
+                g.nr_blocks += 1;
+                g
+            });
+            if b.early {
+                present.kernel_early += b.nr_pages;
+            }
+            let (zone_pages, group_pages) = match b.zone {
+                None => (None, None),
+                Some(ZoneId::Normal) => (Some(&mut present.normal), g.map(|g| &mut g.present_kernel_pages)),
+                Some(ZoneId::Movable) => (Some(&mut present.movable), g.map(|g| &mut g.present_movable_pages)),
+            };
+            for p in zone_pages.into_iter().chain(group_pages) {
+                *p += b.nr_pages;
+            }
+            let Some(zone) = b.zone else { continue };
+            if let Some(id) = b
+                .group
+                .filter(|id| matches!(self.groups.get(id).map(|g| g.kind), Some(GroupKind::Static { .. })))
+            {
+                if *group_zone.entry(id).or_insert(zone) != zone {
+                    return Err(AccountingViolation::GroupSplit { group: id, block: b.id });
+                }
+            }
+        }
+        if present != self.present {
+            return Err(AccountingViolation::Present {
+                recorded: self.present,
+                recount: present,
+            });
+        }
+        for (&id, g) in &self.groups {
+            let recount = groups.remove(&id).unwrap_or(MemoryGroup::empty(g.kind));
+            if recount != *g {
+                return Err(AccountingViolation::Group {
+                    group: id,
+                    recorded: *g,
+                    recount,
+                });
+            }
+        }
+        match groups.keys().next() {
+            Some(&id) => Err(AccountingViolation::NoSuchGroup(id)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A hotplug accounting invariant broken (see [`Hotplug::check`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountingViolation {
+    /// A block in a transient state, or with a zone while offline (or none while online).
+    BlockState(BlockId),
+    Present {
+        recorded: ZonePresent,
+        recount: ZonePresent,
+    },
+    Group {
+        group: GroupId,
+        recorded: MemoryGroup,
+        recount: MemoryGroup,
+    },
+    /// A block names a group that is not registered.
+    NoSuchGroup(GroupId),
+    /// A static group (one DIMM) with blocks online in two zones.
+    GroupSplit { group: GroupId, block: BlockId },
+}
+
+impl core::fmt::Display for AccountingViolation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        use AccountingViolation::*;
+        match self {
+            BlockState(b) => write!(f, "memory block {b}: state and zone disagree (or transient)"),
+            Present { recorded, recount } => write!(f, "present pages {recorded:?}, recount gives {recount:?}"),
+            Group {
+                group,
+                recorded,
+                recount,
+            } => {
+                write!(f, "memory group {group}: {recorded:?}, recount gives {recount:?}")
+            }
+            NoSuchGroup(g) => write!(f, "a block names memory group {g}, which does not exist"),
+            GroupSplit { group, block } => {
+                write!(
+                    f,
+                    "memory group {group} (static) is split across zones at block {block}"
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! The bench's drivers: each boots QEMU and measures one thing on one [`Target`] (granule,
+//! CPU model, `memmap_init` mode): the kernel's own `bench` ([`guest_bench`]), time to the
+//! prompt ([`boot_bench`]) and DIMM hotplug over QMP ([`dimm_bench`]); [`run_matrix`] runs
+//! what the options ask for on every granule and mode.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mm::size::Size;
+
+use super::opts::Opts;
+use super::plan::{self, Coverage, DimmSamples};
+use super::record::{BootRecord, DimmRecord, GuestBench, GuestRecord, MemmapInit, Record};
+use super::sink::{Sink, Tag};
+use crate::config::{BootMode, Granule, KernelConfig};
+use crate::kernel::{build_kernel_once, Kernel};
+use crate::run::{Machine, QemuRun};
+use crate::session::Session;
+
+const GIB: u64 = 1 << 30;
+
+/// What a driver measures on.
+pub struct Target<'a> {
+    pub qemu: &'a Path,
+    pub granule: Granule,
+    /// QEMU's `-cpu`.
+    pub cpu: &'a str,
+    pub mode: MemmapInit,
+    /// Repetitions (medians of this many).
+    pub reps: u64,
+}
+
+fn median(v: &[f64]) -> f64 {
+    plan::median(v).unwrap_or(0.0)
+}
+
+/// `memmap_init=MODE` on the command line; a kernel that does not know the option says so at
+/// boot and runs eager (the only mode it has), which is only an error when deferred was asked.
+pub fn check_mode(console: &str, mode: MemmapInit) -> Result<(), String> {
+    if mode != MemmapInit::Eager && console.contains("unknown option 'memmap_init=") {
+        return Err(format!(
+            "this kernel has no memmap_init={mode} (it ignored the option); run with --memmap-init eager"
+        ));
+    }
+    Ok(())
+}
+
+/// A run of `kernel` on `cpu` with `mem` bytes of RAM behind a `reserve=off` backend: QEMU
+/// allocates only what the guest touches, so sizes far beyond the host's memory are cheap.
+fn lazy_ram_run(qemu: &Path, kernel: Kernel, cpu: &str, mem: u64) -> QemuRun {
+    let mem = Size(mem).to_string();
+    QemuRun::new(kernel)
+        .qemu(qemu)
+        .machine(Machine {
+            cpu: cpu.into(),
+            mem: mem.clone(),
+            ..Machine::default()
+        })
+        .args([
+            "-object".to_string(),
+            format!("memory-backend-ram,id=ram0,size={mem},reserve=off"),
+            "-machine".into(),
+            "memory-backend=ram0".into(),
+        ])
+}
+
+/// The kernel's `bench` on held-back RAM; returns its `bench-json` objects.
+pub fn guest_bench(t: &Target<'_>, sizes: &[u64]) -> Result<Vec<GuestBench>, String> {
+    let (cpu, mode, reps) = (t.cpu, t.mode, t.reps);
+    let cfg = KernelConfig::default_for(t.granule);
+    let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
+    let max = sizes.iter().copied().max().unwrap_or(GIB);
+    let ram = GIB + max;
+    let run = lazy_ram_run(t.qemu, kernel, cpu, ram)
+        .boot(BootMode::Firmware)
+        .append(Some(format!("mem=1G memmap_init={mode}")))
+        .timeout(Some(Duration::from_secs(600)));
+    let sizes: Vec<String> = sizes.iter().map(|&s| Size(s).to_string()).collect();
+    let cmd = format!("bench reps={reps} {}", sizes.join(" "));
+    let t0 = Instant::now();
+    let out = run.run(&[cmd.as_str(), "poweroff"]).map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(format!("guest bench failed: {}\n{}", out.describe(), out.tail(20)));
+    }
+    check_mode(&out.console, mode)?;
+    println!(
+        "\n## {} {} memmap_init={} in-guest hotplug (cycles from CNTVCT; host wall {:.1} s)",
+        cfg,
+        cpu,
+        mode,
+        t0.elapsed().as_secs_f64()
+    );
+    for l in out.console.lines().filter(|l| l.starts_with("bench: ")) {
+        println!("{}", l.trim_end());
+    }
+    let objects: Vec<GuestBench> = out
+        .console
+        .lines()
+        .filter_map(|l| l.strip_prefix("bench-json: "))
+        .map(|j| serde_json::from_str(j).map_err(|e| format!("bad bench-json line `{}`: {e}", j.trim())))
+        .collect::<Result<_, _>>()?;
+    // A kernel that reports its mode must report the one asked for.
+    for b in &objects {
+        if let Some(m) = b.extra.get("memmap_init").and_then(|v| v.as_str()) {
+            if m != mode.name() {
+                return Err(format!("asked for memmap_init={mode}, the kernel ran {m}"));
+            }
+        }
+    }
+    if objects.is_empty() {
+        return Err(format!("no bench-json line\n{}", out.tail(20)));
+    }
+    Ok(objects)
+}
+
+/// Guest time to the prompt (a `reserve=off` backend: QEMU allocates only what the guest
+/// touches), median of `reps` boots per size in `mems`. The boots go round the
+/// sizes (1 GiB, 16 GiB, 1 GiB, ...) so host drift lands on every size alike.
+pub fn boot_bench(t: &Target<'_>, mems: &[u64]) -> Result<Vec<(u64, f64)>, String> {
+    let mode = t.mode;
+    let cfg = KernelConfig::default_for(t.granule);
+    let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
+    let mut times = vec![Vec::new(); mems.len()];
+    for _ in 0..t.reps {
+        for (&mem, samples) in mems.iter().zip(&mut times) {
+            let run = lazy_ram_run(t.qemu, kernel.clone(), t.cpu, mem)
+                .boot(BootMode::Kernel)
+                .append(Some(format!("memmap_init={mode}")))
+                .timeout(Some(Duration::from_secs(300)));
+            let out = run.run(&["poweroff"]).map_err(|e| e.to_string())?;
+            let m = Size(mem);
+            if !out.success() {
+                return Err(format!("boot with {m} failed: {}\n{}", out.describe(), out.tail(20)));
+            }
+            check_mode(&out.console, mode)?;
+            let us = out
+                .console
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("boot: time_to_prompt_us="))
+                .and_then(|r| r.split_whitespace().next()?.parse::<f64>().ok())
+                .ok_or_else(|| format!("no `boot: time_to_prompt_us=` line\n{}", out.tail(20)))?;
+            samples.push(us);
+        }
+    }
+    Ok(mems.iter().copied().zip(times.iter().map(|t| median(t))).collect())
+}
+
+/// Host wall time of DIMM plug/unplug over QMP, a record per size.
+pub fn dimm_bench(t: &Target<'_>, sizes: &[u64], tag: &Tag, sink: &mut Sink) -> Result<(), String> {
+    let (cpu, mode, reps) = (t.cpu, t.mode, t.reps);
+    let cfg = KernelConfig::default_for(t.granule);
+    let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
+    let run = QemuRun::new(kernel)
+        .qemu(t.qemu)
+        .machine(Machine {
+            cpu: cpu.into(),
+            mem: "1G,slots=8,maxmem=9G".into(),
+            ..Machine::default()
+        })
+        .boot(BootMode::Firmware)
+        .append(Some(format!("memmap_init={mode}")))
+        .timeout(Some(Duration::from_secs(600)));
+    let mut s = Session::start(run).map_err(|e| e.to_string())?;
+    let boot = s.boot().map_err(|e| e.to_string())?;
+    check_mode(&boot, mode)?;
+    let cntfrq = boot
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("cntfrq=")?.parse::<f64>().ok())
+        .ok_or("no cntfrq= in the boot log")?;
+    println!("\n## {cfg} {cpu} memmap_init={mode} DIMM hotplug over QMP (host wall time, median of {reps})");
+    println!(
+        "{:>9} {:>12} {:>14} {:>14} {:>10}",
+        "size", "plug_ms", "guest_add_us", "unplug_ms", "result"
+    );
+    for &size in sizes {
+        let (samples, result) = dimm_samples(&mut s, size, reps, cntfrq)?;
+        let (pm, um, gm) = plan::dimm_medians(&samples);
+        println!(
+            "{:>9} {:>12.1} {:>14} {:>14.1} {:>10}",
+            Size(size).to_string(),
+            pm,
+            gm.map_or("-".into(), |v| format!("{v:.0}")),
+            um,
+            result
+        );
+        let ms = |v: f64| (v * 100.0).round() / 100.0;
+        sink.push(Record::Dimm(DimmRecord {
+            commit: tag.commit.clone(),
+            run: tag.run,
+            cpu: cpu.into(),
+            mode,
+            config: cfg.to_string(),
+            size,
+            reps,
+            plug_to_ost_ms: ms(pm),
+            unplug_to_deleted_ms: ms(um),
+            result,
+            guest_add_online_us: gm.map(f64::round),
+        }));
+    }
+    let _ = s.guest_exit("poweroff");
+    Ok(())
+}
+
+/// `reps` plugs and unplugs of a DIMM of `size`: the samples, and `ok` or the refusal.
+fn dimm_samples(s: &mut Session, size: u64, reps: u64, cntfrq: f64) -> Result<(DimmSamples, String), String> {
+    let mut samples = DimmSamples::default();
+    let mut result = String::from("ok");
+    for i in 0..reps {
+        let id = format!("b{}x{}", size >> 20, i);
+        let p = s.plug(size, Some(&id)).map_err(|e| e.to_string())?;
+        samples.plug_ms.push(p.elapsed.as_secs_f64() * 1e3);
+        // The guest's add + online, from its `dimm: ... cycles=N` line.
+        samples.guest_us.extend(
+            p.guest_line
+                .as_deref()
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .find_map(|w| w.strip_prefix("cycles=")?.parse::<f64>().ok())
+                })
+                .map(|c| c * 1e6 / cntfrq),
+        );
+        let accepted = p.ost.as_ref().is_some_and(|o| o.status == 0);
+        if !accepted {
+            result = format!("refused (ost {:?})", p.ost.map(|o| o.status));
+        }
+        let u = s.unplug(&id).map_err(|e| e.to_string())?;
+        samples.unplug_ms.push(u.elapsed.as_secs_f64() * 1e3);
+    }
+    Ok((samples, result))
+}
+
+/// Runs every driver the options ask for on each granule and mode of `plan`; records go to
+/// `sink`, failures to stderr. Returns whether one failed.
+pub fn run_matrix(qemu: &Path, o: &Opts, plan: &Coverage, tag: &Tag, sink: &mut Sink) -> bool {
+    let mut failed = false;
+    for (&granule, sizes) in plan.granules.iter().zip(&plan.sizes) {
+        for &mode in &o.memmap_init {
+            let t = Target {
+                qemu,
+                granule,
+                cpu: &o.cpu,
+                mode,
+                reps: o.reps,
+            };
+            failed |= !run_cell(&t, o, sizes, &plan.dimm_sizes, tag, sink);
+        }
+    }
+    failed
+}
+
+/// One granule and mode: the guest bench (also on `--tlbi-cpu` when the main CPU has
+/// FEAT_TLBIRANGE), the boots, the DIMMs. Returns whether all went well.
+fn run_cell(t: &Target<'_>, o: &Opts, sizes: &[u64], dimm_sizes: &[u64], tag: &Tag, sink: &mut Sink) -> bool {
+    let (g, mode) = (t.granule, t.mode);
+    let mut ok = true;
+    let mut report = |what: String, r: Result<(), String>| {
+        if let Err(e) = r {
+            eprintln!("hotmem-bench: {what}: {e}");
+            ok = false;
+        }
+    };
+    let mut tlbirange = false;
+    if !sizes.is_empty() {
+        let r = guest_bench(t, sizes).map(|objects| {
+            tlbirange = objects.iter().any(|b| b.feat_tlbirange);
+            push_guest(sink, tag, t, objects);
+        });
+        report(format!("{g} {} {mode}", t.cpu), r);
+    }
+    let small: Vec<u64> = sizes.iter().copied().filter(|&s| s <= GIB).collect();
+    if tlbirange && o.tlbi_cpu != "none" && o.tlbi_cpu != o.cpu && !small.is_empty() {
+        let tlbi = Target { cpu: &o.tlbi_cpu, ..*t };
+        let r = guest_bench(&tlbi, &small).map(|objects| push_guest(sink, tag, &tlbi, objects));
+        report(format!("{g} {} {mode}", o.tlbi_cpu), r);
+    }
+    let boot_mems: Vec<u64> = o.boot_mem.iter().flatten().copied().collect();
+    if !boot_mems.is_empty() {
+        let r = boot_bench(t, &boot_mems).map(|boots| push_boots(sink, tag, t, boots));
+        report(format!("{g} {mode} boots"), r);
+    }
+    if !dimm_sizes.is_empty() {
+        report(format!("{g} {mode} DIMMs"), dimm_bench(t, dimm_sizes, tag, sink));
+    }
+    ok
+}
+
+fn push_guest(sink: &mut Sink, tag: &Tag, t: &Target<'_>, objects: Vec<GuestBench>) {
+    for bench in objects {
+        sink.push(Record::Guest(GuestRecord {
+            commit: tag.commit.clone(),
+            run: tag.run,
+            cpu: t.cpu.into(),
+            mode: t.mode,
+            bench,
+        }));
+    }
+}
+
+fn push_boots(sink: &mut Sink, tag: &Tag, t: &Target<'_>, boots: Vec<(u64, f64)>) {
+    let config = KernelConfig::default_for(t.granule);
+    for (mem, us) in boots {
+        println!(
+            "\n## {config} {} memmap_init={} boot to prompt with {}: {us:.0} µs (guest, median of {})",
+            t.cpu,
+            t.mode,
+            Size(mem),
+            t.reps
+        );
+        sink.push(Record::Boot(BootRecord {
+            commit: tag.commit.clone(),
+            run: tag.run,
+            cpu: t.cpu.into(),
+            mode: t.mode,
+            config: config.to_string(),
+            mem,
+            reps: t.reps,
+            time_to_prompt_us: us.round(),
+        }));
+    }
+}
