@@ -68,10 +68,15 @@ pub enum Mutant {
     /// A CPU whose access to the movable window faults on a page under migration does not
     /// wait for the migration: the fault is taken for a real one.
     WriterDoesNotWait,
+    /// The hotplug cycle test counts a block's movable pages while holding the kernel page
+    /// table's lock: `kernel_pt` then `handles`, the reverse of the movable window's order.
+    LockInversion,
+    /// The timer interrupt allocates from the heap, whose lock is not IRQ-safe.
+    IrqAllocates,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 23] = [
+    pub const ALL: [Mutant; 25] = [
         Mutant::UnisolateEarlyClear,
         Mutant::DimmZoneSplit,
         Mutant::DimmRemoveBehindDriver,
@@ -95,6 +100,8 @@ impl Mutant {
         Mutant::ContRunPastEnd,
         Mutant::DeferMemmapFallsBack,
         Mutant::WriterDoesNotWait,
+        Mutant::LockInversion,
+        Mutant::IrqAllocates,
     ];
 
     /// The name used by `mutant=` and `HOTMEM_MUTANT`.
@@ -123,6 +130,8 @@ impl Mutant {
             Mutant::ContRunPastEnd => "cont-run-past-end",
             Mutant::DeferMemmapFallsBack => "defer-memmap-falls-back",
             Mutant::WriterDoesNotWait => "writer-does-not-wait",
+            Mutant::LockInversion => "lock-inversion",
+            Mutant::IrqAllocates => "irq-allocates",
         }
     }
 
@@ -224,7 +233,7 @@ mod tests {
             assert_eq!(Mutant::from_name(m.name()), Some(m));
         }
         assert_eq!(Mutant::from_name("no-such"), None);
-        let mut names: [&str; 23] = Mutant::ALL.map(Mutant::name);
+        let mut names: [&str; 25] = Mutant::ALL.map(Mutant::name);
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }
