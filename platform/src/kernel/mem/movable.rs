@@ -193,10 +193,13 @@ pub fn free_all() -> u64 {
 static MIGRATING: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 /// Faults that waited for a migration (shown by `torture`).
 pub static MIGRATION_WAITS: AtomicU64 = AtomicU64::new(0);
-/// Test build: hold every migration open this long between the clear and the copy, so that a
-/// CPU writing the page meets it even where a vCPU is rarely scheduled at the right moment.
+/// Test build: hold every migration open between the clear and the copy until a CPU waits on
+/// it, at most this long, so that a CPU writing the page meets it however its vCPU is
+/// scheduled.
 #[cfg(feature = "ktest")]
 pub static MIGRATION_HOLD_US: AtomicU64 = AtomicU64::new(0);
+/// CPUs waiting in the fault path for a migration now.
+static WAITING: AtomicU64 = AtomicU64::new(0);
 
 /// Move the window block at `va` (`size` bytes) to `dst_pa` with `copy` between the clear and
 /// the remap ([`mm::migrate::move_window_block`]), with the range published for the fault path
@@ -219,7 +222,7 @@ pub fn migrate_window<C: mm::geometry::Config>(
         {
             let hold = arch::cpu::counter_freq() * MIGRATION_HOLD_US.load(Ordering::Relaxed) / 1_000_000;
             let t0 = arch::cpu::counter();
-            while arch::cpu::counter() - t0 < hold {
+            while arch::cpu::counter() - t0 < hold && WAITING.load(Ordering::Relaxed) == 0 {
                 core::hint::spin_loop();
             }
         }
@@ -243,18 +246,19 @@ pub fn fault(far: u64) -> bool {
     if arch::mutant::on(arch::mutant::Mutant::WriterDoesNotWait) {
         return false;
     }
-    let mut waited = false;
-    while {
+    let under_migration = || {
         let (s, e) = (
             MIGRATING[0].load(Ordering::Acquire),
             MIGRATING[1].load(Ordering::Acquire),
         );
         s <= far && far < e
-    } {
-        waited = true;
-        core::hint::spin_loop();
-    }
-    if waited {
+    };
+    if under_migration() {
+        WAITING.fetch_add(1, Ordering::Relaxed);
+        while under_migration() {
+            core::hint::spin_loop();
+        }
+        WAITING.fetch_sub(1, Ordering::Relaxed);
         MIGRATION_WAITS.fetch_add(1, Ordering::Relaxed);
         return true;
     }

@@ -126,10 +126,11 @@ fn writer_waits_for_migration(_: &Platform) -> Result<(), String> {
     while WRITER_PASSES.load(Relaxed) < 4 {
         core::hint::spin_loop();
     }
-    // Each migration held open 2 ms: the writer meets it however its vCPU is scheduled. The
+    // Each migration held open until the writer waits on it (at most 200 ms): it meets it however
+    // its vCPU is scheduled. The
     // block is only offlined here (removed after the check): removal's own TLB flushes would
     // heal a writer left on the old frame.
-    movable::MIGRATION_HOLD_US.store(2000, Relaxed);
+    movable::MIGRATION_HOLD_US.store(200_000, Relaxed);
     let offlined = hp::with_hotplug(|h, ops| h.offline_block(ops, ids[0]));
     movable::MIGRATION_HOLD_US.store(0, Relaxed);
     let passes = WRITER_PASSES.load(Relaxed);
