@@ -796,6 +796,7 @@ fn gdb_offline_16k_47() {
         .step("selftest", "hm-selftest")
         .step("flags", "hm-flags")
         .step("flags-value", format!("hm-flags {:#x}", decoded_example().0))
+        .step("devices", "hm-devices")
         .step("desc", "hm-desc 0x0060000040000705 2")
         .step("desc-guess", "hm-desc 0x0060000040000707")
         .step("desc-bad-level", "hm-desc 0x1 0")
@@ -848,6 +849,9 @@ fn check_offline(out: &GdbOutcome) -> Result<(), String> {
         ("config", "cpu: not connected".into()),
         ("selftest", "selftest: summary passed=8 failed=0".into()),
         ("flags-value", format!("flags: value={value:#x} names={names}")),
+        // The device types the kernel registered: what the generic code calls.
+        ("devices", "memdev: name=dimm online_filter=no check=no views=dimms".into()),
+        ("devices", "memdev: name=virtio-mem online_filter=yes check=yes views=vmem".into()),
         (
             "desc",
             "L2 (pmd) BLOCK oa=0x40000000 size=32 MiB Normal RW XN AF SH=inner".into(),

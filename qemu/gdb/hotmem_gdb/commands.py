@@ -473,6 +473,33 @@ unconnected."""
 
 
 @command
+class Devices(HmCommand):
+    """List the memory device types the kernel registered, as the generic code knows them.
+
+Usage: hm-devices
+One `memdev: name=.. online_filter=yes|no check=yes|no views=a,b` line per type registered with
+`memory_device!` (the `.memdevs` section between __memdevs_start and __memdevs_end,
+kernel/mem/device/mod.rs): its online filter, its checker rule, its shell views. Read from the
+ELF file: works unconnected."""
+
+    name = "hm-devices"
+    usage = "hm-devices"
+    summary = "the registered memory device types: filter, checker rule, shell views"
+
+    def run(self, argv, arg):
+        if argv:
+            self.usage_error()
+        config.load()
+        yn = lambda b: "yes" if b else "no"
+        out(
+            [
+                "memdev: name=%s online_filter=%s check=%s views=%s" % (n, yn(f), yn(c), ",".join(v) or "-")
+                for n, f, c, v in symbols.memory_devices()
+            ]
+        )
+
+
+@command
 class Desc(HmCommand):
     """Decode a raw stage-1 descriptor value.
 

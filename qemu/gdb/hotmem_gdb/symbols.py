@@ -163,3 +163,47 @@ def page_flag(name):
         if n == name:
             return bit
     raise gdb.GdbError("the kernel has no page flag called %s" % name)
+
+
+def _str_at(path, raw, base, field):
+    """The Rust `&str` field `field` (a gdb.Field) of a struct whose bytes start at `raw[base]`."""
+    ptr_f, len_f = field.type.fields()[0], field.type.fields()[1]
+    (ptr,) = struct.unpack_from("<Q", raw, base + field.bitpos // 8 + ptr_f.bitpos // 8)
+    (n,) = struct.unpack_from("<Q", raw, base + field.bitpos // 8 + len_f.bitpos // 8)
+    return config.elf_read(path, ptr, n).decode()
+
+
+def _memory_devices(path):
+    try:
+        start = int(gdb.parse_and_eval("(unsigned long)&__memdevs_start"))
+        end = int(gdb.parse_and_eval("(unsigned long)&__memdevs_end"))
+    except gdb.error:
+        raise gdb.GdbError("%s has no __memdevs_start/__memdevs_end: a kernel without memory device registration" % path)
+    dev = require_type("MemoryDevice", "hotmem")
+    view = require_type("View", "hotmem")
+    fields = {f.name: f for f in dev.fields()}
+    vfields = {f.name: f for f in view.fields()}
+    raw = config.elf_read(path, start, end - start)
+    found = []
+    for i in range((end - start) // dev.sizeof):
+        base = i * dev.sizeof
+        name = _str_at(path, raw, base, fields["name"])
+        views_f = fields["views"]
+        ptr_f, len_f = views_f.type.fields()[0], views_f.type.fields()[1]
+        (vptr,) = struct.unpack_from("<Q", raw, base + views_f.bitpos // 8 + ptr_f.bitpos // 8)
+        (vn,) = struct.unpack_from("<Q", raw, base + views_f.bitpos // 8 + len_f.bitpos // 8)
+        vraw = config.elf_read(path, vptr, vn * view.sizeof)
+        views = [_str_at(path, vraw, k * view.sizeof, vfields["name"]) for k in range(vn)]
+
+        def has(field):
+            (word,) = struct.unpack_from("<Q", raw, base + fields[field].bitpos // 8)
+            return word != 0
+
+        found.append((name, has("online_filter"), has("check"), views))
+    return sorted(found)
+
+
+def memory_devices():
+    """[(name, has an online filter, has a checker rule, [view names])] of the memory device
+    types the kernel registered (its `.memdevs` section), in name order."""
+    return _cached(("memory_devices",), _memory_devices)
