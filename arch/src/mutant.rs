@@ -68,10 +68,13 @@ pub enum Mutant {
     /// A CPU whose access to the movable window faults on a page under migration does not
     /// wait for the migration: the fault is taken for a real one.
     WriterDoesNotWait,
+    /// Isolation (hence offline) does not look at deferred chunks in flight: an offline
+    /// completes over a chunk an idle CPU is initialising.
+    HandoverNoInflight,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 23] = [
+    pub const ALL: [Mutant; 24] = [
         Mutant::UnisolateEarlyClear,
         Mutant::DimmZoneSplit,
         Mutant::DimmRemoveBehindDriver,
@@ -95,6 +98,7 @@ impl Mutant {
         Mutant::ContRunPastEnd,
         Mutant::DeferMemmapFallsBack,
         Mutant::WriterDoesNotWait,
+        Mutant::HandoverNoInflight,
     ];
 
     /// The name used by `mutant=` and `HOTMEM_MUTANT`.
@@ -123,6 +127,7 @@ impl Mutant {
             Mutant::ContRunPastEnd => "cont-run-past-end",
             Mutant::DeferMemmapFallsBack => "defer-memmap-falls-back",
             Mutant::WriterDoesNotWait => "writer-does-not-wait",
+            Mutant::HandoverNoInflight => "handover-no-inflight",
         }
     }
 
@@ -224,7 +229,7 @@ mod tests {
             assert_eq!(Mutant::from_name(m.name()), Some(m));
         }
         assert_eq!(Mutant::from_name("no-such"), None);
-        let mut names: [&str; 23] = Mutant::ALL.map(Mutant::name);
+        let mut names: [&str; 24] = Mutant::ALL.map(Mutant::name);
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }

@@ -28,6 +28,8 @@ use crate::vmemmap::PageSource;
 
 mod machine;
 mod ops;
+mod shared;
+pub use shared::SharedMemmap;
 pub use machine::{base, boot, boot_in, check_all, with_deferred, Checked, Machine, MODE, NCPUS, WINDOW_ORDER};
 
 /// The struct pages of one section.

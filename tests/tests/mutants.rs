@@ -283,6 +283,14 @@ const MUTANTS: &[Mutant] = &[
         test_args: &["--test", "hotplug", "cfg_64k_48::offline_migrates_movable_pages"],
         expect: "does not map the new frame",
     },
+    // The model-checked deferred hand-over: an offline that does not see a chunk in flight
+    // completes under an idle CPU initialising it.
+    Mutant {
+        package: "hotmem-mm",
+        name: "handover-no-inflight",
+        test_args: &["--test", "model", "deferred_handover_model"],
+        expect: "offline completed over a chunk in flight",
+    },
 ];
 
 /// A mutant the in-guest suite must catch: the test kernel with every mutant compiled in

@@ -417,7 +417,9 @@ impl<M: Memmap> PageAlloc<M> {
             return Ok(());
         };
         if let Some((_, pfn)) = d.in_flight_at(s, e) {
-            return Err(BuddyError::InitInProgress { pfn });
+            if !arch::mutant::on(arch::mutant::Mutant::HandoverNoInflight) {
+                return Err(BuddyError::InitInProgress { pfn });
+            }
         }
         let pb = d.pageblock_pages();
         let cut = |p: u64| !p.is_multiple_of(pb) && d.test(p);
