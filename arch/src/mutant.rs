@@ -71,10 +71,12 @@ pub enum Mutant {
     /// Isolation (hence offline) does not look at deferred chunks in flight: an offline
     /// completes over a chunk an idle CPU is initialising.
     HandoverNoInflight,
+    /// Idle CPUs take deferred chunks whatever the hotplug window says.
+    BusyWindowIgnored,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 24] = [
+    pub const ALL: [Mutant; 25] = [
         Mutant::UnisolateEarlyClear,
         Mutant::DimmZoneSplit,
         Mutant::DimmRemoveBehindDriver,
@@ -99,6 +101,7 @@ impl Mutant {
         Mutant::DeferMemmapFallsBack,
         Mutant::WriterDoesNotWait,
         Mutant::HandoverNoInflight,
+        Mutant::BusyWindowIgnored,
     ];
 
     /// The name used by `mutant=` and `HOTMEM_MUTANT`.
@@ -128,6 +131,7 @@ impl Mutant {
             Mutant::DeferMemmapFallsBack => "defer-memmap-falls-back",
             Mutant::WriterDoesNotWait => "writer-does-not-wait",
             Mutant::HandoverNoInflight => "handover-no-inflight",
+            Mutant::BusyWindowIgnored => "busy-window-ignored",
         }
     }
 
@@ -229,7 +233,7 @@ mod tests {
             assert_eq!(Mutant::from_name(m.name()), Some(m));
         }
         assert_eq!(Mutant::from_name("no-such"), None);
-        let mut names: [&str; 24] = Mutant::ALL.map(Mutant::name);
+        let mut names: [&str; 25] = Mutant::ALL.map(Mutant::name);
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }

@@ -291,6 +291,12 @@ const MUTANTS: &[Mutant] = &[
         test_args: &["--test", "model", "deferred_handover_model"],
         expect: "offline completed over a chunk in flight",
     },
+    Mutant {
+        package: "hotmem-mm",
+        name: "busy-window-ignored",
+        test_args: &["--test", "model", "hotplug_window_model"],
+        expect: "an idle CPU took a chunk during a hotplug operation",
+    },
 ];
 
 /// A mutant the in-guest suite must catch: the test kernel with every mutant compiled in

@@ -21,7 +21,9 @@ use super::{BuddyError, PageAlloc};
 use crate::geometry::Geometry;
 use crate::page::{flags, Memmap, Page, ZoneId, POISON_CHECKS};
 mod bookkeeping;
+mod window;
 pub(super) use bookkeeping::Deferred;
+pub use window::{background_after, idle_may_take};
 
 /// How the memmap of new memory is initialised (the kernel's `memmap_init=eager|deferred`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -73,7 +73,7 @@ pub fn deferred_work_added() {
     // During a hotplug operation the idle CPUs would only go back to sleep: they look again at
     // a timer tick once it is over ([`hotplug_busy`]), and a wake-up per onlined block costs
     // the onlining CPU an SGI each.
-    if arch::cpu::counter() >= BACKGROUND_AFTER.load(Ordering::Acquire) {
+    if mm::buddy::idle_may_take(arch::cpu::counter(), BACKGROUND_AFTER.load(Ordering::Acquire)) {
         crate::drivers::gic::send_sgi_to_others(crate::drivers::gic::SGI_WAKE);
     }
 }
@@ -90,11 +90,8 @@ fn deferred_init_pending() -> bool {
 /// initialising in the background, onlining 256 GiB on 4K took 1.5× as long per block as
 /// onlining 1 GiB. Idle CPUs look again at their next timer tick.
 pub fn hotplug_busy(busy: bool) {
-    let after = if busy {
-        u64::MAX
-    } else {
-        arch::cpu::counter() + arch::cpu::counter_freq() / crate::drivers::timer::HZ
-    };
+    let tick = arch::cpu::counter_freq() / crate::drivers::timer::HZ;
+    let after = mm::buddy::background_after(busy, arch::cpu::counter(), tick);
     BACKGROUND_AFTER.store(after, Ordering::Release);
 }
 
@@ -103,7 +100,7 @@ pub fn hotplug_busy(busy: bool) {
 /// to hand it over, unless a hotplug operation is running or just ended ([`hotplug_busy`]).
 /// Returns whether there was work (the caller then polls again instead of sleeping).
 pub fn deferred_init_idle() -> bool {
-    if arch::cpu::counter() < BACKGROUND_AFTER.load(Ordering::Acquire) {
+    if !mm::buddy::idle_may_take(arch::cpu::counter(), BACKGROUND_AFTER.load(Ordering::Acquire)) {
         return false;
     }
     deferred_init_now()

@@ -1,10 +1,5 @@
-//! Model-checked hand-overs (shuttle): the deferred struct-page init chunk hand-over between an
-//! idle CPU, an allocation and an offline, over the real `PageAlloc` behind a model mutex (the
-//! allocator lock). Shuttle explores thread schedules at random (each iteration one schedule,
-//! switching threads at every mutex operation and yield); it was chosen over loom because the
-//! code under test is the real allocator with plain (non-atomic) state behind one lock, which
-//! shuttle schedules without instrumenting that code, and an iteration count bounds the run
-//! time on a 2-core machine where loom's exhaustive search over these lock sequences does not.
+//! The deferred struct-page init chunk hand-over between an idle CPU, an allocation and an
+//! offline, over the real `PageAlloc` behind a model mutex (the allocator lock).
 
 use std::sync::Arc;
 
@@ -17,16 +12,16 @@ use shuttle::sync::Mutex;
 use shuttle::thread;
 
 /// 16K granule: a memory block of 8192 pages, four max-order chunks.
-const G: Geometry = Geometry::new(14, 47);
+pub const G: Geometry = Geometry::new(14, 47);
 /// Schedules explored per model.
-const ITERATIONS: usize = 300;
+pub const ITERATIONS: usize = 300;
 /// The kernel's offline retries for about a second; the model, this many times.
 const OFFLINE_TRIES: u32 = 8;
 
-type Alloc = PageAlloc<SharedMemmap>;
+pub type Alloc = PageAlloc<SharedMemmap>;
 
 /// One hot-added memory block (block 1), deferred and online in ZONE_MOVABLE.
-fn deferred_block() -> (SharedMemmap, Alloc, u64, u64) {
+pub fn deferred_block() -> (SharedMemmap, Alloc, u64, u64) {
     let (start, nr) = (G.pages_per_section(), G.pages_per_section());
     let memmap = SharedMemmap::new(start, nr);
     let mut a = PageAlloc::new(memmap.clone(), G.max_order());
@@ -54,7 +49,7 @@ fn alloc_waiting(lock: &Mutex<Alloc>, order: u32) -> Option<u64> {
 
 /// The kernel's `offline_run_retrying` with a bounded number of tries: `InitInProgress` is
 /// retried; success must never come while a chunk of the range is in flight.
-fn offline_retrying(lock: &Mutex<Alloc>, start: u64, nr: u64) -> Result<u64, OfflineError> {
+pub fn offline_retrying(lock: &Mutex<Alloc>, start: u64, nr: u64) -> Result<u64, OfflineError> {
     for _ in 0..OFFLINE_TRIES {
         {
             let mut a = lock.lock().unwrap();
