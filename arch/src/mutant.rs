@@ -73,10 +73,13 @@ pub enum Mutant {
     HandoverNoInflight,
     /// Idle CPUs take deferred chunks whatever the hotplug window says.
     BusyWindowIgnored,
+    /// The virtio-mem bottom half clears its latched config change after its pass instead of
+    /// before it: a change that arrives during a resize is lost.
+    IrqPendingClearedLate,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 25] = [
+    pub const ALL: [Mutant; 26] = [
         Mutant::UnisolateEarlyClear,
         Mutant::DimmZoneSplit,
         Mutant::DimmRemoveBehindDriver,
@@ -102,6 +105,7 @@ impl Mutant {
         Mutant::WriterDoesNotWait,
         Mutant::HandoverNoInflight,
         Mutant::BusyWindowIgnored,
+        Mutant::IrqPendingClearedLate,
     ];
 
     /// The name used by `mutant=` and `HOTMEM_MUTANT`.
@@ -132,6 +136,7 @@ impl Mutant {
             Mutant::WriterDoesNotWait => "writer-does-not-wait",
             Mutant::HandoverNoInflight => "handover-no-inflight",
             Mutant::BusyWindowIgnored => "busy-window-ignored",
+            Mutant::IrqPendingClearedLate => "irq-pending-cleared-late",
         }
     }
 
@@ -233,7 +238,7 @@ mod tests {
             assert_eq!(Mutant::from_name(m.name()), Some(m));
         }
         assert_eq!(Mutant::from_name("no-such"), None);
-        let mut names: [&str; 25] = Mutant::ALL.map(Mutant::name);
+        let mut names: [&str; 26] = Mutant::ALL.map(Mutant::name);
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }

@@ -297,6 +297,12 @@ const MUTANTS: &[Mutant] = &[
         test_args: &["--test", "model", "hotplug_window_model"],
         expect: "an idle CPU took a chunk during a hotplug operation",
     },
+    Mutant {
+        package: "hotmem-mm",
+        name: "irq-pending-cleared-late",
+        test_args: &["--test", "model", "vmem_config_change_model"],
+        expect: "a config change was lost",
+    },
 ];
 
 /// A mutant the in-guest suite must catch: the test kernel with every mutant compiled in

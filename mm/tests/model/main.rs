@@ -10,3 +10,4 @@
 
 mod handover;
 mod window;
+mod vmem;
