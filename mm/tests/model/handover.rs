@@ -53,7 +53,15 @@ pub fn offline_retrying(lock: &Mutex<Alloc>, start: u64, nr: u64) -> Result<u64,
     for _ in 0..OFFLINE_TRIES {
         {
             let mut a = lock.lock().unwrap();
-            let r = offline_pages(&mut a, &mut Handles::new(), start, nr, u64::MAX, |_, _, _, _| {}, |_, _| {});
+            let r = offline_pages(
+                &mut a,
+                &mut Handles::new(),
+                start,
+                nr,
+                u64::MAX,
+                |_, _, _, _| {},
+                |_, _| {},
+            );
             if r.is_ok() {
                 let over = a.deferred_in_flight().any(|(_, s, e)| s < start + nr && start < e);
                 assert!(!over, "offline completed over a chunk in flight");
@@ -79,7 +87,11 @@ fn check_end(memmap: &SharedMemmap, lock: &Mutex<Alloc>, start: u64, nr: u64, of
     }
     let c = a.counters(ZoneId::Movable);
     if offlined {
-        assert_eq!((c.managed, c.free, c.deferred), (0, 0, 0), "pages left in an offline zone");
+        assert_eq!(
+            (c.managed, c.free, c.deferred),
+            (0, 0, 0),
+            "pages left in an offline zone"
+        );
     } else {
         assert_eq!(a.uninit_pages(start, nr), 0, "a chunk never initialised");
         assert_eq!((c.managed, c.free, c.deferred), (nr, nr, 0), "pages lost");

@@ -9,5 +9,5 @@
 //! lock sequences does not.
 
 mod handover;
-mod window;
 mod vmem;
+mod window;

@@ -40,7 +40,10 @@ fn window_schedule() {
                     continue;
                 }
                 let n = deferred_init_step(&memmap, 1, |f| f(&mut lock.lock().unwrap()));
-                assert!(!(during && n > 0), "an idle CPU took a chunk during a hotplug operation");
+                assert!(
+                    !(during && n > 0),
+                    "an idle CPU took a chunk during a hotplug operation"
+                );
             }
         })
     };

@@ -161,6 +161,21 @@ pub fn deferred_in_flight() -> bool {
     with_page_alloc(|a| a.deferred_in_flight().next().is_some())
 }
 
+/// Test build: take one deferred chunk as an idle CPU does ([`mm::buddy::deferred_init_step`]'s
+/// first step); it is in flight until [`deferred_hand_back`].
+#[cfg(feature = "ktest")]
+pub fn deferred_take_one() -> Option<mm::buddy::DeferredChunk> {
+    with_page_alloc(|a| a.deferred_take())
+}
+
+/// Test build: initialise a chunk from [`deferred_take_one`] outside the allocator lock and hand
+/// it over, as an idle CPU does; returns its pages.
+#[cfg(feature = "ktest")]
+pub fn deferred_hand_back(c: mm::buddy::DeferredChunk) -> Result<u64, BuddyError> {
+    c.init(&KernelMemmap);
+    with_page_alloc(|a| a.deferred_finish(c))
+}
+
 /// `f` under the allocator lock; when it fails while idle CPUs are initialising deferred
 /// chunks (free memory, just not handed over yet), wait for them and try again, so an
 /// allocation never fails because background initialisation holds the memory it needs.
