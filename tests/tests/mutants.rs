@@ -327,6 +327,15 @@ const MAX: &[&str] = &["max,lpa2=off"];
 const BOTH: &[&str] = &["max,lpa2=off", "cortex-a76"];
 
 const GUEST_MUTANTS: &[GuestMutant] = &[
+    // An offline that does not see a deferred chunk in flight: only the case that holds one
+    // itself meets it (idle CPUs keep off chunks during hotplug operations).
+    GuestMutant {
+        granules: ALL,
+        name: "handover-no-inflight",
+        cpus: MAX,
+        append: "ktest.only=offline_refuses_chunk_in_flight",
+        expect: "offline over a chunk in flight",
+    },
     // The old un-isolation order, caught by `debug_vm` (on in the test build) after
     // `failed_offline_rolls_back_cleanly`'s failed offline.
     GuestMutant {
