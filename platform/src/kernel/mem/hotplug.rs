@@ -38,20 +38,6 @@ pub static KTEST_CYCLES: core::sync::atomic::AtomicU64 = core::sync::atomic::Ato
 /// `VM_BUG_ON` does under `CONFIG_DEBUG_VM`.
 pub static DEBUG_VM: AtomicBool = AtomicBool::new(cfg!(feature = "ktest"));
 
-/// Test build: whether an offline waits for deferred chunks in flight (off: the first
-/// `InitInProgress` is the offline's answer, so a test sees the refusal itself).
-#[cfg(feature = "ktest")]
-pub static OFFLINE_WAITS_FOR_INIT: AtomicBool = AtomicBool::new(true);
-
-/// How long an offline waits for deferred chunks in flight (counter periods): about a second.
-fn offline_init_wait() -> u64 {
-    #[cfg(feature = "ktest")]
-    if !OFFLINE_WAITS_FOR_INIT.load(Ordering::Relaxed) {
-        return 0;
-    }
-    arch::cpu::counter_freq()
-}
-
 pub fn with_hotplug<R>(f: impl FnOnce(&mut Hotplug, &mut KernelOps) -> R) -> R {
     let mut guard = HOTPLUG.lock();
     let hp = guard.as_mut().expect("hotplug initialised at boot");
@@ -335,6 +321,20 @@ impl HotplugOps for KernelOps {
         }
         Ok(())
     }
+}
+
+/// Test build: whether an offline waits for deferred chunks in flight (off: the first
+/// `InitInProgress` is the offline's answer, so a test sees the refusal itself).
+#[cfg(feature = "ktest")]
+pub static OFFLINE_WAITS_FOR_INIT: AtomicBool = AtomicBool::new(true);
+
+/// How long an offline waits for deferred chunks in flight (counter periods): about a second.
+fn offline_init_wait() -> u64 {
+    #[cfg(feature = "ktest")]
+    if !OFFLINE_WAITS_FOR_INIT.load(Ordering::Relaxed) {
+        return 0;
+    }
+    arch::cpu::counter_freq()
 }
 
 impl KernelOps {
