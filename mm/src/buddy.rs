@@ -13,8 +13,8 @@ mod deferred;
 mod isolate;
 pub use check::{Rule, Violation, ZoneCensus};
 pub use deferred::{
-    background_after, deferred_init_step, idle_may_take, DeferredChunk, DeferredRange, DeferredState, MemmapInit,
-    PageLookup,
+    background_after, deferred_init_step, idle_may_take, wait_for_chunks, DeferredChunk, DeferredRange, DeferredState,
+    MemmapInit, PageLookup,
 };
 
 /// Orders 0..=13 (64K's MAX_PAGE_ORDER is 13).

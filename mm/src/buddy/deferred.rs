@@ -463,6 +463,30 @@ impl<M: Memmap> PageAlloc<M> {
     }
 }
 
+/// `f` under the allocator lock (`with_alloc` runs its argument once, under the lock); while it
+/// fails with deferred chunks in flight (free memory an idle CPU has not handed over yet), wait
+/// with `wait` (the lock dropped) and try again, so an allocation never fails because background
+/// initialisation holds the memory it needs. The kernel's allocation paths run through this.
+pub fn wait_for_chunks<M: Memmap, R, E>(
+    mut with_alloc: impl FnMut(&mut dyn FnMut(&mut PageAlloc<M>)),
+    mut f: impl FnMut(&mut PageAlloc<M>) -> Result<R, E>,
+    mut wait: impl FnMut(),
+) -> Result<R, E> {
+    loop {
+        let mut out = None;
+        with_alloc(&mut |a| {
+            let r = f(a);
+            let in_flight = r.is_err() && a.deferred_in_flight().next().is_some();
+            out = Some((r, in_flight));
+        });
+        match out {
+            Some((r, false)) => return r,
+            Some((_, true)) => wait(),
+            None => unreachable!("with_alloc runs its argument"),
+        }
+    }
+}
+
 /// One step of background completion, for an idle CPU: take up to `budget_pages` worth of
 /// chunks (at least one) off the deferred lists, one at a time, each under the allocator lock
 /// only for the take and the hand-over; the `struct page`s are written with the lock dropped.

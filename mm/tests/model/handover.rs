@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use mm::buddy::{deferred_init_step, AllocKind, BuddyError, PageAlloc};
+use mm::buddy::{deferred_init_step, wait_for_chunks, AllocKind, BuddyError, PageAlloc};
 use mm::geometry::Geometry;
 use mm::migrate::{offline_pages, Handles, OfflineError};
 use mm::page::ZoneId;
@@ -31,20 +31,15 @@ pub fn deferred_block() -> (SharedMemmap, Alloc, u64, u64) {
     (memmap, a, start, nr)
 }
 
-/// The kernel's `with_page_alloc_waiting` around a kernel allocation: when it fails while a
-/// chunk is in flight, wait for the hand-over and try again.
+/// A movable allocation as the kernel's `with_page_alloc_waiting` runs it
+/// (`mm::buddy::wait_for_chunks`): waiting for chunks in flight, the lock dropped.
 fn alloc_waiting(lock: &Mutex<Alloc>, order: u32) -> Option<u64> {
-    loop {
-        let (r, in_flight) = {
-            let mut a = lock.lock().unwrap();
-            let r = a.alloc(order, AllocKind::Movable);
-            (r, r.is_none() && a.deferred_in_flight().next().is_some())
-        };
-        if !in_flight {
-            return r;
-        }
-        thread::yield_now();
-    }
+    wait_for_chunks(
+        |g| g(&mut lock.lock().unwrap()),
+        |a| a.alloc(order, AllocKind::Movable).ok_or(()),
+        thread::yield_now,
+    )
+    .ok()
 }
 
 /// The kernel's `offline_run_retrying` with a bounded number of tries: `InitInProgress` is

@@ -179,18 +179,8 @@ pub fn deferred_hand_back(c: mm::buddy::DeferredChunk) -> Result<u64, BuddyError
 /// `f` under the allocator lock; when it fails while idle CPUs are initialising deferred
 /// chunks (free memory, just not handed over yet), wait for them and try again, so an
 /// allocation never fails because background initialisation holds the memory it needs.
-pub fn with_page_alloc_waiting<R, E>(mut f: impl FnMut(&mut PageAlloc<KernelMemmap>) -> Result<R, E>) -> Result<R, E> {
-    loop {
-        let (r, in_flight) = with_page_alloc(|a| {
-            let r = f(a);
-            let in_flight = r.is_err() && a.deferred_in_flight().next().is_some();
-            (r, in_flight)
-        });
-        if !in_flight {
-            return r;
-        }
-        core::hint::spin_loop();
-    }
+pub fn with_page_alloc_waiting<R, E>(f: impl FnMut(&mut PageAlloc<KernelMemmap>) -> Result<R, E>) -> Result<R, E> {
+    mm::buddy::wait_for_chunks(|g| with_page_alloc(|a| g(a)), f, core::hint::spin_loop)
 }
 
 /// Allocate 2^order contiguous, naturally aligned pages for the kernel; returns the PA.
