@@ -68,6 +68,11 @@ pub enum Mutant {
     /// A CPU whose access to the movable window faults on a page under migration does not
     /// wait for the migration: the fault is taken for a real one.
     WriterDoesNotWait,
+    /// The hotplug cycle test counts a block's movable pages while holding the kernel page
+    /// table's lock: `kernel_pt` then `handles`, the reverse of the movable window's order.
+    LockInversion,
+    /// The timer interrupt allocates from the heap, whose lock is not IRQ-safe.
+    IrqAllocates,
     /// Isolation (hence offline) does not look at deferred chunks in flight: an offline
     /// completes over a chunk an idle CPU is initialising.
     HandoverNoInflight,
@@ -79,7 +84,7 @@ pub enum Mutant {
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 26] = [
+    pub const ALL: [Mutant; 28] = [
         Mutant::UnisolateEarlyClear,
         Mutant::DimmZoneSplit,
         Mutant::DimmRemoveBehindDriver,
@@ -103,6 +108,8 @@ impl Mutant {
         Mutant::ContRunPastEnd,
         Mutant::DeferMemmapFallsBack,
         Mutant::WriterDoesNotWait,
+        Mutant::LockInversion,
+        Mutant::IrqAllocates,
         Mutant::HandoverNoInflight,
         Mutant::BusyWindowIgnored,
         Mutant::IrqPendingClearedLate,
@@ -134,6 +141,8 @@ impl Mutant {
             Mutant::ContRunPastEnd => "cont-run-past-end",
             Mutant::DeferMemmapFallsBack => "defer-memmap-falls-back",
             Mutant::WriterDoesNotWait => "writer-does-not-wait",
+            Mutant::LockInversion => "lock-inversion",
+            Mutant::IrqAllocates => "irq-allocates",
             Mutant::HandoverNoInflight => "handover-no-inflight",
             Mutant::BusyWindowIgnored => "busy-window-ignored",
             Mutant::IrqPendingClearedLate => "irq-pending-cleared-late",
@@ -238,7 +247,7 @@ mod tests {
             assert_eq!(Mutant::from_name(m.name()), Some(m));
         }
         assert_eq!(Mutant::from_name("no-such"), None);
-        let mut names: [&str; 26] = Mutant::ALL.map(Mutant::name);
+        let mut names: [&str; 28] = Mutant::ALL.map(Mutant::name);
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }

@@ -23,18 +23,30 @@
 //! needs no TLB maintenance because nothing was ever valid. On success the staged entries are
 //! made valid bottom-up (children before the entry that links them).
 //!
+//! One walk: every operation is a visitor of the entry walk in `pgtable/walk.rs`, which visits
+//! the entries translating a VA range in VA order, each typed (absent, table, block, page,
+//! staged) with its level and VA span, and descends where the visitor asks. The visitors:
+//! staging, commit and rollback of `map` and `populate_tables` (`pgtable/map.rs`); the split
+//! check, the clear of leaves and the free of empty tables of `unmap` (`pgtable/unmap.rs`); the
+//! translation of one VA and the census (`pgtable/inspect.rs`).
+//!
 //! Soundness rests on the [`TableAlloc`] contract: `table_ptr` gives a pointer through which
-//! the whole granule-sized table page may be read and written.
+//! the whole granule-sized table page may be read and written; and on the walk's `Visit`
+//! contract: a visitor descends only into live tables of the tree and frees a table only once
+//! the walk has left it.
 
-use core::cmp::{max, min};
 use core::marker::PhantomData;
-use core::ptr;
-use core::sync::atomic::{fence, Ordering};
 
 use crate::geometry::{Config, Geometry};
 pub use arch::descriptor::{Attrs, Descriptor, MemType, Perm};
 use arch::mutant::{self, Mutant};
 use arch::tlb::{Mapping, TlbInvalidate};
+use map::MapReq;
+
+mod inspect;
+mod map;
+mod unmap;
+mod walk;
 
 #[cfg(not(target_os = "none"))]
 pub mod testing;
@@ -273,12 +285,13 @@ impl<C: Config> PageTable<C> {
         }
         let req = MapReq {
             va,
+            last,
             pa,
             attrs,
             flags,
             deepest: 3,
         };
-        self.stage_and_commit(a, &req, last)
+        self.stage_and_commit(a, &req)
     }
 
     /// Allocates every last-level (pte) table covering `[va, va + size)` and links it in,
@@ -297,79 +310,31 @@ impl<C: Config> PageTable<C> {
         let last = va_last::<C>(va, size)?;
         let req = MapReq {
             va,
+            last,
             pa: 0,
             attrs: Attrs::NORMAL_RW,
             flags: MapFlags::PAGES,
             deepest: 2,
         };
-        self.stage_and_commit(a, &req, last)
+        self.stage_and_commit(a, &req)
     }
 
-    fn stage_and_commit(&mut self, a: &mut impl TableAlloc, req: &MapReq, last: VirtAddr) -> Result<(), MapError> {
-        let va = req.va;
+    fn stage_and_commit(&mut self, a: &mut impl TableAlloc, req: &MapReq) -> Result<(), MapError> {
         let level = Self::GEOM.start_level();
-        match stage::<C, _>(a, req, self.root, level, va, last) {
-            Ok(()) => {
-                commit::<C, _>(a, self.root, level, va, last, req.deepest);
-                // Without this a real core may take a spurious translation fault on the first
-                // use (TCG never does).
-                if !mutant::on(Mutant::MissingMapBarrier) {
-                    arch::barrier::publish_new_mappings();
-                    a.published();
-                }
-                Ok(())
-            }
-            Err(e) => {
-                rollback::<C, _>(a, self.root, level, va, last);
-                Err(e)
-            }
+        map::stage_all::<C, _>(a, req, self.root, level)?;
+        map::commit_all::<C, _>(a, req, self.root, level);
+        // Without this a real core may take a spurious translation fault on the first use
+        // (TCG never does).
+        if !mutant::on(Mutant::MissingMapBarrier) {
+            arch::barrier::publish_new_mappings();
+            a.published();
         }
+        Ok(())
     }
 
     /// Translates `va` the way the MMU would, recording each descriptor read.
     pub fn walk(&self, a: &impl TableAlloc, va: VirtAddr) -> Walk {
-        let geo = Self::GEOM;
-        let mut w = Walk {
-            steps: [Walk::EMPTY_STEP; 4],
-            n: 0,
-            leaf: None,
-        };
-        let mut table = self.root;
-        let mut level = geo.start_level();
-        loop {
-            let index = geo.index(va, level);
-            // SAFETY: an entry of a live table page of `a`, index below the level's entries.
-            let desc = Descriptor::from_raw(unsafe { rd(a.table_ptr(table).wrapping_add(index)) });
-            match w.steps.get_mut(w.n) {
-                Some(s) => {
-                    *s = Step {
-                        level,
-                        index,
-                        table_pa: table,
-                        desc,
-                    }
-                }
-                None => break,
-            }
-            w.n += 1;
-            let is_last = level == 3;
-            if desc.is_table(is_last) {
-                table = desc.output_address();
-                level += 1;
-                continue;
-            }
-            if desc.is_leaf(is_last) && (is_last || geo.block_allowed(level)) {
-                let size = geo.level_size(level);
-                w.leaf = Some(Leaf {
-                    pa: (desc.output_address() & !(size - 1)) | (va & (size - 1)),
-                    level,
-                    size,
-                    contiguous: desc.is_contiguous(),
-                });
-            }
-            break;
-        }
-        w
+        inspect::translate::<C, _>(a, self.root, Self::GEOM.start_level(), va)
     }
 
     /// Unmaps `[va, va + size)` and frees the table pages that became empty and lie wholly
@@ -403,9 +368,8 @@ impl<C: Config> PageTable<C> {
         floor: VirtAddr,
         ceiling: VirtAddr,
     ) -> Result<UnmapStats, MapError> {
-        let mut stats = UnmapStats::default();
         if size == 0 {
-            return Ok(stats);
+            return Ok(UnmapStats::default());
         }
         if (va | size) & (Self::GEOM.page_size() - 1) != 0 {
             return Err(MapError::Misaligned);
@@ -416,19 +380,15 @@ impl<C: Config> PageTable<C> {
             return Err(MapError::OutOfRange);
         }
         let level = Self::GEOM.start_level();
-        check_split::<C, _>(a, self.root, level, va, last)?;
-        let mut span = Span {
-            lo: u64::MAX,
-            hi: 0,
-            min_shift: 63,
-        };
-        clear_leaves::<C, _, _>(a, tlb, self.root, level, va, last, &mut stats, &mut span);
+        unmap::check_split::<C, _>(a, self.root, level, va, last)?;
+        let cleared = unmap::clear_leaves::<C, _, _>(a, tlb, self.root, level, (va, last));
+        let mut stats = cleared.stats;
         // Mutant: the leaf invalidation is dropped.
         if stats.leaves > 0 && !mutant::on(Mutant::NoLeafTlbi) {
-            tlb.flush_kernel_range(span.lo, span.hi.wrapping_add(1), span.min_shift);
+            tlb.flush_kernel_range(cleared.lo, cleared.hi.wrapping_add(1), cleared.min_shift);
         }
         let bounds = (floor, ceil_last);
-        free_empty::<C, _, _>(a, tlb, self.root, level, va, last, bounds, &mut stats);
+        stats.tables_freed = unmap::free_empty::<C, _, _>(a, tlb, self.root, level, (va, last), bounds);
         Ok(stats)
     }
 
@@ -443,45 +403,17 @@ impl<C: Config> PageTable<C> {
             return Ok(());
         }
         let last = va_last::<C>(va, size)?;
-        check_split::<C, _>(a, self.root, Self::GEOM.start_level(), va, last)
+        unmap::check_split::<C, _>(a, self.root, Self::GEOM.start_level(), va, last)
     }
 
     /// Counts table pages and leaves of the whole tree.
     pub fn count(&self, a: &impl TableAlloc) -> Census {
-        let mut c = Census::default();
-        census::<C, _>(a, self.root, Self::GEOM.start_level(), &mut c);
-        c
+        inspect::census::<C, _>(a, self.root, Self::GEOM.start_level())
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Helpers. Everything reachable from `map`/`walk` is plain integer/pointer code.
-
-/// Reads one descriptor.
-///
-/// # Safety
-/// `p` is `table_ptr(table) + index` for a live table page of a [`TableAlloc`] and an index
-/// below `Geometry::entries` of the table's level (never more than one page of entries).
-#[inline(always)]
-unsafe fn rd(p: *mut u64) -> u64 {
-    // SAFETY: the caller's contract, with the `TableAlloc` contract for the whole page.
-    unsafe { ptr::read_volatile(p) }
-}
-
-/// Writes one descriptor.
-///
-/// # Safety
-/// As for [`rd`]; the engine is the only writer of the tables it manages.
-#[inline(always)]
-unsafe fn wr(p: *mut u64, v: u64) {
-    // SAFETY: as for `rd`.
-    unsafe { ptr::write_volatile(p, v) }
-}
-
-#[inline(always)]
-fn is_staged(raw: u64) -> bool {
-    raw & 1 == 0 && raw & STAGED != 0
-}
 
 /// Last byte of `[va, va + size)` (`size > 0`), which must not wrap nor leave the TTBR0 or
 /// TTBR1 half of the address space.
@@ -509,430 +441,6 @@ fn alloc_table<C: Config, A: TableAlloc>(a: &mut A) -> Result<PhysAddr, MapError
         return Err(MapError::NoMemory);
     }
     Ok(pa)
-}
-
-/// Last byte of the entry (mapping `1 << shift` bytes) that contains `va`, clipped to `last`.
-#[inline(always)]
-fn entry_last(va: u64, last: u64, shift: u32) -> u64 {
-    min(last, va | ((1u64 << shift) - 1))
-}
-
-struct MapReq {
-    va: VirtAddr,
-    pa: PhysAddr,
-    attrs: Attrs,
-    flags: MapFlags,
-    /// The deepest level whose entries are staged: 3 (map), 2 (`populate_tables`: new pte
-    /// tables stay empty).
-    deepest: u32,
-}
-
-impl MapReq {
-    #[inline(always)]
-    fn pa_of(&self, va: VirtAddr) -> PhysAddr {
-        self.pa.wrapping_add(va.wrapping_sub(self.va))
-    }
-}
-
-/// Stages `[first, last]` (inside the span of `table`, which is at `level`).
-fn stage<C: Config, A: TableAlloc>(
-    a: &mut A,
-    req: &MapReq,
-    table: PhysAddr,
-    level: u32,
-    first: VirtAddr,
-    last: VirtAddr,
-) -> Result<(), MapError> {
-    let geo = C::GEOM;
-    let shift = geo.level_shift(level);
-    let is_last = level == 3;
-    let leaf_ok = is_last || (req.flags.block && geo.block_allowed(level));
-    let cont_shift = if leaf_ok && req.flags.cont {
-        geo.cont_shift(level)
-    } else {
-        None
-    };
-    let tp = a.table_ptr(table);
-    let mut va = first;
-    loop {
-        // One step is a whole contiguous run when one starts here, else one entry.
-        let mut step_last = entry_last(va, last, shift);
-        let mut cont = false;
-        if let Some(s) = cont_shift {
-            let run_mask = (1u64 << (shift + s)) - 1;
-            let run_last = va | run_mask;
-            if (va | req.pa_of(va)) & run_mask == 0 && run_last <= last {
-                step_last = run_last;
-                cont = run_is_free::<C>(req, tp, level, va, run_last)?;
-            }
-        }
-        let mut e = va;
-        loop {
-            let e_last = entry_last(e, step_last, shift);
-            stage_entry::<C, A>(a, req, tp, level, leaf_ok, cont, e, e_last)?;
-            if e_last >= step_last {
-                break;
-            }
-            e = e_last + 1;
-        }
-        if step_last >= last {
-            return Ok(());
-        }
-        va = step_last + 1;
-    }
-}
-
-/// Whether the contiguous run `[va, run_last]` can be staged with CONT: every entry is empty
-/// or already the wanted CONT leaf. An existing table in the run means "map it without CONT";
-/// any other valid entry is a reshape.
-fn run_is_free<C: Config>(
-    req: &MapReq,
-    tp: *mut u64,
-    level: u32,
-    va: VirtAddr,
-    run_last: VirtAddr,
-) -> Result<bool, MapError> {
-    let geo = C::GEOM;
-    let shift = geo.level_shift(level);
-    let is_last = level == 3;
-    let mut free = true;
-    let mut e = va;
-    loop {
-        // SAFETY: an entry of a live table page of `a`, index below the level's entries.
-        let old = Descriptor::from_raw(unsafe { rd(tp.wrapping_add(geo.index(e, level))) });
-        let want = Descriptor::leaf(req.pa_of(e), req.attrs, is_last).with_contiguous();
-        if old.is_table(is_last) {
-            free = false;
-        } else if old != Descriptor::INVALID && old != want {
-            return Err(MapError::Reshape { va: e });
-        }
-        let e_last = entry_last(e, run_last, shift);
-        if e_last >= run_last {
-            return Ok(free);
-        }
-        e = e_last + 1;
-    }
-}
-
-/// Stages the part `[e, e_last]` of one entry: a leaf if it covers the whole entry and a
-/// leaf may go there, else descend (allocating a staged table if the entry is empty).
-#[allow(clippy::too_many_arguments)]
-fn stage_entry<C: Config, A: TableAlloc>(
-    a: &mut A,
-    req: &MapReq,
-    tp: *mut u64,
-    level: u32,
-    leaf_ok: bool,
-    cont: bool,
-    e: VirtAddr,
-    e_last: VirtAddr,
-) -> Result<(), MapError> {
-    let geo = C::GEOM;
-    let mask = geo.level_size(level) - 1;
-    let is_last = level == 3;
-    let p = tp.wrapping_add(geo.index(e, level));
-    // SAFETY: an entry of a live table page of `a`, index below the level's entries.
-    let old = Descriptor::from_raw(unsafe { rd(p) });
-    let pa = req.pa_of(e);
-    let whole = e & mask == 0 && e_last - e == mask && pa & mask == 0;
-    if whole && leaf_ok && !old.is_table(is_last) {
-        let mut want = Descriptor::leaf(pa, req.attrs, is_last);
-        if cont {
-            want = want.with_contiguous();
-        }
-        if old == Descriptor::INVALID {
-            // SAFETY: an entry of a live table page of `a`, index below the level's entries.
-            unsafe { wr(p, (want.raw() & !1) | STAGED) };
-            return Ok(());
-        }
-        if old == want {
-            return Ok(());
-        }
-        return Err(MapError::Reshape { va: e });
-    }
-    if is_last {
-        // Unreachable: at the pte level every (page-aligned) piece is a whole leaf.
-        return Err(MapError::Reshape { va: e });
-    }
-    let child = if old == Descriptor::INVALID {
-        let t = alloc_table::<C, A>(a)?;
-        // SAFETY: an entry of a live table page of `a`, index below the level's entries.
-        unsafe { wr(p, (Descriptor::table(t).raw() & !1) | STAGED) };
-        t
-    } else if old.is_table(false) {
-        old.output_address()
-    } else {
-        return Err(MapError::Reshape { va: e });
-    };
-    if level + 1 > req.deepest {
-        return Ok(());
-    }
-    stage::<C, A>(a, req, child, level + 1, e, e_last)
-}
-
-/// Makes the staged entries of `[first, last]` valid, children before the entry linking them,
-/// and reports each to [`TableAlloc::made_valid`]. Nothing below `deepest` was staged.
-fn commit<C: Config, A: TableAlloc>(a: &mut A, table: PhysAddr, level: u32, first: u64, last: u64, deepest: u32) {
-    let geo = C::GEOM;
-    let shift = geo.level_shift(level);
-    let is_last = level == 3;
-    let tp = a.table_ptr(table);
-    let mut e = first;
-    loop {
-        let e_last = entry_last(e, last, shift);
-        let p = tp.wrapping_add(geo.index(e, level));
-        // SAFETY: an entry of a live table page of `a`, index below the level's entries.
-        let raw = unsafe { rd(p) };
-        if is_staged(raw) {
-            let valid = Descriptor::from_raw((raw & !STAGED) | 1);
-            let table = valid.is_table(is_last);
-            if table && level < deepest {
-                commit::<C, A>(a, valid.output_address(), level + 1, e, e_last, deepest);
-                // The new table's entries are written before the entry that publishes it.
-                fence(Ordering::Release);
-            }
-            // SAFETY: an entry of a live table page of `a`, index below the level's entries.
-            unsafe { wr(p, valid.raw()) };
-            let size = 1u64 << shift;
-            a.made_valid(Mapping {
-                va: e & !(size - 1),
-                size,
-                pa: valid.output_address(),
-                pa_size: if table { geo.page_size() } else { size },
-                table,
-            });
-        } else if level < deepest && Descriptor::from_raw(raw).is_table(is_last) {
-            commit::<C, A>(a, raw & Descriptor::OA_MASK, level + 1, e, e_last, deepest);
-        }
-        if e_last >= last {
-            return;
-        }
-        e = e_last + 1;
-    }
-}
-
-/// Clears the staged entries of `[first, last]` and frees the tables they held. Nothing
-/// staged was ever valid, so no TLB maintenance is needed.
-fn rollback<C: Config, A: TableAlloc>(a: &mut A, table: PhysAddr, level: u32, first: u64, last: u64) {
-    let geo = C::GEOM;
-    let shift = geo.level_shift(level);
-    let is_last = level == 3;
-    let tp = a.table_ptr(table);
-    let mut e = first;
-    loop {
-        let e_last = entry_last(e, last, shift);
-        let p = tp.wrapping_add(geo.index(e, level));
-        // SAFETY: an entry of a live table page of `a`, index below the level's entries.
-        let raw = unsafe { rd(p) };
-        if is_staged(raw) {
-            // SAFETY: an entry of a live table page of `a`, index below the level's entries.
-            unsafe { wr(p, 0) };
-            if !is_last && raw & 0b10 != 0 {
-                free_new_tree::<C, A>(a, raw & Descriptor::OA_MASK, level + 1);
-            }
-        } else if Descriptor::from_raw(raw).is_table(is_last) {
-            rollback::<C, A>(a, raw & Descriptor::OA_MASK, level + 1, e, e_last);
-        }
-        if e_last >= last {
-            return;
-        }
-        e = e_last + 1;
-    }
-}
-
-/// Frees a table allocated by the failed call and every (staged) table below it.
-fn free_new_tree<C: Config, A: TableAlloc>(a: &mut A, table: PhysAddr, level: u32) {
-    if level < 3 {
-        let tp = a.table_ptr(table);
-        for i in 0..C::GEOM.entries(level) {
-            // SAFETY: an entry of a live table page of `a`, index below the level's entries.
-            let raw = unsafe { rd(tp.wrapping_add(i)) };
-            if is_staged(raw) && raw & 0b10 != 0 {
-                free_new_tree::<C, A>(a, raw & Descriptor::OA_MASK, level + 1);
-            }
-        }
-    }
-    a.free_table(table);
-}
-
-/// Span of the leaves cleared by one unmap, for the TLB flush.
-struct Span {
-    lo: u64,
-    hi: u64,
-    min_shift: u32,
-}
-
-/// `Misaligned` if a leaf or contiguous run overlapping `[first, last]` is not inside it.
-fn check_split<C: Config, A: TableAlloc>(
-    a: &A,
-    table: PhysAddr,
-    level: u32,
-    first: u64,
-    last: u64,
-) -> Result<(), MapError> {
-    let geo = C::GEOM;
-    let shift = geo.level_shift(level);
-    let is_last = level == 3;
-    let tp = a.table_ptr(table);
-    let mut e = first;
-    loop {
-        let e_last = entry_last(e, last, shift);
-        // SAFETY: an entry of a live table page of `a`, index below the level's entries.
-        let d = Descriptor::from_raw(unsafe { rd(tp.wrapping_add(geo.index(e, level))) });
-        if d.is_table(is_last) {
-            check_split::<C, A>(a, d.output_address(), level + 1, e, e_last)?;
-        } else if d.is_leaf(is_last) {
-            let mut mask = (1u64 << shift) - 1;
-            if d.is_contiguous() {
-                if let Some(s) = geo.cont_shift(level) {
-                    mask = (1u64 << (shift + s)) - 1;
-                }
-            }
-            if e & !mask < first || e | mask > last {
-                return Err(MapError::Misaligned);
-            }
-        }
-        if e_last >= last {
-            return Ok(());
-        }
-        e = e_last + 1;
-    }
-}
-
-/// Clears every leaf in `[first, last]` (all lie wholly inside, see `check_split`).
-#[allow(clippy::too_many_arguments)] // one level of the unmap walk: its state, passed down
-fn clear_leaves<C: Config, A: TableAlloc, T: TlbInvalidate>(
-    a: &A,
-    tlb: &mut T,
-    table: PhysAddr,
-    level: u32,
-    first: u64,
-    last: u64,
-    stats: &mut UnmapStats,
-    span: &mut Span,
-) {
-    let geo = C::GEOM;
-    let shift = geo.level_shift(level);
-    let is_last = level == 3;
-    let tp = a.table_ptr(table);
-    let mut e = first;
-    loop {
-        let e_last = entry_last(e, last, shift);
-        let p = tp.wrapping_add(geo.index(e, level));
-        // SAFETY: an entry of a live table page of `a`, index below the level's entries.
-        let d = Descriptor::from_raw(unsafe { rd(p) });
-        if d.is_table(is_last) {
-            clear_leaves::<C, A, T>(a, tlb, d.output_address(), level + 1, e, e_last, stats, span);
-        } else if d.is_leaf(is_last) {
-            // SAFETY: an entry of a live table page of `a`, index below the level's entries.
-            unsafe { wr(p, 0) };
-            tlb.cleared(Mapping {
-                va: e & !((1 << shift) - 1),
-                size: 1 << shift,
-                pa: d.output_address(),
-                pa_size: 1 << shift,
-                table: false,
-            });
-            stats.leaves += 1;
-            stats.cont_leaves += d.is_contiguous() as u64;
-            stats.bytes = stats.bytes.wrapping_add(1 << shift);
-            span.lo = min(span.lo, e);
-            span.hi = max(span.hi, e_last);
-            span.min_shift = min(span.min_shift, shift);
-        }
-        if e_last >= last {
-            return;
-        }
-        e = e_last + 1;
-    }
-}
-
-/// Bottom-up: unlinks and frees each table below `table` whose span is inside `bounds`
-/// (inclusive `(floor, ceiling_last)`) and that is empty once its own children are done.
-#[allow(clippy::too_many_arguments)]
-fn free_empty<C: Config, A: TableAlloc, T: TlbInvalidate>(
-    a: &mut A,
-    tlb: &mut T,
-    table: PhysAddr,
-    level: u32,
-    first: u64,
-    last: u64,
-    bounds: (u64, u64),
-    stats: &mut UnmapStats,
-) {
-    if level >= 3 {
-        return;
-    }
-    let geo = C::GEOM;
-    let shift = geo.level_shift(level);
-    let mask = (1u64 << shift) - 1;
-    let tp = a.table_ptr(table);
-    let mut e = first;
-    loop {
-        let e_last = entry_last(e, last, shift);
-        let p = tp.wrapping_add(geo.index(e, level));
-        // SAFETY: an entry of a live table page of `a`, index below the level's entries.
-        let d = Descriptor::from_raw(unsafe { rd(p) });
-        if d.is_table(false) {
-            let child = d.output_address();
-            free_empty::<C, A, T>(a, tlb, child, level + 1, e, e_last, bounds, stats);
-            let (base, end) = (e & !mask, e | mask);
-            if base >= bounds.0 && end <= bounds.1 && table_is_empty::<C, A>(a, child, level + 1) {
-                // SAFETY: an entry of a live table page of `a`, index below the level's entries.
-                unsafe { wr(p, 0) };
-                tlb.cleared(Mapping {
-                    va: base,
-                    size: 1 << shift,
-                    pa: child,
-                    pa_size: geo.page_size(),
-                    table: true,
-                });
-                // Mutant: a last-level flush, which leaves walk caches holding the table.
-                if mutant::on(Mutant::LeafTlbiForTable) {
-                    tlb.flush_kernel_range(base, base.wrapping_add(1 << shift), shift);
-                } else {
-                    tlb.flush_kernel_pgtable(base);
-                }
-                a.free_table(child);
-                stats.tables_freed += 1;
-            }
-        }
-        if e_last >= last {
-            return;
-        }
-        e = e_last + 1;
-    }
-}
-
-fn table_is_empty<C: Config, A: TableAlloc>(a: &A, table: PhysAddr, level: u32) -> bool {
-    let tp = a.table_ptr(table);
-    // SAFETY: an entry of a live table page of `a`, index below the level's entries.
-    (0..C::GEOM.entries(level)).all(|i| unsafe { rd(tp.wrapping_add(i)) } == 0)
-}
-
-fn census<C: Config, A: TableAlloc>(a: &A, table: PhysAddr, level: u32, c: &mut Census) {
-    let geo = C::GEOM;
-    let is_last = level == 3;
-    let lvl = level as usize & 3;
-    c.tables += 1;
-    c.tables_at[lvl] += 1;
-    let tp = a.table_ptr(table);
-    for i in 0..geo.entries(level) {
-        // SAFETY: an entry of a live table page of `a`, index below the level's entries.
-        let d = Descriptor::from_raw(unsafe { rd(tp.wrapping_add(i)) });
-        if d == Descriptor::INVALID {
-            continue;
-        }
-        if d.is_table(is_last) {
-            census::<C, A>(a, d.output_address(), level + 1, c);
-        } else if d.is_leaf(is_last) && (is_last || geo.block_allowed(level)) {
-            c.leaves[lvl] += 1;
-            c.cont[lvl] += d.is_contiguous() as u64;
-            c.bytes = c.bytes.wrapping_add(geo.level_size(level));
-        } else {
-            c.bad += 1;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -134,8 +134,14 @@ fn visit<C: Config>(a: &HostTables, table: u64, level: u32, base: u64, d: &mut D
     };
     assert!(d.tables.insert(table, info).is_none(), "table {table:#x} reached twice");
     let p = a.table_ptr(table); // panics unless live
-                                // SAFETY: `table_ptr` of a live table page (the `TableAlloc` contract), `n` entries of it.
-    let entries: Vec<u64> = (0..n).map(|i| unsafe { p.add(i).read() }).collect();
+    let entries: Vec<u64> = (0..n)
+        .map(|i| {
+            let e = p.wrapping_add(i);
+            // SAFETY: an entry of a live table page (`table_ptr`, the `TableAlloc` contract),
+            // index below the table's `n` entries.
+            unsafe { e.read() }
+        })
+        .collect();
     d.raw.insert(table, entries.clone());
     let last = level == 3;
     for (i, &raw) in entries.iter().enumerate() {
@@ -316,21 +322,36 @@ fn greedy<C: Config>(va0: u64, pa0: u64, size: u64, f: MapFlags) -> ([u64; 4], [
     (leaves, cont, tables.len() as u64 + 1)
 }
 
-/// The events of one unmap call check out: leaves flushed before any free; each table freed
-/// only after its parent entry's walk-cache flush, and only if inside the floor/ceiling; no
-/// allocation; afterwards no empty table inside the bounds is left on the range's path.
-#[allow(clippy::too_many_arguments)]
-fn check_unmap_events(
-    before: &Dump,
-    after: &Dump,
-    events: &[Event],
+/// One successful unmap call: the trees before and after, the events it caused, its
+/// arguments (floor and ceiling those `unmap` implies when it was not `unmap_within`) and its
+/// result.
+struct UnmapCall<'a> {
+    before: &'a Dump,
+    after: &'a Dump,
+    events: &'a [Event],
     root: u64,
     va: u64,
     size: u64,
     floor: u64,
     ceiling: u64,
-    stats: &UnmapStats,
-) {
+    stats: &'a UnmapStats,
+}
+
+/// The events of one unmap call check out: leaves flushed before any free; each table freed
+/// only after its parent entry's walk-cache flush, and only if inside the floor/ceiling; no
+/// allocation; afterwards no empty table inside the bounds is left on the range's path.
+fn check_unmap_events(call: &UnmapCall) {
+    let &UnmapCall {
+        before,
+        after,
+        events,
+        root,
+        va,
+        size,
+        floor,
+        ceiling,
+        stats,
+    } = call;
     let last = va + (size - 1);
     let ceil_last = ceiling.wrapping_sub(1);
     let first_free = events
@@ -408,7 +429,17 @@ fn unmap_checked<C: Config>(
     match r {
         Ok(stats) => {
             let (f, c) = bounds.unwrap_or((va, va.wrapping_add(size)));
-            check_unmap_events(&before, &after, &events, pt.root(), va, size, f, c, &stats);
+            check_unmap_events(&UnmapCall {
+                before: &before,
+                after: &after,
+                events: &events,
+                root: pt.root(),
+                va,
+                size,
+                floor: f,
+                ceiling: c,
+                stats: &stats,
+            });
         }
         Err(_) => {
             assert_eq!(before, after, "failed unmap changed the tables");

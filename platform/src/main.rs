@@ -116,6 +116,7 @@ struct Machine {
 #[no_mangle]
 extern "C" fn __hotmem_main(_x0: u64) -> ! {
     let mut stages = Stages::start();
+    kernel::lockdep::stop_with(exit::fatal_stop);
     heap::init_heap();
     teardown::init();
     let boot_mmu = early::boot_mmu();

@@ -490,6 +490,25 @@ const GUEST_MUTANTS: &[GuestMutant] = &[
         append: "ktest.only=add_rolls_back_under_injected_faults",
         expect: "backing taken from elsewhere",
     },
+    // Two lock classes taken in the reverse of the kernel's order (the cycle test counting a
+    // block's movable pages under the kernel page table's lock, where the movable window takes
+    // `handles` then `kernel_pt`): the test build's lock checker stops the run with both chains.
+    GuestMutant {
+        granules: ALL,
+        name: "lock-inversion",
+        cpus: MAX,
+        append: "ktest.only=hotplug_cycles",
+        expect: "hotmem: FATAL lockdep: lock order inversion: kernel_pt -> handles here, handles -> kernel_pt earlier",
+    },
+    // An interrupt handler that allocates (the timer's): the heap's lock is a plain spin lock,
+    // which the lock checker refuses in interrupt context.
+    GuestMutant {
+        granules: ALL,
+        name: "irq-allocates",
+        cpus: MAX,
+        append: "ktest.only=timer_ticks_on_every_cpu",
+        expect: "hotmem: FATAL lockdep: irq-unsafe lock heap taken in interrupt context",
+    },
     // A contiguous vmemmap run past the end of the populated range: 16K/64K base pages (4K
     // backs a section's memmap with one PMD block).
     GuestMutant {

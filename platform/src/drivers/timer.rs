@@ -22,6 +22,10 @@ pub fn init_cpu() {
 }
 
 pub fn handle_irq(cpu: usize) {
+    if arch::mutant::on(arch::mutant::Mutant::IrqAllocates) {
+        // Planted: interrupt handlers must not allocate (the heap's lock is not IRQ-safe).
+        drop(core::hint::black_box(alloc::boxed::Box::new(cpu)));
+    }
     reload();
     if let Some(t) = TICKS.get(cpu) {
         t.fetch_add(1, Ordering::Relaxed);

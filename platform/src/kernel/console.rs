@@ -11,7 +11,7 @@ struct Console {
     uart: Option<Pl011>,
 }
 
-static CONSOLE: IrqSafeLock<Console> = IrqSafeLock::new(Console { uart: None });
+static CONSOLE: IrqSafeLock<Console> = IrqSafeLock::new("console", Console { uart: None });
 
 const RX_SIZE: usize = 256;
 struct RxRing {
@@ -28,11 +28,14 @@ impl RxRing {
     }
 }
 
-static RX: IrqSafeLock<RxRing> = IrqSafeLock::new(RxRing {
-    buf: [0; RX_SIZE],
-    head: 0,
-    tail: 0,
-});
+static RX: IrqSafeLock<RxRing> = IrqSafeLock::new(
+    "console rx",
+    RxRing {
+        buf: [0; RX_SIZE],
+        head: 0,
+        tail: 0,
+    },
+);
 
 impl Console {
     /// Bytes as they are (UTF-8 or not), `\n` as CR LF.

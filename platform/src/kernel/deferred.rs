@@ -22,7 +22,7 @@ pub const MAX_WORK: usize = 8;
 pub type Work = fn();
 
 /// The registered bottom halves, in registration order.
-static WORK: IrqSafeLock<[Option<Work>; MAX_WORK]> = IrqSafeLock::new([None; MAX_WORK]);
+static WORK: IrqSafeLock<[Option<Work>; MAX_WORK]> = IrqSafeLock::new("deferred work", [None; MAX_WORK]);
 
 /// Why a bottom half was not registered.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub type IdleWork = fn() -> bool;
 /// Most idle works that can be registered.
 pub const MAX_IDLE: usize = 4;
 
-static IDLE: IrqSafeLock<[Option<IdleWork>; MAX_IDLE]> = IrqSafeLock::new([None; MAX_IDLE]);
+static IDLE: IrqSafeLock<[Option<IdleWork>; MAX_IDLE]> = IrqSafeLock::new("idle work", [None; MAX_IDLE]);
 
 /// Register `work` to run from every CPU's idle loop (once, at the subsystem's init).
 pub fn register_idle(work: IdleWork) -> Result<(), DeferredError> {

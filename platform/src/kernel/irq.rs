@@ -14,7 +14,7 @@ pub const MAX_HANDLERS: usize = 16;
 /// One registered handler: its INTID and top half.
 type Entry = (u32, Handler);
 
-static HANDLERS: IrqSafeLock<[Option<Entry>; MAX_HANDLERS]> = IrqSafeLock::new([None; MAX_HANDLERS]);
+static HANDLERS: IrqSafeLock<[Option<Entry>; MAX_HANDLERS]> = IrqSafeLock::new("irq handlers", [None; MAX_HANDLERS]);
 
 /// Why a handler was not registered.
 #[derive(Debug, PartialEq, Eq)]

@@ -5,6 +5,7 @@ pub mod console;
 pub mod deferred;
 pub mod exit;
 pub mod irq;
+pub mod lockdep;
 pub mod mem;
 pub mod pci;
 pub mod smp;

@@ -9,6 +9,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Most CPUs the kernel handles (per-CPU arrays are sized by it).
 pub const MAX_CPUS: usize = 8;
+// The lock checker sits below this file and keeps its own count of per-CPU held stacks.
+const _: () = assert!(crate::kernel::lockdep::CPUS == MAX_CPUS);
 const STACK_ORDER_BYTES: u64 = 64 << 10;
 
 /// Bit i set = CPU i is online.
@@ -102,7 +104,7 @@ pub type RemoteFn = fn(u64) -> u64;
 struct Mailbox {
     /// Written before `state` goes to 1 (Release) and read after it is seen (Acquire); the
     /// lock makes the function pointer itself a plain value rather than an integer to cast.
-    func: spin::Mutex<Option<RemoteFn>>,
+    func: sync::Mutex<Option<RemoteFn>>,
     arg: AtomicU64,
     result: AtomicU64,
     /// 0 = empty, 1 = posted, 2 = done.
@@ -111,7 +113,7 @@ struct Mailbox {
 
 static MAILBOX: [Mailbox; MAX_CPUS] = [const {
     Mailbox {
-        func: spin::Mutex::new(None),
+        func: sync::Mutex::new("smp mailbox", None),
         arg: AtomicU64::new(0),
         result: AtomicU64::new(0),
         state: AtomicU64::new(0),

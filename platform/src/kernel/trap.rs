@@ -4,7 +4,7 @@
 use crate::kernel::{
     console,
     exit::{self, ExitStatus},
-    irq,
+    irq, lockdep,
     mem::movable,
 };
 use aarch64_cpu::registers::{ESR_EL1, FAR_EL1};
@@ -16,7 +16,11 @@ extern "C" fn __hotmem_trap(kind: u64, frame: &mut TrapFrame) {
     let cpu = arch::cpu::cpu_index();
     let kind = TrapKind::from_raw(kind);
     match kind {
-        TrapKind::Irq => irq::dispatch(cpu),
+        TrapKind::Irq => {
+            // Interrupt context for the lock checker while the handlers run.
+            let _irq = lockdep::IrqContext::enter();
+            irq::dispatch(cpu)
+        }
         TrapKind::Sync => {
             let (esr, far) = (ESR_EL1.get(), FAR_EL1.get());
             if arch::exception::take_expected_fault(cpu, esr, far, frame) {

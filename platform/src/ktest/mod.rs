@@ -36,6 +36,7 @@ pub fn run_all(plat: &Platform, only: Option<&str>) -> ! {
             }
         }
     }
+    crate::kernel::lockdep::for_each_order(|a, b| println!("lockdep: order {a} -> {b}"));
     println!("ktest: summary passed={passed} failed={failed}");
     exit(if failed == 0 && passed > 0 {
         ExitStatus::TestsPassed

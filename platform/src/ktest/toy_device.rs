@@ -56,7 +56,7 @@ impl Toy {
     }
 }
 
-static TOY: spin::Mutex<Option<Toy>> = spin::Mutex::new(None);
+static TOY: crate::kernel::sync::Mutex<Option<Toy>> = crate::kernel::sync::Mutex::new("toy device", None);
 static INITIALISED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 fn init(_: &mut Buses) {

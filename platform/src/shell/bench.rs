@@ -149,7 +149,7 @@ fn report(size: u64, mom: bool, rounds: &[Round], reps: usize, bw: f64, freq: u6
         pre_per_gib
     );
     println!(
-            "bench-json: {{\"granule\":\"{}\",\"va_bits\":{},\"size\":{},\"memmap_on_memory\":{},\"reps\":{},\"add_cycles\":{},\"online_cycles\":{},\"offline_cycles\":{},\"remove_cycles\":{},\"cntfrq\":{},\"memmap_bytes\":{},\"memset_bytes_per_s\":{:.0},\"add_ratio_to_limit\":{:.2},\"online_ratio_to_limit\":{:.2},\"tlbi_va\":{},\"tlbi_range_ops\":{},\"tlbi_all\":{},\"feat_tlbirange\":{},\"preexisting_bytes_per_gib\":{:.0},\"memmap_init\":\"{}\",\"first_alloc_cycles\":{},\"complete_cycles\":{}}}",
+            "bench-json: {{\"granule\":\"{}\",\"va_bits\":{},\"size\":{},\"memmap_on_memory\":{},\"reps\":{},\"add_cycles\":{},\"online_cycles\":{},\"offline_cycles\":{},\"remove_cycles\":{},\"cntfrq\":{},\"memmap_bytes\":{},\"memset_bytes_per_s\":{:.0},\"add_ratio_to_limit\":{:.2},\"online_ratio_to_limit\":{:.2},\"tlbi_va\":{},\"tlbi_range_ops\":{},\"tlbi_all\":{},\"feat_tlbirange\":{},\"preexisting_bytes_per_gib\":{:.0},\"memmap_init\":\"{}\",\"first_alloc_cycles\":{},\"complete_cycles\":{},\"load\":\"{}\"}}",
             G.granule_name(),
             G.va_bits,
             size,
@@ -171,7 +171,8 @@ fn report(size: u64, mom: bool, rounds: &[Round], reps: usize, bw: f64, freq: u6
             pre_per_gib,
             page_alloc::memmap_init().name(),
             first_alloc,
-            complete
+            complete,
+            if crate::workload::torture::running() { "torture" } else { "idle" }
         );
 }
 

@@ -35,7 +35,8 @@ pub(super) fn cmd_stress(args: &[&str]) -> Result<(), ShellError> {
 }
 
 /// Pages held by `pin`.
-static PINNED: spin::Mutex<PageChain> = spin::Mutex::new(PageChain::new());
+static PINNED: crate::kernel::sync::Mutex<PageChain> =
+    crate::kernel::sync::Mutex::new("pinned pages", PageChain::new());
 
 pub(super) fn cmd_pin(args: &[&str]) -> Result<(), ShellError> {
     let (addr, size) = addr_size(args)?;

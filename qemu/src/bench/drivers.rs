@@ -64,21 +64,42 @@ fn lazy_ram_run(qemu: &Path, kernel: Kernel, cpu: &str, mem: u64) -> QemuRun {
         ])
 }
 
+/// What the other CPUs do while the guest bench runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Load {
+    /// Nothing (2 CPUs, the second idle).
+    Idle,
+    /// `torture` on 3 CPUs (4 in all): they allocate, write and verify memory throughout.
+    Torture,
+}
+
 /// The kernel's `bench` on held-back RAM; returns its `bench-json` objects.
 pub fn guest_bench(t: &Target<'_>, sizes: &[u64]) -> Result<Vec<GuestBench>, String> {
+    guest_bench_under(t, sizes, Load::Idle).map(|(objects, _)| objects)
+}
+
+/// [`guest_bench`] under `load`; also the `torture: stopped` line's `ops_per_s` (0 when idle).
+pub fn guest_bench_under(t: &Target<'_>, sizes: &[u64], load: Load) -> Result<(Vec<GuestBench>, u64), String> {
     let (cpu, mode, reps) = (t.cpu, t.mode, t.reps);
     let cfg = KernelConfig::default_for(t.granule);
     let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
     let max = sizes.iter().copied().max().unwrap_or(GIB);
     let ram = GIB + max;
-    let run = lazy_ram_run(t.qemu, kernel, cpu, ram)
+    let mut run = lazy_ram_run(t.qemu, kernel, cpu, ram)
         .boot(BootMode::Firmware)
         .append(Some(format!("mem=1G memmap_init={mode}")))
         .timeout(Some(Duration::from_secs(600)));
     let sizes: Vec<String> = sizes.iter().map(|&s| Size(s).to_string()).collect();
     let cmd = format!("bench reps={reps} {}", sizes.join(" "));
     let t0 = Instant::now();
-    let out = run.run(&[cmd.as_str(), "poweroff"]).map_err(|e| e.to_string())?;
+    let script: Vec<&str> = match load {
+        Load::Idle => vec![cmd.as_str(), "poweroff"],
+        Load::Torture => {
+            run = run.smp(4);
+            vec!["torture start", cmd.as_str(), "torture stop", "poweroff"]
+        }
+    };
+    let out = run.run(&script).map_err(|e| e.to_string())?;
     if !out.success() {
         return Err(format!("guest bench failed: {}\n{}", out.describe(), out.tail(20)));
     }
@@ -110,7 +131,58 @@ pub fn guest_bench(t: &Target<'_>, sizes: &[u64]) -> Result<Vec<GuestBench>, Str
     if objects.is_empty() {
         return Err(format!("no bench-json line\n{}", out.tail(20)));
     }
-    Ok(objects)
+    let ops_per_s = match load {
+        Load::Idle => 0,
+        Load::Torture => torture_ops_per_s(&out.console)?,
+    };
+    Ok((objects, ops_per_s))
+}
+
+/// The workers' `ops_per_s` from `torture: stopped ...`, which must report no violation.
+fn torture_ops_per_s(console: &str) -> Result<u64, String> {
+    let line = console
+        .lines()
+        .find(|l| l.starts_with("torture: stopped"))
+        .ok_or("no `torture: stopped` line")?;
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k)?.strip_prefix('=')?.parse::<u64>().ok())
+    };
+    match (field("ops_per_s"), field("violations")) {
+        (Some(ops), Some(0)) => Ok(ops),
+        _ => Err(format!("torture under the bench: {line}")),
+    }
+}
+
+/// The guest bench idle and under `torture`, side by side (µs, medians).
+fn print_under_load(idle: &[GuestBench], loaded: &[GuestBench], ops_per_s: u64) {
+    let us = |b: &GuestBench, c: u64| c as f64 * 1e6 / b.cntfrq.max(1) as f64;
+    println!("\n## in-guest hotplug idle vs under torture (3 workers, {ops_per_s} ops/s while it ran)");
+    println!(
+        "{:>9} {:>4} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "size", "mom", "add_idle", "add_load", "onl_idle", "onl_load", "off_idle", "off_load", "rm_idle", "rm_load"
+    );
+    for i in idle {
+        let Some(l) = loaded
+            .iter()
+            .find(|l| l.size == i.size && l.memmap_on_memory == i.memmap_on_memory)
+        else {
+            continue;
+        };
+        println!(
+            "{:>9} {:>4} {:>12.0} {:>12.0} {:>12.0} {:>12.0} {:>12.0} {:>12.0} {:>12.0} {:>12.0}",
+            Size(i.size).to_string(),
+            if i.memmap_on_memory { "yes" } else { "no" },
+            us(i, i.add_cycles),
+            us(l, l.add_cycles),
+            us(i, i.online_cycles),
+            us(l, l.online_cycles),
+            us(i, i.offline_cycles),
+            us(l, l.offline_cycles),
+            us(i, i.remove_cycles),
+            us(l, l.remove_cycles)
+        );
+    }
 }
 
 /// Guest time to the prompt (a `reserve=off` backend: QEMU allocates only what the guest
@@ -262,11 +334,18 @@ fn run_cell(t: &Target<'_>, o: &Opts, sizes: &[u64], dimm_sizes: &[u64], tag: &T
     };
     let mut tlbirange = false;
     if !sizes.is_empty() {
-        let r = guest_bench(t, sizes).map(|objects| {
-            tlbirange = objects.iter().any(|b| b.feat_tlbirange);
-            push_guest(sink, tag, t, objects);
-        });
-        report(format!("{g} {} {mode}", t.cpu), r);
+        match guest_bench(t, sizes) {
+            Ok(objects) => {
+                tlbirange = objects.iter().any(|b| b.feat_tlbirange);
+                if o.under_load {
+                    let r = guest_bench_under(t, sizes, Load::Torture)
+                        .map(|(loaded, ops)| print_under_load(&objects, &loaded, ops));
+                    report(format!("{g} {} {mode} under torture", t.cpu), r);
+                }
+                push_guest(sink, tag, t, objects);
+            }
+            Err(e) => report(format!("{g} {} {mode}", t.cpu), Err(e)),
+        }
     }
     let small: Vec<u64> = sizes.iter().copied().filter(|&s| s <= GIB).collect();
     if tlbirange && o.tlbi_cpu != "none" && o.tlbi_cpu != o.cpu && !small.is_empty() {

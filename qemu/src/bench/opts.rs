@@ -46,6 +46,10 @@ pub struct Opts {
     /// RAM sizes to time the boot to the prompt with, comma-separated; `none`: no boot runs
     #[arg(long, value_name = "SIZE,...|none", value_delimiter = ',', value_parser = dimm_size, default_value = "1G,16G")]
     pub boot_mem: Vec<Option<u64>>,
+    /// also run the in-guest hotplug bench with `torture` on 3 more CPUs (4 in all) and print
+    /// it next to the idle figures, with the workers' operations per second
+    #[arg(long)]
+    pub under_load: bool,
     /// compare this run with an earlier results.jsonl (per metric old, new, new/old; written
     /// to <out>/compare.json)
     #[arg(long, value_name = "FILE")]

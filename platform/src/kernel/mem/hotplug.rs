@@ -27,9 +27,10 @@ use mm::{
     vmemmap::VmemmapError,
 };
 
-pub static HOTPLUG: spin::Mutex<Option<Hotplug>> = spin::Mutex::new(None);
+pub static HOTPLUG: crate::kernel::sync::Mutex<Option<Hotplug>> = crate::kernel::sync::Mutex::new("hotplug", None);
 /// RAM held back by `mem=` (what `probe` may add).
-pub static HELD_BACK: spin::Mutex<Vec<Range>> = spin::Mutex::new(Vec::new());
+pub static HELD_BACK: crate::kernel::sync::Mutex<Vec<Range>> =
+    crate::kernel::sync::Mutex::new("held-back ranges", Vec::new());
 /// `ktest.hotplug_cycles=` (test build).
 pub static KTEST_CYCLES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(2);
 

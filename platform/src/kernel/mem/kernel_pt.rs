@@ -77,7 +77,7 @@ fn in_early_pool(pa: PhysAddr) -> bool {
 }
 
 /// The kernel's TTBR1 page table (the one the boot code built and the MMU uses).
-static KERNEL_PT: IrqSafeLock<Option<PageTable<Cfg>>> = IrqSafeLock::new(None);
+static KERNEL_PT: IrqSafeLock<Option<PageTable<Cfg>>> = IrqSafeLock::new("kernel_pt", None);
 
 /// Take over the page table the boot code built (root `ttbr1`, live in TTBR1_EL1).
 pub fn install(ttbr1: PhysAddr) {

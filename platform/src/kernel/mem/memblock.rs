@@ -97,7 +97,7 @@ pub fn subtract(a: Range, b: Range) -> impl Iterator<Item = Range> {
 
 /// The kernel's memblock: the RAM the boot memmap and early page tables come from, until
 /// [`take_all`] hands the rest to the page allocator.
-static MEMBLOCK: IrqSafeLock<Memblock> = IrqSafeLock::new(Memblock::new());
+static MEMBLOCK: IrqSafeLock<Memblock> = IrqSafeLock::new("memblock", Memblock::new());
 
 /// Memblock: all RAM minus the image, the DTB and DT reservations. Starts the RAM and
 /// page-table counters.

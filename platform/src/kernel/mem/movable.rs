@@ -28,7 +28,7 @@ use mm::migrate::{Handle, HandleError, Handles};
 use mm::pgtable::{Attrs, MapFlags, PageTable};
 
 /// Movable allocations; migration and data access both hold this lock.
-pub static HANDLES: IrqSafeLock<Handles> = IrqSafeLock::new(Handles::new());
+pub static HANDLES: IrqSafeLock<Handles> = IrqSafeLock::new("handles", Handles::new());
 
 /// The fixed window VA of a movable allocation.
 pub fn movable_va(h: Handle) -> u64 {
@@ -263,7 +263,8 @@ pub fn fault(far: u64) -> bool {
 }
 
 /// Handles owned by an [`OwnedPage`] (`free_all` leaves them).
-static OWNED: spin::Mutex<BTreeSet<u32>> = spin::Mutex::new(BTreeSet::new());
+static OWNED: crate::kernel::sync::Mutex<BTreeSet<u32>> =
+    crate::kernel::sync::Mutex::new("owned pages", BTreeSet::new());
 
 /// A movable page its owner reads and writes through the window without a lock, while
 /// offline may migrate it (the fault path waits out a migration). Only its owner frees it.

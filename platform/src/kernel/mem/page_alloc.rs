@@ -20,7 +20,7 @@ use mm::{
     vmemmap::PageSource,
 };
 
-static PAGE_ALLOC: IrqSafeLock<Option<PageAlloc<KernelMemmap>>> = IrqSafeLock::new(None);
+static PAGE_ALLOC: IrqSafeLock<Option<PageAlloc<KernelMemmap>>> = IrqSafeLock::new("page_alloc", None);
 static BUDDY_READY: AtomicBool = AtomicBool::new(false);
 /// `memmap_init=deferred` (the default) is in force: boot and hot-added memory leave their
 /// `struct page`s to be written when first needed.

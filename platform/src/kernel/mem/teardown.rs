@@ -63,7 +63,7 @@ fn cpu_tlb() -> CpuTlb {
 mod checker {
     use crate::kernel::sync::IrqSafeLock;
     use mm::teardown::TeardownChecker;
-    pub static CHECKER: IrqSafeLock<TeardownChecker> = IrqSafeLock::new(TeardownChecker::new());
+    pub static CHECKER: IrqSafeLock<TeardownChecker> = IrqSafeLock::new("teardown checker", TeardownChecker::new());
     /// The CPU whose map has made entries valid and not yet published them (`usize::MAX`:
     /// none); written under `CHECKER`. Maps are serialised by the kernel page-table lock, but a
     /// free on another CPU may come between a map's `made_valid` and its `published`: that map

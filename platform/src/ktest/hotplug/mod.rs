@@ -105,7 +105,8 @@ fn checksum_workload(arg: u64) -> u64 {
 
 /// Each secondary CPU's workload buffer: the test puts it here, the workload takes it for its
 /// run and puts it back when told to stop.
-static WORKLOAD_BUFS: [spin::Mutex<Option<Pages>>; smp::MAX_CPUS] = [const { spin::Mutex::new(None) }; smp::MAX_CPUS];
+static WORKLOAD_BUFS: [crate::kernel::sync::Mutex<Option<Pages>>; smp::MAX_CPUS] =
+    [const { crate::kernel::sync::Mutex::new("workload buffers", None) }; smp::MAX_CPUS];
 
 static WORKLOAD_STOP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
@@ -218,7 +219,12 @@ fn hotplug_cycles_inner(start: u64, blocks: u64) -> Result<(), String> {
         kassert!(in_range > 0, "cycle {c}: no stress page landed in the new blocks");
         for &id in ids.iter().rev() {
             let (pfn, nr) = ((id * bs) >> PAGE_SHIFT, bs >> PAGE_SHIFT);
-            let held = stress::pages_in(pfn, nr);
+            let held = if arch::mutant::on(arch::mutant::Mutant::LockInversion) {
+                // Planted: counted under the kernel page table's lock (kernel_pt → handles).
+                kernel_pt::with_kernel_pt(|_, _| stress::pages_in(pfn, nr))
+            } else {
+                stress::pages_in(pfn, nr)
+            };
             let m0 = movable::migrated_pages();
             hp::with_hotplug(|h, ops| h.offline_block(ops, id)).map_err(|e| format!("cycle {c}: offline {id}: {e}"))?;
             let migrated = movable::migrated_pages() - m0;

@@ -79,7 +79,8 @@ fn torture_cycle(start: u64, size: u64) -> Result<(), String> {
 }
 
 /// The page the writer of [`writer_waits_for_migration`] writes, handed to it and back.
-static WRITER_PAGE: spin::Mutex<Option<OwnedPage>> = spin::Mutex::new(None);
+static WRITER_PAGE: crate::kernel::sync::Mutex<Option<OwnedPage>> =
+    crate::kernel::sync::Mutex::new("writer page", None);
 static WRITER_STOP: AtomicBool = AtomicBool::new(false);
 /// Whole passes the writer finished.
 static WRITER_PASSES: AtomicU64 = AtomicU64::new(0);

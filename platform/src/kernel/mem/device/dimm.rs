@@ -45,7 +45,8 @@ pub struct Dimm {
     pub blocks: Vec<BlockId>,
 }
 
-static DIMMS: spin::Mutex<BTreeMap<u32, Dimm>> = spin::Mutex::new(BTreeMap::new());
+static DIMMS: crate::kernel::sync::Mutex<BTreeMap<u32, Dimm>> =
+    crate::kernel::sync::Mutex::new("dimms", BTreeMap::new());
 
 /// Map the registers and find out whether QEMU created them (firmware mode); if so, register
 /// the interrupt's top half and our bottom half, enable the edge-triggered interrupt, then scan
@@ -120,7 +121,7 @@ fn scan() {
 }
 
 /// Slots holding a DIMM we refused (not used, safe to eject when asked).
-static REFUSED: spin::Mutex<Vec<u32>> = spin::Mutex::new(Vec::new());
+static REFUSED: crate::kernel::sync::Mutex<Vec<u32>> = crate::kernel::sync::Mutex::new("refused dimms", Vec::new());
 
 fn add(slot: u32, event: &str) {
     select(slot);

@@ -105,7 +105,8 @@ pub struct VirtioMem {
     pub last_event: String,
 }
 
-pub static DEVICES: spin::Mutex<Vec<VirtioMem>> = spin::Mutex::new(Vec::new());
+pub static DEVICES: crate::kernel::sync::Mutex<Vec<VirtioMem>> =
+    crate::kernel::sync::Mutex::new("virtio-mem devices", Vec::new());
 
 /// INTIDs of the devices' INTx lines (`u32::MAX` = unused), read by the interrupt handler.
 static INTIDS: [AtomicU32; 8] = [const { AtomicU32::new(u32::MAX) }; 8];

@@ -19,7 +19,7 @@ pub struct SbmRegion {
     pub plugged: Vec<bool>,
 }
 
-pub static SBM: spin::Mutex<Vec<SbmRegion>> = spin::Mutex::new(Vec::new());
+pub static SBM: crate::kernel::sync::Mutex<Vec<SbmRegion>> = crate::kernel::sync::Mutex::new("sbm", Vec::new());
 
 /// The parts of `[pfn, pfn + nr)` that may be online: everything outside sub-block-mode
 /// regions, and inside them only plugged device blocks (Linux's online_page_callback role).
