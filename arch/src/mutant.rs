@@ -73,10 +73,18 @@ pub enum Mutant {
     LockInversion,
     /// The timer interrupt allocates from the heap, whose lock is not IRQ-safe.
     IrqAllocates,
+    /// Isolation (hence offline) does not look at deferred chunks in flight: an offline
+    /// completes over a chunk an idle CPU is initialising.
+    HandoverNoInflight,
+    /// Idle CPUs take deferred chunks whatever the hotplug window says.
+    BusyWindowIgnored,
+    /// The virtio-mem bottom half clears its latched config change after its pass instead of
+    /// before it: a change that arrives during a resize is lost.
+    IrqPendingClearedLate,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 25] = [
+    pub const ALL: [Mutant; 28] = [
         Mutant::UnisolateEarlyClear,
         Mutant::DimmZoneSplit,
         Mutant::DimmRemoveBehindDriver,
@@ -102,6 +110,9 @@ impl Mutant {
         Mutant::WriterDoesNotWait,
         Mutant::LockInversion,
         Mutant::IrqAllocates,
+        Mutant::HandoverNoInflight,
+        Mutant::BusyWindowIgnored,
+        Mutant::IrqPendingClearedLate,
     ];
 
     /// The name used by `mutant=` and `HOTMEM_MUTANT`.
@@ -132,6 +143,9 @@ impl Mutant {
             Mutant::WriterDoesNotWait => "writer-does-not-wait",
             Mutant::LockInversion => "lock-inversion",
             Mutant::IrqAllocates => "irq-allocates",
+            Mutant::HandoverNoInflight => "handover-no-inflight",
+            Mutant::BusyWindowIgnored => "busy-window-ignored",
+            Mutant::IrqPendingClearedLate => "irq-pending-cleared-late",
         }
     }
 
@@ -233,7 +247,7 @@ mod tests {
             assert_eq!(Mutant::from_name(m.name()), Some(m));
         }
         assert_eq!(Mutant::from_name("no-such"), None);
-        let mut names: [&str; 25] = Mutant::ALL.map(Mutant::name);
+        let mut names: [&str; 28] = Mutant::ALL.map(Mutant::name);
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }

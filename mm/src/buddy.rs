@@ -12,7 +12,10 @@ mod check;
 mod deferred;
 mod isolate;
 pub use check::{Rule, Violation, ZoneCensus};
-pub use deferred::{deferred_init_step, DeferredChunk, DeferredRange, DeferredState, MemmapInit, PageLookup};
+pub use deferred::{
+    background_after, deferred_init_step, idle_may_take, wait_for_chunks, DeferredChunk, DeferredRange, DeferredState,
+    MemmapInit, PageLookup,
+};
 
 /// Orders 0..=13 (64K's MAX_PAGE_ORDER is 13).
 pub const NR_ORDERS: usize = 14;

@@ -28,7 +28,9 @@ use crate::vmemmap::PageSource;
 
 mod machine;
 mod ops;
+mod shared;
 pub use machine::{base, boot, boot_in, check_all, with_deferred, Checked, Machine, MODE, NCPUS, WINDOW_ORDER};
+pub use shared::SharedMemmap;
 
 /// The struct pages of one section.
 pub type SectionPages = Box<[UnsafeCell<Page>]>;

@@ -185,6 +185,21 @@ pub fn request(dev: &mut impl VmemDevice, ty: RequestType, addr: u64, nb_blocks:
     Err(VmemError::Busy(ty, BUSY_TRIES))
 }
 
+/// One bottom-half pass over a latched config-change event: `swap(v)` stores `v` in the latch
+/// (the interrupt handler sets it) and returns what it held. The latch is cleared before the
+/// pass reads the device's `requested_size`, so a change that arrives during the pass latches
+/// again and the next pass sees it. `pass` gets whether a change was latched.
+pub fn with_config_change<R>(mut swap: impl FnMut(bool) -> bool, pass: impl FnOnce(bool) -> R) -> R {
+    let irq = swap(false);
+    if !mutant::on(Mutant::IrqPendingClearedLate) {
+        return pass(irq);
+    }
+    swap(irq);
+    let r = pass(irq);
+    swap(false);
+    r
+}
+
 /// The device's configuration as read at probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeviceConfig {

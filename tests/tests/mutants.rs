@@ -283,6 +283,26 @@ const MUTANTS: &[Mutant] = &[
         test_args: &["--test", "hotplug", "cfg_64k_48::offline_migrates_movable_pages"],
         expect: "does not map the new frame",
     },
+    // The model-checked deferred hand-over: an offline that does not see a chunk in flight
+    // completes under an idle CPU initialising it.
+    Mutant {
+        package: "hotmem-mm",
+        name: "handover-no-inflight",
+        test_args: &["--test", "model", "deferred_handover_model"],
+        expect: "offline completed over a chunk in flight",
+    },
+    Mutant {
+        package: "hotmem-mm",
+        name: "busy-window-ignored",
+        test_args: &["--test", "model", "hotplug_window_model"],
+        expect: "an idle CPU took a chunk during a hotplug operation",
+    },
+    Mutant {
+        package: "hotmem-mm",
+        name: "irq-pending-cleared-late",
+        test_args: &["--test", "model", "vmem_config_change_model"],
+        expect: "a config change was lost",
+    },
 ];
 
 /// A mutant the in-guest suite must catch: the test kernel with every mutant compiled in
@@ -307,6 +327,15 @@ const MAX: &[&str] = &["max,lpa2=off"];
 const BOTH: &[&str] = &["max,lpa2=off", "cortex-a76"];
 
 const GUEST_MUTANTS: &[GuestMutant] = &[
+    // An offline that does not see a deferred chunk in flight: only the case that holds one
+    // itself meets it (idle CPUs keep off chunks during hotplug operations).
+    GuestMutant {
+        granules: ALL,
+        name: "handover-no-inflight",
+        cpus: MAX,
+        append: "ktest.only=offline_refuses_chunk_in_flight",
+        expect: "offline over a chunk in flight",
+    },
     // The old un-isolation order, caught by `debug_vm` (on in the test build) after
     // `failed_offline_rolls_back_cleanly`'s failed offline.
     GuestMutant {

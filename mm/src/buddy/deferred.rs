@@ -21,7 +21,9 @@ use super::{BuddyError, PageAlloc};
 use crate::geometry::Geometry;
 use crate::page::{flags, Memmap, Page, ZoneId, POISON_CHECKS};
 mod bookkeeping;
+mod window;
 pub(super) use bookkeeping::Deferred;
+pub use window::{background_after, idle_may_take};
 
 /// How the memmap of new memory is initialised (the kernel's `memmap_init=eager|deferred`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -417,7 +419,9 @@ impl<M: Memmap> PageAlloc<M> {
             return Ok(());
         };
         if let Some((_, pfn)) = d.in_flight_at(s, e) {
-            return Err(BuddyError::InitInProgress { pfn });
+            if !arch::mutant::on(arch::mutant::Mutant::HandoverNoInflight) {
+                return Err(BuddyError::InitInProgress { pfn });
+            }
         }
         let pb = d.pageblock_pages();
         let cut = |p: u64| !p.is_multiple_of(pb) && d.test(p);
@@ -456,6 +460,30 @@ impl<M: Memmap> PageAlloc<M> {
             n[zone as usize] = d.drop_isolated(zone, s, e)?;
         }
         Ok(n)
+    }
+}
+
+/// `f` under the allocator lock (`with_alloc` runs its argument once, under the lock); while it
+/// fails with deferred chunks in flight (free memory an idle CPU has not handed over yet), wait
+/// with `wait` (the lock dropped) and try again, so an allocation never fails because background
+/// initialisation holds the memory it needs. The kernel's allocation paths run through this.
+pub fn wait_for_chunks<M: Memmap, R, E>(
+    mut with_alloc: impl FnMut(&mut dyn FnMut(&mut PageAlloc<M>)),
+    mut f: impl FnMut(&mut PageAlloc<M>) -> Result<R, E>,
+    mut wait: impl FnMut(),
+) -> Result<R, E> {
+    loop {
+        let mut out = None;
+        with_alloc(&mut |a| {
+            let r = f(a);
+            let in_flight = r.is_err() && a.deferred_in_flight().next().is_some();
+            out = Some((r, in_flight));
+        });
+        match out {
+            Some((r, false)) => return r,
+            Some((_, true)) => wait(),
+            None => unreachable!("with_alloc runs its argument"),
+        }
     }
 }
 

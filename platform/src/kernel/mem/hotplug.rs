@@ -324,6 +324,20 @@ impl HotplugOps for KernelOps {
     }
 }
 
+/// Test build: whether an offline waits for deferred chunks in flight (off: the first
+/// `InitInProgress` is the offline's answer, so a test sees the refusal itself).
+#[cfg(feature = "ktest")]
+pub static OFFLINE_WAITS_FOR_INIT: AtomicBool = AtomicBool::new(true);
+
+/// How long an offline waits for deferred chunks in flight (counter periods): about a second.
+fn offline_init_wait() -> u64 {
+    #[cfg(feature = "ktest")]
+    if !OFFLINE_WAITS_FOR_INIT.load(Ordering::Relaxed) {
+        return 0;
+    }
+    arch::cpu::counter_freq()
+}
+
 impl KernelOps {
     /// [`offline_run`](Self::offline_run), waiting for idle CPUs that are initialising deferred
     /// chunks (of the range, or migration targets) to hand them over (one chunk: microseconds;
@@ -335,7 +349,7 @@ impl KernelOps {
         block: BlockId,
         target_below: u64,
     ) -> Result<(), HotplugError> {
-        let deadline = arch::cpu::counter() + arch::cpu::counter_freq();
+        let deadline = arch::cpu::counter() + offline_init_wait();
         loop {
             match self.offline_run(pfn, nr, block, target_below) {
                 Err(HotplugError::Allocator(mm::buddy::BuddyError::InitInProgress { .. }))

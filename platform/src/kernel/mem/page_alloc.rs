@@ -73,7 +73,7 @@ pub fn deferred_work_added() {
     // During a hotplug operation the idle CPUs would only go back to sleep: they look again at
     // a timer tick once it is over ([`hotplug_busy`]), and a wake-up per onlined block costs
     // the onlining CPU an SGI each.
-    if arch::cpu::counter() >= BACKGROUND_AFTER.load(Ordering::Acquire) {
+    if mm::buddy::idle_may_take(arch::cpu::counter(), BACKGROUND_AFTER.load(Ordering::Acquire)) {
         crate::drivers::gic::send_sgi_to_others(crate::drivers::gic::SGI_WAKE);
     }
 }
@@ -90,11 +90,8 @@ fn deferred_init_pending() -> bool {
 /// initialising in the background, onlining 256 GiB on 4K took 1.5× as long per block as
 /// onlining 1 GiB. Idle CPUs look again at their next timer tick.
 pub fn hotplug_busy(busy: bool) {
-    let after = if busy {
-        u64::MAX
-    } else {
-        arch::cpu::counter() + arch::cpu::counter_freq() / crate::drivers::timer::HZ
-    };
+    let tick = arch::cpu::counter_freq() / crate::drivers::timer::HZ;
+    let after = mm::buddy::background_after(busy, arch::cpu::counter(), tick);
     BACKGROUND_AFTER.store(after, Ordering::Release);
 }
 
@@ -103,7 +100,7 @@ pub fn hotplug_busy(busy: bool) {
 /// to hand it over, unless a hotplug operation is running or just ended ([`hotplug_busy`]).
 /// Returns whether there was work (the caller then polls again instead of sleeping).
 pub fn deferred_init_idle() -> bool {
-    if arch::cpu::counter() < BACKGROUND_AFTER.load(Ordering::Acquire) {
+    if !mm::buddy::idle_may_take(arch::cpu::counter(), BACKGROUND_AFTER.load(Ordering::Acquire)) {
         return false;
     }
     deferred_init_now()
@@ -164,21 +161,26 @@ pub fn deferred_in_flight() -> bool {
     with_page_alloc(|a| a.deferred_in_flight().next().is_some())
 }
 
+/// Test build: take one deferred chunk as an idle CPU does ([`mm::buddy::deferred_init_step`]'s
+/// first step); it is in flight until [`deferred_hand_back`].
+#[cfg(feature = "ktest")]
+pub fn deferred_take_one() -> Option<mm::buddy::DeferredChunk> {
+    with_page_alloc(|a| a.deferred_take())
+}
+
+/// Test build: initialise a chunk from [`deferred_take_one`] outside the allocator lock and hand
+/// it over, as an idle CPU does; returns its pages.
+#[cfg(feature = "ktest")]
+pub fn deferred_hand_back(c: mm::buddy::DeferredChunk) -> Result<u64, BuddyError> {
+    c.init(&KernelMemmap);
+    with_page_alloc(|a| a.deferred_finish(c))
+}
+
 /// `f` under the allocator lock; when it fails while idle CPUs are initialising deferred
 /// chunks (free memory, just not handed over yet), wait for them and try again, so an
 /// allocation never fails because background initialisation holds the memory it needs.
-pub fn with_page_alloc_waiting<R, E>(mut f: impl FnMut(&mut PageAlloc<KernelMemmap>) -> Result<R, E>) -> Result<R, E> {
-    loop {
-        let (r, in_flight) = with_page_alloc(|a| {
-            let r = f(a);
-            let in_flight = r.is_err() && a.deferred_in_flight().next().is_some();
-            (r, in_flight)
-        });
-        if !in_flight {
-            return r;
-        }
-        core::hint::spin_loop();
-    }
+pub fn with_page_alloc_waiting<R, E>(f: impl FnMut(&mut PageAlloc<KernelMemmap>) -> Result<R, E>) -> Result<R, E> {
+    mm::buddy::wait_for_chunks(|g| with_page_alloc(|a| g(a)), f, core::hint::spin_loop)
 }
 
 /// Allocate 2^order contiguous, naturally aligned pages for the kernel; returns the PA.

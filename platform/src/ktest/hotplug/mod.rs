@@ -3,7 +3,7 @@
 //! the shared helpers and the hotplug cycles with every CPU busy; `removal.rs` the TLB cases
 //! (removed memory faults on every CPU), `offline.rs` the refusals and rollbacks of offline,
 //! `add.rs` hot-add (deferred memmap, the whole held-back range, injected faults, memmap from
-//! the page allocator).
+//! the page allocator), `inflight.rs` an offline meeting a deferred chunk in flight.
 
 use crate::{
     boot::dtb::Platform,
@@ -260,6 +260,7 @@ fn hotplug_cycles_inner(start: u64, blocks: u64) -> Result<(), String> {
 ktest!(hotplug_cycles);
 
 mod add;
+mod inflight;
 mod offline;
 mod removal;
 mod torture;

@@ -279,7 +279,11 @@ fn probe(
 /// `requested_size` changed, and retry every stopped resize that is due (a config change of
 /// its device, or its timer).
 fn process_pending() {
-    let irq = IRQ_PENDING.swap(false, Ordering::Acquire);
+    mm::vmem::with_config_change(|v| IRQ_PENDING.swap(v, Ordering::AcqRel), process_devices);
+}
+
+/// One pass over every device; `irq`: a config change was latched since the last pass.
+fn process_devices(irq: bool) {
     let now = now_ms();
     let mut devs = DEVICES.lock();
     for d in devs.iter_mut() {
