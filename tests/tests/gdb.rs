@@ -850,8 +850,14 @@ fn check_offline(out: &GdbOutcome) -> Result<(), String> {
         ("selftest", "selftest: summary passed=8 failed=0".into()),
         ("flags-value", format!("flags: value={value:#x} names={names}")),
         // The device types the kernel registered: what the generic code calls.
-        ("devices", "memdev: name=dimm online_filter=no check=no views=dimms".into()),
-        ("devices", "memdev: name=virtio-mem online_filter=yes check=yes views=vmem".into()),
+        (
+            "devices",
+            "memdev: name=dimm online_filter=no check=no views=dimms".into(),
+        ),
+        (
+            "devices",
+            "memdev: name=virtio-mem online_filter=yes check=yes views=vmem".into(),
+        ),
         (
             "desc",
             "L2 (pmd) BLOCK oa=0x40000000 size=32 MiB Normal RW XN AF SH=inner".into(),
