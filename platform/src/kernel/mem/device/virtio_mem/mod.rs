@@ -92,20 +92,21 @@ impl Device {
     }
 }
 
-pub struct VirtioMem {
-    pub index: usize,
-    pub pci: String,
+/// One device in use: the driver, its memory and the policy's state.
+struct VirtioMem {
+    index: usize,
+    pci: String,
     dev: Device,
     mem: Memory,
     vmem: Vmem,
-    pub features: u64,
+    features: u64,
     /// INTx INTID (`None`: polled).
-    pub intid: Option<u32>,
+    intid: Option<u32>,
     /// The last resize's outcome (`vmem` shows it).
-    pub last_event: String,
+    last_event: String,
 }
 
-pub static DEVICES: crate::kernel::sync::Mutex<Vec<VirtioMem>> =
+static DEVICES: crate::kernel::sync::Mutex<Vec<VirtioMem>> =
     crate::kernel::sync::Mutex::new("virtio-mem devices", Vec::new());
 
 /// INTIDs of the devices' INTx lines (`u32::MAX` = unused), read by the interrupt handler.
