@@ -397,11 +397,10 @@ where
             o.machine.mem = mm::size::Size(n.total_mem()).to_string();
         }
     }
-    let nodes = o
-        .machine
-        .numa
-        .as_ref()
-        .map_or_else(|| numa_nodes(&o.qemu_args), Numa::node_count);
+    let nodes = match o.machine.numa {
+        Some(_) => o.machine.numa_nodes(),
+        None => numa_nodes(&o.qemu_args),
+    };
     for v in &o.machine.virtio_mem {
         v.check(granule, nodes)?;
     }
@@ -435,7 +434,12 @@ where
 
 /// `--numa` and `--numa-dist` checked against each other, `--smp`, the granule, `--mem` and
 /// `--qemu-arg`, before anything is built: one line naming the value and what would be accepted.
-fn numa_machine(o: &Options, numa: Option<&str>, dist: Option<&str>, mem_given: bool) -> Result<Option<Numa>, String> {
+fn numa_machine(
+    o: &Options,
+    numa: Option<&str>,
+    dist: Option<&str>,
+    mem_given: bool,
+) -> Result<Option<Box<Numa>>, String> {
     let Some(spec) = numa else {
         return match dist {
             Some(d) => Err(format!(
@@ -464,7 +468,7 @@ fn numa_machine(o: &Options, numa: Option<&str>, dist: Option<&str>, mem_given: 
             mm::size::Size(total)
         ));
     }
-    Ok(Some(n))
+    Ok(Some(Box::new(n)))
 }
 
 /// NUMA nodes the extra QEMU arguments define (`-numa node,...`); 1 without any (QEMU's

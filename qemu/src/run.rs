@@ -34,8 +34,8 @@ pub struct Machine {
     /// virtio-mem devices `vmem0`, `vmem1`, ... (`--virtio-mem`).
     pub virtio_mem: Vec<VirtioMem>,
     /// NUMA nodes (`--numa`, `--numa-dist`); `None`: QEMU's one implicit node. `mem` holds
-    /// their total.
-    pub numa: Option<Numa>,
+    /// their total. Boxed: most machines have none.
+    pub numa: Option<Box<Numa>>,
 }
 
 /// QEMU's `block-size` default on this host (the THP size) and its minimum.
@@ -241,7 +241,7 @@ impl Machine {
 
     /// NUMA nodes of the machine: `--numa`'s, else 1 (QEMU's implicit node).
     pub fn numa_nodes(&self) -> u32 {
-        self.numa.as_ref().map_or(1, Numa::node_count)
+        self.numa.as_ref().map_or(1, |n| n.node_count())
     }
 
     /// The `-M` value, e.g. `virt,gic-version=3,virtualization=on`.

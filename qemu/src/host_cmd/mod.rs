@@ -316,31 +316,6 @@ mod tests {
                 node: None
             })
         );
-        assert_eq!(
-            parse_host_command(":plug 1G node=2").unwrap(),
-            Dimm(DimmCommand::Plug {
-                size: 1 << 30,
-                id: None,
-                node: Some(2)
-            })
-        );
-        assert_eq!(
-            parse_host_command(":plug 1G node=1 d1").unwrap(),
-            Dimm(DimmCommand::Plug {
-                size: 1 << 30,
-                id: Some("d1".into()),
-                node: Some(1)
-            })
-        );
-        for (bad, want) in [
-            (":plug 1G node=x", "`node=x`: the node is a number, e.g. node=1"),
-            (":plug 1G node=1 node=2", "`node=2`: node= given twice"),
-            (":plug 1G a b", "`b`: a second ID"),
-            (":plug 1G a node=1 b", "usage: :plug SIZE [ID] [node=N]"),
-        ] {
-            let e = parse_host_command(bad).unwrap_err();
-            assert!(e.contains(want), "{bad}: {e}");
-        }
         assert!(parse_host_command(":plug")
             .unwrap_err()
             .contains("usage: :plug SIZE [ID] [node=N]"));
@@ -409,6 +384,36 @@ mod tests {
         );
         assert_eq!(HostCommand::Powerdown.needs_ged(), Some("powerdown"));
         assert!(is_host_command(" :x") && !is_host_command("x:"));
+    }
+
+    #[test]
+    fn plug_takes_a_node() {
+        use HostCommand::*;
+        assert_eq!(
+            parse_host_command(":plug 1G node=2").unwrap(),
+            Dimm(DimmCommand::Plug {
+                size: 1 << 30,
+                id: None,
+                node: Some(2)
+            })
+        );
+        assert_eq!(
+            parse_host_command(":plug 1G node=1 d1").unwrap(),
+            Dimm(DimmCommand::Plug {
+                size: 1 << 30,
+                id: Some("d1".into()),
+                node: Some(1)
+            })
+        );
+        for (bad, want) in [
+            (":plug 1G node=x", "`node=x`: the node is a number, e.g. node=1"),
+            (":plug 1G node=1 node=2", "`node=2`: node= given twice"),
+            (":plug 1G a b", "`b`: a second ID"),
+            (":plug 1G a node=1 b", "usage: :plug SIZE [ID] [node=N]"),
+        ] {
+            let e = parse_host_command(bad).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
     }
 
     #[test]
