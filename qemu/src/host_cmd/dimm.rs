@@ -68,10 +68,13 @@ impl DeviceCommand for DimmCommand {
             return None;
         };
         if let Some(n) = *node {
-            match qmp.numa_nodes() {
-                Ok(count) => node_refusal(n, count).map(|e| format!("plug: error: {e}"))?,
-                Err(e) => return Some(format!("plug: error: {e}")),
+            let why = match qmp.numa_nodes() {
+                Ok(count) => node_refusal(n, count),
+                Err(e) => Some(e.to_string()),
             };
+            if let Some(why) = why {
+                return Some(format!("plug: error: {why}"));
+            }
         }
         let id = id.as_ref()?;
         match id_in_use(qmp, id) {
