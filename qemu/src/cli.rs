@@ -49,8 +49,8 @@ struct Args {
     va_bits: Option<u32>,
     /// boot the in-guest test kernel (runs its cases, exits 0 if all pass);
     /// runs like --exec with no commands (output echoed, timeout applies);
-    /// without --mem and --append: --mem 3G --append mem=1G (RAM held
-    /// back for the hotplug cases, the test suite's layout)
+    /// without --mem, --append and --numa: --mem 3G --append mem=1G (RAM
+    /// held back for the hotplug cases, the test suite's layout)
     #[arg(long, help_heading = "KERNEL", verbatim_doc_comment)]
     ktest: bool,
     /// kernel command line, e.g. 'mem=1G' (kernel/image boot: -append, i.e.
@@ -682,6 +682,12 @@ mod tests {
         assert_eq!((o.machine.mem.as_str(), o.append.as_deref()), ("2G", None));
         let o = run(&["--ktest", "--append", "mem=512M"]);
         assert_eq!((o.machine.mem.as_str(), o.append.as_deref()), ("1G", Some("mem=512M")));
+        let o = run(&["--ktest", "--numa", "1G,1G"]);
+        assert_eq!(
+            (o.machine.mem.as_str(), o.append.as_deref()),
+            ("2G", None),
+            "the nodes set the RAM"
+        );
         assert_eq!(run(&["--exec", "poweroff"]).append, None);
     }
 
