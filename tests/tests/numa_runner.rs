@@ -1,7 +1,7 @@
 //! The runner's NUMA options against a real QEMU: `--numa` nodes (one of them memory-less, the
-//! hotplug target) with a DIMM plugged on that node. Host-side facts only: QEMU accepts the
-//! machine without a warning, the guest boots and takes the DIMM, QEMU places the DIMM on the
-//! node asked for (`:dimms`), and a `:plug` typed for a node the machine lacks is refused
+//! hotplug target) with a DIMM plugged on that node and a virtio-mem device on it. Host-side
+//! facts only: QEMU accepts the machine without a warning, the guest boots and takes the DIMM,
+//! QEMU places the DIMM and the device on the node asked for (`:dimms`, `:vmems`), and a `:plug` typed for a node the machine lacks is refused
 //! before anything is added.
 
 use hotmem_qemu::cli::{self, Action};
@@ -18,10 +18,17 @@ fn dimm_on_a_memoryless_node(g: Granule) {
         "firmware",
         "--numa",
         "1G,1G,0",
+        "--virtio-mem",
+        "1G,node=2",
         "--exec",
-        ":plug 1G node=2; :dimms; poweroff",
+        ":plug 1G node=2; :dimms; :vmems; poweroff",
     ]);
-    r.expect_ok(&["plug: id=dimm0 ost_status=0x0 ok", "size=1G node=2 hotplugged=true"]);
+    r.expect_ok(&[
+        "plug: id=dimm0 ost_status=0x0 ok",
+        "size=1G node=2 hotplugged=true",
+        "region=1G",
+        "node=2 memdev=mem-vmem0",
+    ]);
     if let Some(w) = r.out.stderr.lines().find(|l| l.contains("warning")) {
         r.fail(&format!("QEMU warned about the machine: {w}"));
     }
