@@ -275,10 +275,11 @@ fn parse_distance(item: &str) -> Option<(u32, u32, u32)> {
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?, d.trim().parse().ok()?))
 }
 
-/// Sorted runs of consecutive numbers: `[0, 1, 2, 5]` → `[(0, 2), (5, 5)]`.
+/// Sorted runs of consecutive numbers, each number once: `[0, 1, 2, 5]` → `[(0, 2), (5, 5)]`.
 fn runs(cpus: &[u32]) -> Vec<(u32, u32)> {
     let mut sorted = cpus.to_vec();
     sorted.sort_unstable();
+    sorted.dedup();
     let mut out: Vec<(u32, u32)> = Vec::new();
     for c in sorted {
         match out.last_mut() {
@@ -411,5 +412,6 @@ mod tests {
         assert_eq!(parse_cpu_list(""), None);
         assert_eq!(parse_cpu_list("0-99999"), None);
         assert_eq!(runs(&[5, 0, 1, 2]), [(0, 2), (5, 5)]);
+        assert_eq!(runs(&[1, 0, 1]), [(0, 1)], "a CPU named twice in its node");
     }
 }
