@@ -70,7 +70,10 @@ fn one_two_and_four_nodes_allocate_locally<C: Config>() {
         let mut a = allocator::<C>(nodes * per);
         let mut want = NodeMask::empty();
         for i in 0..nodes {
-            assert_eq!(a.online_range(ZoneId::Movable, i as NodeId, node_range(i, per).start, per), Ok(per));
+            assert_eq!(
+                a.online_range(ZoneId::Movable, i as NodeId, node_range(i, per).start, per),
+                Ok(per)
+            );
             want.set(i as NodeId);
         }
         assert_eq!(a.nodes_with_memory(), want);
@@ -80,7 +83,11 @@ fn one_two_and_four_nodes_allocate_locally<C: Config>() {
             // Node i's own memory first...
             for _ in 0..per >> order {
                 let p = a.alloc_node(order, AllocKind::Movable, i).unwrap();
-                assert_eq!(node_of(p, per), i, "{nodes} nodes: node {i}'s allocation from elsewhere");
+                assert_eq!(
+                    node_of(p, per),
+                    i,
+                    "{nodes} nodes: node {i}'s allocation from elsewhere"
+                );
                 assert_eq!(a.page(p).unwrap().node, i);
                 held.push((p, order));
             }
@@ -90,7 +97,7 @@ fn one_two_and_four_nodes_allocate_locally<C: Config>() {
         // ...and with every node full, nothing is left anywhere.
         assert_eq!(a.alloc_node(0, AllocKind::Movable, 0), None);
         // Free node 0's and node 2's pages: node 1 falls back to node 0 (distance ties: by id).
-        for &(p, o) in held.iter().filter(|&&(p, _)| node_of(p, per) % 2 == 0) {
+        for &(p, o) in held.iter().filter(|&&(p, _)| node_of(p, per).is_multiple_of(2)) {
             a.free(p, o).unwrap();
         }
         held.retain(|&(p, _)| node_of(p, per) % 2 == 1);
@@ -105,7 +112,11 @@ fn one_two_and_four_nodes_allocate_locally<C: Config>() {
         }
         check(&a, nodes * per);
         for i in 0..nodes as NodeId {
-            assert_eq!(a.node_free_blocks(i, ZoneId::Movable)[max as usize], 2, "node {i} merged back");
+            assert_eq!(
+                a.node_free_blocks(i, ZoneId::Movable)[max as usize],
+                2,
+                "node {i} merged back"
+            );
         }
         assert_eq!(a.free_blocks(ZoneId::Movable)[max as usize], 2 * nodes);
         assert_eq!(a.counters(ZoneId::Movable).free, nodes * per);
@@ -119,7 +130,8 @@ fn a_memoryless_node_falls_back_by_distance<C: Config>() {
     let per = 1 << max;
     let mut a = allocator::<C>(4 * per);
     for i in [0, 1, 3] {
-        a.online_range(ZoneId::Normal, i as NodeId, node_range(i, per).start, per).unwrap();
+        a.online_range(ZoneId::Normal, i as NodeId, node_range(i, per).start, per)
+            .unwrap();
     }
     assert_eq!(a.nodes_with_memory().iter().collect::<Vec<_>>(), [0, 1, 3]);
     // Uniform: node 2's allocations go to node 0 first.
@@ -150,18 +162,28 @@ fn movable_allocations_try_a_whole_node_before_the_next<C: Config>() {
     let max = C::GEOM.max_order();
     let per = 1 << max;
     let mut a = allocator::<C>(2 * per);
-    a.online_range(ZoneId::Normal, 0, node_range(0, per).start, per).unwrap();
-    a.online_range(ZoneId::Movable, 1, node_range(1, per).start, per).unwrap();
+    a.online_range(ZoneId::Normal, 0, node_range(0, per).start, per)
+        .unwrap();
+    a.online_range(ZoneId::Movable, 1, node_range(1, per).start, per)
+        .unwrap();
     let p = a.alloc_node(max, AllocKind::Movable, 0).unwrap();
     assert_eq!((node_of(p, per), a.page(p).unwrap().zone), (0, ZoneId::Normal as u8));
-    assert_eq!(a.alloc_node(0, AllocKind::Kernel, 0), None, "node 1 has only Movable memory");
+    assert_eq!(
+        a.alloc_node(0, AllocKind::Kernel, 0),
+        None,
+        "node 1 has only Movable memory"
+    );
     let q = a.alloc_node(max, AllocKind::Movable, 0).unwrap();
     assert_eq!(node_of(q, per), 1);
     check(&a, 2 * per);
     a.free(p, max).unwrap();
     a.free(q, max).unwrap();
     let k = a.alloc_node(0, AllocKind::Kernel, 1).unwrap();
-    assert_eq!(node_of(k, per), 0, "node 1's kernel allocations fall back to node 0's Normal");
+    assert_eq!(
+        node_of(k, per),
+        0,
+        "node 1's kernel allocations fall back to node 0's Normal"
+    );
     a.free(k, 0).unwrap();
     check(&a, 2 * per);
     assert_eq!(a.node_counters(1, ZoneId::Movable).free, per);
@@ -176,10 +198,17 @@ fn buddies_at_a_node_boundary_never_merge<C: Config>() {
     let mut a = allocator::<C>(nr);
     // Node 0: the first block and the first half of the second; node 1: the second half.
     a.online_range(ZoneId::Movable, 0, BASE, (1 << max) + half).unwrap();
-    a.online_range(ZoneId::Movable, 1, BASE + (1 << max) + half, half).unwrap();
+    a.online_range(ZoneId::Movable, 1, BASE + (1 << max) + half, half)
+        .unwrap();
     check(&a, nr);
-    let (b0, b1) = (a.node_free_blocks(0, ZoneId::Movable), a.node_free_blocks(1, ZoneId::Movable));
-    assert_eq!((b0[max as usize], b0[max as usize - 1], b1[max as usize - 1]), (1, 1, 1));
+    let (b0, b1) = (
+        a.node_free_blocks(0, ZoneId::Movable),
+        a.node_free_blocks(1, ZoneId::Movable),
+    );
+    assert_eq!(
+        (b0[max as usize], b0[max as usize - 1], b1[max as usize - 1]),
+        (1, 1, 1)
+    );
     // Take everything in small pieces, free it in an interleaved order.
     let order = max.saturating_sub(5);
     let mut held: Vec<u64> = std::iter::from_fn(|| a.alloc(order, AllocKind::Movable)).collect();
@@ -206,10 +235,15 @@ fn deferred_ranges_on_two_nodes_initialise_with_their_node<C: Config>() {
     a.enable_deferred(C::GEOM, BASE + 2 * per).unwrap();
     a.defer_memmap(BASE, 2 * per).unwrap();
     for i in 0..2 {
-        a.online_range(ZoneId::Movable, i as NodeId, node_range(i, per).start, per).unwrap();
+        a.online_range(ZoneId::Movable, i as NodeId, node_range(i, per).start, per)
+            .unwrap();
     }
     check(&a, 2 * per);
-    let ranges: Vec<_> = a.deferred_ranges(ZoneId::Movable).iter().map(|r| (r.start, r.node)).collect();
+    let ranges: Vec<_> = a
+        .deferred_ranges(ZoneId::Movable)
+        .iter()
+        .map(|r| (r.start, r.node))
+        .collect();
     assert_eq!(ranges, [(BASE, 0), (BASE + per, 1)]);
     for i in 0..2 {
         assert_eq!(a.node_counters(i, ZoneId::Movable).deferred, per);
@@ -260,7 +294,8 @@ fn migration_targets_the_source_node_then_the_nearest<C: Config>() {
     for room_on_node_1 in [true, false] {
         let mut a = allocator::<C>(3 * per);
         for i in 0..3 {
-            a.online_range(ZoneId::Movable, i as NodeId, node_range(i, per).start, per).unwrap();
+            a.online_range(ZoneId::Movable, i as NodeId, node_range(i, per).start, per)
+                .unwrap();
         }
         let mut d = Distances::uniform();
         d.set(1, 0, 25);
@@ -272,7 +307,9 @@ fn migration_targets_the_source_node_then_the_nearest<C: Config>() {
         let hs: Vec<Handle> = (0..4).map(|_| handles.alloc(&mut a, order).unwrap()).collect();
         let block = handles.get(hs[0]).unwrap().0 & !((1 << max) - 1);
         assert_eq!(node_of(block, per), 1);
-        assert!(hs.iter().all(|&h| (block..block + (1 << max)).contains(&handles.get(h).unwrap().0)));
+        assert!(hs
+            .iter()
+            .all(|&h| (block..block + (1 << max)).contains(&handles.get(h).unwrap().0)));
         let other = if room_on_node_1 {
             None
         } else {
@@ -283,7 +320,15 @@ fn migration_targets_the_source_node_then_the_nearest<C: Config>() {
         }
         check(&a, 3 * per);
         let mut moves = Vec::new();
-        let r = offline_pages(&mut a, &mut handles, block, 1 << max, u64::MAX, |_, s, d, _| moves.push((s, d)), |_, _| {});
+        let r = offline_pages(
+            &mut a,
+            &mut handles,
+            block,
+            1 << max,
+            u64::MAX,
+            |_, s, d, _| moves.push((s, d)),
+            |_, _| {},
+        );
         assert_eq!(r, Ok(1 << max));
         check(&a, 3 * per);
         let want = if room_on_node_1 { 1 } else { 2 };

@@ -280,13 +280,7 @@ impl<M: Memmap> PageAlloc<M> {
 
     /// The initialised memmap of `[start, end)`: block heads aligned and inside the range,
     /// flags consistent, tails plain; free, isolated and allocated pages counted into `census`.
-    fn check_memmap(
-        &self,
-        start: u64,
-        end: u64,
-        quiescent: bool,
-        census: &mut NodeCensus,
-    ) -> Result<(), Violation> {
+    fn check_memmap(&self, start: u64, end: u64, quiescent: bool, census: &mut NodeCensus) -> Result<(), Violation> {
         let mut pfn = start;
         while pfn < end {
             if !self.is_initialised(pfn) {

@@ -463,7 +463,12 @@ impl<M: Memmap> PageAlloc<M> {
 
     /// Isolate (or un-isolate) the deferred ranges in `[s, e)`; pages switched per node and
     /// zone.
-    pub(super) fn deferred_set_isolated(&mut self, s: u64, e: u64, isolated: bool) -> Result<NodeZonePages, BuddyError> {
+    pub(super) fn deferred_set_isolated(
+        &mut self,
+        s: u64,
+        e: u64,
+        isolated: bool,
+    ) -> Result<NodeZonePages, BuddyError> {
         let Some(d) = self.deferred.as_mut() else {
             return Ok(NO_PAGES);
         };

@@ -42,7 +42,9 @@ impl<M: Memmap> PageAlloc<M> {
     /// The nodes `nid`'s allocations try, in order (empty for a node id at or above
     /// `MAX_NUMNODES`).
     pub fn fallback_nodes(&self, nid: NodeId) -> &[NodeId] {
-        self.zonelists.get(nid as usize).map_or(&[], |(order, len)| &order[..*len])
+        self.zonelists
+            .get(nid as usize)
+            .map_or(&[], |(order, len)| &order[..*len])
     }
 
     /// Allocate 2^order pages with no node preference (the first node's zonelist); returns

@@ -246,9 +246,7 @@ impl Deferred {
         max_order: u32,
     ) -> Option<(u64, u64, NodeId)> {
         let l = &mut self.lists[zone as usize];
-        let i = l
-            .iter()
-            .position(|r| !r.isolated && nid.is_none_or(|n| r.node == n))?;
+        let i = l.iter().position(|r| !r.isolated && nid.is_none_or(|n| r.node == n))?;
         let r = &mut l[i];
         let chunk = 1u64 << max_order;
         let end = r.end.min((r.start / chunk + 1) * chunk);
