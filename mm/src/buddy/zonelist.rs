@@ -29,7 +29,7 @@ enum Miss {
 }
 
 impl<M: Memmap> PageAlloc<M> {
-    /// Use the distance table `d` from now on: every node's fallback order is rebuilt from it.
+    /// Use the distance table `d`: every node's fallback order is rebuilt from it.
     pub fn set_distances(&mut self, d: Distances) {
         self.distances = d;
         self.zonelists = build(&d);
