@@ -79,9 +79,9 @@ fn one_two_and_four_nodes_allocate_locally<C: Config>() {
         assert_eq!(a.nodes_with_memory(), want);
         check(&a, nodes * per);
         let mut held = Vec::new();
-        for i in 0..nodes as NodeId {
-            // Node i's own memory first...
-            for _ in 0..per >> order {
+        // The nodes take turns, highest first: each one's memory serves it while it lasts.
+        for _ in 0..per >> order {
+            for i in (0..nodes as NodeId).rev() {
                 let p = a.alloc_node(order, AllocKind::Movable, i).unwrap();
                 assert_eq!(
                     node_of(p, per),
@@ -91,10 +91,12 @@ fn one_two_and_four_nodes_allocate_locally<C: Config>() {
                 assert_eq!(a.page(p).unwrap().node, i);
                 held.push((p, order));
             }
-            assert_eq!(a.node_counters(i, ZoneId::Movable).free, 0);
             check(&a, nodes * per);
         }
-        // ...and with every node full, nothing is left anywhere.
+        for i in 0..nodes as NodeId {
+            assert_eq!(a.node_counters(i, ZoneId::Movable).free, 0);
+        }
+        // With every node full, nothing is left anywhere.
         assert_eq!(a.alloc_node(0, AllocKind::Movable, 0), None);
         // Free node 0's and node 2's pages: node 1 falls back to node 0 (distance ties: by id).
         for &(p, o) in held.iter().filter(|&&(p, _)| node_of(p, per).is_multiple_of(2)) {
