@@ -364,8 +364,7 @@ fn leaf_splitting_removal_is_rejected<C: Config>() {
 fn auto_movable_vector() {
     type C = Cfg4K48;
     let g = C::GEOM;
-    // Unchecked: KERNEL_EARLY is faked below, which the accounting recount would flag.
-    let (mut m, Checked(mut hp)) = boot::<C>();
+    let (mut m, mut hp) = boot::<C>();
     hp.policy = OnlinePolicy::AutoMovable;
     hp.ratio = 301;
     hp.assume_kernel_early(0, g.pages_per_section() * 28 / 10).unwrap();
@@ -409,8 +408,7 @@ fn auto_movable_vector() {
 fn static_group_fits_goes_movable_as_a_whole() {
     type C = Cfg16K47;
     let g = C::GEOM;
-    // Unchecked: KERNEL_EARLY is faked, which the accounting recount would flag.
-    let (mut m, Checked(mut hp)) = boot::<C>();
+    let (mut m, mut hp) = boot::<C>();
     hp.assume_kernel_early(0, 32 * g.pages_per_section()).unwrap(); // a 4 GiB VM
     hp.default_online = Some(OnlineType::Auto);
     let mut zones = Vec::new();
