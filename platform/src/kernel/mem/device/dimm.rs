@@ -128,8 +128,8 @@ fn add(slot: u32, event: &str) {
     let (base, size) = ged::slot_range();
     let t0 = arch::cpu::counter();
     let result = with_hotplug(|hp, ops| {
-        let group = hp.register_static_group(size >> layout::PAGE_SHIFT);
-        match hp.add_memory(ops, Some(group), base, size, AddFlags { memmap_on_memory: true }) {
+        let group = hp.register_static_group(0, size >> layout::PAGE_SHIFT)?;
+        match hp.add_memory(ops, 0, Some(group), base, size, AddFlags { memmap_on_memory: true }) {
             Ok(ids) => Ok((group, hp.auto_online(ops, &ids))),
             Err(e) => {
                 let _ = hp.unregister_group(group);

@@ -20,7 +20,7 @@ impl VmemMemory for Memory {
     fn add(&mut self, addr: u64, size: u64) -> Result<Vec<BlockId>, HotplugError> {
         let group = self.group;
         with_hotplug(|hp, ops| {
-            let ids = hp.add_memory(ops, Some(group), addr, size, AddFlags { memmap_on_memory: true })?;
+            let ids = hp.add_memory(ops, 0, Some(group), addr, size, AddFlags { memmap_on_memory: true })?;
             hp.auto_online(ops, &ids);
             Ok(ids)
         })
@@ -35,9 +35,9 @@ impl VmemMemory for Memory {
             Some(b) if b.state == BlockState::Online => {
                 let zone = b.zone.unwrap_or(ZoneId::Normal);
                 if on {
-                    ops.online_pages(pfn, nr, zone)
+                    ops.online_pages(pfn, nr, zone, b.node)
                 } else {
-                    ops.offline_pages(pfn, nr, block, below >> PAGE_SHIFT)
+                    ops.offline_pages(pfn, nr, block, b.node, below >> PAGE_SHIFT)
                 }
             }
             _ => Ok(()),

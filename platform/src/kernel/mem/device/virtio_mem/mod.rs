@@ -222,7 +222,7 @@ fn probe(
     };
     let mut driver = probed.start::<HotmemHal>().map_err(|e| format!("{e}"))?;
     let align = G.section_size().max(cfg.block_size);
-    let group = match with_hotplug(|hp, _| hp.register_dynamic_group(align >> PAGE_SHIFT)) {
+    let group = match with_hotplug(|hp, _| hp.register_dynamic_group(0, align >> PAGE_SHIFT)) {
         Ok(g) => g,
         Err(e) => {
             driver.fail();
