@@ -98,7 +98,8 @@ pub fn init(held_back: Vec<Range>, opts: &crate::boot::cmdline::Options) {
     // memhp_default_state= says otherwise); `probe` leaves blocks offline for `online`.
     let mut hp = Hotplug::new(G, memmap::sparse().max_pa());
     for (nr, _) in memmap::sparse().iter_with(mm::sparse::state::EARLY) {
-        if let Err(e) = hp.add_boot_block(nr as BlockId, 0) {
+        let nid = crate::kernel::numa::boot_node_of(memmap::sparse().section_nr_to_pfn(nr) << layout::PAGE_SHIFT);
+        if let Err(e) = hp.add_boot_block(nr as BlockId, nid) {
             crate::kernel::exit::fatal_stop(format_args!("hotplug: boot block {nr}: {e}"));
         }
     }

@@ -12,15 +12,17 @@ use mm::vmem::VmemMemory;
 
 pub(super) struct Memory {
     pub group: GroupId,
+    /// The NUMA node of the device's memory.
+    pub node: mm::numa::NodeId,
     /// Index in [`sbm::SBM`] (sub-block mode).
     pub region: Option<usize>,
 }
 
 impl VmemMemory for Memory {
     fn add(&mut self, addr: u64, size: u64) -> Result<Vec<BlockId>, HotplugError> {
-        let group = self.group;
+        let (group, node) = (self.group, self.node);
         with_hotplug(|hp, ops| {
-            let ids = hp.add_memory(ops, 0, Some(group), addr, size, AddFlags { memmap_on_memory: true })?;
+            let ids = hp.add_memory(ops, node, Some(group), addr, size, AddFlags { memmap_on_memory: true })?;
             hp.auto_online(ops, &ids);
             Ok(ids)
         })
