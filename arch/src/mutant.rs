@@ -81,10 +81,16 @@ pub enum Mutant {
     /// The virtio-mem bottom half clears its latched config change after its pass instead of
     /// before it: a change that arrives during a resize is lost.
     IrqPendingClearedLate,
+    /// Every CPU counts as node 0's: allocations ignore the calling CPU's node.
+    NumaNodeIgnored,
+    /// A DIMM's memory is added to node 0 whatever its proximity domain says.
+    DimmNodeIgnored,
+    /// Migration picks new frames in node 0's fallback order, not the page's node's.
+    MigrateIgnoresNode,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 28] = [
+    pub const ALL: [Mutant; 31] = [
         Mutant::UnisolateEarlyClear,
         Mutant::DimmZoneSplit,
         Mutant::DimmRemoveBehindDriver,
@@ -113,6 +119,9 @@ impl Mutant {
         Mutant::HandoverNoInflight,
         Mutant::BusyWindowIgnored,
         Mutant::IrqPendingClearedLate,
+        Mutant::NumaNodeIgnored,
+        Mutant::DimmNodeIgnored,
+        Mutant::MigrateIgnoresNode,
     ];
 
     /// The name used by `mutant=` and `HOTMEM_MUTANT`.
@@ -146,6 +155,9 @@ impl Mutant {
             Mutant::HandoverNoInflight => "handover-no-inflight",
             Mutant::BusyWindowIgnored => "busy-window-ignored",
             Mutant::IrqPendingClearedLate => "irq-pending-cleared-late",
+            Mutant::NumaNodeIgnored => "numa-node-ignored",
+            Mutant::DimmNodeIgnored => "dimm-node-ignored",
+            Mutant::MigrateIgnoresNode => "migrate-ignores-node",
         }
     }
 
@@ -247,7 +259,7 @@ mod tests {
             assert_eq!(Mutant::from_name(m.name()), Some(m));
         }
         assert_eq!(Mutant::from_name("no-such"), None);
-        let mut names: [&str; 28] = Mutant::ALL.map(Mutant::name);
+        let mut names: [&str; 31] = Mutant::ALL.map(Mutant::name);
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }

@@ -132,7 +132,19 @@ impl Handles {
     /// Allocate 2^order movable pages; the handle table grows fallibly (its memory is the
     /// kernel heap, which a large request can exhaust), and nothing is taken when it cannot.
     pub fn try_alloc<M: Memmap>(&mut self, a: &mut PageAlloc<M>, order: u32) -> Result<Handle, HandleError> {
-        let pfn = a.alloc(order, AllocKind::Movable).ok_or(HandleError::NoMemory)?;
+        self.try_alloc_node(a, order, 0)
+    }
+
+    /// [`try_alloc`](Self::try_alloc) from node `nid` first, then by distance.
+    pub fn try_alloc_node<M: Memmap>(
+        &mut self,
+        a: &mut PageAlloc<M>,
+        order: u32,
+        nid: NodeId,
+    ) -> Result<Handle, HandleError> {
+        let pfn = a
+            .alloc_node(order, AllocKind::Movable, nid)
+            .ok_or(HandleError::NoMemory)?;
         let i = match self.take_slot() {
             Ok(i) => i,
             Err(e) => {
@@ -317,6 +329,7 @@ fn migrate_block<M: Memmap>(
 /// moving again later within the node costs a copy, while a move to another node costs every
 /// later access.
 fn migration_target<M: Memmap>(a: &mut PageAlloc<M>, order: u32, target_below: u64, nid: NodeId) -> Option<u64> {
+    let nid = if mutant::on(Mutant::MigrateIgnoresNode) { 0 } else { nid };
     let (nodes, len) = a.distances().fallback_order(nid);
     nodes[..len].iter().find_map(|&n| {
         a.alloc_below_this_node(order, AllocKind::Movable, target_below, n)

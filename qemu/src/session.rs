@@ -225,8 +225,13 @@ impl Session {
     /// `:plug`: hot-plugs a pc-dimm of `size` bytes (backend `mem-<id>`), waits for the
     /// guest's _OST and then for its `dimm: slot=N ... event=...` console line.
     pub fn plug(&mut self, size: u64, id: Option<&str>) -> Result<Plugged, SessionError> {
+        self.plug_node(size, id, None)
+    }
+
+    /// [`plug`](Self::plug) on NUMA node `node` (`None`: QEMU's default, node 0).
+    pub fn plug_node(&mut self, size: u64, id: Option<&str>, node: Option<u32>) -> Result<Plugged, SessionError> {
         let t = self.limits();
-        plug_on(&mut self.console, &mut self.qmp, t, size, id, None)
+        plug_on(&mut self.console, &mut self.qmp, t, size, id, node)
     }
 
     /// `:unplug`: `device_del`, then `DEVICE_DELETED` or the guest's refusal, then the guest's

@@ -232,8 +232,13 @@ impl DimmSession {
 
     /// Hot-plugs a DIMM (no expectation on the guest's answer).
     pub fn plug(&mut self, size: u64, id: &str) -> Plugged {
-        self.step(format!("plug {} {id}", Size(size)));
-        match self.session().plug(size, Some(id)) {
+        self.plug_node(size, id, None)
+    }
+
+    /// [`plug`](Self::plug) on NUMA node `node`.
+    pub fn plug_node(&mut self, size: u64, id: &str, node: Option<u32>) -> Plugged {
+        self.step(format!("plug {} {id} node={node:?}", Size(size)));
+        match self.session().plug_node(size, Some(id), node) {
             Ok(p) => {
                 self.step(format!("  -> {}", p.line()));
                 self.check_protocol();
@@ -266,7 +271,12 @@ impl DimmSession {
     /// Hot-plugs a DIMM and checks: _OST success, the guest's `event=insert` line with
     /// `ost=0x0`, one block per block size, all online in one zone (static group).
     pub fn plug_ok(&mut self, size: u64, id: &str) -> Plugged {
-        let p = self.plug(size, id);
+        self.plug_node_ok(size, id, None)
+    }
+
+    /// [`plug_ok`](Self::plug_ok) on NUMA node `node`; the guest's line names that node.
+    pub fn plug_node_ok(&mut self, size: u64, id: &str, node: Option<u32>) -> Plugged {
+        let p = self.plug_node(size, id, node);
         if p.result != PlugResult::Ok {
             self.fail(&format!("plug {id}: expected _OST success, got {}", p.line()));
         }
@@ -286,11 +296,13 @@ impl DimmSession {
             && ev.size == Some(size)
             && ev.blocks.len() == want_blocks
             && ev.zones.len() == want_blocks
-            && ev.zones.iter().all(|z| *z == ev.zones[0] && z != "offline");
+            && ev.zones.iter().all(|z| *z == ev.zones[0] && z != "offline")
+            && crate::parse::kv(&line, "node").and_then(|n| n.parse::<u32>().ok()) == Some(node.unwrap_or(0));
         if !ok {
             self.fail(&format!(
-                "plug {id}: expected an insert of {want_blocks} block(s) at {:?} online in one zone with ost=0x0, got {line:?}",
-                p.addr
+                "plug {id}: expected an insert of {want_blocks} block(s) at {:?} on node {} online in one zone with ost=0x0, got {line:?}",
+                p.addr,
+                node.unwrap_or(0)
             ));
         }
         p

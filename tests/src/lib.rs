@@ -537,6 +537,7 @@ pub mod dimm;
 pub mod docs;
 pub mod gdb;
 pub mod libvirt;
+pub mod numa;
 pub mod parse;
 pub mod shell;
 pub mod vmem;

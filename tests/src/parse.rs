@@ -162,6 +162,8 @@ pub struct GuestBlock {
     pub id: u64,
     pub start: u64,
     pub end: u64,
+    /// NUMA node (0 when the line has none).
+    pub node: u32,
     pub state: String,
     pub zone: String,
     pub group: String,
@@ -181,6 +183,7 @@ pub fn parse_blocks(text: &str) -> Vec<GuestBlock> {
                 id: f("id")?.parse().ok()?,
                 start: hex(a)?,
                 end: hex(b)?,
+                node: f("node").and_then(|n| n.parse().ok()).unwrap_or(0),
                 state: f("state")?.to_string(),
                 zone: f("zone").unwrap_or_default().to_string(),
                 group: f("group").unwrap_or_default().to_string(),

@@ -283,6 +283,18 @@ const MUTANTS: &[Mutant] = &[
         test_args: &["--test", "hotplug", "cfg_64k_48::offline_migrates_movable_pages"],
         expect: "does not map the new frame",
     },
+    // Migration that looks for new frames from node 0 instead of the page's node: a page of
+    // node 1 moves to node 0 although node 1 has room.
+    Mutant {
+        package: "hotmem-mm",
+        name: "migrate-ignores-node",
+        test_args: &[
+            "--test",
+            "numa",
+            "cfg_4k_48::migration_targets_the_source_node_then_the_nearest",
+        ],
+        expect: "room on node 1: true",
+    },
     // The model-checked deferred hand-over: an offline that does not see a chunk in flight
     // completes under an idle CPU initialising it.
     Mutant {
@@ -817,14 +829,7 @@ fn dimm_mutants_are_caught_4k() {
             d.unplug_ok("dimm0");
             d.powerdown();
         }));
-        let why = match &r {
-            Ok(()) => String::from("the scenario passed"),
-            Err(p) => p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default(),
-        };
+        let why = panic_text(&r);
         let caught = r.is_err() && why.contains(m.expect);
         eprintln!("mutant {} (4k): {}", m.name, if caught { "caught" } else { "ESCAPED" });
         if !caught {
@@ -832,4 +837,70 @@ fn dimm_mutants_are_caught_4k() {
         }
     }
     assert!(escaped.is_empty(), "DIMM mutants escaped:\n{}", escaped.join("\n"));
+}
+
+/// A NUMA mutant of the kernel: the shell kernel with every mutant runs a NUMA scenario of
+/// `hotmem_tests::numa` with `mutant=<name>`, which must fail with `expect`.
+struct NumaMutant {
+    name: &'static str,
+    case: fn(hotmem_qemu::config::Granule) -> hotmem_tests::dimm::DimmCase,
+    run: fn(&hotmem_tests::dimm::DimmCase),
+    expect: &'static str,
+}
+
+const NUMA_MUTANTS: &[NumaMutant] = &[
+    // Allocations from node 0 whatever CPU asks: CPU 2 (node 2) allocates on node 0.
+    NumaMutant {
+        name: "numa-node-ignored",
+        case: hotmem_tests::numa::four_nodes_case,
+        run: hotmem_tests::numa::locality,
+        expect: "numa locality: got",
+    },
+    // A DIMM plugged on node 1 lands on node 0.
+    NumaMutant {
+        name: "dimm-node-ignored",
+        case: hotmem_tests::numa::acceptance_case,
+        run: hotmem_tests::numa::acceptance,
+        expect: "dimm0 on node 1",
+    },
+];
+
+/// The NUMA mutants, in the 4K granule.
+#[test]
+fn numa_mutants_are_caught_4k() {
+    use hotmem_qemu::config::Granule;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let filter = std::env::var("HOTMEM_MUTANT_FILTER").unwrap_or_default();
+    let elf = build_kernel_with(root, "4k", "shell-mutants");
+    let flat = hotmem_qemu::elf::elf_to_flat(&std::fs::read(&elf).expect("read the kernel")).expect("flat image");
+    std::fs::write(elf.with_extension("bin"), &flat.bytes).expect("write the flat image");
+    let mut escaped = Vec::new();
+    for m in NUMA_MUTANTS.iter().filter(|m| m.name.contains(filter.as_str())) {
+        let mut c = (m.case)(Granule::K4).append(&format!("mutant={}", m.name));
+        c.kernel = Some(hotmem_qemu::kernel::Kernel {
+            config: c.config,
+            elf: elf.clone(),
+            bin: elf.with_extension("bin"),
+        });
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (m.run)(&c)));
+        let why = panic_text(&r);
+        let caught = r.is_err() && why.contains(m.expect);
+        eprintln!("mutant {} (4k): {}", m.name, if caught { "caught" } else { "ESCAPED" });
+        if !caught {
+            escaped.push(format!("{}: expected {:?}, got: {why}", m.name, m.expect));
+        }
+    }
+    assert!(escaped.is_empty(), "NUMA mutants escaped:\n{}", escaped.join("\n"));
+}
+
+/// The message of a scenario's panic ("the scenario passed" when it did not panic).
+fn panic_text(r: &std::thread::Result<()>) -> String {
+    match r {
+        Ok(()) => String::from("the scenario passed"),
+        Err(p) => p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default(),
+    }
 }

@@ -151,22 +151,39 @@ pub fn policy_args(args: &[&str]) -> Result<PolicyChange, ShellError> {
 /// What `stress` does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stress {
-    /// `stress <size>`.
-    Fill(u64),
+    /// `stress <size> [node=N]`: the size, and the node to allocate from first (default: the
+    /// calling CPU's).
+    Fill(u64, Option<u8>),
     /// `stress verify`.
     Verify,
     /// `stress free`.
     Free,
 }
 
-/// `stress <size> | stress verify | stress free`.
+/// `stress <size> [node=N] | stress verify | stress free`.
 pub fn stress_args(args: &[&str]) -> Result<Stress, ShellError> {
     match args {
         ["verify"] => Ok(Stress::Verify),
         ["free"] => Ok(Stress::Free),
-        [size] => Ok(Stress::Fill(parse_u64(size)?)),
+        [size] => Ok(Stress::Fill(parse_u64(size)?, None)),
+        [size, node] => Ok(Stress::Fill(parse_u64(size)?, Some(node_arg(node)?))),
         _ => Err(ShellError::Usage),
     }
+}
+
+// The text of `node_arg`'s error names the node ids.
+const _: () = assert!(crate::numa::MAX_NUMNODES == 8);
+
+/// `node=N`, a node id below [`crate::numa::MAX_NUMNODES`].
+pub fn node_arg(word: &str) -> Result<u8, ShellError> {
+    word.strip_prefix("node=")
+        .and_then(|n| num::parse_u64(n).ok())
+        .filter(|&n| n < crate::numa::MAX_NUMNODES as u64)
+        .map(|n| n as u8)
+        .ok_or(ShellError::BadWord {
+            word: String::from(word),
+            want: "node=N with N a node id (0-7)",
+        })
 }
 
 /// Repetitions of `bench` without `reps=`.

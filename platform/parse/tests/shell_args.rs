@@ -97,7 +97,18 @@ fn meminfo_policy_and_stress_forms() {
 
     assert_eq!(stress_args(&["verify"]), Ok(Stress::Verify));
     assert_eq!(stress_args(&["free"]), Ok(Stress::Free));
-    assert_eq!(stress_args(&["1G"]), Ok(Stress::Fill(1 << 30)));
+    assert_eq!(stress_args(&["1G"]), Ok(Stress::Fill(1 << 30, None)));
+    assert_eq!(stress_args(&["1G", "node=2"]), Ok(Stress::Fill(1 << 30, Some(2))));
+    for bad in ["node=8", "node=", "node=x", "nod=1", "2"] {
+        assert_eq!(
+            stress_args(&["1G", bad]),
+            Err(ShellError::BadWord {
+                word: bad.into(),
+                want: "node=N with N a node id (0-7)"
+            }),
+            "{bad}"
+        );
+    }
     assert_eq!(stress_args(&["lots"]), Err(bad_number("lots")));
     assert_eq!(stress_args(&[]), Err(ShellError::Usage));
     assert_eq!(stress_args(&["1G", "verify"]), Err(ShellError::Usage));

@@ -79,6 +79,9 @@ pub fn cpu_node(cpu: usize) -> NodeId {
 
 /// The node of the calling CPU (Linux `numa_node_id`).
 pub fn this_node() -> NodeId {
+    if arch::mutant::on(arch::mutant::Mutant::NumaNodeIgnored) {
+        return 0;
+    }
     cpu_node(arch::cpu::cpu_index())
 }
 

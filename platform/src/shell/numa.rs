@@ -53,7 +53,56 @@ pub(super) fn online_nodes(mem: &[NodeMemory; MAX_NUMNODES]) -> NodeMask {
 }
 
 pub(super) fn cmd_numa(args: &[&str]) -> Result<(), ShellError> {
-    no_args(args)?;
+    match args {
+        [] => show(),
+        ["locality"] => locality(),
+        [w] => Err(ShellError::BadWord {
+            word: String::from(*w),
+            want: "`locality` (or nothing)",
+        }),
+        [_, extra, ..] => Err(ShellError::Extra(String::from(*extra))),
+    }
+}
+
+/// Run on each CPU: allocate one kernel page (as the kernel does, from this CPU's node first),
+/// return its node, free it.
+fn alloc_here(_: u64) -> u64 {
+    let Some(pa) = page_alloc::alloc_pages(0) else {
+        return u64::MAX;
+    };
+    let node =
+        page_alloc::with_page_alloc(|a| a.page(pa >> layout::PAGE_SHIFT).map_or(u64::MAX, |p| u64::from(p.node)));
+    let _ = page_alloc::free_pages(pa, 0);
+    node
+}
+
+/// `numa locality`: each online CPU's kernel allocation comes from its own node, or, when that
+/// node has no free kernel memory, from the nearest one that has (the zonelist's order).
+fn locality() -> Result<(), ShellError> {
+    let mut ok = true;
+    for (cpu, got) in smp::run_on_all(alloc_here, 0) {
+        let node = numa::cpu_node(cpu);
+        let want = page_alloc::with_page_alloc(|a| {
+            a.fallback_nodes(node)
+                .iter()
+                .copied()
+                .find(|&n| a.node_counters(n, ZoneId::Normal).available() > 0)
+        });
+        let good = got.is_some_and(|g| Some(g) == want.map(u64::from));
+        ok &= good;
+        println!(
+            "numa: locality cpu={cpu} node={node} allocated_on={} want={} {}",
+            got.filter(|&g| g != u64::MAX)
+                .map_or(String::from("-"), |g| alloc::format!("{g}")),
+            want.map_or(String::from("-"), |w| alloc::format!("{w}")),
+            if good { "ok" } else { "WRONG" }
+        );
+    }
+    println!("numa: locality {}", if ok { "ok" } else { "FAILED" });
+    Ok(())
+}
+
+fn show() -> Result<(), ShellError> {
     let mem = node_memory();
     let online = online_nodes(&mem);
     let mut with_memory = NodeMask::empty();

@@ -10,28 +10,45 @@ pub(super) fn cmd_stress(args: &[&str]) -> Result<(), ShellError> {
         Stress::Verify => {
             let r = stress::verify();
             println!(
-                "stress: verify allocations={} verified={} bad={} result={}",
+                "stress: verify allocations={} verified={} bad={} result={} nodes={}",
                 r.allocations,
                 r.verified,
                 r.bad,
-                if r.bad == 0 { "ok" } else { "FAILED" }
+                if r.bad == 0 { "ok" } else { "FAILED" },
+                per_node(stress::pages_per_node())
             );
         }
         Stress::Free => println!("stress: freed={}", stress::free()),
-        Stress::Fill(size) => match stress::fill(size) {
+        Stress::Fill(size, node) => match stress::fill(size, node) {
             Ok(r) => println!(
-                "stress: allocated={} bytes={} verified={} bad={} result={} cycles={}",
+                "stress: allocated={} bytes={} verified={} bad={} result={} cycles={} nodes={}",
                 r.allocations,
                 r.bytes,
                 r.verified,
                 r.bad,
                 if r.bad == 0 { "ok" } else { "FAILED" },
-                arch::cpu::counter() - t0
+                arch::cpu::counter() - t0,
+                per_node(stress::pages_per_node())
             ),
             Err(e) => println!("stress: error: {e} (the allocations made are kept; 'stress free' releases them)"),
         },
     }
     Ok(())
+}
+
+/// `0:12,2:5`: the nodes holding pages and how many (`-`: none).
+fn per_node(pages: [u64; mm::numa::MAX_NUMNODES]) -> String {
+    let words: alloc::vec::Vec<String> = pages
+        .iter()
+        .enumerate()
+        .filter(|&(_, &n)| n > 0)
+        .map(|(nid, n)| alloc::format!("{nid}:{n}"))
+        .collect();
+    if words.is_empty() {
+        String::from("-")
+    } else {
+        words.join(",")
+    }
 }
 
 /// Pages held by `pin`.

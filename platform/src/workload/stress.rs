@@ -7,6 +7,7 @@
 
 use crate::boot::layout::{self, PAGE_SIZE};
 use crate::kernel::mem::movable::{self, MovableError};
+use mm::numa::{NodeId, MAX_NUMNODES};
 
 /// The pattern word `i` of a stress allocation with `seed`.
 fn pattern(seed: u64, i: u64) -> u64 {
@@ -51,13 +52,14 @@ impl core::fmt::Display for StressError {
     }
 }
 
-/// Allocate `bytes` of movable memory (order-0 pages, each at its window VA), fill with
-/// checksummed patterns and verify.
-pub fn fill(bytes: u64) -> Result<StressReport, StressError> {
+/// Allocate `bytes` of movable memory (order-0 pages, each at its window VA) from `node` first
+/// (default: the calling CPU's node), fill with checksummed patterns and verify.
+pub fn fill(bytes: u64, node: Option<NodeId>) -> Result<StressReport, StressError> {
     let n = bytes.div_ceil(PAGE_SIZE);
+    let nid = node.unwrap_or_else(crate::kernel::numa::this_node);
     let mut r = StressReport::default();
     for done in 0..n {
-        movable::alloc_page(|h, d| {
+        movable::alloc_page_on(nid, |h, d| {
             let seed = arch::cpu::counter() ^ ((h.0 as u64) << 32);
             d[0] = seed;
             for (i, w) in d.iter_mut().enumerate().skip(1) {
@@ -106,6 +108,11 @@ pub fn verify() -> StressReport {
 /// has that index, `Some(false)` if its data is wrong or its window VA faults.
 pub fn verify_one(i: usize) -> Option<bool> {
     movable::with_page(i, |d| intact(d)).map(|r| r.unwrap_or(false))
+}
+
+/// Pages of live stress allocations per node (where migration left them).
+pub fn pages_per_node() -> [u64; MAX_NUMNODES] {
+    movable::pages_per_node()
 }
 
 /// Stress allocation indices are below this.

@@ -60,10 +60,16 @@ fn with_window<R>(h: Handle, order: u32, f: impl FnOnce(&mut [u64]) -> R) -> R {
 }
 
 /// A movable page mapped at its window VA (its table exists since boot) and given to `init`,
-/// all under the handles lock, so a concurrent [`with_page`] never sees it half-made.
+/// all under the handles lock, so a concurrent [`with_page`] never sees it half-made. It comes
+/// from the calling CPU's node first (Linux's default local allocation).
 pub fn alloc_page(init: impl FnOnce(Handle, &mut [u64])) -> Result<Handle, MovableError> {
+    alloc_page_on(crate::kernel::numa::this_node(), init)
+}
+
+/// [`alloc_page`] from node `nid` first, then by distance.
+pub fn alloc_page_on(nid: mm::numa::NodeId, init: impl FnOnce(Handle, &mut [u64])) -> Result<Handle, MovableError> {
     let mut handles = HANDLES.lock();
-    let h = page_alloc::with_page_alloc_waiting(|a| handles.try_alloc(a, 0)).map_err(|e| match e {
+    let h = page_alloc::with_page_alloc_waiting(|a| handles.try_alloc_node(a, 0, nid)).map_err(|e| match e {
         HandleError::NoMemory => MovableError::NoMemory,
         HandleError::NoBookkeeping => MovableError::NoBookkeeping,
     })?;
@@ -117,6 +123,20 @@ pub fn with_page<R>(i: usize, f: impl FnOnce(&mut [u64]) -> R) -> Option<Option<
 /// Allocation indices are below this.
 pub fn slot_count() -> usize {
     HANDLES.lock().slot_count()
+}
+
+/// Pages of live window allocations per node (where their frames are now).
+pub fn pages_per_node() -> [u64; mm::numa::MAX_NUMNODES] {
+    let handles = HANDLES.lock();
+    let mut n = [0; mm::numa::MAX_NUMNODES];
+    page_alloc::with_page_alloc(|a| {
+        for (_, pfn, order) in handles.iter() {
+            if let Some(p) = a.page(pfn) {
+                n[usize::from(p.node).min(mm::numa::MAX_NUMNODES - 1)] += 1 << order;
+            }
+        }
+    });
+    n
 }
 
 /// Pages of live allocations in `[pfn, pfn + nr)` (in-guest tests).

@@ -209,7 +209,10 @@ fn hotplug_cycles_inner(start: u64, blocks: u64) -> Result<(), String> {
         // written, so cheap) while stress allocates: its pages then land in the new blocks
         // whatever zone they were onlined to, so every cycle's offline has data to migrate.
         let held = hold_normal_outside(start >> PAGE_SHIFT, size >> PAGE_SHIFT);
-        let r = stress::fill(STRESS_PAGES.min((2 << 20) / layout::PAGE_SIZE) * layout::PAGE_SIZE);
+        let r = stress::fill(
+            STRESS_PAGES.min((2 << 20) / layout::PAGE_SIZE) * layout::PAGE_SIZE,
+            None,
+        );
         for &(pa, order) in &held {
             page_alloc::free_pages(pa, order).map_err(|e| format!("cycle {c}: free held: {e:?}"))?;
         }

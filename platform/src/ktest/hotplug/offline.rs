@@ -101,7 +101,7 @@ fn failed_offline_rolls_back_cleanly(_: &Platform) -> Result<(), String> {
     // The block full of stress data (movable allocations prefer ZONE_MOVABLE), then ZONE_NORMAL
     // taken by kernel allocations (not written, so cheap) down to room for a quarter block.
     let movable_free = page_alloc::with_page_alloc(|a| a.counters(ZoneId::Movable).available());
-    stress::fill(movable_free << PAGE_SHIFT).map_err(|e| format!("stress: {e:?}"))?;
+    stress::fill(movable_free << PAGE_SHIFT, None).map_err(|e| format!("stress: {e:?}"))?;
     let room = G.pages_per_section() / 4;
     let mut held = Vec::new();
     for order in (0..=G.max_order()).rev() {
