@@ -82,6 +82,16 @@ pub fn addr_size(args: &[&str]) -> Result<(u64, u64), ShellError> {
     Ok((parse_u64(addr)?, parse_u64(size)?))
 }
 
+/// `probe <addr> <size> [node=N]`: the range and the node named, if any.
+pub fn probe_args(args: &[&str]) -> Result<(u64, u64, Option<u8>), ShellError> {
+    match args {
+        [addr, size] => Ok((parse_u64(addr)?, parse_u64(size)?, None)),
+        [addr, size, node] => Ok((parse_u64(addr)?, parse_u64(size)?, Some(node_arg(node)?))),
+        [_, _, _, extra, ..] => Err(ShellError::Extra(String::from(*extra))),
+        _ => Err(ShellError::Missing),
+    }
+}
+
 /// `online <block> [kernel|movable|auto]` (the zone word is checked before the block number).
 pub fn online_args(args: &[&str]) -> Result<(u64, OnlineType), ShellError> {
     let (id, t) = match args {

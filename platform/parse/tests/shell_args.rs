@@ -5,7 +5,7 @@
 use mm::hotplug::{OnlinePolicy, OnlineType};
 use parse::shell::{
     addr_size, bench_args, bench_sizes, exactly, meminfo_args, no_args, one_number, online_args, parse_u64,
-    policy_args, stress_args, MeminfoMode, PolicyChange, ShellError, Stress, BENCH_DEFAULT_REPS,
+    policy_args, probe_args, stress_args, MeminfoMode, PolicyChange, ShellError, Stress, BENCH_DEFAULT_REPS,
 };
 use proptest::prelude::*;
 
@@ -99,6 +99,20 @@ fn meminfo_policy_and_stress_forms() {
     assert_eq!(stress_args(&["free"]), Ok(Stress::Free));
     assert_eq!(stress_args(&["1G"]), Ok(Stress::Fill(1 << 30, None)));
     assert_eq!(stress_args(&["1G", "node=2"]), Ok(Stress::Fill(1 << 30, Some(2))));
+    assert_eq!(probe_args(&["0x80000000", "128M"]), Ok((0x8000_0000, 128 << 20, None)));
+    assert_eq!(
+        probe_args(&["0x80000000", "128M", "node=1"]),
+        Ok((0x8000_0000, 128 << 20, Some(1)))
+    );
+    assert_eq!(probe_args(&["0x80000000"]), Err(ShellError::Missing));
+    assert_eq!(
+        probe_args(&["1", "2", "node=1", "x"]),
+        Err(ShellError::Extra("x".into()))
+    );
+    assert!(matches!(
+        probe_args(&["1", "2", "node=9"]),
+        Err(ShellError::BadWord { .. })
+    ));
     for bad in ["node=8", "node=", "node=x", "nod=1", "2"] {
         assert_eq!(
             stress_args(&["1G", bad]),

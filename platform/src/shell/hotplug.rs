@@ -14,7 +14,10 @@ fn report<T>(what: &str, r: Result<T, mm::hotplug::HotplugError>) -> Option<T> {
 }
 
 pub(super) fn cmd_probe(args: &[&str]) -> Result<(), ShellError> {
-    let (addr, size) = addr_size(args)?;
+    let (addr, size, node) = parse::shell::probe_args(args)?;
+    // Held-back RAM belongs to the node of its boot range (Linux `memory_add_physaddr_to_nid`)
+    // unless `node=` says otherwise.
+    let nid = node.unwrap_or_else(|| crate::kernel::numa::boot_node_of(addr));
     if !crate::kernel::mem::hotplug::probe_allowed(addr, size) {
         println!("probe: error: {addr:#x}+{size:#x} is not RAM held back by mem= (see the boot: held_back lines)");
         return Ok(());
@@ -23,7 +26,7 @@ pub(super) fn cmd_probe(args: &[&str]) -> Result<(), ShellError> {
     let r = crate::kernel::mem::hotplug::with_hotplug(|hp, ops| {
         hp.add_memory(
             ops,
-            0,
+            nid,
             None,
             addr,
             size,
@@ -33,8 +36,8 @@ pub(super) fn cmd_probe(args: &[&str]) -> Result<(), ShellError> {
     let cycles = arch::cpu::counter() - t0;
     if let Some(ids) = report("probe", r) {
         println!(
-            "probe: added={:#x}+{:#x} blocks={:?} cycles={}",
-            addr, size, ids, cycles
+            "probe: added={:#x}+{:#x} node={} blocks={:?} cycles={}",
+            addr, size, nid, ids, cycles
         );
     }
     Ok(())

@@ -51,7 +51,7 @@ const COMMANDS: &[Command] = &[
     Command { name: "sections", usage: "sections", help: "state of every present memory section", run: cmd_sections },
     Command { name: "blocks", usage: "blocks", help: "memory blocks: id, range, node, state, zone, group, vmemmap pages", run: cmd_blocks },
     Command { name: "numa", usage: "numa [locality]", help: "NUMA nodes: CPUs, memory, distances / check each CPU allocates from its node first", run: cmd_numa },
-    Command { name: "probe", usage: "probe <addr> <size>", help: "hot-add memory held back by mem= (memmap on memory)", run: cmd_probe },
+    Command { name: "probe", usage: "probe <addr> <size> [node=N]", help: "hot-add memory held back by mem= (memmap on memory) to its node, or node N", run: cmd_probe },
     Command { name: "online", usage: "online <block> [kernel|movable|auto]", help: "online a memory block", run: cmd_online },
     Command { name: "offline", usage: "offline <block>", help: "offline a memory block (migrating movable pages)", run: cmd_offline },
     Command { name: "remove", usage: "remove <addr> <size>", help: "hot-remove offline memory", run: cmd_remove },
