@@ -153,7 +153,12 @@ pub trait HotplugOps {
     /// Tear the linear map of the range down: clear → invalidate → free empty tables.
     fn unmap_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError>;
     /// `vmemmap_populate` for one section's memmap, from `altmap` if given.
-    fn populate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>) -> Result<(), HotplugError>;
+    fn populate_memmap(
+        &mut self,
+        section_pfn: u64,
+        nid: NodeId,
+        altmap: Option<&mut Altmap>,
+    ) -> Result<(), HotplugError>;
     /// `vmemmap_free` for one section's memmap, backing back to `altmap` or the allocator.
     fn depopulate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>);
     /// Initialise the `struct page`s of a new block (reserved, offline).

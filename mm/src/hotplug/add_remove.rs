@@ -101,7 +101,7 @@ impl Hotplug {
         let mut altmap = flags
             .memmap_on_memory
             .then(|| Altmap::new(pfn, pfn + bp - 1, 0, self.geom.memmap_pages_per_block()));
-        ops.populate_memmap(pfn, altmap.as_mut())?;
+        ops.populate_memmap(pfn, nid, altmap.as_mut())?;
         match self.memmap_init {
             MemmapInit::Eager => ops.init_memmap(pfn, bp, id),
             MemmapInit::Deferred => {

@@ -363,7 +363,7 @@ pub fn boot<C: Config>() -> (Machine<C>, Checked) {
     hp.memmap_init = MODE.with(|m| m.get());
     for id in 2..4 {
         let pfn = id * g.pages_per_section();
-        m.populate_memmap(pfn, None).unwrap();
+        m.populate_memmap(pfn, 0, None).unwrap();
         m.init_memmap(pfn, g.pages_per_section(), id);
         m.section_update(id, state::PRESENT | state::HAS_MEMMAP | state::EARLY | state::ONLINE, 0);
         m.alloc

@@ -53,7 +53,12 @@ impl<C: Config> HotplugOps for Machine<C> {
         self.assert_removed(pa, size);
     }
 
-    fn populate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>) -> Result<(), HotplugError> {
+    fn populate_memmap(
+        &mut self,
+        section_pfn: u64,
+        _nid: NodeId,
+        altmap: Option<&mut Altmap>,
+    ) -> Result<(), HotplugError> {
         self.injected()?;
         let g = C::GEOM;
         let start = Self::vmemmap_region().0 + section_pfn * 64;

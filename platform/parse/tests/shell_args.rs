@@ -125,7 +125,10 @@ fn meminfo_policy_and_stress_forms() {
     }
     assert_eq!(stress_args(&["lots"]), Err(bad_number("lots")));
     assert_eq!(stress_args(&[]), Err(ShellError::Usage));
-    assert!(matches!(stress_args(&["1G", "verify"]), Err(ShellError::BadWord { .. })));
+    assert!(matches!(
+        stress_args(&["1G", "verify"]),
+        Err(ShellError::BadWord { .. })
+    ));
     assert_eq!(stress_args(&["1G", "node=1", "x"]), Err(ShellError::Usage));
 }
 

@@ -181,7 +181,14 @@ impl HotplugOps for KernelOps {
             .map_err(|_| HotplugError::WouldSplitLeaf { pa })
     }
 
-    fn populate_memmap(&mut self, section_pfn: u64, mut altmap: Option<&mut Altmap>) -> Result<(), HotplugError> {
+    /// Without an altmap the backing comes from the block's node first (Linux
+    /// `vmemmap_populate`'s node argument).
+    fn populate_memmap(
+        &mut self,
+        section_pfn: u64,
+        nid: NodeId,
+        mut altmap: Option<&mut Altmap>,
+    ) -> Result<(), HotplugError> {
         let start = VMEMMAP.pfn_to_page(section_pfn);
         let self_hosted = altmap.is_some();
         // Injected altmap exhaustion (test kernel): the altmap holds only `limit` more pages
@@ -191,7 +198,9 @@ impl HotplugOps for KernelOps {
         if let (Some(a), Some(limit)) = (altmap.as_deref_mut(), limit) {
             a.free = a.free.min(a.alloc + a.align + limit);
         }
-        let r = vmemmap::with_vmemmap(|v| v.populate(start, start + G.memmap_per_section(), altmap.as_deref_mut()));
+        let r = vmemmap::with_vmemmap_on(nid, |v| {
+            v.populate(start, start + G.memmap_per_section(), altmap.as_deref_mut())
+        });
         if let (Some(a), Some(free)) = (altmap, saved_free) {
             a.free = free;
         }

@@ -184,12 +184,17 @@ pub fn with_page_alloc_waiting<R, E>(f: impl FnMut(&mut PageAlloc<KernelMemmap>)
 }
 
 /// Allocate 2^order contiguous, naturally aligned pages for the kernel; returns the PA.
+/// They come from the calling CPU's node first, then by distance.
 pub fn alloc_pages(order: u32) -> Option<u64> {
+    alloc_pages_node(order, crate::kernel::numa::this_node())
+}
+
+/// [`alloc_pages`] from node `nid` first (Linux `alloc_pages_node`).
+pub fn alloc_pages_node(order: u32, nid: mm::numa::NodeId) -> Option<u64> {
     if !BUDDY_READY.load(Ordering::Acquire) {
         let size = PAGE_SIZE << order;
         return memblock::alloc(size, size);
     }
-    let nid = crate::kernel::numa::this_node();
     with_page_alloc_waiting(|a| a.alloc_node(order, AllocKind::Kernel, nid).ok_or(()))
         .ok()
         .map(|pfn| pfn << PAGE_SHIFT)
@@ -209,14 +214,17 @@ pub fn free_page_count() -> u64 {
 }
 
 /// Memmap backing and tables from the buddy (hot paths after boot).
-pub struct BuddySource;
+pub struct BuddySource {
+    /// The node the backing comes from first.
+    pub node: mm::numa::NodeId,
+}
 
 impl PageSource for BuddySource {
     fn alloc_pages(&mut self, order: u32) -> Option<PhysAddr> {
         if super::fault::fails(super::fault::Fault::Backing) {
             return None;
         }
-        alloc_pages(order)
+        alloc_pages_node(order, self.node)
     }
     fn free_pages(&mut self, pa: PhysAddr, order: u32) {
         if let Err(e) = free_pages(pa, order) {

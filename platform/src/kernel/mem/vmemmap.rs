@@ -110,11 +110,19 @@ pub fn init_memmap(ram: &[Range]) -> Result<BootMemmap, VmemmapError> {
 /// Run `f` on the kernel's vmemmap (its page table, table allocator, the buddy as memmap
 /// backing, broadcast TLB maintenance) — the post-boot way to populate or free memmap.
 pub fn with_vmemmap<R>(f: impl FnOnce(&mut Vmemmap<'_, Cfg, KernelTables, BuddySource, KernelTlb>) -> R) -> R {
+    with_vmemmap_on(crate::kernel::numa::this_node(), f)
+}
+
+/// [`with_vmemmap`] with the memmap's backing from node `nid` first.
+pub fn with_vmemmap_on<R>(
+    nid: mm::numa::NodeId,
+    f: impl FnOnce(&mut Vmemmap<'_, Cfg, KernelTables, BuddySource, KernelTlb>) -> R,
+) -> R {
     with_kernel_pt(|pt, tables| {
         f(&mut Vmemmap {
             pt,
             tables,
-            source: &mut BuddySource,
+            source: &mut BuddySource { node: nid },
             tlb: &mut KernelTlb,
             region: vmemmap_region(),
         })
