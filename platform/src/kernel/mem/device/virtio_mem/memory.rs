@@ -52,10 +52,6 @@ impl VmemMemory for Memory {
             .is_none_or(|b| b.zone == Some(ZoneId::Normal))
     }
 
-    fn plugged(&self, i: usize) -> bool {
-        self.region.is_some_and(|r| sbm::SBM.lock()[r].plugged[i])
-    }
-
     fn set_plugged(&mut self, first: usize, n: usize, v: bool) {
         if let Some(r) = self.region {
             sbm::SBM.lock()[r].plugged[first..first + n].fill(v);
