@@ -35,6 +35,7 @@ use crate::size::Size;
 use alloc::{string::String, vec, vec::Vec};
 use arch::mutant::{self, Mutant};
 
+pub mod memory;
 mod sbm;
 mod units;
 
