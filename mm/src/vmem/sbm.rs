@@ -233,11 +233,12 @@ impl Vmem {
         let first = blk * s;
         let bs = self.cfg.block_size;
         let hi = (first + meta..first + s).rev().find(|&i| m.plugged(i));
-        if id.is_some() && hi.is_some() && excess >= m.plugged_in(blk) {
+        if id.is_some() && excess >= m.plugged_in(blk) {
             match self.sbm_remove_block(dev, mem, blk) {
                 Ok(()) => return Ok(()),
-                // Removed, but the device refused the UNPLUG: the next shrink retries it.
-                Err(e) if self.m().added[blk].is_none() => return Err(e),
+                // Removed, but the device refused the UNPLUG (the next shrink retries it), or
+                // only the memmap's device blocks were left: nothing smaller to try.
+                Err(e) if self.m().added[blk].is_none() || hi.is_none() => return Err(e),
                 // Busy somewhere: the highest plugged run may still go.
                 Err(_) => {}
             }
