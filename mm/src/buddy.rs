@@ -1,17 +1,22 @@
 //! Zone-aware buddy page allocator whose state lives in the memmap.
 //!
 //! Free blocks are linked through their head `struct page` (`next`/`prev` PFNs), one list per
-//! zone and order, like Linux's `free_area`. Isolation is what makes offlining safe: once a
+//! node, zone and order, like Linux's `free_area` in each node's `pglist_data`. Every page of a
+//! free block carries the block's node and zone, and buddies merge only within one node and
+//! zone, so a block never spans two nodes. Allocation walks a node's zonelist
+//! ([`zonelist`]: its own zones, then the other nodes' by distance). Isolation is what makes offlining safe: once a
 //! range is isolated its free blocks leave the lists, and blocks freed into it are parked
 //! (`BUDDY | ISOLATED` heads on no list), so nothing in the range can be handed out again until
 //! it is either taken offline or unisolated.
 
+use crate::numa::{Distances, NodeId, NodeMask, MAX_NUMNODES};
 use crate::page::{flags, Memmap, Page, ZoneId, NO_PFN, POISON_CHECKS};
 
 mod check;
 mod deferred;
 mod isolate;
-pub use check::{Rule, Violation, ZoneCensus};
+mod zonelist;
+pub use check::{NodeCensus, Rule, Violation, ZoneCensus};
 pub use deferred::{
     background_after, deferred_init_step, idle_may_take, wait_for_chunks, DeferredChunk, DeferredRange, DeferredState,
     MemmapInit, PageLookup,
@@ -26,7 +31,7 @@ struct FreeList {
     len: u64,
 }
 
-/// Per-zone counters, in pages.
+/// Per-zone counters, in pages (of one node's zone, or summed over the nodes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ZoneCounters {
     /// Pages handed to this zone's allocator (online, not self-hosted memmap).
@@ -41,6 +46,16 @@ pub struct ZoneCounters {
 }
 
 impl ZoneCounters {
+    /// Field-wise sum (a zone's counters over the nodes).
+    const fn add(self, o: ZoneCounters) -> ZoneCounters {
+        ZoneCounters {
+            managed: self.managed + o.managed,
+            free: self.free + o.free,
+            isolated: self.isolated + o.isolated,
+            deferred: self.deferred + o.deferred,
+        }
+    }
+
     /// Pages an allocation can still get: on the free lists or deferred.
     pub const fn available(&self) -> u64 {
         self.free + self.deferred
@@ -72,7 +87,7 @@ pub enum AllocKind {
 }
 
 impl AllocKind {
-    /// The zones this kind is served from, in order.
+    /// The zones of one node this kind is served from, in order.
     const fn zones(self) -> &'static [ZoneId] {
         match self {
             AllocKind::Kernel => &[ZoneId::Normal],
@@ -95,6 +110,8 @@ pub enum BuddyError {
     NoBookkeeping,
     /// The allocated order-`order` block at `pfn` straddles the range's edge: move it first.
     Straddles { pfn: u64, order: u32 },
+    /// A node id at or above [`MAX_NUMNODES`].
+    BadNode { nid: NodeId },
 }
 
 impl core::fmt::Display for BuddyError {
@@ -118,13 +135,21 @@ impl core::fmt::Display for BuddyError {
                     "the allocated order-{order} block at pfn {pfn:#x} straddles the range's edge"
                 )
             }
+            BuddyError::BadNode { nid } => write!(f, "node {nid} is not below MAX_NUMNODES ({MAX_NUMNODES})"),
         }
     }
 }
 
+/// Per node, the order in which its allocations try the nodes (the node order of its zonelist).
+type Zonelists = [([NodeId; MAX_NUMNODES], usize); MAX_NUMNODES];
+
 pub struct PageAlloc<M: Memmap> {
     memmap: M,
-    zones: [Zone; 2],
+    /// `zones[node][zone]`.
+    zones: [[Zone; 2]; MAX_NUMNODES],
+    distances: Distances,
+    /// Built from `distances` (Linux `build_zonelists`), rebuilt when they change.
+    zonelists: Zonelists,
     max_order: u32,
     deferred: Option<deferred::Deferred>,
 }
@@ -134,7 +159,9 @@ impl<M: Memmap> PageAlloc<M> {
         assert!((max_order as usize) < NR_ORDERS);
         PageAlloc {
             memmap,
-            zones: [EMPTY_ZONE; 2],
+            zones: [[EMPTY_ZONE; 2]; MAX_NUMNODES],
+            distances: Distances::uniform(),
+            zonelists: zonelist::build(&Distances::uniform()),
             max_order,
             deferred: None,
         }
@@ -212,34 +239,78 @@ impl<M: Memmap> PageAlloc<M> {
         Ok(f(self.pg(pfn)))
     }
 
+    fn zone(&self, nid: NodeId, zone: ZoneId) -> &Zone {
+        &self.zones[nid as usize][zone as usize]
+    }
+
+    fn zone_mut(&mut self, nid: NodeId, zone: ZoneId) -> &mut Zone {
+        &mut self.zones[nid as usize][zone as usize]
+    }
+
+    /// A zone's counters, summed over the nodes.
     pub fn counters(&self, zone: ZoneId) -> ZoneCounters {
-        self.zones[zone as usize].counters
+        self.zones
+            .iter()
+            .fold(ZoneCounters::default(), |c, z| c.add(z[zone as usize].counters))
     }
 
-    /// Free blocks per order in a zone.
+    /// Free blocks per order in a zone, summed over the nodes.
     pub fn free_blocks(&self, zone: ZoneId) -> [u64; NR_ORDERS] {
-        self.zones[zone as usize].free_area.map(|l| l.len)
+        let mut n = [0; NR_ORDERS];
+        for nid in 0..MAX_NUMNODES as NodeId {
+            for (t, b) in n.iter_mut().zip(self.node_free_blocks(nid, zone)) {
+                *t += b;
+            }
+        }
+        n
     }
 
-    fn list_push(&mut self, zone: ZoneId, order: u32, pfn: u64) {
-        let head = self.zones[zone as usize].free_area[order as usize].head;
+    /// The counters of one node's zone (all zero for a node id at or above `MAX_NUMNODES`).
+    pub fn node_counters(&self, nid: NodeId, zone: ZoneId) -> ZoneCounters {
+        self.zones
+            .get(nid as usize)
+            .map_or(ZoneCounters::default(), |z| z[zone as usize].counters)
+    }
+
+    /// Free blocks per order in one node's zone.
+    pub fn node_free_blocks(&self, nid: NodeId, zone: ZoneId) -> [u64; NR_ORDERS] {
+        self.zones
+            .get(nid as usize)
+            .map_or([0; NR_ORDERS], |z| z[zone as usize].free_area.map(|l| l.len))
+    }
+
+    /// The nodes with managed pages in some zone (Linux `N_MEMORY`).
+    pub fn nodes_with_memory(&self) -> NodeMask {
+        let mut m = NodeMask::empty();
+        for (nid, z) in self.zones.iter().enumerate() {
+            if z.iter().any(|z| z.counters.managed > 0) {
+                m.set(nid as NodeId);
+            }
+        }
+        m
+    }
+
+    fn list_push(&mut self, nid: NodeId, zone: ZoneId, order: u32, pfn: u64) {
+        let head = self.zone(nid, zone).free_area[order as usize].head;
         let p = self.pg(pfn);
         p.flags = (p.flags | flags::BUDDY) & !(flags::HEAD | flags::MOVABLE);
         p.order = order as u8;
         p.zone = zone as u8;
+        p.node = nid;
         p.refcount = 0;
         p.next = head;
         p.prev = NO_PFN;
         if head != NO_PFN {
             self.pg(head).prev = pfn;
         }
-        let l = &mut self.zones[zone as usize].free_area[order as usize];
+        let z = self.zone_mut(nid, zone);
+        let l = &mut z.free_area[order as usize];
         l.head = pfn;
         l.len += 1;
-        self.zones[zone as usize].counters.free += 1 << order;
+        z.counters.free += 1 << order;
     }
 
-    fn list_remove(&mut self, zone: ZoneId, order: u32, pfn: u64) {
+    fn list_remove(&mut self, nid: NodeId, zone: ZoneId, order: u32, pfn: u64) {
         let (next, prev) = {
             let p = self.pg(pfn);
             p.flags &= !flags::BUDDY;
@@ -251,48 +322,56 @@ impl<M: Memmap> PageAlloc<M> {
         if prev != NO_PFN {
             self.pg(prev).next = next;
         } else {
-            self.zones[zone as usize].free_area[order as usize].head = next;
+            self.zone_mut(nid, zone).free_area[order as usize].head = next;
         }
         if next != NO_PFN {
             self.pg(next).prev = prev;
         }
-        let z = &mut self.zones[zone as usize];
+        let z = self.zone_mut(nid, zone);
         z.free_area[order as usize].len -= 1;
         z.counters.free -= 1 << order;
     }
 
-    /// Free a block, merging with free buddies of the same zone.
-    fn free_merge(&mut self, zone: ZoneId, mut pfn: u64, mut order: u32) {
+    /// Free a block, merging with free buddies of the same node and zone (a buddy across a
+    /// node boundary stays apart: a block's pages are all on its node).
+    fn free_merge(&mut self, nid: NodeId, zone: ZoneId, mut pfn: u64, mut order: u32) {
         while order < self.max_order {
             let buddy = pfn ^ (1 << order);
             let Some(b) = self.page(buddy) else { break };
-            let mergeable =
-                b.has(flags::BUDDY) && !b.has(flags::ISOLATED) && b.order as u32 == order && b.zone == zone as u8;
+            let mergeable = b.has(flags::BUDDY)
+                && !b.has(flags::ISOLATED)
+                && b.order as u32 == order
+                && b.zone == zone as u8
+                && b.node == nid;
             if !mergeable {
                 break;
             }
-            self.list_remove(zone, order, buddy);
+            self.list_remove(b.node, zone, order, buddy);
             pfn = pfn.min(buddy);
             order += 1;
         }
-        self.list_push(zone, order, pfn);
+        self.list_push(nid, zone, order, pfn);
     }
 
-    /// Free the initialised pages `[s, e)` of `zone` in maximal aligned blocks.
-    fn free_run(&mut self, zone: ZoneId, s: u64, e: u64) {
+    /// Free the initialised pages `[s, e)` of `nid`'s `zone` in maximal aligned blocks.
+    fn free_run(&mut self, nid: NodeId, zone: ZoneId, s: u64, e: u64) {
         for (q, order) in aligned_blocks(s, e, self.max_order) {
-            self.free_merge(zone, q, order);
+            self.free_merge(nid, zone, q, order);
         }
     }
 
-    /// Give `[start, start + nr)` to `zone` (Linux `online_pages` → `__free_pages_core`):
+    /// Give `[start, start + nr)` to node `node`'s `zone` (Linux `online_pages` →
+    /// `__free_pages_core`): every `struct page` gets the node and zone;
     /// every page that is not `VMEMMAP_SELF_HOSTED` becomes free (its `RESERVED` bit from
     /// memmap initialisation is cleared).
     /// Returns the number of pages handed over.
     ///
     /// Pages whose `struct page`s are not initialised (deferred) are handed over as a range on
-    /// the zone's deferred list, without touching them.
-    pub fn online_range(&mut self, zone: ZoneId, node: u8, start: u64, nr: u64) -> Result<u64, BuddyError> {
+    /// the zone's deferred list (tagged with the node), without touching them.
+    pub fn online_range(&mut self, zone: ZoneId, node: NodeId, start: u64, nr: u64) -> Result<u64, BuddyError> {
+        if node as usize >= MAX_NUMNODES {
+            return Err(BuddyError::BadNode { nid: node });
+        }
         if !self.range_valid(start, nr) {
             return Err(BuddyError::BadRange { start, nr });
         }
@@ -315,12 +394,12 @@ impl<M: Memmap> PageAlloc<M> {
             }
             run = run_end;
         }
-        self.zones[zone as usize].counters.managed += given;
+        self.zone_mut(node, zone).counters.managed += given;
         Ok(given)
     }
 
     /// `online_range` over initialised `struct page`s: each is written once.
-    fn online_initialised(&mut self, zone: ZoneId, node: u8, start: u64, end: u64) -> u64 {
+    fn online_initialised(&mut self, zone: ZoneId, node: NodeId, start: u64, end: u64) -> u64 {
         let mut given = 0;
         let mut pfn = start;
         while pfn < end {
@@ -338,7 +417,7 @@ impl<M: Memmap> PageAlloc<M> {
                 p.refcount = 0;
                 pfn += 1;
             }
-            self.free_run(zone, run_start, pfn);
+            self.free_run(node, zone, run_start, pfn);
             given += pfn - run_start;
             // Skip the self-hosted page that ended the run.
             if pfn < end {
@@ -348,78 +427,6 @@ impl<M: Memmap> PageAlloc<M> {
         given
     }
 
-    /// Allocate 2^order pages; returns the head PFN.
-    pub fn alloc(&mut self, order: u32, kind: AllocKind) -> Option<u64> {
-        if order > self.max_order {
-            return None;
-        }
-        let zones = kind.zones();
-        for &zone in zones {
-            // Initialised free memory first; a deferred chunk only when that cannot serve.
-            let found = loop {
-                match (order..=self.max_order).find(|&o| self.zones[zone as usize].free_area[o as usize].len > 0) {
-                    Some(o) => break Some(o),
-                    None if self.deferred_grow(zone) => continue,
-                    // This zone's memory is being initialised by an idle CPU: it is free, just
-                    // not handed over yet. Fail rather than fall back to the next zone, so the
-                    // caller waits for it (`deferred_in_flight`) and placement does not depend
-                    // on how far background initialisation got.
-                    None if self.deferred_in_flight().any(|(z, _, _)| z == zone) => return None,
-                    None => break None,
-                }
-            };
-            let Some(found) = found else {
-                continue;
-            };
-            let pfn = self.zones[zone as usize].free_area[found as usize].head;
-            return Some(self.take(zone, found, pfn, order, kind));
-        }
-        None
-    }
-
-    /// Take the free order-`found` block at `pfn` off its list and hand out its first
-    /// 2^`order` pages (the rest go back on the lists, split).
-    fn take(&mut self, zone: ZoneId, found: u32, pfn: u64, order: u32, kind: AllocKind) -> u64 {
-        self.list_remove(zone, found, pfn);
-        let mut o = found;
-        while o > order {
-            o -= 1;
-            self.list_push(zone, o, pfn + (1 << o));
-        }
-        let p = self.pg(pfn);
-        p.flags |= flags::HEAD;
-        if kind == AllocKind::Movable {
-            p.flags |= flags::MOVABLE;
-        }
-        p.order = order as u8;
-        p.refcount = 1;
-        pfn
-    }
-
-    /// [`alloc`](Self::alloc) from memory below `limit` (a PFN) if there is any: migration for
-    /// a shrink takes its targets below what the same shrink will take away, so each page moves
-    /// once. The free lists are searched for a head below `limit` (the first one found: splits
-    /// push their remainders to the list heads, so a run of such allocations finds them at once);
-    /// `None` when no free block below `limit` can serve.
-    pub fn alloc_below(&mut self, order: u32, kind: AllocKind, limit: u64) -> Option<u64> {
-        if order > self.max_order {
-            return None;
-        }
-        let zones = kind.zones();
-        for &zone in zones {
-            for o in order..=self.max_order {
-                let mut pfn = self.zones[zone as usize].free_area[o as usize].head;
-                while pfn != NO_PFN && pfn + (1 << o) > limit {
-                    pfn = self.page(pfn).map_or(NO_PFN, |p| p.next);
-                }
-                if pfn != NO_PFN {
-                    return Some(self.take(zone, o, pfn, order, kind));
-                }
-            }
-        }
-        None
-    }
-
     /// Free a block returned by [`alloc`](Self::alloc) with the same order.
     pub fn free(&mut self, pfn: u64, order: u32) -> Result<(), BuddyError> {
         let p = self.page(pfn).ok_or(BuddyError::NotAllocated { pfn })?;
@@ -427,19 +434,23 @@ impl<M: Memmap> PageAlloc<M> {
             return Err(BuddyError::NotAllocated { pfn });
         }
         let zone = p.zone_id().ok_or(BuddyError::NotAllocated { pfn })?;
+        let nid = p.node;
+        if nid as usize >= MAX_NUMNODES {
+            return Err(BuddyError::NotAllocated { pfn });
+        }
         if p.has(flags::ISOLATED) {
             // Park it: the range is going offline; it must not be handed out again.
             let p = self.pg(pfn);
             p.flags = (p.flags | flags::BUDDY) & !(flags::HEAD | flags::MOVABLE);
             p.refcount = 0;
-            self.zones[zone as usize].counters.isolated += 1 << order;
+            self.zone_mut(nid, zone).counters.isolated += 1 << order;
         } else {
             // The head may end up inside a merged block: it must not keep `HEAD` (a stale
             // `HEAD` on a tail page would let a double free of it through).
             let p = self.pg(pfn);
             p.flags &= !(flags::HEAD | flags::MOVABLE);
             p.refcount = 0;
-            self.free_merge(zone, pfn, order);
+            self.free_merge(nid, zone, pfn, order);
         }
         Ok(())
     }

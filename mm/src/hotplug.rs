@@ -10,16 +10,29 @@
 //! pages of a hot-added block back its own memmap through a per-block [`Altmap`]; they are
 //! initialised first when onlining, never reach the allocator, and are released last.
 //!
+//! Every block, group and present-page count belongs to a NUMA node (Linux `memory_block.nid`,
+//! `memory_group.nid`, `pglist_data`'s zones): memory is added to a node, a group holds memory of
+//! its node only, and the zones a block is onlined into are its node's.
+//!
 //! One job per file: the refusals ([`HotplugError`], `error.rs`), adding and removing memory
 //! (`add_remove.rs`), onlining and offlining blocks (`online.rs`), the zone a block goes to and
-//! memory groups (`zone.rs`), and the accounting checker (`check.rs`).
+//! memory groups (`zone.rs`), the auto-movable policy (`auto_movable.rs`), the nodes and their
+//! present pages (`node.rs`), and the accounting checker (`check.rs`).
 
-use crate::{altmap::Altmap, buddy::MemmapInit, geometry::Geometry, page::ZoneId};
+use crate::{
+    altmap::Altmap,
+    buddy::MemmapInit,
+    geometry::Geometry,
+    numa::{NodeId, MAX_NUMNODES},
+    page::ZoneId,
+};
 use alloc::{collections::BTreeMap, vec::Vec};
 
 mod add_remove;
+mod auto_movable;
 mod check;
 mod error;
+mod node;
 mod online;
 mod zone;
 pub use check::AccountingViolation;
@@ -75,18 +88,23 @@ pub enum GroupKind {
     Dynamic { unit_pages: u64 },
 }
 
+/// A memory group (Linux `struct memory_group`): the memory of one device, all of it on the
+/// group's node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryGroup {
     pub kind: GroupKind,
+    /// The node of every block of the group (Linux `memory_group.nid`).
+    pub nid: NodeId,
     pub present_kernel_pages: u64,
     pub present_movable_pages: u64,
     pub nr_blocks: u64,
 }
 
 impl MemoryGroup {
-    const fn empty(kind: GroupKind) -> Self {
+    const fn empty(kind: GroupKind, nid: NodeId) -> Self {
         MemoryGroup {
             kind,
+            nid,
             present_kernel_pages: 0,
             present_movable_pages: 0,
             nr_blocks: 0,
@@ -100,7 +118,9 @@ pub struct MemoryBlock {
     pub start_pfn: u64,
     pub nr_pages: u64,
     pub state: BlockState,
-    /// The zone while online.
+    /// The node the block's memory belongs to, from its add to its removal.
+    pub node: NodeId,
+    /// The zone (of the block's node) while online.
     pub zone: Option<ZoneId>,
     pub group: Option<GroupId>,
     /// The altmap backing this block's memmap (memmap on memory); owned by the block.
@@ -150,29 +170,46 @@ pub trait HotplugOps {
     fn release_memmap(&mut self, _pfn: u64, _nr: u64) {}
     /// Section state bits (the sparse model).
     fn section_update(&mut self, section_nr: u64, set: u8, clear: u8);
-    /// Mark the self-hosted memmap pages (Linux `mhp_init_memmap_on_memory`).
-    fn init_vmemmap_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId);
+    /// Mark the self-hosted memmap pages (Linux `mhp_init_memmap_on_memory`) as pages of `zone`
+    /// of node `nid`.
+    fn init_vmemmap_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId, nid: NodeId);
     fn deinit_vmemmap_pages(&mut self, pfn: u64, nr: u64);
-    /// Give `[pfn, pfn + nr)` to the allocator in `zone`.
-    fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) -> Result<(), HotplugError>;
+    /// Give `[pfn, pfn + nr)` to the allocator in `zone` of node `nid`.
+    fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId, nid: NodeId) -> Result<(), HotplugError>;
     /// Isolate, migrate movable pages away, take the range out of the allocator; on failure
-    /// (`Busy`, `NoMigrationTarget`) everything is back in the allocator and usable. New frames
-    /// come from below PFN `target_below` while there is room there (`u64::MAX`: anywhere): an
-    /// offline of several ranges passes its lowest, so each page moves once.
-    fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId, target_below: u64) -> Result<(), HotplugError>;
+    /// (`Busy`, `NoMigrationTarget`) everything is back in the allocator and usable. `nid` is
+    /// the node of `block` (migration prefers targets on it). New frames come from below PFN
+    /// `target_below` while there is room there (`u64::MAX`: anywhere): an offline of several
+    /// ranges passes its lowest, so each page moves once.
+    fn offline_pages(
+        &mut self,
+        pfn: u64,
+        nr: u64,
+        block: BlockId,
+        nid: NodeId,
+        target_below: u64,
+    ) -> Result<(), HotplugError>;
     /// `remove_memory` is done with `[pa, pa + size)`: memmap freed, linear map torn down
     /// and invalidated. The memory leaves the kernel; the test builds check that no entry
     /// (live or cleared-but-not-invalidated) still maps it, its linear map or its memmap.
     fn removed(&mut self, pa: u64, size: u64);
 }
 
-/// Per-zone present pages (self-hosted memmap pages included, like Linux).
+/// Per-zone present pages of a node or of all nodes (self-hosted memmap pages included, like
+/// Linux).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ZonePresent {
     pub normal: u64,
     pub movable: u64,
     /// Kernel-zone pages present since boot (Linux KERNEL_EARLY, the auto-movable base).
     pub kernel_early: u64,
+}
+
+impl ZonePresent {
+    /// Present pages in every zone (Linux `node_present_pages`).
+    pub const fn total(&self) -> u64 {
+        self.normal + self.movable
+    }
 }
 
 /// All hotplug state. Callers serialise access (the hotplug lock).
@@ -183,10 +220,18 @@ pub struct Hotplug {
     next_group: GroupId,
     /// Ranges added (start, size, memmap on memory), for overlap and granularity checks.
     added: Vec<(u64, u64, bool)>,
-    present: ZonePresent,
+    /// Present pages per node, as the blocks give them (the checker recounts these).
+    present: [ZonePresent; MAX_NUMNODES],
+    /// KERNEL_EARLY of a node as [`assume_kernel_early`](Self::assume_kernel_early) set it,
+    /// in place of its boot blocks' count.
+    assumed_early: [Option<u64>; MAX_NUMNODES],
     pub policy: OnlinePolicy,
-    /// auto-movable MOVABLE:KERNEL_EARLY ratio in percent (Linux default 301).
+    /// auto-movable MOVABLE:KERNEL_EARLY ratio in percent (Linux
+    /// `memory_hotplug.auto_movable_ratio`, default 301).
     pub ratio: u64,
+    /// auto-movable keeps the ratio on the block's node too, not only over all nodes (Linux
+    /// `memory_hotplug.auto_movable_numa_aware`, default true).
+    pub auto_movable_numa_aware: bool,
     /// What new blocks do after `add_memory` (Linux `memhp_default_state`); `None` = stay offline.
     pub default_online: Option<OnlineType>,
     /// First physical address the configuration cannot map.
@@ -203,30 +248,20 @@ impl Hotplug {
             groups: BTreeMap::new(),
             next_group: 0,
             added: Vec::new(),
-            present: ZonePresent::default(),
+            present: [ZonePresent::default(); MAX_NUMNODES],
+            assumed_early: [None; MAX_NUMNODES],
             policy: OnlinePolicy::AutoMovable,
             ratio: 301,
+            auto_movable_numa_aware: true,
             default_online: Some(OnlineType::Auto),
             max_pa,
             memmap_init: MemmapInit::Eager,
         }
     }
 
-    /// Present pages per zone (the accounting the checker recounts).
-    pub fn present(&self) -> ZonePresent {
-        self.present
-    }
-
     /// The end of the physical range the configuration can map.
     pub fn max_pa(&self) -> u64 {
         self.max_pa
-    }
-
-    /// Count `pages` of kernel-zone memory present since boot (the auto-movable ratio's base)
-    /// as if the boot had brought them: a VM whose early memory is larger than the blocks this
-    /// `Hotplug` was given (tests of the ratio policy).
-    pub fn assume_kernel_early(&mut self, pages: u64) {
-        self.present.kernel_early = pages;
     }
 
     pub fn block_size(&self) -> u64 {
@@ -253,8 +288,9 @@ impl Hotplug {
         self.groups.get(&id)
     }
 
-    /// A boot block: online in NORMAL, early (never offlined or removed).
-    pub fn add_boot_block(&mut self, id: BlockId) {
+    /// A boot block of node `nid`: online in NORMAL, early (never offlined or removed).
+    pub fn add_boot_block(&mut self, id: BlockId, nid: NodeId) -> Result<(), HotplugError> {
+        Self::check_node(nid)?;
         let bp = self.block_pages();
         self.blocks.insert(
             id,
@@ -263,14 +299,17 @@ impl Hotplug {
                 start_pfn: id * bp,
                 nr_pages: bp,
                 state: BlockState::Online,
+                node: nid,
                 zone: Some(ZoneId::Normal),
                 group: None,
                 altmap: None,
                 early: true,
             },
         );
-        self.present.normal += bp;
-        self.present.kernel_early += bp;
+        let present = self.node_present_mut(nid);
+        present.normal += bp;
+        present.kernel_early += bp;
+        Ok(())
     }
 
     fn check_range(&self, start: u64, size: u64) -> Result<(), HotplugError> {

@@ -12,6 +12,7 @@ pub mod buddy;
 pub mod geometry;
 pub mod hotplug;
 pub mod migrate;
+pub mod numa;
 pub mod page;
 pub mod pgtable;
 pub mod size;

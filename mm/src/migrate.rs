@@ -9,6 +9,7 @@
 use crate::{
     buddy::{AllocKind, BuddyError, PageAlloc},
     geometry::Config,
+    numa::NodeId,
     page::{flags, Memmap, Page},
     pgtable::{Attrs, MapError, MapFlags, PageTable, TableAlloc},
 };
@@ -296,10 +297,7 @@ fn migrate_block<M: Memmap>(
         return Err(OfflineError::Unmovable { pfn: busy });
     };
     // An isolated range cannot be handed out, so the target is always elsewhere.
-    let dst = a
-        .alloc_below(order, AllocKind::Movable, target_below)
-        .or_else(|| a.alloc(order, AllocKind::Movable));
-    let Some(dst) = dst else {
+    let Some(dst) = migration_target(a, order, target_below, page.node) else {
         return Err(OfflineError::NoTarget { moved: 0, left: 0 });
     };
     copy(h, busy, dst, order);
@@ -310,6 +308,20 @@ fn migrate_block<M: Memmap>(
     a.free(busy, order).map_err(OfflineError::Range)?; // parked if the range is isolated
     handles.migrated_pages += 1 << order;
     Ok(1 << order)
+}
+
+/// The new frame for a block of `order` migrated off node `nid` (Linux
+/// `alloc_migration_target` with the page's node preferred): the nodes in `nid`'s fallback
+/// order (its own first, then by distance), and on each node memory below `target_below` first,
+/// then any. A page stays on its node when the node has room, even above `target_below`:
+/// moving again later within the node costs a copy, while a move to another node costs every
+/// later access.
+fn migration_target<M: Memmap>(a: &mut PageAlloc<M>, order: u32, target_below: u64, nid: NodeId) -> Option<u64> {
+    let (nodes, len) = a.distances().fallback_order(nid);
+    nodes[..len].iter().find_map(|&n| {
+        a.alloc_below_this_node(order, AllocKind::Movable, target_below, n)
+            .or_else(|| a.alloc_this_node(order, AllocKind::Movable, n))
+    })
 }
 
 /// Move a block that users reach through a kernel VA window (`[va, va + size)`, base pages)

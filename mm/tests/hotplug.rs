@@ -51,7 +51,7 @@ fn add_online_offline_remove_round_trip<C: Config>() {
     let before = m.snapshot();
     let present = hp.present();
     let size = 2 * g.section_size();
-    let ids = hp.add_memory(&mut m, None, base::<C>(), size, MOM).unwrap();
+    let ids = hp.add_memory(&mut m, 0, None, base::<C>(), size, MOM).unwrap();
     assert_eq!(ids, vec![8, 9]);
     for &id in &ids {
         assert_eq!(hp.block(id).unwrap().state, BlockState::Offline);
@@ -73,7 +73,9 @@ fn memmap_on_memory_geometry<C: Config>() {
     let g = C::GEOM;
     let (mut m, mut hp) = boot::<C>();
     let boot_backing = m.source.live.len();
-    let ids = hp.add_memory(&mut m, None, base::<C>(), g.section_size(), MOM).unwrap();
+    let ids = hp
+        .add_memory(&mut m, 0, None, base::<C>(), g.section_size(), MOM)
+        .unwrap();
     let b = *hp.block(ids[0]).unwrap();
     let n_vm = b.nr_vmemmap_pages();
     assert_eq!(n_vm, g.memmap_pages_per_block());
@@ -116,7 +118,7 @@ fn fault_injection_at_every_step_of_add<C: Config>() {
     // Operation failures (map, populate of each block).
     for k in 0..4 {
         m.fail_in = Some(k);
-        let r = hp.add_memory(&mut m, None, base::<C>(), size, MOM);
+        let r = hp.add_memory(&mut m, 0, None, base::<C>(), size, MOM);
         assert_eq!(r, Err(HotplugError::Injected), "k={k}");
         assert_eq!(m.snapshot(), before, "state left behind after failure at step {k}");
         assert_eq!(hp.blocks().count(), 2);
@@ -125,7 +127,7 @@ fn fault_injection_at_every_step_of_add<C: Config>() {
     for budget in 0..12 {
         m.fail_in = None;
         m.tables.set_budget(Some(budget));
-        let r = hp.add_memory(&mut m, None, base::<C>(), size, MOM);
+        let r = hp.add_memory(&mut m, 0, None, base::<C>(), size, MOM);
         m.tables.set_budget(None);
         match r {
             Err(_) => assert_eq!(m.snapshot(), before, "table budget {budget}"),
@@ -136,7 +138,7 @@ fn fault_injection_at_every_step_of_add<C: Config>() {
         }
     }
     // Online failure: the block stays offline, nothing accounted.
-    hp.add_memory(&mut m, None, base::<C>(), size, MOM).unwrap();
+    hp.add_memory(&mut m, 0, None, base::<C>(), size, MOM).unwrap();
     let present = hp.present();
     m.fail_in = Some(0);
     assert_eq!(
@@ -155,7 +157,8 @@ fn fault_injection_at_every_step_of_add<C: Config>() {
 fn state_machine_transitions_and_vetoes<C: Config>() {
     let g = C::GEOM;
     let (mut m, mut hp) = boot::<C>();
-    hp.add_memory(&mut m, None, base::<C>(), g.section_size(), MOM).unwrap();
+    hp.add_memory(&mut m, 0, None, base::<C>(), g.section_size(), MOM)
+        .unwrap();
     assert_eq!(
         hp.offline_block(&mut m, 8),
         Err(HotplugError::BadState {
@@ -197,8 +200,8 @@ fn state_machine_transitions_and_vetoes<C: Config>() {
 fn counters_identical_after_cycles<C: Config>() {
     let g = C::GEOM;
     let (mut m, mut hp) = boot::<C>();
-    let grp = hp.register_static_group(2 * g.pages_per_section());
-    hp.add_memory(&mut m, Some(grp), base::<C>(), 2 * g.section_size(), MOM)
+    let grp = hp.register_static_group(0, 2 * g.pages_per_section()).unwrap();
+    hp.add_memory(&mut m, 0, Some(grp), base::<C>(), 2 * g.section_size(), MOM)
         .unwrap();
     let (present, group, alloc) = (hp.present(), *hp.group(grp).unwrap(), m.snapshot());
     for t in [
@@ -229,7 +232,8 @@ fn counters_identical_after_cycles<C: Config>() {
 fn offline_migrates_movable_pages<C: Config>() {
     let g = C::GEOM;
     let (mut m, mut hp) = boot::<C>();
-    hp.add_memory(&mut m, None, base::<C>(), g.section_size(), MOM).unwrap();
+    hp.add_memory(&mut m, 0, None, base::<C>(), g.section_size(), MOM)
+        .unwrap();
     hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
     let mut hs = Vec::new();
     for i in 0..64u64 {
@@ -254,7 +258,8 @@ fn offline_migrates_movable_pages<C: Config>() {
 fn unmovable_page_makes_offline_busy<C: Config>() {
     let g = C::GEOM;
     let (mut m, mut hp) = boot::<C>();
-    hp.add_memory(&mut m, None, base::<C>(), g.section_size(), MOM).unwrap();
+    hp.add_memory(&mut m, 0, None, base::<C>(), g.section_size(), MOM)
+        .unwrap();
     hp.online_block(&mut m, 8, OnlineType::Kernel).unwrap();
     // Exhaust the boot blocks so a kernel allocation lands in block 8.
     let mut pinned = None;
@@ -300,14 +305,14 @@ fn bad_requests_change_nothing<C: Config>() {
     ];
     for (s, l) in cases {
         assert!(
-            hp.add_memory(&mut m, None, s, l, MOM).is_err(),
+            hp.add_memory(&mut m, 0, None, s, l, MOM).is_err(),
             "{s:#x}+{l:#x} accepted"
         );
         assert_eq!(m.snapshot(), before);
     }
-    hp.add_memory(&mut m, None, base::<C>(), 2 * bs, MOM).unwrap();
+    hp.add_memory(&mut m, 0, None, base::<C>(), 2 * bs, MOM).unwrap();
     assert_eq!(
-        hp.add_memory(&mut m, None, base::<C>() + bs, bs, MOM),
+        hp.add_memory(&mut m, 0, None, base::<C>() + bs, bs, MOM),
         Err(HotplugError::Overlap {
             start: base::<C>() + bs,
             size: bs
@@ -341,7 +346,7 @@ fn leaf_splitting_removal_is_rejected<C: Config>() {
         _ => 16u64 << 30,
     };
     let (mut m, mut hp) = boot::<C>();
-    hp.add_memory(&mut m, None, span, span, AddFlags::default()).unwrap();
+    hp.add_memory(&mut m, 0, None, span, span, AddFlags::default()).unwrap();
     let first = span / g.section_size();
     assert_eq!(hp.block(first).unwrap().state, BlockState::Offline);
     let before = m.snapshot();
@@ -359,17 +364,17 @@ fn leaf_splitting_removal_is_rejected<C: Config>() {
 fn auto_movable_vector() {
     type C = Cfg4K48;
     let g = C::GEOM;
-    // Unchecked: KERNEL_EARLY is faked below, which the accounting recount would flag.
-    let (mut m, Checked(mut hp)) = boot::<C>();
+    let (mut m, mut hp) = boot::<C>();
     hp.policy = OnlinePolicy::AutoMovable;
     hp.ratio = 301;
-    hp.assume_kernel_early(g.pages_per_section() * 28 / 10);
-    let grp = hp.register_dynamic_group(g.pages_per_section()).unwrap();
+    hp.assume_kernel_early(0, g.pages_per_section() * 28 / 10).unwrap();
+    let grp = hp.register_dynamic_group(0, g.pages_per_section()).unwrap();
     let mut got = String::new();
     for i in 0..16 {
         let ids = hp
             .add_memory(
                 &mut m,
+                0,
                 Some(grp),
                 base::<C>() + i * g.section_size(),
                 g.section_size(),
@@ -381,10 +386,11 @@ fn auto_movable_vector() {
     }
     assert_eq!(got, "[M][M][M][M][M][M][M][M][N][M][M][M][N][M][M][M]");
     // Static groups are all-or-nothing: a DIMM that does not fit goes NORMAL as a whole.
-    let dimm = hp.register_static_group(40 * g.pages_per_section());
+    let dimm = hp.register_static_group(0, 40 * g.pages_per_section()).unwrap();
     let ids = hp
         .add_memory(
             &mut m,
+            0,
             Some(dimm),
             base::<C>() + 32 * g.section_size(),
             40 * g.section_size(),
@@ -402,16 +408,16 @@ fn auto_movable_vector() {
 fn static_group_fits_goes_movable_as_a_whole() {
     type C = Cfg16K47;
     let g = C::GEOM;
-    // Unchecked: KERNEL_EARLY is faked, which the accounting recount would flag.
-    let (mut m, Checked(mut hp)) = boot::<C>();
-    hp.assume_kernel_early(32 * g.pages_per_section()); // a 4 GiB VM
+    let (mut m, mut hp) = boot::<C>();
+    hp.assume_kernel_early(0, 32 * g.pages_per_section()).unwrap(); // a 4 GiB VM
     hp.default_online = Some(OnlineType::Auto);
     let mut zones = Vec::new();
     for d in 0..4 {
-        let grp = hp.register_static_group(32 * g.pages_per_section());
+        let grp = hp.register_static_group(0, 32 * g.pages_per_section()).unwrap();
         let ids = hp
             .add_memory(
                 &mut m,
+                0,
                 Some(grp),
                 base::<C>() + d * 32 * g.section_size(),
                 32 * g.section_size(),
@@ -435,8 +441,8 @@ fn offline_and_remove_rolls_back_on_veto<C: Config>() {
     let g = C::GEOM;
     let (mut m, mut hp) = boot::<C>();
     // A dynamic group (virtio-mem style) may span zones; a static one (a DIMM) may not.
-    let grp = hp.register_dynamic_group(g.pages_per_section()).unwrap();
-    hp.add_memory(&mut m, Some(grp), base::<C>(), 2 * g.section_size(), MOM)
+    let grp = hp.register_dynamic_group(0, g.pages_per_section()).unwrap();
+    hp.add_memory(&mut m, 0, Some(grp), base::<C>(), 2 * g.section_size(), MOM)
         .unwrap();
     hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
     hp.online_block(&mut m, 9, OnlineType::Kernel).unwrap();
@@ -512,8 +518,8 @@ fn rollback_case<C: Config>(
     let fail = |e: HotplugError| TestCaseError::fail(format!("{e}"));
     let g = C::GEOM;
     let (mut m, mut hp) = boot::<C>();
-    let grp = hp.register_static_group(2 * g.pages_per_section());
-    hp.add_memory(&mut m, Some(grp), base::<C>(), 2 * g.section_size(), MOM)
+    let grp = hp.register_static_group(0, 2 * g.pages_per_section()).unwrap();
+    hp.add_memory(&mut m, 0, Some(grp), base::<C>(), 2 * g.section_size(), MOM)
         .map_err(fail)?;
     for b in [8, 9] {
         hp.online_block(&mut m, b, OnlineType::Movable).map_err(fail)?;
@@ -692,8 +698,8 @@ fn allocate_every_free_page<C: Config>(m: &mut Machine<C>) -> Result<(), TestCas
 fn dimm_stays_in_one_zone<C: Config>() {
     let g = C::GEOM;
     let (mut m, mut hp) = boot::<C>();
-    let grp = hp.register_static_group(3 * g.pages_per_section());
-    hp.add_memory(&mut m, Some(grp), base::<C>(), 3 * g.section_size(), MOM)
+    let grp = hp.register_static_group(0, 3 * g.pages_per_section()).unwrap();
+    hp.add_memory(&mut m, 0, Some(grp), base::<C>(), 3 * g.section_size(), MOM)
         .unwrap();
     hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
     let before = (m.snapshot(), hp.present(), *hp.group(grp).unwrap());
@@ -736,7 +742,7 @@ fn dimm_stays_in_one_zone<C: Config>() {
     assert_eq!(hp.online_block(&mut m, 8, OnlineType::Auto), Ok(ZoneId::Normal));
     check_all(&m, &hp);
     // Memory without a group is not constrained.
-    hp.add_memory(&mut m, None, 12 * g.section_size(), 2 * g.section_size(), MOM)
+    hp.add_memory(&mut m, 0, None, 12 * g.section_size(), 2 * g.section_size(), MOM)
         .unwrap();
     hp.online_block(&mut m, 12, OnlineType::Movable).unwrap();
     hp.online_block(&mut m, 13, OnlineType::Kernel).unwrap();
@@ -749,8 +755,8 @@ fn dimm_memory_is_not_removed_behind_its_driver<C: Config>() {
     let g = C::GEOM;
     let bs = g.section_size();
     let (mut m, mut hp) = boot::<C>();
-    let grp = hp.register_static_group(2 * g.pages_per_section());
-    hp.add_memory(&mut m, Some(grp), base::<C>(), 2 * bs, MOM).unwrap();
+    let grp = hp.register_static_group(0, 2 * g.pages_per_section()).unwrap();
+    hp.add_memory(&mut m, 0, Some(grp), base::<C>(), 2 * bs, MOM).unwrap();
     let before = (m.snapshot(), hp.present(), *hp.group(grp).unwrap());
     for (start, size, block) in [
         (base::<C>(), 2 * bs, 8),
@@ -769,7 +775,7 @@ fn dimm_memory_is_not_removed_behind_its_driver<C: Config>() {
     assert!(hp.block(8).is_some() && hp.block(9).is_some());
     check_all(&m, &hp);
     // Memory without a group: removed as before.
-    hp.add_memory(&mut m, None, 12 * bs, bs, MOM).unwrap();
+    hp.add_memory(&mut m, 0, None, 12 * bs, bs, MOM).unwrap();
     hp.remove_unowned_memory(&mut m, 12 * bs, bs).unwrap();
     // The driver's path still removes the DIMM.
     hp.offline_and_remove(&mut m, base::<C>(), 2 * bs).unwrap();
@@ -782,7 +788,8 @@ fn dimm_memory_is_not_removed_behind_its_driver<C: Config>() {
 fn handle_table_grows_and_gives_its_memory_back<C: Config>() {
     let g = C::GEOM;
     let (mut m, mut hp) = boot::<C>();
-    hp.add_memory(&mut m, None, base::<C>(), g.section_size(), MOM).unwrap();
+    hp.add_memory(&mut m, 0, None, base::<C>(), g.section_size(), MOM)
+        .unwrap();
     hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
     assert_eq!((m.handles.heap_bytes(), m.handles.slot_count()), (0, 0));
     let mut hs = Vec::new();
@@ -834,7 +841,7 @@ fn tlb_model_flows_with_and_without_range_tlbi<C: Config>() {
             let (mut m, mut hp) = boot::<C>();
             m.tlb.range = range;
             let size = 2 * g.section_size();
-            hp.add_memory(&mut m, None, base::<C>(), size, flags).unwrap();
+            hp.add_memory(&mut m, 0, None, base::<C>(), size, flags).unwrap();
             for id in [8, 9] {
                 hp.online_block(&mut m, id, OnlineType::Movable).unwrap();
             }
@@ -858,7 +865,7 @@ fn tlb_model_flows_with_and_without_range_tlbi<C: Config>() {
             // A failed add (the second block's populate) is rolled back under the same checks.
             m.fail_in = Some(2);
             assert_eq!(
-                hp.add_memory(&mut m, None, base::<C>(), size, flags),
+                hp.add_memory(&mut m, 0, None, base::<C>(), size, flags),
                 Err(HotplugError::Injected)
             );
             m.assert_teardown_ok("a rolled-back add");
@@ -877,7 +884,7 @@ fn tlb_model_flows_with_and_without_range_tlbi<C: Config>() {
 fn offline_and_remove_reonlines_when_remove_is_refused<C: Config>() {
     let g = C::GEOM;
     let (mut m, mut hp) = boot::<C>();
-    hp.add_memory(&mut m, None, base::<C>(), 2 * g.section_size(), MOM)
+    hp.add_memory(&mut m, 0, None, base::<C>(), 2 * g.section_size(), MOM)
         .unwrap();
     hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
     hp.online_block(&mut m, 9, OnlineType::Kernel).unwrap();
@@ -900,6 +907,9 @@ fn offline_and_remove_reonlines_when_remove_is_refused<C: Config>() {
 
 #[path = "hotplug/subblock.rs"]
 mod subblock;
+
+#[path = "hotplug/numa.rs"]
+mod numa;
 
 /// Deferred-mode tests, per configuration: `deferred_init::cfg_4k_48::...`.
 mod deferred_init {
@@ -949,7 +959,7 @@ fn deferred_fresh_blocks_allocate_every_page<C: Config>() {
         let (mut m, mut hp) = boot_in::<C>(MemmapInit::Deferred);
         let before = m.snapshot();
         let size = 2 * g.section_size();
-        let ids = hp.add_memory(&mut m, None, base::<C>(), size, flags).unwrap();
+        let ids = hp.add_memory(&mut m, 0, None, base::<C>(), size, flags).unwrap();
         let parts = deferred_parts::<C>(&ids, flags.memmap_on_memory);
         let usable: u64 = parts.iter().map(|&(s, e)| e - s).sum();
         assert_eq!(m.alloc.uninit_pages(8 * pps, 2 * pps), usable);
@@ -1021,7 +1031,7 @@ fn deferred_untouched_memory_costs_no_per_page_work<C: Config>() {
         let acc = |m: &Machine<C>| m.memmap.accesses.get();
         m.check_each_op = false;
         let a0 = acc(&m);
-        let ids = hp.0.add_memory(&mut m, None, base::<C>(), size, flags).unwrap();
+        let ids = hp.0.add_memory(&mut m, 0, None, base::<C>(), size, flags).unwrap();
         let parts = deferred_parts::<C>(&ids, flags.memmap_on_memory);
         *m.memmap.watched.borrow_mut() = parts.clone();
         // The double's eager init of the vmemmap pages is all add does to struct pages.
@@ -1091,7 +1101,7 @@ fn deferred_partly_touched_block_offlines_through_migration<C: Config>() {
     let (mut m, mut hp) = boot_in::<C>(MemmapInit::Deferred);
     let before = m.snapshot();
     let size = 2 * g.section_size();
-    let ids = hp.add_memory(&mut m, None, base::<C>(), size, MOM).unwrap();
+    let ids = hp.add_memory(&mut m, 0, None, base::<C>(), size, MOM).unwrap();
     for &id in &ids {
         hp.online_block(&mut m, id, OnlineType::Movable).unwrap();
     }
@@ -1161,7 +1171,7 @@ fn deferred_failed_offline_rolls_back_with_deferred_chunks<C: Config>() {
     let g = C::GEOM;
     let pps = g.pages_per_section();
     let (mut m, mut hp) = boot_in::<C>(MemmapInit::Deferred);
-    hp.add_memory(&mut m, None, base::<C>(), 2 * g.section_size(), MOM)
+    hp.add_memory(&mut m, 0, None, base::<C>(), 2 * g.section_size(), MOM)
         .unwrap();
     hp.online_block(&mut m, 8, OnlineType::Kernel).unwrap();
     hp.online_block(&mut m, 9, OnlineType::Kernel).unwrap();
@@ -1227,7 +1237,7 @@ fn deferred_background_completion_in_bounded_steps<C: Config>() {
     let (mut m, mut hp) = boot_in::<C>(MemmapInit::Deferred);
     let nblocks = 3;
     let ids = hp
-        .add_memory(&mut m, None, base::<C>(), nblocks * g.section_size(), NO_MOM)
+        .add_memory(&mut m, 0, None, base::<C>(), nblocks * g.section_size(), NO_MOM)
         .unwrap();
     for &id in &ids {
         hp.online_block(&mut m, id, OnlineType::Movable).unwrap();
@@ -1291,7 +1301,7 @@ fn deferred_allocation_waits_for_chunks_in_flight<C: Config>() {
     let g = C::GEOM;
     let (mut m, mut hp) = boot_in::<C>(MemmapInit::Deferred);
     let ids = hp
-        .add_memory(&mut m, None, base::<C>(), g.section_size(), NO_MOM)
+        .add_memory(&mut m, 0, None, base::<C>(), g.section_size(), NO_MOM)
         .unwrap();
     hp.online_block(&mut m, ids[0], OnlineType::Movable).unwrap();
     let held: Vec<_> = std::iter::from_fn(|| m.alloc.deferred_take()).collect();
@@ -1350,7 +1360,7 @@ fn measure<C: Config>(size: u64) {
         let base = size.max(16 * g.section_size());
         let acc = |m: &Machine<C>| m.memmap.accesses.get();
         let (a0, t0) = (acc(&m), std::time::Instant::now());
-        let ids = hp.0.add_memory(&mut m, None, base, size, MOM).unwrap();
+        let ids = hp.0.add_memory(&mut m, 0, None, base, size, MOM).unwrap();
         let (a1, t1) = (acc(&m), std::time::Instant::now());
         for &id in &ids {
             hp.0.online_block(&mut m, id, OnlineType::Movable).unwrap();

@@ -16,6 +16,7 @@ use mm::altmap::Altmap;
 use mm::buddy::MemmapInit;
 use mm::geometry::{Config, Geometry};
 use mm::hotplug::{BlockId, GroupId, HotplugError, HotplugOps, OnlineType};
+use mm::numa::NodeId;
 use mm::page::{Memmap, ZoneId};
 use mm::testing::{base, boot_in, check_all, Checked, Machine};
 use mm::vmem::{
@@ -111,21 +112,28 @@ impl<C: Config> HotplugOps for Ops<'_, C> {
     fn section_update(&mut self, section_nr: u64, set: u8, clear: u8) {
         self.m.section_update(section_nr, set, clear)
     }
-    fn init_vmemmap_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) {
-        self.m.init_vmemmap_pages(pfn, nr, zone)
+    fn init_vmemmap_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId, nid: NodeId) {
+        self.m.init_vmemmap_pages(pfn, nr, zone, nid)
     }
     fn deinit_vmemmap_pages(&mut self, pfn: u64, nr: u64) {
         self.m.deinit_vmemmap_pages(pfn, nr)
     }
-    fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) -> Result<(), HotplugError> {
+    fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId, nid: NodeId) -> Result<(), HotplugError> {
         for (p, n) in self.runs(pfn, nr) {
-            self.m.online_pages(p, n, zone)?;
+            self.m.online_pages(p, n, zone, nid)?;
         }
         Ok(())
     }
-    fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId, target_below: u64) -> Result<(), HotplugError> {
+    fn offline_pages(
+        &mut self,
+        pfn: u64,
+        nr: u64,
+        block: BlockId,
+        nid: NodeId,
+        target_below: u64,
+    ) -> Result<(), HotplugError> {
         for (p, n) in self.runs(pfn, nr) {
-            self.m.offline_pages(p, n, block, target_below)?;
+            self.m.offline_pages(p, n, block, nid, target_below)?;
         }
         Ok(())
     }
@@ -159,7 +167,7 @@ impl<C: Config> Mem<C> {
 impl<C: Config> VmemMemory for Mem<C> {
     fn add(&mut self, addr: u64, size: u64) -> Result<Vec<BlockId>, HotplugError> {
         let group = self.group;
-        self.op(|hp, ops| memory::add(hp, ops, group, addr, size))
+        self.op(|hp, ops| memory::add(hp, ops, 0, group, addr, size))
     }
     fn offline_and_remove(&mut self, addr: u64, size: u64, below: u64) -> Result<(), HotplugError> {
         let shift = C::GEOM.page_shift;
@@ -212,7 +220,7 @@ fn idle_case<C: Config>(block: u64, mode: Mode, online: OnlineType) {
     };
     let mut v = Vmem::new(g, cfg).unwrap();
     assert_eq!(v.mode, mode);
-    let group = hp.register_dynamic_group(mb.max(block) >> g.page_shift).unwrap();
+    let group = hp.register_dynamic_group(0, mb.max(block) >> g.page_shift).unwrap();
     m.check_each_op = true;
     let nsubs = (region / block) as usize;
     let mut dev = Dev {

@@ -301,9 +301,10 @@ fn print_options(m: &Machine) {
     }
 }
 
-/// Boot memory: the sparse model with the memmap of every boot section (backed from
+/// Boot memory: the NUMA nodes, the sparse model with the memmap of every boot section (backed from
 /// memblock), the buddy allocator in it, the heap's growth, and the hotplug state.
 fn init_memory(m: &mut Machine, stages: &mut Stages) {
+    kernel::numa::init(&m.plat.numa, &m.plat.cpus);
     page_alloc::set_memmap_init(
         m.opts.memmap_init.unwrap_or(mm::buddy::MemmapInit::Deferred),
         m.opts.memmap_poison,

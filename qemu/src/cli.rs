@@ -7,11 +7,12 @@ use clap::error::ErrorKind;
 use clap::{ArgAction, CommandFactory, Parser};
 
 use crate::config::{
-    kernel_max_cpus, mem_with_dimm_slots, parse_mem_option, valid_pairs_text, BootMode, GicVersion, Granule,
-    KernelConfig,
+    kernel_max_cpus, kernel_max_numnodes, mem_size_bytes, mem_with_dimm_slots, parse_mem_option, valid_pairs_text,
+    BootMode, GicVersion, Granule, KernelConfig,
 };
 use crate::host_cmd::{parse_host_command, HostCommand};
 use crate::kernel::Kernel;
+use crate::numa::Numa;
 use crate::run::{free_gdb_port, Machine, QemuRun, Serial, VirtioMem, DEFAULT_GDB_PORT};
 
 /// Timeout of driven runs (`--exec`, `--ktest`) when `--timeout` is not given.
@@ -48,8 +49,8 @@ struct Args {
     va_bits: Option<u32>,
     /// boot the in-guest test kernel (runs its cases, exits 0 if all pass);
     /// runs like --exec with no commands (output echoed, timeout applies);
-    /// without --mem and --append: --mem 3G --append mem=1G (RAM held
-    /// back for the hotplug cases, the test suite's layout)
+    /// without --mem, --append and --numa: --mem 3G --append mem=1G (RAM
+    /// held back for the hotplug cases, the test suite's layout)
     #[arg(long, help_heading = "KERNEL", verbatim_doc_comment)]
     ktest: bool,
     /// kernel command line, e.g. 'mem=1G' (kernel/image boot: -append, i.e.
@@ -89,6 +90,29 @@ struct Args {
     /// Any boot mode; resize with :vmem vmemN SIZE
     #[arg(long = "virtio-mem", value_name = "SIZE[,block=SIZE,requested=SIZE,node=N]", value_parser = VirtioMem::parse, allow_hyphen_values = true, help_heading = "MACHINE", verbatim_doc_comment)]
     virtio_mem: Vec<VirtioMem>,
+    /// NUMA nodes, node N the N-th item: its boot memory (0: none)
+    /// and optionally its CPUs, e.g. 1G,1G,0 or 1G:cpus=0-1,1G:cpus=2+3,0.
+    /// Without cpus= the CPUs go round-robin to the nodes with memory;
+    /// with any, every CPU is listed once. -m becomes the total (--mem,
+    /// if given, must name the same size); at most MAX_NUMNODES nodes;
+    /// sizes are multiples of the granule's memory block (128M; 512M on 64k)
+    #[arg(
+        long,
+        value_name = "SIZE[:cpus=LIST],...",
+        help_heading = "MACHINE",
+        verbatim_doc_comment
+    )]
+    numa: Option<String>,
+    /// distances between --numa nodes, symmetric, 11 to 255, e.g.
+    /// 0-1=20,0-2=30; QEMU needs every pair once one is given: a pair
+    /// not named is 20. Without --numa-dist: 10 local, 20 remote
+    #[arg(
+        long = "numa-dist",
+        value_name = "A-B=D,...",
+        help_heading = "MACHINE",
+        verbatim_doc_comment
+    )]
+    numa_dist: Option<String>,
     /// virtualization=on: CPUs start at EL2 (the kernel drops to EL1)
     #[arg(long, help_heading = "MACHINE")]
     el2: bool,
@@ -129,7 +153,8 @@ runner): Ctrl-A x quits QEMU, Ctrl-A c switches between the console and the QEMU
 A line that starts with `:` is a host command, run by the runner, not typed to the guest.
 
 HOST COMMANDS (QMP; every run has a QMP socket in target/qmp/):
-    :plug SIZE [ID]          hot-plug a pc-dimm (backend mem-<ID>; ID default dimm0, dimm1, ...)
+    :plug SIZE [ID] [node=N] hot-plug a pc-dimm (backend mem-<ID>; ID default dimm0, dimm1, ...;
+                             on NUMA node N, default 0)
                              and wait for the guest's _OST: `plug: id=.. ost_status=.. ok|refused`
     :unplug ID               device_del; wait for DEVICE_DELETED (`unplug: id=.. deleted`) or the
                              guest's refusal (`unplug: id=.. refused ost_status=..`)
@@ -163,6 +188,7 @@ pub fn help() -> String {
         .to_string()
         .replace("VALID_PAIRS", &valid_pairs_text())
         .replace("MAX_CPUS", &kernel_max_cpus().to_string())
+        .replace("MAX_NUMNODES", &kernel_max_numnodes().to_string())
 }
 
 fn parse_cpu(s: &str) -> Result<String, String> {
@@ -360,12 +386,21 @@ where
         (None, None) => Granule::K4,
     };
     o.kernel = KernelConfig::new(granule, va.unwrap_or(granule.default_va_bits()))?.with_ktest(ktest);
-    if ktest && !mem_given && o.append.is_none() {
+    if ktest && !mem_given && o.append.is_none() && a.numa.is_none() {
         // The in-guest hotplug cases need RAM held back by mem= (the test suite's layout).
         o.machine.mem = KTEST_DEFAULT_MEM.into();
         o.append = Some(KTEST_DEFAULT_APPEND.into());
     }
-    let nodes = numa_nodes(&o.qemu_args);
+    o.machine.numa = numa_machine(&o, a.numa.as_deref(), a.numa_dist.as_deref(), mem_given)?;
+    if let Some(n) = &o.machine.numa {
+        if !mem_given {
+            o.machine.mem = mm::size::Size(n.total_mem()).to_string();
+        }
+    }
+    let nodes = match o.machine.numa {
+        Some(_) => o.machine.numa_nodes(),
+        None => numa_nodes(&o.qemu_args),
+    };
     for v in &o.machine.virtio_mem {
         v.check(granule, nodes)?;
     }
@@ -389,12 +424,51 @@ where
     }
     for cmd in o.exec.iter().flatten() {
         if cmd.starts_with(':') {
-            check_exec_host_command(cmd, o.boot)?;
+            check_exec_host_command(cmd, o.boot, nodes)?;
         } else {
             check_exec_guest_command(cmd)?;
         }
     }
     Ok(Action::Run(o))
+}
+
+/// `--numa` and `--numa-dist` checked against each other, `--smp`, the granule, `--mem` and
+/// `--qemu-arg`, before anything is built: one line naming the value and what would be accepted.
+fn numa_machine(
+    o: &Options,
+    numa: Option<&str>,
+    dist: Option<&str>,
+    mem_given: bool,
+) -> Result<Option<Box<Numa>>, String> {
+    let Some(spec) = numa else {
+        return match dist {
+            Some(d) => Err(format!(
+                "--numa-dist {d} needs --numa (the nodes it is about), e.g. --numa 1G,1G --numa-dist 0-1=30"
+            )),
+            None => Ok(None),
+        };
+    };
+    let mut n = Numa::parse(spec)?;
+    if let Some(d) = dist {
+        n.set_distances(d)?;
+    }
+    n.check(o.kernel.granule, o.machine.smp)?;
+    if o.qemu_args.iter().any(|a| a == "-numa" || a.starts_with("-numa")) {
+        return Err(format!(
+            "--numa {spec}: the machine's nodes come from --numa or from --qemu-arg=-numa, not both"
+        ));
+    }
+    let total = n.total_mem();
+    let ram = o.machine.mem.split(',').next().unwrap_or_default();
+    if mem_given && mem_size_bytes(ram) != Some(total) {
+        return Err(format!(
+            "--mem {}: --numa {spec} gives the machine {} of RAM; give --mem {}[,slots=N,maxmem=SIZE], or leave --mem out",
+            o.machine.mem,
+            mm::size::Size(total),
+            mm::size::Size(total)
+        ));
+    }
+    Ok(Some(Box::new(n)))
 }
 
 /// NUMA nodes the extra QEMU arguments define (`-numa node,...`); 1 without any (QEMU's
@@ -459,9 +533,15 @@ fn check_exec_guest_command(cmd: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// An `--exec` host command is checked before anything is built or booted.
-fn check_exec_host_command(cmd: &str, boot: BootMode) -> Result<(), String> {
+/// An `--exec` host command is checked before anything is built or booted (on a machine of
+/// `nodes` NUMA nodes).
+fn check_exec_host_command(cmd: &str, boot: BootMode, nodes: u32) -> Result<(), String> {
     let c = parse_host_command(cmd).map_err(|e| format!("--exec `{cmd}`: {e}"))?;
+    if let HostCommand::Dimm(d) = &c {
+        if let Some(why) = d.node().and_then(|n| crate::host_cmd::node_refusal(n, nodes)) {
+            return Err(format!("--exec `{cmd}`: {why}"));
+        }
+    }
     if let HostCommand::Qmp(text) = &c {
         crate::host_cmd::raw_qmp_command(text).map_err(|e| format!("--exec `{cmd}`: {e}"))?;
     }
@@ -542,6 +622,7 @@ mod tests {
                 gic: GicVersion::V3,
                 el2: true,
                 virtio_mem: vec![],
+                numa: None,
             }
         );
         assert!(err(&["--smp", "0"]).contains("1 to 8"));
@@ -601,6 +682,12 @@ mod tests {
         assert_eq!((o.machine.mem.as_str(), o.append.as_deref()), ("2G", None));
         let o = run(&["--ktest", "--append", "mem=512M"]);
         assert_eq!((o.machine.mem.as_str(), o.append.as_deref()), ("1G", Some("mem=512M")));
+        let o = run(&["--ktest", "--numa", "1G,1G"]);
+        assert_eq!(
+            (o.machine.mem.as_str(), o.append.as_deref()),
+            ("2G", None),
+            "the nodes set the RAM"
+        );
         assert_eq!(run(&["--exec", "poweroff"]).append, None);
     }
 
@@ -644,7 +731,10 @@ mod tests {
             "--help",
             "Ctrl-A x",
             "HOTMEM_QEMU",
-            ":plug SIZE [ID]",
+            ":plug SIZE [ID] [node=N]",
+            "--numa",
+            "--numa-dist",
+            "a pair\n          not named is 20",
             ":unplug ID",
             ":dimms",
             ":qmp",
@@ -697,6 +787,119 @@ mod tests {
             match parse_args(args.clone()) {
                 Ok(_) if want.is_empty() => {}
                 Err(e) if !want.is_empty() && e.contains(want) && !e.contains('\n') => {}
+                r => panic!("{args:?}: expected {want:?}, got {r:?}"),
+            }
+        }
+    }
+
+    /// `--numa` in every boot mode: the nodes, `-m` as their total (with the DIMM room of
+    /// firmware boots), one socket per CPU, distances; and the node counts `:plug` and
+    /// `--virtio-mem` are checked against.
+    #[test]
+    fn numa_nodes_reach_the_command_line_in_every_boot_mode() {
+        let k = |o: &Options| Kernel::paths(std::path::Path::new("/ws"), o.kernel);
+        for boot in BootMode::ALL {
+            let o = run(&[
+                "--numa",
+                "1G,1G,0",
+                "--numa-dist",
+                "0-2=30",
+                "--smp",
+                "4",
+                "--boot",
+                boot.name(),
+                "--exec",
+                ":dimms; poweroff",
+            ]);
+            assert_eq!(o.machine.mem, "2G");
+            let l = o.qemu_run("qemu".into(), k(&o), None).command_line();
+            let mem = if boot.is_firmware() {
+                " -m 2G,slots=8,maxmem=34G "
+            } else {
+                " -m 2G "
+            };
+            for want in [
+                " -smp 4,sockets=4 ",
+                mem,
+                " -object memory-backend-ram,id=node0,size=1073741824 -object memory-backend-ram,id=node1,size=1073741824 ",
+                " -numa node,nodeid=0,cpus=0,cpus=2,memdev=node0 -numa node,nodeid=1,cpus=1,cpus=3,memdev=node1 -numa node,nodeid=2 ",
+                " -numa dist,src=0,dst=1,val=20 -numa dist,src=0,dst=2,val=30 -numa dist,src=1,dst=2,val=20 ",
+            ] {
+                assert!(l.contains(want), "{boot}: {want:?} not in {l}");
+            }
+        }
+        let o = run(&[
+            "--numa",
+            "1G,1G",
+            "--mem",
+            "2G,slots=2,maxmem=4G",
+            "--virtio-mem",
+            "1G,node=1",
+        ]);
+        assert_eq!(o.machine.mem, "2G,slots=2,maxmem=4G");
+        let l = o.qemu_run("qemu".into(), k(&o), None).command_line();
+        assert!(
+            l.contains("-device virtio-mem-pci,id=vmem0,memdev=mem-vmem0,node=1"),
+            "{l}"
+        );
+        run(&["--numa", "1G,0,0", "--exec", ":plug 1G node=2; poweroff"]);
+        let plain = run(&[]).qemu_run("qemu".into(), k(&run(&[])), None).command_line();
+        assert!(plain.contains(" -smp 2 -m ") && !plain.contains("-numa"), "{plain}");
+    }
+
+    /// Every `--numa`, `--numa-dist` and node value QEMU or the kernel would refuse is refused
+    /// here, before a kernel is built, with the value and what would be accepted.
+    #[test]
+    fn numa_values_are_checked_before_anything_runs() {
+        let cases: [(&[&str], &str); 14] = [
+            (
+                &["--numa", "1G,1G,1G,1G,1G,1G,1G,1G,1G", "--smp", "1"],
+                "9 nodes, but the kernel supports at most 8",
+            ),
+            (&["--numa", "1G:cpus=0,1G:cpus=0-1"], "cpu 0 is in node 0 and in node 1"),
+            (
+                &["--numa", "1G:cpus=0-2"],
+                "cpu 2 of node 0 does not exist: --smp 2 gives cpus 0-1",
+            ),
+            (&["--numa", "0,0"], "no node has memory"),
+            (&["--numa", "1G,100M"], "node 1's 100M is not a multiple of 128M"),
+            (
+                &["--granule", "64k", "--numa", "1G,128M"],
+                "node 1's 128M is not a multiple of 512M",
+            ),
+            (
+                &["--numa", "1G,1G", "--numa-dist", "0-1=9"],
+                "`0-1=9`: distances between different nodes are 11 to 255",
+            ),
+            (
+                &["--numa", "1G,1G", "--numa-dist", "1-1=20"],
+                "a node's distance to itself is 10",
+            ),
+            (&["--numa-dist", "0-1=20"], "--numa-dist 0-1=20 needs --numa"),
+            (
+                &["--numa", "1G,1G", "--mem", "1G"],
+                "--mem 1G: --numa 1G,1G gives the machine 2G of RAM; give --mem 2G",
+            ),
+            (
+                &["--numa", "1G", "--qemu-arg=-numa", "--qemu-arg=node,nodeid=0"],
+                "from --numa or from --qemu-arg=-numa, not both",
+            ),
+            (
+                &["--numa", "1G,1G", "--virtio-mem", "1G,node=2"],
+                "node=2 does not exist: the machine has 2 NUMA nodes",
+            ),
+            (
+                &["--exec", ":plug 1G node=1; poweroff"],
+                "`:plug 1G node=1`: node=1 does not exist: the machine has 1 NUMA node (0;",
+            ),
+            (
+                &["--numa", "1G,0", "--exec", ":plug 1G node=2"],
+                "node=2 does not exist: the machine has 2 NUMA nodes (0-1;",
+            ),
+        ];
+        for (args, want) in cases {
+            match parse_args(args.iter().copied()) {
+                Err(e) if e.contains(want) && !e.contains('\n') => {}
                 r => panic!("{args:?}: expected {want:?}, got {r:?}"),
             }
         }

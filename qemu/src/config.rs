@@ -312,6 +312,19 @@ pub fn kernel_line_max() -> usize {
         .expect("platform/src/shell/line.rs defines `pub const LINE_MAX: usize = N;`")
 }
 
+/// The kernel's NUMA parser (`pub const MAX_NUMNODES: usize = N;`), compiled into the runner so
+/// that `--numa` refuses a node the kernel could not describe.
+const KERNEL_NUMA_SOURCE: &str = include_str!("../../platform/parse/src/numa.rs");
+
+/// The most NUMA nodes the kernel supports (`MAX_NUMNODES` in `platform/parse/src/numa.rs`).
+pub fn kernel_max_numnodes() -> u32 {
+    KERNEL_NUMA_SOURCE
+        .split("pub const MAX_NUMNODES: usize =")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next()?.trim().replace('_', "").parse().ok())
+        .expect("platform/parse/src/numa.rs defines `pub const MAX_NUMNODES: usize = N;`")
+}
+
 /// QEMU's limit on DIMM slots (`ACPI_MAX_RAM_SLOTS`).
 pub const MAX_DIMM_SLOTS: u32 = 256;
 
@@ -537,6 +550,7 @@ mod tests {
         assert_eq!(parse_max_cpus("const X: usize = 8;"), None);
         let n = kernel_max_cpus();
         assert!((1..=512).contains(&n), "{n}");
+        assert_eq!(kernel_max_numnodes(), 8);
     }
 
     /// What QEMU would refuse at start is completed or refused here.

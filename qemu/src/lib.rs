@@ -4,7 +4,8 @@
 //! - [`kernel`]: building a kernel configuration (serialised, cached) and its flat `.bin`.
 //! - [`elf`]: ELF64 → flat binary (`-kernel` Image form and `-bios` firmware form).
 //! - [`discover`]: finding, or installing, `qemu-system-aarch64`.
-//! - [`run`]: [`QemuRun`], a configuration turned into a QEMU command line and run.
+//! - [`run`]: [`QemuRun`], a configuration turned into a QEMU command line and run; [`numa`]:
+//!   the NUMA nodes of `--numa` and their QEMU arguments.
 //! - [`console`]: driving the guest console non-interactively with a deadline and SIGKILL.
 //! - [`gdb`]: the gdb-multiarch command line with the project's gdbinit, batch gdb for tests.
 //! - [`qmp`]: the QMP transport (unix socket): commands, replies, events and their observers.
@@ -36,6 +37,7 @@ pub mod gdb;
 pub mod host_cmd;
 pub mod interactive;
 pub mod kernel;
+pub mod numa;
 pub mod qmp;
 pub mod run;
 pub mod session;

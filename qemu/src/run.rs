@@ -11,6 +11,7 @@ use crate::config::{BootMode, GicVersion};
 use crate::console::{Console, ConsoleOptions, RunOutcome, PROMPT};
 use crate::discover::QEMU_BINARY;
 use crate::kernel::Kernel;
+use crate::numa::Numa;
 use crate::util::shell_join;
 
 /// Default CPU model: every granule, no LPA2 (whose descriptor format the kernel does not use).
@@ -32,6 +33,9 @@ pub struct Machine {
     pub el2: bool,
     /// virtio-mem devices `vmem0`, `vmem1`, ... (`--virtio-mem`).
     pub virtio_mem: Vec<VirtioMem>,
+    /// NUMA nodes (`--numa`, `--numa-dist`); `None`: QEMU's one implicit node. `mem` holds
+    /// their total. Boxed: most machines have none.
+    pub numa: Option<Box<Numa>>,
 }
 
 /// QEMU's `block-size` default on this host (the THP size) and its minimum.
@@ -140,7 +144,7 @@ impl VirtioMem {
         if let Some(n) = self.node {
             if n >= nodes {
                 return Err(format!(
-                    "--virtio-mem {this}: node={n} does not exist: the machine has {nodes} NUMA node{} (0{}; add nodes with --qemu-arg=-numa --qemu-arg=node,nodeid=N)",
+                    "--virtio-mem {this}: node={n} does not exist: the machine has {nodes} NUMA node{} (0{}; add nodes with --numa, e.g. --numa 1G,0)",
                     if nodes == 1 { "" } else { "s" },
                     if nodes > 1 { format!("..{}", nodes - 1) } else { String::new() }
                 ));
@@ -215,6 +219,7 @@ impl Default for Machine {
             gic: GicVersion::V2,
             el2: false,
             virtio_mem: Vec::new(),
+            numa: None,
         }
     }
 }
@@ -223,6 +228,20 @@ impl Machine {
     /// Device-memory room the virtio-mem devices need ([`VirtioMem::room`]).
     pub fn virtio_mem_room(&self) -> u64 {
         self.virtio_mem.iter().map(VirtioMem::room).sum()
+    }
+
+    /// The `-smp` value: with NUMA nodes each CPU is its own socket, so that no cluster spans
+    /// two nodes (QEMU warns about that: "It can cause OSes like Linux to misbehave").
+    pub fn smp_arg(&self) -> String {
+        match self.numa {
+            Some(_) => format!("{0},sockets={0}", self.smp),
+            None => self.smp.to_string(),
+        }
+    }
+
+    /// NUMA nodes of the machine: `--numa`'s, else 1 (QEMU's implicit node).
+    pub fn numa_nodes(&self) -> u32 {
+        self.numa.as_ref().map_or(1, |n| n.node_count())
     }
 
     /// The `-M` value, e.g. `virt,gic-version=3,virtualization=on`.
@@ -400,7 +419,7 @@ impl QemuRun {
             "-cpu".into(),
             m.cpu.clone(),
             "-smp".into(),
-            m.smp.to_string(),
+            m.smp_arg(),
             "-m".into(),
             mem_with_device_room(&m.mem, m.virtio_mem_room()),
             "-semihosting".into(),
@@ -418,6 +437,9 @@ impl QemuRun {
                 Serial::MonStdio => "mon:stdio".into(),
             },
         ];
+        if let Some(numa) = &m.numa {
+            a.extend(numa.qemu_args(m.smp));
+        }
         for (n, v) in m.virtio_mem.iter().enumerate() {
             a.extend(v.qemu_args(n));
         }

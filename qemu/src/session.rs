@@ -226,7 +226,7 @@ impl Session {
     /// guest's _OST and then for its `dimm: slot=N ... event=...` console line.
     pub fn plug(&mut self, size: u64, id: Option<&str>) -> Result<Plugged, SessionError> {
         let t = self.limits();
-        plug_on(&mut self.console, &mut self.qmp, t, size, id)
+        plug_on(&mut self.console, &mut self.qmp, t, size, id, None)
     }
 
     /// `:unplug`: `device_del`, then `DEVICE_DELETED` or the guest's refusal, then the guest's
@@ -399,10 +399,11 @@ pub fn plug_on(
     t: HostTimeouts,
     size: u64,
     id: Option<&str>,
+    node: Option<u32>,
 ) -> Result<Plugged, SessionError> {
     con.pump();
     let from = con.output_len();
-    let mut p = host_cmd::plug(qmp, size, id, t.plug)?;
+    let mut p = host_cmd::plug_on_node(qmp, size, id, node, t.plug)?;
     if let (Some(slot), false) = (p.slot, matches!(p.result, host_cmd::PlugResult::NoAnswer { .. })) {
         p.guest_line = wait_line(
             con,
@@ -516,10 +517,12 @@ pub fn host_line(con: &mut Console, qmp: &mut Qmp, t: HostTimeouts, line: &str) 
     let (late, refusal) = host_cmd::preflight(qmp, &cmd);
     let mut reply = match (refusal, cmd) {
         (Some(r), _) => r,
-        (None, HostCommand::Dimm(DimmCommand::Plug { size, id })) => match plug_on(con, qmp, t, size, id.as_deref()) {
-            Ok(p) => HostReply::outcome(vec![p.line()], !p.ok()),
-            Err(e) => err("plug", &e),
-        },
+        (None, HostCommand::Dimm(DimmCommand::Plug { size, id, node })) => {
+            match plug_on(con, qmp, t, size, id.as_deref(), node) {
+                Ok(p) => HostReply::outcome(vec![p.line()], !p.ok()),
+                Err(e) => err("plug", &e),
+            }
+        }
         (None, HostCommand::Dimm(DimmCommand::Unplug { id })) => match unplug_on(con, qmp, t, &id) {
             Ok(u) => HostReply::outcome(u.lines(), !u.deleted()),
             Err(e) => err("unplug", &e),

@@ -459,6 +459,16 @@ fn check_boot_populate(s: &Seen, p: &Plan) -> Result<(), String> {
     .map_err(|e| format!("boot memmap after populate vs the shell's pt: {e}"))
 }
 
+/// The `PREFIX node=N zone=Z ...` lines of a view, without the prefix.
+fn node_zone_lines<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    lines_with(text, &[prefix])
+        .into_iter()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("node=") && l.contains(" zone="))
+        .collect()
+}
+
 /// gdb's `lines` (of `prefixes`) in `g_step` equal the shell's in `k_name`.
 fn same_lines(s: &Seen, g_step: &str, k_name: &str, prefixes: &[&str]) -> Result<(), String> {
     let (g, k) = (s.step(g_step)?, s.shell(k_name));
@@ -491,6 +501,13 @@ fn check_probe_stop(s: &Seen, p: &Plan) -> Result<(), String> {
         );
         if gz.is_empty() || gz != kz {
             return Err(format!("{g_step} vs meminfo zones:\n  gdb   {gz:?}\n  shell {kz:?}"));
+        }
+        let (gn, kn) = (
+            node_zone_lines(s.step(&g_step)?, "freelists:"),
+            node_zone_lines(s.shell(&format!("{when}-meminfo")), "meminfo:"),
+        );
+        if gn.is_empty() || gn != kn {
+            return Err(format!("{g_step} vs meminfo per node:\n  gdb   {gn:?}\n  shell {kn:?}"));
         }
         s.want(&g_step, "freelists: check ok")?;
     }

@@ -1,5 +1,7 @@
 //! The page allocator's invariant checker: free lists vs memmap flags vs zone counters vs a full
-//! recount (the kind of check Linux spreads over `CONFIG_DEBUG_VM` asserts, done in one pass).
+//! recount (the kind of check Linux spreads over `CONFIG_DEBUG_VM` asserts, done in one pass),
+//! per node and zone: every page of a free block carries the node of the list it is on, and
+//! each node's zone counters match that node's recount.
 //!
 //! It reads every initialised `struct page` of the ranges it is given (deferred ones are
 //! skipped by the O(1) initialised test and accounted from the zones' deferred lists), so it
@@ -8,6 +10,7 @@
 //! (`meminfo check`). A violation names the PFN and the rule it broke.
 
 use super::{PageAlloc, NR_ORDERS};
+use crate::numa::{NodeId, MAX_NUMNODES};
 use crate::page::{flags, Memmap, ZoneId, NO_PFN};
 use alloc::collections::BTreeSet;
 
@@ -32,8 +35,14 @@ pub enum Rule {
     BadFreeHead,
     /// A head whose zone byte names no zone.
     BadZone,
-    /// A zone counter disagreeing with the recount.
+    /// A head whose node byte is not below `MAX_NUMNODES`.
+    BadNode,
+    /// A page of a free block (or a listed head) whose node is not `node`, the node of the
+    /// list it is on (or of its block's head): a block spanning two nodes.
+    WrongNode { node: NodeId },
+    /// A node's zone counter disagreeing with that node's recount.
     Counter {
+        node: NodeId,
         zone: ZoneId,
         counter: &'static str,
         recorded: u64,
@@ -88,14 +97,17 @@ impl core::fmt::Display for Violation {
             TailFlagged { head } => write!(f, "page inside the block at pfn {head:#x} is flagged buddy/head"),
             BadFreeHead => write!(f, "free head with conflicting flags or stale list links"),
             BadZone => write!(f, "head with an invalid zone"),
+            BadNode => write!(f, "head with an invalid node"),
+            WrongNode { node } => write!(f, "page of a free block on node {node} carries another node"),
             Counter {
+                node,
                 zone,
                 counter,
                 recorded,
                 recount,
             } => write!(
                 f,
-                "zone {} {counter} is {recorded}, recount gives {recount}",
+                "node {node} zone {} {counter} is {recorded}, recount gives {recount}",
                 zone.name()
             ),
             LeftIsolated => write!(f, "page left isolated with no offline in progress"),
@@ -129,7 +141,7 @@ const fn v(pfn: u64, rule: Rule) -> Violation {
 /// Pages the allocator does not manage: never in a block.
 const UNMANAGED: u32 = flags::RESERVED | flags::OFFLINE | flags::VMEMMAP_SELF_HOSTED;
 
-/// What the checker counted, per zone (pages).
+/// What the checker counted, per zone (pages): of one node, or summed over the nodes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ZoneCensus {
     /// On the free lists.
@@ -144,11 +156,38 @@ pub struct ZoneCensus {
     pub deferred: u64,
 }
 
+impl ZoneCensus {
+    fn add(&mut self, o: &ZoneCensus) {
+        self.free += o.free;
+        self.isolated += o.isolated;
+        self.allocated += o.allocated;
+        self.deferred += o.deferred;
+        for (b, ob) in self.blocks.iter_mut().zip(o.blocks) {
+            *b += ob;
+        }
+    }
+}
+
+/// The census of every node's zones (`[node][zone]`).
+pub type NodeCensus = [[ZoneCensus; 2]; MAX_NUMNODES];
+
 impl<M: Memmap> PageAlloc<M> {
+    /// [`check_nodes`](Self::check_nodes), with each zone's census summed over the nodes.
+    pub fn check(&self, ranges: &[(u64, u64)], quiescent: bool) -> Result<[ZoneCensus; 2], Violation> {
+        let nodes = self.check_nodes(ranges, quiescent)?;
+        let mut census = [ZoneCensus::default(); 2];
+        for node in &nodes {
+            for (c, n) in census.iter_mut().zip(node) {
+                c.add(n);
+            }
+        }
+        Ok(census)
+    }
+
     /// Check every invariant of the allocator over the PFN ranges `(start, nr)`, which must
     /// cover every page the allocator manages (all populated memmap). With `quiescent`, no
-    /// offline is in progress, so no page may be isolated.
-    pub fn check(&self, ranges: &[(u64, u64)], quiescent: bool) -> Result<[ZoneCensus; 2], Violation> {
+    /// offline is in progress, so no page may be isolated. Returns the census per node and zone.
+    pub fn check_nodes(&self, ranges: &[(u64, u64)], quiescent: bool) -> Result<NodeCensus, Violation> {
         // 1. The lists: links consistent, every entry a free head of the list's order and zone.
         self.check_free_lists()?;
         // 2. The deferred lists: sane ranges over memmap marked uninitialised; counted as
@@ -165,11 +204,11 @@ impl<M: Memmap> PageAlloc<M> {
     }
 
     /// Every free list's links are consistent and every entry is a free head of the list's
-    /// order and zone.
+    /// order and zone, on the list's node.
     fn check_free_lists(&self) -> Result<(), Violation> {
-        for zone in ZoneId::ALL {
+        for (nid, zone) in node_zones() {
             for order in 0..NR_ORDERS as u32 {
-                let list = self.zones[zone as usize].free_area[order as usize];
+                let list = self.zone(nid, zone).free_area[order as usize];
                 let (mut pfn, mut prev, mut n) = (list.head, NO_PFN, 0);
                 while pfn != NO_PFN {
                     let p = self.page(pfn).ok_or(v(pfn, Rule::ListLink { zone, order }))?;
@@ -179,6 +218,9 @@ impl<M: Memmap> PageAlloc<M> {
                     let free_head = p.has(flags::BUDDY) && !p.has(flags::ISOLATED);
                     if !free_head || p.order as u32 != order || p.zone != zone as u8 {
                         return Err(v(pfn, Rule::ListedNotFree { zone, order }));
+                    }
+                    if p.node != nid {
+                        return Err(v(pfn, Rule::WrongNode { node: nid }));
                     }
                     (prev, pfn, n) = (pfn, p.next, n + 1);
                 }
@@ -192,8 +234,8 @@ impl<M: Memmap> PageAlloc<M> {
 
     /// The deferred lists and the ranges being initialised: sane, over memmap marked
     /// uninitialised, and none outside `ranges`. Returns the census they start.
-    fn check_deferred(&self, ranges: &[(u64, u64)], quiescent: bool) -> Result<[ZoneCensus; 2], Violation> {
-        let mut census = [ZoneCensus::default(); 2];
+    fn check_deferred(&self, ranges: &[(u64, u64)], quiescent: bool) -> Result<NodeCensus, Violation> {
+        let mut census = [[ZoneCensus::default(); 2]; MAX_NUMNODES];
         let pb = self.deferred.as_ref().map_or(1, |d| d.pageblock_pages());
         for zone in ZoneId::ALL {
             let mut prev_end = 0;
@@ -203,12 +245,13 @@ impl<M: Memmap> PageAlloc<M> {
                     || !r.start.is_multiple_of(pb)
                     || !r.end.is_multiple_of(pb)
                     || (quiescent && r.isolated)
+                    || r.node as usize >= MAX_NUMNODES
                     || self.uninit_pages(r.start, r.nr_pages()) != r.nr_pages();
                 if bad {
                     return Err(v(r.start, Rule::DeferredList { zone }));
                 }
                 prev_end = r.end;
-                let c = &mut census[zone as usize];
+                let c = &mut census[r.node as usize][zone as usize];
                 if r.isolated {
                     c.isolated += r.nr_pages();
                 } else {
@@ -226,24 +269,18 @@ impl<M: Memmap> PageAlloc<M> {
                 },
             ));
         }
-        for (zone, s, e) in self.deferred_in_flight() {
-            if self.uninit_pages(s, e - s) != e - s {
+        for (zone, s, e, nid) in self.deferred_in_flight_nodes() {
+            if self.uninit_pages(s, e - s) != e - s || nid as usize >= MAX_NUMNODES {
                 return Err(v(s, Rule::DeferredList { zone }));
             }
-            census[zone as usize].deferred += e - s;
+            census[nid as usize][zone as usize].deferred += e - s;
         }
         Ok(census)
     }
 
     /// The initialised memmap of `[start, end)`: block heads aligned and inside the range,
     /// flags consistent, tails plain; free, isolated and allocated pages counted into `census`.
-    fn check_memmap(
-        &self,
-        start: u64,
-        end: u64,
-        quiescent: bool,
-        census: &mut [ZoneCensus; 2],
-    ) -> Result<(), Violation> {
+    fn check_memmap(&self, start: u64, end: u64, quiescent: bool, census: &mut NodeCensus) -> Result<(), Violation> {
         let mut pfn = start;
         while pfn < end {
             if !self.is_initialised(pfn) {
@@ -269,7 +306,11 @@ impl<M: Memmap> PageAlloc<M> {
                 return Err(v(pfn, Rule::BlockOutOfRange { order }));
             }
             let zone = p.zone_id().ok_or(v(pfn, Rule::BadZone))?;
-            let c = &mut census[zone as usize];
+            let c = census
+                .get_mut(p.node as usize)
+                .ok_or(v(pfn, Rule::BadNode))?
+                .get_mut(zone as usize)
+                .ok_or(v(pfn, Rule::BadZone))?;
             if p.has(flags::BUDDY) {
                 let conflicting = flags::HEAD | flags::RESERVED | flags::OFFLINE | flags::VMEMMAP_SELF_HOSTED;
                 let parked = p.has(flags::ISOLATED);
@@ -296,6 +337,9 @@ impl<M: Memmap> PageAlloc<M> {
                 if t.has(UNMANAGED) || t.zone != p.zone {
                     return Err(v(q, Rule::TailNotManaged { head: pfn }));
                 }
+                if t.node != p.node {
+                    return Err(v(q, Rule::WrongNode { node: p.node }));
+                }
                 if quiescent && t.has(flags::ISOLATED) {
                     return Err(v(q, Rule::LeftIsolated));
                 }
@@ -305,21 +349,22 @@ impl<M: Memmap> PageAlloc<M> {
         Ok(())
     }
 
-    /// The free lists' lengths and the zone counters against the recount.
-    fn check_counters(&self, ranges: &[(u64, u64)], census: &[ZoneCensus; 2]) -> Result<(), Violation> {
-        for zone in ZoneId::ALL {
-            let c = census[zone as usize];
+    /// The free lists' lengths and the zone counters against the recount, per node.
+    fn check_counters(&self, ranges: &[(u64, u64)], census: &NodeCensus) -> Result<(), Violation> {
+        for (nid, zone) in node_zones() {
+            let c = census[nid as usize][zone as usize];
             for order in 0..NR_ORDERS as u32 {
-                if c.blocks[order as usize] != self.zones[zone as usize].free_area[order as usize].len {
-                    let pfn = self.unlisted_head(ranges, zone, order).unwrap_or(NO_PFN);
+                if c.blocks[order as usize] != self.zone(nid, zone).free_area[order as usize].len {
+                    let pfn = self.unlisted_head(ranges, nid, zone, order).unwrap_or(NO_PFN);
                     return Err(v(pfn, Rule::FreeNotListed { zone, order }));
                 }
             }
-            let k = self.zones[zone as usize].counters;
+            let k = self.zone(nid, zone).counters;
             let counter = |counter, recorded, recount| {
                 (recorded != recount).then_some(v(
                     NO_PFN,
                     Rule::Counter {
+                        node: nid,
                         zone,
                         counter,
                         recorded,
@@ -339,10 +384,10 @@ impl<M: Memmap> PageAlloc<M> {
         Ok(())
     }
 
-    /// A free head of `zone`/`order` in `ranges` that its free list does not hold.
-    fn unlisted_head(&self, ranges: &[(u64, u64)], zone: ZoneId, order: u32) -> Option<u64> {
+    /// A free head of `nid`'s `zone`/`order` in `ranges` that its free list does not hold.
+    fn unlisted_head(&self, ranges: &[(u64, u64)], nid: NodeId, zone: ZoneId, order: u32) -> Option<u64> {
         let mut listed = BTreeSet::new();
-        let mut pfn = self.zones[zone as usize].free_area[order as usize].head;
+        let mut pfn = self.zone(nid, zone).free_area[order as usize].head;
         while pfn != NO_PFN && listed.insert(pfn) {
             pfn = self.page(pfn)?.next;
         }
@@ -352,9 +397,15 @@ impl<M: Memmap> PageAlloc<M> {
                     && !p.has(flags::ISOLATED)
                     && p.order as u32 == order
                     && p.zone == zone as u8
+                    && p.node == nid
                     && pfn % (1 << order) == 0
                     && !listed.contains(&pfn)
             })
         })
     }
+}
+
+/// Every (node, zone) pair.
+fn node_zones() -> impl Iterator<Item = (NodeId, ZoneId)> {
+    (0..MAX_NUMNODES as NodeId).flat_map(|n| ZoneId::ALL.map(|z| (n, z)))
 }

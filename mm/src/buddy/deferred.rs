@@ -5,11 +5,13 @@
 //! `struct page`s are not written. The allocator knows which memmap is not initialised through
 //! one bit per pageblock (the O(1) [`PageAlloc::is_initialised`] test every PFN walker uses
 //! before it reads a `struct page`), and each zone keeps the not-yet-initialised part of its
-//! memory as a sorted list of pageblock-aligned [`DeferredRange`]s (no per-page state):
+//! memory as a sorted list of pageblock-aligned [`DeferredRange`]s, each tagged with its node
+//! (no per-page state; a range never spans two nodes, and its pages are counted in, and
+//! initialised for, their node's zone):
 //!
 //! - **online** hands a range over by inserting it in the zone's list (O(1) per run);
-//! - **allocation** initialises one max-order chunk when the zone's free lists cannot serve a
-//!   request (Linux `deferred_grow_zone`);
+//! - **allocation** initialises one max-order chunk of a node's zone when that node's free
+//!   lists cannot serve a request (Linux `deferred_grow_zone`);
 //! - **background completion** ([`deferred_init_step`]) takes a chunk off a list under the
 //!   allocator lock, initialises it outside, and hands it over under the lock again;
 //! - **offline** of a deferred range needs no per-page work: isolation marks the list range
@@ -19,6 +21,7 @@
 
 use super::{BuddyError, PageAlloc};
 use crate::geometry::Geometry;
+use crate::numa::{NodeId, MAX_NUMNODES};
 use crate::page::{flags, Memmap, Page, ZoneId, POISON_CHECKS};
 mod bookkeeping;
 mod window;
@@ -50,7 +53,7 @@ impl MemmapInit {
 pub struct DeferredRange {
     pub start: u64,
     pub end: u64,
-    pub node: u8,
+    pub node: NodeId,
     pub isolated: bool,
 }
 
@@ -69,7 +72,7 @@ pub struct DeferredChunk {
     pub zone: ZoneId,
     pub start: u64,
     pub end: u64,
-    pub node: u8,
+    pub node: NodeId,
     block_shift: u32,
 }
 
@@ -131,6 +134,10 @@ pub enum DeferredState {
     /// Being initialised right now by a [`DeferredChunk`] holder.
     InFlight { zone: ZoneId },
 }
+
+/// Pages per node and zone (`[node][zone]`).
+pub(super) type NodeZonePages = [[u64; 2]; MAX_NUMNODES];
+const NO_PAGES: NodeZonePages = [[0; 2]; MAX_NUMNODES];
 
 impl<M: Memmap> PageAlloc<M> {
     /// Make deferred initialisation possible, with a bitmap for the PFNs below `nr_pfns`
@@ -211,6 +218,12 @@ impl<M: Memmap> PageAlloc<M> {
             .flat_map(|d| d.in_flight.iter().map(|&(z, s, e, _)| (z, s, e)))
     }
 
+    /// [`deferred_in_flight`](Self::deferred_in_flight) with each chunk's node:
+    /// `(zone, start, end, node)`.
+    pub fn deferred_in_flight_nodes(&self) -> impl Iterator<Item = (ZoneId, u64, u64, NodeId)> + '_ {
+        self.deferred.iter().flat_map(|d| d.in_flight.iter().copied())
+    }
+
     /// Pages marked not initialised anywhere (the whole bitmap).
     pub fn uninit_pages_total(&self) -> u64 {
         self.deferred.as_ref().map_or(0, |d| d.count_all_uninit())
@@ -265,14 +278,24 @@ impl<M: Memmap> PageAlloc<M> {
         Ok(n)
     }
 
-    /// Initialise one max-order chunk of `zone`'s deferred memory under the lock and free it
-    /// (Linux `deferred_grow_zone`). Returns whether there was one.
+    /// Initialise one max-order chunk of `zone`'s deferred memory (of any node: the lowest
+    /// range) under the lock and free it (Linux `deferred_grow_zone`). Returns whether there
+    /// was one.
     pub fn deferred_grow(&mut self, zone: ZoneId) -> bool {
+        self.grow(zone, None)
+    }
+
+    /// [`deferred_grow`](Self::deferred_grow) from node `nid`'s deferred memory of `zone` only.
+    pub fn deferred_grow_node(&mut self, nid: NodeId, zone: ZoneId) -> bool {
+        self.grow(zone, Some(nid))
+    }
+
+    fn grow(&mut self, zone: ZoneId, nid: Option<NodeId>) -> bool {
         let max_order = self.max_order;
         let Some(d) = self.deferred.as_mut() else {
             return false;
         };
-        let Some((s, e, node)) = d.take_piece(zone, max_order) else {
+        let Some((s, e, node)) = d.take_piece(zone, nid, max_order) else {
             return false;
         };
         let block_shift = d.block_shift();
@@ -284,17 +307,24 @@ impl<M: Memmap> PageAlloc<M> {
             block_shift,
         }
         .init(&self.memmap);
-        self.hand_over(zone, s, e);
+        self.hand_over(node, zone, s, e);
         true
     }
 
-    /// The initialised chunk `[s, e)` of `zone` joins the free lists.
-    fn hand_over(&mut self, zone: ZoneId, s: u64, e: u64) {
+    /// Whether a chunk of `nid`'s `zone` is being initialised outside the lock.
+    pub(super) fn deferred_in_flight_on(&self, nid: NodeId, zone: ZoneId) -> bool {
+        self.deferred
+            .as_ref()
+            .is_some_and(|d| d.in_flight.iter().any(|&(z, _, _, n)| (z, n) == (zone, nid)))
+    }
+
+    /// The initialised chunk `[s, e)` of `nid`'s `zone` joins the free lists.
+    fn hand_over(&mut self, nid: NodeId, zone: ZoneId, s: u64, e: u64) {
         if let Some(d) = self.deferred.as_mut() {
             d.set_bits(s, e, false);
         }
-        self.zones[zone as usize].counters.deferred -= e - s;
-        self.free_run(zone, s, e);
+        self.zone_mut(nid, zone).counters.deferred -= e - s;
+        self.free_run(nid, zone, s, e);
     }
 
     /// Take one chunk off a deferred list (Normal first), to be initialised outside the lock.
@@ -304,7 +334,7 @@ impl<M: Memmap> PageAlloc<M> {
         let d = self.deferred.as_mut()?;
         d.in_flight.try_reserve(1).ok()?;
         for zone in ZoneId::ALL {
-            if let Some((start, end, node)) = d.take_piece(zone, max_order) {
+            if let Some((start, end, node)) = d.take_piece(zone, None, max_order) {
                 d.in_flight.push((zone, start, end, node));
                 return Some(DeferredChunk {
                     zone,
@@ -343,13 +373,13 @@ impl<M: Memmap> PageAlloc<M> {
                 c.start
             );
         }
-        self.hand_over(c.zone, c.start, c.end);
+        self.hand_over(c.node, c.zone, c.start, c.end);
         Ok(c.nr_pages())
     }
 
     /// Online the uninitialised run `[s, e)` (pageblock-aligned, offline) into `zone`: it goes
     /// on the zone's list, or, if the list cannot grow, is initialised and freed now.
-    pub(super) fn online_deferred(&mut self, zone: ZoneId, node: u8, s: u64, e: u64) -> Result<(), BuddyError> {
+    pub(super) fn online_deferred(&mut self, zone: ZoneId, node: NodeId, s: u64, e: u64) -> Result<(), BuddyError> {
         let d = self
             .deferred
             .as_mut()
@@ -363,7 +393,7 @@ impl<M: Memmap> PageAlloc<M> {
             node,
             isolated: false,
         };
-        self.zones[zone as usize].counters.deferred += e - s;
+        self.zones[node as usize][zone as usize].counters.deferred += e - s;
         if d.insert(zone, r).is_err() {
             let block_shift = d.block_shift();
             DeferredChunk {
@@ -374,7 +404,7 @@ impl<M: Memmap> PageAlloc<M> {
                 block_shift,
             }
             .init(&self.memmap);
-            self.hand_over(zone, s, e);
+            self.hand_over(node, zone, s, e);
         }
         Ok(())
     }
@@ -431,33 +461,44 @@ impl<M: Memmap> PageAlloc<M> {
         Ok(())
     }
 
-    /// Isolate (or un-isolate) the deferred ranges in `[s, e)`; per-zone pages switched.
-    pub(super) fn deferred_set_isolated(&mut self, s: u64, e: u64, isolated: bool) -> Result<[u64; 2], BuddyError> {
+    /// Isolate (or un-isolate) the deferred ranges in `[s, e)`; pages switched per node and
+    /// zone.
+    pub(super) fn deferred_set_isolated(
+        &mut self,
+        s: u64,
+        e: u64,
+        isolated: bool,
+    ) -> Result<NodeZonePages, BuddyError> {
         let Some(d) = self.deferred.as_mut() else {
-            return Ok([0; 2]);
+            return Ok(NO_PAGES);
         };
         // Reserve for both zones first, so a failure changes nothing.
         for l in &mut d.lists {
             l.try_reserve(2).map_err(|_| BuddyError::NoBookkeeping)?;
         }
-        let mut n = [0; 2];
+        let mut n = NO_PAGES;
         for zone in ZoneId::ALL {
-            n[zone as usize] = d.set_isolated(zone, s, e, isolated)?;
+            for (nid, pages) in d.set_isolated(zone, s, e, isolated)?.into_iter().enumerate() {
+                n[nid][zone as usize] = pages;
+            }
         }
         Ok(n)
     }
 
-    /// Drop the isolated deferred ranges in `[s, e)` from the lists (offline).
-    pub(super) fn deferred_drop_isolated(&mut self, s: u64, e: u64) -> Result<[u64; 2], BuddyError> {
+    /// Drop the isolated deferred ranges in `[s, e)` from the lists (offline); pages dropped
+    /// per node and zone.
+    pub(super) fn deferred_drop_isolated(&mut self, s: u64, e: u64) -> Result<NodeZonePages, BuddyError> {
         let Some(d) = self.deferred.as_mut() else {
-            return Ok([0; 2]);
+            return Ok(NO_PAGES);
         };
         for l in &mut d.lists {
             l.try_reserve(2).map_err(|_| BuddyError::NoBookkeeping)?;
         }
-        let mut n = [0; 2];
+        let mut n = NO_PAGES;
         for zone in ZoneId::ALL {
-            n[zone as usize] = d.drop_isolated(zone, s, e)?;
+            for (nid, pages) in d.drop_isolated(zone, s, e)?.into_iter().enumerate() {
+                n[nid][zone as usize] = pages;
+            }
         }
         Ok(n)
     }

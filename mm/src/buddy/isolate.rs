@@ -66,10 +66,11 @@ impl<M: Memmap> PageAlloc<M> {
             return;
         }
         let zone = p.zone_id().unwrap_or(ZoneId::Normal);
+        let nid = p.node;
         let order = p.order as u32;
         let parked = p.has(flags::ISOLATED);
         if !parked {
-            self.list_remove(zone, order, head);
+            self.list_remove(nid, zone, order, head);
         }
         for (s, e) in [(head, pfn), (pfn, head + (1 << order))] {
             for (q, o) in aligned_blocks(s, e, order) {
@@ -78,8 +79,9 @@ impl<M: Memmap> PageAlloc<M> {
                     h.flags = (h.flags | flags::BUDDY) & !(flags::HEAD | flags::MOVABLE);
                     h.order = o as u8;
                     h.zone = zone as u8;
+                    h.node = nid;
                 } else {
-                    self.list_push(zone, o, q);
+                    self.list_push(nid, zone, o, q);
                 }
             }
         }
@@ -136,19 +138,20 @@ impl<M: Memmap> PageAlloc<M> {
         self.split_free_at(start);
         self.split_free_at(start + nr);
         let mut parked = 0;
-        for z in ZoneId::ALL {
-            let c = &mut self.zones[z as usize].counters;
-            c.deferred -= moved[z as usize];
-            c.isolated += moved[z as usize];
-            parked += moved[z as usize];
+        for (node, moved) in self.zones.iter_mut().zip(moved) {
+            for (z, m) in node.iter_mut().zip(moved) {
+                z.counters.deferred -= m;
+                z.counters.isolated += m;
+                parked += m;
+            }
         }
         self.for_each_head(start, nr, |a, pfn, p| {
             if p.has(flags::BUDDY) && !p.has(flags::ISOLATED) {
                 let zone = p.zone_id().unwrap_or(ZoneId::Normal);
-                a.list_remove(zone, p.order as u32, pfn);
+                a.list_remove(p.node, zone, p.order as u32, pfn);
                 let q = a.pg(pfn);
                 q.flags |= flags::BUDDY;
-                a.zones[zone as usize].counters.isolated += 1 << p.order;
+                a.zone_mut(p.node, zone).counters.isolated += 1 << p.order;
                 parked += 1 << p.order;
             }
             Ok(())
@@ -167,10 +170,11 @@ impl<M: Memmap> PageAlloc<M> {
     pub fn unisolate_range(&mut self, start: u64, nr: u64) -> Result<(), BuddyError> {
         self.check_range(start, nr)?;
         let back = self.deferred_set_isolated(start, start + nr, false)?;
-        for z in ZoneId::ALL {
-            let c = &mut self.zones[z as usize].counters;
-            c.isolated -= back[z as usize];
-            c.deferred += back[z as usize];
+        for (node, back) in self.zones.iter_mut().zip(back) {
+            for (z, b) in node.iter_mut().zip(back) {
+                z.counters.isolated -= b;
+                z.counters.deferred += b;
+            }
         }
         if mutant::on(Mutant::UnisolateEarlyClear) {
             self.for_each_initialised(start, nr, |p| p.flags &= !flags::ISOLATED);
@@ -187,8 +191,8 @@ impl<M: Memmap> PageAlloc<M> {
             if p.has(flags::BUDDY) {
                 let zone = p.zone_id().unwrap_or(ZoneId::Normal);
                 a.pg(pfn).flags &= !flags::BUDDY;
-                a.zones[zone as usize].counters.isolated -= 1 << p.order;
-                a.free_merge(zone, pfn, p.order as u32);
+                a.zone_mut(p.node, zone).counters.isolated -= 1 << p.order;
+                a.free_merge(p.node, zone, pfn, p.order as u32);
             }
             Ok(())
         })
@@ -236,14 +240,16 @@ impl<M: Memmap> PageAlloc<M> {
         // Deferred ranges (isolated with the range) leave their lists: no struct page is
         // written, their memmap stays uninitialised and offline.
         let mut taken = self.deferred_drop_isolated(start, start + nr)?;
-        for z in ZoneId::ALL {
-            self.zones[z as usize].counters.isolated -= taken[z as usize];
+        for (node, taken) in self.zones.iter_mut().zip(taken) {
+            for (z, t) in node.iter_mut().zip(taken) {
+                z.counters.isolated -= t;
+            }
         }
         self.for_each_head(start, nr, |a, pfn, p| {
             if p.has(flags::BUDDY) {
                 let zone = p.zone_id().unwrap_or(ZoneId::Normal);
-                a.zones[zone as usize].counters.isolated -= 1 << p.order;
-                taken[zone as usize] += 1 << p.order;
+                a.zone_mut(p.node, zone).counters.isolated -= 1 << p.order;
+                taken[p.node as usize][zone as usize] += 1 << p.order;
                 let q = a.pg(pfn);
                 q.flags &= !flags::BUDDY;
             }
@@ -256,9 +262,13 @@ impl<M: Memmap> PageAlloc<M> {
                 p.flags &= !flags::ISOLATED;
             }
         });
-        for z in ZoneId::ALL {
-            self.zones[z as usize].counters.managed -= taken[z as usize];
+        let mut total = 0;
+        for (node, taken) in self.zones.iter_mut().zip(taken) {
+            for (z, t) in node.iter_mut().zip(taken) {
+                z.counters.managed -= t;
+                total += t;
+            }
         }
-        Ok(taken[0] + taken[1])
+        Ok(total)
     }
 }

@@ -3,7 +3,7 @@
 //! refusal is decided before anything changes, and a failed add undoes every step.
 
 use super::{AddFlags, BlockId, BlockState, GroupId, GroupKind, Hotplug, HotplugError, HotplugOps, MemoryBlock};
-use crate::{altmap::Altmap, buddy::MemmapInit, sparse::state};
+use crate::{altmap::Altmap, buddy::MemmapInit, numa::NodeId, sparse::state};
 use alloc::vec::Vec;
 use arch::mutant::{self, Mutant};
 
@@ -23,12 +23,14 @@ impl Hotplug {
         Ok(())
     }
 
-    /// Linux `add_memory(group, start, size, flags)`: validate, map, populate the memmap,
-    /// create OFFLINE blocks; any failure undoes every step (with the same altmaps). Onlining
-    /// is the caller's: [`auto_online`](Self::auto_online) applies `default_online`.
+    /// Linux `add_memory(nid, start, size, flags)` (into `group`, which must be of node
+    /// `nid`): validate, map, populate the memmap, create OFFLINE blocks of node `nid`; any
+    /// failure undoes every step (with the same altmaps). Onlining is the caller's:
+    /// [`auto_online`](Self::auto_online) applies `default_online`.
     pub fn add_memory(
         &mut self,
         ops: &mut impl HotplugOps,
+        nid: NodeId,
         group: Option<GroupId>,
         start: u64,
         size: u64,
@@ -40,8 +42,16 @@ impl Hotplug {
         {
             return Err(HotplugError::Overlap { start, size });
         }
+        Self::check_node(nid)?;
         if let Some(g) = group {
             let grp = self.groups.get(&g).ok_or(HotplugError::NoSuchGroup(g))?;
+            if grp.nid != nid {
+                return Err(HotplugError::GroupNode {
+                    group: g,
+                    group_node: grp.nid,
+                    node: nid,
+                });
+            }
             if let GroupKind::Static { max_pages } = grp.kind {
                 if (grp.nr_blocks * self.block_pages()) + (size >> self.geom.page_shift) > max_pages {
                     return Err(HotplugError::GroupInUse(g));
@@ -56,7 +66,7 @@ impl Hotplug {
         ops.map_linear(start, size)?;
         let mut created: Vec<MemoryBlock> = Vec::new();
         for id in self.block_ids(start, size) {
-            match self.create_block(ops, id, group, flags) {
+            match self.create_block(ops, id, nid, group, flags) {
                 Ok(b) => created.push(b),
                 Err(e) => {
                     for b in created.iter_mut().rev() {
@@ -82,6 +92,7 @@ impl Hotplug {
         &self,
         ops: &mut impl HotplugOps,
         id: BlockId,
+        nid: NodeId,
         group: Option<GroupId>,
         flags: AddFlags,
     ) -> Result<MemoryBlock, HotplugError> {
@@ -113,6 +124,7 @@ impl Hotplug {
             start_pfn: pfn,
             nr_pages: bp,
             state: BlockState::Offline,
+            node: nid,
             zone: None,
             group,
             altmap,

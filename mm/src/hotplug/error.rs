@@ -1,6 +1,7 @@
 //! Why a hotplug request was refused, and how each refusal reads on the console.
 
 use super::{BlockId, BlockState, GroupId};
+use crate::numa::{NodeId, MAX_NUMNODES};
 use crate::page::ZoneId;
 
 /// Why a hotplug request was refused. Every refusal leaves the system as it was.
@@ -65,6 +66,15 @@ pub enum HotplugError {
     /// Out of memory for page tables or memmap.
     NoMemory,
     NoSuchGroup(GroupId),
+    /// A node number at or beyond `MAX_NUMNODES`.
+    NoSuchNode(NodeId),
+    /// Memory of node `node` cannot join memory group `group`, whose memory is on `group_node`
+    /// (a group is one device, on one node).
+    GroupNode {
+        group: GroupId,
+        group_node: NodeId,
+        node: NodeId,
+    },
     /// A group with blocks cannot be unregistered; a static group cannot grow past its size.
     GroupInUse(GroupId),
     /// The page allocator refused a range it should manage (an internal inconsistency).
@@ -132,6 +142,19 @@ impl core::fmt::Display for HotplugError {
             MemmapOnMemory(why) => write!(f, "memmap on memory not possible: {why}"),
             NoMemory => write!(f, "out of memory for page tables or memmap"),
             NoSuchGroup(g) => write!(f, "memory group {g} does not exist"),
+            NoSuchNode(n) => write!(
+                f,
+                "node {n} does not exist (nodes 0-{} are supported)",
+                MAX_NUMNODES - 1
+            ),
+            GroupNode {
+                group,
+                group_node,
+                node,
+            } => write!(
+                f,
+                "memory of node {node} cannot join memory group {group}, whose memory is on node {group_node}"
+            ),
             GroupInUse(g) => write!(f, "memory group {g} is in use"),
             Allocator(e) => write!(f, "the page allocator refused the range: {e}"),
             GroupSplit { block, group, zone } => write!(

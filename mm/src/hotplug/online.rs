@@ -18,12 +18,14 @@ impl Hotplug {
             .collect()
     }
 
+    /// Linux `adjust_present_page_count`: the block's node's zone and its group.
     fn account(&mut self, b: &MemoryBlock, zone: ZoneId, add: bool) {
         let n = b.nr_pages;
         let apply = |v: &mut u64| if add { *v += n } else { *v -= n };
+        let present = self.node_present_mut(b.node);
         match zone {
-            ZoneId::Normal => apply(&mut self.present.normal),
-            ZoneId::Movable => apply(&mut self.present.movable),
+            ZoneId::Normal => apply(&mut present.normal),
+            ZoneId::Movable => apply(&mut present.movable),
         }
         if let Some(g) = b.group.and_then(|g| self.groups.get_mut(&g)) {
             match zone {
@@ -61,9 +63,9 @@ impl Hotplug {
         self.set_state(id, BlockState::GoingOnline);
         let n_vm = b.nr_vmemmap_pages();
         if n_vm > 0 {
-            ops.init_vmemmap_pages(b.start_pfn, n_vm, zone);
+            ops.init_vmemmap_pages(b.start_pfn, n_vm, zone, b.node);
         }
-        if let Err(e) = ops.online_pages(b.start_pfn + n_vm, b.nr_pages - n_vm, zone) {
+        if let Err(e) = ops.online_pages(b.start_pfn + n_vm, b.nr_pages - n_vm, zone, b.node) {
             if n_vm > 0 {
                 ops.deinit_vmemmap_pages(b.start_pfn, n_vm);
             }
@@ -106,7 +108,7 @@ impl Hotplug {
         let zone = b.zone.unwrap_or(ZoneId::Normal);
         self.set_state(id, BlockState::GoingOffline);
         let n_vm = b.nr_vmemmap_pages();
-        if let Err(e) = ops.offline_pages(b.start_pfn + n_vm, b.nr_pages - n_vm, id, target_below) {
+        if let Err(e) = ops.offline_pages(b.start_pfn + n_vm, b.nr_pages - n_vm, id, b.node, target_below) {
             self.set_state(id, BlockState::Online);
             return Err(e);
         }

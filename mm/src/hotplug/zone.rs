@@ -1,17 +1,24 @@
 //! Which zone a block is onlined into (Linux `zone_for_pfn_range`): the online types, the
-//! `contig-zones` and `auto-movable` policies, and memory groups (a DIMM is onlined into one
-//! zone; a virtio-mem unit's blocks share one zone kind).
+//! `contig-zones` policy (the `auto-movable` one is `auto_movable.rs`), and memory groups (a
+//! DIMM is onlined into one zone; a virtio-mem unit's blocks share one zone kind). The zones are
+//! those of the block's node.
 
-use super::{BlockId, BlockState, GroupId, GroupKind, Hotplug, HotplugError, MemoryGroup, OnlinePolicy, OnlineType};
-use crate::page::ZoneId;
+use super::{BlockId, GroupId, GroupKind, Hotplug, HotplugError, MemoryGroup, OnlinePolicy, OnlineType};
+use crate::{numa::NodeId, page::ZoneId};
 
 impl Hotplug {
-    pub fn register_static_group(&mut self, max_pages: u64) -> GroupId {
-        self.register(GroupKind::Static { max_pages })
+    /// Linux `memory_group_register_static(nid, max_pages)`: one device of node `nid` whose
+    /// memory is added and removed as a whole (a DIMM).
+    pub fn register_static_group(&mut self, nid: NodeId, max_pages: u64) -> Result<GroupId, HotplugError> {
+        Self::check_node(nid)?;
+        Ok(self.register(GroupKind::Static { max_pages }, nid))
     }
 
-    /// `unit_pages` must be a power-of-two multiple of the block size.
-    pub fn register_dynamic_group(&mut self, unit_pages: u64) -> Result<GroupId, HotplugError> {
+    /// Linux `memory_group_register_dynamic(nid, unit_pages)`: one device of node `nid` whose
+    /// memory comes and goes in units (virtio-mem). `unit_pages` must be a power-of-two
+    /// multiple of the block size.
+    pub fn register_dynamic_group(&mut self, nid: NodeId, unit_pages: u64) -> Result<GroupId, HotplugError> {
+        Self::check_node(nid)?;
         if !unit_pages.is_power_of_two() || unit_pages < self.block_pages() {
             return Err(HotplugError::Misaligned {
                 start: 0,
@@ -19,13 +26,13 @@ impl Hotplug {
                 block_size: self.block_size(),
             });
         }
-        Ok(self.register(GroupKind::Dynamic { unit_pages }))
+        Ok(self.register(GroupKind::Dynamic { unit_pages }, nid))
     }
 
-    fn register(&mut self, kind: GroupKind) -> GroupId {
+    fn register(&mut self, kind: GroupKind, nid: NodeId) -> GroupId {
         let id = self.next_group;
         self.next_group += 1;
-        self.groups.insert(id, MemoryGroup::empty(kind));
+        self.groups.insert(id, MemoryGroup::empty(kind, nid));
         id
     }
 
@@ -81,84 +88,21 @@ impl Hotplug {
         })
     }
 
+    /// Linux `default_zone_for_pfn`: the zone of the node's online neighbours and of the
+    /// block's group when that is one zone, otherwise the kernel zone.
     fn contig_zone(&self, id: BlockId) -> ZoneId {
         let b = self.blocks.get(&id);
         let group = b.and_then(|b| b.group);
+        let node = b.map(|b| b.node);
         let mut zones = self
             .blocks
             .values()
-            .filter(|o| o.id != id && (o.id + 1 == id || o.id == id + 1 || (group.is_some() && o.group == group)))
+            .filter(|o| o.id != id && Some(o.node) == node)
+            .filter(|o| o.id + 1 == id || o.id == id + 1 || (group.is_some() && o.group == group))
             .filter_map(|o| o.zone);
         match (zones.next(), zones.all(|z| z == ZoneId::Movable)) {
             (Some(ZoneId::Movable), true) => ZoneId::Movable,
             _ => ZoneId::Normal,
         }
-    }
-
-    fn auto_movable_zone(&self, id: BlockId) -> ZoneId {
-        if self.ratio == 0 {
-            return ZoneId::Normal;
-        }
-        let bp = self.block_pages();
-        let group = self.blocks.get(&id).and_then(|b| b.group);
-        let gdata = group.and_then(|g| self.groups.get(&g));
-        let need = match gdata.map(|g| g.kind) {
-            Some(GroupKind::Static { max_pages }) => {
-                let g = gdata.unwrap_or_else(|| unreachable!());
-                if g.present_kernel_pages > 0 {
-                    return ZoneId::Normal; // all or nothing per DIMM
-                }
-                max_pages - g.present_movable_pages
-            }
-            Some(GroupKind::Dynamic { unit_pages }) if unit_pages > bp => {
-                // The unit this block belongs to: its online blocks decide.
-                let unit_blocks = unit_pages / bp;
-                let first = id / unit_blocks * unit_blocks;
-                let mut online = 0;
-                for b in (first..first + unit_blocks).filter_map(|u| self.blocks.get(&u)) {
-                    if b.group == group && b.state == BlockState::Online {
-                        if b.zone != Some(ZoneId::Movable) {
-                            return ZoneId::Normal;
-                        }
-                        online += b.nr_pages;
-                    }
-                }
-                unit_pages - online
-            }
-            _ => bp,
-        };
-        if self.can_online_movable(group, need) {
-            ZoneId::Movable
-        } else {
-            ZoneId::Normal
-        }
-    }
-
-    /// Linux `auto_movable_can_online_movable` (one node).
-    fn can_online_movable(&self, group: Option<GroupId>, need: u64) -> bool {
-        let mut k = self.present.kernel_early;
-        let mut m = self.present.movable;
-        let (mut reserve_k, mut reserve_m) = (0u64, 0u64);
-        for (&gid, g) in &self.groups {
-            if Some(gid) == group || !matches!(g.kind, GroupKind::Dynamic { .. }) {
-                continue;
-            }
-            let req = (g.present_movable_pages * 100 / self.ratio).saturating_sub(g.present_kernel_pages);
-            if req > 0 {
-                reserve_k += req;
-                reserve_m += g.present_movable_pages;
-            }
-        }
-        if k <= reserve_k {
-            return false;
-        }
-        k -= reserve_k;
-        m = m.saturating_sub(reserve_m);
-        if let Some(g) = group.and_then(|g| self.groups.get(&g)) {
-            if matches!(g.kind, GroupKind::Dynamic { .. }) {
-                k += g.present_kernel_pages;
-            }
-        }
-        (m + need) as u128 * 100 <= self.ratio as u128 * k as u128
     }
 }

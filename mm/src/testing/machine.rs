@@ -15,6 +15,7 @@ use crate::buddy::{MemmapInit, PageAlloc, Violation, ZoneCounters};
 use crate::geometry::Config;
 use crate::hotplug::{AddFlags, BlockId, GroupId, Hotplug, HotplugError, HotplugOps, OnlineType};
 use crate::migrate::{Handle, Handles};
+use crate::numa::NodeId;
 use crate::page::ZoneId;
 use crate::pgtable::testing::{Checker, HostTables, ModelTlb};
 use crate::pgtable::{Attrs, MapFlags, PageTable};
@@ -44,6 +45,10 @@ pub struct Machine<C: Config> {
     /// Run the allocator checker after every online and offline (off while counting struct
     /// page accesses: the checker reads every initialised one).
     pub check_each_op: bool,
+    /// The first PFN and node of every `online_pages` call, in order.
+    pub onlined_nodes: Vec<(u64, NodeId)>,
+    /// The first PFN and node of every `offline_pages` call, in order.
+    pub offlined_nodes: Vec<(u64, NodeId)>,
 }
 
 impl<C: Config> Default for Machine<C> {
@@ -95,6 +100,8 @@ impl<C: Config> Machine<C> {
             contents: HashMap::new(),
             fail_in: None,
             check_each_op: true,
+            onlined_nodes: Vec::new(),
+            offlined_nodes: Vec::new(),
         }
     }
 
@@ -318,7 +325,7 @@ macro_rules! checked_ops {
 }
 
 checked_ops! {
-    add_memory(group: Option<GroupId>, start: u64, size: u64, flags: AddFlags) -> Result<Vec<BlockId>, HotplugError>;
+    add_memory(nid: NodeId, group: Option<GroupId>, start: u64, size: u64, flags: AddFlags) -> Result<Vec<BlockId>, HotplugError>;
     online_block(id: BlockId, t: OnlineType) -> Result<ZoneId, HotplugError>;
     offline_block(id: BlockId) -> Result<(), HotplugError>;
     offline_and_remove(start: u64, size: u64) -> Result<(), HotplugError>;
@@ -362,7 +369,7 @@ pub fn boot<C: Config>() -> (Machine<C>, Checked) {
         m.alloc
             .online_range(ZoneId::Normal, 0, pfn, g.pages_per_section())
             .unwrap();
-        hp.add_boot_block(id);
+        hp.add_boot_block(id, 0).unwrap();
     }
     hp.default_online = None;
     (m, hp)

@@ -10,6 +10,7 @@ use crate::altmap::Altmap;
 use crate::geometry::Config;
 use crate::hotplug::{BlockId, HotplugError, HotplugOps};
 use crate::migrate::{move_window_block, offline_pages};
+use crate::numa::NodeId;
 use crate::page::{flags, Memmap, Page, ZoneId};
 use crate::pgtable::{Attrs, MapFlags};
 
@@ -113,13 +114,14 @@ impl<C: Config> HotplugOps for Machine<C> {
         self.sparse.clear(nr as usize, clear);
     }
 
-    fn init_vmemmap_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) {
+    fn init_vmemmap_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId, nid: NodeId) {
         // As the kernel: through the allocator's accessor (the pages are not in the allocator).
         for p in pfn..pfn + nr {
             self.alloc
                 .update_page(p, |page| {
                     page.flags = flags::VMEMMAP_SELF_HOSTED;
                     page.zone = zone as u8;
+                    page.node = nid;
                 })
                 .unwrap();
         }
@@ -133,19 +135,28 @@ impl<C: Config> HotplugOps for Machine<C> {
         }
     }
 
-    fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) -> Result<(), HotplugError> {
+    fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId, nid: NodeId) -> Result<(), HotplugError> {
         self.injected()?;
+        self.onlined_nodes.push((pfn, nid));
         let r = self
             .alloc
-            .online_range(zone, 0, pfn, nr)
+            .online_range(zone, nid, pfn, nr)
             .map(|_| ())
             .map_err(HotplugError::Allocator);
         self.assert_alloc_ok("online_pages");
         r
     }
 
-    fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId, target_below: u64) -> Result<(), HotplugError> {
+    fn offline_pages(
+        &mut self,
+        pfn: u64,
+        nr: u64,
+        block: BlockId,
+        nid: NodeId,
+        target_below: u64,
+    ) -> Result<(), HotplugError> {
         self.injected()?;
+        self.offlined_nodes.push((pfn, nid));
         let g = C::GEOM;
         let Machine {
             pt,

@@ -9,19 +9,21 @@
 //! [`MemmapInit::Deferred`]: crate::buddy::MemmapInit::Deferred
 
 use crate::hotplug::{AddFlags, BlockId, BlockState, GroupId, Hotplug, HotplugError, HotplugOps};
+use crate::numa::NodeId;
 use crate::page::ZoneId;
 use alloc::vec::Vec;
 
-/// Add `[addr, addr + size)` with memmap on memory to `group` and online it per the policy
-/// (`default_online`); the block ids.
+/// Add `[addr, addr + size)` with memmap on memory to node `nid` and `group` and online it per
+/// the policy (`default_online`); the block ids.
 pub fn add(
     hp: &mut Hotplug,
     ops: &mut impl HotplugOps,
+    nid: NodeId,
     group: GroupId,
     addr: u64,
     size: u64,
 ) -> Result<Vec<BlockId>, HotplugError> {
-    let ids = hp.add_memory(ops, Some(group), addr, size, AddFlags { memmap_on_memory: true })?;
+    let ids = hp.add_memory(ops, nid, Some(group), addr, size, AddFlags { memmap_on_memory: true })?;
     hp.auto_online(ops, &ids);
     Ok(ids)
 }
@@ -42,9 +44,9 @@ pub fn set_online(
         Some(b) if b.state == BlockState::Online => {
             let zone = b.zone.unwrap_or(ZoneId::Normal);
             if on {
-                ops.online_pages(pfn, nr, zone)
+                ops.online_pages(pfn, nr, zone, b.node)
             } else {
-                ops.offline_pages(pfn, nr, block, below_pfn)
+                ops.offline_pages(pfn, nr, block, b.node, below_pfn)
             }
         }
         _ => Ok(()),

@@ -121,7 +121,7 @@ impl<C: Config> SubblockCase<C> {
         let g = C::GEOM;
         let (mut m, mut hp) = boot_in::<C>(mode);
         let id = 8;
-        hp.add_memory(&mut m, None, base::<C>(), g.section_size(), MOM)
+        hp.add_memory(&mut m, 0, None, base::<C>(), g.section_size(), MOM)
             .map_err(|e| fail("add", e))?;
         let (online, zone) = if movable {
             (OnlineType::Movable, ZoneId::Movable)
@@ -165,7 +165,7 @@ impl<C: Config> SubblockCase<C> {
             Step::Unplug(i) if i >= self.meta && self.plugged[i] && self.block_online => {
                 let (pfn, nr) = self.range(i);
                 // Targets below the device block: the shrink path's placement.
-                match self.m.offline_pages(pfn, nr, id, pfn) {
+                match self.m.offline_pages(pfn, nr, id, 0, pfn) {
                     Ok(()) => self.plugged[i] = false,
                     Err(HotplugError::Busy { .. } | HotplugError::NoMigrationTarget { .. }) => {}
                     Err(e) => return Err(fail("unplug", e)),
@@ -173,7 +173,7 @@ impl<C: Config> SubblockCase<C> {
             }
             Step::Plug(i) if !self.plugged[i] && self.block_online => {
                 let (pfn, nr) = self.range(i);
-                self.m.online_pages(pfn, nr, zone).map_err(|e| fail("plug", e))?;
+                self.m.online_pages(pfn, nr, zone, 0).map_err(|e| fail("plug", e))?;
                 self.plugged[i] = true;
             }
             Step::Alloc(order) => {
@@ -212,7 +212,7 @@ impl<C: Config> SubblockCase<C> {
                 for i in (0..self.nsubs).filter(|&i| !self.plugged[i]) {
                     let (pfn, nr) = self.range(i);
                     self.m
-                        .offline_pages(pfn, nr, id, u64::MAX)
+                        .offline_pages(pfn, nr, id, 0, u64::MAX)
                         .map_err(|e| fail("re-offline unplugged", e))?;
                 }
                 self.block_online = true;

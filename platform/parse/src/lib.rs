@@ -15,4 +15,5 @@ pub mod cmdline;
 pub mod dtb;
 pub mod line;
 pub mod num;
+pub mod numa;
 pub mod shell;

@@ -45,6 +45,8 @@ pub struct Platform {
     pub model: String,
     /// The PCIe host bridge, if the machine has one.
     pub pci: Option<PciHost>,
+    /// NUMA nodes, their CPUs, memory and distances ([`super::numa`]).
+    pub numa: Result<super::numa::Topology, super::numa::NumaError>,
 }
 
 #[derive(Debug)]
@@ -180,6 +182,7 @@ pub unsafe fn parse(ptr: *const u8, mapped: u64) -> Result<Platform, DtbError> {
         .find_compatible(&["pci-host-ecam-generic"])
         .and_then(|n| parse_pci_host(&n));
     Ok(Platform {
+        numa: super::numa::topology(&fdt),
         pci,
         memory,
         reserved,

@@ -9,3 +9,4 @@ pub use parse::cmdline;
 pub mod dtb;
 pub mod early;
 pub mod layout;
+pub mod numa;

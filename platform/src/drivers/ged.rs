@@ -183,6 +183,12 @@ pub fn slot_range() -> (u64, u64) {
     (base, size)
 }
 
+/// The selected slot's proximity domain: the DIMM's NUMA node (QEMU numbers proximity
+/// domains like its `-numa node,nodeid=N` ids).
+pub fn slot_proximity() -> u32 {
+    memhp().proximity.get()
+}
+
 /// One control action on the selected slot.
 pub fn ctrl(action: FieldValue<u8, SLOT_CONTROL::Register>) {
     memhp().flags_or_control.write(action);

@@ -7,6 +7,7 @@ pub mod exit;
 pub mod irq;
 pub mod lockdep;
 pub mod mem;
+pub mod numa;
 pub mod pci;
 pub mod smp;
 pub mod sync;

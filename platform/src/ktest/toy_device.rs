@@ -147,8 +147,8 @@ ktest!(memory_device_template);
 fn drive(start: u64, nr: u64) -> Result<(), String> {
     let bs = nr << PAGE_SHIFT;
     let group = hp::with_hotplug(|h, ops| {
-        let group = h.register_static_group(nr);
-        let ids = h.add_memory(ops, Some(group), start, bs, AddFlags { memmap_on_memory: true })?;
+        let group = h.register_static_group(0, nr)?;
+        let ids = h.add_memory(ops, 0, Some(group), start, bs, AddFlags { memmap_on_memory: true })?;
         h.online_block(ops, ids[0], OnlineType::Movable)?;
         Ok::<_, mm::hotplug::HotplugError>(group)
     })

@@ -69,7 +69,7 @@ fn round(start: u64, size: u64, mom: bool) -> Result<Round, String> {
     let mut r = Round::default();
     let free0 = page_alloc::free_page_count();
     let t = arch::cpu::counter();
-    let ids = with_hotplug(|h, ops| h.add_memory(ops, None, start, size, AddFlags { memmap_on_memory: mom }))
+    let ids = with_hotplug(|h, ops| h.add_memory(ops, 0, None, start, size, AddFlags { memmap_on_memory: mom }))
         .map_err(|e| alloc::format!("add: {e}"))?;
     r.add = arch::cpu::counter() - t;
     // Pre-existing memory the add consumed (memmap from the allocator, page-table pages).

@@ -21,7 +21,14 @@ pub(super) fn cmd_probe(args: &[&str]) -> Result<(), ShellError> {
     }
     let t0 = arch::cpu::counter();
     let r = crate::kernel::mem::hotplug::with_hotplug(|hp, ops| {
-        hp.add_memory(ops, None, addr, size, mm::hotplug::AddFlags { memmap_on_memory: true })
+        hp.add_memory(
+            ops,
+            0,
+            None,
+            addr,
+            size,
+            mm::hotplug::AddFlags { memmap_on_memory: true },
+        )
     });
     let cycles = arch::cpu::counter() - t0;
     if let Some(ids) = report("probe", r) {

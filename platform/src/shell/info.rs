@@ -51,6 +51,7 @@ pub(super) fn cmd_meminfo(args: &[&str]) -> Result<(), ShellError> {
             );
         }
     });
+    print_node_meminfo();
     println!(
         "  RAM {}  free {}  memmap {} ({}.{:02}% with page tables)  page tables {} pages  heap {}/{} bytes",
         layout::Size(ram_bytes),
@@ -63,6 +64,40 @@ pub(super) fn cmd_meminfo(args: &[&str]) -> Result<(), ShellError> {
         heap_total
     );
     Ok(())
+}
+
+/// `meminfo`'s per-node lines (Linux `/sys/devices/system/node/nodeN/meminfo`): a summary per
+/// online node, then each of its zones that holds memory, with the keys of the zone lines (GDB's
+/// `hm-freelists` prints the same).
+fn print_node_meminfo() {
+    use mm::page::ZoneId;
+    let mem = super::numa::node_memory();
+    for nid in super::numa::online_nodes(&mem).iter() {
+        let zones = ZoneId::ALL
+            .map(|z| page_alloc::with_page_alloc(|a| (z, a.node_counters(nid, z), a.node_free_blocks(nid, z))));
+        println!(
+            "meminfo: node={nid} present_bytes={} online_bytes={} managed_pages={} free_pages={}",
+            mem[nid as usize].present,
+            mem[nid as usize].online,
+            zones.iter().map(|(_, c, _)| c.managed).sum::<u64>(),
+            zones.iter().map(|(_, c, _)| c.available()).sum::<u64>(),
+        );
+        let n = page_alloc::with_page_alloc(|a| a.max_order()) as usize + 1;
+        for (z, c, blocks) in zones
+            .iter()
+            .filter(|(_, c, _)| c.managed > 0 || c.free > 0 || c.deferred > 0)
+        {
+            println!(
+                "meminfo: node={nid} zone={} managed_pages={} free_pages={} isolated_pages={} deferred_pages={} free_blocks_by_order={:?}",
+                z.name(),
+                c.managed,
+                c.free,
+                c.isolated,
+                c.deferred,
+                &blocks[..n]
+            );
+        }
+    }
 }
 
 /// `meminfo check`: every allocator and hotplug invariant against a full recount.
@@ -170,11 +205,17 @@ pub(super) fn cmd_sections(args: &[&str]) -> Result<(), ShellError> {
             }
         }
         let pa = nr as u64 * size;
+        let node = crate::kernel::mem::hotplug::with_hotplug(|hp, _| {
+            hp.blocks()
+                .find(|b| (b.start_pfn..b.start_pfn + b.nr_pages).contains(&(pa >> layout::PAGE_SHIFT)))
+                .map(|b| b.node)
+        });
         println!(
-            "section: nr={} range={:#x}-{:#x} state={} memmap={:#x}",
+            "section: nr={} range={:#x}-{:#x} node={} state={} memmap={:#x}",
             nr,
             pa,
             pa + size,
+            node.map_or(String::from("-"), |n| alloc::format!("{n}")),
             names,
             memmap::VMEMMAP.pfn_to_page(pa >> layout::PAGE_SHIFT)
         );
@@ -212,10 +253,11 @@ pub(super) fn cmd_blocks(args: &[&str]) -> Result<(), ShellError> {
                 .group
                 .map_or(alloc::string::String::from("-"), |g| alloc::format!("{g}"));
             println!(
-                "block: id={} range={:#x}-{:#x} state={} zone={} group={} vmemmap_pages={} early={}",
+                "block: id={} range={:#x}-{:#x} node={} state={} zone={} group={} vmemmap_pages={} early={}",
                 b.id,
                 start,
                 start + (b.nr_pages << layout::PAGE_SHIFT),
+                b.node,
                 b.state.name(),
                 zone_name(b.zone),
                 group,

@@ -24,6 +24,7 @@ mod info;
 #[cfg(feature = "ktest")]
 mod ktests;
 mod line;
+mod numa;
 mod stress;
 mod walk;
 
@@ -31,6 +32,7 @@ use bench_cmd::*;
 use cpu::*;
 use hotplug::*;
 use info::*;
+use numa::*;
 use stress::*;
 
 struct Command {
@@ -47,7 +49,8 @@ const COMMANDS: &[Command] = &[
     Command { name: "pt", usage: "pt <va>", help: "walk the page tables for a virtual address", run: cmd_pt },
     Command { name: "page", usage: "page <pfn>", help: "decode the struct page of a PFN", run: cmd_page },
     Command { name: "sections", usage: "sections", help: "state of every present memory section", run: cmd_sections },
-    Command { name: "blocks", usage: "blocks", help: "memory blocks: id, range, state, zone, group, vmemmap pages", run: cmd_blocks },
+    Command { name: "blocks", usage: "blocks", help: "memory blocks: id, range, node, state, zone, group, vmemmap pages", run: cmd_blocks },
+    Command { name: "numa", usage: "numa", help: "NUMA nodes: CPUs, memory, distances", run: cmd_numa },
     Command { name: "probe", usage: "probe <addr> <size>", help: "hot-add memory held back by mem= (memmap on memory)", run: cmd_probe },
     Command { name: "online", usage: "online <block> [kernel|movable|auto]", help: "online a memory block", run: cmd_online },
     Command { name: "offline", usage: "offline <block>", help: "offline a memory block (migrating movable pages)", run: cmd_offline },

@@ -391,22 +391,43 @@ number, physical range, state (present, memmap, online, early, self-hosted) and 
                 ]
             )
             return
-        out(secs.lines())
+        try:
+            blocks = memmap.read_blocks(cfg)
+        except GdbError:
+            blocks = None
+        out(secs.lines(blocks))
+
+
+def node_filter(cmd, argv):
+    """(the node of a `node=N` word or None, the other words); a bad N is a usage error."""
+    rest, node = [], None
+    for w in argv:
+        if w.startswith("node="):
+            try:
+                node = int(w[5:], 0)
+            except ValueError:
+                cmd.usage_error("'%s' is not a node number" % w)
+        else:
+            rest.append(w)
+    return node, rest
 
 
 @command
 class FreeLists(HmCommand):
     """Free blocks per order per zone of the buddy allocator (mm::buddy::PageAlloc).
 
-Usage: hm-freelists [--check]
-The per-zone line has the keys of the shell's `meminfo: zone=` line. --check follows every
-list through the struct pages and verifies flags, order, zone, alignment and back links."""
+Usage: hm-freelists [--check] [node=N]
+The per-zone lines have the keys of the shell's `meminfo: zone=` lines (all nodes), the
+per-node ones those of its `meminfo: node=N zone=` lines. node=N shows only that node's zones.
+--check follows every list through the struct pages and verifies flags, order, zone, node,
+alignment and back links."""
 
     name = "hm-freelists"
-    usage = "hm-freelists [--check]"
-    summary = "buddy free blocks per order per zone (--check: follow the lists)"
+    usage = "hm-freelists [--check] [node=N]"
+    summary = "buddy free blocks per order per node and zone (--check: follow the lists)"
 
     def run(self, argv, arg):
+        node, argv = node_filter(self, argv)
         if argv not in ([], ["--check"], ["-c"]):
             self.usage_error()
         cfg = config.load()
@@ -415,7 +436,7 @@ list through the struct pages and verifies flags, order, zone, alignment and bac
         if fl is None:
             out(["freelists: the page allocator is not initialised yet (PAGE_ALLOC is None until init_page_allocator)"])
             return
-        out(fl.lines())
+        out(fl.lines(node))
         if argv:
             out(memmap.check_freelists(cfg, CpuState(), fl))
 
@@ -424,18 +445,19 @@ list through the struct pages and verifies flags, order, zone, alignment and bac
 class Blocks(HmCommand):
     """List the memory blocks: range, state, zone, group, self-hosted memmap and altmap.
 
-Usage: hm-blocks
-The `block:` lines have the keys of the shell's `blocks` (id, range, state, zone, group,
-vmemmap_pages, early); a block whose memmap lives on its own memory gets an `altmap:` line
+Usage: hm-blocks [node=N]
+The `block:` lines have the keys of the shell's `blocks` (id, range, node, state, zone, group,
+vmemmap_pages, early); node=N lists only that node's blocks; a block whose memmap lives on its own memory gets an `altmap:` line
 (base_pfn, end_pfn, reserve, free, align, alloc and the PFNs backing the memmap). Memory
 groups follow as `group: id=N` and their fields as key=value (`kind=static max_pages=..`).
 Read from the kernel's HOTPLUG static; a kernel without it says so."""
 
     name = "hm-blocks"
-    usage = "hm-blocks"
-    summary = "memory blocks with state/zone/group/vmemmap pages and their altmap"
+    usage = "hm-blocks [node=N]"
+    summary = "memory blocks with node/state/zone/group/vmemmap pages and their altmap"
 
     def run(self, argv, arg):
+        node, argv = node_filter(self, argv)
         if argv:
             self.usage_error()
         cfg = config.load()
@@ -444,7 +466,7 @@ Read from the kernel's HOTPLUG static; a kernel without it says so."""
         if blocks is None:
             out(["blocks: the hotplug state is not set up yet (HOTPLUG is None until hotplug::init at boot)"])
             return
-        out(blocks.lines())
+        out(blocks.lines(node))
 
 
 @command

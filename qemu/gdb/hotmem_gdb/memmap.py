@@ -152,7 +152,9 @@ class Sections:
     def present(self):
         return [(nr, s) for nr, s in enumerate(self.states) if s & SECTION_PRESENT]
 
-    def lines(self):
+    def lines(self, blocks=None):
+        """`blocks` (a `Blocks`, or None before the hotplug state exists) gives each section's
+        node, as the shell's `sections` does."""
         cfg = self.cfg
         pres = self.present()
         out = [
@@ -162,11 +164,12 @@ class Sections:
         for nr, st in pres:
             pa = nr * cfg.section_size
             out.append(
-                "section: nr=%d range=%#x-%#x state=%s memmap=%#x"
+                "section: nr=%d range=%#x-%#x node=%s state=%s memmap=%#x"
                 % (
                     nr,
                     pa,
                     pa + cfg.section_size,
+                    "-" if blocks is None else blocks.node_of(pa >> cfg.page_shift),
                     flag_names(st, SECTION_STATES, ","),
                     cfg.struct_page(pa >> cfg.page_shift),
                 )
@@ -195,7 +198,10 @@ def read_sections(cfg):
 
 
 class Zone:
-    def __init__(self, zid, name, v, nr_orders):
+    """One node's zone (`PageAlloc::zones[node][zone]`)."""
+
+    def __init__(self, node, zid, name, v, nr_orders):
+        self.node = node
         self.id = zid
         self.name = name
         fa = v["free_area"]
@@ -215,27 +221,48 @@ class FreeLists:
         self.max_order = max_order
         self.zones = zones
 
-    def lines(self):
+    def totals(self):
+        """Per zone id, summed over the nodes: (name, managed, free, isolated, deferred, lens)."""
+        out = {}
+        for z in self.zones:
+            t = out.setdefault(z.id, [z.name, 0, 0, 0, 0, [0] * len(z.lens)])
+            t[1] += z.managed
+            t[2] += z.free
+            t[3] += z.isolated
+            t[4] += z.deferred
+            t[5] = [a + b for a, b in zip(t[5], z.lens)]
+        return [out[k] for k in sorted(out)]
+
+    def lines(self, node=None):
+        """The shell's `meminfo: zone=` figures (all nodes), then per node, then the lists;
+        `node`: only that node's."""
         n = self.max_order + 1
         out = []
         if self.locked:
             out.append(
                 "freelists: warning: PAGE_ALLOC is locked (a CPU is inside the allocator): lists may be mid-update"
             )
-        for z in self.zones:
+        if node is None:
+            for name, managed, free, isolated, deferred, lens in self.totals():
+                out.append(
+                    "freelists: zone=%s managed_pages=%d free_pages=%d isolated_pages=%d deferred_pages=%d free_blocks_by_order=[%s]"
+                    % (name, managed, free, isolated, deferred, ", ".join(str(x) for x in lens[:n]))
+                )
+        shown = [z for z in self.zones if (z.managed or z.free or z.deferred) and node in (None, z.node)]
+        for z in shown:
             out.append(
-                "freelists: zone=%s managed_pages=%d free_pages=%d isolated_pages=%d deferred_pages=%d free_blocks_by_order=[%s]"
-                % (z.name, z.managed, z.free, z.isolated, z.deferred, ", ".join(str(x) for x in z.lens[:n]))
+                "freelists: node=%d zone=%s managed_pages=%d free_pages=%d isolated_pages=%d deferred_pages=%d free_blocks_by_order=[%s]"
+                % (z.node, z.name, z.managed, z.free, z.isolated, z.deferred, ", ".join(str(x) for x in z.lens[:n]))
             )
-        for z in self.zones:
+        for z in shown:
             if not any(z.lens[:n]):
                 continue
-            out.append("  zone %s:  order  block size   blocks       pages  first pfn" % z.name)
+            out.append("  node %d zone %s:  order  block size   blocks       pages  first pfn" % (z.node, z.name))
             for o in range(n):
                 if z.lens[o]:
                     out.append(
                         "  %*s%5d  %10s  %6d  %10d  %#x"
-                        % (len(z.name) + 7, "", o, size_str(self.cfg.page_size << o), z.lens[o], z.lens[o] << o, z.heads[o])
+                        % (len(z.name) + 14, "", o, size_str(self.cfg.page_size << o), z.lens[o], z.lens[o] << o, z.heads[o])
                     )
         return out
 
@@ -310,17 +337,20 @@ def read_freelists(cfg):
     alloc, locked = _page_alloc()
     if alloc is None:
         return None
-    zones_v = alloc["zones"]
-    lo, hi = zones_v.type.strip_typedefs().range()
+    nodes_v = alloc["zones"]  # [[Zone; 2]; MAX_NUMNODES], indexed [node][zone]
+    nlo, nhi = nodes_v.type.strip_typedefs().range()
     names = zone_names()
     nr_orders = None
     zones = []
-    for i in range(lo, hi + 1):
-        z = zones_v[i]
-        if nr_orders is None:
-            a, b = z["free_area"].type.strip_typedefs().range()
-            nr_orders = b - a + 1
-        zones.append(Zone(i, names.get(i, "zone%d" % i), z, nr_orders))
+    for node in range(nlo, nhi + 1):
+        zones_v = nodes_v[node]
+        lo, hi = zones_v.type.strip_typedefs().range()
+        for i in range(lo, hi + 1):
+            z = zones_v[i]
+            if nr_orders is None:
+                a, b = z["free_area"].type.strip_typedefs().range()
+                nr_orders = b - a + 1
+            zones.append(Zone(node, i, names.get(i, "zone%d" % i), z, nr_orders))
     return FreeLists(cfg, locked, int(alloc["max_order"]), zones)
 
 
@@ -337,8 +367,8 @@ def check_freelists(cfg, cpu, fl, limit=100000):
                     p, w = read_page(cfg, cpu, mem, pfn)
                     if p is None:
                         problems.append(
-                            "freelists: BAD zone=%s order=%d pfn=%#x: struct page not mapped (%s)"
-                            % (z.name, o, pfn, w.result_line())
+                            "freelists: BAD node=%d zone=%s order=%d pfn=%#x: struct page not mapped (%s)"
+                            % (z.node, z.name, o, pfn, w.result_line())
                         )
                         break
                     bad = []
@@ -348,18 +378,22 @@ def check_freelists(cfg, cpu, fl, limit=100000):
                         bad.append("order=%d" % p.order)
                     if p.zone != z.id:
                         bad.append("zone=%d" % p.zone)
+                    if p.node != z.node:
+                        bad.append("node=%d" % p.node)
                     if p.prev != prev:
                         bad.append("prev=%#x, expected %#x" % (p.prev, prev))
                     if pfn & ((1 << o) - 1):
                         bad.append("not aligned to its order")
                     if bad:
                         problems.append(
-                            "freelists: BAD zone=%s order=%d pfn=%#x: %s" % (z.name, o, pfn, ", ".join(bad))
+                            "freelists: BAD node=%d zone=%s order=%d pfn=%#x: %s"
+                            % (z.node, z.name, o, pfn, ", ".join(bad))
                         )
                     prev, pfn, n = pfn, p.next, n + 1
                 if n != z.lens[o]:
                     problems.append(
-                        "freelists: BAD zone=%s order=%d: list has %d blocks, len says %d" % (z.name, o, n, z.lens[o])
+                        "freelists: BAD node=%d zone=%s order=%d: list has %d blocks, len says %d"
+                        % (z.node, z.name, o, n, z.lens[o])
                     )
                 summary.append(n)
     total = sum(summary)
@@ -386,6 +420,7 @@ class Block:
         self.id = int(v["id"])
         self.start_pfn = int(v["start_pfn"])
         self.nr_pages = int(v["nr_pages"])
+        self.node = int(v["node"])
         self.state = _kebab(enum_variant(v["state"]))
         z = option_some(v["zone"])
         self.zone = "-" if z is None else zones.get(int(z), "?")
@@ -403,11 +438,12 @@ class Block:
     def lines(self, cfg):
         start = self.start_pfn << cfg.page_shift
         out = [
-            "block: id=%d range=%#x-%#x state=%s zone=%s group=%s vmemmap_pages=%d early=%s"
+            "block: id=%d range=%#x-%#x node=%d state=%s zone=%s group=%s vmemmap_pages=%d early=%s"
             % (
                 self.id,
                 start,
                 start + (self.nr_pages << cfg.page_shift),
+                self.node,
                 self.state,
                 self.zone,
                 self.group,
@@ -464,13 +500,22 @@ class Blocks:
         self.blocks = blocks
         self.groups = groups  # [(id, [key=value words])]
 
-    def lines(self):
+    def node_of(self, pfn):
+        """The node of the block holding `pfn`, as text ("-": no block)."""
+        for b in self.blocks:
+            if b.start_pfn <= pfn < b.start_pfn + b.nr_pages:
+                return str(b.node)
+        return "-"
+
+    def lines(self, node=None):
+        """`node`: only that node's blocks (the header still counts them all)."""
         out = []
         if self.locked:
             out.append("blocks: warning: the hotplug lock is held (a hotplug operation is in progress)")
         out.append("blocks: block_size=%s count=%d" % (size_str(self.cfg.section_size), len(self.blocks)))
         for b in self.blocks:
-            out.extend(b.lines(self.cfg))
+            if node is None or b.node == node:
+                out.extend(b.lines(self.cfg))
         for gid, words in self.groups:
             out.append("group: id=%d %s" % (gid, " ".join(words)))
         return out

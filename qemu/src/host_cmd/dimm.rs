@@ -19,8 +19,12 @@ use crate::qmp::{MemoryDevice, OspmStatus, Qmp, QmpError, QmpEvent, OST_SOURCE_E
 /// The DIMM host commands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DimmCommand {
-    /// `:plug SIZE [ID]`.
-    Plug { size: u64, id: Option<String> },
+    /// `:plug SIZE [ID] [node=N]`.
+    Plug {
+        size: u64,
+        id: Option<String>,
+        node: Option<u32>,
+    },
     /// `:unplug ID`.
     Unplug { id: String },
     /// `:dimms`.
@@ -28,9 +32,10 @@ pub enum DimmCommand {
 }
 
 impl DeviceCommand for DimmCommand {
-    const HELP: &'static str =
-        "  :plug SIZE [ID]   hot-plug a pc-dimm of SIZE (e.g. 1G, 128M) with backend mem-<ID>; ID
-                    defaults to the lowest free dimm<N>; waits for the guest's _OST
+    const HELP: &'static str = "  :plug SIZE [ID] [node=N]
+                    hot-plug a pc-dimm of SIZE (e.g. 1G, 128M) with backend mem-<ID> on
+                    NUMA node N (default 0); ID defaults to the lowest free dimm<N>; waits
+                    for the guest's _OST
   :unplug ID        device_del; waits for DEVICE_DELETED (then deletes the backend) or the
                     guest's refusal (_OST eject failure)
   :dimms            QEMU's DIMMs (query-memory-devices) with their OSPM status
@@ -40,8 +45,8 @@ impl DeviceCommand for DimmCommand {
     fn parse(name: &str, words: &[&str]) -> Option<Result<Self, String>> {
         let usage = |u: &str| Err(format!("usage: {u}"));
         Some(match (name, words) {
-            ("plug", [size] | [size, _]) => parse_plug(size, words.get(1).copied()),
-            ("plug", _) => usage(":plug SIZE [ID]"),
+            ("plug", [size, rest @ ..]) if rest.len() <= 2 => parse_plug(size, rest),
+            ("plug", _) => usage(":plug SIZE [ID] [node=N]"),
             ("unplug", [id]) => Ok(DimmCommand::Unplug { id: id.to_string() }),
             ("unplug", _) => usage(":unplug ID"),
             ("dimms", []) => Ok(DimmCommand::List),
@@ -59,9 +64,19 @@ impl DeviceCommand for DimmCommand {
     }
 
     fn refusal(&self, qmp: &mut Qmp) -> Option<String> {
-        let DimmCommand::Plug { id: Some(id), .. } = self else {
+        let DimmCommand::Plug { id, node, .. } = self else {
             return None;
         };
+        if let Some(n) = *node {
+            let why = match qmp.numa_nodes() {
+                Ok(count) => node_refusal(n, count),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(why) = why {
+                return Some(format!("plug: error: {why}"));
+            }
+        }
+        let id = id.as_ref()?;
         match id_in_use(qmp, id) {
             Ok(None) => None,
             Ok(Some(what)) => Some(format!(
@@ -73,8 +88,8 @@ impl DeviceCommand for DimmCommand {
 
     fn run(self, qmp: &mut Qmp, t: HostTimeouts) -> Result<HostReply, QmpError> {
         Ok(match self {
-            DimmCommand::Plug { size, id } => {
-                let p = plug(qmp, size, id.as_deref(), t.plug)?;
+            DimmCommand::Plug { size, id, node } => {
+                let p = plug_on_node(qmp, size, id.as_deref(), node, t.plug)?;
                 HostReply::outcome(vec![p.line()], !p.ok())
             }
             DimmCommand::Unplug { id } => {
@@ -93,17 +108,47 @@ impl DeviceCommand for DimmCommand {
     }
 }
 
-/// `:plug SIZE [ID]`'s arguments.
-fn parse_plug(size: &str, id: Option<&str>) -> Result<DimmCommand, String> {
+/// `:plug SIZE [ID] [node=N]`'s arguments (`rest`: ID and `node=N`, each at most once).
+fn parse_plug(size: &str, rest: &[&str]) -> Result<DimmCommand, String> {
     let size = parse_nonzero_size(size)?;
-    if let Some(id) = id.filter(|id| !valid_id(id)) {
-        return Err(format!(
-            "`{id}` is not a valid QEMU id (a letter, then letters, digits, `-`, `.`, `_`)"
-        ));
+    let (mut id, mut node) = (None, None);
+    for &w in rest {
+        if let Some(n) = w.strip_prefix("node=") {
+            let n = n
+                .parse::<u32>()
+                .map_err(|_| format!("`{w}`: the node is a number, e.g. node=1"))?;
+            if node.replace(n).is_some() {
+                return Err(format!("`{w}`: node= given twice (usage: :plug SIZE [ID] [node=N])"));
+            }
+        } else if !valid_id(w) {
+            return Err(format!(
+                "`{w}` is not a valid QEMU id (a letter, then letters, digits, `-`, `.`, `_`)"
+            ));
+        } else if id.replace(w.to_string()).is_some() {
+            return Err(format!("`{w}`: a second ID (usage: :plug SIZE [ID] [node=N])"));
+        }
     }
-    Ok(DimmCommand::Plug {
-        size,
-        id: id.map(String::from),
+    Ok(DimmCommand::Plug { size, id, node })
+}
+
+impl DimmCommand {
+    /// The NUMA node a `:plug` asks for.
+    pub fn node(&self) -> Option<u32> {
+        match self {
+            DimmCommand::Plug { node, .. } => *node,
+            _ => None,
+        }
+    }
+}
+
+/// Why node `n` cannot take a DIMM on a machine with `nodes` NUMA nodes, or `None`.
+pub fn node_refusal(n: u32, nodes: u32) -> Option<String> {
+    (n >= nodes).then(|| {
+        format!(
+            "node={n} does not exist: the machine has {nodes} NUMA node{} (0{}; add nodes with --numa, e.g. --numa 1G,0)",
+            if nodes == 1 { "" } else { "s" },
+            if nodes > 1 { format!("-{}", nodes - 1) } else { String::new() }
+        )
     })
 }
 
@@ -282,6 +327,17 @@ fn is_ost(e: &QmpEvent, id: &str, source: u64) -> Option<OspmStatus> {
 /// QMP errors (bad size, no free slot, no GED in `-kernel` boots, ...) are returned as `Err`,
 /// after deleting the backend that was created for the DIMM.
 pub fn plug(qmp: &mut Qmp, size: u64, id: Option<&str>, timeout: Duration) -> Result<Plugged, QmpError> {
+    plug_on_node(qmp, size, id, None, timeout)
+}
+
+/// [`plug`] with the DIMM on NUMA node `node` (`None`: QEMU's default, node 0).
+pub fn plug_on_node(
+    qmp: &mut Qmp,
+    size: u64,
+    id: Option<&str>,
+    node: Option<u32>,
+    timeout: Duration,
+) -> Result<Plugged, QmpError> {
     let id = match id {
         Some(i) => i.to_string(),
         None => next_dimm_id(qmp)?,
@@ -291,7 +347,7 @@ pub fn plug(qmp: &mut Qmp, size: u64, id: Option<&str>, timeout: Duration) -> Re
     protocol(qmp);
     let mark = qmp.mark();
     let t0 = Instant::now();
-    if let Err(e) = add_dimm(qmp, &id, &memdev) {
+    if let Err(e) = add_dimm(qmp, &id, &memdev, node) {
         let _ = del_backend(qmp, &memdev);
         return Err(e);
     }
@@ -444,16 +500,17 @@ pub struct DimmRow {
 }
 
 impl fmt::Display for DimmRow {
-    /// `dimms: id=dimm0 slot=0 addr=0x80000000 size=1G hotplugged=true memdev=mem-dimm0 ospm_source=1 ospm_status=0x0`
+    /// `dimms: id=dimm0 slot=0 addr=0x80000000 size=1G node=0 hotplugged=true memdev=mem-dimm0 ospm_source=1 ospm_status=0x0`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = &self.device;
         write!(
             f,
-            "dimms: id={} slot={} addr={:#x} size={} hotplugged={} memdev={}",
+            "dimms: id={} slot={} addr={:#x} size={} node={} hotplugged={} memdev={}",
             d.id.as_deref().unwrap_or("-"),
             d.slot.map_or("-".into(), |s| s.to_string()),
             d.addr,
             Size(d.size),
+            d.node.map_or("-".into(), |n| n.to_string()),
             d.hotplugged,
             d.memdev_id().unwrap_or("-"),
         )?;
@@ -496,13 +553,29 @@ mod tests {
             p(&["plug", "1G"]),
             Ok(DimmCommand::Plug {
                 size: 1 << 30,
-                id: None
+                id: None,
+                node: None
             })
         );
+        assert_eq!(p(&["plug", "1G", "node=3"]).unwrap().node(), Some(3));
+        assert_eq!(node_refusal(2, 3), None);
+        assert_eq!(
+            node_refusal(3, 3).unwrap(),
+            "node=3 does not exist: the machine has 3 NUMA nodes (0-2; add nodes with --numa, e.g. --numa 1G,0)"
+        );
+        assert!(node_refusal(1, 1).unwrap().contains("has 1 NUMA node (0;"));
         assert!(p(&["plug", "1G", "0bad"]).unwrap_err().contains("not a valid QEMU id"));
         assert_eq!(p(&["dimms"]), Ok(DimmCommand::List));
         assert!(DimmCommand::parse("vmem", &[]).is_none());
-        assert_eq!(DimmCommand::Plug { size: 1, id: None }.needs_ged(), Some("plug"));
+        assert_eq!(
+            DimmCommand::Plug {
+                size: 1,
+                id: None,
+                node: None
+            }
+            .needs_ged(),
+            Some("plug")
+        );
         assert_eq!(DimmCommand::List.needs_ged(), None);
     }
 
@@ -559,7 +632,7 @@ mod tests {
         };
         assert_eq!(
             row.to_string(),
-            "dimms: id=dimm1 slot=1 addr=0xc0000000 size=128M hotplugged=true memdev=mem-dimm1 ospm_source=1 ospm_status=0x0"
+            "dimms: id=dimm1 slot=1 addr=0xc0000000 size=128M node=0 hotplugged=true memdev=mem-dimm1 ospm_source=1 ospm_status=0x0"
         );
     }
 }

@@ -79,10 +79,11 @@ pub fn add_backend(qmp: &mut Qmp, id: &str, size: u64) -> Result<(), QmpError> {
     Ok(())
 }
 
-/// `device_add` of a `pc-dimm` on the backend `memdev`, booked until its `DEVICE_DELETED`.
-pub fn add_dimm(qmp: &mut Qmp, id: &str, memdev: &str) -> Result<(), QmpError> {
+/// `device_add` of a `pc-dimm` on the backend `memdev` (on NUMA node `node`, `None`: QEMU's
+/// default), booked until its `DEVICE_DELETED`.
+pub fn add_dimm(qmp: &mut Qmp, id: &str, memdev: &str, node: Option<u32>) -> Result<(), QmpError> {
     ledger(qmp);
-    qmp.device_add_dimm(id, memdev)?;
+    qmp.device_add_dimm(id, memdev, node)?;
     ledger(qmp).devices.insert(id.to_string(), memdev.to_string());
     Ok(())
 }

@@ -3,7 +3,7 @@
 //!
 //! | command | what it does |
 //! |---|---|
-//! | `:plug SIZE [ID]` | `object-add memory-backend-ram mem-<ID>` + `device_add pc-dimm <ID>`, then wait for the guest's `ACPI_DEVICE_OST` (source 1) for it |
+//! | `:plug SIZE [ID] [node=N]` | `object-add memory-backend-ram mem-<ID>` + `device_add pc-dimm <ID>` (on node N), then wait for the guest's `ACPI_DEVICE_OST` (source 1) for it |
 //! | `:unplug ID` | `device_del`, then wait for `DEVICE_DELETED` (then `object-del` the backend) or the guest's refusal (`ACPI_DEVICE_OST` source 3, status ≠ 0) |
 //! | `:dimms` | `query-memory-devices` + `query-acpi-ospm-status`, one line per DIMM |
 //! | `:vmem ID SIZE` | `qom-set` of the virtio-mem device's `requested-size`, then wait for the guest's `virtio-mem: ... event=done\|stopped` line |
@@ -34,7 +34,8 @@ use serde_json::{json, Value};
 
 pub use self::device::{DeviceCommand, HostTimeouts};
 pub use self::dimm::{
-    dimm_rows, next_dimm_id, plug, unplug, DimmCommand, DimmRow, PlugResult, Plugged, UnplugResult, Unplugged,
+    dimm_rows, next_dimm_id, node_refusal, plug, plug_on_node, unplug, DimmCommand, DimmRow, PlugResult, Plugged,
+    UnplugResult, Unplugged,
 };
 pub use self::report::{exit_report, reap_late_unplugs, After, HostReply};
 pub use self::vmem::{
@@ -303,19 +304,21 @@ mod tests {
             parse_host_command(":plug 1G").unwrap(),
             Dimm(DimmCommand::Plug {
                 size: 1 << 30,
-                id: None
+                id: None,
+                node: None
             })
         );
         assert_eq!(
             parse_host_command("  : plug 128M big.1").unwrap(),
             Dimm(DimmCommand::Plug {
                 size: 128 << 20,
-                id: Some("big.1".into())
+                id: Some("big.1".into()),
+                node: None
             })
         );
         assert!(parse_host_command(":plug")
             .unwrap_err()
-            .contains("usage: :plug SIZE [ID]"));
+            .contains("usage: :plug SIZE [ID] [node=N]"));
         assert!(parse_host_command(":plug 1G 0bad")
             .unwrap_err()
             .contains("not a valid QEMU id"));
@@ -381,6 +384,36 @@ mod tests {
         );
         assert_eq!(HostCommand::Powerdown.needs_ged(), Some("powerdown"));
         assert!(is_host_command(" :x") && !is_host_command("x:"));
+    }
+
+    #[test]
+    fn plug_takes_a_node() {
+        use HostCommand::*;
+        assert_eq!(
+            parse_host_command(":plug 1G node=2").unwrap(),
+            Dimm(DimmCommand::Plug {
+                size: 1 << 30,
+                id: None,
+                node: Some(2)
+            })
+        );
+        assert_eq!(
+            parse_host_command(":plug 1G node=1 d1").unwrap(),
+            Dimm(DimmCommand::Plug {
+                size: 1 << 30,
+                id: Some("d1".into()),
+                node: Some(1)
+            })
+        );
+        for (bad, want) in [
+            (":plug 1G node=x", "`node=x`: the node is a number, e.g. node=1"),
+            (":plug 1G node=1 node=2", "`node=2`: node= given twice"),
+            (":plug 1G a b", "`b`: a second ID"),
+            (":plug 1G a node=1 b", "usage: :plug SIZE [ID] [node=N]"),
+        ] {
+            let e = parse_host_command(bad).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! What QEMU reports about memory devices, as QMP carries it: `query-memory-devices` entries
-//! and the ACPI OSPM status (`query-acpi-ospm-status`, `ACPI_DEVICE_OST` events).
+//! What QEMU reports about memory devices, as QMP carries it: `query-memory-devices` entries,
+//! the ACPI OSPM status (`query-acpi-ospm-status`, `ACPI_DEVICE_OST` events), and the NUMA
+//! nodes devices can go to (`info numa`).
 
 use serde::Deserialize;
 
@@ -61,5 +62,26 @@ impl OspmStatus {
     /// The slot as a number (QEMU reports it as a string).
     pub fn slot_number(&self) -> Option<u64> {
         self.slot.parse().ok()
+    }
+}
+
+/// The node count of HMP `info numa` output (`3 nodes\r\nnode 0 cpus: 0\r\n...`; QEMU says
+/// `1 nodes` for a machine without `-numa`).
+pub fn info_numa_nodes(out: &str) -> Option<u32> {
+    out.lines().next()?.trim().strip_suffix(" nodes")?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As QEMU 10.0 prints it, with `-numa` and without.
+    #[test]
+    fn info_numa_gives_the_node_count() {
+        let three = "3 nodes\r\nnode 0 cpus: 0\r\nnode 0 size: 1024 MB\r\nnode 0 plugged: 0 MB\r\nnode 1 cpus: 1\r\nnode 2 cpus:\r\n";
+        assert_eq!(info_numa_nodes(three), Some(3));
+        assert_eq!(info_numa_nodes("1 nodes\r\nnode 0 cpus: 0 1\r\n"), Some(1));
+        assert_eq!(info_numa_nodes(""), None);
+        assert_eq!(info_numa_nodes("unknown command: 'info numa'\r\n"), None);
     }
 }

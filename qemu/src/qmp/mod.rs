@@ -528,13 +528,14 @@ impl Qmp {
         .map(drop)
     }
 
-    /// `device_add` of a `pc-dimm` backed by the object `memdev`.
-    pub fn device_add_dimm(&mut self, id: &str, memdev: &str) -> Result<(), QmpError> {
-        self.execute(
-            "device_add",
-            Some(json!({"driver": "pc-dimm", "id": id, "memdev": memdev})),
-        )
-        .map(drop)
+    /// `device_add` of a `pc-dimm` backed by the object `memdev`, on NUMA node `node`
+    /// (`None`: QEMU's default, node 0).
+    pub fn device_add_dimm(&mut self, id: &str, memdev: &str, node: Option<u32>) -> Result<(), QmpError> {
+        let mut args = json!({"driver": "pc-dimm", "id": id, "memdev": memdev});
+        if let Some(n) = node {
+            args["node"] = json!(n);
+        }
+        self.execute("device_add", Some(args)).map(drop)
     }
 
     /// `device_del`: only a *request* for DIMMs; completion is the `DEVICE_DELETED` event.
@@ -601,6 +602,14 @@ impl Qmp {
     pub fn human_monitor_command(&mut self, line: &str) -> Result<String, QmpError> {
         let v = self.execute("human-monitor-command", Some(json!({ "command-line": line })))?;
         Ok(v.as_str().unwrap_or_default().to_string())
+    }
+
+    /// How many NUMA nodes the machine has (HMP `info numa`, whose first line is `N nodes`;
+    /// QMP has no query for it): what `device_add ...,node=N` accepts is `N` below this.
+    pub fn numa_nodes(&mut self) -> Result<u32, QmpError> {
+        let out = self.human_monitor_command("info numa")?;
+        devices::info_numa_nodes(&out)
+            .ok_or_else(|| QmpError::Protocol(format!("`info numa` without a node count: {out:?}")))
     }
 }
 
@@ -746,6 +755,7 @@ mod tests {
             "query-memory-devices" => vec![ok(id, r#"[{"type": "dimm", "data": {"id": "dimm0", "slot": 0, "addr": 2147483648, "size": 1073741824, "memdev": "/objects/mem-dimm0", "hotplugged": true, "hotpluggable": true, "node": 0}}]"#)],
             "query-acpi-ospm-status" => vec![ok(id, r#"[{"device": "dimm0", "source": 1, "status": 0, "slot": "0", "slot-type": "DIMM"}, {"source": 0, "status": 0, "slot": "1", "slot-type": "DIMM"}]"#)],
             "device_del" => vec![ok(id, "{}"), r#"{"event": "DEVICE_DELETED", "data": {"device": "dimm0", "path": "/machine/peripheral/dimm0"}, "timestamp": {"seconds": 2, "microseconds": 0}}"#.into()],
+            "human-monitor-command" => vec![ok(id, r#""2 nodes\r\nnode 0 cpus: 0\r\nnode 1 cpus: 1\r\n""#)],
             "hang" => vec![],
             other => panic!("unexpected {other}"),
         }
@@ -753,7 +763,7 @@ mod tests {
         let mut q = Qmp::connect(&p, Duration::from_secs(5), || Ok(())).unwrap();
         q.observer::<Seen>();
         let m = q.mark();
-        q.device_add_dimm("dimm0", "mem-dimm0").unwrap();
+        q.device_add_dimm("dimm0", "mem-dimm0", None).unwrap();
         // The event that came before the reply is not lost.
         let e = q
             .wait_event_since(m, Duration::from_secs(1), "OST", |e| e.name == "ACPI_DEVICE_OST")
@@ -784,6 +794,7 @@ mod tests {
         );
         assert_eq!(d[0].memdev_id(), Some("mem-dimm0"));
         assert!(d[0].hotplugged);
+        assert_eq!(q.numa_nodes().unwrap(), 2);
         let o = q.query_acpi_ospm_status().unwrap();
         assert_eq!(o.len(), 2);
         assert_eq!(o[1].device, None);

@@ -6,6 +6,7 @@
 use super::DeferredRange;
 use crate::buddy::BuddyError;
 use crate::geometry::Geometry;
+use crate::numa::{NodeId, MAX_NUMNODES};
 use crate::page::ZoneId;
 use alloc::vec::Vec;
 
@@ -16,10 +17,11 @@ pub(in crate::buddy) struct Deferred {
     block_shift: u32,
     /// One bit per pageblock of `[0, nr_pfns)`: set = memmap not initialised.
     uninit: Vec<u64>,
-    /// Per zone, sorted, disjoint, never adjacent with equal node and isolation.
+    /// Per zone, sorted, disjoint, never adjacent with equal node and isolation (each range
+    /// on one node: ranges of different nodes never merge).
     pub(in crate::buddy) lists: [Vec<DeferredRange>; 2],
     /// Chunks handed out by `deferred_take` and not finished yet.
-    pub(in crate::buddy) in_flight: Vec<(ZoneId, u64, u64, u8)>,
+    pub(in crate::buddy) in_flight: Vec<(ZoneId, u64, u64, NodeId)>,
 }
 
 impl Deferred {
@@ -199,29 +201,35 @@ impl Deferred {
         Ok(a..b.max(a))
     }
 
-    /// Pages of `[s, e)` on `zone`'s list with isolation `from`, switched to `!from`.
-    pub(super) fn set_isolated(&mut self, zone: ZoneId, s: u64, e: u64, isolated: bool) -> Result<u64, BuddyError> {
+    /// Set the isolation of `[s, e)` on `zone`'s list; returns the pages switched, per node.
+    pub(super) fn set_isolated(
+        &mut self,
+        zone: ZoneId,
+        s: u64,
+        e: u64,
+        isolated: bool,
+    ) -> Result<[u64; MAX_NUMNODES], BuddyError> {
         let span = self.carve(zone, s, e)?;
         let l = &mut self.lists[zone as usize];
-        let mut n = 0;
+        let mut n = [0; MAX_NUMNODES];
         for r in &mut l[span.clone()] {
             if r.isolated != isolated {
                 r.isolated = isolated;
-                n += r.nr_pages();
+                n[r.node as usize] += r.nr_pages();
             }
         }
         Self::normalise(l, span.start, span.end);
         Ok(n)
     }
 
-    /// Drop the isolated ranges of `[s, e)` from `zone`'s list; returns their pages.
-    pub(super) fn drop_isolated(&mut self, zone: ZoneId, s: u64, e: u64) -> Result<u64, BuddyError> {
+    /// Drop the isolated ranges of `[s, e)` from `zone`'s list; returns their pages, per node.
+    pub(super) fn drop_isolated(&mut self, zone: ZoneId, s: u64, e: u64) -> Result<[u64; MAX_NUMNODES], BuddyError> {
         let span = self.carve(zone, s, e)?;
         let l = &mut self.lists[zone as usize];
-        let mut n = 0;
+        let mut n = [0; MAX_NUMNODES];
         for r in &mut l[span.clone()] {
             if r.isolated {
-                n += r.nr_pages();
+                n[r.node as usize] += r.nr_pages();
                 r.end = r.start; // dropped by normalise
             }
         }
@@ -229,10 +237,16 @@ impl Deferred {
         Ok(n)
     }
 
-    /// Take the lowest max-order chunk of `zone`'s first range that is not isolated.
-    pub(super) fn take_piece(&mut self, zone: ZoneId, max_order: u32) -> Option<(u64, u64, u8)> {
+    /// Take the lowest max-order chunk of `zone`'s first range that is not isolated (and is
+    /// on node `nid`, if given).
+    pub(super) fn take_piece(
+        &mut self,
+        zone: ZoneId,
+        nid: Option<NodeId>,
+        max_order: u32,
+    ) -> Option<(u64, u64, NodeId)> {
         let l = &mut self.lists[zone as usize];
-        let i = l.iter().position(|r| !r.isolated)?;
+        let i = l.iter().position(|r| !r.isolated && nid.is_none_or(|n| r.node == n))?;
         let r = &mut l[i];
         let chunk = 1u64 << max_order;
         let end = r.end.min((r.start / chunk + 1) * chunk);
@@ -303,16 +317,22 @@ mod tests {
         d.insert(ZoneId::Movable, r(0, 32)).unwrap();
         d.insert(ZoneId::Movable, r(32, 64)).unwrap();
         assert_eq!(d.lists[1], [r(0, 128)], "adjacent ranges merge");
-        assert_eq!(d.set_isolated(ZoneId::Movable, 16, 48, true), Ok(32));
+        let on0 = |n: u64| {
+            let mut a = [0; MAX_NUMNODES];
+            a[0] = n;
+            Ok(a)
+        };
+        assert_eq!(d.set_isolated(ZoneId::Movable, 16, 48, true), on0(32));
         assert_eq!(d.lists[1].len(), 3);
         assert!(d.lists[1][1].isolated && (d.lists[1][1].start, d.lists[1][1].end) == (16, 48));
-        assert_eq!(d.set_isolated(ZoneId::Movable, 16, 48, false), Ok(32));
+        assert_eq!(d.set_isolated(ZoneId::Movable, 16, 48, false), on0(32));
         assert_eq!(d.lists[1], [r(0, 128)], "un-isolation merges back");
         d.set_isolated(ZoneId::Movable, 96, 200, true).unwrap();
-        assert_eq!(d.drop_isolated(ZoneId::Movable, 0, 256), Ok(32));
+        assert_eq!(d.drop_isolated(ZoneId::Movable, 0, 256), on0(32));
         assert_eq!(d.lists[1], [r(0, 96)]);
-        assert_eq!(d.take_piece(ZoneId::Movable, 5), Some((0, 32, 0)));
-        assert_eq!(d.take_piece(ZoneId::Movable, 5), Some((32, 64, 0)));
+        assert_eq!(d.take_piece(ZoneId::Movable, None, 5), Some((0, 32, 0)));
+        assert_eq!(d.take_piece(ZoneId::Movable, Some(1), 5), None);
+        assert_eq!(d.take_piece(ZoneId::Movable, Some(0), 5), Some((32, 64, 0)));
         assert!(d.listed(70, 71) && !d.listed(0, 64) && !d.listed(96, 100));
     }
 }

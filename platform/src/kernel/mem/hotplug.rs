@@ -22,6 +22,7 @@ use mm::{
     altmap::Altmap,
     buddy::{DeferredState, PageLookup, Violation, ZoneCensus},
     hotplug::{AccountingViolation, BlockId, Hotplug, HotplugError, HotplugOps},
+    numa::NodeId,
     page::{flags, ZoneId},
     pgtable::{Attrs, MapFlags},
     vmemmap::VmemmapError,
@@ -97,7 +98,10 @@ pub fn init(held_back: Vec<Range>, opts: &crate::boot::cmdline::Options) {
     // memhp_default_state= says otherwise); `probe` leaves blocks offline for `online`.
     let mut hp = Hotplug::new(G, memmap::sparse().max_pa());
     for (nr, _) in memmap::sparse().iter_with(mm::sparse::state::EARLY) {
-        hp.add_boot_block(nr as BlockId);
+        let nid = crate::kernel::numa::boot_node_of(memmap::sparse().section_nr_to_pfn(nr) << layout::PAGE_SHIFT);
+        if let Err(e) = hp.add_boot_block(nr as BlockId, nid) {
+            crate::kernel::exit::fatal_stop(format_args!("hotplug: boot block {nr}: {e}"));
+        }
     }
     if let Some(d) = opts.default_online {
         hp.default_online = d;
@@ -263,13 +267,14 @@ impl HotplugOps for KernelOps {
         });
     }
 
-    fn init_vmemmap_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) {
+    fn init_vmemmap_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId, nid: NodeId) {
         // The block is present (valid memmap) and these pages are not in the allocator.
         page_alloc::with_page_alloc(|a| {
             for p in pfn..pfn + nr {
                 let r = a.update_page(p, |page| {
                     page.flags = flags::VMEMMAP_SELF_HOSTED;
                     page.zone = zone as u8;
+                    page.node = nid;
                 });
                 if let Err(e) = r {
                     crate::kernel::exit::fatal_stop(format_args!("hotplug: present block: {e}"));
@@ -289,11 +294,11 @@ impl HotplugOps for KernelOps {
         });
     }
 
-    fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId) -> Result<(), HotplugError> {
+    fn online_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId, nid: NodeId) -> Result<(), HotplugError> {
         // Like Linux's online_page_callback: only the parts the device types let online (the
         // plugged sub-blocks of virtio-mem) reach the allocator; the rest stays fake-offline.
         for (p, n) in super::device::online_runs(pfn, nr) {
-            page_alloc::with_page_alloc(|a| a.online_range(zone, 0, p, n)).map_err(HotplugError::Allocator)?;
+            page_alloc::with_page_alloc(|a| a.online_range(zone, nid, p, n)).map_err(HotplugError::Allocator)?;
         }
         if page_alloc::with_page_alloc(|a| a.uninit_pages(pfn, nr)) > 0 {
             page_alloc::deferred_work_added();
@@ -301,7 +306,14 @@ impl HotplugOps for KernelOps {
         Ok(())
     }
 
-    fn offline_pages(&mut self, pfn: u64, nr: u64, block: BlockId, target_below: u64) -> Result<(), HotplugError> {
+    fn offline_pages(
+        &mut self,
+        pfn: u64,
+        nr: u64,
+        block: BlockId,
+        nid: NodeId,
+        target_below: u64,
+    ) -> Result<(), HotplugError> {
         // Fake-offline parts (what a device type's online filter holds back) are not in the
         // allocator; on a failure the runs already taken out go back, so the range is as it was.
         let runs = super::device::online_runs(pfn, nr);
@@ -315,7 +327,7 @@ impl HotplugOps for KernelOps {
             });
             if let Err(e) = self.offline_run_retrying(p, n, block, target_below) {
                 for &(q, m) in runs[..i].iter().rev() {
-                    let _ = page_alloc::with_page_alloc(|a| a.online_range(zone, 0, q, m));
+                    let _ = page_alloc::with_page_alloc(|a| a.online_range(zone, nid, q, m));
                 }
                 return Err(e);
             }

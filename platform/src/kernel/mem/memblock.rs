@@ -49,13 +49,19 @@ impl Memblock {
     /// `size` bytes aligned to `align`, top-down (like Linux, so low memory stays free), below
     /// the current limit.
     pub fn alloc(&mut self, size: u64, align: u64) -> Option<u64> {
+        self.alloc_within(size, align, 0, u64::MAX)
+    }
+
+    /// As [`alloc`](Self::alloc), inside `[lo, hi)` (a node's memory: Linux
+    /// `memblock_alloc_try_nid` without the fallback, which is the caller's).
+    pub fn alloc_within(&mut self, size: u64, align: u64, lo: u64, hi: u64) -> Option<u64> {
         for i in (0..self.free.len()).rev() {
             let r = self.free[i];
-            let Some(top) = r.end().min(self.limit).checked_sub(size) else {
+            let Some(top) = r.end().min(self.limit).min(hi).checked_sub(size) else {
                 continue;
             };
             let base = top & !(align - 1);
-            if base < r.base {
+            if base < r.base || base < lo {
                 continue;
             }
             let pieces: Vec<Range> = subtract(r, Range { base, size }).collect();
@@ -114,6 +120,14 @@ pub fn init(ram: &[Range], reserved: &[Range]) {
 /// `size` bytes aligned to `align` from the kernel's memblock ([`Memblock::alloc`]).
 pub fn alloc(size: u64, align: u64) -> Option<u64> {
     MEMBLOCK.lock().alloc(size, align)
+}
+
+/// `size` bytes aligned to `align` from `node`'s memory (`[lo, hi)`), or anywhere when it has
+/// none left (Linux `memblock_alloc_try_nid`).
+pub fn alloc_try_node(size: u64, align: u64, node: Range) -> Option<u64> {
+    let mut m = MEMBLOCK.lock();
+    m.alloc_within(size, align, node.base, node.end())
+        .or_else(|| m.alloc(size, align))
 }
 
 /// Allocate only below `limit` from now on ([`Memblock::set_limit`]).

@@ -189,7 +189,8 @@ pub fn alloc_pages(order: u32) -> Option<u64> {
         let size = PAGE_SIZE << order;
         return memblock::alloc(size, size);
     }
-    with_page_alloc_waiting(|a| a.alloc(order, AllocKind::Kernel).ok_or(()))
+    let nid = crate::kernel::numa::this_node();
+    with_page_alloc_waiting(|a| a.alloc_node(order, AllocKind::Kernel, nid).ok_or(()))
         .ok()
         .map(|pfn| pfn << PAGE_SHIFT)
 }
@@ -237,6 +238,7 @@ impl PageSource for BuddySource {
 /// without being touched, for idle CPUs and the allocator to initialise when needed.
 pub fn init_page_allocator() {
     let mut alloc = PageAlloc::new(KernelMemmap, G.max_order());
+    alloc.set_distances(crate::kernel::numa::distances());
     let free: Vec<(u64, u64)> = memblock::take_all()
         .iter()
         .map(|f| {
@@ -259,7 +261,8 @@ pub fn init_page_allocator() {
         }
     }
     for &(s, e) in &free {
-        if let Err(err) = alloc.online_range(ZoneId::Normal, 0, s, e - s) {
+        let nid = crate::kernel::numa::boot_node_of(s << PAGE_SHIFT);
+        if let Err(err) = alloc.online_range(ZoneId::Normal, nid, s, e - s) {
             crate::println!("memory: cannot free boot pfns {s:#x}-{e:#x}: {err:?}");
         }
     }

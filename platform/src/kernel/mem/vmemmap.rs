@@ -21,13 +21,16 @@ use mm::{
 
 type Cfg = crate::config::Cfg;
 
-/// Boot memmap backing from memblock.
-struct MemblockSource;
+/// Boot memmap backing from memblock, from the memory it describes first (the memory of its
+/// node: Linux `vmemmap_populate`'s node argument), so a node's memmap is local to it.
+struct MemblockSource {
+    node_memory: Range,
+}
 
 impl PageSource for MemblockSource {
     fn alloc_pages(&mut self, order: u32) -> Option<PhysAddr> {
         let size = PAGE_SIZE << order;
-        memblock::alloc(size, size)
+        memblock::alloc_try_node(size, size, self.node_memory)
     }
     fn free_pages(&mut self, _pa: PhysAddr, _order: u32) {
         // Only reached when a boot populate fails half-way; the boot then stops anyway.
@@ -67,7 +70,7 @@ pub fn init_memmap(ram: &[Range]) -> Result<BootMemmap, VmemmapError> {
                 Vmemmap {
                     pt,
                     tables,
-                    source: &mut MemblockSource,
+                    source: &mut MemblockSource { node_memory: *r },
                     tlb: &mut KernelTlb,
                     region: vmemmap_region(),
                 }

@@ -13,7 +13,8 @@ fn deferred_block_allocates_every_page(_: &Platform) -> Result<(), String> {
     let bs = G.section_size();
     let (pfn0, nr) = (start >> PAGE_SHIFT, bs >> PAGE_SHIFT);
     let before = snapshot();
-    let ids = hp::with_hotplug(|h, ops| h.add_memory(ops, None, start, bs, MOM)).map_err(|e| format!("probe: {e}"))?;
+    let ids =
+        hp::with_hotplug(|h, ops| h.add_memory(ops, 0, None, start, bs, MOM)).map_err(|e| format!("probe: {e}"))?;
     let uninit = page_alloc::with_page_alloc(|a| a.uninit_pages(pfn0, nr));
     let last = page_alloc::with_page_alloc(|a| a.lookup(pfn0 + nr - 1));
     let r = hp::with_hotplug(|h, ops| h.online_block(ops, ids[0], OnlineType::Movable))
@@ -110,7 +111,7 @@ fn held_back_range_add_allocate_offline_remove(_: &Platform) -> Result<(), Strin
     let before = snapshot();
     let t = arch::cpu::counter();
     let ids =
-        hp::with_hotplug(|h, ops| h.add_memory(ops, None, start, size, MOM)).map_err(|e| format!("probe: {e}"))?;
+        hp::with_hotplug(|h, ops| h.add_memory(ops, 0, None, start, size, MOM)).map_err(|e| format!("probe: {e}"))?;
     let add = arch::cpu::counter() - t;
     let t = arch::cpu::counter();
     let mut r = Ok(());
@@ -243,7 +244,7 @@ fn add_rolls_back_under_injected_faults(_: &Platform) -> Result<(), String> {
             _ => {
                 // A clean add, counting the requests.
                 fault::arm(kind, u32::MAX);
-                let r = hp::with_hotplug(|h, ops| h.add_memory(ops, None, start, size, flags));
+                let r = hp::with_hotplug(|h, ops| h.add_memory(ops, 0, None, start, size, flags));
                 let left = fault::left(kind).unwrap_or(0);
                 fault::disarm();
                 r.map_err(|e| format!("{}: counting add: {e}", kind.name()))?;
@@ -260,7 +261,7 @@ fn add_rolls_back_under_injected_faults(_: &Platform) -> Result<(), String> {
         let mut succeeded = false;
         for &n in &ns {
             fault::arm(kind, n);
-            let r = hp::with_hotplug(|h, ops| h.add_memory(ops, None, start, size, flags));
+            let r = hp::with_hotplug(|h, ops| h.add_memory(ops, 0, None, start, size, flags));
             fault::disarm();
             let what = format!("{}:{n}", kind.name());
             match r {
@@ -299,7 +300,7 @@ fn add_rolls_back_under_injected_faults(_: &Platform) -> Result<(), String> {
         );
     }
     // And the add works after all that.
-    hp::with_hotplug(|h, ops| h.add_memory(ops, None, ram, size, MOM)).map_err(|e| format!("add: {e}"))?;
+    hp::with_hotplug(|h, ops| h.add_memory(ops, 0, None, ram, size, MOM)).map_err(|e| format!("add: {e}"))?;
     hp::with_hotplug(|h, ops| h.remove_memory(ops, ram, size)).map_err(|e| format!("remove: {e}"))?;
     kassert!(snapshot() == before, "counters after the final add + remove");
     Ok(())
@@ -320,6 +321,7 @@ fn memmap_from_the_page_allocator_round_trip(_: &Platform) -> Result<(), String>
     let ids = hp::with_hotplug(|h, ops| {
         h.add_memory(
             ops,
+            0,
             None,
             start,
             size,

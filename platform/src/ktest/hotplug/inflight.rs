@@ -18,7 +18,8 @@ fn offline_refuses_chunk_in_flight(_: &Platform) -> Result<(), String> {
     let (pfn0, nr) = (start >> PAGE_SHIFT, bs >> PAGE_SHIFT);
     // Boot memory's deferred chunks first, so the chunk taken below is the new block's.
     page_alloc::deferred_init_complete();
-    let ids = hp::with_hotplug(|h, ops| h.add_memory(ops, None, start, bs, MOM)).map_err(|e| format!("probe: {e}"))?;
+    let ids =
+        hp::with_hotplug(|h, ops| h.add_memory(ops, 0, None, start, bs, MOM)).map_err(|e| format!("probe: {e}"))?;
     let id = ids[0];
     // Online and take a chunk in one hotplug operation: idle CPUs keep off it meanwhile.
     let chunk = hp::with_hotplug(|h, ops| {

@@ -198,7 +198,7 @@ fn hotplug_cycles_inner(start: u64, blocks: u64) -> Result<(), String> {
         let mut moved = 0;
         let ids = hp::with_hotplug(|h, ops| {
             h.policy = policy;
-            h.add_memory(ops, None, start, size, MOM)
+            h.add_memory(ops, 0, None, start, size, MOM)
         })
         .map_err(|e| format!("cycle {c}: probe: {e}"))?;
         for &id in &ids {

@@ -9,7 +9,8 @@ fn offline_with_unmovable_page_is_busy(_: &Platform) -> Result<(), String> {
     let (start, _) = held_back(1)?;
     let bs = G.section_size();
     let (s_pfn, e_pfn) = (start >> PAGE_SHIFT, (start + bs) >> PAGE_SHIFT);
-    let ids = hp::with_hotplug(|h, ops| h.add_memory(ops, None, start, bs, MOM)).map_err(|e| format!("probe: {e}"))?;
+    let ids =
+        hp::with_hotplug(|h, ops| h.add_memory(ops, 0, None, start, bs, MOM)).map_err(|e| format!("probe: {e}"))?;
     let id = ids[0];
     hp::with_hotplug(|h, ops| h.online_block(ops, id, OnlineType::Kernel)).map_err(|e| format!("online: {e}"))?;
     // Kernel allocations until one lands in the new block.
@@ -63,7 +64,7 @@ fn bad_hotplug_requests_change_nothing(plat: &Platform) -> Result<(), String> {
         (limit, bs),
     ];
     for (s, l) in cases {
-        let r = hp::with_hotplug(|h, ops| h.add_memory(ops, None, s, l, MOM));
+        let r = hp::with_hotplug(|h, ops| h.add_memory(ops, 0, None, s, l, MOM));
         kassert!(r.is_err(), "add {s:#x}+{l:#x} accepted");
     }
     let boot_block = boot / bs;
@@ -93,7 +94,8 @@ ktest!(bad_hotplug_requests_change_nothing);
 fn failed_offline_rolls_back_cleanly(_: &Platform) -> Result<(), String> {
     let (start, _) = held_back(1)?;
     let bs = G.section_size();
-    let ids = hp::with_hotplug(|h, ops| h.add_memory(ops, None, start, bs, MOM)).map_err(|e| format!("probe: {e}"))?;
+    let ids =
+        hp::with_hotplug(|h, ops| h.add_memory(ops, 0, None, start, bs, MOM)).map_err(|e| format!("probe: {e}"))?;
     let id = ids[0];
     hp::with_hotplug(|h, ops| h.online_block(ops, id, OnlineType::Movable)).map_err(|e| format!("online: {e}"))?;
     // The block full of stress data (movable allocations prefer ZONE_MOVABLE), then ZONE_NORMAL

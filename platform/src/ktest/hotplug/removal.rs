@@ -8,7 +8,8 @@ use super::*;
 fn removed_memory_faults_on_every_cpu(_: &Platform) -> Result<(), String> {
     let (start, _) = held_back(1)?;
     let bs = G.section_size();
-    let ids = hp::with_hotplug(|h, ops| h.add_memory(ops, None, start, bs, MOM)).map_err(|e| format!("probe: {e}"))?;
+    let ids =
+        hp::with_hotplug(|h, ops| h.add_memory(ops, 0, None, start, bs, MOM)).map_err(|e| format!("probe: {e}"))?;
     hp::with_hotplug(|h, ops| h.online_block(ops, ids[0], OnlineType::Movable)).map_err(|e| format!("online: {e}"))?;
     let lin = layout::phys_to_virt(start + bs / 2);
     let memmap = memmap::VMEMMAP.pfn_to_page(start >> PAGE_SHIFT);

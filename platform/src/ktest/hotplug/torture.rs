@@ -65,7 +65,8 @@ ktest!(smp_torture);
 /// Add and online `[start, start + size)` movable, wait until the workers hold pages in it (at
 /// most a second), then offline and remove it under them.
 fn torture_cycle(start: u64, size: u64) -> Result<(), String> {
-    let ids = hp::with_hotplug(|h, ops| h.add_memory(ops, None, start, size, MOM)).map_err(|e| format!("add: {e}"))?;
+    let ids =
+        hp::with_hotplug(|h, ops| h.add_memory(ops, 0, None, start, size, MOM)).map_err(|e| format!("add: {e}"))?;
     for &id in &ids {
         hp::with_hotplug(|h, ops| h.online_block(ops, id, OnlineType::Movable))
             .map_err(|e| format!("online {id}: {e}"))?;
@@ -113,7 +114,8 @@ fn writer_waits_for_migration(_: &Platform) -> Result<(), String> {
     if smp::online_count() < 2 {
         return Ok(()); // nobody to write; `smp_torture` checks the one-CPU answer
     }
-    let ids = hp::with_hotplug(|h, ops| h.add_memory(ops, None, start, size, MOM)).map_err(|e| format!("add: {e}"))?;
+    let ids =
+        hp::with_hotplug(|h, ops| h.add_memory(ops, 0, None, start, size, MOM)).map_err(|e| format!("add: {e}"))?;
     hp::with_hotplug(|h, ops| h.online_block(ops, ids[0], OnlineType::Movable)).map_err(|e| format!("online: {e}"))?;
     let page = OwnedPage::alloc().map_err(|e| format!("alloc: {e:?}"))?;
     let pfn0 = page.pfn().unwrap_or(0);

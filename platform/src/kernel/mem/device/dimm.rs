@@ -23,6 +23,7 @@ use crate::{
 use alloc::{collections::BTreeMap, format, string::String, vec::Vec};
 use arch::mutant::{self, Mutant};
 use mm::hotplug::{AddFlags, BlockId, GroupId, HotplugError};
+use mm::numa::NodeId;
 
 memory_device!(MemoryDevice {
     name: "dimm",
@@ -41,6 +42,8 @@ memory_device!(MemoryDevice {
 pub struct Dimm {
     pub base: u64,
     pub size: u64,
+    /// Its NUMA node (the slot's proximity domain).
+    pub node: NodeId,
     pub group: GroupId,
     pub blocks: Vec<BlockId>,
 }
@@ -126,10 +129,14 @@ static REFUSED: crate::kernel::sync::Mutex<Vec<u32>> = crate::kernel::sync::Mute
 fn add(slot: u32, event: &str) {
     select(slot);
     let (base, size) = ged::slot_range();
+    // QEMU's proximity domain of a DIMM is its `node=`; a node the kernel cannot describe is
+    // refused by `add_memory` (typed error, _OST failure).
+    let pxm = ged::slot_proximity();
+    let nid = NodeId::try_from(pxm).unwrap_or(NodeId::MAX);
     let t0 = arch::cpu::counter();
     let result = with_hotplug(|hp, ops| {
-        let group = hp.register_static_group(size >> layout::PAGE_SHIFT);
-        match hp.add_memory(ops, Some(group), base, size, AddFlags { memmap_on_memory: true }) {
+        let group = hp.register_static_group(nid, size >> layout::PAGE_SHIFT)?;
+        match hp.add_memory(ops, nid, Some(group), base, size, AddFlags { memmap_on_memory: true }) {
             Ok(ids) => Ok((group, hp.auto_online(ops, &ids))),
             Err(e) => {
                 let _ = hp.unregister_group(group);
@@ -144,7 +151,7 @@ fn add(slot: u32, event: &str) {
             let blocks: Vec<BlockId> = zones.iter().map(|&(id, _)| id).collect();
             let names: Vec<&str> = zones.iter().map(|(_, z)| z.map_or("offline", |z| z.name())).collect();
             println!(
-                "dimm: slot={slot} base={base:#x} size={size:#x} event={event} blocks={blocks:?} zones={names:?} ost={:#x} cycles={}",
+                "dimm: slot={slot} base={base:#x} size={size:#x} node={nid} event={event} blocks={blocks:?} zones={names:?} ost={:#x} cycles={}",
                 ost::SUCCESS,
                 arch::cpu::counter() - t0
             );
@@ -153,6 +160,7 @@ fn add(slot: u32, event: &str) {
                 Dimm {
                     base,
                     size,
+                    node: nid,
                     group,
                     blocks,
                 },
@@ -162,7 +170,7 @@ fn add(slot: u32, event: &str) {
             report_ost(ost::EVENT_INSERT, ost::FAILURE);
             REFUSED.lock().push(slot);
             println!(
-                "dimm: slot={slot} base={base:#x} size={size:#x} event={event} refused: {} ost={:#x}",
+                "dimm: slot={slot} base={base:#x} size={size:#x} node={pxm} event={event} refused: {} ost={:#x}",
                 why_refused(e),
                 ost::FAILURE
             );
@@ -271,8 +279,8 @@ fn print_dimms() {
     println!("dimms: count={} refused_slots={:?}", dimms.len(), *REFUSED.lock());
     for (slot, d) in dimms.iter() {
         println!(
-            "dimm: slot={} base={:#x} size={:#x} blocks={:?} group={}",
-            slot, d.base, d.size, d.blocks, d.group
+            "dimm: slot={} base={:#x} size={:#x} node={} blocks={:?} group={}",
+            slot, d.base, d.size, d.node, d.blocks, d.group
         );
     }
 }

@@ -11,14 +11,16 @@ use mm::vmem::{memory as core_ops, VmemMemory};
 
 pub(super) struct Memory {
     pub group: GroupId,
+    /// The NUMA node of the device's memory.
+    pub node: mm::numa::NodeId,
     /// Index in [`sbm::SBM`] (sub-block mode).
     pub region: Option<usize>,
 }
 
 impl VmemMemory for Memory {
     fn add(&mut self, addr: u64, size: u64) -> Result<Vec<BlockId>, HotplugError> {
-        let group = self.group;
-        with_hotplug(|hp, ops| core_ops::add(hp, ops, group, addr, size))
+        let (group, node) = (self.group, self.node);
+        with_hotplug(|hp, ops| core_ops::add(hp, ops, node, group, addr, size))
     }
 
     fn offline_and_remove(&mut self, addr: u64, size: u64, below: u64) -> Result<(), HotplugError> {

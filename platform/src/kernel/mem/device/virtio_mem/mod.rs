@@ -216,6 +216,17 @@ fn init(buses: &mut Buses) {
     }
 }
 
+/// The NUMA node of the device's memory (Linux `virtio_mem_translate_node_id`): `node_id` is
+/// a proximity domain when `ACPI_PXM` is negotiated, and QEMU numbers proximity domains like
+/// its nodes; without it the device names no node and its memory goes to node 0. A node the
+/// kernel cannot describe is refused when the device's memory group is registered.
+fn device_node(features: u64, node_id: u16) -> mm::numa::NodeId {
+    if features & feature::ACPI_PXM == 0 {
+        return 0;
+    }
+    mm::numa::NodeId::try_from(node_id).unwrap_or(mm::numa::NodeId::MAX)
+}
+
 /// Bring one function up: the driver's initialisation, the policy's check of its
 /// configuration, its memory group and (sub-block mode) plug bitmap.
 fn probe(
@@ -235,7 +246,8 @@ fn probe(
     };
     let mut driver = probed.start::<HotmemHal>().map_err(|e| format!("{e}"))?;
     let align = G.section_size().max(cfg.block_size);
-    let group = match with_hotplug(|hp, _| hp.register_dynamic_group(align >> PAGE_SHIFT)) {
+    let node = device_node(features, cfg.node_id);
+    let group = match with_hotplug(|hp, _| hp.register_dynamic_group(node, align >> PAGE_SHIFT)) {
         Ok(g) => g,
         Err(e) => {
             driver.fail();
@@ -260,7 +272,7 @@ fn probe(
             block_size: cfg.block_size,
             driver,
         },
-        mem: Memory { group, region },
+        mem: Memory { group, node, region },
         vmem,
         features,
         intid: intid.filter(|_| index < INTIDS.len()),
@@ -281,7 +293,7 @@ fn probe(
         Size(cfg.block_size),
         Size(d.vmem.unit),
         d.vmem.mode.name(),
-        cfg.node_id,
+        d.mem.node,
         if features & feature::UNPLUGGED_INACCESSIBLE != 0 { "(unplugged-inaccessible)" } else { "" },
         d.intid.map_or("polled".into(), |i| format!("intx:{i}")),
         Size(plugged),
@@ -370,7 +382,7 @@ fn print_devices() {
             d.vmem.units_plugged(),
             c.region_size / d.vmem.unit,
             d.mem.group,
-            c.node_id,
+            d.mem.node,
             d.features,
             d.intid.map_or("polled".into(), |i| format!("intx:{i}")),
             IRQ_COUNT.load(Ordering::Relaxed),
