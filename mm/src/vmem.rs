@@ -35,6 +35,7 @@ use crate::size::Size;
 use alloc::{string::String, vec, vec::Vec};
 use arch::mutant::{self, Mutant};
 
+pub mod memory;
 mod sbm;
 mod units;
 
@@ -119,7 +120,9 @@ pub trait VmemDevice {
 }
 
 /// The memory, as the policy sees it: the hotplug core (under its lock, each call one
-/// operation) and the plug bitmap of sub-block mode that the online filter reads.
+/// operation) and the mirror of sub-block mode's plug bitmap that the online filter reads. The
+/// policy keeps the bitmap itself ([`Sbm::plugged`]) and tells the mirror every change, so it
+/// never reads the mirror back: a resize costs O(memory blocks), not O(device blocks) per step.
 pub trait VmemMemory {
     /// Add `[addr, addr + size)` with memmap on memory to the device's group and online it per
     /// the policy; the block ids.
@@ -133,8 +136,8 @@ pub trait VmemMemory {
     fn set_online(&mut self, block: BlockId, pfn: u64, nr: u64, on: bool, below: u64) -> Result<(), HotplugError>;
     /// Whether memory block `block` is online in ZONE_NORMAL (shrinks prefer the others).
     fn in_normal(&mut self, block: BlockId) -> bool;
-    /// Sub-block mode: whether device block `i` of the region is plugged.
-    fn plugged(&self, i: usize) -> bool;
+    /// Sub-block mode: device blocks `[first, first + n)` of the region are now plugged (`v`)
+    /// or unplugged, for the online filter.
     fn set_plugged(&mut self, first: usize, n: usize, v: bool);
 }
 
@@ -298,6 +301,56 @@ pub struct Sbm {
     pub meta: usize,
     /// Memory blocks of the region that are added (their block id).
     pub added: Vec<Option<BlockId>>,
+    /// Which device blocks are plugged, by the driver's count.
+    plugged: Vec<bool>,
+    /// Plugged device blocks per memory block, and in all.
+    per_block: Vec<usize>,
+    nr_plugged: usize,
+}
+
+impl Sbm {
+    fn new(subs_per_block: usize, meta: usize, nr_blocks: usize) -> Self {
+        Sbm {
+            subs_per_block,
+            meta,
+            added: vec![None; nr_blocks],
+            plugged: vec![false; nr_blocks * subs_per_block],
+            per_block: vec![0; nr_blocks],
+            nr_plugged: 0,
+        }
+    }
+
+    /// Whether device block `i` of the region is plugged.
+    pub fn plugged(&self, i: usize) -> bool {
+        self.plugged[i]
+    }
+
+    /// Plugged device blocks of memory block `blk` (of the region).
+    pub fn plugged_in(&self, blk: usize) -> usize {
+        self.per_block[blk]
+    }
+
+    /// Plugged device blocks of the region.
+    pub fn nr_plugged(&self) -> usize {
+        self.nr_plugged
+    }
+
+    /// Record device blocks `[first, first + n)` as plugged (`v`) or not; O(n).
+    fn mark(&mut self, first: usize, n: usize, v: bool) {
+        for i in first..first + n {
+            if self.plugged[i] != v {
+                self.plugged[i] = v;
+                let blk = i / self.subs_per_block;
+                if v {
+                    self.per_block[blk] += 1;
+                    self.nr_plugged += 1;
+                } else {
+                    self.per_block[blk] -= 1;
+                    self.nr_plugged -= 1;
+                }
+            }
+        }
+    }
 }
 
 /// A resize that stopped short (memory busy, the device said BUSY or NACK) is tried again on
@@ -396,10 +449,12 @@ impl Vmem {
             } else {
                 vec![Unit::Unplugged; (cfg.region_size / unit) as usize]
             },
-            sbm: (mode == Mode::SubBlock).then(|| Sbm {
-                subs_per_block: (mb / b) as usize,
-                meta: (memmap.div_ceil(b) as usize).max(1),
-                added: vec![None; (cfg.region_size / mb) as usize],
+            sbm: (mode == Mode::SubBlock).then(|| {
+                Sbm::new(
+                    (mb / b) as usize,
+                    (memmap.div_ceil(b) as usize).max(1),
+                    (cfg.region_size / mb) as usize,
+                )
             }),
             last_handled: None,
             retry: None,
@@ -424,16 +479,18 @@ impl Vmem {
         self.retry.as_ref()
     }
 
-    pub fn units_plugged(&self, mem: &impl VmemMemory) -> usize {
+    /// Units (device blocks in sub-block mode) plugged by the driver's count: O(1) in sub-block
+    /// mode, O(units) otherwise.
+    pub fn units_plugged(&self) -> usize {
         match &self.sbm {
-            Some(_) => (0..self.nr_device_blocks()).filter(|&i| mem.plugged(i)).count(),
+            Some(m) => m.nr_plugged(),
             None => self.units.iter().filter(|u| **u != Unit::Unplugged).count(),
         }
     }
 
     /// Bytes plugged by the driver's count.
-    pub fn plugged_bytes(&self, mem: &impl VmemMemory) -> u64 {
-        self.units_plugged(mem) as u64 * self.unit
+    pub fn plugged_bytes(&self) -> u64 {
+        self.units_plugged() as u64 * self.unit
     }
 
     pub fn unit_addr(&self, i: usize) -> u64 {
@@ -468,7 +525,7 @@ impl Vmem {
         if self.last_handled == Some(requested) && !retrying {
             return None;
         }
-        let from = self.plugged_bytes(mem);
+        let from = self.plugged_bytes();
         if self.last_handled.is_none() && requested == 0 && from == 0 {
             self.last_handled = Some(0);
             return None;

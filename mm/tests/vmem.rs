@@ -228,10 +228,6 @@ impl VmemMemory for Mem {
         self.0.borrow().blocks.get(&block).is_none_or(|b| b.3)
     }
 
-    fn plugged(&self, i: usize) -> bool {
-        self.0.borrow().plugged[i]
-    }
-
     fn set_plugged(&mut self, first: usize, n: usize, v: bool) {
         self.0.borrow_mut().plugged[first..first + n].fill(v);
     }
@@ -309,11 +305,25 @@ impl Case {
                 "{when}: device block {j} online but unplugged at the device"
             );
         }
-        let mode = self.v.mode;
-        if mode == Mode::SubBlock {
+        if let Some(m) = self.v.sbm() {
             assert_eq!(
                 w.plugged, w.dev,
                 "{when}: the driver's plug bitmap differs from the device's"
+            );
+            let mine: Vec<bool> = (0..w.dev.len()).map(|i| m.plugged(i)).collect();
+            assert_eq!(
+                mine, w.plugged,
+                "{when}: the policy's plug bitmap differs from its mirror"
+            );
+            for b in 0..m.added.len() {
+                let s = m.subs_per_block;
+                let n = (b * s..(b + 1) * s).filter(|&i| m.plugged(i)).count();
+                assert_eq!(m.plugged_in(b), n, "{when}: plugged count of memory block {b}");
+            }
+            assert_eq!(
+                m.nr_plugged(),
+                mine.iter().filter(|&&p| p).count(),
+                "{when}: plugged count"
             );
             for &(b0, n, online, _) in w.blocks.values() {
                 for j in b0..b0 + n {
@@ -329,7 +339,7 @@ impl Case {
         let dev_plugged = w.dev.iter().filter(|&&p| p).count() as u64 * w.block;
         drop(w);
         assert_eq!(
-            self.v.plugged_bytes(&self.mem),
+            self.v.plugged_bytes(),
             dev_plugged,
             "{when}: the driver's count differs from the device's"
         );

@@ -1,6 +1,12 @@
 //! Sub-block mode (Linux SBM): device blocks smaller than a memory block, plugged and unplugged
-//! one by one inside memory blocks added as needed; the plug bitmap is the memory side's (the
-//! online filter reads it).
+//! one by one inside memory blocks added as needed. The plug bitmap is the policy's
+//! ([`Sbm`](super::Sbm), with counts per memory block); the memory side keeps a mirror that the
+//! online filter reads.
+//!
+//! A resize is O(memory blocks of the region) plus O(device blocks it changes): grow walks the
+//! added blocks once (filling their free device blocks), then the others once (adding them);
+//! shrink computes its order once and empties each block in turn. A block that goes wholly is
+//! offlined and removed in one hotplug operation and unplugged with one request per plugged run.
 
 use super::{request, RequestType, Vmem, VmemDevice, VmemMemory};
 use crate::hotplug::{BlockId, HotplugError};
@@ -16,62 +22,78 @@ impl Vmem {
         requested: u64,
     ) -> Option<String> {
         let target = (requested / self.cfg.block_size) as usize;
-        while self.units_plugged(mem) < target {
-            let need = target - self.units_plugged(mem);
-            if let Err(e) = self.sbm_grow_step(dev, mem, need) {
+        if self.units_plugged() < target {
+            if let Err(e) = self.sbm_grow(dev, mem, target - self.units_plugged()) {
                 return Some(e);
             }
         }
-        self.below = self.sbm_lowest_taken(mem, self.units_plugged(mem).saturating_sub(target));
-        let r = self.sbm_shrink(dev, mem, target);
+        let order = self.sbm_shrink_order(mem);
+        self.below = self.sbm_lowest_taken(&order, self.units_plugged().saturating_sub(target));
+        let r = self.sbm_shrink(dev, mem, &order, target);
         self.below = u64::MAX;
         r
     }
 
-    /// The lowest address a shrink by `excess` device blocks takes away, following the order
-    /// [`sbm_shrink_block`](Self::sbm_shrink_block) takes them in (`u64::MAX`: none).
-    fn sbm_lowest_taken(&self, mem: &mut impl VmemMemory, mut excess: usize) -> u64 {
-        let Some(m) = self.sbm.as_ref() else { return u64::MAX };
+    fn m(&self) -> &super::Sbm {
+        self.sbm.as_ref().expect("sub-block mode")
+    }
+
+    /// Record a plug state change in the policy's bitmap and the memory side's mirror.
+    fn sbm_mark(&mut self, mem: &mut impl VmemMemory, first: usize, n: usize, v: bool) {
+        if let Some(m) = self.sbm.as_mut() {
+            m.mark(first, n, v);
+        }
+        mem.set_plugged(first, n, v);
+    }
+
+    /// The lowest address a shrink by `excess` device blocks takes away, following `order` as
+    /// [`sbm_shrink`](Self::sbm_shrink) does (`u64::MAX`: none).
+    fn sbm_lowest_taken(&self, order: &[usize], mut excess: usize) -> u64 {
+        let m = self.m();
         let (s, meta) = (m.subs_per_block, m.meta);
         let mut lowest = u64::MAX;
-        for blk in self.sbm_shrink_order(mem) {
+        for &blk in order {
             if excess == 0 {
                 break;
             }
             let first = blk * s;
-            let plugged: Vec<usize> = (first + meta..first + s).rev().filter(|&i| mem.plugged(i)).collect();
+            let plugged: Vec<usize> = (first + meta..first + s).rev().filter(|&i| m.plugged(i)).collect();
             if excess < plugged.len() {
                 lowest = lowest.min(self.sub_addr(plugged[excess - 1]));
                 break;
             }
             // The whole block goes (its memmap's device blocks last).
             lowest = lowest.min(self.sub_addr(first));
-            excess -= (first..first + s).filter(|&i| mem.plugged(i)).count().min(excess);
+            excess -= m.plugged_in(blk).min(excess);
         }
         lowest
     }
 
-    fn sbm_shrink(&mut self, dev: &mut impl VmemDevice, mem: &mut impl VmemMemory, target: usize) -> Option<String> {
-        while self.units_plugged(mem) > target {
-            let excess = self.units_plugged(mem) - target;
-            let mut last = String::new();
-            let mut done = false;
-            for blk in self.sbm_shrink_order(mem) {
-                match self.sbm_shrink_block(dev, mem, blk, excess) {
-                    Ok(()) => {
-                        done = true;
-                        break;
-                    }
-                    Err(e) => last = e,
+    /// Unplug device blocks down to `target`, block by block in `order`; a block that refuses
+    /// is left for the next one (and the next resize).
+    fn sbm_shrink(
+        &mut self,
+        dev: &mut impl VmemDevice,
+        mem: &mut impl VmemMemory,
+        order: &[usize],
+        target: usize,
+    ) -> Option<String> {
+        let mut last = String::new();
+        for &blk in order {
+            while self.units_plugged() > target && self.m().plugged_in(blk) > 0 {
+                let excess = self.units_plugged() - target;
+                if let Err(e) = self.sbm_shrink_block(dev, mem, blk, excess) {
+                    last = e;
+                    break;
                 }
             }
-            if !done {
-                return Some(format!(
-                    "memory busy: no plugged device block could be offlined and unplugged (last: {last})"
-                ));
+            if self.units_plugged() <= target {
+                return None;
             }
         }
-        None
+        Some(format!(
+            "memory busy: no plugged device block could be offlined and unplugged (last: {last})"
+        ))
     }
 
     /// Online (`on`) or fake-offline device blocks `[first, first + n)` of memory block `block`.
@@ -87,59 +109,98 @@ impl Vmem {
         mem.set_online(block, pfn, n as u64 * self.sub_pages(), on, self.below)
     }
 
-    /// Plug up to `need` device blocks: first in added memory blocks, else by adding one.
-    fn sbm_grow_step(
+    /// Plug `need` device blocks: first the free ones of added memory blocks (lowest address
+    /// first), then by adding memory blocks.
+    fn sbm_grow(
         &mut self,
         dev: &mut impl VmemDevice,
         mem: &mut impl VmemMemory,
-        need: usize,
+        mut need: usize,
     ) -> Result<(), String> {
-        let m = self.sbm.as_ref().expect("sub-block mode");
-        let (s, meta) = (m.subs_per_block, m.meta);
-        let added = m.added.clone();
-        let bs = self.cfg.block_size;
-        let usable = (dev.usable_region_size() / bs) as usize;
-        let free_in = |blk: usize| (blk * s..(blk + 1) * s).find(|&i| i < usable && !mem.plugged(i));
-        if let Some((blk, first)) = (0..added.len())
-            .filter(|&b| added[b].is_some())
-            .find_map(|b| free_in(b).map(|i| (b, i)))
-        {
-            let mut n = 0;
-            while n < need && first + n < (blk + 1) * s && first + n < usable && !mem.plugged(first + n) {
-                n += 1;
+        let (s, meta, nr_blocks) = (self.m().subs_per_block, self.m().meta, self.m().added.len());
+        let usable = ((dev.usable_region_size() / self.cfg.block_size) as usize).min(nr_blocks * s);
+        for blk in 0..nr_blocks {
+            let Some(id) = self.m().added[blk] else { continue };
+            let end = ((blk + 1) * s).min(usable);
+            let mut i = blk * s;
+            while need > 0 && i < end && self.m().plugged_in(blk) < s {
+                if self.m().plugged(i) {
+                    i += 1;
+                    continue;
+                }
+                let mut n = 1;
+                while n < need && i + n < end && !self.m().plugged(i + n) {
+                    n += 1;
+                }
+                self.sbm_plug_run(dev, mem, id, i, n)?;
+                need -= n;
+                i += n;
             }
-            let addr = self.sub_addr(first);
-            let id = added[blk].unwrap_or(0);
-            request(dev, RequestType::Plug, addr, n as u16)
-                .map_err(|e| format!("plugging {addr:#x}+{:#}: {e}", Size(n as u64 * bs)))?;
-            // Plugged first: the online filter hands over plugged device blocks only.
-            let online = if mutant::on(Mutant::VmemOnlineBeforePlugged) {
-                let r = self.sbm_online(mem, id, first, n, true);
-                mem.set_plugged(first, n, true);
-                r
-            } else {
-                mem.set_plugged(first, n, true);
-                self.sbm_online(mem, id, first, n, true)
-            };
-            if let Err(e) = online {
-                mem.set_plugged(first, n, false);
-                let _ = request(dev, RequestType::Unplug, addr, n as u16);
-                return Err(format!("onlining {addr:#x}: {e}"));
+        }
+        for blk in 0..nr_blocks {
+            if need == 0 {
+                return Ok(());
             }
+            let n = need.min(s).max(meta);
+            // Not added; stale plugged device blocks are unplugged by the next shrink first.
+            if self.m().added[blk].is_some() || self.m().plugged_in(blk) > 0 || blk * s + n > usable {
+                continue;
+            }
+            self.sbm_add_block(dev, mem, blk, n)?;
+            need = need.saturating_sub(n);
+        }
+        if need == 0 {
             return Ok(());
         }
-        let n = need.min(s).max(meta);
-        let Some(blk) = (0..added.len()).find(|&b| added[b].is_none() && b * s + n <= usable) else {
-            return Err(format!(
-                "no room left in the usable region of {:#}",
-                Size(usable as u64 * bs)
-            ));
-        };
-        let first = blk * s;
+        Err(format!(
+            "no room left in the usable region of {:#}",
+            Size(usable as u64 * self.cfg.block_size)
+        ))
+    }
+
+    /// PLUG device blocks `[first, first + n)` of added memory block `id` and online them.
+    fn sbm_plug_run(
+        &mut self,
+        dev: &mut impl VmemDevice,
+        mem: &mut impl VmemMemory,
+        id: BlockId,
+        first: usize,
+        n: usize,
+    ) -> Result<(), String> {
         let addr = self.sub_addr(first);
         request(dev, RequestType::Plug, addr, n as u16)
-            .map_err(|e| format!("plugging {addr:#x}+{:#}: {e}", Size(n as u64 * bs)))?;
-        mem.set_plugged(first, n, true);
+            .map_err(|e| format!("plugging {addr:#x}+{:#}: {e}", Size(n as u64 * self.cfg.block_size)))?;
+        // Plugged first: the online filter hands over plugged device blocks only.
+        let online = if mutant::on(Mutant::VmemOnlineBeforePlugged) {
+            let r = self.sbm_online(mem, id, first, n, true);
+            self.sbm_mark(mem, first, n, true);
+            r
+        } else {
+            self.sbm_mark(mem, first, n, true);
+            self.sbm_online(mem, id, first, n, true)
+        };
+        if let Err(e) = online {
+            self.sbm_mark(mem, first, n, false);
+            let _ = request(dev, RequestType::Unplug, addr, n as u16);
+            return Err(format!("onlining {addr:#x}: {e}"));
+        }
+        Ok(())
+    }
+
+    /// PLUG the first `n` device blocks of memory block `blk` (its memmap's among them), then
+    /// add the memory block (its plugged part goes online per the policy).
+    fn sbm_add_block(
+        &mut self,
+        dev: &mut impl VmemDevice,
+        mem: &mut impl VmemMemory,
+        blk: usize,
+        n: usize,
+    ) -> Result<(), String> {
+        let first = blk * self.m().subs_per_block;
+        let addr = self.sub_addr(first);
+        request(dev, RequestType::Plug, addr, n as u16)
+            .map_err(|e| format!("plugging {addr:#x}+{:#}: {e}", Size(n as u64 * self.cfg.block_size)))?;
+        self.sbm_mark(mem, first, n, true);
         let mb = self.geom.section_size();
         match mem.add(addr, mb) {
             Ok(ids) => {
@@ -149,15 +210,16 @@ impl Vmem {
                 Ok(())
             }
             Err(e) => {
-                mem.set_plugged(first, n, false);
+                self.sbm_mark(mem, first, n, false);
                 let _ = request(dev, RequestType::Unplug, addr, n as u16);
                 Err(format!("adding {addr:#x}+{:#}: {e}", Size(mb)))
             }
         }
     }
 
-    /// Unplug up to `excess` device blocks from memory block `blk` (its highest plugged ones
-    /// first; the whole block, memmap included, once only the memmap's are left).
+    /// Unplug up to `excess` device blocks from memory block `blk`: the whole block (offlined
+    /// and removed in one operation) when all its plugged device blocks go, else its highest
+    /// plugged run; once only the memmap's device blocks are left, the block with them.
     fn sbm_shrink_block(
         &mut self,
         dev: &mut impl VmemDevice,
@@ -165,16 +227,26 @@ impl Vmem {
         blk: usize,
         excess: usize,
     ) -> Result<(), String> {
-        let m = self.sbm.as_ref().expect("sub-block mode");
+        let m = self.m();
         let (s, meta) = (m.subs_per_block, m.meta);
         let id = m.added[blk];
         let first = blk * s;
         let bs = self.cfg.block_size;
-        let hi = (first + meta..first + s).rev().find(|&i| mem.plugged(i));
+        let hi = (first + meta..first + s).rev().find(|&i| m.plugged(i));
+        if id.is_some() && excess >= m.plugged_in(blk) {
+            match self.sbm_remove_block(dev, mem, blk) {
+                Ok(()) => return Ok(()),
+                // Removed, but the device refused the UNPLUG (the next shrink retries it), or
+                // only the memmap's device blocks were left: nothing smaller to try.
+                Err(e) if self.m().added[blk].is_none() || hi.is_none() => return Err(e),
+                // Busy somewhere: the highest plugged run may still go.
+                Err(_) => {}
+            }
+        }
         match (id, hi) {
             (Some(id), Some(hi)) => {
                 let mut lo = hi;
-                while lo > first + meta && mem.plugged(lo - 1) && hi - lo + 1 < excess {
+                while lo > first + meta && self.m().plugged(lo - 1) && hi - lo + 1 < excess {
                     lo -= 1;
                 }
                 let n = hi - lo + 1;
@@ -184,25 +256,36 @@ impl Vmem {
                 }
                 self.sbm_online(mem, id, lo, n, false)
                     .map_err(|e| format!("{addr:#x}+{:#}: {e}", Size(n as u64 * bs)))?;
-                mem.set_plugged(lo, n, false);
+                self.sbm_mark(mem, lo, n, false);
                 if let Err(e) = request(dev, RequestType::Unplug, addr, n as u16) {
-                    mem.set_plugged(lo, n, true);
+                    self.sbm_mark(mem, lo, n, true);
                     let _ = self.sbm_online(mem, id, lo, n, true);
                     return Err(format!("unplugging {addr:#x}: {e}"));
                 }
                 Ok(())
             }
-            (Some(_), None) => {
-                let (addr, mb) = (self.sub_addr(first), self.geom.section_size());
-                mem.offline_and_remove(addr, mb, self.below)
-                    .map_err(|e| format!("{addr:#x}+{:#}: {e}", Size(mb)))?;
-                if let Some(m) = self.sbm.as_mut() {
-                    m.added[blk] = None;
-                }
-                self.sbm_unplug_stale(dev, mem, blk)
-            }
+            (Some(_), None) => self.sbm_remove_block(dev, mem, blk),
             (None, _) => self.sbm_unplug_stale(dev, mem, blk),
         }
+    }
+
+    /// Offline and remove added memory block `blk` whole, then UNPLUG what was plugged in it.
+    fn sbm_remove_block(
+        &mut self,
+        dev: &mut impl VmemDevice,
+        mem: &mut impl VmemMemory,
+        blk: usize,
+    ) -> Result<(), String> {
+        let (addr, mb) = (self.sub_addr(blk * self.m().subs_per_block), self.geom.section_size());
+        if mutant::on(Mutant::VmemUnplugBeforeOffline) {
+            let _ = self.sbm_unplug_runs(dev, mem, blk, false);
+        }
+        mem.offline_and_remove(addr, mb, self.below)
+            .map_err(|e| format!("{addr:#x}+{:#}: {e}", Size(mb)))?;
+        if let Some(m) = self.sbm.as_mut() {
+            m.added[blk] = None;
+        }
+        self.sbm_unplug_stale(dev, mem, blk)
     }
 
     /// UNPLUG whatever is still plugged in a memory block that is not added.
@@ -212,27 +295,46 @@ impl Vmem {
         mem: &mut impl VmemMemory,
         blk: usize,
     ) -> Result<(), String> {
-        let s = self.sbm.as_ref().map_or(1, |m| m.subs_per_block);
-        let first = blk * s;
-        let plugged: Vec<usize> = (first..first + s).filter(|&i| mem.plugged(i)).collect();
-        let (Some(&lo), Some(&hi)) = (plugged.first(), plugged.last()) else {
-            return Ok(());
-        };
-        let addr = self.sub_addr(lo);
-        request(dev, RequestType::Unplug, addr, (hi - lo + 1) as u16)
-            .map_err(|e| format!("unplugging {addr:#x}: {e}"))?;
-        mem.set_plugged(lo, hi - lo + 1, false);
+        self.sbm_unplug_runs(dev, mem, blk, true)
+    }
+
+    /// UNPLUG every run of plugged device blocks of memory block `blk` (one request per run:
+    /// UNPLUG of an unplugged device block is an error); `mark`: record them unplugged.
+    fn sbm_unplug_runs(
+        &mut self,
+        dev: &mut impl VmemDevice,
+        mem: &mut impl VmemMemory,
+        blk: usize,
+        mark: bool,
+    ) -> Result<(), String> {
+        let s = self.m().subs_per_block;
+        let (mut i, end) = (blk * s, (blk + 1) * s);
+        while i < end {
+            if !self.m().plugged(i) {
+                i += 1;
+                continue;
+            }
+            let mut n = 1;
+            while i + n < end && self.m().plugged(i + n) {
+                n += 1;
+            }
+            let addr = self.sub_addr(i);
+            request(dev, RequestType::Unplug, addr, n as u16).map_err(|e| format!("unplugging {addr:#x}: {e}"))?;
+            if mark {
+                self.sbm_mark(mem, i, n, false);
+            }
+            i += n;
+        }
         Ok(())
     }
 
     /// Shrink candidates in sub-block mode: blocks not added but still plugged, then blocks
-    /// wholly in MOVABLE, then the rest; highest address first within each.
+    /// wholly in MOVABLE, then the rest; highest address first within each. O(memory blocks).
     pub(super) fn sbm_shrink_order(&self, mem: &mut impl VmemMemory) -> Vec<usize> {
-        let m = self.sbm.as_ref().expect("sub-block mode");
-        let s = m.subs_per_block;
+        let m = self.m();
         let mut v: Vec<(u8, usize)> = Vec::new();
         for b in 0..m.added.len() {
-            if !(b * s..(b + 1) * s).any(|i| mem.plugged(i)) {
+            if m.plugged_in(b) == 0 {
                 continue;
             }
             v.push(match m.added[b] {

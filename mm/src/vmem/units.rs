@@ -7,6 +7,7 @@ use alloc::{format, string::String, vec::Vec};
 
 impl Vmem {
     /// Move the plugged units toward `requested`; returns why it stopped short, if it did.
+    /// One pass over the units each way: O(units) plus the units it changes.
     pub(super) fn units_resize(
         &mut self,
         dev: &mut impl VmemDevice,
@@ -14,52 +15,55 @@ impl Vmem {
         requested: u64,
     ) -> Option<String> {
         let target = (requested / self.unit) as usize;
+        let mut plugged = self.units_plugged();
         let mut why: Option<String> = None;
-        while self.units_plugged(mem) < target {
+        if plugged < target {
             let usable = dev.usable_region_size();
-            let next = (0..self.units.len())
-                .find(|&i| self.units[i] == Unit::Unplugged && (i as u64 + 1) * self.unit <= usable);
-            let Some(i) = next else {
-                why = Some(format!(
-                    "no unplugged unit left in the usable region of {:#}",
-                    Size(usable)
-                ));
-                break;
-            };
-            if let Err(e) = self.grow_unit(dev, mem, i) {
-                why = Some(format!("plugging {:#x}+{:#}: {e}", self.unit_addr(i), Size(self.unit)));
-                break;
+            let mut next = 0;
+            while plugged < target {
+                let Some(i) = (next..self.units.len())
+                    .find(|&i| self.units[i] == Unit::Unplugged && (i as u64 + 1) * self.unit <= usable)
+                else {
+                    why = Some(format!(
+                        "no unplugged unit left in the usable region of {:#}",
+                        Size(usable)
+                    ));
+                    break;
+                };
+                next = i + 1;
+                if let Err(e) = self.grow_unit(dev, mem, i) {
+                    why = Some(format!("plugging {:#x}+{:#}: {e}", self.unit_addr(i), Size(self.unit)));
+                    break;
+                }
+                plugged += 1;
             }
         }
-        let excess = self.units_plugged(mem).saturating_sub(target);
-        self.below = self
-            .shrink_order(mem)
-            .iter()
-            .take(excess)
-            .map(|&i| self.unit_addr(i))
-            .min()
-            .unwrap_or(u64::MAX);
-        while self.units_plugged(mem) > target {
-            let mut done = false;
+        if plugged > target {
+            let order = self.shrink_order(mem);
+            self.below = order
+                .iter()
+                .take(plugged - target)
+                .map(|&i| self.unit_addr(i))
+                .min()
+                .unwrap_or(u64::MAX);
             let mut last: Option<String> = None;
-            for i in self.shrink_order(mem) {
+            for i in order {
+                if plugged <= target {
+                    break;
+                }
                 match self.shrink_unit(dev, mem, i) {
-                    Ok(()) => {
-                        done = true;
-                        break;
-                    }
+                    Ok(()) => plugged -= 1,
                     Err(e) => last = Some(format!("{:#x}+{:#}: {e}", self.unit_addr(i), Size(self.unit))),
                 }
             }
-            if !done {
+            self.below = u64::MAX;
+            if plugged > target {
                 why = Some(format!(
                     "memory busy: no plugged unit could be offlined and unplugged (last: {})",
                     last.unwrap_or_default()
                 ));
-                break;
             }
         }
-        self.below = u64::MAX;
         if why.is_none() && !requested.is_multiple_of(self.unit) {
             why = Some(format!(
                 "requested size is not a multiple of the {:#} unit (device blocks smaller than a pageblock are plugged a memory block at a time)",

@@ -90,9 +90,6 @@ impl VmemMemory for Mem {
     fn in_normal(&mut self, _: BlockId) -> bool {
         false
     }
-    fn plugged(&self, _: usize) -> bool {
-        false
-    }
     fn set_plugged(&mut self, _: usize, _: usize, _: bool) {}
 }
 

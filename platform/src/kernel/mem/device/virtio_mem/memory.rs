@@ -6,9 +6,8 @@ use super::sbm;
 use crate::boot::layout::PAGE_SHIFT;
 use crate::kernel::mem::hotplug::{with_hotplug, HOTPLUG};
 use alloc::vec::Vec;
-use mm::hotplug::{AddFlags, BlockId, BlockState, GroupId, HotplugError, HotplugOps};
-use mm::page::ZoneId;
-use mm::vmem::VmemMemory;
+use mm::hotplug::{BlockId, GroupId, HotplugError};
+use mm::vmem::{memory as core_ops, VmemMemory};
 
 pub(super) struct Memory {
     pub group: GroupId,
@@ -21,11 +20,7 @@ pub(super) struct Memory {
 impl VmemMemory for Memory {
     fn add(&mut self, addr: u64, size: u64) -> Result<Vec<BlockId>, HotplugError> {
         let (group, node) = (self.group, self.node);
-        with_hotplug(|hp, ops| {
-            let ids = hp.add_memory(ops, node, Some(group), addr, size, AddFlags { memmap_on_memory: true })?;
-            hp.auto_online(ops, &ids);
-            Ok(ids)
-        })
+        with_hotplug(|hp, ops| core_ops::add(hp, ops, node, group, addr, size))
     }
 
     fn offline_and_remove(&mut self, addr: u64, size: u64, below: u64) -> Result<(), HotplugError> {
@@ -33,29 +28,12 @@ impl VmemMemory for Memory {
     }
 
     fn set_online(&mut self, block: BlockId, pfn: u64, nr: u64, on: bool, below: u64) -> Result<(), HotplugError> {
-        with_hotplug(|hp, ops| match hp.block(block) {
-            Some(b) if b.state == BlockState::Online => {
-                let zone = b.zone.unwrap_or(ZoneId::Normal);
-                if on {
-                    ops.online_pages(pfn, nr, zone, b.node)
-                } else {
-                    ops.offline_pages(pfn, nr, block, b.node, below >> PAGE_SHIFT)
-                }
-            }
-            _ => Ok(()),
-        })
+        with_hotplug(|hp, ops| core_ops::set_online(hp, ops, block, pfn, nr, on, below >> PAGE_SHIFT))
     }
 
     fn in_normal(&mut self, block: BlockId) -> bool {
         // A read: the lock alone, no operation (so no `debug_vm` pass either).
-        let hp = HOTPLUG.lock();
-        hp.as_ref()
-            .and_then(|hp| hp.block(block))
-            .is_none_or(|b| b.zone == Some(ZoneId::Normal))
-    }
-
-    fn plugged(&self, i: usize) -> bool {
-        self.region.is_some_and(|r| sbm::SBM.lock()[r].plugged[i])
+        HOTPLUG.lock().as_ref().is_none_or(|hp| core_ops::in_normal(hp, block))
     }
 
     fn set_plugged(&mut self, first: usize, n: usize, v: bool) {

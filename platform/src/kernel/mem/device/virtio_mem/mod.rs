@@ -29,7 +29,7 @@ use crate::{
 use alloc::{format, string::String, vec::Vec};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use memory::Memory;
-use mm::vmem::{Request, RequestType, Response, TransportError, Unit, Vmem, VmemDevice, VmemMemory};
+use mm::vmem::{Request, RequestType, Response, TransportError, Unit, Vmem, VmemDevice};
 
 memory_device!(MemoryDevice {
     name: "virtio-mem",
@@ -134,12 +134,25 @@ impl VirtioMem {
     /// `debug_vm` at the end of a resize: the device's plugged size is what the driver's state
     /// says, and every invariant holds, the sub-block rule included.
     fn check_quiescent(&self, plugged: u64) {
-        let mine = self.vmem.plugged_bytes(&self.mem);
+        let mine = self.vmem.plugged_bytes();
         if plugged != mine {
             crate::kernel::exit::fatal_stop(format_args!(
                 "debug_vm: virtio-mem dev={} device says {plugged:#x} plugged, the driver's state {mine:#x}",
                 self.index
             ));
+        }
+        // The online filter's mirror of the plug bitmap is the policy's.
+        if let (Some(m), Some(r)) = (self.vmem.sbm(), self.mem.region) {
+            let regions = sbm::SBM.lock();
+            let mirror = &regions[r].plugged;
+            if let Some(i) = (0..mirror.len()).find(|&i| mirror[i] != m.plugged(i)) {
+                crate::kernel::exit::fatal_stop(format_args!(
+                    "debug_vm: virtio-mem dev={} device block {i}: plugged={} but the online filter says {}",
+                    self.index,
+                    m.plugged(i),
+                    mirror[i]
+                ));
+            }
         }
         let hp = HOTPLUG.lock();
         if let Some(Err(e)) = hp.as_ref().map(crate::kernel::mem::hotplug::check_invariants) {
@@ -366,7 +379,7 @@ fn print_devices() {
             c.block_size,
             d.vmem.unit,
             d.vmem.mode.name(),
-            d.vmem.units_plugged(&d.mem),
+            d.vmem.units_plugged(),
             c.region_size / d.vmem.unit,
             d.mem.group,
             d.mem.node,
@@ -393,7 +406,7 @@ fn print_devices() {
         if let Some(m) = d.vmem.sbm() {
             let s = m.subs_per_block;
             for (b, id) in m.added.iter().enumerate() {
-                let n = (b * s..(b + 1) * s).filter(|&i| d.mem.plugged(i)).count();
+                let n = m.plugged_in(b);
                 match id {
                     Some(id) => println!(
                         "vmem: dev={} block={id} addr={:#x} subblocks={n}/{s}",

@@ -22,7 +22,8 @@ pub struct SbmRegion {
 pub static SBM: crate::kernel::sync::Mutex<Vec<SbmRegion>> = crate::kernel::sync::Mutex::new("sbm", Vec::new());
 
 /// The parts of `[pfn, pfn + nr)` that may be online: everything outside sub-block-mode
-/// regions, and inside them only plugged device blocks (Linux's online_page_callback role).
+/// regions, and inside them only plugged device blocks (Linux's online_page_callback role), one
+/// call of `keep` per run ([`mm::vmem::memory::plugged_runs`]).
 pub fn online_filter(pfn: u64, nr: u64, keep: &mut dyn FnMut(u64, u64)) {
     let sbm = SBM.lock();
     let end = pfn + nr;
@@ -41,12 +42,9 @@ pub fn online_filter(pfn: u64, nr: u64, keep: &mut dyn FnMut(u64, u64)) {
                 p = next;
             }
             Some(r) => {
-                let i = ((p - r.start_pfn) / r.sub_pages) as usize;
-                let sub_end = (r.start_pfn + (i as u64 + 1) * r.sub_pages).min(end);
-                if r.plugged[i] {
-                    keep(p, sub_end - p);
-                }
-                p = sub_end;
+                let next = r.end_pfn.min(end);
+                mm::vmem::memory::plugged_runs(r.start_pfn, r.sub_pages, &r.plugged, p, next - p, keep);
+                p = next;
             }
         }
     }
