@@ -27,14 +27,14 @@ fn numa() -> &'static Numa {
 pub fn init(topology: &Result<Topology, NumaError>, dt_cpus: &[u64]) {
     let n = NUMA.call_once(|| match topology {
         Ok(t) => Numa {
-            topology: t.clone(),
+            topology: *t,
             dt_cpus: dt_cpus.to_vec(),
             fallback: None,
         },
         Err(e) => Numa {
             topology: Topology::single(),
             dt_cpus: dt_cpus.to_vec(),
-            fallback: Some(e.clone()),
+            fallback: Some(*e),
         },
     });
     if let Some(e) = &n.fallback {
