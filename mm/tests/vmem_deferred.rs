@@ -94,8 +94,13 @@ impl<C: Config> HotplugOps for Ops<'_, C> {
     fn unmap_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
         self.m.unmap_linear(pa, size)
     }
-    fn populate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>) -> Result<(), HotplugError> {
-        self.m.populate_memmap(section_pfn, altmap)
+    fn populate_memmap(
+        &mut self,
+        section_pfn: u64,
+        nid: NodeId,
+        altmap: Option<&mut Altmap>,
+    ) -> Result<(), HotplugError> {
+        self.m.populate_memmap(section_pfn, nid, altmap)
     }
     fn depopulate_memmap(&mut self, section_pfn: u64, altmap: Option<&mut Altmap>) {
         self.m.depopulate_memmap(section_pfn, altmap)
