@@ -41,7 +41,7 @@ pub fn init(topology: &Result<Topology, NumaError>, dt_cpus: &[u64]) {
         crate::println!("numa: the device tree's topology is unusable: {e}; running with one node");
     }
     crate::println!(
-        "numa: nodes={} in_dtb={} distances={}",
+        "numa: device tree: nodes={} ids={} distances={}",
         nodes_in_dtb().count(),
         mask_list(nodes_in_dtb()),
         distance_rows(nodes_in_dtb())
