@@ -81,10 +81,13 @@ pub enum Mutant {
     /// The virtio-mem bottom half clears its latched config change after its pass instead of
     /// before it: a change that arrives during a resize is lost.
     IrqPendingClearedLate,
+    /// A migration batch's single invalidation covers only the batch's first block: the
+    /// others are freed with their cleared window entries still cached.
+    MigrateBatchFlushFirst,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 28] = [
+    pub const ALL: [Mutant; 29] = [
         Mutant::UnisolateEarlyClear,
         Mutant::DimmZoneSplit,
         Mutant::DimmRemoveBehindDriver,
@@ -113,6 +116,7 @@ impl Mutant {
         Mutant::HandoverNoInflight,
         Mutant::BusyWindowIgnored,
         Mutant::IrqPendingClearedLate,
+        Mutant::MigrateBatchFlushFirst,
     ];
 
     /// The name used by `mutant=` and `HOTMEM_MUTANT`.
@@ -146,6 +150,7 @@ impl Mutant {
             Mutant::HandoverNoInflight => "handover-no-inflight",
             Mutant::BusyWindowIgnored => "busy-window-ignored",
             Mutant::IrqPendingClearedLate => "irq-pending-cleared-late",
+            Mutant::MigrateBatchFlushFirst => "migrate-batch-flush-first",
         }
     }
 
@@ -247,7 +252,7 @@ mod tests {
             assert_eq!(Mutant::from_name(m.name()), Some(m));
         }
         assert_eq!(Mutant::from_name("no-such"), None);
-        let mut names: [&str; 28] = Mutant::ALL.map(Mutant::name);
+        let mut names: [&str; 29] = Mutant::ALL.map(Mutant::name);
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }
