@@ -45,6 +45,9 @@ pub struct Handles {
     live: usize,
     /// Pages moved by migration so far.
     pub migrated_pages: u64,
+    /// Pages a migration batch holds at most (1 to [`MIGRATE_BATCH_PAGES`]; 1 moves block by
+    /// block, one invalidation each: the benchmark compares the two).
+    pub batch_pages: u64,
 }
 
 impl Default for Handles {
@@ -61,6 +64,7 @@ impl Handles {
             free_head: NO_SLOT,
             live: 0,
             migrated_pages: 0,
+            batch_pages: MIGRATE_BATCH_PAGES,
         }
     }
 
@@ -322,9 +326,10 @@ impl Migration {
         freeing: &mut impl FnMut(u64, u32),
     ) -> Result<(), OfflineError> {
         let mut pfn = start;
+        let limit = handles.batch_pages.clamp(1, MIGRATE_BATCH_PAGES);
         loop {
             let (mut pages, mut stop) = (0, None);
-            while pages < MIGRATE_BATCH_PAGES && self.batch.len() < self.batch.capacity() {
+            while pages < limit && self.batch.len() < self.batch.capacity() {
                 let Some((busy, page)) = a.first_busy(pfn, end - pfn) else {
                     break;
                 };
@@ -452,8 +457,8 @@ fn migration_target<M: Memmap>(a: &mut PageAlloc<M>, order: u32, target_below: u
 /// 3. map every new frame at its VA (the engine publishes each: `DSB ISHST; ISB`).
 ///
 /// Only then may the old frames be freed (`offline_pages`' `freeing`, where the teardown
-/// checker runs). Each unmap's floor and ceiling are its block, so no table page is freed: the
-/// window's tables stay, and the map allocates none.
+/// checker runs). No unmap frees a table page (floor and ceiling are one page): the window's
+/// tables stay, and the map allocates none.
 pub fn move_window_batch<C: Config>(
     pt: &mut PageTable<C>,
     tables: &mut impl TableAlloc,
@@ -465,11 +470,27 @@ pub fn move_window_batch<C: Config>(
 ) -> Result<(), MapError> {
     let shift = C::GEOM.page_shift;
     let span = |m: &Move| (va(m.handle), C::GEOM.page_size() << m.order);
-    for m in moves {
-        let (v, size) = span(m);
-        pt.unmap_within(tables, &mut HeldBack(tlb), v, size, v, v.wrapping_add(size))?;
-    }
     let ranges = Coalesced { moves, span: &span };
+    // One unmap per run of adjacent window blocks, in pieces that never cover a whole
+    // last-level table's span (each span is cut one page before its end), floor and ceiling
+    // the piece: no table page is freed.
+    let page = C::GEOM.page_size();
+    let table_span = page << (shift - 3);
+    for (v, end) in ranges.clone() {
+        let mut at = v;
+        while at != end {
+            let span_end = (at / table_span + 1).wrapping_mul(table_span);
+            let cut = span_end.wrapping_sub(page);
+            let to = if at < cut { cut } else { span_end };
+            let to = if to.wrapping_sub(v) > end.wrapping_sub(v) {
+                end
+            } else {
+                to
+            };
+            pt.unmap_within(tables, &mut HeldBack(tlb), at, to - at, at, to)?;
+            at = to;
+        }
+    }
     if mutant::on(Mutant::MigrateBatchFlushFirst) {
         tlb.flush_kernel_batch(ranges.take(1), shift, full_above);
     } else if !mutant::on(Mutant::MigrateNoTlbi) {
@@ -479,9 +500,21 @@ pub fn move_window_batch<C: Config>(
     if mutant::on(Mutant::MigrateNoRemap) {
         return Ok(());
     }
-    for m in moves {
-        let (v, size) = span(m);
-        pt.map(tables, v, m.dst << shift, size, Attrs::NORMAL_RW, MapFlags::PAGES)?;
+    // One map per run of blocks adjacent both in the window and in their new frames.
+    let mut rest = moves;
+    while let Some((first, _)) = rest.split_first() {
+        let (v, mut size) = span(first);
+        let n = 1 + rest[1..]
+            .iter()
+            .take_while(|m| {
+                let (w, s) = span(m);
+                let adjacent = w == v.wrapping_add(size) && m.dst << shift == (first.dst << shift) + size;
+                size += if adjacent { s } else { 0 };
+                adjacent
+            })
+            .count();
+        pt.map(tables, v, first.dst << shift, size, Attrs::NORMAL_RW, MapFlags::PAGES)?;
+        rest = &rest[n..];
     }
     Ok(())
 }

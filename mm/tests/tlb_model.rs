@@ -261,16 +261,20 @@ fn window_batch_migration_moves_every_translation<C: Config>() {
     use mm::migrate::{move_window_batch, Handle, Move, MIGRATE_BATCH_PAGES};
     let g = C::GEOM;
     let base = window::<C>();
-    // Runs of three adjacent pages, then a one-page gap.
-    let va = |h: Handle| base + (h.0 as u64 + h.0 as u64 / 3) * g.page_size();
+    // Runs of three adjacent pages, then a one-page gap; or every page adjacent from a
+    // table-aligned base (with 4K a full batch then covers a whole last-level table's span).
+    let gaps = |h: Handle| base + (h.0 as u64 + h.0 as u64 / 3) * g.page_size();
+    let aligned = g.ttbr1_base() + 8 * g.pmd_size();
+    let dense = |h: Handle| aligned + h.0 as u64 * g.page_size();
     let (old, new) = (1u64 << 40, 2u64 << 40);
-    for range in [true, false] {
+    for (range, dense_layout) in [(true, false), (false, false), (true, true), (false, true)] {
+        let va = |h: Handle| if dense_layout { dense(h) } else { gaps(h) };
         for (n, full_above) in [
             (1, MAX_TLBI_OPS),
             (2, MAX_TLBI_OPS),
             (MIGRATE_BATCH_PAGES, u64::MAX),
             (MIGRATE_BATCH_PAGES, MAX_TLBI_OPS),
-            (MIGRATE_BATCH_PAGES, 1),
+            (MIGRATE_BATCH_PAGES, 0),
         ] {
             let mut r = Rig::<C>::new(range);
             let moves: Vec<Move> = (0..n as u32)
@@ -294,14 +298,15 @@ fn window_batch_migration_moves_every_translation<C: Config>() {
                 .unwrap();
                 r.touch_all(v, g.page_size());
             }
-            let before = r.tlb.executed.len();
+            let (before, live) = (r.tlb.executed.len(), r.tables.live());
             let mut copied = false;
             move_window_batch(&mut r.pt, &mut r.tables, &mut r.tlb, &moves, va, full_above, || {
                 copied = true
             })
             .unwrap();
             assert!(copied);
-            let case = format!("batch of {n}, range={range}, full above {full_above}");
+            let case = format!("batch of {n}, range={range}, full above {full_above}, dense={dense_layout}");
+            assert_eq!(r.tables.live(), live, "a window table was freed or allocated ({case})");
             for m in &moves {
                 let v = va(m.handle);
                 for cpu in 0..NCPUS {
@@ -334,7 +339,7 @@ fn window_batch_migration_moves_every_translation<C: Config>() {
                 |o| plan.push(o),
             );
             assert_eq!(r.tlb.executed[before..], plan[..], "{case}");
-            if full_above == 1 {
+            if full_above == 0 {
                 assert_eq!(plan, [Tlbi::Vmalle1is], "{case}");
             }
             for m in &moves {
