@@ -58,13 +58,19 @@ impl Default for Handles {
 
 impl Handles {
     pub const fn new() -> Self {
+        Self::with_batch_pages(MIGRATE_BATCH_PAGES)
+    }
+
+    /// An empty table whose migrations move at most `batch_pages` pages a batch (clamped to
+    /// 1..=[`MIGRATE_BATCH_PAGES`] when used).
+    pub const fn with_batch_pages(batch_pages: u64) -> Self {
         Handles {
             chunks: Vec::new(),
             used_slots: 0,
             free_head: NO_SLOT,
             live: 0,
             migrated_pages: 0,
-            batch_pages: MIGRATE_BATCH_PAGES,
+            batch_pages,
         }
     }
 
@@ -214,10 +220,12 @@ pub enum OfflineError {
     NoTarget { moved: u64, left: u64 },
 }
 
-/// Pages migrated together, with one TLB invalidation for all of them (Linux batches
-/// `migrate_pages` the same way, flushing once per batch). 512 is a 4K memory block's worth of
-/// last-level entries and what one full flush replaces ([`MAX_TLBI_OPS`]).
-pub const MIGRATE_BATCH_PAGES: u64 = 512;
+/// Pages migrated together at most, with one TLB invalidation for all of them (Linux batches
+/// `migrate_pages` the same way, flushing once per batch). Each batch's invalidation costs
+/// about as much as a full flush wherever a broadcast TLBI stops every CPU (as under TCG), so
+/// batches are large; the kernel bounds them further by bytes ([`Handles::with_batch_pages`]),
+/// since a CPU that touches a page of the batch waits for the whole batch.
+pub const MIGRATE_BATCH_PAGES: u64 = 4096;
 
 /// One block of a migration batch: the allocation `handle` moves from `src` to `dst` (PFNs,
 /// 2^`order` pages each).
@@ -256,7 +264,7 @@ pub fn offline_pages<M: Memmap>(
     mut freeing: impl FnMut(u64, u32),
 ) -> Result<u64, OfflineError> {
     let mut mig = Migration {
-        batch: batch_buffer(),
+        batch: batch_buffer(handles.batch_pages.clamp(1, MIGRATE_BATCH_PAGES)),
         target_below,
         moved: 0,
     };
@@ -296,11 +304,11 @@ pub fn offline_pages<M: Memmap>(
     result
 }
 
-/// A batch buffer from the kernel heap, taken fallibly: a full batch, else a single move (the
+/// A batch buffer from the kernel heap, taken fallibly: room for a full batch (`pages` moves), else a single move (the
 /// migration is then per block, but still correct), else none (the offline says `NoTarget`).
-fn batch_buffer() -> Vec<Move> {
+fn batch_buffer(pages: u64) -> Vec<Move> {
     let mut v = Vec::new();
-    if v.try_reserve_exact(MIGRATE_BATCH_PAGES as usize).is_err() {
+    if v.try_reserve_exact(pages as usize).is_err() {
         let _ = v.try_reserve_exact(1);
     }
     v

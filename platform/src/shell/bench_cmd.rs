@@ -33,7 +33,7 @@ pub(super) fn cmd_bench(args: &[&str]) -> Result<(), ShellError> {
 /// `bench migrate [batch=PAGES] [full=TLBIS] <size>...` (see [`super::bench_migrate`]).
 fn cmd_bench_migrate(mut args: &[&str]) -> Result<(), ShellError> {
     let mut knobs = crate::shell::bench_migrate::Knobs {
-        batch: mm::migrate::MIGRATE_BATCH_PAGES,
+        batch: crate::kernel::mem::movable::MIGRATE_BATCH_BYTES >> layout::PAGE_SHIFT,
         full_above: crate::kernel::mem::movable::DEFAULT_FULL_FLUSH_ABOVE,
     };
     while let Some((first, rest)) = args.split_first() {

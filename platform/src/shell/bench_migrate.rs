@@ -5,7 +5,8 @@
 //! (B, movable: the migration target), then time the offline of A, which migrates every page
 //! to B (the path DIMM unplug and virtio-mem shrink take too). Reported: MiB/s, µs per page,
 //! and `mig/lim` = time / (bytes moved / in-guest memset bandwidth), the copy being the one
-//! cost migration cannot avoid. Each size runs with the migration batch given (`batch=`, pages;
+//! cost migration cannot avoid. Each size runs twice: `cold`, the target memory never touched
+//! (the host backs it on first write, a cost of QEMU's), then `warm`, the same memory again. Each size runs with the migration batch given (`batch=`, pages;
 //! 1 = block by block, one invalidation each) and the full-flush threshold (`full=`, TLBI
 //! instructions above which a batch is one `TLBI VMALLE1IS`). Output: a row and a
 //! `bench-json:` line per size.
@@ -55,8 +56,8 @@ pub fn run(sizes: &[u64], knobs: Knobs) -> Result<(), String> {
         crate::kernel::mem::teardown::tlbi_range()
     );
     println!(
-        "bench-migrate: {:>9} {:>8} {:>10} {:>9} {:>8} {:>8} {:>7} {:>6} {:>6}",
-        "size", "pages", "offline_us", "MiB/s", "us/page", "mig/lim", "tlbi_va", "range", "all"
+        "bench-migrate: {:>9} {:>4} {:>8} {:>10} {:>9} {:>8} {:>8} {:>7} {:>6} {:>6}",
+        "size", "run", "pages", "offline_us", "MiB/s", "us/page", "mig/lim", "tlbi_va", "range", "all"
     );
     let saved = (
         HANDLES.lock().batch_pages,
@@ -75,12 +76,14 @@ pub fn run(sizes: &[u64], knobs: Knobs) -> Result<(), String> {
             );
             continue;
         }
-        match migrate_round(start, size) {
-            Ok(m) => report(size, &m, bw, knobs),
-            Err(e) => {
-                result = Err(e);
-                break;
+        for run in ["cold", "warm"] {
+            match migrate_round(start, size) {
+                Ok(m) => report(size, run, &m, bw, knobs),
+                Err(e) => result = Err(e),
             }
+        }
+        if result.is_err() {
+            break;
         }
     }
     HANDLES.lock().batch_pages = saved.0;
@@ -154,7 +157,7 @@ fn fill(start: u64, size: u64) -> u64 {
     n
 }
 
-fn report(size: u64, m: &Migrated, bw: f64, knobs: Knobs) {
+fn report(size: u64, run: &str, m: &Migrated, bw: f64, knobs: Knobs) {
     let us = m.cycles as f64 * 1e6 / arch::cpu::counter_freq() as f64;
     let bytes = m.pages * PAGE_SIZE;
     let mib_s = bytes as f64 / (1 << 20) as f64 / (us / 1e6).max(1e-9);
@@ -162,7 +165,7 @@ fn report(size: u64, m: &Migrated, bw: f64, knobs: Knobs) {
     let lim_us = bytes as f64 / bw * 1e6;
     let ratio = us / lim_us.max(1e-9);
     println!(
-        "bench-migrate: {:>9} {:>8} {:>10.0} {:>9.1} {:>8.2} {:>8.1} {:>7} {:>6} {:>6}",
+        "bench-migrate: {:>9} {run:>4} {:>8} {:>10.0} {:>9.1} {:>8.2} {:>8.1} {:>7} {:>6} {:>6}",
         alloc::format!("{}", layout::Size(size)),
         m.pages,
         us,
@@ -174,7 +177,7 @@ fn report(size: u64, m: &Migrated, bw: f64, knobs: Knobs) {
         m.tlbi_all
     );
     println!(
-        "bench-json: {{\"kind\":\"migrate\",\"granule\":\"{}\",\"size\":{size},\"pages\":{},\"batch\":{},\"full_above\":{},\"offline_us\":{us:.0},\"mib_s\":{mib_s:.1},\"us_per_page\":{us_page:.3},\"mig_lim\":{ratio:.2},\"memset_bytes_per_s\":{bw:.0},\"tlbi_va\":{},\"tlbi_range\":{},\"tlbi_all\":{}}}",
+        "bench-json: {{\"kind\":\"migrate\",\"granule\":\"{}\",\"size\":{size},\"run\":\"{run}\",\"pages\":{},\"batch\":{},\"full_above\":{},\"offline_us\":{us:.0},\"mib_s\":{mib_s:.1},\"us_per_page\":{us_page:.3},\"mig_lim\":{ratio:.2},\"memset_bytes_per_s\":{bw:.0},\"tlbi_va\":{},\"tlbi_range\":{},\"tlbi_all\":{}}}",
         G.granule_name(),
         m.pages,
         knobs.batch,

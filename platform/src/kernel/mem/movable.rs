@@ -28,7 +28,13 @@ use mm::migrate::{Handle, HandleError, Handles, Move};
 use mm::pgtable::{Attrs, MapFlags, PageTable};
 
 /// Movable allocations; migration and data access both hold this lock.
-pub static HANDLES: IrqSafeLock<Handles> = IrqSafeLock::new("handles", Handles::new());
+pub static HANDLES: IrqSafeLock<Handles> =
+    IrqSafeLock::new("handles", Handles::with_batch_pages(MIGRATE_BATCH_BYTES >> PAGE_SHIFT));
+
+/// Bytes a migration batch moves at most: 16 MiB (4096 4K pages, 256 64K pages). Fewer
+/// batches mean fewer invalidations, each of which stops every vCPU under TCG; a CPU that
+/// touches a page of the batch waits for the whole batch's copy (a few milliseconds).
+pub const MIGRATE_BATCH_BYTES: u64 = 16 << 20;
 
 /// The fixed window VA of a movable allocation.
 pub fn movable_va(h: Handle) -> u64 {
@@ -204,7 +210,8 @@ pub static MIGRATION_HOLD_US: AtomicU64 = AtomicU64::new(0);
 static WAITING: AtomicU64 = AtomicU64::new(0);
 /// A migration batch is invalidated with one `TLBI VMALLE1IS` when it would take more than this
 /// many TLBI instructions (`bench migrate` sets it to compare). Under TCG every broadcast TLBI
-/// stops every vCPU, so one full flush wins from a handful of pages on (docs/performance.md).
+/// stops every vCPU, so one full flush costs about what one range TLBI does and far less than
+/// per-page ones (docs/performance.md).
 pub static BATCH_FULL_FLUSH_ABOVE: AtomicU64 = AtomicU64::new(DEFAULT_FULL_FLUSH_ABOVE);
 /// The default of [`BATCH_FULL_FLUSH_ABOVE`].
 pub const DEFAULT_FULL_FLUSH_ABOVE: u64 = arch::tlb::MAX_TLBI_OPS;
