@@ -47,14 +47,13 @@ fn cmd_bench_migrate(mut args: &[&str]) -> Result<(), ShellError> {
         args = rest;
     }
     let sizes = bench_sizes(args)?;
-    let block = layout::G.section_size();
     if sizes.is_empty() || !(1..=mm::migrate::MIGRATE_BATCH_PAGES).contains(&knobs.batch) {
         return Err(ShellError::Usage);
     }
-    if let Some(bad) = sizes.iter().find(|&&s| s == 0 || s % block != 0) {
+    if let Some(bad) = sizes.iter().find(|&&s| s == 0 || s % layout::PAGE_SIZE != 0) {
         println!(
-            "bench-migrate: error: size {bad:#x} is not a non-zero multiple of the memory block size ({})",
-            layout::Size(block)
+            "bench-migrate: error: size {bad:#x} is not a non-zero multiple of the page size ({})",
+            layout::Size(layout::PAGE_SIZE)
         );
         return Ok(());
     }

@@ -1,8 +1,8 @@
 //! `bench migrate`: migration of used memory at copy speed, against the practical limit.
 //!
-//! For each size: hot-add that much held-back memory (block range A), online it movable and
-//! fill it with movable window pages (each written, as `stress` does), hot-add as much again
-//! (B, movable: the migration target), then time the offline of A, which migrates every page
+//! For each size: hot-add that much held-back memory rounded up to memory blocks (range A),
+//! online it movable and fill `size` of it with movable window pages (each written, as
+//! `stress` does), hot-add as much again (B, movable: the migration target), then time the offline of A, which migrates every page
 //! to B (the path DIMM unplug and virtio-mem shrink take too). Reported: MiB/s, µs per page,
 //! and `mig/lim` = time / (bytes moved / in-guest memset bandwidth), the copy being the one
 //! cost migration cannot avoid. Each size runs twice: `cold`, the target memory never touched
@@ -67,17 +67,18 @@ pub fn run(sizes: &[u64], knobs: Knobs) -> Result<(), String> {
     movable::BATCH_FULL_FLUSH_ABOVE.store(knobs.full_above, Relaxed);
     let mut result = Ok(());
     for &size in sizes {
-        if start + 2 * size > held.end() {
+        let span = size.next_multiple_of(G.section_size());
+        if start + 2 * span > held.end() {
             println!(
                 "bench-migrate: size={} skipped: needs {} held back, {} are",
                 layout::Size(size),
-                layout::Size(2 * size),
+                layout::Size(2 * span),
                 layout::Size(held.end() - start)
             );
             continue;
         }
         for run in ["cold", "warm"] {
-            match migrate_round(start, size) {
+            match migrate_round(start, span, size) {
                 Ok(m) => report(size, run, &m, bw, knobs),
                 Err(e) => result = Err(e),
             }
@@ -91,8 +92,10 @@ pub fn run(sizes: &[u64], knobs: Knobs) -> Result<(), String> {
     result
 }
 
-/// Add and fill A, add B, time A's offline, then free everything and remove both.
-fn migrate_round(start: u64, size: u64) -> Result<Migrated, String> {
+/// Add A (`span` bytes) and fill `used` bytes of it, add B, time A's offline, then free
+/// everything and remove both.
+fn migrate_round(start: u64, span: u64, used: u64) -> Result<Migrated, String> {
+    let size = span;
     let add_movable = |base: u64| {
         let ids = with_hotplug(|h, ops| {
             h.add_memory(
@@ -112,7 +115,7 @@ fn migrate_round(start: u64, size: u64) -> Result<Migrated, String> {
         Ok::<_, String>(ids)
     };
     let a = add_movable(start)?;
-    let filled = fill(start, size);
+    let filled = fill(start, size, used >> PAGE_SHIFT);
     let b = add_movable(start + size)?;
     let (v0, r0, a0) = (
         arch::tlb::stats::va(),
@@ -143,12 +146,16 @@ fn migrate_round(start: u64, size: u64) -> Result<Migrated, String> {
     Ok(m)
 }
 
-/// Fill `[start, start + size)` with written movable window pages: allocate until a page lands
-/// outside it (the range, the only movable memory, is full). Returns the pages in it.
-fn fill(start: u64, size: u64) -> u64 {
+/// Put `pages` written movable window pages in `[start, start + size)`: allocate until that
+/// many are in it, or one lands outside it (the range, the only movable memory, is full).
+/// Returns the pages in it.
+fn fill(start: u64, size: u64, pages: u64) -> u64 {
     let (first, end) = (start >> PAGE_SHIFT, (start + size) >> PAGE_SHIFT);
     let mut n = 0;
-    while let Ok(h) = movable::alloc_page(|h, d| d.fill(h.0 as u64)) {
+    while n < pages {
+        let Ok(h) = movable::alloc_page(|h, d| d.fill(h.0 as u64)) else {
+            break;
+        };
         match HANDLES.lock().get(h) {
             Some((pfn, _)) if (first..end).contains(&pfn) => n += 1,
             _ => break,
