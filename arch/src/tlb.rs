@@ -283,6 +283,15 @@ pub fn kernel_range_ops(
     if (!range && n > MAX_TLBI_OPS) || (range && pages >= MAX_TLBI_RANGE_PAGES) {
         return out(Tlbi::Vmalle1is);
     }
+    leaf_ops(start, end, stride_shift, page_shift, range, out)
+}
+
+/// [`kernel_range_ops`] without its full-flush threshold (the range operations' size limit
+/// still applies: the caller checks it).
+fn leaf_ops(start: u64, end: u64, stride_shift: u32, page_shift: u32, range: bool, mut out: impl FnMut(Tlbi)) {
+    let len = end.wrapping_sub(start);
+    let n = len >> stride_shift;
+    let pages = len >> page_shift;
     let start = match crate::mutant::on(crate::mutant::Mutant::TlbiOffByOnePage) {
         true => start.wrapping_add(1 << page_shift),
         false => start,
@@ -309,8 +318,9 @@ pub fn kernel_range_ops(
 }
 
 /// The instructions that invalidate the leaves of every range of a batch with one completion:
-/// each range's [`kernel_range_ops`] back to back, or one `VMALLE1IS` when the batch would take
-/// more than `full_above` instructions (or a range alone would need a full flush). Pure, like
+/// each range's per-leaf or range operations back to back, or one `VMALLE1IS` when the batch
+/// would take more than `full_above` instructions (the batch's threshold replaces
+/// [`MAX_TLBI_OPS`]; a range too large for range operations is a full flush too). Pure, like
 /// [`kernel_range_ops`], so the kernel, the checker and the TLB model see the same sequence.
 pub fn kernel_batch_ops<I>(
     ranges: I,
@@ -325,16 +335,17 @@ pub fn kernel_batch_ops<I>(
     let mut planned = 0u64;
     let mut full = false;
     for (start, end) in ranges.clone() {
-        kernel_range_ops(start, end, stride_shift, page_shift, range, |op| {
-            planned += 1;
-            full |= op == Tlbi::Vmalle1is;
-        });
+        let pages = end.wrapping_sub(start) >> page_shift;
+        full |= range && pages >= MAX_TLBI_RANGE_PAGES;
+        if !full {
+            leaf_ops(start, end, stride_shift, page_shift, range, |_| planned += 1);
+        }
         if full || planned > full_above {
             return out(Tlbi::Vmalle1is);
         }
     }
     for (start, end) in ranges {
-        kernel_range_ops(start, end, stride_shift, page_shift, range, &mut out);
+        leaf_ops(start, end, stride_shift, page_shift, range, &mut out);
     }
 }
 
@@ -668,10 +679,14 @@ mod tests {
                 kernel_batch_ops(ranges.iter().copied(), shift, shift, range, 1, |o| full.push(o));
                 assert_eq!(full, [Tlbi::Vmalle1is]);
             }
-            // A range that alone needs a full flush makes the batch one full flush.
-            let mut v = Vec::new();
+            // The batch's threshold replaces the per-range one: past MAX_TLBI_OPS leaves in
+            // one range, per-leaf operations while the batch allows them.
             let big = [(base, base + page), (base, base + (MAX_TLBI_OPS + 1) * page)];
+            let mut v = Vec::new();
             kernel_batch_ops(big.iter().copied(), shift, shift, false, u64::MAX, |o| v.push(o));
+            assert_eq!(v.len() as u64, MAX_TLBI_OPS + 2);
+            let mut v = Vec::new();
+            kernel_batch_ops(big.iter().copied(), shift, shift, false, MAX_TLBI_OPS, |o| v.push(o));
             assert_eq!(v, [Tlbi::Vmalle1is]);
         }
     }
