@@ -283,6 +283,17 @@ const MUTANTS: &[Mutant] = &[
         test_args: &["--test", "hotplug", "cfg_64k_48::offline_migrates_movable_pages"],
         expect: "does not map the new frame",
     },
+    // A migration batch whose single invalidation covers only its first block.
+    Mutant {
+        package: "hotmem-mm",
+        name: "migrate-batch-flush-first",
+        test_args: &[
+            "--test",
+            "tlb_model",
+            "cfg_16k_47::window_batch_migration_moves_every_translation",
+        ],
+        expect: "still translates",
+    },
     // The model-checked deferred hand-over: an offline that does not see a chunk in flight
     // completes under an idle CPU initialising it.
     Mutant {
