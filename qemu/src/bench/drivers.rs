@@ -363,7 +363,10 @@ fn run_cell(t: &Target<'_>, o: &Opts, sizes: &[u64], dimm_sizes: &[u64], tag: &T
     }
     let migrate: Vec<u64> = o.migrate_sizes.iter().flatten().copied().collect();
     if !migrate.is_empty() {
-        report(format!("{g} migration"), super::migrate::migrate_bench(t, &migrate));
+        report(
+            format!("{g} migration"),
+            super::migrate::migrate_bench(t.qemu, g, t.cpu, &migrate),
+        );
     }
     ok
 }

@@ -3,26 +3,26 @@
 //! side by side. The numbers are printed, not recorded: `offline` of memory filled with
 //! movable pages is the path DIMM unplug and virtio-mem shrink take too.
 
-use super::drivers::Target;
-use crate::config::{BootMode, KernelConfig};
+use crate::config::{BootMode, Granule, KernelConfig};
 use crate::kernel::build_kernel_once;
 use crate::run::{Machine, QemuRun};
 use mm::size::Size;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const GIB: u64 = 1 << 30;
 
-/// Boot `t`'s granule with twice the largest size held back (the filled range and the
+/// Boot `granule` on `cpu` with twice the largest size held back (the filled range and the
 /// target), run `bench migrate` over `sizes` batched and block by block; print the rows.
-pub fn migrate_bench(t: &Target<'_>, sizes: &[u64]) -> Result<(), String> {
-    let cfg = KernelConfig::default_for(t.granule);
+pub fn migrate_bench(qemu: &Path, granule: Granule, cpu: &str, sizes: &[u64]) -> Result<(), String> {
+    let cfg = KernelConfig::default_for(granule);
     let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
     let max = sizes.iter().copied().max().unwrap_or(GIB);
     let mem = Size(GIB + 2 * max).to_string();
     let run = QemuRun::new(kernel)
-        .qemu(t.qemu)
+        .qemu(qemu)
         .machine(Machine {
-            cpu: t.cpu.into(),
+            cpu: cpu.into(),
             mem: mem.clone(),
             ..Machine::default()
         })
@@ -49,7 +49,7 @@ pub fn migrate_bench(t: &Target<'_>, sizes: &[u64]) -> Result<(), String> {
     println!(
         "\n## {} {} migration of used memory (offline; cycles from CNTVCT; host wall {:.1} s)",
         cfg,
-        t.cpu,
+        cpu,
         t0.elapsed().as_secs_f64()
     );
     let rows: Vec<&str> = out
