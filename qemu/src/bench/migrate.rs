@@ -18,7 +18,8 @@ pub fn migrate_bench(qemu: &Path, granule: Granule, cpu: &str, sizes: &[u64]) ->
     let cfg = KernelConfig::default_for(granule);
     let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
     let max = sizes.iter().copied().max().unwrap_or(GIB);
-    let mem = Size(GIB + 2 * max).to_string();
+    // Whole GiBs per range: each range is rounded up to memory blocks (512 MiB on 64K).
+    let mem = Size(GIB + 2 * max.next_multiple_of(GIB)).to_string();
     let run = QemuRun::new(kernel)
         .qemu(qemu)
         .machine(Machine {
@@ -58,7 +59,7 @@ pub fn migrate_bench(qemu: &Path, granule: Granule, cpu: &str, sizes: &[u64]) ->
         .filter(|l| l.starts_with("bench-migrate: "))
         .map(str::trim_end)
         .collect();
-    if rows.iter().any(|l| l.contains("error")) || rows.is_empty() {
+    if rows.iter().any(|l| l.contains("error") || l.contains("skipped")) || !rows.iter().any(|l| l.contains(" warm ")) {
         return Err(format!("bench migrate: no figures\n{}", out.tail(20)));
     }
     for l in rows {
