@@ -87,10 +87,13 @@ pub enum Mutant {
     DimmNodeIgnored,
     /// Migration picks new frames in node 0's fallback order, not the page's node's.
     MigrateIgnoresNode,
+    /// A migration batch's single invalidation covers only the batch's first block: the
+    /// others are freed with their cleared window entries still cached.
+    MigrateBatchFlushFirst,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 31] = [
+    pub const ALL: [Mutant; 32] = [
         Mutant::UnisolateEarlyClear,
         Mutant::DimmZoneSplit,
         Mutant::DimmRemoveBehindDriver,
@@ -122,6 +125,7 @@ impl Mutant {
         Mutant::NumaNodeIgnored,
         Mutant::DimmNodeIgnored,
         Mutant::MigrateIgnoresNode,
+        Mutant::MigrateBatchFlushFirst,
     ];
 
     /// The name used by `mutant=` and `HOTMEM_MUTANT`.
@@ -158,6 +162,7 @@ impl Mutant {
             Mutant::NumaNodeIgnored => "numa-node-ignored",
             Mutant::DimmNodeIgnored => "dimm-node-ignored",
             Mutant::MigrateIgnoresNode => "migrate-ignores-node",
+            Mutant::MigrateBatchFlushFirst => "migrate-batch-flush-first",
         }
     }
 
@@ -259,7 +264,7 @@ mod tests {
             assert_eq!(Mutant::from_name(m.name()), Some(m));
         }
         assert_eq!(Mutant::from_name("no-such"), None);
-        let mut names: [&str; 31] = Mutant::ALL.map(Mutant::name);
+        let mut names: [&str; 32] = Mutant::ALL.map(Mutant::name);
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }

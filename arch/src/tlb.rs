@@ -29,6 +29,19 @@ pub trait TlbInvalidate {
     fn flush_kernel_pgtable(&mut self, va: u64);
     /// Invalidate everything (`TLBI VMALLE1IS`).
     fn flush_all(&mut self);
+    /// Leaf entries of several ranges (`[start, end)` each, one leaf every `1 << stride_shift`
+    /// bytes) were cleared: invalidate them all with a single completion (Linux
+    /// `arch_tlbbatch_add_pending` then `arch_tlbbatch_flush`: the TLBIs back to back, one
+    /// `DSB ISH`). Above `full_above` planned instructions, one `TLBI VMALLE1IS` instead
+    /// ([`kernel_batch_ops`]). The default flushes range by range, which is correct, only slower.
+    fn flush_kernel_batch<I>(&mut self, ranges: I, stride_shift: u32, _full_above: u64)
+    where
+        I: Iterator<Item = (u64, u64)> + Clone,
+    {
+        for (start, end) in ranges {
+            self.flush_kernel_range(start, end, stride_shift);
+        }
+    }
     /// Notification, not maintenance: the page-table engine cleared a valid entry. The
     /// teardown-order checker uses it to know which frees must wait for an invalidation; real
     /// TLBs ignore it.
@@ -270,6 +283,15 @@ pub fn kernel_range_ops(
     if (!range && n > MAX_TLBI_OPS) || (range && pages >= MAX_TLBI_RANGE_PAGES) {
         return out(Tlbi::Vmalle1is);
     }
+    leaf_ops(start, end, stride_shift, page_shift, range, out)
+}
+
+/// [`kernel_range_ops`] without its full-flush threshold (the range operations' size limit
+/// still applies: the caller checks it).
+fn leaf_ops(start: u64, end: u64, stride_shift: u32, page_shift: u32, range: bool, mut out: impl FnMut(Tlbi)) {
+    let len = end.wrapping_sub(start);
+    let n = len >> stride_shift;
+    let pages = len >> page_shift;
     let start = match crate::mutant::on(crate::mutant::Mutant::TlbiOffByOnePage) {
         true => start.wrapping_add(1 << page_shift),
         false => start,
@@ -295,6 +317,38 @@ pub fn kernel_range_ops(
     }
 }
 
+/// The instructions that invalidate the leaves of every range of a batch with one completion:
+/// each range's per-leaf or range operations back to back, or one `VMALLE1IS` when the batch
+/// would take more than `full_above` instructions (the batch's threshold replaces
+/// [`MAX_TLBI_OPS`]; a range too large for range operations is a full flush too). Pure, like
+/// [`kernel_range_ops`], so the kernel, the checker and the TLB model see the same sequence.
+pub fn kernel_batch_ops<I>(
+    ranges: I,
+    stride_shift: u32,
+    page_shift: u32,
+    range: bool,
+    full_above: u64,
+    mut out: impl FnMut(Tlbi),
+) where
+    I: Iterator<Item = (u64, u64)> + Clone,
+{
+    let mut planned = 0u64;
+    let mut full = false;
+    for (start, end) in ranges.clone() {
+        let pages = end.wrapping_sub(start) >> page_shift;
+        full |= range && pages >= MAX_TLBI_RANGE_PAGES;
+        if !full {
+            leaf_ops(start, end, stride_shift, page_shift, range, |_| planned += 1);
+        }
+        if full || planned > full_above {
+            return out(Tlbi::Vmalle1is);
+        }
+    }
+    for (start, end) in ranges {
+        leaf_ops(start, end, stride_shift, page_shift, range, &mut out);
+    }
+}
+
 /// The CPU's TLB, invalidated by broadcast (inner-shareable) TLBI instructions.
 #[derive(Clone, Copy, Debug)]
 pub struct CpuTlb {
@@ -309,6 +363,14 @@ impl CpuTlb {
     /// What `flush_kernel_range` issues (see [`kernel_range_ops`]).
     pub fn range_ops(&self, start: u64, end: u64, stride_shift: u32, out: impl FnMut(Tlbi)) {
         kernel_range_ops(start, end, stride_shift, self.page_shift, self.range, out)
+    }
+
+    /// What `flush_kernel_batch` issues (see [`kernel_batch_ops`]).
+    pub fn batch_ops<I>(&self, ranges: I, stride_shift: u32, full_above: u64, out: impl FnMut(Tlbi))
+    where
+        I: Iterator<Item = (u64, u64)> + Clone,
+    {
+        kernel_batch_ops(ranges, stride_shift, self.page_shift, self.range, full_above, out)
     }
 }
 
@@ -397,6 +459,16 @@ mod imp {
         fn flush_all(&mut self) {
             before();
             self.issue(Tlbi::Vmalle1is);
+            after();
+        }
+
+        fn flush_kernel_batch<I>(&mut self, ranges: I, stride_shift: u32, full_above: u64)
+        where
+            I: Iterator<Item = (u64, u64)> + Clone,
+        {
+            // No DSB between the TLBIs: they complete together at the one `DSB ISH`.
+            before();
+            self.batch_ops(ranges, stride_shift, full_above, |op| self.issue(op));
             after();
         }
     }
@@ -574,6 +646,48 @@ mod tests {
                 .encode(),
             );
             assert!(!op.covers(0xffff_0000_4000_0000, page, false, shift));
+        }
+    }
+
+    /// A batch is every range's own plan back to back, and one full flush past the threshold.
+    #[test]
+    fn batch_plans_every_range_or_one_full_flush() {
+        let base = 0xffff_0000_4000_0000u64;
+        for shift in [12u32, 14, 16] {
+            let page = 1u64 << shift;
+            let ranges = [
+                (base, base + page),
+                (base + 8 * page, base + 11 * page),
+                (base + 40 * page, base + 41 * page),
+            ];
+            for range in [false, true] {
+                let mut batch = Vec::new();
+                kernel_batch_ops(ranges.iter().copied(), shift, shift, range, MAX_TLBI_OPS, |o| {
+                    batch.push(o)
+                });
+                let mut each = Vec::new();
+                for &(s, e) in &ranges {
+                    kernel_range_ops(s, e, shift, shift, range, |o| each.push(o));
+                }
+                assert_eq!(batch, each, "{shift}: range={range}");
+                for &(s, e) in &ranges {
+                    for va in (s..e).step_by(page as usize) {
+                        assert!(batch.iter().any(|o| o.covers(va, page, false, shift)), "{va:#x} left");
+                    }
+                }
+                let mut full = Vec::new();
+                kernel_batch_ops(ranges.iter().copied(), shift, shift, range, 1, |o| full.push(o));
+                assert_eq!(full, [Tlbi::Vmalle1is]);
+            }
+            // The batch's threshold replaces the per-range one: past MAX_TLBI_OPS leaves in
+            // one range, per-leaf operations while the batch allows them.
+            let big = [(base, base + page), (base, base + (MAX_TLBI_OPS + 1) * page)];
+            let mut v = Vec::new();
+            kernel_batch_ops(big.iter().copied(), shift, shift, false, u64::MAX, |o| v.push(o));
+            assert_eq!(v.len() as u64, MAX_TLBI_OPS + 2);
+            let mut v = Vec::new();
+            kernel_batch_ops(big.iter().copied(), shift, shift, false, MAX_TLBI_OPS, |o| v.push(o));
+            assert_eq!(v, [Tlbi::Vmalle1is]);
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::{
 };
 use alloc::vec::Vec;
 use arch::mutant::{self, Mutant};
-use arch::tlb::{Mapping, TlbInvalidate};
+use arch::tlb::{Mapping, TlbInvalidate, MAX_TLBI_OPS};
 
 /// A movable allocation (index into the handle table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -46,6 +46,9 @@ pub struct Handles {
     live: usize,
     /// Pages moved by migration so far.
     pub migrated_pages: u64,
+    /// Pages a migration batch holds at most (1 to [`MIGRATE_BATCH_PAGES`]; 1 moves block by
+    /// block, one invalidation each: the benchmark compares the two).
+    pub batch_pages: u64,
 }
 
 impl Default for Handles {
@@ -56,12 +59,19 @@ impl Default for Handles {
 
 impl Handles {
     pub const fn new() -> Self {
+        Self::with_batch_pages(MIGRATE_BATCH_PAGES)
+    }
+
+    /// An empty table whose migrations move at most `batch_pages` pages a batch (clamped to
+    /// 1..=[`MIGRATE_BATCH_PAGES`] when used).
+    pub const fn with_batch_pages(batch_pages: u64) -> Self {
         Handles {
             chunks: Vec::new(),
             used_slots: 0,
             free_head: NO_SLOT,
             live: 0,
             migrated_pages: 0,
+            batch_pages,
         }
     }
 
@@ -223,14 +233,36 @@ pub enum OfflineError {
     NoTarget { moved: u64, left: u64 },
 }
 
-/// Isolate `[start, start + nr)`, migrate every movable allocation in it elsewhere (moving
-/// with `copy(handle, src_pfn, dst_pfn, order)`: the kernel unmaps the handle's window VA,
-/// invalidates, copies and maps the new frame there), and take the range out of the allocator. Each
-/// migrated-from block is passed to `freeing(pfn, order)` before it goes back to the
-/// allocator (the kernel runs the teardown checker there).
-/// If an unmovable page is in use, or no memory is left to migrate to, the range is
-/// unisolated and the reason returned: everything is back in the allocator and usable, and the
-/// allocations already migrated stay valid where they are now.
+/// Pages migrated together at most, with one TLB invalidation for all of them (Linux batches
+/// `migrate_pages` the same way, flushing once per batch). Each batch's invalidation costs
+/// about as much as a full flush wherever a broadcast TLBI stops every CPU (as under TCG), so
+/// batches are large; the kernel bounds them further by bytes ([`Handles::with_batch_pages`]),
+/// since a CPU that touches a page of the batch waits for the whole batch.
+pub const MIGRATE_BATCH_PAGES: u64 = 4096;
+
+/// One block of a migration batch: the allocation `handle` moves from `src` to `dst` (PFNs,
+/// 2^`order` pages each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Move {
+    pub handle: Handle,
+    pub src: u64,
+    pub dst: u64,
+    pub order: u32,
+}
+
+/// Isolate `[start, start + nr)`, migrate every movable allocation in it elsewhere, and take
+/// the range out of the allocator. Allocations move in batches of up to
+/// [`MIGRATE_BATCH_PAGES`]: every destination of a batch is allocated first, then
+/// `copy(batch)` moves them all (the kernel unmaps every window VA of the batch, invalidates
+/// once, copies, and maps the new frames: [`move_window_batch`]); only then do the handles
+/// point at the new frames, and each migrated-from block is passed to `freeing(pfn, order)`
+/// before it goes back to the allocator (the kernel runs the teardown checker there).
+///
+/// If an unmovable page is in use, the batch it cuts is given up before anything of it moved
+/// (its destinations go back); if no memory is left to migrate to, the part of the batch that
+/// has destinations moves. Either way the range is unisolated and the reason returned:
+/// everything is back in the allocator and usable, and the allocations already migrated stay
+/// valid where they are now.
 ///
 /// New frames come from below `target_below` (a PFN; `u64::MAX`: anywhere) while there is
 /// room there: a shrink that takes away more than this range passes the lowest PFN it takes,
@@ -241,14 +273,18 @@ pub fn offline_pages<M: Memmap>(
     start: u64,
     nr: u64,
     target_below: u64,
-    mut copy: impl FnMut(Handle, u64, u64, u32),
+    mut copy: impl FnMut(&[Move]),
     mut freeing: impl FnMut(u64, u32),
 ) -> Result<u64, OfflineError> {
+    let mut mig = Migration {
+        batch: batch_buffer(handles.batch_pages.clamp(1, MIGRATE_BATCH_PAGES)),
+        target_below,
+        moved: 0,
+    };
     // An allocated block that straddles an edge (larger than the range's alignment, e.g. a
     // max-order block across a 2 MiB sub-block) cannot be isolated in part: move it out first.
     // Free blocks across an edge are cut there by the isolation itself, so the new frame never
     // straddles.
-    let mut moved = 0;
     let mut tries = 0;
     loop {
         match a.isolate_range(start, nr) {
@@ -259,7 +295,9 @@ pub fn offline_pages<M: Memmap>(
                 // Cut the free blocks across the edges, so the new frame cannot straddle one.
                 a.split_free_at(start);
                 a.split_free_at(start + nr);
-                moved += migrate_block(a, handles, pfn, page, target_below, &mut copy, &mut freeing)?;
+                let m = mig.prepare(a, handles, pfn, page)?;
+                mig.batch.push(m);
+                mig.commit(a, handles, &mut copy, &mut freeing)?;
             }
             Err(BuddyError::Straddles { pfn, .. }) => return Err(OfflineError::Unmovable { pfn }),
             Err(e) => return Err(OfflineError::Range(e)),
@@ -267,59 +305,161 @@ pub fn offline_pages<M: Memmap>(
     }
     // One pass is enough: the range is isolated, so nothing in it is handed out again, and
     // what migration frees in it is parked.
-    let result = (|| {
-        let mut pfn = start;
-        while let Some((busy, page)) = a.first_busy(pfn, start + nr - pfn) {
-            moved +=
-                migrate_block(a, handles, busy, page, target_below, &mut copy, &mut freeing).map_err(|e| match e {
-                    OfflineError::NoTarget { .. } => OfflineError::NoTarget {
-                        moved,
-                        left: a.busy_pages(busy, start + nr - busy),
-                    },
-                    e => e,
-                })?;
-            pfn = busy + (1 << page.order);
-        }
-        match a.offline_isolated(start, nr) {
+    let result = mig
+        .migrate_isolated(a, handles, start, start + nr, &mut copy, &mut freeing)
+        .and_then(|()| match a.offline_isolated(start, nr) {
             Err(BuddyError::Busy { pfn }) => Err(OfflineError::Unmovable { pfn }),
             r => r.map_err(OfflineError::Range),
-        }
-    })();
+        });
     if result.is_err() {
         let _ = a.unisolate_range(start, nr);
     }
     result
 }
 
-/// Move the allocated block at `busy` to a new movable block (see [`offline_pages`]); returns
-/// the pages moved. `NoTarget`'s figures are the caller's to fill in.
-fn migrate_block<M: Memmap>(
-    a: &mut PageAlloc<M>,
-    handles: &mut Handles,
-    busy: u64,
-    page: Page,
+/// A batch buffer from the kernel heap, taken fallibly: room for a full batch (`pages` moves), else a single move (the
+/// migration is then per block, but still correct), else none (the offline says `NoTarget`).
+fn batch_buffer(pages: u64) -> Vec<Move> {
+    let mut v = Vec::new();
+    if v.try_reserve_exact(pages as usize).is_err() {
+        let _ = v.try_reserve_exact(1);
+    }
+    v
+}
+
+/// An offline's migration state: the batch being assembled and the pages moved so far.
+struct Migration {
+    /// Moves whose destinations are allocated and which nothing has started to move yet.
+    batch: Vec<Move>,
     target_below: u64,
-    copy: &mut impl FnMut(Handle, u64, u64, u32),
-    freeing: &mut impl FnMut(u64, u32),
-) -> Result<u64, OfflineError> {
-    let owner = page.private.checked_sub(1).map(|h| Handle(h as u32));
-    let order = page.order as u32;
-    let movable = page.has(flags::MOVABLE) && owner.is_some_and(|h| handles.get(h) == Some((busy, order)));
-    let (true, Some(h)) = (movable, owner) else {
-        return Err(OfflineError::Unmovable { pfn: busy });
-    };
-    // An isolated range cannot be handed out, so the target is always elsewhere.
-    let Some(dst) = migration_target(a, order, target_below, page.node) else {
-        return Err(OfflineError::NoTarget { moved: 0, left: 0 });
-    };
-    copy(h, busy, dst, order);
-    handles.set(h, dst, order);
-    set_owner(a, dst, Some(h));
-    set_owner(a, busy, None);
-    freeing(busy, order);
-    a.free(busy, order).map_err(OfflineError::Range)?; // parked if the range is isolated
-    handles.migrated_pages += 1 << order;
-    Ok(1 << order)
+    moved: u64,
+}
+
+impl Migration {
+    /// Move every busy block of the isolated `[start, end)`, a batch at a time.
+    fn migrate_isolated<M: Memmap>(
+        &mut self,
+        a: &mut PageAlloc<M>,
+        handles: &mut Handles,
+        start: u64,
+        end: u64,
+        copy: &mut impl FnMut(&[Move]),
+        freeing: &mut impl FnMut(u64, u32),
+    ) -> Result<(), OfflineError> {
+        let mut pfn = start;
+        let limit = handles.batch_pages.clamp(1, MIGRATE_BATCH_PAGES);
+        loop {
+            let (mut pages, mut stop) = (0, None);
+            while pages < limit && self.batch.len() < self.batch.capacity() {
+                let Some((busy, page)) = a.first_busy(pfn, end - pfn) else {
+                    break;
+                };
+                match self.prepare(a, handles, busy, page) {
+                    Ok(m) => {
+                        pages += 1 << m.order;
+                        pfn = busy + (1 << m.order);
+                        self.batch.push(m);
+                    }
+                    Err(e) => {
+                        stop = Some((busy, e));
+                        break;
+                    }
+                }
+            }
+            match stop {
+                None if self.batch.is_empty() => {
+                    let left = a
+                        .first_busy(pfn, end - pfn)
+                        .map_or(0, |(b, _)| a.busy_pages(b, end - b));
+                    // No room for even one move record: nothing can migrate.
+                    return if left == 0 {
+                        Ok(())
+                    } else {
+                        Err(OfflineError::NoTarget {
+                            moved: self.moved,
+                            left,
+                        })
+                    };
+                }
+                None => self.commit(a, handles, copy, freeing)?,
+                Some((busy, OfflineError::NoTarget { .. })) => {
+                    self.commit(a, handles, copy, freeing)?;
+                    let left = a.busy_pages(busy, end - busy);
+                    return Err(OfflineError::NoTarget {
+                        moved: self.moved,
+                        left,
+                    });
+                }
+                Some((_, e)) => {
+                    self.roll_back(a);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Check that the allocated block at `busy` can move and allocate its destination.
+    fn prepare<M: Memmap>(
+        &self,
+        a: &mut PageAlloc<M>,
+        handles: &Handles,
+        busy: u64,
+        page: Page,
+    ) -> Result<Move, OfflineError> {
+        let owner = page.private.checked_sub(1).map(|h| Handle(h as u32));
+        let order = page.order as u32;
+        let movable = page.has(flags::MOVABLE) && owner.is_some_and(|h| handles.get(h) == Some((busy, order)));
+        let (true, Some(handle)) = (movable, owner) else {
+            return Err(OfflineError::Unmovable { pfn: busy });
+        };
+        // An isolated range cannot be handed out, so the target is always elsewhere.
+        let dst = migration_target(a, order, self.target_below, page.node)
+            .ok_or(OfflineError::NoTarget { moved: 0, left: 0 })?;
+        Ok(Move {
+            handle,
+            src: busy,
+            dst,
+            order,
+        })
+    }
+
+    /// Give back the destinations of a batch nothing of which has moved.
+    fn roll_back<M: Memmap>(&mut self, a: &mut PageAlloc<M>) {
+        for m in self.batch.drain(..) {
+            let r = a.free(m.dst, m.order);
+            debug_assert!(r.is_ok(), "migration target {:#x} not allocated", m.dst);
+        }
+    }
+
+    /// Move the whole batch (`copy`), switch every handle over, then free the old frames.
+    fn commit<M: Memmap>(
+        &mut self,
+        a: &mut PageAlloc<M>,
+        handles: &mut Handles,
+        copy: &mut impl FnMut(&[Move]),
+        freeing: &mut impl FnMut(u64, u32),
+    ) -> Result<(), OfflineError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        copy(&self.batch);
+        for m in &self.batch {
+            handles.set(m.handle, m.dst, m.order);
+            set_owner(a, m.dst, Some(m.handle));
+            set_owner(a, m.src, None);
+        }
+        let mut result = Ok(());
+        for m in self.batch.drain(..) {
+            freeing(m.src, m.order);
+            // Parked if the range is isolated.
+            if let Err(e) = a.free(m.src, m.order) {
+                result = Err(OfflineError::Range(e));
+            }
+            handles.migrated_pages += 1 << m.order;
+            self.moved += 1 << m.order;
+        }
+        result
+    }
 }
 
 /// The new frame for a block of `order` migrated off node `nid` (Linux
@@ -337,16 +477,79 @@ fn migration_target<M: Memmap>(a: &mut PageAlloc<M>, order: u32, target_below: u
     })
 }
 
-/// Move a block that users reach through a kernel VA window (`[va, va + size)`, base pages)
-/// to the frame at `dst_pa`, in the only safe order:
-/// 1. clear its PTEs and broadcast-invalidate them (the engine's unmap), so no CPU can read or
-///    write the old frame through the window any more;
+/// Move a batch of blocks that users reach through a kernel VA window (block `m` at
+/// `va(m.handle)`, base pages) to their new frames, in the only safe order:
+/// 1. clear the PTEs of every block (the engine's unmap, its invalidation held back), then
+///    invalidate them all at once: the TLBIs back to back and one `DSB ISH`, or one
+///    `TLBI VMALLE1IS` past `full_above` instructions ([`TlbInvalidate::flush_kernel_batch`]),
+///    so no CPU can read or write an old frame through the window any more;
 /// 2. `copy()` the data (the caller reaches both frames through the linear map);
-/// 3. map `dst_pa` at the same VA (the engine publishes it: `DSB ISHST; ISB`).
+/// 3. map every new frame at its VA (the engine publishes each: `DSB ISHST; ISB`).
 ///
-/// Only then may the old frame be freed (`offline_pages`' `freeing`, where the teardown checker
-/// runs). The unmap's floor and ceiling are the block itself, so no table page is freed: the
-/// window's tables stay, and the map allocates none.
+/// Only then may the old frames be freed (`offline_pages`' `freeing`, where the teardown
+/// checker runs). No unmap frees a table page (floor and ceiling are one page): the window's
+/// tables stay, and the map allocates none.
+pub fn move_window_batch<C: Config>(
+    pt: &mut PageTable<C>,
+    tables: &mut impl TableAlloc,
+    tlb: &mut impl TlbInvalidate,
+    moves: &[Move],
+    va: impl Fn(Handle) -> u64,
+    full_above: u64,
+    copy: impl FnOnce(),
+) -> Result<(), MapError> {
+    let shift = C::GEOM.page_shift;
+    let span = |m: &Move| (va(m.handle), C::GEOM.page_size() << m.order);
+    let ranges = Coalesced { moves, span: &span };
+    // One unmap per run of adjacent window blocks, in pieces that never cover a whole
+    // last-level table's span (each span is cut one page before its end), floor and ceiling
+    // the piece: no table page is freed.
+    let page = C::GEOM.page_size();
+    let table_span = page << (shift - 3);
+    for (v, end) in ranges.clone() {
+        let mut at = v;
+        while at != end {
+            let span_end = (at / table_span + 1).wrapping_mul(table_span);
+            let cut = span_end.wrapping_sub(page);
+            let to = if at < cut { cut } else { span_end };
+            let to = if to.wrapping_sub(v) > end.wrapping_sub(v) {
+                end
+            } else {
+                to
+            };
+            pt.unmap_within(tables, &mut HeldBack(tlb), at, to - at, at, to)?;
+            at = to;
+        }
+    }
+    if mutant::on(Mutant::MigrateBatchFlushFirst) {
+        tlb.flush_kernel_batch(ranges.take(1), shift, full_above);
+    } else if !mutant::on(Mutant::MigrateNoTlbi) {
+        tlb.flush_kernel_batch(ranges, shift, full_above);
+    }
+    copy();
+    if mutant::on(Mutant::MigrateNoRemap) {
+        return Ok(());
+    }
+    // One map per run of blocks adjacent both in the window and in their new frames.
+    let mut rest = moves;
+    while let Some((first, _)) = rest.split_first() {
+        let (v, mut size) = span(first);
+        let n = 1 + rest[1..]
+            .iter()
+            .take_while(|m| {
+                let (w, s) = span(m);
+                let adjacent = w == v.wrapping_add(size) && m.dst << shift == (first.dst << shift) + size;
+                size += if adjacent { s } else { 0 };
+                adjacent
+            })
+            .count();
+        pt.map(tables, v, first.dst << shift, size, Attrs::NORMAL_RW, MapFlags::PAGES)?;
+        rest = &rest[n..];
+    }
+    Ok(())
+}
+
+/// [`move_window_batch`] of one block at `va` (`size` bytes) to the frame at `dst_pa`.
 pub fn move_window_block<C: Config>(
     pt: &mut PageTable<C>,
     tables: &mut impl TableAlloc,
@@ -356,26 +559,66 @@ pub fn move_window_block<C: Config>(
     dst_pa: u64,
     copy: impl FnOnce(),
 ) -> Result<(), MapError> {
-    let end = va.wrapping_add(size);
-    if mutant::on(Mutant::MigrateNoTlbi) {
-        pt.unmap_within(tables, &mut NoFlush(tlb), va, size, va, end)?;
-    } else {
-        pt.unmap_within(tables, tlb, va, size, va, end)?;
-    }
-    copy();
-    if mutant::on(Mutant::MigrateNoRemap) {
-        return Ok(());
-    }
-    pt.map(tables, va, dst_pa, size, Attrs::NORMAL_RW, MapFlags::PAGES)
+    let g = C::GEOM;
+    let m = Move {
+        handle: Handle(0),
+        src: 0,
+        dst: dst_pa >> g.page_shift,
+        order: (size >> g.page_shift).trailing_zeros(),
+    };
+    move_window_batch(pt, tables, tlb, &[m], |_| va, MAX_TLBI_OPS, copy)
 }
 
-/// Mutant `migrate-no-tlbi`: clears are reported (to the checker) but nothing is invalidated.
-struct NoFlush<'a, T: TlbInvalidate>(&'a mut T);
+/// The window ranges of a batch, adjacent blocks merged (`[start, end)` each), in batch order.
+/// Under the mutant `migrate-batch-flush-first` only the first block's range is flushed, so
+/// blocks are not merged there.
+struct Coalesced<'a, F> {
+    moves: &'a [Move],
+    span: &'a F,
+}
 
-impl<T: TlbInvalidate> TlbInvalidate for NoFlush<'_, T> {
+impl<F> Clone for Coalesced<'_, F> {
+    fn clone(&self) -> Self {
+        Coalesced {
+            moves: self.moves,
+            span: self.span,
+        }
+    }
+}
+
+impl<F: Fn(&Move) -> (u64, u64)> Iterator for Coalesced<'_, F> {
+    type Item = (u64, u64);
+    fn next(&mut self) -> Option<(u64, u64)> {
+        let (first, rest) = self.moves.split_first()?;
+        let (start, size) = (self.span)(first);
+        let mut end = start.wrapping_add(size);
+        self.moves = rest;
+        let merge = !mutant::on(Mutant::MigrateBatchFlushFirst);
+        while let Some((m, rest)) = self.moves.split_first() {
+            let (v, size) = (self.span)(m);
+            if !merge || v != end {
+                break;
+            }
+            end = v.wrapping_add(size);
+            self.moves = rest;
+        }
+        Some((start, end))
+    }
+}
+
+/// The engine's unmap inside a batch: clears are reported (to the checker) and leaf
+/// invalidations held back for the batch's single flush; walk-cache and full invalidations
+/// (none, as the unmap frees no table) go through at once.
+struct HeldBack<'a, T: TlbInvalidate>(&'a mut T);
+
+impl<T: TlbInvalidate> TlbInvalidate for HeldBack<'_, T> {
     fn flush_kernel_range(&mut self, _: u64, _: u64, _: u32) {}
-    fn flush_kernel_pgtable(&mut self, _: u64) {}
-    fn flush_all(&mut self) {}
+    fn flush_kernel_pgtable(&mut self, va: u64) {
+        self.0.flush_kernel_pgtable(va);
+    }
+    fn flush_all(&mut self) {
+        self.0.flush_all();
+    }
     fn cleared(&mut self, m: Mapping) {
         self.0.cleared(m);
     }

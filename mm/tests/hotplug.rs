@@ -33,6 +33,7 @@ matrix_modes!(
     state_machine_transitions_and_vetoes,
     counters_identical_after_cycles,
     offline_migrates_movable_pages,
+    batch_cut_by_an_unmovable_page_moves_none_of_it,
     unmovable_page_makes_offline_busy,
     offline_and_remove_rolls_back_on_veto,
     failed_offline_rolls_back_cleanly,
@@ -252,6 +253,72 @@ fn offline_migrates_movable_pages<C: Config>() {
         let (pfn, _) = m.handles.get(h).unwrap();
         assert!(pfn < 8 * g.pages_per_section(), "handle still in the offlined block");
         assert_eq!(m.contents.get(&pfn), Some(&v), "data lost in migration");
+    }
+}
+
+/// Offline migrates a batch at a time; a batch cut by an unmovable page gives its
+/// destinations back before anything of it moves. Batches of 1, 2, 7 and the most: the batches
+/// wholly before the pin moved (their data where the handles now say), nothing of the pin's
+/// batch or after it moved, nothing leaked; once the pin is gone the offline moves the rest.
+fn batch_cut_by_an_unmovable_page_moves_none_of_it<C: Config>() {
+    let g = C::GEOM;
+    let in_block = |pfn: u64| pfn / g.pages_per_section() == 8;
+    for batch in [1, 2, 7, mm::migrate::MIGRATE_BATCH_PAGES] {
+        let (mut m, mut hp) = boot::<C>();
+        hp.add_memory(&mut m, None, base::<C>(), g.section_size(), MOM).unwrap();
+        hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
+        let mut data = Vec::new();
+        let mut put = |m: &mut Machine<C>, i: u64| {
+            let h = m.alloc_movable(0).unwrap();
+            let (pfn, _) = m.handles.get(h).unwrap();
+            assert!(in_block(pfn), "movable allocations prefer ZONE_MOVABLE");
+            m.contents.insert(pfn, i * 7919);
+            data.push((h, i * 7919));
+        };
+        for i in 0..20 {
+            put(&mut m, i);
+        }
+        // A movable page without a handle: nothing can move it.
+        let pin = m.alloc.alloc(0, AllocKind::Movable).unwrap();
+        assert!(in_block(pin));
+        for i in 20..40 {
+            put(&mut m, i);
+        }
+        m.handles.batch_pages = batch;
+        let before: Vec<u64> = data.iter().map(|&(h, _)| m.handles.get(h).unwrap().0).collect();
+        let free = m.alloc.counters(ZoneId::Normal).free + m.alloc.counters(ZoneId::Movable).free;
+        let migrated = m.handles.migrated_pages;
+        let r = hp.offline_block(&mut m, 8);
+        assert!(
+            matches!(r, Err(HotplugError::Busy { pfn, .. }) if pfn == pin),
+            "batch {batch}: {r:?}"
+        );
+        let below = before.iter().filter(|&&p| p < pin).count() as u64;
+        assert_eq!(
+            m.handles.migrated_pages - migrated,
+            below / batch * batch,
+            "batch {batch}: only whole batches before the pin move"
+        );
+        for (&(h, v), &old) in data.iter().zip(&before) {
+            let (pfn, _) = m.handles.get(h).unwrap();
+            assert_eq!(m.contents.get(&pfn), Some(&v), "batch {batch}: data lost");
+            assert!(
+                pfn == old || old < pin,
+                "batch {batch}: {old:#x} moved from the pin's batch or after it"
+            );
+        }
+        assert_eq!(
+            m.alloc.counters(ZoneId::Normal).free + m.alloc.counters(ZoneId::Movable).free,
+            free,
+            "batch {batch}: a destination leaked"
+        );
+        assert_eq!(hp.block(8).unwrap().state, BlockState::Online);
+        m.alloc.free(pin, 0).unwrap();
+        hp.offline_block(&mut m, 8).unwrap();
+        for &(h, v) in &data {
+            let (pfn, _) = m.handles.get(h).unwrap();
+            assert!(!in_block(pfn) && m.contents.get(&pfn) == Some(&v), "batch {batch}");
+        }
     }
 }
 

@@ -84,6 +84,7 @@ mm::matrix_tests!(
     base_page_window_removal_without_range_tlbi,
     freed_tables_leave_no_walk_cache_entry,
     window_migration_moves_every_translation,
+    window_batch_migration_moves_every_translation,
 );
 
 /// Every successful `map` issues exactly one `DSB ISHST; ISB` after its last descriptor write;
@@ -246,5 +247,107 @@ fn window_migration_moves_every_translation<C: Config>() {
             }
         }
         assert!(r.checker.borrow().pending().is_empty());
+    }
+}
+
+/// Migration of a batch (`move_window_batch`): every block's PTE cleared, one invalidation
+/// for the whole batch, copy, every new frame mapped. Batches of 1, 2 and a full batch of
+/// [`mm::migrate::MIGRATE_BATCH_PAGES`] blocks (runs of adjacent window pages with gaps, so
+/// some ranges merge and some do not), with and without FEAT_TLBIRANGE, below the full-flush
+/// threshold and past it: afterwards no CPU translates an old frame, every old frame is
+/// freeable, every CPU reaches the new frames, and the invalidation is the batch plan.
+fn window_batch_migration_moves_every_translation<C: Config>() {
+    use arch::tlb::{kernel_batch_ops, Tlbi, MAX_TLBI_OPS};
+    use mm::migrate::{move_window_batch, Handle, Move, MIGRATE_BATCH_PAGES};
+    let g = C::GEOM;
+    let base = window::<C>();
+    // Runs of three adjacent pages, then a one-page gap; or every page adjacent from a
+    // table-aligned base (with 4K a full batch then covers a whole last-level table's span).
+    let gaps = |h: Handle| base + (h.0 as u64 + h.0 as u64 / 3) * g.page_size();
+    let aligned = g.ttbr1_base() + 8 * g.pmd_size();
+    let dense = |h: Handle| aligned + h.0 as u64 * g.page_size();
+    let (old, new) = (1u64 << 40, 2u64 << 40);
+    for (range, dense_layout) in [(true, false), (false, false), (true, true), (false, true)] {
+        let va = |h: Handle| if dense_layout { dense(h) } else { gaps(h) };
+        for (n, full_above) in [
+            (1, MAX_TLBI_OPS),
+            (2, MAX_TLBI_OPS),
+            (MIGRATE_BATCH_PAGES, u64::MAX),
+            (MIGRATE_BATCH_PAGES, MAX_TLBI_OPS),
+            (MIGRATE_BATCH_PAGES, 0),
+        ] {
+            let mut r = Rig::<C>::new(range);
+            let moves: Vec<Move> = (0..n as u32)
+                .map(|i| Move {
+                    handle: Handle(i),
+                    src: (old >> g.page_shift) + i as u64,
+                    dst: (new >> g.page_shift) + i as u64,
+                    order: 0,
+                })
+                .collect();
+            for m in &moves {
+                let v = va(m.handle);
+                r.pt.map(
+                    &mut r.tables,
+                    v,
+                    m.src << g.page_shift,
+                    g.page_size(),
+                    Attrs::NORMAL_RW,
+                    MapFlags::PAGES,
+                )
+                .unwrap();
+                r.touch_all(v, g.page_size());
+            }
+            let (before, live) = (r.tlb.executed.len(), r.tables.live());
+            let mut copied = false;
+            move_window_batch(&mut r.pt, &mut r.tables, &mut r.tlb, &moves, va, full_above, || {
+                copied = true
+            })
+            .unwrap();
+            assert!(copied);
+            let case = format!("batch of {n}, range={range}, full above {full_above}, dense={dense_layout}");
+            assert_eq!(r.tables.live(), live, "a window table was freed or allocated ({case})");
+            for m in &moves {
+                let v = va(m.handle);
+                for cpu in 0..NCPUS {
+                    if let Some(pa) = r.tlb.translate(cpu, v) {
+                        panic!("TLB model: cpu {cpu} still translates {v:#x} to the old frame {pa:#x} ({case})");
+                    }
+                    assert_eq!(
+                        r.tlb.touch(cpu, &r.pt, &r.tables, v),
+                        Some(m.dst << g.page_shift),
+                        "cpu {cpu}: {v:#x} does not reach the new frame ({case})"
+                    );
+                }
+            }
+            // The invalidation is the batch plan, nothing per block on top.
+            let mut ranges = Vec::new();
+            for m in &moves {
+                let v = va(m.handle);
+                match ranges.last_mut() {
+                    Some((_, e)) if *e == v => *e = v + g.page_size(),
+                    _ => ranges.push((v, v + g.page_size())),
+                }
+            }
+            let mut plan = Vec::new();
+            kernel_batch_ops(
+                ranges.iter().copied(),
+                g.page_shift,
+                g.page_shift,
+                range,
+                full_above,
+                |o| plan.push(o),
+            );
+            assert_eq!(r.tlb.executed[before..], plan[..], "{case}");
+            if full_above == 0 {
+                assert_eq!(plan, [Tlbi::Vmalle1is], "{case}");
+            }
+            for m in &moves {
+                if let Err(v) = r.checker.borrow_mut().freeing(m.src << g.page_shift, g.page_size()) {
+                    panic!("migrated-from frame not freeable ({case}): {v}");
+                }
+            }
+            assert!(r.checker.borrow().pending().is_empty(), "{case}");
+        }
     }
 }

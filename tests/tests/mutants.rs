@@ -295,6 +295,17 @@ const MUTANTS: &[Mutant] = &[
         ],
         expect: "room on node 1: true",
     },
+    // A migration batch whose single invalidation covers only its first block.
+    Mutant {
+        package: "hotmem-mm",
+        name: "migrate-batch-flush-first",
+        test_args: &[
+            "--test",
+            "tlb_model",
+            "cfg_16k_47::window_batch_migration_moves_every_translation",
+        ],
+        expect: "still translates",
+    },
     // The model-checked deferred hand-over: an offline that does not see a chunk in flight
     // completes under an idle CPU initialising it.
     Mutant {

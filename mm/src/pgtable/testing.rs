@@ -19,7 +19,7 @@ use std::vec::Vec;
 
 use super::{Config, PageTable, PhysAddr, TableAlloc, VirtAddr};
 use crate::teardown::TeardownChecker;
-use arch::tlb::{kernel_range_ops, va_operand, Mapping, TlbInvalidate, Tlbi};
+use arch::tlb::{kernel_batch_ops, kernel_range_ops, va_operand, Mapping, TlbInvalidate, Tlbi};
 
 /// A teardown checker shared by the doubles of one test machine.
 pub type Checker = Rc<RefCell<TeardownChecker>>;
@@ -346,6 +346,25 @@ impl TlbInvalidate for ModelTlb {
     fn flush_all(&mut self) {
         self.log.borrow_mut().push(Event::FlushAll);
         self.execute(Tlbi::Vmalle1is);
+    }
+    fn flush_kernel_batch<I>(&mut self, ranges: I, stride_shift: u32, full_above: u64)
+    where
+        I: Iterator<Item = (u64, u64)> + Clone,
+    {
+        for (start, end) in ranges.clone() {
+            self.log.borrow_mut().push(Event::FlushRange {
+                start,
+                end,
+                stride_shift,
+            });
+        }
+        let mut ops = Vec::new();
+        kernel_batch_ops(ranges, stride_shift, self.page_shift, self.range, full_above, |op| {
+            ops.push(op)
+        });
+        for op in ops {
+            self.execute(op);
+        }
     }
     fn cleared(&mut self, m: Mapping) {
         if let Some(c) = &self.checker {

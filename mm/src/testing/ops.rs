@@ -9,10 +9,11 @@ use super::{Machine, NCPUS};
 use crate::altmap::Altmap;
 use crate::geometry::Config;
 use crate::hotplug::{BlockId, HotplugError, HotplugOps};
-use crate::migrate::{move_window_block, offline_pages};
+use crate::migrate::{move_window_batch, offline_pages, Move};
 use crate::numa::NodeId;
 use crate::page::{flags, Memmap, Page, ZoneId};
 use crate::pgtable::{Attrs, MapFlags};
+use arch::tlb::MAX_TLBI_OPS;
 
 impl<C: Config> HotplugOps for Machine<C> {
     fn map_linear(&mut self, pa: u64, size: u64) -> Result<(), HotplugError> {
@@ -179,28 +180,38 @@ impl<C: Config> HotplugOps for Machine<C> {
             pfn,
             nr,
             target_below,
-            |h, src, dst, order| {
-                let (va, size) = (Self::window_va(h), g.page_size() << order);
-                // Every CPU uses the block right up to the move.
-                for cpu in 0..NCPUS {
-                    assert_eq!(tlb.touch(cpu, pt, tables, va), Some(src << g.page_shift));
+            |batch| {
+                let size = |m: &Move| g.page_size() << m.order;
+                // Every CPU uses each block right up to the move.
+                for m in batch {
+                    for cpu in 0..NCPUS {
+                        assert_eq!(
+                            tlb.touch(cpu, pt, tables, Self::window_va(m.handle)),
+                            Some(m.src << g.page_shift)
+                        );
+                    }
                 }
-                move_window_block(pt, tables, tlb, va, size, dst << g.page_shift, || {
-                    if let Some(v) = contents.remove(&src) {
-                        contents.insert(dst, v);
+                move_window_batch(pt, tables, tlb, batch, Self::window_va, MAX_TLBI_OPS, || {
+                    for m in batch {
+                        if let Some(v) = contents.remove(&m.src) {
+                            contents.insert(m.dst, v);
+                        }
                     }
                 })
                 .expect("move through the movable window");
-                for cpu in 0..NCPUS {
-                    for v in (va..va + size).step_by(g.page_size() as usize) {
-                        if let Some(pa) = tlb.translate(cpu, v) {
-                            panic!("TLB model: cpu {cpu} still translates migrated va {v:#x} to {pa:#x}");
+                for m in batch {
+                    let va = Self::window_va(m.handle);
+                    for cpu in 0..NCPUS {
+                        for v in (va..va + size(m)).step_by(g.page_size() as usize) {
+                            if let Some(pa) = tlb.translate(cpu, v) {
+                                panic!("TLB model: cpu {cpu} still translates migrated va {v:#x} to {pa:#x}");
+                            }
+                            assert_eq!(
+                                pt.walk(tables, v).leaf.map(|l| l.pa),
+                                Some((m.dst << g.page_shift) + (v - va)),
+                                "window va {v:#x} does not map the new frame"
+                            );
                         }
-                        assert_eq!(
-                            pt.walk(tables, v).leaf.map(|l| l.pa),
-                            Some((dst << g.page_shift) + (v - va)),
-                            "window va {v:#x} does not map the new frame"
-                        );
                     }
                 }
             },

@@ -48,15 +48,7 @@ pub fn offline_retrying(lock: &Mutex<Alloc>, start: u64, nr: u64) -> Result<u64,
     for _ in 0..OFFLINE_TRIES {
         {
             let mut a = lock.lock().unwrap();
-            let r = offline_pages(
-                &mut a,
-                &mut Handles::new(),
-                start,
-                nr,
-                u64::MAX,
-                |_, _, _, _| {},
-                |_, _| {},
-            );
+            let r = offline_pages(&mut a, &mut Handles::new(), start, nr, u64::MAX, |_| {}, |_, _| {});
             if r.is_ok() {
                 let over = a.deferred_in_flight().any(|(_, s, e)| s < start + nr && start < e);
                 assert!(!over, "offline completed over a chunk in flight");

@@ -18,6 +18,7 @@ use parse::shell::{no_args, ShellError};
 
 mod bench;
 mod bench_cmd;
+mod bench_migrate;
 mod cpu;
 mod hotplug;
 mod info;
@@ -60,7 +61,7 @@ const COMMANDS: &[Command] = &[
     Command { name: "torture", usage: "torture start | torture status | torture stop", help: "every other CPU allocates, writes and verifies memory (window and linear map) while you hotplug", run: cmd_torture },
     Command { name: "pin", usage: "pin <addr> <size>", help: "hold an unmovable kernel page inside a range (to test offline refusal)", run: cmd_pin },
     Command { name: "unpin", usage: "unpin", help: "free the pages held by pin", run: cmd_unpin },
-    Command { name: "bench", usage: "bench [reps=N] <size>...", help: "time add/online/offline/remove of each size on held-back memory (median)", run: cmd_bench },
+    Command { name: "bench", usage: "bench [reps=N] <size>... | bench migrate [batch=N] [full=N] <size>...", help: "time add/online/offline/remove of each size on held-back memory (median); migrate: offline of that much used memory", run: cmd_bench },
     Command { name: "touch", usage: "touch <va>", help: "read a kernel VA on every CPU (faults are caught): can each CPU still translate it?", run: cmd_touch },
     Command { name: "cpus", usage: "cpus", help: "online CPUs and their timer ticks", run: cmd_cpus },
     Command { name: "poweroff", usage: "poweroff", help: "power off (PSCI SYSTEM_OFF)", run: cmd_poweroff },

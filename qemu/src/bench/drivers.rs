@@ -361,6 +361,13 @@ fn run_cell(t: &Target<'_>, o: &Opts, sizes: &[u64], dimm_sizes: &[u64], tag: &T
     if !dimm_sizes.is_empty() {
         report(format!("{g} {mode} DIMMs"), dimm_bench(t, dimm_sizes, tag, sink));
     }
+    let migrate: Vec<u64> = o.migrate_sizes.iter().flatten().copied().collect();
+    if !migrate.is_empty() {
+        report(
+            format!("{g} migration"),
+            super::migrate::migrate_bench(t.qemu, g, t.cpu, &migrate),
+        );
+    }
     ok
 }
 

@@ -17,6 +17,7 @@
 pub mod compare;
 pub mod docs;
 pub mod drivers;
+pub mod migrate;
 pub mod opts;
 pub mod outputs;
 pub mod plan;

@@ -46,6 +46,11 @@ pub struct Opts {
     /// RAM sizes to time the boot to the prompt with, comma-separated; `none`: no boot runs
     #[arg(long, value_name = "SIZE,...|none", value_delimiter = ',', value_parser = dimm_size, default_value = "1G,16G")]
     pub boot_mem: Vec<Option<u64>>,
+    /// sizes of used memory to time the migration of (the kernel's `bench migrate`: offline of
+    /// that much memory filled with movable pages), comma-separated, e.g. `128M,1G`; `none`:
+    /// no migration runs
+    #[arg(long, value_name = "SIZE,...|none", value_delimiter = ',', value_parser = dimm_size, default_value = "none")]
+    pub migrate_sizes: Vec<Option<u64>>,
     /// also run the in-guest hotplug bench with `torture` on 3 more CPUs (4 in all) and print
     /// it next to the idle figures, with the workers' operations per second
     #[arg(long)]

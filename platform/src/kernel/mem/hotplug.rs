@@ -12,7 +12,7 @@
 use crate::{
     boot::dtb::Range,
     boot::layout::{self, G, PAGE_SHIFT, PAGE_SIZE},
-    kernel::mem::movable::{movable_va, HANDLES},
+    kernel::mem::movable::HANDLES,
     kernel::mem::teardown::KernelTlb,
     kernel::mem::{counters, fault, kernel_pt, memmap, memmap::VMEMMAP, page_alloc, vmemmap},
 };
@@ -403,24 +403,14 @@ impl KernelOps {
                     pfn,
                     nr,
                     target_below,
-                    |h, src, dst, order| {
-                        let size = PAGE_SIZE << order;
-                        let va = movable_va(h);
-                        let moved = super::movable::migrate_window(pt, t, va, size, dst << PAGE_SHIFT, || {
-                            // SAFETY: both blocks are ours under the handle, page-table and
-                            // allocator locks (the source is a live movable allocation no
-                            // window entry maps any more, the destination was just allocated),
-                            // both reached through the linear map, no overlap.
-                            unsafe {
-                                core::ptr::copy_nonoverlapping(
-                                    layout::phys_to_virt(src << PAGE_SHIFT) as *const u8,
-                                    layout::phys_to_virt(dst << PAGE_SHIFT) as *mut u8,
-                                    size as usize,
-                                )
+                    |batch| {
+                        let moved = super::movable::migrate_window_batch(pt, t, batch, || {
+                            for m in batch {
+                                copy_block(m.src, m.dst, m.order);
                             }
                         });
                         if let Err(e) = moved {
-                            crate::kernel::exit::fatal_stop(format_args!("migrate: window at {va:#x}: {e:?}"));
+                            crate::kernel::exit::fatal_stop(format_args!("migrate: window batch: {e:?}"));
                         }
                     },
                     |src, order| {
@@ -436,6 +426,20 @@ impl KernelOps {
         })
         .map(|_| ())
         .map_err(|e| HotplugError::from_offline(block, e))
+    }
+}
+
+/// Copy a migrating block to its new frame (through the linear map).
+fn copy_block(src: u64, dst: u64, order: u32) {
+    // SAFETY: both blocks are ours under the handle, page-table and allocator locks (the
+    // source is a live movable allocation no window entry maps any more, the destination was
+    // just allocated), both reached through the linear map, no overlap.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            layout::phys_to_virt(src << PAGE_SHIFT) as *const u8,
+            layout::phys_to_virt(dst << PAGE_SHIFT) as *mut u8,
+            (PAGE_SIZE << order) as usize,
+        )
     }
 }
 

@@ -7,7 +7,7 @@
 //! Two ways to reach a page: under the handles lock ([`with_page`]: migration cannot run
 //! meanwhile), or without any lock through an [`OwnedPage`], as a program touches its memory:
 //! migration may then move the page under the access. The migrating CPU publishes the range it
-//! is moving ([`migrate_window`]: the role of Linux's migration entries) before it clears the
+//! is moving ([`migrate_window_batch`]: the role of Linux's migration entries) before it clears the
 //! window entry, and a CPU whose access faults there waits in the fault path ([`fault`]) until
 //! the new frame is mapped, then retries the access: every write lands either in the old frame
 //! before the clear (the broadcast TLBI and its DSB complete it before the copy) or in the new
@@ -24,11 +24,17 @@ use crate::{
 };
 use alloc::collections::BTreeSet;
 use core::sync::atomic::{fence, AtomicU64, Ordering};
-use mm::migrate::{Handle, HandleError, Handles};
+use mm::migrate::{Handle, HandleError, Handles, Move};
 use mm::pgtable::{Attrs, MapFlags, PageTable};
 
 /// Movable allocations; migration and data access both hold this lock.
-pub static HANDLES: IrqSafeLock<Handles> = IrqSafeLock::new("handles", Handles::new());
+pub static HANDLES: IrqSafeLock<Handles> =
+    IrqSafeLock::new("handles", Handles::with_batch_pages(MIGRATE_BATCH_BYTES >> PAGE_SHIFT));
+
+/// Bytes a migration batch moves at most: 16 MiB (4096 4K pages, 256 64K pages). Fewer
+/// batches mean fewer invalidations, each of which stops every vCPU under TCG; a CPU that
+/// touches a page of the batch waits for the whole batch's copy (a few milliseconds).
+pub const MIGRATE_BATCH_BYTES: u64 = 16 << 20;
 
 /// The fixed window VA of a movable allocation.
 pub fn movable_va(h: Handle) -> u64 {
@@ -208,8 +214,10 @@ pub fn free_all() -> u64 {
     n
 }
 
-/// The window range a migration is moving now (`[start, end)`; empty when none). One migration
-/// runs at a time (under the handles lock), so one range is enough.
+/// The window range a migration batch is moving now (`[start, end)`: from the batch's lowest
+/// window VA to the end of its highest; empty when none). One migration runs at a time (under
+/// the handles lock), so one range is enough. A fault in it that is not on a page of the batch
+/// waits for the batch too, then finds its VA still unmapped: a real fault, only later.
 static MIGRATING: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 /// Faults that waited for a migration (shown by `torture`).
 pub static MIGRATION_WAITS: AtomicU64 = AtomicU64::new(0);
@@ -220,21 +228,33 @@ pub static MIGRATION_WAITS: AtomicU64 = AtomicU64::new(0);
 pub static MIGRATION_HOLD_US: AtomicU64 = AtomicU64::new(0);
 /// CPUs waiting in the fault path for a migration now.
 static WAITING: AtomicU64 = AtomicU64::new(0);
+/// A migration batch is invalidated with one `TLBI VMALLE1IS` when it would take more than this
+/// many TLBI instructions (`bench migrate` sets it to compare). Under TCG every broadcast TLBI
+/// stops every vCPU, so one full flush costs about what one range TLBI does and far less than
+/// per-page ones (docs/performance.md).
+pub static BATCH_FULL_FLUSH_ABOVE: AtomicU64 = AtomicU64::new(DEFAULT_FULL_FLUSH_ABOVE);
+/// The default of [`BATCH_FULL_FLUSH_ABOVE`].
+pub const DEFAULT_FULL_FLUSH_ABOVE: u64 = arch::tlb::MAX_TLBI_OPS;
 
-/// Move the window block at `va` (`size` bytes) to `dst_pa` with `copy` between the clear and
-/// the remap ([`mm::migrate::move_window_block`]), with the range published for the fault path
-/// for the whole move. The caller holds the handles lock.
-pub fn migrate_window<C: mm::geometry::Config>(
+/// Move a batch of window blocks to their new frames with `copy` between the clears (and their
+/// one invalidation) and the remaps ([`mm::migrate::move_window_batch`]), with the batch's
+/// window range published for the fault path for the whole move. The caller holds the handles
+/// lock.
+pub fn migrate_window_batch<C: mm::geometry::Config>(
     pt: &mut PageTable<C>,
     tables: &mut impl mm::pgtable::TableAlloc,
-    va: u64,
-    size: u64,
-    dst_pa: u64,
+    batch: &[Move],
     copy: impl FnOnce(),
 ) -> Result<(), mm::pgtable::MapError> {
-    MIGRATING[1].store(va + size, Ordering::Relaxed);
-    MIGRATING[0].store(va, Ordering::Relaxed);
-    // The range is visible before the entry is cleared: a CPU that faults on the clear entry
+    let start = batch.iter().map(|m| movable_va(m.handle)).min().unwrap_or(0);
+    let end = batch
+        .iter()
+        .map(|m| movable_va(m.handle) + (PAGE_SIZE << m.order))
+        .max()
+        .unwrap_or(0);
+    MIGRATING[1].store(end, Ordering::Relaxed);
+    MIGRATING[0].store(start, Ordering::Relaxed);
+    // The range is visible before the entries are cleared: a CPU that faults on a clear entry
     // finds it.
     fence(Ordering::SeqCst);
     let hold_then_copy = || {
@@ -248,8 +268,17 @@ pub fn migrate_window<C: mm::geometry::Config>(
         }
         copy()
     };
-    let r = mm::migrate::move_window_block(pt, tables, &mut KernelTlb, va, size, dst_pa, hold_then_copy);
-    // The remap is published (the engine's DSB) before the range is withdrawn.
+    let full_above = BATCH_FULL_FLUSH_ABOVE.load(Ordering::Relaxed);
+    let r = mm::migrate::move_window_batch(
+        pt,
+        tables,
+        &mut KernelTlb,
+        batch,
+        movable_va,
+        full_above,
+        hold_then_copy,
+    );
+    // The remaps are published (the engine's DSB) before the range is withdrawn.
     MIGRATING[0].store(0, Ordering::Release);
     MIGRATING[1].store(0, Ordering::Release);
     r

@@ -97,6 +97,19 @@ impl TlbInvalidate for KernelTlb {
         #[cfg(feature = "ktest")]
         checker::CHECKER.lock().invalidated(arch::tlb::Tlbi::Vmalle1is);
     }
+    fn flush_kernel_batch<I>(&mut self, ranges: I, stride_shift: u32, full_above: u64)
+    where
+        I: Iterator<Item = (u64, u64)> + Clone,
+    {
+        cpu_tlb().flush_kernel_batch(ranges.clone(), stride_shift, full_above);
+        #[cfg(feature = "ktest")]
+        {
+            let mut c = checker::CHECKER.lock();
+            cpu_tlb().batch_ops(ranges, stride_shift, full_above, |op| c.invalidated(op));
+        }
+        #[cfg(not(feature = "ktest"))]
+        let _ = ranges;
+    }
     #[cfg(feature = "ktest")]
     fn cleared(&mut self, m: Mapping) {
         checker::CHECKER.lock().cleared(m);

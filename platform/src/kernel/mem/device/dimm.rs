@@ -227,6 +227,7 @@ fn remove(slot: u32) {
         select(slot);
         report_ost(ost::EVENT_EJECT, ost::SUCCESS);
     }
+    let migrated0 = crate::kernel::mem::movable::migrated_pages();
     let r = with_hotplug(|hp, ops| {
         hp.offline_and_remove(ops, d.base, d.size)?;
         let _ = hp.unregister_group(d.group);
@@ -248,10 +249,11 @@ fn remove(slot: u32) {
                 report_ost(ost::EVENT_EJECT, ost::SUCCESS);
             }
             println!(
-                "dimm: slot={slot} event=remove ejected base={:#x} size={:#x} cycles={}",
+                "dimm: slot={slot} event=remove ejected base={:#x} size={:#x} cycles={} migrated_pages={}",
                 d.base,
                 d.size,
-                arch::cpu::counter() - t0
+                arch::cpu::counter() - t0,
+                crate::kernel::mem::movable::migrated_pages() - migrated0
             );
         }
         Ok(()) => {
