@@ -265,7 +265,8 @@ fn batch_cut_by_an_unmovable_page_moves_none_of_it<C: Config>() {
     let in_block = |pfn: u64| pfn / g.pages_per_section() == 8;
     for batch in [1, 2, 7, mm::migrate::MIGRATE_BATCH_PAGES] {
         let (mut m, mut hp) = boot::<C>();
-        hp.add_memory(&mut m, None, base::<C>(), g.section_size(), MOM).unwrap();
+        hp.add_memory(&mut m, 0, None, base::<C>(), g.section_size(), MOM)
+            .unwrap();
         hp.online_block(&mut m, 8, OnlineType::Movable).unwrap();
         let mut data = Vec::new();
         let mut put = |m: &mut Machine<C>, i: u64| {

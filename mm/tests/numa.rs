@@ -6,7 +6,7 @@
 
 use mm::buddy::{deferred_init_step, AllocKind, NodeCensus, PageAlloc};
 use mm::geometry::Config;
-use mm::migrate::{offline_pages, Handle, Handles};
+use mm::migrate::{offline_pages, Handle, Handles, Move};
 use mm::numa::{Distances, NodeId, NodeMask, MAX_NUMNODES};
 use mm::page::{Memmap, Page, ZoneId};
 use mm::testing::SharedMemmap;
@@ -328,7 +328,7 @@ fn migration_targets_the_source_node_then_the_nearest<C: Config>() {
             block,
             1 << max,
             u64::MAX,
-            |_, s, d, _| moves.push((s, d)),
+            |batch: &[Move]| moves.extend(batch.iter().map(|m| (m.src, m.dst))),
             |_, _| {},
         );
         assert_eq!(r, Ok(1 << max));
