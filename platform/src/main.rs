@@ -58,7 +58,7 @@ fn boot_failed(what: core::fmt::Arguments) -> ! {
 struct Stages {
     t0: u64,
     last: u64,
-    marks: [(&'static str, u64); 12],
+    marks: [(&'static str, u64); 16],
     len: usize,
 }
 
@@ -68,7 +68,7 @@ impl Stages {
         Stages {
             t0,
             last: t0,
-            marks: [("", 0); 12],
+            marks: [("", 0); 16],
             len: 0,
         }
     }
@@ -122,8 +122,8 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     let boot_mmu = early::boot_mmu();
     kernel_pt::install(boot_mmu.ttbr1);
     stages.mark("early");
-    let mut m = read_machine();
-    stages.mark("dtb");
+    let mut m = read_machine(&mut stages);
+    stages.mark("cmdline");
     map_memory(&m);
     stages.mark("linear_map");
     start_console(&m);
@@ -147,7 +147,7 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
 /// The device tree (mapped read-only at FDT_VADDR by the early code) and the kernel command
 /// line: /chosen/bootargs (-append), else the fw_cfg file (firmware mode). A planted bug (test
 /// kernel with `mutants` only) is turned on here, before anything it breaks runs.
-fn read_machine() -> Machine {
+fn read_machine(stages: &mut Stages) -> Machine {
     let dtb_pa = early::DTB_PA.load(Ordering::Relaxed);
     let dtb_va = layout::FDT_VADDR + (dtb_pa & (layout::PAGE_SIZE - 1));
     // SAFETY: the early code mapped FDT_MAPPED bytes from the DTB's address at FDT_VADDR.
@@ -155,6 +155,7 @@ fn read_machine() -> Machine {
         Ok(p) => p,
         Err(e) => boot_failed(format_args!("device tree at pa={dtb_pa:#x}: {e}")),
     };
+    stages.mark("dtb");
     let fw_cfg = plat
         .fw_cfg
         .and_then(|r| kernel_pt::ioremap(r.base, r.size).ok())
@@ -259,6 +260,14 @@ fn start_console(m: &Machine) {
             r.base,
             r.size,
             Size(r.size)
+        );
+    }
+    let numa_cpus = plat.cpu_nodes.iter().filter(|n| n.is_some()).count();
+    if !plat.memory_nodes.is_empty() || numa_cpus > 0 || !plat.distance_matrix.is_empty() {
+        println!(
+            "boot: numa-node-id on {} memory range(s) and {numa_cpus} cpu(s), distance-map entries={} (the kernel uses one node)",
+            plat.memory_nodes.len(),
+            plat.distance_matrix.len()
         );
     }
     kernel::mem::print_layout();
