@@ -131,10 +131,12 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     init_memory(&mut m, &mut stages);
     start_interrupts(&m);
     stages.mark("gic");
-    start_cpus(&m);
+    let started = start_cpus(&m);
     stages.mark("smp");
     start_devices(&m);
     stages.mark("devices");
+    cpus_online(&m, started);
+    stages.mark("smp_online");
     stages.print();
     kernel::deferred::start_idle_work();
 
@@ -371,15 +373,23 @@ fn start_interrupts(m: &Machine) {
     );
 }
 
-/// Secondary CPUs (they need the identity map, so drop ours only afterwards).
-fn start_cpus(m: &Machine) {
+/// Secondary CPUs, started (they need the identity map until they enter the kernel, so drop
+/// ours only afterwards); their set-up overlaps the devices', [`cpus_online`] waits for it.
+fn start_cpus(m: &Machine) -> alloc::vec::Vec<smp::Started> {
+    let started = smp::boot_secondaries(&m.plat.cpus);
+    smp::drop_identity_map();
+    started
+}
+
+/// Wait for the started CPUs to report in, and say which are online.
+fn cpus_online(m: &Machine, mut started: alloc::vec::Vec<smp::Started>) {
     let cpus = &m.plat.cpus;
-    for s in smp::boot_secondaries(cpus) {
+    smp::wait_online(&mut started);
+    for s in started {
         if let Err(why) = s.result {
             println!("smp: cpu={} mpidr={:#x} FAILED: {}", s.cpu, s.mpidr, why);
         }
     }
-    smp::drop_identity_map();
     println!("smp: online={} of {} cpus", smp::online_count(), cpus.len());
     if cpus.len() > smp::MAX_CPUS {
         println!(
