@@ -188,6 +188,6 @@ fn ioremap_align(pa: u64, len: u64) -> u64 {
     [Some(G.pmd_size()), G.cont_size(pte_level)]
         .into_iter()
         .flatten()
-        .find(|&a| pa % a == 0 && len >= a)
+        .find(|&a| pa.is_multiple_of(a) && len >= a)
         .unwrap_or(PAGE_SIZE)
 }
