@@ -340,6 +340,7 @@ fn init_memory(m: &mut Machine, stages: &mut Stages) {
     page_alloc::init_page_allocator();
     stages.mark("page_alloc");
     heap::grow_heap();
+    stages.mark("heap");
     hotplug::init(core::mem::take(&mut m.held_back), &m.opts);
     stages.mark("hotplug");
 }
