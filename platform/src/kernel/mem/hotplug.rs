@@ -121,11 +121,14 @@ pub fn init(held_back: Vec<Range>, opts: &crate::boot::cmdline::Options) {
     }
     *HOTPLUG.lock() = Some(hp);
     *HELD_BACK.lock() = held_back;
-    // The movable window has no tables yet: `movable::alloc_page` allocates the last-level
-    // table of a span with the first page it maps there, and no window unmap frees one
-    // (floor and ceiling stay inside the span), so a migration, which only re-points an entry
-    // of a live page, never allocates or frees a table. Boot pays nothing for the 4 GiB
-    // window (on 4K its tables would be 8 MiB to zero).
+    // The movable window's tables are reserved now and written when needed: the first
+    // `movable::alloc_page` in a span takes the span's table from the reserve, and no window
+    // unmap frees one (floor and ceiling stay inside the span), so a migration, which only
+    // re-points an entry of a live page, never allocates or frees a table.
+    let want = layout::MOVABLE_SIZE.div_ceil(G.pmd_size());
+    if kernel_pt::reserve_window_tables(layout::MOVABLE_SIZE) < want {
+        crate::println!("hotplug: movable window tables: not all reserved (stress takes them as it goes)");
+    }
 }
 
 fn linear_region() -> (u64, u64) {

@@ -191,3 +191,75 @@ fn ioremap_align(pa: u64, len: u64) -> u64 {
         .find(|&a| pa.is_multiple_of(a) && len >= a)
         .unwrap_or(PAGE_SIZE)
 }
+
+/// Table pages reserved at boot for the movable window, handed out (zeroed) as its spans get
+/// their first page: chunks `[next, end)` of buddy blocks. Used only under the kernel
+/// page-table lock ([`with_window_pt`]), so plain atomics suffice.
+static WINDOW_POOL: [[AtomicU64; 2]; WINDOW_POOL_CHUNKS] =
+    [const { [AtomicU64::new(0), AtomicU64::new(0)] }; WINDOW_POOL_CHUNKS];
+const WINDOW_POOL_CHUNKS: usize = 8;
+
+/// Reserve every table page the window `[va, va + size)` can need (one last-level table per PMD
+/// span, one PMD table per PUD span, and one more), without writing them: the boot pays a few
+/// buddy allocations, not the zeroing (8 MiB on 4K). They count as page-table pages from now
+/// on, so what a `stress` page costs is its page alone, and they are boot memory, so no window
+/// table can hold a hot-added block. Returns the pages reserved.
+pub fn reserve_window_tables(size: u64) -> u64 {
+    let want = size.div_ceil(G.pmd_size()) + size.div_ceil(G.level_size(1)) + 1;
+    let mut left = want;
+    for chunk in &WINDOW_POOL {
+        if left == 0 {
+            break;
+        }
+        let order = (63 - left.leading_zeros()).min(G.max_order());
+        let Some(pa) = alloc_pages(order) else { break };
+        chunk[0].store(pa, Ordering::Relaxed);
+        chunk[1].store(pa + (PAGE_SIZE << order), Ordering::Relaxed);
+        left -= 1 << order;
+    }
+    PT_PAGES.fetch_add(want - left, Ordering::Relaxed);
+    want - left
+}
+
+/// The kernel page table with the window's table allocator: a table comes from the reserved
+/// pool (zeroed now), else as any kernel table.
+pub fn with_window_pt<R>(f: impl FnOnce(&mut PageTable<Cfg>, &mut WindowTables) -> R) -> R {
+    with_kernel_pt(|pt, _| f(pt, &mut WindowTables))
+}
+
+/// Tables of the movable window ([`reserve_window_tables`]).
+pub struct WindowTables;
+
+// SAFETY: a pool page is a page of a buddy block reserved for window tables and handed out once
+// (the pool advances under the kernel page-table lock), zeroed here, reached through the linear
+// map; everything else is `KernelTables`'s, whose contract holds.
+unsafe impl TableAlloc for WindowTables {
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
+        let Some(chunk) = WINDOW_POOL
+            .iter()
+            .find(|c| c[0].load(Ordering::Relaxed) < c[1].load(Ordering::Relaxed))
+        else {
+            return KernelTables.alloc_table();
+        };
+        let pa = chunk[0].fetch_add(PAGE_SIZE, Ordering::Relaxed);
+        // SAFETY: a reserved page handed out only now, reached through the linear map.
+        unsafe { core::ptr::write_bytes(layout::phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE as usize) };
+        Some(pa)
+    }
+
+    fn free_table(&mut self, pa: PhysAddr) {
+        KernelTables.free_table(pa);
+    }
+
+    fn table_ptr(&self, pa: PhysAddr) -> *mut u64 {
+        KernelTables.table_ptr(pa)
+    }
+
+    fn made_valid(&mut self, m: arch::tlb::Mapping) {
+        KernelTables.made_valid(m);
+    }
+
+    fn published(&mut self) {
+        KernelTables.published();
+    }
+}
