@@ -31,9 +31,8 @@ pub const IOREMAP_SIZE: u64 = 1 << 30;
 /// `MOVABLE_START + handle * PAGE_SIZE`, mapped with base pages through the kernel page table,
 /// as user pages would be; migration re-points that PTE at the new frame (clear → broadcast
 /// TLBI → copy → map), so the VA never changes while the PA does. Its last-level tables are
-/// reserved at boot (4K: 8 MiB, 16K: 2 MiB, 64K: 512 KiB), each written with the first page
-/// mapped in its span and never freed, so a movable allocation costs exactly its page, no table
-/// page can pin a hot-added block, and migration never allocates or frees a table.
+/// allocated at boot (4K: 8 MiB, 16K: 2 MiB, 64K: 512 KiB) and never freed, so a movable
+/// allocation costs exactly its page and no table page can pin a hot-added block.
 pub const MOVABLE_START: u64 = IOREMAP_START + IOREMAP_SIZE;
 /// 4 GiB: more than the handle table can track on 4K (about 2 GiB), so that limit stays the
 /// one `stress` reports.

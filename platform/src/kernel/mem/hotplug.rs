@@ -121,14 +121,16 @@ pub fn init(held_back: Vec<Range>, opts: &crate::boot::cmdline::Options) {
     }
     *HOTPLUG.lock() = Some(hp);
     *HELD_BACK.lock() = held_back;
-    // The movable window's tables are reserved now and written when needed: the first
-    // `movable::alloc_page` in a span takes the span's table from the reserve, and no window
-    // unmap frees one (floor and ceiling stay inside the span), so a migration, which only
-    // re-points an entry of a live page, never allocates or frees a table.
-    let want = layout::MOVABLE_SIZE.div_ceil(G.pmd_size());
-    if kernel_pt::reserve_window_tables(layout::MOVABLE_SIZE) < want {
-        crate::println!("hotplug: movable window tables: not all reserved (stress takes them as it goes)");
+    if let Err(e) = populate_movable_window() {
+        crate::println!("hotplug: movable window tables: {e:?} (stress will fail)");
     }
+}
+
+/// Allocate every table the movable window needs, now, from boot memory (no leaf, so no TLB
+/// maintenance): later window maps and unmaps (floor/ceiling = the page) never allocate or
+/// free a table.
+fn populate_movable_window() -> Result<(), mm::pgtable::MapError> {
+    kernel_pt::with_kernel_pt(|pt, t| pt.populate_tables(t, layout::MOVABLE_START, layout::MOVABLE_SIZE))
 }
 
 fn linear_region() -> (u64, u64) {

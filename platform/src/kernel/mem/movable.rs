@@ -59,8 +59,7 @@ fn with_window<R>(h: Handle, order: u32, f: impl FnOnce(&mut [u64]) -> R) -> R {
     f(data)
 }
 
-/// A movable page mapped at its window VA (the first page of a span takes the span's table from
-/// the boot reserve, kept for good) and given to `init`,
+/// A movable page mapped at its window VA (its table exists since boot) and given to `init`,
 /// all under the handles lock, so a concurrent [`with_page`] never sees it half-made.
 pub fn alloc_page(init: impl FnOnce(Handle, &mut [u64])) -> Result<Handle, MovableError> {
     let mut handles = HANDLES.lock();
@@ -71,7 +70,7 @@ pub fn alloc_page(init: impl FnOnce(Handle, &mut [u64])) -> Result<Handle, Movab
     let (pfn, _) = handles.get(h).expect("just allocated");
     let in_window = (h.0 as u64) < WINDOW_SLOTS;
     let mapped = in_window
-        && kernel_pt::with_window_pt(|pt, t| {
+        && kernel_pt::with_kernel_pt(|pt, t| {
             pt.map(
                 t,
                 movable_va(h),
