@@ -264,12 +264,12 @@ fn start_console(m: &Machine) {
             Size(r.size)
         );
     }
+    let numa_mem = plat.memory_nodes.iter().filter(|m| m.1.is_some()).count();
     let numa_cpus = plat.cpu_nodes.iter().filter(|n| n.is_some()).count();
-    if !plat.memory_nodes.is_empty() || numa_cpus > 0 || !plat.distance_matrix.is_empty() {
+    if numa_mem > 0 || numa_cpus > 0 || plat.distance_matrix.is_some() {
         println!(
-            "boot: numa-node-id on {} memory range(s) and {numa_cpus} cpu(s), distance-map entries={} (the kernel uses one node)",
-            plat.memory_nodes.len(),
-            plat.distance_matrix.len()
+            "boot: numa-node-id on {numa_mem} memory range(s) and {numa_cpus} cpu(s), distance-map entries={} (the kernel uses one node)",
+            plat.distance_matrix.as_ref().map_or(0, |m| m.len() / 12)
         );
     }
     kernel::mem::print_layout();

@@ -48,13 +48,13 @@ pub struct Platform {
     pub model: String,
     /// The PCIe host bridge, if the machine has one.
     pub pci: Option<PciHost>,
-    /// `numa-node-id` of each `/memory` range that has one, as the DT lists them (before
-    /// `mem=` or the linear map's reach cut `memory`).
-    pub memory_nodes: Vec<(Range, u32)>,
+    /// Every `/memory` range with its `numa-node-id`, as the DT lists them (before `mem=` or
+    /// the linear map's reach cut `memory`).
+    pub memory_nodes: Vec<(Range, Option<u32>)>,
     /// `numa-node-id` of each CPU, in the order of `cpus`.
     pub cpu_nodes: Vec<Option<u32>>,
-    /// `/distance-map`'s `distance-matrix`: (node, node, distance) triples.
-    pub distance_matrix: Vec<(u32, u32, u32)>,
+    /// `/distance-map`'s `distance-matrix`, raw (big-endian (node, node, distance) cells).
+    pub distance_matrix: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -166,7 +166,7 @@ const GIC_V2: [&str; 3] = ["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a9-g
 #[derive(Default)]
 struct Found<'a> {
     memory: Vec<Range>,
-    memory_nodes: Vec<(Range, u32)>,
+    memory_nodes: Vec<(Range, Option<u32>)>,
     reserved: Vec<Range>,
     /// Every `arm,pl011` node: (seq, path, node); the one `stdout-path` names wins.
     uarts: Vec<(usize, String, Node<'a>, Vec<Range>)>,
@@ -179,7 +179,7 @@ struct Found<'a> {
     aliases: Vec<(&'a str, &'a [u8])>,
     psci_method: Option<&'a [u8]>,
     model: Option<&'a [u8]>,
-    distance_matrix: Vec<(u32, u32, u32)>,
+    distance_matrix: Option<&'a [u8]>,
 }
 
 /// Keep `cand` in `slot` if it comes first in blob order.
@@ -203,17 +203,12 @@ impl<'a> Found<'a> {
             (1, _, "memory") => {
                 for r in reg().into_iter().filter(|r| r.size > 0) {
                     self.memory.push(r);
-                    if let Some(n) = node.numa_node_id {
-                        self.memory_nodes.push((r, n));
-                    }
+                    self.memory_nodes.push((r, node.numa_node_id));
                 }
             }
             (1, _, "chosen") => self.chosen = Some(*node),
             (1, _, "psci") => self.psci_method = node.other("method"),
-            (1, _, "distance-map") => {
-                let cells = node.other("distance-matrix").map(parse::dtb::cells).unwrap_or_default();
-                self.distance_matrix = cells.chunks_exact(3).map(|c| (c[0], c[1], c[2])).collect();
-            }
+            (1, _, "distance-map") => self.distance_matrix = node.other("distance-matrix"),
             (2, "reserved-memory", _) => self.reserved.extend(reg()),
             (2, "cpus", "cpu") => {
                 if let Some(r) = reg().first() {
@@ -393,6 +388,6 @@ fn platform(fdt: &Fdt, found: Found) -> Result<Platform, DtbError> {
         pci: found.pci.map(|p| p.1),
         memory_nodes: found.memory_nodes,
         cpu_nodes: found.cpus.iter().map(|c| c.1).collect(),
-        distance_matrix: found.distance_matrix,
+        distance_matrix: found.distance_matrix.map(<[u8]>::to_vec),
     })
 }
