@@ -58,7 +58,7 @@ fn boot_failed(what: core::fmt::Arguments) -> ! {
 struct Stages {
     t0: u64,
     last: u64,
-    marks: [(&'static str, u64); 12],
+    marks: [(&'static str, u64); 16],
     len: usize,
 }
 
@@ -68,7 +68,7 @@ impl Stages {
         Stages {
             t0,
             last: t0,
-            marks: [("", 0); 12],
+            marks: [("", 0); 16],
             len: 0,
         }
     }
@@ -122,8 +122,8 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     let boot_mmu = early::boot_mmu();
     kernel_pt::install(boot_mmu.ttbr1);
     stages.mark("early");
-    let mut m = read_machine();
-    stages.mark("dtb");
+    let mut m = read_machine(&mut stages);
+    stages.mark("cmdline");
     map_memory(&m);
     stages.mark("linear_map");
     start_console(&m);
@@ -131,10 +131,12 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
     init_memory(&mut m, &mut stages);
     start_interrupts(&m);
     stages.mark("gic");
-    start_cpus(&m);
+    let started = start_cpus(&m);
     stages.mark("smp");
     start_devices(&m);
     stages.mark("devices");
+    cpus_online(&m, started);
+    stages.mark("smp_online");
     stages.print();
     kernel::deferred::start_idle_work();
 
@@ -147,7 +149,7 @@ extern "C" fn __hotmem_main(_x0: u64) -> ! {
 /// The device tree (mapped read-only at FDT_VADDR by the early code) and the kernel command
 /// line: /chosen/bootargs (-append), else the fw_cfg file (firmware mode). A planted bug (test
 /// kernel with `mutants` only) is turned on here, before anything it breaks runs.
-fn read_machine() -> Machine {
+fn read_machine(stages: &mut Stages) -> Machine {
     let dtb_pa = early::DTB_PA.load(Ordering::Relaxed);
     let dtb_va = layout::FDT_VADDR + (dtb_pa & (layout::PAGE_SIZE - 1));
     // SAFETY: the early code mapped FDT_MAPPED bytes from the DTB's address at FDT_VADDR.
@@ -155,6 +157,7 @@ fn read_machine() -> Machine {
         Ok(p) => p,
         Err(e) => boot_failed(format_args!("device tree at pa={dtb_pa:#x}: {e}")),
     };
+    stages.mark("dtb");
     let fw_cfg = plat
         .fw_cfg
         .and_then(|r| kernel_pt::ioremap(r.base, r.size).ok())
@@ -304,7 +307,7 @@ fn print_options(m: &Machine) {
 /// Boot memory: the NUMA nodes, the sparse model with the memmap of every boot section (backed from
 /// memblock), the buddy allocator in it, the heap's growth, and the hotplug state.
 fn init_memory(m: &mut Machine, stages: &mut Stages) {
-    kernel::numa::init(&m.plat.numa, &m.plat.cpus);
+    kernel::numa::init(&boot::numa::topology(&m.plat), &m.plat.cpus);
     page_alloc::set_memmap_init(
         m.opts.memmap_init.unwrap_or(mm::buddy::MemmapInit::Deferred),
         m.opts.memmap_poison,
@@ -330,6 +333,7 @@ fn init_memory(m: &mut Machine, stages: &mut Stages) {
     page_alloc::init_page_allocator();
     stages.mark("page_alloc");
     heap::grow_heap();
+    stages.mark("heap");
     hotplug::init(core::mem::take(&mut m.held_back), &m.opts);
     stages.mark("hotplug");
 }
@@ -363,15 +367,23 @@ fn start_interrupts(m: &Machine) {
     );
 }
 
-/// Secondary CPUs (they need the identity map, so drop ours only afterwards).
-fn start_cpus(m: &Machine) {
+/// Secondary CPUs, started (they need the identity map until they enter the kernel, so drop
+/// ours only afterwards); their set-up overlaps the devices', [`cpus_online`] waits for it.
+fn start_cpus(m: &Machine) -> alloc::vec::Vec<smp::Started> {
+    let started = smp::boot_secondaries(&m.plat.cpus);
+    smp::drop_identity_map();
+    started
+}
+
+/// Wait for the started CPUs to report in, and say which are online.
+fn cpus_online(m: &Machine, mut started: alloc::vec::Vec<smp::Started>) {
     let cpus = &m.plat.cpus;
-    for s in smp::boot_secondaries(cpus) {
+    smp::wait_online(&mut started);
+    for s in started {
         if let Err(why) = s.result {
             println!("smp: cpu={} mpidr={:#x} FAILED: {}", s.cpu, s.mpidr, why);
         }
     }
-    smp::drop_identity_map();
     println!("smp: online={} of {} cpus", smp::online_count(), cpus.len());
     if cpus.len() > smp::MAX_CPUS {
         println!(

@@ -275,7 +275,9 @@ impl BootCase {
     pub fn expect_ktest_pass(&self) {
         let case = self.clone().ktest(true);
         let (r, out) = case.run(&[]);
-        let checked = check_ktest_passed(&out).and_then(|()| check_no_fallback(&out.console, &self.expected_fallbacks));
+        let checked = check_ktest_passed(&out)
+            .and_then(|()| check_no_fallback(&out.console, &self.expected_fallbacks))
+            .and_then(|()| check_cpus_online(&out.console, self.machine.smp));
         if let Err(why) = checked {
             panic!("{}", failure_report(&r, &out, &why));
         }
@@ -371,6 +373,17 @@ pub fn check_no_fallback(console: &str, expected: &[String]) -> Result<(), Strin
         "the kernel took a fallback the test did not ask for:\n  {}",
         f.join("\n  ")
     ))
+}
+
+/// Checks the boot's `smp: online=N of M cpus` line: every one of the machine's `smp` CPUs
+/// (the runner refuses more than the kernel brings up) reported in before the prompt.
+pub fn check_cpus_online(console: &str, smp: u32) -> Result<(), String> {
+    let want = format!("smp: online={smp} of {smp} cpus");
+    match console.lines().find(|l| l.starts_with("smp: online=")) {
+        Some(l) if l.trim_end() == want => Ok(()),
+        Some(l) => Err(format!("expected `{want}` at boot, saw `{}`", l.trim_end())),
+        None => Err(format!("no `smp: online=` line at boot (expected `{want}`)")),
+    }
 }
 
 /// Checks a ktest run: exit status 0, a summary with passed > 0 and failed = 0.
@@ -508,6 +521,16 @@ mod tests {
         assert!(check_no_fallback("boot: ok\n", &[]).is_ok());
         let e = check_no_fallback(console, &["hotplug: cannot defer".into()]).unwrap_err();
         assert!(e.contains("ged: cannot map") && !e.contains("defer"), "{e}");
+    }
+
+    #[test]
+    fn cpus_online_checks() {
+        let boot = "smp: cpu=1 mpidr=0x1 el=1 online\nsmp: online=2 of 2 cpus\n";
+        assert!(check_cpus_online(boot, 2).is_ok());
+        let e = check_cpus_online("smp: online=1 of 2 cpus\n", 2).unwrap_err();
+        assert!(e.contains("saw `smp: online=1 of 2 cpus`"), "{e}");
+        assert!(check_cpus_online(boot, 4).is_err());
+        assert!(check_cpus_online("boot: ok\n", 1).is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ extern crate alloc;
 
 pub mod cmdline;
 pub mod dtb;
+pub mod fdt;
 pub mod line;
 pub mod num;
 pub mod numa;

@@ -1,5 +1,10 @@
 //! Secondary CPUs: started with PSCI CPU_ON, each switches to the kernel page tables through
 //! the identity map, drops TTBR0, sets up its GIC interface and timer, reports in and idles.
+//!
+//! Bring-up overlaps the boot CPU's work: [`boot_secondaries`] waits for each CPU only until it
+//! runs on its own stack in the kernel (the entry code takes its stack from one shared slot,
+//! so the next CPU_ON waits for that), and [`wait_online`] waits once, later, for all of them to
+//! finish their set-up and report in.
 
 use crate::{
     boot::layout, drivers::gic, drivers::psci, drivers::timer, kernel::mem::page_alloc, kernel::sync, println,
@@ -15,6 +20,11 @@ const STACK_ORDER_BYTES: u64 = 64 << 10;
 
 /// Bit i set = CPU i is online.
 static ONLINE: AtomicU64 = AtomicU64::new(1);
+/// Bit i set = CPU i runs kernel code on its own stack (its entry no longer needs the stack
+/// slot or the identity map).
+static ENTERED: AtomicU64 = AtomicU64::new(1);
+/// How long a CPU may take to enter the kernel, and then to report in.
+const BRINGUP_TIMEOUT_MS: u64 = 1000;
 static MPIDR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
 
 pub fn online_mask() -> u64 {
@@ -49,7 +59,8 @@ pub struct Started {
     pub result: Result<(), &'static str>,
 }
 
-/// Start every CPU listed in the DTB (`cpus` = MPIDR affinities; the boot CPU is among them).
+/// Start every CPU listed in the DTB (`cpus` = MPIDR affinities; the boot CPU is among them),
+/// each waited for until it enters the kernel; [`wait_online`] waits for them to report in.
 pub fn boot_secondaries(cpus: &[u64]) -> Vec<Started> {
     let me = arch::cpu::mpidr_affinity();
     MPIDR[0].store(me, Ordering::Relaxed);
@@ -80,21 +91,38 @@ pub fn boot_secondaries(cpus: &[u64]) -> Vec<Started> {
         arch::boot::SECONDARY_STACK_TOP.store(top, Ordering::SeqCst);
         let result = match psci::cpu_on(mpidr, entry, cpu as u64) {
             Err(_) => Err("PSCI CPU_ON failed"),
-            Ok(()) => {
-                let deadline = arch::cpu::counter() + arch::cpu::counter_freq();
-                while online_mask() & (1 << cpu) == 0 && arch::cpu::counter() < deadline {
-                    aarch64_cpu::asm::wfe();
-                }
-                if online_mask() & (1 << cpu) != 0 {
-                    Ok(())
-                } else {
-                    Err("did not report in within 1 s")
-                }
-            }
+            Ok(()) if wait_for(&ENTERED, 1 << cpu, BRINGUP_TIMEOUT_MS) => Ok(()),
+            Ok(()) => Err("did not enter the kernel within 1 s"),
         };
         out.push(Started { cpu, mpidr, result });
     }
     out
+}
+
+/// Wait (WFE) until every bit of `mask` is set in `bits`, at most `timeout_ms`.
+fn wait_for(bits: &AtomicU64, mask: u64, timeout_ms: u64) -> bool {
+    let deadline = arch::cpu::counter() + arch::cpu::counter_freq() * timeout_ms / 1000;
+    while bits.load(Ordering::Acquire) & mask != mask && arch::cpu::counter() < deadline {
+        aarch64_cpu::asm::wfe();
+    }
+    bits.load(Ordering::Acquire) & mask == mask
+}
+
+/// Wait once for every CPU [`boot_secondaries`] started to report in (at most 1 s in all); one
+/// that does not gets its error.
+pub fn wait_online(started: &mut [Started]) {
+    let mask = started
+        .iter()
+        .filter(|s| s.result.is_ok())
+        .fold(0, |m, s| m | 1 << s.cpu);
+    if wait_for(&ONLINE, mask, BRINGUP_TIMEOUT_MS) {
+        return;
+    }
+    for s in started.iter_mut().filter(|s| s.result.is_ok()) {
+        if online_mask() & (1 << s.cpu) == 0 {
+            s.result = Err("did not report in within 1 s");
+        }
+    }
 }
 
 /// A function a CPU can be asked to run ([`post`], [`run_on`]).
@@ -182,6 +210,8 @@ fn serve_mailbox(cpu: usize) {
 #[no_mangle]
 extern "C" fn __hotmem_secondary_main(cpu: u64) -> ! {
     let cpu = cpu as usize;
+    ENTERED.fetch_or(1 << cpu, Ordering::Release);
+    aarch64_cpu::asm::sev();
     drop_identity_map();
     crate::kernel::mem::teardown::init_secondary();
     gic::init_cpu(&[timer::INTID_VTIMER]);

@@ -153,16 +153,17 @@ pub fn render(records: &[Record], info: &RunInfo) -> String {
             "**Boot to the prompt** (`{}`, guest time from CNTVCT, median of {})\n",
             b0.cpu, b0.reps
         );
-        let _ = writeln!(s, "| config | mode | RAM | time to prompt µs |");
-        let _ = writeln!(s, "|---|---|---:|---:|");
+        let _ = writeln!(s, "| config | mode | RAM | time to prompt µs | stages µs (medians) |");
+        let _ = writeln!(s, "|---|---|---:|---:|---|");
         for b in boots {
             let _ = writeln!(
                 s,
-                "| {} | {} | {:#} | {} |",
+                "| {} | {} | {:#} | {} | {} |",
                 b.config,
                 b.mode,
                 Size(b.mem),
-                us(b.time_to_prompt_us)
+                us(b.time_to_prompt_us),
+                super::boot_stages::stages_text(&b.stages_us)
             );
         }
         s.push('\n');
@@ -291,6 +292,7 @@ mod tests {
                 mem,
                 reps: 5,
                 time_to_prompt_us: us,
+                stages_us: vec![("dtb".into(), 176.0), ("smp".into(), 1.0)],
             })
         };
         let recs = [
@@ -310,7 +312,10 @@ mod tests {
             s.contains("**Boot to the prompt** (`max,lpa2=off`, guest time from CNTVCT, median of 5)"),
             "{s}"
         );
-        assert!(s.contains("| 4k-48 | deferred | 1 GiB | 51234 |"), "{s}");
+        assert!(
+            s.contains("| 4k-48 | deferred | 1 GiB | 51234 | dtb=176 smp=1 |"),
+            "{s}"
+        );
         assert!(s.contains("| 4k-48 | eager | 16 GiB | 812345 |"), "{s}");
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use mm::size::Size;
 
+use super::boot_stages;
 use super::opts::Opts;
 use super::plan::{self, Coverage, DimmSamples};
 use super::record::{BootRecord, DimmRecord, GuestBench, GuestRecord, MemmapInit, Record};
@@ -188,7 +189,7 @@ fn print_under_load(idle: &[GuestBench], loaded: &[GuestBench], ops_per_s: u64) 
 /// Guest time to the prompt (a `reserve=off` backend: QEMU allocates only what the guest
 /// touches), median of `reps` boots per size in `mems`. The boots go round the
 /// sizes (1 GiB, 16 GiB, 1 GiB, ...) so host drift lands on every size alike.
-pub fn boot_bench(t: &Target<'_>, mems: &[u64]) -> Result<Vec<(u64, f64)>, String> {
+pub fn boot_bench(t: &Target<'_>, mems: &[u64]) -> Result<Vec<(u64, BootFigures)>, String> {
     let mode = t.mode;
     let cfg = KernelConfig::default_for(t.granule);
     let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
@@ -205,16 +206,24 @@ pub fn boot_bench(t: &Target<'_>, mems: &[u64]) -> Result<Vec<(u64, f64)>, Strin
                 return Err(format!("boot with {m} failed: {}\n{}", out.describe(), out.tail(20)));
             }
             check_mode(&out.console, mode)?;
-            let us = out
-                .console
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("boot: time_to_prompt_us="))
-                .and_then(|r| r.split_whitespace().next()?.parse::<f64>().ok())
+            let line = boot_stages::parse(&out.console)
                 .ok_or_else(|| format!("no `boot: time_to_prompt_us=` line\n{}", out.tail(20)))?;
-            samples.push(us);
+            samples.push(line);
         }
     }
-    Ok(mems.iter().copied().zip(times.iter().map(|t| median(t))).collect())
+    Ok(mems
+        .iter()
+        .copied()
+        .zip(times.iter().map(|t| boot_figures(t)))
+        .collect())
+}
+
+/// The median time to the prompt and the median of each stage.
+type BootFigures = (f64, Vec<(String, f64)>);
+
+fn boot_figures(boots: &[boot_stages::BootLine]) -> BootFigures {
+    let totals: Vec<f64> = boots.iter().map(|b| b.time_to_prompt_us).collect();
+    (median(&totals), boot_stages::median_stages(boots))
 }
 
 /// Host wall time of DIMM plug/unplug over QMP, a record per size.
@@ -383,15 +392,16 @@ fn push_guest(sink: &mut Sink, tag: &Tag, t: &Target<'_>, objects: Vec<GuestBenc
     }
 }
 
-fn push_boots(sink: &mut Sink, tag: &Tag, t: &Target<'_>, boots: Vec<(u64, f64)>) {
+fn push_boots(sink: &mut Sink, tag: &Tag, t: &Target<'_>, boots: Vec<(u64, BootFigures)>) {
     let config = KernelConfig::default_for(t.granule);
-    for (mem, us) in boots {
+    for (mem, (us, stages_us)) in boots {
         println!(
-            "\n## {config} {} memmap_init={} boot to prompt with {}: {us:.0} µs (guest, median of {})",
+            "\n## {config} {} memmap_init={} boot to prompt with {}: {us:.0} µs (guest, median of {}); stages µs: {}",
             t.cpu,
             t.mode,
             Size(mem),
-            t.reps
+            t.reps,
+            boot_stages::stages_text(&stages_us)
         );
         sink.push(Record::Boot(BootRecord {
             commit: tag.commit.clone(),
@@ -402,6 +412,7 @@ fn push_boots(sink: &mut Sink, tag: &Tag, t: &Target<'_>, boots: Vec<(u64, f64)>
             mem,
             reps: t.reps,
             time_to_prompt_us: us.round(),
+            stages_us,
         }));
     }
 }

@@ -14,6 +14,7 @@
 //! `preflight` → `drivers` → `sink` → `plan`, `opts`, `record`; the run's drivers use
 //! [`crate::session`] and [`crate::run`].
 
+pub mod boot_stages;
 pub mod compare;
 pub mod docs;
 pub mod drivers;

@@ -63,6 +63,10 @@ pub struct BootRecord {
     pub mem: u64,
     pub reps: u64,
     pub time_to_prompt_us: f64,
+    /// Median guest µs of each boot stage (the kernel's `stages_us`), in boot order; empty in
+    /// records from before the stages were recorded.
+    #[serde(default)]
+    pub stages_us: Vec<(String, f64)>,
 }
 
 /// One `bench-json:` object of the kernel's `bench`, tagged by the driver.

@@ -3,7 +3,7 @@
 use crate::{
     boot::dtb::Range,
     boot::early,
-    boot::layout::{self, IOREMAP_SIZE, IOREMAP_START, PAGE_SIZE},
+    boot::layout::{self, G, IOREMAP_SIZE, IOREMAP_START, PAGE_SIZE},
     kernel::mem::counters::PT_PAGES,
     kernel::mem::fault::{self, Fault},
     kernel::mem::memblock::{self, align_down, align_up},
@@ -158,13 +158,36 @@ pub fn clip_to_linear(ram: &[Range]) -> (Vec<Range>, u64) {
 static IOREMAP_NEXT: AtomicU64 = AtomicU64::new(IOREMAP_START);
 
 /// Map device registers at `[pa, pa + size)` into the ioremap window; returns the VA of `pa`.
+///
+/// The mapping uses the largest leaves the PA's alignment allows (Linux's huge ioremap), its
+/// VA aligned like the PA up to a PMD block: a PCIe ECAM of 256 buses (256 MiB) is then 128 PMD
+/// blocks on 4K instead of 65536 pte entries in 128 table pages, most of the PCI stage of the
+/// boot. Nothing unmaps an ioremap, so no block is ever split.
 pub fn ioremap(pa: u64, size: u64) -> Result<u64, MapError> {
     let base = align_down(pa, PAGE_SIZE);
     let len = align_up(pa + size, PAGE_SIZE) - base;
-    let va = IOREMAP_NEXT.fetch_add(len, Ordering::Relaxed);
+    let align = ioremap_align(base, len);
+    let mut va = 0;
+    IOREMAP_NEXT
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |next| {
+            va = align_up(next, align);
+            va.checked_add(len)
+        })
+        .map_err(|_| MapError::OutOfRange)?;
     if va + len > IOREMAP_START + IOREMAP_SIZE {
         return Err(MapError::OutOfRange);
     }
-    with_kernel_pt(|pt, tables| pt.map(tables, va, base, len, Attrs::DEVICE_RW, MapFlags::PAGES))?;
+    with_kernel_pt(|pt, tables| pt.map(tables, va, base, len, Attrs::DEVICE_RW, MapFlags::LARGEST))?;
     Ok(va + (pa - base))
+}
+
+/// The VA alignment of an ioremap of `len` bytes at `pa`: the largest leaf or contiguous run
+/// (PMD block, pte run) that `pa` is aligned to and `len` holds, else a page.
+fn ioremap_align(pa: u64, len: u64) -> u64 {
+    let pte_level = 3;
+    [Some(G.pmd_size()), G.cont_size(pte_level)]
+        .into_iter()
+        .flatten()
+        .find(|&a| pa.is_multiple_of(a) && len >= a)
+        .unwrap_or(PAGE_SIZE)
 }
