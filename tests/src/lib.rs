@@ -558,6 +558,7 @@ macro_rules! cases {
 
 pub mod dimm;
 pub mod docs;
+pub mod fdt_edit;
 pub mod gdb;
 pub mod libvirt;
 pub mod numa;
