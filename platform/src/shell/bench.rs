@@ -69,7 +69,10 @@ fn round(start: u64, size: u64, mom: bool) -> Result<Round, String> {
     let mut r = Round::default();
     let free0 = page_alloc::free_page_count();
     let t = arch::cpu::counter();
-    let ids = with_hotplug(|h, ops| h.add_memory(ops, 0, None, start, size, AddFlags { memmap_on_memory: mom }))
+    // The memory joins the node of its boot range (node 1 of `hotmem-bench`'s remote-node
+    // machine, whose CPUs are all on node 0).
+    let nid = crate::kernel::numa::boot_node_of(start);
+    let ids = with_hotplug(|h, ops| h.add_memory(ops, nid, None, start, size, AddFlags { memmap_on_memory: mom }))
         .map_err(|e| alloc::format!("add: {e}"))?;
     r.add = arch::cpu::counter() - t;
     // Pre-existing memory the add consumed (memmap from the allocator, page-table pages).
@@ -114,7 +117,8 @@ fn round(start: u64, size: u64, mom: bool) -> Result<Round, String> {
 }
 
 /// The medians of one (size, memmap on memory) case: a table row and a `bench-json:` line.
-fn report(size: u64, mom: bool, rounds: &[Round], reps: usize, bw: f64, freq: u64) {
+/// `node`: the node of the memory added.
+fn report(size: u64, mom: bool, rounds: &[Round], reps: usize, bw: f64, freq: u64, node: u8) {
     let pick = |f: fn(&Round) -> u64| median(&mut rounds.iter().map(f).collect::<Vec<_>>());
     let (add, online, first_alloc, complete, offline, remove) = (
         pick(|r| r.add),
@@ -149,7 +153,7 @@ fn report(size: u64, mom: bool, rounds: &[Round], reps: usize, bw: f64, freq: u6
         pre_per_gib
     );
     println!(
-            "bench-json: {{\"granule\":\"{}\",\"va_bits\":{},\"size\":{},\"memmap_on_memory\":{},\"reps\":{},\"add_cycles\":{},\"online_cycles\":{},\"offline_cycles\":{},\"remove_cycles\":{},\"cntfrq\":{},\"memmap_bytes\":{},\"memset_bytes_per_s\":{:.0},\"add_ratio_to_limit\":{:.2},\"online_ratio_to_limit\":{:.2},\"tlbi_va\":{},\"tlbi_range_ops\":{},\"tlbi_all\":{},\"feat_tlbirange\":{},\"preexisting_bytes_per_gib\":{:.0},\"memmap_init\":\"{}\",\"first_alloc_cycles\":{},\"complete_cycles\":{},\"load\":\"{}\"}}",
+            "bench-json: {{\"granule\":\"{}\",\"va_bits\":{},\"size\":{},\"memmap_on_memory\":{},\"reps\":{},\"add_cycles\":{},\"online_cycles\":{},\"offline_cycles\":{},\"remove_cycles\":{},\"cntfrq\":{},\"memmap_bytes\":{},\"memset_bytes_per_s\":{:.0},\"add_ratio_to_limit\":{:.2},\"online_ratio_to_limit\":{:.2},\"tlbi_va\":{},\"tlbi_range_ops\":{},\"tlbi_all\":{},\"feat_tlbirange\":{},\"preexisting_bytes_per_gib\":{:.0},\"memmap_init\":\"{}\",\"first_alloc_cycles\":{},\"complete_cycles\":{},\"load\":\"{}\",\"node\":{},\"cpu_node\":{}}}",
             G.granule_name(),
             G.va_bits,
             size,
@@ -172,7 +176,9 @@ fn report(size: u64, mom: bool, rounds: &[Round], reps: usize, bw: f64, freq: u6
             page_alloc::memmap_init().name(),
             first_alloc,
             complete,
-            if crate::workload::torture::running() { "torture" } else { "idle" }
+            if crate::workload::torture::running() { "torture" } else { "idle" },
+            node,
+            crate::kernel::numa::this_node()
         );
 }
 
@@ -191,13 +197,16 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
     let bw = memset_bandwidth(8 << 20).ok_or_else(|| String::from("no memory for the memset measurement"))?;
     let freq = arch::cpu::counter_freq();
     println!(
-        "bench: granule={} va_bits={} block={} cntfrq={} memset_bandwidth_mib_s={:.0} tlbi_range={}",
+        "bench: granule={} va_bits={} block={} cntfrq={} memset_bandwidth_mib_s={:.0} tlbi_range={} node={} cpu_node={} distance={}",
         G.granule_name(),
         G.va_bits,
         layout::Size(G.section_size()),
         freq,
         bw / (1 << 20) as f64,
-        crate::kernel::mem::teardown::tlbi_range()
+        crate::kernel::mem::teardown::tlbi_range(),
+        crate::kernel::numa::boot_node_of(start),
+        crate::kernel::numa::this_node(),
+        crate::kernel::numa::distance(crate::kernel::numa::this_node(), crate::kernel::numa::boot_node_of(start))
     );
     println!(
         "bench: {:>9} {:>4} {:>11} {:>11} {:>11} {:>11} {:>9} {:>7} {:>7} {:>7} {:>10}",
@@ -251,7 +260,15 @@ pub fn run(sizes: &[u64], reps: usize) -> Result<(), String> {
         cases.retain(|&(size, _, _)| size > 0);
     }
     for (size, mom, rounds) in cases {
-        report(size, mom, &rounds, reps, bw, freq);
+        report(
+            size,
+            mom,
+            &rounds,
+            reps,
+            bw,
+            freq,
+            crate::kernel::numa::boot_node_of(start),
+        );
     }
     println!(
         "bench: done pt_pages={} free_pages={} boot_memmap_cycles={}",

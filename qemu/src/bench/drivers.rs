@@ -65,6 +65,29 @@ fn lazy_ram_run(qemu: &Path, kernel: Kernel, cpu: &str, mem: u64) -> QemuRun {
         ])
 }
 
+/// [`lazy_ram_run`] with two NUMA nodes: node 0 the first GiB and both CPUs, node 1 `remote`
+/// bytes and no CPU (what `mem=1G` holds back for the bench).
+fn remote_node_run(qemu: &Path, kernel: Kernel, cpu: &str, remote: u64) -> QemuRun {
+    let backend = |id: &str, size: u64| format!("memory-backend-ram,id={id},size={},reserve=off", Size(size));
+    QemuRun::new(kernel)
+        .qemu(qemu)
+        .machine(Machine {
+            cpu: cpu.into(),
+            mem: Size(GIB + remote).to_string(),
+            ..Machine::default()
+        })
+        .args([
+            "-object".to_string(),
+            backend("node0", GIB),
+            "-object".into(),
+            backend("node1", remote),
+            "-numa".into(),
+            "node,nodeid=0,cpus=0-1,memdev=node0".into(),
+            "-numa".into(),
+            "node,nodeid=1,memdev=node1".into(),
+        ])
+}
+
 /// What the other CPUs do while the guest bench runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Load {
@@ -72,6 +95,9 @@ pub enum Load {
     Idle,
     /// `torture` on 3 CPUs (4 in all): they allocate, write and verify memory throughout.
     Torture,
+    /// Idle, with the memory added on a remote NUMA node: node 0 holds the boot RAM and both
+    /// CPUs, node 1 (distance 20) only the held-back RAM the bench adds.
+    RemoteNode,
 }
 
 /// The kernel's `bench` on held-back RAM; returns its `bench-json` objects.
@@ -86,15 +112,18 @@ pub fn guest_bench_under(t: &Target<'_>, sizes: &[u64], load: Load) -> Result<(V
     let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
     let max = sizes.iter().copied().max().unwrap_or(GIB);
     let ram = GIB + max;
-    let mut run = lazy_ram_run(t.qemu, kernel, cpu, ram)
-        .boot(BootMode::Firmware)
-        .append(Some(format!("mem=1G memmap_init={mode}")))
-        .timeout(Some(Duration::from_secs(600)));
+    let mut run = match load {
+        Load::RemoteNode => remote_node_run(t.qemu, kernel, cpu, max),
+        _ => lazy_ram_run(t.qemu, kernel, cpu, ram),
+    }
+    .boot(BootMode::Firmware)
+    .append(Some(format!("mem=1G memmap_init={mode}")))
+    .timeout(Some(Duration::from_secs(600)));
     let sizes: Vec<String> = sizes.iter().map(|&s| Size(s).to_string()).collect();
     let cmd = format!("bench reps={reps} {}", sizes.join(" "));
     let t0 = Instant::now();
     let script: Vec<&str> = match load {
-        Load::Idle => vec![cmd.as_str(), "poweroff"],
+        Load::Idle | Load::RemoteNode => vec![cmd.as_str(), "poweroff"],
         Load::Torture => {
             run = run.smp(4);
             vec!["torture start", cmd.as_str(), "torture stop", "poweroff"]
@@ -132,8 +161,19 @@ pub fn guest_bench_under(t: &Target<'_>, sizes: &[u64], load: Load) -> Result<(V
     if objects.is_empty() {
         return Err(format!("no bench-json line\n{}", out.tail(20)));
     }
+    // The remote run must have added its memory on node 1 with the CPUs on node 0.
+    let placed = |b: &GuestBench, k: &str| b.extra.get(k).and_then(|v| v.as_u64());
+    if load == Load::RemoteNode
+        && objects
+            .iter()
+            .any(|b| (placed(b, "node"), placed(b, "cpu_node")) != (Some(1), Some(0)))
+    {
+        return Err(String::from(
+            "the remote-node bench did not add its memory on node 1 from node 0's CPUs",
+        ));
+    }
     let ops_per_s = match load {
-        Load::Idle => 0,
+        Load::Idle | Load::RemoteNode => 0,
         Load::Torture => torture_ops_per_s(&out.console)?,
     };
     Ok((objects, ops_per_s))
@@ -157,14 +197,31 @@ fn torture_ops_per_s(console: &str) -> Result<u64, String> {
 
 /// The guest bench idle and under `torture`, side by side (µs, medians).
 fn print_under_load(idle: &[GuestBench], loaded: &[GuestBench], ops_per_s: u64) {
+    let title = format!("in-guest hotplug idle vs under torture (3 workers, {ops_per_s} ops/s while it ran)");
+    print_side_by_side(&title, ["idle", "load"], idle, loaded);
+}
+
+/// The guest bench with the memory on the CPUs' node and on a remote node, side by side.
+fn print_remote_node(local: &[GuestBench], remote: &[GuestBench]) {
+    let title = "in-guest hotplug of memory on the CPUs' node vs on a remote node (distance 20)";
+    print_side_by_side(title, ["local", "remote"], local, remote);
+}
+
+/// Two guest bench runs side by side (µs, medians), columns suffixed `_a` and `_b`.
+fn print_side_by_side(title: &str, [a, b]: [&str; 2], first: &[GuestBench], second: &[GuestBench]) {
     let us = |b: &GuestBench, c: u64| c as f64 * 1e6 / b.cntfrq.max(1) as f64;
-    println!("\n## in-guest hotplug idle vs under torture (3 workers, {ops_per_s} ops/s while it ran)");
+    println!("\n## {title}");
+    let col = |op: &str| [format!("{op}_{a}"), format!("{op}_{b}")];
+    let [c0, c1] = col("add");
+    let [c2, c3] = col("onl");
+    let [c4, c5] = col("off");
+    let [c6, c7] = col("rm");
     println!(
-        "{:>9} {:>4} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
-        "size", "mom", "add_idle", "add_load", "onl_idle", "onl_load", "off_idle", "off_load", "rm_idle", "rm_load"
+        "{:>9} {:>4} {c0:>12} {c1:>12} {c2:>12} {c3:>12} {c4:>12} {c5:>12} {c6:>12} {c7:>12}",
+        "size", "mom"
     );
-    for i in idle {
-        let Some(l) = loaded
+    for i in first {
+        let Some(l) = second
             .iter()
             .find(|l| l.size == i.size && l.memmap_on_memory == i.memmap_on_memory)
         else {
@@ -350,6 +407,11 @@ fn run_cell(t: &Target<'_>, o: &Opts, sizes: &[u64], dimm_sizes: &[u64], tag: &T
                     let r = guest_bench_under(t, sizes, Load::Torture)
                         .map(|(loaded, ops)| print_under_load(&objects, &loaded, ops));
                     report(format!("{g} {} {mode} under torture", t.cpu), r);
+                }
+                if o.remote_node {
+                    let r = guest_bench_under(t, sizes, Load::RemoteNode)
+                        .map(|(remote, _)| print_remote_node(&objects, &remote));
+                    report(format!("{g} {} {mode} on a remote node", t.cpu), r);
                 }
                 push_guest(sink, tag, t, objects);
             }

@@ -55,6 +55,10 @@ pub struct Opts {
     /// it next to the idle figures, with the workers' operations per second
     #[arg(long)]
     pub under_load: bool,
+    /// also run the in-guest hotplug bench with the memory on a remote NUMA node (node 1, no
+    /// CPUs, distance 20; both CPUs on node 0) and print it next to the local figures
+    #[arg(long)]
+    pub remote_node: bool,
     /// compare this run with an earlier results.jsonl (per metric old, new, new/old; written
     /// to <out>/compare.json)
     #[arg(long, value_name = "FILE")]
