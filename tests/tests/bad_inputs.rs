@@ -113,7 +113,7 @@ fn stress_beyond_old_heap_limit() {
     s.expect_line(
         "stress verify",
         &r,
-        "stress: verify allocations=196608 verified=196608 bad=0 result=ok",
+        "stress: verify allocations=196608 verified=196608 bad=0 result=ok nodes=0:196608",
     );
     let r = s.cmd("stress free");
     s.expect_line("stress free", &r, "stress: freed=196608");

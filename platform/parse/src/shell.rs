@@ -84,10 +84,12 @@ pub fn addr_size(args: &[&str]) -> Result<(u64, u64), ShellError> {
 
 /// `probe <addr> <size> [node=N]`: the range and the node named, if any.
 pub fn probe_args(args: &[&str]) -> Result<(u64, u64, Option<u8>), ShellError> {
+    let is_node = |w: &str| w.starts_with("node=");
     match args {
         [addr, size] => Ok((parse_u64(addr)?, parse_u64(size)?, None)),
-        [addr, size, node] => Ok((parse_u64(addr)?, parse_u64(size)?, Some(node_arg(node)?))),
-        [_, _, _, extra, ..] => Err(ShellError::Extra(String::from(*extra))),
+        [addr, size, node] if is_node(node) => Ok((parse_u64(addr)?, parse_u64(size)?, Some(node_arg(node)?))),
+        [_, _, node, extra, ..] if is_node(node) => Err(ShellError::Extra(String::from(*extra))),
+        [_, _, extra, ..] => Err(ShellError::Extra(String::from(*extra))),
         _ => Err(ShellError::Missing),
     }
 }
