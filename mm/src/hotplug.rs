@@ -170,6 +170,14 @@ pub trait HotplugOps {
     fn defer_memmap(&mut self, pfn: u64, nr: u64, block: BlockId) {
         self.init_memmap(pfn, nr, block);
     }
+    /// [`MemmapInit::Deferred`]: the self-hosted memmap pages `[pfn, pfn + nr)` of a new block
+    /// keep struct pages that are never written (`PageAlloc::defer_vmemmap`), so an add writes
+    /// no page of the memory it adds; [`init_vmemmap_pages`](Self::init_vmemmap_pages) and
+    /// [`deinit_vmemmap_pages`](Self::deinit_vmemmap_pages) then only record the block's zone.
+    /// An implementation that cannot defer initialises them now; the default does (eager).
+    fn defer_vmemmap(&mut self, pfn: u64, nr: u64, block: BlockId) {
+        self.init_memmap(pfn, nr, block);
+    }
     /// The memmap of `[pfn, pfn + nr)` (offline) is about to be freed: forget its deferred
     /// state without touching it (`PageAlloc::memmap_removed`). Default: nothing deferred.
     fn release_memmap(&mut self, _pfn: u64, _nr: u64) {}

@@ -108,7 +108,24 @@ fn memmap_on_memory_geometry<C: Config>() {
         got.iter().all(|&p| p >= first || p < b.start_pfn),
         "a self-hosted memmap page was handed out"
     );
-    assert!(m.alloc.page(b.start_pfn).unwrap().has(flags::VMEMMAP_SELF_HOSTED));
+    assert!(vmemmap_online(&m, b.start_pfn));
+}
+
+/// Whether `pfn` is a self-hosted memmap page of an online block: its struct page says so
+/// (eager), or the allocator answers it from the block (deferred: never written).
+fn vmemmap_online<C: Config>(m: &Machine<C>, pfn: u64) -> bool {
+    use mm::buddy::{DeferredState, PageLookup};
+    match m.alloc.lookup(pfn) {
+        PageLookup::Page(p) => p.has(flags::VMEMMAP_SELF_HOSTED),
+        PageLookup::Deferred(DeferredState::SelfHosted { zone }) => zone.is_some(),
+        _ => false,
+    }
+}
+
+/// Struct pages of `[s, s + n)` still to initialise: not initialised, and not self-hosted
+/// memmap (whose struct pages never are).
+fn to_init<C: Config>(m: &Machine<C>, s: u64, n: u64) -> u64 {
+    m.alloc.uninit_pages(s, n) - m.alloc.vmemmap_pages(s, n)
 }
 
 fn fault_injection_at_every_step_of_add<C: Config>() {
@@ -148,11 +165,7 @@ fn fault_injection_at_every_step_of_add<C: Config>() {
     );
     assert_eq!(hp.block(8).unwrap().state, BlockState::Offline);
     assert_eq!(hp.present(), present);
-    assert!(!m
-        .alloc
-        .page(8 * g.pages_per_section())
-        .unwrap()
-        .has(flags::VMEMMAP_SELF_HOSTED));
+    assert!(!vmemmap_online(&m, 8 * g.pages_per_section()));
 }
 
 fn state_machine_transitions_and_vetoes<C: Config>() {
@@ -985,6 +998,7 @@ mod deferred_init {
     mm::matrix_tests!(
         deferred_fresh_blocks_allocate_every_page,
         deferred_untouched_memory_costs_no_per_page_work,
+        deferred_add_with_memmap_on_memory_writes_no_struct_page,
         deferred_partly_touched_block_offlines_through_migration,
         deferred_failed_offline_rolls_back_with_deferred_chunks,
         deferred_background_completion_in_bounded_steps,
@@ -1030,7 +1044,7 @@ fn deferred_fresh_blocks_allocate_every_page<C: Config>() {
         let ids = hp.add_memory(&mut m, 0, None, base::<C>(), size, flags).unwrap();
         let parts = deferred_parts::<C>(&ids, flags.memmap_on_memory);
         let usable: u64 = parts.iter().map(|&(s, e)| e - s).sum();
-        assert_eq!(m.alloc.uninit_pages(8 * pps, 2 * pps), usable);
+        assert_eq!(to_init(&m, 8 * pps, 2 * pps), usable);
         assert_poisoned(&m, &parts);
         for &id in &ids {
             hp.online_block(&mut m, id, OnlineType::Movable).unwrap();
@@ -1065,7 +1079,7 @@ fn deferred_fresh_blocks_allocate_every_page<C: Config>() {
         if order == 0 {
             let c = m.alloc.counters(ZoneId::Movable);
             assert_eq!((c.free, c.deferred), (0, 0), "every chunk initialised");
-            assert_eq!(m.alloc.uninit_pages(8 * pps, 2 * pps), 0);
+            assert_eq!(to_init(&m, 8 * pps, 2 * pps), 0);
             let p = m.alloc.alloc(0, AllocKind::Movable).unwrap();
             assert!(p < 8 * pps, "the next movable page falls back to NORMAL");
             m.alloc.free(p, 0).unwrap();
@@ -1080,9 +1094,85 @@ fn deferred_fresh_blocks_allocate_every_page<C: Config>() {
     }
 }
 
+/// An add with memmap on memory writes no struct page at all, the self-hosted memmap pages'
+/// included (they live in the block's own first memmap page, which the host would have to
+/// back): the poison stays over every block, and the self-hosted pages are answered from the
+/// block, offline and online, through online, offline, re-online and removal, without a
+/// struct page access.
+fn deferred_add_with_memmap_on_memory_writes_no_struct_page<C: Config>() {
+    use mm::buddy::{DeferredState, PageLookup};
+    let g = C::GEOM;
+    let pps = g.pages_per_section();
+    let n_vm = g.memmap_pages_per_block();
+    let (mut m, mut hp) = boot_in::<C>(MemmapInit::Deferred);
+    let before = m.snapshot();
+    let nblocks = 3;
+    let size = nblocks * g.section_size();
+    let acc = |m: &Machine<C>| m.memmap.accesses.get();
+    m.check_each_op = false;
+    let a0 = acc(&m);
+    let ids = hp.0.add_memory(&mut m, 0, None, base::<C>(), size, MOM).unwrap();
+    assert_eq!(acc(&m) - a0, 0, "add: struct page accesses");
+    let whole: Vec<(u64, u64)> = ids.iter().map(|&id| (id * pps, (id + 1) * pps)).collect();
+    assert_poisoned(&m, &whole);
+    let vm: Vec<(u64, u64)> = ids.iter().map(|&id| (id * pps, id * pps + n_vm)).collect();
+    *m.memmap.watched.borrow_mut() = vm.clone();
+    let self_hosted = |m: &Machine<C>, zone| {
+        for &(s, e) in &vm {
+            for pfn in [s, e - 1] {
+                assert_eq!(
+                    m.alloc.lookup(pfn),
+                    PageLookup::Deferred(DeferredState::SelfHosted { zone }),
+                    "pfn {pfn:#x}"
+                );
+                assert_eq!(m.alloc.is_online(pfn), Some(zone.is_some()));
+            }
+            assert_ne!(
+                m.alloc.lookup(e),
+                PageLookup::Deferred(DeferredState::SelfHosted { zone }),
+                "the page after the self-hosted memmap"
+            );
+        }
+        assert_eq!(
+            m.alloc.vmemmap_pages(base::<C>() >> g.page_shift, nblocks * pps),
+            nblocks * n_vm
+        );
+    };
+    self_hosted(&m, None);
+    check_all(&m, &hp);
+    for &id in &ids {
+        hp.0.online_block(&mut m, id, OnlineType::Movable).unwrap();
+    }
+    self_hosted(&m, Some(ZoneId::Movable));
+    check_all(&m, &hp);
+    for &id in &ids {
+        hp.0.offline_block(&mut m, id).unwrap();
+        hp.0.online_block(&mut m, id, OnlineType::Kernel).unwrap();
+    }
+    self_hosted(&m, Some(ZoneId::Normal));
+    check_all(&m, &hp);
+    hp.0.offline_and_remove(&mut m, base::<C>(), size).unwrap();
+    check_all(&m, &hp);
+    assert_eq!(
+        m.memmap.watched_accesses.get(),
+        0,
+        "a self-hosted memmap struct page was accessed"
+    );
+    assert_eq!(m.alloc.lookup(vm[0].0), PageLookup::NoMemmap);
+    assert_eq!(m.alloc.vmemmap_pages(base::<C>() >> g.page_shift, nblocks * pps), 0);
+    assert_eq!(m.snapshot(), before);
+    // Added again at the same place: nothing of the old state is left.
+    let ids = hp.0.add_memory(&mut m, 0, None, base::<C>(), size, NO_MOM).unwrap();
+    assert_eq!(
+        m.alloc.lookup(ids[0] * pps),
+        PageLookup::Deferred(DeferredState::Offline),
+        "a block added without memmap on memory where one with it was"
+    );
+    check_all(&m, &hp);
+}
+
 /// Online, offline, re-online and remove of memory never used: O(blocks). The counting
-/// double shows no access to a deferred struct page at any step (and the poison intact), and
-/// only the self-hosted memmap pages' struct pages are accessed at all.
+/// double shows no access to a deferred struct page at any step (and the poison intact).
 fn deferred_untouched_memory_costs_no_per_page_work<C: Config>() {
     let g = C::GEOM;
     for flags in [MOM, NO_MOM] {
@@ -1090,19 +1180,14 @@ fn deferred_untouched_memory_costs_no_per_page_work<C: Config>() {
         let before = m.snapshot();
         let nblocks = 4;
         let size = nblocks * g.section_size();
-        let n_vm = if flags.memmap_on_memory {
-            g.memmap_pages_per_block()
-        } else {
-            0
-        };
-        let per_op = nblocks * n_vm;
+        // Not even the self-hosted memmap pages' struct pages are written.
+        let per_op = 0;
         let acc = |m: &Machine<C>| m.memmap.accesses.get();
         m.check_each_op = false;
         let a0 = acc(&m);
         let ids = hp.0.add_memory(&mut m, 0, None, base::<C>(), size, flags).unwrap();
         let parts = deferred_parts::<C>(&ids, flags.memmap_on_memory);
         *m.memmap.watched.borrow_mut() = parts.clone();
-        // The double's eager init of the vmemmap pages is all add does to struct pages.
         assert!(acc(&m) - a0 <= per_op, "add: {} struct page accesses", acc(&m) - a0);
         check_all(&m, &hp);
         let a1 = acc(&m);
@@ -1184,11 +1269,11 @@ fn deferred_partly_touched_block_offlines_through_migration<C: Config>() {
         m.contents.insert(pfn, i + 1);
         hs.push((h, i + 1));
     }
-    let uninit8 = m.alloc.uninit_pages(8 * pps, pps);
+    let uninit8 = to_init(&m, 8 * pps, pps);
     assert!(uninit8 < pps - g.memmap_pages_per_block(), "block 8 touched");
     // 64K: a max-order chunk is a whole block; elsewhere block 8 is only partly initialised.
     assert_eq!(uninit8 > 0, chunk < pps - g.memmap_pages_per_block());
-    assert_eq!(m.alloc.uninit_pages(9 * pps, pps), pps - g.memmap_pages_per_block());
+    assert_eq!(to_init(&m, 9 * pps, pps), pps - g.memmap_pages_per_block());
     check_all(&m, &hp);
     hp.offline_block(&mut m, 8).unwrap();
     assert!(m.handles.migrated_pages >= hs.len() as u64);
@@ -1198,7 +1283,7 @@ fn deferred_partly_touched_block_offlines_through_migration<C: Config>() {
         assert_eq!(m.contents.get(&pfn), Some(&v), "data lost in migration");
     }
     // The untouched part of block 8 stayed untouched (and is offline, in no zone).
-    assert_eq!(m.alloc.uninit_pages(8 * pps, pps), uninit8);
+    assert_eq!(to_init(&m, 8 * pps, pps), uninit8);
     if uninit8 > 0 {
         assert_eq!(
             m.alloc.lookup(9 * pps - 1),

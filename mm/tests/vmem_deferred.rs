@@ -1,7 +1,7 @@
 //! virtio-mem's policy ([`mm::vmem`]) over the real hotplug core, allocator and vmemmap of the
 //! test machine ([`mm::testing`]), with deferred struct page initialisation: growing and
-//! shrinking idle memory writes no `struct page` beyond each memory block's self-hosted memmap
-//! pages, in sub-block and big-block mode, in every configuration.
+//! shrinking idle memory writes no `struct page` at all (each memory block's self-hosted memmap
+//! pages included), in sub-block and big-block mode, in every configuration.
 //!
 //! The memory side is [`mm::vmem::memory`] (what the kernel runs under its hotplug lock) with
 //! the sub-block online filter ([`mm::vmem::memory::plugged_runs`]) in the platform operations,
@@ -9,8 +9,8 @@
 //! device blocks is an error, PLUG beyond `requested_size` a NACK). After every operation the
 //! allocator's checker (deferred lists and counters included) and the hotplug accounting hold;
 //! after every resize the zone's deferred pages are exactly the plugged pages minus the
-//! self-hosted memmap pages, nothing of them is free (initialised), every struct page outside
-//! the self-hosted memmap still holds the poison, and the double counted no access to one.
+//! self-hosted memmap pages, nothing of them is free (initialised), every struct page of the
+//! region still holds the poison, and the double counted no access to one.
 
 use mm::altmap::Altmap;
 use mm::buddy::MemmapInit;
@@ -116,6 +116,9 @@ impl<C: Config> HotplugOps for Ops<'_, C> {
     }
     fn section_update(&mut self, section_nr: u64, set: u8, clear: u8) {
         self.m.section_update(section_nr, set, clear)
+    }
+    fn defer_vmemmap(&mut self, pfn: u64, nr: u64, block: BlockId) {
+        self.m.defer_vmemmap(pfn, nr, block)
     }
     fn init_vmemmap_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId, nid: NodeId) {
         self.m.init_vmemmap_pages(pfn, nr, zone, nid)
@@ -235,11 +238,11 @@ fn idle_case<C: Config>(block: u64, mode: Mode, online: OnlineType) {
         plugged: vec![false; nsubs],
     };
     let first_pfn = addr >> g.page_shift;
-    // Every struct page of the region but the self-hosted memmap pages of its blocks.
     let n_vm = g.memmap_pages_per_block();
+    // Every struct page of the region, the self-hosted memmap pages of its blocks included.
     let watched: Vec<(u64, u64)> = (0..region / mb)
         .map(|k| first_pfn + k * g.pages_per_section())
-        .map(|p| (p + n_vm, p + g.pages_per_section()))
+        .map(|p| (p, p + g.pages_per_section()))
         .collect();
     *m.memmap.watched.borrow_mut() = watched.clone();
     let base_counters = m.alloc.counters(zone);

@@ -65,6 +65,9 @@ pub enum Rule {
     /// Memmap marked not initialised (deferred) where there is no memmap: a removal that left
     /// its bits behind.
     DeferredWithoutMemmap { pages: u64 },
+    /// A self-hosted memmap answered from its block (never initialised) whose pageblock is
+    /// marked initialised, on a deferred list or in flight, or has no memmap.
+    SelfHostedState,
 }
 
 /// A broken invariant at `pfn` ([`NO_PFN`] for a zone-wide counter).
@@ -123,6 +126,10 @@ impl core::fmt::Display for Violation {
                     "{pages} pages marked deferred (uninitialised memmap) where there is no memmap"
                 )
             }
+            SelfHostedState => write!(
+                f,
+                "self-hosted memmap answered from its block is initialised, listed or without memmap"
+            ),
             UninitInBlock { head } => {
                 write!(
                     f,
@@ -268,6 +275,14 @@ impl<M: Memmap> PageAlloc<M> {
                     pages: total.abs_diff(inside),
                 },
             ));
+        }
+        if let Some(d) = &self.deferred {
+            let pb = d.pageblock_pages();
+            for s in d.vmemmap_blocks() {
+                if !self.memmap.valid(s) || self.uninit_pages(s, pb) != pb || d.listed(s, s + pb) {
+                    return Err(v(s, Rule::SelfHostedState));
+                }
+            }
         }
         for (zone, s, e, nid) in self.deferred_in_flight_nodes() {
             if self.uninit_pages(s, e - s) != e - s || nid as usize >= MAX_NUMNODES {

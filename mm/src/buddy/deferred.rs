@@ -26,6 +26,7 @@ use crate::page::{flags, Memmap, Page, ZoneId, POISON_CHECKS};
 mod bookkeeping;
 mod window;
 pub(super) use bookkeeping::Deferred;
+use bookkeeping::{VMEMMAP_OFFLINE, VMEMMAP_ONLINE};
 pub use window::{background_after, idle_may_take};
 
 /// How the memmap of new memory is initialised (the kernel's `memmap_init=eager|deferred`).
@@ -133,6 +134,10 @@ pub enum DeferredState {
     Zone { zone: ZoneId, isolated: bool },
     /// Being initialised right now by a [`DeferredChunk`] holder.
     InFlight { zone: ZoneId },
+    /// A self-hosted memmap page (memmap on memory, Linux `PageVmemmapSelfHosted`) whose struct
+    /// page is never written: never in the allocator, `zone` is the zone its block is online in
+    /// (`None`: offline). Answered from the block, in O(1).
+    SelfHosted { zone: Option<ZoneId> },
 }
 
 /// Pages per node and zone (`[node][zone]`).
@@ -178,7 +183,7 @@ impl<M: Memmap> PageAlloc<M> {
         match self.lookup(pfn) {
             PageLookup::NoMemmap => None,
             PageLookup::Page(p) => Some(!p.has(flags::OFFLINE)),
-            PageLookup::Deferred(DeferredState::Offline) => Some(false),
+            PageLookup::Deferred(DeferredState::Offline | DeferredState::SelfHosted { zone: None }) => Some(false),
             PageLookup::Deferred(_) => Some(true),
         }
     }
@@ -193,6 +198,14 @@ impl<M: Memmap> PageAlloc<M> {
         let Some(d) = &self.deferred else {
             return PageLookup::NoMemmap;
         };
+        match d.vmemmap_at(pfn) {
+            0 => {}
+            VMEMMAP_OFFLINE => return PageLookup::Deferred(DeferredState::SelfHosted { zone: None }),
+            v => {
+                let zone = ZoneId::ALL.get(usize::from(v - VMEMMAP_ONLINE)).copied();
+                return PageLookup::Deferred(DeferredState::SelfHosted { zone });
+            }
+        }
         if let Some((zone, _)) = d.in_flight_at(pfn, pfn + 1) {
             return PageLookup::Deferred(DeferredState::InFlight { zone });
         }
@@ -257,6 +270,63 @@ impl<M: Memmap> PageAlloc<M> {
         Ok(())
     }
 
+    /// Record that the self-hosted memmap pages `[pfn, pfn + nr)` of the memory block starting
+    /// at `pfn` (just populated, offline) keep struct pages that are never written: their state
+    /// is the block's, answered by [`lookup`](Self::lookup) in O(1), and they stay marked not
+    /// initialised, so every walker skips them. The self-hosted memmap of a block is exactly
+    /// its first pageblock (see `Geometry::memmap_pages_per_block`); any other range is
+    /// refused (`BadRange`). `Err` (nothing changed) as [`defer_memmap`](Self::defer_memmap).
+    pub fn defer_vmemmap(&mut self, pfn: u64, nr: u64) -> Result<(), BuddyError> {
+        let bad = BuddyError::BadRange { start: pfn, nr };
+        let d = self.deferred.as_mut().ok_or(bad)?;
+        if nr != d.pageblock_pages() || !pfn.is_multiple_of(1 << d.block_shift()) {
+            return Err(bad);
+        }
+        d.cover(pfn + nr)?;
+        if d.count_uninit(pfn, pfn + nr) != 0 {
+            return Err(bad);
+        }
+        d.set_vmemmap(pfn, VMEMMAP_OFFLINE)?;
+        d.set_bits(pfn, pfn + nr, true);
+        Ok(())
+    }
+
+    /// The block whose self-hosted memmap starts at `pfn` goes online in `zone` (`None`:
+    /// offline). Returns whether its memmap is one [`defer_vmemmap`](Self::defer_vmemmap)
+    /// recorded, whose state this O(1) update is all there is; `false`: its struct pages are
+    /// initialised and the caller writes them.
+    pub fn set_vmemmap_zone(&mut self, pfn: u64, zone: Option<ZoneId>) -> bool {
+        let Some(d) = self.deferred.as_mut() else {
+            return false;
+        };
+        if d.vmemmap_at(pfn) == 0 {
+            return false;
+        }
+        let v = zone.map_or(VMEMMAP_OFFLINE, |z| VMEMMAP_ONLINE + z as u8);
+        // The block's byte exists (non-zero above): setting it cannot grow the table.
+        d.set_vmemmap(pfn, v).is_ok()
+    }
+
+    /// Pages of `[start, start + nr)` that are self-hosted memmap recorded by
+    /// [`defer_vmemmap`](Self::defer_vmemmap) (never initialised, never to be): O(blocks).
+    pub fn vmemmap_pages(&self, start: u64, nr: u64) -> u64 {
+        let Some(d) = &self.deferred else {
+            return 0;
+        };
+        let (bs, pb) = (1u64 << d.block_shift(), d.pageblock_pages());
+        let end = start + nr;
+        let mut n = 0;
+        let mut b = start / bs * bs;
+        while b < end {
+            let (lo, hi) = (b.max(start), (b + pb).min(end));
+            if lo < hi && d.vmemmap_at(b) != 0 {
+                n += hi - lo;
+            }
+            b += bs;
+        }
+        n
+    }
+
     /// The memmap of `[pfn, pfn + nr)` is going away (memory removal): forget its deferred
     /// state without touching it. Refused (`Busy`, nothing changed) if part of it is still in
     /// a zone or in flight: only offline memory is removed. Returns the pages forgotten.
@@ -274,6 +344,13 @@ impl<M: Memmap> PageAlloc<M> {
         let n = if s < e { d.count_uninit(s, e) } else { 0 };
         if s < e && !arch::mutant::on(arch::mutant::Mutant::RemoveLeavesDeferredBits) {
             d.set_bits(s, e, false);
+            let bs = 1u64 << d.block_shift();
+            let mut b = s.next_multiple_of(bs);
+            while b < e {
+                // Clearing a byte never grows the table.
+                let _ = d.set_vmemmap(b, 0);
+                b += bs;
+            }
         }
         Ok(n)
     }

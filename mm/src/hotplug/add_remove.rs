@@ -105,11 +105,11 @@ impl Hotplug {
         match self.memmap_init {
             MemmapInit::Eager => ops.init_memmap(pfn, bp, id),
             MemmapInit::Deferred => {
-                // The self-hosted memmap pages are initialised now (as eagerly); the rest of
-                // the block's struct pages when first needed.
+                // No struct page is written: those of the self-hosted memmap pages never are
+                // (their state is the block's), the rest when first needed.
                 let n_vm = altmap.map_or(0, |a| a.alloc + a.align);
                 if n_vm > 0 {
-                    ops.init_memmap(pfn, n_vm, id);
+                    ops.defer_vmemmap(pfn, n_vm, id);
                 }
                 ops.defer_memmap(pfn + n_vm, bp - n_vm, id);
             }

@@ -109,6 +109,12 @@ impl<C: Config> HotplugOps for Machine<C> {
             .expect("deferral of a new block's memmap");
     }
 
+    fn defer_vmemmap(&mut self, pfn: u64, nr: u64, _block: BlockId) {
+        self.alloc
+            .defer_vmemmap(pfn, nr)
+            .expect("deferral of a new block's self-hosted memmap");
+    }
+
     fn release_memmap(&mut self, pfn: u64, nr: u64) {
         self.alloc
             .memmap_removed(pfn, nr)
@@ -121,7 +127,11 @@ impl<C: Config> HotplugOps for Machine<C> {
     }
 
     fn init_vmemmap_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId, nid: NodeId) {
-        // As the kernel: through the allocator's accessor (the pages are not in the allocator).
+        // As the kernel: the block's state when its memmap was deferred, else through the
+        // allocator's accessor (the pages are not in the allocator).
+        if self.alloc.set_vmemmap_zone(pfn, Some(zone)) {
+            return;
+        }
         for p in pfn..pfn + nr {
             self.alloc
                 .update_page(p, |page| {
@@ -134,6 +144,9 @@ impl<C: Config> HotplugOps for Machine<C> {
     }
 
     fn deinit_vmemmap_pages(&mut self, pfn: u64, nr: u64) {
+        if self.alloc.set_vmemmap_zone(pfn, None) {
+            return;
+        }
         for p in pfn..pfn + nr {
             self.alloc
                 .update_page(p, |page| page.flags = flags::RESERVED | flags::OFFLINE)

@@ -91,7 +91,8 @@ fn round(start: u64, size: u64, mom: bool) -> Result<Round, String> {
         page_alloc::free_pages(pfn << layout::PAGE_SHIFT, 0).map_err(|e| alloc::format!("free: {e:?}"))?;
     }
     let t = arch::cpu::counter();
-    while page_alloc::with_page_alloc(|a| a.uninit_pages(first, nr)) > 0 {
+    // Self-hosted memmap pages stay uninitialised for good: wait for the rest.
+    while page_alloc::with_page_alloc(|a| a.uninit_pages(first, nr) - a.vmemmap_pages(first, nr)) > 0 {
         if !page_alloc::deferred_init_now() {
             core::hint::spin_loop(); // the last chunks are in other CPUs' hands
         }

@@ -131,6 +131,16 @@ pub(super) fn cmd_page(args: &[&str]) -> Result<(), ShellError> {
             println!("page: pfn={pfn:#x} has no memmap (pfn_valid is false)");
             return Ok(());
         }
+        PageLookup::Deferred(DeferredState::SelfHosted { zone }) => {
+            println!(
+                "page: pfn={:#x} pa={:#x} struct_page={:#x} vmemmap_self_hosted, not initialised (self-hosted memmap page of a block {})",
+                pfn,
+                pfn << layout::PAGE_SHIFT,
+                memmap::VMEMMAP.pfn_to_page(pfn),
+                zone.map_or(String::from("offline"), |z| alloc::format!("online in zone {}", z.name()))
+            );
+            return Ok(());
+        }
         PageLookup::Deferred(d) => {
             let state = match d {
                 DeferredState::Offline => String::from("offline"),
@@ -140,6 +150,7 @@ pub(super) fn cmd_page(args: &[&str]) -> Result<(), ShellError> {
                     if isolated { ", isolated" } else { "" }
                 ),
                 DeferredState::InFlight { zone } => alloc::format!("being initialised for zone {}", zone.name()),
+                DeferredState::SelfHosted { .. } => String::new(),
             };
             println!(
                 "page: pfn={:#x} pa={:#x} struct_page={:#x} deferred, not initialised ({state})",

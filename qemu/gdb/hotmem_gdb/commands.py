@@ -318,8 +318,9 @@ Usage: hm-page PFN
 Prints the same keys as the shell's `page PFN` (pfn, pa, struct_page, flags, order, zone,
 node, refcount, block, next, prev) plus private and the struct page's physical address.
 A PFN whose section has no memmap, or whose struct page is not mapped, is reported as such;
-a deferred (not yet initialised) struct page as `deferred, not initialised (<where>)`, as the
-shell does."""
+a deferred (not yet initialised) struct page as `deferred, not initialised (<where>)`, and a
+self-hosted memmap page (whose struct page is never written) as `vmemmap_self_hosted, not
+initialised (<its block's state>)`, answered from its block, as the shell does."""
 
     name = "hm-page"
     usage = "hm-page PFN"
@@ -346,6 +347,10 @@ shell does."""
                 )
                 return
         deferred = memmap.read_deferred() if secs is not None else None
+        words = deferred.self_hosted_words(pfn, memmap.zone_names()) if deferred is not None else None
+        if words is not None:
+            out(["page: pfn=%#x pa=%#x struct_page=%#x %s" % (pfn, pfn << cfg.page_shift, cfg.struct_page(pfn), words)])
+            return
         if deferred is not None and deferred.uninit(pfn):
             out(
                 [

@@ -9,6 +9,8 @@
 - `$hm_page_flags(PFN)`: the struct page's flag names (`movable|head`), as `hm-page` prints.
 
 A PFN beyond the vmemmap, or whose struct page is not mapped, is an error (gdb prints it).
+So is `$hm_page` of a self-hosted memmap page whose struct page is never written (its state is
+its block's: `hm-page` prints it); `$hm_page_flags` answers `vmemmap_self_hosted` for it.
 """
 
 import gdb
@@ -40,6 +42,14 @@ class HmFunction(gdb.Function):
         except (gdb.error, ValueError, TypeError) as e:
             raise GdbError("$%s: arguments must be integers (%s)" % (self.name, e))
         return self.call(config.load(), *nums)
+
+
+def _self_hosted(pfn):
+    """Whether pfn is a self-hosted memmap page answered from its block (never written)."""
+    if memmap.read_sections(config.load()) is None:
+        return False
+    d = memmap.read_deferred()
+    return d is not None and d.self_hosted(pfn) is not None
 
 
 def _mapped_struct_page(cfg, pfn, what):
@@ -74,6 +84,11 @@ class PageOf(HmFunction):
 
     def call(self, cfg, pfn):
         va = _mapped_struct_page(cfg, pfn, "$" + self.name)
+        if _self_hosted(pfn):
+            raise GdbError(
+                "$%s: pfn %#x is a self-hosted memmap page: its struct page is never written (hm-page %#x)"
+                % (self.name, pfn, pfn)
+            )
         return gdb.Value(va).cast(memmap.page_type().pointer()).dereference()
 
 
@@ -85,6 +100,8 @@ class PageFlags(HmFunction):
 
     def call(self, cfg, pfn):
         va = _mapped_struct_page(cfg, pfn, "$" + self.name)
+        if _self_hosted(pfn):
+            return "vmemmap_self_hosted"
         page = gdb.Value(va).cast(memmap.page_type().pointer()).dereference()
         return memmap.page_flag_names(int(page["flags"]))
 

@@ -12,8 +12,10 @@ halted kernel.
   `next`/`prev` PFNs of the head `struct page`s.
 - Deferred struct page init is the allocator's `deferred: Option<Deferred>`
   (mm/src/buddy/deferred.rs): one bit per pageblock (set = not initialised), per zone a sorted
-  `Vec<DeferredRange>`, and the chunks in flight. A deferred struct page holds no data: it is
-  reported as deferred, with where it stands, as the shell's `page` does.
+  `Vec<DeferredRange>`, the chunks in flight, and one byte per memory block whose self-hosted
+  memmap (its first pageblock) is never initialised (0: none, 1: offline, 2 + zone id: online).
+  A deferred struct page holds no data: it is reported as deferred, with where it stands, and
+  a self-hosted memmap page as such, from its block's byte, as the shell's `page` does.
 - Memory blocks are the static `HOTPLUG: spin::Mutex<Option<mm::hotplug::Hotplug>>`
   (mm/src/hotplug.rs): a `BTreeMap<BlockId, MemoryBlock>` with state, zone, group and the
   block's altmap (memmap on memory), and a `BTreeMap<GroupId, MemoryGroup>`.
@@ -284,11 +286,33 @@ class Deferred:
     """The allocator's deferred-init state: which PFNs have no initialised struct page, and
     where they stand (mm::buddy::DeferredState)."""
 
-    def __init__(self, pageblock_order, bits, lists, in_flight):
+    def __init__(self, pageblock_order, bits, lists, in_flight, block_shift, vmemmap):
         self.pageblock_order = pageblock_order
         self.bits = bits  # bytes of the Vec<u64> bitmap (little endian)
         self.lists = lists  # per zone id: [(start, end, isolated)]
         self.in_flight = in_flight  # [(zone id, start, end)]
+        self.block_shift = block_shift
+        self.vmemmap = vmemmap  # one state byte per memory block (mm VMEMMAP_OFFLINE/ONLINE)
+
+    def self_hosted(self, pfn):
+        """None if pfn is not a self-hosted memmap page answered from its block; else
+        (online, zone id): O(1), as mm's `PageAlloc::lookup`."""
+        if pfn & ((1 << self.block_shift) - 1) >= 1 << self.pageblock_order:
+            return None
+        i = pfn >> self.block_shift
+        v = self.vmemmap[i] if i < len(self.vmemmap) else 0
+        if v == 0:
+            return None
+        return (False, None) if v == 1 else (True, v - 2)
+
+    def self_hosted_words(self, pfn, zones):
+        """The words the shell's `page` prints for a self-hosted memmap page, or None."""
+        sh = self.self_hosted(pfn)
+        if sh is None:
+            return None
+        online, z = sh
+        where = "online in zone %s" % zones.get(z, "?") if online else "offline"
+        return "vmemmap_self_hosted, not initialised (self-hosted memmap page of a block %s)" % where
 
     def uninit(self, pfn):
         i = pfn >> self.pageblock_order
@@ -329,7 +353,8 @@ def read_deferred():
             in_flight.append((int(t["__0"]), int(t["__1"]), int(t["__2"])))
     except GdbError:
         pass  # the tuple type is not in DWARF: chunks in flight read as on their list
-    return Deferred(int(d["pageblock_order"]), bits, lists, in_flight)
+    vmemmap = vec_bytes(d["vmemmap"], 1, "the self-hosted memmap states")
+    return Deferred(int(d["pageblock_order"]), bits, lists, in_flight, int(d["block_shift"]), vmemmap)
 
 
 def read_freelists(cfg):

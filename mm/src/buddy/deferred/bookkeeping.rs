@@ -10,6 +10,11 @@ use crate::numa::{NodeId, MAX_NUMNODES};
 use crate::page::ZoneId;
 use alloc::vec::Vec;
 
+/// [`Deferred`]'s state byte of a self-hosted memmap whose block is offline.
+pub(in crate::buddy) const VMEMMAP_OFFLINE: u8 = 1;
+/// [`Deferred`]'s state byte of a self-hosted memmap whose block is online: this plus the zone.
+pub(in crate::buddy) const VMEMMAP_ONLINE: u8 = 2;
+
 /// The allocator's deferred-init state (present once [`PageAlloc::enable_deferred`] ran).
 pub(in crate::buddy) struct Deferred {
     pageblock_order: u32,
@@ -17,6 +22,11 @@ pub(in crate::buddy) struct Deferred {
     block_shift: u32,
     /// One bit per pageblock of `[0, nr_pfns)`: set = memmap not initialised.
     uninit: Vec<u64>,
+    /// One byte per memory block whose self-hosted memmap (its first pageblock) is not
+    /// initialised: [`VMEMMAP_OFFLINE`], or [`VMEMMAP_ONLINE`] plus the zone the block is online
+    /// in; 0 for every other block. The struct pages of those PFNs are never written: what a
+    /// reader would find there is answered from this byte.
+    vmemmap: Vec<u8>,
     /// Per zone, sorted, disjoint, never adjacent with equal node and isolation (each range
     /// on one node: ranges of different nodes never merge).
     pub(in crate::buddy) lists: [Vec<DeferredRange>; 2],
@@ -37,9 +47,50 @@ impl Deferred {
             pageblock_order,
             block_shift: geom.section_shift() - geom.page_shift,
             uninit,
+            vmemmap: Vec::new(),
             lists: [Vec::new(), Vec::new()],
             in_flight: Vec::new(),
         })
+    }
+
+    /// The state byte of the self-hosted memmap holding `pfn`: non-zero only for the first
+    /// pageblock of a block registered with [`set_vmemmap`](Self::set_vmemmap).
+    #[inline]
+    pub(in crate::buddy) fn vmemmap_at(&self, pfn: u64) -> u8 {
+        if pfn & ((1 << self.block_shift) - 1) >= self.pageblock_pages() {
+            return 0;
+        }
+        self.vmemmap
+            .get((pfn >> self.block_shift) as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Set the state byte of the self-hosted memmap of the block holding `pfn`, growing the
+    /// table fallibly (nothing changed on failure).
+    pub(in crate::buddy) fn set_vmemmap(&mut self, pfn: u64, val: u8) -> Result<(), BuddyError> {
+        let i = (pfn >> self.block_shift) as usize;
+        if i >= self.vmemmap.len() {
+            if val == 0 {
+                return Ok(());
+            }
+            self.vmemmap
+                .try_reserve(i + 1 - self.vmemmap.len())
+                .map_err(|_| BuddyError::NoBookkeeping)?;
+            self.vmemmap.resize(i + 1, 0);
+        }
+        self.vmemmap[i] = val;
+        Ok(())
+    }
+
+    /// The first PFN of every block whose self-hosted memmap is answered from its state byte.
+    pub(in crate::buddy) fn vmemmap_blocks(&self) -> impl Iterator<Item = u64> + '_ {
+        let shift = self.block_shift;
+        self.vmemmap
+            .iter()
+            .enumerate()
+            .filter(|&(_, &v)| v != 0)
+            .map(move |(i, _)| (i as u64) << shift)
     }
 
     #[inline]
@@ -137,7 +188,7 @@ impl Deferred {
     }
 
     /// Whether any list (or chunk in flight) holds part of `[s, e)`.
-    pub(super) fn listed(&self, s: u64, e: u64) -> bool {
+    pub(in crate::buddy) fn listed(&self, s: u64, e: u64) -> bool {
         self.in_flight_at(s, e).is_some()
             || self.lists.iter().any(|l| {
                 let i = l.partition_point(|r| r.end <= s);
@@ -268,6 +319,7 @@ mod tests {
             pageblock_order: 2,
             block_shift: 6,
             uninit: alloc::vec![0; bits.len().div_ceil(64)],
+            vmemmap: Vec::new(),
             lists: [Vec::new(), Vec::new()],
             in_flight: Vec::new(),
         };

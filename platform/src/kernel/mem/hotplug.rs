@@ -259,6 +259,17 @@ impl HotplugOps for KernelOps {
         }
     }
 
+    fn defer_vmemmap(&mut self, pfn: u64, nr: u64, block: BlockId) {
+        // SAFETY: as in `init_memmap`: populated, not yet marked as having a memmap.
+        unsafe { page_alloc::poison_memmap(pfn, nr) };
+        if let Err(e) = page_alloc::with_page_alloc(|a| a.defer_vmemmap(pfn, nr)) {
+            crate::println!(
+                "hotplug: cannot defer the self-hosted memmap of pfn {pfn:#x}+{nr:#x} ({e}); initialising it now"
+            );
+            self.init_memmap(pfn, nr, block);
+        }
+    }
+
     fn release_memmap(&mut self, pfn: u64, nr: u64) {
         if let Err(e) = page_alloc::with_page_alloc(|a| a.memmap_removed(pfn, nr)) {
             crate::println!("hotplug: deferred memmap of pfn {pfn:#x}+{nr:#x} still in use: {e}");
@@ -279,6 +290,9 @@ impl HotplugOps for KernelOps {
     fn init_vmemmap_pages(&mut self, pfn: u64, nr: u64, zone: ZoneId, nid: NodeId) {
         // The block is present (valid memmap) and these pages are not in the allocator.
         page_alloc::with_page_alloc(|a| {
+            if a.set_vmemmap_zone(pfn, Some(zone)) {
+                return;
+            }
             for p in pfn..pfn + nr {
                 let r = a.update_page(p, |page| {
                     page.flags = flags::VMEMMAP_SELF_HOSTED;
@@ -294,6 +308,9 @@ impl HotplugOps for KernelOps {
 
     fn deinit_vmemmap_pages(&mut self, pfn: u64, nr: u64) {
         page_alloc::with_page_alloc(|a| {
+            if a.set_vmemmap_zone(pfn, None) {
+                return;
+            }
             for p in pfn..pfn + nr {
                 let r = a.update_page(p, |page| page.flags = flags::RESERVED | flags::OFFLINE);
                 if let Err(e) = r {

@@ -3,8 +3,8 @@
 
 use super::*;
 
-/// A freshly added block (`memmap_init=deferred`: no struct page written but the self-hosted
-/// memmap's), onlined movable and allocated page by page down to its last page, so that every
+/// A freshly added block (`memmap_init=deferred`: no struct page written, the self-hosted
+/// memmap's answered from the block), onlined movable and allocated page by page down to its last page, so that every
 /// deferred chunk is initialised on demand (or by an idle CPU meanwhile); the pages counted,
 /// the invariants checked with all of them allocated, then everything given back.
 fn deferred_block_allocates_every_page(_: &Platform) -> Result<(), String> {
@@ -17,6 +17,7 @@ fn deferred_block_allocates_every_page(_: &Platform) -> Result<(), String> {
         hp::with_hotplug(|h, ops| h.add_memory(ops, 0, None, start, bs, MOM)).map_err(|e| format!("probe: {e}"))?;
     let uninit = page_alloc::with_page_alloc(|a| a.uninit_pages(pfn0, nr));
     let last = page_alloc::with_page_alloc(|a| a.lookup(pfn0 + nr - 1));
+    let first = page_alloc::with_page_alloc(|a| a.lookup(pfn0));
     let r = hp::with_hotplug(|h, ops| h.online_block(ops, ids[0], OnlineType::Movable))
         .map_err(|e| format!("online: {e}"))
         .and_then(|_| allocate_every_movable_page(pfn0, nr));
@@ -28,8 +29,12 @@ fn deferred_block_allocates_every_page(_: &Platform) -> Result<(), String> {
     let self_hosted = G.memmap_pages_per_block();
     if page_alloc::memmap_init() == MemmapInit::Deferred {
         kassert!(
-            uninit + self_hosted >= nr && uninit < nr,
+            uninit == nr,
             "after add: {uninit} of {nr} struct pages deferred (self-hosted memmap: {self_hosted})"
+        );
+        kassert!(
+            first == PageLookup::Deferred(DeferredState::SelfHosted { zone: None }),
+            "the first page of an offline block with memmap on memory: {first:?}"
         );
         kassert!(
             last == PageLookup::Deferred(DeferredState::Offline),
