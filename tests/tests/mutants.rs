@@ -788,32 +788,75 @@ fn vmem_mutants_are_caught_4k() {
     );
 }
 
-/// A mutant of the DIMM path the host drives over QMP: the shell kernel with every mutant is
-/// booted in firmware mode with `mutant=<name>`, the host plugs and unplugs a one-block DIMM
-/// through the scenario helpers (`hotmem_tests::dimm`), and they must fail with `expect`.
-struct DimmMutant {
+/// A mutant of a path the host drives over QMP (DIMMs, NUMA placement): the shell kernel with
+/// every mutant boots the scenario's machine (`case`) with `mutant=<name>`, the host runs the
+/// scenario (`run`, the helpers of `hotmem_tests`), and it must fail with `expect`.
+struct ScenarioMutant {
     name: &'static str,
+    case: fn(hotmem_qemu::config::Granule) -> hotmem_tests::dimm::DimmCase,
+    run: fn(&hotmem_tests::dimm::DimmCase),
     expect: &'static str,
 }
 
-const DIMM_MUTANTS: &[DimmMutant] = &[
+/// A firmware machine with DIMM slots.
+fn dimm_case(g: hotmem_qemu::config::Granule) -> hotmem_tests::dimm::DimmCase {
+    hotmem_tests::dimm::DimmCase::new(g, 2)
+}
+
+/// A one-block DIMM plugged and unplugged, the mutant checked to be on.
+fn dimm_plug_unplug(c: &hotmem_tests::dimm::DimmCase) {
+    let name = c
+        .append
+        .as_deref()
+        .and_then(|a| a.split_whitespace().find_map(|w| w.strip_prefix("mutant=")));
+    let mut d = c.start();
+    assert!(
+        name.is_some_and(|n| d.boot_log.contains(&format!("boot: mutant={n}"))),
+        "the kernel did not turn the mutant on"
+    );
+    d.plug_ok(c.block(), "dimm0");
+    d.unplug_ok("dimm0");
+    d.powerdown();
+}
+
+const DIMM_MUTANTS: &[ScenarioMutant] = &[
     // An eject answered before the memory is offline and removed: the outcome is the same
     // (the DIMM goes, nothing stays mapped), only the QMP protocol check sees the early answer.
-    DimmMutant {
+    ScenarioMutant {
         name: "dimm-ost-before-remove",
+        case: dimm_case,
+        run: dimm_plug_unplug,
         expect: "before DEVICE_DELETED",
     },
     // A fallback no scenario asked for (the DIMM's memmap initialised at once after a failed
     // deferral): the memory works, only the harness's fallback-line check sees it.
-    DimmMutant {
+    ScenarioMutant {
         name: "defer-memmap-falls-back",
+        case: dimm_case,
+        run: dimm_plug_unplug,
         expect: "the kernel took a fallback the test did not ask for",
     },
 ];
 
-/// The DIMM mutants, in the 4K granule.
-#[test]
-fn dimm_mutants_are_caught_4k() {
+const NUMA_MUTANTS: &[ScenarioMutant] = &[
+    // Allocations from node 0 whatever CPU asks: CPU 2 (node 2) allocates on node 0.
+    ScenarioMutant {
+        name: "numa-node-ignored",
+        case: hotmem_tests::numa::four_nodes_case,
+        run: hotmem_tests::numa::locality,
+        expect: "numa locality: got",
+    },
+    // A DIMM plugged on node 1 lands on node 0 (its insert line names node 0).
+    ScenarioMutant {
+        name: "dimm-node-ignored",
+        case: hotmem_tests::numa::acceptance_case,
+        run: hotmem_tests::numa::acceptance,
+        expect: "on node 1 online in one zone",
+    },
+];
+
+/// Every mutant of `table` (those `HOTMEM_MUTANT_FILTER` names), in the 4K granule.
+fn scenario_mutants_are_caught(what: &str, table: &[ScenarioMutant]) {
     use hotmem_qemu::config::Granule;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let filter = std::env::var("HOTMEM_MUTANT_FILTER").unwrap_or_default();
@@ -822,71 +865,7 @@ fn dimm_mutants_are_caught_4k() {
     let flat = hotmem_qemu::elf::elf_to_flat(&std::fs::read(&elf).expect("read the kernel")).expect("flat image");
     std::fs::write(elf.with_extension("bin"), &flat.bytes).expect("write the flat image");
     let mut escaped = Vec::new();
-    for m in DIMM_MUTANTS.iter().filter(|m| m.name.contains(filter.as_str())) {
-        let mut c = hotmem_tests::dimm::DimmCase::new(Granule::K4, 2).append(&format!("mutant={}", m.name));
-        c.kernel = Some(hotmem_qemu::kernel::Kernel {
-            config: c.config,
-            elf: elf.clone(),
-            bin: elf.with_extension("bin"),
-        });
-        let block = c.block();
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut d = c.start();
-            assert!(
-                d.boot_log.contains(&format!("boot: mutant={}", m.name)),
-                "the kernel did not turn the mutant on"
-            );
-            d.plug_ok(block, "dimm0");
-            d.unplug_ok("dimm0");
-            d.powerdown();
-        }));
-        let why = panic_text(&r);
-        let caught = r.is_err() && why.contains(m.expect);
-        eprintln!("mutant {} (4k): {}", m.name, if caught { "caught" } else { "ESCAPED" });
-        if !caught {
-            escaped.push(format!("{}: expected {:?} in:\n{why}", m.name, m.expect));
-        }
-    }
-    assert!(escaped.is_empty(), "DIMM mutants escaped:\n{}", escaped.join("\n"));
-}
-
-/// A NUMA mutant of the kernel: the shell kernel with every mutant runs a NUMA scenario of
-/// `hotmem_tests::numa` with `mutant=<name>`, which must fail with `expect`.
-struct NumaMutant {
-    name: &'static str,
-    case: fn(hotmem_qemu::config::Granule) -> hotmem_tests::dimm::DimmCase,
-    run: fn(&hotmem_tests::dimm::DimmCase),
-    expect: &'static str,
-}
-
-const NUMA_MUTANTS: &[NumaMutant] = &[
-    // Allocations from node 0 whatever CPU asks: CPU 2 (node 2) allocates on node 0.
-    NumaMutant {
-        name: "numa-node-ignored",
-        case: hotmem_tests::numa::four_nodes_case,
-        run: hotmem_tests::numa::locality,
-        expect: "numa locality: got",
-    },
-    // A DIMM plugged on node 1 lands on node 0 (its insert line names node 0).
-    NumaMutant {
-        name: "dimm-node-ignored",
-        case: hotmem_tests::numa::acceptance_case,
-        run: hotmem_tests::numa::acceptance,
-        expect: "on node 1 online in one zone",
-    },
-];
-
-/// The NUMA mutants, in the 4K granule.
-#[test]
-fn numa_mutants_are_caught_4k() {
-    use hotmem_qemu::config::Granule;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let filter = std::env::var("HOTMEM_MUTANT_FILTER").unwrap_or_default();
-    let elf = build_kernel_with(root, "4k", "shell-mutants");
-    let flat = hotmem_qemu::elf::elf_to_flat(&std::fs::read(&elf).expect("read the kernel")).expect("flat image");
-    std::fs::write(elf.with_extension("bin"), &flat.bytes).expect("write the flat image");
-    let mut escaped = Vec::new();
-    for m in NUMA_MUTANTS.iter().filter(|m| m.name.contains(filter.as_str())) {
+    for m in table.iter().filter(|m| m.name.contains(filter.as_str())) {
         let mut c = (m.case)(Granule::K4).append(&format!("mutant={}", m.name));
         c.kernel = Some(hotmem_qemu::kernel::Kernel {
             config: c.config,
@@ -901,7 +880,19 @@ fn numa_mutants_are_caught_4k() {
             escaped.push(format!("{}: expected {:?}, got: {why}", m.name, m.expect));
         }
     }
-    assert!(escaped.is_empty(), "NUMA mutants escaped:\n{}", escaped.join("\n"));
+    assert!(escaped.is_empty(), "{what} mutants escaped:\n{}", escaped.join("\n"));
+}
+
+/// The DIMM mutants, in the 4K granule.
+#[test]
+fn dimm_mutants_are_caught_4k() {
+    scenario_mutants_are_caught("DIMM", DIMM_MUTANTS);
+}
+
+/// The NUMA mutants, in the 4K granule.
+#[test]
+fn numa_mutants_are_caught_4k() {
+    scenario_mutants_are_caught("NUMA", NUMA_MUTANTS);
 }
 
 /// The message of a scenario's panic ("the scenario passed" when it did not panic).
