@@ -5,7 +5,6 @@
 
 use crate::config::{BootMode, Granule, KernelConfig};
 use crate::kernel::build_kernel_once;
-use crate::run::{Machine, QemuRun};
 use mm::size::Size;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -19,20 +18,7 @@ pub fn migrate_bench(qemu: &Path, granule: Granule, cpu: &str, sizes: &[u64]) ->
     let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
     let max = sizes.iter().copied().max().unwrap_or(GIB);
     // Whole GiBs per range: each range is rounded up to memory blocks (512 MiB on 64K).
-    let mem = Size(GIB + 2 * max.next_multiple_of(GIB)).to_string();
-    let run = QemuRun::new(kernel)
-        .qemu(qemu)
-        .machine(Machine {
-            cpu: cpu.into(),
-            mem: mem.clone(),
-            ..Machine::default()
-        })
-        .args([
-            "-object".to_string(),
-            format!("memory-backend-ram,id=ram0,size={mem},reserve=off"),
-            "-machine".into(),
-            "memory-backend=ram0".into(),
-        ])
+    let run = super::machines::lazy_ram_run(qemu, kernel, cpu, GIB + 2 * max.next_multiple_of(GIB))
         .boot(BootMode::Firmware)
         .append(Some("mem=1G".to_string()))
         .timeout(Some(Duration::from_secs(900)));

@@ -18,6 +18,7 @@ pub mod boot_stages;
 pub mod compare;
 pub mod docs;
 pub mod drivers;
+pub mod machines;
 pub mod migrate;
 pub mod opts;
 pub mod outputs;
