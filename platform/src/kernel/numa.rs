@@ -6,7 +6,9 @@
 
 use crate::boot::numa::{NumaError, Topology};
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU8, Ordering};
 use mm::numa::{Distances, NodeId, NodeMask, MAX_NUMNODES};
+use parse::numa::NR_CPUS;
 
 struct Numa {
     topology: Topology,
@@ -37,6 +39,7 @@ pub fn init(topology: &Result<Topology, NumaError>, dt_cpus: &[u64]) {
             fallback: Some(*e),
         },
     });
+    cpu_up(0, arch::cpu::mpidr_affinity());
     if let Some(e) = &n.fallback {
         crate::println!("numa: the device tree's topology is unusable: {e}; running with one node");
     }
@@ -64,17 +67,26 @@ pub fn fallback() -> Option<&'static NumaError> {
     numa().fallback.as_ref()
 }
 
-/// The node of the kernel's CPU `cpu` (0 = the boot CPU; node 0 before the topology is read).
-pub fn cpu_node(cpu: usize) -> NodeId {
-    // The boot CPU's MPIDR is recorded when the others start; before that it is the only one.
-    let mpidr = crate::kernel::smp::mpidr_of(cpu).or_else(|| (cpu == 0).then(arch::cpu::mpidr_affinity));
-    let (Some(mpidr), Some(n)) = (mpidr, NUMA.get()) else {
-        return 0;
-    };
-    n.dt_cpus
+/// Node of each kernel CPU (index 0 = the boot CPU), set as each comes up ([`cpu_up`]).
+static CPU_NODE: [AtomicU8; NR_CPUS] = [const { AtomicU8::new(0) }; NR_CPUS];
+
+/// Kernel CPU `cpu` has the MPIDR affinity `mpidr`: record its node (the device tree's CPU
+/// with that MPIDR; node 0 for one it does not list). Called for the boot CPU at [`init`] and by
+/// the CPU bring-up before each secondary starts.
+pub fn cpu_up(cpu: usize, mpidr: u64) {
+    let Some(slot) = CPU_NODE.get(cpu) else { return };
+    let n = numa();
+    let node = n
+        .dt_cpus
         .iter()
         .position(|&m| m == mpidr)
-        .map_or(0, |i| n.topology.cpu_node(i))
+        .map_or(0, |i| n.topology.cpu_node(i));
+    slot.store(node, Ordering::Relaxed);
+}
+
+/// The node of the kernel's CPU `cpu` (0 = the boot CPU).
+pub fn cpu_node(cpu: usize) -> NodeId {
+    CPU_NODE.get(cpu).map_or(0, |n| n.load(Ordering::Relaxed))
 }
 
 /// The node of the calling CPU (Linux `numa_node_id`).

@@ -78,8 +78,10 @@ pub fn boot_secondaries(cpus: &[u64]) -> Vec<Started> {
     for (i, mpidr) in others.into_iter().enumerate() {
         let cpu = i + 1;
         MPIDR[cpu].store(mpidr, Ordering::Relaxed);
+        crate::kernel::numa::cpu_up(cpu, mpidr);
         let order = (STACK_ORDER_BYTES >> layout::PAGE_SHIFT).max(1).trailing_zeros();
-        let Some(stack) = page_alloc::alloc_pages(order) else {
+        // The CPU's stack on its own node.
+        let Some(stack) = page_alloc::alloc_pages_node(order, crate::kernel::numa::cpu_node(cpu)) else {
             out.push(Started {
                 cpu,
                 mpidr,
