@@ -119,7 +119,7 @@ pub fn distances() -> Distances {
     d
 }
 
-/// `0-2,5` style list of a mask.
+/// A mask as a list, `0,1,5` (`-`: empty).
 pub fn mask_list(m: NodeMask) -> alloc::string::String {
     use core::fmt::Write;
     let mut s = alloc::string::String::new();
