@@ -1,5 +1,5 @@
 //! NUMA in real QEMU, every granule (`hotmem_tests::numa`):
-//! - `acceptance_*`: two 1 GiB nodes with a CPU each and a memory-less third node; DIMMs on
+//! - `numa_acceptance_*`: two 1 GiB nodes with a CPU each and a memory-less third node; DIMMs on
 //!   nodes 1 and 2, a virtio-mem device on node 2 grown and shrunk, a stress on node 1 migrated
 //!   within node 1 when its DIMM goes; after every step `numa`, `meminfo` and `blocks` put every
 //!   byte on the right node and `meminfo check` is ok.
@@ -73,9 +73,9 @@ fn topologies(g: Granule) {
 }
 
 cases! { acceptance_in =>
-    acceptance_4k: Granule::K4;
-    acceptance_16k: Granule::K16;
-    acceptance_64k: Granule::K64;
+    numa_acceptance_4k: Granule::K4;
+    numa_acceptance_16k: Granule::K16;
+    numa_acceptance_64k: Granule::K64;
 }
 
 cases! { topologies =>
