@@ -76,13 +76,104 @@ impl core::fmt::Display for Violation {
     }
 }
 
+/// `n` cleared entries back to back: entry `i` is `first` moved by `i` entries in VA and in
+/// PA. Clearing a range entry by entry extends one run, so the checker's memory stays small
+/// however much is cleared before one flush (a 128 MiB window of 4K leaves is one run, not
+/// 32768 entries).
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    first: Mapping,
+    n: u64,
+}
+
+impl Run {
+    fn entry(&self, i: u64) -> Mapping {
+        let f = self.first;
+        Mapping {
+            va: f.va.wrapping_add(i * f.size),
+            pa: f.pa.wrapping_add(i * f.pa_size),
+            ..f
+        }
+    }
+
+    /// Whether `m` is the entry right after the run's last.
+    fn continued_by(&self, m: &Mapping) -> bool {
+        let next = self.entry(self.n);
+        m.table == next.table && m.size == next.size && m.pa_size == next.pa_size && m.va == next.va && m.pa == next.pa
+    }
+
+    /// The run's entry translating `va`, if any (VA arithmetic modulo 2^64: a run may end at
+    /// the top of the address space).
+    fn index_of_va(&self, va: u64) -> Option<u64> {
+        let i = va.wrapping_sub(self.first.va) / self.first.size;
+        (i < self.n).then_some(i)
+    }
+
+    /// The first entry pointing into `[pa, pa + size)`.
+    fn over_pa(&self, pa: u64, size: u64) -> Option<Mapping> {
+        let f = self.first;
+        if !overlaps(f.pa, self.n * f.pa_size, pa, size) {
+            return None;
+        }
+        Some(self.entry((pa.saturating_sub(f.pa) / f.pa_size).min(self.n - 1)))
+    }
+
+    /// What is left of the run once `op` has invalidated what it covers, as runs.
+    fn retire(self, op: Tlbi, page_shift: u32, out: &mut Vec<Run>) {
+        let covered = |i: u64| {
+            let m = self.entry(i);
+            op.covers(m.va, m.size, m.table, page_shift)
+        };
+        match op {
+            Tlbi::Vmalle1is => {}
+            // One VA: at most one entry goes, splitting the run in two.
+            Tlbi::Vaae1is(o) | Tlbi::Vaale1is(o) => match self.index_of_va(arch::tlb::decode_va_operand(o)) {
+                Some(i) if covered(i) => {
+                    out.extend(
+                        [
+                            Run { n: i, ..self },
+                            Run {
+                                first: self.entry(i + 1),
+                                n: self.n - i - 1,
+                            },
+                        ]
+                        .into_iter()
+                        .filter(|r| r.n > 0),
+                    );
+                }
+                _ => out.push(self),
+            },
+            // Anything else: entry by entry, keeping the uncovered stretches.
+            _ => {
+                let mut i = 0;
+                while i < self.n {
+                    let start = i;
+                    while i < self.n && !covered(i) {
+                        i += 1;
+                    }
+                    if i > start {
+                        out.push(Run {
+                            first: self.entry(start),
+                            n: i - start,
+                        });
+                    }
+                    while i < self.n && covered(i) {
+                        i += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[derive(Default, Debug)]
 pub struct TeardownChecker {
     /// Valid entries by `pa_size`, then by (pa, va): the overlap search of a free is one
     /// range query per size class (a few), not a scan over every page-sized entry below a
     /// block-sized one.
     live: BTreeMap<u64, BTreeMap<(u64, u64), Mapping>>,
-    pending: Vec<Mapping>,
+    /// Cleared entries not yet covered by an invalidation, as runs (see [`Run`]).
+    pending: Vec<Run>,
     /// Granule of the TLBI operands.
     page_shift: u32,
     /// The linear map: its live leaves alias every RAM page and do not make a free unsafe.
@@ -166,7 +257,10 @@ impl TeardownChecker {
                 self.live.remove(&m.pa_size);
             }
         }
-        self.pending.push(m);
+        match self.pending.last_mut() {
+            Some(run) if run.continued_by(&m) => run.n += 1,
+            _ => self.pending.push(Run { first: m, n: 1 }),
+        }
     }
 
     /// One TLBI instruction completed: retire the pending entries it covers. A local
@@ -177,7 +271,11 @@ impl TeardownChecker {
             return;
         }
         let shift = self.page_shift;
-        self.pending.retain(|p| !op.covers(p.va, p.size, p.table, shift));
+        let mut left = Vec::with_capacity(self.pending.len());
+        for run in self.pending.drain(..) {
+            run.retire(op, shift, &mut left);
+        }
+        self.pending = left;
     }
 
     fn refuse(&mut self, kind: ViolationKind, addr: u64, size: u64, entry: Mapping) -> Result<(), Violation> {
@@ -204,10 +302,7 @@ impl TeardownChecker {
 
     /// A cleared, not yet invalidated entry pointing into `[pa, pa + size)`.
     fn pending_over(&self, pa: u64, size: u64) -> Option<Mapping> {
-        self.pending
-            .iter()
-            .find(|p| overlaps(p.pa, p.pa_size, pa, size))
-            .copied()
+        self.pending.iter().find_map(|r| r.over_pa(pa, size))
     }
 
     /// `[pa, pa + size)` is about to go back to an allocator: refused if a pending entry points
@@ -250,7 +345,8 @@ impl TeardownChecker {
                 overlaps(m.va, m.size, va, size)
             }
         };
-        if let Some(p) = self.pending.iter().find(|p| inside(p)).copied() {
+        let pending = self.pending.iter().flat_map(|r| (0..r.n).map(|i| r.entry(i)));
+        if let Some(p) = pending.clone().find(|p| inside(p)) {
             return self.refuse(ViolationKind::RemovedWhilePending, va, size, p);
         }
         let hit = self.live.values().flat_map(|c| c.values()).find(|m| inside(m)).copied();
@@ -260,8 +356,9 @@ impl TeardownChecker {
         }
     }
 
-    pub fn pending(&self) -> &[Mapping] {
-        &self.pending
+    /// Cleared entries not yet invalidated.
+    pub fn pending_count(&self) -> u64 {
+        self.pending.iter().map(|r| r.n).sum()
     }
 
     /// Valid entries the checker knows of.
@@ -314,7 +411,7 @@ mod tests {
         assert_eq!(v.kind, ViolationKind::FreedWhilePending);
         c.invalidated(Tlbi::Vaale1is(va_operand(VA)));
         assert_eq!(c.freeing(0x4000_0000, 4096), Ok(()));
-        assert!(c.pending().is_empty());
+        assert_eq!(c.pending_count(), 0);
     }
 
     #[test]
@@ -400,5 +497,72 @@ mod tests {
         );
         c.invalidated(Tlbi::Vmalle1is);
         assert!(c.freeing(0x9000, 0x2000).is_ok());
+    }
+
+    #[test]
+    fn a_long_clear_is_one_run_and_retires_entry_by_entry() {
+        let mut c = TeardownChecker::new();
+        let n = 100_000u64;
+        for i in 0..n {
+            c.cleared(leaf(VA + i * 4096, 4096, 0x4000_0000 + i * 4096));
+        }
+        assert_eq!((c.pending.len(), c.pending_count()), (1, n), "one run");
+        // A per-VA TLBI in the middle splits it; the neighbours stay pending.
+        c.invalidated(Tlbi::Vaale1is(va_operand(VA + 500 * 4096)));
+        assert_eq!((c.pending.len(), c.pending_count()), (2, n - 1));
+        assert!(c.freeing(0x4000_0000 + 500 * 4096, 4096).is_ok());
+        let v = c.freeing(0x4000_0000 + 499 * 4096, 2 * 4096).unwrap_err();
+        assert_eq!(
+            (v.kind, v.entry.va),
+            (ViolationKind::FreedWhilePending, VA + 499 * 4096)
+        );
+        let v = c.freeing(0x4000_0000 + 500 * 4096, 2 * 4096).unwrap_err();
+        assert_eq!(
+            v.entry.va,
+            VA + 501 * 4096,
+            "the first pending entry of the freed range"
+        );
+        // A local TLBI retires nothing; a range TLBI retires exactly its pages.
+        c.invalidated(Tlbi::Vaale1(va_operand(VA)));
+        assert_eq!(c.pending_count(), n - 1);
+        let r = RangeOperand::for_op(
+            RangeOp {
+                base: (VA >> 12) + 1000,
+                scale: 0,
+                num: 31,
+                pages: 64,
+            },
+            12,
+        );
+        c.invalidated(Tlbi::Rvaale1is(r.encode()));
+        assert_eq!((c.pending.len(), c.pending_count()), (3, n - 65));
+        assert!(c.freeing(0x4000_0000 + 1000 * 4096, 64 * 4096).is_ok());
+        assert!(c.freeing(0x4000_0000 + 1064 * 4096, 4096).is_err());
+        assert!(c.quiescent(VA + 1000 * 4096, 64 * 4096).is_ok());
+        assert_eq!(c.quiescent(VA, 4096).unwrap_err().entry.va, VA);
+        let deep = VA + 2000 * 4096;
+        assert_eq!(c.quiescent(deep, 4096).unwrap_err().entry.va, deep);
+        c.invalidated(Tlbi::Vmalle1is);
+        assert_eq!(c.pending_count(), 0);
+    }
+
+    #[test]
+    fn runs_join_only_entries_back_to_back() {
+        let mut c = TeardownChecker::new();
+        c.cleared(leaf(VA, 4096, 0x9000));
+        c.cleared(leaf(VA + 4096, 4096, 0x1_0000)); // PA not next
+        c.cleared(leaf(VA + 2 * 4096, 4096, 0x1_1000));
+        c.cleared(table(VA + 3 * 4096, 4096, 0x1_2000)); // a table, not a leaf
+        c.cleared(leaf(VA + 5 * 4096, 4096, 0x1_4000)); // VA not next
+        assert_eq!((c.pending.len(), c.pending_count()), (4, 5));
+        // The last page of the address space and the run does not wrap into nonsense.
+        let top = 0u64.wrapping_sub(2 * 4096);
+        let mut c = TeardownChecker::new();
+        c.cleared(leaf(top, 4096, 0x9000));
+        c.cleared(leaf(top + 4096, 4096, 0xa000));
+        assert_eq!(c.pending.len(), 1);
+        c.invalidated(Tlbi::Vaale1is(va_operand(top + 4096)));
+        assert!(c.freeing(0xa000, 4096).is_ok());
+        assert!(c.freeing(0x9000, 4096).is_err());
     }
 }
