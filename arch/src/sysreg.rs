@@ -37,6 +37,13 @@ register_bitfields! {u64,
         /// GIC CPU interface system registers: 0 = not implemented.
         GIC OFFSET(24) NUMBITS(4) []
     ],
+    /// DCZID_EL0, which the crate does not define: what `DC ZVA` zeroes, and whether it may.
+    pub DCZID_EL0 [
+        /// `DC ZVA` prohibited.
+        DZP OFFSET(4) NUMBITS(1) [],
+        /// log2 of the block `DC ZVA` zeroes, in 4-byte words.
+        BS OFFSET(0) NUMBITS(4) []
+    ],
     /// CPTR_EL2 (E2H = 0) fields the crate lacks (it defines only TAM).
     pub CPTR_EL2_EXT [
         /// Trap FP/SIMD to EL2.
