@@ -12,6 +12,7 @@ pub mod cache;
 pub mod cpu;
 pub mod descriptor;
 pub mod exception;
+pub mod memops;
 pub mod mmu;
 pub mod mutant;
 pub mod sysreg;

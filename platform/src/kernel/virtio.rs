@@ -34,7 +34,7 @@ unsafe impl Hal for HotmemHal {
         let pa = page_alloc::alloc_pages(order).expect("virtio: no memory for a virtqueue");
         let va = layout::phys_to_virt(pa) as *mut u8;
         // SAFETY: fresh pages of ours, reached through the linear map.
-        unsafe { arch::cache::zero(va, (PAGE_SIZE << order) as usize) };
+        unsafe { arch::memops::zero(va, (PAGE_SIZE << order) as usize) };
         (pa, NonNull::new(va).expect("linear map addresses are not null"))
     }
 

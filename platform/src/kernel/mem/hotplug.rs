@@ -452,9 +452,9 @@ fn copy_block(src: u64, dst: u64, order: u32) {
     // source is a live movable allocation no window entry maps any more, the destination was
     // just allocated), both reached through the linear map, no overlap.
     unsafe {
-        core::ptr::copy_nonoverlapping(
-            layout::phys_to_virt(src << PAGE_SHIFT) as *const u8,
+        arch::memops::copy(
             layout::phys_to_virt(dst << PAGE_SHIFT) as *mut u8,
+            layout::phys_to_virt(src << PAGE_SHIFT) as *const u8,
             (PAGE_SIZE << order) as usize,
         )
     }

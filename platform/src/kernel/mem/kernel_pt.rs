@@ -37,7 +37,7 @@ unsafe impl TableAlloc for KernelTables {
             None => {
                 let pa = alloc_pages(0)?;
                 // SAFETY: a fresh page, ours, reached through the linear map.
-                unsafe { arch::cache::zero(layout::phys_to_virt(pa) as *mut u8, PAGE_SIZE as usize) };
+                unsafe { arch::memops::zero(layout::phys_to_virt(pa) as *mut u8, PAGE_SIZE as usize) };
                 pa
             }
         };

@@ -66,11 +66,12 @@ impl Pages {
         unsafe { p.read_volatile() }
     }
 
-    /// Every byte of the block to `v` (one `memset`, for bandwidth measurements).
+    /// Every byte of the block to `v`, with the widest stores there are (the bandwidth
+    /// measurements' limit: migration copies with the same width).
     pub fn fill_bytes(&mut self, v: u8) {
         let p = layout::phys_to_virt(self.pa) as *mut u8;
         // SAFETY: the whole block, owned exclusively (`&mut self`), mapped RW by the linear map.
-        unsafe { core::ptr::write_bytes(p, v, self.size() as usize) }
+        unsafe { arch::memops::fill(p, v, self.size() as usize) }
     }
 }
 
