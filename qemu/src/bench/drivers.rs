@@ -1,6 +1,7 @@
 //! The bench's drivers: each boots QEMU and measures one thing on one [`Target`] (granule,
 //! CPU model, `memmap_init` mode): the kernel's own `bench` ([`guest_bench`]), time to the
-//! prompt ([`boot_bench`]) and DIMM hotplug over QMP ([`dimm_bench`]); [`run_matrix`] runs
+//! prompt ([`boot_bench`]), DIMM hotplug over QMP with QEMU's RSS growth ([`dimm_bench`]),
+//! migration ([`super::migrate`]) and virtio-mem resizes ([`super::vmem`]); [`run_matrix`] runs
 //! what the options ask for on every granule and mode.
 
 use std::path::Path;
@@ -34,6 +35,10 @@ pub struct Target<'a> {
 
 fn median(v: &[f64]) -> f64 {
     plan::median(v).unwrap_or(0.0)
+}
+
+fn median_of(v: &[f64]) -> Option<f64> {
+    plan::median(v)
 }
 
 /// `memmap_init=MODE` on the command line; a kernel that does not know the option says so at
@@ -242,6 +247,27 @@ fn boot_figures(boots: &[boot_stages::BootLine]) -> BootFigures {
     (median(&totals), boot_stages::median_stages(boots))
 }
 
+/// `VmRSS` of a `/proc/<pid>/status` text, bytes.
+pub fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let mut w = line["VmRSS:".len()..].split_whitespace();
+    let kib: u64 = w.next()?.parse().ok()?;
+    (w.next()? == "kB").then_some(kib << 10)
+}
+
+/// QEMU's resident memory now (its `/proc/<pid>/status`), bytes.
+fn qemu_rss(s: &Session) -> Result<u64, String> {
+    let pid = s.console.pid();
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    parse_vm_rss(&text).ok_or_else(|| format!("{path}: no `VmRSS: N kB` line"))
+}
+
+/// RSS growth (bytes) of a plug of `size` bytes, as MiB per GiB added.
+pub fn rss_mib_per_gib(growth: i64, size: u64) -> f64 {
+    growth as f64 / (1u64 << 20) as f64 / (size as f64 / (1u64 << 30) as f64)
+}
+
 /// Host wall time of DIMM plug/unplug over QMP, a record per size.
 pub fn dimm_bench(t: &Target<'_>, sizes: &[u64], tag: &Tag, sink: &mut Sink) -> Result<(), String> {
     let (cpu, mode, reps) = (t.cpu, t.mode, t.reps);
@@ -266,18 +292,20 @@ pub fn dimm_bench(t: &Target<'_>, sizes: &[u64], tag: &Tag, sink: &mut Sink) -> 
         .ok_or("no cntfrq= in the boot log")?;
     println!("\n## {cfg} {cpu} memmap_init={mode} DIMM hotplug over QMP (host wall time, median of {reps})");
     println!(
-        "{:>9} {:>12} {:>14} {:>14} {:>10}",
-        "size", "plug_ms", "guest_add_us", "unplug_ms", "result"
+        "{:>9} {:>12} {:>14} {:>14} {:>14} {:>10}",
+        "size", "plug_ms", "guest_add_us", "unplug_ms", "rss_mib/gib", "result"
     );
     for &size in sizes {
         let (samples, result) = dimm_samples(&mut s, size, reps, cntfrq)?;
         let (pm, um, gm) = plan::dimm_medians(&samples);
+        let rss = median_of(&samples.rss_mib_per_gib);
         println!(
-            "{:>9} {:>12.1} {:>14} {:>14.1} {:>10}",
+            "{:>9} {:>12.1} {:>14} {:>14.1} {:>14} {:>10}",
             Size(size).to_string(),
             pm,
             gm.map_or("-".into(), |v| format!("{v:.0}")),
             um,
+            rss.map_or("-".into(), |v| format!("{v:.2}")),
             result
         );
         let ms = |v: f64| (v * 100.0).round() / 100.0;
@@ -293,6 +321,7 @@ pub fn dimm_bench(t: &Target<'_>, sizes: &[u64], tag: &Tag, sink: &mut Sink) -> 
             unplug_to_deleted_ms: ms(um),
             result,
             guest_add_online_us: gm.map(f64::round),
+            rss_mib_per_gib: rss.map(|v| (v * 100.0).round() / 100.0),
         }));
     }
     let _ = s.guest_exit("poweroff");
@@ -305,7 +334,10 @@ fn dimm_samples(s: &mut Session, size: u64, reps: u64, cntfrq: f64) -> Result<(D
     let mut result = String::from("ok");
     for i in 0..reps {
         let id = format!("b{}x{}", size >> 20, i);
+        let rss0 = qemu_rss(s)?;
         let p = s.plug(size, Some(&id)).map_err(|e| e.to_string())?;
+        // After the guest's `dimm:` line: its add + online have touched what they touch.
+        let rss1 = qemu_rss(s)?;
         samples.plug_ms.push(p.elapsed.as_secs_f64() * 1e3);
         // The guest's add + online, from its `dimm: ... cycles=N` line.
         samples.guest_us.extend(
@@ -318,7 +350,11 @@ fn dimm_samples(s: &mut Session, size: u64, reps: u64, cntfrq: f64) -> Result<(D
                 .map(|c| c * 1e6 / cntfrq),
         );
         let accepted = p.ost.as_ref().is_some_and(|o| o.status == 0);
-        if !accepted {
+        if accepted {
+            samples
+                .rss_mib_per_gib
+                .push(rss_mib_per_gib(rss1 as i64 - rss0 as i64, size));
+        } else {
             result = format!("refused (ost {:?})", p.ost.map(|o| o.status));
         }
         let u = s.unplug(&id).map_err(|e| e.to_string())?;
@@ -393,9 +429,28 @@ fn run_cell(t: &Target<'_>, o: &Opts, sizes: &[u64], dimm_sizes: &[u64], tag: &T
     }
     let migrate: Vec<u64> = o.migrate_sizes.iter().flatten().copied().collect();
     if !migrate.is_empty() {
+        let m = super::migrate::MigrateTarget {
+            qemu: t.qemu,
+            granule: g,
+            cpu: t.cpu,
+            mode,
+        };
         report(
-            format!("{g} migration"),
-            super::migrate::migrate_bench(t.qemu, g, t.cpu, &migrate),
+            format!("{g} {mode} migration"),
+            super::migrate::migrate_bench(&m, &migrate, tag, sink),
+        );
+    }
+    for &size in o.vmem_sizes.iter().flatten() {
+        let v = super::vmem::VmemTarget {
+            qemu: t.qemu,
+            granule: g,
+            cpu: t.cpu,
+            mode,
+            reps: t.reps,
+        };
+        report(
+            format!("{g} {mode} virtio-mem {}", Size(size)),
+            super::vmem::vmem_bench(&v, size, tag, sink),
         );
     }
     ok
@@ -435,5 +490,21 @@ fn push_boots(sink: &mut Sink, tag: &Tag, t: &Target<'_>, boots: Vec<(u64, BootF
             time_to_prompt_us: us.round(),
             stages_us,
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_is_read_from_proc_status() {
+        let status = "Name:\tqemu-system-aarch\nVmHWM:\t  300000 kB\nVmRSS:\t  262144 kB\nRssAnon:\t 1 kB\n";
+        assert_eq!(parse_vm_rss(status), Some(256 << 20));
+        assert_eq!(parse_vm_rss("VmRSS:\t12 MB\n"), None);
+        assert_eq!(parse_vm_rss("Name: x\n"), None);
+        // 8 MiB for a 512 MiB DIMM is 16 MiB per GiB; a shrink is negative.
+        assert_eq!(rss_mib_per_gib(8 << 20, 512 << 20), 16.0);
+        assert_eq!(rss_mib_per_gib(-(1 << 20), 1 << 30), -1.0);
     }
 }

@@ -7,6 +7,7 @@
 //! - [`docs`]: the generated section of `docs/performance.md` (`--write-docs`);
 //! - [`preflight`]: every option checked against QEMU and the docs page before a run;
 //! - [`drivers`]: the measurements, each booting QEMU ([`drivers::run_matrix`] runs them all);
+//!   [`migrate`] and [`vmem`] are the migration and virtio-mem ones, with their console parsers;
 //! - [`sink`]: where the records go (`results.jsonl`);
 //! - [`outputs`]: the plot, the comparison, the docs and the closing line after a run.
 //!
@@ -27,5 +28,6 @@ pub mod plot;
 pub mod preflight;
 pub mod record;
 pub mod sink;
+pub mod vmem;
 
 pub use record::{DimmRecord, GuestBench, GuestRecord, Key, MemmapInit, Record};

@@ -51,6 +51,11 @@ pub struct Opts {
     /// no migration runs
     #[arg(long, value_name = "SIZE,...|none", value_delimiter = ',', value_parser = dimm_size, default_value = "none")]
     pub migrate_sizes: Vec<Option<u64>>,
+    /// virtio-mem sizes to grow to and shrink from, comma-separated, whole GiB up to 8G (per
+    /// granule, a 2 MiB device block and a 1 GiB one: reps + 1 idle cycles, then reps shrinks
+    /// of memory half filled with stress data); `none`: no virtio-mem runs
+    #[arg(long, value_name = "SIZE,...|none", value_delimiter = ',', value_parser = dimm_size, default_value = "none")]
+    pub vmem_sizes: Vec<Option<u64>>,
     /// also run the in-guest hotplug bench with `torture` on 3 more CPUs (4 in all) and print
     /// it next to the idle figures, with the workers' operations per second
     #[arg(long)]
