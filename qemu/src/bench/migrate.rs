@@ -59,7 +59,8 @@ pub fn parse_migrate(console: &str) -> Result<Vec<MigrateLine>, MigrateParseErro
             if rest.starts_with("error") || rest.contains("skipped") || rest.starts_with("warning") {
                 return Err(MigrateParseError::Kernel(l.to_string()));
             }
-            if matches!(rest.split_whitespace().nth(1), Some("cold" | "warm")) {
+            // A row: `128 MiB cold 32768 ...` (the size is one or two words).
+            if rest.split_whitespace().take(3).any(|w| w == "cold" || w == "warm") {
                 rows += 1;
             }
         } else if let Some(j) = l.strip_prefix("bench-json: ") {
@@ -189,8 +190,8 @@ pub(crate) mod tests {
         for o in objects {
             let v: serde_json::Value = serde_json::from_str(o.strip_prefix("bench-json: ").unwrap()).unwrap();
             s += &format!(
-                "bench-migrate: {:>9} {:>4} 32768 210000 608.5 6.41 4.4 0 12 0\r\n{o}\r\n",
-                Size(v["size"].as_u64().unwrap()).to_string(),
+                "bench-migrate: {:>9} {:>4}    32768     210000     608.5     6.41      4.4       0     12      0\r\n{o}\r\n",
+                format!("{:#}", Size(v["size"].as_u64().unwrap())),
                 v["run"].as_str().unwrap()
             );
         }
