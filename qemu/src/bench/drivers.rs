@@ -256,7 +256,7 @@ pub fn parse_vm_rss(status: &str) -> Option<u64> {
 }
 
 /// QEMU's resident memory now (its `/proc/<pid>/status`), bytes.
-fn qemu_rss(s: &Session) -> Result<u64, String> {
+pub fn qemu_rss(s: &Session) -> Result<u64, String> {
     let pid = s.console.pid();
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
@@ -438,6 +438,12 @@ fn run_cell(t: &Target<'_>, o: &Opts, sizes: &[u64], dimm_sizes: &[u64], tag: &T
         report(
             format!("{g} {mode} migration"),
             super::migrate::migrate_bench(&m, &migrate, tag, sink),
+        );
+    }
+    if let (Granule::K64, Some(size)) = (g, o.dimm_big) {
+        report(
+            format!("{g} {mode} big DIMM {}", Size(size)),
+            super::big_dimm::big_dimm_bench(t, size, tag, sink),
         );
     }
     for &size in o.vmem_sizes.iter().flatten() {

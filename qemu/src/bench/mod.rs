@@ -15,6 +15,7 @@
 //! `preflight` → `drivers` → `sink` → `plan`, `opts`, `record`; the run's drivers use
 //! [`crate::session`] and [`crate::run`].
 
+pub mod big_dimm;
 pub mod boot_stages;
 pub mod compare;
 pub mod docs;

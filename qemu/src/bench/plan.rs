@@ -48,6 +48,8 @@ pub enum PlanError {
     DimmSize { given: String, max: String },
     #[error("--vmem-sizes {given}: a virtio-mem size must be whole GiB (the big-block device block) from 1G to {max}, or `none`")]
     VmemSize { given: String, max: String },
+    #[error("--dimm-big {given}: the big DIMM must be whole 64K memory blocks (512M) from 512M to {max}")]
+    DimmBig { given: String, max: String },
     #[error("--compare {path}: {reason}")]
     Compare { path: PathBuf, reason: String },
     #[error("--write-docs: {path}: {reason}; docs left as they were")]
@@ -197,6 +199,21 @@ pub fn check_vmem_sizes(sizes: &[u64]) -> Result<(), PlanError> {
         }
     }
     Ok(())
+}
+
+/// Largest `--dimm-big`: the machine's device memory room, far below the 64K kernel's 48-bit
+/// linear map.
+pub const MAX_DIMM_BIG: u64 = 4 << 40;
+
+/// Checks `--dimm-big`: whole 64K memory blocks, up to [`MAX_DIMM_BIG`].
+pub fn check_dimm_big(size: Option<u64>) -> Result<(), PlanError> {
+    match size {
+        Some(s) if s == 0 || s > MAX_DIMM_BIG || s % (512 << 20) != 0 => Err(PlanError::DimmBig {
+            given: Size(s).to_string(),
+            max: Size(MAX_DIMM_BIG).to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// In-guest sizes of one granule: sizes below its memory block `block` are skipped with a note,
@@ -410,6 +427,12 @@ mod tests {
         assert!(check_dimm_sizes(&[128 << 20, 4 << 30]).is_ok());
         assert!(check_dimm_sizes(&[0]).is_err() && check_dimm_sizes(&[16 << 30]).is_err());
         assert!(check_vmem_sizes(&[1 << 30, 8 << 30]).is_ok());
+        assert!(check_dimm_big(None).is_ok() && check_dimm_big(Some(1 << 40)).is_ok());
+        assert_eq!(
+            check_dimm_big(Some(3 << 30 | 1 << 20)).unwrap_err().to_string(),
+            "--dimm-big 3073M: the big DIMM must be whole 64K memory blocks (512M) from 512M to 4T"
+        );
+        assert!(check_dimm_big(Some(8 << 40)).is_err() && check_dimm_big(Some(0)).is_err());
         assert_eq!(
             check_vmem_sizes(&[512 << 20]).unwrap_err().to_string(),
             "--vmem-sizes 512M: a virtio-mem size must be whole GiB (the big-block device block) from 1G to 8G, or `none`"

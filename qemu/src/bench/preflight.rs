@@ -124,6 +124,7 @@ pub fn check_options(o: &Opts, root: &Path, qemu: &Path, notes: &mut Vec<String>
     let offered = qemu_cpus(qemu).map_err(PlanError::CpuList)?;
     plan::check_boot_mem(&o.boot_mem.iter().flatten().copied().collect::<Vec<_>>())?;
     plan::check_dimm_sizes(&dimm_sizes_of(o))?;
+    plan::check_dimm_big(o.dimm_big)?;
     plan::check_vmem_sizes(&o.vmem_sizes.iter().flatten().copied().collect::<Vec<_>>())?;
     let run = coverage(o, &offered, notes)?;
     if o.tlbi_cpu != "none" {
