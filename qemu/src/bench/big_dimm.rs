@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use mm::size::Size;
 use serde_json::json;
 
-use super::drivers::{qemu_rss, rss_mib_per_gib, Target};
 use super::record::{DimmRecord, Record};
 use super::sink::{Sink, Tag};
+use super::target::{check_mode, qemu_rss, rss_mib_per_gib, Target};
 use crate::config::{BootMode, KernelConfig};
 use crate::kernel::build_kernel_once;
 use crate::run::{Machine, QemuRun};
@@ -38,7 +38,7 @@ pub fn big_dimm_bench(t: &Target<'_>, size: u64, tag: &Tag, sink: &mut Sink) -> 
         .timeout(Some(Duration::from_secs(1800)));
     let mut s = Session::start(run).map_err(|e| e.to_string())?;
     let boot = s.boot().map_err(|e| e.to_string())?;
-    super::drivers::check_mode(&boot, t.mode)?;
+    check_mode(&boot, t.mode)?;
     let cntfrq = boot
         .split_whitespace()
         .find_map(|w| w.strip_prefix("cntfrq=")?.parse::<f64>().ok())

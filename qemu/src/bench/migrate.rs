@@ -151,7 +151,7 @@ pub fn migrate_bench(t: &MigrateTarget<'_>, sizes: &[u64], tag: &Tag, sink: &mut
     if !out.success() {
         return Err(format!("migrate bench failed: {}\n{}", out.describe(), out.tail(20)));
     }
-    super::drivers::check_mode(&out.console, t.mode)?;
+    super::target::check_mode(&out.console, t.mode)?;
     println!(
         "\n## {} {} memmap_init={} migration of used memory (offline; cycles from CNTVCT; host wall {:.1} s)",
         cfg,

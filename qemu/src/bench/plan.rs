@@ -184,6 +184,15 @@ pub fn check_dimm_sizes(sizes: &[u64]) -> Result<(), PlanError> {
     Ok(())
 }
 
+/// The memory block of granule `g` (the smallest size hot-added).
+pub fn memory_block(g: Granule) -> u64 {
+    if g == Granule::K64 {
+        512 << 20
+    } else {
+        128 << 20
+    }
+}
+
 /// Largest `--vmem-sizes` size: the loaded shrink fills half of it with host-backed data.
 pub const MAX_VMEM: u64 = 8 << 30;
 

@@ -14,12 +14,8 @@ use crate::config::Granule;
 const GIB: u64 = 1 << 30;
 
 /// The memory block of granule `g` (the smallest size hot-added).
-pub fn block_size(g: Granule) -> u64 {
-    if g == Granule::K64 {
-        512 << 20
-    } else {
-        128 << 20
-    }
+fn block_size(g: Granule) -> u64 {
+    plan::memory_block(g)
 }
 
 /// The in-guest sizes of granule `g` (checked: [`plan::check_sizes`]; skipped ones noted).

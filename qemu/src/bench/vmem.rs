@@ -213,7 +213,7 @@ pub fn vmem_samples(t: &VmemTarget<'_>, size: u64, block: u64) -> Result<VmemSam
         .timeout(Some(Duration::from_secs(900)));
     let mut s = Session::start(run).map_err(|e| e.to_string())?;
     let boot = s.boot().map_err(|e| e.to_string())?;
-    super::drivers::check_mode(&boot, t.mode)?;
+    super::target::check_mode(&boot, t.mode)?;
     // Background struct page init of the boot RAM finished: it does not run beside the cycles.
     s.guest("meminfo settle").map_err(|e| e.to_string())?;
     let mut out = VmemSamples::default();
@@ -236,7 +236,7 @@ pub fn vmem_samples(t: &VmemTarget<'_>, size: u64, block: u64) -> Result<VmemSam
 /// Both device modes of one granule at `size`: printed, a record each.
 pub fn vmem_bench(t: &VmemTarget<'_>, size: u64, tag: &Tag, sink: &mut Sink) -> Result<(), String> {
     let cfg = KernelConfig::default_for(t.granule);
-    let memory_block = super::preflight::block_size(t.granule);
+    let memory_block = super::plan::memory_block(t.granule);
     println!(
         "\n## {cfg} {} memmap_init={} virtio-mem 0 → {} → 0 (guest µs from its virtio-mem line, guest = us − device_us; host ms qom-set → line; medians of {} cycles after the first, loaded: half the size under stress, median of {})",
         t.cpu,
