@@ -94,14 +94,14 @@ pub fn table(c: &Comparison) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<44} {:<26} {:>14} {:>14} {:>8}",
+        "{:<56} {:<26} {:>14} {:>14} {:>8}",
         "measurement", "metric", "old", "new", "new/old"
     );
     for r in &c.rows {
         let ratio = r.ratio.map_or("-".into(), |x| format!("{x:.2}"));
         let _ = writeln!(
             s,
-            "{:<44} {:<26} {:>14} {:>14} {:>8}",
+            "{:<56} {:<26} {:>14} {:>14} {:>8}",
             r.key.to_string(),
             r.metric,
             num(r.old),
