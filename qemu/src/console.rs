@@ -252,6 +252,11 @@ impl Console {
         })
     }
 
+    /// The process id of the spawned program (QEMU, for a run's console).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Console (stdout) text so far.
     pub fn output(&self) -> String {
         String::from_utf8_lossy(&self.out).into_owned()

@@ -1,7 +1,8 @@
 //! The benchmark driver (`hotmem-bench`) end to end on its smallest run: one granule (64K, one
-//! 512 MiB block), one repetition, one DIMM size, and `--compare` against a planted earlier
-//! record. Checks the records parse back, the plot is written and the comparison found the
-//! planted measurement. Times are not checked (no test asserts a time).
+//! 512 MiB block), one repetition, one DIMM size (with QEMU's RSS growth), 128 MiB of
+//! migration, virtio-mem 0 → 1 GiB → 0 in both device modes, and `--compare` against a planted
+//! earlier record. Checks the records parse back, the plot is written and the comparison found
+//! the planted measurement. Times are not checked (no test asserts a time).
 
 use hotmem_qemu::bench::compare::Comparison;
 use hotmem_qemu::bench::record::{parse_jsonl, GuestRecord, MemmapInit, Record};
@@ -63,6 +64,10 @@ fn run_smoke_bench(root: &Path, dir: &Path, old: &Path) -> String {
             "deferred",
             "--boot-mem",
             "1G",
+            "--migrate-sizes",
+            "128M",
+            "--vmem-sizes",
+            "1G",
         ])
         .arg("--out")
         .arg(dir)
@@ -109,9 +114,43 @@ fn check_guest_records(records: &[Record]) {
     }
 }
 
-/// One DIMM record and one boot record.
+/// One DIMM record (with QEMU's RSS growth), one boot record, the migration rows (batched cold
+/// and warm, block by block cold and warm) and a virtio-mem record per device mode.
 fn check_host_records(records: &[Record]) {
+    let migrations: Vec<(&str, &str, u64)> = records
+        .iter()
+        .filter_map(Record::as_migrate)
+        .map(|m| (m.pass.as_str(), m.batching(), m.size))
+        .collect();
+    assert_eq!(
+        migrations,
+        [
+            ("cold", "batched", 128 << 20),
+            ("warm", "batched", 128 << 20),
+            ("cold", "per-page", 128 << 20),
+            ("warm", "per-page", 128 << 20)
+        ]
+    );
+    assert!(
+        records
+            .iter()
+            .filter_map(Record::as_migrate)
+            .all(|m| m.pages == 2048 && m.us_per_page > 0.0 && m.config.starts_with("64k-")),
+        "{records:?}"
+    );
+    let vmems: Vec<_> = records.iter().filter_map(Record::as_vmem).collect();
+    let modes: Vec<(&str, u64, u64)> = vmems
+        .iter()
+        .map(|v| (v.vmem_mode.as_str(), v.block, v.cycles))
+        .collect();
+    assert_eq!(modes, [("sub-block", 2 << 20, 1), ("big-block", 1 << 30, 1)]);
+    for v in &vmems {
+        // Half of 1 GiB under stress moves once: 8192 pages of 64 KiB.
+        assert_eq!((v.size, v.loaded_migrated_pages), (1 << 30, 8192), "{v:?}");
+        assert!(v.grow_us >= v.grow_guest_us && v.grow_host_ms > 0.0, "{v:?}");
+    }
     let dimms: Vec<_> = records.iter().filter_map(Record::as_dimm).collect();
+    assert!(dimms[0].rss_mib_per_gib.is_some(), "no RSS growth: {:?}", dimms[0]);
     assert_eq!(dimms.len(), 1);
     let boots: Vec<_> = records.iter().filter_map(Record::as_boot).collect();
     assert!(
@@ -221,6 +260,14 @@ fn bench_options_are_checked_before_running() {
             "--sizes: no size of at least one 64k memory block (512M)",
         ),
         (&["--dimm-sizes", "16G"], "--dimm-sizes 16G: a DIMM must be 2 MiB to 8G"),
+        (
+            &["--vmem-sizes", "512M"],
+            "--vmem-sizes 512M: a virtio-mem size must be whole GiB",
+        ),
+        (
+            &["--dimm-big", "3073M"],
+            "--dimm-big 3073M: the big DIMM must be whole 64K memory blocks (512M)",
+        ),
         (
             &["--granule", "64k", "--reps", "1", "--write-docs"],
             "--write-docs: this run covers less than the page's: granules 64k (the page's: 4k,16k,64k)",

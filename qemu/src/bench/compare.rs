@@ -1,6 +1,8 @@
 //! `--compare FILE`: this run's records against an earlier `results.jsonl`.
 //!
-//! Records are matched by [`Key`] (kind, configuration, CPU, memmap mode, size, variant); when a
+//! Records are matched by [`Key`] (kind, configuration, CPU, memmap mode, size, variant: a
+//! migration is matched with the same pass and batching, a virtio-mem record with the same
+//! device mode); when a
 //! file holds several runs, the last record of each key is the one compared (so an appended file
 //! compares against its latest run of each measurement). Each metric gives old, new and
 //! `ratio = new / old` (below 1: faster or smaller now; `null` when old is 0 and new is not).
@@ -92,14 +94,14 @@ pub fn table(c: &Comparison) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<44} {:<26} {:>14} {:>14} {:>8}",
+        "{:<56} {:<26} {:>14} {:>14} {:>8}",
         "measurement", "metric", "old", "new", "new/old"
     );
     for r in &c.rows {
         let ratio = r.ratio.map_or("-".into(), |x| format!("{x:.2}"));
         let _ = writeln!(
             s,
-            "{:<44} {:<26} {:>14} {:>14} {:>8}",
+            "{:<56} {:<26} {:>14} {:>14} {:>8}",
             r.key.to_string(),
             r.metric,
             num(r.old),
@@ -117,10 +119,62 @@ pub fn table(c: &Comparison) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::bench::record::tests::guest;
-    use crate::bench::record::{DimmRecord, MemmapInit};
+    use crate::bench::record::{DimmRecord, MemmapInit, MigrateRecord, VmemRecord};
+
+    /// A 4K 128 MiB migration record.
+    pub fn migrate(pass: &str, batch: u64, us_per_page: f64) -> MigrateRecord {
+        MigrateRecord {
+            commit: "old".into(),
+            run: 1,
+            cpu: "max,lpa2=off".into(),
+            mode: MemmapInit::Eager,
+            config: "4k-48".into(),
+            size: 128 << 20,
+            pass: pass.into(),
+            batch,
+            full_above: 512,
+            pages: 32768,
+            offline_us: us_per_page * 32768.0,
+            us_per_page,
+            mib_s: 608.0,
+            memset_bytes_per_s: 2662.0 * (1 << 20) as f64,
+            mig_lim: 4.4,
+            tlbi_va: 0,
+            tlbi_range: 12,
+            tlbi_all: 0,
+        }
+    }
+
+    /// A 4K 1 GiB sub-block virtio-mem record.
+    pub fn vmem(grow_guest_us: f64) -> VmemRecord {
+        VmemRecord {
+            commit: "old".into(),
+            run: 1,
+            cpu: "max,lpa2=off".into(),
+            mode: MemmapInit::Deferred,
+            config: "4k-48".into(),
+            size: 1 << 30,
+            block: 2 << 20,
+            vmem_mode: "sub-block".into(),
+            cycles: 4,
+            first_grow_us: 60000.0,
+            first_grow_guest_us: 59000.0,
+            grow_us: 3000.0,
+            grow_guest_us,
+            grow_host_ms: 5.0,
+            shrink_us: 1300.0,
+            shrink_guest_us: 1167.0,
+            shrink_host_ms: 3.0,
+            loaded_reps: 4,
+            loaded_shrink_us: 500000.0,
+            loaded_shrink_guest_us: 499900.0,
+            loaded_shrink_host_ms: 510.0,
+            loaded_migrated_pages: 131072,
+        }
+    }
 
     fn dimm(cpu: &str, size: u64, plug: f64) -> Record {
         Record::Dimm(DimmRecord {
@@ -135,6 +189,7 @@ mod tests {
             unplug_to_deleted_ms: 0.0,
             result: "ok".into(),
             guest_add_online_us: None,
+            rss_mib_per_gib: None,
         })
     }
 
@@ -215,5 +270,84 @@ mod tests {
                 .any(|l| l.contains("add_us") && l.trim_end().ends_with("0.50")),
             "{t}"
         );
+    }
+
+    /// Migration rows are matched by pass and batching: a warm batched run is compared with the
+    /// earlier warm batched run only, and a slower µs/page shows as a ratio above 1.
+    #[test]
+    fn migrate_and_vmem_records_are_compared_by_their_own_keys() {
+        let old = vec![
+            Record::Migrate(migrate("warm", 4096, 6.0)),
+            Record::Migrate(migrate("warm", 1, 20.0)),
+            Record::Migrate(migrate("cold", 4096, 28.0)),
+            Record::Vmem(vmem(2000.0)),
+        ];
+        let mut big = vmem(700.0);
+        big.vmem_mode = "big-block".into();
+        big.block = 1 << 30;
+        let mut new_rss = dimm("max,lpa2=off", 1 << 30, 10.0);
+        if let Record::Dimm(d) = &mut new_rss {
+            d.rss_mib_per_gib = Some(2.5);
+        }
+        let new = vec![
+            Record::Migrate(migrate("warm", 4096, 9.0)),
+            Record::Migrate(migrate("warm", 1, 10.0)),
+            Record::Vmem(vmem(3000.0)),
+            Record::Vmem(big),
+            new_rss,
+        ];
+        let c = compare("old.jsonl", &old, &new);
+        let per_page: Vec<(String, f64, f64, Option<f64>)> = c
+            .rows
+            .iter()
+            .filter(|r| r.metric == "us_per_page")
+            .map(|r| (r.key.to_string(), r.old, r.new, r.ratio))
+            .collect();
+        assert_eq!(
+            per_page,
+            [
+                (
+                    "migrate 4k-48 max,lpa2=off eager 128M warm batched".to_string(),
+                    6.0,
+                    9.0,
+                    Some(1.5)
+                ),
+                (
+                    "migrate 4k-48 max,lpa2=off eager 128M warm per-page".to_string(),
+                    20.0,
+                    10.0,
+                    Some(0.5)
+                ),
+            ]
+        );
+        let grow = c.rows.iter().find(|r| r.metric == "grow_guest_us").unwrap();
+        assert_eq!((grow.old, grow.new, grow.ratio), (2000.0, 3000.0, Some(1.5)));
+        assert_eq!(grow.key.to_string(), "vmem 4k-48 max,lpa2=off deferred 1G sub-block");
+        // 3 metrics per migration, 9 per virtio-mem record.
+        assert_eq!(c.rows.len(), 2 * 3 + 9, "{c:?}");
+        let only_new: Vec<String> = c.only_new.iter().map(Key::to_string).collect();
+        assert_eq!(
+            only_new,
+            [
+                "dimm 16k-47 max,lpa2=off eager 1G",
+                "vmem 4k-48 max,lpa2=off deferred 1G big-block"
+            ]
+        );
+        assert_eq!(c.only_old.len(), 1);
+        assert_eq!(c.only_old[0].variant, "cold batched");
+        // The records round-trip through results.jsonl with their kind.
+        for r in &new {
+            let line = serde_json::to_string(r).unwrap();
+            assert_eq!(&serde_json::from_str::<Record>(&line).unwrap(), r, "{line}");
+        }
+        assert!(serde_json::to_string(&new[0])
+            .unwrap()
+            .starts_with("{\"kind\":\"migrate\""));
+        assert!(serde_json::to_string(&new[2])
+            .unwrap()
+            .starts_with("{\"kind\":\"vmem\""));
+        assert!(serde_json::to_string(&new[4])
+            .unwrap()
+            .contains("\"rss_mib_per_gib\":2.5"));
     }
 }

@@ -4,7 +4,7 @@
 //! [`BEGIN`] and [`END`], which it replaces with tables rendered from the run's records and a
 //! link to the scaling plot.
 
-use super::record::{BootRecord, GuestRecord, MemmapInit, Record};
+use super::record::{BootRecord, GuestRecord, MemmapInit, MigrateRecord, Record, VmemRecord};
 use mm::size::Size;
 use std::fmt::Write;
 
@@ -177,24 +177,98 @@ pub fn render(records: &[Record], info: &RunInfo) -> String {
         );
         let _ = writeln!(
             s,
-            "| config | mode | DIMM | device_add → _OST (ms) | of which the guest's add + online (µs) | device_del → DEVICE_DELETED (ms) | result |"
+            "| config | mode | DIMM | device_add → _OST (ms) | of which the guest's add + online (µs) | device_del → DEVICE_DELETED (ms) | QEMU RSS growth (MiB/GiB) | result |"
         );
-        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---|");
+        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---|");
         for d in dimms {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.1} | {} | {:.1} | {} |",
+                "| {} | {} | {} | {:.1} | {} | {:.1} | {} | {} |",
                 d.config,
                 d.mode,
                 Size(d.size),
                 d.plug_to_ost_ms,
                 d.guest_add_online_us.map_or("–".into(), |v| format!("{v:.0}")),
                 d.unplug_to_deleted_ms,
+                d.rss_mib_per_gib.map_or("–".into(), |v| format!("{v:.2}")),
                 d.result
             );
         }
+        s.push('\n');
+    }
+    let migrations: Vec<&MigrateRecord> = records.iter().filter_map(Record::as_migrate).collect();
+    if let Some(m0) = migrations.first() {
+        migrate_table(&mut s, m0, &migrations);
+    }
+    let vmems: Vec<&VmemRecord> = records.iter().filter_map(Record::as_vmem).collect();
+    if let Some(v0) = vmems.first() {
+        vmem_table(&mut s, v0, &vmems);
     }
     s
+}
+
+fn migrate_table(s: &mut String, m0: &MigrateRecord, recs: &[&MigrateRecord]) {
+    let _ = writeln!(
+        s,
+        "**Migration of used memory** (`{}`, the kernel's `bench migrate`: offline of that much movable memory; guest time from CNTVCT, one run each)\n",
+        m0.cpu
+    );
+    let _ = writeln!(
+        s,
+        "| config | mode | size | run | batching | pages | µs/page | MiB/s | memset MiB/s | mig/lim |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---|---|---:|---:|---:|---:|---:|");
+    for m in recs {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:#} | {} | {} | {} | {:.2} | {:.0} | {:.0} | {:.1} |",
+            m.config,
+            m.mode,
+            Size(m.size),
+            m.pass,
+            m.batching(),
+            m.pages,
+            m.us_per_page,
+            m.mib_s,
+            m.memset_bytes_per_s / (1u64 << 20) as f64,
+            m.mig_lim
+        );
+    }
+    s.push('\n');
+}
+
+fn vmem_table(s: &mut String, v0: &VmemRecord, recs: &[&VmemRecord]) {
+    let _ = writeln!(
+        s,
+        "**virtio-mem grow and shrink** (`{}`, guest µs from its `virtio-mem:` line, guest = `us − device_us`; host ms from `qom-set` to that line; medians of {} cycles after the first grow after boot, which is shown apart; loaded: shrink with half the size under `stress`, median of {})\n",
+        v0.cpu, v0.cycles, v0.loaded_reps
+    );
+    let _ = writeln!(
+        s,
+        "| config | mode | size | device mode | first grow guest µs | grow guest µs | grow µs | grow host ms | shrink guest µs | shrink µs | shrink host ms | loaded shrink guest µs | pages migrated |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for v in recs {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:#} | {} ({:#}) | {} | {} | {} | {:.1} | {} | {} | {:.1} | {} | {} |",
+            v.config,
+            v.mode,
+            Size(v.size),
+            v.vmem_mode,
+            Size(v.block),
+            us(v.first_grow_guest_us),
+            us(v.grow_guest_us),
+            us(v.grow_us),
+            v.grow_host_ms,
+            us(v.shrink_guest_us),
+            us(v.shrink_us),
+            v.shrink_host_ms,
+            us(v.loaded_shrink_guest_us),
+            v.loaded_migrated_pages
+        );
+    }
+    s.push('\n');
 }
 
 #[cfg(test)]
@@ -278,6 +352,10 @@ mod tests {
         );
         assert!(!s.contains("DIMM hotplug"), "no DIMM records, no DIMM table: {s}");
         assert!(!s.contains("Boot to the prompt"), "no boot records, no boot table: {s}");
+        assert!(
+            !s.contains("Migration of used memory") && !s.contains("virtio-mem grow"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -317,5 +395,34 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("| 4k-48 | eager | 16 GiB | 812345 |"), "{s}");
+    }
+
+    #[test]
+    fn migrate_and_vmem_records_make_their_tables() {
+        let recs = [
+            Record::Migrate(crate::bench::compare::tests::migrate("cold", 4096, 28.41)),
+            Record::Migrate(crate::bench::compare::tests::migrate("warm", 1, 20.5)),
+            Record::Vmem(crate::bench::compare::tests::vmem(2653.0)),
+        ];
+        let info = RunInfo {
+            commit: "abc1234".into(),
+            date: "2026-12-07".into(),
+            qemu: "QEMU 10.0.2".into(),
+            options: "".into(),
+            wall_s: 1.0,
+            plot: "bench-scaling.svg".into(),
+        };
+        let s = render(&recs, &info);
+        assert!(s.contains("**Migration of used memory** (`max,lpa2=off`"), "{s}");
+        assert!(
+            s.contains("| 4k-48 | eager | 128 MiB | cold | batched | 32768 | 28.41 | 608 | 2662 | 4.4 |"),
+            "{s}"
+        );
+        assert!(s.contains("| 128 MiB | warm | per-page | 32768 | 20.50 |"), "{s}");
+        assert!(s.contains("medians of 4 cycles after the first grow"), "{s}");
+        assert!(
+            s.contains("| 4k-48 | deferred | 1 GiB | sub-block (2 MiB) | 59000 | 2653 | 3000 | 5.0 | 1167 | 1300 | 3.0 | 499900 | 131072 |"),
+            "{s}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The bench's drivers: each boots QEMU and measures one thing on one [`Target`] (granule,
 //! CPU model, `memmap_init` mode): the kernel's own `bench` ([`guest_bench`]), time to the
-//! prompt ([`boot_bench`]) and DIMM hotplug over QMP ([`dimm_bench`]); [`run_matrix`] runs
+//! prompt ([`boot_bench`]), DIMM hotplug over QMP with QEMU's RSS growth ([`dimm_bench`]),
+//! migration ([`super::migrate`]) and virtio-mem resizes ([`super::vmem`]); [`run_matrix`] runs
 //! what the options ask for on every granule and mode.
 
 use std::path::Path;
@@ -12,8 +13,10 @@ use super::boot_stages;
 use super::machines::{lazy_ram_run, remote_node_run};
 use super::opts::Opts;
 use super::plan::{self, Coverage, DimmSamples};
-use super::record::{BootRecord, DimmRecord, GuestBench, GuestRecord, MemmapInit, Record};
+use super::record::{BootRecord, DimmRecord, GuestBench, GuestRecord, Record};
 use super::sink::{Sink, Tag};
+pub use super::target::{check_mode, Target};
+use super::target::{qemu_rss, rss_mib_per_gib};
 use crate::config::{BootMode, Granule, KernelConfig};
 use crate::kernel::build_kernel_once;
 use crate::run::{Machine, QemuRun};
@@ -21,30 +24,12 @@ use crate::session::Session;
 
 const GIB: u64 = 1 << 30;
 
-/// What a driver measures on.
-pub struct Target<'a> {
-    pub qemu: &'a Path,
-    pub granule: Granule,
-    /// QEMU's `-cpu`.
-    pub cpu: &'a str,
-    pub mode: MemmapInit,
-    /// Repetitions (medians of this many).
-    pub reps: u64,
-}
-
 fn median(v: &[f64]) -> f64 {
     plan::median(v).unwrap_or(0.0)
 }
 
-/// `memmap_init=MODE` on the command line; a kernel that does not know the option says so at
-/// boot and runs eager (the only mode it has), which is only an error when deferred was asked.
-pub fn check_mode(console: &str, mode: MemmapInit) -> Result<(), String> {
-    if mode != MemmapInit::Eager && console.contains("unknown option 'memmap_init=") {
-        return Err(format!(
-            "this kernel has no memmap_init={mode} (it ignored the option); run with --memmap-init eager"
-        ));
-    }
-    Ok(())
+fn median_of(v: &[f64]) -> Option<f64> {
+    plan::median(v)
 }
 
 /// What the other CPUs do while the guest bench runs.
@@ -266,18 +251,20 @@ pub fn dimm_bench(t: &Target<'_>, sizes: &[u64], tag: &Tag, sink: &mut Sink) -> 
         .ok_or("no cntfrq= in the boot log")?;
     println!("\n## {cfg} {cpu} memmap_init={mode} DIMM hotplug over QMP (host wall time, median of {reps})");
     println!(
-        "{:>9} {:>12} {:>14} {:>14} {:>10}",
-        "size", "plug_ms", "guest_add_us", "unplug_ms", "result"
+        "{:>9} {:>12} {:>14} {:>14} {:>14} {:>10}",
+        "size", "plug_ms", "guest_add_us", "unplug_ms", "rss_mib/gib", "result"
     );
     for &size in sizes {
         let (samples, result) = dimm_samples(&mut s, size, reps, cntfrq)?;
         let (pm, um, gm) = plan::dimm_medians(&samples);
+        let rss = median_of(&samples.rss_mib_per_gib);
         println!(
-            "{:>9} {:>12.1} {:>14} {:>14.1} {:>10}",
+            "{:>9} {:>12.1} {:>14} {:>14.1} {:>14} {:>10}",
             Size(size).to_string(),
             pm,
             gm.map_or("-".into(), |v| format!("{v:.0}")),
             um,
+            rss.map_or("-".into(), |v| format!("{v:.2}")),
             result
         );
         let ms = |v: f64| (v * 100.0).round() / 100.0;
@@ -293,6 +280,7 @@ pub fn dimm_bench(t: &Target<'_>, sizes: &[u64], tag: &Tag, sink: &mut Sink) -> 
             unplug_to_deleted_ms: ms(um),
             result,
             guest_add_online_us: gm.map(f64::round),
+            rss_mib_per_gib: rss.map(|v| (v * 100.0).round() / 100.0),
         }));
     }
     let _ = s.guest_exit("poweroff");
@@ -305,7 +293,10 @@ fn dimm_samples(s: &mut Session, size: u64, reps: u64, cntfrq: f64) -> Result<(D
     let mut result = String::from("ok");
     for i in 0..reps {
         let id = format!("b{}x{}", size >> 20, i);
+        let rss0 = qemu_rss(s)?;
         let p = s.plug(size, Some(&id)).map_err(|e| e.to_string())?;
+        // After the guest's `dimm:` line: its add + online have touched what they touch.
+        let rss1 = qemu_rss(s)?;
         samples.plug_ms.push(p.elapsed.as_secs_f64() * 1e3);
         // The guest's add + online, from its `dimm: ... cycles=N` line.
         samples.guest_us.extend(
@@ -318,7 +309,11 @@ fn dimm_samples(s: &mut Session, size: u64, reps: u64, cntfrq: f64) -> Result<(D
                 .map(|c| c * 1e6 / cntfrq),
         );
         let accepted = p.ost.as_ref().is_some_and(|o| o.status == 0);
-        if !accepted {
+        if accepted {
+            samples
+                .rss_mib_per_gib
+                .push(rss_mib_per_gib(rss1 as i64 - rss0 as i64, size));
+        } else {
             result = format!("refused (ost {:?})", p.ost.map(|o| o.status));
         }
         let u = s.unplug(&id).map_err(|e| e.to_string())?;
@@ -393,9 +388,34 @@ fn run_cell(t: &Target<'_>, o: &Opts, sizes: &[u64], dimm_sizes: &[u64], tag: &T
     }
     let migrate: Vec<u64> = o.migrate_sizes.iter().flatten().copied().collect();
     if !migrate.is_empty() {
+        let m = super::migrate::MigrateTarget {
+            qemu: t.qemu,
+            granule: g,
+            cpu: t.cpu,
+            mode,
+        };
         report(
-            format!("{g} migration"),
-            super::migrate::migrate_bench(t.qemu, g, t.cpu, &migrate),
+            format!("{g} {mode} migration"),
+            super::migrate::migrate_bench(&m, &migrate, tag, sink),
+        );
+    }
+    if let (Granule::K64, Some(size)) = (g, o.dimm_big) {
+        report(
+            format!("{g} {mode} big DIMM {}", Size(size)),
+            super::big_dimm::big_dimm_bench(t, size, tag, sink),
+        );
+    }
+    for &size in o.vmem_sizes.iter().flatten() {
+        let v = super::vmem::VmemTarget {
+            qemu: t.qemu,
+            granule: g,
+            cpu: t.cpu,
+            mode,
+            reps: t.reps,
+        };
+        report(
+            format!("{g} {mode} virtio-mem {}", Size(size)),
+            super::vmem::vmem_bench(&v, size, tag, sink),
         );
     }
     ok

@@ -51,6 +51,15 @@ pub struct Opts {
     /// no migration runs
     #[arg(long, value_name = "SIZE,...|none", value_delimiter = ',', value_parser = dimm_size, default_value = "none")]
     pub migrate_sizes: Vec<Option<u64>>,
+    /// virtio-mem sizes to grow to and shrink from, comma-separated, whole GiB up to 8G (per
+    /// granule, a 2 MiB device block and a 1 GiB one: reps + 1 idle cycles, then reps shrinks
+    /// of memory half filled with stress data); `none`: no virtio-mem runs
+    #[arg(long, value_name = "SIZE,...|none", value_delimiter = ',', value_parser = dimm_size, default_value = "none")]
+    pub vmem_sizes: Vec<Option<u64>>,
+    /// on 64K, also plug one DIMM of this size once (backend reserve=off, lazily backed; room
+    /// made for it) and record its plug, unplug and QEMU's RSS growth, e.g. `1T` (default: none)
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub dimm_big: Option<u64>,
     /// also run the in-guest hotplug bench with `torture` on 3 more CPUs (4 in all) and print
     /// it next to the idle figures, with the workers' operations per second
     #[arg(long)]
@@ -93,5 +102,25 @@ impl Opts {
     /// driver's start does, without running anything.
     pub fn try_parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Opts, clap::Error> {
         Opts::try_parse_from(std::iter::once("hotmem-bench".to_string()).chain(args))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn options_parse() {
+        Opts::command().debug_assert();
+        let o = Opts::try_parse_args(
+            ["--dimm-big", "1T", "--vmem-sizes", "1G,2G", "--migrate-sizes", "none"].map(String::from),
+        )
+        .unwrap();
+        assert_eq!(o.dimm_big, Some(1 << 40));
+        assert_eq!(o.vmem_sizes, [Some(1 << 30), Some(2 << 30)]);
+        assert_eq!(o.migrate_sizes, [None]);
+        let d = Opts::try_parse_args([]).unwrap();
+        assert_eq!((d.dimm_big, d.vmem_sizes.as_slice()), (None, &[None][..]));
     }
 }

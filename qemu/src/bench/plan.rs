@@ -46,6 +46,10 @@ pub enum PlanError {
     NoSizes { granule: Granule, block: String },
     #[error("--dimm-sizes {given}: a DIMM must be 2 MiB to {max} (the bench machine's hotplug room), or `none`")]
     DimmSize { given: String, max: String },
+    #[error("--vmem-sizes {given}: a virtio-mem size must be whole GiB (the big-block device block) from 1G to {max}, or `none`")]
+    VmemSize { given: String, max: String },
+    #[error("--dimm-big {given}: the big DIMM must be whole 64K memory blocks (512M) from 512M to {max}")]
+    DimmBig { given: String, max: String },
     #[error("--compare {path}: {reason}")]
     Compare { path: PathBuf, reason: String },
     #[error("--write-docs: {path}: {reason}; docs left as they were")]
@@ -178,6 +182,47 @@ pub fn check_dimm_sizes(sizes: &[u64]) -> Result<(), PlanError> {
         }
     }
     Ok(())
+}
+
+/// The memory block of granule `g` (the smallest size hot-added).
+pub fn memory_block(g: Granule) -> u64 {
+    if g == Granule::K64 {
+        512 << 20
+    } else {
+        128 << 20
+    }
+}
+
+/// Largest `--vmem-sizes` size: the loaded shrink fills half of it with host-backed data.
+pub const MAX_VMEM: u64 = 8 << 30;
+
+/// Checks `--vmem-sizes`: whole GiB (a multiple of the big-block device block and of every
+/// granule's memory block), 1G to [`MAX_VMEM`].
+pub fn check_vmem_sizes(sizes: &[u64]) -> Result<(), PlanError> {
+    for &s in sizes {
+        if !(1 << 30..=MAX_VMEM).contains(&s) || s % (1 << 30) != 0 {
+            return Err(PlanError::VmemSize {
+                given: Size(s).to_string(),
+                max: Size(MAX_VMEM).to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Largest `--dimm-big`: the machine's device memory room, far below the 64K kernel's 48-bit
+/// linear map.
+pub const MAX_DIMM_BIG: u64 = 4 << 40;
+
+/// Checks `--dimm-big`: whole 64K memory blocks, up to [`MAX_DIMM_BIG`].
+pub fn check_dimm_big(size: Option<u64>) -> Result<(), PlanError> {
+    match size {
+        Some(s) if s == 0 || s > MAX_DIMM_BIG || s % (512 << 20) != 0 => Err(PlanError::DimmBig {
+            given: Size(s).to_string(),
+            max: Size(MAX_DIMM_BIG).to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// In-guest sizes of one granule: sizes below its memory block `block` are skipped with a note,
@@ -326,6 +371,8 @@ pub struct DimmSamples {
     pub unplug_ms: Vec<f64>,
     /// The guest's add + online, µs (from its `dimm:` line; missing on refusals).
     pub guest_us: Vec<f64>,
+    /// QEMU's RSS growth over the plug, MiB per GiB added (accepted plugs only).
+    pub rss_mib_per_gib: Vec<f64>,
 }
 
 /// Medians of one DIMM size: (plug ms, unplug ms, guest µs), each from its own samples.
@@ -388,6 +435,18 @@ mod tests {
         ));
         assert!(check_dimm_sizes(&[128 << 20, 4 << 30]).is_ok());
         assert!(check_dimm_sizes(&[0]).is_err() && check_dimm_sizes(&[16 << 30]).is_err());
+        assert!(check_vmem_sizes(&[1 << 30, 8 << 30]).is_ok());
+        assert!(check_dimm_big(None).is_ok() && check_dimm_big(Some(1 << 40)).is_ok());
+        assert_eq!(
+            check_dimm_big(Some(3 << 30 | 1 << 20)).unwrap_err().to_string(),
+            "--dimm-big 3073M: the big DIMM must be whole 64K memory blocks (512M) from 512M to 4T"
+        );
+        assert!(check_dimm_big(Some(8 << 40)).is_err() && check_dimm_big(Some(0)).is_err());
+        assert_eq!(
+            check_vmem_sizes(&[512 << 20]).unwrap_err().to_string(),
+            "--vmem-sizes 512M: a virtio-mem size must be whole GiB (the big-block device block) from 1G to 8G, or `none`"
+        );
+        assert!(check_vmem_sizes(&[(1 << 30) + (2 << 20)]).is_err() && check_vmem_sizes(&[16 << 30]).is_err());
         let mut notes = Vec::new();
         let bs = 512 << 20;
         assert_eq!(
@@ -461,6 +520,7 @@ mod tests {
             plug_ms: vec![30.0, 10.0, 20.0],
             unplug_ms: vec![5.0, 7.0, 6.0],
             guest_us: vec![400.0, 100.0, 300.0, 200.0],
+            rss_mib_per_gib: vec![],
         };
         assert_eq!(dimm_medians(&s), (20.0, 6.0, Some(300.0)));
         assert_eq!(median(&[]), None);

@@ -15,11 +15,7 @@ const GIB: u64 = 1 << 30;
 
 /// The memory block of granule `g` (the smallest size hot-added).
 fn block_size(g: Granule) -> u64 {
-    if g == Granule::K64 {
-        512 << 20
-    } else {
-        128 << 20
-    }
+    plan::memory_block(g)
 }
 
 /// The in-guest sizes of granule `g` (checked: [`plan::check_sizes`]; skipped ones noted).
@@ -124,6 +120,8 @@ pub fn check_options(o: &Opts, root: &Path, qemu: &Path, notes: &mut Vec<String>
     let offered = qemu_cpus(qemu).map_err(PlanError::CpuList)?;
     plan::check_boot_mem(&o.boot_mem.iter().flatten().copied().collect::<Vec<_>>())?;
     plan::check_dimm_sizes(&dimm_sizes_of(o))?;
+    plan::check_dimm_big(o.dimm_big)?;
+    plan::check_vmem_sizes(&o.vmem_sizes.iter().flatten().copied().collect::<Vec<_>>())?;
     let run = coverage(o, &offered, notes)?;
     if o.tlbi_cpu != "none" {
         plan::check_cpu("--tlbi-cpu", &o.tlbi_cpu, &offered)?;

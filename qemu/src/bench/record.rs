@@ -38,14 +38,102 @@ impl fmt::Display for MemmapInit {
     }
 }
 
-/// One line of `results.jsonl`: `{"kind":"guest",...}`, `{"kind":"dimm",...}` or
-/// `{"kind":"boot",...}`.
+/// One line of `results.jsonl`: `{"kind":"guest",...}`, `{"kind":"dimm",...}`,
+/// `{"kind":"boot",...}`, `{"kind":"migrate",...}` or `{"kind":"vmem",...}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Record {
     Guest(GuestRecord),
     Dimm(DimmRecord),
     Boot(BootRecord),
+    Migrate(MigrateRecord),
+    Vmem(VmemRecord),
+}
+
+/// One row of the kernel's `bench migrate` (its `bench-json: {"kind":"migrate",...}` object):
+/// the offline of `size` of hot-added memory filled with movable pages, which migrates each.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MigrateRecord {
+    #[serde(default)]
+    pub commit: String,
+    #[serde(default)]
+    pub run: u64,
+    pub cpu: String,
+    #[serde(default)]
+    pub mode: MemmapInit,
+    /// The kernel configuration, e.g. `4k-48`.
+    pub config: String,
+    /// Used memory migrated (bytes).
+    pub size: u64,
+    /// `cold` (the target memory never backed by the host) or `warm` (the same memory again).
+    pub pass: String,
+    /// Pages per migration batch; 1 is block by block (one invalidation per page).
+    pub batch: u64,
+    /// TLBI instructions above which a batch is one full flush.
+    pub full_above: u64,
+    pub pages: u64,
+    pub offline_us: f64,
+    pub us_per_page: f64,
+    pub mib_s: f64,
+    /// The guest's memset bandwidth of the boot (bytes/s).
+    pub memset_bytes_per_s: f64,
+    /// Time over the copy at memset bandwidth (`mig/lim`).
+    pub mig_lim: f64,
+    pub tlbi_va: u64,
+    pub tlbi_range: u64,
+    pub tlbi_all: u64,
+}
+
+impl MigrateRecord {
+    /// `batched` or `per-page`.
+    pub fn batching(&self) -> &'static str {
+        if self.batch == 1 {
+            "per-page"
+        } else {
+            "batched"
+        }
+    }
+}
+
+/// virtio-mem grow 0 → `size` and shrink `size` → 0 of idle memory, and a shrink of memory half
+/// filled with stress data, through QMP `requested-size` (medians).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VmemRecord {
+    #[serde(default)]
+    pub commit: String,
+    #[serde(default)]
+    pub run: u64,
+    pub cpu: String,
+    #[serde(default)]
+    pub mode: MemmapInit,
+    /// The kernel configuration, e.g. `4k-48`.
+    pub config: String,
+    pub size: u64,
+    /// The device block (`block-size`): below the memory block is sub-block mode, at or above
+    /// it big-block mode.
+    pub block: u64,
+    /// `sub-block` or `big-block`.
+    pub vmem_mode: String,
+    /// Idle cycles in the medians (the first grow after boot is not one of them).
+    pub cycles: u64,
+    /// The first grow after boot (host memory never backed before), guest µs and its own work.
+    pub first_grow_us: f64,
+    pub first_grow_guest_us: f64,
+    /// The guest's whole resize (`us`), its own work (`us - device_us`), host wall time from
+    /// `qom-set` to the guest's line (ms); medians of the idle cycles.
+    pub grow_us: f64,
+    pub grow_guest_us: f64,
+    pub grow_host_ms: f64,
+    pub shrink_us: f64,
+    pub shrink_guest_us: f64,
+    pub shrink_host_ms: f64,
+    /// The shrink with half of `size` holding `stress` data: the same figures and the pages it
+    /// migrated (medians of `loaded_reps`).
+    pub loaded_reps: u64,
+    pub loaded_shrink_us: f64,
+    pub loaded_shrink_guest_us: f64,
+    pub loaded_shrink_host_ms: f64,
+    pub loaded_migrated_pages: u64,
 }
 
 /// Boot to the prompt with `mem` of RAM (the kernel's `boot: time_to_prompt_us=`, median).
@@ -134,6 +222,11 @@ pub struct DimmRecord {
     /// median (absent in records from before it was measured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_add_online_us: Option<f64>,
+    /// QEMU's resident memory growth (`VmRSS`) from before `device_add` to after the guest's
+    /// add + online, MiB per GiB added, median (absent in records from before it was
+    /// measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_mib_per_gib: Option<f64>,
 }
 
 impl GuestBench {
@@ -180,14 +273,15 @@ impl GuestBench {
 /// runs.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Key {
-    /// `guest` or `dimm`.
+    /// `guest`, `dimm`, `boot`, `migrate` or `vmem`.
     pub kind: String,
     /// `4k-48`.
     pub config: String,
     pub cpu: String,
     pub mode: MemmapInit,
     pub size: u64,
-    /// Guest: `mom` (memmap on memory) or `no-mom`; DIMM: empty.
+    /// Guest: `mom` (memmap on memory) or `no-mom`; migrate: the pass and the batching
+    /// (`warm batched`, `cold per-page`); vmem: `sub-block` or `big-block`; others: empty.
     pub variant: String,
 }
 
@@ -236,6 +330,22 @@ impl Record {
                 size: b.mem,
                 variant: String::new(),
             },
+            Record::Migrate(m) => Key {
+                kind: "migrate".into(),
+                config: m.config.clone(),
+                cpu: m.cpu.clone(),
+                mode: m.mode,
+                size: m.size,
+                variant: format!("{} {}", m.pass, m.batching()),
+            },
+            Record::Vmem(v) => Key {
+                kind: "vmem".into(),
+                config: v.config.clone(),
+                cpu: v.cpu.clone(),
+                mode: v.mode,
+                size: v.size,
+                variant: v.vmem_mode.clone(),
+            },
         }
     }
 
@@ -264,9 +374,26 @@ impl Record {
                     ("unplug_to_deleted_ms", d.unplug_to_deleted_ms),
                 ];
                 m.extend(d.guest_add_online_us.map(|v| ("guest_add_online_us", v)));
+                m.extend(d.rss_mib_per_gib.map(|v| ("rss_mib_per_gib", v)));
                 m
             }
             Record::Boot(b) => vec![("time_to_prompt_us", b.time_to_prompt_us)],
+            Record::Migrate(m) => vec![
+                ("us_per_page", m.us_per_page),
+                ("offline_us", m.offline_us),
+                ("mig_lim", m.mig_lim),
+            ],
+            Record::Vmem(v) => vec![
+                ("grow_guest_us", v.grow_guest_us),
+                ("grow_us", v.grow_us),
+                ("grow_host_ms", v.grow_host_ms),
+                ("shrink_guest_us", v.shrink_guest_us),
+                ("shrink_us", v.shrink_us),
+                ("shrink_host_ms", v.shrink_host_ms),
+                ("loaded_shrink_guest_us", v.loaded_shrink_guest_us),
+                ("loaded_shrink_us", v.loaded_shrink_us),
+                ("loaded_migrated_pages", v.loaded_migrated_pages as f64),
+            ],
         }
     }
 
@@ -291,11 +418,27 @@ impl Record {
         }
     }
 
+    pub fn as_migrate(&self) -> Option<&MigrateRecord> {
+        match self {
+            Record::Migrate(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub fn as_vmem(&self) -> Option<&VmemRecord> {
+        match self {
+            Record::Vmem(v) => Some(v),
+            _ => None,
+        }
+    }
+
     pub fn commit(&self) -> &str {
         match self {
             Record::Guest(g) => &g.commit,
             Record::Dimm(d) => &d.commit,
             Record::Boot(b) => &b.commit,
+            Record::Migrate(m) => &m.commit,
+            Record::Vmem(v) => &v.commit,
         }
     }
 }

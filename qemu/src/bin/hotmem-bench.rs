@@ -10,7 +10,10 @@
 //!    sizes up to 1 GiB, to compare TLBI counts, when the main CPU has FEAT_TLBIRANGE;
 //! 3. host wall time of real DIMM hotplug over QMP: `device_add` → the guest's `_OST` success,
 //!    `device_del` → `DEVICE_DELETED`, for 128 MiB / 512 MiB / 1 GiB / 4 GiB DIMMs (median of N;
-//!    sizes the granule cannot use are reported as refused).
+//!    sizes the granule cannot use are reported as refused), with QEMU's RSS growth per GiB;
+//! 4. with `--migrate-sizes`, the kernel's `bench migrate` (migration of used memory, batched and
+//!    block by block); with `--vmem-sizes`, virtio-mem grow and shrink in sub-block and big-block
+//!    mode; with `--dimm-big`, one large DIMM on 64K.
 //!
 //! Every result is also a JSON line (`hotmem_qemu::bench::Record`), printed and appended to
 //! `<out>/results.jsonl` (default `target/bench/`), so runs can be compared across commits
