@@ -90,10 +90,13 @@ pub enum Mutant {
     /// A migration batch's single invalidation covers only the batch's first block: the
     /// others are freed with their cleared window entries still cached.
     MigrateBatchFlushFirst,
+    /// A block pushed onto a free list leaves the list's lower bound above it, so an
+    /// allocation below a limit skips the list although the block qualifies.
+    FreeListLowStale,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 32] = [
+    pub const ALL: [Mutant; 33] = [
         Mutant::UnisolateEarlyClear,
         Mutant::DimmZoneSplit,
         Mutant::DimmRemoveBehindDriver,
@@ -126,6 +129,7 @@ impl Mutant {
         Mutant::DimmNodeIgnored,
         Mutant::MigrateIgnoresNode,
         Mutant::MigrateBatchFlushFirst,
+        Mutant::FreeListLowStale,
     ];
 
     /// The name used by `mutant=` and `HOTMEM_MUTANT`.
@@ -163,6 +167,7 @@ impl Mutant {
             Mutant::DimmNodeIgnored => "dimm-node-ignored",
             Mutant::MigrateIgnoresNode => "migrate-ignores-node",
             Mutant::MigrateBatchFlushFirst => "migrate-batch-flush-first",
+            Mutant::FreeListLowStale => "free-list-low-stale",
         }
     }
 
@@ -264,7 +269,7 @@ mod tests {
             assert_eq!(Mutant::from_name(m.name()), Some(m));
         }
         assert_eq!(Mutant::from_name("no-such"), None);
-        let mut names: [&str; 32] = Mutant::ALL.map(Mutant::name);
+        let mut names: [&str; Mutant::ALL.len()] = Mutant::ALL.map(Mutant::name);
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]));
     }

@@ -25,10 +25,15 @@ pub use deferred::{
 /// Orders 0..=13 (64K's MAX_PAGE_ORDER is 13).
 pub const NR_ORDERS: usize = 14;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct FreeList {
     head: u64,
     len: u64,
+    /// No block on the list starts below this PFN: lowered by every push, raised to the exact
+    /// minimum by a search that walked the whole list ([`NO_PFN`] when that found it empty).
+    /// An allocation below a limit skips, in O(1), every list with nothing there, which is
+    /// all of them but one for each page an offline moves below the memory it takes away.
+    low: u64,
 }
 
 /// Per-zone counters, in pages (of one node's zone, or summed over the nodes).
@@ -69,7 +74,11 @@ struct Zone {
 }
 
 const EMPTY_ZONE: Zone = Zone {
-    free_area: [FreeList { head: NO_PFN, len: 0 }; NR_ORDERS],
+    free_area: [FreeList {
+        head: NO_PFN,
+        len: 0,
+        low: NO_PFN,
+    }; NR_ORDERS],
     counters: ZoneCounters {
         managed: 0,
         free: 0,
@@ -307,6 +316,9 @@ impl<M: Memmap> PageAlloc<M> {
         let l = &mut z.free_area[order as usize];
         l.head = pfn;
         l.len += 1;
+        if !arch::mutant::on(arch::mutant::Mutant::FreeListLowStale) {
+            l.low = l.low.min(pfn);
+        }
         z.counters.free += 1 << order;
     }
 
@@ -541,6 +553,35 @@ mod tests {
             check(&a);
             assert_eq!(a.free_blocks(ZoneId::Normal)[10], 4);
         }
+    }
+
+    /// An allocation below a limit finds exactly what is there across searches that found
+    /// nothing: a search that walks a whole list raises the list's lower bound to its true
+    /// minimum, and a free below it lowers it again.
+    #[test]
+    fn alloc_below_skips_only_lists_with_nothing_below() {
+        let base = 1 << 20;
+        let limit = base + 2048;
+        let mut a = alloc_with(base, 4096, 10);
+        a.online_range(ZoneId::Normal, 0, base, 4096).unwrap();
+        let pages: Vec<u64> = core::iter::from_fn(|| a.alloc(0, AllocKind::Kernel)).collect();
+        for &p in pages.iter().filter(|&&p| p >= limit) {
+            a.free(p, 0).unwrap();
+        }
+        for _ in 0..2 {
+            assert_eq!(a.alloc_below(0, AllocKind::Kernel, limit), None);
+            check(&a);
+        }
+        a.free(base + 100, 0).unwrap();
+        check(&a);
+        assert_eq!(a.alloc_below(0, AllocKind::Kernel, limit), Some(base + 100));
+        // Two buddies merge into an order-1 block below the limit.
+        a.free(base + 10, 0).unwrap();
+        a.free(base + 11, 0).unwrap();
+        check(&a);
+        assert_eq!(a.alloc_below(1, AllocKind::Kernel, limit), Some(base + 10));
+        assert_eq!(a.alloc_below(0, AllocKind::Kernel, limit), None);
+        assert!(a.alloc(0, AllocKind::Kernel).is_some_and(|p| p >= limit));
     }
 
     /// An allocated block across the edge cannot be isolated in part: `Straddles`, nothing

@@ -189,6 +189,13 @@ const MUTANTS: &[Mutant] = &[
     // Isolation that cuts no free block at its edges leaves a free max-order block reaching
     // into an unplugged device block: the checker sees it, in the unit test (the rule for the
     // pages inside a block) and in the sub-block property test.
+    // A free list's lower bound left above a block pushed onto it.
+    Mutant {
+        package: "hotmem-mm",
+        name: "free-list-low-stale",
+        test_args: &["--lib", "buddy::tests::alloc_below_skips_only_lists_with_nothing_below"],
+        expect: "free list below the list's lower bound",
+    },
     Mutant {
         package: "hotmem-mm",
         name: "isolate-head-only-walk",

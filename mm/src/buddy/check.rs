@@ -22,6 +22,8 @@ pub enum Rule {
     ListLink { zone: ZoneId, order: u32 },
     /// A listed PFN is not a free (`BUDDY`, not isolated) head of the list's order and zone.
     ListedNotFree { zone: ZoneId, order: u32 },
+    /// A listed block below the list's lower bound (an allocation below a limit would skip it).
+    ListBelowLow { zone: ZoneId, order: u32 },
     /// A free head of this order and zone that is on no free list.
     FreeNotListed { zone: ZoneId, order: u32 },
     /// A block head whose order exceeds the maximum or whose PFN is not aligned to it.
@@ -92,6 +94,11 @@ impl core::fmt::Display for Violation {
                     zone.name()
                 )
             }
+            ListBelowLow { zone, order } => write!(
+                f,
+                "on the {} order-{order} free list below the list's lower bound",
+                zone.name()
+            ),
             FreeNotListed { zone, order } => {
                 write!(f, "free {} order-{order} head on no free list", zone.name())
             }
@@ -211,7 +218,7 @@ impl<M: Memmap> PageAlloc<M> {
     }
 
     /// Every free list's links are consistent and every entry is a free head of the list's
-    /// order and zone, on the list's node.
+    /// order and zone, on the list's node, not below the list's lower bound.
     fn check_free_lists(&self) -> Result<(), Violation> {
         for (nid, zone) in node_zones() {
             for order in 0..NR_ORDERS as u32 {
@@ -228,6 +235,9 @@ impl<M: Memmap> PageAlloc<M> {
                     }
                     if p.node != nid {
                         return Err(v(pfn, Rule::WrongNode { node: nid }));
+                    }
+                    if pfn < list.low {
+                        return Err(v(pfn, Rule::ListBelowLow { zone, order }));
                     }
                     (prev, pfn, n) = (pfn, p.next, n + 1);
                 }

@@ -152,13 +152,19 @@ impl<M: Memmap> PageAlloc<M> {
         }
         for &zone in kind.zones() {
             for o in order..=self.max_order {
-                let mut pfn = self.zone(nid, zone).free_area[o as usize].head;
+                let list = self.zone(nid, zone).free_area[o as usize];
+                if list.low.saturating_add(1 << o) > limit {
+                    continue;
+                }
+                let (mut pfn, mut low) = (list.head, NO_PFN);
                 while pfn != NO_PFN && pfn + (1 << o) > limit {
+                    low = low.min(pfn);
                     pfn = self.page(pfn).map_or(NO_PFN, |p| p.next);
                 }
                 if pfn != NO_PFN {
                     return Some(self.take(nid, zone, o, pfn, order, kind));
                 }
+                self.zone_mut(nid, zone).free_area[o as usize].low = low;
             }
         }
         None
