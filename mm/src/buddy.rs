@@ -15,6 +15,7 @@ use crate::page::{flags, Memmap, Page, ZoneId, NO_PFN, POISON_CHECKS};
 mod check;
 mod deferred;
 mod isolate;
+pub use isolate::BusyPage;
 mod zonelist;
 pub use check::{NodeCensus, Rule, Violation, ZoneCensus};
 pub use deferred::{
@@ -207,10 +208,19 @@ impl<M: Memmap> PageAlloc<M> {
     /// Copy of the `struct page` of `pfn`, if it has a memmap and it is initialised (see
     /// [`lookup`](Self::lookup) for the reason when not).
     pub fn page(&self, pfn: u64) -> Option<Page> {
+        self.page_ref(pfn).copied()
+    }
+
+    /// [`page`](Self::page) without the copy (a `Page` is 64-byte aligned: copies of one inside
+    /// an `Option` or a tuple are `memcpy` calls, the cost of a PFN walk).
+    pub fn page_ref(&self, pfn: u64) -> Option<&Page> {
         if !self.memmap.valid(pfn) || !self.is_initialised(pfn) {
             return None;
         }
-        let p = self.memmap.read(pfn)?;
+        // SAFETY: `valid` checked just above, so the struct page is live and aligned (the
+        // `Memmap` contract); every writer of an initialised struct page holds the allocator
+        // exclusively, which this `&self` borrow excludes while the reference lives.
+        let p = unsafe { &*self.memmap.page(pfn) };
         if POISON_CHECKS {
             assert!(!p.is_poison(), "read of the uninitialised struct page of pfn {pfn:#x}");
         }

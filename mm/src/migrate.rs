@@ -7,10 +7,10 @@
 //! Users touch the data only under the same lock that migration takes.
 
 use crate::{
-    buddy::{AllocKind, BuddyError, PageAlloc},
+    buddy::{AllocKind, BuddyError, BusyPage, PageAlloc},
     geometry::Config,
     numa::NodeId,
-    page::{flags, Memmap, Page},
+    page::{flags, Memmap},
     pgtable::{Attrs, MapError, MapFlags, PageTable, TableAlloc},
 };
 use alloc::vec::Vec;
@@ -291,11 +291,14 @@ pub fn offline_pages<M: Memmap>(
             Ok(_) => break,
             Err(BuddyError::Straddles { pfn, .. }) if tries < 2 => {
                 tries += 1;
-                let page = a.page(pfn).ok_or(OfflineError::Unmovable { pfn })?;
+                let page = a
+                    .page_ref(pfn)
+                    .map(|p| BusyPage::of(pfn, p))
+                    .ok_or(OfflineError::Unmovable { pfn })?;
                 // Cut the free blocks across the edges, so the new frame cannot straddle one.
                 a.split_free_at(start);
                 a.split_free_at(start + nr);
-                let m = mig.prepare(a, handles, pfn, page)?;
+                let m = mig.prepare(a, handles, page)?;
                 mig.batch.push(m);
                 mig.commit(a, handles, &mut copy, &mut freeing)?;
             }
@@ -351,17 +354,17 @@ impl Migration {
         loop {
             let (mut pages, mut stop) = (0, None);
             while pages < limit && self.batch.len() < self.batch.capacity() {
-                let Some((busy, page)) = a.first_busy(pfn, end - pfn) else {
+                let Some(busy) = a.first_busy(pfn, end - pfn) else {
                     break;
                 };
-                match self.prepare(a, handles, busy, page) {
+                match self.prepare(a, handles, busy) {
                     Ok(m) => {
                         pages += 1 << m.order;
-                        pfn = busy + (1 << m.order);
+                        pfn = busy.pfn + (1 << m.order);
                         self.batch.push(m);
                     }
                     Err(e) => {
-                        stop = Some((busy, e));
+                        stop = Some((busy.pfn, e));
                         break;
                     }
                 }
@@ -370,7 +373,7 @@ impl Migration {
                 None if self.batch.is_empty() => {
                     let left = a
                         .first_busy(pfn, end - pfn)
-                        .map_or(0, |(b, _)| a.busy_pages(b, end - b));
+                        .map_or(0, |b| a.busy_pages(b.pfn, end - b.pfn));
                     // No room for even one move record: nothing can migrate.
                     return if left == 0 {
                         Ok(())
@@ -398,16 +401,16 @@ impl Migration {
         }
     }
 
-    /// Check that the allocated block at `busy` can move and allocate its destination.
+    /// Check that the allocated block `page` can move and allocate its destination.
     fn prepare<M: Memmap>(
         &self,
         a: &mut PageAlloc<M>,
         handles: &Handles,
-        busy: u64,
-        page: Page,
+        page: BusyPage,
     ) -> Result<Move, OfflineError> {
+        let busy = page.pfn;
         let owner = page.private.checked_sub(1).map(|h| Handle(h as u32));
-        let order = page.order as u32;
+        let order = page.order;
         let movable = page.has(flags::MOVABLE) && owner.is_some_and(|h| handles.get(h) == Some((busy, order)));
         let (true, Some(handle)) = (movable, owner) else {
             return Err(OfflineError::Unmovable { pfn: busy });
@@ -448,6 +451,7 @@ impl Migration {
             set_owner(a, m.dst, Some(m.handle));
             set_owner(a, m.src, None);
         }
+
         let mut result = Ok(());
         for m in self.batch.drain(..) {
             freeing(m.src, m.order);
@@ -470,7 +474,7 @@ impl Migration {
 /// later access.
 fn migration_target<M: Memmap>(a: &mut PageAlloc<M>, order: u32, target_below: u64, nid: NodeId) -> Option<u64> {
     let nid = if mutant::on(Mutant::MigrateIgnoresNode) { 0 } else { nid };
-    let (nodes, len) = a.distances().fallback_order(nid);
+    let (nodes, len) = a.zonelist(nid);
     nodes[..len].iter().find_map(|&n| {
         a.alloc_below_this_node(order, AllocKind::Movable, target_below, n)
             .or_else(|| a.alloc_this_node(order, AllocKind::Movable, n))

@@ -7,6 +7,44 @@ use super::{aligned_blocks, BuddyError, PageAlloc};
 use crate::page::{flags, Memmap, Page, ZoneId};
 use arch::mutant::{self, Mutant};
 
+/// A page in use that a range walk found ([`PageAlloc::first_busy`]): the fields of its head
+/// that offline and migration need, small enough to travel in registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BusyPage {
+    pub pfn: u64,
+    pub flags: u32,
+    /// The block's order (an allocated head); 0 for a reserved page.
+    pub order: u32,
+    pub node: u8,
+    /// The owner's data (a movable page's handle + 1).
+    pub private: u64,
+}
+
+impl BusyPage {
+    pub const fn of(pfn: u64, p: &Page) -> Self {
+        BusyPage {
+            pfn,
+            flags: p.flags,
+            order: p.order as u32,
+            node: p.node,
+            private: p.private,
+        }
+    }
+
+    pub const fn has(&self, f: u32) -> bool {
+        self.flags & f != 0
+    }
+
+    /// Pages it occupies: its block when allocated, one when reserved.
+    pub const fn pages(&self) -> u64 {
+        if self.has(flags::HEAD) {
+            1 << self.order
+        } else {
+            1
+        }
+    }
+}
+
 impl<M: Memmap> PageAlloc<M> {
     /// Ranges for isolation/offline must have a memmap. A free block may straddle an edge
     /// ([`split_free_at`](Self::split_free_at) cuts it there); an allocated one may not
@@ -200,17 +238,20 @@ impl<M: Memmap> PageAlloc<M> {
 
     /// The first page in use in a range (allocated, or reserved such as the kernel image).
     /// `start` must be a block boundary (a range start, or just past a block).
-    pub fn first_busy(&self, start: u64, nr: u64) -> Option<(u64, Page)> {
+    pub fn first_busy(&self, start: u64, nr: u64) -> Option<BusyPage> {
         let mut pfn = start;
         while pfn < start + nr {
-            if !self.is_initialised(pfn) {
+            // One lookup for the common case, an initialised page.
+            let Some(p) = self.page_ref(pfn) else {
+                if self.is_initialised(pfn) {
+                    return None;
+                }
                 // Deferred: free by definition.
                 pfn = self.next_init_change(pfn, start + nr);
                 continue;
-            }
-            let p = self.page(pfn)?;
+            };
             if p.has(flags::HEAD | flags::RESERVED) {
-                return Some((pfn, p));
+                return Some(BusyPage::of(pfn, p));
             }
             pfn += if p.has(flags::BUDDY) { 1 << p.order } else { 1 };
         }
@@ -221,10 +262,10 @@ impl<M: Memmap> PageAlloc<M> {
     /// boundary as for [`first_busy`](Self::first_busy).
     pub fn busy_pages(&self, start: u64, nr: u64) -> u64 {
         let (mut pfn, mut n) = (start, 0);
-        while let Some((busy, p)) = self.first_busy(pfn, start + nr - pfn) {
-            let len = if p.has(flags::HEAD) { 1 << p.order } else { 1 };
+        while let Some(b) = self.first_busy(pfn, start + nr - pfn) {
+            let len = b.pages();
             n += len;
-            pfn = busy + len;
+            pfn = b.pfn + len;
         }
         n
     }
@@ -234,8 +275,8 @@ impl<M: Memmap> PageAlloc<M> {
     /// Returns the number of pages that left the zone.
     pub fn offline_isolated(&mut self, start: u64, nr: u64) -> Result<u64, BuddyError> {
         self.check_range(start, nr)?;
-        if let Some((pfn, _)) = self.first_busy(start, nr) {
-            return Err(BuddyError::Busy { pfn });
+        if let Some(b) = self.first_busy(start, nr) {
+            return Err(BuddyError::Busy { pfn: b.pfn });
         }
         // Deferred ranges (isolated with the range) leave their lists: no struct page is
         // written, their memmap stays uninitialised and offline.
