@@ -359,7 +359,7 @@ impl<M: Memmap> PageAlloc<M> {
     fn free_merge(&mut self, nid: NodeId, zone: ZoneId, mut pfn: u64, mut order: u32) {
         while order < self.max_order {
             let buddy = pfn ^ (1 << order);
-            let Some(b) = self.page(buddy) else { break };
+            let Some(b) = self.page_ref(buddy) else { break };
             let mergeable = b.has(flags::BUDDY)
                 && !b.has(flags::ISOLATED)
                 && b.order as u32 == order
@@ -451,7 +451,7 @@ impl<M: Memmap> PageAlloc<M> {
 
     /// Free a block returned by [`alloc`](Self::alloc) with the same order.
     pub fn free(&mut self, pfn: u64, order: u32) -> Result<(), BuddyError> {
-        let p = self.page(pfn).ok_or(BuddyError::NotAllocated { pfn })?;
+        let p = self.page_ref(pfn).ok_or(BuddyError::NotAllocated { pfn })?;
         if !p.has(flags::HEAD) || p.order as u32 != order {
             return Err(BuddyError::NotAllocated { pfn });
         }

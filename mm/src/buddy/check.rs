@@ -225,7 +225,7 @@ impl<M: Memmap> PageAlloc<M> {
                 let list = self.zone(nid, zone).free_area[order as usize];
                 let (mut pfn, mut prev, mut n) = (list.head, NO_PFN, 0);
                 while pfn != NO_PFN {
-                    let p = self.page(pfn).ok_or(v(pfn, Rule::ListLink { zone, order }))?;
+                    let p = self.page_ref(pfn).ok_or(v(pfn, Rule::ListLink { zone, order }))?;
                     if p.prev != prev || n == list.len {
                         return Err(v(pfn, Rule::ListLink { zone, order }));
                     }
@@ -312,7 +312,7 @@ impl<M: Memmap> PageAlloc<M> {
                 pfn = self.next_init_change(pfn, end);
                 continue;
             }
-            let p = self.page(pfn).ok_or(v(pfn, Rule::BlockOutOfRange { order: 0 }))?;
+            let p = self.page_ref(pfn).ok_or(v(pfn, Rule::BlockOutOfRange { order: 0 }))?;
             if quiescent && p.has(flags::ISOLATED) {
                 return Err(v(pfn, Rule::LeftIsolated));
             }
@@ -355,7 +355,7 @@ impl<M: Memmap> PageAlloc<M> {
                 return Err(v(pfn, Rule::UninitInBlock { head: pfn }));
             }
             for q in pfn + 1..pfn + (1 << order) {
-                let t = self.page(q).ok_or(v(q, Rule::BlockOutOfRange { order }))?;
+                let t = self.page_ref(q).ok_or(v(q, Rule::BlockOutOfRange { order }))?;
                 if t.has(flags::BUDDY | flags::HEAD) {
                     return Err(v(q, Rule::TailFlagged { head: pfn }));
                 }
@@ -414,10 +414,10 @@ impl<M: Memmap> PageAlloc<M> {
         let mut listed = BTreeSet::new();
         let mut pfn = self.zone(nid, zone).free_area[order as usize].head;
         while pfn != NO_PFN && listed.insert(pfn) {
-            pfn = self.page(pfn)?.next;
+            pfn = self.page_ref(pfn)?.next;
         }
         ranges.iter().flat_map(|&(s, n)| s..s + n).find(|&pfn| {
-            self.page(pfn).is_some_and(|p| {
+            self.page_ref(pfn).is_some_and(|p| {
                 p.has(flags::BUDDY)
                     && !p.has(flags::ISOLATED)
                     && p.order as u32 == order

@@ -168,7 +168,7 @@ impl<M: Memmap> PageAlloc<M> {
                 let (mut pfn, mut low) = (list.head, NO_PFN);
                 while pfn != NO_PFN && pfn + (1 << o) > limit {
                     low = low.min(pfn);
-                    pfn = self.page(pfn).map_or(NO_PFN, |p| p.next);
+                    pfn = self.page_ref(pfn).map_or(NO_PFN, |p| p.next);
                 }
                 if pfn != NO_PFN {
                     return Some(self.take(nid, zone, o, pfn, order, kind));
