@@ -9,7 +9,7 @@
 use crate::{
     buddy::{AllocKind, BuddyError, BusyPage, PageAlloc},
     geometry::Config,
-    numa::NodeId,
+    numa::{NodeId, MAX_NUMNODES},
     page::{flags, Memmap},
     pgtable::{Attrs, MapError, MapFlags, PageTable, TableAlloc},
 };
@@ -451,7 +451,6 @@ impl Migration {
             set_owner(a, m.dst, Some(m.handle));
             set_owner(a, m.src, None);
         }
-
         let mut result = Ok(());
         for m in self.batch.drain(..) {
             freeing(m.src, m.order);
@@ -474,7 +473,11 @@ impl Migration {
 /// later access.
 fn migration_target<M: Memmap>(a: &mut PageAlloc<M>, order: u32, target_below: u64, nid: NodeId) -> Option<u64> {
     let nid = if mutant::on(Mutant::MigrateIgnoresNode) { 0 } else { nid };
-    let (nodes, len) = a.zonelist(nid);
+    // The cached zonelist, copied out so the walk may allocate.
+    let mut nodes = [0; MAX_NUMNODES];
+    let cached = a.fallback_nodes(nid);
+    let len = cached.len();
+    nodes[..len].copy_from_slice(cached);
     nodes[..len].iter().find_map(|&n| {
         a.alloc_below_this_node(order, AllocKind::Movable, target_below, n)
             .or_else(|| a.alloc_this_node(order, AllocKind::Movable, n))

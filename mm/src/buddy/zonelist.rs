@@ -39,15 +39,6 @@ impl<M: Memmap> PageAlloc<M> {
         self.distances
     }
 
-    /// `nid`'s fallback order as [`Distances::fallback_order`] gives it, from the cache (by
-    /// value, so the caller may allocate while walking it).
-    pub fn zonelist(&self, nid: NodeId) -> ([NodeId; MAX_NUMNODES], usize) {
-        match self.zonelists.get(nid as usize) {
-            Some(&z) => z,
-            None => self.distances.fallback_order(nid),
-        }
-    }
-
     /// The nodes `nid`'s allocations try, in order (empty for a node id at or above
     /// `MAX_NUMNODES`).
     pub fn fallback_nodes(&self, nid: NodeId) -> &[NodeId] {
