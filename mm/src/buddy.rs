@@ -449,6 +449,25 @@ impl<M: Memmap> PageAlloc<M> {
         given
     }
 
+    /// Split an allocated block of `order` into `1 << order` allocated order-0 pages, each
+    /// freed on its own later (Linux `split_page`): how a run of single-page allocations is
+    /// served by one search.
+    pub fn split_allocated(&mut self, pfn: u64, order: u32) -> Result<(), BuddyError> {
+        let p = self.page_ref(pfn).ok_or(BuddyError::NotAllocated { pfn })?;
+        if !p.has(flags::HEAD) || p.order as u32 != order {
+            return Err(BuddyError::NotAllocated { pfn });
+        }
+        let kind = p.flags & flags::MOVABLE;
+        self.pg(pfn).order = 0;
+        for q in pfn + 1..pfn + (1 << order) {
+            let t = self.pg(q);
+            t.flags |= flags::HEAD | kind;
+            t.order = 0;
+            t.refcount = 1;
+        }
+        Ok(())
+    }
+
     /// Free a block returned by [`alloc`](Self::alloc) with the same order.
     pub fn free(&mut self, pfn: u64, order: u32) -> Result<(), BuddyError> {
         let p = self.page_ref(pfn).ok_or(BuddyError::NotAllocated { pfn })?;

@@ -280,43 +280,10 @@ pub fn offline_pages<M: Memmap>(
         batch: batch_buffer(handles.batch_pages.clamp(1, MIGRATE_BATCH_PAGES)),
         target_below,
         moved: 0,
+        reserve: None,
     };
-    // An allocated block that straddles an edge (larger than the range's alignment, e.g. a
-    // max-order block across a 2 MiB sub-block) cannot be isolated in part: move it out first.
-    // Free blocks across an edge are cut there by the isolation itself, so the new frame never
-    // straddles.
-    let mut tries = 0;
-    loop {
-        match a.isolate_range(start, nr) {
-            Ok(_) => break,
-            Err(BuddyError::Straddles { pfn, .. }) if tries < 2 => {
-                tries += 1;
-                let page = a
-                    .page_ref(pfn)
-                    .map(|p| BusyPage::of(pfn, p))
-                    .ok_or(OfflineError::Unmovable { pfn })?;
-                // Cut the free blocks across the edges, so the new frame cannot straddle one.
-                a.split_free_at(start);
-                a.split_free_at(start + nr);
-                let m = mig.prepare(a, handles, page)?;
-                mig.batch.push(m);
-                mig.commit(a, handles, &mut copy, &mut freeing)?;
-            }
-            Err(BuddyError::Straddles { pfn, .. }) => return Err(OfflineError::Unmovable { pfn }),
-            Err(e) => return Err(OfflineError::Range(e)),
-        }
-    }
-    // One pass is enough: the range is isolated, so nothing in it is handed out again, and
-    // what migration frees in it is parked.
-    let result = mig
-        .migrate_isolated(a, handles, start, start + nr, &mut copy, &mut freeing)
-        .and_then(|()| match a.offline_isolated(start, nr) {
-            Err(BuddyError::Busy { pfn }) => Err(OfflineError::Unmovable { pfn }),
-            r => r.map_err(OfflineError::Range),
-        });
-    if result.is_err() {
-        let _ = a.unisolate_range(start, nr);
-    }
+    let result = mig.offline(a, handles, start, nr, &mut copy, &mut freeing);
+    mig.release_reserve(a);
     result
 }
 
@@ -336,9 +303,77 @@ struct Migration {
     batch: Vec<Move>,
     target_below: u64,
     moved: u64,
+    /// Single-page destinations taken as one block and not used yet.
+    reserve: Option<Reserve>,
 }
 
+/// Order-0 destinations split from one allocated block (Linux `alloc_pages_bulk`'s role): a
+/// run of base pages costs one allocator search per block instead of one per page. Taken
+/// only where a page's own search would look first (its node, below the offline's limit), so
+/// placement is the same; released ([`Migration::release_reserve`]) when the offline ends.
+#[derive(Clone, Copy, Debug)]
+struct Reserve {
+    next: u64,
+    end: u64,
+    node: NodeId,
+}
+
+/// The order of a [`Reserve`] block (2 MiB of 4K pages), at most the allocator's max order.
+const RESERVE_ORDER: u32 = 9;
+
 impl Migration {
+    /// [`offline_pages`]: isolate `[start, start + nr)`, move every busy block out, take it
+    /// offline.
+    fn offline<M: Memmap>(
+        &mut self,
+        a: &mut PageAlloc<M>,
+        handles: &mut Handles,
+        start: u64,
+        nr: u64,
+        copy: &mut impl FnMut(&[Move]),
+        freeing: &mut impl FnMut(u64, u32),
+    ) -> Result<u64, OfflineError> {
+        // An allocated block that straddles an edge (larger than the range's alignment, e.g. a
+        // max-order block across a 2 MiB sub-block) cannot be isolated in part: move it out first.
+        // Free blocks across an edge are cut there by the isolation itself, so the new frame never
+        // straddles.
+        let mut tries = 0;
+        loop {
+            match a.isolate_range(start, nr) {
+                Ok(_) => break,
+                Err(BuddyError::Straddles { pfn, .. }) if tries < 2 => {
+                    tries += 1;
+                    let page = a
+                        .page_ref(pfn)
+                        .map(|p| BusyPage::of(pfn, p))
+                        .ok_or(OfflineError::Unmovable { pfn })?;
+                    // Cut the free blocks across the edges, so the new frame cannot straddle one.
+                    a.split_free_at(start);
+                    a.split_free_at(start + nr);
+                    let m = self.prepare(a, handles, page)?;
+                    self.batch.push(m);
+                    // A straddling block is never a base page: no reserve is taken here, before
+                    // the range is isolated (it could lie in the range).
+                    self.commit(a, handles, copy, freeing)?;
+                }
+                Err(BuddyError::Straddles { pfn, .. }) => return Err(OfflineError::Unmovable { pfn }),
+                Err(e) => return Err(OfflineError::Range(e)),
+            }
+        }
+        // One pass is enough: the range is isolated, so nothing in it is handed out again, and
+        // what migration frees in it is parked.
+        let result = self
+            .migrate_isolated(a, handles, start, start + nr, copy, freeing)
+            .and_then(|()| match a.offline_isolated(start, nr) {
+                Err(BuddyError::Busy { pfn }) => Err(OfflineError::Unmovable { pfn }),
+                r => r.map_err(OfflineError::Range),
+            });
+        if result.is_err() {
+            let _ = a.unisolate_range(start, nr);
+        }
+        result
+    }
+
     /// Move every busy block of the isolated `[start, end)`, a batch at a time.
     fn migrate_isolated<M: Memmap>(
         &mut self,
@@ -403,7 +438,7 @@ impl Migration {
 
     /// Check that the allocated block `page` can move and allocate its destination.
     fn prepare<M: Memmap>(
-        &self,
+        &mut self,
         a: &mut PageAlloc<M>,
         handles: &Handles,
         page: BusyPage,
@@ -416,7 +451,8 @@ impl Migration {
             return Err(OfflineError::Unmovable { pfn: busy });
         };
         // An isolated range cannot be handed out, so the target is always elsewhere.
-        let dst = migration_target(a, order, self.target_below, page.node)
+        let dst = self
+            .destination(a, order, page.node)
             .ok_or(OfflineError::NoTarget { moved: 0, left: 0 })?;
         Ok(Move {
             handle,
@@ -424,6 +460,46 @@ impl Migration {
             dst,
             order,
         })
+    }
+
+    /// The new frame for a block of `order` from node `nid`: a base page from the reserve
+    /// (refilled with one block below the limit on `nid`), else [`migration_target`].
+    fn destination<M: Memmap>(&mut self, a: &mut PageAlloc<M>, order: u32, nid: NodeId) -> Option<u64> {
+        if order != 0 || mutant::on(Mutant::MigrateIgnoresNode) {
+            return migration_target(a, order, self.target_below, nid);
+        }
+        if self.reserve.is_some_and(|r| r.node != nid || r.next == r.end) {
+            self.release_reserve(a);
+        }
+        if self.reserve.is_none() {
+            let ro = RESERVE_ORDER.min(a.max_order());
+            if let Some(pfn) = a.alloc_below_this_node(ro, AllocKind::Movable, self.target_below, nid) {
+                let split = a.split_allocated(pfn, ro);
+                debug_assert!(split.is_ok(), "a block just allocated splits");
+                self.reserve = Some(Reserve {
+                    next: pfn,
+                    end: pfn + (1 << ro),
+                    node: nid,
+                });
+            }
+        }
+        match &mut self.reserve {
+            Some(r) => {
+                r.next += 1;
+                Some(r.next - 1)
+            }
+            None => migration_target(a, order, self.target_below, nid),
+        }
+    }
+
+    /// Free the reserve's unused pages (they merge back into the block they came from).
+    fn release_reserve<M: Memmap>(&mut self, a: &mut PageAlloc<M>) {
+        if let Some(r) = self.reserve.take() {
+            for pfn in r.next..r.end {
+                let freed = a.free(pfn, 0);
+                debug_assert!(freed.is_ok(), "reserve page {pfn:#x} not allocated");
+            }
+        }
     }
 
     /// Give back the destinations of a batch nothing of which has moved.
