@@ -23,7 +23,7 @@ pub unsafe fn zero(p: *mut u8, len: usize) {
         unsafe { core::arch::asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack, preserves_flags)) };
         if let Some(block) = zva_block_bytes(dczid) {
             let (start, block) = (p as u64, block as usize);
-            if start % block as u64 == 0 && len % block == 0 {
+            if start.is_multiple_of(block as u64) && len.is_multiple_of(block) {
                 for off in (0..len).step_by(block) {
                     let a = start + off as u64;
                     // SAFETY: zeroes the aligned block at `a`, inside the caller's range.
@@ -46,7 +46,7 @@ pub unsafe fn zero(p: *mut u8, len: usize) {
 /// overlapping, the destination the caller's.
 pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
     #[cfg(target_arch = "aarch64")]
-    if len != 0 && (dst as usize | src as usize | len) % 64 == 0 {
+    if len != 0 && (dst as usize | src as usize | len).is_multiple_of(64) {
         // SAFETY: the caller's contract covers every byte the loop reads and writes; it
         // clobbers only the registers named (v0-v3 are caller-saved).
         unsafe {
@@ -78,7 +78,7 @@ pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
 /// `[p, p + len)` is writable Normal memory the caller owns.
 pub unsafe fn fill(p: *mut u8, v: u8, len: usize) {
     #[cfg(target_arch = "aarch64")]
-    if len != 0 && (p as usize | len) % 64 == 0 {
+    if len != 0 && (p as usize | len).is_multiple_of(64) {
         // SAFETY: the caller's contract covers every byte the loop writes; it clobbers only
         // the registers named.
         unsafe {
