@@ -613,6 +613,33 @@ mod tests {
         assert!(a.alloc(0, AllocKind::Kernel).is_some_and(|p| p >= limit));
     }
 
+    /// Taking up to order 6 at once gets the very pages 64 single-page searches would, and
+    /// split into single pages they free back into the block they came from.
+    #[test]
+    fn alloc_below_upto_takes_what_single_pages_would() {
+        let (base, limit) = (1 << 20, (1 << 20) + 3000);
+        let fresh = || {
+            let mut a = alloc_with(base, 4096, 10);
+            a.online_range(ZoneId::Normal, 0, base, 4096).unwrap();
+            a
+        };
+        let mut a = fresh();
+        let singles: Vec<u64> = (0..64)
+            .map(|_| a.alloc_below(0, AllocKind::Kernel, limit).unwrap())
+            .collect();
+        let mut a = fresh();
+        let (pfn, taken) = a.alloc_below_this_node_upto(0, 6, AllocKind::Kernel, limit, 0).unwrap();
+        assert_eq!(taken, 6);
+        a.split_allocated(pfn, 6).unwrap();
+        check(&a);
+        assert_eq!((pfn..pfn + 64).collect::<Vec<_>>(), singles);
+        for p in pfn..pfn + 64 {
+            a.free(p, 0).unwrap();
+        }
+        check(&a);
+        assert_eq!(a.free_blocks(ZoneId::Normal)[10], 4, "merged back whole");
+    }
+
     /// An allocated block across the edge cannot be isolated in part: `Straddles`, nothing
     /// changed.
     #[test]

@@ -308,9 +308,10 @@ struct Migration {
 }
 
 /// Order-0 destinations split from one allocated block (Linux `alloc_pages_bulk`'s role): a
-/// run of base pages costs one allocator search per block instead of one per page. Taken
-/// only where a page's own search would look first (its node, below the offline's limit), so
-/// placement is the same; released ([`Migration::release_reserve`]) when the offline ends.
+/// run of base pages costs one allocator search per block instead of one per page. The block
+/// is the front of the one a page's own search finds first (its node, below the offline's
+/// limit), so placement is the same; released ([`Migration::release_reserve`]) when the offline
+/// ends or a page of another node comes.
 #[derive(Clone, Copy, Debug)]
 struct Reserve {
     next: u64,
@@ -462,31 +463,29 @@ impl Migration {
         })
     }
 
-    /// The new frame for a block of `order` from node `nid`: a base page from the reserve
-    /// (refilled with one block below the limit on `nid`), else [`migration_target`].
+    /// The new frame for a block of `order` from node `nid`: a base page from the reserve, or
+    /// [`migration_target`]'s first choice, taken with up to a reserve's worth of the pages
+    /// after it (the ones the next base pages' searches would get).
     fn destination<M: Memmap>(&mut self, a: &mut PageAlloc<M>, order: u32, nid: NodeId) -> Option<u64> {
         if order != 0 || mutant::on(Mutant::MigrateIgnoresNode) {
             return migration_target(a, order, self.target_below, nid);
         }
-        if self.reserve.is_some_and(|r| r.node != nid || r.next == r.end) {
-            self.release_reserve(a);
+        if let Some(r) = self.reserve.as_mut().filter(|r| r.node == nid && r.next < r.end) {
+            r.next += 1;
+            return Some(r.next - 1);
         }
-        if self.reserve.is_none() {
-            let ro = RESERVE_ORDER.min(a.max_order());
-            if let Some(pfn) = a.alloc_below_this_node(ro, AllocKind::Movable, self.target_below, nid) {
-                let split = a.split_allocated(pfn, ro);
+        self.release_reserve(a);
+        let upto = RESERVE_ORDER.min(a.max_order());
+        match a.alloc_below_this_node_upto(0, upto, AllocKind::Movable, self.target_below, nid) {
+            Some((pfn, taken)) => {
+                let split = a.split_allocated(pfn, taken);
                 debug_assert!(split.is_ok(), "a block just allocated splits");
                 self.reserve = Some(Reserve {
-                    next: pfn,
-                    end: pfn + (1 << ro),
+                    next: pfn + 1,
+                    end: pfn + (1 << taken),
                     node: nid,
                 });
-            }
-        }
-        match &mut self.reserve {
-            Some(r) => {
-                r.next += 1;
-                Some(r.next - 1)
+                Some(pfn)
             }
             None => migration_target(a, order, self.target_below, nid),
         }

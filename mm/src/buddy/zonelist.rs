@@ -147,6 +147,22 @@ impl<M: Memmap> PageAlloc<M> {
 
     /// [`alloc_below_node`](Self::alloc_below_node) on node `nid` alone.
     pub fn alloc_below_this_node(&mut self, order: u32, kind: AllocKind, limit: u64, nid: NodeId) -> Option<u64> {
+        self.alloc_below_this_node_upto(order, order, kind, limit, nid)
+            .map(|(pfn, _)| pfn)
+    }
+
+    /// [`alloc_below_this_node`](Self::alloc_below_this_node) of `order` that takes up to order
+    /// `upto` of the free block the search finds: the very pages a run of `order` allocations
+    /// would get, since they split that block front to back. Returns the PFN and the order
+    /// taken.
+    pub fn alloc_below_this_node_upto(
+        &mut self,
+        order: u32,
+        upto: u32,
+        kind: AllocKind,
+        limit: u64,
+        nid: NodeId,
+    ) -> Option<(u64, u32)> {
         if order > self.max_order || nid as usize >= MAX_NUMNODES {
             return None;
         }
@@ -162,7 +178,8 @@ impl<M: Memmap> PageAlloc<M> {
                     pfn = self.page_ref(pfn).map_or(NO_PFN, |p| p.next);
                 }
                 if pfn != NO_PFN {
-                    return Some(self.take(nid, zone, o, pfn, order, kind));
+                    let taken = o.min(upto).max(order);
+                    return Some((self.take(nid, zone, o, pfn, taken, kind), taken));
                 }
                 self.zone_mut(nid, zone).free_area[o as usize].low = low;
             }
