@@ -126,10 +126,31 @@ pub fn made_valid(_m: Mapping) {
     }
 }
 
+/// Test build: a CPU other than the boot CPU waits this long between making entries valid and
+/// recording their publication, as a vCPU the host deschedules mid-map does (0: no wait). Set
+/// by a case only; a free or removal on the boot CPU meanwhile must wait for the map, not
+/// report it.
+#[cfg(feature = "ktest")]
+pub static PUBLISH_HOLD_US: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Test build: the CPU whose map has made entries valid and not yet published them.
+#[cfg(feature = "ktest")]
+pub fn map_in_flight() -> Option<usize> {
+    let cpu = checker::MAPPING_CPU.load(core::sync::atomic::Ordering::Relaxed);
+    (cpu != usize::MAX).then_some(cpu)
+}
+
 /// The engine published what it made valid (`DSB ISHST; ISB`).
 pub fn published() {
     #[cfg(feature = "ktest")]
     {
+        let hold = PUBLISH_HOLD_US.load(core::sync::atomic::Ordering::Relaxed);
+        if hold > 0 && arch::cpu::cpu_index() != 0 {
+            let end = arch::cpu::counter() + arch::cpu::counter_freq() * hold / 1_000_000;
+            while arch::cpu::counter() < end {
+                core::hint::spin_loop();
+            }
+        }
         let mut c = checker::CHECKER.lock();
         c.published();
         checker::MAPPING_CPU.store(usize::MAX, core::sync::atomic::Ordering::Relaxed);
@@ -160,32 +181,36 @@ fn fatal(v: mm::teardown::Violation) {
     }
 }
 
+/// `f` on the checker once no other CPU's map is in flight (test build). Another CPU's map
+/// publishes before it returns: wait for it (its CPU holds the page-table lock, which no caller
+/// holds without holding it itself, so the wait ends), at most 2 s: a map that has not
+/// published by then never will, and is reported. (Its vCPU can be off the host CPU for over
+/// 100 ms when the host is loaded: a shorter wait reports a map that is only slow.) Every check
+/// that reads the unpublished state comes through here, frees and removals alike.
+#[cfg(feature = "ktest")]
+fn check_when_published(f: impl FnOnce(&mut mm::teardown::TeardownChecker) -> Result<(), mm::teardown::Violation>) {
+    use core::sync::atomic::Ordering::Relaxed;
+    let me = arch::cpu::cpu_index();
+    let deadline = arch::cpu::counter() + 2 * arch::cpu::counter_freq();
+    let v = loop {
+        let mut c = checker::CHECKER.lock();
+        let cpu = checker::MAPPING_CPU.load(Relaxed);
+        if cpu == usize::MAX || cpu == me || arch::cpu::counter() > deadline {
+            break f(&mut c);
+        }
+        drop(c);
+        core::hint::spin_loop();
+    };
+    if let Err(v) = v {
+        fatal(v);
+    }
+}
+
 /// Called before any page goes back to an allocator (buddy, altmap, early pool). In the test
 /// build, stop with a report if an entry still maps it or a stale translation may be cached.
 pub fn check_free(_pa: u64, _size: u64) {
     #[cfg(feature = "ktest")]
-    {
-        use core::sync::atomic::Ordering::Relaxed;
-        // Another CPU's map in flight publishes before it returns: wait for it (its CPU holds
-        // the page-table lock, which no caller of this function holds without holding it
-        // itself, so the wait ends), at most 2 s: a map that has not published by then never
-        // will, and is reported. (Its vCPU can be off the host CPU for over 100 ms when the
-        // host is loaded: a shorter wait reports a map that is only slow.)
-        let me = arch::cpu::cpu_index();
-        let deadline = arch::cpu::counter() + 2 * arch::cpu::counter_freq();
-        let v = loop {
-            let mut c = checker::CHECKER.lock();
-            let cpu = checker::MAPPING_CPU.load(Relaxed);
-            if cpu == usize::MAX || cpu == me || arch::cpu::counter() > deadline {
-                break c.freeing(_pa, _size);
-            }
-            drop(c);
-            core::hint::spin_loop();
-        };
-        if let Err(v) = v {
-            fatal(v);
-        }
-    }
+    check_when_published(|c| c.freeing(_pa, _size));
 }
 
 /// Called when hot-removed memory leaves the kernel (before `remove` returns, so before the
@@ -193,15 +218,9 @@ pub fn check_free(_pa: u64, _size: u64) {
 /// pending. Test build only.
 pub fn check_removed(_pa: u64, _size: u64, _linear_va: u64, _memmap_va: u64, _memmap_size: u64) {
     #[cfg(feature = "ktest")]
-    {
-        let mut c = checker::CHECKER.lock();
-        let r = c
-            .released(_pa, _size)
+    check_when_published(|c| {
+        c.released(_pa, _size)
             .and_then(|_| c.quiescent(_linear_va, _size))
-            .and_then(|_| c.quiescent(_memmap_va, _memmap_size));
-        drop(c);
-        if let Err(v) = r {
-            fatal(v);
-        }
-    }
+            .and_then(|_| c.quiescent(_memmap_va, _memmap_size))
+    });
 }

@@ -130,3 +130,53 @@ fn base_page_window_removal_faults_on_every_cpu(_: &Platform) -> Result<(), Stri
     Ok(())
 }
 ktest!(base_page_window_removal_faults_on_every_cpu);
+
+/// Allocate one window page on the CPU this runs on (the map publishes late under
+/// `PUBLISH_HOLD_US`) and free it; 1 if both worked.
+fn slow_window_map(_: u64) -> u64 {
+    match movable::OwnedPage::alloc() {
+        Ok(p) => {
+            p.free();
+            1
+        }
+        Err(_) => 0,
+    }
+}
+
+/// A removal's and a free's checks on this CPU while another CPU's map has made entries valid
+/// and not yet published them (its vCPU descheduled between the two, as a loaded host does):
+/// they wait for the publication instead of reporting a missing barrier. The checks are called
+/// as `remove` and the allocators call them, right after the other CPU's map began: `remove`'s
+/// own page-table work takes the lock that map holds, so only its check can meet the map in
+/// flight (as the torture case's removals did). The map is held open 300 ms.
+fn checks_wait_for_a_map_in_flight(_: &Platform) -> Result<(), String> {
+    use crate::kernel::mem::teardown;
+    if smp::online_count() < 2 {
+        return Ok(()); // no other CPU to map
+    }
+    let (start, _) = held_back(1)?;
+    let bs = G.section_size();
+    let page = Pages::alloc(0).ok_or_else(|| String::from("no page"))?;
+    teardown::PUBLISH_HOLD_US.store(300_000, Relaxed);
+    kassert!(smp::post(1, slow_window_map, 0), "cpu 1 did not take the map");
+    let deadline = arch::cpu::counter() + 2 * arch::cpu::counter_freq();
+    while teardown::map_in_flight() != Some(1) && arch::cpu::counter() < deadline {
+        core::hint::spin_loop();
+    }
+    let met = teardown::map_in_flight() == Some(1);
+    let memmap = memmap::VMEMMAP.pfn_to_page(start >> PAGE_SHIFT);
+    teardown::check_removed(start, bs, layout::phys_to_virt(start), memmap, (bs >> PAGE_SHIFT) * 64);
+    let after_removal = teardown::map_in_flight();
+    teardown::check_free(page.pa(), layout::PAGE_SIZE);
+    teardown::PUBLISH_HOLD_US.store(0, Relaxed);
+    let mapped = smp::collect(1, 5000);
+    page.free().map_err(|e| format!("free: {e:?}"))?;
+    kassert!(met, "cpu 1's map was never in flight: the case tested nothing");
+    kassert!(
+        after_removal.is_none(),
+        "the removal's check returned with cpu {after_removal:?}'s map in flight"
+    );
+    kassert!(mapped == Some(1), "cpu 1's window page: {mapped:?}");
+    Ok(())
+}
+ktest!(checks_wait_for_a_map_in_flight);
