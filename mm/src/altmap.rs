@@ -75,6 +75,22 @@ impl Altmap {
         Ok(next + pad)
     }
 
+    /// Allocate up to `max` PFNs from the next one on, unaligned (base-page memmap backing,
+    /// which needs no alignment): one request instead of one per page. Returns the first PFN
+    /// and how many were taken (fewer than `max` only when the altmap runs dry).
+    pub fn alloc_run(&mut self, max: u64) -> Result<(u64, u64), AltmapExhausted> {
+        let n = max.min(self.nr_free());
+        if n == 0 {
+            return Err(AltmapExhausted {
+                wanted: max,
+                available: 0,
+            });
+        }
+        let first = self.next_pfn();
+        self.alloc += n;
+        Ok((first, n))
+    }
+
     /// Return `n` PFNs (Linux `vmem_altmap_free`: only the count is tracked). When everything
     /// is returned the alignment padding is dropped too, so a full teardown ends at zero.
     pub fn free_pfns(&mut self, n: u64) {
@@ -93,6 +109,19 @@ impl Altmap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alloc_run_takes_what_is_left_unaligned() {
+        let mut a = Altmap::new(100, 199, 2, 10);
+        assert_eq!(a.alloc_pfns(1), Ok(102));
+        // No padding to a power of two: the run starts at the next PFN.
+        assert_eq!(a.alloc_run(4), Ok((103, 4)));
+        assert_eq!(a.alloc_run(100), Ok((107, 5)), "the rest only");
+        assert_eq!((a.alloc, a.align, a.nr_free()), (10, 0, 0));
+        assert_eq!(a.alloc_run(1).unwrap_err().available, 0);
+        a.free_pfns(10);
+        assert_eq!((a.alloc, a.align), (0, 0));
+    }
 
     #[test]
     fn natural_alignment_and_accounting() {

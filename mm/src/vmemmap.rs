@@ -131,6 +131,29 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
         }
     }
 
+    /// Backing for up to `max` base pages in one piece: from the altmap as many as it has
+    /// left (one mapping for a section's whole memmap), else one page as
+    /// [`alloc_backing`](Self::alloc_backing) gives it (the allocator's pages are freed one by
+    /// one at removal, so they are taken one by one).
+    fn alloc_backing_run(
+        &mut self,
+        max: u64,
+        altmap: &mut Option<&mut Altmap>,
+    ) -> Result<((PhysAddr, bool), u64), VmemmapError> {
+        if let Some(Ok((pfn, n))) = altmap.as_deref_mut().map(|a| a.alloc_run(max)) {
+            return Ok(((pfn << C::GEOM.page_shift, true), n));
+        }
+        Ok((self.alloc_backing(Self::PAGE, altmap)?, 1))
+    }
+
+    /// How many base pages from `va` on (below `end`) have no leaf yet.
+    fn empty_pages(&self, va: VirtAddr, end: VirtAddr) -> u64 {
+        (va..end)
+            .step_by(Self::PAGE as usize)
+            .take_while(|&p| self.pt.walk(self.tables, p).leaf.is_none())
+            .count() as u64
+    }
+
     fn free_backing(&mut self, pa: PhysAddr, size: u64, altmap: &mut Option<&mut Altmap>) -> bool {
         let n = size / Self::PAGE;
         if let Some(a) = altmap {
@@ -251,12 +274,22 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
                     }
                 }
             }
-            if self.pt.walk(self.tables, va).leaf.is_none() {
-                let backing = self.alloc_backing(page, altmap)?;
-                self.map_leaf(va, page, backing, MapFlags::PAGES, created, stats)?;
-                stats.pages += 1;
+            // Base pages up to the next contiguous-run boundary at most, where the hint is
+            // tried again; a run only from an altmap (see `alloc_backing_run`).
+            let run_end = match (altmap.is_some(), cont) {
+                (false, _) => va + page,
+                (true, Some(c)) => (va / c + 1).saturating_mul(c).min(end),
+                (true, None) => end,
+            };
+            let run = self.empty_pages(va, run_end);
+            if run == 0 {
+                va += page;
+                continue;
             }
-            va += page;
+            let (backing, n) = self.alloc_backing_run(run, altmap)?;
+            self.map_leaf(va, n * page, backing, MapFlags::PAGES, created, stats)?;
+            stats.pages += n;
+            va += n * page;
         }
         Ok(())
     }
@@ -287,9 +320,7 @@ impl<C: Config, T: TableAlloc, S: PageSource, L: TlbInvalidate> Vmemmap<'_, C, T
     }
 
     fn range_empty(&self, start: VirtAddr, end: VirtAddr) -> bool {
-        (start..end)
-            .step_by(Self::PAGE as usize)
-            .all(|v| self.pt.walk(self.tables, v).leaf.is_none())
+        self.empty_pages(start, end) == (end - start) / Self::PAGE
     }
 
     /// Undo this call's leaves: unmap (clear → TLBI → free empty tables), then release backing.

@@ -152,17 +152,30 @@ fn altmap_backs_every_leaf_and_returns_to_zero<C: Config>() {
     let base_pfn = (5 * g.section_size()) >> g.page_shift;
     let mut alt = Altmap::new(base_pfn, base_pfn + g.pages_per_section() - 1, 0, pages);
     let (s, e) = r.section(5);
+    let barriers = arch::barrier::host::published();
     let st = r.vmemmap().populate(s, e, Some(&mut alt)).unwrap();
+    // The whole memmap is one piece of the altmap mapped by one `map` (a hot-add of a 16K
+    // section is then one walk and one barrier, not 32).
+    assert_eq!(
+        arch::barrier::host::published() - barriers,
+        1,
+        "maps of one section's memmap"
+    );
     assert_eq!(st.altmap_pages, pages);
     assert_eq!(alt.alloc, pages);
     assert!(alt.alloc + alt.align <= alt.free);
     assert!(r.source.live.is_empty(), "no backing from ordinary memory");
-    for va in (s..e).step_by(g.page_size() as usize) {
+    for (i, va) in (s..e).step_by(g.page_size() as usize).enumerate() {
         let l = r.pt.walk(&r.tables, va).leaf.unwrap();
         assert!(
             alt.contains(l.pa >> g.page_shift),
             "leaf {va:#x} -> {:#x} not from the altmap",
             l.pa
+        );
+        assert_eq!(
+            l.pa,
+            (base_pfn << g.page_shift) + i as u64 * g.page_size(),
+            "leaf {va:#x}"
         );
     }
     // Page-table pages never come from the altmap.
