@@ -62,6 +62,10 @@ struct World {
     online_normal: bool,
     violations: Vec<String>,
     requests: u32,
+    /// UNPLUG requests answered ACK: (first device block, count).
+    unplugs: Vec<(usize, usize)>,
+    /// Successful offline-and-removes: (address, size).
+    removals: Vec<(u64, u64)>,
     /// The device stopped answering (until the test says otherwise).
     gone: bool,
     /// Sub-block mode: the online filter reads the plug bitmap (else whole blocks are plugged).
@@ -146,6 +150,7 @@ impl VmemDevice for Dev {
                         .push(format!("UNPLUG of device block {j} while it is online"));
                 }
                 w.dev[i..i + n].fill(false);
+                w.unplugs.push((i, n));
                 Ok(Response::Ack)
             }
             RequestType::State => Ok(Response::Error),
@@ -196,6 +201,7 @@ impl VmemMemory for Mem {
             });
         }
         w.online[first..first + n].fill(false);
+        w.removals.push((addr, size));
         for k in 0..(size / mb).max(1) {
             w.blocks.remove(&((addr / mb + k) as BlockId));
         }
@@ -398,6 +404,7 @@ mm::matrix_tests!(
     requested_size_changes_during_a_request,
     a_device_that_stops_answering,
     pinned_memory_stops_and_is_retried,
+    sub_block_shrink_removes_adjacent_whole_blocks_together,
     random_requests_and_faults,
     refused_configurations,
 );
@@ -490,7 +497,10 @@ fn a_device_that_stops_answering<C: Config>() {
             if pre > 0 {
                 c.request(pre);
             }
-            c.fault(&[None, Some(Fault::NoAnswer)]);
+            // Growing: the second request (the first is answered). Shrinking: the first, as a
+            // shrink of adjacent whole memory blocks sends one UNPLUG for all of them.
+            let first_answered = if pre == 0 { vec![None] } else { vec![] };
+            c.fault(&[first_answered, vec![Some(Fault::NoAnswer)]].concat());
             let r = c.request(size);
             let s = r.stopped.unwrap_or_else(|| panic!("{mode:?}: not stopped"));
             assert!(s.reason.contains("no answer from the device"), "{mode:?}: {}", s.reason);
@@ -530,6 +540,51 @@ fn pinned_memory_stops_and_is_retried<C: Config>() {
         assert_eq!(c.pass(false), None, "done: nothing to retry");
         assert_eq!(c.plugged(), 0);
     }
+}
+
+/// Sub-block mode: the memory blocks a shrink takes wholly, next to each other, go in one
+/// offline-and-remove (one batch of TLB maintenance) and one UNPLUG per plugged run across
+/// them; a partly emptied block stays its own; a refused batch leaves everything as it was and
+/// the shrink goes block by block.
+fn sub_block_shrink_removes_adjacent_whole_blocks_together<C: Config>() {
+    let g = C::GEOM;
+    let mb = g.section_size();
+    let block = 2 * MIB;
+    let per_mb = (mb / block) as usize;
+    let mut c = Case::new(g, block, 8 * GIB);
+    assert_eq!(c.v.mode, Mode::SubBlock);
+    c.request(5 * mb);
+    let take = |c: &mut Case| {
+        let mut w = c.w.borrow_mut();
+        (core::mem::take(&mut w.removals), core::mem::take(&mut w.unplugs))
+    };
+    take(&mut c);
+    // Down to 1.5 blocks: blocks 4, 3, 2 whole and together, then half of block 1.
+    c.request(mb + mb / 2);
+    let (removals, unplugs) = take(&mut c);
+    assert_eq!(removals, vec![(BASE + 2 * mb, 3 * mb)], "removals");
+    assert_eq!(unplugs[0], (2 * per_mb, 3 * per_mb), "one UNPLUG for the three blocks");
+    assert_eq!(unplugs.len(), 2, "then one for half of block 1: {unplugs:?}");
+    assert_eq!(unplugs[1], (per_mb + per_mb / 2, per_mb / 2));
+    // A pinned device block in block 2 of 4, shrinking to 1: the batch (blocks 3, 2, 1) is
+    // refused and changes nothing; block by block, block 3 goes alone and block 2 stays.
+    c.request(4 * mb);
+    take(&mut c);
+    c.w.borrow_mut().pinned[2 * per_mb + 5] = true;
+    let r = c.request(mb);
+    let (removals, _) = take(&mut c);
+    assert_eq!(
+        removals.first(),
+        Some(&(BASE + 3 * mb, mb)),
+        "block 3 alone: {removals:?}"
+    );
+    assert!(
+        removals.iter().all(|&(a, s)| !(a..a + s).contains(&(BASE + 2 * mb))),
+        "block 2 removed while pinned: {removals:?}"
+    );
+    assert!(r.plugged < 4 * mb);
+    c.w.borrow_mut().pinned[2 * per_mb + 5] = false;
+    c.recovers(0);
 }
 
 /// Random requests, pins and faults; the invariants after every pass; at the end everything

@@ -79,7 +79,20 @@ impl Vmem {
         target: usize,
     ) -> Option<String> {
         let mut last = String::new();
-        for &blk in order {
+        let mut i = 0;
+        while let Some(&blk) = order.get(i) {
+            let (n, r) = self.sbm_remove_blocks_together(dev, mem, &order[i..], target);
+            if n > 0 {
+                if let Err(e) = r {
+                    last = e;
+                }
+                i += n;
+                if self.units_plugged() <= target {
+                    return None;
+                }
+                continue;
+            }
+            i += 1;
             while self.units_plugged() > target && self.m().plugged_in(blk) > 0 {
                 let excess = self.units_plugged() - target;
                 if let Err(e) = self.sbm_shrink_block(dev, mem, blk, excess) {
@@ -269,6 +282,50 @@ impl Vmem {
         }
     }
 
+    /// The leading blocks of `order` when they go wholly and follow each other down in memory
+    /// (two or more, added, the excess covering all their plugged device blocks): offlined and
+    /// removed in one hotplug operation (one batch of TLB maintenance, not one per block), then
+    /// unplugged with one request per plugged run across them. Returns how many blocks of
+    /// `order` it took: 0 when fewer than two qualify or the removal was refused (which leaves
+    /// them as they were), and the caller goes block by block.
+    fn sbm_remove_blocks_together(
+        &mut self,
+        dev: &mut impl VmemDevice,
+        mem: &mut impl VmemMemory,
+        order: &[usize],
+        target: usize,
+    ) -> (usize, Result<(), String>) {
+        let m = self.m();
+        let mut excess = self.units_plugged().saturating_sub(target);
+        let mut n = 0;
+        while let Some(&blk) = order.get(n) {
+            let below_last = n == 0 || order[n - 1] == blk + 1;
+            if !below_last || m.added[blk].is_none() || m.plugged_in(blk) > excess {
+                break;
+            }
+            excess -= m.plugged_in(blk);
+            n += 1;
+        }
+        if n < 2 {
+            return (0, Ok(()));
+        }
+        let s = m.subs_per_block;
+        let (first, end) = (order[n - 1] * s, (order[0] + 1) * s);
+        let (addr, size) = (self.sub_addr(first), n as u64 * self.geom.section_size());
+        if mutant::on(Mutant::VmemUnplugBeforeOffline) {
+            let _ = self.sbm_unplug_runs(dev, mem, first, end, false);
+        }
+        if mem.offline_and_remove(addr, size, self.below).is_err() {
+            return (0, Ok(()));
+        }
+        if let Some(m) = self.sbm.as_mut() {
+            for &blk in &order[..n] {
+                m.added[blk] = None;
+            }
+        }
+        (n, self.sbm_unplug_runs(dev, mem, first, end, true))
+    }
+
     /// Offline and remove added memory block `blk` whole, then UNPLUG what was plugged in it.
     fn sbm_remove_block(
         &mut self,
@@ -277,8 +334,9 @@ impl Vmem {
         blk: usize,
     ) -> Result<(), String> {
         let (addr, mb) = (self.sub_addr(blk * self.m().subs_per_block), self.geom.section_size());
+        let s = self.m().subs_per_block;
         if mutant::on(Mutant::VmemUnplugBeforeOffline) {
-            let _ = self.sbm_unplug_runs(dev, mem, blk, false);
+            let _ = self.sbm_unplug_runs(dev, mem, blk * s, (blk + 1) * s, false);
         }
         mem.offline_and_remove(addr, mb, self.below)
             .map_err(|e| format!("{addr:#x}+{:#}: {e}", Size(mb)))?;
@@ -295,27 +353,29 @@ impl Vmem {
         mem: &mut impl VmemMemory,
         blk: usize,
     ) -> Result<(), String> {
-        self.sbm_unplug_runs(dev, mem, blk, true)
+        let s = self.m().subs_per_block;
+        self.sbm_unplug_runs(dev, mem, blk * s, (blk + 1) * s, true)
     }
 
-    /// UNPLUG every run of plugged device blocks of memory block `blk` (one request per run:
-    /// UNPLUG of an unplugged device block is an error); `mark`: record them unplugged.
+    /// UNPLUG every run of plugged device blocks in `[first, end)` (one request per run, of at
+    /// most `u16::MAX` blocks: UNPLUG of an unplugged device block is an error); `mark`: record
+    /// them unplugged.
     fn sbm_unplug_runs(
         &mut self,
         dev: &mut impl VmemDevice,
         mem: &mut impl VmemMemory,
-        blk: usize,
+        first: usize,
+        end: usize,
         mark: bool,
     ) -> Result<(), String> {
-        let s = self.m().subs_per_block;
-        let (mut i, end) = (blk * s, (blk + 1) * s);
+        let mut i = first;
         while i < end {
             if !self.m().plugged(i) {
                 i += 1;
                 continue;
             }
             let mut n = 1;
-            while i + n < end && self.m().plugged(i + n) {
+            while i + n < end && n < u16::MAX as usize && self.m().plugged(i + n) {
                 n += 1;
             }
             let addr = self.sub_addr(i);
