@@ -6,7 +6,8 @@
 //! A resize is O(memory blocks of the region) plus O(device blocks it changes): grow walks the
 //! added blocks once (filling their free device blocks), then the others once (adding them);
 //! shrink computes its order once and empties each block in turn. A block that goes wholly is
-//! offlined and removed in one hotplug operation and unplugged with one request per plugged run.
+//! offlined and removed in one hotplug operation and unplugged with one request per plugged run;
+//! neighbouring blocks that all go wholly share both (one batch of TLB maintenance).
 
 use super::{request, RequestType, Vmem, VmemDevice, VmemMemory};
 use crate::hotplug::{BlockId, HotplugError};
