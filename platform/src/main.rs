@@ -158,13 +158,20 @@ fn read_machine(stages: &mut Stages) -> Machine {
         Err(e) => boot_failed(format_args!("device tree at pa={dtb_pa:#x}: {e}")),
     };
     stages.mark("dtb");
-    let fw_cfg = plat
-        .fw_cfg
-        .and_then(|r| kernel_pt::ioremap(r.base, r.size).ok())
-        .map(|va| {
-            // SAFETY: a fresh device mapping of the fw_cfg registers named by the DTB.
-            unsafe { fw_cfg::FwCfg::new(va) }
-        });
+    let fw_cfg = plat.fw_cfg.and_then(|r| {
+        let va = kernel_pt::ioremap(r.base, r.size).ok()?;
+        // SAFETY: a fresh device mapping (whole pages) of the fw_cfg registers named by
+        // the DTB, `r.size` bytes of them.
+        Some(unsafe { fw_cfg::FwCfg::new(va, r.size) })
+    });
+    // The DIMM slot count from QEMU's ACPI tables (firmware mode): their first table, the
+    // DSDT, read only where it is one DMA transfer.
+    let slots = fw_cfg.as_ref().filter(|f| f.has_dma()).and_then(|f| {
+        let head = f.read_file(fw_cfg::ACPI_TABLES_FILE, parse::acpi::HEADER_LEN)?;
+        let dsdt = f.read_file(fw_cfg::ACPI_TABLES_FILE, parse::acpi::dsdt_len(&head)?.min(1 << 20))?;
+        parse::acpi::memory_slots(&dsdt, drivers::ged::MAX_SLOTS)
+    });
+    drivers::ged::set_slots(slots);
     let cmdline_text = if !plat.bootargs.is_empty() {
         plat.bootargs.clone()
     } else {

@@ -56,6 +56,11 @@ fn lifecycle(g: Granule, gic: u32) {
         }
     }
     d.check_agree("after boot");
+    // Each event scans exactly the slots QEMU has (`slots=16` of `DIMM_MEM`, the count from
+    // its ACPI tables), not one fewer, not all 256.
+    if !d.boot_log.contains("slots_scanned=16 ") {
+        d.fail("the GED scan does not cover QEMU's 16 slots (`ged: ... slots_scanned=16`)");
+    }
 
     // Hot-plug 1 GiB and block-sized DIMMs.
     d.plug_ok(GIB, "dimm0");

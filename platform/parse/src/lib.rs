@@ -11,6 +11,7 @@
 
 extern crate alloc;
 
+pub mod acpi;
 pub mod cmdline;
 pub mod dtb;
 pub mod fdt;

@@ -60,6 +60,15 @@ pub const fn phys_to_virt(pa: u64) -> u64 {
     PAGE_OFFSET + pa
 }
 
+/// Physical address of a kernel VA: the linear map, or the kernel image (boot heap, stacks).
+pub fn virt_to_phys(va: u64) -> u64 {
+    if (PAGE_OFFSET..PAGE_OFFSET + LINEAR_SIZE).contains(&va) {
+        va - PAGE_OFFSET
+    } else {
+        va.wrapping_sub(kimage_voffset())
+    }
+}
+
 extern "C" {
     static __image_start: u8;
     static __text_end: u8;

@@ -26,7 +26,22 @@ pub const MEMHP_PA: u64 = 0x0907_0000;
 pub const GED_PA: u64 = 0x0908_0000;
 /// SPI 9.
 pub const INTID: u32 = 41;
+/// QEMU's most DIMM slots (`ACPI_MAX_RAM_SLOTS`).
 pub const MAX_SLOTS: u32 = 256;
+
+/// The DIMM slots QEMU has (its ACPI tables' `MDNR`), [`MAX_SLOTS`] when unknown.
+static SLOTS: AtomicU32 = AtomicU32::new(MAX_SLOTS);
+
+/// Set the slot count found in QEMU's ACPI tables (`None`: not found, every possible slot is
+/// scanned). Boot only, before the GED is initialised.
+pub fn set_slots(n: Option<u32>) {
+    SLOTS.store(n.unwrap_or(MAX_SLOTS).min(MAX_SLOTS), Ordering::Relaxed);
+}
+
+/// The slots a scan looks at.
+pub fn slots() -> u32 {
+    SLOTS.load(Ordering::Relaxed)
+}
 
 register_bitfields! {u8,
     /// The selected slot's state (read at 0x14; QEMU `MEMORY_SLOT_*` bits).

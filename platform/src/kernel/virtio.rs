@@ -16,15 +16,6 @@ fn dma_order(pages: usize) -> u32 {
     bytes.div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros()
 }
 
-/// Physical address of a kernel VA (linear map, or the kernel image: boot heap, stacks).
-fn virt_to_phys(va: u64) -> u64 {
-    if (layout::PAGE_OFFSET..layout::PAGE_OFFSET + layout::LINEAR_SIZE).contains(&va) {
-        va - layout::PAGE_OFFSET
-    } else {
-        va.wrapping_sub(layout::kimage_voffset())
-    }
-}
-
 // SAFETY: `dma_alloc` returns zeroed, page-aligned memory owned by the caller until
 // `dma_dealloc`, reachable at both addresses; `share` returns the physical address of memory
 // that the device may access (QEMU's DMA is cache-coherent).
@@ -51,7 +42,7 @@ unsafe impl Hal for HotmemHal {
     }
 
     unsafe fn share(buffer: NonNull<[u8]>, _direction: BufferDirection) -> PhysAddr {
-        virt_to_phys(buffer.as_ptr() as *mut u8 as u64)
+        layout::virt_to_phys(buffer.as_ptr() as *mut u8 as u64)
     }
 
     unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}

@@ -2,10 +2,11 @@
 //! is added (memmap on memory) and onlined by the online policy; one asked out is offlined,
 //! removed and ejected only once nothing maps it, and only then answered (`_OST` success).
 //!
-//! Slot count: a bounded scan of all 256 slots (`ACPI_MAX_RAM_SLOTS`, QEMU's maximum): the
-//! registers cannot tell the count (an absent slot reads like an empty one), and the scan works
-//! for any QEMU command line, including ones a user types by hand; it costs 512 MMIO accesses
-//! per event.
+//! Slot count: the registers cannot tell it (an absent slot reads like an empty one), so it
+//! comes from QEMU's own ACPI tables (`Name (MDNR, n)`, read at boot through fw_cfg DMA): every
+//! event scans exactly the slots QEMU has, two MMIO accesses each, for any QEMU command line.
+//! Without the tables (no fw_cfg DMA) every possible slot is scanned (256, QEMU's maximum:
+//! 512 accesses, about 0.25 ms under TCG).
 //!
 //! The interrupt's top half only latches the event bits; the work (add/online, offline/remove/
 //! eject) runs in thread context, as deferred work ([`crate::kernel::deferred`]).
@@ -85,7 +86,7 @@ fn init(_: &mut Buses) {
         ged::MEMHP_PA,
         ged::GED_PA,
         ged::INTID,
-        ged::MAX_SLOTS,
+        ged::slots(),
         arch::cpu::counter() - t0
     );
 }
@@ -105,7 +106,7 @@ fn process_pending() {
 /// Look at every slot: INSERT → add; enabled but unknown (cold-plugged, or plugged before a
 /// reset) → add; REMOVE → remove and eject.
 fn scan() {
-    for slot in 0..ged::MAX_SLOTS {
+    for slot in 0..ged::slots() {
         select(slot);
         let flags = ged::flags();
         if flags.is_set(SLOT_FLAGS::INSERT) {
