@@ -105,6 +105,8 @@ struct Machine {
     cmdline: alloc::string::String,
     opts: cmdline::Options,
     cmdline_warnings: alloc::vec::Vec<cmdline::CmdlineWarning>,
+    /// fw_cfg's DMA interface, if there is a fw_cfg: `ok`, `failed` or `none`.
+    fw_cfg_dma: Option<&'static str>,
     /// RAM that `mem=` held back (for `probe`).
     held_back: alloc::vec::Vec<dtb::Range>,
     /// RAM the linear map cannot reach.
@@ -188,6 +190,7 @@ fn read_machine(stages: &mut Stages) -> Machine {
         cmdline: cmdline_text,
         opts,
         cmdline_warnings,
+        fw_cfg_dma: fw_cfg.as_ref().map(fw_cfg::FwCfg::dma_state),
         held_back,
         beyond_linear,
         mutant,
@@ -287,6 +290,9 @@ fn start_console(m: &Machine) {
 /// reason, so an unknown one stops the boot).
 fn print_options(m: &Machine) {
     println!("boot: cmdline=\"{}\"", m.cmdline);
+    if let Some(dma) = m.fw_cfg_dma {
+        println!("boot: fw_cfg dma={dma}");
+    }
     for w in &m.cmdline_warnings {
         println!("cmdline: {w}");
     }

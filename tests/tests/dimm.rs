@@ -58,6 +58,9 @@ fn lifecycle(g: Granule, gic: u32) {
     d.check_agree("after boot");
     // Each event scans exactly the slots QEMU has (`slots=16` of `DIMM_MEM`, the count from
     // its ACPI tables), not one fewer, not all 256.
+    if !d.boot_log.contains("boot: fw_cfg dma=ok") {
+        d.fail("fw_cfg items did not come by DMA (`boot: fw_cfg dma=ok`)");
+    }
     if !d.boot_log.contains("slots_scanned=16 ") {
         d.fail("the GED scan does not cover QEMU's 16 slots (`ged: ... slots_scanned=16`)");
     }

@@ -63,6 +63,8 @@ pub struct FwCfg {
     regs: &'static FwCfgRegs,
     byte: &'static FwCfgByte,
     dma: bool,
+    /// A DMA read failed (and was done through the data register instead).
+    dma_failed: core::cell::Cell<bool>,
 }
 
 impl FwCfg {
@@ -77,7 +79,12 @@ impl FwCfg {
         let regs = unsafe { &*(va as *const FwCfgRegs) };
         // SAFETY: as above; the same MMIO registers, seen byte-wide.
         let byte = unsafe { &*(va as *const FwCfgByte) };
-        let mut f = FwCfg { regs, byte, dma: false };
+        let mut f = FwCfg {
+            regs,
+            byte,
+            dma: false,
+            dma_failed: core::cell::Cell::new(false),
+        };
         f.dma = size >= DMA_REGION
             && u32::from_le_bytes(f.read_mmio(FW_CFG_ID, 4).try_into().unwrap_or_default()) & ID_DMA != 0;
         f
@@ -88,11 +95,22 @@ impl FwCfg {
         self.dma
     }
 
+    /// How the items came, for the boot line: `ok` (DMA), `failed` (a DMA read failed and the
+    /// data register served it), `none` (no DMA interface).
+    pub fn dma_state(&self) -> &'static str {
+        match (self.dma, self.dma_failed.get()) {
+            (false, _) => "none",
+            (true, false) => "ok",
+            (true, true) => "failed",
+        }
+    }
+
     /// The first `len` bytes of item `key`.
     fn read_item(&self, key: u16, len: usize) -> Vec<u8> {
         if self.dma {
-            if let Some(v) = self.read_dma(key, len) {
-                return v;
+            match self.read_dma(key, len) {
+                Some(v) => return v,
+                None => self.dma_failed.set(true),
             }
         }
         self.read_mmio(key, len)
@@ -126,12 +144,21 @@ impl FwCfg {
         self.regs
             .dma
             .set(layout::virt_to_phys(&*req as *const DmaAccess as u64).to_be());
+        // QEMU completes the transfer within the register write; a device that has not after
+        // 100 ms is given up on (the caller falls back to the data register).
+        let deadline = arch::cpu::counter() + arch::cpu::counter_freq() / 10;
         let control = loop {
             // SAFETY: `req` is ours and alive; the device writes `control` behind the
             // compiler's back, so it is read volatile.
             let c = u32::from_be(unsafe { core::ptr::read_volatile(&req.control) });
             if c & !DMA_ERROR == 0 {
                 break c;
+            }
+            if arch::cpu::counter() > deadline {
+                // The device may still write `buf` and `req`: leave them to it.
+                core::mem::forget(buf);
+                core::mem::forget(req);
+                return None;
             }
             core::hint::spin_loop();
         };
