@@ -6,7 +6,7 @@
 //! The device (transport, config space, virtqueue) is behind [`VmemDevice`]; the memory (the
 //! hotplug core and the plug bitmap the online filter reads) behind [`VmemMemory`]. The kernel
 //! implements both over virtio-pci and its hotplug lock; the host tests over a fake device that
-//! misbehaves in every way the spec allows and some it does not (`mm/tests/vmem.rs`).
+//! misbehaves in every way the spec allows and some it does not (`mm/tests/vmem/`).
 //!
 //! Three modes, chosen from the device block size:
 //! - **sub-block** (Linux SBM; device block < memory block and a whole number of pageblocks,
