@@ -11,11 +11,10 @@ use serde_json::json;
 
 use super::record::{DimmRecord, Record};
 use super::sink::{Sink, Tag};
-use super::target::{check_mode, qemu_rss, rss_mib_per_gib, Target};
+use super::target::{qemu_rss, rss_mib_per_gib, start_session, Target};
 use crate::config::{BootMode, KernelConfig};
-use crate::kernel::build_kernel_once;
-use crate::run::{Machine, QemuRun};
-use crate::session::{is_dimm_event_line, Session};
+use crate::run::Machine;
+use crate::session::is_dimm_event_line;
 
 const GIB: u64 = 1 << 30;
 /// Limit of the plug and of the unplug (a large DIMM's memmap takes its time under TCG).
@@ -25,20 +24,11 @@ const WAIT: Duration = Duration::from_secs(600);
 /// the plug, QEMU's RSS growth and the unplug.
 pub fn big_dimm_bench(t: &Target<'_>, size: u64, tag: &Tag, sink: &mut Sink) -> Result<(), String> {
     let cfg = KernelConfig::default_for(t.granule);
-    let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
-    let run = QemuRun::new(kernel)
-        .qemu(t.qemu)
-        .machine(Machine {
-            cpu: t.cpu.into(),
-            mem: format!("1G,slots=2,maxmem={}", Size(GIB + size)),
-            ..Machine::default()
-        })
-        .boot(BootMode::Firmware)
-        .append(Some(format!("memmap_init={}", t.mode)))
-        .timeout(Some(Duration::from_secs(1800)));
-    let mut s = Session::start(run).map_err(|e| e.to_string())?;
-    let boot = s.boot().map_err(|e| e.to_string())?;
-    check_mode(&boot, t.mode)?;
+    let machine = Machine {
+        mem: format!("1G,slots=2,maxmem={}", Size(GIB + size)),
+        ..Machine::default()
+    };
+    let (mut s, boot) = start_session(t, machine, BootMode::Firmware, Duration::from_secs(1800))?;
     let cntfrq = boot
         .split_whitespace()
         .find_map(|w| w.strip_prefix("cntfrq=")?.parse::<f64>().ok())

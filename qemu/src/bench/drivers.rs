@@ -19,7 +19,7 @@ pub use super::target::{check_mode, Target};
 use super::target::{qemu_rss, rss_mib_per_gib};
 use crate::config::{BootMode, Granule, KernelConfig};
 use crate::kernel::build_kernel_once;
-use crate::run::{Machine, QemuRun};
+use crate::run::Machine;
 use crate::session::Session;
 
 const GIB: u64 = 1 << 30;
@@ -231,20 +231,11 @@ fn boot_figures(boots: &[boot_stages::BootLine]) -> BootFigures {
 pub fn dimm_bench(t: &Target<'_>, sizes: &[u64], tag: &Tag, sink: &mut Sink) -> Result<(), String> {
     let (cpu, mode, reps) = (t.cpu, t.mode, t.reps);
     let cfg = KernelConfig::default_for(t.granule);
-    let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
-    let run = QemuRun::new(kernel)
-        .qemu(t.qemu)
-        .machine(Machine {
-            cpu: cpu.into(),
-            mem: "1G,slots=8,maxmem=9G".into(),
-            ..Machine::default()
-        })
-        .boot(BootMode::Firmware)
-        .append(Some(format!("memmap_init={mode}")))
-        .timeout(Some(Duration::from_secs(600)));
-    let mut s = Session::start(run).map_err(|e| e.to_string())?;
-    let boot = s.boot().map_err(|e| e.to_string())?;
-    check_mode(&boot, mode)?;
+    let machine = Machine {
+        mem: "1G,slots=8,maxmem=9G".into(),
+        ..Machine::default()
+    };
+    let (mut s, boot) = super::target::start_session(t, machine, BootMode::Firmware, Duration::from_secs(600))?;
     let cntfrq = boot
         .split_whitespace()
         .find_map(|w| w.strip_prefix("cntfrq=")?.parse::<f64>().ok())
@@ -388,15 +379,9 @@ fn run_cell(t: &Target<'_>, o: &Opts, sizes: &[u64], dimm_sizes: &[u64], tag: &T
     }
     let migrate: Vec<u64> = o.migrate_sizes.iter().flatten().copied().collect();
     if !migrate.is_empty() {
-        let m = super::migrate::MigrateTarget {
-            qemu: t.qemu,
-            granule: g,
-            cpu: t.cpu,
-            mode,
-        };
         report(
             format!("{g} {mode} migration"),
-            super::migrate::migrate_bench(&m, &migrate, tag, sink),
+            super::migrate::migrate_bench(t, &migrate, tag, sink),
         );
     }
     if let (Granule::K64, Some(size)) = (g, o.dimm_big) {
@@ -406,16 +391,9 @@ fn run_cell(t: &Target<'_>, o: &Opts, sizes: &[u64], dimm_sizes: &[u64], tag: &T
         );
     }
     for &size in o.vmem_sizes.iter().flatten() {
-        let v = super::vmem::VmemTarget {
-            qemu: t.qemu,
-            granule: g,
-            cpu: t.cpu,
-            mode,
-            reps: t.reps,
-        };
         report(
             format!("{g} {mode} virtio-mem {}", Size(size)),
-            super::vmem::vmem_bench(&v, size, tag, sink),
+            super::vmem::vmem_bench(t, size, tag, sink),
         );
     }
     ok

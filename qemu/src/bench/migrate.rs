@@ -3,13 +3,13 @@
 //! and recorded (`{"kind":"migrate",...}`): `offline` of memory filled with movable pages is
 //! the path DIMM unplug and virtio-mem shrink take too.
 
-use super::record::{MemmapInit, MigrateRecord, Record};
+use super::record::{MigrateRecord, Record};
 use super::sink::{Sink, Tag};
-use crate::config::{BootMode, Granule, KernelConfig};
+use super::target::Target;
+use crate::config::{BootMode, KernelConfig};
 use crate::kernel::build_kernel_once;
 use mm::size::Size;
 use serde::Deserialize;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 const GIB: u64 = 1 << 30;
@@ -96,16 +96,8 @@ pub fn parse_migrate(console: &str) -> Result<Vec<MigrateLine>, MigrateParseErro
     Ok(out)
 }
 
-/// What the records of one migrate boot carry besides the kernel's figures.
-pub struct MigrateTarget<'a> {
-    pub qemu: &'a Path,
-    pub granule: Granule,
-    pub cpu: &'a str,
-    pub mode: MemmapInit,
-}
-
 /// The record of one kernel object.
-pub fn record(m: MigrateLine, cfg: KernelConfig, t: &MigrateTarget<'_>, tag: &Tag) -> MigrateRecord {
+pub fn record(m: MigrateLine, cfg: KernelConfig, t: &Target<'_>, tag: &Tag) -> MigrateRecord {
     MigrateRecord {
         commit: tag.commit.clone(),
         run: tag.run,
@@ -131,7 +123,7 @@ pub fn record(m: MigrateLine, cfg: KernelConfig, t: &MigrateTarget<'_>, tag: &Ta
 /// Boot `granule` on `cpu` with twice the largest size held back (the filled range and the
 /// target), run `bench migrate` over `sizes` batched and block by block; print the rows and
 /// record each.
-pub fn migrate_bench(t: &MigrateTarget<'_>, sizes: &[u64], tag: &Tag, sink: &mut Sink) -> Result<(), String> {
+pub fn migrate_bench(t: &Target<'_>, sizes: &[u64], tag: &Tag, sink: &mut Sink) -> Result<(), String> {
     let cfg = KernelConfig::default_for(t.granule);
     let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
     let max = sizes.iter().copied().max().unwrap_or(GIB);

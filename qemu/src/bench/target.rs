@@ -3,8 +3,12 @@
 
 use std::path::Path;
 
+use std::time::Duration;
+
 use super::record::MemmapInit;
-use crate::config::Granule;
+use crate::config::{BootMode, Granule, KernelConfig};
+use crate::kernel::build_kernel_once;
+use crate::run::{Machine, QemuRun};
 use crate::session::Session;
 
 /// What a driver measures on.
@@ -27,6 +31,31 @@ pub fn check_mode(console: &str, mode: MemmapInit) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A session on `t`'s default kernel: `machine` with `t`'s CPU, booted `boot` with
+/// `memmap_init=` of `t`, killed after `timeout`; booted, its mode checked. Returns the session
+/// and the boot log.
+pub fn start_session(
+    t: &Target<'_>,
+    machine: Machine,
+    boot: BootMode,
+    timeout: Duration,
+) -> Result<(Session, String), String> {
+    let kernel = build_kernel_once(KernelConfig::default_for(t.granule)).map_err(|e| e.to_string())?;
+    let run = QemuRun::new(kernel)
+        .qemu(t.qemu)
+        .machine(Machine {
+            cpu: t.cpu.into(),
+            ..machine
+        })
+        .boot(boot)
+        .append(Some(format!("memmap_init={}", t.mode)))
+        .timeout(Some(timeout));
+    let mut s = Session::start(run).map_err(|e| e.to_string())?;
+    let log = s.boot().map_err(|e| e.to_string())?;
+    check_mode(&log, t.mode)?;
+    Ok((s, log))
 }
 
 /// `VmRSS` of a `/proc/<pid>/status` text, bytes.

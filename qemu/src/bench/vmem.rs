@@ -8,7 +8,6 @@
 //! The first grow after boot writes into host memory never backed before: it is recorded on its
 //! own (`first_grow_*`) and left out of the medians, which are over the cycles after it.
 
-use std::path::Path;
 use std::time::Duration;
 
 use mm::size::Size;
@@ -16,9 +15,9 @@ use mm::size::Size;
 use super::plan::median;
 use super::record::{MemmapInit, Record, VmemRecord};
 use super::sink::{Sink, Tag};
-use crate::config::{BootMode, Granule, KernelConfig};
-use crate::kernel::build_kernel_once;
-use crate::run::{Machine, QemuRun, VirtioMem};
+use super::target::{start_session, Target};
+use crate::config::{BootMode, KernelConfig};
+use crate::run::{Machine, VirtioMem};
 use crate::session::Session;
 
 /// The device block of sub-block mode (QEMU's default on a 4K host: the THP size).
@@ -157,16 +156,6 @@ pub fn mode_name(block: u64, memory_block: u64) -> &'static str {
     }
 }
 
-/// What one vmem boot measures on.
-pub struct VmemTarget<'a> {
-    pub qemu: &'a Path,
-    pub granule: Granule,
-    pub cpu: &'a str,
-    pub mode: MemmapInit,
-    /// Idle cycles in the medians (one more runs first) and loaded shrinks.
-    pub reps: u64,
-}
-
 /// One resize of `vmem0` to `size`, which must end `done` at that size.
 fn resize(s: &mut Session, size: u64) -> Result<Resize, String> {
     let r = s.vmem("vmem0", size).map_err(|e| e.to_string())?;
@@ -194,26 +183,16 @@ fn guest_ok(s: &mut Session, cmd: &str, want: &str) -> Result<String, String> {
 
 /// Boots `t.granule` with one virtio-mem device of `size` and device block `block`, runs the
 /// cycles; the samples.
-pub fn vmem_samples(t: &VmemTarget<'_>, size: u64, block: u64) -> Result<VmemSamples, String> {
-    let cfg = KernelConfig::default_for(t.granule);
-    let kernel = build_kernel_once(cfg).map_err(|e| e.to_string())?;
-    let run = QemuRun::new(kernel)
-        .qemu(t.qemu)
-        .machine(Machine {
-            cpu: t.cpu.into(),
-            mem: "1G".into(),
-            virtio_mem: vec![VirtioMem {
-                block: Some(block),
-                ..VirtioMem::new(size)
-            }],
-            ..Machine::default()
-        })
-        .boot(BootMode::Kernel)
-        .append(Some(format!("memmap_init={}", t.mode)))
-        .timeout(Some(Duration::from_secs(900)));
-    let mut s = Session::start(run).map_err(|e| e.to_string())?;
-    let boot = s.boot().map_err(|e| e.to_string())?;
-    super::target::check_mode(&boot, t.mode)?;
+pub fn vmem_samples(t: &Target<'_>, size: u64, block: u64) -> Result<VmemSamples, String> {
+    let machine = Machine {
+        mem: "1G".into(),
+        virtio_mem: vec![VirtioMem {
+            block: Some(block),
+            ..VirtioMem::new(size)
+        }],
+        ..Machine::default()
+    };
+    let (mut s, _) = start_session(t, machine, BootMode::Kernel, Duration::from_secs(900))?;
     // Background struct page init of the boot RAM finished: it does not run beside the cycles.
     s.guest("meminfo settle").map_err(|e| e.to_string())?;
     let mut out = VmemSamples::default();
@@ -234,7 +213,7 @@ pub fn vmem_samples(t: &VmemTarget<'_>, size: u64, block: u64) -> Result<VmemSam
 }
 
 /// Both device modes of one granule at `size`: printed, a record each.
-pub fn vmem_bench(t: &VmemTarget<'_>, size: u64, tag: &Tag, sink: &mut Sink) -> Result<(), String> {
+pub fn vmem_bench(t: &Target<'_>, size: u64, tag: &Tag, sink: &mut Sink) -> Result<(), String> {
     let cfg = KernelConfig::default_for(t.granule);
     let memory_block = super::plan::memory_block(t.granule);
     println!(
