@@ -15,6 +15,16 @@ use crate::size::Size;
 use alloc::{format, string::String, vec::Vec};
 use arch::mutant::{self, Mutant};
 
+/// What [`Vmem::sbm_remove_blocks_together`] did.
+enum Together {
+    /// Fewer than two blocks qualify: nothing tried.
+    No,
+    /// The removal was refused (busy memory); the blocks are as they were.
+    Refused,
+    /// That many blocks of the order were removed; then their UNPLUGs' result.
+    Removed(usize, Result<(), String>),
+}
+
 impl Vmem {
     pub(super) fn sbm_resize(
         &mut self,
@@ -81,17 +91,25 @@ impl Vmem {
     ) -> Option<String> {
         let mut last = String::new();
         let mut i = 0;
+        // After a refused batch the blocks go one by one: a busy block would refuse every
+        // batch that holds it, each after offlining the blocks before it.
+        let mut batches = true;
         while let Some(&blk) = order.get(i) {
-            let (n, r) = self.sbm_remove_blocks_together(dev, mem, &order[i..], target);
-            if n > 0 {
-                if let Err(e) = r {
-                    last = e;
+            if batches {
+                match self.sbm_remove_blocks_together(dev, mem, &order[i..], target) {
+                    Together::No => {}
+                    Together::Refused => batches = false,
+                    Together::Removed(n, r) => {
+                        if let Err(e) = r {
+                            last = e;
+                        }
+                        i += n;
+                        if self.units_plugged() <= target {
+                            return None;
+                        }
+                        continue;
+                    }
                 }
-                i += n;
-                if self.units_plugged() <= target {
-                    return None;
-                }
-                continue;
             }
             i += 1;
             while self.units_plugged() > target && self.m().plugged_in(blk) > 0 {
@@ -286,16 +304,14 @@ impl Vmem {
     /// The leading blocks of `order` when they go wholly and follow each other down in memory
     /// (two or more, added, the excess covering all their plugged device blocks): offlined and
     /// removed in one hotplug operation (one batch of TLB maintenance, not one per block), then
-    /// unplugged with one request per plugged run across them. Returns how many blocks of
-    /// `order` it took: 0 when fewer than two qualify or the removal was refused (which leaves
-    /// them as they were), and the caller goes block by block.
+    /// unplugged with one request per plugged run across them.
     fn sbm_remove_blocks_together(
         &mut self,
         dev: &mut impl VmemDevice,
         mem: &mut impl VmemMemory,
         order: &[usize],
         target: usize,
-    ) -> (usize, Result<(), String>) {
+    ) -> Together {
         let m = self.m();
         let mut excess = self.units_plugged().saturating_sub(target);
         let mut n = 0;
@@ -308,7 +324,7 @@ impl Vmem {
             n += 1;
         }
         if n < 2 {
-            return (0, Ok(()));
+            return Together::No;
         }
         let s = m.subs_per_block;
         let (first, end) = (order[n - 1] * s, (order[0] + 1) * s);
@@ -317,14 +333,14 @@ impl Vmem {
             let _ = self.sbm_unplug_runs(dev, mem, first, end, false);
         }
         if mem.offline_and_remove(addr, size, self.below).is_err() {
-            return (0, Ok(()));
+            return Together::Refused;
         }
         if let Some(m) = self.sbm.as_mut() {
             for &blk in &order[..n] {
                 m.added[blk] = None;
             }
         }
-        (n, self.sbm_unplug_runs(dev, mem, first, end, true))
+        Together::Removed(n, self.sbm_unplug_runs(dev, mem, first, end, true))
     }
 
     /// Offline and remove added memory block `blk` whole, then UNPLUG what was plugged in it.

@@ -54,6 +54,8 @@ pub struct World {
     pub unplugs: Vec<(usize, usize)>,
     /// Successful offline-and-removes: (address, size).
     pub removals: Vec<(u64, u64)>,
+    /// Every offline-and-remove asked for, refused ones included: (address, size).
+    pub removal_attempts: Vec<(u64, u64)>,
     /// The device stopped answering (until the test says otherwise).
     pub gone: bool,
     /// Sub-block mode: the online filter reads the plug bitmap (else whole blocks are plugged).
@@ -179,6 +181,7 @@ impl VmemMemory for Mem {
 
     fn offline_and_remove(&mut self, addr: u64, size: u64, _below: u64) -> Result<(), HotplugError> {
         let mut w = self.0.borrow_mut();
+        w.removal_attempts.push((addr, size));
         let first = w.idx(addr);
         let n = (size / w.block).max(1) as usize;
         let mb = w.geom.unwrap().section_size();

@@ -223,6 +223,20 @@ fn sub_block_shrink_removes_adjacent_whole_blocks_together<C: Config>() {
     assert!(r.plugged < 4 * mb);
     c.w.borrow_mut().pinned[2 * per_mb + 5] = false;
     c.recovers(0);
+    // Pinned in the lowest of six blocks, shrinking to 0: one batch is tried and refused, then
+    // the blocks go one by one; no later batch holding the busy block is tried again.
+    c.request(6 * mb);
+    c.w.borrow_mut().pinned[5] = true;
+    c.w.borrow_mut().removal_attempts.clear();
+    c.request(0);
+    let attempts = core::mem::take(&mut c.w.borrow_mut().removal_attempts);
+    let over_pin = attempts.iter().filter(|&&(a, _)| a == BASE).count();
+    assert_eq!(
+        over_pin, 2,
+        "removals tried over the busy block (one batch, then its own): {attempts:?}"
+    );
+    c.w.borrow_mut().pinned[5] = false;
+    c.recovers(0);
 }
 
 /// Random requests, pins and faults; the invariants after every pass; at the end everything
